@@ -1,0 +1,1 @@
+//! dask-client (filled in by a later issue).

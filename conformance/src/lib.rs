@@ -1,0 +1,1 @@
+//! dask-conformance (filled in by a later issue).

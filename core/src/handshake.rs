@@ -1,0 +1,153 @@
+//! The handshake: each side's first message is `hello`; majors must match,
+//! both then speak the lower minor and the features both list.
+
+use crate::error::{ErrorCode, WireError};
+use crate::messages::{Hello, Role, Version};
+
+/// The protocol name carried in every hello.
+pub const PROTOCOL: &str = "dask";
+
+/// The version this crate speaks.
+pub const VERSION: Version = Version { major: 1, minor: 0 };
+
+/// Optional features this crate supports (none are defined in dask/1.0).
+pub const FEATURES: &[&str] = &[];
+
+/// What both sides agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The version both speak.
+    pub version: Version,
+    /// The peer's role.
+    pub peer_role: Role,
+    /// Features both support.
+    pub features: Vec<String>,
+    /// The id the acceptor gave this connection.
+    pub id: Option<u64>,
+    /// The peer's name.
+    pub peer_name: Option<String>,
+}
+
+/// The hello a connecting side sends.
+pub fn offer(role: Role, name: Option<String>) -> Hello {
+    Hello {
+        protocol: PROTOCOL.into(),
+        version: VERSION,
+        role,
+        name,
+        id: None,
+        features: Some(FEATURES.iter().map(|f| f.to_string()).collect()),
+        auth: None,
+        tls: None,
+    }
+}
+
+fn check_protocol(hello: &Hello) -> Result<(), WireError> {
+    if hello.protocol != PROTOCOL {
+        return Err(WireError::new(
+            ErrorCode::BadHandshake,
+            format!("protocol {:?} is not {PROTOCOL:?}", hello.protocol),
+        ));
+    }
+    if hello.version.major != VERSION.major {
+        return Err(WireError::new(
+            ErrorCode::VersionMismatch,
+            format!(
+                "peer speaks dask/{}.{}, this side speaks dask/{}.{}",
+                hello.version.major, hello.version.minor, VERSION.major, VERSION.minor
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn common_features(theirs: &Option<Vec<String>>) -> Vec<String> {
+    let theirs = theirs.as_deref().unwrap_or(&[]);
+    FEATURES.iter().filter(|f| theirs.iter().any(|t| t == *f)).map(|f| f.to_string()).collect()
+}
+
+/// The acceptor's side: checks the peer's hello and builds the reply.
+/// `allowed` lists the roles this endpoint serves. On error, send
+/// `Message::error(&e, None)` and close.
+pub fn accept(
+    peer: &Hello,
+    our_role: Role,
+    allowed: &[Role],
+    id: u64,
+    name: Option<String>,
+) -> Result<(Hello, Negotiated), WireError> {
+    check_protocol(peer)?;
+    if !allowed.contains(&peer.role) {
+        return Err(WireError::new(
+            ErrorCode::BadHandshake,
+            format!("role {:?} is not served here", peer.role.as_str()),
+        ));
+    }
+    let version = Version { major: VERSION.major, minor: VERSION.minor.min(peer.version.minor) };
+    let features = common_features(&peer.features);
+    let reply = Hello {
+        protocol: PROTOCOL.into(),
+        version,
+        role: our_role,
+        name,
+        id: Some(id),
+        features: Some(features.clone()),
+        auth: None,
+        tls: None,
+    };
+    let negotiated =
+        Negotiated { version, peer_role: peer.role, features, id: Some(id), peer_name: peer.name.clone() };
+    Ok((reply, negotiated))
+}
+
+/// The connecting side: checks the acceptor's reply.
+pub fn check_reply(reply: &Hello, expected_role: Role) -> Result<Negotiated, WireError> {
+    check_protocol(reply)?;
+    if reply.role != expected_role {
+        return Err(WireError::new(
+            ErrorCode::BadHandshake,
+            format!("expected a {} to answer, got a {}", expected_role.as_str(), reply.role.as_str()),
+        ));
+    }
+    if reply.version.minor > VERSION.minor {
+        return Err(WireError::new(
+            ErrorCode::BadHandshake,
+            "reply names a minor version higher than the one offered",
+        ));
+    }
+    Ok(Negotiated {
+        version: reply.version,
+        peer_role: reply.role,
+        features: common_features(&reply.features),
+        id: reply.id,
+        peer_name: reply.name.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_minor_wins_and_major_must_match() {
+        let mut peer = offer(Role::Worker, None);
+        peer.version.minor = 7;
+        let (reply, n) = accept(&peer, Role::Scheduler, &[Role::Worker], 3, None).unwrap();
+        assert_eq!(reply.version, VERSION);
+        assert_eq!(n.id, Some(3));
+        assert!(check_reply(&reply, Role::Scheduler).is_ok());
+        peer.version.major = 2;
+        let e = accept(&peer, Role::Scheduler, &[Role::Worker], 3, None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::VersionMismatch);
+    }
+
+    #[test]
+    fn unserved_role_and_wrong_protocol_are_bad_handshakes() {
+        let peer = offer(Role::Client, None);
+        let e = accept(&peer, Role::Worker, &[Role::Peer], 1, None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadHandshake);
+        let mut other = offer(Role::Peer, None);
+        other.protocol = "http".into();
+        assert_eq!(accept(&other, Role::Worker, &[Role::Peer], 1, None).unwrap_err().code, ErrorCode::BadHandshake);
+    }
+}

@@ -1,0 +1,25 @@
+//! # dask-core
+//!
+//! The dask/1 wire protocol, sans-IO: message types ([`messages`]), the
+//! msgpack codec ([`msgpack`], [`wire`]), framing ([`frame`]), the
+//! handshake ([`handshake`]), the JSON form of values ([`json`]) and the
+//! generated JSON Schema ([`schema`]).
+//!
+//! Architecture invariant: this crate touches no socket, clock or thread;
+//! it builds for `wasm32-unknown-unknown`.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod json;
+pub mod messages;
+pub mod msgpack;
+pub mod schema;
+pub mod wire;
+
+pub use error::{ErrorCode, WireError};
+pub use frame::{FrameDecoder, FrameEncoder, FRAME_BYTES_MAX};
+pub use messages::Message;
+pub use msgpack::RawValue;
+pub use wire::Key;

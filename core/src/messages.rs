@@ -1,0 +1,719 @@
+//! Every message of dask/1. Each is a msgpack map whose first entry is
+//! `op` (its name) followed by its fields; see `spec/PROTOCOL.md` for who
+//! sends which and when. Field docs here are the spec's field tables.
+//!
+//! All fields exist since dask/1.0. `Option` fields are optional: a sender
+//! leaves them out (or sends nil), and the doc says what absence means.
+
+use std::collections::BTreeMap;
+
+use crate::error::{ErrorCode, WireError};
+use crate::msgpack::{write, RawValue, Reader};
+use crate::wire::{FieldTable, Key, Wire};
+use crate::{wire_enum, wire_struct};
+
+/// A protocol version: `[major, minor]` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Peers with different majors cannot talk.
+    pub major: u32,
+    /// Peers speak the lower of their minors.
+    pub minor: u32,
+}
+
+impl Wire for Version {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::array_len(w, 2);
+        write::uint(w, self.major as u64);
+        write::uint(w, self.minor as u64);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        if r.read_array_len()? != 2 {
+            return Err(WireError::wrong_type("[major, minor]", "array of another length"));
+        }
+        Ok(Version { major: u32::read(r)?, minor: u32::read(r)? })
+    }
+}
+
+impl schemars::JsonSchema for Version {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Version".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "[major, minor]",
+            "type": "array",
+            "prefixItems": [{"type": "integer", "minimum": 0}, {"type": "integer", "minimum": 0}],
+            "items": false,
+            "minItems": 2
+        })
+    }
+}
+
+wire_enum! {
+    /// What a connection is for, declared in `hello`.
+    pub enum Role {
+        /// A program that submits graphs and reads results (connects to the scheduler).
+        Client = "client",
+        /// A worker registering with the scheduler.
+        Worker = "worker",
+        /// Anything that connects to a worker's data address to fetch data.
+        Peer = "peer",
+        /// The scheduler, in its `hello` reply.
+        Scheduler = "scheduler",
+    }
+}
+
+/// Resource amounts by name, e.g. `{"GPU": 2}`.
+pub type Resources = BTreeMap<String, f64>;
+
+wire_struct! {
+    /// First message each way on every connection. The connecting side sends
+    /// its own; the accepting side replies with its own, or with `error`
+    /// (version-mismatch / bad-handshake) and closes.
+    pub struct Hello {
+        /// Always "dask".
+        pub protocol: String,
+        /// The highest version the sender speaks; in a reply, the version both speak.
+        pub version: Version,
+        /// The sender's role.
+        pub role: Role,
+        /// A human-readable name for logs. Absent: none.
+        pub name: Option<String>,
+        /// In the acceptor's reply: the id it gives this connection (a client's id, a worker's id). Absent in the first hello.
+        pub id: Option<u64>,
+        /// Optional features the sender supports; a reply lists the ones both support. Absent: none.
+        pub features: Option<Vec<String>>,
+        /// Reserved for authentication. dask/1.0 peers send nothing here and ignore it.
+        pub auth: Option<RawValue>,
+        /// Reserved for TLS upgrade. dask/1.0 peers send false or nothing and treat anything else as false.
+        pub tls: Option<bool>,
+    }
+}
+
+wire_struct! {
+    /// An error report. When `fatal` is true the sender closes the connection
+    /// right after this message.
+    pub struct ErrorReport {
+        /// A code from the spec's table.
+        pub code: u32,
+        /// What went wrong, for people.
+        pub message: String,
+        /// Whether the connection closes after this message.
+        pub fatal: bool,
+        /// The `request` of the message this answers, if it had one.
+        pub request: Option<u64>,
+        /// Keys this error is about.
+        pub keys: Option<Vec<Key>>,
+    }
+}
+
+wire_struct! {
+    /// Polite end of a connection: the sender closes after writing it.
+    pub struct Close {
+        /// Why, for logs. Absent: none given.
+        pub reason: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// A worker's load and memory, sent in its heartbeats.
+    pub struct Metrics {
+        /// Tasks running now.
+        pub executing: u32,
+        /// Tasks assigned and waiting for a thread or for their dependencies.
+        pub ready: u32,
+        /// Keys held in memory.
+        pub stored_keys: u64,
+        /// Bytes held in memory (sum of nbytes).
+        pub stored_bytes: u64,
+    }
+}
+
+wire_struct! {
+    /// Liveness signal, client -> scheduler and worker -> scheduler. The
+    /// scheduler does not reply.
+    pub struct Heartbeat {
+        /// A worker's current metrics. Absent for clients.
+        pub metrics: Option<Metrics>,
+    }
+}
+
+wire_struct! {
+    /// A task: a function name, arguments that may reference other tasks'
+    /// results, and scheduling options.
+    pub struct TaskSpec {
+        /// The task's key, unique in the cluster.
+        pub key: Key,
+        /// Name of the function a worker runs.
+        pub function: String,
+        /// Positional arguments: a msgpack array; task references inside are replaced by those tasks' results.
+        pub args: RawValue,
+        /// Keyword arguments: a msgpack map with string keys. Absent: none.
+        pub kwargs: Option<RawValue>,
+        /// Higher runs first. Absent: 0.
+        pub priority: Option<i64>,
+        /// Resources one run holds, e.g. {"GPU": 1}. Absent: none.
+        pub resources: Option<Resources>,
+        /// How many times to rerun after an error before reporting it. Absent: 0.
+        pub retries: Option<u32>,
+        /// Names or addresses of the only workers allowed to run it. Absent: any.
+        pub workers: Option<Vec<String>>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: add tasks to the graph and say which keys the
+    /// client wants (holds futures for). All or nothing: on any error no
+    /// task is accepted and the scheduler replies `error` with this `request`.
+    pub struct UpdateGraph {
+        /// Client-chosen id, echoed in an `error` about this graph.
+        pub request: u64,
+        /// New tasks, in any order; tasks already known with the same definition are shared.
+        pub tasks: Vec<TaskSpec>,
+        /// Keys the client wants; each gets a key-finished / key-erred / key-cancelled / key-lost event.
+        pub wanted: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: the client no longer wants these keys.
+    pub struct ReleaseKeys {
+        /// Keys to release.
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: stop computing these keys for this client (or for everyone with `force`).
+    pub struct CancelKeys {
+        /// Keys to cancel.
+        pub keys: Vec<Key>,
+        /// Cancel for every client that wants them. Absent: false.
+        pub force: Option<bool>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: store these values on workers under these keys;
+    /// the client wants them and receives key-finished for each.
+    pub struct Scatter {
+        /// Client-chosen id, echoed in an `error`.
+        pub request: u64,
+        /// The values by key.
+        pub data: BTreeMap<Key, RawValue>,
+        /// Addresses or names of the workers to use. Absent: the scheduler chooses.
+        pub workers: Option<Vec<String>>,
+        /// Store every value on every (allowed) worker. Absent: false.
+        pub broadcast: Option<bool>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: send me these results.
+    pub struct Gather {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+        /// Keys wanted.
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: the answer to `gather`.
+    pub struct GatherReply {
+        /// The `gather` this answers.
+        pub request: u64,
+        /// Values by key.
+        pub data: BTreeMap<Key, RawValue>,
+        /// Keys that are not in memory anywhere.
+        pub missing: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: where are these keys held?
+    pub struct WhoHas {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+        /// Keys asked about.
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: the answer to `who-has`.
+    pub struct WhoHasReply {
+        /// The `who-has` this answers.
+        pub request: u64,
+        /// Data addresses of the workers holding each key (empty when none).
+        pub who_has: BTreeMap<Key, Vec<String>>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: describe the cluster.
+    pub struct ClusterInfo {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+    }
+}
+
+wire_struct! {
+    /// One worker as the scheduler sees it.
+    pub struct WorkerInfo {
+        /// The id given in its hello reply.
+        pub id: u64,
+        /// Its name.
+        pub name: String,
+        /// Its data address.
+        pub address: String,
+        /// Threads it runs tasks on.
+        pub nthreads: u32,
+        /// Memory limit in bytes. Absent: none.
+        pub memory_limit: Option<u64>,
+        /// Resources it offers.
+        pub resources: Resources,
+        /// Functions it offers.
+        pub functions: Vec<String>,
+        /// Tasks assigned to it now.
+        pub processing: u64,
+        /// Keys it holds.
+        pub stored_keys: u64,
+        /// Bytes it holds.
+        pub stored_bytes: u64,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: the answer to `cluster-info`.
+    pub struct ClusterInfoReply {
+        /// The `cluster-info` this answers.
+        pub request: u64,
+        /// Connected workers.
+        pub workers: Vec<WorkerInfo>,
+        /// Number of tasks in each scheduler state (states with none left out).
+        pub tasks: BTreeMap<String, u64>,
+        /// Connected clients.
+        pub clients: u32,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: publish keys under a name so other clients can
+    /// get them; the dataset holds the keys until unpublished. Replied with `ok`.
+    pub struct PublishDataset {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+        /// The dataset's name.
+        pub name: String,
+        /// The keys it holds; they must be known to the scheduler.
+        pub keys: Vec<Key>,
+        /// Replace a dataset of the same name. Absent: false (error dataset-exists).
+        pub overwrite: Option<bool>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: remove a published dataset. Replied with `ok`.
+    pub struct UnpublishDataset {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+        /// The dataset's name.
+        pub name: String,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: the keys of a dataset. The client then wants them.
+    pub struct GetDataset {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+        /// The dataset's name.
+        pub name: String,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: the answer to `get-dataset`.
+    pub struct Dataset {
+        /// The `get-dataset` this answers.
+        pub request: u64,
+        /// The dataset's name.
+        pub name: String,
+        /// Its keys, now wanted by the client (events follow as for update-graph).
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler: the names of all datasets.
+    pub struct ListDatasets {
+        /// Client-chosen id, echoed in the reply.
+        pub request: u64,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: the answer to `list-datasets`.
+    pub struct Datasets {
+        /// The `list-datasets` this answers.
+        pub request: u64,
+        /// Names, sorted.
+        pub names: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// Success reply to a request that returns nothing else.
+    pub struct OkReply {
+        /// The request this answers.
+        pub request: u64,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: a wanted key's result is in memory on a worker.
+    pub struct KeyFinished {
+        /// The key.
+        pub key: Key,
+        /// Size of the result's msgpack encoding.
+        pub nbytes: u64,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: a wanted key failed, itself or through a dependency.
+    pub struct KeyErred {
+        /// The key.
+        pub key: Key,
+        /// The remote error's type, e.g. "ZeroDivisionError".
+        pub error_type: String,
+        /// The remote error's message.
+        pub message: String,
+        /// The remote traceback text, possibly empty.
+        pub traceback: String,
+        /// The key whose task raised the error, when not this one.
+        pub cause: Option<Key>,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: a wanted key's data is gone and cannot be
+    /// recomputed (scattered data on a lost worker).
+    pub struct KeyLost {
+        /// The key.
+        pub key: Key,
+        /// Why, for people.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client: a wanted key was cancelled.
+    pub struct KeyCancelled {
+        /// The key.
+        pub key: Key,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler, right after the handshake: what the worker offers.
+    pub struct RegisterWorker {
+        /// Unique name; the scheduler refuses a second worker with a live name.
+        pub name: String,
+        /// Where peers connect for get-data, e.g. "tcp://127.0.0.1:40123".
+        pub address: String,
+        /// Tasks it runs at once.
+        pub nthreads: u32,
+        /// Memory limit in bytes. Absent: none.
+        pub memory_limit: Option<u64>,
+        /// Resources it offers. Absent: none.
+        pub resources: Option<Resources>,
+        /// Names of the functions it can run.
+        pub functions: Vec<String>,
+        /// Its operating-system process id, for people. Absent: unknown.
+        pub pid: Option<u32>,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> worker: registration accepted.
+    pub struct WorkerRegistered {
+        /// The worker's id in this scheduler.
+        pub id: u64,
+        /// Send a heartbeat at least this often.
+        pub heartbeat_interval_ms: u64,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> worker: run this task once its dependencies are here.
+    pub struct ComputeTask {
+        /// The task's key.
+        pub key: Key,
+        /// Function to run.
+        pub function: String,
+        /// Positional arguments, with task references.
+        pub args: RawValue,
+        /// Keyword arguments. Absent: none.
+        pub kwargs: Option<RawValue>,
+        /// Every key referenced in args or kwargs, with the data addresses of the workers that hold it (possibly this worker's own).
+        pub who_has: BTreeMap<Key, Vec<String>>,
+        /// Higher runs first among this worker's ready tasks. Absent: 0.
+        pub priority: Option<i64>,
+        /// Resources the run holds. Absent: none.
+        pub resources: Option<Resources>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: a task's result is stored.
+    pub struct TaskFinished {
+        /// The task's key.
+        pub key: Key,
+        /// Size of the result's msgpack encoding.
+        pub nbytes: u64,
+        /// Wall time the function ran, in microseconds. Absent: unknown.
+        pub duration_us: Option<u64>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: a task's function failed (or its arguments could not be built).
+    pub struct TaskErred {
+        /// The task's key.
+        pub key: Key,
+        /// The error's type.
+        pub error_type: String,
+        /// The error's message.
+        pub message: String,
+        /// Traceback text, possibly empty.
+        pub traceback: String,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> worker: forget these keys: drop their data and any
+    /// queued or running task for them. No reply.
+    pub struct FreeKeys {
+        /// Keys to forget.
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> worker: give this task back if it has not started.
+    pub struct StealRequest {
+        /// The task's key.
+        pub key: Key,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: the answer to `steal-request`.
+    pub struct StealResponse {
+        /// The task's key.
+        pub key: Key,
+        /// True when the worker dropped the task; false when it is running, done, or unknown.
+        pub stolen: bool,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> worker: store these values (scatter). Replied with `data-stored`.
+    pub struct PutData {
+        /// Scheduler-chosen id, echoed in the reply.
+        pub request: u64,
+        /// Values by key.
+        pub data: BTreeMap<Key, RawValue>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: the answer to `put-data`.
+    pub struct DataStored {
+        /// The `put-data` this answers.
+        pub request: u64,
+        /// Size of each stored value.
+        pub nbytes: BTreeMap<Key, u64>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: the worker now also holds these keys (copies fetched from peers).
+    pub struct AddKeys {
+        /// Size of each key's value.
+        pub nbytes: BTreeMap<Key, u64>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> scheduler: a dependency could not be fetched from any
+    /// address in who_has. The worker has dropped `task`; the scheduler
+    /// sends it again (to some worker) once the dependency is back.
+    pub struct MissingData {
+        /// The dependency.
+        pub key: Key,
+        /// The addresses that did not have it or could not be reached.
+        pub addresses: Vec<String>,
+        /// The task the worker gave back.
+        pub task: Key,
+    }
+}
+
+wire_struct! {
+    /// Any connection to a worker (a peer, or the scheduler): send me these values.
+    pub struct GetData {
+        /// Requester-chosen id, echoed in the reply.
+        pub request: u64,
+        /// Keys wanted.
+        pub keys: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> requester: the answer to `get-data`.
+    pub struct Data {
+        /// The `get-data` this answers.
+        pub request: u64,
+        /// Values by key, for the keys it holds.
+        pub data: BTreeMap<Key, RawValue>,
+        /// Requested keys it does not hold.
+        pub missing: Vec<Key>,
+    }
+}
+
+wire_struct! {
+    /// Worker -> requester: too many transfers in flight; ask again later.
+    pub struct Busy {
+        /// The `get-data` this answers.
+        pub request: u64,
+    }
+}
+
+/// Declares the message enum: one variant per op.
+macro_rules! messages {
+    ($($variant:ident = $op:literal),* $(,)?) => {
+        /// Any dask/1 message.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Message {
+            $(#[doc = concat!("`", $op, "`")] $variant($variant),)*
+        }
+
+        /// Every op with the name of its Rust type, in spec order.
+        pub const OPS: &[(&str, &str)] = &[$(($op, stringify!($variant)),)*];
+
+        impl Message {
+            /// The message's op.
+            pub fn op(&self) -> &'static str {
+                match self { $(Message::$variant(_) => $op,)* }
+            }
+
+            /// Appends the canonical encoding: a map with `op` first.
+            pub fn write(&self, w: &mut Vec<u8>) {
+                match self {
+                    $(Message::$variant(m) => {
+                        write::map_len(w, m.field_count() + 1);
+                        write::str(w, "op");
+                        write::str(w, $op);
+                        m.write_fields(w);
+                    })*
+                }
+            }
+
+            /// Reads one message.
+            pub fn read(r: &mut Reader<'_>) -> Result<Message, WireError> {
+                let table = FieldTable::read(r)?;
+                let op: String = table.field("op")?;
+                match op.as_str() {
+                    $($op => $variant::from_table(&table).map(Message::$variant),)*
+                    _ => Err(WireError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))),
+                }
+                .map_err(|e| e.in_op(&op))
+            }
+
+            /// JSON Schema of each message, by op.
+            pub fn schemas(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($op, g.subschema_for::<$variant>()),)*]
+            }
+        }
+
+        $(impl From<$variant> for Message {
+            fn from(m: $variant) -> Message { Message::$variant(m) }
+        })*
+    };
+}
+
+messages! {
+    Hello = "hello",
+    ErrorReport = "error",
+    Close = "close",
+    Heartbeat = "heartbeat",
+    UpdateGraph = "update-graph",
+    ReleaseKeys = "release-keys",
+    CancelKeys = "cancel-keys",
+    Scatter = "scatter",
+    Gather = "gather",
+    GatherReply = "gather-reply",
+    WhoHas = "who-has",
+    WhoHasReply = "who-has-reply",
+    ClusterInfo = "cluster-info",
+    ClusterInfoReply = "cluster-info-reply",
+    PublishDataset = "publish-dataset",
+    UnpublishDataset = "unpublish-dataset",
+    GetDataset = "get-dataset",
+    Dataset = "dataset",
+    ListDatasets = "list-datasets",
+    Datasets = "datasets",
+    OkReply = "ok",
+    KeyFinished = "key-finished",
+    KeyErred = "key-erred",
+    KeyLost = "key-lost",
+    KeyCancelled = "key-cancelled",
+    RegisterWorker = "register-worker",
+    WorkerRegistered = "worker-registered",
+    ComputeTask = "compute-task",
+    TaskFinished = "task-finished",
+    TaskErred = "task-erred",
+    FreeKeys = "free-keys",
+    StealRequest = "steal-request",
+    StealResponse = "steal-response",
+    PutData = "put-data",
+    DataStored = "data-stored",
+    AddKeys = "add-keys",
+    MissingData = "missing-data",
+    GetData = "get-data",
+    Data = "data",
+    Busy = "busy",
+}
+
+impl Message {
+    /// The canonical encoding of one message.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        self.write(&mut w);
+        w
+    }
+
+    /// Decodes exactly one message from `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader::new(bytes);
+        let m = Message::read(&mut r)?;
+        if r.remaining() != 0 {
+            return Err(WireError::malformed("bytes after the end of the message"));
+        }
+        Ok(m)
+    }
+
+    /// An `error` message for a [`WireError`].
+    pub fn error(e: &WireError, request: Option<u64>) -> Message {
+        Message::ErrorReport(ErrorReport {
+            code: e.code.number(),
+            message: e.message.clone(),
+            fatal: e.code.is_fatal(),
+            request,
+            keys: None,
+        })
+    }
+}

@@ -1,0 +1,617 @@
+//! The msgpack layer: a bounds-checked reader over a byte slice, the few
+//! writers the codec needs, and [`RawValue`], one msgpack object kept as its
+//! encoded bytes.
+//!
+//! Nothing here trusts a length read from the input: every length is checked
+//! against the bytes that remain before anything is allocated.
+
+use std::fmt;
+
+use crate::error::WireError;
+
+/// The msgpack ext type that marks a reference to another task's result.
+/// Its payload is the key as UTF-8 bytes (spec: "Task references").
+pub const TASK_REF_EXT: i8 = 1;
+
+/// Deepest nesting of arrays and maps accepted inside one value.
+pub const VALUE_DEPTH_MAX: usize = 100;
+
+/// Longest key accepted, in bytes.
+pub const KEY_BYTES_MAX: usize = 4096;
+
+/// The kind of a msgpack object, as named in error messages.
+pub fn marker_kind(byte: u8) -> &'static str {
+    match byte {
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => "integer",
+        0x80..=0x8f | 0xde | 0xdf => "map",
+        0x90..=0x9f | 0xdc | 0xdd => "array",
+        0xa0..=0xbf | 0xd9..=0xdb => "string",
+        0xc0 => "nil",
+        0xc2 | 0xc3 => "boolean",
+        0xc4..=0xc6 => "binary",
+        0xc7..=0xc9 | 0xd4..=0xd8 => "ext",
+        0xca | 0xcb => "float",
+        _ => "reserved byte 0xc1",
+    }
+}
+
+/// A cursor over msgpack bytes. Every read checks bounds and returns
+/// [`WireError`] instead of panicking.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The current offset.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The marker byte of the next object, without consuming it.
+    pub fn peek(&self) -> Result<u8, WireError> {
+        self.buf.get(self.pos).copied().ok_or_else(WireError::truncated)
+    }
+
+    /// Whether the next object is nil.
+    pub fn next_is_nil(&self) -> bool {
+        self.buf.get(self.pos) == Some(&0xc0)
+    }
+
+    fn byte(&mut self) -> Result<u8, WireError> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if n > self.remaining() {
+            return Err(WireError::truncated());
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let bytes = self.take(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    fn wrong(&self, expected: &'static str, marker: u8) -> WireError {
+        WireError::wrong_type(expected, marker_kind(marker))
+    }
+
+    /// Reads nil.
+    pub fn read_nil(&mut self) -> Result<(), WireError> {
+        match self.byte()? {
+            0xc0 => Ok(()),
+            m => Err(self.wrong("nil", m)),
+        }
+    }
+
+    /// Reads a boolean.
+    pub fn read_bool(&mut self) -> Result<bool, WireError> {
+        match self.byte()? {
+            0xc2 => Ok(false),
+            0xc3 => Ok(true),
+            m => Err(self.wrong("boolean", m)),
+        }
+    }
+
+    /// Reads any msgpack integer as i128, so both u64 and i64 fit.
+    pub fn read_int(&mut self) -> Result<i128, WireError> {
+        let m = self.byte()?;
+        Ok(match m {
+            0x00..=0x7f => m as i128,
+            0xe0..=0xff => (m as i8) as i128,
+            0xcc => u8::from_be_bytes(self.be()?) as i128,
+            0xcd => u16::from_be_bytes(self.be()?) as i128,
+            0xce => u32::from_be_bytes(self.be()?) as i128,
+            0xcf => u64::from_be_bytes(self.be()?) as i128,
+            0xd0 => i8::from_be_bytes(self.be()?) as i128,
+            0xd1 => i16::from_be_bytes(self.be()?) as i128,
+            0xd2 => i32::from_be_bytes(self.be()?) as i128,
+            0xd3 => i64::from_be_bytes(self.be()?) as i128,
+            _ => return Err(self.wrong("integer", m)),
+        })
+    }
+
+    /// Reads an integer that must fit in `T`.
+    pub fn read_int_as<T: TryFrom<i128>>(&mut self, expected: &'static str) -> Result<T, WireError> {
+        let v = self.read_int()?;
+        T::try_from(v).map_err(|_| WireError::wrong_type(expected, "integer out of range"))
+    }
+
+    /// Reads a float; integers are accepted and converted.
+    pub fn read_f64(&mut self) -> Result<f64, WireError> {
+        match self.peek()? {
+            0xca => {
+                self.pos += 1;
+                Ok(f32::from_be_bytes(self.be()?) as f64)
+            }
+            0xcb => {
+                self.pos += 1;
+                Ok(f64::from_be_bytes(self.be()?))
+            }
+            m if marker_kind(m) == "integer" => Ok(self.read_int()? as f64),
+            m => Err(self.wrong("number", m)),
+        }
+    }
+
+    /// Reads the length of a string and its bytes.
+    pub fn read_str(&mut self) -> Result<&'a str, WireError> {
+        let m = self.byte()?;
+        let len = match m {
+            0xa0..=0xbf => (m & 0x1f) as usize,
+            0xd9 => u8::from_be_bytes(self.be()?) as usize,
+            0xda => u16::from_be_bytes(self.be()?) as usize,
+            0xdb => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(self.wrong("string", m)),
+        };
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| WireError::malformed("string is not valid UTF-8"))
+    }
+
+    /// Reads binary data.
+    pub fn read_bin(&mut self) -> Result<&'a [u8], WireError> {
+        let m = self.byte()?;
+        let len = match m {
+            0xc4 => u8::from_be_bytes(self.be()?) as usize,
+            0xc5 => u16::from_be_bytes(self.be()?) as usize,
+            0xc6 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(self.wrong("binary", m)),
+        };
+        self.take(len)
+    }
+
+    /// Reads an array header. The length is checked against the bytes left
+    /// (each element takes at least one byte), so callers may reserve it.
+    pub fn read_array_len(&mut self) -> Result<usize, WireError> {
+        let m = self.byte()?;
+        let len = match m {
+            0x90..=0x9f => (m & 0x0f) as usize,
+            0xdc => u16::from_be_bytes(self.be()?) as usize,
+            0xdd => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(self.wrong("array", m)),
+        };
+        if len > self.remaining() {
+            return Err(WireError::truncated());
+        }
+        Ok(len)
+    }
+
+    /// Reads a map header; the length is checked like an array's.
+    pub fn read_map_len(&mut self) -> Result<usize, WireError> {
+        let m = self.byte()?;
+        let len = match m {
+            0x80..=0x8f => (m & 0x0f) as usize,
+            0xde => u16::from_be_bytes(self.be()?) as usize,
+            0xdf => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(self.wrong("map", m)),
+        };
+        if len.saturating_mul(2) > self.remaining() {
+            return Err(WireError::truncated());
+        }
+        Ok(len)
+    }
+
+    /// Reads an ext header and payload.
+    pub fn read_ext(&mut self) -> Result<(i8, &'a [u8]), WireError> {
+        let m = self.byte()?;
+        let len = match m {
+            0xd4 => 1,
+            0xd5 => 2,
+            0xd6 => 4,
+            0xd7 => 8,
+            0xd8 => 16,
+            0xc7 => u8::from_be_bytes(self.be()?) as usize,
+            0xc8 => u16::from_be_bytes(self.be()?) as usize,
+            0xc9 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(self.wrong("ext", m)),
+        };
+        let ty = i8::from_be_bytes(self.be()?);
+        Ok((ty, self.take(len)?))
+    }
+
+    /// Skips one whole object, checking that it is well formed (UTF-8
+    /// strings, depth at most [`VALUE_DEPTH_MAX`], task references hold
+    /// valid keys), and returns its bytes. `on_ref` sees every task reference.
+    pub fn skip_value(&mut self, on_ref: &mut dyn FnMut(&'a str)) -> Result<&'a [u8], WireError> {
+        let start = self.pos;
+        // An explicit stack of "objects still to read" keeps deep input from
+        // overflowing the native stack.
+        let mut pending: Vec<usize> = Vec::new();
+        let mut todo = 1usize;
+        loop {
+            while todo == 0 {
+                match pending.pop() {
+                    Some(t) => todo = t,
+                    None => return Ok(&self.buf[start..self.pos]),
+                }
+            }
+            todo -= 1;
+            let m = self.peek()?;
+            let children = match m {
+                0x80..=0x8f | 0xde | 0xdf => self.read_map_len()? * 2,
+                0x90..=0x9f | 0xdc | 0xdd => self.read_array_len()?,
+                0xa0..=0xbf | 0xd9..=0xdb => {
+                    self.read_str()?;
+                    0
+                }
+                0xc4..=0xc6 => {
+                    self.read_bin()?;
+                    0
+                }
+                0xc7..=0xc9 | 0xd4..=0xd8 => {
+                    let (ty, data) = self.read_ext()?;
+                    if ty == TASK_REF_EXT {
+                        on_ref(parse_ref(data)?);
+                    }
+                    0
+                }
+                0xc0 | 0xc2 | 0xc3 => {
+                    self.pos += 1;
+                    0
+                }
+                0xca => {
+                    self.take(5)?;
+                    0
+                }
+                0xcb => {
+                    self.take(9)?;
+                    0
+                }
+                0xcc..=0xd3 | 0x00..=0x7f | 0xe0..=0xff => {
+                    self.read_int()?;
+                    0
+                }
+                _ => return Err(WireError::malformed("reserved msgpack byte 0xc1")),
+            };
+            if children > 0 {
+                if pending.len() >= VALUE_DEPTH_MAX {
+                    return Err(WireError::malformed(format!(
+                        "value nested deeper than {VALUE_DEPTH_MAX} levels"
+                    )));
+                }
+                pending.push(todo);
+                todo = children;
+            }
+        }
+    }
+}
+
+/// Checks the payload of a task reference: a key in UTF-8.
+pub fn parse_ref(data: &[u8]) -> Result<&str, WireError> {
+    let key = std::str::from_utf8(data).map_err(|_| WireError::malformed("task reference is not UTF-8"))?;
+    check_key(key)?;
+    Ok(key)
+}
+
+/// Checks the rules every key follows: 1 to [`KEY_BYTES_MAX`] bytes.
+pub fn check_key(key: &str) -> Result<(), WireError> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(WireError::wrong_type("key of 1 to 4096 bytes", "string of another length"));
+    }
+    Ok(())
+}
+
+/// Writers for the canonical encoding: the smallest form of every integer,
+/// length and string header; floats always as float 64.
+pub mod write {
+    /// Writes nil.
+    pub fn nil(w: &mut Vec<u8>) {
+        w.push(0xc0);
+    }
+
+    /// Writes a boolean.
+    pub fn bool(w: &mut Vec<u8>, v: bool) {
+        w.push(if v { 0xc3 } else { 0xc2 });
+    }
+
+    /// Writes an unsigned integer in its smallest form.
+    pub fn uint(w: &mut Vec<u8>, v: u64) {
+        match v {
+            0..=0x7f => w.push(v as u8),
+            0x80..=0xff => w.extend_from_slice(&[0xcc, v as u8]),
+            0x100..=0xffff => {
+                w.push(0xcd);
+                w.extend_from_slice(&(v as u16).to_be_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                w.push(0xce);
+                w.extend_from_slice(&(v as u32).to_be_bytes());
+            }
+            _ => {
+                w.push(0xcf);
+                w.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    /// Writes a signed integer in its smallest form (non-negative values
+    /// are written as unsigned, as the msgpack spec recommends).
+    pub fn int(w: &mut Vec<u8>, v: i64) {
+        if v >= 0 {
+            return uint(w, v as u64);
+        }
+        match v {
+            -32..=-1 => w.push(v as i8 as u8),
+            -128..=-33 => w.extend_from_slice(&[0xd0, v as i8 as u8]),
+            -32768..=-129 => {
+                w.push(0xd1);
+                w.extend_from_slice(&(v as i16).to_be_bytes());
+            }
+            -2147483648..=-32769 => {
+                w.push(0xd2);
+                w.extend_from_slice(&(v as i32).to_be_bytes());
+            }
+            _ => {
+                w.push(0xd3);
+                w.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+
+    /// Writes a float 64.
+    pub fn f64(w: &mut Vec<u8>, v: f64) {
+        w.push(0xcb);
+        w.extend_from_slice(&v.to_bits().to_be_bytes());
+    }
+
+    fn header(w: &mut Vec<u8>, len: usize, fix: u8, fix_max: usize, m8: Option<u8>, m16: u8, m32: u8) {
+        if len <= fix_max {
+            w.push(fix | len as u8);
+        } else if let (Some(m), true) = (m8, len <= 0xff) {
+            w.extend_from_slice(&[m, len as u8]);
+        } else if len <= 0xffff {
+            w.push(m16);
+            w.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            w.push(m32);
+            w.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+
+    /// Writes a string.
+    pub fn str(w: &mut Vec<u8>, s: &str) {
+        header(w, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb);
+        w.extend_from_slice(s.as_bytes());
+    }
+
+    /// Writes binary data.
+    pub fn bin(w: &mut Vec<u8>, b: &[u8]) {
+        if b.len() <= 0xff {
+            w.extend_from_slice(&[0xc4, b.len() as u8]);
+        } else if b.len() <= 0xffff {
+            w.push(0xc5);
+            w.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        } else {
+            w.push(0xc6);
+            w.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        }
+        w.extend_from_slice(b);
+    }
+
+    /// Writes an array header.
+    pub fn array_len(w: &mut Vec<u8>, len: usize) {
+        header(w, len, 0x90, 15, None, 0xdc, 0xdd);
+    }
+
+    /// Writes a map header.
+    pub fn map_len(w: &mut Vec<u8>, len: usize) {
+        header(w, len, 0x80, 15, None, 0xde, 0xdf);
+    }
+
+    /// Writes an ext object.
+    pub fn ext(w: &mut Vec<u8>, ty: i8, data: &[u8]) {
+        match data.len() {
+            1 => w.push(0xd4),
+            2 => w.push(0xd5),
+            4 => w.push(0xd6),
+            8 => w.push(0xd7),
+            16 => w.push(0xd8),
+            n if n <= 0xff => w.extend_from_slice(&[0xc7, n as u8]),
+            n if n <= 0xffff => {
+                w.push(0xc8);
+                w.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                w.push(0xc9);
+                w.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        w.push(ty as u8);
+        w.extend_from_slice(data);
+    }
+
+    /// Writes a reference to the result of task `key`.
+    pub fn task_ref(w: &mut Vec<u8>, key: &str) {
+        ext(w, super::TASK_REF_EXT, key.as_bytes());
+    }
+}
+
+/// One msgpack object kept in its encoded form: task arguments and results
+/// travel through the scheduler as these bytes, never parsed into a tree.
+///
+/// Always holds exactly one well-formed object (checked on decode and on
+/// construction from a tree).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct RawValue(Vec<u8>);
+
+impl RawValue {
+    /// Checks `bytes` holds exactly one well-formed object.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<RawValue, WireError> {
+        let mut r = Reader::new(&bytes);
+        r.skip_value(&mut |_| {})?;
+        if r.remaining() != 0 {
+            return Err(WireError::malformed("bytes after the end of a value"));
+        }
+        Ok(RawValue(bytes))
+    }
+
+    /// Encodes a tree.
+    pub fn from_value(value: &rmpv::Value) -> RawValue {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut out, value);
+        RawValue(out)
+    }
+
+    /// Nil.
+    pub fn nil() -> RawValue {
+        RawValue(vec![0xc0])
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The encoded bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Decodes into a tree. Cannot fail on a `RawValue` built by this crate,
+    /// but returns a `Result` rather than trust that.
+    pub fn to_value(&self) -> Result<rmpv::Value, WireError> {
+        rmpv::decode::read_value_with_max_depth(&mut &self.0[..], VALUE_DEPTH_MAX * 2 + 8)
+            .map_err(|e| WireError::malformed(format!("value: {e}")))
+    }
+
+    /// The keys of every task reference inside, in order of appearance.
+    pub fn refs(&self) -> Vec<&str> {
+        let mut refs = Vec::new();
+        let _ = Reader::new(&self.0).skip_value(&mut |k| refs.push(k));
+        refs
+    }
+
+    /// Whether the value holds any task reference.
+    pub fn has_refs(&self) -> bool {
+        let mut any = false;
+        let _ = Reader::new(&self.0).skip_value(&mut |_| any = true);
+        any
+    }
+
+    /// Reads one object from `r`, keeping its bytes.
+    pub fn read(r: &mut Reader<'_>) -> Result<RawValue, WireError> {
+        Ok(RawValue(r.skip_value(&mut |_| {})?.to_vec()))
+    }
+}
+
+impl fmt::Debug for RawValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_value() {
+            Ok(v) if self.0.len() <= 256 => write!(f, "RawValue({v})"),
+            _ => write!(f, "RawValue({} bytes)", self.0.len()),
+        }
+    }
+}
+
+impl From<rmpv::Value> for RawValue {
+    fn from(v: rmpv::Value) -> Self {
+        RawValue::from_value(&v)
+    }
+}
+
+/// Replaces every task reference inside `value` with the value `lookup`
+/// gives for its key. Fails with the first key `lookup` does not know.
+pub fn substitute_refs(
+    value: &rmpv::Value,
+    lookup: &mut dyn FnMut(&str) -> Option<rmpv::Value>,
+) -> Result<rmpv::Value, String> {
+    use rmpv::Value;
+    Ok(match value {
+        Value::Ext(ty, data) if *ty == TASK_REF_EXT => {
+            let key = parse_ref(data).map_err(|e| e.to_string())?;
+            lookup(key).ok_or_else(|| format!("no value for task reference {key:?}"))?
+        }
+        Value::Array(items) => Value::Array(
+            items.iter().map(|v| substitute_refs(v, lookup)).collect::<Result<_, _>>()?,
+        ),
+        Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| Ok((substitute_refs(k, lookup)?, substitute_refs(v, lookup)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// A task reference as a tree value.
+pub fn task_ref_value(key: &str) -> rmpv::Value {
+    rmpv::Value::Ext(TASK_REF_EXT, key.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &rmpv::Value) -> Vec<u8> {
+        RawValue::from_value(v).into_bytes()
+    }
+
+    #[test]
+    fn integers_use_the_smallest_form() {
+        let cases: &[(i64, &[u8])] = &[
+            (0, &[0x00]),
+            (127, &[0x7f]),
+            (128, &[0xcc, 0x80]),
+            (-1, &[0xff]),
+            (-33, &[0xd0, 0xdf]),
+            (65536, &[0xce, 0, 1, 0, 0]),
+        ];
+        for (v, bytes) in cases {
+            let mut w = Vec::new();
+            write::int(&mut w, *v);
+            assert_eq!(&w, bytes, "{v}");
+            assert_eq!(Reader::new(&w).read_int().unwrap(), *v as i128);
+        }
+    }
+
+    #[test]
+    fn refs_are_found_at_any_depth() {
+        use rmpv::Value;
+        let v = Value::Array(vec![
+            task_ref_value("a"),
+            Value::Map(vec![(Value::from("k"), Value::Array(vec![task_ref_value("b")]))]),
+        ]);
+        let raw = RawValue::from_bytes(encode(&v)).unwrap();
+        assert_eq!(raw.refs(), vec!["a", "b"]);
+        let out = substitute_refs(&v, &mut |k| Some(Value::from(k.len() as u64))).unwrap();
+        assert_eq!(out.to_string(), "[1, {\"k\": [1]}]");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut bytes = vec![0x91; 100_000];
+        bytes.push(0xc0);
+        assert!(RawValue::from_bytes(bytes).is_err());
+        let mut ok = vec![0x91; VALUE_DEPTH_MAX];
+        ok.push(0xc0);
+        assert!(RawValue::from_bytes(ok).is_ok());
+    }
+
+    #[test]
+    fn huge_declared_lengths_do_not_allocate() {
+        // array32 claiming 4 billion elements, with nothing after it.
+        assert!(RawValue::from_bytes(vec![0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(RawValue::from_bytes(vec![0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(RawValue::from_bytes(vec![0xc1]).is_err());
+    }
+}

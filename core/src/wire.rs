@@ -1,0 +1,381 @@
+//! The [`Wire`] trait: how each Rust type is written to and read from
+//! msgpack, and the `wire_struct!` macro that derives it for a struct whose
+//! wire form is a map from field name to value.
+//!
+//! Reading a struct first indexes the map's entries (name -> encoded bytes),
+//! then reads each field by name, so field order does not matter, unknown
+//! fields are skipped (a later minor version may add them) and an error
+//! names the field it is about.
+
+use std::collections::BTreeMap;
+
+use crate::error::WireError;
+use crate::msgpack::{check_key, write, RawValue, Reader};
+
+/// Most entries accepted in one struct's map.
+pub const STRUCT_FIELDS_MAX: usize = 64;
+
+/// A type with a msgpack form.
+pub trait Wire: Sized {
+    /// Appends the canonical encoding.
+    fn write(&self, w: &mut Vec<u8>);
+    /// Reads one object.
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError>;
+    /// The value of an absent field; `None` makes the field required.
+    fn absent() -> Option<Self> {
+        None
+    }
+    /// Whether this value is written by leaving the field out.
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+/// The entries of a map read as a struct: field name -> encoded value.
+pub struct FieldTable<'a> {
+    entries: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> FieldTable<'a> {
+    /// Reads a map with string keys. Duplicate names are malformed.
+    pub fn read(r: &mut Reader<'a>) -> Result<FieldTable<'a>, WireError> {
+        let len = r.read_map_len()?;
+        if len > STRUCT_FIELDS_MAX {
+            return Err(WireError::malformed(format!(
+                "map has {len} entries, more than the {STRUCT_FIELDS_MAX} a message may have"
+            )));
+        }
+        let mut entries: Vec<(&'a str, &'a [u8])> = Vec::with_capacity(len);
+        for _ in 0..len {
+            let name = r.read_str().map_err(|e| e.in_field("<field name>"))?;
+            let value = r.skip_value(&mut |_| {}).map_err(|e| e.in_field(name))?;
+            if entries.iter().any(|(n, _)| *n == name) {
+                return Err(WireError::malformed(format!("field `{name}` appears twice")));
+            }
+            entries.push((name, value));
+        }
+        Ok(FieldTable { entries })
+    }
+
+    /// The encoded value of field `name`.
+    pub fn raw(&self, name: &str) -> Option<&'a [u8]> {
+        self.entries.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// Reads field `name`; absent fields take [`Wire::absent`].
+    pub fn field<T: Wire>(&self, name: &str) -> Result<T, WireError> {
+        match self.raw(name) {
+            Some(bytes) => T::read(&mut Reader::new(bytes)).map_err(|e| e.in_field(name)),
+            None => T::absent().ok_or_else(|| WireError::missing_field(name)),
+        }
+    }
+}
+
+/// Writes a struct's map: the header, then `write_fields`.
+pub fn write_struct(w: &mut Vec<u8>, fields: usize, write_fields: impl FnOnce(&mut Vec<u8>)) {
+    write::map_len(w, fields);
+    write_fields(w);
+}
+
+impl Wire for bool {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::bool(w, *self)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.read_bool()
+    }
+}
+
+macro_rules! wire_uint {
+    ($($t:ty => $name:literal),*) => {$(
+        impl Wire for $t {
+            fn write(&self, w: &mut Vec<u8>) {
+                write::uint(w, *self as u64)
+            }
+            fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+                r.read_int_as($name)
+            }
+        }
+    )*};
+}
+wire_uint!(u8 => "unsigned 8-bit integer", u16 => "unsigned 16-bit integer", u32 => "unsigned 32-bit integer", u64 => "unsigned 64-bit integer");
+
+impl Wire for i64 {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::int(w, *self)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.read_int_as("signed 64-bit integer")
+    }
+}
+
+impl Wire for f64 {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::f64(w, *self)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.read_f64()
+    }
+}
+
+impl Wire for String {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::str(w, self)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(r.read_str()?.to_owned())
+    }
+}
+
+impl Wire for RawValue {
+    fn write(&self, w: &mut Vec<u8>) {
+        w.extend_from_slice(self.as_bytes())
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        RawValue::read(r)
+    }
+}
+
+impl<T: Wire> Wire for Option<T> {
+    fn write(&self, w: &mut Vec<u8>) {
+        match self {
+            Some(v) => v.write(w),
+            None => write::nil(w),
+        }
+    }
+    /// Nil reads as `None`, so a peer may send nil for an absent field.
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        if r.next_is_nil() {
+            r.read_nil()?;
+            return Ok(None);
+        }
+        T::read(r).map(Some)
+    }
+    fn absent() -> Option<Self> {
+        Some(None)
+    }
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::array_len(w, self.len());
+        for item in self {
+            item.write(w);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let len = r.read_array_len()?;
+        // The length is bounded by the bytes left, but T may be larger than
+        // a byte: reserve modestly and let the Vec grow with real data.
+        let mut out = Vec::with_capacity(len.min(1024));
+        for i in 0..len {
+            out.push(T::read(r).map_err(|e| e.in_field(&format!("[{i}]")))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Map keys: strings on the wire.
+pub trait WireKey: Ord + Sized {
+    /// The key as a string.
+    fn as_key_str(&self) -> &str;
+    /// Reads the key from a string.
+    fn from_key_str(s: &str) -> Result<Self, WireError>;
+}
+
+impl WireKey for String {
+    fn as_key_str(&self) -> &str {
+        self
+    }
+    fn from_key_str(s: &str) -> Result<Self, WireError> {
+        Ok(s.to_owned())
+    }
+}
+
+impl<K: WireKey, V: Wire> Wire for BTreeMap<K, V> {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::map_len(w, self.len());
+        for (k, v) in self {
+            write::str(w, k.as_key_str());
+            v.write(w);
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let len = r.read_map_len()?;
+        let mut out = BTreeMap::new();
+        for _ in 0..len {
+            let k = r.read_str().map_err(|e| e.in_field("<map key>"))?;
+            let v = V::read(r).map_err(|e| e.in_field(k))?;
+            if out.insert(K::from_key_str(k)?, v).is_some() {
+                return Err(WireError::malformed(format!("map key {k:?} appears twice")));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A task key: a UTF-8 string of 1 to 4096 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(pub String);
+
+impl Key {
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key(s.to_owned())
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key(s)
+    }
+}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Wire for Key {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::str(w, &self.0)
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let s = r.read_str()?;
+        check_key(s)?;
+        Ok(Key(s.to_owned()))
+    }
+}
+
+impl WireKey for Key {
+    fn as_key_str(&self) -> &str {
+        &self.0
+    }
+    fn from_key_str(s: &str) -> Result<Self, WireError> {
+        check_key(s)?;
+        Ok(Key(s.to_owned()))
+    }
+}
+
+impl schemars::JsonSchema for Key {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Key".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A task key: a UTF-8 string of 1 to 4096 bytes.",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 4096
+        })
+    }
+}
+
+impl schemars::JsonSchema for RawValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Value".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Any msgpack value, embedded as is (not wrapped in binary). A task reference is msgpack ext type 1 whose payload is the key in UTF-8; its JSON form is {\"$ref\": key}. Binary data's JSON form is {\"$bin\": hex}."
+        })
+    }
+}
+
+/// Defines a struct whose wire form is a map of its fields by name, with
+/// [`Wire`] and `JsonSchema`. `Option` fields are optional: left out when
+/// `None`, and `None` when absent or nil.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! wire_struct {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, schemars::JsonSchema)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// Number of map entries this value writes.
+            pub fn field_count(&self) -> usize {
+                0 $(+ usize::from(!$crate::wire::Wire::is_absent(&self.$field)))*
+            }
+
+            /// Writes the map entries (no header).
+            pub fn write_fields(&self, w: &mut Vec<u8>) {
+                $(
+                    if !$crate::wire::Wire::is_absent(&self.$field) {
+                        $crate::msgpack::write::str(w, stringify!($field));
+                        $crate::wire::Wire::write(&self.$field, w);
+                    }
+                )*
+            }
+
+            /// Reads the fields from an indexed map.
+            pub fn from_table(t: &$crate::wire::FieldTable<'_>) -> Result<Self, $crate::error::WireError> {
+                Ok($name { $($field: t.field(stringify!($field))?,)* })
+            }
+        }
+
+        impl $crate::wire::Wire for $name {
+            fn write(&self, w: &mut Vec<u8>) {
+                $crate::wire::write_struct(w, self.field_count(), |w| self.write_fields(w));
+            }
+            fn read(r: &mut $crate::msgpack::Reader<'_>) -> Result<Self, $crate::error::WireError> {
+                Self::from_table(&$crate::wire::FieldTable::read(r)?)
+            }
+        }
+    };
+}
+
+/// Defines a string enum: each variant is written as its name.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, schemars::JsonSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[schemars(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+
+        impl $crate::wire::Wire for $name {
+            fn write(&self, w: &mut Vec<u8>) {
+                $crate::msgpack::write::str(w, self.as_str())
+            }
+            fn read(r: &mut $crate::msgpack::Reader<'_>) -> Result<Self, $crate::error::WireError> {
+                let s = r.read_str()?;
+                match s {
+                    $($text => Ok($name::$variant),)*
+                    other => Err($crate::error::WireError::wrong_type(
+                        concat!("one of" $(, " ", $text)*),
+                        &format!("{other:?}"),
+                    )),
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,1 @@
+//! dask-net (filled in by a later issue).

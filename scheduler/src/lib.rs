@@ -1,0 +1,1 @@
+//! dask-scheduler (filled in by a later issue).

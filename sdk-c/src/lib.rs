@@ -1,0 +1,1 @@
+//! dask-sdk-c (filled in by a later issue).

@@ -1,0 +1,1 @@
+//! dask-sdk-js (filled in by a later issue).

@@ -1,0 +1,1 @@
+//! dask-worker (filled in by a later issue).
