@@ -131,7 +131,10 @@ pub struct WireError {
 impl WireError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        WireError { code, message: message.into() }
+        WireError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Bytes that are not well-formed msgpack, or not the shape a frame needs.
@@ -146,12 +149,18 @@ impl WireError {
 
     /// A value of the wrong type.
     pub fn wrong_type(expected: &str, found: &str) -> Self {
-        Self::new(ErrorCode::WrongType, format!("expected {expected}, found {found}"))
+        Self::new(
+            ErrorCode::WrongType,
+            format!("expected {expected}, found {found}"),
+        )
     }
 
     /// A required field is absent.
     pub fn missing_field(field: &str) -> Self {
-        Self::new(ErrorCode::MissingField, format!("missing required field `{field}`"))
+        Self::new(
+            ErrorCode::MissingField,
+            format!("missing required field `{field}`"),
+        )
     }
 
     /// Prefixes the message with the field it happened in.

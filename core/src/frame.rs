@@ -17,7 +17,9 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 pub fn decode_payload(payload: &[u8]) -> Result<Vec<Message>, WireError> {
     let mut r = Reader::new(payload);
     let count = r.read_array_len().map_err(|e| match e.code {
-        ErrorCode::WrongType => WireError::malformed("a frame must hold a msgpack array of messages"),
+        ErrorCode::WrongType => {
+            WireError::malformed("a frame must hold a msgpack array of messages")
+        }
         _ => e,
     })?;
     let mut out = Vec::with_capacity(count.min(1024));
@@ -59,7 +61,12 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder that refuses frames over `frame_bytes_max`.
     pub fn new(frame_bytes_max: usize) -> Self {
-        FrameDecoder { buf: Vec::new(), start: 0, frame_bytes_max, failed: None }
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            frame_bytes_max,
+            failed: None,
+        }
     }
 
     /// Appends received bytes.
@@ -87,11 +94,16 @@ impl FrameDecoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let Some(len) = self.next_len() else { return Ok(None) };
+        let Some(len) = self.next_len() else {
+            return Ok(None);
+        };
         if len > self.frame_bytes_max {
             return Err(self.fail(WireError::new(
                 ErrorCode::FrameTooLarge,
-                format!("frame of {len} bytes is over the limit of {} bytes", self.frame_bytes_max),
+                format!(
+                    "frame of {len} bytes is over the limit of {} bytes",
+                    self.frame_bytes_max
+                ),
             )));
         }
         let begin = self.start + LENGTH_PREFIX_BYTES;
@@ -160,7 +172,12 @@ const ARRAY_HEADER_BYTES_MAX: usize = 5;
 impl FrameEncoder {
     /// An encoder whose frames stay within `frame_bytes_max`.
     pub fn new(frame_bytes_max: usize) -> Self {
-        FrameEncoder { out: Vec::new(), open: Vec::new(), open_count: 0, frame_bytes_max }
+        FrameEncoder {
+            out: Vec::new(),
+            open: Vec::new(),
+            open_count: 0,
+            frame_bytes_max,
+        }
     }
 
     /// Adds a message to the open frame. A message too large for any frame
@@ -173,7 +190,10 @@ impl FrameEncoder {
             self.open.truncate(mark);
             return Err(WireError::new(
                 ErrorCode::ValueTooLarge,
-                format!("`{}` message of {size} bytes does not fit in a frame", message.op()),
+                format!(
+                    "`{}` message of {size} bytes does not fit in a frame",
+                    message.op()
+                ),
             ));
         }
         if mark + size + ARRAY_HEADER_BYTES_MAX > self.frame_bytes_max {
@@ -239,12 +259,15 @@ mod tests {
     use crate::messages::{Close, Heartbeat};
 
     fn close() -> Message {
-        Message::Close(Close { reason: Some("bye".into()) })
+        Message::Close(Close {
+            reason: Some("bye".into()),
+        })
     }
 
     #[test]
     fn frames_split_anywhere_reassemble() {
-        let bytes = encode_frame(&[close(), Message::Heartbeat(Heartbeat { metrics: None })]).unwrap();
+        let bytes =
+            encode_frame(&[close(), Message::Heartbeat(Heartbeat { metrics: None })]).unwrap();
         for cut in 0..bytes.len() {
             let mut d = FrameDecoder::default();
             d.push(&bytes[..cut]);
@@ -277,14 +300,19 @@ mod tests {
         let bytes = enc.take();
         let mut d = FrameDecoder::new(one * 2 + ARRAY_HEADER_BYTES_MAX);
         d.push(&bytes);
-        let sizes: Vec<usize> = std::iter::from_fn(|| d.poll().unwrap()).map(|f| f.len()).collect();
+        let sizes: Vec<usize> = std::iter::from_fn(|| d.poll().unwrap())
+            .map(|f| f.len())
+            .collect();
         assert_eq!(sizes, vec![2, 2, 1]);
     }
 
     #[test]
     fn message_larger_than_any_frame_is_refused() {
         let mut enc = FrameEncoder::new(8);
-        assert_eq!(enc.push(&close()).unwrap_err().code, ErrorCode::ValueTooLarge);
+        assert_eq!(
+            enc.push(&close()).unwrap_err().code,
+            ErrorCode::ValueTooLarge
+        );
         assert!(enc.is_empty());
     }
 }

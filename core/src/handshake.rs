@@ -63,7 +63,11 @@ fn check_protocol(hello: &Hello) -> Result<(), WireError> {
 
 fn common_features(theirs: &Option<Vec<String>>) -> Vec<String> {
     let theirs = theirs.as_deref().unwrap_or(&[]);
-    FEATURES.iter().filter(|f| theirs.iter().any(|t| t == *f)).map(|f| f.to_string()).collect()
+    FEATURES
+        .iter()
+        .filter(|f| theirs.iter().any(|t| t == *f))
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// The acceptor's side: checks the peer's hello and builds the reply.
@@ -83,7 +87,10 @@ pub fn accept(
             format!("role {:?} is not served here", peer.role.as_str()),
         ));
     }
-    let version = Version { major: VERSION.major, minor: VERSION.minor.min(peer.version.minor) };
+    let version = Version {
+        major: VERSION.major,
+        minor: VERSION.minor.min(peer.version.minor),
+    };
     let features = common_features(&peer.features);
     let reply = Hello {
         protocol: PROTOCOL.into(),
@@ -95,8 +102,13 @@ pub fn accept(
         auth: None,
         tls: None,
     };
-    let negotiated =
-        Negotiated { version, peer_role: peer.role, features, id: Some(id), peer_name: peer.name.clone() };
+    let negotiated = Negotiated {
+        version,
+        peer_role: peer.role,
+        features,
+        id: Some(id),
+        peer_name: peer.name.clone(),
+    };
     Ok((reply, negotiated))
 }
 
@@ -106,7 +118,11 @@ pub fn check_reply(reply: &Hello, expected_role: Role) -> Result<Negotiated, Wir
     if reply.role != expected_role {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
-            format!("expected a {} to answer, got a {}", expected_role.as_str(), reply.role.as_str()),
+            format!(
+                "expected a {} to answer, got a {}",
+                expected_role.as_str(),
+                reply.role.as_str()
+            ),
         ));
     }
     if reply.version.minor > VERSION.minor {
@@ -148,6 +164,11 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadHandshake);
         let mut other = offer(Role::Peer, None);
         other.protocol = "http".into();
-        assert_eq!(accept(&other, Role::Worker, &[Role::Peer], 1, None).unwrap_err().code, ErrorCode::BadHandshake);
+        assert_eq!(
+            accept(&other, Role::Worker, &[Role::Peer], 1, None)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadHandshake
+        );
     }
 }

@@ -75,7 +75,10 @@ fn write_json_depth(w: &mut Vec<u8>, v: &Json, depth: usize) -> Result<(), Strin
             Some(("$bin", Json::String(h))) => write::bin(w, &unhex(h)?),
             Some(("$ext", Json::Array(parts))) => match parts.as_slice() {
                 [Json::Number(t), Json::String(h)] => {
-                    let ty = t.as_i64().and_then(|t| i8::try_from(t).ok()).ok_or("ext type out of range")?;
+                    let ty = t
+                        .as_i64()
+                        .and_then(|t| i8::try_from(t).ok())
+                        .ok_or("ext type out of range")?;
                     write::ext(w, ty, &unhex(h)?)
                 }
                 _ => return Err("$ext takes [type, hex]".into()),
@@ -130,7 +133,13 @@ fn float_json(f: f64) -> Json {
     match Number::from_f64(f) {
         Some(n) => Json::Number(n),
         None => {
-            let s = if f.is_nan() { "NaN" } else if f > 0.0 { "inf" } else { "-inf" };
+            let s = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "inf"
+            } else {
+                "-inf"
+            };
             one("$float", Json::String(s.into()))
         }
     }
@@ -144,7 +153,9 @@ fn one(k: &str, v: Json) -> Json {
 
 fn read_json_depth(r: &mut Reader<'_>, depth: usize) -> Result<Json, WireError> {
     if depth > VALUE_DEPTH_MAX {
-        return Err(WireError::malformed(format!("value nested deeper than {VALUE_DEPTH_MAX} levels")));
+        return Err(WireError::malformed(format!(
+            "value nested deeper than {VALUE_DEPTH_MAX} levels"
+        )));
     }
     let m = r.peek()?;
     Ok(match crate::msgpack::marker_kind(m) {
@@ -167,9 +178,15 @@ fn read_json_depth(r: &mut Reader<'_>, depth: usize) -> Result<Json, WireError> 
         "ext" => {
             let (ty, data) = r.read_ext()?;
             if ty == TASK_REF_EXT {
-                one("$ref", Json::String(crate::msgpack::parse_ref(data)?.to_owned()))
+                one(
+                    "$ref",
+                    Json::String(crate::msgpack::parse_ref(data)?.to_owned()),
+                )
             } else {
-                one("$ext", Json::Array(vec![Json::Number(ty.into()), Json::String(hex(data))]))
+                one(
+                    "$ext",
+                    Json::Array(vec![Json::Number(ty.into()), Json::String(hex(data))]),
+                )
             }
         }
         "array" => {
@@ -184,7 +201,10 @@ fn read_json_depth(r: &mut Reader<'_>, depth: usize) -> Result<Json, WireError> 
             let len = r.read_map_len()?;
             let mut pairs = Vec::with_capacity(len.min(1024));
             for _ in 0..len {
-                pairs.push((read_json_depth(r, depth + 1)?, read_json_depth(r, depth + 1)?));
+                pairs.push((
+                    read_json_depth(r, depth + 1)?,
+                    read_json_depth(r, depth + 1)?,
+                ));
             }
             let plain = pairs.iter().all(|(k, _)| k.is_string());
             let mut obj = Map::new();
@@ -198,7 +218,15 @@ fn read_json_depth(r: &mut Reader<'_>, depth: usize) -> Result<Json, WireError> 
             if plain && obj.len() == pairs.len() && special(&obj).is_none() {
                 Json::Object(obj)
             } else {
-                one("$map", Json::Array(pairs.into_iter().map(|(k, v)| Json::Array(vec![k, v])).collect()))
+                one(
+                    "$map",
+                    Json::Array(
+                        pairs
+                            .into_iter()
+                            .map(|(k, v)| Json::Array(vec![k, v]))
+                            .collect(),
+                    ),
+                )
             }
         }
         _ => return Err(WireError::malformed("reserved msgpack byte 0xc1")),

@@ -29,9 +29,15 @@ impl Wire for Version {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         if r.read_array_len()? != 2 {
-            return Err(WireError::wrong_type("[major, minor]", "array of another length"));
+            return Err(WireError::wrong_type(
+                "[major, minor]",
+                "array of another length",
+            ));
         }
-        Ok(Version { major: u32::read(r)?, minor: u32::read(r)? })
+        Ok(Version {
+            major: u32::read(r)?,
+            minor: u32::read(r)?,
+        })
     }
 }
 

@@ -61,7 +61,10 @@ impl<'a> Reader<'a> {
 
     /// The marker byte of the next object, without consuming it.
     pub fn peek(&self) -> Result<u8, WireError> {
-        self.buf.get(self.pos).copied().ok_or_else(WireError::truncated)
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or_else(WireError::truncated)
     }
 
     /// Whether the next object is nil.
@@ -131,7 +134,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads an integer that must fit in `T`.
-    pub fn read_int_as<T: TryFrom<i128>>(&mut self, expected: &'static str) -> Result<T, WireError> {
+    pub fn read_int_as<T: TryFrom<i128>>(
+        &mut self,
+        expected: &'static str,
+    ) -> Result<T, WireError> {
         let v = self.read_int()?;
         T::try_from(v).map_err(|_| WireError::wrong_type(expected, "integer out of range"))
     }
@@ -296,7 +302,8 @@ impl<'a> Reader<'a> {
 
 /// Checks the payload of a task reference: a key in UTF-8.
 pub fn parse_ref(data: &[u8]) -> Result<&str, WireError> {
-    let key = std::str::from_utf8(data).map_err(|_| WireError::malformed("task reference is not UTF-8"))?;
+    let key = std::str::from_utf8(data)
+        .map_err(|_| WireError::malformed("task reference is not UTF-8"))?;
     check_key(key)?;
     Ok(key)
 }
@@ -304,7 +311,10 @@ pub fn parse_ref(data: &[u8]) -> Result<&str, WireError> {
 /// Checks the rules every key follows: 1 to [`KEY_BYTES_MAX`] bytes.
 pub fn check_key(key: &str) -> Result<(), WireError> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
-        return Err(WireError::wrong_type("key of 1 to 4096 bytes", "string of another length"));
+        return Err(WireError::wrong_type(
+            "key of 1 to 4096 bytes",
+            "string of another length",
+        ));
     }
     Ok(())
 }
@@ -372,7 +382,15 @@ pub mod write {
         w.extend_from_slice(&v.to_bits().to_be_bytes());
     }
 
-    fn header(w: &mut Vec<u8>, len: usize, fix: u8, fix_max: usize, m8: Option<u8>, m16: u8, m32: u8) {
+    fn header(
+        w: &mut Vec<u8>,
+        len: usize,
+        fix: u8,
+        fix_max: usize,
+        m8: Option<u8>,
+        m16: u8,
+        m32: u8,
+    ) {
         if len <= fix_max {
             w.push(fix | len as u8);
         } else if let (Some(m), true) = (m8, len <= 0xff) {
@@ -541,7 +559,10 @@ pub fn substitute_refs(
             lookup(key).ok_or_else(|| format!("no value for task reference {key:?}"))?
         }
         Value::Array(items) => Value::Array(
-            items.iter().map(|v| substitute_refs(v, lookup)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|v| substitute_refs(v, lookup))
+                .collect::<Result<_, _>>()?,
         ),
         Value::Map(entries) => Value::Map(
             entries
@@ -589,7 +610,10 @@ mod tests {
         use rmpv::Value;
         let v = Value::Array(vec![
             task_ref_value("a"),
-            Value::Map(vec![(Value::from("k"), Value::Array(vec![task_ref_value("b")]))]),
+            Value::Map(vec![(
+                Value::from("k"),
+                Value::Array(vec![task_ref_value("b")]),
+            )]),
         ]);
         let raw = RawValue::from_bytes(encode(&v)).unwrap();
         assert_eq!(raw.refs(), vec!["a", "b"]);

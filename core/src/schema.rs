@@ -10,7 +10,11 @@ pub fn generate() -> String {
     let mut g = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut messages = Vec::new();
     for (op, schema) in Message::schemas(&mut g) {
-        let name = schema.as_object().and_then(|o| o.get("$ref")).and_then(Json::as_str).map(str::to_owned);
+        let name = schema
+            .as_object()
+            .and_then(|o| o.get("$ref"))
+            .and_then(Json::as_str)
+            .map(str::to_owned);
         messages.push((op, name));
     }
     let mut defs = serde_json::Map::new();

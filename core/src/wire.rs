@@ -50,7 +50,9 @@ impl<'a> FieldTable<'a> {
             let name = r.read_str().map_err(|e| e.in_field("<field name>"))?;
             let value = r.skip_value(&mut |_| {}).map_err(|e| e.in_field(name))?;
             if entries.iter().any(|(n, _)| *n == name) {
-                return Err(WireError::malformed(format!("field `{name}` appears twice")));
+                return Err(WireError::malformed(format!(
+                    "field `{name}` appears twice"
+                )));
             }
             entries.push((name, value));
         }
@@ -59,7 +61,10 @@ impl<'a> FieldTable<'a> {
 
     /// The encoded value of field `name`.
     pub fn raw(&self, name: &str) -> Option<&'a [u8]> {
-        self.entries.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.entries
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     /// Reads field `name`; absent fields take [`Wire::absent`].
