@@ -1,0 +1,105 @@
+"""Dask distributed on the benchmark shapes, printed as JSON lines.
+
+Run by bench/run.sh inside a venv with dask[distributed]; each shape is run
+on a fresh LocalCluster(n_workers=2, threads_per_worker=1), matching
+dask-rs's 2 workers x 1 thread. Sizes come from the command line, since
+Dask needs smaller instances than dask-rs to finish in reasonable time.
+"""
+
+import json
+import operator
+import sys
+import time
+
+import dask
+from distributed import Client, LocalCluster
+
+
+def inc(x):
+    return x + 1
+
+
+def add(a, b):
+    return a + b
+
+
+def total(*xs):
+    return sum(xs)
+
+
+def independent(n):
+    return {("inc", i): (inc, i) for i in range(n)}, [("inc", i) for i in range(n)]
+
+
+def tree(leaves):
+    dsk = {("t", 0, i): (inc, i) for i in range(leaves)}
+    level, width = 0, leaves
+    while width > 1:
+        for i in range(width // 2):
+            dsk[("t", level + 1, i)] = (add, ("t", level, 2 * i), ("t", level, 2 * i + 1))
+        level, width = level + 1, width // 2
+    return dsk, [("t", level, 0)]
+
+
+def chain(n):
+    dsk = {("c", 0): (inc, 0)}
+    for i in range(1, n):
+        dsk[("c", i)] = (inc, ("c", i - 1))
+    return dsk, [("c", n - 1)]
+
+
+def all_to_all(n):
+    dsk = {("a", i): (inc, i) for i in range(n)}
+    for j in range(n):
+        dsk[("b", j)] = (total,) + tuple(("a", i) for i in range(n))
+    return dsk, [("b", j) for j in range(n)]
+
+
+SHAPES = {"independent": independent, "tree": tree, "chain": chain, "all_to_all": all_to_all}
+
+
+def scheduler_cpu(client):
+    # The scheduler's event-loop thread CPU time (LocalCluster runs the
+    # scheduler inside this process, so process time would include the client).
+    return client.run_on_scheduler(lambda: time.thread_time())
+
+
+def run_shape(name, size):
+    dsk, keys = SHAPES[name](size)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.get({("warm", 0): (inc, 1)}, [("warm", 0)])
+            cpu0 = scheduler_cpu(client)
+            t0 = time.perf_counter()
+            client.get(dsk, keys, sync=True)
+            wall = time.perf_counter() - t0
+            cpu = scheduler_cpu(client) - cpu0
+    return {"shape": name, "size": size, "tasks": len(dsk), "seconds": wall,
+            "tasks_per_s": len(dsk) / wall, "scheduler_cpu_us_per_task": cpu * 1e6 / len(dsk)}
+
+
+def round_trip(n):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.submit(inc, 0, pure=False).result()
+            samples = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                client.submit(inc, i, pure=False).result()
+                samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {"shape": "round_trip", "size": n, "median_us": samples[len(samples) // 2] * 1e6,
+            "p90_us": samples[int(len(samples) * 0.9)] * 1e6}
+
+
+def main():
+    sizes = json.loads(sys.argv[1])
+    label = sys.argv[2] if len(sys.argv) > 2 else "default"
+    for name, size in sizes.items():
+        result = round_trip(size) if name == "round_trip" else run_shape(name, size)
+        result["dask"] = label
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
