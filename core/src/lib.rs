@@ -3,12 +3,14 @@
 //! The dask/1 wire protocol, sans-IO: message types ([`messages`]), the
 //! msgpack codec ([`msgpack`], [`wire`]), framing ([`frame`]), the
 //! handshake ([`handshake`]), the JSON form of values ([`json`]) and the
-//! generated JSON Schema ([`schema`]).
+//! generated JSON Schema ([`schema`]), and the client session state machine
+//! that every client drives ([`client`]).
 //!
 //! Architecture invariant: this crate touches no socket, clock or thread;
 //! it builds for `wasm32-unknown-unknown`.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod error;
 pub mod frame;
 pub mod handshake;
