@@ -13,6 +13,17 @@ use serde_json::{Map, Number, Value as Json};
 use crate::error::WireError;
 use crate::msgpack::{write, Reader, TASK_REF_EXT, VALUE_DEPTH_MAX};
 
+/// Deepest nesting of arrays and maps these conversions accept. It keeps
+/// the recursion off the end of the stack; the protocol's own limit is
+/// checked by the decoder. Two levels above [`VALUE_DEPTH_MAX`] leave room
+/// for a frame's array and a message's map around a value of the deepest
+/// nesting the protocol allows, so every valid message has a JSON form.
+pub const JSON_DEPTH_MAX: usize = VALUE_DEPTH_MAX + 2;
+
+fn too_deep() -> String {
+    format!("value nested deeper than {JSON_DEPTH_MAX} levels")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -20,7 +31,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Parses lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return Err(format!("odd-length hex {s:?}"));
     }
     (0..s.len())
@@ -34,7 +45,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
     hex(bytes)
 }
 
-fn special<'a>(obj: &'a Map<String, Json>) -> Option<(&'a str, &'a Json)> {
+fn special(obj: &Map<String, Json>) -> Option<(&str, &Json)> {
     if obj.len() != 1 {
         return None;
     }
@@ -47,9 +58,10 @@ pub fn write_json(w: &mut Vec<u8>, v: &Json) -> Result<(), String> {
     write_json_depth(w, v, 0)
 }
 
+/// `depth` is the number of containers around `v`.
 fn write_json_depth(w: &mut Vec<u8>, v: &Json, depth: usize) -> Result<(), String> {
-    if depth > VALUE_DEPTH_MAX {
-        return Err(format!("value nested deeper than {VALUE_DEPTH_MAX} levels"));
+    if matches!(v, Json::Array(_) | Json::Object(_)) && depth >= JSON_DEPTH_MAX {
+        return Err(too_deep());
     }
     match v {
         Json::Null => write::nil(w),
@@ -151,13 +163,12 @@ fn one(k: &str, v: Json) -> Json {
     Json::Object(m)
 }
 
+/// `depth` is the number of containers around the object read.
 fn read_json_depth(r: &mut Reader<'_>, depth: usize) -> Result<Json, WireError> {
-    if depth > VALUE_DEPTH_MAX {
-        return Err(WireError::malformed(format!(
-            "value nested deeper than {VALUE_DEPTH_MAX} levels"
-        )));
-    }
     let m = r.peek()?;
+    if matches!(m, 0x80..=0x9f | 0xdc..=0xdf) && depth >= JSON_DEPTH_MAX {
+        return Err(WireError::malformed(too_deep()));
+    }
     Ok(match crate::msgpack::marker_kind(m) {
         "nil" => {
             r.read_nil()?;
@@ -254,6 +265,22 @@ mod tests {
             {"$ext": [5, "01"]}, {"$map": [[1, 2]]}, {"$map": [["$ref", 1]]}, {"$float": "NaN"}, {"a": {"b": []}}]);
         let bytes = json_to_msgpack(&v).unwrap();
         assert_eq!(msgpack_to_json(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn a_message_with_a_value_of_the_deepest_allowed_nesting_has_a_json_form() {
+        let mut v = json!(1);
+        for _ in 0..VALUE_DEPTH_MAX {
+            v = Json::Array(vec![v]);
+        }
+        let m =
+            json!([{"op": "compute-task", "key": "k", "function": "f", "args": v, "who_has": {}}]);
+        let bytes = json_to_msgpack(&m).unwrap();
+        assert_eq!(msgpack_to_json(&bytes).unwrap(), m);
+        assert!(json_to_msgpack(&json!([[m]])).is_err());
+        let mut bytes = vec![0x91; JSON_DEPTH_MAX + 1];
+        bytes.push(0x01);
+        assert!(msgpack_to_json(&bytes).is_err());
     }
 
     #[test]

@@ -251,6 +251,15 @@ impl<'a> Reader<'a> {
             }
             todo -= 1;
             let m = self.peek()?;
+            let is_container = matches!(m, 0x80..=0x9f | 0xdc..=0xdf);
+            // Every open container is on `pending`, so its length is the
+            // number of containers around this object. An empty container
+            // counts as a level too: the limit is on nesting, not on data.
+            if is_container && pending.len() >= VALUE_DEPTH_MAX {
+                return Err(WireError::malformed(format!(
+                    "value nested deeper than {VALUE_DEPTH_MAX} levels"
+                )));
+            }
             let children = match m {
                 0x80..=0x8f | 0xde | 0xdf => self.read_map_len()? * 2,
                 0x90..=0x9f | 0xdc | 0xdd => self.read_array_len()?,
@@ -288,11 +297,6 @@ impl<'a> Reader<'a> {
                 _ => return Err(WireError::malformed("reserved msgpack byte 0xc1")),
             };
             if children > 0 {
-                if pending.len() >= VALUE_DEPTH_MAX {
-                    return Err(WireError::malformed(format!(
-                        "value nested deeper than {VALUE_DEPTH_MAX} levels"
-                    )));
-                }
                 pending.push(todo);
                 todo = children;
             }
@@ -406,8 +410,12 @@ pub mod write {
 
     /// Writes a string.
     pub fn str(w: &mut Vec<u8>, s: &str) {
+        str_bytes(w, s.as_bytes());
+    }
+
+    fn str_bytes(w: &mut Vec<u8>, s: &[u8]) {
         header(w, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb);
-        w.extend_from_slice(s.as_bytes());
+        w.extend_from_slice(s);
     }
 
     /// Writes binary data.
@@ -460,13 +468,48 @@ pub mod write {
     pub fn task_ref(w: &mut Vec<u8>, key: &str) {
         ext(w, super::TASK_REF_EXT, key.as_bytes());
     }
+
+    /// Writes a tree in the canonical encoding: smallest forms, every float
+    /// (float 32 too) as float 64, map entries in the tree's order.
+    pub fn value(w: &mut Vec<u8>, v: &rmpv::Value) {
+        use rmpv::Value;
+        match v {
+            Value::Nil => nil(w),
+            Value::Boolean(b) => bool(w, *b),
+            Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+                (Some(u), _) => uint(w, u),
+                (None, Some(s)) => int(w, s),
+                // An rmpv integer is always a u64 or an i64.
+                (None, None) => nil(w),
+            },
+            Value::F32(f) => f64(w, *f as f64),
+            Value::F64(f) => f64(w, *f),
+            Value::String(s) => str_bytes(w, s.as_bytes()),
+            Value::Binary(b) => bin(w, b),
+            Value::Array(items) => {
+                array_len(w, items.len());
+                for item in items {
+                    value(w, item);
+                }
+            }
+            Value::Map(entries) => {
+                map_len(w, entries.len());
+                for (k, item) in entries {
+                    value(w, k);
+                    value(w, item);
+                }
+            }
+            Value::Ext(ty, data) => ext(w, *ty, data),
+        }
+    }
 }
 
 /// One msgpack object kept in its encoded form: task arguments and results
 /// travel through the scheduler as these bytes, never parsed into a tree.
 ///
-/// Always holds exactly one well-formed object (checked on decode and on
-/// construction from a tree).
+/// Holds exactly one object: [`RawValue::from_bytes`] and decoding check
+/// that it is well formed; [`RawValue::from_value`] trusts the tree it is
+/// given (its strings, task references and depth are not checked).
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct RawValue(Vec<u8>);
 
@@ -481,11 +524,12 @@ impl RawValue {
         Ok(RawValue(bytes))
     }
 
-    /// Encodes a tree.
+    /// Encodes a tree in the canonical encoding (floats as float 64). The
+    /// tree is trusted: build trees from untrusted input with
+    /// [`RawValue::from_bytes`] instead.
     pub fn from_value(value: &rmpv::Value) -> RawValue {
         let mut out = Vec::new();
-        // Writing into a Vec cannot fail.
-        let _ = rmpv::encode::write_value(&mut out, value);
+        write::value(&mut out, value);
         RawValue(out)
     }
 
@@ -629,6 +673,35 @@ mod tests {
         let mut ok = vec![0x91; VALUE_DEPTH_MAX];
         ok.push(0xc0);
         assert!(RawValue::from_bytes(ok).is_ok());
+        let mut ok = vec![0x91; VALUE_DEPTH_MAX - 1];
+        ok.push(0x90);
+        assert!(RawValue::from_bytes(ok).is_ok());
+    }
+
+    #[test]
+    fn an_empty_container_past_the_limit_is_too_deep() {
+        // 100 arrays around an empty one: 101 levels of nesting.
+        let mut bytes = vec![0x91; VALUE_DEPTH_MAX];
+        bytes.push(0x90);
+        assert!(RawValue::from_bytes(bytes).is_err());
+        let mut bytes = vec![0x91; VALUE_DEPTH_MAX];
+        bytes.push(0x80);
+        assert!(RawValue::from_bytes(bytes).is_err());
+    }
+
+    #[test]
+    fn trees_are_written_canonically() {
+        use rmpv::Value;
+        let v = Value::Array(vec![
+            Value::F32(1.5),
+            Value::from(300u64),
+            Value::from(-33i64),
+        ]);
+        let bytes = RawValue::from_value(&v).into_bytes();
+        assert_eq!(
+            bytes,
+            [0x93, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0xcd, 0x01, 0x2c, 0xd0, 0xdf]
+        );
     }
 
     #[test]
