@@ -29,6 +29,10 @@ pub trait Wire: Sized {
     fn is_absent(&self) -> bool {
         false
     }
+    /// Whether this value's encoding is nil.
+    fn is_nil(&self) -> bool {
+        false
+    }
 }
 
 /// The entries of a map read as a struct: field name -> encoded value.
@@ -139,6 +143,9 @@ impl Wire for RawValue {
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         RawValue::read(r)
     }
+    fn is_nil(&self) -> bool {
+        self.as_bytes() == [0xc0]
+    }
 }
 
 impl<T: Wire> Wire for Option<T> {
@@ -159,8 +166,13 @@ impl<T: Wire> Wire for Option<T> {
     fn absent() -> Option<Self> {
         Some(None)
     }
+    /// Nil reads as absent, so an optional field holding a nil value (a
+    /// `RawValue` of nil) is written by leaving it out: the canonical form.
     fn is_absent(&self) -> bool {
-        self.is_none()
+        self.as_ref().is_none_or(Wire::is_nil)
+    }
+    fn is_nil(&self) -> bool {
+        self.as_ref().is_none_or(Wire::is_nil)
     }
 }
 
