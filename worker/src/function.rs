@@ -1,0 +1,199 @@
+//! Functions a worker can run: the [`FunctionRegistry`] maps a task's
+//! `function` name to Rust code, and [`TaskError`] is how that code fails.
+//!
+//! A function receives its positional arguments and its keyword arguments
+//! (in the order they came on the wire) as decoded msgpack trees, with every
+//! task reference already replaced by the referenced task's result.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// What a function returns: a msgpack tree, or an error reported as
+/// `task-erred`.
+pub type TaskResult = Result<rmpv::Value, TaskError>;
+
+/// The signature every registered function has: positional arguments and
+/// keyword arguments as ordered (name, value) pairs.
+pub type TaskFn = dyn Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync;
+
+/// A failed task, as reported in `task-erred`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    /// The error's type, e.g. "TypeError" (Python's names where they fit).
+    pub error_type: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Traceback text, possibly empty.
+    pub traceback: String,
+}
+
+impl TaskError {
+    /// An error of `error_type` with `message` and no traceback.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> TaskError {
+        TaskError {
+            error_type: error_type.into(),
+            message: message.into(),
+            traceback: String::new(),
+        }
+    }
+
+    /// The same error with a traceback.
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> TaskError {
+        self.traceback = traceback.into();
+        self
+    }
+
+    /// An argument has the wrong type or the wrong count of arguments came.
+    pub fn type_error(message: impl Into<String>) -> TaskError {
+        Self::new("TypeError", message)
+    }
+
+    /// An argument has the right type but an unusable value.
+    pub fn value_error(message: impl Into<String>) -> TaskError {
+        Self::new("ValueError", message)
+    }
+
+    /// Integer arithmetic left the signed 64-bit range.
+    pub fn overflow_error(message: impl Into<String>) -> TaskError {
+        Self::new("OverflowError", message)
+    }
+
+    /// An index outside a sequence.
+    pub fn index_error(message: impl Into<String>) -> TaskError {
+        Self::new("IndexError", message)
+    }
+
+    /// A key absent from a map.
+    pub fn key_error(message: impl Into<String>) -> TaskError {
+        Self::new("KeyError", message)
+    }
+
+    /// The worker does not offer the function a task names.
+    pub fn unknown_function(name: &str) -> TaskError {
+        Self::new(
+            "UnknownFunction",
+            format!("this worker has no function named {name:?}"),
+        )
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// Functions by name. Cloning is cheap: functions are shared.
+#[derive(Clone, Default)]
+pub struct FunctionRegistry {
+    functions: HashMap<String, Arc<TaskFn>>,
+}
+
+impl FunctionRegistry {
+    /// An empty registry.
+    pub fn new() -> FunctionRegistry {
+        FunctionRegistry::default()
+    }
+
+    /// The built-in library (see [`crate::builtins`]), conformance functions included.
+    pub fn builtins() -> FunctionRegistry {
+        let mut registry = FunctionRegistry::new();
+        crate::builtins::register_all(&mut registry);
+        registry
+    }
+
+    /// Adds `f` under `name`, replacing any function of that name.
+    pub fn register<F>(&mut self, name: impl Into<String>, f: F)
+    where
+        F: Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync + 'static,
+    {
+        self.functions.insert(name.into(), Arc::new(f));
+    }
+
+    /// The function named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<TaskFn>> {
+        self.functions.get(name)
+    }
+
+    /// Whether a function named `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.functions.contains_key(name)
+    }
+
+    /// All names, sorted (as announced in `register-worker`).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.functions.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Number of functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// Whether no function is registered.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+}
+
+impl fmt::Debug for FunctionRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionRegistry")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmpv::Value;
+
+    #[test]
+    fn registered_functions_are_found_by_name_and_listed_sorted() {
+        let mut r = FunctionRegistry::new();
+        assert!(r.is_empty());
+        r.register("b", |args, _| Ok(Value::from(args.len() as u64)));
+        r.register("a", |_, kwargs| Ok(Value::from(kwargs.len() as u64)));
+        assert_eq!(r.names(), vec!["a".to_string(), "b".to_string()]);
+        let b = r.get("b").unwrap();
+        assert_eq!(
+            b(&[Value::Nil, Value::Nil], &[]).unwrap(),
+            Value::from(2u64)
+        );
+        assert!(r.get("c").is_none());
+        assert!(r.contains("a"));
+    }
+
+    #[test]
+    fn builtins_include_the_conformance_functions() {
+        let r = FunctionRegistry::builtins();
+        for name in [
+            "conformance.echo",
+            "conformance.add",
+            "conformance.fail",
+            "conformance.sleep",
+            "conformance.bytes",
+            "add",
+            "exec",
+        ] {
+            assert!(r.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn errors_display_type_and_message() {
+        let e = TaskError::type_error("bad").with_traceback("tb");
+        assert_eq!(e.to_string(), "TypeError: bad");
+        assert_eq!(e.traceback, "tb");
+        assert_eq!(
+            TaskError::unknown_function("f").error_type,
+            "UnknownFunction"
+        );
+    }
+}

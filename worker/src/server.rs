@@ -1,0 +1,888 @@
+//! The worker's I/O edge: one mio event loop thread owning the scheduler
+//! connection, the data listener, peer connections (incoming and outgoing)
+//! and the executor pool. It moves bytes and `Instant::now()` into
+//! [`WorkerState`] and writes what it polls out; every connection touched
+//! in a wakeup is flushed once at its end, so a wakeup's messages to one
+//! peer cost one write.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dask_core::handshake;
+use dask_core::messages::{Close, ErrorReport, GetData, RegisterWorker, Role};
+use dask_core::{ErrorCode, Message, WireError};
+use dask_net::{format_address, parse_address, Conn, ConnError, ReadStatus, READ_CHUNK_BYTES};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::executor::ExecutorPool;
+use crate::function::FunctionRegistry;
+use crate::state::{Job, Output, PeerId, StateConfig, WorkerState};
+
+/// How long [`WorkerHandle::start`] waits to connect and be registered.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping worker keeps trying to write its last messages.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most peer connections (incoming and outgoing) at once; further
+/// incoming connections are closed at once.
+pub const PEER_CONNECTIONS_MAX: usize = 4096;
+
+/// Longest sleep of the event loop without an event (it wakes earlier for
+/// heartbeats, retries, completions and stop requests).
+const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+
+const SCHEDULER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const PEER_TOKEN_BASE: usize = 3;
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The scheduler's address, `tcp://HOST:PORT`.
+    pub scheduler: String,
+    /// Tasks run at once. Default: the machine's available parallelism.
+    pub nthreads: usize,
+    /// Unique name. Default: `worker-<host>-<pid>-<n>`, unique in the process.
+    pub name: Option<String>,
+    /// Host the data listener binds (on a free port). Default "127.0.0.1".
+    pub host: String,
+    /// Resources offered, e.g. {"GPU": 2}. Default: none.
+    pub resources: BTreeMap<String, f64>,
+    /// Memory limit announced to the scheduler. Default: none.
+    pub memory_limit: Option<u64>,
+    /// Functions offered. Default: [`FunctionRegistry::builtins`].
+    pub functions: FunctionRegistry,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            scheduler: "tcp://127.0.0.1:8786".into(),
+            nthreads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            name: None,
+            host: "127.0.0.1".into(),
+            resources: BTreeMap::new(),
+            memory_limit: None,
+            functions: FunctionRegistry::builtins(),
+        }
+    }
+}
+
+/// Shared between a handle and its event loop.
+struct Control {
+    stop: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+/// A running worker: its event loop and executor threads.
+pub struct WorkerHandle {
+    name: String,
+    address: String,
+    control: Arc<Control>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// Binds the data listener, connects to the scheduler, registers, and
+    /// returns once the scheduler accepted the worker (`worker-registered`),
+    /// or an error (refused, unreachable, no answer within
+    /// [`REGISTER_TIMEOUT`]).
+    pub fn start(config: WorkerConfig) -> io::Result<WorkerHandle> {
+        let nthreads = config.nthreads.max(1);
+        let name = config.name.clone().unwrap_or_else(default_name);
+        let listener = std::net::TcpListener::bind((config.host.as_str(), 0))?;
+        let address = format_address(listener.local_addr()?);
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener);
+
+        let scheduler_addr = parse_address(&config.scheduler)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = std::net::TcpStream::connect_timeout(&scheduler_addr, REGISTER_TIMEOUT)?;
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let stream = TcpStream::from_std(stream);
+
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let control = Arc::new(Control {
+            stop: AtomicBool::new(false),
+            waker: Arc::clone(&waker),
+        });
+        let pool = ExecutorPool::start(nthreads, config.functions.clone(), waker, &name)?;
+        let register = RegisterWorker {
+            name: name.clone(),
+            address: address.clone(),
+            nthreads: nthreads as u32,
+            memory_limit: config.memory_limit,
+            resources: if config.resources.is_empty() {
+                None
+            } else {
+                Some(config.resources.clone())
+            },
+            functions: config.functions.names(),
+            pid: Some(std::process::id()),
+        };
+        let mut state_config = StateConfig::new(
+            address.clone(),
+            nthreads,
+            config.functions.names().into_iter().collect::<HashSet<_>>(),
+        );
+        state_config.resources = config.resources.clone();
+        let (registered_tx, registered_rx) = mpsc::channel();
+        let mut event_loop = EventLoop {
+            poll,
+            state: WorkerState::new(state_config, Instant::now()),
+            scheduler: Conn::new(stream),
+            phase: Phase::AwaitHello,
+            scheduler_touched: false,
+            listener,
+            peers: Slab::new(),
+            outgoing: HashMap::new(),
+            peer_ids: HashMap::new(),
+            next_peer_id: 0,
+            pool: Some(pool),
+            pending_jobs: VecDeque::new(),
+            control: Arc::clone(&control),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            registered: Some(registered_tx),
+            name: name.clone(),
+            touched: Vec::new(),
+            exit: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-loop"))
+            .spawn(move || event_loop.run(register))?;
+        let mut handle = WorkerHandle {
+            name,
+            address,
+            control,
+            thread: Some(thread),
+        };
+        match registered_rx.recv_timeout(REGISTER_TIMEOUT) {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => {
+                let _ = handle.stop_and_join();
+                Err(e)
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = handle.stop_and_join();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the scheduler did not answer the registration in time",
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(handle
+                .stop_and_join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the worker stopped while registering"))),
+        }
+    }
+
+    /// The data address peers fetch from, `tcp://HOST:PORT`.
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the worker has stopped (closed by the scheduler, connection
+    /// lost, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Sends `close` to the scheduler and stops; returns once the event
+    /// loop has exited.
+    pub fn stop(mut self) {
+        let _ = self.stop_and_join();
+    }
+
+    /// Runs until the scheduler closes the worker (`Ok`) or the connection
+    /// is lost or broken (`Err`).
+    pub fn join(mut self) -> io::Result<()> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the worker's event loop panicked"))),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.control.stop.store(true, Ordering::Release);
+        let _ = self.control.waker.wake();
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the worker's event loop panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop_and_join();
+        }
+    }
+}
+
+fn default_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("worker-{host}-{}-{n}", std::process::id())
+}
+
+/// Where the scheduler connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    AwaitRegistered,
+    Running,
+}
+
+#[derive(Debug)]
+enum PeerKind {
+    /// Someone fetching from us.
+    Incoming { id: PeerId },
+    /// Us fetching from the worker at `address`.
+    Outgoing { address: String, connected: bool },
+}
+
+struct PeerConn {
+    conn: Conn,
+    kind: PeerKind,
+    handshaken: bool,
+    touched: bool,
+}
+
+struct EventLoop {
+    poll: Poll,
+    state: WorkerState,
+    scheduler: Conn,
+    phase: Phase,
+    scheduler_touched: bool,
+    listener: TcpListener,
+    peers: Slab<PeerConn>,
+    outgoing: HashMap<String, usize>,
+    peer_ids: HashMap<PeerId, usize>,
+    next_peer_id: u64,
+    pool: Option<ExecutorPool>,
+    pending_jobs: VecDeque<Job>,
+    control: Arc<Control>,
+    scratch: Vec<u8>,
+    registered: Option<mpsc::Sender<io::Result<()>>>,
+    name: String,
+    touched: Vec<usize>,
+    /// Set when the loop should end, with what `join` returns.
+    exit: Option<io::Result<()>>,
+}
+
+impl EventLoop {
+    fn run(&mut self, register: RegisterWorker) -> io::Result<()> {
+        let result = self.run_inner(register);
+        let result = match result {
+            Ok(()) => self.exit.take().unwrap_or(Ok(())),
+            Err(e) => Err(e),
+        };
+        if let Some(tx) = self.registered.take() {
+            let e = match &result {
+                Err(e) => io::Error::new(e.kind(), e.to_string()),
+                Ok(()) => io::Error::other("the worker stopped while registering"),
+            };
+            let _ = tx.send(Err(e));
+        }
+        self.finish();
+        result
+    }
+
+    fn run_inner(&mut self, register: RegisterWorker) -> io::Result<()> {
+        let registry = self.poll.registry();
+        self.listener.register_all(registry)?;
+        let hello = Message::Hello(handshake::offer(Role::Worker, Some(self.name.clone())));
+        // The hello goes alone in the first frame; register-worker follows
+        // in a second frame without waiting for the reply.
+        self.send_scheduler(&hello);
+        self.scheduler.flush().map_err(conn_io_error)?;
+        self.send_scheduler(&Message::RegisterWorker(register));
+        self.scheduler.flush().map_err(conn_io_error)?;
+        self.scheduler.register(self.poll.registry(), SCHEDULER)?;
+
+        let mut events = Events::with_capacity(1024);
+        while self.exit.is_none() {
+            let now = Instant::now();
+            let timeout = self
+                .state
+                .poll_timeout()
+                .map(|at| at.saturating_duration_since(now))
+                .unwrap_or(POLL_TIMEOUT_MAX)
+                .min(POLL_TIMEOUT_MAX);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    SCHEDULER => self.scheduler_event(now, event.is_readable()),
+                    LISTENER => self.accept_peers(),
+                    WAKER => {}
+                    Token(t) if t >= PEER_TOKEN_BASE => self.peer_event(
+                        now,
+                        t - PEER_TOKEN_BASE,
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable() || event.is_error(),
+                    ),
+                    Token(_) => {}
+                }
+            }
+            if let Some(pool) = self.pool.as_mut() {
+                for done in pool.take_completions() {
+                    self.state.handle_task_done(now, done);
+                }
+            }
+            self.submit_pending_jobs();
+            if self.control.stop.load(Ordering::Acquire) && self.exit.is_none() {
+                self.send_scheduler(&Message::Close(Close {
+                    reason: Some("worker stopping".into()),
+                }));
+                self.exit = Some(Ok(()));
+            }
+            self.state.handle_tick(now);
+            self.drain_and_flush(now);
+        }
+        Ok(())
+    }
+
+    /// Last writes to the scheduler, then everything is closed.
+    fn finish(&mut self) {
+        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+        loop {
+            match self.scheduler.flush() {
+                Ok(true) | Err(_) => break,
+                Ok(false) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Ok(false) => break,
+            }
+        }
+        self.scheduler.shutdown();
+        for (_, peer) in self.peers.iter_mut() {
+            peer.conn.shutdown();
+        }
+        self.peers.clear();
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown();
+        }
+    }
+
+    fn send_scheduler(&mut self, message: &Message) {
+        if let Err(e) = self.scheduler.send(message) {
+            // Only a message over the frame limit is refused, and the state
+            // machine never builds one; report rather than lose it silently.
+            eprintln!("dask-worker: cannot send `{}`: {e}", message.op());
+        }
+        self.scheduler_touched = true;
+    }
+
+    fn fail_registration(&mut self, error: io::Error) {
+        let message = error.to_string();
+        if let Some(tx) = self.registered.take() {
+            let _ = tx.send(Err(error));
+        }
+        self.exit = Some(Err(io::Error::other(message)));
+    }
+
+    fn scheduler_event(&mut self, now: Instant, readable: bool) {
+        self.scheduler_touched = true;
+        if !readable || self.exit.is_some() {
+            return;
+        }
+        let mut frames = Vec::new();
+        let status = self
+            .scheduler
+            .read(&mut self.scratch, &mut |f| frames.push(f));
+        for message in frames.into_iter().flatten() {
+            if self.exit.is_some() {
+                return;
+            }
+            self.scheduler_message(now, message);
+        }
+        if self.exit.is_some() {
+            return;
+        }
+        let lost = match status {
+            Ok(ReadStatus::Open) => return,
+            Ok(ReadStatus::Closed) => "the scheduler closed the connection".to_string(),
+            Ok(ReadStatus::ClosedMidFrame) => {
+                "the scheduler closed the connection in the middle of a frame".to_string()
+            }
+            Err(ConnError::Wire(e)) => {
+                self.scheduler_protocol_error(now, e);
+                return;
+            }
+            Err(ConnError::Io(e)) => format!("scheduler connection failed: {e}"),
+        };
+        if self.phase != Phase::Running {
+            return self.fail_registration(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("{lost} before registering the worker"),
+            ));
+        }
+        self.state.handle_scheduler_lost(now, lost);
+    }
+
+    fn scheduler_protocol_error(&mut self, now: Instant, e: WireError) {
+        if self.phase == Phase::Running {
+            self.state
+                .handle_scheduler_protocol_error(now, e.code, e.message);
+            return;
+        }
+        self.send_scheduler(&Message::error(&e, None));
+        self.fail_registration(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("scheduler broke the protocol while registering: {e}"),
+        ));
+    }
+
+    fn scheduler_message(&mut self, now: Instant, message: Message) {
+        match (self.phase, message) {
+            (Phase::Running, message) => self.state.handle_scheduler_message(now, message),
+            (Phase::AwaitHello, Message::Hello(hello)) => {
+                match handshake::check_reply(&hello, Role::Scheduler) {
+                    Ok(_) => self.phase = Phase::AwaitRegistered,
+                    Err(e) => self.scheduler_protocol_error(now, e),
+                }
+            }
+            (Phase::AwaitRegistered, Message::WorkerRegistered(r)) => {
+                self.phase = Phase::Running;
+                if let Some(tx) = self.registered.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                self.state
+                    .handle_scheduler_message(now, Message::WorkerRegistered(r));
+            }
+            (_, Message::ErrorReport(e)) => self.fail_registration(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "the scheduler refused the worker ({}): {}",
+                    e.code, e.message
+                ),
+            )),
+            (Phase::AwaitHello, other) => self.scheduler_protocol_error(
+                now,
+                WireError::new(
+                    ErrorCode::BadHandshake,
+                    format!("expected hello, got `{}`", other.op()),
+                ),
+            ),
+            (Phase::AwaitRegistered, other) => self.scheduler_protocol_error(
+                now,
+                WireError::new(
+                    ErrorCode::UnexpectedMessage,
+                    format!("expected worker-registered, got `{}`", other.op()),
+                ),
+            ),
+        }
+    }
+
+    fn accept_peers(&mut self) {
+        loop {
+            let (stream, _) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or the like: try again on the next event.
+                Err(_) => return,
+            };
+            if self.peers.len() >= PEER_CONNECTIONS_MAX {
+                drop(stream);
+                continue;
+            }
+            let id = PeerId(self.next_peer_id);
+            self.next_peer_id += 1;
+            let mut conn = Conn::new(stream);
+            let slot = self.peers.vacant_entry();
+            let token = Token(PEER_TOKEN_BASE + slot.key());
+            if conn.register(self.poll.registry(), token).is_err() {
+                continue;
+            }
+            self.peer_ids.insert(id, slot.key());
+            slot.insert(PeerConn {
+                conn,
+                kind: PeerKind::Incoming { id },
+                handshaken: false,
+                touched: false,
+            });
+        }
+    }
+
+    fn connect_peer(&mut self, address: &str) -> io::Result<usize> {
+        let addr: SocketAddr =
+            parse_address(address).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if self.peers.len() >= PEER_CONNECTIONS_MAX {
+            return Err(io::Error::other("too many peer connections"));
+        }
+        let mut conn = Conn::new(TcpStream::connect(addr)?);
+        // Pipelined: the hello, then requests, before the reply arrives.
+        conn.send(&Message::Hello(handshake::offer(
+            Role::Peer,
+            Some(self.name.clone()),
+        )))
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        let slot = self.peers.vacant_entry();
+        let key = slot.key();
+        conn.register(self.poll.registry(), Token(PEER_TOKEN_BASE + key))?;
+        slot.insert(PeerConn {
+            conn,
+            kind: PeerKind::Outgoing {
+                address: address.to_string(),
+                connected: false,
+            },
+            handshaken: false,
+            touched: false,
+        });
+        self.outgoing.insert(address.to_string(), key);
+        Ok(key)
+    }
+
+    fn fetch(&mut self, now: Instant, address: String, request: GetData) {
+        let slot = match self.outgoing.get(&address) {
+            Some(&slot) => slot,
+            None => match self.connect_peer(&address) {
+                Ok(slot) => slot,
+                Err(_) => return self.state.handle_peer_failed(now, &address),
+            },
+        };
+        let peer = &mut self.peers[slot];
+        if peer.conn.send(&Message::GetData(request)).is_ok() {
+            self.touch_peer(slot);
+        }
+    }
+
+    fn touch_peer(&mut self, slot: usize) {
+        if let Some(peer) = self.peers.get_mut(slot) {
+            if !peer.touched {
+                peer.touched = true;
+                self.touched.push(slot);
+            }
+        }
+    }
+
+    fn peer_event(&mut self, now: Instant, slot: usize, readable: bool, writable: bool) {
+        let Some(peer) = self.peers.get_mut(slot) else {
+            return; // a token of a connection already gone
+        };
+        if let PeerKind::Outgoing { connected, .. } = &mut peer.kind {
+            if !*connected {
+                let stream = peer.conn.stream_mut();
+                match (stream.take_error(), stream.peer_addr()) {
+                    (Ok(None), Ok(_)) => *connected = true,
+                    (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                    _ => return self.drop_peer(now, slot),
+                }
+            }
+        }
+        if writable {
+            self.touch_peer(slot);
+        }
+        if !readable {
+            return;
+        }
+        let peer = &mut self.peers[slot];
+        if peer.conn.is_closing() {
+            return;
+        }
+        let mut frames = Vec::new();
+        let status = peer.conn.read(&mut self.scratch, &mut |f| frames.push(f));
+        for message in frames.into_iter().flatten() {
+            if !self.peer_message(now, slot, message) {
+                return;
+            }
+        }
+        match status {
+            Ok(ReadStatus::Open) => {}
+            Ok(ReadStatus::Closed | ReadStatus::ClosedMidFrame) | Err(ConnError::Io(_)) => {
+                self.drop_peer(now, slot)
+            }
+            Err(ConnError::Wire(e)) => self.reject_peer(now, slot, &e),
+        }
+    }
+
+    /// Handles one message from a peer connection; false when the
+    /// connection is being closed.
+    fn peer_message(&mut self, now: Instant, slot: usize, message: Message) -> bool {
+        let Some(peer) = self.peers.get_mut(slot) else {
+            return false;
+        };
+        if peer.conn.is_closing() {
+            return false;
+        }
+        if !peer.handshaken {
+            let Message::Hello(hello) = message else {
+                let e = match message {
+                    Message::ErrorReport(_) => {
+                        self.drop_peer(now, slot);
+                        return false;
+                    }
+                    other => WireError::new(
+                        ErrorCode::BadHandshake,
+                        format!("expected hello, got `{}`", other.op()),
+                    ),
+                };
+                self.reject_peer(now, slot, &e);
+                return false;
+            };
+            let checked = match &peer.kind {
+                PeerKind::Incoming { id } => handshake::accept(
+                    &hello,
+                    Role::Worker,
+                    &[Role::Peer],
+                    id.0,
+                    Some(self.name.clone()),
+                )
+                .map(|(reply, _)| Some(reply)),
+                PeerKind::Outgoing { .. } => {
+                    handshake::check_reply(&hello, Role::Worker).map(|_| None)
+                }
+            };
+            match checked {
+                Ok(reply) => {
+                    peer.handshaken = true;
+                    if let Some(reply) = reply {
+                        let _ = peer.conn.send(&Message::Hello(reply));
+                        self.touch_peer(slot);
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.reject_peer(now, slot, &e);
+                    return false;
+                }
+            }
+        }
+        match (&peer.kind, message) {
+            (PeerKind::Incoming { id }, Message::GetData(request)) => {
+                let id = *id;
+                self.state.handle_peer_request(now, id, request);
+                true
+            }
+            (PeerKind::Incoming { .. }, Message::Heartbeat(_)) => true,
+            (PeerKind::Outgoing { address, .. }, m @ (Message::Data(_) | Message::Busy(_))) => {
+                let address = address.clone();
+                self.state.handle_peer_reply(now, &address, m);
+                true
+            }
+            (_, Message::Close(_) | Message::ErrorReport(_)) => {
+                self.drop_peer(now, slot);
+                false
+            }
+            (_, other) => {
+                let e = WireError::new(
+                    ErrorCode::UnexpectedMessage,
+                    format!("`{}` is not allowed on a data connection", other.op()),
+                );
+                self.reject_peer(now, slot, &e);
+                false
+            }
+        }
+    }
+
+    /// Sends a fatal error on a peer connection and closes it once written.
+    fn reject_peer(&mut self, now: Instant, slot: usize, e: &WireError) {
+        let Some(peer) = self.peers.get_mut(slot) else {
+            return;
+        };
+        let _ = peer.conn.send(&Message::ErrorReport(ErrorReport {
+            code: e.code.number(),
+            message: e.message.clone(),
+            fatal: true,
+            request: None,
+            keys: None,
+        }));
+        peer.conn.close_after_flush();
+        self.forget_peer(now, slot);
+        self.touch_peer(slot);
+    }
+
+    /// Tells the state machine a connection is over (it stays in the slab
+    /// while a last error is written).
+    fn forget_peer(&mut self, now: Instant, slot: usize) {
+        let Some(peer) = self.peers.get(slot) else {
+            return;
+        };
+        match &peer.kind {
+            PeerKind::Incoming { id } => {
+                let id = *id;
+                self.peer_ids.remove(&id);
+                self.state.handle_peer_closed(id);
+            }
+            PeerKind::Outgoing { address, .. } => {
+                let address = address.clone();
+                if self.outgoing.get(&address) == Some(&slot) {
+                    self.outgoing.remove(&address);
+                }
+                self.state.handle_peer_failed(now, &address);
+            }
+        }
+    }
+
+    fn drop_peer(&mut self, now: Instant, slot: usize) {
+        if !self.peers.contains(slot) {
+            return;
+        }
+        if !self.peers[slot].conn.is_closing() {
+            self.forget_peer(now, slot);
+        }
+        let mut peer = self.peers.remove(slot);
+        let _ = self.poll.registry().deregister(peer.conn.stream_mut());
+        peer.conn.shutdown();
+    }
+
+    fn submit_pending_jobs(&mut self) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        while let Some(job) = self.pending_jobs.pop_front() {
+            if let Some(job) = pool.submit(job) {
+                self.pending_jobs.push_front(job);
+                break;
+            }
+        }
+    }
+
+    /// Handles every output of the state machine, then flushes each
+    /// touched connection once. Flushing can fail a connection, which can
+    /// produce more outputs (a fetch from the next holder, missing-data):
+    /// repeat until nothing is left. Each round either drains or drops a
+    /// connection, so this ends.
+    fn drain_and_flush(&mut self, now: Instant) {
+        loop {
+            while let Some(output) = self.state.poll_output() {
+                self.handle_output(now, output);
+            }
+            if !self.scheduler_touched && self.touched.is_empty() {
+                return;
+            }
+            self.flush_touched(now);
+        }
+    }
+
+    fn handle_output(&mut self, now: Instant, output: Output) {
+        match output {
+            Output::ToScheduler(message) => self.send_scheduler(&message),
+            Output::FetchFromPeer { address, request } => self.fetch(now, address, request),
+            Output::ToPeer { peer, message } => {
+                let Some(&slot) = self.peer_ids.get(&peer) else {
+                    return; // that connection is gone
+                };
+                if let Err(e) = self.peers[slot].conn.send(&message) {
+                    eprintln!("dask-worker: cannot send `{}`: {e}", message.op());
+                }
+                self.touch_peer(slot);
+            }
+            Output::Execute(job) => {
+                self.pending_jobs.push_back(job);
+                self.submit_pending_jobs();
+            }
+            Output::CloseScheduler { error } => {
+                if self.exit.is_none() {
+                    self.exit = Some(match error {
+                        None => Ok(()),
+                        Some(e) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush_touched(&mut self, now: Instant) {
+        if std::mem::take(&mut self.scheduler_touched) {
+            let mut flushed = self.scheduler.flush().map(|_| ());
+            if flushed.is_ok() {
+                flushed = self
+                    .scheduler
+                    .update_interest(self.poll.registry(), SCHEDULER)
+                    .map_err(ConnError::Io);
+            }
+            if let Err(e) = flushed {
+                if self.phase == Phase::Running {
+                    self.state
+                        .handle_scheduler_lost(now, format!("scheduler connection failed: {e}"));
+                } else {
+                    self.fail_registration(conn_io_error(e));
+                }
+            }
+        }
+        for slot in std::mem::take(&mut self.touched) {
+            let Some(peer) = self.peers.get_mut(slot) else {
+                continue;
+            };
+            peer.touched = false;
+            if let PeerKind::Outgoing {
+                connected: false, ..
+            } = peer.kind
+            {
+                continue; // flushed on the writable event that completes the connect
+            }
+            let token = Token(PEER_TOKEN_BASE + slot);
+            let mut result = peer.conn.flush();
+            if result.is_ok() {
+                if let Err(e) = peer.conn.update_interest(self.poll.registry(), token) {
+                    result = Err(ConnError::Io(e));
+                }
+            }
+            match result {
+                Ok(true) if peer.conn.is_closing() => self.drop_peer(now, slot),
+                Ok(true) => {
+                    if let PeerKind::Incoming { id } = peer.kind {
+                        self.state.handle_peer_drained(id);
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => self.drop_peer(now, slot),
+            }
+        }
+    }
+}
+
+fn conn_io_error(e: ConnError) -> io::Error {
+    match e {
+        ConnError::Io(e) => e,
+        ConnError::Wire(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    }
+}
+
+/// `register` for the listener (mio's `Source` needs the registry call).
+trait RegisterAll {
+    fn register_all(&mut self, registry: &mio::Registry) -> io::Result<()>;
+}
+
+impl RegisterAll for TcpListener {
+    fn register_all(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        registry.register(self, LISTENER, Interest::READABLE)
+    }
+}

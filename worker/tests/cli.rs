@@ -1,0 +1,171 @@
+//! The `dask-worker` binary: arguments, the startup line, and its ways of
+//! ending (close from the scheduler, SIGTERM), against a scheduler played by
+//! the test on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use dask_core::handshake;
+use dask_core::messages::{Close, RegisterWorker, Role, WorkerRegistered};
+use dask_core::Message;
+use dask_net::BlockingConn;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+}
+
+/// Waits for the child at most TIMEOUT; kills it (by its id) past that.
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dask-worker did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts the binary against a scheduler played here; returns the child,
+/// the scheduler's side of the connection, the registration and the
+/// line the worker printed.
+fn run_worker(extra: &[&str]) -> (Child, BlockingConn, RegisterWorker, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let mut child = binary()
+        .arg(&address)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut conn = BlockingConn::from_stream(stream);
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let Message::Hello(hello) = conn.recv().unwrap() else {
+        panic!("hello expected");
+    };
+    let (reply, _) = handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 7, None).unwrap();
+    conn.send(&[Message::Hello(reply)]).unwrap();
+    let Message::RegisterWorker(registration) = conn.recv().unwrap() else {
+        panic!("register-worker expected");
+    };
+    conn.send(&[Message::WorkerRegistered(WorkerRegistered {
+        id: 7,
+        heartbeat_interval_ms: 600_000,
+    })])
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.ends_with(&format!(", connected to {address}\n")),
+        "{line:?}"
+    );
+    (child, conn, registration, line)
+}
+
+#[test]
+fn help_prints_usage() {
+    let out = binary().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: dask-worker"));
+}
+
+#[test]
+fn list_functions_prints_every_builtin_with_its_signature() {
+    let out = binary().arg("--list-functions").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (name, _) in dask_worker::builtins::builtin_docs() {
+        assert!(text.lines().any(|l| l == name), "{name} missing");
+    }
+    assert!(text.contains("conformance.bytes(n)"));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        &[][..],
+        &["tcp://127.0.0.1:1", "--nthreads", "0"],
+        &["tcp://127.0.0.1:1", "--resources", "GPU"],
+        &["tcp://127.0.0.1:1", "--bogus"],
+        &["tcp://127.0.0.1:1", "--name"],
+    ] {
+        let out = binary().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_scheduler_exits_1() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let out = binary().arg(closed).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn options_reach_the_registration_and_close_exits_0() {
+    let (mut child, mut conn, registration, line) = run_worker(&[
+        "--nthreads",
+        "3",
+        "--name",
+        "cli-worker",
+        "--resources",
+        "GPU=2,MEM=1e9",
+        "--memory-limit=4000000000",
+        "--host",
+        "127.0.0.1",
+    ]);
+    assert_eq!(registration.name, "cli-worker");
+    assert_eq!(registration.nthreads, 3);
+    assert_eq!(registration.memory_limit, Some(4_000_000_000));
+    let resources = registration.resources.unwrap();
+    assert_eq!(resources.get("GPU"), Some(&2.0));
+    assert_eq!(resources.get("MEM"), Some(&1e9));
+    assert_eq!(registration.pid, Some(child.id()));
+    assert_eq!(
+        line,
+        format!(
+            "Worker cli-worker at {}, connected to {}\n",
+            registration.address,
+            line.rsplit(' ').next().unwrap().trim()
+        )
+    );
+    conn.send(&[Message::Close(Close { reason: None })])
+        .unwrap();
+    assert!(wait(&mut child).success());
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_closes_politely_and_exits_0() {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    let (mut child, mut conn, _, _) = run_worker(&["--nthreads", "1"]);
+    // SAFETY: signals the child this test started, by its id.
+    assert_eq!(unsafe { kill(child.id() as i32, 15) }, 0);
+    let m = conn
+        .recv_until(&mut |m| !matches!(m, Message::Heartbeat(_)))
+        .unwrap();
+    assert!(matches!(m, Message::Close(_)), "{m:?}");
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn a_lost_scheduler_connection_exits_1() {
+    let (mut child, conn, _, _) = run_worker(&[]);
+    drop(conn);
+    assert_eq!(wait(&mut child).code(), Some(1));
+}
