@@ -1,0 +1,144 @@
+//! `dask-scheduler`: runs a dask/1 scheduler in the foreground.
+//!
+//! Prints `Scheduler at tcp://HOST:PORT` (the real port when `--port 0`)
+//! once listening, serves until SIGINT or SIGTERM, then says `close` to
+//! every connection and exits 0.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dask_scheduler::{SchedulerConfig, Server};
+
+const USAGE: &str = "\
+Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS] [--validate]
+
+Runs a dask/1 scheduler until SIGINT or SIGTERM.
+
+Options:
+  --host HOST               interface to listen on (default 127.0.0.1)
+  --port PORT               port to listen on, 0 for any free one (default 8786)
+  --heartbeat-timeout SECS  declare a silent worker dead after SECS seconds (default 10)
+  --validate                check every scheduler invariant after every event (slow)
+  -h, --help                print this help";
+
+/// Set by the signal handler; the loop checks it at least every tick.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Signal handling without a dependency: `signal(2)` from the C library
+/// that std already links. The handler only stores to an atomic, which is
+/// async-signal-safe; the event loop's poll is interrupted (EINTR) and sees
+/// the flag at once.
+#[cfg(unix)]
+mod signals {
+    use super::*;
+
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+
+    extern "C" {
+        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    }
+
+    extern "C" fn on_signal(_: i32) {
+        SIGNALLED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn install() {
+        // SAFETY: `on_signal` is a valid `extern "C" fn(i32)` that only
+        // performs an atomic store; SIGINT and SIGTERM are valid signals.
+        unsafe {
+            signal(SIGINT, on_signal);
+            signal(SIGTERM, on_signal);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod signals {
+    pub fn install() {}
+}
+
+fn parse(args: &[String]) -> Result<Option<SchedulerConfig>, String> {
+    let mut config = SchedulerConfig::default();
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        i += 1;
+        let mut value = |name: &str| -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            let v = args
+                .get(i)
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))?;
+            i += 1;
+            Ok(v)
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--host" => config.host = value("--host")?,
+            "--port" => {
+                let v = value("--port")?;
+                config.port = v
+                    .parse()
+                    .map_err(|_| format!("--port: {v:?} is not a port number"))?;
+            }
+            "--heartbeat-timeout" => {
+                let v = value("--heartbeat-timeout")?;
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--heartbeat-timeout: {v:?} is not a number"))?;
+                if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+                    return Err(format!(
+                        "--heartbeat-timeout: {v} is not a positive duration"
+                    ));
+                }
+                config.heartbeat_timeout = Duration::from_secs_f64(secs);
+            }
+            "--validate" => config.validate = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(config))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match parse(&args) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("dask-scheduler: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    signals::install();
+    let server = match Server::bind(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!(
+                "dask-scheduler: cannot listen on {}:{}: {e}",
+                config.host, config.port
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("Scheduler at {}", server.address());
+    let _ = std::io::stdout().flush();
+    match server.run(Some(&SIGNALLED)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dask-scheduler: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,749 @@
+//! The scheduler as a pure state machine: connections, clients, workers,
+//! tasks and datasets, with no socket, clock or thread.
+//!
+//! # Call order
+//! The event loop calls [`SchedulerState::handle_connected`] when it accepts
+//! a connection, [`SchedulerState::handle_frame`] (or
+//! [`SchedulerState::handle_message`]) with each decoded batch,
+//! [`SchedulerState::handle_closed`] when a peer goes away and
+//! [`SchedulerState::handle_tick`] every so often; after each call it drains
+//! [`SchedulerState::poll_output`] and sends what comes out. An
+//! [`Output::Close`] means the state has already forgotten that connection:
+//! the loop closes it once its queued bytes are written and does not report
+//! it closed again (doing so is harmless).
+//!
+//! # Tasks
+//! States: released, waiting, no-worker, queued, processing, memory, erred
+//! (forgotten tasks are removed). Two counts decide what stays:
+//! - a task's *data* is kept while a client or dataset wants it or some
+//!   *waiter* (a dependent in waiting / no-worker / queued / processing)
+//!   still needs it; otherwise workers get `free-keys` and it goes back to
+//!   released;
+//! - a task's *definition* is kept while it is wanted or has dependents, so
+//!   lost results can be recomputed from their lineage; a released or erred
+//!   task with neither is forgotten.
+//!
+//! Every handler ends with [`SchedulerState::finish_event`]: pending
+//! reference checks run, batched `free-keys` go out, queued tasks are placed
+//! on workers with free slots (see [`placement`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dask_core::handshake;
+use dask_core::messages::{
+    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Resources, Role,
+    WorkerRegistered,
+};
+use dask_core::{ErrorCode, Key, Message, RawValue};
+use slab::Slab;
+
+mod data;
+mod graph;
+pub mod placement;
+mod tasks;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+/// A connection, named by the event loop's slab index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub usize);
+
+/// What the event loop must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this message on this connection (batched per wakeup).
+    Send(ConnId, Message),
+    /// Close this connection after writing what is queued for it.
+    Close(ConnId),
+}
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// A worker that sends nothing for this long is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// The interval workers are told to send heartbeats at.
+    pub heartbeat_interval: Duration,
+    /// A connection that sends no hello for this long is closed.
+    pub handshake_timeout: Duration,
+    /// Check every invariant after every event and panic on a violation
+    /// (tests and `--validate`).
+    pub validate: bool,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            heartbeat_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_millis(1000),
+            handshake_timeout: Duration::from_secs(10),
+            validate: false,
+        }
+    }
+}
+
+/// Index of a task in the task slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TaskId(usize);
+
+/// Index of a registered worker in the worker slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WorkerIdx(usize);
+
+/// A task's state in the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskState {
+    /// Known, not computed, nothing running (lineage of a result, or new).
+    Released,
+    /// Needed; some dependency is not in memory yet.
+    Waiting,
+    /// Ready, but no connected worker offers its function, resources or
+    /// restriction.
+    NoWorker,
+    /// Ready; workers exist but all are saturated.
+    Queued,
+    /// Sent to this worker.
+    Processing(WorkerIdx),
+    /// In memory on at least one worker.
+    Memory,
+    /// Failed, itself or through a dependency (or lost beyond recompute).
+    Erred,
+}
+
+impl TaskState {
+    /// The state's name on the wire (cluster-info) and in docs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TaskState::Released => "released",
+            TaskState::Waiting => "waiting",
+            TaskState::NoWorker => "no-worker",
+            TaskState::Queued => "queued",
+            TaskState::Processing(_) => "processing",
+            TaskState::Memory => "memory",
+            TaskState::Erred => "erred",
+        }
+    }
+
+    /// Whether the task is on its way to memory: its dependencies' data is
+    /// needed (it counts as a *waiter* of each dependency).
+    pub(crate) fn is_active(self) -> bool {
+        matches!(
+            self,
+            TaskState::Waiting | TaskState::NoWorker | TaskState::Queued | TaskState::Processing(_)
+        )
+    }
+}
+
+/// How to compute a task (absent for scattered data, which has no lineage).
+#[derive(Debug, Clone)]
+pub(crate) struct TaskDef {
+    pub(crate) function: String,
+    pub(crate) args: RawValue,
+    pub(crate) kwargs: Option<RawValue>,
+    pub(crate) resources: Option<Resources>,
+    pub(crate) workers: Option<Vec<String>>,
+}
+
+/// Why a task is erred; shared by every dependent the error reached.
+#[derive(Debug)]
+pub(crate) struct TaskError {
+    /// The key whose task raised it (or whose data was lost).
+    pub(crate) origin: Key,
+    pub(crate) error_type: String,
+    pub(crate) message: String,
+    pub(crate) traceback: String,
+    /// Scattered data lost with its last worker: clients get `key-lost`.
+    pub(crate) lost: bool,
+}
+
+/// One task.
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub(crate) key: Key,
+    pub(crate) def: Option<TaskDef>,
+    pub(crate) state: TaskState,
+    pub(crate) priority: i64,
+    /// Graph order: depth-first within a graph, graphs in submission order.
+    pub(crate) order: u64,
+    pub(crate) retries_left: u32,
+    /// Distinct tasks referenced by the arguments, in order of appearance.
+    pub(crate) dependencies: Vec<TaskId>,
+    pub(crate) dependents: BTreeSet<TaskId>,
+    /// In `Waiting`: dependencies not in memory.
+    pub(crate) waiting_on: u32,
+    /// Dependents in an active state.
+    pub(crate) waiters: u32,
+    /// Clients that want it (few: a Vec).
+    pub(crate) wanted_by: Vec<ConnId>,
+    /// Datasets holding it.
+    pub(crate) dataset_refs: u32,
+    /// Workers holding its data.
+    pub(crate) who_has: Vec<WorkerIdx>,
+    pub(crate) nbytes: u64,
+    pub(crate) error: Option<Arc<TaskError>>,
+    /// A steal-request for it is in flight.
+    pub(crate) steal_pending: bool,
+}
+
+impl Task {
+    /// Wanted by a client or a dataset.
+    pub(crate) fn is_wanted(&self) -> bool {
+        !self.wanted_by.is_empty() || self.dataset_refs > 0
+    }
+
+    /// The key of its entry in the ready queue.
+    pub(crate) fn queue_key(&self) -> QueueKey {
+        (Reverse(self.priority), self.order)
+    }
+}
+
+/// Ready-queue order: priority descending, then graph/submission order.
+pub(crate) type QueueKey = (Reverse<i64>, u64);
+
+/// A registered worker.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) conn: ConnId,
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) nthreads: u32,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) resources: Resources,
+    pub(crate) functions: std::collections::HashSet<String>,
+    pub(crate) function_list: Vec<String>,
+    pub(crate) processing: BTreeSet<TaskId>,
+    pub(crate) has_what: BTreeSet<TaskId>,
+    pub(crate) stored_bytes: u64,
+}
+
+/// What a connection is, as far as the handshake got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    AwaitingHello,
+    Client,
+    /// A worker; `None` until it registered.
+    Worker(Option<WorkerIdx>),
+}
+
+#[derive(Debug)]
+struct Connection {
+    peer: Peer,
+    id: u64,
+    connected_at: Instant,
+    last_seen: Instant,
+}
+
+/// A connected client.
+#[derive(Debug, Default)]
+pub(crate) struct Client {
+    /// Wanted tasks, and whether key-finished was sent for each.
+    pub(crate) wants: BTreeMap<TaskId, bool>,
+}
+
+/// The scheduler. See the module docs for the call order.
+#[derive(Debug)]
+pub struct SchedulerState {
+    config: StateConfig,
+    now: Instant,
+    next_id: u64,
+    next_order: u64,
+    next_request: u64,
+    conns: HashMap<ConnId, Connection>,
+    pub(crate) clients: HashMap<ConnId, Client>,
+    pub(crate) workers: Slab<Worker>,
+    worker_by_conn: HashMap<ConnId, WorkerIdx>,
+    worker_by_name: HashMap<String, WorkerIdx>,
+    pub(crate) tasks: Slab<Task>,
+    pub(crate) task_by_key: HashMap<Key, TaskId>,
+    /// Ready tasks waiting for a worker slot.
+    pub(crate) queue: BTreeMap<QueueKey, TaskId>,
+    pub(crate) no_worker: BTreeSet<TaskId>,
+    pub(crate) datasets: BTreeMap<String, Vec<TaskId>>,
+    /// Tasks whose reference counts changed; examined in `finish_event`.
+    to_check: Vec<TaskId>,
+    /// `free-keys` not yet sent, per worker.
+    pending_free: BTreeMap<WorkerIdx, Vec<Key>>,
+    /// A worker joined: consider stealing for it once the queue is placed.
+    steal_for: Vec<WorkerIdx>,
+    data: data::DataRequests,
+    out: VecDeque<Output>,
+}
+
+/// The name the scheduler gives itself in its hello.
+const SCHEDULER_NAME: &str = "dask-scheduler";
+
+impl SchedulerState {
+    /// A scheduler with no connection and no task.
+    pub fn new(config: StateConfig, now: Instant) -> SchedulerState {
+        SchedulerState {
+            config,
+            now,
+            next_id: 1,
+            next_order: 1,
+            next_request: 1,
+            conns: HashMap::new(),
+            clients: HashMap::new(),
+            workers: Slab::new(),
+            worker_by_conn: HashMap::new(),
+            worker_by_name: HashMap::new(),
+            tasks: Slab::new(),
+            task_by_key: HashMap::new(),
+            queue: BTreeMap::new(),
+            no_worker: BTreeSet::new(),
+            datasets: BTreeMap::new(),
+            to_check: Vec::new(),
+            pending_free: BTreeMap::new(),
+            steal_for: Vec::new(),
+            data: data::DataRequests::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    // ---- inputs ---------------------------------------------------------
+
+    /// A connection was accepted; its first message must be `hello`.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        self.now = now;
+        self.conns.insert(
+            conn,
+            Connection {
+                peer: Peer::AwaitingHello,
+                id: 0,
+                connected_at: now,
+                last_seen: now,
+            },
+        );
+    }
+
+    /// One message arrived on `conn`.
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: Message) {
+        self.now = now;
+        self.dispatch(conn, message);
+        self.finish_event();
+    }
+
+    /// A frame's messages arrived on `conn`, in order. Messages after one
+    /// that closed the connection are ignored.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, messages: Vec<Message>) {
+        self.now = now;
+        for m in messages {
+            if !self.conns.contains_key(&conn) {
+                break;
+            }
+            self.dispatch(conn, m);
+        }
+        self.finish_event();
+    }
+
+    /// The peer of `conn` went away (or the loop closed it).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.now = now;
+        self.drop_conn(conn);
+        self.finish_event();
+    }
+
+    /// Time passed: heartbeat and handshake timeouts, retries.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.now = now;
+        let mut dead: Vec<(ConnId, &'static str)> = Vec::new();
+        for (&conn, c) in &self.conns {
+            match c.peer {
+                Peer::AwaitingHello => {
+                    if now.saturating_duration_since(c.connected_at) > self.config.handshake_timeout
+                    {
+                        dead.push((conn, "no hello"));
+                    }
+                }
+                Peer::Worker(_) => {
+                    if now.saturating_duration_since(c.last_seen) > self.config.heartbeat_timeout {
+                        dead.push((conn, "heartbeat timeout"));
+                    }
+                }
+                Peer::Client => {}
+            }
+        }
+        dead.sort();
+        for (conn, why) in dead {
+            if why == "no hello" {
+                self.fatal(
+                    conn,
+                    ErrorCode::BadHandshake,
+                    "no hello within the handshake timeout".into(),
+                );
+            } else {
+                self.send(
+                    conn,
+                    Message::Close(Close {
+                        reason: Some(format!(
+                            "no message for {} ms (heartbeat timeout)",
+                            self.config.heartbeat_timeout.as_millis()
+                        )),
+                    }),
+                );
+                self.drop_conn(conn);
+                self.out.push_back(Output::Close(conn));
+            }
+        }
+        self.retry_busy_gets();
+        self.finish_event();
+    }
+
+    /// Says goodbye to every connection (the server is stopping): `close`
+    /// then [`Output::Close`] for each.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.now = now;
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            if self.conns[&conn].peer != Peer::AwaitingHello {
+                self.send(
+                    conn,
+                    Message::Close(Close {
+                        reason: Some("scheduler shutting down".into()),
+                    }),
+                );
+            }
+            self.drop_conn(conn);
+            self.out.push_back(Output::Close(conn));
+        }
+        self.finish_event();
+    }
+
+    /// The next thing for the event loop to do.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    // ---- inspection (tests, tools) ---------------------------------------
+
+    /// The scheduler state name of `key` (`None` when forgotten or unknown).
+    pub fn task_state(&self, key: &str) -> Option<&'static str> {
+        let t = self.task_by_key.get(key)?;
+        Some(self.tasks[t.0].state.name())
+    }
+
+    /// Number of tasks the scheduler knows.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Number of registered workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    // ---- dispatch -------------------------------------------------------
+
+    fn dispatch(&mut self, conn: ConnId, message: Message) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen = now;
+        match c.peer {
+            Peer::AwaitingHello => self.on_hello(conn, message),
+            Peer::Client => self.on_client_message(conn, message),
+            Peer::Worker(None) => self.on_unregistered_worker_message(conn, message),
+            Peer::Worker(Some(w)) => self.on_worker_message(conn, w, message),
+        }
+    }
+
+    fn on_hello(&mut self, conn: ConnId, message: Message) {
+        let Message::Hello(hello) = message else {
+            return self.fatal(
+                conn,
+                ErrorCode::BadHandshake,
+                format!("the first message must be hello, not `{}`", message.op()),
+            );
+        };
+        let id = self.next_id;
+        match handshake::accept(
+            &hello,
+            Role::Scheduler,
+            &[Role::Client, Role::Worker],
+            id,
+            Some(SCHEDULER_NAME.into()),
+        ) {
+            Err(e) => self.fatal(conn, e.code, e.message),
+            Ok((reply, negotiated)) => {
+                self.next_id += 1;
+                let peer = match negotiated.peer_role {
+                    Role::Client => {
+                        self.clients.insert(conn, Client::default());
+                        Peer::Client
+                    }
+                    _ => Peer::Worker(None),
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.peer = peer;
+                    c.id = id;
+                }
+                self.send(conn, Message::Hello(reply));
+            }
+        }
+    }
+
+    fn on_client_message(&mut self, conn: ConnId, message: Message) {
+        match message {
+            Message::Heartbeat(_) => {}
+            Message::Close(_) => {
+                self.drop_conn(conn);
+                self.out.push_back(Output::Close(conn));
+            }
+            Message::ErrorReport(e) => self.on_peer_error(conn, e),
+            Message::UpdateGraph(m) => self.update_graph(conn, m),
+            Message::ReleaseKeys(m) => {
+                for key in &m.keys {
+                    if let Some(&t) = self.task_by_key.get(key) {
+                        self.remove_want(conn, t);
+                    }
+                }
+            }
+            Message::CancelKeys(m) => self.cancel_keys(conn, m),
+            Message::Scatter(m) => self.scatter(conn, m),
+            Message::Gather(m) => self.gather(conn, m),
+            Message::WhoHas(m) => self.who_has(conn, m),
+            Message::ClusterInfo(m) => self.cluster_info(conn, m),
+            Message::PublishDataset(m) => self.publish_dataset(conn, m),
+            Message::UnpublishDataset(m) => self.unpublish_dataset(conn, m),
+            Message::GetDataset(m) => self.get_dataset(conn, m),
+            Message::ListDatasets(m) => self.list_datasets(conn, m),
+            other => self.unexpected(conn, &other, "a client"),
+        }
+    }
+
+    fn on_unregistered_worker_message(&mut self, conn: ConnId, message: Message) {
+        match message {
+            Message::RegisterWorker(m) => self.register_worker(conn, m),
+            Message::Heartbeat(_) => {}
+            Message::Close(_) => {
+                self.drop_conn(conn);
+                self.out.push_back(Output::Close(conn));
+            }
+            Message::ErrorReport(e) => self.on_peer_error(conn, e),
+            other => self.unexpected(conn, &other, "a worker before register-worker"),
+        }
+    }
+
+    fn on_worker_message(&mut self, conn: ConnId, w: WorkerIdx, message: Message) {
+        match message {
+            Message::Heartbeat(_) => {}
+            Message::Close(_) => {
+                self.drop_conn(conn);
+                self.out.push_back(Output::Close(conn));
+            }
+            Message::ErrorReport(e) => self.on_peer_error(conn, e),
+            Message::TaskFinished(m) => self.task_finished(w, m),
+            Message::TaskErred(m) => self.task_erred(w, m),
+            Message::AddKeys(m) => self.add_keys(w, m),
+            Message::MissingData(m) => self.missing_data(w, m),
+            Message::StealResponse(m) => self.steal_response(w, m),
+            Message::DataStored(m) => self.data_stored(w, m),
+            Message::Data(m) => self.data_reply(w, m),
+            Message::Busy(m) => self.busy_reply(w, m),
+            other => self.unexpected(conn, &other, "a worker"),
+        }
+    }
+
+    /// A peer reported an error; a fatal one means it is closing.
+    fn on_peer_error(&mut self, conn: ConnId, e: ErrorReport) {
+        if e.fatal {
+            self.drop_conn(conn);
+            self.out.push_back(Output::Close(conn));
+        }
+    }
+
+    fn unexpected(&mut self, conn: ConnId, message: &Message, from: &str) {
+        self.fatal(
+            conn,
+            ErrorCode::UnexpectedMessage,
+            format!("`{}` is not allowed from {from}", message.op()),
+        );
+    }
+
+    // ---- connections ----------------------------------------------------
+
+    /// Sends a fatal error, forgets the connection and closes it.
+    fn fatal(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.send(
+            conn,
+            Message::ErrorReport(ErrorReport {
+                code: code.number(),
+                message,
+                fatal: true,
+                request: None,
+                keys: None,
+            }),
+        );
+        self.drop_conn(conn);
+        self.out.push_back(Output::Close(conn));
+    }
+
+    /// A non-fatal error answering `request`.
+    pub(crate) fn reply_error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+        request: Option<u64>,
+        keys: Option<Vec<Key>>,
+    ) {
+        self.send(
+            conn,
+            Message::ErrorReport(ErrorReport {
+                code: code.number(),
+                message,
+                fatal: false,
+                request,
+                keys,
+            }),
+        );
+    }
+
+    /// Forgets a connection: a client's wants are released, a worker is
+    /// removed (its work rescheduled). Unknown connections are ignored.
+    fn drop_conn(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match c.peer {
+            Peer::AwaitingHello | Peer::Worker(None) => {}
+            Peer::Client => self.remove_client(conn),
+            Peer::Worker(Some(w)) => self.remove_worker(w),
+        }
+    }
+
+    fn remove_client(&mut self, conn: ConnId) {
+        let Some(client) = self.clients.remove(&conn) else {
+            return;
+        };
+        for &t in client.wants.keys() {
+            let task = &mut self.tasks[t.0];
+            task.wanted_by.retain(|&c| c != conn);
+            self.to_check.push(t);
+        }
+    }
+
+    pub(crate) fn send(&mut self, conn: ConnId, message: Message) {
+        self.out.push_back(Output::Send(conn, message));
+    }
+
+    /// Sends to a worker, after any `free-keys` still pending for it (so a
+    /// worker never frees what a later message gave it).
+    pub(crate) fn send_worker(&mut self, w: WorkerIdx, message: Message) {
+        let Some(worker) = self.workers.get(w.0) else {
+            return;
+        };
+        let conn = worker.conn;
+        if let Some(keys) = self.pending_free.remove(&w) {
+            self.send(
+                conn,
+                Message::FreeKeys(dask_core::messages::FreeKeys { keys }),
+            );
+        }
+        self.send(conn, message);
+    }
+
+    /// Queues `free-keys` for `key` on worker `w` (sent batched).
+    pub(crate) fn free_on(&mut self, w: WorkerIdx, key: Key) {
+        if self.workers.contains(w.0) {
+            self.pending_free.entry(w).or_default().push(key);
+        }
+    }
+
+    // ---- workers --------------------------------------------------------
+
+    fn register_worker(&mut self, conn: ConnId, m: dask_core::messages::RegisterWorker) {
+        if self.worker_by_name.contains_key(&m.name) {
+            return self.fatal(
+                conn,
+                ErrorCode::NameInUse,
+                format!("a worker named {:?} is already registered", m.name),
+            );
+        }
+        if m.nthreads == 0 {
+            return self.fatal(
+                conn,
+                ErrorCode::WrongType,
+                "in `register-worker`: field `nthreads`: expected at least 1, found 0".into(),
+            );
+        }
+        let id = self.conns.get(&conn).map_or(0, |c| c.id);
+        let w = WorkerIdx(self.workers.insert(Worker {
+            conn,
+            id,
+            name: m.name.clone(),
+            address: m.address,
+            nthreads: m.nthreads,
+            memory_limit: m.memory_limit,
+            resources: m.resources.unwrap_or_default(),
+            functions: m.functions.iter().cloned().collect(),
+            function_list: m.functions,
+            processing: BTreeSet::new(),
+            has_what: BTreeSet::new(),
+            stored_bytes: 0,
+        }));
+        self.worker_by_conn.insert(conn, w);
+        self.worker_by_name.insert(m.name, w);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Peer::Worker(Some(w));
+        }
+        let interval = self.config.heartbeat_interval.as_millis();
+        self.send(
+            conn,
+            Message::WorkerRegistered(WorkerRegistered {
+                id,
+                heartbeat_interval_ms: u64::try_from(interval).unwrap_or(u64::MAX),
+            }),
+        );
+        self.worker_joined(w);
+    }
+
+    /// Removes a worker: its replicas are dropped, its processing tasks go
+    /// back to be placed again, keys only it held are recomputed (or lost).
+    fn remove_worker(&mut self, w: WorkerIdx) {
+        if !self.workers.contains(w.0) {
+            return;
+        }
+        let worker = self.workers.remove(w.0);
+        self.worker_by_conn.remove(&worker.conn);
+        if self.worker_by_name.get(&worker.name) == Some(&w) {
+            self.worker_by_name.remove(&worker.name);
+        }
+        self.pending_free.remove(&w);
+        self.steal_for.retain(|&x| x != w);
+        // Its data is gone.
+        let mut lost = Vec::new();
+        for &t in &worker.has_what {
+            let task = &mut self.tasks[t.0];
+            task.who_has.retain(|&x| x != w);
+            if task.state == TaskState::Memory && task.who_has.is_empty() {
+                lost.push(t);
+            }
+        }
+        for t in lost {
+            if self.tasks.contains(t.0) && self.tasks[t.0].state == TaskState::Memory {
+                self.lose_data(t);
+            }
+        }
+        // Its work goes back to be placed again.
+        for &t in &worker.processing {
+            if self.tasks.contains(t.0) && self.tasks[t.0].state == TaskState::Processing(w) {
+                self.reevaluate(t);
+            }
+        }
+        self.worker_left(w);
+    }
+}

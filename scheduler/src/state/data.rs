@@ -1,0 +1,590 @@
+//! Data requests: scatter (put-data), gather (get-data over worker
+//! connections), who-has, cluster-info and datasets.
+
+use std::collections::{BTreeMap, HashMap};
+
+use dask_core::messages::Busy;
+use dask_core::messages::{
+    ClusterInfo, ClusterInfoReply, Data, DataStored, Dataset, Datasets, Gather, GatherReply,
+    GetData, GetDataset, ListDatasets, OkReply, PublishDataset, PutData, Scatter, UnpublishDataset,
+    WhoHas, WhoHasReply, WorkerInfo,
+};
+
+use super::*;
+
+/// Times a `get-data` answered with `busy` is asked again (one tick apart)
+/// before its keys are reported missing.
+pub const GATHER_BUSY_RETRIES_MAX: u32 = 50;
+
+/// A client's `gather` being answered.
+#[derive(Debug)]
+struct PendingGather {
+    client: ConnId,
+    request: u64,
+    /// `get-data` requests not answered yet.
+    outstanding: usize,
+    data: BTreeMap<Key, RawValue>,
+    missing: Vec<Key>,
+}
+
+/// One `get-data` sent to a worker for a gather.
+#[derive(Debug)]
+struct PendingGet {
+    gather: u64,
+    worker: WorkerIdx,
+    keys: Vec<Key>,
+    busy_retries: u32,
+}
+
+/// One `put-data` sent to a worker for a scatter.
+#[derive(Debug)]
+struct PendingPut {
+    client: ConnId,
+    worker: WorkerIdx,
+    keys: Vec<Key>,
+}
+
+/// Requests the scheduler has sent to workers and awaits answers for.
+#[derive(Debug, Default)]
+pub(crate) struct DataRequests {
+    gathers: HashMap<u64, PendingGather>,
+    gets: HashMap<u64, PendingGet>,
+    puts: HashMap<u64, PendingPut>,
+    /// Keys with a put-data in flight, and how many.
+    scattering: HashMap<Key, u32>,
+    /// Gets answered `busy`, to ask again on the next tick.
+    busy: Vec<u64>,
+    next_gather: u64,
+}
+
+impl SchedulerState {
+    fn request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Workers matching a list of names or addresses (all when absent).
+    fn workers_matching(&self, filter: &Option<Vec<String>>) -> Vec<WorkerIdx> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.iter().any(|a| *a == w.name || *a == w.address))
+            })
+            .map(|(i, _)| WorkerIdx(i))
+            .collect()
+    }
+
+    // ---- scatter ----------------------------------------------------------
+
+    pub(crate) fn scatter(&mut self, conn: ConnId, m: Scatter) {
+        let taken: Vec<Key> = m
+            .data
+            .keys()
+            .filter(|k| self.task_by_key.contains_key(*k) || self.data.scattering.contains_key(*k))
+            .cloned()
+            .collect();
+        if !taken.is_empty() {
+            return self.reply_error(
+                conn,
+                ErrorCode::DuplicateKey,
+                "keys already known to the scheduler".into(),
+                Some(m.request),
+                Some(taken),
+            );
+        }
+        let targets = self.workers_matching(&m.workers);
+        if targets.is_empty() {
+            return self.reply_error(
+                conn,
+                ErrorCode::NoWorkers,
+                "no worker to store the data on".into(),
+                Some(m.request),
+                Some(m.data.keys().cloned().collect()),
+            );
+        }
+        let mut per_worker: BTreeMap<WorkerIdx, BTreeMap<Key, RawValue>> = BTreeMap::new();
+        if m.broadcast.unwrap_or(false) {
+            for &w in &targets {
+                per_worker.insert(w, m.data.clone());
+            }
+        } else {
+            // Each value to the worker holding the fewest bytes so far.
+            let mut load: Vec<(u64, WorkerIdx)> = targets
+                .iter()
+                .map(|&w| (self.workers[w.0].stored_bytes, w))
+                .collect();
+            for (key, value) in m.data {
+                let Some(slot) = load.iter_mut().min() else {
+                    break;
+                };
+                slot.0 += value.as_bytes().len() as u64;
+                per_worker.entry(slot.1).or_default().insert(key, value);
+            }
+        }
+        for (w, data) in per_worker {
+            let request = self.request_id();
+            let keys: Vec<Key> = data.keys().cloned().collect();
+            for k in &keys {
+                *self.data.scattering.entry(k.clone()).or_default() += 1;
+            }
+            self.data.puts.insert(
+                request,
+                PendingPut {
+                    client: conn,
+                    worker: w,
+                    keys,
+                },
+            );
+            self.send_worker(w, Message::PutData(PutData { request, data }));
+        }
+    }
+
+    /// One put-data is over (stored or its worker gone): the key is no
+    /// longer in flight there. Returns whether another put of it is.
+    fn put_done(&mut self, key: &Key) -> bool {
+        match self.data.scattering.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.data.scattering.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn data_stored(&mut self, w: WorkerIdx, m: DataStored) {
+        let Some(put) = self.data.puts.get(&m.request) else {
+            return;
+        };
+        if put.worker != w {
+            return;
+        }
+        let Some(put) = self.data.puts.remove(&m.request) else {
+            return;
+        };
+        for key in put.keys {
+            let more = self.put_done(&key);
+            let Some(&nbytes) = m.nbytes.get(&key) else {
+                if !more && !self.task_by_key.contains_key(&key) {
+                    self.scatter_lost(put.client, key, "the worker did not store it");
+                }
+                continue;
+            };
+            match self.task_by_key.get(&key) {
+                Some(&t) if self.tasks[t.0].state == TaskState::Memory => self.add_replica(t, w),
+                Some(_) => self.free_on(w, key),
+                None => {
+                    let order = self.next_order;
+                    self.next_order += 1;
+                    let t = TaskId(self.tasks.insert(Task {
+                        key: key.clone(),
+                        def: None,
+                        state: TaskState::Memory,
+                        priority: 0,
+                        order,
+                        retries_left: 0,
+                        dependencies: Vec::new(),
+                        dependents: BTreeSet::new(),
+                        waiting_on: 0,
+                        waiters: 0,
+                        wanted_by: Vec::new(),
+                        dataset_refs: 0,
+                        who_has: Vec::new(),
+                        nbytes,
+                        error: None,
+                        steal_pending: false,
+                    }));
+                    self.task_by_key.insert(key, t);
+                    self.add_replica(t, w);
+                    self.add_want(put.client, t);
+                    self.to_check.push(t);
+                }
+            }
+        }
+    }
+
+    fn scatter_lost(&mut self, client: ConnId, key: Key, why: &str) {
+        if self.clients.contains_key(&client) {
+            self.send(
+                client,
+                Message::KeyLost(KeyLost {
+                    key,
+                    message: format!("scatter failed: {why}"),
+                }),
+            );
+        }
+    }
+
+    // ---- gather -----------------------------------------------------------
+
+    pub(crate) fn gather(&mut self, conn: ConnId, m: Gather) {
+        let id = self.data.next_gather;
+        self.data.next_gather += 1;
+        let mut g = PendingGather {
+            client: conn,
+            request: m.request,
+            outstanding: 0,
+            data: BTreeMap::new(),
+            missing: Vec::new(),
+        };
+        let mut per_worker: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
+        for key in m.keys {
+            match self.holder(&key, None) {
+                Some(w) => per_worker.entry(w).or_default().push(key),
+                None => g.missing.push(key),
+            }
+        }
+        self.data.gathers.insert(id, g);
+        self.request_gets(id, per_worker);
+        self.maybe_answer_gather(id);
+    }
+
+    /// A worker holding `key` in memory, other than `except`: the one with
+    /// the fewest tasks assigned.
+    fn holder(&self, key: &Key, except: Option<WorkerIdx>) -> Option<WorkerIdx> {
+        let &t = self.task_by_key.get(key)?;
+        let task = &self.tasks[t.0];
+        if task.state != TaskState::Memory {
+            return None;
+        }
+        task.who_has
+            .iter()
+            .copied()
+            .filter(|&w| Some(w) != except)
+            .min_by_key(|w| {
+                self.workers
+                    .get(w.0)
+                    .map_or(usize::MAX, |k| k.processing.len())
+            })
+    }
+
+    fn request_gets(&mut self, gather: u64, per_worker: BTreeMap<WorkerIdx, Vec<Key>>) {
+        for (w, keys) in per_worker {
+            let request = self.request_id();
+            self.send_worker(
+                w,
+                Message::GetData(GetData {
+                    request,
+                    keys: keys.clone(),
+                }),
+            );
+            self.data.gets.insert(
+                request,
+                PendingGet {
+                    gather,
+                    worker: w,
+                    keys,
+                    busy_retries: 0,
+                },
+            );
+            if let Some(g) = self.data.gathers.get_mut(&gather) {
+                g.outstanding += 1;
+            }
+        }
+    }
+
+    fn maybe_answer_gather(&mut self, id: u64) {
+        if self.data.gathers.get(&id).is_none_or(|g| g.outstanding > 0) {
+            return;
+        }
+        let Some(g) = self.data.gathers.remove(&id) else {
+            return;
+        };
+        if self.clients.contains_key(&g.client) {
+            self.send(
+                g.client,
+                Message::GatherReply(GatherReply {
+                    request: g.request,
+                    data: g.data,
+                    missing: g.missing,
+                }),
+            );
+        }
+    }
+
+    pub(crate) fn data_reply(&mut self, w: WorkerIdx, mut m: Data) {
+        if self.data.gets.get(&m.request).is_none_or(|g| g.worker != w) {
+            return;
+        }
+        let Some(get) = self.data.gets.remove(&m.request) else {
+            return;
+        };
+        self.data.busy.retain(|&r| r != m.request);
+        let mut not_there = Vec::new();
+        if let Some(g) = self.data.gathers.get_mut(&get.gather) {
+            for key in get.keys {
+                match m.data.remove(&key) {
+                    Some(value) => {
+                        g.data.insert(key, value);
+                    }
+                    None => not_there.push(key),
+                }
+            }
+        }
+        self.get_failed(get.gather, w, not_there, true);
+    }
+
+    /// Keys a worker did not deliver for a gather: its replica is dropped
+    /// (when `drop_replica`) and another holder is asked, else missing.
+    fn get_failed(&mut self, gather: u64, w: WorkerIdx, keys: Vec<Key>, drop_replica: bool) {
+        let mut retry: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for key in keys {
+            if drop_replica {
+                if let Some(&t) = self.task_by_key.get(&key) {
+                    if self.remove_replica(t, w) {
+                        let task = &self.tasks[t.0];
+                        if task.state == TaskState::Memory && task.who_has.is_empty() {
+                            self.lose_data(t);
+                        }
+                    }
+                }
+            }
+            match self.holder(&key, Some(w)) {
+                Some(x) => retry.entry(x).or_default().push(key),
+                None => missing.push(key),
+            }
+        }
+        if let Some(g) = self.data.gathers.get_mut(&gather) {
+            g.outstanding = g.outstanding.saturating_sub(1);
+            g.missing.extend(missing);
+        }
+        self.request_gets(gather, retry);
+        self.maybe_answer_gather(gather);
+    }
+
+    pub(crate) fn busy_reply(&mut self, w: WorkerIdx, m: Busy) {
+        let Some(get) = self.data.gets.get_mut(&m.request) else {
+            return;
+        };
+        if get.worker != w {
+            return;
+        }
+        get.busy_retries += 1;
+        if get.busy_retries > GATHER_BUSY_RETRIES_MAX {
+            let Some(get) = self.data.gets.remove(&m.request) else {
+                return;
+            };
+            self.get_failed(get.gather, w, get.keys, false);
+        } else if !self.data.busy.contains(&m.request) {
+            self.data.busy.push(m.request);
+        }
+    }
+
+    /// Asks again, once a tick, for gets answered `busy`.
+    pub(crate) fn retry_busy_gets(&mut self) {
+        for request in std::mem::take(&mut self.data.busy) {
+            let Some(get) = self.data.gets.get(&request) else {
+                continue;
+            };
+            let (w, keys) = (get.worker, get.keys.clone());
+            self.send_worker(w, Message::GetData(GetData { request, keys }));
+        }
+    }
+
+    /// Requests to a worker that left: gets go to other holders, puts
+    /// are lost unless stored elsewhere.
+    pub(crate) fn data_worker_left(&mut self, w: WorkerIdx) {
+        let mut gets: Vec<u64> = self
+            .data
+            .gets
+            .iter()
+            .filter(|(_, g)| g.worker == w)
+            .map(|(&r, _)| r)
+            .collect();
+        gets.sort_unstable();
+        for r in gets {
+            self.data.busy.retain(|&b| b != r);
+            if let Some(get) = self.data.gets.remove(&r) {
+                self.get_failed(get.gather, w, get.keys, false);
+            }
+        }
+        let mut puts: Vec<u64> = self
+            .data
+            .puts
+            .iter()
+            .filter(|(_, p)| p.worker == w)
+            .map(|(&r, _)| r)
+            .collect();
+        puts.sort_unstable();
+        for r in puts {
+            let Some(put) = self.data.puts.remove(&r) else {
+                continue;
+            };
+            for key in put.keys {
+                if !self.put_done(&key) && !self.task_by_key.contains_key(&key) {
+                    self.scatter_lost(put.client, key, "the worker left before storing it");
+                }
+            }
+        }
+    }
+
+    // ---- questions ----------------------------------------------------------
+
+    pub(crate) fn who_has(&mut self, conn: ConnId, m: WhoHas) {
+        let mut who_has = BTreeMap::new();
+        for key in m.keys {
+            let addresses = match self.task_by_key.get(&key) {
+                Some(&t) => self.tasks[t.0]
+                    .who_has
+                    .iter()
+                    .filter_map(|w| self.workers.get(w.0).map(|k| k.address.clone()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            who_has.insert(key, addresses);
+        }
+        self.send(
+            conn,
+            Message::WhoHasReply(WhoHasReply {
+                request: m.request,
+                who_has,
+            }),
+        );
+    }
+
+    pub(crate) fn cluster_info(&mut self, conn: ConnId, m: ClusterInfo) {
+        let workers = self
+            .workers
+            .iter()
+            .map(|(_, w)| WorkerInfo {
+                id: w.id,
+                name: w.name.clone(),
+                address: w.address.clone(),
+                nthreads: w.nthreads,
+                memory_limit: w.memory_limit,
+                resources: w.resources.clone(),
+                functions: w.function_list.clone(),
+                processing: w.processing.len() as u64,
+                stored_keys: w.has_what.len() as u64,
+                stored_bytes: w.stored_bytes,
+            })
+            .collect();
+        let mut tasks: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, t) in &self.tasks {
+            *tasks.entry(t.state.name().to_string()).or_default() += 1;
+        }
+        let clients = u32::try_from(self.clients.len()).unwrap_or(u32::MAX);
+        self.send(
+            conn,
+            Message::ClusterInfoReply(ClusterInfoReply {
+                request: m.request,
+                workers,
+                tasks,
+                clients,
+            }),
+        );
+    }
+
+    // ---- datasets -----------------------------------------------------------
+
+    pub(crate) fn publish_dataset(&mut self, conn: ConnId, m: PublishDataset) {
+        let unknown: Vec<Key> = m
+            .keys
+            .iter()
+            .filter(|k| !self.task_by_key.contains_key(*k))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return self.reply_error(
+                conn,
+                ErrorCode::UnknownKey,
+                format!(
+                    "dataset {:?} names keys the scheduler does not know",
+                    m.name
+                ),
+                Some(m.request),
+                Some(unknown),
+            );
+        }
+        if self.datasets.contains_key(&m.name) && !m.overwrite.unwrap_or(false) {
+            return self.reply_error(
+                conn,
+                ErrorCode::DatasetExists,
+                format!("dataset {:?} is already published", m.name),
+                Some(m.request),
+                None,
+            );
+        }
+        let mut ids: Vec<TaskId> = Vec::with_capacity(m.keys.len());
+        for key in &m.keys {
+            if let Some(&t) = self.task_by_key.get(key) {
+                if !ids.contains(&t) {
+                    ids.push(t);
+                }
+            }
+        }
+        for &t in &ids {
+            self.tasks[t.0].dataset_refs += 1;
+            if self.tasks[t.0].state == TaskState::Released {
+                self.activate(t);
+            }
+        }
+        if let Some(old) = self.datasets.insert(m.name, ids) {
+            self.release_dataset(old);
+        }
+        self.send(conn, Message::OkReply(OkReply { request: m.request }));
+    }
+
+    fn release_dataset(&mut self, ids: Vec<TaskId>) {
+        for t in ids {
+            self.tasks[t.0].dataset_refs -= 1;
+            self.to_check.push(t);
+        }
+    }
+
+    pub(crate) fn unpublish_dataset(&mut self, conn: ConnId, m: UnpublishDataset) {
+        match self.datasets.remove(&m.name) {
+            Some(ids) => {
+                self.release_dataset(ids);
+                self.send(conn, Message::OkReply(OkReply { request: m.request }));
+            }
+            None => self.unknown_dataset(conn, m.request, &m.name),
+        }
+    }
+
+    fn unknown_dataset(&mut self, conn: ConnId, request: u64, name: &str) {
+        self.reply_error(
+            conn,
+            ErrorCode::UnknownDataset,
+            format!("no dataset named {name:?}"),
+            Some(request),
+            None,
+        );
+    }
+
+    pub(crate) fn get_dataset(&mut self, conn: ConnId, m: GetDataset) {
+        let Some(ids) = self.datasets.get(&m.name).cloned() else {
+            return self.unknown_dataset(conn, m.request, &m.name);
+        };
+        let keys = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
+        self.send(
+            conn,
+            Message::Dataset(Dataset {
+                request: m.request,
+                name: m.name,
+                keys,
+            }),
+        );
+        for t in ids {
+            self.add_want(conn, t);
+        }
+    }
+
+    pub(crate) fn list_datasets(&mut self, conn: ConnId, m: ListDatasets) {
+        let names = self.datasets.keys().cloned().collect();
+        self.send(
+            conn,
+            Message::Datasets(Datasets {
+                request: m.request,
+                names,
+            }),
+        );
+    }
+}

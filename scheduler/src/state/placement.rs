@@ -1,0 +1,266 @@
+//! Placement: which worker runs a ready task, and when.
+//!
+//! - A task may only go to a worker that offers its function, has at least
+//!   the resources it asks for, and is inside its `workers` restriction
+//!   (names or data addresses). With no such worker connected the task is
+//!   `no-worker` until one registers.
+//! - Among those with a free slot: the one already holding the most bytes
+//!   of the task's dependencies, then the least occupied (tasks assigned
+//!   per thread), then the earliest registered.
+//! - A worker gets at most `nthreads + queue depth` tasks at once, queue
+//!   depth = nthreads ([`QUEUE_DEPTH_PER_THREAD`]): a thread never idles
+//!   for a round trip, and the rest stays `queued` on the scheduler where a
+//!   late joiner can still get it.
+//! - The queue is ordered by user priority (higher first), then graph order
+//!   (depth-first within a graph), then submission order.
+//! - Stealing: when a worker registers and nothing is left in the queue,
+//!   it asks saturated workers to give back tasks beyond their thread count
+//!   (`steal-request`); a stolen task is placed again like any ready task.
+
+use std::ops::Bound;
+
+use dask_core::messages::{ComputeTask, StealRequest};
+
+use super::*;
+
+/// Tasks a worker holds beyond its threads, per thread.
+pub const QUEUE_DEPTH_PER_THREAD: usize = 1;
+
+/// Most queued tasks skipped (no free slot among their allowed workers) in
+/// one placement pass before it stops: restricted tasks deep in the queue
+/// wait for the front to move rather than cost a full scan every event.
+pub const QUEUE_SCAN_SKIPS_MAX: usize = 256;
+
+/// What [`SchedulerState::pick_worker`] found.
+enum Pick {
+    /// The best worker with a free slot.
+    Worker(WorkerIdx),
+    /// Workers can run it, but all of those are full.
+    Full,
+    /// No connected worker can run it.
+    Nobody,
+}
+
+impl Worker {
+    /// Most tasks assigned at once.
+    pub(crate) fn slots(&self) -> usize {
+        self.nthreads as usize * (1 + QUEUE_DEPTH_PER_THREAD)
+    }
+
+    fn free_slots(&self) -> usize {
+        self.slots().saturating_sub(self.processing.len())
+    }
+
+    /// Whether this worker may run `task`.
+    pub(crate) fn can_run(&self, task: &Task) -> bool {
+        let Some(def) = &task.def else {
+            return false;
+        };
+        if !self.functions.contains(&def.function) {
+            return false;
+        }
+        if let Some(wanted) = &def.resources {
+            for (name, amount) in wanted {
+                if *amount > 0.0 && self.resources.get(name).is_none_or(|have| have < amount) {
+                    return false;
+                }
+            }
+        }
+        if let Some(allowed) = &def.workers {
+            if !allowed
+                .iter()
+                .any(|a| *a == self.name || *a == self.address)
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl SchedulerState {
+    pub(crate) fn any_worker_can_run(&self, t: TaskId) -> bool {
+        let task = &self.tasks[t.0];
+        self.workers.iter().any(|(_, w)| w.can_run(task))
+    }
+
+    fn pick_worker(&self, t: TaskId) -> Pick {
+        let task = &self.tasks[t.0];
+        let mut any = false;
+        // (dependency bytes held, processing, nthreads, index)
+        let mut best: Option<(u64, usize, u32, usize)> = None;
+        for (i, w) in &self.workers {
+            if !w.can_run(task) {
+                continue;
+            }
+            any = true;
+            if w.free_slots() == 0 {
+                continue;
+            }
+            let held: u64 = task
+                .dependencies
+                .iter()
+                .map(|d| &self.tasks[d.0])
+                .filter(|d| d.who_has.contains(&WorkerIdx(i)))
+                .map(|d| d.nbytes)
+                .sum();
+            let candidate = (held, w.processing.len(), w.nthreads, i);
+            let better = match best {
+                None => true,
+                Some((b_held, b_proc, b_threads, _)) => {
+                    // More bytes held wins; then lower processing/nthreads
+                    // (compared by cross-multiplying).
+                    held > b_held
+                        || (held == b_held
+                            && (candidate.1 as u64) * (b_threads as u64)
+                                < (b_proc as u64) * (candidate.2 as u64))
+                }
+            };
+            if better {
+                best = Some(candidate);
+            }
+        }
+        match best {
+            Some((_, _, _, i)) => Pick::Worker(WorkerIdx(i)),
+            None if any => Pick::Full,
+            None => Pick::Nobody,
+        }
+    }
+
+    /// Places queued tasks, in queue order, on workers with free slots.
+    pub(crate) fn schedule(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut free: usize = self.workers.iter().map(|(_, w)| w.free_slots()).sum();
+        let mut cursor: Option<QueueKey> = None;
+        let mut skipped = 0;
+        while free > 0 && skipped < QUEUE_SCAN_SKIPS_MAX {
+            let next = match cursor {
+                None => self.queue.iter().next(),
+                Some(c) => self
+                    .queue
+                    .range((Bound::Excluded(c), Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&k, &t)) = next else {
+                break;
+            };
+            match self.pick_worker(t) {
+                Pick::Worker(w) => {
+                    self.assign(t, w);
+                    free -= 1;
+                }
+                Pick::Full => {
+                    skipped += 1;
+                    cursor = Some(k);
+                }
+                Pick::Nobody => self.set_state(t, TaskState::NoWorker),
+            }
+        }
+    }
+
+    /// Sends `t` to worker `w`.
+    fn assign(&mut self, t: TaskId, w: WorkerIdx) {
+        self.set_state(t, TaskState::Processing(w));
+        let task = &self.tasks[t.0];
+        let Some(def) = &task.def else {
+            return;
+        };
+        let who_has = task
+            .dependencies
+            .iter()
+            .map(|d| {
+                let dep = &self.tasks[d.0];
+                let addresses = dep
+                    .who_has
+                    .iter()
+                    .filter_map(|x| self.workers.get(x.0).map(|k| k.address.clone()))
+                    .collect();
+                (dep.key.clone(), addresses)
+            })
+            .collect();
+        let m = Message::ComputeTask(ComputeTask {
+            key: task.key.clone(),
+            function: def.function.clone(),
+            args: def.args.clone(),
+            kwargs: def.kwargs.clone(),
+            who_has,
+            priority: (task.priority != 0).then_some(task.priority),
+            resources: def.resources.clone(),
+        });
+        self.send_worker(w, m);
+    }
+
+    /// A worker registered: tasks only it can run leave no-worker; once the
+    /// queue is placed, it may steal.
+    pub(crate) fn worker_joined(&mut self, w: WorkerIdx) {
+        let runnable: Vec<TaskId> = self
+            .no_worker
+            .iter()
+            .copied()
+            .filter(|t| self.workers[w.0].can_run(&self.tasks[t.0]))
+            .collect();
+        for t in runnable {
+            self.set_state(t, TaskState::Queued);
+        }
+        self.steal_for.push(w);
+    }
+
+    /// A worker left (its tasks are already handled): queued tasks that no
+    /// remaining worker can run become no-worker.
+    pub(crate) fn worker_left(&mut self, w: WorkerIdx) {
+        let stranded: Vec<TaskId> = self
+            .queue
+            .values()
+            .copied()
+            .filter(|&t| !self.any_worker_can_run(t))
+            .collect();
+        for t in stranded {
+            self.set_state(t, TaskState::NoWorker);
+        }
+        self.data_worker_left(w);
+    }
+
+    /// Asks saturated workers to give back not-yet-started tasks for the
+    /// new worker `thief`, when the queue has nothing left for it.
+    pub(crate) fn steal_for_worker(&mut self, thief: WorkerIdx) {
+        let Some(worker) = self.workers.get(thief.0) else {
+            return;
+        };
+        let mut room = worker.free_slots();
+        if room == 0 || !self.queue.is_empty() {
+            return;
+        }
+        let victims: Vec<WorkerIdx> = self
+            .workers
+            .iter()
+            .filter(|&(i, v)| i != thief.0 && v.processing.len() > v.nthreads as usize)
+            .map(|(i, _)| WorkerIdx(i))
+            .collect();
+        for v in victims {
+            if room == 0 {
+                break;
+            }
+            let victim = &self.workers[v.0];
+            let excess = victim.processing.len() - victim.nthreads as usize;
+            // The last in queue order are the least likely to have started.
+            let mut candidates: Vec<(QueueKey, TaskId)> = victim
+                .processing
+                .iter()
+                .map(|&t| (self.tasks[t.0].queue_key(), t))
+                .filter(|(_, t)| {
+                    let task = &self.tasks[t.0];
+                    !task.steal_pending && self.workers[thief.0].can_run(task)
+                })
+                .collect();
+            candidates.sort_unstable_by_key(|&(k, _)| Reverse(k));
+            for (_, t) in candidates.into_iter().take(excess.min(room)) {
+                self.tasks[t.0].steal_pending = true;
+                let key = self.tasks[t.0].key.clone();
+                self.send_worker(v, Message::StealRequest(StealRequest { key }));
+                room -= 1;
+            }
+        }
+    }
+}

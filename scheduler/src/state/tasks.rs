@@ -1,0 +1,531 @@
+//! The task state machine: transitions, reference counts, client events,
+//! and the worker reports that drive them.
+
+use dask_core::messages::{
+    AddKeys, CancelKeys, MissingData, StealResponse, TaskErred, TaskFinished,
+};
+
+use super::*;
+
+impl SchedulerState {
+    // ---- state bookkeeping ----------------------------------------------
+
+    /// Moves `t` to `new`, keeping the queue, the no-worker set, worker
+    /// processing sets and dependencies' waiter counts in step. Sends
+    /// nothing: callers free running copies themselves.
+    pub(crate) fn set_state(&mut self, t: TaskId, new: TaskState) {
+        let old = self.tasks[t.0].state;
+        match old {
+            TaskState::Queued => {
+                let k = self.tasks[t.0].queue_key();
+                self.queue.remove(&k);
+            }
+            TaskState::NoWorker => {
+                self.no_worker.remove(&t);
+            }
+            TaskState::Processing(w) => {
+                if let Some(worker) = self.workers.get_mut(w.0) {
+                    worker.processing.remove(&t);
+                }
+                self.tasks[t.0].steal_pending = false;
+            }
+            _ => {}
+        }
+        let (was, is) = (old.is_active(), new.is_active());
+        if was != is {
+            for i in 0..self.tasks[t.0].dependencies.len() {
+                let d = self.tasks[t.0].dependencies[i];
+                let dep = &mut self.tasks[d.0];
+                if is {
+                    dep.waiters += 1;
+                } else {
+                    dep.waiters -= 1;
+                    self.to_check.push(d);
+                }
+            }
+        }
+        self.tasks[t.0].state = new;
+        match new {
+            TaskState::Queued => {
+                let k = self.tasks[t.0].queue_key();
+                self.queue.insert(k, t);
+            }
+            TaskState::NoWorker => {
+                self.no_worker.insert(t);
+            }
+            TaskState::Processing(w) => {
+                if let Some(worker) = self.workers.get_mut(w.0) {
+                    worker.processing.insert(t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Leaves `t`'s current state for `new`, freeing a running copy on its
+    /// worker first.
+    fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
+        if let TaskState::Processing(w) = self.tasks[t.0].state {
+            let key = self.tasks[t.0].key.clone();
+            self.free_on(w, key);
+        }
+        self.set_state(t, new);
+    }
+
+    /// A ready task (every dependency in memory) goes to the queue, or to
+    /// no-worker when no connected worker could ever run it.
+    pub(crate) fn make_ready(&mut self, t: TaskId) {
+        if self.any_worker_can_run(t) {
+            self.set_state(t, TaskState::Queued);
+        } else {
+            self.set_state(t, TaskState::NoWorker);
+        }
+    }
+
+    /// Brings `root` (released) to memory: it and, transitively, every
+    /// released dependency become waiting, and those whose dependencies are
+    /// all in memory become ready. Iterative: chains may be long.
+    pub(crate) fn activate(&mut self, root: TaskId) {
+        if self.tasks[root.0].state == TaskState::Released {
+            self.expand(root);
+        }
+    }
+
+    /// Recounts an active task's dependencies from scratch (it came back
+    /// from a worker: the worker died, missed a dependency, or gave the
+    /// task up to a steal) and recomputes released ones.
+    pub(crate) fn reevaluate(&mut self, t: TaskId) {
+        if self.tasks[t.0].state.is_active() {
+            self.expand(t);
+        }
+    }
+
+    fn expand(&mut self, root: TaskId) {
+        let mut stack: Vec<(TaskId, bool)> = vec![(root, false)];
+        while let Some((t, expanded)) = stack.pop() {
+            if expanded {
+                let task = &self.tasks[t.0];
+                if task.state == TaskState::Waiting && task.waiting_on == 0 {
+                    self.make_ready(t);
+                }
+                continue;
+            }
+            let state = self.tasks[t.0].state;
+            if state != TaskState::Released && !(t == root && state.is_active()) {
+                continue;
+            }
+            self.set_state(t, TaskState::Waiting);
+            let erred = self.tasks[t.0]
+                .dependencies
+                .iter()
+                .find_map(|d| self.tasks[d.0].error.clone());
+            if let Some(error) = erred {
+                self.fail(t, error);
+                continue;
+            }
+            stack.push((t, true));
+            let mut waiting = 0;
+            for i in 0..self.tasks[t.0].dependencies.len() {
+                let d = self.tasks[t.0].dependencies[i];
+                match self.tasks[d.0].state {
+                    TaskState::Memory => {}
+                    TaskState::Released => {
+                        waiting += 1;
+                        stack.push((d, false));
+                    }
+                    _ => waiting += 1,
+                }
+            }
+            self.tasks[t.0].waiting_on = waiting;
+        }
+    }
+
+    /// `t` is erred with `error` (its own, or a dependency's); so is every
+    /// dependent not already in memory or erred. Wanting clients get
+    /// key-erred (key-lost for lost data) and their wants end.
+    pub(crate) fn fail(&mut self, t: TaskId, error: Arc<TaskError>) {
+        let mut stack = vec![t];
+        self.mark_erred(t, error.clone());
+        while let Some(x) = stack.pop() {
+            let dependents: Vec<TaskId> = self.tasks[x.0].dependents.iter().copied().collect();
+            for y in dependents {
+                let s = self.tasks[y.0].state;
+                if s == TaskState::Released || s.is_active() {
+                    self.mark_erred(y, error.clone());
+                    stack.push(y);
+                }
+            }
+        }
+    }
+
+    fn mark_erred(&mut self, t: TaskId, error: Arc<TaskError>) {
+        self.stop_and_set(t, TaskState::Erred);
+        let task = &mut self.tasks[t.0];
+        task.who_has.clear();
+        task.error = Some(error.clone());
+        let clients = std::mem::take(&mut task.wanted_by);
+        for c in clients {
+            if let Some(client) = self.clients.get_mut(&c) {
+                client.wants.remove(&t);
+            }
+            let m = self.error_event(t, &error);
+            self.send(c, m);
+        }
+        self.to_check.push(t);
+    }
+
+    /// The key-erred or key-lost event for erred task `t`.
+    pub(crate) fn error_event(&self, t: TaskId, error: &TaskError) -> Message {
+        let key = self.tasks[t.0].key.clone();
+        if error.lost {
+            let message = if error.origin == key {
+                error.message.clone()
+            } else {
+                format!("depends on {}: {}", error.origin, error.message)
+            };
+            return Message::KeyLost(KeyLost { key, message });
+        }
+        let cause = (error.origin != key).then(|| error.origin.clone());
+        Message::KeyErred(KeyErred {
+            key,
+            error_type: error.error_type.clone(),
+            message: error.message.clone(),
+            traceback: error.traceback.clone(),
+            cause,
+        })
+    }
+
+    /// The last copy of `t`'s data is gone. Its lineage recomputes it if
+    /// anything still needs it; scattered data is lost for good.
+    pub(crate) fn lose_data(&mut self, t: TaskId) {
+        let task = &self.tasks[t.0];
+        if task.def.is_none() {
+            let error = Arc::new(TaskError {
+                origin: task.key.clone(),
+                error_type: "KeyLost".into(),
+                message: "scattered data was lost with the last worker holding it".into(),
+                traceback: String::new(),
+                lost: true,
+            });
+            return self.fail(t, error);
+        }
+        self.set_state(t, TaskState::Released);
+        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.iter().copied().collect();
+        for y in dependents {
+            match self.tasks[y.0].state {
+                TaskState::Waiting => self.tasks[y.0].waiting_on += 1,
+                TaskState::Queued | TaskState::NoWorker => {
+                    self.set_state(y, TaskState::Waiting);
+                    self.tasks[y.0].waiting_on = 1;
+                }
+                // A running dependent may already have the data; if not it
+                // reports missing-data and is reevaluated then.
+                _ => {}
+            }
+        }
+        let task = &self.tasks[t.0];
+        if task.is_wanted() || task.waiters > 0 {
+            self.activate(t);
+        } else {
+            self.to_check.push(t);
+        }
+    }
+
+    /// Drops worker `w`'s copy of `t` (no message is sent).
+    pub(crate) fn remove_replica(&mut self, t: TaskId, w: WorkerIdx) -> bool {
+        let task = &mut self.tasks[t.0];
+        let Some(pos) = task.who_has.iter().position(|&x| x == w) else {
+            return false;
+        };
+        task.who_has.remove(pos);
+        let nbytes = task.nbytes;
+        if let Some(worker) = self.workers.get_mut(w.0) {
+            worker.has_what.remove(&t);
+            worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
+        }
+        true
+    }
+
+    /// Records that worker `w` holds `t`'s data.
+    pub(crate) fn add_replica(&mut self, t: TaskId, w: WorkerIdx) {
+        let task = &mut self.tasks[t.0];
+        if task.who_has.contains(&w) {
+            return;
+        }
+        task.who_has.push(w);
+        let nbytes = task.nbytes;
+        if let Some(worker) = self.workers.get_mut(w.0) {
+            worker.has_what.insert(t);
+            worker.stored_bytes += nbytes;
+        }
+    }
+
+    // ---- reference counts -------------------------------------------------
+
+    /// Releases what nothing needs any more, then forgets what nothing
+    /// refers to; cascades to dependencies.
+    fn check(&mut self, t: TaskId) {
+        let Some(task) = self.tasks.get(t.0) else {
+            return;
+        };
+        if task.is_wanted() {
+            return;
+        }
+        let state = task.state;
+        if task.waiters == 0 {
+            if state.is_active() {
+                self.stop_and_set(t, TaskState::Released);
+            } else if state == TaskState::Memory {
+                let holders = std::mem::take(&mut self.tasks[t.0].who_has);
+                let key = self.tasks[t.0].key.clone();
+                let nbytes = self.tasks[t.0].nbytes;
+                for w in holders {
+                    if let Some(worker) = self.workers.get_mut(w.0) {
+                        worker.has_what.remove(&t);
+                        worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
+                    }
+                    self.free_on(w, key.clone());
+                }
+                self.set_state(t, TaskState::Released);
+            }
+        }
+        let task = &self.tasks[t.0];
+        if matches!(task.state, TaskState::Released | TaskState::Erred)
+            && task.dependents.is_empty()
+            && task.waiters == 0
+        {
+            self.forget(t);
+        }
+    }
+
+    fn forget(&mut self, t: TaskId) {
+        let task = self.tasks.remove(t.0);
+        self.task_by_key.remove(&task.key);
+        for d in task.dependencies {
+            self.tasks[d.0].dependents.remove(&t);
+            self.to_check.push(d);
+        }
+    }
+
+    /// Client `conn` wants `t`: events follow (at once when it is already
+    /// in memory or erred).
+    pub(crate) fn add_want(&mut self, conn: ConnId, t: TaskId) {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let task = &mut self.tasks[t.0];
+        if task.state == TaskState::Erred {
+            if let Some(error) = task.error.clone() {
+                let m = self.error_event(t, &error);
+                self.send(conn, m);
+            }
+            self.to_check.push(t);
+            return;
+        }
+        if !client.wants.contains_key(&t) {
+            task.wanted_by.push(conn);
+        }
+        let in_memory = task.state == TaskState::Memory;
+        client.wants.insert(t, in_memory);
+        if in_memory {
+            let m = Message::KeyFinished(KeyFinished {
+                key: task.key.clone(),
+                nbytes: task.nbytes,
+            });
+            self.send(conn, m);
+        } else if task.state == TaskState::Released {
+            self.activate(t);
+        }
+    }
+
+    /// Client `conn` no longer wants `t`. Returns whether it did.
+    pub(crate) fn remove_want(&mut self, conn: ConnId, t: TaskId) -> bool {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return false;
+        };
+        if client.wants.remove(&t).is_none() {
+            return false;
+        }
+        self.tasks[t.0].wanted_by.retain(|&c| c != conn);
+        self.to_check.push(t);
+        true
+    }
+
+    /// Sends key-finished to wanting clients that have not had it.
+    fn notify_finished(&mut self, t: TaskId) {
+        let task = &self.tasks[t.0];
+        for i in 0..task.wanted_by.len() {
+            let c = self.tasks[t.0].wanted_by[i];
+            let Some(client) = self.clients.get_mut(&c) else {
+                continue;
+            };
+            let Some(sent) = client.wants.get_mut(&t) else {
+                continue;
+            };
+            if *sent {
+                continue;
+            }
+            *sent = true;
+            let task = &self.tasks[t.0];
+            let m = Message::KeyFinished(KeyFinished {
+                key: task.key.clone(),
+                nbytes: task.nbytes,
+            });
+            self.send(c, m);
+        }
+    }
+
+    /// `cancel-keys`: like release plus key-cancelled; with force, for
+    /// every client wanting the keys.
+    pub(crate) fn cancel_keys(&mut self, conn: ConnId, m: CancelKeys) {
+        let force = m.force.unwrap_or(false);
+        for key in m.keys {
+            let Some(&t) = self.task_by_key.get(&key) else {
+                continue;
+            };
+            let clients: Vec<ConnId> = if force {
+                self.tasks[t.0].wanted_by.clone()
+            } else {
+                vec![conn]
+            };
+            for c in clients {
+                if self.remove_want(c, t) {
+                    let key = self.tasks[t.0].key.clone();
+                    self.send(c, Message::KeyCancelled(KeyCancelled { key }));
+                }
+            }
+        }
+    }
+
+    /// Runs the reference checks, sends batched `free-keys`, places queued
+    /// tasks, steals for new workers; validates when configured.
+    pub(crate) fn finish_event(&mut self) {
+        while let Some(t) = self.to_check.pop() {
+            self.check(t);
+        }
+        for (w, keys) in std::mem::take(&mut self.pending_free) {
+            if let Some(worker) = self.workers.get(w.0) {
+                let conn = worker.conn;
+                self.send(
+                    conn,
+                    Message::FreeKeys(dask_core::messages::FreeKeys { keys }),
+                );
+            }
+        }
+        self.schedule();
+        for w in std::mem::take(&mut self.steal_for) {
+            self.steal_for_worker(w);
+        }
+        if self.config.validate {
+            if let Err(e) = self.validate() {
+                panic!("scheduler invariant violated: {e}");
+            }
+        }
+    }
+
+    // ---- worker reports ---------------------------------------------------
+
+    pub(crate) fn task_finished(&mut self, w: WorkerIdx, m: TaskFinished) {
+        let Some(&t) = self.task_by_key.get(&m.key) else {
+            return;
+        };
+        if self.tasks[t.0].state != TaskState::Processing(w) {
+            // A copy we already gave up on (freed, stolen, or reassigned):
+            // the worker drops it on the free-keys it has been sent.
+            return;
+        }
+        self.set_state(t, TaskState::Memory);
+        self.tasks[t.0].nbytes = m.nbytes;
+        self.add_replica(t, w);
+        self.notify_finished(t);
+        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.iter().copied().collect();
+        for y in dependents {
+            let dep = &mut self.tasks[y.0];
+            if dep.state == TaskState::Waiting {
+                dep.waiting_on -= 1;
+                if dep.waiting_on == 0 {
+                    self.make_ready(y);
+                }
+            }
+        }
+        self.to_check.push(t);
+    }
+
+    pub(crate) fn task_erred(&mut self, w: WorkerIdx, m: TaskErred) {
+        let Some(&t) = self.task_by_key.get(&m.key) else {
+            return;
+        };
+        if self.tasks[t.0].state != TaskState::Processing(w) {
+            return;
+        }
+        if self.tasks[t.0].retries_left > 0 {
+            self.tasks[t.0].retries_left -= 1;
+            return self.reevaluate(t);
+        }
+        let error = Arc::new(TaskError {
+            origin: m.key,
+            error_type: m.error_type,
+            message: m.message,
+            traceback: m.traceback,
+            lost: false,
+        });
+        self.fail(t, error);
+    }
+
+    pub(crate) fn add_keys(&mut self, w: WorkerIdx, m: AddKeys) {
+        for (key, nbytes) in m.nbytes {
+            match self.task_by_key.get(&key) {
+                Some(&t) if self.tasks[t.0].state == TaskState::Memory => {
+                    if self.tasks[t.0].nbytes == 0 {
+                        self.tasks[t.0].nbytes = nbytes;
+                    }
+                    self.add_replica(t, w);
+                }
+                // A copy of something no longer in memory here: not needed.
+                _ => self.free_on(w, key),
+            }
+        }
+    }
+
+    pub(crate) fn missing_data(&mut self, w: WorkerIdx, m: MissingData) {
+        if let Some(&d) = self.task_by_key.get(&m.key) {
+            for address in &m.addresses {
+                let holders: Vec<WorkerIdx> = self.tasks[d.0]
+                    .who_has
+                    .iter()
+                    .copied()
+                    .filter(|x| self.workers.get(x.0).is_some_and(|k| &k.address == address))
+                    .collect();
+                for x in holders {
+                    if self.remove_replica(d, x) {
+                        // Keep the worker's store in step with our view.
+                        self.free_on(x, m.key.clone());
+                    }
+                }
+            }
+            let dep = &self.tasks[d.0];
+            if dep.state == TaskState::Memory && dep.who_has.is_empty() {
+                self.lose_data(d);
+            }
+        }
+        if let Some(&t) = self.task_by_key.get(&m.task) {
+            if self.tasks[t.0].state == TaskState::Processing(w) {
+                self.reevaluate(t);
+            }
+        }
+    }
+
+    pub(crate) fn steal_response(&mut self, w: WorkerIdx, m: StealResponse) {
+        let Some(&t) = self.task_by_key.get(&m.key) else {
+            return;
+        };
+        let task = &mut self.tasks[t.0];
+        if task.state != TaskState::Processing(w) || !task.steal_pending {
+            return;
+        }
+        task.steal_pending = false;
+        if m.stolen {
+            self.reevaluate(t);
+        }
+    }
+}

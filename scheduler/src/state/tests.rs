@@ -1,0 +1,1285 @@
+//! Stories of the scheduler, told without sockets: a [`Sim`] feeds
+//! messages as clients and workers would and reads what comes back. Every
+//! event is followed by `validate()` (the config turns it on).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use dask_core::handshake;
+use dask_core::messages::*;
+use dask_core::msgpack::task_ref_value;
+use rmpv::Value;
+
+use super::*;
+
+struct Sim {
+    s: SchedulerState,
+    now: Instant,
+    next_conn: usize,
+    mail: HashMap<ConnId, VecDeque<Message>>,
+    closed: HashSet<ConnId>,
+}
+
+fn raw(v: Value) -> RawValue {
+    RawValue::from_value(&v)
+}
+
+fn r(key: &str) -> Value {
+    task_ref_value(key)
+}
+
+fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        function: function.into(),
+        args: raw(Value::Array(args)),
+        kwargs: None,
+        priority: None,
+        resources: None,
+        retries: None,
+        workers: None,
+    }
+}
+
+fn keys(ks: &[&str]) -> Vec<Key> {
+    ks.iter().map(|k| Key::from(*k)).collect()
+}
+
+fn address(name: &str) -> String {
+    format!("tcp://{name}:1")
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let now = Instant::now();
+        let config = StateConfig {
+            validate: true,
+            ..StateConfig::default()
+        };
+        Sim {
+            s: SchedulerState::new(config, now),
+            now,
+            next_conn: 0,
+            mail: HashMap::new(),
+            closed: HashSet::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Some(o) = self.s.poll_output() {
+            match o {
+                Output::Send(c, m) => {
+                    assert!(!self.closed.contains(&c), "sent {m:?} to closed {c:?}");
+                    self.mail.entry(c).or_default().push_back(m);
+                }
+                Output::Close(c) => {
+                    self.closed.insert(c);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self) -> ConnId {
+        let c = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.s.handle_connected(self.now, c);
+        self.pump();
+        c
+    }
+
+    fn send(&mut self, c: ConnId, m: impl Into<Message>) {
+        self.s.handle_message(self.now, c, m.into());
+        self.pump();
+    }
+
+    fn close(&mut self, c: ConnId) {
+        self.s.handle_closed(self.now, c);
+        self.pump();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_tick(self.now);
+        self.pump();
+    }
+
+    /// Everything sent to `c` since the last look.
+    fn recv(&mut self, c: ConnId) -> Vec<Message> {
+        self.mail.remove(&c).map(Vec::from).unwrap_or_default()
+    }
+
+    fn is_closed(&self, c: ConnId) -> bool {
+        self.closed.contains(&c)
+    }
+
+    fn client(&mut self) -> ConnId {
+        let c = self.connect();
+        self.send(c, handshake::offer(Role::Client, None));
+        let got = self.recv(c);
+        assert!(
+            matches!(&got[..], [Message::Hello(h)] if h.role == Role::Scheduler),
+            "{got:?}"
+        );
+        c
+    }
+
+    fn worker(&mut self, name: &str, functions: &[&str], nthreads: u32) -> ConnId {
+        let c = self.connect();
+        self.send(c, handshake::offer(Role::Worker, Some(name.into())));
+        self.send(
+            c,
+            RegisterWorker {
+                name: name.into(),
+                address: address(name),
+                nthreads,
+                memory_limit: None,
+                resources: None,
+                functions: functions.iter().map(|f| f.to_string()).collect(),
+                pid: None,
+            },
+        );
+        let got = self.recv(c);
+        assert!(
+            matches!(
+                &got[..],
+                [Message::Hello(_), Message::WorkerRegistered(_), ..]
+            ),
+            "{got:?}"
+        );
+        // Anything after registration (compute-task) stays for the test.
+        for m in got.into_iter().skip(2).rev() {
+            self.mail.entry(c).or_default().push_front(m);
+        }
+        c
+    }
+
+    fn submit(&mut self, c: ConnId, request: u64, tasks: Vec<TaskSpec>, wanted: &[&str]) {
+        self.send(
+            c,
+            UpdateGraph {
+                request,
+                tasks,
+                wanted: keys(wanted),
+            },
+        );
+    }
+
+    fn finish(&mut self, w: ConnId, key: &str, nbytes: u64) {
+        self.send(
+            w,
+            TaskFinished {
+                key: key.into(),
+                nbytes,
+                duration_us: None,
+            },
+        );
+    }
+
+    fn fail(&mut self, w: ConnId, key: &str, message: &str) {
+        self.send(
+            w,
+            TaskErred {
+                key: key.into(),
+                error_type: "ValueError".into(),
+                message: message.into(),
+                traceback: String::new(),
+            },
+        );
+    }
+
+    fn state(&self, key: &str) -> Option<&'static str> {
+        self.s.task_state(key)
+    }
+}
+
+/// The compute-tasks in `messages`.
+fn computes(messages: &[Message]) -> Vec<&ComputeTask> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::ComputeTask(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn compute_keys(messages: &[Message]) -> Vec<&str> {
+    computes(messages).iter().map(|c| c.key.as_str()).collect()
+}
+
+fn freed(messages: &[Message]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::FreeKeys(f) => Some(f.keys.iter().map(|k| k.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn finished(messages: &[Message]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::KeyFinished(f) => Some(f.key.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_of(messages: &[Message]) -> &ErrorReport {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            Message::ErrorReport(e) => Some(e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no error in {messages:?}"))
+}
+
+// ---- handshake and registration ----------------------------------------
+
+#[test]
+fn handshake_gives_each_connection_an_id() {
+    let mut sim = Sim::new();
+    let c = sim.connect();
+    sim.send(c, handshake::offer(Role::Client, Some("me".into())));
+    let got = sim.recv(c);
+    let Message::Hello(h) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (h.role, h.id, h.version),
+        (Role::Scheduler, Some(1), handshake::VERSION)
+    );
+    assert!(handshake::check_reply(h, Role::Scheduler).is_ok());
+    let w = sim.connect();
+    sim.send(w, handshake::offer(Role::Worker, None));
+    let Message::Hello(h) = &sim.recv(w)[0] else {
+        panic!()
+    };
+    assert_eq!(h.id, Some(2));
+}
+
+#[test]
+fn another_major_version_is_refused_with_3001_and_closed() {
+    let mut sim = Sim::new();
+    let c = sim.connect();
+    let mut hello = handshake::offer(Role::Client, None);
+    hello.version.major = 2;
+    sim.send(c, hello);
+    let e = error_of(&sim.recv(c)).clone();
+    assert_eq!((e.code, e.fatal), (3001, true));
+    assert!(sim.is_closed(c));
+}
+
+#[test]
+fn first_message_not_hello_and_peer_role_are_bad_handshakes() {
+    let mut sim = Sim::new();
+    let c = sim.connect();
+    sim.send(c, Heartbeat { metrics: None });
+    assert_eq!(error_of(&sim.recv(c)).code, 3002);
+    assert!(sim.is_closed(c));
+    let p = sim.connect();
+    sim.send(p, handshake::offer(Role::Peer, None));
+    assert_eq!(error_of(&sim.recv(p)).code, 3002);
+    assert!(sim.is_closed(p));
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let mut sim = Sim::new();
+    let c = sim.connect();
+    sim.advance(Duration::from_secs(11));
+    assert_eq!(error_of(&sim.recv(c)).code, 3002);
+    assert!(sim.is_closed(c));
+}
+
+#[test]
+fn a_second_worker_with_a_live_name_gets_3004_and_the_first_keeps_working() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("alice", &["inc"], 1);
+    let w2 = sim.connect();
+    sim.send(w2, handshake::offer(Role::Worker, None));
+    sim.recv(w2);
+    let mut reg = RegisterWorker {
+        name: "alice".into(),
+        address: address("other"),
+        nthreads: 1,
+        memory_limit: None,
+        resources: None,
+        functions: vec![],
+        pid: None,
+    };
+    sim.send(w2, reg.clone());
+    let e = error_of(&sim.recv(w2)).clone();
+    assert_eq!((e.code, e.fatal), (3004, true));
+    assert!(sim.is_closed(w2) && !sim.is_closed(w1));
+    assert_eq!(sim.s.worker_count(), 1);
+    // Once alice is gone the name is free again.
+    sim.close(w1);
+    let w3 = sim.connect();
+    sim.send(w3, handshake::offer(Role::Worker, None));
+    reg.address = address("alice");
+    sim.send(w3, reg);
+    assert!(
+        matches!(&sim.recv(w3)[1], Message::WorkerRegistered(r) if r.heartbeat_interval_ms == 1000)
+    );
+}
+
+#[test]
+fn a_message_not_allowed_for_the_role_closes_only_that_connection() {
+    let mut sim = Sim::new();
+    let good = sim.client();
+    let bad = sim.client();
+    sim.send(
+        bad,
+        TaskFinished {
+            key: "x".into(),
+            nbytes: 1,
+            duration_us: None,
+        },
+    );
+    let e = error_of(&sim.recv(bad)).clone();
+    assert_eq!((e.code, e.fatal), (2004, true));
+    assert!(sim.is_closed(bad) && !sim.is_closed(good));
+    // A worker may not submit graphs either, nor talk before registering.
+    let w = sim.connect();
+    sim.send(w, handshake::offer(Role::Worker, None));
+    sim.recv(w);
+    sim.send(w, Heartbeat { metrics: None });
+    assert!(!sim.is_closed(w));
+    sim.send(
+        w,
+        TaskFinished {
+            key: "x".into(),
+            nbytes: 1,
+            duration_us: None,
+        },
+    );
+    assert_eq!(error_of(&sim.recv(w)).code, 2004);
+    sim.send(good, ListDatasets { request: 1 });
+    assert!(matches!(&sim.recv(good)[..], [Message::Datasets(_)]));
+}
+
+// ---- graphs -----------------------------------------------------------------
+
+#[test]
+fn a_chain_runs_link_by_link_and_intermediates_are_freed() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["inc"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("c", "inc", vec![r("b")]),
+            spec("b", "inc", vec![r("a")]),
+            spec("a", "inc", vec![Value::from(1)]),
+        ],
+        &["c"],
+    );
+    let got = sim.recv(w);
+    assert_eq!(compute_keys(&got), ["a"]);
+    assert!(computes(&got)[0].who_has.is_empty());
+    assert_eq!(sim.state("c"), Some("waiting"));
+
+    sim.finish(w, "a", 1);
+    let got = sim.recv(w);
+    assert_eq!(compute_keys(&got), ["b"]);
+    assert_eq!(computes(&got)[0].who_has[&Key::from("a")], [address("w")]);
+
+    sim.finish(w, "b", 1);
+    let got = sim.recv(w);
+    // a is no longer needed once b is in memory.
+    assert_eq!(freed(&got), ["a"]);
+    assert_eq!(compute_keys(&got), ["c"]);
+    assert_eq!(sim.state("a"), Some("released"));
+    assert!(sim.recv(c).is_empty(), "no event before c finishes");
+
+    sim.finish(w, "c", 9);
+    assert_eq!(freed(&sim.recv(w)), ["b"]);
+    assert!(
+        matches!(&sim.recv(c)[..], [Message::KeyFinished(f)] if f.key.as_str() == "c" && f.nbytes == 9)
+    );
+
+    // Releasing c forgets the whole graph.
+    sim.send(c, ReleaseKeys { keys: keys(&["c"]) });
+    assert_eq!(freed(&sim.recv(w)), ["c"]);
+    assert_eq!(sim.s.task_count(), 0);
+}
+
+#[test]
+fn tasks_nothing_wants_are_not_run() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["inc"], 2);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("x", "inc", vec![Value::from(1)]),
+            spec("y", "inc", vec![Value::from(2)]),
+        ],
+        &["x"],
+    );
+    assert_eq!(compute_keys(&sim.recv(w)), ["x"]);
+    assert_eq!(sim.state("y"), None);
+}
+
+#[test]
+fn placement_prefers_the_worker_holding_the_most_dependency_bytes() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 2);
+    let w2 = sim.worker("w2", &["f"], 2);
+    let c = sim.client();
+    // Two roots: the least occupied worker gets each in turn.
+    sim.submit(
+        c,
+        1,
+        vec![spec("big", "f", vec![]), spec("small", "f", vec![])],
+        &["big", "small"],
+    );
+    assert_eq!(compute_keys(&sim.recv(w1)), ["big"]);
+    assert_eq!(compute_keys(&sim.recv(w2)), ["small"]);
+    sim.finish(w1, "big", 1000);
+    sim.finish(w2, "small", 10);
+    // w1 is busier, but holds more of what the task needs.
+    sim.submit(c, 2, vec![spec("busy", "f", vec![])], &["busy"]);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["busy"]);
+    sim.submit(
+        c,
+        3,
+        vec![spec("z", "f", vec![r("big"), r("small")])],
+        &["z"],
+    );
+    let got = sim.recv(w1);
+    assert_eq!(compute_keys(&got), ["z"]);
+    let who = &computes(&got)[0].who_has;
+    assert_eq!(who[&Key::from("big")], [address("w1")]);
+    assert_eq!(who[&Key::from("small")], [address("w2")]);
+    assert!(sim.recv(w2).is_empty());
+}
+
+#[test]
+fn a_task_waits_in_no_worker_until_a_worker_offers_its_function() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["inc"], 1);
+    let c = sim.client();
+    let mut gpu = spec("g", "inc", vec![]);
+    gpu.resources = Some([("GPU".to_string(), 1.0)].into());
+    let mut pinned = spec("p", "inc", vec![]);
+    pinned.workers = Some(vec!["w3".into()]);
+    sim.submit(
+        c,
+        1,
+        vec![spec("m", "mul", vec![]), gpu, pinned],
+        &["m", "g", "p"],
+    );
+    assert!(sim.recv(w1).is_empty());
+    for k in ["m", "g", "p"] {
+        assert_eq!(sim.state(k), Some("no-worker"), "{k}");
+    }
+    let w2 = sim.worker("w2", &["mul", "inc"], 4);
+    assert_eq!(compute_keys(&sim.recv(w2)), ["m"]);
+    // Resources and restrictions are checked too.
+    let w3 = sim.connect();
+    sim.send(w3, handshake::offer(Role::Worker, None));
+    sim.send(
+        w3,
+        RegisterWorker {
+            name: "w3".into(),
+            address: address("w3"),
+            nthreads: 2,
+            memory_limit: None,
+            resources: Some([("GPU".to_string(), 2.0)].into()),
+            functions: vec!["inc".into()],
+            pid: None,
+        },
+    );
+    let mut got = compute_keys(&sim.recv(w3))
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, ["g", "p"]);
+    // When the only capable worker leaves, its tasks wait again.
+    sim.close(w3);
+    assert_eq!(sim.state("p"), Some("no-worker"));
+    assert_eq!(sim.state("g"), Some("no-worker"));
+}
+
+#[test]
+fn a_worker_gets_at_most_twice_its_threads_and_the_rest_queue_in_priority_order() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let mut tasks: Vec<TaskSpec> = (0..6)
+        .map(|i| spec(&format!("t{i}"), "f", vec![]))
+        .collect();
+    tasks[4].priority = Some(10);
+    sim.submit(c, 1, tasks, &["t0", "t1", "t2", "t3", "t4", "t5"]);
+    assert_eq!(sim.state("t0"), Some("no-worker"));
+    let w = sim.worker("w", &["f"], 1);
+    // 1 thread + queue depth 1: two in flight, the high-priority one first.
+    assert_eq!(compute_keys(&sim.recv(w)), ["t4", "t0"]);
+    assert_eq!(computes(&sim.mail_peek(w)).len(), 0);
+    for k in ["t1", "t2", "t3", "t5"] {
+        assert_eq!(sim.state(k), Some("queued"));
+    }
+    sim.finish(w, "t4", 1);
+    assert_eq!(compute_keys(&sim.recv(w)), ["t1"]);
+    sim.finish(w, "t0", 1);
+    sim.finish(w, "t1", 1);
+    assert_eq!(compute_keys(&sim.recv(w)), ["t2", "t3"]);
+}
+
+impl Sim {
+    fn mail_peek(&self, c: ConnId) -> Vec<Message> {
+        self.mail
+            .get(&c)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn graph_order_is_depth_first_so_branches_finish_before_the_next_starts() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    // total = sum(a0', a1', a2') with ai' = inc(ai).
+    let mut tasks = vec![spec("total", "sum", vec![r("b0"), r("b1"), r("b2")])];
+    for i in 0..3 {
+        tasks.push(spec(&format!("a{i}"), "inc", vec![Value::from(i)]));
+        tasks.push(spec(&format!("b{i}"), "inc", vec![r(&format!("a{i}"))]));
+    }
+    sim.submit(c, 1, tasks, &["total"]);
+    let w = sim.worker("w", &["inc", "sum"], 1);
+    assert_eq!(compute_keys(&sim.recv(w)), ["a0", "a1"]);
+    sim.finish(w, "a0", 1);
+    // b0 comes before a2: its branch finishes first.
+    assert_eq!(compute_keys(&sim.recv(w)), ["b0"]);
+}
+
+#[test]
+fn an_error_reaches_every_dependent_with_its_cause() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("a", "f", vec![]),
+            spec("b", "f", vec![r("a")]),
+            spec("c", "f", vec![r("b")]),
+        ],
+        &["a", "c"],
+    );
+    sim.recv(w);
+    sim.fail(w, "a", "boom");
+    let got = sim.recv(c);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for m in &got {
+        let Message::KeyErred(e) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (e.error_type.as_str(), e.message.as_str()),
+            ("ValueError", "boom")
+        );
+        match e.key.as_str() {
+            "a" => assert_eq!(e.cause, None),
+            "c" => assert_eq!(e.cause, Some(Key::from("a"))),
+            other => panic!("event for {other}"),
+        }
+    }
+    // The wants ended with the error: nothing is left.
+    assert_eq!(sim.s.task_count(), 0);
+    // Submitting again computes again.
+    sim.submit(c, 2, vec![spec("a", "f", vec![])], &["a"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["a"]);
+}
+
+#[test]
+fn a_task_with_retries_runs_again_before_its_error_is_reported() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    let mut flaky = spec("flaky", "f", vec![]);
+    flaky.retries = Some(1);
+    sim.submit(c, 1, vec![flaky.clone()], &["flaky"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["flaky"]);
+    sim.fail(w, "flaky", "once");
+    assert_eq!(compute_keys(&sim.recv(w)), ["flaky"]);
+    assert!(sim.recv(c).is_empty());
+    sim.fail(w, "flaky", "twice");
+    assert!(matches!(&sim.recv(c)[..], [Message::KeyErred(e)] if e.message == "twice"));
+    // And a retry that succeeds reports success.
+    sim.submit(c, 2, vec![flaky], &["flaky"]);
+    sim.recv(w);
+    sim.fail(w, "flaky", "once");
+    sim.recv(w);
+    sim.finish(w, "flaky", 3);
+    assert_eq!(finished(&sim.recv(c)), ["flaky"]);
+}
+
+#[test]
+fn refused_graphs_change_nothing() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    // (graph, wanted, expected code, expected offending keys)
+    type Case<'a> = (Vec<TaskSpec>, Vec<&'a str>, u32, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        // unknown reference (the good task in the same graph is refused too)
+        (
+            vec![spec("ok", "f", vec![]), spec("x", "f", vec![r("nope")])],
+            vec!["x"],
+            4001,
+            vec!["nope"],
+        ),
+        // unknown wanted key
+        (
+            vec![spec("ok", "f", vec![])],
+            vec!["ok", "ghost"],
+            4001,
+            vec!["ghost"],
+        ),
+        // the same key twice with different definitions
+        (
+            vec![spec("d", "f", vec![]), spec("d", "g", vec![])],
+            vec!["d"],
+            4002,
+            vec!["d"],
+        ),
+        // a cycle, and a task hanging below it
+        (
+            vec![
+                spec("ok", "f", vec![]),
+                spec("p", "f", vec![r("q"), r("ok")]),
+                spec("q", "f", vec![r("p")]),
+                spec("below", "f", vec![r("q")]),
+            ],
+            vec!["below"],
+            4003,
+            vec!["p", "q"],
+        ),
+        // a task depending on itself
+        (
+            vec![spec("me", "f", vec![r("me")])],
+            vec!["me"],
+            4003,
+            vec!["me"],
+        ),
+    ];
+    for (request, (tasks, wanted, code, bad)) in cases.into_iter().enumerate() {
+        sim.submit(c, request as u64, tasks, &wanted);
+        let got = sim.recv(c);
+        let e = error_of(&got);
+        assert_eq!(e.code, code, "{e:?}");
+        assert!(!e.fatal);
+        assert_eq!(e.request, Some(request as u64));
+        assert_eq!(e.keys, Some(keys(&bad)));
+        assert_eq!(sim.s.task_count(), 0);
+        assert!(sim.recv(w).is_empty());
+        assert!(!sim.is_closed(c));
+    }
+    // args that are not an array, kwargs that are not a map: 2003, not fatal.
+    let mut bad = spec("bad", "f", vec![]);
+    bad.args = raw(Value::from(1));
+    sim.submit(c, 9, vec![bad], &["bad"]);
+    let e = error_of(&sim.recv(c)).clone();
+    assert_eq!(
+        (e.code, e.fatal, e.keys),
+        (2003, false, Some(keys(&["bad"])))
+    );
+    let mut bad = spec("bad", "f", vec![]);
+    bad.kwargs = Some(raw(Value::Array(vec![])));
+    sim.submit(c, 10, vec![bad], &["bad"]);
+    assert_eq!(error_of(&sim.recv(c)).code, 2003);
+    // A known key with another definition is a duplicate too.
+    sim.submit(c, 11, vec![spec("k", "f", vec![])], &["k"]);
+    sim.submit(c, 12, vec![spec("k", "f", vec![Value::from(1)])], &["k"]);
+    assert_eq!(error_of(&sim.recv(c)).code, 4002);
+}
+
+#[test]
+fn two_clients_share_a_key_and_its_data_lives_until_both_release_it() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let (c1, c2) = (sim.client(), sim.client());
+    sim.submit(c1, 1, vec![spec("s", "f", vec![Value::from(1)])], &["s"]);
+    sim.submit(c2, 1, vec![spec("s", "f", vec![Value::from(1)])], &["s"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["s"], "computed once");
+    sim.finish(w, "s", 5);
+    assert_eq!(finished(&sim.recv(c1)), ["s"]);
+    assert_eq!(finished(&sim.recv(c2)), ["s"]);
+    sim.send(c1, ReleaseKeys { keys: keys(&["s"]) });
+    assert!(freed(&sim.recv(w)).is_empty());
+    // A client joining later gets the event at once.
+    let c3 = sim.client();
+    sim.submit(c3, 1, vec![spec("s", "f", vec![Value::from(1)])], &["s"]);
+    assert_eq!(finished(&sim.recv(c3)), ["s"]);
+    sim.close(c3);
+    sim.send(c2, Close { reason: None });
+    assert!(sim.is_closed(c2));
+    assert_eq!(freed(&sim.recv(w)), ["s"]);
+    assert_eq!(sim.s.task_count(), 0);
+}
+
+#[test]
+fn cancelling_frees_running_work_and_tells_the_client() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let (c1, c2) = (sim.client(), sim.client());
+    sim.submit(
+        c1,
+        1,
+        vec![spec("a", "f", vec![]), spec("b", "f", vec![r("a")])],
+        &["b"],
+    );
+    assert_eq!(compute_keys(&sim.recv(w)), ["a"]);
+    sim.send(
+        c1,
+        CancelKeys {
+            keys: keys(&["b", "unknown"]),
+            force: None,
+        },
+    );
+    assert!(matches!(&sim.recv(c1)[..], [Message::KeyCancelled(k)] if k.key.as_str() == "b"));
+    assert_eq!(freed(&sim.recv(w)), ["a"]);
+    assert_eq!(sim.s.task_count(), 0);
+    // A late result of a cancelled task is ignored.
+    sim.finish(w, "a", 1);
+    assert_eq!(sim.s.task_count(), 0);
+
+    // Without force, other clients keep the key; with force, nobody does.
+    sim.submit(c1, 2, vec![spec("s", "f", vec![])], &["s"]);
+    sim.submit(c2, 2, vec![spec("s", "f", vec![])], &["s"]);
+    sim.recv(w);
+    sim.send(
+        c1,
+        CancelKeys {
+            keys: keys(&["s"]),
+            force: None,
+        },
+    );
+    assert_eq!(sim.recv(c1).len(), 1);
+    assert_eq!(sim.state("s"), Some("processing"));
+    sim.submit(c1, 3, vec![spec("s", "f", vec![])], &["s"]);
+    sim.send(
+        c1,
+        CancelKeys {
+            keys: keys(&["s"]),
+            force: Some(true),
+        },
+    );
+    assert!(matches!(&sim.recv(c1)[..], [Message::KeyCancelled(_)]));
+    assert!(matches!(&sim.recv(c2)[..], [Message::KeyCancelled(_)]));
+    assert_eq!(freed(&sim.recv(w)), ["s"]);
+    assert_eq!(sim.state("s"), None);
+}
+
+#[test]
+fn a_disconnected_client_releases_its_wants() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+    sim.recv(w);
+    sim.close(c);
+    assert_eq!(freed(&sim.recv(w)), ["a"]);
+    assert_eq!(sim.s.task_count(), 0);
+}
+
+// ---- data -------------------------------------------------------------------
+
+fn scatter_one(sim: &mut Sim, c: ConnId, key: &str, value: i64) -> Scatter {
+    let m = Scatter {
+        request: 7,
+        data: [(Key::from(key), raw(Value::from(value)))].into(),
+        workers: None,
+        broadcast: None,
+    };
+    sim.send(c, m.clone());
+    m
+}
+
+#[test]
+fn scatter_stores_on_a_worker_and_gather_fetches_over_its_connection() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    scatter_one(&mut sim, c, "x", 42);
+    let e = error_of(&sim.recv(c)).clone();
+    assert_eq!((e.code, e.fatal, e.request), (5001, false, Some(7)));
+
+    let w = sim.worker("w", &["f"], 1);
+    scatter_one(&mut sim, c, "x", 42);
+    let got = sim.recv(w);
+    let [Message::PutData(put)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(put.data[&Key::from("x")], raw(Value::from(42)));
+    sim.send(
+        w,
+        DataStored {
+            request: put.request,
+            nbytes: [(Key::from("x"), 1)].into(),
+        },
+    );
+    assert_eq!(finished(&sim.recv(c)), ["x"]);
+    assert_eq!(sim.state("x"), Some("memory"));
+    // The same key again is a duplicate.
+    scatter_one(&mut sim, c, "x", 1);
+    assert_eq!(error_of(&sim.recv(c)).code, 4002);
+
+    sim.send(
+        c,
+        Gather {
+            request: 8,
+            keys: keys(&["x", "nothing"]),
+        },
+    );
+    let got = sim.recv(w);
+    let [Message::GetData(get)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(get.keys, keys(&["x"]));
+    assert!(sim.recv(c).is_empty(), "the reply waits for the worker");
+    sim.send(
+        w,
+        Data {
+            request: get.request,
+            data: [(Key::from("x"), raw(Value::from(42)))].into(),
+            missing: vec![],
+        },
+    );
+    let got = sim.recv(c);
+    let [Message::GatherReply(g)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!((g.request, &g.missing), (8, &keys(&["nothing"])));
+    assert_eq!(g.data[&Key::from("x")], raw(Value::from(42)));
+
+    // Scattered data feeds tasks like any result.
+    sim.submit(c, 9, vec![spec("y", "f", vec![r("x")])], &["y"]);
+    let got = sim.recv(w);
+    assert_eq!(computes(&got)[0].who_has[&Key::from("x")], [address("w")]);
+}
+
+#[test]
+fn broadcast_puts_every_value_on_every_worker() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let (w1, w2) = (sim.worker("w1", &[], 1), sim.worker("w2", &[], 1));
+    sim.send(
+        c,
+        Scatter {
+            request: 1,
+            data: [(Key::from("b"), raw(Value::from(1)))].into(),
+            workers: None,
+            broadcast: Some(true),
+        },
+    );
+    for w in [w1, w2] {
+        let got = sim.recv(w);
+        let [Message::PutData(put)] = &got[..] else {
+            panic!("{got:?}")
+        };
+        let request = put.request;
+        sim.send(
+            w,
+            DataStored {
+                request,
+                nbytes: [(Key::from("b"), 1)].into(),
+            },
+        );
+    }
+    assert_eq!(finished(&sim.recv(c)), ["b"], "one event for two copies");
+    sim.send(
+        c,
+        WhoHas {
+            request: 2,
+            keys: keys(&["b"]),
+        },
+    );
+    let got = sim.recv(c);
+    let [Message::WhoHasReply(r)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.who_has[&Key::from("b")], [address("w1"), address("w2")]);
+}
+
+#[test]
+fn gather_asks_another_holder_when_one_says_missing() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let (w1, w2) = (sim.worker("w1", &[], 1), sim.worker("w2", &[], 1));
+    sim.send(
+        c,
+        Scatter {
+            request: 1,
+            data: [(Key::from("b"), raw(Value::from(1)))].into(),
+            workers: None,
+            broadcast: Some(true),
+        },
+    );
+    for w in [w1, w2] {
+        let Message::PutData(put) = &sim.recv(w)[0] else {
+            panic!()
+        };
+        let request = put.request;
+        sim.send(
+            w,
+            DataStored {
+                request,
+                nbytes: [(Key::from("b"), 1)].into(),
+            },
+        );
+    }
+    sim.recv(c);
+    sim.send(
+        c,
+        Gather {
+            request: 2,
+            keys: keys(&["b"]),
+        },
+    );
+    let Message::GetData(get) = &sim.recv(w1)[0] else {
+        panic!()
+    };
+    let request = get.request;
+    sim.send(
+        w1,
+        Data {
+            request,
+            data: Default::default(),
+            missing: keys(&["b"]),
+        },
+    );
+    let Message::GetData(get) = &sim.recv(w2)[0] else {
+        panic!()
+    };
+    let request = get.request;
+    sim.send(w2, Busy { request });
+    sim.advance(Duration::from_millis(100));
+    let Message::GetData(again) = &sim.recv(w2)[0] else {
+        panic!()
+    };
+    assert_eq!(again.request, request);
+    sim.send(
+        w2,
+        Data {
+            request,
+            data: [(Key::from("b"), raw(Value::from(1)))].into(),
+            missing: vec![],
+        },
+    );
+    assert!(matches!(&sim.recv(c)[..], [Message::GatherReply(g)] if g.missing.is_empty()));
+}
+
+#[test]
+fn datasets_hold_keys_for_other_clients() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let (c1, c2) = (sim.client(), sim.client());
+    sim.submit(c1, 1, vec![spec("r", "f", vec![])], &["r"]);
+    sim.recv(w);
+    sim.finish(w, "r", 4);
+    sim.recv(c1);
+    let publish = |name: &str, overwrite| PublishDataset {
+        request: 2,
+        name: name.into(),
+        keys: keys(&["r"]),
+        overwrite,
+    };
+    sim.send(c1, publish("ds", None));
+    assert!(matches!(
+        &sim.recv(c1)[..],
+        [Message::OkReply(OkReply { request: 2 })]
+    ));
+    sim.send(c1, publish("ds", None));
+    assert_eq!(error_of(&sim.recv(c1)).code, 4005);
+    sim.send(c1, publish("ds", Some(true)));
+    assert!(matches!(&sim.recv(c1)[..], [Message::OkReply(_)]));
+    sim.send(
+        c1,
+        PublishDataset {
+            request: 3,
+            name: "bad".into(),
+            keys: keys(&["zz"]),
+            overwrite: None,
+        },
+    );
+    assert_eq!(error_of(&sim.recv(c1)).code, 4001);
+    // The publisher leaves; the dataset keeps the data.
+    sim.close(c1);
+    assert!(freed(&sim.recv(w)).is_empty());
+    sim.send(c2, ListDatasets { request: 4 });
+    assert!(matches!(&sim.recv(c2)[..], [Message::Datasets(d)] if d.names == ["ds"]));
+    sim.send(
+        c2,
+        GetDataset {
+            request: 5,
+            name: "ds".into(),
+        },
+    );
+    let got = sim.recv(c2);
+    assert!(matches!(&got[0], Message::Dataset(d) if d.keys == keys(&["r"])));
+    assert_eq!(finished(&got), ["r"]);
+    sim.send(
+        c2,
+        GetDataset {
+            request: 6,
+            name: "nope".into(),
+        },
+    );
+    assert_eq!(error_of(&sim.recv(c2)).code, 4004);
+    sim.send(
+        c2,
+        UnpublishDataset {
+            request: 7,
+            name: "ds".into(),
+        },
+    );
+    assert!(matches!(&sim.recv(c2)[..], [Message::OkReply(_)]));
+    sim.send(
+        c2,
+        UnpublishDataset {
+            request: 8,
+            name: "ds".into(),
+        },
+    );
+    assert_eq!(error_of(&sim.recv(c2)).code, 4004);
+    assert_eq!(sim.state("r"), Some("memory"), "c2 still wants it");
+    sim.send(c2, ReleaseKeys { keys: keys(&["r"]) });
+    assert_eq!(freed(&sim.recv(w)), ["r"]);
+}
+
+#[test]
+fn cluster_info_counts_workers_clients_and_task_states() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 3);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![spec("a", "f", vec![]), spec("b", "f", vec![r("a")])],
+        &["b"],
+    );
+    sim.send(c, ClusterInfo { request: 2 });
+    let got = sim.recv(c);
+    let [Message::ClusterInfoReply(info)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(info.clients, 1);
+    assert_eq!(info.workers.len(), 1);
+    assert_eq!(
+        (info.workers[0].nthreads, info.workers[0].processing),
+        (3, 1)
+    );
+    assert_eq!(
+        info.tasks,
+        [("processing".to_string(), 1), ("waiting".to_string(), 1)].into()
+    );
+    let _ = w;
+}
+
+// ---- failures ---------------------------------------------------------------
+
+#[test]
+fn a_lost_worker_has_its_work_rescheduled_and_its_results_recomputed() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("a", "f", vec![]),
+            spec("b", "f", vec![r("a")]),
+            spec("c", "f", vec![r("b")]),
+        ],
+        &["c"],
+    );
+    sim.recv(w1);
+    sim.finish(w1, "a", 1);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["b"]);
+    let w2 = sim.worker("w2", &["f"], 1);
+    sim.close(w1);
+    // a existed only on w1: it is computed again, then b.
+    assert_eq!(compute_keys(&sim.recv(w2)), ["a"]);
+    assert_eq!(sim.state("b"), Some("waiting"));
+    sim.finish(w2, "a", 1);
+    assert_eq!(compute_keys(&sim.recv(w2)), ["b"]);
+    sim.finish(w2, "b", 1);
+    sim.finish(w2, "c", 1);
+    assert_eq!(finished(&sim.recv(c)), ["c"]);
+}
+
+#[test]
+fn a_silent_worker_is_declared_dead_after_the_heartbeat_timeout() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let w2 = sim.worker("w2", &["f"], 1);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
+    for _ in 0..12 {
+        sim.advance(Duration::from_secs(1));
+        sim.send(w2, Heartbeat { metrics: None });
+    }
+    assert!(sim.is_closed(w1) && !sim.is_closed(w2));
+    assert!(matches!(&sim.recv(w1)[..], [Message::Close(_)]));
+    assert_eq!(compute_keys(&sim.recv(w2)), ["a"]);
+}
+
+#[test]
+fn lost_scattered_data_is_reported_lost_to_wanting_clients() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &["f"], 1);
+    scatter_one(&mut sim, c, "x", 1);
+    let Message::PutData(put) = &sim.recv(w)[0] else {
+        panic!()
+    };
+    let request = put.request;
+    sim.send(
+        w,
+        DataStored {
+            request,
+            nbytes: [(Key::from("x"), 1)].into(),
+        },
+    );
+    sim.submit(c, 2, vec![spec("y", "f", vec![r("x")])], &["y"]);
+    sim.recv(c);
+    sim.close(w);
+    let mut got: Vec<&str> = Vec::new();
+    let mail = sim.recv(c);
+    for m in &mail {
+        let Message::KeyLost(l) = m else {
+            panic!("{m:?}")
+        };
+        got.push(l.key.as_str());
+    }
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+    assert_eq!(sim.s.task_count(), 0);
+
+    // A put in flight when its worker leaves is lost too.
+    let w2 = sim.worker("w2", &["f"], 1);
+    scatter_one(&mut sim, c, "z", 1);
+    sim.close(w2);
+    assert!(matches!(&sim.recv(c)[..], [Message::KeyLost(l)] if l.key.as_str() == "z"));
+}
+
+#[test]
+fn missing_data_drops_the_replica_and_recomputes_the_dependency() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![spec("a", "f", vec![]), spec("b", "f", vec![r("a")])],
+        &["b"],
+    );
+    sim.recv(w1);
+    sim.finish(w1, "a", 1);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["b"]);
+    // w1 is saturated by another task so b's retry goes to w2.
+    let w2 = sim.worker("w2", &["f"], 1);
+    sim.send(
+        w1,
+        MissingData {
+            key: "a".into(),
+            addresses: vec![address("w1")],
+            task: "b".into(),
+        },
+    );
+    // w1's copy is forgotten there too, and a is computed again.
+    let got = sim.recv(w1);
+    let got2 = sim.recv(w2);
+    let mut all = compute_keys(&got);
+    all.extend(compute_keys(&got2));
+    assert_eq!(all, ["a"]);
+    assert!(freed(&got).contains(&"a"));
+    assert_eq!(sim.state("b"), Some("waiting"));
+}
+
+#[test]
+fn a_new_worker_steals_tasks_queued_on_a_saturated_one() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![spec("a", "f", vec![]), spec("b", "f", vec![])],
+        &["a", "b"],
+    );
+    assert_eq!(compute_keys(&sim.recv(w1)), ["a", "b"]);
+    let w2 = sim.worker("w2", &["f"], 1);
+    let got = sim.recv(w1);
+    assert!(
+        matches!(&got[..], [Message::StealRequest(s)] if s.key.as_str() == "b"),
+        "{got:?}"
+    );
+    sim.send(
+        w1,
+        StealResponse {
+            key: "b".into(),
+            stolen: true,
+        },
+    );
+    assert_eq!(compute_keys(&sim.recv(w2)), ["b"]);
+    // A refused steal changes nothing.
+    sim.submit(
+        c,
+        2,
+        vec![
+            spec("d", "f", vec![]),
+            spec("e", "f", vec![]),
+            spec("g", "f", vec![]),
+        ],
+        &["d", "e", "g"],
+    );
+    sim.recv(w1);
+    sim.recv(w2);
+    let w3 = sim.worker("w3", &["f"], 1);
+    let _ = w3;
+    let mut requests = Vec::new();
+    for w in [w1, w2] {
+        for m in sim.recv(w) {
+            if let Message::StealRequest(s) = m {
+                requests.push((w, s.key));
+            }
+        }
+    }
+    assert!(!requests.is_empty());
+    for (w, key) in requests {
+        sim.send(w, StealResponse { key, stolen: false });
+    }
+}
+
+#[test]
+fn unregistered_and_bad_worker_registrations() {
+    let mut sim = Sim::new();
+    let w = sim.connect();
+    sim.send(w, handshake::offer(Role::Worker, None));
+    sim.recv(w);
+    sim.send(
+        w,
+        RegisterWorker {
+            name: "zero".into(),
+            address: address("zero"),
+            nthreads: 0,
+            memory_limit: None,
+            resources: None,
+            functions: vec![],
+            pid: None,
+        },
+    );
+    assert_eq!(error_of(&sim.recv(w)).code, 2003);
+    assert!(sim.is_closed(w));
+}

@@ -1,0 +1,245 @@
+//! Invariants of the scheduler state, checked by tests after every event
+//! and by `dask-scheduler --validate`.
+
+use super::*;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(format!($($fmt)*));
+        }
+    };
+}
+
+impl SchedulerState {
+    /// Checks every invariant; the error says which one broke and where.
+    /// Costs a pass over all tasks and workers.
+    pub fn validate(&self) -> Result<(), String> {
+        ensure!(
+            self.task_by_key.len() == self.tasks.len(),
+            "{} keys indexed for {} tasks",
+            self.task_by_key.len(),
+            self.tasks.len()
+        );
+        for (key, t) in &self.task_by_key {
+            ensure!(
+                self.tasks.get(t.0).is_some_and(|task| &task.key == key),
+                "index entry {key} points to another task"
+            );
+        }
+        for (i, task) in &self.tasks {
+            self.validate_task(TaskId(i), task)
+                .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
+        }
+        for (&k, &t) in &self.queue {
+            let task = self.tasks.get(t.0).ok_or("queue holds a forgotten task")?;
+            ensure!(
+                task.state == TaskState::Queued && task.queue_key() == k,
+                "queue entry {} is {} or misfiled",
+                task.key,
+                task.state.name()
+            );
+        }
+        for &t in &self.no_worker {
+            let task = self
+                .tasks
+                .get(t.0)
+                .ok_or("no-worker holds a forgotten task")?;
+            ensure!(
+                task.state == TaskState::NoWorker,
+                "no-worker entry {} is {}",
+                task.key,
+                task.state.name()
+            );
+        }
+        for (i, w) in &self.workers {
+            let mut bytes = 0;
+            for &t in &w.has_what {
+                let task = self
+                    .tasks
+                    .get(t.0)
+                    .ok_or("a worker holds a forgotten task")?;
+                ensure!(
+                    task.who_has.contains(&WorkerIdx(i)),
+                    "worker {} holds {} but who_has disagrees",
+                    w.name,
+                    task.key
+                );
+                bytes += task.nbytes;
+            }
+            ensure!(
+                bytes == w.stored_bytes,
+                "worker {} stored_bytes {} but its keys add up to {bytes}",
+                w.name,
+                w.stored_bytes
+            );
+            for &t in &w.processing {
+                let task = self
+                    .tasks
+                    .get(t.0)
+                    .ok_or("a worker processes a forgotten task")?;
+                ensure!(
+                    task.state == TaskState::Processing(WorkerIdx(i)),
+                    "worker {} processes {} which is {}",
+                    w.name,
+                    task.key,
+                    task.state.name()
+                );
+            }
+            ensure!(
+                w.processing.len() <= w.slots(),
+                "worker {} has {} tasks for {} slots",
+                w.name,
+                w.processing.len(),
+                w.slots()
+            );
+            ensure!(
+                self.worker_by_conn.get(&w.conn) == Some(&WorkerIdx(i)),
+                "worker {} is not indexed by its connection",
+                w.name
+            );
+        }
+        for (&conn, client) in &self.clients {
+            for &t in client.wants.keys() {
+                let task = self
+                    .tasks
+                    .get(t.0)
+                    .ok_or("a client wants a forgotten task")?;
+                ensure!(
+                    task.wanted_by.contains(&conn),
+                    "client {conn:?} wants {} but wanted_by disagrees",
+                    task.key
+                );
+            }
+        }
+        let mut refs: HashMap<TaskId, u32> = HashMap::new();
+        for ids in self.datasets.values() {
+            for &t in ids {
+                *refs.entry(t).or_default() += 1;
+            }
+        }
+        for (i, task) in &self.tasks {
+            let n = refs.get(&TaskId(i)).copied().unwrap_or(0);
+            ensure!(
+                task.dataset_refs == n,
+                "task {} has dataset_refs {} but {n} datasets hold it",
+                task.key,
+                task.dataset_refs
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_task(&self, t: TaskId, task: &Task) -> Result<(), String> {
+        for d in &task.dependencies {
+            let dep = self.tasks.get(d.0).ok_or("a dependency was forgotten")?;
+            ensure!(
+                dep.dependents.contains(&t),
+                "{} does not list it as a dependent",
+                dep.key
+            );
+        }
+        let mut waiters = 0;
+        for y in &task.dependents {
+            let dep = self.tasks.get(y.0).ok_or("a dependent was forgotten")?;
+            ensure!(
+                dep.dependencies.contains(&t),
+                "{} does not depend on it",
+                dep.key
+            );
+            if dep.state.is_active() {
+                waiters += 1;
+            }
+        }
+        ensure!(
+            task.waiters == waiters,
+            "waiters {} but {waiters} active dependents",
+            task.waiters
+        );
+        for &c in &task.wanted_by {
+            ensure!(
+                self.clients
+                    .get(&c)
+                    .is_some_and(|cl| cl.wants.contains_key(&t)),
+                "wanted by {c:?}, which does not list it"
+            );
+        }
+        let needed = task.is_wanted() || task.waiters > 0;
+        let not_memory = |d: &TaskId| self.tasks[d.0].state != TaskState::Memory;
+        match task.state {
+            TaskState::Released => {
+                ensure!(!needed, "released but needed");
+                ensure!(
+                    !task.dependents.is_empty(),
+                    "released with no dependent: not forgotten"
+                );
+            }
+            TaskState::Waiting => {
+                let missing = task.dependencies.iter().filter(|d| not_memory(d)).count();
+                ensure!(
+                    task.waiting_on as usize == missing && missing > 0,
+                    "waiting_on {} but {missing} dependencies not in memory",
+                    task.waiting_on
+                );
+            }
+            TaskState::NoWorker | TaskState::Queued => {
+                ensure!(
+                    !task.dependencies.iter().any(not_memory),
+                    "ready with a dependency not in memory"
+                );
+                let can = self.workers.iter().any(|(_, w)| w.can_run(task));
+                ensure!(
+                    can == (task.state == TaskState::Queued),
+                    "a worker that can run it is {}connected",
+                    if can { "" } else { "not " }
+                );
+            }
+            TaskState::Processing(w) => {
+                let worker = self
+                    .workers
+                    .get(w.0)
+                    .ok_or("processing on a removed worker")?;
+                ensure!(
+                    worker.processing.contains(&t),
+                    "not in its worker's processing set"
+                );
+            }
+            TaskState::Memory => {
+                ensure!(!task.who_has.is_empty(), "in memory nowhere");
+                ensure!(needed, "in memory but nothing needs it");
+            }
+            TaskState::Erred => {
+                ensure!(task.error.is_some(), "erred without an error");
+                ensure!(
+                    task.wanted_by.is_empty(),
+                    "erred and still wanted by a client"
+                );
+                ensure!(
+                    task.dataset_refs > 0 || !task.dependents.is_empty(),
+                    "erred with nothing referring to it: not forgotten"
+                );
+            }
+        }
+        if task.state.is_active() {
+            ensure!(needed, "active but nothing needs it");
+        }
+        if task.state != TaskState::Memory {
+            ensure!(task.who_has.is_empty(), "not in memory but has holders");
+        }
+        for w in &task.who_has {
+            let worker = self.workers.get(w.0).ok_or("held by a removed worker")?;
+            ensure!(
+                worker.has_what.contains(&t),
+                "holder {} does not list it",
+                worker.name
+            );
+        }
+        if task.steal_pending {
+            ensure!(
+                matches!(task.state, TaskState::Processing(_)),
+                "steal pending while not processing"
+            );
+        }
+        Ok(())
+    }
+}
