@@ -106,7 +106,11 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// Whether the receiver closes the connection after reporting it.
+    /// Whether the receiver closes the connection after reporting it: the
+    /// usual `fatal` flag of an `error` with this code. One exception
+    /// (spec: "Requests, replies and errors"): `wrong-type` from the
+    /// scheduler's validation of an `update-graph` that decoded fine (args
+    /// not an array, kwargs not a map) is sent with `fatal: false`.
     pub fn is_fatal(self) -> bool {
         self.number() < 4000
     }

@@ -406,7 +406,8 @@ wire_struct! {
 
 wire_struct! {
     /// Scheduler -> client: a wanted key's data is gone and cannot be
-    /// recomputed (scattered data on a lost worker).
+    /// recomputed (scattered data whose last holder was lost, or a key that
+    /// depends on such data).
     pub struct KeyLost {
         /// The key.
         pub key: Key,
@@ -430,7 +431,7 @@ wire_struct! {
         pub name: String,
         /// Where peers connect for get-data, e.g. "tcp://127.0.0.1:40123".
         pub address: String,
-        /// Tasks it runs at once.
+        /// Tasks it runs at once; at least 1.
         pub nthreads: u32,
         /// Memory limit in bytes. Absent: none.
         pub memory_limit: Option<u64>,
