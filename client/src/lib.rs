@@ -1,1 +1,43 @@
-//! dask-client (filled in by a later issue).
+//! # dask-client
+//!
+//! The Rust client of dask-rs: connect to a scheduler, build task graphs
+//! lazily ([`delayed`], [`Client::call`]) or submit calls directly
+//! ([`Client::submit`], [`Client::map`]), and get results through
+//! [`Future`]s. A background thread does the network I/O, driving the
+//! sans-IO [`dask_core::client::ClientSession`]; submitting never blocks.
+//!
+//! ```no_run
+//! use dask_client::{args, delayed, Client};
+//!
+//! let client = Client::local()?; // an embedded scheduler + worker
+//! let a = client.submit("inc", args![1]);
+//! let total = delayed("add", args![&a, delayed("inc", args![10])]);
+//! assert_eq!(client.compute(&total).result()?.as_i64(), Some(13));
+//! # Ok::<(), dask_client::Error>(())
+//! ```
+//!
+//! With the `local` feature (on by default), [`LocalCluster`] runs a
+//! scheduler and workers in this process.
+#![deny(missing_docs)]
+
+mod client;
+mod connection;
+mod delayed;
+mod error;
+mod future;
+#[cfg(feature = "local")]
+mod local;
+
+pub use client::{Client, ClientOptions};
+pub use dask_core::client::TaskOptions;
+pub use dask_core::messages::{ClusterInfoReply, WorkerInfo};
+pub use dask_core::{Key, RawValue};
+pub use delayed::{build_graph, delayed, new_key, Arg, Delayed};
+pub use error::{Error, Result};
+pub use future::{AsCompleted, Future, Status};
+#[cfg(feature = "local")]
+pub use local::{LocalCluster, LocalClusterBuilder};
+pub use rmpv::Value;
+
+#[cfg(feature = "local")]
+pub use dask_worker::{FunctionRegistry, TaskError};

@@ -1097,6 +1097,12 @@ impl ClientSession {
         });
     }
 
+    /// The driver's own decoder rejected what the scheduler sent: queues a
+    /// fatal `error` (send it, then close the transport) and closes.
+    pub fn handle_protocol_error(&mut self, e: WireError) {
+        self.fail_protocol(e);
+    }
+
     fn fail_protocol(&mut self, e: WireError) {
         if self.is_closed() {
             return;

@@ -1,0 +1,307 @@
+//! [`Client`]: the user-facing handle to a scheduler.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dask_core::client::ClientEvent;
+use dask_core::messages::{ClusterInfoReply, TaskSpec, WorkerInfo};
+use dask_core::{Key, RawValue};
+
+use crate::connection::{Connection, Shared};
+use crate::delayed::{build_graph, delayed, new_key, Arg, Delayed};
+use crate::error::{Error, Result};
+use crate::future::{decode, gather_raw, AsCompleted, Future};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The name sent in the hello (for the scheduler's logs).
+    pub name: Option<String>,
+    /// Limit on the TCP connect plus the handshake.
+    pub connect_timeout: Duration,
+    /// Limit on each request that waits for a reply (gather, datasets,
+    /// cluster info...). `None`: wait until the reply or the connection ends.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            name: Some(format!("dask-client-{}", std::process::id())),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: None,
+        }
+    }
+}
+
+/// A connection to a scheduler. Submitting never blocks on the network: a
+/// background thread sends and receives. `Client` is `Send + Sync`; share
+/// it by reference or in an `Arc`.
+pub struct Client {
+    connection: Connection,
+    address: String,
+    request_timeout: Option<Duration>,
+    /// An embedded cluster this client owns (see `Client::local`); dropped
+    /// after the connection.
+    #[cfg(feature = "local")]
+    pub(crate) cluster: Option<crate::local::LocalCluster>,
+}
+
+impl Client {
+    /// Connects to the scheduler at `address` (`tcp://HOST:PORT`) with
+    /// default options, waiting for the handshake.
+    pub fn connect(address: &str) -> Result<Client> {
+        Client::connect_with(address, ClientOptions::default())
+    }
+
+    /// Connects with a limit on the connect and handshake.
+    pub fn connect_timeout(address: &str, timeout: Duration) -> Result<Client> {
+        Client::connect_with(
+            address,
+            ClientOptions {
+                connect_timeout: timeout,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(address: &str, options: ClientOptions) -> Result<Client> {
+        let connection = Connection::open(address, options.name, options.connect_timeout)?;
+        Ok(Client {
+            connection,
+            address: address.to_owned(),
+            request_timeout: options.request_timeout,
+            #[cfg(feature = "local")]
+            cluster: None,
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.connection.shared
+    }
+
+    /// The scheduler's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The id the scheduler gave this client.
+    pub fn id(&self) -> Option<u64> {
+        self.shared().lock().session.negotiated().and_then(|n| n.id)
+    }
+
+    /// Whether the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.shared().lock().session.is_connected()
+    }
+
+    /// The last non-fatal error the scheduler sent that named no request.
+    pub fn last_server_error(&self) -> Option<String> {
+        self.shared().lock().last_server_error.clone()
+    }
+
+    // ---- building and submitting graphs ------------------------------
+
+    /// A lazy call bound to nothing yet: same as [`crate::delayed`].
+    pub fn call(&self, function: &str, args: Vec<Arg>) -> Delayed {
+        delayed(function, args)
+    }
+
+    /// Submits one call of `function`: returns its future at once.
+    pub fn submit(&self, function: &str, args: Vec<Arg>) -> Future {
+        self.compute(&delayed(function, args))
+    }
+
+    /// Submits a delayed call and every call it depends on; only the
+    /// result of `d` is kept (intermediates are freed once used).
+    pub fn compute(&self, d: &Delayed) -> Future {
+        self.compute_all(std::slice::from_ref(d)).remove(0)
+    }
+
+    /// Submits several delayed calls as one graph.
+    pub fn compute_all(&self, ds: &[Delayed]) -> Vec<Future> {
+        let tasks = build_graph(ds);
+        let wanted: Vec<Key> = ds.iter().map(|d| d.key().clone()).collect();
+        self.submit_tasks(tasks, wanted)
+    }
+
+    /// One call of `function` per item of `args`, submitted as one graph.
+    pub fn map<I>(&self, function: &str, args: I) -> Vec<Future>
+    where
+        I: IntoIterator<Item = Vec<Arg>>,
+    {
+        let calls: Vec<Delayed> = args.into_iter().map(|a| delayed(function, a)).collect();
+        self.compute_all(&calls)
+    }
+
+    /// Submits raw task specs and wants `wanted` (one future per entry).
+    pub fn submit_tasks(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<Future> {
+        let keys = wanted.clone();
+        self.shared().with(|st| st.session.submit(tasks, wanted));
+        keys.into_iter()
+            .map(|k| Future::adopt(Arc::clone(self.shared()), k))
+            .collect()
+    }
+
+    // ---- results ---------------------------------------------------------
+
+    /// Waits for every future and fetches all results in one request.
+    pub fn gather(&self, futures: &[Future]) -> Result<Vec<rmpv::Value>> {
+        self.gather_raw(futures)?.iter().map(decode).collect()
+    }
+
+    /// Like [`Client::gather`], the results in their msgpack encoding.
+    pub fn gather_raw(&self, futures: &[Future]) -> Result<Vec<RawValue>> {
+        self.check_own(futures)?;
+        let refs: Vec<&Future> = futures.iter().collect();
+        gather_raw(self.shared(), &refs, self.request_timeout)
+    }
+
+    fn check_own(&self, futures: &[Future]) -> Result<()> {
+        match futures
+            .iter()
+            .find(|f| !Arc::ptr_eq(f.shared(), self.shared()))
+        {
+            Some(f) => Err(Error::Graph(format!(
+                "future {} belongs to another client",
+                f.key()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Yields the futures as they complete; more can be added on the way.
+    pub fn as_completed(&self, futures: Vec<Future>) -> AsCompleted {
+        AsCompleted::new(Arc::clone(self.shared()), futures)
+    }
+
+    /// Cancels the futures' keys for this client.
+    pub fn cancel(&self, futures: &[Future]) {
+        let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+        self.shared().with(|st| st.session.cancel(keys, false));
+    }
+
+    /// Stores values on the cluster: one future per value, finished once
+    /// stored. Does not wait; a failure (e.g. no workers) shows on the
+    /// futures.
+    pub fn scatter(&self, values: Vec<rmpv::Value>) -> Vec<Future> {
+        self.scatter_with(values, None, false)
+    }
+
+    /// Like [`Client::scatter`], on the given workers, or on every worker
+    /// with `broadcast`.
+    pub fn scatter_with(
+        &self,
+        values: Vec<rmpv::Value>,
+        workers: Option<Vec<String>>,
+        broadcast: bool,
+    ) -> Vec<Future> {
+        let keys: Vec<Key> = values.iter().map(|_| new_key("data")).collect();
+        let data: BTreeMap<Key, RawValue> = keys
+            .iter()
+            .cloned()
+            .zip(values.iter().map(RawValue::from_value))
+            .collect();
+        self.shared()
+            .with(|st| st.session.scatter(data, workers, broadcast));
+        keys.into_iter()
+            .map(|k| Future::adopt(Arc::clone(self.shared()), k))
+            .collect()
+    }
+
+    // ---- datasets ----------------------------------------------------------
+
+    /// Publishes futures under `name` so other clients can get them; the
+    /// dataset keeps the keys alive until unpublished.
+    pub fn publish_dataset(&self, name: &str, futures: &[Future], overwrite: bool) -> Result<()> {
+        let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+        self.shared()
+            .request(self.request_timeout, |s| {
+                s.publish_dataset(name, keys, overwrite)
+            })
+            .map(|_| ())
+    }
+
+    /// Futures for the keys of a published dataset.
+    pub fn get_dataset(&self, name: &str) -> Result<Vec<Future>> {
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.get_dataset(name))?
+        {
+            ClientEvent::Dataset { keys, .. } => Ok(keys
+                .into_iter()
+                .map(|k| Future::adopt(Arc::clone(self.shared()), k))
+                .collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Names of all published datasets, sorted.
+    pub fn list_datasets(&self) -> Result<Vec<String>> {
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.list_datasets())?
+        {
+            ClientEvent::Datasets { names, .. } => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a published dataset.
+    pub fn unpublish_dataset(&self, name: &str) -> Result<()> {
+        self.shared()
+            .request(self.request_timeout, |s| s.unpublish_dataset(name))
+            .map(|_| ())
+    }
+
+    // ---- cluster -------------------------------------------------------------
+
+    /// The scheduler's description of the cluster.
+    pub fn cluster_info(&self) -> Result<ClusterInfoReply> {
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.cluster_info())?
+        {
+            ClientEvent::ClusterInfo { info, .. } => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The connected workers.
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        Ok(self.cluster_info()?.workers)
+    }
+
+    /// The data addresses of the workers holding each future's key.
+    pub fn who_has(&self, futures: &[Future]) -> Result<BTreeMap<Key, Vec<String>>> {
+        let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.who_has(keys))?
+        {
+            ClientEvent::WhoHas { who_has, .. } => Ok(who_has),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes the connection (the scheduler releases everything this client
+    /// wanted). Futures of this client then fail. Also done on drop.
+    pub fn close(mut self) {
+        self.connection.close();
+    }
+}
+
+fn unexpected(event: &ClientEvent) -> Error {
+    Error::Connection(format!("unexpected reply: {event:?}"))
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.address)
+            .field("id", &self.id())
+            .finish()
+    }
+}

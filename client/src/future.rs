@@ -1,0 +1,319 @@
+//! [`Future`]: a handle to a key's result on the cluster, and
+//! [`AsCompleted`], which yields futures in the order they complete.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dask_core::client::{ClientEvent, KeyState};
+use dask_core::{Key, RawValue};
+
+use crate::connection::{Shared, Watcher};
+use crate::error::{Error, Result};
+
+/// Where a future's key is, as this client last heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Not finished yet.
+    Pending,
+    /// The result is in memory on a worker.
+    Finished,
+    /// The task (or a dependency) raised an error.
+    Erred,
+    /// The key was cancelled.
+    Cancelled,
+    /// The key's data is gone.
+    Lost,
+    /// The request that wanted the key failed, or the connection closed.
+    Failed,
+}
+
+impl Status {
+    fn of(state: Option<&KeyState>) -> Status {
+        match state {
+            None => Status::Failed,
+            Some(KeyState::Pending) => Status::Pending,
+            Some(KeyState::Finished { .. }) => Status::Finished,
+            Some(KeyState::Erred(_)) => Status::Erred,
+            Some(KeyState::Cancelled) => Status::Cancelled,
+            Some(KeyState::Lost { .. }) => Status::Lost,
+            Some(KeyState::Failed(_)) => Status::Failed,
+        }
+    }
+
+    /// Whether the key reached a final state.
+    pub fn is_done(self) -> bool {
+        self != Status::Pending
+    }
+}
+
+/// A handle to the result of one key on the cluster.
+///
+/// Each handle holds one local reference to the key: cloning adds one,
+/// dropping removes one, and when the last handle of a key is dropped the
+/// client tells the scheduler it no longer wants the key (`release-keys`),
+/// so the result may be freed.
+pub struct Future {
+    key: Key,
+    shared: Arc<Shared>,
+}
+
+impl Future {
+    /// Wraps a key the session already holds a reference for (the handle
+    /// takes that reference over).
+    pub(crate) fn adopt(shared: Arc<Shared>, key: Key) -> Future {
+        Future { key, shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The key's status now (does not wait).
+    pub fn status(&self) -> Status {
+        let st = self.shared.lock();
+        Status::of(st.session.key_state(self.key.as_str()))
+    }
+
+    /// Whether the key reached a final state.
+    pub fn done(&self) -> bool {
+        self.status().is_done()
+    }
+
+    /// Waits until the key is finished; the error when it ended otherwise.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_deadline(None)
+    }
+
+    /// Like [`Future::wait`], giving up with [`Error::Timeout`] after `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_deadline(Some(Instant::now() + timeout))
+    }
+
+    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> Result<()> {
+        let key = &self.key;
+        self.shared
+            .wait_until(deadline, |st| match st.session.key_state(key.as_str()) {
+                Some(KeyState::Pending) => None,
+                Some(KeyState::Finished { .. }) => Some(Ok(())),
+                Some(state) => Error::from_key_state(key, state).map(Err),
+                None => Some(Err(Error::Connection(format!("key {key} is not held")))),
+            })?
+    }
+
+    /// Waits, then fetches the result from the cluster and decodes it.
+    pub fn result(&self) -> Result<rmpv::Value> {
+        decode(&self.result_raw()?)
+    }
+
+    /// Like [`Future::result`] with a time limit on the whole call.
+    pub fn result_timeout(&self, timeout: Duration) -> Result<rmpv::Value> {
+        let deadline = Instant::now() + timeout;
+        self.wait_deadline(Some(deadline))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        decode(&gather_raw(&self.shared, &[self], Some(left))?.remove(0))
+    }
+
+    /// Waits, then fetches the result as its msgpack encoding.
+    pub fn result_raw(&self) -> Result<RawValue> {
+        self.wait()?;
+        Ok(gather_raw(&self.shared, &[self], None)?.remove(0))
+    }
+
+    /// Cancels the key for this client; the future then ends cancelled
+    /// (unless it finished first).
+    pub fn cancel(&self) {
+        let key = self.key.clone();
+        self.shared.with(|st| st.session.cancel(vec![key], false));
+    }
+}
+
+impl Clone for Future {
+    fn clone(&self) -> Self {
+        self.shared.with(|st| st.session.retain(self.key.as_str()));
+        Future {
+            key: self.key.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Future {
+    fn drop(&mut self) {
+        self.shared.with(|st| st.session.release(self.key.as_str()));
+    }
+}
+
+impl fmt::Debug for Future {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Future({}, {:?})", self.key, self.status())
+    }
+}
+
+impl PartialEq for Future {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+pub(crate) fn decode(raw: &RawValue) -> Result<rmpv::Value> {
+    raw.to_value().map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Waits for every future, then fetches all results in one `gather`.
+pub(crate) fn gather_raw(
+    shared: &Arc<Shared>,
+    futures: &[&Future],
+    timeout: Option<Duration>,
+) -> Result<Vec<RawValue>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    for f in futures {
+        f.wait_deadline(deadline)?;
+    }
+    let mut keys: Vec<Key> = futures.iter().map(|f| f.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let reply = shared.request(left, |s| s.gather(keys))?;
+    let ClientEvent::Gathered { mut data, .. } = reply else {
+        return Err(Error::Connection("unexpected reply to gather".into()));
+    };
+    let mut out = Vec::with_capacity(futures.len());
+    for (i, f) in futures.iter().enumerate() {
+        // The last future of a key takes the value; earlier ones copy it.
+        let last = !futures[i + 1..].iter().any(|g| g.key == f.key);
+        let value = if last {
+            data.remove(&f.key)
+        } else {
+            data.get(&f.key).cloned()
+        };
+        match value {
+            Some(v) => out.push(v),
+            None => {
+                return Err(Error::Lost {
+                    key: f.key.clone(),
+                    message: "not in memory on any worker".into(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Yields futures as they complete (finished or not), in completion order.
+/// More futures may be added while iterating, which is how dynamic
+/// workflows submit new work from finished results.
+pub struct AsCompleted {
+    shared: Arc<Shared>,
+    id: u64,
+    /// Handles by key, until their key completes.
+    futures: HashMap<Key, Vec<Future>>,
+    ready: VecDeque<Future>,
+    timeout: Option<Duration>,
+}
+
+impl AsCompleted {
+    /// An iterator over `futures` (which must share one client).
+    pub(crate) fn new(shared: Arc<Shared>, futures: Vec<Future>) -> AsCompleted {
+        let id = shared.with(|st| {
+            let id = st.next_watcher;
+            st.next_watcher += 1;
+            st.watchers.insert(id, Watcher::default());
+            id
+        });
+        let mut ac = AsCompleted {
+            shared,
+            id,
+            futures: HashMap::new(),
+            ready: VecDeque::new(),
+            timeout: None,
+        };
+        ac.extend(futures);
+        ac
+    }
+
+    /// Gives up waiting after `timeout` per item (the iterator then ends).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a future to wait for.
+    pub fn add(&mut self, future: Future) {
+        self.extend(std::iter::once(future));
+    }
+
+    /// Adds futures to wait for.
+    pub fn extend(&mut self, futures: impl IntoIterator<Item = Future>) {
+        let id = self.id;
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.lock();
+        for f in futures {
+            // A key already here is already watched: just keep the handle.
+            if !self.futures.contains_key(&f.key) {
+                let pending = matches!(
+                    st.session.key_state(f.key.as_str()),
+                    Some(KeyState::Pending)
+                );
+                if let Some(w) = st.watchers.get_mut(&id) {
+                    if pending {
+                        w.waiting.insert(f.key.clone());
+                    } else {
+                        w.done.push_back(f.key.clone());
+                    }
+                }
+            }
+            self.futures.entry(f.key.clone()).or_default().push(f);
+        }
+        drop(st);
+        // Waiters of this watcher are only this iterator: no notify needed.
+    }
+
+    /// Number of futures not yet yielded.
+    pub fn count(&self) -> usize {
+        self.ready.len() + self.futures.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether every future has been yielded.
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+}
+
+impl Iterator for AsCompleted {
+    type Item = Future;
+
+    fn next(&mut self) -> Option<Future> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Some(f);
+            }
+            if self.futures.is_empty() {
+                return None;
+            }
+            let id = self.id;
+            let deadline = self.timeout.map(|t| Instant::now() + t);
+            let key = self
+                .shared
+                .wait_until(deadline, |st| {
+                    st.watchers.get_mut(&id).and_then(|w| w.done.pop_front())
+                })
+                .ok()?;
+            self.ready
+                .extend(self.futures.remove(&key).unwrap_or_default());
+        }
+    }
+}
+
+impl Drop for AsCompleted {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared.with(|st| st.watchers.remove(&id));
+    }
+}

@@ -1,0 +1,235 @@
+//! [`LocalCluster`]: a scheduler and workers running inside this process,
+//! the equivalent of Dask's `LocalCluster(processes=False)`.
+//!
+//! Defaults: one scheduler on 127.0.0.1 (a free port) and ONE worker with
+//! as many threads as the machine has cores (`available_parallelism`).
+//! One multi-threaded worker is the fastest in-process layout: every
+//! dependency is already local, so no data moves between workers. Ask for
+//! more workers with [`LocalClusterBuilder::workers`] to exercise transfers.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use dask_core::messages::{ClusterInfo, Role};
+use dask_core::Message;
+use dask_net::BlockingConn;
+use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use dask_worker::{FunctionRegistry, WorkerConfig, WorkerHandle};
+
+use crate::client::{Client, ClientOptions};
+use crate::error::{Error, Result};
+
+/// How long [`LocalClusterBuilder::build`] waits for every worker to register.
+const WORKERS_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A scheduler and workers in this process. Dropping it stops them.
+pub struct LocalCluster {
+    workers: Vec<WorkerHandle>,
+    scheduler: Option<SchedulerHandle>,
+    address: String,
+}
+
+/// Options of a [`LocalCluster`].
+#[derive(Clone)]
+pub struct LocalClusterBuilder {
+    workers: usize,
+    threads_per_worker: usize,
+    functions: Option<FunctionRegistry>,
+    host: String,
+    port: u16,
+    resources: BTreeMap<String, f64>,
+    memory_limit: Option<u64>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for LocalClusterBuilder {
+    fn default() -> Self {
+        LocalClusterBuilder {
+            workers: 1,
+            threads_per_worker: cores(),
+            functions: None,
+            host: "127.0.0.1".into(),
+            port: 0,
+            resources: BTreeMap::new(),
+            memory_limit: None,
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// Number of workers (default 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Threads of each worker (default: the number of cores).
+    pub fn threads_per_worker(mut self, n: usize) -> Self {
+        self.threads_per_worker = n.max(1);
+        self
+    }
+
+    /// The functions every worker offers (default: the built-in library).
+    pub fn functions(mut self, registry: FunctionRegistry) -> Self {
+        self.functions = Some(registry);
+        self
+    }
+
+    /// The interface to listen on (default 127.0.0.1).
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
+        self
+    }
+
+    /// The scheduler's port (default 0: any free port).
+    pub fn scheduler_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// A resource every worker offers, e.g. `("GPU", 1.0)`.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.insert(name.to_owned(), amount);
+        self
+    }
+
+    /// Each worker's memory limit in bytes.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Starts the scheduler and the workers, and waits until every worker
+    /// has registered.
+    pub fn build(self) -> io::Result<LocalCluster> {
+        let scheduler = SchedulerHandle::start(SchedulerConfig {
+            host: self.host.clone(),
+            port: self.port,
+            ..Default::default()
+        })?;
+        let address = scheduler.address();
+        let mut cluster = LocalCluster {
+            workers: Vec::new(),
+            scheduler: Some(scheduler),
+            address,
+        };
+        let functions = self.functions.unwrap_or_else(FunctionRegistry::builtins);
+        for i in 0..self.workers {
+            let worker = WorkerHandle::start(WorkerConfig {
+                scheduler: cluster.address.clone(),
+                nthreads: self.threads_per_worker,
+                name: Some(format!("local-{i}")),
+                host: self.host.clone(),
+                resources: self.resources.clone(),
+                memory_limit: self.memory_limit,
+                functions: functions.clone(),
+            })?;
+            cluster.workers.push(worker);
+        }
+        cluster.wait_for_workers(self.workers, WORKERS_READY_TIMEOUT)?;
+        Ok(cluster)
+    }
+}
+
+impl LocalCluster {
+    /// The default cluster: one worker with a thread per core.
+    pub fn new() -> io::Result<LocalCluster> {
+        LocalCluster::builder().build()
+    }
+
+    /// Options for a cluster.
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// The scheduler's address, `tcp://127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The workers' data addresses.
+    pub fn worker_addresses(&self) -> Vec<String> {
+        self.workers.iter().map(WorkerHandle::address).collect()
+    }
+
+    /// A new client of this cluster.
+    pub fn client(&self) -> Result<Client> {
+        Client::connect_with(&self.address, ClientOptions::default())
+    }
+
+    /// Stops the workers, then the scheduler.
+    pub fn stop(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        for w in self.workers.drain(..) {
+            w.stop();
+        }
+        if let Some(s) = self.scheduler.take() {
+            s.stop();
+        }
+    }
+
+    /// Polls cluster-info until `n` workers are connected.
+    fn wait_for_workers(&self, n: usize, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (mut conn, _) = BlockingConn::connect(
+            &self.address,
+            Role::Client,
+            Role::Scheduler,
+            Some("local-cluster-probe".into()),
+            timeout,
+        )?;
+        for request in 1u64.. {
+            conn.send(&[Message::ClusterInfo(ClusterInfo { request })])?;
+            let reply = conn.recv_until(
+                &mut |m| matches!(m, Message::ClusterInfoReply(r) if r.request == request),
+            )?;
+            if let Message::ClusterInfoReply(r) = reply {
+                if r.workers.len() >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{n} workers did not all register within {timeout:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+impl Client {
+    /// A client of its own embedded [`LocalCluster`] (defaults), like
+    /// Dask's `Client()` with no arguments; the cluster stops when the
+    /// client is dropped.
+    pub fn local() -> Result<Client> {
+        Client::with_cluster(LocalCluster::new().map_err(Error::from)?)
+    }
+
+    /// A client that owns `cluster` and stops it when dropped.
+    pub fn with_cluster(cluster: LocalCluster) -> Result<Client> {
+        let mut client = cluster.client()?;
+        client.cluster = Some(cluster);
+        Ok(client)
+    }
+
+    /// The embedded cluster, when this client owns one.
+    pub fn cluster(&self) -> Option<&LocalCluster> {
+        self.cluster.as_ref()
+    }
+}
