@@ -23,9 +23,34 @@
 //!   lost results can be recomputed from their lineage; a released or erred
 //!   task with neither is forgotten.
 //!
-//! Every handler ends with [`SchedulerState::finish_event`]: pending
-//! reference checks run, batched `free-keys` go out, queued tasks are placed
-//! on workers with free slots (see [`placement`]).
+//! Every handler ends with `finish_event`: pending reference checks run,
+//! batched `free-keys` go out, queued tasks are placed on workers with free
+//! slots (see [`placement`]).
+//!
+//! # Choices the design notes leave open
+//! - Client events: `key-finished` is sent at most once per want (a result
+//!   recomputed after a worker loss is not announced again) — except that
+//!   wanting a key again (update-graph, get-dataset) while it is in memory
+//!   answers with `key-finished` again. `key-erred`, `key-cancelled` and
+//!   `key-lost` end the want (the client needs no release-keys after
+//!   them); they may follow a `key-finished` when the result is later lost
+//!   for good or force-cancelled by another client.
+//! - `cancel-keys` without force sends `key-cancelled` for each listed key
+//!   the client wanted (finished or not); other keys are ignored.
+//! - Erred tasks are kept only while a dataset or an erred dependent refers
+//!   to them: submitting a failed key again computes it again.
+//! - Scattered data has no lineage: when its last copy is lost, wanting
+//!   clients get `key-lost` and so do clients wanting tasks that depend on
+//!   it; a put-data whose worker leaves before `data-stored` is lost too.
+//! - `missing-data` drops the listed holders' replicas (and frees them on
+//!   those workers, keeping their stores in step); the task is placed again
+//!   once its dependencies are back, recomputing them if no copy remains.
+//! - A `get-data` answered `busy` is asked again on the next tick, at most
+//!   [`data::GATHER_BUSY_RETRIES_MAX`] times; keys a holder does not have
+//!   are asked of another holder, else reported missing.
+//! - `register-worker` with `nthreads: 0` is refused with 2003 (fatal).
+//! - A connection that sends no hello within the handshake timeout (the
+//!   default 10 s) gets 3002 and is closed.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -40,7 +65,7 @@ use dask_core::messages::{
 use dask_core::{ErrorCode, Key, Message, RawValue};
 use slab::Slab;
 
-mod data;
+pub mod data;
 mod graph;
 pub mod placement;
 mod tasks;

@@ -1283,3 +1283,5 @@ fn unregistered_and_bad_worker_registrations() {
     assert_eq!(error_of(&sim.recv(w)).code, 2003);
     assert!(sim.is_closed(w));
 }
+
+mod chaos;

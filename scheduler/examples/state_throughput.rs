@@ -1,0 +1,127 @@
+//! Measures the state machine alone (no sockets): one client submits N
+//! independent tasks and a chain-shaped reduction; two simulated workers
+//! with one thread each answer every compute-task at once, a frame at a
+//! time. Run with `cargo run --release -p dask-scheduler --example
+//! state_throughput [N]`.
+
+use std::time::Instant;
+
+use dask_core::handshake;
+use dask_core::messages::{RegisterWorker, Role, TaskFinished, TaskSpec, UpdateGraph};
+use dask_core::msgpack::task_ref_value;
+use dask_core::{Message, RawValue};
+use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let now = Instant::now();
+    let mut s = SchedulerState::new(StateConfig::default(), now);
+    let client = ConnId(0);
+    let workers = [ConnId(1), ConnId(2)];
+    s.handle_connected(now, client);
+    s.handle_message(
+        now,
+        client,
+        Message::Hello(handshake::offer(Role::Client, None)),
+    );
+    for (i, &w) in workers.iter().enumerate() {
+        s.handle_connected(now, w);
+        s.handle_message(now, w, Message::Hello(handshake::offer(Role::Worker, None)));
+        s.handle_message(
+            now,
+            w,
+            Message::RegisterWorker(RegisterWorker {
+                name: format!("w{i}"),
+                address: format!("tcp://127.0.0.1:{}", 9000 + i),
+                nthreads: 1,
+                memory_limit: None,
+                resources: None,
+                functions: vec!["inc".into(), "sum".into()],
+                pid: None,
+            }),
+        );
+    }
+    while s.poll_output().is_some() {}
+
+    // n independent tasks, summed in groups of 100 (so results are freed).
+    let mut tasks = Vec::with_capacity(n + n / 100 + 1);
+    let mut wanted = Vec::new();
+    for g in 0..n / 100 {
+        let mut refs = Vec::new();
+        for i in 0..100 {
+            let key = format!("inc-{g}-{i}");
+            refs.push(task_ref_value(&key));
+            tasks.push(TaskSpec {
+                key: key.into(),
+                function: "inc".into(),
+                args: RawValue::from_value(&rmpv::Value::Array(vec![rmpv::Value::from(i)])),
+                kwargs: None,
+                priority: None,
+                resources: None,
+                retries: None,
+                workers: None,
+            });
+        }
+        let key = format!("sum-{g}");
+        wanted.push(key.clone().into());
+        tasks.push(TaskSpec {
+            key: key.into(),
+            function: "sum".into(),
+            args: RawValue::from_value(&rmpv::Value::Array(refs)),
+            kwargs: None,
+            priority: None,
+            resources: None,
+            retries: None,
+            workers: None,
+        });
+    }
+    let total = tasks.len();
+    let start = Instant::now();
+    s.handle_message(
+        now,
+        client,
+        Message::UpdateGraph(UpdateGraph {
+            request: 1,
+            tasks,
+            wanted,
+        }),
+    );
+    let submitted = start.elapsed();
+    let mut done = 0;
+    let mut finished_events = 0;
+    loop {
+        let mut per_worker: [Vec<Message>; 2] = [Vec::new(), Vec::new()];
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::Send(c, Message::ComputeTask(t)) => {
+                    let i = workers.iter().position(|&w| w == c).unwrap();
+                    per_worker[i].push(Message::TaskFinished(TaskFinished {
+                        key: t.key,
+                        nbytes: 8,
+                        duration_us: None,
+                    }));
+                }
+                Output::Send(c, Message::KeyFinished(_)) if c == client => finished_events += 1,
+                _ => {}
+            }
+        }
+        if per_worker.iter().all(|f| f.is_empty()) {
+            break;
+        }
+        for (i, frame) in per_worker.into_iter().enumerate() {
+            done += frame.len();
+            s.handle_frame(now, workers[i], frame);
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{total} tasks ({done} run, {finished_events} key-finished): submit {:?}, total {:?}, {:.0} tasks/s; {} tasks left",
+        submitted,
+        elapsed,
+        done as f64 / elapsed.as_secs_f64(),
+        s.task_count()
+    );
+}
