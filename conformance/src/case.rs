@@ -1,0 +1,876 @@
+//! Case files: what a third party reads to know exactly what is tested.
+//!
+//! A case file is a JSON array of [`Case`]s (schema:
+//! `conformance/cases/case.schema.json`, generated from these types). A
+//! case is a script of [`Step`]s: messages the runner sends, messages it
+//! expects (with matchers, see [`crate::value`]), and a few actions of the
+//! runner's fake peer. SHOULD cases live apart, in `cases/optional/`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::error::Error;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_cases.rs"));
+
+/// Every case ID starts with this: the protocol major it checks.
+pub const CASE_ID_PREFIX: &str = "dask-1/";
+
+/// Longest description the lint accepts, in characters: one line in a listing.
+pub const DESCRIPTION_CHARS_MAX: usize = 72;
+
+/// Default time an `expect` waits, in milliseconds (before `--timeout-scale`).
+pub const EXPECT_WITHIN_MS_DEFAULT: u64 = 5000;
+
+/// One case: a script played against a freshly started worker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "A dask/1 worker conformance case")]
+pub struct Case {
+    /// `dask-1/<topic>/<n>`; `<topic>` is the case file's name without `.json`. Unique.
+    pub id: String,
+    /// What the case does, in one short line.
+    pub description: String,
+    /// The section of the spec it checks: `PROTOCOL.md#anchor`.
+    pub spec: String,
+    /// The requirement checked, in the spec's words, with its level word (MUST / SHOULD).
+    pub requirement: String,
+    /// MUST: a failure fails the run. SHOULD: reported, fails the run only with `--strict`.
+    pub level: Level,
+    /// How the worker is started and greeted.
+    #[serde(default)]
+    pub worker: WorkerSetup,
+    /// The script, played in order; the first step that fails ends the case.
+    pub steps: Vec<Step>,
+    /// The file the case came from, relative to `cases/` (set by the loader).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub file: String,
+}
+
+/// How binding a case's requirement is (RFC 2119 words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Level {
+    /// An absolute requirement: every conforming worker passes.
+    #[serde(rename = "MUST")]
+    Must,
+    /// A recommendation: a worker may have reasons not to.
+    #[serde(rename = "SHOULD")]
+    Should,
+}
+
+impl Level {
+    /// `MUST` or `SHOULD`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Must => "MUST",
+            Level::Should => "SHOULD",
+        }
+    }
+}
+
+/// How the worker under test is started and greeted.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSetup {
+    /// Threads asked of the worker, given as `{nthreads}` in its command and `DASK_NTHREADS`. Default 1.
+    pub nthreads: u32,
+    /// `auto`: before the steps the runner expects `hello`, replies, expects `register-worker` (capturing `worker_address` and `worker_name`) and replies `worker-registered`. `manual`: the steps do it all.
+    pub handshake: Handshake,
+    /// `heartbeat_interval_ms` the runner gives in `worker-registered` (auto handshake). Default 1000.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for WorkerSetup {
+    fn default() -> Self {
+        WorkerSetup {
+            nthreads: 1,
+            handshake: Handshake::Auto,
+            heartbeat_interval_ms: 1000,
+        }
+    }
+}
+
+/// Who performs the scheduler-side handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Handshake {
+    /// The runner, before the steps.
+    Auto,
+    /// The steps.
+    Manual,
+}
+
+/// A connection between the runner and the worker under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Conn {
+    /// The worker's connection to the runner's scheduler address (the default).
+    #[default]
+    Scheduler,
+    /// The runner's connection to the worker's data address (opened by a `connect` step).
+    Data,
+    /// Connections the worker opens to the runner's peer address to fetch data. The runner answers them itself (see `peer_holds`); steps may only expect on them.
+    Peer,
+}
+
+impl Conn {
+    /// The name used in case files and transcripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conn::Scheduler => "scheduler",
+            Conn::Data => "data",
+            Conn::Peer => "peer",
+        }
+    }
+}
+
+/// One message or several, each in JSON form (see [`crate::value`]).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Messages {
+    /// One message.
+    One(Map<String, Json>),
+    /// Several: sent in one frame, or all expected.
+    Many(Vec<Map<String, Json>>),
+}
+
+impl Messages {
+    /// The messages as a slice.
+    pub fn as_slice(&self) -> &[Map<String, Json>] {
+        match self {
+            Messages::One(m) => std::slice::from_ref(m),
+            Messages::Many(ms) => ms,
+        }
+    }
+}
+
+/// One step of a case. Each is an object with exactly one action key
+/// (`send`, `send_raw`, `expect`, ...) and that action's options.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum Step {
+    /// Send messages in one frame.
+    Send(SendStep),
+    /// Send raw bytes.
+    SendRaw(SendRawStep),
+    /// Wait for messages.
+    Expect(ExpectStep),
+    /// Check that no such message comes for a while.
+    ExpectNone(ExpectNoneStep),
+    /// Check that such messages keep coming.
+    ExpectEvery(ExpectEveryStep),
+    /// Wait for the worker to close a connection.
+    ExpectClose(ExpectCloseStep),
+    /// Wait for the worker's process to exit.
+    ExpectExit(ExpectExitStep),
+    /// Give the runner's peer values to serve.
+    PeerHolds(PeerHoldsStep),
+    /// Make the runner's peer answer `busy` to the next requests.
+    PeerBusy(PeerBusyStep),
+    /// Open a connection to the worker.
+    Connect(ConnectStep),
+    /// Close a connection from the runner's side.
+    Close(CloseStep),
+    /// Let time pass.
+    Wait(WaitStep),
+}
+
+/// `{"send": message | [messages], "on": conn}`: the runner sends the messages in one frame.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendStep {
+    /// The message(s), in JSON form with `{"$var": name}` and `{"$bin_pattern": n}` allowed.
+    pub send: Messages,
+    /// Where to send: `scheduler` (default) or `data`.
+    #[serde(default)]
+    pub on: Conn,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"send_raw": "hex"}`: bytes sent as they are, length prefix included.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRawStep {
+    /// Hex digits; whitespace is ignored.
+    pub send_raw: String,
+    /// Where to send: `scheduler` (default) or `data`.
+    #[serde(default)]
+    pub on: Conn,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect": pattern | [patterns], "within_ms": n}`: each pattern must match a message not matched before.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStep {
+    /// Message patterns (fields listed must match; other fields are ignored).
+    pub expect: Messages,
+    /// Connection to watch. Default `scheduler`.
+    #[serde(default)]
+    pub on: Conn,
+    /// How long to wait for all of them, in milliseconds. Default 5000.
+    pub within_ms: Option<u64>,
+    /// The messages must have arrived in the order of the patterns. Default false.
+    #[serde(default)]
+    pub ordered: bool,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect_none": pattern, "for_ms": n}`: no message matching the pattern is waiting or arrives for n ms.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectNoneStep {
+    /// The pattern no message may match.
+    pub expect_none: Map<String, Json>,
+    /// Connection to watch. Default `scheduler`.
+    #[serde(default)]
+    pub on: Conn,
+    /// How long to watch, in milliseconds.
+    pub for_ms: u64,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect_every": pattern, "interval_ms": i, "count": n}`: from now on, n new matching messages, none more than i ms after the one before (or after the step's start).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectEveryStep {
+    /// The pattern each message must match. Matching messages that arrived before the step do not count.
+    pub expect_every: Map<String, Json>,
+    /// Connection to watch. Default `scheduler`.
+    #[serde(default)]
+    pub on: Conn,
+    /// The longest gap allowed, in milliseconds.
+    pub interval_ms: u64,
+    /// How many messages.
+    pub count: u32,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect_close": true, "within_ms": n}`: the worker closes the connection (messages before the close can still be expected).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectCloseStep {
+    /// Always true.
+    pub expect_close: bool,
+    /// Connection to watch. Default `scheduler`.
+    #[serde(default)]
+    pub on: Conn,
+    /// How long to wait, in milliseconds. Default 5000.
+    pub within_ms: Option<u64>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect_exit": true | {"code": c}, "within_ms": n}`: the worker's process exits (with status c).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectExitStep {
+    /// `true`: any exit; `{"code": c}`: exit with status c.
+    pub expect_exit: ExitExpectation,
+    /// How long to wait, in milliseconds. Default 5000.
+    pub within_ms: Option<u64>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// What `expect_exit` accepts.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ExitExpectation {
+    /// Any exit.
+    Any(bool),
+    /// An exit with this status.
+    Code {
+        /// The exit status.
+        code: i32,
+    },
+}
+
+/// `{"peer_holds": {key: value}}`: the runner's peer (at `peer_address`) now serves these values to `get-data`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerHoldsStep {
+    /// Values by key, in JSON form (`$bin_pattern` allowed).
+    pub peer_holds: Map<String, Json>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"peer_busy": n}`: the runner's peer answers the next n `get-data` with `busy`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBusyStep {
+    /// How many requests get `busy`.
+    pub peer_busy: u32,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"connect": "data"}`: open a connection to `worker_address`; with `handshake` (default) send a peer `hello` and expect the worker's `hello`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectStep {
+    /// Always `data`.
+    pub connect: Conn,
+    /// Greet as a peer and check the reply. Default true.
+    #[serde(default = "yes")]
+    pub handshake: bool,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `{"close": conn}`: the runner closes its end of the connection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseStep {
+    /// `scheduler` or `data`.
+    pub close: Conn,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"wait_ms": n}`: let n milliseconds pass (messages keep arriving).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitStep {
+    /// Milliseconds.
+    pub wait_ms: u64,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// Every step's action key, in the order the spec lists them.
+pub const ACTIONS: &[&str] = &[
+    "send",
+    "send_raw",
+    "expect",
+    "expect_none",
+    "expect_every",
+    "expect_close",
+    "expect_exit",
+    "peer_holds",
+    "peer_busy",
+    "connect",
+    "close",
+    "wait_ms",
+];
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Json::deserialize(d)?;
+        let Some(obj) = v.as_object() else {
+            return Err(D::Error::custom("a step must be a JSON object"));
+        };
+        let present: Vec<&str> = ACTIONS
+            .iter()
+            .copied()
+            .filter(|a| obj.contains_key(*a))
+            .collect();
+        let action = match present.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(D::Error::custom(format!(
+                    "a step needs one of the keys {ACTIONS:?}, found {:?}",
+                    obj.keys().collect::<Vec<_>>()
+                )))
+            }
+            many => {
+                return Err(D::Error::custom(format!(
+                    "a step has exactly one action, found {many:?}"
+                )))
+            }
+        };
+        let step = match action {
+            "send" => serde_json::from_value(v).map(Step::Send),
+            "send_raw" => serde_json::from_value(v).map(Step::SendRaw),
+            "expect" => serde_json::from_value(v).map(Step::Expect),
+            "expect_none" => serde_json::from_value(v).map(Step::ExpectNone),
+            "expect_every" => serde_json::from_value(v).map(Step::ExpectEvery),
+            "expect_close" => serde_json::from_value(v).map(Step::ExpectClose),
+            "expect_exit" => serde_json::from_value(v).map(Step::ExpectExit),
+            "peer_holds" => serde_json::from_value(v).map(Step::PeerHolds),
+            "peer_busy" => serde_json::from_value(v).map(Step::PeerBusy),
+            "connect" => serde_json::from_value(v).map(Step::Connect),
+            "close" => serde_json::from_value(v).map(Step::Close),
+            _ => serde_json::from_value(v).map(Step::Wait),
+        };
+        step.map_err(|e| D::Error::custom(format!("`{action}` step: {e}")))
+    }
+}
+
+impl Step {
+    /// The step's action key.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Step::Send(_) => "send",
+            Step::SendRaw(_) => "send_raw",
+            Step::Expect(_) => "expect",
+            Step::ExpectNone(_) => "expect_none",
+            Step::ExpectEvery(_) => "expect_every",
+            Step::ExpectClose(_) => "expect_close",
+            Step::ExpectExit(_) => "expect_exit",
+            Step::PeerHolds(_) => "peer_holds",
+            Step::PeerBusy(_) => "peer_busy",
+            Step::Connect(_) => "connect",
+            Step::Close(_) => "close",
+            Step::Wait(_) => "wait_ms",
+        }
+    }
+}
+
+/// Parses one case file (a JSON array of cases); `path` is relative to `cases/`.
+pub fn parse_file(path: &str, text: &str) -> Result<Vec<Case>, Error> {
+    let mut cases: Vec<Case> = serde_json::from_str(text)
+        .map_err(|e| Error::new(format!("{path}: not a valid case file: {e}")))?;
+    for case in &mut cases {
+        case.file = path.to_owned();
+    }
+    Ok(cases)
+}
+
+/// The cases compiled into the binary: MUST cases first, then in file order.
+pub fn embedded() -> Result<Vec<Case>, Error> {
+    let mut all = Vec::new();
+    for (path, text) in EMBEDDED_CASES {
+        all.extend(parse_file(path, text)?);
+    }
+    Ok(musts_first(all))
+}
+
+/// The cases of every `*.json` file under `dir` (schemas excepted): MUST
+/// cases first, then in path order.
+pub fn load_dir(dir: &Path) -> Result<Vec<Case>, Error> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), Error> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::new(format!("cannot read {}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "json")
+                && !path.to_string_lossy().ends_with(".schema.json")
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    let mut all = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::new(format!("cannot read {}: {e}", file.display())))?;
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        all.extend(parse_file(&rel, &text)?);
+    }
+    Ok(musts_first(all))
+}
+
+/// MUST cases first, each group in file order.
+fn musts_first(mut cases: Vec<Case>) -> Vec<Case> {
+    cases.sort_by_key(|c| c.level == Level::Should);
+    cases
+}
+
+/// Whether `pattern` selects case `id`: the same ID, a prefix of it that
+/// ends at a `/` (`dask-1/compute` selects `dask-1/compute/3`), or a glob
+/// where `*` matches any characters.
+pub fn id_matches(pattern: &str, id: &str) -> bool {
+    if pattern.contains('*') {
+        return glob(pattern.as_bytes(), id.as_bytes());
+    }
+    let pattern = pattern.trim_end_matches('/');
+    id == pattern
+        || id
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    // Iterative wildcard matching with one backtrack point: linear enough
+    // for IDs, and no recursion depth to worry about.
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// The cases `--case` patterns select (all when there are none) minus the
+/// ones `--skip` patterns name; the second list holds the skipped ones.
+pub fn select(cases: Vec<Case>, include: &[String], skip: &[String]) -> (Vec<Case>, Vec<Case>) {
+    let mut selected = Vec::new();
+    let mut skipped = Vec::new();
+    for case in cases {
+        if !include.is_empty() && !include.iter().any(|p| id_matches(p, &case.id)) {
+            continue;
+        }
+        if skip.iter().any(|p| id_matches(p, &case.id)) {
+            skipped.push(case);
+        } else {
+            selected.push(case);
+        }
+    }
+    (selected, skipped)
+}
+
+/// The JSON Schema of a case file, generated from these types; the
+/// committed `cases/case.schema.json` is this text.
+pub fn schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let root = generator.into_root_schema_for::<Vec<Case>>();
+    let mut doc = root.to_value();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert(
+            "$id".into(),
+            Json::String("https://dask-rs.dev/conformance/case.schema.json".into()),
+        );
+        obj.insert(
+            "title".into(),
+            Json::String("dask/1 worker conformance case file".into()),
+        );
+        obj.insert(
+            "description".into(),
+            Json::String("A JSON array of cases (see spec/CONFORMANCE.md). Generated from conformance/src/case.rs: do not edit.".into()),
+        );
+    }
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// Variables every case has; a worker's are captured by the auto handshake.
+pub const RUNNER_VARS: &[&str] = &[
+    "scheduler_address",
+    "peer_address",
+    "dead_address",
+    "nthreads",
+];
+
+/// Variables the auto handshake captures from `register-worker`.
+pub const HANDSHAKE_VARS: &[&str] = &["worker_address", "worker_name"];
+
+/// Checks what the schema cannot: unique IDs in the `dask-1/<topic>/<n>`
+/// form with the topic naming the file, short descriptions, level words,
+/// SHOULD cases in `optional/`, spec anchors that exist in `protocol_md`
+/// (when given), messages that encode and decode as dask/1, patterns that
+/// name a known op and known matchers, variables defined before use.
+/// Returns every problem found.
+pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
+    let anchors = protocol_md.map(markdown_anchors);
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for case in cases {
+        let mut say = |p: String| problems.push(format!("{} ({}): {p}", case.id, case.file));
+        if !seen.insert(case.id.clone()) {
+            say("duplicate id".into());
+        }
+        let stem = case
+            .file
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(".json");
+        match case
+            .id
+            .strip_prefix(CASE_ID_PREFIX)
+            .map(|r| r.split('/').collect::<Vec<_>>())
+        {
+            Some(parts) if parts.len() == 2 => {
+                if parts[0] != stem {
+                    say(format!(
+                        "topic {:?} is not the file's name {stem:?}",
+                        parts[0]
+                    ));
+                }
+                if !parts[1].bytes().all(|b| b.is_ascii_digit())
+                    || parts[1].is_empty()
+                    || parts[1].starts_with('0')
+                {
+                    say(format!(
+                        "case number {:?} is not a positive integer",
+                        parts[1]
+                    ));
+                }
+            }
+            _ => say(format!("id is not of the form {CASE_ID_PREFIX}<topic>/<n>")),
+        }
+        let chars = case.description.chars().count();
+        if chars == 0 || chars > DESCRIPTION_CHARS_MAX || case.description.contains('\n') {
+            say(format!(
+                "description must be one line of 1 to {DESCRIPTION_CHARS_MAX} characters, has {chars}"
+            ));
+        }
+        if !case.requirement.contains(case.level.as_str()) {
+            say(format!(
+                "requirement does not contain its level word {}",
+                case.level.as_str()
+            ));
+        }
+        let optional = case.file.starts_with("optional/");
+        if optional != (case.level == Level::Should) {
+            say("SHOULD cases belong in cases/optional/, MUST cases outside it".into());
+        }
+        match case.spec.strip_prefix("PROTOCOL.md#") {
+            Some(anchor) if !anchor.is_empty() => {
+                if let Some(anchors) = &anchors {
+                    if !anchors.contains(anchor) {
+                        say(format!(
+                            "spec anchor #{anchor} is not a heading of PROTOCOL.md"
+                        ));
+                    }
+                }
+            }
+            _ => say("spec must be PROTOCOL.md#<anchor>".into()),
+        }
+        if case.steps.is_empty() {
+            say("no steps".into());
+        }
+        let mut vars: HashSet<String> = RUNNER_VARS.iter().map(|s| s.to_string()).collect();
+        if case.worker.handshake == Handshake::Auto {
+            vars.extend(HANDSHAKE_VARS.iter().map(|s| s.to_string()));
+        }
+        if case.worker.nthreads == 0 {
+            say("worker.nthreads must be at least 1".into());
+        }
+        for (i, step) in case.steps.iter().enumerate() {
+            for p in lint_step(step, &mut vars) {
+                say(format!("step {}: {p}", i + 1));
+            }
+        }
+    }
+    problems
+}
+
+fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let dummy: HashMap<String, rmpv::Value> = vars
+        .iter()
+        .map(|v| (v.clone(), rmpv::Value::from("tcp://127.0.0.1:1")))
+        .collect();
+    let mut check_pattern = |p: &Map<String, Json>, problems: &mut Vec<String>| {
+        match p.get("op").and_then(Json::as_str) {
+            Some(op) if dask_core::messages::OPS.iter().any(|(o, _)| *o == op) => {}
+            Some(op) => problems.push(format!("pattern op {op:?} is not a dask/1 op")),
+            None => problems.push("a pattern must have a literal string `op`".into()),
+        }
+        let mut used = Vec::new();
+        let mut captured = Vec::new();
+        if let Err(e) =
+            crate::value::check_pattern(&Json::Object(p.clone()), &mut used, &mut captured)
+        {
+            problems.push(e);
+        }
+        for u in used {
+            if !vars.contains(&u) {
+                problems.push(format!("$var {u:?} is not defined before this step"));
+            }
+        }
+        vars.extend(captured);
+    };
+    match step {
+        Step::Send(s) => {
+            if s.on == Conn::Peer {
+                problems
+                    .push("the runner's peer answers by itself: send on scheduler or data".into());
+            }
+            for m in s.send.as_slice() {
+                let t = Json::Object(m.clone());
+                match crate::value::encode(&t, &dummy) {
+                    Ok(bytes) => {
+                        if let Err(e) = dask_core::Message::from_bytes(&bytes) {
+                            problems.push(format!(
+                                "sent message is not valid dask/1 ({e}); use send_raw for malformed input"
+                            ));
+                        }
+                    }
+                    Err(e) => problems.push(format!("sent message does not encode: {e}")),
+                }
+            }
+        }
+        Step::SendRaw(s) => {
+            if s.on == Conn::Peer {
+                problems.push("send_raw goes on scheduler or data".into());
+            }
+            if let Err(e) = dask_core::json::unhex(&s.send_raw) {
+                problems.push(e);
+            }
+        }
+        Step::Expect(s) => {
+            if s.expect.as_slice().is_empty() {
+                problems.push("expect lists no pattern".into());
+            }
+            for p in s.expect.as_slice() {
+                check_pattern(p, &mut problems);
+            }
+        }
+        Step::ExpectNone(s) => check_pattern(&s.expect_none, &mut problems),
+        Step::ExpectEvery(s) => {
+            check_pattern(&s.expect_every, &mut problems);
+            if s.count == 0 || s.interval_ms == 0 {
+                problems.push("expect_every needs count and interval_ms above 0".into());
+            }
+        }
+        Step::ExpectClose(s) => {
+            if !s.expect_close {
+                problems.push("expect_close takes true".into());
+            }
+        }
+        Step::ExpectExit(s) => {
+            if matches!(s.expect_exit, ExitExpectation::Any(false)) {
+                problems.push("expect_exit takes true or {\"code\": c}".into());
+            }
+        }
+        Step::PeerHolds(s) => {
+            for (k, v) in &s.peer_holds {
+                if let Err(e) = crate::value::encode(v, &dummy) {
+                    problems.push(format!("peer value {k:?} does not encode: {e}"));
+                }
+            }
+        }
+        Step::PeerBusy(_) | Step::Wait(_) => {}
+        Step::Connect(s) => {
+            if s.connect != Conn::Data {
+                problems.push("only `data` can be connected to".into());
+            }
+            if !vars.contains("worker_address") {
+                problems.push("connect needs worker_address (auto handshake or a $capture)".into());
+            }
+        }
+        Step::Close(s) => {
+            if s.close == Conn::Peer {
+                problems.push("close takes scheduler or data".into());
+            }
+        }
+    }
+    problems
+}
+
+/// The anchors of a Markdown document: GitHub's slugs of its headings
+/// (lowercase, punctuation dropped, spaces to hyphens, `-1`, `-2` for
+/// repeats) and explicit `<a id="...">` / `<a name="...">` anchors.
+pub fn markdown_anchors(text: &str) -> HashSet<String> {
+    let mut anchors = HashSet::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        for attr in ["id=\"", "name=\""] {
+            let mut rest = line;
+            while let Some(pos) = rest.find(attr) {
+                rest = &rest[pos + attr.len()..];
+                if let Some(end) = rest.find('"') {
+                    anchors.insert(rest[..end].to_owned());
+                }
+            }
+        }
+        let hashes = trimmed.bytes().take_while(|&b| b == b'#').count();
+        if hashes == 0 || hashes > 6 || !trimmed[hashes..].starts_with(' ') {
+            continue;
+        }
+        let slug = slug(trimmed[hashes..].trim());
+        let n = counts.entry(slug.clone()).or_insert(0);
+        let anchor = if *n == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{n}")
+        };
+        *n += 1;
+        anchors.insert(anchor);
+    }
+    anchors
+}
+
+fn slug(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_select_by_id_prefix_and_glob() {
+        assert!(id_matches("dask-1/compute", "dask-1/compute/3"));
+        assert!(id_matches("dask-1/compute/3", "dask-1/compute/3"));
+        assert!(!id_matches("dask-1/compute/3", "dask-1/compute/30"));
+        assert!(!id_matches("dask-1/comp", "dask-1/compute/3"));
+        assert!(id_matches("*/heartbeat/*", "dask-1/heartbeat/2"));
+        assert!(id_matches("dask-1/*/1", "dask-1/deps/1"));
+        assert!(!id_matches("dask-1/*/1", "dask-1/deps/2"));
+    }
+
+    #[test]
+    fn steps_name_their_action_and_reject_two() {
+        let s: Step = serde_json::from_str(r#"{"wait_ms": 5}"#).unwrap();
+        assert_eq!(s.action(), "wait_ms");
+        let e = serde_json::from_str::<Step>(r#"{"wait_ms": 5, "send": {"op": "close"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one action"), "{e}");
+        let e = serde_json::from_str::<Step>(r#"{"expect": {"op": "close"}, "whithin_ms": 5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("whithin_ms"), "{e}");
+    }
+
+    #[test]
+    fn anchors_follow_github_slugs() {
+        let md = "# dask/1\n## Compute: `compute-task`\n## Compute: `compute-task`\n```\n# not a heading\n```\n<a id=\"x-y\"></a>\n";
+        let a = markdown_anchors(md);
+        assert!(a.contains("dask1"));
+        assert!(a.contains("compute-compute-task"));
+        assert!(a.contains("compute-compute-task-1"));
+        assert!(a.contains("x-y"));
+        assert!(!a.contains("not-a-heading"));
+    }
+}

@@ -1,0 +1,214 @@
+//! `dask-conformance`: runs the dask/1 conformance cases against a worker.
+//! See `spec/CONFORMANCE.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use dask_conformance::case::{self, Case};
+use dask_conformance::report::{self, Totals};
+use dask_conformance::session::{run_case, CaseOutcome, RunOptions};
+
+const USAGE: &str = "\
+dask-conformance: proves that a worker speaks dask/1
+
+USAGE:
+    dask-conformance worker [OPTIONS] -- CMD [ARGS...]
+    dask-conformance lint [--cases DIR] [--protocol PROTOCOL.md]
+    dask-conformance schema
+
+The runner plays the scheduler (and a peer worker holding data), starts
+CMD once per case and plays the case against it. In CMD and ARGS,
+{scheduler} becomes the address to join (tcp://127.0.0.1:PORT), {nthreads}
+the thread count the case asks for, {name} a unique worker name; the
+same values are in DASK_SCHEDULER_ADDRESS, DASK_NTHREADS, DASK_WORKER_NAME.
+
+OPTIONS (worker):
+    --case PATTERN       run only matching cases (repeatable): an ID, an ID
+                         prefix such as dask-1/compute, or a glob with *
+    --skip PATTERN       do not run matching cases (repeatable)
+    --strict             SHOULD failures also fail the run
+    --dryrun             list the selected cases and exit
+    --report FILE        write a report: JUnit XML if FILE ends in .xml, else JSON
+    --cases DIR          read cases from DIR instead of the built-in ones
+    --timeout-scale F    multiply every timeout and window by F (default 1)
+    --verbose            print the transcript of passing cases too
+
+Exit status: 0 when every MUST case passed (and with --strict every case),
+1 when not, 2 on a usage or case-file error. The last line printed is
+`N passed, M failed`.
+";
+
+struct Args {
+    include: Vec<String>,
+    skip: Vec<String>,
+    strict: bool,
+    dryrun: bool,
+    report: Option<PathBuf>,
+    cases_dir: Option<PathBuf>,
+    protocol: Option<PathBuf>,
+    timeout_scale: f64,
+    verbose: bool,
+    command: Vec<String>,
+}
+
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        include: Vec::new(),
+        skip: Vec::new(),
+        strict: false,
+        dryrun: false,
+        report: None,
+        cases_dir: None,
+        protocol: None,
+        timeout_scale: 1.0,
+        verbose: false,
+        command: Vec::new(),
+    };
+    while let Some(arg) = argv.next() {
+        let mut value = |name: &str| argv.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--case" => a.include.push(value("--case")?),
+            "--skip" => a.skip.push(value("--skip")?),
+            "--strict" => a.strict = true,
+            "--dryrun" | "--dry-run" => a.dryrun = true,
+            "--report" => a.report = Some(value("--report")?.into()),
+            "--cases" => a.cases_dir = Some(value("--cases")?.into()),
+            "--protocol" => a.protocol = Some(value("--protocol")?.into()),
+            "--timeout-scale" => {
+                let v = value("--timeout-scale")?;
+                a.timeout_scale = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .ok_or_else(|| format!("--timeout-scale takes a positive number, not {v:?}"))?;
+            }
+            "--verbose" | "-v" => a.verbose = true,
+            "--" => {
+                a.command = argv.by_ref().collect();
+                break;
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn load(a: &Args) -> Result<Vec<Case>, String> {
+    let cases = match &a.cases_dir {
+        Some(dir) => case::load_dir(dir).map_err(|e| e.to_string())?,
+        None => case::embedded().map_err(|e| e.to_string())?,
+    };
+    let protocol = match &a.protocol {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let problems = case::lint(&cases, protocol.as_deref());
+    if !problems.is_empty() {
+        return Err(format!(
+            "case files have problems:\n  {}",
+            problems.join("\n  ")
+        ));
+    }
+    Ok(cases)
+}
+
+fn run_worker(a: Args) -> Result<bool, String> {
+    let cases = load(&a)?;
+    let (selected, skipped) = case::select(cases, &a.include, &a.skip);
+    if a.dryrun {
+        for c in &selected {
+            println!(
+                "{} [{}] {}  ({})",
+                c.id,
+                c.level.as_str(),
+                c.description,
+                c.spec
+            );
+        }
+        for c in &skipped {
+            println!(
+                "{} [{}] {}  (skipped)",
+                c.id,
+                c.level.as_str(),
+                c.description
+            );
+        }
+        println!(
+            "{} cases selected, {} skipped",
+            selected.len(),
+            skipped.len()
+        );
+        return Ok(true);
+    }
+    if a.command.is_empty() {
+        return Err("no worker command: put it after --".into());
+    }
+    if selected.is_empty() {
+        return Err("no case matches the --case patterns".into());
+    }
+    println!(
+        "dask-conformance {}: {} cases against `{}`",
+        env!("CARGO_PKG_VERSION"),
+        selected.len(),
+        a.command.join(" ")
+    );
+    let opts = RunOptions {
+        command: a.command.clone(),
+        timeout_scale: a.timeout_scale,
+    };
+    let mut outcomes: Vec<CaseOutcome> = Vec::new();
+    for (i, c) in selected.iter().enumerate() {
+        let o = run_case(c, &opts, i as u32 + 1);
+        println!("{}", report::case_text(&o, a.verbose));
+        outcomes.push(o);
+    }
+    for c in &skipped {
+        let o = CaseOutcome::skipped(c);
+        println!("{}", report::case_text(&o, false));
+        outcomes.push(o);
+    }
+    if let Some(path) = &a.report {
+        let text = if path.extension().is_some_and(|e| e == "xml") {
+            report::junit_report(&outcomes, a.strict)
+        } else {
+            report::json_report(&outcomes, &a.command, a.strict)
+        };
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    println!("{}", report::summary_text(&outcomes, a.strict));
+    Ok(!Totals::of(&outcomes).run_fails(a.strict))
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let sub = argv.next().unwrap_or_default();
+    let result = match sub.as_str() {
+        "worker" => parse(argv).and_then(run_worker),
+        "lint" => parse(argv).and_then(|a| {
+            let n = load(&a)?.len();
+            println!("{n} cases, no problems");
+            Ok(true)
+        }),
+        "schema" => {
+            print!("{}", case::schema());
+            Ok(true)
+        }
+        "--version" | "-V" => {
+            println!("dask-conformance {}", env!("CARGO_PKG_VERSION"));
+            Ok(true)
+        }
+        "--help" | "-h" | "help" => {
+            print!("{USAGE}");
+            Ok(true)
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("dask-conformance: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

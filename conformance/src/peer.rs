@@ -1,0 +1,331 @@
+//! The runner's fake peer worker: a data address that answers `hello` and
+//! `get-data` from the values a case gave it (`peer_holds`), or `busy`
+//! when told to (`peer_busy`). Everything it receives and sends is also
+//! reported to the session, which checks and records it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use dask_core::msgpack::write;
+use rmpv::Value;
+
+use crate::case::Conn;
+use crate::transport::{self, Event, EventKind, ReadError};
+use crate::value::{decode, render};
+
+/// How long a write to the worker may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Values larger than this are shown by size only in transcripts.
+const RENDER_VALUE_BYTES_MAX: usize = 4096;
+
+/// What the peer serves.
+#[derive(Default)]
+struct PeerData {
+    /// Encoded values by key.
+    values: HashMap<String, Arc<Vec<u8>>>,
+    /// `get-data` requests still to answer with `busy`.
+    busy_left: u32,
+}
+
+/// A running fake peer on 127.0.0.1.
+pub struct PeerServer {
+    /// Its data address, `tcp://127.0.0.1:PORT`.
+    pub address: String,
+    data: Arc<Mutex<PeerData>>,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl PeerServer {
+    /// Binds a port and starts accepting; events go to `tx`.
+    pub fn start(tx: Sender<Event>) -> std::io::Result<PeerServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = format!("tcp://{}", listener.local_addr()?);
+        listener.set_nonblocking(true)?;
+        let server = PeerServer {
+            address,
+            data: Arc::default(),
+            stop: Arc::default(),
+            streams: Arc::default(),
+        };
+        let (data, stop, streams) = (
+            server.data.clone(),
+            server.stop.clone(),
+            server.streams.clone(),
+        );
+        let count = Arc::new(AtomicU32::new(0));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                if let Ok(clone) = stream.try_clone() {
+                    if let Ok(mut all) = streams.lock() {
+                        all.push(clone);
+                    }
+                }
+                let index = count.fetch_add(1, Ordering::Relaxed) + 1;
+                let (data, tx) = (data.clone(), tx.clone());
+                thread::spawn(move || serve(stream, index, data, tx));
+            }
+        });
+        Ok(server)
+    }
+
+    /// Serves `key` with this encoded value from now on.
+    pub fn hold(&self, key: String, encoded: Vec<u8>) {
+        if let Ok(mut d) = self.data.lock() {
+            d.values.insert(key, Arc::new(encoded));
+        }
+    }
+
+    /// Answers the next `n` get-data requests with `busy`.
+    pub fn set_busy(&self, n: u32) {
+        if let Ok(mut d) = self.data.lock() {
+            d.busy_left = n;
+        }
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(all) = self.streams.lock() {
+            for s in all.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+}
+
+/// One connection from the worker: answer until it ends.
+fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Sender<Event>) {
+    let mut greeted = false;
+    loop {
+        let kind = match transport::read_frame(&mut stream) {
+            Ok(Some(payload)) => match transport::decode_frame(&payload) {
+                Ok(messages) => EventKind::Frame(messages),
+                Err(e) => EventKind::BadFrame(e),
+            },
+            Ok(None) => EventKind::Closed("end of stream".into()),
+            Err(ReadError::Closed(e)) => EventKind::Closed(e),
+            Err(ReadError::Bad(e)) => EventKind::BadFrame(e),
+        };
+        let EventKind::Frame(messages) = kind else {
+            let _ = tx.send(Event::now(Conn::Peer, index, kind));
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        };
+        let mut replies = Vec::new();
+        let mut shown = Vec::new();
+        let mut close = false;
+        for m in &messages {
+            let op = field(m, "op").and_then(Value::as_str).unwrap_or("");
+            match op {
+                "hello" if !greeted => {
+                    let protocol_ok = field(m, "protocol").and_then(Value::as_str) == Some("dask");
+                    let major = field(m, "version")
+                        .and_then(Value::as_array)
+                        .and_then(|v| v.first())
+                        .and_then(Value::as_u64);
+                    if !protocol_ok || major != Some(1) {
+                        let code = if protocol_ok { 3001 } else { 3002 };
+                        let reply = error_reply(code, "the runner's peer speaks dask/1.0");
+                        shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
+                        replies.push(reply);
+                        close = true;
+                        break;
+                    }
+                    greeted = true;
+                    let reply = hello_reply(index);
+                    shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
+                    replies.push(reply);
+                }
+                "get-data" if greeted => {
+                    let request = field(m, "request").and_then(Value::as_u64).unwrap_or(0);
+                    let keys: Vec<String> = field(m, "keys")
+                        .and_then(Value::as_array)
+                        .map(|ks| {
+                            ks.iter()
+                                .filter_map(|k| k.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let (reply, text) = answer_get_data(&data, request, &keys);
+                    shown.push(text);
+                    replies.push(reply);
+                }
+                "close" => close = true,
+                // Anything else is the session's to judge (it sees every message).
+                _ => {}
+            }
+        }
+        let _ = tx.send(Event::now(Conn::Peer, index, EventKind::Frame(messages)));
+        if !replies.is_empty() {
+            let _ = tx.send(Event::now(Conn::Peer, index, EventKind::PeerSent(shown)));
+            if stream.write_all(&transport::frame_bytes(&replies)).is_err() {
+                close = true;
+            }
+        }
+        if close {
+            let _ = stream.shutdown(Shutdown::Both);
+            let _ = tx.send(Event::now(
+                Conn::Peer,
+                index,
+                EventKind::Closed("closed by the runner's peer".into()),
+            ));
+            return;
+        }
+    }
+}
+
+fn hello_reply(id: u32) -> Vec<u8> {
+    let mut w = Vec::new();
+    write::map_len(&mut w, 6);
+    write::str(&mut w, "op");
+    write::str(&mut w, "hello");
+    write::str(&mut w, "protocol");
+    write::str(&mut w, "dask");
+    write::str(&mut w, "version");
+    write::array_len(&mut w, 2);
+    write::uint(&mut w, 1);
+    write::uint(&mut w, 0);
+    write::str(&mut w, "role");
+    write::str(&mut w, "worker");
+    write::str(&mut w, "id");
+    write::uint(&mut w, id as u64);
+    write::str(&mut w, "features");
+    write::array_len(&mut w, 0);
+    w
+}
+
+fn error_reply(code: u32, message: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    write::map_len(&mut w, 4);
+    write::str(&mut w, "op");
+    write::str(&mut w, "error");
+    write::str(&mut w, "code");
+    write::uint(&mut w, code as u64);
+    write::str(&mut w, "message");
+    write::str(&mut w, message);
+    write::str(&mut w, "fatal");
+    write::bool(&mut w, true);
+    w
+}
+
+/// The reply to a get-data (`data` or `busy`) and its transcript line.
+fn answer_get_data(data: &Mutex<PeerData>, request: u64, keys: &[String]) -> (Vec<u8>, String) {
+    let mut found: BTreeMap<&str, Arc<Vec<u8>>> = BTreeMap::new();
+    let mut missing = Vec::new();
+    {
+        let Ok(mut d) = data.lock() else {
+            return (Vec::new(), String::new());
+        };
+        if d.busy_left > 0 {
+            d.busy_left -= 1;
+            let mut w = Vec::new();
+            write::map_len(&mut w, 2);
+            write::str(&mut w, "op");
+            write::str(&mut w, "busy");
+            write::str(&mut w, "request");
+            write::uint(&mut w, request);
+            return (w, format!("{{\"op\": \"busy\", \"request\": {request}}}"));
+        }
+        for k in keys {
+            match d.values.get(k) {
+                Some(v) => {
+                    found.insert(k, v.clone());
+                }
+                None => missing.push(k.as_str()),
+            }
+        }
+    }
+    let mut w = Vec::new();
+    write::map_len(&mut w, 4);
+    write::str(&mut w, "op");
+    write::str(&mut w, "data");
+    write::str(&mut w, "request");
+    write::uint(&mut w, request);
+    write::str(&mut w, "data");
+    write::map_len(&mut w, found.len());
+    let mut shown = Vec::new();
+    for (k, v) in &found {
+        write::str(&mut w, k);
+        w.extend_from_slice(v);
+        let value = if v.len() <= RENDER_VALUE_BYTES_MAX {
+            decode(v).map(|v| render(&v)).unwrap_or_default()
+        } else {
+            format!("<{} bytes of msgpack>", v.len())
+        };
+        shown.push(format!(
+            "{}: {value}",
+            serde_json::to_string(k).unwrap_or_default()
+        ));
+    }
+    write::str(&mut w, "missing");
+    write::array_len(&mut w, missing.len());
+    for k in &missing {
+        write::str(&mut w, k);
+    }
+    let text = format!(
+        "{{\"op\": \"data\", \"request\": {request}, \"data\": {{{}}}, \"missing\": {}}}",
+        shown.join(", "),
+        serde_json::to_string(&missing).unwrap_or_default()
+    );
+    (w, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_valid_dask_1_messages() {
+        assert!(dask_core::Message::from_bytes(&hello_reply(3)).is_ok());
+        assert!(dask_core::Message::from_bytes(&error_reply(3001, "x")).is_ok());
+        let data = Mutex::new(PeerData::default());
+        data.lock()
+            .unwrap()
+            .values
+            .insert("a".into(), Arc::new(vec![0x05]));
+        let (reply, text) = answer_get_data(&data, 7, &["a".into(), "b".into()]);
+        match dask_core::Message::from_bytes(&reply).unwrap() {
+            dask_core::Message::Data(d) => {
+                assert_eq!(d.request, 7);
+                assert_eq!(d.data.len(), 1);
+                assert_eq!(d.missing.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(text.contains("\"a\": 5"), "{text}");
+        data.lock().unwrap().busy_left = 1;
+        let (reply, _) = answer_get_data(&data, 8, &["a".into()]);
+        assert!(matches!(
+            dask_core::Message::from_bytes(&reply).unwrap(),
+            dask_core::Message::Busy(_)
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! The worker under test as a child process: started from the command
+//! line given to the runner with its placeholders filled in, its output
+//! kept (the last [`OUTPUT_TAIL_BYTES`] of each stream) to show on
+//! failure, and killed with its whole process group when the case ends.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// Bytes of the worker's stdout and of its stderr kept for reports.
+pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// What a case gives the worker's command: placeholders in its arguments
+/// and the same values as environment variables.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `{scheduler}` / `DASK_SCHEDULER_ADDRESS`: `tcp://127.0.0.1:PORT`.
+    pub scheduler: String,
+    /// `{nthreads}` / `DASK_NTHREADS`.
+    pub nthreads: u32,
+    /// `{name}` / `DASK_WORKER_NAME`: a name unique to the case run.
+    pub name: String,
+}
+
+impl Launch {
+    /// Fills the placeholders of one argument.
+    pub fn fill(&self, arg: &str) -> String {
+        arg.replace("{scheduler}", &self.scheduler)
+            .replace("{nthreads}", &self.nthreads.to_string())
+            .replace("{name}", &self.name)
+    }
+}
+
+/// A running worker.
+pub struct WorkerProcess {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    exit: Option<ExitStatus>,
+}
+
+fn keep_tail(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+    thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let Ok(mut tail) = into.lock() else { return };
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * OUTPUT_TAIL_BYTES {
+                        let cut = tail.len() - OUTPUT_TAIL_BYTES;
+                        tail.drain(..cut);
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl WorkerProcess {
+    /// Starts `command` (program and arguments) for one case.
+    pub fn spawn(command: &[String], launch: &Launch) -> Result<WorkerProcess, String> {
+        let (program, args) = command
+            .split_first()
+            .ok_or("no worker command given (after --)")?;
+        let mut cmd = Command::new(launch.fill(program));
+        cmd.args(args.iter().map(|a| launch.fill(a)))
+            .env("DASK_SCHEDULER_ADDRESS", &launch.scheduler)
+            .env("DASK_NTHREADS", launch.nthreads.to_string())
+            .env("DASK_WORKER_NAME", &launch.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group, so that a wrapper script and the
+            // worker it starts are killed together.
+            cmd.process_group(0);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start worker {program:?}: {e}"))?;
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            keep_tail(out, stdout.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            keep_tail(err, stderr.clone());
+        }
+        Ok(WorkerProcess {
+            child,
+            stdout,
+            stderr,
+            exit: None,
+        })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Kills the process group (if still running) and reaps the process.
+    pub fn kill(&mut self) {
+        if self.exit_status().is_none() {
+            #[cfg(unix)]
+            signal_group(self.child.id());
+            let _ = self.child.kill();
+        }
+        #[cfg(unix)]
+        signal_group(self.child.id());
+        if let Ok(status) = self.child.wait() {
+            self.exit = Some(status);
+        }
+    }
+
+    /// The last lines the worker wrote to stdout and stderr.
+    pub fn output(&self) -> (String, String) {
+        let text = |b: &Arc<Mutex<Vec<u8>>>| {
+            b.lock()
+                .map(|t| {
+                    let start = t.len().saturating_sub(OUTPUT_TAIL_BYTES);
+                    String::from_utf8_lossy(&t[start..]).into_owned()
+                })
+                .unwrap_or_default()
+        };
+        (text(&self.stdout), text(&self.stderr))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends SIGKILL to the process group led by `pid` (the worker was started
+/// as the leader of a new group, so this reaches only what it started).
+#[cfg(unix)]
+fn signal_group(pid: u32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    const SIGKILL: i32 = 9;
+    if let Ok(pid) = i32::try_from(pid) {
+        if pid > 0 {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+            unsafe {
+                kill(-pid, SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,923 @@
+//! Playing one case against one freshly started worker.
+//!
+//! The session owns the runner's scheduler address, its fake peer, the
+//! worker process and the connections; helper threads only read sockets
+//! and hand events over a channel, so every check happens here, in step
+//! order. Each wait is bounded by the step's timeout, and the worker is
+//! killed when the case ends, whatever happened.
+//!
+//! Besides the steps, the session checks every message the worker sends:
+//! each frame must be a valid dask/1 frame, the first message on a
+//! connection must be `hello` (or an `error` refusing ours), and each op
+//! must be one a worker sends on that connection. A breach fails the case
+//! at once.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmpv::Value;
+use serde_json::{json, Map, Value as Json};
+
+use crate::case::{self, Case, Conn, ExitExpectation, Handshake, Level, Step};
+use crate::peer::PeerServer;
+use crate::process::{Launch, WorkerProcess};
+use crate::transport::{self, Event, EventKind};
+use crate::value::{self, answers, match_message, pattern_answers, render, Vars};
+
+/// How long the auto handshake waits for the worker's first `hello`
+/// (process start-up included), in milliseconds before scaling.
+pub const STARTUP_MS: u64 = 10_000;
+
+/// The longest the session sleeps between looks at the worker process.
+const PUMP_SLICE: Duration = Duration::from_millis(50);
+
+/// How long a write to the worker may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After the worker exits, how long events still in flight may arrive
+/// before a waiting step gives up.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
+
+/// Ops a worker may send on each connection.
+const SCHEDULER_OPS: &[&str] = &[
+    "hello",
+    "error",
+    "close",
+    "register-worker",
+    "heartbeat",
+    "task-finished",
+    "task-erred",
+    "steal-response",
+    "data-stored",
+    "add-keys",
+    "missing-data",
+    "data",
+    "busy",
+];
+const DATA_OPS: &[&str] = &["hello", "error", "close", "data", "busy"];
+const PEER_OPS: &[&str] = &["hello", "error", "close", "get-data"];
+
+/// How the runner runs cases.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The worker's command: program and arguments, with placeholders.
+    pub command: Vec<String>,
+    /// Every timeout and window is multiplied by this (slow machines, valgrind).
+    pub timeout_scale: f64,
+}
+
+/// A case's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Every step passed.
+    Pass,
+    /// A step failed.
+    Fail,
+    /// Not run (`--skip`).
+    Skip,
+}
+
+impl Status {
+    /// `PASS`, `FAIL` or `SKIP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+        }
+    }
+}
+
+/// What happened in one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// The case's ID.
+    pub id: String,
+    /// Its description.
+    pub description: String,
+    /// Its level.
+    pub level: Level,
+    /// Its spec section.
+    pub spec: String,
+    /// Its requirement.
+    pub requirement: String,
+    /// Pass, fail or skip.
+    pub status: Status,
+    /// Why it failed: the failing step and what was expected and seen.
+    pub reason: Option<String>,
+    /// Wall time.
+    pub duration: Duration,
+    /// Every message exchanged, one line each, in order.
+    pub transcript: Vec<String>,
+    /// The end of the worker's stdout.
+    pub worker_stdout: String,
+    /// The end of the worker's stderr.
+    pub worker_stderr: String,
+}
+
+impl CaseOutcome {
+    /// The outcome of a case that was not run.
+    pub fn skipped(case: &Case) -> CaseOutcome {
+        CaseOutcome {
+            id: case.id.clone(),
+            description: case.description.clone(),
+            level: case.level,
+            spec: case.spec.clone(),
+            requirement: case.requirement.clone(),
+            status: Status::Skip,
+            reason: None,
+            duration: Duration::ZERO,
+            transcript: Vec::new(),
+            worker_stdout: String::new(),
+            worker_stderr: String::new(),
+        }
+    }
+}
+
+/// Runs one case: starts the worker, plays the steps, kills the worker.
+/// `run` numbers the case within the run (used in the worker's name).
+pub fn run_case(case: &Case, opts: &RunOptions, run: u32) -> CaseOutcome {
+    let started = Instant::now();
+    let mut outcome = CaseOutcome::skipped(case);
+    let result = Session::start(case, opts, run).map(|mut s| {
+        let r = s.play();
+        s.finish();
+        let (out, err) = s.worker.output();
+        outcome.worker_stdout = out;
+        outcome.worker_stderr = err;
+        outcome.transcript = std::mem::take(&mut s.transcript);
+        r
+    });
+    let result = result.and_then(|r| r);
+    outcome.status = if result.is_ok() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    outcome.reason = result.err();
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+/// One message received and not yet matched.
+struct Received {
+    at: Instant,
+    value: Value,
+    consumed: bool,
+}
+
+/// What arrived on one connection.
+#[derive(Default)]
+struct Inbox {
+    messages: Vec<Received>,
+    /// Why it closed, once it has.
+    closed: Option<String>,
+    /// Whether anything arrived yet (the first message must be hello).
+    started: bool,
+}
+
+struct Session<'a> {
+    case: &'a Case,
+    scale: f64,
+    start: Instant,
+    rx: Receiver<Event>,
+    tx: Sender<Event>,
+    vars: Vars,
+    inbox: HashMap<Conn, Inbox>,
+    scheduler: Option<TcpStream>,
+    data: Option<TcpStream>,
+    peer: PeerServer,
+    worker: WorkerProcess,
+    stop_accept: Arc<AtomicBool>,
+    transcript: Vec<String>,
+    violation: Option<String>,
+    exited_at: Option<Instant>,
+}
+
+fn dead_address() -> Result<String, String> {
+    // A port that was just free: bound, read, released. Connecting to it
+    // is refused (nothing listens there).
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    Ok(format!("tcp://{addr}"))
+}
+
+impl<'a> Session<'a> {
+    fn start(case: &'a Case, opts: &RunOptions, run: u32) -> Result<Session<'a>, String> {
+        let (tx, rx) = channel();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("runner cannot bind a scheduler port: {e}"))?;
+        let scheduler_address = format!(
+            "tcp://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let stop_accept = Arc::new(AtomicBool::new(false));
+        transport::spawn_acceptor(listener, Conn::Scheduler, stop_accept.clone(), tx.clone());
+        let peer = PeerServer::start(tx.clone())
+            .map_err(|e| format!("runner cannot bind a peer port: {e}"))?;
+        let launch = Launch {
+            scheduler: scheduler_address.clone(),
+            nthreads: case.worker.nthreads,
+            name: format!("conformance-{}-{run}", std::process::id()),
+        };
+        let mut vars = Vars::new();
+        vars.insert(
+            "scheduler_address".into(),
+            Value::from(scheduler_address.as_str()),
+        );
+        vars.insert("peer_address".into(), Value::from(peer.address.as_str()));
+        vars.insert("dead_address".into(), Value::from(dead_address()?.as_str()));
+        vars.insert("nthreads".into(), Value::from(case.worker.nthreads));
+        let start = Instant::now();
+        let worker = WorkerProcess::spawn(&opts.command, &launch)?;
+        let mut s = Session {
+            case,
+            scale: if opts.timeout_scale > 0.0 {
+                opts.timeout_scale
+            } else {
+                1.0
+            },
+            start,
+            rx,
+            tx,
+            vars,
+            inbox: HashMap::new(),
+            scheduler: None,
+            data: None,
+            peer,
+            worker,
+            stop_accept,
+            transcript: Vec::new(),
+            violation: None,
+            exited_at: None,
+        };
+        let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
+        s.note(format!(
+            "started worker (pid {}): {}",
+            s.worker.id(),
+            argv.join(" ")
+        ));
+        s.note(format!(
+            "scheduler at {scheduler_address}, peer at {}, nthreads {}",
+            s.peer.address, case.worker.nthreads
+        ));
+        Ok(s)
+    }
+
+    fn finish(&mut self) {
+        self.stop_accept.store(true, Ordering::Relaxed);
+        self.peer.stop();
+        for s in [self.scheduler.take(), self.data.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.worker.kill();
+        // Keep the last events (closes, the exit) in the transcript.
+        while let Ok(ev) = self.rx.try_recv() {
+            self.apply(ev);
+        }
+    }
+
+    fn ms(&self, ms: u64) -> Duration {
+        Duration::from_secs_f64(ms as f64 * self.scale / 1000.0)
+    }
+
+    fn stamp(&self, at: Instant) -> String {
+        format!(
+            "{:>7} ms",
+            at.saturating_duration_since(self.start).as_millis()
+        )
+    }
+
+    fn note(&mut self, text: String) {
+        let line = format!("{}  -- {text}", self.stamp(Instant::now()));
+        self.transcript.push(line);
+    }
+
+    fn line(&mut self, at: Instant, arrow: &str, text: &str) {
+        let line = format!("{}  {arrow:<22} {text}", self.stamp(at));
+        self.transcript.push(line);
+    }
+
+    /// The steps: the auto handshake's, then the case's.
+    fn play(&mut self) -> Result<(), String> {
+        let mut steps: Vec<(String, Step)> = Vec::new();
+        if self.case.worker.handshake == Handshake::Auto {
+            for (i, s) in auto_handshake(self.case.worker.heartbeat_interval_ms)
+                .into_iter()
+                .enumerate()
+            {
+                steps.push((format!("handshake step {}", i + 1), s));
+            }
+        }
+        for (i, s) in self.case.steps.iter().enumerate() {
+            steps.push((format!("step {}", i + 1), s.clone()));
+        }
+        for (name, step) in &steps {
+            self.run_step(step)
+                .map_err(|e| format!("{name} ({}): {e}", describe(step)))?;
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<(), String> {
+        self.check_violation()?;
+        match step {
+            Step::Send(s) => self.send(s.on, s.send.as_slice()),
+            Step::SendRaw(s) => {
+                let bytes = dask_core::json::unhex(&s.send_raw)?;
+                let shown = dask_core::json::to_hex(&bytes[..bytes.len().min(64)]);
+                self.line(
+                    Instant::now(),
+                    &arrow_out(s.on),
+                    &format!(
+                        "raw bytes {shown}{}",
+                        if bytes.len() > 64 { "…" } else { "" }
+                    ),
+                );
+                self.write(s.on, &bytes)
+            }
+            Step::Expect(s) => self.expect(
+                s.on,
+                s.expect.as_slice(),
+                s.within_ms.unwrap_or(case::EXPECT_WITHIN_MS_DEFAULT),
+                s.ordered,
+            ),
+            Step::ExpectNone(s) => self.expect_none(s.on, &s.expect_none, s.for_ms),
+            Step::ExpectEvery(s) => {
+                self.expect_every(s.on, &s.expect_every, s.interval_ms, s.count)
+            }
+            Step::ExpectClose(s) => {
+                self.expect_close(s.on, s.within_ms.unwrap_or(case::EXPECT_WITHIN_MS_DEFAULT))
+            }
+            Step::ExpectExit(s) => self.expect_exit(
+                &s.expect_exit,
+                s.within_ms.unwrap_or(case::EXPECT_WITHIN_MS_DEFAULT),
+            ),
+            Step::PeerHolds(s) => {
+                for (k, v) in &s.peer_holds {
+                    let bytes = value::encode(v, &self.vars)?;
+                    let shown = if bytes.len() <= 4096 {
+                        value::decode(&bytes)
+                            .map(|v| render(&v))
+                            .unwrap_or_default()
+                    } else {
+                        format!("<{} bytes of msgpack>", bytes.len())
+                    };
+                    self.note(format!("peer now holds {k:?} = {shown}"));
+                    self.peer.hold(k.clone(), bytes);
+                }
+                Ok(())
+            }
+            Step::PeerBusy(s) => {
+                self.note(format!(
+                    "peer answers the next {} get-data with busy",
+                    s.peer_busy
+                ));
+                self.peer.set_busy(s.peer_busy);
+                Ok(())
+            }
+            Step::Connect(s) => self.connect(s.handshake),
+            Step::Close(s) => {
+                let stream = match s.close {
+                    Conn::Scheduler => self.scheduler.take(),
+                    _ => self.data.take(),
+                };
+                if let Some(stream) = stream {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+                self.note(format!("runner closed the {} connection", s.close.as_str()));
+                Ok(())
+            }
+            Step::Wait(s) => {
+                let until = Instant::now() + self.ms(s.wait_ms);
+                while Instant::now() < until {
+                    self.pump(until)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- sending -------------------------------------------------------
+
+    fn send(&mut self, on: Conn, messages: &[Map<String, Json>]) -> Result<(), String> {
+        let mut encoded = Vec::new();
+        for m in messages {
+            let bytes = value::encode(&Json::Object(m.clone()), &self.vars)?;
+            let shown = value::decode(&bytes)
+                .map(|v| render(&v))
+                .unwrap_or_default();
+            self.line(Instant::now(), &arrow_out(on), &shown);
+            encoded.push(bytes);
+        }
+        self.write(on, &transport::frame_bytes(&encoded))
+    }
+
+    fn write(&mut self, on: Conn, bytes: &[u8]) -> Result<(), String> {
+        // The worker connects on its own schedule: a send to the scheduler
+        // waits (boundedly) for its connection.
+        if on == Conn::Scheduler && self.scheduler.is_none() {
+            let until = Instant::now() + self.ms(STARTUP_MS);
+            while self.scheduler.is_none() && Instant::now() < until {
+                self.pump(until)?;
+            }
+        }
+        let stream = match on {
+            Conn::Scheduler => self.scheduler.as_mut(),
+            Conn::Data => self.data.as_mut(),
+            Conn::Peer => None,
+        };
+        let Some(stream) = stream else {
+            return Err(format!("no {} connection to send on", on.as_str()));
+        };
+        stream
+            .write_all(bytes)
+            .map_err(|e| format!("could not send on the {} connection: {e}", on.as_str()))
+    }
+
+    fn connect(&mut self, handshake: bool) -> Result<(), String> {
+        let address = self
+            .vars
+            .get("worker_address")
+            .and_then(Value::as_str)
+            .ok_or("worker_address is not known (no register-worker yet)")?
+            .to_owned();
+        let hostport = address
+            .strip_prefix("tcp://")
+            .unwrap_or(&address)
+            .trim_end_matches('/');
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| format!("worker_address {address:?} does not resolve: {e}"))?
+            .next()
+            .ok_or_else(|| format!("worker_address {address:?} resolves to nothing"))?;
+        let stream = TcpStream::connect_timeout(&addr, self.ms(5000))
+            .map_err(|e| format!("cannot connect to the worker's data address {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let reader = stream.try_clone().map_err(|e| e.to_string())?;
+        self.inbox.insert(Conn::Data, Inbox::default());
+        transport::spawn_reader(reader, Conn::Data, 0, self.tx.clone());
+        self.data = Some(stream);
+        self.note(format!(
+            "runner connected to the worker's data address {address}"
+        ));
+        if handshake {
+            let hello = obj(
+                json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "name": "dask-conformance", "features": []}),
+            );
+            self.send(Conn::Data, &[hello])?;
+            let reply = obj(
+                json!({"op": "hello", "protocol": "dask", "version": [1, {"$any": "uint"}], "role": "worker"}),
+            );
+            self.expect(Conn::Data, &[reply], case::EXPECT_WITHIN_MS_DEFAULT, false)?;
+        }
+        Ok(())
+    }
+
+    // ---- receiving -----------------------------------------------------
+
+    /// Waits for the next event (at most until `until`, and at most one
+    /// slice), applies it and every other one already queued.
+    fn pump(&mut self, until: Instant) -> Result<(), String> {
+        let now = Instant::now();
+        let wait = until.saturating_duration_since(now).min(PUMP_SLICE);
+        match self.rx.recv_timeout(wait) {
+            Ok(ev) => self.apply(ev),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+        while let Ok(ev) = self.rx.try_recv() {
+            self.apply(ev);
+        }
+        if self.exited_at.is_none() {
+            if let Some(status) = self.worker.exit_status() {
+                self.exited_at = Some(Instant::now());
+                self.note(format!("worker exited: {status}"));
+            }
+        }
+        self.check_violation()
+    }
+
+    fn check_violation(&mut self) -> Result<(), String> {
+        match self.violation.take() {
+            Some(v) => Err(format!("protocol violation: {v}")),
+            None => Ok(()),
+        }
+    }
+
+    fn exited_long_ago(&self) -> bool {
+        self.exited_at.is_some_and(|t| t.elapsed() > EXIT_GRACE)
+    }
+
+    fn apply(&mut self, ev: Event) {
+        let name = conn_name(ev.conn, ev.index);
+        match ev.kind {
+            EventKind::Accepted(stream) => {
+                if self.scheduler.is_some() {
+                    self.note(
+                        "worker opened another scheduler connection; runner closed it".into(),
+                    );
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                match stream.try_clone() {
+                    Ok(reader) => {
+                        transport::spawn_reader(reader, Conn::Scheduler, 0, self.tx.clone());
+                        self.note("worker connected to the scheduler address".into());
+                        self.scheduler = Some(stream);
+                    }
+                    Err(e) => {
+                        self.violation = Some(format!("runner cannot read the connection: {e}"))
+                    }
+                }
+            }
+            EventKind::Frame(values) => {
+                for v in values {
+                    let text = render(&v);
+                    self.line(ev.at, &format!("worker -> {name}"), &text);
+                    let op = value::op_of(&v).unwrap_or("").to_owned();
+                    let inbox = self.inbox.entry(ev.conn).or_default();
+                    let first = !inbox.started;
+                    inbox.started = true;
+                    let allowed = match ev.conn {
+                        Conn::Scheduler => SCHEDULER_OPS,
+                        Conn::Data => DATA_OPS,
+                        Conn::Peer => PEER_OPS,
+                    };
+                    let violation = if !allowed.contains(&op.as_str()) {
+                        Some(format!(
+                            "worker sent `{op}` on the {name} connection, where a worker sends only {}",
+                            allowed.join(", ")
+                        ))
+                    } else if ev.conn != Conn::Peer
+                        && first
+                        && op != "hello"
+                        && !(ev.conn == Conn::Data && op == "error")
+                    {
+                        Some(format!("worker's first message on the {name} connection is `{op}`, not `hello`"))
+                    } else if ev.conn != Conn::Peer && !first && op == "hello" {
+                        Some(format!(
+                            "worker sent a second `hello` on the {name} connection"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let (Some(v), None) = (violation, &self.violation) {
+                        self.violation = Some(v);
+                    }
+                    self.inbox
+                        .entry(ev.conn)
+                        .or_default()
+                        .messages
+                        .push(Received {
+                            at: ev.at,
+                            value: v,
+                            consumed: false,
+                        });
+                }
+            }
+            EventKind::BadFrame(e) => {
+                self.line(
+                    ev.at,
+                    &format!("worker -> {name}"),
+                    &format!("malformed frame: {e}"),
+                );
+                if self.violation.is_none() {
+                    self.violation = Some(format!(
+                        "worker sent a malformed frame on the {name} connection: {e}"
+                    ));
+                }
+                self.inbox.entry(ev.conn).or_default().closed =
+                    Some(format!("malformed frame: {e}"));
+            }
+            EventKind::Closed(why) => {
+                self.note(format!("{name} connection closed ({why})"));
+                self.inbox.entry(ev.conn).or_default().closed = Some(why);
+            }
+            EventKind::PeerSent(texts) => {
+                for t in texts {
+                    self.line(ev.at, &format!("{name} -> worker"), &t);
+                }
+            }
+        }
+    }
+
+    fn inbox(&mut self, on: Conn) -> &mut Inbox {
+        self.inbox.entry(on).or_default()
+    }
+
+    fn expect(
+        &mut self,
+        on: Conn,
+        patterns: &[Map<String, Json>],
+        within_ms: u64,
+        ordered: bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.ms(within_ms);
+        let mut matched: Vec<Option<usize>> = vec![None; patterns.len()];
+        loop {
+            for (i, p) in patterns.iter().enumerate() {
+                if matched[i].is_some() {
+                    continue;
+                }
+                let vars = self.vars.clone();
+                let want = pattern_answers(p);
+                let mut hit = None;
+                for (j, r) in self.inbox(on).messages.iter().enumerate() {
+                    if r.consumed {
+                        continue;
+                    }
+                    match match_message(p, &r.value, &vars) {
+                        Ok(caps) => {
+                            hit = Some((j, caps));
+                            break;
+                        }
+                        Err(diff) => {
+                            if want.is_some() && answers(&r.value) == want {
+                                return Err(format!(
+                                    "the worker answered differently: {diff}\n  expected: {}\n  received: {}",
+                                    Json::Object(p.clone()),
+                                    render(&r.value)
+                                ));
+                            }
+                        }
+                    }
+                }
+                if let Some((j, caps)) = hit {
+                    self.inbox(on).messages[j].consumed = true;
+                    matched[i] = Some(j);
+                    self.vars.extend(caps);
+                }
+            }
+            if matched.iter().all(Option::is_some) {
+                if ordered && matched.windows(2).any(|w| w[0] > w[1]) {
+                    return Err("the messages arrived in another order than listed".into());
+                }
+                return Ok(());
+            }
+            let missing: Vec<&Map<String, Json>> = patterns
+                .iter()
+                .zip(&matched)
+                .filter(|(_, m)| m.is_none())
+                .map(|(p, _)| p)
+                .collect();
+            if let Some(why) = self.inbox(on).closed.clone() {
+                return Err(format!(
+                    "the {} connection closed ({why}) before {} arrived",
+                    on.as_str(),
+                    shown_patterns(&missing)
+                ));
+            }
+            if self.exited_long_ago() {
+                return Err(format!(
+                    "the worker exited before {} arrived",
+                    shown_patterns(&missing)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_reason(on, &missing, within_ms));
+            }
+            self.pump(deadline)?;
+        }
+    }
+
+    fn timeout_reason(
+        &mut self,
+        on: Conn,
+        missing: &[&Map<String, Json>],
+        within_ms: u64,
+    ) -> String {
+        let mut reason = format!(
+            "no message matching {} on the {} connection within {} ms",
+            shown_patterns(missing),
+            on.as_str(),
+            self.ms(within_ms).as_millis()
+        );
+        let vars = self.vars.clone();
+        for p in missing {
+            let op = p.get("op").and_then(Json::as_str).unwrap_or("");
+            for r in self.inbox(on).messages.iter().filter(|r| !r.consumed) {
+                if value::op_of(&r.value) == Some(op) {
+                    if let Err(diff) = match_message(p, &r.value, &vars) {
+                        reason.push_str(&format!("\n  closest: {} ({diff})", render(&r.value)));
+                    }
+                }
+            }
+        }
+        reason
+    }
+
+    fn expect_none(&mut self, on: Conn, p: &Map<String, Json>, for_ms: u64) -> Result<(), String> {
+        let until = Instant::now() + self.ms(for_ms);
+        loop {
+            let vars = self.vars.clone();
+            if let Some(r) = self
+                .inbox(on)
+                .messages
+                .iter()
+                .find(|r| !r.consumed && match_message(p, &r.value, &vars).is_ok())
+            {
+                return Err(format!(
+                    "received {} on the {} connection, which must not come",
+                    render(&r.value),
+                    on.as_str()
+                ));
+            }
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            self.pump(until)?;
+        }
+    }
+
+    fn expect_every(
+        &mut self,
+        on: Conn,
+        p: &Map<String, Json>,
+        interval_ms: u64,
+        count: u32,
+    ) -> Result<(), String> {
+        let vars = self.vars.clone();
+        // Matching messages that came before this step do not count.
+        for r in self.inbox(on).messages.iter_mut() {
+            if !r.consumed && match_message(p, &r.value, &vars).is_ok() {
+                r.consumed = true;
+            }
+        }
+        let interval = self.ms(interval_ms);
+        let mut last = Instant::now();
+        let mut seen = 0;
+        loop {
+            let mut gap_error = None;
+            for r in self.inbox(on).messages.iter_mut() {
+                if r.consumed || match_message(p, &r.value, &vars).is_err() {
+                    continue;
+                }
+                r.consumed = true;
+                let gap = r.at.saturating_duration_since(last);
+                if gap > interval && gap_error.is_none() {
+                    gap_error = Some(gap);
+                }
+                last = r.at;
+                seen += 1;
+            }
+            if let Some(gap) = gap_error {
+                return Err(format!(
+                    "a gap of {} ms between matching messages, more than {} ms",
+                    gap.as_millis(),
+                    interval.as_millis()
+                ));
+            }
+            if seen >= count {
+                return Ok(());
+            }
+            let deadline = last + interval;
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{seen} of {count} messages matching {} came; none within {} ms of the last (or of the step's start)",
+                    Json::Object(p.clone()),
+                    interval.as_millis()
+                ));
+            }
+            if let Some(why) = self.inbox(on).closed.clone() {
+                return Err(format!("the {} connection closed ({why})", on.as_str()));
+            }
+            self.pump(deadline)?;
+        }
+    }
+
+    fn expect_close(&mut self, on: Conn, within_ms: u64) -> Result<(), String> {
+        let until = Instant::now() + self.ms(within_ms);
+        loop {
+            if self.inbox(on).closed.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "the worker did not close the {} connection within {} ms",
+                    on.as_str(),
+                    self.ms(within_ms).as_millis()
+                ));
+            }
+            self.pump(until)?;
+        }
+    }
+
+    fn expect_exit(&mut self, e: &ExitExpectation, within_ms: u64) -> Result<(), String> {
+        let until = Instant::now() + self.ms(within_ms);
+        loop {
+            if let Some(status) = self.worker.exit_status() {
+                return match e {
+                    ExitExpectation::Code { code } if status.code() != Some(*code) => Err(format!(
+                        "the worker exited with {status}, not with code {code}"
+                    )),
+                    _ => Ok(()),
+                };
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "the worker's process did not exit within {} ms",
+                    self.ms(within_ms).as_millis()
+                ));
+            }
+            self.pump(until)?;
+        }
+    }
+}
+
+fn obj(j: Json) -> Map<String, Json> {
+    match j {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The steps of the automatic scheduler-side handshake.
+fn auto_handshake(heartbeat_interval_ms: u64) -> Vec<Step> {
+    let steps = json!([
+        {"expect": {"op": "hello", "protocol": "dask", "version": [1, {"$any": "uint"}], "role": "worker"},
+         "within_ms": STARTUP_MS},
+        {"send": {"op": "hello", "protocol": "dask", "version": [1, 0], "role": "scheduler", "id": 1, "features": []}},
+        {"expect": {"op": "register-worker", "name": {"$capture": "worker_name"}, "address": {"$capture": "worker_address"}}},
+        {"send": {"op": "worker-registered", "id": 1, "heartbeat_interval_ms": heartbeat_interval_ms}},
+    ]);
+    serde_json::from_value(steps).unwrap_or_default()
+}
+
+fn conn_name(conn: Conn, index: u32) -> String {
+    match conn {
+        Conn::Peer => format!("peer#{index}"),
+        other => other.as_str().to_owned(),
+    }
+}
+
+fn arrow_out(on: Conn) -> String {
+    match on {
+        Conn::Scheduler => "scheduler -> worker".into(),
+        Conn::Data => "data -> worker".into(),
+        Conn::Peer => "peer -> worker".into(),
+    }
+}
+
+fn shown_patterns(ps: &[&Map<String, Json>]) -> String {
+    ps.iter()
+        .map(|p| Json::Object((*p).clone()).to_string())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// One line saying what a step does.
+fn describe(step: &Step) -> String {
+    let short = |j: Json| {
+        let s = j.to_string();
+        if s.chars().count() > 160 {
+            format!("{}…", s.chars().take(160).collect::<String>())
+        } else {
+            s
+        }
+    };
+    match step {
+        Step::Send(s) => format!("send on {}", s.on.as_str()),
+        Step::SendRaw(s) => format!("send raw bytes on {}", s.on.as_str()),
+        Step::Expect(s) => format!(
+            "expect on {} {}",
+            s.on.as_str(),
+            short(Json::Array(
+                s.expect
+                    .as_slice()
+                    .iter()
+                    .cloned()
+                    .map(Json::Object)
+                    .collect()
+            ))
+        ),
+        Step::ExpectNone(s) => format!(
+            "expect none on {} for {} ms of {}",
+            s.on.as_str(),
+            s.for_ms,
+            short(Json::Object(s.expect_none.clone()))
+        ),
+        Step::ExpectEvery(s) => format!(
+            "expect {} every {} ms on {}",
+            s.count,
+            s.interval_ms,
+            s.on.as_str()
+        ),
+        Step::ExpectClose(s) => format!("expect the worker to close {}", s.on.as_str()),
+        Step::ExpectExit(_) => "expect the worker to exit".into(),
+        Step::PeerHolds(_) => "peer holds".into(),
+        Step::PeerBusy(_) => "peer busy".into(),
+        Step::Connect(_) => "connect to the data address".into(),
+        Step::Close(s) => format!("close {}", s.close.as_str()),
+        Step::Wait(s) => format!("wait {} ms", s.wait_ms),
+    }
+}

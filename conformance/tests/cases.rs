@@ -1,0 +1,83 @@
+//! The case files lint clean, the built-in cases are the files on disk,
+//! and the committed case schema is the one the types generate.
+
+use std::path::PathBuf;
+
+use dask_conformance::case;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn case_files_lint_clean() {
+    let cases = case::load_dir(&root().join("cases")).expect("case files parse");
+    assert!(cases.len() >= 40, "only {} cases", cases.len());
+    // Spec anchors are checked once the spec exists.
+    let protocol = std::fs::read_to_string(root().join("../spec/PROTOCOL.md")).ok();
+    let problems = case::lint(&cases, protocol.as_deref());
+    assert!(
+        problems.is_empty(),
+        "case problems:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn built_in_cases_are_the_files_on_disk() {
+    let on_disk: Vec<String> = case::load_dir(&root().join("cases"))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let built_in: Vec<String> = case::embedded()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(on_disk, built_in);
+}
+
+#[test]
+fn committed_case_schema_is_up_to_date() {
+    let path = root().join("cases/case.schema.json");
+    let generated = case::schema();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated {
+        if std::env::var_os("DASK_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).expect("write case schema");
+            return;
+        }
+        panic!(
+            "conformance/cases/case.schema.json is not up to date: run \
+             `DASK_UPDATE_SCHEMA=1 cargo test -p dask-conformance --test cases` and commit"
+        );
+    }
+}
+
+#[test]
+fn lint_catches_the_usual_mistakes() {
+    let text = r#"[
+      {"id": "dask-1/other/01", "description": "x", "spec": "PROTOCOL.md#nowhere", "requirement": "MUST x", "level": "SHOULD",
+       "steps": [{"send": {"op": "compute-task", "key": "k"}}, {"expect": {"op": "no-op", "v": {"$var": "later"}}}]},
+      {"id": "dask-1/other/01", "description": "y", "spec": "PROTOCOL.md#a", "requirement": "MUST y", "level": "MUST",
+       "steps": [{"expect": {"op": "hello", "x": {"$nope": 1}}}]}
+    ]"#;
+    let cases = case::parse_file("misc.json", text).unwrap();
+    let problems = case::lint(&cases, Some("# A\n"));
+    let all = problems.join("\n");
+    for needle in [
+        "duplicate id",
+        "is not the file's name",
+        "not a positive integer",
+        "does not contain its level word SHOULD",
+        "SHOULD cases belong in cases/optional/",
+        "#nowhere is not a heading",
+        "not valid dask/1",
+        "\"no-op\" is not a dask/1 op",
+        "\"later\" is not defined",
+        "unknown or malformed matcher",
+    ] {
+        assert!(all.contains(needle), "lint missed {needle:?} in:\n{all}");
+    }
+}
