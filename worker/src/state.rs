@@ -56,6 +56,11 @@ pub const BUSY_RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
 /// `busy` answers for one key before the worker gives up on that holder.
 pub const BUSY_ANSWERS_MAX: u32 = 30;
 
+/// How long a get-data to a peer may go unanswered before that holder
+/// counts as failed for its keys (a peer that hangs without closing). Long
+/// enough for a 256 MiB value at a few MB/s.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a holder whose connection failed is tried only after others.
 pub const FAILED_ADDRESS_MEMORY: Duration = Duration::from_secs(10);
 
@@ -293,6 +298,8 @@ pub struct WorkerState {
     pending_fetches: Vec<Key>,
     delayed_fetches: Vec<(Instant, Key)>,
     requests: HashMap<u64, PeerRequest>,
+    /// (deadline, request) in sending order; deadlines only grow.
+    request_deadlines: VecDeque<(Instant, u64)>,
     next_request: u64,
     failed_addresses: HashMap<String, Instant>,
     reply_bytes_in_flight: HashMap<PeerId, usize>,
@@ -324,6 +331,7 @@ impl WorkerState {
             pending_fetches: Vec::new(),
             delayed_fetches: Vec::new(),
             requests: HashMap::new(),
+            request_deadlines: VecDeque::new(),
             next_request: 0,
             failed_addresses: HashMap::new(),
             reply_bytes_in_flight: HashMap::new(),
@@ -517,18 +525,21 @@ impl WorkerState {
             .filter(|(_, r)| r.address == address)
             .map(|(id, _)| *id)
             .collect();
-        if failed.is_empty() {
-            return;
-        }
-        self.dirty = true;
-        self.failed_addresses.insert(address.to_string(), now);
         for id in failed {
-            let Some(request) = self.requests.remove(&id) else {
-                continue;
-            };
-            for key in request.outstanding {
-                self.holder_lacks(&key, address, id);
-            }
+            self.request_failed(id);
+        }
+    }
+
+    /// A request is given up: its holder counts as failed for its keys.
+    fn request_failed(&mut self, id: u64) {
+        let Some(request) = self.requests.remove(&id) else {
+            return;
+        };
+        self.dirty = true;
+        self.failed_addresses
+            .insert(request.address.clone(), self.now);
+        for key in request.outstanding {
+            self.holder_lacks(&key, &request.address, id);
         }
     }
 
@@ -633,11 +644,33 @@ impl WorkerState {
         if self.delayed_fetches.iter().any(|(at, _)| *at <= now) {
             self.dirty = true;
         }
+        // Answered requests leave their entry behind: drop those from the
+        // front too, so the queue holds little more than what is in flight.
+        while let Some(&(deadline, id)) = self.request_deadlines.front() {
+            let pending = self.requests.contains_key(&id);
+            if pending && deadline > now {
+                break;
+            }
+            self.request_deadlines.pop_front();
+            if pending {
+                self.request_failed(id);
+            }
+        }
     }
 
     /// When [`WorkerState::handle_tick`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let delayed = self.delayed_fetches.iter().map(|(at, _)| *at).min();
+        let delayed = self
+            .delayed_fetches
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(
+                self.request_deadlines
+                    .iter()
+                    .find(|(_, id)| self.requests.contains_key(id))
+                    .map(|(at, _)| *at),
+            )
+            .min();
         match (self.next_heartbeat.filter(|_| !self.closed), delayed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1152,6 +1185,8 @@ impl WorkerState {
                     fetch.in_flight = Some(request);
                 }
             }
+            self.request_deadlines
+                .push_back((self.now + FETCH_TIMEOUT, request));
             self.requests.insert(
                 request,
                 PeerRequest {
@@ -1998,5 +2033,35 @@ mod tests {
         // A completion of a withdrawn run is ignored.
         w.handle_task_done(now, done(2, Value::Nil));
         assert!(drain(&mut w).is_empty());
+    }
+
+    #[test]
+    fn a_holder_that_never_answers_times_out_and_the_next_is_asked() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A, PEER_B])]));
+        let sent = fetches(&drain(&mut w));
+        assert_eq!(sent[0].0, PEER_A);
+        assert_eq!(w.poll_timeout(), Some(now + FETCH_TIMEOUT));
+        w.handle_tick(now + FETCH_TIMEOUT - Duration::from_millis(1));
+        assert!(drain(&mut w).is_empty());
+        let late = now + FETCH_TIMEOUT;
+        w.handle_tick(late);
+        let next = fetches(&drain(&mut w));
+        assert_eq!(next[0].0, PEER_B);
+        // A late answer from the first holder is ignored.
+        w.handle_peer_reply(
+            late,
+            PEER_A,
+            data_reply(sent[0].1.request, &[("d", Value::from(1))], &[]),
+        );
+        assert!(jobs(drain(&mut w)).is_empty());
+        w.handle_peer_reply(
+            late,
+            PEER_B,
+            data_reply(next[0].1.request, &[("d", Value::from(2))], &[]),
+        );
+        let started = jobs(drain(&mut w));
+        assert_eq!(started[0].deps[0].1.as_bytes(), &[2]);
     }
 }
