@@ -183,21 +183,21 @@ impl Client {
         self.shared().with(|st| st.session.cancel(keys, false));
     }
 
-    /// Stores values on the cluster: one future per value, finished once
-    /// stored. Does not wait; a failure (e.g. no workers) shows on the
-    /// futures.
-    pub fn scatter(&self, values: Vec<rmpv::Value>) -> Vec<Future> {
+    /// Stores values on the cluster and waits until they are stored (as
+    /// Dask's `scatter` does, so the futures can be used in graphs at
+    /// once): one future per value.
+    pub fn scatter(&self, values: Vec<rmpv::Value>) -> Result<Vec<Future>> {
         self.scatter_with(values, None, false)
     }
 
-    /// Like [`Client::scatter`], on the given workers, or on every worker
-    /// with `broadcast`.
+    /// Like [`Client::scatter`], on the given workers (names or
+    /// addresses), or on every worker with `broadcast`.
     pub fn scatter_with(
         &self,
         values: Vec<rmpv::Value>,
         workers: Option<Vec<String>>,
         broadcast: bool,
-    ) -> Vec<Future> {
+    ) -> Result<Vec<Future>> {
         let keys: Vec<Key> = values.iter().map(|_| new_key("data")).collect();
         let data: BTreeMap<Key, RawValue> = keys
             .iter()
@@ -206,9 +206,15 @@ impl Client {
             .collect();
         self.shared()
             .with(|st| st.session.scatter(data, workers, broadcast));
-        keys.into_iter()
+        let futures: Vec<Future> = keys
+            .into_iter()
             .map(|k| Future::adopt(Arc::clone(self.shared()), k))
-            .collect()
+            .collect();
+        let deadline = self.request_timeout.map(|t| std::time::Instant::now() + t);
+        for f in &futures {
+            f.wait_deadline(deadline)?;
+        }
+        Ok(futures)
     }
 
     // ---- datasets ----------------------------------------------------------

@@ -309,21 +309,47 @@ fn request_timeout_gives_up_and_a_late_reply_is_harmless() {
 }
 
 #[test]
-fn scatter_sends_values_and_futures_finish_when_stored() {
+fn scatter_sends_values_and_waits_until_they_are_stored() {
     let (client, mut mock) = connect();
-    let fs = client.scatter(vec![Value::from(1), Value::from("two")]);
-    let Message::Scatter(s) = mock.recv() else {
-        panic!()
-    };
-    assert_eq!(s.data.len(), 2);
-    assert_eq!(
-        s.data[fs[1].key()],
-        RawValue::from_value(&Value::from("two"))
-    );
-    mock.send(&[finished(fs[0].key()), finished(fs[1].key())]);
-    for f in &fs {
-        f.wait_timeout(PATIENCE).unwrap();
-    }
+    std::thread::scope(|s| {
+        let c = &client;
+        let t = s.spawn(move || c.scatter(vec![Value::from(1), Value::from("two")]));
+        let Message::Scatter(m) = mock.recv() else {
+            panic!()
+        };
+        assert_eq!(m.data.len(), 2);
+        assert!(m
+            .data
+            .values()
+            .any(|v| v == &RawValue::from_value(&Value::from("two"))));
+        let keys: Vec<Key> = m.data.keys().cloned().collect();
+        mock.send(&[finished(&keys[0]), finished(&keys[1])]);
+        let fs = t.join().unwrap().unwrap();
+        assert!(fs.iter().all(|f| f.status() == Status::Finished));
+    });
+}
+
+#[test]
+fn scatter_without_workers_fails() {
+    let (client, mut mock) = connect();
+    std::thread::scope(|s| {
+        let c = &client;
+        let t = s.spawn(move || c.scatter(vec![Value::from(1)]));
+        let Message::Scatter(m) = mock.recv() else {
+            panic!()
+        };
+        mock.send(&[Message::ErrorReport(ErrorReport {
+            code: 5001,
+            message: "no workers".into(),
+            fatal: false,
+            request: Some(m.request),
+            keys: None,
+        })]);
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(Error::Refused { code: 5001, .. })
+        ));
+    });
 }
 
 #[test]

@@ -1,0 +1,132 @@
+//! The `dask` command: run, submit and info, against embedded and running
+//! clusters. Needs the `local` feature (for `dask run` and the cluster).
+#![cfg(feature = "local")]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use dask_client::LocalCluster;
+
+fn dask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dask"))
+        .args(args)
+        .output()
+        .expect("dask runs")
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_prints_wanted_results_sorted_by_key() {
+    let o = dask(&["run", &example("sum.json"), "--threads", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    // Not a terminal: no progress bar.
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn run_with_several_workers_and_explicit_wanted_keys() {
+    let o = dask(&[
+        "run",
+        &example("chain.json"),
+        "--workers",
+        "2",
+        "--threads=1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "step-9 = 36\n");
+    let o = dask(&["run", &example("shell.json")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "code = 0\nstdout = \"hello from a worker\\n\"\n"
+    );
+}
+
+#[test]
+fn a_failed_task_exits_non_zero_with_the_remote_error() {
+    let o = dask(&["run", &example("fail.json")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "fine = 2\n");
+    assert!(
+        stderr(&o).contains("downstream: RemoteError: ConformanceError: this task always fails"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn submit_and_info_talk_to_a_running_cluster() {
+    let cluster = LocalCluster::builder()
+        .workers(1)
+        .threads_per_worker(1)
+        .build()
+        .unwrap();
+    // The same graph in msgpack.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example("sum.json")).unwrap()).unwrap();
+    let bytes = dask_core::json::json_to_msgpack(&json).unwrap();
+    let path = std::env::temp_dir().join(format!("dask-cli-{}.msgpack", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let o = dask(&[
+        "submit",
+        "--scheduler",
+        cluster.address(),
+        path.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    let o = dask(&["info", "--scheduler", cluster.address()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("workers: 1"), "{out}");
+    assert!(out.contains("local-0 tcp://127.0.0.1:"), "{out}");
+    assert!(out.contains("threads=1"), "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_bad_files_exit_1() {
+    assert_eq!(dask(&[]).status.code(), Some(2));
+    assert_eq!(dask(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(dask(&["run"]).status.code(), Some(2));
+    assert_eq!(dask(&["run", "a", "b"]).status.code(), Some(2));
+    assert_eq!(
+        dask(&["run", "x.json", "--workers", "0"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        dask(&["submit", &example("sum.json")]).status.code(),
+        Some(2)
+    );
+    let o = dask(&["run", "/nonexistent/graph.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read"));
+    assert!(dask(&["--help"]).status.success());
+}
+
+#[test]
+fn an_unreachable_scheduler_is_reported() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let o = dask(&["info", "--scheduler", &format!("tcp://127.0.0.1:{port}")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("connection error"), "{}", stderr(&o));
+}
