@@ -151,7 +151,11 @@ fn main() -> ExitCode {
             for (name, doc) in builtin_docs() {
                 println!("{name}");
                 for line in doc.lines() {
-                    println!("    {line}");
+                    if line.is_empty() {
+                        println!();
+                    } else {
+                        println!("    {line}");
+                    }
                 }
                 println!();
             }
