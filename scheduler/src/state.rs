@@ -245,6 +245,8 @@ pub(crate) struct Worker {
     pub(crate) processing: BTreeSet<TaskId>,
     pub(crate) has_what: BTreeSet<TaskId>,
     pub(crate) stored_bytes: u64,
+    /// Moving average of the task durations it reported.
+    pub(crate) average_duration_us: Option<f64>,
 }
 
 /// What a connection is, as far as the handshake got.
@@ -719,6 +721,7 @@ impl SchedulerState {
             processing: BTreeSet::new(),
             has_what: BTreeSet::new(),
             stored_bytes: 0,
+            average_duration_us: None,
         }));
         self.worker_by_conn.insert(conn, w);
         self.worker_by_name.insert(m.name, w);

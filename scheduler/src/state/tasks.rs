@@ -434,6 +434,9 @@ impl SchedulerState {
             // the worker drops it on the free-keys it has been sent.
             return;
         }
+        if let (Some(us), Some(worker)) = (m.duration_us, self.workers.get_mut(w.0)) {
+            worker.record_duration(us);
+        }
         self.set_state(t, TaskState::Memory);
         self.tasks[t.0].nbytes = m.nbytes;
         self.add_replica(t, w);

@@ -533,6 +533,51 @@ fn a_worker_gets_at_most_twice_its_threads_and_the_rest_queue_in_priority_order(
     assert_eq!(compute_keys(&sim.recv(w)), ["t2", "t3"]);
 }
 
+#[test]
+fn a_worker_running_tiny_tasks_is_given_more_at_once() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    let tasks: Vec<TaskSpec> = (0..300)
+        .map(|i| spec(&format!("t{i}"), "f", vec![]))
+        .collect();
+    let wanted: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+    let wanted: Vec<&str> = wanted.iter().map(|s| s.as_str()).collect();
+    sim.submit(c, 1, tasks, &wanted);
+    assert_eq!(
+        compute_keys(&sim.recv(w)).len(),
+        2,
+        "unknown durations: 2 per thread"
+    );
+    let report = |sim: &mut Sim, key: &str, us: u64| {
+        sim.send(
+            w,
+            TaskFinished {
+                key: key.into(),
+                nbytes: 1,
+                duration_us: Some(us),
+            },
+        );
+    };
+    // 10 us tasks: 1 ms of queued work is 100, capped at 64 + the running one.
+    report(&mut sim, "t0", 10);
+    assert_eq!(compute_keys(&sim.recv(w)).len(), 64);
+    assert_eq!(
+        sim.s
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state.name() == "processing")
+            .count(),
+        65
+    );
+    // Long tasks shrink it back to one queued per thread as the average grows.
+    for i in 1..=64 {
+        report(&mut sim, &format!("t{i}"), 1_000_000);
+    }
+    let w_state = sim.s.workers.iter().next().map(|(_, w)| w.slots());
+    assert_eq!(w_state, Some(2));
+}
+
 impl Sim {
     fn mail_peek(&self, c: ConnId) -> Vec<Message> {
         self.mail

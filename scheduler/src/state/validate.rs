@@ -87,11 +87,11 @@ impl SchedulerState {
                 );
             }
             ensure!(
-                w.processing.len() <= w.slots(),
-                "worker {} has {} tasks for {} slots",
+                w.processing.len() <= w.slots_max(),
+                "worker {} has {} tasks for {} slots at most",
                 w.name,
                 w.processing.len(),
-                w.slots()
+                w.slots_max()
             );
             ensure!(
                 self.worker_by_conn.get(&w.conn) == Some(&WorkerIdx(i)),

@@ -312,7 +312,7 @@ impl Chaos {
                 TaskFinished {
                     key,
                     nbytes: 1,
-                    duration_us: None,
+                    duration_us: [None, Some(5), Some(50_000)][self.rng.below(3)],
                 },
             );
         }
