@@ -184,11 +184,19 @@ pub(crate) fn gather_raw(
     let ClientEvent::Gathered { mut data, .. } = reply else {
         return Err(Error::Connection("unexpected reply to gather".into()));
     };
+    // How many handles still want each key: the last one takes the value,
+    // earlier ones copy it.
+    let mut uses: HashMap<&Key, usize> = HashMap::with_capacity(futures.len());
+    for f in futures {
+        *uses.entry(&f.key).or_default() += 1;
+    }
     let mut out = Vec::with_capacity(futures.len());
-    for (i, f) in futures.iter().enumerate() {
-        // The last future of a key takes the value; earlier ones copy it.
-        let last = !futures[i + 1..].iter().any(|g| g.key == f.key);
-        let value = if last {
+    for f in futures {
+        let left = uses.get_mut(&f.key).map_or(0, |n| {
+            *n -= 1;
+            *n
+        });
+        let value = if left == 0 {
             data.remove(&f.key)
         } else {
             data.get(&f.key).cloned()
@@ -251,6 +259,8 @@ impl AsCompleted {
 
     /// Adds futures to wait for.
     pub fn extend(&mut self, futures: impl IntoIterator<Item = Future>) {
+        // Collect first: the iterator may submit (and so lock) itself.
+        let futures: Vec<Future> = futures.into_iter().collect();
         let id = self.id;
         let shared = Arc::clone(&self.shared);
         let mut st = shared.lock();

@@ -17,7 +17,14 @@
 //! ```
 //!
 //! With the `local` feature (on by default), [`LocalCluster`] runs a
-//! scheduler and workers in this process.
+//! scheduler and workers in this process: by default one worker with a
+//! thread per core (like Dask's `LocalCluster(processes=False)`).
+//!
+//! Keys: generated keys are `{function}-{seed}-{n}`, where the seed is
+//! random per process, so clients sharing a scheduler do not clash.
+//! Futures are per key: two futures of one key (from clones, or from
+//! submitting the same explicit key twice) are two references to the same
+//! result; the key is released on the cluster when the last one drops.
 #![deny(missing_docs)]
 
 mod client;

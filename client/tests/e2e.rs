@@ -106,11 +106,18 @@ fn a_conflicting_key_is_refused_and_nothing_else_breaks() {
     let a = client.compute(&delayed("inc", args![1]).with_key("fixed"));
     a.wait_timeout(PATIENCE).unwrap();
     let b = client.compute(&delayed("inc", args![2]).with_key("fixed"));
-    // Same key, other definition: duplicate-key; `a` keeps its result.
-    assert!(matches!(
-        b.wait_timeout(PATIENCE),
-        Err(Error::Refused { code: 4002, .. })
-    ));
+    // Same key, other definition: the scheduler refuses the graph
+    // (duplicate-key). Futures are per key, so `b` is another handle to the
+    // key `a` already holds and sees its result; the refusal is reported
+    // as the client's last server error.
+    assert_eq!(b.result().unwrap(), Value::from(2));
+    assert!(eventually(|| client
+        .last_server_error()
+        .is_some_and(|e| e.starts_with("duplicate-key"))));
+    let fresh = client.compute(&delayed("inc", args![3]).with_key("fixed-too"));
+    let clash = client.compute(&delayed("inc", args![4]).with_key("fixed-too"));
+    assert_eq!(fresh.result().unwrap(), Value::from(4));
+    drop(clash);
     let c = client.compute(&delayed("inc", args![5]).with_key("other"));
     assert_eq!(c.result().unwrap(), Value::from(6));
     drop(b);
@@ -294,4 +301,13 @@ fn many_small_tasks_complete() {
     let values = client.gather(&fs).unwrap();
     assert_eq!(values.len(), 20_000);
     assert_eq!(values[19_999], Value::from(20_000));
+}
+
+#[test]
+fn the_same_future_twice_in_gather() {
+    let cluster = cluster(1, 1);
+    let client = client(&cluster);
+    let f = client.submit("inc", args![1]);
+    let values = client.gather(&[f.clone(), f.clone(), f]).unwrap();
+    assert_eq!(values, vec![Value::from(2); 3]);
 }
