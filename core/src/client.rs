@@ -1424,6 +1424,25 @@ mod tests {
     }
 
     #[test]
+    fn resubmitting_a_cancelled_key_makes_it_pending_again() {
+        let mut s = connected();
+        let t = inc(&mut s, Value::from(1));
+        let key = t.key.clone();
+        s.submit(vec![t.clone()], vec![key.clone()]);
+        s.handle_message(Message::KeyCancelled(KeyCancelled { key: key.clone() }));
+        assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Cancelled));
+        s.submit(vec![t], vec![key.clone()]);
+        assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Pending));
+        assert_eq!(s.ref_count(key.as_str()), 2);
+        s.handle_message(finished(&key));
+        assert_eq!(
+            s.key_state(key.as_str()),
+            Some(&KeyState::Finished { nbytes: 1 })
+        );
+        assert!(s.requests.is_empty());
+    }
+
+    #[test]
     fn last_release_sends_release_keys_in_one_batch() {
         let mut s = connected();
         let specs: Vec<TaskSpec> = (0..3).map(|i| inc(&mut s, Value::from(i))).collect();
