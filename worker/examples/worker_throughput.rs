@@ -5,7 +5,7 @@
 //! - `window`: at most 2 x nthreads tasks in flight, as the scheduler's
 //!   placement allows (bounded by round trips).
 //!
-//! `cargo run --release -p dask-worker --example throughput [TASKS]`
+//! `cargo run --release -p dask-worker --example worker_throughput [TASKS]`
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

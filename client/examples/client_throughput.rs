@@ -1,7 +1,7 @@
 //! Client-side throughput: submit many small independent tasks with `map`,
 //! wait for all and gather them; prints tasks per second.
 //!
-//! Run: `cargo run --release -p dask-client --example throughput -- [TASKS] [WORKERS]`
+//! Run: `cargo run --release -p dask-client --example client_throughput -- [TASKS] [WORKERS]`
 
 use std::time::Instant;
 
