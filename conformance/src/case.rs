@@ -573,6 +573,37 @@ pub fn schema() -> String {
     out
 }
 
+/// The Markdown tables of every case for `spec/CONFORMANCE.md` ("The
+/// cases"): MUST cases, then SHOULD cases, each by topic and number.
+pub fn markdown_tables(cases: &[Case]) -> String {
+    let mut sorted: Vec<&Case> = cases.iter().collect();
+    let number = |c: &Case| -> (String, u64) {
+        let mut parts = c.id.rsplitn(2, '/');
+        let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (parts.next().unwrap_or("").to_owned(), n)
+    };
+    sorted.sort_by_key(|c| (c.level == Level::Should, number(c)));
+    let mut out = String::new();
+    for (level, title) in [
+        (Level::Must, "MUST cases (`cases/*.json`)"),
+        (Level::Should, "SHOULD cases (`cases/optional/*.json`)"),
+    ] {
+        out.push_str(&format!("\n### {title}\n\n"));
+        out.push_str("| ID | What the case does | Requirement checked |\n|---|---|---|\n");
+        for c in sorted.iter().filter(|c| c.level == level) {
+            let anchor = c.spec.split_once('#').map(|(_, a)| a).unwrap_or("");
+            out.push_str(&format!(
+                "| `{}` | {} | {} ([{anchor}]({})) |\n",
+                c.id,
+                c.description.replace('|', "\\|"),
+                c.requirement.replace('|', "\\|"),
+                c.spec
+            ));
+        }
+    }
+    out
+}
+
 /// Variables every case has; a worker's are captured by the auto handshake.
 pub const RUNNER_VARS: &[&str] = &[
     "scheduler_address",

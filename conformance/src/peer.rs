@@ -178,6 +178,13 @@ fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Send
                     shown.push(text);
                     replies.push(reply);
                 }
+                _ if !greeted => {
+                    let reply = error_reply(3002, "the first message must be hello");
+                    shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
+                    replies.push(reply);
+                    close = true;
+                    break;
+                }
                 "close" => close = true,
                 // Anything else is the session's to judge (it sees every message).
                 _ => {}

@@ -12,7 +12,7 @@
 //! must be one a worker sends on that connection. A breach fails the case
 //! at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +57,9 @@ const SCHEDULER_OPS: &[&str] = &[
     "add-keys",
     "missing-data",
     "data",
-    "busy",
 ];
+/// Ops a worker may send on its scheduler connection before `register-worker`.
+const BEFORE_REGISTER_OPS: &[&str] = &["hello", "heartbeat", "close", "error", "register-worker"];
 const DATA_OPS: &[&str] = &["hello", "error", "close", "data", "busy"];
 const PEER_OPS: &[&str] = &["hello", "error", "close", "get-data"];
 
@@ -179,6 +180,8 @@ struct Inbox {
     closed: Option<String>,
     /// Whether anything arrived yet (the first message must be hello).
     started: bool,
+    /// Whether `register-worker` arrived (scheduler connection).
+    registered: bool,
 }
 
 struct Session<'a> {
@@ -197,6 +200,8 @@ struct Session<'a> {
     transcript: Vec<String>,
     violation: Option<String>,
     exited_at: Option<Instant>,
+    /// Peer connections (by index) whose first message has come.
+    peers_greeted: HashSet<u32>,
 }
 
 fn dead_address() -> Result<String, String> {
@@ -255,6 +260,7 @@ impl<'a> Session<'a> {
             transcript: Vec::new(),
             violation: None,
             exited_at: None,
+            peers_greeted: HashSet::new(),
         };
         let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
         s.note(format!(
@@ -546,8 +552,13 @@ impl<'a> Session<'a> {
                     self.line(ev.at, &format!("worker -> {name}"), &text);
                     let op = value::op_of(&v).unwrap_or("").to_owned();
                     let inbox = self.inbox.entry(ev.conn).or_default();
-                    let first = !inbox.started;
-                    inbox.started = true;
+                    let first = if ev.conn == Conn::Peer {
+                        self.peers_greeted.insert(ev.index)
+                    } else {
+                        !std::mem::replace(&mut inbox.started, true)
+                    };
+                    let registered = inbox.registered;
+                    inbox.registered |= op == "register-worker";
                     let allowed = match ev.conn {
                         Conn::Scheduler => SCHEDULER_OPS,
                         Conn::Data => DATA_OPS,
@@ -558,16 +569,17 @@ impl<'a> Session<'a> {
                             "worker sent `{op}` on the {name} connection, where a worker sends only {}",
                             allowed.join(", ")
                         ))
-                    } else if ev.conn != Conn::Peer
-                        && first
-                        && op != "hello"
-                        && !(ev.conn == Conn::Data && op == "error")
-                    {
+                    } else if first && op != "hello" && !(ev.conn == Conn::Data && op == "error") {
                         Some(format!("worker's first message on the {name} connection is `{op}`, not `hello`"))
-                    } else if ev.conn != Conn::Peer && !first && op == "hello" {
+                    } else if !first && op == "hello" {
                         Some(format!(
                             "worker sent a second `hello` on the {name} connection"
                         ))
+                    } else if ev.conn == Conn::Scheduler
+                        && !registered
+                        && !BEFORE_REGISTER_OPS.contains(&op.as_str())
+                    {
+                        Some(format!("worker sent `{op}` before its `register-worker`"))
                     } else {
                         None
                     };

@@ -81,3 +81,23 @@ fn lint_catches_the_usual_mistakes() {
         assert!(all.contains(needle), "lint missed {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn conformance_md_lists_every_case() {
+    let path = root().join("../spec/CONFORMANCE.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let heading = "\n## The cases\n";
+    let head = doc.find(heading).map(|i| &doc[..i + heading.len()]).unwrap_or(&doc);
+    let cases = case::load_dir(&root().join("cases")).unwrap();
+    let generated = format!("{head}{}", case::markdown_tables(&cases));
+    if doc != generated {
+        if std::env::var_os("DASK_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).expect("write CONFORMANCE.md");
+            return;
+        }
+        panic!(
+            "the case tables of spec/CONFORMANCE.md are not up to date: run \
+             `DASK_UPDATE_SCHEMA=1 cargo test -p dask-conformance --test cases` and commit"
+        );
+    }
+}
