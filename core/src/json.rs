@@ -14,11 +14,12 @@ use crate::error::WireError;
 use crate::msgpack::{write, Reader, TASK_REF_EXT, VALUE_DEPTH_MAX};
 
 /// Deepest nesting of arrays and maps these conversions accept. It keeps
-/// the recursion off the end of the stack; the protocol's own limit is
-/// checked by the decoder. Two levels above [`VALUE_DEPTH_MAX`] leave room
-/// for a frame's array and a message's map around a value of the deepest
-/// nesting the protocol allows, so every valid message has a JSON form.
-pub const JSON_DEPTH_MAX: usize = VALUE_DEPTH_MAX + 2;
+/// the recursion off the end of the stack; the protocol's own limits are
+/// checked by the decoder. Four levels above [`VALUE_DEPTH_MAX`] leave room
+/// for a frame's array, a message's map, `update-graph`'s `tasks` array and
+/// a task's map around a value of the deepest nesting the protocol allows,
+/// so every valid frame has a JSON form.
+pub const JSON_DEPTH_MAX: usize = VALUE_DEPTH_MAX + 4;
 
 fn too_deep() -> String {
     format!("value nested deeper than {JSON_DEPTH_MAX} levels")
@@ -273,11 +274,11 @@ mod tests {
         for _ in 0..VALUE_DEPTH_MAX {
             v = Json::Array(vec![v]);
         }
-        let m =
-            json!([{"op": "compute-task", "key": "k", "function": "f", "args": v, "who_has": {}}]);
+        let task = json!({"key": "k", "function": "f", "args": v});
+        let m = json!([{"op": "update-graph", "request": 1, "tasks": [task], "wanted": []}]);
         let bytes = json_to_msgpack(&m).unwrap();
         assert_eq!(msgpack_to_json(&bytes).unwrap(), m);
-        assert!(json_to_msgpack(&json!([[m]])).is_err());
+        assert!(json_to_msgpack(&json!([m])).is_err());
         let mut bytes = vec![0x91; JSON_DEPTH_MAX + 1];
         bytes.push(0x01);
         assert!(msgpack_to_json(&bytes).is_err());

@@ -233,10 +233,19 @@ impl<'a> Reader<'a> {
         Ok((ty, self.take(len)?))
     }
 
-    /// Skips one whole object, checking that it is well formed (UTF-8
+    /// Skips one whole value, checking that it is well formed (UTF-8
     /// strings, depth at most [`VALUE_DEPTH_MAX`], task references hold
     /// valid keys), and returns its bytes. `on_ref` sees every task reference.
     pub fn skip_value(&mut self, on_ref: &mut dyn FnMut(&'a str)) -> Result<&'a [u8], WireError> {
+        self.skip_nested(VALUE_DEPTH_MAX, on_ref)
+    }
+
+    /// Like [`Reader::skip_value`], with nesting up to `depth_max` levels.
+    pub fn skip_nested(
+        &mut self,
+        depth_max: usize,
+        on_ref: &mut dyn FnMut(&'a str),
+    ) -> Result<&'a [u8], WireError> {
         let start = self.pos;
         // An explicit stack of "objects still to read" keeps deep input from
         // overflowing the native stack.
@@ -255,9 +264,9 @@ impl<'a> Reader<'a> {
             // Every open container is on `pending`, so its length is the
             // number of containers around this object. An empty container
             // counts as a level too: the limit is on nesting, not on data.
-            if is_container && pending.len() >= VALUE_DEPTH_MAX {
+            if is_container && pending.len() >= depth_max {
                 return Err(WireError::malformed(format!(
-                    "value nested deeper than {VALUE_DEPTH_MAX} levels"
+                    "nested deeper than {depth_max} levels"
                 )));
             }
             let children = match m {

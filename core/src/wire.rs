@@ -10,10 +10,16 @@
 use std::collections::BTreeMap;
 
 use crate::error::WireError;
-use crate::msgpack::{check_key, write, RawValue, Reader};
+use crate::msgpack::{check_key, write, RawValue, Reader, VALUE_DEPTH_MAX};
 
 /// Most entries accepted in one struct's map.
 pub const STRUCT_FIELDS_MAX: usize = 64;
+
+/// Deepest nesting accepted in one field of a message or struct. Values
+/// ([`RawValue`]) may nest [`VALUE_DEPTH_MAX`] levels themselves; the
+/// deepest structure around a value is two levels (`update-graph`'s
+/// `tasks` array and a task's map), so fields get two more.
+pub const FIELD_DEPTH_MAX: usize = VALUE_DEPTH_MAX + 2;
 
 /// A type with a msgpack form.
 pub trait Wire: Sized {
@@ -52,7 +58,9 @@ impl<'a> FieldTable<'a> {
         let mut entries: Vec<(&'a str, &'a [u8])> = Vec::with_capacity(len);
         for _ in 0..len {
             let name = r.read_str().map_err(|e| e.in_field("<field name>"))?;
-            let value = r.skip_value(&mut |_| {}).map_err(|e| e.in_field(name))?;
+            let value = r
+                .skip_nested(FIELD_DEPTH_MAX, &mut |_| {})
+                .map_err(|e| e.in_field(name))?;
             if entries.iter().any(|(n, _)| *n == name) {
                 return Err(WireError::malformed(format!(
                     "field `{name}` appears twice"

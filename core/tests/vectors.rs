@@ -548,3 +548,51 @@ fn spec_examples_match_the_vectors() {
         "ops without an example in PROTOCOL.md: {missing:?}"
     );
 }
+
+/// GitHub's anchor for a heading: lowercase, punctuation other than `-`
+/// and `_` dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn spec_links_resolve_to_headings() {
+    let spec = std::fs::read_to_string(spec_dir().join("PROTOCOL.md")).expect("PROTOCOL.md");
+    let anchors: HashSet<String> = spec
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| anchor(h.trim_start_matches('#').trim()))
+        .collect();
+    let readme = std::fs::read_to_string(spec_dir().join("vectors/README.md")).expect("README");
+    let mut broken = Vec::new();
+    for (text, marker) in [(&spec, "](#"), (&readme, "PROTOCOL.md#")] {
+        for (i, _) in text.match_indices(marker) {
+            let rest = &text[i + marker.len()..];
+            let target: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-')
+                .collect();
+            if !anchors.contains(&target) {
+                broken.push(target);
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to missing headings: {broken:?}");
+    for section in [
+        "framing",
+        "handshake",
+        "error-codes",
+        "canonical-encoding",
+        "json-form",
+    ] {
+        assert!(
+            anchors.contains(section),
+            "PROTOCOL.md#{section} is linked from elsewhere"
+        );
+    }
+}

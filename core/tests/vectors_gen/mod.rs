@@ -437,6 +437,8 @@ fn messages() -> Json {
             vec![Nil("reason")],
             vec![Map16],
             vec![Unknown("x-later", json!(null))],
+            // An unknown field may nest 102 levels (any field may).
+            vec![Unknown("x-deep", nested(101, json!([])))],
         ],
     ));
     cases.push(case(
@@ -508,6 +510,13 @@ fn messages() -> Json {
                 {"key": "k-0123456789abcdef0123456789abcdef012345", "function": "len",
                  "args": [{"$ref": "données-ключ-🔑"}]}],
                "wanted": ["k-0123456789abcdef0123456789abcdef012345"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "update-graph: args nested 100 levels deep (the limit holds for each value itself)",
+        json!({"op": "update-graph", "request": 5, "tasks": [
+                {"key": "deep", "function": "conformance.echo", "args": nested(99, json!([]))}],
+               "wanted": ["deep"]}),
         vec![],
     ));
     cases.push(case(
@@ -802,6 +811,11 @@ fn messages() -> Json {
         json!({"op": "data", "request": 18, "data": {"blob": {"$bin": bytes_pattern(300)}},
                "missing": ["nope"]}),
         vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "data: a value nested 100 levels deep (the limit)",
+        json!({"op": "data", "request": 19, "data": {"deep": nested(99, json!([1]))}, "missing": []}),
+        vec![],
     ));
     cases.push(case(
         "busy",
@@ -1233,6 +1247,56 @@ fn invalid() -> Json {
                 a
             }),
             ("who_has", vec![0x80]),
+        ])),
+        "malformed-frame",
+        1001,
+    );
+    bad(
+        "args nested 101 levels deep inside update-graph's tasks",
+        one(raw_msg(&[
+            ("op", s("update-graph")),
+            ("request", vec![0x01]),
+            ("tasks", {
+                let mut t = vec![0x91, 0x83];
+                t.extend_from_slice(&s("key"));
+                t.extend_from_slice(&s("k"));
+                t.extend_from_slice(&s("function"));
+                t.extend_from_slice(&s("f"));
+                t.extend_from_slice(&s("args"));
+                t.extend_from_slice(&[0x91; 100]);
+                t.push(0x90);
+                t
+            }),
+            ("wanted", vec![0x90]),
+        ])),
+        "malformed-frame",
+        1001,
+    );
+    bad(
+        "a data value nested 101 levels deep",
+        one(raw_msg(&[
+            ("op", s("put-data")),
+            ("request", vec![0x01]),
+            ("data", {
+                let mut d = vec![0x81];
+                d.extend_from_slice(&s("a"));
+                d.extend_from_slice(&[0x91; 100]);
+                d.push(0x90);
+                d
+            }),
+        ])),
+        "malformed-frame",
+        1001,
+    );
+    bad(
+        "an unknown field nested 103 levels deep",
+        one(raw_msg(&[
+            ("op", s("close")),
+            ("x-deep", {
+                let mut a = vec![0x91; 102];
+                a.push(0x90);
+                a
+            }),
         ])),
         "malformed-frame",
         1001,
