@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmarks dask-rs beside Dask distributed in one run and prints a
+# markdown table (paste into BENCHMARKS.md). Not part of the tests.
+#   bench/run.sh            full sizes (several minutes, most of it Dask)
+#   bench/run.sh --quick    a tenth of the sizes
+#   bench/run.sh --no-dask  dask-rs only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${DASK_BENCH_VENV:-target/dask-venv}
+if [[ " $* " != *" --no-dask "* ]] && [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "dask[distributed]"
+fi
+cargo build --release -q -p dask-scheduler -p dask-worker -p dask-bench
+exec target/release/dask-bench --python "$venv/bin/python" "$@"

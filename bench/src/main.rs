@@ -1,0 +1,377 @@
+//! dask-rs beside Dask distributed, shape by shape, in one run.
+//!
+//! Starts `dask-scheduler` and two `dask-worker --nthreads 1` processes
+//! (the binaries next to this one), runs each shape with the Rust client,
+//! then runs `bench/dask_bench.py` on smaller instances of the same shapes
+//! with Dask's default settings and with worker saturation off, and prints
+//! one table with the ratios. See BENCHMARKS.md; run with `bench/run.sh`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dask_client::Client;
+use dask_core::client::task_spec;
+use dask_core::messages::TaskSpec;
+use dask_core::msgpack::task_ref_value;
+use dask_core::Key;
+use rmpv::Value;
+
+/// One shape's graph: its tasks and the keys whose results are gathered.
+struct Shape {
+    name: &'static str,
+    tasks: Vec<TaskSpec>,
+    wanted: Vec<Key>,
+    /// The sum of the wanted results, checked after the run.
+    expected_sum: i64,
+}
+
+fn key(s: String) -> Key {
+    Key(s)
+}
+
+fn independent(n: i64, run: u32) -> Shape {
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| task_spec(key(format!("inc-{run}-{i}")), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let wanted = tasks.iter().map(|t| t.key.clone()).collect();
+    Shape {
+        name: "independent",
+        tasks,
+        wanted,
+        expected_sum: (1..=n).sum(),
+    }
+}
+
+fn tree(leaves: i64, run: u32) -> Shape {
+    let name = |level: u32, i: i64| key(format!("tree-{run}-{level}-{i}"));
+    let mut tasks: Vec<TaskSpec> = (0..leaves)
+        .map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let (mut level, mut width) = (0, leaves);
+    while width > 1 {
+        for i in 0..width / 2 {
+            let args = [
+                task_ref_value(name(level, 2 * i).as_str()),
+                task_ref_value(name(level, 2 * i + 1).as_str()),
+            ];
+            tasks.push(task_spec(name(level + 1, i), "add", &args, &[]));
+        }
+        level += 1;
+        width /= 2;
+    }
+    Shape {
+        name: "tree",
+        tasks,
+        wanted: vec![name(level, 0)],
+        expected_sum: (1..=leaves).sum(),
+    }
+}
+
+fn chain(n: i64, run: u32) -> Shape {
+    let name = |i: i64| key(format!("chain-{run}-{i}"));
+    let mut tasks = vec![task_spec(name(0), "inc", &[Value::from(0)], &[])];
+    for i in 1..n {
+        tasks.push(task_spec(
+            name(i),
+            "inc",
+            &[task_ref_value(name(i - 1).as_str())],
+            &[],
+        ));
+    }
+    Shape {
+        name: "chain",
+        tasks,
+        wanted: vec![name(n - 1)],
+        expected_sum: n,
+    }
+}
+
+fn all_to_all(n: i64, run: u32) -> Shape {
+    let a = |i: i64| key(format!("a2a-{run}-a-{i}"));
+    let mut tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| task_spec(a(i), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let refs: Vec<Value> = (0..n).map(|i| task_ref_value(a(i).as_str())).collect();
+    let mut wanted = Vec::new();
+    for j in 0..n {
+        let b = key(format!("a2a-{run}-b-{j}"));
+        tasks.push(task_spec(
+            b.clone(),
+            "sum",
+            &[Value::Array(refs.clone())],
+            &[],
+        ));
+        wanted.push(b);
+    }
+    let each: i64 = (1..=n).sum();
+    Shape {
+        name: "all_to_all",
+        tasks,
+        wanted,
+        expected_sum: each * n,
+    }
+}
+
+/// CPU time (user + system) of a process, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Processes {
+    children: Vec<Child>,
+    scheduler_pid: u32,
+    address: String,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_cluster(bin_dir: &Path, workers: usize) -> Processes {
+    let mut scheduler = Command::new(bin_dir.join("dask-scheduler"))
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start dask-scheduler (build it with cargo build --release)");
+    let mut line = String::new();
+    BufReader::new(scheduler.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read address");
+    let address = line.trim().trim_start_matches("Scheduler at ").to_owned();
+    let scheduler_pid = scheduler.id();
+    let mut children = vec![scheduler];
+    for i in 0..workers {
+        children.push(
+            Command::new(bin_dir.join("dask-worker"))
+                .args([
+                    address.as_str(),
+                    "--nthreads",
+                    "1",
+                    "--name",
+                    &format!("bench-{i}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start dask-worker"),
+        );
+    }
+    Processes {
+        children,
+        scheduler_pid,
+        address,
+    }
+}
+
+fn wait_for_workers(client: &Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.workers().map(|w| w.len()).unwrap_or(0) < n {
+        assert!(Instant::now() < deadline, "workers did not register");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A measured run of one shape.
+struct Measured {
+    tasks: usize,
+    seconds: f64,
+    scheduler_cpu_us_per_task: f64,
+}
+
+fn run_shape(client: &Client, scheduler_pid: u32, shape: Shape) -> Measured {
+    let n = shape.tasks.len();
+    let cpu0 = cpu_seconds(scheduler_pid);
+    let start = Instant::now();
+    let futures = client.submit_tasks(shape.tasks, shape.wanted);
+    let values = client.gather(&futures).expect("gather");
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(scheduler_pid) - cpu0;
+    let sum: i64 = values
+        .iter()
+        .map(|v| v.as_i64().expect("integer result"))
+        .sum();
+    assert_eq!(sum, shape.expected_sum, "wrong result for {}", shape.name);
+    drop(futures);
+    Measured {
+        tasks: n,
+        seconds,
+        scheduler_cpu_us_per_task: cpu * 1e6 / n as f64,
+    }
+}
+
+fn round_trip(client: &Client, n: usize) -> (f64, f64) {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        let start = Instant::now();
+        let f = client.submit_tasks(
+            vec![task_spec(
+                key(format!("rt-{i}")),
+                "inc",
+                &[Value::from(i)],
+                &[],
+            )],
+            vec![key(format!("rt-{i}"))],
+        );
+        let v = f[0].result().expect("round trip result");
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(v.as_i64(), Some(i + 1));
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (samples[n / 2], samples[n * 9 / 10])
+}
+
+/// Dask's numbers for one configuration, by shape.
+type DaskResults = BTreeMap<String, serde_json::Value>;
+
+fn run_dask(python: &str, script: &Path, sizes: &str, saturation_inf: bool) -> Option<DaskResults> {
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(sizes).arg(if saturation_inf {
+        "saturation=inf"
+    } else {
+        "default"
+    });
+    if saturation_inf {
+        cmd.env("DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION", "inf");
+    }
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        eprintln!("dask run failed: {}", String::from_utf8_lossy(&out.stdout));
+        return None;
+    }
+    let mut results = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let shape = v["shape"].as_str().unwrap_or("").to_owned();
+            results.insert(shape, v);
+        }
+    }
+    Some(results)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let python = args
+        .iter()
+        .position(|a| a == "--python")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "python3".into());
+    let skip_dask = args.iter().any(|a| a == "--no-dask");
+    let exe = std::env::current_exe().expect("current exe");
+    let bin_dir: PathBuf = exe.parent().expect("bin dir").to_path_buf();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+
+    let scale = if quick { 10 } else { 1 };
+    let (n_ind, n_leaves, n_chain, n_a2a, n_rt) =
+        (100_000 / scale, 65_536 / scale, 10_000 / scale, 200, 1000);
+
+    let procs = start_cluster(&bin_dir, 2);
+    let client = Client::connect(&procs.address).expect("connect");
+    wait_for_workers(&client, 2);
+    // Warm up connections between workers and the scheduler's tables.
+    run_shape(&client, procs.scheduler_pid, tree(1024, 0));
+
+    let ours: Vec<(&str, Measured)> = vec![
+        (
+            "independent",
+            run_shape(&client, procs.scheduler_pid, independent(n_ind, 1)),
+        ),
+        (
+            "tree",
+            run_shape(&client, procs.scheduler_pid, tree(n_leaves, 1)),
+        ),
+        (
+            "chain",
+            run_shape(&client, procs.scheduler_pid, chain(n_chain, 1)),
+        ),
+        (
+            "all_to_all",
+            run_shape(&client, procs.scheduler_pid, all_to_all(n_a2a, 1)),
+        ),
+    ];
+    let (rt_median, rt_p90) = round_trip(&client, n_rt);
+    drop(client);
+    drop(procs);
+
+    let sizes = if quick {
+        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50}"#
+    } else {
+        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200}"#
+    };
+    let script = repo.join("dask_bench.py");
+    let (dask_default, dask_inf) = if skip_dask {
+        (None, None)
+    } else {
+        (
+            run_dask(&python, &script, sizes, false),
+            run_dask(&python, &script, sizes, true),
+        )
+    };
+
+    println!(
+        "2 workers x 1 thread, real processes on loopback; Dask {}",
+        if skip_dask { "skipped" } else { "sizes " }.to_owned()
+            + if skip_dask { "" } else { sizes }
+    );
+    println!();
+    println!("| shape | tasks (dask-rs) | dask-rs tasks/s | dask-rs sched CPU us/task | Dask tasks/s (tasks) | Dask sched CPU us/task | ratio | Dask sat=inf tasks/s | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, m) in &ours {
+        let rate = m.tasks as f64 / m.seconds;
+        let cell = |d: &Option<DaskResults>| -> (String, String, String) {
+            match d.as_ref().and_then(|d| d.get(*name)) {
+                Some(v) => {
+                    let r = v["tasks_per_s"].as_f64().unwrap_or(f64::NAN);
+                    (
+                        format!("{r:.0} ({})", v["tasks"]),
+                        format!(
+                            "{:.0}",
+                            v["scheduler_cpu_us_per_task"].as_f64().unwrap_or(f64::NAN)
+                        ),
+                        format!("{:.0}x", rate / r),
+                    )
+                }
+                None => ("-".into(), "-".into(), "-".into()),
+            }
+        };
+        let (d_rate, d_cpu, d_ratio) = cell(&dask_default);
+        let (i_rate, _, i_ratio) = cell(&dask_inf);
+        println!(
+            "| {name} | {} | {rate:.0} | {:.1} | {d_rate} | {d_cpu} | {d_ratio} | {i_rate} | {i_ratio} |",
+            m.tasks, m.scheduler_cpu_us_per_task
+        );
+    }
+    let dask_rt = |d: &Option<DaskResults>| {
+        d.as_ref()
+            .and_then(|d| d.get("round_trip"))
+            .and_then(|v| v["median_us"].as_f64())
+            .map(|x| format!("{x:.0}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!();
+    println!("| round trip (submit one task, get its result) | median us | p90 us |");
+    println!("|---|---:|---:|");
+    println!("| dask-rs ({n_rt} sequential) | {rt_median:.0} | {rt_p90:.0} |");
+    println!("| Dask default | {} | |", dask_rt(&dask_default));
+    println!("| Dask saturation=inf | {} | |", dask_rt(&dask_inf));
+}
