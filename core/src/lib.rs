@@ -3,8 +3,9 @@
 //! The dask/1 wire protocol, sans-IO: message types ([`messages`]), the
 //! msgpack codec ([`msgpack`], [`wire`]), framing ([`frame`]), the
 //! handshake ([`handshake`]), the JSON form of values ([`json`]) and the
-//! generated JSON Schema ([`schema`]), and the client session state machine
-//! that every client drives ([`client`]).
+//! generated JSON Schema ([`schema`]), the client session state machine
+//! that every client drives ([`client`]) and the worker state machine that
+//! every worker drives ([`worker`]).
 //!
 //! Architecture invariant: this crate touches no socket, clock or thread;
 //! it builds for `wasm32-unknown-unknown`.
@@ -19,6 +20,7 @@ pub mod messages;
 pub mod msgpack;
 pub mod schema;
 pub mod wire;
+pub mod worker;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameDecoder, FrameEncoder, FRAME_BYTES_MAX};

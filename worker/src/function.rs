@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+/// Defined in core, beside the worker state machine that reports it.
+pub use dask_core::worker::TaskError;
+
 /// What a function returns: a msgpack tree, or an error reported as
 /// `task-erred`.
 pub type TaskResult = Result<rmpv::Value, TaskError>;
@@ -16,75 +19,6 @@ pub type TaskResult = Result<rmpv::Value, TaskError>;
 /// The signature every registered function has: positional arguments and
 /// keyword arguments as ordered (name, value) pairs.
 pub type TaskFn = dyn Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync;
-
-/// A failed task, as reported in `task-erred`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskError {
-    /// The error's type, e.g. "TypeError" (Python's names where they fit).
-    pub error_type: String,
-    /// What went wrong, for people.
-    pub message: String,
-    /// Traceback text, possibly empty.
-    pub traceback: String,
-}
-
-impl TaskError {
-    /// An error of `error_type` with `message` and no traceback.
-    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> TaskError {
-        TaskError {
-            error_type: error_type.into(),
-            message: message.into(),
-            traceback: String::new(),
-        }
-    }
-
-    /// The same error with a traceback.
-    pub fn with_traceback(mut self, traceback: impl Into<String>) -> TaskError {
-        self.traceback = traceback.into();
-        self
-    }
-
-    /// An argument has the wrong type or the wrong count of arguments came.
-    pub fn type_error(message: impl Into<String>) -> TaskError {
-        Self::new("TypeError", message)
-    }
-
-    /// An argument has the right type but an unusable value.
-    pub fn value_error(message: impl Into<String>) -> TaskError {
-        Self::new("ValueError", message)
-    }
-
-    /// Integer arithmetic left the signed 64-bit range.
-    pub fn overflow_error(message: impl Into<String>) -> TaskError {
-        Self::new("OverflowError", message)
-    }
-
-    /// An index outside a sequence.
-    pub fn index_error(message: impl Into<String>) -> TaskError {
-        Self::new("IndexError", message)
-    }
-
-    /// A key absent from a map.
-    pub fn key_error(message: impl Into<String>) -> TaskError {
-        Self::new("KeyError", message)
-    }
-
-    /// The worker does not offer the function a task names.
-    pub fn unknown_function(name: &str) -> TaskError {
-        Self::new(
-            "UnknownFunction",
-            format!("this worker has no function named {name:?}"),
-        )
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.error_type, self.message)
-    }
-}
-
-impl std::error::Error for TaskError {}
 
 /// Functions by name. Cloning is cheap: functions are shared.
 #[derive(Clone, Default)]

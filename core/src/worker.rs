@@ -1,0 +1,2140 @@
+//! The worker state machine, sans-IO.
+//!
+//! Inputs arrive through the `handle_*` methods, each with the current
+//! time; outputs ([`Output`]) are drained with [`WorkerState::poll_output`]
+//! until it returns `None`. Call order per event-loop wakeup: every
+//! `handle_*` for what arrived (scheduler messages, peer replies and
+//! requests, executor completions, [`WorkerState::handle_tick`]), then
+//! `poll_output` until `None`, then sleep until [`WorkerState::poll_timeout`].
+//! Fetches and task starts are decided lazily inside `poll_output`, so
+//! everything that arrived in one wakeup is batched: all keys wanted from
+//! one peer go out in one `get-data`, all newly fetched keys in one
+//! `add-keys`.
+//!
+//! Task states (design notes, "Worker task states"): *waiting* (some
+//! dependency is being fetched), *ready* (queued for a thread, by priority
+//! desc then arrival), *executing* (given to the executor), *memory* (the
+//! result is in the data store; the task record is gone), *released* (no
+//! record at all). An erred task is reported and released.
+//!
+//! The data store keeps every value as msgpack bytes ([`RawValue`]) behind
+//! an `Arc`, so handing dependencies to an executor thread copies nothing;
+//! values are decoded only on the executor thread that runs a task.
+//!
+//! Time is a [`Duration`] since an origin the caller picks (the Rust worker:
+//! its start; the JS worker: `performance.now()`'s), never read from a clock
+//! here, so this machine runs anywhere `core` builds, wasm32 included. Only
+//! differences of times matter; they must not go backwards.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::messages::{
+    AddKeys, Busy, ComputeTask, Data, DataStored, ErrorReport, FreeKeys, GetData, Heartbeat,
+    Metrics, MissingData, PutData, Resources, StealRequest, StealResponse, TaskErred, TaskFinished,
+};
+use crate::{ErrorCode, Key, Message, RawValue, FRAME_BYTES_MAX};
+use slab::Slab;
+
+/// Room kept in a frame for everything around the values: the batch
+/// header, op and field names, the request id and a key of up to 4096 bytes.
+pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Largest value the worker stores: larger results are reported as
+/// `task-erred` `ValueTooLarge`, since no `data` message could carry them.
+pub const VALUE_BYTES_MAX: usize = FRAME_BYTES_MAX - FRAME_OVERHEAD_BYTES;
+
+/// Most bytes of `data` replies to peers queued and not yet written before
+/// further peer requests are answered `busy`.
+pub const REPLY_BYTES_IN_FLIGHT_MAX: usize = 512 * 1024 * 1024;
+
+/// First delay before asking a `busy` holder again; doubles per answer.
+pub const BUSY_RETRY_DELAY_MIN: Duration = Duration::from_millis(10);
+
+/// Longest delay before asking a `busy` holder again.
+pub const BUSY_RETRY_DELAY_MAX: Duration = Duration::from_secs(1);
+
+/// `busy` answers for one key before the worker gives up on that holder.
+pub const BUSY_ANSWERS_MAX: u32 = 30;
+
+/// How long a get-data to a peer may go unanswered before that holder
+/// counts as failed for its keys (a peer that hangs without closing). Long
+/// enough for a 256 MiB value at a few MB/s.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a holder whose connection failed is tried only after others.
+pub const FAILED_ADDRESS_MEMORY: Duration = Duration::from_secs(10);
+
+/// Fewest runs queued on the executor beyond nthreads (see
+/// [`StateConfig::dispatch_ahead`]): each trip through the event loop costs
+/// two thread wakeups, so with a queue a thread runs tiny tasks back to
+/// back while the loop refills it in batches (measured: ~40k -> ~200k tiny
+/// tasks/s on one thread).
+pub const DISPATCH_AHEAD_MIN: usize = 16;
+
+/// Heartbeat interval until the scheduler names one (design notes: 1000 ms).
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(1000);
+
+/// Shortest heartbeat interval honoured, whatever the scheduler asks.
+pub const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(10);
+
+/// Identifies a connection from a peer (a process fetching data from this
+/// worker); chosen by the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// What the worker is and may do.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// This worker's data address as registered (`tcp://..`): a who_has
+    /// entry naming it is never fetched from.
+    pub address: String,
+    /// Tasks run at once, at most.
+    pub nthreads: usize,
+    /// Runs handed to the executor beyond `nthreads`, queued there so a
+    /// thread that finishes starts the next task without a round trip
+    /// through the event loop. The executor runs at most `nthreads` at
+    /// once; a queued run not yet started can still be withdrawn (steal,
+    /// free-keys). Default: nthreads, at least [`DISPATCH_AHEAD_MIN`].
+    pub dispatch_ahead: usize,
+    /// Functions this worker offers; others err with `UnknownFunction`.
+    pub functions: HashSet<String>,
+    /// Resources offered; running tasks hold what they ask.
+    pub resources: Resources,
+    /// Largest value stored ([`VALUE_BYTES_MAX`]).
+    pub value_bytes_max: usize,
+    /// Most value bytes in one `data` message; a larger reply is split into
+    /// several `data` messages with the same request id.
+    pub reply_message_bytes_max: usize,
+    /// [`REPLY_BYTES_IN_FLIGHT_MAX`].
+    pub reply_bytes_in_flight_max: usize,
+}
+
+impl StateConfig {
+    /// A configuration with the protocol's limits.
+    pub fn new(address: impl Into<String>, nthreads: usize, functions: HashSet<String>) -> Self {
+        StateConfig {
+            address: address.into(),
+            nthreads: nthreads.max(1),
+            dispatch_ahead: nthreads.max(DISPATCH_AHEAD_MIN),
+            functions,
+            resources: Resources::new(),
+            value_bytes_max: VALUE_BYTES_MAX,
+            reply_message_bytes_max: VALUE_BYTES_MAX,
+            reply_bytes_in_flight_max: REPLY_BYTES_IN_FLIGHT_MAX,
+        }
+    }
+}
+
+/// A failed task, as reported in `task-erred`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    /// The error's type, e.g. "TypeError" (Python's names where they fit).
+    pub error_type: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Traceback text, possibly empty.
+    pub traceback: String,
+}
+
+impl TaskError {
+    /// An error of `error_type` with `message` and no traceback.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> TaskError {
+        TaskError {
+            error_type: error_type.into(),
+            message: message.into(),
+            traceback: String::new(),
+        }
+    }
+
+    /// The same error with a traceback.
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> TaskError {
+        self.traceback = traceback.into();
+        self
+    }
+
+    /// An argument has the wrong type or the wrong count of arguments came.
+    pub fn type_error(message: impl Into<String>) -> TaskError {
+        Self::new("TypeError", message)
+    }
+
+    /// An argument has the right type but an unusable value.
+    pub fn value_error(message: impl Into<String>) -> TaskError {
+        Self::new("ValueError", message)
+    }
+
+    /// Integer arithmetic left the signed 64-bit range.
+    pub fn overflow_error(message: impl Into<String>) -> TaskError {
+        Self::new("OverflowError", message)
+    }
+
+    /// An index outside a sequence.
+    pub fn index_error(message: impl Into<String>) -> TaskError {
+        Self::new("IndexError", message)
+    }
+
+    /// A key absent from a map.
+    pub fn key_error(message: impl Into<String>) -> TaskError {
+        Self::new("KeyError", message)
+    }
+
+    /// The worker does not offer the function a task names.
+    pub fn unknown_function(name: &str) -> TaskError {
+        Self::new(
+            "UnknownFunction",
+            format!("this worker has no function named {name:?}"),
+        )
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A task handed to the executor.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Identifies this run; the completion names it.
+    pub run_id: u64,
+    /// The task's priority: the executor starts queued jobs highest first.
+    pub priority: i64,
+    /// The task's arrival number: among equal priorities, lowest first.
+    pub seq: u64,
+    /// The task's key.
+    pub key: Key,
+    /// The function to call.
+    pub function: String,
+    /// Positional arguments, task references still inside.
+    pub args: RawValue,
+    /// Keyword arguments, if any.
+    pub kwargs: Option<RawValue>,
+    /// The value of every key referenced in args or kwargs.
+    pub deps: Vec<(Key, Arc<RawValue>)>,
+}
+
+/// A finished run, from the executor.
+#[derive(Debug, Clone)]
+pub struct TaskDone {
+    /// The [`Job::run_id`].
+    pub run_id: u64,
+    /// The encoded result or the error.
+    pub result: Result<RawValue, TaskError>,
+    /// Wall time the function ran.
+    pub duration_us: u64,
+}
+
+/// Something for the event loop to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Queue a message on the scheduler connection.
+    ToScheduler(Message),
+    /// Send this `get-data` to the worker at `address` (connecting if
+    /// needed); report the answer with [`WorkerState::handle_peer_reply`]
+    /// or a failure with [`WorkerState::handle_peer_failed`].
+    FetchFromPeer {
+        /// Data address of the holder.
+        address: String,
+        /// The request.
+        request: GetData,
+    },
+    /// Queue a reply (`data` or `busy`) on a peer's connection.
+    ToPeer {
+        /// The connection the request came on.
+        peer: PeerId,
+        /// The reply.
+        message: Message,
+    },
+    /// Queue a task on the executor (at most nthreads + dispatch_ahead
+    /// runs are out at once).
+    Execute(Job),
+    /// Take back a run if no thread has started it; report whether it was
+    /// taken back with [`WorkerState::handle_withdrawn`] (before polling on).
+    Withdraw {
+        /// The [`Job::run_id`].
+        run_id: u64,
+    },
+    /// Close the scheduler connection after writing what is queued, and
+    /// stop. `error` is `None` when the scheduler asked for it (`close`).
+    CloseScheduler {
+        /// Why, when it is not a clean close.
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Waiting,
+    Ready,
+    Executing(u64),
+}
+
+#[derive(Debug)]
+struct Task {
+    key: Key,
+    function: String,
+    args: RawValue,
+    kwargs: Option<RawValue>,
+    priority: i64,
+    /// Arrival number: orders equal priorities and tells a task from a
+    /// later one in the same slab slot.
+    seq: u64,
+    resources: Option<Resources>,
+    deps: Vec<Key>,
+    who_has: BTreeMap<Key, Vec<String>>,
+    /// Dependencies not in the data store yet.
+    missing: usize,
+    state: TaskState,
+}
+
+/// An entry of the ready heap; stale entries are skipped when popped.
+#[derive(Debug, PartialEq, Eq)]
+struct ReadyEntry {
+    priority: i64,
+    seq: u64,
+    slot: usize,
+}
+
+impl Ord for ReadyEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for ReadyEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A run given to the executor and not finished yet.
+#[derive(Debug)]
+struct Run {
+    key: Key,
+    resources: Option<Resources>,
+}
+
+/// A dependency being obtained.
+#[derive(Debug, Default)]
+struct Fetch {
+    /// Holders not asked yet (or asked again after `busy`), in who_has order.
+    candidates: Vec<String>,
+    /// Holders that answered missing or could not be reached.
+    tried: Vec<String>,
+    /// The request asking for it now.
+    in_flight: Option<u64>,
+    /// In the pending or delayed list.
+    queued: bool,
+    busy_answers: u32,
+    /// Tasks waiting for it, as (slot, seq).
+    dependents: Vec<(usize, u64)>,
+}
+
+/// Why a run is being withdrawn.
+#[derive(Debug)]
+enum Withdrawal {
+    /// A steal-request for this key waits for the answer.
+    Steal(Key),
+    /// The key was freed; the thread is better used elsewhere.
+    Free,
+}
+
+#[derive(Debug)]
+struct PeerRequest {
+    address: String,
+    outstanding: HashSet<Key>,
+}
+
+/// The worker's tasks, data and transfers. See the module docs.
+pub struct WorkerState {
+    config: StateConfig,
+    now: Duration,
+    tasks: Slab<Task>,
+    by_key: HashMap<Key, usize>,
+    ready: BinaryHeap<ReadyEntry>,
+    next_seq: u64,
+    running: HashMap<u64, Run>,
+    next_run_id: u64,
+    withdrawals: HashMap<u64, Withdrawal>,
+    resources_used: Resources,
+    data: HashMap<Key, Arc<RawValue>>,
+    stored_bytes: u64,
+    fetches: HashMap<Key, Fetch>,
+    pending_fetches: Vec<Key>,
+    delayed_fetches: Vec<(Duration, Key)>,
+    requests: HashMap<u64, PeerRequest>,
+    /// (deadline, request) in sending order; deadlines only grow.
+    request_deadlines: VecDeque<(Duration, u64)>,
+    next_request: u64,
+    failed_addresses: HashMap<String, Duration>,
+    reply_bytes_in_flight: HashMap<PeerId, usize>,
+    add_keys: BTreeMap<Key, u64>,
+    heartbeat_interval: Option<Duration>,
+    next_heartbeat: Option<Duration>,
+    outputs: VecDeque<Output>,
+    dirty: bool,
+    closed: bool,
+}
+
+impl WorkerState {
+    /// A worker holding nothing; `now` starts its clock.
+    pub fn new(config: StateConfig, now: Duration) -> WorkerState {
+        WorkerState {
+            config,
+            now,
+            tasks: Slab::new(),
+            by_key: HashMap::new(),
+            ready: BinaryHeap::new(),
+            next_seq: 0,
+            running: HashMap::new(),
+            next_run_id: 0,
+            withdrawals: HashMap::new(),
+            resources_used: Resources::new(),
+            data: HashMap::new(),
+            stored_bytes: 0,
+            fetches: HashMap::new(),
+            pending_fetches: Vec::new(),
+            delayed_fetches: Vec::new(),
+            requests: HashMap::new(),
+            request_deadlines: VecDeque::new(),
+            next_request: 0,
+            failed_addresses: HashMap::new(),
+            reply_bytes_in_flight: HashMap::new(),
+            add_keys: BTreeMap::new(),
+            heartbeat_interval: None,
+            next_heartbeat: None,
+            outputs: VecDeque::new(),
+            dirty: false,
+            closed: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
+    /// Whether the scheduler connection is over (closed or failed).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Current load, as sent in heartbeats. Runs queued on the executor
+    /// beyond nthreads count as ready.
+    pub fn metrics(&self) -> Metrics {
+        let out = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Executing(_)))
+            .count();
+        let executing = out.min(self.config.nthreads);
+        Metrics {
+            executing: executing as u32,
+            ready: (self.tasks.len() - executing) as u32,
+            stored_keys: self.data.len() as u64,
+            stored_bytes: self.stored_bytes,
+        }
+    }
+
+    /// The value stored under `key`.
+    pub fn value(&self, key: &str) -> Option<&Arc<RawValue>> {
+        self.data.get(key)
+    }
+
+    /// Runs out on the executor now (including discarded ones still running).
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// A message from the scheduler (after the handshake).
+    pub fn handle_scheduler_message(&mut self, now: Duration, message: Message) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        self.dirty = true;
+        match message {
+            Message::WorkerRegistered(r) => {
+                let interval = Duration::from_millis(r.heartbeat_interval_ms);
+                let interval = if r.heartbeat_interval_ms == 0 {
+                    HEARTBEAT_INTERVAL_DEFAULT
+                } else {
+                    interval.max(HEARTBEAT_INTERVAL_MIN)
+                };
+                self.heartbeat_interval = Some(interval);
+                self.next_heartbeat = Some(now + interval);
+            }
+            Message::ComputeTask(task) => self.compute_task(task),
+            Message::FreeKeys(FreeKeys { keys }) => self.free_keys(keys),
+            Message::StealRequest(StealRequest { key }) => self.steal(key),
+            Message::PutData(put) => self.put_data(put),
+            Message::GetData(GetData { request, keys }) => {
+                for reply in self.data_replies(request, &keys).0 {
+                    self.emit(reply);
+                }
+            }
+            Message::Heartbeat(_) => {}
+            Message::Close(_) => {
+                self.closed = true;
+                self.outputs
+                    .push_back(Output::CloseScheduler { error: None });
+            }
+            Message::ErrorReport(e) if e.fatal => {
+                self.closed = true;
+                self.outputs.push_back(Output::CloseScheduler {
+                    error: Some(format!("scheduler error {}: {}", e.code, e.message)),
+                });
+            }
+            // A non-fatal error (e.g. about a put-data we could not store)
+            // changes nothing here.
+            Message::ErrorReport(_) => {}
+            other => self.protocol_error(format!(
+                "`{}` is not a message a scheduler sends to a worker",
+                other.op()
+            )),
+        }
+    }
+
+    /// The scheduler connection broke a protocol rule (bad frame, message
+    /// not allowed): report `code` and close.
+    pub fn handle_scheduler_protocol_error(
+        &mut self,
+        now: Duration,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        self.emit(Message::ErrorReport(ErrorReport {
+            code: code.number(),
+            message: message.clone(),
+            fatal: true,
+            request: None,
+            keys: None,
+        }));
+        self.closed = true;
+        self.outputs.push_back(Output::CloseScheduler {
+            error: Some(message),
+        });
+    }
+
+    /// The scheduler connection is gone: the worker stops.
+    pub fn handle_scheduler_lost(&mut self, now: Duration, reason: String) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.outputs.push_back(Output::CloseScheduler {
+            error: Some(reason),
+        });
+    }
+
+    /// A `get-data` from a peer connection: answered with `data` (possibly
+    /// several messages) or `busy`.
+    pub fn handle_peer_request(&mut self, now: Duration, peer: PeerId, request: GetData) {
+        self.now = now;
+        let (replies, bytes) = self.data_replies(request.request, &request.keys);
+        let in_flight: usize = self.reply_bytes_in_flight.values().sum();
+        if in_flight > 0 && in_flight + bytes > self.config.reply_bytes_in_flight_max {
+            self.outputs.push_back(Output::ToPeer {
+                peer,
+                message: Message::Busy(Busy {
+                    request: request.request,
+                }),
+            });
+            return;
+        }
+        *self.reply_bytes_in_flight.entry(peer).or_default() += bytes;
+        for message in replies {
+            self.outputs.push_back(Output::ToPeer { peer, message });
+        }
+    }
+
+    /// Everything queued on a peer's connection has been written.
+    pub fn handle_peer_drained(&mut self, peer: PeerId) {
+        self.reply_bytes_in_flight.remove(&peer);
+    }
+
+    /// A peer's connection closed.
+    pub fn handle_peer_closed(&mut self, peer: PeerId) {
+        self.reply_bytes_in_flight.remove(&peer);
+    }
+
+    /// A `data` or `busy` from the holder at `address`, answering one of
+    /// our `get-data` requests. Anything else is ignored (the event loop
+    /// treats other messages as a failure of that connection).
+    pub fn handle_peer_reply(&mut self, now: Duration, address: &str, message: Message) {
+        self.now = now;
+        self.dirty = true;
+        match message {
+            Message::Data(Data {
+                request,
+                data,
+                missing,
+            }) => self.data_arrived(address, request, data, missing),
+            Message::Busy(Busy { request }) => self.busy_arrived(address, request),
+            _ => {}
+        }
+    }
+
+    /// The connection to the holder at `address` failed (refused, reset,
+    /// bad handshake, protocol error): its requests are tried elsewhere.
+    pub fn handle_peer_failed(&mut self, now: Duration, address: &str) {
+        self.now = now;
+        let failed: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.address == address)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.request_failed(id);
+        }
+    }
+
+    /// A request is given up: its holder counts as failed for its keys.
+    fn request_failed(&mut self, id: u64) {
+        let Some(request) = self.requests.remove(&id) else {
+            return;
+        };
+        self.dirty = true;
+        self.failed_addresses
+            .insert(request.address.clone(), self.now);
+        for key in request.outstanding {
+            self.holder_lacks(&key, &request.address, id);
+        }
+    }
+
+    /// A run finished on the executor.
+    pub fn handle_task_done(&mut self, now: Duration, done: TaskDone) {
+        self.now = now;
+        let Some(run) = self.running.remove(&done.run_id) else {
+            return;
+        };
+        self.dirty = true;
+        self.withdrawals.remove(&done.run_id);
+        self.release_resources(&run);
+        let Some(&slot) = self.by_key.get(&run.key) else {
+            return; // freed while running: the result is discarded
+        };
+        if self.tasks[slot].state != TaskState::Executing(done.run_id) {
+            return; // freed, then assigned again: this run is stale
+        }
+        let task = self.remove_task(slot);
+        if self.closed {
+            return;
+        }
+        let reply = match done.result {
+            Ok(value) if value.as_bytes().len() > self.config.value_bytes_max => {
+                Message::TaskErred(TaskErred {
+                    key: task.key,
+                    error_type: "ValueTooLarge".into(),
+                    message: format!(
+                        "result of {} bytes is over the {} bytes one message can carry",
+                        value.as_bytes().len(),
+                        self.config.value_bytes_max
+                    ),
+                    traceback: String::new(),
+                })
+            }
+            Ok(value) => {
+                let nbytes = self.store(task.key.clone(), Arc::new(value));
+                Message::TaskFinished(TaskFinished {
+                    key: task.key,
+                    nbytes,
+                    duration_us: Some(done.duration_us),
+                })
+            }
+            Err(e) => Message::TaskErred(TaskErred {
+                key: task.key,
+                error_type: e.error_type,
+                message: e.message,
+                traceback: e.traceback,
+            }),
+        };
+        self.emit(reply);
+    }
+
+    /// The answer to [`Output::Withdraw`]: whether the executor took the
+    /// run back before any thread started it.
+    pub fn handle_withdrawn(&mut self, now: Duration, run_id: u64, withdrawn: bool) {
+        self.now = now;
+        let Some(reason) = self.withdrawals.remove(&run_id) else {
+            return;
+        };
+        if withdrawn {
+            if let Some(run) = self.running.remove(&run_id) {
+                self.dirty = true;
+                self.release_resources(&run);
+                if let Some(&slot) = self.by_key.get(&run.key) {
+                    if self.tasks[slot].state == TaskState::Executing(run_id) {
+                        self.remove_task(slot);
+                    }
+                }
+            }
+        }
+        if let Withdrawal::Steal(key) = reason {
+            if !self.closed {
+                self.emit(Message::StealResponse(StealResponse {
+                    key,
+                    stolen: withdrawn,
+                }));
+            }
+        }
+    }
+
+    /// Time passed: heartbeats and delayed fetches fall due.
+    pub fn handle_tick(&mut self, now: Duration) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        if let (Some(due), Some(interval)) = (self.next_heartbeat, self.heartbeat_interval) {
+            if now >= due {
+                let metrics = self.metrics();
+                self.emit(Message::Heartbeat(Heartbeat {
+                    metrics: Some(metrics),
+                }));
+                // Skip missed beats rather than burst them.
+                let mut next = due + interval;
+                if next <= now {
+                    next = now + interval;
+                }
+                self.next_heartbeat = Some(next);
+            }
+        }
+        if self.delayed_fetches.iter().any(|(at, _)| *at <= now) {
+            self.dirty = true;
+        }
+        // Answered requests leave their entry behind: drop those from the
+        // front too, so the queue holds little more than what is in flight.
+        while let Some(&(deadline, id)) = self.request_deadlines.front() {
+            let pending = self.requests.contains_key(&id);
+            if pending && deadline > now {
+                break;
+            }
+            self.request_deadlines.pop_front();
+            if pending {
+                self.request_failed(id);
+            }
+        }
+    }
+
+    /// When [`WorkerState::handle_tick`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let delayed = self
+            .delayed_fetches
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(
+                self.request_deadlines
+                    .iter()
+                    .find(|(_, id)| self.requests.contains_key(id))
+                    .map(|(at, _)| *at),
+            )
+            .min();
+        match (self.next_heartbeat.filter(|_| !self.closed), delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next thing to do; call until `None` after handling inputs.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        // A pump can leave work for another (a queued task whose
+        // dependency was freed goes back to fetching).
+        while self.outputs.is_empty() && self.dirty {
+            self.dirty = false;
+            self.pump();
+        }
+        self.outputs.pop_front()
+    }
+
+    fn emit(&mut self, message: Message) {
+        self.outputs.push_back(Output::ToScheduler(message));
+    }
+
+    fn protocol_error(&mut self, message: String) {
+        let now = self.now;
+        self.handle_scheduler_protocol_error(now, ErrorCode::UnexpectedMessage, message);
+    }
+
+    fn task_erred(&mut self, key: Key, error_type: &str, message: String) {
+        self.emit(Message::TaskErred(TaskErred {
+            key,
+            error_type: error_type.into(),
+            message,
+            traceback: String::new(),
+        }));
+    }
+
+    fn compute_task(&mut self, ct: ComputeTask) {
+        if !self.config.functions.contains(&ct.function) {
+            let e = TaskError::unknown_function(&ct.function);
+            return self.task_erred(ct.key, &e.error_type, e.message);
+        }
+        if let Some(resources) = &ct.resources {
+            for (name, amount) in resources {
+                let offered = self.config.resources.get(name).copied().unwrap_or(0.0);
+                if *amount > offered {
+                    return self.task_erred(
+                        ct.key,
+                        "ResourceError",
+                        format!("task needs {name}={amount}, this worker offers {offered}"),
+                    );
+                }
+            }
+        }
+        if let Some(value) = self.data.get(&ct.key) {
+            // Already computed here (e.g. a resend): report it again.
+            let nbytes = value.as_bytes().len() as u64;
+            return self.emit(Message::TaskFinished(TaskFinished {
+                key: ct.key,
+                nbytes,
+                duration_us: None,
+            }));
+        }
+        if self.by_key.contains_key(&ct.key) {
+            return; // already assigned here: one record per key
+        }
+        let mut deps: Vec<Key> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let refs = ct.args.refs();
+        let kwarg_refs = ct.kwargs.as_ref().map(|k| k.refs()).unwrap_or_default();
+        for key in refs.into_iter().chain(kwarg_refs) {
+            if seen.insert(key) {
+                deps.push(Key::from(key));
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = self.tasks.insert(Task {
+            key: ct.key.clone(),
+            function: ct.function,
+            args: ct.args,
+            kwargs: ct.kwargs,
+            priority: ct.priority.unwrap_or(0),
+            seq,
+            resources: ct.resources,
+            deps,
+            who_has: ct.who_has,
+            missing: 0,
+            state: TaskState::Waiting,
+        });
+        self.by_key.insert(ct.key, slot);
+        self.request_missing_deps(slot);
+    }
+
+    /// Counts the task's dependencies absent from the store, registers it
+    /// with their fetches, and makes it ready when none are absent.
+    fn request_missing_deps(&mut self, slot: usize) {
+        let task = &self.tasks[slot];
+        let seq = task.seq;
+        let mut missing = 0;
+        for dep in &task.deps {
+            if self.data.contains_key(dep) {
+                continue;
+            }
+            missing += 1;
+            let fetch = self.fetches.entry(dep.clone()).or_default();
+            fetch.dependents.push((slot, seq));
+            for address in task.who_has.get(dep).into_iter().flatten() {
+                if *address == self.config.address {
+                    // Listed as held here, but it is not: counts as tried.
+                    if !fetch.tried.contains(address) {
+                        fetch.tried.push(address.clone());
+                    }
+                } else if !fetch.candidates.contains(address) && !fetch.tried.contains(address) {
+                    fetch.candidates.push(address.clone());
+                }
+            }
+            if fetch.in_flight.is_none() && !fetch.queued {
+                fetch.queued = true;
+                self.pending_fetches.push(dep.clone());
+            }
+        }
+        let task = &mut self.tasks[slot];
+        task.missing = missing;
+        if missing == 0 {
+            self.make_ready(slot);
+        } else {
+            task.state = TaskState::Waiting;
+        }
+    }
+
+    fn make_ready(&mut self, slot: usize) {
+        let task = &mut self.tasks[slot];
+        task.state = TaskState::Ready;
+        self.ready.push(ReadyEntry {
+            priority: task.priority,
+            seq: task.seq,
+            slot,
+        });
+    }
+
+    fn is_live_dependent(&self, (slot, seq): (usize, u64)) -> bool {
+        self.tasks
+            .get(slot)
+            .is_some_and(|t| t.seq == seq && t.state == TaskState::Waiting)
+    }
+
+    fn remove_task(&mut self, slot: usize) -> Task {
+        let task = self.tasks.remove(slot);
+        self.by_key.remove(&task.key);
+        task
+    }
+
+    /// Stores a value, wakes tasks waiting for it, and returns its nbytes.
+    fn store(&mut self, key: Key, value: Arc<RawValue>) -> u64 {
+        let nbytes = value.as_bytes().len() as u64;
+        if let Some(fetch) = self.fetches.remove(&key) {
+            for dependent in fetch.dependents {
+                if !self.is_live_dependent(dependent) {
+                    continue;
+                }
+                let task = &mut self.tasks[dependent.0];
+                task.missing = task.missing.saturating_sub(1);
+                if task.missing == 0 {
+                    self.make_ready(dependent.0);
+                }
+            }
+        }
+        if let Some(old) = self.data.insert(key, value) {
+            self.stored_bytes -= old.as_bytes().len() as u64;
+        }
+        self.stored_bytes += nbytes;
+        nbytes
+    }
+
+    fn release_resources(&mut self, run: &Run) {
+        for (name, amount) in run.resources.iter().flatten() {
+            if let Some(used) = self.resources_used.get_mut(name) {
+                *used -= amount;
+            }
+        }
+    }
+
+    fn free_keys(&mut self, keys: Vec<Key>) {
+        for key in keys {
+            if let Some(value) = self.data.remove(&key) {
+                self.stored_bytes -= value.as_bytes().len() as u64;
+            }
+            self.add_keys.remove(&key);
+            if let Some(&slot) = self.by_key.get(&key) {
+                // A run out on the executor stays in `running` until it ends
+                // (its result then finds no task and is discarded) or is
+                // withdrawn before it starts.
+                if let TaskState::Executing(run_id) = self.tasks[slot].state {
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.withdrawals.entry(run_id)
+                    {
+                        e.insert(Withdrawal::Free);
+                        self.outputs.push_back(Output::Withdraw { run_id });
+                    }
+                }
+                self.remove_task(slot);
+            }
+        }
+    }
+
+    /// A task not started yet is dropped (stolen); one out on the executor
+    /// is withdrawn if no thread has started it, and the answer waits for
+    /// [`WorkerState::handle_withdrawn`].
+    fn steal(&mut self, key: Key) {
+        let state = self
+            .by_key
+            .get(&key)
+            .map(|&slot| (slot, self.tasks[slot].state));
+        let stolen = match state {
+            Some((slot, TaskState::Waiting | TaskState::Ready)) => {
+                self.remove_task(slot);
+                true
+            }
+            Some((_, TaskState::Executing(run_id))) if !self.withdrawals.contains_key(&run_id) => {
+                self.withdrawals.insert(run_id, Withdrawal::Steal(key));
+                self.outputs.push_back(Output::Withdraw { run_id });
+                return;
+            }
+            _ => false,
+        };
+        self.emit(Message::StealResponse(StealResponse { key, stolen }));
+    }
+
+    fn put_data(&mut self, put: PutData) {
+        let too_large: Vec<Key> = put
+            .data
+            .iter()
+            .filter(|(_, v)| v.as_bytes().len() > self.config.value_bytes_max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !too_large.is_empty() {
+            return self.emit(Message::ErrorReport(ErrorReport {
+                code: ErrorCode::ValueTooLarge.number(),
+                message: format!(
+                    "values over {} bytes cannot be served in one message; nothing stored",
+                    self.config.value_bytes_max
+                ),
+                fatal: false,
+                request: Some(put.request),
+                keys: Some(too_large),
+            }));
+        }
+        let mut nbytes = BTreeMap::new();
+        for (key, value) in put.data {
+            let n = self.store(key.clone(), Arc::new(value));
+            nbytes.insert(key, n);
+        }
+        self.emit(Message::DataStored(DataStored {
+            request: put.request,
+            nbytes,
+        }));
+    }
+
+    /// The `data` messages answering a get-data, and their value bytes.
+    /// Values that together exceed one message are split over several
+    /// messages with the same request id; `missing` goes in the first.
+    fn data_replies(&self, request: u64, keys: &[Key]) -> (Vec<Message>, usize) {
+        let mut missing = Vec::new();
+        let mut found: Vec<(&Key, &Arc<RawValue>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for key in keys {
+            if !seen.insert(key) {
+                continue;
+            }
+            match self.data.get(key) {
+                Some(value) => found.push((key, value)),
+                None => missing.push(key.clone()),
+            }
+        }
+        let missing_bytes: usize = missing.iter().map(|k| k.0.len() + 5).sum();
+        let mut messages = Vec::new();
+        let mut part = BTreeMap::new();
+        let mut part_bytes = missing_bytes;
+        let mut total = 0;
+        for (key, value) in found {
+            let entry_bytes = key.0.len() + value.as_bytes().len() + 8;
+            if !part.is_empty() && part_bytes + entry_bytes > self.config.reply_message_bytes_max {
+                messages.push(std::mem::take(&mut part));
+                part_bytes = 0;
+            }
+            part_bytes += entry_bytes;
+            total += value.as_bytes().len();
+            part.insert(key.clone(), RawValue::clone(value));
+        }
+        if !part.is_empty() || messages.is_empty() {
+            messages.push(part);
+        }
+        let replies = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| {
+                Message::Data(Data {
+                    request,
+                    data,
+                    missing: if i == 0 {
+                        std::mem::take(&mut missing)
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .collect();
+        (replies, total)
+    }
+
+    fn data_arrived(
+        &mut self,
+        address: &str,
+        request: u64,
+        data: BTreeMap<Key, RawValue>,
+        missing: Vec<Key>,
+    ) {
+        let Some(req) = self.requests.get_mut(&request) else {
+            return;
+        };
+        if req.address != address {
+            return;
+        }
+        let mut arrived = Vec::new();
+        for (key, value) in data {
+            if req.outstanding.remove(&key) {
+                arrived.push((key, value));
+            }
+        }
+        let mut lacking = Vec::new();
+        for key in missing {
+            if req.outstanding.remove(&key) {
+                lacking.push(key);
+            }
+        }
+        if req.outstanding.is_empty() {
+            self.requests.remove(&request);
+        }
+        for (key, value) in arrived {
+            let wanted = self
+                .fetches
+                .get(&key)
+                .is_some_and(|f| f.dependents.iter().any(|&d| self.is_live_dependent(d)));
+            if wanted {
+                let nbytes = self.store(key.clone(), Arc::new(value));
+                self.add_keys.insert(key, nbytes);
+            } else {
+                self.fetches.remove(&key);
+            }
+        }
+        for key in lacking {
+            self.holder_lacks(&key, address, request);
+        }
+    }
+
+    /// `address` could not give `key` (answered missing, or failed): try
+    /// the next holder.
+    fn holder_lacks(&mut self, key: &Key, address: &str, request: u64) {
+        let Some(fetch) = self.fetches.get_mut(key) else {
+            return;
+        };
+        if fetch.in_flight != Some(request) {
+            return;
+        }
+        fetch.in_flight = None;
+        fetch.candidates.retain(|a| a != address);
+        if !fetch.tried.iter().any(|a| a == address) {
+            fetch.tried.push(address.to_string());
+        }
+        if !fetch.queued {
+            fetch.queued = true;
+            self.pending_fetches.push(key.clone());
+        }
+    }
+
+    fn busy_arrived(&mut self, address: &str, request: u64) {
+        match self.requests.get(&request) {
+            Some(req) if req.address == address => {}
+            _ => return,
+        }
+        let Some(req) = self.requests.remove(&request) else {
+            return;
+        };
+        for key in req.outstanding {
+            let Some(fetch) = self.fetches.get_mut(&key) else {
+                continue;
+            };
+            if fetch.in_flight != Some(request) {
+                continue;
+            }
+            fetch.in_flight = None;
+            fetch.busy_answers += 1;
+            if fetch.busy_answers > BUSY_ANSWERS_MAX {
+                self.holder_lacks_now(&key, address);
+                continue;
+            }
+            // Other holders first; this one again at the end of the list.
+            fetch.candidates.retain(|a| a != address);
+            let others = !fetch.candidates.is_empty();
+            fetch.candidates.push(address.to_string());
+            fetch.queued = true;
+            if others {
+                self.pending_fetches.push(key);
+            } else {
+                let shift = (fetch.busy_answers - 1).min(16);
+                let delay = (BUSY_RETRY_DELAY_MIN * (1u32 << shift)).min(BUSY_RETRY_DELAY_MAX);
+                self.delayed_fetches.push((self.now + delay, key));
+            }
+        }
+    }
+
+    fn holder_lacks_now(&mut self, key: &Key, address: &str) {
+        if let Some(fetch) = self.fetches.get_mut(key) {
+            fetch.candidates.retain(|a| a != address);
+            if !fetch.tried.iter().any(|a| a == address) {
+                fetch.tried.push(address.to_string());
+            }
+            if !fetch.queued {
+                fetch.queued = true;
+                self.pending_fetches.push(key.clone());
+            }
+        }
+    }
+
+    /// No holder is left for `key`: every task waiting for it is given
+    /// back with `missing-data` and dropped.
+    fn dependency_lost(&mut self, key: Key) {
+        let Some(fetch) = self.fetches.remove(&key) else {
+            return;
+        };
+        for dependent in fetch.dependents {
+            if !self.is_live_dependent(dependent) {
+                continue;
+            }
+            let task = self.remove_task(dependent.0);
+            self.emit(Message::MissingData(MissingData {
+                key: key.clone(),
+                addresses: fetch.tried.clone(),
+                task: task.key,
+            }));
+        }
+    }
+
+    /// Decides fetches and task starts for everything handled since the
+    /// last call.
+    fn pump(&mut self) {
+        if self.closed {
+            self.pending_fetches.clear();
+            self.delayed_fetches.clear();
+            return;
+        }
+        let now = self.now;
+        let due: Vec<Key> = {
+            let mut due = Vec::new();
+            self.delayed_fetches.retain(|(at, key)| {
+                if *at <= now {
+                    due.push(key.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        self.pending_fetches.extend(due);
+        self.failed_addresses
+            .retain(|_, at| now.saturating_sub(*at) < FAILED_ADDRESS_MEMORY);
+        self.send_fetches();
+        self.start_ready_tasks();
+        if !self.add_keys.is_empty() {
+            let nbytes = std::mem::take(&mut self.add_keys);
+            self.emit(Message::AddKeys(AddKeys { nbytes }));
+        }
+    }
+
+    fn send_fetches(&mut self) {
+        let mut batches: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        for key in std::mem::take(&mut self.pending_fetches) {
+            let Some(fetch) = self.fetches.get(&key) else {
+                continue;
+            };
+            let live = fetch.dependents.iter().any(|&d| self.is_live_dependent(d));
+            if !live {
+                self.fetches.remove(&key);
+                continue;
+            }
+            let choice = fetch
+                .candidates
+                .iter()
+                .position(|a| !self.failed_addresses.contains_key(a))
+                .or(if fetch.candidates.is_empty() {
+                    None
+                } else {
+                    Some(0)
+                });
+            let Some(at) = choice else {
+                self.dependency_lost(key);
+                continue;
+            };
+            let Some(fetch) = self.fetches.get_mut(&key) else {
+                continue;
+            };
+            fetch.queued = false;
+            let address = fetch.candidates.remove(at);
+            batches.entry(address).or_default().push(key);
+        }
+        for (address, keys) in batches {
+            let request = self.next_request;
+            self.next_request += 1;
+            for key in &keys {
+                if let Some(fetch) = self.fetches.get_mut(key) {
+                    fetch.in_flight = Some(request);
+                }
+            }
+            self.request_deadlines
+                .push_back((self.now + FETCH_TIMEOUT, request));
+            self.requests.insert(
+                request,
+                PeerRequest {
+                    address: address.clone(),
+                    outstanding: keys.iter().cloned().collect(),
+                },
+            );
+            self.outputs.push_back(Output::FetchFromPeer {
+                address,
+                request: GetData { request, keys },
+            });
+        }
+    }
+
+    fn resources_fit(&self, wanted: &Option<Resources>) -> bool {
+        wanted.iter().flatten().all(|(name, amount)| {
+            let offered = self.config.resources.get(name).copied().unwrap_or(0.0);
+            let used = self.resources_used.get(name).copied().unwrap_or(0.0);
+            used + amount <= offered + 1e-9
+        })
+    }
+
+    fn start_ready_tasks(&mut self) {
+        let mut blocked = Vec::new();
+        while self.running.len() < self.config.nthreads + self.config.dispatch_ahead {
+            let Some(entry) = self.ready.pop() else {
+                break;
+            };
+            let Some(task) = self.tasks.get(entry.slot) else {
+                continue;
+            };
+            if task.seq != entry.seq || task.state != TaskState::Ready {
+                continue;
+            }
+            if !self.resources_fit(&task.resources) {
+                blocked.push(entry);
+                continue;
+            }
+            let mut deps = Vec::with_capacity(task.deps.len());
+            let mut lost = false;
+            for dep in &task.deps {
+                match self.data.get(dep) {
+                    Some(value) => deps.push((dep.clone(), Arc::clone(value))),
+                    None => lost = true,
+                }
+            }
+            if lost {
+                // A dependency was freed while the task was queued: get it again.
+                self.request_missing_deps(entry.slot);
+                self.dirty = true;
+                continue;
+            }
+            let run_id = self.next_run_id;
+            self.next_run_id += 1;
+            let task = &mut self.tasks[entry.slot];
+            task.state = TaskState::Executing(run_id);
+            if let Some(resources) = &task.resources {
+                for (name, amount) in resources {
+                    *self.resources_used.entry(name.clone()).or_default() += amount;
+                }
+            }
+            self.running.insert(
+                run_id,
+                Run {
+                    key: task.key.clone(),
+                    resources: task.resources.clone(),
+                },
+            );
+            self.outputs.push_back(Output::Execute(Job {
+                run_id,
+                priority: task.priority,
+                seq: task.seq,
+                key: task.key.clone(),
+                function: task.function.clone(),
+                args: std::mem::take(&mut task.args),
+                kwargs: task.kwargs.take(),
+                deps,
+            }));
+        }
+        self.ready.extend(blocked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Close, WorkerRegistered};
+    use crate::msgpack::task_ref_value;
+    use rmpv::Value;
+
+    const ME: &str = "tcp://127.0.0.1:1000";
+    const PEER_A: &str = "tcp://127.0.0.1:2000";
+    const PEER_B: &str = "tcp://127.0.0.1:3000";
+
+    /// A worker that hands out at most nthreads runs (no dispatch-ahead),
+    /// so tests see exactly what runs.
+    fn worker(nthreads: usize) -> (WorkerState, Duration) {
+        let functions = ["f", "g"].iter().map(|s| s.to_string()).collect();
+        let now = Duration::ZERO;
+        let mut config = StateConfig::new(ME, nthreads, functions);
+        config.dispatch_ahead = 0;
+        (WorkerState::new(config, now), now)
+    }
+
+    fn withdrawals(outputs: &[Output]) -> Vec<u64> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Withdraw { run_id } => Some(*run_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn raw(v: Value) -> RawValue {
+        RawValue::from_value(&v)
+    }
+
+    fn compute(key: &str, args: Vec<Value>, who_has: &[(&str, &[&str])]) -> Message {
+        Message::ComputeTask(ComputeTask {
+            key: key.into(),
+            function: "f".into(),
+            args: raw(Value::Array(args)),
+            kwargs: None,
+            who_has: who_has
+                .iter()
+                .map(|(k, addrs)| (Key::from(*k), addrs.iter().map(|a| a.to_string()).collect()))
+                .collect(),
+            priority: None,
+            resources: None,
+        })
+    }
+
+    fn with_priority(mut m: Message, priority: i64) -> Message {
+        if let Message::ComputeTask(ct) = &mut m {
+            ct.priority = Some(priority);
+        }
+        m
+    }
+
+    fn drain(w: &mut WorkerState) -> Vec<Output> {
+        std::iter::from_fn(|| w.poll_output()).collect()
+    }
+
+    fn to_scheduler(outputs: &[Output]) -> Vec<&Message> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::ToScheduler(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn jobs(outputs: Vec<Output>) -> Vec<Job> {
+        outputs
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Execute(j) => Some(j),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fetches(outputs: &[Output]) -> Vec<(String, GetData)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::FetchFromPeer { address, request } => {
+                    Some((address.clone(), request.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn done(run_id: u64, v: Value) -> TaskDone {
+        TaskDone {
+            run_id,
+            result: Ok(raw(v)),
+            duration_us: 7,
+        }
+    }
+
+    fn data_reply(request: u64, data: &[(&str, Value)], missing: &[&str]) -> Message {
+        Message::Data(Data {
+            request,
+            data: data
+                .iter()
+                .map(|(k, v)| (Key::from(*k), raw(v.clone())))
+                .collect(),
+            missing: missing.iter().map(|k| Key::from(*k)).collect(),
+        })
+    }
+
+    #[test]
+    fn a_task_with_literal_args_runs_and_finishes() {
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(now, compute("x", vec![Value::from(1)], &[]));
+        let out = jobs(drain(&mut w));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_str(), "x");
+        assert_eq!(out[0].args, raw(Value::Array(vec![Value::from(1)])));
+        w.handle_task_done(now, done(out[0].run_id, Value::from(2)));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::TaskFinished(TaskFinished {
+                key: "x".into(),
+                nbytes: 1,
+                duration_us: Some(7)
+            })]
+        );
+        assert_eq!(w.value("x").unwrap().as_bytes(), &[2]);
+        assert_eq!(w.metrics().stored_keys, 1);
+        assert_eq!(w.metrics().stored_bytes, 1);
+    }
+
+    #[test]
+    fn unknown_function_errs_without_running() {
+        let (mut w, now) = worker(1);
+        let mut m = compute("x", vec![], &[]);
+        if let Message::ComputeTask(ct) = &mut m {
+            ct.function = "nope".into();
+        }
+        w.handle_scheduler_message(now, m);
+        let out = drain(&mut w);
+        assert!(matches!(
+            to_scheduler(&out)[..],
+            [Message::TaskErred(TaskErred { error_type, .. })] if error_type == "UnknownFunction"
+        ));
+        assert!(jobs(out).is_empty());
+    }
+
+    #[test]
+    fn errors_and_too_large_results_are_reported_as_task_erred() {
+        let (mut w, now) = worker(2);
+        w.config.value_bytes_max = 10;
+        w.handle_scheduler_message(now, compute("a", vec![], &[]));
+        w.handle_scheduler_message(now, compute("b", vec![], &[]));
+        let out = jobs(drain(&mut w));
+        w.handle_task_done(
+            now,
+            TaskDone {
+                run_id: out[0].run_id,
+                result: Err(TaskError::new("Panic", "boom")),
+                duration_us: 1,
+            },
+        );
+        w.handle_task_done(now, done(out[1].run_id, Value::Binary(vec![0; 11])));
+        let out = drain(&mut w);
+        let types: Vec<&str> = to_scheduler(&out)
+            .iter()
+            .map(|m| match m {
+                Message::TaskErred(e) => e.error_type.as_str(),
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(types, vec!["Panic", "ValueTooLarge"]);
+        assert!(w.value("b").is_none());
+    }
+
+    #[test]
+    fn never_more_than_nthreads_and_ready_order_is_priority_then_arrival() {
+        let (mut w, now) = worker(2);
+        for (key, priority) in [("a", 0), ("b", 5), ("c", 1), ("d", 5), ("e", 0)] {
+            w.handle_scheduler_message(now, with_priority(compute(key, vec![], &[]), priority));
+        }
+        let first = jobs(drain(&mut w));
+        let keys: Vec<&str> = first.iter().map(|j| j.key.as_str()).collect();
+        assert_eq!(keys, vec!["b", "d"]);
+        assert_eq!(w.running(), 2);
+        assert_eq!(w.metrics().executing, 2);
+        assert_eq!(w.metrics().ready, 3);
+        let mut order = Vec::new();
+        let mut pending = first;
+        while let Some(job) = pending.pop() {
+            w.handle_task_done(now, done(job.run_id, Value::Nil));
+            let next = jobs(drain(&mut w));
+            assert!(w.running() <= 2);
+            order.extend(next.iter().map(|j| j.key.to_string()));
+            pending.extend(next);
+        }
+        assert_eq!(order, vec!["c", "a", "e"]);
+    }
+
+    #[test]
+    fn dependencies_are_fetched_in_one_request_per_holder() {
+        let (mut w, now) = worker(4);
+        let r = task_ref_value;
+        w.handle_scheduler_message(
+            now,
+            compute(
+                "t1",
+                vec![r("d1"), r("d2")],
+                &[("d1", &[PEER_A]), ("d2", &[ME, PEER_A])],
+            ),
+        );
+        w.handle_scheduler_message(
+            now,
+            compute("t2", vec![r("d3")], &[("d3", &[PEER_B, PEER_A])]),
+        );
+        let out = drain(&mut w);
+        assert!(jobs(drain(&mut w)).is_empty());
+        let mut sent = fetches(&out);
+        sent.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, PEER_A);
+        assert_eq!(sent[0].1.keys, vec![Key::from("d1"), Key::from("d2")]);
+        assert_eq!(sent[1].0, PEER_B);
+        assert_eq!(sent[1].1.keys, vec![Key::from("d3")]);
+
+        let req_a = sent[0].1.request;
+        w.handle_peer_reply(
+            now,
+            PEER_A,
+            data_reply(
+                req_a,
+                &[("d1", Value::from(1)), ("d2", Value::from(2))],
+                &[],
+            ),
+        );
+        let out = drain(&mut w);
+        assert!(to_scheduler(&out).contains(&&Message::AddKeys(AddKeys {
+            nbytes: [(Key::from("d1"), 1), (Key::from("d2"), 1)]
+                .into_iter()
+                .collect()
+        })));
+        let started = jobs(out);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].key.as_str(), "t1");
+        let dep_keys: Vec<&str> = started[0].deps.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(dep_keys, vec!["d1", "d2"]);
+    }
+
+    #[test]
+    fn a_holder_without_the_key_sends_the_worker_to_the_next_then_missing_data() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A, PEER_B])]));
+        let sent = fetches(&drain(&mut w));
+        assert_eq!(sent[0].0, PEER_A);
+        w.handle_peer_reply(now, PEER_A, data_reply(sent[0].1.request, &[], &["d"]));
+        let sent = fetches(&drain(&mut w));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, PEER_B);
+        w.handle_peer_failed(now, PEER_B);
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::MissingData(MissingData {
+                key: "d".into(),
+                addresses: vec![PEER_A.into(), PEER_B.into()],
+                task: "t".into()
+            })]
+        );
+        assert_eq!(w.metrics().ready, 0, "the task was dropped");
+        // The scheduler resends it later: accepted as new.
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+        assert_eq!(fetches(&drain(&mut w)).len(), 1);
+    }
+
+    #[test]
+    fn a_dependency_with_no_holder_is_missing_at_once() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[ME])]));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::MissingData(MissingData {
+                key: "d".into(),
+                addresses: vec![ME.into()],
+                task: "t".into()
+            })]
+        );
+    }
+
+    #[test]
+    fn busy_holders_are_asked_again_later_or_another_first() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+        let sent = fetches(&drain(&mut w));
+        w.handle_peer_reply(
+            now,
+            PEER_A,
+            Message::Busy(Busy {
+                request: sent[0].1.request,
+            }),
+        );
+        assert!(fetches(&drain(&mut w)).is_empty());
+        let at = w.poll_timeout().unwrap();
+        assert!(at > now && at <= now + BUSY_RETRY_DELAY_MAX);
+        w.handle_tick(at);
+        let again = fetches(&drain(&mut w));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].0, PEER_A);
+        w.handle_peer_reply(
+            at,
+            PEER_A,
+            data_reply(again[0].1.request, &[("d", Value::from(3))], &[]),
+        );
+        assert_eq!(jobs(drain(&mut w)).len(), 1);
+
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A, PEER_B])]));
+        let sent = fetches(&drain(&mut w));
+        w.handle_peer_reply(
+            now,
+            PEER_A,
+            Message::Busy(Busy {
+                request: sent[0].1.request,
+            }),
+        );
+        let next = fetches(&drain(&mut w));
+        assert_eq!(next[0].0, PEER_B, "another holder at once");
+        w.handle_peer_reply(now, PEER_B, data_reply(next[0].1.request, &[], &["d"]));
+        let last = fetches(&drain(&mut w));
+        assert_eq!(last[0].0, PEER_A, "then the busy one again");
+    }
+
+    #[test]
+    fn a_failed_holder_is_tried_after_others() {
+        let (mut w, now) = worker(2);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t1", vec![r("d1")], &[("d1", &[PEER_A])]));
+        let sent = fetches(&drain(&mut w));
+        w.handle_peer_failed(now, PEER_A);
+        let _ = drain(&mut w);
+        w.handle_scheduler_message(
+            now,
+            compute("t2", vec![r("d2")], &[("d2", &[PEER_A, PEER_B])]),
+        );
+        let next = fetches(&drain(&mut w));
+        assert_eq!(next[0].0, PEER_B);
+        assert_ne!(next[0].1.request, sent[0].1.request);
+    }
+
+    #[test]
+    fn free_keys_drops_data_and_discards_a_running_result() {
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(
+            now,
+            Message::PutData(PutData {
+                request: 4,
+                data: [(Key::from("p"), raw(Value::from("v")))]
+                    .into_iter()
+                    .collect(),
+            }),
+        );
+        w.handle_scheduler_message(now, compute("x", vec![], &[]));
+        w.handle_scheduler_message(now, compute("y", vec![], &[]));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::DataStored(DataStored {
+                request: 4,
+                nbytes: [(Key::from("p"), 2)].into_iter().collect()
+            })]
+        );
+        let running = jobs(out);
+        assert_eq!(running[0].key.as_str(), "x");
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["p".into(), "x".into(), "y".into()],
+            }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![running[0].run_id]);
+        assert_eq!(
+            out.len(),
+            1,
+            "y was dropped, x is withdrawn if it has not started"
+        );
+        w.handle_withdrawn(now, running[0].run_id, false);
+        assert!(drain(&mut w).is_empty(), "x started: it holds the thread");
+        w.handle_task_done(now, done(running[0].run_id, Value::from(1)));
+        assert!(
+            drain(&mut w).is_empty(),
+            "no task-finished for a freed task"
+        );
+        w.handle_scheduler_message(
+            now,
+            Message::GetData(GetData {
+                request: 9,
+                keys: vec!["p".into(), "x".into()],
+            }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::Data(Data {
+                request: 9,
+                data: BTreeMap::new(),
+                missing: vec!["p".into(), "x".into()]
+            })]
+        );
+        assert_eq!(w.metrics().stored_bytes, 0);
+    }
+
+    #[test]
+    fn steal_takes_only_tasks_that_have_not_started() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("run", vec![], &[]));
+        w.handle_scheduler_message(now, compute("queued", vec![], &[]));
+        w.handle_scheduler_message(now, compute("fetching", vec![r("d")], &[("d", &[PEER_A])]));
+        let out = drain(&mut w);
+        let running = jobs(out);
+        for (key, stolen) in [("queued", true), ("fetching", true), ("zzz", false)] {
+            w.handle_scheduler_message(
+                now,
+                Message::StealRequest(StealRequest { key: key.into() }),
+            );
+            let out = drain(&mut w);
+            assert_eq!(
+                to_scheduler(&out),
+                vec![&Message::StealResponse(StealResponse {
+                    key: key.into(),
+                    stolen
+                })]
+            );
+        }
+        // Out on the executor: the executor decides (here: already started).
+        w.handle_scheduler_message(
+            now,
+            Message::StealRequest(StealRequest { key: "run".into() }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![running[0].run_id]);
+        assert!(
+            to_scheduler(&out).is_empty(),
+            "the answer waits for the executor"
+        );
+        w.handle_withdrawn(now, running[0].run_id, false);
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::StealResponse(StealResponse {
+                key: "run".into(),
+                stolen: false
+            })]
+        );
+        w.handle_task_done(now, done(running[0].run_id, Value::Nil));
+        let out = drain(&mut w);
+        assert_eq!(to_scheduler(&out).len(), 1, "only run's task-finished");
+        assert!(jobs(out).is_empty(), "the stolen task never runs");
+    }
+
+    #[test]
+    fn put_data_satisfies_a_waiting_task_and_late_fetched_data_is_dropped() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+        let sent = fetches(&drain(&mut w));
+        w.handle_scheduler_message(
+            now,
+            Message::PutData(PutData {
+                request: 1,
+                data: [(Key::from("d"), raw(Value::from(5)))]
+                    .into_iter()
+                    .collect(),
+            }),
+        );
+        let started = jobs(drain(&mut w));
+        assert_eq!(started.len(), 1);
+        w.handle_peer_reply(
+            now,
+            PEER_A,
+            data_reply(sent[0].1.request, &[("d", Value::from(6))], &[]),
+        );
+        let out = drain(&mut w);
+        assert!(
+            to_scheduler(&out).is_empty(),
+            "no add-keys for data nobody waits for"
+        );
+        assert_eq!(w.value("d").unwrap().as_bytes(), &[5]);
+    }
+
+    #[test]
+    fn large_replies_are_split_over_messages_with_one_request_id() {
+        let (mut w, now) = worker(1);
+        w.config.reply_message_bytes_max = 100;
+        let data = (0..4)
+            .map(|i| (Key::from(format!("k{i}")), raw(Value::Binary(vec![i; 60]))))
+            .collect();
+        w.handle_scheduler_message(now, Message::PutData(PutData { request: 1, data }));
+        let _ = drain(&mut w);
+        w.handle_scheduler_message(
+            now,
+            Message::GetData(GetData {
+                request: 2,
+                keys: vec![
+                    "k0".into(),
+                    "k1".into(),
+                    "k2".into(),
+                    "k3".into(),
+                    "nope".into(),
+                ],
+            }),
+        );
+        let out = drain(&mut w);
+        let replies = to_scheduler(&out);
+        assert_eq!(replies.len(), 4);
+        let mut keys = Vec::new();
+        for (i, m) in replies.iter().enumerate() {
+            let Message::Data(d) = m else { panic!("{m:?}") };
+            assert_eq!(d.request, 2);
+            assert_eq!(d.missing.is_empty(), i != 0);
+            keys.extend(d.data.keys().cloned());
+        }
+        assert_eq!(keys.len(), 4);
+    }
+
+    #[test]
+    fn peers_get_busy_while_too_many_reply_bytes_are_unwritten() {
+        let (mut w, now) = worker(1);
+        w.config.reply_bytes_in_flight_max = 100;
+        let data = [(Key::from("big"), raw(Value::Binary(vec![1; 80])))]
+            .into_iter()
+            .collect();
+        w.handle_scheduler_message(now, Message::PutData(PutData { request: 1, data }));
+        let _ = drain(&mut w);
+        let ask = |request| GetData {
+            request,
+            keys: vec!["big".into()],
+        };
+        w.handle_peer_request(now, PeerId(1), ask(1));
+        w.handle_peer_request(now, PeerId(2), ask(2));
+        let out = drain(&mut w);
+        let replies: Vec<(PeerId, &str)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::ToPeer { peer, message } => Some((*peer, message.op())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, vec![(PeerId(1), "data"), (PeerId(2), "busy")]);
+        w.handle_peer_drained(PeerId(1));
+        w.handle_peer_request(now, PeerId(2), ask(3));
+        assert!(matches!(
+            &drain(&mut w)[..],
+            [Output::ToPeer {
+                message: Message::Data(_),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn heartbeats_follow_the_registered_interval() {
+        let (mut w, now) = worker(1);
+        assert_eq!(w.poll_timeout(), None);
+        w.handle_scheduler_message(
+            now,
+            Message::WorkerRegistered(WorkerRegistered {
+                id: 1,
+                heartbeat_interval_ms: 50,
+            }),
+        );
+        let due = w.poll_timeout().unwrap();
+        assert_eq!(due, now + Duration::from_millis(50));
+        w.handle_tick(now + Duration::from_millis(10));
+        assert!(drain(&mut w).is_empty());
+        w.handle_tick(due);
+        let out = drain(&mut w);
+        assert!(matches!(
+            to_scheduler(&out)[..],
+            [Message::Heartbeat(Heartbeat { metrics: Some(_) })]
+        ));
+        assert_eq!(w.poll_timeout().unwrap(), due + Duration::from_millis(50));
+    }
+
+    #[test]
+    fn close_and_protocol_errors_end_the_scheduler_connection() {
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(now, Message::Close(Close { reason: None }));
+        assert!(matches!(
+            &drain(&mut w)[..],
+            [Output::CloseScheduler { error: None }]
+        ));
+        assert!(w.is_closed());
+
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(
+            now,
+            Message::GetDataset(crate::messages::GetDataset {
+                request: 1,
+                name: "x".into(),
+            }),
+        );
+        let out = drain(&mut w);
+        assert!(matches!(
+            &out[..],
+            [
+                Output::ToScheduler(Message::ErrorReport(ErrorReport {
+                    code: 2004,
+                    fatal: true,
+                    ..
+                })),
+                Output::CloseScheduler { error: Some(_) }
+            ]
+        ));
+        w.handle_scheduler_message(now, compute("x", vec![], &[]));
+        assert!(drain(&mut w).is_empty(), "nothing after close");
+    }
+
+    #[test]
+    fn a_key_already_in_memory_is_reported_finished_again() {
+        let (mut w, now) = worker(1);
+        w.handle_scheduler_message(now, compute("x", vec![], &[]));
+        let job = jobs(drain(&mut w)).remove(0);
+        w.handle_task_done(now, done(job.run_id, Value::from(300)));
+        let _ = drain(&mut w);
+        w.handle_scheduler_message(now, compute("x", vec![], &[]));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::TaskFinished(TaskFinished {
+                key: "x".into(),
+                nbytes: 3,
+                duration_us: None
+            })]
+        );
+        assert!(jobs(out).is_empty());
+    }
+
+    #[test]
+    fn resources_limit_concurrency_and_impossible_asks_err() {
+        let functions = ["f".to_string()].into_iter().collect();
+        let now = Duration::ZERO;
+        let mut config = StateConfig::new(ME, 4, functions);
+        config.dispatch_ahead = 0;
+        config.resources.insert("GPU".into(), 1.0);
+        let mut w = WorkerState::new(config, now);
+        let gpu = |key: &str, amount: f64| {
+            let mut m = compute(key, vec![], &[]);
+            if let Message::ComputeTask(ct) = &mut m {
+                ct.resources = Some([("GPU".to_string(), amount)].into_iter().collect());
+            }
+            m
+        };
+        w.handle_scheduler_message(now, gpu("a", 1.0));
+        w.handle_scheduler_message(now, gpu("b", 1.0));
+        w.handle_scheduler_message(now, compute("c", vec![], &[]));
+        w.handle_scheduler_message(now, gpu("huge", 2.0));
+        let out = drain(&mut w);
+        assert!(matches!(
+            to_scheduler(&out)[..],
+            [Message::TaskErred(TaskErred { error_type, .. })] if error_type == "ResourceError"
+        ));
+        let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+        assert_eq!(started, vec!["a", "c"]);
+        w.handle_task_done(now, done(0, Value::Nil));
+        let started: Vec<String> = jobs(drain(&mut w))
+            .iter()
+            .map(|j| j.key.to_string())
+            .collect();
+        assert_eq!(started, vec!["b"]);
+    }
+
+    #[test]
+    fn a_dependency_freed_before_start_is_fetched_again() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("busy", vec![], &[]));
+        w.handle_scheduler_message(
+            now,
+            Message::PutData(PutData {
+                request: 1,
+                data: [(Key::from("d"), raw(Value::from(1)))]
+                    .into_iter()
+                    .collect(),
+            }),
+        );
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+        let first = jobs(drain(&mut w));
+        assert_eq!(first.len(), 1);
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["d".into()],
+            }),
+        );
+        w.handle_task_done(now, done(first[0].run_id, Value::Nil));
+        let out = drain(&mut w);
+        let sent = fetches(&out);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, PEER_A);
+        assert!(jobs(out).is_empty());
+    }
+
+    #[test]
+    fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
+        let functions = ["f".to_string()].into_iter().collect();
+        let now = Duration::ZERO;
+        let mut config = StateConfig::new(ME, 1, functions);
+        assert_eq!(config.dispatch_ahead, DISPATCH_AHEAD_MIN);
+        config.dispatch_ahead = 1;
+        let mut w = WorkerState::new(config, now);
+        for key in ["a", "b", "c"] {
+            w.handle_scheduler_message(now, compute(key, vec![], &[]));
+        }
+        let out = jobs(drain(&mut w));
+        let keys: Vec<&str> = out.iter().map(|j| j.key.as_str()).collect();
+        assert_eq!(keys, vec!["a", "b"], "nthreads 1 + 1 queued ahead");
+        assert_eq!(w.metrics().executing, 1);
+        assert_eq!(w.metrics().ready, 2);
+
+        // b is queued on the executor, not started: a steal takes it back.
+        w.handle_scheduler_message(now, Message::StealRequest(StealRequest { key: "b".into() }));
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![1], "b is run 1");
+        w.handle_withdrawn(now, 1, true);
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::StealResponse(StealResponse {
+                key: "b".into(),
+                stolen: true
+            })]
+        );
+        let next: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+        assert_eq!(
+            next,
+            vec!["c"],
+            "the freed slot goes to the next ready task"
+        );
+
+        // Freeing a queued run withdraws it too; no reply to the scheduler.
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["c".into()],
+            }),
+        );
+        let out = drain(&mut w);
+        assert_eq!(withdrawals(&out), vec![2]);
+        w.handle_withdrawn(now, 2, true);
+        assert!(drain(&mut w).is_empty());
+        assert_eq!(w.running(), 1);
+        // A completion of a withdrawn run is ignored.
+        w.handle_task_done(now, done(2, Value::Nil));
+        assert!(drain(&mut w).is_empty());
+    }
+
+    #[test]
+    fn a_holder_that_never_answers_times_out_and_the_next_is_asked() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A, PEER_B])]));
+        let sent = fetches(&drain(&mut w));
+        assert_eq!(sent[0].0, PEER_A);
+        assert_eq!(w.poll_timeout(), Some(now + FETCH_TIMEOUT));
+        w.handle_tick(now + FETCH_TIMEOUT - Duration::from_millis(1));
+        assert!(drain(&mut w).is_empty());
+        let late = now + FETCH_TIMEOUT;
+        w.handle_tick(late);
+        let next = fetches(&drain(&mut w));
+        assert_eq!(next[0].0, PEER_B);
+        // A late answer from the first holder is ignored.
+        w.handle_peer_reply(
+            late,
+            PEER_A,
+            data_reply(sent[0].1.request, &[("d", Value::from(1))], &[]),
+        );
+        assert!(jobs(drain(&mut w)).is_empty());
+        w.handle_peer_reply(
+            late,
+            PEER_B,
+            data_reply(next[0].1.request, &[("d", Value::from(2))], &[]),
+        );
+        let started = jobs(drain(&mut w));
+        assert_eq!(started[0].deps[0].1.as_bytes(), &[2]);
+    }
+}
