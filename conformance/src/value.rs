@@ -71,7 +71,8 @@ pub fn encode(template: &Json, vars: &Vars) -> Result<Vec<u8>, String> {
 }
 
 fn encode_into(w: &mut Vec<u8>, t: &Json, vars: &Vars, depth: usize) -> Result<(), String> {
-    if depth > dask_core::msgpack::VALUE_DEPTH_MAX {
+    // A message map and its field sit above the values the spec limits.
+    if depth > dask_core::msgpack::VALUE_DEPTH_MAX + 2 {
         return Err("template nested too deep".into());
     }
     match t {
