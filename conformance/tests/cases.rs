@@ -87,7 +87,10 @@ fn conformance_md_lists_every_case() {
     let path = root().join("../spec/CONFORMANCE.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
     let heading = "\n## The cases\n";
-    let head = doc.find(heading).map(|i| &doc[..i + heading.len()]).unwrap_or(&doc);
+    let head = doc
+        .find(heading)
+        .map(|i| &doc[..i + heading.len()])
+        .unwrap_or(&doc);
     let cases = case::load_dir(&root().join("cases")).unwrap();
     let generated = format!("{head}{}", case::markdown_tables(&cases));
     if doc != generated {
