@@ -29,6 +29,7 @@ OPTIONS (worker):
     --strict             SHOULD failures also fail the run
     --dryrun             list the selected cases and exit
     --report FILE        write a report: JUnit XML if FILE ends in .xml, else JSON
+    --junit FILE         write a JUnit XML report whatever FILE's name
     --cases DIR          read cases from DIR instead of the built-in ones
     --timeout-scale F    multiply every timeout and window by F (default 1)
     --verbose            print the transcript of passing cases too
@@ -44,6 +45,7 @@ struct Args {
     strict: bool,
     dryrun: bool,
     report: Option<PathBuf>,
+    junit: Option<PathBuf>,
     cases_dir: Option<PathBuf>,
     protocol: Option<PathBuf>,
     timeout_scale: f64,
@@ -58,6 +60,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         strict: false,
         dryrun: false,
         report: None,
+        junit: None,
         cases_dir: None,
         protocol: None,
         timeout_scale: 1.0,
@@ -72,6 +75,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--strict" => a.strict = true,
             "--dryrun" | "--dry-run" => a.dryrun = true,
             "--report" => a.report = Some(value("--report")?.into()),
+            "--junit" => a.junit = Some(value("--junit")?.into()),
             "--cases" => a.cases_dir = Some(value("--cases")?.into()),
             "--protocol" => a.protocol = Some(value("--protocol")?.into()),
             "--timeout-scale" => {
@@ -167,8 +171,9 @@ fn run_worker(a: Args) -> Result<bool, String> {
         println!("{}", report::case_text(&o, false));
         outcomes.push(o);
     }
-    if let Some(path) = &a.report {
-        let text = if path.extension().is_some_and(|e| e == "xml") {
+    let reports = [(a.report.as_ref(), false), (a.junit.as_ref(), true)];
+    for (path, junit) in reports.into_iter().filter_map(|(p, j)| p.map(|p| (p, j))) {
+        let text = if junit || path.extension().is_some_and(|e| e == "xml") {
             report::junit_report(&outcomes, a.strict)
         } else {
             report::json_report(&outcomes, &a.command, a.strict)
