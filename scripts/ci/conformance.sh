@@ -22,7 +22,14 @@ run_worker() { # NAME COMMAND...  (placeholders: {scheduler} {nthreads} {name})
 }
 
 run_worker dask-worker "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}'
-# The C SDK's example worker and the JS worker join here when they land, e.g.
-#   run_worker c-worker sdk-c/build/examples/worker '{scheduler}' '{nthreads}'
+
+# The C SDK's example worker (a worker written in C on libdask).
+if [ -f sdk-c/examples/worker.c ]; then
+  cargo build --locked -q -p dask-sdk-c
+  cc -std=c11 -Wall -Wextra -O1 -Isdk-c/include sdk-c/examples/worker.c "$bin/libdask.a" \
+    -lpthread -ldl -lm -o "$reports/c-worker"
+  run_worker c-worker "$reports/c-worker" '{scheduler}' '{nthreads}' '{name}'
+fi
+# The JS worker joins here when sdk-js ships one, e.g.
 #   run_worker js-worker node sdk-js/examples/worker.mjs '{scheduler}' '{nthreads}'
 exit $status
