@@ -137,6 +137,14 @@ struct Processes {
     address: String,
 }
 
+impl Processes {
+    /// CPU seconds of the scheduler and of all workers together.
+    fn cpu(&self) -> (f64, f64) {
+        let workers = self.children[1..].iter().map(|c| cpu_seconds(c.id())).sum();
+        (cpu_seconds(self.scheduler_pid), workers)
+    }
+}
+
 impl Drop for Processes {
     fn drop(&mut self) {
         for c in &mut self.children {
@@ -196,16 +204,18 @@ struct Measured {
     tasks: usize,
     seconds: f64,
     scheduler_cpu_us_per_task: f64,
+    worker_cpu_us_per_task: f64,
 }
 
-fn run_shape(client: &Client, scheduler_pid: u32, shape: Shape) -> Measured {
+fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Measured {
     let n = shape.tasks.len();
-    let cpu0 = cpu_seconds(scheduler_pid);
+    let (s0, w0) = procs.cpu();
     let start = Instant::now();
     let futures = client.submit_tasks(shape.tasks, shape.wanted);
     let values = client.gather(&futures).expect("gather");
     let seconds = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(scheduler_pid) - cpu0;
+    let (s1, w1) = procs.cpu();
+    let (cpu, worker_cpu) = (s1 - s0, w1 - w0);
     let sum: i64 = values
         .iter()
         .map(|v| v.as_i64().expect("integer result"))
@@ -216,6 +226,7 @@ fn run_shape(client: &Client, scheduler_pid: u32, shape: Shape) -> Measured {
         tasks: n,
         seconds,
         scheduler_cpu_us_per_task: cpu * 1e6 / n as f64,
+        worker_cpu_us_per_task: worker_cpu * 1e6 / n as f64,
     }
 }
 
@@ -276,7 +287,7 @@ fn main() {
         .position(|a| a == "--python")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "python3".into());
-    let skip_dask = args.iter().any(|a| a == "--no-dask");
+    let skip_dask = args.iter().any(|a| a == "--no-dask" || a == "--only");
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir: PathBuf = exe.parent().expect("bin dir").to_path_buf();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -289,26 +300,24 @@ fn main() {
     let client = Client::connect(&procs.address).expect("connect");
     wait_for_workers(&client, 2);
     // Warm up connections between workers and the scheduler's tables.
-    run_shape(&client, procs.scheduler_pid, tree(1024, 0));
+    run_shape(&client, &procs, tree(1024, 0));
 
-    let ours: Vec<(&str, Measured)> = vec![
-        (
-            "independent",
-            run_shape(&client, procs.scheduler_pid, independent(n_ind, 1)),
-        ),
-        (
-            "tree",
-            run_shape(&client, procs.scheduler_pid, tree(n_leaves, 1)),
-        ),
-        (
-            "chain",
-            run_shape(&client, procs.scheduler_pid, chain(n_chain, 1)),
-        ),
-        (
-            "all_to_all",
-            run_shape(&client, procs.scheduler_pid, all_to_all(n_a2a, 1)),
-        ),
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let shapes: [(&str, &dyn Fn() -> Shape); 4] = [
+        ("independent", &|| independent(n_ind, 1)),
+        ("tree", &|| tree(n_leaves, 1)),
+        ("chain", &|| chain(n_chain, 1)),
+        ("all_to_all", &|| all_to_all(n_a2a, 1)),
     ];
+    let mut ours: Vec<(&str, Measured)> = Vec::new();
+    for (name, make) in shapes {
+        if only.as_deref().is_none_or(|o| o == name) {
+            ours.push((name, run_shape(&client, &procs, make())));
+        }
+    }
     let (rt_median, rt_p90) = round_trip(&client, n_rt);
     drop(client);
     drop(procs);
@@ -334,8 +343,8 @@ fn main() {
             + if skip_dask { "" } else { sizes }
     );
     println!();
-    println!("| shape | tasks (dask-rs) | dask-rs tasks/s | dask-rs sched CPU us/task | Dask tasks/s (tasks) | Dask sched CPU us/task | ratio | Dask sat=inf tasks/s | ratio |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| shape | tasks (dask-rs) | dask-rs tasks/s | dask-rs sched CPU us/task | dask-rs workers CPU us/task | Dask tasks/s (tasks) | Dask sched CPU us/task | ratio | Dask sat=inf tasks/s | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, m) in &ours {
         let rate = m.tasks as f64 / m.seconds;
         let cell = |d: &Option<DaskResults>| -> (String, String, String) {
@@ -357,8 +366,8 @@ fn main() {
         let (d_rate, d_cpu, d_ratio) = cell(&dask_default);
         let (i_rate, _, i_ratio) = cell(&dask_inf);
         println!(
-            "| {name} | {} | {rate:.0} | {:.1} | {d_rate} | {d_cpu} | {d_ratio} | {i_rate} | {i_ratio} |",
-            m.tasks, m.scheduler_cpu_us_per_task
+            "| {name} | {} | {rate:.0} | {:.1} | {:.1} | {d_rate} | {d_cpu} | {d_ratio} | {i_rate} | {i_ratio} |",
+            m.tasks, m.scheduler_cpu_us_per_task, m.worker_cpu_us_per_task
         );
     }
     let dask_rt = |d: &Option<DaskResults>| {

@@ -298,6 +298,9 @@ pub struct SchedulerState {
     pending_free: BTreeMap<WorkerIdx, Vec<Key>>,
     /// A worker joined: consider stealing for it once the queue is placed.
     steal_for: Vec<WorkerIdx>,
+    /// The worker that got the last task without dependencies (see
+    /// placement: consecutive root tasks go to the same worker).
+    pub(crate) last_root_worker: Option<WorkerIdx>,
     data: data::DataRequests,
     out: VecDeque<Output>,
 }
@@ -315,6 +318,7 @@ impl SchedulerState {
             next_order: 1,
             next_request: 1,
             conns: HashMap::new(),
+            last_root_worker: None,
             clients: HashMap::new(),
             workers: Slab::new(),
             worker_by_conn: HashMap::new(),

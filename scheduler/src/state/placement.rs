@@ -7,6 +7,14 @@
 //! - Among those with a free slot: the one already holding the most bytes
 //!   of the task's dependencies, then the least occupied (tasks assigned
 //!   per thread), then the earliest registered.
+//! - Co-assignment: a task without dependencies goes to the worker that
+//!   got the previous such task while that worker has a free slot. Graph
+//!   order is depth-first, so neighbouring roots share dependents (the two
+//!   leaves under one node of a tree reduction); placing them together
+//!   saves a transfer per dependent. Alternating them across workers, as
+//!   "least occupied" alone would, makes every first-level node fetch one
+//!   input from a peer. Load still balances: the sticky worker fills its
+//!   slots, then the next root goes to the least occupied one.
 //! - A worker gets at most `nthreads + queue depth` tasks at once, queue
 //!   depth = nthreads ([`QUEUE_DEPTH_PER_THREAD`]): a thread never idles
 //!   for a round trip, and the rest stays `queued` on the scheduler where a
@@ -131,6 +139,14 @@ impl SchedulerState {
 
     fn pick_worker(&self, t: TaskId) -> Pick {
         let task = &self.tasks[t.0];
+        if let (true, Some(last)) = (task.dependencies.is_empty(), self.last_root_worker) {
+            // A stale index (worker gone, slot reused) is only a preference.
+            if let Some(w) = self.workers.get(last.0) {
+                if w.free_slots() > 0 && w.can_run(task) {
+                    return Pick::Worker(last);
+                }
+            }
+        }
         let mut any = false;
         // (dependency bytes held, processing, nthreads, index)
         let mut best: Option<(u64, usize, u32, usize)> = None;
@@ -209,6 +225,9 @@ impl SchedulerState {
     fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
         let task = &self.tasks[t.0];
+        if task.dependencies.is_empty() {
+            self.last_root_worker = Some(w);
+        }
         let Some(def) = &task.def else {
             return;
         };

@@ -528,6 +528,10 @@ impl SchedulerState {
         }
         task.steal_pending = false;
         if m.stolen {
+            // Co-assignment must not send a stolen root back to its victim.
+            if self.last_root_worker == Some(w) {
+                self.last_root_worker = None;
+            }
             self.reevaluate(t);
         }
     }

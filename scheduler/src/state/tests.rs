@@ -433,11 +433,15 @@ fn placement_prefers_the_worker_holding_the_most_dependency_bytes() {
     let w1 = sim.worker("w1", &["f"], 2);
     let w2 = sim.worker("w2", &["f"], 2);
     let c = sim.client();
-    // Two roots: the least occupied worker gets each in turn.
+    let pinned = |key: &str, worker: &str| {
+        let mut s = spec(key, "f", vec![]);
+        s.workers = Some(vec![worker.into()]);
+        s
+    };
     sim.submit(
         c,
         1,
-        vec![spec("big", "f", vec![]), spec("small", "f", vec![])],
+        vec![pinned("big", "w1"), pinned("small", "w2")],
         &["big", "small"],
     );
     assert_eq!(compute_keys(&sim.recv(w1)), ["big"]);
@@ -445,7 +449,7 @@ fn placement_prefers_the_worker_holding_the_most_dependency_bytes() {
     sim.finish(w1, "big", 1000);
     sim.finish(w2, "small", 10);
     // w1 is busier, but holds more of what the task needs.
-    sim.submit(c, 2, vec![spec("busy", "f", vec![])], &["busy"]);
+    sim.submit(c, 2, vec![pinned("busy", "w1")], &["busy"]);
     assert_eq!(compute_keys(&sim.recv(w1)), ["busy"]);
     sim.submit(
         c,
@@ -459,6 +463,39 @@ fn placement_prefers_the_worker_holding_the_most_dependency_bytes() {
     assert_eq!(who[&Key::from("big")], [address("w1")]);
     assert_eq!(who[&Key::from("small")], [address("w2")]);
     assert!(sim.recv(w2).is_empty());
+}
+
+#[test]
+fn consecutive_roots_go_to_the_same_worker_so_their_dependent_needs_no_transfer() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 2);
+    let w2 = sim.worker("w2", &["f"], 2);
+    let c = sim.client();
+    // Two small trees: (a, b) -> ab and (c, d) -> cd.
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("a", "f", vec![]),
+            spec("b", "f", vec![]),
+            spec("ab", "f", vec![r("a"), r("b")]),
+            spec("c", "f", vec![]),
+            spec("d", "f", vec![]),
+            spec("cd", "f", vec![r("c"), r("d")]),
+        ],
+        &["ab", "cd"],
+    );
+    // w1 takes roots until its 4 slots are full; the rest go to w2.
+    assert_eq!(compute_keys(&sim.recv(w1)), ["a", "b", "c", "d"]);
+    assert!(compute_keys(&sim.recv(w2)).is_empty());
+    for k in ["a", "b"] {
+        sim.finish(w1, k, 8);
+    }
+    // ab's inputs are both on w1: it runs there with no fetch.
+    let got = sim.recv(w1);
+    assert_eq!(compute_keys(&got), ["ab"]);
+    assert_eq!(computes(&got)[0].who_has[&Key::from("a")], [address("w1")]);
+    assert_eq!(computes(&got)[0].who_has[&Key::from("b")], [address("w1")]);
 }
 
 #[test]
