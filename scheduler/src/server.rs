@@ -54,6 +54,9 @@ pub struct SchedulerConfig {
     pub port: u16,
     /// A worker silent for this long is declared dead. Default 10 s.
     pub heartbeat_timeout: Duration,
+    /// A connection that sends no `hello` for this long gets 3002 and is
+    /// closed. Default 10 s.
+    pub handshake_timeout: Duration,
     /// Check the state's invariants after every event (slow; for tests and
     /// debugging). A violation panics the loop. Default false.
     pub validate: bool,
@@ -65,6 +68,7 @@ impl Default for SchedulerConfig {
             host: "127.0.0.1".into(),
             port: 8786,
             heartbeat_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             validate: false,
         }
     }
@@ -139,6 +143,7 @@ impl Server {
         let state = SchedulerState::new(
             StateConfig {
                 heartbeat_timeout: config.heartbeat_timeout,
+                handshake_timeout: config.handshake_timeout,
                 validate: config.validate,
                 ..StateConfig::default()
             },

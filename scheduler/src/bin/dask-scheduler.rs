@@ -12,7 +12,8 @@ use std::time::Duration;
 use dask_scheduler::{SchedulerConfig, Server};
 
 const USAGE: &str = "\
-Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS] [--validate]
+Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS]
+                      [--handshake-timeout SECS] [--validate]
 
 Runs a dask/1 scheduler until SIGINT or SIGTERM.
 
@@ -20,6 +21,7 @@ Options:
   --host HOST               interface to listen on (default 127.0.0.1)
   --port PORT               port to listen on, 0 for any free one (default 8786)
   --heartbeat-timeout SECS  declare a silent worker dead after SECS seconds (default 10)
+  --handshake-timeout SECS  close a connection that sends no hello within SECS seconds (default 10)
   --validate                check every scheduler invariant after every event (slow)
   -h, --help                print this help";
 
@@ -90,22 +92,29 @@ fn parse(args: &[String]) -> Result<Option<SchedulerConfig>, String> {
                     .map_err(|_| format!("--port: {v:?} is not a port number"))?;
             }
             "--heartbeat-timeout" => {
-                let v = value("--heartbeat-timeout")?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--heartbeat-timeout: {v:?} is not a number"))?;
-                if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-                    return Err(format!(
-                        "--heartbeat-timeout: {v} is not a positive duration"
-                    ));
-                }
-                config.heartbeat_timeout = Duration::from_secs_f64(secs);
+                config.heartbeat_timeout =
+                    seconds("--heartbeat-timeout", &value("--heartbeat-timeout")?)?;
+            }
+            "--handshake-timeout" => {
+                config.handshake_timeout =
+                    seconds("--handshake-timeout", &value("--handshake-timeout")?)?;
             }
             "--validate" => config.validate = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(Some(config))
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a number"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        return Err(format!("{flag}: {v} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
