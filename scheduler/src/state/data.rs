@@ -170,7 +170,11 @@ impl SchedulerState {
         };
         for key in put.keys {
             let more = self.put_done(&key);
-            let Some(&nbytes) = m.nbytes.get(&key) else {
+            let Some(nbytes) = m
+                .nbytes
+                .get(&key)
+                .map(|&n| super::tasks::plausible_nbytes(n))
+            else {
                 if !more && !self.task_by_key.contains_key(&key) {
                     self.scatter_lost(put.client, key, "the worker did not store it");
                 }

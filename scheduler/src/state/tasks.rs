@@ -438,7 +438,7 @@ impl SchedulerState {
             worker.record_duration(us);
         }
         self.set_state(t, TaskState::Memory);
-        self.tasks[t.0].nbytes = m.nbytes;
+        self.tasks[t.0].nbytes = plausible_nbytes(m.nbytes);
         self.add_replica(t, w);
         self.notify_finished(t);
         let dependents: Vec<TaskId> = self.tasks[t.0].dependents.iter().copied().collect();
@@ -480,7 +480,7 @@ impl SchedulerState {
             match self.task_by_key.get(&key) {
                 Some(&t) if self.tasks[t.0].state == TaskState::Memory => {
                     if self.tasks[t.0].nbytes == 0 {
-                        self.tasks[t.0].nbytes = nbytes;
+                        self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
                     }
                     self.add_replica(t, w);
                 }
@@ -535,4 +535,10 @@ impl SchedulerState {
             self.reevaluate(t);
         }
     }
+}
+
+/// A value must fit in one frame, so a worker reporting more bytes for one
+/// is wrong; clamping keeps the per-worker byte sums from overflowing.
+pub(crate) fn plausible_nbytes(nbytes: u64) -> u64 {
+    nbytes.min(dask_core::FRAME_BYTES_MAX as u64)
 }
