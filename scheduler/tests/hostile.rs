@@ -1,0 +1,1660 @@
+//! Hostile input against the real `dask-scheduler` binary (issue 7, part 4):
+//! random bytes, truncated frames, oversized length prefixes, frames of the
+//! wrong shape, unknown ops, refused graphs (cycle, unknown key, duplicate
+//! key), deeply nested values and a flood of connections that never finish
+//! the handshake. Each gets the error and close of the spec's table
+//! (spec/PROTOCOL.md "Error codes"), while a well-behaved client on the
+//! same scheduler keeps computing graphs and gets the right answers, and
+//! the scheduler's resident memory stays under a generous bound.
+//!
+//! The last part feeds random message sequences and random bytes straight
+//! into the pure [`SchedulerState`] with `validate()` after every event
+//! (proptest; deterministic, no sockets).
+//!
+//! Everything runs on 127.0.0.1 with ports picked by the OS; counts and
+//! waits are bounded; nothing asserts on timing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dask_client::{delayed, Arg, Client};
+use dask_core::frame::{encode_frame, FrameDecoder};
+use dask_core::handshake;
+use dask_core::messages::*;
+use dask_core::msgpack::{task_ref_value, write};
+use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
+use dask_worker::{WorkerConfig, WorkerHandle};
+use rmpv::Value;
+
+/// Generous: tests must not fail on a slow machine.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handshake timeout the scheduler under test runs with (seconds).
+const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
+
+/// Resident memory the scheduler may reach during the test. Generous: it
+/// is there to catch a buffer sized by a length prefix or a leak per
+/// connection, not to measure.
+const RSS_BYTES_MAX: u64 = 500 * 1024 * 1024;
+
+/// Connections of each kind in the flood (fewer when the open-files limit
+/// is low: the test and the scheduler each hold one descriptor per
+/// connection).
+const FLOOD_CONNECTIONS: usize = 1000;
+
+// ---- processes ------------------------------------------------------------
+
+/// The `dask-scheduler` binary, killed (by its id) when dropped.
+struct Scheduler {
+    child: Child,
+    address: String,
+}
+
+impl Scheduler {
+    fn start() -> Scheduler {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
+            .args(["--port", "0", "--validate"])
+            .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dask-scheduler");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the address line");
+        let address = line
+            .trim_end()
+            .strip_prefix("Scheduler at ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Scheduler { child, address }
+    }
+
+    /// Fails the test if the process has exited.
+    fn assert_alive(&mut self, during: &str) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("dask-scheduler exited ({status}) during {during}");
+        }
+    }
+
+    /// Resident set size, from /proc (Linux); `None` elsewhere.
+    fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    fn assert_rss_bounded(&self, during: &str) {
+        if let Some(rss) = self.rss_bytes() {
+            assert!(
+                rss < RSS_BYTES_MAX,
+                "dask-scheduler uses {} MiB after {during}",
+                rss >> 20
+            );
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A well-behaved client computing graphs in a loop until told to stop:
+/// each round 20 `inc` tasks and a `sum` of them, checked.
+struct GoodClient {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU32>,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+impl GoodClient {
+    fn start(address: &str) -> GoodClient {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU32::new(0));
+        let client = Client::connect_timeout(address, TIMEOUT).expect("good client connects");
+        let thread = {
+            let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
+            std::thread::spawn(move || {
+                let mut round: i64 = 0;
+                // At least two rounds, so one overlaps whatever runs now.
+                while round < 2 || !stop.load(Ordering::SeqCst) {
+                    let incs: Vec<Arg> = (0..20)
+                        .map(|i| Arg::from(delayed("inc", vec![Arg::from(round * 100 + i)])))
+                        .collect();
+                    let total = client.compute(&delayed("sum", vec![Arg::List(incs)]));
+                    let got = total
+                        .result_timeout(TIMEOUT)
+                        .map_err(|e| format!("round {round}: {e}"))?;
+                    let want: i64 = (0..20).map(|i| round * 100 + i + 1).sum();
+                    if got.as_i64() != Some(want) {
+                        return Err(format!("round {round}: got {got}, want {want}"));
+                    }
+                    round += 1;
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+                client.close();
+                Ok(())
+            })
+        };
+        GoodClient {
+            stop,
+            rounds,
+            thread,
+        }
+    }
+
+    /// Stops the loop and checks every round was right.
+    fn finish(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.join() {
+            Ok(Ok(())) => self.rounds.load(Ordering::SeqCst),
+            Ok(Err(e)) => panic!("the well-behaved client failed: {e}"),
+            Err(_) => panic!("the well-behaved client panicked"),
+        }
+    }
+}
+
+/// A scheduler process, a worker registered with it and a good client.
+struct Cluster {
+    scheduler: Scheduler,
+    worker: Option<WorkerHandle>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let scheduler = Scheduler::start();
+        let worker = WorkerHandle::start(WorkerConfig {
+            scheduler: scheduler.address.clone(),
+            nthreads: 2,
+            ..WorkerConfig::default()
+        })
+        .expect("worker registers");
+        Cluster {
+            scheduler,
+            worker: Some(worker),
+        }
+    }
+
+    fn address(&self) -> String {
+        self.scheduler.address.clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+// ---- bytes on the wire ------------------------------------------------------
+
+/// What came back on a connection: the messages, and whether the
+/// scheduler closed it.
+#[derive(Debug)]
+struct Outcome {
+    messages: Vec<Message>,
+    closed: bool,
+}
+
+impl Outcome {
+    fn error_codes(&self) -> Vec<(u32, bool)> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::ErrorReport(e) => Some((e.code, e.fatal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Exactly this fatal error, then the close.
+    fn assert_fatal(&self, code: u32, case: &str) {
+        let errors: Vec<&Message> = self
+            .messages
+            .iter()
+            .filter(|m| !matches!(m, Message::Hello(_) | Message::WorkerRegistered(_)))
+            .collect();
+        assert!(
+            matches!(errors[..], [Message::ErrorReport(e)] if e.code == code && e.fatal),
+            "{case}: expected one fatal error {code}, got {:?}",
+            self.messages
+        );
+        assert!(self.closed, "{case}: the scheduler did not close");
+    }
+}
+
+/// Sends `bytes` on a new connection (ignoring write errors: the scheduler
+/// may close before reading everything), shuts our write side when
+/// `shut_write`, then reads until the scheduler closes or `wait` passes.
+fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
+    let mut stream = connect_raw(address);
+    let _ = stream.write_all(bytes);
+    if shut_write {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    read_outcome(&mut stream, wait)
+}
+
+fn connect_raw(address: &str) -> TcpStream {
+    let addr = dask_net::parse_address(address).expect("address");
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Reads frames until EOF (or a reset) or `wait` passes.
+fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
+    let deadline = Instant::now() + wait;
+    let mut decoder = FrameDecoder::default();
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                while let Some(batch) = decoder.poll().expect("the scheduler sends valid frames") {
+                    messages.extend(batch);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break false
+            }
+            Err(_) => break true, // reset: closed
+        }
+    };
+    Outcome { messages, closed }
+}
+
+/// One frame around `payload`.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A frame holding exactly this msgpack value (which need not be a batch).
+fn value_frame(v: &Value) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write::value(&mut payload, v);
+    frame(&payload)
+}
+
+fn messages_frame(messages: &[Message]) -> Vec<u8> {
+    encode_frame(messages).expect("encodes")
+}
+
+fn hello(role: Role) -> Message {
+    Message::Hello(handshake::offer(role, Some("hostile-test".into())))
+}
+
+fn map(entries: &[(&str, Value)]) -> Value {
+    Value::Map(
+        entries
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
+}
+
+/// A hello as a tree, to be broken field by field.
+fn hello_tree(protocol: &str, version: Value, role: &str) -> Value {
+    map(&[
+        ("op", "hello".into()),
+        ("protocol", protocol.into()),
+        ("version", version),
+        ("role", role.into()),
+    ])
+}
+
+fn version(major: u64, minor: u64) -> Value {
+    Value::Array(vec![major.into(), minor.into()])
+}
+
+fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        function: function.into(),
+        args: RawValue::from_value(&Value::Array(args)),
+        kwargs: None,
+        priority: None,
+        resources: None,
+        retries: None,
+        workers: None,
+    }
+}
+
+fn update_graph(request: u64, tasks: Vec<TaskSpec>, wanted: &[&str]) -> Message {
+    Message::UpdateGraph(UpdateGraph {
+        request,
+        tasks,
+        wanted: wanted.iter().map(|k| Key::from(*k)).collect(),
+    })
+}
+
+/// An `update-graph` frame whose single task `key` has `args_bytes` as its
+/// args, spliced in raw (the encoder would not build an over-deep value).
+fn update_graph_with_raw_args(request: u64, key: &str, args_bytes: &[u8]) -> Vec<u8> {
+    const MARKER: [u8; 10] = [0xc4, 8, 0xd1, 0x5e, 0xa5, 0xe0, 0x0d, 0xde, 0xad, 0x42];
+    let mut task = spec(key, "identity", vec![]);
+    task.args = RawValue::from_bytes(MARKER.to_vec()).expect("marker");
+    let bytes = messages_frame(&[update_graph(request, vec![task], &[key])]);
+    let payload = &bytes[4..];
+    let at = payload
+        .windows(MARKER.len())
+        .position(|w| w == MARKER)
+        .expect("marker in the frame");
+    let mut spliced = payload[..at].to_vec();
+    spliced.extend_from_slice(args_bytes);
+    spliced.extend_from_slice(&payload[at + MARKER.len()..]);
+    frame(&spliced)
+}
+
+/// `depth` nested one-element arrays around nil.
+fn nested_arrays(depth: usize) -> Vec<u8> {
+    let mut out = vec![0x91; depth];
+    out.push(0xc0);
+    out
+}
+
+/// A tiny deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// The soft limit on open files, from /proc (Linux).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+// ---- before the handshake -----------------------------------------------------
+
+/// Bad first frames: each gets its fatal error and the connection closes.
+fn bad_first_frames(address: &str) {
+    let hello_client = messages_frame(&[hello(Role::Client)]);
+    let mut truncated_payload = hello_client[4..].to_vec();
+    truncated_payload.pop();
+    let mut trailing = hello_client[4..].to_vec();
+    trailing.push(0xc0);
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("an empty frame", vec![0, 0, 0, 0], 1001),
+        (
+            "a map, not a batch",
+            value_frame(&map(&[("op", "hello".into())])),
+            1001,
+        ),
+        (
+            "a batch of integers",
+            value_frame(&Value::Array(vec![1.into(), 2.into()])),
+            1001,
+        ),
+        (
+            "a truncated msgpack object",
+            frame(&truncated_payload),
+            1001,
+        ),
+        ("bytes after the batch", frame(&trailing), 1001),
+        ("the reserved byte 0xc1", frame(&[0x91, 0xc1]), 1001),
+        (
+            "an op that is not UTF-8",
+            frame(&[0x91, 0x81, 0xa2, b'o', b'p', 0xa2, 0xff, 0xfe]),
+            1001,
+        ),
+        (
+            "a field twice",
+            frame(&[
+                0x91, 0x82, 0xa2, b'o', b'p', 0xa5, b'c', b'l', b'o', b's', b'e', 0xa2, b'o', b'p',
+                0xa5, b'c', b'l', b'o', b's', b'e',
+            ]),
+            1001,
+        ),
+        (
+            "a message without op",
+            value_frame(&Value::Array(vec![map(&[("x", 1.into())])])),
+            2002,
+        ),
+        (
+            "an op that is not a string",
+            value_frame(&Value::Array(vec![map(&[("op", 5.into())])])),
+            2003,
+        ),
+        (
+            "an unknown op",
+            value_frame(&Value::Array(vec![map(&[("op", "nope".into())])])),
+            2001,
+        ),
+        (
+            "a hello without version",
+            value_frame(&Value::Array(vec![map(&[
+                ("op", "hello".into()),
+                ("protocol", "dask".into()),
+                ("role", "client".into()),
+            ])])),
+            2002,
+        ),
+        (
+            "a hello whose version is a string",
+            value_frame(&Value::Array(vec![hello_tree(
+                "dask",
+                "1.0".into(),
+                "client",
+            )])),
+            2003,
+        ),
+        (
+            "a hello with an unknown role",
+            value_frame(&Value::Array(vec![hello_tree(
+                "dask",
+                version(1, 0),
+                "emperor",
+            )])),
+            2003,
+        ),
+        (
+            "a request before hello",
+            messages_frame(&[Message::ClusterInfo(ClusterInfo { request: 1 })]),
+            3002,
+        ),
+        (
+            "another protocol",
+            value_frame(&Value::Array(vec![hello_tree(
+                "http",
+                version(1, 0),
+                "client",
+            )])),
+            3002,
+        ),
+        (
+            "another major version",
+            value_frame(&Value::Array(vec![hello_tree(
+                "dask",
+                version(2, 0),
+                "client",
+            )])),
+            3001,
+        ),
+        (
+            "the scheduler role",
+            messages_frame(&[hello(Role::Scheduler)]),
+            3002,
+        ),
+        ("the peer role", messages_frame(&[hello(Role::Peer)]), 3002),
+        (
+            "a length prefix of 4 GiB - 1",
+            [&[0xff, 0xff, 0xff, 0xff][..], &vec![0x90; 1 << 20]].concat(),
+            1002,
+        ),
+        (
+            "a length prefix one over the limit",
+            ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
+            1002,
+        ),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            1002,
+        ),
+        (
+            "a TLS client hello",
+            vec![
+                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ],
+            1002,
+        ),
+    ];
+    for (case, bytes, code) in cases {
+        // The write side stays open: the error must come without our EOF.
+        let mut stream = connect_raw(address);
+        let _ = stream.write_all(&bytes);
+        read_outcome(&mut stream, TIMEOUT).assert_fatal(code, case);
+    }
+
+    // A frame that keeps going after a good hello in the same frame: the
+    // whole frame is discarded (no hello reply), one error.
+    let bytes = value_frame(&Value::Array(vec![
+        hello_tree("dask", version(1, 0), "client"),
+        map(&[("op", "nope".into())]),
+    ]));
+    let outcome = exchange(address, &bytes, false, TIMEOUT);
+    assert!(
+        !outcome
+            .messages
+            .iter()
+            .any(|m| matches!(m, Message::Hello(_))),
+        "a frame with a bad message was partly acted on: {:?}",
+        outcome.messages
+    );
+    outcome.assert_fatal(2001, "a good hello and an unknown op in one frame");
+}
+
+/// Every cut of a hello frame, then our EOF: the scheduler closes without
+/// acting on (or answering) the part it got.
+fn truncated_frames(address: &str) {
+    let bytes = messages_frame(&[hello(Role::Client)]);
+    for cut in 1..bytes.len() {
+        let outcome = exchange(address, &bytes[..cut], true, TIMEOUT);
+        assert!(outcome.closed, "cut at {cut}: not closed");
+        assert!(
+            outcome.messages.is_empty(),
+            "cut at {cut}: the scheduler answered {:?}",
+            outcome.messages
+        );
+    }
+    // A legal length prefix (the largest frame) and no payload: no
+    // allocation of its size, just a close at our EOF.
+    let outcome = exchange(
+        address,
+        &(FRAME_BYTES_MAX as u32).to_be_bytes(),
+        true,
+        TIMEOUT,
+    );
+    assert!(outcome.closed && outcome.messages.is_empty(), "{outcome:?}");
+}
+
+/// Random bytes, each stream on its own connection: a fatal decoding or
+/// handshake error, or (an unfinished frame) a close at our EOF.
+fn random_bytes(address: &str) {
+    const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
+    let mut rng = Rng(0x5eed_0000_0000_0007);
+    for i in 0..200 {
+        let len = 1 + (rng.next() % 2048) as usize;
+        let noise = rng.bytes(len);
+        // Half the streams get a length prefix that matches, so the noise
+        // reaches the msgpack decoder instead of the limit check.
+        let bytes = if i % 2 == 0 { noise } else { frame(&noise) };
+        let outcome = exchange(address, &bytes, true, TIMEOUT);
+        assert!(outcome.closed, "stream {i}: not closed: {outcome:?}");
+        let errors = outcome.error_codes();
+        assert!(
+            errors.len() == outcome.messages.len()
+                && errors.len() <= 1
+                && errors.iter().all(|(c, f)| *f && ALLOWED.contains(c)),
+            "stream {i} ({bytes:02x?}): {:?}",
+            outcome.messages
+        );
+    }
+}
+
+// ---- after the handshake ----------------------------------------------------
+
+/// A client connection that stays open for several requests.
+struct Session {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    pending: std::collections::VecDeque<Message>,
+}
+
+impl Session {
+    fn open(address: &str, role: Role) -> Session {
+        let mut s = Session {
+            stream: connect_raw(address),
+            decoder: FrameDecoder::default(),
+            pending: Default::default(),
+        };
+        s.send(&[hello(role)]);
+        match s.recv() {
+            Some(Message::Hello(h)) => assert_eq!(h.role, Role::Scheduler),
+            other => panic!("expected hello, got {other:?}"),
+        }
+        s
+    }
+
+    fn send(&mut self, messages: &[Message]) {
+        self.stream
+            .write_all(&messages_frame(messages))
+            .expect("send");
+    }
+
+    fn recv(&mut self) -> Option<Message> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(m);
+            }
+            if let Some(batch) = self.decoder.poll().expect("valid frames") {
+                self.pending.extend(batch);
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).expect("timeout");
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.decoder.push(&buf[..n]),
+            }
+        }
+    }
+
+    /// The next error report (other messages, e.g. key events, skipped).
+    fn error(&mut self) -> ErrorReport {
+        loop {
+            match self.recv() {
+                Some(Message::ErrorReport(e)) => return e,
+                Some(_) => continue,
+                None => panic!("no error came"),
+            }
+        }
+    }
+
+    /// The connection still answers: cluster-info round trip.
+    fn assert_serving(&mut self, request: u64) -> ClusterInfoReply {
+        self.send(&[Message::ClusterInfo(ClusterInfo { request })]);
+        loop {
+            match self.recv() {
+                Some(Message::ClusterInfoReply(r)) if r.request == request => return r,
+                Some(Message::ErrorReport(e)) => panic!("unexpected error {e:?}"),
+                Some(_) => continue,
+                None => panic!("the connection stopped answering"),
+            }
+        }
+    }
+
+    /// Sends raw bytes, then expects one fatal error and the close.
+    fn send_raw_expect_fatal(mut self, bytes: &[u8], code: u32, case: &str) {
+        let _ = self.stream.write_all(bytes);
+        let mut outcome = read_outcome(&mut self.stream, TIMEOUT);
+        let mut messages: Vec<Message> = self.pending.drain(..).collect();
+        messages.append(&mut outcome.messages);
+        outcome.messages = messages;
+        outcome.assert_fatal(code, case);
+    }
+}
+
+/// Fatal errors after a client's handshake.
+fn bad_frames_after_handshake(address: &str) {
+    let unknown_op = value_frame(&Value::Array(vec![map(&[("op", "nope".into())])]));
+    Session::open(address, Role::Client).send_raw_expect_fatal(&unknown_op, 2001, "unknown op");
+    Session::open(address, Role::Client).send_raw_expect_fatal(
+        &messages_frame(&[hello(Role::Client)]),
+        2004,
+        "a second hello",
+    );
+    Session::open(address, Role::Client).send_raw_expect_fatal(
+        &messages_frame(&[Message::TaskFinished(TaskFinished {
+            key: "x".into(),
+            nbytes: 1,
+            duration_us: None,
+        })]),
+        2004,
+        "a worker's message from a client",
+    );
+    Session::open(address, Role::Client).send_raw_expect_fatal(
+        &messages_frame(&[Message::KeyFinished(KeyFinished {
+            key: "x".into(),
+            nbytes: 1,
+        })]),
+        2004,
+        "a scheduler's message from a client",
+    );
+    Session::open(address, Role::Client).send_raw_expect_fatal(
+        &[0x7f, 0xff, 0xff, 0xff],
+        1002,
+        "an oversized prefix",
+    );
+    // A good request and an unknown op in one frame: nothing is answered.
+    let bytes = value_frame(&Value::Array(vec![
+        map(&[("op", "cluster-info".into()), ("request", 9.into())]),
+        map(&[("op", "nope".into())]),
+    ]));
+    Session::open(address, Role::Client).send_raw_expect_fatal(
+        &bytes,
+        2001,
+        "a good request and an unknown op in one frame",
+    );
+    // Values nested too deep, at the limit plus one and far beyond it
+    // (a recursive decoder would overflow its stack on the latter).
+    for depth in [101, 100_000, 4_000_000] {
+        Session::open(address, Role::Client).send_raw_expect_fatal(
+            &update_graph_with_raw_args(1, "deep", &nested_arrays(depth)),
+            1001,
+            &format!("args nested {depth} deep"),
+        );
+    }
+    // A worker that sends work messages before registering, and one with
+    // zero threads.
+    Session::open(address, Role::Worker).send_raw_expect_fatal(
+        &messages_frame(&[Message::TaskFinished(TaskFinished {
+            key: "x".into(),
+            nbytes: 1,
+            duration_us: None,
+        })]),
+        2004,
+        "task-finished before register-worker",
+    );
+    Session::open(address, Role::Worker).send_raw_expect_fatal(
+        &messages_frame(&[Message::RegisterWorker(RegisterWorker {
+            name: "zero".into(),
+            address: "tcp://127.0.0.1:1".into(),
+            nthreads: 0,
+            memory_limit: None,
+            resources: None,
+            functions: vec![],
+            pid: None,
+        })]),
+        2003,
+        "register-worker with nthreads 0",
+    );
+}
+
+/// Refused graphs: the documented non-fatal error, nothing applied, the
+/// connection goes on.
+fn refused_graphs(address: &str) {
+    let mut s = Session::open(address, Role::Client);
+    let r = task_ref_value;
+    s.assert_serving(100);
+
+    let cases: Vec<(&str, Message, u32, Vec<&str>)> = vec![
+        (
+            "a cycle",
+            update_graph(
+                1,
+                vec![
+                    spec("cyc-a", "inc", vec![r("cyc-b")]),
+                    spec("cyc-b", "inc", vec![r("cyc-a")]),
+                ],
+                &["cyc-a"],
+            ),
+            4003,
+            vec![],
+        ),
+        (
+            "a task that refers to itself",
+            update_graph(2, vec![spec("self", "inc", vec![r("self")])], &["self"]),
+            4003,
+            vec![],
+        ),
+        (
+            "a reference to an unknown key",
+            update_graph(
+                3,
+                vec![spec("orphan", "inc", vec![r("nowhere")])],
+                &["orphan"],
+            ),
+            4001,
+            vec!["nowhere"],
+        ),
+        (
+            "a wanted key that is unknown",
+            update_graph(4, vec![spec("fine", "inc", vec![1.into()])], &["absent"]),
+            4001,
+            vec!["absent"],
+        ),
+        (
+            "a key twice in one graph, defined differently",
+            update_graph(
+                5,
+                vec![
+                    spec("twice", "inc", vec![1.into()]),
+                    spec("twice", "inc", vec![2.into()]),
+                ],
+                &["twice"],
+            ),
+            4002,
+            vec!["twice"],
+        ),
+        (
+            "args that are not an array",
+            update_graph(
+                6,
+                vec![TaskSpec {
+                    args: RawValue::from_value(&Value::from(1)),
+                    ..spec("flat", "inc", vec![])
+                }],
+                &["flat"],
+            ),
+            2003,
+            vec!["flat"],
+        ),
+    ];
+    for (case, message, code, keys) in cases {
+        s.send(&[message]);
+        let e = s.error();
+        assert_eq!((e.code, e.fatal), (code, false), "{case}: {e:?}");
+        for key in keys {
+            assert!(
+                e.keys.iter().flatten().any(|k| k.as_str() == key),
+                "{case}: {key} not named in {e:?}"
+            );
+        }
+    }
+    // Nothing of the refused graphs was accepted: wanting their keys now
+    // names every one of them unknown.
+    let refused = ["cyc-a", "cyc-b", "self", "orphan", "fine", "twice", "flat"];
+    s.send(&[update_graph(10, vec![], &refused)]);
+    let e = s.error();
+    assert_eq!((e.code, e.request), (4001, Some(10)), "{e:?}");
+    for key in refused {
+        assert!(
+            e.keys.iter().flatten().any(|k| k.as_str() == key),
+            "{key} of a refused graph is known: {e:?}"
+        );
+    }
+
+    // A key known to the scheduler, defined again differently.
+    s.send(&[update_graph(
+        7,
+        vec![spec("known", "inc", vec![1.into()])],
+        &["known"],
+    )]);
+    loop {
+        match s.recv() {
+            Some(Message::KeyFinished(f)) if f.key.as_str() == "known" => break,
+            Some(Message::ErrorReport(e)) => panic!("{e:?}"),
+            Some(_) => continue,
+            None => panic!("known never finished"),
+        }
+    }
+    s.send(&[update_graph(
+        8,
+        vec![spec("known", "inc", vec![2.into()])],
+        &["known"],
+    )]);
+    let e = s.error();
+    assert_eq!(
+        (e.code, e.fatal, e.request),
+        (4002, false, Some(8)),
+        "{e:?}"
+    );
+
+    // A value exactly at the depth limit is accepted and computed.
+    s.stream
+        .write_all(&update_graph_with_raw_args(
+            9,
+            "deep-ok",
+            &nested_arrays(99).iter().fold(vec![0x91], |mut v, b| {
+                v.push(*b);
+                v
+            }),
+        ))
+        .expect("send");
+    loop {
+        match s.recv() {
+            Some(Message::KeyFinished(f)) if f.key.as_str() == "deep-ok" => break,
+            Some(Message::KeyErred(e)) if e.key.as_str() == "deep-ok" => break,
+            Some(Message::ErrorReport(e)) => panic!("a value 100 deep was refused: {e:?}"),
+            Some(_) => continue,
+            None => panic!("deep-ok never finished"),
+        }
+    }
+    s.assert_serving(102);
+}
+
+/// A registered worker that lies: results for tasks it never got, replies
+/// to requests never made, unknown keys. The scheduler (with --validate)
+/// ignores them and keeps its invariants; the worker stays connected.
+fn lying_worker(address: &str) {
+    let mut w = Session::open(address, Role::Worker);
+    w.send(&[Message::RegisterWorker(RegisterWorker {
+        name: "liar".into(),
+        address: "tcp://127.0.0.1:9".into(),
+        nthreads: 1,
+        memory_limit: None,
+        resources: None,
+        functions: vec!["liar-fn".into()],
+        pid: None,
+    })]);
+    match w.recv() {
+        Some(Message::WorkerRegistered(_)) => {}
+        other => panic!("expected worker-registered, got {other:?}"),
+    }
+    // Two real tasks for it, "finished" with absurd sizes (their sum
+    // overflows a u64), then a gather of one of them.
+    let mut c = Session::open(address, Role::Client);
+    c.send(&[update_graph(
+        1,
+        vec![
+            spec("lie-1", "liar-fn", vec![1.into()]),
+            spec("lie-2", "liar-fn", vec![2.into()]),
+        ],
+        &["lie-1", "lie-2"],
+    )]);
+    let mut assigned = Vec::new();
+    while assigned.len() < 2 {
+        match w.recv() {
+            Some(Message::ComputeTask(t)) => assigned.push(t.key),
+            Some(_) => continue,
+            None => panic!("the liar got {assigned:?} only"),
+        }
+    }
+    w.send(&[
+        Message::TaskFinished(TaskFinished {
+            key: "lie-1".into(),
+            nbytes: u64::MAX,
+            duration_us: Some(u64::MAX),
+        }),
+        Message::TaskFinished(TaskFinished {
+            key: "lie-2".into(),
+            nbytes: u64::MAX - 1,
+            duration_us: Some(0),
+        }),
+    ]);
+    let mut finished = 0;
+    while finished < 2 {
+        match c.recv() {
+            Some(Message::KeyFinished(_)) => finished += 1,
+            Some(other) => panic!("expected key-finished, got {other:?}"),
+            None => panic!("the lies were not taken as results"),
+        }
+    }
+    c.send(&[Message::Gather(Gather {
+        request: 2,
+        keys: vec!["lie-1".into()],
+    })]);
+    let get = loop {
+        match w.recv() {
+            Some(Message::GetData(g)) => break g,
+            Some(_) => continue,
+            None => panic!("no get-data for the gather"),
+        }
+    };
+    w.send(&[Message::Data(Data {
+        request: get.request,
+        data: [(Key::from("lie-1"), RawValue::from_value(&Value::from(1)))].into(),
+        missing: vec![],
+    })]);
+    match c.recv() {
+        Some(Message::GatherReply(g)) => assert_eq!(g.data.len(), 1, "{g:?}"),
+        other => panic!("expected gather-reply, got {other:?}"),
+    }
+    let nbytes: BTreeMap<Key, u64> = [(Key::from("never"), 1u64 << 40)].into();
+    w.send(&[
+        Message::TaskFinished(TaskFinished {
+            key: "never".into(),
+            nbytes: u64::MAX,
+            duration_us: Some(u64::MAX),
+        }),
+        Message::TaskErred(TaskErred {
+            key: "never".into(),
+            error_type: "E".into(),
+            message: "m".into(),
+            traceback: String::new(),
+        }),
+        Message::AddKeys(AddKeys {
+            nbytes: nbytes.clone(),
+        }),
+        Message::MissingData(MissingData {
+            key: "never".into(),
+            addresses: vec!["tcp://127.0.0.1:9".into()],
+            task: "other".into(),
+        }),
+        Message::StealResponse(StealResponse {
+            key: "never".into(),
+            stolen: true,
+        }),
+        Message::DataStored(DataStored {
+            request: 12345,
+            nbytes,
+        }),
+        Message::Data(Data {
+            request: 777,
+            data: [(Key::from("never"), RawValue::nil())].into(),
+            missing: vec!["other".into()],
+        }),
+        Message::Busy(Busy { request: 778 }),
+        Message::Heartbeat(Heartbeat { metrics: None }),
+    ]);
+    // Still registered and served: a second registration under its name is
+    // refused (3004), which shows the first is alive.
+    Session::open(address, Role::Worker).send_raw_expect_fatal(
+        &messages_frame(&[Message::RegisterWorker(RegisterWorker {
+            name: "liar".into(),
+            address: "tcp://127.0.0.1:10".into(),
+            nthreads: 1,
+            memory_limit: None,
+            resources: None,
+            functions: vec![],
+            pid: None,
+        })]),
+        3004,
+        "a second worker with a live name",
+    );
+    w.send(&[Message::Close(Close { reason: None })]);
+}
+
+// ---- the tests ------------------------------------------------------------
+
+/// A named part of the hostile test, run against the scheduler's address.
+type Scenario = (&'static str, fn(&str));
+
+#[test]
+fn hostile_frames_get_their_documented_errors_while_a_good_client_computes() {
+    let mut cluster = Cluster::start();
+    let address = cluster.address();
+    let good = GoodClient::start(&address);
+    let scenarios: [Scenario; 6] = [
+        ("bad first frames", bad_first_frames),
+        ("truncated frames", truncated_frames),
+        ("random bytes", random_bytes),
+        ("bad frames after the handshake", bad_frames_after_handshake),
+        ("refused graphs", refused_graphs),
+        ("a lying worker", lying_worker),
+    ];
+    for (name, scenario) in scenarios {
+        scenario(&address);
+        cluster.scheduler.assert_alive(name);
+        cluster.scheduler.assert_rss_bounded(name);
+    }
+    let rounds = good.finish();
+    assert!(rounds >= 2, "{rounds} rounds");
+    cluster
+        .scheduler
+        .assert_alive("the good client's last round");
+}
+
+#[test]
+fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
+    let mut cluster = Cluster::start();
+    let address = cluster.address();
+    let per_kind = open_files_limit()
+        .map_or(FLOOD_CONNECTIONS, |limit| {
+            FLOOD_CONNECTIONS.min(limit.saturating_sub(256) / 2)
+        })
+        .max(10);
+    let rss_before = cluster.scheduler.rss_bytes();
+    let good = GoodClient::start(&address);
+
+    // Silent connections, and connections that sent half a hello frame.
+    let half_hello = {
+        let bytes = messages_frame(&[hello(Role::Client)]);
+        bytes[..bytes.len() / 2].to_vec()
+    };
+    let mut flood: Vec<TcpStream> = Vec::with_capacity(2 * per_kind);
+    for i in 0..2 * per_kind {
+        let mut stream = connect_raw(&address);
+        if i % 2 == 1 {
+            stream.write_all(&half_hello).expect("half a hello");
+        }
+        flood.push(stream);
+    }
+
+    // While they hang, a new client still gets through and is served.
+    let mut s = Session::open(&address, Role::Client);
+    s.assert_serving(1);
+    cluster.scheduler.assert_alive("the flood");
+    cluster.scheduler.assert_rss_bounded("the flood");
+
+    // Each flood connection gets 3002 after the handshake timeout, and is
+    // closed.
+    for (i, stream) in flood.iter_mut().enumerate() {
+        let outcome = read_outcome(stream, TIMEOUT);
+        assert_eq!(
+            outcome.error_codes(),
+            [(3002, true)],
+            "flood connection {i}: {:?}",
+            outcome.messages
+        );
+        assert!(outcome.closed, "flood connection {i} not closed");
+    }
+    drop(flood);
+    s.assert_serving(2);
+    let rounds = good.finish();
+    assert!(rounds >= 2, "{rounds} rounds");
+    cluster.scheduler.assert_alive("the end of the flood");
+    cluster.scheduler.assert_rss_bounded("the flood");
+    if let (Some(before), Some(after)) = (rss_before, cluster.scheduler.rss_bytes()) {
+        eprintln!(
+            "dask-scheduler RSS: {} KiB before the flood, {} KiB after",
+            before >> 10,
+            after >> 10
+        );
+    }
+}
+
+// ---- the state machine, fed random input ------------------------------------
+
+mod state_machine {
+    //! Random message sequences and random bytes straight into
+    //! `SchedulerState`, `validate()` after every event. The messages are
+    //! drawn from a small vocabulary of keys, names and requests, so they
+    //! collide: results for tasks assigned to another worker, replies to
+    //! real and made-up requests, registrations under live names, every op
+    //! from every role.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, Instant};
+
+    use dask_core::frame::FrameDecoder;
+    use dask_core::handshake;
+    use dask_core::messages::*;
+    use dask_core::msgpack::task_ref_value;
+    use dask_core::{Key, Message, RawValue};
+    use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
+    use proptest::prelude::*;
+    use rmpv::Value;
+
+    const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
+    const FUNCTIONS: [&str; 3] = ["f", "g", "missing"];
+    const NAMES: [&str; 3] = ["w0", "w1", "w2"];
+    const DATASETS: [&str; 2] = ["d0", "d1"];
+    /// Vocabulary numbers (see [`message`]) a client may send.
+    const CLIENT_OPS: [u8; 16] = [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 3];
+    /// Vocabulary numbers a registered worker may send.
+    const WORKER_OPS: [u8; 11] = [2, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28];
+    /// Size of the vocabulary.
+    const OPS: u8 = 34;
+
+    /// One step of a story, as plain numbers (proptest shrinks these).
+    #[derive(Debug, Clone)]
+    pub enum Step {
+        /// A new connection; 0: nothing sent yet, 1: a client, 2: a
+        /// registered worker.
+        Connect { role: u8 },
+        /// A message (two now and then) of the vocabulary on a connection.
+        Message {
+            conn: u8,
+            op: u8,
+            a: u8,
+            b: u8,
+            n: u64,
+        },
+        /// Raw bytes through a frame decoder, as the event loop reads them.
+        Bytes { conn: u8, bytes: Vec<u8> },
+        /// The peer hangs up.
+        Close { conn: u8 },
+        /// Time passes (timeouts, retries).
+        Tick { millis: u16 },
+    }
+
+    /// A random step.
+    pub fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => (0u8..3).prop_map(|role| Step::Connect { role }),
+            16 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u64>())
+                .prop_map(|(conn, op, a, b, n)| Step::Message { conn, op, a, b, n }),
+            1 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(conn, bytes)| Step::Bytes { conn, bytes }),
+            1 => any::<u8>().prop_map(|conn| Step::Close { conn }),
+            2 => any::<u16>().prop_map(|millis| Step::Tick { millis }),
+        ]
+    }
+
+    fn key(i: u8) -> Key {
+        Key::from(KEYS[i as usize % KEYS.len()])
+    }
+
+    /// The keys of a bit mask.
+    fn keys(mask: u8) -> Vec<Key> {
+        (0..KEYS.len() as u8)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(key)
+            .collect()
+    }
+
+    /// Mostly small numbers (they collide with real ids), sometimes any.
+    fn small(n: u64) -> u64 {
+        match n % 4 {
+            0 => n,
+            _ => n % 8,
+        }
+    }
+
+    /// A graph of the vocabulary: tasks for a run of consecutive keys,
+    /// each referring to earlier keys of the run (a bit mask from `b`),
+    /// wanting some of them. When `n & 7 == 0` the references may go
+    /// anywhere (cycles, unknown keys) and the wanted keys are any.
+    fn graph(request: u64, a: u8, b: u8, n: u64) -> UpdateGraph {
+        let first = a as usize % KEYS.len();
+        let count = 1 + (b as usize % (KEYS.len() - first));
+        let wild = n & 7 == 0;
+        let tasks: Vec<TaskSpec> = (first..first + count)
+            .map(|j| {
+                let mask = (n >> (8 * (j - first))) as u8;
+                let mask = if wild {
+                    mask
+                } else {
+                    mask & (((1u16 << j) - (1u16 << first)) as u8)
+                };
+                let args: Vec<Value> = keys(mask)
+                    .iter()
+                    .map(|k| task_ref_value(k.as_str()))
+                    .chain([Value::from(j)])
+                    .collect();
+                TaskSpec {
+                    key: key(j as u8),
+                    function: FUNCTIONS[match (n >> (j + 40)) % 8 {
+                        0 => 2,
+                        1..=3 => 1,
+                        _ => 0,
+                    }]
+                    .into(),
+                    args: RawValue::from_value(&Value::Array(args)),
+                    kwargs: None,
+                    priority: Some(i64::from(b % 4)),
+                    resources: None,
+                    retries: Some(u32::from(a % 2)),
+                    workers: None,
+                }
+            })
+            .collect();
+        let wanted = if wild {
+            keys(a)
+        } else {
+            tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i + 1 == count || (n >> (48 + i)) % 2 == 1)
+                .map(|(_, t)| t.key.clone())
+                .collect()
+        };
+        UpdateGraph {
+            request,
+            tasks,
+            wanted,
+        }
+    }
+
+    /// What a story has seen the scheduler do, for replies that match.
+    #[derive(Default)]
+    struct Seen {
+        /// Request ids of put-data / get-data the scheduler sent.
+        requests: Vec<u64>,
+        /// Keys of compute-task / steal-request per worker connection.
+        assigned: BTreeMap<ConnId, Vec<Key>>,
+    }
+
+    /// Message number `op` of the vocabulary, its fields picked by `a`,
+    /// `b` and `n`.
+    fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
+        // Two times in three a request the scheduler made.
+        let request = match (seen.requests.len(), n % 3) {
+            (0, _) | (_, 0) => small(n),
+            (len, _) => seen.requests[(n as usize / 3) % len],
+        };
+        let assigned = seen.assigned.get(&conn).map_or(&[][..], |v| &v[..]);
+        let worker_key = match assigned.len() {
+            len if len > 0 && b & 3 > 0 => assigned[(n as usize) % len].clone(),
+            _ => key(a),
+        };
+        let name = NAMES[a as usize % NAMES.len()];
+        let nbytes: BTreeMap<Key, u64> = keys(b).into_iter().map(|k| (k, small(n))).collect();
+        let data: BTreeMap<Key, RawValue> = keys(b)
+            .into_iter()
+            .map(|k| (k, RawValue::from_value(&Value::from(a))))
+            .collect();
+        match op % OPS {
+            0 => Message::Hello(handshake::offer(
+                [Role::Client, Role::Worker, Role::Peer, Role::Scheduler][b as usize % 4],
+                None,
+            )),
+            1 => Message::RegisterWorker(RegisterWorker {
+                name: name.into(),
+                address: format!("tcp://127.0.0.1:{}", 1 + u16::from(a % 3)),
+                nthreads: u32::from(b % 3),
+                memory_limit: None,
+                resources: None,
+                functions: FUNCTIONS[..1 + (a as usize % FUNCTIONS.len())]
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect(),
+                pid: None,
+            }),
+            2 => Message::Heartbeat(Heartbeat { metrics: None }),
+            3 => Message::Close(Close { reason: None }),
+            4 => Message::ErrorReport(ErrorReport {
+                code: 4001,
+                message: "x".into(),
+                fatal: b & 1 == 0,
+                request: Some(request),
+                keys: None,
+            }),
+            5..=8 => Message::UpdateGraph(graph(request, a, b, n)),
+            9 => Message::ReleaseKeys(ReleaseKeys { keys: keys(a) }),
+            10 => Message::CancelKeys(CancelKeys {
+                keys: keys(a),
+                force: Some(b & 1 == 0),
+            }),
+            11 => Message::Scatter(Scatter {
+                request,
+                data,
+                workers: None,
+                broadcast: Some(a & 1 == 0),
+            }),
+            12 => Message::Gather(Gather {
+                request,
+                keys: keys(a),
+            }),
+            13 => Message::WhoHas(WhoHas {
+                request,
+                keys: keys(a),
+            }),
+            14 => Message::ClusterInfo(ClusterInfo { request }),
+            15 => Message::PublishDataset(PublishDataset {
+                request,
+                name: DATASETS[a as usize % 2].into(),
+                keys: keys(b),
+                overwrite: Some(a % 3 < 1),
+            }),
+            16 => Message::UnpublishDataset(UnpublishDataset {
+                request,
+                name: DATASETS[a as usize % 2].into(),
+            }),
+            17 => Message::GetDataset(GetDataset {
+                request,
+                name: DATASETS[a as usize % 2].into(),
+            }),
+            18 => Message::ListDatasets(ListDatasets { request }),
+            19..=21 => Message::TaskFinished(TaskFinished {
+                key: worker_key,
+                nbytes: small(n),
+                duration_us: Some(small(n)),
+            }),
+            22 => Message::TaskErred(TaskErred {
+                key: worker_key,
+                error_type: "E".into(),
+                message: "m".into(),
+                traceback: String::new(),
+            }),
+            23 => Message::AddKeys(AddKeys { nbytes }),
+            24 => Message::MissingData(MissingData {
+                key: key(b),
+                addresses: vec![format!("tcp://127.0.0.1:{}", 1 + u16::from(b % 3))],
+                task: worker_key,
+            }),
+            25 => Message::StealResponse(StealResponse {
+                key: worker_key,
+                stolen: b & 1 == 0,
+            }),
+            26 => Message::DataStored(DataStored { request, nbytes }),
+            27 => Message::Data(Data {
+                request,
+                data,
+                missing: keys(b.rotate_left(3)),
+            }),
+            28 => Message::Busy(Busy { request }),
+            // Ops only the scheduler or a worker's data port may send.
+            29 => Message::KeyFinished(KeyFinished {
+                key: key(a),
+                nbytes: 1,
+            }),
+            30 => Message::ComputeTask(ComputeTask {
+                key: key(a),
+                function: "f".into(),
+                args: RawValue::from_value(&Value::Array(vec![])),
+                kwargs: None,
+                who_has: BTreeMap::new(),
+                priority: None,
+                resources: None,
+            }),
+            31 => Message::FreeKeys(FreeKeys { keys: keys(a) }),
+            32 => Message::GetData(GetData {
+                request,
+                keys: keys(a),
+            }),
+            _ => Message::OkReply(OkReply { request }),
+        }
+    }
+
+    /// The scheduler and its connections, as the event loop sees them.
+    pub struct Story {
+        state: SchedulerState,
+        now: Instant,
+        next_conn: usize,
+        next_worker: usize,
+        /// Open connections and the role each completed a handshake as.
+        open: Vec<(ConnId, Option<Role>)>,
+        closed: BTreeSet<ConnId>,
+        decoders: BTreeMap<ConnId, FrameDecoder>,
+        seen: Seen,
+    }
+
+    impl Story {
+        /// A scheduler with no connection.
+        pub fn new() -> Story {
+            let now = Instant::now();
+            Story {
+                state: SchedulerState::new(
+                    StateConfig {
+                        heartbeat_timeout: Duration::from_secs(5),
+                        handshake_timeout: Duration::from_secs(3),
+                        ..StateConfig::default()
+                    },
+                    now,
+                ),
+                now,
+                next_conn: 0,
+                next_worker: 0,
+                open: Vec::new(),
+                closed: BTreeSet::new(),
+                decoders: BTreeMap::new(),
+                seen: Seen::default(),
+            }
+        }
+
+        fn conn(&self, i: u8) -> Option<(ConnId, Option<Role>)> {
+            match self.open.len() {
+                0 => None,
+                len => Some(self.open[i as usize % len]),
+            }
+        }
+
+        /// Plays one step, then checks every invariant.
+        pub fn play(&mut self, step: &Step) -> Result<(), String> {
+            match step {
+                Step::Connect { role } => self.connect(*role)?,
+                Step::Message { conn, op, a, b, n } => {
+                    let Some((c, role)) = self.conn(*conn) else {
+                        return Ok(());
+                    };
+                    // Mostly ops the role may send (to get past the
+                    // checks), sometimes anything.
+                    let op = match (role, n % 5) {
+                        (Some(Role::Client), 1..) => CLIENT_OPS[*op as usize % CLIENT_OPS.len()],
+                        (Some(Role::Worker), 1..) => WORKER_OPS[*op as usize % WORKER_OPS.len()],
+                        _ => *op,
+                    };
+                    let mut frame = vec![message(op, *a, *b, *n, &self.seen, c)];
+                    if n % 7 == 0 {
+                        frame.push(message(op ^ 1, *b, *a, n / 7, &self.seen, c));
+                    }
+                    self.state.handle_frame(self.now, c, frame);
+                }
+                Step::Bytes { conn, bytes } => {
+                    let Some((c, _)) = self.conn(*conn) else {
+                        return Ok(());
+                    };
+                    self.feed(c, bytes)?;
+                }
+                Step::Close { conn } => {
+                    let Some((c, _)) = self.conn(*conn) else {
+                        return Ok(());
+                    };
+                    self.state.handle_closed(self.now, c);
+                    self.forget(c);
+                }
+                Step::Tick { millis } => {
+                    self.now += Duration::from_millis(u64::from(*millis) % 4000);
+                    self.state.handle_tick(self.now);
+                }
+            }
+            self.drain()?;
+            self.state.validate()
+        }
+
+        fn connect(&mut self, role: u8) -> Result<(), String> {
+            let c = ConnId(self.next_conn);
+            self.next_conn += 1;
+            self.state.handle_connected(self.now, c);
+            let role = match role {
+                1 => Some(Role::Client),
+                2 => Some(Role::Worker),
+                _ => None,
+            };
+            self.open.push((c, role));
+            let Some(role) = role else {
+                return Ok(());
+            };
+            self.state
+                .handle_message(self.now, c, Message::Hello(handshake::offer(role, None)));
+            if role == Role::Worker {
+                self.next_worker += 1;
+                self.state.handle_message(
+                    self.now,
+                    c,
+                    Message::RegisterWorker(RegisterWorker {
+                        name: format!("registered-{}", self.next_worker),
+                        address: format!("tcp://127.0.0.1:{}", 100 + self.next_worker),
+                        nthreads: 1 + (self.next_worker % 2) as u32,
+                        memory_limit: None,
+                        resources: None,
+                        functions: vec!["f".into(), "g".into()],
+                        pid: None,
+                    }),
+                );
+            }
+            Ok(())
+        }
+
+        /// Bytes through the connection's decoder, frames to the state;
+        /// a decoding error closes the connection (after the loop's
+        /// `error`).
+        pub fn feed(&mut self, c: ConnId, bytes: &[u8]) -> Result<(), String> {
+            self.decoders.entry(c).or_default().push(bytes);
+            loop {
+                let Some(decoder) = self.decoders.get_mut(&c) else {
+                    return Ok(());
+                };
+                match decoder.poll() {
+                    Ok(Some(batch)) => self.state.handle_frame(self.now, c, batch),
+                    Ok(None) => return Ok(()),
+                    Err(_) => {
+                        self.state.handle_closed(self.now, c);
+                        self.forget(c);
+                    }
+                }
+                self.drain()?;
+                self.state.validate()?;
+            }
+        }
+
+        fn forget(&mut self, c: ConnId) {
+            self.open.retain(|&(x, _)| x != c);
+            self.decoders.remove(&c);
+            self.closed.insert(c);
+        }
+
+        /// Takes the outputs, remembering requests and assignments.
+        fn drain(&mut self) -> Result<(), String> {
+            while let Some(output) = self.state.poll_output() {
+                match output {
+                    Output::Send(c, m) => {
+                        if self.closed.contains(&c) {
+                            return Err(format!("`{}` sent to closed {c:?}", m.op()));
+                        }
+                        match m {
+                            Message::PutData(p) => self.seen.requests.push(p.request),
+                            Message::GetData(g) => self.seen.requests.push(g.request),
+                            Message::ComputeTask(t) => {
+                                self.seen.assigned.entry(c).or_default().push(t.key)
+                            }
+                            Message::StealRequest(s) => {
+                                self.seen.assigned.entry(c).or_default().push(s.key)
+                            }
+                            _ => {}
+                        }
+                        if self.seen.requests.len() > 16 {
+                            self.seen.requests.remove(0);
+                        }
+                        if let Some(keys) = self.seen.assigned.get_mut(&c) {
+                            if keys.len() > 16 {
+                                keys.remove(0);
+                            }
+                        }
+                    }
+                    Output::Close(c) => self.forget(c),
+                }
+            }
+            Ok(())
+        }
+
+        /// The first open connection.
+        pub fn first(&self) -> Option<ConnId> {
+            self.open.first().map(|&(c, _)| c)
+        }
+    }
+}
+
+mod properties {
+    use super::state_machine::{step, Step, Story};
+    use dask_core::frame::encode_frame;
+    use dask_core::handshake;
+    use dask_core::messages::Role;
+    use dask_core::Message;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any sequence of (often protocol-breaking) messages from clients
+        /// and workers keeps every invariant and never panics.
+        #[test]
+        fn random_message_sequences_keep_the_invariants(
+            steps in proptest::collection::vec(step(), 1..120)
+        ) {
+            let mut story = Story::new();
+            for role in [1, 2, 2, 1, 0] {
+                story.play(&Step::Connect { role }).map_err(TestCaseError::fail)?;
+            }
+            for (i, s) in steps.iter().enumerate() {
+                story
+                    .play(s)
+                    .map_err(|e| TestCaseError::fail(format!("step {i} {s:?}: {e}")))?;
+            }
+        }
+
+        /// Random bytes, after a good hello or without one, never panic and
+        /// keep the invariants.
+        #[test]
+        fn random_bytes_keep_the_invariants(
+            role in 0u8..3,
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut story = Story::new();
+            story.play(&Step::Connect { role: 0 }).map_err(TestCaseError::fail)?;
+            let c = story.first().expect("connected");
+            let mut stream = match role {
+                0 => Vec::new(),
+                r => encode_frame(&[Message::Hello(handshake::offer(
+                    if r == 1 { Role::Client } else { Role::Worker },
+                    None,
+                ))])
+                .expect("encodes"),
+            };
+            stream.extend_from_slice(&bytes);
+            story.feed(c, &stream).map_err(TestCaseError::fail)?;
+        }
+    }
+}
