@@ -1,0 +1,581 @@
+// The Client: one TCP connection to a scheduler, driven by core's client
+// session in wasm. This file moves bytes between the socket and the
+// session and turns the session's replies and events into Promises; the
+// session makes every protocol decision (handshake, request ids, key
+// names, reference counts, batching).
+
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+
+import { parseAddress } from './address.js';
+import { ConnectionError, DaskError, LostError, RequestError, TimeoutError, errorOfState } from './errors.js';
+import { decode, taskRefKey } from './msgpack.js';
+import { WasmCallError, WasmClient } from './wasm.js';
+
+const TERMINAL = new Set(['finished', 'erred', 'cancelled', 'lost', 'failed', 'released']);
+const TASK_OPTIONS = new Set(['key', 'kwargs', 'priority', 'retries', 'resources', 'workers']);
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const CLOSE_TIMEOUT_MS = 5_000;
+
+// A Future dropped without release() still gives its reference back.
+const finalizer = new FinalizationRegistry(({ client, key }) => client._dropRef(key));
+
+/** Rejects with TimeoutError after `ms` (no limit when ms is undefined). */
+function withTimeout(promise, ms, what) {
+  if (ms === undefined || ms === null || ms === Infinity) return promise;
+  let timer;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(`${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
+}
+
+/** A command error from wasm is the caller's mistake: a TypeError. */
+function asTypeError(e) {
+  return e instanceof WasmCallError ? new TypeError(e.message.replace(/^command: /, '')) : e;
+}
+
+/**
+ * A handle to one key's result on the cluster. It holds one reference:
+ * call `release()` when done with it (a Future that is garbage-collected
+ * releases itself). A Future passed inside task arguments makes that task
+ * depend on it.
+ */
+export class Future {
+  #client;
+  #released = false;
+
+  /** @internal */
+  constructor(client, key) {
+    this.#client = client;
+    /** @type {string} */
+    this.key = key;
+  }
+
+  /** The client this future belongs to. */
+  get client() {
+    return this.#client;
+  }
+
+  /** pending, finished, erred, cancelled, lost, failed (request refused or connection closed), or released. */
+  get status() {
+    return this.#released ? 'released' : this.#client._state(this.key);
+  }
+
+  /** Whether the key reached a final state. */
+  done() {
+    return TERMINAL.has(this.status);
+  }
+
+  /**
+   * Waits until the key reaches a final state; resolves to that status
+   * (never rejects, except with TimeoutError past `timeout` ms).
+   */
+  async wait({ timeout } = {}) {
+    if (this.#released) return 'released';
+    const info = await withTimeout(this.#client._waitKey(this.key), timeout, `waiting for ${this.key}`);
+    return info.state;
+  }
+
+  /**
+   * The result: waits, then fetches it from the worker holding it. Rejects
+   * with RemoteError (the task raised), CancelledError, LostError,
+   * RequestError or ConnectionError.
+   * @param {{timeout?: number, raw?: boolean, exactFloats?: boolean}} [options]
+   *   raw: the msgpack bytes instead of the decoded value.
+   */
+  async result(options = {}) {
+    if (this.#released) throw new DaskError(`future ${this.key} was released`);
+    const [value] = await withTimeout(this.#client._results([this], options), options.timeout, `result of ${this.key}`);
+    return value;
+  }
+
+  /** Cancels the key for this client (for every client with force). */
+  cancel({ force = false } = {}) {
+    this.#client.cancel([this], { force });
+  }
+
+  /** Gives this future's reference back; the scheduler may free the result once no one holds it. */
+  release() {
+    if (this.#released) return;
+    this.#released = true;
+    finalizer.unregister(this);
+    this.#client._dropRef(this.key);
+  }
+
+  get [taskRefKey]() {
+    return this.key;
+  }
+
+  toString() {
+    return `Future(${this.key}, ${this.status})`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')]() {
+    return this.toString();
+  }
+}
+
+/**
+ * Futures in the order they complete (finish, err, are cancelled...), as
+ * an async iterator: `for await (const f of client.asCompleted(futures))`.
+ * With `withResults`, yields `[future, result]` pairs and throws the first
+ * error it meets.
+ */
+export class AsCompleted {
+  #client;
+  #options;
+  #pending = 0;
+  #ready = [];
+  #wake = null;
+
+  /** @internal */
+  constructor(client, futures, options) {
+    this.#client = client;
+    this.#options = options;
+    for (const f of futures) this.add(f);
+  }
+
+  /** Adds a future to wait for (also while iterating). */
+  add(future) {
+    if (!(future instanceof Future)) throw new TypeError('asCompleted takes Futures');
+    this.#pending += 1;
+    const done = () => {
+      this.#pending -= 1;
+      this.#ready.push(future);
+      this.#wake?.();
+    };
+    future.wait().then(done, done);
+  }
+
+  /** Futures not yielded yet. */
+  get count() {
+    return this.#pending + this.#ready.length;
+  }
+
+  async next() {
+    while (this.#ready.length === 0) {
+      if (this.#pending === 0) return { done: true, value: undefined };
+      await new Promise((resolve) => {
+        this.#wake = resolve;
+      });
+      this.#wake = null;
+    }
+    const future = this.#ready.shift();
+    if (!this.#options.withResults) return { done: false, value: future };
+    return { done: false, value: [future, await future.result(this.#options)] };
+  }
+
+  async return() {
+    this.#ready = [];
+    this.#pending = 0;
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}
+
+/** A connection to a dask/1 scheduler. Make one with `await Client.connect(address)`. */
+export class Client {
+  #wasm;
+  #socket = null;
+  #keys = new Map();
+  #requests = new Map();
+  #flushScheduled = false;
+  #ended = false;
+  #closedReason = null;
+  #onConnected = null;
+  #socketClosed;
+
+  /** @internal use Client.connect */
+  constructor(address, options = {}) {
+    this.address = address;
+    this.name = options.name ?? null;
+    /** The id the scheduler gave this client (once connected). */
+    this.id = null;
+    /** The last non-fatal error the scheduler sent that named no request. */
+    this.lastServerError = null;
+    this.#wasm = new WasmClient({ name: this.name ?? undefined, seed: randomBytes(8).readBigUInt64LE() });
+  }
+
+  /**
+   * Connects to the scheduler at `address` (`tcp://HOST:PORT`) and
+   * completes the dask/1 handshake.
+   * @param {string} address
+   * @param {{name?: string, timeout?: number}} [options] timeout in ms (default 10 s)
+   * @returns {Promise<Client>}
+   */
+  static async connect(address, options = {}) {
+    const { host, port } = parseAddress(address);
+    const client = new Client(address, options);
+    await client.#open(host, port, options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    return client;
+  }
+
+  async #open(host, port, timeout) {
+    const socket = net.connect({ host, port });
+    socket.setNoDelay(true);
+    this.#socket = socket;
+    let failure = null;
+    this.#socketClosed = new Promise((resolve) => socket.once('close', resolve));
+    socket.on('data', (chunk) => {
+      if (!this.#wasm) return;
+      this.#wasm.receive(chunk);
+      this.#flush();
+    });
+    socket.on('error', (e) => {
+      failure = e;
+    });
+    socket.on('close', () => {
+      if (!this.#wasm) return;
+      this.#wasm.transportClosed(failure ? failure.message : 'the scheduler closed the connection');
+      this.#flush();
+    });
+    const connected = new Promise((resolve, reject) => {
+      this.#onConnected = { resolve, reject };
+    });
+    this.#flush(); // the hello, written once the socket connects
+    try {
+      await withTimeout(connected, timeout, `connecting to ${this.address}`);
+    } catch (e) {
+      this.#destroy();
+      throw e instanceof TimeoutError ? new ConnectionError(e.message) : e;
+    }
+  }
+
+  /** Whether the session is open. */
+  get connected() {
+    return this.#wasm !== null && this.#closedReason === null && this.id !== null;
+  }
+
+  // ---- I/O ----------------------------------------------------------------
+
+  #schedule() {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // Everything asked for in this turn of the event loop goes out in one
+    // frame (the session batches what is queued).
+    queueMicrotask(() => this.#flush());
+  }
+
+  #flush() {
+    this.#flushScheduled = false;
+    if (!this.#wasm) return;
+    const { transmit, events, close } = this.#wasm.drain();
+    if (transmit.length > 0 && this.#socket && !this.#socket.destroyed && !this.#ended) {
+      this.#socket.write(transmit);
+    }
+    for (const event of events) this.#event(event);
+    if (close && this.#socket && !this.#ended) {
+      this.#ended = true;
+      this.#socket.end();
+    }
+  }
+
+  #event(e) {
+    switch (e.type) {
+      case 'connected':
+        this.id = e.client_id;
+        this.#onConnected?.resolve();
+        this.#onConnected = null;
+        return;
+      case 'key': {
+        const rec = this.#keys.get(e.key);
+        if (!rec) return;
+        rec.info = e;
+        if (TERMINAL.has(e.state)) {
+          const waiters = rec.waiters;
+          rec.waiters = [];
+          for (const w of waiters) w(e);
+        }
+        return;
+      }
+      case 'dataset': {
+        const req = this.#requests.get(e.request);
+        this.#requests.delete(e.request);
+        // The session took a reference per key: Futures take them over now,
+        // before any event about these keys is handled.
+        const futures = this.#adopt(e.keys, e.states);
+        if (req) req.resolve(futures);
+        else for (const f of futures) f.release();
+        return;
+      }
+      case 'request_failed': {
+        const req = this.#requests.get(e.request);
+        this.#requests.delete(e.request);
+        req?.reject(e.code == null ? new ConnectionError(e.message) : new RequestError(e));
+        return;
+      }
+      case 'server_error':
+        this.lastServerError = e.message;
+        return;
+      case 'closed':
+        this.#closedReason = e.reason;
+        this.#onConnected?.reject(new ConnectionError(e.reason));
+        this.#onConnected = null;
+        return;
+      default: {
+        const req = this.#requests.get(e.request);
+        this.#requests.delete(e.request);
+        req?.resolve(e);
+      }
+    }
+  }
+
+  #request(command) {
+    const { request } = this.#command(command);
+    const reply = new Promise((resolve, reject) => this.#requests.set(request, { resolve, reject }));
+    this.#schedule();
+    return reply;
+  }
+
+  #command(command) {
+    if (!this.#wasm) throw new ConnectionError(`client is closed: ${this.#closedReason ?? 'closed'}`);
+    try {
+      return this.#wasm.command(command);
+    } catch (e) {
+      throw asTypeError(e);
+    }
+  }
+
+  // ---- keys and futures -----------------------------------------------------
+
+  #adopt(keys, states) {
+    return keys.map((key, i) => {
+      let rec = this.#keys.get(key);
+      if (!rec) {
+        rec = { info: { state: states[i] }, count: 0, waiters: [] };
+        this.#keys.set(key, rec);
+      } else if (states[i] === 'pending') {
+        rec.info = { state: 'pending' }; // wanted anew after it failed
+      }
+      rec.count += 1;
+      const future = new Future(this, key);
+      finalizer.register(future, { client: this, key }, future);
+      return future;
+    });
+  }
+
+  /** @internal */
+  _state(key) {
+    return this.#keys.get(key)?.info.state ?? 'released';
+  }
+
+  /** @internal resolves to the key's final state info */
+  _waitKey(key) {
+    const rec = this.#keys.get(key);
+    if (!rec) return Promise.resolve({ state: 'released' });
+    if (TERMINAL.has(rec.info.state)) return Promise.resolve(rec.info);
+    return new Promise((resolve) => rec.waiters.push(resolve));
+  }
+
+  /** @internal one reference to `key` is given back */
+  _dropRef(key) {
+    const rec = this.#keys.get(key);
+    if (!rec) return;
+    rec.count -= 1;
+    if (rec.count > 0) return;
+    this.#keys.delete(key);
+    for (const w of rec.waiters) w({ state: 'released' });
+    if (!this.#wasm) return;
+    this.#wasm.command({ cmd: 'release', keys: [key] });
+    this.#schedule();
+  }
+
+  #futuresOf(futures, what) {
+    const list = Array.isArray(futures) ? futures : [futures];
+    for (const f of list) {
+      if (!(f instanceof Future)) throw new TypeError(`${what} takes Futures`);
+      if (f.client !== this) throw new TypeError(`${what}: future ${f.key} belongs to another client`);
+    }
+    return list;
+  }
+
+  /** @internal the values of futures, in order (waits; the first error rejects) */
+  async _results(futures, { raw = false, exactFloats = false } = {}) {
+    for (const f of futures) {
+      const info = await this._waitKey(f.key);
+      const error = errorOfState(f.key, info);
+      if (error) throw error;
+    }
+    const keys = [...new Set(futures.map((f) => f.key))];
+    const reply = await this.#request({ cmd: 'gather', keys });
+    if (reply.missing.length > 0) {
+      throw new LostError(reply.missing[0], 'it is not in memory on any worker');
+    }
+    const decoded = new Map();
+    for (const key of keys) {
+      const bytes = reply.data[key];
+      decoded.set(key, raw ? bytes : decode(bytes, { exactFloats }));
+    }
+    return futures.map((f) => decoded.get(f.key));
+  }
+
+  // ---- the API ----------------------------------------------------------------
+
+  /**
+   * Runs `fn` (a function name some worker offers) on `args`; a Future of
+   * its result. Futures inside args are replaced by their results.
+   * @param {string} fn
+   * @param {unknown[]} [args]
+   * @param {{key?: string, kwargs?: object, priority?: number, retries?: number,
+   *          resources?: Record<string, number>, workers?: string[]}} [options]
+   * @returns {Future}
+   */
+  submit(fn, args = [], options = {}) {
+    return this.#submit([{ fn, args, options }])[0];
+  }
+
+  /**
+   * Runs `fn` once per item of `items` (each item is the one argument), in
+   * one graph; one Future per item, in order.
+   * @returns {Future[]}
+   */
+  map(fn, items, options = {}) {
+    if (options.key !== undefined) throw new TypeError('map: keys are generated (no key option)');
+    return this.#submit(Array.from(items, (item) => ({ fn, args: [item], options })));
+  }
+
+  #submit(tasks) {
+    const specs = tasks.map(({ fn, args, options }) => {
+      if (typeof fn !== 'string' || fn.length === 0) throw new TypeError('the function is named by a non-empty string');
+      if (!Array.isArray(args)) throw new TypeError('args must be an array');
+      for (const name of Object.keys(options)) {
+        if (!TASK_OPTIONS.has(name)) throw new TypeError(`unknown task option ${JSON.stringify(name)}`);
+      }
+      const spec = { function: fn, args };
+      for (const name of TASK_OPTIONS) {
+        if (options[name] !== undefined) spec[name] = options[name];
+      }
+      return spec;
+    });
+    const reply = this.#command({ cmd: 'submit', tasks: specs });
+    this.#schedule();
+    return this.#adopt(reply.keys, reply.states);
+  }
+
+  /**
+   * The results of futures: an array for an array, one value for a Future.
+   * @param {Future | Future[]} futures
+   * @param {{timeout?: number, raw?: boolean, exactFloats?: boolean}} [options]
+   */
+  async gather(futures, options = {}) {
+    const list = this.#futuresOf(futures, 'gather');
+    const values = await withTimeout(this._results(list, options), options.timeout, 'gather');
+    return Array.isArray(futures) ? values : values[0];
+  }
+
+  /**
+   * Futures as they complete, as an async iterator.
+   * @param {Iterable<Future>} futures
+   * @param {{withResults?: boolean, raw?: boolean, exactFloats?: boolean}} [options]
+   */
+  asCompleted(futures = [], options = {}) {
+    return new AsCompleted(this, this.#futuresOf([...futures], 'asCompleted'), options);
+  }
+
+  /** Cancels futures' keys (for every client with force); they end cancelled. */
+  cancel(futures, { force = false } = {}) {
+    const keys = this.#futuresOf(futures, 'cancel').map((f) => f.key);
+    this.#command({ cmd: 'cancel', keys, force });
+    this.#schedule();
+  }
+
+  /** Releases futures (same as calling release() on each). */
+  release(futures) {
+    for (const f of this.#futuresOf(futures, 'release')) f.release();
+  }
+
+  /**
+   * Stores values on workers; one Future per value (resolves once stored).
+   * @param {unknown[]} values
+   * @param {{workers?: string[], broadcast?: boolean}} [options]
+   * @returns {Promise<Future[]>}
+   */
+  async scatter(values, { workers, broadcast = false } = {}) {
+    if (!Array.isArray(values)) throw new TypeError('scatter takes an array of values');
+    const reply = this.#command({ cmd: 'scatter', values, workers, broadcast });
+    this.#schedule();
+    const futures = this.#adopt(reply.keys, reply.states);
+    for (const f of futures) {
+      const error = errorOfState(f.key, await this._waitKey(f.key));
+      if (error) {
+        for (const g of futures) g.release();
+        throw error;
+      }
+    }
+    return futures;
+  }
+
+  /** Publishes futures under `name`; the dataset keeps them alive until unpublished. */
+  async publishDataset(name, futures, { overwrite = false } = {}) {
+    const keys = this.#futuresOf(futures, 'publishDataset').map((f) => f.key);
+    await this.#request({ cmd: 'publish_dataset', name, keys, overwrite });
+  }
+
+  /** Futures for the keys of a published dataset. @returns {Promise<Future[]>} */
+  async getDataset(name) {
+    return this.#request({ cmd: 'get_dataset', name });
+  }
+
+  /** Removes a dataset. */
+  async unpublishDataset(name) {
+    await this.#request({ cmd: 'unpublish_dataset', name });
+  }
+
+  /** Names of the published datasets, sorted. @returns {Promise<string[]>} */
+  async listDatasets() {
+    return (await this.#request({ cmd: 'list_datasets' })).names;
+  }
+
+  /** Data addresses of the workers holding each future's key. */
+  async whoHas(futures) {
+    const keys = this.#futuresOf(futures, 'whoHas').map((f) => f.key);
+    return (await this.#request({ cmd: 'who_has', keys })).who_has;
+  }
+
+  /** The scheduler's description of the cluster: {workers, tasks, clients}. */
+  async clusterInfo() {
+    const { info } = await this.#request({ cmd: 'cluster_info' });
+    delete info.request;
+    return info;
+  }
+
+  /** Closes the connection (`close` to the scheduler, which releases this client's keys). */
+  async close() {
+    if (!this.#wasm) return;
+    if (this.#closedReason === null) {
+      this.#wasm.command({ cmd: 'close' });
+      this.#flush();
+    }
+    if (this.#socket && !this.#socket.destroyed) {
+      this.#socket.end();
+      let timer;
+      await Promise.race([
+        this.#socketClosed,
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.#destroy();
+  }
+
+  #destroy() {
+    this.#socket?.destroy();
+    this.#wasm?.free();
+    this.#wasm = null;
+    this.#closedReason ??= 'closed';
+    for (const [, rec] of this.#keys) {
+      const waiters = rec.waiters;
+      rec.waiters = [];
+      if (!TERMINAL.has(rec.info.state)) rec.info = { state: 'failed', message: 'the client is closed' };
+      for (const w of waiters) w(rec.info);
+    }
+    for (const [, req] of this.#requests) req.reject(new ConnectionError('the client is closed'));
+    this.#requests.clear();
+  }
+}

@@ -1,0 +1,1054 @@
+//! [`WorkerDriver`]: core's worker state machine plus the worker's
+//! connections (scheduler, peers fetching from it, peers it fetches from),
+//! driven by the JS `Worker`.
+//!
+//! This is the part of `worker/src/server.rs` that is protocol, not I/O:
+//! the handshake on each connection, registration, framing, which message
+//! may arrive where, and turning the state machine's outputs into bytes per
+//! connection. JS owns the sockets and the functions: it opens the
+//! connections the driver asks for, feeds bytes and closes in, writes what
+//! [`WorkerDriver::drain`] gives out, runs the tasks it lists, and reports
+//! each result with [`WorkerDriver::task_done`].
+//!
+//! Connections are numbered: [`SCHEDULER`] is the scheduler connection,
+//! incoming peers get a number from [`WorkerDriver::accept`], outgoing
+//! peers one from a `connects` entry of the drain.
+//!
+//! Time is milliseconds since an origin JS chooses (`performance.now()`),
+//! passed with every input; it only has to be monotonic.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dask_core::frame::{FrameDecoder, FrameEncoder};
+use dask_core::handshake;
+use dask_core::messages::{Close, ErrorReport, RegisterWorker, Resources, Role};
+use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
+use dask_core::worker::{Job, Output, PeerId, StateConfig, TaskDone, TaskError, WorkerState};
+use dask_core::{ErrorCode, Key, Message, WireError};
+
+use crate::pack::{Command, MapWriter};
+
+/// The scheduler connection's number.
+pub const SCHEDULER: u32 = 1;
+
+/// Most connections at once; further incoming peers are refused (accept
+/// returns 0) and fetches beyond it count as failed holders.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Scheduler,
+    /// A peer fetching from us.
+    Incoming(PeerId),
+    /// Us fetching from the worker at this data address.
+    Outgoing(String),
+}
+
+#[derive(Debug)]
+struct Conn {
+    kind: Kind,
+    decoder: FrameDecoder,
+    encoder: FrameEncoder,
+    handshaken: bool,
+    /// Being closed: nothing more is read; JS ends it after writing.
+    closing: bool,
+}
+
+impl Conn {
+    fn new(kind: Kind) -> Conn {
+        Conn {
+            kind,
+            decoder: FrameDecoder::default(),
+            encoder: FrameEncoder::default(),
+            handshaken: false,
+            closing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    AwaitRegistered,
+    Running,
+}
+
+#[derive(Debug)]
+enum Event {
+    Registered { id: u64 },
+    Refused(String),
+    Finished(Option<String>),
+    Log(String),
+}
+
+/// A task for JS to run: arguments with every dependency in place.
+#[derive(Debug)]
+struct Run {
+    run_id: u64,
+    function: String,
+    args: Vec<u8>,
+    kwargs: Option<Vec<u8>>,
+}
+
+/// A worker's protocol side. See the module docs.
+pub struct WorkerDriver {
+    state: WorkerState,
+    name: String,
+    scheduler_address: String,
+    phase: Phase,
+    conns: BTreeMap<u32, Conn>,
+    next_conn: u32,
+    outgoing: HashMap<String, u32>,
+    peers: HashMap<PeerId, u32>,
+    runs: Vec<Run>,
+    connects: Vec<(u32, String)>,
+    closes: Vec<u32>,
+    events: Vec<Event>,
+    finished: bool,
+    now: Duration,
+}
+
+impl WorkerDriver {
+    /// A worker from `{scheduler, name, address, nthreads, functions,
+    /// resources?, memory_limit?, pid?, now_ms}`: `address` is the data
+    /// address JS listens on. The scheduler connection is asked for and
+    /// its `hello` and `register-worker` queued.
+    pub fn new(config: &[u8]) -> Result<WorkerDriver, String> {
+        let c = Command::parse(config)?;
+        let scheduler_address: String = c.field("scheduler")?;
+        let name: String = c.field("name")?;
+        let address: String = c.field("address")?;
+        let nthreads = c.field::<u32>("nthreads")?.max(1);
+        let mut functions: Vec<String> = c.field("functions")?;
+        functions.sort();
+        functions.dedup();
+        let resources: Option<Resources> = c.field("resources")?;
+        let memory_limit: Option<u64> = c.field("memory_limit")?;
+        let pid: Option<u32> = c.field("pid")?;
+        let now = millis_to_duration(c.millis("now_ms")?);
+
+        let mut config = StateConfig::new(
+            address.clone(),
+            nthreads as usize,
+            functions.iter().cloned().collect::<HashSet<_>>(),
+        );
+        // JS starts every run it is given at once, so runs handed out
+        // ahead would exceed nthreads rather than wait in a queue.
+        config.dispatch_ahead = 0;
+        config.resources = resources.clone().unwrap_or_default();
+        let mut driver = WorkerDriver {
+            state: WorkerState::new(config, now),
+            name: name.clone(),
+            scheduler_address: scheduler_address.clone(),
+            phase: Phase::AwaitHello,
+            conns: BTreeMap::new(),
+            next_conn: SCHEDULER + 1,
+            outgoing: HashMap::new(),
+            peers: HashMap::new(),
+            runs: Vec::new(),
+            connects: vec![(SCHEDULER, scheduler_address)],
+            closes: Vec::new(),
+            events: Vec::new(),
+            finished: false,
+            now,
+        };
+        driver.conns.insert(SCHEDULER, Conn::new(Kind::Scheduler));
+        // The hello goes alone in the first frame; register-worker follows
+        // in a second frame without waiting for the reply.
+        let hello = Message::Hello(handshake::offer(Role::Worker, Some(name.clone())));
+        driver.send(SCHEDULER, &hello);
+        if let Some(conn) = driver.conns.get_mut(&SCHEDULER) {
+            conn.encoder.finish();
+        }
+        let register = RegisterWorker {
+            name,
+            address,
+            nthreads,
+            memory_limit,
+            resources: resources.filter(|r| !r.is_empty()),
+            functions,
+            pid,
+        };
+        driver.send(SCHEDULER, &Message::RegisterWorker(register));
+        Ok(driver)
+    }
+
+    /// The scheduler address given at creation.
+    pub fn scheduler_address(&self) -> &str {
+        &self.scheduler_address
+    }
+
+    /// Whether the worker is over (closed by the scheduler, refused, lost).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn tick_clock(&mut self, now_ms: f64) -> Duration {
+        // Time never goes backwards for the state machine.
+        self.now = self.now.max(millis_to_duration(now_ms));
+        self.now
+    }
+
+    /// A peer connected to the data address: its connection number, or 0
+    /// when it is refused (too many connections, or the worker is over).
+    pub fn accept(&mut self, now_ms: f64) -> u32 {
+        self.tick_clock(now_ms);
+        if self.finished || self.conns.len() >= CONNECTIONS_MAX {
+            return 0;
+        }
+        let id = self.next_id();
+        let peer = PeerId(u64::from(id));
+        self.peers.insert(peer, id);
+        self.conns.insert(id, Conn::new(Kind::Incoming(peer)));
+        id
+    }
+
+    fn next_id(&mut self) -> u32 {
+        // Numbers are not reused while the driver lives (4 billion opens).
+        let id = self.next_conn;
+        self.next_conn = self.next_conn.wrapping_add(1).max(SCHEDULER + 1);
+        id
+    }
+
+    /// Bytes arrived on connection `conn`.
+    pub fn receive(&mut self, conn: u32, now_ms: f64, bytes: &[u8]) {
+        let now = self.tick_clock(now_ms);
+        match self.conns.get_mut(&conn) {
+            Some(c) if !c.closing => c.decoder.push(bytes),
+            _ => return, // late bytes of a connection being closed
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.closing {
+                return;
+            }
+            match c.decoder.poll() {
+                Ok(Some(messages)) => {
+                    for m in messages {
+                        if !self.message(conn, now, m) {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.protocol_error(conn, now, e),
+            }
+        }
+    }
+
+    /// Connection `conn` closed or failed (or could not be opened).
+    pub fn conn_closed(&mut self, conn: u32, now_ms: f64, reason: &str) {
+        let now = self.tick_clock(now_ms);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if c.closing {
+            return; // already forgotten when it was closed on purpose
+        }
+        match c.kind {
+            Kind::Scheduler => {
+                if self.finished {
+                    return;
+                }
+                let reason = format!("scheduler connection: {reason}");
+                if self.phase == Phase::Running {
+                    self.state.handle_scheduler_lost(now, reason);
+                } else {
+                    self.fail_registration(format!("{reason} (before registering)"));
+                }
+            }
+            kind => self.forget_peer(now, conn, &kind),
+        }
+    }
+
+    /// Everything written on connection `conn` has been flushed.
+    pub fn conn_drained(&mut self, conn: u32) {
+        if let Some(Conn {
+            kind: Kind::Incoming(peer),
+            ..
+        }) = self.conns.get(&conn)
+        {
+            self.state.handle_peer_drained(*peer);
+        }
+    }
+
+    /// A run ended: `{run_id, now_ms, duration_us, error?: {error_type,
+    /// message, traceback?}}`; without `error`, `value` is the result's
+    /// msgpack encoding.
+    pub fn task_done(&mut self, command: &[u8], value: &[u8]) -> Result<(), String> {
+        let c = Command::parse(command)?;
+        let run_id: u64 = c.field("run_id")?;
+        let now = self.tick_clock(c.millis("now_ms")?);
+        let duration_us = c.field::<Option<u64>>("duration_us")?.unwrap_or(0);
+        let result = match c.raw("error") {
+            Some(_) => Err(task_error(&c)?),
+            None => RawValue::from_bytes(value.to_vec()).map_err(|e| {
+                TaskError::value_error(format!("result is not a valid dask/1 value: {}", e.message))
+            }),
+        };
+        self.state.handle_task_done(
+            now,
+            TaskDone {
+                run_id,
+                result,
+                duration_us,
+            },
+        );
+        Ok(())
+    }
+
+    /// Time passed (a timer set from `timeout_ms` fired).
+    pub fn tick(&mut self, now_ms: f64) {
+        let now = self.tick_clock(now_ms);
+        self.state.handle_tick(now);
+    }
+
+    /// Leaves the cluster: `close` to the scheduler, every connection ends.
+    pub fn stop(&mut self, now_ms: f64) {
+        self.tick_clock(now_ms);
+        if self.finished {
+            return;
+        }
+        self.send(
+            SCHEDULER,
+            &Message::Close(Close {
+                reason: Some("worker stopping".into()),
+            }),
+        );
+        self.finish(None);
+    }
+
+    /// Everything to do now, as the msgpack map
+    /// `{writes: [[conn, bin]], connects: [[conn, address]], closes: [conn],
+    /// runs: [[run_id, function, args, kwargs]], timeout_ms, events}`.
+    /// Do `connects` first, then the writes, then end the `closes`
+    /// connections once written; `args` (a msgpack array) and `kwargs` (a
+    /// msgpack map or nil) are encoded values; `timeout_ms` is when to call
+    /// [`WorkerDriver::tick`] next (nil: no timer).
+    pub fn drain(&mut self, now_ms: f64) -> Vec<u8> {
+        let now = self.tick_clock(now_ms);
+        while let Some(output) = self.state.poll_output() {
+            self.handle_output(now, output);
+        }
+        if self.finished {
+            let open: Vec<u32> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.closing)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in open {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.closing = true;
+                }
+                self.closes.push(id);
+            }
+        }
+        let writes: Vec<(u32, Vec<u8>)> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| !c.encoder.is_empty())
+            .map(|(id, c)| (*id, c.encoder.take()))
+            .collect();
+        let connects = std::mem::take(&mut self.connects);
+        let closes = std::mem::take(&mut self.closes);
+        let runs = std::mem::take(&mut self.runs);
+        let events = std::mem::take(&mut self.events);
+        let timeout_ms = if self.finished {
+            None
+        } else {
+            self.state
+                .poll_timeout()
+                .map(|at| at.as_secs_f64() * 1000.0)
+        };
+
+        let size: usize = writes.iter().map(|(_, b)| b.len() + 8).sum::<usize>()
+            + runs
+                .iter()
+                .map(|r| r.args.len() + r.kwargs.as_ref().map_or(0, Vec::len) + 64)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size + 64);
+        MapWriter::new(&mut out, 6)
+            .with("writes", |w| {
+                write::array_len(w, writes.len());
+                for (id, bytes) in &writes {
+                    write::array_len(w, 2);
+                    write::uint(w, u64::from(*id));
+                    write::bin(w, bytes);
+                }
+            })
+            .with("connects", |w| {
+                write::array_len(w, connects.len());
+                for (id, address) in &connects {
+                    write::array_len(w, 2);
+                    write::uint(w, u64::from(*id));
+                    write::str(w, address);
+                }
+            })
+            .with("closes", |w| {
+                write::array_len(w, closes.len());
+                for id in &closes {
+                    write::uint(w, u64::from(*id));
+                }
+            })
+            .with("runs", |w| {
+                write::array_len(w, runs.len());
+                for run in &runs {
+                    write::array_len(w, 4);
+                    write::uint(w, run.run_id);
+                    write::str(w, &run.function);
+                    write::bin(w, &run.args);
+                    match &run.kwargs {
+                        Some(k) => write::bin(w, k),
+                        None => write::nil(w),
+                    }
+                }
+            })
+            .f64_or_nil("timeout_ms", timeout_ms)
+            .with("events", |w| {
+                write::array_len(w, events.len());
+                for e in &events {
+                    write_event(w, e);
+                }
+            });
+        out
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    /// Handles one message from `conn`; false when that connection is
+    /// being closed (the rest of its frame is dropped).
+    fn message(&mut self, conn: u32, now: Duration, message: Message) -> bool {
+        let Some(c) = self.conns.get(&conn) else {
+            return false;
+        };
+        if c.kind == Kind::Scheduler {
+            self.scheduler_message(now, message);
+            return !self.finished;
+        }
+        self.peer_message(conn, now, message)
+    }
+
+    fn scheduler_message(&mut self, now: Duration, message: Message) {
+        if self.finished {
+            return;
+        }
+        match (self.phase, message) {
+            (Phase::Running, message) => self.state.handle_scheduler_message(now, message),
+            (Phase::AwaitHello, Message::Hello(hello)) => {
+                match handshake::check_reply(&hello, Role::Scheduler) {
+                    Ok(_) => self.phase = Phase::AwaitRegistered,
+                    Err(e) => self.protocol_error(SCHEDULER, now, e),
+                }
+            }
+            (Phase::AwaitRegistered, Message::WorkerRegistered(r)) => {
+                self.phase = Phase::Running;
+                self.events.push(Event::Registered { id: r.id });
+                self.state
+                    .handle_scheduler_message(now, Message::WorkerRegistered(r));
+            }
+            (_, Message::ErrorReport(e)) => self.fail_registration(format!(
+                "the scheduler refused the worker ({}): {}",
+                e.code, e.message
+            )),
+            (Phase::AwaitHello, other) => {
+                let e = WireError::new(
+                    ErrorCode::BadHandshake,
+                    format!("expected hello, got `{}`", other.op()),
+                );
+                self.protocol_error(SCHEDULER, now, e)
+            }
+            (Phase::AwaitRegistered, other) => {
+                let e = WireError::new(
+                    ErrorCode::UnexpectedMessage,
+                    format!("expected worker-registered, got `{}`", other.op()),
+                );
+                self.protocol_error(SCHEDULER, now, e)
+            }
+        }
+    }
+
+    fn peer_message(&mut self, conn: u32, now: Duration, message: Message) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.handshaken {
+            let hello = match message {
+                Message::Hello(hello) => hello,
+                Message::ErrorReport(_) => {
+                    self.drop_conn(conn, now);
+                    return false;
+                }
+                other => {
+                    let e = WireError::new(
+                        ErrorCode::BadHandshake,
+                        format!("expected hello, got `{}`", other.op()),
+                    );
+                    self.protocol_error(conn, now, e);
+                    return false;
+                }
+            };
+            let checked = match &c.kind {
+                Kind::Incoming(peer) => handshake::accept(
+                    &hello,
+                    Role::Worker,
+                    &[Role::Peer],
+                    peer.0,
+                    Some(self.name.clone()),
+                )
+                .map(|(reply, _)| Some(reply)),
+                _ => handshake::check_reply(&hello, Role::Worker).map(|_| None),
+            };
+            return match checked {
+                Ok(reply) => {
+                    c.handshaken = true;
+                    if let Some(reply) = reply {
+                        self.send(conn, &Message::Hello(reply));
+                    }
+                    true
+                }
+                Err(e) => {
+                    self.protocol_error(conn, now, e);
+                    false
+                }
+            };
+        }
+        match (c.kind.clone(), message) {
+            (Kind::Incoming(peer), Message::GetData(request)) => {
+                self.state.handle_peer_request(now, peer, request);
+                true
+            }
+            (Kind::Incoming(_), Message::Heartbeat(_)) => true,
+            (Kind::Outgoing(address), m @ (Message::Data(_) | Message::Busy(_))) => {
+                self.state.handle_peer_reply(now, &address, m);
+                true
+            }
+            (_, Message::Close(_) | Message::ErrorReport(_)) => {
+                self.drop_conn(conn, now);
+                false
+            }
+            (_, other) => {
+                let e = WireError::new(
+                    ErrorCode::UnexpectedMessage,
+                    format!("`{}` is not allowed on a data connection", other.op()),
+                );
+                self.protocol_error(conn, now, e);
+                false
+            }
+        }
+    }
+
+    /// `conn` broke the protocol: a fatal `error` goes out on it, then it
+    /// is closed (the scheduler connection through the state machine once
+    /// registered, as the Rust worker does).
+    fn protocol_error(&mut self, conn: u32, now: Duration, e: WireError) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.kind == Kind::Scheduler {
+            if self.phase == Phase::Running {
+                self.state
+                    .handle_scheduler_protocol_error(now, e.code, e.message);
+            } else {
+                self.send(SCHEDULER, &Message::error(&e, None));
+                self.fail_registration(format!(
+                    "scheduler broke the protocol while registering: {e}"
+                ));
+            }
+            return;
+        }
+        self.send(
+            conn,
+            &Message::ErrorReport(ErrorReport {
+                code: e.code.number(),
+                message: e.message,
+                fatal: true,
+                request: None,
+                keys: None,
+            }),
+        );
+        self.drop_conn(conn, now);
+    }
+
+    /// Closes a peer connection on purpose (after writing what is queued)
+    /// and tells the state machine it is gone.
+    fn drop_conn(&mut self, conn: u32, now: Duration) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        let kind = c.kind.clone();
+        self.closes.push(conn);
+        self.forget_peer(now, conn, &kind);
+    }
+
+    fn forget_peer(&mut self, now: Duration, conn: u32, kind: &Kind) {
+        match kind {
+            Kind::Incoming(peer) => {
+                self.peers.remove(peer);
+                self.state.handle_peer_closed(*peer);
+            }
+            Kind::Outgoing(address) => {
+                if self.outgoing.get(address) == Some(&conn) {
+                    self.outgoing.remove(address);
+                }
+                self.state.handle_peer_failed(now, address);
+            }
+            Kind::Scheduler => {}
+        }
+    }
+
+    fn fail_registration(&mut self, message: String) {
+        if self.finished {
+            return;
+        }
+        self.events.push(Event::Refused(message.clone()));
+        self.finish(Some(message));
+    }
+
+    fn finish(&mut self, error: Option<String>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.events.push(Event::Finished(error));
+    }
+
+    fn send(&mut self, conn: u32, message: &Message) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return; // that connection is gone
+        };
+        if let Err(e) = c.encoder.push(message) {
+            // Only a message over the frame limit is refused, and the state
+            // machine never builds one; report rather than lose it silently.
+            self.events
+                .push(Event::Log(format!("cannot send `{}`: {e}", message.op())));
+        }
+    }
+
+    // ---- outputs of the state machine ---------------------------------------
+
+    fn handle_output(&mut self, now: Duration, output: Output) {
+        match output {
+            Output::ToScheduler(message) => self.send(SCHEDULER, &message),
+            Output::FetchFromPeer { address, request } => {
+                let conn = match self.outgoing.get(&address) {
+                    Some(&conn) => conn,
+                    None if self.conns.len() >= CONNECTIONS_MAX || self.finished => {
+                        return self.state.handle_peer_failed(now, &address);
+                    }
+                    None => self.open_outgoing(&address),
+                };
+                self.send(conn, &Message::GetData(request));
+            }
+            Output::ToPeer { peer, message } => {
+                if let Some(&conn) = self.peers.get(&peer) {
+                    self.send(conn, &message);
+                }
+            }
+            Output::Execute(job) => self.execute(now, job),
+            Output::Withdraw { run_id } => {
+                // A run of this same drain has not reached JS yet; one that
+                // has is already running (JS starts runs at once).
+                let withdrawn = match self.runs.iter().position(|r| r.run_id == run_id) {
+                    Some(at) => {
+                        self.runs.remove(at);
+                        true
+                    }
+                    None => false,
+                };
+                self.state.handle_withdrawn(now, run_id, withdrawn);
+            }
+            Output::CloseScheduler { error } => self.finish(error),
+        }
+    }
+
+    fn open_outgoing(&mut self, address: &str) -> u32 {
+        let id = self.next_id();
+        self.conns
+            .insert(id, Conn::new(Kind::Outgoing(address.to_string())));
+        self.outgoing.insert(address.to_string(), id);
+        self.connects.push((id, address.to_string()));
+        // Pipelined: the hello, then requests, before the reply arrives.
+        let hello = Message::Hello(handshake::offer(Role::Peer, Some(self.name.clone())));
+        self.send(id, &hello);
+        id
+    }
+
+    fn execute(&mut self, now: Duration, job: Job) {
+        let deps: HashMap<&str, &[u8]> = job
+            .deps
+            .iter()
+            .map(|(k, v): &(Key, Arc<RawValue>)| (k.as_str(), v.as_bytes()))
+            .collect();
+        let args = splice_refs(job.args.as_bytes(), &deps);
+        let kwargs = job
+            .kwargs
+            .as_ref()
+            .map(|k| splice_refs(k.as_bytes(), &deps))
+            .transpose();
+        let failure = match (args, kwargs) {
+            (Ok(args), Ok(kwargs)) => {
+                self.runs.push(Run {
+                    run_id: job.run_id,
+                    function: job.function,
+                    args,
+                    kwargs,
+                });
+                return;
+            }
+            (Err(e), _) | (_, Err(e)) => TaskError::new("MissingDependency", e),
+        };
+        self.state.handle_task_done(
+            now,
+            TaskDone {
+                run_id: job.run_id,
+                result: Err(failure),
+                duration_us: 0,
+            },
+        );
+    }
+}
+
+fn task_error(c: &Command<'_>) -> Result<TaskError, String> {
+    let bytes = c.raw("error").unwrap_or(&[0x80]);
+    let e = Command::parse(bytes)?;
+    let error_type: String = e.field("error_type")?;
+    let message: String = e.field("message")?;
+    let traceback: Option<String> = e.field("traceback")?;
+    Ok(TaskError::new(error_type, message).with_traceback(traceback.unwrap_or_default()))
+}
+
+fn write_event(w: &mut Vec<u8>, event: &Event) {
+    match event {
+        Event::Registered { id } => {
+            MapWriter::new(w, 2)
+                .str("type", "registered")
+                .uint("id", *id);
+        }
+        Event::Refused(message) => {
+            MapWriter::new(w, 2)
+                .str("type", "refused")
+                .str("message", message);
+        }
+        Event::Finished(error) => {
+            MapWriter::new(w, 2)
+                .str("type", "finished")
+                .str_or_nil("error", error.as_deref());
+        }
+        Event::Log(message) => {
+            MapWriter::new(w, 2)
+                .str("type", "log")
+                .str("message", message);
+        }
+    }
+}
+
+/// Milliseconds as a duration; negative, NaN or absurd values clamp.
+pub fn millis_to_duration(ms: f64) -> Duration {
+    // NaN compares false to everything: it lands here too.
+    if ms.is_nan() || ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
+}
+
+/// Copies the msgpack value `bytes`, replacing every task reference by the
+/// encoded value `deps` gives for its key. The bytes of everything else are
+/// kept as they are.
+pub fn splice_refs(bytes: &[u8], deps: &HashMap<&str, &[u8]>) -> Result<Vec<u8>, String> {
+    if deps.is_empty() {
+        return Ok(bytes.to_vec());
+    }
+    let extra: usize = deps.values().map(|v| v.len()).sum();
+    let mut out = Vec::with_capacity(bytes.len() + extra);
+    let mut r = Reader::new(bytes);
+    // Objects still to copy in each open container (an explicit stack, so
+    // depth costs no native stack).
+    let mut pending: Vec<usize> = Vec::new();
+    let mut todo = 1usize;
+    let err = |e: WireError| e.to_string();
+    loop {
+        while todo == 0 {
+            match pending.pop() {
+                Some(t) => todo = t,
+                None => return Ok(out),
+            }
+        }
+        todo -= 1;
+        let start = r.position();
+        let children = match r.peek().map_err(err)? {
+            0x80..=0x8f | 0xde | 0xdf => r.read_map_len().map_err(err)? * 2,
+            0x90..=0x9f | 0xdc | 0xdd => r.read_array_len().map_err(err)?,
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                let (ty, data) = r.read_ext().map_err(err)?;
+                if ty == TASK_REF_EXT {
+                    let key = parse_ref(data).map_err(err)?;
+                    let value = deps
+                        .get(key)
+                        .ok_or_else(|| format!("no value for task reference {key:?}"))?;
+                    out.extend_from_slice(value);
+                    continue;
+                }
+                0
+            }
+            _ => {
+                r.skip_value(&mut |_| {}).map_err(err)?;
+                0
+            }
+        };
+        out.extend_from_slice(&bytes[start..r.position()]);
+        if children > 0 {
+            pending.push(todo);
+            todo = children;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dask_core::messages::{ComputeTask, GetData, Hello, WorkerRegistered};
+    use dask_core::msgpack::task_ref_value;
+    use rmpv::Value;
+
+    const NOW: f64 = 1000.0;
+
+    fn decode(bytes: &[u8]) -> Value {
+        rmpv::decode::read_value(&mut &bytes[..]).unwrap()
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<Vec<Message>> {
+        let mut d = FrameDecoder::default();
+        d.push(bytes);
+        std::iter::from_fn(|| d.poll().unwrap()).collect()
+    }
+
+    fn frame(messages: &[Message]) -> Vec<u8> {
+        dask_core::frame::encode_frame(messages).unwrap()
+    }
+
+    /// Writes of one drain by connection.
+    fn writes(drained: &Value) -> BTreeMap<u64, Vec<Message>> {
+        drained["writes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let messages = frames(w[1].as_slice().unwrap()).concat();
+                (w[0].as_u64().unwrap(), messages)
+            })
+            .collect()
+    }
+
+    fn new_worker() -> WorkerDriver {
+        let mut config = Vec::new();
+        MapWriter::new(&mut config, 6)
+            .str("scheduler", "tcp://127.0.0.1:1")
+            .str("name", "js-1")
+            .str("address", "tcp://127.0.0.1:2")
+            .uint("nthreads", 2)
+            .with("functions", |w| {
+                write::array_len(w, 1);
+                write::str(w, "echo");
+            })
+            .with("now_ms", |w| write::f64(w, NOW));
+        WorkerDriver::new(&config).unwrap()
+    }
+
+    fn registered() -> WorkerDriver {
+        let mut d = new_worker();
+        let _ = d.drain(NOW);
+        let mut hello = handshake::offer(Role::Scheduler, None);
+        hello.id = Some(1);
+        d.receive(
+            SCHEDULER,
+            NOW,
+            &frame(&[
+                Message::Hello(Hello { ..hello }),
+                Message::WorkerRegistered(WorkerRegistered {
+                    id: 7,
+                    heartbeat_interval_ms: 500,
+                }),
+            ]),
+        );
+        d
+    }
+
+    #[test]
+    fn registration_goes_out_in_two_frames_and_the_reply_registers() {
+        let mut d = new_worker();
+        let out = decode(&d.drain(NOW));
+        assert_eq!(out["connects"][0][1].as_str(), Some("tcp://127.0.0.1:1"));
+        let bytes = out["writes"][0][1].as_slice().unwrap();
+        let f = frames(bytes);
+        assert_eq!(f.len(), 2);
+        assert!(matches!(&f[0][..], [Message::Hello(h)] if h.role == Role::Worker));
+        assert!(matches!(&f[1][..], [Message::RegisterWorker(r)] if r.functions == ["echo"]));
+
+        let mut d = registered();
+        let out = decode(&d.drain(NOW));
+        assert_eq!(out["events"][0]["type"].as_str(), Some("registered"));
+        assert_eq!(out["timeout_ms"].as_f64(), Some(NOW + 500.0));
+    }
+
+    #[test]
+    fn a_refused_registration_finishes_the_worker() {
+        let mut d = new_worker();
+        let _ = d.drain(NOW);
+        let e = WireError::new(ErrorCode::NameInUse, "taken");
+        d.receive(SCHEDULER, NOW, &frame(&[Message::error(&e, None)]));
+        let out = decode(&d.drain(NOW));
+        let types: Vec<&str> = out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, vec!["refused", "finished"]);
+        assert_eq!(out["closes"].as_array().unwrap().len(), 1);
+        assert!(d.is_finished());
+    }
+
+    #[test]
+    fn a_task_runs_with_its_dependency_spliced_in_after_a_fetch() {
+        let mut d = registered();
+        let _ = d.drain(NOW);
+        let args = RawValue::from_value(&Value::Array(vec![task_ref_value("dep"), Value::from(1)]));
+        d.receive(
+            SCHEDULER,
+            NOW,
+            &frame(&[Message::ComputeTask(ComputeTask {
+                key: "t".into(),
+                function: "echo".into(),
+                args,
+                kwargs: None,
+                who_has: [(Key::from("dep"), vec!["tcp://127.0.0.1:9".to_string()])]
+                    .into_iter()
+                    .collect(),
+                priority: None,
+                resources: None,
+            })]),
+        );
+        let out = decode(&d.drain(NOW));
+        let conn = out["connects"][0][0].as_u64().unwrap() as u32;
+        let w = writes(&out);
+        assert!(matches!(
+            &w[&(conn as u64)][..],
+            [Message::Hello(_), Message::GetData(_)]
+        ));
+        let Message::GetData(GetData { request, .. }) = &w[&(conn as u64)][1] else {
+            unreachable!()
+        };
+        let mut reply = handshake::offer(Role::Worker, None);
+        reply.id = Some(1);
+        let data = [(Key::from("dep"), RawValue::from_value(&Value::from("v")))]
+            .into_iter()
+            .collect();
+        d.receive(
+            conn,
+            NOW,
+            &frame(&[
+                Message::Hello(Hello { ..reply }),
+                Message::Data(dask_core::messages::Data {
+                    request: *request,
+                    data,
+                    missing: vec![],
+                }),
+            ]),
+        );
+        let out = decode(&d.drain(NOW));
+        let run = &out["runs"][0];
+        assert_eq!(run[1].as_str(), Some("echo"));
+        assert_eq!(
+            decode(run[2].as_slice().unwrap()),
+            Value::Array(vec![Value::from("v"), Value::from(1)])
+        );
+        let run_id = run[0].as_u64().unwrap();
+
+        let mut done = Vec::new();
+        MapWriter::new(&mut done, 3)
+            .uint("run_id", run_id)
+            .uint("now_ms", 1001)
+            .uint("duration_us", 5);
+        d.task_done(&done, &[0x07]).unwrap();
+        let out = decode(&d.drain(NOW));
+        let w = writes(&out);
+        assert!(w[&1]
+            .iter()
+            .any(|m| matches!(m, Message::TaskFinished(f) if f.nbytes == 1)));
+    }
+
+    #[test]
+    fn peers_are_greeted_and_served_and_rude_ones_are_closed() {
+        let mut d = registered();
+        let _ = d.drain(NOW);
+        let peer = d.accept(NOW);
+        assert!(peer > SCHEDULER);
+        let hello = Message::Hello(handshake::offer(Role::Peer, None));
+        let ask = Message::GetData(GetData {
+            request: 4,
+            keys: vec!["nothing".into()],
+        });
+        d.receive(peer, NOW, &frame(&[hello, ask]));
+        let out = decode(&d.drain(NOW));
+        let w = writes(&out);
+        assert!(
+            matches!(&w[&(peer as u64)][..], [Message::Hello(_), Message::Data(data)] if data.missing.len() == 1)
+        );
+
+        let rude = d.accept(NOW);
+        d.receive(
+            rude,
+            NOW,
+            &frame(&[Message::Heartbeat(dask_core::messages::Heartbeat {
+                metrics: None,
+            })]),
+        );
+        let out = decode(&d.drain(NOW));
+        assert!(matches!(&writes(&out)[&(rude as u64)][..], [Message::ErrorReport(e)] if e.fatal));
+        assert_eq!(out["closes"][0].as_u64(), Some(rude as u64));
+        d.receive(rude, NOW, &[0, 0, 0, 1, 0x90]);
+        d.conn_closed(rude, NOW, "closed");
+    }
+
+    #[test]
+    fn splicing_keeps_other_bytes_and_fails_on_unknown_refs() {
+        let value = Value::Map(vec![(
+            Value::from("k"),
+            Value::Array(vec![
+                task_ref_value("a"),
+                Value::F32(1.5),
+                task_ref_value("a"),
+            ]),
+        )]);
+        let raw = RawValue::from_value(&value);
+        let deps: HashMap<&str, &[u8]> = [("a", &[0x2a][..])].into_iter().collect();
+        let out = splice_refs(raw.as_bytes(), &deps).unwrap();
+        assert_eq!(
+            decode(&out),
+            Value::Map(vec![(
+                Value::from("k"),
+                Value::Array(vec![Value::from(42), Value::F64(1.5), Value::from(42)])
+            )])
+        );
+        let none: HashMap<&str, &[u8]> = [("b", &[0xc0][..])].into_iter().collect();
+        assert!(splice_refs(raw.as_bytes(), &none).is_err());
+        assert!(splice_refs(&[0x92, 0x01], &deps).is_err(), "truncated");
+    }
+
+    #[test]
+    fn times_clamp() {
+        assert_eq!(millis_to_duration(f64::NAN), Duration::ZERO);
+        assert_eq!(millis_to_duration(-5.0), Duration::ZERO);
+        assert_eq!(millis_to_duration(1500.0), Duration::from_millis(1500));
+        assert_eq!(millis_to_duration(f64::INFINITY), Duration::MAX);
+    }
+}
