@@ -1,0 +1,444 @@
+//! `dask_client` (a connection to a scheduler) and `dask_local_cluster`
+//! (a scheduler and workers inside this process).
+
+use std::ffi::{c_char, CString};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use ::dask_client::{Arg, Client, ClientOptions, LocalCluster, LocalClusterBuilder};
+
+use crate::delayed::dask_delayed;
+use crate::error::{c_string, dask_error, dask_result, Failure, Fallible};
+use crate::ffi::{self, borrow, boxed, c_str, call, guard, handles, out_array};
+use crate::future::{dask_as_completed, dask_future};
+use crate::value::dask_value;
+use crate::worker::dask_functions;
+
+/// A connection to a scheduler. A background thread does the network I/O:
+/// submitting never blocks. Every function on a client is thread-safe
+/// except dask_client_free.
+pub struct dask_client {
+    /// `None` once closed.
+    client: RwLock<Option<Client>>,
+    address: CString,
+}
+
+impl dask_client {
+    fn new(client: Client) -> dask_client {
+        let address = c_string(client.address());
+        dask_client {
+            client: RwLock::new(Some(client)),
+            address,
+        }
+    }
+
+    /// The open client, or DASK_CLOSED. Holding the guard keeps a
+    /// concurrent dask_client_close waiting.
+    fn open(&self) -> Fallible<ClientRef<'_>> {
+        let guard = self.client.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(Failure::new(
+                dask_result::DASK_CLOSED,
+                "the client is closed (dask_client_close): only dask_client_free may follow",
+            ));
+        }
+        Ok(ClientRef(guard))
+    }
+}
+
+struct ClientRef<'a>(RwLockReadGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for ClientRef<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        // `open` checked it is Some and the read guard keeps it so.
+        self.0.as_ref().expect("checked open")
+    }
+}
+
+fn check_address(address: &str) -> Fallible {
+    dask_net::parse_address(address)
+        .map(|_| ())
+        .map_err(|e| Failure::invalid(format!("bad address {address:?}: {e}")))
+}
+
+fn cluster_builder(
+    workers: usize,
+    threads_per_worker: usize,
+    functions: *const dask_functions,
+) -> LocalClusterBuilder {
+    let mut builder = LocalCluster::builder().workers(workers.max(1));
+    if threads_per_worker > 0 {
+        builder = builder.threads_per_worker(threads_per_worker);
+    }
+    if let Some(f) = unsafe { functions.as_ref() } {
+        builder = builder.functions(f.registry.clone());
+    }
+    builder
+}
+
+/// Connects to the scheduler at `address` (`tcp://HOST:PORT`), waiting at
+/// most `timeout_ms` (negative: 10 s) for the connection and handshake.
+/// A malformed address gives DASK_INVALID_ARGUMENT; an unreachable one
+/// DASK_CONNECTION. `*out` is owned by the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_connect(
+    address: *const c_char,
+    timeout_ms: i64,
+    out: *mut *mut dask_client,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_connect", err, || {
+        let out = ffi::out(out, "out")?;
+        let address = c_str(address, "address")?;
+        check_address(address)?;
+        let options = ClientOptions {
+            connect_timeout: ffi::timeout(timeout_ms).unwrap_or(Duration::from_secs(10)),
+            ..ClientOptions::default()
+        };
+        *out = boxed(dask_client::new(Client::connect_with(address, options)?));
+        Ok(())
+    })
+}
+
+/// Starts an embedded cluster (a scheduler on 127.0.0.1 and `workers`
+/// workers of `threads_per_worker` threads, all in this process; 0 gives 1
+/// worker / one thread per core) and connects a client that owns it: the
+/// cluster stops when the client is freed. `functions` is what the workers
+/// offer (copied; NULL: the built-in library). `*out` is owned by the
+/// caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_start_local(
+    workers: usize,
+    threads_per_worker: usize,
+    functions: *const dask_functions,
+    out: *mut *mut dask_client,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_start_local", err, || {
+        let out = ffi::out(out, "out")?;
+        let cluster = cluster_builder(workers, threads_per_worker, functions).build()?;
+        *out = boxed(dask_client::new(Client::with_cluster(cluster)?));
+        Ok(())
+    })
+}
+
+/// The scheduler's address, `tcp://HOST:PORT`. Borrowed from `client`,
+/// valid until it is freed; "" for NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_address(client: *const dask_client) -> *const c_char {
+    guard(c"".as_ptr(), || match unsafe { client.as_ref() } {
+        Some(c) => c.address.as_ptr(),
+        None => c"".as_ptr(),
+    })
+}
+
+/// Whether the connection is up (false for NULL or a closed client).
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_is_connected(client: *const dask_client) -> bool {
+    guard(false, || match unsafe { client.as_ref() } {
+        Some(c) => c.open().is_ok_and(|c| c.is_connected()),
+        None => false,
+    })
+}
+
+/// Number of workers connected to the scheduler now, in `*out`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_worker_count(
+    client: *const dask_client,
+    out: *mut usize,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_worker_count", err, || {
+        let out = ffi::out_value(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        *out = client.workers()?.len();
+        Ok(())
+    })
+}
+
+/// Submits one call of `function` with `args` (an array value, one
+/// argument per item, copied; NULL for none; items may be references made
+/// by dask_value_new_future). Returns at once: `*out` is the future of the
+/// result, owned by the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_submit(
+    client: *const dask_client,
+    function: *const c_char,
+    args: *const dask_value,
+    out: *mut *mut dask_future,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_submit", err, || {
+        let out = ffi::out(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        let function = c_str(function, "function")?;
+        if function.is_empty() {
+            return Err(Failure::invalid("`function` is empty"));
+        }
+        let args = dask_value::to_args(unsafe { args.as_ref() })?;
+        *out = boxed(dask_future::new(client.submit(function, args)));
+        Ok(())
+    })
+}
+
+/// Like dask_client_submit, the arguments given as the msgpack encoding of
+/// an array (`len` bytes at `args`; task references are ext type 1 holding
+/// a key the scheduler knows). Bad msgpack gives DASK_INVALID_MSGPACK.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_submit_msgpack(
+    client: *const dask_client,
+    function: *const c_char,
+    args: *const u8,
+    len: usize,
+    out: *mut *mut dask_future,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_submit_msgpack", err, || {
+        let out = ffi::out(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        let function = c_str(function, "function")?;
+        if function.is_empty() {
+            return Err(Failure::invalid("`function` is empty"));
+        }
+        let args = dask_value::from_msgpack(ffi::bytes(args, len, "args")?)?;
+        let args = match args.to_rmpv(false)? {
+            rmpv::Value::Array(items) => items.into_iter().map(Arg::Value).collect(),
+            _ => {
+                return Err(Failure::invalid(
+                    "the arguments must be the msgpack encoding of an array",
+                ))
+            }
+        };
+        *out = boxed(dask_future::new(client.submit(function, args)));
+        Ok(())
+    })
+}
+
+/// Submits the delayed call `delayed` and every call it refers to, as one
+/// graph; only `delayed`'s result is kept (intermediates are freed once
+/// used). `*out` is its future, owned by the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_compute(
+    client: *const dask_client,
+    delayed: *const dask_delayed,
+    out: *mut *mut dask_future,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_compute", err, || {
+        let out = ffi::out(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        let delayed = borrow(delayed, "delayed")?;
+        *out = boxed(dask_future::new(client.compute(&delayed.inner)));
+        Ok(())
+    })
+}
+
+/// Submits `n` delayed calls (and every call they refer to) as one graph;
+/// `futures` (an array of `n` slots) receives their futures, each owned by
+/// the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_compute_many(
+    client: *const dask_client,
+    delayed: *const *const dask_delayed,
+    n: usize,
+    futures: *mut *mut dask_future,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_compute_many", err, || {
+        let slots = out_array(futures, n, "futures")?;
+        let client = borrow(client, "client")?.open()?;
+        let calls: Vec<_> = handles(delayed, n, "delayed")?
+            .into_iter()
+            .map(|d| d.inner.clone())
+            .collect();
+        for (slot, f) in slots.iter_mut().zip(client.compute_all(&calls)) {
+            *slot = boxed(dask_future::new(f));
+        }
+        Ok(())
+    })
+}
+
+/// Waits for `n` futures (all at most `timeout_ms` together; negative: no
+/// limit) and fetches every result in one request; `results` (an array of
+/// `n` slots) receives the values, each owned by the caller. Any future
+/// that failed fails the call (no partial results). Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_gather(
+    client: *const dask_client,
+    futures: *const *const dask_future,
+    n: usize,
+    timeout_ms: i64,
+    results: *mut *mut dask_value,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_gather", err, || {
+        let slots = out_array(results, n, "results")?;
+        let client = borrow(client, "client")?.open()?;
+        let futures: Vec<_> = handles(futures, n, "futures")?
+            .into_iter()
+            .map(|f| f.inner.clone())
+            .collect();
+        if let Some(t) = ffi::timeout(timeout_ms) {
+            let deadline = Instant::now() + t;
+            for f in &futures {
+                f.wait_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            }
+        }
+        let values = client.gather(&futures)?;
+        for (slot, v) in slots.iter_mut().zip(values) {
+            *slot = boxed(dask_value::from_rmpv(v));
+        }
+        Ok(())
+    })
+}
+
+/// Stores `n` values on the cluster (copied) and waits until they are
+/// stored; `futures` (an array of `n` slots) receives one future per value,
+/// each owned by the caller, usable at once in the arguments of calls.
+/// No connected worker gives DASK_REFUSED. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_scatter(
+    client: *const dask_client,
+    values: *const *const dask_value,
+    n: usize,
+    futures: *mut *mut dask_future,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_scatter", err, || {
+        let slots = out_array(futures, n, "futures")?;
+        let client = borrow(client, "client")?.open()?;
+        let values = handles(values, n, "values")?
+            .into_iter()
+            .map(|v| v.to_rmpv(false))
+            .collect::<Fallible<Vec<_>>>()?;
+        for (slot, f) in slots.iter_mut().zip(client.scatter(values)?) {
+            *slot = boxed(dask_future::new(f));
+        }
+        Ok(())
+    })
+}
+
+/// An iterator over `n` futures (it takes its own references: the caller
+/// still owns them) giving them as they complete; see
+/// dask_as_completed_next. `*out` is owned by the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_as_completed(
+    client: *const dask_client,
+    futures: *const *const dask_future,
+    n: usize,
+    out: *mut *mut dask_as_completed,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_as_completed", err, || {
+        let out = ffi::out(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        let futures: Vec<_> = handles(futures, n, "futures")?
+            .into_iter()
+            .map(|f| f.inner.clone())
+            .collect();
+        *out = boxed(dask_as_completed::new(client.as_completed(futures)));
+        Ok(())
+    })
+}
+
+/// Closes the connection (the scheduler releases everything this client
+/// wanted; its futures then fail with DASK_CONNECTION) and, for a client of
+/// dask_client_start_local, stops the embedded cluster. Later calls give
+/// DASK_CLOSED; closing twice is DASK_OK. Thread-safe: waits for calls in
+/// progress on other threads to return.
+#[no_mangle]
+pub extern "C" fn dask_client_close(
+    client: *const dask_client,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_close", err, || {
+        let client = borrow(client, "client")?;
+        let taken = client
+            .client
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = taken {
+            c.close();
+        }
+        Ok(())
+    })
+}
+
+/// Closes (as dask_client_close) and frees the client; joins its threads.
+/// Futures of this client stay valid. NULL is a no-op. No other call on
+/// `client` may be in progress.
+#[no_mangle]
+pub extern "C" fn dask_client_free(client: *mut dask_client) {
+    ffi::free_box(client);
+}
+
+// ---- embedded cluster ---------------------------------------------------------
+
+/// A scheduler and workers running inside this process, on 127.0.0.1.
+/// dask_local_cluster_address and dask_local_cluster_client are
+/// thread-safe; dask_local_cluster_free is not.
+pub struct dask_local_cluster {
+    cluster: LocalCluster,
+    address: CString,
+}
+
+/// Starts a scheduler (on a free port of 127.0.0.1) and `workers` workers
+/// of `threads_per_worker` threads (0 gives 1 worker / one thread per
+/// core) offering `functions` (copied; NULL: the built-in library), and
+/// waits until every worker has registered. `*out` is owned by the caller.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_local_cluster_start(
+    workers: usize,
+    threads_per_worker: usize,
+    functions: *const dask_functions,
+    out: *mut *mut dask_local_cluster,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_local_cluster_start", err, || {
+        let out = ffi::out(out, "out")?;
+        let cluster = cluster_builder(workers, threads_per_worker, functions).build()?;
+        let address = c_string(cluster.address());
+        *out = boxed(dask_local_cluster { cluster, address });
+        Ok(())
+    })
+}
+
+/// The scheduler's address, `tcp://127.0.0.1:PORT`, for dask_client_connect
+/// or a dask_worker_start of this process or another. Borrowed from
+/// `cluster`; "" for NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_local_cluster_address(cluster: *const dask_local_cluster) -> *const c_char {
+    guard(c"".as_ptr(), || match unsafe { cluster.as_ref() } {
+        Some(c) => c.address.as_ptr(),
+        None => c"".as_ptr(),
+    })
+}
+
+/// Connects a new client to the cluster (it does not own the cluster: free
+/// the client before or after the cluster; after, its calls fail with
+/// DASK_CONNECTION). `*out` is owned by the caller. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_local_cluster_client(
+    cluster: *const dask_local_cluster,
+    out: *mut *mut dask_client,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_local_cluster_client", err, || {
+        let out = ffi::out(out, "out")?;
+        let cluster = borrow(cluster, "cluster")?;
+        *out = boxed(dask_client::new(cluster.cluster.client()?));
+        Ok(())
+    })
+}
+
+/// Stops the workers, then the scheduler, joins their threads and frees the
+/// cluster. NULL is a no-op. No other call on `cluster` may be in progress.
+#[no_mangle]
+pub extern "C" fn dask_local_cluster_free(cluster: *mut dask_local_cluster) {
+    ffi::free_box(cluster);
+}
