@@ -473,8 +473,8 @@ dask_result dask_client_submit(const struct dask_client *client,
 /**
  * Like dask_client_submit, the arguments given as the msgpack encoding of
  * an array (`len` bytes at `args`; task references are ext type 1 holding
- * a key the scheduler knows). Bad msgpack gives DASK_INVALID_MSGPACK.
- * Thread-safe.
+ * a key the scheduler knows; copied). Bad msgpack gives
+ * DASK_INVALID_MSGPACK. `*out` is owned by the caller. Thread-safe.
  */
 dask_result dask_client_submit_msgpack(const struct dask_client *client,
                                        const char *function,
@@ -1030,7 +1030,8 @@ const uint8_t *dask_bytes_data(const struct dask_bytes *bytes);
 size_t dask_bytes_len(const struct dask_bytes *bytes);
 
 /**
- * Frees a buffer. NULL is a no-op.
+ * Frees a buffer. NULL is a no-op. No other call on `bytes` may be in
+ * progress.
  */
 void dask_bytes_free(struct dask_bytes *bytes);
 

@@ -185,8 +185,8 @@ pub extern "C" fn dask_client_submit(
 
 /// Like dask_client_submit, the arguments given as the msgpack encoding of
 /// an array (`len` bytes at `args`; task references are ext type 1 holding
-/// a key the scheduler knows). Bad msgpack gives DASK_INVALID_MSGPACK.
-/// Thread-safe.
+/// a key the scheduler knows; copied). Bad msgpack gives
+/// DASK_INVALID_MSGPACK. `*out` is owned by the caller. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dask_client_submit_msgpack(
     client: *const dask_client,

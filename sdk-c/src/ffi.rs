@@ -180,3 +180,60 @@ pub(crate) fn timeout(ms: i64) -> Option<Duration> {
         .ok()
         .map(|ms| Duration::from_millis(ms.min(TIMEOUT_MS_MAX)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{dask_error_code, dask_error_free, dask_error_message};
+
+    fn message(err: *const dask_error) -> String {
+        // SAFETY: dask_error_message returns a NUL-terminated string.
+        unsafe { CStr::from_ptr(dask_error_message(err)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_dask_panic_with_its_message() {
+        let mut err: *mut dask_error = ptr::null_mut();
+        let code = call("dask_test", &mut err, || panic!("boom"));
+        assert_eq!(code, dask_result::DASK_PANIC);
+        assert_eq!(dask_error_code(err), dask_result::DASK_PANIC);
+        assert_eq!(
+            message(err),
+            "dask_test: internal error (please report): boom"
+        );
+        dask_error_free(err);
+        assert_eq!(guard(7, || -> i32 { panic!("boom") }), 7);
+    }
+
+    #[test]
+    fn err_is_cleared_on_success_and_left_out_for_done() {
+        let mut err: *mut dask_error = ptr::dangling_mut::<dask_error>(); // garbage to overwrite
+        assert_eq!(call("dask_test", &mut err, || Ok(())), dask_result::DASK_OK);
+        assert!(err.is_null());
+        err = ptr::dangling_mut::<dask_error>();
+        let code = call("dask_test", &mut err, || Err(Failure::done()));
+        assert_eq!(code, dask_result::DASK_DONE);
+        assert!(err.is_null());
+        let code = call("dask_test", ptr::null_mut(), || Err(Failure::null("x")));
+        assert_eq!(code, dask_result::DASK_NULL_PARAMETER);
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        assert!(c_str(ptr::null(), "s").is_err());
+        assert_eq!(c_str(c"ok".as_ptr(), "s").unwrap(), "ok");
+        let bad = [0xffu8, 0];
+        let e = c_str(bad.as_ptr().cast(), "s").unwrap_err();
+        assert_eq!(e.code, dask_result::DASK_INVALID_ARGUMENT);
+        assert_eq!(bytes(ptr::null(), 0, "b").unwrap(), &[] as &[u8]);
+        assert!(bytes(ptr::null(), 1, "b").is_err());
+        assert_eq!(timeout(-1), None);
+        assert_eq!(timeout(5), Some(Duration::from_millis(5)));
+        assert_eq!(
+            timeout(i64::MAX),
+            Some(Duration::from_millis(TIMEOUT_MS_MAX))
+        );
+    }
+}

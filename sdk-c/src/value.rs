@@ -903,7 +903,8 @@ pub extern "C" fn dask_bytes_len(bytes: *const dask_bytes) -> usize {
     guard(0, || unsafe { bytes.as_ref() }.map_or(0, |b| b.data.len()))
 }
 
-/// Frees a buffer. NULL is a no-op.
+/// Frees a buffer. NULL is a no-op. No other call on `bytes` may be in
+/// progress.
 #[no_mangle]
 pub extern "C" fn dask_bytes_free(bytes: *mut dask_bytes) {
     ffi::free_box(bytes);
