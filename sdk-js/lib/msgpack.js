@@ -183,7 +183,14 @@ function writeBigInt(w, v) {
   }
 }
 
+const CANONICAL_NAN = [0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0];
+
 function writeFloat(w, v) {
+  if (Number.isNaN(v)) {
+    // One NaN, whatever payload bits it carried (dask/1's canonical form).
+    w.bytes(CANONICAL_NAN);
+    return;
+  }
   w.reserve(9);
   w.buf[w.pos] = 0xcb;
   w.view.setFloat64(w.pos + 1, v);

@@ -141,6 +141,8 @@ export class Worker {
   async start(scheduler) {
     if (this.#wasm) throw new DaskError('this worker was started already');
     parseAddress(scheduler);
+    const nthreads = this.#options.nthreads ?? 1;
+    if (!Number.isInteger(nthreads) || nthreads < 1) throw new TypeError('nthreads must be a positive integer');
     const host = this.#options.host ?? '127.0.0.1';
     const server = net.createServer((socket) => this.#accept(socket));
     this.#server = server;
@@ -152,8 +154,6 @@ export class Worker {
       });
     });
     this.address = formatAddress(host, server.address().port);
-    const nthreads = this.#options.nthreads ?? 1;
-    if (!Number.isInteger(nthreads) || nthreads < 1) throw new TypeError('nthreads must be a positive integer');
     this.#wasm = new WasmWorker({
       scheduler,
       name: this.name,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The JS SDK (sdk-js/), from a fresh machine with Rust and Node: the wasm
+# target, the binaries its tests start (dask-scheduler, dask-worker, dask,
+# dask-conformance), the wasm module, `npm test` in sdk-js (node --test),
+# then dask-conformance against the JS worker (examples/worker.mjs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-client -p dask-conformance --bins
+target_dir="${CARGO_TARGET_DIR:-target}"
+bin="$(cd "$target_dir" && pwd)/debug"
+(
+  cd sdk-js
+  # Only typescript (pinned in package-lock.json), for the types test.
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run build
+  DASK_BIN_DIR="$bin" npm test
+)
+reports="$target_dir/conformance"
+mkdir -p "$reports"
+echo "-- dask-conformance: js-worker"
+# shellcheck disable=SC2086
+"$bin/dask-conformance" worker --report "$reports/js-worker.xml" ${DASK_CONFORMANCE_ARGS:-} \
+  -- node sdk-js/examples/worker.mjs '{scheduler}' --nthreads '{nthreads}'

@@ -1,0 +1,244 @@
+// Types of the dask-rs Node package (hand-written, kept beside index.js).
+
+/**
+ * A JS value with a msgpack form (README "Values"): null/undefined, boolean,
+ * number, bigint, string, Uint8Array (binary), arrays, plain objects, Maps,
+ * and the Float, Ext and TaskRef wrappers; a Future stands for its result.
+ */
+export type Value =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | ArrayBuffer
+  | Float
+  | Ext
+  | TaskRef
+  | Future
+  | Value[]
+  | Map<Value, Value>
+  | { [key: string]: Value };
+
+/** What a decoded result can be. */
+export type Decoded =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | Float
+  | Ext
+  | TaskRef
+  | Decoded[]
+  | Map<Decoded, Decoded>
+  | { [key: string]: Decoded };
+
+export type Status = 'pending' | 'finished' | 'erred' | 'cancelled' | 'lost' | 'failed' | 'released';
+
+export interface DecodeOptions {
+  /** Every msgpack float as a Float, so 2.0 is told from 2. */
+  exactFloats?: boolean;
+  /** Maps with only string keys as plain objects (default true); otherwise Maps. */
+  mapsAsObjects?: boolean;
+}
+
+export interface ResultOptions {
+  /** Milliseconds to wait at most (TimeoutError after). */
+  timeout?: number;
+  /** The msgpack bytes instead of the decoded value. */
+  raw?: boolean;
+  /** Floats as Float. */
+  exactFloats?: boolean;
+}
+
+export interface TaskOptions {
+  /** The task's key (default: `{function}-{client seed}-{n}`). */
+  key?: string;
+  /** Keyword arguments. */
+  kwargs?: { [name: string]: Value };
+  /** Higher runs first (default 0). */
+  priority?: number;
+  /** Reruns after an error before reporting it. */
+  retries?: number;
+  /** Resources one run holds, e.g. {GPU: 1}. */
+  resources?: Record<string, number>;
+  /** Names or data addresses of the only workers allowed to run it. */
+  workers?: string[];
+}
+
+export interface ConnectOptions {
+  /** Name given in the handshake. */
+  name?: string;
+  /** Milliseconds to connect and handshake (default 10000). */
+  timeout?: number;
+}
+
+export interface WorkerInfo {
+  id: number;
+  name: string;
+  address: string;
+  nthreads: number;
+  memory_limit?: number;
+  resources: Record<string, number>;
+  functions: string[];
+  processing: number;
+  stored_keys: number;
+  stored_bytes: number;
+}
+
+export interface ClusterInfo {
+  workers: WorkerInfo[];
+  /** Number of tasks in each scheduler state. */
+  tasks: Record<string, number>;
+  clients: number;
+}
+
+/** A handle to one key's result on the cluster; holds one reference until released. */
+export declare class Future {
+  readonly key: string;
+  readonly client: Client;
+  readonly status: Status;
+  done(): boolean;
+  /** Resolves to the final status (never rejects, except TimeoutError). */
+  wait(options?: { timeout?: number }): Promise<Status>;
+  result(options?: ResultOptions & { raw?: false }): Promise<Decoded>;
+  result(options: ResultOptions & { raw: true }): Promise<Uint8Array>;
+  cancel(options?: { force?: boolean }): void;
+  release(): void;
+}
+
+/** Futures as they complete, as an async iterator. */
+export declare class AsCompleted<T = Future> implements AsyncIterableIterator<T> {
+  add(future: Future): void;
+  readonly count: number;
+  next(): Promise<IteratorResult<T>>;
+  return(): Promise<IteratorResult<T>>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<T>;
+}
+
+export declare class Client {
+  static connect(address: string, options?: ConnectOptions): Promise<Client>;
+  readonly address: string;
+  readonly name: string | null;
+  readonly id: number | null;
+  readonly connected: boolean;
+  readonly lastServerError: string | null;
+  submit(fn: string, args?: Value[], options?: TaskOptions): Future;
+  map(fn: string, items: Iterable<Value>, options?: Omit<TaskOptions, 'key'>): Future[];
+  gather(futures: Future[], options?: ResultOptions): Promise<Decoded[]>;
+  gather(future: Future, options?: ResultOptions): Promise<Decoded>;
+  asCompleted(futures?: Iterable<Future>, options?: { withResults?: false }): AsCompleted<Future>;
+  asCompleted(
+    futures: Iterable<Future>,
+    options: { withResults: true } & DecodeOptions & { raw?: boolean },
+  ): AsCompleted<[Future, Decoded]>;
+  cancel(futures: Future | Future[], options?: { force?: boolean }): void;
+  release(futures: Future | Future[]): void;
+  scatter(values: Value[], options?: { workers?: string[]; broadcast?: boolean }): Promise<Future[]>;
+  publishDataset(name: string, futures: Future[], options?: { overwrite?: boolean }): Promise<void>;
+  getDataset(name: string): Promise<Future[]>;
+  unpublishDataset(name: string): Promise<void>;
+  listDatasets(): Promise<string[]>;
+  whoHas(futures: Future[]): Promise<Record<string, string[]>>;
+  clusterInfo(): Promise<ClusterInfo>;
+  close(): Promise<void>;
+}
+
+export interface WorkerOptions {
+  /** Name registered with the scheduler (default js-worker-HOST-PID-N). */
+  name?: string;
+  /** Runs at once (default 1). */
+  nthreads?: number;
+  /** Interface the data port listens on (default 127.0.0.1). */
+  host?: string;
+  resources?: Record<string, number>;
+  memoryLimit?: number;
+  /** Offer the conformance.* functions (default true). */
+  conformance?: boolean;
+}
+
+export interface RegisterOptions {
+  /** Parameter names: keyword arguments bind by name. */
+  params?: string[];
+  /** Floats arrive as Float. */
+  exactFloats?: boolean;
+}
+
+export type TaskFunction = (...args: any[]) => unknown;
+
+export declare class Worker {
+  static start(
+    scheduler: string,
+    options?: WorkerOptions & { functions?: Record<string, TaskFunction> },
+  ): Promise<Worker>;
+  constructor(options?: WorkerOptions);
+  readonly name: string;
+  readonly address: string | null;
+  readonly id: number | null;
+  readonly functions: string[];
+  register(name: string, fn: TaskFunction, options?: RegisterOptions): this;
+  start(scheduler: string): Promise<this>;
+  /** Resolves when stopped or closed by the scheduler; rejects when the connection is lost. */
+  join(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export declare class LocalCluster {
+  static start(options?: { workers?: number; threadsPerWorker?: number; binDir?: string }): Promise<LocalCluster>;
+  readonly address: string;
+  addWorker(options?: { nthreads?: number; name?: string }): Promise<string>;
+  client(options?: ConnectOptions): Promise<Client>;
+  close(): Promise<void>;
+}
+
+export declare class DaskError extends Error {}
+export declare class RemoteError extends DaskError {
+  readonly key: string;
+  readonly remoteType: string;
+  readonly remoteMessage: string;
+  readonly traceback: string;
+  readonly causeKey: string | null;
+}
+export declare class CancelledError extends DaskError {
+  readonly key: string;
+}
+export declare class LostError extends DaskError {
+  readonly key: string;
+}
+export declare class RequestError extends DaskError {
+  readonly code: number | null;
+  readonly codeName: string | null;
+  readonly key: string | null;
+}
+export declare class ConnectionError extends DaskError {}
+export declare class TimeoutError extends DaskError {}
+
+export declare function encode(value: Value): Uint8Array;
+export declare function decode(bytes: Uint8Array, options?: DecodeOptions): Decoded;
+
+export declare class Float {
+  constructor(value: number);
+  readonly value: number;
+  valueOf(): number;
+}
+export declare class Ext {
+  constructor(type: number, data: Uint8Array);
+  readonly type: number;
+  readonly data: Uint8Array;
+}
+export declare class TaskRef {
+  constructor(key: string);
+  readonly key: string;
+}
+
+/** A codec refusal with the dask/1 error code a receiver would send. */
+export declare class CodecError extends Error {
+  readonly code: number;
+  readonly codeName: string;
+}
+/** One of dask-core's codec operations (see sdk-js/src/codec.rs). */
+export declare function codec(op: string, input: Uint8Array | string): Uint8Array;
