@@ -60,6 +60,9 @@ pub struct SchedulerConfig {
     /// Check the state's invariants after every event (slow; for tests and
     /// debugging). A violation panics the loop. Default false.
     pub validate: bool,
+    /// Lost workers a task may be processing on before it errs with
+    /// `KilledWorker` (see [`StateConfig::allowed_failures`]). Default 3.
+    pub allowed_failures: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -70,6 +73,7 @@ impl Default for SchedulerConfig {
             heartbeat_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             validate: false,
+            allowed_failures: crate::state::ALLOWED_FAILURES_DEFAULT,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Server {
                 heartbeat_timeout: config.heartbeat_timeout,
                 handshake_timeout: config.handshake_timeout,
                 validate: config.validate,
+                allowed_failures: config.allowed_failures,
                 ..StateConfig::default()
             },
             now,

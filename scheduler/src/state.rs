@@ -51,6 +51,19 @@
 //! - `register-worker` with `nthreads: 0` is refused with 2003 (fatal).
 //! - A connection that sends no hello within the handshake timeout (the
 //!   default 10 s) gets 3002 and is closed.
+//! - A worker silent for the heartbeat timeout gets `close` and is removed
+//!   like a closed one; the connection is forgotten, so whatever the worker
+//!   sends after (it may only have been hung) is never heard: no late
+//!   `task-finished` is accepted.
+//! - A worker that is *lost* (connection dropped, heartbeat timeout, a
+//!   fatal error), not one that said `close`, counts against each task
+//!   processing on it; a task lost with more than `allowed_failures`
+//!   workers (default 3) errs with error_type `KilledWorker`, the message
+//!   naming the key and the workers, instead of being placed again.
+//! - When a worker is removed, tasks processing on other workers that
+//!   depend on data it held (and their worker does not) are asked back
+//!   with `steal-request` and placed again with the holders that remain:
+//!   their worker may be waiting for a fetch from a peer that hangs.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -60,7 +73,7 @@ use std::time::{Duration, Instant};
 use dask_core::handshake;
 use dask_core::messages::{
     Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Resources, Role,
-    WorkerRegistered,
+    StealRequest, WorkerRegistered,
 };
 use dask_core::{ErrorCode, Key, Message, RawValue};
 use slab::Slab;
@@ -96,10 +109,23 @@ pub struct StateConfig {
     pub heartbeat_interval: Duration,
     /// A connection that sends no hello for this long is closed.
     pub handshake_timeout: Duration,
-    /// Check every invariant after every event and panic on a violation
-    /// (tests and `--validate`).
+    /// Check the invariants after every event and panic on a violation
+    /// (tests and `--validate`); see [`SchedulerState::validate`].
     pub validate: bool,
+    /// Times a task may be on a worker that is lost (connection dropped or
+    /// heartbeat timeout, not a `close`) and be rescheduled; one more and
+    /// it errs with `KilledWorker` instead: a task that kills its workers
+    /// must not kill them all, one after the other, forever. Default
+    /// [`ALLOWED_FAILURES_DEFAULT`] (Dask's `allowed-failures`).
+    pub allowed_failures: u32,
 }
+
+/// Workers a task may lose before it errs with `KilledWorker`, by default.
+pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
+
+/// Most names of lost workers a task remembers for its `KilledWorker`
+/// message.
+const KILLED_WORKER_NAMES_MAX: usize = 8;
 
 impl Default for StateConfig {
     fn default() -> Self {
@@ -108,6 +134,7 @@ impl Default for StateConfig {
             heartbeat_interval: Duration::from_millis(1000),
             handshake_timeout: Duration::from_secs(10),
             validate: false,
+            allowed_failures: ALLOWED_FAILURES_DEFAULT,
         }
     }
 }
@@ -196,6 +223,10 @@ pub(crate) struct Task {
     /// Graph order: depth-first within a graph, graphs in submission order.
     pub(crate) order: u64,
     pub(crate) retries_left: u32,
+    /// Times a worker was lost while the task was processing on it.
+    pub(crate) suspicious: u32,
+    /// Names of those workers (the last [`KILLED_WORKER_NAMES_MAX`]).
+    pub(crate) lost_on: Vec<String>,
     /// Distinct tasks referenced by the arguments, in order of appearance.
     pub(crate) dependencies: Vec<TaskId>,
     pub(crate) dependents: BTreeSet<TaskId>,
@@ -247,6 +278,15 @@ pub(crate) struct Worker {
     pub(crate) stored_bytes: u64,
     /// Moving average of the task durations it reported.
     pub(crate) average_duration_us: Option<f64>,
+}
+
+/// How a connection ended: a worker that said `close` left on purpose;
+/// one whose connection dropped, timed out or broke the protocol was lost,
+/// and its processing tasks count it against their allowed failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    Closed,
+    Lost,
 }
 
 /// What a connection is, as far as the handshake got.
@@ -303,6 +343,10 @@ pub struct SchedulerState {
     pub(crate) last_root_worker: Option<WorkerIdx>,
     data: data::DataRequests,
     out: VecDeque<Output>,
+    /// With `validate`: tasks changed by the current event.
+    touched: Vec<TaskId>,
+    /// With `validate`: when the whole state was last checked.
+    last_full_validation: Option<Instant>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -333,6 +377,8 @@ impl SchedulerState {
             steal_for: Vec::new(),
             data: data::DataRequests::default(),
             out: VecDeque::new(),
+            touched: Vec::new(),
+            last_full_validation: None,
         }
     }
 
@@ -380,7 +426,7 @@ impl SchedulerState {
     /// The peer of `conn` went away (or the loop closed it).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
-        self.drop_conn(conn);
+        self.drop_conn(conn, Departure::Lost);
         self.finish_event();
     }
 
@@ -422,7 +468,7 @@ impl SchedulerState {
                         )),
                     }),
                 );
-                self.drop_conn(conn);
+                self.drop_conn(conn, Departure::Lost);
                 self.out.push_back(Output::Close(conn));
             }
         }
@@ -445,7 +491,7 @@ impl SchedulerState {
                     }),
                 );
             }
-            self.drop_conn(conn);
+            self.drop_conn(conn, Departure::Closed);
             self.out.push_back(Output::Close(conn));
         }
         self.finish_event();
@@ -530,7 +576,7 @@ impl SchedulerState {
         match message {
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
-                self.drop_conn(conn);
+                self.drop_conn(conn, Departure::Closed);
                 self.out.push_back(Output::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
@@ -560,7 +606,7 @@ impl SchedulerState {
             Message::RegisterWorker(m) => self.register_worker(conn, m),
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
-                self.drop_conn(conn);
+                self.drop_conn(conn, Departure::Closed);
                 self.out.push_back(Output::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
@@ -572,7 +618,7 @@ impl SchedulerState {
         match message {
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
-                self.drop_conn(conn);
+                self.drop_conn(conn, Departure::Closed);
                 self.out.push_back(Output::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
@@ -591,7 +637,7 @@ impl SchedulerState {
     /// A peer reported an error; a fatal one means it is closing.
     fn on_peer_error(&mut self, conn: ConnId, e: ErrorReport) {
         if e.fatal {
-            self.drop_conn(conn);
+            self.drop_conn(conn, Departure::Lost);
             self.out.push_back(Output::Close(conn));
         }
     }
@@ -618,7 +664,7 @@ impl SchedulerState {
                 keys: None,
             }),
         );
-        self.drop_conn(conn);
+        self.drop_conn(conn, Departure::Lost);
         self.out.push_back(Output::Close(conn));
     }
 
@@ -644,15 +690,17 @@ impl SchedulerState {
     }
 
     /// Forgets a connection: a client's wants are released, a worker is
-    /// removed (its work rescheduled). Unknown connections are ignored.
-    fn drop_conn(&mut self, conn: ConnId) {
+    /// removed (its work rescheduled). Unknown connections are ignored, and
+    /// so is anything that arrives later on a forgotten connection: a
+    /// worker declared dead never has a late result accepted.
+    fn drop_conn(&mut self, conn: ConnId, how: Departure) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         match c.peer {
             Peer::AwaitingHello | Peer::Worker(None) => {}
             Peer::Client => self.remove_client(conn),
-            Peer::Worker(Some(w)) => self.remove_worker(w),
+            Peer::Worker(Some(w)) => self.remove_worker(w, how),
         }
     }
 
@@ -664,6 +712,13 @@ impl SchedulerState {
             let task = &mut self.tasks[t.0];
             task.wanted_by.retain(|&c| c != conn);
             self.to_check.push(t);
+        }
+    }
+
+    /// Notes that `t` changed, for the validation after this event.
+    pub(crate) fn touch(&mut self, t: TaskId) {
+        if self.config.validate {
+            self.touched.push(t);
         }
     }
 
@@ -744,11 +799,21 @@ impl SchedulerState {
     }
 
     /// Removes a worker: its replicas are dropped, its processing tasks go
-    /// back to be placed again, keys only it held are recomputed (or lost).
-    fn remove_worker(&mut self, w: WorkerIdx) {
+    /// back to be placed again (or err with `KilledWorker` once they have
+    /// lost more than the allowed workers), keys only it held are
+    /// recomputed (or lost).
+    ///
+    /// Tasks processing elsewhere that may be fetching data from it are
+    /// asked back with `steal-request`: a worker that hangs rather than dies
+    /// keeps its peers' fetches waiting, and only the scheduler knows it is
+    /// gone. A task given back is placed again with the holders that remain
+    /// (or after its dependency is recomputed); one already running keeps
+    /// going (it has its data).
+    fn remove_worker(&mut self, w: WorkerIdx, how: Departure) {
         if !self.workers.contains(w.0) {
             return;
         }
+        let fetching = self.tasks_maybe_fetching_from(w);
         let worker = self.workers.remove(w.0);
         self.worker_by_conn.remove(&worker.conn);
         if self.worker_by_name.get(&worker.name) == Some(&w) {
@@ -764,6 +829,7 @@ impl SchedulerState {
             if task.state == TaskState::Memory && task.who_has.is_empty() {
                 lost.push(t);
             }
+            self.touch(t);
         }
         for t in lost {
             if self.tasks.contains(t.0) && self.tasks[t.0].state == TaskState::Memory {
@@ -772,10 +838,84 @@ impl SchedulerState {
         }
         // Its work goes back to be placed again.
         for &t in &worker.processing {
-            if self.tasks.contains(t.0) && self.tasks[t.0].state == TaskState::Processing(w) {
-                self.reevaluate(t);
+            if !self.tasks.contains(t.0) || self.tasks[t.0].state != TaskState::Processing(w) {
+                continue;
+            }
+            if how == Departure::Lost && self.count_lost_worker(t, &worker.name) {
+                continue;
+            }
+            self.reevaluate(t);
+        }
+        for (t, x) in fetching {
+            let task = &self.tasks[t.0];
+            if task.state == TaskState::Processing(x) && !task.steal_pending {
+                self.tasks[t.0].steal_pending = true;
+                let key = self.tasks[t.0].key.clone();
+                self.send_worker(x, Message::StealRequest(StealRequest { key }));
             }
         }
         self.worker_left(w);
+    }
+
+    /// Tasks processing on other workers that depend on data worker `w`
+    /// holds and their own worker does not: they may be fetching it from
+    /// `w`. Sorted, without duplicates.
+    fn tasks_maybe_fetching_from(&self, w: WorkerIdx) -> Vec<(TaskId, WorkerIdx)> {
+        let mut found = Vec::new();
+        for &d in &self.workers[w.0].has_what {
+            let dep = &self.tasks[d.0];
+            for &y in &dep.dependents {
+                if let TaskState::Processing(x) = self.tasks[y.0].state {
+                    if x != w && !dep.who_has.contains(&x) {
+                        found.push((y, x));
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Counts a lost worker against `t`, which was processing on it.
+    /// Returns true when that was one too many: `t` is now erred with
+    /// `KilledWorker` (and so is everything waiting for it).
+    fn count_lost_worker(&mut self, t: TaskId, worker: &str) -> bool {
+        let allowed = self.config.allowed_failures;
+        let task = &mut self.tasks[t.0];
+        task.suspicious = task.suspicious.saturating_add(1);
+        if task.lost_on.len() == KILLED_WORKER_NAMES_MAX {
+            task.lost_on.remove(0);
+        }
+        task.lost_on.push(worker.to_string());
+        if task.suspicious <= allowed {
+            return false;
+        }
+        let names = task
+            .lost_on
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let earlier = task.suspicious as usize - task.lost_on.len();
+        let names = if earlier > 0 {
+            format!("{earlier} more, then {names}")
+        } else {
+            names
+        };
+        let error = Arc::new(TaskError {
+            origin: task.key.clone(),
+            error_type: "KilledWorker".into(),
+            message: format!(
+                "task {} was processing on {} workers that were lost while it ran ({names}); \
+                 at most {allowed} such losses are allowed per task, so it is not tried \
+                 again: it may be what kills its workers",
+                task.key, task.suspicious
+            ),
+            traceback: String::new(),
+            lost: false,
+        });
+        self.fail(t, error);
+        true
     }
 }

@@ -13,7 +13,7 @@ use dask_scheduler::{SchedulerConfig, Server};
 
 const USAGE: &str = "\
 Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS]
-                      [--handshake-timeout SECS] [--validate]
+                      [--handshake-timeout SECS] [--allowed-failures N] [--validate]
 
 Runs a dask/1 scheduler until SIGINT or SIGTERM.
 
@@ -22,7 +22,11 @@ Options:
   --port PORT               port to listen on, 0 for any free one (default 8786)
   --heartbeat-timeout SECS  declare a silent worker dead after SECS seconds (default 10)
   --handshake-timeout SECS  close a connection that sends no hello within SECS seconds (default 10)
-  --validate                check every scheduler invariant after every event (slow)
+  --allowed-failures N      a task processing on more than N workers that are lost
+                            (connection dropped or timed out) errs with KilledWorker
+                            instead of running again (default 3)
+  --validate                check the scheduler's invariants after every event (slow;
+                            a violation stops the scheduler with a message)
   -h, --help                print this help";
 
 /// Set by the signal handler; the loop checks it at least every tick.
@@ -98,6 +102,12 @@ fn parse(args: &[String]) -> Result<Option<SchedulerConfig>, String> {
             "--handshake-timeout" => {
                 config.handshake_timeout =
                     seconds("--handshake-timeout", &value("--handshake-timeout")?)?;
+            }
+            "--allowed-failures" => {
+                let v = value("--allowed-failures")?;
+                config.allowed_failures = v
+                    .parse()
+                    .map_err(|_| format!("--allowed-failures: {v:?} is not a count"))?;
             }
             "--validate" => config.validate = true,
             other => return Err(format!("unknown argument {other:?}")),

@@ -193,6 +193,8 @@ impl SchedulerState {
                         priority: 0,
                         order,
                         retries_left: 0,
+                        suspicious: 0,
+                        lost_on: Vec::new(),
                         dependencies: Vec::new(),
                         dependents: BTreeSet::new(),
                         waiting_on: 0,

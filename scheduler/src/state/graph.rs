@@ -186,6 +186,8 @@ impl SchedulerState {
                 priority: spec.priority.unwrap_or(0),
                 order: 0,
                 retries_left: spec.retries.unwrap_or(0),
+                suspicious: 0,
+                lost_on: Vec::new(),
                 dependencies: Vec::new(),
                 dependents: BTreeSet::new(),
                 waiting_on: 0,

@@ -14,6 +14,7 @@ impl SchedulerState {
     /// processing sets and dependencies' waiter counts in step. Sends
     /// nothing: callers free running copies themselves.
     pub(crate) fn set_state(&mut self, t: TaskId, new: TaskState) {
+        self.touch(t);
         let old = self.tasks[t.0].state;
         match old {
             TaskState::Queued => {
@@ -239,6 +240,7 @@ impl SchedulerState {
         };
         task.who_has.remove(pos);
         let nbytes = task.nbytes;
+        self.touch(t);
         if let Some(worker) = self.workers.get_mut(w.0) {
             worker.has_what.remove(&t);
             worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
@@ -254,6 +256,7 @@ impl SchedulerState {
         }
         task.who_has.push(w);
         let nbytes = task.nbytes;
+        self.touch(t);
         if let Some(worker) = self.workers.get_mut(w.0) {
             worker.has_what.insert(t);
             worker.stored_bytes += nbytes;
@@ -268,6 +271,9 @@ impl SchedulerState {
         let Some(task) = self.tasks.get(t.0) else {
             return;
         };
+        if self.config.validate {
+            self.touched.push(t);
+        }
         if task.is_wanted() {
             return;
         }
@@ -417,9 +423,7 @@ impl SchedulerState {
             self.steal_for_worker(w);
         }
         if self.config.validate {
-            if let Err(e) = self.validate() {
-                panic!("scheduler invariant violated: {e}");
-            }
+            self.validate_event();
         }
     }
 

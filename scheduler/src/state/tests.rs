@@ -1345,6 +1345,177 @@ fn a_new_worker_steals_tasks_queued_on_a_saturated_one() {
 }
 
 #[test]
+fn a_task_whose_workers_keep_dying_errs_with_killed_worker() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("poison", "f", vec![]),
+            spec("after", "f", vec![r("poison")]),
+        ],
+        &["after"],
+    );
+    // A worker that leaves with `close` does not count against the task.
+    let polite = sim.worker("polite", &["f"], 1);
+    assert_eq!(compute_keys(&sim.recv(polite)), ["poison"]);
+    sim.send(polite, Close { reason: None });
+    // Lost workers do: three are allowed, the fourth errs the task.
+    for i in 0..=ALLOWED_FAILURES_DEFAULT {
+        let w = sim.worker(&format!("w{i}"), &["f"], 1);
+        assert_eq!(compute_keys(&sim.recv(w)), ["poison"], "worker {i}");
+        assert!(sim.recv(c).is_empty(), "no event before the last loss");
+        sim.close(w);
+    }
+    let got = sim.recv(c);
+    let [Message::KeyErred(e)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(e.key.as_str(), "after");
+    assert_eq!(e.cause.as_ref().map(|k| k.as_str()), Some("poison"));
+    assert_eq!(e.error_type, "KilledWorker");
+    for name in ["poison", "\"w0\"", "\"w3\"", "4 workers"] {
+        assert!(e.message.contains(name), "{name} not in {:?}", e.message);
+    }
+    assert!(!e.message.contains("polite"), "{:?}", e.message);
+    // The erred tasks are forgotten; a new worker gets nothing.
+    assert_eq!(sim.s.task_count(), 0);
+    let w = sim.worker("w9", &["f"], 1);
+    assert!(sim.recv(w).is_empty());
+}
+
+#[test]
+fn a_task_is_not_killed_by_losses_it_was_not_processing_for() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+    // a is lost with three workers, and finishes on the fourth: the count
+    // only matters while the task keeps being lost.
+    for i in 0..ALLOWED_FAILURES_DEFAULT {
+        let w = sim.worker(&format!("w{i}"), &["f"], 1);
+        assert_eq!(compute_keys(&sim.recv(w)), ["a"]);
+        sim.close(w);
+    }
+    let w = sim.worker("last", &["f"], 1);
+    assert_eq!(compute_keys(&sim.recv(w)), ["a"]);
+    sim.finish(w, "a", 1);
+    assert_eq!(finished(&sim.recv(c)), ["a"]);
+}
+
+#[test]
+fn a_worker_declared_dead_is_not_heard_any_more() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let w2 = sim.worker("w2", &["f"], 1);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
+    for _ in 0..12 {
+        sim.advance(Duration::from_secs(1));
+        sim.send(w2, Heartbeat { metrics: None });
+    }
+    assert!(sim.is_closed(w1));
+    assert!(matches!(&sim.recv(w1)[..], [Message::Close(_)]));
+    assert_eq!(compute_keys(&sim.recv(w2)), ["a"]);
+    // w1 wakes up and reports what it was doing: none of it is taken.
+    sim.finish(w1, "a", 1);
+    sim.send(
+        w1,
+        AddKeys {
+            nbytes: [(Key::from("a"), 1)].into(),
+        },
+    );
+    sim.send(w1, Heartbeat { metrics: None });
+    assert!(sim.recv(c).is_empty());
+    assert!(sim.recv(w1).is_empty());
+    assert_eq!(sim.state("a"), Some("processing"));
+    assert_eq!(sim.s.worker_count(), 1);
+    sim.finish(w2, "a", 1);
+    assert_eq!(finished(&sim.recv(c)), ["a"]);
+}
+
+#[test]
+fn tasks_that_may_be_fetching_from_a_lost_worker_are_asked_back() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["f"], 1);
+    let w2 = sim.worker("w2", &["f"], 1);
+    let c = sim.client();
+    let mut b = spec("b", "f", vec![r("a")]);
+    b.workers = Some(vec!["w2".into()]);
+    sim.submit(c, 1, vec![spec("a", "f", vec![]), b], &["b"]);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
+    sim.finish(w1, "a", 1);
+    let got = sim.recv(w2);
+    assert_eq!(computes(&got)[0].who_has[&Key::from("a")], [address("w1")]);
+    // w1 hangs and is declared dead: w2 may be waiting for w1 forever, so
+    // b is asked back and placed again once a is computed again.
+    sim.close(w1);
+    let got = sim.recv(w2);
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, Message::StealRequest(s) if s.key.as_str() == "b")),
+        "{got:?}"
+    );
+    assert_eq!(compute_keys(&got), ["a"]);
+    sim.send(
+        w2,
+        StealResponse {
+            key: "b".into(),
+            stolen: true,
+        },
+    );
+    assert_eq!(sim.state("b"), Some("waiting"));
+    sim.finish(w2, "a", 1);
+    let got = sim.recv(w2);
+    assert_eq!(computes(&got)[0].key.as_str(), "b");
+    assert_eq!(computes(&got)[0].who_has[&Key::from("a")], [address("w2")]);
+    sim.finish(w2, "b", 1);
+    assert_eq!(finished(&sim.recv(c)), ["b"]);
+}
+
+#[test]
+fn validate_names_a_broken_invariant() {
+    let mut sim = Sim::new();
+    let _w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![spec("a", "f", vec![]), spec("b", "f", vec![r("a")])],
+        &["b"],
+    );
+    assert_eq!(sim.s.validate(), Ok(()));
+    let a = sim.s.task_by_key[&Key::from("a")];
+    sim.s.tasks[a.0].waiters = 7;
+    let e = sim.s.validate().unwrap_err();
+    assert!(e.contains("task a") && e.contains("waiters 7"), "{e}");
+}
+
+#[test]
+#[should_panic(expected = "scheduler invariant violated: task t5 (waiting): waiting_on 9")]
+fn in_a_large_state_the_tasks_an_event_touches_are_checked() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    let n = validate::VALIDATE_ALL_TASKS_MAX + 10;
+    let mut tasks = vec![spec("t0", "f", vec![])];
+    for i in 1..n {
+        tasks.push(spec(&format!("t{i}"), "f", vec![r(&format!("t{}", i - 1))]));
+    }
+    sim.submit(c, 1, tasks, &[&format!("t{}", n - 1)]);
+    // The whole state was checked once; the next full check is a second
+    // away, so only what an event touches is checked until then.
+    let t5 = sim.s.task_by_key[&Key::from("t5")];
+    sim.s.tasks[t5.0].waiting_on = 9;
+    sim.finish(w, "t0", 1);
+    // t1 is sent out, t5 untouched: fine so far. Finishing t4 touches t5.
+    for i in 1..5 {
+        sim.finish(w, &format!("t{i}"), 1);
+    }
+}
+
+#[test]
 fn unregistered_and_bad_worker_registrations() {
     let mut sim = Sim::new();
     let w = sim.connect();

@@ -1,7 +1,22 @@
 //! Invariants of the scheduler state, checked by tests after every event
 //! and by `dask-scheduler --validate`.
+//!
+//! After every event, every task the event changed is checked, with its
+//! dependencies and dependents (whose counts it affects); the whole state
+//! (every task, worker, client and dataset) is checked too while it holds
+//! at most [`VALIDATE_ALL_TASKS_MAX`] tasks, and otherwise at least once
+//! per [`VALIDATE_ALL_INTERVAL`]. A full pass after every event would make
+//! a 10,000-task graph quadratic, too slow to run in tests; checking what
+//! changed still stops the scheduler at the event that broke a task.
 
 use super::*;
+
+/// Up to this many tasks, the whole state is checked after every event.
+pub const VALIDATE_ALL_TASKS_MAX: usize = 1000;
+
+/// With more tasks, the whole state is checked at most this far apart
+/// (after the first event past it).
+pub const VALIDATE_ALL_INTERVAL: Duration = Duration::from_secs(1);
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
@@ -12,6 +27,52 @@ macro_rules! ensure {
 }
 
 impl SchedulerState {
+    /// The check after an event (with `validate` on): panics, naming the
+    /// broken invariant, so a state bug fails where it happens.
+    pub(crate) fn validate_event(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        let all_due = self.tasks.len() <= VALIDATE_ALL_TASKS_MAX
+            || self
+                .last_full_validation
+                .is_none_or(|at| self.now.saturating_duration_since(at) >= VALIDATE_ALL_INTERVAL);
+        let result = if all_due {
+            self.last_full_validation = Some(self.now);
+            self.validate()
+        } else {
+            self.validate_tasks(touched)
+        };
+        if let Err(e) = result {
+            panic!("scheduler invariant violated: {e}");
+        }
+    }
+
+    /// Checks `changed` tasks (those still known), their dependencies and
+    /// their dependents.
+    fn validate_tasks(&self, mut changed: Vec<TaskId>) -> Result<(), String> {
+        let mut around = Vec::new();
+        for &t in &changed {
+            if let Some(task) = self.tasks.get(t.0) {
+                around.extend(task.dependencies.iter().copied());
+                around.extend(task.dependents.iter().copied());
+            }
+        }
+        changed.append(&mut around);
+        changed.sort_unstable();
+        changed.dedup();
+        for t in changed {
+            if let Some(task) = self.tasks.get(t.0) {
+                ensure!(
+                    self.task_by_key.get(&task.key) == Some(&t),
+                    "task {} is not indexed by its key",
+                    task.key
+                );
+                self.validate_task(t, task)
+                    .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every invariant; the error says which one broke and where.
     /// Costs a pass over all tasks and workers.
     pub fn validate(&self) -> Result<(), String> {
@@ -240,6 +301,26 @@ impl SchedulerState {
                 "steal pending while not processing"
             );
         }
+        ensure!(
+            (self.queue.get(&task.queue_key()) == Some(&t)) == (task.state == TaskState::Queued),
+            "queued is {} but the queue {} it",
+            task.state == TaskState::Queued,
+            if self.queue.get(&task.queue_key()) == Some(&t) {
+                "holds"
+            } else {
+                "lacks"
+            }
+        );
+        ensure!(
+            self.no_worker.contains(&t) == (task.state == TaskState::NoWorker),
+            "no-worker set and state disagree"
+        );
+        ensure!(
+            task.suspicious <= self.config.allowed_failures || task.state == TaskState::Erred,
+            "lost {} workers, more than the {} allowed, and not erred",
+            task.suspicious,
+            self.config.allowed_failures
+        );
         Ok(())
     }
 }
