@@ -839,6 +839,12 @@ impl WorkerState {
 
     /// Counts the task's dependencies absent from the store, registers it
     /// with their fetches, and makes it ready when none are absent.
+    ///
+    /// The holders a compute-task lists are the scheduler's newest word:
+    /// a holder an earlier compute-task listed and this one does not has
+    /// lost the data, or its worker was declared dead (perhaps while it
+    /// hangs, answering nothing); so it is no longer a candidate, and a
+    /// fetch waiting on it is abandoned and asked of the listed holders.
     fn request_missing_deps(&mut self, slot: usize) {
         let task = &self.tasks[slot];
         let seq = task.seq;
@@ -850,6 +856,24 @@ impl WorkerState {
             missing += 1;
             let fetch = self.fetches.entry(dep.clone()).or_default();
             fetch.dependents.push((slot, seq));
+            if let Some(listed) = task.who_has.get(dep) {
+                fetch.candidates.retain(|a| listed.contains(a));
+                let stale = fetch.in_flight.filter(|id| {
+                    self.requests
+                        .get(id)
+                        .is_some_and(|r| !listed.contains(&r.address))
+                });
+                if let Some(id) = stale {
+                    fetch.in_flight = None;
+                    if let Some(request) = self.requests.get_mut(&id) {
+                        // A late answer for this key is then ignored.
+                        request.outstanding.remove(dep);
+                        if request.outstanding.is_empty() {
+                            self.requests.remove(&id);
+                        }
+                    }
+                }
+            }
             for address in task.who_has.get(dep).into_iter().flatten() {
                 if *address == self.config.address {
                     // Listed as held here, but it is not: counts as tried.
@@ -1697,6 +1721,43 @@ mod tests {
         let next = fetches(&drain(&mut w));
         assert_eq!(next[0].0, PEER_B);
         assert_ne!(next[0].1.request, sent[0].1.request);
+    }
+
+    #[test]
+    fn a_holder_the_scheduler_no_longer_lists_is_not_waited_for() {
+        let (mut w, now) = worker(1);
+        let r = task_ref_value;
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+        let first = fetches(&drain(&mut w));
+        assert_eq!(first[0].0, PEER_A);
+        // PEER_A hangs; the scheduler declares it dead, takes t back and
+        // sends it again with the holder that remains.
+        w.handle_scheduler_message(now, Message::StealRequest(StealRequest { key: "t".into() }));
+        let _ = drain(&mut w);
+        w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_B])]));
+        let second = fetches(&drain(&mut w));
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0, PEER_B);
+        // A late answer from PEER_A is ignored; PEER_B's is used.
+        w.handle_peer_reply(
+            now,
+            PEER_A,
+            data_reply(first[0].1.request, &[("d", Value::from(1))], &[]),
+        );
+        assert!(jobs(drain(&mut w)).is_empty());
+        assert!(w.value("d").is_none());
+        w.handle_peer_reply(
+            now,
+            PEER_B,
+            data_reply(second[0].1.request, &[("d", Value::from(2))], &[]),
+        );
+        let run = jobs(drain(&mut w));
+        assert_eq!(run[0].deps[0].1.as_bytes(), &[2]);
+        // The abandoned request does not time out into a failure later.
+        w.handle_tick(now + FETCH_TIMEOUT * 2);
+        assert!(to_scheduler(&drain(&mut w))
+            .iter()
+            .all(|m| matches!(m, Message::Heartbeat(_))));
     }
 
     #[test]
