@@ -45,6 +45,21 @@ fn run_worker(extra: &[&str]) -> (Child, BlockingConn, RegisterWorker, String) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let (conn, registration) = accept_worker(&listener);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.ends_with(&format!(", connected to {address}\n")),
+        "{line:?}"
+    );
+    (child, conn, registration, line)
+}
+
+/// Plays the scheduler's side of a worker's handshake and registration on
+/// the next connection to `listener`.
+fn accept_worker(listener: &TcpListener) -> (BlockingConn, RegisterWorker) {
     let (stream, _) = listener.accept().unwrap();
     let mut conn = BlockingConn::from_stream(stream);
     conn.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -61,15 +76,7 @@ fn run_worker(extra: &[&str]) -> (Child, BlockingConn, RegisterWorker, String) {
         heartbeat_interval_ms: 600_000,
     })])
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.ends_with(&format!(", connected to {address}\n")),
-        "{line:?}"
-    );
-    (child, conn, registration, line)
+    (conn, registration)
 }
 
 #[test]
@@ -164,8 +171,53 @@ fn sigterm_closes_politely_and_exits_0() {
 }
 
 #[test]
-fn a_lost_scheduler_connection_exits_1() {
-    let (mut child, conn, _, _) = run_worker(&[]);
+fn a_lost_scheduler_connection_exits_1_without_reconnect() {
+    let (mut child, conn, _, _) = run_worker(&["--no-reconnect"]);
+    drop(conn);
+    assert_eq!(wait(&mut child).code(), Some(1));
+}
+
+#[test]
+fn a_lost_scheduler_connection_registers_a_new_worker_of_the_same_name() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let mut child = binary()
+        .arg(&address)
+        .args(["--name", "phoenix", "--reconnect-timeout", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (conn, first) = accept_worker(&listener);
+    drop(conn);
+    let (mut conn, second) = accept_worker(&listener);
+    assert_eq!(
+        (first.name.as_str(), second.name.as_str()),
+        ("phoenix", "phoenix")
+    );
+    assert_ne!(first.address, second.address, "a new data listener");
+    conn.send(&[Message::Close(Close { reason: None })])
+        .unwrap();
+    assert!(
+        wait(&mut child).success(),
+        "close from the scheduler is final"
+    );
+    let mut lines = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut lines).unwrap();
+    assert_eq!(lines.matches("Worker phoenix at ").count(), 2, "{lines}");
+}
+
+#[test]
+fn a_scheduler_that_does_not_come_back_ends_the_worker_with_1() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let mut child = binary()
+        .arg(&address)
+        .args(["--reconnect-timeout", "0.5"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (conn, _) = accept_worker(&listener);
+    drop(listener);
     drop(conn);
     assert_eq!(wait(&mut child).code(), Some(1));
 }

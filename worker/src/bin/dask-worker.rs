@@ -1,10 +1,21 @@
 //! `dask-worker`: runs one worker connected to a scheduler until the
-//! scheduler closes it, the connection is lost, or SIGINT/SIGTERM.
+//! scheduler closes it or SIGINT/SIGTERM. A lost connection is not the
+//! end: the worker registers again, as a new worker with nothing in it.
+//!
+//! Why register again rather than exit: a scheduler that restarts, or a
+//! network that drops a connection, should not need every worker restarted
+//! by hand. Why a *new* worker: the scheduler has forgotten the old one and
+//! rescheduled its work, so nothing of the old one is kept (its data, its
+//! tasks, its data address: a fresh listener, so no stale `who_has` entry
+//! can point at the new worker). A `close` from the scheduler, by contrast,
+//! is final: the scheduler is shutting down or has declared this worker
+//! dead (it hung past the heartbeat timeout), and a worker it gave up on
+//! exits rather than come back by itself (a supervisor may restart it).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dask_worker::builtins::builtin_docs;
 use dask_worker::{WorkerConfig, WorkerHandle};
@@ -13,8 +24,11 @@ const USAGE: &str = "\
 usage: dask-worker tcp://HOST:PORT [options]
 
 Connects to the scheduler at tcp://HOST:PORT, registers, and runs tasks
-until the scheduler closes it or SIGINT/SIGTERM (exit 0; a lost or broken
-scheduler connection exits 1).
+until the scheduler closes it or SIGINT/SIGTERM (exit 0). When the
+connection is lost or broken instead, it registers again as a new, empty
+worker (same name), trying every second; it exits 1 if that does not
+succeed within the reconnect timeout, or at once with --no-reconnect.
+An unreachable scheduler at startup exits 1.
 
 options:
   --nthreads N           tasks run at once (default: number of CPUs)
@@ -22,6 +36,9 @@ options:
   --resources R=N,...    resources offered, e.g. GPU=2,MEM=1e9
   --memory-limit BYTES   memory limit announced to the scheduler
   --host H               host the data listener binds (default 127.0.0.1)
+  --reconnect-timeout S  keep trying to register again for S seconds after
+                         losing the scheduler (default 60)
+  --no-reconnect         exit 1 as soon as the scheduler connection is lost
   --list-functions       print the built-in functions and exit
   -h, --help             print this help and exit";
 
@@ -52,14 +69,33 @@ fn install_signal_handlers() {
 #[cfg(not(unix))]
 fn install_signal_handlers() {}
 
+/// How long a worker that lost its scheduler keeps trying to register
+/// again, by default.
+const RECONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Pause before each attempt to register again.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How often waits check for SIGINT/SIGTERM.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// What to run.
+struct Run {
+    config: WorkerConfig,
+    /// How long to try registering again after the connection is lost;
+    /// zero: do not.
+    reconnect_timeout: Duration,
+}
+
 enum Command {
-    Run(WorkerConfig),
+    Run(Run),
     ListFunctions,
     Help,
 }
 
 fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut config = WorkerConfig::default();
+    let mut reconnect_timeout = RECONNECT_TIMEOUT_DEFAULT;
     let mut scheduler = None;
     let mut i = 0;
     while i < args.len() {
@@ -95,6 +131,18 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             "--host" => config.host = value(flag)?,
             "--resources" => config.resources = parse_resources(&value(flag)?)?,
             "--memory-limit" => config.memory_limit = Some(parse_bytes(&value(flag)?)?),
+            "--reconnect-timeout" => {
+                let v = value(flag)?;
+                reconnect_timeout = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        format!("--reconnect-timeout needs a number of seconds, got {v:?}")
+                    })?;
+            }
+            "--no-reconnect" => reconnect_timeout = Duration::ZERO,
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other => {
                 if scheduler.is_some() {
@@ -105,7 +153,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }
     }
     config.scheduler = scheduler.ok_or("the scheduler address is required")?;
-    Ok(Command::Run(config))
+    Ok(Command::Run(Run {
+        config,
+        reconnect_timeout,
+    }))
 }
 
 fn parse_resources(text: &str) -> Result<BTreeMap<String, f64>, String> {
@@ -141,8 +192,8 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse_args(&args) {
-        Ok(Command::Run(config)) => config,
+    let run = match parse_args(&args) {
+        Ok(Command::Run(run)) => run,
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -167,31 +218,87 @@ fn main() -> ExitCode {
         }
     };
     install_signal_handlers();
+    let Run {
+        mut config,
+        reconnect_timeout,
+    } = run;
     let scheduler = config.scheduler.clone();
-    let worker = match WorkerHandle::start(config) {
+    let mut worker = match WorkerHandle::start(config.clone()) {
         Ok(worker) => worker,
         Err(e) => {
             eprintln!("dask-worker: cannot register with {scheduler}: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // Later registrations keep the name (a default one included).
+    config.name = Some(worker.name().to_string());
+    loop {
+        announce(&worker, &scheduler);
+        while !worker.is_finished() && !signalled() {
+            std::thread::sleep(SIGNAL_POLL);
+        }
+        if signalled() && !worker.is_finished() {
+            worker.stop();
+            return ExitCode::SUCCESS;
+        }
+        let lost = match worker.join() {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => e,
+        };
+        if reconnect_timeout.is_zero() {
+            eprintln!("dask-worker: {lost}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!(
+            "dask-worker: {lost}; registering again as a new worker (for up to {} s)",
+            reconnect_timeout.as_secs_f64()
+        );
+        worker = match register_again(&config, reconnect_timeout) {
+            Ok(worker) => worker,
+            Err(None) => return ExitCode::SUCCESS,
+            Err(Some(e)) => {
+                eprintln!(
+                    "dask-worker: could not register again with {scheduler} within {} s: {e}",
+                    reconnect_timeout.as_secs_f64()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+}
+
+fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// The line that says the worker is registered (tests and tools read it).
+fn announce(worker: &WorkerHandle, scheduler: &str) {
     println!(
         "Worker {} at {}, connected to {scheduler}",
         worker.name(),
         worker.address()
     );
-    while !worker.is_finished() && !SIGNALLED.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if SIGNALLED.load(Ordering::SeqCst) && !worker.is_finished() {
-        worker.stop();
-        return ExitCode::SUCCESS;
-    }
-    match worker.join() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dask-worker: {e}");
-            ExitCode::FAILURE
+}
+
+/// Tries to register every [`RECONNECT_DELAY`] until it works or `timeout`
+/// passes (`Err(Some(last error))`) or a signal asks to stop (`Err(None)`).
+fn register_again(
+    config: &WorkerConfig,
+    timeout: Duration,
+) -> Result<WorkerHandle, Option<std::io::Error>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pause_until = Instant::now() + RECONNECT_DELAY;
+        while Instant::now() < pause_until {
+            if signalled() {
+                return Err(None);
+            }
+            std::thread::sleep(SIGNAL_POLL);
+        }
+        match WorkerHandle::start(config.clone()) {
+            Ok(worker) => return Ok(worker),
+            Err(e) if Instant::now() >= deadline => return Err(Some(e)),
+            Err(_) => {}
         }
     }
 }
