@@ -1,0 +1,862 @@
+//! Faults with real processes: a `dask-scheduler --validate` and
+//! `dask-worker`s on 127.0.0.1, killed (SIGKILL), hung (SIGSTOP), resumed
+//! (SIGCONT) and replaced while graphs run. Each story checks that the
+//! results are exact, that the scheduler survived its own invariant checks
+//! (`--validate` stops it at the first broken one), and what became of the
+//! processes.
+//!
+//! Waits are bounded ([`PATIENCE`]) and nothing asserts on speed: graphs
+//! are made long with sleeping tasks, never by hoping a machine is slow,
+//! and faults are injected at a measured point of progress.
+//!
+//! The binaries belong to other packages, so they are built once per test
+//! process with this test's profile and target directory (`cargo build -p
+//! dask-scheduler -p dask-worker`), then run from `target/<profile>/`.
+//! `DASK_BIN_DIR=DIR` uses the binaries in DIR instead.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dask_client::{Client, ClientOptions, Error, Future, Key, RawValue, Value};
+use dask_core::messages::{Role, TaskSpec, UpdateGraph};
+use dask_core::msgpack::task_ref_value;
+use dask_core::Message;
+use dask_net::BlockingConn;
+
+/// Longest any one wait may take: generous, so a slow machine only makes
+/// the tests slower.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Most bytes of a process's output kept for a failure report.
+const LOG_BYTES_MAX: usize = 256 * 1024;
+
+// ---- the stories ----------------------------------------------------------
+
+#[test]
+fn sigkill_twice_during_a_10000_task_tree_reduction_gives_the_exact_result() {
+    let mut cluster = Cluster::start(&[], &["w1", "w2", "w3"]);
+    let client = cluster.client();
+    // 5000 leaves of 2 ms each on three single-thread workers: at least
+    // 3 s of work, whatever the machine.
+    let graph = TreeReduction::new("tree10k", 5000, 2);
+    assert_eq!(graph.tasks.len(), 10_000);
+    let root = graph.submit(&client);
+    cluster.wait_for_progress(&client, &root, 2000);
+    cluster.kill("w1");
+    cluster.add_worker("w4");
+    cluster.wait_for_progress(&client, &root, 5000);
+    cluster.kill("w2");
+    cluster.add_worker("w5");
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    cluster.assert_scheduler_alive();
+    cluster.wait_for_workers(&client, &["w3", "w4", "w5"]);
+}
+
+#[test]
+fn a_hung_worker_is_declared_dead_its_work_moves_on_and_after_sigcont_it_exits() {
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "3"], &["w1", "w2", "w3"]);
+    let client = cluster.client();
+    // Long enough that w1 holds partial sums the others need when it
+    // hangs, so they may be fetching from it.
+    let graph = TreeReduction::new("hung", 600, 10);
+    let root = graph.submit(&client);
+    cluster.wait_for_progress(&client, &root, 300);
+    cluster.signal("w1", SIGSTOP);
+    // Declared dead after the timeout, though its process and connections
+    // are still there.
+    cluster.wait_for_workers(&client, &["w2", "w3"]);
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    // Awake again, w1 finds the `close` the scheduler sent and exits; what
+    // it still says on the way is not heard.
+    cluster.signal("w1", SIGCONT);
+    let status = cluster.wait_for_exit("w1");
+    assert_eq!(status.code(), Some(0), "{}", cluster.logs());
+    cluster.assert_scheduler_alive();
+    cluster.wait_for_workers(&client, &["w2", "w3"]);
+    // The cluster goes on working.
+    let again = TreeReduction::new("after-hung", 100, 0);
+    let root = again.submit(&client);
+    assert_eq!(cluster.result(&root), Value::from(again.expected));
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn killing_every_worker_and_starting_new_ones_completes_the_graph() {
+    let mut cluster = Cluster::start(&[], &["w1", "w2"]);
+    let client = cluster.client();
+    let graph = TreeReduction::new("all-die", 400, 5);
+    let root = graph.submit(&client);
+    cluster.wait_for_progress(&client, &root, 200);
+    cluster.kill("w1");
+    cluster.kill("w2");
+    cluster.wait_for_workers(&client, &[]);
+    assert!(!root.done(), "nobody left to finish it");
+    cluster.add_worker("w3");
+    cluster.add_worker("w4");
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn a_client_that_disconnects_has_its_keys_released() {
+    let mut cluster = Cluster::start(&[], &["w1", "w2"]);
+    let observer = cluster.client();
+
+    // A client that vanishes without `close`, some results in memory and
+    // some tasks still running.
+    let (mut conn, _) = BlockingConn::connect(
+        cluster.address(),
+        Role::Client,
+        Role::Scheduler,
+        Some("vanishing".into()),
+        PATIENCE,
+    )
+    .expect("raw client connects");
+    let mut tasks = Vec::new();
+    let mut wanted = Vec::new();
+    for i in 0..200 {
+        let key = format!("vanish-{i}");
+        let ms = if i < 20 { 0 } else { 50 };
+        tasks.push(spec(
+            &key,
+            "conformance.sleep",
+            vec![Value::from(ms), Value::from(i)],
+        ));
+        wanted.push(Key::from(key.as_str()));
+    }
+    let graph = TreeReduction::new("vanish-tree", 50, 20);
+    tasks.extend(graph.tasks.clone());
+    wanted.push(graph.root.clone());
+    conn.send(&[Message::UpdateGraph(UpdateGraph {
+        request: 1,
+        tasks,
+        wanted,
+    })])
+    .expect("update-graph sent");
+    let mut finished = 0;
+    while finished < 20 {
+        match conn.recv().expect("events") {
+            Message::KeyFinished(_) => finished += 1,
+            Message::ErrorReport(e) => panic!("graph refused: {e:?}"),
+            _ => {}
+        }
+    }
+    drop(conn);
+    cluster.wait_until_empty(&observer);
+
+    // A client that closes politely, its results still referenced.
+    let polite = cluster.client();
+    let futures = polite.map(
+        "inc",
+        (0..50).map(|i| dask_client::args![i]).collect::<Vec<_>>(),
+    );
+    let values = polite.gather(&futures).expect("gather");
+    assert_eq!(values[49], Value::from(50));
+    polite.close();
+    drop(futures);
+    cluster.wait_until_empty(&observer);
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn a_peer_that_dies_during_a_fetch_is_replaced_by_another_replica() {
+    peer_fails_during_a_fetch(true, PeerFault::Dies);
+}
+
+#[test]
+fn a_peer_that_dies_during_a_fetch_with_the_only_copy_has_it_recomputed() {
+    peer_fails_during_a_fetch(false, PeerFault::Dies);
+}
+
+#[test]
+fn a_peer_that_hangs_during_a_fetch_is_replaced_by_another_replica() {
+    peer_fails_during_a_fetch(true, PeerFault::Hangs);
+}
+
+#[test]
+fn a_peer_that_hangs_during_a_fetch_with_the_only_copy_has_it_recomputed() {
+    peer_fails_during_a_fetch(false, PeerFault::Hangs);
+}
+
+/// What becomes of the worker a fetch waits for.
+#[derive(PartialEq)]
+enum PeerFault {
+    /// SIGKILL: its connections close at once.
+    Dies,
+    /// SIGSTOP: its connections stay open and silent; only the scheduler's
+    /// heartbeat timeout says it is gone.
+    Hangs,
+}
+
+/// `d` (4 MB) is computed on `a` (alone at first), optionally copied to
+/// `c`; then `a` hangs, a task pinned to `b` needs `d` and asks `a` for it
+/// (`a` is first in `who_has`), and `a` is killed while the request waits,
+/// or left hanging until the scheduler declares it dead. `b` must get `d`
+/// from `c`, or `d` must be computed again.
+fn peer_fails_during_a_fetch(with_replica: bool, fault: PeerFault) {
+    const N: i64 = 4_000_000;
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "3"], &["a"]);
+    let client = cluster.client();
+    let d = client.submit_tasks(
+        vec![spec(
+            "d",
+            "random_bytes",
+            vec![Value::from(N), Value::from(7)],
+        )],
+        vec![Key::from("d")],
+    );
+    d[0].wait_timeout(PATIENCE).expect("d computed on a");
+    cluster.add_worker("b");
+    cluster.add_worker("c");
+    cluster.wait_for_workers(&client, &["a", "b", "c"]);
+    if with_replica {
+        let on_c = client.submit_tasks(
+            vec![pinned(spec("len-on-c", "len", vec![r("d")]), "c")],
+            vec![Key::from("len-on-c")],
+        );
+        assert_eq!(cluster.result(&on_c[0]), Value::from(N));
+        let holders = client.who_has(&d).expect("who-has");
+        assert_eq!(holders[&Key::from("d")].len(), 2, "{holders:?}");
+    }
+    cluster.signal("a", SIGSTOP);
+    let on_b = client.submit_tasks(
+        vec![pinned(spec("len-on-b", "len", vec![r("d")]), "b")],
+        vec![Key::from("len-on-b")],
+    );
+    // Give b time to ask the hung a (if it has not yet when a dies, its
+    // connection is refused instead: the same story).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!on_b[0].done(), "a holds d and hangs");
+    if fault == PeerFault::Dies {
+        cluster.kill("a");
+    }
+    assert_eq!(cluster.result(&on_b[0]), Value::from(N));
+    assert_eq!(
+        cluster.result(&d[0]),
+        cluster.result(&client.submit("random_bytes", dask_client::args![N, 7])),
+        "d is the same value, fetched or computed again"
+    );
+    if fault == PeerFault::Hangs {
+        cluster.signal("a", SIGCONT);
+        assert_eq!(cluster.wait_for_exit("a").code(), Some(0));
+    }
+    cluster.assert_scheduler_alive();
+    cluster.wait_for_workers(&client, &["b", "c"]);
+}
+
+#[test]
+fn workers_joining_and_leaving_repeatedly_during_a_long_graph() {
+    let mut cluster = Cluster::start(&[], &["w0", "w1"]);
+    let client = cluster.client();
+    let graph = TreeReduction::new("churn", 2000, 3);
+    let root = graph.submit(&client);
+    // Every round one worker joins and the oldest leaves, politely
+    // (SIGTERM: it says `close`) or not (SIGKILL), alternately.
+    for round in 0..10 {
+        if root.done() {
+            break;
+        }
+        let name = format!("w{}", round + 2);
+        cluster.add_worker(&name);
+        cluster.wait_for_registration(&client, &name);
+        std::thread::sleep(Duration::from_millis(200));
+        let leaving = format!("w{round}");
+        if round % 2 == 0 {
+            cluster.signal(&leaving, SIGTERM);
+        } else {
+            cluster.kill(&leaving);
+        }
+        cluster.wait_for_exit(&leaving);
+    }
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn a_poison_task_that_kills_its_worker_ends_as_killed_worker() {
+    // The default allowed failures (3): the fourth worker lost with the
+    // task errs it; the fifth worker is left alive.
+    let mut cluster = Cluster::start(&[], &["w1", "w2", "w3", "w4", "w5"]);
+    let client = cluster.client();
+    let poison = spec(
+        "poison",
+        "exec",
+        vec![
+            Value::from("sh"),
+            Value::from("-c"),
+            Value::from("kill -9 $PPID"),
+        ],
+    );
+    let after = spec("after-poison", "identity", vec![r("poison")]);
+    let futures = client.submit_tasks(
+        vec![poison, after],
+        vec![Key::from("poison"), Key::from("after-poison")],
+    );
+    for (future, cause) in futures.iter().zip([None, Some("poison")]) {
+        match future.result_timeout(PATIENCE) {
+            Err(Error::Remote {
+                error_type,
+                message,
+                cause: got_cause,
+                ..
+            }) => {
+                assert_eq!(error_type, "KilledWorker", "{message}");
+                assert!(message.contains("poison"), "{message}");
+                assert!(message.contains("4 workers"), "{message}");
+                assert_eq!(got_cause.as_ref().map(|k| k.as_str()), cause);
+            }
+            other => panic!("{}: {other:?}\n{}", future.key(), cluster.logs()),
+        }
+    }
+    let alive = cluster.worker_names(&client);
+    assert_eq!(alive.len(), 1, "four workers died, one is left: {alive:?}");
+    let four_dead = eventually(|| {
+        let dead = cluster.workers.iter_mut().filter_map(|(_, p)| p.exited());
+        dead.count() == 4
+    });
+    assert!(
+        four_dead,
+        "the poison killed its workers\n{}",
+        cluster.logs()
+    );
+    // The survivor still computes.
+    let ok = client.submit("inc", dask_client::args![41]);
+    assert_eq!(cluster.result(&ok), Value::from(42));
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn scattered_data_lost_with_its_worker_is_reported_lost_not_recomputed() {
+    let mut cluster = Cluster::start(&[], &["w1", "w2"]);
+    let client = cluster.client();
+    let x = client
+        .scatter_with(vec![Value::from(5)], Some(vec!["w1".into()]), false)
+        .expect("scatter")
+        .remove(0);
+    // A dependent that cannot run yet (no worker of that name).
+    let y = client.submit_tasks(
+        vec![pinned(
+            spec("y", "inc", vec![r(x.key().as_str())]),
+            "nobody",
+        )],
+        vec![Key::from("y")],
+    );
+    let waiting = eventually(|| {
+        let info = client.cluster_info().expect("cluster-info");
+        info.tasks.get("no-worker") == Some(&1)
+    });
+    assert!(waiting, "y never waited for a worker\n{}", cluster.logs());
+    cluster.kill("w1");
+    for f in [&x, &y[0]] {
+        match f.result_timeout(PATIENCE) {
+            Err(Error::Lost { .. }) => {}
+            other => panic!("{}: {other:?}", f.key()),
+        }
+    }
+    cluster.wait_until_empty(&client);
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
+fn workers_register_again_with_a_restarted_scheduler() {
+    let mut cluster = Cluster::start(&[], &["w1", "w2"]);
+    let port = cluster.port();
+    cluster.kill_scheduler();
+    cluster.restart_scheduler(&["--port", &port.to_string()]);
+    let client = cluster.client();
+    cluster.wait_for_workers(&client, &["w1", "w2"]);
+    let graph = TreeReduction::new("restarted", 100, 0);
+    let root = graph.submit(&client);
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    cluster.assert_scheduler_alive();
+}
+
+// ---- graphs ---------------------------------------------------------------
+
+fn r(key: &str) -> Value {
+    task_ref_value(key)
+}
+
+fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        function: function.into(),
+        args: RawValue::from_value(&Value::Array(args)),
+        kwargs: None,
+        priority: None,
+        resources: None,
+        retries: None,
+        workers: None,
+    }
+}
+
+fn pinned(mut spec: TaskSpec, worker: &str) -> TaskSpec {
+    spec.workers = Some(vec![worker.into()]);
+    spec
+}
+
+/// `leaves` tasks `conformance.sleep(ms, i)` summed pairwise with `add`
+/// up to one sum, then `inc`: 2 x leaves tasks in all.
+struct TreeReduction {
+    tasks: Vec<TaskSpec>,
+    root: Key,
+    expected: i64,
+}
+
+impl TreeReduction {
+    fn new(prefix: &str, leaves: usize, sleep_ms: u64) -> TreeReduction {
+        let mut tasks = Vec::new();
+        let mut level: Vec<String> = (0..leaves)
+            .map(|i| {
+                let key = format!("{prefix}-leaf-{i}");
+                tasks.push(spec(
+                    &key,
+                    "conformance.sleep",
+                    vec![Value::from(sleep_ms), Value::from(i)],
+                ));
+                key
+            })
+            .collect();
+        let mut depth = 0;
+        while level.len() > 1 {
+            depth += 1;
+            let mut next = Vec::new();
+            for (j, pair) in level.chunks(2).enumerate() {
+                match pair {
+                    [a, b] => {
+                        let key = format!("{prefix}-sum-{depth}-{j}");
+                        tasks.push(spec(&key, "add", vec![r(a), r(b)]));
+                        next.push(key);
+                    }
+                    [a] => next.push(a.clone()),
+                    _ => unreachable!("chunks of two"),
+                }
+            }
+            level = next;
+        }
+        let root = format!("{prefix}-root");
+        tasks.push(spec(&root, "inc", vec![r(&level[0])]));
+        let n = leaves as i64;
+        TreeReduction {
+            tasks,
+            root: Key::from(root.as_str()),
+            expected: n * (n - 1) / 2 + 1,
+        }
+    }
+
+    fn submit(&self, client: &Client) -> Future {
+        client
+            .submit_tasks(self.tasks.clone(), vec![self.root.clone()])
+            .remove(0)
+    }
+}
+
+// ---- the cluster of processes ------------------------------------------------
+
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+
+/// Sends `signal` to the process `pid` (one of our children).
+fn send_signal(pid: u32, signal: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    let pid = i32::try_from(pid).expect("a pid fits in i32");
+    // SAFETY: kill(2) on a child this test started, by its id.
+    let rc = unsafe { kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// The directory holding `dask-scheduler` and `dask-worker`, built once
+/// per test process.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("DASK_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        // This test runs as target[/<triple>]/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("the test's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/")
+            .to_path_buf();
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a profile directory name")
+            .to_string();
+        let above = profile_dir.parent().expect("a target directory");
+        // Cargo marks a target directory's root with CACHEDIR.TAG; a level
+        // in between is the triple of a `--target` build.
+        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+            (above.to_path_buf(), None)
+        } else {
+            let root = above.parent().expect("a target directory");
+            (
+                root.to_path_buf(),
+                above.file_name().map(|n| n.to_string_lossy().into_owned()),
+            )
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "dask-scheduler", "-p", "dask-worker"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null());
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        if let Some(triple) = triple {
+            cmd.args(["--target", &triple]);
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    })
+}
+
+fn binary(name: &str) -> PathBuf {
+    bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A child process and what it printed.
+struct Proc {
+    label: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    exit: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `cmd`, its stdout and stderr read into the log by threads;
+    /// the first stdout line starting with `watch` is sent on the channel.
+    fn spawn(label: &str, mut cmd: Command, watch: &str) -> (Proc, mpsc::Receiver<String>) {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let watch = watch.to_string();
+        let out_log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            read_lines(stdout, &out_log, |line| {
+                if line.starts_with(&watch) {
+                    let _ = tx.send(line.to_string());
+                }
+            })
+        });
+        let err_log = Arc::clone(&log);
+        std::thread::spawn(move || read_lines(stderr, &err_log, |_| {}));
+        let proc = Proc {
+            label: label.to_string(),
+            child,
+            log,
+            exit: None,
+        };
+        (proc, rx)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The exit status, once it has exited.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    fn kill_and_reap(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+    }
+}
+
+fn read_lines(from: impl Read, log: &Mutex<String>, mut on_line: impl FnMut(&str)) {
+    for line in BufReader::new(from).lines() {
+        let Ok(line) = line else { break };
+        on_line(&line);
+        if let Ok(mut log) = log.lock() {
+            if log.len() + line.len() < LOG_BYTES_MAX {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    }
+}
+
+/// Children get SIGKILL when the thread that started them ends, so a test
+/// process killed by a harness leaves nothing behind.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    extern "C" {
+        fn prctl(option: i32, ...) -> i32;
+    }
+    const PR_SET_PDEATHSIG: i32 = 1;
+    // SAFETY: runs in the forked child before exec; prctl is a plain
+    // system call and touches none of our memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
+/// A `dask-scheduler --validate` and named single-thread `dask-worker`s.
+/// Dropping it kills them all.
+struct Cluster {
+    address: String,
+    scheduler: Proc,
+    /// Earlier schedulers (killed).
+    dead_schedulers: Vec<Proc>,
+    workers: Vec<(String, Proc)>,
+}
+
+impl Cluster {
+    /// Starts the scheduler (with `--validate` and `scheduler_args`) on a
+    /// free port and the workers, and waits until they are registered.
+    fn start(scheduler_args: &[&str], workers: &[&str]) -> Cluster {
+        let scheduler = start_scheduler(&[&["--port", "0"], scheduler_args].concat());
+        let mut cluster = Cluster {
+            address: scheduler.1,
+            scheduler: scheduler.0,
+            dead_schedulers: Vec::new(),
+            workers: Vec::new(),
+        };
+        for name in workers {
+            cluster.add_worker(name);
+        }
+        let client = cluster.client();
+        cluster.wait_for_workers(&client, workers);
+        cluster
+    }
+
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("tcp://HOST:PORT")
+    }
+
+    fn client(&self) -> Client {
+        Client::connect_with(
+            &self.address,
+            ClientOptions {
+                request_timeout: Some(PATIENCE),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("client cannot connect: {e}\n{}", self.logs()))
+    }
+
+    /// Starts a worker (one thread); does not wait for its registration.
+    fn add_worker(&mut self, name: &str) {
+        let mut cmd = Command::new(binary("dask-worker"));
+        cmd.arg(&self.address)
+            .args(["--nthreads", "1", "--name", name]);
+        let (proc, _) = Proc::spawn(&format!("dask-worker {name}"), cmd, "Worker ");
+        self.workers.push((name.to_string(), proc));
+    }
+
+    fn worker(&mut self, name: &str) -> &mut Proc {
+        self.workers
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("no worker {name}"))
+    }
+
+    fn signal(&mut self, name: &str, signal: i32) {
+        let pid = self.worker(name).child.id();
+        send_signal(pid, signal);
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    fn kill(&mut self, name: &str) {
+        self.signal(name, SIGKILL);
+        self.wait_for_exit(name);
+    }
+
+    fn wait_for_exit(&mut self, name: &str) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.worker(name).exited() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("worker {name} did not exit\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill_scheduler(&mut self) {
+        self.scheduler.kill_and_reap();
+    }
+
+    /// A new scheduler (with `--validate` and `args`) in place of the dead
+    /// one.
+    fn restart_scheduler(&mut self, args: &[&str]) {
+        let (scheduler, address) = start_scheduler(args);
+        let old = std::mem::replace(&mut self.scheduler, scheduler);
+        self.dead_schedulers.push(old);
+        self.address = address;
+    }
+
+    /// Names of the registered workers, sorted.
+    fn worker_names(&self, client: &Client) -> Vec<String> {
+        let mut names: Vec<String> = client
+            .workers()
+            .unwrap_or_else(|e| panic!("cluster-info: {e}\n{}", self.logs()))
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until exactly these workers are registered.
+    fn wait_for_workers(&self, client: &Client, names: &[&str]) {
+        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        want.sort();
+        let ok = eventually(|| self.worker_names(client) == want);
+        assert!(ok, "workers are not {want:?}\n{}", self.logs());
+    }
+
+    /// Waits until a worker named `name` is registered.
+    fn wait_for_registration(&self, client: &Client, name: &str) {
+        let ok = eventually(|| self.worker_names(client).iter().any(|n| n == name));
+        assert!(ok, "{name} did not register\n{}", self.logs());
+    }
+
+    /// Waits until `done` tasks are in memory or released after running
+    /// (`root` not finished yet, or the graph was too short for the story).
+    fn wait_for_progress(&self, client: &Client, root: &Future, done: u64) {
+        let ok = eventually(|| {
+            assert!(!root.done(), "the graph ended before the fault");
+            let info = client.cluster_info().expect("cluster-info");
+            let count = |s: &str| info.tasks.get(s).copied().unwrap_or(0);
+            count("memory") + count("released") >= done
+        });
+        assert!(ok, "no progress to {done} tasks\n{}", self.logs());
+    }
+
+    /// Waits until the scheduler knows no task and no worker holds data.
+    fn wait_until_empty(&self, client: &Client) {
+        let ok = eventually(|| {
+            let info = client.cluster_info().expect("cluster-info");
+            info.tasks.values().sum::<u64>() == 0 && info.workers.iter().all(|w| w.stored_keys == 0)
+        });
+        let info = client.cluster_info().expect("cluster-info");
+        assert!(ok, "tasks left: {info:?}\n{}", self.logs());
+    }
+
+    /// The future's value, within [`PATIENCE`].
+    fn result(&self, future: &Future) -> Value {
+        future
+            .result_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", future.key(), self.logs()))
+    }
+
+    /// The scheduler is still running: no invariant check failed.
+    fn assert_scheduler_alive(&mut self) {
+        if let Some(status) = self.scheduler.exited() {
+            panic!("the scheduler exited ({status})\n{}", self.logs());
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.dead_schedulers.iter().chain([&self.scheduler]) {
+            out.push_str(&format!("--- {} ---\n{}", p.label, p.log()));
+        }
+        for (_, p) in &self.workers {
+            out.push_str(&format!("--- {} ---\n{}", p.label, p.log()));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, p) in &mut self.workers {
+            p.kill_and_reap();
+        }
+        self.scheduler.kill_and_reap();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Starts `dask-scheduler --validate ARGS` and waits for its address.
+fn start_scheduler(args: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(binary("dask-scheduler"));
+    cmd.args(["--host", "127.0.0.1", "--validate"]).args(args);
+    let (mut proc, first) = Proc::spawn("dask-scheduler", cmd, "Scheduler at ");
+    match first.recv_timeout(PATIENCE) {
+        Ok(line) => {
+            let address = line["Scheduler at ".len()..].trim().to_string();
+            (proc, address)
+        }
+        Err(_) => {
+            proc.kill_and_reap();
+            panic!("the scheduler did not start:\n{}", proc.log())
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds (true) or [`PATIENCE`] ends
+/// (false).
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
