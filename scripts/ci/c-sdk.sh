@@ -21,9 +21,8 @@ done
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "c-sdk: installing ${missing[*]}"
-    packages=("${missing[@]/g++/g++}")
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "c-sdk: missing ${missing[*]}: install them (apt-get install ${missing[*]})" >&2
     exit 1
@@ -157,7 +156,9 @@ remote() { # MODE: C and C++ clients and workers against real processes
   local c_worker=$started
   start "$mode" cpp_worker "$address" 2 cpp-worker
   local cpp_worker=$started
+  printf '   %-12s ' remote
   run "$mode" remote "$address" 3
+  printf '   %-12s ' cpp_remote
   run "$mode" cpp_remote "$address" 3
   stop "$mode" worker "$c_worker"
   stop "$mode" cpp_worker "$cpp_worker"

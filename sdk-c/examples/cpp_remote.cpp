@@ -29,15 +29,15 @@ int main(int argc, char **argv) try {
     dask::Future stats = client.submit("cpp.stats", dask::array(std::vector<double>{1, 2, 6}));
     dask::Future total = client.submit("sum", dask::array(std::vector<int>{1, 2, 3, 4}));
 
-    std::int64_t n = words.result(60000).as_int();
-    std::string r = reversed.result(60000).as_string();
-    dask::Value s = stats.result(60000);
+    std::int64_t n = words.result(120000).as_int();
+    std::string r = reversed.result(120000).as_string();
+    dask::Value s = stats.result(120000);
     std::cout << "c.word_count = " << n << " (C), cpp.reverse = " << r
               << " (C++), cpp.stats mean = " << s.at("mean").as_double()
-              << " (C++), sum = " << total.result(60000).as_int() << " (built-in)\n";
+              << " (C++), sum = " << total.result(120000).as_int() << " (built-in)\n";
 
     try {
-        client.submit("cpp.stats", dask::array(dask::Value::array())).result(60000);
+        client.submit("cpp.stats", dask::array(dask::Value::array())).result(120000);
         std::cerr << "cpp_remote: cpp.stats([]) did not fail\n";
         return 1;
     } catch (const dask::Error &e) {

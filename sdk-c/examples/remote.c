@@ -32,7 +32,7 @@ static int64_t call_int(dask_client *client, const char *function, dask_value *a
     int64_t n = 0;
     check(dask_value_array_push(args, arg, &err), err, "building arguments");
     check(dask_client_submit(client, function, args, &future, &err), err, function);
-    check(dask_future_result(future, 60000, &result, &err), err, function);
+    check(dask_future_result(future, 120000, &result, &err), err, function);
     check(dask_value_as_int(result, &n, &err), err, "reading the result");
     dask_value_free(result);
     dask_value_free(args);
@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     args = dask_value_new_array();
     dask_value_array_push_int(args, 100, NULL);
     check(dask_client_submit(client, "c.fib", args, &f, &err), err, "submit c.fib(100)");
-    if (dask_future_wait(f, 60000, &err) == DASK_REMOTE_ERROR) {
+    if (dask_future_wait(f, 120000, &err) == DASK_REMOTE_ERROR) {
         printf("c.fib(100) failed as it should: %s: %s\n", dask_error_remote_type(err),
                dask_error_remote_message(err));
     } else {

@@ -416,7 +416,8 @@ const char *dask_version(void);
 
 /**
  * Connects to the scheduler at `address` (`tcp://HOST:PORT`), waiting at
- * most `timeout_ms` (negative: 10 s) for the connection and handshake.
+ * most `timeout_ms` (at least 1 ms; negative: no limit but the operating
+ * system's own) for the connection and handshake.
  * A malformed address gives DASK_INVALID_ARGUMENT; an unreachable one
  * DASK_CONNECTION. `*out` is owned by the caller. Thread-safe.
  */

@@ -78,7 +78,8 @@ fn cluster_builder(
 }
 
 /// Connects to the scheduler at `address` (`tcp://HOST:PORT`), waiting at
-/// most `timeout_ms` (negative: 10 s) for the connection and handshake.
+/// most `timeout_ms` (at least 1 ms; negative: no limit but the operating
+/// system's own) for the connection and handshake.
 /// A malformed address gives DASK_INVALID_ARGUMENT; an unreachable one
 /// DASK_CONNECTION. `*out` is owned by the caller. Thread-safe.
 #[no_mangle]
@@ -93,7 +94,9 @@ pub extern "C" fn dask_client_connect(
         let address = c_str(address, "address")?;
         check_address(address)?;
         let options = ClientOptions {
-            connect_timeout: ffi::timeout(timeout_ms).unwrap_or(Duration::from_secs(10)),
+            connect_timeout: ffi::timeout(timeout_ms)
+                .unwrap_or(ffi::TIMEOUT_MAX)
+                .max(Duration::from_millis(1)),
             ..ClientOptions::default()
         };
         *out = boxed(dask_client::new(Client::connect_with(address, options)?));

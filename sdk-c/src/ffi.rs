@@ -14,6 +14,9 @@ use crate::error::{dask_error, dask_result, Failure, Fallible};
 /// `Instant::now()` cannot overflow (about 31 years).
 const TIMEOUT_MS_MAX: u64 = 1_000_000_000_000;
 
+/// [`TIMEOUT_MS_MAX`] as a duration, for waits that need one to mean "no limit".
+pub(crate) const TIMEOUT_MAX: Duration = Duration::from_millis(TIMEOUT_MS_MAX);
+
 /// Runs a fallible body inside the panic boundary and reports through
 /// `err`: NULL on success, a new [`dask_error`] (message prefixed with
 /// `function`) on failure. `DASK_DONE` is reported without an error object.

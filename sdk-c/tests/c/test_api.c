@@ -520,6 +520,8 @@ static void test_connect_failures(void) {
     snprintf(address, sizeof address, "tcp://127.0.0.1:%d", closed_port());
     CHECK_FAIL(DASK_CONNECTION, "cannot connect to tcp://127.0.0.1:", dask_client_connect(address, 5000, &c, &err_));
     CHECK(c == NULL);
+    CHECK_FAIL(DASK_CONNECTION, "Connection refused", dask_client_connect(address, DASK_NO_TIMEOUT, &c, &err_));
+    CHECK_FAIL(DASK_CONNECTION, "cannot connect", dask_client_connect(address, 0, &c, &err_));
     CHECK_FAIL(DASK_INVALID_ARGUMENT, "bad address \"nonsense\"", dask_client_connect("nonsense", 1000, &c, &err_));
     CHECK_FAIL(DASK_INVALID_ARGUMENT, "unsupported scheme", dask_client_connect("http://127.0.0.1:1", 1000, &c, &err_));
     CHECK_FAIL(DASK_INVALID_ARGUMENT, "UTF-8", dask_client_connect("tcp://\xff", 1000, &c, &err_));
