@@ -127,6 +127,7 @@ export class AsCompleted {
   #options;
   #pending = 0;
   #ready = [];
+  #head = 0; // #ready[#head..] are not yielded yet (no O(n) shift per item)
   #wake = null;
 
   /** @internal */
@@ -150,24 +151,31 @@ export class AsCompleted {
 
   /** Futures not yielded yet. */
   get count() {
-    return this.#pending + this.#ready.length;
+    return this.#pending + this.#ready.length - this.#head;
   }
 
   async next() {
-    while (this.#ready.length === 0) {
+    while (this.#head === this.#ready.length) {
       if (this.#pending === 0) return { done: true, value: undefined };
       await new Promise((resolve) => {
         this.#wake = resolve;
       });
       this.#wake = null;
     }
-    const future = this.#ready.shift();
+    const future = this.#ready[this.#head];
+    this.#ready[this.#head] = undefined;
+    this.#head += 1;
+    if (this.#head === this.#ready.length) {
+      this.#ready = [];
+      this.#head = 0;
+    }
     if (!this.#options.withResults) return { done: false, value: future };
     return { done: false, value: [future, await future.result(this.#options)] };
   }
 
   async return() {
     this.#ready = [];
+    this.#head = 0;
     this.#pending = 0;
     return { done: true, value: undefined };
   }

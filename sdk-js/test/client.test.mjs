@@ -187,17 +187,17 @@ describe('Client', { timeout: 5 * WAIT_MS }, () => {
   });
 
   it('cancel ends a future cancelled', async () => {
-    const f = client.submit('conformance.sleep', [60_000, 'never']);
+    const f = client.submit('conformance.sleep', [10_000, 'never']);
     client.cancel([f]);
     await assert.rejects(f.result(opts), CancelledError);
     assert.equal(f.status, 'cancelled');
-    const g = client.submit('conformance.sleep', [60_000, 'never']);
+    const g = client.submit('conformance.sleep', [10_000, 'never']);
     g.cancel({ force: true });
     assert.equal(await g.wait(opts), 'cancelled');
   });
 
   it('a result wait can time out', async () => {
-    const f = client.submit('conformance.sleep', [60_000]);
+    const f = client.submit('conformance.sleep', [10_000]);
     await assert.rejects(f.result({ timeout: 50 }), TimeoutError);
     f.cancel();
     f.release();
