@@ -3,10 +3,11 @@
 # its own that can be run alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-steps=(setup fmt clippy wasm rust-tests)
+steps=(setup fmt clippy wasm rust-tests c-sdk conformance)
 for step in "${steps[@]}"; do
   echo "== $step"
   start=$(date +%s)
   bash "scripts/ci/$step.sh"
   echo "== $step ok ($(( $(date +%s) - start )) s)"
 done
+echo "== all ${#steps[@]} steps passed: ${steps[*]}"
