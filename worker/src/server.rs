@@ -5,7 +5,7 @@
 //! in a wakeup is flushed once at its end, so a wakeup's messages to one
 //! peer cost one write.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +36,10 @@ pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// incoming connections are closed at once.
 pub const PEER_CONNECTIONS_MAX: usize = 4096;
 
+/// How long an incoming data connection may take to send its `hello`
+/// before it gets 3002 and is closed (spec: "Handshake").
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest sleep of the event loop without an event (it wakes earlier for
 /// heartbeats, retries, completions and stop requests).
 const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
@@ -60,6 +64,9 @@ pub struct WorkerConfig {
     pub resources: BTreeMap<String, f64>,
     /// Memory limit announced to the scheduler. Default: none.
     pub memory_limit: Option<u64>,
+    /// An incoming data connection that sends no `hello` for this long is
+    /// refused (3002) and closed. Default [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
     /// Functions offered. Default: [`FunctionRegistry::builtins`].
     pub functions: FunctionRegistry,
 }
@@ -75,6 +82,7 @@ impl Default for WorkerConfig {
             host: "127.0.0.1".into(),
             resources: BTreeMap::new(),
             memory_limit: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             functions: FunctionRegistry::builtins(),
         }
     }
@@ -152,6 +160,8 @@ impl WorkerHandle {
             outgoing: HashMap::new(),
             peer_ids: HashMap::new(),
             next_peer_id: 0,
+            handshake_timeout: config.handshake_timeout,
+            handshake_deadlines: VecDeque::new(),
             pool: Some(pool),
             new_jobs: Vec::new(),
             control: Arc::clone(&control),
@@ -289,6 +299,11 @@ struct EventLoop {
     outgoing: HashMap<String, usize>,
     peer_ids: HashMap<PeerId, usize>,
     next_peer_id: u64,
+    handshake_timeout: Duration,
+    /// (deadline, peer) of incoming connections in accept order, so the
+    /// deadlines only grow; entries of connections that completed their
+    /// handshake or are gone are skipped when they come due.
+    handshake_deadlines: VecDeque<(Instant, PeerId)>,
     pool: Option<ExecutorPool>,
     /// Jobs of the current drain, handed to the pool together.
     new_jobs: Vec<Job>,
@@ -371,10 +386,33 @@ impl EventLoop {
                 }));
                 self.exit = Some(Ok(()));
             }
+            self.expire_handshakes(now);
             self.state.handle_tick(now);
             self.drain_and_flush(now);
         }
         Ok(())
+    }
+
+    /// Refuses incoming connections that sent no `hello` in time (the
+    /// loop wakes at least every [`POLL_TIMEOUT_MAX`], which is precise
+    /// enough for this).
+    fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                return;
+            }
+            self.handshake_deadlines.pop_front();
+            let Some(&slot) = self.peer_ids.get(&id) else {
+                continue; // gone already
+            };
+            if self.peers.get(slot).is_some_and(|p| !p.handshaken) {
+                let e = WireError::new(
+                    ErrorCode::BadHandshake,
+                    "no hello within the handshake timeout",
+                );
+                self.reject_peer(now, slot, &e);
+            }
+        }
     }
 
     /// Last writes to the scheduler, then everything is closed.
@@ -531,6 +569,8 @@ impl EventLoop {
                 continue;
             }
             self.peer_ids.insert(id, slot.key());
+            self.handshake_deadlines
+                .push_back((Instant::now() + self.handshake_timeout, id));
             slot.insert(PeerConn {
                 conn,
                 kind: PeerKind::Incoming { id },

@@ -39,6 +39,8 @@ options:
   --reconnect-timeout S  keep trying to register again for S seconds after
                          losing the scheduler (default 60)
   --no-reconnect         exit 1 as soon as the scheduler connection is lost
+  --handshake-timeout S  close a data connection that sends no hello
+                         within S seconds (default 10)
   --list-functions       print the built-in functions and exit
   -h, --help             print this help and exit";
 
@@ -143,6 +145,17 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     })?;
             }
             "--no-reconnect" => reconnect_timeout = Duration::ZERO,
+            "--handshake-timeout" => {
+                let v = value(flag)?;
+                config.handshake_timeout = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        format!("--handshake-timeout needs a positive number of seconds, got {v:?}")
+                    })?;
+            }
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other => {
                 if scheduler.is_some() {
