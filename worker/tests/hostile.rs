@@ -1,0 +1,809 @@
+//! Hostile input against a real `dask-worker`'s data port (issue 7, part
+//! 4): random bytes, truncated frames, oversized length prefixes, frames
+//! of the wrong shape, unknown ops, messages a peer may not send, deeply
+//! nested values and a flood of connections that never finish the
+//! handshake. Each gets the error and close of the spec's table
+//! (spec/PROTOCOL.md "Error codes"), while a well-behaved client keeps
+//! computing graphs on that worker and a well-behaved peer keeps fetching
+//! from it, and the worker's resident memory stays under a generous bound.
+//!
+//! The last part feeds random scheduler messages, peer requests and
+//! replies, executor completions and time straight into the pure
+//! `dask_core::worker::WorkerState` (proptest; deterministic, no sockets).
+//!
+//! Everything runs on 127.0.0.1 with ports picked by the OS; counts and
+//! waits are bounded; nothing asserts on timing.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dask_client::{delayed, Arg, Client};
+use dask_core::frame::{encode_frame, FrameDecoder};
+use dask_core::handshake;
+use dask_core::messages::*;
+use dask_core::msgpack::write;
+use dask_core::{Key, Message, FRAME_BYTES_MAX};
+use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use rmpv::Value;
+
+/// Generous: tests must not fail on a slow machine.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handshake timeout of the worker under test (seconds).
+const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
+
+/// Resident memory the worker may reach during the test: there to catch a
+/// buffer sized by a length prefix or a leak per connection, not to measure.
+const RSS_BYTES_MAX: u64 = 500 * 1024 * 1024;
+
+/// Connections of each kind in the flood (fewer when the open-files limit
+/// is low).
+const FLOOD_CONNECTIONS: usize = 1000;
+
+// ---- processes ------------------------------------------------------------
+
+/// A scheduler in this process and a `dask-worker` process registered
+/// with it; the worker is killed (by its id) when dropped.
+struct Cluster {
+    scheduler: Option<SchedulerHandle>,
+    worker: Child,
+    /// The worker's data address.
+    data_address: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let scheduler = SchedulerHandle::start(SchedulerConfig {
+            port: 0,
+            validate: true,
+            ..SchedulerConfig::default()
+        })
+        .expect("scheduler starts");
+        let mut worker = Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+            .arg(scheduler.address())
+            .args(["--nthreads", "2", "--name", "target"])
+            .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dask-worker");
+        let mut line = String::new();
+        BufReader::new(worker.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the startup line");
+        // "Worker NAME at tcp://HOST:PORT, connected to tcp://..."
+        let data_address = line
+            .split_once(" at ")
+            .and_then(|(_, rest)| rest.split_once(','))
+            .map(|(address, _)| address.to_string())
+            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+        Cluster {
+            scheduler: Some(scheduler),
+            worker,
+            data_address,
+        }
+    }
+
+    fn scheduler_address(&self) -> String {
+        self.scheduler.as_ref().expect("running").address()
+    }
+
+    /// Fails the test if the worker has exited.
+    fn assert_alive(&mut self, during: &str) {
+        if let Some(status) = self.worker.try_wait().expect("try_wait") {
+            panic!("dask-worker exited ({status}) during {during}");
+        }
+    }
+
+    /// Resident set size, from /proc (Linux); `None` elsewhere.
+    fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.worker.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    fn assert_rss_bounded(&self, during: &str) {
+        if let Some(rss) = self.rss_bytes() {
+            assert!(
+                rss < RSS_BYTES_MAX,
+                "dask-worker uses {} MiB after {during}",
+                rss >> 20
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.worker.kill();
+        let _ = self.worker.wait();
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.stop();
+        }
+    }
+}
+
+/// A well-behaved client computing graphs on the worker in a loop until
+/// told to stop: each round 20 `inc` tasks and a `sum` of them, checked.
+struct GoodClient {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU32>,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+impl GoodClient {
+    fn start(address: &str) -> GoodClient {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU32::new(0));
+        let client = Client::connect_timeout(address, TIMEOUT).expect("good client connects");
+        let thread = {
+            let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
+            std::thread::spawn(move || {
+                let mut round: i64 = 0;
+                while round < 2 || !stop.load(Ordering::SeqCst) {
+                    let incs: Vec<Arg> = (0..20)
+                        .map(|i| Arg::from(delayed("inc", vec![Arg::from(round * 100 + i)])))
+                        .collect();
+                    let total = client.compute(&delayed("sum", vec![Arg::List(incs)]));
+                    let got = total
+                        .result_timeout(TIMEOUT)
+                        .map_err(|e| format!("round {round}: {e}"))?;
+                    let want: i64 = (0..20).map(|i| round * 100 + i + 1).sum();
+                    if got.as_i64() != Some(want) {
+                        return Err(format!("round {round}: got {got}, want {want}"));
+                    }
+                    round += 1;
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+                client.close();
+                Ok(())
+            })
+        };
+        GoodClient {
+            stop,
+            rounds,
+            thread,
+        }
+    }
+
+    fn finish(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.join() {
+            Ok(Ok(())) => self.rounds.load(Ordering::SeqCst),
+            Ok(Err(e)) => panic!("the well-behaved client failed: {e}"),
+            Err(_) => panic!("the well-behaved client panicked"),
+        }
+    }
+}
+
+// ---- bytes on the wire ------------------------------------------------------
+
+/// What came back on a connection, and whether the worker closed it.
+#[derive(Debug)]
+struct Outcome {
+    messages: Vec<Message>,
+    closed: bool,
+}
+
+impl Outcome {
+    fn error_codes(&self) -> Vec<(u32, bool)> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::ErrorReport(e) => Some((e.code, e.fatal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Exactly this fatal error (after a hello reply, if any), then the close.
+    fn assert_fatal(&self, code: u32, case: &str) {
+        let rest: Vec<&Message> = self
+            .messages
+            .iter()
+            .filter(|m| !matches!(m, Message::Hello(_)))
+            .collect();
+        assert!(
+            matches!(rest[..], [Message::ErrorReport(e)] if e.code == code && e.fatal),
+            "{case}: expected one fatal error {code}, got {:?}",
+            self.messages
+        );
+        assert!(self.closed, "{case}: the worker did not close");
+    }
+}
+
+fn connect_raw(address: &str) -> TcpStream {
+    let addr = dask_net::parse_address(address).expect("address");
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Sends `bytes` on a new connection (write errors ignored: the worker may
+/// close before reading everything), shuts our write side when asked, and
+/// reads until the worker closes or `wait` passes.
+fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
+    let mut stream = connect_raw(address);
+    let _ = stream.write_all(bytes);
+    if shut_write {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    read_outcome(&mut stream, wait)
+}
+
+/// Reads frames until EOF (or a reset) or `wait` passes.
+fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
+    let deadline = Instant::now() + wait;
+    let mut decoder = FrameDecoder::default();
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                while let Some(batch) = decoder.poll().expect("the worker sends valid frames") {
+                    messages.extend(batch);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break false
+            }
+            Err(_) => break true, // reset: closed
+        }
+    };
+    Outcome { messages, closed }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn value_frame(v: &Value) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write::value(&mut payload, v);
+    frame(&payload)
+}
+
+fn messages_frame(messages: &[Message]) -> Vec<u8> {
+    encode_frame(messages).expect("encodes")
+}
+
+fn hello(role: Role) -> Message {
+    Message::Hello(handshake::offer(role, Some("hostile-test".into())))
+}
+
+fn map(entries: &[(&str, Value)]) -> Value {
+    Value::Map(
+        entries
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
+}
+
+fn hello_tree(protocol: &str, major: u64, role: &str) -> Value {
+    map(&[
+        ("op", "hello".into()),
+        ("protocol", protocol.into()),
+        ("version", Value::Array(vec![major.into(), 0.into()])),
+        ("role", role.into()),
+    ])
+}
+
+fn get_data(request: u64, keys: &[&str]) -> Message {
+    Message::GetData(GetData {
+        request,
+        keys: keys.iter().map(|k| Key::from(*k)).collect(),
+    })
+}
+
+/// A peer hello frame followed by `rest` (pipelined, as the spec allows).
+fn after_peer_hello(rest: &[u8]) -> Vec<u8> {
+    let mut bytes = messages_frame(&[hello(Role::Peer)]);
+    bytes.extend_from_slice(rest);
+    bytes
+}
+
+/// A tiny deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Reads until the first `data` message (after the hello reply).
+fn next_data(stream: &mut TcpStream) -> Result<Data, String> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut decoder = FrameDecoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(batch) = decoder.poll().map_err(|e| e.to_string())? {
+            for m in batch {
+                match m {
+                    Message::Hello(h) if h.role == Role::Worker => {}
+                    Message::Data(d) => return Ok(d),
+                    other => return Err(format!("unexpected {other:?}")),
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("no data in time".into());
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("closed before data".into()),
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// Fetches `key` as a well-behaved peer and returns its value.
+fn fetch(address: &str, key: &str) -> Value {
+    let mut stream = connect_raw(address);
+    stream
+        .write_all(&after_peer_hello(&messages_frame(&[get_data(1, &[key])])))
+        .expect("send");
+    let d = next_data(&mut stream).unwrap_or_else(|e| panic!("fetch {key}: {e}"));
+    d.data
+        .get(&Key::from(key))
+        .unwrap_or_else(|| panic!("{key} missing: {d:?}"))
+        .to_value()
+        .expect("a value")
+}
+
+// ---- scenarios ----------------------------------------------------------------
+
+/// Bad first frames: each gets its fatal error and the connection closes.
+fn bad_first_frames(address: &str) {
+    let mut truncated = messages_frame(&[hello(Role::Peer)])[4..].to_vec();
+    truncated.pop();
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("an empty frame", vec![0, 0, 0, 0], 1001),
+        (
+            "a map, not a batch",
+            value_frame(&map(&[("op", "hello".into())])),
+            1001,
+        ),
+        ("a truncated msgpack object", frame(&truncated), 1001),
+        ("the reserved byte 0xc1", frame(&[0x91, 0xc1]), 1001),
+        (
+            "a message without op",
+            value_frame(&Value::Array(vec![map(&[("x", 1.into())])])),
+            2002,
+        ),
+        (
+            "an op that is not a string",
+            value_frame(&Value::Array(vec![map(&[("op", 5.into())])])),
+            2003,
+        ),
+        (
+            "an unknown op",
+            value_frame(&Value::Array(vec![map(&[("op", "nope".into())])])),
+            2001,
+        ),
+        (
+            "a request before hello",
+            messages_frame(&[get_data(1, &["x"])]),
+            3002,
+        ),
+        (
+            "another protocol",
+            value_frame(&Value::Array(vec![hello_tree("http", 1, "peer")])),
+            3002,
+        ),
+        (
+            "another major version",
+            value_frame(&Value::Array(vec![hello_tree("dask", 2, "peer")])),
+            3001,
+        ),
+        (
+            "the client role",
+            messages_frame(&[hello(Role::Client)]),
+            3002,
+        ),
+        (
+            "the worker role",
+            messages_frame(&[hello(Role::Worker)]),
+            3002,
+        ),
+        (
+            "the scheduler role",
+            messages_frame(&[hello(Role::Scheduler)]),
+            3002,
+        ),
+        (
+            "a length prefix of 4 GiB - 1, then bytes",
+            [&[0xff, 0xff, 0xff, 0xff][..], &vec![0x90; 1 << 20]].concat(),
+            1002,
+        ),
+        (
+            "a length prefix one over the limit",
+            ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
+            1002,
+        ),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            1002,
+        ),
+    ];
+    for (case, bytes, code) in cases {
+        let mut stream = connect_raw(address);
+        let _ = stream.write_all(&bytes);
+        read_outcome(&mut stream, TIMEOUT).assert_fatal(code, case);
+    }
+}
+
+/// Fatal errors after a good peer hello.
+fn bad_frames_after_handshake(address: &str) {
+    let deep_unknown_field = {
+        // get-data with an unknown field nested far beyond 102 levels.
+        let mut payload = vec![0x91, 0x83];
+        write::value(&mut payload, &"op".into());
+        write::value(&mut payload, &"get-data".into());
+        write::value(&mut payload, &"request".into());
+        write::value(&mut payload, &1.into());
+        write::value(&mut payload, &"x-deep".into());
+        payload.extend(std::iter::repeat_n(0x91, 1_000_000));
+        payload.push(0xc0);
+        // keys left out on purpose: depth is checked first or second,
+        // either way a fatal decoding error.
+        frame(&payload)
+    };
+    let cases: Vec<(&str, Vec<u8>, &[u32])> = vec![
+        (
+            "an unknown op",
+            value_frame(&Value::Array(vec![map(&[("op", "nope".into())])])),
+            &[2001],
+        ),
+        (
+            "a second hello",
+            messages_frame(&[hello(Role::Peer)]),
+            &[2004],
+        ),
+        (
+            "a scheduler's message",
+            messages_frame(&[Message::FreeKeys(FreeKeys { keys: vec![] })]),
+            &[2004],
+        ),
+        (
+            "a client's message",
+            messages_frame(&[Message::ClusterInfo(ClusterInfo { request: 1 })]),
+            &[2004],
+        ),
+        (
+            "a reply on an incoming connection",
+            messages_frame(&[Message::Busy(Busy { request: 1 })]),
+            &[2004],
+        ),
+        ("an oversized prefix", vec![0x7f, 0xff, 0xff, 0xff], &[1002]),
+        (
+            "a get-data with a field nested a million deep",
+            deep_unknown_field,
+            &[1001, 2002],
+        ),
+        (
+            "a good request and an unknown op in one frame",
+            value_frame(&Value::Array(vec![
+                map(&[
+                    ("op", "get-data".into()),
+                    ("request", 1.into()),
+                    ("keys", Value::Array(vec![])),
+                ]),
+                map(&[("op", "nope".into())]),
+            ])),
+            &[2001],
+        ),
+    ];
+    for (case, bytes, codes) in cases {
+        let mut stream = connect_raw(address);
+        let _ = stream.write_all(&after_peer_hello(&bytes));
+        let outcome = read_outcome(&mut stream, TIMEOUT);
+        let errors = outcome.error_codes();
+        assert!(
+            matches!(errors[..], [(code, true)] if codes.contains(&code)),
+            "{case}: expected one fatal error of {codes:?}, got {:?}",
+            outcome.messages
+        );
+        assert!(
+            !outcome
+                .messages
+                .iter()
+                .any(|m| matches!(m, Message::Data(_))),
+            "{case}: part of a bad frame was acted on: {:?}",
+            outcome.messages
+        );
+        assert!(outcome.closed, "{case}: not closed");
+    }
+}
+
+/// Every cut of a frame, then our EOF: closed without an answer.
+fn truncated_frames(address: &str) {
+    let bytes = messages_frame(&[hello(Role::Peer)]);
+    for cut in 1..bytes.len() {
+        let outcome = exchange(address, &bytes[..cut], true, TIMEOUT);
+        assert!(
+            outcome.closed && outcome.messages.is_empty(),
+            "cut at {cut}: {outcome:?}"
+        );
+    }
+    // A hello, then a request cut short: nothing but (perhaps) the hello
+    // reply comes back. (The worker drops a connection at the peer's EOF
+    // without flushing what it queued for it, so the reply may be lost.)
+    let request = messages_frame(&[get_data(1, &["x"])]);
+    for cut in 1..request.len() {
+        let outcome = exchange(address, &after_peer_hello(&request[..cut]), true, TIMEOUT);
+        assert!(outcome.closed, "request cut at {cut}: not closed");
+        assert!(
+            outcome
+                .messages
+                .iter()
+                .all(|m| matches!(m, Message::Hello(_))),
+            "request cut at {cut}: {:?}",
+            outcome.messages
+        );
+    }
+}
+
+/// Random bytes: a fatal error, or (an unfinished frame) a close at EOF.
+fn random_bytes(address: &str) {
+    const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
+    let mut rng = Rng(0x5eed_0000_0000_0011);
+    for i in 0..200 {
+        let len = 1 + (rng.next() % 2048) as usize;
+        let noise = rng.bytes(len);
+        let bytes = match i % 3 {
+            0 => noise,
+            1 => frame(&noise),
+            _ => after_peer_hello(&frame(&noise)),
+        };
+        let outcome = exchange(address, &bytes, true, TIMEOUT);
+        assert!(outcome.closed, "stream {i}: not closed: {outcome:?}");
+        let errors = outcome.error_codes();
+        let others = outcome
+            .messages
+            .iter()
+            .filter(|m| !matches!(m, Message::Hello(_) | Message::ErrorReport(_)))
+            .count();
+        assert!(
+            others == 0
+                && errors.len() <= 1
+                && errors.iter().all(|(c, f)| *f && ALLOWED.contains(c)),
+            "stream {i} ({bytes:02x?}): {:?}",
+            outcome.messages
+        );
+    }
+}
+
+/// Requests that are valid but odd: many keys, unknown keys, repeated
+/// keys, a key of the maximum length. Each gets its `data`.
+fn odd_requests(address: &str) {
+    let long = "k".repeat(4096);
+    let many: Vec<String> = (0..50_000).map(|i| format!("absent-{i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let cases: Vec<(&str, Message, usize)> = vec![
+        ("no keys", get_data(1, &[]), 0),
+        ("unknown keys", get_data(2, &["a", "b"]), 2),
+        ("a key repeated", get_data(3, &["a", "a", "a"]), 1),
+        ("a key of 4096 bytes", get_data(4, &[&long]), 1),
+        ("50,000 keys", get_data(5, &many_refs), 50_000),
+    ];
+    for (case, request, missing) in cases {
+        let mut stream = connect_raw(address);
+        stream
+            .write_all(&after_peer_hello(&messages_frame(&[request])))
+            .expect("send");
+        match next_data(&mut stream) {
+            Ok(d) => assert!(
+                d.data.is_empty() && d.missing.len() == missing,
+                "{case}: {} found, {} missing",
+                d.data.len(),
+                d.missing.len()
+            ),
+            Err(other) => panic!("{case}: {other}"),
+        }
+    }
+}
+
+// ---- the tests ------------------------------------------------------------
+
+/// A named part of the hostile test, run against the data address.
+type Scenario = (&'static str, fn(&str));
+
+#[test]
+fn hostile_frames_on_the_data_port_get_their_errors_while_the_worker_computes() {
+    let mut cluster = Cluster::start();
+    let address = cluster.data_address.clone();
+    let good = GoodClient::start(&cluster.scheduler_address());
+    let keeper = Client::connect_timeout(&cluster.scheduler_address(), TIMEOUT).expect("client");
+    let kept = keeper.submit("range", vec![Arg::from(5)]);
+    kept.result_timeout(TIMEOUT).expect("kept computes");
+    let expected = fetch(&address, kept.key().as_str());
+
+    let scenarios: [Scenario; 5] = [
+        ("bad first frames", bad_first_frames),
+        ("bad frames after the handshake", bad_frames_after_handshake),
+        ("truncated frames", truncated_frames),
+        ("random bytes", random_bytes),
+        ("odd requests", odd_requests),
+    ];
+    for (name, scenario) in scenarios {
+        scenario(&address);
+        cluster.assert_alive(name);
+        cluster.assert_rss_bounded(name);
+        // A well-behaved peer is still served.
+        assert_eq!(fetch(&address, kept.key().as_str()), expected, "{name}");
+    }
+    let rounds = good.finish();
+    assert!(rounds >= 2, "{rounds} rounds");
+    keeper.close();
+    cluster.assert_alive("the end");
+}
+
+#[test]
+fn a_flood_of_unfinished_handshakes_on_the_data_port_is_timed_out() {
+    let mut cluster = Cluster::start();
+    let address = cluster.data_address.clone();
+    let per_kind = open_files_limit()
+        .map_or(FLOOD_CONNECTIONS, |limit| {
+            FLOOD_CONNECTIONS.min(limit.saturating_sub(256) / 2)
+        })
+        .max(10);
+    let good = GoodClient::start(&cluster.scheduler_address());
+    let keeper = Client::connect_timeout(&cluster.scheduler_address(), TIMEOUT).expect("client");
+    let kept = keeper.submit("range", vec![Arg::from(3)]);
+    kept.result_timeout(TIMEOUT).expect("kept computes");
+
+    let half_hello = {
+        let bytes = messages_frame(&[hello(Role::Peer)]);
+        bytes[..bytes.len() / 2].to_vec()
+    };
+    let mut flood: Vec<TcpStream> = Vec::with_capacity(2 * per_kind);
+    for i in 0..2 * per_kind {
+        let mut stream = connect_raw(&address);
+        if i % 2 == 1 {
+            stream.write_all(&half_hello).expect("half a hello");
+        }
+        flood.push(stream);
+    }
+    // While they hang, a well-behaved peer is served.
+    assert_eq!(
+        fetch(&address, kept.key().as_str()),
+        Value::Array((0..3).map(Value::from).collect())
+    );
+    cluster.assert_alive("the flood");
+    cluster.assert_rss_bounded("the flood");
+
+    for (i, stream) in flood.iter_mut().enumerate() {
+        let outcome = read_outcome(stream, TIMEOUT);
+        assert_eq!(
+            outcome.error_codes(),
+            [(3002, true)],
+            "flood connection {i}: {:?}",
+            outcome.messages
+        );
+        assert!(outcome.closed, "flood connection {i} not closed");
+    }
+    drop(flood);
+    let rounds = good.finish();
+    assert!(rounds >= 2, "{rounds} rounds");
+    keeper.close();
+    cluster.assert_alive("the end of the flood");
+    cluster.assert_rss_bounded("the flood");
+}
+
+// ---- the state machine, fed random input ------------------------------------
+
+/// The story the `worker_messages` fuzz target plays (shared source).
+#[path = "../../fuzz/stories/worker.rs"]
+mod story;
+
+mod properties {
+    use super::story::{run, Step, Story};
+    use proptest::prelude::*;
+
+    /// A random step; mostly scheduler messages and completions.
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            40 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u64>())
+                .prop_map(|(op, a, b, n)| Step::Scheduler { op, a, b, n }),
+            // Random bytes mostly end the story (a protocol error): rare.
+            1 => proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|bytes| Step::SchedulerBytes { bytes }),
+            8 => (any::<u8>(), any::<u8>()).prop_map(|(peer, keys)| Step::PeerRequest { peer, keys }),
+            12 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u64>())
+                .prop_map(|(which, a, b, n)| Step::PeerReply { which, a, b, n }),
+            4 => any::<u8>().prop_map(|which| Step::PeerFailed { which }),
+            4 => any::<u8>().prop_map(|peer| Step::PeerDrained { peer }),
+            4 => any::<u8>().prop_map(|peer| Step::PeerClosed { peer }),
+            16 => (any::<u8>(), any::<bool>(), any::<u8>())
+                .prop_map(|(which, ok, size)| Step::Done { which, ok, size }),
+            8 => any::<u16>().prop_map(|millis| Step::Tick { millis }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any sequence of inputs keeps the executor model and the state
+        /// in step, and never panics.
+        #[test]
+        fn random_input_sequences_keep_the_worker_consistent(
+            steps in proptest::collection::vec(step(), 1..150)
+        ) {
+            let mut story = Story::new();
+            for (i, s) in steps.iter().enumerate() {
+                story
+                    .play(s)
+                    .map_err(|e| TestCaseError::fail(format!("step {i} {s:?}: {e}")))?;
+            }
+        }
+
+        /// The fuzz target's input format, fed random bytes (a stable
+        /// stand-in for a fuzzing run).
+        #[test]
+        fn the_fuzz_story_survives_random_input(
+            data in proptest::collection::vec(any::<u8>(), 0..2048)
+        ) {
+            run(&data);
+        }
+    }
+
+    /// Inputs the `worker_messages` fuzz target found (or that were made by
+    /// hand), replayed: each must play without a panic.
+    #[test]
+    fn fuzz_crashers_replay_cleanly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_crashers");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return; // none found yet
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let data = std::fs::read(&path).expect("read");
+            if let Err(panic) = std::panic::catch_unwind(|| run(&data)) {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("{}: {what}", path.display());
+            }
+        }
+    }
+}
