@@ -1,0 +1,467 @@
+//! A story for the worker's state machine (`dask_core::worker`): messages
+//! and raw bytes from the scheduler, requests from peers, replies from the
+//! holders it fetches from, executor completions and time, played into
+//! `WorkerState` while a model of the executor checks what comes out:
+//!
+//! - the runs out on the executor are exactly the ones the model holds
+//!   (`running()`), never more than nthreads + dispatch_ahead;
+//! - a withdrawal is answered at once, as the event loop does;
+//! - nothing goes to the scheduler after the worker closed that connection;
+//! - every message it emits encodes and decodes again (no key, value or
+//!   depth a peer would refuse);
+//! - after a tick, the next timeout is not in the past (a loop waiting for
+//!   it would spin), unless the scheduler connection is closed (the loop
+//!   then ends).
+//!
+//! Keys, addresses and request ids come from small pools, so messages
+//! collide: results for freed tasks, replies to requests never made,
+//! dependencies whose only holder is the worker itself.
+//!
+//! Shared by the `worker_messages` fuzz target (bytes in: [`run`]) and
+//! `worker/tests/hostile.rs`, which include this file by path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use dask_core::frame::FrameDecoder;
+use dask_core::messages::*;
+use dask_core::msgpack::task_ref_value;
+use dask_core::worker::{Job, Output, PeerId, StateConfig, TaskDone, TaskError, WorkerState};
+use dask_core::{Key, Message, RawValue};
+use rmpv::Value;
+
+const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
+/// The worker's own data address, then two other holders.
+const ADDRESSES: [&str; 3] = [
+    "tcp://127.0.0.1:1000",
+    "tcp://127.0.0.1:1001",
+    "tcp://127.0.0.1:1002",
+];
+const FUNCTIONS: [&str; 3] = ["f", "g", "unknown"];
+const NTHREADS: usize = 2;
+const DISPATCH_AHEAD: usize = 2;
+
+/// One step of a story, as plain numbers (so proptest shrinks them).
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A message of the vocabulary from the scheduler.
+    Scheduler { op: u8, a: u8, b: u8, n: u64 },
+    /// Raw bytes on the scheduler connection, through a frame decoder.
+    SchedulerBytes { bytes: Vec<u8> },
+    /// A peer asks for keys.
+    PeerRequest { peer: u8, keys: u8 },
+    /// A holder answers one of our fetches (or a made-up request).
+    PeerReply { which: u8, a: u8, b: u8, n: u64 },
+    /// The connection to a holder failed.
+    PeerFailed { which: u8 },
+    /// A peer's replies were written out.
+    PeerDrained { peer: u8 },
+    /// A peer hung up.
+    PeerClosed { peer: u8 },
+    /// The executor finishes one of the runs it holds.
+    Done { which: u8, ok: bool, size: u8 },
+    /// Time passes.
+    Tick { millis: u16 },
+}
+
+impl Step {
+    /// Reads one step from the front of `data` (a fuzzer's bytes); `None`
+    /// when they are used up.
+    pub fn parse(data: &mut &[u8]) -> Option<Step> {
+        let (&kind, rest) = data.split_first()?;
+        *data = rest;
+        let mut byte = || -> u8 {
+            let (&b, rest) = data.split_first().unwrap_or((&0, &[]));
+            *data = rest;
+            b
+        };
+        Some(match kind % 32 {
+            0..=9 | 24..=31 => {
+                let (op, a, b) = (byte(), byte(), byte());
+                let n = u64::from_le_bytes(std::array::from_fn(|_| byte()));
+                Step::Scheduler { op, a, b, n }
+            }
+            10 => {
+                let len = (byte() % 64) as usize;
+                Step::SchedulerBytes {
+                    bytes: (0..len).map(|_| byte()).collect(),
+                }
+            }
+            11 | 12 => Step::PeerRequest {
+                peer: byte(),
+                keys: byte(),
+            },
+            13..=15 => {
+                let (which, a, b) = (byte(), byte(), byte());
+                let n = u64::from_le_bytes(std::array::from_fn(|_| byte()));
+                Step::PeerReply { which, a, b, n }
+            }
+            16 => Step::PeerFailed { which: byte() },
+            17 => Step::PeerDrained { peer: byte() },
+            18 => Step::PeerClosed { peer: byte() },
+            19..=21 => Step::Done {
+                which: byte(),
+                ok: byte() % 4 != 0,
+                size: byte(),
+            },
+            _ => Step::Tick {
+                millis: u16::from_le_bytes([byte(), byte()]),
+            },
+        })
+    }
+}
+
+/// Plays the steps `data` encodes; panics, naming the step, when a check
+/// fails.
+pub fn run(mut data: &[u8]) {
+    let mut story = Story::new();
+    let mut i = 0;
+    while let Some(step) = Step::parse(&mut data) {
+        if let Err(e) = story.play(&step) {
+            panic!("step {i} {step:?}: {e}");
+        }
+        i += 1;
+    }
+}
+
+fn key(i: u8) -> Key {
+    Key::from(KEYS[i as usize % KEYS.len()])
+}
+
+/// The keys of a bit mask.
+fn keys(mask: u8) -> Vec<Key> {
+    (0..KEYS.len() as u8)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(key)
+        .collect()
+}
+
+/// Mostly small numbers (they collide with real ids), sometimes any.
+fn small(n: u64) -> u64 {
+    match n % 4 {
+        0 => n,
+        _ => n % 8,
+    }
+}
+
+fn value(i: u8) -> RawValue {
+    RawValue::from_value(&Value::from(i))
+}
+
+/// Message number `op` of the vocabulary, as the scheduler would send it.
+fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
+    match op % 64 {
+        0..=27 => {
+            // About one dependency in four keys.
+            let deps = keys(b & (b >> 4) & !(1 << (a as usize % KEYS.len())));
+            let who_has: BTreeMap<Key, Vec<String>> = deps
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let holders = (n >> (3 * i)) & 7;
+                    let addresses = (0..3)
+                        .filter(|j| holders & (1 << j) != 0)
+                        .map(|j| ADDRESSES[j].to_string())
+                        .collect();
+                    (k.clone(), addresses)
+                })
+                .collect();
+            let args: Vec<Value> = deps
+                .iter()
+                .map(|k| task_ref_value(k.as_str()))
+                .chain([Value::from(a)])
+                .collect();
+            Message::ComputeTask(ComputeTask {
+                key: key(a),
+                function: FUNCTIONS[match (n >> 32) % 8 {
+                    0 => 2,
+                    1 | 2 => 1,
+                    _ => 0,
+                }]
+                .into(),
+                args: RawValue::from_value(&Value::Array(args)),
+                kwargs: None,
+                who_has,
+                priority: Some(i64::from(b % 3)),
+                resources: match (n >> 40) % 4 {
+                    0 => Some([("GPU".to_string(), 1.0)].into()),
+                    1 => Some([("GPU".to_string(), 5.0)].into()),
+                    _ => None,
+                },
+            })
+        }
+        28..=35 => Message::FreeKeys(FreeKeys { keys: keys(a) }),
+        36..=39 => Message::StealRequest(StealRequest { key: key(a) }),
+        40..=43 => Message::PutData(PutData {
+            request: small(n),
+            data: keys(a).into_iter().map(|k| (k, value(b))).collect(),
+        }),
+        44..=47 => Message::GetData(GetData {
+            request: small(n),
+            keys: keys(a),
+        }),
+        48..=51 => Message::Heartbeat(Heartbeat { metrics: None }),
+        52..=55 => Message::WorkerRegistered(WorkerRegistered {
+            id: 1,
+            heartbeat_interval_ms: small(n),
+        }),
+        56..=60 => Message::ErrorReport(ErrorReport {
+            code: 4001,
+            message: "not fatal".into(),
+            fatal: false,
+            request: Some(small(n)),
+            keys: None,
+        }),
+        // The ends of a story: close, a fatal error, a message a scheduler
+        // never sends.
+        61 => Message::Close(Close { reason: None }),
+        62 => Message::ErrorReport(ErrorReport {
+            code: 2001,
+            message: "fatal".into(),
+            fatal: true,
+            request: None,
+            keys: None,
+        }),
+        _ => Message::KeyFinished(KeyFinished {
+            key: key(a),
+            nbytes: 1,
+        }),
+    }
+}
+
+/// The worker, its executor as a model, and the fetches it asked for.
+pub struct Story {
+    state: WorkerState,
+    now: Duration,
+    /// Runs out on the executor, oldest first; the first NTHREADS are
+    /// "started" (not withdrawable).
+    jobs: Vec<Job>,
+    /// Fetches sent and not answered: (address, request).
+    fetches: Vec<(String, GetData)>,
+    decoder: FrameDecoder,
+    closed: bool,
+    /// Alternates the answers to withdrawals that could go either way.
+    coin: u64,
+}
+
+impl Default for Story {
+    fn default() -> Self {
+        Story::new()
+    }
+}
+
+impl Story {
+    /// A worker with 2 threads, one GPU, functions `f` and `g`, and small
+    /// reply limits (so replies split and peers get `busy`).
+    pub fn new() -> Story {
+        let functions: HashSet<String> = ["f", "g"].iter().map(|f| f.to_string()).collect();
+        let mut config = StateConfig::new(ADDRESSES[0], NTHREADS, functions);
+        config.dispatch_ahead = DISPATCH_AHEAD;
+        config.resources = [("GPU".to_string(), 1.0)].into();
+        config.value_bytes_max = 1024;
+        config.reply_message_bytes_max = 64;
+        config.reply_bytes_in_flight_max = 256;
+        Story {
+            state: WorkerState::new(config, Duration::ZERO),
+            now: Duration::ZERO,
+            jobs: Vec::new(),
+            fetches: Vec::new(),
+            decoder: FrameDecoder::default(),
+            closed: false,
+            coin: 0,
+        }
+    }
+
+    /// Plays one step, then drains and checks.
+    pub fn play(&mut self, step: &Step) -> Result<(), String> {
+        let now = self.now;
+        match step {
+            Step::Scheduler { op, a, b, n } => {
+                let m = scheduler_message(*op, *a, *b, *n);
+                self.state.handle_scheduler_message(now, m);
+            }
+            Step::SchedulerBytes { bytes } => {
+                self.decoder.push(bytes);
+                loop {
+                    match self.decoder.poll() {
+                        Ok(Some(batch)) => {
+                            for m in batch {
+                                self.state.handle_scheduler_message(now, m);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.state
+                                .handle_scheduler_protocol_error(now, e.code, e.message);
+                            self.decoder = FrameDecoder::default();
+                            break;
+                        }
+                    }
+                    self.drain()?;
+                }
+            }
+            Step::PeerRequest { peer, keys: mask } => {
+                let request = GetData {
+                    request: u64::from(*mask),
+                    keys: keys(*mask),
+                };
+                self.state
+                    .handle_peer_request(now, PeerId(u64::from(peer % 3)), request);
+            }
+            Step::PeerReply { which, a, b, n } => {
+                let (address, request, asked) = match self.fetches.len() {
+                    len if len > 0 && n % 4 > 0 => {
+                        let (address, get) = self.fetches.remove(*which as usize % len);
+                        (address, get.request, get.keys)
+                    }
+                    _ => (
+                        ADDRESSES[*which as usize % ADDRESSES.len()].to_string(),
+                        small(*n),
+                        keys(*a),
+                    ),
+                };
+                let reply = if b & 7 == 7 {
+                    Message::Busy(Busy { request })
+                } else {
+                    // Found: the asked keys the mask keeps; the rest missing
+                    // (or, now and then, left out: a holder that says
+                    // nothing about a key).
+                    let mut found = Vec::new();
+                    let mut missing = Vec::new();
+                    for (i, k) in asked.into_iter().enumerate() {
+                        if b & (1 << (i % 8)) != 0 {
+                            found.push(k);
+                        } else {
+                            missing.push(k);
+                        }
+                    }
+                    Message::Data(Data {
+                        request,
+                        data: found.into_iter().map(|k| (k, value(*a))).collect(),
+                        missing: if n & 8 == 0 { missing } else { Vec::new() },
+                    })
+                };
+                self.state.handle_peer_reply(now, &address, reply);
+            }
+            Step::PeerFailed { which } => {
+                let address = ADDRESSES[*which as usize % ADDRESSES.len()];
+                self.fetches.retain(|(a, _)| a != address);
+                self.state.handle_peer_failed(now, address);
+            }
+            Step::PeerDrained { peer } => {
+                self.state.handle_peer_drained(PeerId(u64::from(peer % 3)));
+            }
+            Step::PeerClosed { peer } => {
+                self.state.handle_peer_closed(PeerId(u64::from(peer % 3)));
+            }
+            Step::Done { which, ok, size } => {
+                if self.jobs.is_empty() {
+                    return Ok(());
+                }
+                // Only a started run can finish.
+                let started = self.jobs.len().min(NTHREADS);
+                let job = self.jobs.remove(*which as usize % started);
+                let result = if *ok {
+                    // Now and then over value_bytes_max: ValueTooLarge.
+                    let len = if *size > 250 {
+                        2000
+                    } else {
+                        usize::from(*size)
+                    };
+                    let bytes = vec![*size; len];
+                    Ok(RawValue::from_value(&Value::Binary(bytes)))
+                } else {
+                    Err(TaskError::new("E", "failed"))
+                };
+                self.state.handle_task_done(
+                    now,
+                    TaskDone {
+                        run_id: job.run_id,
+                        result,
+                        duration_us: 1,
+                    },
+                );
+            }
+            Step::Tick { millis } => {
+                self.now += Duration::from_millis(u64::from(*millis));
+                self.state.handle_tick(self.now);
+            }
+        }
+        self.drain()?;
+        self.check(matches!(step, Step::Tick { .. }))
+    }
+
+    /// Takes every output, answering withdrawals at once.
+    fn drain(&mut self) -> Result<(), String> {
+        while let Some(output) = self.state.poll_output() {
+            match output {
+                Output::ToScheduler(m) => {
+                    if self.closed {
+                        return Err(format!("`{}` to a closed scheduler connection", m.op()));
+                    }
+                    round_trips(&m)?;
+                }
+                Output::ToPeer { message, .. } => round_trips(&message)?,
+                Output::FetchFromPeer { address, request } => {
+                    if address == ADDRESSES[0] {
+                        return Err(format!("fetch from its own address: {request:?}"));
+                    }
+                    round_trips(&Message::GetData(request.clone()))?;
+                    self.fetches.push((address, request));
+                }
+                Output::Execute(job) => self.jobs.push(job),
+                Output::Withdraw { run_id } => {
+                    let at = self.jobs.iter().position(|j| j.run_id == run_id);
+                    self.coin = self.coin.wrapping_add(1);
+                    let withdrawn = match at {
+                        Some(at) if at >= NTHREADS => !matches!(self.coin % 3, 0),
+                        _ => false,
+                    };
+                    if withdrawn {
+                        if let Some(at) = at {
+                            self.jobs.remove(at);
+                        }
+                    }
+                    self.state.handle_withdrawn(self.now, run_id, withdrawn);
+                }
+                Output::CloseScheduler { .. } => self.closed = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, after_tick: bool) -> Result<(), String> {
+        if self.state.running() != self.jobs.len() {
+            return Err(format!(
+                "the state counts {} runs, the executor holds {}",
+                self.state.running(),
+                self.jobs.len()
+            ));
+        }
+        if self.jobs.len() > NTHREADS + DISPATCH_AHEAD {
+            return Err(format!("{} runs out at once", self.jobs.len()));
+        }
+        // (A closed worker's loop ends: its timeouts no longer matter.)
+        if after_tick && !self.closed {
+            if let Some(at) = self.state.poll_timeout() {
+                if at <= self.now {
+                    return Err(format!(
+                        "after a tick at {:?} the next timeout is {at:?}",
+                        self.now
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every message the worker emits must decode to itself.
+fn round_trips(m: &Message) -> Result<(), String> {
+    let bytes = m.to_bytes();
+    match Message::from_bytes(&bytes) {
+        Ok(back) if back == *m => Ok(()),
+        Ok(back) => Err(format!("`{}` decodes to {back:?}", m.op())),
+        Err(e) => Err(format!("`{}` does not decode: {e}", m.op())),
+    }
+}
