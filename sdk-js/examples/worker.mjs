@@ -1,7 +1,7 @@
 // A dask/1 worker in Node, like dask-worker: serves the conformance
 // functions and a few JS ones until the scheduler closes it.
 //
-//   node examples/worker.mjs tcp://127.0.0.1:8786 [--nthreads N] [--name NAME]
+//   node examples/worker.mjs tcp://127.0.0.1:8786 [--nthreads N | N] [--name NAME]
 //
 // (The scheduler address may also come from $DASK_SCHEDULER_ADDRESS.)
 // This is the worker scripts/ci/conformance.sh runs the conformance cases
@@ -16,7 +16,7 @@ const option = (flag) => {
   const [, value] = args.splice(at, 2);
   return value;
 };
-const nthreads = Number(option('--nthreads') ?? process.env.DASK_NTHREADS ?? 1);
+const nthreads = Number(option('--nthreads') ?? args[1] ?? process.env.DASK_NTHREADS ?? 1);
 const name = option('--name') ?? process.env.DASK_WORKER_NAME;
 const scheduler = args[0] ?? process.env.DASK_SCHEDULER_ADDRESS;
 if (!scheduler) {
