@@ -127,6 +127,7 @@ impl LocalClusterBuilder {
                 resources: self.resources.clone(),
                 memory_limit: self.memory_limit,
                 functions: functions.clone(),
+                ..WorkerConfig::default()
             })?;
             cluster.workers.push(worker);
         }
