@@ -3,7 +3,7 @@
 # its own that can be run alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-steps=(setup fmt clippy wasm rust-tests c-sdk js-sdk conformance)
+steps=(setup fmt clippy wasm rust-tests c-sdk js-sdk partition fuzz conformance)
 for step in "${steps[@]}"; do
   echo "== $step"
   start=$(date +%s)
