@@ -36,12 +36,21 @@
 //!   them); they may follow a `key-finished` when the result is later lost
 //!   for good or force-cancelled by another client.
 //! - `cancel-keys` without force sends `key-cancelled` for each listed key
-//!   the client wanted (finished or not); other keys are ignored.
+//!   the client wanted (finished or not, or still being scattered); other
+//!   keys are ignored.
 //! - Erred tasks are kept only while a dataset or an erred dependent refers
 //!   to them: submitting a failed key again computes it again.
+//! - Scatter: a key becomes a task, in memory on every worker that stored
+//!   it, only once every `put-data` of it was answered (or its worker
+//!   left): with broadcast, `key-finished` means every copy is in place
+//!   (Dask waits for every copy too). Until then the key is not known to
+//!   graphs (update-graph refuses it with 4002, like a scatter of it) and
+//!   a release, cancel or disconnect of its client makes the stored copies
+//!   be freed when the last answer comes, creating nothing.
 //! - Scattered data has no lineage: when its last copy is lost, wanting
 //!   clients get `key-lost` and so do clients wanting tasks that depend on
-//!   it; a put-data whose worker leaves before `data-stored` is lost too.
+//!   it; a scattered key that no worker stored (every worker left before
+//!   `data-stored`, or left out the key) is lost too.
 //! - `missing-data` drops the listed holders' replicas (and frees them on
 //!   those workers, keeping their stores in step); the task is placed again
 //!   once its dependencies are back, recomputing them if no copy remains.
@@ -583,8 +592,13 @@ impl SchedulerState {
             Message::UpdateGraph(m) => self.update_graph(conn, m),
             Message::ReleaseKeys(m) => {
                 for key in &m.keys {
-                    if let Some(&t) = self.task_by_key.get(key) {
-                        self.remove_want(conn, t);
+                    match self.task_by_key.get(key) {
+                        Some(&t) => {
+                            self.remove_want(conn, t);
+                        }
+                        None => {
+                            self.abandon_scatter(conn, key);
+                        }
                     }
                 }
             }
@@ -708,6 +722,7 @@ impl SchedulerState {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
+        self.data_client_left(conn);
         for &t in client.wants.keys() {
             let task = &mut self.tasks[t.0];
             task.wanted_by.retain(|&c| c != conn);

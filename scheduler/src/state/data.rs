@@ -39,9 +39,29 @@ struct PendingGet {
 /// One `put-data` sent to a worker for a scatter.
 #[derive(Debug)]
 struct PendingPut {
-    client: ConnId,
     worker: WorkerIdx,
     keys: Vec<Key>,
+}
+
+/// A key being scattered: its `put-data` requests (one per worker, several
+/// with broadcast) are not all answered yet. The key becomes a task, in
+/// memory on every worker that stored it, only once all are: a client gets
+/// `key-finished` when every copy is in place, and copies stored for a key
+/// its client no longer wants are freed, never turned into a task.
+#[derive(Debug)]
+struct ScatteringKey {
+    client: ConnId,
+    /// `put-data` requests of it not answered yet (nor ended by their
+    /// worker leaving).
+    outstanding: u32,
+    /// Workers that stored it so far (none is counted as a holder yet).
+    stored: Vec<WorkerIdx>,
+    nbytes: u64,
+    /// The client released or cancelled the key, or left, before the last
+    /// answer: the stored copies are freed.
+    abandoned: bool,
+    /// Why the last put that stored nothing failed, for `key-lost`.
+    failure: &'static str,
 }
 
 /// Requests the scheduler has sent to workers and awaits answers for.
@@ -50,8 +70,8 @@ pub(crate) struct DataRequests {
     gathers: HashMap<u64, PendingGather>,
     gets: HashMap<u64, PendingGet>,
     puts: HashMap<u64, PendingPut>,
-    /// Keys with a put-data in flight, and how many.
-    scattering: HashMap<Key, u32>,
+    /// Keys with a put-data in flight.
+    scattering: HashMap<Key, ScatteringKey>,
     /// Gets answered `busy`, to ask again on the next tick.
     busy: Vec<u64>,
     next_gather: u64,
@@ -128,90 +148,171 @@ impl SchedulerState {
             let request = self.request_id();
             let keys: Vec<Key> = data.keys().cloned().collect();
             for k in &keys {
-                *self.data.scattering.entry(k.clone()).or_default() += 1;
+                let entry = self
+                    .data
+                    .scattering
+                    .entry(k.clone())
+                    .or_insert(ScatteringKey {
+                        client: conn,
+                        outstanding: 0,
+                        stored: Vec::new(),
+                        nbytes: 0,
+                        abandoned: false,
+                        failure: "the worker did not store it",
+                    });
+                entry.outstanding += 1;
             }
-            self.data.puts.insert(
-                request,
-                PendingPut {
-                    client: conn,
-                    worker: w,
-                    keys,
-                },
-            );
+            self.data
+                .puts
+                .insert(request, PendingPut { worker: w, keys });
             self.send_worker(w, Message::PutData(PutData { request, data }));
         }
     }
 
-    /// One put-data is over (stored or its worker gone): the key is no
-    /// longer in flight there. Returns whether another put of it is.
-    fn put_done(&mut self, key: &Key) -> bool {
+    /// Whether `key` is being scattered (its `put-data` not all answered).
+    pub(crate) fn is_scattering(&self, key: &Key) -> bool {
+        self.data.scattering.contains_key(key)
+    }
+
+    /// Client `conn` released (or cancelled) `key` before its scatter was
+    /// over: the copies are freed when it is. Returns whether the key was
+    /// being scattered for that client (and not yet abandoned).
+    pub(crate) fn abandon_scatter(&mut self, conn: ConnId, key: &Key) -> bool {
         match self.data.scattering.get_mut(key) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(s) if s.client == conn && !s.abandoned => {
+                s.abandoned = true;
                 true
             }
-            Some(_) => {
-                self.data.scattering.remove(key);
-                false
-            }
-            None => false,
+            _ => false,
         }
     }
 
-    pub(crate) fn data_stored(&mut self, w: WorkerIdx, m: DataStored) {
-        let Some(put) = self.data.puts.get(&m.request) else {
+    /// Invariants of the scatters in flight (see [`SchedulerState::validate`]).
+    pub(crate) fn validate_scatters(&self) -> Result<(), String> {
+        let mut puts: HashMap<&Key, u32> = HashMap::new();
+        for put in self.data.puts.values() {
+            if !self.workers.contains(put.worker.0) {
+                return Err("a put-data is awaited from a removed worker".into());
+            }
+            for k in &put.keys {
+                *puts.entry(k).or_default() += 1;
+            }
+        }
+        for (key, s) in &self.data.scattering {
+            if self.task_by_key.contains_key(key) {
+                return Err(format!("{key} is both a task and being scattered"));
+            }
+            if puts.get(key).copied().unwrap_or(0) != s.outstanding || s.outstanding == 0 {
+                return Err(format!(
+                    "{key} is being scattered with {} puts outstanding, {} in flight",
+                    s.outstanding,
+                    puts.get(key).copied().unwrap_or(0)
+                ));
+            }
+            if let Some(w) = s.stored.iter().find(|w| !self.workers.contains(w.0)) {
+                return Err(format!("{key} is stored on removed worker {w:?}"));
+            }
+        }
+        if puts.keys().any(|k| !self.data.scattering.contains_key(*k)) {
+            return Err("a put-data in flight for a key not being scattered".into());
+        }
+        Ok(())
+    }
+
+    /// A client left: its scatters in flight are abandoned, and its
+    /// gathers are not answered (a later connection may get its id).
+    pub(crate) fn data_client_left(&mut self, conn: ConnId) {
+        for s in self.data.scattering.values_mut() {
+            if s.client == conn {
+                s.abandoned = true;
+            }
+        }
+        self.data.gathers.retain(|_, g| g.client != conn);
+    }
+
+    /// One put-data of `key` is over: stored on `stored_on` with `nbytes`,
+    /// or not stored (`None`, for the reason `failure`). After the last
+    /// one the key is in memory on every worker that stored it and its
+    /// client gets `key-finished` (or `key-lost` when none did); copies of
+    /// an abandoned key are freed instead.
+    fn put_done(&mut self, key: &Key, stored_on: Option<(WorkerIdx, u64)>, failure: &'static str) {
+        let Some(s) = self.data.scattering.get_mut(key) else {
             return;
         };
-        if put.worker != w {
+        s.outstanding = s.outstanding.saturating_sub(1);
+        match stored_on {
+            Some((w, nbytes)) => {
+                if !s.stored.contains(&w) {
+                    s.stored.push(w);
+                }
+                s.nbytes = s.nbytes.max(nbytes);
+            }
+            None => s.failure = failure,
+        }
+        if s.outstanding > 0 {
+            return;
+        }
+        let Some(s) = self.data.scattering.remove(key) else {
+            return;
+        };
+        let wanted = !s.abandoned && self.clients.contains_key(&s.client);
+        // A task of that key cannot appear meanwhile (update-graph refuses
+        // keys being scattered); if one did, the copies are not its data.
+        if !wanted || self.task_by_key.contains_key(key) {
+            for w in s.stored {
+                self.free_on(w, key.clone());
+            }
+            if wanted {
+                self.scatter_lost(s.client, key.clone(), "the key was defined meanwhile");
+            }
+            return;
+        }
+        if s.stored.is_empty() {
+            return self.scatter_lost(s.client, key.clone(), s.failure);
+        }
+        let order = self.next_order;
+        self.next_order += 1;
+        let t = TaskId(self.tasks.insert(Task {
+            key: key.clone(),
+            def: None,
+            state: TaskState::Memory,
+            priority: 0,
+            order,
+            retries_left: 0,
+            suspicious: 0,
+            lost_on: Vec::new(),
+            dependencies: Vec::new(),
+            dependents: BTreeSet::new(),
+            waiting_on: 0,
+            waiters: 0,
+            wanted_by: Vec::new(),
+            dataset_refs: 0,
+            who_has: Vec::new(),
+            nbytes: s.nbytes,
+            error: None,
+            steal_pending: false,
+        }));
+        self.task_by_key.insert(key.clone(), t);
+        for w in s.stored {
+            self.add_replica(t, w);
+        }
+        self.add_want(s.client, t);
+        self.to_check.push(t);
+    }
+
+    pub(crate) fn data_stored(&mut self, w: WorkerIdx, m: DataStored) {
+        if self.data.puts.get(&m.request).is_none_or(|p| p.worker != w) {
             return;
         }
         let Some(put) = self.data.puts.remove(&m.request) else {
             return;
         };
         for key in put.keys {
-            let more = self.put_done(&key);
-            let Some(nbytes) = m
+            let stored = m
                 .nbytes
                 .get(&key)
-                .map(|&n| super::tasks::plausible_nbytes(n))
-            else {
-                if !more && !self.task_by_key.contains_key(&key) {
-                    self.scatter_lost(put.client, key, "the worker did not store it");
-                }
-                continue;
-            };
-            match self.task_by_key.get(&key) {
-                Some(&t) if self.tasks[t.0].state == TaskState::Memory => self.add_replica(t, w),
-                Some(_) => self.free_on(w, key),
-                None => {
-                    let order = self.next_order;
-                    self.next_order += 1;
-                    let t = TaskId(self.tasks.insert(Task {
-                        key: key.clone(),
-                        def: None,
-                        state: TaskState::Memory,
-                        priority: 0,
-                        order,
-                        retries_left: 0,
-                        suspicious: 0,
-                        lost_on: Vec::new(),
-                        dependencies: Vec::new(),
-                        dependents: BTreeSet::new(),
-                        waiting_on: 0,
-                        waiters: 0,
-                        wanted_by: Vec::new(),
-                        dataset_refs: 0,
-                        who_has: Vec::new(),
-                        nbytes,
-                        error: None,
-                        steal_pending: false,
-                    }));
-                    self.task_by_key.insert(key, t);
-                    self.add_replica(t, w);
-                    self.add_want(put.client, t);
-                    self.to_check.push(t);
-                }
-            }
+                .map(|&n| (w, super::tasks::plausible_nbytes(n)));
+            self.put_done(&key, stored, "the worker did not store it");
         }
     }
 
@@ -341,6 +442,8 @@ impl SchedulerState {
     fn get_failed(&mut self, gather: u64, w: WorkerIdx, keys: Vec<Key>, drop_replica: bool) {
         let mut retry: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
         let mut missing = Vec::new();
+        // Its client may have left: nothing more to ask for.
+        let answering = self.data.gathers.contains_key(&gather);
         for key in keys {
             if drop_replica {
                 if let Some(&t) = self.task_by_key.get(&key) {
@@ -351,6 +454,9 @@ impl SchedulerState {
                         }
                     }
                 }
+            }
+            if !answering {
+                continue;
             }
             match self.holder(&key, Some(w)) {
                 Some(x) => retry.entry(x).or_default().push(key),
@@ -394,8 +500,8 @@ impl SchedulerState {
         }
     }
 
-    /// Requests to a worker that left: gets go to other holders, puts
-    /// are lost unless stored elsewhere.
+    /// Requests to a worker that left: gets go to other holders; puts
+    /// end without a copy there (the key is lost if no worker stored it).
     pub(crate) fn data_worker_left(&mut self, w: WorkerIdx) {
         let mut gets: Vec<u64> = self
             .data
@@ -419,14 +525,16 @@ impl SchedulerState {
             .map(|(&r, _)| r)
             .collect();
         puts.sort_unstable();
+        // Copies it stored for scatters still in flight are gone with it.
+        for s in self.data.scattering.values_mut() {
+            s.stored.retain(|&x| x != w);
+        }
         for r in puts {
             let Some(put) = self.data.puts.remove(&r) else {
                 continue;
             };
             for key in put.keys {
-                if !self.put_done(&key) && !self.task_by_key.contains_key(&key) {
-                    self.scatter_lost(put.client, key, "the worker left before storing it");
-                }
+                self.put_done(&key, None, "the worker left before storing it");
             }
         }
     }

@@ -117,6 +117,11 @@ impl SchedulerState {
                 continue;
             }
             in_graph.insert(&spec.key, i);
+            if self.is_scattering(&spec.key) {
+                // Scattered data, stored but not yet announced.
+                duplicates.push(spec.key.clone());
+                continue;
+            }
             match self.task_by_key.get(&spec.key) {
                 Some(&t) => {
                     if !same_def(&self.tasks[t.0].def, spec) {

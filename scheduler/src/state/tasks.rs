@@ -387,6 +387,10 @@ impl SchedulerState {
         let force = m.force.unwrap_or(false);
         for key in m.keys {
             let Some(&t) = self.task_by_key.get(&key) else {
+                // A scatter not over yet ends like a want.
+                if self.abandon_scatter(conn, &key) {
+                    self.send(conn, Message::KeyCancelled(KeyCancelled { key }));
+                }
                 continue;
             };
             let clients: Vec<ConnId> = if force {

@@ -949,34 +949,52 @@ fn scatter_stores_on_a_worker_and_gather_fetches_over_its_connection() {
     assert_eq!(computes(&got)[0].who_has[&Key::from("x")], [address("w")]);
 }
 
-#[test]
-fn broadcast_puts_every_value_on_every_worker() {
-    let mut sim = Sim::new();
-    let c = sim.client();
-    let (w1, w2) = (sim.worker("w1", &[], 1), sim.worker("w2", &[], 1));
+/// The put-data request `w` got (and nothing else).
+fn put_request(sim: &mut Sim, w: ConnId) -> u64 {
+    let got = sim.recv(w);
+    let [Message::PutData(put)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    put.request
+}
+
+fn broadcast(sim: &mut Sim, c: ConnId, request: u64, key: &str) {
     sim.send(
         c,
         Scatter {
-            request: 1,
-            data: [(Key::from("b"), raw(Value::from(1)))].into(),
+            request,
+            data: [(Key::from(key), raw(Value::from(1)))].into(),
             workers: None,
             broadcast: Some(true),
         },
     );
-    for w in [w1, w2] {
-        let got = sim.recv(w);
-        let [Message::PutData(put)] = &got[..] else {
-            panic!("{got:?}")
-        };
-        let request = put.request;
-        sim.send(
-            w,
-            DataStored {
-                request,
-                nbytes: [(Key::from("b"), 1)].into(),
-            },
-        );
-    }
+}
+
+fn stored(sim: &mut Sim, w: ConnId, request: u64, key: &str) {
+    sim.send(
+        w,
+        DataStored {
+            request,
+            nbytes: [(Key::from(key), 1)].into(),
+        },
+    );
+}
+
+#[test]
+fn broadcast_puts_every_value_on_every_worker() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let (w1, w2) = (sim.worker("w1", &["f"], 1), sim.worker("w2", &["f"], 1));
+    broadcast(&mut sim, c, 1, "b");
+    let (p1, p2) = (put_request(&mut sim, w1), put_request(&mut sim, w2));
+    stored(&mut sim, w1, p1, "b");
+    // Not announced, nor known, until every copy is stored.
+    assert!(sim.recv(c).is_empty());
+    assert_eq!(sim.state("b"), None);
+    // Graphs may not use the key meanwhile (it holds scattered data).
+    sim.submit(c, 2, vec![spec("b", "f", vec![])], &["b"]);
+    assert_eq!(error_of(&sim.recv(c)).code, 4002);
+    stored(&mut sim, w2, p2, "b");
     assert_eq!(finished(&sim.recv(c)), ["b"], "one event for two copies");
     sim.send(
         c,
@@ -990,6 +1008,108 @@ fn broadcast_puts_every_value_on_every_worker() {
         panic!("{got:?}")
     };
     assert_eq!(r.who_has[&Key::from("b")], [address("w1"), address("w2")]);
+}
+
+#[test]
+fn a_scatter_released_before_every_copy_is_stored_leaves_nothing() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let (w1, w2) = (sim.worker("w1", &[], 1), sim.worker("w2", &[], 1));
+    broadcast(&mut sim, c, 1, "b");
+    let (p1, p2) = (put_request(&mut sim, w1), put_request(&mut sim, w2));
+    stored(&mut sim, w1, p1, "b");
+    sim.send(c, ReleaseKeys { keys: keys(&["b"]) });
+    stored(&mut sim, w2, p2, "b");
+    // No event, no task; both copies are freed.
+    assert!(sim.recv(c).is_empty());
+    assert_eq!(sim.s.task_count(), 0);
+    assert_eq!(freed(&sim.recv(w1)), ["b"]);
+    assert_eq!(freed(&sim.recv(w2)), ["b"]);
+    // The key can be scattered again.
+    broadcast(&mut sim, c, 2, "b");
+    let (p1, p2) = (put_request(&mut sim, w1), put_request(&mut sim, w2));
+
+    // Cancelled: the same, and the client is told.
+    stored(&mut sim, w2, p2, "b");
+    sim.send(
+        c,
+        CancelKeys {
+            keys: keys(&["b"]),
+            force: None,
+        },
+    );
+    assert!(matches!(&sim.recv(c)[..], [Message::KeyCancelled(k)] if k.key.as_str() == "b"));
+    stored(&mut sim, w1, p1, "b");
+    assert!(sim.recv(c).is_empty());
+    assert_eq!(sim.s.task_count(), 0);
+    assert_eq!(freed(&sim.recv(w1)), ["b"]);
+    assert_eq!(freed(&sim.recv(w2)), ["b"]);
+
+    // The client leaves: the same.
+    broadcast(&mut sim, c, 3, "b");
+    let (p1, p2) = (put_request(&mut sim, w1), put_request(&mut sim, w2));
+    stored(&mut sim, w1, p1, "b");
+    sim.close(c);
+    stored(&mut sim, w2, p2, "b");
+    assert_eq!(sim.s.task_count(), 0);
+    assert_eq!(freed(&sim.recv(w1)), ["b"]);
+    assert_eq!(freed(&sim.recv(w2)), ["b"]);
+}
+
+#[test]
+fn a_broadcast_is_finished_once_every_targeted_worker_answered_or_left() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let (w1, w2, w3) = (
+        sim.worker("w1", &[], 1),
+        sim.worker("w2", &[], 1),
+        sim.worker("w3", &[], 1),
+    );
+    broadcast(&mut sim, c, 1, "b");
+    let p1 = put_request(&mut sim, w1);
+    let p2 = put_request(&mut sim, w2);
+    sim.recv(w3);
+    // w2 stores it and then leaves; w3 leaves before storing it.
+    stored(&mut sim, w2, p2, "b");
+    sim.close(w2);
+    assert!(sim.recv(c).is_empty());
+    sim.close(w3);
+    assert!(sim.recv(c).is_empty());
+    stored(&mut sim, w1, p1, "b");
+    assert_eq!(finished(&sim.recv(c)), ["b"]);
+    sim.send(
+        c,
+        WhoHas {
+            request: 2,
+            keys: keys(&["b"]),
+        },
+    );
+    let got = sim.recv(c);
+    let [Message::WhoHasReply(r)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.who_has[&Key::from("b")], [address("w1")]);
+
+    // When no copy is left at the end, the key is lost.
+    let w4 = sim.worker("w4", &[], 1);
+    broadcast(&mut sim, c, 3, "l");
+    let p1 = put_request(&mut sim, w1);
+    let p4 = put_request(&mut sim, w4);
+    stored(&mut sim, w4, p4, "l");
+    sim.close(w4);
+    sim.send(
+        w1,
+        DataStored {
+            request: p1,
+            nbytes: BTreeMap::new(),
+        },
+    );
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::KeyLost(l)] if l.key.as_str() == "l"),
+        "{got:?}"
+    );
+    assert_eq!(sim.state("l"), None);
 }
 
 #[test]

@@ -173,6 +173,7 @@ impl SchedulerState {
                 );
             }
         }
+        self.validate_scatters()?;
         let mut refs: HashMap<TaskId, u32> = HashMap::new();
         for ids in self.datasets.values() {
             for &t in ids {

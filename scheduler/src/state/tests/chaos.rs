@@ -1,6 +1,6 @@
 //! Seeded random stories: clients submit, release, cancel, scatter,
 //! gather and publish; model workers compute, fail, fetch, miss data, give
-//! up tasks, and die. `validate()` runs after every event. Then the cluster
+//! up tasks, store scattered data late, and die. `validate()` runs after every event. Then the cluster
 //! heals (one reliable worker that offers everything) and the story must
 //! end well: every want got its event, and once everything is released the
 //! scheduler knows no task and no worker holds any data.
@@ -44,6 +44,8 @@ struct ModelWorker {
     /// Tasks assigned and not yet answered: key -> who_has.
     assigned: BTreeMap<Key, BTreeMap<Key, Vec<String>>>,
     data: BTreeSet<Key>,
+    /// `put-data` not answered yet (a slow worker).
+    held_puts: Vec<PutData>,
     /// Always computes, never fails or misbehaves (the healing phase).
     reliable: bool,
 }
@@ -128,6 +130,7 @@ impl Chaos {
             functions,
             assigned: BTreeMap::new(),
             data: BTreeSet::new(),
+            held_puts: Vec::new(),
             reliable,
         });
         self.deliver();
@@ -184,16 +187,11 @@ impl Chaos {
                 }
             }
             Message::PutData(p) => {
-                let w = &mut self.workers[i];
-                let nbytes = p.data.keys().map(|k| (k.clone(), 1)).collect();
-                w.data.extend(p.data.into_keys());
-                self.sim.send(
-                    conn,
-                    DataStored {
-                        request: p.request,
-                        nbytes,
-                    },
-                );
+                if !self.workers[i].reliable && self.rng.chance(30) {
+                    self.workers[i].held_puts.push(p);
+                } else {
+                    self.store(i, p);
+                }
             }
             Message::GetData(g) => {
                 let w = &self.workers[i];
@@ -221,6 +219,21 @@ impl Chaos {
             Message::Close(_) => {}
             other => panic!("seed {}: a worker got {other:?}", self.seed),
         }
+    }
+
+    /// Worker `i` stores a put's values and says so.
+    fn store(&mut self, i: usize, p: PutData) {
+        let w = &mut self.workers[i];
+        let nbytes = p.data.keys().map(|k| (k.clone(), 1)).collect();
+        w.data.extend(p.data.into_keys());
+        let conn = w.conn;
+        self.sim.send(
+            conn,
+            DataStored {
+                request: p.request,
+                nbytes,
+            },
+        );
     }
 
     fn client_gets(&mut self, i: usize, m: Message) {
@@ -513,7 +526,13 @@ impl Chaos {
                 self.workers.retain(|w| !closed.contains(&w.conn));
             }
             _ => {
-                if let Some(i) = self.busy_worker() {
+                let slow: Vec<usize> = (0..self.workers.len())
+                    .filter(|&i| !self.workers[i].held_puts.is_empty())
+                    .collect();
+                if let (Some(&i), true) = (self.rng.pick(&slow), self.rng.chance(50)) {
+                    let p = self.workers[i].held_puts.remove(0);
+                    self.store(i, p);
+                } else if let Some(i) = self.busy_worker() {
                     self.worker_runs(i, false);
                 }
             }
