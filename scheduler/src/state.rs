@@ -21,7 +21,8 @@
 //!   released;
 //! - a task's *definition* is kept while it is wanted or has dependents, so
 //!   lost results can be recomputed from their lineage; a released or erred
-//!   task with neither is forgotten.
+//!   task with neither is forgotten. An erred task keeps its error while it
+//!   is kept: a task that comes to depend on it errs at once.
 //!
 //! Every handler ends with `finish_event`: pending reference checks run,
 //! batched `free-keys` go out, queued tasks are placed on workers with free
@@ -31,15 +32,20 @@
 //! - Client events: `key-finished` is sent at most once per want (a result
 //!   recomputed after a worker loss is not announced again) — except that
 //!   wanting a key again (update-graph, get-dataset) while it is in memory
-//!   answers with `key-finished` again. `key-erred`, `key-cancelled` and
-//!   `key-lost` end the want (the client needs no release-keys after
-//!   them); they may follow a `key-finished` when the result is later lost
-//!   for good or force-cancelled by another client.
+//!   or erred answers with its event again. `key-cancelled` and `key-lost`
+//!   end the want (the client needs no release-keys after them); they may
+//!   follow a `key-finished` when the result is later lost for good or
+//!   force-cancelled by another client.
+//! - `key-erred` does not end the want (as in Dask): the erred task is kept,
+//!   with its error, while a client or dataset wants it or an erred
+//!   dependent refers to it, and the client releases it like a finished
+//!   one. A task submitted later on an erred key errs at once: wanting
+//!   clients get `key-erred` with the error and `cause` (the key whose task
+//!   raised it) instead of a 4001 refusal. Submitting a failed key again
+//!   computes it again only once it is forgotten.
 //! - `cancel-keys` without force sends `key-cancelled` for each listed key
-//!   the client wanted (finished or not, or still being scattered); other
-//!   keys are ignored.
-//! - Erred tasks are kept only while a dataset or an erred dependent refers
-//!   to them: submitting a failed key again computes it again.
+//!   the client wanted (finished, erred or pending, or still being
+//!   scattered); other keys are ignored.
 //! - Scatter: a key becomes a task, in memory on every worker that stored
 //!   it, only once every `put-data` of it was answered (or its worker
 //!   left): with broadcast, `key-finished` means every copy is in place

@@ -143,7 +143,8 @@ impl SchedulerState {
 
     /// `t` is erred with `error` (its own, or a dependency's); so is every
     /// dependent not already in memory or erred. Wanting clients get
-    /// key-erred (key-lost for lost data) and their wants end.
+    /// key-erred and keep wanting the key (they release it as any other);
+    /// for lost data they get key-lost and their wants end.
     pub(crate) fn fail(&mut self, t: TaskId, error: Arc<TaskError>) {
         let mut stack = vec![t];
         self.mark_erred(t, error.clone());
@@ -164,10 +165,16 @@ impl SchedulerState {
         let task = &mut self.tasks[t.0];
         task.who_has.clear();
         task.error = Some(error.clone());
-        let clients = std::mem::take(&mut task.wanted_by);
+        let clients = if error.lost {
+            std::mem::take(&mut task.wanted_by)
+        } else {
+            task.wanted_by.clone()
+        };
         for c in clients {
-            if let Some(client) = self.clients.get_mut(&c) {
-                client.wants.remove(&t);
+            if error.lost {
+                if let Some(client) = self.clients.get_mut(&c) {
+                    client.wants.remove(&t);
+                }
             }
             let m = self.error_event(t, &error);
             self.send(c, m);
@@ -314,17 +321,24 @@ impl SchedulerState {
     }
 
     /// Client `conn` wants `t`: events follow (at once when it is already
-    /// in memory or erred).
+    /// in memory or erred). An erred task stays wanted (with its error)
+    /// until released; one whose data was lost is not wanted (key-lost
+    /// ends the want).
     pub(crate) fn add_want(&mut self, conn: ConnId, t: TaskId) {
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
         let task = &mut self.tasks[t.0];
         if task.state == TaskState::Erred {
-            if let Some(error) = task.error.clone() {
-                let m = self.error_event(t, &error);
-                self.send(conn, m);
+            let Some(error) = task.error.clone() else {
+                return;
+            };
+            if !error.lost && !client.wants.contains_key(&t) {
+                task.wanted_by.push(conn);
+                client.wants.insert(t, false);
             }
+            let m = self.error_event(t, &error);
+            self.send(conn, m);
             self.to_check.push(t);
             return;
         }

@@ -675,11 +675,100 @@ fn an_error_reaches_every_dependent_with_its_cause() {
             other => panic!("event for {other}"),
         }
     }
-    // The wants ended with the error: nothing is left.
+    // key-erred does not end a want: the erred keys stay while wanted (b
+    // between them), so a task built on one later errs at once, with the
+    // cause, instead of being refused as unknown.
+    assert_eq!(
+        [sim.state("a"), sim.state("b"), sim.state("c")],
+        [Some("erred"); 3]
+    );
+    sim.submit(c, 2, vec![spec("d", "f", vec![r("c")])], &["d"]);
+    let got = sim.recv(c);
+    let [Message::KeyErred(e)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str(), e.cause.as_ref()),
+        ("d", "boom", Some(&Key::from("a")))
+    );
+    let got = sim.recv(w);
+    assert!(compute_keys(&got).is_empty(), "nothing runs: {got:?}");
+    // Wanting an erred key again repeats its event.
+    sim.submit(c, 3, vec![], &["a"]);
+    assert!(matches!(&sim.recv(c)[..], [Message::KeyErred(e)] if e.key.as_str() == "a"));
+    // Released, they are forgotten; submitting again computes again.
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: keys(&["a", "c", "d"]),
+        },
+    );
     assert_eq!(sim.s.task_count(), 0);
-    // Submitting again computes again.
-    sim.submit(c, 2, vec![spec("a", "f", vec![])], &["a"]);
+    sim.submit(c, 4, vec![spec("a", "f", vec![])], &["a"]);
     assert_eq!(compute_keys(&sim.recv(w)), ["a"]);
+}
+
+#[test]
+fn an_erred_key_is_kept_for_each_client_until_it_releases_it() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let (c1, c2) = (sim.client(), sim.client());
+    sim.submit(c1, 1, vec![spec("a", "f", vec![])], &["a"]);
+    sim.submit(c2, 1, vec![spec("a", "f", vec![])], &["a"]);
+    sim.recv(w);
+    sim.fail(w, "a", "boom");
+    for c in [c1, c2] {
+        assert!(matches!(&sim.recv(c)[..], [Message::KeyErred(e)] if e.key.as_str() == "a"));
+    }
+    sim.send(c1, ReleaseKeys { keys: keys(&["a"]) });
+    assert_eq!(sim.state("a"), Some("erred"), "c2 still holds it");
+    // A dataset holds it like a client.
+    sim.send(
+        c2,
+        PublishDataset {
+            request: 2,
+            name: "failed".into(),
+            keys: keys(&["a"]),
+            overwrite: None,
+        },
+    );
+    sim.close(c2);
+    assert_eq!(sim.state("a"), Some("erred"));
+    // Another client getting the dataset gets the error and wants the key.
+    sim.send(
+        c1,
+        GetDataset {
+            request: 3,
+            name: "failed".into(),
+        },
+    );
+    let got = sim.recv(c1);
+    assert!(
+        matches!(&got[..], [Message::Dataset(_), Message::KeyErred(e)] if e.key.as_str() == "a"),
+        "{got:?}"
+    );
+    sim.send(
+        c1,
+        UnpublishDataset {
+            request: 4,
+            name: "failed".into(),
+        },
+    );
+    assert_eq!(sim.state("a"), Some("erred"));
+    // cancel-keys ends the want too, and says so.
+    sim.send(
+        c1,
+        CancelKeys {
+            keys: keys(&["a"]),
+            force: None,
+        },
+    );
+    let got = sim.recv(c1);
+    assert!(
+        matches!(&got[..], [Message::OkReply(_), Message::KeyCancelled(k)] if k.key.as_str() == "a"),
+        "{got:?}"
+    );
+    assert_eq!(sim.s.task_count(), 0);
 }
 
 #[test]
@@ -696,7 +785,14 @@ fn a_task_with_retries_runs_again_before_its_error_is_reported() {
     assert!(sim.recv(c).is_empty());
     sim.fail(w, "flaky", "twice");
     assert!(matches!(&sim.recv(c)[..], [Message::KeyErred(e)] if e.message == "twice"));
-    // And a retry that succeeds reports success.
+    // And a retry that succeeds reports success (once the failed key is
+    // released, the same key is a new task).
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: keys(&["flaky"]),
+        },
+    );
     sim.submit(c, 2, vec![flaky], &["flaky"]);
     sim.recv(w);
     sim.fail(w, "flaky", "once");
@@ -1499,10 +1595,21 @@ fn a_task_whose_workers_keep_dying_errs_with_killed_worker() {
         assert!(e.message.contains(name), "{name} not in {:?}", e.message);
     }
     assert!(!e.message.contains("polite"), "{:?}", e.message);
-    // The erred tasks are forgotten; a new worker gets nothing.
-    assert_eq!(sim.s.task_count(), 0);
+    // The erred tasks stay while the client wants `after`; a new worker
+    // gets nothing.
+    assert_eq!(
+        [sim.state("poison"), sim.state("after")],
+        [Some("erred"); 2]
+    );
     let w = sim.worker("w9", &["f"], 1);
     assert!(sim.recv(w).is_empty());
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: keys(&["after"]),
+        },
+    );
+    assert_eq!(sim.s.task_count(), 0);
 }
 
 #[test]

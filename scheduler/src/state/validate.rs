@@ -271,13 +271,13 @@ impl SchedulerState {
                 ensure!(needed, "in memory but nothing needs it");
             }
             TaskState::Erred => {
-                ensure!(task.error.is_some(), "erred without an error");
+                let error = task.error.as_ref().ok_or("erred without an error")?;
                 ensure!(
-                    task.wanted_by.is_empty(),
-                    "erred and still wanted by a client"
+                    !error.lost || task.wanted_by.is_empty(),
+                    "lost and still wanted by a client"
                 );
                 ensure!(
-                    task.dataset_refs > 0 || !task.dependents.is_empty(),
+                    task.is_wanted() || !task.dependents.is_empty(),
                     "erred with nothing referring to it: not forgotten"
                 );
             }

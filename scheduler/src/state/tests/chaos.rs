@@ -239,12 +239,13 @@ impl Chaos {
     fn client_gets(&mut self, i: usize, m: Message) {
         let c = &mut self.clients[i];
         match m {
-            Message::KeyFinished(k) => {
-                c.pending.remove(&k.key);
+            // key-erred does not end the want: the key is released later
+            // like a finished one.
+            Message::KeyFinished(KeyFinished { key, .. })
+            | Message::KeyErred(KeyErred { key, .. }) => {
+                c.pending.remove(&key);
             }
-            Message::KeyErred(KeyErred { key, .. })
-            | Message::KeyCancelled(KeyCancelled { key })
-            | Message::KeyLost(KeyLost { key, .. }) => {
+            Message::KeyCancelled(KeyCancelled { key }) | Message::KeyLost(KeyLost { key, .. }) => {
                 c.pending.remove(&key);
                 c.wanted.remove(&key);
             }
