@@ -66,6 +66,9 @@
 //! - `register-worker` with `nthreads: 0` is refused with 2003 (fatal).
 //! - A connection that sends no hello within the handshake timeout (the
 //!   default 10 s) gets 3002 and is closed.
+//! - Workers are told to beat at the configured interval or a third of the
+//!   heartbeat timeout, whichever is shorter: none is declared dead before
+//!   three intervals without a frame from it.
 //! - A worker silent for the heartbeat timeout gets `close` and is removed
 //!   like a closed one; the connection is forgotten, so whatever the worker
 //!   sends after (it may only have been hung) is never heard: no late
@@ -120,7 +123,10 @@ pub enum Output {
 pub struct StateConfig {
     /// A worker that sends nothing for this long is declared dead.
     pub heartbeat_timeout: Duration,
-    /// The interval workers are told to send heartbeats at.
+    /// The interval workers are told to send heartbeats at, at most: they
+    /// are told a third of `heartbeat_timeout` when that is shorter, so a
+    /// worker is never declared dead before three intervals of silence
+    /// (see [`SchedulerState::heartbeat_interval_told`]).
     pub heartbeat_interval: Duration,
     /// A connection that sends no hello for this long is closed.
     pub handshake_timeout: Duration,
@@ -400,6 +406,17 @@ impl SchedulerState {
     /// The configuration.
     pub fn config(&self) -> &StateConfig {
         &self.config
+    }
+
+    /// The `heartbeat_interval_ms` workers are given: the configured
+    /// interval, or a third of the heartbeat timeout when that is shorter
+    /// (the protocol forbids declaring a worker dead before three intervals
+    /// without a frame from it), and at least 1 ms.
+    pub fn heartbeat_interval_told(&self) -> Duration {
+        self.config
+            .heartbeat_interval
+            .min(self.config.heartbeat_timeout / 3)
+            .max(Duration::from_millis(1))
     }
 
     // ---- inputs ---------------------------------------------------------
@@ -808,7 +825,7 @@ impl SchedulerState {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Peer::Worker(Some(w));
         }
-        let interval = self.config.heartbeat_interval.as_millis();
+        let interval = self.heartbeat_interval_told().as_millis();
         self.send(
             conn,
             Message::WorkerRegistered(WorkerRegistered {

@@ -1433,6 +1433,36 @@ fn a_silent_worker_is_declared_dead_after_the_heartbeat_timeout() {
 }
 
 #[test]
+fn workers_are_told_to_beat_at_least_three_times_per_heartbeat_timeout() {
+    let mut sim = Sim::new();
+    sim.s.config.heartbeat_timeout = Duration::from_secs(2);
+    let c = sim.connect();
+    sim.send(c, handshake::offer(Role::Worker, Some("w".into())));
+    sim.send(
+        c,
+        RegisterWorker {
+            name: "w".into(),
+            address: address("w"),
+            nthreads: 1,
+            memory_limit: None,
+            resources: None,
+            functions: vec![],
+            pid: None,
+        },
+    );
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::Hello(_), Message::WorkerRegistered(r)] if r.heartbeat_interval_ms == 666),
+        "{got:?}"
+    );
+    // Silent for three of those intervals and a bit: dead.
+    sim.advance(Duration::from_millis(1999));
+    assert!(!sim.is_closed(c));
+    sim.advance(Duration::from_millis(2));
+    assert!(sim.is_closed(c));
+}
+
+#[test]
 fn lost_scattered_data_is_reported_lost_to_wanting_clients() {
     let mut sim = Sim::new();
     let c = sim.client();
