@@ -28,7 +28,11 @@
 //! [`ClientSession::release`]. When the count reaches zero the key is
 //! forgotten locally and a `release-keys` is queued (batched with other
 //! releases, and always sent before any later request so a key released
-//! and then submitted again stays wanted).
+//! and then submitted again stays wanted). It is queued whatever the key's
+//! state: the scheduler keeps a finished key's result, and an erred key
+//! with its error (so that tasks built on it err with its cause), until
+//! the client releases it; for a cancelled or lost key the want has
+//! already ended there and the release is ignored.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -639,7 +643,9 @@ impl ClientSession {
         match self.keys.get_mut(key) {
             Some(e) => {
                 e.refs += 1;
-                // A key that ended without a result is asked for anew.
+                // A key whose want ended without a result is asked for
+                // anew. An erred key stays erred: the scheduler keeps it,
+                // and answers `key-erred` again.
                 if matches!(
                     e.state,
                     KeyState::Cancelled | KeyState::Lost { .. } | KeyState::Failed(_)
@@ -1461,6 +1467,40 @@ mod tests {
         assert!(matches!(&out[..], [Message::ReleaseKeys(r)] if r.keys == keys));
         // The graph had no reply yet; releasing settles its bookkeeping.
         assert!(s.requests.is_empty());
+    }
+
+    #[test]
+    fn a_key_is_released_whatever_its_state() {
+        let mut s = connected();
+        let specs: Vec<TaskSpec> = (0..4).map(|i| inc(&mut s, Value::from(i))).collect();
+        let keys: Vec<Key> = specs.iter().map(|t| t.key.clone()).collect();
+        s.submit(specs, keys.clone());
+        drain(&mut s);
+        s.handle_message(finished(&keys[0]));
+        s.handle_message(Message::KeyErred(KeyErred {
+            key: keys[1].clone(),
+            error_type: "ValueError".into(),
+            message: "no".into(),
+            traceback: String::new(),
+            cause: None,
+        }));
+        s.handle_message(Message::KeyCancelled(KeyCancelled {
+            key: keys[2].clone(),
+        }));
+        s.handle_message(Message::KeyLost(KeyLost {
+            key: keys[3].clone(),
+            message: "gone".into(),
+        }));
+        assert!(!s.wants_transmit(), "no event releases anything");
+        for k in &keys {
+            s.release(k.as_str());
+        }
+        // The erred key above all: the scheduler keeps it until then.
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[..], [Message::ReleaseKeys(r)] if r.keys == keys),
+            "{out:?}"
+        );
     }
 
     #[test]
