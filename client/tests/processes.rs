@@ -245,12 +245,6 @@ fn an_error_reaches_every_dependent_with_the_remote_message_and_its_cause() {
 }
 
 #[test]
-#[ignore = "bug: a task submitted on a future whose key erred is refused with 4001 \
-            unknown-key, because the scheduler ends every want when it sends key-erred and \
-            forgets the erred task while the client still holds the future (scheduler \
-            state/tasks.rs mark_erred); expected: the new task errs at once with the \
-            dependency's error and cause, as in Dask (PROTOCOL.md: a key already erred \
-            when wanted gets its event at once)"]
 fn a_dependent_submitted_after_an_error_errs_with_its_cause() {
     let cluster = Cluster::start(&["w1", "w2"]);
     let client = cluster.client();
@@ -441,13 +435,6 @@ fn releasing_results_frees_them_on_the_workers() {
 }
 
 #[test]
-#[ignore = "bug: a broadcast scatter released as soon as scatter returns leaks keys: \
-            the scheduler sends key-finished on the first worker's data-stored, the client \
-            releases and the task is forgotten, then a later data-stored of the same put \
-            (scheduler state/data.rs data_stored, None branch) creates the task again in \
-            memory and adds a want for the client that released it, so the copy is never \
-            freed (seen: 7 to 11 of 20 keys of 1 MB left). Expected: a data-stored \
-            for a key no longer scattering-and-wanted is freed on that worker"]
 fn a_broadcast_scatter_released_at_once_leaves_nothing_behind() {
     let cluster = Cluster::start(&["w1", "w2"]);
     let client = cluster.client();
