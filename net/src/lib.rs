@@ -10,6 +10,8 @@
 
 mod blocking;
 mod conn;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use blocking::BlockingConn;
 pub use conn::{Conn, ConnError, ReadStatus, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX};

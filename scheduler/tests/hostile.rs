@@ -15,8 +15,8 @@
 //! waits are bounded; nothing asserts on timing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -24,11 +24,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dask_client::{delayed, Arg, Client};
-use dask_core::frame::{encode_frame, FrameDecoder};
+use dask_core::frame::FrameDecoder;
 use dask_core::handshake;
 use dask_core::messages::*;
-use dask_core::msgpack::{task_ref_value, write};
+use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
+use dask_net::testing::{
+    connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
+    Rng,
+};
 use dask_worker::{WorkerConfig, WorkerHandle};
 use rmpv::Value;
 
@@ -200,119 +204,8 @@ impl Drop for Cluster {
 
 // ---- bytes on the wire ------------------------------------------------------
 
-/// What came back on a connection: the messages, and whether the
-/// scheduler closed it.
-#[derive(Debug)]
-struct Outcome {
-    messages: Vec<Message>,
-    closed: bool,
-}
-
-impl Outcome {
-    fn error_codes(&self) -> Vec<(u32, bool)> {
-        self.messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::ErrorReport(e) => Some((e.code, e.fatal)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Exactly this fatal error, then the close.
-    fn assert_fatal(&self, code: u32, case: &str) {
-        let errors: Vec<&Message> = self
-            .messages
-            .iter()
-            .filter(|m| !matches!(m, Message::Hello(_) | Message::WorkerRegistered(_)))
-            .collect();
-        assert!(
-            matches!(errors[..], [Message::ErrorReport(e)] if e.code == code && e.fatal),
-            "{case}: expected one fatal error {code}, got {:?}",
-            self.messages
-        );
-        assert!(self.closed, "{case}: the scheduler did not close");
-    }
-}
-
-/// Sends `bytes` on a new connection (ignoring write errors: the scheduler
-/// may close before reading everything), shuts our write side when
-/// `shut_write`, then reads until the scheduler closes or `wait` passes.
-fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
-    let mut stream = connect_raw(address);
-    let _ = stream.write_all(bytes);
-    if shut_write {
-        let _ = stream.shutdown(Shutdown::Write);
-    }
-    read_outcome(&mut stream, wait)
-}
-
-fn connect_raw(address: &str) -> TcpStream {
-    let addr = dask_net::parse_address(address).expect("address");
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
-}
-
-/// Reads frames until EOF (or a reset) or `wait` passes.
-fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
-    let deadline = Instant::now() + wait;
-    let mut decoder = FrameDecoder::default();
-    let mut messages = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let closed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break false;
-        }
-        stream.set_read_timeout(Some(left)).expect("timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => {
-                decoder.push(&buf[..n]);
-                while let Some(batch) = decoder.poll().expect("the scheduler sends valid frames") {
-                    messages.extend(batch);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break false
-            }
-            Err(_) => break true, // reset: closed
-        }
-    };
-    Outcome { messages, closed }
-}
-
-/// One frame around `payload`.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A frame holding exactly this msgpack value (which need not be a batch).
-fn value_frame(v: &Value) -> Vec<u8> {
-    let mut payload = Vec::new();
-    write::value(&mut payload, v);
-    frame(&payload)
-}
-
-fn messages_frame(messages: &[Message]) -> Vec<u8> {
-    encode_frame(messages).expect("encodes")
-}
-
 fn hello(role: Role) -> Message {
     Message::Hello(handshake::offer(role, Some("hostile-test".into())))
-}
-
-fn map(entries: &[(&str, Value)]) -> Value {
-    Value::Map(
-        entries
-            .iter()
-            .map(|(k, v)| (Value::from(*k), v.clone()))
-            .collect(),
-    )
 }
 
 /// A hello as a tree, to be broken field by field.
@@ -373,29 +266,6 @@ fn nested_arrays(depth: usize) -> Vec<u8> {
     let mut out = vec![0x91; depth];
     out.push(0xc0);
     out
-}
-
-/// A tiny deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// The soft limit on open files, from /proc (Linux).
-fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 // ---- before the handshake -----------------------------------------------------
@@ -588,7 +458,7 @@ fn random_bytes(address: &str) {
     const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
     let mut rng = Rng(0x5eed_0000_0000_0007);
     for i in 0..200 {
-        let len = 1 + (rng.next() % 2048) as usize;
+        let len = 1 + (rng.next_u64() % 2048) as usize;
         let noise = rng.bytes(len);
         // Half the streams get a length prefix that matches, so the noise
         // reaches the msgpack decoder instead of the limit check.

@@ -14,8 +14,8 @@
 //! Everything runs on 127.0.0.1 with ports picked by the OS; counts and
 //! waits are bounded; nothing asserts on timing.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -23,11 +23,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dask_client::{delayed, Arg, Client};
-use dask_core::frame::{encode_frame, FrameDecoder};
+use dask_core::frame::FrameDecoder;
 use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::write;
 use dask_core::{Key, Message, FRAME_BYTES_MAX};
+use dask_net::testing::{
+    connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
+    Rng,
+};
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use rmpv::Value;
 
@@ -183,116 +187,8 @@ impl GoodClient {
 
 // ---- bytes on the wire ------------------------------------------------------
 
-/// What came back on a connection, and whether the worker closed it.
-#[derive(Debug)]
-struct Outcome {
-    messages: Vec<Message>,
-    closed: bool,
-}
-
-impl Outcome {
-    fn error_codes(&self) -> Vec<(u32, bool)> {
-        self.messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::ErrorReport(e) => Some((e.code, e.fatal)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Exactly this fatal error (after a hello reply, if any), then the close.
-    fn assert_fatal(&self, code: u32, case: &str) {
-        let rest: Vec<&Message> = self
-            .messages
-            .iter()
-            .filter(|m| !matches!(m, Message::Hello(_)))
-            .collect();
-        assert!(
-            matches!(rest[..], [Message::ErrorReport(e)] if e.code == code && e.fatal),
-            "{case}: expected one fatal error {code}, got {:?}",
-            self.messages
-        );
-        assert!(self.closed, "{case}: the worker did not close");
-    }
-}
-
-fn connect_raw(address: &str) -> TcpStream {
-    let addr = dask_net::parse_address(address).expect("address");
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
-}
-
-/// Sends `bytes` on a new connection (write errors ignored: the worker may
-/// close before reading everything), shuts our write side when asked, and
-/// reads until the worker closes or `wait` passes.
-fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
-    let mut stream = connect_raw(address);
-    let _ = stream.write_all(bytes);
-    if shut_write {
-        let _ = stream.shutdown(Shutdown::Write);
-    }
-    read_outcome(&mut stream, wait)
-}
-
-/// Reads frames until EOF (or a reset) or `wait` passes.
-fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
-    let deadline = Instant::now() + wait;
-    let mut decoder = FrameDecoder::default();
-    let mut messages = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let closed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break false;
-        }
-        stream.set_read_timeout(Some(left)).expect("timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => {
-                decoder.push(&buf[..n]);
-                while let Some(batch) = decoder.poll().expect("the worker sends valid frames") {
-                    messages.extend(batch);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break false
-            }
-            Err(_) => break true, // reset: closed
-        }
-    };
-    Outcome { messages, closed }
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
-}
-
-fn value_frame(v: &Value) -> Vec<u8> {
-    let mut payload = Vec::new();
-    write::value(&mut payload, v);
-    frame(&payload)
-}
-
-fn messages_frame(messages: &[Message]) -> Vec<u8> {
-    encode_frame(messages).expect("encodes")
-}
-
 fn hello(role: Role) -> Message {
     Message::Hello(handshake::offer(role, Some("hostile-test".into())))
-}
-
-fn map(entries: &[(&str, Value)]) -> Value {
-    Value::Map(
-        entries
-            .iter()
-            .map(|(k, v)| (Value::from(*k), v.clone()))
-            .collect(),
-    )
 }
 
 fn hello_tree(protocol: &str, major: u64, role: &str) -> Value {
@@ -316,28 +212,6 @@ fn after_peer_hello(rest: &[u8]) -> Vec<u8> {
     let mut bytes = messages_frame(&[hello(Role::Peer)]);
     bytes.extend_from_slice(rest);
     bytes
-}
-
-/// A tiny deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Reads until the first `data` message (after the hello reply).
@@ -583,7 +457,7 @@ fn random_bytes(address: &str) {
     const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
     let mut rng = Rng(0x5eed_0000_0000_0011);
     for i in 0..200 {
-        let len = 1 + (rng.next() % 2048) as usize;
+        let len = 1 + (rng.next_u64() % 2048) as usize;
         let noise = rng.bytes(len);
         let bytes = match i % 3 {
             0 => noise,

@@ -1,0 +1,157 @@
+//! Raw-connection helpers for tests that feed a dask/1 endpoint bad bytes
+//! (the scheduler's and the worker's hostile-input tests). Behind the
+//! `testing` feature: not part of the library API.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use dask_core::frame::{encode_frame, FrameDecoder};
+use dask_core::msgpack::write;
+use dask_core::Message;
+use rmpv::Value;
+
+/// Connect timeout of [`connect_raw`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What came back on a connection.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Every message received.
+    pub messages: Vec<Message>,
+    /// Whether the peer closed (EOF or reset) before the wait ended.
+    pub closed: bool,
+}
+
+impl Outcome {
+    /// The (code, fatal) of every `error` received.
+    pub fn error_codes(&self) -> Vec<(u32, bool)> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::ErrorReport(e) => Some((e.code, e.fatal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Exactly this fatal error (after a hello or registration reply, if
+    /// any), then the close.
+    pub fn assert_fatal(&self, code: u32, case: &str) {
+        let rest: Vec<&Message> = self
+            .messages
+            .iter()
+            .filter(|m| !matches!(m, Message::Hello(_) | Message::WorkerRegistered(_)))
+            .collect();
+        assert!(
+            matches!(rest[..], [Message::ErrorReport(e)] if e.code == code && e.fatal),
+            "{case}: expected one fatal error {code}, got {:?}",
+            self.messages
+        );
+        assert!(self.closed, "{case}: the peer did not close");
+    }
+}
+
+/// A plain TCP connection to `address`.
+pub fn connect_raw(address: &str) -> TcpStream {
+    let addr = crate::parse_address(address).expect("address");
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Sends `bytes` on a new connection (write errors ignored: the peer may
+/// close before reading everything), shuts our write side when
+/// `shut_write`, then reads until the peer closes or `wait` passes.
+pub fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
+    let mut stream = connect_raw(address);
+    let _ = stream.write_all(bytes);
+    if shut_write {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    read_outcome(&mut stream, wait)
+}
+
+/// Reads frames until EOF (or a reset) or `wait` passes.
+pub fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
+    let deadline = Instant::now() + wait;
+    let mut decoder = FrameDecoder::default();
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                decoder.push(&buf[..n]);
+                while let Some(batch) = decoder.poll().expect("the peer sends valid frames") {
+                    messages.extend(batch);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break false
+            }
+            Err(_) => break true, // reset: closed
+        }
+    };
+    Outcome { messages, closed }
+}
+
+/// One frame around `payload`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A frame holding exactly this msgpack value (which need not be a batch).
+pub fn value_frame(v: &Value) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write::value(&mut payload, v);
+    frame(&payload)
+}
+
+/// A well-formed frame holding `messages`.
+pub fn messages_frame(messages: &[Message]) -> Vec<u8> {
+    encode_frame(messages).expect("encodes")
+}
+
+/// A map with string keys.
+pub fn map(entries: &[(&str, Value)]) -> Value {
+    Value::Map(
+        entries
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
+}
+
+/// A seeded xorshift generator for reproducible random input.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// The soft limit on open files, from /proc (Linux).
+pub fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
