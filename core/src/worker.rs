@@ -21,6 +21,27 @@
 //! an `Arc`, so handing dependencies to an executor thread copies nothing;
 //! values are decoded only on the executor thread that runs a task.
 //!
+//! Memory (as Dask's worker does it): with a memory limit
+//! ([`StateConfig::memory_limit`]) and a [`SpillStore`]
+//! ([`WorkerState::with_spill_store`]), values in memory past the target
+//! fraction of the limit are written to the store, least recently used
+//! first, until the bytes in memory are at or under the target; a value
+//! out on the executor (a running or queued job holds it) is not spilled,
+//! since that would free nothing. Spilling is synchronous, inside
+//! [`WorkerState::poll_output`]. A spilled value is read back when a task
+//! needs it (it returns to memory as the most recently used one) or to
+//! answer a `get-data` (it stays spilled: the value leaves the process, so
+//! it is no reason to push out values tasks here may use). Past the pause
+//! fraction of the limit no task is started and no dependency fetched;
+//! data is still served and stored. With synchronous spilling that happens
+//! only when spilling cannot bring memory down: values held by jobs, a
+//! failing store, spilling disabled. A failed write keeps the value in
+//! memory (counted in [`WorkerState::memory`]; writes are tried again after
+//! [`SPILL_RETRY_DELAY`]); a failed read loses the key here, and it is
+//! reported the way a key missing here always is: `missing` in a `data`
+//! reply, or `missing-data` naming this worker's address for a task that
+//! needed it, so the scheduler drops this replica and recomputes.
+//!
 //! Time is a [`Duration`] since an origin the caller picks (the Rust worker:
 //! its start; the JS worker: `performance.now()`'s), never read from a clock
 //! here, so this machine runs anywhere `core` builds, wasm32 included. Only
@@ -81,6 +102,18 @@ pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(1000);
 /// Shortest heartbeat interval honoured, whatever the scheduler asks.
 pub const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
+/// Fraction of the memory limit above which values are spilled (Dask's
+/// `distributed.worker.memory.target`).
+pub const MEMORY_TARGET_FRACTION_DEFAULT: f64 = 0.6;
+
+/// Fraction of the memory limit above which no task is started (Dask's
+/// `distributed.worker.memory.pause`).
+pub const MEMORY_PAUSE_FRACTION_DEFAULT: f64 = 0.8;
+
+/// How long after a failed spill write no other write is tried: a full or
+/// broken disk would otherwise cost a failing write on every wakeup.
+pub const SPILL_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// Identifies a connection from a peer (a process fetching data from this
 /// worker); chosen by the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,6 +144,17 @@ pub struct StateConfig {
     pub reply_message_bytes_max: usize,
     /// [`REPLY_BYTES_IN_FLIGHT_MAX`].
     pub reply_bytes_in_flight_max: usize,
+    /// Bytes of values this worker should keep in memory at most (the sum
+    /// of their nbytes). `None`: no limit, nothing is spilled or paused.
+    pub memory_limit: Option<u64>,
+    /// Values are spilled while the bytes in memory exceed this fraction of
+    /// the limit (and a [`SpillStore`] is given). `None`: never spill.
+    /// Default [`MEMORY_TARGET_FRACTION_DEFAULT`].
+    pub memory_target_fraction: Option<f64>,
+    /// No task is started while the bytes in memory exceed this fraction
+    /// of the limit. `None`: never pause. Default
+    /// [`MEMORY_PAUSE_FRACTION_DEFAULT`].
+    pub memory_pause_fraction: Option<f64>,
 }
 
 impl StateConfig {
@@ -125,8 +169,107 @@ impl StateConfig {
             value_bytes_max: VALUE_BYTES_MAX,
             reply_message_bytes_max: VALUE_BYTES_MAX,
             reply_bytes_in_flight_max: REPLY_BYTES_IN_FLIGHT_MAX,
+            memory_limit: None,
+            memory_target_fraction: Some(MEMORY_TARGET_FRACTION_DEFAULT),
+            memory_pause_fraction: Some(MEMORY_PAUSE_FRACTION_DEFAULT),
         }
     }
+
+    /// `fraction` of the memory limit in bytes, when both are set.
+    fn limit_share(&self, fraction: Option<f64>) -> Option<u64> {
+        let limit = self.memory_limit?;
+        let fraction = fraction?;
+        // Saturating: a fraction over 1 or a huge limit gives u64::MAX.
+        Some((limit as f64 * fraction.max(0.0)) as u64)
+    }
+}
+
+/// Where values go when memory is over the target: one entry per key,
+/// written and read whole (see the module docs). Called synchronously from
+/// the state machine, so an implementation should be quick; the worker's
+/// binary writes one file per key, a test keeps a map.
+pub trait SpillStore: Send {
+    /// Writes `value` under `key`, replacing nothing (the machine removes
+    /// an entry before it puts the key again). On `Err` nothing must be
+    /// kept: the value stays in memory.
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String>;
+    /// Reads back the value put under `key`; the entry stays until
+    /// [`SpillStore::remove`]. `Err` when it cannot be read whole.
+    fn get(&mut self, key: &Key) -> Result<RawValue, String>;
+    /// Drops the entry of `key`, if there is one.
+    fn remove(&mut self, key: &Key);
+}
+
+/// A [`SpillStore`] in a map: it moves nothing out of the process, so it is
+/// for tests (and for checking the accounting), not for saving memory.
+#[derive(Debug, Default)]
+pub struct MemorySpillStore {
+    entries: HashMap<Key, RawValue>,
+}
+
+impl MemorySpillStore {
+    /// An empty store.
+    pub fn new() -> MemorySpillStore {
+        MemorySpillStore::default()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl SpillStore for MemorySpillStore {
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String> {
+        self.entries.insert(key.clone(), value.clone());
+        Ok(())
+    }
+
+    fn get(&mut self, key: &Key) -> Result<RawValue, String> {
+        self.entries
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("no spilled value for {key}"))
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.entries.remove(key);
+    }
+}
+
+/// Where the worker's values are, and what spilling did so far (a local
+/// view: the heartbeat's [`Metrics`] counts spilled values as stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Values in memory.
+    pub memory_keys: u64,
+    /// Their bytes (sum of nbytes): what the target and pause compare.
+    pub memory_bytes: u64,
+    /// Values in the spill store.
+    pub spilled_keys: u64,
+    /// Their bytes.
+    pub spilled_bytes: u64,
+    /// Whether task starts are paused now.
+    pub paused: bool,
+    /// Times the worker paused so far.
+    pub pauses: u64,
+    /// Values written to the spill store so far.
+    pub spill_writes: u64,
+    /// Their bytes.
+    pub spill_write_bytes: u64,
+    /// Values read back from the spill store so far (for tasks or replies).
+    pub spill_reads: u64,
+    /// Writes that failed (the value stayed in memory).
+    pub spill_write_failures: u64,
+    /// Reads that failed (the key was lost here and reported missing).
+    pub spill_read_failures: u64,
+    /// The last failure's message.
+    pub last_spill_error: Option<String>,
 }
 
 /// A failed task, as reported in `task-erred`.
@@ -347,6 +490,25 @@ enum Withdrawal {
     Free,
 }
 
+/// Why a value could not be had for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unavailable {
+    /// Not held here (freed meanwhile).
+    NotHeld,
+    /// Spilled, and reading it back failed: lost here now.
+    Unreadable,
+}
+
+/// A value the worker holds, in memory or spilled.
+#[derive(Debug)]
+struct Held {
+    /// The value while in memory; `None` once spilled.
+    value: Option<Arc<RawValue>>,
+    nbytes: u64,
+    /// Its position in `WorkerState::lru` while in memory (when spilling).
+    tick: u64,
+}
+
 #[derive(Debug)]
 struct PeerRequest {
     address: String,
@@ -365,8 +527,22 @@ pub struct WorkerState {
     next_run_id: u64,
     withdrawals: HashMap<u64, Withdrawal>,
     resources_used: Resources,
-    data: HashMap<Key, Arc<RawValue>>,
+    data: HashMap<Key, Held>,
+    /// Bytes of every held value, in memory or spilled.
     stored_bytes: u64,
+    /// Bytes of the values in memory.
+    memory_bytes: u64,
+    spilled_keys: u64,
+    /// Values in memory by last use, least recent first; kept only when
+    /// spilling is on (a store and a target), so it costs nothing otherwise.
+    lru: BTreeMap<u64, Key>,
+    next_tick: u64,
+    spill: Option<Box<dyn SpillStore>>,
+    /// No spill write before this (after a failed one).
+    spill_retry_at: Option<Duration>,
+    paused: bool,
+    /// Counters of [`MemoryUsage`]; its live fields are filled on reading.
+    memory_counters: MemoryUsage,
     fetches: HashMap<Key, Fetch>,
     pending_fetches: Vec<Key>,
     delayed_fetches: Vec<(Duration, Key)>,
@@ -400,6 +576,14 @@ impl WorkerState {
             resources_used: Resources::new(),
             data: HashMap::new(),
             stored_bytes: 0,
+            memory_bytes: 0,
+            spilled_keys: 0,
+            lru: BTreeMap::new(),
+            next_tick: 0,
+            spill: None,
+            spill_retry_at: None,
+            paused: false,
+            memory_counters: MemoryUsage::default(),
             fetches: HashMap::new(),
             pending_fetches: Vec::new(),
             delayed_fetches: Vec::new(),
@@ -415,6 +599,14 @@ impl WorkerState {
             dirty: false,
             closed: false,
         }
+    }
+
+    /// The same worker spilling to `store` past the memory target (see the
+    /// module docs); without a memory limit and target in the configuration
+    /// the store is never used.
+    pub fn with_spill_store(mut self, store: Box<dyn SpillStore>) -> WorkerState {
+        self.spill = Some(store);
+        self
     }
 
     /// The configuration.
@@ -444,9 +636,32 @@ impl WorkerState {
         }
     }
 
-    /// The value stored under `key`.
+    /// Bytes in memory and spilled, pause, and what spilling did so far.
+    pub fn memory(&self) -> MemoryUsage {
+        MemoryUsage {
+            memory_keys: self.data.len() as u64 - self.spilled_keys,
+            memory_bytes: self.memory_bytes,
+            spilled_keys: self.spilled_keys,
+            spilled_bytes: self.stored_bytes - self.memory_bytes,
+            paused: self.paused,
+            ..self.memory_counters.clone()
+        }
+    }
+
+    /// The value stored under `key`, when it is in memory (`None` when it
+    /// is not held, or spilled: see [`WorkerState::holds`]).
     pub fn value(&self, key: &str) -> Option<&Arc<RawValue>> {
-        self.data.get(key)
+        self.data.get(key).and_then(|held| held.value.as_ref())
+    }
+
+    /// Whether a value is held under `key`, in memory or spilled.
+    pub fn holds(&self, key: &str) -> bool {
+        self.data.contains_key(key)
+    }
+
+    /// Whether the value under `key` is spilled.
+    pub fn is_spilled(&self, key: &str) -> bool {
+        self.data.get(key).is_some_and(|held| held.value.is_none())
     }
 
     /// Runs out on the executor now (including discarded ones still running).
@@ -544,7 +759,14 @@ impl WorkerState {
     /// several messages) or `busy`.
     pub fn handle_peer_request(&mut self, now: Duration, peer: PeerId, request: GetData) {
         self.now = now;
-        let (replies, bytes) = self.data_replies(request.request, &request.keys);
+        // Decided before building the reply, so a busy answer reads nothing
+        // back from the spill store (a repeated key counts twice here).
+        let bytes: usize = request
+            .keys
+            .iter()
+            .filter_map(|k| self.data.get(k))
+            .map(|held| held.nbytes as usize)
+            .sum();
         let in_flight: usize = self.reply_bytes_in_flight.values().sum();
         if in_flight > 0 && in_flight + bytes > self.config.reply_bytes_in_flight_max {
             self.outputs.push_back(Output::ToPeer {
@@ -555,6 +777,7 @@ impl WorkerState {
             });
             return;
         }
+        let (replies, bytes) = self.data_replies(request.request, &request.keys);
         *self.reply_bytes_in_flight.entry(peer).or_default() += bytes;
         for message in replies {
             self.outputs.push_back(Output::ToPeer { peer, message });
@@ -694,7 +917,7 @@ impl WorkerState {
         }
     }
 
-    /// Time passed: heartbeats and delayed fetches fall due.
+    /// Time passed: heartbeats, delayed fetches and spill retries fall due.
     pub fn handle_tick(&mut self, now: Duration) {
         self.now = now;
         if self.closed {
@@ -715,6 +938,11 @@ impl WorkerState {
             }
         }
         if self.delayed_fetches.iter().any(|(at, _)| *at <= now) {
+            self.dirty = true;
+        }
+        // A pause ends, and failed spill writes are tried again, on a
+        // later pump; make sure there is one.
+        if self.paused || self.spill_retry_at.is_some_and(|at| at <= now) {
             self.dirty = true;
         }
         // Answered requests leave their entry behind: drop those from the
@@ -743,6 +971,7 @@ impl WorkerState {
                     .find(|(_, id)| self.requests.contains_key(id))
                     .map(|(at, _)| *at),
             )
+            .chain(self.spill_retry_at)
             .min();
         match (self.next_heartbeat.filter(|_| !self.closed), delayed) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -797,9 +1026,9 @@ impl WorkerState {
                 }
             }
         }
-        if let Some(value) = self.data.get(&ct.key) {
+        if let Some(held) = self.data.get(&ct.key) {
             // Already computed here (e.g. a resend): report it again.
-            let nbytes = value.as_bytes().len() as u64;
+            let nbytes = held.nbytes;
             return self.emit(Message::TaskFinished(TaskFinished {
                 key: ct.key,
                 nbytes,
@@ -935,11 +1164,199 @@ impl WorkerState {
                 }
             }
         }
-        if let Some(old) = self.data.insert(key, value) {
-            self.stored_bytes -= old.as_bytes().len() as u64;
+        self.remove_held(&key);
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        if self.spilling() {
+            self.lru.insert(tick, key.clone());
         }
+        self.data.insert(
+            key,
+            Held {
+                value: Some(value),
+                nbytes,
+                tick,
+            },
+        );
         self.stored_bytes += nbytes;
+        self.memory_bytes += nbytes;
         nbytes
+    }
+
+    /// Drops the value under `key` wherever it is; its spill entry too.
+    fn remove_held(&mut self, key: &Key) {
+        let Some(held) = self.data.remove(key) else {
+            return;
+        };
+        self.stored_bytes -= held.nbytes;
+        if held.value.is_some() {
+            self.memory_bytes -= held.nbytes;
+            self.lru.remove(&held.tick);
+        } else {
+            self.spilled_keys -= 1;
+            if let Some(store) = self.spill.as_mut() {
+                store.remove(key);
+            }
+        }
+    }
+
+    /// Whether values are spilled past the target (a store and a target).
+    fn spilling(&self) -> bool {
+        self.spill.is_some() && self.target_bytes().is_some()
+    }
+
+    fn target_bytes(&self) -> Option<u64> {
+        self.config.limit_share(self.config.memory_target_fraction)
+    }
+
+    fn over_pause(&self) -> bool {
+        self.config
+            .limit_share(self.config.memory_pause_fraction)
+            .is_some_and(|pause| self.memory_bytes > pause)
+    }
+
+    /// Pauses or resumes by the bytes in memory now; true when paused.
+    fn update_paused(&mut self) -> bool {
+        let over = self.over_pause();
+        if over && !self.paused {
+            self.memory_counters.pauses += 1;
+        }
+        self.paused = over;
+        over
+    }
+
+    /// Marks an in-memory value as the most recently used.
+    fn touch(&mut self, key: &Key) {
+        if !self.spilling() {
+            return;
+        }
+        let Some(held) = self.data.get_mut(key) else {
+            return;
+        };
+        if held.value.is_none() {
+            return;
+        }
+        self.lru.remove(&held.tick);
+        held.tick = self.next_tick;
+        self.next_tick += 1;
+        self.lru.insert(held.tick, key.clone());
+    }
+
+    /// Spills least recently used values until the bytes in memory are at
+    /// or under the target. Values held by jobs are skipped (spilling them
+    /// frees nothing while the job runs); a failed write ends the pass and
+    /// holds off writes for [`SPILL_RETRY_DELAY`].
+    fn spill_to_target(&mut self) {
+        let Some(target) = self.target_bytes() else {
+            return;
+        };
+        if self.spill_retry_at.is_some_and(|at| self.now < at) {
+            return;
+        }
+        self.spill_retry_at = None;
+        if self.spill.is_none() || self.memory_bytes <= target {
+            return;
+        }
+        let mut after: Option<u64> = None;
+        while self.memory_bytes > target {
+            let next = match after {
+                None => self.lru.iter().next(),
+                Some(tick) => self
+                    .lru
+                    .range((std::ops::Bound::Excluded(tick), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&tick, key)) = next else {
+                return; // everything left is held by jobs
+            };
+            after = Some(tick);
+            let key = key.clone();
+            let (Some(held), Some(store)) = (self.data.get_mut(&key), self.spill.as_mut()) else {
+                self.lru.remove(&tick); // cannot happen: lru follows data
+                continue;
+            };
+            let Some(value) = held.value.as_ref() else {
+                self.lru.remove(&tick);
+                continue;
+            };
+            if Arc::strong_count(value) > 1 {
+                continue; // a job holds it
+            }
+            match store.put(&key, value) {
+                Ok(()) => {
+                    held.value = None;
+                    let nbytes = held.nbytes;
+                    self.lru.remove(&tick);
+                    self.memory_bytes -= nbytes;
+                    self.spilled_keys += 1;
+                    self.memory_counters.spill_writes += 1;
+                    self.memory_counters.spill_write_bytes += nbytes;
+                }
+                Err(e) => {
+                    self.memory_counters.spill_write_failures += 1;
+                    self.memory_counters.last_spill_error =
+                        Some(format!("cannot spill {key}: {e}"));
+                    self.spill_retry_at = Some(self.now + SPILL_RETRY_DELAY);
+                    // The next pass tries other values first.
+                    self.touch(&key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a spilled value back; on failure the key is lost here
+    /// (removed, counted) and `None` is returned.
+    fn read_spilled(&mut self, key: &Key) -> Option<RawValue> {
+        let nbytes = self.data.get(key)?.nbytes;
+        let read = match self.spill.as_mut() {
+            Some(store) => store.get(key),
+            None => Err("no spill store".to_string()),
+        };
+        let error = match read {
+            Ok(value) if value.as_bytes().len() as u64 == nbytes => {
+                self.memory_counters.spill_reads += 1;
+                return Some(value);
+            }
+            Ok(value) => format!(
+                "read {} bytes, {nbytes} were spilled",
+                value.as_bytes().len()
+            ),
+            Err(e) => e,
+        };
+        self.memory_counters.spill_read_failures += 1;
+        self.memory_counters.last_spill_error = Some(format!("cannot read back {key}: {error}"));
+        self.remove_held(key);
+        self.add_keys.remove(key);
+        None
+    }
+
+    /// The value of `key` for a job: from memory (now the most recently
+    /// used), or read back into memory when spilled.
+    fn value_for_job(&mut self, key: &Key) -> Result<Arc<RawValue>, Unavailable> {
+        let held = self.data.get(key).ok_or(Unavailable::NotHeld)?;
+        if let Some(value) = &held.value {
+            let value = Arc::clone(value);
+            self.touch(key);
+            return Ok(value);
+        }
+        let value = Arc::new(self.read_spilled(key).ok_or(Unavailable::Unreadable)?);
+        if let Some(store) = self.spill.as_mut() {
+            store.remove(key);
+        }
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        let Some(held) = self.data.get_mut(key) else {
+            return Err(Unavailable::Unreadable); // cannot happen: read_spilled found it
+        };
+        held.value = Some(Arc::clone(&value));
+        held.tick = tick;
+        self.memory_bytes += held.nbytes;
+        self.spilled_keys -= 1;
+        if self.spilling() {
+            self.lru.insert(tick, key.clone());
+        }
+        Ok(value)
     }
 
     fn release_resources(&mut self, run: &Run) {
@@ -952,9 +1369,7 @@ impl WorkerState {
 
     fn free_keys(&mut self, keys: Vec<Key>) {
         for key in keys {
-            if let Some(value) = self.data.remove(&key) {
-                self.stored_bytes -= value.as_bytes().len() as u64;
-            }
+            self.remove_held(&key);
             self.add_keys.remove(&key);
             if let Some(&slot) = self.by_key.get(&key) {
                 // A run out on the executor stays in `running` until it ends
@@ -1029,17 +1444,46 @@ impl WorkerState {
     /// The `data` messages answering a get-data, and their value bytes.
     /// Values that together exceed one message are split over several
     /// messages with the same request id; `missing` goes in the first.
-    fn data_replies(&self, request: u64, keys: &[Key]) -> (Vec<Message>, usize) {
+    ///
+    /// A spilled value is read back for the reply and stays spilled; one
+    /// that cannot be read back is lost here and listed missing.
+    fn data_replies(&mut self, request: u64, keys: &[Key]) -> (Vec<Message>, usize) {
+        /// A value for the reply: shared with the store, or read back.
+        enum Found {
+            Memory(Arc<RawValue>),
+            ReadBack(RawValue),
+        }
+        impl Found {
+            fn as_raw(&self) -> &RawValue {
+                match self {
+                    Found::Memory(value) => value,
+                    Found::ReadBack(value) => value,
+                }
+            }
+        }
         let mut missing = Vec::new();
-        let mut found: Vec<(&Key, &Arc<RawValue>)> = Vec::new();
+        let mut found: Vec<(&Key, Found)> = Vec::new();
         let mut seen = HashSet::new();
         for key in keys {
             if !seen.insert(key) {
                 continue;
             }
-            match self.data.get(key) {
-                Some(value) => found.push((key, value)),
-                None => missing.push(key.clone()),
+            let in_memory = match self.data.get(key) {
+                None => {
+                    missing.push(key.clone());
+                    continue;
+                }
+                Some(held) => held.value.clone(),
+            };
+            match in_memory {
+                Some(value) => {
+                    self.touch(key);
+                    found.push((key, Found::Memory(value)));
+                }
+                None => match self.read_spilled(key) {
+                    Some(value) => found.push((key, Found::ReadBack(value))),
+                    None => missing.push(key.clone()),
+                },
             }
         }
         let missing_bytes: usize = missing.iter().map(|k| k.0.len() + 5).sum();
@@ -1048,14 +1492,19 @@ impl WorkerState {
         let mut part_bytes = missing_bytes;
         let mut total = 0;
         for (key, value) in found {
-            let entry_bytes = key.0.len() + value.as_bytes().len() + 8;
+            let size = value.as_raw().as_bytes().len();
+            let entry_bytes = key.0.len() + size + 8;
             if !part.is_empty() && part_bytes + entry_bytes > self.config.reply_message_bytes_max {
                 messages.push(std::mem::take(&mut part));
                 part_bytes = 0;
             }
             part_bytes += entry_bytes;
-            total += value.as_bytes().len();
-            part.insert(key.clone(), RawValue::clone(value));
+            total += size;
+            let value = match value {
+                Found::Memory(value) => RawValue::clone(&value),
+                Found::ReadBack(value) => value,
+            };
+            part.insert(key.clone(), value);
         }
         if !part.is_empty() || messages.is_empty() {
             messages.push(part);
@@ -1235,8 +1684,18 @@ impl WorkerState {
         self.pending_fetches.extend(due);
         self.failed_addresses
             .retain(|_, at| now.saturating_sub(*at) < FAILED_ADDRESS_MEMORY);
-        self.send_fetches();
-        self.start_ready_tasks();
+        self.spill_to_target();
+        if !self.update_paused() {
+            self.send_fetches();
+            self.start_ready_tasks();
+            // Dependencies read back for the tasks started may push other
+            // values out.
+            self.spill_to_target();
+        }
+        let was_paused = self.paused;
+        if !self.update_paused() && was_paused {
+            self.dirty = true; // resumed: start what waits, in the next pump
+        }
         if !self.add_keys.is_empty() {
             let nbytes = std::mem::take(&mut self.add_keys);
             self.emit(Message::AddKeys(AddKeys { nbytes }));
@@ -1309,6 +1768,11 @@ impl WorkerState {
     fn start_ready_tasks(&mut self) {
         let mut blocked = Vec::new();
         while self.running.len() < self.config.nthreads + self.config.dispatch_ahead {
+            // Checked before each start: a start reads its spilled
+            // dependencies back, which may reach the pause.
+            if self.update_paused() {
+                break;
+            }
             let Some(entry) = self.ready.pop() else {
                 break;
             };
@@ -1322,17 +1786,34 @@ impl WorkerState {
                 blocked.push(entry);
                 continue;
             }
-            let mut deps = Vec::with_capacity(task.deps.len());
+            let ndeps = task.deps.len();
+            let mut deps = Vec::with_capacity(ndeps);
             let mut lost = false;
-            for dep in &task.deps {
-                match self.data.get(dep) {
-                    Some(value) => deps.push((dep.clone(), Arc::clone(value))),
-                    None => lost = true,
+            let mut unreadable = Vec::new();
+            for i in 0..ndeps {
+                let dep = self.tasks[entry.slot].deps[i].clone();
+                match self.value_for_job(&dep) {
+                    Ok(value) => deps.push((dep, value)),
+                    Err(Unavailable::NotHeld) => lost = true,
+                    Err(Unavailable::Unreadable) => {
+                        lost = true;
+                        unreadable.push(dep);
+                    }
                 }
             }
             if lost {
-                // A dependency was freed while the task was queued: get it again.
+                // A dependency was freed while the task was queued, or its
+                // spilled value could not be read back: get it again.
                 self.request_missing_deps(entry.slot);
+                for dep in unreadable {
+                    // Whatever who_has says, this worker no longer has it,
+                    // and a missing-data for it must say so.
+                    if let Some(fetch) = self.fetches.get_mut(&dep) {
+                        if !fetch.tried.contains(&self.config.address) {
+                            fetch.tried.push(self.config.address.clone());
+                        }
+                    }
+                }
                 self.dirty = true;
                 continue;
             }
@@ -2197,5 +2678,463 @@ mod tests {
         );
         let started = jobs(drain(&mut w));
         assert_eq!(started[0].deps[0].1.as_bytes(), &[2]);
+    }
+
+    // ---- memory: spill, read back, pause --------------------------------
+
+    /// What a [`TestStore`] holds and did, shared with the test.
+    #[derive(Debug, Default)]
+    struct TestStoreState {
+        entries: BTreeMap<Key, RawValue>,
+        /// Keys put, in order.
+        puts: Vec<Key>,
+        fail_puts: bool,
+        fail_gets: bool,
+    }
+
+    /// A spill store the test can look into and make fail.
+    #[derive(Debug, Clone, Default)]
+    struct TestStore(Arc<std::sync::Mutex<TestStoreState>>);
+
+    impl TestStore {
+        fn with<R>(&self, f: impl FnOnce(&mut TestStoreState) -> R) -> R {
+            f(&mut self.0.lock().unwrap())
+        }
+        fn keys(&self) -> Vec<String> {
+            self.with(|s| s.entries.keys().map(|k| k.to_string()).collect())
+        }
+        fn puts(&self) -> Vec<String> {
+            self.with(|s| s.puts.iter().map(|k| k.to_string()).collect())
+        }
+    }
+
+    impl SpillStore for TestStore {
+        fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String> {
+            self.with(|s| {
+                if s.fail_puts {
+                    return Err("disk full".into());
+                }
+                assert!(
+                    s.entries.insert(key.clone(), value.clone()).is_none(),
+                    "{key} put twice"
+                );
+                s.puts.push(key.clone());
+                Ok(())
+            })
+        }
+        fn get(&mut self, key: &Key) -> Result<RawValue, String> {
+            self.with(|s| {
+                if s.fail_gets {
+                    return Err("bad sector".into());
+                }
+                s.entries.get(key).cloned().ok_or_else(|| "gone".into())
+            })
+        }
+        fn remove(&mut self, key: &Key) {
+            self.with(|s| s.entries.remove(key));
+        }
+    }
+
+    /// One thread, no dispatch-ahead, a limit of 1000 bytes (target 600,
+    /// pause 800 unless changed) and a [`TestStore`].
+    fn spilling_worker(
+        target: Option<f64>,
+        pause: Option<f64>,
+    ) -> (WorkerState, TestStore, Duration) {
+        let (w, now) = worker(1);
+        let mut config = w.config.clone();
+        config.memory_limit = Some(1000);
+        config.memory_target_fraction = target;
+        config.memory_pause_fraction = pause;
+        let store = TestStore::default();
+        let w = WorkerState::new(config, now).with_spill_store(Box::new(store.clone()));
+        (w, store, now)
+    }
+
+    /// A value whose encoding is exactly `nbytes` long (2..=257), byte
+    /// `fill` repeated.
+    fn blob(nbytes: usize, fill: u8) -> RawValue {
+        let value = raw(Value::Binary(vec![fill; nbytes - 2]));
+        assert_eq!(value.as_bytes().len(), nbytes);
+        value
+    }
+
+    fn put(w: &mut WorkerState, now: Duration, key: &str, value: RawValue) {
+        w.handle_scheduler_message(
+            now,
+            Message::PutData(PutData {
+                request: 0,
+                data: [(Key::from(key), value)].into_iter().collect(),
+            }),
+        );
+        let _ = drain(w);
+    }
+
+    /// Memory and spilled bytes add up to what the heartbeat reports, and
+    /// the store holds exactly the spilled keys.
+    fn assert_accounting(w: &WorkerState, store: &TestStore) {
+        let usage = w.memory();
+        let metrics = w.metrics();
+        assert_eq!(
+            usage.memory_bytes + usage.spilled_bytes,
+            metrics.stored_bytes
+        );
+        assert_eq!(usage.memory_keys + usage.spilled_keys, metrics.stored_keys);
+        let in_memory: u64 = w
+            .data
+            .values()
+            .filter(|h| h.value.is_some())
+            .map(|h| h.nbytes)
+            .sum();
+        assert_eq!(usage.memory_bytes, in_memory);
+        let spilled: Vec<String> = {
+            let mut keys: Vec<String> = w
+                .data
+                .iter()
+                .filter(|(_, h)| h.value.is_none())
+                .map(|(k, _)| k.to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(store.keys(), spilled);
+        assert_eq!(usage.spilled_keys as usize, spilled.len());
+    }
+
+    fn get_data(w: &mut WorkerState, now: Duration, keys: &[&str]) -> Data {
+        w.handle_scheduler_message(
+            now,
+            Message::GetData(GetData {
+                request: 5,
+                keys: keys.iter().map(|k| Key::from(*k)).collect(),
+            }),
+        );
+        let out = drain(w);
+        match to_scheduler(&out)[..] {
+            [Message::Data(d)] => d.clone(),
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_past_the_target_are_spilled_least_recently_used_first() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        for key in ["a", "b", "c", "d", "e", "f"] {
+            put(&mut w, now, key, blob(100, 1));
+        }
+        assert!(
+            store.puts().is_empty(),
+            "600 bytes is the target, not over it"
+        );
+        // Using a makes b the least recently used.
+        get_data(&mut w, now, &["a"]);
+        put(&mut w, now, "g", blob(100, 2));
+        assert_eq!(store.puts(), vec!["b"]);
+        put(&mut w, now, "h", blob(250, 3));
+        assert_eq!(store.puts(), vec!["b", "c", "d", "e"]);
+        let usage = w.memory();
+        assert!(usage.memory_bytes <= 600, "{usage:?}");
+        assert_eq!((usage.memory_bytes, usage.spilled_bytes), (550, 400));
+        assert_eq!((usage.spill_writes, usage.spill_write_bytes), (4, 400));
+        assert!(w.is_spilled("b") && !w.is_spilled("a") && w.holds("b"));
+        assert_eq!(w.value("b"), None, "value() is in-memory only");
+        assert_accounting(&w, &store);
+        // A value over the target alone goes out at once.
+        put(&mut w, now, "huge", blob(257, 4));
+        assert!(w.is_spilled("huge") || w.memory().memory_bytes <= 600);
+        assert_accounting(&w, &store);
+        // Replacing a spilled value drops its spill entry.
+        put(&mut w, now, "b", blob(10, 5));
+        assert!(!w.is_spilled("b"));
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn no_limit_or_no_target_means_no_spilling() {
+        let (w, _) = worker(1);
+        let store = TestStore::default();
+        let mut w = WorkerState::new(w.config.clone(), Duration::ZERO)
+            .with_spill_store(Box::new(store.clone()));
+        let now = Duration::ZERO;
+        for i in 0..20 {
+            put(&mut w, now, &format!("k{i}"), blob(200, 0));
+        }
+        assert!(store.puts().is_empty());
+        assert!(w.lru.is_empty(), "no LRU bookkeeping without a limit");
+
+        let (mut w, store, now) = spilling_worker(None, None);
+        for i in 0..20 {
+            put(&mut w, now, &format!("k{i}"), blob(200, 0));
+        }
+        assert!(store.puts().is_empty());
+        assert_eq!(w.memory().memory_bytes, 4000);
+        assert!(!w.memory().paused);
+    }
+
+    #[test]
+    fn a_spilled_dependency_is_read_back_into_memory_as_most_recent() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        let r = task_ref_value;
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        assert_eq!(store.puts(), vec!["a"]);
+        w.handle_scheduler_message(now, compute("t", vec![r("a")], &[("a", &[ME])]));
+        let out = drain(&mut w);
+        assert!(to_scheduler(&out).is_empty(), "{out:?}");
+        let job = jobs(out).remove(0);
+        assert_eq!(job.deps[0].1.as_bytes(), blob(200, 1).as_bytes());
+        assert!(!w.is_spilled("a"), "back in memory");
+        // a is held by the job; b, the least recently used, went out.
+        assert_eq!(store.puts(), vec!["a", "b"]);
+        assert_eq!(w.memory().spill_reads, 1);
+        assert_accounting(&w, &store);
+        drop(job);
+        w.handle_task_done(now, done(0, Value::from(1)));
+        let out = drain(&mut w);
+        assert!(matches!(to_scheduler(&out)[..], [Message::TaskFinished(_)]));
+        // The 1-byte result tips memory over: c, the least recently used,
+        // goes; then d. a was used after both and stays.
+        assert_eq!(store.puts(), vec!["a", "b", "c"]);
+        put(&mut w, now, "e", blob(200, 5));
+        assert_eq!(store.puts(), vec!["a", "b", "c", "d"]);
+        assert!(!w.is_spilled("a"));
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn get_data_of_a_spilled_key_reads_it_and_leaves_it_spilled() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        let d = get_data(&mut w, now, &["a", "b", "nope"]);
+        assert_eq!(d.data[&Key::from("a")].as_bytes(), blob(200, 1).as_bytes());
+        assert_eq!(d.data[&Key::from("b")].as_bytes(), blob(200, 2).as_bytes());
+        assert_eq!(d.missing, vec![Key::from("nope")]);
+        assert!(w.is_spilled("a"));
+        w.handle_peer_request(
+            now,
+            PeerId(1),
+            GetData {
+                request: 1,
+                keys: vec!["a".into()],
+            },
+        );
+        let out = drain(&mut w);
+        assert!(matches!(
+            &out[..],
+            [Output::ToPeer { message: Message::Data(d), .. }] if d.data.len() == 1
+        ));
+        assert!(w.is_spilled("a"));
+        assert_eq!(w.memory().spill_reads, 2);
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn freeing_a_spilled_key_removes_its_spill_entry() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        assert_eq!(store.keys(), vec!["a"]);
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["a".into(), "b".into()],
+            }),
+        );
+        assert!(drain(&mut w).is_empty());
+        assert!(store.keys().is_empty());
+        assert!(!w.holds("a"));
+        assert_eq!(w.memory().spilled_bytes, 0);
+        assert_eq!(w.memory().memory_bytes, 400);
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_value_in_memory_and_is_retried_later() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        store.with(|s| s.fail_puts = true);
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        let usage = w.memory();
+        assert_eq!((usage.memory_bytes, usage.spilled_bytes), (800, 0));
+        assert_eq!(usage.spill_write_failures, 1, "one try, then a pause");
+        assert!(usage.last_spill_error.unwrap().contains("disk full"));
+        assert_eq!(w.value("a").unwrap().as_bytes(), blob(200, 1).as_bytes());
+        let retry = now + SPILL_RETRY_DELAY;
+        assert_eq!(w.poll_timeout(), Some(retry));
+        store.with(|s| s.fail_puts = false);
+        w.handle_tick(retry - Duration::from_millis(1));
+        assert!(drain(&mut w).is_empty());
+        assert!(store.puts().is_empty(), "not before the retry delay");
+        w.handle_tick(retry);
+        assert!(drain(&mut w).is_empty());
+        // a failed first and was moved to the back: b goes instead.
+        assert_eq!(store.puts(), vec!["b"]);
+        assert!(!w.is_spilled("a"));
+        assert_eq!(w.memory().memory_bytes, 600);
+        assert_eq!(w.poll_timeout(), None);
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn a_failed_read_for_get_data_reports_the_key_missing_and_drops_it() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        store.with(|s| s.fail_gets = true);
+        let d = get_data(&mut w, now, &["a", "b"]);
+        assert_eq!(d.missing, vec![Key::from("a")]);
+        assert_eq!(d.data.keys().collect::<Vec<_>>(), vec![&Key::from("b")]);
+        assert!(!w.holds("a"), "lost here");
+        let usage = w.memory();
+        assert_eq!(usage.spill_read_failures, 1);
+        assert!(usage.last_spill_error.unwrap().contains("bad sector"));
+        assert_accounting(&w, &store);
+        // A peer asking later is told it is missing too.
+        w.handle_peer_request(
+            now,
+            PeerId(1),
+            GetData {
+                request: 2,
+                keys: vec!["a".into()],
+            },
+        );
+        let out = drain(&mut w);
+        assert!(matches!(
+            &out[..],
+            [Output::ToPeer { message: Message::Data(d), .. }] if d.missing == vec![Key::from("a")]
+        ));
+    }
+
+    #[test]
+    fn a_failed_read_of_a_dependency_is_fetched_elsewhere_or_reported_missing() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), None);
+        let r = task_ref_value;
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(&mut w, now, key, blob(200, fill));
+        }
+        store.with(|s| s.fail_gets = true);
+        // Listed only here: given back with missing-data naming this worker.
+        w.handle_scheduler_message(now, compute("t", vec![r("a")], &[("a", &[ME])]));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::MissingData(MissingData {
+                key: "a".into(),
+                addresses: vec![ME.into()],
+                task: "t".into(),
+            })]
+        );
+        assert!(jobs(out).is_empty());
+        assert!(!w.holds("a"));
+        assert_accounting(&w, &store);
+
+        // Listed on a peer (not here, e.g. a replica announced after the
+        // compute-task was sent): fetched from the peer, and a missing-data
+        // would name this worker as well.
+        put(&mut w, now, "e", blob(200, 5));
+        put(&mut w, now, "f", blob(200, 6));
+        assert!(w.is_spilled("b"));
+        w.handle_scheduler_message(now, compute("u", vec![r("b")], &[("b", &[PEER_A])]));
+        let out = drain(&mut w);
+        let sent = fetches(&out);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, PEER_A);
+        w.handle_peer_reply(now, PEER_A, data_reply(sent[0].1.request, &[], &["b"]));
+        let out = drain(&mut w);
+        assert_eq!(
+            to_scheduler(&out),
+            vec![&Message::MissingData(MissingData {
+                key: "b".into(),
+                addresses: vec![ME.into(), PEER_A.into()],
+                task: "u".into(),
+            })]
+        );
+        assert_eq!(w.memory().spill_read_failures, 2);
+        assert_accounting(&w, &store);
+    }
+
+    #[test]
+    fn past_the_pause_no_task_starts_until_memory_is_freed() {
+        // No spilling: only freeing brings memory down.
+        let (mut w, store, now) = spilling_worker(None, Some(0.8));
+        let r = task_ref_value;
+        put(&mut w, now, "big", blob(250, 1));
+        put(&mut w, now, "big2", blob(250, 2));
+        put(&mut w, now, "big3", blob(250, 3));
+        assert!(!w.memory().paused, "750 is under the pause at 800");
+        put(&mut w, now, "big4", blob(100, 4));
+        assert!(w.memory().paused);
+        assert_eq!(w.memory().pauses, 1);
+        w.handle_scheduler_message(now, compute("t", vec![], &[]));
+        w.handle_scheduler_message(now, compute("u", vec![r("far")], &[("far", &[PEER_A])]));
+        let out = drain(&mut w);
+        assert!(jobs(out).is_empty(), "paused: nothing starts");
+        assert_eq!(w.metrics().ready, 2);
+        // Paused, it still serves data and stores what it is given.
+        assert_eq!(get_data(&mut w, now, &["big"]).data.len(), 1);
+        put(&mut w, now, "small", blob(10, 5));
+        // Heartbeat ticks change nothing while memory stays up.
+        w.handle_tick(now + Duration::from_secs(5));
+        assert!(drain(&mut w).is_empty());
+        w.handle_scheduler_message(
+            now,
+            Message::FreeKeys(FreeKeys {
+                keys: vec!["big".into()],
+            }),
+        );
+        let out = drain(&mut w);
+        assert!(!w.memory().paused, "resumed under the pause");
+        assert_eq!(fetches(&out).len(), 1, "the fetch goes out on resume");
+        let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+        assert_eq!(started, vec!["t"]);
+        assert!(store.puts().is_empty());
+    }
+
+    #[test]
+    fn values_held_by_running_jobs_are_not_spilled_and_can_pause_the_worker() {
+        let (mut w, store, now) = spilling_worker(Some(0.6), Some(0.8));
+        let r = task_ref_value;
+        // 900 bytes in all, over the target: spilled as they come.
+        for (key, fill) in [("x", 1), ("y", 2), ("z", 3)] {
+            put(&mut w, now, key, blob(250, fill));
+        }
+        put(&mut w, now, "w", blob(150, 4));
+        assert_eq!(store.puts(), vec!["x", "y"]);
+        // One task needs all four: read back, held by the job, 900 bytes in
+        // memory that nothing can spill: paused.
+        w.handle_scheduler_message(
+            now,
+            compute(
+                "all",
+                vec![r("x"), r("y"), r("z"), r("w")],
+                &[("x", &[ME]), ("y", &[ME]), ("z", &[ME]), ("w", &[ME])],
+            ),
+        );
+        let job = jobs(drain(&mut w)).remove(0);
+        assert_eq!(job.deps.len(), 4);
+        let usage = w.memory();
+        assert_eq!((usage.memory_bytes, usage.spilled_bytes), (900, 0));
+        assert!(usage.paused);
+        w.handle_scheduler_message(now, compute("next", vec![], &[]));
+        assert!(jobs(drain(&mut w)).is_empty(), "paused");
+        assert_accounting(&w, &store);
+        // The job ends and lets go of its values: they spill, and the
+        // worker resumes.
+        drop(job);
+        w.handle_task_done(now, done(0, Value::from(0)));
+        let out = drain(&mut w);
+        let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+        assert_eq!(started, vec!["next"]);
+        let usage = w.memory();
+        assert!(!usage.paused);
+        assert!(usage.memory_bytes <= 600, "{usage:?}");
+        assert_eq!(usage.pauses, 1);
+        assert_accounting(&w, &store);
     }
 }
