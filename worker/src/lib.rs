@@ -9,6 +9,7 @@
 //! - [`state`]: the worker state machine, sans-IO (tasks, fetches, data store).
 //! - [`executor`]: running one task, and the executor thread pool.
 //! - [`server`]: the mio event loop and the public [`WorkerHandle`].
+//! - [`spill`]: the spill store on disk (one file per spilled value).
 //!
 //! ```no_run
 //! use dask_worker::{WorkerConfig, WorkerHandle};
@@ -27,6 +28,7 @@ pub mod builtins;
 pub mod executor;
 pub mod function;
 pub mod server;
+pub mod spill;
 pub mod state;
 
 pub use function::{FunctionRegistry, TaskError, TaskFn, TaskResult};

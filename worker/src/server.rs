@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -24,7 +25,11 @@ use slab::Slab;
 
 use crate::executor::ExecutorPool;
 use crate::function::FunctionRegistry;
-use crate::state::{Job, Output, PeerId, StateConfig, WorkerState};
+use crate::spill::{default_local_directory, FileSpillStore};
+use crate::state::{
+    Job, Output, PeerId, StateConfig, WorkerState, MEMORY_PAUSE_FRACTION_DEFAULT,
+    MEMORY_TARGET_FRACTION_DEFAULT,
+};
 
 /// How long [`WorkerHandle::start`] waits to connect and be registered.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,8 +67,26 @@ pub struct WorkerConfig {
     pub host: String,
     /// Resources offered, e.g. {"GPU": 2}. Default: none.
     pub resources: BTreeMap<String, f64>,
-    /// Memory limit announced to the scheduler. Default: none.
+    /// Memory limit in bytes (the sum of the sizes of the values held in
+    /// memory), announced to the scheduler; past fractions of it values
+    /// are spilled to disk and task starts paused. `None` or 0: no limit.
+    /// Default: none.
     pub memory_limit: Option<u64>,
+    /// Values are spilled to disk while the bytes in memory exceed this
+    /// fraction of the limit. `None`: never spill. Default
+    /// [`MEMORY_TARGET_FRACTION_DEFAULT`] (Dask's
+    /// `distributed.worker.memory.target`).
+    pub memory_target_fraction: Option<f64>,
+    /// No task is started while the bytes in memory exceed this fraction of
+    /// the limit. `None`: never pause. Default
+    /// [`MEMORY_PAUSE_FRACTION_DEFAULT`] (Dask's
+    /// `distributed.worker.memory.pause`).
+    pub memory_pause_fraction: Option<f64>,
+    /// Where the worker makes its own directory (`worker-<pid>-<n>`) for
+    /// spilled values, removed when the worker stops; made only when it
+    /// spills (a limit and a target). Default:
+    /// [`default_local_directory`] (`<temp dir>/dask-worker-space`).
+    pub local_directory: Option<PathBuf>,
     /// An incoming data connection that sends no `hello` for this long is
     /// refused (3002) and closed. Default [`HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
@@ -82,6 +105,9 @@ impl Default for WorkerConfig {
             host: "127.0.0.1".into(),
             resources: BTreeMap::new(),
             memory_limit: None,
+            memory_target_fraction: Some(MEMORY_TARGET_FRACTION_DEFAULT),
+            memory_pause_fraction: Some(MEMORY_PAUSE_FRACTION_DEFAULT),
+            local_directory: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             functions: FunctionRegistry::builtins(),
         }
@@ -98,6 +124,7 @@ struct Control {
 pub struct WorkerHandle {
     name: String,
     address: String,
+    spill_directory: Option<PathBuf>,
     control: Arc<Control>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -110,6 +137,20 @@ impl WorkerHandle {
     pub fn start(config: WorkerConfig) -> io::Result<WorkerHandle> {
         let nthreads = config.nthreads.max(1);
         let name = config.name.clone().unwrap_or_else(default_name);
+        // First, so a failure leaves nothing running; removed on any error
+        // below when the store is dropped.
+        let spill_store = if config.memory_limit.is_some_and(|limit| limit > 0)
+            && config.memory_target_fraction.is_some()
+        {
+            let parent = config
+                .local_directory
+                .clone()
+                .unwrap_or_else(default_local_directory);
+            Some(FileSpillStore::create_in(&parent)?)
+        } else {
+            None
+        };
+        let spill_directory = spill_store.as_ref().map(|s| s.directory().to_path_buf());
         let listener = std::net::TcpListener::bind((config.host.as_str(), 0))?;
         let address = format_address(listener.local_addr()?);
         listener.set_nonblocking(true)?;
@@ -148,10 +189,17 @@ impl WorkerHandle {
             config.functions.names().into_iter().collect::<HashSet<_>>(),
         );
         state_config.resources = config.resources.clone();
+        state_config.memory_limit = config.memory_limit.filter(|&limit| limit > 0);
+        state_config.memory_target_fraction = config.memory_target_fraction;
+        state_config.memory_pause_fraction = config.memory_pause_fraction;
+        let mut state = WorkerState::new(state_config, Instant::now());
+        if let Some(store) = spill_store {
+            state = state.with_spill_store(Box::new(store));
+        }
         let (registered_tx, registered_rx) = mpsc::channel();
         let mut event_loop = EventLoop {
             poll,
-            state: WorkerState::new(state_config, Instant::now()),
+            state,
             scheduler: Conn::new(stream),
             phase: Phase::AwaitHello,
             scheduler_touched: false,
@@ -177,6 +225,7 @@ impl WorkerHandle {
         let mut handle = WorkerHandle {
             name,
             address,
+            spill_directory,
             control,
             thread: Some(thread),
         };
@@ -208,6 +257,12 @@ impl WorkerHandle {
     /// The registered name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The directory spilled values go to (when the worker spills: a
+    /// memory limit and a target); removed when the worker stops.
+    pub fn spill_directory(&self) -> Option<&std::path::Path> {
+        self.spill_directory.as_deref()
     }
 
     /// Whether the worker has stopped (closed by the scheduler, connection

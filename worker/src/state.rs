@@ -15,10 +15,11 @@ use dask_core::messages::{GetData, Metrics};
 use dask_core::{ErrorCode, Message, RawValue};
 
 pub use dask_core::worker::{
-    Job, Output, PeerId, StateConfig, TaskDone, BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX,
-    BUSY_RETRY_DELAY_MIN, DISPATCH_AHEAD_MIN, FAILED_ADDRESS_MEMORY, FETCH_TIMEOUT,
-    FRAME_OVERHEAD_BYTES, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN,
-    REPLY_BYTES_IN_FLIGHT_MAX, VALUE_BYTES_MAX,
+    Job, MemorySpillStore, MemoryUsage, Output, PeerId, SpillStore, StateConfig, TaskDone,
+    BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN, DISPATCH_AHEAD_MIN,
+    FAILED_ADDRESS_MEMORY, FETCH_TIMEOUT, FRAME_OVERHEAD_BYTES, HEARTBEAT_INTERVAL_DEFAULT,
+    HEARTBEAT_INTERVAL_MIN, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
+    REPLY_BYTES_IN_FLIGHT_MAX, SPILL_RETRY_DELAY, VALUE_BYTES_MAX,
 };
 
 /// The worker's tasks, data and transfers ([`dask_core::worker::WorkerState`]
@@ -44,6 +45,14 @@ impl WorkerState {
         now.saturating_duration_since(self.origin)
     }
 
+    /// The same worker spilling to `store` past its memory target.
+    pub fn with_spill_store(self, store: Box<dyn SpillStore>) -> WorkerState {
+        WorkerState {
+            inner: self.inner.with_spill_store(store),
+            origin: self.origin,
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &StateConfig {
         self.inner.config()
@@ -59,9 +68,24 @@ impl WorkerState {
         self.inner.metrics()
     }
 
-    /// The value stored under `key`.
+    /// Bytes in memory and spilled, pause, and what spilling did so far.
+    pub fn memory(&self) -> MemoryUsage {
+        self.inner.memory()
+    }
+
+    /// The value stored under `key`, when it is in memory.
     pub fn value(&self, key: &str) -> Option<&Arc<RawValue>> {
         self.inner.value(key)
+    }
+
+    /// Whether a value is held under `key`, in memory or spilled.
+    pub fn holds(&self, key: &str) -> bool {
+        self.inner.holds(key)
+    }
+
+    /// Whether the value under `key` is spilled.
+    pub fn is_spilled(&self, key: &str) -> bool {
+        self.inner.is_spilled(key)
     }
 
     /// Runs out on the executor now (including discarded ones still running).

@@ -34,7 +34,20 @@ options:
   --nthreads N           tasks run at once (default: number of CPUs)
   --name NAME            unique worker name (default: worker-<host>-<pid>-0)
   --resources R=N,...    resources offered, e.g. GPU=2,MEM=1e9
-  --memory-limit BYTES   memory limit announced to the scheduler
+  --memory-limit BYTES   memory limit for values held (e.g. 4000000000, 4GB,
+                         512MiB; 0: none), announced to the scheduler; past
+                         fractions of it values spill to disk and task starts
+                         pause (default: no limit)
+  --memory-target-fraction F
+                         spill values to disk, least recently used first,
+                         while those in memory exceed F of the limit
+                         (default 0.6; false: never spill)
+  --memory-pause-fraction F
+                         start no task while values in memory exceed F of the
+                         limit (default 0.8; false: never pause)
+  --local-directory DIR  where the worker makes its own directory for spilled
+                         values, removed when it exits (default:
+                         <temp dir>/dask-worker-space)
   --host H               host the data listener binds (default 127.0.0.1)
   --reconnect-timeout S  keep trying to register again for S seconds after
                          losing the scheduler (default 60)
@@ -90,7 +103,7 @@ struct Run {
 }
 
 enum Command {
-    Run(Run),
+    Run(Box<Run>),
     ListFunctions,
     Help,
 }
@@ -132,7 +145,22 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             "--name" => config.name = Some(value(flag)?),
             "--host" => config.host = value(flag)?,
             "--resources" => config.resources = parse_resources(&value(flag)?)?,
-            "--memory-limit" => config.memory_limit = Some(parse_bytes(&value(flag)?)?),
+            "--memory-limit" => {
+                config.memory_limit = Some(parse_bytes(&value(flag)?)?).filter(|&n| n > 0)
+            }
+            "--memory-target-fraction" => {
+                config.memory_target_fraction = parse_fraction(flag, &value(flag)?)?
+            }
+            "--memory-pause-fraction" => {
+                config.memory_pause_fraction = parse_fraction(flag, &value(flag)?)?
+            }
+            "--local-directory" => {
+                let v = value(flag)?;
+                if v.is_empty() {
+                    return Err("--local-directory needs a directory".into());
+                }
+                config.local_directory = Some(v.into());
+            }
             "--reconnect-timeout" => {
                 let v = value(flag)?;
                 reconnect_timeout = v
@@ -166,10 +194,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }
     }
     config.scheduler = scheduler.ok_or("the scheduler address is required")?;
-    Ok(Command::Run(Run {
+    Ok(Command::Run(Box::new(Run {
         config,
         reconnect_timeout,
-    }))
+    })))
 }
 
 fn parse_resources(text: &str) -> Result<BTreeMap<String, f64>, String> {
@@ -191,14 +219,57 @@ fn parse_resources(text: &str) -> Result<BTreeMap<String, f64>, String> {
     Ok(out)
 }
 
+/// A byte count as Dask's `parse_bytes` reads it: a number and an optional
+/// unit, decimal (`kB`, `MB`, `GB`, `TB`, `PB`, or `k`, `M`, ...) or binary
+/// (`KiB`, `MiB`, ..., or `Ki`, `Mi`, ...), any case, spaces allowed.
 fn parse_bytes(text: &str) -> Result<u64, String> {
-    if let Ok(n) = text.parse::<u64>() {
+    let bad = || {
+        format!(
+            "--memory-limit needs a number of bytes, e.g. 4000000000, 4GB or 512MiB; got {text:?}"
+        )
+    };
+    let trimmed = text.trim();
+    if let Ok(n) = trimmed.parse::<u64>() {
         return Ok(n);
     }
+    let split = trimmed
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number.trim().parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "p" => 1e15,
+        "ki" => 1024.0,
+        "mi" => 1024.0 * 1024.0,
+        "gi" => 1024.0 * 1024.0 * 1024.0,
+        "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "pi" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = number * scale;
+    if bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(bad())
+    }
+}
+
+/// A fraction of the memory limit in [0, 1], or `false`/`none`: off.
+fn parse_fraction(flag: &str, text: &str) -> Result<Option<f64>, String> {
+    if matches!(text.to_ascii_lowercase().as_str(), "false" | "none" | "off") {
+        return Ok(None);
+    }
     match text.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(f as u64),
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(Some(f)),
         _ => Err(format!(
-            "--memory-limit needs a number of bytes, got {text:?}"
+            "{flag} needs a fraction between 0 and 1 (or false), got {text:?}"
         )),
     }
 }
@@ -234,7 +305,7 @@ fn main() -> ExitCode {
     let Run {
         mut config,
         reconnect_timeout,
-    } = run;
+    } = *run;
     let scheduler = config.scheduler.clone();
     let mut worker = match WorkerHandle::start(config.clone()) {
         Ok(worker) => worker,
@@ -313,5 +384,72 @@ fn register_again(
             Err(e) if Instant::now() >= deadline => return Err(Some(e)),
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_decimal_and_binary_units() {
+        for (text, bytes) in [
+            ("8000000", 8_000_000),
+            ("1e9", 1_000_000_000),
+            ("2GB", 2_000_000_000),
+            ("2 gb", 2_000_000_000),
+            ("1.5kB", 1_500),
+            ("512MiB", 512 << 20),
+            ("4Gi", 4 << 30),
+            ("10B", 10),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "GB", "-1", "1XB", "1e400", "nan", "1 2"] {
+            assert!(parse_bytes(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn fractions_are_between_0_and_1_or_off() {
+        assert_eq!(parse_fraction("--f", "0.6"), Ok(Some(0.6)));
+        assert_eq!(parse_fraction("--f", "1"), Ok(Some(1.0)));
+        assert_eq!(parse_fraction("--f", "false"), Ok(None));
+        for text in ["1.5", "-0.1", "NaN", "x", ""] {
+            assert!(parse_fraction("--f", text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn memory_options_reach_the_config() {
+        let args: Vec<String> = [
+            "tcp://127.0.0.1:1",
+            "--memory-limit",
+            "8MB",
+            "--memory-target-fraction=0.5",
+            "--memory-pause-fraction",
+            "false",
+            "--local-directory",
+            "/tmp/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let Ok(Command::Run(run)) = parse_args(&args) else {
+            panic!("parses");
+        };
+        assert_eq!(run.config.memory_limit, Some(8_000_000));
+        assert_eq!(run.config.memory_target_fraction, Some(0.5));
+        assert_eq!(run.config.memory_pause_fraction, None);
+        assert_eq!(
+            run.config.local_directory.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        let zero = ["tcp://127.0.0.1:1", "--memory-limit", "0"].map(String::from);
+        let Ok(Command::Run(run)) = parse_args(&zero) else {
+            panic!("parses");
+        };
+        assert_eq!(run.config.memory_limit, None, "0: no limit");
     }
 }
