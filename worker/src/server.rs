@@ -341,6 +341,8 @@ struct PeerConn {
     kind: PeerKind,
     handshaken: bool,
     touched: bool,
+    /// The state machine has been told this connection is over.
+    forgotten: bool,
 }
 
 struct EventLoop {
@@ -631,6 +633,7 @@ impl EventLoop {
                 kind: PeerKind::Incoming { id },
                 handshaken: false,
                 touched: false,
+                forgotten: false,
             });
         }
     }
@@ -659,6 +662,7 @@ impl EventLoop {
             },
             handshaken: false,
             touched: false,
+            forgotten: false,
         });
         self.outgoing.insert(address.to_string(), key);
         Ok(key)
@@ -720,6 +724,17 @@ impl EventLoop {
         }
         match status {
             Ok(ReadStatus::Open) => {}
+            // A peer that half-closes after its requests (shutdown of its
+            // write side) still gets the replies: they are queued when the
+            // state machine's outputs are drained, later in this wakeup,
+            // and the connection closes once they are written. (Touched so
+            // that it closes even when nothing is queued.)
+            Ok(ReadStatus::Closed)
+                if matches!(self.peers[slot].kind, PeerKind::Incoming { .. }) =>
+            {
+                self.peers[slot].conn.close_after_flush();
+                self.touch_peer(slot);
+            }
             Ok(ReadStatus::Closed | ReadStatus::ClosedMidFrame) | Err(ConnError::Io(_)) => {
                 self.drop_peer(now, slot)
             }
@@ -826,9 +841,12 @@ impl EventLoop {
     /// Tells the state machine a connection is over (it stays in the slab
     /// while a last error is written).
     fn forget_peer(&mut self, now: Instant, slot: usize) {
-        let Some(peer) = self.peers.get(slot) else {
+        let Some(peer) = self.peers.get_mut(slot) else {
             return;
         };
+        if std::mem::replace(&mut peer.forgotten, true) {
+            return;
+        }
         match &peer.kind {
             PeerKind::Incoming { id } => {
                 let id = *id;
@@ -849,9 +867,7 @@ impl EventLoop {
         if !self.peers.contains(slot) {
             return;
         }
-        if !self.peers[slot].conn.is_closing() {
-            self.forget_peer(now, slot);
-        }
+        self.forget_peer(now, slot);
         let mut peer = self.peers.remove(slot);
         let _ = self.poll.registry().deregister(peer.conn.stream_mut());
         peer.conn.shutdown();

@@ -513,6 +513,62 @@ fn peers_get_data_and_bad_peer_input_closes_only_that_connection() {
 }
 
 #[test]
+fn a_peer_that_half_closes_after_its_request_still_gets_the_reply() {
+    use std::io::{Read, Write};
+    let mut s = start_default();
+    s.send(vec![compute("x", "range", vec![Value::from(3)])]);
+    let mut others = Vec::new();
+    assert!(matches!(
+        s.outcome("x", &mut others),
+        Message::TaskFinished(_)
+    ));
+    let address = s.worker().address();
+    let addr = address.trim_start_matches("tcp://");
+    for round in 0..5 {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        // Hello and get-data in one frame, then the write side shut: the
+        // worker usually reads the request and the end of the stream in
+        // the same wakeup.
+        let frame = dask_net::testing::messages_frame(&[
+            Message::Hello(handshake::offer(Role::Peer, None)),
+            Message::GetData(GetData {
+                request: round,
+                keys: vec!["x".into(), "nope".into()],
+            }),
+        ]);
+        stream.write_all(&frame).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).unwrap();
+        let mut decoder = dask_core::frame::FrameDecoder::default();
+        decoder.push(&bytes);
+        let mut messages = Vec::new();
+        while let Some(batch) = decoder.poll().unwrap() {
+            messages.extend(batch);
+        }
+        assert!(
+            matches!(messages.first(), Some(Message::Hello(_))),
+            "{messages:?}"
+        );
+        let Some(Message::Data(data)) = messages.get(1) else {
+            panic!("round {round}: no data reply before the close: {messages:?}");
+        };
+        assert_eq!(data.request, round);
+        assert_eq!(data.missing, vec![Key::from("nope")]);
+        assert_eq!(
+            value_of(data, "x"),
+            Value::Array(vec![Value::from(0), Value::from(1), Value::from(2)])
+        );
+    }
+    // The worker is fine and its peer connections are gone.
+    assert_eq!(
+        value_of(&s.get(&["x"]), "x").as_array().map(Vec::len),
+        Some(3)
+    );
+}
+
+#[test]
 fn the_data_port_refuses_roles_other_than_peer() {
     let s = start_default();
     let refused = BlockingConn::connect(
