@@ -2801,6 +2801,27 @@ mod tests {
         assert_eq!(usage.spilled_keys as usize, spilled.len());
     }
 
+    /// a, b, c, d of 200 bytes each, in that order: 800 bytes, so a (the
+    /// least recently used) is spilled under the 600-byte target.
+    fn put_abcd(w: &mut WorkerState, now: Duration) {
+        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            put(w, now, key, blob(200, fill));
+        }
+    }
+
+    /// A peer's get-data of `keys`, and what the worker does about it.
+    fn peer_get(w: &mut WorkerState, now: Duration, request: u64, keys: &[&str]) -> Vec<Output> {
+        w.handle_peer_request(
+            now,
+            PeerId(1),
+            GetData {
+                request,
+                keys: keys.iter().map(|k| Key::from(*k)).collect(),
+            },
+        );
+        drain(w)
+    }
+
     fn get_data(w: &mut WorkerState, now: Duration, keys: &[&str]) -> Data {
         w.handle_scheduler_message(
             now,
@@ -2875,9 +2896,7 @@ mod tests {
     fn a_spilled_dependency_is_read_back_into_memory_as_most_recent() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
         let r = task_ref_value;
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         assert_eq!(store.puts(), vec!["a"]);
         w.handle_scheduler_message(now, compute("t", vec![r("a")], &[("a", &[ME])]));
         let out = drain(&mut w);
@@ -2905,23 +2924,13 @@ mod tests {
     #[test]
     fn get_data_of_a_spilled_key_reads_it_and_leaves_it_spilled() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         let d = get_data(&mut w, now, &["a", "b", "nope"]);
         assert_eq!(d.data[&Key::from("a")].as_bytes(), blob(200, 1).as_bytes());
         assert_eq!(d.data[&Key::from("b")].as_bytes(), blob(200, 2).as_bytes());
         assert_eq!(d.missing, vec![Key::from("nope")]);
         assert!(w.is_spilled("a"));
-        w.handle_peer_request(
-            now,
-            PeerId(1),
-            GetData {
-                request: 1,
-                keys: vec!["a".into()],
-            },
-        );
-        let out = drain(&mut w);
+        let out = peer_get(&mut w, now, 1, &["a"]);
         assert!(matches!(
             &out[..],
             [Output::ToPeer { message: Message::Data(d), .. }] if d.data.len() == 1
@@ -2934,9 +2943,7 @@ mod tests {
     #[test]
     fn freeing_a_spilled_key_removes_its_spill_entry() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         assert_eq!(store.keys(), vec!["a"]);
         w.handle_scheduler_message(
             now,
@@ -2956,9 +2963,7 @@ mod tests {
     fn a_failed_write_keeps_the_value_in_memory_and_is_retried_later() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
         store.with(|s| s.fail_puts = true);
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         let usage = w.memory();
         assert_eq!((usage.memory_bytes, usage.spilled_bytes), (800, 0));
         assert_eq!(usage.spill_write_failures, 1, "one try, then a pause");
@@ -2983,9 +2988,7 @@ mod tests {
     #[test]
     fn a_failed_read_for_get_data_reports_the_key_missing_and_drops_it() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         store.with(|s| s.fail_gets = true);
         let d = get_data(&mut w, now, &["a", "b"]);
         assert_eq!(d.missing, vec![Key::from("a")]);
@@ -2996,15 +2999,7 @@ mod tests {
         assert!(usage.last_spill_error.unwrap().contains("bad sector"));
         assert_accounting(&w, &store);
         // A peer asking later is told it is missing too.
-        w.handle_peer_request(
-            now,
-            PeerId(1),
-            GetData {
-                request: 2,
-                keys: vec!["a".into()],
-            },
-        );
-        let out = drain(&mut w);
+        let out = peer_get(&mut w, now, 2, &["a"]);
         assert!(matches!(
             &out[..],
             [Output::ToPeer { message: Message::Data(d), .. }] if d.missing == vec![Key::from("a")]
@@ -3015,9 +3010,7 @@ mod tests {
     fn a_failed_read_of_a_dependency_is_fetched_elsewhere_or_reported_missing() {
         let (mut w, store, now) = spilling_worker(Some(0.6), None);
         let r = task_ref_value;
-        for (key, fill) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
-            put(&mut w, now, key, blob(200, fill));
-        }
+        put_abcd(&mut w, now);
         store.with(|s| s.fail_gets = true);
         // Listed only here: given back with missing-data naming this worker.
         w.handle_scheduler_message(now, compute("t", vec![r("a")], &[("a", &[ME])]));

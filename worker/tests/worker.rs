@@ -133,6 +133,18 @@ fn start(nthreads: usize, functions: FunctionRegistry, heartbeat_ms: u64) -> Set
     }
 }
 
+/// A worker that has computed x = range(3).
+fn start_holding_x() -> Setup {
+    let mut s = start_default();
+    s.send(vec![compute("x", "range", vec![Value::from(3)])]);
+    let mut others = Vec::new();
+    assert!(matches!(
+        s.outcome("x", &mut others),
+        Message::TaskFinished(_)
+    ));
+    s
+}
+
 fn start_default() -> Setup {
     start(2, FunctionRegistry::builtins(), QUIET_HEARTBEAT_MS)
 }
@@ -448,13 +460,7 @@ fn free_keys_then_get_data_reports_missing() {
 
 #[test]
 fn peers_get_data_and_bad_peer_input_closes_only_that_connection() {
-    let mut s = start_default();
-    s.send(vec![compute("x", "range", vec![Value::from(3)])]);
-    let mut others = Vec::new();
-    assert!(matches!(
-        s.outcome("x", &mut others),
-        Message::TaskFinished(_)
-    ));
+    let mut s = start_holding_x();
     let mut peer = connect_peer(&s.worker().address());
     peer.set_read_timeout(Some(TIMEOUT)).unwrap();
     peer.send(&[Message::GetData(GetData {
@@ -515,13 +521,7 @@ fn peers_get_data_and_bad_peer_input_closes_only_that_connection() {
 #[test]
 fn a_peer_that_half_closes_after_its_request_still_gets_the_reply() {
     use std::io::{Read, Write};
-    let mut s = start_default();
-    s.send(vec![compute("x", "range", vec![Value::from(3)])]);
-    let mut others = Vec::new();
-    assert!(matches!(
-        s.outcome("x", &mut others),
-        Message::TaskFinished(_)
-    ));
+    let mut s = start_holding_x();
     let address = s.worker().address();
     let addr = address.trim_start_matches("tcp://");
     for round in 0..5 {
