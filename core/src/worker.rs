@@ -2773,32 +2773,58 @@ mod tests {
     /// Memory and spilled bytes add up to what the heartbeat reports, and
     /// the store holds exactly the spilled keys.
     fn assert_accounting(w: &WorkerState, store: &TestStore) {
+        if let Some(mismatch) = accounting_mismatch(w, store) {
+            panic!("{mismatch}");
+        }
+    }
+
+    /// What is off in the memory accounting, if anything.
+    fn accounting_mismatch(w: &WorkerState, store: &TestStore) -> Option<String> {
         let usage = w.memory();
         let metrics = w.metrics();
-        assert_eq!(
-            usage.memory_bytes + usage.spilled_bytes,
-            metrics.stored_bytes
-        );
-        assert_eq!(usage.memory_keys + usage.spilled_keys, metrics.stored_keys);
         let in_memory: u64 = w
             .data
             .values()
             .filter(|h| h.value.is_some())
             .map(|h| h.nbytes)
             .sum();
-        assert_eq!(usage.memory_bytes, in_memory);
-        let spilled: Vec<String> = {
-            let mut keys: Vec<String> = w
-                .data
-                .iter()
-                .filter(|(_, h)| h.value.is_none())
-                .map(|(k, _)| k.to_string())
-                .collect();
-            keys.sort();
-            keys
-        };
-        assert_eq!(store.keys(), spilled);
-        assert_eq!(usage.spilled_keys as usize, spilled.len());
+        let mut spilled: Vec<String> = w
+            .data
+            .iter()
+            .filter(|(_, h)| h.value.is_none())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        spilled.sort();
+        let lru_len = if w.spilling() { usage.memory_keys } else { 0 };
+        [
+            (
+                usage.memory_bytes + usage.spilled_bytes == metrics.stored_bytes,
+                "memory + spilled bytes are not the stored bytes",
+            ),
+            (
+                usage.memory_keys + usage.spilled_keys == metrics.stored_keys,
+                "memory + spilled keys are not the stored keys",
+            ),
+            (
+                usage.memory_bytes == in_memory,
+                "memory bytes are not the values' sum",
+            ),
+            (
+                store.keys() == spilled,
+                "the store does not hold the spilled keys",
+            ),
+            (
+                usage.spilled_keys as usize == spilled.len(),
+                "spilled keys miscounted",
+            ),
+            (
+                w.lru.len() as u64 == lru_len,
+                "the LRU order is not the values in memory",
+            ),
+        ]
+        .into_iter()
+        .find(|(ok, _)| !ok)
+        .map(|(_, what)| format!("{what}: {usage:?}, {metrics:?}"))
     }
 
     /// a, b, c, d of 200 bytes each, in that order: 800 bytes, so a (the
@@ -3315,27 +3341,9 @@ mod tests {
             fn check(&self) -> Result<(), TestCaseError> {
                 let w = &self.w;
                 let usage = w.memory();
-                let metrics = w.metrics();
-                prop_assert_eq!(
-                    usage.memory_bytes + usage.spilled_bytes,
-                    metrics.stored_bytes
-                );
-                let in_memory: u64 = w
-                    .data
-                    .values()
-                    .filter(|h| h.value.is_some())
-                    .map(|h| h.nbytes)
-                    .sum();
-                prop_assert_eq!(usage.memory_bytes, in_memory);
-                let mut spilled: Vec<String> = w
-                    .data
-                    .iter()
-                    .filter(|(_, h)| h.value.is_none())
-                    .map(|(k, _)| k.to_string())
-                    .collect();
-                spilled.sort();
-                prop_assert_eq!(self.store.keys(), spilled);
-                prop_assert_eq!(w.lru.len() as u64, usage.memory_keys);
+                if let Some(mismatch) = accounting_mismatch(w, &self.store) {
+                    return Err(TestCaseError::fail(mismatch));
+                }
                 // Over the target only when nothing more can be spilled.
                 if usage.memory_bytes > 600 && w.spill_retry_at.is_none() {
                     let spillable = w
