@@ -53,11 +53,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::handshake;
+use crate::messages::Role;
 use crate::messages::{
     AddKeys, Busy, ComputeTask, Data, DataStored, ErrorReport, FreeKeys, GetData, Heartbeat,
     Metrics, MissingData, PutData, Resources, StealRequest, StealResponse, TaskErred, TaskFinished,
 };
-use crate::{ErrorCode, Key, Message, RawValue, FRAME_BYTES_MAX};
+use crate::{ErrorCode, Key, Message, RawValue, WireError, FRAME_BYTES_MAX};
 use slab::Slab;
 
 /// Room kept in a frame for everything around the values: the batch
@@ -118,6 +120,31 @@ pub const SPILL_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// worker); chosen by the event loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
+
+/// Which end of a data connection this worker is (see
+/// [`WorkerState::handle_peer_message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLink<'a> {
+    /// A peer connected to this worker's data address: it fetches from us.
+    Incoming(PeerId),
+    /// This worker connected to the holder at this data address: we fetch.
+    Outgoing(&'a str),
+}
+
+/// What the event loop does with a data connection after a message on it.
+#[derive(Debug)]
+pub enum PeerVerdict {
+    /// Handled (any reply comes through [`WorkerState::poll_output`]).
+    Continue,
+    /// The hello exchange is complete: the connection is handshaken from
+    /// now on; send this `hello` reply on it first when there is one (an
+    /// incoming connection).
+    Handshaken(Option<Message>),
+    /// Close it without a word (the other end said `close` or `error`).
+    Close,
+    /// Send this fatal error on it, then close it.
+    Reject(WireError),
+}
 
 /// What the worker is and may do.
 #[derive(Debug, Clone)]
@@ -808,6 +835,66 @@ impl WorkerState {
             }) => self.data_arrived(address, request, data, missing),
             Message::Busy(Busy { request }) => self.busy_arrived(address, request),
             _ => {}
+        }
+    }
+
+    /// A message on a data connection (after the framing): the hello
+    /// exchange while `handshaken` is false (the worker, named `name`,
+    /// accepts role `peer` on incoming connections and expects a worker to
+    /// answer on outgoing ones), then `get-data` from peers, `data` /
+    /// `busy` from holders, and `heartbeat`. Anything else, or a message
+    /// in the wrong direction, is a protocol error (`Reject`). Every
+    /// worker's event loop shares this, so they answer alike.
+    pub fn handle_peer_message(
+        &mut self,
+        now: Duration,
+        link: PeerLink<'_>,
+        handshaken: bool,
+        name: &str,
+        message: Message,
+    ) -> PeerVerdict {
+        if !handshaken {
+            let hello = match message {
+                Message::Hello(hello) => hello,
+                Message::ErrorReport(_) => return PeerVerdict::Close,
+                other => {
+                    return PeerVerdict::Reject(WireError::new(
+                        ErrorCode::BadHandshake,
+                        format!("expected hello, got `{}`", other.op()),
+                    ))
+                }
+            };
+            let checked = match link {
+                PeerLink::Incoming(peer) => handshake::accept(
+                    &hello,
+                    Role::Worker,
+                    &[Role::Peer],
+                    peer.0,
+                    Some(name.to_string()),
+                )
+                .map(|(reply, _)| Some(Message::Hello(reply))),
+                PeerLink::Outgoing(_) => handshake::check_reply(&hello, Role::Worker).map(|_| None),
+            };
+            return match checked {
+                Ok(reply) => PeerVerdict::Handshaken(reply),
+                Err(e) => PeerVerdict::Reject(e),
+            };
+        }
+        match (link, message) {
+            (PeerLink::Incoming(peer), Message::GetData(request)) => {
+                self.handle_peer_request(now, peer, request);
+                PeerVerdict::Continue
+            }
+            (PeerLink::Incoming(_), Message::Heartbeat(_)) => PeerVerdict::Continue,
+            (PeerLink::Outgoing(address), m @ (Message::Data(_) | Message::Busy(_))) => {
+                self.handle_peer_reply(now, address, m);
+                PeerVerdict::Continue
+            }
+            (_, Message::Close(_) | Message::ErrorReport(_)) => PeerVerdict::Close,
+            (_, other) => PeerVerdict::Reject(WireError::new(
+                ErrorCode::UnexpectedMessage,
+                format!("`{}` is not allowed on a data connection", other.op()),
+            )),
         }
     }
 
@@ -2678,6 +2765,87 @@ mod tests {
         );
         let started = jobs(drain(&mut w));
         assert_eq!(started[0].deps[0].1.as_bytes(), &[2]);
+    }
+
+    #[test]
+    fn data_connections_shake_hands_then_route_requests_and_replies() {
+        let (mut w, now) = worker(1);
+        let incoming = PeerLink::Incoming(PeerId(4));
+        let peer_hello = Message::Hello(handshake::offer(Role::Peer, None));
+        // Before the hello: only a hello (or an error, which just closes).
+        let get = |request| {
+            Message::GetData(GetData {
+                request,
+                keys: vec!["x".into()],
+            })
+        };
+        assert!(matches!(
+            w.handle_peer_message(now, incoming, false, "w", get(1)),
+            PeerVerdict::Reject(e) if e.code == ErrorCode::BadHandshake
+        ));
+        assert!(matches!(
+            w.handle_peer_message(
+                now,
+                incoming,
+                false,
+                "w",
+                Message::error(&WireError::new(ErrorCode::MalformedFrame, "x"), None)
+            ),
+            PeerVerdict::Close
+        ));
+        let client_hello = Message::Hello(handshake::offer(Role::Client, None));
+        assert!(matches!(
+            w.handle_peer_message(now, incoming, false, "w", client_hello),
+            PeerVerdict::Reject(e) if e.code == ErrorCode::BadHandshake
+        ));
+        let PeerVerdict::Handshaken(Some(Message::Hello(reply))) =
+            w.handle_peer_message(now, incoming, false, "w", peer_hello.clone())
+        else {
+            panic!("hello reply expected");
+        };
+        assert_eq!(
+            (reply.role, reply.name.as_deref()),
+            (Role::Worker, Some("w"))
+        );
+        // Handshaken: get-data is answered through poll_output.
+        assert!(matches!(
+            w.handle_peer_message(now, incoming, true, "w", get(2)),
+            PeerVerdict::Continue
+        ));
+        assert!(matches!(
+            &drain(&mut w)[..],
+            [Output::ToPeer { peer: PeerId(4), message: Message::Data(d) }] if d.request == 2
+        ));
+        // Replies are not for incoming connections; requests not for outgoing.
+        let outgoing = PeerLink::Outgoing(PEER_A);
+        assert!(matches!(
+            w.handle_peer_message(now, incoming, true, "w", data_reply(1, &[], &[])),
+            PeerVerdict::Reject(e) if e.code == ErrorCode::UnexpectedMessage
+        ));
+        assert!(matches!(
+            w.handle_peer_message(now, outgoing, true, "w", get(3)),
+            PeerVerdict::Reject(e) if e.code == ErrorCode::UnexpectedMessage
+        ));
+        // An outgoing connection expects a worker's hello and sends no reply.
+        assert!(matches!(
+            w.handle_peer_message(now, outgoing, false, "w", peer_hello),
+            PeerVerdict::Reject(_)
+        ));
+        let worker_hello = Message::Hello(handshake::offer(Role::Worker, None));
+        assert!(matches!(
+            w.handle_peer_message(now, outgoing, false, "w", worker_hello),
+            PeerVerdict::Handshaken(None)
+        ));
+        assert!(matches!(
+            w.handle_peer_message(
+                now,
+                outgoing,
+                true,
+                "w",
+                Message::Close(Close { reason: None })
+            ),
+            PeerVerdict::Close
+        ));
     }
 
     // ---- memory: spill, read back, pause --------------------------------

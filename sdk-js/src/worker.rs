@@ -25,7 +25,9 @@ use dask_core::frame::{FrameDecoder, FrameEncoder};
 use dask_core::handshake;
 use dask_core::messages::{Close, ErrorReport, RegisterWorker, Resources, Role};
 use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
-use dask_core::worker::{Job, Output, PeerId, StateConfig, TaskDone, TaskError, WorkerState};
+use dask_core::worker::{
+    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, TaskDone, TaskError, WorkerState,
+};
 use dask_core::{ErrorCode, Key, Message, WireError};
 
 use crate::pack::{Command, MapWriter};
@@ -476,66 +478,28 @@ impl WorkerDriver {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if !c.handshaken {
-            let hello = match message {
-                Message::Hello(hello) => hello,
-                Message::ErrorReport(_) => {
-                    self.drop_conn(conn, now);
-                    return false;
+        let link = match &c.kind {
+            Kind::Incoming(peer) => PeerLink::Incoming(*peer),
+            Kind::Outgoing(address) => PeerLink::Outgoing(address),
+            Kind::Scheduler => return false, // routed by `message`
+        };
+        let verdict = self
+            .state
+            .handle_peer_message(now, link, c.handshaken, &self.name, message);
+        match verdict {
+            PeerVerdict::Continue => true,
+            PeerVerdict::Handshaken(reply) => {
+                c.handshaken = true;
+                if let Some(reply) = reply {
+                    self.send(conn, &reply);
                 }
-                other => {
-                    let e = WireError::new(
-                        ErrorCode::BadHandshake,
-                        format!("expected hello, got `{}`", other.op()),
-                    );
-                    self.protocol_error(conn, now, e);
-                    return false;
-                }
-            };
-            let checked = match &c.kind {
-                Kind::Incoming(peer) => handshake::accept(
-                    &hello,
-                    Role::Worker,
-                    &[Role::Peer],
-                    peer.0,
-                    Some(self.name.clone()),
-                )
-                .map(|(reply, _)| Some(reply)),
-                _ => handshake::check_reply(&hello, Role::Worker).map(|_| None),
-            };
-            return match checked {
-                Ok(reply) => {
-                    c.handshaken = true;
-                    if let Some(reply) = reply {
-                        self.send(conn, &Message::Hello(reply));
-                    }
-                    true
-                }
-                Err(e) => {
-                    self.protocol_error(conn, now, e);
-                    false
-                }
-            };
-        }
-        match (c.kind.clone(), message) {
-            (Kind::Incoming(peer), Message::GetData(request)) => {
-                self.state.handle_peer_request(now, peer, request);
                 true
             }
-            (Kind::Incoming(_), Message::Heartbeat(_)) => true,
-            (Kind::Outgoing(address), m @ (Message::Data(_) | Message::Busy(_))) => {
-                self.state.handle_peer_reply(now, &address, m);
-                true
-            }
-            (_, Message::Close(_) | Message::ErrorReport(_)) => {
+            PeerVerdict::Close => {
                 self.drop_conn(conn, now);
                 false
             }
-            (_, other) => {
-                let e = WireError::new(
-                    ErrorCode::UnexpectedMessage,
-                    format!("`{}` is not allowed on a data connection", other.op()),
-                );
+            PeerVerdict::Reject(e) => {
                 self.protocol_error(conn, now, e);
                 false
             }

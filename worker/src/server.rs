@@ -27,8 +27,8 @@ use crate::executor::ExecutorPool;
 use crate::function::FunctionRegistry;
 use crate::spill::{default_local_directory, FileSpillStore};
 use crate::state::{
-    Job, Output, PeerId, StateConfig, WorkerState, MEMORY_PAUSE_FRACTION_DEFAULT,
-    MEMORY_TARGET_FRACTION_DEFAULT,
+    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, WorkerState,
+    MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
 };
 
 /// How long [`WorkerHandle::start`] waits to connect and be registered.
@@ -751,70 +751,28 @@ impl EventLoop {
         if peer.conn.is_closing() {
             return false;
         }
-        if !peer.handshaken {
-            let Message::Hello(hello) = message else {
-                let e = match message {
-                    Message::ErrorReport(_) => {
-                        self.drop_peer(now, slot);
-                        return false;
-                    }
-                    other => WireError::new(
-                        ErrorCode::BadHandshake,
-                        format!("expected hello, got `{}`", other.op()),
-                    ),
-                };
-                self.reject_peer(now, slot, &e);
-                return false;
-            };
-            let checked = match &peer.kind {
-                PeerKind::Incoming { id } => handshake::accept(
-                    &hello,
-                    Role::Worker,
-                    &[Role::Peer],
-                    id.0,
-                    Some(self.name.clone()),
-                )
-                .map(|(reply, _)| Some(reply)),
-                PeerKind::Outgoing { .. } => {
-                    handshake::check_reply(&hello, Role::Worker).map(|_| None)
+        let link = match &peer.kind {
+            PeerKind::Incoming { id } => PeerLink::Incoming(*id),
+            PeerKind::Outgoing { address, .. } => PeerLink::Outgoing(address),
+        };
+        let verdict =
+            self.state
+                .handle_peer_message(now, link, peer.handshaken, &self.name, message);
+        match verdict {
+            PeerVerdict::Continue => true,
+            PeerVerdict::Handshaken(reply) => {
+                peer.handshaken = true;
+                if let Some(reply) = reply {
+                    let _ = peer.conn.send(&reply);
+                    self.touch_peer(slot);
                 }
-            };
-            match checked {
-                Ok(reply) => {
-                    peer.handshaken = true;
-                    if let Some(reply) = reply {
-                        let _ = peer.conn.send(&Message::Hello(reply));
-                        self.touch_peer(slot);
-                    }
-                    return true;
-                }
-                Err(e) => {
-                    self.reject_peer(now, slot, &e);
-                    return false;
-                }
-            }
-        }
-        match (&peer.kind, message) {
-            (PeerKind::Incoming { id }, Message::GetData(request)) => {
-                let id = *id;
-                self.state.handle_peer_request(now, id, request);
                 true
             }
-            (PeerKind::Incoming { .. }, Message::Heartbeat(_)) => true,
-            (PeerKind::Outgoing { address, .. }, m @ (Message::Data(_) | Message::Busy(_))) => {
-                let address = address.clone();
-                self.state.handle_peer_reply(now, &address, m);
-                true
-            }
-            (_, Message::Close(_) | Message::ErrorReport(_)) => {
+            PeerVerdict::Close => {
                 self.drop_peer(now, slot);
                 false
             }
-            (_, other) => {
-                let e = WireError::new(
-                    ErrorCode::UnexpectedMessage,
-                    format!("`{}` is not allowed on a data connection", other.op()),
-                );
+            PeerVerdict::Reject(e) => {
                 self.reject_peer(now, slot, &e);
                 false
             }

@@ -15,11 +15,11 @@ use dask_core::messages::{GetData, Metrics};
 use dask_core::{ErrorCode, Message, RawValue};
 
 pub use dask_core::worker::{
-    Job, MemorySpillStore, MemoryUsage, Output, PeerId, SpillStore, StateConfig, TaskDone,
-    BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN, DISPATCH_AHEAD_MIN,
-    FAILED_ADDRESS_MEMORY, FETCH_TIMEOUT, FRAME_OVERHEAD_BYTES, HEARTBEAT_INTERVAL_DEFAULT,
-    HEARTBEAT_INTERVAL_MIN, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
-    REPLY_BYTES_IN_FLIGHT_MAX, SPILL_RETRY_DELAY, VALUE_BYTES_MAX,
+    Job, MemorySpillStore, MemoryUsage, Output, PeerId, PeerLink, PeerVerdict, SpillStore,
+    StateConfig, TaskDone, BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN,
+    DISPATCH_AHEAD_MIN, FAILED_ADDRESS_MEMORY, FETCH_TIMEOUT, FRAME_OVERHEAD_BYTES,
+    HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN, MEMORY_PAUSE_FRACTION_DEFAULT,
+    MEMORY_TARGET_FRACTION_DEFAULT, REPLY_BYTES_IN_FLIGHT_MAX, SPILL_RETRY_DELAY, VALUE_BYTES_MAX,
 };
 
 /// The worker's tasks, data and transfers ([`dask_core::worker::WorkerState`]
@@ -121,6 +121,21 @@ impl WorkerState {
     pub fn handle_peer_request(&mut self, now: Instant, peer: PeerId, request: GetData) {
         let now = self.since_origin(now);
         self.inner.handle_peer_request(now, peer, request)
+    }
+
+    /// A message on a data connection: the hello exchange, then requests
+    /// and replies ([`dask_core::worker::WorkerState::handle_peer_message`]).
+    pub fn handle_peer_message(
+        &mut self,
+        now: Instant,
+        link: PeerLink<'_>,
+        handshaken: bool,
+        name: &str,
+        message: Message,
+    ) -> PeerVerdict {
+        let now = self.since_origin(now);
+        self.inner
+            .handle_peer_message(now, link, handshaken, name, message)
     }
 
     /// Everything queued on a peer's connection has been written.
