@@ -1058,7 +1058,7 @@ impl WorkerState {
                     .find(|(_, id)| self.requests.contains_key(id))
                     .map(|(at, _)| *at),
             )
-            .chain(self.spill_retry_at)
+            .chain(self.spill_retry_at.filter(|_| !self.closed))
             .min();
         match (self.next_heartbeat.filter(|_| !self.closed), delayed) {
             (Some(a), Some(b)) => Some(a.min(b)),
