@@ -632,12 +632,12 @@ macro_rules! messages {
             /// Reads one message.
             pub fn read(r: &mut Reader<'_>) -> Result<Message, WireError> {
                 let table = FieldTable::read(r)?;
-                let op: String = table.field("op")?;
-                match op.as_str() {
+                let op = table.str_field("op")?;
+                match op {
                     $($op => $variant::from_table(&table).map(Message::$variant),)*
                     _ => Err(WireError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))),
                 }
-                .map_err(|e| e.in_op(&op))
+                .map_err(|e| e.in_op(op))
             }
 
             /// JSON Schema of each message, by op.

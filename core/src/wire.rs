@@ -42,9 +42,19 @@ pub trait Wire: Sized {
 }
 
 /// The entries of a map read as a struct: field name -> encoded value.
+///
+/// Messages are decoded by the million, so the first
+/// [`FIELDS_INLINE`] entries live inline (no allocation per struct).
 pub struct FieldTable<'a> {
-    entries: Vec<(&'a str, &'a [u8])>,
+    inline: [(&'a str, &'a [u8]); FIELDS_INLINE],
+    len: usize,
+    /// Entries beyond the inline ones (structs never have that many
+    /// fields; a peer may still send them, up to `STRUCT_FIELDS_MAX`).
+    more: Vec<(&'a str, &'a [u8])>,
 }
+
+/// Fields of a [`FieldTable`] kept without allocating.
+const FIELDS_INLINE: usize = 12;
 
 impl<'a> FieldTable<'a> {
     /// Reads a map with string keys. Duplicate names are malformed.
@@ -55,26 +65,36 @@ impl<'a> FieldTable<'a> {
                 "map has {len} entries, more than the {STRUCT_FIELDS_MAX} a message may have"
             )));
         }
-        let mut entries: Vec<(&'a str, &'a [u8])> = Vec::with_capacity(len);
+        let mut table = FieldTable {
+            inline: [("", &[]); FIELDS_INLINE],
+            len: 0,
+            more: Vec::new(),
+        };
         for _ in 0..len {
             let name = r.read_str().map_err(|e| e.in_field("<field name>"))?;
             let value = r
                 .skip_nested(FIELD_DEPTH_MAX, &mut |_| {})
                 .map_err(|e| e.in_field(name))?;
-            if entries.iter().any(|(n, _)| *n == name) {
+            if table.raw(name).is_some() {
                 return Err(WireError::malformed(format!(
                     "field `{name}` appears twice"
                 )));
             }
-            entries.push((name, value));
+            if table.len < FIELDS_INLINE {
+                table.inline[table.len] = (name, value);
+                table.len += 1;
+            } else {
+                table.more.push((name, value));
+            }
         }
-        Ok(FieldTable { entries })
+        Ok(table)
     }
 
     /// The encoded value of field `name`.
     pub fn raw(&self, name: &str) -> Option<&'a [u8]> {
-        self.entries
+        self.inline[..self.len]
             .iter()
+            .chain(&self.more)
             .find(|(n, _)| *n == name)
             .map(|(_, v)| *v)
     }
@@ -84,6 +104,15 @@ impl<'a> FieldTable<'a> {
         match self.raw(name) {
             Some(bytes) => T::read(&mut Reader::new(bytes)).map_err(|e| e.in_field(name)),
             None => T::absent().ok_or_else(|| WireError::missing_field(name)),
+        }
+    }
+
+    /// Reads required string field `name` without copying it (as
+    /// `field::<String>` would, errors included).
+    pub fn str_field(&self, name: &str) -> Result<&'a str, WireError> {
+        match self.raw(name) {
+            None => Err(WireError::missing_field(name)),
+            Some(bytes) => Reader::new(bytes).read_str().map_err(|e| e.in_field(name)),
         }
     }
 }
