@@ -2,14 +2,14 @@
 //! independent tasks and a chain-shaped reduction; two simulated workers
 //! with one thread each answer every compute-task at once, a frame at a
 //! time. Run with `cargo run --release -p dask-scheduler --example
-//! state_throughput [N]`.
+//! state_throughput [N] [groups|tree]`.
 
 use std::time::Instant;
 
 use dask_core::handshake;
 use dask_core::messages::{RegisterWorker, Role, TaskFinished, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
-use dask_core::{Message, RawValue};
+use dask_core::{Key, Message, RawValue};
 use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
 
 fn main() {
@@ -46,38 +46,11 @@ fn main() {
     }
     while s.poll_output().is_some() {}
 
-    // n independent tasks, summed in groups of 100 (so results are freed).
-    let mut tasks = Vec::with_capacity(n + n / 100 + 1);
-    let mut wanted = Vec::new();
-    for g in 0..n / 100 {
-        let mut refs = Vec::new();
-        for i in 0..100 {
-            let key = format!("inc-{g}-{i}");
-            refs.push(task_ref_value(&key));
-            tasks.push(TaskSpec {
-                key: key.into(),
-                function: "inc".into(),
-                args: RawValue::from_value(&rmpv::Value::Array(vec![rmpv::Value::from(i)])),
-                kwargs: None,
-                priority: None,
-                resources: None,
-                retries: None,
-                workers: None,
-            });
-        }
-        let key = format!("sum-{g}");
-        wanted.push(key.clone().into());
-        tasks.push(TaskSpec {
-            key: key.into(),
-            function: "sum".into(),
-            args: RawValue::from_value(&rmpv::Value::Array(refs)),
-            kwargs: None,
-            priority: None,
-            resources: None,
-            retries: None,
-            workers: None,
-        });
-    }
+    let shape = std::env::args().nth(2).unwrap_or_else(|| "groups".into());
+    let (tasks, wanted) = match shape.as_str() {
+        "tree" => tree(n),
+        _ => groups(n),
+    };
     let total = tasks.len();
     let start = Instant::now();
     s.handle_message(
@@ -124,4 +97,71 @@ fn main() {
         done as f64 / elapsed.as_secs_f64(),
         s.task_count()
     );
+}
+
+/// `n` independent tasks, summed in groups of 100 (so results are freed).
+fn groups(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
+    let mut tasks = Vec::with_capacity(n + n / 100 + 1);
+    let mut wanted = Vec::new();
+    for g in 0..n / 100 {
+        let mut refs = Vec::new();
+        for i in 0..100 {
+            let key = format!("inc-{g}-{i}");
+            refs.push(task_ref_value(&key));
+            tasks.push(TaskSpec {
+                key: key.into(),
+                function: "inc".into(),
+                args: RawValue::from_value(&rmpv::Value::Array(vec![rmpv::Value::from(i)])),
+                kwargs: None,
+                priority: None,
+                resources: None,
+                retries: None,
+                workers: None,
+            });
+        }
+        let key = format!("sum-{g}");
+        wanted.push(key.clone().into());
+        tasks.push(TaskSpec {
+            key: key.into(),
+            function: "sum".into(),
+            args: RawValue::from_value(&rmpv::Value::Array(refs)),
+            kwargs: None,
+            priority: None,
+            resources: None,
+            retries: None,
+            workers: None,
+        });
+    }
+    (tasks, wanted)
+}
+
+/// A binary tree reduction over `n` leaves (as bench's `tree` shape).
+fn tree(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
+    let name = |level: u32, i: usize| format!("tree-{level}-{i}");
+    let spec = |key: String, function: &str, args: Vec<rmpv::Value>| TaskSpec {
+        key: key.into(),
+        function: function.into(),
+        args: RawValue::from_value(&rmpv::Value::Array(args)),
+        kwargs: None,
+        priority: None,
+        resources: None,
+        retries: None,
+        workers: None,
+    };
+    let mut tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| spec(name(0, i), "inc", vec![rmpv::Value::from(i)]))
+        .collect();
+    let (mut level, mut width) = (0, n);
+    while width > 1 {
+        for i in 0..width / 2 {
+            let args = vec![
+                task_ref_value(&name(level, 2 * i)),
+                task_ref_value(&name(level, 2 * i + 1)),
+            ];
+            tasks.push(spec(name(level + 1, i), "sum", args));
+        }
+        level += 1;
+        width /= 2;
+    }
+    (tasks, vec![name(level, 0).into()])
 }

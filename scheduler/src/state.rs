@@ -95,10 +95,12 @@ use dask_core::messages::{
 };
 use dask_core::{ErrorCode, Key, Message, RawValue};
 use slab::Slab;
+use task_set::TaskSet;
 
 pub mod data;
 mod graph;
 pub mod placement;
+mod task_set;
 mod tasks;
 mod validate;
 
@@ -250,7 +252,7 @@ pub(crate) struct Task {
     pub(crate) lost_on: Vec<String>,
     /// Distinct tasks referenced by the arguments, in order of appearance.
     pub(crate) dependencies: Vec<TaskId>,
-    pub(crate) dependents: BTreeSet<TaskId>,
+    pub(crate) dependents: TaskSet,
     /// In `Waiting`: dependencies not in memory.
     pub(crate) waiting_on: u32,
     /// Dependents in an active state.
@@ -902,7 +904,7 @@ impl SchedulerState {
         let mut found = Vec::new();
         for &d in &self.workers[w.0].has_what {
             let dep = &self.tasks[d.0];
-            for &y in &dep.dependents {
+            for y in dep.dependents.iter() {
                 if let TaskState::Processing(x) = self.tasks[y.0].state {
                     if x != w && !dep.who_has.contains(&x) {
                         found.push((y, x));

@@ -282,7 +282,7 @@ impl SchedulerState {
             suspicious: 0,
             lost_on: Vec::new(),
             dependencies: Vec::new(),
-            dependents: BTreeSet::new(),
+            dependents: TaskSet::default(),
             waiting_on: 0,
             waiters: 0,
             wanted_by: Vec::new(),

@@ -1,5 +1,6 @@
 //! `update-graph`: atomic validation, insertion, and graph order.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use dask_core::messages::{TaskSpec, UpdateGraph};
@@ -14,11 +15,36 @@ struct Refusal {
     keys: Vec<Key>,
 }
 
-/// An accepted graph: which specs are new, with their dependency keys.
-struct Plan {
-    /// (index into `tasks`, distinct referenced keys in order).
-    new: Vec<(usize, Vec<Key>)>,
+/// A reference from a new task: to another new task of the same graph (by
+/// its position in [`Plan::new`]) or to a task the scheduler knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Ref {
+    New(u32),
+    Known(TaskId),
 }
+
+/// An accepted graph, every key already resolved, so accepting it hashes
+/// each new key once more (to index it) and nothing else.
+struct Plan {
+    /// Index into the graph's specs of each new task, in submission order.
+    new: Vec<usize>,
+    /// The distinct references of every new task, in order of appearance,
+    /// flattened: new task `p`'s are `refs[ref_start[p]..ref_start[p + 1]]`.
+    refs: Vec<Ref>,
+    ref_start: Vec<usize>,
+    /// Graph order of each new task, counted from 0 within this graph.
+    order: Vec<u64>,
+}
+
+impl Plan {
+    fn refs_of(&self, p: usize) -> &[Ref] {
+        &self.refs[self.ref_start[p]..self.ref_start[p + 1]]
+    }
+}
+
+/// A task's references at most this many are deduplicated by scanning;
+/// beyond, with a set (a task may refer to millions of keys).
+const REFS_SCANNED_MAX: usize = 16;
 
 /// Whether `raw` is a msgpack array.
 fn is_array(raw: &RawValue) -> bool {
@@ -50,25 +76,6 @@ fn same_def(def: &Option<TaskDef>, spec: &TaskSpec) -> bool {
 
 fn same_spec(a: &TaskSpec, b: &TaskSpec) -> bool {
     a.function == b.function && a.args == b.args && a.kwargs == b.kwargs
-}
-
-/// The distinct task references of a spec's args and kwargs, in order.
-fn references(spec: &TaskSpec) -> Vec<Key> {
-    let mut refs: Vec<Key> = Vec::new();
-    let mut push = |k: &str| {
-        if !refs.iter().any(|r| r.as_str() == k) {
-            refs.push(Key::from(k));
-        }
-    };
-    for k in spec.args.refs() {
-        push(k);
-    }
-    if let Some(kwargs) = &spec.kwargs {
-        for k in kwargs.refs() {
-            push(k);
-        }
-    }
-    refs
 }
 
 fn sorted_unique(mut keys: Vec<Key>) -> Vec<Key> {
@@ -105,18 +112,26 @@ impl SchedulerState {
             });
         }
 
-        // Keys defined by this graph (first occurrence), and which are new.
-        let mut in_graph: HashMap<&Key, usize> = HashMap::with_capacity(m.tasks.len());
+        // Keys defined by this graph (first occurrence) and what each
+        // resolves to: a new task, or a known one with the same definition.
+        let n = m.tasks.len();
+        let mut in_graph: HashMap<&str, Ref> = HashMap::with_capacity(n);
         let mut new: Vec<usize> = Vec::new();
         let mut duplicates: Vec<Key> = Vec::new();
         for (i, spec) in m.tasks.iter().enumerate() {
-            if let Some(&j) = in_graph.get(&spec.key) {
-                if !same_spec(&m.tasks[j], spec) {
-                    duplicates.push(spec.key.clone());
+            let entry = match in_graph.entry(spec.key.as_str()) {
+                Entry::Vacant(entry) => entry,
+                Entry::Occupied(first) => {
+                    let same = match *first.get() {
+                        Ref::New(p) => same_spec(&m.tasks[new[p as usize]], spec),
+                        Ref::Known(t) => same_def(&self.tasks[t.0].def, spec),
+                    };
+                    if !same {
+                        duplicates.push(spec.key.clone());
+                    }
+                    continue;
                 }
-                continue;
-            }
-            in_graph.insert(&spec.key, i);
+            };
             if self.is_scattering(&spec.key) {
                 // Scattered data, stored but not yet announced.
                 duplicates.push(spec.key.clone());
@@ -127,8 +142,12 @@ impl SchedulerState {
                     if !same_def(&self.tasks[t.0].def, spec) {
                         duplicates.push(spec.key.clone());
                     }
+                    entry.insert(Ref::Known(t));
                 }
-                None => new.push(i),
+                None => {
+                    entry.insert(Ref::New(new.len() as u32));
+                    new.push(i);
+                }
             }
         }
         if !duplicates.is_empty() {
@@ -140,17 +159,50 @@ impl SchedulerState {
             });
         }
 
-        let known = |k: &Key| in_graph.contains_key(k) || self.task_by_key.contains_key(k);
-        let mut unknown: Vec<Key> = Vec::new();
-        let mut plan = Plan {
-            new: Vec::with_capacity(new.len()),
+        let resolve = |k: &str| -> Option<Ref> {
+            in_graph
+                .get(k)
+                .copied()
+                .or_else(|| self.task_by_key.get(k).map(|&t| Ref::Known(t)))
         };
+        let mut unknown: Vec<Key> = Vec::new();
+        let mut refs: Vec<Ref> = Vec::with_capacity(new.len() * 2);
+        let mut ref_start: Vec<usize> = Vec::with_capacity(new.len() + 1);
         for &i in &new {
-            let refs = references(&m.tasks[i]);
-            unknown.extend(refs.iter().filter(|k| !known(k)).cloned());
-            plan.new.push((i, refs));
+            let spec = &m.tasks[i];
+            let start = refs.len();
+            ref_start.push(start);
+            let mut seen: Option<HashSet<Ref>> = None;
+            let mut on_ref = |k: &str| {
+                let Some(r) = resolve(k) else {
+                    unknown.push(Key::from(k));
+                    return;
+                };
+                let fresh = match &mut seen {
+                    Some(set) => set.insert(r),
+                    None if refs.len() - start < REFS_SCANNED_MAX => !refs[start..].contains(&r),
+                    None => {
+                        let set = seen.insert(refs[start..].iter().copied().collect());
+                        set.insert(r)
+                    }
+                };
+                if fresh {
+                    refs.push(r);
+                }
+            };
+            // The shapes were checked above, so these walks cannot fail.
+            let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+            if let Some(kwargs) = &spec.kwargs {
+                let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+            }
         }
-        unknown.extend(m.wanted.iter().filter(|k| !known(k)).cloned());
+        ref_start.push(refs.len());
+        unknown.extend(
+            m.wanted
+                .iter()
+                .filter(|k| resolve(k.as_str()).is_none())
+                .cloned(),
+        );
         if !unknown.is_empty() {
             return Err(Refusal {
                 code: ErrorCode::UnknownKey,
@@ -160,22 +212,34 @@ impl SchedulerState {
             });
         }
 
-        let cyclic = cycle_members(&m.tasks, &plan);
-        if !cyclic.is_empty() {
-            return Err(Refusal {
-                code: ErrorCode::Cycle,
-                message: "the tasks depend on each other in a cycle".into(),
-                keys: sorted_unique(cyclic),
-            });
+        let mut plan = Plan {
+            new,
+            refs,
+            ref_start,
+            order: Vec::new(),
+        };
+        match graph_order(&plan) {
+            Some(order) => plan.order = order,
+            None => {
+                return Err(Refusal {
+                    code: ErrorCode::Cycle,
+                    message: "the tasks depend on each other in a cycle".into(),
+                    keys: sorted_unique(cycle_members(&m.tasks, &plan)),
+                })
+            }
         }
         Ok(plan)
     }
 
     fn accept_graph(&mut self, conn: ConnId, specs: Vec<TaskSpec>, plan: Plan, wanted: &[Key]) {
-        let mut specs: Vec<Option<TaskSpec>> = specs.into_iter().map(Some).collect();
-        let mut created: Vec<(TaskId, Vec<Key>)> = Vec::with_capacity(plan.new.len());
-        for (i, refs) in plan.new {
-            let Some(spec) = specs[i].take() else {
+        let n = plan.new.len();
+        self.tasks.reserve(n);
+        self.task_by_key.reserve(n);
+        let mut ids: Vec<TaskId> = Vec::with_capacity(n);
+        // `plan.new` lists spec indices in increasing order.
+        let mut new_specs = plan.new.iter().enumerate().peekable();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let Some((p, _)) = new_specs.next_if(|&(_, &j)| j == i) else {
                 continue;
             };
             let t = TaskId(self.tasks.insert(Task {
@@ -189,12 +253,12 @@ impl SchedulerState {
                 }),
                 state: TaskState::Released,
                 priority: spec.priority.unwrap_or(0),
-                order: 0,
+                order: self.next_order + plan.order[p],
                 retries_left: spec.retries.unwrap_or(0),
                 suspicious: 0,
                 lost_on: Vec::new(),
                 dependencies: Vec::new(),
-                dependents: BTreeSet::new(),
+                dependents: TaskSet::default(),
                 waiting_on: 0,
                 waiters: 0,
                 wanted_by: Vec::new(),
@@ -205,20 +269,23 @@ impl SchedulerState {
                 steal_pending: false,
             }));
             self.task_by_key.insert(spec.key, t);
-            created.push((t, refs));
+            ids.push(t);
         }
-        for (t, refs) in &created {
-            let deps: Vec<TaskId> = refs
+        self.next_order += n as u64;
+        for (p, &t) in ids.iter().enumerate() {
+            let deps: Vec<TaskId> = plan
+                .refs_of(p)
                 .iter()
-                .filter_map(|k| self.task_by_key.get(k).copied())
+                .map(|r| match *r {
+                    Ref::New(q) => ids[q as usize],
+                    Ref::Known(d) => d,
+                })
                 .collect();
             for &d in &deps {
-                self.tasks[d.0].dependents.insert(*t);
+                self.tasks[d.0].dependents.insert(t);
             }
             self.tasks[t.0].dependencies = deps;
         }
-        let new_ids: Vec<TaskId> = created.iter().map(|(t, _)| *t).collect();
-        self.assign_order(&new_ids);
 
         let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
         for key in wanted {
@@ -230,62 +297,73 @@ impl SchedulerState {
             }
         }
         // New tasks nothing wants or needs are forgotten right away.
-        self.to_check.extend(new_ids);
+        self.to_check.extend(ids);
     }
+}
 
-    /// Gives the new tasks their graph order: from each task nothing in the
-    /// graph depends on (in submission order), a depth-first post-order
-    /// walk of its dependencies, so a branch finishes before the next starts
-    /// and intermediates can be freed early. Orders grow across graphs.
-    fn assign_order(&mut self, new_ids: &[TaskId]) {
-        const VISITING: u64 = u64::MAX;
-        let mut stack: Vec<(TaskId, usize)> = Vec::new();
-        for &sink in new_ids {
-            if !self.tasks[sink.0].dependents.is_empty() || self.tasks[sink.0].order != 0 {
-                continue;
-            }
-            self.tasks[sink.0].order = VISITING;
-            stack.push((sink, 0));
-            while let Some(top) = stack.last_mut() {
-                let (t, i) = *top;
-                if let Some(&d) = self.tasks[t.0].dependencies.get(i) {
+/// The graph order of a plan's new tasks (see [`Plan::order`]): from each
+/// new task no other new task depends on, in submission order, a
+/// depth-first post-order walk of its dependencies, so a branch finishes
+/// before the next starts and intermediates can be freed early. Known
+/// tasks already have their order. `None` when the new tasks have a cycle.
+fn graph_order(plan: &Plan) -> Option<Vec<u64>> {
+    const UNSEEN: u64 = u64::MAX;
+    const VISITING: u64 = u64::MAX - 1;
+    let n = plan.new.len();
+    let mut has_dependent = vec![false; n];
+    for r in &plan.refs {
+        if let Ref::New(q) = *r {
+            has_dependent[q as usize] = true;
+        }
+    }
+    let mut order = vec![UNSEEN; n];
+    let mut next = 0;
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for sink in (0..n).filter(|&p| !has_dependent[p]) {
+        order[sink] = VISITING;
+        stack.push((sink, 0));
+        while let Some(top) = stack.last_mut() {
+            let (p, i) = *top;
+            match plan.refs_of(p).get(i) {
+                Some(r) => {
                     top.1 += 1;
-                    if self.tasks[d.0].order == 0 {
-                        self.tasks[d.0].order = VISITING;
-                        stack.push((d, 0));
+                    if let Ref::New(q) = *r {
+                        match order[q as usize] {
+                            UNSEEN => {
+                                order[q as usize] = VISITING;
+                                stack.push((q as usize, 0));
+                            }
+                            VISITING => return None,
+                            _ => {}
+                        }
                     }
-                } else {
-                    self.tasks[t.0].order = self.next_order;
-                    self.next_order += 1;
+                }
+                None => {
+                    order[p] = next;
+                    next += 1;
                     stack.pop();
                 }
             }
         }
     }
+    // A task on a cycle that nothing outside it depends on has no sink
+    // above it, so it was never reached.
+    (next == n as u64).then_some(order)
 }
 
 /// Keys of new tasks on a dependency cycle (Kahn's algorithm from both
-/// ends: what is left is on a cycle or between two).
+/// ends: what is left is on a cycle or between two). Only for the refusal.
 fn cycle_members(tasks: &[TaskSpec], plan: &Plan) -> Vec<Key> {
     let n = plan.new.len();
-    let position: HashMap<&Key, usize> = plan
-        .new
-        .iter()
-        .enumerate()
-        .map(|(p, (i, _))| (&tasks[*i].key, p))
-        .collect();
     // Edges among new tasks: dependency -> dependent.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut indegree = vec![0usize; n];
     let mut outdegree = vec![0usize; n];
-    let mut dependencies: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (p, (_, refs)) in plan.new.iter().enumerate() {
-        for r in refs {
-            if let Some(&q) = position.get(r) {
-                dependents[q].push(p);
-                dependencies[p].push(q);
-                indegree[p] += 1;
-                outdegree[q] += 1;
+    for (p, degree) in indegree.iter_mut().enumerate() {
+        for r in plan.refs_of(p) {
+            if let Ref::New(q) = *r {
+                dependents[q as usize].push(p);
+                *degree += 1;
             }
         }
     }
@@ -300,32 +378,31 @@ fn cycle_members(tasks: &[TaskSpec], plan: &Plan) -> Vec<Key> {
             }
         }
     }
-    if removed.iter().all(|&r| r) {
-        return Vec::new();
-    }
     // Peel what only hangs below a cycle (nothing left depends on it).
     for p in 0..n {
-        if removed[p] {
-            continue;
+        if !removed[p] {
+            outdegree[p] = dependents[p].iter().filter(|&&q| !removed[q]).count();
         }
-        outdegree[p] = dependents[p].iter().filter(|&&q| !removed[q]).count();
     }
     let mut sinks: Vec<usize> = (0..n)
         .filter(|&p| !removed[p] && outdegree[p] == 0)
         .collect();
     while let Some(p) = sinks.pop() {
         removed[p] = true;
-        for &q in &dependencies[p] {
-            if !removed[q] {
-                outdegree[q] -= 1;
-                if outdegree[q] == 0 {
-                    sinks.push(q);
+        for r in plan.refs_of(p) {
+            if let Ref::New(q) = *r {
+                let q = q as usize;
+                if !removed[q] {
+                    outdegree[q] -= 1;
+                    if outdegree[q] == 0 {
+                        sinks.push(q);
+                    }
                 }
             }
         }
     }
     (0..n)
         .filter(|&p| !removed[p])
-        .map(|p| tasks[plan.new[p].0].key.clone())
+        .map(|p| tasks[plan.new[p]].key.clone())
         .collect()
 }

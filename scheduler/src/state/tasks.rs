@@ -149,7 +149,7 @@ impl SchedulerState {
         let mut stack = vec![t];
         self.mark_erred(t, error.clone());
         while let Some(x) = stack.pop() {
-            let dependents: Vec<TaskId> = self.tasks[x.0].dependents.iter().copied().collect();
+            let dependents: Vec<TaskId> = self.tasks[x.0].dependents.to_vec();
             for y in dependents {
                 let s = self.tasks[y.0].state;
                 if s == TaskState::Released || s.is_active() {
@@ -218,7 +218,7 @@ impl SchedulerState {
             return self.fail(t, error);
         }
         self.set_state(t, TaskState::Released);
-        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.iter().copied().collect();
+        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
             match self.tasks[y.0].state {
                 TaskState::Waiting => self.tasks[y.0].waiting_on += 1,
@@ -315,7 +315,7 @@ impl SchedulerState {
         let task = self.tasks.remove(t.0);
         self.task_by_key.remove(&task.key);
         for d in task.dependencies {
-            self.tasks[d.0].dependents.remove(&t);
+            self.tasks[d.0].dependents.remove(t);
             self.to_check.push(d);
         }
     }
@@ -463,7 +463,7 @@ impl SchedulerState {
         self.tasks[t.0].nbytes = plausible_nbytes(m.nbytes);
         self.add_replica(t, w);
         self.notify_finished(t);
-        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.iter().copied().collect();
+        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
             let dep = &mut self.tasks[y.0];
             if dep.state == TaskState::Waiting {

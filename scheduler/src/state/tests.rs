@@ -842,6 +842,17 @@ fn refused_graphs_change_nothing() {
             4003,
             vec!["p", "q"],
         ),
+        // a cycle nothing outside it depends on (no sink above it)
+        (
+            vec![
+                spec("ok", "f", vec![]),
+                spec("a", "f", vec![r("b")]),
+                spec("b", "f", vec![r("a")]),
+            ],
+            vec!["ok"],
+            4003,
+            vec!["a", "b"],
+        ),
         // a task depending on itself
         (
             vec![spec("me", "f", vec![r("me")])],
@@ -879,6 +890,34 @@ fn refused_graphs_change_nothing() {
     sim.submit(c, 11, vec![spec("k", "f", vec![])], &["k"]);
     sim.submit(c, 12, vec![spec("k", "f", vec![Value::from(1)])], &["k"]);
     assert_eq!(error_of(&sim.recv(c)).code, 4002);
+}
+
+#[test]
+fn a_key_referenced_many_times_is_one_dependency() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 64);
+    let c = sim.client();
+    let leaves: Vec<String> = (0..40).map(|i| format!("leaf-{i}")).collect();
+    let mut tasks: Vec<TaskSpec> = leaves.iter().map(|k| spec(k, "f", vec![])).collect();
+    // Each leaf twice, in two nested lists: past the scanned dedup limit.
+    let refs: Vec<Value> = leaves.iter().map(|k| r(k)).collect();
+    tasks.push(spec(
+        "all",
+        "f",
+        vec![Value::Array(refs.clone()), Value::Array(refs)],
+    ));
+    sim.submit(c, 1, tasks, &["all"]);
+    assert_eq!(compute_keys(&sim.recv(w)).len(), 40);
+    for k in &leaves {
+        sim.finish(w, k, 1);
+    }
+    let got = sim.recv(w);
+    let all = computes(&got);
+    assert_eq!(all.len(), 1);
+    let deps: Vec<&str> = all[0].who_has.keys().map(|k| k.as_str()).collect();
+    let mut expected: Vec<&str> = leaves.iter().map(|k| k.as_str()).collect();
+    expected.sort();
+    assert_eq!(deps, expected);
 }
 
 #[test]

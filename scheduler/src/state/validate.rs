@@ -53,7 +53,7 @@ impl SchedulerState {
         for &t in &changed {
             if let Some(task) = self.tasks.get(t.0) {
                 around.extend(task.dependencies.iter().copied());
-                around.extend(task.dependents.iter().copied());
+                around.extend(task.dependents.iter());
             }
         }
         changed.append(&mut around);
@@ -196,13 +196,13 @@ impl SchedulerState {
         for d in &task.dependencies {
             let dep = self.tasks.get(d.0).ok_or("a dependency was forgotten")?;
             ensure!(
-                dep.dependents.contains(&t),
+                dep.dependents.contains(t),
                 "{} does not list it as a dependent",
                 dep.key
             );
         }
         let mut waiters = 0;
-        for y in &task.dependents {
+        for y in task.dependents.iter() {
             let dep = self.tasks.get(y.0).ok_or("a dependent was forgotten")?;
             ensure!(
                 dep.dependencies.contains(&t),
