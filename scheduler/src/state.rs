@@ -294,7 +294,10 @@ pub(crate) struct Worker {
     pub(crate) nthreads: u32,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) resources: Resources,
-    pub(crate) functions: std::collections::HashSet<String>,
+    /// The functions it offers, sorted and without duplicates: looked up
+    /// for every placement, where comparing a few short names beats
+    /// hashing one.
+    pub(crate) functions: Vec<String>,
     pub(crate) function_list: Vec<String>,
     pub(crate) processing: BTreeSet<TaskId>,
     pub(crate) has_what: BTreeSet<TaskId>,
@@ -815,7 +818,12 @@ impl SchedulerState {
             nthreads: m.nthreads,
             memory_limit: m.memory_limit,
             resources: m.resources.unwrap_or_default(),
-            functions: m.functions.iter().cloned().collect(),
+            functions: {
+                let mut f = m.functions.clone();
+                f.sort_unstable();
+                f.dedup();
+                f
+            },
             function_list: m.functions,
             processing: BTreeSet::new(),
             has_what: BTreeSet::new(),

@@ -109,7 +109,11 @@ impl Worker {
         let Some(def) = &task.def else {
             return false;
         };
-        if !self.functions.contains(&def.function) {
+        if self
+            .functions
+            .binary_search_by(|f| f.as_str().cmp(&def.function))
+            .is_err()
+        {
             return false;
         }
         if let Some(wanted) = &def.resources {
