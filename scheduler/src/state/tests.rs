@@ -596,19 +596,20 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
             },
         );
     };
-    // 10 us tasks: 1 ms of queued work is 100, capped at 64 + the running one.
+    // 10 us tasks: 1 ms of queued work is 100 (under the cap of 256), plus
+    // the running one.
     report(&mut sim, "t0", 10);
-    assert_eq!(compute_keys(&sim.recv(w)).len(), 64);
+    assert_eq!(compute_keys(&sim.recv(w)).len(), 100);
     assert_eq!(
         sim.s
             .tasks
             .iter()
             .filter(|(_, t)| t.state.name() == "processing")
             .count(),
-        65
+        101
     );
     // Long tasks shrink it back to one queued per thread as the average grows.
-    for i in 1..=64 {
+    for i in 1..=100 {
         report(&mut sim, &format!("t{i}"), 1_000_000);
     }
     let w_state = sim.s.workers.iter().next().map(|(_, w)| w.slots());
