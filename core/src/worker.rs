@@ -691,6 +691,13 @@ impl WorkerState {
         self.data.get(key).is_some_and(|held| held.value.is_none())
     }
 
+    /// About how many tasks are queued for a thread or running (a queue
+    /// entry left by a freed task may still count): while many are, the
+    /// worker is busy for a while.
+    pub fn backlog(&self) -> usize {
+        self.ready.len() + self.running.len()
+    }
+
     /// Runs out on the executor now (including discarded ones still running).
     pub fn running(&self) -> usize {
         self.running.len()

@@ -49,6 +49,25 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// heartbeats, retries, completions and stop requests).
 const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 
+/// Queued or running tasks per thread from which a worker is busy for a
+/// while whatever the scheduler says: its reports (task-finished and the
+/// rest) may then wait up to [`REPORT_DELAY_MAX`] to go out together.
+/// Tasks of microseconds otherwise cost one frame, one write and one
+/// scheduler wakeup per handful of tasks, which is most of the work; an
+/// idle or nearly idle worker (a chain, a single task) reports at once.
+/// Dask batches these streams too (every 2 ms, busy or not).
+pub const REPORT_BATCH_BACKLOG_PER_THREAD: usize = 128;
+
+/// Longest a report waits for others to join it.
+pub const REPORT_DELAY_MAX: Duration = Duration::from_millis(1);
+
+/// Whether messages for the scheduler may wait longer, with `backlog` tasks
+/// queued or running on `nthreads` threads and the oldest message waiting
+/// for `held_for`.
+fn report_may_wait(backlog: usize, nthreads: usize, held_for: Duration) -> bool {
+    backlog >= REPORT_BATCH_BACKLOG_PER_THREAD * nthreads && held_for < REPORT_DELAY_MAX
+}
+
 const SCHEDULER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
@@ -203,6 +222,7 @@ impl WorkerHandle {
             scheduler: Conn::new(stream),
             phase: Phase::AwaitHello,
             scheduler_touched: false,
+            report_held_since: None,
             listener,
             peers: Slab::new(),
             outgoing: HashMap::new(),
@@ -351,6 +371,9 @@ struct EventLoop {
     scheduler: Conn,
     phase: Phase,
     scheduler_touched: bool,
+    /// Since when messages for the scheduler are held back (see
+    /// [`REPORT_BATCH_BACKLOG_PER_THREAD`]).
+    report_held_since: Option<Instant>,
     listener: TcpListener,
     peers: Slab<PeerConn>,
     outgoing: HashMap<String, usize>,
@@ -406,12 +429,16 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         while self.exit.is_none() {
             let now = Instant::now();
+            let report_due = self
+                .report_held_since
+                .map(|since| (since + REPORT_DELAY_MAX).saturating_duration_since(now));
             let timeout = self
                 .state
                 .poll_timeout()
                 .map(|at| at.saturating_duration_since(now))
                 .unwrap_or(POLL_TIMEOUT_MAX)
-                .min(POLL_TIMEOUT_MAX);
+                .min(POLL_TIMEOUT_MAX)
+                .min(report_due.unwrap_or(POLL_TIMEOUT_MAX));
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -846,11 +873,27 @@ impl EventLoop {
                     pool.submit(self.new_jobs.drain(..));
                 }
             }
-            if !self.scheduler_touched && self.touched.is_empty() {
+            let scheduler_due = self.scheduler_touched && !self.hold_report(now);
+            if !scheduler_due && self.touched.is_empty() {
                 return;
             }
-            self.flush_touched(now);
+            self.flush_touched(now, scheduler_due);
         }
+    }
+
+    /// Whether messages queued for the scheduler may wait: the worker is
+    /// busy (see [`REPORT_BATCH_BACKLOG_PER_THREAD`]) and they have not
+    /// waited [`REPORT_DELAY_MAX`] yet.
+    fn hold_report(&mut self, now: Instant) -> bool {
+        if self.phase != Phase::Running || self.exit.is_some() {
+            return false;
+        }
+        let since = *self.report_held_since.get_or_insert(now);
+        report_may_wait(
+            self.state.backlog(),
+            self.state.config().nthreads,
+            now.saturating_duration_since(since),
+        )
     }
 
     fn handle_output(&mut self, now: Instant, output: Output) {
@@ -889,8 +932,9 @@ impl EventLoop {
         }
     }
 
-    fn flush_touched(&mut self, now: Instant) {
-        if std::mem::take(&mut self.scheduler_touched) {
+    fn flush_touched(&mut self, now: Instant, scheduler: bool) {
+        if scheduler && std::mem::take(&mut self.scheduler_touched) {
+            self.report_held_since = None;
             let mut flushed = self.scheduler.flush().map(|_| ());
             if flushed.is_ok() {
                 flushed = self
@@ -954,5 +998,25 @@ trait RegisterAll {
 impl RegisterAll for TcpListener {
     fn register_all(&mut self, registry: &mio::Registry) -> io::Result<()> {
         registry.register(self, LISTENER, Interest::READABLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_wait_only_while_the_worker_is_busy_and_not_past_the_delay() {
+        let busy = REPORT_BATCH_BACKLOG_PER_THREAD;
+        // An idle or nearly idle worker (a chain, one task) reports at once.
+        assert!(!report_may_wait(0, 1, Duration::ZERO));
+        assert!(!report_may_wait(busy - 1, 1, Duration::ZERO));
+        // A busy one batches, for at most REPORT_DELAY_MAX.
+        assert!(report_may_wait(busy, 1, Duration::ZERO));
+        assert!(report_may_wait(busy, 1, REPORT_DELAY_MAX / 2));
+        assert!(!report_may_wait(busy, 1, REPORT_DELAY_MAX));
+        // Busy is per thread.
+        assert!(!report_may_wait(busy, 4, Duration::ZERO));
+        assert!(report_may_wait(4 * busy, 4, Duration::ZERO));
     }
 }

@@ -93,6 +93,11 @@ impl WorkerState {
         self.inner.running()
     }
 
+    /// About how many tasks are queued for a thread or running.
+    pub fn backlog(&self) -> usize {
+        self.inner.backlog()
+    }
+
     /// A message from the scheduler (after the handshake).
     pub fn handle_scheduler_message(&mut self, now: Instant, message: Message) {
         let now = self.since_origin(now);
