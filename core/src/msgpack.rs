@@ -95,6 +95,11 @@ impl<'a> Reader<'a> {
     }
 
     fn wrong(&self, expected: &'static str, marker: u8) -> WireError {
+        // 0xc1 is no msgpack type at all: the bytes are malformed, whatever
+        // was expected (as when the value is skipped).
+        if marker == 0xc1 {
+            return WireError::malformed("reserved msgpack byte 0xc1");
+        }
         WireError::wrong_type(expected, marker_kind(marker))
     }
 

@@ -2,10 +2,11 @@
 //! msgpack, and the `wire_struct!` macro that derives it for a struct whose
 //! wire form is a map from field name to value.
 //!
-//! Reading a struct first indexes the map's entries (name -> encoded bytes),
-//! then reads each field by name, so field order does not matter, unknown
-//! fields are skipped (a later minor version may add them) and an error
-//! names the field it is about.
+//! Reading a struct goes once over the map's entries, reading each known
+//! field where it stands, so field order does not matter, unknown fields
+//! are checked and skipped (a later minor version may add them) and an
+//! error names the field it is about. [`FieldTable`] indexes a map's
+//! entries (name -> encoded bytes) for readers that look fields up by name.
 
 use std::collections::BTreeMap;
 
@@ -60,11 +61,7 @@ impl<'a> FieldTable<'a> {
     /// Reads a map with string keys. Duplicate names are malformed.
     pub fn read(r: &mut Reader<'a>) -> Result<FieldTable<'a>, WireError> {
         let len = r.read_map_len()?;
-        if len > STRUCT_FIELDS_MAX {
-            return Err(WireError::malformed(format!(
-                "map has {len} entries, more than the {STRUCT_FIELDS_MAX} a message may have"
-            )));
-        }
+        check_struct_len(len)?;
         let mut table = FieldTable {
             inline: [("", &[]); FIELDS_INLINE],
             len: 0,
@@ -76,9 +73,7 @@ impl<'a> FieldTable<'a> {
                 .skip_nested(FIELD_DEPTH_MAX, &mut |_| {})
                 .map_err(|e| e.in_field(name))?;
             if table.raw(name).is_some() {
-                return Err(WireError::malformed(format!(
-                    "field `{name}` appears twice"
-                )));
+                return Err(duplicate_field(name));
             }
             if table.len < FIELDS_INLINE {
                 table.inline[table.len] = (name, value);
@@ -114,6 +109,49 @@ impl<'a> FieldTable<'a> {
             None => Err(WireError::missing_field(name)),
             Some(bytes) => Reader::new(bytes).read_str().map_err(|e| e.in_field(name)),
         }
+    }
+}
+
+/// Refuses a struct map with more entries than any message may have.
+#[doc(hidden)]
+pub fn check_struct_len(len: usize) -> Result<(), WireError> {
+    if len > STRUCT_FIELDS_MAX {
+        return Err(WireError::malformed(format!(
+            "map has {len} entries, more than the {STRUCT_FIELDS_MAX} a message may have"
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a field name that appears twice in one map.
+#[doc(hidden)]
+pub fn duplicate_field(name: &str) -> WireError {
+    WireError::malformed(format!("field `{name}` appears twice"))
+}
+
+/// Names of a struct map's unknown entries, to refuse duplicates; the few
+/// a message has (its `op`) are kept without allocating.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct UnknownNames<'a> {
+    inline: [&'a str; 4],
+    len: usize,
+    more: Vec<&'a str>,
+}
+
+impl<'a> UnknownNames<'a> {
+    /// Records `name`; false when it was recorded before.
+    pub fn insert(&mut self, name: &'a str) -> bool {
+        if self.inline[..self.len].contains(&name) || self.more.contains(&name) {
+            return false;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = name;
+            self.len += 1;
+        } else {
+            self.more.push(name);
+        }
+        true
     }
 }
 
@@ -391,8 +429,43 @@ macro_rules! wire_struct {
             fn write(&self, w: &mut Vec<u8>) {
                 $crate::wire::write_struct(w, self.field_count(), |w| self.write_fields(w));
             }
+            /// One pass over the map: each known field is read where it
+            /// stands, unknown ones (a later minor version's, or a
+            /// message's `op`) are checked and skipped. Same results as
+            /// [`Self::from_table`] over a [`$crate::wire::FieldTable`],
+            /// without walking every value twice.
             fn read(r: &mut $crate::msgpack::Reader<'_>) -> Result<Self, $crate::error::WireError> {
-                Self::from_table(&$crate::wire::FieldTable::read(r)?)
+                use $crate::error::WireError;
+                use $crate::wire::Wire;
+                let len = r.read_map_len()?;
+                $crate::wire::check_struct_len(len)?;
+                $(let mut $field: Option<$ty> = None;)*
+                let mut unknown = $crate::wire::UnknownNames::default();
+                for _ in 0..len {
+                    let entry = r.read_str().map_err(|e| e.in_field("<field name>"))?;
+                    match entry {
+                        $(stringify!($field) => {
+                            if $field.is_some() {
+                                return Err($crate::wire::duplicate_field(entry));
+                            }
+                            $field = Some(<$ty as Wire>::read(r).map_err(|e| e.in_field(entry))?);
+                        })*
+                        _ => {
+                            if !unknown.insert(entry) {
+                                return Err($crate::wire::duplicate_field(entry));
+                            }
+                            r.skip_nested($crate::wire::FIELD_DEPTH_MAX, &mut |_| {})
+                                .map_err(|e| e.in_field(entry))?;
+                        }
+                    }
+                }
+                Ok($name {
+                    $($field: match $field {
+                        Some(v) => v,
+                        None => <$ty as Wire>::absent()
+                            .ok_or_else(|| WireError::missing_field(stringify!($field)))?,
+                    },)*
+                })
             }
         }
     };

@@ -9,7 +9,7 @@ use dask_core::error::ErrorCode;
 use dask_core::frame::{encode_frame, FrameDecoder, FrameEncoder};
 use dask_core::json::{json_to_msgpack, msgpack_to_json};
 use dask_core::messages::*;
-use dask_core::msgpack::{task_ref_value, write, RawValue};
+use dask_core::msgpack::{task_ref_value, write, RawValue, Reader};
 use dask_core::wire::Key;
 use dask_core::Message;
 use proptest::prelude::*;
@@ -630,6 +630,42 @@ proptest! {
         match Message::from_bytes(&w) {
             Ok(m) => prop_assert_eq!(Message::from_bytes(&m.to_bytes()).ok(), Some(m)),
             Err(e) => prop_assert!(DECODER_CODES.contains(&e.code), "unexpected code {}", e.code),
+        }
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_the_indexing_one(
+        m in any_message(),
+        ops in prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        extra in prop::option::of(("[a-z_]{1,12}", value())),
+    ) {
+        // A valid message, maybe with an unknown field, maybe mutated.
+        let mut bytes = m.to_bytes();
+        if let Some((name, v)) = extra {
+            // Bump the map's entry count (fixmap up to 14 entries) and append.
+            if bytes[0] & 0xf0 == 0x80 && bytes[0] < 0x8f {
+                bytes[0] += 1;
+                write::str(&mut bytes, &name);
+                write::value(&mut bytes, &v);
+            }
+        }
+        for (kind, at, byte) in ops {
+            let i = at.index(bytes.len());
+            match kind % 3 {
+                0 => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ => { bytes.remove(i); }
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        let one_pass = Message::read(&mut Reader::new(&bytes));
+        let indexed = Message::read_indexed(&mut Reader::new(&bytes));
+        match (&one_pass, &indexed) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "one pass {:?}, indexed {:?}", one_pass, indexed),
         }
     }
 
