@@ -1,15 +1,17 @@
-//! Measures the state machine alone (no sockets): one client submits N
-//! independent tasks and a chain-shaped reduction; two simulated workers
-//! with one thread each answer every compute-task at once, a frame at a
-//! time. Run with `cargo run --release -p dask-scheduler --example
-//! state_throughput [N] [groups|tree]`.
+//! Measures the state machine alone (no sockets): one client submits a
+//! graph (`groups`: N independent tasks summed in groups of 100; `tree`: a
+//! binary reduction over N leaves, the benchmark's tree shape at 65,536);
+//! two simulated workers with one thread each answer every compute-task
+//! at once, a frame at a time. The update-graph is encoded and decoded
+//! first, and that is timed too. Run with `cargo run --release -p
+//! dask-scheduler --example state_throughput [N] [groups|tree]`.
 
 use std::time::Instant;
 
 use dask_core::handshake;
 use dask_core::messages::{RegisterWorker, Role, TaskFinished, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
-use dask_core::{Key, Message, RawValue};
+use dask_core::{frame, Key, Message, RawValue};
 use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
 
 fn main() {
@@ -52,16 +54,28 @@ fn main() {
         _ => groups(n),
     };
     let total = tasks.len();
+    let message = Message::UpdateGraph(UpdateGraph {
+        request: 1,
+        tasks,
+        wanted,
+    });
     let start = Instant::now();
-    s.handle_message(
-        now,
-        client,
-        Message::UpdateGraph(UpdateGraph {
-            request: 1,
-            tasks,
-            wanted,
-        }),
+    let bytes = frame::encode_frame(std::slice::from_ref(&message)).expect("encode");
+    let encoded = start.elapsed();
+    drop(message);
+    let start = Instant::now();
+    let mut decoder = frame::FrameDecoder::default();
+    decoder.push(&bytes);
+    let frame = decoder.poll().expect("decode").expect("one frame");
+    let decoded = start.elapsed();
+    println!(
+        "update-graph of {total} tasks, {} bytes: encode {:.0} ns/task, decode {:.0} ns/task",
+        bytes.len(),
+        encoded.as_nanos() as f64 / total as f64,
+        decoded.as_nanos() as f64 / total as f64
     );
+    let start = Instant::now();
+    s.handle_frame(now, client, frame);
     let submitted = start.elapsed();
     let mut done = 0;
     let mut finished_events = 0;
