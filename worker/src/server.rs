@@ -27,7 +27,7 @@ use crate::executor::ExecutorPool;
 use crate::function::FunctionRegistry;
 use crate::spill::{default_local_directory, FileSpillStore};
 use crate::state::{
-    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, WorkerState,
+    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, TaskDone, WorkerState,
     MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
 };
 
@@ -232,6 +232,7 @@ impl WorkerHandle {
             handshake_deadlines: VecDeque::new(),
             pool: Some(pool),
             new_jobs: Vec::new(),
+            completions: Vec::new(),
             control: Arc::clone(&control),
             scratch: vec![0; READ_CHUNK_BYTES],
             registered: Some(registered_tx),
@@ -387,6 +388,8 @@ struct EventLoop {
     pool: Option<ExecutorPool>,
     /// Jobs of the current drain, handed to the pool together.
     new_jobs: Vec<Job>,
+    /// Completions taken from the pool (kept for its capacity).
+    completions: Vec<TaskDone>,
     control: Arc<Control>,
     scratch: Vec<u8>,
     registered: Option<mpsc::Sender<io::Result<()>>>,
@@ -460,7 +463,8 @@ impl EventLoop {
                 }
             }
             if let Some(pool) = self.pool.as_mut() {
-                for done in pool.take_completions() {
+                pool.take_completions(&mut self.completions);
+                for done in self.completions.drain(..) {
                     self.state.handle_task_done(now, done);
                 }
             }
