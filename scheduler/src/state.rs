@@ -219,9 +219,53 @@ impl TaskState {
 pub(crate) struct TaskDef {
     pub(crate) function: String,
     pub(crate) args: RawValue,
+    /// kwargs, resources and worker restrictions: few tasks have any, and
+    /// the scheduler keeps tasks by the hundred thousand, so they are boxed
+    /// (`None` when all are absent).
+    pub(crate) options: Option<Box<TaskOptions>>,
+}
+
+/// The rarely given parts of a [`TaskDef`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskOptions {
     pub(crate) kwargs: Option<RawValue>,
     pub(crate) resources: Option<Resources>,
     pub(crate) workers: Option<Vec<String>>,
+}
+
+impl TaskDef {
+    pub(crate) fn new(
+        function: String,
+        args: RawValue,
+        kwargs: Option<RawValue>,
+        resources: Option<Resources>,
+        workers: Option<Vec<String>>,
+    ) -> TaskDef {
+        let options = (kwargs.is_some() || resources.is_some() || workers.is_some()).then(|| {
+            Box::new(TaskOptions {
+                kwargs,
+                resources,
+                workers,
+            })
+        });
+        TaskDef {
+            function,
+            args,
+            options,
+        }
+    }
+
+    pub(crate) fn kwargs(&self) -> Option<&RawValue> {
+        self.options.as_ref()?.kwargs.as_ref()
+    }
+
+    pub(crate) fn resources(&self) -> Option<&Resources> {
+        self.options.as_ref()?.resources.as_ref()
+    }
+
+    pub(crate) fn workers(&self) -> Option<&Vec<String>> {
+        self.options.as_ref()?.workers.as_ref()
+    }
 }
 
 /// Why a task is erred; shared by every dependent the error reached.

@@ -69,7 +69,9 @@ fn is_string_map(raw: &RawValue) -> bool {
 /// has none, so never does).
 fn same_def(def: &Option<TaskDef>, spec: &TaskSpec) -> bool {
     match def {
-        Some(d) => d.function == spec.function && d.args == spec.args && d.kwargs == spec.kwargs,
+        Some(d) => {
+            d.function == spec.function && d.args == spec.args && d.kwargs() == spec.kwargs.as_ref()
+        }
         None => false,
     }
 }
@@ -244,13 +246,13 @@ impl SchedulerState {
             };
             let t = TaskId(self.tasks.insert(Task {
                 key: spec.key.clone(),
-                def: Some(TaskDef {
-                    function: spec.function,
-                    args: spec.args,
-                    kwargs: spec.kwargs,
-                    resources: spec.resources,
-                    workers: spec.workers,
-                }),
+                def: Some(TaskDef::new(
+                    spec.function,
+                    spec.args,
+                    spec.kwargs,
+                    spec.resources,
+                    spec.workers,
+                )),
                 state: TaskState::Released,
                 priority: spec.priority.unwrap_or(0),
                 order: self.next_order + plan.order[p],

@@ -119,14 +119,14 @@ impl Worker {
         {
             return false;
         }
-        if let Some(wanted) = &def.resources {
+        if let Some(wanted) = def.resources() {
             for (name, amount) in wanted {
                 if *amount > 0.0 && self.resources.get(name).is_none_or(|have| have < amount) {
                     return false;
                 }
             }
         }
-        if let Some(allowed) = &def.workers {
+        if let Some(allowed) = def.workers() {
             if !allowed
                 .iter()
                 .any(|a| *a == self.name || *a == self.address)
@@ -255,10 +255,10 @@ impl SchedulerState {
             key: task.key.clone(),
             function: def.function.clone(),
             args: def.args.clone(),
-            kwargs: def.kwargs.clone(),
+            kwargs: def.kwargs().cloned(),
             who_has,
             priority: (task.priority != 0).then_some(task.priority),
-            resources: def.resources.clone(),
+            resources: def.resources().cloned(),
         });
         self.send_worker(w, m);
     }
