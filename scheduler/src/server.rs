@@ -116,6 +116,11 @@ pub struct Server {
     conns: Slab<Slot>,
     touched: Vec<usize>,
     scratch: Vec<u8>,
+    /// The last accept failed for want of descriptors or memory: retried
+    /// every tick until it works. With edge-triggered readiness the
+    /// connections already waiting in the backlog would otherwise stay
+    /// there until a new one arrives.
+    accept_failing: bool,
 }
 
 /// The `tcp://HOST:PORT` form, with brackets around IPv6 hosts.
@@ -166,6 +171,7 @@ impl Server {
             conns: Slab::new(),
             touched: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
+            accept_failing: false,
         })
     }
 
@@ -208,6 +214,9 @@ impl Server {
                 }
             }
             if now >= next_tick {
+                if self.accept_failing {
+                    self.accept(now);
+                }
                 self.state.handle_tick(now);
                 self.drain_outputs();
                 self.expire_closing(now);
@@ -218,15 +227,26 @@ impl Server {
         self.shut_down()
     }
 
+    /// Accepts until the backlog is empty. On a failure other than
+    /// `WouldBlock` (EMFILE, ENFILE, ENOBUFS, ENOMEM) the rest of the
+    /// backlog is left for the next tick: no new readiness edge may come.
     fn accept(&mut self, now: Instant) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_failing = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors and the like: try again next wakeup.
-                    eprintln!("dask-scheduler: accept failed: {e}");
+                    if !self.accept_failing {
+                        eprintln!(
+                            "dask-scheduler: accept failed: {e} (retrying every {} ms)",
+                            TICK.as_millis()
+                        );
+                    }
+                    self.accept_failing = true;
                     return;
                 }
             };

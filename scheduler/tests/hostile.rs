@@ -62,7 +62,23 @@ struct Scheduler {
 
 impl Scheduler {
     fn start() -> Scheduler {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
+        Scheduler::spawn(Command::new(env!("CARGO_BIN_EXE_dask-scheduler")))
+    }
+
+    /// Started by `sh` after `ulimit -n open_files`: it runs out of
+    /// descriptors after a few dozen connections.
+    fn start_with_open_files(open_files: u32) -> Scheduler {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_dask-scheduler"),
+        ]);
+        Scheduler::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Scheduler {
+        let mut child = command
             .args(["--port", "0", "--validate"])
             .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()])
             .stdout(Stdio::piped())
@@ -487,17 +503,26 @@ struct Session {
 
 impl Session {
     fn open(address: &str, role: Role) -> Session {
-        let mut s = Session {
+        let mut s = Session::connect(address);
+        s.send(&[hello(role)]);
+        s.expect_hello();
+        s
+    }
+
+    /// Connected, nothing sent yet.
+    fn connect(address: &str) -> Session {
+        Session {
             stream: connect_raw(address),
             decoder: FrameDecoder::default(),
             pending: Default::default(),
-        };
-        s.send(&[hello(role)]);
-        match s.recv() {
+        }
+    }
+
+    fn expect_hello(&mut self) {
+        match self.recv() {
             Some(Message::Hello(h)) => assert_eq!(h.role, Role::Scheduler),
             other => panic!("expected hello, got {other:?}"),
         }
-        s
     }
 
     fn send(&mut self, messages: &[Message]) {
@@ -1002,6 +1027,43 @@ fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
             after >> 10
         );
     }
+}
+
+/// Open-files limit of the scheduler in the descriptor-exhaustion test.
+const SMALL_OPEN_FILES: u32 = 64;
+
+#[test]
+fn a_connection_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free() {
+    let mut scheduler = Scheduler::start_with_open_files(SMALL_OPEN_FILES);
+    let address = scheduler.address.clone();
+    let worker = WorkerHandle::start(WorkerConfig {
+        scheduler: address.clone(),
+        nthreads: 2,
+        ..WorkerConfig::default()
+    })
+    .expect("worker registers");
+
+    // Twice as many connections as the scheduler has descriptors: it
+    // accepts what it can, the rest wait in its listen backlog.
+    let flood: Vec<TcpStream> = (0..2 * SMALL_OPEN_FILES)
+        .map(|_| connect_raw(&address))
+        .collect();
+    // Queued behind them (its TCP handshake is done by the kernel).
+    let mut late = Session::connect(&address);
+    late.send(&[hello(Role::Client)]);
+    scheduler.assert_alive("the descriptor exhaustion");
+
+    // Descriptors come free, but no new connection arrives to wake the
+    // listener: the scheduler must retry accepting by itself.
+    drop(flood);
+    late.expect_hello();
+    late.assert_serving(1);
+
+    let good = GoodClient::start(&address);
+    let rounds = good.finish();
+    assert!(rounds >= 2, "{rounds} rounds");
+    worker.stop();
+    scheduler.assert_alive("the end");
 }
 
 // ---- the state machine, fed random input ------------------------------------
