@@ -2,8 +2,8 @@
 
 use std::io::{self, Read, Write};
 
-use dask_core::frame::{FrameDecoder, FrameEncoder};
-use dask_core::{Message, WireError};
+use dask_core::frame::{FrameDecoder, FrameEncoder, LENGTH_PREFIX_BYTES};
+use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
@@ -13,6 +13,11 @@ pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Most bytes queued for a peer that does not read; past it the
 /// connection is failed rather than the process running out of memory.
 pub const SEND_QUEUE_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
+
+/// Largest frame an acceptor takes from a connector before its `hello`
+/// (spec/PROTOCOL.md "Limits": `hello_frame_bytes_max`). A hello is a few
+/// hundred bytes; messages pipelined after it go in later frames.
+pub const HELLO_FRAME_BYTES_MAX: usize = 64 * 1024;
 
 /// What a read pass found.
 #[derive(Debug, PartialEq)]
@@ -39,6 +44,67 @@ pub struct Conn {
     registered_writable: bool,
     /// Close once the send queue is written.
     closing: bool,
+    /// Set by [`Conn::limit_until_hello`] until a frame holding a `hello`
+    /// has been read.
+    before_hello: Option<HelloGate>,
+}
+
+/// Where the reads of a connection still in its handshake stand: reads
+/// stop at each frame's end, so the decoder never holds more than the
+/// frame being read, and a length prefix over the limit is refused
+/// before its payload is read.
+#[derive(Debug)]
+struct HelloGate {
+    frame_bytes_max: usize,
+    prefix: [u8; LENGTH_PREFIX_BYTES],
+    prefix_len: usize,
+    /// Payload bytes of the current frame still to read (after its prefix).
+    payload_left: usize,
+    /// The refusal, repeated if the caller reads again.
+    failed: Option<WireError>,
+}
+
+impl HelloGate {
+    /// How many bytes the next read may take without crossing a frame end.
+    fn next_read_len(&self) -> usize {
+        if self.prefix_len < LENGTH_PREFIX_BYTES {
+            LENGTH_PREFIX_BYTES - self.prefix_len
+        } else {
+            self.payload_left
+        }
+    }
+
+    /// Follows `bytes` (at most [`HelloGate::next_read_len`] of them).
+    fn advance(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.prefix_len < LENGTH_PREFIX_BYTES {
+            self.prefix[self.prefix_len..self.prefix_len + bytes.len()].copy_from_slice(bytes);
+            self.prefix_len += bytes.len();
+            if self.prefix_len == LENGTH_PREFIX_BYTES {
+                let len = u32::from_be_bytes(self.prefix) as usize;
+                if len > self.frame_bytes_max {
+                    let e = WireError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "frame of {len} bytes before the hello is over the limit of {} bytes",
+                            self.frame_bytes_max
+                        ),
+                    );
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+                self.payload_left = len;
+            }
+        } else {
+            self.payload_left -= bytes.len();
+        }
+        if self.prefix_len == LENGTH_PREFIX_BYTES && self.payload_left == 0 {
+            self.prefix_len = 0;
+        }
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -53,6 +119,42 @@ impl Conn {
             out_pos: 0,
             registered_writable: false,
             closing: false,
+            before_hello: None,
+        }
+    }
+
+    /// For an acceptor: until a frame whose first message is a `hello` has
+    /// been read, refuse frames over `frame_bytes_max` (1002, without
+    /// reading their payload) and read no further than the end of each
+    /// frame. [`Conn::read`] returns right after the hello's frame, even
+    /// if more bytes wait: the caller acts on the hello (the handshake may
+    /// fail) and then reads again.
+    pub fn limit_until_hello(&mut self, frame_bytes_max: usize) {
+        self.before_hello = Some(HelloGate {
+            frame_bytes_max,
+            prefix: [0; LENGTH_PREFIX_BYTES],
+            prefix_len: 0,
+            payload_left: 0,
+            failed: None,
+        });
+    }
+
+    /// Whether [`Conn::limit_until_hello`] is in force: no frame holding a
+    /// `hello` was read yet.
+    pub fn awaiting_hello(&self) -> bool {
+        self.before_hello.is_some()
+    }
+
+    /// Bytes received and not yet handed out as frames (an unfinished frame).
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Forgets the bytes of an unfinished frame (for a connection being
+    /// closed: what it still sends is discarded unread).
+    pub fn discard_buffered(&mut self) {
+        if self.decoder.buffered() > 0 {
+            self.decoder = FrameDecoder::default();
         }
     }
 
@@ -101,13 +203,22 @@ impl Conn {
     /// Reads until the socket would block, calling `on_frame` with the
     /// messages of each complete frame. A decoding error is returned after
     /// the frames before it were delivered; the caller reports it and closes.
+    /// Under [`Conn::limit_until_hello`] it also returns right after the
+    /// frame holding the `hello`.
     pub fn read(
         &mut self,
         scratch: &mut [u8],
         on_frame: &mut dyn FnMut(Vec<Message>),
     ) -> Result<ReadStatus, ConnError> {
         loop {
-            match self.stream.read(scratch) {
+            let want = match &self.before_hello {
+                Some(HelloGate {
+                    failed: Some(e), ..
+                }) => return Err(ConnError::Wire(e.clone())),
+                Some(gate) => gate.next_read_len().min(scratch.len()),
+                None => scratch.len(),
+            };
+            match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => {
                     return Ok(if self.decoder.is_mid_frame() {
                         ReadStatus::ClosedMidFrame
@@ -116,9 +227,16 @@ impl Conn {
                     })
                 }
                 Ok(n) => {
+                    if let Some(gate) = &mut self.before_hello {
+                        gate.advance(&scratch[..n]).map_err(ConnError::Wire)?;
+                    }
                     self.decoder.push(&scratch[..n]);
                     while let Some(frame) = self.decoder.poll().map_err(ConnError::Wire)? {
+                        let hello = matches!(frame.first(), Some(Message::Hello(_)));
                         on_frame(frame);
+                        if hello && self.before_hello.take().is_some() {
+                            return Ok(ReadStatus::Open);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadStatus::Open),
@@ -132,6 +250,13 @@ impl Conn {
     /// are refused (the caller reports value-too-large instead).
     pub fn send(&mut self, message: &Message) -> Result<(), WireError> {
         self.encoder.push(message)
+    }
+
+    /// Closes the open batch: what is sent next goes in a new frame (e.g.
+    /// a connector's `hello` alone in its first frame, which must stay
+    /// under `hello_frame_bytes_max`, before pipelined requests).
+    pub fn end_frame(&mut self) {
+        self.encoder.finish();
     }
 
     /// Bytes queued and not yet written.
@@ -206,3 +331,37 @@ impl std::fmt::Display for ConnError {
 }
 
 impl std::error::Error for ConnError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(frame_bytes_max: usize) -> HelloGate {
+        HelloGate {
+            frame_bytes_max,
+            prefix: [0; LENGTH_PREFIX_BYTES],
+            prefix_len: 0,
+            payload_left: 0,
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn the_hello_gate_reads_to_each_frame_end_and_refuses_a_long_prefix() {
+        let mut g = gate(10);
+        assert_eq!(g.next_read_len(), 4);
+        g.advance(&[0, 0]).unwrap();
+        assert_eq!(g.next_read_len(), 2);
+        g.advance(&[0, 10]).unwrap();
+        assert_eq!(g.next_read_len(), 10);
+        g.advance(&[1; 7]).unwrap();
+        assert_eq!(g.next_read_len(), 3);
+        g.advance(&[1; 3]).unwrap();
+        assert_eq!(g.next_read_len(), 4, "the next frame's prefix");
+        g.advance(&[0, 0, 0, 0]).unwrap();
+        assert_eq!(g.next_read_len(), 4, "an empty frame has no payload");
+        let e = g.advance(&[0, 0, 0, 11]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FrameTooLarge);
+        assert_eq!(g.advance(&[0]).unwrap_err().code, ErrorCode::FrameTooLarge);
+    }
+}

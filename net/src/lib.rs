@@ -14,7 +14,9 @@ mod conn;
 pub mod testing;
 
 pub use blocking::BlockingConn;
-pub use conn::{Conn, ConnError, ReadStatus, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX};
+pub use conn::{
+    Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX,
+};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dask_core::Message;
-use dask_net::{Conn, ConnError, ReadStatus, READ_CHUNK_BYTES};
+use dask_core::{ErrorCode, Message, WireError};
+use dask_net::{Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -41,6 +41,9 @@ pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
 /// Most connections open at once; more are accepted and dropped at once.
 pub const CONNECTIONS_MAX: usize = 16 * 1024;
+
+/// Default of [`SchedulerConfig::handshake_bytes_max`].
+pub const HANDSHAKE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -63,6 +66,13 @@ pub struct SchedulerConfig {
     /// Lost workers a task may be processing on before it errs with
     /// `KilledWorker` (see [`StateConfig::allowed_failures`]). Default 3.
     pub allowed_failures: u32,
+    /// Most bytes held in all for the unfinished frames of connections
+    /// that have not sent their `hello` (each holds at most
+    /// [`HELLO_FRAME_BYTES_MAX`]); a connection whose bytes take the sum
+    /// over it gets 1002 and is closed. Without it, a flood of slow
+    /// connections could each hold a frame's worth. Default
+    /// [`HANDSHAKE_BYTES_MAX`].
+    pub handshake_bytes_max: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -74,6 +84,7 @@ impl Default for SchedulerConfig {
             handshake_timeout: Duration::from_secs(10),
             validate: false,
             allowed_failures: crate::state::ALLOWED_FAILURES_DEFAULT,
+            handshake_bytes_max: HANDSHAKE_BYTES_MAX,
         }
     }
 }
@@ -104,6 +115,9 @@ struct Slot {
     eof: bool,
     /// Has output to flush this wakeup.
     touched: bool,
+    /// Bytes of its unfinished frame counted in [`Server::handshake_bytes`]
+    /// (before its hello only).
+    handshake_bytes: usize,
 }
 
 /// A bound scheduler, ready to [`run`](Server::run).
@@ -121,6 +135,10 @@ pub struct Server {
     /// connections already waiting in the backlog would otherwise stay
     /// there until a new one arrives.
     accept_failing: bool,
+    /// Bytes held for connections that have not sent their hello: the sum
+    /// of their [`Slot::handshake_bytes`].
+    handshake_bytes: usize,
+    handshake_bytes_max: usize,
 }
 
 /// The `tcp://HOST:PORT` form, with brackets around IPv6 hosts.
@@ -172,6 +190,8 @@ impl Server {
             touched: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             accept_failing: false,
+            handshake_bytes: 0,
+            handshake_bytes_max: config.handshake_bytes_max,
         })
     }
 
@@ -257,6 +277,7 @@ impl Server {
             let entry = self.conns.vacant_entry();
             let i = entry.key();
             let mut conn = Conn::new(stream);
+            conn.limit_until_hello(HELLO_FRAME_BYTES_MAX);
             if conn.register(self.poll.registry(), Token(i)).is_err() {
                 continue;
             }
@@ -266,6 +287,7 @@ impl Server {
                 write_shut: false,
                 eof: false,
                 touched: false,
+                handshake_bytes: 0,
             });
             self.state.handle_connected(now, ConnId(i));
             self.drain_outputs();
@@ -288,10 +310,29 @@ impl Server {
         if slot.closing.is_some() {
             return self.discard_input(i);
         }
+        // A read before the hello stops right after the hello's frame:
+        // once the state has accepted it, read on (no new edge will come
+        // for the bytes that followed).
+        while self.read_frames(now, i) {}
+    }
+
+    /// One read pass of a connection and the state's handling of what it
+    /// sent. Returns whether to read again: a hello ended the pass and the
+    /// connection is still open.
+    fn read_frames(&mut self, now: Instant, i: usize) -> bool {
+        let Some(slot) = self.conns.get_mut(i) else {
+            return false;
+        };
+        let awaiting_hello = slot.conn.awaiting_hello();
         let mut frames: Vec<Vec<Message>> = Vec::new();
-        let result = slot
+        let mut result = slot
             .conn
             .read(&mut self.scratch, &mut |frame| frames.push(frame));
+        if result.is_ok() {
+            if let Err(e) = self.count_handshake_bytes(i) {
+                result = Err(ConnError::Wire(e));
+            }
+        }
         for frame in frames {
             if self.conns.get(i).is_none_or(|s| s.closing.is_some()) {
                 break;
@@ -300,6 +341,7 @@ impl Server {
             self.drain_outputs();
         }
         let closing = self.conns.get(i).is_none_or(|s| s.closing.is_some());
+        let still_open = matches!(result, Ok(ReadStatus::Open));
         match result {
             Ok(ReadStatus::Open) => {}
             Ok(ReadStatus::Closed | ReadStatus::ClosedMidFrame) => {
@@ -329,6 +371,52 @@ impl Server {
                     self.drain_outputs();
                 }
                 self.remove(i);
+            }
+        }
+        awaiting_hello
+            && still_open
+            && self
+                .conns
+                .get(i)
+                .is_some_and(|s| s.closing.is_none() && !s.conn.awaiting_hello())
+    }
+
+    /// Counts what connection `i` holds before its hello against
+    /// [`SchedulerConfig::handshake_bytes_max`]; over it, the error to
+    /// refuse it with.
+    fn count_handshake_bytes(&mut self, i: usize) -> Result<(), WireError> {
+        let Some(slot) = self.conns.get_mut(i) else {
+            return Ok(());
+        };
+        let held = if slot.conn.awaiting_hello() {
+            slot.conn.buffered()
+        } else {
+            0
+        };
+        self.handshake_bytes = self.handshake_bytes - slot.handshake_bytes + held;
+        slot.handshake_bytes = held;
+        if self.handshake_bytes <= self.handshake_bytes_max {
+            return Ok(());
+        }
+        let total = self.handshake_bytes;
+        self.release_handshake_bytes(i);
+        Err(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "{total} bytes held for connections that have not sent their hello: over the \
+                 limit of {} bytes (try again later)",
+                self.handshake_bytes_max
+            ),
+        ))
+    }
+
+    /// Drops what connection `i` held before its hello, and its count.
+    fn release_handshake_bytes(&mut self, i: usize) {
+        if let Some(slot) = self.conns.get_mut(i) {
+            if slot.handshake_bytes > 0 {
+                self.handshake_bytes -= slot.handshake_bytes;
+                slot.handshake_bytes = 0;
+                slot.conn.discard_buffered();
             }
         }
     }
@@ -371,6 +459,7 @@ impl Server {
     }
 
     fn begin_close(&mut self, now: Instant, i: usize) {
+        self.release_handshake_bytes(i);
         if let Some(slot) = self.conns.get_mut(i) {
             if slot.closing.is_none() {
                 slot.closing = Some(now + CLOSE_LINGER);
@@ -456,6 +545,7 @@ impl Server {
     }
 
     fn remove(&mut self, i: usize) {
+        self.release_handshake_bytes(i);
         if let Some(mut slot) = self.conns.try_remove(i) {
             let _ = self.poll.registry().deregister(slot.conn.stream_mut());
         }

@@ -33,6 +33,8 @@ use dask_net::testing::{
     connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
     Rng,
 };
+use dask_net::HELLO_FRAME_BYTES_MAX;
+use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_worker::{WorkerConfig, WorkerHandle};
 use rmpv::Value;
 
@@ -397,6 +399,19 @@ fn bad_first_frames(address: &str) {
         ),
         ("the peer role", messages_frame(&[hello(Role::Peer)]), 3002),
         (
+            "a hello frame over the limit before the hello",
+            messages_frame(&[Message::Hello(handshake::offer(
+                Role::Client,
+                Some("n".repeat(HELLO_FRAME_BYTES_MAX)),
+            ))]),
+            1002,
+        ),
+        (
+            "a length prefix one over the limit before the hello",
+            ((HELLO_FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
+            1002,
+        ),
+        (
             "a length prefix of 4 GiB - 1",
             [&[0xff, 0xff, 0xff, 0xff][..], &vec![0x90; 1 << 20]].concat(),
             1002,
@@ -457,15 +472,42 @@ fn truncated_frames(address: &str) {
             outcome.messages
         );
     }
-    // A legal length prefix (the largest frame) and no payload: no
-    // allocation of its size, just a close at our EOF.
+    // A legal length prefix (the largest frame before a hello) and no
+    // payload: no allocation of its size, just a close at our EOF.
     let outcome = exchange(
         address,
-        &(FRAME_BYTES_MAX as u32).to_be_bytes(),
+        &(HELLO_FRAME_BYTES_MAX as u32).to_be_bytes(),
         true,
         TIMEOUT,
     );
     assert!(outcome.closed && outcome.messages.is_empty(), "{outcome:?}");
+    // After the hello, the largest frame.
+    let mut s = Session::open(address, Role::Client);
+    let _ = s.stream.write_all(&(FRAME_BYTES_MAX as u32).to_be_bytes());
+    let _ = s.stream.shutdown(std::net::Shutdown::Write);
+    let outcome = read_outcome(&mut s.stream, TIMEOUT);
+    assert!(outcome.closed && outcome.messages.is_empty(), "{outcome:?}");
+}
+
+/// A hello, then a frame over the hello limit and a request, in one
+/// write: all served (the limit is for frames before the hello), the
+/// bytes behind the hello read without waiting for more to arrive.
+fn large_frame_pipelined_after_the_hello(address: &str) {
+    let big = spec(
+        "pipelined-big",
+        "identity",
+        vec![Value::Binary(vec![7; 4 * HELLO_FRAME_BYTES_MAX])],
+    );
+    let bytes = [
+        messages_frame(&[hello(Role::Client)]),
+        messages_frame(&[update_graph(1, vec![big], &["pipelined-big"])]),
+        messages_frame(&[Message::ClusterInfo(ClusterInfo { request: 2 })]),
+    ]
+    .concat();
+    let mut s = Session::connect(address);
+    s.stream.write_all(&bytes).expect("send");
+    s.expect_hello();
+    s.cluster_info_reply(2);
 }
 
 /// Random bytes, each stream on its own connection: a fatal decoding or
@@ -568,6 +610,11 @@ impl Session {
     /// The connection still answers: cluster-info round trip.
     fn assert_serving(&mut self, request: u64) -> ClusterInfoReply {
         self.send(&[Message::ClusterInfo(ClusterInfo { request })]);
+        self.cluster_info_reply(request)
+    }
+
+    /// The reply to cluster-info `request` (other messages skipped).
+    fn cluster_info_reply(&mut self, request: u64) -> ClusterInfoReply {
         loop {
             match self.recv() {
                 Some(Message::ClusterInfoReply(r)) if r.request == request => return r,
@@ -950,9 +997,13 @@ fn hostile_frames_get_their_documented_errors_while_a_good_client_computes() {
     let mut cluster = Cluster::start();
     let address = cluster.address();
     let good = GoodClient::start(&address);
-    let scenarios: [Scenario; 6] = [
+    let scenarios: [Scenario; 7] = [
         ("bad first frames", bad_first_frames),
         ("truncated frames", truncated_frames),
+        (
+            "a large frame pipelined after the hello",
+            large_frame_pipelined_after_the_hello,
+        ),
         ("random bytes", random_bytes),
         ("bad frames after the handshake", bad_frames_after_handshake),
         ("refused graphs", refused_graphs),
@@ -1027,6 +1078,60 @@ fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
             after >> 10
         );
     }
+}
+
+#[test]
+fn bytes_held_before_the_hello_are_bounded_in_all() {
+    const HELD_MAX: usize = 1 << 20;
+    const PER_CONNECTION: usize = 50_000;
+    const CONNECTIONS: usize = 2 * HELD_MAX / PER_CONNECTION;
+    let scheduler = SchedulerHandle::start(SchedulerConfig {
+        port: 0,
+        validate: true,
+        handshake_timeout: Duration::from_secs(HANDSHAKE_TIMEOUT_SECS),
+        handshake_bytes_max: HELD_MAX,
+        ..SchedulerConfig::default()
+    })
+    .expect("scheduler starts");
+    let address = scheduler.address();
+
+    // Each sends most of a frame under the hello limit and stops: together
+    // twice what the scheduler holds for unfinished handshakes.
+    let unfinished = [
+        &((PER_CONNECTION + 1000) as u32).to_be_bytes()[..],
+        &vec![0x90; PER_CONNECTION],
+    ]
+    .concat();
+    let mut flood: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut stream = connect_raw(&address);
+            stream.write_all(&unfinished).expect("send");
+            stream
+        })
+        .collect();
+
+    // Those that took the sum over the bound got 1002 at once, the others
+    // 3002 at the handshake timeout; a few of each, all closed.
+    let (mut refused, mut timed_out) = (0, 0);
+    for (i, stream) in flood.iter_mut().enumerate() {
+        let outcome = read_outcome(stream, TIMEOUT);
+        match outcome.error_codes()[..] {
+            [(1002, true)] => refused += 1,
+            [(3002, true)] => timed_out += 1,
+            _ => panic!("connection {i}: {:?}", outcome.messages),
+        }
+        assert!(outcome.closed, "connection {i} not closed");
+    }
+    assert!(refused >= 1, "none refused");
+    assert!(
+        (1..=HELD_MAX / PER_CONNECTION).contains(&timed_out),
+        "{timed_out} held at once"
+    );
+
+    // The bytes are released: a new connection gets its hello.
+    let mut s = Session::open(&address, Role::Client);
+    s.assert_serving(1);
+    scheduler.stop();
 }
 
 /// Open-files limit of the scheduler in the descriptor-exhaustion test.
