@@ -617,6 +617,22 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
 }
 
 impl Sim {
+    /// Two workers and a client; task `a` runs on w1, then w1 goes silent
+    /// for 12 s (past the heartbeat timeout) while w2 keeps beating.
+    fn with_a_running_on_w1_and_w1_gone_silent() -> (Sim, ConnId, ConnId, ConnId) {
+        let mut sim = Sim::new();
+        let w1 = sim.worker("w1", &["f"], 1);
+        let w2 = sim.worker("w2", &["f"], 1);
+        let c = sim.client();
+        sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+        assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
+        for _ in 0..12 {
+            sim.advance(Duration::from_secs(1));
+            sim.send(w2, Heartbeat { metrics: None });
+        }
+        (sim, w1, w2, c)
+    }
+
     fn mail_peek(&self, c: ConnId) -> Vec<Message> {
         self.mail
             .get(&c)
@@ -1457,16 +1473,7 @@ fn a_lost_worker_has_its_work_rescheduled_and_its_results_recomputed() {
 
 #[test]
 fn a_silent_worker_is_declared_dead_after_the_heartbeat_timeout() {
-    let mut sim = Sim::new();
-    let w1 = sim.worker("w1", &["f"], 1);
-    let w2 = sim.worker("w2", &["f"], 1);
-    let c = sim.client();
-    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
-    assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
-    for _ in 0..12 {
-        sim.advance(Duration::from_secs(1));
-        sim.send(w2, Heartbeat { metrics: None });
-    }
+    let (mut sim, w1, w2, _client) = Sim::with_a_running_on_w1_and_w1_gone_silent();
     assert!(sim.is_closed(w1) && !sim.is_closed(w2));
     assert!(matches!(&sim.recv(w1)[..], [Message::Close(_)]));
     assert_eq!(compute_keys(&sim.recv(w2)), ["a"]);
@@ -1702,16 +1709,7 @@ fn a_task_is_not_killed_by_losses_it_was_not_processing_for() {
 
 #[test]
 fn a_worker_declared_dead_is_not_heard_any_more() {
-    let mut sim = Sim::new();
-    let w1 = sim.worker("w1", &["f"], 1);
-    let w2 = sim.worker("w2", &["f"], 1);
-    let c = sim.client();
-    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
-    assert_eq!(compute_keys(&sim.recv(w1)), ["a"]);
-    for _ in 0..12 {
-        sim.advance(Duration::from_secs(1));
-        sim.send(w2, Heartbeat { metrics: None });
-    }
+    let (mut sim, w1, w2, c) = Sim::with_a_running_on_w1_and_w1_gone_silent();
     assert!(sim.is_closed(w1));
     assert!(matches!(&sim.recv(w1)[..], [Message::Close(_)]));
     assert_eq!(compute_keys(&sim.recv(w2)), ["a"]);
