@@ -641,8 +641,13 @@ impl WorkerDriver {
         self.outgoing.insert(address.to_string(), id);
         self.connects.push((id, address.to_string()));
         // Pipelined: the hello, then requests, before the reply arrives.
+        // The hello goes alone in its frame: the frame holding a hello must
+        // stay under hello_frame_bytes_max (64 KiB), a get-data may not.
         let hello = Message::Hello(handshake::offer(Role::Peer, Some(self.name.clone())));
         self.send(id, &hello);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.encoder.finish();
+        }
         id
     }
 
@@ -908,6 +913,15 @@ mod tests {
             &w[&(conn as u64)][..],
             [Message::Hello(_), Message::GetData(_)]
         ));
+        // The hello alone in the first frame (hello_frame_bytes_max).
+        let written = out["writes"].as_array().unwrap().iter();
+        let peer_bytes = written
+            .filter(|w| w[0].as_u64() == Some(conn as u64))
+            .flat_map(|w| w[1].as_slice().unwrap().to_vec())
+            .collect::<Vec<u8>>();
+        let f = frames(&peer_bytes);
+        assert!(matches!(&f[0][..], [Message::Hello(_)]), "{f:?}");
+        assert_eq!(f.len(), 2, "{f:?}");
         let Message::GetData(GetData { request, .. }) = &w[&(conn as u64)][1] else {
             unreachable!()
         };

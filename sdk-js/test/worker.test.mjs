@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Client, ConnectionError, Float, RemoteError, Worker } from '../index.js';
+import { Client, ConnectionError, Float, RemoteError, Worker, decode, encode } from '../index.js';
 import { findBinDir } from '../lib/local.js';
 import { WAIT_MS, eventually, startCluster } from './support/cluster.mjs';
 
@@ -145,6 +145,50 @@ describe('Worker', { timeout: 5 * WAIT_MS }, () => {
     assert.ok(where[b.key].includes(worker.address));
     assert.ok(where[a.key].includes(worker.address), 'the fetched copy is announced (add-keys)');
     client.release([a, b, c]);
+  });
+
+  it('a peer that half-closes after its get-data still gets the reply', async () => {
+    const x = client.submit('js.double', [21], { workers: ['js-worker-under-test'] });
+    assert.equal(await x.result(opts), 42);
+    const { hostname, port } = new URL(worker.address.replace('tcp:', 'http:'));
+    for (let round = 0; round < 5; round += 1) {
+      // Hello and get-data in one frame, then our write side shut: the
+      // worker gets the request and the end of the stream together.
+      const payload = encode([
+        { op: 'hello', protocol: 'dask', version: [1, 0], role: 'peer' },
+        { op: 'get-data', request: round, keys: [x.key, 'nope'] },
+      ]);
+      const frame = Buffer.alloc(4 + payload.length);
+      frame.writeUInt32BE(payload.length, 0);
+      frame.set(payload, 4);
+      const bytes = await new Promise((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname);
+        const chunks = [];
+        const timer = setTimeout(() => socket.destroy(new Error('no close from the worker')), WAIT_MS);
+        socket.on('data', (c) => chunks.push(c));
+        socket.once('error', reject);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve(Buffer.concat(chunks));
+        });
+        socket.end(frame);
+      });
+      const messages = [];
+      for (let at = 0; at + 4 <= bytes.length; ) {
+        const n = bytes.readUInt32BE(at);
+        messages.push(...decode(bytes.subarray(at + 4, at + 4 + n)));
+        at += 4 + n;
+      }
+      assert.equal(messages[0]?.op, 'hello', `round ${round}: ${JSON.stringify(messages)}`);
+      const data = messages[1];
+      assert.equal(data?.op, 'data', `round ${round}: no data reply before the close`);
+      assert.equal(data.request, round);
+      assert.deepEqual(data.missing, ['nope']);
+      assert.equal(data.data[x.key], 42);
+    }
+    // The worker still serves.
+    assert.equal(await client.submit('js.double', [x], { workers: ['js-worker-under-test'] }).result(opts), 84);
+    client.release([x]);
   });
 
   it('serves a JS function to a Rust-built client (the dask CLI)', async () => {
