@@ -20,6 +20,10 @@ use dask_core::{Key, Message, RawValue};
 use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
 use rmpv::Value;
 
+#[path = "common.rs"]
+mod common;
+use common::small;
+
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 const FUNCTIONS: [&str; 3] = ["f", "g", "missing"];
 const NAMES: [&str; 3] = ["w0", "w1", "w2"];
@@ -57,13 +61,8 @@ impl Step {
     /// Reads one step from the front of `data` (a fuzzer's bytes); `None`
     /// when they are used up.
     pub fn parse(data: &mut &[u8]) -> Option<Step> {
-        let (&kind, rest) = data.split_first()?;
-        *data = rest;
-        let mut byte = || -> u8 {
-            let (&b, rest) = data.split_first().unwrap_or((&0, &[]));
-            *data = rest;
-            b
-        };
+        let kind = common::take_byte(data)?;
+        let mut byte = || common::take_byte(data).unwrap_or(0);
         Some(match kind % 21 {
             0 => Step::Connect { role: byte() % 3 },
             1..=16 => {
@@ -87,35 +86,18 @@ impl Step {
 
 /// Plays the steps `data` encodes after the opening of [`Story::opened`];
 /// panics, naming the step, when an invariant breaks.
-pub fn run(mut data: &[u8]) {
+pub fn run(data: &[u8]) {
     let mut story = Story::opened();
-    let mut i = 0;
-    while let Some(step) = Step::parse(&mut data) {
-        if let Err(e) = story.play(&step) {
-            panic!("step {i} {step:?}: {e}");
-        }
-        i += 1;
-    }
+    common::play_steps("scheduler", data, Step::parse, |step| story.play(step));
 }
 
 fn key(i: u8) -> Key {
-    Key::from(KEYS[i as usize % KEYS.len()])
+    common::pool_key(&KEYS, i)
 }
 
 /// The keys of a bit mask.
 fn keys(mask: u8) -> Vec<Key> {
-    (0..KEYS.len() as u8)
-        .filter(|i| mask & (1 << i) != 0)
-        .map(key)
-        .collect()
-}
-
-/// Mostly small numbers (they collide with real ids), sometimes any.
-fn small(n: u64) -> u64 {
-    match n % 4 {
-        0 => n,
-        _ => n % 8,
-    }
+    common::pool_keys(&KEYS, mask)
 }
 
 /// A graph of the vocabulary: tasks for a run of consecutive keys,

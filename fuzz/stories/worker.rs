@@ -13,6 +13,12 @@
 //!   it would spin), unless the scheduler connection is closed (the loop
 //!   then ends).
 //!
+//! Each story is played twice: by a worker without a memory limit, and by
+//! one with a small limit spilling to a store in memory whose writes and
+//! reads fail while the story says so ([`Story::spilling`]); there the
+//! accounting is checked too: values in memory and spilled add up to the
+//! stored ones, and the store holds exactly the spilled keys.
+//!
 //! Keys, addresses and request ids come from small pools, so messages
 //! collide: results for freed tasks, replies to requests never made,
 //! dependencies whose only holder is the worker itself.
@@ -21,14 +27,22 @@
 //! `worker/tests/hostile.rs`, which include this file by path.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dask_core::frame::FrameDecoder;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
-use dask_core::worker::{Job, Output, PeerId, StateConfig, TaskDone, TaskError, WorkerState};
+use dask_core::worker::{
+    Job, MemorySpillStore, Output, PeerId, SpillStore, StateConfig, TaskDone, TaskError,
+    WorkerState,
+};
 use dask_core::{Key, Message, RawValue};
 use rmpv::Value;
+
+#[path = "common.rs"]
+mod common;
+use common::small;
 
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 /// The worker's own data address, then two other holders.
@@ -40,6 +54,10 @@ const ADDRESSES: [&str; 3] = [
 const FUNCTIONS: [&str; 3] = ["f", "g", "unknown"];
 const NTHREADS: usize = 2;
 const DISPATCH_AHEAD: usize = 2;
+/// Memory limit of the spilling worker: one of the story's larger results
+/// (up to 255 bytes), or a few small values, take it past the target
+/// (60 %) and the pause (80 %).
+const MEMORY_LIMIT: u64 = 64;
 
 /// One step of a story, as plain numbers (so proptest shrinks them).
 #[derive(Debug, Clone)]
@@ -62,19 +80,17 @@ pub enum Step {
     Done { which: u8, ok: bool, size: u8 },
     /// Time passes.
     Tick { millis: u16 },
+    /// From now on the spill store's writes, reads fail or work (bits 0
+    /// and 1 of `fails`); nothing for a worker without a store.
+    Store { fails: u8 },
 }
 
 impl Step {
     /// Reads one step from the front of `data` (a fuzzer's bytes); `None`
     /// when they are used up.
     pub fn parse(data: &mut &[u8]) -> Option<Step> {
-        let (&kind, rest) = data.split_first()?;
-        *data = rest;
-        let mut byte = || -> u8 {
-            let (&b, rest) = data.split_first().unwrap_or((&0, &[]));
-            *data = rest;
-            b
-        };
+        let kind = common::take_byte(data)?;
+        let mut byte = || common::take_byte(data).unwrap_or(0);
         Some(match kind % 32 {
             0..=9 | 24..=31 => {
                 let (op, a, b) = (byte(), byte(), byte());
@@ -104,6 +120,7 @@ impl Step {
                 ok: byte() % 4 != 0,
                 size: byte(),
             },
+            22 => Step::Store { fails: byte() },
             _ => Step::Tick {
                 millis: u16::from_le_bytes([byte(), byte()]),
             },
@@ -111,37 +128,24 @@ impl Step {
     }
 }
 
-/// Plays the steps `data` encodes; panics, naming the step, when a check
-/// fails.
-pub fn run(mut data: &[u8]) {
+/// Plays the steps `data` encodes, by a worker without a memory limit and
+/// by a spilling one; panics, naming the step, when a check fails.
+pub fn run(data: &[u8]) {
     let mut story = Story::new();
-    let mut i = 0;
-    while let Some(step) = Step::parse(&mut data) {
-        if let Err(e) = story.play(&step) {
-            panic!("step {i} {step:?}: {e}");
-        }
-        i += 1;
-    }
+    common::play_steps("worker", data, Step::parse, |step| story.play(step));
+    let mut story = Story::spilling();
+    common::play_steps("spilling worker", data, Step::parse, |step| {
+        story.play(step)
+    });
 }
 
 fn key(i: u8) -> Key {
-    Key::from(KEYS[i as usize % KEYS.len()])
+    common::pool_key(&KEYS, i)
 }
 
 /// The keys of a bit mask.
 fn keys(mask: u8) -> Vec<Key> {
-    (0..KEYS.len() as u8)
-        .filter(|i| mask & (1 << i) != 0)
-        .map(key)
-        .collect()
-}
-
-/// Mostly small numbers (they collide with real ids), sometimes any.
-fn small(n: u64) -> u64 {
-    match n % 4 {
-        0 => n,
-        _ => n % 8,
-    }
+    common::pool_keys(&KEYS, mask)
 }
 
 fn value(i: u8) -> RawValue {
@@ -242,6 +246,57 @@ pub struct Story {
     closed: bool,
     /// Alternates the answers to withdrawals that could go either way.
     coin: u64,
+    /// The spilling worker's store (shared with the state).
+    store: Option<FlakyStore>,
+}
+
+/// A spill store in memory whose writes and reads fail while told to.
+#[derive(Clone, Default)]
+struct FlakyStore(Arc<Mutex<Flaky>>);
+
+#[derive(Default)]
+struct Flaky {
+    entries: MemorySpillStore,
+    /// Keys held, as the store sees them (to compare with the state's).
+    keys: HashSet<Key>,
+    fail_writes: bool,
+    fail_reads: bool,
+}
+
+impl FlakyStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Flaky) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl SpillStore for FlakyStore {
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String> {
+        self.with(|s| {
+            if s.fail_writes {
+                return Err("disk full".into());
+            }
+            if !s.keys.insert(key.clone()) {
+                return Err(format!("{key} put twice"));
+            }
+            s.entries.put(key, value)
+        })
+    }
+
+    fn get(&mut self, key: &Key) -> Result<RawValue, String> {
+        self.with(|s| {
+            if s.fail_reads {
+                return Err("unreadable".into());
+            }
+            s.entries.get(key)
+        })
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.with(|s| {
+            s.keys.remove(key);
+            s.entries.remove(key);
+        })
+    }
 }
 
 impl Default for Story {
@@ -269,7 +324,26 @@ impl Story {
             decoder: FrameDecoder::default(),
             closed: false,
             coin: 0,
+            store: None,
         }
+    }
+
+    /// The same worker with a memory limit of [`MEMORY_LIMIT`] bytes,
+    /// spilling to a store that fails when a [`Step::Store`] says so.
+    pub fn spilling() -> Story {
+        let mut story = Story::new();
+        let store = FlakyStore::default();
+        let mut config = story.state.config().clone();
+        config.memory_limit = Some(MEMORY_LIMIT);
+        story.state =
+            WorkerState::new(config, Duration::ZERO).with_spill_store(Box::new(store.clone()));
+        story.store = Some(store);
+        story
+    }
+
+    /// The worker's memory counts (spills, failures, pauses so far).
+    pub fn memory(&self) -> dask_core::worker::MemoryUsage {
+        self.state.memory()
     }
 
     /// Plays one step, then drains and checks.
@@ -386,6 +460,14 @@ impl Story {
                 self.now += Duration::from_millis(u64::from(*millis));
                 self.state.handle_tick(self.now);
             }
+            Step::Store { fails } => {
+                if let Some(store) = &self.store {
+                    store.with(|s| {
+                        s.fail_writes = fails & 1 != 0;
+                        s.fail_reads = fails & 2 != 0;
+                    });
+                }
+            }
         }
         self.drain()?;
         self.check(matches!(step, Step::Tick { .. }))
@@ -440,6 +522,29 @@ impl Story {
         }
         if self.jobs.len() > NTHREADS + DISPATCH_AHEAD {
             return Err(format!("{} runs out at once", self.jobs.len()));
+        }
+        if let Some(store) = &self.store {
+            let usage = self.state.memory();
+            let metrics = self.state.metrics();
+            if usage.memory_keys + usage.spilled_keys != metrics.stored_keys
+                || usage.memory_bytes + usage.spilled_bytes != metrics.stored_bytes
+            {
+                return Err(format!(
+                    "memory and spilled do not add up to stored: {usage:?}, {metrics:?}"
+                ));
+            }
+            let spilled: HashSet<Key> = KEYS
+                .iter()
+                .filter(|k| self.state.is_spilled(k))
+                .map(|k| Key::from(*k))
+                .collect();
+            let stored = store.with(|s| s.keys.clone());
+            if spilled != stored || usage.spilled_keys != spilled.len() as u64 {
+                return Err(format!(
+                    "spilled {spilled:?} ({} counted), the store holds {stored:?}",
+                    usage.spilled_keys
+                ));
+            }
         }
         // (A closed worker's loop ends: its timeouts no longer matter.)
         if after_tick && !self.closed {

@@ -626,6 +626,7 @@ mod properties {
             16 => (any::<u8>(), any::<bool>(), any::<u8>())
                 .prop_map(|(which, ok, size)| Step::Done { which, ok, size }),
             8 => any::<u16>().prop_map(|millis| Step::Tick { millis }),
+            2 => any::<u8>().prop_map(|fails| Step::Store { fails }),
         ]
     }
 
@@ -646,6 +647,20 @@ mod properties {
             }
         }
 
+        /// The same with a small memory limit and a spill store that fails
+        /// now and then: the accounting adds up after every step too.
+        #[test]
+        fn random_input_sequences_keep_a_spilling_worker_consistent(
+            steps in proptest::collection::vec(step(), 1..150)
+        ) {
+            let mut story = Story::spilling();
+            for (i, s) in steps.iter().enumerate() {
+                story
+                    .play(s)
+                    .map_err(|e| TestCaseError::fail(format!("step {i} {s:?}: {e}")))?;
+            }
+        }
+
         /// The fuzz target's input format, fed random bytes (a stable
         /// stand-in for a fuzzing run).
         #[test]
@@ -654,6 +669,38 @@ mod properties {
         ) {
             run(&data);
         }
+    }
+
+    /// The spilling story reaches what it is there for: values spilled
+    /// and read back, failed writes and reads, pauses (seeded random
+    /// stories, so the same every run).
+    #[test]
+    fn the_spilling_story_spills_fails_and_pauses() {
+        let mut rng = dask_net::testing::Rng(0x5eed_0000_0000_5b11);
+        let mut total = dask_core::worker::MemoryUsage::default();
+        for _ in 0..200 {
+            let data = rng.bytes(1024);
+            let mut data = &data[..];
+            let mut story = Story::spilling();
+            while let Some(step) = Step::parse(&mut data) {
+                story.play(&step).expect("the story plays");
+            }
+            let m = story.memory();
+            total.spill_writes += m.spill_writes;
+            total.spill_reads += m.spill_reads;
+            total.spill_write_failures += m.spill_write_failures;
+            total.spill_read_failures += m.spill_read_failures;
+            total.pauses += m.pauses;
+        }
+        assert!(
+            total.spill_writes > 0
+                && total.spill_reads > 0
+                && total.spill_write_failures > 0
+                && total.spill_read_failures > 0
+                && total.pauses > 0,
+            "{total:?}"
+        );
+        eprintln!("200 spilling stories: {total:?}");
     }
 
     /// Inputs the `worker_messages` fuzz target found (or that were made by
