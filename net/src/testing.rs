@@ -2,8 +2,9 @@
 //! (the scheduler's and the worker's hostile-input tests). Behind the
 //! `testing` feature: not part of the library API.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dask_core::frame::{encode_frame, FrameDecoder};
@@ -146,6 +147,76 @@ impl Rng {
     /// `n` random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// A binary under test (`dask-scheduler`, `dask-worker`) in a child
+/// process: checked alive, its memory read from /proc, killed (by its id)
+/// when dropped.
+pub struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    /// Spawns `command` with its stdout piped and returns it with the first
+    /// line it prints (the binaries print their address first), without
+    /// the line end.
+    pub fn spawn(name: &str, command: &mut Command) -> (Process, String) {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let process = Process {
+            child,
+            name: name.to_string(),
+        };
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("read {name}'s first line: {e}"));
+        (process, line.trim_end().to_string())
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_alive(&mut self, during: &str) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("{} exited ({status}) during {during}", self.name);
+        }
+    }
+
+    /// Resident set size, from /proc (Linux); `None` elsewhere.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Fails the test if the resident set size is `max` or more (where it
+    /// can be read).
+    pub fn assert_rss_below(&self, max: u64, during: &str) {
+        if let Some(rss) = self.rss_bytes() {
+            assert!(
+                rss < max,
+                "{} uses {} MiB after {during}",
+                self.name,
+                rss >> 20
+            );
+        }
+    }
+
+    /// Kills the process (by its id) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -15,15 +15,11 @@
 //! waits are bounded; nothing asserts on timing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dask_client::{delayed, Arg, Client};
 use dask_core::frame::FrameDecoder;
 use dask_core::handshake;
 use dask_core::messages::*;
@@ -31,7 +27,7 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
 use dask_net::testing::{
     connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
-    Rng,
+    Process, Rng,
 };
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
@@ -58,7 +54,7 @@ const FLOOD_CONNECTIONS: usize = 1000;
 
 /// The `dask-scheduler` binary, killed (by its id) when dropped.
 struct Scheduler {
-    child: Child,
+    process: Process,
     address: String,
 }
 
@@ -80,111 +76,31 @@ impl Scheduler {
     }
 
     fn spawn(mut command: Command) -> Scheduler {
-        let mut child = command
+        command
             .args(["--port", "0", "--validate"])
-            .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn dask-scheduler");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the address line");
+            .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]);
+        let (process, line) = Process::spawn("dask-scheduler", &mut command);
         let address = line
-            .trim_end()
             .strip_prefix("Scheduler at ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Scheduler { child, address }
+        Scheduler { process, address }
     }
 
-    /// Fails the test if the process has exited.
     fn assert_alive(&mut self, during: &str) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("dask-scheduler exited ({status}) during {during}");
-        }
-    }
-
-    /// Resident set size, from /proc (Linux); `None` elsewhere.
-    fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        self.process.assert_alive(during);
     }
 
     fn assert_rss_bounded(&self, during: &str) {
-        if let Some(rss) = self.rss_bytes() {
-            assert!(
-                rss < RSS_BYTES_MAX,
-                "dask-scheduler uses {} MiB after {during}",
-                rss >> 20
-            );
-        }
+        self.process.assert_rss_below(RSS_BYTES_MAX, during);
     }
 }
 
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A well-behaved client computing graphs in a loop until told to stop:
-/// each round 20 `inc` tasks and a `sum` of them, checked.
-struct GoodClient {
-    stop: Arc<AtomicBool>,
-    rounds: Arc<AtomicU32>,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl GoodClient {
-    fn start(address: &str) -> GoodClient {
-        let stop = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new(AtomicU32::new(0));
-        let client = Client::connect_timeout(address, TIMEOUT).expect("good client connects");
-        let thread = {
-            let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
-            std::thread::spawn(move || {
-                let mut round: i64 = 0;
-                // At least two rounds, so one overlaps whatever runs now.
-                while round < 2 || !stop.load(Ordering::SeqCst) {
-                    let incs: Vec<Arg> = (0..20)
-                        .map(|i| Arg::from(delayed("inc", vec![Arg::from(round * 100 + i)])))
-                        .collect();
-                    let total = client.compute(&delayed("sum", vec![Arg::List(incs)]));
-                    let got = total
-                        .result_timeout(TIMEOUT)
-                        .map_err(|e| format!("round {round}: {e}"))?;
-                    let want: i64 = (0..20).map(|i| round * 100 + i + 1).sum();
-                    if got.as_i64() != Some(want) {
-                        return Err(format!("round {round}: got {got}, want {want}"));
-                    }
-                    round += 1;
-                    rounds.fetch_add(1, Ordering::SeqCst);
-                }
-                client.close();
-                Ok(())
-            })
-        };
-        GoodClient {
-            stop,
-            rounds,
-            thread,
-        }
-    }
-
-    /// Stops the loop and checks every round was right.
-    fn finish(self) -> u32 {
-        self.stop.store(true, Ordering::SeqCst);
-        match self.thread.join() {
-            Ok(Ok(())) => self.rounds.load(Ordering::SeqCst),
-            Ok(Err(e)) => panic!("the well-behaved client failed: {e}"),
-            Err(_) => panic!("the well-behaved client panicked"),
-        }
-    }
-}
+/// A well-behaved client computing graphs until told to stop (shared
+/// with the worker's hostile-input test).
+#[path = "support/good_client.rs"]
+mod good_client;
+use good_client::GoodClient;
 
 /// A scheduler process, a worker registered with it and a good client.
 struct Cluster {
@@ -1030,7 +946,7 @@ fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
             FLOOD_CONNECTIONS.min(limit.saturating_sub(256) / 2)
         })
         .max(10);
-    let rss_before = cluster.scheduler.rss_bytes();
+    let rss_before = cluster.scheduler.process.rss_bytes();
     let good = GoodClient::start(&address);
 
     // Silent connections, and connections that sent half a hello frame.
@@ -1071,7 +987,7 @@ fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
     assert!(rounds >= 2, "{rounds} rounds");
     cluster.scheduler.assert_alive("the end of the flood");
     cluster.scheduler.assert_rss_bounded("the flood");
-    if let (Some(before), Some(after)) = (rss_before, cluster.scheduler.rss_bytes()) {
+    if let (Some(before), Some(after)) = (rss_before, cluster.scheduler.process.rss_bytes()) {
         eprintln!(
             "dask-scheduler RSS: {} KiB before the flood, {} KiB after",
             before >> 10,

@@ -14,15 +14,12 @@
 //! Everything runs on 127.0.0.1 with ports picked by the OS; counts and
 //! waits are bounded; nothing asserts on timing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dask_client::{delayed, Arg, Client};
+use dask_client::{Arg, Client};
 use dask_core::frame::FrameDecoder;
 use dask_core::handshake;
 use dask_core::messages::*;
@@ -30,7 +27,7 @@ use dask_core::msgpack::write;
 use dask_core::{Key, Message, FRAME_BYTES_MAX};
 use dask_net::testing::{
     connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
-    Rng,
+    Process, Rng,
 };
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use rmpv::Value;
@@ -55,7 +52,7 @@ const FLOOD_CONNECTIONS: usize = 1000;
 /// with it; the worker is killed (by its id) when dropped.
 struct Cluster {
     scheduler: Option<SchedulerHandle>,
-    worker: Child,
+    worker: Process,
     /// The worker's data address.
     data_address: String,
 }
@@ -68,17 +65,13 @@ impl Cluster {
             ..SchedulerConfig::default()
         })
         .expect("scheduler starts");
-        let mut worker = Command::new(env!("CARGO_BIN_EXE_dask-worker"))
-            .arg(scheduler.address())
-            .args(["--nthreads", "2", "--name", "target"])
-            .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn dask-worker");
-        let mut line = String::new();
-        BufReader::new(worker.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the startup line");
+        let (worker, line) = Process::spawn(
+            "dask-worker",
+            Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+                .arg(scheduler.address())
+                .args(["--nthreads", "2", "--name", "target"])
+                .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]),
+        );
         // "Worker NAME at tcp://HOST:PORT, connected to tcp://..."
         let data_address = line
             .split_once(" at ")
@@ -96,94 +89,29 @@ impl Cluster {
         self.scheduler.as_ref().expect("running").address()
     }
 
-    /// Fails the test if the worker has exited.
     fn assert_alive(&mut self, during: &str) {
-        if let Some(status) = self.worker.try_wait().expect("try_wait") {
-            panic!("dask-worker exited ({status}) during {during}");
-        }
-    }
-
-    /// Resident set size, from /proc (Linux); `None` elsewhere.
-    fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.worker.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        self.worker.assert_alive(during);
     }
 
     fn assert_rss_bounded(&self, during: &str) {
-        if let Some(rss) = self.rss_bytes() {
-            assert!(
-                rss < RSS_BYTES_MAX,
-                "dask-worker uses {} MiB after {during}",
-                rss >> 20
-            );
-        }
+        self.worker.assert_rss_below(RSS_BYTES_MAX, during);
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.worker.kill();
-        let _ = self.worker.wait();
+        self.worker.kill();
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.stop();
         }
     }
 }
 
-/// A well-behaved client computing graphs on the worker in a loop until
-/// told to stop: each round 20 `inc` tasks and a `sum` of them, checked.
-struct GoodClient {
-    stop: Arc<AtomicBool>,
-    rounds: Arc<AtomicU32>,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl GoodClient {
-    fn start(address: &str) -> GoodClient {
-        let stop = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new(AtomicU32::new(0));
-        let client = Client::connect_timeout(address, TIMEOUT).expect("good client connects");
-        let thread = {
-            let (stop, rounds) = (Arc::clone(&stop), Arc::clone(&rounds));
-            std::thread::spawn(move || {
-                let mut round: i64 = 0;
-                while round < 2 || !stop.load(Ordering::SeqCst) {
-                    let incs: Vec<Arg> = (0..20)
-                        .map(|i| Arg::from(delayed("inc", vec![Arg::from(round * 100 + i)])))
-                        .collect();
-                    let total = client.compute(&delayed("sum", vec![Arg::List(incs)]));
-                    let got = total
-                        .result_timeout(TIMEOUT)
-                        .map_err(|e| format!("round {round}: {e}"))?;
-                    let want: i64 = (0..20).map(|i| round * 100 + i + 1).sum();
-                    if got.as_i64() != Some(want) {
-                        return Err(format!("round {round}: got {got}, want {want}"));
-                    }
-                    round += 1;
-                    rounds.fetch_add(1, Ordering::SeqCst);
-                }
-                client.close();
-                Ok(())
-            })
-        };
-        GoodClient {
-            stop,
-            rounds,
-            thread,
-        }
-    }
-
-    fn finish(self) -> u32 {
-        self.stop.store(true, Ordering::SeqCst);
-        match self.thread.join() {
-            Ok(Ok(())) => self.rounds.load(Ordering::SeqCst),
-            Ok(Err(e)) => panic!("the well-behaved client failed: {e}"),
-            Err(_) => panic!("the well-behaved client panicked"),
-        }
-    }
-}
+/// A well-behaved client computing graphs until told to stop (shared
+/// with the scheduler's hostile-input test).
+#[path = "../../scheduler/tests/support/good_client.rs"]
+mod good_client;
+use good_client::GoodClient;
 
 // ---- bytes on the wire ------------------------------------------------------
 
