@@ -154,7 +154,8 @@ enum dask_result
   DASK_LOST = 11,
   /**
    * The scheduler refused a request (unknown key, duplicate key, cycle,
-   * no workers...).
+   * no workers...), or refused a worker (its name in use, another
+   * protocol version...).
    */
   DASK_REFUSED = 12,
   /**
@@ -1146,7 +1147,10 @@ dask_result dask_task_output_set_error(struct dask_task_output *output,
  * name) and the functions of `functions` (copied; NULL: the built-in
  * library), and returns once the scheduler accepted it (within 10 s). The
  * worker runs from then on; dask_worker_run waits for its end. An
- * unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT).
+ * unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
+ * scheduler that refuses the worker (an `error` reply: its name is in use
+ * (3004), another protocol version (3001)...) gives DASK_REFUSED, the
+ * scheduler's code and message in the error's message.
  * `*out` is owned by the caller. Thread-safe.
  */
 dask_result dask_worker_start(const char *scheduler,

@@ -36,7 +36,8 @@ pub enum dask_result {
     /// The key's data is gone and cannot be recomputed.
     DASK_LOST = 11,
     /// The scheduler refused a request (unknown key, duplicate key, cycle,
-    /// no workers...).
+    /// no workers...), or refused a worker (its name in use, another
+    /// protocol version...).
     DASK_REFUSED = 12,
     /// The handle was closed (dask_client_close) and can only be freed.
     DASK_CLOSED = 13,

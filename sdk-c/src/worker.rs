@@ -418,7 +418,10 @@ impl dask_worker {
 /// name) and the functions of `functions` (copied; NULL: the built-in
 /// library), and returns once the scheduler accepted it (within 10 s). The
 /// worker runs from then on; dask_worker_run waits for its end. An
-/// unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT).
+/// unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
+/// scheduler that refuses the worker (an `error` reply: its name is in use
+/// (3004), another protocol version (3001)...) gives DASK_REFUSED, the
+/// scheduler's code and message in the error's message.
 /// `*out` is owned by the caller. Thread-safe.
 #[no_mangle]
 pub extern "C" fn dask_worker_start(
@@ -446,11 +449,7 @@ pub extern "C" fn dask_worker_start(
         if let Some(f) = unsafe { functions.as_ref() } {
             config.functions = f.registry.clone();
         }
-        let handle = WorkerHandle::start(config).map_err(|e| {
-            let mut f = Failure::from(e);
-            f.message = format!("cannot start a worker for {scheduler}: {}", f.message);
-            f
-        })?;
+        let handle = WorkerHandle::start(config).map_err(|e| start_failure(e, scheduler))?;
         *out = boxed(dask_worker {
             name: c_string(handle.name()),
             address: c_string(&handle.address()),
@@ -462,6 +461,21 @@ pub extern "C" fn dask_worker_start(
         });
         Ok(())
     })
+}
+
+/// Why [`WorkerHandle::start`] failed, as a status. The worker reports a
+/// scheduler's refusal (an `error` reply to its hello or registration) as
+/// `ConnectionRefused` with a message of its own; a refused TCP connect
+/// has the same kind but carries the operating system's error code.
+fn start_failure(e: io::Error, scheduler: &str) -> Failure {
+    let refused_by_scheduler =
+        e.kind() == io::ErrorKind::ConnectionRefused && e.raw_os_error().is_none();
+    let mut f = Failure::from(e);
+    if refused_by_scheduler {
+        f.code = dask_result::DASK_REFUSED;
+    }
+    f.message = format!("cannot start a worker for {scheduler}: {}", f.message);
+    f
 }
 
 /// Blocks until the worker ends: DASK_OK when the scheduler closed it or
@@ -559,4 +573,29 @@ pub extern "C" fn dask_worker_name(worker: *const dask_worker) -> *const c_char 
 #[no_mangle]
 pub extern "C" fn dask_worker_free(worker: *mut dask_worker) {
     ffi::free_box(worker);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_by_the_scheduler_is_refused_and_a_refused_connect_a_connection_failure() {
+        let refusal = io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "the scheduler refused the worker (3004): name in use",
+        );
+        let f = start_failure(refusal, "tcp://127.0.0.1:1");
+        assert_eq!(f.code, dask_result::DASK_REFUSED);
+        assert!(f.message.contains("(3004)"), "{}", f.message);
+        // A real refused connect: a port nobody listens on any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if let Err(e) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let f = start_failure(e, "tcp://127.0.0.1:1");
+            assert_eq!(f.code, dask_result::DASK_CONNECTION, "{}", f.message);
+        }
+    }
 }

@@ -930,7 +930,7 @@ static void test_local_cluster_and_worker(void) {
     CHECK_OK(dask_client_worker_count(c, &workers, &err_));
     CHECK(workers == 2);
     /* The name is taken: the scheduler refuses a second worker of that name. */
-    CHECK_FAIL(DASK_CONNECTION, "the scheduler refused the worker (3004)", dask_worker_start(dask_local_cluster_address(cluster), 1, "c-worker", NULL, &duplicate, &err_));
+    CHECK_FAIL(DASK_REFUSED, "the scheduler refused the worker (3004)", dask_worker_start(dask_local_cluster_address(cluster), 1, "c-worker", NULL, &duplicate, &err_));
     CHECK(duplicate == NULL);
 
     /* Only the C worker offers c.scale: the task runs there. */
