@@ -1179,6 +1179,11 @@ impl ClientSession {
             if let Err(e) = encoder.push(&m) {
                 self.handle_unsendable(&m, &e);
             }
+            if matches!(m, Message::Hello(_)) {
+                // The hello goes alone in its frame, which must stay under
+                // hello_frame_bytes_max; requests pipeline in the next.
+                encoder.finish();
+            }
         }
     }
 
@@ -1305,6 +1310,25 @@ mod tests {
         s.submit(vec![t], vec![key]);
         let ops: Vec<&str> = drain(&mut s).iter().map(Message::op).collect();
         assert_eq!(ops, vec!["hello", "update-graph"]);
+    }
+
+    #[test]
+    fn the_hello_goes_alone_in_its_frame_whatever_is_pipelined() {
+        let mut s = ClientSession::new(None, 1);
+        // A graph far over hello_frame_bytes_max, submitted before anything
+        // was sent.
+        let tasks: Vec<TaskSpec> = (0..5000).map(|i| inc(&mut s, Value::from(i))).collect();
+        let wanted = tasks.iter().map(|t| t.key.clone()).collect();
+        s.submit(tasks, wanted);
+        let mut d = crate::frame::FrameDecoder::default();
+        d.push(&s.transmit_bytes());
+        let first = d.poll().ok().flatten().unwrap_or_default();
+        assert_eq!(first.iter().map(Message::op).collect::<Vec<_>>(), ["hello"]);
+        let second = d.poll().ok().flatten().unwrap_or_default();
+        assert_eq!(
+            second.iter().map(Message::op).collect::<Vec<_>>(),
+            ["update-graph"]
+        );
     }
 
     #[test]

@@ -676,12 +676,14 @@ impl EventLoop {
             return Err(io::Error::other("too many peer connections"));
         }
         let mut conn = Conn::new(TcpStream::connect(addr)?);
-        // Pipelined: the hello, then requests, before the reply arrives.
+        // Pipelined: the hello, then requests, before the reply arrives. The
+        // hello goes alone in its frame (under hello_frame_bytes_max).
         conn.send(&Message::Hello(handshake::offer(
             Role::Peer,
             Some(self.name.clone()),
         )))
         .map_err(|e| io::Error::other(e.to_string()))?;
+        conn.end_frame();
         let slot = self.peers.vacant_entry();
         let key = slot.key();
         conn.register(self.poll.registry(), Token(PEER_TOKEN_BASE + key))?;
