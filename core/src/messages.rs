@@ -129,9 +129,9 @@ wire_struct! {
         pub executing: u32,
         /// Tasks assigned and waiting for a thread or for their dependencies.
         pub ready: u32,
-        /// Keys held in memory.
+        /// Keys held, spilled ones included.
         pub stored_keys: u64,
-        /// Bytes held in memory (sum of nbytes).
+        /// Bytes held (sum of nbytes), spilled ones included.
         pub stored_bytes: u64,
     }
 }
