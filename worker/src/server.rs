@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use dask_core::handshake;
 use dask_core::messages::{Close, ErrorReport, GetData, RegisterWorker, Role};
 use dask_core::{ErrorCode, Message, WireError};
-use dask_net::{format_address, parse_address, Conn, ConnError, ReadStatus, READ_CHUNK_BYTES};
+use dask_net::{
+    format_address, parse_address, Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX,
+    READ_CHUNK_BYTES,
+};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -48,6 +51,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest sleep of the event loop without an event (it wakes earlier for
 /// heartbeats, retries, completions and stop requests).
 const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+
+/// How often accepting peers is tried again after it failed for want of
+/// descriptors or memory.
+const ACCEPT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Queued or running tasks per thread from which a worker is busy for a
 /// while whatever the scheduler says: its reports (task-finished and the
@@ -222,6 +229,7 @@ impl WorkerHandle {
             scheduler: Conn::new(stream),
             phase: Phase::AwaitHello,
             scheduler_touched: false,
+            accept_failing: false,
             report_held_since: None,
             listener,
             peers: Slab::new(),
@@ -372,6 +380,9 @@ struct EventLoop {
     scheduler: Conn,
     phase: Phase,
     scheduler_touched: bool,
+    /// The last accept failed for want of descriptors or memory: it is
+    /// tried again every [`ACCEPT_RETRY_INTERVAL`].
+    accept_failing: bool,
     /// Since when messages for the scheduler are held back (see
     /// [`REPORT_BATCH_BACKLOG_PER_THREAD`]).
     report_held_since: Option<Instant>,
@@ -442,12 +453,20 @@ impl EventLoop {
                 .unwrap_or(POLL_TIMEOUT_MAX)
                 .min(POLL_TIMEOUT_MAX)
                 .min(report_due.unwrap_or(POLL_TIMEOUT_MAX));
+            let timeout = if self.accept_failing {
+                timeout.min(ACCEPT_RETRY_INTERVAL)
+            } else {
+                timeout
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            if self.accept_failing {
+                self.accept_peers();
+            }
             for event in events.iter() {
                 match event.token() {
                     SCHEDULER => self.scheduler_event(now, event.is_readable()),
@@ -639,10 +658,24 @@ impl EventLoop {
         loop {
             let (stream, _) = match self.listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_failing = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors or the like: try again on the next event.
-                Err(_) => return,
+                // Out of descriptors or the like: readiness is edge
+                // triggered, so the connections already waiting would wait
+                // for a new one; try again every ACCEPT_RETRY_INTERVAL.
+                Err(e) => {
+                    if !self.accept_failing {
+                        eprintln!(
+                            "dask-worker: accept failed: {e} (retrying every {} ms)",
+                            ACCEPT_RETRY_INTERVAL.as_millis()
+                        );
+                    }
+                    self.accept_failing = true;
+                    return;
+                }
             };
             if self.peers.len() >= PEER_CONNECTIONS_MAX {
                 drop(stream);
@@ -651,6 +684,9 @@ impl EventLoop {
             let id = PeerId(self.next_peer_id);
             self.next_peer_id += 1;
             let mut conn = Conn::new(stream);
+            // Before its hello a peer gets one small frame (the spec's
+            // hello_frame_bytes_max), not a 256 MiB buffer.
+            conn.limit_until_hello(HELLO_FRAME_BYTES_MAX);
             let slot = self.peers.vacant_entry();
             let token = Token(PEER_TOKEN_BASE + slot.key());
             if conn.register(self.poll.registry(), token).is_err() {
@@ -744,17 +780,30 @@ impl EventLoop {
         if !readable {
             return;
         }
-        let peer = &mut self.peers[slot];
+        // A read before the hello stops right after the hello's frame: once
+        // the hello is handled, read on (no new edge comes for the bytes
+        // that followed it).
+        while self.read_peer(now, slot) {}
+    }
+
+    /// One read pass of a peer connection. Returns whether to read again:
+    /// the pass ended at the hello's frame and the connection is open.
+    fn read_peer(&mut self, now: Instant, slot: usize) -> bool {
+        let Some(peer) = self.peers.get_mut(slot) else {
+            return false;
+        };
         if peer.conn.is_closing() {
-            return;
+            return false;
         }
+        let awaiting_hello = peer.conn.awaiting_hello();
         let mut frames = Vec::new();
         let status = peer.conn.read(&mut self.scratch, &mut |f| frames.push(f));
         for message in frames.into_iter().flatten() {
             if !self.peer_message(now, slot, message) {
-                return;
+                return false;
             }
         }
+        let open = matches!(status, Ok(ReadStatus::Open));
         match status {
             Ok(ReadStatus::Open) => {}
             // A peer that half-closes after its requests (shutdown of its
@@ -773,6 +822,12 @@ impl EventLoop {
             }
             Err(ConnError::Wire(e)) => self.reject_peer(now, slot, &e),
         }
+        awaiting_hello
+            && open
+            && self
+                .peers
+                .get(slot)
+                .is_some_and(|p| !p.conn.awaiting_hello() && !p.conn.is_closing())
     }
 
     /// Handles one message from a peer connection; false when the

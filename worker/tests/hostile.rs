@@ -29,6 +29,7 @@ use dask_net::testing::{
     connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
     Process, Rng,
 };
+use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use rmpv::Value;
 
@@ -59,6 +60,21 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::spawn(Command::new(env!("CARGO_BIN_EXE_dask-worker")))
+    }
+
+    /// The worker under `ulimit -n open_files`.
+    fn start_with_open_files(open_files: u32) -> Cluster {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_dask-worker"),
+        ]);
+        Cluster::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Cluster {
         let scheduler = SchedulerHandle::start(SchedulerConfig {
             port: 0,
             validate: true,
@@ -67,7 +83,7 @@ impl Cluster {
         .expect("scheduler starts");
         let (worker, line) = Process::spawn(
             "dask-worker",
-            Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+            command
                 .arg(scheduler.address())
                 .args(["--nthreads", "2", "--name", "target"])
                 .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]),
@@ -254,6 +270,19 @@ fn bad_first_frames(address: &str) {
         (
             "a length prefix one over the limit",
             ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
+            1002,
+        ),
+        (
+            "a hello frame over the limit before the hello",
+            messages_frame(&[Message::Hello(handshake::offer(
+                Role::Peer,
+                Some("n".repeat(HELLO_FRAME_BYTES_MAX)),
+            ))]),
+            1002,
+        ),
+        (
+            "a length prefix one over the limit before the hello",
+            ((HELLO_FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
             1002,
         ),
         (
@@ -462,6 +491,23 @@ fn hostile_frames_on_the_data_port_get_their_errors_while_the_worker_computes() 
         ("random bytes", random_bytes),
         ("odd requests", odd_requests),
     ];
+    // The hello limit is for frames before the hello: a get-data over it,
+    // pipelined behind the hello in one write, is served (the bytes after
+    // the hello's frame are read without waiting for more to arrive).
+    let many: Vec<String> = (0..2 * HELLO_FRAME_BYTES_MAX / 16)
+        .map(|i| format!("absent-key-{i:05}"))
+        .collect();
+    let mut keys: Vec<&str> = many.iter().map(|k| k.as_str()).collect();
+    keys.push(kept.key().as_str());
+    let request = messages_frame(&[get_data(1, &keys)]);
+    assert!(request.len() > HELLO_FRAME_BYTES_MAX);
+    let mut stream = connect_raw(&address);
+    stream.write_all(&after_peer_hello(&request)).expect("send");
+    let reply = next_data(&mut stream).expect("a big get-data after the hello is served");
+    assert_eq!(
+        reply.data.get(kept.key()).and_then(|v| v.to_value().ok()),
+        Some(expected.clone())
+    );
     for (name, scenario) in scenarios {
         scenario(&address);
         cluster.assert_alive(name);
@@ -471,6 +517,40 @@ fn hostile_frames_on_the_data_port_get_their_errors_while_the_worker_computes() 
     }
     let rounds = good.finish();
     assert!(rounds >= 2, "{rounds} rounds");
+    keeper.close();
+    cluster.assert_alive("the end");
+}
+
+/// Open-files limit of the worker in the descriptor-exhaustion test.
+const SMALL_OPEN_FILES: u32 = 64;
+
+#[test]
+fn a_peer_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free() {
+    let mut cluster = Cluster::start_with_open_files(SMALL_OPEN_FILES);
+    let address = cluster.data_address.clone();
+    let keeper = Client::connect_timeout(&cluster.scheduler_address(), TIMEOUT).expect("client");
+    let kept = keeper.submit("range", vec![Arg::from(5)]);
+    kept.result_timeout(TIMEOUT).expect("kept computes");
+
+    // Twice as many connections as the worker has descriptors: it accepts
+    // what it can, the rest wait in its listen backlog.
+    let flood: Vec<TcpStream> = (0..2 * SMALL_OPEN_FILES)
+        .map(|_| connect_raw(&address))
+        .collect();
+    // Queued behind them (its TCP handshake is done by the kernel).
+    let mut late = connect_raw(&address);
+    late.write_all(&after_peer_hello(&messages_frame(&[get_data(
+        1,
+        &[kept.key().as_str()],
+    )])))
+    .expect("send");
+    cluster.assert_alive("the descriptor exhaustion");
+
+    // Descriptors come free, but no new connection arrives to wake the
+    // listener: the worker must retry accepting by itself.
+    drop(flood);
+    let reply = next_data(&mut late).expect("the late peer is served");
+    assert!(reply.data.contains_key(kept.key()), "{reply:?}");
     keeper.close();
     cluster.assert_alive("the end");
 }
