@@ -314,6 +314,30 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// A task with no dependencies, dependents, wants or holders yet.
+    pub(crate) fn new(key: Key, def: Option<TaskDef>, state: TaskState, order: u64) -> Task {
+        Task {
+            key,
+            def,
+            state,
+            priority: 0,
+            order,
+            retries_left: 0,
+            suspicious: 0,
+            lost_on: Vec::new(),
+            dependencies: Vec::new(),
+            dependents: TaskSet::default(),
+            waiting_on: 0,
+            waiters: 0,
+            wanted_by: Vec::new(),
+            dataset_refs: 0,
+            who_has: Vec::new(),
+            nbytes: 0,
+            error: None,
+            steal_pending: false,
+        }
+    }
+
     /// Wanted by a client or a dataset.
     pub(crate) fn is_wanted(&self) -> bool {
         !self.wanted_by.is_empty() || self.dataset_refs > 0

@@ -272,26 +272,9 @@ impl SchedulerState {
         }
         let order = self.next_order;
         self.next_order += 1;
-        let t = TaskId(self.tasks.insert(Task {
-            key: key.clone(),
-            def: None,
-            state: TaskState::Memory,
-            priority: 0,
-            order,
-            retries_left: 0,
-            suspicious: 0,
-            lost_on: Vec::new(),
-            dependencies: Vec::new(),
-            dependents: TaskSet::default(),
-            waiting_on: 0,
-            waiters: 0,
-            wanted_by: Vec::new(),
-            dataset_refs: 0,
-            who_has: Vec::new(),
-            nbytes: s.nbytes,
-            error: None,
-            steal_pending: false,
-        }));
+        let mut task = Task::new(key.clone(), None, TaskState::Memory, order);
+        task.nbytes = s.nbytes;
+        let t = TaskId(self.tasks.insert(task));
         self.task_by_key.insert(key.clone(), t);
         for w in s.stored {
             self.add_replica(t, w);

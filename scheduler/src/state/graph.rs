@@ -244,32 +244,18 @@ impl SchedulerState {
             let Some((p, _)) = new_specs.next_if(|&(_, &j)| j == i) else {
                 continue;
             };
-            let t = TaskId(self.tasks.insert(Task {
-                key: spec.key.clone(),
-                def: Some(TaskDef::new(
-                    spec.function,
-                    spec.args,
-                    spec.kwargs,
-                    spec.resources,
-                    spec.workers,
-                )),
-                state: TaskState::Released,
-                priority: spec.priority.unwrap_or(0),
-                order: self.next_order + plan.order[p],
-                retries_left: spec.retries.unwrap_or(0),
-                suspicious: 0,
-                lost_on: Vec::new(),
-                dependencies: Vec::new(),
-                dependents: TaskSet::default(),
-                waiting_on: 0,
-                waiters: 0,
-                wanted_by: Vec::new(),
-                dataset_refs: 0,
-                who_has: Vec::new(),
-                nbytes: 0,
-                error: None,
-                steal_pending: false,
-            }));
+            let def = TaskDef::new(
+                spec.function,
+                spec.args,
+                spec.kwargs,
+                spec.resources,
+                spec.workers,
+            );
+            let order = self.next_order + plan.order[p];
+            let mut task = Task::new(spec.key.clone(), Some(def), TaskState::Released, order);
+            task.priority = spec.priority.unwrap_or(0);
+            task.retries_left = spec.retries.unwrap_or(0);
+            let t = TaskId(self.tasks.insert(task));
             self.task_by_key.insert(spec.key, t);
             ids.push(t);
         }
