@@ -14,11 +14,7 @@
 //! dask-scheduler -p dask-worker`), then run from `target/<profile>/`.
 //! `DASK_BIN_DIR=DIR` uses the binaries in DIR instead.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use dask_client::{Client, ClientOptions, Error, Future, Key, RawValue, Value};
@@ -27,12 +23,14 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
 use dask_net::BlockingConn;
 
+/// The binaries, and a child process with its output kept (shared with
+/// `processes.rs`).
+mod support;
+use support::{binary, Proc};
+
 /// Longest any one wait may take: generous, so a slow machine only makes
 /// the tests slower.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Most bytes of a process's output kept for a failure report.
-const LOG_BYTES_MAX: usize = 256 * 1024;
 
 // ---- the stories ----------------------------------------------------------
 
@@ -473,169 +471,6 @@ fn send_signal(pid: u32, signal: i32) {
     assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
 }
 
-/// The directory holding `dask-scheduler` and `dask-worker`, built once
-/// per test process.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("DASK_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        // This test runs as target[/<triple>]/<profile>/deps/<name>-<hash>.
-        let exe = std::env::current_exe().expect("the test's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/")
-            .to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a profile directory name")
-            .to_string();
-        let above = profile_dir.parent().expect("a target directory");
-        // Cargo marks a target directory's root with CACHEDIR.TAG; a level
-        // in between is the triple of a `--target` build.
-        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-            (above.to_path_buf(), None)
-        } else {
-            let root = above.parent().expect("a target directory");
-            (
-                root.to_path_buf(),
-                above.file_name().map(|n| n.to_string_lossy().into_owned()),
-            )
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "dask-scheduler", "-p", "dask-worker"])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        if let Some(triple) = triple {
-            cmd.args(["--target", &triple]);
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir
-    })
-}
-
-fn binary(name: &str) -> PathBuf {
-    bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// A child process and what it printed.
-struct Proc {
-    label: String,
-    child: Child,
-    log: Arc<Mutex<String>>,
-    exit: Option<ExitStatus>,
-}
-
-impl Proc {
-    /// Starts `cmd`, its stdout and stderr read into the log by threads;
-    /// the first stdout line starting with `watch` is sent on the channel.
-    fn spawn(label: &str, mut cmd: Command, watch: &str) -> (Proc, mpsc::Receiver<String>) {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let watch = watch.to_string();
-        let out_log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            read_lines(stdout, &out_log, |line| {
-                if line.starts_with(&watch) {
-                    let _ = tx.send(line.to_string());
-                }
-            })
-        });
-        let err_log = Arc::clone(&log);
-        std::thread::spawn(move || read_lines(stderr, &err_log, |_| {}));
-        let proc = Proc {
-            label: label.to_string(),
-            child,
-            log,
-            exit: None,
-        };
-        (proc, rx)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// The exit status, once it has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            self.exit = self.child.try_wait().ok().flatten();
-        }
-        self.exit
-    }
-
-    fn kill_and_reap(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            self.exit = self.child.wait().ok();
-        }
-    }
-}
-
-fn read_lines(from: impl Read, log: &Mutex<String>, mut on_line: impl FnMut(&str)) {
-    for line in BufReader::new(from).lines() {
-        let Ok(line) = line else { break };
-        on_line(&line);
-        if let Ok(mut log) = log.lock() {
-            if log.len() + line.len() < LOG_BYTES_MAX {
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-    }
-}
-
-/// Children get SIGKILL when the thread that started them ends, so a test
-/// process killed by a harness leaves nothing behind.
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    extern "C" {
-        fn prctl(option: i32, ...) -> i32;
-    }
-    const PR_SET_PDEATHSIG: i32 = 1;
-    // SAFETY: runs in the forked child before exec; prctl is a plain
-    // system call and touches none of our memory.
-    unsafe {
-        cmd.pre_exec(|| {
-            prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
-
 /// A `dask-scheduler --validate` and named single-thread `dask-worker`s.
 /// Dropping it kills them all.
 struct Cluster {
@@ -693,7 +528,7 @@ impl Cluster {
         let mut cmd = Command::new(binary("dask-worker"));
         cmd.arg(&self.address)
             .args(["--nthreads", "1", "--name", name]);
-        let (proc, _) = Proc::spawn(&format!("dask-worker {name}"), cmd, "Worker ");
+        let (proc, _) = Proc::spawn(&format!("dask-worker {name}"), cmd, Some("Worker "));
         self.workers.push((name.to_string(), proc));
     }
 
@@ -833,7 +668,7 @@ impl Drop for Cluster {
 fn start_scheduler(args: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(binary("dask-scheduler"));
     cmd.args(["--host", "127.0.0.1", "--validate"]).args(args);
-    let (mut proc, first) = Proc::spawn("dask-scheduler", cmd, "Scheduler at ");
+    let (mut proc, first) = Proc::spawn("dask-scheduler", cmd, Some("Scheduler at "));
     match first.recv_timeout(PATIENCE) {
         Ok(line) => {
             let address = line["Scheduler at ".len()..].trim().to_string();

@@ -16,7 +16,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -146,17 +146,22 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A child process with its output kept for the failure report.
-struct Proc {
-    label: String,
-    child: Child,
+pub struct Proc {
+    pub label: String,
+    pub child: Child,
     log: Arc<Mutex<String>>,
+    exit: Option<ExitStatus>,
 }
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr read by threads into the log;
     /// the first stdout line starting with `watch` (if any) is sent on the
     /// returned channel.
-    fn spawn(label: &str, mut cmd: Command, watch: Option<&str>) -> (Proc, mpsc::Receiver<String>) {
+    pub fn spawn(
+        label: &str,
+        mut cmd: Command,
+        watch: Option<&str>,
+    ) -> (Proc, mpsc::Receiver<String>) {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -189,17 +194,34 @@ impl Proc {
                 label: label.to_owned(),
                 child,
                 log,
+                exit: None,
             },
             rx,
         )
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// SIGKILL unless it has exited, then reaps it.
+    pub fn kill_and_reap(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
     }
 }
 
