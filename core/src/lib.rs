@@ -19,6 +19,7 @@ pub mod json;
 pub mod messages;
 pub mod msgpack;
 pub mod schema;
+pub mod time;
 pub mod wire;
 pub mod worker;
 
@@ -26,4 +27,5 @@ pub use error::{ErrorCode, WireError};
 pub use frame::{FrameDecoder, FrameEncoder, FRAME_BYTES_MAX};
 pub use messages::Message;
 pub use msgpack::RawValue;
+pub use time::Timestamp;
 pub use wire::Key;

@@ -10,13 +10,13 @@
 //! replayed through [`run`]), which include this file by path.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dask_core::frame::FrameDecoder;
 use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
-use dask_core::{Key, Message, RawValue};
+use dask_core::{Key, Message, RawValue, Timestamp};
 use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
 use rmpv::Value;
 
@@ -299,7 +299,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
 /// The scheduler and its connections, as the event loop sees them.
 pub struct Story {
     state: SchedulerState,
-    now: Instant,
+    now: Timestamp,
     next_conn: usize,
     next_worker: usize,
     /// Open connections and the role each completed a handshake as.
@@ -331,7 +331,7 @@ impl Story {
 
     /// A scheduler with no connection.
     pub fn new() -> Story {
-        let now = Instant::now();
+        let now = Timestamp::ZERO;
         Story {
             state: SchedulerState::new(
                 StateConfig {

@@ -9,11 +9,13 @@
 #![deny(missing_docs)]
 
 mod blocking;
+mod clock;
 mod conn;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use blocking::BlockingConn;
+pub use clock::Clock;
 pub use conn::{
     Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX,
 };

@@ -11,7 +11,7 @@ use std::time::Instant;
 use dask_core::handshake;
 use dask_core::messages::{RegisterWorker, Role, TaskFinished, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
-use dask_core::{frame, Key, Message, RawValue};
+use dask_core::{frame, Key, Message, RawValue, Timestamp};
 use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
 
 fn main() {
@@ -19,7 +19,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let now = Instant::now();
+    let now = Timestamp::ZERO;
     let mut s = SchedulerState::new(StateConfig::default(), now);
     let client = ConnId(0);
     let workers = [ConnId(1), ConnId(2)];

@@ -1,5 +1,5 @@
 //! The scheduler's event loop: one thread, one mio `Poll`, a `Slab` of
-//! connections by `Token`. It moves bytes and `Instant::now()` into the
+//! connections by `Token`. It moves bytes and the time (a [`Clock`]'s timestamps) into the
 //! [`SchedulerState`] and writes what the state says; nothing else.
 //!
 //! Per wakeup: every readable connection is read until it would block and
@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dask_core::{ErrorCode, Message, WireError};
-use dask_net::{Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES};
+use dask_net::{Clock, Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -127,6 +127,8 @@ pub struct Server {
     address: String,
     stopper: Stopper,
     state: SchedulerState,
+    /// Turns the loop's `Instant`s into the state's timestamps.
+    clock: Clock,
     conns: Slab<Slot>,
     touched: Vec<usize>,
     scratch: Vec<u8>,
@@ -166,7 +168,7 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let now = Instant::now();
+        let clock = Clock::new();
         let state = SchedulerState::new(
             StateConfig {
                 heartbeat_timeout: config.heartbeat_timeout,
@@ -175,7 +177,7 @@ impl Server {
                 allowed_failures: config.allowed_failures,
                 ..StateConfig::default()
             },
-            now,
+            clock.now(),
         );
         Ok(Server {
             poll,
@@ -186,6 +188,7 @@ impl Server {
                 waker,
             },
             state,
+            clock,
             conns: Slab::new(),
             touched: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
@@ -237,7 +240,7 @@ impl Server {
                 if self.accept_failing {
                     self.accept(now);
                 }
-                self.state.handle_tick(now);
+                self.state.handle_tick(self.clock.at(now));
                 self.drain_outputs();
                 self.expire_closing(now);
                 next_tick = now + TICK;
@@ -289,7 +292,7 @@ impl Server {
                 touched: false,
                 handshake_bytes: 0,
             });
-            self.state.handle_connected(now, ConnId(i));
+            self.state.handle_connected(self.clock.at(now), ConnId(i));
             self.drain_outputs();
         }
     }
@@ -337,7 +340,8 @@ impl Server {
             if self.conns.get(i).is_none_or(|s| s.closing.is_some()) {
                 break;
             }
-            self.state.handle_frame(now, ConnId(i), frame);
+            self.state
+                .handle_frame(self.clock.at(now), ConnId(i), frame);
             self.drain_outputs();
         }
         let closing = self.conns.get(i).is_none_or(|s| s.closing.is_some());
@@ -346,7 +350,7 @@ impl Server {
             Ok(ReadStatus::Open) => {}
             Ok(ReadStatus::Closed | ReadStatus::ClosedMidFrame) => {
                 if !closing {
-                    self.state.handle_closed(now, ConnId(i));
+                    self.state.handle_closed(self.clock.at(now), ConnId(i));
                     self.drain_outputs();
                 }
                 if let Some(slot) = self.conns.get_mut(i) {
@@ -359,7 +363,7 @@ impl Server {
                     if let Some(slot) = self.conns.get_mut(i) {
                         let _ = slot.conn.send(&Message::error(&e, None));
                     }
-                    self.state.handle_closed(now, ConnId(i));
+                    self.state.handle_closed(self.clock.at(now), ConnId(i));
                     self.drain_outputs();
                 }
                 self.begin_close(now, i);
@@ -367,7 +371,7 @@ impl Server {
             }
             Err(ConnError::Io(_)) => {
                 if !closing {
-                    self.state.handle_closed(now, ConnId(i));
+                    self.state.handle_closed(self.clock.at(now), ConnId(i));
                     self.drain_outputs();
                 }
                 self.remove(i);
@@ -513,7 +517,7 @@ impl Server {
                 Err(_) => {
                     let closing = slot.closing.is_some();
                     if !closing {
-                        self.state.handle_closed(now, ConnId(i));
+                        self.state.handle_closed(self.clock.at(now), ConnId(i));
                         self.drain_outputs();
                     }
                     self.remove(i);
@@ -555,7 +559,7 @@ impl Server {
     /// peers to hang up.
     fn shut_down(mut self) -> io::Result<()> {
         let now = Instant::now();
-        self.state.handle_shutdown(now);
+        self.state.handle_shutdown(self.clock.at(now));
         self.drain_outputs();
         // Connections the state did not know (no hello yet) close too.
         let open: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();

@@ -86,14 +86,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dask_core::handshake;
 use dask_core::messages::{
     Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Resources, Role,
     StealRequest, WorkerRegistered,
 };
-use dask_core::{ErrorCode, Key, Message, RawValue};
+use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
 use slab::Slab;
 use task_set::TaskSet;
 
@@ -396,8 +396,8 @@ enum Peer {
 struct Connection {
     peer: Peer,
     id: u64,
-    connected_at: Instant,
-    last_seen: Instant,
+    connected_at: Timestamp,
+    last_seen: Timestamp,
 }
 
 /// A connected client.
@@ -411,7 +411,7 @@ pub(crate) struct Client {
 #[derive(Debug)]
 pub struct SchedulerState {
     config: StateConfig,
-    now: Instant,
+    now: Timestamp,
     next_id: u64,
     next_order: u64,
     next_request: u64,
@@ -440,7 +440,7 @@ pub struct SchedulerState {
     /// With `validate`: tasks changed by the current event.
     touched: Vec<TaskId>,
     /// With `validate`: when the whole state was last checked.
-    last_full_validation: Option<Instant>,
+    last_full_validation: Option<Timestamp>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -448,7 +448,7 @@ const SCHEDULER_NAME: &str = "dask-scheduler";
 
 impl SchedulerState {
     /// A scheduler with no connection and no task.
-    pub fn new(config: StateConfig, now: Instant) -> SchedulerState {
+    pub fn new(config: StateConfig, now: Timestamp) -> SchedulerState {
         SchedulerState {
             config,
             now,
@@ -495,7 +495,7 @@ impl SchedulerState {
     // ---- inputs ---------------------------------------------------------
 
     /// A connection was accepted; its first message must be `hello`.
-    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+    pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
         self.now = now;
         self.conns.insert(
             conn,
@@ -509,7 +509,7 @@ impl SchedulerState {
     }
 
     /// One message arrived on `conn`.
-    pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: Message) {
+    pub fn handle_message(&mut self, now: Timestamp, conn: ConnId, message: Message) {
         self.now = now;
         self.dispatch(conn, message);
         self.finish_event();
@@ -517,7 +517,7 @@ impl SchedulerState {
 
     /// A frame's messages arrived on `conn`, in order. Messages after one
     /// that closed the connection are ignored.
-    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, messages: Vec<Message>) {
+    pub fn handle_frame(&mut self, now: Timestamp, conn: ConnId, messages: Vec<Message>) {
         self.now = now;
         for m in messages {
             if !self.conns.contains_key(&conn) {
@@ -529,14 +529,14 @@ impl SchedulerState {
     }
 
     /// The peer of `conn` went away (or the loop closed it).
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+    pub fn handle_closed(&mut self, now: Timestamp, conn: ConnId) {
         self.now = now;
         self.drop_conn(conn, Departure::Lost);
         self.finish_event();
     }
 
     /// Time passed: heartbeat and handshake timeouts, retries.
-    pub fn handle_tick(&mut self, now: Instant) {
+    pub fn handle_tick(&mut self, now: Timestamp) {
         self.now = now;
         let mut dead: Vec<(ConnId, &'static str)> = Vec::new();
         for (&conn, c) in &self.conns {
@@ -583,7 +583,7 @@ impl SchedulerState {
 
     /// Says goodbye to every connection (the server is stopping): `close`
     /// then [`Output::Close`] for each.
-    pub fn handle_shutdown(&mut self, now: Instant) {
+    pub fn handle_shutdown(&mut self, now: Timestamp) {
         self.now = now;
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();

@@ -13,7 +13,7 @@ use super::*;
 
 struct Sim {
     s: SchedulerState,
-    now: Instant,
+    now: Timestamp,
     next_conn: usize,
     mail: HashMap<ConnId, VecDeque<Message>>,
     closed: HashSet<ConnId>,
@@ -50,7 +50,7 @@ fn address(name: &str) -> String {
 
 impl Sim {
     fn new() -> Sim {
-        let now = Instant::now();
+        let now = Timestamp::ZERO;
         let config = StateConfig {
             validate: true,
             ..StateConfig::default()
