@@ -130,3 +130,57 @@ fn an_unreachable_scheduler_is_reported() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("connection error"), "{}", stderr(&o));
 }
+
+/// A graph file written for one test, removed when dropped.
+struct GraphFile(PathBuf);
+
+impl GraphFile {
+    fn new(name: &str, text: &str) -> GraphFile {
+        let path = std::env::temp_dir().join(format!("dask-cli-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        GraphFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for GraphFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_cycle_is_refused_with_its_keys_named() {
+    // No `wanted` and every task needed by another: refused before
+    // anything is sent, instead of running nothing and exiting 0.
+    let cycle = GraphFile::new(
+        "cycle.json",
+        r#"{"tasks": [{"key": "a", "function": "inc", "args": [{"$ref": "b"}]},
+                      {"key": "b", "function": "inc", "args": [{"$ref": "a"}]}]}"#,
+    );
+    let o = dask(&["run", cycle.path()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains(r#"no key is a leaf"#) && stderr(&o).contains(r#""a" -> "b" -> "a""#),
+        "{}",
+        stderr(&o)
+    );
+    // A cycle beside a leaf: the scheduler refuses it (4003), naming it.
+    let beside = GraphFile::new(
+        "beside.json",
+        r#"{"tasks": [{"key": "a", "function": "inc", "args": [{"$ref": "b"}]},
+                      {"key": "b", "function": "inc", "args": [{"$ref": "a"}]},
+                      {"key": "c", "function": "inc", "args": [{"$ref": "a"}]}]}"#,
+    );
+    let o = dask(&["run", beside.path()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(r#"(cycle, 4003)"#) && stderr(&o).contains(r#""a" -> "b" -> "a""#),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -467,8 +467,64 @@ impl Graph {
             }
             graph.add(t)?;
         }
-        let wanted = wanted.unwrap_or_else(|| graph.leaves());
+        let wanted = match wanted {
+            Some(wanted) => wanted,
+            None => graph.leaves(),
+        };
+        if wanted.is_empty() && !graph.is_empty() {
+            // Every task is needed by another: in a finite graph, a cycle.
+            let mut cycle = graph.a_cycle();
+            if cycle.len() > 8 {
+                let n = cycle.len() - 1;
+                cycle.truncate(8);
+                cycle.push(format!("... ({n} tasks on this cycle)"));
+            }
+            return Err(GraphError(format!(
+                "no key is a leaf (every task is needed by another), so nothing would run: \
+                 the graph has a cycle: {} (each depends on the next)",
+                cycle.join(" -> ")
+            )));
+        }
         Ok((graph, wanted))
+    }
+
+    /// Keys of one dependency cycle, quoted, each depending on the next
+    /// and the first repeated at the end, when every task has a dependent
+    /// in this graph (empty otherwise).
+    fn a_cycle(&self) -> Vec<String> {
+        let mut dependent: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            let mut refs = t.args.refs();
+            if let Some(kw) = &t.kwargs {
+                refs.extend(kw.refs());
+            }
+            for r in refs {
+                dependent.entry(r).or_insert(i);
+            }
+        }
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        let mut path: Vec<usize> = Vec::new();
+        let mut i = 0;
+        while let Some(&j) = self
+            .tasks
+            .get(i)
+            .and_then(|t| dependent.get(t.key.as_str()))
+        {
+            if let Some(&at) = seen.get(&i) {
+                path.drain(..at);
+                path.push(i);
+                // The walk went from each task to one that needs it.
+                path.reverse();
+                return path
+                    .iter()
+                    .map(|&p| format!("{:?}", self.tasks[p].key.as_str()))
+                    .collect();
+            }
+            seen.insert(i, path.len());
+            path.push(i);
+            i = j;
+        }
+        Vec::new()
     }
 }
 
@@ -1777,6 +1833,29 @@ mod tests {
         ] {
             assert!(Graph::from_json(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_graph_file_whose_every_task_is_needed_is_a_cycle() {
+        let cycle = r#"{"tasks": [
+            {"key": "a", "function": "inc", "args": [{"$ref": "b"}]},
+            {"key": "b", "function": "inc", "args": [{"$ref": "c"}]},
+            {"key": "c", "function": "inc", "args": [{"$ref": "a"}]}
+        ]}"#;
+        let e = Graph::from_json(cycle).unwrap_err().0;
+        assert!(e.contains("no key is a leaf"), "{e}");
+        assert!(
+            e.contains(r#"cycle: "a" -> "b" -> "c" -> "a" (each"#),
+            "{e}"
+        );
+        let me = r#"{"tasks": [{"key": "me", "function": "inc", "args": [{"$ref": "me"}]}]}"#;
+        let e = Graph::from_json(me).unwrap_err().0;
+        assert!(e.contains(r#"cycle: "me" -> "me" (each"#), "{e}");
+        // Explicit wanted, or an empty graph, is left to the scheduler.
+        let wanted = r#"{"tasks": [{"key": "me", "function": "inc", "args": [{"$ref": "me"}]}],
+                         "wanted": ["me"]}"#;
+        assert!(Graph::from_json(wanted).is_ok());
+        assert!(Graph::from_json(r#"{"tasks": []}"#).is_ok());
     }
 
     #[test]

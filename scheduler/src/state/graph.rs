@@ -107,10 +107,14 @@ impl SchedulerState {
             .map(|s| s.key.clone())
             .collect();
         if !shape.is_empty() {
+            let keys = sorted_unique(shape);
             return Err(Refusal {
                 code: ErrorCode::WrongType,
-                message: "args must be a msgpack array and kwargs a map with string keys".into(),
-                keys: sorted_unique(shape),
+                message: format!(
+                    "args must be a msgpack array and kwargs a map with string keys: {}",
+                    show_keys(&keys)
+                ),
+                keys,
             });
         }
 
@@ -153,11 +157,14 @@ impl SchedulerState {
             }
         }
         if !duplicates.is_empty() {
+            let keys = sorted_unique(duplicates);
             return Err(Refusal {
                 code: ErrorCode::DuplicateKey,
-                message: "keys already defined differently (in this graph or on the scheduler)"
-                    .into(),
-                keys: sorted_unique(duplicates),
+                message: format!(
+                    "keys already defined differently (in this graph or on the scheduler): {}",
+                    show_keys(&keys)
+                ),
+                keys,
             });
         }
 
@@ -206,11 +213,14 @@ impl SchedulerState {
                 .cloned(),
         );
         if !unknown.is_empty() {
+            let keys = sorted_unique(unknown);
             return Err(Refusal {
                 code: ErrorCode::UnknownKey,
-                message: "references or wanted keys name no task of this graph or the scheduler"
-                    .into(),
-                keys: sorted_unique(unknown),
+                message: format!(
+                    "references or wanted keys name no task of this graph or the scheduler: {}",
+                    show_keys(&keys)
+                ),
+                keys,
             });
         }
 
@@ -223,11 +233,22 @@ impl SchedulerState {
         match graph_order(&plan) {
             Some(order) => plan.order = order,
             None => {
+                let on_cycle = cycle_members(&plan);
+                let key = |p: usize| &m.tasks[plan.new[p]].key;
+                let path: Vec<&Key> = cycle_path(&plan, &on_cycle).into_iter().map(key).collect();
                 return Err(Refusal {
                     code: ErrorCode::Cycle,
-                    message: "the tasks depend on each other in a cycle".into(),
-                    keys: sorted_unique(cycle_members(&m.tasks, &plan)),
-                })
+                    message: format!(
+                        "the tasks depend on each other in a cycle: {}",
+                        describe_cycle(&path)
+                    ),
+                    keys: sorted_unique(
+                        (0..on_cycle.len())
+                            .filter(|&p| on_cycle[p])
+                            .map(|p| key(p).clone())
+                            .collect(),
+                    ),
+                });
             }
         }
         Ok(plan)
@@ -339,9 +360,9 @@ fn graph_order(plan: &Plan) -> Option<Vec<u64>> {
     (next == n as u64).then_some(order)
 }
 
-/// Keys of new tasks on a dependency cycle (Kahn's algorithm from both
+/// Which new tasks are on a dependency cycle (Kahn's algorithm from both
 /// ends: what is left is on a cycle or between two). Only for the refusal.
-fn cycle_members(tasks: &[TaskSpec], plan: &Plan) -> Vec<Key> {
+fn cycle_members(plan: &Plan) -> Vec<bool> {
     let n = plan.new.len();
     // Edges among new tasks: dependency -> dependent.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -389,8 +410,81 @@ fn cycle_members(tasks: &[TaskSpec], plan: &Plan) -> Vec<Key> {
             }
         }
     }
-    (0..n)
-        .filter(|&p| !removed[p])
-        .map(|p| tasks[plan.new[p]].key.clone())
-        .collect()
+    removed.into_iter().map(|r| !r).collect()
+}
+
+/// One cycle among the members, each task followed by one it depends on,
+/// the first repeated at the end. Every member depends on another member
+/// (what depended on nothing left was peeled), so walking dependencies
+/// from any member comes back to a task already seen.
+fn cycle_path(plan: &Plan, on_cycle: &[bool]) -> Vec<usize> {
+    let Some(start) = on_cycle.iter().position(|&c| c) else {
+        return Vec::new();
+    };
+    let mut position = vec![usize::MAX; on_cycle.len()];
+    let mut path = vec![start];
+    position[start] = 0;
+    let mut p = start;
+    loop {
+        let next = plan.refs_of(p).iter().find_map(|r| match *r {
+            Ref::New(q) if on_cycle[q as usize] => Some(q as usize),
+            _ => None,
+        });
+        let Some(q) = next else {
+            return path;
+        };
+        if position[q] != usize::MAX {
+            let mut cycle = path.split_off(position[q]);
+            cycle.push(q);
+            return cycle;
+        }
+        position[q] = path.len();
+        path.push(q);
+        p = q;
+    }
+}
+
+/// Keys shown in a refusal's message at most; the `keys` field has them
+/// all.
+const KEYS_SHOWN_MAX: usize = 8;
+/// Characters of one key shown in a message at most.
+const KEY_CHARS_SHOWN_MAX: usize = 80;
+
+/// A key quoted for a message, shortened past [`KEY_CHARS_SHOWN_MAX`].
+fn show_key(k: &Key) -> String {
+    let s = k.as_str();
+    match s.char_indices().nth(KEY_CHARS_SHOWN_MAX) {
+        Some((end, _)) => format!("{:?}...", &s[..end]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// `"a", "b"`, at most [`KEYS_SHOWN_MAX`] of them and how many more.
+fn show_keys(keys: &[Key]) -> String {
+    let mut shown: Vec<String> = keys.iter().take(KEYS_SHOWN_MAX).map(show_key).collect();
+    if keys.len() > KEYS_SHOWN_MAX {
+        shown.push(format!("and {} more", keys.len() - KEYS_SHOWN_MAX));
+    }
+    shown.join(", ")
+}
+
+/// `"a" -> "b" -> "a" (each depends on the next)`, at most
+/// [`KEYS_SHOWN_MAX`] keys of it.
+fn describe_cycle(path: &[&Key]) -> String {
+    let distinct = path.len().saturating_sub(1);
+    let mut shown: Vec<String> = path
+        .iter()
+        .take(KEYS_SHOWN_MAX)
+        .map(|k| show_key(k))
+        .collect();
+    if path.len() > KEYS_SHOWN_MAX {
+        shown.push(format!("... ({distinct} tasks on this cycle)"));
+    }
+    let mut text = shown.join(" -> ");
+    if distinct > 1 {
+        text.push_str(" (each depends on the next)");
+    } else {
+        text.push_str(" (a task that depends on itself)");
+    }
+    text
 }

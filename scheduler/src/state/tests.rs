@@ -819,6 +819,49 @@ fn a_task_with_retries_runs_again_before_its_error_is_reported() {
 }
 
 #[test]
+fn a_refused_cycle_is_named_in_the_message() {
+    let mut sim = Sim::new();
+    sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    let cases: Vec<(Vec<TaskSpec>, &str)> = vec![
+        (
+            vec![
+                spec("root", "f", vec![]),
+                spec("a", "f", vec![r("root"), r("b")]),
+                spec("b", "f", vec![r("c")]),
+                spec("c", "f", vec![r("a")]),
+                spec("below", "f", vec![r("c")]),
+            ],
+            r#"cycle: "a" -> "b" -> "c" -> "a" (each depends on the next)"#,
+        ),
+        (
+            vec![spec("me", "f", vec![r("me")])],
+            r#"cycle: "me" -> "me" (a task that depends on itself)"#,
+        ),
+    ];
+    for (request, (tasks, named)) in cases.into_iter().enumerate() {
+        sim.submit(c, request as u64, tasks, &[]);
+        let e = error_of(&sim.recv(c)).clone();
+        assert_eq!(e.code, 4003);
+        assert!(e.message.ends_with(named), "{}", e.message);
+    }
+    // A long cycle of long keys: the message stays short, `keys` has all.
+    let long = |i: usize| format!("{}{i:03}", "k".repeat(200));
+    let tasks: Vec<TaskSpec> = (0..100)
+        .map(|i| spec(&long(i), "f", vec![r(&long((i + 1) % 100))]))
+        .collect();
+    sim.submit(c, 9, tasks, &[]);
+    let e = error_of(&sim.recv(c)).clone();
+    assert!(e.message.len() < 1500, "{}", e.message.len());
+    assert!(
+        e.message.contains("... (100 tasks on this cycle)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.keys.map(|k| k.len()), Some(100));
+}
+
+#[test]
 fn refused_graphs_change_nothing() {
     let mut sim = Sim::new();
     let w = sim.worker("w", &["f"], 1);
@@ -886,6 +929,11 @@ fn refused_graphs_change_nothing() {
         assert!(!e.fatal);
         assert_eq!(e.request, Some(request as u64));
         assert_eq!(e.keys, Some(keys(&bad)));
+        assert!(
+            e.message.contains(&format!("{:?}", bad[0])),
+            "{}",
+            e.message
+        );
         assert_eq!(sim.s.task_count(), 0);
         assert!(sim.recv(w).is_empty());
         assert!(!sim.is_closed(c));
