@@ -184,3 +184,33 @@ fn a_cycle_is_refused_with_its_keys_named() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_programs_json_output_feeds_later_tasks_and_its_failure_is_an_error() {
+    let o = dask(&["run", &example("script_json.json")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "parsed = {\"rows\":41,\"names\":[\"a\",\"b\"]}\nrows-plus-one = 42\n"
+    );
+    let failing = GraphFile::new(
+        "failing.json",
+        r#"{"tasks": [
+            {"key": "fails", "function": "exec", "args": ["sh", "-c", "echo half; echo oops >&2; exit 2"]},
+            {"key": "tolerated", "function": "exec", "args": ["sh", "-c", "exit 2"],
+             "kwargs": {"check": false}},
+            {"key": "code", "function": "getitem", "args": [{"$ref": "tolerated"}, "code"]}
+        ], "wanted": ["fails", "code"]}"#,
+    );
+    let o = dask(&["run", failing.path()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "code = 2\n");
+    assert!(
+        stderr(&o).contains(
+            "fails: RemoteError: CalledProcessError: \"sh\" exited with code 2\n\
+             --- stderr ---\noops\n--- stdout ---\nhalf"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -17,6 +17,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use dask_core::msgpack::VALUE_DEPTH_MAX;
 use dask_core::FRAME_BYTES_MAX;
 use rmpv::Value;
 
@@ -362,17 +363,22 @@ builtins! {
             .map(Value::Array)
     }
 
-    /// exec(program[, args]) or exec(program, arg, arg, ...) -> {code, stdout, stderr}
+    /// exec(program[, args][, check=true]) or exec(program, arg, arg, ...) -> {code, stdout, stderr}
     ///
     /// Runs program directly (no shell) with string arguments, waits for it
-    /// and returns its exit code (nil when killed by a signal) and its
-    /// output as strings (invalid UTF-8 replaced). A program that cannot be
-    /// started is a FileNotFoundError or an OSError. Anyone who can submit a
-    /// task to this worker can run programs as its user.
+    /// and returns its exit code and its output as strings (invalid UTF-8
+    /// replaced). A program that exits non-zero or is killed by a signal is
+    /// a CalledProcessError whose message has the exit code (or signal) and
+    /// the last 2048 bytes of its stderr and stdout; with check=false it
+    /// is a result like any other (code nil when killed by a signal). A
+    /// program that cannot be started is a FileNotFoundError or an OSError.
+    /// Anyone who can submit a task to this worker can run programs as its
+    /// user. To feed a program's JSON output to later tasks:
+    /// parse_json(getitem(exec(...), "stdout")).
     "exec" => fn exec(args, kwargs) {
-        let (program, program_args) = exec_args(args, kwargs)?;
-        let output = std::process::Command::new(program)
-            .args(&program_args)
+        let call = exec_args(args, kwargs)?;
+        let output = std::process::Command::new(call.program)
+            .args(&call.args)
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| {
@@ -381,13 +387,43 @@ builtins! {
                 } else {
                     "OSError"
                 };
-                TaskError::new(error_type, format!("cannot run {program:?}: {e}"))
+                TaskError::new(error_type, format!("cannot run {:?}: {e}", call.program))
             })?;
+        if call.check && !output.status.success() {
+            return Err(called_process_error(call.program, &output));
+        }
         Ok(Value::Map(vec![
             (Value::from("code"), output.status.code().map(Value::from).unwrap_or(Value::Nil)),
             (Value::from("stdout"), Value::from(String::from_utf8_lossy(&output.stdout).into_owned())),
             (Value::from("stderr"), Value::from(String::from_utf8_lossy(&output.stderr).into_owned())),
         ]))
+    }
+
+    /// parse_json(text) -> the value the JSON text (a string, or a binary of UTF-8) describes
+    ///
+    /// Objects become maps (keys in text order), arrays arrays, integers
+    /// integers (beyond the 64-bit range, floats, as JavaScript's
+    /// JSON.parse does), other numbers floats, and strings, booleans and
+    /// null themselves; no `$ref`-style forms are read. Invalid JSON is a
+    /// ValueError naming the line and column; nesting deeper than 100
+    /// levels is a ValueError.
+    "parse_json" => fn parse_json(args, kwargs) {
+        let p = bind("parse_json", &["text"], 1, args, kwargs)?;
+        let bytes = match req(&p, 0) {
+            Value::String(s) => s.as_bytes(),
+            Value::Binary(b) => b.as_slice(),
+            other => {
+                return Err(TaskError::type_error(format!(
+                    "parse_json() takes a string or a binary, got {}",
+                    kind(other)
+                )))
+            }
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| TaskError::value_error(format!("parse_json(): not UTF-8: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| TaskError::value_error(format!("parse_json(): not JSON: {e}")))?;
+        json_value(&json, 0)
     }
 
     /// conformance.echo(x) -> x unchanged
@@ -735,16 +771,26 @@ fn resolve_index(i: i128, len: usize) -> Result<usize, TaskError> {
     Ok(at as usize)
 }
 
+/// A bound `exec` call.
+struct ExecCall<'a> {
+    program: &'a str,
+    args: Vec<&'a str>,
+    /// Whether a non-zero exit is an error.
+    check: bool,
+}
+
 fn exec_args<'a>(
     args: &'a [Value],
     kwargs: &'a [(String, Value)],
-) -> Result<(&'a str, Vec<&'a str>), TaskError> {
+) -> Result<ExecCall<'a>, TaskError> {
     let mut program = args.first();
     let mut list: Option<&Value> = None;
+    let mut check: Option<&Value> = None;
     for (name, value) in kwargs {
         match name.as_str() {
             "program" if program.is_none() => program = Some(value),
             "args" if list.is_none() && args.len() <= 1 => list = Some(value),
+            "check" if check.is_none() => check = Some(value),
             _ => {
                 return Err(TaskError::type_error(format!(
                     "exec() got an unexpected or repeated keyword argument {name:?}"
@@ -752,6 +798,16 @@ fn exec_args<'a>(
             }
         }
     }
+    let check = match check {
+        None => true,
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(TaskError::type_error(format!(
+                "exec() check must be a boolean, got {}",
+                kind(other)
+            )))
+        }
+    };
     let Some(program) = program else {
         return Err(TaskError::type_error(
             "exec() missing required argument \"program\"",
@@ -791,7 +847,81 @@ fn exec_args<'a>(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((program, strings))
+    Ok(ExecCall {
+        program,
+        args: strings,
+        check,
+    })
+}
+
+/// Bytes of a failed program's stderr and stdout its error shows, from the end.
+pub const EXEC_TAIL_BYTES: usize = 2048;
+
+/// The error of a program that exited non-zero or was killed: how it
+/// ended, then the tails of its stderr and stdout.
+fn called_process_error(program: &str, output: &std::process::Output) -> TaskError {
+    use std::os::unix::process::ExitStatusExt;
+    let ended = match (output.status.code(), output.status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => format!("ended with {}", output.status),
+    };
+    let mut message = format!("{program:?} {ended}");
+    for (name, bytes) in [("stderr", &output.stderr), ("stdout", &output.stdout)] {
+        message.push_str(&format!("\n--- {name}"));
+        let text = String::from_utf8_lossy(bytes);
+        let mut start = text.len().saturating_sub(EXEC_TAIL_BYTES);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        if start > 0 {
+            message.push_str(&format!(
+                " (last {} of {} bytes)",
+                text.len() - start,
+                text.len()
+            ));
+        }
+        if text.is_empty() {
+            message.push_str(": empty");
+        } else {
+            message.push_str(" ---\n");
+            message.push_str(text[start..].trim_end_matches('\n'));
+        }
+    }
+    TaskError::new("CalledProcessError", message)
+}
+
+/// The msgpack value of parsed JSON inside `depth` arrays and objects,
+/// refused past [`VALUE_DEPTH_MAX`] of them (as a decoder would refuse it).
+fn json_value(json: &serde_json::Value, depth: usize) -> TaskResult {
+    use serde_json::Value as Json;
+    if matches!(json, Json::Array(_) | Json::Object(_)) && depth >= VALUE_DEPTH_MAX {
+        return Err(TaskError::value_error(format!(
+            "parse_json(): arrays and objects nested deeper than {VALUE_DEPTH_MAX} levels"
+        )));
+    }
+    Ok(match json {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| json_value(item, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| Ok((Value::from(k.as_str()), json_value(v, depth + 1)?)))
+                .collect::<Result<_, TaskError>>()?,
+        ),
+    })
 }
 
 /// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for
@@ -1053,24 +1183,21 @@ mod tests {
         );
     }
 
+    fn field(map: &Value, k: &str) -> Value {
+        map.as_map()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    }
+
     #[test]
     fn exec_runs_a_program_without_a_shell() {
         let out = exec(&[v("echo"), arr(vec![v("hello"), v("$HOME")])], &[]).unwrap();
-        let get = |k: &str| {
-            out.as_map()
-                .unwrap()
-                .iter()
-                .find(|(key, _)| key.as_str() == Some(k))
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
-        assert_eq!(get("code"), v(0));
-        assert_eq!(get("stdout"), v("hello $HOME\n"));
-        assert_eq!(get("stderr"), v(""));
-        let variadic = exec(&[v("sh"), v("-c"), v("echo err >&2; exit 3")], &[]).unwrap();
-        let map = variadic.as_map().unwrap();
-        assert_eq!(map[0], (v("code"), v(3)));
-        assert_eq!(map[2], (v("stderr"), v("err\n")));
+        assert_eq!(field(&out, "code"), v(0));
+        assert_eq!(field(&out, "stdout"), v("hello $HOME\n"));
+        assert_eq!(field(&out, "stderr"), v(""));
         let kw = vec![("args".to_string(), arr(vec![v("x")]))];
         assert!(exec(&[v("echo")], &kw).is_ok());
         assert_eq!(
@@ -1079,6 +1206,111 @@ mod tests {
         );
         assert_eq!(err_type(exec(&[v("echo"), v(1)], &[])), "TypeError");
         assert_eq!(err_type(exec(&[], &[])), "TypeError");
+        let check = |b: Value| vec![("check".to_string(), b)];
+        assert_eq!(err_type(exec(&[v("true")], &check(v(1)))), "TypeError");
+    }
+
+    #[test]
+    fn exec_fails_on_a_non_zero_exit_unless_check_is_false() {
+        let script = [v("sh"), v("-c"), v("echo partial; echo boom >&2; exit 3")];
+        let e = exec(&script, &[]).unwrap_err();
+        assert_eq!(e.error_type, "CalledProcessError");
+        assert_eq!(
+            e.message,
+            "\"sh\" exited with code 3\n--- stderr ---\nboom\n--- stdout ---\npartial"
+        );
+        // Killed by a signal.
+        let e = exec(&[v("sh"), v("-c"), v("kill -9 $$")], &[]).unwrap_err();
+        assert!(
+            e.message.starts_with("\"sh\" was killed by signal 9"),
+            "{}",
+            e.message
+        );
+        // Only the tails of long output.
+        let long = "yes 0123456789 | head -c 100000; yes abcdef | head -c 5000 >&2; exit 1";
+        let e = exec(&[v("sh"), v("-c"), v(long)], &[]).unwrap_err();
+        assert!(
+            e.message.len() < 2 * EXEC_TAIL_BYTES + 200,
+            "{}",
+            e.message.len()
+        );
+        assert!(
+            e.message
+                .contains("--- stderr (last 2048 of 5000 bytes) ---\n"),
+            "{}",
+            e.message
+        );
+        assert!(e
+            .message
+            .contains("--- stdout (last 2048 of 100000 bytes) ---\n"));
+        // check=false: the old behaviour, a result with the code.
+        let kept = exec(&script, &[("check".to_string(), v(false))]).unwrap();
+        assert_eq!(field(&kept, "code"), v(3));
+        assert_eq!(field(&kept, "stdout"), v("partial\n"));
+        assert_eq!(field(&kept, "stderr"), v("boom\n"));
+        let killed = exec(
+            &[v("sh"), v("-c"), v("kill -9 $$")],
+            &[("check".to_string(), v(false))],
+        );
+        assert_eq!(field(&killed.unwrap(), "code"), Value::Nil);
+        let e = exec(&[v("false")], &[]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "\"false\" exited with code 1\n--- stderr: empty\n--- stdout: empty"
+        );
+    }
+
+    #[test]
+    fn parse_json_reads_a_programs_output() {
+        let text = r#"{"n": 3, "big": 18446744073709551615, "neg": -2, "x": 1.5,
+                       "list": [true, null, "s"], "huge": 1e400000000}"#;
+        assert_eq!(err_type(parse_json(&[v(text)], &[])), "ValueError");
+        let text = r#"{"n": 3, "big": 18446744073709551615, "neg": -2, "x": 1.5, "list": [true, null, "s"]}"#;
+        let got = parse_json(&[v(text)], &[]).unwrap();
+        assert_eq!(
+            got,
+            Value::Map(vec![
+                (v("n"), v(3)),
+                (v("big"), v(u64::MAX)),
+                (v("neg"), v(-2)),
+                (v("x"), v(1.5)),
+                (v("list"), arr(vec![v(true), Value::Nil, v("s")])),
+            ])
+        );
+        assert_eq!(
+            parse_json(&[Value::Binary(b"[1]".to_vec())], &[]).unwrap(),
+            arr(vec![v(1)])
+        );
+        assert_eq!(parse_json(&[], &[("text".into(), v("2"))]).unwrap(), v(2));
+        // Past 64 bits an integer is a float, as JSON.parse has it.
+        assert_eq!(
+            parse_json(&[v("18446744073709551616")], &[]).unwrap(),
+            v(18446744073709551616.0)
+        );
+        // Not a string, not JSON, not UTF-8.
+        assert_eq!(err_type(parse_json(&[v(1)], &[])), "TypeError");
+        let e = parse_json(&[v("{\"a\": }")], &[]).unwrap_err();
+        assert_eq!(
+            (e.error_type.as_str(), e.message.contains("line 1 column 7")),
+            ("ValueError", true),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            err_type(parse_json(&[Value::Binary(vec![0xff])], &[])),
+            "ValueError"
+        );
+        // 100 levels of arrays are a value; 101 are not.
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_json(&[v(nested(VALUE_DEPTH_MAX).as_str())], &[]).is_ok());
+        assert_eq!(
+            err_type(parse_json(&[v(nested(VALUE_DEPTH_MAX + 1).as_str())], &[])),
+            "ValueError"
+        );
+        assert_eq!(
+            err_type(parse_json(&[v(nested(100_000).as_str())], &[])),
+            "ValueError"
+        );
     }
 
     #[test]
