@@ -1,9 +1,13 @@
 //! Every message of dask/1. Each is a msgpack map whose first entry is
 //! `op` (its name) followed by its fields; see `spec/PROTOCOL.md` for who
-//! sends which and when. Field docs here are the spec's field tables.
+//! sends which and when.
 //!
-//! All fields exist since dask/1.0. `Option` fields are optional: a sender
-//! leaves them out (or sends nil), and the doc says what absence means.
+//! Each field's doc comment is the Meaning column of its row in the spec's
+//! field tables, followed by "Absent: ..." for an optional (`Option`)
+//! field, which a sender leaves out (or sends as nil). A field or message
+//! added after dask/1.0 says so with `#[schemars(extend("x-since" =
+//! "1.1"))]`, a field a receiver may ignore with `extend("x-ignorable" =
+//! true)`. `core/tests/spec_tables.rs` holds the tables to all of this.
 
 use std::collections::BTreeMap;
 
@@ -78,21 +82,24 @@ wire_struct! {
     /// its own; the accepting side replies with its own, or with `error`
     /// (version-mismatch / bad-handshake) and closes.
     pub struct Hello {
-        /// Always "dask".
+        /// Always `"dask"`.
         pub protocol: String,
-        /// The highest version the sender speaks; in a reply, the version both speak.
+        /// Connector: the highest version it speaks. Reply: the version both speak.
         pub version: Version,
         /// The sender's role.
         pub role: Role,
-        /// A human-readable name for logs. Absent: none.
+        /// A human-readable name, for logs. Absent: no name.
+        #[schemars(extend("x-ignorable" = true))]
         pub name: Option<String>,
-        /// In the acceptor's reply: the id it gives this connection (a client's id, a worker's id). Absent in the first hello.
+        /// Reply only: the id the acceptor gives this connection. An acceptor ignores it. Absent: no id.
         pub id: Option<u64>,
-        /// Optional features the sender supports; a reply lists the ones both support. Absent: none.
+        /// Connector: the optional features it supports. Reply: those both support. Absent: none.
         pub features: Option<Vec<String>>,
-        /// Reserved for authentication. dask/1.0 peers send nothing here and ignore it.
+        /// Reserved for authentication: not sent in 1.0, ignored. Absent: none.
+        #[schemars(extend("x-ignorable" = true))]
         pub auth: Option<RawValue>,
-        /// Reserved for TLS upgrade. dask/1.0 peers send false or nothing and treat anything else as false.
+        /// Reserved for a TLS upgrade: `false` or absent in 1.0; any value is treated as `false`. Absent: false.
+        #[schemars(extend("x-ignorable" = true))]
         pub tls: Option<bool>,
     }
 }
@@ -101,15 +108,16 @@ wire_struct! {
     /// An error report. When `fatal` is true the sender closes the connection
     /// right after this message.
     pub struct ErrorReport {
-        /// A code from the spec's table.
+        /// A code from [Error codes](#error-codes).
         pub code: u32,
-        /// What went wrong, for people.
+        /// What went wrong, for people: what was expected and what came.
+        #[schemars(extend("x-ignorable" = true))]
         pub message: String,
-        /// Whether the connection closes after this message.
+        /// Whether the sender closes the connection after this message.
         pub fatal: bool,
-        /// The `request` of the message this answers, if it had one.
+        /// The `request` of the message this answers. Absent: about no request.
         pub request: Option<u64>,
-        /// Keys this error is about.
+        /// The keys the error is about (e.g. the tasks of a refused graph that are at fault). Absent: none.
         pub keys: Option<Vec<Key>>,
     }
 }
@@ -118,6 +126,7 @@ wire_struct! {
     /// Polite end of a connection: the sender closes after writing it.
     pub struct Close {
         /// Why, for logs. Absent: none given.
+        #[schemars(extend("x-ignorable" = true))]
         pub reason: Option<String>,
     }
 }
@@ -126,12 +135,16 @@ wire_struct! {
     /// A worker's load and memory, sent in its heartbeats.
     pub struct Metrics {
         /// Tasks running now.
+        #[schemars(extend("x-ignorable" = true))]
         pub executing: u32,
-        /// Tasks assigned and waiting for a thread or for their dependencies.
+        /// Tasks assigned and not running (waiting for dependencies or a thread).
+        #[schemars(extend("x-ignorable" = true))]
         pub ready: u32,
-        /// Keys held, spilled ones included.
+        /// Keys held, spilled ones included ([worker memory](#worker-memory)).
+        #[schemars(extend("x-ignorable" = true))]
         pub stored_keys: u64,
         /// Bytes held (sum of nbytes), spilled ones included.
+        #[schemars(extend("x-ignorable" = true))]
         pub stored_bytes: u64,
     }
 }
@@ -140,7 +153,8 @@ wire_struct! {
     /// Liveness signal, client -> scheduler and worker -> scheduler. The
     /// scheduler does not reply.
     pub struct Heartbeat {
-        /// A worker's current metrics. Absent for clients.
+        /// A worker's current load; workers SHOULD send it, clients do not. Absent: none.
+        #[schemars(extend("x-ignorable" = true))]
         pub metrics: Option<Metrics>,
     }
 }
@@ -149,21 +163,21 @@ wire_struct! {
     /// A task: a function name, arguments that may reference other tasks'
     /// results, and scheduling options.
     pub struct TaskSpec {
-        /// The task's key, unique in the cluster.
+        /// The task's key.
         pub key: Key,
         /// Name of the function a worker runs.
         pub function: String,
-        /// Positional arguments: a msgpack array; task references inside are replaced by those tasks' results.
+        /// Positional arguments: an array (see validation below).
         pub args: RawValue,
-        /// Keyword arguments: a msgpack map with string keys. Absent: none.
+        /// Keyword arguments: a map with `str` keys. Absent: no keyword arguments.
         pub kwargs: Option<RawValue>,
         /// Higher runs first. Absent: 0.
         pub priority: Option<i64>,
-        /// Resources one run holds, e.g. {"GPU": 1}. Absent: none.
+        /// Amounts one run holds, e.g. `{"GPU": 1.0}`. Absent: none.
         pub resources: Option<Resources>,
-        /// How many times to rerun after an error before reporting it. Absent: 0.
+        /// Reruns after `task-erred` before the error is reported. Absent: 0.
         pub retries: Option<u32>,
-        /// Names or addresses of the only workers allowed to run it. Absent: any.
+        /// Names or data addresses of the only workers allowed to run it. Absent: any worker.
         pub workers: Option<Vec<String>>,
     }
 }
@@ -173,11 +187,11 @@ wire_struct! {
     /// client wants (holds futures for). All or nothing: on any error no
     /// task is accepted and the scheduler replies `error` with this `request`.
     pub struct UpdateGraph {
-        /// Client-chosen id, echoed in an `error` about this graph.
+        /// Client-chosen id, echoed in an `error` about this graph. No reply on success.
         pub request: u64,
-        /// New tasks, in any order; tasks already known with the same definition are shared.
+        /// New tasks, in any order; a task already known with the same definition is shared.
         pub tasks: Vec<TaskSpec>,
-        /// Keys the client wants; each gets a key-finished / key-erred / key-cancelled / key-lost event.
+        /// Keys the client wants; each gets one [event](#key-finished).
         pub wanted: Vec<Key>,
     }
 }
@@ -208,7 +222,7 @@ wire_struct! {
         pub request: u64,
         /// The values by key.
         pub data: BTreeMap<Key, RawValue>,
-        /// Addresses or names of the workers to use. Absent: the scheduler chooses.
+        /// Names or data addresses of the workers to use. Absent: the scheduler chooses.
         pub workers: Option<Vec<String>>,
         /// Store every value on every (allowed) worker. Absent: false.
         pub broadcast: Option<bool>,
@@ -232,7 +246,7 @@ wire_struct! {
         pub request: u64,
         /// Values by key.
         pub data: BTreeMap<Key, RawValue>,
-        /// Keys that are not in memory anywhere.
+        /// Keys not in memory anywhere.
         pub missing: Vec<Key>,
     }
 }
@@ -252,7 +266,7 @@ wire_struct! {
     pub struct WhoHasReply {
         /// The `who-has` this answers.
         pub request: u64,
-        /// Data addresses of the workers holding each key (empty when none).
+        /// Holders' data addresses by key (an empty array when none, or when the key is unknown).
         pub who_has: BTreeMap<Key, Vec<String>>,
     }
 }
@@ -268,25 +282,29 @@ wire_struct! {
 wire_struct! {
     /// One worker as the scheduler sees it.
     pub struct WorkerInfo {
-        /// The id given in its hello reply.
+        /// The worker's id (its hello reply's `id`).
         pub id: u64,
         /// Its name.
         pub name: String,
         /// Its data address.
         pub address: String,
-        /// Threads it runs tasks on.
+        /// Tasks it runs at once.
         pub nthreads: u32,
-        /// Memory limit in bytes. Absent: none.
+        /// Memory limit in bytes. Absent: no limit.
+        #[schemars(extend("x-ignorable" = true))]
         pub memory_limit: Option<u64>,
-        /// Resources it offers.
+        /// Resources it offers (empty map when none).
         pub resources: Resources,
         /// Functions it offers.
         pub functions: Vec<String>,
         /// Tasks assigned to it now.
+        #[schemars(extend("x-ignorable" = true))]
         pub processing: u64,
         /// Keys it holds.
+        #[schemars(extend("x-ignorable" = true))]
         pub stored_keys: u64,
         /// Bytes it holds.
+        #[schemars(extend("x-ignorable" = true))]
         pub stored_bytes: u64,
     }
 }
@@ -296,11 +314,11 @@ wire_struct! {
     pub struct ClusterInfoReply {
         /// The `cluster-info` this answers.
         pub request: u64,
-        /// Connected workers.
+        /// Registered workers.
         pub workers: Vec<WorkerInfo>,
-        /// Number of tasks in each scheduler state (states with none left out).
+        /// Number of tasks in each [scheduler state](#scheduler-task-states), by state name; states with none are left out (`forgotten` never appears).
         pub tasks: BTreeMap<String, u64>,
-        /// Connected clients.
+        /// Connected clients, the asking one included.
         pub clients: u32,
     }
 }
@@ -315,7 +333,7 @@ wire_struct! {
         pub name: String,
         /// The keys it holds; they must be known to the scheduler.
         pub keys: Vec<Key>,
-        /// Replace a dataset of the same name. Absent: false (error dataset-exists).
+        /// Replace a dataset of the same name (its keys are released). Absent: false.
         pub overwrite: Option<bool>,
     }
 }
@@ -347,7 +365,7 @@ wire_struct! {
         pub request: u64,
         /// The dataset's name.
         pub name: String,
-        /// Its keys, now wanted by the client (events follow as for update-graph).
+        /// Its keys, now wanted by the client.
         pub keys: Vec<Key>,
     }
 }
@@ -365,7 +383,7 @@ wire_struct! {
     pub struct Datasets {
         /// The `list-datasets` this answers.
         pub request: u64,
-        /// Names, sorted.
+        /// Names, sorted by their UTF-8 bytes.
         pub names: Vec<String>,
     }
 }
@@ -393,13 +411,15 @@ wire_struct! {
     pub struct KeyErred {
         /// The key.
         pub key: Key,
-        /// The remote error's type, e.g. "ZeroDivisionError".
+        /// The error's type, e.g. `"ZeroDivisionError"`, `"UnknownFunction"`, `"KilledWorker"`.
         pub error_type: String,
-        /// The remote error's message.
+        /// The error's message.
+        #[schemars(extend("x-ignorable" = true))]
         pub message: String,
         /// The remote traceback text, possibly empty.
+        #[schemars(extend("x-ignorable" = true))]
         pub traceback: String,
-        /// The key whose task raised the error, when not this one.
+        /// The key whose task raised the error, when not this one. Absent: this key's own task raised.
         pub cause: Option<Key>,
     }
 }
@@ -412,6 +432,7 @@ wire_struct! {
         /// The key.
         pub key: Key,
         /// Why, for people.
+        #[schemars(extend("x-ignorable" = true))]
         pub message: String,
     }
 }
@@ -427,19 +448,21 @@ wire_struct! {
 wire_struct! {
     /// Worker -> scheduler, right after the handshake: what the worker offers.
     pub struct RegisterWorker {
-        /// Unique name; the scheduler refuses a second worker with a live name.
+        /// Unique among registered workers.
         pub name: String,
-        /// Where peers connect for get-data, e.g. "tcp://127.0.0.1:40123".
+        /// Its data address, where peers connect, e.g. `"tcp://127.0.0.1:40123"`.
         pub address: String,
-        /// Tasks it runs at once; at least 1.
+        /// Tasks it runs at once (at least 1).
         pub nthreads: u32,
-        /// Memory limit in bytes. Absent: none.
+        /// Memory limit in bytes: the most bytes of values (sum of nbytes) it means to keep in memory ([worker memory](#worker-memory)). Absent: no limit.
+        #[schemars(extend("x-ignorable" = true))]
         pub memory_limit: Option<u64>,
         /// Resources it offers. Absent: none.
         pub resources: Option<Resources>,
         /// Names of the functions it can run.
         pub functions: Vec<String>,
         /// Its operating-system process id, for people. Absent: unknown.
+        #[schemars(extend("x-ignorable" = true))]
         pub pid: Option<u32>,
     }
 }
@@ -447,9 +470,9 @@ wire_struct! {
 wire_struct! {
     /// Scheduler -> worker: registration accepted.
     pub struct WorkerRegistered {
-        /// The worker's id in this scheduler.
+        /// The worker's id: the `id` of the scheduler's hello reply on this connection.
         pub id: u64,
-        /// Send a heartbeat at least this often.
+        /// The worker MUST send `heartbeat` at least this often (dask-rs default: 1000, at most a third of its heartbeat timeout).
         pub heartbeat_interval_ms: u64,
     }
 }
@@ -461,11 +484,11 @@ wire_struct! {
         pub key: Key,
         /// Function to run.
         pub function: String,
-        /// Positional arguments, with task references.
+        /// Positional arguments (an array), with task references.
         pub args: RawValue,
-        /// Keyword arguments. Absent: none.
+        /// Keyword arguments (a map with `str` keys), with task references. Absent: none.
         pub kwargs: Option<RawValue>,
-        /// Every key referenced in args or kwargs, with the data addresses of the workers that hold it (possibly this worker's own).
+        /// Every referenced key with its holders' data addresses (possibly this worker's own).
         pub who_has: BTreeMap<Key, Vec<String>>,
         /// Higher runs first among this worker's ready tasks. Absent: 0.
         pub priority: Option<i64>,
@@ -482,6 +505,7 @@ wire_struct! {
         /// Size of the result's msgpack encoding.
         pub nbytes: u64,
         /// Wall time the function ran, in microseconds. Absent: unknown.
+        #[schemars(extend("x-ignorable" = true))]
         pub duration_us: Option<u64>,
     }
 }
@@ -494,8 +518,10 @@ wire_struct! {
         /// The error's type.
         pub error_type: String,
         /// The error's message.
+        #[schemars(extend("x-ignorable" = true))]
         pub message: String,
         /// Traceback text, possibly empty.
+        #[schemars(extend("x-ignorable" = true))]
         pub traceback: String,
     }
 }
@@ -522,7 +548,7 @@ wire_struct! {
     pub struct StealResponse {
         /// The task's key.
         pub key: Key,
-        /// True when the worker dropped the task; false when it is running, done, or unknown.
+        /// Whether the worker dropped the task (only one that had not started).
         pub stolen: bool,
     }
 }

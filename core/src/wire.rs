@@ -400,7 +400,13 @@ macro_rules! wire_struct {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, schemars::JsonSchema)]
         pub struct $name {
-            $($(#[$fmeta])* pub $field: $ty,)*
+            $($(#[$fmeta])* #[schemars(transform = $crate::schema::describe_field::<$ty>)] pub $field: $ty,)*
+        }
+
+        impl $crate::schema::WireType for $name {
+            fn wire_type() -> String {
+                stringify!($name).to_owned()
+            }
         }
 
         impl $name {

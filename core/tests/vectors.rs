@@ -1,11 +1,9 @@
 //! The golden vectors in `spec/vectors/` against the codec, and the
 //! examples in `spec/PROTOCOL.md` against the vectors.
 //!
-//! `committed_vectors_are_up_to_date` checks the files are what
-//! `vectors_gen` builds; every other test reads the committed files, so
-//! what they assert is what another implementation would be held to.
-
-mod vectors_gen;
+//! These tests read the committed files, so what they assert is what
+//! another implementation would be held to; `tests/generated.rs` checks
+//! the files are what `vectors_gen` builds.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -99,27 +97,6 @@ fn decode_stream(frame: &[u8], limit: usize) -> Result<Vec<Vec<Message>>, ErrorC
         "the outcome must not depend on how the bytes arrive"
     );
     whole.map(|(b, _)| b)
-}
-
-#[test]
-fn committed_vectors_are_up_to_date() {
-    let dir = spec_dir().join("vectors");
-    let mut stale = Vec::new();
-    for (name, generated) in vectors_gen::files() {
-        let path = dir.join(name);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != generated {
-            if std::env::var_os("DASK_UPDATE_VECTORS").is_some() {
-                std::fs::write(&path, &generated).expect("write vectors");
-            } else {
-                stale.push(name);
-            }
-        }
-    }
-    assert!(
-        stale.is_empty(),
-        "spec/vectors/{stale:?} not up to date with core/tests/vectors_gen: run `DASK_UPDATE_VECTORS=1 cargo test -p dask-core --test vectors` and commit"
-    );
 }
 
 #[test]

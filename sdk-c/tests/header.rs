@@ -1,7 +1,7 @@
 //! The committed `include/libdask.h` is exactly what cbindgen (run by
 //! build.rs) generates from the source, and its version macros match
-//! Cargo.toml. On a difference the file is rewritten and the test fails:
-//! review the diff and commit it.
+//! Cargo.toml. On a difference the test fails; `scripts/regenerate.sh`
+//! writes the header (ARCHITECTURE.md, "Generated files").
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -10,15 +10,10 @@ const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/libdask.h"));
 
 #[test]
 fn committed_header_is_up_to_date() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/libdask.h");
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != GENERATED {
-        std::fs::write(&path, GENERATED).expect("include/libdask.h is writable");
-        panic!(
-            "sdk-c/include/libdask.h was not up to date with the source: it has been \
-             regenerated; review the diff and commit it"
-        );
-    }
+    dask_testkit::generated::check(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("include/libdask.h"),
+        GENERATED,
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! canonical hex comes from `dask_core::json::json_to_msgpack`, and the
 //! "also accepted" encodings are made by rewriting the canonical bytes
 //! (fields reordered, integers widened, nil for absent fields, unknown
-//! fields added). `tests/vectors.rs` checks the committed files against
+//! fields added). `tests/generated.rs` checks the committed files against
 //! what this module builds, and separately checks what the files say
 //! against the codec, so a vector never rests on this module alone.
 //!
