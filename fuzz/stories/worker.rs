@@ -28,16 +28,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use dask_core::frame::FrameDecoder;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
 use dask_core::worker::{
-    Job, MemorySpillStore, Output, PeerId, SpillStore, StateConfig, TaskDone, TaskError,
-    WorkerState,
+    Job, MemorySpillStore, PeerId, SpillStore, TaskDone, TaskError, WorkerOutput, WorkerState,
+    WorkerStateConfig,
 };
-use dask_core::{Key, Message, RawValue};
+use dask_core::{Key, Message, RawValue, Timestamp};
 use rmpv::Value;
 
 #[path = "common.rs"]
@@ -236,7 +235,7 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
 /// The worker, its executor as a model, and the fetches it asked for.
 pub struct Story {
     state: WorkerState,
-    now: Duration,
+    now: Timestamp,
     /// Runs out on the executor, oldest first; the first NTHREADS are
     /// "started" (not withdrawable).
     jobs: Vec<Job>,
@@ -310,15 +309,15 @@ impl Story {
     /// reply limits (so replies split and peers get `busy`).
     pub fn new() -> Story {
         let functions: HashSet<String> = ["f", "g"].iter().map(|f| f.to_string()).collect();
-        let mut config = StateConfig::new(ADDRESSES[0], NTHREADS, functions);
+        let mut config = WorkerStateConfig::new(ADDRESSES[0], NTHREADS, functions);
         config.dispatch_ahead = DISPATCH_AHEAD;
         config.resources = [("GPU".to_string(), 1.0)].into();
         config.value_bytes_max = 1024;
         config.reply_message_bytes_max = 64;
         config.reply_bytes_in_flight_max = 256;
         Story {
-            state: WorkerState::new(config, Duration::ZERO),
-            now: Duration::ZERO,
+            state: WorkerState::new(config, Timestamp::ZERO),
+            now: Timestamp::ZERO,
             jobs: Vec::new(),
             fetches: Vec::new(),
             decoder: FrameDecoder::default(),
@@ -336,7 +335,7 @@ impl Story {
         let mut config = story.state.config().clone();
         config.memory_limit = Some(MEMORY_LIMIT);
         story.state =
-            WorkerState::new(config, Duration::ZERO).with_spill_store(Box::new(store.clone()));
+            WorkerState::new(config, Timestamp::ZERO).with_spill_store(Box::new(store.clone()));
         story.store = Some(store);
         story
     }
@@ -457,7 +456,7 @@ impl Story {
                 );
             }
             Step::Tick { millis } => {
-                self.now += Duration::from_millis(u64::from(*millis));
+                self.now += std::time::Duration::from_millis(u64::from(*millis));
                 self.state.handle_tick(self.now);
             }
             Step::Store { fails } => {
@@ -477,22 +476,22 @@ impl Story {
     fn drain(&mut self) -> Result<(), String> {
         while let Some(output) = self.state.poll_output() {
             match output {
-                Output::ToScheduler(m) => {
+                WorkerOutput::ToScheduler(m) => {
                     if self.closed {
                         return Err(format!("`{}` to a closed scheduler connection", m.op()));
                     }
                     round_trips(&m)?;
                 }
-                Output::ToPeer { message, .. } => round_trips(&message)?,
-                Output::FetchFromPeer { address, request } => {
+                WorkerOutput::ToPeer { message, .. } => round_trips(&message)?,
+                WorkerOutput::FetchFromPeer { address, request } => {
                     if address == ADDRESSES[0] {
                         return Err(format!("fetch from its own address: {request:?}"));
                     }
                     round_trips(&Message::GetData(request.clone()))?;
                     self.fetches.push((address, request));
                 }
-                Output::Execute(job) => self.jobs.push(job),
-                Output::Withdraw { run_id } => {
+                WorkerOutput::Execute(job) => self.jobs.push(job),
+                WorkerOutput::Withdraw { run_id } => {
                     let at = self.jobs.iter().position(|j| j.run_id == run_id);
                     self.coin = self.coin.wrapping_add(1);
                     let withdrawn = match at {
@@ -506,7 +505,7 @@ impl Story {
                     }
                     self.state.handle_withdrawn(self.now, run_id, withdrawn);
                 }
-                Output::CloseScheduler { .. } => self.closed = true,
+                WorkerOutput::CloseScheduler { .. } => self.closed = true,
             }
         }
         Ok(())

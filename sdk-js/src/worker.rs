@@ -19,16 +19,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dask_core::frame::{FrameDecoder, FrameEncoder};
 use dask_core::handshake;
 use dask_core::messages::{Close, ErrorReport, RegisterWorker, Resources, Role};
 use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
 use dask_core::worker::{
-    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, TaskDone, TaskError, WorkerState,
+    Job, PeerId, PeerLink, PeerVerdict, TaskDone, TaskError, WorkerOutput, WorkerState,
+    WorkerStateConfig,
 };
-use dask_core::{ErrorCode, Key, Message, WireError};
+use dask_core::{ErrorCode, Key, Message, Timestamp, WireError};
 
 use crate::pack::{Command, MapWriter};
 
@@ -109,7 +109,7 @@ pub struct WorkerDriver {
     closes: Vec<u32>,
     events: Vec<Event>,
     finished: bool,
-    now: Duration,
+    now: Timestamp,
 }
 
 impl WorkerDriver {
@@ -129,9 +129,9 @@ impl WorkerDriver {
         let resources: Option<Resources> = c.field("resources")?;
         let memory_limit: Option<u64> = c.field("memory_limit")?;
         let pid: Option<u32> = c.field("pid")?;
-        let now = millis_to_duration(c.millis("now_ms")?);
+        let now = Timestamp::from_millis_f64(c.millis("now_ms")?);
 
-        let mut config = StateConfig::new(
+        let mut config = WorkerStateConfig::new(
             address.clone(),
             nthreads as usize,
             functions.iter().cloned().collect::<HashSet<_>>(),
@@ -187,9 +187,9 @@ impl WorkerDriver {
         self.finished
     }
 
-    fn tick_clock(&mut self, now_ms: f64) -> Duration {
+    fn tick_clock(&mut self, now_ms: f64) -> Timestamp {
         // Time never goes backwards for the state machine.
-        self.now = self.now.max(millis_to_duration(now_ms));
+        self.now = self.now.max(Timestamp::from_millis_f64(now_ms));
         self.now
     }
 
@@ -363,9 +363,7 @@ impl WorkerDriver {
         let timeout_ms = if self.finished {
             None
         } else {
-            self.state
-                .poll_timeout()
-                .map(|at| at.as_secs_f64() * 1000.0)
+            self.state.poll_timeout().map(Timestamp::as_millis_f64)
         };
 
         let size: usize = writes.iter().map(|(_, b)| b.len() + 8).sum::<usize>()
@@ -424,7 +422,7 @@ impl WorkerDriver {
 
     /// Handles one message from `conn`; false when that connection is
     /// being closed (the rest of its frame is dropped).
-    fn message(&mut self, conn: u32, now: Duration, message: Message) -> bool {
+    fn message(&mut self, conn: u32, now: Timestamp, message: Message) -> bool {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
@@ -435,7 +433,7 @@ impl WorkerDriver {
         self.peer_message(conn, now, message)
     }
 
-    fn scheduler_message(&mut self, now: Duration, message: Message) {
+    fn scheduler_message(&mut self, now: Timestamp, message: Message) {
         if self.finished {
             return;
         }
@@ -474,7 +472,7 @@ impl WorkerDriver {
         }
     }
 
-    fn peer_message(&mut self, conn: u32, now: Duration, message: Message) -> bool {
+    fn peer_message(&mut self, conn: u32, now: Timestamp, message: Message) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -509,7 +507,7 @@ impl WorkerDriver {
     /// `conn` broke the protocol: a fatal `error` goes out on it, then it
     /// is closed (the scheduler connection through the state machine once
     /// registered, as the Rust worker does).
-    fn protocol_error(&mut self, conn: u32, now: Duration, e: WireError) {
+    fn protocol_error(&mut self, conn: u32, now: Timestamp, e: WireError) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -540,7 +538,7 @@ impl WorkerDriver {
 
     /// Closes a peer connection on purpose (after writing what is queued)
     /// and tells the state machine it is gone.
-    fn drop_conn(&mut self, conn: u32, now: Duration) {
+    fn drop_conn(&mut self, conn: u32, now: Timestamp) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -553,7 +551,7 @@ impl WorkerDriver {
         self.forget_peer(now, conn, &kind);
     }
 
-    fn forget_peer(&mut self, now: Duration, conn: u32, kind: &Kind) {
+    fn forget_peer(&mut self, now: Timestamp, conn: u32, kind: &Kind) {
         match kind {
             Kind::Incoming(peer) => {
                 self.peers.remove(peer);
@@ -599,10 +597,10 @@ impl WorkerDriver {
 
     // ---- outputs of the state machine ---------------------------------------
 
-    fn handle_output(&mut self, now: Duration, output: Output) {
+    fn handle_output(&mut self, now: Timestamp, output: WorkerOutput) {
         match output {
-            Output::ToScheduler(message) => self.send(SCHEDULER, &message),
-            Output::FetchFromPeer { address, request } => {
+            WorkerOutput::ToScheduler(message) => self.send(SCHEDULER, &message),
+            WorkerOutput::FetchFromPeer { address, request } => {
                 let conn = match self.outgoing.get(&address) {
                     Some(&conn) => conn,
                     None if self.conns.len() >= CONNECTIONS_MAX || self.finished => {
@@ -612,13 +610,13 @@ impl WorkerDriver {
                 };
                 self.send(conn, &Message::GetData(request));
             }
-            Output::ToPeer { peer, message } => {
+            WorkerOutput::ToPeer { peer, message } => {
                 if let Some(&conn) = self.peers.get(&peer) {
                     self.send(conn, &message);
                 }
             }
-            Output::Execute(job) => self.execute(now, job),
-            Output::Withdraw { run_id } => {
+            WorkerOutput::Execute(job) => self.execute(now, job),
+            WorkerOutput::Withdraw { run_id } => {
                 // A run of this same drain has not reached JS yet; one that
                 // has is already running (JS starts runs at once).
                 let withdrawn = match self.runs.iter().position(|r| r.run_id == run_id) {
@@ -630,7 +628,7 @@ impl WorkerDriver {
                 };
                 self.state.handle_withdrawn(now, run_id, withdrawn);
             }
-            Output::CloseScheduler { error } => self.finish(error),
+            WorkerOutput::CloseScheduler { error } => self.finish(error),
         }
     }
 
@@ -651,7 +649,7 @@ impl WorkerDriver {
         id
     }
 
-    fn execute(&mut self, now: Duration, job: Job) {
+    fn execute(&mut self, now: Timestamp, job: Job) {
         let deps: HashMap<&str, &[u8]> = job
             .deps
             .iter()
@@ -718,15 +716,6 @@ fn write_event(w: &mut Vec<u8>, event: &Event) {
                 .str("message", message);
         }
     }
-}
-
-/// Milliseconds as a duration; negative, NaN or absurd values clamp.
-pub fn millis_to_duration(ms: f64) -> Duration {
-    // NaN compares false to everything: it lands here too.
-    if ms.is_nan() || ms <= 0.0 {
-        return Duration::ZERO;
-    }
-    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
 }
 
 /// Copies the msgpack value `bytes`, replacing every task reference by the
@@ -1020,13 +1009,5 @@ mod tests {
         let none: HashMap<&str, &[u8]> = [("b", &[0xc0][..])].into_iter().collect();
         assert!(splice_refs(raw.as_bytes(), &none).is_err());
         assert!(splice_refs(&[0x92, 0x01], &deps).is_err(), "truncated");
-    }
-
-    #[test]
-    fn times_clamp() {
-        assert_eq!(millis_to_duration(f64::NAN), Duration::ZERO);
-        assert_eq!(millis_to_duration(-5.0), Duration::ZERO);
-        assert_eq!(millis_to_duration(1500.0), Duration::from_millis(1500));
-        assert_eq!(millis_to_duration(f64::INFINITY), Duration::MAX);
     }
 }

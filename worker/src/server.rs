@@ -30,7 +30,7 @@ use crate::executor::ExecutorPool;
 use crate::function::FunctionRegistry;
 use crate::spill::{default_local_directory, FileSpillStore};
 use crate::state::{
-    Job, Output, PeerId, PeerLink, PeerVerdict, StateConfig, TaskDone, WorkerState,
+    Job, PeerId, PeerLink, PeerVerdict, TaskDone, WorkerOutput, WorkerState, WorkerStateConfig,
     MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
 };
 
@@ -209,7 +209,7 @@ impl WorkerHandle {
             functions: config.functions.names(),
             pid: Some(std::process::id()),
         };
-        let mut state_config = StateConfig::new(
+        let mut state_config = WorkerStateConfig::new(
             address.clone(),
             nthreads,
             config.functions.names().into_iter().collect::<HashSet<_>>(),
@@ -957,11 +957,11 @@ impl EventLoop {
         )
     }
 
-    fn handle_output(&mut self, now: Instant, output: Output) {
+    fn handle_output(&mut self, now: Instant, output: WorkerOutput) {
         match output {
-            Output::ToScheduler(message) => self.send_scheduler(&message),
-            Output::FetchFromPeer { address, request } => self.fetch(now, address, request),
-            Output::ToPeer { peer, message } => {
+            WorkerOutput::ToScheduler(message) => self.send_scheduler(&message),
+            WorkerOutput::FetchFromPeer { address, request } => self.fetch(now, address, request),
+            WorkerOutput::ToPeer { peer, message } => {
                 let Some(&slot) = self.peer_ids.get(&peer) else {
                     return; // that connection is gone
                 };
@@ -970,8 +970,8 @@ impl EventLoop {
                 }
                 self.touch_peer(slot);
             }
-            Output::Execute(job) => self.new_jobs.push(job),
-            Output::Withdraw { run_id } => {
+            WorkerOutput::Execute(job) => self.new_jobs.push(job),
+            WorkerOutput::Withdraw { run_id } => {
                 // A job of this same drain is not in the pool yet.
                 let withdrawn = match self.new_jobs.iter().position(|j| j.run_id == run_id) {
                     Some(at) => {
@@ -982,7 +982,7 @@ impl EventLoop {
                 };
                 self.state.handle_withdrawn(now, run_id, withdrawn);
             }
-            Output::CloseScheduler { error } => {
+            WorkerOutput::CloseScheduler { error } => {
                 if self.exit.is_none() {
                     self.exit = Some(match error {
                         None => Ok(()),

@@ -2,21 +2,21 @@
 //!
 //! The machine itself lives in [`dask_core::worker`] so that every worker
 //! (this one, the JS SDK's through wasm) runs the same logic; there time is
-//! a [`Duration`] since an arbitrary origin because `core` reads no clock.
+//! a [`Timestamp`] since an arbitrary origin because `core` reads no clock.
 //! [`WorkerState`] here is that machine with its origin fixed at the
 //! `Instant` it was created, so this crate's event loop and tests speak
 //! `Instant` as before. See [`dask_core::worker`] for the call order, the
 //! task states and the outputs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dask_core::messages::{GetData, Metrics};
-use dask_core::{ErrorCode, Message, RawValue};
+use dask_core::{ErrorCode, Message, RawValue, Timestamp};
 
 pub use dask_core::worker::{
-    Job, MemorySpillStore, MemoryUsage, Output, PeerId, PeerLink, PeerVerdict, SpillStore,
-    StateConfig, TaskDone, BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN,
+    Job, MemorySpillStore, MemoryUsage, PeerId, PeerLink, PeerVerdict, SpillStore, TaskDone,
+    WorkerOutput, WorkerStateConfig, BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN,
     DISPATCH_AHEAD_MIN, FAILED_ADDRESS_MEMORY, FETCH_TIMEOUT, FRAME_OVERHEAD_BYTES,
     HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN, MEMORY_PAUSE_FRACTION_DEFAULT,
     MEMORY_TARGET_FRACTION_DEFAULT, REPLY_BYTES_IN_FLIGHT_MAX, SPILL_RETRY_DELAY, VALUE_BYTES_MAX,
@@ -32,17 +32,17 @@ pub struct WorkerState {
 
 impl WorkerState {
     /// A worker holding nothing; `now` starts its clock.
-    pub fn new(config: StateConfig, now: Instant) -> WorkerState {
+    pub fn new(config: WorkerStateConfig, now: Instant) -> WorkerState {
         WorkerState {
-            inner: dask_core::worker::WorkerState::new(config, Duration::ZERO),
+            inner: dask_core::worker::WorkerState::new(config, Timestamp::ZERO),
             origin: now,
         }
     }
 
     /// `now` as the inner machine's time; an `Instant` before the origin
     /// counts as the origin.
-    fn since_origin(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.origin)
+    fn since_origin(&self, now: Instant) -> Timestamp {
+        Timestamp::from_duration(now.saturating_duration_since(self.origin))
     }
 
     /// The same worker spilling to `store` past its memory target.
@@ -54,7 +54,7 @@ impl WorkerState {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &StateConfig {
+    pub fn config(&self) -> &WorkerStateConfig {
         self.inner.config()
     }
 
@@ -171,7 +171,7 @@ impl WorkerState {
         self.inner.handle_task_done(now, done)
     }
 
-    /// The answer to [`Output::Withdraw`].
+    /// The answer to [`WorkerOutput::Withdraw`].
     pub fn handle_withdrawn(&mut self, now: Instant, run_id: u64, withdrawn: bool) {
         let now = self.since_origin(now);
         self.inner.handle_withdrawn(now, run_id, withdrawn)
@@ -185,12 +185,14 @@ impl WorkerState {
 
     /// When [`WorkerState::handle_tick`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.poll_timeout().map(|at| self.origin + at)
+        self.inner
+            .poll_timeout()
+            .map(|at| self.origin + at.since_origin())
     }
 
     /// The next thing to do; call until `None` after handling inputs.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<WorkerOutput> {
         self.inner.poll_output()
     }
 }
@@ -201,12 +203,13 @@ mod tests {
     //! clock translation.
     use super::*;
     use dask_core::messages::WorkerRegistered;
+    use std::time::Duration;
 
     #[test]
     fn timeouts_come_back_on_the_instant_clock() {
         let start = Instant::now();
         let mut w = WorkerState::new(
-            StateConfig::new("tcp://127.0.0.1:1", 1, Default::default()),
+            WorkerStateConfig::new("tcp://127.0.0.1:1", 1, Default::default()),
             start,
         );
         assert_eq!(w.poll_timeout(), None);
@@ -222,7 +225,7 @@ mod tests {
         w.handle_tick(later + Duration::from_millis(50));
         assert!(matches!(
             w.poll_output(),
-            Some(Output::ToScheduler(Message::Heartbeat(_)))
+            Some(WorkerOutput::ToScheduler(Message::Heartbeat(_)))
         ));
         assert_eq!(w.poll_timeout(), Some(later + Duration::from_millis(100)));
     }

@@ -1,0 +1,383 @@
+//! Tasks on this worker: compute-task, the ready queue, runs on the executor, steal and free-keys.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::memory::Unavailable;
+use super::{Job, TaskDone, TaskError, WorkerOutput, WorkerState};
+use crate::messages::{ComputeTask, Resources, StealResponse, TaskErred, TaskFinished};
+use crate::{Key, Message, RawValue, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskState {
+    Waiting,
+    Ready,
+    Executing(u64),
+}
+
+#[derive(Debug)]
+pub(super) struct Task {
+    pub(super) key: Key,
+    pub(super) function: String,
+    pub(super) args: RawValue,
+    pub(super) kwargs: Option<RawValue>,
+    pub(super) priority: i64,
+    /// Arrival number: orders equal priorities and tells a task from a
+    /// later one in the same slab slot.
+    pub(super) seq: u64,
+    pub(super) resources: Option<Resources>,
+    pub(super) deps: Vec<Key>,
+    pub(super) who_has: BTreeMap<Key, Vec<String>>,
+    /// Dependencies not in the data store yet.
+    pub(super) missing: usize,
+    pub(super) state: TaskState,
+}
+
+/// An entry of the ready heap; stale entries are skipped when popped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ReadyEntry {
+    pub(super) priority: i64,
+    pub(super) seq: u64,
+    pub(super) slot: usize,
+}
+
+impl Ord for ReadyEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for ReadyEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A run given to the executor and not finished yet.
+#[derive(Debug)]
+pub(super) struct Run {
+    pub(super) key: Key,
+    pub(super) resources: Option<Resources>,
+}
+
+/// Why a run is being withdrawn.
+#[derive(Debug)]
+pub(super) enum Withdrawal {
+    /// A steal-request for this key waits for the answer.
+    Steal(Key),
+    /// The key was freed; the thread is better used elsewhere.
+    Free,
+}
+
+impl WorkerState {
+    /// A run finished on the executor.
+    pub fn handle_task_done(&mut self, now: Timestamp, done: TaskDone) {
+        self.now = now;
+        let Some(run) = self.running.remove(&done.run_id) else {
+            return;
+        };
+        self.dirty = true;
+        self.withdrawals.remove(&done.run_id);
+        self.release_resources(&run);
+        let Some(&slot) = self.by_key.get(&run.key) else {
+            return; // freed while running: the result is discarded
+        };
+        if self.tasks[slot].state != TaskState::Executing(done.run_id) {
+            return; // freed, then assigned again: this run is stale
+        }
+        let task = self.remove_task(slot);
+        if self.closed {
+            return;
+        }
+        let reply = match done.result {
+            Ok(value) if value.as_bytes().len() > self.config.value_bytes_max => {
+                Message::TaskErred(TaskErred {
+                    key: task.key,
+                    error_type: "ValueTooLarge".into(),
+                    message: format!(
+                        "result of {} bytes is over the {} bytes one message can carry",
+                        value.as_bytes().len(),
+                        self.config.value_bytes_max
+                    ),
+                    traceback: String::new(),
+                })
+            }
+            Ok(value) => {
+                let nbytes = self.store(task.key.clone(), Arc::new(value));
+                Message::TaskFinished(TaskFinished {
+                    key: task.key,
+                    nbytes,
+                    duration_us: Some(done.duration_us),
+                })
+            }
+            Err(e) => Message::TaskErred(TaskErred {
+                key: task.key,
+                error_type: e.error_type,
+                message: e.message,
+                traceback: e.traceback,
+            }),
+        };
+        self.emit(reply);
+    }
+
+    /// The answer to [`WorkerOutput::Withdraw`]: whether the executor took the
+    /// run back before any thread started it.
+    pub fn handle_withdrawn(&mut self, now: Timestamp, run_id: u64, withdrawn: bool) {
+        self.now = now;
+        let Some(reason) = self.withdrawals.remove(&run_id) else {
+            return;
+        };
+        if withdrawn {
+            if let Some(run) = self.running.remove(&run_id) {
+                self.dirty = true;
+                self.release_resources(&run);
+                if let Some(&slot) = self.by_key.get(&run.key) {
+                    if self.tasks[slot].state == TaskState::Executing(run_id) {
+                        self.remove_task(slot);
+                    }
+                }
+            }
+        }
+        if let Withdrawal::Steal(key) = reason {
+            if !self.closed {
+                self.emit(Message::StealResponse(StealResponse {
+                    key,
+                    stolen: withdrawn,
+                }));
+            }
+        }
+    }
+
+    pub(super) fn task_erred(&mut self, key: Key, error_type: &str, message: String) {
+        self.emit(Message::TaskErred(TaskErred {
+            key,
+            error_type: error_type.into(),
+            message,
+            traceback: String::new(),
+        }));
+    }
+
+    pub(super) fn compute_task(&mut self, ct: ComputeTask) {
+        if !self.config.functions.contains(&ct.function) {
+            let e = TaskError::unknown_function(&ct.function);
+            return self.task_erred(ct.key, &e.error_type, e.message);
+        }
+        if let Some(resources) = &ct.resources {
+            for (name, amount) in resources {
+                let offered = self.config.resources.get(name).copied().unwrap_or(0.0);
+                if *amount > offered {
+                    return self.task_erred(
+                        ct.key,
+                        "ResourceError",
+                        format!("task needs {name}={amount}, this worker offers {offered}"),
+                    );
+                }
+            }
+        }
+        if let Some(held) = self.data.get(&ct.key) {
+            // Already computed here (e.g. a resend): report it again.
+            let nbytes = held.nbytes;
+            return self.emit(Message::TaskFinished(TaskFinished {
+                key: ct.key,
+                nbytes,
+                duration_us: None,
+            }));
+        }
+        if self.by_key.contains_key(&ct.key) {
+            return; // already assigned here: one record per key
+        }
+        let mut deps: Vec<Key> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let refs = ct.args.refs();
+        let kwarg_refs = ct.kwargs.as_ref().map(|k| k.refs()).unwrap_or_default();
+        for key in refs.into_iter().chain(kwarg_refs) {
+            if seen.insert(key) {
+                deps.push(Key::from(key));
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = self.tasks.insert(Task {
+            key: ct.key.clone(),
+            function: ct.function,
+            args: ct.args,
+            kwargs: ct.kwargs,
+            priority: ct.priority.unwrap_or(0),
+            seq,
+            resources: ct.resources,
+            deps,
+            who_has: ct.who_has,
+            missing: 0,
+            state: TaskState::Waiting,
+        });
+        self.by_key.insert(ct.key, slot);
+        self.request_missing_deps(slot);
+    }
+
+    pub(super) fn make_ready(&mut self, slot: usize) {
+        let task = &mut self.tasks[slot];
+        task.state = TaskState::Ready;
+        self.ready.push(ReadyEntry {
+            priority: task.priority,
+            seq: task.seq,
+            slot,
+        });
+    }
+
+    pub(super) fn is_live_dependent(&self, (slot, seq): (usize, u64)) -> bool {
+        self.tasks
+            .get(slot)
+            .is_some_and(|t| t.seq == seq && t.state == TaskState::Waiting)
+    }
+
+    pub(super) fn remove_task(&mut self, slot: usize) -> Task {
+        let task = self.tasks.remove(slot);
+        self.by_key.remove(&task.key);
+        task
+    }
+
+    pub(super) fn release_resources(&mut self, run: &Run) {
+        for (name, amount) in run.resources.iter().flatten() {
+            if let Some(used) = self.resources_used.get_mut(name) {
+                *used -= amount;
+            }
+        }
+    }
+
+    pub(super) fn free_keys(&mut self, keys: Vec<Key>) {
+        for key in keys {
+            self.remove_held(&key);
+            self.add_keys.remove(&key);
+            if let Some(&slot) = self.by_key.get(&key) {
+                // A run out on the executor stays in `running` until it ends
+                // (its result then finds no task and is discarded) or is
+                // withdrawn before it starts.
+                if let TaskState::Executing(run_id) = self.tasks[slot].state {
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.withdrawals.entry(run_id)
+                    {
+                        e.insert(Withdrawal::Free);
+                        self.outputs.push_back(WorkerOutput::Withdraw { run_id });
+                    }
+                }
+                self.remove_task(slot);
+            }
+        }
+    }
+
+    /// A task not started yet is dropped (stolen); one out on the executor
+    /// is withdrawn if no thread has started it, and the answer waits for
+    /// [`WorkerState::handle_withdrawn`].
+    pub(super) fn steal(&mut self, key: Key) {
+        let state = self
+            .by_key
+            .get(&key)
+            .map(|&slot| (slot, self.tasks[slot].state));
+        let stolen = match state {
+            Some((slot, TaskState::Waiting | TaskState::Ready)) => {
+                self.remove_task(slot);
+                true
+            }
+            Some((_, TaskState::Executing(run_id))) if !self.withdrawals.contains_key(&run_id) => {
+                self.withdrawals.insert(run_id, Withdrawal::Steal(key));
+                self.outputs.push_back(WorkerOutput::Withdraw { run_id });
+                return;
+            }
+            _ => false,
+        };
+        self.emit(Message::StealResponse(StealResponse { key, stolen }));
+    }
+
+    pub(super) fn resources_fit(&self, wanted: &Option<Resources>) -> bool {
+        wanted.iter().flatten().all(|(name, amount)| {
+            let offered = self.config.resources.get(name).copied().unwrap_or(0.0);
+            let used = self.resources_used.get(name).copied().unwrap_or(0.0);
+            used + amount <= offered + 1e-9
+        })
+    }
+
+    pub(super) fn start_ready_tasks(&mut self) {
+        let mut blocked = Vec::new();
+        while self.running.len() < self.config.nthreads + self.config.dispatch_ahead {
+            // Checked before each start: a start reads its spilled
+            // dependencies back, which may reach the pause.
+            if self.update_paused() {
+                break;
+            }
+            let Some(entry) = self.ready.pop() else {
+                break;
+            };
+            let Some(task) = self.tasks.get(entry.slot) else {
+                continue;
+            };
+            if task.seq != entry.seq || task.state != TaskState::Ready {
+                continue;
+            }
+            if !self.resources_fit(&task.resources) {
+                blocked.push(entry);
+                continue;
+            }
+            let ndeps = task.deps.len();
+            let mut deps = Vec::with_capacity(ndeps);
+            let mut lost = false;
+            let mut unreadable = Vec::new();
+            for i in 0..ndeps {
+                let dep = self.tasks[entry.slot].deps[i].clone();
+                match self.value_for_job(&dep) {
+                    Ok(value) => deps.push((dep, value)),
+                    Err(Unavailable::NotHeld) => lost = true,
+                    Err(Unavailable::Unreadable) => {
+                        lost = true;
+                        unreadable.push(dep);
+                    }
+                }
+            }
+            if lost {
+                // A dependency was freed while the task was queued, or its
+                // spilled value could not be read back: get it again.
+                self.request_missing_deps(entry.slot);
+                for dep in unreadable {
+                    // Whatever who_has says, this worker no longer has it,
+                    // and a missing-data for it must say so.
+                    if let Some(fetch) = self.fetches.get_mut(&dep) {
+                        if !fetch.tried.contains(&self.config.address) {
+                            fetch.tried.push(self.config.address.clone());
+                        }
+                    }
+                }
+                self.dirty = true;
+                continue;
+            }
+            let run_id = self.next_run_id;
+            self.next_run_id += 1;
+            let task = &mut self.tasks[entry.slot];
+            task.state = TaskState::Executing(run_id);
+            if let Some(resources) = &task.resources {
+                for (name, amount) in resources {
+                    *self.resources_used.entry(name.clone()).or_default() += amount;
+                }
+            }
+            self.running.insert(
+                run_id,
+                Run {
+                    key: task.key.clone(),
+                    resources: task.resources.clone(),
+                },
+            );
+            self.outputs.push_back(WorkerOutput::Execute(Job {
+                run_id,
+                priority: task.priority,
+                seq: task.seq,
+                key: task.key.clone(),
+                function: task.function.clone(),
+                args: std::mem::take(&mut task.args),
+                kwargs: task.kwargs.take(),
+                deps,
+            }));
+        }
+        self.ready.extend(blocked);
+    }
+}

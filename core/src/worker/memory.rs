@@ -1,0 +1,331 @@
+//! The data store: values in memory or spilled, least recently used first, and the pause.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::WorkerState;
+use crate::{Key, RawValue};
+
+/// How long after a failed spill write no other write is tried: a full or
+/// broken disk would otherwise cost a failing write on every wakeup.
+pub const SPILL_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Where values go when memory is over the target: one entry per key,
+/// written and read whole (see the module docs). Called synchronously from
+/// the state machine, so an implementation should be quick; the worker's
+/// binary writes one file per key, a test keeps a map.
+pub trait SpillStore: Send {
+    /// Writes `value` under `key`, replacing nothing (the machine removes
+    /// an entry before it puts the key again). On `Err` nothing must be
+    /// kept: the value stays in memory.
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String>;
+    /// Reads back the value put under `key`; the entry stays until
+    /// [`SpillStore::remove`]. `Err` when it cannot be read whole.
+    fn get(&mut self, key: &Key) -> Result<RawValue, String>;
+    /// Drops the entry of `key`, if there is one.
+    fn remove(&mut self, key: &Key);
+}
+
+/// A [`SpillStore`] in a map: it moves nothing out of the process, so it is
+/// for tests (and for checking the accounting), not for saving memory.
+#[derive(Debug, Default)]
+pub struct MemorySpillStore {
+    entries: HashMap<Key, RawValue>,
+}
+
+impl MemorySpillStore {
+    /// An empty store.
+    pub fn new() -> MemorySpillStore {
+        MemorySpillStore::default()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl SpillStore for MemorySpillStore {
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String> {
+        self.entries.insert(key.clone(), value.clone());
+        Ok(())
+    }
+
+    fn get(&mut self, key: &Key) -> Result<RawValue, String> {
+        self.entries
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("no spilled value for {key}"))
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.entries.remove(key);
+    }
+}
+
+/// Where the worker's values are, and what spilling did so far (a local
+/// view: the heartbeat's [`Metrics`](crate::messages::Metrics) counts spilled values as stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Values in memory.
+    pub memory_keys: u64,
+    /// Their bytes (sum of nbytes): what the target and pause compare.
+    pub memory_bytes: u64,
+    /// Values in the spill store.
+    pub spilled_keys: u64,
+    /// Their bytes.
+    pub spilled_bytes: u64,
+    /// Whether task starts are paused now.
+    pub paused: bool,
+    /// Times the worker paused so far.
+    pub pauses: u64,
+    /// Values written to the spill store so far.
+    pub spill_writes: u64,
+    /// Their bytes.
+    pub spill_write_bytes: u64,
+    /// Values read back from the spill store so far (for tasks or replies).
+    pub spill_reads: u64,
+    /// Writes that failed (the value stayed in memory).
+    pub spill_write_failures: u64,
+    /// Reads that failed (the key was lost here and reported missing).
+    pub spill_read_failures: u64,
+    /// The last failure's message.
+    pub last_spill_error: Option<String>,
+}
+
+/// Why a value could not be had for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unavailable {
+    /// Not held here (freed meanwhile).
+    NotHeld,
+    /// Spilled, and reading it back failed: lost here now.
+    Unreadable,
+}
+
+/// A value the worker holds, in memory or spilled.
+#[derive(Debug)]
+pub(super) struct Held {
+    /// The value while in memory; `None` once spilled.
+    pub(super) value: Option<Arc<RawValue>>,
+    pub(super) nbytes: u64,
+    /// Its position in `WorkerState::lru` while in memory (when spilling).
+    pub(super) tick: u64,
+}
+
+impl WorkerState {
+    /// Stores a value, wakes tasks waiting for it, and returns its nbytes.
+    pub(super) fn store(&mut self, key: Key, value: Arc<RawValue>) -> u64 {
+        let nbytes = value.as_bytes().len() as u64;
+        if let Some(fetch) = self.fetches.remove(&key) {
+            for dependent in fetch.dependents {
+                if !self.is_live_dependent(dependent) {
+                    continue;
+                }
+                let task = &mut self.tasks[dependent.0];
+                task.missing = task.missing.saturating_sub(1);
+                if task.missing == 0 {
+                    self.make_ready(dependent.0);
+                }
+            }
+        }
+        self.remove_held(&key);
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        if self.spilling() {
+            self.lru.insert(tick, key.clone());
+        }
+        self.data.insert(
+            key,
+            Held {
+                value: Some(value),
+                nbytes,
+                tick,
+            },
+        );
+        self.stored_bytes += nbytes;
+        self.memory_bytes += nbytes;
+        nbytes
+    }
+
+    /// Drops the value under `key` wherever it is; its spill entry too.
+    pub(super) fn remove_held(&mut self, key: &Key) {
+        let Some(held) = self.data.remove(key) else {
+            return;
+        };
+        self.stored_bytes -= held.nbytes;
+        if held.value.is_some() {
+            self.memory_bytes -= held.nbytes;
+            self.lru.remove(&held.tick);
+        } else {
+            self.spilled_keys -= 1;
+            if let Some(store) = self.spill.as_mut() {
+                store.remove(key);
+            }
+        }
+    }
+
+    /// Whether values are spilled past the target (a store and a target).
+    pub(super) fn spilling(&self) -> bool {
+        self.spill.is_some() && self.target_bytes().is_some()
+    }
+
+    pub(super) fn target_bytes(&self) -> Option<u64> {
+        self.config.limit_share(self.config.memory_target_fraction)
+    }
+
+    pub(super) fn over_pause(&self) -> bool {
+        self.config
+            .limit_share(self.config.memory_pause_fraction)
+            .is_some_and(|pause| self.memory_bytes > pause)
+    }
+
+    /// Pauses or resumes by the bytes in memory now; true when paused.
+    pub(super) fn update_paused(&mut self) -> bool {
+        let over = self.over_pause();
+        if over && !self.paused {
+            self.memory_counters.pauses += 1;
+        }
+        self.paused = over;
+        over
+    }
+
+    /// Marks an in-memory value as the most recently used.
+    pub(super) fn touch(&mut self, key: &Key) {
+        if !self.spilling() {
+            return;
+        }
+        let Some(held) = self.data.get_mut(key) else {
+            return;
+        };
+        if held.value.is_none() {
+            return;
+        }
+        self.lru.remove(&held.tick);
+        held.tick = self.next_tick;
+        self.next_tick += 1;
+        self.lru.insert(held.tick, key.clone());
+    }
+
+    /// Spills least recently used values until the bytes in memory are at
+    /// or under the target. Values held by jobs are skipped (spilling them
+    /// frees nothing while the job runs); a failed write ends the pass and
+    /// holds off writes for [`SPILL_RETRY_DELAY`].
+    pub(super) fn spill_to_target(&mut self) {
+        let Some(target) = self.target_bytes() else {
+            return;
+        };
+        if self.spill_retry_at.is_some_and(|at| self.now < at) {
+            return;
+        }
+        self.spill_retry_at = None;
+        if self.spill.is_none() || self.memory_bytes <= target {
+            return;
+        }
+        let mut after: Option<u64> = None;
+        while self.memory_bytes > target {
+            let next = match after {
+                None => self.lru.iter().next(),
+                Some(tick) => self
+                    .lru
+                    .range((std::ops::Bound::Excluded(tick), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&tick, key)) = next else {
+                return; // everything left is held by jobs
+            };
+            after = Some(tick);
+            let key = key.clone();
+            let (Some(held), Some(store)) = (self.data.get_mut(&key), self.spill.as_mut()) else {
+                self.lru.remove(&tick); // cannot happen: lru follows data
+                continue;
+            };
+            let Some(value) = held.value.as_ref() else {
+                self.lru.remove(&tick);
+                continue;
+            };
+            if Arc::strong_count(value) > 1 {
+                continue; // a job holds it
+            }
+            match store.put(&key, value) {
+                Ok(()) => {
+                    held.value = None;
+                    let nbytes = held.nbytes;
+                    self.lru.remove(&tick);
+                    self.memory_bytes -= nbytes;
+                    self.spilled_keys += 1;
+                    self.memory_counters.spill_writes += 1;
+                    self.memory_counters.spill_write_bytes += nbytes;
+                }
+                Err(e) => {
+                    self.memory_counters.spill_write_failures += 1;
+                    self.memory_counters.last_spill_error =
+                        Some(format!("cannot spill {key}: {e}"));
+                    self.spill_retry_at = Some(self.now + SPILL_RETRY_DELAY);
+                    // The next pass tries other values first.
+                    self.touch(&key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a spilled value back; on failure the key is lost here
+    /// (removed, counted) and `None` is returned.
+    pub(super) fn read_spilled(&mut self, key: &Key) -> Option<RawValue> {
+        let nbytes = self.data.get(key)?.nbytes;
+        let read = match self.spill.as_mut() {
+            Some(store) => store.get(key),
+            None => Err("no spill store".to_string()),
+        };
+        let error = match read {
+            Ok(value) if value.as_bytes().len() as u64 == nbytes => {
+                self.memory_counters.spill_reads += 1;
+                return Some(value);
+            }
+            Ok(value) => format!(
+                "read {} bytes, {nbytes} were spilled",
+                value.as_bytes().len()
+            ),
+            Err(e) => e,
+        };
+        self.memory_counters.spill_read_failures += 1;
+        self.memory_counters.last_spill_error = Some(format!("cannot read back {key}: {error}"));
+        self.remove_held(key);
+        self.add_keys.remove(key);
+        None
+    }
+
+    /// The value of `key` for a job: from memory (now the most recently
+    /// used), or read back into memory when spilled.
+    pub(super) fn value_for_job(&mut self, key: &Key) -> Result<Arc<RawValue>, Unavailable> {
+        let held = self.data.get(key).ok_or(Unavailable::NotHeld)?;
+        if let Some(value) = &held.value {
+            let value = Arc::clone(value);
+            self.touch(key);
+            return Ok(value);
+        }
+        let value = Arc::new(self.read_spilled(key).ok_or(Unavailable::Unreadable)?);
+        if let Some(store) = self.spill.as_mut() {
+            store.remove(key);
+        }
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        let Some(held) = self.data.get_mut(key) else {
+            return Err(Unavailable::Unreadable); // cannot happen: read_spilled found it
+        };
+        held.value = Some(Arc::clone(&value));
+        held.tick = tick;
+        self.memory_bytes += held.nbytes;
+        self.spilled_keys -= 1;
+        if self.spilling() {
+            self.lru.insert(tick, key.clone());
+        }
+        Ok(value)
+    }
+}

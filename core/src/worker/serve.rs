@@ -1,0 +1,166 @@
+//! Values for others: get-data from peers and the scheduler (split replies, busy), put-data.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::{PeerId, WorkerOutput, WorkerState};
+use crate::messages::{Busy, Data, DataStored, ErrorReport, GetData, PutData};
+use crate::{ErrorCode, Key, Message, RawValue, Timestamp};
+
+impl WorkerState {
+    /// A `get-data` from a peer connection: answered with `data` (possibly
+    /// several messages) or `busy`.
+    pub fn handle_peer_request(&mut self, now: Timestamp, peer: PeerId, request: GetData) {
+        self.now = now;
+        // Decided before building the reply, so a busy answer reads nothing
+        // back from the spill store (a repeated key counts twice here).
+        let bytes: usize = request
+            .keys
+            .iter()
+            .filter_map(|k| self.data.get(k))
+            .map(|held| held.nbytes as usize)
+            .sum();
+        let in_flight: usize = self.reply_bytes_in_flight.values().sum();
+        if in_flight > 0 && in_flight + bytes > self.config.reply_bytes_in_flight_max {
+            self.outputs.push_back(WorkerOutput::ToPeer {
+                peer,
+                message: Message::Busy(Busy {
+                    request: request.request,
+                }),
+            });
+            return;
+        }
+        let (replies, bytes) = self.data_replies(request.request, &request.keys);
+        *self.reply_bytes_in_flight.entry(peer).or_default() += bytes;
+        for message in replies {
+            self.outputs
+                .push_back(WorkerOutput::ToPeer { peer, message });
+        }
+    }
+
+    /// Everything queued on a peer's connection has been written.
+    pub fn handle_peer_drained(&mut self, peer: PeerId) {
+        self.reply_bytes_in_flight.remove(&peer);
+    }
+
+    /// A peer's connection closed.
+    pub fn handle_peer_closed(&mut self, peer: PeerId) {
+        self.reply_bytes_in_flight.remove(&peer);
+    }
+
+    pub(super) fn put_data(&mut self, put: PutData) {
+        let too_large: Vec<Key> = put
+            .data
+            .iter()
+            .filter(|(_, v)| v.as_bytes().len() > self.config.value_bytes_max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !too_large.is_empty() {
+            return self.emit(Message::ErrorReport(ErrorReport {
+                code: ErrorCode::ValueTooLarge.number(),
+                message: format!(
+                    "values over {} bytes cannot be served in one message; nothing stored",
+                    self.config.value_bytes_max
+                ),
+                fatal: false,
+                request: Some(put.request),
+                keys: Some(too_large),
+            }));
+        }
+        let mut nbytes = BTreeMap::new();
+        for (key, value) in put.data {
+            let n = self.store(key.clone(), Arc::new(value));
+            nbytes.insert(key, n);
+        }
+        self.emit(Message::DataStored(DataStored {
+            request: put.request,
+            nbytes,
+        }));
+    }
+
+    /// The `data` messages answering a get-data, and their value bytes.
+    /// Values that together exceed one message are split over several
+    /// messages with the same request id; `missing` goes in the first.
+    ///
+    /// A spilled value is read back for the reply and stays spilled; one
+    /// that cannot be read back is lost here and listed missing.
+    pub(super) fn data_replies(&mut self, request: u64, keys: &[Key]) -> (Vec<Message>, usize) {
+        /// A value for the reply: shared with the store, or read back.
+        enum Found {
+            Memory(Arc<RawValue>),
+            ReadBack(RawValue),
+        }
+        impl Found {
+            fn as_raw(&self) -> &RawValue {
+                match self {
+                    Found::Memory(value) => value,
+                    Found::ReadBack(value) => value,
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        let mut found: Vec<(&Key, Found)> = Vec::new();
+        let mut seen = HashSet::new();
+        for key in keys {
+            if !seen.insert(key) {
+                continue;
+            }
+            let in_memory = match self.data.get(key) {
+                None => {
+                    missing.push(key.clone());
+                    continue;
+                }
+                Some(held) => held.value.clone(),
+            };
+            match in_memory {
+                Some(value) => {
+                    self.touch(key);
+                    found.push((key, Found::Memory(value)));
+                }
+                None => match self.read_spilled(key) {
+                    Some(value) => found.push((key, Found::ReadBack(value))),
+                    None => missing.push(key.clone()),
+                },
+            }
+        }
+        let missing_bytes: usize = missing.iter().map(|k| k.0.len() + 5).sum();
+        let mut messages = Vec::new();
+        let mut part = BTreeMap::new();
+        let mut part_bytes = missing_bytes;
+        let mut total = 0;
+        for (key, value) in found {
+            let size = value.as_raw().as_bytes().len();
+            let entry_bytes = key.0.len() + size + 8;
+            if !part.is_empty() && part_bytes + entry_bytes > self.config.reply_message_bytes_max {
+                messages.push(std::mem::take(&mut part));
+                part_bytes = 0;
+            }
+            part_bytes += entry_bytes;
+            total += size;
+            let value = match value {
+                Found::Memory(value) => RawValue::clone(&value),
+                Found::ReadBack(value) => value,
+            };
+            part.insert(key.clone(), value);
+        }
+        if !part.is_empty() || messages.is_empty() {
+            messages.push(part);
+        }
+        let replies = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| {
+                Message::Data(Data {
+                    request,
+                    data,
+                    missing: if i == 0 {
+                        std::mem::take(&mut missing)
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .collect();
+        (replies, total)
+    }
+}
