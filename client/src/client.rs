@@ -42,10 +42,6 @@ pub struct Client {
     connection: Connection,
     address: String,
     request_timeout: Option<Duration>,
-    /// An embedded cluster this client owns (see `Client::local`); dropped
-    /// after the connection.
-    #[cfg(feature = "local")]
-    pub(crate) cluster: Option<crate::local::LocalCluster>,
 }
 
 impl Client {
@@ -73,8 +69,6 @@ impl Client {
             connection,
             address: address.to_owned(),
             request_timeout: options.request_timeout,
-            #[cfg(feature = "local")]
-            cluster: None,
         })
     }
 

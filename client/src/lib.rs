@@ -9,16 +9,16 @@
 //! ```no_run
 //! use dask_client::{args, delayed, Client};
 //!
-//! let client = Client::local()?; // an embedded scheduler + worker
+//! let client = Client::connect("tcp://127.0.0.1:8786")?;
 //! let a = client.submit("inc", args![1]);
 //! let total = delayed("add", args![&a, delayed("inc", args![10])]);
 //! assert_eq!(client.compute(&total).result()?.as_i64(), Some(13));
 //! # Ok::<(), dask_client::Error>(())
 //! ```
 //!
-//! With the `local` feature (on by default), [`LocalCluster`] runs a
-//! scheduler and workers in this process: by default one worker with a
-//! thread per core (like Dask's `LocalCluster(processes=False)`).
+//! To run a scheduler and workers in this process instead (like Dask's
+//! `LocalCluster(processes=False)`), see the `dask-cluster` crate:
+//! `dask_cluster::LocalCluster::start()?.into_client()?`.
 //!
 //! Keys: generated keys are `{function}-{seed}-{n}`, where the seed is
 //! random per process, so clients sharing a scheduler do not clash.
@@ -32,8 +32,6 @@ mod connection;
 mod delayed;
 mod error;
 mod future;
-#[cfg(feature = "local")]
-mod local;
 
 pub use client::{Client, ClientOptions};
 pub use dask_core::client::TaskOptions;
@@ -42,9 +40,4 @@ pub use dask_core::{Key, RawValue};
 pub use delayed::{build_graph, delayed, new_key, Arg, Delayed};
 pub use error::{Error, Result};
 pub use future::{AsCompleted, Future, Status};
-#[cfg(feature = "local")]
-pub use local::{LocalCluster, LocalClusterBuilder};
 pub use rmpv::Value;
-
-#[cfg(feature = "local")]
-pub use dask_worker::{FunctionRegistry, TaskError};

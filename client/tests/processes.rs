@@ -456,11 +456,9 @@ fn a_broadcast_scatter_released_at_once_leaves_nothing_behind() {
     );
 }
 
-#[cfg(feature = "local")]
 #[test]
 fn a_task_no_worker_can_run_waits_until_a_worker_offering_it_joins() {
-    use dask_client::{FunctionRegistry, TaskError};
-    use dask_worker::{WorkerConfig, WorkerHandle};
+    use dask_worker::{FunctionRegistry, TaskError, WorkerConfig, WorkerHandle};
 
     let cluster = Cluster::start(&["w1", "w2"]);
     let client = cluster.client();

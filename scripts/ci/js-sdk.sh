@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
-cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-client -p dask-conformance --bins
+cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster -p dask-conformance --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="$(cd "$target_dir" && pwd)/debug"
 (

@@ -36,7 +36,7 @@ if ! ip netns add "$probe" 2>/dev/null; then
 fi
 ip netns del "$probe"
 
-cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-client --bins
+cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$(pwd)/$target_dir" ;; esac
 bin="$target_dir/debug"

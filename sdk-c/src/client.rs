@@ -2,10 +2,11 @@
 //! (a scheduler and workers inside this process).
 
 use std::ffi::{c_char, CString};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use ::dask_client::{Arg, Client, ClientOptions, LocalCluster, LocalClusterBuilder};
+use ::dask_client::{Arg, Client, ClientOptions};
+use dask_cluster::{LocalCluster, LocalClusterBuilder};
 
 use crate::delayed::dask_delayed;
 use crate::error::{c_string, dask_error, dask_result, Failure, Fallible};
@@ -20,14 +21,19 @@ use crate::worker::dask_functions;
 pub struct dask_client {
     /// `None` once closed.
     client: RwLock<Option<Client>>,
+    /// The embedded cluster of dask_client_start_local, stopped after the
+    /// connection closes (fields drop in this order too).
+    cluster: Mutex<Option<LocalCluster>>,
     address: CString,
 }
 
 impl dask_client {
-    fn new(client: Client) -> dask_client {
+    /// A client, owning `cluster` when given.
+    fn new(client: Client, cluster: Option<LocalCluster>) -> dask_client {
         let address = c_string(client.address());
         dask_client {
             client: RwLock::new(Some(client)),
+            cluster: Mutex::new(cluster),
             address,
         }
     }
@@ -99,7 +105,10 @@ pub extern "C" fn dask_client_connect(
                 .max(Duration::from_millis(1)),
             ..ClientOptions::default()
         };
-        *out = boxed(dask_client::new(Client::connect_with(address, options)?));
+        *out = boxed(dask_client::new(
+            Client::connect_with(address, options)?,
+            None,
+        ));
         Ok(())
     })
 }
@@ -121,7 +130,8 @@ pub extern "C" fn dask_client_start_local(
     call("dask_client_start_local", err, || {
         let out = ffi::out(out, "out")?;
         let cluster = cluster_builder(workers, threads_per_worker, functions).build()?;
-        *out = boxed(dask_client::new(Client::with_cluster(cluster)?));
+        let client = cluster.client()?;
+        *out = boxed(dask_client::new(client, Some(cluster)));
         Ok(())
     })
 }
@@ -367,6 +377,12 @@ pub extern "C" fn dask_client_close(
         if let Some(c) = taken {
             c.close();
         }
+        let cluster = client
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(cluster);
         Ok(())
     })
 }
@@ -434,7 +450,7 @@ pub extern "C" fn dask_local_cluster_client(
     call("dask_local_cluster_client", err, || {
         let out = ffi::out(out, "out")?;
         let cluster = borrow(cluster, "cluster")?;
-        *out = boxed(dask_client::new(cluster.cluster.client()?));
+        *out = boxed(dask_client::new(cluster.cluster.client()?, None));
         Ok(())
     })
 }

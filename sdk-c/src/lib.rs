@@ -6,9 +6,10 @@
 //! every function follows are at the top of the header (`cbindgen.toml`).
 //!
 //! This crate holds no protocol logic: it wraps the Rust client
-//! ([`dask_client`]: `Client`, `Future`, `Delayed`, `LocalCluster`) and the
-//! worker library ([`dask_worker`]: `WorkerHandle`, `FunctionRegistry`) in
-//! opaque handles, with a panic boundary around every body.
+//! ([`dask_client`]: `Client`, `Future`, `Delayed`), the embedded cluster
+//! ([`dask_cluster`]: `LocalCluster`) and the worker library
+//! ([`dask_worker`]: `WorkerHandle`, `FunctionRegistry`) in opaque handles,
+//! with a panic boundary around every body.
 #![deny(missing_docs)]
 // The C ABI cannot mark functions unsafe to call; every pointer argument's
 // contract is stated in the header's rules and on each function.

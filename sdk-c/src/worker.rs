@@ -8,8 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ::dask_worker::{TaskResult, WorkerConfig, WorkerHandle};
-use dask_client::{FunctionRegistry, TaskError};
+use ::dask_worker::{FunctionRegistry, TaskError, TaskResult, WorkerConfig, WorkerHandle};
 use dask_core::client::{encode_args, encode_kwargs};
 use dask_core::RawValue;
 use rmpv::Value;

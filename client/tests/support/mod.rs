@@ -59,16 +59,12 @@ struct Layout {
 impl Layout {
     fn of_test_executable() -> Layout {
         let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/<test>-<hash>; fall back to the directory
-        // of this package's own binary, which Cargo does tell us.
-        let profile_dir = match exe.parent() {
-            Some(deps) if deps.file_name().is_some_and(|n| n == "deps") => {
-                deps.parent().expect("deps/ has a parent").to_path_buf()
-            }
-            _ => Path::new(env!("CARGO_BIN_EXE_dask"))
-                .parent()
-                .expect("the dask binary's directory")
-                .to_path_buf(),
+        // target/<profile>/deps/<test>-<hash>; otherwise take the test's
+        // own directory for the profile directory.
+        let dir = exe.parent().expect("the test executable's directory");
+        let profile_dir = match dir.file_name() {
+            Some(n) if n == "deps" => dir.parent().expect("deps/ has a parent").to_path_buf(),
+            _ => dir.to_path_buf(),
         };
         let parent = profile_dir
             .parent()

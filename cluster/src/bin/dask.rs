@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dask_client::{Client, Error, Future};
+use dask_cluster::LocalCluster;
 use dask_core::client::Graph;
 use dask_core::Key;
 
@@ -139,7 +140,6 @@ fn read_graph(path: &str) -> Result<(Graph, Vec<Key>), Failure> {
     parsed.map_err(|e| failed(format!("{path}: {e}")))
 }
 
-#[cfg(feature = "local")]
 fn run(o: &Options) -> Result<(), Failure> {
     if o.scheduler.is_some() {
         return Err(usage(
@@ -147,7 +147,7 @@ fn run(o: &Options) -> Result<(), Failure> {
         ));
     }
     let (graph, wanted) = read_graph(graph_path(o)?)?;
-    let mut builder = dask_client::LocalCluster::builder();
+    let mut builder = LocalCluster::builder();
     if let Some(n) = o.workers {
         builder = builder.workers(n);
     }
@@ -157,15 +157,8 @@ fn run(o: &Options) -> Result<(), Failure> {
     let cluster = builder
         .build()
         .map_err(|e| failed(format!("cannot start the local cluster: {e}")))?;
-    let client = Client::with_cluster(cluster).map_err(failed)?;
+    let client = cluster.into_client().map_err(failed)?;
     execute(&client, graph, wanted)
-}
-
-#[cfg(not(feature = "local"))]
-fn run(_: &Options) -> Result<(), Failure> {
-    Err(failed(
-        "this dask was built without the `local` feature: use `dask submit --scheduler`",
-    ))
 }
 
 fn connect(o: &Options) -> Result<Client, Failure> {

@@ -1,11 +1,12 @@
 //! Client-side throughput: submit many small independent tasks with `map`,
 //! wait for all and gather them; prints tasks per second.
 //!
-//! Run: `cargo run --release -p dask-client --example client_throughput -- [TASKS] [WORKERS]`
+//! Run: `cargo run --release -p dask-cluster --example client_throughput -- [TASKS] [WORKERS]`
 
 use std::time::Instant;
 
-use dask_client::{args, Client, Error, LocalCluster};
+use dask_client::{args, Error};
+use dask_cluster::LocalCluster;
 
 fn main() -> Result<(), Error> {
     let mut argv = std::env::args().skip(1);
@@ -15,7 +16,7 @@ fn main() -> Result<(), Error> {
         .workers(workers)
         .threads_per_worker(1)
         .build()?;
-    let client = Client::with_cluster(cluster)?;
+    let client = cluster.into_client()?;
     let start = Instant::now();
     let futures = client.map("inc", (0..tasks).map(|i| args![i]));
     let submitted = start.elapsed();

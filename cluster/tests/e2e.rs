@@ -1,13 +1,10 @@
 //! End to end: the client against a real in-process scheduler and workers
-//! (`LocalCluster`), over TCP on 127.0.0.1. Needs the `local` feature.
-#![cfg(feature = "local")]
+//! (`LocalCluster`), over TCP on 127.0.0.1.
 
 use std::time::{Duration, Instant};
 
-use dask_client::{
-    args, delayed, Arg, Client, ClientOptions, Error, FunctionRegistry, LocalCluster, Status,
-    TaskError, Value,
-};
+use dask_client::{args, delayed, Arg, Client, ClientOptions, Error, Status, Value};
+use dask_cluster::{FunctionRegistry, LocalCluster, TaskError};
 
 /// Generous limit for any single wait: tests never depend on speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -255,7 +252,7 @@ fn custom_functions_run_on_the_cluster() {
         .functions(functions)
         .build()
         .unwrap();
-    let client = Client::with_cluster(cluster).unwrap();
+    let client = cluster.into_client().unwrap();
     let f = client.submit("shout", args!["hi"]);
     assert_eq!(f.result().unwrap(), Value::from("HI"));
     let bad = client.submit("shout", args![1]);
@@ -266,9 +263,9 @@ fn custom_functions_run_on_the_cluster() {
 }
 
 #[test]
-fn client_local_owns_its_cluster() {
-    let client = Client::local().unwrap();
-    assert!(client.cluster().is_some());
+fn a_local_client_owns_its_cluster() {
+    let client = LocalCluster::start().unwrap().into_client().unwrap();
+    assert_eq!(client.cluster().address(), client.address());
     let f = client.submit("inc", args![1]);
     assert_eq!(f.result().unwrap(), Value::from(2));
     drop(client);

@@ -1,11 +1,10 @@
 //! The `dask` command: run, submit and info, against embedded and running
-//! clusters. Needs the `local` feature (for `dask run` and the cluster).
-#![cfg(feature = "local")]
+//! clusters.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use dask_client::LocalCluster;
+use dask_cluster::LocalCluster;
 
 fn dask(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dask"))

@@ -8,11 +8,12 @@
 //! reached 1) or submits the next step, which depends on the finished
 //! future itself (the value is not sent back out by the client).
 //!
-//! Run: `cargo run -p dask-client --example dynamic`
+//! Run: `cargo run -p dask-cluster --example dynamic`
 
 use std::collections::HashMap;
 
-use dask_client::{args, Client, Error, FunctionRegistry, Key, LocalCluster, TaskError, Value};
+use dask_client::{args, Error, Key, Value};
+use dask_cluster::{FunctionRegistry, LocalCluster, TaskError};
 
 /// collatz_step(n) -> n / 2 for even n, 3n + 1 for odd n.
 fn collatz_step(args: &[Value], _kwargs: &[(String, Value)]) -> Result<Value, TaskError> {
@@ -39,7 +40,7 @@ fn main() -> Result<(), Error> {
         .threads_per_worker(2)
         .functions(functions)
         .build()?;
-    let client = Client::with_cluster(cluster)?;
+    let client = cluster.into_client()?;
     println!("cluster at {}", client.address());
 
     let starts = [6i64, 7, 27, 97, 871];

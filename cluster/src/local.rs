@@ -9,16 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
+use dask_client::{Client, ClientOptions, Result};
 use dask_core::messages::{ClusterInfo, Role};
 use dask_core::Message;
 use dask_net::BlockingConn;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_worker::{FunctionRegistry, WorkerConfig, WorkerHandle};
-
-use crate::client::{Client, ClientOptions};
-use crate::error::{Error, Result};
 
 /// How long [`LocalClusterBuilder::build`] waits for every worker to register.
 const WORKERS_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,8 +136,8 @@ impl LocalClusterBuilder {
 }
 
 impl LocalCluster {
-    /// The default cluster: one worker with a thread per core.
-    pub fn new() -> io::Result<LocalCluster> {
+    /// Starts the default cluster: one worker with a thread per core.
+    pub fn start() -> io::Result<LocalCluster> {
         LocalCluster::builder().build()
     }
 
@@ -157,9 +156,19 @@ impl LocalCluster {
         self.workers.iter().map(WorkerHandle::address).collect()
     }
 
-    /// A new client of this cluster.
+    /// A new client of this cluster (it does not own the cluster).
     pub fn client(&self) -> Result<Client> {
         Client::connect_with(&self.address, ClientOptions::default())
+    }
+
+    /// A client that owns this cluster and stops it when dropped, like
+    /// Dask's `Client()` with no arguments.
+    pub fn into_client(self) -> Result<LocalClient> {
+        let client = self.client()?;
+        Ok(LocalClient {
+            client,
+            cluster: self,
+        })
     }
 
     /// Stops the workers, then the scheduler.
@@ -214,23 +223,42 @@ impl Drop for LocalCluster {
     }
 }
 
-impl Client {
-    /// A client of its own embedded [`LocalCluster`] (defaults), like
-    /// Dask's `Client()` with no arguments; the cluster stops when the
-    /// client is dropped.
-    pub fn local() -> Result<Client> {
-        Client::with_cluster(LocalCluster::new().map_err(Error::from)?)
+/// A [`Client`] that owns the [`LocalCluster`] it is connected to (from
+/// [`LocalCluster::into_client`]); it derefs to the client. Dropping or
+/// closing it closes the connection, then stops the cluster.
+pub struct LocalClient {
+    // Field order is drop order: the connection closes before the cluster
+    // stops.
+    client: Client,
+    cluster: LocalCluster,
+}
+
+impl LocalClient {
+    /// The embedded cluster.
+    pub fn cluster(&self) -> &LocalCluster {
+        &self.cluster
     }
 
-    /// A client that owns `cluster` and stops it when dropped.
-    pub fn with_cluster(cluster: LocalCluster) -> Result<Client> {
-        let mut client = cluster.client()?;
-        client.cluster = Some(cluster);
-        Ok(client)
+    /// Closes the connection (as [`Client::close`]), then stops the cluster.
+    pub fn close(self) {
+        let LocalClient { client, cluster } = self;
+        client.close();
+        cluster.stop();
     }
+}
 
-    /// The embedded cluster, when this client owns one.
-    pub fn cluster(&self) -> Option<&LocalCluster> {
-        self.cluster.as_ref()
+impl Deref for LocalClient {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::fmt::Debug for LocalClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalClient")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
     }
 }
