@@ -8,11 +8,12 @@ Dask needs smaller instances than dask-rs to finish in reasonable time.
 
 import json
 import operator
+import random
 import sys
 import time
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, wait
 
 
 def inc(x):
@@ -92,13 +93,44 @@ def round_trip(n):
             "p90_us": samples[int(len(samples) * 0.9)] * 1e6}
 
 
+def make_bytes(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+def transfer(sizes, runs=5):
+    """A value made on one worker, `len` of it on the other: best MB/s."""
+    results = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            w0, w1 = sorted(client.scheduler_info()["workers"])
+            client.submit(inc, 0, pure=False).result()
+            for n in sizes:
+                best = 0.0
+                for run in range(runs):
+                    made = client.submit(make_bytes, n, run, workers=[w0], pure=False)
+                    wait(made)
+                    t0 = time.perf_counter()
+                    used = client.submit(len, made, workers=[w1], pure=False)
+                    assert used.result() == n
+                    best = max(best, n / (time.perf_counter() - t0) / 1e6)
+                    del made, used
+                results.append({"shape": f"transfer-{n}", "size": n, "mb_per_s": best})
+    return results
+
+
 def main():
     sizes = json.loads(sys.argv[1])
     label = sys.argv[2] if len(sys.argv) > 2 else "default"
     for name, size in sizes.items():
-        result = round_trip(size) if name == "round_trip" else run_shape(name, size)
-        result["dask"] = label
-        print(json.dumps(result), flush=True)
+        if name == "transfer":
+            results = transfer(size)
+        elif name == "round_trip":
+            results = [round_trip(size)]
+        else:
+            results = [run_shape(name, size)]
+        for result in results:
+            result["dask"] = label
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

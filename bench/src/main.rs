@@ -230,6 +230,38 @@ fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Measured {
     }
 }
 
+/// Worker-to-worker transfer of one `bytes`-byte value: `random_bytes`
+/// made on `bench-0` (and waited for), then `len` of it run on `bench-1`
+/// (worker restrictions), timed from its submission to its result. The
+/// best MB/s (10^6 bytes) of `runs` runs.
+fn transfer(client: &Client, bytes: u64, runs: u32) -> f64 {
+    let mut best = 0f64;
+    for run in 0..runs {
+        let made = key(format!("transfer-{bytes}-{run}-made"));
+        let mut make = task_spec(
+            made.clone(),
+            "random_bytes",
+            &[Value::from(bytes), Value::from(run)],
+            &[],
+        );
+        make.workers = Some(vec!["bench-0".into()]);
+        let source = client.submit_tasks(vec![make], vec![made.clone()]);
+        source[0].wait().expect("make the value");
+        let used = key(format!("transfer-{bytes}-{run}-len"));
+        let mut consume = task_spec(used.clone(), "len", &[task_ref_value(made.as_str())], &[]);
+        consume.workers = Some(vec!["bench-1".into()]);
+        let start = Instant::now();
+        let f = client.submit_tasks(vec![consume], vec![used]);
+        let n = f[0].result().expect("transfer result");
+        let seconds = start.elapsed().as_secs_f64();
+        assert_eq!(n.as_u64(), Some(bytes), "len of the transferred value");
+        best = best.max(bytes as f64 / seconds / 1e6);
+        drop(f);
+        drop(source);
+    }
+    best
+}
+
 fn round_trip(client: &Client, n: usize) -> (f64, f64) {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n as i64 {
@@ -287,7 +319,7 @@ fn main() {
         .position(|a| a == "--python")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "python3".into());
-    let skip_dask = args.iter().any(|a| a == "--no-dask" || a == "--only");
+    let skip_dask = args.iter().any(|a| a == "--no-dask");
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir: PathBuf = exe.parent().expect("bin dir").to_path_buf();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -319,14 +351,27 @@ fn main() {
         }
     }
     let (rt_median, rt_p90) = round_trip(&client, n_rt);
+    let transfers: Vec<(u64, f64)> = TRANSFER_BYTES
+        .iter()
+        .filter(|_| only.as_deref().is_none_or(|o| o == "transfer"))
+        .map(|&bytes| (bytes, transfer(&client, bytes, TRANSFER_RUNS)))
+        .collect();
     drop(client);
     drop(procs);
 
-    let sizes = if quick {
-        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50}"#
+    let dask_sizes = if quick {
+        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000]}"#
     } else {
-        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200}"#
+        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000]}"#
     };
+    // With --only, Dask runs that shape alone.
+    let mut sizes: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(dask_sizes).expect("sizes");
+    if let Some(o) = &only {
+        sizes.retain(|name, _| name == o);
+    }
+    let sizes = serde_json::Value::Object(sizes).to_string();
+    let sizes = sizes.as_str();
     let script = repo.join("dask_bench.py");
     let (dask_default, dask_inf) = if skip_dask {
         (None, None)
@@ -383,4 +428,34 @@ fn main() {
     println!("| dask-rs ({n_rt} sequential) | {rt_median:.0} | {rt_p90:.0} |");
     println!("| Dask default | {} | |", dask_rt(&dask_default));
     println!("| Dask saturation=inf | {} | |", dask_rt(&dask_inf));
+    if transfers.is_empty() {
+        return;
+    }
+    let dask_transfer = |d: &Option<DaskResults>, bytes: u64| {
+        d.as_ref()
+            .and_then(|d| d.get(&format!("transfer-{bytes}")))
+            .and_then(|v| v["mb_per_s"].as_f64())
+    };
+    println!();
+    println!(
+        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, made on one worker, `len` on the other) | dask-rs MB/s | Dask MB/s | ratio |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (bytes, rate) in transfers {
+        let dask = dask_transfer(&dask_default, bytes);
+        println!(
+            "| {} MB | {rate:.0} | {} | {} |",
+            bytes / 1_000_000,
+            dask.map(|d| format!("{d:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            dask.map(|d| format!("{:.1}x", rate / d))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
 }
+
+/// Value sizes of the transfer shape, in bytes.
+const TRANSFER_BYTES: [u64; 2] = [10_000_000, 100_000_000];
+
+/// Runs of each transfer size (the best is reported).
+const TRANSFER_RUNS: u32 = 5;
