@@ -24,6 +24,14 @@ pub mod wire;
 pub mod worker;
 
 pub use error::{ErrorCode, WireError};
+
+/// A connection, as the edge that owns it names it: `dask-net`'s
+/// `Reactor` packs a slot index and a generation (so an id is never reused
+/// for another connection), tests simply count. State machines only
+/// compare, hash and hand it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
 pub use frame::{FrameDecoder, FrameEncoder, FRAME_BYTES_MAX};
 pub use messages::Message;
 pub use msgpack::RawValue;

@@ -30,6 +30,12 @@ impl Clock {
         self.at(Instant::now())
     }
 
+    /// The instant a timestamp of this clock stands for (to sleep until a
+    /// state machine's `poll_timeout`).
+    pub fn instant(&self, at: Timestamp) -> Instant {
+        self.origin + at.since_origin()
+    }
+
     /// `instant` as a timestamp of this clock (the origin for instants
     /// before it).
     pub fn at(&self, instant: Instant) -> Timestamp {

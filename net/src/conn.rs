@@ -1,11 +1,16 @@
-//! A non-blocking framed connection driven by a mio event loop.
+//! One non-blocking framed connection: a [`Transport`] under a frame
+//! decoder and encoder, the hello gate and the send queue. The
+//! [`Reactor`](crate::Reactor) owns these; the `pub` methods are for the
+//! worker's loop until it moves onto the reactor.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice};
 
 use dask_core::frame::{FrameDecoder, FrameEncoder, LENGTH_PREFIX_BYTES};
 use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+
+use crate::transport::Transport;
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -30,13 +35,15 @@ pub enum ReadStatus {
     ClosedMidFrame,
 }
 
-/// One TCP connection speaking dask/1 frames.
+/// One connection speaking dask/1 frames.
 ///
 /// Usage per readiness event: [`Conn::read`] (which hands complete frames
 /// to a callback), then queue replies with [`Conn::send`], then
 /// [`Conn::flush`]; re-register with [`Conn::interest`] when it changes.
+/// Event loops use a [`Reactor`](crate::Reactor), which does all this.
+#[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    transport: Transport,
     decoder: FrameDecoder,
     encoder: FrameEncoder,
     out: Vec<u8>,
@@ -47,6 +54,8 @@ pub struct Conn {
     /// Set by [`Conn::limit_until_hello`] until a frame holding a `hello`
     /// has been read.
     before_hello: Option<HelloGate>,
+    /// Past this many bytes queued, [`Conn::flush`] fails.
+    send_queue_bytes_max: usize,
 }
 
 /// Where the reads of a connection still in its handshake stand: reads
@@ -111,8 +120,12 @@ impl Conn {
     /// Wraps a connected (or connecting) stream.
     pub fn new(stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
+        Conn::over(Transport::Plain(stream))
+    }
+
+    pub(crate) fn over(transport: Transport) -> Conn {
         Conn {
-            stream,
+            transport,
             decoder: FrameDecoder::default(),
             encoder: FrameEncoder::default(),
             out: Vec::new(),
@@ -120,7 +133,13 @@ impl Conn {
             registered_writable: false,
             closing: false,
             before_hello: None,
+            send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
         }
+    }
+
+    /// Sets the bound on queued bytes past which [`Conn::flush`] fails.
+    pub(crate) fn set_send_queue_bytes_max(&mut self, bytes: usize) {
+        self.send_queue_bytes_max = bytes;
     }
 
     /// For an acceptor: until a frame whose first message is a `hello` has
@@ -158,21 +177,37 @@ impl Conn {
         }
     }
 
-    /// The underlying stream, to register with a poll.
+    /// The underlying stream, for the worker's loop until it moves onto
+    /// the [`Reactor`](crate::Reactor) (which never hands it out).
+    #[doc(hidden)]
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        match &mut self.transport {
+            Transport::Plain(s) => s,
+        }
     }
 
     /// The peer's address, if connected.
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.transport.peer_addr()
     }
 
     /// Registers with `registry` for reading (and writing if bytes wait).
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         self.registered_writable = self.wants_write();
         let interest = self.interest();
-        registry.register(&mut self.stream, token, interest)
+        self.transport.register(registry, token, interest)
+    }
+
+    /// Registers for reading and writing: a connect in progress completes
+    /// with a writable event.
+    pub(crate) fn register_connecting(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        self.registered_writable = true;
+        self.transport
+            .register(registry, token, Interest::READABLE | Interest::WRITABLE)
     }
 
     /// Re-registers when whether it wants to write changed.
@@ -181,18 +216,24 @@ impl Conn {
         if wants != self.registered_writable {
             self.registered_writable = wants;
             let interest = self.interest();
-            registry.reregister(&mut self.stream, token, interest)?;
+            self.transport.reregister(registry, token, interest)?;
         }
         Ok(())
     }
 
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
+        self.transport.deregister(registry);
+    }
+
+    /// How a non-blocking connect went: `Ok(true)` connected, `Ok(false)`
+    /// still in progress.
+    pub(crate) fn connect_result(&self) -> io::Result<bool> {
+        self.transport.connect_result()
+    }
+
     /// The interest matching the current send queue.
     pub fn interest(&self) -> Interest {
-        if self.wants_write() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        }
+        self.transport.interest(self.wants_write())
     }
 
     /// Whether queued bytes wait for the socket.
@@ -218,7 +259,7 @@ impl Conn {
                 Some(gate) => gate.next_read_len().min(scratch.len()),
                 None => scratch.len(),
             };
-            match self.stream.read(&mut scratch[..want]) {
+            match self.transport.read(&mut scratch[..want]) {
                 Ok(0) => {
                     return Ok(if self.decoder.is_mid_frame() {
                         ReadStatus::ClosedMidFrame
@@ -274,13 +315,16 @@ impl Conn {
             }
             self.encoder.drain_into(&mut self.out);
         }
-        if self.queued_bytes() > SEND_QUEUE_BYTES_MAX {
+        if self.queued_bytes() > self.send_queue_bytes_max {
             return Err(ConnError::Io(io::Error::other(
                 "peer does not read: send queue over its limit",
             )));
         }
         while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+            match self
+                .transport
+                .write_vectored(&[IoSlice::new(&self.out[self.out_pos..])])
+            {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -293,7 +337,26 @@ impl Conn {
         if self.out.capacity() > 4 << 20 {
             self.out.shrink_to(64 * 1024);
         }
-        Ok(true)
+        self.transport.flush().map_err(ConnError::Io)
+    }
+
+    /// Reads and drops what the peer still sends (a connection being
+    /// closed); whether it reached EOF (or the socket failed).
+    pub(crate) fn discard_input(&mut self, scratch: &mut [u8]) -> bool {
+        loop {
+            match self.transport.read(scratch) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Ends our direction: the peer reads EOF after what was written.
+    pub(crate) fn shutdown_write(&mut self) {
+        let _ = self.transport.shutdown_write();
     }
 
     /// Marks the connection to be closed once its queue is written.
@@ -308,7 +371,7 @@ impl Conn {
 
     /// Shuts the socket down in both directions.
     pub fn shutdown(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.transport.shutdown();
     }
 }
 

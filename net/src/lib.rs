@@ -1,23 +1,117 @@
 //! # dask-net
 //!
-//! The thin I/O edge shared by the scheduler, the worker and the clients:
-//! a non-blocking framed connection over mio ([`Conn`]), a blocking one
-//! for simple tools and tests ([`BlockingConn`]), and address parsing.
+//! The connection layer of every Rust process of dask-rs: [`Reactor`] owns
+//! the mio `Poll`, the listeners and every connection, and all their socket
+//! bytes (accept with a connection cap and the retry when descriptors run
+//! out, non-blocking connects, framing, the bounds on connections before
+//! their hello, one write per connection per wakeup, the send-queue bound,
+//! closing with linger and half-close). A binary's event loop
+//! (`event_loop.rs`, struct `EventLoop`) drives it: it moves
+//! [`NetEvent`]s into its state machine and the state machine's messages
+//! back with [`Reactor::send`] and [`Reactor::close`]; nothing else.
+//! [`BlockingConn`] is a blocking connection for tools and tests;
+//! [`Clock`] turns `Instant`s into the state machines' timestamps.
 //!
-//! Architecture invariant: this is the only crate that reads or writes a
-//! socket's bytes; a TLS layer would wrap the stream here and nowhere else.
+//! **Architecture invariant:** this is the only crate that reads or writes
+//! a dask/1 socket's bytes (`tests/socket_bytes_stay_in_net.rs` checks the
+//! other crates' sources). TLS goes here, as a second variant of the
+//! per-connection transport: nothing above the reactor changes.
+//!
+//! ## An event loop
+//!
+//! The shape of the scheduler's and the client's loops. The state machine
+//! takes events with a timestamp, gives messages to send and connections
+//! to close through `poll_output`, and its next deadline through
+//! `poll_timeout`:
+//!
+//! ```no_run
+//! use dask_core::{ConnId, Message, Timestamp};
+//! use dask_net::{Clock, CloseReason, NetEvent, Reactor, ReactorConfig};
+//!
+//! # struct Machine;
+//! # enum Output { Send(ConnId, Message), Close(ConnId) }
+//! # impl Machine {
+//! #     fn handle_connected(&mut self, _: Timestamp, _: ConnId) {}
+//! #     fn handle_frame(&mut self, _: Timestamp, _: ConnId, _: Vec<Message>) {}
+//! #     fn handle_closed(&mut self, _: Timestamp, _: ConnId) {}
+//! #     fn handle_timeout(&mut self, _: Timestamp) {}
+//! #     fn poll_output(&mut self) -> Option<Output> { None }
+//! #     fn poll_timeout(&self) -> Option<Timestamp> { None }
+//! # }
+//! # fn main() -> std::io::Result<()> {
+//! # let mut machine = Machine;
+//! let clock = Clock::new();
+//! let mut reactor = Reactor::new(ReactorConfig::default())?;
+//! reactor.listen("127.0.0.1:0".parse().unwrap())?;
+//! loop {
+//!     // Flushes what the last round sent (one write per connection), then
+//!     // sleeps until a socket is ready or the machine's deadline.
+//!     let deadline = machine.poll_timeout().map(|t| clock.instant(t));
+//!     reactor.poll(deadline)?;
+//!     // Every event first: input that waited is read before any timeout
+//!     // is judged.
+//!     while let Some(event) = reactor.next_event() {
+//!         let now = clock.now();
+//!         match event {
+//!             NetEvent::Accepted { conn, .. } => machine.handle_connected(now, conn),
+//!             NetEvent::Frame { conn, messages } => machine.handle_frame(now, conn, messages),
+//!             NetEvent::Closed { conn, reason } => {
+//!                 if let CloseReason::Protocol(e) = &reason {
+//!                     let _ = reactor.send(conn, &Message::error(e, None));
+//!                 }
+//!                 machine.handle_closed(now, conn);
+//!             }
+//!             NetEvent::AcceptFailed { error, .. } => eprintln!("accept failed: {error}"),
+//!             NetEvent::Connected { .. } | NetEvent::ConnectFailed { .. } => {}
+//!         }
+//!         drain(&mut machine, &mut reactor);
+//!     }
+//!     if machine.poll_timeout().is_some_and(|t| t <= clock.now()) {
+//!         machine.handle_timeout(clock.now());
+//!         drain(&mut machine, &mut reactor);
+//!     }
+//! }
+//!
+//! fn drain(machine: &mut Machine, reactor: &mut Reactor) {
+//!     while let Some(output) = machine.poll_output() {
+//!         match output {
+//!             Output::Send(conn, message) => {
+//!                 if let Err(e) = reactor.send(conn, &message) {
+//!                     // Too large for any frame: say so instead.
+//!                     let _ = reactor.send(conn, &Message::error(&e, None));
+//!                 }
+//!             }
+//!             Output::Close(conn) => reactor.close(conn),
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! A connector (a worker fetching from a peer, a client) calls
+//! [`Reactor::connect`], may send at once (its hello, then
+//! [`Reactor::end_frame`] so the hello goes alone in its frame, then
+//! requests), and gets [`NetEvent::Connected`] or
+//! [`NetEvent::ConnectFailed`]. Other threads (an executor pool, user
+//! threads of a client) wake the loop with [`Reactor::waker`].
 #![deny(missing_docs)]
 
 mod blocking;
 mod clock;
 mod conn;
+mod reactor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transport;
 
 pub use blocking::BlockingConn;
 pub use clock::Clock;
 pub use conn::{
     Conn, ConnError, ReadStatus, HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX,
+};
+pub use reactor::{
+    CloseReason, ListenerId, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
+    CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX,
 };
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,0 +1,999 @@
+//! The [`Reactor`]: one mio `Poll` with its listeners and connections,
+//! driven by a binary's event loop (see the crate docs for the loop).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dask_core::{ConnId, ErrorCode, Message, WireError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::conn::{Conn, ConnError, ReadStatus};
+use crate::transport::Transport;
+use crate::{HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX};
+
+/// Default of [`ReactorConfig::connections_max`].
+pub const CONNECTIONS_MAX: usize = 16 * 1024;
+
+/// Default of [`ReactorConfig::handshake_bytes_max`].
+pub const HANDSHAKE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Default of [`ReactorConfig::close_linger`].
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Default of [`ReactorConfig::accept_retry_interval`].
+pub const ACCEPT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Readiness events taken from the OS per wait.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Extra waits without sleeping, per wakeup, while the OS keeps returning
+/// a full batch of readiness events (see [`Reactor::next_event`]).
+const FULL_BATCH_REPOLLS_MAX: u32 = 16;
+
+/// The waker's token; listeners count down below it, connections are
+/// their slot index.
+const WAKER: Token = Token(usize::MAX);
+
+/// Bounds and timings of a [`Reactor`].
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Most connections at once (accepted, connected and closing); one
+    /// accepted past it is closed at once, a connect past it fails.
+    /// Default [`CONNECTIONS_MAX`].
+    pub connections_max: usize,
+    /// Largest frame an accepted connection may send before a frame
+    /// holding its `hello` (spec: `hello_frame_bytes_max`); over it, 1002.
+    /// Default [`HELLO_FRAME_BYTES_MAX`].
+    pub hello_frame_bytes_max: usize,
+    /// Most bytes held in all for the unfinished frames of accepted
+    /// connections that have not sent their `hello`; the connection whose
+    /// bytes take the sum over it is refused (1002). Without it, a flood
+    /// of slow connections could each hold a frame's worth. Default
+    /// [`HANDSHAKE_BYTES_MAX`].
+    pub handshake_bytes_max: usize,
+    /// Most bytes queued for a peer that does not read; past it the
+    /// connection fails ([`CloseReason::Io`]). Default
+    /// [`SEND_QUEUE_BYTES_MAX`].
+    pub send_queue_bytes_max: usize,
+    /// Longest a closing connection is kept to deliver its last bytes and
+    /// read the peer's until it hangs up. Default [`CLOSE_LINGER`].
+    pub close_linger: Duration,
+    /// How often an `accept` that failed for want of descriptors or memory
+    /// is tried again (readiness is edge-triggered: the connections
+    /// already waiting would otherwise wait for a new one). Default
+    /// [`ACCEPT_RETRY_INTERVAL`].
+    pub accept_retry_interval: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            connections_max: CONNECTIONS_MAX,
+            hello_frame_bytes_max: HELLO_FRAME_BYTES_MAX,
+            handshake_bytes_max: HANDSHAKE_BYTES_MAX,
+            send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
+            close_linger: CLOSE_LINGER,
+            accept_retry_interval: ACCEPT_RETRY_INTERVAL,
+        }
+    }
+}
+
+/// A listening socket of a [`Reactor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
+/// What happened on the network, handed to the event loop by
+/// [`Reactor::next_event`].
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A listener accepted a connection. Until a frame holding its `hello`
+    /// has been read, its frames are held to
+    /// [`ReactorConfig::hello_frame_bytes_max`].
+    Accepted {
+        /// The new connection.
+        conn: ConnId,
+        /// The listener that accepted it.
+        listener: ListenerId,
+    },
+    /// An outgoing connection ([`Reactor::connect`]) is established; what
+    /// was sent on it meanwhile goes out now.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An outgoing connection could not be established; it is gone.
+    ConnectFailed {
+        /// The connection.
+        conn: ConnId,
+        /// Why (the OS error, e.g. connection refused).
+        error: io::Error,
+    },
+    /// The messages of one frame, in order.
+    Frame {
+        /// Where they came from.
+        conn: ConnId,
+        /// The frame's messages.
+        messages: Vec<Message>,
+    },
+    /// The connection is over for the state machine: nothing more comes
+    /// from it. Unless `reason` is [`CloseReason::Io`], what is sent to it
+    /// in the same wakeup (an `error` answering a protocol error, replies
+    /// to a peer that half-closed after its requests) is still written
+    /// before it is shut; [`Reactor::close`] is not needed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A listener's `accept` failed for want of descriptors or memory
+    /// (EMFILE, ENFILE, ENOBUFS, ENOMEM); the reactor retries every
+    /// [`ReactorConfig::accept_retry_interval`] until it works. Reported
+    /// once per episode, for the log.
+    AcceptFailed {
+        /// The listener.
+        listener: ListenerId,
+        /// The error.
+        error: io::Error,
+    },
+}
+
+/// Why a connection ended ([`NetEvent::Closed`]).
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer closed its side between frames.
+    PeerClosed,
+    /// The peer closed its side in the middle of a frame.
+    PeerClosedMidFrame,
+    /// The peer broke the protocol (bytes that do not decode, a frame over
+    /// a limit); its further input is discarded. Answer with an `error`.
+    Protocol(WireError),
+    /// The socket failed (reset, write error, or the send queue went over
+    /// [`ReactorConfig::send_queue_bytes_max`]); the connection is gone.
+    Io(io::Error),
+}
+
+/// Wakes a [`Reactor`]'s [`poll`](Reactor::poll) from another thread (or
+/// a signal handler: it only writes to an eventfd).
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<mio::Waker>);
+
+impl Waker {
+    /// Makes the reactor's current or next `poll` return.
+    pub fn wake(&self) -> io::Result<()> {
+        self.0.wake()
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// An outgoing connect in progress.
+    Connecting,
+    /// Frames flow both ways.
+    Open,
+    /// Being closed: what is queued is written, the write side shut, the
+    /// peer's input read and dropped until it hangs up or the linger ends.
+    Closing,
+}
+
+/// A connection and how far it got.
+#[derive(Debug)]
+struct Slot {
+    conn: Conn,
+    id: ConnId,
+    phase: Phase,
+    /// Nothing more is read from it as frames: EOF, a protocol error or a
+    /// socket error was seen and its [`NetEvent::Closed`] is queued.
+    input_over: bool,
+    /// The socket failed: nothing more is read or written.
+    failed: bool,
+    /// The peer closed its side.
+    eof: bool,
+    /// Our write side is shut down (everything was written).
+    write_shut: bool,
+    /// In [`Reactor::touched`]: flushed at the next [`Reactor::flush`].
+    touched: bool,
+    /// Bytes of its unfinished frame counted in
+    /// [`Reactor::handshake_bytes`] (before its hello only).
+    handshake_bytes: usize,
+}
+
+/// An entry of the connection slab: a connection, or a connect that
+/// failed before it had a socket (its [`NetEvent::ConnectFailed`] is
+/// queued).
+#[derive(Debug)]
+enum Entry {
+    Live(Box<Slot>),
+    FailedConnect(ConnId),
+}
+
+impl Entry {
+    fn id(&self) -> ConnId {
+        match self {
+            Entry::Live(slot) => slot.id,
+            Entry::FailedConnect(id) => *id,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Listener {
+    socket: TcpListener,
+    /// Its last accept failed for want of resources: retried on a timer.
+    accept_failing: bool,
+}
+
+/// A readiness event, copied out of mio's buffer.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    token: Token,
+    readable: bool,
+    writable: bool,
+}
+
+/// Owns the `Poll`, the listeners and every connection of a process, and
+/// all their socket bytes: accept (with a connection cap and the retry
+/// when descriptors run out), non-blocking connects, framing, the bounds
+/// on connections before their hello, one flush per touched connection
+/// per wakeup, the send-queue bound, and closing with linger and
+/// half-close. It hands the loop [`NetEvent`]s and takes messages.
+///
+/// Call order per wakeup: [`Reactor::poll`] (flushes what was sent since
+/// the last one, then waits), then [`Reactor::next_event`] until `None`,
+/// handing each event to the state machine and its outputs back with
+/// [`Reactor::send`] / [`Reactor::close`]; then the state machine's
+/// timeouts. See the crate docs for an example loop.
+#[derive(Debug)]
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    /// Readiness of the last waits not handled yet (from `ready_at`).
+    ready: Vec<Ready>,
+    ready_at: usize,
+    /// The last wait returned a full batch: more readiness may wait.
+    ready_full: bool,
+    repolls: u32,
+    waker: Waker,
+    config: ReactorConfig,
+    listeners: Vec<Option<Listener>>,
+    conns: Slab<Entry>,
+    /// Generation of the next connection in each slab slot.
+    generations: Vec<u32>,
+    /// Events to hand out before reading more.
+    pending: VecDeque<NetEvent>,
+    /// Connections whose read stopped after their hello's frame: read on
+    /// once the events before are handed out (the state machine may have
+    /// refused the hello and closed it).
+    resume: Vec<usize>,
+    touched: Vec<usize>,
+    /// Linger deadlines of closing connections, in the order they began
+    /// closing (so deadlines only grow).
+    lingering: VecDeque<(Instant, ConnId)>,
+    /// When failing accepts are tried again.
+    accept_retry_at: Option<Instant>,
+    /// Sum of [`Slot::handshake_bytes`].
+    handshake_bytes: usize,
+    scratch: Vec<u8>,
+}
+
+impl Reactor {
+    /// A reactor with no listener and no connection.
+    pub fn new(config: ReactorConfig) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker(Arc::new(mio::Waker::new(poll.registry(), WAKER)?));
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            ready: Vec::new(),
+            ready_at: 0,
+            ready_full: false,
+            repolls: 0,
+            waker,
+            config,
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            generations: Vec::new(),
+            pending: VecDeque::new(),
+            resume: Vec::new(),
+            touched: Vec::new(),
+            lingering: VecDeque::new(),
+            accept_retry_at: None,
+            handshake_bytes: 0,
+            scratch: vec![0; READ_CHUNK_BYTES],
+        })
+    }
+
+    /// The bounds and timings in force.
+    pub fn config(&self) -> &ReactorConfig {
+        &self.config
+    }
+
+    /// A handle that wakes [`Reactor::poll`] from any thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    // ---- listeners ------------------------------------------------------
+
+    /// Listens on `addr` (port 0: a free one); connections come as
+    /// [`NetEvent::Accepted`].
+    pub fn listen(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
+        let mut socket = TcpListener::bind(addr)?;
+        let id = ListenerId(self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut socket, listener_token(id), Interest::READABLE)?;
+        self.listeners.push(Some(Listener {
+            socket,
+            accept_failing: false,
+        }));
+        Ok(id)
+    }
+
+    /// The address a listener is bound to (with the real port).
+    pub fn local_addr(&self, listener: ListenerId) -> io::Result<SocketAddr> {
+        match self.listeners.get(listener.0) {
+            Some(Some(l)) => l.socket.local_addr(),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such listener")),
+        }
+    }
+
+    /// Stops listening (connections already accepted stay).
+    pub fn close_listener(&mut self, listener: ListenerId) {
+        if let Some(slot) = self.listeners.get_mut(listener.0) {
+            if let Some(mut l) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+            }
+        }
+    }
+
+    // ---- connections ------------------------------------------------------
+
+    /// Starts connecting to `addr` without waiting. The outcome comes as
+    /// [`NetEvent::Connected`] or [`NetEvent::ConnectFailed`] (also for a
+    /// connect that fails at once, or one past
+    /// [`ReactorConfig::connections_max`]). Messages may be sent at once:
+    /// they go out when connected.
+    pub fn connect(&mut self, addr: SocketAddr) -> ConnId {
+        let started = if self.live_count() >= self.config.connections_max {
+            Err(io::Error::other(format!(
+                "too many connections ({} open)",
+                self.config.connections_max
+            )))
+        } else {
+            TcpStream::connect(addr)
+        };
+        let stream = match started {
+            Ok(stream) => stream,
+            Err(error) => {
+                let id = self.insert(Entry::FailedConnect);
+                self.pending
+                    .push_back(NetEvent::ConnectFailed { conn: id, error });
+                return id;
+            }
+        };
+        let mut conn = self.new_conn(stream);
+        let index = self.conns.vacant_key();
+        if let Err(error) = conn.register_connecting(self.poll.registry(), Token(index)) {
+            let id = self.insert(Entry::FailedConnect);
+            self.pending
+                .push_back(NetEvent::ConnectFailed { conn: id, error });
+            return id;
+        }
+        self.insert(|id| Entry::Live(Box::new(Slot::new(conn, id, Phase::Connecting))))
+    }
+
+    /// Queues `message` on `conn`, in the frame being built for it this
+    /// wakeup (flushed by the next [`Reactor::poll`] or
+    /// [`Reactor::flush`]). A message too large for any frame is refused
+    /// (`value-too-large`; the caller reports it instead). A message for a
+    /// connection that is gone, or closing with its write side shut, is
+    /// dropped.
+    pub fn send(&mut self, conn: ConnId, message: &Message) -> Result<(), WireError> {
+        let Some(slot) = self.live_mut(conn) else {
+            return Ok(());
+        };
+        if slot.write_shut || slot.failed {
+            return Ok(());
+        }
+        slot.conn.send(message)?;
+        self.touch(conn_index(conn));
+        Ok(())
+    }
+
+    /// Ends the frame being built for `conn`: what is sent next goes in a
+    /// new frame (a connector's `hello` goes alone in its first frame,
+    /// under `hello_frame_bytes_max`, before pipelined requests).
+    pub fn end_frame(&mut self, conn: ConnId) {
+        if let Some(slot) = self.live_mut(conn) {
+            slot.conn.end_frame();
+        }
+    }
+
+    /// Closes `conn` gracefully: no more of its frames are handed out; what
+    /// is queued for it is written, then its write side is shut, then its
+    /// input is read and dropped until the peer hangs up or
+    /// [`ReactorConfig::close_linger`] passes (closing with unread input
+    /// would reset the connection and could destroy our last message
+    /// before the peer reads it). No event follows. A connect still in
+    /// progress is abandoned.
+    pub fn close(&mut self, conn: ConnId) {
+        let index = conn_index(conn);
+        let Some(slot) = self.live_mut(conn) else {
+            // A failed connect whose event is not out yet: no event now.
+            if self.conns.get(index).is_some_and(|e| e.id() == conn) {
+                self.conns.remove(index);
+            }
+            return;
+        };
+        match slot.phase {
+            Phase::Closing => {}
+            _ if slot.failed => self.remove(index),
+            Phase::Connecting => self.remove(index),
+            Phase::Open => self.begin_close(index),
+        }
+    }
+
+    /// Whether `conn` is connected or connecting and not closing.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.live(conn)
+            .is_some_and(|s| s.phase != Phase::Closing && !s.input_over)
+    }
+
+    /// Whether everything queued for `conn` was written (or it is gone).
+    pub fn is_flushed(&self, conn: ConnId) -> bool {
+        self.live(conn)
+            .is_none_or(|s| s.failed || (s.phase != Phase::Connecting && !s.conn.wants_write()))
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.live(conn).map_or(0, |s| s.conn.queued_bytes())
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.live(conn).and_then(|s| s.conn.peer_addr())
+    }
+
+    /// Connections held, closing ones included.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    // ---- the wakeup ------------------------------------------------------
+
+    /// Flushes every connection sent to since the last call (one write
+    /// each), then waits until a socket is ready, [`Waker::wake`] is
+    /// called, or `deadline` passes (`None`: no deadline). Returns at once
+    /// when events are still to be handed out. Internal timers (linger
+    /// ends, accept retries) wake it too. After a signal interrupts the
+    /// wait (including SIGSTOP then SIGCONT), it collects what is ready
+    /// without waiting and returns, so input that arrived meanwhile is
+    /// handed out before the loop judges any timeout.
+    pub fn poll(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.flush();
+        let now = Instant::now();
+        let busy =
+            !self.pending.is_empty() || !self.resume.is_empty() || self.ready_at < self.ready.len();
+        let wake_at = [
+            deadline,
+            self.lingering.front().map(|&(at, _)| at),
+            self.accept_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            wake_at.map(|at| at.saturating_duration_since(now))
+        };
+        self.wait(timeout)?;
+        self.repolls = 0;
+        let now = Instant::now();
+        self.expire_lingering(now);
+        if self.accept_retry_at.is_some_and(|at| now >= at) {
+            self.accept_retry_at = None;
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].as_ref().is_some_and(|l| l.accept_failing) {
+                    self.accept(ListenerId(i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One wait of the OS poll, its readiness appended to `ready`.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut timeout = timeout;
+        loop {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                // Interrupted by a signal (or stopped and continued): take
+                // what is ready without sleeping, then let the loop look
+                // at its flags.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if timeout == Some(Duration::ZERO) {
+                        return Ok(());
+                    }
+                    timeout = Some(Duration::ZERO);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.ready.drain(..self.ready_at);
+        self.ready_at = 0;
+        let mut count = 0;
+        for event in self.events.iter() {
+            count += 1;
+            self.ready.push(Ready {
+                token: event.token(),
+                readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+                writable: event.is_writable() || event.is_error(),
+            });
+        }
+        self.ready_full = count >= EVENTS_CAPACITY;
+        Ok(())
+    }
+
+    /// The next event, `None` when everything ready is handled. Call it
+    /// until `None` after every [`Reactor::poll`]: readiness is
+    /// edge-triggered, so what is left unread is not reported again. It
+    /// reads every socket that is ready now (also past one batch of OS
+    /// events) before returning `None`.
+    pub fn next_event(&mut self) -> Option<NetEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if let Some(event) = self.deliverable(event) {
+                    return Some(event);
+                }
+                continue;
+            }
+            if let Some(index) = self.resume.pop() {
+                self.read(index);
+                continue;
+            }
+            if let Some(&ready) = self.ready.get(self.ready_at) {
+                self.ready_at += 1;
+                self.on_ready(ready);
+                continue;
+            }
+            if self.ready_full && self.repolls < FULL_BATCH_REPOLLS_MAX {
+                self.repolls += 1;
+                if self.wait(Some(Duration::ZERO)).is_ok() {
+                    continue;
+                }
+            }
+            return None;
+        }
+    }
+
+    /// Writes what each connection sent to since the last flush has
+    /// queued: one write each. [`Reactor::poll`] calls it first; call it
+    /// directly before a blocking step.
+    pub fn flush(&mut self) {
+        while let Some(index) = self.touched.pop() {
+            let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+                continue;
+            };
+            slot.touched = false;
+            if slot.phase == Phase::Connecting || slot.failed {
+                continue;
+            }
+            match slot.conn.flush() {
+                Ok(true) if slot.phase == Phase::Closing => {
+                    if slot.eof {
+                        self.remove(index);
+                        continue;
+                    }
+                    if !slot.write_shut {
+                        slot.write_shut = true;
+                        slot.conn.shutdown_write();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.fail(index, e);
+                    continue;
+                }
+            }
+            if let Err(e) = slot
+                .conn
+                .update_interest(self.poll.registry(), Token(index))
+            {
+                self.fail(index, ConnError::Io(e));
+            }
+        }
+    }
+
+    /// Closes every connection gracefully and stops listening, then waits
+    /// until each has written what was queued for it and its peer hung up,
+    /// or until `deadline`; what is left then is dropped.
+    pub fn close_all(&mut self, deadline: Instant) {
+        for i in 0..self.listeners.len() {
+            self.close_listener(ListenerId(i));
+        }
+        let ids: Vec<ConnId> = self.conns.iter().map(|(_, e)| e.id()).collect();
+        for id in ids {
+            self.close(id);
+        }
+        self.pending.clear();
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            if self.poll(Some(deadline)).is_err() {
+                break;
+            }
+            while self.next_event().is_some() {}
+        }
+        self.flush();
+    }
+
+    // ---- inside ------------------------------------------------------------
+
+    fn live(&self, conn: ConnId) -> Option<&Slot> {
+        match self.conns.get(conn_index(conn)) {
+            Some(Entry::Live(slot)) if slot.id == conn => Some(&**slot),
+            _ => None,
+        }
+    }
+
+    fn live_mut(&mut self, conn: ConnId) -> Option<&mut Slot> {
+        match self.conns.get_mut(conn_index(conn)) {
+            Some(Entry::Live(slot)) if slot.id == conn => Some(&mut **slot),
+            _ => None,
+        }
+    }
+
+    fn live_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Inserts an entry under a fresh id for its slot.
+    fn insert(&mut self, make: impl FnOnce(ConnId) -> Entry) -> ConnId {
+        let index = self.conns.vacant_key();
+        if self.generations.len() <= index {
+            self.generations.resize(index + 1, 0);
+        }
+        let generation = self.generations[index];
+        self.generations[index] = generation.wrapping_add(1);
+        let id = ConnId(((generation as u64) << 32) | index as u64);
+        self.conns.insert(make(id));
+        id
+    }
+
+    /// Turns a queued event into what the loop gets, or drops it when the
+    /// loop has closed that connection since.
+    fn deliverable(&mut self, event: NetEvent) -> Option<NetEvent> {
+        match event {
+            NetEvent::AcceptFailed { .. } => Some(event),
+            NetEvent::ConnectFailed { conn, .. } => {
+                let index = conn_index(conn);
+                if self.conns.get(index).is_none_or(|e| e.id() != conn) {
+                    return None; // abandoned by close()
+                }
+                self.conns.remove(index);
+                Some(event)
+            }
+            NetEvent::Accepted { conn, .. }
+            | NetEvent::Connected { conn }
+            | NetEvent::Frame { conn, .. } => {
+                let slot = self.live(conn)?;
+                (slot.phase == Phase::Open).then_some(event)
+            }
+            NetEvent::Closed { conn, ref reason } => {
+                let index = conn_index(conn);
+                let slot = self.live(conn)?;
+                let open = slot.phase == Phase::Open;
+                if matches!(reason, CloseReason::Io(_)) {
+                    self.remove(index);
+                } else if open {
+                    self.begin_close(index);
+                }
+                open.then_some(event)
+            }
+        }
+    }
+
+    fn on_ready(&mut self, ready: Ready) {
+        if ready.token == WAKER {
+            return;
+        }
+        if let Some(listener) = listener_of(ready.token) {
+            return self.accept(listener);
+        }
+        let index = ready.token.0;
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return; // a connection already gone
+        };
+        if slot.failed {
+            return;
+        }
+        if slot.phase == Phase::Connecting {
+            match slot.conn.connect_result() {
+                Ok(true) => {
+                    slot.phase = Phase::Open;
+                    self.pending
+                        .push_back(NetEvent::Connected { conn: slot.id });
+                    self.touch(index);
+                }
+                Ok(false) => return,
+                Err(error) => {
+                    let id = slot.id;
+                    slot.conn.deregister(self.poll.registry());
+                    self.conns[index] = Entry::FailedConnect(id);
+                    self.pending
+                        .push_back(NetEvent::ConnectFailed { conn: id, error });
+                    return;
+                }
+            }
+        }
+        if ready.writable {
+            self.touch(index);
+        }
+        if ready.readable {
+            self.read(index);
+        }
+    }
+
+    /// Reads what `index` has sent: frames for an open connection, dropped
+    /// bytes for a closing one.
+    fn read(&mut self, index: usize) {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.failed || slot.phase == Phase::Connecting {
+            return;
+        }
+        if slot.phase == Phase::Closing || slot.input_over {
+            if slot.conn.discard_input(&mut self.scratch) {
+                slot.eof = true;
+                if slot.write_shut {
+                    return self.remove(index);
+                }
+            }
+            self.touch(index);
+            return;
+        }
+        let id = slot.id;
+        let awaiting_hello = slot.conn.awaiting_hello();
+        let pending = &mut self.pending;
+        let mut result = slot.conn.read(&mut self.scratch, &mut |messages| {
+            pending.push_back(NetEvent::Frame { conn: id, messages })
+        });
+        if result.is_ok() {
+            if let Err(e) = self.count_handshake_bytes(index) {
+                result = Err(ConnError::Wire(e));
+            }
+        }
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        let reason = match result {
+            Ok(ReadStatus::Open) => {
+                // Stopped after the hello's frame: read on once the state
+                // machine has seen it (no new edge comes for the rest).
+                if awaiting_hello && !slot.conn.awaiting_hello() {
+                    self.resume.push(index);
+                }
+                return;
+            }
+            Ok(ReadStatus::Closed) => {
+                slot.eof = true;
+                CloseReason::PeerClosed
+            }
+            Ok(ReadStatus::ClosedMidFrame) => {
+                slot.eof = true;
+                CloseReason::PeerClosedMidFrame
+            }
+            Err(ConnError::Wire(e)) => CloseReason::Protocol(e),
+            Err(ConnError::Io(e)) => {
+                slot.failed = true;
+                slot.conn.deregister(self.poll.registry());
+                CloseReason::Io(e)
+            }
+        };
+        slot.input_over = true;
+        self.release_handshake_bytes(index);
+        self.pending
+            .push_back(NetEvent::Closed { conn: id, reason });
+        // A protocol error leaves unread input: keep reading it (dropped)
+        // so that the close does not reset the connection.
+        self.read(index);
+    }
+
+    /// Counts what `index` holds before its hello against
+    /// [`ReactorConfig::handshake_bytes_max`]; over it, the error to refuse
+    /// it with.
+    fn count_handshake_bytes(&mut self, index: usize) -> Result<(), WireError> {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return Ok(());
+        };
+        let held = if slot.conn.awaiting_hello() {
+            slot.conn.buffered()
+        } else {
+            0
+        };
+        self.handshake_bytes = self.handshake_bytes - slot.handshake_bytes + held;
+        slot.handshake_bytes = held;
+        if self.handshake_bytes <= self.config.handshake_bytes_max {
+            return Ok(());
+        }
+        let total = self.handshake_bytes;
+        self.release_handshake_bytes(index);
+        Err(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "{total} bytes held for connections that have not sent their hello: over the \
+                 limit of {} bytes (try again later)",
+                self.config.handshake_bytes_max
+            ),
+        ))
+    }
+
+    /// Drops what `index` held before its hello, and its count.
+    fn release_handshake_bytes(&mut self, index: usize) {
+        if let Some(Entry::Live(slot)) = self.conns.get_mut(index) {
+            if slot.handshake_bytes > 0 {
+                self.handshake_bytes -= slot.handshake_bytes;
+                slot.handshake_bytes = 0;
+                slot.conn.discard_buffered();
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: ListenerId) {
+        loop {
+            let Some(Some(l)) = self.listeners.get_mut(listener.0) else {
+                return;
+            };
+            let stream = match l.socket.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    l.accept_failing = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    if !l.accept_failing {
+                        self.pending
+                            .push_back(NetEvent::AcceptFailed { listener, error });
+                    }
+                    l.accept_failing = true;
+                    let at = Instant::now() + self.config.accept_retry_interval;
+                    self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
+                    return;
+                }
+            };
+            if self.live_count() >= self.config.connections_max {
+                drop(stream);
+                continue;
+            }
+            let mut conn = self.new_conn(stream);
+            conn.limit_until_hello(self.config.hello_frame_bytes_max);
+            let index = self.conns.vacant_key();
+            if conn.register(self.poll.registry(), Token(index)).is_err() {
+                continue;
+            }
+            let id = self.insert(|id| Entry::Live(Box::new(Slot::new(conn, id, Phase::Open))));
+            self.pending
+                .push_back(NetEvent::Accepted { conn: id, listener });
+        }
+    }
+
+    fn new_conn(&self, stream: TcpStream) -> Conn {
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn::over(Transport::Plain(stream));
+        conn.set_send_queue_bytes_max(self.config.send_queue_bytes_max);
+        conn
+    }
+
+    fn touch(&mut self, index: usize) {
+        if let Some(Entry::Live(slot)) = self.conns.get_mut(index) {
+            if !slot.touched {
+                slot.touched = true;
+                self.touched.push(index);
+            }
+        }
+    }
+
+    fn begin_close(&mut self, index: usize) {
+        self.release_handshake_bytes(index);
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.phase == Phase::Closing {
+            return;
+        }
+        slot.phase = Phase::Closing;
+        slot.conn.discard_buffered();
+        let id = slot.id;
+        self.lingering
+            .push_back((Instant::now() + self.config.close_linger, id));
+        self.touch(index);
+        // Input that came before the close is read and dropped now.
+        self.read(index);
+    }
+
+    /// The socket of `index` failed: an open connection is reported closed
+    /// (and removed when that event is handed out), a closing one removed.
+    fn fail(&mut self, index: usize, error: ConnError) {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.phase != Phase::Open || slot.input_over {
+            return self.remove(index);
+        }
+        slot.failed = true;
+        slot.input_over = true;
+        slot.conn.deregister(self.poll.registry());
+        let error = match error {
+            ConnError::Io(e) => e,
+            ConnError::Wire(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        };
+        let id = slot.id;
+        self.release_handshake_bytes(index);
+        self.pending.push_back(NetEvent::Closed {
+            conn: id,
+            reason: CloseReason::Io(error),
+        });
+    }
+
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now {
+                return;
+            }
+            self.lingering.pop_front();
+            if self.live(id).is_some_and(|s| s.phase == Phase::Closing) {
+                self.remove(conn_index(id));
+            }
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        self.release_handshake_bytes(index);
+        if let Some(Entry::Live(mut slot)) = self.conns.try_remove(index) {
+            if !slot.failed {
+                slot.conn.deregister(self.poll.registry());
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn new(conn: Conn, id: ConnId, phase: Phase) -> Slot {
+        Slot {
+            conn,
+            id,
+            phase,
+            input_over: false,
+            failed: false,
+            eof: false,
+            write_shut: false,
+            touched: false,
+            handshake_bytes: 0,
+        }
+    }
+}
+
+/// The slot index a [`ConnId`] of this reactor names.
+fn conn_index(conn: ConnId) -> usize {
+    (conn.0 & 0xffff_ffff) as usize
+}
+
+fn listener_token(listener: ListenerId) -> Token {
+    Token(WAKER.0 - 1 - listener.0)
+}
+
+/// The listener a token names, if it is one (tokens just below the
+/// waker's; connection slots never get that high).
+fn listener_of(token: Token) -> Option<ListenerId> {
+    let below_waker = WAKER.0 - token.0;
+    (token != WAKER && below_waker <= 1024).then(|| ListenerId(below_waker - 1))
+}

@@ -1,0 +1,441 @@
+//! The reactor against real loopback sockets: what an event loop sees and
+//! what a peer gets, for each part of a connection's life.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use dask_core::frame::encode_frame;
+use dask_core::handshake;
+use dask_core::messages::{Close, Data, Heartbeat, Role};
+use dask_core::{ConnId, ErrorCode, Key, Message, RawValue};
+use dask_net::{BlockingConn, CloseReason, NetEvent, Reactor, ReactorConfig};
+
+/// Long enough for anything on loopback; tests end as soon as they see
+/// what they wait for.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn hello() -> Message {
+    Message::Hello(handshake::offer(Role::Client, None))
+}
+
+fn heartbeat() -> Message {
+    Message::Heartbeat(Heartbeat { metrics: None })
+}
+
+fn close_message(reason: &str) -> Message {
+    Message::Close(Close {
+        reason: Some(reason.into()),
+    })
+}
+
+/// A `data` message holding one binary value of `bytes` bytes.
+fn data(bytes: usize) -> Message {
+    let value = RawValue::from_value(&rmpv::Value::Binary(vec![7; bytes]));
+    Message::Data(Data {
+        request: 1,
+        data: BTreeMap::from([(Key::from("x"), value)]),
+        missing: vec![],
+    })
+}
+
+fn reactor(config: ReactorConfig) -> (Reactor, SocketAddr) {
+    let mut reactor = Reactor::new(config).expect("reactor");
+    let listener = reactor
+        .listen("127.0.0.1:0".parse().unwrap())
+        .expect("listen");
+    let addr = reactor.local_addr(listener).expect("address");
+    (reactor, addr)
+}
+
+fn peer(addr: SocketAddr) -> BlockingConn {
+    let conn = BlockingConn::connect_raw(&addr.to_string(), PATIENCE).expect("connect");
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn
+}
+
+/// Runs the reactor, handing each event to `on_event` (which may send and
+/// close), until it returns true. What the handler sends is flushed by the
+/// next poll, as in an event loop (the same wakeup).
+fn until(reactor: &mut Reactor, mut on_event: impl FnMut(&mut Reactor, NetEvent) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} in vain");
+        reactor.poll(Some(deadline)).expect("poll");
+        while let Some(event) = reactor.next_event() {
+            if on_event(reactor, event) {
+                return;
+            }
+        }
+    }
+}
+
+/// One wakeup (at most a few milliseconds); the events it brought.
+fn turn(reactor: &mut Reactor) -> Vec<NetEvent> {
+    reactor
+        .poll(Some(Instant::now() + Duration::from_millis(5)))
+        .expect("poll");
+    std::iter::from_fn(|| reactor.next_event()).collect()
+}
+
+/// The next event, whatever it is.
+fn next(reactor: &mut Reactor) -> NetEvent {
+    let mut got = None;
+    until(reactor, |_, e| {
+        got = Some(e);
+        true
+    });
+    got.unwrap()
+}
+
+fn accepted(reactor: &mut Reactor) -> ConnId {
+    match next(reactor) {
+        NetEvent::Accepted { conn, .. } => conn,
+        other => panic!("expected a connection, got {other:?}"),
+    }
+}
+
+fn frame(reactor: &mut Reactor) -> (ConnId, Vec<Message>) {
+    match next(reactor) {
+        NetEvent::Frame { conn, messages } => (conn, messages),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn closed(reactor: &mut Reactor) -> (ConnId, CloseReason) {
+    match next(reactor) {
+        NetEvent::Closed { conn, reason } => (conn, reason),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
+
+/// Reads until EOF; the messages that came.
+fn read_to_eof(peer: &mut BlockingConn) -> Vec<Message> {
+    let mut got = Vec::new();
+    loop {
+        match peer.recv() {
+            Ok(m) => got.push(m),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return got,
+            Err(e) => panic!("expected EOF after {got:?}, got {e}"),
+        }
+    }
+}
+
+/// Keeps the reactor turning (so it writes, lingers and reads) while
+/// `busy` says so.
+fn turn_while(reactor: &mut Reactor, mut busy: impl FnMut(&Reactor) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while busy(reactor) {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} in vain");
+        reactor
+            .poll(Some(Instant::now() + Duration::from_millis(10)))
+            .expect("poll");
+        while reactor.next_event().is_some() {}
+    }
+}
+
+#[test]
+fn frames_come_in_order_and_a_close_delivers_the_reply_first() {
+    let (mut reactor, addr) = reactor(ReactorConfig::default());
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    p.send(&[heartbeat(), heartbeat()]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(
+        reactor.peer_addr(conn),
+        Some(p.stream().local_addr().unwrap())
+    );
+    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    assert_eq!(frame(&mut reactor), (conn, vec![heartbeat(), heartbeat()]));
+    reactor.send(conn, &close_message("bye")).unwrap();
+    reactor.close(conn);
+    assert!(!reactor.is_open(conn));
+    turn_while(&mut reactor, |r| !r.is_flushed(conn));
+    assert_eq!(read_to_eof(&mut p), vec![close_message("bye")]);
+    drop(p);
+    turn_while(&mut reactor, |r| r.connection_count() > 0);
+}
+
+#[test]
+fn a_peer_that_half_closes_after_its_request_gets_the_reply_sent_in_that_wakeup() {
+    let (mut reactor, addr) = reactor(ReactorConfig::default());
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    p.send(&[heartbeat()]).unwrap();
+    p.stream().shutdown(Shutdown::Write).unwrap();
+    let conn = accepted(&mut reactor);
+    let mut frames = 0;
+    until(&mut reactor, |r, event| match event {
+        NetEvent::Frame { .. } => {
+            frames += 1;
+            false
+        }
+        NetEvent::Closed { conn: c, reason } => {
+            assert_eq!(c, conn);
+            assert!(matches!(reason, CloseReason::PeerClosed), "{reason:?}");
+            r.send(conn, &close_message("reply")).unwrap();
+            true
+        }
+        other => panic!("{other:?}"),
+    });
+    assert_eq!(frames, 2);
+    reactor.flush();
+    assert_eq!(read_to_eof(&mut p), vec![close_message("reply")]);
+    turn_while(&mut reactor, |r| r.connection_count() > 0);
+}
+
+#[test]
+fn undecodable_bytes_are_reported_and_the_answer_reaches_the_peer_before_the_close() {
+    let (mut reactor, addr) = reactor(ReactorConfig::default());
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    // A frame holding the reserved byte 0xc1, then more bytes the reactor
+    // must read and drop so that the close is not a reset.
+    p.send_raw(&[0, 0, 0, 1, 0xc1]).unwrap();
+    p.send_raw(&[0x55; 100_000]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor).1, vec![hello()]);
+    let (c, reason) = closed(&mut reactor);
+    assert_eq!(c, conn);
+    let CloseReason::Protocol(e) = reason else {
+        panic!("{reason:?}")
+    };
+    assert_eq!(e.code, ErrorCode::MalformedFrame);
+    reactor.send(conn, &Message::error(&e, None)).unwrap();
+    reactor.flush();
+    let got = read_to_eof(&mut p);
+    assert!(
+        matches!(&got[..], [Message::ErrorReport(r)] if r.code == ErrorCode::MalformedFrame.number()),
+        "{got:?}"
+    );
+    drop(p);
+    turn_while(&mut reactor, |r| r.connection_count() > 0);
+}
+
+#[test]
+fn before_its_hello_a_connection_is_held_to_one_small_frame() {
+    let config = ReactorConfig {
+        hello_frame_bytes_max: 1024,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    // Over the limit: refused at the prefix.
+    let mut p = peer(addr);
+    p.send_raw(&2000u32.to_be_bytes()).unwrap();
+    let conn = accepted(&mut reactor);
+    let (c, reason) = closed(&mut reactor);
+    assert_eq!(c, conn);
+    assert!(
+        matches!(&reason, CloseReason::Protocol(e) if e.code == ErrorCode::FrameTooLarge),
+        "{reason:?}"
+    );
+    // After a frame holding the hello, large frames are read.
+    let mut p = peer(addr);
+    let big = data(100_000);
+    p.send(&[hello()]).unwrap();
+    p.send(std::slice::from_ref(&big)).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    assert_eq!(frame(&mut reactor), (conn, vec![big]));
+}
+
+#[test]
+fn bytes_held_before_hellos_are_bounded_in_total() {
+    let config = ReactorConfig {
+        hello_frame_bytes_max: 1024,
+        handshake_bytes_max: 1000,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let mut unfinished = 1000u32.to_be_bytes().to_vec();
+    unfinished.extend([0x90; 600]);
+    let mut first = peer(addr);
+    first.send_raw(&unfinished).unwrap();
+    let a = accepted(&mut reactor);
+    // The reactor reads the first one's bytes before the second comes.
+    for _ in 0..3 {
+        assert!(turn(&mut reactor).is_empty());
+    }
+    let mut second = peer(addr);
+    second.send_raw(&unfinished).unwrap();
+    let b = accepted(&mut reactor);
+    let (c, reason) = closed(&mut reactor);
+    assert_eq!(c, b, "the connection that took the sum over is refused");
+    assert!(
+        matches!(&reason, CloseReason::Protocol(e) if e.code == ErrorCode::FrameTooLarge
+            && e.message.contains("have not sent their hello")),
+        "{reason:?}"
+    );
+    assert!(reactor.is_open(a));
+    drop(first);
+    drop(second);
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_at_once() {
+    let config = ReactorConfig {
+        connections_max: 2,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let _a = peer(addr);
+    let _b = peer(addr);
+    accepted(&mut reactor);
+    accepted(&mut reactor);
+    let c = peer(addr);
+    c.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "the third connection was kept");
+        assert!(turn(&mut reactor).is_empty(), "the third was handed out");
+        match c.stream().try_clone().unwrap().read(&mut [0u8; 1]) {
+            Ok(0) => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("expected EOF, got {other:?}"),
+        }
+    }
+    assert_eq!(reactor.connection_count(), 2);
+}
+
+#[test]
+fn connects_report_success_or_failure_as_events_and_may_send_before_connected() {
+    let (mut reactor, _) = reactor(ReactorConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let conn = reactor.connect(listener.local_addr().unwrap());
+    reactor.send(conn, &hello()).unwrap();
+    reactor.end_frame(conn);
+    reactor.send(conn, &heartbeat()).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut far = BlockingConn::from_stream(stream);
+    far.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert!(matches!(next(&mut reactor), NetEvent::Connected { conn: c } if c == conn));
+    reactor.flush();
+    assert_eq!(far.recv().unwrap(), hello());
+    assert_eq!(far.recv().unwrap(), heartbeat());
+    far.send(&[close_message("hi")]).unwrap();
+    assert_eq!(frame(&mut reactor), (conn, vec![close_message("hi")]));
+
+    // Nobody listens there any more: refused.
+    let gone = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let refused = reactor.connect(gone);
+    reactor.send(refused, &hello()).unwrap();
+    match next(&mut reactor) {
+        NetEvent::ConnectFailed { conn, error } => {
+            assert_eq!(conn, refused);
+            assert_eq!(error.kind(), ErrorKind::ConnectionRefused, "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!reactor.is_open(refused));
+}
+
+#[test]
+fn a_closed_connection_gets_no_more_events_and_its_id_is_never_reused() {
+    let (mut reactor, addr) = reactor(ReactorConfig::default());
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    p.send(&[heartbeat()]).unwrap();
+    let first = accepted(&mut reactor);
+    // Closed by the loop before its frames are handed out: none are.
+    reactor.close(first);
+    drop(p);
+    let mut q = peer(addr);
+    q.send(&[hello()]).unwrap();
+    let second = accepted(&mut reactor);
+    assert_ne!(first, second);
+    assert_eq!(frame(&mut reactor), (second, vec![hello()]));
+    // Nothing sent to the old id reaches the new connection.
+    reactor.send(first, &close_message("stale")).unwrap();
+    reactor.send(second, &close_message("fresh")).unwrap();
+    reactor.close(second);
+    turn_while(&mut reactor, |r| !r.is_flushed(second));
+    assert_eq!(read_to_eof(&mut q), vec![close_message("fresh")]);
+}
+
+#[test]
+fn the_waker_ends_a_wait_without_a_deadline() {
+    let (mut reactor, _) = reactor(ReactorConfig::default());
+    let waker = reactor.waker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        waker.wake().unwrap();
+    });
+    reactor.poll(None).expect("poll");
+    assert!(reactor.next_event().is_none());
+    t.join().unwrap();
+}
+
+#[test]
+fn a_peer_that_never_hangs_up_is_let_go_after_the_linger() {
+    let config = ReactorConfig {
+        close_linger: Duration::from_millis(100),
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    let conn = accepted(&mut reactor);
+    reactor.close(conn);
+    turn_while(&mut reactor, |r| r.connection_count() > 0);
+    assert_eq!(read_to_eof(&mut p), vec![]);
+}
+
+#[test]
+fn a_peer_that_does_not_read_fails_past_the_send_queue_bound() {
+    let config = ReactorConfig {
+        send_queue_bytes_max: 1 << 20,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let p = peer(addr);
+    let conn = accepted(&mut reactor);
+    let big = data(256 * 1024);
+    let mut failed = false;
+    for _ in 0..10_000 {
+        reactor.send(conn, &big).unwrap();
+        reactor.poll(Some(Instant::now())).unwrap();
+        while let Some(event) = reactor.next_event() {
+            match event {
+                NetEvent::Closed {
+                    conn: c,
+                    reason: CloseReason::Io(e),
+                } if c == conn => {
+                    assert!(e.to_string().contains("send queue"), "{e}");
+                    failed = true;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        if failed {
+            break;
+        }
+    }
+    assert!(failed, "the send queue grew without bound");
+    assert_eq!(reactor.connection_count(), 0);
+    drop(p);
+}
+
+#[test]
+fn close_all_delivers_last_messages_and_stops_listening() {
+    let (mut reactor, addr) = reactor(ReactorConfig::default());
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    let conn = accepted(&mut reactor);
+    reactor.send(conn, &close_message("shutting down")).unwrap();
+    let far = std::thread::spawn(move || read_to_eof(&mut p));
+    reactor.close_all(Instant::now() + PATIENCE);
+    assert_eq!(reactor.connection_count(), 0);
+    assert_eq!(far.join().unwrap(), vec![close_message("shutting down")]);
+    // Nobody listens any more: refused, or at most accepted by the OS
+    // and closed without a byte.
+    let answer = TcpStream::connect(addr).and_then(|mut s| {
+        s.write_all(&encode_frame(&[hello()]).unwrap())?;
+        s.read(&mut [0u8; 1])
+    });
+    assert!(!matches!(answer, Ok(n) if n > 0), "{answer:?}");
+}
