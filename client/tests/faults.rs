@@ -83,6 +83,30 @@ fn a_hung_worker_is_declared_dead_its_work_moves_on_and_after_sigcont_it_exits()
 }
 
 #[test]
+fn a_scheduler_paused_past_the_heartbeat_timeout_keeps_its_workers() {
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "1"], &["w1", "w2"]);
+    let client = cluster.client();
+    let graph = TreeReduction::new("paused", 200, 10);
+    let root = graph.submit(&client);
+    cluster.wait_for_progress(&client, &root, 20);
+    // A VM pause or a swap storm: the workers' heartbeats wait unread in
+    // the scheduler's sockets for three heartbeat timeouts.
+    send_signal(cluster.scheduler.child.id(), SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    send_signal(cluster.scheduler.child.id(), SIGCONT);
+    assert_eq!(cluster.result(&root), Value::from(graph.expected));
+    cluster.assert_scheduler_alive();
+    cluster.wait_for_workers(&client, &["w1", "w2"]);
+    for name in ["w1", "w2"] {
+        assert!(
+            cluster.worker(name).exited().is_none(),
+            "{name} exited\n{}",
+            cluster.logs()
+        );
+    }
+}
+
+#[test]
 fn killing_every_worker_and_starting_new_ones_completes_the_graph() {
     let mut cluster = Cluster::start(&[], &["w1", "w2"]);
     let client = cluster.client();

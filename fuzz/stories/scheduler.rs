@@ -17,7 +17,7 @@ use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue, Timestamp};
-use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
+use dask_scheduler::{ConnId, SchedulerOutput, SchedulerState, SchedulerStateConfig};
 use rmpv::Value;
 
 #[path = "common.rs"]
@@ -300,7 +300,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
 pub struct Story {
     state: SchedulerState,
     now: Timestamp,
-    next_conn: usize,
+    next_conn: u64,
     next_worker: usize,
     /// Open connections and the role each completed a handshake as.
     open: Vec<(ConnId, Option<Role>)>,
@@ -334,10 +334,10 @@ impl Story {
         let now = Timestamp::ZERO;
         Story {
             state: SchedulerState::new(
-                StateConfig {
+                SchedulerStateConfig {
                     heartbeat_timeout: Duration::from_secs(5),
                     handshake_timeout: Duration::from_secs(3),
-                    ..StateConfig::default()
+                    ..SchedulerStateConfig::default()
                 },
                 now,
             ),
@@ -394,7 +394,7 @@ impl Story {
             }
             Step::Tick { millis } => {
                 self.now += Duration::from_millis(u64::from(*millis) % 4000);
-                self.state.handle_tick(self.now);
+                self.state.handle_timeout(self.now);
             }
         }
         self.drain()?;
@@ -467,7 +467,7 @@ impl Story {
     fn drain(&mut self) -> Result<(), String> {
         while let Some(output) = self.state.poll_output() {
             match output {
-                Output::Send(c, m) => {
+                SchedulerOutput::Send(c, m) => {
                     if self.closed.contains(&c) {
                         return Err(format!("`{}` sent to closed {c:?}", m.op()));
                     }
@@ -491,7 +491,7 @@ impl Story {
                         }
                     }
                 }
-                Output::Close(c) => self.forget(c),
+                SchedulerOutput::Close(c) => self.forget(c),
             }
         }
         Ok(())

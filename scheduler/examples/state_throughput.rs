@@ -12,7 +12,7 @@ use dask_core::handshake;
 use dask_core::messages::{RegisterWorker, Role, TaskFinished, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
 use dask_core::{frame, Key, Message, RawValue, Timestamp};
-use dask_scheduler::{ConnId, Output, SchedulerState, StateConfig};
+use dask_scheduler::{ConnId, SchedulerOutput, SchedulerState, SchedulerStateConfig};
 
 fn main() {
     let n: usize = std::env::args()
@@ -20,7 +20,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
     let now = Timestamp::ZERO;
-    let mut s = SchedulerState::new(StateConfig::default(), now);
+    let mut s = SchedulerState::new(SchedulerStateConfig::default(), now);
     let client = ConnId(0);
     let workers = [ConnId(1), ConnId(2)];
     s.handle_connected(now, client);
@@ -83,7 +83,7 @@ fn main() {
         let mut per_worker: [Vec<Message>; 2] = [Vec::new(), Vec::new()];
         while let Some(o) = s.poll_output() {
             match o {
-                Output::Send(c, Message::ComputeTask(t)) => {
+                SchedulerOutput::Send(c, Message::ComputeTask(t)) => {
                     let i = workers.iter().position(|&w| w == c).unwrap();
                     per_worker[i].push(Message::TaskFinished(TaskFinished {
                         key: t.key,
@@ -91,7 +91,9 @@ fn main() {
                         duration_us: None,
                     }));
                 }
-                Output::Send(c, Message::KeyFinished(_)) if c == client => finished_events += 1,
+                SchedulerOutput::Send(c, Message::KeyFinished(_)) if c == client => {
+                    finished_events += 1
+                }
                 _ => {}
             }
         }

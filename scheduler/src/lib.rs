@@ -2,9 +2,10 @@
 //!
 //! The dask/1 scheduler: [`state`] is the whole scheduler as a pure state
 //! machine (connections, clients, workers, the task state machine,
-//! placement, reference counts, datasets); [`server`] is the thin
-//! single-threaded mio loop that feeds it bytes and time and writes what it
-//! says. The `dask-scheduler` binary runs the server in the foreground.
+//! placement, reference counts, datasets); [`event_loop`] is the thin
+//! single-threaded loop that moves a `dask_net::Reactor`'s events and the
+//! time into it and its outputs back. The `dask-scheduler` binary runs the
+//! loop in the foreground.
 //!
 //! ```no_run
 //! use dask_scheduler::{SchedulerConfig, SchedulerHandle};
@@ -15,8 +16,8 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod server;
+pub mod event_loop;
 pub mod state;
 
-pub use server::{serve, SchedulerConfig, SchedulerHandle, Server, Stopper};
-pub use state::{ConnId, Output, SchedulerState, StateConfig};
+pub use event_loop::{serve, EventLoop, SchedulerConfig, SchedulerHandle, Stopper};
+pub use state::{ConnId, SchedulerOutput, SchedulerState, SchedulerStateConfig};

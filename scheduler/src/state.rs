@@ -6,9 +6,13 @@
 //! a connection, [`SchedulerState::handle_frame`] (or
 //! [`SchedulerState::handle_message`]) with each decoded batch,
 //! [`SchedulerState::handle_closed`] when a peer goes away and
-//! [`SchedulerState::handle_tick`] every so often; after each call it drains
-//! [`SchedulerState::poll_output`] and sends what comes out. An
-//! [`Output::Close`] means the state has already forgotten that connection:
+//! [`SchedulerState::handle_timeout`] once [`SchedulerState::poll_timeout`]
+//! has come (earlier or extra calls are harmless); after each call it
+//! drains [`SchedulerState::poll_output`] and sends what comes out. The
+//! loop should hand over the input that waited before it judges a
+//! timeout: time the scheduler itself did not run (a pause of the process)
+//! must not count against its peers. An
+//! [`SchedulerOutput::Close`] means the state has already forgotten that connection:
 //! the loop closes it once its queued bytes are written and does not report
 //! it closed again (doing so is harmless).
 //!
@@ -60,7 +64,8 @@
 //! - `missing-data` drops the listed holders' replicas (and frees them on
 //!   those workers, keeping their stores in step); the task is placed again
 //!   once its dependencies are back, recomputing them if no copy remains.
-//! - A `get-data` answered `busy` is asked again on the next tick, at most
+//! - A `get-data` answered `busy` is asked again after
+//!   [`GATHER_BUSY_RETRY_INTERVAL`], at most
 //!   [`data::GATHER_BUSY_RETRIES_MAX`] times; keys a holder does not have
 //!   are asked of another holder, else reported missing.
 //! - `register-worker` with `nthreads: 0` is refused with 2003 (fatal).
@@ -107,13 +112,18 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-/// A connection, named by the event loop's slab index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub usize);
+pub use dask_core::ConnId;
+
+/// How long after a `get-data` is answered `busy` it is asked again.
+pub const GATHER_BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A deadline "after `d`" is the first timestamp at which more than `d`
+/// has passed: timeouts are strict (`elapsed > timeout`).
+const JUST_AFTER: Duration = Duration::from_nanos(1);
 
 /// What the event loop must do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub enum SchedulerOutput {
     /// Send this message on this connection (batched per wakeup).
     Send(ConnId, Message),
     /// Close this connection after writing what is queued for it.
@@ -122,7 +132,7 @@ pub enum Output {
 
 /// Settings of the state machine.
 #[derive(Debug, Clone)]
-pub struct StateConfig {
+pub struct SchedulerStateConfig {
     /// A worker that sends nothing for this long is declared dead.
     pub heartbeat_timeout: Duration,
     /// The interval workers are told to send heartbeats at, at most: they
@@ -150,9 +160,9 @@ pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
 /// message.
 const KILLED_WORKER_NAMES_MAX: usize = 8;
 
-impl Default for StateConfig {
+impl Default for SchedulerStateConfig {
     fn default() -> Self {
-        StateConfig {
+        SchedulerStateConfig {
             heartbeat_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_millis(1000),
             handshake_timeout: Duration::from_secs(10),
@@ -410,7 +420,7 @@ pub(crate) struct Client {
 /// The scheduler. See the module docs for the call order.
 #[derive(Debug)]
 pub struct SchedulerState {
-    config: StateConfig,
+    config: SchedulerStateConfig,
     now: Timestamp,
     next_id: u64,
     next_order: u64,
@@ -436,11 +446,16 @@ pub struct SchedulerState {
     /// placement: consecutive root tasks go to the same worker).
     pub(crate) last_root_worker: Option<WorkerIdx>,
     data: data::DataRequests,
-    out: VecDeque<Output>,
+    out: VecDeque<SchedulerOutput>,
     /// With `validate`: tasks changed by the current event.
     touched: Vec<TaskId>,
     /// With `validate`: when the whole state was last checked.
     last_full_validation: Option<Timestamp>,
+    /// No connection can time out (handshake or heartbeat) before this:
+    /// the earliest deadline seen at the last scan, or armed since by a
+    /// new connection or worker. Deadlines only move later as messages
+    /// arrive, so it may be early (a scan that finds nothing), never late.
+    next_liveness_check: Option<Timestamp>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -448,7 +463,7 @@ const SCHEDULER_NAME: &str = "dask-scheduler";
 
 impl SchedulerState {
     /// A scheduler with no connection and no task.
-    pub fn new(config: StateConfig, now: Timestamp) -> SchedulerState {
+    pub fn new(config: SchedulerStateConfig, now: Timestamp) -> SchedulerState {
         SchedulerState {
             config,
             now,
@@ -473,11 +488,12 @@ impl SchedulerState {
             out: VecDeque::new(),
             touched: Vec::new(),
             last_full_validation: None,
+            next_liveness_check: None,
         }
     }
 
     /// The configuration.
-    pub fn config(&self) -> &StateConfig {
+    pub fn config(&self) -> &SchedulerStateConfig {
         &self.config
     }
 
@@ -497,6 +513,7 @@ impl SchedulerState {
     /// A connection was accepted; its first message must be `hello`.
     pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
         self.now = now;
+        self.arm_liveness_check(now + self.config.handshake_timeout + JUST_AFTER);
         self.conns.insert(
             conn,
             Connection {
@@ -535,26 +552,54 @@ impl SchedulerState {
         self.finish_event();
     }
 
-    /// Time passed: heartbeat and handshake timeouts, retries.
-    pub fn handle_tick(&mut self, now: Timestamp) {
+    /// Time passed: heartbeat and handshake timeouts and `busy` retries
+    /// that are due by `now` happen.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = now;
+        if self.next_liveness_check.is_some_and(|at| at <= now) {
+            self.check_liveness(now);
+        }
+        if self.data.busy_retry_at.is_some_and(|at| at <= now) {
+            self.data.busy_retry_at = None;
+            self.retry_busy_gets();
+        }
+        self.finish_event();
+    }
+
+    /// When [`SchedulerState::handle_timeout`] has something to do next
+    /// (`None`: nothing, until another input).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [self.next_liveness_check, self.data.busy_retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Closes connections that sent no hello within the handshake timeout
+    /// and workers silent for the heartbeat timeout; notes when the next
+    /// of the others can time out.
+    fn check_liveness(&mut self, now: Timestamp) {
         let mut dead: Vec<(ConnId, &'static str)> = Vec::new();
+        let mut next: Option<Timestamp> = None;
         for (&conn, c) in &self.conns {
-            match c.peer {
-                Peer::AwaitingHello => {
-                    if now.saturating_duration_since(c.connected_at) > self.config.handshake_timeout
-                    {
-                        dead.push((conn, "no hello"));
-                    }
-                }
-                Peer::Worker(_) => {
-                    if now.saturating_duration_since(c.last_seen) > self.config.heartbeat_timeout {
-                        dead.push((conn, "heartbeat timeout"));
-                    }
-                }
-                Peer::Client => {}
+            let (since, timeout, why) = match c.peer {
+                Peer::AwaitingHello => (c.connected_at, self.config.handshake_timeout, "no hello"),
+                Peer::Worker(_) => (
+                    c.last_seen,
+                    self.config.heartbeat_timeout,
+                    "heartbeat timeout",
+                ),
+                Peer::Client => continue,
+            };
+            if now.saturating_duration_since(since) > timeout {
+                dead.push((conn, why));
+            } else {
+                let at = since + timeout + JUST_AFTER;
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        self.next_liveness_check = next;
         dead.sort();
         for (conn, why) in dead {
             if why == "no hello" {
@@ -574,15 +619,18 @@ impl SchedulerState {
                     }),
                 );
                 self.drop_conn(conn, Departure::Lost);
-                self.out.push_back(Output::Close(conn));
+                self.out.push_back(SchedulerOutput::Close(conn));
             }
         }
-        self.retry_busy_gets();
-        self.finish_event();
+    }
+
+    /// Makes sure the liveness check runs by `at` (a new deadline).
+    fn arm_liveness_check(&mut self, at: Timestamp) {
+        self.next_liveness_check = Some(self.next_liveness_check.map_or(at, |t| t.min(at)));
     }
 
     /// Says goodbye to every connection (the server is stopping): `close`
-    /// then [`Output::Close`] for each.
+    /// then [`SchedulerOutput::Close`] for each.
     pub fn handle_shutdown(&mut self, now: Timestamp) {
         self.now = now;
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -597,14 +645,14 @@ impl SchedulerState {
                 );
             }
             self.drop_conn(conn, Departure::Closed);
-            self.out.push_back(Output::Close(conn));
+            self.out.push_back(SchedulerOutput::Close(conn));
         }
         self.finish_event();
     }
 
     /// The next thing for the event loop to do.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<SchedulerOutput> {
         self.out.pop_front()
     }
 
@@ -666,7 +714,11 @@ impl SchedulerState {
                         self.clients.insert(conn, Client::default());
                         Peer::Client
                     }
-                    _ => Peer::Worker(None),
+                    _ => {
+                        let now = self.now;
+                        self.arm_liveness_check(now + self.config.heartbeat_timeout + JUST_AFTER);
+                        Peer::Worker(None)
+                    }
                 };
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.peer = peer;
@@ -682,7 +734,7 @@ impl SchedulerState {
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
                 self.drop_conn(conn, Departure::Closed);
-                self.out.push_back(Output::Close(conn));
+                self.out.push_back(SchedulerOutput::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
             Message::UpdateGraph(m) => self.update_graph(conn, m),
@@ -717,7 +769,7 @@ impl SchedulerState {
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
                 self.drop_conn(conn, Departure::Closed);
-                self.out.push_back(Output::Close(conn));
+                self.out.push_back(SchedulerOutput::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
             other => self.unexpected(conn, &other, "a worker before register-worker"),
@@ -729,7 +781,7 @@ impl SchedulerState {
             Message::Heartbeat(_) => {}
             Message::Close(_) => {
                 self.drop_conn(conn, Departure::Closed);
-                self.out.push_back(Output::Close(conn));
+                self.out.push_back(SchedulerOutput::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
             Message::TaskFinished(m) => self.task_finished(w, m),
@@ -748,7 +800,7 @@ impl SchedulerState {
     fn on_peer_error(&mut self, conn: ConnId, e: ErrorReport) {
         if e.fatal {
             self.drop_conn(conn, Departure::Lost);
-            self.out.push_back(Output::Close(conn));
+            self.out.push_back(SchedulerOutput::Close(conn));
         }
     }
 
@@ -775,7 +827,7 @@ impl SchedulerState {
             }),
         );
         self.drop_conn(conn, Departure::Lost);
-        self.out.push_back(Output::Close(conn));
+        self.out.push_back(SchedulerOutput::Close(conn));
     }
 
     /// A non-fatal error answering `request`.
@@ -834,7 +886,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn send(&mut self, conn: ConnId, message: Message) {
-        self.out.push_back(Output::Send(conn, message));
+        self.out.push_back(SchedulerOutput::Send(conn, message));
     }
 
     /// Sends to a worker, after any `free-keys` still pending for it (so a

@@ -7,9 +7,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use dask_scheduler::{SchedulerConfig, Server};
+use dask_scheduler::{EventLoop, SchedulerConfig, Stopper};
 
 const USAGE: &str = "\
 Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS]
@@ -29,13 +30,17 @@ Options:
                             a violation stops the scheduler with a message)
   -h, --help                print this help";
 
-/// Set by the signal handler; the loop checks it at least every tick.
+/// Set by the signal handler; the loop looks at it before it first sleeps
+/// (a signal that comes before [`STOPPER`] is set).
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
+/// The running loop's stopper, for the signal handler.
+static STOPPER: OnceLock<Stopper> = OnceLock::new();
+
 /// Signal handling without a dependency: `signal(2)` from the C library
-/// that std already links. The handler only stores to an atomic, which is
-/// async-signal-safe; the event loop's poll is interrupted (EINTR) and sees
-/// the flag at once.
+/// that std already links. The handler only stores to atomics and writes
+/// to the loop's eventfd (through [`Stopper::stop`]), which is
+/// async-signal-safe; the loop wakes at once.
 #[cfg(unix)]
 mod signals {
     use super::*;
@@ -49,6 +54,9 @@ mod signals {
 
     extern "C" fn on_signal(_: i32) {
         SIGNALLED.store(true, Ordering::SeqCst);
+        if let Some(stopper) = STOPPER.get() {
+            stopper.stop();
+        }
     }
 
     pub fn install() {
@@ -141,8 +149,8 @@ fn main() -> ExitCode {
         }
     };
     signals::install();
-    let server = match Server::bind(&config) {
-        Ok(server) => server,
+    let event_loop = match EventLoop::bind(&config) {
+        Ok(event_loop) => event_loop,
         Err(e) => {
             eprintln!(
                 "dask-scheduler: cannot listen on {}:{}: {e}",
@@ -151,9 +159,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("Scheduler at {}", server.address());
+    let _ = STOPPER.set(event_loop.stopper());
+    if SIGNALLED.load(Ordering::SeqCst) {
+        event_loop.stopper().stop();
+    }
+    println!("Scheduler at {}", event_loop.address());
     let _ = std::io::stdout().flush();
-    match server.run(Some(&SIGNALLED)) {
+    match event_loop.run(None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dask-scheduler: {e}");

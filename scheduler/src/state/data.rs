@@ -12,7 +12,8 @@ use dask_core::messages::{
 
 use super::*;
 
-/// Times a `get-data` answered with `busy` is asked again (one tick apart)
+/// Times a `get-data` answered with `busy` is asked again
+/// ([`GATHER_BUSY_RETRY_INTERVAL`] apart)
 /// before its keys are reported missing.
 pub const GATHER_BUSY_RETRIES_MAX: u32 = 50;
 
@@ -72,8 +73,10 @@ pub(crate) struct DataRequests {
     puts: HashMap<u64, PendingPut>,
     /// Keys with a put-data in flight.
     scattering: HashMap<Key, ScatteringKey>,
-    /// Gets answered `busy`, to ask again on the next tick.
-    busy: Vec<u64>,
+    /// Gets answered `busy`, to ask again at `busy_retry_at`.
+    pub(crate) busy: Vec<u64>,
+    /// When the gets in `busy` are asked again.
+    pub(crate) busy_retry_at: Option<Timestamp>,
     next_gather: u64,
 }
 
@@ -469,10 +472,13 @@ impl SchedulerState {
             self.get_failed(get.gather, w, get.keys, false);
         } else if !self.data.busy.contains(&m.request) {
             self.data.busy.push(m.request);
+            if self.data.busy_retry_at.is_none() {
+                self.data.busy_retry_at = Some(self.now + GATHER_BUSY_RETRY_INTERVAL);
+            }
         }
     }
 
-    /// Asks again, once a tick, for gets answered `busy`.
+    /// Asks again for gets answered `busy`.
     pub(crate) fn retry_busy_gets(&mut self) {
         for request in std::mem::take(&mut self.data.busy) {
             let Some(get) = self.data.gets.get(&request) else {

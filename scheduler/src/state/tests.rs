@@ -14,7 +14,7 @@ use super::*;
 struct Sim {
     s: SchedulerState,
     now: Timestamp,
-    next_conn: usize,
+    next_conn: u64,
     mail: HashMap<ConnId, VecDeque<Message>>,
     closed: HashSet<ConnId>,
 }
@@ -51,9 +51,9 @@ fn address(name: &str) -> String {
 impl Sim {
     fn new() -> Sim {
         let now = Timestamp::ZERO;
-        let config = StateConfig {
+        let config = SchedulerStateConfig {
             validate: true,
-            ..StateConfig::default()
+            ..SchedulerStateConfig::default()
         };
         Sim {
             s: SchedulerState::new(config, now),
@@ -67,11 +67,11 @@ impl Sim {
     fn pump(&mut self) {
         while let Some(o) = self.s.poll_output() {
             match o {
-                Output::Send(c, m) => {
+                SchedulerOutput::Send(c, m) => {
                     assert!(!self.closed.contains(&c), "sent {m:?} to closed {c:?}");
                     self.mail.entry(c).or_default().push_back(m);
                 }
-                Output::Close(c) => {
+                SchedulerOutput::Close(c) => {
                     self.closed.insert(c);
                 }
             }
@@ -96,10 +96,18 @@ impl Sim {
         self.pump();
     }
 
+    /// Time passes by `d`; the state's timeouts run at the end (a loop
+    /// calls it when `poll_timeout` comes; sooner is harmless).
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.s.handle_tick(self.now);
+        self.s.handle_timeout(self.now);
         self.pump();
+        let next = self.s.poll_timeout();
+        assert!(
+            next.is_none_or(|at| at > self.now),
+            "poll_timeout {next:?} is not after {:?}: the loop would spin",
+            self.now
+        );
     }
 
     /// Everything sent to `c` since the last look.
@@ -284,6 +292,32 @@ fn first_message_not_hello_and_peer_role_are_bad_handshakes() {
     sim.send(p, handshake::offer(Role::Peer, None));
     assert_eq!(error_of(&sim.recv(p)).code, 3002);
     assert!(sim.is_closed(p));
+}
+
+#[test]
+fn poll_timeout_is_the_next_handshake_heartbeat_or_retry_deadline() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.s.poll_timeout(), None, "nothing to time");
+    let after = |sim: &Sim, d: Duration| Some(sim.now + d + JUST_AFTER);
+    let c = sim.connect();
+    assert_eq!(sim.s.poll_timeout(), after(&sim, Duration::from_secs(10)));
+    sim.send(c, handshake::offer(Role::Client, None));
+    sim.recv(c);
+    // A client has no deadline: the next check finds nothing and stops.
+    sim.advance(Duration::from_secs(11));
+    assert_eq!(sim.s.poll_timeout(), None);
+    let w = sim.worker("w", &["f"], 1);
+    assert_eq!(sim.s.poll_timeout(), after(&sim, Duration::from_secs(10)));
+    // A heartbeat moves the deadline, found at the next check.
+    sim.advance(Duration::from_secs(4));
+    sim.send(w, Heartbeat { metrics: None });
+    let beat = sim.now;
+    sim.advance(Duration::from_secs(7));
+    assert!(!sim.is_closed(w));
+    assert_eq!(
+        sim.s.poll_timeout(),
+        Some(beat + Duration::from_secs(10) + JUST_AFTER)
+    );
 }
 
 #[test]
@@ -1364,6 +1398,11 @@ fn gather_asks_another_holder_when_one_says_missing() {
     };
     let request = get.request;
     sim.send(w2, Busy { request });
+    assert_eq!(
+        sim.s.poll_timeout(),
+        Some(sim.now + GATHER_BUSY_RETRY_INTERVAL),
+        "the retry is the next deadline"
+    );
     sim.advance(Duration::from_millis(100));
     let Message::GetData(again) = &sim.recv(w2)[0] else {
         panic!()

@@ -27,6 +27,29 @@ macro_rules! ensure {
 }
 
 impl SchedulerState {
+    /// No connection can time out before the liveness check is due, and a
+    /// `busy` get always has its retry set.
+    fn validate_timers(&self) -> Result<(), String> {
+        for (conn, c) in &self.conns {
+            let deadline = match c.peer {
+                Peer::AwaitingHello => c.connected_at + self.config.handshake_timeout,
+                Peer::Worker(_) => c.last_seen + self.config.heartbeat_timeout,
+                Peer::Client => continue,
+            };
+            ensure!(
+                self.next_liveness_check
+                    .is_some_and(|at| at <= deadline + JUST_AFTER),
+                "{conn:?} times out at {deadline:?} but the liveness check is at {:?}",
+                self.next_liveness_check
+            );
+        }
+        ensure!(
+            self.data.busy.is_empty() || self.data.busy_retry_at.is_some(),
+            "gets answered busy with no retry time"
+        );
+        Ok(())
+    }
+
     /// The check after an event (with `validate` on): panics, naming the
     /// broken invariant, so a state bug fails where it happens.
     pub(crate) fn validate_event(&mut self) {
@@ -76,6 +99,7 @@ impl SchedulerState {
     /// Checks every invariant; the error says which one broke and where.
     /// Costs a pass over all tasks and workers.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_timers()?;
         ensure!(
             self.task_by_key.len() == self.tasks.len(),
             "{} keys indexed for {} tasks",
