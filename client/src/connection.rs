@@ -245,7 +245,7 @@ impl Connection {
                 } else {
                     st.session
                         .closed_reason()
-                        .map(|r| Err(Error::Connection(r.to_owned())))
+                        .map(|r| Err(Error::Connection(format!("{address}: {r}"))))
                 }
             })
             .and_then(|r| r)

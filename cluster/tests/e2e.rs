@@ -308,3 +308,24 @@ fn the_same_future_twice_in_gather() {
     let values = client.gather(&[f.clone(), f.clone(), f]).unwrap();
     assert_eq!(values, vec![Value::from(2); 3]);
 }
+
+#[test]
+fn a_client_that_reaches_a_worker_is_told_so() {
+    let cluster = cluster(1, 1);
+    let worker = client(&cluster).workers().unwrap().remove(0).address;
+    let Err(e) = Client::connect(&worker) else {
+        panic!("a worker is not a scheduler")
+    };
+    let Error::Connection(message) = e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        message.starts_with(&format!(
+            "{worker}: the handshake was refused (a dask/1 scheduler was expected): \
+             bad-handshake: role \"client\" is not served here: this is a dask/1 worker's data \
+             address"
+        )),
+        "{message}"
+    );
+    assert!(message.ends_with("clients and workers connect to the scheduler's address"));
+}

@@ -1068,7 +1068,9 @@ impl ClientSession {
                     code: Some(e.code),
                     message: e.message,
                 };
-                self.enter_closed(format!("the scheduler refused the handshake: {error}"));
+                self.enter_closed(format!(
+                    "the handshake was refused (a dask/1 scheduler was expected): {error}"
+                ));
             }
             other => self.fail_protocol(WireError::new(
                 ErrorCode::BadHandshake,
@@ -1132,6 +1134,14 @@ impl ClientSession {
     /// The transport closed (or failed). Every pending key and request
     /// fails with `reason`.
     pub fn handle_close(&mut self, reason: &str) {
+        if self.phase == Phase::Handshaking {
+            // Nothing answered yet: whatever is there is no dask/1
+            // scheduler, or it went away at once.
+            self.enter_closed(format!(
+                "closed before the handshake completed (no dask/1 scheduler answered): {reason}"
+            ));
+            return;
+        }
         self.enter_closed(format!("connection lost: {reason}"));
     }
 

@@ -84,7 +84,11 @@ pub fn accept(
     if !allowed.contains(&peer.role) {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
-            format!("role {:?} is not served here", peer.role.as_str()),
+            format!(
+                "role {:?} is not served here: {}",
+                peer.role.as_str(),
+                what_is_served(our_role, allowed, peer.role)
+            ),
         ));
     }
     // Both speak the lower minor. While this crate speaks x.0 the `min` is
@@ -113,6 +117,27 @@ pub fn accept(
         peer_name: peer.name.clone(),
     };
     Ok((reply, negotiated))
+}
+
+/// For a refused role: what this endpoint is, what it serves, and where
+/// the refused connector should go instead (a client that dialled a
+/// worker's data address must learn it reached a worker, not a scheduler).
+fn what_is_served(our_role: Role, allowed: &[Role], refused: Role) -> String {
+    let served: Vec<String> = allowed
+        .iter()
+        .map(|r| format!("{:?}", r.as_str()))
+        .collect();
+    let this = match our_role {
+        Role::Scheduler => "this is a dask/1 scheduler".to_string(),
+        Role::Worker => "this is a dask/1 worker's data address".to_string(),
+        other => format!("this is a dask/1 {}", other.as_str()),
+    };
+    let instead = match refused {
+        Role::Client | Role::Worker => "; clients and workers connect to the scheduler's address",
+        Role::Peer => "; peers connect to a worker's data address",
+        Role::Scheduler => "; no endpoint serves the scheduler's role",
+    };
+    format!("{this}, serving {}{instead}", served.join(" and "))
 }
 
 /// The connecting side: checks the acceptor's reply.
@@ -165,6 +190,19 @@ mod tests {
         let peer = offer(Role::Client, None);
         let e = accept(&peer, Role::Worker, &[Role::Peer], 1, None).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadHandshake);
+        assert_eq!(
+            e.message,
+            "role \"client\" is not served here: this is a dask/1 worker's data address, \
+             serving \"peer\"; clients and workers connect to the scheduler's address"
+        );
+        let peer = offer(Role::Peer, None);
+        let served = [Role::Client, Role::Worker];
+        let e = accept(&peer, Role::Scheduler, &served, 1, None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "role \"peer\" is not served here: this is a dask/1 scheduler, serving \"client\" \
+             and \"worker\"; peers connect to a worker's data address"
+        );
         let mut other = offer(Role::Peer, None);
         other.protocol = "http".into();
         assert_eq!(

@@ -233,12 +233,22 @@ export class Client {
       this.#wasm.receive(chunk);
       this.#flush();
     });
+    let reached = false;
+    socket.once('connect', () => {
+      reached = true;
+    });
     socket.on('error', (e) => {
       failure = e;
     });
     socket.on('close', () => {
       if (!this.#wasm) return;
-      this.#wasm.transportClosed(failure ? failure.message : 'the scheduler closed the connection');
+      if (!reached && failure) {
+        // Nothing was reached (refused, unreachable): not a lost connection.
+        this.#onConnected?.reject(new ConnectionError(`cannot connect to ${this.address}: ${failure.message}`));
+        this.#onConnected = null;
+      }
+      const by = this.id !== null ? 'the scheduler' : 'the peer';
+      this.#wasm.transportClosed(failure ? failure.message : `${by} closed the connection`);
       this.#flush();
     });
     const connected = new Promise((resolve, reject) => {
@@ -321,7 +331,7 @@ export class Client {
         return;
       case 'closed':
         this.#closedReason = e.reason;
-        this.#onConnected?.reject(new ConnectionError(e.reason));
+        this.#onConnected?.reject(new ConnectionError(`${this.address}: ${e.reason}`));
         this.#onConnected = null;
         return;
       default: {

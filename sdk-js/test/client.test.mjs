@@ -46,7 +46,23 @@ describe('Client', { timeout: 5 * WAIT_MS }, () => {
     await new Promise((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address();
     await new Promise((r) => server.close(r));
-    await assert.rejects(Client.connect(`tcp://127.0.0.1:${port}`), ConnectionError);
+    // A refused connect is no "connection lost": it names what was dialled.
+    await assert.rejects(Client.connect(`tcp://127.0.0.1:${port}`), (e) => {
+      assert.ok(e instanceof ConnectionError);
+      assert.match(e.message, new RegExp(`^cannot connect to tcp://127\\.0\\.0\\.1:${port}: connect ECONNREFUSED`));
+      return true;
+    });
+  });
+
+  it("says a worker's data address was reached where a scheduler was expected", async () => {
+    const { workers } = await client.clusterInfo();
+    const address = workers[0].address;
+    await assert.rejects(Client.connect(address), (e) => {
+      assert.ok(e instanceof ConnectionError);
+      assert.ok(e.message.startsWith(`${address}: the handshake was refused (a dask/1 scheduler was expected)`), e.message);
+      assert.ok(e.message.includes("this is a dask/1 worker's data address"), e.message);
+      return true;
+    });
   });
 
   it('submit runs a function; result fetches its value', async () => {

@@ -929,6 +929,9 @@ static void test_local_cluster_and_worker(void) {
     CHECK(strcmp(dask_worker_name(NULL), "") == 0 && strcmp(dask_worker_address(NULL), "") == 0);
     CHECK_OK(dask_client_worker_count(c, &workers, &err_));
     CHECK(workers == 2);
+    /* A client that dials the worker's data address is told what it reached. */
+    CHECK_FAIL(DASK_CONNECTION, "this is a dask/1 worker's data address", dask_client_connect(dask_worker_address(w), 5000, &other, &err_));
+    CHECK(other == NULL);
     /* The name is taken: the scheduler refuses a second worker of that name. */
     CHECK_FAIL(DASK_REFUSED, "the scheduler refused the worker (3004)", dask_worker_start(dask_local_cluster_address(cluster), 1, "c-worker", NULL, &duplicate, &err_));
     CHECK(duplicate == NULL);
