@@ -528,6 +528,11 @@ impl Graph {
     }
 }
 
+/// Why a session closed whose scheduler turned out to be Python Dask's.
+pub const PYTHON_DASK_SCHEDULER: &str =
+    "this is a Python Dask scheduler, not a dask/1 one (its first bytes are Python Dask's \
+     framing): connect a Python Dask client to it, or give the address of a dask-rs scheduler";
+
 /// Where the session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -1179,6 +1184,11 @@ impl ClientSession {
         if self.is_closed() {
             return;
         }
+        if crate::foreign::is_python_dask_peer_error(&e) {
+            // It could not read a dask/1 error anyway.
+            self.enter_closed(PYTHON_DASK_SCHEDULER.into());
+            return;
+        }
         self.transmit.push_back(Message::ErrorReport(ErrorReport {
             code: e.code.number(),
             message: e.message.clone(),
@@ -1778,6 +1788,16 @@ mod tests {
         assert!(
             matches!(&out[..], [Message::ErrorReport(e)] if e.code == ErrorCode::FrameTooLarge.number())
         );
+    }
+
+    #[test]
+    fn a_python_dask_scheduler_is_named() {
+        let mut s = ClientSession::new(None, 1);
+        drain(&mut s);
+        s.handle_bytes(&crate::foreign::python_dask_refusal("unused"));
+        assert_eq!(s.closed_reason(), Some(PYTHON_DASK_SCHEDULER));
+        // Nothing is sent to it: it would not understand.
+        assert!(drain(&mut s).is_empty());
     }
 
     #[test]

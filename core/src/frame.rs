@@ -50,6 +50,9 @@ pub struct FrameDecoder {
     start: usize,
     frame_bytes_max: usize,
     failed: Option<WireError>,
+    /// Whether a frame was decoded: the first frame's failure is checked
+    /// for another protocol ([`crate::foreign`]).
+    decoded_one: bool,
 }
 
 impl Default for FrameDecoder {
@@ -66,6 +69,7 @@ impl FrameDecoder {
             start: 0,
             frame_bytes_max,
             failed: None,
+            decoded_one: false,
         }
     }
 
@@ -110,13 +114,14 @@ impl FrameDecoder {
         if self.buf.len() - begin < len {
             return Ok(None);
         }
-        let result = decode_payload(&self.buf[begin..begin + len]);
+        let messages = match decode_payload(&self.buf[begin..begin + len]) {
+            Ok(messages) => messages,
+            Err(e) => return Err(self.fail(e)),
+        };
+        self.decoded_one = true;
         self.start = begin + len;
         self.compact();
-        match result {
-            Ok(messages) => Ok(Some(messages)),
-            Err(e) => Err(self.fail(e)),
-        }
+        Ok(Some(messages))
     }
 
     /// Whether bytes of an unfinished frame are buffered (at a clean close
@@ -126,6 +131,14 @@ impl FrameDecoder {
     }
 
     fn fail(&mut self, e: WireError) -> WireError {
+        // Python Dask's first message, read as dask/1, is an oversized or
+        // malformed frame: say what the peer is instead. (Before the first
+        // frame is decoded, the buffer starts with the connection's bytes.)
+        let e = if !self.decoded_one && crate::foreign::is_python_dask(&self.buf) {
+            crate::foreign::python_dask_peer_error()
+        } else {
+            e
+        };
         self.failed = Some(e.clone());
         self.buf = Vec::new();
         self.start = 0;
@@ -314,5 +327,24 @@ mod tests {
             ErrorCode::ValueTooLarge
         );
         assert!(enc.is_empty());
+    }
+
+    #[test]
+    fn a_python_dask_peer_is_named_on_its_first_bytes() {
+        let python = crate::foreign::python_dask_refusal("x");
+        let mut d = FrameDecoder::default();
+        d.push(&python[..10]);
+        // Not enough to tell yet: the oversized length is refused as usual.
+        assert_eq!(d.poll().unwrap_err().code, ErrorCode::FrameTooLarge);
+        let mut d = FrameDecoder::default();
+        d.push(&python);
+        let e = d.poll().unwrap_err();
+        assert!(crate::foreign::is_python_dask_peer_error(&e), "{e}");
+        // After a dask/1 frame, the same bytes are just a bad frame.
+        let mut d = FrameDecoder::default();
+        d.push(&encode_frame(&[]).unwrap());
+        assert_eq!(d.poll().unwrap(), Some(vec![]));
+        d.push(&python);
+        assert_eq!(d.poll().unwrap_err().code, ErrorCode::FrameTooLarge);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The dask/1 wire protocol, sans-IO: message types ([`messages`]), the
 //! msgpack codec ([`msgpack`], [`wire`]), framing ([`frame`]), the
-//! handshake ([`handshake`]), the JSON form of values ([`json`]) and the
+//! handshake ([`handshake`]), Python Dask recognised on first bytes
+//! ([`foreign`]), the JSON form of values ([`json`]) and the
 //! generated JSON Schema ([`schema`]), the client session state machine
 //! that every client drives ([`client`]) and the worker state machine that
 //! every worker drives ([`worker`]).
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod error;
+pub mod foreign;
 pub mod frame;
 pub mod handshake;
 pub mod json;
