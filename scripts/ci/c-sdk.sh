@@ -48,8 +48,8 @@ trap cleanup EXIT
 step() { echo "-- c-sdk: $*"; }
 
 # ---- build, header, README ----------------------------------------------------
-step "cargo build --release (libdask, dask-scheduler, dask-worker)"
-cargo build --release --locked -q -p dask-sdk-c -p dask-scheduler -p dask-worker
+step "make -C sdk-c lib: cargo build --release (libdask, dask-scheduler, dask-worker)"
+make -s -C sdk-c lib CARGO="cargo -q" CARGO_TARGET_DIR="$target_dir"
 for f in libdask.so libdask.a dask-scheduler dask-worker; do
   [ -e "$release/$f" ] || { echo "c-sdk: $release/$f was not built" >&2; exit 1; }
 done
@@ -187,6 +187,22 @@ step "make install PREFIX=<tmp>; build with pkg-config (shared and static, C and
 prefix=$(mktemp -d)
 make -s -C sdk-c install PREFIX="$prefix" CARGO_TARGET_DIR="$target_dir" >"$logs/install.log" 2>&1 ||
   { cat "$logs/install.log" >&2; exit 1; }
+soname=$(readelf -d "$prefix/lib/libdask.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+case $version in 0.*) abi=0.$(echo "$version" | cut -d. -f2) ;; *) abi=${version%%.*} ;; esac
+[ "$soname" = "libdask.so.$abi" ] || { echo "c-sdk: libdask.so's SONAME is '$soname', not libdask.so.$abi" >&2; exit 1; }
+[ "$(readlink "$prefix/lib/libdask.so")" = "libdask.so.$abi" ] &&
+  [ "$(readlink "$prefix/lib/libdask.so.$abi")" = "libdask.so.$version" ] ||
+  { echo "c-sdk: the libdask.so links are not libdask.so -> .$abi -> .$version" >&2; exit 1; }
+for f in lib/libdask.so.$version lib/libdask.a bin/dask-scheduler bin/dask-worker; do
+  if readelf -SW "$prefix/$f" | grep -Eq '\.debug_(info|line|str|ranges|loc)'; then
+    echo "c-sdk: installed $f has debug info" >&2
+    exit 1
+  fi
+done
+"$prefix/bin/dask-scheduler" --help >/dev/null && "$prefix/bin/dask-worker" --help >/dev/null ||
+  { echo "c-sdk: the installed binaries do not run" >&2; exit 1; }
+echo "   SONAME $soname; sizes: $(du -h "$prefix/lib/libdask.so.$version" "$prefix/lib/libdask.a" "$prefix/bin/dask-scheduler" | awk '{printf "%s %s  ", $2, $1}' | sed "s|$prefix/||g")"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 app=$out/installed
 mkdir -p "$app"
