@@ -22,18 +22,29 @@ process.on('exit', () => {
 /**
  * Where the dask-scheduler and dask-worker binaries are: `binDir`, else
  * $DASK_BIN_DIR, else the repository's target/release when this package
- * sits in a dask-rs checkout, else found on PATH (null).
+ * sits in a dask-rs checkout, else the first directory of PATH holding
+ * dask-scheduler; null when none does.
  */
-export function findBinDir(binDir) {
+export function findBinDir(binDir, env = process.env) {
   if (binDir) return binDir;
-  if (process.env.DASK_BIN_DIR) return process.env.DASK_BIN_DIR;
+  if (env.DASK_BIN_DIR) return env.DASK_BIN_DIR;
   const repoTarget = fileURLToPath(new URL('../../target/release/', import.meta.url));
   if (existsSync(path.join(repoTarget, 'dask-scheduler'))) return repoTarget;
+  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
+    if (dir && existsSync(path.join(dir, 'dask-scheduler'))) return dir;
+  }
   return null;
 }
 
+/** What LocalCluster says when it finds no binaries. */
+export const NO_BINARIES =
+  'LocalCluster runs the dask-rs binaries dask-scheduler and dask-worker, and found none ' +
+  '(no binDir option, no $DASK_BIN_DIR, no dask-rs checkout around this package, none on PATH). ' +
+  'Install them from a dask-rs checkout with `make install PREFIX=$HOME/.local` (puts them in ' +
+  '$HOME/.local/bin; see its README), or pass binDir / set DASK_BIN_DIR to the directory holding them.';
+
 function program(binDir, name) {
-  return binDir ? path.join(binDir, name) : name;
+  return path.join(binDir, name);
 }
 
 /**
@@ -60,7 +71,7 @@ function startProcess(command, args, match, what) {
       reject(new DaskError(`${what}: ${message}${tail ? `\n${tail}` : ''}`));
     };
     const timer = setTimeout(() => fail(`no answer within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
-    child.once('error', (e) => fail(`cannot start ${command}: ${e.message} (set DASK_BIN_DIR or the binDir option)`));
+    child.once('error', (e) => fail(`cannot start ${command}: ${e.message} (pass binDir or set DASK_BIN_DIR to the directory of the dask-rs binaries)`));
     child.once('exit', (code, signal) => fail(`exited (${signal ?? `status ${code}`})`));
     const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
@@ -124,6 +135,7 @@ export class LocalCluster {
    */
   static async start({ workers = 1, threadsPerWorker = 1, binDir } = {}) {
     const dir = findBinDir(binDir);
+    if (dir === null) throw new DaskError(NO_BINARIES);
     const { child, match } = await startProcess(
       program(dir, 'dask-scheduler'),
       ['--host', '127.0.0.1', '--port', '0'],

@@ -36,4 +36,5 @@ if (result.status !== 0) process.exit(result.status ?? 1);
 const built = path.join(targetDir, 'wasm32-unknown-unknown', 'release', 'dask_sdk_js.wasm');
 const dest = path.join(pkg, 'dask_sdk_js.wasm');
 copyFileSync(built, dest);
-console.log(`${path.relative(repo, dest)}: ${statSync(dest).size} bytes`);
+// stderr: `npm pack --json` runs this as prepack and its stdout must stay JSON.
+console.error(`${path.relative(repo, dest)}: ${statSync(dest).size} bytes`);

@@ -1,15 +1,16 @@
-// The package as a user gets it: `npm pack`, the tarball installed into a
-// fresh project, the README's example run there.
+// The package as a user gets it: `npm pack` (whose prepack builds the
+// wasm module), the tarball installed into a fresh project, the README's
+// example run there, and the message when the binaries are nowhere.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { findBinDir } from '../lib/local.js';
+import { NO_BINARIES, findBinDir } from '../lib/local.js';
 import { WAIT_MS } from './support/cluster.mjs';
 
 const pkg = fileURLToPath(new URL('..', import.meta.url));
@@ -48,5 +49,13 @@ describe('the npm package', { timeout: 4 * WAIT_MS }, () => {
     const lines = out.trim().split('\n');
     assert.equal(lines[0], 'total 14');
     assert.deepEqual(lines.slice(1).map((l) => Number(l.split(' ')[1])).sort(), [2, 3, 4, 5]);
+
+    // Without the binaries anywhere it looks, LocalCluster says how to get
+    // them (it said `spawn dask-scheduler ENOENT`).
+    const env = { ...process.env, PATH: path.dirname(process.execPath) };
+    delete env.DASK_BIN_DIR;
+    const missing = spawnSync(process.execPath, ['main.mjs'], { cwd: project, encoding: 'utf8', timeout: WAIT_MS, env });
+    assert.notEqual(missing.status, 0);
+    assert.ok(missing.stderr.includes(NO_BINARIES), missing.stderr);
   });
 });
