@@ -206,7 +206,7 @@ fn shipped_workers_pass_and_broken_fixtures_fail_exactly_their_cases() {
             "fetch-via-scheduler",
             &[
                 "deps/1", "deps/2", "deps/3", "deps/4", "deps/5", "deps/7", "deps/8", "deps/9",
-                "deps/10",
+                "deps/10", "deps/12",
             ],
         ),
         (

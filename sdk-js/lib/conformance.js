@@ -70,7 +70,9 @@ function fail(message) {
 async function sleepFn(ms, value = null) {
   const fn = 'conformance.sleep';
   const n = Number(number(fn, required(fn, 'ms', ms)));
-  if (Number.isNaN(n) || n < 0) throw named('ValueError', `${fn}() needs a non-negative duration, got ${n}`);
+  if (!Number.isFinite(n) || n < 0) throw named('ValueError', `${fn}() needs a finite, non-negative duration, got ${n}`);
+  // setTimeout fires at once past 2^31 - 1 ms: refuse rather than not sleep.
+  if (n > 2147483647) throw named('ValueError', `${fn}() sleeps at most 2147483647 ms, got ${n}`);
   await sleep(n);
   return value;
 }
