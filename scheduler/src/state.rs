@@ -532,8 +532,11 @@ impl SchedulerState {
         self.finish_event();
     }
 
-    /// A frame's messages arrived on `conn`, in order. Messages after one
-    /// that closed the connection are ignored.
+    /// A frame's messages arrived on `conn`, handled in order: each one
+    /// sees the effect of those before it (a key released is forgotten
+    /// before the next message), as if each had come in a frame of its
+    /// own; placement and batched `free-keys` wait for the frame's end.
+    /// Messages after one that closed the connection are ignored.
     pub fn handle_frame(&mut self, now: Timestamp, conn: ConnId, messages: Vec<Message>) {
         self.now = now;
         for m in messages {
@@ -541,6 +544,7 @@ impl SchedulerState {
                 break;
             }
             self.dispatch(conn, m);
+            self.run_checks();
         }
         self.finish_event();
     }
@@ -783,6 +787,7 @@ impl SchedulerState {
                 self.drop_conn(conn, Departure::Closed);
                 self.out.push_back(SchedulerOutput::Close(conn));
             }
+            Message::ErrorReport(e) if !e.fatal => self.request_refused(w, e),
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
             Message::TaskFinished(m) => self.task_finished(w, m),
             Message::TaskErred(m) => self.task_erred(w, m),

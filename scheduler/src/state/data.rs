@@ -9,6 +9,7 @@ use dask_core::messages::{
     GetData, GetDataset, ListDatasets, OkReply, PublishDataset, PutData, Scatter, UnpublishDataset,
     WhoHas, WhoHasReply, WorkerInfo,
 };
+use dask_core::FRAME_BYTES_MAX;
 
 use super::*;
 
@@ -26,6 +27,9 @@ struct PendingGather {
     outstanding: usize,
     data: BTreeMap<Key, RawValue>,
     missing: Vec<Key>,
+    /// Keys whose value a holder could not send in any message (5002 to
+    /// a `get-data` of that key alone): the gather fails with 5002.
+    too_large: Vec<Key>,
 }
 
 /// One `get-data` sent to a worker for a gather.
@@ -325,9 +329,16 @@ impl SchedulerState {
             outstanding: 0,
             data: BTreeMap::new(),
             missing: Vec::new(),
+            too_large: Vec::new(),
         };
         let mut per_worker: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
         for key in m.keys {
+            // A key listed twice is answered once (a holder's reply has
+            // it once, so a second ask would look like a lost replica).
+            if !seen.insert(key.clone()) {
+                continue;
+            }
             match self.holder(&key, None) {
                 Some(w) => per_worker.entry(w).or_default().push(key),
                 None => g.missing.push(key),
@@ -359,26 +370,30 @@ impl SchedulerState {
 
     fn request_gets(&mut self, gather: u64, per_worker: BTreeMap<WorkerIdx, Vec<Key>>) {
         for (w, keys) in per_worker {
-            let request = self.request_id();
-            self.send_worker(
-                w,
-                Message::GetData(GetData {
-                    request,
-                    keys: keys.clone(),
-                }),
-            );
-            self.data.gets.insert(
+            self.request_get(gather, w, keys);
+        }
+    }
+
+    fn request_get(&mut self, gather: u64, w: WorkerIdx, keys: Vec<Key>) {
+        let request = self.request_id();
+        self.send_worker(
+            w,
+            Message::GetData(GetData {
                 request,
-                PendingGet {
-                    gather,
-                    worker: w,
-                    keys,
-                    busy_retries: 0,
-                },
-            );
-            if let Some(g) = self.data.gathers.get_mut(&gather) {
-                g.outstanding += 1;
-            }
+                keys: keys.clone(),
+            }),
+        );
+        self.data.gets.insert(
+            request,
+            PendingGet {
+                gather,
+                worker: w,
+                keys,
+                busy_retries: 0,
+            },
+        );
+        if let Some(g) = self.data.gathers.get_mut(&gather) {
+            g.outstanding += 1;
         }
     }
 
@@ -389,15 +404,95 @@ impl SchedulerState {
         let Some(g) = self.data.gathers.remove(&id) else {
             return;
         };
-        if self.clients.contains_key(&g.client) {
-            self.send(
-                g.client,
-                Message::GatherReply(GatherReply {
-                    request: g.request,
-                    data: g.data,
-                    missing: g.missing,
-                }),
+        if !self.clients.contains_key(&g.client) {
+            return;
+        }
+        if !g.too_large.is_empty() {
+            let message = format!(
+                "the values of {} do not fit in one message (frame_bytes_max {FRAME_BYTES_MAX} bytes): no client can gather them",
+                key_list(&g.too_large)
             );
+            return self.reply_error(
+                g.client,
+                ErrorCode::ValueTooLarge,
+                message,
+                Some(g.request),
+                Some(g.too_large),
+            );
+        }
+        let reply = GatherReply {
+            request: g.request,
+            data: g.data,
+            missing: g.missing,
+        };
+        if !fits_in_a_frame(&reply) {
+            // Each value fits alone (holders sent them), not all together.
+            let keys: Vec<Key> = reply.data.into_keys().collect();
+            let message = format!(
+                "the values of the {} keys asked for do not fit in one message together (frame_bytes_max {FRAME_BYTES_MAX} bytes): gather fewer keys per request",
+                keys.len()
+            );
+            return self.reply_error(
+                g.client,
+                ErrorCode::ValueTooLarge,
+                message,
+                Some(g.request),
+                Some(keys),
+            );
+        }
+        self.send(g.client, Message::GatherReply(reply));
+    }
+
+    /// A worker refused a request of ours with a non-fatal `error` (its
+    /// fatal errors close the connection). For a `get-data`, 5002 means
+    /// the values would not fit in one message: each key it lists is asked
+    /// for alone and the others together, and a key refused alone cannot
+    /// be sent at all (the gather fails with 5002 naming it); any other
+    /// code counts as the keys not delivered. For a `put-data` (its 5002:
+    /// a value it will not store), the keys are not stored there.
+    pub(crate) fn request_refused(&mut self, w: WorkerIdx, e: ErrorReport) {
+        let Some(request) = e.request else {
+            return;
+        };
+        if self.data.puts.get(&request).is_some_and(|p| p.worker == w) {
+            let Some(put) = self.data.puts.remove(&request) else {
+                return;
+            };
+            for key in put.keys {
+                self.put_done(&key, None, "the worker refused to store it");
+            }
+            return;
+        }
+        if self.data.gets.get(&request).is_none_or(|g| g.worker != w) {
+            return;
+        }
+        let Some(get) = self.data.gets.remove(&request) else {
+            return;
+        };
+        self.data.busy.retain(|&r| r != request);
+        if e.code != ErrorCode::ValueTooLarge.number() {
+            return self.get_failed(get.gather, w, get.keys, false);
+        }
+        let Some(g) = self.data.gathers.get_mut(&get.gather) else {
+            return;
+        };
+        g.outstanding = g.outstanding.saturating_sub(1);
+        if let [key] = &get.keys[..] {
+            g.too_large.push(key.clone());
+            return self.maybe_answer_gather(get.gather);
+        }
+        let listed = e.keys.unwrap_or_default();
+        let (mut alone, mut together): (Vec<Key>, Vec<Key>) =
+            get.keys.into_iter().partition(|k| listed.contains(k));
+        if alone.is_empty() {
+            // It named none of them: find out key by key.
+            std::mem::swap(&mut alone, &mut together);
+        }
+        for key in alone {
+            self.request_get(get.gather, w, vec![key]);
+        }
+        if !together.is_empty() {
+            self.request_get(get.gather, w, together);
         }
     }
 
@@ -689,5 +784,93 @@ impl SchedulerState {
                 names,
             }),
         );
+    }
+}
+
+/// Whether `reply` fits in a frame by itself (as the frame encoder
+/// decides: the message and a batch header of up to 5 bytes).
+fn fits_in_a_frame(reply: &GatherReply) -> bool {
+    encoded_len(reply) + 5 <= FRAME_BYTES_MAX
+}
+
+/// The length of `reply`'s canonical encoding as a message, without
+/// encoding it (its values may be hundreds of MiB).
+fn encoded_len(reply: &GatherReply) -> usize {
+    fn str_len(n: usize) -> usize {
+        n + match n {
+            0..=31 => 1,
+            32..=255 => 2,
+            256..=65535 => 3,
+            _ => 5,
+        }
+    }
+    fn container_header(n: usize) -> usize {
+        match n {
+            0..=15 => 1,
+            16..=65535 => 3,
+            _ => 5,
+        }
+    }
+    let request = match reply.request {
+        0..=127 => 1,
+        128..=255 => 2,
+        256..=65535 => 3,
+        65536..=0xffff_ffff => 5,
+        _ => 9,
+    };
+    container_header(4)
+        + str_len(2)
+        + str_len("gather-reply".len())
+        + str_len("request".len())
+        + request
+        + str_len("data".len())
+        + container_header(reply.data.len())
+        + reply
+            .data
+            .iter()
+            .map(|(k, v)| str_len(k.0.len()) + v.as_bytes().len())
+            .sum::<usize>()
+        + str_len("missing".len())
+        + container_header(reply.missing.len())
+        + reply
+            .missing
+            .iter()
+            .map(|k| str_len(k.0.len()))
+            .sum::<usize>()
+}
+
+/// Up to 8 keys, quoted, for a message a person reads.
+fn key_list(keys: &[Key]) -> String {
+    let mut shown: Vec<String> = keys.iter().take(8).map(|k| format!("{:?}", k.0)).collect();
+    if keys.len() > 8 {
+        shown.push(format!("and {} more", keys.len() - 8));
+    }
+    shown.join(", ")
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let key = |n: usize| Key("k".repeat(n));
+        let value = |n: usize| RawValue::from_value(&rmpv::Value::Binary(vec![7; n]));
+        for (request, keys, missing) in [(0, 0, 0), (200, 3, 1), (70_000, 20, 17), (u64::MAX, 1, 0)]
+        {
+            let reply = GatherReply {
+                request,
+                data: (0..keys)
+                    .map(|i| (key(i * 40 + 1), value(i * 100)))
+                    .collect(),
+                missing: (0..missing).map(|i| key(i * 300 + 1)).collect(),
+            };
+            let bytes = Message::GatherReply(reply.clone()).to_bytes();
+            assert_eq!(
+                encoded_len(&reply),
+                bytes.len(),
+                "request {request}, {keys} keys"
+            );
+        }
     }
 }

@@ -421,12 +421,19 @@ impl SchedulerState {
         }
     }
 
-    /// Runs the reference checks, sends batched `free-keys`, places queued
-    /// tasks, steals for new workers; validates when configured.
-    pub(crate) fn finish_event(&mut self) {
+    /// Runs the pending reference checks: tasks no longer needed release
+    /// their data and are forgotten. Done after every message, so the next
+    /// message of a frame sees their effect (messages are handled in order).
+    pub(crate) fn run_checks(&mut self) {
         while let Some(t) = self.to_check.pop() {
             self.check(t);
         }
+    }
+
+    /// Runs the reference checks, sends batched `free-keys`, places queued
+    /// tasks, steals for new workers; validates when configured.
+    pub(crate) fn finish_event(&mut self) {
+        self.run_checks();
         for (w, keys) in std::mem::take(&mut self.pending_free) {
             if let Some(worker) = self.workers.get(w.0) {
                 let conn = worker.conn;

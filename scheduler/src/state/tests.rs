@@ -91,6 +91,12 @@ impl Sim {
         self.pump();
     }
 
+    /// Messages arriving together, in one frame.
+    fn send_frame(&mut self, c: ConnId, messages: Vec<Message>) {
+        self.s.handle_frame(self.now, c, messages);
+        self.pump();
+    }
+
     fn close(&mut self, c: ConnId) {
         self.s.handle_closed(self.now, c);
         self.pump();
@@ -1346,6 +1352,205 @@ fn a_broadcast_is_finished_once_every_targeted_worker_answered_or_left() {
     assert_eq!(sim.state("l"), None);
 }
 
+/// Scatters `keys` (values 1, 2, ...) to the one worker `w` and answers
+/// its put-data.
+fn scatter_to(sim: &mut Sim, c: ConnId, w: ConnId, ks: &[&str]) {
+    sim.send(
+        c,
+        Scatter {
+            request: 1,
+            data: ks
+                .iter()
+                .zip(1..)
+                .map(|(k, i)| (Key::from(*k), raw(Value::from(i))))
+                .collect(),
+            workers: None,
+            broadcast: None,
+        },
+    );
+    let request = put_request(sim, w);
+    sim.send(
+        w,
+        DataStored {
+            request,
+            nbytes: ks.iter().map(|k| (Key::from(*k), 1)).collect(),
+        },
+    );
+    assert_eq!(finished(&sim.recv(c)).len(), ks.len());
+}
+
+/// The get-data requests `w` got, as (request, keys).
+fn gets(sim: &mut Sim, w: ConnId) -> Vec<(u64, Vec<Key>)> {
+    sim.recv(w)
+        .into_iter()
+        .map(|m| match m {
+            Message::GetData(g) => (g.request, g.keys),
+            other => panic!("expected get-data, got {other:?}"),
+        })
+        .collect()
+}
+
+fn too_large(request: u64, ks: &[&str]) -> ErrorReport {
+    ErrorReport {
+        code: 5002,
+        message: "values do not fit in one message".into(),
+        fatal: false,
+        request: Some(request),
+        keys: Some(keys(ks)),
+    }
+}
+
+#[test]
+fn a_holder_refusing_a_get_with_5002_gets_the_keys_asked_apart_and_the_client_5002() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &[], 1);
+    scatter_to(&mut sim, c, w, &["a", "b", "c"]);
+    sim.send(
+        c,
+        Gather {
+            request: 2,
+            keys: keys(&["a", "b", "c"]),
+        },
+    );
+    let [(first, asked)] = &gets(&mut sim, w)[..] else {
+        panic!()
+    };
+    assert_eq!(asked, &keys(&["a", "b", "c"]));
+    // Too large together, and b by itself: b alone, the others together.
+    sim.send(w, too_large(*first, &["b"]));
+    assert!(sim.recv(c).is_empty(), "the gather is still being answered");
+    let again = gets(&mut sim, w);
+    let asked: Vec<&Vec<Key>> = again.iter().map(|(_, k)| k).collect();
+    assert_eq!(asked, [&keys(&["b"]), &keys(&["a", "c"])]);
+    sim.send(
+        w,
+        Data {
+            request: again[1].0,
+            data: [("a", 1), ("c", 3)]
+                .into_iter()
+                .map(|(k, v)| (Key::from(k), raw(Value::from(v))))
+                .collect(),
+            missing: vec![],
+        },
+    );
+    assert!(sim.recv(c).is_empty());
+    sim.send(w, too_large(again[0].0, &["b"]));
+    let got = sim.recv(c);
+    let e = error_of(&got);
+    assert_eq!(
+        (e.code, e.fatal, e.request, e.keys.clone()),
+        (5002, false, Some(2), Some(keys(&["b"]))),
+        "{got:?}"
+    );
+    assert!(e.message.contains("\"b\""), "{}", e.message);
+    // The refusal costs no replica: b is still there to be used.
+    assert_eq!(sim.state("b"), Some("memory"));
+
+    // A holder naming none of the keys: each is asked for alone.
+    sim.send(
+        c,
+        Gather {
+            request: 3,
+            keys: keys(&["a", "c"]),
+        },
+    );
+    let [(request, _)] = &gets(&mut sim, w)[..] else {
+        panic!()
+    };
+    sim.send(w, too_large(*request, &[]));
+    let asked: Vec<Vec<Key>> = gets(&mut sim, w).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(asked, [keys(&["a"]), keys(&["c"])]);
+}
+
+#[test]
+fn a_gather_reply_that_would_not_fit_in_a_frame_is_a_5002_listing_its_keys() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &[], 1);
+    scatter_to(&mut sim, c, w, &["a", "b"]);
+    sim.send(
+        c,
+        Gather {
+            request: 2,
+            keys: keys(&["a", "b"]),
+        },
+    );
+    let [(request, _)] = &gets(&mut sim, w)[..] else {
+        panic!()
+    };
+    // Two values of 130 MiB each: each fits in a frame, not both.
+    let big = raw(Value::Binary(vec![0; 130 << 20]));
+    sim.send(
+        w,
+        Data {
+            request: *request,
+            data: [(Key::from("a"), big.clone()), (Key::from("b"), big)].into(),
+            missing: vec![],
+        },
+    );
+    let got = sim.recv(c);
+    let e = error_of(&got);
+    assert_eq!(
+        (e.code, e.request, e.keys.clone()),
+        (5002, Some(2), Some(keys(&["a", "b"])))
+    );
+    assert!(e.message.contains("fewer keys"), "{}", e.message);
+}
+
+#[test]
+fn a_key_gathered_twice_in_one_request_is_asked_and_answered_once() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &[], 1);
+    scatter_to(&mut sim, c, w, &["a"]);
+    sim.send(
+        c,
+        Gather {
+            request: 2,
+            keys: keys(&["a", "a"]),
+        },
+    );
+    let [(request, asked)] = &gets(&mut sim, w)[..] else {
+        panic!()
+    };
+    assert_eq!(asked, &keys(&["a"]));
+    sim.send(
+        w,
+        Data {
+            request: *request,
+            data: [(Key::from("a"), raw(Value::from(1)))].into(),
+            missing: vec![],
+        },
+    );
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::GatherReply(g)] if g.data.len() == 1 && g.missing.is_empty()),
+        "{got:?}"
+    );
+    assert_eq!(
+        sim.state("a"),
+        Some("memory"),
+        "the holder keeps its replica"
+    );
+}
+
+#[test]
+fn a_put_data_refused_with_an_error_loses_its_keys_instead_of_hanging() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &[], 1);
+    scatter_one(&mut sim, c, "x", 1);
+    let request = put_request(&mut sim, w);
+    sim.send(w, too_large(request, &["x"]));
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::KeyLost(l)] if l.key.as_str() == "x" && l.message.contains("refused")),
+        "{got:?}"
+    );
+    assert_eq!(sim.state("x"), None);
+}
+
 #[test]
 fn gather_asks_another_holder_when_one_says_missing() {
     let mut sim = Sim::new();
@@ -1920,3 +2125,127 @@ fn unregistered_and_bad_worker_registrations() {
 }
 
 mod chaos;
+
+// ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------
+
+/// Runs `key` (already sent to `w`) to memory.
+fn compute(sim: &mut Sim, w: ConnId, key: &str) {
+    let got = sim.recv(w);
+    assert!(
+        computes(&got).iter().any(|c| c.key.as_str() == key),
+        "no compute-task for {key}: {got:?}"
+    );
+    sim.finish(w, key, 1);
+}
+
+#[test]
+fn a_frame_releasing_a_key_then_redefining_it_is_handled_in_order() {
+    // PROTOCOL.md#framing: "The receiver handles the messages of a frame in
+    // array order": the release is done before the new definition comes.
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &["f", "g"], 1);
+    sim.submit(c, 1, vec![spec("k", "f", vec![])], &["k"]);
+    compute(&mut sim, w, "k");
+    assert_eq!(finished(&sim.recv(c)), ["k"]);
+    sim.send_frame(
+        c,
+        vec![
+            ReleaseKeys { keys: keys(&["k"]) }.into(),
+            UpdateGraph {
+                request: 2,
+                tasks: vec![spec("k", "g", vec![])],
+                wanted: keys(&["k"]),
+            }
+            .into(),
+        ],
+    );
+    let got = sim.recv(c);
+    assert!(got.is_empty(), "no error for the redefinition: {got:?}");
+    let got = sim.recv(w);
+    let runs: Vec<(&str, &str)> = computes(&got)
+        .iter()
+        .map(|t| (t.key.as_str(), t.function.as_str()))
+        .collect();
+    assert_eq!(runs, [("k", "g")], "the new definition runs: {got:?}");
+    // The old result is freed on the worker before the new task comes.
+    let free = got
+        .iter()
+        .position(|m| matches!(m, Message::FreeKeys(f) if f.keys == keys(&["k"])));
+    let run = got
+        .iter()
+        .position(|m| matches!(m, Message::ComputeTask(_)));
+    assert!(free < run, "{got:?}");
+}
+
+#[test]
+fn a_dependency_no_longer_needed_keeps_its_definition_while_a_dependent_is_kept() {
+    // PROTOCOL.md#task-model: a task no longer needed stays known (released,
+    // its definition kept) while a task the scheduler keeps depends on it,
+    // so a lost result can be recomputed; it is forgotten with the last one.
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let w = sim.worker("w", &["f"], 1);
+    sim.submit(
+        c,
+        1,
+        vec![spec("x", "f", vec![]), spec("y", "f", vec![r("x")])],
+        &["y"],
+    );
+    compute(&mut sim, w, "x");
+    compute(&mut sim, w, "y");
+    assert_eq!(finished(&sim.recv(c)), ["y"]);
+    assert_eq!(
+        sim.state("x"),
+        Some("released"),
+        "data freed, definition kept"
+    );
+    // Still known: a different definition is a duplicate...
+    sim.submit(c, 2, vec![spec("x", "other", vec![])], &["x"]);
+    let got = sim.recv(c);
+    let e = error_of(&got);
+    assert_eq!((e.code, e.keys.clone()), (4002, Some(keys(&["x"]))));
+    // ...and a reference to it is accepted, and computes it again.
+    sim.submit(c, 3, vec![spec("z", "f", vec![r("x")])], &["z"]);
+    assert!(sim.recv(c).is_empty());
+    compute(&mut sim, w, "x");
+    compute(&mut sim, w, "z");
+    assert_eq!(finished(&sim.recv(c)), ["z"]);
+    // Once nothing kept depends on it, it is forgotten: unknown from then on.
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: keys(&["y", "z"]),
+        },
+    );
+    assert_eq!(sim.state("x"), None);
+    sim.submit(c, 4, vec![spec("x", "other", vec![])], &["x"]);
+    assert!(
+        sim.recv(c).is_empty(),
+        "a new definition of a forgotten key"
+    );
+}
+
+#[test]
+fn unknown_key_errors_list_the_keys_the_scheduler_does_not_know() {
+    // PROTOCOL.md#requests-replies-and-errors: 4001's keys are the unknown
+    // keys (referenced or wanted), not the tasks that hold the references.
+    let mut sim = Sim::new();
+    let c = sim.client();
+    sim.submit(
+        c,
+        7,
+        vec![
+            spec("a", "f", vec![]),
+            spec("b", "f", vec![r("a"), r("zz")]),
+        ],
+        &["b", "nope"],
+    );
+    let got = sim.recv(c);
+    let e = error_of(&got);
+    assert_eq!(
+        (e.code, e.fatal, e.request, e.keys.clone()),
+        (4001, false, Some(7), Some(keys(&["nope", "zz"])))
+    );
+    assert_eq!(sim.state("a"), None, "nothing of the graph was accepted");
+}
