@@ -98,7 +98,7 @@ wire_struct! {
         /// Reserved for authentication: not sent in 1.0, ignored. Absent: none.
         #[schemars(extend("x-ignorable" = true))]
         pub auth: Option<RawValue>,
-        /// Reserved for a TLS upgrade: `false` or absent in 1.0; any value is treated as `false`. Absent: false.
+        /// Reserved for a TLS upgrade: `false` or absent in 1.0; `true` is treated as `false`. Absent: false.
         #[schemars(extend("x-ignorable" = true))]
         pub tls: Option<bool>,
     }

@@ -413,9 +413,9 @@ fn messages() -> Json {
         vec![],
     ));
     cases.push(case(
-        "error: not fatal, a graph refused because a task references an unknown key",
+        "error: not fatal, a graph refused because a task references an unknown key (keys: the unknown key)",
         json!({"op": "error", "code": 4001, "message": "task \"b\" references unknown key \"zz\"",
-               "fatal": false, "request": 7, "keys": ["b"]}),
+               "fatal": false, "request": 7, "keys": ["zz"]}),
         vec![vec![Reversed, Wide("request"), Wide("keys")]],
     ));
     cases.push(case(
@@ -1380,6 +1380,12 @@ fn invalid() -> Json {
     bad(
         "op is nil",
         one(raw_msg(&[("op", vec![0xc0])])),
+        "wrong-type",
+        2003,
+    );
+    bad(
+        "hello's reserved tls that is not a boolean (tls: 5): a field of the wrong type like any other",
+        one(msg(json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "client", "tls": 5}))),
         "wrong-type",
         2003,
     );
