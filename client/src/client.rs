@@ -8,10 +8,11 @@ use dask_core::client::ClientEvent;
 use dask_core::messages::{ClusterInfoReply, TaskSpec, WorkerInfo};
 use dask_core::{Key, RawValue};
 
-use crate::connection::{Connection, Shared};
 use crate::delayed::{build_graph, delayed, new_key, Arg, Delayed};
 use crate::error::{Error, Result};
+use crate::event_loop::Connection;
 use crate::future::{decode, gather_raw, AsCompleted, Future};
+use crate::shared::Shared;
 
 /// How to connect.
 #[derive(Debug, Clone)]

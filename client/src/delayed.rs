@@ -111,7 +111,7 @@ macro_rules! args {
 /// a random seed per process, so keys of different clients do not clash.
 fn next_key(function: &str) -> Key {
     static KEYS: OnceLock<Mutex<KeyGenerator>> = OnceLock::new();
-    let keys = KEYS.get_or_init(|| Mutex::new(KeyGenerator::new(crate::connection::random_seed())));
+    let keys = KEYS.get_or_init(|| Mutex::new(KeyGenerator::new(crate::shared::random_seed())));
     let mut g = keys.lock().unwrap_or_else(|p| p.into_inner());
     g.next_key(function)
 }

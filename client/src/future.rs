@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use dask_core::client::{ClientEvent, KeyState};
 use dask_core::{Key, RawValue};
 
-use crate::connection::{Shared, Watcher};
 use crate::error::{Error, Result};
+use crate::shared::{Shared, Watcher};
 
 /// Where a future's key is, as this client last heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

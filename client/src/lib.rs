@@ -28,10 +28,11 @@
 #![deny(missing_docs)]
 
 mod client;
-mod connection;
 mod delayed;
 mod error;
+mod event_loop;
 mod future;
+mod shared;
 
 pub use client::{Client, ClientOptions};
 pub use dask_core::client::TaskOptions;

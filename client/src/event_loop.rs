@@ -1,0 +1,232 @@
+//! The I/O edge of a client: a background thread runs an [`EventLoop`]
+//! over a [`Reactor`] holding the one connection to the scheduler, and
+//! drives the [`ClientSession`](dask_core::client::ClientSession) that user
+//! threads share with it ([`Shared`]).
+//!
+//! The loop only moves messages: every decision is the session's.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dask_core::{ConnId, Message, WireError};
+use dask_net::{CloseReason, NetEvent, Reactor, ReactorConfig};
+
+use crate::error::{Error, Result};
+use crate::shared::{Shared, State};
+
+/// How long the loop keeps trying to write its last messages (an `error`
+/// or `close`) after the session closed.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running connection: the shared state and the I/O thread.
+pub(crate) struct Connection {
+    pub(crate) shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Connection {
+    /// Connects to `address` (within `timeout`, here, so an unreachable
+    /// scheduler fails the call), starts the I/O thread and waits (up to
+    /// `timeout`) for the handshake.
+    pub(crate) fn open(address: &str, name: Option<String>, timeout: Duration) -> Result<Self> {
+        let addr = dask_net::parse_address(address).map_err(Error::Connection)?;
+        let deadline = Instant::now() + timeout;
+        let mut reactor = Reactor::new(ReactorConfig::default())?;
+        let conn = connect(&mut reactor, addr, deadline)
+            .map_err(|e| Error::Connection(format!("cannot connect to {address}: {e}")))?;
+        let shared = Arc::new(Shared::new(State::new(name), reactor.waker()));
+        let event_loop = EventLoop {
+            reactor,
+            conn,
+            shared: Arc::clone(&shared),
+            inbox: Vec::new(),
+            transport_error: None,
+            protocol_error: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("dask-client-io".into())
+            .spawn(move || event_loop.run())?;
+        let connection = Connection {
+            shared,
+            thread: Some(thread),
+        };
+        connection
+            .shared
+            .wait_until(Some(deadline), |st| {
+                if st.session.is_connected() {
+                    Some(Ok(()))
+                } else {
+                    st.session
+                        .closed_reason()
+                        .map(|r| Err(Error::Connection(format!("{address}: {r}"))))
+                }
+            })
+            .and_then(|r| r)
+            .map_err(|e| match e {
+                Error::Timeout => Error::Connection(format!(
+                    "no handshake reply from {address} within {timeout:?}"
+                )),
+                e => e,
+            })?;
+        Ok(connection)
+    }
+
+    /// Closes the session (sending `close`) and joins the I/O thread.
+    pub(crate) fn close(&mut self) {
+        self.shared.with(|st| {
+            st.shutdown = true;
+            st.session.close();
+        });
+        let _ = self.shared.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Connects `reactor` to `addr` by `deadline`: the connection, or the OS
+/// error (refused, unreachable) or a timeout.
+fn connect(
+    reactor: &mut Reactor,
+    addr: std::net::SocketAddr,
+    deadline: Instant,
+) -> io::Result<ConnId> {
+    let conn = reactor.connect(addr);
+    loop {
+        if Instant::now() >= deadline {
+            reactor.close(conn);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection timed out",
+            ));
+        }
+        reactor.poll(Some(deadline))?;
+        while let Some(event) = reactor.next_event() {
+            match event {
+                NetEvent::Connected { .. } => return Ok(conn),
+                NetEvent::ConnectFailed { error, .. } => return Err(error),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The I/O thread: frames from the reactor into the session, what the
+/// session queues back to the reactor.
+struct EventLoop {
+    reactor: Reactor,
+    conn: ConnId,
+    shared: Arc<Shared>,
+    /// Messages read and not yet handed to the session (it is locked once
+    /// per wakeup, not per frame).
+    inbox: Vec<Message>,
+    /// Why the connection ended, for the session.
+    transport_error: Option<String>,
+    protocol_error: Option<WireError>,
+}
+
+impl EventLoop {
+    fn run(mut self) {
+        let mut final_deadline: Option<Instant> = None;
+        loop {
+            // Exchange with the session under the lock; socket work outside it.
+            let closed = self.exchange();
+            if closed {
+                let deadline =
+                    *final_deadline.get_or_insert_with(|| Instant::now() + FINAL_FLUSH_TIMEOUT);
+                // The last messages (a `close`, an `error`) are written; the
+                // socket is dropped once they are, or at the deadline.
+                self.reactor.close(self.conn);
+                self.reactor.flush();
+                if self.reactor.is_flushed(self.conn) || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            if let Err(e) = self.reactor.poll(final_deadline) {
+                self.transport_error = Some(format!("poll failed: {e}"));
+                continue;
+            }
+            while let Some(event) = self.reactor.next_event() {
+                if !closed {
+                    self.on_event(event);
+                }
+            }
+        }
+        drop(self.reactor);
+        let mut st = self.shared.lock();
+        st.session.handle_close("the connection's thread stopped");
+        st.io_done = true;
+        st.dispatch();
+        self.shared.changed.notify_all();
+    }
+
+    /// Hands what arrived to the session and what it queued to the
+    /// reactor; whether the session is closed.
+    fn exchange(&mut self) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.lock();
+        st.wake_pending = false;
+        for m in self.inbox.drain(..) {
+            st.session.handle_message(m);
+        }
+        if let Some(e) = self.protocol_error.take() {
+            st.session.handle_protocol_error(e);
+        }
+        if let Some(reason) = self.transport_error.take() {
+            st.session.handle_close(&reason);
+        }
+        if st.shutdown {
+            st.session.close();
+        }
+        // Dispatching may queue messages (releases of abandoned replies),
+        // and an unsendable message makes events: loop.
+        loop {
+            if st.dispatch() {
+                shared.changed.notify_all();
+            }
+            if !st.session.wants_transmit() {
+                break;
+            }
+            while let Some(m) = st.session.poll_transmit() {
+                if let Err(e) = self.reactor.send(self.conn, &m) {
+                    st.session.handle_unsendable(&m, &e);
+                }
+                if matches!(m, Message::Hello(_)) {
+                    // Alone in its frame (under hello_frame_bytes_max).
+                    self.reactor.end_frame(self.conn);
+                }
+            }
+        }
+        st.session.is_closed()
+    }
+
+    fn on_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Frame { messages, .. } => self.inbox.extend(messages),
+            NetEvent::Closed { reason, .. } => match reason {
+                CloseReason::PeerClosed => {
+                    self.transport_error = Some("the scheduler closed the connection".into())
+                }
+                CloseReason::PeerClosedMidFrame => {
+                    self.transport_error =
+                        Some("the scheduler closed the connection in the middle of a frame".into())
+                }
+                CloseReason::Protocol(e) => self.protocol_error = Some(e),
+                CloseReason::Io(e) => self.transport_error = Some(e.to_string()),
+            },
+            // Connected before the loop started; it accepts nothing.
+            NetEvent::Connected { .. }
+            | NetEvent::ConnectFailed { .. }
+            | NetEvent::Accepted { .. }
+            | NetEvent::AcceptFailed { .. } => {}
+        }
+    }
+}
