@@ -1,0 +1,292 @@
+//! Input: what the scheduler sends (the handshake reply, key events,
+//! replies, errors, close) and the loss of the transport.
+
+use super::events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
+use super::{ClientSession, Pending, Phase};
+use crate::error::{ErrorCode, WireError};
+use crate::handshake;
+use crate::messages::{ErrorReport, Role};
+use crate::wire::Key;
+use crate::Message;
+
+/// Why a session closed whose scheduler turned out to be Python Dask's.
+pub const PYTHON_DASK_SCHEDULER: &str =
+    "this is a Python Dask scheduler, not a dask/1 one (its first bytes are Python Dask's \
+     framing): connect a Python Dask client to it, or give the address of a dask-rs scheduler";
+
+impl ClientSession {
+    /// Handles raw bytes received from the transport. A framing error is
+    /// answered with a fatal `error` and closes the session.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.decoder.push(bytes);
+        loop {
+            match self.decoder.poll() {
+                Ok(Some(frame)) => {
+                    for m in frame {
+                        self.handle_message(m);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail_protocol(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the scheduler.
+    pub fn handle_message(&mut self, message: Message) {
+        if self.is_closed() {
+            return;
+        }
+        if self.phase == Phase::Handshaking {
+            return self.handle_handshake(message);
+        }
+        match message {
+            Message::KeyFinished(m) => {
+                self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes })
+            }
+            Message::KeyErred(m) => self.set_state(
+                &m.key,
+                KeyState::Erred(TaskFailure {
+                    error_type: m.error_type,
+                    message: m.message,
+                    traceback: m.traceback,
+                    cause: m.cause,
+                }),
+            ),
+            Message::KeyCancelled(m) => self.set_state(&m.key, KeyState::Cancelled),
+            Message::KeyLost(m) => self.set_state(&m.key, KeyState::Lost { message: m.message }),
+            Message::GatherReply(m) => self.answer(RequestId(m.request), |kind, request| {
+                matches!(kind, Pending::Gather).then_some(ClientEvent::Gathered {
+                    request,
+                    data: m.data,
+                    missing: m.missing,
+                })
+            }),
+            Message::WhoHasReply(m) => self.answer(RequestId(m.request), |kind, request| {
+                matches!(kind, Pending::WhoHas).then_some(ClientEvent::WhoHas {
+                    request,
+                    who_has: m.who_has,
+                })
+            }),
+            Message::ClusterInfoReply(m) => self.answer(RequestId(m.request), |kind, request| {
+                matches!(kind, Pending::ClusterInfo)
+                    .then_some(ClientEvent::ClusterInfo { request, info: m })
+            }),
+            Message::Datasets(m) => self.answer(RequestId(m.request), |kind, request| {
+                matches!(kind, Pending::ListDatasets).then_some(ClientEvent::Datasets {
+                    request,
+                    names: m.names,
+                })
+            }),
+            Message::OkReply(m) => self.answer(RequestId(m.request), |kind, request| {
+                matches!(kind, Pending::Ok).then_some(ClientEvent::Done { request })
+            }),
+            Message::Dataset(m) => {
+                let request = RequestId(m.request);
+                if !matches!(self.requests.get(&request), Some(Pending::GetDataset)) {
+                    return;
+                }
+                self.requests.remove(&request);
+                for k in &m.keys {
+                    self.want(k, None);
+                }
+                self.events.push_back(ClientEvent::Dataset {
+                    request,
+                    name: m.name,
+                    keys: m.keys,
+                });
+            }
+            Message::ErrorReport(e) => self.handle_error(e),
+            Message::Close(c) => {
+                let reason = c.reason.unwrap_or_else(|| "no reason given".into());
+                self.enter_closed(format!("the scheduler closed the connection: {reason}"));
+            }
+            Message::Heartbeat(_) => {}
+            other => self.fail_protocol(WireError::new(
+                ErrorCode::UnexpectedMessage,
+                format!("`{}` is not sent to a client", other.op()),
+            )),
+        }
+    }
+
+    fn handle_handshake(&mut self, message: Message) {
+        match message {
+            Message::Hello(h) => match handshake::check_reply(&h, Role::Scheduler) {
+                Ok(n) => {
+                    let client_id = n.id;
+                    self.negotiated = Some(n);
+                    self.phase = Phase::Ready;
+                    self.events.push_back(ClientEvent::Connected { client_id });
+                }
+                Err(e) => self.fail_protocol(e),
+            },
+            Message::ErrorReport(e) => {
+                let error = RequestError {
+                    code: Some(e.code),
+                    message: e.message,
+                };
+                self.enter_closed(format!(
+                    "the handshake was refused (a dask/1 scheduler was expected): {error}"
+                ));
+            }
+            other => self.fail_protocol(WireError::new(
+                ErrorCode::BadHandshake,
+                format!("expected hello, got `{}`", other.op()),
+            )),
+        }
+    }
+
+    /// Delivers the reply to `request` when it is outstanding and of the
+    /// kind `make` accepts; anything else is ignored (a reply nobody waits
+    /// for harms no one).
+    fn answer(
+        &mut self,
+        request: RequestId,
+        make: impl FnOnce(&Pending, RequestId) -> Option<ClientEvent>,
+    ) {
+        let Some(kind) = self.requests.get(&request) else {
+            return;
+        };
+        if let Some(event) = make(kind, request) {
+            self.requests.remove(&request);
+            self.events.push_back(event);
+        }
+    }
+
+    fn handle_error(&mut self, e: ErrorReport) {
+        let error = RequestError {
+            code: Some(e.code),
+            message: e.message,
+        };
+        if e.fatal {
+            self.enter_closed(format!("the scheduler reported a fatal error: {error}"));
+            return;
+        }
+        let Some(request) = e.request.map(RequestId) else {
+            self.events.push_back(ClientEvent::ServerError(error));
+            return;
+        };
+        match self.requests.remove(&request) {
+            Some(Pending::Wants { keys, .. }) => {
+                for k in keys {
+                    let ours = self
+                        .keys
+                        .get(&k)
+                        .is_some_and(|entry| entry.origin == Some(request));
+                    if ours {
+                        if let Some(entry) = self.keys.get_mut(&k) {
+                            entry.origin = None;
+                        }
+                        self.set_state(&k, KeyState::Failed(error.clone()));
+                    }
+                }
+            }
+            Some(_) => self
+                .events
+                .push_back(ClientEvent::RequestFailed { request, error }),
+            None => self.events.push_back(ClientEvent::ServerError(error)),
+        }
+    }
+
+    /// The transport closed (or failed). Every pending key and request
+    /// fails with `reason`.
+    pub fn handle_close(&mut self, reason: &str) {
+        if self.phase == Phase::Handshaking {
+            // Nothing answered yet: whatever is there is no dask/1
+            // scheduler, or it went away at once.
+            self.enter_closed(format!(
+                "closed before the handshake completed (no dask/1 scheduler answered): {reason}"
+            ));
+            return;
+        }
+        self.enter_closed(format!("connection lost: {reason}"));
+    }
+
+    /// The driver could not send `message` (for instance it is larger than
+    /// a frame): the request it carried fails with `error`.
+    pub fn handle_unsendable(&mut self, message: &Message, error: &WireError) {
+        let request = match message {
+            Message::UpdateGraph(m) => m.request,
+            Message::Scatter(m) => m.request,
+            Message::Gather(m) => m.request,
+            Message::WhoHas(m) => m.request,
+            Message::ClusterInfo(m) => m.request,
+            Message::PublishDataset(m) => m.request,
+            Message::UnpublishDataset(m) => m.request,
+            Message::GetDataset(m) => m.request,
+            Message::ListDatasets(m) => m.request,
+            _ => return,
+        };
+        self.handle_error(ErrorReport {
+            code: error.code.number(),
+            message: format!("not sent: {}", error.message),
+            fatal: false,
+            request: Some(request),
+            keys: None,
+        });
+    }
+
+    /// The driver's own decoder rejected what the scheduler sent: queues a
+    /// fatal `error` (send it, then close the transport) and closes.
+    pub fn handle_protocol_error(&mut self, e: WireError) {
+        self.fail_protocol(e);
+    }
+
+    fn fail_protocol(&mut self, e: WireError) {
+        if self.is_closed() {
+            return;
+        }
+        if crate::foreign::is_python_dask_peer_error(&e) {
+            // It could not read a dask/1 error anyway.
+            self.enter_closed(PYTHON_DASK_SCHEDULER.into());
+            return;
+        }
+        self.transmit.push_back(Message::ErrorReport(ErrorReport {
+            code: e.code.number(),
+            message: e.message.clone(),
+            fatal: true,
+            request: None,
+            keys: None,
+        }));
+        self.enter_closed(format!("protocol error from the scheduler: {e}"));
+    }
+
+    pub(super) fn enter_closed(&mut self, reason: String) {
+        if self.is_closed() {
+            return;
+        }
+        self.phase = Phase::Closed(reason.clone());
+        let error = RequestError::local(format!("connection closed: {reason}"));
+        let mut requests: Vec<(RequestId, Pending)> = self.requests.drain().collect();
+        requests.sort_by_key(|(id, _)| *id);
+        for (request, kind) in requests {
+            if !matches!(kind, Pending::Wants { .. }) {
+                self.events.push_back(ClientEvent::RequestFailed {
+                    request,
+                    error: error.clone(),
+                });
+            }
+        }
+        let mut pending: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| e.state == KeyState::Pending)
+            .map(|(k, _)| k.clone())
+            .collect();
+        pending.sort();
+        for k in pending {
+            if let Some(e) = self.keys.get_mut(&k) {
+                e.origin = None;
+            }
+            self.set_state(&k, KeyState::Failed(error.clone()));
+        }
+        self.to_release.clear();
+        self.events.push_back(ClientEvent::Closed { reason });
+    }
+}

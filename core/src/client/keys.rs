@@ -1,0 +1,167 @@
+//! Keys: generated names, and the state and local reference count of every
+//! key the session holds.
+
+use super::events::{ClientEvent, KeyState, RequestId};
+use super::{ClientSession, KeyEntry, Pending};
+use crate::msgpack::KEY_BYTES_MAX;
+use crate::wire::Key;
+
+/// Makes keys unique to one client: `{function}-{seed in hex}-{n}`.
+///
+/// The seed comes from the caller (core reads no clock and has no RNG): a
+/// client that shares a scheduler with others should pass a random one.
+#[derive(Debug, Clone)]
+pub struct KeyGenerator {
+    seed: u64,
+    next: u64,
+}
+
+/// Most bytes of a function name copied into a generated key.
+pub const KEY_FUNCTION_BYTES_MAX: usize = 200;
+
+impl KeyGenerator {
+    /// A generator whose keys carry `seed`.
+    pub fn new(seed: u64) -> Self {
+        KeyGenerator { seed, next: 0 }
+    }
+
+    /// The next key for a task running `function`.
+    pub fn next_key(&mut self, function: &str) -> Key {
+        let n = self.next;
+        self.next += 1;
+        format_key(function, self.seed, n)
+    }
+}
+
+/// The key `{function}-{seed:x}-{n}`, the function name cut (at a char
+/// boundary) to [`KEY_FUNCTION_BYTES_MAX`] bytes and never empty.
+pub fn format_key(function: &str, seed: u64, n: u64) -> Key {
+    let mut end = function.len().min(KEY_FUNCTION_BYTES_MAX);
+    while !function.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = if end == 0 { "task" } else { &function[..end] };
+    Key(format!("{name}-{seed:x}-{n}"))
+}
+
+/// Whether `key` is a valid key (1 to [`KEY_BYTES_MAX`] bytes).
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= KEY_BYTES_MAX
+}
+
+impl ClientSession {
+    /// The state of a held key; `None` when the client holds no reference.
+    pub fn key_state(&self, key: &str) -> Option<&KeyState> {
+        self.keys.get(key).map(|e| &e.state)
+    }
+
+    /// Local references to a key (0 when not held).
+    pub fn ref_count(&self, key: &str) -> u64 {
+        self.keys.get(key).map_or(0, |e| e.refs)
+    }
+
+    /// Number of keys held.
+    pub fn held_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Adds a reference to a held key. Returns false (and does nothing)
+    /// when the key is not held: a reference can only be copied from one.
+    pub fn retain(&mut self, key: &str) -> bool {
+        match self.keys.get_mut(key) {
+            Some(e) => {
+                e.refs += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a reference. At zero the key is forgotten locally and a
+    /// `release-keys` is queued. Unknown keys are ignored.
+    pub fn release(&mut self, key: &str) {
+        let Some(e) = self.keys.get_mut(key) else {
+            return;
+        };
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs > 0 {
+            return;
+        }
+        let Some((key, e)) = self.keys.remove_entry(key) else {
+            return;
+        };
+        if let Some(origin) = e.origin {
+            self.settle_want(origin);
+        }
+        if !self.is_closed() {
+            self.to_release.push(key);
+        }
+    }
+
+    /// Adds one reference to `key` as wanted by `origin` (None: wanted
+    /// by the scheduler's own doing, e.g. a dataset).
+    pub(super) fn want(&mut self, key: &Key, origin: Option<RequestId>) -> bool {
+        match self.keys.get_mut(key) {
+            Some(e) => {
+                e.refs += 1;
+                // A key whose want ended without a result is asked for
+                // anew. An erred key stays erred: the scheduler keeps it,
+                // and answers `key-erred` again.
+                if matches!(
+                    e.state,
+                    KeyState::Cancelled | KeyState::Lost { .. } | KeyState::Failed(_)
+                ) {
+                    e.state = KeyState::Pending;
+                    let old = std::mem::replace(&mut e.origin, origin);
+                    if let Some(old) = old {
+                        self.settle_want(old);
+                    }
+                    return true;
+                }
+                false
+            }
+            None => {
+                self.keys.insert(
+                    key.clone(),
+                    KeyEntry {
+                        state: KeyState::Pending,
+                        refs: 1,
+                        origin,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// One key of a submit/scatter got its first event or was released.
+    pub(super) fn settle_want(&mut self, request: RequestId) {
+        if let Some(Pending::Wants { outstanding, .. }) = self.requests.get_mut(&request) {
+            *outstanding = outstanding.saturating_sub(1);
+            if *outstanding == 0 {
+                self.requests.remove(&request);
+            }
+        }
+    }
+
+    pub(super) fn set_state(&mut self, key: &Key, state: KeyState) {
+        let Some(e) = self.keys.get_mut(key) else {
+            // Not held (released, or never ours): nothing to report.
+            return;
+        };
+        if let Some(origin) = e.origin.take() {
+            self.settle_want(origin);
+        }
+        let Some(e) = self.keys.get_mut(key) else {
+            return;
+        };
+        if e.state == state {
+            return;
+        }
+        e.state = state.clone();
+        self.events.push_back(ClientEvent::KeyUpdated {
+            key: key.clone(),
+            state,
+        });
+    }
+}

@@ -1,0 +1,227 @@
+//! The client session: the sans-IO state machine behind every dask/1
+//! client (the Rust client, the C SDK, the wasm/JS SDK).
+//!
+//! It owns the handshake, request ids, key generation, the state of every
+//! key the client holds futures for, a local reference count per key, and
+//! the outstanding requests. It performs no I/O and reads no clock.
+//!
+//! # Call order
+//!
+//! 1. [`ClientSession::new`] queues the `hello` offer: send it first.
+//! 2. Feed every message received with [`ClientSession::handle_message`]
+//!    (or raw bytes with [`ClientSession::handle_bytes`]); when the
+//!    transport closes call [`ClientSession::handle_close`].
+//! 3. After each input or API call, drain [`ClientSession::poll_transmit`]
+//!    (or [`ClientSession::drain_transmit_into`]) and send what it gives,
+//!    in order; then drain [`ClientSession::poll_event`].
+//! 4. Once [`ClientSession::is_closed`] is true and the transmit queue is
+//!    empty, close the transport.
+//!
+//! Requests may be made before the handshake completes: they are queued
+//! after the `hello` (dask/1 lets a connector pipeline frames).
+//!
+//! # References
+//!
+//! Every wanted key (from [`ClientSession::submit`], [`ClientSession::scatter`]
+//! or a `dataset` reply) gets one local reference per time it is wanted; a
+//! handle adds more with [`ClientSession::retain`] and drops them with
+//! [`ClientSession::release`]. When the count reaches zero the key is
+//! forgotten locally and a `release-keys` is queued (batched with other
+//! releases, and always sent before any later request so a key released
+//! and then submitted again stays wanted). It is queued whatever the key's
+//! state: the scheduler keeps a finished key's result, and an erred key
+//! with its error (so that tasks built on it err with its cause), until
+//! the client releases it; for a cancelled or lost key the want has
+//! already ended there and the release is ignored.
+//!
+//! # Files
+//!
+//! - `mod.rs`: the session, its lifecycle and its output queue;
+//! - `events.rs`: request ids and errors, key states, the events;
+//! - `keys.rs`: key names, held keys and their reference counts;
+//! - `requests.rs`: what the driver asks (submit, scatter, gather, ...);
+//! - `input.rs`: what the scheduler sends, and the transport's end;
+//! - `graph.rs`: task specs, options and graphs (and graph files);
+//! - `tests/`: the tests, one file per concern.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::frame::{FrameDecoder, FrameEncoder};
+use crate::handshake::{self, Negotiated};
+use crate::messages::Role;
+use crate::wire::Key;
+use crate::Message;
+
+mod events;
+mod graph;
+mod input;
+mod keys;
+mod requests;
+
+pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
+pub use graph::{encode_args, encode_kwargs, task_spec, Graph, GraphError, TaskOptions};
+pub use input::PYTHON_DASK_SCHEDULER;
+pub use keys::{format_key, is_valid_key, KeyGenerator, KEY_FUNCTION_BYTES_MAX};
+
+/// Where the session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// `hello` sent, reply not yet received.
+    Handshaking,
+    /// Handshake done.
+    Ready,
+    /// Over, for the reason given.
+    Closed(String),
+}
+
+/// One held key.
+#[derive(Debug)]
+struct KeyEntry {
+    state: KeyState,
+    /// Local handles (references) to the key.
+    refs: u64,
+    /// The submit or scatter that made the key wanted, until the key's
+    /// first event shows the scheduler accepted it.
+    origin: Option<RequestId>,
+}
+
+/// A request not yet answered.
+#[derive(Debug)]
+enum Pending {
+    /// update-graph or scatter: no success reply; `outstanding` counts the
+    /// keys still waiting for their first event (the entry is dropped at 0).
+    Wants {
+        keys: Vec<Key>,
+        outstanding: usize,
+    },
+    Gather,
+    WhoHas,
+    ClusterInfo,
+    Ok,
+    GetDataset,
+    ListDatasets,
+}
+
+/// The client side of one connection to a scheduler. See the module doc
+/// for the call order.
+#[derive(Debug)]
+pub struct ClientSession {
+    name: Option<String>,
+    phase: Phase,
+    negotiated: Option<Negotiated>,
+    keygen: KeyGenerator,
+    next_request: u64,
+    keys: HashMap<Key, KeyEntry>,
+    requests: HashMap<RequestId, Pending>,
+    transmit: VecDeque<Message>,
+    to_release: Vec<Key>,
+    events: VecDeque<ClientEvent>,
+    decoder: FrameDecoder,
+    /// Whether `close` was asked for by the user (and queued).
+    close_sent: bool,
+}
+
+impl ClientSession {
+    /// A session that introduces itself as `name`; its generated keys carry
+    /// `key_seed` (pass a random number when other clients share the
+    /// scheduler). The `hello` offer is queued for transmission.
+    pub fn new(name: Option<String>, key_seed: u64) -> Self {
+        let mut s = ClientSession {
+            name: name.clone(),
+            phase: Phase::Handshaking,
+            negotiated: None,
+            keygen: KeyGenerator::new(key_seed),
+            next_request: 1,
+            keys: HashMap::new(),
+            requests: HashMap::new(),
+            transmit: VecDeque::new(),
+            to_release: Vec::new(),
+            events: VecDeque::new(),
+            decoder: FrameDecoder::default(),
+            close_sent: false,
+        };
+        s.transmit
+            .push_back(Message::Hello(handshake::offer(Role::Client, name)));
+        s
+    }
+
+    /// The name given to [`ClientSession::new`].
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// What the handshake agreed, once done.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// Whether the handshake completed (and the session is not closed).
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed(_))
+    }
+
+    /// Why the session closed, once it has.
+    pub fn closed_reason(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Closed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A new key for a task running `function`, unique to this session.
+    pub fn new_key(&mut self, function: &str) -> Key {
+        self.keygen.next_key(function)
+    }
+
+    // ---- output -------------------------------------------------------
+
+    /// The next message to send, in order.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        if self.transmit.is_empty() {
+            self.flush_releases();
+        }
+        self.transmit.pop_front()
+    }
+
+    /// Whether a message waits in the transmit queue.
+    pub fn wants_transmit(&self) -> bool {
+        !self.transmit.is_empty() || !self.to_release.is_empty()
+    }
+
+    /// Moves every queued message into `encoder` (one batch). A message too
+    /// large for a frame is not sent: its request fails.
+    pub fn drain_transmit_into(&mut self, encoder: &mut FrameEncoder) {
+        while let Some(m) = self.poll_transmit() {
+            if let Err(e) = encoder.push(&m) {
+                self.handle_unsendable(&m, &e);
+            }
+            if matches!(m, Message::Hello(_)) {
+                // The hello goes alone in its frame, which must stay under
+                // hello_frame_bytes_max; requests pipeline in the next.
+                encoder.finish();
+            }
+        }
+    }
+
+    /// Every queued message as frame bytes, ready to write.
+    pub fn transmit_bytes(&mut self) -> Vec<u8> {
+        let mut enc = FrameEncoder::default();
+        self.drain_transmit_into(&mut enc);
+        enc.take()
+    }
+
+    /// The next event, in order.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

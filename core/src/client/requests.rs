@@ -1,0 +1,204 @@
+//! Requests: what the driver asks of the scheduler (submit, scatter,
+//! gather, datasets, cancel, close) and the bookkeeping of their replies.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::events::{ClientEvent, KeyState, RequestError, RequestId};
+use super::{ClientSession, Pending};
+use crate::messages::{
+    CancelKeys, Close, ClusterInfo, Gather, GetDataset, ListDatasets, PublishDataset, ReleaseKeys,
+    Scatter, TaskSpec, UnpublishDataset, UpdateGraph, WhoHas,
+};
+use crate::msgpack::RawValue;
+use crate::wire::Key;
+use crate::Message;
+
+impl ClientSession {
+    fn request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    pub(super) fn queue(&mut self, message: Message) {
+        self.flush_releases();
+        self.transmit.push_back(message);
+    }
+
+    pub(super) fn flush_releases(&mut self) {
+        if !self.to_release.is_empty() {
+            let keys = std::mem::take(&mut self.to_release);
+            self.transmit
+                .push_back(Message::ReleaseKeys(ReleaseKeys { keys }));
+        }
+    }
+
+    /// Queues a request that expects a reply, or fails it at once when the
+    /// session is closed.
+    fn ask(&mut self, kind: Pending, message: impl FnOnce(u64) -> Message) -> RequestId {
+        let id = self.request_id();
+        if let Some(reason) = self.closed_reason() {
+            let error = RequestError::local(format!("connection closed: {reason}"));
+            self.events
+                .push_back(ClientEvent::RequestFailed { request: id, error });
+            return id;
+        }
+        self.requests.insert(id, kind);
+        self.queue(message(id.0));
+        id
+    }
+
+    /// Registers the wants of a submit or scatter and queues its message.
+    fn ask_wants(&mut self, keys: &[Key], message: impl FnOnce(u64) -> Message) -> RequestId {
+        let id = self.request_id();
+        let mut fresh = Vec::new();
+        for k in keys {
+            if self.want(k, Some(id)) {
+                fresh.push(k.clone());
+            }
+        }
+        if let Some(reason) = self.closed_reason().map(str::to_owned) {
+            let error = RequestError::local(format!("connection closed: {reason}"));
+            for k in &fresh {
+                self.set_state(k, KeyState::Failed(error.clone()));
+            }
+            return id;
+        }
+        if !fresh.is_empty() {
+            let outstanding = fresh.len();
+            self.requests.insert(
+                id,
+                Pending::Wants {
+                    keys: fresh,
+                    outstanding,
+                },
+            );
+        }
+        self.queue(message(id.0));
+        id
+    }
+
+    /// Submits `tasks` and wants each key of `wanted` (one local reference
+    /// per entry). A refused graph turns its newly wanted keys to
+    /// [`KeyState::Failed`].
+    pub fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
+        let mut unique: Vec<Key> = Vec::with_capacity(wanted.len());
+        let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
+        for k in &wanted {
+            if seen.insert(k) {
+                unique.push(k.clone());
+            }
+        }
+        drop(seen);
+        self.ask_wants(&wanted, move |request| {
+            Message::UpdateGraph(UpdateGraph {
+                request,
+                tasks,
+                wanted: unique,
+            })
+        })
+    }
+
+    /// Stores values on workers under these keys (one local reference per
+    /// key); each becomes finished when stored.
+    pub fn scatter(
+        &mut self,
+        data: BTreeMap<Key, RawValue>,
+        workers: Option<Vec<String>>,
+        broadcast: bool,
+    ) -> RequestId {
+        let keys: Vec<Key> = data.keys().cloned().collect();
+        self.ask_wants(&keys, move |request| {
+            Message::Scatter(Scatter {
+                request,
+                data,
+                workers,
+                broadcast: broadcast.then_some(true),
+            })
+        })
+    }
+
+    /// Asks for the values of `keys`: answered by [`ClientEvent::Gathered`].
+    pub fn gather(&mut self, keys: Vec<Key>) -> RequestId {
+        self.ask(Pending::Gather, |request| {
+            Message::Gather(Gather { request, keys })
+        })
+    }
+
+    /// Asks where `keys` are held: answered by [`ClientEvent::WhoHas`].
+    pub fn who_has(&mut self, keys: Vec<Key>) -> RequestId {
+        self.ask(Pending::WhoHas, |request| {
+            Message::WhoHas(WhoHas { request, keys })
+        })
+    }
+
+    /// Asks for the cluster's description: answered by
+    /// [`ClientEvent::ClusterInfo`].
+    pub fn cluster_info(&mut self) -> RequestId {
+        self.ask(Pending::ClusterInfo, |request| {
+            Message::ClusterInfo(ClusterInfo { request })
+        })
+    }
+
+    /// Publishes `keys` under `name`: answered by [`ClientEvent::Done`].
+    pub fn publish_dataset(&mut self, name: &str, keys: Vec<Key>, overwrite: bool) -> RequestId {
+        let name = name.to_owned();
+        self.ask(Pending::Ok, |request| {
+            Message::PublishDataset(PublishDataset {
+                request,
+                name,
+                keys,
+                overwrite: overwrite.then_some(true),
+            })
+        })
+    }
+
+    /// Removes a dataset: answered by [`ClientEvent::Done`].
+    pub fn unpublish_dataset(&mut self, name: &str) -> RequestId {
+        let name = name.to_owned();
+        self.ask(Pending::Ok, |request| {
+            Message::UnpublishDataset(UnpublishDataset { request, name })
+        })
+    }
+
+    /// Asks for a dataset's keys, which the client then holds: answered by
+    /// [`ClientEvent::Dataset`].
+    pub fn get_dataset(&mut self, name: &str) -> RequestId {
+        let name = name.to_owned();
+        self.ask(Pending::GetDataset, |request| {
+            Message::GetDataset(GetDataset { request, name })
+        })
+    }
+
+    /// Asks for the dataset names: answered by [`ClientEvent::Datasets`].
+    pub fn list_datasets(&mut self) -> RequestId {
+        self.ask(Pending::ListDatasets, |request| {
+            Message::ListDatasets(ListDatasets { request })
+        })
+    }
+
+    /// Cancels keys (for every client with `force`); each held one gets a
+    /// `key-cancelled` event from the scheduler.
+    pub fn cancel(&mut self, keys: Vec<Key>, force: bool) {
+        if self.is_closed() || keys.is_empty() {
+            return;
+        }
+        self.queue(Message::CancelKeys(CancelKeys {
+            keys,
+            force: force.then_some(true),
+        }));
+    }
+
+    /// Ends the session politely: queues `close`; the session is closed
+    /// once the driver has sent it.
+    pub fn close(&mut self) {
+        if self.is_closed() || self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        self.queue(Message::Close(Close {
+            reason: Some("client closed".into()),
+        }));
+        self.enter_closed("closed by the client".into());
+    }
+}
