@@ -5,8 +5,9 @@
 //! handshake ([`handshake`]), Python Dask recognised on first bytes
 //! ([`foreign`]), the JSON form of values ([`json`]) and the
 //! generated JSON Schema ([`schema`]), the client session state machine
-//! that every client drives ([`client`]) and the worker state machine that
-//! every worker drives ([`worker`]).
+//! that every client drives ([`client`]), the worker state machine that
+//! every worker drives ([`worker`]), and the memory-sparing graph order of
+//! both schedulers ([`order`]).
 //!
 //! Architecture invariant: this crate touches no socket, clock or thread;
 //! it builds for `wasm32-unknown-unknown`.
@@ -20,6 +21,7 @@ pub mod handshake;
 pub mod json;
 pub mod messages;
 pub mod msgpack;
+pub mod order;
 pub mod schema;
 pub mod time;
 pub mod wire;
