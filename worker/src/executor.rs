@@ -37,20 +37,24 @@ fn run(registry: &FunctionRegistry, job: &Job) -> Result<RawValue, TaskError> {
     let outcome = catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)));
     let value = match outcome {
         Ok(result) => result?,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the function panicked".to_string());
-            return Err(TaskError::new("Panic", message));
-        }
+        Err(panic) => return Err(panic_error(panic.as_ref())),
     };
     // Re-checking the encoding keeps a function from storing a value that
     // peers would refuse (nested deeper than the protocol allows).
     RawValue::from_bytes(RawValue::from_value(&value).into_bytes()).map_err(|e| {
         TaskError::value_error(format!("result is not a valid dask/1 value: {}", e.message))
     })
+}
+
+/// The error a function that panicked gives: `Panic`, with the panic's
+/// message when it has one.
+pub fn panic_error(panic: &(dyn std::any::Any + Send)) -> TaskError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the function panicked".to_string());
+    TaskError::new("Panic", message)
 }
 
 type Kwargs = Vec<(String, Value)>;

@@ -164,6 +164,57 @@ impl Dag {
         })
     }
 
+    /// The tasks on a dependency cycle or between two (Kahn's algorithm
+    /// from both ends: what is left), for an error message; empty when
+    /// [`Dag::order`] succeeds.
+    pub fn on_cycles(&self) -> Vec<u32> {
+        let n = self.len();
+        let mut dependents: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut waiting = vec![0usize; n];
+        for p in 0..n as u32 {
+            for &d in self.deps(p).iter().filter(|&&d| (d as usize) < n) {
+                dependents[d as usize].push(p);
+                waiting[p as usize] += 1;
+            }
+        }
+        let mut removed = vec![false; n];
+        let mut ready: Vec<u32> = (0..n as u32)
+            .filter(|&p| waiting[p as usize] == 0)
+            .collect();
+        while let Some(p) = ready.pop() {
+            removed[p as usize] = true;
+            for &q in &dependents[p as usize] {
+                waiting[q as usize] -= 1;
+                if waiting[q as usize] == 0 {
+                    ready.push(q);
+                }
+            }
+        }
+        let mut consumers: Vec<usize> = (0..n)
+            .map(|p| {
+                dependents[p]
+                    .iter()
+                    .filter(|&&q| !removed[q as usize])
+                    .count()
+            })
+            .collect();
+        let mut sinks: Vec<u32> = (0..n as u32)
+            .filter(|&p| !removed[p as usize] && consumers[p as usize] == 0)
+            .collect();
+        while let Some(p) = sinks.pop() {
+            removed[p as usize] = true;
+            for &d in self.deps(p).iter().filter(|&&d| (d as usize) < n) {
+                if !removed[d as usize] {
+                    consumers[d as usize] -= 1;
+                    if consumers[d as usize] == 0 {
+                        sinks.push(d);
+                    }
+                }
+            }
+        }
+        (0..n as u32).filter(|&p| !removed[p as usize]).collect()
+    }
+
     /// The most results held at once when the tasks run one at a time in
     /// `order` (as from [`Dag::order`]), counted as `dask.order.diagnostics`
     /// counts its "pressure". `order` must be a permutation that puts every

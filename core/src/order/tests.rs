@@ -42,6 +42,9 @@ fn an_empty_graph_has_an_empty_order() {
 #[test]
 fn cycles_and_unknown_positions_are_errors() {
     assert_eq!(dag(&[&[1], &[0]]).order(), Err(OrderError::Cycle));
+    // 0 <-> 1 is the cycle, 2 hangs below it, 3 is fine.
+    assert_eq!(dag(&[&[1], &[0], &[1], &[]]).on_cycles(), [0, 1]);
+    assert_eq!(dag(&[&[], &[0]]).on_cycles(), Vec::<u32>::new());
     assert_eq!(dag(&[&[0]]).order(), Err(OrderError::Cycle));
     assert_eq!(
         dag(&[&[], &[5]]).order(),

@@ -1,0 +1,591 @@
+//! A graph made ready to run: keys resolved to positions, what the wanted
+//! keys need (nothing else runs), the graph order, both directions of
+//! every dependency. Refused as the scheduler refuses an `update-graph`,
+//! with the same error codes.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use dask_core::messages::TaskSpec;
+use dask_core::msgpack::Reader;
+use dask_core::order::Dag;
+use dask_core::{ErrorCode, Key, RawValue};
+
+/// The multiply-rotate hash of rustc (FxHash): keys are hashed once or
+/// twice per task, and SipHash's resistance to chosen collisions buys
+/// nothing for a graph this process was handed to run anyway.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A product's low bits depend only on the input's low bits, and
+        // the table indexes by low bits: bring the mixed middle down.
+        self.0.rotate_left(26)
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type KeyIndex<'a> = HashMap<&'a str, u32, BuildHasherDefault<FxHasher>>;
+
+/// A task's position in a [`Plan`], from 0 in submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u32);
+
+impl TaskId {
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A graph the plan refuses, as the scheduler would: the dask/1 error
+/// code (wrong-type, unknown-key, duplicate-key, cycle), what is wrong,
+/// and the keys concerned, sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError {
+    /// The code the scheduler refuses such a graph with.
+    pub code: ErrorCode,
+    /// What is wrong.
+    pub message: String,
+    /// The keys concerned, sorted.
+    pub keys: Vec<Key>,
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        const SHOWN: usize = 10;
+        if !self.keys.is_empty() {
+            let shown: Vec<&str> = self.keys.iter().take(SHOWN).map(Key::as_str).collect();
+            write!(f, ": {}", shown.join(", "))?;
+            if self.keys.len() > SHOWN {
+                write!(f, " and {} more", self.keys.len() - SHOWN)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GraphError {}
+
+fn refusal(code: ErrorCode, message: &str, mut keys: Vec<Key>) -> GraphError {
+    keys.sort();
+    keys.dedup();
+    GraphError {
+        code,
+        message: message.to_owned(),
+        keys,
+    }
+}
+
+/// What a task runs.
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    /// Its key.
+    pub key: Key,
+    /// Index of its function's name in [`Plan::functions`].
+    pub function: u32,
+    /// Positional arguments (a msgpack array), task references inside.
+    pub args: RawValue,
+    /// Keyword arguments (a msgpack map with string keys), if any.
+    pub kwargs: Option<RawValue>,
+    /// How often to rerun it after an error before reporting the error.
+    pub retries: u32,
+    /// Whether a dependency is referred to more than once in its
+    /// arguments (its value is then copied, never moved).
+    pub repeats_refs: bool,
+}
+
+/// A graph ready to run. Only the tasks the wanted keys need are in it.
+#[derive(Debug)]
+pub struct Plan {
+    tasks: Vec<PlannedTask>,
+    functions: Vec<String>,
+    /// `deps[dep_start[i]..dep_start[i + 1]]`: task `i`'s dependencies,
+    /// each once, in order of first appearance.
+    dep_start: Vec<usize>,
+    deps: Vec<TaskId>,
+    /// The same edges the other way.
+    dependent_start: Vec<usize>,
+    dependents: Vec<TaskId>,
+    /// User priority (higher first), then graph order (lower first).
+    priority: Vec<i64>,
+    order: Vec<u32>,
+    /// The wanted tasks, each once, in the order first asked for.
+    wanted: Vec<TaskId>,
+    is_wanted: Vec<bool>,
+    /// For each wanted key as given (repeats included), its index in
+    /// `wanted`.
+    asked: Vec<u32>,
+}
+
+impl Plan {
+    /// Plans `tasks` to compute `wanted`. A key given twice with the same
+    /// definition is one task; differently, or in a cycle, or with a
+    /// reference or wanted key naming no task, the graph is refused.
+    pub fn new(tasks: Vec<TaskSpec>, wanted: &[Key]) -> Result<Plan, GraphError> {
+        check_shapes(&tasks)?;
+        let (distinct, index) = distinct_tasks(&tasks)?;
+        let refs = resolve_refs(&tasks, &distinct, &index, wanted)?;
+
+        // The order of every distinct task (as the scheduler, which refuses a
+        // cycle even among tasks nothing wants), then only what is needed.
+        let mut dag = Dag::with_capacity(distinct.len(), refs.edges.len());
+        for p in 0..distinct.len() {
+            dag.push(refs.of(p).iter().copied());
+        }
+        let full_order = dag.order().map_err(|_| {
+            refusal(
+                ErrorCode::Cycle,
+                "the tasks depend on each other in a cycle",
+                dag.on_cycles()
+                    .into_iter()
+                    .map(|p| tasks[distinct[p as usize]].key.clone())
+                    .collect(),
+            )
+        })?;
+        let wanted_positions: Vec<u32> = wanted.iter().map(|k| index[k.as_str()]).collect();
+        let needed = needed_positions(&refs, &wanted_positions, distinct.len());
+        drop(index);
+
+        let n = needed.iter().filter(|&&p| p != u32::MAX).count();
+        let mut plan = Plan {
+            tasks: Vec::with_capacity(n),
+            functions: Vec::new(),
+            dep_start: Vec::with_capacity(n + 1),
+            deps: Vec::new(),
+            dependent_start: Vec::new(),
+            dependents: Vec::new(),
+            priority: Vec::with_capacity(n),
+            order: Vec::with_capacity(n),
+            wanted: Vec::new(),
+            is_wanted: vec![false; n],
+            asked: Vec::with_capacity(wanted.len()),
+        };
+        plan.dep_start.push(0);
+        let mut function_index: HashMap<String, u32> = HashMap::new();
+        // Distinct positions come in increasing spec order: one pass.
+        let mut next_distinct = 0usize;
+        for (spec_index, spec) in tasks.into_iter().enumerate() {
+            if distinct.get(next_distinct) != Some(&spec_index) {
+                continue;
+            }
+            let p = next_distinct;
+            next_distinct += 1;
+            if needed[p] == u32::MAX {
+                continue;
+            }
+            let function = match function_index.get(&spec.function) {
+                Some(&f) => f,
+                None => {
+                    let f = plan.functions.len() as u32;
+                    function_index.insert(spec.function.clone(), f);
+                    plan.functions.push(spec.function);
+                    f
+                }
+            };
+            plan.deps
+                .extend(refs.of(p).iter().map(|&d| TaskId(needed[d as usize])));
+            plan.dep_start.push(plan.deps.len());
+            plan.priority.push(spec.priority.unwrap_or(0));
+            plan.order.push(full_order[p]);
+            plan.tasks.push(PlannedTask {
+                key: spec.key,
+                function,
+                args: spec.args,
+                kwargs: spec.kwargs,
+                retries: spec.retries.unwrap_or(0),
+                repeats_refs: refs.repeats[p],
+            });
+        }
+        let mut wanted_index = vec![u32::MAX; n];
+        for &w in &wanted_positions {
+            let t = needed[w as usize] as usize;
+            if !plan.is_wanted[t] {
+                plan.is_wanted[t] = true;
+                wanted_index[t] = plan.wanted.len() as u32;
+                plan.wanted.push(TaskId(t as u32));
+            }
+            plan.asked.push(wanted_index[t]);
+        }
+        plan.invert();
+        Ok(plan)
+    }
+
+    /// Fills the dependents from the dependencies.
+    fn invert(&mut self) {
+        let n = self.tasks.len();
+        let mut start = vec![0usize; n + 1];
+        for d in &self.deps {
+            start[d.index() + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut dependents = vec![TaskId(0); self.deps.len()];
+        for t in 0..n {
+            for d in &self.deps[self.dep_start[t]..self.dep_start[t + 1]] {
+                dependents[fill[d.index()]] = TaskId(t as u32);
+                fill[d.index()] += 1;
+            }
+        }
+        self.dependent_start = start;
+        self.dependents = dependents;
+    }
+
+    /// Number of tasks (those the wanted keys need).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether there is no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// A task.
+    pub fn task(&self, t: TaskId) -> &PlannedTask {
+        &self.tasks[t.index()]
+    }
+
+    /// The names of the functions the tasks call, each once.
+    pub fn functions(&self) -> &[String] {
+        &self.functions
+    }
+
+    /// A task's dependencies, each once.
+    pub fn deps(&self, t: TaskId) -> &[TaskId] {
+        &self.deps[self.dep_start[t.index()]..self.dep_start[t.index() + 1]]
+    }
+
+    /// The tasks depending on `t`.
+    pub fn dependents(&self, t: TaskId) -> &[TaskId] {
+        &self.dependents[self.dependent_start[t.index()]..self.dependent_start[t.index() + 1]]
+    }
+
+    /// The wanted tasks, each once, in the order first asked for.
+    pub fn wanted(&self) -> &[TaskId] {
+        &self.wanted
+    }
+
+    /// For each wanted key in the order given to [`Plan::new`], repeats
+    /// included, its index in [`Plan::wanted`].
+    pub fn asked(&self) -> &[u32] {
+        &self.asked
+    }
+
+    /// Whether `t`'s result is wanted (kept to the end).
+    pub fn is_wanted(&self, t: TaskId) -> bool {
+        self.is_wanted[t.index()]
+    }
+
+    /// Among ready tasks, which runs first: the higher user priority, then
+    /// the lower place in the graph order.
+    pub fn runs_before(&self, a: TaskId, b: TaskId) -> bool {
+        self.rank(a) < self.rank(b)
+    }
+
+    /// The sort key of [`Plan::runs_before`].
+    pub(crate) fn rank(&self, t: TaskId) -> (std::cmp::Reverse<i64>, u32) {
+        (
+            std::cmp::Reverse(self.priority[t.index()]),
+            self.order[t.index()],
+        )
+    }
+}
+
+/// Refuses args that are not an array and kwargs that are not a map with
+/// string keys (as the scheduler does).
+fn check_shapes(tasks: &[TaskSpec]) -> Result<(), GraphError> {
+    let is_array =
+        |raw: &RawValue| matches!(raw.as_bytes().first(), Some(0x90..=0x9f | 0xdc | 0xdd));
+    let is_string_map = |raw: &RawValue| {
+        let mut r = Reader::new(raw.as_bytes());
+        let Ok(len) = r.read_map_len() else {
+            return false;
+        };
+        (0..len).all(|_| r.read_str().is_ok() && r.skip_value(&mut |_| {}).is_ok())
+    };
+    let bad: Vec<Key> = tasks
+        .iter()
+        .filter(|s| !is_array(&s.args) || s.kwargs.as_ref().is_some_and(|k| !is_string_map(k)))
+        .map(|s| s.key.clone())
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(
+        ErrorCode::WrongType,
+        "args must be a msgpack array and kwargs a map with string keys",
+        bad,
+    ))
+}
+
+/// The first spec of each key (by spec index) and each key's position
+/// among them. The same key again must have the same definition.
+fn distinct_tasks(tasks: &[TaskSpec]) -> Result<(Vec<usize>, KeyIndex<'_>), GraphError> {
+    let mut index: KeyIndex<'_> =
+        KeyIndex::with_capacity_and_hasher(tasks.len(), Default::default());
+    let mut distinct: Vec<usize> = Vec::with_capacity(tasks.len());
+    let mut duplicates: Vec<Key> = Vec::new();
+    for (i, spec) in tasks.iter().enumerate() {
+        match index.entry(spec.key.as_str()) {
+            Entry::Vacant(e) => {
+                e.insert(distinct.len() as u32);
+                distinct.push(i);
+            }
+            Entry::Occupied(e) => {
+                let first = &tasks[distinct[*e.get() as usize]];
+                let same = first.function == spec.function
+                    && first.args == spec.args
+                    && first.kwargs == spec.kwargs;
+                if !same {
+                    duplicates.push(spec.key.clone());
+                }
+            }
+        }
+    }
+    if !duplicates.is_empty() {
+        return Err(refusal(
+            ErrorCode::DuplicateKey,
+            "keys defined twice, differently",
+            duplicates,
+        ));
+    }
+    Ok((distinct, index))
+}
+
+/// Every distinct task's references as positions, each once.
+struct Refs {
+    start: Vec<usize>,
+    edges: Vec<u32>,
+    /// Whether a task refers to some dependency more than once.
+    repeats: Vec<bool>,
+}
+
+impl Refs {
+    fn of(&self, p: usize) -> &[u32] {
+        &self.edges[self.start[p]..self.start[p + 1]]
+    }
+}
+
+/// A task's references at most this many are deduplicated by scanning;
+/// beyond, with a set.
+const REFS_SCANNED_MAX: usize = 16;
+
+fn resolve_refs(
+    tasks: &[TaskSpec],
+    distinct: &[usize],
+    index: &KeyIndex<'_>,
+    wanted: &[Key],
+) -> Result<Refs, GraphError> {
+    let mut refs = Refs {
+        start: Vec::with_capacity(distinct.len() + 1),
+        edges: Vec::with_capacity(distinct.len() * 2),
+        repeats: Vec::with_capacity(distinct.len()),
+    };
+    let mut unknown: Vec<Key> = Vec::new();
+    for &i in distinct {
+        let spec = &tasks[i];
+        let first = refs.edges.len();
+        refs.start.push(first);
+        let mut repeats = false;
+        let mut seen: Option<HashSet<u32>> = None;
+        let mut on_ref = |k: &str| {
+            let Some(&p) = index.get(k) else {
+                unknown.push(Key::from(k));
+                return;
+            };
+            let fresh = match &mut seen {
+                Some(set) => set.insert(p),
+                None if refs.edges.len() - first < REFS_SCANNED_MAX => {
+                    !refs.edges[first..].contains(&p)
+                }
+                None => seen
+                    .insert(refs.edges[first..].iter().copied().collect())
+                    .insert(p),
+            };
+            if fresh {
+                refs.edges.push(p);
+            } else {
+                repeats = true;
+            }
+        };
+        // The shapes were checked, so these walks do not fail.
+        let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+        if let Some(kwargs) = &spec.kwargs {
+            let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+        }
+        refs.repeats.push(repeats);
+    }
+    refs.start.push(refs.edges.len());
+    unknown.extend(
+        wanted
+            .iter()
+            .filter(|k| !index.contains_key(k.as_str()))
+            .cloned(),
+    );
+    if !unknown.is_empty() {
+        return Err(refusal(
+            ErrorCode::UnknownKey,
+            "references or wanted keys name no task of this graph",
+            unknown,
+        ));
+    }
+    Ok(refs)
+}
+
+/// For each distinct task, its position among the needed ones (in
+/// submission order), or `u32::MAX` when no wanted key needs it.
+fn needed_positions(refs: &Refs, wanted: &[u32], n: usize) -> Vec<u32> {
+    let mut needed = vec![false; n];
+    let mut stack: Vec<u32> = Vec::new();
+    for &w in wanted {
+        if !needed[w as usize] {
+            needed[w as usize] = true;
+            stack.push(w);
+        }
+    }
+    while let Some(p) = stack.pop() {
+        for &d in refs.of(p as usize) {
+            if !needed[d as usize] {
+                needed[d as usize] = true;
+                stack.push(d);
+            }
+        }
+    }
+    let mut next = 0u32;
+    needed
+        .into_iter()
+        .map(|is| {
+            if is {
+                next += 1;
+                next - 1
+            } else {
+                u32::MAX
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dask_core::client::task_spec;
+    use dask_core::msgpack::task_ref_value;
+    use rmpv::Value;
+
+    fn spec(key: &str, function: &str, args: &[Value]) -> TaskSpec {
+        task_spec(Key::from(key), function, args, &[])
+    }
+
+    fn r(key: &str) -> Value {
+        task_ref_value(key)
+    }
+
+    fn keys(plan: &Plan, ids: &[TaskId]) -> Vec<String> {
+        ids.iter()
+            .map(|&t| plan.task(t).key.as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn only_what_the_wanted_keys_need_is_planned() {
+        let plan = Plan::new(
+            vec![
+                spec("a", "inc", &[Value::from(1)]),
+                spec("unused", "inc", &[r("a")]),
+                spec("b", "add", &[r("a"), r("a")]),
+                spec("c", "inc", &[r("b")]),
+            ],
+            &[Key::from("c"), Key::from("b"), Key::from("c")],
+        )
+        .unwrap();
+        assert_eq!(plan.len(), 3);
+        assert_eq!(keys(&plan, plan.wanted()), ["c", "b"]);
+        let b = plan.wanted()[1];
+        assert_eq!(keys(&plan, plan.deps(b)), ["a"]);
+        assert!(plan.task(b).repeats_refs);
+        assert_eq!(keys(&plan, plan.dependents(plan.deps(b)[0])), ["b"]);
+        assert_eq!(plan.functions(), ["inc", "add"]);
+    }
+
+    #[test]
+    fn graphs_are_refused_with_the_schedulers_codes() {
+        let unknown = Plan::new(vec![spec("a", "inc", &[r("nope")])], &[Key::from("a")]);
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::UnknownKey);
+        let unknown_wanted = Plan::new(vec![spec("a", "inc", &[])], &[Key::from("b")]);
+        assert_eq!(unknown_wanted.unwrap_err().keys, [Key::from("b")]);
+        let twice = Plan::new(
+            vec![spec("a", "inc", &[]), spec("a", "dec", &[])],
+            &[Key::from("a")],
+        );
+        assert_eq!(twice.unwrap_err().code, ErrorCode::DuplicateKey);
+        let same_twice = Plan::new(
+            vec![spec("a", "inc", &[]), spec("a", "inc", &[])],
+            &[Key::from("a")],
+        );
+        assert_eq!(same_twice.unwrap().len(), 1);
+        // A cycle is refused even when nothing wants it.
+        let cycle = Plan::new(
+            vec![
+                spec("x", "inc", &[r("y")]),
+                spec("y", "inc", &[r("x")]),
+                spec("z", "inc", &[r("y")]),
+                spec("a", "inc", &[]),
+            ],
+            &[Key::from("a")],
+        )
+        .unwrap_err();
+        assert_eq!(cycle.code, ErrorCode::Cycle);
+        assert_eq!(cycle.keys, [Key::from("x"), Key::from("y")]);
+        let mut bad = spec("a", "inc", &[]);
+        bad.args = RawValue::from_value(&Value::from(1));
+        let shape = Plan::new(vec![bad], &[Key::from("a")]).unwrap_err();
+        assert_eq!(shape.code, ErrorCode::WrongType);
+        assert_eq!(
+            shape.to_string(),
+            "args must be a msgpack array and kwargs a map with string keys: a"
+        );
+    }
+
+    #[test]
+    fn higher_user_priority_runs_first_then_graph_order() {
+        let mut urgent = spec("urgent", "inc", &[]);
+        urgent.priority = Some(5);
+        let plan = Plan::new(
+            vec![spec("first", "inc", &[]), urgent],
+            &[Key::from("first"), Key::from("urgent")],
+        )
+        .unwrap();
+        let (first, urgent) = (plan.wanted()[0], plan.wanted()[1]);
+        assert!(plan.runs_before(urgent, first));
+    }
+}

@@ -1,0 +1,187 @@
+//! The edge: runners (threads, or the calling thread alone) sharing one
+//! [`RunState`] and the results behind one lock. A runner takes a task and
+//! its inputs under the lock, runs it outside, and hands the result back
+//! under the lock in the same critical section that takes its next task,
+//! so a task costs one lock acquisition.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use dask_worker::{FunctionRegistry, TaskError};
+use rmpv::Value;
+
+use crate::cancel::Stop;
+use crate::plan::{Plan, TaskId};
+use crate::state::RunState;
+use crate::task::{self, Functions};
+use crate::{Options, Progress, Scheduler};
+
+/// Everything behind the lock.
+struct Inner {
+    state: RunState,
+    /// Results held: those some task still needs, and the wanted ones.
+    values: Vec<Option<Arc<Value>>>,
+    /// Errors of the tasks that failed.
+    errors: HashMap<TaskId, TaskError>,
+    /// Runners waiting for a task to become ready.
+    idle: usize,
+}
+
+/// A run's shared half: the lock, and where idle runners wait.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Stop for Shared {
+    fn stop(&self) {
+        let mut inner = self.lock();
+        inner.state.handle_cancel();
+        // Idle runners see the run is over (or stay idle for nothing).
+        drop(inner);
+        self.wake.notify_all();
+    }
+}
+
+/// How a run ended: the state and the results it kept.
+pub(crate) struct Ended {
+    pub(crate) state: RunState,
+    pub(crate) values: Vec<Option<Arc<Value>>>,
+    pub(crate) errors: HashMap<TaskId, TaskError>,
+}
+
+/// Runs `state` to its end with `options`' runners.
+pub(crate) fn run(state: RunState, registry: &FunctionRegistry, options: &Options<'_>) -> Ended {
+    let plan = Arc::clone(state.plan());
+    let functions = Functions::resolve(&plan, registry);
+    let n = plan.len();
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            state,
+            values: vec![None; n],
+            errors: HashMap::new(),
+            idle: 0,
+        }),
+        wake: Condvar::new(),
+    });
+    if let Some(cancel) = options.cancel {
+        let stop: Arc<dyn Stop> = shared.clone();
+        cancel.watch(Arc::downgrade(&stop));
+    }
+    let runners = match options.scheduler {
+        Scheduler::Sync => 1,
+        Scheduler::Threads(n) => n.max(1),
+    };
+    let work = || runner(&shared, &plan, &functions, options.progress);
+    std::thread::scope(|scope| {
+        for i in 1..runners {
+            let spawned = std::thread::Builder::new()
+                .name(format!("dask-inprocess-{i}"))
+                .spawn_scoped(scope, work);
+            // Fewer threads than asked for still finish the run.
+            if spawned.is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    // A cancel token may hold the run for the moment of a cancel.
+    let mut shared = shared;
+    let inner = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => break shared.inner.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Err(still_shared) => {
+                shared = still_shared;
+                std::thread::yield_now();
+            }
+        }
+    };
+    Ended {
+        state: inner.state,
+        values: inner.values,
+        errors: inner.errors,
+    }
+}
+
+/// One runner: takes tasks until the run is over.
+fn runner(
+    shared: &Shared,
+    plan: &Plan,
+    functions: &Functions,
+    progress: Option<&(dyn Fn(Progress) + Sync)>,
+) {
+    let mut returned: Option<(TaskId, Result<Value, TaskError>)> = None;
+    // Results to drop, outside the lock (a large one takes a while).
+    let mut released: Vec<Arc<Value>> = Vec::new();
+    let mut inputs: Vec<Arc<Value>> = Vec::new();
+    let mut inner = shared.lock();
+    loop {
+        let mut ended = None;
+        if let Some((t, result)) = returned.take() {
+            match result {
+                Ok(value) => {
+                    inner.values[t.index()] = Some(Arc::new(value));
+                    inner.state.handle_finished(t);
+                }
+                Err(error) => {
+                    inner.errors.insert(t, error);
+                    inner.state.handle_failed(t);
+                }
+            }
+            ended = Some(inner.state.ended());
+        }
+        let next = inner.state.poll_run();
+        if let Some(t) = next {
+            for &d in plan.deps(t) {
+                // Held: the state releases a result only once its last
+                // consumer has started.
+                if let Some(v) = &inner.values[d.index()] {
+                    inputs.push(Arc::clone(v));
+                }
+            }
+        }
+        while let Some(r) = inner.state.poll_release() {
+            if let Some(v) = inner.values[r.index()].take() {
+                released.push(v);
+            }
+        }
+        let finished = inner.state.is_finished();
+        if next.is_none() && !finished && ended.is_none() {
+            inner.idle += 1;
+            inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner.idle -= 1;
+            continue;
+        }
+        let wake_one = next.is_some() && inner.idle > 0 && inner.state.has_ready();
+        drop(inner);
+        if finished {
+            shared.wake.notify_all();
+        } else if wake_one {
+            shared.wake.notify_one();
+        }
+        released.clear();
+        if let (Some(progress), Some(ended)) = (progress, ended) {
+            progress(Progress {
+                done: ended,
+                total: plan.len(),
+            });
+        }
+        let Some(t) = next else {
+            if finished {
+                return;
+            }
+            // Reported progress; now wait for work.
+            inner = shared.lock();
+            continue;
+        };
+        let result = task::run(plan, functions, t, std::mem::take(&mut inputs));
+        returned = Some((t, result));
+        inner = shared.lock();
+    }
+}
