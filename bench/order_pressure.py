@@ -37,18 +37,25 @@ def f(*args):
 # ---------------------------------------------------------------- shapes
 
 
-def tree(leaves, split=2):
-    """A reduction: `leaves` leaves combined `split` at a time."""
-    dsk = {("leaf", i): (f,) for i in range(leaves)}
-    level, names = 0, [("leaf", i) for i in range(leaves)]
+def reduce_into(dsk, names, split, prefix):
+    """Adds a reduction of `names`, `split` at a time, keys `prefix` +
+    (level, index); returns the final key."""
+    level = 0
     while len(names) > 1:
         level += 1
         nxt = []
         for j in range(0, len(names), split):
-            key = ("node", level, j // split)
+            key = (*prefix, level, j // split)
             dsk[key] = (f, *names[j : j + split])
             nxt.append(key)
         names = nxt
+    return names[0]
+
+
+def tree(leaves, split=2):
+    """A reduction: `leaves` leaves combined `split` at a time."""
+    dsk = {("leaf", i): (f,) for i in range(leaves)}
+    reduce_into(dsk, [("leaf", i) for i in range(leaves)], split, ("node",))
     return dsk
 
 
@@ -94,15 +101,7 @@ def stacked_reductions(chunks, reductions, split=4):
         for i in range(chunks):
             dsk[("map", r, i)] = (f, ("x", i))
             names.append(("map", r, i))
-        level = 0
-        while len(names) > 1:
-            level += 1
-            nxt = []
-            for j in range(0, len(names), split):
-                key = ("red", r, level, j // split)
-                dsk[key] = (f, *names[j : j + split])
-                nxt.append(key)
-            names = nxt
+        reduce_into(dsk, names, split, ("red", r))
     return dsk
 
 
@@ -112,17 +111,9 @@ def anomaly(chunks, layers, split=4):
     dsk = {("y", 0, i): (f,) for i in range(chunks)}
     for layer in range(layers):
         names = [("y", layer, i) for i in range(chunks)]
-        level = 0
-        while len(names) > 1:
-            level += 1
-            nxt = []
-            for j in range(0, len(names), split):
-                key = ("mean", layer, level, j // split)
-                dsk[key] = (f, *names[j : j + split])
-                nxt.append(key)
-            names = nxt
+        mean = reduce_into(dsk, names, split, ("mean", layer))
         for i in range(chunks):
-            dsk[("y", layer + 1, i)] = (f, ("y", layer, i), names[0])
+            dsk[("y", layer + 1, i)] = (f, ("y", layer, i), mean)
     return dsk
 
 

@@ -576,6 +576,21 @@ impl RawValue {
         refs
     }
 
+    /// Whether the value is an array (task args must be).
+    pub fn is_array(&self) -> bool {
+        matches!(self.0.first(), Some(0x90..=0x9f | 0xdc | 0xdd))
+    }
+
+    /// Whether the value is a map whose keys are all strings (task kwargs
+    /// must be).
+    pub fn is_string_map(&self) -> bool {
+        let mut r = Reader::new(&self.0);
+        let Ok(len) = r.read_map_len() else {
+            return false;
+        };
+        (0..len).all(|_| r.read_str().is_ok() && r.skip_value(&mut |_| {}).is_ok())
+    }
+
     /// Whether the value holds any task reference.
     pub fn has_refs(&self) -> bool {
         let mut any = false;

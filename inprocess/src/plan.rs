@@ -324,18 +324,9 @@ impl Plan {
 /// Refuses args that are not an array and kwargs that are not a map with
 /// string keys (as the scheduler does).
 fn check_shapes(tasks: &[TaskSpec]) -> Result<(), GraphError> {
-    let is_array =
-        |raw: &RawValue| matches!(raw.as_bytes().first(), Some(0x90..=0x9f | 0xdc | 0xdd));
-    let is_string_map = |raw: &RawValue| {
-        let mut r = Reader::new(raw.as_bytes());
-        let Ok(len) = r.read_map_len() else {
-            return false;
-        };
-        (0..len).all(|_| r.read_str().is_ok() && r.skip_value(&mut |_| {}).is_ok())
-    };
     let bad: Vec<Key> = tasks
         .iter()
-        .filter(|s| !is_array(&s.args) || s.kwargs.as_ref().is_some_and(|k| !is_string_map(k)))
+        .filter(|s| !s.args.is_array() || s.kwargs.as_ref().is_some_and(|k| !k.is_string_map()))
         .map(|s| s.key.clone())
         .collect();
     if bad.is_empty() {

@@ -171,12 +171,9 @@ impl RunState {
 
     /// `task` returned a result, which the edge now holds.
     pub fn handle_finished(&mut self, task: TaskId) {
-        if self.status[task.index()] != Status::Running {
+        if !self.end_run(task, Status::Finished) {
             return;
         }
-        self.status[task.index()] = Status::Finished;
-        self.running -= 1;
-        self.ended += 1;
         if self.consumers[task.index()] == 0 && !self.plan.is_wanted(task) {
             // Every dependent was blocked meanwhile.
             self.releases.push(task);
@@ -199,12 +196,9 @@ impl RunState {
     /// starts any more; with [`OnError::Continue`] the tasks depending on
     /// it, directly or not, are blocked.
     pub fn handle_failed(&mut self, task: TaskId) {
-        if self.status[task.index()] != Status::Running {
+        if !self.end_run(task, Status::Failed) {
             return;
         }
-        self.status[task.index()] = Status::Failed;
-        self.running -= 1;
-        self.ended += 1;
         match self.on_error {
             OnError::Stop => {
                 self.stopped.get_or_insert(Stopped::Failed(task));
@@ -253,6 +247,18 @@ impl RunState {
     /// Whether some task could start now (for waking an idle runner).
     pub fn has_ready(&self) -> bool {
         self.stopped.is_none() && (self.roots_taken < self.roots.len() || !self.ready.is_empty())
+    }
+
+    /// A running task ended with `status`; false (and nothing changes)
+    /// when it was not running.
+    fn end_run(&mut self, task: TaskId, status: Status) -> bool {
+        if self.status[task.index()] != Status::Running {
+            return false;
+        }
+        self.status[task.index()] = status;
+        self.running -= 1;
+        self.ended += 1;
+        true
     }
 
     /// One fewer dependent of `d` will run: release it when none is left.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use dask_core::msgpack::{parse_ref, TASK_REF_EXT, VALUE_DEPTH_MAX};
 use dask_core::RawValue;
-use dask_worker::executor::panic_error;
+use dask_worker::executor::{keyword_arguments, panic_error, Kwargs};
 use dask_worker::{FunctionRegistry, TaskError, TaskFn};
 use rmpv::Value;
 
@@ -60,8 +60,6 @@ pub(crate) fn run(
     }
 }
 
-type Kwargs = Vec<(String, Value)>;
-
 /// Decodes args and kwargs and puts the inputs where the references are.
 fn arguments(
     plan: &Plan,
@@ -88,19 +86,7 @@ fn arguments(
             if !supply.is_empty() {
                 substitute(&mut value, &mut supply)?;
             }
-            match value {
-                Value::Nil => Vec::new(),
-                Value::Map(entries) => entries
-                    .into_iter()
-                    .map(|(k, v)| match k {
-                        Value::String(s) if s.is_str() => Ok((s.into_str().unwrap_or_default(), v)),
-                        other => Err(TaskError::type_error(format!(
-                            "kwargs keys must be strings, got {other}"
-                        ))),
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(TaskError::type_error("kwargs must be a map")),
-            }
+            keyword_arguments(value)?
         }
     };
     Ok((args, kwargs))

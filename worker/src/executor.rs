@@ -57,7 +57,8 @@ pub fn panic_error(panic: &(dyn std::any::Any + Send)) -> TaskError {
     TaskError::new("Panic", message)
 }
 
-type Kwargs = Vec<(String, Value)>;
+/// Keyword arguments as a function receives them.
+pub type Kwargs = Vec<(String, Value)>;
 
 /// Decodes args and kwargs and replaces task references by dependency values.
 fn arguments(job: &Job) -> Result<(Vec<Value>, Kwargs), TaskError> {
@@ -92,22 +93,28 @@ fn arguments(job: &Job) -> Result<(Vec<Value>, Kwargs), TaskError> {
                 substitute_refs(&value, &mut lookup)
                     .map_err(|e| TaskError::new("MissingDependency", e))?
             };
-            match value {
-                Value::Nil => Vec::new(),
-                Value::Map(entries) => entries
-                    .into_iter()
-                    .map(|(k, v)| match k {
-                        Value::String(s) if s.is_str() => Ok((s.into_str().unwrap_or_default(), v)),
-                        other => Err(TaskError::type_error(format!(
-                            "kwargs keys must be strings, got {other}"
-                        ))),
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(TaskError::type_error("kwargs must be a map")),
-            }
+            keyword_arguments(value)?
         }
     };
     Ok((args, kwargs))
+}
+
+/// Decoded kwargs (nil or a map with string keys, references replaced) as
+/// the (name, value) pairs a function receives.
+pub fn keyword_arguments(value: Value) -> Result<Kwargs, TaskError> {
+    match value {
+        Value::Nil => Ok(Vec::new()),
+        Value::Map(entries) => entries
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::String(s) if s.is_str() => Ok((s.into_str().unwrap_or_default(), v)),
+                other => Err(TaskError::type_error(format!(
+                    "kwargs keys must be strings, got {other}"
+                ))),
+            })
+            .collect(),
+        _ => Err(TaskError::type_error("kwargs must be a map")),
+    }
 }
 
 /// A queued job, ordered as the worker's ready tasks are: priority desc,

@@ -65,6 +65,17 @@ pub(super) struct Walk<'g> {
     sink_cursor: usize,
 }
 
+/// The first task of `list` from `cursor` on that is not placed; moves
+/// `cursor` past the placed ones (they stay placed).
+fn first_unplaced(slots: &[Slot], list: &[u32], cursor: &mut u32) -> Option<u32> {
+    let mut k = *cursor as usize;
+    while k < list.len() && slots[list[k] as usize].place != UNPLACED {
+        k += 1;
+    }
+    *cursor = k as u32;
+    list.get(k).copied()
+}
+
 /// Task lists by a small count, most recent last in each.
 struct Buckets {
     lists: Vec<Vec<u32>>,
@@ -256,24 +267,18 @@ impl<'g> Walk<'g> {
     /// The first of `task`'s dependencies, in their sorted order, that is
     /// not placed.
     fn first_unplaced_child(&mut self, task: u32) -> Option<u32> {
-        let children = self.graph.children.of(task);
-        let mut k = self.slots[task as usize].child_cursor as usize;
-        while k < children.len() && self.slots[children[k] as usize].place != UNPLACED {
-            k += 1;
-        }
-        self.slots[task as usize].child_cursor = k as u32;
-        children.get(k).copied()
+        let mut cursor = self.slots[task as usize].child_cursor;
+        let found = first_unplaced(&self.slots, self.graph.children.of(task), &mut cursor);
+        self.slots[task as usize].child_cursor = cursor;
+        found
     }
 
     /// The first of `task`'s dependents that is not placed.
     fn first_unplaced_parent(&mut self, task: u32) -> Option<u32> {
-        let parents = self.graph.parents.of(task);
-        let mut k = self.slots[task as usize].parent_cursor as usize;
-        while k < parents.len() && self.slots[parents[k] as usize].place != UNPLACED {
-            k += 1;
-        }
-        self.slots[task as usize].parent_cursor = k as u32;
-        parents.get(k).copied()
+        let mut cursor = self.slots[task as usize].parent_cursor;
+        let found = first_unplaced(&self.slots, self.graph.parents.of(task), &mut cursor);
+        self.slots[task as usize].parent_cursor = cursor;
+        found
     }
 
     /// Rule 3: from `goal` down its first unplaced dependencies to a task

@@ -46,25 +46,6 @@ impl Plan {
 /// beyond, with a set (a task may refer to millions of keys).
 const REFS_SCANNED_MAX: usize = 16;
 
-/// Whether `raw` is a msgpack array.
-fn is_array(raw: &RawValue) -> bool {
-    matches!(raw.as_bytes().first(), Some(0x90..=0x9f | 0xdc | 0xdd))
-}
-
-/// Whether `raw` is a msgpack map whose keys are all strings.
-fn is_string_map(raw: &RawValue) -> bool {
-    let mut r = Reader::new(raw.as_bytes());
-    let Ok(len) = r.read_map_len() else {
-        return false;
-    };
-    for _ in 0..len {
-        if r.read_str().is_err() || r.skip_value(&mut |_| {}).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 /// Whether a known task has the same definition as `spec` (scattered data
 /// has none, so never does).
 fn same_def(def: &Option<TaskDef>, spec: &TaskSpec) -> bool {
@@ -103,7 +84,7 @@ impl SchedulerState {
         let shape: Vec<Key> = m
             .tasks
             .iter()
-            .filter(|s| !is_array(&s.args) || s.kwargs.as_ref().is_some_and(|k| !is_string_map(k)))
+            .filter(|s| !s.args.is_array() || s.kwargs.as_ref().is_some_and(|k| !k.is_string_map()))
             .map(|s| s.key.clone())
             .collect();
         if !shape.is_empty() {
