@@ -9,10 +9,10 @@
 //! are made long with sleeping tasks, never by hoping a machine is slow,
 //! and faults are injected at a measured point of progress.
 //!
-//! The binaries belong to other packages, so they are built once per test
-//! process with this test's profile and target directory (`cargo build -p
-//! dask-scheduler -p dask-worker`), then run from `target/<profile>/`.
-//! `DASK_BIN_DIR=DIR` uses the binaries in DIR instead.
+//! The binaries belong to other packages: `dask_testkit::process::binary`
+//! builds them once per test process with this test's profile and target
+//! directory, then runs them from `target/<profile>/` (`DASK_BIN_DIR=DIR`
+//! uses the binaries in DIR instead).
 
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -23,10 +23,7 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
 use dask_net::BlockingConn;
 
-/// The binaries, and a child process with its output kept (shared with
-/// `processes.rs`).
-mod support;
-use support::{binary, Proc};
+use dask_testkit::process::{binary, send_signal, Process, SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 
 /// Longest any one wait may take: generous, so a slow machine only makes
 /// the tests slower.
@@ -91,9 +88,9 @@ fn a_scheduler_paused_past_the_heartbeat_timeout_keeps_its_workers() {
     cluster.wait_for_progress(&client, &root, 20);
     // A VM pause or a swap storm: the workers' heartbeats wait unread in
     // the scheduler's sockets for three heartbeat timeouts.
-    send_signal(cluster.scheduler.child.id(), SIGSTOP);
+    signal_pid(cluster.scheduler.pid(), SIGSTOP);
     std::thread::sleep(Duration::from_secs(3));
-    send_signal(cluster.scheduler.child.id(), SIGCONT);
+    signal_pid(cluster.scheduler.pid(), SIGCONT);
     assert_eq!(cluster.result(&root), Value::from(graph.expected));
     cluster.assert_scheduler_alive();
     cluster.wait_for_workers(&client, &["w1", "w2"]);
@@ -479,30 +476,19 @@ impl TreeReduction {
 
 // ---- the cluster of processes ------------------------------------------------
 
-const SIGCONT: i32 = 18;
-const SIGSTOP: i32 = 19;
-const SIGTERM: i32 = 15;
-const SIGKILL: i32 = 9;
-
 /// Sends `signal` to the process `pid` (one of our children).
-fn send_signal(pid: u32, signal: i32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    let pid = i32::try_from(pid).expect("a pid fits in i32");
-    // SAFETY: kill(2) on a child this test started, by its id.
-    let rc = unsafe { kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+fn signal_pid(pid: u32, signal: i32) {
+    assert!(send_signal(pid, signal), "kill({pid}, {signal}) failed");
 }
 
 /// A `dask-scheduler --validate` and named single-thread `dask-worker`s.
 /// Dropping it kills them all.
 struct Cluster {
     address: String,
-    scheduler: Proc,
+    scheduler: Process,
     /// Earlier schedulers (killed).
-    dead_schedulers: Vec<Proc>,
-    workers: Vec<(String, Proc)>,
+    dead_schedulers: Vec<Process>,
+    workers: Vec<(String, Process)>,
 }
 
 impl Cluster {
@@ -552,11 +538,11 @@ impl Cluster {
         let mut cmd = Command::new(binary("dask-worker"));
         cmd.arg(&self.address)
             .args(["--nthreads", "1", "--name", name]);
-        let (proc, _) = Proc::spawn(&format!("dask-worker {name}"), cmd, Some("Worker "));
-        self.workers.push((name.to_string(), proc));
+        let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
+        self.workers.push((name.to_string(), process));
     }
 
-    fn worker(&mut self, name: &str) -> &mut Proc {
+    fn worker(&mut self, name: &str) -> &mut Process {
         self.workers
             .iter_mut()
             .rev()
@@ -566,8 +552,8 @@ impl Cluster {
     }
 
     fn signal(&mut self, name: &str, signal: i32) {
-        let pid = self.worker(name).child.id();
-        send_signal(pid, signal);
+        let pid = self.worker(name).pid();
+        signal_pid(pid, signal);
     }
 
     /// SIGKILL, and waits until the process is gone.
@@ -590,7 +576,7 @@ impl Cluster {
     }
 
     fn kill_scheduler(&mut self) {
-        self.scheduler.kill_and_reap();
+        self.scheduler.kill();
     }
 
     /// A new scheduler (with `--validate` and `args`) in place of the dead
@@ -667,10 +653,10 @@ impl Cluster {
     fn logs(&self) -> String {
         let mut out = String::new();
         for p in self.dead_schedulers.iter().chain([&self.scheduler]) {
-            out.push_str(&format!("--- {} ---\n{}", p.label, p.log()));
+            out.push_str(&format!("--- {} ---\n{}", p.label(), p.log()));
         }
         for (_, p) in &self.workers {
-            out.push_str(&format!("--- {} ---\n{}", p.label, p.log()));
+            out.push_str(&format!("--- {} ---\n{}", p.label(), p.log()));
         }
         out
     }
@@ -679,9 +665,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for (_, p) in &mut self.workers {
-            p.kill_and_reap();
+            p.kill();
         }
-        self.scheduler.kill_and_reap();
+        self.scheduler.kill();
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
@@ -689,20 +675,13 @@ impl Drop for Cluster {
 }
 
 /// Starts `dask-scheduler --validate ARGS` and waits for its address.
-fn start_scheduler(args: &[&str]) -> (Proc, String) {
+fn start_scheduler(args: &[&str]) -> (Process, String) {
     let mut cmd = Command::new(binary("dask-scheduler"));
     cmd.args(["--host", "127.0.0.1", "--validate"]).args(args);
-    let (mut proc, first) = Proc::spawn("dask-scheduler", cmd, Some("Scheduler at "));
-    match first.recv_timeout(PATIENCE) {
-        Ok(line) => {
-            let address = line["Scheduler at ".len()..].trim().to_string();
-            (proc, address)
-        }
-        Err(_) => {
-            proc.kill_and_reap();
-            panic!("the scheduler did not start:\n{}", proc.log())
-        }
-    }
+    let process = Process::spawn("dask-scheduler", &mut cmd);
+    let line = process.expect_line("Scheduler at ", PATIENCE);
+    let address = line["Scheduler at ".len()..].trim().to_string();
+    (process, address)
 }
 
 /// Polls `check` every 20 ms until it holds (true) or [`PATIENCE`] ends

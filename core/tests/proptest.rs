@@ -12,17 +12,9 @@ use dask_core::messages::*;
 use dask_core::msgpack::{task_ref_value, write, RawValue, Reader};
 use dask_core::wire::Key;
 use dask_core::Message;
+use dask_testkit::wire::DECODER_CODES;
 use proptest::prelude::*;
 use rmpv::Value;
-
-/// Codes a decoder may return: anything else is a bug.
-const DECODER_CODES: [ErrorCode; 5] = [
-    ErrorCode::MalformedFrame,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownOp,
-    ErrorCode::MissingField,
-    ErrorCode::WrongType,
-];
 
 // ---------------------------------------------------------------------------
 // Strategies

@@ -14,17 +14,8 @@ use dask_core::handshake::{accept, check_reply};
 use dask_core::json::{json_to_msgpack, msgpack_to_json, unhex};
 use dask_core::messages::{Role, OPS};
 use dask_core::{Message, FRAME_BYTES_MAX};
+use dask_testkit::wire::DECODER_CODES;
 use serde_json::Value as Json;
-
-/// Codes the frame decoder itself can return; the rest are sent by state
-/// machines (handshake, scheduler, worker).
-const DECODER_CODES: [ErrorCode; 5] = [
-    ErrorCode::MalformedFrame,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownOp,
-    ErrorCode::MissingField,
-    ErrorCode::WrongType,
-];
 
 fn spec_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec")

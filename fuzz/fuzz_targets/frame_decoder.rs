@@ -12,15 +12,8 @@
 use dask_core::error::ErrorCode;
 use dask_core::frame::FrameDecoder;
 use dask_core::{Message, FRAME_BYTES_MAX};
+use dask_testkit::wire::DECODER_CODES;
 use libfuzzer_sys::fuzz_target;
-
-const DECODER_CODES: [ErrorCode; 5] = [
-    ErrorCode::MalformedFrame,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownOp,
-    ErrorCode::MissingField,
-    ErrorCode::WrongType,
-];
 
 /// The batches (as canonical bytes) and the error a stream decodes to.
 fn decode(stream: &[u8], piece: usize, limit: usize) -> (Vec<Vec<Vec<u8>>>, Option<ErrorCode>) {

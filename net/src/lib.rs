@@ -100,8 +100,6 @@ mod blocking;
 mod clock;
 mod conn;
 mod reactor;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod transport;
 
 pub use blocking::BlockingConn;

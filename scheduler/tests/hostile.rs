@@ -25,12 +25,15 @@ use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
-use dask_net::testing::{
-    connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
-    Process, Rng,
-};
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use dask_testkit::good_client::GoodClient;
+use dask_testkit::process::{open_files_limit, with_open_files, Process};
+use dask_testkit::stories::scheduler as story;
+use dask_testkit::wire::{
+    connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame,
+};
+use dask_testkit::Rng;
 use dask_worker::{WorkerConfig, WorkerHandle};
 use rmpv::Value;
 
@@ -66,20 +69,18 @@ impl Scheduler {
     /// Started by `sh` after `ulimit -n open_files`: it runs out of
     /// descriptors after a few dozen connections.
     fn start_with_open_files(open_files: u32) -> Scheduler {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+        Scheduler::spawn(with_open_files(
+            open_files,
             env!("CARGO_BIN_EXE_dask-scheduler"),
-        ]);
-        Scheduler::spawn(command)
+        ))
     }
 
     fn spawn(mut command: Command) -> Scheduler {
         command
             .args(["--port", "0", "--validate"])
             .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]);
-        let (process, line) = Process::spawn("dask-scheduler", &mut command);
+        let process = Process::spawn("dask-scheduler", &mut command);
+        let line = process.expect_line("", TIMEOUT);
         let address = line
             .strip_prefix("Scheduler at ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -95,12 +96,6 @@ impl Scheduler {
         self.process.assert_rss_below(RSS_BYTES_MAX, during);
     }
 }
-
-/// A well-behaved client computing graphs until told to stop (shared
-/// with the worker's hostile-input test).
-#[path = "support/good_client.rs"]
-mod good_client;
-use good_client::GoodClient;
 
 /// A scheduler process, a worker registered with it and a good client.
 struct Cluster {
@@ -1088,10 +1083,6 @@ fn a_connection_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_
 }
 
 // ---- the state machine, fed random input ------------------------------------
-
-/// The story the `scheduler_messages` fuzz target plays (shared source).
-#[path = "../../fuzz/stories/scheduler.rs"]
-mod story;
 
 mod properties {
     use super::story::{run, Step, Story};

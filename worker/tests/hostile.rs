@@ -25,12 +25,15 @@ use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::write;
 use dask_core::{Key, Message, FRAME_BYTES_MAX};
-use dask_net::testing::{
-    connect_raw, exchange, frame, map, messages_frame, open_files_limit, read_outcome, value_frame,
-    Process, Rng,
-};
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use dask_testkit::good_client::GoodClient;
+use dask_testkit::process::{open_files_limit, with_open_files, Process};
+use dask_testkit::stories::worker as story;
+use dask_testkit::wire::{
+    connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame,
+};
+use dask_testkit::Rng;
 use rmpv::Value;
 
 /// Generous: tests must not fail on a slow machine.
@@ -65,13 +68,10 @@ impl Cluster {
 
     /// The worker under `ulimit -n open_files`.
     fn start_with_open_files(open_files: u32) -> Cluster {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+        Cluster::spawn(with_open_files(
+            open_files,
             env!("CARGO_BIN_EXE_dask-worker"),
-        ]);
-        Cluster::spawn(command)
+        ))
     }
 
     fn spawn(mut command: Command) -> Cluster {
@@ -81,13 +81,14 @@ impl Cluster {
             ..SchedulerConfig::default()
         })
         .expect("scheduler starts");
-        let (worker, line) = Process::spawn(
+        let worker = Process::spawn(
             "dask-worker",
             command
                 .arg(scheduler.address())
                 .args(["--nthreads", "2", "--name", "target"])
                 .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]),
         );
+        let line = worker.expect_line("", TIMEOUT);
         // "Worker NAME at tcp://HOST:PORT, connected to tcp://..."
         let data_address = line
             .split_once(" at ")
@@ -122,12 +123,6 @@ impl Drop for Cluster {
         }
     }
 }
-
-/// A well-behaved client computing graphs until told to stop (shared
-/// with the scheduler's hostile-input test).
-#[path = "../../scheduler/tests/support/good_client.rs"]
-mod good_client;
-use good_client::GoodClient;
 
 // ---- bytes on the wire ------------------------------------------------------
 
@@ -609,10 +604,6 @@ fn a_flood_of_unfinished_handshakes_on_the_data_port_is_timed_out() {
 
 // ---- the state machine, fed random input ------------------------------------
 
-/// The story the `worker_messages` fuzz target plays (shared source).
-#[path = "../../fuzz/stories/worker.rs"]
-mod story;
-
 mod properties {
     use super::story::{run, Step, Story};
     use proptest::prelude::*;
@@ -684,7 +675,7 @@ mod properties {
     /// stories, so the same every run).
     #[test]
     fn the_spilling_story_spills_fails_and_pauses() {
-        let mut rng = dask_net::testing::Rng(0x5eed_0000_0000_5b11);
+        let mut rng = dask_testkit::Rng(0x5eed_0000_0000_5b11);
         let mut total = dask_core::worker::MemoryUsage::default();
         for _ in 0..200 {
             let data = rng.bytes(1024);

@@ -530,7 +530,7 @@ fn a_peer_that_half_closes_after_its_request_still_gets_the_reply() {
         // Hello and get-data in one frame, then the write side shut: the
         // worker usually reads the request and the end of the stream in
         // the same wakeup.
-        let frame = dask_net::testing::messages_frame(&[
+        let frame = dask_testkit::wire::messages_frame(&[
             Message::Hello(handshake::offer(Role::Peer, None)),
             Message::GetData(GetData {
                 request: round,

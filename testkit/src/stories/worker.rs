@@ -24,7 +24,7 @@
 //! dependencies whose only holder is the worker itself.
 //!
 //! Shared by the `worker_messages` fuzz target (bytes in: [`run`]) and
-//! `worker/tests/hostile.rs`, which include this file by path.
+//! `worker/tests/hostile.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -39,9 +39,8 @@ use dask_core::worker::{
 use dask_core::{Key, Message, RawValue, Timestamp};
 use rmpv::Value;
 
-#[path = "common.rs"]
-mod common;
-use common::small;
+use super::common;
+use super::common::small;
 
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 /// The worker's own data address, then two other holders.

@@ -1,16 +1,27 @@
-//! Raw-connection helpers for tests that feed a dask/1 endpoint bad bytes
-//! (the scheduler's and the worker's hostile-input tests). Behind the
-//! `testing` feature: not part of the library API.
+//! Raw connections for tests that feed a dask/1 endpoint bad bytes (the
+//! scheduler's and the worker's hostile-input tests), frames built by hand,
+//! and the codes a frame decoder may answer with.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dask_core::error::ErrorCode;
 use dask_core::frame::{encode_frame, FrameDecoder};
 use dask_core::msgpack::write;
 use dask_core::Message;
 use rmpv::Value;
+
+/// Codes a frame decoder may return (spec/PROTOCOL.md, "Error codes"):
+/// any other from a decoder is a bug. The rest are sent by the state
+/// machines (handshake, scheduler, worker).
+pub const DECODER_CODES: [ErrorCode; 5] = [
+    ErrorCode::MalformedFrame,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::UnknownOp,
+    ErrorCode::MissingField,
+    ErrorCode::WrongType,
+];
 
 /// Connect timeout of [`connect_raw`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,7 +66,7 @@ impl Outcome {
 
 /// A plain TCP connection to `address`.
 pub fn connect_raw(address: &str) -> TcpStream {
-    let addr = crate::parse_address(address).expect("address");
+    let addr = dask_net::parse_address(address).expect("address");
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     stream
@@ -130,99 +141,4 @@ pub fn map(entries: &[(&str, Value)]) -> Value {
             .map(|(k, v)| (Value::from(*k), v.clone()))
             .collect(),
     )
-}
-
-/// A seeded xorshift generator for reproducible random input.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
-
-/// A binary under test (`dask-scheduler`, `dask-worker`) in a child
-/// process: checked alive, its memory read from /proc, killed (by its id)
-/// when dropped.
-pub struct Process {
-    child: Child,
-    name: String,
-}
-
-impl Process {
-    /// Spawns `command` with its stdout piped and returns it with the first
-    /// line it prints (the binaries print their address first), without
-    /// the line end.
-    pub fn spawn(name: &str, command: &mut Command) -> (Process, String) {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let process = Process {
-            child,
-            name: name.to_string(),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("read {name}'s first line: {e}"));
-        (process, line.trim_end().to_string())
-    }
-
-    /// Fails the test if the process has exited.
-    pub fn assert_alive(&mut self, during: &str) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited ({status}) during {during}", self.name);
-        }
-    }
-
-    /// Resident set size, from /proc (Linux); `None` elsewhere.
-    pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-
-    /// Fails the test if the resident set size is `max` or more (where it
-    /// can be read).
-    pub fn assert_rss_below(&self, max: u64, during: &str) {
-        if let Some(rss) = self.rss_bytes() {
-            assert!(
-                rss < max,
-                "{} uses {} MiB after {during}",
-                self.name,
-                rss >> 20
-            );
-        }
-    }
-
-    /// Kills the process (by its id) and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The soft limit on open files, from /proc (Linux).
-pub fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -7,7 +7,7 @@
 //!
 //! Shared by the `scheduler_messages` fuzz target (bytes in: [`run`]) and
 //! `scheduler/tests/hostile.rs` (proptest builds [`Step`]s; crashers are
-//! replayed through [`run`]), which include this file by path.
+//! replayed through [`run`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,9 +20,8 @@ use dask_core::{Key, Message, RawValue, Timestamp};
 use dask_scheduler::{ConnId, SchedulerOutput, SchedulerState, SchedulerStateConfig};
 use rmpv::Value;
 
-#[path = "common.rs"]
-mod common;
-use common::small;
+use super::common;
+use super::common::small;
 
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 const FUNCTIONS: [&str; 3] = ["f", "g", "missing"];

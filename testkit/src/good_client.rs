@@ -1,8 +1,6 @@
 //! A well-behaved client beside hostile input: it computes graphs in a loop
 //! until told to stop, each round 20 `inc` tasks and a `sum` of them,
-//! checked. Shared by the scheduler's and the worker's hostile-input tests
-//! (each includes this file by path: it needs `dask_client`, which
-//! `dask_net::testing` cannot depend on).
+//! checked. Used by the scheduler's and the worker's hostile-input tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

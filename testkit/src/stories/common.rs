@@ -1,5 +1,4 @@
-//! What the scheduler's and the worker's stories share (each includes this
-//! file by path): playing the steps a fuzzer's bytes encode, and drawing
+//! What the scheduler's and the worker's stories share: playing the steps a fuzzer's bytes encode, and drawing
 //! keys and numbers from small pools so that messages collide.
 
 use std::fmt::Debug;
