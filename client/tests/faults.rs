@@ -154,6 +154,7 @@ fn a_client_that_disconnects_has_its_keys_released() {
         request: 1,
         tasks,
         wanted,
+        ack: None,
     })])
     .expect("update-graph sent");
     let mut finished = 0;

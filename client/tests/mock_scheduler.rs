@@ -19,6 +19,7 @@ fn finished(key: &Key) -> Message {
     Message::KeyFinished(KeyFinished {
         key: key.clone(),
         nbytes: 1,
+        request: None,
     })
 }
 
@@ -35,6 +36,7 @@ fn answer_gather(mock: &mut Mock, values: &[(&Key, Value)]) {
         request: g.request,
         data,
         missing: vec![],
+        status: None,
     })]);
 }
 
@@ -110,6 +112,7 @@ fn remote_errors_surface_with_their_type_and_message() {
         message: "division by zero".into(),
         traceback: "tb".into(),
         cause: None,
+        request: None,
     })]);
     let e = f.result().unwrap_err();
     assert_eq!(
@@ -157,6 +160,7 @@ fn cancel_sends_cancel_keys_and_the_future_ends_cancelled() {
     assert_eq!(c.keys, vec![f.key().clone()]);
     mock.send(&[Message::KeyCancelled(KeyCancelled {
         key: f.key().clone(),
+        request: None,
     })]);
     assert!(matches!(
         f.wait_timeout(PATIENCE),
@@ -260,6 +264,7 @@ fn datasets_and_cluster_requests_round_trip() {
         mock.send(&[Message::WhoHasReply(WhoHasReply {
             request: w.request,
             who_has: BTreeMap::from([(key.clone(), vec!["tcp://127.0.0.1:1".to_string()])]),
+            status: None,
         })]);
         let (got, names, info, who, _f) = worker.join().unwrap();
         assert_eq!(got.len(), 1);

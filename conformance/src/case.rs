@@ -80,7 +80,7 @@ impl Level {
 pub struct WorkerSetup {
     /// Threads asked of the worker, given as `{nthreads}` in its command and `DASK_NTHREADS`. Default 1.
     pub nthreads: u32,
-    /// `auto`: before the steps the runner expects `hello`, replies, expects `register-worker` (capturing `worker_address` and `worker_name`) and replies `worker-registered`. `manual`: the steps do it all.
+    /// `auto`: before the steps the runner expects `hello`, replies, expects `register-worker` (capturing `worker_minor` from the hello, `worker_address` and `worker_name`) and replies `worker-registered`. `manual`: the steps do it all.
     pub handshake: Handshake,
     /// `heartbeat_interval_ms` the runner gives in `worker-registered` (auto handshake). Default 1000.
     pub heartbeat_interval_ms: u64,
@@ -613,7 +613,7 @@ pub const RUNNER_VARS: &[&str] = &[
 ];
 
 /// Variables the auto handshake captures from `register-worker`.
-pub const HANDSHAKE_VARS: &[&str] = &["worker_address", "worker_name"];
+pub const HANDSHAKE_VARS: &[&str] = &["worker_address", "worker_name", "worker_minor"];
 
 /// Checks what the schema cannot: unique IDs in the `dask-1/<topic>/<n>`
 /// form with the topic naming the file, short descriptions, level words,

@@ -856,7 +856,7 @@ fn obj(j: Json) -> Map<String, Json> {
 /// The steps of the automatic scheduler-side handshake.
 fn auto_handshake(heartbeat_interval_ms: u64) -> Vec<Step> {
     let steps = json!([
-        {"expect": {"op": "hello", "protocol": "dask", "version": [1, {"$any": "uint"}], "role": "worker"},
+        {"expect": {"op": "hello", "protocol": "dask", "version": [1, {"$capture": "worker_minor"}], "role": "worker"},
          "within_ms": STARTUP_MS},
         {"send": {"op": "hello", "protocol": "dask", "version": [1, 0], "role": "scheduler", "id": 1, "features": []}},
         {"expect": {"op": "register-worker", "name": {"$capture": "worker_name"}, "address": {"$capture": "worker_address"}}},

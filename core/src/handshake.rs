@@ -7,11 +7,18 @@ use crate::messages::{Hello, Role, Version};
 /// The protocol name carried in every hello.
 pub const PROTOCOL: &str = "dask";
 
-/// The version this crate speaks.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+/// The version this crate speaks: dask/1.1 (its additions to 1.0 are
+/// optional fields, so a 1.0 peer is served as 1.0; see PROTOCOL.md
+/// "Versioning").
+pub const VERSION: Version = Version { major: 1, minor: 1 };
 
-/// Optional features this crate supports (none are defined in dask/1.0).
+/// Optional features this crate supports (none are defined up to dask/1.1).
 pub const FEATURES: &[&str] = &[];
+
+/// Whether `version` (one both sides speak) has the dask/1.1 additions.
+pub fn has_1_1(version: Version) -> bool {
+    version.major == 1 && version.minor >= 1
+}
 
 /// What both sides agreed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +49,19 @@ pub fn offer(role: Role, name: Option<String>) -> Hello {
     }
 }
 
-fn check_protocol(hello: &Hello) -> Result<(), WireError> {
+fn check_protocol(hello: &Hello, ours: Version) -> Result<(), WireError> {
     if hello.protocol != PROTOCOL {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
             format!("protocol {:?} is not {PROTOCOL:?}", hello.protocol),
         ));
     }
-    if hello.version.major != VERSION.major {
+    if hello.version.major != ours.major {
         return Err(WireError::new(
             ErrorCode::VersionMismatch,
             format!(
                 "peer speaks dask/{}.{}, this side speaks dask/{}.{}",
-                hello.version.major, hello.version.minor, VERSION.major, VERSION.minor
+                hello.version.major, hello.version.minor, ours.major, ours.minor
             ),
         ));
     }
@@ -80,7 +87,20 @@ pub fn accept(
     id: u64,
     name: Option<String>,
 ) -> Result<(Hello, Negotiated), WireError> {
-    check_protocol(peer)?;
+    accept_speaking(VERSION, peer, our_role, allowed, id, name)
+}
+
+/// [`accept`] for an endpoint whose highest version is `ours` (the test
+/// vectors hold acceptors of several versions to the rules).
+pub fn accept_speaking(
+    ours: Version,
+    peer: &Hello,
+    our_role: Role,
+    allowed: &[Role],
+    id: u64,
+    name: Option<String>,
+) -> Result<(Hello, Negotiated), WireError> {
+    check_protocol(peer, ours)?;
     if !allowed.contains(&peer.role) {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
@@ -91,12 +111,10 @@ pub fn accept(
             ),
         ));
     }
-    // Both speak the lower minor. While this crate speaks x.0 the `min` is
-    // constant, which clippy flags; it matters from the first minor on.
-    #[allow(clippy::unnecessary_min_or_max)]
+    // Both speak the lower minor.
     let version = Version {
-        major: VERSION.major,
-        minor: VERSION.minor.min(peer.version.minor),
+        major: ours.major,
+        minor: ours.minor.min(peer.version.minor),
     };
     let features = common_features(&peer.features);
     let reply = Hello {
@@ -140,9 +158,18 @@ fn what_is_served(our_role: Role, allowed: &[Role], refused: Role) -> String {
     format!("{this}, serving {}{instead}", served.join(" and "))
 }
 
-/// The connecting side: checks the acceptor's reply.
+/// The connecting side: checks the acceptor's reply to [`offer`].
 pub fn check_reply(reply: &Hello, expected_role: Role) -> Result<Negotiated, WireError> {
-    check_protocol(reply)?;
+    check_reply_offered(VERSION, reply, expected_role)
+}
+
+/// [`check_reply`] for a connector that offered version `offered`.
+pub fn check_reply_offered(
+    offered: Version,
+    reply: &Hello,
+    expected_role: Role,
+) -> Result<Negotiated, WireError> {
+    check_protocol(reply, offered)?;
     if reply.role != expected_role {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
@@ -153,7 +180,7 @@ pub fn check_reply(reply: &Hello, expected_role: Role) -> Result<Negotiated, Wir
             ),
         ));
     }
-    if reply.version.minor > VERSION.minor {
+    if reply.version.minor > offered.minor {
         return Err(WireError::new(
             ErrorCode::BadHandshake,
             "reply names a minor version higher than the one offered",

@@ -193,6 +193,9 @@ wire_struct! {
         pub tasks: Vec<TaskSpec>,
         /// Keys the client wants; each gets one [event](#key-finished).
         pub wanted: Vec<Key>,
+        /// Ask for an `ok` once the graph is accepted (an `error` answers a refusal either way). Absent: false: no reply on success.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub ack: Option<bool>,
     }
 }
 
@@ -226,6 +229,9 @@ wire_struct! {
         pub workers: Option<Vec<String>>,
         /// Store every value on every (allowed) worker. Absent: false.
         pub broadcast: Option<bool>,
+        /// Ask for an `ok` once the scatter is accepted (its `put-data` sent). Absent: false: no reply on success.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub ack: Option<bool>,
     }
 }
 
@@ -248,6 +254,10 @@ wire_struct! {
         pub data: BTreeMap<Key, RawValue>,
         /// Keys not in memory anywhere.
         pub missing: Vec<Key>,
+        /// For each key in `missing`: its scheduler state (`released`, `waiting`, `no-worker`, `queued`, `processing`, `memory`, `erred`; `forgotten` when no task of that key is kept), so a client can tell a key being recomputed from one that is gone. Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub status: Option<BTreeMap<Key, String>>,
     }
 }
 
@@ -268,6 +278,10 @@ wire_struct! {
         pub request: u64,
         /// Holders' data addresses by key (an empty array when none, or when the key is unknown).
         pub who_has: BTreeMap<Key, Vec<String>>,
+        /// For every requested key: its scheduler state (`released`, `waiting`, `no-worker`, `queued`, `processing`, `memory`, `erred`; `forgotten` when no task of that key is kept). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub status: Option<BTreeMap<Key, String>>,
     }
 }
 
@@ -403,6 +417,10 @@ wire_struct! {
         pub key: Key,
         /// Size of the result's msgpack encoding.
         pub nbytes: u64,
+        /// The `request` of the message that started the want this event answers (`update-graph`, `scatter` or `get-dataset`). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub request: Option<u64>,
     }
 }
 
@@ -421,6 +439,10 @@ wire_struct! {
         pub traceback: String,
         /// The key whose task raised the error, when not this one. Absent: this key's own task raised.
         pub cause: Option<Key>,
+        /// The `request` of the message that started the want this event answers (`update-graph`, `scatter` or `get-dataset`). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub request: Option<u64>,
     }
 }
 
@@ -434,6 +456,10 @@ wire_struct! {
         /// Why, for people.
         #[schemars(extend("x-ignorable" = true))]
         pub message: String,
+        /// The `request` of the message that started the want this event answers (`update-graph`, `scatter` or `get-dataset`). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub request: Option<u64>,
     }
 }
 
@@ -442,6 +468,10 @@ wire_struct! {
     pub struct KeyCancelled {
         /// The key.
         pub key: Key,
+        /// The `request` of the message that started the want this event answers (`update-graph`, `scatter` or `get-dataset`). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub request: Option<u64>,
     }
 }
 

@@ -260,7 +260,8 @@ fn any_message() -> impl Strategy<Value = Message> {
             |(request, tasks, wanted)| Message::from(UpdateGraph {
                 request,
                 tasks,
-                wanted
+                wanted,
+                ack: None,
             })
         ),
         keys().prop_map(|keys| Message::from(ReleaseKeys { keys })),
@@ -277,7 +278,8 @@ fn any_message() -> impl Strategy<Value = Message> {
                     request,
                     data,
                     workers,
-                    broadcast
+                    broadcast,
+                    ack: None,
                 })
             ),
         (request(), keys()).prop_map(|(request, keys)| Message::from(Gather { request, keys })),
@@ -285,12 +287,16 @@ fn any_message() -> impl Strategy<Value = Message> {
             GatherReply {
                 request,
                 data,
-                missing
+                missing,
+                status: None,
             }
         )),
         (request(), keys()).prop_map(|(request, keys)| Message::from(WhoHas { request, keys })),
-        (request(), who_has())
-            .prop_map(|(request, who_has)| Message::from(WhoHasReply { request, who_has })),
+        (request(), who_has()).prop_map(|(request, who_has)| Message::from(WhoHasReply {
+            request,
+            who_has,
+            status: None,
+        })),
         request().prop_map(|request| Message::from(ClusterInfo { request })),
         (
             request(),
@@ -330,7 +336,11 @@ fn any_message() -> impl Strategy<Value = Message> {
         request().prop_map(|request| Message::from(OkReply { request })),
     ];
     let events = prop_oneof![
-        (key(), any::<u64>()).prop_map(|(key, nbytes)| Message::from(KeyFinished { key, nbytes })),
+        (key(), any::<u64>()).prop_map(|(key, nbytes)| Message::from(KeyFinished {
+            key,
+            nbytes,
+            request: None,
+        })),
         (key(), text(), text(), text(), prop::option::of(key())).prop_map(
             |(key, error_type, message, traceback, cause)| {
                 Message::from(KeyErred {
@@ -339,11 +349,16 @@ fn any_message() -> impl Strategy<Value = Message> {
                     message,
                     traceback,
                     cause,
+                    request: None,
                 })
             }
         ),
-        (key(), text()).prop_map(|(key, message)| Message::from(KeyLost { key, message })),
-        key().prop_map(|key| Message::from(KeyCancelled { key })),
+        (key(), text()).prop_map(|(key, message)| Message::from(KeyLost {
+            key,
+            message,
+            request: None,
+        })),
+        key().prop_map(|key| Message::from(KeyCancelled { key, request: None })),
     ];
     let worker = prop_oneof![
         (

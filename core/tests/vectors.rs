@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use dask_core::error::ErrorCode;
 use dask_core::frame::FrameDecoder;
-use dask_core::handshake::{accept, check_reply};
+use dask_core::handshake::{accept_speaking, check_reply_offered};
 use dask_core::json::{json_to_msgpack, msgpack_to_json, unhex};
+use dask_core::messages::Version;
 use dask_core::messages::{Role, OPS};
 use dask_core::{Message, FRAME_BYTES_MAX};
 use dask_testkit::wire::DECODER_CODES;
@@ -51,6 +52,18 @@ fn ordered(v: &Json) -> String {
 
 fn decode_one(bytes: &[u8], context: &str) -> Message {
     Message::from_bytes(bytes).unwrap_or_else(|e| panic!("{context}: {e}"))
+}
+
+/// A `[major, minor]` of a vector.
+fn version(v: &Json, context: &str) -> Version {
+    let pair = v
+        .as_array()
+        .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)))
+        .unwrap_or_else(|| panic!("{context}: expected [major, minor], found {v}"));
+    Version {
+        major: pair.0 as u32,
+        minor: pair.1 as u32,
+    }
 }
 
 fn role(name: &str) -> Role {
@@ -232,11 +245,12 @@ fn handshake_accept_vectors() {
             .map(|r| role(text(r)))
             .collect();
         let our_role = role(text(&case["role"]));
+        let speaks = version(&case["speaks"], d);
         let id = case["id"].as_u64().expect("id");
         let first = decode_one(&json_to_msgpack(&case["first"]).expect("first"), d);
         // The first message must be a hello (PROTOCOL.md#handshake).
         let outcome = match &first {
-            Message::Hello(h) => accept(h, our_role, &serves, id, None)
+            Message::Hello(h) => accept_speaking(speaks, h, our_role, &serves, id, None)
                 .map(|(reply, _)| Message::Hello(reply))
                 .map_err(|e| e.code),
             _ => Err(ErrorCode::BadHandshake),
@@ -280,7 +294,9 @@ fn handshake_connect_vectors() {
         let expected = role(text(&case["expect_role"]));
         let reply = decode_one(&json_to_msgpack(&case["reply"]).expect("reply"), d);
         let outcome = match &reply {
-            Message::Hello(h) => check_reply(h, expected).map_err(|e| e.code),
+            Message::Hello(h) => {
+                check_reply_offered(offer.version, h, expected).map_err(|e| e.code)
+            }
             Message::ErrorReport(e) => Err(ErrorCode::from_number(e.code).expect("known code")),
             _ => Err(ErrorCode::BadHandshake),
         };

@@ -58,6 +58,7 @@ fn main() {
         request: 1,
         tasks,
         wanted,
+        ack: None,
     });
     let start = Instant::now();
     let bytes = frame::encode_frame(std::slice::from_ref(&message)).expect("encode");

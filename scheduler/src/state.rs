@@ -413,8 +413,21 @@ struct Connection {
 /// A connected client.
 #[derive(Debug, Default)]
 pub(crate) struct Client {
-    /// Wanted tasks, and whether key-finished was sent for each.
-    pub(crate) wants: BTreeMap<TaskId, bool>,
+    /// Wanted tasks.
+    pub(crate) wants: BTreeMap<TaskId, Want>,
+    /// It speaks dask/1.1: its events carry their want's request, its
+    /// `who-has` and `gather` replies the keys' states, and `ack` gets `ok`.
+    pub(crate) v1_1: bool,
+}
+
+/// One key a client wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// Its `key-finished` was sent.
+    pub(crate) finished_sent: bool,
+    /// The `request` of the message that started it (or started it again
+    /// after its event was sent), which dask/1.1 events carry.
+    pub(crate) request: u64,
 }
 
 /// The scheduler. See the module docs for the call order.
@@ -715,7 +728,11 @@ impl SchedulerState {
                 self.next_id += 1;
                 let peer = match negotiated.peer_role {
                     Role::Client => {
-                        self.clients.insert(conn, Client::default());
+                        let client = Client {
+                            v1_1: handshake::has_1_1(negotiated.version),
+                            ..Client::default()
+                        };
+                        self.clients.insert(conn, client);
                         Peer::Client
                     }
                     _ => {

@@ -169,6 +169,7 @@ fn update_graph(request: u64, tasks: Vec<TaskSpec>, wanted: &[&str]) -> Message 
         request,
         tasks,
         wanted: wanted.iter().map(|k| Key::from(*k)).collect(),
+        ack: None,
     })
 }
 
@@ -569,6 +570,7 @@ fn bad_frames_after_handshake(address: &str) {
         &messages_frame(&[Message::KeyFinished(KeyFinished {
             key: "x".into(),
             nbytes: 1,
+            request: None,
         })]),
         2004,
         "a scheduler's message from a client",

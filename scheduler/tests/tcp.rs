@@ -200,6 +200,7 @@ fn a_tiny_graph_is_computed_by_a_test_played_worker_and_gathered() {
                 },
             ],
             wanted: vec!["total".into()],
+            ack: None,
         })])
         .unwrap();
     run_one(&mut worker, "one", 1);

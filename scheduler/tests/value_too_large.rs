@@ -88,6 +88,7 @@ fn a_value_no_message_can_carry_gets_5002_relayed_to_the_gather() {
                 task("small", "conformance.echo", vec![Value::from(7)]),
             ],
             wanted: vec!["big".into(), "small".into()],
+            ack: None,
         })])
         .unwrap();
     let deadline = Instant::now() + TIMEOUT;

@@ -452,6 +452,7 @@ mod tests {
         d.receive(&frame(Message::KeyFinished(KeyFinished {
             key: "inc-ab-0".into(),
             nbytes: 1,
+            request: None,
         })));
         let (_, events) = drained(&mut d);
         assert_eq!(events[0]["state"].as_str(), Some("finished"));

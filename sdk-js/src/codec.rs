@@ -48,8 +48,8 @@ impl CodecError {
 /// | `message_decode` | msgpack bytes | the JSON form of the decoded message |
 /// | `frame_encode` | JSON array of messages | one frame's bytes |
 /// | `frame_decode` | `{"hex", "frame_bytes_max"?, "bytewise"?}` | `{"batches", "pending", "error"}` |
-/// | `handshake_accept` | `{"first", "role", "serves", "id"}` | `{"reply"}` |
-/// | `handshake_connect` | `{"reply", "expect_role"}` | `{"version", "features"}` |
+/// | `handshake_accept` | `{"speaks", "first", "role", "serves", "id"}` | `{"reply"}` |
+/// | `handshake_connect` | `{"offer", "reply", "expect_role"}` | `{"version", "features"}` |
 /// | `handshake_offer` | `{"role"}` | the hello dask-rs offers |
 ///
 /// JSON outputs are UTF-8 text. A refused input is [`CodecError::Wire`]
@@ -165,6 +165,19 @@ fn frame_decode(v: &Json) -> Result<Json, WireError> {
     }))
 }
 
+/// A `[major, minor]`.
+fn version(v: &Json) -> Result<dask_core::messages::Version, WireError> {
+    let part = |i: usize| {
+        v.get(i)
+            .and_then(Json::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    match (part(0), part(1)) {
+        (Some(major), Some(minor)) => Ok(dask_core::messages::Version { major, minor }),
+        _ => Err(malformed(format!("not a [major, minor]: {v}"))),
+    }
+}
+
 fn role(v: &Json) -> Result<Role, WireError> {
     match v.as_str() {
         Some("client") => Ok(Role::Client),
@@ -186,7 +199,9 @@ fn handshake_accept(v: &Json) -> Result<Json, WireError> {
     let id = v["id"].as_u64().unwrap_or(0);
     // The first message must be a hello (PROTOCOL.md#handshake).
     let reply = match message_from_json(&v["first"])? {
-        Message::Hello(h) => handshake::accept(&h, our_role, &serves, id, None)?.0,
+        Message::Hello(h) => {
+            handshake::accept_speaking(version(&v["speaks"])?, &h, our_role, &serves, id, None)?.0
+        }
         other => {
             return Err(WireError::new(
                 ErrorCode::BadHandshake,
@@ -199,8 +214,12 @@ fn handshake_accept(v: &Json) -> Result<Json, WireError> {
 
 fn handshake_connect(v: &Json) -> Result<Json, WireError> {
     let expected = role(&v["expect_role"])?;
+    let offered = match message_from_json(&v["offer"])? {
+        Message::Hello(offer) => offer.version,
+        _ => return Err(malformed("handshake_connect needs the hello \"offer\"")),
+    };
     let n = match message_from_json(&v["reply"])? {
-        Message::Hello(h) => handshake::check_reply(&h, expected)?,
+        Message::Hello(h) => handshake::check_reply_offered(offered, &h, expected)?,
         Message::ErrorReport(e) => {
             let code = ErrorCode::from_number(e.code).unwrap_or(ErrorCode::BadHandshake);
             return Err(WireError::new(code, e.message));
@@ -275,14 +294,15 @@ mod tests {
         let offer = text("handshake_offer", r#"{"role": "client"}"#);
         let accepted = text(
             "handshake_accept",
-            &json!({"first": offer, "role": "scheduler", "serves": ["client"], "id": 5})
+            &json!({"speaks": [1, 1], "first": offer, "role": "scheduler", "serves": ["client"], "id": 5})
                 .to_string(),
         );
         assert_eq!(accepted["reply"]["id"], 5);
         let connected = text(
             "handshake_connect",
-            &json!({"reply": accepted["reply"], "expect_role": "scheduler"}).to_string(),
+            &json!({"offer": offer, "reply": accepted["reply"], "expect_role": "scheduler"})
+                .to_string(),
         );
-        assert_eq!(connected["version"], json!([1, 0]));
+        assert_eq!(connected["version"], json!([1, 1]));
     }
 }

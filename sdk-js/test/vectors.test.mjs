@@ -127,7 +127,7 @@ describe('spec/vectors through wasm', () => {
     const doc = load('handshake.json');
     for (const c of cases(doc, 'accept')) {
       const d = c.get('description');
-      const request = new JObject(c.entries.filter(([k]) => ['first', 'role', 'serves', 'id'].includes(k)));
+      const request = new JObject(c.entries.filter(([k]) => ['first', 'role', 'serves', 'id', 'speaks'].includes(k)));
       if (c.has('reply')) {
         const out = jsonOut(codec('handshake_accept', jsonIn(request)));
         assert.ok(equal(out.get('reply'), c.get('reply')), `${d}: ${show(out)}`);
@@ -141,6 +141,7 @@ describe('spec/vectors through wasm', () => {
       const ours = jsonOut(codec('handshake_offer', jsonIn(new JObject([['role', offer.get('role')]]))));
       assert.ok(equal(ours, offer), `${d}: what dask-rs offers: ${show(ours)}`);
       const request = new JObject([
+        ['offer', offer],
         ['reply', c.get('reply')],
         ['expect_role', c.get('expect_role')],
       ]);

@@ -95,6 +95,7 @@ impl ClientSession {
                 request,
                 tasks,
                 wanted: unique,
+                ack: None,
             })
         })
     }
@@ -114,6 +115,7 @@ impl ClientSession {
                 data,
                 workers,
                 broadcast: broadcast.then_some(true),
+                ack: None,
             })
         })
     }

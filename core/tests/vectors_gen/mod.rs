@@ -520,6 +520,13 @@ fn messages() -> Json {
         vec![],
     ));
     cases.push(case(
+        "update-graph (dask/1.1): ack asks for an ok once the graph is accepted",
+        json!({"op": "update-graph", "request": 6, "tasks": [
+                {"key": "x", "function": "inc", "args": [1]}],
+               "wanted": ["x"], "ack": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
         "release-keys",
         json!({"op": "release-keys", "keys": ["x", "y"]}),
         vec![vec![Wide("keys")]],
@@ -550,6 +557,11 @@ fn messages() -> Json {
         vec![vec![Wide("workers"), Wide("request")]],
     ));
     cases.push(case(
+        "scatter (dask/1.1): ack asks for an ok once accepted",
+        json!({"op": "scatter", "request": 10, "data": {"d": 4}, "ack": true}),
+        vec![vec![Nil("workers")]],
+    ));
+    cases.push(case(
         "gather",
         json!({"op": "gather", "request": 7, "keys": ["a", "y"]}),
         vec![vec![Reversed, Wide("keys")]],
@@ -561,6 +573,12 @@ fn messages() -> Json {
         vec![vec![ReverseIn("data")]],
     ));
     cases.push(case(
+        "gather-reply (dask/1.1): the state of each missing key, one being recomputed",
+        json!({"op": "gather-reply", "request": 12, "data": {},
+               "missing": ["gone", "y"], "status": {"gone": "forgotten", "y": "processing"}}),
+        vec![vec![ReverseIn("status")]],
+    ));
+    cases.push(case(
         "who-has",
         json!({"op": "who-has", "request": 8, "keys": ["a", "b"]}),
         vec![],
@@ -569,6 +587,12 @@ fn messages() -> Json {
         "who-has-reply: holders per key, an empty list for a key held nowhere",
         json!({"op": "who-has-reply", "request": 8, "who_has": {"a": [A1, A2], "b": []}}),
         vec![vec![ReverseIn("who_has")], vec![Wide("who_has")]],
+    ));
+    cases.push(case(
+        "who-has-reply (dask/1.1): with the state of every key, an unknown one forgotten",
+        json!({"op": "who-has-reply", "request": 13, "who_has": {"a": [A1], "b": [], "c": []},
+               "status": {"a": "memory", "b": "waiting", "c": "forgotten"}}),
+        vec![vec![Reversed]],
     ));
     cases.push(case(
         "cluster-info",
@@ -678,6 +702,28 @@ fn messages() -> Json {
         "key-cancelled",
         json!({"op": "key-cancelled", "key": "y"}),
         vec![vec![Unknown("reason", json!("ignored by dask/1.0"))]],
+    ));
+    cases.push(case(
+        "key-finished (dask/1.1): the request of the update-graph that started the want",
+        json!({"op": "key-finished", "key": "y", "nbytes": 1, "request": 1}),
+        vec![vec![Reversed], vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "key-erred (dask/1.1): with the want's request",
+        json!({"op": "key-erred", "key": "w", "error_type": "ConformanceError", "message": "boom",
+               "traceback": "", "cause": "z", "request": 4}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-lost (dask/1.1): the want started by a scatter",
+        json!({"op": "key-lost", "key": "s", "message": "scatter failed: the worker left before storing it",
+               "request": 5}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-cancelled (dask/1.1): with the want's request",
+        json!({"op": "key-cancelled", "key": "y", "request": 300}),
+        vec![],
     ));
 
     // --- scheduler <-> worker -----------------------------------------
@@ -1569,10 +1615,17 @@ fn handshake() -> Json {
     let sched = json!(["client", "worker"]);
     let data_port = json!(["peer"]);
     let reply = |role: &str, id: u64| json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": role, "id": id, "features": []});
-    let ok = |d: &str, serves: &Json, role: &str, id: u64, first: Json, reply: Json| json!({"description": d, "serves": serves, "role": role, "id": id, "first": first, "reply": reply});
+    let reply_1_1 = |role: &str, id: u64| json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": role, "id": id, "features": []});
+    // Acceptors speaking dask/1.1 (as dask-rs does), unless `speaking` says.
+    let speaks = json!([1, 1]);
+    let ok = |d: &str, serves: &Json, role: &str, id: u64, first: Json, reply: Json| json!({"description": d, "speaks": speaks, "serves": serves, "role": role, "id": id, "first": first, "reply": reply});
+    let speaking = |version: Json, mut case: Json| {
+        case["speaks"] = version;
+        case
+    };
     let err = |d: &str, serves: &Json, role: &str, first: Json, error: &str, code: u32| {
-        json!({"description": d, "serves": serves, "role": role, "id": 1, "first": first,
-               "error": error, "code": code})
+        json!({"description": d, "speaks": speaks, "serves": serves, "role": role, "id": 1,
+               "first": first, "error": error, "code": code})
     };
     let accept = vec![
         ok(
@@ -1600,12 +1653,31 @@ fn handshake() -> Json {
             reply("worker", 7),
         ),
         ok(
-            "a peer speaking a later minor (1.4): both speak the lower, 1.0",
+            "a dask/1.1 client and a dask/1.1 scheduler speak 1.1",
+            &sched,
+            "scheduler",
+            8,
+            hello("client", 1),
+            reply_1_1("scheduler", 8),
+        ),
+        ok(
+            "a peer speaking a later minor (1.4): both speak the lower, 1.1",
             &sched,
             "scheduler",
             3,
             hello("client", 4),
-            reply("scheduler", 3),
+            reply_1_1("scheduler", 3),
+        ),
+        speaking(
+            json!([1, 0]),
+            ok(
+                "a dask/1.0 acceptor answers a dask/1.1 connector: both speak 1.0",
+                &sched,
+                "scheduler",
+                9,
+                hello("client", 1),
+                reply("scheduler", 9),
+            ),
         ),
         ok(
             "features the acceptor does not support are left out of the reply",
@@ -1613,7 +1685,7 @@ fn handshake() -> Json {
             "scheduler",
             4,
             json!({"op": "hello", "protocol": "dask", "version": [1, 2], "role": "client", "features": ["x-compression", "x-tls"]}),
-            reply("scheduler", 4),
+            reply_1_1("scheduler", 4),
         ),
         ok(
             "auth (reserved) is ignored, tls true is treated as false",
@@ -1705,17 +1777,28 @@ fn handshake() -> Json {
             3002,
         ),
     ];
-    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "client", "features": []});
+    // What dask-rs offers: dask/1.1.
+    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": []});
     let c_ok = |d: &str, expect: &str, reply: Json| {
+        let version = reply["version"].clone();
         json!({"description": d, "offer": offer, "expect_role": expect, "reply": reply,
-               "version": [1, 0], "features": []})
+               "version": version, "features": []})
     };
     let c_err = |d: &str, expect: &str, reply: Json, error: &str, code: u32| {
         json!({"description": d, "offer": offer, "expect_role": expect, "reply": reply,
                "error": error, "code": code})
     };
     let connect = vec![
-        c_ok("the scheduler accepts", "scheduler", reply("scheduler", 1)),
+        c_ok(
+            "the scheduler accepts",
+            "scheduler",
+            reply_1_1("scheduler", 1),
+        ),
+        c_ok(
+            "a dask/1.0 scheduler accepts: both speak 1.0",
+            "scheduler",
+            reply("scheduler", 2),
+        ),
         c_ok(
             "a reply listing no features at all (absent)",
             "scheduler",
@@ -1743,7 +1826,7 @@ fn handshake() -> Json {
         c_err(
             "the reply's minor is higher than the one offered",
             "scheduler",
-            json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler", "id": 1}),
+            json!({"op": "hello", "protocol": "dask", "version": [1, 2], "role": "scheduler", "id": 1}),
             "bad-handshake",
             3002,
         ),
@@ -1770,7 +1853,7 @@ fn handshake() -> Json {
         ),
     ];
     json!({
-        "description": "The handshake (PROTOCOL.md#handshake) for a dask/1.0 endpoint supporting no optional feature. accept: the acceptor's side, given the roles it serves, its own role, the id it gives the connection and the first message received. connect: the connector's side, given what it offered and the first message received back. See README.md.",
+        "description": "The handshake (PROTOCOL.md#handshake) for endpoints supporting no optional feature. accept: the acceptor's side, given the highest version it speaks (speaks), the roles it serves, its own role, the id it gives the connection and the first message received. connect: the connector's side, given what it offered (its version is the highest it speaks) and the first message received back. See README.md.",
         "accept": accept,
         "connect": connect,
     })

@@ -67,6 +67,8 @@ struct ScatteringKey {
     abandoned: bool,
     /// Why the last put that stored nothing failed, for `key-lost`.
     failure: &'static str,
+    /// The `scatter`'s request: the want it makes answers it.
+    request: u64,
 }
 
 /// Requests the scheduler has sent to workers and awaits answers for.
@@ -132,6 +134,9 @@ impl SchedulerState {
                 Some(m.data.keys().cloned().collect()),
             );
         }
+        if m.ack == Some(true) {
+            self.acknowledge(conn, m.request);
+        }
         let mut per_worker: BTreeMap<WorkerIdx, BTreeMap<Key, RawValue>> = BTreeMap::new();
         if m.broadcast.unwrap_or(false) {
             for &w in &targets {
@@ -166,6 +171,7 @@ impl SchedulerState {
                         nbytes: 0,
                         abandoned: false,
                         failure: "the worker did not store it",
+                        request: m.request,
                     });
                 entry.outstanding += 1;
             }
@@ -182,15 +188,16 @@ impl SchedulerState {
     }
 
     /// Client `conn` released (or cancelled) `key` before its scatter was
-    /// over: the copies are freed when it is. Returns whether the key was
-    /// being scattered for that client (and not yet abandoned).
-    pub(crate) fn abandon_scatter(&mut self, conn: ConnId, key: &Key) -> bool {
+    /// over: the copies are freed when it is. Returns the scatter's request
+    /// when the key was being scattered for that client (and not yet
+    /// abandoned).
+    pub(crate) fn abandon_scatter(&mut self, conn: ConnId, key: &Key) -> Option<u64> {
         match self.data.scattering.get_mut(key) {
             Some(s) if s.client == conn && !s.abandoned => {
                 s.abandoned = true;
-                true
+                Some(s.request)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -266,16 +273,16 @@ impl SchedulerState {
         // A task of that key cannot appear meanwhile (update-graph refuses
         // keys being scattered); if one did, the copies are not its data.
         if !wanted || self.task_by_key.contains_key(key) {
-            for w in s.stored {
+            for &w in &s.stored {
                 self.free_on(w, key.clone());
             }
             if wanted {
-                self.scatter_lost(s.client, key.clone(), "the key was defined meanwhile");
+                self.scatter_lost(&s, key.clone(), "the key was defined meanwhile");
             }
             return;
         }
         if s.stored.is_empty() {
-            return self.scatter_lost(s.client, key.clone(), s.failure);
+            return self.scatter_lost(&s, key.clone(), s.failure);
         }
         let order = self.next_order;
         self.next_order += 1;
@@ -286,7 +293,7 @@ impl SchedulerState {
         for w in s.stored {
             self.add_replica(t, w);
         }
-        self.add_want(s.client, t);
+        self.add_want(s.client, t, s.request);
         self.to_check.push(t);
     }
 
@@ -306,16 +313,19 @@ impl SchedulerState {
         }
     }
 
-    fn scatter_lost(&mut self, client: ConnId, key: Key, why: &str) {
-        if self.clients.contains_key(&client) {
-            self.send(
-                client,
-                Message::KeyLost(KeyLost {
-                    key,
-                    message: format!("scatter failed: {why}"),
-                }),
-            );
-        }
+    fn scatter_lost(&mut self, s: &ScatteringKey, key: Key, why: &str) {
+        let Some(client) = self.clients.get(&s.client) else {
+            return;
+        };
+        let request = client.v1_1.then_some(s.request);
+        self.send(
+            s.client,
+            Message::KeyLost(KeyLost {
+                key,
+                message: format!("scatter failed: {why}"),
+                request,
+            }),
+        );
     }
 
     // ---- gather -----------------------------------------------------------
@@ -422,6 +432,7 @@ impl SchedulerState {
         }
         let reply = GatherReply {
             request: g.request,
+            status: self.status_for(g.client, g.missing.iter()),
             data: g.data,
             missing: g.missing,
         };
@@ -625,6 +636,33 @@ impl SchedulerState {
 
     // ---- questions ----------------------------------------------------------
 
+    /// dask/1.1: an `ok` answering `request` (an `ack` asked for it), to a
+    /// client that speaks 1.1 (a 1.0 scheduler does not know `ack`).
+    pub(crate) fn acknowledge(&mut self, conn: ConnId, request: u64) {
+        if self.clients.get(&conn).is_some_and(|c| c.v1_1) {
+            self.send(conn, Message::OkReply(OkReply { request }));
+        }
+    }
+
+    /// dask/1.1: the scheduler state of each key (`forgotten` when no task
+    /// of that key is kept), for a client that speaks 1.1; `None` for 1.0.
+    fn status_for<'k>(
+        &self,
+        conn: ConnId,
+        keys: impl Iterator<Item = &'k Key>,
+    ) -> Option<BTreeMap<Key, String>> {
+        if !self.clients.get(&conn).is_some_and(|c| c.v1_1) {
+            return None;
+        }
+        let status = keys
+            .map(|key| {
+                let state = self.task_state(key.as_str()).unwrap_or("forgotten");
+                (key.clone(), state.to_owned())
+            })
+            .collect();
+        Some(status)
+    }
+
     pub(crate) fn who_has(&mut self, conn: ConnId, m: WhoHas) {
         let mut who_has = BTreeMap::new();
         for key in m.keys {
@@ -642,6 +680,7 @@ impl SchedulerState {
             conn,
             Message::WhoHasReply(WhoHasReply {
                 request: m.request,
+                status: self.status_for(conn, who_has.keys()),
                 who_has,
             }),
         );
@@ -771,7 +810,7 @@ impl SchedulerState {
             }),
         );
         for t in ids {
-            self.add_want(conn, t);
+            self.add_want(conn, t, m.request);
         }
     }
 
@@ -864,6 +903,7 @@ mod size_tests {
                     .map(|i| (key(i * 40 + 1), value(i * 100)))
                     .collect(),
                 missing: (0..missing).map(|i| key(i * 300 + 1)).collect(),
+                status: None,
             };
             let bytes = Message::GatherReply(reply.clone()).to_bytes();
             assert_eq!(

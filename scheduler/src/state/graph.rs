@@ -72,8 +72,13 @@ impl SchedulerState {
         match self.check_graph(&m) {
             Err(r) => self.reply_error(conn, r.code, r.message, Some(m.request), Some(r.keys)),
             Ok(plan) => {
+                // dask/1.1 ack: the ok comes before any event the graph
+                // causes (keys already in memory or erred get theirs now).
+                if m.ack == Some(true) {
+                    self.acknowledge(conn, m.request);
+                }
                 let tasks = std::mem::take(&mut m.tasks);
-                self.accept_graph(conn, tasks, plan, &m.wanted);
+                self.accept_graph(conn, tasks, plan, &m.wanted, m.request);
             }
         }
     }
@@ -235,7 +240,14 @@ impl SchedulerState {
         Ok(plan)
     }
 
-    fn accept_graph(&mut self, conn: ConnId, specs: Vec<TaskSpec>, plan: Plan, wanted: &[Key]) {
+    fn accept_graph(
+        &mut self,
+        conn: ConnId,
+        specs: Vec<TaskSpec>,
+        plan: Plan,
+        wanted: &[Key],
+        request: u64,
+    ) {
         let n = plan.new.len();
         self.tasks.reserve(n);
         self.task_by_key.reserve(n);
@@ -283,7 +295,7 @@ impl SchedulerState {
                 continue;
             }
             if let Some(&t) = self.task_by_key.get(key) {
-                self.add_want(conn, t);
+                self.add_want(conn, t, request);
             }
         }
         // New tasks nothing wants or needs are forgotten right away.

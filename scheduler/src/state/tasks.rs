@@ -171,19 +171,32 @@ impl SchedulerState {
             task.wanted_by.clone()
         };
         for c in clients {
+            let m = self.error_event(t, &error, self.want_request(c, t));
             if error.lost {
                 if let Some(client) = self.clients.get_mut(&c) {
                     client.wants.remove(&t);
                 }
             }
-            let m = self.error_event(t, &error);
             self.send(c, m);
         }
         self.to_check.push(t);
     }
 
-    /// The key-erred or key-lost event for erred task `t`.
-    pub(crate) fn error_event(&self, t: TaskId, error: &TaskError) -> Message {
+    /// The `request` a dask/1.1 client's event about `t` carries: that of
+    /// the message that started its want (none for a 1.0 client).
+    pub(crate) fn want_request(&self, c: ConnId, t: TaskId) -> Option<u64> {
+        let client = self.clients.get(&c).filter(|client| client.v1_1)?;
+        client.wants.get(&t).map(|want| want.request)
+    }
+
+    /// The key-erred or key-lost event for erred task `t`, carrying
+    /// `request` (see [`SchedulerState::want_request`]).
+    pub(crate) fn error_event(
+        &self,
+        t: TaskId,
+        error: &TaskError,
+        request: Option<u64>,
+    ) -> Message {
         let key = self.tasks[t.0].key.clone();
         if error.lost {
             let message = if error.origin == key {
@@ -191,7 +204,11 @@ impl SchedulerState {
             } else {
                 format!("depends on {}: {}", error.origin, error.message)
             };
-            return Message::KeyLost(KeyLost { key, message });
+            return Message::KeyLost(KeyLost {
+                key,
+                message,
+                request,
+            });
         }
         let cause = (error.origin != key).then(|| error.origin.clone());
         Message::KeyErred(KeyErred {
@@ -200,6 +217,7 @@ impl SchedulerState {
             message: error.message.clone(),
             traceback: error.traceback.clone(),
             cause,
+            request,
         })
     }
 
@@ -320,11 +338,14 @@ impl SchedulerState {
         }
     }
 
-    /// Client `conn` wants `t`: events follow (at once when it is already
-    /// in memory or erred). An erred task stays wanted (with its error)
-    /// until released; one whose data was lost is not wanted (key-lost
-    /// ends the want).
-    pub(crate) fn add_want(&mut self, conn: ConnId, t: TaskId) {
+    /// Client `conn` wants `t`, for the message with id `request`: events
+    /// follow (at once when it is already in memory or erred). A want still
+    /// pending is left as it is (one want per key: the events answer the
+    /// message that started it); one whose event was sent starts again
+    /// with this request, and its event comes again. An erred task stays
+    /// wanted (with its error) until released; one whose data was lost is
+    /// not wanted (key-lost ends the want).
+    pub(crate) fn add_want(&mut self, conn: ConnId, t: TaskId, request: u64) {
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
@@ -333,24 +354,49 @@ impl SchedulerState {
             let Some(error) = task.error.clone() else {
                 return;
             };
-            if !error.lost && !client.wants.contains_key(&t) {
-                task.wanted_by.push(conn);
-                client.wants.insert(t, false);
+            // The event is sent again: it answers this message. (key-lost
+            // ends the want, so none is made for lost data.)
+            let event_request = client.v1_1.then_some(request);
+            match client.wants.get_mut(&t) {
+                Some(want) => want.request = request,
+                None if !error.lost => {
+                    task.wanted_by.push(conn);
+                    let want = Want {
+                        finished_sent: false,
+                        request,
+                    };
+                    client.wants.insert(t, want);
+                }
+                None => {}
             }
-            let m = self.error_event(t, &error);
+            let m = self.error_event(t, &error, event_request);
             self.send(conn, m);
             self.to_check.push(t);
             return;
         }
-        if !client.wants.contains_key(&t) {
-            task.wanted_by.push(conn);
-        }
         let in_memory = task.state == TaskState::Memory;
-        client.wants.insert(t, in_memory);
+        match client.wants.get_mut(&t) {
+            Some(want) if !want.finished_sent => return,
+            Some(want) => {
+                *want = Want {
+                    finished_sent: in_memory,
+                    request,
+                }
+            }
+            None => {
+                task.wanted_by.push(conn);
+                let want = Want {
+                    finished_sent: in_memory,
+                    request,
+                };
+                client.wants.insert(t, want);
+            }
+        }
         if in_memory {
             let m = Message::KeyFinished(KeyFinished {
                 key: task.key.clone(),
                 nbytes: task.nbytes,
+                request: self.want_request(conn, t),
             });
             self.send(conn, m);
         } else if task.state == TaskState::Released {
@@ -379,17 +425,18 @@ impl SchedulerState {
             let Some(client) = self.clients.get_mut(&c) else {
                 continue;
             };
-            let Some(sent) = client.wants.get_mut(&t) else {
+            let Some(want) = client.wants.get_mut(&t) else {
                 continue;
             };
-            if *sent {
+            if want.finished_sent {
                 continue;
             }
-            *sent = true;
+            want.finished_sent = true;
             let task = &self.tasks[t.0];
             let m = Message::KeyFinished(KeyFinished {
                 key: task.key.clone(),
                 nbytes: task.nbytes,
+                request: self.want_request(c, t),
             });
             self.send(c, m);
         }
@@ -402,8 +449,9 @@ impl SchedulerState {
         for key in m.keys {
             let Some(&t) = self.task_by_key.get(&key) else {
                 // A scatter not over yet ends like a want.
-                if self.abandon_scatter(conn, &key) {
-                    self.send(conn, Message::KeyCancelled(KeyCancelled { key }));
+                if let Some(scatter) = self.abandon_scatter(conn, &key) {
+                    let request = self.clients.get(&conn).filter(|c| c.v1_1).map(|_| scatter);
+                    self.send(conn, Message::KeyCancelled(KeyCancelled { key, request }));
                 }
                 continue;
             };
@@ -413,9 +461,10 @@ impl SchedulerState {
                 vec![conn]
             };
             for c in clients {
+                let request = self.want_request(c, t);
                 if self.remove_want(c, t) {
                     let key = self.tasks[t.0].key.clone();
-                    self.send(c, Message::KeyCancelled(KeyCancelled { key }));
+                    self.send(c, Message::KeyCancelled(KeyCancelled { key, request }));
                 }
             }
         }

@@ -151,6 +151,7 @@ fn graph(request: u64, a: u8, b: u8, n: u64) -> UpdateGraph {
         request,
         tasks,
         wanted,
+        ack: None,
     }
 }
 
@@ -219,6 +220,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             data,
             workers: None,
             broadcast: Some(a & 1 == 0),
+            ack: None,
         }),
         12 => Message::Gather(Gather {
             request,
@@ -276,6 +278,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
         29 => Message::KeyFinished(KeyFinished {
             key: key(a),
             nbytes: 1,
+            request: None,
         }),
         30 => Message::ComputeTask(ComputeTask {
             key: key(a),

@@ -227,6 +227,7 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
         _ => Message::KeyFinished(KeyFinished {
             key: key(a),
             nbytes: 1,
+            request: None,
         }),
     }
 }

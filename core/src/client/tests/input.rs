@@ -102,6 +102,7 @@ fn gather_reply_is_an_event_for_its_request() {
         request: r.0,
         data: data.clone(),
         missing: vec![Key::from("b")],
+        status: None,
     });
     s.handle_message(reply.clone());
     // A second reply to the same request is ignored.

@@ -26,13 +26,16 @@ fn task_errors_cancels_and_losses_reach_the_key() {
         message: "division by zero".into(),
         traceback: String::new(),
         cause: Some(Key::from("x")),
+        request: None,
     }));
     s.handle_message(Message::KeyCancelled(KeyCancelled {
         key: keys[1].clone(),
+        request: None,
     }));
     s.handle_message(Message::KeyLost(KeyLost {
         key: keys[2].clone(),
         message: "worker died".into(),
+        request: None,
     }));
     assert!(
         matches!(s.key_state(keys[0].as_str()), Some(KeyState::Erred(f)) if f.cause == Some(Key::from("x")))
@@ -53,7 +56,10 @@ fn resubmitting_a_cancelled_key_makes_it_pending_again() {
     let t = inc(&mut s, Value::from(1));
     let key = t.key.clone();
     s.submit(vec![t.clone()], vec![key.clone()]);
-    s.handle_message(Message::KeyCancelled(KeyCancelled { key: key.clone() }));
+    s.handle_message(Message::KeyCancelled(KeyCancelled {
+        key: key.clone(),
+        request: None,
+    }));
     assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Cancelled));
     s.submit(vec![t], vec![key.clone()]);
     assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Pending));
@@ -101,13 +107,16 @@ fn a_key_is_released_whatever_its_state() {
         message: "no".into(),
         traceback: String::new(),
         cause: None,
+        request: None,
     }));
     s.handle_message(Message::KeyCancelled(KeyCancelled {
         key: keys[2].clone(),
+        request: None,
     }));
     s.handle_message(Message::KeyLost(KeyLost {
         key: keys[3].clone(),
         message: "gone".into(),
+        request: None,
     }));
     assert!(!s.wants_transmit(), "no event releases anything");
     for k in &keys {

@@ -54,6 +54,7 @@ fn finished(key: &Key) -> Message {
     Message::KeyFinished(KeyFinished {
         key: key.clone(),
         nbytes: 1,
+        request: None,
     })
 }
 

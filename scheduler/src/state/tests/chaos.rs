@@ -222,7 +222,8 @@ impl Chaos {
             | Message::KeyErred(KeyErred { key, .. }) => {
                 c.pending.remove(&key);
             }
-            Message::KeyCancelled(KeyCancelled { key }) | Message::KeyLost(KeyLost { key, .. }) => {
+            Message::KeyCancelled(KeyCancelled { key, .. })
+            | Message::KeyLost(KeyLost { key, .. }) => {
                 c.pending.remove(&key);
                 c.wanted.remove(&key);
             }
@@ -366,6 +367,7 @@ impl Chaos {
                 request,
                 tasks,
                 wanted: wanted.clone(),
+                ack: None,
             },
         );
         let refused = self
@@ -418,6 +420,7 @@ impl Chaos {
                         data: [(key.clone(), raw(Value::from(1)))].into(),
                         workers: None,
                         broadcast: self.rng.chance(30).then_some(true),
+                        ack: None,
                     },
                 );
                 let refused =
