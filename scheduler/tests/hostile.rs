@@ -21,37 +21,22 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dask_core::frame::FrameDecoder;
-use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_testkit::good_client::GoodClient;
-use dask_testkit::process::{open_files_limit, with_open_files, Process};
-use dask_testkit::stories::scheduler as story;
-use dask_testkit::wire::{
-    connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame,
+use dask_testkit::hostile::{
+    assert_bad_first_frames_refused, assert_cut_hellos_closed_silently,
+    assert_random_bytes_refused, hello, Noise, UnfinishedHandshakes, HANDSHAKE_TIMEOUT_SECS,
+    RSS_BYTES_MAX, SMALL_OPEN_FILES, TIMEOUT,
 };
-use dask_testkit::Rng;
+use dask_testkit::process::{with_open_files, Process};
+use dask_testkit::stories::scheduler as story;
+use dask_testkit::wire::{connect_raw, frame, map, messages_frame, read_outcome, value_frame};
 use dask_worker::{WorkerConfig, WorkerHandle};
 use rmpv::Value;
-
-/// Generous: tests must not fail on a slow machine.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The handshake timeout the scheduler under test runs with (seconds).
-const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
-
-/// Resident memory the scheduler may reach during the test. Generous: it
-/// is there to catch a buffer sized by a length prefix or a leak per
-/// connection, not to measure.
-const RSS_BYTES_MAX: u64 = 500 * 1024 * 1024;
-
-/// Connections of each kind in the flood (fewer when the open-files limit
-/// is low: the test and the scheduler each hold one descriptor per
-/// connection).
-const FLOOD_CONNECTIONS: usize = 1000;
 
 // ---- processes ------------------------------------------------------------
 
@@ -133,24 +118,6 @@ impl Drop for Cluster {
 
 // ---- bytes on the wire ------------------------------------------------------
 
-fn hello(role: Role) -> Message {
-    Message::Hello(handshake::offer(role, Some("hostile-test".into())))
-}
-
-/// A hello as a tree, to be broken field by field.
-fn hello_tree(protocol: &str, version: Value, role: &str) -> Value {
-    map(&[
-        ("op", "hello".into()),
-        ("protocol", protocol.into()),
-        ("version", version),
-        ("role", role.into()),
-    ])
-}
-
-fn version(major: u64, minor: u64) -> Value {
-    Value::Array(vec![major.into(), minor.into()])
-}
-
 fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
     TaskSpec {
         key: key.into(),
@@ -202,197 +169,18 @@ fn nested_arrays(depth: usize) -> Vec<u8> {
 
 /// Bad first frames: each gets its fatal error and the connection closes.
 fn bad_first_frames(address: &str) {
-    let hello_client = messages_frame(&[hello(Role::Client)]);
-    let mut truncated_payload = hello_client[4..].to_vec();
-    truncated_payload.pop();
-    let mut trailing = hello_client[4..].to_vec();
-    trailing.push(0xc0);
-    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("an empty frame", vec![0, 0, 0, 0], 1001),
-        (
-            "a map, not a batch",
-            value_frame(&map(&[("op", "hello".into())])),
-            1001,
-        ),
-        (
-            "a batch of integers",
-            value_frame(&Value::Array(vec![1.into(), 2.into()])),
-            1001,
-        ),
-        (
-            "a truncated msgpack object",
-            frame(&truncated_payload),
-            1001,
-        ),
-        ("bytes after the batch", frame(&trailing), 1001),
-        ("the reserved byte 0xc1", frame(&[0x91, 0xc1]), 1001),
-        (
-            "an op that is not UTF-8",
-            frame(&[0x91, 0x81, 0xa2, b'o', b'p', 0xa2, 0xff, 0xfe]),
-            1001,
-        ),
-        (
-            "a field twice",
-            frame(&[
-                0x91, 0x82, 0xa2, b'o', b'p', 0xa5, b'c', b'l', b'o', b's', b'e', 0xa2, b'o', b'p',
-                0xa5, b'c', b'l', b'o', b's', b'e',
-            ]),
-            1001,
-        ),
-        (
-            "a message without op",
-            value_frame(&Value::Array(vec![map(&[("x", 1.into())])])),
-            2002,
-        ),
-        (
-            "an op that is not a string",
-            value_frame(&Value::Array(vec![map(&[("op", 5.into())])])),
-            2003,
-        ),
-        (
-            "an unknown op",
-            value_frame(&Value::Array(vec![map(&[("op", "nope".into())])])),
-            2001,
-        ),
-        (
-            "a hello without version",
-            value_frame(&Value::Array(vec![map(&[
-                ("op", "hello".into()),
-                ("protocol", "dask".into()),
-                ("role", "client".into()),
-            ])])),
-            2002,
-        ),
-        (
-            "a hello whose version is a string",
-            value_frame(&Value::Array(vec![hello_tree(
-                "dask",
-                "1.0".into(),
-                "client",
-            )])),
-            2003,
-        ),
-        (
-            "a hello with an unknown role",
-            value_frame(&Value::Array(vec![hello_tree(
-                "dask",
-                version(1, 0),
-                "emperor",
-            )])),
-            2003,
-        ),
-        (
-            "a request before hello",
-            messages_frame(&[Message::ClusterInfo(ClusterInfo { request: 1 })]),
-            3002,
-        ),
-        (
-            "another protocol",
-            value_frame(&Value::Array(vec![hello_tree(
-                "http",
-                version(1, 0),
-                "client",
-            )])),
-            3002,
-        ),
-        (
-            "another major version",
-            value_frame(&Value::Array(vec![hello_tree(
-                "dask",
-                version(2, 0),
-                "client",
-            )])),
-            3001,
-        ),
-        (
-            "the scheduler role",
-            messages_frame(&[hello(Role::Scheduler)]),
-            3002,
-        ),
-        ("the peer role", messages_frame(&[hello(Role::Peer)]), 3002),
-        (
-            "a hello frame over the limit before the hello",
-            messages_frame(&[Message::Hello(handshake::offer(
-                Role::Client,
-                Some("n".repeat(HELLO_FRAME_BYTES_MAX)),
-            ))]),
-            1002,
-        ),
-        (
-            "a length prefix one over the limit before the hello",
-            ((HELLO_FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
-            1002,
-        ),
-        (
-            "a length prefix of 4 GiB - 1",
-            [&[0xff, 0xff, 0xff, 0xff][..], &vec![0x90; 1 << 20]].concat(),
-            1002,
-        ),
-        (
-            "a length prefix one over the limit",
-            ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
-            1002,
-        ),
-        (
-            "an HTTP request",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            1002,
-        ),
-        (
-            "a TLS client hello",
-            vec![
-                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
-            ],
-            1002,
-        ),
-    ];
-    for (case, bytes, code) in cases {
-        // The write side stays open: the error must come without our EOF.
-        let mut stream = connect_raw(address);
-        let _ = stream.write_all(&bytes);
-        read_outcome(&mut stream, TIMEOUT).assert_fatal(code, case);
-    }
-
-    // A frame that keeps going after a good hello in the same frame: the
-    // whole frame is discarded (no hello reply), one error.
-    let bytes = value_frame(&Value::Array(vec![
-        hello_tree("dask", version(1, 0), "client"),
-        map(&[("op", "nope".into())]),
-    ]));
-    let outcome = exchange(address, &bytes, false, TIMEOUT);
-    assert!(
-        !outcome
-            .messages
-            .iter()
-            .any(|m| matches!(m, Message::Hello(_))),
-        "a frame with a bad message was partly acted on: {:?}",
-        outcome.messages
+    assert_bad_first_frames_refused(
+        address,
+        Role::Client,
+        &[Role::Scheduler, Role::Peer],
+        &Message::ClusterInfo(ClusterInfo { request: 1 }),
     );
-    outcome.assert_fatal(2001, "a good hello and an unknown op in one frame");
 }
 
 /// Every cut of a hello frame, then our EOF: the scheduler closes without
 /// acting on (or answering) the part it got.
 fn truncated_frames(address: &str) {
-    let bytes = messages_frame(&[hello(Role::Client)]);
-    for cut in 1..bytes.len() {
-        let outcome = exchange(address, &bytes[..cut], true, TIMEOUT);
-        assert!(outcome.closed, "cut at {cut}: not closed");
-        assert!(
-            outcome.messages.is_empty(),
-            "cut at {cut}: the scheduler answered {:?}",
-            outcome.messages
-        );
-    }
-    // A legal length prefix (the largest frame before a hello) and no
-    // payload: no allocation of its size, just a close at our EOF.
-    let outcome = exchange(
-        address,
-        &(HELLO_FRAME_BYTES_MAX as u32).to_be_bytes(),
-        true,
-        TIMEOUT,
-    );
-    assert!(outcome.closed && outcome.messages.is_empty(), "{outcome:?}");
+    assert_cut_hellos_closed_silently(address, Role::Client);
     // After the hello, the largest frame.
     let mut s = Session::open(address, Role::Client);
     let _ = s.stream.write_all(&(FRAME_BYTES_MAX as u32).to_be_bytes());
@@ -425,25 +213,7 @@ fn large_frame_pipelined_after_the_hello(address: &str) {
 /// Random bytes, each stream on its own connection: a fatal decoding or
 /// handshake error, or (an unfinished frame) a close at our EOF.
 fn random_bytes(address: &str) {
-    const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
-    let mut rng = Rng(0x5eed_0000_0000_0007);
-    for i in 0..200 {
-        let len = 1 + (rng.next_u64() % 2048) as usize;
-        let noise = rng.bytes(len);
-        // Half the streams get a length prefix that matches, so the noise
-        // reaches the msgpack decoder instead of the limit check.
-        let bytes = if i % 2 == 0 { noise } else { frame(&noise) };
-        let outcome = exchange(address, &bytes, true, TIMEOUT);
-        assert!(outcome.closed, "stream {i}: not closed: {outcome:?}");
-        let errors = outcome.error_codes();
-        assert!(
-            errors.len() == outcome.messages.len()
-                && errors.len() <= 1
-                && errors.iter().all(|(c, f)| *f && ALLOWED.contains(c)),
-            "stream {i} ({bytes:02x?}): {:?}",
-            outcome.messages
-        );
-    }
+    assert_random_bytes_refused(address, 0x5eed_0000_0000_0007, &[Noise::Raw, Noise::Framed]);
 }
 
 // ---- after the handshake ----------------------------------------------------
@@ -938,27 +708,11 @@ fn hostile_frames_get_their_documented_errors_while_a_good_client_computes() {
 fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
     let mut cluster = Cluster::start();
     let address = cluster.address();
-    let per_kind = open_files_limit()
-        .map_or(FLOOD_CONNECTIONS, |limit| {
-            FLOOD_CONNECTIONS.min(limit.saturating_sub(256) / 2)
-        })
-        .max(10);
     let rss_before = cluster.scheduler.process.rss_bytes();
     let good = GoodClient::start(&address);
 
     // Silent connections, and connections that sent half a hello frame.
-    let half_hello = {
-        let bytes = messages_frame(&[hello(Role::Client)]);
-        bytes[..bytes.len() / 2].to_vec()
-    };
-    let mut flood: Vec<TcpStream> = Vec::with_capacity(2 * per_kind);
-    for i in 0..2 * per_kind {
-        let mut stream = connect_raw(&address);
-        if i % 2 == 1 {
-            stream.write_all(&half_hello).expect("half a hello");
-        }
-        flood.push(stream);
-    }
+    let flood = UnfinishedHandshakes::open(&address, Role::Client);
 
     // While they hang, a new client still gets through and is served.
     let mut s = Session::open(&address, Role::Client);
@@ -968,17 +722,7 @@ fn a_flood_of_unfinished_handshakes_is_timed_out_while_others_are_served() {
 
     // Each flood connection gets 3002 after the handshake timeout, and is
     // closed.
-    for (i, stream) in flood.iter_mut().enumerate() {
-        let outcome = read_outcome(stream, TIMEOUT);
-        assert_eq!(
-            outcome.error_codes(),
-            [(3002, true)],
-            "flood connection {i}: {:?}",
-            outcome.messages
-        );
-        assert!(outcome.closed, "flood connection {i} not closed");
-    }
-    drop(flood);
+    flood.assert_timed_out();
     s.assert_serving(2);
     let rounds = good.finish();
     assert!(rounds >= 2, "{rounds} rounds");
@@ -1046,9 +790,6 @@ fn bytes_held_before_the_hello_are_bounded_in_all() {
     s.assert_serving(1);
     scheduler.stop();
 }
-
-/// Open-files limit of the scheduler in the descriptor-exhaustion test.
-const SMALL_OPEN_FILES: u32 = 64;
 
 #[test]
 fn a_connection_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free() {

@@ -8,6 +8,7 @@
 //! - [`process`]: binaries under test in child processes, and where the
 //!   workspace's binaries are;
 //! - [`wire`]: raw connections, hand-made frames, the decoder's codes;
+//! - [`hostile`]: the hostile input both the scheduler and the worker get;
 //! - [`good_client`]: a well-behaved client computing beside hostile input;
 //! - [`stories`]: the stories the fuzz targets and the proptests play into
 //!   the scheduler's and the worker's state machines;
@@ -16,6 +17,7 @@
 
 pub mod generated;
 pub mod good_client;
+pub mod hostile;
 pub mod process;
 mod rng;
 pub mod stories;

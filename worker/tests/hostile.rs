@@ -17,38 +17,27 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dask_client::{Arg, Client};
 use dask_core::frame::FrameDecoder;
-use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::write;
-use dask_core::{Key, Message, FRAME_BYTES_MAX};
+use dask_core::{Key, Message};
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_testkit::good_client::GoodClient;
-use dask_testkit::process::{open_files_limit, with_open_files, Process};
+use dask_testkit::hostile::{
+    after_hello, assert_bad_first_frames_refused, assert_cut_hellos_closed_silently,
+    assert_random_bytes_refused, hello, Noise, UnfinishedHandshakes, HANDSHAKE_TIMEOUT_SECS,
+    RSS_BYTES_MAX, SMALL_OPEN_FILES, TIMEOUT,
+};
+use dask_testkit::process::{with_open_files, Process};
 use dask_testkit::stories::worker as story;
 use dask_testkit::wire::{
     connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame,
 };
-use dask_testkit::Rng;
 use rmpv::Value;
-
-/// Generous: tests must not fail on a slow machine.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The handshake timeout of the worker under test (seconds).
-const HANDSHAKE_TIMEOUT_SECS: u64 = 2;
-
-/// Resident memory the worker may reach during the test: there to catch a
-/// buffer sized by a length prefix or a leak per connection, not to measure.
-const RSS_BYTES_MAX: u64 = 500 * 1024 * 1024;
-
-/// Connections of each kind in the flood (fewer when the open-files limit
-/// is low).
-const FLOOD_CONNECTIONS: usize = 1000;
 
 // ---- processes ------------------------------------------------------------
 
@@ -126,31 +115,11 @@ impl Drop for Cluster {
 
 // ---- bytes on the wire ------------------------------------------------------
 
-fn hello(role: Role) -> Message {
-    Message::Hello(handshake::offer(role, Some("hostile-test".into())))
-}
-
-fn hello_tree(protocol: &str, major: u64, role: &str) -> Value {
-    map(&[
-        ("op", "hello".into()),
-        ("protocol", protocol.into()),
-        ("version", Value::Array(vec![major.into(), 0.into()])),
-        ("role", role.into()),
-    ])
-}
-
 fn get_data(request: u64, keys: &[&str]) -> Message {
     Message::GetData(GetData {
         request,
         keys: keys.iter().map(|k| Key::from(*k)).collect(),
     })
-}
-
-/// A peer hello frame followed by `rest` (pipelined, as the spec allows).
-fn after_peer_hello(rest: &[u8]) -> Vec<u8> {
-    let mut bytes = messages_frame(&[hello(Role::Peer)]);
-    bytes.extend_from_slice(rest);
-    bytes
 }
 
 /// Reads until the first `data` message (after the hello reply).
@@ -187,7 +156,10 @@ fn next_data(stream: &mut TcpStream) -> Result<Data, String> {
 fn fetch(address: &str, key: &str) -> Value {
     let mut stream = connect_raw(address);
     stream
-        .write_all(&after_peer_hello(&messages_frame(&[get_data(1, &[key])])))
+        .write_all(&after_hello(
+            Role::Peer,
+            &messages_frame(&[get_data(1, &[key])]),
+        ))
         .expect("send");
     let d = next_data(&mut stream).unwrap_or_else(|e| panic!("fetch {key}: {e}"));
     d.data
@@ -201,96 +173,12 @@ fn fetch(address: &str, key: &str) -> Value {
 
 /// Bad first frames: each gets its fatal error and the connection closes.
 fn bad_first_frames(address: &str) {
-    let mut truncated = messages_frame(&[hello(Role::Peer)])[4..].to_vec();
-    truncated.pop();
-    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("an empty frame", vec![0, 0, 0, 0], 1001),
-        (
-            "a map, not a batch",
-            value_frame(&map(&[("op", "hello".into())])),
-            1001,
-        ),
-        ("a truncated msgpack object", frame(&truncated), 1001),
-        ("the reserved byte 0xc1", frame(&[0x91, 0xc1]), 1001),
-        (
-            "a message without op",
-            value_frame(&Value::Array(vec![map(&[("x", 1.into())])])),
-            2002,
-        ),
-        (
-            "an op that is not a string",
-            value_frame(&Value::Array(vec![map(&[("op", 5.into())])])),
-            2003,
-        ),
-        (
-            "an unknown op",
-            value_frame(&Value::Array(vec![map(&[("op", "nope".into())])])),
-            2001,
-        ),
-        (
-            "a request before hello",
-            messages_frame(&[get_data(1, &["x"])]),
-            3002,
-        ),
-        (
-            "another protocol",
-            value_frame(&Value::Array(vec![hello_tree("http", 1, "peer")])),
-            3002,
-        ),
-        (
-            "another major version",
-            value_frame(&Value::Array(vec![hello_tree("dask", 2, "peer")])),
-            3001,
-        ),
-        (
-            "the client role",
-            messages_frame(&[hello(Role::Client)]),
-            3002,
-        ),
-        (
-            "the worker role",
-            messages_frame(&[hello(Role::Worker)]),
-            3002,
-        ),
-        (
-            "the scheduler role",
-            messages_frame(&[hello(Role::Scheduler)]),
-            3002,
-        ),
-        (
-            "a length prefix of 4 GiB - 1, then bytes",
-            [&[0xff, 0xff, 0xff, 0xff][..], &vec![0x90; 1 << 20]].concat(),
-            1002,
-        ),
-        (
-            "a length prefix one over the limit",
-            ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
-            1002,
-        ),
-        (
-            "a hello frame over the limit before the hello",
-            messages_frame(&[Message::Hello(handshake::offer(
-                Role::Peer,
-                Some("n".repeat(HELLO_FRAME_BYTES_MAX)),
-            ))]),
-            1002,
-        ),
-        (
-            "a length prefix one over the limit before the hello",
-            ((HELLO_FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
-            1002,
-        ),
-        (
-            "an HTTP request",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            1002,
-        ),
-    ];
-    for (case, bytes, code) in cases {
-        let mut stream = connect_raw(address);
-        let _ = stream.write_all(&bytes);
-        read_outcome(&mut stream, TIMEOUT).assert_fatal(code, case);
-    }
+    assert_bad_first_frames_refused(
+        address,
+        Role::Peer,
+        &[Role::Client, Role::Worker, Role::Scheduler],
+        &get_data(1, &["x"]),
+    );
 }
 
 /// Fatal errors after a good peer hello.
@@ -356,7 +244,7 @@ fn bad_frames_after_handshake(address: &str) {
     ];
     for (case, bytes, codes) in cases {
         let mut stream = connect_raw(address);
-        let _ = stream.write_all(&after_peer_hello(&bytes));
+        let _ = stream.write_all(&after_hello(Role::Peer, &bytes));
         let outcome = read_outcome(&mut stream, TIMEOUT);
         let errors = outcome.error_codes();
         assert!(
@@ -378,20 +266,18 @@ fn bad_frames_after_handshake(address: &str) {
 
 /// Every cut of a frame, then our EOF: closed without an answer.
 fn truncated_frames(address: &str) {
-    let bytes = messages_frame(&[hello(Role::Peer)]);
-    for cut in 1..bytes.len() {
-        let outcome = exchange(address, &bytes[..cut], true, TIMEOUT);
-        assert!(
-            outcome.closed && outcome.messages.is_empty(),
-            "cut at {cut}: {outcome:?}"
-        );
-    }
+    assert_cut_hellos_closed_silently(address, Role::Peer);
     // A hello, then a request cut short: nothing but (perhaps) the hello
     // reply comes back. (The worker drops a connection at the peer's EOF
     // without flushing what it queued for it, so the reply may be lost.)
     let request = messages_frame(&[get_data(1, &["x"])]);
     for cut in 1..request.len() {
-        let outcome = exchange(address, &after_peer_hello(&request[..cut]), true, TIMEOUT);
+        let outcome = exchange(
+            address,
+            &after_hello(Role::Peer, &request[..cut]),
+            true,
+            TIMEOUT,
+        );
         assert!(outcome.closed, "request cut at {cut}: not closed");
         assert!(
             outcome
@@ -406,32 +292,15 @@ fn truncated_frames(address: &str) {
 
 /// Random bytes: a fatal error, or (an unfinished frame) a close at EOF.
 fn random_bytes(address: &str) {
-    const ALLOWED: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
-    let mut rng = Rng(0x5eed_0000_0000_0011);
-    for i in 0..200 {
-        let len = 1 + (rng.next_u64() % 2048) as usize;
-        let noise = rng.bytes(len);
-        let bytes = match i % 3 {
-            0 => noise,
-            1 => frame(&noise),
-            _ => after_peer_hello(&frame(&noise)),
-        };
-        let outcome = exchange(address, &bytes, true, TIMEOUT);
-        assert!(outcome.closed, "stream {i}: not closed: {outcome:?}");
-        let errors = outcome.error_codes();
-        let others = outcome
-            .messages
-            .iter()
-            .filter(|m| !matches!(m, Message::Hello(_) | Message::ErrorReport(_)))
-            .count();
-        assert!(
-            others == 0
-                && errors.len() <= 1
-                && errors.iter().all(|(c, f)| *f && ALLOWED.contains(c)),
-            "stream {i} ({bytes:02x?}): {:?}",
-            outcome.messages
-        );
-    }
+    assert_random_bytes_refused(
+        address,
+        0x5eed_0000_0000_0011,
+        &[
+            Noise::Raw,
+            Noise::Framed,
+            Noise::FramedAfterHello(Role::Peer),
+        ],
+    );
 }
 
 /// Requests that are valid but odd: many keys, unknown keys, repeated
@@ -450,7 +319,7 @@ fn odd_requests(address: &str) {
     for (case, request, missing) in cases {
         let mut stream = connect_raw(address);
         stream
-            .write_all(&after_peer_hello(&messages_frame(&[request])))
+            .write_all(&after_hello(Role::Peer, &messages_frame(&[request])))
             .expect("send");
         match next_data(&mut stream) {
             Ok(d) => assert!(
@@ -497,7 +366,9 @@ fn hostile_frames_on_the_data_port_get_their_errors_while_the_worker_computes() 
     let request = messages_frame(&[get_data(1, &keys)]);
     assert!(request.len() > HELLO_FRAME_BYTES_MAX);
     let mut stream = connect_raw(&address);
-    stream.write_all(&after_peer_hello(&request)).expect("send");
+    stream
+        .write_all(&after_hello(Role::Peer, &request))
+        .expect("send");
     let reply = next_data(&mut stream).expect("a big get-data after the hello is served");
     assert_eq!(
         reply.data.get(kept.key()).and_then(|v| v.to_value().ok()),
@@ -516,9 +387,6 @@ fn hostile_frames_on_the_data_port_get_their_errors_while_the_worker_computes() 
     cluster.assert_alive("the end");
 }
 
-/// Open-files limit of the worker in the descriptor-exhaustion test.
-const SMALL_OPEN_FILES: u32 = 64;
-
 #[test]
 fn a_peer_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free() {
     let mut cluster = Cluster::start_with_open_files(SMALL_OPEN_FILES);
@@ -534,10 +402,10 @@ fn a_peer_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free()
         .collect();
     // Queued behind them (its TCP handshake is done by the kernel).
     let mut late = connect_raw(&address);
-    late.write_all(&after_peer_hello(&messages_frame(&[get_data(
-        1,
-        &[kept.key().as_str()],
-    )])))
+    late.write_all(&after_hello(
+        Role::Peer,
+        &messages_frame(&[get_data(1, &[kept.key().as_str()])]),
+    ))
     .expect("send");
     cluster.assert_alive("the descriptor exhaustion");
 
@@ -554,28 +422,12 @@ fn a_peer_that_waited_while_descriptors_ran_out_is_accepted_once_some_are_free()
 fn a_flood_of_unfinished_handshakes_on_the_data_port_is_timed_out() {
     let mut cluster = Cluster::start();
     let address = cluster.data_address.clone();
-    let per_kind = open_files_limit()
-        .map_or(FLOOD_CONNECTIONS, |limit| {
-            FLOOD_CONNECTIONS.min(limit.saturating_sub(256) / 2)
-        })
-        .max(10);
     let good = GoodClient::start(&cluster.scheduler_address());
     let keeper = Client::connect_timeout(&cluster.scheduler_address(), TIMEOUT).expect("client");
     let kept = keeper.submit("range", vec![Arg::from(3)]);
     kept.result_timeout(TIMEOUT).expect("kept computes");
 
-    let half_hello = {
-        let bytes = messages_frame(&[hello(Role::Peer)]);
-        bytes[..bytes.len() / 2].to_vec()
-    };
-    let mut flood: Vec<TcpStream> = Vec::with_capacity(2 * per_kind);
-    for i in 0..2 * per_kind {
-        let mut stream = connect_raw(&address);
-        if i % 2 == 1 {
-            stream.write_all(&half_hello).expect("half a hello");
-        }
-        flood.push(stream);
-    }
+    let flood = UnfinishedHandshakes::open(&address, Role::Peer);
     // While they hang, a well-behaved peer is served.
     assert_eq!(
         fetch(&address, kept.key().as_str()),
@@ -584,17 +436,7 @@ fn a_flood_of_unfinished_handshakes_on_the_data_port_is_timed_out() {
     cluster.assert_alive("the flood");
     cluster.assert_rss_bounded("the flood");
 
-    for (i, stream) in flood.iter_mut().enumerate() {
-        let outcome = read_outcome(stream, TIMEOUT);
-        assert_eq!(
-            outcome.error_codes(),
-            [(3002, true)],
-            "flood connection {i}: {:?}",
-            outcome.messages
-        );
-        assert!(outcome.closed, "flood connection {i} not closed");
-    }
-    drop(flood);
+    flood.assert_timed_out();
     let rounds = good.finish();
     assert!(rounds >= 2, "{rounds} rounds");
     keeper.close();
