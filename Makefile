@@ -3,7 +3,7 @@
 #   make install PREFIX=$HOME/.local   # into $HOME/.local/bin
 #   make uninstall PREFIX=$HOME/.local
 #
-# Installs dask (the command line: run, submit, info), dask-scheduler,
+# Installs dask-rs (the command line: run, submit, info), dask-scheduler,
 # dask-worker and dask-conformance (the conformance runner for workers
 # written elsewhere), built with `cargo build --release`, without debug
 # info (`make install STRIP=true` keeps it). The C SDK (libdask, headers,
@@ -16,7 +16,7 @@ STRIP ?= strip --strip-debug
 CARGO_TARGET_DIR ?= $(abspath $(CURDIR)/target)
 export CARGO_TARGET_DIR
 RELEASE := $(CARGO_TARGET_DIR)/release
-BINARIES := dask dask-scheduler dask-worker dask-conformance
+BINARIES := dask-rs dask-scheduler dask-worker dask-conformance
 
 .PHONY: all build install uninstall
 

@@ -9,7 +9,7 @@
 //! ```no_run
 //! use dask_client::{args, delayed, Client};
 //!
-//! let client = Client::connect("tcp://127.0.0.1:8786")?;
+//! let client = Client::connect("tcp://127.0.0.1:8796")?;
 //! let a = client.submit("inc", args![1]);
 //! let total = delayed("add", args![&a, delayed("inc", args![10])]);
 //! assert_eq!(client.compute(&total).result()?.as_i64(), Some(13));

@@ -2,7 +2,8 @@
 //!
 //! [`LocalCluster`]: a dask-rs scheduler and workers running inside this
 //! process, on loopback (like Dask's `LocalCluster(processes=False)`), and
-//! the `dask` command (`src/bin/dask.rs`). The client itself is the
+//! the `dask-rs` command (`src/bin/dask-rs.rs`, reading graph files with
+//! [`graph_file`]). The client itself is the
 //! `dask-client` crate, which knows no scheduler or worker code.
 //!
 //! ```no_run
@@ -19,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod graph_file;
 mod local;
 
 pub use dask_worker::{FunctionRegistry, TaskError};

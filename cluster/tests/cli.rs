@@ -1,16 +1,31 @@
-//! The `dask` command: run, submit and info, against embedded and running
+//! The `dask-rs` command: run, submit and info, against embedded and running
 //! clusters.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use dask_cluster::LocalCluster;
+use dask_core::Key;
 
 fn dask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dask"))
-        .args(args)
-        .output()
-        .expect("dask runs")
+    dask_with(args, &[], None)
+}
+
+/// `dask-rs` with extra environment variables (DASK_SCHEDULER_ADDRESS is
+/// unset unless given) and standard input.
+fn dask_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dask-rs"));
+    cmd.args(args).env_remove("DASK_SCHEDULER_ADDRESS");
+    cmd.envs(env.iter().copied());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("dask-rs runs");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(input);
+    child.wait_with_output().expect("dask-rs runs")
 }
 
 fn example(name: &str) -> String {
@@ -117,6 +132,152 @@ fn usage_errors_exit_2_and_bad_files_exit_1() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot read"));
     assert!(dask(&["--help"]).status.success());
+    // Options of one subcommand are not another's.
+    assert_eq!(
+        dask(&["run", "--scheduler", "tcp://127.0.0.1:1", "x.json"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        dask(&["submit", "--workers", "2", "x.json"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn every_subcommand_has_help_and_the_binary_a_version() {
+    for sub in ["run", "submit", "info"] {
+        let o = dask(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub}: {}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with(&format!("Usage: dask-rs {sub}"))
+                || stdout(&o).contains(&format!("Usage: dask-rs {sub}")),
+            "{}",
+            stdout(&o)
+        );
+        assert!(dask(&["help", sub]).status.success());
+    }
+    let o = dask(&["--version"]);
+    assert_eq!(
+        stdout(&o),
+        format!("dask-rs {} (protocol dask/1)\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_graph_from_standard_input_and_unknown_fields_warned_or_refused() {
+    let text = std::fs::read(example("sum.json")).unwrap();
+    let o = dask_with(&["run", "-"], &[], Some(&text));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    assert_eq!(stderr(&o), "");
+    // msgpack on standard input too.
+    let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let bytes = dask_core::json::json_to_msgpack(&json).unwrap();
+    let o = dask_with(&["run", "-"], &[], Some(&bytes));
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n", "{}", stderr(&o));
+
+    let typos = br#"{"tasks": [{"key": "x", "function": "inc", "args": [1], "retry": 2}],
+                     "wnated": ["x"]}"#;
+    let o = dask_with(&["run", "-"], &[], Some(typos));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "x = 2\n");
+    assert_eq!(
+        stderr(&o),
+        "dask-rs: warning: standard input: unknown fields tasks[0] (\"x\").retry, \"wnated\" are \
+         ignored (a typo? --strict refuses them)\n"
+    );
+    let o = dask_with(&["run", "--strict", "-"], &[], Some(typos));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).contains("refused by --strict"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_scheduler_comes_from_a_flag_a_scheduler_file_or_the_environment() {
+    let cluster = LocalCluster::builder().workers(1).build().unwrap();
+    let address = cluster.address().to_owned();
+    let sum = example("sum.json");
+    let expected = "mean = 2.5\ntotal = 10\n";
+    let o = dask_with(
+        &["submit", &sum],
+        &[("DASK_SCHEDULER_ADDRESS", &address)],
+        None,
+    );
+    assert_eq!(stdout(&o), expected, "{}", stderr(&o));
+    // The flag wins over the environment.
+    let o = dask_with(
+        &["submit", "--scheduler", &address, &sum],
+        &[("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")],
+        None,
+    );
+    assert_eq!(stdout(&o), expected, "{}", stderr(&o));
+    let file = std::env::temp_dir().join(format!("dask-cli-{}-scheduler.json", std::process::id()));
+    dask_net::scheduler_file::write(&file, &address).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let o = dask(&["submit", "--scheduler-file", file_arg, &sum]);
+    assert_eq!(stdout(&o), expected, "{}", stderr(&o));
+    let o = dask(&["info", "--scheduler-file", file_arg]);
+    assert!(stdout(&o).contains("workers: 1"), "{}", stderr(&o));
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        dask(&[
+            "info",
+            "--scheduler",
+            &address,
+            "--scheduler-file",
+            file_arg
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn info_as_json_and_waiting_tasks_by_reason() {
+    let cluster = LocalCluster::builder()
+        .workers(1)
+        .threads_per_worker(1)
+        .build()
+        .unwrap();
+    let client = dask_client::Client::connect(cluster.address()).unwrap();
+    // One task no worker can run (a function none offers), one waiting on it.
+    let lonely = dask_core::client::task_spec(Key::from("lonely"), "nowhere.fn", &[], &[]);
+    let after = dask_core::client::task_spec(
+        Key::from("after"),
+        "identity",
+        &[dask_core::msgpack::task_ref_value("lonely")],
+        &[],
+    );
+    let _held = client.submit_tasks(vec![lonely, after], vec![Key::from("after")]);
+    let address = cluster.address().to_owned();
+    let mut out = String::new();
+    for _ in 0..600 {
+        out = stdout(&dask(&["info", "--scheduler", &address]));
+        if out.contains("1 no-worker") && out.contains("1 waiting") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(out.contains("not running yet, by reason:"), "{out}");
+    assert!(
+        out.contains("  1 no-worker: for a worker that can run them"),
+        "{out}"
+    );
+    assert!(out.contains("  1 waiting: for dependencies"), "{out}");
+    assert!(out.contains("counts per state only"), "{out}");
+
+    let o = dask(&["info", "--json", "--scheduler", &address]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["scheduler"], address.as_str());
+    assert_eq!(doc["clients"], 2);
+    assert_eq!(doc["workers"][0]["name"], "local-0");
+    assert_eq!(doc["workers"][0]["nthreads"], 1);
+    assert_eq!(doc["tasks"]["no-worker"], 1);
+    assert_eq!(doc["tasks"]["waiting"], 1);
 }
 
 #[test]

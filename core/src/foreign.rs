@@ -87,7 +87,8 @@ fn python_message(msgpack: &[u8]) -> Vec<u8> {
 /// `MemoryError`: a Python Dask handshake, then one message that each of
 /// its request paths reads as an error carrying `text` (an RPC reply
 /// with `status: "uncaught-error"` raises `Exception(text)`; a worker's
-/// registration logs `message`).
+/// registration (`--no-nanny`) logs `message`; with a nanny, Python Dask
+/// 2026.8 fails earlier, on a `KeyError`, without the text).
 pub fn python_dask_refusal(text: &str) -> Vec<u8> {
     let mut handshake = Vec::new();
     write::map_len(&mut handshake, 3);
@@ -110,7 +111,8 @@ pub fn python_dask_refusal(text: &str) -> Vec<u8> {
         ("exception_text", Some(text)),
         ("traceback", None),
     ];
-    write::map_len(&mut error, fields.len());
+    // A worker's registration reads `time` before it looks at `status`.
+    write::map_len(&mut error, fields.len() + 1);
     for (k, v) in fields {
         write::str(&mut error, k);
         match v {
@@ -118,6 +120,8 @@ pub fn python_dask_refusal(text: &str) -> Vec<u8> {
             None => write::nil(&mut error),
         }
     }
+    write::str(&mut error, "time");
+    write::f64(&mut error, 0.0);
     let mut out = python_message(&handshake);
     out.extend_from_slice(&python_message(&error));
     out

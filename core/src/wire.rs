@@ -410,6 +410,9 @@ macro_rules! wire_struct {
         }
 
         impl $name {
+            /// The names of its fields on the wire, in declaration order.
+            pub const FIELD_NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
             /// Number of map entries this value writes.
             pub fn field_count(&self) -> usize {
                 0 $(+ usize::from(!$crate::wire::Wire::is_absent(&self.$field)))*

@@ -5,6 +5,7 @@
 
 use std::io::{self, IoSlice};
 
+use dask_core::foreign;
 use dask_core::frame::{FrameDecoder, FrameEncoder, LENGTH_PREFIX_BYTES};
 use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
@@ -56,6 +57,8 @@ pub struct Conn {
     before_hello: Option<HelloGate>,
     /// Past this many bytes queued, [`Conn::flush`] fails.
     send_queue_bytes_max: usize,
+    /// What a Python Dask connector is told (see [`Conn::limit_until_hello`]).
+    python_dask_refusal: String,
 }
 
 /// Where the reads of a connection still in its handshake stand: reads
@@ -71,11 +74,53 @@ struct HelloGate {
     payload_left: usize,
     /// The refusal, repeated if the caller reads again.
     failed: Option<WireError>,
+    /// Whether a frame has begun after the first (only the connection's
+    /// first bytes can be another protocol's).
+    past_first_frame: bool,
+    /// The first bytes, kept while an over-long first prefix may be Python
+    /// Dask's framing (dask_core::foreign), with the refusal it gets if not.
+    sniff: Option<Sniff>,
+}
+
+/// An over-long first prefix being looked at: the bytes so far.
+#[derive(Debug)]
+struct Sniff {
+    bytes: [u8; foreign::RECOGNISE_BYTES],
+    len: usize,
+    too_large: WireError,
+}
+
+impl HelloGate {
+    fn new(frame_bytes_max: usize) -> HelloGate {
+        HelloGate {
+            frame_bytes_max,
+            prefix: [0; LENGTH_PREFIX_BYTES],
+            prefix_len: 0,
+            payload_left: 0,
+            failed: None,
+            past_first_frame: false,
+            sniff: None,
+        }
+    }
+
+    /// Whether the bytes read are kept here to decide what the peer is,
+    /// not for the decoder (every outcome is a refusal).
+    fn sniffing(&self) -> bool {
+        self.sniff.is_some()
+    }
+
+    fn fail(&mut self, e: WireError) -> Result<(), WireError> {
+        self.failed = Some(e.clone());
+        Err(e)
+    }
 }
 
 impl HelloGate {
     /// How many bytes the next read may take without crossing a frame end.
     fn next_read_len(&self) -> usize {
+        if let Some(sniff) = &self.sniff {
+            return foreign::RECOGNISE_BYTES - sniff.len;
+        }
         if self.prefix_len < LENGTH_PREFIX_BYTES {
             LENGTH_PREFIX_BYTES - self.prefix_len
         } else {
@@ -87,6 +132,19 @@ impl HelloGate {
     fn advance(&mut self, bytes: &[u8]) -> Result<(), WireError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        if let Some(sniff) = &mut self.sniff {
+            sniff.bytes[sniff.len..sniff.len + bytes.len()].copy_from_slice(bytes);
+            sniff.len += bytes.len();
+            if sniff.len < foreign::RECOGNISE_BYTES {
+                return Ok(());
+            }
+            let e = if foreign::is_python_dask(&sniff.bytes) {
+                foreign::python_dask_peer_error()
+            } else {
+                sniff.too_large.clone()
+            };
+            return self.fail(e);
         }
         if self.prefix_len < LENGTH_PREFIX_BYTES {
             self.prefix[self.prefix_len..self.prefix_len + bytes.len()].copy_from_slice(bytes);
@@ -101,8 +159,20 @@ impl HelloGate {
                             self.frame_bytes_max
                         ),
                     );
-                    self.failed = Some(e.clone());
-                    return Err(e);
+                    // Python Dask's first length is little-endian and
+                    // small: its high bytes come second here. Look at a
+                    // few more bytes before saying which refusal it is.
+                    if !self.past_first_frame && self.prefix[2..] == [0, 0] {
+                        let mut bytes = [0; foreign::RECOGNISE_BYTES];
+                        bytes[..LENGTH_PREFIX_BYTES].copy_from_slice(&self.prefix);
+                        self.sniff = Some(Sniff {
+                            bytes,
+                            len: LENGTH_PREFIX_BYTES,
+                            too_large: e,
+                        });
+                        return Ok(());
+                    }
+                    return self.fail(e);
                 }
                 self.payload_left = len;
             }
@@ -111,6 +181,7 @@ impl HelloGate {
         }
         if self.prefix_len == LENGTH_PREFIX_BYTES && self.payload_left == 0 {
             self.prefix_len = 0;
+            self.past_first_frame = true;
         }
         Ok(())
     }
@@ -134,6 +205,7 @@ impl Conn {
             closing: false,
             before_hello: None,
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
+            python_dask_refusal: String::new(),
         }
     }
 
@@ -148,14 +220,14 @@ impl Conn {
     /// frame. [`Conn::read`] returns right after the hello's frame, even
     /// if more bytes wait: the caller acts on the hello (the handshake may
     /// fail) and then reads again.
-    pub fn limit_until_hello(&mut self, frame_bytes_max: usize) {
-        self.before_hello = Some(HelloGate {
-            frame_bytes_max,
-            prefix: [0; LENGTH_PREFIX_BYTES],
-            prefix_len: 0,
-            payload_left: 0,
-            failed: None,
-        });
+    ///
+    /// A connector whose first bytes are Python Dask's framing is refused
+    /// with [`dask_core::foreign::python_dask_peer_error`], and is sent
+    /// first, in its own framing, what makes it fail with
+    /// `python_dask_refusal` (say what this endpoint is).
+    pub fn limit_until_hello(&mut self, frame_bytes_max: usize, python_dask_refusal: &str) {
+        self.before_hello = Some(HelloGate::new(frame_bytes_max));
+        self.python_dask_refusal = python_dask_refusal.to_owned();
     }
 
     /// Whether [`Conn::limit_until_hello`] is in force: no frame holding a
@@ -269,7 +341,18 @@ impl Conn {
                 }
                 Ok(n) => {
                     if let Some(gate) = &mut self.before_hello {
-                        gate.advance(&scratch[..n]).map_err(ConnError::Wire)?;
+                        if let Err(e) = gate.advance(&scratch[..n]) {
+                            if foreign::is_python_dask_peer_error(&e) {
+                                // It cannot read a dask/1 error: this first.
+                                let refusal =
+                                    foreign::python_dask_refusal(&self.python_dask_refusal);
+                                self.out.extend_from_slice(&refusal);
+                            }
+                            return Err(ConnError::Wire(e));
+                        }
+                        if gate.sniffing() {
+                            continue;
+                        }
                     }
                     self.decoder.push(&scratch[..n]);
                     while let Some(frame) = self.decoder.poll().map_err(ConnError::Wire)? {
@@ -400,13 +483,30 @@ mod tests {
     use super::*;
 
     fn gate(frame_bytes_max: usize) -> HelloGate {
-        HelloGate {
-            frame_bytes_max,
-            prefix: [0; LENGTH_PREFIX_BYTES],
-            prefix_len: 0,
-            payload_left: 0,
-            failed: None,
-        }
+        HelloGate::new(frame_bytes_max)
+    }
+
+    #[test]
+    fn a_python_dask_connector_is_told_apart_from_an_over_long_dask_1_frame() {
+        let python = foreign::python_dask_refusal("x");
+        let mut g = gate(64 * 1024);
+        g.advance(&python[..4]).unwrap();
+        assert_eq!(g.next_read_len(), 12, "a few more bytes to look at");
+        g.advance(&python[4..10]).unwrap();
+        let e = g.advance(&python[10..16]).unwrap_err();
+        assert!(foreign::is_python_dask_peer_error(&e), "{e}");
+        // Over-long but not Python Dask's: the usual 1002 once looked at.
+        let mut g = gate(64 * 1024);
+        g.advance(&[9, 0, 0, 0]).unwrap();
+        let e = g.advance(&[0x91; 12]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FrameTooLarge);
+        // Other over-long prefixes, and any after the first frame: at once.
+        let mut g = gate(64 * 1024);
+        assert!(g.advance(&[0, 1, 0, 1]).is_err());
+        let mut g = gate(64 * 1024);
+        g.advance(&[0, 0, 0, 1]).unwrap();
+        g.advance(&[0x90]).unwrap();
+        assert!(g.advance(&python[..4]).is_err());
     }
 
     #[test]

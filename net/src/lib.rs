@@ -10,7 +10,8 @@
 //! [`NetEvent`]s into its state machine and the state machine's messages
 //! back with [`Reactor::send`] and [`Reactor::close`]; nothing else.
 //! [`BlockingConn`] is a blocking connection for tools and tests;
-//! [`Clock`] turns `Instant`s into the state machines' timestamps.
+//! [`Clock`] turns `Instant`s into the state machines' timestamps;
+//! [`scheduler_file`] is how workers and clients find a scheduler.
 //!
 //! **Architecture invariant:** this is the only crate that reads or writes
 //! a dask/1 socket's bytes (`tests/socket_bytes_stay_in_net.rs` checks the
@@ -100,6 +101,7 @@ mod blocking;
 mod clock;
 mod conn;
 mod reactor;
+pub mod scheduler_file;
 mod transport;
 
 pub use blocking::BlockingConn;
@@ -109,7 +111,7 @@ pub use conn::{
 };
 pub use reactor::{
     CloseReason, ListenerId, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
-    CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX,
+    CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX, PYTHON_DASK_REFUSAL,
 };
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -68,7 +68,17 @@ pub struct ReactorConfig {
     /// already waiting would otherwise wait for a new one). Default
     /// [`ACCEPT_RETRY_INTERVAL`].
     pub accept_retry_interval: Duration,
+    /// What an accepted connection that speaks Python Dask's protocol is
+    /// told, in its own framing, before the close (say what this endpoint
+    /// is). Default [`PYTHON_DASK_REFUSAL`].
+    pub python_dask_refusal: String,
 }
+
+/// What a Python Dask client or worker that reached a dask-rs endpoint is
+/// told by default.
+pub const PYTHON_DASK_REFUSAL: &str =
+    "this is a dask-rs (dask/1) endpoint, not a Python Dask one: Python Dask's clients and \
+     workers cannot use it (dask-rs has clients for Rust, C, C++ and Node)";
 
 impl Default for ReactorConfig {
     fn default() -> Self {
@@ -79,6 +89,7 @@ impl Default for ReactorConfig {
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             close_linger: CLOSE_LINGER,
             accept_retry_interval: ACCEPT_RETRY_INTERVAL,
+            python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
         }
     }
 }
@@ -875,7 +886,10 @@ impl Reactor {
                 continue;
             }
             let mut conn = self.new_conn(stream);
-            conn.limit_until_hello(self.config.hello_frame_bytes_max);
+            conn.limit_until_hello(
+                self.config.hello_frame_bytes_max,
+                &self.config.python_dask_refusal,
+            );
             let index = self.conns.vacant_key();
             if conn.register(self.poll.registry(), Token(index)).is_err() {
                 continue;

@@ -37,12 +37,24 @@ pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// nothing else wakes it (a [`Stopper`] wakes it at once).
 pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The scheduler's default port: 8796, not Python Dask's 8786, so both
+/// schedulers can run on one machine with their defaults and a client given
+/// one's usual address never reaches the other by accident (see the guide,
+/// "Living beside Python Dask").
+pub const DEFAULT_PORT: u16 = 8796;
+
+/// What a Python Dask client or worker that reached this scheduler is told
+/// (it raises it as an exception, or logs it).
+const PYTHON_DASK_REFUSAL: &str =
+    "this is a dask-rs (dask/1) scheduler, not a Python Dask one: Python Dask's clients and \
+     workers cannot use it (use dask-rs's: Rust, C, C++, Node, or the dask-rs command)";
+
 /// Settings of a scheduler process.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Interface to listen on. Default "127.0.0.1".
     pub host: String,
-    /// Port to listen on; 0 picks a free one. Default 8786.
+    /// Port to listen on; 0 picks a free one. Default [`DEFAULT_PORT`].
     pub port: u16,
     /// A worker silent for this long is declared dead. Default 10 s.
     pub heartbeat_timeout: Duration,
@@ -68,7 +80,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             host: "127.0.0.1".into(),
-            port: 8786,
+            port: DEFAULT_PORT,
             heartbeat_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             validate: false,
@@ -125,6 +137,7 @@ impl EventLoop {
             })?;
         let mut reactor = Reactor::new(ReactorConfig {
             handshake_bytes_max: config.handshake_bytes_max,
+            python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             ..ReactorConfig::default()
         })?;
         let listener = reactor.listen(addr)?;

@@ -19,5 +19,5 @@
 pub mod event_loop;
 pub mod state;
 
-pub use event_loop::{serve, EventLoop, SchedulerConfig, SchedulerHandle, Stopper};
+pub use event_loop::{serve, EventLoop, SchedulerConfig, SchedulerHandle, Stopper, DEFAULT_PORT};
 pub use state::{ConnId, SchedulerOutput, SchedulerState, SchedulerStateConfig};

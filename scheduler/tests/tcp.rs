@@ -269,8 +269,10 @@ fn a_tiny_graph_is_computed_by_a_test_played_worker_and_gathered() {
 
 #[test]
 fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
+    let file = std::env::temp_dir().join(format!("dask-scheduler-{}.json", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
-        .args(["--port", "0", "--validate"])
+        .args(["--port", "0", "--validate", "--scheduler-file"])
+        .arg(&file)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn dask-scheduler");
@@ -284,6 +286,9 @@ fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
         .to_string();
     assert!(address.starts_with("tcp://127.0.0.1:"), "{address}");
     assert!(!address.ends_with(":0"));
+    // The scheduler file, as workers and clients read it.
+    let from_file = dask_net::scheduler_file::read(&file, Duration::ZERO).unwrap();
+    assert_eq!(from_file, address);
     let mut client = connect(&address, Role::Client, "c");
 
     let status = Command::new("kill")
@@ -304,10 +309,22 @@ fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+    assert!(!file.exists(), "the scheduler file is removed at exit");
 }
 
 #[test]
 fn the_binary_explains_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "dask-scheduler {} (dask-rs, protocol dask/1)\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
         .arg("--help")
         .output()

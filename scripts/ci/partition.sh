@@ -170,10 +170,10 @@ wait_for() { # DESCRIPTION SECONDS COMMAND...
 }
 
 info() {
-  ip netns exec "$NS_C" "$bin/dask" info --scheduler "$SCHEDULER" 2>/dev/null
+  ip netns exec "$NS_C" "$bin/dask-rs" info --scheduler "$SCHEDULER" 2>/dev/null
 }
 
-# The line `dask info` prints for worker NAME, empty when not registered.
+# The line `dask-rs info` prints for worker NAME, empty when not registered.
 worker_line() { # NAME
   info | grep -E "^  $1 tcp://" || true
 }
@@ -214,7 +214,7 @@ graph first "$tmp/first.json"
 graph second "$tmp/second.json"
 expected=$(((47 * 48) / 2))
 
-start submit "$NS_C" "$bin/dask" submit --scheduler "$SCHEDULER" "$tmp/first.json"
+start submit "$NS_C" "$bin/dask-rs" submit --scheduler "$SCHEDULER" "$tmp/first.json"
 
 # ---- the partition ---------------------------------------------------------------
 
@@ -240,7 +240,7 @@ wait_for "the graph to complete on w2" 60 submit_done
 status=0
 wait "${pids[submit]}" || status=$?
 unset 'pids[submit]'
-[ "$status" -eq 0 ] || fail "dask submit exited $status"
+[ "$status" -eq 0 ] || fail "dask-rs submit exited $status"
 grep -qx "first-total = $expected" "$tmp/submit.out" ||
   fail "wrong result: $(cat "$tmp/submit.out")"
 log "the graph completed without w1: first-total = $expected"
@@ -282,13 +282,13 @@ else
   log "w1 took the scheduler's close and exited 0; the scheduler lists only w2"
 fi
 
-start submit2 "$NS_C" "$bin/dask" submit --scheduler "$SCHEDULER" "$tmp/second.json"
+start submit2 "$NS_C" "$bin/dask-rs" submit --scheduler "$SCHEDULER" "$tmp/second.json"
 submit2_done() { ! kill -0 "${pids[submit2]}" 2>/dev/null; }
 wait_for "the second graph" 60 submit2_done
 status=0
 wait "${pids[submit2]}" || status=$?
 unset 'pids[submit2]'
-[ "$status" -eq 0 ] || fail "the second dask submit exited $status"
+[ "$status" -eq 0 ] || fail "the second dask-rs submit exited $status"
 grep -qx "second-total = $expected" "$tmp/submit2.out" ||
   fail "wrong second result: $(cat "$tmp/submit2.out")"
 log "the second graph completed on the healed cluster: second-total = $expected"

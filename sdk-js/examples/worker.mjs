@@ -1,7 +1,7 @@
 // A dask/1 worker in Node, like dask-worker: serves the conformance
 // functions and a few JS ones until the scheduler closes it.
 //
-//   node examples/worker.mjs tcp://127.0.0.1:8786 [--nthreads N | N] [--name NAME]
+//   node examples/worker.mjs tcp://127.0.0.1:8796 [--nthreads N | N] [--name NAME]
 //
 // (The scheduler address may also come from $DASK_SCHEDULER_ADDRESS.)
 // This is the worker scripts/ci/conformance.sh runs the conformance cases

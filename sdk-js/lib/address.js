@@ -5,7 +5,7 @@
  * @returns {{host: string, port: number}}
  */
 export function parseAddress(address) {
-  if (typeof address !== 'string') throw new TypeError(`an address is a string like tcp://127.0.0.1:8786, got ${typeof address}`);
+  if (typeof address !== 'string') throw new TypeError(`an address is a string like tcp://127.0.0.1:8796, got ${typeof address}`);
   const rest = address.startsWith('tcp://') ? address.slice(6) : address;
   const m = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d{1,5})$/.exec(rest);
   const port = m ? Number(m[3]) : NaN;

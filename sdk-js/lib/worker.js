@@ -55,7 +55,7 @@ function bind(name, params, args, kwargs) {
  * ```js
  * const worker = new Worker({ nthreads: 4 });
  * worker.register('inc', (x) => x + 1);
- * await worker.start('tcp://127.0.0.1:8786');
+ * await worker.start('tcp://127.0.0.1:8796');
  * ```
  */
 export class Worker {

@@ -206,7 +206,7 @@ describe('Worker', { timeout: 5 * WAIT_MS }, () => {
       }),
     );
     const bin = findBinDir();
-    const dask = bin ? path.join(bin, 'dask') : 'dask';
+    const dask = bin ? path.join(bin, 'dask-rs') : 'dask-rs';
     const { code, stdout, stderr } = await run(dask, ['submit', '--scheduler', cluster.address, graph]);
     assert.equal(code, 0, stderr);
     assert.match(stdout, /^greeting = "hello, rust"$/m);

@@ -14,7 +14,7 @@
 //! ```no_run
 //! use dask_worker::{WorkerConfig, WorkerHandle};
 //! let worker = WorkerHandle::start(WorkerConfig {
-//!     scheduler: "tcp://127.0.0.1:8786".into(),
+//!     scheduler: "tcp://127.0.0.1:8796".into(),
 //!     nthreads: 2,
 //!     ..WorkerConfig::default()
 //! })?;

@@ -48,6 +48,12 @@ pub const PEER_CONNECTIONS_MAX: usize = 4096;
 /// before it gets 3002 and is closed (spec: "Handshake").
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a Python Dask client or worker that reached a worker's data port
+/// is told.
+const PYTHON_DASK_REFUSAL: &str =
+    "this is a dask-rs (dask/1) worker's data address, not a Python Dask one: Python Dask's \
+     clients and workers cannot use it";
+
 /// Longest sleep of the event loop without an event (it wakes earlier for
 /// heartbeats, retries, completions and stop requests).
 const POLL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
@@ -123,7 +129,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            scheduler: "tcp://127.0.0.1:8786".into(),
+            scheduler: "tcp://127.0.0.1:8796".into(),
             nthreads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -686,7 +692,7 @@ impl EventLoop {
             let mut conn = Conn::new(stream);
             // Before its hello a peer gets one small frame (the spec's
             // hello_frame_bytes_max), not a 256 MiB buffer.
-            conn.limit_until_hello(HELLO_FRAME_BYTES_MAX);
+            conn.limit_until_hello(HELLO_FRAME_BYTES_MAX, PYTHON_DASK_REFUSAL);
             let slot = self.peers.vacant_entry();
             let token = Token(PEER_TOKEN_BASE + slot.key());
             if conn.register(self.poll.registry(), token).is_err() {

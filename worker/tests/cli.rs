@@ -83,7 +83,52 @@ fn accept_worker(listener: &TcpListener) -> (BlockingConn, RegisterWorker) {
 fn help_prints_usage() {
     let out = binary().arg("--help").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: dask-worker"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: dask-worker"));
+    let out = binary().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "dask-worker {} (dask-rs, protocol dask/1)\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[test]
+fn the_scheduler_can_come_from_a_scheduler_file() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let file = std::env::temp_dir().join(format!("dask-worker-cli-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    // Started before the file exists: it waits for it.
+    let mut child = binary()
+        .arg("--scheduler-file")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    dask_net::scheduler_file::write(&file, &address).unwrap();
+    let (mut conn, registration) = accept_worker(&listener);
+    assert!(registration.nthreads >= 1);
+    conn.send(&[Message::Close(Close { reason: None })])
+        .unwrap();
+    assert!(wait(&mut child).success());
+    std::fs::remove_file(&file).unwrap();
+    // A Python Dask scheduler file is refused with the reason.
+    std::fs::write(
+        &file,
+        r#"{"type": "Scheduler", "address": "tcp://127.0.0.1:1"}"#,
+    )
+    .unwrap();
+    let out = binary()
+        .arg("--scheduler-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Python Dask"));
+    std::fs::remove_file(&file).unwrap();
 }
 
 #[test]

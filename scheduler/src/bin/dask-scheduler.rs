@@ -1,34 +1,55 @@
 //! `dask-scheduler`: runs a dask/1 scheduler in the foreground.
 //!
 //! Prints `Scheduler at tcp://HOST:PORT` (the real port when `--port 0`)
-//! once listening, serves until SIGINT or SIGTERM, then says `close` to
-//! every connection and exits 0.
+//! once listening (and writes it to `--scheduler-file`), serves until
+//! SIGINT or SIGTERM, then says `close` to every connection and exits 0.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use dask_scheduler::{EventLoop, SchedulerConfig, Stopper};
+use clap::Parser;
+use dask_net::scheduler_file;
+use dask_scheduler::{EventLoop, SchedulerConfig, Stopper, DEFAULT_PORT};
 
-const USAGE: &str = "\
-Usage: dask-scheduler [--host HOST] [--port PORT] [--heartbeat-timeout SECS]
-                      [--handshake-timeout SECS] [--allowed-failures N] [--validate]
-
-Runs a dask/1 scheduler until SIGINT or SIGTERM.
-
-Options:
-  --host HOST               interface to listen on (default 127.0.0.1)
-  --port PORT               port to listen on, 0 for any free one (default 8786)
-  --heartbeat-timeout SECS  declare a silent worker dead after SECS seconds (default 10)
-  --handshake-timeout SECS  close a connection that sends no hello within SECS seconds (default 10)
-  --allowed-failures N      a task processing on more than N workers that are lost
-                            (connection dropped or timed out) errs with KilledWorker
-                            instead of running again (default 3)
-  --validate                check the scheduler's invariants after every event (slow;
-                            a violation stops the scheduler with a message)
-  -h, --help                print this help";
+/// Runs a dask/1 scheduler until SIGINT or SIGTERM.
+#[derive(Parser)]
+#[command(
+    name = "dask-scheduler",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (dask-rs, protocol dask/1)"),
+    about = "Runs a dask/1 scheduler (dask-rs) until SIGINT or SIGTERM"
+)]
+struct Cli {
+    /// Interface to listen on
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on, 0 for any free one (8796: not Python Dask's 8786)
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Declare a silent worker dead after SECS seconds [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    heartbeat_timeout: Option<Duration>,
+    /// Close a connection that sends no hello within SECS seconds [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    handshake_timeout: Option<Duration>,
+    /// A task processing on more than N workers that are lost (connection
+    /// dropped or timed out) errs with KilledWorker instead of running again
+    /// [default: 3]
+    #[arg(long, value_name = "N")]
+    allowed_failures: Option<u32>,
+    /// Check the scheduler's invariants after every event (slow; a
+    /// violation stops the scheduler with a message)
+    #[arg(long)]
+    validate: bool,
+    /// Write the scheduler's address to FILE once listening (JSON, as
+    /// Dask's --scheduler-file), for workers and clients on a shared
+    /// filesystem; removed at exit
+    #[arg(long, value_name = "FILE")]
+    scheduler_file: Option<PathBuf>,
+}
 
 /// Set by the signal handler; the loop looks at it before it first sleeps
 /// (a signal that comes before [`STOPPER`] is set).
@@ -74,80 +95,32 @@ mod signals {
     pub fn install() {}
 }
 
-fn parse(args: &[String]) -> Result<Option<SchedulerConfig>, String> {
-    let mut config = SchedulerConfig::default();
-    let mut i = 0;
-    while i < args.len() {
-        let (flag, inline) = match args[i].split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (args[i].clone(), None),
-        };
-        i += 1;
-        let mut value = |name: &str| -> Result<String, String> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            let v = args
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?;
-            i += 1;
-            Ok(v)
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--host" => config.host = value("--host")?,
-            "--port" => {
-                let v = value("--port")?;
-                config.port = v
-                    .parse()
-                    .map_err(|_| format!("--port: {v:?} is not a port number"))?;
-            }
-            "--heartbeat-timeout" => {
-                config.heartbeat_timeout =
-                    seconds("--heartbeat-timeout", &value("--heartbeat-timeout")?)?;
-            }
-            "--handshake-timeout" => {
-                config.handshake_timeout =
-                    seconds("--handshake-timeout", &value("--handshake-timeout")?)?;
-            }
-            "--allowed-failures" => {
-                let v = value("--allowed-failures")?;
-                config.allowed_failures = v
-                    .parse()
-                    .map_err(|_| format!("--allowed-failures: {v:?} is not a count"))?;
-            }
-            "--validate" => config.validate = true,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Some(config))
-}
-
 /// A positive number of seconds, fractions allowed.
-fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
-    let secs: f64 = v
-        .parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a number"))?;
+fn seconds(v: &str) -> Result<Duration, String> {
+    let secs: f64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
     if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-        return Err(format!("{flag}: {v} is not a positive duration"));
+        return Err(format!("{v} is not a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse(&args) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("dask-scheduler: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse();
+    let mut config = SchedulerConfig {
+        host: cli.host,
+        port: cli.port,
+        validate: cli.validate,
+        ..SchedulerConfig::default()
     };
+    if let Some(t) = cli.heartbeat_timeout {
+        config.heartbeat_timeout = t;
+    }
+    if let Some(t) = cli.handshake_timeout {
+        config.handshake_timeout = t;
+    }
+    if let Some(n) = cli.allowed_failures {
+        config.allowed_failures = n;
+    }
     signals::install();
     let event_loop = match EventLoop::bind(&config) {
         Ok(event_loop) => event_loop,
@@ -163,9 +136,23 @@ fn main() -> ExitCode {
     if SIGNALLED.load(Ordering::SeqCst) {
         event_loop.stopper().stop();
     }
-    println!("Scheduler at {}", event_loop.address());
+    let address = event_loop.address().to_owned();
+    if let Some(path) = &cli.scheduler_file {
+        if let Err(e) = scheduler_file::write(path, &address) {
+            eprintln!(
+                "dask-scheduler: cannot write the scheduler file {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("Scheduler at {address}");
     let _ = std::io::stdout().flush();
-    match event_loop.run(None) {
+    let result = event_loop.run(None);
+    if let Some(path) = &cli.scheduler_file {
+        scheduler_file::remove(path, &address);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dask-scheduler: {e}");

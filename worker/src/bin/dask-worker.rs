@@ -13,49 +13,88 @@
 //! exits rather than come back by itself (a supervisor may restart it).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use dask_worker::builtins::builtin_docs;
 use dask_worker::{WorkerConfig, WorkerHandle};
 
-const USAGE: &str = "\
-usage: dask-worker tcp://HOST:PORT [options]
+/// Connects to a scheduler, registers, and runs tasks until the scheduler
+/// closes it or SIGINT/SIGTERM (exit 0).
+#[derive(Parser)]
+#[command(
+    name = "dask-worker",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (dask-rs, protocol dask/1)"),
+    about = "Runs a dask/1 worker (dask-rs) connected to a scheduler",
+    long_about = "Connects to the scheduler at tcp://HOST:PORT (or the one named in \
+        --scheduler-file), registers, and runs tasks until the scheduler closes it or \
+        SIGINT/SIGTERM (exit 0). When the connection is lost or broken instead, it registers \
+        again as a new, empty worker (same name), trying every second; it exits 1 if that does \
+        not succeed within the reconnect timeout, or at once with --no-reconnect. An \
+        unreachable scheduler at startup exits 1."
+)]
+struct Cli {
+    /// The scheduler, tcp://HOST:PORT
+    #[arg(value_name = "SCHEDULER", required_unless_present_any = ["scheduler_file", "list_functions"])]
+    scheduler: Option<String>,
+    /// Read the scheduler's address from the file `dask-scheduler
+    /// --scheduler-file` writes (waiting up to 60 s for it to appear)
+    #[arg(long, value_name = "FILE", conflicts_with = "scheduler")]
+    scheduler_file: Option<PathBuf>,
+    /// Tasks run at once [default: number of CPUs]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    nthreads: Option<u32>,
+    /// Unique worker name [default: worker-<host>-<pid>-0]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Resources offered, e.g. GPU=2,MEM=1e9
+    #[arg(long, value_name = "R=N,...", value_parser = parse_resources)]
+    resources: Option<BTreeMap<String, f64>>,
+    /// Memory limit for values held (e.g. 4000000000, 4GB, 512MiB; 0: none),
+    /// announced to the scheduler; past fractions of it values spill to disk
+    /// and task starts pause [default: no limit]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    memory_limit: Option<u64>,
+    /// Spill values to disk, least recently used first, while those in
+    /// memory exceed F of the limit (false: never spill) [default: 0.6]
+    #[arg(long, value_name = "F", value_parser = parse_fraction)]
+    memory_target_fraction: Option<Fraction>,
+    /// Start no task while values in memory exceed F of the limit (false:
+    /// never pause) [default: 0.8]
+    #[arg(long, value_name = "F", value_parser = parse_fraction)]
+    memory_pause_fraction: Option<Fraction>,
+    /// Where the worker makes its own directory for spilled values, removed
+    /// when it exits [default: <temp dir>/dask-worker-space]
+    #[arg(long, value_name = "DIR", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    local_directory: Option<String>,
+    /// Host the data listener binds
+    #[arg(long, value_name = "H", default_value = "127.0.0.1")]
+    host: String,
+    /// Keep trying to register again for S seconds after losing the
+    /// scheduler [default: 60]
+    #[arg(long, value_name = "S", value_parser = parse_seconds_or_zero)]
+    reconnect_timeout: Option<Duration>,
+    /// Exit 1 as soon as the scheduler connection is lost
+    #[arg(long)]
+    no_reconnect: bool,
+    /// Close a data connection that sends no hello within S seconds [default: 10]
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    handshake_timeout: Option<Duration>,
+    /// Print the built-in functions and exit
+    #[arg(long)]
+    list_functions: bool,
+}
 
-Connects to the scheduler at tcp://HOST:PORT, registers, and runs tasks
-until the scheduler closes it or SIGINT/SIGTERM (exit 0). When the
-connection is lost or broken instead, it registers again as a new, empty
-worker (same name), trying every second; it exits 1 if that does not
-succeed within the reconnect timeout, or at once with --no-reconnect.
-An unreachable scheduler at startup exits 1.
+/// A memory fraction, or none (`false`): a newtype because clap reads an
+/// `Option<Option<_>>` field as a flag with an optional value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Fraction(Option<f64>);
 
-options:
-  --nthreads N           tasks run at once (default: number of CPUs)
-  --name NAME            unique worker name (default: worker-<host>-<pid>-0)
-  --resources R=N,...    resources offered, e.g. GPU=2,MEM=1e9
-  --memory-limit BYTES   memory limit for values held (e.g. 4000000000, 4GB,
-                         512MiB; 0: none), announced to the scheduler; past
-                         fractions of it values spill to disk and task starts
-                         pause (default: no limit)
-  --memory-target-fraction F
-                         spill values to disk, least recently used first,
-                         while those in memory exceed F of the limit
-                         (default 0.6; false: never spill)
-  --memory-pause-fraction F
-                         start no task while values in memory exceed F of the
-                         limit (default 0.8; false: never pause)
-  --local-directory DIR  where the worker makes its own directory for spilled
-                         values, removed when it exits (default:
-                         <temp dir>/dask-worker-space)
-  --host H               host the data listener binds (default 127.0.0.1)
-  --reconnect-timeout S  keep trying to register again for S seconds after
-                         losing the scheduler (default 60)
-  --no-reconnect         exit 1 as soon as the scheduler connection is lost
-  --handshake-timeout S  close a data connection that sends no hello
-                         within S seconds (default 10)
-  --list-functions       print the built-in functions and exit
-  -h, --help             print this help and exit";
+/// How long a worker waits for its scheduler file to appear.
+const SCHEDULER_FILE_WAIT: Duration = Duration::from_secs(60);
 
 /// Set by the signal handler; polled by main.
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -105,99 +144,68 @@ struct Run {
 enum Command {
     Run(Box<Run>),
     ListFunctions,
-    Help,
 }
 
-fn parse_args(args: &[String]) -> Result<Command, String> {
-    let mut config = WorkerConfig::default();
-    let mut reconnect_timeout = RECONNECT_TIMEOUT_DEFAULT;
-    let mut scheduler = None;
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        i += 1;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            if let Some(v) = inline.clone() {
-                return Ok(v);
-            }
-            let v = args
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?;
-            i += 1;
-            Ok(v)
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--list-functions" => return Ok(Command::ListFunctions),
-            "--nthreads" => {
-                let v = value(flag)?;
-                config.nthreads = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("--nthreads needs a positive integer, got {v:?}"))?;
-            }
-            "--name" => config.name = Some(value(flag)?),
-            "--host" => config.host = value(flag)?,
-            "--resources" => config.resources = parse_resources(&value(flag)?)?,
-            "--memory-limit" => {
-                config.memory_limit = Some(parse_bytes(&value(flag)?)?).filter(|&n| n > 0)
-            }
-            "--memory-target-fraction" => {
-                config.memory_target_fraction = parse_fraction(flag, &value(flag)?)?
-            }
-            "--memory-pause-fraction" => {
-                config.memory_pause_fraction = parse_fraction(flag, &value(flag)?)?
-            }
-            "--local-directory" => {
-                let v = value(flag)?;
-                if v.is_empty() {
-                    return Err("--local-directory needs a directory".into());
-                }
-                config.local_directory = Some(v.into());
-            }
-            "--reconnect-timeout" => {
-                let v = value(flag)?;
-                reconnect_timeout = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        format!("--reconnect-timeout needs a number of seconds, got {v:?}")
-                    })?;
-            }
-            "--no-reconnect" => reconnect_timeout = Duration::ZERO,
-            "--handshake-timeout" => {
-                let v = value(flag)?;
-                config.handshake_timeout = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        format!("--handshake-timeout needs a positive number of seconds, got {v:?}")
-                    })?;
-            }
-            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
-            other => {
-                if scheduler.is_some() {
-                    return Err(format!("unexpected argument {other:?}"));
-                }
-                scheduler = Some(other.to_string());
-            }
-        }
+/// What the arguments ask for. The scheduler file, if any, is read here
+/// (waiting for it).
+fn command(cli: Cli) -> Result<Command, String> {
+    if cli.list_functions {
+        return Ok(Command::ListFunctions);
     }
-    config.scheduler = scheduler.ok_or("the scheduler address is required")?;
+    let scheduler = match (cli.scheduler, cli.scheduler_file) {
+        (Some(address), _) => address,
+        (None, Some(path)) => dask_net::scheduler_file::read(&path, SCHEDULER_FILE_WAIT)?,
+        (None, None) => return Err("the scheduler address is required".into()),
+    };
+    let mut config = WorkerConfig {
+        scheduler,
+        name: cli.name,
+        host: cli.host,
+        memory_limit: cli.memory_limit.filter(|&n| n > 0),
+        local_directory: cli.local_directory.map(Into::into),
+        ..WorkerConfig::default()
+    };
+    if let Some(n) = cli.nthreads {
+        config.nthreads = n as usize;
+    }
+    if let Some(r) = cli.resources {
+        config.resources = r;
+    }
+    if let Some(Fraction(f)) = cli.memory_target_fraction {
+        config.memory_target_fraction = f;
+    }
+    if let Some(Fraction(f)) = cli.memory_pause_fraction {
+        config.memory_pause_fraction = f;
+    }
+    if let Some(t) = cli.handshake_timeout {
+        config.handshake_timeout = t;
+    }
+    let reconnect_timeout = if cli.no_reconnect {
+        Duration::ZERO
+    } else {
+        cli.reconnect_timeout.unwrap_or(RECONNECT_TIMEOUT_DEFAULT)
+    };
     Ok(Command::Run(Box::new(Run {
         config,
         reconnect_timeout,
     })))
+}
+
+/// Seconds, fractions allowed, more than 0.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match parse_seconds_or_zero(text)? {
+        d if d.is_zero() => Err(format!("needs a positive number of seconds, got {text:?}")),
+        d => Ok(d),
+    }
+}
+
+/// Seconds, fractions allowed, 0 or more.
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("needs a number of seconds, got {text:?}"))
 }
 
 fn parse_resources(text: &str) -> Result<BTreeMap<String, f64>, String> {
@@ -223,11 +231,7 @@ fn parse_resources(text: &str) -> Result<BTreeMap<String, f64>, String> {
 /// unit, decimal (`kB`, `MB`, `GB`, `TB`, `PB`, or `k`, `M`, ...) or binary
 /// (`KiB`, `MiB`, ..., or `Ki`, `Mi`, ...), any case, spaces allowed.
 fn parse_bytes(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "--memory-limit needs a number of bytes, e.g. 4000000000, 4GB or 512MiB; got {text:?}"
-        )
-    };
+    let bad = || format!("needs a number of bytes, e.g. 4000000000, 4GB or 512MiB; got {text:?}");
     let trimmed = text.trim();
     if let Ok(n) = trimmed.parse::<u64>() {
         return Ok(n);
@@ -262,26 +266,21 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// A fraction of the memory limit in [0, 1], or `false`/`none`: off.
-fn parse_fraction(flag: &str, text: &str) -> Result<Option<f64>, String> {
+fn parse_fraction(text: &str) -> Result<Fraction, String> {
     if matches!(text.to_ascii_lowercase().as_str(), "false" | "none" | "off") {
-        return Ok(None);
+        return Ok(Fraction(None));
     }
     match text.parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(Some(f)),
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(Fraction(Some(f))),
         _ => Err(format!(
-            "{flag} needs a fraction between 0 and 1 (or false), got {text:?}"
+            "needs a fraction between 0 and 1 (or false), got {text:?}"
         )),
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let run = match parse_args(&args) {
+    let run = match command(Cli::parse()) {
         Ok(Command::Run(run)) => run,
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
         Ok(Command::ListFunctions) => {
             for (name, doc) in builtin_docs() {
                 println!("{name}");
@@ -297,8 +296,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("dask-worker: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            eprintln!("dask-worker: {e}");
+            return ExitCode::FAILURE;
         }
     };
     install_signal_handlers();
@@ -413,17 +412,23 @@ mod tests {
 
     #[test]
     fn fractions_are_between_0_and_1_or_off() {
-        assert_eq!(parse_fraction("--f", "0.6"), Ok(Some(0.6)));
-        assert_eq!(parse_fraction("--f", "1"), Ok(Some(1.0)));
-        assert_eq!(parse_fraction("--f", "false"), Ok(None));
+        assert_eq!(parse_fraction("0.6"), Ok(Fraction(Some(0.6))));
+        assert_eq!(parse_fraction("1"), Ok(Fraction(Some(1.0))));
+        assert_eq!(parse_fraction("false"), Ok(Fraction(None)));
         for text in ["1.5", "-0.1", "NaN", "x", ""] {
-            assert!(parse_fraction("--f", text).is_err(), "{text}");
+            assert!(parse_fraction(text).is_err(), "{text}");
         }
     }
 
     #[test]
     fn memory_options_reach_the_config() {
-        let args: Vec<String> = [
+        let parse_args = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("dask-worker").chain(args.iter().copied()))
+                    .map_err(|e| e.to_string())?;
+            command(cli)
+        };
+        let args = [
             "tcp://127.0.0.1:1",
             "--memory-limit",
             "8MB",
@@ -432,10 +437,7 @@ mod tests {
             "false",
             "--local-directory",
             "/tmp/x",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ];
         let Ok(Command::Run(run)) = parse_args(&args) else {
             panic!("parses");
         };
@@ -446,7 +448,7 @@ mod tests {
             run.config.local_directory.as_deref(),
             Some(std::path::Path::new("/tmp/x"))
         );
-        let zero = ["tcp://127.0.0.1:1", "--memory-limit", "0"].map(String::from);
+        let zero = ["tcp://127.0.0.1:1", "--memory-limit", "0"];
         let Ok(Command::Run(run)) = parse_args(&zero) else {
             panic!("parses");
         };

@@ -1,0 +1,385 @@
+//! `dask-rs`: run task graph files and look at clusters.
+//!
+//! ```text
+//! dask-rs run GRAPH [--workers N] [--threads T]   on an embedded cluster
+//! dask-rs submit GRAPH [--scheduler ADDRESS]      on a running cluster
+//! dask-rs info [--scheduler ADDRESS] [--json]     workers and tasks
+//! ```
+//!
+//! Named `dask-rs`, not `dask`: Python Dask installs a `dask` command, and
+//! a virtualenv puts it first on PATH (docs/guide.md, "Living beside
+//! Python Dask"). GRAPH is a file (`-`: standard input), JSON or msgpack
+//! (spec/PROTOCOL.md "Graph file"). Each wanted key's result is printed in
+//! JSON form as `key = value`, sorted by key. Exit status: 0 when every
+//! wanted key finished, 1 when some task failed (its error on stderr), the
+//! file was refused or the cluster could not be reached, 2 on a usage
+//! error.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dask_client::{Client, Error, Future};
+use dask_cluster::graph_file::{self, GraphFile};
+use dask_cluster::LocalCluster;
+use dask_core::messages::ClusterInfoReply;
+use dask_core::Key;
+
+/// How often the progress bar is redrawn.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Width of the progress bar in characters.
+const PROGRESS_WIDTH: usize = 40;
+/// How long a client waits for a scheduler file to appear.
+const SCHEDULER_FILE_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Parser)]
+#[command(
+    name = "dask-rs",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol dask/1)"),
+    about = "Run task graph files on dask-rs clusters, and look at clusters",
+    after_help = "GRAPH: a JSON (or .msgpack/.mpk) file {\"tasks\": [...], \"wanted\": [...]}, \
+                  or - for standard input; see docs/guide.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a graph on a cluster started inside this process, then stop it
+    Run(RunArgs),
+    /// Run a graph on a running cluster
+    Submit(SubmitArgs),
+    /// Describe a running cluster: workers, clients, tasks by state
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// The graph file; - reads standard input
+    #[arg(value_name = "GRAPH")]
+    path: String,
+    /// Refuse a graph file with fields this version does not know (by
+    /// default they are ignored with a warning)
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    graph: GraphArgs,
+    /// Workers of the embedded cluster
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
+    /// Threads of each embedded worker
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    /// The scheduler, tcp://HOST:PORT [default: $DASK_SCHEDULER_ADDRESS]
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "scheduler_file")]
+    scheduler: Option<String>,
+    /// Read the scheduler's address from the file `dask-scheduler
+    /// --scheduler-file` writes (waiting up to 60 s for it)
+    #[arg(long, value_name = "FILE")]
+    scheduler_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    graph: GraphArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure with the exit status it maps to.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+fn failed(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        status: 1,
+        message: message.to_string(),
+    }
+}
+
+fn usage(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        status: 2,
+        message: format!("error: {message}\n\nFor more information, try '--help'."),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run(&a),
+        Command::Submit(a) => submit(&a),
+        Command::Info(a) => info(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("{}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// Reads the graph, warning about (or, with --strict, refusing) unknown
+/// fields.
+fn read_graph(a: &GraphArgs) -> Result<GraphFile, Failure> {
+    let file = graph_file::read(&a.path).map_err(failed)?;
+    if file.unknown_fields.is_empty() {
+        return Ok(file);
+    }
+    let shown = if a.path == "-" {
+        "standard input"
+    } else {
+        &a.path
+    };
+    let fields = file.unknown_fields.join(", ");
+    if a.strict {
+        return Err(failed(format!(
+            "{shown}: unknown fields {fields} (a graph file has tasks and wanted, a task key, \
+             function, args, kwargs, priority, resources, retries and workers): refused by --strict"
+        )));
+    }
+    eprintln!(
+        "dask-rs: warning: {shown}: unknown fields {fields} are ignored (a typo? --strict refuses them)"
+    );
+    Ok(file)
+}
+
+fn run(a: &RunArgs) -> Result<(), Failure> {
+    let file = read_graph(&a.graph)?;
+    let mut builder = LocalCluster::builder();
+    if let Some(n) = a.workers {
+        builder = builder.workers(n as usize);
+    }
+    if let Some(t) = a.threads {
+        builder = builder.threads_per_worker(t as usize);
+    }
+    let cluster = builder
+        .build()
+        .map_err(|e| failed(format!("cannot start the local cluster: {e}")))?;
+    let client = cluster.into_client().map_err(failed)?;
+    execute(&client, file)
+}
+
+/// The scheduler's address: --scheduler, else --scheduler-file, else
+/// $DASK_SCHEDULER_ADDRESS.
+fn scheduler_address(a: &SchedulerArgs) -> Result<String, Failure> {
+    if let Some(address) = &a.scheduler {
+        return Ok(address.clone());
+    }
+    if let Some(path) = &a.scheduler_file {
+        return dask_net::scheduler_file::read(path, SCHEDULER_FILE_WAIT).map_err(failed);
+    }
+    match std::env::var("DASK_SCHEDULER_ADDRESS") {
+        Ok(address) if !address.is_empty() => Ok(address),
+        _ => Err(usage(
+            "no scheduler: give --scheduler tcp://HOST:PORT, --scheduler-file FILE, or set \
+             DASK_SCHEDULER_ADDRESS",
+        )),
+    }
+}
+
+fn connect(a: &SchedulerArgs) -> Result<Client, Failure> {
+    Client::connect(&scheduler_address(a)?).map_err(failed)
+}
+
+fn submit(a: &SubmitArgs) -> Result<(), Failure> {
+    let file = read_graph(&a.graph)?;
+    let client = connect(&a.scheduler)?;
+    execute(&client, file)
+}
+
+/// Submits the graph, waits (drawing progress on a terminal), prints the
+/// results sorted by key and the errors on stderr.
+fn execute(client: &Client, file: GraphFile) -> Result<(), Failure> {
+    let total = file.graph.len();
+    let mut wanted = file.wanted;
+    wanted.sort();
+    wanted.dedup();
+    let futures = client.submit_tasks(file.graph.into_tasks(), wanted);
+    if std::io::stdout().is_terminal() {
+        show_progress(client, &futures, total);
+    }
+    let mut errors: Vec<(Key, Error)> = Vec::new();
+    let mut finished: Vec<Future> = Vec::new();
+    for f in futures {
+        match f.wait() {
+            Ok(()) => finished.push(f),
+            Err(e) => errors.push((f.key().clone(), e)),
+        }
+    }
+    let values = client.gather_raw(&finished).map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    for (f, raw) in finished.iter().zip(&values) {
+        let json = dask_core::json::msgpack_to_json(raw.as_bytes())
+            .map(|j| j.to_string())
+            .unwrap_or_else(|e| format!("<undecodable: {e}>"));
+        let _ = writeln!(out, "{} = {json}", f.key());
+    }
+    let _ = out.flush();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let message = errors
+        .iter()
+        .map(|(k, e)| format!("{k}: {e}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(failed(message))
+}
+
+/// Draws a bar on stderr until every wanted key is done. Progress is the
+/// share of submitted tasks that no longer wait or run, per cluster-info.
+fn show_progress(client: &Client, futures: &[Future], total: usize) {
+    let mut err = std::io::stderr();
+    loop {
+        let all_done = futures.iter().all(Future::done);
+        let remaining: u64 = match client.cluster_info() {
+            Ok(info) => info
+                .tasks
+                .iter()
+                .filter(|(state, _)| {
+                    matches!(
+                        state.as_str(),
+                        "released" | "waiting" | "no-worker" | "queued" | "processing"
+                    )
+                })
+                .map(|(_, n)| *n)
+                .sum(),
+            Err(_) => break,
+        };
+        let done = if all_done {
+            total
+        } else {
+            total.saturating_sub(remaining as usize)
+        };
+        let filled = (done * PROGRESS_WIDTH)
+            .checked_div(total)
+            .unwrap_or(PROGRESS_WIDTH);
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{total} tasks",
+            "#".repeat(filled),
+            ".".repeat(PROGRESS_WIDTH - filled.min(PROGRESS_WIDTH))
+        );
+        let _ = err.flush();
+        if all_done {
+            break;
+        }
+        std::thread::sleep(PROGRESS_INTERVAL);
+    }
+    let _ = writeln!(err);
+}
+
+/// Why tasks in each not-yet-running state wait, as far as the states
+/// tell (cluster-info reports counts per state, not keys or finer reasons).
+const WAITING_REASONS: &[(&str, &str)] = &[
+    (
+        "waiting",
+        "for dependencies still running, waiting or erred",
+    ),
+    ("queued", "ready, for a free thread on a worker"),
+    (
+        "no-worker",
+        "for a worker that can run them: none connected offers the function, the resources or \
+         matches the task's worker restriction",
+    ),
+];
+
+fn info(a: &InfoArgs) -> Result<(), Failure> {
+    let client = connect(&a.scheduler)?;
+    let info = client.cluster_info().map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = writeln!(out, "{}", info_json(client.address(), &info));
+        return Ok(());
+    }
+    let _ = writeln!(out, "scheduler: {}", client.address());
+    let _ = writeln!(out, "clients: {}", info.clients);
+    let _ = writeln!(out, "workers: {}", info.workers.len());
+    for w in &info.workers {
+        let _ = writeln!(
+            out,
+            "  {} {} threads={} functions={} processing={} stored={} keys / {} bytes",
+            w.name,
+            w.address,
+            w.nthreads,
+            w.functions.len(),
+            w.processing,
+            w.stored_keys,
+            w.stored_bytes
+        );
+    }
+    let total: u64 = info.tasks.values().sum();
+    let _ = writeln!(out, "tasks: {total}");
+    for (state, n) in &info.tasks {
+        let _ = writeln!(out, "  {state}: {n}");
+    }
+    let waiting: Vec<(&str, u64, &str)> = WAITING_REASONS
+        .iter()
+        .filter_map(|&(state, why)| Some((state, *info.tasks.get(state)?, why)))
+        .collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(out, "not running yet, by reason:");
+        for (state, n, why) in waiting {
+            let _ = writeln!(out, "  {n} {state}: {why}");
+        }
+        let _ = writeln!(
+            out,
+            "  (the scheduler reports counts per state only, not which keys: dask/1.0 has no \
+             request for them)"
+        );
+    }
+    Ok(())
+}
+
+fn info_json(address: &str, info: &ClusterInfoReply) -> serde_json::Value {
+    let workers: Vec<serde_json::Value> = info
+        .workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "id": w.id,
+                "name": w.name,
+                "address": w.address,
+                "nthreads": w.nthreads,
+                "memory_limit": w.memory_limit,
+                "resources": w.resources,
+                "functions": w.functions,
+                "processing": w.processing,
+                "stored_keys": w.stored_keys,
+                "stored_bytes": w.stored_bytes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "scheduler": address,
+        "clients": info.clients,
+        "workers": workers,
+        "tasks": info.tasks,
+    })
+}
