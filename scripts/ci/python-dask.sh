@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# dask-rs beside real Python Dask (from PyPI, in a virtualenv this script
+# makes): each side, reaching the other, says what it reached in one line
+# (scripts/ci/python_dask_check.py has the cases).
+#
+#   DASK_PYTHON_VENV=DIR scripts/ci/python-dask.sh   # reuse a virtualenv
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+target_dir=${CARGO_TARGET_DIR:-target}
+venv=${DASK_PYTHON_VENV:-$target_dir/python-dask-venv}
+# Pinned: the reverse direction depends on how this version reads replies.
+version=2026.8.0
+if ! "$venv/bin/python" -c "import distributed, sys; sys.exit(distributed.__version__ != '$version')" 2>/dev/null; then
+  echo "-- python-dask: virtualenv $venv with dask[distributed]==$version"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "dask[distributed]==$version"
+fi
+cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster --bins
+bin=$(cd "$target_dir/debug" && pwd)
+"$venv/bin/python" scripts/ci/python_dask_check.py "$bin"
