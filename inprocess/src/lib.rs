@@ -132,35 +132,64 @@ mod execute {
         registry: &FunctionRegistry,
         scheduler: Scheduler,
     ) -> Result<Vec<Value>, Error> {
-        let plan = Plan::new(tasks, wanted)?;
-        let asked = plan.asked().to_vec();
+        let plan = Arc::new(Plan::new(tasks, wanted)?);
         let options = Options {
             scheduler,
             ..Options::default()
         };
-        let results = run(plan, registry, &options);
+        let mut results = run_plan(&plan, registry, &options);
+        let asked = plan.asked();
         // The first error in the order of `wanted`.
         if let Some(e) = asked
             .iter()
-            .find_map(|&i| results[i as usize].1.as_ref().err())
+            .find_map(|&i| results[i as usize].as_ref().err())
         {
             return Err(e.clone());
         }
-        let mut results: Vec<Option<Value>> = results.into_iter().map(|(_, r)| r.ok()).collect();
         let mut first_at = vec![usize::MAX; results.len()];
         let mut values: Vec<Value> = Vec::with_capacity(asked.len());
-        for &i in &asked {
+        for &i in asked {
             let i = i as usize;
             let value = match first_at[i] {
                 usize::MAX => {
                     first_at[i] = values.len();
-                    results[i].take().unwrap_or(Value::Nil)
+                    std::mem::replace(&mut results[i], Ok(Value::Nil)).unwrap_or(Value::Nil)
                 }
                 first => values[first].clone(),
             };
             values.push(value);
         }
         Ok(values)
+    }
+
+    /// Computes `calls` (the client's lazy calls, and every call they
+    /// reach) in this process with functions from `registry`: their results
+    /// in order, or the first error. A call whose arguments hold a
+    /// [`dask_client::Future`] refers to a result on a cluster, which is
+    /// not here: such a graph is refused (unknown-key).
+    ///
+    /// ```
+    /// use dask_client::{args, delayed};
+    /// use dask_inprocess::{compute_delayed, Scheduler};
+    /// use dask_worker::FunctionRegistry;
+    ///
+    /// let total = delayed("add", args![delayed("inc", args![1]), 10]);
+    /// let values = compute_delayed(&[total], &FunctionRegistry::builtins(), Scheduler::Sync)?;
+    /// assert_eq!(values[0].as_i64(), Some(12));
+    /// # Ok::<(), dask_inprocess::Error>(())
+    /// ```
+    pub fn compute_delayed(
+        calls: &[dask_client::Delayed],
+        registry: &FunctionRegistry,
+        scheduler: Scheduler,
+    ) -> Result<Vec<Value>, Error> {
+        let wanted: Vec<Key> = calls.iter().map(|d| d.key().clone()).collect();
+        compute(
+            dask_client::build_graph(calls),
+            &wanted,
+            registry,
+            scheduler,
+        )
     }
 
     /// Runs `plan` and returns each wanted key's result or error, in the
@@ -171,15 +200,26 @@ mod execute {
         options: &Options<'_>,
     ) -> Vec<(Key, Result<Value, Error>)> {
         let plan = Arc::new(plan);
-        let state = RunState::new(Arc::clone(&plan), options.on_error);
+        let results = run_plan(&plan, registry, options);
+        plan.wanted()
+            .iter()
+            .map(|&t| plan.task(t).key.clone())
+            .zip(results)
+            .collect()
+    }
+
+    /// Runs `plan`: each wanted task's result, in the order of
+    /// [`Plan::wanted`].
+    fn run_plan(
+        plan: &Arc<Plan>,
+        registry: &FunctionRegistry,
+        options: &Options<'_>,
+    ) -> Vec<Result<Value, Error>> {
+        let state = RunState::new(Arc::clone(plan), options.on_error);
         let mut ended = runner::run(state, registry, options);
         plan.wanted()
             .iter()
-            .map(|&t| {
-                let key = plan.task(t).key.clone();
-                let result = outcome(&plan, &mut ended, t);
-                (key, result)
-            })
+            .map(|&t| outcome(plan, &mut ended, t))
             .collect()
     }
 

@@ -190,6 +190,7 @@ impl Plan {
         };
         plan.dep_start.push(0);
         let mut function_index: HashMap<String, u32> = HashMap::new();
+        let mut last_function = u32::MAX;
         // Distinct positions come in increasing spec order: one pass.
         let mut next_distinct = 0usize;
         for (spec_index, spec) in tasks.into_iter().enumerate() {
@@ -201,15 +202,20 @@ impl Plan {
             if needed[p] == u32::MAX {
                 continue;
             }
-            let function = match function_index.get(&spec.function) {
-                Some(&f) => f,
-                None => {
-                    let f = plan.functions.len() as u32;
-                    function_index.insert(spec.function.clone(), f);
-                    plan.functions.push(spec.function);
-                    f
-                }
+            // Neighbouring tasks mostly call the same function.
+            let function = match plan.functions.get(last_function as usize) {
+                Some(name) if *name == spec.function => last_function,
+                _ => match function_index.get(&spec.function) {
+                    Some(&f) => f,
+                    None => {
+                        let f = plan.functions.len() as u32;
+                        function_index.insert(spec.function.clone(), f);
+                        plan.functions.push(spec.function);
+                        f
+                    }
+                },
             };
+            last_function = function;
             plan.deps
                 .extend(refs.of(p).iter().map(|&d| TaskId(needed[d as usize])));
             plan.dep_start.push(plan.deps.len());

@@ -119,7 +119,7 @@ fn runner(
     let mut returned: Option<(TaskId, Result<Value, TaskError>)> = None;
     // Results to drop, outside the lock (a large one takes a while).
     let mut released: Vec<Arc<Value>> = Vec::new();
-    let mut inputs: Vec<Arc<Value>> = Vec::new();
+    let mut inputs: Vec<Option<Arc<Value>>> = Vec::new();
     let mut inner = shared.lock();
     loop {
         let mut ended = None;
@@ -138,13 +138,9 @@ fn runner(
         }
         let next = inner.state.poll_run();
         if let Some(t) = next {
-            for &d in plan.deps(t) {
-                // Held: the state releases a result only once its last
-                // consumer has started.
-                if let Some(v) = &inner.values[d.index()] {
-                    inputs.push(Arc::clone(v));
-                }
-            }
+            // Held: the state releases a result only once its last
+            // consumer has started.
+            inputs.extend(plan.deps(t).iter().map(|d| inner.values[d.index()].clone()));
         }
         while let Some(r) = inner.state.poll_release() {
             if let Some(v) = inner.values[r.index()].take() {
@@ -180,7 +176,7 @@ fn runner(
             inner = shared.lock();
             continue;
         };
-        let result = task::run(plan, functions, t, std::mem::take(&mut inputs));
+        let result = task::run(plan, functions, t, &mut inputs);
         returned = Some((t, result));
         inner = shared.lock();
     }

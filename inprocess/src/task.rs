@@ -31,13 +31,13 @@ impl Functions {
 }
 
 /// Runs task `t` with `inputs`, its dependencies' results in the order of
-/// [`Plan::deps`]. A result held only by `inputs` is moved into the
-/// arguments rather than copied.
+/// [`Plan::deps`] (emptied: the buffer is the caller's to reuse). A result
+/// held only by `inputs` is moved into the arguments rather than copied.
 pub(crate) fn run(
     plan: &Plan,
     functions: &Functions,
     t: TaskId,
-    inputs: Vec<Arc<Value>>,
+    inputs: &mut Vec<Option<Arc<Value>>>,
 ) -> Result<Value, TaskError> {
     let task = plan.task(t);
     let Some(function) = &functions.0[task.function as usize] else {
@@ -45,7 +45,9 @@ pub(crate) fn run(
             &plan.functions()[task.function as usize],
         ));
     };
-    let (args, kwargs) = arguments(plan, t, inputs)?;
+    let arguments = arguments(plan, t, inputs);
+    inputs.clear();
+    let (args, kwargs) = arguments?;
     let mut attempts_left = task.retries;
     loop {
         let outcome = catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)));
@@ -64,7 +66,7 @@ pub(crate) fn run(
 fn arguments(
     plan: &Plan,
     t: TaskId,
-    inputs: Vec<Arc<Value>>,
+    inputs: &mut [Option<Arc<Value>>],
 ) -> Result<(Vec<Value>, Kwargs), TaskError> {
     let task = plan.task(t);
     let mut supply = Supply::new(plan, t, inputs);
@@ -93,10 +95,10 @@ fn arguments(
 }
 
 /// Hands out the inputs for the references, in the order they come.
-struct Supply<'p> {
+struct Supply<'p, 'i> {
     plan: &'p Plan,
     deps: &'p [TaskId],
-    inputs: Vec<Option<Arc<Value>>>,
+    inputs: &'i mut [Option<Arc<Value>>],
     /// Each dependency is referred to once: the k-th reference is the
     /// k-th dependency (the plan lists them in order of appearance), and
     /// its input can be moved.
@@ -110,8 +112,8 @@ struct Supply<'p> {
 /// Dependencies up to this many are found by scanning.
 const SCANNED_MAX: usize = 16;
 
-impl<'p> Supply<'p> {
-    fn new(plan: &'p Plan, t: TaskId, inputs: Vec<Arc<Value>>) -> Supply<'p> {
+impl<'p, 'i> Supply<'p, 'i> {
+    fn new(plan: &'p Plan, t: TaskId, inputs: &'i mut [Option<Arc<Value>>]) -> Supply<'p, 'i> {
         let deps = plan.deps(t);
         let once = !plan.task(t).repeats_refs;
         let by_key = (!once && deps.len() > SCANNED_MAX).then(|| {
@@ -123,7 +125,7 @@ impl<'p> Supply<'p> {
         Supply {
             plan,
             deps,
-            inputs: inputs.into_iter().map(Some).collect(),
+            inputs,
             once,
             next: 0,
             by_key,
@@ -161,7 +163,7 @@ impl<'p> Supply<'p> {
 }
 
 /// Replaces every task reference in `value` (map keys too) by its input.
-fn substitute(value: &mut Value, supply: &mut Supply<'_>) -> Result<(), TaskError> {
+fn substitute(value: &mut Value, supply: &mut Supply<'_, '_>) -> Result<(), TaskError> {
     match value {
         Value::Ext(ty, data) if *ty == TASK_REF_EXT => {
             let key =

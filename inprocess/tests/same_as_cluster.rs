@@ -254,3 +254,55 @@ proptest! {
         assert_same(tasks, &wanted);
     }
 }
+
+#[test]
+fn delayed_calls_give_what_the_cluster_gives_and_futures_are_refused() {
+    use dask_client::{args, delayed};
+    use dask_inprocess::compute_delayed;
+
+    let leaves: Vec<_> = (0..10).map(|i| delayed("inc", args![i])).collect();
+    let total = delayed("sum", args![leaves.clone()]);
+    let mean = delayed("mean", args![leaves]).kwarg("unused", 1);
+    let calls = [total, mean];
+    let on_cluster: Vec<Outcome> = calls
+        .iter()
+        .map(|d| match cluster().compute(d).result() {
+            Ok(v) => Ok(v),
+            Err(ClusterError::Remote {
+                error_type,
+                message,
+                cause,
+                ..
+            }) => Err((error_type, message, cause)),
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+    for scheduler in [Scheduler::Sync, Scheduler::Threads(2)] {
+        let got = compute_delayed(&calls[..1], &FunctionRegistry::builtins(), scheduler);
+        assert_eq!(
+            got.map(|v| Ok(v[0].clone())).ok(),
+            Some(on_cluster[0].clone())
+        );
+        // mean() takes no keyword `unused`: the same TypeError both ways.
+        match compute_delayed(&calls[1..], &FunctionRegistry::builtins(), scheduler) {
+            Err(Error::Task { error, cause, .. }) => {
+                assert_eq!(Err((error.error_type, error.message, cause)), on_cluster[1]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let future = cluster().submit("inc", args![1]);
+    let on_a_future = delayed("inc", args![&future]);
+    let refused = compute_delayed(
+        &[on_a_future],
+        &FunctionRegistry::builtins(),
+        Scheduler::Sync,
+    );
+    match refused {
+        Err(Error::Graph(g)) => {
+            assert_eq!(g.code, dask_core::ErrorCode::UnknownKey);
+            assert_eq!(g.keys, [future.key().clone()]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
