@@ -172,7 +172,7 @@ for mode in $modes; do
   set_runner "$mode"
   step "run examples and tests ($mode)"
   started_at=$(date +%s)
-  for name in hello local cpp_local test_api test_hpp; do
+  for name in hello local cpp_local inprocess test_api test_hpp; do
     printf '   %-12s ' "$name"
     run "$mode" "$name"
   done

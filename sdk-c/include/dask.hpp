@@ -507,6 +507,40 @@ private:
     detail::Handle<dask_functions, dask_functions_free> f_;
 };
 
+/// Computes `delayed` and every call it refers to in this process, with no
+/// scheduler and no socket, calling `functions` on `threads` threads (0:
+/// every task on the calling thread, one at a time, for a debugger). Throws
+/// dask::Error: DASK_REMOTE_ERROR when a task failed, DASK_REFUSED when the
+/// graph cannot run here (it refers to a Future).
+inline Value compute_in_process(const Delayed &delayed, const Functions &functions,
+                                std::size_t threads) {
+    dask_value *out = nullptr;
+    detail::check([&](dask_error **e) {
+        return dask_delayed_compute_in_process(delayed.get(), functions.get(), threads, &out, e);
+    });
+    return Value(out);
+}
+
+/// Several delayed calls computed together in this process (a call they
+/// share runs once); their results in order.
+inline std::vector<Value> compute_in_process(const std::vector<Delayed> &calls,
+                                             const Functions &functions, std::size_t threads) {
+    std::vector<const dask_delayed *> raw;
+    for (const auto &d : calls) {
+        raw.push_back(d.get());
+    }
+    std::vector<dask_value *> out(calls.size(), nullptr);
+    detail::check([&](dask_error **e) {
+        return dask_delayed_compute_in_process_many(raw.data(), raw.size(), functions.get(),
+                                                    threads, out.data(), e);
+    });
+    std::vector<Value> values;
+    for (dask_value *v : out) {
+        values.emplace_back(v);
+    }
+    return values;
+}
+
 /// A connection to a scheduler.
 class Client {
 public:

@@ -140,7 +140,8 @@ enum dask_result
    */
   DASK_TIMEOUT = 8,
   /**
-   * The task (or one it depends on) raised an error on a worker; see
+   * The task (or one it depends on) raised an error, on a worker or in
+   * this process (dask_delayed_compute_in_process); see
    * dask_error_remote_type() and dask_error_remote_message().
    */
   DASK_REMOTE_ERROR = 9,
@@ -155,7 +156,8 @@ enum dask_result
   /**
    * The scheduler refused a request (unknown key, duplicate key, cycle,
    * no workers...), or refused a worker (its name in use, another
-   * protocol version...).
+   * protocol version...); or a graph computed in this process was refused
+   * for the same reasons.
    */
   DASK_REFUSED = 12,
   /**
@@ -780,6 +782,41 @@ size_t dask_as_completed_count(const struct dask_as_completed *iterator);
  * other call on `iterator` may be in progress.
  */
 void dask_as_completed_free(struct dask_as_completed *iterator);
+
+/**
+ * Computes `delayed` and every call it refers to in this process, with no
+ * scheduler and no sockets, calling functions from `functions` (C
+ * functions registered as for a worker, and the built-ins of
+ * dask_functions_new_builtins). `threads` threads run the tasks (the
+ * calling thread is one of them; C functions must then be thread-safe);
+ * 0 runs every task on the calling thread, one at a time, for a debugger.
+ * Each intermediate result is freed once the last task needing it has
+ * started. `*result` is the result, owned by the caller.
+ *
+ * The first failure stops the run: DASK_REMOTE_ERROR when a task failed
+ * (dask_error_remote_type() and dask_error_remote_message() give its
+ * error; the message names the task that raised it), DASK_REFUSED when
+ * the graph cannot run (a call refers to a dask_future, whose result is on
+ * a cluster; a key defined twice). Thread-safe.
+ */
+dask_result dask_delayed_compute_in_process(const struct dask_delayed *delayed,
+                                            const struct dask_functions *functions,
+                                            size_t threads,
+                                            struct dask_value **result,
+                                            struct dask_error **err);
+
+/**
+ * Like dask_delayed_compute_in_process for `n` delayed calls computed together
+ * (a call several of them need runs once): `results` (an array of `n`
+ * slots) receives their results, each owned by the caller. On failure no
+ * slot is set. Thread-safe.
+ */
+dask_result dask_delayed_compute_in_process_many(const struct dask_delayed *const *delayed,
+                                                 size_t n,
+                                                 const struct dask_functions *functions,
+                                                 size_t threads,
+                                                 struct dask_value **results,
+                                                 struct dask_error **err);
 
 /**
  * A new null value. Never NULL. Thread-safe.

@@ -28,7 +28,8 @@ pub enum dask_result {
     DASK_CONNECTION = 7,
     /// The wait ran out of time.
     DASK_TIMEOUT = 8,
-    /// The task (or one it depends on) raised an error on a worker; see
+    /// The task (or one it depends on) raised an error, on a worker or in
+    /// this process (dask_delayed_compute_in_process); see
     /// dask_error_remote_type() and dask_error_remote_message().
     DASK_REMOTE_ERROR = 9,
     /// The key was cancelled.
@@ -37,7 +38,8 @@ pub enum dask_result {
     DASK_LOST = 11,
     /// The scheduler refused a request (unknown key, duplicate key, cycle,
     /// no workers...), or refused a worker (its name in use, another
-    /// protocol version...).
+    /// protocol version...); or a graph computed in this process was refused
+    /// for the same reasons.
     DASK_REFUSED = 12,
     /// The handle was closed (dask_client_close) and can only be freed.
     DASK_CLOSED = 13,

@@ -8,8 +8,9 @@
 //! This crate holds no protocol logic: it wraps the Rust client
 //! ([`dask_client`]: `Client`, `Future`, `Delayed`), the embedded cluster
 //! ([`dask_cluster`]: `LocalCluster`) and the worker library
-//! ([`dask_worker`]: `WorkerHandle`, `FunctionRegistry`) in opaque handles,
-//! with a panic boundary around every body.
+//! ([`dask_worker`]: `WorkerHandle`, `FunctionRegistry`) and the in-process
+//! scheduler ([`dask_inprocess`]) in opaque handles, with a panic boundary
+//! around every body.
 #![deny(missing_docs)]
 // The C ABI cannot mark functions unsafe to call; every pointer argument's
 // contract is stated in the header's rules and on each function.
@@ -23,6 +24,7 @@ pub mod delayed;
 pub mod error;
 pub(crate) mod ffi;
 pub mod future;
+pub mod inprocess;
 pub mod value;
 pub mod worker;
 

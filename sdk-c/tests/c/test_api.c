@@ -789,6 +789,93 @@ static void test_graphs(dask_client *c) {
     dask_delayed_free(total);
 }
 
+/* Graphs computed in this process: no scheduler, no socket. The client is
+ * only there to make a future, which such a graph cannot use. */
+static void test_in_process(dask_client *c) {
+    dask_functions *fns = test_functions();
+    dask_delayed *scaled = NULL, *total = NULL, *failing = NULL, *below = NULL, *remote = NULL;
+    dask_delayed *many[2];
+    dask_future *future = NULL;
+    dask_value *args, *ref = NULL, *v = NULL, *results[2] = {NULL, NULL};
+    int64_t n = 0;
+    size_t threads;
+
+    /* total = add(c.scale(14), inc(1)): 42 + 2, on 3 threads and on this one */
+    args = one_int(14);
+    CHECK_OK(dask_delayed_new("c.scale", args, &scaled, &err_));
+    dask_value_free(args);
+    args = dask_value_new_array();
+    CHECK_OK(dask_value_new_delayed(scaled, &ref, &err_));
+    CHECK_OK(dask_value_array_push(args, ref, &err_));
+    CHECK_OK(dask_value_array_push_int(args, 2, &err_));
+    CHECK_OK(dask_delayed_new("add", args, &total, &err_));
+    dask_value_free(args);
+    for (threads = 0; threads < 4; threads += 3) {
+        CHECK_OK(dask_delayed_compute_in_process(total, fns, threads, &v, &err_));
+        CHECK(dask_value_as_int(v, &n, NULL) == DASK_OK && n == 44);
+        dask_value_free(v);
+        v = NULL;
+    }
+    many[0] = scaled;
+    many[1] = total;
+    CHECK_OK(dask_delayed_compute_in_process_many((const dask_delayed *const *)many, 2, fns, 2, results, &err_));
+    CHECK(dask_value_as_int(results[0], &n, NULL) == DASK_OK && n == 42);
+    CHECK(dask_value_as_int(results[1], &n, NULL) == DASK_OK && n == 44);
+    dask_value_free(results[0]);
+    dask_value_free(results[1]);
+
+    /* A C function's error reaches the caller with its type, message and origin. */
+    CHECK_OK(dask_delayed_new("c.fail", NULL, &failing, &err_));
+    CHECK_OK(dask_delayed_set_key(failing, "the-failing-one", &err_));
+    args = dask_value_new_array();
+    CHECK_OK(dask_value_new_delayed(failing, &ref, &err_));
+    CHECK_OK(dask_value_array_push(args, ref, &err_));
+    CHECK_OK(dask_delayed_new("inc", args, &below, &err_));
+    dask_value_free(args);
+    {
+        dask_error *err = NULL;
+        CHECK(dask_delayed_compute_in_process(below, fns, 2, &v, &err) == DASK_REMOTE_ERROR);
+        CHECK(v == NULL);
+        CHECK(dask_error_remote_type(err) != NULL && strcmp(dask_error_remote_type(err), "ValueError") == 0);
+        CHECK(dask_error_remote_message(err) != NULL &&
+              strcmp(dask_error_remote_message(err), "c.fail always fails") == 0);
+        CHECK(strstr(dask_error_message(err), "(raised by the-failing-one)") != NULL);
+        dask_error_free(err);
+    }
+    many[1] = below;
+    CHECK_FAIL(DASK_REMOTE_ERROR, "c.fail always fails",
+               dask_delayed_compute_in_process_many((const dask_delayed *const *)many, 2, fns, 0, results, &err_));
+    CHECK(results[0] == NULL && results[1] == NULL);
+
+    /* A future's result lives on a cluster: such a graph is refused. */
+    args = one_int(1);
+    CHECK_OK(dask_client_submit(c, "inc", args, &future, &err_));
+    dask_value_free(args);
+    args = dask_value_new_array();
+    CHECK_OK(dask_value_new_future(future, &ref, &err_));
+    CHECK_OK(dask_value_array_push(args, ref, &err_));
+    CHECK_OK(dask_delayed_new("inc", args, &remote, &err_));
+    dask_value_free(args);
+    CHECK_FAIL(DASK_REFUSED, "unknown-key", dask_delayed_compute_in_process(remote, fns, 1, &v, &err_));
+
+    /* bad input */
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`delayed` is NULL", dask_delayed_compute_in_process(NULL, fns, 1, &v, &err_));
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`functions` is NULL", dask_delayed_compute_in_process(total, NULL, 1, &v, &err_));
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`result` is NULL", dask_delayed_compute_in_process(total, fns, 1, NULL, &err_));
+    many[1] = NULL;
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`delayed[1]` is NULL",
+               dask_delayed_compute_in_process_many((const dask_delayed *const *)many, 2, fns, 1, results, &err_));
+    CHECK_OK(dask_delayed_compute_in_process_many(NULL, 0, fns, 1, NULL, &err_));
+
+    dask_future_free(future);
+    dask_delayed_free(remote);
+    dask_delayed_free(below);
+    dask_delayed_free(failing);
+    dask_delayed_free(total);
+    dask_delayed_free(scaled);
+    dask_functions_free(fns);
+}
+
 static void test_gather_scatter_as_completed(dask_client *c) {
     dask_value *values[3], *results[3] = {NULL, NULL, NULL}, *args, *ref = NULL;
     dask_future *none[1] = {NULL};
@@ -1038,13 +1125,14 @@ int main(void) {
         test_submit_and_futures(c);
         test_c_functions(c);
         test_graphs(c);
+        test_in_process(c);
         test_gather_scatter_as_completed(c);
         test_closed_client(c);
     }
     dask_client_free(c);
     test_local_cluster_and_worker();
     test_worker_loses_scheduler();
-    CHECK(freed_count() == 6);
+    CHECK(freed_count() == 7);
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -143,9 +143,41 @@ static void client_and_worker() {
     check_throws(__LINE__, DASK_CONNECTION, "connection", [&] { f.result(60000); });
 }
 
+// A graph computed in this process with C++ functions: no scheduler, no
+// socket; the same result on several threads and on this one.
+static void in_process() {
+    dask::Functions functions = dask::Functions::builtins();
+    functions.add("cpp.square", [](const dask::Value &args, const dask::Value &) {
+        std::int64_t x = args[0].as_int();
+        return dask::Value(x * x);
+    });
+    functions.add("cpp.refuse", [](const dask::Value &, const dask::Value &) -> dask::Value {
+        throw dask::TaskError("KeyError", "not here");
+    });
+    std::vector<dask::Delayed> squares;
+    for (int i = 0; i < 8; i++) {
+        squares.emplace_back("cpp.square", dask::array(i));
+    }
+    dask::Delayed total("sum", dask::array(std::vector<dask::Value>(squares.begin(), squares.end())));
+    for (std::size_t threads : {0, 1, 4}) {
+        CHECK(dask::compute_in_process(total, functions, threads).as_int() == 140);
+    }
+    std::vector<dask::Value> both = dask::compute_in_process({squares[3], total}, functions, 2);
+    CHECK(both.size() == 2 && both[0].as_int() == 9 && both[1].as_int() == 140);
+    dask::Delayed refused("inc", dask::array(dask::Delayed("cpp.refuse")));
+    try {
+        dask::compute_in_process(refused, functions, 2);
+        CHECK(false);
+    } catch (const dask::Error &e) {
+        CHECK(e.code() == DASK_REMOTE_ERROR && e.remote_type() == "KeyError" &&
+              e.remote_message() == "not here");
+    }
+}
+
 int main() {
     try {
         values();
+        in_process();
         client_and_worker();
     } catch (const dask::Error &e) {
         failed++;
