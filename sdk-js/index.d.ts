@@ -195,6 +195,41 @@ export declare class LocalCluster {
   close(): Promise<void>;
 }
 
+/** A task of a graph computed in this process (a graph file's task). */
+export interface InProcessTask {
+  key: string;
+  function: string;
+  /** Positional arguments; a TaskRef(key) stands for that task's result. */
+  args?: Value[];
+  kwargs?: { [name: string]: Value };
+  /** Higher runs first among ready tasks (default 0). */
+  priority?: number;
+  /** Reruns after an error before reporting it. */
+  retries?: number;
+}
+
+export interface InProcessOptions {
+  /** The functions by name: plain, or with the options of Worker.register. */
+  functions?:
+    | Record<string, TaskFunction | ({ fn: TaskFunction } & RegisterOptions)>
+    | Map<string, TaskFunction | ({ fn: TaskFunction } & RegisterOptions)>;
+  /** Also offer the conformance.* functions. */
+  conformance?: boolean;
+  /** Results with floats as Float. */
+  exactFloats?: boolean;
+}
+
+/**
+ * Computes a graph in this process, each task on the calling thread in
+ * turn (no scheduler, no worker, no socket); the results of the wanted keys
+ * (default: every key no task depends on) in order. Throws RemoteError for
+ * the first task that failed, RequestError when the graph is refused.
+ */
+export declare function computeInProcess(
+  graph: { tasks: InProcessTask[]; wanted?: string[] },
+  options?: InProcessOptions,
+): Decoded[];
+
 export declare class DaskError extends Error {}
 export declare class RemoteError extends DaskError {
   readonly key: string;

@@ -5,6 +5,7 @@
 export { Client, Future, AsCompleted } from './lib/client.js';
 export { Worker } from './lib/worker.js';
 export { LocalCluster } from './lib/local.js';
+export { computeInProcess } from './lib/inprocess.js';
 export {
   DaskError,
   RemoteError,

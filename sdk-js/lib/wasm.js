@@ -158,6 +158,44 @@ export class WasmWorker {
   }
 }
 
+/** A graph run in this process (sdk-js/src/inprocess.rs). */
+export class WasmInProcess {
+  /**
+   * @param {Uint8Array} graph  msgpack {tasks, wanted}
+   * @param {boolean} stopOnError
+   * Throws the refusal {code, code_name, message} as a plain object.
+   */
+  constructor(graph, stopOnError) {
+    const handle = withBytes(graph, (p, n) => x.dask_inprocess_new(p, n, stopOnError ? 1 : 0)) >>> 0;
+    if (handle === 0) throw decode(result());
+    this.handle = handle;
+  }
+
+  /** @returns {{done: true} | {task: number, function: string, args: Uint8Array, kwargs: Uint8Array | null, retries: number}} */
+  next() {
+    return decode(check(x.dask_inprocess_next(this.handle)));
+  }
+
+  finished(task, value) {
+    withBytes(value, (p, n) => check(x.dask_inprocess_finished(this.handle, task, p, n)));
+  }
+
+  /** @param {{error_type: string, message: string, traceback: string}} error */
+  failed(task, error) {
+    withBytes(encode({ error }), (p, n) => check(x.dask_inprocess_failed(this.handle, task, p, n)));
+  }
+
+  /** @returns {Array<{key: string, value?: Uint8Array, error?: object, cause?: string | null, cancelled?: true}>} */
+  results() {
+    return decode(check(x.dask_inprocess_results(this.handle)));
+  }
+
+  free() {
+    if (this.handle !== 0) x.dask_inprocess_free(this.handle);
+    this.handle = 0;
+  }
+}
+
 /** A codec refusal: the dask/1 error code and name a receiver would send. */
 export class CodecError extends Error {
   constructor({ code, error, message }) {

@@ -10,7 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { formatAddress, parseAddress } from './address.js';
 import { conformanceFunctions } from './conformance.js';
 import { ConnectionError, DaskError } from './errors.js';
-import { decode, encode } from './msgpack.js';
+import { call, entry, taskError } from './call.js';
+import { encode } from './msgpack.js';
 import { WasmWorker } from './wasm.js';
 
 let workerCount = 0;
@@ -18,34 +19,6 @@ let workerCount = 0;
 function defaultName() {
   workerCount += 1;
   return `js-worker-${os.hostname()}-${process.pid}-${workerCount}`;
-}
-
-/** The error type reported for a thrown value: its name, or its class's. */
-function errorType(err) {
-  if (!(err instanceof Error)) return 'Error';
-  if (err.name && err.name !== 'Error') return err.name;
-  return err.constructor?.name || 'Error';
-}
-
-/**
- * Binds positional and keyword arguments to `params`, as Python does.
- * @returns {unknown[]}
- */
-function bind(name, params, args, kwargs) {
-  if (args.length > params.length) {
-    throw new TypeError(`${name}() takes at most ${params.length} arguments (${args.length} given)`);
-  }
-  const bound = [...args];
-  for (const [k, v] of Object.entries(kwargs)) {
-    const at = params.indexOf(k);
-    if (at < 0) throw new TypeError(`${name}() got an unexpected keyword argument ${JSON.stringify(k)}`);
-    if (at < bound.length && bound[at] !== undefined) {
-      throw new TypeError(`${name}() got multiple values for argument ${JSON.stringify(k)}`);
-    }
-    while (bound.length < at) bound.push(undefined);
-    bound[at] = v;
-  }
-  return bound;
 }
 
 /**
@@ -120,10 +93,9 @@ export class Worker {
    * @returns {this}
    */
   register(name, fn, options = {}) {
-    if (typeof name !== 'string' || name.length === 0) throw new TypeError('a function name is a non-empty string');
-    if (typeof fn !== 'function') throw new TypeError(`${name}: not a function`);
+    const registered = entry(name, fn, options);
     if (this.#wasm) throw new DaskError('register functions before start()');
-    this.#functions.set(name, { fn, params: options.params ?? null, exactFloats: options.exactFloats === true });
+    this.#functions.set(name, registered);
     return this;
   }
 
@@ -323,7 +295,7 @@ export class Worker {
   // ---- running tasks ------------------------------------------------------------
 
   #run(runId, name, argsBytes, kwargsBytes) {
-    const entry = this.#functions.get(name);
+    const registered = this.#functions.get(name);
     const started = performance.now();
     const finish = (value, error) => {
       if (!this.#wasm) return;
@@ -337,28 +309,14 @@ export class Worker {
           error = e;
         }
       }
-      if (error !== undefined) {
-        cmd.error = {
-          error_type: errorType(error),
-          message: error instanceof Error ? error.message : String(error),
-          traceback: error instanceof Error ? (error.stack ?? '') : '',
-        };
-      }
+      if (error !== undefined) cmd.error = taskError(error);
       this.#wasm.taskDone(cmd, bytes);
       this.#schedule();
     };
     // Called from a microtask: a sync function neither runs inside the
     // drain that started it nor delays the runs started with it.
     Promise.resolve()
-      .then(() => {
-        if (!entry) throw Object.assign(new Error(`this worker has no function named ${JSON.stringify(name)}`), { name: 'UnknownFunction' });
-        const options = { exactFloats: entry.exactFloats };
-        const args = decode(argsBytes, options);
-        const kwargs = kwargsBytes === null || kwargsBytes === undefined ? {} : decode(kwargsBytes, options);
-        if (kwargs instanceof Map) throw new TypeError('kwargs keys must be strings');
-        if (entry.params) return entry.fn(...bind(name, entry.params, args, kwargs));
-        return Object.keys(kwargs).length > 0 ? entry.fn(...args, kwargs) : entry.fn(...args);
-      })
+      .then(() => call(name, registered, argsBytes, kwargsBytes))
       .then(
         (value) => finish(value, undefined),
         (error) => finish(undefined, error ?? new Error('rejected without a reason')),

@@ -39,6 +39,11 @@
 //! | `dask_worker_tick` / `dask_worker_stop` | handle, now_ms | status |
 //! | `dask_worker_drain` | handle, now_ms | status; the actions map |
 //! | `dask_worker_free` | handle | |
+//! | `dask_inprocess_new` | graph, stop_on_error | handle (0: refused; `{code, code_name, message}` in the result) |
+//! | `dask_inprocess_next` | handle | status; the next task or `{done: true}` |
+//! | `dask_inprocess_finished` / `_failed` | handle, task, value / error | status |
+//! | `dask_inprocess_results` | handle | status; each wanted key's outcome |
+//! | `dask_inprocess_free` | handle | |
 //! | `dask_codec` | op name, input | status; output |
 //!
 //! Each byte argument is two parameters, pointer and length; `now_ms` is
@@ -46,7 +51,8 @@
 //! [`STATUS_ERROR`] (the result holds a UTF-8 message) or
 //! [`STATUS_REFUSED`] (the codec refused its input; the result holds JSON
 //! `{code, error, message}`). The commands, replies and actions are
-//! documented on [`client::ClientDriver`] and [`worker::WorkerDriver`].
+//! documented on [`client::ClientDriver`], [`worker::WorkerDriver`] and
+//! [`inprocess::InProcessDriver`].
 //!
 //! Nothing here panics on input from JS or the network; a bug that does
 //! traps the module (a `RuntimeError` in JS).
@@ -54,6 +60,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod inprocess;
 pub mod pack;
 pub mod worker;
 
@@ -63,6 +70,7 @@ use std::cell::RefCell;
 use slab::Slab;
 
 use client::ClientDriver;
+use inprocess::InProcessDriver;
 use worker::WorkerDriver;
 
 /// Bumped whenever an export or a command changes incompatibly; the JS
@@ -80,6 +88,7 @@ thread_local! {
     static RESULT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static CLIENTS: RefCell<Slab<ClientDriver>> = const { RefCell::new(Slab::new()) };
     static WORKERS: RefCell<Slab<WorkerDriver>> = const { RefCell::new(Slab::new()) };
+    static RUNS: RefCell<Slab<InProcessDriver>> = const { RefCell::new(Slab::new()) };
 }
 
 fn set_result(bytes: Vec<u8>) {
@@ -133,6 +142,16 @@ fn with_worker<T>(handle: u32, f: impl FnOnce(&mut WorkerDriver) -> T) -> Result
             .and_then(|k| workers.get_mut(k))
             .map(f)
             .ok_or_else(|| format!("no worker with handle {handle}"))
+    })
+}
+
+fn with_run<T>(handle: u32, f: impl FnOnce(&mut InProcessDriver) -> T) -> Result<T, String> {
+    RUNS.with(|r| {
+        let mut runs = r.borrow_mut();
+        handle_key(handle)
+            .and_then(|k| runs.get_mut(k))
+            .map(f)
+            .ok_or_else(|| format!("no in-process run with handle {handle}"))
     })
 }
 
@@ -363,6 +382,77 @@ pub extern "C" fn dask_worker_free(handle: u32) {
         let mut workers = w.borrow_mut();
         if let Some(k) = handle_key(handle).filter(|k| workers.contains(*k)) {
             workers.remove(k);
+        }
+    });
+}
+
+/// An in-process run of a graph ([`InProcessDriver::new`]); 0 on failure.
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_inprocess_new(ptr: *const u8, len: usize, stop_on_error: u32) -> u32 {
+    // SAFETY: forwarded from the caller.
+    match InProcessDriver::new(unsafe { input(ptr, len) }, stop_on_error != 0) {
+        Ok(driver) => RUNS.with(|r| r.borrow_mut().insert(driver) as u32 + 1),
+        Err(refusal) => {
+            set_result(refusal);
+            0
+        }
+    }
+}
+
+/// The next task to run, or done ([`InProcessDriver::next_task`]).
+#[no_mangle]
+pub extern "C" fn dask_inprocess_next(handle: u32) -> u32 {
+    finish(with_run(handle, |r| r.next_task()).and_then(|r| r))
+}
+
+/// The running task returned a value ([`InProcessDriver::finished`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_inprocess_finished(
+    handle: u32,
+    task: u32,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let value = unsafe { input(ptr, len) };
+    status(with_run(handle, |r| r.finished(task, value)).and_then(|r| r))
+}
+
+/// The running task failed ([`InProcessDriver::failed`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_inprocess_failed(
+    handle: u32,
+    task: u32,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let error = unsafe { input(ptr, len) };
+    status(with_run(handle, |r| r.failed(task, error)).and_then(|r| r))
+}
+
+/// Each wanted key's outcome ([`InProcessDriver::results`]).
+#[no_mangle]
+pub extern "C" fn dask_inprocess_results(handle: u32) -> u32 {
+    finish(with_run(handle, |r| r.results()))
+}
+
+/// Frees an in-process run; unknown handles are ignored.
+#[no_mangle]
+pub extern "C" fn dask_inprocess_free(handle: u32) {
+    RUNS.with(|r| {
+        let mut runs = r.borrow_mut();
+        if let Some(k) = handle_key(handle).filter(|k| runs.contains(*k)) {
+            runs.remove(k);
         }
     });
 }

@@ -684,7 +684,8 @@ impl WorkerDriver {
     }
 }
 
-fn task_error(c: &Command<'_>) -> Result<TaskError, String> {
+/// The `error` map of a command: `{error_type, message, traceback}`.
+pub(crate) fn task_error(c: &Command<'_>) -> Result<TaskError, String> {
     let bytes = c.raw("error").unwrap_or(&[0x80]);
     let e = Command::parse(bytes)?;
     let error_type: String = e.field("error_type")?;

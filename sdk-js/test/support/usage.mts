@@ -1,7 +1,12 @@
 // Compiled (not run) by test/types.test.mjs: a sample using the whole typed API.
-import { Client, Worker, LocalCluster, RemoteError, Float, Future, encode, decode } from 'dask-rs';
+import { Client, Worker, LocalCluster, RemoteError, Float, Future, TaskRef, computeInProcess, encode, decode } from 'dask-rs';
 
 async function main(): Promise<void> {
+  const [twelve] = computeInProcess(
+    { tasks: [{ key: 'a', function: 'inc', args: [1] }, { key: 'b', function: 'add', args: [new TaskRef('a'), 10] }], wanted: ['b'] },
+    { functions: { inc: (x: number) => x + 1, add: { fn: (a: number, b: number) => a + b, params: ['a', 'b'] } } },
+  );
+  console.log(twelve);
   const cluster = await LocalCluster.start({ workers: 2 });
   const client = await cluster.client({ name: 'ts' });
   const f: Future = client.submit('inc', [1], { priority: 1 });
