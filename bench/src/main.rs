@@ -46,26 +46,17 @@ fn independent(n: i64, run: u32) -> Shape {
 }
 
 fn tree(leaves: i64, run: u32) -> Shape {
-    let name = |level: u32, i: i64| key(format!("tree-{run}-{level}-{i}"));
-    let mut tasks: Vec<TaskSpec> = (0..leaves)
-        .map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[]))
-        .collect();
-    let (mut level, mut width) = (0, leaves);
-    while width > 1 {
-        for i in 0..width / 2 {
-            let args = [
-                task_ref_value(name(level, 2 * i).as_str()),
-                task_ref_value(name(level, 2 * i + 1).as_str()),
-            ];
-            tasks.push(task_spec(name(level + 1, i), "add", &args, &[]));
-        }
-        level += 1;
-        width /= 2;
-    }
+    let (tasks, root) = dask_bench::binary_tree(
+        leaves as usize,
+        |level, i| key(format!("tree-{run}-{level}-{i}")),
+        "inc",
+        |i| vec![Value::from(i as i64)],
+        "add",
+    );
     Shape {
         name: "tree",
         tasks,
-        wanted: vec![name(level, 0)],
+        wanted: vec![root],
         expected_sum: (1..=leaves).sum(),
     }
 }

@@ -36,20 +36,23 @@ fn on_cluster(tasks: Vec<TaskSpec>, wanted: &[Key]) -> Vec<(Key, Outcome)> {
     let futures = cluster().submit_tasks(tasks, wanted.to_vec());
     futures
         .iter()
-        .map(|f| {
-            let outcome = match f.result() {
-                Ok(v) => Ok(v),
-                Err(ClusterError::Remote {
-                    error_type,
-                    message,
-                    cause,
-                    ..
-                }) => Err((error_type, message, cause)),
-                Err(other) => panic!("{}: the cluster failed otherwise: {other}", f.key()),
-            };
-            (f.key().clone(), outcome)
-        })
+        .map(|f| (f.key().clone(), cluster_outcome(f.result())))
         .collect()
+}
+
+/// A result from the cluster as an [`Outcome`]; anything but a task's
+/// error fails the test.
+fn cluster_outcome(result: Result<Value, ClusterError>) -> Outcome {
+    match result {
+        Ok(v) => Ok(v),
+        Err(ClusterError::Remote {
+            error_type,
+            message,
+            cause,
+            ..
+        }) => Err((error_type, message, cause)),
+        Err(other) => panic!("the cluster failed otherwise: {other}"),
+    }
 }
 
 fn in_process(tasks: Vec<TaskSpec>, wanted: &[Key], scheduler: Scheduler) -> Vec<(Key, Outcome)> {
@@ -266,16 +269,7 @@ fn delayed_calls_give_what_the_cluster_gives_and_futures_are_refused() {
     let calls = [total, mean];
     let on_cluster: Vec<Outcome> = calls
         .iter()
-        .map(|d| match cluster().compute(d).result() {
-            Ok(v) => Ok(v),
-            Err(ClusterError::Remote {
-                error_type,
-                message,
-                cause,
-                ..
-            }) => Err((error_type, message, cause)),
-            Err(e) => panic!("{e}"),
-        })
+        .map(|d| cluster_outcome(cluster().compute(d).result()))
         .collect();
     for scheduler in [Scheduler::Sync, Scheduler::Threads(2)] {
         let got = compute_delayed(&calls[..1], &FunctionRegistry::builtins(), scheduler);

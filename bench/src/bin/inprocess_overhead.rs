@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
-use dask_core::msgpack::task_ref_value;
 use dask_core::Key;
 use dask_inprocess::{compute, Scheduler};
 use dask_worker::FunctionRegistry;
@@ -35,23 +34,14 @@ fn registry() -> FunctionRegistry {
 
 /// A binary reduction with `tasks` tasks (2^k - 1) and the key of its root.
 fn tree(tasks: usize) -> (Vec<TaskSpec>, Vec<Key>) {
-    let leaves = tasks.div_ceil(2);
-    let name = |level: u32, i: usize| Key::from(format!("t-{level}-{i}").as_str());
-    let mut specs: Vec<TaskSpec> = Vec::with_capacity(2 * leaves);
-    specs.extend((0..leaves).map(|i| task_spec(name(0, i), "noop", &[], &[])));
-    let (mut level, mut width) = (0, leaves);
-    while width > 1 {
-        for i in 0..width / 2 {
-            let args = [
-                task_ref_value(name(level, 2 * i).as_str()),
-                task_ref_value(name(level, 2 * i + 1).as_str()),
-            ];
-            specs.push(task_spec(name(level + 1, i), "noop", &args, &[]));
-        }
-        level += 1;
-        width /= 2;
-    }
-    (specs, vec![name(level, 0)])
+    let (specs, root) = dask_bench::binary_tree(
+        tasks.div_ceil(2),
+        |level, i| Key::from(format!("t-{level}-{i}").as_str()),
+        "noop",
+        |_| Vec::new(),
+        "noop",
+    );
+    (specs, vec![root])
 }
 
 /// `tasks` tasks without dependencies, all wanted.
