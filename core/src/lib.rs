@@ -13,6 +13,7 @@
 //! it builds for `wasm32-unknown-unknown`.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod foreign;

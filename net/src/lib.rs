@@ -100,6 +100,7 @@
 mod blocking;
 mod clock;
 mod conn;
+pub mod credentials;
 mod reactor;
 pub mod scheduler_file;
 mod transport;
