@@ -1,5 +1,5 @@
-//! Python Dask met on a dask/1 port, recognised on a connection's first
-//! bytes, so the error says what was reached.
+//! Python Dask (and TLS) met on a plain dask/1 port, recognised on a
+//! connection's first bytes, so the error says what was reached.
 //!
 //! Both commands are called `dask` and both schedulers default to port
 //! 8786, so a Python Dask (distributed) peer on a dask/1 port is a mistake
@@ -26,6 +26,24 @@ const PYTHON_FRAMES_MAX: u64 = 1024;
 pub const PYTHON_DASK_PEER: &str =
     "the peer speaks Python Dask's protocol (distributed), not dask/1: its first bytes are \
      Python Dask's framing";
+
+/// The message of the error for a peer whose first bytes are a TLS
+/// handshake at a plain dask/1 address (code 3002).
+pub const TLS_PEER: &str =
+    "the peer started a TLS handshake at a plain dask/1 address: connect with tcp://HOST:PORT, \
+     or serve TLS here (--tls-cert, --tls-key)";
+
+/// Whether a connection's first bytes are a TLS record carrying a
+/// handshake (a ClientHello: `16 03 0x`). Never true for a dask/1 frame:
+/// read as a length prefix those bytes are over frame_bytes_max.
+pub fn is_tls_handshake(first: &[u8]) -> bool {
+    first.len() >= 3 && first[0] == 0x16 && first[1] == 0x03 && first[2] <= 0x04
+}
+
+/// The error a plain acceptor answers a TLS handshake with.
+pub fn tls_peer_error() -> WireError {
+    WireError::new(ErrorCode::BadHandshake, TLS_PEER)
+}
 
 fn u64_le(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];

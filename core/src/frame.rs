@@ -136,6 +136,8 @@ impl FrameDecoder {
         // frame is decoded, the buffer starts with the connection's bytes.)
         let e = if !self.decoded_one && crate::foreign::is_python_dask(&self.buf) {
             crate::foreign::python_dask_peer_error()
+        } else if !self.decoded_one && crate::foreign::is_tls_handshake(&self.buf) {
+            crate::foreign::tls_peer_error()
         } else {
             e
         };

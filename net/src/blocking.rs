@@ -10,11 +10,55 @@ use dask_core::handshake::{self, Negotiated};
 use dask_core::messages::Role;
 use dask_core::{Message, WireError};
 
-/// A blocking dask/1 connection.
+use crate::TlsConfig;
+
+/// A blocking dask/1 connection, over plain TCP or TLS.
 pub struct BlockingConn {
-    stream: TcpStream,
+    stream: Stream,
     decoder: FrameDecoder,
     pending: std::collections::VecDeque<Message>,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.get_ref(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf).map_err(explain_io),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes),
+            Stream::Tls(t) => t
+                .write_all(bytes)
+                .and_then(|_| t.flush())
+                .map_err(explain_io),
+        }
+    }
+}
+
+/// rustls reports its errors inside `io::Error`s; say them in a line.
+fn explain_io(e: io::Error) -> io::Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => io::Error::new(e.kind(), crate::tls::explain(tls)),
+        None => e,
+    }
 }
 
 fn wire_err(e: WireError) -> io::Error {
@@ -31,12 +75,65 @@ impl BlockingConn {
         Ok(BlockingConn::from_stream(stream))
     }
 
+    /// Connects to `address` (`tcp://` or `tls://`) within `timeout`,
+    /// without a dask/1 handshake; over TLS the TLS handshake is done (a
+    /// refused certificate fails here, in one line).
+    pub fn connect_tls_raw(
+        address: &str,
+        tls: &TlsConfig,
+        timeout: Duration,
+    ) -> io::Result<BlockingConn> {
+        let endpoint = crate::parse_endpoint(address)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut stream = TcpStream::connect_timeout(&endpoint.addr, timeout)?;
+        stream.set_nodelay(true)?;
+        if !endpoint.tls {
+            return Ok(BlockingConn::from_stream(stream));
+        }
+        let config = tls.connector().cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a tls:// address needs the cluster's CA certificate (--tls-ca-file)",
+            )
+        })?;
+        let name = rustls::pki_types::ServerName::IpAddress(endpoint.addr.ip().into());
+        let mut session = rustls::ClientConnection::new(config, name)
+            .map_err(|e| io::Error::other(crate::tls::explain(&e)))?;
+        stream.set_read_timeout(Some(timeout))?;
+        while session.is_handshaking() {
+            session.complete_io(&mut stream).map_err(explain_io)?;
+        }
+        // TLS 1.3: the acceptor checks our certificate after we are done;
+        // a refusal comes as an alert with its first bytes. Its verdict is
+        // read with the first reply.
+        Ok(BlockingConn {
+            stream: Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))),
+            decoder: FrameDecoder::default(),
+            pending: Default::default(),
+        })
+    }
+
     /// Wraps an accepted or connected stream.
     pub fn from_stream(stream: TcpStream) -> BlockingConn {
         BlockingConn {
-            stream,
+            stream: Stream::Plain(stream),
             decoder: FrameDecoder::default(),
             pending: Default::default(),
+        }
+    }
+
+    /// The TLS channel binding (RFC 9266 `tls-exporter`); `None` on plain TCP.
+    pub fn channel_binding(&self) -> Option<[u8; dask_core::auth::CHANNEL_BINDING_BYTES]> {
+        match &self.stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t
+                .conn
+                .export_keying_material(
+                    [0; dask_core::auth::CHANNEL_BINDING_BYTES],
+                    dask_core::auth::CHANNEL_BINDING_LABEL,
+                    None,
+                )
+                .ok(),
         }
     }
 
@@ -72,7 +169,7 @@ impl BlockingConn {
 
     /// Sets the read timeout (`None` blocks forever).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        self.stream.socket().set_read_timeout(timeout)
     }
 
     /// Sends one frame holding `messages`.
@@ -121,6 +218,6 @@ impl BlockingConn {
 
     /// The underlying stream.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.socket()
     }
 }

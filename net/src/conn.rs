@@ -11,7 +11,7 @@ use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::transport::Transport;
+use crate::transport::{Refusal, Transport};
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -151,6 +151,11 @@ impl HelloGate {
             self.prefix_len += bytes.len();
             if self.prefix_len == LENGTH_PREFIX_BYTES {
                 let len = u32::from_be_bytes(self.prefix) as usize;
+                if dask_core::foreign::is_tls_handshake(&self.prefix) {
+                    let e = dask_core::foreign::tls_peer_error();
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
                 if len > self.frame_bytes_max {
                     let e = WireError::new(
                         ErrorCode::FrameTooLarge,
@@ -253,9 +258,7 @@ impl Conn {
     /// the [`Reactor`](crate::Reactor) (which never hands it out).
     #[doc(hidden)]
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        match &mut self.transport {
-            Transport::Plain(s) => s,
-        }
+        self.transport.socket()
     }
 
     /// The peer's address, if connected.
@@ -299,8 +302,21 @@ impl Conn {
 
     /// How a non-blocking connect went: `Ok(true)` connected, `Ok(false)`
     /// still in progress.
-    pub(crate) fn connect_result(&self) -> io::Result<bool> {
+    pub(crate) fn connect_result(&mut self) -> io::Result<bool> {
         self.transport.connect_result()
+    }
+
+    /// Drives an accepted TLS connection's handshake: `Ok(true)` once done
+    /// (at once for plain TCP). A plain dask/1 peer at a TLS address is a
+    /// [`ConnError::Wire`] to answer in plain.
+    pub(crate) fn secure(&mut self) -> Result<bool, ConnError> {
+        self.transport.secure().map_err(conn_error)
+    }
+
+    /// The TLS channel binding, once the TLS handshake is done; `None`
+    /// on plain TCP.
+    pub fn channel_binding(&self) -> Option<[u8; dask_core::auth::CHANNEL_BINDING_BYTES]> {
+        self.transport.channel_binding()
     }
 
     /// The interest matching the current send queue.
@@ -310,7 +326,7 @@ impl Conn {
 
     /// Whether queued bytes wait for the socket.
     pub fn wants_write(&self) -> bool {
-        self.out_pos < self.out.len() || !self.encoder.is_empty()
+        self.out_pos < self.out.len() || !self.encoder.is_empty() || self.transport.wants_write()
     }
 
     /// Reads until the socket would block, calling `on_frame` with the
@@ -365,7 +381,7 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadStatus::Open),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ConnError::Io(e)),
+                Err(e) => return Err(conn_error(e)),
             }
         }
     }
@@ -455,6 +471,18 @@ impl Conn {
     /// Shuts the socket down in both directions.
     pub fn shutdown(&mut self) {
         self.transport.shutdown();
+    }
+}
+
+/// An error of the transport as the connection's error: a refusal the
+/// peer is to be told about is a protocol error, the rest are the socket's.
+fn conn_error(e: io::Error) -> ConnError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refusal>())
+    {
+        Some(Refusal(wire)) => ConnError::Wire(wire.clone()),
+        None => ConnError::Io(e),
     }
 }
 

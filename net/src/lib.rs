@@ -13,10 +13,16 @@
 //! [`Clock`] turns `Instant`s into the state machines' timestamps;
 //! [`scheduler_file`] is how workers and clients find a scheduler.
 //!
+//! Security lives here too: [`tls`] (TLS under any connection,
+//! `tls://` addresses, a cluster CA in one step) and [`credentials`] (the
+//! credentials file every program finds, and the random source of
+//! secrets and nonces; `dask_core::auth` computes the proofs).
+//!
 //! **Architecture invariant:** this is the only crate that reads or writes
 //! a dask/1 socket's bytes (`tests/socket_bytes_stay_in_net.rs` checks the
-//! other crates' sources). TLS goes here, as a second variant of the
-//! per-connection transport: nothing above the reactor changes.
+//! other crates' sources). TLS is a variant of the per-connection
+//! transport: nothing above the reactor knows whether a connection is
+//! encrypted (it can ask for the channel binding, which auth proofs cover).
 //!
 //! ## An event loop
 //!
@@ -103,6 +109,7 @@ mod conn;
 pub mod credentials;
 mod reactor;
 pub mod scheduler_file;
+pub mod tls;
 mod transport;
 
 pub use blocking::BlockingConn;
@@ -112,28 +119,62 @@ pub use conn::{
 };
 pub use reactor::{
     CloseReason, ListenerId, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
-    CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX, PYTHON_DASK_REFUSAL,
+    CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX, PYTHON_DASK_REFUSAL, TLS_HANDSHAKE_CHARGE,
+    TLS_HANDSHAKE_TIMEOUT,
 };
+pub use tls::{TlsConfig, TlsError, TlsPem};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// Parses `tcp://HOST:PORT` (or `HOST:PORT`) into a socket address,
+/// Where a dask/1 endpoint listens: a socket address, and whether it
+/// speaks TLS (`tls://HOST:PORT`) or plain TCP (`tcp://HOST:PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The socket address.
+    pub addr: SocketAddr,
+    /// TLS from the first byte.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "tls" } else { "tcp" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+/// Parses `tcp://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT` (plain),
 /// resolving host names such as `localhost`.
-pub fn parse_address(address: &str) -> Result<SocketAddr, String> {
-    let rest = match address.split_once("://") {
-        Some(("tcp", rest)) => rest,
+pub fn parse_endpoint(address: &str) -> Result<Endpoint, String> {
+    let (tls, rest) = match address.split_once("://") {
+        Some(("tcp", rest)) => (false, rest),
+        Some(("tls", rest)) => (true, rest),
         Some((scheme, _)) => {
             return Err(format!(
-                "unsupported scheme {scheme:?} in {address:?} (only tcp://)"
+                "unsupported scheme {scheme:?} in {address:?} (tcp:// or tls://)"
             ))
         }
-        None => address,
+        None => (false, address),
     };
     let rest = rest.trim_end_matches('/');
-    rest.to_socket_addrs()
+    let addr = rest
+        .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {address:?}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{address:?} resolves to no address"))
+        .ok_or_else(|| format!("{address:?} resolves to no address"))?;
+    Ok(Endpoint { addr, tls })
+}
+
+/// Parses a plain `tcp://HOST:PORT` (or `HOST:PORT`) into a socket
+/// address; a `tls://` address is refused (use [`parse_endpoint`]).
+pub fn parse_address(address: &str) -> Result<SocketAddr, String> {
+    let endpoint = parse_endpoint(address)?;
+    if endpoint.tls {
+        return Err(format!(
+            "{address:?} is a TLS address; this program connects with tcp:// only here"
+        ));
+    }
+    Ok(endpoint.addr)
 }
 
 /// The `tcp://HOST:PORT` form of an address.
@@ -150,6 +191,11 @@ mod tests {
         assert_eq!(parse_address("tcp://127.0.0.1:8786").unwrap().port(), 8786);
         assert_eq!(parse_address("127.0.0.1:1").unwrap().port(), 1);
         assert!(parse_address("udp://127.0.0.1:1").is_err());
+        assert!(parse_address("tls://127.0.0.1:1").is_err());
+        let tls = parse_endpoint("tls://127.0.0.1:8786").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.to_string(), "tls://127.0.0.1:8786");
+        assert!(!parse_endpoint("localhost:5").unwrap().tls);
         assert!(parse_address("tcp://nohost").is_err());
         assert!(format_address(parse_address("localhost:5").unwrap()).starts_with("tcp://"));
     }

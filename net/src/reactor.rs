@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::conn::{Conn, ConnError, ReadStatus};
+use crate::tls::TlsConfig;
 use crate::transport::Transport;
 use crate::{HELLO_FRAME_BYTES_MAX, READ_CHUNK_BYTES, SEND_QUEUE_BYTES_MAX};
 
@@ -27,6 +28,16 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Default of [`ReactorConfig::accept_retry_interval`].
 pub const ACCEPT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default of [`ReactorConfig::tls_handshake_timeout`].
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an accepted connection in its TLS handshake counts against
+/// [`ReactorConfig::handshake_bytes_max`]: about what rustls may buffer
+/// for it (a handshake message is at most 64 KiB), so a flood of
+/// half-done TLS handshakes is held to the same bound as one of
+/// connections that never send their hello.
+pub const TLS_HANDSHAKE_CHARGE: usize = 64 * 1024;
 
 /// Readiness events taken from the OS per wait.
 const EVENTS_CAPACITY: usize = 1024;
@@ -72,6 +83,13 @@ pub struct ReactorConfig {
     /// told, in its own framing, before the close (say what this endpoint
     /// is). Default [`PYTHON_DASK_REFUSAL`].
     pub python_dask_refusal: String,
+    /// TLS settings for [`Reactor::listen_tls`] and
+    /// [`Reactor::connect_tls`]. Default none.
+    pub tls: Option<TlsConfig>,
+    /// Longest an accepted TLS connection may take over its TLS handshake;
+    /// then it is dropped (the event loop never heard of it). Default
+    /// [`TLS_HANDSHAKE_TIMEOUT`].
+    pub tls_handshake_timeout: Duration,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -90,6 +108,8 @@ impl Default for ReactorConfig {
             close_linger: CLOSE_LINGER,
             accept_retry_interval: ACCEPT_RETRY_INTERVAL,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
+            tls: None,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -102,17 +122,18 @@ pub struct ListenerId(pub usize);
 /// [`Reactor::next_event`].
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A listener accepted a connection. Until a frame holding its `hello`
-    /// has been read, its frames are held to
-    /// [`ReactorConfig::hello_frame_bytes_max`].
+    /// A listener accepted a connection (on a TLS listener: and its TLS
+    /// handshake is done). Until a frame holding its `hello` has been
+    /// read, its frames are held to [`ReactorConfig::hello_frame_bytes_max`].
     Accepted {
         /// The new connection.
         conn: ConnId,
         /// The listener that accepted it.
         listener: ListenerId,
     },
-    /// An outgoing connection ([`Reactor::connect`]) is established; what
-    /// was sent on it meanwhile goes out now.
+    /// An outgoing connection ([`Reactor::connect`]) is established (over
+    /// TLS: its TLS handshake is done too); what was sent on it meanwhile
+    /// goes out now.
     Connected {
         /// The connection.
         conn: ConnId,
@@ -121,7 +142,8 @@ pub enum NetEvent {
     ConnectFailed {
         /// The connection.
         conn: ConnId,
-        /// Why (the OS error, e.g. connection refused).
+        /// Why (the OS error, e.g. connection refused; over TLS, a line
+        /// on what failed, e.g. the acceptor's certificate).
         error: io::Error,
     },
     /// The messages of one frame, in order.
@@ -184,8 +206,12 @@ impl Waker {
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// An outgoing connect in progress.
+    /// An outgoing connect in progress (over TLS: until its TLS
+    /// handshake is done).
     Connecting,
+    /// Accepted on a TLS listener, its TLS handshake in progress: the loop
+    /// hears of it once that is done.
+    Securing,
     /// Frames flow both ways.
     Open,
     /// Being closed: what is queued is written, the write side shut, the
@@ -211,8 +237,11 @@ struct Slot {
     /// In [`Reactor::touched`]: flushed at the next [`Reactor::flush`].
     touched: bool,
     /// Bytes of its unfinished frame counted in
-    /// [`Reactor::handshake_bytes`] (before its hello only).
+    /// [`Reactor::handshake_bytes`] (before its hello only; while
+    /// securing, [`TLS_HANDSHAKE_CHARGE`]).
     handshake_bytes: usize,
+    /// The listener that accepted it.
+    listener: Option<ListenerId>,
 }
 
 /// An entry of the connection slab: a connection, or a connect that
@@ -238,6 +267,8 @@ struct Listener {
     socket: TcpListener,
     /// Its last accept failed for want of resources: retried on a timer.
     accept_failing: bool,
+    /// Its connections speak TLS.
+    tls: bool,
 }
 
 /// A readiness event, copied out of mio's buffer.
@@ -286,6 +317,8 @@ pub struct Reactor {
     /// Linger deadlines of closing connections, in the order they began
     /// closing (so deadlines only grow).
     lingering: VecDeque<(Instant, ConnId)>,
+    /// TLS handshake deadlines of accepted connections, in accept order.
+    securing: VecDeque<(Instant, ConnId)>,
     /// When failing accepts are tried again.
     accept_retry_at: Option<Instant>,
     /// Sum of [`Slot::handshake_bytes`].
@@ -314,6 +347,7 @@ impl Reactor {
             resume: Vec::new(),
             touched: Vec::new(),
             lingering: VecDeque::new(),
+            securing: VecDeque::new(),
             accept_retry_at: None,
             handshake_bytes: 0,
             scratch: vec![0; READ_CHUNK_BYTES],
@@ -335,6 +369,23 @@ impl Reactor {
     /// Listens on `addr` (port 0: a free one); connections come as
     /// [`NetEvent::Accepted`].
     pub fn listen(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
+        self.listen_with(addr, false)
+    }
+
+    /// Listens on `addr` with TLS ([`ReactorConfig::tls`] must be able to
+    /// listen: a certificate and key); connections come as
+    /// [`NetEvent::Accepted`] once their TLS handshake is done.
+    pub fn listen_tls(&mut self, addr: SocketAddr) -> io::Result<ListenerId> {
+        if !self.config.tls.as_ref().is_some_and(|t| t.can_listen()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "listening with TLS needs a certificate and key (--tls-cert, --tls-key)",
+            ));
+        }
+        self.listen_with(addr, true)
+    }
+
+    fn listen_with(&mut self, addr: SocketAddr, tls: bool) -> io::Result<ListenerId> {
         let mut socket = TcpListener::bind(addr)?;
         let id = ListenerId(self.listeners.len());
         self.poll
@@ -343,6 +394,7 @@ impl Reactor {
         self.listeners.push(Some(Listener {
             socket,
             accept_failing: false,
+            tls,
         }));
         Ok(id)
     }
@@ -372,6 +424,38 @@ impl Reactor {
     /// [`ReactorConfig::connections_max`]). Messages may be sent at once:
     /// they go out when connected.
     pub fn connect(&mut self, addr: SocketAddr) -> ConnId {
+        self.connect_with(addr, false)
+    }
+
+    /// As [`Reactor::connect`], over TLS ([`ReactorConfig::tls`] must be
+    /// able to connect: a CA). [`NetEvent::Connected`] comes once the TLS
+    /// handshake is done; a certificate refused either way is a
+    /// [`NetEvent::ConnectFailed`] that says which.
+    pub fn connect_tls(&mut self, addr: SocketAddr) -> ConnId {
+        self.connect_with(addr, true)
+    }
+
+    /// [`Reactor::connect`] or [`Reactor::connect_tls`], as `endpoint` says.
+    pub fn connect_to(&mut self, endpoint: crate::Endpoint) -> ConnId {
+        self.connect_with(endpoint.addr, endpoint.tls)
+    }
+
+    fn connect_with(&mut self, addr: SocketAddr, tls: bool) -> ConnId {
+        let connector = match (tls, self.config.tls.as_ref().and_then(|t| t.connector())) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c.clone()),
+            (true, None) => {
+                let id = self.insert(Entry::FailedConnect);
+                self.pending.push_back(NetEvent::ConnectFailed {
+                    conn: id,
+                    error: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a tls:// address needs the cluster's CA certificate (--tls-ca-file)",
+                    ),
+                });
+                return id;
+            }
+        };
         let started = if self.live_count() >= self.config.connections_max {
             Err(io::Error::other(format!(
                 "too many connections ({} open)",
@@ -380,8 +464,15 @@ impl Reactor {
         } else {
             TcpStream::connect(addr)
         };
-        let stream = match started {
-            Ok(stream) => stream,
+        let transport = started.and_then(|stream| {
+            let _ = stream.set_nodelay(true);
+            match connector {
+                Some(config) => Transport::tls_connector(stream, config, addr),
+                None => Ok(Transport::Plain(stream)),
+            }
+        });
+        let transport = match transport {
+            Ok(transport) => transport,
             Err(error) => {
                 let id = self.insert(Entry::FailedConnect);
                 self.pending
@@ -389,7 +480,7 @@ impl Reactor {
                 return id;
             }
         };
-        let mut conn = self.new_conn(stream);
+        let mut conn = self.new_conn(transport);
         let index = self.conns.vacant_key();
         if let Err(error) = conn.register_connecting(self.poll.registry(), Token(index)) {
             let id = self.insert(Entry::FailedConnect);
@@ -446,7 +537,7 @@ impl Reactor {
         match slot.phase {
             Phase::Closing => {}
             _ if slot.failed => self.remove(index),
-            Phase::Connecting => self.remove(index),
+            Phase::Connecting | Phase::Securing => self.remove(index),
             Phase::Open => self.begin_close(index),
         }
     }
@@ -466,6 +557,17 @@ impl Reactor {
     /// Bytes queued for `conn` and not yet written.
     pub fn queued_bytes(&self, conn: ConnId) -> usize {
         self.live(conn).map_or(0, |s| s.conn.queued_bytes())
+    }
+
+    /// The TLS channel binding of `conn` (RFC 9266 `tls-exporter`, what
+    /// `dask_core::auth` proofs cover), known from its
+    /// [`NetEvent::Accepted`] or [`NetEvent::Connected`] on; `None` for
+    /// plain TCP.
+    pub fn channel_binding(
+        &self,
+        conn: ConnId,
+    ) -> Option<[u8; dask_core::auth::CHANNEL_BINDING_BYTES]> {
+        self.live(conn).and_then(|s| s.conn.channel_binding())
     }
 
     /// The peer's address.
@@ -496,6 +598,7 @@ impl Reactor {
         let wake_at = [
             deadline,
             self.lingering.front().map(|&(at, _)| at),
+            self.securing.front().map(|&(at, _)| at),
             self.accept_retry_at,
         ]
         .into_iter()
@@ -510,6 +613,7 @@ impl Reactor {
         self.repolls = 0;
         let now = Instant::now();
         self.expire_lingering(now);
+        self.expire_securing(now);
         if self.accept_retry_at.is_some_and(|at| now >= at) {
             self.accept_retry_at = None;
             for i in 0..self.listeners.len() {
@@ -725,6 +829,9 @@ impl Reactor {
         if slot.failed {
             return;
         }
+        if slot.phase == Phase::Securing {
+            return self.secure(index);
+        }
         if slot.phase == Phase::Connecting {
             match slot.conn.connect_result() {
                 Ok(true) => {
@@ -758,7 +865,7 @@ impl Reactor {
         let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
             return;
         };
-        if slot.failed || slot.phase == Phase::Connecting {
+        if slot.failed || matches!(slot.phase, Phase::Connecting | Phase::Securing) {
             return;
         }
         if slot.phase == Phase::Closing || slot.input_over {
@@ -781,6 +888,14 @@ impl Reactor {
             if let Err(e) = self.count_handshake_bytes(index) {
                 result = Err(ConnError::Wire(e));
             }
+        }
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.conn.wants_write() {
+            // Over TLS, reading can make records to send (a key update),
+            // and plaintext held while the handshake ran can go now.
+            self.touch(index);
         }
         let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
             return;
@@ -863,6 +978,7 @@ impl Reactor {
             let Some(Some(l)) = self.listeners.get_mut(listener.0) else {
                 return;
             };
+            let tls = l.tls;
             let stream = match l.socket.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -885,24 +1001,85 @@ impl Reactor {
                 drop(stream);
                 continue;
             }
-            let mut conn = self.new_conn(stream);
-            conn.limit_until_hello(
-                self.config.hello_frame_bytes_max,
-                &self.config.python_dask_refusal,
-            );
+            if tls && self.handshake_bytes + TLS_HANDSHAKE_CHARGE > self.config.handshake_bytes_max
+            {
+                drop(stream); // too many half-done handshakes: try again later
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let acceptor = self.config.tls.as_ref().and_then(|t| t.acceptor());
+            let transport = match (tls, acceptor) {
+                (true, Some(config)) => match Transport::tls_acceptor(stream, config.clone()) {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                },
+                _ => Transport::Plain(stream),
+            };
+            let mut conn = self.new_conn(transport);
             let index = self.conns.vacant_key();
             if conn.register(self.poll.registry(), Token(index)).is_err() {
                 continue;
             }
-            let id = self.insert(|id| Entry::Live(Box::new(Slot::new(conn, id, Phase::Open))));
-            self.pending
-                .push_back(NetEvent::Accepted { conn: id, listener });
+            if !tls {
+                conn.limit_until_hello(
+                    self.config.hello_frame_bytes_max,
+                    &self.config.python_dask_refusal,
+                );
+            }
+            let phase = if tls { Phase::Securing } else { Phase::Open };
+            let id = self.insert(|id| {
+                let mut slot = Slot::new(conn, id, phase);
+                slot.listener = Some(listener);
+                Entry::Live(Box::new(slot))
+            });
+            if tls {
+                if let Some(Entry::Live(slot)) = self.conns.get_mut(index) {
+                    slot.handshake_bytes = TLS_HANDSHAKE_CHARGE;
+                }
+                self.handshake_bytes += TLS_HANDSHAKE_CHARGE;
+                let at = Instant::now() + self.config.tls_handshake_timeout;
+                self.securing.push_back((at, id));
+            } else {
+                self.pending
+                    .push_back(NetEvent::Accepted { conn: id, listener });
+            }
         }
     }
 
-    fn new_conn(&self, stream: TcpStream) -> Conn {
-        let _ = stream.set_nodelay(true);
-        let mut conn = Conn::over(Transport::Plain(stream));
+    /// Drives the TLS handshake of an accepted connection; once done, the
+    /// loop hears of the connection and its frames are read.
+    fn secure(&mut self, index: usize) {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        match slot.conn.secure() {
+            Ok(true) => {
+                slot.phase = Phase::Open;
+                slot.conn.limit_until_hello(
+                    self.config.hello_frame_bytes_max,
+                    &self.config.python_dask_refusal,
+                );
+                let (id, listener) = (slot.id, slot.listener.unwrap_or(ListenerId(0)));
+                self.release_handshake_bytes(index);
+                self.pending
+                    .push_back(NetEvent::Accepted { conn: id, listener });
+                self.touch(index);
+                // The first frames may have come with the handshake's end.
+                self.read(index);
+            }
+            Ok(false) => self.touch(index),
+            Err(ConnError::Wire(refusal)) => {
+                // A plain dask/1 peer: told in plain, then closed. Nothing
+                // it sent is read.
+                let _ = slot.conn.send(&Message::error(&refusal, None));
+                self.begin_close(index);
+            }
+            Err(ConnError::Io(_)) => self.remove(index),
+        }
+    }
+
+    fn new_conn(&self, transport: Transport) -> Conn {
+        let mut conn = Conn::over(transport);
         conn.set_send_queue_bytes_max(self.config.send_queue_bytes_max);
         conn
     }
@@ -970,6 +1147,18 @@ impl Reactor {
         }
     }
 
+    fn expire_securing(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.securing.front() {
+            if at > now {
+                return;
+            }
+            self.securing.pop_front();
+            if self.live(id).is_some_and(|s| s.phase == Phase::Securing) {
+                self.remove(conn_index(id));
+            }
+        }
+    }
+
     fn remove(&mut self, index: usize) {
         self.release_handshake_bytes(index);
         if let Some(Entry::Live(mut slot)) = self.conns.try_remove(index) {
@@ -992,6 +1181,7 @@ impl Slot {
             write_shut: false,
             touched: false,
             handshake_bytes: 0,
+            listener: None,
         }
     }
 }

@@ -197,11 +197,13 @@ pub fn bad_first_frames(
             1002,
         ),
         (
+            // Recognised: told it reached a plain address (3002), not
+            // that its "frame" is too large.
             "a TLS client hello",
             vec![
                 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
             ],
-            1002,
+            3002,
         ),
     ];
     let refused: Vec<(String, Vec<u8>, u32)> = refused
