@@ -833,6 +833,7 @@ mod properties {
     use dask_core::handshake;
     use dask_core::messages::Role;
     use dask_core::Message;
+    use dask_testkit::stories::replay_crashers;
     use proptest::prelude::*;
 
     /// A random step; mostly messages.
@@ -902,23 +903,7 @@ mod properties {
     #[test]
     fn fuzz_crashers_replay_cleanly() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_crashers");
-        let mut played = 0;
-        for entry in std::fs::read_dir(&dir).expect("tests/fuzz_crashers") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "md") {
-                continue;
-            }
-            let data = std::fs::read(&path).expect("read");
-            if let Err(panic) = std::panic::catch_unwind(|| run(&data)) {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("{}: {what}", path.display());
-            }
-            played += 1;
-        }
+        let played = replay_crashers(&dir, run);
         assert!(played > 0, "no crasher in {}", dir.display());
     }
 }

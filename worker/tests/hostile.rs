@@ -448,6 +448,7 @@ fn a_flood_of_unfinished_handshakes_on_the_data_port_is_timed_out() {
 
 mod properties {
     use super::story::{run, Step, Story};
+    use dask_testkit::stories::replay_crashers;
     use proptest::prelude::*;
 
     /// A random step; mostly scheduler messages and completions.
@@ -548,24 +549,8 @@ mod properties {
     /// hand), replayed: each must play without a panic.
     #[test]
     fn fuzz_crashers_replay_cleanly() {
+        // None found yet, perhaps: then none is played.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_crashers");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return; // none found yet
-        };
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "md") {
-                continue;
-            }
-            let data = std::fs::read(&path).expect("read");
-            if let Err(panic) = std::panic::catch_unwind(|| run(&data)) {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!("{}: {what}", path.display());
-            }
-        }
+        replay_crashers(&dir, run);
     }
 }
