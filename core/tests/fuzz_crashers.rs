@@ -5,18 +5,15 @@
 use std::path::PathBuf;
 
 use dask_core::error::ErrorCode;
-use dask_core::{FrameDecoder, Message, FRAME_BYTES_MAX};
+use dask_core::{Message, FRAME_BYTES_MAX};
+use dask_testkit::wire::decode_pieces;
 
 fn decode(stream: &[u8], piece: usize, limit: usize) -> Result<usize, ErrorCode> {
-    let mut d = FrameDecoder::new(limit);
-    let mut batches = 0;
-    for chunk in stream.chunks(piece.max(1)) {
-        d.push(chunk);
-        while let Some(_batch) = d.poll().map_err(|e| e.code)? {
-            batches += 1;
-        }
+    let decoded = decode_pieces(stream.chunks(piece.max(1)), limit);
+    match decoded.error {
+        Some(code) => Err(code),
+        None => Ok(decoded.batches.len()),
     }
-    Ok(batches)
 }
 
 #[test]

@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 
 use dask_core::error::ErrorCode;
-use dask_core::frame::{encode_frame, FrameDecoder, FrameEncoder};
+use dask_core::frame::{encode_frame, FrameEncoder};
 use dask_core::json::{json_to_msgpack, msgpack_to_json};
 use dask_core::messages::*;
 use dask_core::msgpack::{task_ref_value, write, RawValue, Reader};
 use dask_core::wire::Key;
 use dask_core::Message;
-use dask_testkit::wire::DECODER_CODES;
+use dask_testkit::wire::{decode_pieces, DECODER_CODES};
 use proptest::prelude::*;
 use rmpv::Value;
 
@@ -471,31 +471,11 @@ fn split<'a>(bytes: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
 /// Feeds pieces to a decoder; every error must be a decoder code, and the
 /// decoder stays failed after one.
 fn drive(pieces: &[&[u8]], limit: usize) -> Result<Vec<Vec<Message>>, ErrorCode> {
-    let mut d = FrameDecoder::new(limit);
-    let mut batches = Vec::new();
-    for piece in pieces {
-        d.push(piece);
-        loop {
-            match d.poll() {
-                Ok(Some(b)) => batches.push(b),
-                Ok(None) => break,
-                Err(e) => {
-                    assert!(
-                        DECODER_CODES.contains(&e.code),
-                        "unexpected code {}",
-                        e.code
-                    );
-                    assert_eq!(
-                        d.poll().map_err(|e| e.code),
-                        Err(e.code),
-                        "a failed decoder stays failed"
-                    );
-                    return Err(e.code);
-                }
-            }
-        }
+    let decoded = decode_pieces(pieces.iter().copied(), limit);
+    match decoded.error {
+        Some(code) => Err(code),
+        None => Ok(decoded.batches),
     }
-    Ok(batches)
 }
 
 fn mutate(bytes: &mut Vec<u8>, ops: &[(u8, prop::sample::Index, u8)]) {

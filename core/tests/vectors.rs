@@ -9,13 +9,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use dask_core::error::ErrorCode;
-use dask_core::frame::FrameDecoder;
 use dask_core::handshake::{accept_speaking, check_reply_offered};
 use dask_core::json::{json_to_msgpack, msgpack_to_json, unhex};
 use dask_core::messages::Version;
 use dask_core::messages::{Role, OPS};
 use dask_core::{Message, FRAME_BYTES_MAX};
-use dask_testkit::wire::DECODER_CODES;
+use dask_testkit::wire::{decode_pieces, Decoded, DECODER_CODES};
 use serde_json::Value as Json;
 
 fn spec_dir() -> PathBuf {
@@ -79,23 +78,12 @@ fn role(name: &str) -> Role {
 /// Pushes `frame` in one piece and then byte by byte; returns the
 /// outcome of the whole-piece run after checking the other agrees.
 fn decode_stream(frame: &[u8], limit: usize) -> Result<Vec<Vec<Message>>, ErrorCode> {
-    let run = |pieces: &mut dyn Iterator<Item = &[u8]>| {
-        let mut d = FrameDecoder::new(limit);
-        let mut batches = Vec::new();
-        for piece in pieces {
-            d.push(piece);
-            loop {
-                match d.poll() {
-                    Ok(Some(b)) => batches.push(b),
-                    Ok(None) => break,
-                    Err(e) => return Err(e.code),
-                }
-            }
-        }
-        Ok((batches, d.is_mid_frame()))
+    let run = |decoded: Decoded| match decoded.error {
+        Some(code) => Err(code),
+        None => Ok((decoded.batches, decoded.mid_frame)),
     };
-    let whole = run(&mut std::iter::once(frame));
-    let split = run(&mut frame.chunks(1));
+    let whole = run(decode_pieces([frame], limit));
+    let split = run(decode_pieces(frame.chunks(1), limit));
     assert_eq!(
         whole, split,
         "the outcome must not depend on how the bytes arrive"

@@ -10,33 +10,19 @@
 #![no_main]
 
 use dask_core::error::ErrorCode;
-use dask_core::frame::FrameDecoder;
 use dask_core::{Message, FRAME_BYTES_MAX};
-use dask_testkit::wire::DECODER_CODES;
+use dask_testkit::wire::{decode_pieces, DECODER_CODES};
 use libfuzzer_sys::fuzz_target;
 
 /// The batches (as canonical bytes) and the error a stream decodes to.
 fn decode(stream: &[u8], piece: usize, limit: usize) -> (Vec<Vec<Vec<u8>>>, Option<ErrorCode>) {
-    let mut d = FrameDecoder::new(limit);
-    let mut batches = Vec::new();
-    for chunk in stream.chunks(piece) {
-        d.push(chunk);
-        loop {
-            match d.poll() {
-                Ok(Some(batch)) => batches.push(batch.iter().map(Message::to_bytes).collect()),
-                Ok(None) => break,
-                Err(e) => {
-                    assert!(
-                        DECODER_CODES.contains(&e.code),
-                        "unexpected code {}",
-                        e.code
-                    );
-                    return (batches, Some(e.code));
-                }
-            }
-        }
-    }
-    (batches, None)
+    let decoded = decode_pieces(stream.chunks(piece), limit);
+    let batches = decoded
+        .batches
+        .iter()
+        .map(|batch| batch.iter().map(Message::to_bytes).collect())
+        .collect();
+    (batches, decoded.error)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -142,3 +142,53 @@ pub fn map(entries: &[(&str, Value)]) -> Value {
             .collect(),
     )
 }
+
+/// What a frame decoder made of a stream (see [`decode_pieces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The batches decoded before the first error.
+    pub batches: Vec<Vec<Message>>,
+    /// The code of the error that stopped the decoder, if any.
+    pub error: Option<ErrorCode>,
+    /// Whether bytes of an unfinished frame were left (no error).
+    pub mid_frame: bool,
+}
+
+/// Pushes `pieces` one after the other into a frame decoder with `limit`,
+/// polling after each. Fails the test when an error's code is not one of
+/// [`DECODER_CODES`] or when the decoder does not stay failed after it.
+pub fn decode_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, limit: usize) -> Decoded {
+    let mut d = FrameDecoder::new(limit);
+    let mut batches = Vec::new();
+    for piece in pieces {
+        d.push(piece);
+        loop {
+            match d.poll() {
+                Ok(Some(batch)) => batches.push(batch),
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(
+                        DECODER_CODES.contains(&e.code),
+                        "unexpected code {}",
+                        e.code
+                    );
+                    assert_eq!(
+                        d.poll().map_err(|e| e.code),
+                        Err(e.code),
+                        "a failed decoder stays failed"
+                    );
+                    return Decoded {
+                        batches,
+                        error: Some(e.code),
+                        mid_frame: false,
+                    };
+                }
+            }
+        }
+    }
+    Decoded {
+        batches,
+        error: None,
+        mid_frame: d.is_mid_frame(),
+    }
+}
