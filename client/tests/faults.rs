@@ -17,7 +17,8 @@
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use dask_client::{Client, ClientOptions, Error, Future, Key, RawValue, Value};
+use dask_client::{Client, ClientOptions, Error, Future, Key, Value};
+use dask_core::client::task_spec;
 use dask_core::messages::{Role, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
@@ -402,16 +403,7 @@ fn r(key: &str) -> Value {
 }
 
 fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        function: function.into(),
-        args: RawValue::from_value(&Value::Array(args)),
-        kwargs: None,
-        priority: None,
-        resources: None,
-        retries: None,
-        workers: None,
-    }
+    task_spec(Key::from(key), function, &args, &[])
 }
 
 fn pinned(mut spec: TaskSpec, worker: &str) -> TaskSpec {

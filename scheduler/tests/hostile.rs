@@ -20,6 +20,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dask_core::client::task_spec;
 use dask_core::frame::FrameDecoder;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
@@ -119,16 +120,7 @@ impl Drop for Cluster {
 // ---- bytes on the wire ------------------------------------------------------
 
 fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        function: function.into(),
-        args: RawValue::from_value(&Value::Array(args)),
-        kwargs: None,
-        priority: None,
-        resources: None,
-        retries: None,
-        workers: None,
-    }
+    task_spec(Key::from(key), function, &args, &[])
 }
 
 fn update_graph(request: u64, tasks: Vec<TaskSpec>, wanted: &[&str]) -> Message {

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dask_core::client::task_spec;
 use dask_core::messages::*;
-use dask_core::{Key, Message, RawValue, FRAME_BYTES_MAX};
+use dask_core::{Key, Message, FRAME_BYTES_MAX};
 use dask_net::BlockingConn;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use rmpv::Value;
@@ -42,16 +43,7 @@ fn pyworker(scheduler: &str) -> Worker {
 }
 
 fn task(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        function: function.into(),
-        args: RawValue::from_value(&Value::Array(args)),
-        kwargs: None,
-        priority: None,
-        resources: None,
-        retries: None,
-        workers: None,
-    }
+    task_spec(Key::from(key), function, &args, &[])
 }
 
 /// The next message from the scheduler.

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use dask_core::client::task_spec;
 use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
@@ -28,16 +29,7 @@ fn r(key: &str) -> Value {
 }
 
 fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
-    TaskSpec {
-        key: key.into(),
-        function: function.into(),
-        args: raw(Value::Array(args)),
-        kwargs: None,
-        priority: None,
-        resources: None,
-        retries: None,
-        workers: None,
-    }
+    task_spec(Key::from(key), function, &args, &[])
 }
 
 fn keys(ks: &[&str]) -> Vec<Key> {
