@@ -275,6 +275,42 @@ impl Client {
         Ok(self.cluster_info()?.workers)
     }
 
+    /// Waits until the scheduler has accepted, or refused, every graph and
+    /// scatter this client sent before the call (a dask/1.1 barrier: an
+    /// acknowledged empty graph). A refused graph's futures have then
+    /// failed. Against a dask/1.0 scheduler it fails with
+    /// [`Error::Connection`] saying so.
+    pub fn wait_accepted(&self) -> Result<()> {
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.barrier())?
+        {
+            ClientEvent::Done { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The scheduler state of each future's key (dask/1.1): `waiting`,
+    /// `processing`, `memory`, `erred`..., `forgotten` when the scheduler
+    /// keeps no task of that key. Against a dask/1.0 scheduler it fails
+    /// with [`Error::Connection`] saying so.
+    pub fn status(&self, futures: &[Future]) -> Result<BTreeMap<Key, String>> {
+        let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+        match self
+            .shared()
+            .request(self.request_timeout, |s| s.who_has(keys))?
+        {
+            ClientEvent::WhoHas {
+                status: Some(status),
+                ..
+            } => Ok(status),
+            ClientEvent::WhoHas { status: None, .. } => Err(Error::Connection(
+                "the scheduler speaks dask/1.0, which tells no key states (dask/1.1 does)".into(),
+            )),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The data addresses of the workers holding each future's key.
     pub fn who_has(&self, futures: &[Future]) -> Result<BTreeMap<Key, Vec<String>>> {
         let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();

@@ -1,7 +1,7 @@
 //! [`Future`]: a handle to a key's result on the cluster, and
 //! [`AsCompleted`], which yields futures in the order they complete.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,24 +166,66 @@ pub(crate) fn decode(raw: &RawValue) -> Result<rmpv::Value> {
     raw.to_value().map_err(|e| Error::Decode(e.to_string()))
 }
 
-/// Waits for every future, then fetches all results in one `gather`.
+/// Times a gather asks again for keys that were missing because their
+/// holder died and the scheduler computes them again (dask/1.1 tells).
+const GATHER_RECOMPUTED_ROUNDS_MAX: usize = 3;
+
+/// Scheduler states of a key missing from a gather that is worth asking
+/// again for: on its way back to memory, or back already.
+const ON_ITS_WAY: &[&str] = &[
+    "released",
+    "waiting",
+    "no-worker",
+    "queued",
+    "processing",
+    "memory",
+];
+
+/// Waits for every future, then fetches all results in one `gather`. A
+/// key missing because its holder died while the scheduler computes it
+/// again (a dask/1.1 scheduler says so) is waited for and asked again.
 pub(crate) fn gather_raw(
     shared: &Arc<Shared>,
     futures: &[&Future],
     timeout: Option<Duration>,
 ) -> Result<Vec<RawValue>> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    for f in futures {
-        f.wait_deadline(deadline)?;
-    }
     let mut keys: Vec<Key> = futures.iter().map(|f| f.key.clone()).collect();
     keys.sort();
     keys.dedup();
-    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let reply = shared.request(left, |s| s.gather(keys))?;
-    let ClientEvent::Gathered { mut data, .. } = reply else {
-        return Err(Error::Connection("unexpected reply to gather".into()));
-    };
+    let mut data = BTreeMap::new();
+    for round in 0.. {
+        for f in futures.iter().filter(|f| keys.contains(&f.key)) {
+            f.wait_deadline(deadline)?;
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let asked = std::mem::take(&mut keys);
+        let reply = shared.request(left, |s| s.gather(asked))?;
+        let ClientEvent::Gathered {
+            data: got,
+            missing,
+            status,
+            ..
+        } = reply
+        else {
+            return Err(Error::Connection("unexpected reply to gather".into()));
+        };
+        data.extend(got);
+        let status = status.unwrap_or_default();
+        keys = missing
+            .into_iter()
+            .filter(|k| {
+                status
+                    .get(k)
+                    .is_some_and(|s| ON_ITS_WAY.contains(&s.as_str()))
+            })
+            .collect();
+        if keys.is_empty() || round == GATHER_RECOMPUTED_ROUNDS_MAX {
+            break;
+        }
+        let again = keys.clone();
+        shared.with(|st| st.session.want_again(again));
+    }
     // How many handles still want each key: the last one takes the value,
     // earlier ones copy it.
     let mut uses: HashMap<&Key, usize> = HashMap::with_capacity(futures.len());

@@ -383,6 +383,41 @@ fn scattered_data_lost_with_its_worker_is_reported_lost_not_recomputed() {
 }
 
 #[test]
+fn a_finished_result_lost_with_its_worker_is_recomputed_and_gathered() {
+    // dask/1.1: the gather says the key is being computed again (it only
+    // listed it missing in 1.0, so the client gave up with Lost), and the
+    // client waits for it and asks again.
+    let mut cluster = Cluster::start(&[], &["w1", "w2"]);
+    let client = cluster.client();
+    // A second to compute: the gather comes while it is computed again.
+    let x = client.submit_tasks(
+        vec![spec(
+            "x",
+            "conformance.sleep",
+            vec![Value::from(1000), Value::from(42)],
+        )],
+        vec![Key::from("x")],
+    );
+    client.wait_accepted().expect("the graph was acknowledged");
+    x[0].wait_timeout(PATIENCE).expect("x finishes");
+    let status = client.status(&x).expect("key states");
+    assert_eq!(status[&Key::from("x")], "memory");
+    let holder = client.who_has(&x).expect("who-has")[&Key::from("x")].clone();
+    let holder = client
+        .workers()
+        .expect("cluster-info")
+        .into_iter()
+        .find(|w| holder.contains(&w.address))
+        .map(|w| w.name)
+        .expect("a worker holds x");
+    cluster.kill(&holder);
+    assert_eq!(cluster.result(&x[0]), Value::from(42));
+    let status = client.status(&x).expect("key states");
+    assert_eq!(status[&Key::from("x")], "memory");
+    cluster.assert_scheduler_alive();
+}
+
+#[test]
 fn workers_register_again_with_a_restarted_scheduler() {
     let mut cluster = Cluster::start(&[], &["w1", "w2"]);
     let port = cluster.port();

@@ -402,3 +402,61 @@ fn close_sends_close() {
     client.close();
     assert!(matches!(mock.recv(), Message::Close(_)));
 }
+
+#[test]
+fn against_a_dask_1_0_scheduler_the_1_1_calls_fail_saying_so() {
+    let old = dask_core::messages::Version { major: 1, minor: 0 };
+    let (client, mut mock) = common::connect_speaking(
+        old,
+        ClientOptions {
+            request_timeout: Some(PATIENCE),
+            ..Default::default()
+        },
+    );
+    match client.wait_accepted() {
+        Err(Error::Connection(m)) => assert!(m.contains("dask/1.0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let a = client.submit("inc", args![1]);
+    let Message::UpdateGraph(_) = mock.recv() else {
+        panic!("expected update-graph")
+    };
+    let status = std::thread::scope(|scope| {
+        let asking = scope.spawn(|| client.status(std::slice::from_ref(&a)));
+        let Message::WhoHas(w) = mock.recv() else {
+            panic!("expected who-has")
+        };
+        mock.send(&[Message::WhoHasReply(WhoHasReply {
+            request: w.request,
+            who_has: [(w.keys[0].clone(), vec![])].into(),
+            status: None,
+        })]);
+        asking.join().expect("status thread")
+    });
+    match status {
+        Err(Error::Connection(m)) => assert!(m.contains("dask/1.0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wait_accepted_is_an_acknowledged_empty_graph() {
+    let (client, mut mock) = connect();
+    let a = client.submit("inc", args![1]);
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| client.wait_accepted());
+        let Message::UpdateGraph(g) = mock.recv() else {
+            panic!("expected the graph")
+        };
+        assert_eq!(g.wanted, vec![a.key().clone()]);
+        let Message::UpdateGraph(barrier) = mock.recv() else {
+            panic!("expected the barrier")
+        };
+        assert!(barrier.tasks.is_empty() && barrier.wanted.is_empty());
+        assert_eq!(barrier.ack, Some(true));
+        mock.send(&[Message::OkReply(OkReply {
+            request: barrier.request,
+        })]);
+        waiting.join().expect("thread").expect("accepted");
+    });
+}

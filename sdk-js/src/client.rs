@@ -221,6 +221,7 @@ impl ClientDriver {
                 request,
                 data,
                 missing,
+                ..
             } => {
                 MapWriter::new(w, 4)
                     .str("type", "gathered")
@@ -234,7 +235,9 @@ impl ClientDriver {
                     })
                     .wire("missing", &missing);
             }
-            ClientEvent::WhoHas { request, who_has } => {
+            ClientEvent::WhoHas {
+                request, who_has, ..
+            } => {
                 MapWriter::new(w, 3)
                     .str("type", "who_has")
                     .uint("request", request.0)

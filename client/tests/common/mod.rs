@@ -44,6 +44,15 @@ pub fn connect() -> (Client, Mock) {
 
 /// Like [`connect`] with options.
 pub fn connect_with(options: ClientOptions) -> (Client, Mock) {
+    connect_speaking(handshake::VERSION, options)
+}
+
+/// Like [`connect`], the mock scheduler speaking at most `version` (a
+/// dask/1.0 scheduler, say).
+pub fn connect_speaking(
+    version: dask_core::messages::Version,
+    options: ClientOptions,
+) -> (Client, Mock) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = format!("tcp://{}", listener.local_addr().expect("addr"));
     let server = std::thread::spawn(move || {
@@ -55,7 +64,8 @@ pub fn connect_with(options: ClientOptions) -> (Client, Mock) {
             other => panic!("expected hello, got {other:?}"),
         };
         let (reply, _) =
-            handshake::accept(&hello, Role::Scheduler, &[Role::Client], 42, None).expect("accept");
+            handshake::accept_speaking(version, &hello, Role::Scheduler, &[Role::Client], 42, None)
+                .expect("accept");
         conn.send(&[Message::Hello(reply)]).expect("reply");
         Mock { conn }
     });

@@ -136,6 +136,10 @@ pub enum ClientEvent {
         data: BTreeMap<Key, RawValue>,
         /// Keys not in memory anywhere.
         missing: Vec<Key>,
+        /// dask/1.1: the scheduler state of each missing key (one being
+        /// computed again is `waiting`, `processing`...; one gone is
+        /// `forgotten` or `erred`). `None` from a dask/1.0 scheduler.
+        status: Option<BTreeMap<Key, String>>,
     },
     /// The answer to [`ClientSession::who_has`](super::ClientSession::who_has).
     WhoHas {
@@ -143,6 +147,9 @@ pub enum ClientEvent {
         request: RequestId,
         /// Data addresses of the holders of each key.
         who_has: BTreeMap<Key, Vec<String>>,
+        /// dask/1.1: the scheduler state of each key (`forgotten` when it
+        /// keeps no task of that key). `None` from a dask/1.0 scheduler.
+        status: Option<BTreeMap<Key, String>>,
     },
     /// The answer to [`ClientSession::cluster_info`](super::ClientSession::cluster_info).
     ClusterInfo {
@@ -169,7 +176,8 @@ pub enum ClientEvent {
         /// Dataset names, sorted.
         names: Vec<String>,
     },
-    /// A request that answers with `ok` succeeded (publish, unpublish).
+    /// A request that answers with `ok` succeeded (publish, unpublish, a
+    /// [`ClientSession::barrier`](super::ClientSession::barrier)).
     Done {
         /// The request.
         request: RequestId,

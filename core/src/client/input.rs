@@ -47,6 +47,10 @@ impl ClientSession {
             return self.handle_handshake(message);
         }
         match message {
+            Message::KeyFinished(m) if self.is_stale(&m.key, m.request) => {}
+            Message::KeyErred(m) if self.is_stale(&m.key, m.request) => {}
+            Message::KeyCancelled(m) if self.is_stale(&m.key, m.request) => {}
+            Message::KeyLost(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyFinished(m) => {
                 self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes })
             }
@@ -66,12 +70,14 @@ impl ClientSession {
                     request,
                     data: m.data,
                     missing: m.missing,
+                    status: m.status,
                 })
             }),
             Message::WhoHasReply(m) => self.answer(RequestId(m.request), |kind, request| {
                 matches!(kind, Pending::WhoHas).then_some(ClientEvent::WhoHas {
                     request,
                     who_has: m.who_has,
+                    status: m.status,
                 })
             }),
             Message::ClusterInfoReply(m) => self.answer(RequestId(m.request), |kind, request| {
@@ -85,7 +91,8 @@ impl ClientSession {
                 })
             }),
             Message::OkReply(m) => self.answer(RequestId(m.request), |kind, request| {
-                matches!(kind, Pending::Ok).then_some(ClientEvent::Done { request })
+                matches!(kind, Pending::Ok | Pending::Barrier)
+                    .then_some(ClientEvent::Done { request })
             }),
             Message::Dataset(m) => {
                 let request = RequestId(m.request);
@@ -94,7 +101,7 @@ impl ClientSession {
                 }
                 self.requests.remove(&request);
                 for k in &m.keys {
-                    self.want(k, None);
+                    self.want(k, None, request);
                 }
                 self.events.push_back(ClientEvent::Dataset {
                     request,
@@ -120,9 +127,13 @@ impl ClientSession {
             Message::Hello(h) => match handshake::check_reply(&h, Role::Scheduler) {
                 Ok(n) => {
                     let client_id = n.id;
+                    let v1_1 = handshake::has_1_1(n.version);
                     self.negotiated = Some(n);
                     self.phase = Phase::Ready;
                     self.events.push_back(ClientEvent::Connected { client_id });
+                    if !v1_1 {
+                        self.fail_barriers();
+                    }
                 }
                 Err(e) => self.fail_protocol(e),
             },

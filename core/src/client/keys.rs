@@ -98,12 +98,25 @@ impl ClientSession {
         }
     }
 
-    /// Adds one reference to `key` as wanted by `origin` (None: wanted
-    /// by the scheduler's own doing, e.g. a dataset).
-    pub(super) fn want(&mut self, key: &Key, origin: Option<RequestId>) -> bool {
+    /// Adds one reference to `key`, wanted by the message with id
+    /// `request`; `origin` is that request when it is a submit or scatter
+    /// whose refusal would fail the key (None: a dataset).
+    ///
+    /// The scheduler's want of the key then answers `request` unless it is
+    /// still pending (PROTOCOL.md, "Which want an event answers"): a key
+    /// finished or erred is wanted anew, and its event comes again.
+    pub(super) fn want(
+        &mut self,
+        key: &Key,
+        origin: Option<RequestId>,
+        request: RequestId,
+    ) -> bool {
         match self.keys.get_mut(key) {
             Some(e) => {
                 e.refs += 1;
+                if e.state != KeyState::Pending {
+                    e.want_request = request;
+                }
                 // A key whose want ended without a result is asked for
                 // anew. An erred key stays erred: the scheduler keeps it,
                 // and answers `key-erred` again.
@@ -127,10 +140,22 @@ impl ClientSession {
                         state: KeyState::Pending,
                         refs: 1,
                         origin,
+                        want_request: request,
                     },
                 );
                 true
             }
+        }
+    }
+
+    /// Whether an event for `key` carrying `request` (dask/1.1) answers a
+    /// want other than the current one: an event still on its way when the
+    /// client released the key and wanted it again. Events without a
+    /// request (dask/1.0) are never stale.
+    pub(super) fn is_stale(&self, key: &Key, request: Option<u64>) -> bool {
+        match (request, self.keys.get(key)) {
+            (Some(r), Some(e)) => r != e.want_request.0,
+            _ => false,
         }
     }
 

@@ -83,6 +83,10 @@ struct KeyEntry {
     /// The submit or scatter that made the key wanted, until the key's
     /// first event shows the scheduler accepted it.
     origin: Option<RequestId>,
+    /// The request whose want the scheduler's events for the key answer
+    /// (dask/1.1 events carry it): an event for another one is stale, left
+    /// over from a want this client has since released.
+    want_request: RequestId,
 }
 
 /// A request not yet answered.
@@ -98,6 +102,8 @@ enum Pending {
     WhoHas,
     ClusterInfo,
     Ok,
+    /// An acknowledged empty `update-graph` (dask/1.1): answered by `ok`.
+    Barrier,
     GetDataset,
     ListDatasets,
 }

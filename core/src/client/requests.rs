@@ -53,7 +53,7 @@ impl ClientSession {
         let id = self.request_id();
         let mut fresh = Vec::new();
         for k in keys {
-            if self.want(k, Some(id)) {
+            if self.want(k, Some(id), id) {
                 fresh.push(k.clone());
             }
         }
@@ -118,6 +118,98 @@ impl ClientSession {
                 ack: None,
             })
         })
+    }
+
+    /// A barrier (dask/1.1): answered by [`ClientEvent::Done`] once the
+    /// scheduler has handled everything sent before it, so every graph and
+    /// scatter sent before was accepted, or refused (their keys then are
+    /// [`KeyState::Failed`], which the driver sees first). It is an empty
+    /// `update-graph` with `ack`. A scheduler speaking dask/1.0 has no
+    /// acknowledgement: the request then fails.
+    pub fn barrier(&mut self) -> RequestId {
+        if let Some(n) = &self.negotiated {
+            if !crate::handshake::has_1_1(n.version) {
+                let id = self.request_id();
+                self.events.push_back(ClientEvent::RequestFailed {
+                    request: id,
+                    error: no_1_1("acknowledgement"),
+                });
+                return id;
+            }
+        }
+        self.ask(Pending::Barrier, |request| {
+            Message::UpdateGraph(UpdateGraph {
+                request,
+                tasks: Vec::new(),
+                wanted: Vec::new(),
+                ack: Some(true),
+            })
+        })
+    }
+
+    /// Barriers queued before the handshake, when it turns out the
+    /// scheduler speaks dask/1.0: they fail (no `ok` would come).
+    pub(super) fn fail_barriers(&mut self) {
+        let mut barriers: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, kind)| matches!(kind, Pending::Barrier))
+            .map(|(id, _)| *id)
+            .collect();
+        barriers.sort();
+        for request in barriers {
+            self.requests.remove(&request);
+            self.events.push_back(ClientEvent::RequestFailed {
+                request,
+                error: no_1_1("acknowledgement"),
+            });
+        }
+    }
+
+    /// Wants again held keys whose `key-finished` came but whose value
+    /// turned out missing (its holder died and the scheduler computes it
+    /// again, as a dask/1.1 `gather-reply` status says): each goes back to
+    /// [`KeyState::Pending`] and gets `key-finished` again once back in
+    /// memory. No local reference is added. Keys not held or not finished
+    /// are left alone.
+    pub fn want_again(&mut self, keys: Vec<Key>) {
+        if self.is_closed() {
+            return;
+        }
+        let request = self.request_id();
+        let mut again = Vec::new();
+        for k in keys {
+            let Some(e) = self.keys.get_mut(&k) else {
+                continue;
+            };
+            if matches!(e.state, KeyState::Finished { .. }) {
+                e.state = KeyState::Pending;
+                e.want_request = request;
+                // A refusal (the key forgotten meanwhile: 4001) fails it.
+                e.origin = Some(request);
+                self.events.push_back(ClientEvent::KeyUpdated {
+                    key: k.clone(),
+                    state: KeyState::Pending,
+                });
+                again.push(k);
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        self.requests.insert(
+            request,
+            Pending::Wants {
+                keys: again.clone(),
+                outstanding: again.len(),
+            },
+        );
+        self.queue(Message::UpdateGraph(UpdateGraph {
+            request: request.0,
+            tasks: Vec::new(),
+            wanted: again,
+            ack: None,
+        }));
     }
 
     /// Asks for the values of `keys`: answered by [`ClientEvent::Gathered`].
@@ -203,4 +295,11 @@ impl ClientSession {
         }));
         self.enter_closed("closed by the client".into());
     }
+}
+
+/// The error of a request that needs dask/1.1 from a dask/1.0 scheduler.
+fn no_1_1(what: &str) -> RequestError {
+    RequestError::local(format!(
+        "the scheduler speaks dask/1.0, which has no {what} (dask/1.1 has)"
+    ))
 }

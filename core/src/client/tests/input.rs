@@ -112,7 +112,8 @@ fn gather_reply_is_an_event_for_its_request() {
         vec![ClientEvent::Gathered {
             request: r,
             data,
-            missing: vec![Key::from("b")]
+            missing: vec![Key::from("b")],
+            status: None,
         }]
     );
 }

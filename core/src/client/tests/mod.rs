@@ -63,3 +63,4 @@ mod input;
 mod keys;
 mod requests;
 mod session;
+mod v1_1;
