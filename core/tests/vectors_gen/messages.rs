@@ -1,0 +1,537 @@
+//! `messages.json`: every message, canonical and also-accepted encodings.
+
+use super::encoding::*;
+use dask_core::msgpack::write;
+use serde_json::{json, Value as Json};
+
+pub(super) fn messages() -> Json {
+    use Alt::*;
+    let mut cases = Vec::new();
+
+    // --- any direction -------------------------------------------------
+    cases.push(case(
+        "hello: a client's offer, the least a connector sends",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "client"}),
+        vec![
+            vec![Reversed],
+            vec![Map16, WideNames],
+            vec![Wide("version")],
+            vec![
+                Nil("name"),
+                Nil("id"),
+                Nil("features"),
+                Nil("auth"),
+                Nil("tls"),
+            ],
+            vec![Unknown(
+                "x-future",
+                json!({"nested": [1, {"$ref": "k"}], "bin": {"$bin": "00"}}),
+            )],
+        ],
+    ));
+    cases.push(case(
+        "hello: a worker's offer as dask-rs sends it (name, empty feature list)",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "worker",
+               "name": "worker-1", "features": []}),
+        vec![vec![Reversed, Wide("features"), Wide("name")]],
+    ));
+    cases.push(case(
+        "hello: the scheduler's reply (its role, the connection id, the common features)",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "scheduler",
+               "id": 1, "features": []}),
+        vec![
+            vec![Wide("id")],
+            vec![Raw("version", vec![0x92, 0xd0, 0x01, 0xcc, 0x00])],
+        ],
+    ));
+    cases.push(case(
+        "hello: a peer that speaks dask/1.3 and offers a feature this version does not know",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 3], "role": "peer",
+               "name": "fetcher", "features": ["x-compression"]}),
+        vec![vec![Nil("auth")]],
+    ));
+    cases.push(case(
+        "hello: tls sent as false (the only value dask/1.0 defines)",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "tls": false}),
+        vec![],
+    ));
+    cases.push(case(
+        "error: fatal, an oversized frame (no request: the frame was never read)",
+        json!({"op": "error", "code": 1002,
+               "message": "frame of 300000000 bytes is over the limit of 268435456 bytes",
+               "fatal": true}),
+        vec![
+            vec![Wide("code")],
+            vec![Raw("code", vec![0xd1, 0x03, 0xea])],
+            vec![Nil("request"), Nil("keys")],
+        ],
+    ));
+    cases.push(case(
+        "error: fatal, the handshake's version mismatch",
+        json!({"op": "error", "code": 3001,
+               "message": "peer speaks dask/2.0, this side speaks dask/1.0", "fatal": true}),
+        vec![],
+    ));
+    cases.push(case(
+        "error: not fatal, a graph refused because a task references an unknown key (keys: the unknown key)",
+        json!({"op": "error", "code": 4001, "message": "task \"b\" references unknown key \"zz\"",
+               "fatal": false, "request": 7, "keys": ["zz"]}),
+        vec![vec![Reversed, Wide("request"), Wide("keys")]],
+    ));
+    cases.push(case(
+        "error: not fatal, wrong-type from graph validation (args not an array); the frame itself decoded",
+        json!({"op": "error", "code": 2003, "message": "task \"t\": args must be an array",
+               "fatal": false, "request": 8, "keys": ["t"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "error: not fatal, scatter with no worker connected",
+        json!({"op": "error", "code": 5001, "message": "no workers to hold the data",
+               "fatal": false, "request": 9}),
+        vec![],
+    ));
+    cases.push(case(
+        "close: no reason",
+        json!({"op": "close"}),
+        vec![
+            vec![Nil("reason")],
+            vec![Map16],
+            vec![Unknown("x-later", json!(null))],
+            // An unknown field may nest 102 levels (any field may).
+            vec![Unknown("x-deep", nested(101, json!([])))],
+        ],
+    ));
+    cases.push(case(
+        "close: with a reason",
+        json!({"op": "close", "reason": "scheduler shutting down"}),
+        vec![vec![Reversed], vec![Wide("reason")]],
+    ));
+    cases.push(case(
+        "heartbeat: a client's (no metrics)",
+        json!({"op": "heartbeat"}),
+        vec![vec![Nil("metrics")]],
+    ));
+    cases.push(case(
+        "heartbeat: a worker's, with metrics",
+        json!({"op": "heartbeat", "metrics": {"executing": 2, "ready": 5, "stored_keys": 10,
+               "stored_bytes": 123456}}),
+        vec![vec![Wide("metrics")], vec![ReverseIn("metrics")]],
+    ));
+
+    // --- client <-> scheduler -----------------------------------------
+    cases.push(case(
+        "update-graph: two tasks, one referencing the other; the client wants the second",
+        json!({"op": "update-graph", "request": 1, "tasks": [
+                {"key": "x", "function": "inc", "args": [1]},
+                {"key": "y", "function": "add", "args": [{"$ref": "x"}, 10]}],
+               "wanted": ["y"]}),
+        vec![
+            vec![Reversed],
+            vec![ReverseIn("tasks")],
+            vec![Wide("request"), Wide("wanted")],
+            vec![Raw("tasks", {
+                // The same tasks with kwargs: nil in each (nil = absent).
+                let mut w = Vec::new();
+                write::array_len(&mut w, 2);
+                for t in [
+                    json!({"key": "x", "function": "inc", "args": [1]}),
+                    json!({"key": "y", "function": "add", "args": [{"$ref": "x"}, 10]}),
+                ] {
+                    let mut e = entries(&canonical(&t));
+                    e.push((key_bytes("kwargs"), vec![0xc0]));
+                    w.extend_from_slice(&map_bytes(&e, false));
+                }
+                w
+            })],
+        ],
+    ));
+    cases.push(case(
+        "update-graph: every task option, kwargs, binary and task references nested in arrays and maps",
+        json!({"op": "update-graph", "request": 2, "tasks": [
+                {"key": "a", "function": "conformance.echo", "args": [{"$bin": "00ff10"}]},
+                {"key": "b", "function": "range", "args": [3]},
+                {"key": "sum-1", "function": "sum",
+                 "args": [[{"$ref": "a"}, {"nested": [{"$ref": "b"}]}]],
+                 "kwargs": {"start": 0, "meta": {"label": "total", "refs": [{"$ref": "a"}]}},
+                 "priority": -5, "resources": {"GPU": 1.0, "MEM": 2.5}, "retries": 2,
+                 "workers": [A1, "worker-b"]}],
+               "wanted": ["sum-1", "a"]}),
+        vec![vec![ReverseIn("tasks"), Map16]],
+    ));
+    cases.push(case(
+        "update-graph: no new task, wanting a key the scheduler already knows",
+        json!({"op": "update-graph", "request": 3, "tasks": [], "wanted": ["x"]}),
+        vec![vec![Raw("tasks", vec![0xdc, 0x00, 0x00])]],
+    ));
+    cases.push(case(
+        "update-graph: keys in any script (UTF-8), a 40-byte key (str 8)",
+        json!({"op": "update-graph", "request": 4, "tasks": [
+                {"key": "données-ключ-🔑", "function": "identity", "args": ["é"]},
+                {"key": "k-0123456789abcdef0123456789abcdef012345", "function": "len",
+                 "args": [{"$ref": "données-ключ-🔑"}]}],
+               "wanted": ["k-0123456789abcdef0123456789abcdef012345"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "update-graph: args nested 100 levels deep (the limit holds for each value itself)",
+        json!({"op": "update-graph", "request": 5, "tasks": [
+                {"key": "deep", "function": "conformance.echo", "args": nested(99, json!([]))}],
+               "wanted": ["deep"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "update-graph (dask/1.1): ack asks for an ok once the graph is accepted",
+        json!({"op": "update-graph", "request": 6, "tasks": [
+                {"key": "x", "function": "inc", "args": [1]}],
+               "wanted": ["x"], "ack": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "release-keys",
+        json!({"op": "release-keys", "keys": ["x", "y"]}),
+        vec![vec![Wide("keys")]],
+    ));
+    cases.push(case(
+        "cancel-keys: for this client only",
+        json!({"op": "cancel-keys", "keys": ["y"]}),
+        vec![vec![Nil("force")]],
+    ));
+    cases.push(case(
+        "cancel-keys: forced, for every client",
+        json!({"op": "cancel-keys", "keys": ["y", "z"], "force": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "scatter: two values, the scheduler picks the worker",
+        json!({"op": "scatter", "request": 5,
+               "data": {"a": [1, 2, 3], "b": {"$bin": "deadbeef"}}}),
+        vec![
+            vec![ReverseIn("data")],
+            vec![Nil("workers"), Nil("broadcast")],
+        ],
+    ));
+    cases.push(case(
+        "scatter: broadcast to named workers",
+        json!({"op": "scatter", "request": 6, "data": {"c": {"x": 1.5}},
+               "workers": [A1, A2], "broadcast": true}),
+        vec![vec![Wide("workers"), Wide("request")]],
+    ));
+    cases.push(case(
+        "scatter (dask/1.1): ack asks for an ok once accepted",
+        json!({"op": "scatter", "request": 10, "data": {"d": 4}, "ack": true}),
+        vec![vec![Nil("workers")]],
+    ));
+    cases.push(case(
+        "gather",
+        json!({"op": "gather", "request": 7, "keys": ["a", "y"]}),
+        vec![vec![Reversed, Wide("keys")]],
+    ));
+    cases.push(case(
+        "gather-reply: one value, one key not in memory anywhere",
+        json!({"op": "gather-reply", "request": 7, "data": {"a": [1, 2, 3], "y": 12},
+               "missing": ["gone"]}),
+        vec![vec![ReverseIn("data")]],
+    ));
+    cases.push(case(
+        "gather-reply (dask/1.1): the state of each missing key, one being recomputed",
+        json!({"op": "gather-reply", "request": 12, "data": {},
+               "missing": ["gone", "y"], "status": {"gone": "forgotten", "y": "processing"}}),
+        vec![vec![ReverseIn("status")]],
+    ));
+    cases.push(case(
+        "who-has",
+        json!({"op": "who-has", "request": 8, "keys": ["a", "b"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "who-has-reply: holders per key, an empty list for a key held nowhere",
+        json!({"op": "who-has-reply", "request": 8, "who_has": {"a": [A1, A2], "b": []}}),
+        vec![vec![ReverseIn("who_has")], vec![Wide("who_has")]],
+    ));
+    cases.push(case(
+        "who-has-reply (dask/1.1): with the state of every key, an unknown one forgotten",
+        json!({"op": "who-has-reply", "request": 13, "who_has": {"a": [A1], "b": [], "c": []},
+               "status": {"a": "memory", "b": "waiting", "c": "forgotten"}}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "cluster-info",
+        json!({"op": "cluster-info", "request": 9}),
+        vec![vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "cluster-info-reply: one worker, task counts by scheduler state",
+        json!({"op": "cluster-info-reply", "request": 9, "workers": [
+                {"id": 2, "name": "w1", "address": A1, "nthreads": 4,
+                 "memory_limit": 8589934592u64, "resources": {"GPU": 1.0},
+                 "functions": ["add", "inc"], "processing": 3, "stored_keys": 10,
+                 "stored_bytes": 2048}],
+               "tasks": {"memory": 10, "processing": 3, "waiting": 7}, "clients": 1}),
+        vec![
+            vec![Wide("workers"), Wide("tasks"), Wide("clients")],
+            vec![ReverseIn("workers"), ReverseIn("tasks"), Reversed],
+            // A resource amount sent as an integer is read as a float.
+            vec![Raw(
+                "workers",
+                canonical(&json!([{"id": 2, "name": "w1", "address": A1,
+                "nthreads": 4, "memory_limit": 8589934592u64, "resources": {"GPU": 1},
+                "functions": ["add", "inc"], "processing": 3, "stored_keys": 10,
+                "stored_bytes": 2048}])),
+            )],
+        ],
+    ));
+    cases.push(case(
+        "cluster-info-reply: no worker, no task",
+        json!({"op": "cluster-info-reply", "request": 10, "workers": [], "tasks": {}, "clients": 1}),
+        vec![],
+    ));
+    cases.push(case(
+        "publish-dataset",
+        json!({"op": "publish-dataset", "request": 11, "name": "results", "keys": ["y", "a"]}),
+        vec![vec![Nil("overwrite")]],
+    ));
+    cases.push(case(
+        "publish-dataset: replacing a dataset of the same name",
+        json!({"op": "publish-dataset", "request": 12, "name": "results", "keys": ["y"],
+               "overwrite": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "unpublish-dataset",
+        json!({"op": "unpublish-dataset", "request": 13, "name": "results"}),
+        vec![],
+    ));
+    cases.push(case(
+        "get-dataset",
+        json!({"op": "get-dataset", "request": 14, "name": "results"}),
+        vec![vec![Wide("name")]],
+    ));
+    cases.push(case(
+        "dataset",
+        json!({"op": "dataset", "request": 14, "name": "results", "keys": ["y", "a"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "list-datasets",
+        json!({"op": "list-datasets", "request": 15}),
+        vec![],
+    ));
+    cases.push(case(
+        "datasets: names, sorted",
+        json!({"op": "datasets", "request": 15, "names": ["results", "train"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "ok",
+        json!({"op": "ok", "request": 11}),
+        vec![
+            vec![Wide("request")],
+            vec![Raw("request", vec![0xd0, 0x0b])],
+        ],
+    ));
+    cases.push(case(
+        "key-finished",
+        json!({"op": "key-finished", "key": "y", "nbytes": 1}),
+        vec![vec![Wide("nbytes")]],
+    ));
+    cases.push(case(
+        "key-finished: a large result (uint 32 nbytes)",
+        json!({"op": "key-finished", "key": "big", "nbytes": 200000000}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-erred: the task itself failed",
+        json!({"op": "key-erred", "key": "z", "error_type": "ZeroDivisionError",
+               "message": "division by zero",
+               "traceback": "Traceback (most recent call last):\n  File \"f.py\", line 1\nZeroDivisionError: division by zero\n"}),
+        vec![vec![Nil("cause")]],
+    ));
+    cases.push(case(
+        "key-erred: failed through a dependency (cause names the task that raised)",
+        json!({"op": "key-erred", "key": "w", "error_type": "ConformanceError", "message": "boom",
+               "traceback": "", "cause": "z"}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "key-lost",
+        json!({"op": "key-lost", "key": "s",
+               "message": "the only worker holding scattered key \"s\" is gone"}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-cancelled",
+        json!({"op": "key-cancelled", "key": "y"}),
+        vec![vec![Unknown("reason", json!("ignored by dask/1.0"))]],
+    ));
+    cases.push(case(
+        "key-finished (dask/1.1): the request of the update-graph that started the want",
+        json!({"op": "key-finished", "key": "y", "nbytes": 1, "request": 1}),
+        vec![vec![Reversed], vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "key-erred (dask/1.1): with the want's request",
+        json!({"op": "key-erred", "key": "w", "error_type": "ConformanceError", "message": "boom",
+               "traceback": "", "cause": "z", "request": 4}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-lost (dask/1.1): the want started by a scatter",
+        json!({"op": "key-lost", "key": "s", "message": "scatter failed: the worker left before storing it",
+               "request": 5}),
+        vec![],
+    ));
+    cases.push(case(
+        "key-cancelled (dask/1.1): with the want's request",
+        json!({"op": "key-cancelled", "key": "y", "request": 300}),
+        vec![],
+    ));
+
+    // --- scheduler <-> worker -----------------------------------------
+    cases.push(case(
+        "register-worker: required fields only",
+        json!({"op": "register-worker", "name": "w1", "address": A1, "nthreads": 2,
+               "functions": ["add", "inc"]}),
+        vec![
+            vec![Nil("memory_limit"), Nil("resources"), Nil("pid")],
+            vec![Wide("nthreads"), Wide("functions"), Reversed],
+        ],
+    ));
+    cases.push(case(
+        "register-worker: every field",
+        json!({"op": "register-worker", "name": "gpu-worker", "address": A2, "nthreads": 8,
+               "memory_limit": 17179869184u64, "resources": {"GPU": 2.0, "MEM": 1e9},
+               "functions": ["conformance.echo", "sum"], "pid": 4242}),
+        vec![
+            vec![Wide("memory_limit"), Wide("pid"), ReverseIn("resources")],
+            // Floats may come as float 32 or as integers: read as float 64.
+            vec![Raw("resources", {
+                let mut w = Vec::new();
+                write::map_len(&mut w, 2);
+                write::str(&mut w, "GPU");
+                w.extend_from_slice(&[0xca, 0x40, 0x00, 0x00, 0x00]);
+                write::str(&mut w, "MEM");
+                w.extend_from_slice(&[0xce, 0x3b, 0x9a, 0xca, 0x00]);
+                w
+            })],
+        ],
+    ));
+    cases.push(case(
+        "worker-registered",
+        json!({"op": "worker-registered", "id": 2, "heartbeat_interval_ms": 1000}),
+        vec![vec![Wide("id"), Wide("heartbeat_interval_ms")]],
+    ));
+    cases.push(case(
+        "compute-task: one dependency held by a peer",
+        json!({"op": "compute-task", "key": "y", "function": "add",
+               "args": [{"$ref": "x"}, 10], "who_has": {"x": [A2]}}),
+        vec![
+            vec![Reversed],
+            vec![Nil("kwargs"), Nil("priority"), Nil("resources")],
+        ],
+    ));
+    cases.push(case(
+        "compute-task: kwargs, priority, resources, a dependency held by two workers (one the receiver)",
+        json!({"op": "compute-task", "key": "sum-1", "function": "sum",
+               "args": [[{"$ref": "a"}, {"nested": [{"$ref": "b"}]}]],
+               "kwargs": {"start": 0, "meta": {"label": "total", "refs": [{"$ref": "a"}]}},
+               "who_has": {"a": [A1, A2], "b": [A1]}, "priority": -5,
+               "resources": {"GPU": 1.0}}),
+        vec![vec![ReverseIn("who_has")], vec![Wide("priority"), Wide("who_has")]],
+    ));
+    cases.push(case(
+        "compute-task: no dependencies, args nested 100 levels deep (the limit)",
+        json!({"op": "compute-task", "key": "deep", "function": "conformance.echo",
+               "args": nested(99, json!([])), "who_has": {}}),
+        vec![],
+    ));
+    cases.push(case(
+        "task-finished",
+        json!({"op": "task-finished", "key": "y", "nbytes": 1, "duration_us": 52}),
+        vec![vec![Wide("nbytes"), Wide("duration_us")]],
+    ));
+    cases.push(case(
+        "task-finished: duration unknown",
+        json!({"op": "task-finished", "key": "x", "nbytes": 1}),
+        vec![vec![Nil("duration_us")]],
+    ));
+    cases.push(case(
+        "task-erred: a function the worker does not offer",
+        json!({"op": "task-erred", "key": "z", "error_type": "UnknownFunction",
+               "message": "no function named \"nope\"", "traceback": ""}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "free-keys",
+        json!({"op": "free-keys", "keys": ["x", "y"]}),
+        vec![],
+    ));
+    cases.push(case(
+        "steal-request",
+        json!({"op": "steal-request", "key": "y"}),
+        vec![],
+    ));
+    cases.push(case(
+        "steal-response: the task had not started and is dropped",
+        json!({"op": "steal-response", "key": "y", "stolen": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "steal-response: running, done or unknown",
+        json!({"op": "steal-response", "key": "y", "stolen": false}),
+        vec![],
+    ));
+    cases.push(case(
+        "put-data",
+        json!({"op": "put-data", "request": 16, "data": {"a": [1, 2, 3], "c": {"x": 1.5}}}),
+        vec![vec![ReverseIn("data")]],
+    ));
+    cases.push(case(
+        "data-stored",
+        json!({"op": "data-stored", "request": 16, "nbytes": {"a": 4, "c": 12}}),
+        vec![vec![ReverseIn("nbytes"), Wide("nbytes")]],
+    ));
+    cases.push(case(
+        "add-keys",
+        json!({"op": "add-keys", "nbytes": {"x": 1}}),
+        vec![vec![Wide("nbytes")]],
+    ));
+    cases.push(case(
+        "missing-data",
+        json!({"op": "missing-data", "key": "x", "addresses": [A2], "task": "y"}),
+        vec![vec![Reversed]],
+    ));
+
+    // --- worker <-> peer (and scheduler -> worker) --------------------
+    cases.push(case(
+        "get-data",
+        json!({"op": "get-data", "request": 17, "keys": ["x"]}),
+        vec![vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "data: one value held, nothing missing",
+        json!({"op": "data", "request": 17, "data": {"x": 2}, "missing": []}),
+        vec![],
+    ));
+    cases.push(case(
+        "data: a 300-byte binary value (bin 16) and a missing key",
+        json!({"op": "data", "request": 18, "data": {"blob": {"$bin": bytes_pattern(300)}},
+               "missing": ["nope"]}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "data: a value nested 100 levels deep (the limit)",
+        json!({"op": "data", "request": 19, "data": {"deep": nested(99, json!([1]))}, "missing": []}),
+        vec![],
+    ));
+    cases.push(case(
+        "busy",
+        json!({"op": "busy", "request": 17}),
+        vec![vec![Wide("request")]],
+    ));
+
+    json!({
+        "description": "dask/1.0 messages: for each, its JSON form and its msgpack encodings (canonical first, then other encodings a decoder must accept). See README.md.",
+        "version": [1, 0],
+        "cases": cases,
+    })
+}
