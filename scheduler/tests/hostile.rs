@@ -35,7 +35,7 @@ use dask_testkit::hostile::{
 };
 use dask_testkit::process::{with_open_files, Process};
 use dask_testkit::stories::scheduler as story;
-use dask_testkit::wire::{connect_raw, frame, map, messages_frame, read_outcome, value_frame};
+use dask_testkit::wire::{connect_raw, frame, map, messages_frame, read_received, value_frame};
 use dask_worker::{WorkerConfig, WorkerHandle};
 use rmpv::Value;
 
@@ -177,7 +177,7 @@ fn truncated_frames(address: &str) {
     let mut s = Session::open(address, Role::Client);
     let _ = s.stream.write_all(&(FRAME_BYTES_MAX as u32).to_be_bytes());
     let _ = s.stream.shutdown(std::net::Shutdown::Write);
-    let outcome = read_outcome(&mut s.stream, TIMEOUT);
+    let outcome = read_received(&mut s.stream, TIMEOUT);
     assert!(outcome.closed && outcome.messages.is_empty(), "{outcome:?}");
 }
 
@@ -302,7 +302,7 @@ impl Session {
     /// Sends raw bytes, then expects one fatal error and the close.
     fn send_raw_expect_fatal(mut self, bytes: &[u8], code: u32, case: &str) {
         let _ = self.stream.write_all(bytes);
-        let mut outcome = read_outcome(&mut self.stream, TIMEOUT);
+        let mut outcome = read_received(&mut self.stream, TIMEOUT);
         let mut messages: Vec<Message> = self.pending.drain(..).collect();
         messages.append(&mut outcome.messages);
         outcome.messages = messages;
@@ -763,7 +763,7 @@ fn bytes_held_before_the_hello_are_bounded_in_all() {
     // 3002 at the handshake timeout; a few of each, all closed.
     let (mut refused, mut timed_out) = (0, 0);
     for (i, stream) in flood.iter_mut().enumerate() {
-        let outcome = read_outcome(stream, TIMEOUT);
+        let outcome = read_received(stream, TIMEOUT);
         match outcome.error_codes()[..] {
             [(1002, true)] => refused += 1,
             [(3002, true)] => timed_out += 1,

@@ -15,7 +15,7 @@ use dask_net::HELLO_FRAME_BYTES_MAX;
 use rmpv::Value;
 
 use crate::process::open_files_limit;
-use crate::wire::{connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame};
+use crate::wire::{connect_raw, exchange, frame, map, messages_frame, read_received, value_frame};
 use crate::Rng;
 
 /// Generous: tests must not fail on a slow machine.
@@ -236,7 +236,7 @@ pub fn assert_bad_first_frames_refused(
     for (case, bytes, code) in bad_first_frames(accepted, refused, request) {
         let mut stream = connect_raw(address);
         let _ = stream.write_all(&bytes);
-        read_outcome(&mut stream, TIMEOUT).assert_fatal(code, &case);
+        read_received(&mut stream, TIMEOUT).assert_fatal(code, &case);
     }
     let bytes = value_frame(&Value::Array(vec![
         hello_tree("dask", version(1, 0), accepted.as_str()),
@@ -361,7 +361,7 @@ impl UnfinishedHandshakes {
     /// Each gets 3002 after the handshake timeout, and is closed.
     pub fn assert_timed_out(mut self) {
         for (i, stream) in self.streams.iter_mut().enumerate() {
-            let outcome = read_outcome(stream, TIMEOUT);
+            let outcome = read_received(stream, TIMEOUT);
             assert_eq!(
                 outcome.error_codes(),
                 [(3002, true)],

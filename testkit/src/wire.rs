@@ -28,14 +28,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What came back on a connection.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Received {
     /// Every message received.
     pub messages: Vec<Message>,
     /// Whether the peer closed (EOF or reset) before the wait ended.
     pub closed: bool,
 }
 
-impl Outcome {
+impl Received {
     /// The (code, fatal) of every `error` received.
     pub fn error_codes(&self) -> Vec<(u32, bool)> {
         self.messages
@@ -75,17 +75,17 @@ pub fn connect_raw(address: &str) -> TcpStream {
 /// Sends `bytes` on a new connection (write errors ignored: the peer may
 /// close before reading everything), shuts our write side when
 /// `shut_write`, then reads until the peer closes or `wait` passes.
-pub fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Outcome {
+pub fn exchange(address: &str, bytes: &[u8], shut_write: bool, wait: Duration) -> Received {
     let mut stream = connect_raw(address);
     let _ = stream.write_all(bytes);
     if shut_write {
         let _ = stream.shutdown(Shutdown::Write);
     }
-    read_outcome(&mut stream, wait)
+    read_received(&mut stream, wait)
 }
 
 /// Reads frames until EOF (or a reset) or `wait` passes.
-pub fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
+pub fn read_received(stream: &mut TcpStream, wait: Duration) -> Received {
     let deadline = Instant::now() + wait;
     let mut decoder = FrameDecoder::default();
     let mut messages = Vec::new();
@@ -111,7 +111,7 @@ pub fn read_outcome(stream: &mut TcpStream, wait: Duration) -> Outcome {
             Err(_) => break true, // reset: closed
         }
     };
-    Outcome { messages, closed }
+    Received { messages, closed }
 }
 
 /// One frame around `payload`.

@@ -35,7 +35,7 @@ use dask_testkit::hostile::{
 use dask_testkit::process::{with_open_files, Process};
 use dask_testkit::stories::worker as story;
 use dask_testkit::wire::{
-    connect_raw, exchange, frame, map, messages_frame, read_outcome, value_frame,
+    connect_raw, exchange, frame, map, messages_frame, read_received, value_frame,
 };
 use rmpv::Value;
 
@@ -245,7 +245,7 @@ fn bad_frames_after_handshake(address: &str) {
     for (case, bytes, codes) in cases {
         let mut stream = connect_raw(address);
         let _ = stream.write_all(&after_hello(Role::Peer, &bytes));
-        let outcome = read_outcome(&mut stream, TIMEOUT);
+        let outcome = read_received(&mut stream, TIMEOUT);
         let errors = outcome.error_codes();
         assert!(
             matches!(errors[..], [(code, true)] if codes.contains(&code)),
