@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dask_core::auth::Credentials;
 use dask_core::client::ClientEvent;
 use dask_core::messages::{ClusterInfoReply, TaskSpec, WorkerInfo};
 use dask_core::{Key, RawValue};
+use dask_net::TlsConfig;
 
 use crate::delayed::{build_graph, delayed, new_key, Arg, Delayed};
 use crate::error::{Error, Result};
@@ -24,6 +26,14 @@ pub struct ClientOptions {
     /// Limit on each request that waits for a reply (gather, datasets,
     /// cluster info...). `None`: wait until the reply or the connection ends.
     pub request_timeout: Option<Duration>,
+    /// The cluster's credentials: the client proves the client secret and
+    /// requires the scheduler to prove it too (a scheduler that proves
+    /// nothing is refused). `None`: connect without (to a scheduler that
+    /// requires none). See `dask_net::credentials` for finding them.
+    pub credentials: Option<Credentials>,
+    /// TLS settings for a `tls://` address (the cluster's CA, and this
+    /// client's certificate when the scheduler requires one).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +42,8 @@ impl Default for ClientOptions {
             name: Some(format!("dask-client-{}", std::process::id())),
             connect_timeout: Duration::from_secs(10),
             request_timeout: None,
+            credentials: None,
+            tls: None,
         }
     }
 }
@@ -65,7 +77,7 @@ impl Client {
 
     /// Connects with explicit options.
     pub fn connect_with(address: &str, options: ClientOptions) -> Result<Client> {
-        let connection = Connection::open(address, options.name, options.connect_timeout)?;
+        let connection = Connection::open(address, &options)?;
         Ok(Client {
             connection,
             address: address.to_owned(),

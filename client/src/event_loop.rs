@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dask_core::client::ClientAuth;
 use dask_core::{ConnId, Message, WireError};
 use dask_net::{CloseReason, NetEvent, Reactor, ReactorConfig};
 
+use crate::client::ClientOptions;
 use crate::error::{Error, Result};
 use crate::shared::{Shared, State};
 
@@ -30,13 +32,30 @@ impl Connection {
     /// Connects to `address` (within `timeout`, here, so an unreachable
     /// scheduler fails the call), starts the I/O thread and waits (up to
     /// `timeout`) for the handshake.
-    pub(crate) fn open(address: &str, name: Option<String>, timeout: Duration) -> Result<Self> {
-        let addr = dask_net::parse_address(address).map_err(Error::Connection)?;
+    pub(crate) fn open(address: &str, options: &ClientOptions) -> Result<Self> {
+        let timeout = options.connect_timeout;
+        let endpoint = dask_net::parse_endpoint(address).map_err(Error::Connection)?;
         let deadline = Instant::now() + timeout;
-        let mut reactor = Reactor::new(ReactorConfig::default())?;
-        let conn = connect(&mut reactor, addr, deadline)
+        let mut reactor = Reactor::new(ReactorConfig {
+            tls: options.tls.clone(),
+            ..ReactorConfig::default()
+        })?;
+        let conn = connect(&mut reactor, endpoint, deadline)
             .map_err(|e| Error::Connection(format!("cannot connect to {address}: {e}")))?;
-        let shared = Arc::new(Shared::new(State::new(name), reactor.waker()));
+        let auth = options
+            .credentials
+            .as_ref()
+            .and_then(|c| c.client.clone())
+            .map(|secret| ClientAuth {
+                secret,
+                nonce: dask_net::credentials::nonce(),
+                tls: endpoint.tls,
+            });
+        let mut state = State::new(options.name.clone(), auth);
+        if let Some(binding) = reactor.channel_binding(conn) {
+            state.session.handle_channel_binding(binding);
+        }
+        let shared = Arc::new(Shared::new(state, reactor.waker()));
         let event_loop = EventLoop {
             reactor,
             conn,
@@ -96,10 +115,10 @@ impl Drop for Connection {
 /// error (refused, unreachable) or a timeout.
 fn connect(
     reactor: &mut Reactor,
-    addr: std::net::SocketAddr,
+    endpoint: dask_net::Endpoint,
     deadline: Instant,
 ) -> io::Result<ConnId> {
-    let conn = reactor.connect(addr);
+    let conn = reactor.connect_to(endpoint);
     loop {
         if Instant::now() >= deadline {
             reactor.close(conn);

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dask_core::client::{ClientEvent, ClientSession, RequestId};
+use dask_core::client::{ClientAuth, ClientEvent, ClientSession, RequestId};
 use dask_core::Key;
 use dask_net::Waker;
 
@@ -42,9 +42,9 @@ pub(crate) struct State {
 
 impl State {
     /// A fresh session (its hello queued), nothing waiting.
-    pub(crate) fn new(name: Option<String>) -> State {
+    pub(crate) fn new(name: Option<String>, auth: Option<ClientAuth>) -> State {
         State {
-            session: ClientSession::new(name, random_seed()),
+            session: ClientSession::with_auth(name, random_seed(), auth),
             replies: HashMap::new(),
             abandoned: HashSet::new(),
             watchers: HashMap::new(),

@@ -18,7 +18,8 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::messages::Role;
+use crate::error::{ErrorCode, WireError};
+use crate::messages::{Auth, AuthProof, Bin32, Hello, Role};
 
 /// Bytes of a secret.
 pub const SECRET_BYTES: usize = 32;
@@ -176,6 +177,265 @@ impl Transcript<'_> {
     }
 }
 
+/// Fresh nonces for an acceptor's handshakes, from one random seed the
+/// edge draws once: the nth nonce is HMAC-SHA256(seed, n), unpredictable
+/// to anyone without the seed, never repeated. (A state machine takes no
+/// randomness from the OS; its edge hands it this seed instead of one
+/// nonce per connection.)
+#[derive(Clone)]
+pub struct NonceSource {
+    seed: [u8; NONCE_BYTES],
+    next: u64,
+}
+
+impl fmt::Debug for NonceSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceSource(..)")
+    }
+}
+
+impl NonceSource {
+    /// A source seeded by 32 random bytes.
+    pub fn new(seed: [u8; NONCE_BYTES]) -> NonceSource {
+        NonceSource { seed, next: 0 }
+    }
+
+    /// The next nonce.
+    pub fn next_nonce(&mut self) -> [u8; NONCE_BYTES] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.seed)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"dask/1 nonce");
+        mac.update(&self.next.to_be_bytes());
+        self.next += 1;
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// What an acceptor needs to require authentication: the secrets it
+/// checks, and the seed of its nonces.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The cluster's secrets (a scheduler holds both; a worker's data
+    /// address needs the worker secret).
+    pub credentials: Credentials,
+    /// 32 random bytes from the edge ([`NonceSource`]).
+    pub nonce_seed: [u8; NONCE_BYTES],
+}
+
+/// The one thing an acceptor says about a failed proof (spec: nothing
+/// more, so a prober learns nothing).
+pub const AUTH_FAILED: &str = "authentication failed";
+
+/// The refusal of a wrong or missing proof, or of anything sent where
+/// the proof is due.
+pub fn failed() -> WireError {
+    WireError::new(ErrorCode::AuthFailed, AUTH_FAILED)
+}
+
+/// The refusal of a connector that did not offer to authenticate: it
+/// holds no credentials, or speaks dask/1.0.
+pub fn required() -> WireError {
+    WireError::new(
+        ErrorCode::AuthFailed,
+        "authentication required: this cluster admits only connections that prove its \
+         credentials (dask/1.1); give this program the cluster's credentials file \
+         (--credentials FILE or DASK_CREDENTIALS)",
+    )
+}
+
+fn bytes32(b: &[u8; 32]) -> Bin32 {
+    Bin32(*b)
+}
+
+/// A connector's side of the proof: made with its hello, it checks the
+/// acceptor's proof in the reply and answers with its own.
+#[derive(Debug, Clone)]
+pub struct ConnectorAuth {
+    role: Role,
+    secret: Secret,
+    nonce: [u8; NONCE_BYTES],
+}
+
+impl ConnectorAuth {
+    /// For a connection of `role` proving `secret`, with a fresh `nonce`.
+    pub fn new(role: Role, secret: Secret, nonce: [u8; NONCE_BYTES]) -> ConnectorAuth {
+        ConnectorAuth {
+            role,
+            secret,
+            nonce,
+        }
+    }
+
+    /// The `auth` of the connector's hello.
+    pub fn offer(&self) -> Auth {
+        Auth {
+            method: METHOD.into(),
+            nonce: bytes32(&self.nonce),
+            proof: None,
+        }
+    }
+
+    /// Checks the acceptor's reply (its hello, already checked by
+    /// `handshake::check_reply`) and gives the `auth-proof` to send.
+    /// `channel_binding`: this connection's TLS exporter value, `None`
+    /// on plain TCP. On error, send `error{3003}` (with
+    /// [`AUTH_FAILED`]) and close; the error's text is for this side's
+    /// user.
+    pub fn answer(
+        &self,
+        reply: &Hello,
+        channel_binding: Option<&[u8; CHANNEL_BINDING_BYTES]>,
+    ) -> Result<AuthProof, WireError> {
+        let peer = reply.role.as_str();
+        let Some(auth) = &reply.auth else {
+            return Err(WireError::new(
+                ErrorCode::AuthFailed,
+                format!(
+                    "the {peer} did not prove it holds the cluster's credentials (it runs \
+                     without authentication, or speaks dask/1.0): not trusting it with this \
+                     connection"
+                ),
+            ));
+        };
+        let Some(proof) = &auth.proof else {
+            return Err(WireError::new(
+                ErrorCode::AuthFailed,
+                format!("the {peer}'s hello has auth without a proof"),
+            ));
+        };
+        if auth.method != METHOD {
+            return Err(WireError::new(
+                ErrorCode::AuthFailed,
+                format!(
+                    "the {peer} proves with {:?}, this side knows {METHOD:?}",
+                    auth.method
+                ),
+            ));
+        }
+        let transcript = Transcript {
+            role: self.role,
+            connector_nonce: &self.nonce,
+            acceptor_nonce: &auth.nonce.0,
+            channel_binding: channel_binding.map_or(&[], |b| &b[..]),
+        };
+        if !transcript.verify(&self.secret, Side::Acceptor, &proof.0) {
+            let tls_between = reply.tls.unwrap_or(false) != channel_binding.is_some();
+            return Err(WireError::new(
+                ErrorCode::AuthFailed,
+                if tls_between {
+                    format!(
+                        "the {peer}'s proof does not match: its end of the connection is \
+                         {} and this end's is {}, so something between the two ends TLS \
+                         (a proxy), which proofs bound to the TLS session do not allow",
+                        if reply.tls.unwrap_or(false) {
+                            "TLS"
+                        } else {
+                            "plain"
+                        },
+                        if channel_binding.is_some() {
+                            "TLS"
+                        } else {
+                            "plain"
+                        },
+                    )
+                } else {
+                    format!(
+                        "the {peer} failed to prove it holds this side's credentials (its \
+                         secret differs: another cluster's credentials file, or not the \
+                         cluster at all)"
+                    )
+                },
+            ));
+        }
+        Ok(AuthProof {
+            proof: bytes32(&transcript.proof(&self.secret, Side::Connector)),
+        })
+    }
+}
+
+/// An acceptor's side of the proof for one connection: made from the
+/// connector's hello, it gives the `auth` of the reply and then checks
+/// the connector's `auth-proof`.
+#[derive(Debug, Clone)]
+pub struct AcceptorAuth {
+    role: Role,
+    secret: Secret,
+    connector_nonce: [u8; NONCE_BYTES],
+    acceptor_nonce: [u8; NONCE_BYTES],
+    channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+}
+
+impl AcceptorAuth {
+    /// Answers a connector's `hello` (checked by `handshake::accept`):
+    /// the `auth` to put in the reply, and the state that checks the
+    /// connector's proof. A hello without `auth`, with another method, or
+    /// of a role whose secret `credentials` lack, is refused (3003).
+    pub fn challenge(
+        hello: &Hello,
+        credentials: &Credentials,
+        nonce: [u8; NONCE_BYTES],
+        channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+    ) -> Result<(Auth, AcceptorAuth), WireError> {
+        let Some(offer) = &hello.auth else {
+            return Err(required());
+        };
+        if offer.method != METHOD {
+            return Err(WireError::new(
+                ErrorCode::AuthFailed,
+                format!(
+                    "authentication method {:?} is not known here (this side proves with \
+                     {METHOD:?})",
+                    offer.method
+                ),
+            ));
+        }
+        let Some(secret) = credentials.secret_for(hello.role) else {
+            return Err(failed());
+        };
+        let acceptor = AcceptorAuth {
+            role: hello.role,
+            secret: secret.clone(),
+            connector_nonce: offer.nonce.0,
+            acceptor_nonce: nonce,
+            channel_binding,
+        };
+        let proof = acceptor.transcript().proof(secret, Side::Acceptor);
+        let auth = Auth {
+            method: METHOD.into(),
+            nonce: bytes32(&nonce),
+            proof: Some(bytes32(&proof)),
+        };
+        Ok((auth, acceptor))
+    }
+
+    fn transcript(&self) -> Transcript<'_> {
+        Transcript {
+            role: self.role,
+            connector_nonce: &self.connector_nonce,
+            acceptor_nonce: &self.acceptor_nonce,
+            channel_binding: self.channel_binding.as_ref().map_or(&[], |b| &b[..]),
+        }
+    }
+
+    /// Checks the connector's proof (in constant time). On error, send
+    /// `error{3003, "authentication failed"}` and close.
+    pub fn verify(&self, proof: &AuthProof) -> Result<(), WireError> {
+        if self
+            .transcript()
+            .verify(&self.secret, Side::Connector, &proof.proof.0)
+        {
+            Ok(())
+        } else {
+            Err(failed())
+        }
+    }
+
+    /// The role the connector proved (once [`AcceptorAuth::verify`] passed).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,4 +539,107 @@ mod tests {
 
     const KNOWN_ACCEPTOR_PROOF: &str =
         "351f1015cd95c5003fc1827082eba739dd00b7bcd5afce5220c6d8583a4f53b6";
+
+    fn hello(role: Role, auth: Option<Auth>) -> Hello {
+        let mut h = crate::handshake::offer(role, None);
+        h.auth = auth;
+        h
+    }
+
+    fn secrets() -> Credentials {
+        Credentials {
+            client: Some(Secret::from_bytes([1; 32])),
+            worker: Some(Secret::from_bytes([2; 32])),
+        }
+    }
+
+    /// The three messages, as `ConnectorAuth` and `AcceptorAuth` make
+    /// and check them; the acceptor's error if any step fails.
+    fn exchange(
+        role: Role,
+        connector_secret: Secret,
+        acceptor: &Credentials,
+        binding: (Option<[u8; 32]>, Option<[u8; 32]>),
+    ) -> Result<(), WireError> {
+        let connector = ConnectorAuth::new(role, connector_secret, [3; 32]);
+        let offer = hello(role, Some(connector.offer()));
+        let (auth, pending) = AcceptorAuth::challenge(&offer, acceptor, [4; 32], binding.1)?;
+        let mut reply = crate::handshake::offer(Role::Scheduler, None);
+        reply.auth = Some(auth);
+        reply.tls = Some(binding.1.is_some());
+        let proof = connector.answer(&reply, binding.0.as_ref())?;
+        pending.verify(&proof)
+    }
+
+    #[test]
+    fn each_role_proves_its_own_secret_both_ways() {
+        let all = secrets();
+        let client = all.client.clone().unwrap();
+        let worker = all.worker.clone().unwrap();
+        exchange(Role::Client, client.clone(), &all, (None, None)).unwrap();
+        exchange(Role::Worker, worker.clone(), &all, (None, None)).unwrap();
+        exchange(Role::Peer, worker.clone(), &all, (None, None)).unwrap();
+        let tls = Some([9; 32]);
+        exchange(Role::Client, client.clone(), &all, (tls, tls)).unwrap();
+        // A worker's credential cannot pass as a client: the acceptor's
+        // proof (made with the client secret) fails at the connector.
+        let e = exchange(Role::Client, worker, &all, (None, None)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(e.message.contains("failed to prove"), "{e}");
+        // An acceptor without the role's secret refuses it, saying nothing.
+        let workers_only = Credentials {
+            client: None,
+            ..all.clone()
+        };
+        let e = exchange(Role::Client, client.clone(), &workers_only, (None, None)).unwrap_err();
+        assert_eq!(e.message, AUTH_FAILED);
+        // Different TLS sessions at the two ends: named as such.
+        let e = exchange(Role::Client, client, &all, (Some([9; 32]), None)).unwrap_err();
+        assert!(e.message.contains("something between"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_proof_or_a_missing_auth_is_refused() {
+        let all = secrets();
+        let e =
+            AcceptorAuth::challenge(&hello(Role::Client, None), &all, [4; 32], None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(e.message.starts_with("authentication required"), "{e}");
+        let connector = ConnectorAuth::new(Role::Client, all.client.clone().unwrap(), [3; 32]);
+        let (_, pending) = AcceptorAuth::challenge(
+            &hello(Role::Client, Some(connector.offer())),
+            &all,
+            [4; 32],
+            None,
+        )
+        .unwrap();
+        let e = pending
+            .verify(&AuthProof {
+                proof: Bin32([0; 32]),
+            })
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::AuthFailed, AUTH_FAILED)
+        );
+        let mut other = connector.offer();
+        other.method = "plaintext".into();
+        let e = AcceptorAuth::challenge(&hello(Role::Client, Some(other)), &all, [4; 32], None)
+            .unwrap_err();
+        assert!(e.message.contains("\"plaintext\" is not known"), "{e}");
+        // A reply that proves nothing is not trusted.
+        let reply = crate::handshake::offer(Role::Scheduler, None);
+        let e = connector.answer(&reply, None).unwrap_err();
+        assert!(e.message.contains("did not prove"), "{e}");
+    }
+
+    #[test]
+    fn nonces_never_repeat_and_follow_their_seed() {
+        let mut a = NonceSource::new([5; 32]);
+        let mut b = NonceSource::new([5; 32]);
+        let first = a.next_nonce();
+        assert_ne!(first, a.next_nonce());
+        assert_eq!(first, b.next_nonce());
+        assert_ne!(first, NonceSource::new([6; 32]).next_nonce());
+    }
 }

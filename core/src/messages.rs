@@ -74,6 +74,85 @@ wire_enum! {
     }
 }
 
+/// 32 bytes, a msgpack bin of exactly that length (a nonce or a proof).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Bin32(pub [u8; 32]);
+
+impl std::fmt::Debug for Bin32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bin32(")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl Wire for Bin32 {
+    fn write(&self, w: &mut Vec<u8>) {
+        write::bin(w, &self.0);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let bytes = r.read_bin()?;
+        let array: [u8; 32] = bytes.try_into().map_err(|_| {
+            WireError::wrong_type(
+                "a bin of 32 bytes",
+                &format!("a bin of {} bytes", bytes.len()),
+            )
+        })?;
+        Ok(Bin32(array))
+    }
+}
+
+impl schemars::JsonSchema for Bin32 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Bin32".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "32 bytes: a msgpack bin of exactly 32 bytes; its JSON form is {\"$bin\": 64 hex digits}.",
+            "type": "object",
+            "patternProperties": {"^\\$bin$": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+            "required": ["$bin"],
+            "additionalProperties": false
+        })
+    }
+}
+
+impl crate::schema::WireType for Bin32 {
+    fn wire_type() -> String {
+        "bin32".to_owned()
+    }
+}
+
+wire_struct! {
+    /// The `auth` of a `hello` (since 1.1): the connector names the method and
+    /// sends its nonce; the acceptor's reply sends its nonce and its proof.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct Auth {
+        /// The proof method; dask/1.1 defines `"hmac-sha256"`.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub method: String,
+        /// 32 fresh random bytes of the sender, never sent twice.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub nonce: Bin32,
+        /// Reply only: the acceptor's proof. Absent: none (in a connector's hello).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub proof: Option<Bin32>,
+    }
+}
+
+wire_struct! {
+    /// Connector -> acceptor (since 1.1): the connector's proof that it holds
+    /// the secret of its role, its first message after the acceptor's reply.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct AuthProof {
+        /// HMAC-SHA256, keyed by the secret of the connector's role, of the connector's transcript.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub proof: Bin32,
+    }
+}
+
 /// Resource amounts by name, e.g. `{"GPU": 2}`.
 pub type Resources = BTreeMap<String, f64>;
 
@@ -95,10 +174,9 @@ wire_struct! {
         pub id: Option<u64>,
         /// Connector: the optional features it supports. Reply: those both support. Absent: none.
         pub features: Option<Vec<String>>,
-        /// Reserved for authentication: not sent in 1.0, ignored. Absent: none.
-        #[schemars(extend("x-ignorable" = true))]
-        pub auth: Option<RawValue>,
-        /// Reserved for a TLS upgrade: `false` or absent in 1.0; `true` is treated as `false`. Absent: false.
+        /// Authentication (since 1.1, see [Authentication](#authentication)): connector: the method and its nonce; reply: the acceptor's nonce and proof. Not sent in 1.0. Absent: none.
+        pub auth: Option<Auth>,
+        /// Since 1.1, with `auth`: whether the sender's end of the connection is TLS (see [Authentication](#authentication)). Never changes the transport. Absent: false.
         #[schemars(extend("x-ignorable" = true))]
         pub tls: Option<bool>,
     }
@@ -741,6 +819,7 @@ fn find_op<'a>(mut r: Reader<'a>) -> Result<&'a str, WireError> {
 
 messages! {
     Hello = "hello",
+    AuthProof = "auth-proof",
     ErrorReport = "error",
     Close = "close",
     Heartbeat = "heartbeat",

@@ -397,8 +397,10 @@ impl schemars::JsonSchema for RawValue {
 #[doc(hidden)]
 macro_rules! wire_struct {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
-        $(#[$meta])*
+        // The derive first: a struct's own `#[schemars(...)]` (its
+        // `x-since`) is that derive's helper.
         #[derive(Debug, Clone, PartialEq, schemars::JsonSchema)]
+        $(#[$meta])*
         pub struct $name {
             $($(#[$fmeta])* #[schemars(transform = $crate::schema::describe_field::<$ty>)] pub $field: $ty,)*
         }

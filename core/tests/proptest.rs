@@ -89,12 +89,6 @@ fn raw() -> impl Strategy<Value = RawValue> {
     value().prop_map(|v| RawValue::from_value(&v))
 }
 
-/// An optional value: `Some(nil)` is written as absent and reads back as
-/// `None` (tested on its own below), so it is left out here.
-fn opt_raw() -> impl Strategy<Value = Option<RawValue>> {
-    prop::option::of(raw()).prop_map(|v| v.filter(|v| v.as_bytes() != [0xc0]))
-}
-
 fn args() -> impl Strategy<Value = RawValue> {
     prop::collection::vec(value(), 0..4)
         .prop_map(|items| RawValue::from_value(&Value::Array(items)))
@@ -210,6 +204,19 @@ fn worker_info() -> impl Strategy<Value = WorkerInfo> {
         )
 }
 
+fn auth() -> impl Strategy<Value = Auth> {
+    (
+        text(),
+        any::<[u8; 32]>(),
+        prop::option::of(any::<[u8; 32]>()),
+    )
+        .prop_map(|(method, nonce, proof)| Auth {
+            method,
+            nonce: Bin32(nonce),
+            proof: proof.map(Bin32),
+        })
+}
+
 fn any_message() -> impl Strategy<Value = Message> {
     let any_direction = prop_oneof![
         (
@@ -219,7 +226,7 @@ fn any_message() -> impl Strategy<Value = Message> {
             prop::option::of(text()),
             prop::option::of(any::<u64>()),
             prop::option::of(names()),
-            opt_raw(),
+            prop::option::of(auth()),
             prop::option::of(any::<bool>()),
         )
             .prop_map(

@@ -165,6 +165,7 @@ fn type_of_schema(schema: &Json) -> String {
             "Value" => "value",
             "Version" => "version",
             "Role" => "role",
+            "Bin32" => "bin32",
             other => other,
         }
         .to_owned();

@@ -52,9 +52,12 @@ pub struct Conn {
     registered_writable: bool,
     /// Close once the send queue is written.
     closing: bool,
-    /// Set by [`Conn::limit_until_hello`] until a frame holding a `hello`
-    /// has been read.
+    /// Set by [`Conn::limit_until_hello`] until the connector's handshake
+    /// is over: a frame holding a `hello` without `auth`, or one holding
+    /// its `auth-proof` (spec: "Authentication").
     before_hello: Option<HelloGate>,
+    /// [`Conn::read`] stopped at a handshake frame with input maybe left.
+    paused: bool,
     /// Past this many bytes queued, [`Conn::flush`] fails.
     send_queue_bytes_max: usize,
     /// What a Python Dask connector is told (see [`Conn::limit_until_hello`]).
@@ -209,6 +212,7 @@ impl Conn {
             registered_writable: false,
             closing: false,
             before_hello: None,
+            paused: false,
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             python_dask_refusal: String::new(),
         }
@@ -219,11 +223,14 @@ impl Conn {
         self.send_queue_bytes_max = bytes;
     }
 
-    /// For an acceptor: until a frame whose first message is a `hello` has
-    /// been read, refuse frames over `frame_bytes_max` (1002, without
-    /// reading their payload) and read no further than the end of each
-    /// frame. [`Conn::read`] returns right after the hello's frame, even
-    /// if more bytes wait: the caller acts on the hello (the handshake may
+    /// For an acceptor: until the connector's handshake is over (a frame
+    /// whose first message is a `hello` without `auth`, or, after a
+    /// `hello` with `auth`, a frame whose first message is `auth-proof`),
+    /// refuse frames over `frame_bytes_max` (1002, without reading their
+    /// payload) and read no further than the end of each frame: nothing a
+    /// connector pipelines before its proof can take more. [`Conn::read`]
+    /// returns right after each of those frames, even if more bytes wait
+    /// ([`Conn::take_paused`]): the caller acts on it (the handshake may
     /// fail) and then reads again.
     ///
     /// A connector whose first bytes are Python Dask's framing is refused
@@ -235,10 +242,16 @@ impl Conn {
         self.python_dask_refusal = python_dask_refusal.to_owned();
     }
 
-    /// Whether [`Conn::limit_until_hello`] is in force: no frame holding a
-    /// `hello` was read yet.
+    /// Whether [`Conn::limit_until_hello`] is in force: the connector's
+    /// handshake is not over.
     pub fn awaiting_hello(&self) -> bool {
         self.before_hello.is_some()
+    }
+
+    /// Whether the last [`Conn::read`] stopped after a handshake frame
+    /// (input may wait: read again once it is acted on); clears it.
+    pub fn take_paused(&mut self) -> bool {
+        std::mem::take(&mut self.paused)
     }
 
     /// Bytes received and not yet handed out as frames (an unfinished frame).
@@ -372,9 +385,17 @@ impl Conn {
                     }
                     self.decoder.push(&scratch[..n]);
                     while let Some(frame) = self.decoder.poll().map_err(ConnError::Wire)? {
-                        let hello = matches!(frame.first(), Some(Message::Hello(_)));
+                        let step = match frame.first() {
+                            Some(Message::Hello(h)) => Some(h.auth.is_none()),
+                            Some(Message::AuthProof(_)) => Some(true),
+                            _ => None,
+                        };
                         on_frame(frame);
-                        if hello && self.before_hello.take().is_some() {
+                        if let (Some(over), Some(_)) = (step, &self.before_hello) {
+                            if over {
+                                self.before_hello = None;
+                            }
+                            self.paused = true;
                             return Ok(ReadStatus::Open);
                         }
                     }

@@ -879,7 +879,6 @@ impl Reactor {
             return;
         }
         let id = slot.id;
-        let awaiting_hello = slot.conn.awaiting_hello();
         let pending = &mut self.pending;
         let mut result = slot.conn.read(&mut self.scratch, &mut |messages| {
             pending.push_back(NetEvent::Frame { conn: id, messages })
@@ -902,9 +901,9 @@ impl Reactor {
         };
         let reason = match result {
             Ok(ReadStatus::Open) => {
-                // Stopped after the hello's frame: read on once the state
+                // Stopped after a handshake frame: read on once the state
                 // machine has seen it (no new edge comes for the rest).
-                if awaiting_hello && !slot.conn.awaiting_hello() {
+                if slot.conn.take_paused() {
                     self.resume.push(index);
                 }
                 return;

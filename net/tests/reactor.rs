@@ -6,9 +6,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use dask_core::auth::{ConnectorAuth, Secret};
 use dask_core::frame::encode_frame;
 use dask_core::handshake;
-use dask_core::messages::{Close, Data, Heartbeat, Role};
+use dask_core::messages::{AuthProof, Bin32, Close, Data, Heartbeat, Role};
 use dask_core::{ConnId, ErrorCode, Key, Message, RawValue};
 use dask_net::{BlockingConn, CloseReason, NetEvent, Reactor, ReactorConfig};
 
@@ -237,6 +238,44 @@ fn before_its_hello_a_connection_is_held_to_one_small_frame() {
     p.send(std::slice::from_ref(&big)).unwrap();
     let conn = accepted(&mut reactor);
     assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    assert_eq!(frame(&mut reactor), (conn, vec![big]));
+}
+
+#[test]
+fn a_connection_that_offers_auth_stays_held_until_its_proof() {
+    let config = ReactorConfig {
+        hello_frame_bytes_max: 1024,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let auth = ConnectorAuth::new(Role::Client, Secret::from_bytes([1; 32]), [2; 32]);
+    let mut offer = handshake::offer(Role::Client, None);
+    offer.auth = Some(auth.offer());
+    let offer = Message::Hello(offer);
+    // A large frame pipelined before the proof: refused at its prefix.
+    let mut p = peer(addr);
+    p.send(std::slice::from_ref(&offer)).unwrap();
+    p.send(&[data(100_000)]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![offer.clone()]));
+    let (c, reason) = closed(&mut reactor);
+    assert_eq!(c, conn);
+    assert!(
+        matches!(&reason, CloseReason::Protocol(e) if e.code == ErrorCode::FrameTooLarge),
+        "{reason:?}"
+    );
+    // After the frame holding the proof, large frames are read.
+    let proof = Message::AuthProof(AuthProof {
+        proof: Bin32([3; 32]),
+    });
+    let big = data(100_000);
+    let mut p = peer(addr);
+    p.send(std::slice::from_ref(&offer)).unwrap();
+    p.send(std::slice::from_ref(&proof)).unwrap();
+    p.send(std::slice::from_ref(&big)).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![offer]));
+    assert_eq!(frame(&mut reactor), (conn, vec![proof]));
     assert_eq!(frame(&mut reactor), (conn, vec![big]));
 }
 

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dask_core::auth::{AuthConfig, Credentials};
 use dask_core::{ConnId, Message, Timestamp};
 use dask_net::{
-    Clock, CloseReason, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
+    Clock, CloseReason, NetEvent, Reactor, ReactorConfig, TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
 };
 
 use crate::state::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
@@ -74,6 +75,15 @@ pub struct SchedulerConfig {
     /// connections could each hold a frame's worth. Default
     /// [`HANDSHAKE_BYTES_MAX`].
     pub handshake_bytes_max: usize,
+    /// The cluster's secrets: every connection must prove one (clients
+    /// the client secret, workers the worker secret) before it can do
+    /// anything. `None` serves anyone who reaches the port (the opt-out:
+    /// `--no-auth-anyone-can-connect`). Default `None`; `dask-scheduler`
+    /// always sets it unless told not to.
+    pub credentials: Option<Credentials>,
+    /// Serve TLS (`tls://`): a certificate and key, and with a CA,
+    /// require clients' and workers' certificates. Default `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +96,8 @@ impl Default for SchedulerConfig {
             validate: false,
             allowed_failures: crate::state::ALLOWED_FAILURES_DEFAULT,
             handshake_bytes_max: HANDSHAKE_BYTES_MAX,
+            credentials: None,
+            tls: None,
         }
     }
 }
@@ -116,12 +128,14 @@ pub struct EventLoop {
     clock: Clock,
 }
 
-/// The `tcp://HOST:PORT` form, with brackets around IPv6 hosts.
-fn display_address(host: &str, port: u16) -> String {
+/// The `tcp://HOST:PORT` (or `tls://`) form, with brackets around IPv6
+/// hosts.
+fn display_address(host: &str, port: u16, tls: bool) -> String {
+    let scheme = if tls { "tls" } else { "tcp" };
     if host.contains(':') && !host.starts_with('[') {
-        format!("tcp://[{host}]:{port}")
+        format!("{scheme}://[{host}]:{port}")
     } else {
-        format!("tcp://{host}:{port}")
+        format!("{scheme}://{host}:{port}")
     }
 }
 
@@ -138,9 +152,13 @@ impl EventLoop {
         let mut reactor = Reactor::new(ReactorConfig {
             handshake_bytes_max: config.handshake_bytes_max,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
+            tls: config.tls.clone(),
             ..ReactorConfig::default()
         })?;
-        let listener = reactor.listen(addr)?;
+        let listener = match config.tls {
+            Some(_) => reactor.listen_tls(addr)?,
+            None => reactor.listen(addr)?,
+        };
         let port = reactor.local_addr(listener)?.port();
         let clock = Clock::new();
         let state = SchedulerState::new(
@@ -149,6 +167,10 @@ impl EventLoop {
                 handshake_timeout: config.handshake_timeout,
                 validate: config.validate,
                 allowed_failures: config.allowed_failures,
+                auth: config.credentials.clone().map(|credentials| AuthConfig {
+                    credentials,
+                    nonce_seed: dask_net::credentials::nonce(),
+                }),
                 ..SchedulerStateConfig::default()
             },
             clock.now(),
@@ -159,7 +181,7 @@ impl EventLoop {
                 waker: reactor.waker(),
             },
             reactor,
-            address: display_address(host, port),
+            address: display_address(host, port, config.tls.is_some()),
             state,
             clock,
         })
@@ -220,7 +242,12 @@ impl EventLoop {
 
     fn on_event(&mut self, now: Timestamp, event: NetEvent) {
         match event {
-            NetEvent::Accepted { conn, .. } => self.state.handle_connected(now, conn),
+            NetEvent::Accepted { conn, .. } => {
+                self.state.handle_connected(now, conn);
+                if let Some(binding) = self.reactor.channel_binding(conn) {
+                    self.state.handle_channel_binding(conn, binding);
+                }
+            }
             NetEvent::Frame { conn, messages } => self.state.handle_frame(now, conn, messages),
             NetEvent::Closed { conn, reason } => {
                 if let CloseReason::Protocol(e) = &reason {

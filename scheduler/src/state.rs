@@ -93,6 +93,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dask_core::auth::{AcceptorAuth, AuthConfig, NonceSource, CHANNEL_BINDING_BYTES};
 use dask_core::handshake;
 use dask_core::messages::{
     Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Resources, Role,
@@ -151,6 +152,11 @@ pub struct SchedulerStateConfig {
     /// must not kill them all, one after the other, forever. Default
     /// [`ALLOWED_FAILURES_DEFAULT`] (Dask's `allowed-failures`).
     pub allowed_failures: u32,
+    /// Require every connection to prove the cluster's credentials
+    /// (spec: "Authentication"): clients the client secret, workers the
+    /// worker secret. `None`: anyone who reaches the port is served (the
+    /// opt-out; tests of the state machine).
+    pub auth: Option<AuthConfig>,
 }
 
 /// Workers a task may lose before it errs with `KilledWorker`, by default.
@@ -168,6 +174,7 @@ impl Default for SchedulerStateConfig {
             handshake_timeout: Duration::from_secs(10),
             validate: false,
             allowed_failures: ALLOWED_FAILURES_DEFAULT,
+            auth: None,
         }
     }
 }
@@ -397,6 +404,8 @@ enum Departure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     AwaitingHello,
+    /// Replied to the hello; its `auth-proof` is due (and nothing else).
+    AwaitingProof,
     Client,
     /// A worker; `None` until it registered.
     Worker(Option<WorkerIdx>),
@@ -408,6 +417,12 @@ struct Connection {
     id: u64,
     connected_at: Timestamp,
     last_seen: Timestamp,
+    /// Its TLS channel binding, which proofs cover.
+    channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+    /// The proof it owes, while [`Peer::AwaitingProof`].
+    auth: Option<Box<AcceptorAuth>>,
+    /// The version negotiated in its hello has dask/1.1's additions.
+    v1_1: bool,
 }
 
 /// A connected client.
@@ -469,6 +484,8 @@ pub struct SchedulerState {
     /// new connection or worker. Deadlines only move later as messages
     /// arrive, so it may be early (a scan that finds nothing), never late.
     next_liveness_check: Option<Timestamp>,
+    /// Nonces of the handshakes, when authentication is required.
+    nonces: Option<NonceSource>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -477,7 +494,9 @@ const SCHEDULER_NAME: &str = "dask-scheduler";
 impl SchedulerState {
     /// A scheduler with no connection and no task.
     pub fn new(config: SchedulerStateConfig, now: Timestamp) -> SchedulerState {
+        let nonces = config.auth.as_ref().map(|a| NonceSource::new(a.nonce_seed));
         SchedulerState {
+            nonces,
             config,
             now,
             next_id: 1,
@@ -534,8 +553,20 @@ impl SchedulerState {
                 id: 0,
                 connected_at: now,
                 last_seen: now,
+                channel_binding: None,
+                auth: None,
+                v1_1: false,
             },
         );
+    }
+
+    /// `conn` is TLS, with this channel binding (call it after
+    /// [`SchedulerState::handle_connected`], before any message of it):
+    /// proofs on it cover the binding.
+    pub fn handle_channel_binding(&mut self, conn: ConnId, binding: [u8; CHANNEL_BINDING_BYTES]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.channel_binding = Some(binding);
+        }
     }
 
     /// One message arrived on `conn`.
@@ -602,6 +633,11 @@ impl SchedulerState {
         for (&conn, c) in &self.conns {
             let (since, timeout, why) = match c.peer {
                 Peer::AwaitingHello => (c.connected_at, self.config.handshake_timeout, "no hello"),
+                Peer::AwaitingProof => (
+                    c.connected_at,
+                    self.config.handshake_timeout,
+                    "no auth-proof",
+                ),
                 Peer::Worker(_) => (
                     c.last_seen,
                     self.config.heartbeat_timeout,
@@ -653,7 +689,10 @@ impl SchedulerState {
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
-            if self.conns[&conn].peer != Peer::AwaitingHello {
+            if !matches!(
+                self.conns[&conn].peer,
+                Peer::AwaitingHello | Peer::AwaitingProof
+            ) {
                 self.send(
                     conn,
                     Message::Close(Close {
@@ -701,6 +740,7 @@ impl SchedulerState {
         c.last_seen = now;
         match c.peer {
             Peer::AwaitingHello => self.on_hello(conn, message),
+            Peer::AwaitingProof => self.on_auth_proof(conn, message),
             Peer::Client => self.on_client_message(conn, message),
             Peer::Worker(None) => self.on_unregistered_worker_message(conn, message),
             Peer::Worker(Some(w)) => self.on_worker_message(conn, w, message),
@@ -724,29 +764,80 @@ impl SchedulerState {
             Some(SCHEDULER_NAME.into()),
         ) {
             Err(e) => self.fatal(conn, e.code, e.message),
-            Ok((reply, negotiated)) => {
+            Ok((mut reply, negotiated)) => {
                 self.next_id += 1;
-                let peer = match negotiated.peer_role {
-                    Role::Client => {
-                        let client = Client {
-                            v1_1: handshake::has_1_1(negotiated.version),
-                            ..Client::default()
-                        };
-                        self.clients.insert(conn, client);
-                        Peer::Client
+                if let (Some(auth), Some(nonces)) = (&self.config.auth, &mut self.nonces) {
+                    let binding = self.conns.get(&conn).and_then(|c| c.channel_binding);
+                    let challenge = AcceptorAuth::challenge(
+                        &hello,
+                        &auth.credentials,
+                        nonces.next_nonce(),
+                        binding,
+                    );
+                    match challenge {
+                        Err(e) => return self.fatal(conn, e.code, e.message),
+                        Ok((auth, pending)) => {
+                            reply.auth = Some(auth);
+                            reply.tls = Some(binding.is_some());
+                            if let Some(c) = self.conns.get_mut(&conn) {
+                                c.peer = Peer::AwaitingProof;
+                                c.id = id;
+                                c.v1_1 = handshake::has_1_1(negotiated.version);
+                                c.auth = Some(Box::new(pending));
+                            }
+                            return self.send(conn, Message::Hello(reply));
+                        }
                     }
-                    _ => {
-                        let now = self.now;
-                        self.arm_liveness_check(now + self.config.heartbeat_timeout + JUST_AFTER);
-                        Peer::Worker(None)
-                    }
-                };
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.peer = peer;
-                    c.id = id;
                 }
+                let v1_1 = handshake::has_1_1(negotiated.version);
+                self.admit(conn, negotiated.peer_role, id, v1_1);
                 self.send(conn, Message::Hello(reply));
             }
+        }
+    }
+
+    /// The connection proved its secret (or none is required): it is a
+    /// client or a worker from now on.
+    fn admit(&mut self, conn: ConnId, role: Role, id: u64, v1_1: bool) {
+        let peer = match role {
+            Role::Client => {
+                let client = Client {
+                    v1_1,
+                    ..Client::default()
+                };
+                self.clients.insert(conn, client);
+                Peer::Client
+            }
+            _ => {
+                let now = self.now;
+                self.arm_liveness_check(now + self.config.heartbeat_timeout + JUST_AFTER);
+                Peer::Worker(None)
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = peer;
+            c.id = id;
+            c.auth = None;
+        }
+    }
+
+    /// The message after the reply must be the connector's valid proof;
+    /// anything else closes the connection with nothing acted on.
+    fn on_auth_proof(&mut self, conn: ConnId, message: Message) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(pending) = c.auth.take() else {
+            return;
+        };
+        let (id, v1_1) = (c.id, c.v1_1);
+        let verdict = match &message {
+            Message::AuthProof(proof) => pending.verify(proof),
+            _ => Err(dask_core::auth::failed()),
+        };
+        match verdict {
+            Ok(()) => self.admit(conn, pending.role(), id, v1_1),
+            Err(e) => self.fatal(conn, e.code, e.message),
         }
     }
 
@@ -882,7 +973,7 @@ impl SchedulerState {
             return;
         };
         match c.peer {
-            Peer::AwaitingHello | Peer::Worker(None) => {}
+            Peer::AwaitingHello | Peer::AwaitingProof | Peer::Worker(None) => {}
             Peer::Client => self.remove_client(conn),
             Peer::Worker(Some(w)) => self.remove_worker(w, how),
         }

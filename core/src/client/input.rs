@@ -126,6 +126,15 @@ impl ClientSession {
         match message {
             Message::Hello(h) => match handshake::check_reply(&h, Role::Scheduler) {
                 Ok(n) => {
+                    if let Some(auth) = self.auth.take() {
+                        match auth.answer(&h, self.channel_binding.as_ref()) {
+                            Ok(proof) => {
+                                self.transmit.push_front(Message::AuthProof(proof));
+                                self.holding = false;
+                            }
+                            Err(e) => return self.fail_auth(e),
+                        }
+                    }
                     let client_id = n.id;
                     let v1_1 = handshake::has_1_1(n.version);
                     self.negotiated = Some(n);
@@ -266,6 +275,17 @@ impl ClientSession {
             keys: None,
         }));
         self.enter_closed(format!("protocol error from the scheduler: {e}"));
+    }
+
+    /// The scheduler did not prove the client secret: it gets nothing
+    /// queued, only `error{3003}`.
+    fn fail_auth(&mut self, e: WireError) {
+        self.transmit.clear();
+        self.to_release.clear();
+        self.holding = false;
+        self.transmit
+            .push_back(Message::error(&crate::auth::failed(), None));
+        self.enter_closed(format!("authentication: {}", e.message));
     }
 
     pub(super) fn enter_closed(&mut self, reason: String) {

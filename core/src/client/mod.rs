@@ -18,7 +18,13 @@
 //!    empty, close the transport.
 //!
 //! Requests may be made before the handshake completes: they are queued
-//! after the `hello` (dask/1 lets a connector pipeline frames).
+//! after the `hello` (dask/1 lets a connector pipeline frames). A session
+//! made with [`ClientSession::with_auth`] proves the client secret
+//! (spec: "Authentication"): it sends its `hello` alone, holds every
+//! request until the scheduler has proven the same secret and its own
+//! `auth-proof` has gone, and sends none to a scheduler that did not
+//! prove it. Over TLS, hand it the connection's channel binding with
+//! [`ClientSession::handle_channel_binding`] before any input.
 //!
 //! # References
 //!
@@ -46,6 +52,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::auth::{ConnectorAuth, Secret, CHANNEL_BINDING_BYTES, NONCE_BYTES};
 use crate::frame::{FrameDecoder, FrameEncoder};
 use crate::handshake::{self, Negotiated};
 use crate::messages::Role;
@@ -125,6 +132,24 @@ pub struct ClientSession {
     decoder: FrameDecoder,
     /// Whether `close` was asked for by the user (and queued).
     close_sent: bool,
+    /// The proof in progress: set from the hello until the proof is sent.
+    auth: Option<ConnectorAuth>,
+    /// The hello went out and the proof is not sent yet: nothing more goes.
+    holding: bool,
+    /// This connection's TLS channel binding.
+    channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+}
+
+/// What a client proves: the client secret, with a fresh nonce from the
+/// edge, and whether its connection is TLS.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The cluster's client secret.
+    pub secret: Secret,
+    /// 32 fresh random bytes.
+    pub nonce: [u8; NONCE_BYTES],
+    /// Whether this end of the connection is TLS (the hello's `tls`).
+    pub tls: bool,
 }
 
 impl ClientSession {
@@ -132,6 +157,12 @@ impl ClientSession {
     /// `key_seed` (pass a random number when other clients share the
     /// scheduler). The `hello` offer is queued for transmission.
     pub fn new(name: Option<String>, key_seed: u64) -> Self {
+        Self::with_auth(name, key_seed, None)
+    }
+
+    /// [`ClientSession::new`] that proves `auth` (see the module docs);
+    /// `None` is [`ClientSession::new`].
+    pub fn with_auth(name: Option<String>, key_seed: u64, auth: Option<ClientAuth>) -> Self {
         let mut s = ClientSession {
             name: name.clone(),
             phase: Phase::Handshaking,
@@ -145,10 +176,25 @@ impl ClientSession {
             events: VecDeque::new(),
             decoder: FrameDecoder::default(),
             close_sent: false,
+            auth: None,
+            holding: false,
+            channel_binding: None,
         };
-        s.transmit
-            .push_back(Message::Hello(handshake::offer(Role::Client, name)));
+        let mut hello = handshake::offer(Role::Client, name);
+        if let Some(auth) = auth {
+            let connector = ConnectorAuth::new(Role::Client, auth.secret, auth.nonce);
+            hello.auth = Some(connector.offer());
+            hello.tls = Some(auth.tls);
+            s.auth = Some(connector);
+        }
+        s.transmit.push_back(Message::Hello(hello));
         s
+    }
+
+    /// This connection's TLS channel binding (from the edge's transport,
+    /// once its TLS handshake is done, before any input); proofs cover it.
+    pub fn handle_channel_binding(&mut self, binding: [u8; CHANNEL_BINDING_BYTES]) {
+        self.channel_binding = Some(binding);
     }
 
     /// The name given to [`ClientSession::new`].
@@ -189,15 +235,22 @@ impl ClientSession {
     /// The next message to send, in order.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Message> {
+        if self.holding {
+            return None;
+        }
         if self.transmit.is_empty() {
             self.flush_releases();
         }
-        self.transmit.pop_front()
+        let m = self.transmit.pop_front();
+        if self.auth.is_some() && matches!(m, Some(Message::Hello(_))) {
+            self.holding = true;
+        }
+        m
     }
 
     /// Whether a message waits in the transmit queue.
     pub fn wants_transmit(&self) -> bool {
-        !self.transmit.is_empty() || !self.to_release.is_empty()
+        !self.holding && (!self.transmit.is_empty() || !self.to_release.is_empty())
     }
 
     /// Moves every queued message into `encoder` (one batch). A message too

@@ -84,12 +84,12 @@ pub(super) fn handshake() -> Json {
             reply_1_1("scheduler", 4),
         ),
         ok(
-            "auth (reserved) is ignored, tls true is treated as false",
+            "tls true without auth changes nothing",
             &sched,
             "scheduler",
             5,
             json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "client",
-                  "auth": {"token": "abc"}, "tls": true}),
+                  "tls": true}),
             reply("scheduler", 5),
         ),
         ok(

@@ -55,6 +55,28 @@ pub(super) fn messages() -> Json {
         json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "tls": false}),
         vec![],
     ));
+    let first = &super::auth::auth_cases()[0];
+    cases.push(case(
+        "hello: a client's offer with auth (dask/1.1)",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client",
+               "auth": {"method": "hmac-sha256", "nonce": super::auth::bin(&first.connector_nonce)},
+               "tls": false}),
+        vec![vec![Reversed], vec![Nil("name"), Nil("id")]],
+    ));
+    cases.push(case(
+        "hello: the scheduler's reply with its nonce and proof (dask/1.1)",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler",
+               "id": 1, "features": [],
+               "auth": {"method": "hmac-sha256", "nonce": super::auth::bin(&first.acceptor_nonce),
+                        "proof": super::auth::bin(&first.acceptor_proof())},
+               "tls": false}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "auth-proof: the client's proof (dask/1.1)",
+        json!({"op": "auth-proof", "proof": super::auth::bin(&first.connector_proof())}),
+        vec![vec![Map16, WideNames]],
+    ));
     cases.push(case(
         "error: fatal, an oversized frame (no request: the frame was never read)",
         json!({"op": "error", "code": 1002,

@@ -14,10 +14,11 @@
 //! cases in `values.json`.
 //!
 //! One file per vector file (`messages.rs`, `values.rs`, `frames.rs`,
-//! `invalid.rs`, `handshake.rs`); `encoding.rs` holds the encoding helpers,
+//! `invalid.rs`, `handshake.rs`, `auth.rs`); `encoding.rs` holds the encoding helpers,
 //! the rewrites, the case builders and the vocabulary they share;
 //! `render.rs` the layout of the files.
 
+mod auth;
 mod encoding;
 mod frames;
 mod handshake;
@@ -26,6 +27,7 @@ mod messages;
 mod render;
 mod values;
 
+use auth::auth;
 use frames::frames;
 use handshake::handshake;
 use invalid::invalid;
@@ -41,5 +43,6 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("frames.json", render(&frames())),
         ("invalid.json", render(&invalid())),
         ("handshake.json", render(&handshake())),
+        ("auth.json", render(&auth())),
     ]
 }

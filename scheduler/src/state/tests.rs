@@ -42,11 +42,14 @@ fn address(name: &str) -> String {
 
 impl Sim {
     fn new() -> Sim {
-        let now = Timestamp::ZERO;
-        let config = SchedulerStateConfig {
+        Sim::with_config(SchedulerStateConfig {
             validate: true,
             ..SchedulerStateConfig::default()
-        };
+        })
+    }
+
+    fn with_config(config: SchedulerStateConfig) -> Sim {
+        let now = Timestamp::ZERO;
         Sim {
             s: SchedulerState::new(config, now),
             now,
@@ -2121,6 +2124,7 @@ fn unregistered_and_bad_worker_registrations() {
     assert!(sim.is_closed(w));
 }
 
+mod auth;
 mod chaos;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------

@@ -32,7 +32,9 @@ impl SchedulerState {
     fn validate_timers(&self) -> Result<(), String> {
         for (conn, c) in &self.conns {
             let deadline = match c.peer {
-                Peer::AwaitingHello => c.connected_at + self.config.handshake_timeout,
+                Peer::AwaitingHello | Peer::AwaitingProof => {
+                    c.connected_at + self.config.handshake_timeout
+                }
                 Peer::Worker(_) => c.last_seen + self.config.heartbeat_timeout,
                 Peer::Client => continue,
             };
