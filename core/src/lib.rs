@@ -7,7 +7,7 @@
 //! generated JSON Schema ([`schema`]), the client session state machine
 //! that every client drives ([`client`]), the worker state machine that
 //! every worker drives ([`worker`]), and the memory-sparing graph order of
-//! both schedulers ([`order`]).
+//! both schedulers ([`order`]), and operator log records ([`log`]).
 //!
 //! Architecture invariant: this crate touches no socket, clock or thread;
 //! it builds for `wasm32-unknown-unknown`.
@@ -20,6 +20,7 @@ pub mod foreign;
 pub mod frame;
 pub mod handshake;
 pub mod json;
+pub mod log;
 pub mod messages;
 pub mod msgpack;
 pub mod order;

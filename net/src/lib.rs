@@ -11,7 +11,8 @@
 //! back with [`Reactor::send`] and [`Reactor::close`]; nothing else.
 //! [`BlockingConn`] is a blocking connection for tools and tests;
 //! [`Clock`] turns `Instant`s into the state machines' timestamps;
-//! [`scheduler_file`] is how workers and clients find a scheduler.
+//! [`scheduler_file`] is how workers and clients find a scheduler;
+//! [`log`] writes operator log lines (text or JSON) to standard error.
 //!
 //! Security lives here too: [`tls`] (TLS under any connection,
 //! `tls://` addresses, a cluster CA in one step) and [`credentials`] (the
@@ -107,6 +108,7 @@ mod blocking;
 mod clock;
 mod conn;
 pub mod credentials;
+pub mod log;
 mod reactor;
 pub mod scheduler_file;
 pub mod tls;

@@ -21,11 +21,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dask_core::auth::{AuthConfig, Credentials};
+use dask_core::log::{Level, LogRecord};
 use dask_core::{ConnId, Message, Timestamp};
+use dask_net::log::Logger;
 use dask_net::{
     Clock, CloseReason, NetEvent, Reactor, ReactorConfig, TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
 };
 
+use crate::dashboard::{
+    Dashboard, DashboardConfig, DashboardLink, LoopStats, Published, QueryKind, PUBLISH_INTERVAL,
+    QUERIES_PER_WAKEUP,
+};
 use crate::state::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
 
 pub use dask_net::{CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX};
@@ -37,6 +43,10 @@ pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// How often [`EventLoop::run`] looks at its `also_stop` flag while
 /// nothing else wakes it (a [`Stopper`] wakes it at once).
 pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A wakeup whose handling takes longer than this is logged (the
+/// scheduler answered nobody meanwhile).
+pub const SLOW_EVENT: Duration = Duration::from_secs(1);
 
 /// The scheduler's default port: 8796, not Python Dask's 8786, so both
 /// schedulers can run on one machine with their defaults and a client given
@@ -84,6 +94,14 @@ pub struct SchedulerConfig {
     /// Serve TLS (`tls://`): a certificate and key, and with a CA,
     /// require clients' and workers' certificates. Default `None`.
     pub tls: Option<TlsConfig>,
+    /// The dashboard, JSON API and `/metrics` on HTTP; `None` (the
+    /// library's default) serves none. The binary serves one on
+    /// [`DEFAULT_DASHBOARD_PORT`](crate::dashboard::DEFAULT_DASHBOARD_PORT)
+    /// unless `--no-dashboard`.
+    pub dashboard: Option<DashboardConfig>,
+    /// Where operator log records go. Default: nowhere (the binary logs
+    /// at `info` to stderr).
+    pub logger: Logger,
 }
 
 impl Default for SchedulerConfig {
@@ -98,6 +116,8 @@ impl Default for SchedulerConfig {
             handshake_bytes_max: HANDSHAKE_BYTES_MAX,
             credentials: None,
             tls: None,
+            dashboard: None,
+            logger: Logger::off("dask-scheduler"),
         }
     }
 }
@@ -126,6 +146,19 @@ pub struct EventLoop {
     state: SchedulerState,
     /// Turns the loop's `Instant`s into the state's timestamps.
     clock: Clock,
+    logger: Logger,
+    /// The HTTP side and its link, when served.
+    dashboard: Option<(Dashboard, DashboardLink)>,
+    stats: LoopMeasures,
+}
+
+/// What the loop measures of itself between publications.
+#[derive(Debug, Default)]
+struct LoopMeasures {
+    totals: LoopStats,
+    busy_since_publish: Duration,
+    longest_since_publish: Duration,
+    last_publish: Option<Instant>,
 }
 
 /// The `tcp://HOST:PORT` (or `tls://`) form, with brackets around IPv6
@@ -160,6 +193,30 @@ impl EventLoop {
             None => reactor.listen(addr)?,
         };
         let port = reactor.local_addr(listener)?.port();
+        let dashboard = match &config.dashboard {
+            None => None,
+            Some(d) => {
+                let (dashboard, link, fell_back) =
+                    Dashboard::start(d, reactor.waker()).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot serve the dashboard on {}:{}: {e}", d.host, d.port),
+                        )
+                    })?;
+                if let Some(f) = fell_back {
+                    config.logger.log(&LogRecord::new(
+                        Level::Warn,
+                        "dashboard-port-taken",
+                        format!(
+                            "port {} is taken: the dashboard is on port {} instead",
+                            f.wanted,
+                            dashboard.address().port()
+                        ),
+                    ));
+                }
+                Some((dashboard, link))
+            }
+        };
         let clock = Clock::new();
         let state = SchedulerState::new(
             SchedulerStateConfig {
@@ -184,7 +241,22 @@ impl EventLoop {
             address: display_address(host, port, config.tls.is_some()),
             state,
             clock,
+            logger: config.logger.clone(),
+            dashboard,
+            stats: LoopMeasures::default(),
         })
+    }
+
+    /// Where the dashboard listens, when served.
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.dashboard.as_ref().map(|(d, _)| d.address())
+    }
+
+    /// The dashboard's page, `http://HOST:PORT/PREFIX/status`, when served.
+    pub fn dashboard_url(&self, prefix: &str) -> Option<String> {
+        self.dashboard
+            .as_ref()
+            .map(|(d, _)| crate::dashboard::page_url(d.address(), prefix))
     }
 
     /// The address clients and workers connect to, `tcp://HOST:PORT`.
@@ -211,7 +283,11 @@ impl EventLoop {
                 let check = Instant::now() + STOP_CHECK_INTERVAL;
                 deadline = Some(deadline.map_or(check, |d| d.min(check)));
             }
+            if let Some(at) = self.next_publish() {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
             self.reactor.poll(deadline)?;
+            let woke = Instant::now();
             self.handle_events(self.clock.now());
             if self
                 .state
@@ -228,9 +304,106 @@ impl EventLoop {
                 self.state.handle_timeout(now);
                 self.drain_outputs();
             }
+            self.answer_queries();
+            self.write_logs();
+            self.measure(woke);
+            self.maybe_publish();
         }
         self.shut_down();
         Ok(())
+    }
+
+    /// When the next snapshot is due (with a dashboard).
+    fn next_publish(&self) -> Option<Instant> {
+        self.dashboard.as_ref()?;
+        Some(
+            self.stats
+                .last_publish
+                .map_or_else(Instant::now, |at| at + PUBLISH_INTERVAL),
+        )
+    }
+
+    /// Counts this wakeup's handling time; logs a slow one.
+    fn measure(&mut self, woke: Instant) {
+        let took = woke.elapsed();
+        let s = &mut self.stats;
+        s.totals.wakeups_total += 1;
+        s.totals.busy_seconds_total += took.as_secs_f64();
+        s.busy_since_publish += took;
+        s.longest_since_publish = s.longest_since_publish.max(took);
+        if took >= SLOW_EVENT {
+            self.logger.log(
+                &LogRecord::new(
+                    Level::Warn,
+                    "slow-event",
+                    format!(
+                        "the event loop was busy for {} ms in one wakeup: no peer was answered \
+                         meanwhile",
+                        took.as_millis()
+                    ),
+                )
+                .with("seconds", took.as_secs_f64()),
+            );
+        }
+    }
+
+    /// Publishes a snapshot when one is due.
+    fn maybe_publish(&mut self) {
+        let Some((_, link)) = &self.dashboard else {
+            return;
+        };
+        let now = Instant::now();
+        let s = &mut self.stats;
+        if s.last_publish.is_some_and(|at| now < at + PUBLISH_INTERVAL) {
+            return;
+        }
+        let interval = s
+            .last_publish
+            .map_or(PUBLISH_INTERVAL, |at| now.duration_since(at));
+        s.totals.busy_fraction =
+            (s.busy_since_publish.as_secs_f64() / interval.as_secs_f64().max(1e-9)).min(1.0);
+        s.totals.longest_event_seconds = s.longest_since_publish.as_secs_f64();
+        s.busy_since_publish = Duration::ZERO;
+        s.longest_since_publish = Duration::ZERO;
+        s.last_publish = Some(now);
+        link.publish(Published {
+            address: self.address.clone(),
+            state: self.state.snapshot(),
+            event_loop: s.totals.clone(),
+            at: Some(now),
+        });
+    }
+
+    /// Answers the dashboard's queries waiting, a bounded number.
+    fn answer_queries(&mut self) {
+        let Some((_, link)) = &self.dashboard else {
+            return;
+        };
+        for _ in 0..QUERIES_PER_WAKEUP {
+            let Some(query) = link.next_query() else {
+                break;
+            };
+            let answer = match &query.kind {
+                QueryKind::Task(key) => self.state.task_detail(key).unwrap_or_default(),
+                QueryKind::Waiting {
+                    cursor,
+                    limit,
+                    state,
+                } => self
+                    .state
+                    .waiting_page(*cursor, *limit, state.as_deref())
+                    .to_json(),
+            };
+            self.stats.totals.queries_total += 1;
+            let _ = query.reply.try_send(answer);
+        }
+    }
+
+    /// Writes the state's log records.
+    fn write_logs(&mut self) {
+        while let Some(record) = self.state.poll_log() {
+            self.logger.log(&record);
+        }
     }
 
     /// Hands every event that is ready to the state, stamped `now`.
@@ -252,14 +425,19 @@ impl EventLoop {
             NetEvent::Closed { conn, reason } => {
                 if let CloseReason::Protocol(e) = &reason {
                     let _ = self.reactor.send(conn, &Message::error(e, None));
+                    self.state.handle_refused(now, conn, e.code, &e.message);
                 }
                 self.state.handle_closed(now, conn);
             }
             NetEvent::AcceptFailed { error, .. } => {
-                eprintln!(
-                    "dask-scheduler: accept failed: {error} (retrying every {} ms)",
-                    ACCEPT_RETRY_INTERVAL.as_millis()
-                );
+                self.logger.log(&LogRecord::new(
+                    Level::Error,
+                    "accept-failed",
+                    format!(
+                        "accept failed: {error} (retrying every {} ms)",
+                        ACCEPT_RETRY_INTERVAL.as_millis()
+                    ),
+                ));
             }
             // The scheduler makes no outgoing connections.
             NetEvent::Connected { .. } | NetEvent::ConnectFailed { .. } => {}
@@ -292,6 +470,10 @@ impl EventLoop {
         let now = Instant::now();
         self.state.handle_shutdown(self.clock.at(now));
         self.drain_outputs();
+        self.write_logs();
+        if let Some((dashboard, _)) = self.dashboard.take() {
+            dashboard.stop();
+        }
         // Connections the state did not know (no hello yet) close too.
         self.reactor.close_all(now + SHUTDOWN_LINGER);
     }
@@ -314,6 +496,7 @@ fn request_of(message: &Message) -> Option<u64> {
 /// A scheduler running on its own thread.
 pub struct SchedulerHandle {
     address: String,
+    dashboard: Option<SocketAddr>,
     stopper: Stopper,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -323,12 +506,14 @@ impl SchedulerHandle {
     pub fn start(config: SchedulerConfig) -> io::Result<SchedulerHandle> {
         let event_loop = EventLoop::bind(&config)?;
         let address = event_loop.address();
+        let dashboard = event_loop.dashboard_address();
         let stopper = event_loop.stopper();
         let thread = std::thread::Builder::new()
             .name("dask-scheduler".into())
             .spawn(move || event_loop.run(None))?;
         Ok(SchedulerHandle {
             address,
+            dashboard,
             stopper,
             thread: Some(thread),
         })
@@ -337,6 +522,12 @@ impl SchedulerHandle {
     /// Where to connect: `tcp://127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         self.address.clone()
+    }
+
+    /// Where the dashboard listens, when [`SchedulerConfig::dashboard`]
+    /// asked for one.
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.dashboard
     }
 
     /// Closes every connection cleanly (each peer gets `close`) and waits

@@ -16,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dashboard;
 pub mod event_loop;
 pub mod state;
 

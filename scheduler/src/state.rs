@@ -95,17 +95,22 @@ use std::time::Duration;
 
 use dask_core::auth::{AcceptorAuth, AuthConfig, NonceSource, CHANNEL_BINDING_BYTES};
 use dask_core::handshake;
+use dask_core::log::{Level, LogRecord};
 use dask_core::messages::{
-    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Resources, Role,
+    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Metrics, Resources, Role,
     StealRequest, WorkerRegistered,
 };
 use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
+use observe::{GroupId, Observer};
 use slab::Slab;
 use task_set::TaskSet;
 
 pub mod data;
 mod graph;
+pub mod inspect;
+pub mod observe;
 pub mod placement;
+mod snapshot;
 mod task_set;
 mod tasks;
 mod validate;
@@ -328,6 +333,8 @@ pub(crate) struct Task {
     pub(crate) error: Option<Arc<TaskError>>,
     /// A steal-request for it is in flight.
     pub(crate) steal_pending: bool,
+    /// Its task group (key prefix), for the dashboard's aggregates.
+    pub(crate) group: GroupId,
 }
 
 impl Task {
@@ -352,6 +359,7 @@ impl Task {
             nbytes: 0,
             error: None,
             steal_pending: false,
+            group: GroupId::OTHER,
         }
     }
 
@@ -389,15 +397,19 @@ pub(crate) struct Worker {
     pub(crate) stored_bytes: u64,
     /// Moving average of the task durations it reported.
     pub(crate) average_duration_us: Option<f64>,
+    /// What its last heartbeat said of its load and memory.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// How a connection ended: a worker that said `close` left on purpose;
 /// one whose connection dropped, timed out or broke the protocol was lost,
 /// and its processing tasks count it against their allowed failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Departure {
+pub(crate) enum Departure {
     Closed,
     Lost,
+    /// Lost: silent for the heartbeat timeout.
+    TimedOut,
 }
 
 /// What a connection is, as far as the handshake got.
@@ -423,6 +435,8 @@ struct Connection {
     auth: Option<Box<AcceptorAuth>>,
     /// The version negotiated in its hello has dask/1.1's additions.
     v1_1: bool,
+    /// The name in its hello, for the dashboard and the log.
+    name: Option<String>,
 }
 
 /// A connected client.
@@ -486,6 +500,8 @@ pub struct SchedulerState {
     next_liveness_check: Option<Timestamp>,
     /// Nonces of the handshakes, when authentication is required.
     nonces: Option<NonceSource>,
+    /// Aggregates for the dashboard, `/metrics` and the log.
+    observe: Observer,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -521,6 +537,7 @@ impl SchedulerState {
             touched: Vec::new(),
             last_full_validation: None,
             next_liveness_check: None,
+            observe: Observer::new(now),
         }
     }
 
@@ -556,6 +573,7 @@ impl SchedulerState {
                 channel_binding: None,
                 auth: None,
                 v1_1: false,
+                name: None,
             },
         );
     }
@@ -671,7 +689,7 @@ impl SchedulerState {
                         )),
                     }),
                 );
-                self.drop_conn(conn, Departure::Lost);
+                self.drop_conn(conn, Departure::TimedOut);
                 self.out.push_back(SchedulerOutput::Close(conn));
             }
         }
@@ -766,6 +784,9 @@ impl SchedulerState {
             Err(e) => self.fatal(conn, e.code, e.message),
             Ok((mut reply, negotiated)) => {
                 self.next_id += 1;
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.name = hello.name.clone();
+                }
                 if let (Some(auth), Some(nonces)) = (&self.config.auth, &mut self.nonces) {
                     let binding = self.conns.get(&conn).and_then(|c| c.channel_binding);
                     let challenge = AcceptorAuth::challenge(
@@ -806,6 +827,8 @@ impl SchedulerState {
                     ..Client::default()
                 };
                 self.clients.insert(conn, client);
+                let name = self.conns.get(&conn).and_then(|c| c.name.clone());
+                self.observe.client_added(conn, id, name, self.now);
                 Peer::Client
             }
             _ => {
@@ -890,7 +913,7 @@ impl SchedulerState {
 
     fn on_worker_message(&mut self, conn: ConnId, w: WorkerIdx, message: Message) {
         match message {
-            Message::Heartbeat(_) => {}
+            Message::Heartbeat(m) => self.worker_metrics(w, m.metrics),
             Message::Close(_) => {
                 self.drop_conn(conn, Departure::Closed);
                 self.out.push_back(SchedulerOutput::Close(conn));
@@ -929,6 +952,7 @@ impl SchedulerState {
 
     /// Sends a fatal error, forgets the connection and closes it.
     fn fatal(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.note_fatal(conn, code, &message);
         self.send(
             conn,
             Message::ErrorReport(ErrorReport {
@@ -983,6 +1007,7 @@ impl SchedulerState {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
+        self.observe.client_removed(conn, client.wants.len());
         self.data_client_left(conn);
         for &t in client.wants.keys() {
             let task = &mut self.tasks[t.0];
@@ -1062,6 +1087,7 @@ impl SchedulerState {
             has_what: BTreeSet::new(),
             stored_bytes: 0,
             average_duration_us: None,
+            metrics: None,
         }));
         self.worker_by_conn.insert(conn, w);
         self.worker_by_name.insert(m.name, w);
@@ -1076,6 +1102,7 @@ impl SchedulerState {
                 heartbeat_interval_ms: u64::try_from(interval).unwrap_or(u64::MAX),
             }),
         );
+        self.log_worker_added(w);
         self.worker_joined(w);
     }
 
@@ -1095,6 +1122,7 @@ impl SchedulerState {
             return;
         }
         let fetching = self.tasks_maybe_fetching_from(w);
+        self.log_worker_removed(w, how);
         let worker = self.workers.remove(w.0);
         self.worker_by_conn.remove(&worker.conn);
         if self.worker_by_name.get(&worker.name) == Some(&w) {
@@ -1122,7 +1150,7 @@ impl SchedulerState {
             if !self.tasks.contains(t.0) || self.tasks[t.0].state != TaskState::Processing(w) {
                 continue;
             }
-            if how == Departure::Lost && self.count_lost_worker(t, &worker.name) {
+            if how != Departure::Closed && self.count_lost_worker(t, &worker.name) {
                 continue;
             }
             self.reevaluate(t);
@@ -1196,6 +1224,15 @@ impl SchedulerState {
             traceback: String::new(),
             lost: false,
         });
+        self.observe.counters_mut().killed_worker_total += 1;
+        self.observe.log(
+            LogRecord::new(
+                Level::Warn,
+                "killed-worker",
+                format!("KilledWorker: {}", error.message),
+            )
+            .with("key", error.origin.as_str()),
+        );
         self.fail(t, error);
         true
     }

@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
+use dask_core::log::Level;
+use dask_net::log::{LogFormat, Logger};
 use dask_net::scheduler_file;
+use dask_scheduler::dashboard::{DashboardConfig, DEFAULT_DASHBOARD_PORT};
 use dask_scheduler::{EventLoop, SchedulerConfig, Stopper, DEFAULT_PORT};
 
 /// Runs a dask/1 scheduler until SIGINT or SIGTERM.
@@ -49,6 +52,47 @@ struct Cli {
     /// filesystem; removed at exit
     #[arg(long, value_name = "FILE")]
     scheduler_file: Option<PathBuf>,
+    /// Serve the dashboard, its JSON API and /metrics on [HOST]:PORT (HOST
+    /// defaults to --host; a port alone works too) [default: 8797, or any
+    /// free port when 8797 is taken]
+    #[arg(long, value_name = "[HOST]:PORT", value_parser = dashboard_address)]
+    dashboard_address: Option<(Option<String>, u16)>,
+    /// Serve no dashboard, JSON API or /metrics
+    #[arg(long, conflicts_with_all = ["dashboard_address", "dashboard_prefix"])]
+    no_dashboard: bool,
+    /// Serve the dashboard under this path prefix (behind a reverse proxy
+    /// that forwards /PREFIX/... unchanged)
+    #[arg(long, value_name = "PREFIX")]
+    dashboard_prefix: Option<String>,
+    /// Log events at this level and above: debug, info, warn, error
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = log_level)]
+    log_level: Level,
+    /// Log lines as text or as one JSON object each
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = log_format)]
+    log_format: LogFormat,
+}
+
+/// `HOST:PORT`, `:PORT` or `PORT`.
+fn dashboard_address(v: &str) -> Result<(Option<String>, u16), String> {
+    let (host, port) = match v.rsplit_once(':') {
+        Some((host, port)) => (
+            Some(host.trim_start_matches('[').trim_end_matches(']')),
+            port,
+        ),
+        None => (None, v),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{v:?}: expected [HOST]:PORT with a port from 0 to 65535"))?;
+    Ok((host.filter(|h| !h.is_empty()).map(str::to_owned), port))
+}
+
+fn log_level(v: &str) -> Result<Level, String> {
+    Level::from_name(v).ok_or_else(|| format!("{v:?}: expected debug, info, warn or error"))
+}
+
+fn log_format(v: &str) -> Result<LogFormat, String> {
+    LogFormat::from_name(v).ok_or_else(|| format!("{v:?}: expected text or json"))
 }
 
 /// Set by the signal handler; the loop looks at it before it first sleeps
@@ -106,10 +150,26 @@ fn seconds(v: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let logger = Logger::new("dask-scheduler", cli.log_level, cli.log_format);
+    let dashboard = (!cli.no_dashboard).then(|| {
+        let (host, port, fall_back) = match &cli.dashboard_address {
+            Some((host, port)) => (host.clone(), *port, false),
+            None => (None, DEFAULT_DASHBOARD_PORT, true),
+        };
+        DashboardConfig {
+            host: host.unwrap_or_else(|| cli.host.clone()),
+            port,
+            fall_back_to_any_port: fall_back,
+            prefix: cli.dashboard_prefix.clone().unwrap_or_default(),
+            ..DashboardConfig::default()
+        }
+    });
     let mut config = SchedulerConfig {
         host: cli.host,
         port: cli.port,
         validate: cli.validate,
+        dashboard,
+        logger,
         ..SchedulerConfig::default()
     };
     if let Some(t) = cli.heartbeat_timeout {
@@ -124,6 +184,10 @@ fn main() -> ExitCode {
     signals::install();
     let event_loop = match EventLoop::bind(&config) {
         Ok(event_loop) => event_loop,
+        Err(e) if e.to_string().starts_with("cannot serve the dashboard") => {
+            eprintln!("dask-scheduler: {e} (--no-dashboard serves none)");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!(
                 "dask-scheduler: cannot listen on {}:{}: {e}",
@@ -146,8 +210,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    println!("Scheduler at {address}");
-    let _ = std::io::stdout().flush();
+    // One write, errors ignored: a reader that takes the first line and
+    // closes the pipe must not stop the scheduler.
+    let mut banner = format!("Scheduler at {address}\n");
+    if let Some(url) = event_loop.dashboard_url(cli.dashboard_prefix.as_deref().unwrap_or("")) {
+        banner.push_str(&format!("Dashboard at {url}\n"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner.as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
     let result = event_loop.run(None);
     if let Some(path) = &cli.scheduler_file {
         scheduler_file::remove(path, &address);

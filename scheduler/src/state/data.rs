@@ -287,6 +287,7 @@ impl SchedulerState {
         let order = self.next_order;
         self.next_order += 1;
         let mut task = Task::new(key.clone(), None, TaskState::Memory, order);
+        task.group = self.observe.task_added(key.as_str(), TaskState::Memory);
         task.nbytes = s.nbytes;
         let t = TaskId(self.tasks.insert(task));
         self.task_by_key.insert(key.clone(), t);

@@ -77,6 +77,7 @@ impl SchedulerState {
                 if m.ack == Some(true) {
                     self.acknowledge(conn, m.request);
                 }
+                self.graph_accepted(conn, &m, plan.new.len());
                 let tasks = std::mem::take(&mut m.tasks);
                 self.accept_graph(conn, tasks, plan, &m.wanted, m.request);
             }
@@ -267,6 +268,9 @@ impl SchedulerState {
             );
             let order = self.next_order + plan.order[p];
             let mut task = Task::new(spec.key.clone(), Some(def), TaskState::Released, order);
+            task.group = self
+                .observe
+                .task_added(spec.key.as_str(), TaskState::Released);
             task.priority = spec.priority.unwrap_or(0);
             task.retries_left = spec.retries.unwrap_or(0);
             let t = TaskId(self.tasks.insert(task));

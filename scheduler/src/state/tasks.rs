@@ -46,6 +46,7 @@ impl SchedulerState {
             }
         }
         self.tasks[t.0].state = new;
+        self.observe.task_moved(self.tasks[t.0].group, old, new);
         match new {
             TaskState::Queued => {
                 let k = self.tasks[t.0].queue_key();
@@ -235,6 +236,7 @@ impl SchedulerState {
             });
             return self.fail(t, error);
         }
+        self.observe.task_lost(task.group);
         self.set_state(t, TaskState::Released);
         let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
@@ -331,6 +333,7 @@ impl SchedulerState {
 
     fn forget(&mut self, t: TaskId) {
         let task = self.tasks.remove(t.0);
+        self.observe.task_removed(task.group, task.state);
         self.task_by_key.remove(&task.key);
         for d in task.dependencies {
             self.tasks[d.0].dependents.remove(t);
@@ -515,6 +518,15 @@ impl SchedulerState {
         if let (Some(us), Some(worker)) = (m.duration_us, self.workers.get_mut(w.0)) {
             worker.record_duration(us);
         }
+        let (task, worker) = (&self.tasks[t.0], &self.workers[w.0]);
+        self.observe.task_finished(
+            t,
+            task.order,
+            task.group,
+            worker.id,
+            m.duration_us,
+            self.now,
+        );
         self.set_state(t, TaskState::Memory);
         self.tasks[t.0].nbytes = plausible_nbytes(m.nbytes);
         self.add_replica(t, w);
@@ -543,6 +555,8 @@ impl SchedulerState {
             self.tasks[t.0].retries_left -= 1;
             return self.reevaluate(t);
         }
+        self.observe
+            .task_erred(&m.key, &m.error_type, &m.message, self.now);
         let error = Arc::new(TaskError {
             origin: m.key,
             error_type: m.error_type,

@@ -2126,6 +2126,7 @@ fn unregistered_and_bad_worker_registrations() {
 
 mod auth;
 mod chaos;
+mod observe;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------
 

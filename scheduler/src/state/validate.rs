@@ -114,9 +114,18 @@ impl SchedulerState {
                 "index entry {key} points to another task"
             );
         }
+        let mut group_counts = self.observe.group_counts();
         for (i, task) in &self.tasks {
             self.validate_task(TaskId(i), task)
                 .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
+            let counts = &mut group_counts[task.group.index()].1;
+            counts[task.state.index()] = counts[task.state.index()].wrapping_sub(1);
+        }
+        for (name, counts) in group_counts {
+            ensure!(
+                counts.iter().all(|&n| n == 0),
+                "task group {name}'s counts by state are off by {counts:?} from its tasks"
+            );
         }
         for (&k, &t) in &self.queue {
             let task = self.tasks.get(t.0).ok_or("queue holds a forgotten task")?;

@@ -1,0 +1,256 @@
+//! Stories of what the scheduler shows of itself: the snapshot's task
+//! groups, workers, clients and stream; why tasks wait; the operator's log.
+
+use super::*;
+
+fn finish_in(sim: &mut Sim, w: ConnId, key: &str, duration_us: u64) {
+    sim.send(
+        w,
+        TaskFinished {
+            key: key.into(),
+            nbytes: 8,
+            duration_us: Some(duration_us),
+        },
+    );
+}
+
+fn logs(sim: &mut Sim) -> Vec<LogRecord> {
+    std::iter::from_fn(|| sim.s.poll_log()).collect()
+}
+
+fn events(records: &[LogRecord]) -> Vec<&'static str> {
+    records.iter().map(|r| r.event).collect()
+}
+
+#[test]
+fn the_snapshot_counts_task_groups_by_state_with_totals_and_the_stream() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w1", &["inc", "add", "fail"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("load-a-1", "inc", vec![Value::from(1)]),
+            spec("load-a-2", "inc", vec![Value::from(2)]),
+            spec("sum", "add", vec![r("load-a-1"), r("load-a-2")]),
+            spec("bad-1", "fail", vec![]),
+        ],
+        &["sum", "bad-1"],
+    );
+    let snap = sim.s.snapshot();
+    let group = |s: &crate::state::observe::StateSnapshot, name: &str| {
+        s.groups
+            .iter()
+            .find(|g| g.name == name)
+            .unwrap_or_else(|| panic!("no group {name} in {:?}", s.groups))
+            .clone()
+    };
+    let load = group(&snap, "load-a");
+    assert_eq!(load.states["processing"] + load.states["queued"], 2);
+    assert_eq!(group(&snap, "sum").states["waiting"], 1);
+    assert_eq!(snap.tasks.values().sum::<u64>(), 4);
+    assert_eq!(snap.clients.len(), 1);
+    assert_eq!(snap.clients[0].wants, 2);
+    assert_eq!(snap.clients[0].graphs[0].tasks, 4);
+    assert_eq!(snap.clients[0].graphs[0].group, "load-a");
+    assert_eq!(snap.counters.tasks_submitted_total, 4);
+
+    finish_in(&mut sim, w, "load-a-1", 1_500_000);
+    finish_in(&mut sim, w, "load-a-2", 500_000);
+    finish_in(&mut sim, w, "sum", 10);
+    sim.fail(w, "bad-1", "no");
+    let snap = sim.s.snapshot();
+    let load = group(&snap, "load-a");
+    assert_eq!(load.finished_total, 2);
+    assert!((load.compute_seconds_total - 2.0).abs() < 1e-9);
+    // The inputs were freed once `sum` was done, kept released as its
+    // lineage.
+    assert_eq!(load.states["released"], 2);
+    assert_eq!(group(&snap, "sum").states["memory"], 1);
+    assert_eq!(group(&snap, "bad").erred_total, 1);
+    let stream_keys: Vec<Option<&str>> = snap.stream.iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        stream_keys,
+        [Some("load-a-1"), Some("load-a-2"), Some("sum")]
+    );
+    assert_eq!(snap.stream[0].group, "load-a");
+    assert_eq!(snap.stream_total, 3);
+    // Once released, the tasks are forgotten: the stream keeps their
+    // group, not their key, and the groups count nothing kept.
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: keys(&["sum", "bad-1"]),
+        },
+    );
+    let later = sim.s.snapshot();
+    assert!(later.stream.iter().all(|r| r.key.is_none()));
+    assert_eq!(later.tasks.values().sum::<u64>(), 0);
+    assert_eq!(group(&later, "load-a").finished_total, 2);
+    assert_eq!(snap.workers[0].name, "w1");
+    assert_eq!(snap.workers[0].stored_keys, 1);
+
+    // A heartbeat's metrics show on its worker.
+    sim.send(
+        w,
+        Heartbeat {
+            metrics: Some(Metrics {
+                executing: 1,
+                ready: 3,
+                stored_keys: 1,
+                stored_bytes: 8,
+            }),
+        },
+    );
+    let snap = sim.s.snapshot();
+    assert_eq!(snap.workers[0].executing, Some(1));
+    assert_eq!(snap.workers[0].ready, Some(3));
+    assert_eq!(snap.reported_bytes, 8);
+}
+
+#[test]
+fn why_a_task_waits_names_what_is_missing() {
+    let mut sim = Sim::new();
+    let c = sim.client();
+    let mut gpu = spec("gpu-1", "inc", vec![Value::from(1)]);
+    gpu.resources = Some([("GPU".to_string(), 1.0)].into());
+    let mut pinned = spec("pinned-1", "inc", vec![Value::from(1)]);
+    pinned.workers = Some(vec!["big".into()]);
+    sim.submit(
+        c,
+        1,
+        vec![
+            spec("x-1", "inc", vec![Value::from(1)]),
+            spec("y-1", "inc", vec![r("x-1")]),
+            spec("odd-1", "mystery", vec![]),
+            gpu,
+            pinned,
+        ],
+        &["y-1", "odd-1", "gpu-1", "pinned-1"],
+    );
+    let reason = |sim: &Sim, key: &str| {
+        let t = sim.s.task_by_key[key];
+        sim.s.wait_reason(t).map(|r| r.code)
+    };
+    assert_eq!(reason(&sim, "x-1"), Some("no-workers"));
+    assert_eq!(reason(&sim, "y-1"), Some("dependencies"));
+    let w = sim.worker("small", &["inc"], 1);
+    assert_eq!(reason(&sim, "odd-1"), Some("no-function"));
+    assert_eq!(reason(&sim, "gpu-1"), Some("no-resources"));
+    assert_eq!(reason(&sim, "pinned-1"), Some("no-allowed-worker"));
+    let detail = sim.s.task_detail("gpu-1").unwrap();
+    assert_eq!(detail["waiting"]["reason"], "no-resources");
+    assert!(detail["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GPU=1"));
+    assert_eq!(detail["wanted_by_clients"].as_array().unwrap().len(), 1);
+    assert_eq!(sim.s.task_detail("nothing"), None);
+
+    // Pages: three no-worker tasks, two per page, then the end.
+    let first = sim.s.waiting_page(0, 2, Some("no-worker"));
+    assert_eq!(first.tasks.len(), 2);
+    let next = first.next.expect("a second page");
+    let second = sim.s.waiting_page(next, 2, Some("no-worker"));
+    let mut all: Vec<String> = first
+        .tasks
+        .iter()
+        .chain(&second.tasks)
+        .map(|t| t.key.to_string())
+        .collect();
+    all.sort();
+    assert_eq!(all, ["gpu-1", "odd-1", "pinned-1"]);
+    assert!(second.tasks.iter().all(|t| t.reason.needs_a_worker()));
+    let everything = sim.s.waiting_page(0, 100, None);
+    assert_eq!(everything.next, None);
+    assert_eq!(everything.tasks.len(), 4, "{everything:?}");
+
+    // x-1 runs; a second inc queues behind it on the one thread.
+    sim.submit(
+        c,
+        2,
+        vec![spec("z-1", "inc", vec![Value::from(3)])],
+        &["z-1"],
+    );
+    sim.submit(
+        c,
+        3,
+        vec![spec("z-2", "inc", vec![Value::from(4)])],
+        &["z-2"],
+    );
+    assert_eq!(reason(&sim, "x-1"), None);
+    assert_eq!(reason(&sim, "z-2"), Some("busy"));
+    let _ = sim.recv(w);
+}
+
+#[test]
+fn operators_get_one_line_per_event_they_care_about() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["inc"], 2);
+    let w2 = sim.worker("w2", &["inc"], 1);
+    let c = sim.client();
+    // A stranger that does not say hello.
+    let bad = sim.connect();
+    sim.send(bad, Heartbeat { metrics: None });
+    let records = logs(&mut sim);
+    assert_eq!(
+        events(&records),
+        [
+            "worker-joined",
+            "worker-joined",
+            "client-connected",
+            "connection-refused"
+        ]
+    );
+    assert!(records[0].message.contains("w1") && records[0].message.contains("2 threads"));
+    assert!(records[3].message.contains("3002 bad-handshake"));
+
+    // Many tasks err: ten lines, then one summary later; finishing tasks
+    // logs nothing.
+    let tasks: Vec<TaskSpec> = (0..30)
+        .map(|i| spec(&format!("t-{i}"), "inc", vec![Value::from(i)]))
+        .collect();
+    let wanted: Vec<String> = (0..30).map(|i| format!("t-{i}")).collect();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    sim.submit(c, 1, tasks, &wanted);
+    loop {
+        let mut sent: Vec<(ConnId, String)> = Vec::new();
+        for w in [w1, w2] {
+            let got = sim.recv(w);
+            sent.extend(computes(&got).iter().map(|m| (w, m.key.to_string())));
+        }
+        if sent.is_empty() {
+            break;
+        }
+        for (w, k) in sent {
+            sim.fail(w, &k, "boom");
+        }
+    }
+    let records = logs(&mut sim);
+    assert_eq!(events(&records), ["task-erred"; 10]);
+    // A worker that closes leaves; one that goes silent is declared dead.
+    sim.send(w1, Close { reason: None });
+    sim.advance(Duration::from_secs(11));
+    sim.close(c);
+    let records = logs(&mut sim);
+    assert!(records
+        .iter()
+        .any(|r| r.event == "tasks-erred" && r.message.starts_with("20 more tasks erred")));
+    let got = events(&records);
+    assert!(got.contains(&"worker-left"), "{got:?}");
+    assert!(got.contains(&"worker-lost"), "{got:?}");
+    assert!(got.contains(&"client-left"), "{got:?}");
+    let _ = w2;
+    let dead = records.iter().find(|r| r.event == "worker-lost").unwrap();
+    assert!(
+        dead.message.contains("heartbeat timeout"),
+        "{}",
+        dead.message
+    );
+    let snap = sim.s.snapshot();
+    assert_eq!(snap.counters.workers_removed["closed"], 1);
+    assert_eq!(snap.counters.workers_removed["timeout"], 1);
+    assert_eq!(snap.counters.connections_refused["bad-handshake"], 1);
+    assert_eq!(snap.counters.clients_removed, 1);
+}
