@@ -1,80 +1,43 @@
-//! [`WorkerDriver`]: core's worker state machine plus the worker's
-//! connections (scheduler, peers fetching from it, peers it fetches from),
-//! driven by the JS `Worker`.
+//! [`WorkerDriver`]: core's worker state machine behind the JS `Worker`.
 //!
-//! This is the part of `worker/src/server.rs` that is protocol, not I/O:
-//! the handshake on each connection, registration, framing, which message
-//! may arrive where, and turning the state machine's outputs into bytes per
-//! connection. JS owns the sockets and the functions: it opens the
-//! connections the driver asks for, feeds bytes and closes in, writes what
-//! [`WorkerDriver::drain`] gives out, runs the tasks it lists, and reports
-//! each result with [`WorkerDriver::task_done`].
+//! The machine ([`dask_core::worker::WorkerState`]) owns the worker's
+//! protocol: which connections there are, their hellos and deadlines,
+//! registration, what may arrive where. This driver adds only what wasm
+//! needs in between: framing (bytes in, messages to the machine; messages
+//! out, bytes per connection) and the runs, with their dependencies
+//! spliced into the arguments. JS owns the sockets and the functions: it
+//! opens the connections the drain asks for, feeds bytes and closes in,
+//! writes what [`WorkerDriver::drain`] gives out, runs the tasks it lists,
+//! and reports each result with [`WorkerDriver::task_done`].
 //!
-//! Connections are numbered: [`SCHEDULER`] is the scheduler connection,
-//! incoming peers get a number from [`WorkerDriver::accept`], outgoing
-//! peers one from a `connects` entry of the drain.
+//! Connections are numbered here (the edge names them, as
+//! [`dask_core::ConnId`] says): outgoing ones (the scheduler's first) come
+//! in a drain's `connects`, incoming peers get a number from
+//! [`WorkerDriver::accept`]. Numbers are not reused while the driver lives.
 //!
 //! Time is milliseconds since an origin JS chooses (`performance.now()`),
 //! passed with every input; it only has to be monotonic.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dask_core::frame::{FrameDecoder, FrameEncoder};
-use dask_core::handshake;
-use dask_core::messages::{Close, ErrorReport, RegisterWorker, Resources, Role};
+use dask_core::messages::Resources;
 use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
-use dask_core::worker::{
-    Job, PeerId, PeerLink, PeerVerdict, TaskDone, TaskError, WorkerOutput, WorkerState,
-    WorkerStateConfig,
-};
-use dask_core::{ErrorCode, Key, Message, Timestamp, WireError};
+use dask_core::worker::{Job, TaskDone, TaskError, WorkerOutput, WorkerState, WorkerStateConfig};
+use dask_core::{ConnId, Key, Timestamp, WireError};
 
 use crate::pack::{Command, MapWriter};
 
-/// The scheduler connection's number.
-pub const SCHEDULER: u32 = 1;
-
-/// Most connections at once; further incoming peers are refused (accept
-/// returns 0) and fetches beyond it count as failed holders.
-pub const CONNECTIONS_MAX: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    Scheduler,
-    /// A peer fetching from us.
-    Incoming(PeerId),
-    /// Us fetching from the worker at this data address.
-    Outgoing(String),
-}
-
-#[derive(Debug)]
-struct Conn {
-    kind: Kind,
+/// The framing of one connection.
+#[derive(Debug, Default)]
+struct Framing {
     decoder: FrameDecoder,
     encoder: FrameEncoder,
-    handshaken: bool,
-    /// Being closed: nothing more is read; JS ends it after writing.
+    /// The machine closed it: nothing more is read; JS ends it after
+    /// writing.
     closing: bool,
-}
-
-impl Conn {
-    fn new(kind: Kind) -> Conn {
-        Conn {
-            kind,
-            decoder: FrameDecoder::default(),
-            encoder: FrameEncoder::default(),
-            handshaken: false,
-            closing: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    AwaitHello,
-    AwaitRegistered,
-    Running,
 }
 
 #[derive(Debug)]
@@ -97,84 +60,73 @@ struct Run {
 /// A worker's protocol side. See the module docs.
 pub struct WorkerDriver {
     state: WorkerState,
-    name: String,
     scheduler_address: String,
-    phase: Phase,
-    conns: BTreeMap<u32, Conn>,
-    next_conn: u32,
-    outgoing: HashMap<String, u32>,
-    peers: HashMap<PeerId, u32>,
+    conns: BTreeMap<u32, Framing>,
+    /// The last connection number given.
+    last_conn: u32,
     runs: Vec<Run>,
     connects: Vec<(u32, String)>,
     closes: Vec<u32>,
     events: Vec<Event>,
+    registered: bool,
     finished: bool,
     now: Timestamp,
+}
+
+/// A connection's number as JS holds it (ids are numbered here, so they
+/// fit).
+fn js_conn(conn: ConnId) -> u32 {
+    u32::try_from(conn.0).unwrap_or(u32::MAX)
 }
 
 impl WorkerDriver {
     /// A worker from `{scheduler, name, address, nthreads, functions,
     /// resources?, memory_limit?, pid?, now_ms}`: `address` is the data
-    /// address JS listens on. The scheduler connection is asked for and
-    /// its `hello` and `register-worker` queued.
+    /// address JS listens on. The scheduler connection is asked for in the
+    /// first drain, its `hello` and `register-worker` queued.
     pub fn new(config: &[u8]) -> Result<WorkerDriver, String> {
         let c = Command::parse(config)?;
         let scheduler_address: String = c.field("scheduler")?;
         let name: String = c.field("name")?;
         let address: String = c.field("address")?;
         let nthreads = c.field::<u32>("nthreads")?.max(1);
-        let mut functions: Vec<String> = c.field("functions")?;
-        functions.sort();
-        functions.dedup();
+        let functions: Vec<String> = c.field("functions")?;
         let resources: Option<Resources> = c.field("resources")?;
         let memory_limit: Option<u64> = c.field("memory_limit")?;
         let pid: Option<u32> = c.field("pid")?;
         let now = Timestamp::from_millis_f64(c.millis("now_ms")?);
 
         let mut config = WorkerStateConfig::new(
-            address.clone(),
+            scheduler_address.clone(),
+            name,
+            address,
             nthreads as usize,
-            functions.iter().cloned().collect::<HashSet<_>>(),
+            functions.into_iter().collect::<HashSet<_>>(),
         );
+        config.pid = pid;
         // JS starts every run it is given at once, so runs handed out
         // ahead would exceed nthreads rather than wait in a queue.
         config.dispatch_ahead = 0;
-        config.resources = resources.clone().unwrap_or_default();
-        let mut driver = WorkerDriver {
+        config.resources = resources.unwrap_or_default();
+        // The limit is announced; the JS worker neither spills nor pauses.
+        config.memory_limit = memory_limit;
+        config.memory_target_fraction = None;
+        config.memory_pause_fraction = None;
+        // Each report goes out at once, as the JS worker always did.
+        config.report_delay_max = Duration::ZERO;
+        Ok(WorkerDriver {
             state: WorkerState::new(config, now),
-            name: name.clone(),
-            scheduler_address: scheduler_address.clone(),
-            phase: Phase::AwaitHello,
+            scheduler_address,
             conns: BTreeMap::new(),
-            next_conn: SCHEDULER + 1,
-            outgoing: HashMap::new(),
-            peers: HashMap::new(),
+            last_conn: 0,
             runs: Vec::new(),
-            connects: vec![(SCHEDULER, scheduler_address)],
+            connects: Vec::new(),
             closes: Vec::new(),
             events: Vec::new(),
+            registered: false,
             finished: false,
             now,
-        };
-        driver.conns.insert(SCHEDULER, Conn::new(Kind::Scheduler));
-        // The hello goes alone in the first frame; register-worker follows
-        // in a second frame without waiting for the reply.
-        let hello = Message::Hello(handshake::offer(Role::Worker, Some(name.clone())));
-        driver.send(SCHEDULER, &hello);
-        if let Some(conn) = driver.conns.get_mut(&SCHEDULER) {
-            conn.encoder.finish();
-        }
-        let register = RegisterWorker {
-            name,
-            address,
-            nthreads,
-            memory_limit,
-            resources: resources.filter(|r| !r.is_empty()),
-            functions,
-            pid,
-        };
-        driver.send(SCHEDULER, &Message::RegisterWorker(register));
-        Ok(driver)
+        })
     }
 
     /// The scheduler address given at creation.
@@ -196,27 +148,29 @@ impl WorkerDriver {
     /// A peer connected to the data address: its connection number, or 0
     /// when it is refused (too many connections, or the worker is over).
     pub fn accept(&mut self, now_ms: f64) -> u32 {
-        self.tick_clock(now_ms);
-        if self.finished || self.conns.len() >= CONNECTIONS_MAX {
+        let now = self.tick_clock(now_ms);
+        let id = self.new_conn();
+        self.conns.insert(id, Framing::default());
+        let conn = ConnId(u64::from(id));
+        self.state.handle_connected(now, conn);
+        // Refused: the machine closes it at once.
+        if !self.state.knows(conn) {
+            self.conns.remove(&id);
             return 0;
         }
-        let id = self.next_id();
-        let peer = PeerId(u64::from(id));
-        self.peers.insert(peer, id);
-        self.conns.insert(id, Conn::new(Kind::Incoming(peer)));
         id
     }
 
-    fn next_id(&mut self) -> u32 {
-        // Numbers are not reused while the driver lives (4 billion opens).
-        let id = self.next_conn;
-        self.next_conn = self.next_conn.wrapping_add(1).max(SCHEDULER + 1);
-        id
+    /// A connection number not given before (4 billion opens would wrap).
+    fn new_conn(&mut self) -> u32 {
+        self.last_conn = self.last_conn.wrapping_add(1).max(1);
+        self.last_conn
     }
 
     /// Bytes arrived on connection `conn`.
     pub fn receive(&mut self, conn: u32, now_ms: f64, bytes: &[u8]) {
         let now = self.tick_clock(now_ms);
+        let id = ConnId(u64::from(conn));
         match self.conns.get_mut(&conn) {
             Some(c) if !c.closing => c.decoder.push(bytes),
             _ => return, // late bytes of a connection being closed
@@ -225,19 +179,13 @@ impl WorkerDriver {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if c.closing {
-                return;
-            }
             match c.decoder.poll() {
-                Ok(Some(messages)) => {
-                    for m in messages {
-                        if !self.message(conn, now, m) {
-                            return;
-                        }
-                    }
-                }
+                Ok(Some(messages)) => self.state.handle_frame(now, id, messages),
                 Ok(None) => return,
-                Err(e) => return self.protocol_error(conn, now, e),
+                Err(e) => {
+                    c.closing = true;
+                    return self.state.handle_protocol_error(now, id, e);
+                }
             }
         }
     }
@@ -245,37 +193,16 @@ impl WorkerDriver {
     /// Connection `conn` closed or failed (or could not be opened).
     pub fn conn_closed(&mut self, conn: u32, now_ms: f64, reason: &str) {
         let now = self.tick_clock(now_ms);
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        if c.closing {
-            return; // already forgotten when it was closed on purpose
-        }
-        match c.kind {
-            Kind::Scheduler => {
-                if self.finished {
-                    return;
-                }
-                let reason = format!("scheduler connection: {reason}");
-                if self.phase == Phase::Running {
-                    self.state.handle_scheduler_lost(now, reason);
-                } else {
-                    self.fail_registration(format!("{reason} (before registering)"));
-                }
-            }
-            kind => self.forget_peer(now, conn, &kind),
+        if self.conns.remove(&conn).is_some() {
+            self.state
+                .handle_closed(now, ConnId(u64::from(conn)), reason);
         }
     }
 
     /// Everything written on connection `conn` has been flushed.
     pub fn conn_drained(&mut self, conn: u32) {
-        if let Some(Conn {
-            kind: Kind::Incoming(peer),
-            ..
-        }) = self.conns.get(&conn)
-        {
-            self.state.handle_peer_drained(*peer);
-        }
+        let now = self.now;
+        self.state.handle_drained(now, ConnId(u64::from(conn)));
     }
 
     /// A run ended: `{run_id, now_ms, duration_us, error?: {error_type,
@@ -306,22 +233,13 @@ impl WorkerDriver {
     /// Time passed (a timer set from `timeout_ms` fired).
     pub fn tick(&mut self, now_ms: f64) {
         let now = self.tick_clock(now_ms);
-        self.state.handle_tick(now);
+        self.state.handle_timeout(now);
     }
 
     /// Leaves the cluster: `close` to the scheduler, every connection ends.
     pub fn stop(&mut self, now_ms: f64) {
-        self.tick_clock(now_ms);
-        if self.finished {
-            return;
-        }
-        self.send(
-            SCHEDULER,
-            &Message::Close(Close {
-                reason: Some("worker stopping".into()),
-            }),
-        );
-        self.finish(None);
+        let now = self.tick_clock(now_ms);
+        self.state.handle_stop(now);
     }
 
     /// Everything to do now, as the msgpack map
@@ -335,20 +253,6 @@ impl WorkerDriver {
         let now = self.tick_clock(now_ms);
         while let Some(output) = self.state.poll_output() {
             self.handle_output(now, output);
-        }
-        if self.finished {
-            let open: Vec<u32> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| !c.closing)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in open {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.closing = true;
-                }
-                self.closes.push(id);
-            }
         }
         let writes: Vec<(u32, Vec<u8>)> = self
             .conns
@@ -418,203 +322,50 @@ impl WorkerDriver {
         out
     }
 
-    // ---- messages ---------------------------------------------------------
-
-    /// Handles one message from `conn`; false when that connection is
-    /// being closed (the rest of its frame is dropped).
-    fn message(&mut self, conn: u32, now: Timestamp, message: Message) -> bool {
-        let Some(c) = self.conns.get(&conn) else {
-            return false;
-        };
-        if c.kind == Kind::Scheduler {
-            self.scheduler_message(now, message);
-            return !self.finished;
-        }
-        self.peer_message(conn, now, message)
-    }
-
-    fn scheduler_message(&mut self, now: Timestamp, message: Message) {
-        if self.finished {
-            return;
-        }
-        match (self.phase, message) {
-            (Phase::Running, message) => self.state.handle_scheduler_message(now, message),
-            (Phase::AwaitHello, Message::Hello(hello)) => {
-                match handshake::check_reply(&hello, Role::Scheduler) {
-                    Ok(_) => self.phase = Phase::AwaitRegistered,
-                    Err(e) => self.protocol_error(SCHEDULER, now, e),
-                }
-            }
-            (Phase::AwaitRegistered, Message::WorkerRegistered(r)) => {
-                self.phase = Phase::Running;
-                self.events.push(Event::Registered { id: r.id });
-                self.state
-                    .handle_scheduler_message(now, Message::WorkerRegistered(r));
-            }
-            (_, Message::ErrorReport(e)) => self.fail_registration(format!(
-                "the scheduler refused the worker ({}): {}",
-                e.code, e.message
-            )),
-            (Phase::AwaitHello, other) => {
-                let e = WireError::new(
-                    ErrorCode::BadHandshake,
-                    format!("expected hello, got `{}`", other.op()),
-                );
-                self.protocol_error(SCHEDULER, now, e)
-            }
-            (Phase::AwaitRegistered, other) => {
-                let e = WireError::new(
-                    ErrorCode::UnexpectedMessage,
-                    format!("expected worker-registered, got `{}`", other.op()),
-                );
-                self.protocol_error(SCHEDULER, now, e)
-            }
-        }
-    }
-
-    fn peer_message(&mut self, conn: u32, now: Timestamp, message: Message) -> bool {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        let link = match &c.kind {
-            Kind::Incoming(peer) => PeerLink::Incoming(*peer),
-            Kind::Outgoing(address) => PeerLink::Outgoing(address),
-            Kind::Scheduler => return false, // routed by `message`
-        };
-        let verdict = self
-            .state
-            .handle_peer_message(now, link, c.handshaken, &self.name, message);
-        match verdict {
-            PeerVerdict::Continue => true,
-            PeerVerdict::Handshaken(reply) => {
-                c.handshaken = true;
-                if let Some(reply) = reply {
-                    self.send(conn, &reply);
-                }
-                true
-            }
-            PeerVerdict::Close => {
-                self.drop_conn(conn, now);
-                false
-            }
-            PeerVerdict::Reject(e) => {
-                self.protocol_error(conn, now, e);
-                false
-            }
-        }
-    }
-
-    /// `conn` broke the protocol: a fatal `error` goes out on it, then it
-    /// is closed (the scheduler connection through the state machine once
-    /// registered, as the Rust worker does).
-    fn protocol_error(&mut self, conn: u32, now: Timestamp, e: WireError) {
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        if c.kind == Kind::Scheduler {
-            if self.phase == Phase::Running {
-                self.state
-                    .handle_scheduler_protocol_error(now, e.code, e.message);
-            } else {
-                self.send(SCHEDULER, &Message::error(&e, None));
-                self.fail_registration(format!(
-                    "scheduler broke the protocol while registering: {e}"
-                ));
-            }
-            return;
-        }
-        self.send(
-            conn,
-            &Message::ErrorReport(ErrorReport {
-                code: e.code.number(),
-                message: e.message,
-                fatal: true,
-                request: None,
-                keys: None,
-            }),
-        );
-        self.drop_conn(conn, now);
-    }
-
-    /// Closes a peer connection on purpose (after writing what is queued)
-    /// and tells the state machine it is gone.
-    fn drop_conn(&mut self, conn: u32, now: Timestamp) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        c.closing = true;
-        let kind = c.kind.clone();
-        self.closes.push(conn);
-        self.forget_peer(now, conn, &kind);
-    }
-
-    fn forget_peer(&mut self, now: Timestamp, conn: u32, kind: &Kind) {
-        match kind {
-            Kind::Incoming(peer) => {
-                self.peers.remove(peer);
-                self.state.handle_peer_closed(*peer);
-            }
-            Kind::Outgoing(address) => {
-                if self.outgoing.get(address) == Some(&conn) {
-                    self.outgoing.remove(address);
-                }
-                self.state.handle_peer_failed(now, address);
-            }
-            Kind::Scheduler => {}
-        }
-    }
-
-    fn fail_registration(&mut self, message: String) {
-        if self.finished {
-            return;
-        }
-        self.events.push(Event::Refused(message.clone()));
-        self.finish(Some(message));
-    }
-
-    fn finish(&mut self, error: Option<String>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        self.events.push(Event::Finished(error));
-    }
-
-    fn send(&mut self, conn: u32, message: &Message) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return; // that connection is gone
-        };
-        if let Err(e) = c.encoder.push(message) {
-            // Only a message over the frame limit is refused, and the state
-            // machine never builds one; report rather than lose it silently.
-            self.events
-                .push(Event::Log(format!("cannot send `{}`: {e}", message.op())));
-        }
-    }
-
     // ---- outputs of the state machine ---------------------------------------
+
+    fn framing(&mut self, conn: ConnId) -> Option<&mut Framing> {
+        self.conns.get_mut(&js_conn(conn))
+    }
 
     fn handle_output(&mut self, now: Timestamp, output: WorkerOutput) {
         match output {
-            WorkerOutput::ToScheduler(message) => self.send(SCHEDULER, &message),
-            WorkerOutput::FetchFromPeer { address, request } => {
-                let conn = match self.outgoing.get(&address) {
-                    Some(&conn) => conn,
-                    None if self.conns.len() >= CONNECTIONS_MAX || self.finished => {
-                        return self.state.handle_peer_failed(now, &address);
-                    }
-                    None => self.open_outgoing(&address),
-                };
-                self.send(conn, &Message::GetData(request));
+            WorkerOutput::Connect { address } => {
+                let id = self.new_conn();
+                self.conns.insert(id, Framing::default());
+                self.connects.push((id, address));
+                self.state.handle_connecting(now, Ok(ConnId(u64::from(id))));
             }
-            WorkerOutput::ToPeer { peer, message } => {
-                if let Some(&conn) = self.peers.get(&peer) {
-                    self.send(conn, &message);
+            WorkerOutput::Send(conn, message) => {
+                let pushed = match self.framing(conn) {
+                    Some(c) => c.encoder.push(&message),
+                    None => return,
+                };
+                if let Err(e) = pushed {
+                    // Only a message over the frame limit is refused, and
+                    // the machine never builds one; report rather than
+                    // lose it silently.
+                    let line = format!("cannot send `{}`: {e}", message.op());
+                    self.events.push(Event::Log(line));
                 }
             }
+            WorkerOutput::EndFrame(conn) => {
+                if let Some(c) = self.framing(conn) {
+                    c.encoder.finish();
+                }
+            }
+            WorkerOutput::Close(conn) => {
+                if let Some(c) = self.framing(conn) {
+                    c.closing = true;
+                    self.closes.push(js_conn(conn));
+                }
+            }
+            // The JS worker never registers again by itself (its
+            // reconnect timeout is zero: whoever runs it restarts it), so
+            // the machine never asks for a new listener.
+            WorkerOutput::Listen => self
+                .state
+                .handle_listen_failed(now, "the JS worker does not listen again"),
             WorkerOutput::Execute(job) => self.execute(now, job),
             WorkerOutput::Withdraw { run_id } => {
                 // A run of this same drain has not reached JS yet; one that
@@ -628,25 +379,20 @@ impl WorkerDriver {
                 };
                 self.state.handle_withdrawn(now, run_id, withdrawn);
             }
-            WorkerOutput::CloseScheduler { error } => self.finish(error),
+            WorkerOutput::Registered { id, .. } => {
+                self.registered = true;
+                self.events.push(Event::Registered { id });
+            }
+            WorkerOutput::Log(line) => self.events.push(Event::Log(line)),
+            WorkerOutput::Finished { error } => {
+                self.finished = true;
+                let error = error.map(|e| e.message);
+                if let (false, Some(message)) = (self.registered, &error) {
+                    self.events.push(Event::Refused(message.clone()));
+                }
+                self.events.push(Event::Finished(error));
+            }
         }
-    }
-
-    fn open_outgoing(&mut self, address: &str) -> u32 {
-        let id = self.next_id();
-        self.conns
-            .insert(id, Conn::new(Kind::Outgoing(address.to_string())));
-        self.outgoing.insert(address.to_string(), id);
-        self.connects.push((id, address.to_string()));
-        // Pipelined: the hello, then requests, before the reply arrives.
-        // The hello goes alone in its frame: the frame holding a hello must
-        // stay under hello_frame_bytes_max (64 KiB), a get-data may not.
-        let hello = Message::Hello(handshake::offer(Role::Peer, Some(self.name.clone())));
-        self.send(id, &hello);
-        if let Some(conn) = self.conns.get_mut(&id) {
-            conn.encoder.finish();
-        }
-        id
     }
 
     fn execute(&mut self, now: Timestamp, job: Job) {
@@ -774,7 +520,12 @@ pub fn splice_refs(bytes: &[u8], deps: &HashMap<&str, &[u8]>) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dask_core::messages::{ComputeTask, GetData, Hello, WorkerRegistered};
+    use dask_core::handshake;
+    use dask_core::messages::{ComputeTask, GetData, Hello, Role, WorkerRegistered};
+    use dask_core::{ErrorCode, Message};
+
+    /// The scheduler connection: the machine's first.
+    const SCHEDULER: u32 = 1;
     use dask_core::msgpack::task_ref_value;
     use rmpv::Value;
 

@@ -15,7 +15,7 @@ use dask_core::RawValue;
 use rmpv::Value;
 
 use crate::function::{FunctionRegistry, TaskError};
-use crate::state::{Job, TaskDone};
+use dask_core::worker::{Job, TaskDone};
 
 /// Runs one job on the calling thread. Never panics: a panicking function
 /// becomes a `Panic` error.
@@ -162,8 +162,11 @@ struct Shared {
     /// Whether the loop has been woken for `done` already, so a burst of
     /// completions costs one wakeup.
     wake_pending: AtomicBool,
-    waker: Arc<mio::Waker>,
+    wake: Wake,
 }
+
+/// Wakes the event loop (the reactor's waker, in the worker).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
 
 /// A fixed pool of executor threads taking jobs from one queue, highest
 /// priority first. At most `nthreads` jobs run at once (one per thread); a
@@ -175,11 +178,11 @@ pub struct ExecutorPool {
 
 impl ExecutorPool {
     /// Starts `nthreads` threads running functions from `registry`; each
-    /// completion wakes the event loop through `waker`.
+    /// burst of completions wakes the event loop through `wake`.
     pub fn start(
         nthreads: usize,
         registry: FunctionRegistry,
-        waker: Arc<mio::Waker>,
+        wake: Wake,
         thread_name: &str,
     ) -> std::io::Result<ExecutorPool> {
         let shared = Arc::new(Shared {
@@ -191,7 +194,7 @@ impl ExecutorPool {
             job_available: Condvar::new(),
             done: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
-            waker,
+            wake,
         });
         let mut threads = Vec::with_capacity(nthreads);
         for index in 0..nthreads {
@@ -298,7 +301,7 @@ fn executor_thread(shared: &Shared, registry: &FunctionRegistry) {
             queue.push(done);
         }
         if !shared.wake_pending.swap(true, Ordering::AcqRel) {
-            let _ = shared.waker.wake();
+            (shared.wake)();
         }
     }
 }
@@ -415,7 +418,8 @@ mod tests {
     #[test]
     fn the_pool_runs_jobs_and_reports_completions() {
         let mut poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let waker: Wake = Box::new(move || drop(waker.wake()));
         let mut pool = ExecutorPool::start(2, FunctionRegistry::builtins(), waker, "t").unwrap();
         let jobs = (0..5).map(|i| {
             let mut j = job("inc", Value::Array(vec![Value::from(i)]), None, vec![]);
@@ -442,7 +446,8 @@ mod tests {
     #[test]
     fn a_queued_job_can_be_withdrawn_before_a_thread_takes_it() {
         let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let waker: Wake = Box::new(move || drop(waker.wake()));
         let gate = Arc::new(Mutex::new(()));
         let started = Arc::new(AtomicBool::new(false));
         let mut registry = FunctionRegistry::new();
@@ -474,7 +479,8 @@ mod tests {
     #[test]
     fn queued_jobs_start_highest_priority_first_then_in_arrival_order() {
         let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let waker: Wake = Box::new(move || drop(waker.wake()));
         let gate = Arc::new(Mutex::new(()));
         let order = Arc::new(Mutex::new(Vec::new()));
         let started = Arc::new(AtomicBool::new(false));

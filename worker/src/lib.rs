@@ -6,9 +6,9 @@
 //!
 //! - [`function`]: the function registry and the task error type.
 //! - [`builtins`]: the documented built-in library, conformance functions included.
-//! - [`state`]: the worker state machine, sans-IO (tasks, fetches, data store).
 //! - [`executor`]: running one task, and the executor thread pool.
-//! - [`server`]: the mio event loop and the public [`WorkerHandle`].
+//! - [`event_loop`]: the mio event loop driving `dask_core::worker::WorkerState`
+//!   (the worker's protocol, sans-IO), and the public [`WorkerHandle`].
 //! - [`spill`]: the spill store on disk (one file per spilled value).
 //!
 //! ```no_run
@@ -25,11 +25,10 @@
 #![deny(missing_docs)]
 
 pub mod builtins;
+pub mod event_loop;
 pub mod executor;
 pub mod function;
-pub mod server;
 pub mod spill;
-pub mod state;
 
+pub use event_loop::{WorkerConfig, WorkerHandle};
 pub use function::{FunctionRegistry, TaskError, TaskFn, TaskResult};
-pub use server::{WorkerConfig, WorkerHandle};

@@ -855,6 +855,27 @@ fn a_refused_registration_is_an_error_from_start() {
     });
     let err = result.err().expect("refused");
     assert!(err.to_string().contains("name in use"), "{err}");
+    // The scheduler's refusal carries no operating-system error (the C
+    // SDK tells DASK_REFUSED from DASK_CONNECTION by that).
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(err.raw_os_error(), None);
+}
+
+#[test]
+fn an_unreachable_scheduler_fails_the_start_with_the_connects_own_error() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let err = WorkerHandle::start(WorkerConfig {
+        scheduler: closed,
+        nthreads: 1,
+        ..WorkerConfig::default()
+    })
+    .err()
+    .expect("nobody listens there");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(err.raw_os_error().is_some(), "the OS's error: {err:?}");
 }
 
 #[test]

@@ -39,12 +39,47 @@ pub const MEMORY_TARGET_FRACTION_DEFAULT: f64 = 0.6;
 /// `distributed.worker.memory.pause`).
 pub const MEMORY_PAUSE_FRACTION_DEFAULT: f64 = 0.8;
 
+/// How long an incoming data connection may take to send its `hello`
+/// before it gets 3002 and is closed (spec: "Handshake").
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the scheduler may take to answer the hello and the
+/// registration before the attempt counts as failed.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause before each attempt to register again after losing the scheduler.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Most data connections (incoming and outgoing) at once: further incoming
+/// ones are refused, and a fetch that would need one more counts as a
+/// failed holder.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// Queued or running tasks per thread from which a worker is busy for a
+/// while whatever the scheduler says: its reports (task-finished and the
+/// rest) may then wait up to [`WorkerStateConfig::report_delay_max`] to go
+/// out together. Tasks of microseconds otherwise cost one frame, one write
+/// and one scheduler wakeup per handful of tasks, which is most of the
+/// work; an idle or nearly idle worker (a chain, a single task) reports at
+/// once. Dask batches these streams too (every 2 ms, busy or not).
+pub const REPORT_BATCH_BACKLOG_PER_THREAD: usize = 128;
+
+/// Longest a report waits for others to join it, by default.
+pub const REPORT_DELAY_MAX: Duration = Duration::from_millis(1);
+
 /// What the worker is and may do.
 #[derive(Debug, Clone)]
 pub struct WorkerStateConfig {
+    /// The scheduler's address (`tcp://HOST:PORT`).
+    pub scheduler: String,
+    /// The name registered (unique in the cluster), also given in hellos.
+    pub name: String,
     /// This worker's data address as registered (`tcp://..`): a who_has
-    /// entry naming it is never fetched from.
+    /// entry naming it is never fetched from. After a reconnection, the
+    /// address of the new listener.
     pub address: String,
+    /// The process id announced in `register-worker`, if any.
+    pub pid: Option<u32>,
     /// Tasks run at once, at most.
     pub nthreads: usize,
     /// Runs handed to the executor beyond `nthreads`, queued there so a
@@ -75,13 +110,41 @@ pub struct WorkerStateConfig {
     /// of the limit. `None`: never pause. Default
     /// [`MEMORY_PAUSE_FRACTION_DEFAULT`].
     pub memory_pause_fraction: Option<f64>,
+    /// An incoming data connection without a `hello` for this long is
+    /// refused (3002). Default [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// [`REGISTER_TIMEOUT`].
+    pub register_timeout: Duration,
+    /// After losing a registered scheduler connection (closed, broken, a
+    /// fatal error; not a `close`), try for this long to register again
+    /// as a new, empty worker, every [`WorkerStateConfig::reconnect_delay`].
+    /// Zero (the default): the worker finishes instead.
+    pub reconnect_timeout: Duration,
+    /// [`RECONNECT_DELAY`].
+    pub reconnect_delay: Duration,
+    /// [`CONNECTIONS_MAX`].
+    pub connections_max: usize,
+    /// Longest a report to the scheduler waits for others while the worker
+    /// is busy ([`REPORT_BATCH_BACKLOG_PER_THREAD`]); zero: never waits.
+    /// Default [`REPORT_DELAY_MAX`].
+    pub report_delay_max: Duration,
 }
 
 impl WorkerStateConfig {
-    /// A configuration with the protocol's limits.
-    pub fn new(address: impl Into<String>, nthreads: usize, functions: HashSet<String>) -> Self {
+    /// A worker named `name` registering with the scheduler at
+    /// `scheduler`, serving data at `address`, with the protocol's limits.
+    pub fn new(
+        scheduler: impl Into<String>,
+        name: impl Into<String>,
+        address: impl Into<String>,
+        nthreads: usize,
+        functions: HashSet<String>,
+    ) -> Self {
         WorkerStateConfig {
+            scheduler: scheduler.into(),
+            name: name.into(),
             address: address.into(),
+            pid: None,
             nthreads: nthreads.max(1),
             dispatch_ahead: nthreads.max(DISPATCH_AHEAD_MIN),
             functions,
@@ -92,6 +155,12 @@ impl WorkerStateConfig {
             memory_limit: None,
             memory_target_fraction: Some(MEMORY_TARGET_FRACTION_DEFAULT),
             memory_pause_fraction: Some(MEMORY_PAUSE_FRACTION_DEFAULT),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            register_timeout: REGISTER_TIMEOUT,
+            reconnect_timeout: Duration::ZERO,
+            reconnect_delay: RECONNECT_DELAY,
+            connections_max: CONNECTIONS_MAX,
+            report_delay_max: REPORT_DELAY_MAX,
         }
     }
 

@@ -89,7 +89,7 @@ impl WorkerState {
             return; // freed, then assigned again: this run is stale
         }
         let task = self.remove_task(slot);
-        if self.closed {
+        if !self.is_registered() {
             return;
         }
         let reply = match done.result {
@@ -142,7 +142,7 @@ impl WorkerState {
             }
         }
         if let Withdrawal::Steal(key) = reason {
-            if !self.closed {
+            if self.is_registered() {
                 self.emit(Message::StealResponse(StealResponse {
                     key,
                     stolen: withdrawn,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::execute::TaskState;
-use super::{WorkerOutput, WorkerState};
+use super::WorkerState;
 use crate::messages::{Busy, Data, GetData, MissingData};
-use crate::{Key, Message, RawValue, Timestamp};
+use crate::{Key, Message, RawValue};
 
 /// First delay before asking a `busy` holder again; doubles per answer.
 pub const BUSY_RETRY_DELAY_MIN: Duration = Duration::from_millis(10);
@@ -50,10 +50,9 @@ pub(super) struct PeerRequest {
 
 impl WorkerState {
     /// A `data` or `busy` from the holder at `address`, answering one of
-    /// our `get-data` requests. Anything else is ignored (the event loop
-    /// treats other messages as a failure of that connection).
-    pub fn handle_peer_reply(&mut self, now: Timestamp, address: &str, message: Message) {
-        self.now = now;
+    /// our `get-data` requests. Anything else is ignored (the connection
+    /// routes only these here).
+    pub(super) fn peer_reply(&mut self, address: &str, message: Message) {
         self.dirty = true;
         match message {
             Message::Data(Data {
@@ -68,8 +67,7 @@ impl WorkerState {
 
     /// The connection to the holder at `address` failed (refused, reset,
     /// bad handshake, protocol error): its requests are tried elsewhere.
-    pub fn handle_peer_failed(&mut self, now: Timestamp, address: &str) {
-        self.now = now;
+    pub(super) fn holder_failed(&mut self, address: &str) {
         let failed: Vec<u64> = self
             .requests
             .iter()
@@ -336,10 +334,9 @@ impl WorkerState {
                     outstanding: keys.iter().cloned().collect(),
                 },
             );
-            self.outputs.push_back(WorkerOutput::FetchFromPeer {
-                address,
-                request: GetData { request, keys },
-            });
+            if !self.send_to_holder(&address, GetData { request, keys }) {
+                self.request_failed(request);
+            }
         }
     }
 }

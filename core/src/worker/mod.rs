@@ -1,15 +1,30 @@
-//! The worker state machine, sans-IO.
+//! The worker state machine, sans-IO: one machine for every worker (the
+//! Rust worker's event loop and the JS SDK's drive it), owning the
+//! worker's connections, its tasks, its data and its transfers.
 //!
-//! Inputs arrive through the `handle_*` methods, each with the current
-//! time; outputs ([`WorkerOutput`]) are drained with [`WorkerState::poll_output`]
-//! until it returns `None`. Call order per event-loop wakeup: every
-//! `handle_*` for what arrived (scheduler messages, peer replies and
-//! requests, executor completions, [`WorkerState::handle_tick`]), then
-//! `poll_output` until `None`, then sleep until [`WorkerState::poll_timeout`].
-//! Fetches and task starts are decided lazily inside `poll_output`, so
-//! everything that arrived in one wakeup is batched: all keys wanted from
-//! one peer go out in one `get-data`, all newly fetched keys in one
-//! `add-keys`.
+//! # Call order
+//! [`WorkerState::new`] already asks for the scheduler connection. Inputs
+//! arrive through the `handle_*` methods, each with the current time:
+//! [`WorkerState::handle_connected`] when a peer connects to the data
+//! listener (the machine names the connection), [`WorkerState::handle_frame`]
+//! with each decoded batch of a connection, [`WorkerState::handle_protocol_error`]
+//! when its bytes do not decode, [`WorkerState::handle_closed`] when it
+//! ends, [`WorkerState::handle_drained`] when what was queued on it is
+//! written, [`WorkerState::handle_task_done`] and
+//! [`WorkerState::handle_withdrawn`] from the executor,
+//! [`WorkerState::handle_listening`] for a new data listener,
+//! [`WorkerState::handle_stop`], and [`WorkerState::handle_timeout`] once
+//! [`WorkerState::poll_timeout`] has passed. After the inputs of a wakeup,
+//! the edge drains [`WorkerState::poll_output`] until `None` and does what
+//! each [`WorkerOutput`] says (connect, send, end a frame, close, listen,
+//! execute, withdraw), then flushes each connection it wrote to once and
+//! sleeps until the next event or [`WorkerState::poll_timeout`]. Fetches
+//! and task starts are decided lazily inside `poll_output`, so everything
+//! that arrived in one wakeup is batched: all keys wanted from one peer go
+//! out in one `get-data`, all newly fetched keys in one `add-keys`. The
+//! edge keeps no protocol state: which connection is which, the hellos,
+//! their deadlines, registration and reconnection are all here
+//! (`connection.rs`, `scheduler.rs`).
 //!
 //! Task states (design notes, "Worker task states"): *waiting* (some
 //! dependency is being fetched), *ready* (queued for a thread, by priority
@@ -56,17 +71,17 @@
 //!   failures, timeouts, missing-data);
 //! - `memory.rs`: the data store, spilling and the pause;
 //! - `serve.rs`: get-data and put-data (split replies, busy);
-//! - `connection.rs`: data connections' hello exchange and routing;
+//! - `connection.rs`: the connections, routing, data connections' hellos;
+//! - `scheduler.rs`: registration, heartbeats, batched reports, losing the
+//!   scheduler and registering again;
 //! - `tests/`: the tests, one file per concern.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::messages::{
-    AddKeys, ErrorReport, FreeKeys, GetData, Heartbeat, Metrics, Resources, StealRequest,
-};
-use crate::{ErrorCode, Key, Message, RawValue, Timestamp};
+use crate::messages::{AddKeys, Metrics, Resources};
+use crate::{ConnId, Key, Message, RawValue, Timestamp};
 use slab::Slab;
 
 mod config;
@@ -75,46 +90,57 @@ mod execute;
 mod fetch;
 mod job;
 mod memory;
+mod scheduler;
 mod serve;
 
 pub use config::{
-    WorkerStateConfig, DISPATCH_AHEAD_MIN, FRAME_OVERHEAD_BYTES, HEARTBEAT_INTERVAL_DEFAULT,
-    HEARTBEAT_INTERVAL_MIN, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
-    REPLY_BYTES_IN_FLIGHT_MAX, VALUE_BYTES_MAX,
+    WorkerStateConfig, CONNECTIONS_MAX, DISPATCH_AHEAD_MIN, FRAME_OVERHEAD_BYTES,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN,
+    MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT, RECONNECT_DELAY,
+    REGISTER_TIMEOUT, REPLY_BYTES_IN_FLIGHT_MAX, REPORT_BATCH_BACKLOG_PER_THREAD, REPORT_DELAY_MAX,
+    VALUE_BYTES_MAX,
 };
-pub use connection::{PeerId, PeerLink, PeerVerdict};
 pub use fetch::{
     BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN, FAILED_ADDRESS_MEMORY,
     FETCH_TIMEOUT,
 };
 pub use job::{Job, TaskDone, TaskError};
 pub use memory::{MemorySpillStore, MemoryUsage, SpillStore, SPILL_RETRY_DELAY};
+pub use scheduler::{WorkerError, WorkerErrorKind};
 
+use connection::{Connection, PendingConnect};
 use execute::{ReadyEntry, Run, Task, TaskState, Withdrawal};
 use fetch::{Fetch, PeerRequest};
 use memory::Held;
+use scheduler::{Listener, Phase};
 
-/// Something for the event loop to do.
+/// Something for the edge to do.
 #[derive(Debug)]
 pub enum WorkerOutput {
-    /// Queue a message on the scheduler connection.
-    ToScheduler(Message),
-    /// Send this `get-data` to the worker at `address` (connecting if
-    /// needed); report the answer with [`WorkerState::handle_peer_reply`]
-    /// or a failure with [`WorkerState::handle_peer_failed`].
-    FetchFromPeer {
-        /// Data address of the holder.
+    /// Start connecting to `address` (`tcp://HOST:PORT`: the scheduler,
+    /// or a holder's data address) and answer with the new connection's id
+    /// through [`WorkerState::handle_connecting`] before polling on. If it
+    /// fails later, report [`WorkerState::handle_closed`].
+    Connect {
+        /// Where to.
         address: String,
-        /// The request.
-        request: GetData,
     },
-    /// Queue a reply (`data` or `busy`) on a peer's connection.
-    ToPeer {
-        /// The connection the request came on.
-        peer: PeerId,
-        /// The reply.
-        message: Message,
-    },
+    /// Queue a message on a connection (each connection is flushed once
+    /// per wakeup).
+    Send(ConnId, Message),
+    /// The messages queued on this connection so far end their frame: the
+    /// next one starts a new frame (a `hello` goes alone in its frame, as
+    /// the receiver reads at most `hello_frame_bytes_max` before it).
+    EndFrame(ConnId),
+    /// Close this connection once what is queued on it is written (at once
+    /// if it cannot be written); the machine has forgotten it, and hears
+    /// nothing more about it.
+    Close(ConnId),
+    /// Bind a new data listener on the worker's host (any free port), in
+    /// place of the old one, and report it with
+    /// [`WorkerState::handle_listening`] (or
+    /// [`WorkerState::handle_listen_failed`]).
+    Listen,
     /// Queue a task on the executor (at most nthreads + dispatch_ahead
     /// runs are out at once).
     Execute(Job),
@@ -124,11 +150,22 @@ pub enum WorkerOutput {
         /// The [`Job::run_id`].
         run_id: u64,
     },
-    /// Close the scheduler connection after writing what is queued, and
-    /// stop. `error` is `None` when the scheduler asked for it (`close`).
-    CloseScheduler {
-        /// Why, when it is not a clean close.
-        error: Option<String>,
+    /// The scheduler registered the worker (again, after a reconnection)
+    /// under `id`, with its data address `address`.
+    Registered {
+        /// The scheduler's id for this worker.
+        id: u64,
+        /// The data address registered.
+        address: String,
+    },
+    /// A line for the log, for people (e.g. a lost scheduler).
+    Log(String),
+    /// The worker is over (every connection has been closed): the edge
+    /// writes what is queued and stops. `error` is `None` after a `close`
+    /// from the scheduler or [`WorkerState::handle_stop`].
+    Finished {
+        /// Why, when it is not a clean end.
+        error: Option<WorkerError>,
     },
 }
 
@@ -168,19 +205,39 @@ pub struct WorkerState {
     request_deadlines: VecDeque<(Timestamp, u64)>,
     next_request: u64,
     failed_addresses: HashMap<String, Timestamp>,
-    reply_bytes_in_flight: HashMap<PeerId, usize>,
+    reply_bytes_in_flight: HashMap<ConnId, usize>,
     add_keys: BTreeMap<Key, u64>,
     heartbeat_interval: Option<Duration>,
     next_heartbeat: Option<Timestamp>,
+    /// Every open connection.
+    conns: HashMap<ConnId, Connection>,
+    /// Connections asked for, their ids not given yet (see
+    /// [`WorkerState::handle_connecting`]).
+    pending_connects: VecDeque<PendingConnect>,
+    /// Outgoing data connections by the holder's address.
+    outgoing: HashMap<String, ConnId>,
+    /// (deadline, connection) of incoming connections in accept order, so
+    /// the deadlines only grow; entries of connections that said hello or
+    /// are gone are skipped.
+    hello_deadlines: VecDeque<(Timestamp, ConnId)>,
+    /// Where the worker is with its scheduler.
+    phase: Phase,
+    listener: Listener,
+    /// While reconnecting: the last moment an attempt may start.
+    reconnect_until: Option<Timestamp>,
+    /// Reports for the scheduler waiting to go out together (see
+    /// [`WorkerStateConfig::report_delay_max`]), and since when.
+    held_reports: Vec<Message>,
+    held_since: Option<Timestamp>,
     outputs: VecDeque<WorkerOutput>,
     dirty: bool,
-    closed: bool,
 }
 
 impl WorkerState {
-    /// A worker holding nothing; `now` starts its clock.
+    /// A worker holding nothing, listening at `config.address`; `now`
+    /// starts its clock. It asks for the scheduler connection at once.
     pub fn new(config: WorkerStateConfig, now: Timestamp) -> WorkerState {
-        WorkerState {
+        let mut state = WorkerState {
             config,
             now,
             tasks: Slab::new(),
@@ -212,10 +269,20 @@ impl WorkerState {
             add_keys: BTreeMap::new(),
             heartbeat_interval: None,
             next_heartbeat: None,
+            conns: HashMap::new(),
+            pending_connects: VecDeque::new(),
+            outgoing: HashMap::new(),
+            hello_deadlines: VecDeque::new(),
+            phase: Phase::Finished,
+            listener: Listener::Ready,
+            reconnect_until: None,
+            held_reports: Vec::new(),
+            held_since: None,
             outputs: VecDeque::new(),
             dirty: false,
-            closed: false,
-        }
+        };
+        state.start_registration();
+        state
     }
 
     /// The same worker spilling to `store` past the memory target (see the
@@ -229,11 +296,6 @@ impl WorkerState {
     /// The configuration.
     pub fn config(&self) -> &WorkerStateConfig {
         &self.config
-    }
-
-    /// Whether the scheduler connection is over (closed or failed).
-    pub fn is_closed(&self) -> bool {
-        self.closed
     }
 
     /// Current load, as sent in heartbeats. Runs queued on the executor
@@ -293,111 +355,15 @@ impl WorkerState {
         self.running.len()
     }
 
-    /// A message from the scheduler (after the handshake).
-    pub fn handle_scheduler_message(&mut self, now: Timestamp, message: Message) {
+    /// Time passed ([`WorkerState::poll_timeout`] is due): hello and
+    /// registration deadlines, reconnection attempts, heartbeats, delayed
+    /// fetches, fetch timeouts, spill retries and held reports.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = now;
-        if self.closed {
+        self.expire_hellos();
+        self.scheduler_timeouts();
+        if !self.is_registered() {
             return;
-        }
-        self.dirty = true;
-        match message {
-            Message::WorkerRegistered(r) => {
-                let interval = Duration::from_millis(r.heartbeat_interval_ms);
-                let interval = if r.heartbeat_interval_ms == 0 {
-                    HEARTBEAT_INTERVAL_DEFAULT
-                } else {
-                    interval.max(HEARTBEAT_INTERVAL_MIN)
-                };
-                self.heartbeat_interval = Some(interval);
-                self.next_heartbeat = Some(now + interval);
-            }
-            Message::ComputeTask(task) => self.compute_task(task),
-            Message::FreeKeys(FreeKeys { keys }) => self.free_keys(keys),
-            Message::StealRequest(StealRequest { key }) => self.steal(key),
-            Message::PutData(put) => self.put_data(put),
-            Message::GetData(GetData { request, keys }) => {
-                for reply in self.data_replies(request, &keys).0 {
-                    self.emit(reply);
-                }
-            }
-            Message::Heartbeat(_) => {}
-            Message::Close(_) => {
-                self.closed = true;
-                self.outputs
-                    .push_back(WorkerOutput::CloseScheduler { error: None });
-            }
-            Message::ErrorReport(e) if e.fatal => {
-                self.closed = true;
-                self.outputs.push_back(WorkerOutput::CloseScheduler {
-                    error: Some(format!("scheduler error {}: {}", e.code, e.message)),
-                });
-            }
-            // A non-fatal error (e.g. about a put-data we could not store)
-            // changes nothing here.
-            Message::ErrorReport(_) => {}
-            other => self.protocol_error(format!(
-                "`{}` is not a message a scheduler sends to a worker",
-                other.op()
-            )),
-        }
-    }
-
-    /// The scheduler connection broke a protocol rule (bad frame, message
-    /// not allowed): report `code` and close.
-    pub fn handle_scheduler_protocol_error(
-        &mut self,
-        now: Timestamp,
-        code: ErrorCode,
-        message: String,
-    ) {
-        self.now = now;
-        if self.closed {
-            return;
-        }
-        self.emit(Message::ErrorReport(ErrorReport {
-            code: code.number(),
-            message: message.clone(),
-            fatal: true,
-            request: None,
-            keys: None,
-        }));
-        self.closed = true;
-        self.outputs.push_back(WorkerOutput::CloseScheduler {
-            error: Some(message),
-        });
-    }
-
-    /// The scheduler connection is gone: the worker stops.
-    pub fn handle_scheduler_lost(&mut self, now: Timestamp, reason: String) {
-        self.now = now;
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.outputs.push_back(WorkerOutput::CloseScheduler {
-            error: Some(reason),
-        });
-    }
-
-    /// Time passed: heartbeats, delayed fetches and spill retries fall due.
-    pub fn handle_tick(&mut self, now: Timestamp) {
-        self.now = now;
-        if self.closed {
-            return;
-        }
-        if let (Some(due), Some(interval)) = (self.next_heartbeat, self.heartbeat_interval) {
-            if now >= due {
-                let metrics = self.metrics();
-                self.emit(Message::Heartbeat(Heartbeat {
-                    metrics: Some(metrics),
-                }));
-                // Skip missed beats rather than burst them.
-                let mut next = due + interval;
-                if next <= now {
-                    next = now + interval;
-                }
-                self.next_heartbeat = Some(next);
-            }
         }
         if self.delayed_fetches.iter().any(|(at, _)| *at <= now) {
             self.dirty = true;
@@ -421,51 +387,51 @@ impl WorkerState {
         }
     }
 
-    /// When [`WorkerState::handle_tick`] next has something to do.
+    /// When [`WorkerState::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let delayed = self
-            .delayed_fetches
+        let connections = [self.next_hello_deadline(), self.next_scheduler_timeout()];
+        let connections = connections.into_iter().flatten();
+        if !self.is_registered() {
+            return connections.min();
+        }
+        let fetch_deadline = self
+            .request_deadlines
+            .iter()
+            .find(|(_, id)| self.requests.contains_key(id))
+            .map(|(at, _)| *at);
+        self.delayed_fetches
             .iter()
             .map(|(at, _)| *at)
-            .chain(
-                self.request_deadlines
-                    .iter()
-                    .find(|(_, id)| self.requests.contains_key(id))
-                    .map(|(at, _)| *at),
-            )
-            .chain(self.spill_retry_at.filter(|_| !self.closed))
-            .min();
-        match (self.next_heartbeat.filter(|_| !self.closed), delayed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .chain(fetch_deadline)
+            .chain(self.spill_retry_at)
+            .chain(connections)
+            .min()
     }
 
     /// The next thing to do; call until `None` after handling inputs.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<WorkerOutput> {
-        // A pump can leave work for another (a queued task whose
-        // dependency was freed goes back to fetching).
-        while self.outputs.is_empty() && self.dirty {
-            self.dirty = false;
-            self.pump();
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            // A pump can leave work for another (a queued task whose
+            // dependency was freed goes back to fetching).
+            if self.dirty {
+                self.dirty = false;
+                self.pump();
+                continue;
+            }
+            if !self.release_reports(false) {
+                return None;
+            }
         }
-        self.outputs.pop_front()
-    }
-
-    fn emit(&mut self, message: Message) {
-        self.outputs.push_back(WorkerOutput::ToScheduler(message));
-    }
-
-    fn protocol_error(&mut self, message: String) {
-        let now = self.now;
-        self.handle_scheduler_protocol_error(now, ErrorCode::UnexpectedMessage, message);
     }
 
     /// Decides fetches and task starts for everything handled since the
     /// last call.
     fn pump(&mut self) {
-        if self.closed {
+        if !self.is_registered() {
             self.pending_fetches.clear();
             self.delayed_fetches.clear();
             return;

@@ -3,15 +3,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::{PeerId, WorkerOutput, WorkerState};
+use super::{ConnId, WorkerState};
 use crate::messages::{Busy, Data, DataStored, ErrorReport, GetData, PutData};
-use crate::{ErrorCode, Key, Message, RawValue, Timestamp};
+use crate::{ErrorCode, Key, Message, RawValue};
 
 impl WorkerState {
-    /// A `get-data` from a peer connection: answered with `data` (possibly
+    /// A `get-data` from a peer on `conn`: answered with `data` (possibly
     /// several messages) or `busy`.
-    pub fn handle_peer_request(&mut self, now: Timestamp, peer: PeerId, request: GetData) {
-        self.now = now;
+    pub(super) fn peer_request(&mut self, conn: ConnId, request: GetData) {
         // Decided before building the reply, so a busy answer reads nothing
         // back from the spill store (a repeated key counts twice here).
         let bytes: usize = request
@@ -22,30 +21,16 @@ impl WorkerState {
             .sum();
         let in_flight: usize = self.reply_bytes_in_flight.values().sum();
         if in_flight > 0 && in_flight + bytes > self.config.reply_bytes_in_flight_max {
-            self.outputs.push_back(WorkerOutput::ToPeer {
-                peer,
-                message: Message::Busy(Busy {
-                    request: request.request,
-                }),
+            let busy = Message::Busy(Busy {
+                request: request.request,
             });
-            return;
+            return self.send(conn, busy);
         }
         let (replies, bytes) = self.data_replies(request.request, &request.keys);
-        *self.reply_bytes_in_flight.entry(peer).or_default() += bytes;
+        *self.reply_bytes_in_flight.entry(conn).or_default() += bytes;
         for message in replies {
-            self.outputs
-                .push_back(WorkerOutput::ToPeer { peer, message });
+            self.send(conn, message);
         }
-    }
-
-    /// Everything queued on a peer's connection has been written.
-    pub fn handle_peer_drained(&mut self, peer: PeerId) {
-        self.reply_bytes_in_flight.remove(&peer);
-    }
-
-    /// A peer's connection closed.
-    pub fn handle_peer_closed(&mut self, peer: PeerId) {
-        self.reply_bytes_in_flight.remove(&peer);
     }
 
     pub(super) fn put_data(&mut self, put: PutData) {

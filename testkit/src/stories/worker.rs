@@ -1,8 +1,14 @@
 //! A story for the worker's state machine (`dask_core::worker`): messages
 //! and raw bytes from the scheduler, requests from peers, replies from the
-//! holders it fetches from, executor completions and time, played into
-//! `WorkerState` while a model of the executor checks what comes out:
+//! holders it fetches from, connections that fail, executor completions
+//! and time, played into `WorkerState` through its connections (the
+//! scheduler's, registered first; peers that connect and say hello; the
+//! connections it opens to holders, which answer hello before their first
+//! reply) while a model of the executor and of the edge checks what comes
+//! out:
 //!
+//! - every send, frame end and close names a connection that is open (one
+//!   the worker asked for, or a peer's), and each is closed once;
 //! - the runs out on the executor are exactly the ones the model holds
 //!   (`running()`), never more than nthreads + dispatch_ahead;
 //! - a withdrawal is answered at once, as the event loop does;
@@ -26,17 +32,18 @@
 //! Shared by the `worker_messages` fuzz target (bytes in: [`run`]) and
 //! `worker/tests/hostile.rs`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use dask_core::frame::FrameDecoder;
+use dask_core::handshake;
 use dask_core::messages::*;
 use dask_core::msgpack::task_ref_value;
 use dask_core::worker::{
-    Job, MemorySpillStore, PeerId, SpillStore, TaskDone, TaskError, WorkerOutput, WorkerState,
+    Job, MemorySpillStore, SpillStore, TaskDone, TaskError, WorkerOutput, WorkerState,
     WorkerStateConfig,
 };
-use dask_core::{Key, Message, RawValue, Timestamp};
+use dask_core::{ConnId, Key, Message, RawValue, Timestamp};
 use rmpv::Value;
 
 use super::common;
@@ -50,6 +57,8 @@ const ADDRESSES: [&str; 3] = [
     "tcp://127.0.0.1:1002",
 ];
 const FUNCTIONS: [&str; 3] = ["f", "g", "unknown"];
+/// The scheduler's address.
+const SCHEDULER: &str = "tcp://127.0.0.1:8786";
 const NTHREADS: usize = 2;
 const DISPATCH_AHEAD: usize = 2;
 /// Memory limit of the spilling worker: one of the story's larger results
@@ -232,7 +241,8 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
     }
 }
 
-/// The worker, its executor as a model, and the fetches it asked for.
+/// The worker, its executor and its edge as models, and the fetches it
+/// asked for.
 pub struct Story {
     state: WorkerState,
     now: Timestamp,
@@ -242,7 +252,19 @@ pub struct Story {
     /// Fetches sent and not answered: (address, request).
     fetches: Vec<(String, GetData)>,
     decoder: FrameDecoder,
+    /// The scheduler connection, until it is closed.
+    scheduler: Option<ConnId>,
+    /// The finished worker's loop would have ended.
     closed: bool,
+    /// Connections open, as the edge sees them.
+    open: HashSet<ConnId>,
+    /// The last connection id given (the story plays the edge).
+    last_conn: u64,
+    /// Peers' connections to the worker, by peer number.
+    peers: HashMap<u8, ConnId>,
+    /// The worker's connections to holders, by address, and whether the
+    /// holder has said hello on it.
+    holders: HashMap<String, (ConnId, bool)>,
     /// Alternates the answers to withdrawals that could go either way.
     coin: u64,
     /// The spilling worker's store (shared with the state).
@@ -306,38 +328,101 @@ impl Default for Story {
 
 impl Story {
     /// A worker with 2 threads, one GPU, functions `f` and `g`, and small
-    /// reply limits (so replies split and peers get `busy`).
+    /// reply limits (so replies split and peers get `busy`), registered.
     pub fn new() -> Story {
-        let functions: HashSet<String> = ["f", "g"].iter().map(|f| f.to_string()).collect();
-        let mut config = WorkerStateConfig::new(ADDRESSES[0], NTHREADS, functions);
-        config.dispatch_ahead = DISPATCH_AHEAD;
-        config.resources = [("GPU".to_string(), 1.0)].into();
-        config.value_bytes_max = 1024;
-        config.reply_message_bytes_max = 64;
-        config.reply_bytes_in_flight_max = 256;
-        Story {
-            state: WorkerState::new(config, Timestamp::ZERO),
-            now: Timestamp::ZERO,
-            jobs: Vec::new(),
-            fetches: Vec::new(),
-            decoder: FrameDecoder::default(),
-            closed: false,
-            coin: 0,
-            store: None,
-        }
+        Story::with(None)
     }
 
     /// The same worker with a memory limit of [`MEMORY_LIMIT`] bytes,
     /// spilling to a store that fails when a [`Step::Store`] says so.
     pub fn spilling() -> Story {
-        let mut story = Story::new();
-        let store = FlakyStore::default();
-        let mut config = story.state.config().clone();
-        config.memory_limit = Some(MEMORY_LIMIT);
-        story.state =
-            WorkerState::new(config, Timestamp::ZERO).with_spill_store(Box::new(store.clone()));
-        story.store = Some(store);
+        Story::with(Some(FlakyStore::default()))
+    }
+
+    fn with(store: Option<FlakyStore>) -> Story {
+        let functions: HashSet<String> = ["f", "g"].iter().map(|f| f.to_string()).collect();
+        let mut config =
+            WorkerStateConfig::new(SCHEDULER, "story", ADDRESSES[0], NTHREADS, functions);
+        config.dispatch_ahead = DISPATCH_AHEAD;
+        config.resources = [("GPU".to_string(), 1.0)].into();
+        config.value_bytes_max = 1024;
+        config.reply_message_bytes_max = 64;
+        config.reply_bytes_in_flight_max = 256;
+        if store.is_some() {
+            config.memory_limit = Some(MEMORY_LIMIT);
+        }
+        let mut state = WorkerState::new(config, Timestamp::ZERO);
+        if let Some(store) = &store {
+            state = state.with_spill_store(Box::new(store.clone()));
+        }
+        let mut story = Story {
+            state,
+            now: Timestamp::ZERO,
+            jobs: Vec::new(),
+            fetches: Vec::new(),
+            decoder: FrameDecoder::default(),
+            scheduler: None,
+            closed: false,
+            open: HashSet::new(),
+            last_conn: 0,
+            peers: HashMap::new(),
+            holders: HashMap::new(),
+            coin: 0,
+            store,
+        };
+        story.register();
         story
+    }
+
+    /// Plays the scheduler's side of the registration.
+    fn register(&mut self) {
+        if let Err(e) = self.drain() {
+            panic!("registering: {e}");
+        }
+        let conn = self.state.scheduler_conn().expect("a scheduler connection");
+        self.scheduler = Some(conn);
+        let mut hello = handshake::offer(Role::Scheduler, None);
+        hello.id = Some(1);
+        let registered = WorkerRegistered {
+            id: 1,
+            heartbeat_interval_ms: 1000,
+        };
+        let messages = vec![Message::Hello(hello), Message::WorkerRegistered(registered)];
+        self.state.handle_frame(self.now, conn, messages);
+        if let Err(e) = self.drain() {
+            panic!("registering: {e}");
+        }
+        assert!(self.state.is_registered());
+    }
+
+    /// Peer `peer`'s connection, connecting and saying hello first when it
+    /// has none (`None`: refused).
+    fn peer(&mut self, peer: u8) -> Result<Option<ConnId>, String> {
+        let peer = peer % 3;
+        if let Some(&conn) = self.peers.get(&peer) {
+            if self.open.contains(&conn) {
+                return Ok(Some(conn));
+            }
+        }
+        let conn = self.new_conn();
+        self.state.handle_connected(self.now, conn);
+        self.drain()?;
+        if !self.open.contains(&conn) {
+            return Ok(None); // refused
+        }
+        self.peers.insert(peer, conn);
+        let hello = Message::Hello(handshake::offer(Role::Peer, None));
+        self.state.handle_message(self.now, conn, hello);
+        self.drain()?;
+        Ok(Some(conn))
+    }
+
+    /// A connection id the edge has not given before, open from now on.
+    fn new_conn(&mut self) -> ConnId {
+        self.last_conn += 1;
+        let conn = ConnId(self.last_conn);
+        self.open.insert(conn);
+        conn
     }
 
     /// The worker's memory counts (spills, failures, pauses so far).
@@ -351,21 +436,21 @@ impl Story {
         match step {
             Step::Scheduler { op, a, b, n } => {
                 let m = scheduler_message(*op, *a, *b, *n);
-                self.state.handle_scheduler_message(now, m);
+                if let Some(conn) = self.scheduler {
+                    self.state.handle_message(now, conn, m);
+                }
             }
             Step::SchedulerBytes { bytes } => {
+                let Some(conn) = self.scheduler else {
+                    return Ok(());
+                };
                 self.decoder.push(bytes);
                 loop {
                     match self.decoder.poll() {
-                        Ok(Some(batch)) => {
-                            for m in batch {
-                                self.state.handle_scheduler_message(now, m);
-                            }
-                        }
+                        Ok(Some(batch)) => self.state.handle_frame(now, conn, batch),
                         Ok(None) => break,
                         Err(e) => {
-                            self.state
-                                .handle_scheduler_protocol_error(now, e.code, e.message);
+                            self.state.handle_protocol_error(now, conn, e);
                             self.decoder = FrameDecoder::default();
                             break;
                         }
@@ -378,8 +463,10 @@ impl Story {
                     request: u64::from(*mask),
                     keys: keys(*mask),
                 };
-                self.state
-                    .handle_peer_request(now, PeerId(u64::from(peer % 3)), request);
+                if let Some(conn) = self.peer(*peer)? {
+                    self.state
+                        .handle_message(now, conn, Message::GetData(request));
+                }
             }
             Step::PeerReply { which, a, b, n } => {
                 let (address, request, asked) = match self.fetches.len() {
@@ -414,18 +501,34 @@ impl Story {
                         missing: if n & 8 == 0 { missing } else { Vec::new() },
                     })
                 };
-                self.state.handle_peer_reply(now, &address, reply);
+                // The reply comes on the worker's connection to that
+                // holder, after the holder's hello.
+                let Some((conn, said_hello)) = self.holders.get_mut(&address) else {
+                    return Ok(());
+                };
+                let conn = *conn;
+                if !std::mem::replace(said_hello, true) {
+                    let hello = Message::Hello(handshake::offer(Role::Worker, None));
+                    self.state.handle_message(now, conn, hello);
+                }
+                self.state.handle_message(now, conn, reply);
             }
             Step::PeerFailed { which } => {
                 let address = ADDRESSES[*which as usize % ADDRESSES.len()];
                 self.fetches.retain(|(a, _)| a != address);
-                self.state.handle_peer_failed(now, address);
+                if let Some(&(conn, _)) = self.holders.get(address) {
+                    self.state.handle_closed(now, conn, "connection reset");
+                }
             }
             Step::PeerDrained { peer } => {
-                self.state.handle_peer_drained(PeerId(u64::from(peer % 3)));
+                if let Some(&conn) = self.peers.get(&(peer % 3)) {
+                    self.state.handle_drained(now, conn);
+                }
             }
             Step::PeerClosed { peer } => {
-                self.state.handle_peer_closed(PeerId(u64::from(peer % 3)));
+                if let Some(&conn) = self.peers.get(&(peer % 3)) {
+                    self.state.handle_closed(now, conn, "end of stream");
+                }
             }
             Step::Done { which, ok, size } => {
                 if self.jobs.is_empty() {
@@ -457,7 +560,7 @@ impl Story {
             }
             Step::Tick { millis } => {
                 self.now += std::time::Duration::from_millis(u64::from(*millis));
-                self.state.handle_tick(self.now);
+                self.state.handle_timeout(self.now);
             }
             Step::Store { fails } => {
                 if let Some(store) = &self.store {
@@ -472,23 +575,49 @@ impl Story {
         self.check(matches!(step, Step::Tick { .. }))
     }
 
-    /// Takes every output, answering withdrawals at once.
+    /// Takes every output, answering withdrawals at once, and checks that
+    /// it names connections that are open.
     fn drain(&mut self) -> Result<(), String> {
         while let Some(output) = self.state.poll_output() {
             match output {
-                WorkerOutput::ToScheduler(m) => {
-                    if self.closed {
-                        return Err(format!("`{}` to a closed scheduler connection", m.op()));
+                WorkerOutput::Connect { address } => {
+                    if address == ADDRESSES[0] {
+                        return Err("a connection to its own address".into());
+                    }
+                    let conn = self.new_conn();
+                    if address != SCHEDULER {
+                        if self.holders.contains_key(&address) {
+                            return Err(format!("a second connection to {address}"));
+                        }
+                        self.holders.insert(address, (conn, false));
+                    }
+                    self.state.handle_connecting(self.now, Ok(conn));
+                }
+                WorkerOutput::Send(conn, m) => {
+                    if !self.open.contains(&conn) {
+                        return Err(format!("`{}` on {conn:?}, which is not open", m.op()));
                     }
                     round_trips(&m)?;
-                }
-                WorkerOutput::ToPeer { message, .. } => round_trips(&message)?,
-                WorkerOutput::FetchFromPeer { address, request } => {
-                    if address == ADDRESSES[0] {
-                        return Err(format!("fetch from its own address: {request:?}"));
+                    if let Message::GetData(request) = m {
+                        let holder = self.holders.iter().find(|(_, (c, _))| *c == conn);
+                        if let Some((address, _)) = holder {
+                            self.fetches.push((address.clone(), request));
+                        }
                     }
-                    round_trips(&Message::GetData(request.clone()))?;
-                    self.fetches.push((address, request));
+                }
+                WorkerOutput::EndFrame(conn) => {
+                    if !self.open.contains(&conn) {
+                        return Err(format!("frame end on {conn:?}, which is not open"));
+                    }
+                }
+                WorkerOutput::Close(conn) => {
+                    if !self.open.remove(&conn) {
+                        return Err(format!("{conn:?} closed but not open"));
+                    }
+                    if self.scheduler == Some(conn) {
+                        self.scheduler = None;
+                    }
+                    self.holders.retain(|_, (c, _)| *c != conn);
                 }
                 WorkerOutput::Execute(job) => self.jobs.push(job),
                 WorkerOutput::Withdraw { run_id } => {
@@ -505,7 +634,13 @@ impl Story {
                     }
                     self.state.handle_withdrawn(self.now, run_id, withdrawn);
                 }
-                WorkerOutput::CloseScheduler { .. } => self.closed = true,
+                WorkerOutput::Finished { .. } => {
+                    self.closed = true;
+                    if !self.open.is_empty() {
+                        return Err(format!("finished with {:?} open", self.open));
+                    }
+                }
+                WorkerOutput::Listen | WorkerOutput::Registered { .. } | WorkerOutput::Log(_) => {}
             }
         }
         Ok(())

@@ -1,22 +1,18 @@
 //! `dask-worker`: runs one worker connected to a scheduler until the
 //! scheduler closes it or SIGINT/SIGTERM. A lost connection is not the
-//! end: the worker registers again, as a new worker with nothing in it.
-//!
-//! Why register again rather than exit: a scheduler that restarts, or a
-//! network that drops a connection, should not need every worker restarted
-//! by hand. Why a *new* worker: the scheduler has forgotten the old one and
-//! rescheduled its work, so nothing of the old one is kept (its data, its
-//! tasks, its data address: a fresh listener, so no stale `who_has` entry
-//! can point at the new worker). A `close` from the scheduler, by contrast,
-//! is final: the scheduler is shutting down or has declared this worker
-//! dead (it hung past the heartbeat timeout), and a worker it gave up on
-//! exits rather than come back by itself (a supervisor may restart it).
+//! end: the worker registers again, as a new worker with nothing in it
+//! (the rule, and why, are the worker state machine's:
+//! `dask_core::worker`, `scheduler.rs`; this binary sets its timeout). A
+//! `close` from the scheduler, by contrast, is final: the scheduler is
+//! shutting down or has declared this worker dead (it hung past the
+//! heartbeat timeout), and a worker it gave up on exits rather than come
+//! back by itself (a supervisor may restart it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use dask_worker::builtins::builtin_docs;
@@ -127,22 +123,11 @@ fn install_signal_handlers() {}
 /// again, by default.
 const RECONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
-/// Pause before each attempt to register again.
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
-
 /// How often waits check for SIGINT/SIGTERM.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-/// What to run.
-struct Run {
-    config: WorkerConfig,
-    /// How long to try registering again after the connection is lost;
-    /// zero: do not.
-    reconnect_timeout: Duration,
-}
-
 enum Command {
-    Run(Box<Run>),
+    Run(Box<WorkerConfig>),
     ListFunctions,
 }
 
@@ -180,15 +165,12 @@ fn command(cli: Cli) -> Result<Command, String> {
     if let Some(t) = cli.handshake_timeout {
         config.handshake_timeout = t;
     }
-    let reconnect_timeout = if cli.no_reconnect {
+    config.reconnect_timeout = if cli.no_reconnect {
         Duration::ZERO
     } else {
         cli.reconnect_timeout.unwrap_or(RECONNECT_TIMEOUT_DEFAULT)
     };
-    Ok(Command::Run(Box::new(Run {
-        config,
-        reconnect_timeout,
-    })))
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// Seconds, fractions allowed, more than 0.
@@ -279,8 +261,8 @@ fn parse_fraction(text: &str) -> Result<Fraction, String> {
 }
 
 fn main() -> ExitCode {
-    let run = match command(Cli::parse()) {
-        Ok(Command::Run(run)) => run,
+    let config = match command(Cli::parse()) {
+        Ok(Command::Run(config)) => *config,
         Ok(Command::ListFunctions) => {
             for (name, doc) in builtin_docs() {
                 println!("{name}");
@@ -301,52 +283,38 @@ fn main() -> ExitCode {
         }
     };
     install_signal_handlers();
-    let Run {
-        mut config,
-        reconnect_timeout,
-    } = *run;
     let scheduler = config.scheduler.clone();
-    let mut worker = match WorkerHandle::start(config.clone()) {
+    let worker = match WorkerHandle::start(config) {
         Ok(worker) => worker,
         Err(e) => {
             eprintln!("dask-worker: cannot register with {scheduler}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // Later registrations keep the name (a default one included).
-    config.name = Some(worker.name().to_string());
+    // Registering again after losing the scheduler happens inside the
+    // worker; each registration is announced.
+    let mut announced = 0;
     loop {
-        announce(&worker, &scheduler);
-        while !worker.is_finished() && !signalled() {
-            std::thread::sleep(SIGNAL_POLL);
+        let registrations = worker.registrations();
+        if registrations > announced {
+            announced = registrations;
+            announce(&worker, &scheduler);
         }
-        if signalled() && !worker.is_finished() {
+        if worker.is_finished() {
+            break;
+        }
+        if signalled() {
             worker.stop();
             return ExitCode::SUCCESS;
         }
-        let lost = match worker.join() {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => e,
-        };
-        if reconnect_timeout.is_zero() {
-            eprintln!("dask-worker: {lost}");
-            return ExitCode::FAILURE;
+        std::thread::sleep(SIGNAL_POLL);
+    }
+    match worker.join() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dask-worker: {e}");
+            ExitCode::FAILURE
         }
-        eprintln!(
-            "dask-worker: {lost}; registering again as a new worker (for up to {} s)",
-            reconnect_timeout.as_secs_f64()
-        );
-        worker = match register_again(&config, reconnect_timeout) {
-            Ok(worker) => worker,
-            Err(None) => return ExitCode::SUCCESS,
-            Err(Some(e)) => {
-                eprintln!(
-                    "dask-worker: could not register again with {scheduler} within {} s: {e}",
-                    reconnect_timeout.as_secs_f64()
-                );
-                return ExitCode::FAILURE;
-            }
-        };
     }
 }
 
@@ -361,29 +329,6 @@ fn announce(worker: &WorkerHandle, scheduler: &str) {
         worker.name(),
         worker.address()
     );
-}
-
-/// Tries to register every [`RECONNECT_DELAY`] until it works or `timeout`
-/// passes (`Err(Some(last error))`) or a signal asks to stop (`Err(None)`).
-fn register_again(
-    config: &WorkerConfig,
-    timeout: Duration,
-) -> Result<WorkerHandle, Option<std::io::Error>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pause_until = Instant::now() + RECONNECT_DELAY;
-        while Instant::now() < pause_until {
-            if signalled() {
-                return Err(None);
-            }
-            std::thread::sleep(SIGNAL_POLL);
-        }
-        match WorkerHandle::start(config.clone()) {
-            Ok(worker) => return Ok(worker),
-            Err(e) if Instant::now() >= deadline => return Err(Some(e)),
-            Err(_) => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -438,20 +383,20 @@ mod tests {
             "--local-directory",
             "/tmp/x",
         ];
-        let Ok(Command::Run(run)) = parse_args(&args) else {
+        let Ok(Command::Run(config)) = parse_args(&args) else {
             panic!("parses");
         };
-        assert_eq!(run.config.memory_limit, Some(8_000_000));
-        assert_eq!(run.config.memory_target_fraction, Some(0.5));
-        assert_eq!(run.config.memory_pause_fraction, None);
+        assert_eq!(config.memory_limit, Some(8_000_000));
+        assert_eq!(config.memory_target_fraction, Some(0.5));
+        assert_eq!(config.memory_pause_fraction, None);
         assert_eq!(
-            run.config.local_directory.as_deref(),
+            config.local_directory.as_deref(),
             Some(std::path::Path::new("/tmp/x"))
         );
         let zero = ["tcp://127.0.0.1:1", "--memory-limit", "0"];
-        let Ok(Command::Run(run)) = parse_args(&zero) else {
+        let Ok(Command::Run(config)) = parse_args(&zero) else {
             panic!("parses");
         };
-        assert_eq!(run.config.memory_limit, None, "0: no limit");
+        assert_eq!(config.memory_limit, None, "0: no limit");
     }
 }

@@ -226,10 +226,10 @@ fn a_key_already_in_memory_is_reported_finished_again() {
 fn resources_limit_concurrency_and_impossible_asks_err() {
     let functions = ["f".to_string()].into_iter().collect();
     let now = Timestamp::ZERO;
-    let mut config = WorkerStateConfig::new(ME, 4, functions);
+    let mut config = WorkerStateConfig::new(SCHEDULER_ADDRESS, "w", ME, 4, functions);
     config.dispatch_ahead = 0;
     config.resources.insert("GPU".into(), 1.0);
-    let mut w = WorkerState::new(config, now);
+    let mut w = register(WorkerState::new(config, now), now);
     let gpu = |key: &str, amount: f64| {
         let mut m = compute(key, vec![], &[]);
         if let Message::ComputeTask(ct) = &mut m {
@@ -260,10 +260,10 @@ fn resources_limit_concurrency_and_impossible_asks_err() {
 fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
     let functions = ["f".to_string()].into_iter().collect();
     let now = Timestamp::ZERO;
-    let mut config = WorkerStateConfig::new(ME, 1, functions);
+    let mut config = WorkerStateConfig::new(SCHEDULER_ADDRESS, "w", ME, 1, functions);
     assert_eq!(config.dispatch_ahead, DISPATCH_AHEAD_MIN);
     config.dispatch_ahead = 1;
-    let mut w = WorkerState::new(config, now);
+    let mut w = register(WorkerState::new(config, now), now);
     for key in ["a", "b", "c"] {
         w.handle_scheduler_message(now, compute(key, vec![], &[]));
     }

@@ -110,7 +110,7 @@ fn busy_holders_are_asked_again_later_or_another_first() {
     assert!(fetches(&drain(&mut w)).is_empty());
     let at = w.poll_timeout().unwrap();
     assert!(at > now && at <= now + BUSY_RETRY_DELAY_MAX);
-    w.handle_tick(at);
+    w.handle_timeout(at);
     let again = fetches(&drain(&mut w));
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].0, PEER_A);
@@ -186,7 +186,7 @@ fn a_holder_the_scheduler_no_longer_lists_is_not_waited_for() {
     let run = jobs(drain(&mut w));
     assert_eq!(run[0].deps[0].1.as_bytes(), &[2]);
     // The abandoned request does not time out into a failure later.
-    w.handle_tick(now + FETCH_TIMEOUT * 2);
+    w.handle_timeout(now + FETCH_TIMEOUT * 2);
     assert!(to_scheduler(&drain(&mut w))
         .iter()
         .all(|m| matches!(m, Message::Heartbeat(_))));
@@ -261,14 +261,14 @@ fn a_holder_that_never_answers_times_out_and_the_next_is_asked() {
     let sent = fetches(&drain(&mut w));
     assert_eq!(sent[0].0, PEER_A);
     assert_eq!(w.poll_timeout(), Some(now + FETCH_TIMEOUT));
-    w.handle_tick(
+    w.handle_timeout(
         (now + FETCH_TIMEOUT)
             .checked_sub(Duration::from_millis(1))
             .unwrap(),
     );
     assert!(drain(&mut w).is_empty());
     let late = now + FETCH_TIMEOUT;
-    w.handle_tick(late);
+    w.handle_timeout(late);
     let next = fetches(&drain(&mut w));
     assert_eq!(next[0].0, PEER_B);
     // A late answer from the first holder is ignored.

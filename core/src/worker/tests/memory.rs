@@ -65,7 +65,7 @@ fn spilling_worker(target: Option<f64>, pause: Option<f64>) -> (WorkerState, Tes
     config.memory_pause_fraction = pause;
     let store = TestStore::default();
     let w = WorkerState::new(config, now).with_spill_store(Box::new(store.clone()));
-    (w, store, now)
+    (register(w, now), store, now)
 }
 
 /// A value whose encoding is exactly `nbytes` long (2..=257), byte
@@ -154,14 +154,9 @@ fn put_abcd(w: &mut WorkerState, now: Timestamp) {
 
 /// A peer's get-data of `keys`, and what the worker does about it.
 fn peer_get(w: &mut WorkerState, now: Timestamp, request: u64, keys: &[&str]) -> Vec<WorkerOutput> {
-    w.handle_peer_request(
-        now,
-        PeerId(1),
-        GetData {
-            request,
-            keys: keys.iter().map(|k| Key::from(*k)).collect(),
-        },
-    );
+    let peer = incoming(w, now);
+    let keys = keys.iter().map(|k| Key::from(*k)).collect();
+    w.handle_message(now, peer, Message::GetData(GetData { request, keys }));
     drain(w)
 }
 
@@ -217,8 +212,9 @@ fn values_past_the_target_are_spilled_least_recently_used_first() {
 fn no_limit_or_no_target_means_no_spilling() {
     let (w, _) = worker(1);
     let store = TestStore::default();
-    let mut w = WorkerState::new(w.config.clone(), Timestamp::ZERO)
+    let w = WorkerState::new(w.config.clone(), Timestamp::ZERO)
         .with_spill_store(Box::new(store.clone()));
+    let mut w = register(w, Timestamp::ZERO);
     let now = Timestamp::ZERO;
     for i in 0..20 {
         put(&mut w, now, &format!("k{i}"), blob(200, 0));
@@ -276,7 +272,7 @@ fn get_data_of_a_spilled_key_reads_it_and_leaves_it_spilled() {
     let out = peer_get(&mut w, now, 1, &["a"]);
     assert!(matches!(
         &out[..],
-        [WorkerOutput::ToPeer { message: Message::Data(d), .. }] if d.data.len() == 1
+        [WorkerOutput::Send(_, Message::Data(d))] if d.data.len() == 1
     ));
     assert!(w.is_spilled("a"));
     assert_eq!(w.memory().spill_reads, 2);
@@ -315,10 +311,10 @@ fn a_failed_write_keeps_the_value_in_memory_and_is_retried_later() {
     let retry = now + SPILL_RETRY_DELAY;
     assert_eq!(w.poll_timeout(), Some(retry));
     store.with(|s| s.fail_puts = false);
-    w.handle_tick(retry.checked_sub(Duration::from_millis(1)).unwrap());
+    w.handle_timeout(retry.checked_sub(Duration::from_millis(1)).unwrap());
     assert!(drain(&mut w).is_empty());
     assert!(store.puts().is_empty(), "not before the retry delay");
-    w.handle_tick(retry);
+    w.handle_timeout(retry);
     assert!(drain(&mut w).is_empty());
     // a failed first and was moved to the back: b goes instead.
     assert_eq!(store.puts(), vec!["b"]);
@@ -345,7 +341,7 @@ fn a_failed_read_for_get_data_reports_the_key_missing_and_drops_it() {
     let out = peer_get(&mut w, now, 2, &["a"]);
     assert!(matches!(
         &out[..],
-        [WorkerOutput::ToPeer { message: Message::Data(d), .. }] if d.missing == vec![Key::from("a")]
+        [WorkerOutput::Send(_, Message::Data(d))] if d.missing == vec![Key::from("a")]
     ));
 }
 
@@ -416,7 +412,7 @@ fn past_the_pause_no_task_starts_until_memory_is_freed() {
     assert_eq!(get_data(&mut w, now, &["big"]).data.len(), 1);
     put(&mut w, now, "small", blob(10, 5));
     // Heartbeat ticks change nothing while memory stays up.
-    w.handle_tick(now + Duration::from_secs(5));
+    w.handle_timeout(now + Duration::from_secs(5));
     assert!(drain(&mut w).is_empty());
     w.handle_scheduler_message(
         now,

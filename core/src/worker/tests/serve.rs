@@ -46,28 +46,28 @@ fn peers_get_busy_while_too_many_reply_bytes_are_unwritten() {
         .collect();
     w.handle_scheduler_message(now, Message::PutData(PutData { request: 1, data }));
     let _ = drain(&mut w);
-    let ask = |request| GetData {
-        request,
-        keys: vec!["big".into()],
+    let ask = |request| {
+        Message::GetData(GetData {
+            request,
+            keys: vec!["big".into()],
+        })
     };
-    w.handle_peer_request(now, PeerId(1), ask(1));
-    w.handle_peer_request(now, PeerId(2), ask(2));
+    let (p1, p2) = (incoming(&mut w, now), incoming(&mut w, now));
+    w.handle_message(now, p1, ask(1));
+    w.handle_message(now, p2, ask(2));
     let out = drain(&mut w);
-    let replies: Vec<(PeerId, &str)> = out
+    let replies: Vec<(ConnId, &str)> = out
         .iter()
         .filter_map(|o| match o {
-            WorkerOutput::ToPeer { peer, message } => Some((*peer, message.op())),
+            WorkerOutput::Send(peer, message) => Some((*peer, message.op())),
             _ => None,
         })
         .collect();
-    assert_eq!(replies, vec![(PeerId(1), "data"), (PeerId(2), "busy")]);
-    w.handle_peer_drained(PeerId(1));
-    w.handle_peer_request(now, PeerId(2), ask(3));
+    assert_eq!(replies, vec![(p1, "data"), (p2, "busy")]);
+    w.handle_drained(now, p1);
+    w.handle_message(now, p2, ask(3));
     assert!(matches!(
         &drain(&mut w)[..],
-        [WorkerOutput::ToPeer {
-            message: Message::Data(_),
-            ..
-        }]
+        [WorkerOutput::Send(peer, Message::Data(_))] if *peer == p2
     ));
 }

@@ -52,6 +52,8 @@ struct Sim {
     now: Timestamp,
     jobs: Vec<Job>,
     fetches: Vec<(String, GetData)>,
+    /// A peer's connection, for its get-data.
+    peer: ConnId,
 }
 
 impl Sim {
@@ -59,8 +61,10 @@ impl Sim {
         while let Some(out) = self.w.poll_output() {
             match out {
                 WorkerOutput::Execute(job) => self.jobs.push(job),
-                WorkerOutput::FetchFromPeer { address, request } => {
-                    self.fetches.push((address, request))
+                WorkerOutput::Send(conn, Message::GetData(request)) => {
+                    if let Some(address) = self.w.holder_address(conn) {
+                        self.fetches.push((address.to_string(), request))
+                    }
                 }
                 WorkerOutput::Withdraw { run_id } => {
                     let at = self.jobs.iter().position(|j| j.run_id == run_id);
@@ -112,15 +116,12 @@ impl Sim {
                 }),
             ),
             Step::PeerGet { keys: mask } => {
-                self.w.handle_peer_request(
-                    now,
-                    PeerId(1),
-                    GetData {
-                        request: 1,
-                        keys: keys(*mask),
-                    },
-                );
-                self.w.handle_peer_drained(PeerId(1));
+                let get = GetData {
+                    request: 1,
+                    keys: keys(*mask),
+                };
+                self.w.handle_message(now, self.peer, Message::GetData(get));
+                self.w.handle_drained(now, self.peer);
             }
             Step::Done { which, size } => {
                 if !self.jobs.is_empty() {
@@ -170,7 +171,7 @@ impl Sim {
             Step::FailGets(fail) => self.store.with(|s| s.fail_gets = *fail),
             Step::Tick { millis } => {
                 self.now += Duration::from_millis(u64::from(*millis));
-                self.w.handle_tick(self.now);
+                self.w.handle_timeout(self.now);
             }
         }
         self.drain();
@@ -204,8 +205,9 @@ proptest! {
     fn random_inputs_keep_memory_accounting_exact(
         steps in proptest::collection::vec(step(), 1..120)
     ) {
-        let (w, store, now) = spilling_worker(Some(0.6), Some(0.8));
-        let mut sim = Sim { w, store, now, jobs: Vec::new(), fetches: Vec::new() };
+        let (mut w, store, now) = spilling_worker(Some(0.6), Some(0.8));
+        let peer = incoming(&mut w, now);
+        let mut sim = Sim { w, store, now, jobs: Vec::new(), fetches: Vec::new(), peer };
         for s in &steps {
             sim.play(s);
             sim.check()?;
