@@ -102,6 +102,17 @@ impl FrameDecoder {
             return Ok(None);
         };
         if len > self.frame_bytes_max {
+            if self.may_be_python_dask() {
+                if self.buf.len() < crate::foreign::RECOGNISE_BYTES {
+                    return Ok(None);
+                }
+                if crate::foreign::is_python_dask(&self.buf[..crate::foreign::RECOGNISE_BYTES]) {
+                    return Err(self.fail(crate::foreign::python_dask_peer_error()));
+                }
+            }
+            if !self.decoded_one && crate::foreign::is_tls_handshake(&self.buf) {
+                return Err(self.fail(crate::foreign::tls_peer_error()));
+            }
             return Err(self.fail(WireError::new(
                 ErrorCode::FrameTooLarge,
                 format!(
@@ -130,17 +141,16 @@ impl FrameDecoder {
         self.buffered() > 0
     }
 
+    /// Whether an oversized first prefix may be Python Dask's framing: its
+    /// first length is little-endian and small, so its high bytes come
+    /// second here. The first [`crate::foreign::RECOGNISE_BYTES`] then
+    /// decide which refusal it is (only they, so the answer does not depend
+    /// on how the bytes arrive; net's hello gate follows the same rule).
+    fn may_be_python_dask(&self) -> bool {
+        !self.decoded_one && self.buf.get(2..LENGTH_PREFIX_BYTES) == Some(&[0, 0][..])
+    }
+
     fn fail(&mut self, e: WireError) -> WireError {
-        // Python Dask's first message, read as dask/1, is an oversized or
-        // malformed frame: say what the peer is instead. (Before the first
-        // frame is decoded, the buffer starts with the connection's bytes.)
-        let e = if !self.decoded_one && crate::foreign::is_python_dask(&self.buf) {
-            crate::foreign::python_dask_peer_error()
-        } else if !self.decoded_one && crate::foreign::is_tls_handshake(&self.buf) {
-            crate::foreign::tls_peer_error()
-        } else {
-            e
-        };
         self.failed = Some(e.clone());
         self.buf = Vec::new();
         self.start = 0;
@@ -336,8 +346,11 @@ mod tests {
         let python = crate::foreign::python_dask_refusal("x");
         let mut d = FrameDecoder::default();
         d.push(&python[..10]);
-        // Not enough to tell yet: the oversized length is refused as usual.
-        assert_eq!(d.poll().unwrap_err().code, ErrorCode::FrameTooLarge);
+        // Not enough to tell yet: the decoder waits for 16 bytes.
+        assert_eq!(d.poll().unwrap(), None);
+        d.push(&python[10..]);
+        let e = d.poll().unwrap_err();
+        assert!(crate::foreign::is_python_dask_peer_error(&e), "{e}");
         let mut d = FrameDecoder::default();
         d.push(&python);
         let e = d.poll().unwrap_err();
