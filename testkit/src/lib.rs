@@ -12,6 +12,7 @@
 //! - [`good_client`]: a well-behaved client computing beside hostile input;
 //! - [`stories`]: the stories the fuzz targets and the proptests play into
 //!   the scheduler's and the worker's state machines;
+//! - [`sim`]: a whole cluster of real state machines on a virtual clock;
 //! - [`Rng`]: a seeded generator for reproducible random input.
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod good_client;
 pub mod hostile;
 pub mod process;
 mod rng;
+pub mod sim;
 pub mod stories;
 pub mod wire;
 

@@ -1,0 +1,281 @@
+//! Stories of a whole cluster on a virtual clock: the scheduler's and the
+//! workers' real state machines, wired together by `dask_testkit::sim::Sim`
+//! (no sockets, no threads; jobs run through the built-in functions). Each
+//! story runs under several seeds (delivery orders); a failure names its
+//! seed, and `DASK_SIM_SEED=N` replays it.
+
+use std::time::Duration;
+
+use dask_core::client::task_spec;
+use dask_core::messages::TaskSpec;
+use dask_core::msgpack::task_ref_value;
+use dask_core::{Key, Message, RawValue};
+use dask_testkit::sim::{run_seeds, Node, Sim};
+use rmpv::Value;
+
+/// Seeds each story runs under.
+const SEEDS: u64 = 16;
+
+/// Virtual time a story may take to get anywhere.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn task(key: &str, function: &str, args: Vec<Value>, workers: &[&str]) -> TaskSpec {
+    let mut spec = task_spec(key.into(), function, &args, &[]);
+    spec.workers = (!workers.is_empty()).then(|| workers.iter().map(|w| w.to_string()).collect());
+    spec
+}
+
+fn int(data: &std::collections::BTreeMap<Key, RawValue>, key: &str) -> i64 {
+    let value = data[&Key::from(key)].to_value().expect("a valid value");
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} = {value:?}"))
+}
+
+/// A tree reduction over `leaves` leaves: `inc(i)` for each, then `add`
+/// pairwise up to the root, key `sum`, whose value is `leaves * (leaves + 1) / 2`.
+fn tree(leaves: usize) -> Vec<TaskSpec> {
+    let mut tasks = Vec::new();
+    let mut level: Vec<String> = (0..leaves)
+        .map(|i| {
+            let key = format!("inc-{i}");
+            tasks.push(task(&key, "inc", vec![Value::from(i)], &[]));
+            key
+        })
+        .collect();
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        level = level
+            .chunks(2)
+            .enumerate()
+            .map(|(j, pair)| {
+                let key = if level.len() <= 2 {
+                    "sum".to_string()
+                } else {
+                    format!("add-{depth}-{j}")
+                };
+                let args = pair.iter().map(|k| task_ref_value(k)).collect();
+                let function = if pair.len() == 2 { "add" } else { "identity" };
+                tasks.push(task(&key, function, args, &[]));
+                key
+            })
+            .collect();
+    }
+    tasks
+}
+
+/// Leaves take 10 ms, reductions 1 ms.
+fn tree_durations(sim: &mut Sim) {
+    sim.set_job_duration(|job| match job.function.as_str() {
+        "inc" => Duration::from_millis(10),
+        _ => Duration::from_millis(1),
+    });
+}
+
+/// A cluster of `n` one-thread workers, all registered, and a client.
+fn cluster(seed: u64, n: usize) -> Sim {
+    let mut sim = Sim::new(seed);
+    for _ in 0..n {
+        sim.add_worker(1, |_| {});
+    }
+    assert!(
+        sim.run_until(|s| s.scheduler.worker_count() == n, LIMIT),
+        "seed {seed}: the workers did not register"
+    );
+    sim.add_client();
+    sim
+}
+
+#[test]
+fn a_key_computed_on_one_worker_is_fetched_by_another() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 2);
+        let w0 = sim.workers[0].address.clone();
+        let tasks = vec![
+            task("x", "inc", vec![Value::from(1)], &["w0"]),
+            task(
+                "y",
+                "add",
+                vec![task_ref_value("x"), Value::from(10)],
+                &["w1"],
+            ),
+        ];
+        sim.submit(0, tasks, &["y"]);
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "y"), LIMIT),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["y"], LIMIT);
+        assert_eq!(int(&data, "y"), 12);
+        assert!(
+            sim.workers[1].dialed.contains(&w0),
+            "w1 fetched x from w0: {:?}",
+            sim.workers[1].dialed
+        );
+    });
+}
+
+#[test]
+fn a_worker_dies_while_a_peer_fetches_from_it() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 2);
+        let w0 = sim.workers[0].address.clone();
+        // x may run on w0 or on a w2 that does not exist yet: on w0 then.
+        let tasks = vec![
+            task("x", "inc", vec![Value::from(1)], &["w0", "w2"]),
+            task(
+                "y",
+                "add",
+                vec![task_ref_value("x"), Value::from(10)],
+                &["w1"],
+            ),
+        ];
+        sim.submit(0, tasks, &["y"]);
+        // w0 has x; w1 has asked for it (even seeds: the request is on its
+        // way; odd seeds: w0's answer is): w0 dies then, and what was in
+        // flight is lost.
+        let fetching = if seed % 2 == 0 {
+            sim.step_until(|s| s.workers[1].dialed.contains(&w0))
+        } else {
+            sim.step_until(|s| {
+                s.in_flight_to(Node::Worker(1))
+                    .any(|m| matches!(m, Message::Data(d) if d.data.contains_key("x")))
+            })
+        };
+        assert!(fetching, "seed {seed}: w1 never fetched from w0");
+        assert!(!sim.workers[1].state.holds("x"));
+        sim.kill_worker(0);
+        assert!(
+            sim.run_until(|s| s.scheduler.worker_count() == 1, LIMIT),
+            "seed {seed}: w0 is still registered"
+        );
+        assert!(!sim.finished_key(0, "y"), "y cannot finish without x");
+        // A new worker that may run x joins: x is recomputed there, and y
+        // finishes on w1 with the right value.
+        let w2 = sim.add_worker(1, |_| {});
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "y"), LIMIT),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["y"], LIMIT);
+        assert_eq!(int(&data, "y"), 12);
+        let w2 = sim.workers[w2].address.clone();
+        assert!(
+            sim.workers[1].dialed.contains(&w2),
+            "x was recomputed on w2, and w1 fetched it there: {:?}",
+            sim.workers[1].dialed
+        );
+    });
+}
+
+#[test]
+fn a_worker_reconnects_after_losing_the_scheduler() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(seed);
+        sim.add_worker(1, |c| c.reconnect_timeout = Duration::from_secs(30));
+        assert!(sim.run_until(|s| s.scheduler.worker_count() == 1, LIMIT));
+        sim.add_client();
+        sim.submit(0, vec![task("a", "inc", vec![Value::from(1)], &[])], &["a"]);
+        assert!(sim.run_until(|s| s.finished_key(0, "a"), LIMIT));
+        let first = sim.workers[0].address.clone();
+
+        sim.cut_scheduler_connection(0);
+        assert!(sim.step_until(|s| !s.workers[0].state.is_registered()));
+        let w = &sim.workers[0].state;
+        assert_eq!(w.metrics().stored_keys, 0, "a new, empty worker");
+        assert!(
+            sim.run_until(|s| s.workers[0].registrations.len() == 2, LIMIT),
+            "seed {seed}: no second registration"
+        );
+        let w = &sim.workers[0];
+        assert!(w.alive && w.finished.is_none());
+        assert_ne!(w.address, first, "registered again with a new data address");
+        assert_eq!(sim.scheduler.worker_count(), 1);
+        // a was lost with the old worker and is computed again; new work
+        // runs on the worker too.
+        sim.submit(
+            0,
+            vec![task("b", "inc", vec![Value::from(41)], &[])],
+            &["b"],
+        );
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "b"), LIMIT),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["a", "b"], LIMIT);
+        assert_eq!((int(&data, "a"), int(&data, "b")), (2, 42));
+    });
+}
+
+#[test]
+fn a_graph_is_computed_across_three_workers() {
+    const LEAVES: usize = 24;
+    let run = |seed| {
+        let mut sim = cluster(seed, 3);
+        tree_durations(&mut sim);
+        let start = sim.now;
+        sim.submit(0, tree(LEAVES), &["sum"]);
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "sum"), LIMIT),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["sum"], LIMIT);
+        assert_eq!(int(&data, "sum"), (LEAVES * (LEAVES + 1) / 2) as i64);
+        // Every worker took a share of the leaves, so the graph took less
+        // than half the time of one worker running all of them.
+        for w in &sim.workers {
+            let leaves = w
+                .started
+                .iter()
+                .filter(|k| k.as_str().starts_with("inc-"))
+                .count();
+            assert!(
+                leaves >= LEAVES / 6,
+                "seed {seed}: {} ran {leaves} leaves",
+                w.address
+            );
+        }
+        let took = sim.now - start;
+        assert!(
+            took < Duration::from_millis(10) * LEAVES as u32 / 2,
+            "seed {seed}: {took:?}"
+        );
+        let started: Vec<Vec<Key>> = sim.workers.iter().map(|w| w.started.clone()).collect();
+        (started, took)
+    };
+    run_seeds(SEEDS, |seed| {
+        // The same seed plays the same story: same placement, same times.
+        assert_eq!(run(seed), run(seed), "seed {seed} replays differently");
+    });
+}
+
+#[test]
+fn a_worker_is_lost_mid_graph() {
+    const LEAVES: usize = 24;
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 3);
+        tree_durations(&mut sim);
+        sim.submit(0, tree(LEAVES), &["sum"]);
+        // Half the leaves have started, and w1 is running one: it dies.
+        let midway = |s: &Sim| {
+            let started: usize = s.workers.iter().map(|w| w.started.len()).sum();
+            started >= LEAVES / 2 && s.workers[1].running().next().is_some()
+        };
+        assert!(sim.run_until(midway, LIMIT), "seed {seed}: never midway");
+        let lost: Vec<Key> = sim.workers[1].running().cloned().collect();
+        sim.kill_worker(1);
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "sum"), LIMIT),
+            "seed {seed}"
+        );
+        assert_eq!(sim.scheduler.worker_count(), 2);
+        let data = sim.gather(0, &["sum"], LIMIT);
+        assert_eq!(int(&data, "sum"), (LEAVES * (LEAVES + 1) / 2) as i64);
+        // What w1 was running when it died ran again on a survivor.
+        for key in &lost {
+            let again = [0, 2].iter().any(|&i| sim.workers[i].started.contains(key));
+            assert!(again, "seed {seed}: {key} was not run again after w1 died");
+        }
+    });
+}
