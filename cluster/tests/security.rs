@@ -20,6 +20,40 @@ fn options(credentials: Option<Credentials>, tls: Option<TlsConfig>) -> ClientOp
     }
 }
 
+/// TLS settings of a cluster member: the CA and a certificate it signed.
+fn member_tls(ca: &ClusterCa) -> TlsConfig {
+    let cert = ca.issue(&[], 24).unwrap();
+    TlsConfig::from_pem(&TlsPem {
+        ca: Some(ca.cert_pem()),
+        cert: Some(cert.cert),
+        key: Some(cert.key),
+    })
+    .unwrap()
+}
+
+/// A scheduler on plain TCP, requiring `cluster`'s secrets if given.
+fn plain_scheduler(cluster: Option<&Credentials>) -> SchedulerHandle {
+    SchedulerHandle::start(SchedulerConfig {
+        port: 0,
+        validate: true,
+        credentials: cluster.cloned(),
+        ..SchedulerConfig::default()
+    })
+    .unwrap()
+}
+
+/// A scheduler requiring `cluster`'s secrets, at a `tls://` address with
+/// a certificate of `ca`.
+fn tls_scheduler(cluster: &Credentials, ca: &ClusterCa) -> SchedulerHandle {
+    SchedulerHandle::start(SchedulerConfig {
+        port: 0,
+        credentials: Some(cluster.clone()),
+        tls: Some(member_tls(ca)),
+        ..SchedulerConfig::default()
+    })
+    .unwrap()
+}
+
 fn connect_error(address: &str, options: ClientOptions) -> String {
     match Client::connect_with(address, options) {
         Ok(_) => panic!("connected without the right credentials"),
@@ -30,13 +64,7 @@ fn connect_error(address: &str, options: ClientOptions) -> String {
 #[test]
 fn only_the_client_secret_gets_in_and_the_scheduler_keeps_serving() {
     let cluster = credentials::generate();
-    let scheduler = SchedulerHandle::start(SchedulerConfig {
-        port: 0,
-        validate: true,
-        credentials: Some(cluster.clone()),
-        ..SchedulerConfig::default()
-    })
-    .unwrap();
+    let scheduler = plain_scheduler(Some(&cluster));
     let address = scheduler.address();
     let member = Client::connect_with(&address, options(Some(cluster.clone()), None))
         .expect("the client secret gets in");
@@ -65,22 +93,8 @@ fn only_the_client_secret_gets_in_and_the_scheduler_keeps_serving() {
 fn over_tls_with_a_cluster_ca_and_credentials() {
     let cluster = credentials::generate();
     let ca = ClusterCa::generate().unwrap();
-    let member_tls = || {
-        let cert = ca.issue(&[], 24).unwrap();
-        TlsConfig::from_pem(&TlsPem {
-            ca: Some(ca.cert_pem()),
-            cert: Some(cert.cert),
-            key: Some(cert.key),
-        })
-        .unwrap()
-    };
-    let scheduler = SchedulerHandle::start(SchedulerConfig {
-        port: 0,
-        credentials: Some(cluster.clone()),
-        tls: Some(member_tls()),
-        ..SchedulerConfig::default()
-    })
-    .unwrap();
+    let member_tls = || member_tls(&ca);
+    let scheduler = tls_scheduler(&cluster, &ca);
     let address = scheduler.address();
     assert!(address.starts_with("tls://"), "{address}");
     let client = Client::connect_with(&address, options(Some(cluster.clone()), Some(member_tls())))
@@ -110,5 +124,223 @@ fn over_tls_with_a_cluster_ca_and_credentials() {
     );
     assert!(e.contains("refused this side's certificate"), "{e}");
     drop(client);
+    scheduler.stop();
+}
+
+// ---- workers -------------------------------------------------------------
+
+use std::io;
+
+use dask_client::{args, delayed, Arg};
+use dask_core::auth::{ConnectorAuth, Secret};
+use dask_core::handshake;
+use dask_core::messages::{AuthProof, Bin32, GetData, ListDatasets, Role};
+use dask_core::Message;
+use dask_testkit::hostile::hello;
+use dask_testkit::wire::{exchange, messages_frame, Received};
+use dask_worker::{WorkerConfig, WorkerHandle};
+
+/// Longest a stranger waits for its refusal (the refusal comes at once).
+const REFUSAL_WAIT: Duration = Duration::from_secs(20);
+
+fn start_worker(
+    scheduler: &str,
+    name: &str,
+    credentials: Option<Credentials>,
+    tls: Option<TlsConfig>,
+) -> io::Result<WorkerHandle> {
+    WorkerHandle::start(WorkerConfig {
+        scheduler: scheduler.to_owned(),
+        nthreads: 1,
+        name: Some(name.to_owned()),
+        credentials,
+        tls,
+        ..WorkerConfig::default()
+    })
+}
+
+/// The error a worker that must not register got.
+fn refused(started: io::Result<WorkerHandle>) -> io::Error {
+    match started {
+        Ok(_) => panic!("the worker registered"),
+        Err(e) => e,
+    }
+}
+
+/// `a` held by one worker, `b` by the other: their sum makes one worker
+/// fetch from the other, so the peers prove the worker secret to each
+/// other.
+fn sum_across_workers(client: &Client, a: i64, b: i64) -> rmpv::Value {
+    let a = client
+        .scatter_with(vec![a.into()], Some(vec!["w0".into()]), false)
+        .expect("scatter to w0");
+    let b = client
+        .scatter_with(vec![b.into()], Some(vec!["w1".into()]), false)
+        .expect("scatter to w1");
+    let sum = client.compute(&delayed("add", args![Arg::from(&a[0]), Arg::from(&b[0])]));
+    sum.result_timeout(Duration::from_secs(60))
+        .expect("the sum computes")
+}
+
+/// A peer that holds no credentials, pipelining a `get-data` for `key`
+/// behind its hello.
+fn stranger_asks_for(address: &str, key: &dask_core::Key) -> Received {
+    let get = Message::GetData(GetData {
+        request: 1,
+        keys: vec![key.clone()],
+    });
+    let bytes = messages_frame(&[hello(Role::Peer), get]);
+    exchange(address, &bytes, false, REFUSAL_WAIT)
+}
+
+/// A peer that offers auth, then sends a made-up proof and a `get-data`.
+fn forger_asks_for(address: &str, key: &dask_core::Key) -> Received {
+    let mut offer = handshake::offer(Role::Peer, Some("forger".into()));
+    let guess = ConnectorAuth::new(Role::Peer, Secret::from_bytes([7; 32]), [9; 32]);
+    offer.auth = Some(guess.offer());
+    let mut bytes = messages_frame(&[Message::Hello(offer)]);
+    bytes.extend(messages_frame(&[Message::AuthProof(AuthProof {
+        proof: Bin32([0; 32]),
+    })]));
+    bytes.extend(messages_frame(&[Message::GetData(GetData {
+        request: 1,
+        keys: vec![key.clone()],
+    })]));
+    exchange(address, &bytes, false, REFUSAL_WAIT)
+}
+
+fn assert_no_data(received: &Received, case: &str) {
+    assert!(
+        !received
+            .messages
+            .iter()
+            .any(|m| matches!(m, Message::Data(_))),
+        "{case}: a value was served: {:?}",
+        received.messages
+    );
+}
+
+#[test]
+fn workers_prove_the_worker_secret_and_strangers_get_nothing_anywhere() {
+    let cluster = credentials::generate();
+    let scheduler = plain_scheduler(Some(&cluster));
+    let address = scheduler.address();
+    let worker_file = credentials::for_role(&cluster, Role::Worker);
+    let w0 = start_worker(&address, "w0", worker_file.clone(), None).expect("w0 registers");
+    let w1 = start_worker(&address, "w1", worker_file, None).expect("w1 registers");
+    let client_file = credentials::for_role(&cluster, Role::Client);
+    let client = Client::connect_with(&address, options(client_file, None)).unwrap();
+    assert_eq!(sum_across_workers(&client, 10, 20), rmpv::Value::from(30));
+    let held = client
+        .scatter_with(vec![42.into()], Some(vec!["w0".into()]), false)
+        .unwrap();
+    let key = held[0].key().clone();
+
+    // The scheduler's port: a stranger cannot register, submit or list.
+    let as_worker = exchange(
+        &address,
+        &messages_frame(&[hello(Role::Worker)]),
+        false,
+        REFUSAL_WAIT,
+    );
+    as_worker.assert_fatal(3003, "a stranger registering");
+    let list = Message::ListDatasets(ListDatasets { request: 1 });
+    let as_client = exchange(
+        &address,
+        &messages_frame(&[hello(Role::Client), list]),
+        false,
+        REFUSAL_WAIT,
+    );
+    as_client.assert_fatal(3003, "a stranger listing datasets");
+    assert!(
+        !as_client
+            .messages
+            .iter()
+            .any(|m| matches!(m, Message::Datasets(_))),
+        "{:?}",
+        as_client.messages
+    );
+
+    // Every worker's data port: no value for a stranger or a forger.
+    for worker in [&w0, &w1] {
+        let data = worker.address();
+        let got = stranger_asks_for(&data, &key);
+        got.assert_fatal(3003, "a stranger at a data port");
+        assert_no_data(&got, "a stranger at a data port");
+        let got = forger_asks_for(&data, &key);
+        got.assert_fatal(3003, "a made-up proof at a data port");
+        assert_no_data(&got, "a made-up proof at a data port");
+    }
+
+    // The cluster kept serving its own client and workers.
+    assert_eq!(sum_across_workers(&client, 1, 2), rmpv::Value::from(3));
+    assert_eq!(client.gather(&held).unwrap(), vec![rmpv::Value::from(42)]);
+    drop(client);
+    w0.stop();
+    w1.stop();
+    scheduler.stop();
+}
+
+#[test]
+fn a_worker_registers_only_where_both_sides_hold_the_worker_secret() {
+    let cluster = credentials::generate();
+    let scheduler = plain_scheduler(Some(&cluster));
+    let address = scheduler.address();
+    let e = refused(start_worker(&address, "none", None, None));
+    assert!(e.to_string().contains("authentication required"), "{e}");
+    let other = credentials::generate();
+    let e = refused(start_worker(&address, "other", Some(other), None));
+    assert!(e.to_string().contains("failed to prove"), "{e}");
+    // A client's file holds no worker secret: a worker cannot use it.
+    let client_file = credentials::for_role(&cluster, Role::Client);
+    let e = refused(start_worker(&address, "client-file", client_file, None));
+    assert!(e.to_string().contains("authentication required"), "{e}");
+
+    // A scheduler that proves nothing is not trusted by a worker that
+    // holds the secret.
+    let open = plain_scheduler(None);
+    let e = refused(start_worker(
+        &open.address(),
+        "careful",
+        Some(cluster),
+        None,
+    ));
+    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("did not prove"), "{e}");
+    open.stop();
+    scheduler.stop();
+}
+
+#[test]
+fn workers_over_tls_with_credentials() {
+    let cluster = credentials::generate();
+    let ca = ClusterCa::generate().unwrap();
+    let member_tls = || member_tls(&ca);
+    let scheduler = tls_scheduler(&cluster, &ca);
+    let address = scheduler.address();
+    let w0 = start_worker(&address, "w0", Some(cluster.clone()), Some(member_tls())).unwrap();
+    let w1 = start_worker(&address, "w1", Some(cluster.clone()), Some(member_tls())).unwrap();
+    assert!(w0.address().starts_with("tls://"), "{}", w0.address());
+    let client =
+        Client::connect_with(&address, options(Some(cluster.clone()), Some(member_tls()))).unwrap();
+    assert_eq!(sum_across_workers(&client, 5, 6), rmpv::Value::from(11));
+
+    // A plain stranger at a TLS data port is told so, and served nothing.
+    let plain = w1.address().replacen("tls://", "tcp://", 1);
+    let held = client
+        .scatter_with(vec![1.into()], Some(vec!["w1".into()]), false)
+        .unwrap();
+    let got = stranger_asks_for(&plain, held[0].key());
+    assert_no_data(&got, "plain bytes at a TLS data port");
+    let said = format!("{:?}", got.messages);
+    assert!(said.contains("this address speaks TLS"), "{said}");
+
+    // A worker without TLS settings cannot reach the TLS scheduler.
+    let e = refused(start_worker(&address, "no-ca", Some(cluster), None));
+    assert!(e.to_string().contains("--tls-ca-file"), "{e}");
+    assert_eq!(sum_across_workers(&client, 7, 8), rmpv::Value::from(15));
+    drop(client);
+    w0.stop();
+    w1.stop();
     scheduler.stop();
 }

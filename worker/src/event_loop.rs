@@ -25,14 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dask_core::auth::{AuthConfig, Credentials};
 use dask_core::worker::{
     Job, TaskDone, WorkerError, WorkerErrorKind, WorkerOutput, WorkerState, WorkerStateConfig,
     HANDSHAKE_TIMEOUT, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
 };
 use dask_core::{ConnId, Timestamp};
 use dask_net::{
-    format_address, parse_address, Clock, CloseReason, ListenerId, NetEvent, Reactor,
-    ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
+    parse_endpoint, Clock, CloseReason, Endpoint, ListenerId, NetEvent, Reactor, ReactorConfig,
+    TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
 };
 
 use crate::executor::ExecutorPool;
@@ -52,7 +53,7 @@ const PYTHON_DASK_REFUSAL: &str =
 /// How to start a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The scheduler's address, `tcp://HOST:PORT`.
+    /// The scheduler's address, `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub scheduler: String,
     /// Tasks run at once. Default: the machine's available parallelism.
     pub nthreads: usize,
@@ -92,6 +93,18 @@ pub struct WorkerConfig {
     pub reconnect_timeout: Duration,
     /// Functions offered. Default: [`FunctionRegistry::builtins`].
     pub functions: FunctionRegistry,
+    /// The cluster's credentials (the worker secret is used): the worker
+    /// proves it to the scheduler and to the workers it fetches from,
+    /// requires them to prove it back, and serves its data address only
+    /// to peers that prove it. `None`: no proofs, and anyone who reaches
+    /// the data address is served (for a scheduler started with
+    /// `--no-auth-anyone-can-connect`). Default `None`; `dask-worker`
+    /// finds the cluster's file unless told not to.
+    pub credentials: Option<Credentials>,
+    /// TLS: a certificate and key make the data address `tls://` (and,
+    /// with the CA, require peers' certificates); the CA lets the worker
+    /// connect to a `tls://` scheduler and to TLS peers. Default `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -111,6 +124,8 @@ impl Default for WorkerConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             reconnect_timeout: Duration::ZERO,
             functions: FunctionRegistry::builtins(),
+            credentials: None,
+            tls: None,
         }
     }
 }
@@ -139,8 +154,19 @@ impl WorkerHandle {
     pub fn start(config: WorkerConfig) -> io::Result<WorkerHandle> {
         let nthreads = config.nthreads.max(1);
         let name = config.name.clone().unwrap_or_else(default_name);
-        parse_address(&config.scheduler)
+        let scheduler = parse_endpoint(&config.scheduler)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listens_tls = config.tls.as_ref().is_some_and(|t| t.can_listen());
+        if scheduler.tls && !config.tls.as_ref().is_some_and(|t| t.can_connect()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the scheduler's address {} is TLS: give this worker the cluster's CA \
+                     certificate (--tls-ca-file)",
+                    config.scheduler
+                ),
+            ));
+        }
         // First, so a failure leaves nothing running; removed on any error
         // below when the store is dropped.
         let memory_limit = config.memory_limit.filter(|&limit| limit > 0);
@@ -156,10 +182,11 @@ impl WorkerHandle {
         let spill_directory = spill_store.as_ref().map(|s| s.directory().to_path_buf());
         let mut reactor = Reactor::new(ReactorConfig {
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
+            tls: config.tls.clone(),
             ..ReactorConfig::default()
         })?;
-        let listener = reactor.listen(resolve(&config.host)?)?;
-        let address = format_address(reactor.local_addr(listener)?);
+        let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;
+        let address = data_address(&reactor, listener, listens_tls)?;
         let waker = reactor.waker();
         let control = Arc::new(Control {
             stop: AtomicBool::new(false),
@@ -178,6 +205,10 @@ impl WorkerHandle {
         state_config.memory_pause_fraction = config.memory_pause_fraction;
         state_config.handshake_timeout = config.handshake_timeout;
         state_config.reconnect_timeout = config.reconnect_timeout;
+        state_config.auth = config.credentials.clone().map(|credentials| AuthConfig {
+            credentials,
+            nonce_seed: dask_net::credentials::nonce(),
+        });
         let clock = Clock::new();
         let mut state = WorkerState::new(state_config, clock.now());
         if let Some(store) = spill_store {
@@ -189,6 +220,7 @@ impl WorkerHandle {
             clock,
             state,
             host: config.host.clone(),
+            listens_tls,
             listener,
             pool: Some(pool),
             new_jobs: Vec::new(),
@@ -306,6 +338,21 @@ fn default_name() -> String {
     format!("worker-{host}-{}-{n}", std::process::id())
 }
 
+/// A data listener at `addr`, TLS or not.
+fn listen(reactor: &mut Reactor, addr: SocketAddr, tls: bool) -> io::Result<ListenerId> {
+    match tls {
+        true => reactor.listen_tls(addr),
+        false => reactor.listen(addr),
+    }
+}
+
+/// The address peers fetch from: `tls://HOST:PORT` for a TLS listener,
+/// `tcp://HOST:PORT` otherwise.
+fn data_address(reactor: &Reactor, listener: ListenerId, tls: bool) -> io::Result<String> {
+    let addr = reactor.local_addr(listener)?;
+    Ok(Endpoint { addr, tls }.to_string())
+}
+
 /// The address a data listener binds: `host`, any free port.
 fn resolve(host: &str) -> io::Result<SocketAddr> {
     (host, 0)
@@ -320,6 +367,8 @@ struct EventLoop {
     state: WorkerState,
     /// Where new data listeners bind.
     host: String,
+    /// Whether data listeners speak TLS.
+    listens_tls: bool,
     /// The data listener.
     listener: ListenerId,
     pool: Option<ExecutorPool>,
@@ -381,6 +430,7 @@ impl EventLoop {
             WorkerErrorKind::TimedOut => io::ErrorKind::TimedOut,
             WorkerErrorKind::Protocol => io::ErrorKind::InvalidData,
             WorkerErrorKind::Lost => io::ErrorKind::ConnectionAborted,
+            WorkerErrorKind::Untrusted => io::ErrorKind::PermissionDenied,
         };
         io::Error::new(kind, error.message)
     }
@@ -427,7 +477,12 @@ impl EventLoop {
 
     fn on_event(&mut self, now: Timestamp, event: NetEvent) {
         match event {
-            NetEvent::Accepted { conn, .. } => self.state.handle_connected(now, conn),
+            NetEvent::Accepted { conn, .. } => {
+                self.state.handle_connected(now, conn);
+                if let Some(binding) = self.reactor.channel_binding(conn) {
+                    self.state.handle_channel_binding(conn, binding);
+                }
+            }
             NetEvent::Frame { conn, messages } => self.state.handle_frame(now, conn, messages),
             NetEvent::Closed { conn, reason } => match reason {
                 CloseReason::Protocol(e) => self.state.handle_protocol_error(now, conn, e),
@@ -449,8 +504,13 @@ impl EventLoop {
                 }
                 self.state.handle_closed(now, conn, &reason);
             }
-            // What the machine sent meanwhile goes out now: nothing to do.
-            NetEvent::Connected { .. } => {}
+            // What the machine sent meanwhile goes out now; over TLS its
+            // proofs cover the session's binding, known from now.
+            NetEvent::Connected { conn } => {
+                if let Some(binding) = self.reactor.channel_binding(conn) {
+                    self.state.handle_channel_binding(conn, binding);
+                }
+            }
             NetEvent::AcceptFailed { error, .. } => eprintln!(
                 "dask-worker: accept failed: {error} (retrying every {} ms)",
                 ACCEPT_RETRY_INTERVAL.as_millis()
@@ -491,7 +551,8 @@ impl EventLoop {
     fn handle_output(&mut self, now: Timestamp, output: WorkerOutput) {
         match output {
             WorkerOutput::Connect { address } => {
-                let started = parse_address(&address).map(|addr| self.reactor.connect(addr));
+                let started =
+                    parse_endpoint(&address).map(|endpoint| self.reactor.connect_to(endpoint));
                 self.state.handle_connecting(now, started);
             }
             WorkerOutput::Send(conn, message) => {
@@ -538,10 +599,11 @@ impl EventLoop {
 
     /// A new data listener in place of the old one.
     fn listen(&mut self, now: Timestamp) {
+        let tls = self.listens_tls;
         let bound = resolve(&self.host)
-            .and_then(|addr| self.reactor.listen(addr))
+            .and_then(|addr| listen(&mut self.reactor, addr, tls))
             .and_then(|listener| {
-                let address = self.reactor.local_addr(listener).map(format_address);
+                let address = data_address(&self.reactor, listener, tls);
                 if address.is_err() {
                     self.reactor.close_listener(listener);
                 }

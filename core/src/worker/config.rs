@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::messages::Resources;
 use crate::FRAME_BYTES_MAX;
 
@@ -128,6 +129,15 @@ pub struct WorkerStateConfig {
     /// is busy ([`REPORT_BATCH_BACKLOG_PER_THREAD`]); zero: never waits.
     /// Default [`REPORT_DELAY_MAX`].
     pub report_delay_max: Duration,
+    /// Authentication (spec: "Authentication"), with the cluster's
+    /// worker secret: the worker proves it to the scheduler (role
+    /// `worker`) and to the holders it fetches from (role `peer`),
+    /// requires them to prove it back, and requires every peer that
+    /// connects to its data address to prove it before anything is
+    /// served. `None` (the default): no proofs, anyone who reaches the
+    /// data address is served. Credentials without the worker secret
+    /// count as `None`.
+    pub auth: Option<AuthConfig>,
 }
 
 impl WorkerStateConfig {
@@ -161,6 +171,7 @@ impl WorkerStateConfig {
             reconnect_delay: RECONNECT_DELAY,
             connections_max: CONNECTIONS_MAX,
             report_delay_max: REPORT_DELAY_MAX,
+            auth: None,
         }
     }
 

@@ -21,11 +21,24 @@
 //! machine, whoever ended it: the edge frees the connection then (after
 //! writing what is queued on it, if it still can).
 //!
+//! With [`WorkerStateConfig::auth`] every connection proves the worker
+//! secret both ways (spec: "Authentication"): the worker's hellos offer
+//! `auth` (role `worker` to the scheduler, `peer` to holders) and what
+//! would be pipelined behind them waits until the acceptor has proven
+//! the secret and this side's `auth-proof` has gone (an acceptor that
+//! proves nothing gets `error{3003}` and the connection is dropped); an
+//! incoming peer's hello is answered with this worker's proof, and
+//! nothing but its `auth-proof` is accepted next (3003 otherwise). Over
+//! TLS the edge hands each connection's channel binding in with
+//! [`WorkerState::handle_channel_binding`], and proofs cover it.
+//!
 //! [`WorkerStateConfig::handshake_timeout`]: super::WorkerStateConfig::handshake_timeout
+//! [`WorkerStateConfig::auth`]: super::WorkerStateConfig::auth
 
 use super::{WorkerOutput, WorkerState};
+use crate::auth::{self, AcceptorAuth, ConnectorAuth, Credentials, CHANNEL_BINDING_BYTES};
 use crate::handshake;
-use crate::messages::{ErrorReport, GetData, Role};
+use crate::messages::{ErrorReport, GetData, Hello, Role};
 use crate::{ConnId, ErrorCode, Message, Timestamp, WireError};
 
 /// What a connection is for.
@@ -43,8 +56,29 @@ pub(super) enum ConnKind {
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) kind: ConnKind,
-    /// The hello exchange is complete (data connections).
+    /// The hello exchange is complete (data connections), its proofs
+    /// included.
     pub(super) handshaken: bool,
+    /// Where its authentication stands.
+    auth: ConnAuth,
+    /// What this side sends while its proof is not out yet (a connector
+    /// that offered `auth` sends nothing after its hello until then).
+    held: Vec<Message>,
+    /// Its TLS channel binding, which proofs cover.
+    channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+}
+
+/// Authentication on one connection.
+#[derive(Debug)]
+enum ConnAuth {
+    /// None asked, or done.
+    Settled,
+    /// This side connected and offered `auth`: the acceptor's proof is due
+    /// in its reply; this side holds what it sends until it answers.
+    Offered(ConnectorAuth),
+    /// A peer connected and this side replied with its proof: the peer's
+    /// `auth-proof` is due, and nothing else is accepted.
+    ProofDue(Box<AcceptorAuth>),
 }
 
 /// A connection asked for with [`WorkerOutput::Connect`] whose id the
@@ -105,14 +139,35 @@ impl WorkerState {
             }
             ConnKind::Incoming => return,
         };
+        let tls = match &pending.kind {
+            ConnKind::Outgoing(address) => is_tls(address),
+            _ => is_tls(&self.config.scheduler),
+        };
         self.add_conn(conn, pending.kind);
         // Pipelined: the hello alone in its frame (the receiver reads at
-        // most hello_frame_bytes_max before it), then the rest.
-        let hello = handshake::offer(role, Some(self.config.name.clone()));
-        self.send(conn, Message::Hello(hello));
+        // most hello_frame_bytes_max before it), then the rest (held
+        // until this side's proof when it offers auth).
+        let mut hello = handshake::offer(role, Some(self.config.name.clone()));
+        if let Some(connector) = self.connector_auth(role) {
+            hello.auth = Some(connector.offer());
+            hello.tls = Some(tls);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.auth = ConnAuth::Offered(connector);
+            }
+        }
+        self.send_now(conn, Message::Hello(hello));
         self.outputs.push_back(WorkerOutput::EndFrame(conn));
         for message in pending.after_hello {
             self.send(conn, message);
+        }
+    }
+
+    /// `conn` (just accepted or connected) is TLS, with this channel
+    /// binding: proofs on it cover the binding. Call it before any frame
+    /// of `conn`.
+    pub fn handle_channel_binding(&mut self, conn: ConnId, binding: [u8; CHANNEL_BINDING_BYTES]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.channel_binding = Some(binding);
         }
     }
 
@@ -196,8 +251,14 @@ impl WorkerState {
     // ---- routing ----------------------------------------------------------
 
     fn add_conn(&mut self, conn: ConnId, kind: ConnKind) {
-        let handshaken = false;
-        self.conns.insert(conn, Connection { kind, handshaken });
+        let connection = Connection {
+            kind,
+            handshaken: false,
+            auth: ConnAuth::Settled,
+            held: Vec::new(),
+            channel_binding: None,
+        };
+        self.conns.insert(conn, connection);
     }
 
     /// Asks the edge for a connection to `address` (see
@@ -211,10 +272,73 @@ impl WorkerState {
         self.pending_connects.push_back(pending);
     }
 
+    /// Sends `message` on `conn`, or holds it while this side's proof is
+    /// not out yet.
     pub(super) fn send(&mut self, conn: ConnId, message: Message) {
+        if self.nonces.is_some() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if matches!(c.auth, ConnAuth::Offered(_)) {
+                    return c.held.push(message);
+                }
+            }
+        }
+        self.send_now(conn, message);
+    }
+
+    /// Sends `message` on `conn`, held or not (hellos, proofs, refusals).
+    fn send_now(&mut self, conn: ConnId, message: Message) {
         self.outputs.push_back(WorkerOutput::Send(conn, message));
     }
 
+    // ---- authentication -----------------------------------------------------
+
+    /// The worker secret, when authentication is on.
+    fn credentials(&self) -> Option<&Credentials> {
+        let auth = self.config.auth.as_ref()?;
+        auth.credentials.worker.as_ref()?;
+        Some(&auth.credentials)
+    }
+
+    /// The offer of a connection of `role` this worker opens, when
+    /// authentication is on.
+    fn connector_auth(&mut self, role: Role) -> Option<ConnectorAuth> {
+        let secret = self.credentials()?.secret_for(role)?.clone();
+        let nonce = self.nonces.as_mut()?.next_nonce();
+        Some(ConnectorAuth::new(role, secret, nonce))
+    }
+
+    /// The acceptor's reply `hello` on `conn`, opened by this worker, has
+    /// been checked: when this side offered `auth`, the reply must prove
+    /// the worker secret; then this side's `auth-proof` goes, and what it
+    /// held after it. On error (the acceptor proved nothing, or not the
+    /// secret) only `error{3003}` goes out; the caller drops the
+    /// connection.
+    pub(super) fn connector_proves(
+        &mut self,
+        conn: ConnId,
+        reply: &Hello,
+    ) -> Result<(), WireError> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let ConnAuth::Offered(connector) = std::mem::replace(&mut c.auth, ConnAuth::Settled) else {
+            return Ok(());
+        };
+        let held = std::mem::take(&mut c.held);
+        match connector.answer(reply, c.channel_binding.as_ref()) {
+            Ok(proof) => {
+                self.send_now(conn, Message::AuthProof(proof));
+                for message in held {
+                    self.send_now(conn, message);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.send_now(conn, Message::error(&auth::failed(), None));
+                Err(e)
+            }
+        }
+    }
     fn dispatch(&mut self, conn: ConnId, message: Message) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -239,10 +363,29 @@ impl WorkerState {
         }
     }
 
-    /// The first message on a data connection: the hello exchange. This
+    /// The first messages on a data connection: the hello exchange. This
     /// worker accepts role `peer` on incoming connections (and answers with
-    /// its own hello) and expects a worker to answer on outgoing ones.
+    /// its own hello, and proof) and expects a worker to answer on
+    /// outgoing ones; with authentication on, an incoming peer's
+    /// `auth-proof` comes next.
     fn data_hello(&mut self, conn: ConnId, message: Message) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let ConnAuth::ProofDue(_) = c.auth {
+            let ConnAuth::ProofDue(pending) = std::mem::replace(&mut c.auth, ConnAuth::Settled)
+            else {
+                return;
+            };
+            let verdict = match &message {
+                Message::AuthProof(proof) => pending.verify(proof),
+                _ => Err(auth::failed()),
+            };
+            return match verdict {
+                Ok(()) => c.handshaken = true,
+                Err(e) => self.reject(conn, e),
+            };
+        }
         let hello = match message {
             Message::Hello(hello) => hello,
             Message::ErrorReport(_) => return self.close(conn),
@@ -257,28 +400,56 @@ impl WorkerState {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let checked = match c.kind {
-            ConnKind::Incoming => handshake::accept(
-                &hello,
-                Role::Worker,
-                &[Role::Peer],
-                conn.0,
-                Some(self.config.name.clone()),
-            )
-            .map(|(reply, _)| Some(Message::Hello(reply))),
-            _ => handshake::check_reply(&hello, Role::Worker).map(|_| None),
-        };
-        match checked {
-            Ok(reply) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.handshaken = true;
+        if let ConnKind::Outgoing(address) = &c.kind {
+            let address = address.clone();
+            let checked = handshake::check_reply(&hello, Role::Worker)
+                .and_then(|_| self.connector_proves(conn, &hello));
+            return match checked {
+                Ok(()) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.handshaken = true;
+                    }
                 }
-                if let Some(reply) = reply {
-                    self.send(conn, reply);
+                Err(e) if e.code == ErrorCode::AuthFailed => {
+                    let line = format!("the worker at {address} is not trusted: {}", e.message);
+                    self.outputs.push_back(WorkerOutput::Log(line));
+                    self.close(conn);
                 }
-            }
-            Err(e) => self.reject(conn, e),
+                Err(e) => self.reject(conn, e),
+            };
         }
+        let binding = c.channel_binding;
+        let accepted = handshake::accept(
+            &hello,
+            Role::Worker,
+            &[Role::Peer],
+            conn.0,
+            Some(self.config.name.clone()),
+        );
+        let mut reply = match accepted {
+            Ok((reply, _)) => reply,
+            Err(e) => return self.reject(conn, e),
+        };
+        let mut next = ConnAuth::Settled;
+        let nonce = match self.credentials() {
+            Some(_) => self.nonces.as_mut().map(|n| n.next_nonce()),
+            None => None,
+        };
+        if let (Some(nonce), Some(credentials)) = (nonce, self.credentials()) {
+            match AcceptorAuth::challenge(&hello, credentials, nonce, binding) {
+                Ok((auth, pending)) => {
+                    reply.auth = Some(auth);
+                    reply.tls = Some(binding.is_some());
+                    next = ConnAuth::ProofDue(Box::new(pending));
+                }
+                Err(e) => return self.reject(conn, e),
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.handshaken = matches!(next, ConnAuth::Settled);
+            c.auth = next;
+        }
+        self.send_now(conn, Message::Hello(reply));
     }
 
     /// Sends `request` to the holder at `address`, asking for a connection
@@ -309,7 +480,7 @@ impl WorkerState {
 
     /// Sends a fatal error on a data connection, then closes it.
     pub(super) fn reject(&mut self, conn: ConnId, e: WireError) {
-        self.send(
+        self.send_now(
             conn,
             Message::ErrorReport(ErrorReport {
                 code: e.code.number(),
@@ -384,6 +555,12 @@ impl WorkerState {
             .find(|(_, conn)| self.conns.get(conn).is_some_and(|c| !c.handshaken))
             .map(|(at, _)| *at)
     }
+}
+
+/// Whether `address` is a TLS one (`tls://`): the edge connects with TLS
+/// to those, and the hello's `tls` says so.
+fn is_tls(address: &str) -> bool {
+    address.starts_with("tls://")
 }
 
 fn not_on_a_data_connection(message: &Message) -> WireError {

@@ -80,6 +80,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::NonceSource;
 use crate::messages::{AddKeys, Metrics, Resources};
 use crate::{ConnId, Key, Message, RawValue, Timestamp};
 use slab::Slab;
@@ -231,13 +232,22 @@ pub struct WorkerState {
     held_since: Option<Timestamp>,
     outputs: VecDeque<WorkerOutput>,
     dirty: bool,
+    /// The nonces of this worker's handshakes (both sides), when it
+    /// authenticates.
+    nonces: Option<NonceSource>,
 }
 
 impl WorkerState {
     /// A worker holding nothing, listening at `config.address`; `now`
     /// starts its clock. It asks for the scheduler connection at once.
     pub fn new(config: WorkerStateConfig, now: Timestamp) -> WorkerState {
+        let nonces = config
+            .auth
+            .as_ref()
+            .filter(|auth| auth.credentials.worker.is_some())
+            .map(|auth| NonceSource::new(auth.nonce_seed));
         let mut state = WorkerState {
+            nonces,
             config,
             now,
             tasks: Slab::new(),

@@ -104,6 +104,10 @@ pub enum WorkerErrorKind {
     /// The connection ended after the scheduler's hello: lost before or
     /// after registering, and not registered again.
     Lost,
+    /// The scheduler did not prove it holds the cluster's worker secret
+    /// (it runs without authentication, or with other credentials): the
+    /// worker does not trust it.
+    Untrusted,
 }
 
 impl WorkerError {
@@ -291,13 +295,29 @@ impl WorkerState {
                     self.registration_failed(conn, e);
                 }
                 (false, Message::Hello(reply)) => {
-                    match handshake::check_reply(&reply, Role::Scheduler) {
-                        Ok(_) => {
+                    let checked = handshake::check_reply(&reply, Role::Scheduler);
+                    let proven = checked.and_then(|_| self.connector_proves(conn, &reply));
+                    match proven {
+                        Ok(()) => {
                             self.phase = Phase::Registering {
                                 conn,
                                 hello: true,
                                 deadline,
                             }
+                        }
+                        Err(e) if e.code == ErrorCode::AuthFailed => {
+                            let hint = if reply.auth.is_none() {
+                                " (if it runs with --no-auth-anyone-can-connect on purpose, \
+                                 start this worker with that flag too)"
+                            } else {
+                                ""
+                            };
+                            let message = format!(
+                                "not registering with {}: {}{hint}",
+                                self.config.scheduler, e.message
+                            );
+                            let e = WorkerError::new(WorkerErrorKind::Untrusted, message);
+                            self.registration_failed(conn, e);
                         }
                         Err(e) => self.scheduler_broke_protocol(conn, e),
                     }
