@@ -13,11 +13,13 @@
 #include <stdlib.h>
 
 /* Prints the error of a failed call and exits. */
-static void check(dask_result result, dask_error *err, const char *what) {
+/* Takes the error by address: the call in `check(f(&err), &err, ...)` sets it,
+ * and C leaves the order in which arguments are evaluated unspecified. */
+static void check(dask_result result, dask_error **err, const char *what) {
     if (result != DASK_OK) {
-        fprintf(stderr, "inprocess: %s failed: %s (%s)\n", what, dask_error_message(err),
+        fprintf(stderr, "inprocess: %s failed: %s (%s)\n", what, dask_error_message(*err),
                 dask_result_name(result));
-        dask_error_free(err);
+        dask_error_free(*err);
         exit(1);
     }
 }
@@ -46,13 +48,13 @@ static dask_delayed *call(const char *function, const dask_delayed *a, const das
     dask_error *err = NULL;
     dask_value *args = dask_value_new_array(), *ref = NULL;
     dask_delayed *out = NULL;
-    check(dask_value_new_delayed(a, &ref, &err), err, "a reference");
+    check(dask_value_new_delayed(a, &ref, &err), &err, "a reference");
     dask_value_array_push(args, ref, NULL);
     if (b != NULL) {
-        check(dask_value_new_delayed(b, &ref, &err), err, "a reference");
+        check(dask_value_new_delayed(b, &ref, &err), &err, "a reference");
         dask_value_array_push(args, ref, NULL);
     }
-    check(dask_delayed_new(function, args, &out, &err), err, "a delayed call");
+    check(dask_delayed_new(function, args, &out, &err), &err, "a delayed call");
     dask_value_free(args);
     return out;
 }
@@ -66,14 +68,14 @@ int main(void) {
     int64_t total = 0, again = 0;
     size_t i, width;
 
-    check(dask_functions_register(functions, "square", square, NULL, NULL, &err), err,
+    check(dask_functions_register(functions, "square", square, NULL, NULL, &err), &err,
           "registering square");
 
     /* square(i) for i in 0..N, then added pairwise down to one. */
     for (i = 0; i < N; i++) {
         args = dask_value_new_array();
         dask_value_array_push_int(args, (int64_t)i, NULL);
-        check(dask_delayed_new("square", args, &level[i], &err), err, "delayed square");
+        check(dask_delayed_new("square", args, &level[i], &err), &err, "delayed square");
         dask_value_free(args);
     }
     for (width = N; width > 1; width /= 2) {
@@ -85,22 +87,22 @@ int main(void) {
         }
     }
 
-    check(dask_delayed_compute_in_process(level[0], functions, 2, &result, &err), err,
+    check(dask_delayed_compute_in_process(level[0], functions, 2, &result, &err), &err,
           "computing on two threads");
-    check(dask_value_as_int(result, &total, &err), err, "reading the result");
+    check(dask_value_as_int(result, &total, &err), &err, "reading the result");
     dask_value_free(result);
     printf("sum of squares below %d, on two threads: %lld\n", N, (long long)total);
 
-    check(dask_delayed_compute_in_process(level[0], functions, 0, &result, &err), err,
+    check(dask_delayed_compute_in_process(level[0], functions, 0, &result, &err), &err,
           "computing on the calling thread");
-    check(dask_value_as_int(result, &again, &err), err, "reading the result");
+    check(dask_value_as_int(result, &again, &err), &err, "reading the result");
     dask_value_free(result);
     printf("again on the calling thread: %lld\n", (long long)again);
 
     /* square("x") fails; what depends on it fails with its error. */
     args = dask_value_new_array();
     dask_value_array_push_string(args, "x", NULL);
-    check(dask_delayed_new("square", args, &bad, &err), err, "delayed square");
+    check(dask_delayed_new("square", args, &bad, &err), &err, "delayed square");
     dask_value_free(args);
     downstream = call("inc", bad, NULL);
     if (dask_delayed_compute_in_process(downstream, functions, 2, &result, &err) ==

@@ -15,11 +15,13 @@
 #include <string.h>
 #include <time.h>
 
-static void check(dask_result result, dask_error *err, const char *what) {
+/* Takes the error by address: the call in `check(f(&err), &err, ...)` sets it,
+ * and C leaves the order in which arguments are evaluated unspecified. */
+static void check(dask_result result, dask_error **err, const char *what) {
     if (result != DASK_OK) {
-        fprintf(stderr, "remote: %s failed: %s (%s)\n", what, dask_error_message(err),
+        fprintf(stderr, "remote: %s failed: %s (%s)\n", what, dask_error_message(*err),
                 dask_result_name(result));
-        dask_error_free(err);
+        dask_error_free(*err);
         exit(1);
     }
 }
@@ -30,10 +32,10 @@ static int64_t call_int(dask_client *client, const char *function, dask_value *a
     dask_value *args = dask_value_new_array(), *result = NULL;
     dask_future *future = NULL;
     int64_t n = 0;
-    check(dask_value_array_push(args, arg, &err), err, "building arguments");
-    check(dask_client_submit(client, function, args, &future, &err), err, function);
-    check(dask_future_result(future, 120000, &result, &err), err, function);
-    check(dask_value_as_int(result, &n, &err), err, "reading the result");
+    check(dask_value_array_push(args, arg, &err), &err, "building arguments");
+    check(dask_client_submit(client, function, args, &future, &err), &err, function);
+    check(dask_future_result(future, 120000, &result, &err), &err, function);
+    check(dask_value_as_int(result, &n, &err), &err, "reading the result");
     dask_value_free(result);
     dask_value_free(args);
     dask_future_free(future);
@@ -56,10 +58,10 @@ int main(int argc, char **argv) {
     if (argc == 3) {
         wanted = (size_t)strtoul(argv[2], NULL, 10);
     }
-    check(dask_client_connect(argv[1], 10000, &client, &err), err, "connect");
+    check(dask_client_connect(argv[1], 10000, &client, &err), &err, "connect");
     for (waited = 0; waited < 600; waited++) {
         struct timespec tick = {0, 100 * 1000 * 1000};
-        check(dask_client_worker_count(client, &workers, &err), err, "worker count");
+        check(dask_client_worker_count(client, &workers, &err), &err, "worker count");
         if (workers >= wanted) {
             break;
         }
@@ -70,7 +72,7 @@ int main(int argc, char **argv) {
     total = call_int(client, "inc", dask_value_new_int(41));
     printf("inc(41) = %lld (a built-in function)\n", (long long)total);
 
-    check(dask_value_new_string("the quick brown fox", &text, &err), err, "a string");
+    check(dask_value_new_string("the quick brown fox", &text, &err), &err, "a string");
     words = call_int(client, "c.word_count", text);
     printf("c.word_count(\"the quick brown fox\") = %lld (a C function)\n", (long long)words);
     fib = call_int(client, "c.fib", dask_value_new_int(50));
@@ -79,7 +81,7 @@ int main(int argc, char **argv) {
     /* A C function's error reaches the client with its type and message. */
     args = dask_value_new_array();
     dask_value_array_push_int(args, 100, NULL);
-    check(dask_client_submit(client, "c.fib", args, &f, &err), err, "submit c.fib(100)");
+    check(dask_client_submit(client, "c.fib", args, &f, &err), &err, "submit c.fib(100)");
     if (dask_future_wait(f, 120000, &err) == DASK_REMOTE_ERROR) {
         printf("c.fib(100) failed as it should: %s: %s\n", dask_error_remote_type(err),
                dask_error_remote_message(err));
