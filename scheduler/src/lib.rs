@@ -4,7 +4,9 @@
 //! machine (connections, clients, workers, the task state machine,
 //! placement, reference counts, datasets); [`event_loop`] is the thin
 //! single-threaded loop that moves a `dask_net::Reactor`'s events and the
-//! time into it and its outputs back. The `dask-scheduler` binary runs the
+//! time into it and its outputs back; [`journal`] is the append-only file
+//! (`--journal DIR`) that group-commits records, cuts a torn tail and
+//! compacts by snapshot. The `dask-scheduler` binary runs the
 //! loop in the foreground.
 //!
 //! ```no_run
@@ -18,6 +20,7 @@
 
 pub mod dashboard;
 pub mod event_loop;
+pub mod journal;
 pub mod state;
 
 pub use event_loop::{serve, EventLoop, SchedulerConfig, SchedulerHandle, Stopper, DEFAULT_PORT};
