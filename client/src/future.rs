@@ -338,28 +338,34 @@ impl AsCompleted {
     }
 }
 
+impl AsCompleted {
+    /// The next completed future: `Ok(None)` when none is left,
+    /// `Err(Error::Timeout)` when none completed before `deadline` (`None`:
+    /// wait as long as it takes), an error when the connection is gone.
+    pub fn next_before(&mut self, deadline: Option<Instant>) -> Result<Option<Future>> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Ok(Some(f));
+            }
+            if self.futures.is_empty() {
+                return Ok(None);
+            }
+            let id = self.id;
+            let key = self.shared.wait_until(deadline, |st| {
+                st.watchers.get_mut(&id).and_then(|w| w.done.pop_front())
+            })?;
+            self.ready
+                .extend(self.futures.remove(&key).unwrap_or_default());
+        }
+    }
+}
+
 impl Iterator for AsCompleted {
     type Item = Future;
 
     fn next(&mut self) -> Option<Future> {
-        loop {
-            if let Some(f) = self.ready.pop_front() {
-                return Some(f);
-            }
-            if self.futures.is_empty() {
-                return None;
-            }
-            let id = self.id;
-            let deadline = self.timeout.map(|t| Instant::now() + t);
-            let key = self
-                .shared
-                .wait_until(deadline, |st| {
-                    st.watchers.get_mut(&id).and_then(|w| w.done.pop_front())
-                })
-                .ok()?;
-            self.ready
-                .extend(self.futures.remove(&key).unwrap_or_default());
-        }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        self.next_before(deadline).ok().flatten()
     }
 }
 

@@ -1,0 +1,121 @@
+"""``LocalCluster``: a dask-rs scheduler in this process and Python workers,
+as worker processes (the default, as Dask's) or threads of this process."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import time
+import weakref
+from typing import Any, Dict, List, Optional
+
+from . import _native
+from .worker import Worker
+
+_live: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
+
+
+class LocalCluster:
+    """A scheduler bound to ``host`` (a free port unless ``scheduler_port``)
+    and ``n_workers`` Python workers of ``threads_per_worker`` threads each.
+
+    ``processes=True`` starts each worker as ``python -m dask_rs.worker``
+    (Python code runs in parallel, one interpreter per worker);
+    ``processes=False`` runs them in this process (they share its GIL).
+    Workers offer the built-in library, ``codec:cloudpickle`` and
+    ``functions`` (a dict of name -> callable; with processes, each
+    callable must be importable by name: ``module.function``).
+    """
+
+    def __init__(
+        self,
+        n_workers: Optional[int] = None,
+        threads_per_worker: int = 1,
+        processes: bool = True,
+        host: str = "127.0.0.1",
+        scheduler_port: int = 0,
+        functions: Optional[Dict[str, Any]] = None,
+        memory_limit: Optional[int] = None,
+    ) -> None:
+        if n_workers is None:
+            n_workers = max(1, min(4, os.cpu_count() or 1))
+        self._scheduler = _native.NativeScheduler(host, scheduler_port)
+        self.scheduler_address: str = self._scheduler.address
+        self.processes = processes
+        self._threads: List[Worker] = []
+        self._procs: List[subprocess.Popen] = []
+        try:
+            for i in range(n_workers):
+                name = f"local-{os.getpid()}-{i}"
+                if processes:
+                    self._procs.append(_spawn(self.scheduler_address, name, threads_per_worker, functions, memory_limit))
+                else:
+                    self._threads.append(Worker(self.scheduler_address, functions=functions, nthreads=threads_per_worker,
+                                                name=name, memory_limit=memory_limit))
+            for p in self._procs:
+                _await_registration(p)
+        except BaseException:
+            self.close()
+            raise
+        _live.add(self)
+
+    @property
+    def worker_processes(self) -> List[subprocess.Popen]:
+        """The worker processes (``processes=True``)."""
+        return list(self._procs)
+
+    def close(self) -> None:
+        """Stops the workers and the scheduler."""
+        for w in self._threads:
+            w.stop()
+        self._threads = []
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self._procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._procs = []
+        scheduler, self._scheduler = getattr(self, "_scheduler", None), None
+        if scheduler is not None:
+            scheduler.stop()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {self.scheduler_address}, {len(self._procs) + len(self._threads)} workers>"
+
+
+def _spawn(address: str, name: str, nthreads: int, functions: Optional[Dict[str, Any]], memory_limit: Optional[int]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "dask_rs.worker", address, "--nthreads", str(nthreads), "--name", name]
+    for fname, f in (functions or {}).items():
+        command += ["--functions", f"{fname}={f.__module__}:{f.__qualname__}"]
+    if memory_limit:
+        command += ["--memory-limit", str(memory_limit)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def _await_registration(process: subprocess.Popen, timeout: float = 60.0) -> None:
+    # The worker prints "Worker NAME at ADDRESS, connected to SCHEDULER"
+    # once registered (as dask-worker does).
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = process.stdout.readline()
+    if not line.startswith("Worker ") or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f"a worker process did not register (it printed {line!r}, exit status {process.poll()})")
+
+
+@atexit.register
+def _close_all() -> None:
+    for cluster in list(_live):
+        cluster.close()

@@ -1,0 +1,64 @@
+"""``python -m dask_rs.worker tcp://HOST:PORT``: a Python worker process."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+from . import Worker, load_functions
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dask_rs.worker",
+        description="A dask-rs worker running Python functions.",
+    )
+    parser.add_argument("scheduler", help="the scheduler's address, tcp://HOST:PORT")
+    parser.add_argument("--nthreads", type=int, default=1, help="tasks run at once (default 1: Python holds the GIL)")
+    parser.add_argument("--name", help="a unique name (default: worker-HOST-PID-N)")
+    parser.add_argument("--host", help="the host the data listener binds (default 127.0.0.1)")
+    parser.add_argument("--memory-limit", type=int, help="bytes of values kept in memory before spilling")
+    parser.add_argument("--local-directory", help="where spilled values go")
+    parser.add_argument(
+        "--functions", action="append", default=[], metavar="SPEC",
+        help="named functions to offer: MODULE, MODULE:FUNCTION or NAME=MODULE:FUNCTION (repeatable)",
+    )
+    parser.add_argument("--list-functions", action="store_true", help="print the functions offered and exit")
+    args = parser.parse_args(argv)
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    functions: Dict[str, Callable[..., Any]] = {}
+    for spec in args.functions:
+        functions.update(load_functions(spec))
+    if args.list_functions:
+        for name in sorted(functions):
+            print(name)
+        return 0
+    worker = Worker(
+        args.scheduler, functions, nthreads=args.nthreads, name=args.name, host=args.host,
+        memory_limit=args.memory_limit, local_directory=args.local_directory,
+    )
+    print(f"Worker {worker.name} at {worker.address}, connected to {args.scheduler}", flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.is_set():
+        if worker.wait(0.2):
+            # Closed by the scheduler (0) or lost it (1): the native handle
+            # cannot tell us which, so a finish we did not ask for is 1
+            # unless the scheduler is still there to have closed us.
+            print(f"Worker {worker.name}: the scheduler connection ended", file=sys.stderr, flush=True)
+            return 1
+    worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
