@@ -18,6 +18,10 @@ use rmpv::Value;
 /// The msgpack ext type of a pickled Python object (PROTOCOL.md, "Python codec").
 pub const PICKLE_EXT: i8 = 2;
 
+/// Where a received pickle payload starts in memory: the alignment the
+/// codec gives buffers inside it (`dask_rs._codec.ALIGN`).
+const PAYLOAD_ALIGN: usize = 64;
+
 /// Nesting past this depth is pickled as one value: the protocol allows 100
 /// levels per value, and a task's arguments add a level or two around it.
 const NATIVE_DEPTH_MAX: usize = 90;
@@ -159,9 +163,16 @@ pub fn to_python(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
         }
         Value::Ext(PICKLE_EXT, payload) => {
             let loads = LOADS.import(py, "dask_rs._codec", "loads")?;
-            // A bytearray, so that arrays built on its buffers are writable.
-            let buffer = PyByteArray::new(py, payload);
-            loads.call1((buffer,))?.unbind()
+            // A bytearray, so that arrays built on its buffers are writable,
+            // with the payload at a 64-byte aligned address (the codec aligns
+            // buffers relative to the payload's start).
+            let mut start = 0;
+            let buffer = PyByteArray::new_with(py, payload.len() + PAYLOAD_ALIGN, |bytes| {
+                start = bytes.as_ptr().align_offset(PAYLOAD_ALIGN);
+                bytes[start..start + payload.len()].copy_from_slice(payload);
+                Ok(())
+            })?;
+            loads.call1((buffer, start, payload.len()))?.unbind()
         }
         Value::Ext(code, payload) => {
             let ext_type = EXT_TYPE.import(py, "dask_rs._codec", "ExtType")?;

@@ -31,7 +31,7 @@ static RUN_PICKLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 fn task_error(py: Python<'_>, error: PyErr) -> TaskError {
     let described = DESCRIBE
         .import(py, "dask_rs._errors", "describe")
-        .and_then(|describe| describe.call1((error.value(py),)))
+        .and_then(|describe| describe.call1((error.value(py), error.traceback(py))))
         .and_then(|d| d.extract::<(String, String, String)>());
     match described {
         Ok((error_type, message, traceback)) => {

@@ -77,9 +77,12 @@ def dumps(obj: Any) -> bytes:
     return b"".join(parts)
 
 
-def loads(payload: Any) -> Any:
-    """The object an ext type 2 payload holds (``payload``: bytes-like)."""
+def loads(payload: Any, start: int = 0, length: Any = None) -> Any:
+    """The object an ext type 2 payload holds (``payload``: bytes-like; the
+    payload is ``payload[start:start + length]``)."""
     view = memoryview(payload)
+    if start or length is not None:
+        view = view[start : start + (view.nbytes - start if length is None else length)]
     if view.nbytes < _HEAD.size:
         raise ValueError(f"pickle payload of {view.nbytes} bytes: shorter than its header")
     n, size = _HEAD.unpack_from(view, 0)

@@ -128,10 +128,10 @@ def from_native(kind: str, fields: Dict[str, Any]) -> BaseException:
     return DaskError(text)
 
 
-def describe(error: BaseException) -> Tuple[str, str, str]:
+def describe(error: BaseException, tb: Any = None) -> Tuple[str, str, str]:
     """A worker's report of an exception: type name, message, traceback text."""
     if isinstance(error, RemoteError):
         # A task that called another cluster's result: keep the first type.
         return error.error_type, error.message, error.traceback
-    text = "".join(_traceback.format_exception(type(error), error, error.__traceback__))
+    text = "".join(_traceback.format_exception(type(error), error, tb or error.__traceback__))
     return type(error).__name__, str(error), text

@@ -51,7 +51,14 @@ def _function_name(func: Any) -> str:
     return getattr(func, "__name__", None) or type(func).__name__
 
 
-class Future:
+try:  # Dask's own reference type, so Dask's graphs see our futures as it sees its own
+    from dask._task_spec import TaskRef as _FutureBase
+except ImportError:  # Dask is optional
+    class _FutureBase:  # type: ignore[no-redef]
+        __slots__ = ("key",)
+
+
+class Future(_FutureBase):
     """A key's result on the cluster (as ``distributed.Future``).
 
     The key is released on the cluster when the last Python reference to
@@ -63,15 +70,12 @@ class Future:
     __slots__ = ("_native", "_client", "__weakref__")
     # Dask's graph conversion treats such objects as references to `key`.
     __dask_future__ = True
+    key: str  # the task's key
 
     def __init__(self, native: Any, client: "Client") -> None:
+        self.key = native.key
         self._native = native
         self._client = client
-
-    @property
-    def key(self) -> str:
-        """The task's key."""
-        return self._native.key
 
     @property
     def status(self) -> str:
@@ -132,10 +136,17 @@ class Future:
         return f"<Future: {self.status}, key: {self.key}>"
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "a dask_rs Future cannot be pickled; pass it as an argument of submit/map "
-            "(at any depth of lists, dicts and tuples) so the task receives its value"
-        )
+        # Inside a Dask graph node a future is a reference to its key (the
+        # node lists the key among its dependencies); elsewhere it cannot be
+        # rebuilt, as it holds a connection.
+        if _FutureBase is object or not hasattr(_FutureBase, "substitute"):
+            raise TypeError("a dask_rs Future cannot be pickled; pass it as an argument of submit/map")
+        return (_FutureBase, (self.key,))
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
 
 def _is_future(x: Any) -> bool:

@@ -101,7 +101,10 @@ def _spawn(address: str, name: str, nthreads: int, functions: Optional[Dict[str,
         command += ["--functions", f"{fname}={f.__module__}:{f.__qualname__}"]
     if memory_limit:
         command += ["--memory-limit", str(memory_limit)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # As multiprocessing does for Dask's worker processes: the workers import
+    # what this process can (functions pickled by reference, test modules).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _await_registration(process: subprocess.Popen, timeout: float = 60.0) -> None:
