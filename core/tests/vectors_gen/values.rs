@@ -126,6 +126,11 @@ pub(super) fn values() -> Json {
         &["c7010501"],
     );
     v(
+        "pickled Python object (ext type 2, since 1.1): the tuple (1, 2)",
+        json!({"$ext": [2, "00000000120000000000000080059507000000000000004b014b0286942e"]}),
+        &[],
+    );
+    v(
         "negative ext type (-1, msgpack timestamp 32)",
         json!({"$ext": [-1, "00000000"]}),
         &[],
