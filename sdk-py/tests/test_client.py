@@ -200,3 +200,16 @@ def test_connecting_to_nothing_fails_with_a_connection_error():
     with pytest.raises(ConnectionError) as e:
         dask_rs.Client("tcp://127.0.0.1:1", timeout=5)
     assert "127.0.0.1:1" in str(e.value)
+
+
+def test_the_readme_quickstart_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sum of squares 285" in out.stdout and "40 + 2 = 42" in out.stdout
+    mean = float(out.stdout.split("mean")[1])
+    assert 0.99 < mean < 1.01
