@@ -5,10 +5,5 @@
 #   bench/python.sh [--quick] [--only array|dataframe|tiny]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
-mkdir -p "$target_dir"
-venv="$(cd "$target_dir" && pwd)/py-venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip --disable-pip-version-check -q install numpy pandas "dask[array,dataframe,distributed]" cloudpickle
-"$venv/bin/python" -m pip --disable-pip-version-check -q install ./sdk-py
-exec "$venv/bin/python" bench/python_bench.py "$@"
+python="$(scripts/python-venv.sh)"
+exec "$python" bench/python_bench.py "$@"

@@ -191,6 +191,17 @@ impl NativeWorker {
         })
     }
 
+    /// Waits for a worker that stopped by itself ([`NativeWorker::wait`]):
+    /// returns when the scheduler closed it; raises `OSError` when the
+    /// connection was lost or broken.
+    fn join(&self, py: Python<'_>) -> PyResult<()> {
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle {
+            Some(handle) => py.detach(|| handle.join()).map_err(io_error),
+            None => Ok(()),
+        }
+    }
+
     /// Says `close` to the scheduler, stops, and waits for the threads
     /// (a running task's thread is not waited for past its end).
     fn stop(&self, py: Python<'_>) -> PyResult<()> {

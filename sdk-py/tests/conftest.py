@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 import dask_rs
+from dask_rs.cluster import stop_processes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -81,15 +82,7 @@ class Processes:
         return p
 
     def stop(self) -> None:
-        for p in self.all:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.all:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.all)
 
 
 class Cluster:

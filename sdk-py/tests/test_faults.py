@@ -43,3 +43,23 @@ def test_a_python_worker_killed_mid_computation(processes):
         np.testing.assert_array_equal(result, expected)
         assert client.gather(futures) == list(range(60))
         assert [w["name"] for w in client.cluster_info()["workers"]] == ["survivor"]
+
+
+def test_the_worker_command_lists_functions_and_exits_1_when_the_scheduler_is_lost(processes):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import HERE
+
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    listing = subprocess.run([sys.executable, "-m", "dask_rs.worker", "tcp://127.0.0.1:1", "--functions", "pyfuncs",
+                              "--list-functions"], capture_output=True, text=True, env=env, timeout=60)
+    assert listing.returncode == 0 and "py.word_count" in listing.stdout.split()
+    unreachable = subprocess.run([sys.executable, "-m", "dask_rs.worker", "tcp://127.0.0.1:1"],
+                                 capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 1 and "tcp://127.0.0.1:1" in unreachable.stderr
+    address = processes.scheduler()
+    worker = processes.python_worker(address, "orphan")
+    processes.all[0].send_signal(signal.SIGKILL)  # the scheduler
+    assert worker.wait(timeout=30) == 1

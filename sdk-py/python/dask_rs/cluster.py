@@ -71,15 +71,7 @@ class LocalCluster:
         for w in self._threads:
             w.stop()
         self._threads = []
-        for p in self._procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self._procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self._procs)
         self._procs = []
         scheduler, self._scheduler = getattr(self, "_scheduler", None), None
         if scheduler is not None:
@@ -93,6 +85,20 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return f"<LocalCluster {self.scheduler_address}, {len(self._procs) + len(self._threads)} workers>"
+
+
+def stop_processes(processes: List[subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGTERM (a worker then says ``close`` and exits), then SIGKILL for
+    any process still running after ``timeout`` seconds."""
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _spawn(address: str, name: str, nthreads: int, functions: Optional[Dict[str, Any]], memory_limit: Optional[int]) -> subprocess.Popen:

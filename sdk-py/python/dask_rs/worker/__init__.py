@@ -65,6 +65,11 @@ class Worker:
         or was lost); returns whether it has."""
         return self._native.wait(timeout)
 
+    def join(self) -> None:
+        """Waits until the worker stops by itself; returns if the scheduler
+        closed it, raises ``OSError`` if the connection was lost."""
+        self._native.join()
+
     def stop(self) -> None:
         """Says ``close`` to the scheduler and stops."""
         self._native.stop()

@@ -37,10 +37,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in sorted(functions):
             print(name)
         return 0
-    worker = Worker(
-        args.scheduler, functions, nthreads=args.nthreads, name=args.name, host=args.host,
-        memory_limit=args.memory_limit, local_directory=args.local_directory,
-    )
+    try:
+        worker = Worker(
+            args.scheduler, functions, nthreads=args.nthreads, name=args.name, host=args.host,
+            memory_limit=args.memory_limit, local_directory=args.local_directory,
+        )
+    except OSError as e:
+        print(f"cannot start a worker for {args.scheduler}: {e}", file=sys.stderr, flush=True)
+        return 1
     print(f"Worker {worker.name} at {worker.address}, connected to {args.scheduler}", flush=True)
     stop = threading.Event()
 
@@ -51,11 +55,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.is_set():
         if worker.wait(0.2):
-            # Closed by the scheduler (0) or lost it (1): the native handle
-            # cannot tell us which, so a finish we did not ask for is 1
-            # unless the scheduler is still there to have closed us.
-            print(f"Worker {worker.name}: the scheduler connection ended", file=sys.stderr, flush=True)
-            return 1
+            # As dask-worker: 0 when the scheduler closed it, 1 when lost.
+            try:
+                worker.join()
+            except OSError as e:
+                print(f"Worker {worker.name}: lost the scheduler: {e}", file=sys.stderr, flush=True)
+                return 1
+            return 0
     worker.stop()
     return 0
 
