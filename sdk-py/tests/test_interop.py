@@ -1,5 +1,5 @@
 """A Python worker's named functions, called by name from the Rust client
-(the ``dask`` CLI), the C SDK (libdask, compiled with gcc) and the JS SDK
+(the ``dask-rs`` CLI), the C SDK (libdask, compiled with gcc) and the JS SDK
 (Node), like any worker's functions."""
 
 import json
@@ -67,7 +67,7 @@ def test_rust_client_calls_a_python_workers_function(cluster, tmp_path):
     }
     path = tmp_path / "graph.json"
     path.write_text(json.dumps(graph))
-    out = subprocess.run([str(binary("dask")), "submit", "--scheduler", cluster.address, str(path)],
+    out = subprocess.run([str(binary("dask-rs")), "submit", "--scheduler", cluster.address, str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" = ", 1) for line in out.stdout.splitlines())
