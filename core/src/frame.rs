@@ -286,6 +286,7 @@ mod tests {
     fn close() -> Message {
         Message::Close(Close {
             reason: Some("bye".into()),
+            reconnect: None,
         })
     }
 

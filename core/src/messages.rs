@@ -206,6 +206,10 @@ wire_struct! {
         /// Why, for logs. Absent: none given.
         #[schemars(extend("x-ignorable" = true))]
         pub reason: Option<String>,
+        /// From the scheduler to a worker it declared dead (heartbeat timeout): the worker may be alive and only misjudged, so it registers again as after a lost connection instead of exiting. Absent: false: the close is final.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub reconnect: Option<bool>,
     }
 }
 

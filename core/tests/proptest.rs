@@ -259,7 +259,10 @@ fn any_message() -> impl Strategy<Value = Message> {
                     keys,
                 })
             }),
-        prop::option::of(text()).prop_map(|reason| Message::from(Close { reason })),
+        prop::option::of(text()).prop_map(|reason| Message::from(Close {
+            reason,
+            reconnect: None
+        })),
         prop::option::of(metrics()).prop_map(|metrics| Message::from(Heartbeat { metrics })),
     ];
     let client = prop_oneof![

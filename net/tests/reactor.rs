@@ -28,6 +28,7 @@ fn heartbeat() -> Message {
 fn close_message(reason: &str) -> Message {
     Message::Close(Close {
         reason: Some(reason.into()),
+        reconnect: None,
     })
 }
 

@@ -11,7 +11,8 @@
 //! drains [`SchedulerState::poll_output`] and sends what comes out. The
 //! loop should hand over the input that waited before it judges a
 //! timeout: time the scheduler itself did not run (a pause of the process)
-//! must not count against its peers. An
+//! must not count against its peers; a stall of the loop itself is noticed
+//! from the time of the calls (see [`liveness`]). An
 //! [`SchedulerOutput::Close`] means the state has already forgotten that connection:
 //! the loop closes it once its queued bytes are written and does not report
 //! it closed again (doing so is harmless).
@@ -74,8 +75,9 @@
 //! - Workers are told to beat at the configured interval or a third of the
 //!   heartbeat timeout, whichever is shorter: none is declared dead before
 //!   three intervals without a frame from it.
-//! - A worker silent for the heartbeat timeout gets `close` and is removed
-//!   like a closed one; the connection is forgotten, so whatever the worker
+//! - A worker silent for the heartbeat timeout gets `close` (with
+//!   `reconnect: true` for a dask/1.1 worker: it may only have been
+//!   misjudged, and registers again) and is removed like a closed one; the connection is forgotten, so whatever the worker
 //!   sends after (it may only have been hung) is never heard: no late
 //!   `task-finished` is accepted.
 //! - A worker that is *lost* (connection dropped, heartbeat timeout, a
@@ -108,6 +110,7 @@ use task_set::TaskSet;
 pub mod data;
 mod graph;
 pub mod inspect;
+pub mod liveness;
 pub mod observe;
 pub mod placement;
 mod snapshot;
@@ -561,7 +564,7 @@ impl SchedulerState {
 
     /// A connection was accepted; its first message must be `hello`.
     pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
-        self.now = now;
+        self.set_now(now);
         self.arm_liveness_check(now + self.config.handshake_timeout + JUST_AFTER);
         self.conns.insert(
             conn,
@@ -589,7 +592,7 @@ impl SchedulerState {
 
     /// One message arrived on `conn`.
     pub fn handle_message(&mut self, now: Timestamp, conn: ConnId, message: Message) {
-        self.now = now;
+        self.set_now(now);
         self.dispatch(conn, message);
         self.finish_event();
     }
@@ -600,7 +603,7 @@ impl SchedulerState {
     /// own; placement and batched `free-keys` wait for the frame's end.
     /// Messages after one that closed the connection are ignored.
     pub fn handle_frame(&mut self, now: Timestamp, conn: ConnId, messages: Vec<Message>) {
-        self.now = now;
+        self.set_now(now);
         for m in messages {
             if !self.conns.contains_key(&conn) {
                 break;
@@ -613,7 +616,7 @@ impl SchedulerState {
 
     /// The peer of `conn` went away (or the loop closed it).
     pub fn handle_closed(&mut self, now: Timestamp, conn: ConnId) {
-        self.now = now;
+        self.set_now(now);
         self.drop_conn(conn, Departure::Lost);
         self.finish_event();
     }
@@ -621,7 +624,7 @@ impl SchedulerState {
     /// Time passed: heartbeat and handshake timeouts and `busy` retries
     /// that are due by `now` happen.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        self.now = now;
+        self.set_now(now);
         if self.next_liveness_check.is_some_and(|at| at <= now) {
             self.check_liveness(now);
         }
@@ -642,68 +645,10 @@ impl SchedulerState {
             .min()
     }
 
-    /// Closes connections that sent no hello within the handshake timeout
-    /// and workers silent for the heartbeat timeout; notes when the next
-    /// of the others can time out.
-    fn check_liveness(&mut self, now: Timestamp) {
-        let mut dead: Vec<(ConnId, &'static str)> = Vec::new();
-        let mut next: Option<Timestamp> = None;
-        for (&conn, c) in &self.conns {
-            let (since, timeout, why) = match c.peer {
-                Peer::AwaitingHello => (c.connected_at, self.config.handshake_timeout, "no hello"),
-                Peer::AwaitingProof => (
-                    c.connected_at,
-                    self.config.handshake_timeout,
-                    "no auth-proof",
-                ),
-                Peer::Worker(_) => (
-                    c.last_seen,
-                    self.config.heartbeat_timeout,
-                    "heartbeat timeout",
-                ),
-                Peer::Client => continue,
-            };
-            if now.saturating_duration_since(since) > timeout {
-                dead.push((conn, why));
-            } else {
-                let at = since + timeout + JUST_AFTER;
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        self.next_liveness_check = next;
-        dead.sort();
-        for (conn, why) in dead {
-            if why == "no hello" {
-                self.fatal(
-                    conn,
-                    ErrorCode::BadHandshake,
-                    "no hello within the handshake timeout".into(),
-                );
-            } else {
-                self.send(
-                    conn,
-                    Message::Close(Close {
-                        reason: Some(format!(
-                            "no message for {} ms (heartbeat timeout)",
-                            self.config.heartbeat_timeout.as_millis()
-                        )),
-                    }),
-                );
-                self.drop_conn(conn, Departure::TimedOut);
-                self.out.push_back(SchedulerOutput::Close(conn));
-            }
-        }
-    }
-
-    /// Makes sure the liveness check runs by `at` (a new deadline).
-    fn arm_liveness_check(&mut self, at: Timestamp) {
-        self.next_liveness_check = Some(self.next_liveness_check.map_or(at, |t| t.min(at)));
-    }
-
     /// Says goodbye to every connection (the server is stopping): `close`
     /// then [`SchedulerOutput::Close`] for each.
     pub fn handle_shutdown(&mut self, now: Timestamp) {
-        self.now = now;
+        self.set_now(now);
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
@@ -715,6 +660,7 @@ impl SchedulerState {
                     conn,
                     Message::Close(Close {
                         reason: Some("scheduler shutting down".into()),
+                        reconnect: None,
                     }),
                 );
             }
@@ -841,6 +787,7 @@ impl SchedulerState {
             c.peer = peer;
             c.id = id;
             c.auth = None;
+            c.v1_1 = v1_1;
         }
     }
 

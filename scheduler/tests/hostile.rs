@@ -659,7 +659,10 @@ fn lying_worker(address: &str) {
         3004,
         "a second worker with a live name",
     );
-    w.send(&[Message::Close(Close { reason: None })]);
+    w.send(&[Message::Close(Close {
+        reason: None,
+        reconnect: None,
+    })]);
 }
 
 // ---- the tests ------------------------------------------------------------

@@ -5,7 +5,8 @@
 # of a graph, worker w1's link goes down: the scheduler must declare it dead
 # after the heartbeat timeout and the graph must complete on w2 with the
 # right answer. When the link comes back, what the old w1 still sends must
-# be ignored: it either takes the scheduler's `close` and exits, or finds
+# be ignored: it either takes the scheduler's `close` (since dask/1.1 with
+# `reconnect: true`, so it registers again; a 1.0 worker exits), or finds
 # its connection reset and registers again as a new, empty worker; the old
 # incarnation never reappears. A second graph then runs on the healed
 # cluster.

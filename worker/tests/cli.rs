@@ -111,8 +111,11 @@ fn the_scheduler_can_come_from_a_scheduler_file() {
     dask_net::scheduler_file::write(&file, &address).unwrap();
     let (mut conn, registration) = accept_worker(&listener);
     assert!(registration.nthreads >= 1);
-    conn.send(&[Message::Close(Close { reason: None })])
-        .unwrap();
+    conn.send(&[Message::Close(Close {
+        reason: None,
+        reconnect: None,
+    })])
+    .unwrap();
     assert!(wait(&mut child).success());
     std::fs::remove_file(&file).unwrap();
     // A Python Dask scheduler file is refused with the reason.
@@ -194,8 +197,11 @@ fn options_reach_the_registration_and_close_exits_0() {
             line.rsplit(' ').next().unwrap().trim()
         )
     );
-    conn.send(&[Message::Close(Close { reason: None })])
-        .unwrap();
+    conn.send(&[Message::Close(Close {
+        reason: None,
+        reconnect: None,
+    })])
+    .unwrap();
     assert!(wait(&mut child).success());
 }
 
@@ -240,8 +246,11 @@ fn a_lost_scheduler_connection_registers_a_new_worker_of_the_same_name() {
         ("phoenix", "phoenix")
     );
     assert_ne!(first.address, second.address, "a new data listener");
-    conn.send(&[Message::Close(Close { reason: None })])
-        .unwrap();
+    conn.send(&[Message::Close(Close {
+        reason: None,
+        reconnect: None,
+    })])
+    .unwrap();
     assert!(
         wait(&mut child).success(),
         "close from the scheduler is final"

@@ -750,6 +750,7 @@ fn close_from_the_scheduler_ends_the_worker_cleanly() {
     let mut s = start_default();
     s.send(vec![Message::Close(Close {
         reason: Some("bye".into()),
+        reconnect: None,
     })]);
     let worker = s.worker.take().unwrap();
     let result = within_timeout(move || worker.join());

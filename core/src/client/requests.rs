@@ -292,6 +292,7 @@ impl ClientSession {
         self.close_sent = true;
         self.queue(Message::Close(Close {
             reason: Some("client closed".into()),
+            reconnect: None,
         }));
         self.enter_closed("closed by the client".into());
     }

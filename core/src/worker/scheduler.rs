@@ -137,7 +137,13 @@ impl WorkerState {
         if let Phase::Registering { conn, .. } | Phase::Registered { conn } = self.phase {
             self.release_reports(true);
             let reason = Some("worker stopping".to_string());
-            self.send(conn, Message::Close(Close { reason }));
+            self.send(
+                conn,
+                Message::Close(Close {
+                    reason,
+                    reconnect: None,
+                }),
+            );
         }
         self.finish(None);
     }
@@ -369,6 +375,16 @@ impl WorkerState {
                 }
             }
             Message::Heartbeat(_) => {}
+            // Told by a scheduler that misjudged it dead (dask/1.1): as
+            // after a lost connection, when the worker reconnects at all.
+            Message::Close(Close {
+                reconnect: Some(true),
+                reason,
+            }) if !self.config.reconnect_timeout.is_zero() => {
+                self.forget_scheduler(conn);
+                let reason = reason.unwrap_or_else(|| "no reason given".into());
+                self.scheduler_lost(format!("the scheduler said close ({reason})"));
+            }
             Message::Close(_) => self.finish(None),
             Message::ErrorReport(e) if e.fatal => {
                 self.forget_scheduler(conn);
@@ -521,7 +537,13 @@ impl WorkerState {
         match self.phase {
             Phase::Registering { conn, deadline, .. } if deadline <= now => {
                 let message = "the scheduler did not answer the registration in time";
-                self.send(conn, Message::Close(Close { reason: None }));
+                self.send(
+                    conn,
+                    Message::Close(Close {
+                        reason: None,
+                        reconnect: None,
+                    }),
+                );
                 let e = WorkerError::new(WorkerErrorKind::TimedOut, message);
                 self.registration_failed(conn, e);
             }

@@ -129,6 +129,12 @@ pub(super) fn messages() -> Json {
         vec![vec![Reversed], vec![Wide("reason")]],
     ));
     cases.push(case(
+        "close (dask/1.1): reconnect, from a scheduler that declared the worker dead",
+        json!({"op": "close", "reason": "no message for 10000 ms (heartbeat timeout)",
+               "reconnect": true}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
         "heartbeat: a client's (no metrics)",
         json!({"op": "heartbeat"}),
         vec![vec![Nil("metrics")]],

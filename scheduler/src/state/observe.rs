@@ -541,7 +541,7 @@ impl SchedulerState {
     /// A connection the reactor refused before its hello (bytes that are
     /// not dask/1, a frame over the bound before the hello).
     pub fn handle_refused(&mut self, now: Timestamp, conn: ConnId, code: ErrorCode, message: &str) {
-        self.now = now;
+        self.set_now(now);
         self.note_fatal(conn, code, message);
     }
 

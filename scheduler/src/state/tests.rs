@@ -97,10 +97,27 @@ impl Sim {
         self.pump();
     }
 
-    /// Time passes by `d`; the state's timeouts run at the end (a loop
-    /// calls it when `poll_timeout` comes; sooner is harmless).
+    /// Time passes by `d` as a loop that runs lets it pass: the state's
+    /// timeouts run at each `poll_timeout` that comes meanwhile, and at
+    /// the end (sooner is harmless).
     fn advance(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(at) = self.s.poll_timeout().filter(|&at| at < until) {
+            self.now = at;
+            self.timeout();
+        }
+        self.now = until;
+        self.timeout();
+    }
+
+    /// Time passes by `d` while the loop does not run (its process or
+    /// machine paused): the state hears of it at the end only.
+    fn stall(&mut self, d: Duration) {
         self.now += d;
+        self.timeout();
+    }
+
+    fn timeout(&mut self) {
         self.s.handle_timeout(self.now);
         self.pump();
         let next = self.s.poll_timeout();
@@ -1039,7 +1056,13 @@ fn two_clients_share_a_key_and_its_data_lives_until_both_release_it() {
     sim.submit(c3, 1, vec![spec("s", "f", vec![Value::from(1)])], &["s"]);
     assert_eq!(finished(&sim.recv(c3)), ["s"]);
     sim.close(c3);
-    sim.send(c2, Close { reason: None });
+    sim.send(
+        c2,
+        Close {
+            reason: None,
+            reconnect: None,
+        },
+    );
     assert!(sim.is_closed(c2));
     assert_eq!(freed(&sim.recv(w)), ["s"]);
     assert_eq!(sim.s.task_count(), 0);
@@ -1945,7 +1968,13 @@ fn a_task_whose_workers_keep_dying_errs_with_killed_worker() {
     // A worker that leaves with `close` does not count against the task.
     let polite = sim.worker("polite", &["f"], 1);
     assert_eq!(compute_keys(&sim.recv(polite)), ["poison"]);
-    sim.send(polite, Close { reason: None });
+    sim.send(
+        polite,
+        Close {
+            reason: None,
+            reconnect: None,
+        },
+    );
     // Lost workers do: three are allowed, the fourth errs the task.
     for i in 0..=ALLOWED_FAILURES_DEFAULT {
         let w = sim.worker(&format!("w{i}"), &["f"], 1);
@@ -2126,6 +2155,7 @@ fn unregistered_and_bad_worker_registrations() {
 
 mod auth;
 mod chaos;
+mod liveness;
 mod observe;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------

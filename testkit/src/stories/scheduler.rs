@@ -201,7 +201,10 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             pid: None,
         }),
         2 => Message::Heartbeat(Heartbeat { metrics: None }),
-        3 => Message::Close(Close { reason: None }),
+        3 => Message::Close(Close {
+            reason: None,
+            reconnect: None,
+        }),
         4 => Message::ErrorReport(ErrorReport {
             code: 4001,
             message: "x".into(),

@@ -225,7 +225,10 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
         }),
         // The ends of a story: close, a fatal error, a message a scheduler
         // never sends.
-        61 => Message::Close(Close { reason: None }),
+        61 => Message::Close(Close {
+            reason: None,
+            reconnect: None,
+        }),
         62 => Message::ErrorReport(ErrorReport {
             code: 2001,
             message: "fatal".into(),

@@ -109,7 +109,14 @@ fn data_connections_shake_hands_then_route_requests_and_replies() {
     let outgoing = w.outgoing[PEER_B];
     w.handle_message(now, outgoing, worker_hello);
     assert!(drain(&mut w).is_empty(), "no reply to a holder's hello");
-    w.handle_message(now, outgoing, Message::Close(Close { reason: None }));
+    w.handle_message(
+        now,
+        outgoing,
+        Message::Close(Close {
+            reason: None,
+            reconnect: None,
+        }),
+    );
     assert!(matches!(
         &drain(&mut w)[..],
         [WorkerOutput::Close(c), ..] if *c == outgoing

@@ -113,7 +113,13 @@ fn heartbeats_follow_the_registered_interval() {
 fn close_and_protocol_errors_end_the_scheduler_connection() {
     let (mut w, now) = worker(1);
     let s = w.scheduler_conn().unwrap();
-    w.handle_scheduler_message(now, Message::Close(Close { reason: None }));
+    w.handle_scheduler_message(
+        now,
+        Message::Close(Close {
+            reason: None,
+            reconnect: None,
+        }),
+    );
     assert!(matches!(
         &drain(&mut w)[..],
         [
@@ -311,7 +317,14 @@ fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
     assert_eq!(w.scheduler_conn(), Some(conn));
     assert_eq!(w.running(), 0);
     // A close now is final.
-    w.handle_message(at, conn, Message::Close(Close { reason: None }));
+    w.handle_message(
+        at,
+        conn,
+        Message::Close(Close {
+            reason: None,
+            reconnect: None,
+        }),
+    );
     assert!(matches!(finished(&drain(&mut w)), Some(None)));
 }
 
@@ -413,4 +426,56 @@ fn a_busy_workers_reports_go_out_together_within_the_delay() {
     let out = drain(&mut w);
     let finished: Vec<&str> = to_scheduler(&out).iter().map(|m| m.op()).collect();
     assert_eq!(finished, vec!["task-finished", "task-finished"]);
+}
+
+#[test]
+fn a_close_asking_to_reconnect_makes_a_new_worker_that_registers_again() {
+    let (mut w, now) = reconnecting_worker();
+    let s = w.scheduler_conn().unwrap();
+    w.handle_scheduler_message(now, compute("t", vec![], &[]));
+    let run = jobs(drain(&mut w)).remove(0);
+    w.handle_scheduler_message(
+        now,
+        Message::Close(Close {
+            reason: Some("no message for 10000 ms (heartbeat timeout)".into()),
+            reconnect: Some(true),
+        }),
+    );
+    let out = drain(&mut w);
+    assert!(
+        matches!(
+            &out[..],
+            [
+                WorkerOutput::Close(c),
+                WorkerOutput::Log(log),
+                WorkerOutput::Withdraw { run_id },
+                WorkerOutput::Listen,
+            ] if *c == s && *run_id == run.run_id
+                && log.contains("the scheduler said close (no message for 10000 ms")
+                && log.contains("registering again")
+        ),
+        "{out:?}"
+    );
+    assert!(!w.is_finished());
+    w.handle_withdrawn(now, run.run_id, true);
+    w.handle_listening(now, ME.into());
+    w.handle_timeout(now + RECONNECT_DELAY);
+    let out = drain(&mut w);
+    assert!(
+        matches!(out.last(), Some(WorkerOutput::Send(_, Message::RegisterWorker(r))) if r.name == "w"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_close_asking_to_reconnect_ends_a_worker_that_does_not_reconnect() {
+    let (mut w, now) = worker(1);
+    w.handle_scheduler_message(
+        now,
+        Message::Close(Close {
+            reason: None,
+            reconnect: Some(true),
+        }),
+    );
+    assert!(matches!(finished(&drain(&mut w)), Some(None)));
 }

@@ -469,7 +469,13 @@ impl Chaos {
                     if self.rng.chance(50) {
                         self.sim.close(w.conn);
                     } else {
-                        self.sim.send(w.conn, Close { reason: None });
+                        self.sim.send(
+                            w.conn,
+                            Close {
+                                reason: None,
+                                reconnect: None,
+                            },
+                        );
                     }
                 }
             }

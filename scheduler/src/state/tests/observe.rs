@@ -230,7 +230,13 @@ fn operators_get_one_line_per_event_they_care_about() {
     let records = logs(&mut sim);
     assert_eq!(events(&records), ["task-erred"; 10]);
     // A worker that closes leaves; one that goes silent is declared dead.
-    sim.send(w1, Close { reason: None });
+    sim.send(
+        w1,
+        Close {
+            reason: None,
+            reconnect: None,
+        },
+    );
     sim.advance(Duration::from_secs(11));
     sim.close(c);
     let records = logs(&mut sim);
