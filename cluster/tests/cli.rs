@@ -374,3 +374,82 @@ fn a_programs_json_output_feeds_later_tasks_and_its_failure_is_an_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn run_in_process_prints_what_a_cluster_prints_for_every_example() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let path = path.to_string_lossy().into_owned();
+        let on_cluster = dask(&["run", &path, "--scheduler", "cluster"]);
+        for scheduler in ["threads", "sync"] {
+            let here = dask(&["run", &path, "--scheduler", scheduler]);
+            assert_eq!(
+                (here.status.code(), stdout(&here), stderr(&here)),
+                (
+                    on_cluster.status.code(),
+                    stdout(&on_cluster),
+                    stderr(&on_cluster)
+                ),
+                "{path} --scheduler {scheduler}"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "{seen} examples");
+}
+
+#[test]
+fn run_opens_no_socket_by_default() {
+    // In a network namespace of its own nothing is up, not even loopback:
+    // the default (threads) runs there; a cluster cannot.
+    let probe = Command::new("unshare").args(["-n", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: `unshare -n` is not permitted here (needs CAP_SYS_ADMIN)");
+        return;
+    }
+    let in_namespace = |extra: &[&str]| {
+        Command::new("unshare")
+            .arg("-n")
+            .arg(env!("CARGO_BIN_EXE_dask-rs"))
+            .args(["run", &example("sum.json")])
+            .args(extra)
+            .env_remove("DASK_SCHEDULER_ADDRESS")
+            .output()
+            .unwrap()
+    };
+    let o = in_namespace(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    let o = in_namespace(&["--scheduler", "sync"]);
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    let o = in_namespace(&["--scheduler", "cluster"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("cannot start the local cluster"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn run_options_belong_to_their_scheduler() {
+    let sum = example("sum.json");
+    for bad in [
+        vec!["run", &sum, "--scheduler", "threads", "--workers", "2"],
+        vec!["run", &sum, "--scheduler", "sync", "--threads", "2"],
+        vec!["run", &sum, "--scheduler", "processes"],
+    ] {
+        let o = dask(&bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+    let o = dask(&["run", &sum, "--scheduler", "threads", "--threads", "1"]);
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+    // --workers alone means a cluster, as before there was a choice.
+    let o = dask(&["run", &sum, "--workers", "2"]);
+    assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+}

@@ -11,6 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use dask_core::messages::TaskSpec;
 use dask_core::msgpack::Reader;
 use dask_core::order::Dag;
+use dask_core::refusal::{describe_cycle, show_keys};
 use dask_core::{ErrorCode, Key, RawValue};
 
 /// The multiply-rotate hash of rustc (FxHash): keys are hashed once or
@@ -65,8 +66,9 @@ impl TaskId {
 }
 
 /// A graph the plan refuses, as the scheduler would: the dask/1 error
-/// code (wrong-type, unknown-key, duplicate-key, cycle), what is wrong,
-/// and the keys concerned, sorted.
+/// code (wrong-type, unknown-key, duplicate-key, cycle), what is wrong
+/// (naming the first keys as the scheduler does), and all the keys
+/// concerned, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphError {
     /// The code the scheduler refuses such a graph with.
@@ -79,27 +81,19 @@ pub struct GraphError {
 
 impl fmt::Display for GraphError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)?;
-        const SHOWN: usize = 10;
-        if !self.keys.is_empty() {
-            let shown: Vec<&str> = self.keys.iter().take(SHOWN).map(Key::as_str).collect();
-            write!(f, ": {}", shown.join(", "))?;
-            if self.keys.len() > SHOWN {
-                write!(f, " and {} more", self.keys.len() - SHOWN)?;
-            }
-        }
-        Ok(())
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for GraphError {}
 
+/// A refusal whose message ends with the keys it names.
 fn refusal(code: ErrorCode, message: &str, mut keys: Vec<Key>) -> GraphError {
     keys.sort();
     keys.dedup();
     GraphError {
         code,
-        message: message.to_owned(),
+        message: format!("{message}: {}", show_keys(&keys)),
         keys,
     }
 }
@@ -161,14 +155,22 @@ impl Plan {
             dag.push(refs.of(p).iter().copied());
         }
         let full_order = dag.order().map_err(|_| {
-            refusal(
-                ErrorCode::Cycle,
-                "the tasks depend on each other in a cycle",
-                dag.on_cycles()
-                    .into_iter()
-                    .map(|p| tasks[distinct[p as usize]].key.clone())
-                    .collect(),
-            )
+            let key = |p: u32| &tasks[distinct[p as usize]].key;
+            let path: Vec<&Key> = dag.cycle_path().into_iter().map(key).collect();
+            let mut keys: Vec<Key> = dag
+                .on_cycles()
+                .into_iter()
+                .map(|p| key(p).clone())
+                .collect();
+            keys.sort();
+            GraphError {
+                code: ErrorCode::Cycle,
+                message: format!(
+                    "the tasks depend on each other in a cycle: {}",
+                    describe_cycle(&path)
+                ),
+                keys,
+            }
         })?;
         let wanted_positions: Vec<u32> = wanted.iter().map(|k| index[k.as_str()]).collect();
         let needed = needed_positions(&refs, &wanted_positions, distinct.len());
@@ -563,13 +565,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(cycle.code, ErrorCode::Cycle);
         assert_eq!(cycle.keys, [Key::from("x"), Key::from("y")]);
+        assert_eq!(
+            cycle.message,
+            r#"the tasks depend on each other in a cycle: "x" -> "y" -> "x" (each depends on the next)"#
+        );
         let mut bad = spec("a", "inc", &[]);
         bad.args = RawValue::from_value(&Value::from(1));
         let shape = Plan::new(vec![bad], &[Key::from("a")]).unwrap_err();
         assert_eq!(shape.code, ErrorCode::WrongType);
         assert_eq!(
             shape.to_string(),
-            "args must be a msgpack array and kwargs a map with string keys: a"
+            r#"args must be a msgpack array and kwargs a map with string keys: "a""#
         );
     }
 

@@ -188,7 +188,7 @@ fn graph_errors_come_before_anything_runs() {
     assert!(matches!(err, Error::Graph(ref g) if g.code == dask_core::ErrorCode::UnknownKey));
     assert_eq!(
         err.to_string(),
-        "graph refused (unknown-key): references or wanted keys name no task of this graph: missing"
+        r#"graph refused (unknown-key): references or wanted keys name no task of this graph: "missing""#
     );
     assert!(log.names().is_empty());
 }

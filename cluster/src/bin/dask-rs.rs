@@ -1,7 +1,8 @@
 //! `dask-rs`: run task graph files and look at clusters.
 //!
 //! ```text
-//! dask-rs run GRAPH [--workers N] [--threads T]   on an embedded cluster
+//! dask-rs run GRAPH [--scheduler threads|sync|cluster] [--threads T] [--workers N]
+//!                                                 in this process (threads: the default)
 //! dask-rs submit GRAPH [--scheduler ADDRESS]      on a running cluster
 //! dask-rs info [--scheduler ADDRESS] [--json]     workers and tasks
 //! ```
@@ -20,12 +21,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dask_client::{Client, Error, Future};
 use dask_cluster::graph_file::{self, GraphFile};
 use dask_cluster::LocalCluster;
 use dask_core::messages::ClusterInfoReply;
 use dask_core::Key;
+use dask_inprocess::{OnError, Options, Plan, Progress, Scheduler};
+use dask_worker::FunctionRegistry;
 
 /// How often the progress bar is redrawn.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -49,7 +52,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a graph on a cluster started inside this process, then stop it
+    /// Run a graph in this process: on threads (no sockets), on this thread
+    /// alone, or on a cluster started inside the command
     Run(RunArgs),
     /// Run a graph on a running cluster
     Submit(SubmitArgs),
@@ -72,12 +76,27 @@ struct GraphArgs {
 struct RunArgs {
     #[command(flatten)]
     graph: GraphArgs,
-    /// Workers of the embedded cluster
+    /// Where the tasks run: threads of this process (no scheduler, no
+    /// sockets), sync (one at a time on the main thread, for a debugger),
+    /// or cluster (a scheduler and workers inside the command, on loopback)
+    /// [default: threads; cluster when --workers is given]
+    #[arg(long, value_enum)]
+    scheduler: Option<RunOn>,
+    /// Workers of the embedded cluster (--scheduler cluster)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
-    /// Threads of each embedded worker
+    /// Threads: of this process (--scheduler threads; default: one per
+    /// core), or of each embedded worker (--scheduler cluster)
     #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+}
+
+/// Where `dask-rs run` runs the tasks (Dask's `scheduler=` names).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RunOn {
+    Threads,
+    Sync,
+    Cluster,
 }
 
 #[derive(Args)]
@@ -170,7 +189,92 @@ fn read_graph(a: &GraphArgs) -> Result<GraphFile, Failure> {
 }
 
 fn run(a: &RunArgs) -> Result<(), Failure> {
+    let scheduler = match (a.scheduler, a.workers) {
+        (None, Some(_)) => RunOn::Cluster,
+        (None, None) => RunOn::Threads,
+        (Some(RunOn::Cluster), _) => RunOn::Cluster,
+        (Some(_), Some(_)) => return Err(usage("--workers is for --scheduler cluster")),
+        (Some(other), None) => other,
+    };
+    if scheduler == RunOn::Sync && a.threads.is_some() {
+        return Err(usage("--threads is for --scheduler threads or cluster"));
+    }
     let file = read_graph(&a.graph)?;
+    match scheduler {
+        RunOn::Threads => {
+            let threads = a.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |t| t as usize,
+            );
+            run_in_process(file, Scheduler::Threads(threads))
+        }
+        RunOn::Sync => run_in_process(file, Scheduler::Sync),
+        RunOn::Cluster => run_on_cluster(a, file),
+    }
+}
+
+/// Runs the graph with the in-process scheduler; prints as on a cluster.
+fn run_in_process(file: GraphFile, scheduler: Scheduler) -> Result<(), Failure> {
+    let mut wanted = file.wanted;
+    wanted.sort();
+    wanted.dedup();
+    let plan = Plan::new(file.graph.into_tasks(), &wanted).map_err(|e| {
+        failed(format!(
+            "graph refused ({}, {}): {}",
+            e.code.name(),
+            e.code as u32,
+            e.message
+        ))
+    })?;
+    let total = plan.len();
+    let bar = std::io::stderr().is_terminal().then(Bar::default);
+    let draw = |p: Progress| {
+        if let Some(bar) = &bar {
+            bar.draw(p.done, p.total);
+        }
+    };
+    let options = Options {
+        scheduler,
+        on_error: OnError::Continue,
+        progress: Some(&draw),
+        ..Options::default()
+    };
+    let results = dask_inprocess::run(plan, &FunctionRegistry::builtins(), &options);
+    if let Some(bar) = &bar {
+        bar.finish(total);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut errors: Vec<String> = Vec::new();
+    for (key, result) in results {
+        match result {
+            Ok(value) => {
+                let raw = dask_core::RawValue::from_value(&value);
+                let json = dask_core::json::msgpack_to_json(raw.as_bytes())
+                    .map(|j| j.to_string())
+                    .unwrap_or_else(|e| format!("<undecodable: {e}>"));
+                let _ = writeln!(out, "{key} = {json}");
+            }
+            // As a cluster's client says it (dask_client::Error).
+            Err(dask_inprocess::Error::Task { error, cause, .. }) => {
+                let raised_by = cause
+                    .map(|c| format!(" (raised by {c})"))
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "{key}: RemoteError: {}: {}{raised_by}",
+                    error.error_type, error.message
+                ));
+            }
+            Err(e) => errors.push(format!("{key}: {e}")),
+        }
+    }
+    let _ = out.flush();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(failed(errors.join("\n")))
+}
+
+fn run_on_cluster(a: &RunArgs, file: GraphFile) -> Result<(), Failure> {
     let mut builder = LocalCluster::builder();
     if let Some(n) = a.workers {
         builder = builder.workers(n as usize);
@@ -183,6 +287,46 @@ fn run(a: &RunArgs) -> Result<(), Failure> {
         .map_err(|e| failed(format!("cannot start the local cluster: {e}")))?;
     let client = cluster.into_client().map_err(failed)?;
     execute(&client, file)
+}
+
+/// A progress bar on stderr, redrawn at most every [`PROGRESS_INTERVAL`]
+/// (it may be told from several threads at once).
+#[derive(Default)]
+struct Bar {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Bar {
+    fn draw(&self, done: usize, total: usize) {
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        draw_bar(done, total);
+    }
+
+    fn finish(&self, total: usize) {
+        draw_bar(total, total);
+        let _ = writeln!(std::io::stderr());
+    }
+}
+
+/// `[####....] done/total tasks` over the line.
+fn draw_bar(done: usize, total: usize) {
+    let mut err = std::io::stderr();
+    let filled = (done * PROGRESS_WIDTH)
+        .checked_div(total)
+        .unwrap_or(PROGRESS_WIDTH);
+    let _ = write!(
+        err,
+        "\r[{}{}] {done}/{total} tasks",
+        "#".repeat(filled),
+        ".".repeat(PROGRESS_WIDTH - filled.min(PROGRESS_WIDTH))
+    );
+    let _ = err.flush();
 }
 
 /// The scheduler's address: --scheduler, else --scheduler-file, else
@@ -277,16 +421,7 @@ fn show_progress(client: &Client, futures: &[Future], total: usize) {
         } else {
             total.saturating_sub(remaining as usize)
         };
-        let filled = (done * PROGRESS_WIDTH)
-            .checked_div(total)
-            .unwrap_or(PROGRESS_WIDTH);
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{total} tasks",
-            "#".repeat(filled),
-            ".".repeat(PROGRESS_WIDTH - filled.min(PROGRESS_WIDTH))
-        );
-        let _ = err.flush();
+        draw_bar(done, total);
         if all_done {
             break;
         }

@@ -224,6 +224,36 @@ impl Dag {
         (0..n as u32).filter(|&p| !removed[p as usize]).collect()
     }
 
+    /// One dependency cycle, each task followed by one it depends on and
+    /// the first repeated at the end (`[a, b, a]`); empty when there is
+    /// none. Every task [`Dag::on_cycles`] names depends on another such
+    /// task, so following dependencies among them comes back to one seen.
+    pub fn cycle_path(&self) -> Vec<u32> {
+        let members = self.on_cycles();
+        let Some(&start) = members.first() else {
+            return Vec::new();
+        };
+        let mut on_cycle = vec![false; self.len()];
+        for &m in &members {
+            on_cycle[m as usize] = true;
+        }
+        let mut position = vec![usize::MAX; self.len()];
+        let mut path = vec![start];
+        position[start as usize] = 0;
+        let mut p = start;
+        while let Some(&q) = self.deps(p).iter().find(|&&q| on_cycle[q as usize]) {
+            if position[q as usize] != usize::MAX {
+                let mut cycle = path.split_off(position[q as usize]);
+                cycle.push(q);
+                return cycle;
+            }
+            position[q as usize] = path.len();
+            path.push(q);
+            p = q;
+        }
+        path
+    }
+
     /// The most results held at once when the tasks run one at a time in
     /// `order` (as from [`Dag::order`]), counted as `dask.order.diagnostics`
     /// counts its "pressure". `order` must be a permutation that puts every

@@ -45,6 +45,9 @@ fn cycles_and_unknown_positions_are_errors() {
     // 0 <-> 1 is the cycle, 2 hangs below it, 3 is fine.
     assert_eq!(dag(&[&[1], &[0], &[1], &[]]).on_cycles(), [0, 1]);
     assert_eq!(dag(&[&[], &[0]]).on_cycles(), Vec::<u32>::new());
+    assert_eq!(dag(&[&[1], &[2], &[0], &[1]]).cycle_path(), [0, 1, 2, 0]);
+    assert_eq!(dag(&[&[], &[1]]).cycle_path(), [1, 1]);
+    assert_eq!(dag(&[&[], &[0]]).cycle_path(), Vec::<u32>::new());
     assert_eq!(dag(&[&[0]]).order(), Err(OrderError::Cycle));
     assert_eq!(
         dag(&[&[], &[5]]).order(),

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use dask_core::messages::{TaskSpec, UpdateGraph};
 use dask_core::msgpack::Reader;
+use dask_core::refusal::{describe_cycle, show_keys};
 
 use super::*;
 
@@ -439,49 +440,4 @@ fn cycle_path(plan: &Plan, on_cycle: &[bool]) -> Vec<usize> {
         path.push(q);
         p = q;
     }
-}
-
-/// Keys shown in a refusal's message at most; the `keys` field has them
-/// all.
-const KEYS_SHOWN_MAX: usize = 8;
-/// Characters of one key shown in a message at most.
-const KEY_CHARS_SHOWN_MAX: usize = 80;
-
-/// A key quoted for a message, shortened past [`KEY_CHARS_SHOWN_MAX`].
-fn show_key(k: &Key) -> String {
-    let s = k.as_str();
-    match s.char_indices().nth(KEY_CHARS_SHOWN_MAX) {
-        Some((end, _)) => format!("{:?}...", &s[..end]),
-        None => format!("{s:?}"),
-    }
-}
-
-/// `"a", "b"`, at most [`KEYS_SHOWN_MAX`] of them and how many more.
-fn show_keys(keys: &[Key]) -> String {
-    let mut shown: Vec<String> = keys.iter().take(KEYS_SHOWN_MAX).map(show_key).collect();
-    if keys.len() > KEYS_SHOWN_MAX {
-        shown.push(format!("and {} more", keys.len() - KEYS_SHOWN_MAX));
-    }
-    shown.join(", ")
-}
-
-/// `"a" -> "b" -> "a" (each depends on the next)`, at most
-/// [`KEYS_SHOWN_MAX`] keys of it.
-fn describe_cycle(path: &[&Key]) -> String {
-    let distinct = path.len().saturating_sub(1);
-    let mut shown: Vec<String> = path
-        .iter()
-        .take(KEYS_SHOWN_MAX)
-        .map(|k| show_key(k))
-        .collect();
-    if path.len() > KEYS_SHOWN_MAX {
-        shown.push(format!("... ({distinct} tasks on this cycle)"));
-    }
-    let mut text = shown.join(" -> ");
-    if distinct > 1 {
-        text.push_str(" (each depends on the next)");
-    } else {
-        text.push_str(" (a task that depends on itself)");
-    }
-    text
 }
