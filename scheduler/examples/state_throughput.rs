@@ -1,10 +1,14 @@
 //! Measures the state machine alone (no sockets): one client submits a
 //! graph (`groups`: N independent tasks summed in groups of 100; `tree`: a
-//! binary reduction over N leaves, the benchmark's tree shape at 65,536);
-//! two simulated workers with one thread each answer every compute-task
-//! at once, a frame at a time. The update-graph is encoded and decoded
-//! first, and that is timed too. Run with `cargo run --release -p
-//! dask-scheduler --example state_throughput [N] [groups|tree]`.
+//! binary reduction over N leaves, the benchmark's tree shape at 65,536;
+//! `stacked`: three reductions of the same N chunks; `overlap`: a 2-d
+//! map-overlap over a grid of about N chunks, submitted in a scattered
+//! order); two simulated workers with one thread each answer every
+//! compute-task at once, a frame at a time. The update-graph is encoded
+//! and decoded first, and that is timed too. Also counts the intermediate
+//! results (not wanted) held on the workers at most, from compute-task to
+//! free-keys: what the placement order costs in memory. Run with `cargo run --release -p
+//! dask-scheduler --example state_throughput [N] [groups|tree|stacked|overlap]`.
 
 use std::time::Instant;
 
@@ -41,7 +45,7 @@ fn main() {
                 nthreads: 1,
                 memory_limit: None,
                 resources: None,
-                functions: vec!["inc".into(), "sum".into()],
+                functions: vec!["inc".into(), "sum".into(), "identity".into()],
                 pid: None,
             }),
         );
@@ -51,9 +55,12 @@ fn main() {
     let shape = std::env::args().nth(2).unwrap_or_else(|| "groups".into());
     let (tasks, wanted) = match shape.as_str() {
         "tree" => tree(n),
+        "stacked" => stacked(n),
+        "overlap" => overlap(n),
         _ => groups(n),
     };
     let total = tasks.len();
+    let wanted_set: std::collections::HashSet<Key> = wanted.iter().cloned().collect();
     let message = Message::UpdateGraph(UpdateGraph {
         request: 1,
         tasks,
@@ -80,12 +87,16 @@ fn main() {
     let submitted = start.elapsed();
     let mut done = 0;
     let mut finished_events = 0;
+    let (mut held, mut held_max) = (0usize, 0usize);
     loop {
         let mut per_worker: [Vec<Message>; 2] = [Vec::new(), Vec::new()];
         while let Some(o) = s.poll_output() {
             match o {
                 SchedulerOutput::Send(c, Message::ComputeTask(t)) => {
                     let i = workers.iter().position(|&w| w == c).unwrap();
+                    if !wanted_set.contains(&t.key) {
+                        held += 1;
+                    }
                     per_worker[i].push(Message::TaskFinished(TaskFinished {
                         key: t.key,
                         nbytes: 8,
@@ -95,6 +106,9 @@ fn main() {
                 SchedulerOutput::Send(c, Message::KeyFinished(_)) if c == client => {
                     finished_events += 1
                 }
+                SchedulerOutput::Send(_, Message::FreeKeys(f)) => {
+                    held -= f.keys.iter().filter(|k| !wanted_set.contains(*k)).count()
+                }
                 _ => {}
             }
         }
@@ -103,12 +117,13 @@ fn main() {
         }
         for (i, frame) in per_worker.into_iter().enumerate() {
             done += frame.len();
+            held_max = held_max.max(held);
             s.handle_frame(now, workers[i], frame);
         }
     }
     let elapsed = start.elapsed();
     println!(
-        "{total} tasks ({done} run, {finished_events} key-finished): submit {:?}, total {:?}, {:.0} tasks/s; {} tasks left",
+        "{total} tasks ({done} run, {finished_events} key-finished): submit {:?}, total {:?}, {:.0} tasks/s; {} tasks left; at most {held_max} intermediate results held on the workers",
         submitted,
         elapsed,
         done as f64 / elapsed.as_secs_f64(),
@@ -181,4 +196,123 @@ fn tree(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
         width /= 2;
     }
     (tasks, vec![name(level, 0).into()])
+}
+
+fn spec(key: String, function: &str, args: Vec<rmpv::Value>) -> TaskSpec {
+    TaskSpec {
+        key: key.into(),
+        function: function.into(),
+        args: RawValue::from_value(&rmpv::Value::Array(args)),
+        kwargs: None,
+        priority: None,
+        resources: None,
+        retries: None,
+        workers: None,
+    }
+}
+
+/// Three reductions (split 4) of the same `n` chunks, wanted together
+/// (an xarray-like mean of several variables).
+fn stacked(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
+    let mut tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| spec(format!("x-{i}"), "inc", vec![rmpv::Value::from(i)]))
+        .collect();
+    let mut wanted = Vec::new();
+    for r in 0..3 {
+        let mut level: Vec<String> = (0..n)
+            .map(|i| {
+                let key = format!("map-{r}-{i}");
+                tasks.push(spec(
+                    key.clone(),
+                    "inc",
+                    vec![task_ref_value(&format!("x-{i}"))],
+                ));
+                key
+            })
+            .collect();
+        let mut depth = 0;
+        while level.len() > 1 {
+            depth += 1;
+            level = level
+                .chunks(4)
+                .enumerate()
+                .map(|(j, c)| {
+                    let key = format!("red-{r}-{depth}-{j}");
+                    let refs = c.iter().map(|k| task_ref_value(k)).collect();
+                    tasks.push(spec(key.clone(), "sum", vec![rmpv::Value::Array(refs)]));
+                    key
+                })
+                .collect();
+        }
+        wanted.push(level[0].clone().into());
+    }
+    (tasks, wanted)
+}
+
+/// A 2-d map-overlap over a side x side grid (side^2 about `n`): each
+/// chunk, one border per neighbour, the chunk with its neighbours'
+/// borders, then trimmed; submitted in a scattered order.
+fn overlap(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
+    let side = (n as f64).sqrt().max(2.0) as i64;
+    let mut tasks = Vec::new();
+    let mut wanted = Vec::new();
+    let dirs: Vec<(i64, i64)> = (-1..=1)
+        .flat_map(|a| (-1..=1).map(move |b| (a, b)))
+        .filter(|&d| d != (0, 0))
+        .collect();
+    for i in 0..side {
+        for j in 0..side {
+            tasks.push(spec(
+                format!("x-{i}-{j}"),
+                "inc",
+                vec![rmpv::Value::from(i * side + j)],
+            ));
+            for &(a, b) in &dirs {
+                let arg = task_ref_value(&format!("x-{i}-{j}"));
+                tasks.push(spec(format!("edge-{i}-{j}-{a}-{b}"), "identity", vec![arg]));
+            }
+        }
+    }
+    for i in 0..side {
+        for j in 0..side {
+            let mut refs = vec![task_ref_value(&format!("x-{i}-{j}"))];
+            for &(a, b) in &dirs {
+                let (p, q) = (i + a, j + b);
+                if (0..side).contains(&p) && (0..side).contains(&q) {
+                    refs.push(task_ref_value(&format!("edge-{p}-{q}-{}-{}", -a, -b)));
+                }
+            }
+            tasks.push(spec(
+                format!("overlap-{i}-{j}"),
+                "sum",
+                vec![rmpv::Value::Array(refs)],
+            ));
+            let trim = format!("trim-{i}-{j}");
+            tasks.push(spec(
+                trim.clone(),
+                "inc",
+                vec![task_ref_value(&format!("overlap-{i}-{j}"))],
+            ));
+            wanted.push(trim.into());
+        }
+    }
+    // Scattered: a stride through the list that visits every task once.
+    let len = tasks.len();
+    let mut stride = len / 2 + 1;
+    while gcd(stride, len) != 1 {
+        stride += 1;
+    }
+    let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
+    let scattered = (0..len)
+        .filter_map(|k| slots[(k * stride) % len].take())
+        .collect();
+    (scattered, wanted)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

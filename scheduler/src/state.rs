@@ -312,7 +312,8 @@ pub(crate) struct Task {
     pub(crate) def: Option<TaskDef>,
     pub(crate) state: TaskState,
     pub(crate) priority: i64,
-    /// Graph order: depth-first within a graph, graphs in submission order.
+    /// Graph order: `dask_core::order` within a graph, graphs in
+    /// submission order.
     pub(crate) order: u64,
     pub(crate) retries_left: u32,
     /// Times a worker was lost while the task was processing on it.

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use dask_core::messages::{TaskSpec, UpdateGraph};
 use dask_core::msgpack::Reader;
+use dask_core::order::Dag;
 use dask_core::refusal::{describe_cycle, show_keys};
 
 use super::*;
@@ -33,13 +34,27 @@ struct Plan {
     /// flattened: new task `p`'s are `refs[ref_start[p]..ref_start[p + 1]]`.
     refs: Vec<Ref>,
     ref_start: Vec<usize>,
-    /// Graph order of each new task, counted from 0 within this graph.
+    /// Graph order of each new task, counted from 0 within this graph
+    /// ([`dask_core::order`]: few results held at once).
     order: Vec<u64>,
 }
 
 impl Plan {
     fn refs_of(&self, p: usize) -> &[Ref] {
         &self.refs[self.ref_start[p]..self.ref_start[p + 1]]
+    }
+
+    /// The new tasks and their dependencies among themselves (known tasks
+    /// already have their place), for [`dask_core::order`].
+    fn dag(&self) -> Dag {
+        let mut dag = Dag::with_capacity(self.new.len(), self.refs.len());
+        for p in 0..self.new.len() {
+            dag.push(self.refs_of(p).iter().filter_map(|r| match *r {
+                Ref::New(q) => Some(q),
+                Ref::Known(_) => None,
+            }));
+        }
+        dag
     }
 }
 
@@ -218,12 +233,12 @@ impl SchedulerState {
             ref_start,
             order: Vec::new(),
         };
-        match graph_order(&plan) {
-            Some(order) => plan.order = order,
-            None => {
-                let on_cycle = cycle_members(&plan);
-                let key = |p: usize| &m.tasks[plan.new[p]].key;
-                let path: Vec<&Key> = cycle_path(&plan, &on_cycle).into_iter().map(key).collect();
+        let dag = plan.dag();
+        match dag.order() {
+            Ok(order) => plan.order = order.into_iter().map(u64::from).collect(),
+            Err(_) => {
+                let key = |p: u32| &m.tasks[plan.new[p as usize]].key;
+                let path: Vec<&Key> = dag.cycle_path().into_iter().map(key).collect();
                 return Err(Refusal {
                     code: ErrorCode::Cycle,
                     message: format!(
@@ -231,8 +246,8 @@ impl SchedulerState {
                         describe_cycle(&path)
                     ),
                     keys: sorted_unique(
-                        (0..on_cycle.len())
-                            .filter(|&p| on_cycle[p])
+                        dag.on_cycles()
+                            .into_iter()
                             .map(|p| key(p).clone())
                             .collect(),
                     ),
@@ -305,139 +320,5 @@ impl SchedulerState {
         }
         // New tasks nothing wants or needs are forgotten right away.
         self.to_check.extend(ids);
-    }
-}
-
-/// The graph order of a plan's new tasks (see [`Plan::order`]): from each
-/// new task no other new task depends on, in submission order, a
-/// depth-first post-order walk of its dependencies, so a branch finishes
-/// before the next starts and intermediates can be freed early. Known
-/// tasks already have their order. `None` when the new tasks have a cycle.
-fn graph_order(plan: &Plan) -> Option<Vec<u64>> {
-    const UNSEEN: u64 = u64::MAX;
-    const VISITING: u64 = u64::MAX - 1;
-    let n = plan.new.len();
-    let mut has_dependent = vec![false; n];
-    for r in &plan.refs {
-        if let Ref::New(q) = *r {
-            has_dependent[q as usize] = true;
-        }
-    }
-    let mut order = vec![UNSEEN; n];
-    let mut next = 0;
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    for sink in (0..n).filter(|&p| !has_dependent[p]) {
-        order[sink] = VISITING;
-        stack.push((sink, 0));
-        while let Some(top) = stack.last_mut() {
-            let (p, i) = *top;
-            match plan.refs_of(p).get(i) {
-                Some(r) => {
-                    top.1 += 1;
-                    if let Ref::New(q) = *r {
-                        match order[q as usize] {
-                            UNSEEN => {
-                                order[q as usize] = VISITING;
-                                stack.push((q as usize, 0));
-                            }
-                            VISITING => return None,
-                            _ => {}
-                        }
-                    }
-                }
-                None => {
-                    order[p] = next;
-                    next += 1;
-                    stack.pop();
-                }
-            }
-        }
-    }
-    // A task on a cycle that nothing outside it depends on has no sink
-    // above it, so it was never reached.
-    (next == n as u64).then_some(order)
-}
-
-/// Which new tasks are on a dependency cycle (Kahn's algorithm from both
-/// ends: what is left is on a cycle or between two). Only for the refusal.
-fn cycle_members(plan: &Plan) -> Vec<bool> {
-    let n = plan.new.len();
-    // Edges among new tasks: dependency -> dependent.
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indegree = vec![0usize; n];
-    let mut outdegree = vec![0usize; n];
-    for (p, degree) in indegree.iter_mut().enumerate() {
-        for r in plan.refs_of(p) {
-            if let Ref::New(q) = *r {
-                dependents[q as usize].push(p);
-                *degree += 1;
-            }
-        }
-    }
-    let mut removed = vec![false; n];
-    let mut ready: Vec<usize> = (0..n).filter(|&p| indegree[p] == 0).collect();
-    while let Some(p) = ready.pop() {
-        removed[p] = true;
-        for &q in &dependents[p] {
-            indegree[q] -= 1;
-            if indegree[q] == 0 {
-                ready.push(q);
-            }
-        }
-    }
-    // Peel what only hangs below a cycle (nothing left depends on it).
-    for p in 0..n {
-        if !removed[p] {
-            outdegree[p] = dependents[p].iter().filter(|&&q| !removed[q]).count();
-        }
-    }
-    let mut sinks: Vec<usize> = (0..n)
-        .filter(|&p| !removed[p] && outdegree[p] == 0)
-        .collect();
-    while let Some(p) = sinks.pop() {
-        removed[p] = true;
-        for r in plan.refs_of(p) {
-            if let Ref::New(q) = *r {
-                let q = q as usize;
-                if !removed[q] {
-                    outdegree[q] -= 1;
-                    if outdegree[q] == 0 {
-                        sinks.push(q);
-                    }
-                }
-            }
-        }
-    }
-    removed.into_iter().map(|r| !r).collect()
-}
-
-/// One cycle among the members, each task followed by one it depends on,
-/// the first repeated at the end. Every member depends on another member
-/// (what depended on nothing left was peeled), so walking dependencies
-/// from any member comes back to a task already seen.
-fn cycle_path(plan: &Plan, on_cycle: &[bool]) -> Vec<usize> {
-    let Some(start) = on_cycle.iter().position(|&c| c) else {
-        return Vec::new();
-    };
-    let mut position = vec![usize::MAX; on_cycle.len()];
-    let mut path = vec![start];
-    position[start] = 0;
-    let mut p = start;
-    loop {
-        let next = plan.refs_of(p).iter().find_map(|r| match *r {
-            Ref::New(q) if on_cycle[q as usize] => Some(q as usize),
-            _ => None,
-        });
-        let Some(q) = next else {
-            return path;
-        };
-        if position[q] != usize::MAX {
-            let mut cycle = path.split_off(position[q]);
-            cycle.push(q);
-            return cycle;
-        }
-        position[q] = path.len();
-        path.push(q);
-        p = q;
     }
 }

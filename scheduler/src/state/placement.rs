@@ -8,8 +8,9 @@
 //!   of the task's dependencies, then the least occupied (tasks assigned
 //!   per thread), then the earliest registered.
 //! - Co-assignment: a task without dependencies goes to the worker that
-//!   got the previous such task while that worker has a free slot. Graph
-//!   order is depth-first, so neighbouring roots share dependents (the two
+//!   got the previous such task while that worker has a free slot. The
+//!   graph order reaches a reduction's inputs one after another, so
+//!   neighbouring roots share dependents (the two
 //!   leaves under one node of a tree reduction); placing them together
 //!   saves a transfer per dependent. Alternating them across workers, as
 //!   "least occupied" alone would, makes every first-level node fetch one
@@ -32,7 +33,8 @@
 //!   batches each way, and workers that do not run dry while the
 //!   scheduler is busy).
 //! - The queue is ordered by user priority (higher first), then graph order
-//!   (depth-first within a graph), then submission order.
+//!   (`dask_core::order` within a graph: few results held at once), then
+//!   submission order.
 //! - Stealing: when a worker registers and nothing is left in the queue,
 //!   it asks saturated workers to give back tasks beyond their thread count
 //!   (`steal-request`); a stolen task is placed again like any ready task.
