@@ -105,8 +105,9 @@ mod execute {
         pub scheduler: Scheduler,
         /// What an error stops.
         pub on_error: OnError,
-        /// Called after each task ends, on the thread that ran it (so from
-        /// several threads at once).
+        /// Called as tasks end (one call may cover several), on the thread
+        /// that ran them: from several threads at once, so not always in
+        /// order; the call after the last task says `done == total`.
         pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
         /// Stops the run when cancelled.
         pub cancel: Option<&'a Cancel>,

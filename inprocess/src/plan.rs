@@ -146,14 +146,11 @@ impl Plan {
     pub fn new(tasks: Vec<TaskSpec>, wanted: &[Key]) -> Result<Plan, GraphError> {
         check_shapes(&tasks)?;
         let (distinct, index) = distinct_tasks(&tasks)?;
-        let refs = resolve_refs(&tasks, &distinct, &index, wanted)?;
+        let (refs, wanted_positions) = resolve_refs(&tasks, &distinct, &index, wanted)?;
 
         // The order of every distinct task (as the scheduler, which refuses a
         // cycle even among tasks nothing wants), then only what is needed.
-        let mut dag = Dag::with_capacity(distinct.len(), refs.edges.len());
-        for p in 0..distinct.len() {
-            dag.push(refs.of(p).iter().copied());
-        }
+        let dag = &refs.dag;
         let full_order = dag.order().map_err(|_| {
             let key = |p: u32| &tasks[distinct[p as usize]].key;
             let path: Vec<&Key> = dag.cycle_path().into_iter().map(key).collect();
@@ -172,7 +169,6 @@ impl Plan {
                 keys,
             }
         })?;
-        let wanted_positions: Vec<u32> = wanted.iter().map(|k| index[k.as_str()]).collect();
         let needed = needed_positions(&refs, &wanted_positions, distinct.len());
         drop(index);
 
@@ -218,8 +214,11 @@ impl Plan {
                 },
             };
             last_function = function;
-            plan.deps
-                .extend(refs.of(p).iter().map(|&d| TaskId(needed[d as usize])));
+            plan.deps.extend(
+                dag.deps(p as u32)
+                    .iter()
+                    .map(|&d| TaskId(needed[d as usize])),
+            );
             plan.dep_start.push(plan.deps.len());
             plan.priority.push(spec.priority.unwrap_or(0));
             plan.order.push(full_order[p]);
@@ -381,40 +380,34 @@ fn distinct_tasks(tasks: &[TaskSpec]) -> Result<(Vec<usize>, KeyIndex<'_>), Grap
     Ok((distinct, index))
 }
 
-/// Every distinct task's references as positions, each once.
+/// Every distinct task's references as positions, each once (task `p`
+/// of the graph is distinct task `p`).
 struct Refs {
-    start: Vec<usize>,
-    edges: Vec<u32>,
+    dag: Dag,
     /// Whether a task refers to some dependency more than once.
     repeats: Vec<bool>,
-}
-
-impl Refs {
-    fn of(&self, p: usize) -> &[u32] {
-        &self.edges[self.start[p]..self.start[p + 1]]
-    }
 }
 
 /// A task's references at most this many are deduplicated by scanning;
 /// beyond, with a set.
 const REFS_SCANNED_MAX: usize = 16;
 
+/// The references of every distinct task, and the positions of the wanted
+/// keys; refused when a reference or a wanted key names no task.
 fn resolve_refs(
     tasks: &[TaskSpec],
     distinct: &[usize],
     index: &KeyIndex<'_>,
     wanted: &[Key],
-) -> Result<Refs, GraphError> {
+) -> Result<(Refs, Vec<u32>), GraphError> {
     let mut refs = Refs {
-        start: Vec::with_capacity(distinct.len() + 1),
-        edges: Vec::with_capacity(distinct.len() * 2),
+        dag: Dag::with_capacity(distinct.len(), distinct.len() * 2),
         repeats: Vec::with_capacity(distinct.len()),
     };
     let mut unknown: Vec<Key> = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
     for &i in distinct {
         let spec = &tasks[i];
-        let first = refs.edges.len();
-        refs.start.push(first);
         let mut repeats = false;
         let mut seen: Option<HashSet<u32>> = None;
         let mut on_ref = |k: &str| {
@@ -424,15 +417,11 @@ fn resolve_refs(
             };
             let fresh = match &mut seen {
                 Some(set) => set.insert(p),
-                None if refs.edges.len() - first < REFS_SCANNED_MAX => {
-                    !refs.edges[first..].contains(&p)
-                }
-                None => seen
-                    .insert(refs.edges[first..].iter().copied().collect())
-                    .insert(p),
+                None if current.len() < REFS_SCANNED_MAX => !current.contains(&p),
+                None => seen.insert(current.iter().copied().collect()).insert(p),
             };
             if fresh {
-                refs.edges.push(p);
+                current.push(p);
             } else {
                 repeats = true;
             }
@@ -442,15 +431,16 @@ fn resolve_refs(
         if let Some(kwargs) = &spec.kwargs {
             let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
         }
+        refs.dag.push(current.drain(..));
         refs.repeats.push(repeats);
     }
-    refs.start.push(refs.edges.len());
-    unknown.extend(
-        wanted
-            .iter()
-            .filter(|k| !index.contains_key(k.as_str()))
-            .cloned(),
-    );
+    let mut wanted_positions = Vec::with_capacity(wanted.len());
+    for k in wanted {
+        match index.get(k.as_str()) {
+            Some(&p) => wanted_positions.push(p),
+            None => unknown.push(k.clone()),
+        }
+    }
     if !unknown.is_empty() {
         return Err(refusal(
             ErrorCode::UnknownKey,
@@ -458,7 +448,7 @@ fn resolve_refs(
             unknown,
         ));
     }
-    Ok(refs)
+    Ok((refs, wanted_positions))
 }
 
 /// For each distinct task, its position among the needed ones (in
@@ -473,7 +463,7 @@ fn needed_positions(refs: &Refs, wanted: &[u32], n: usize) -> Vec<u32> {
         }
     }
     while let Some(p) = stack.pop() {
-        for &d in refs.of(p as usize) {
+        for &d in refs.dag.deps(p) {
             if !needed[d as usize] {
                 needed[d as usize] = true;
                 stack.push(d);

@@ -1,11 +1,13 @@
 //! The edge: runners (threads, or the calling thread alone) sharing one
-//! [`RunState`] and the results behind one lock. A runner takes a task and
-//! its inputs under the lock, runs it outside, and hands the result back
-//! under the lock in the same critical section that takes its next task,
-//! so a task costs one lock acquisition.
+//! [`RunState`] and the results behind one lock. A runner takes tasks and
+//! their inputs under the lock, runs them outside, and hands the results
+//! back under the lock in the same critical section that takes its next
+//! tasks, so a task costs at most one lock acquisition (less when short
+//! tasks are taken in batches).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use dask_worker::{FunctionRegistry, TaskError};
 use rmpv::Value;
@@ -78,7 +80,7 @@ pub(crate) fn run(state: RunState, registry: &FunctionRegistry, options: &Option
         Scheduler::Sync => 1,
         Scheduler::Threads(n) => n.max(1),
     };
-    let work = || runner(&shared, &plan, &functions, options.progress);
+    let work = || runner(&shared, &plan, &functions, options.progress, runners);
     std::thread::scope(|scope| {
         for i in 1..runners {
             let spawned = std::thread::Builder::new()
@@ -109,21 +111,36 @@ pub(crate) fn run(state: RunState, registry: &FunctionRegistry, options: &Option
     }
 }
 
-/// One runner: takes tasks until the run is over.
+/// Tasks a runner takes at once at most: one lock per batch instead of
+/// per task, when tasks are short (see [`BATCH_TASK_MICROS_MAX`]).
+const BATCH_MAX: usize = 16;
+/// A batch grows only while its tasks took less than this on average:
+/// taking several tasks at once saves a lock and a wakeup per task, which
+/// matters only when the tasks themselves cost about as much.
+const BATCH_TASK_MICROS_MAX: u128 = 20;
+
+/// One runner: takes tasks until the run is over. With several runners,
+/// a runner takes up to a batch of ready tasks (its share of them, and
+/// more only while tasks are short); alone (sync), one at a time, so the
+/// tasks run exactly in the graph order.
 fn runner(
     shared: &Shared,
     plan: &Plan,
     functions: &Functions,
     progress: Option<&(dyn Fn(Progress) + Sync)>,
+    runners: usize,
 ) {
-    let mut returned: Option<(TaskId, Result<Value, TaskError>)> = None;
+    let mut returned: Vec<(TaskId, Result<Value, TaskError>)> = Vec::new();
+    let mut batch: Vec<(TaskId, usize)> = Vec::new();
+    let mut batch_max = 1usize;
     // Results to drop, outside the lock (a large one takes a while).
     let mut released: Vec<Arc<Value>> = Vec::new();
+    // The inputs of the batch's tasks, one after another.
     let mut inputs: Vec<Option<Arc<Value>>> = Vec::new();
     let mut inner = shared.lock();
     loop {
         let mut ended = None;
-        if let Some((t, result)) = returned.take() {
+        for (t, result) in returned.drain(..) {
             match result {
                 Ok(value) => {
                     inner.values[t.index()] = Some(Arc::new(value));
@@ -136,10 +153,18 @@ fn runner(
             }
             ended = Some(inner.state.ended());
         }
-        let next = inner.state.poll_run();
-        if let Some(t) = next {
+        let share = inner
+            .state
+            .ready_count()
+            .div_ceil(runners)
+            .clamp(1, batch_max);
+        while batch.len() < share {
+            let Some(t) = inner.state.poll_run() else {
+                break;
+            };
             // Held: the state releases a result only once its last
             // consumer has started.
+            batch.push((t, inputs.len()));
             inputs.extend(plan.deps(t).iter().map(|d| inner.values[d.index()].clone()));
         }
         while let Some(r) = inner.state.poll_release() {
@@ -148,13 +173,13 @@ fn runner(
             }
         }
         let finished = inner.state.is_finished();
-        if next.is_none() && !finished && ended.is_none() {
+        if batch.is_empty() && !finished && ended.is_none() {
             inner.idle += 1;
             inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
             inner.idle -= 1;
             continue;
         }
-        let wake_one = next.is_some() && inner.idle > 0 && inner.state.has_ready();
+        let wake_one = !batch.is_empty() && inner.idle > 0 && inner.state.has_ready();
         drop(inner);
         if finished {
             shared.wake.notify_all();
@@ -168,16 +193,27 @@ fn runner(
                 total: plan.len(),
             });
         }
-        let Some(t) = next else {
+        if batch.is_empty() {
             if finished {
                 return;
             }
             // Reported progress; now wait for work.
             inner = shared.lock();
             continue;
+        }
+        let started = Instant::now();
+        for (k, &(t, first)) in batch.iter().enumerate() {
+            let end = batch.get(k + 1).map_or(inputs.len(), |&(_, next)| next);
+            returned.push((t, task::run(plan, functions, t, &mut inputs[first..end])));
+        }
+        let per_task = started.elapsed().as_micros() / batch.len() as u128;
+        batch_max = if runners > 1 && per_task < BATCH_TASK_MICROS_MAX {
+            (batch_max * 2).min(BATCH_MAX)
+        } else {
+            1
         };
-        let result = task::run(plan, functions, t, &mut inputs);
-        returned = Some((t, result));
+        batch.clear();
+        inputs.clear();
         inner = shared.lock();
     }
 }

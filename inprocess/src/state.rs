@@ -244,6 +244,14 @@ impl RunState {
         }
     }
 
+    /// Tasks ready to start now (none once the run stopped).
+    pub fn ready_count(&self) -> usize {
+        if self.stopped.is_some() {
+            return 0;
+        }
+        self.roots.len() - self.roots_taken + self.ready.len()
+    }
+
     /// Whether some task could start now (for waking an idle runner).
     pub fn has_ready(&self) -> bool {
         self.stopped.is_none() && (self.roots_taken < self.roots.len() || !self.ready.is_empty())

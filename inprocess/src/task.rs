@@ -31,13 +31,13 @@ impl Functions {
 }
 
 /// Runs task `t` with `inputs`, its dependencies' results in the order of
-/// [`Plan::deps`] (emptied: the buffer is the caller's to reuse). A result
-/// held only by `inputs` is moved into the arguments rather than copied.
+/// [`Plan::deps`] (taken from the slice). A result held only by `inputs`
+/// is moved into the arguments rather than copied.
 pub(crate) fn run(
     plan: &Plan,
     functions: &Functions,
     t: TaskId,
-    inputs: &mut Vec<Option<Arc<Value>>>,
+    inputs: &mut [Option<Arc<Value>>],
 ) -> Result<Value, TaskError> {
     let task = plan.task(t);
     let Some(function) = &functions.0[task.function as usize] else {
@@ -45,9 +45,7 @@ pub(crate) fn run(
             &plan.functions()[task.function as usize],
         ));
     };
-    let arguments = arguments(plan, t, inputs);
-    inputs.clear();
-    let (args, kwargs) = arguments?;
+    let (args, kwargs) = arguments(plan, t, inputs)?;
     let mut attempts_left = task.retries;
     loop {
         let outcome = catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)));

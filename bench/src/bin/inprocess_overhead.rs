@@ -6,7 +6,7 @@
 //! ```text
 //! inprocess_overhead shapes [--repeat R]   32,767-task tree and 100,000
 //!                                          independent tasks, 2 threads and sync
-//! inprocess_overhead scale N...            each size in a child process of its
+//! inprocess_overhead scale SHAPE N...      each size in a child process of its
 //!                                          own: us per task and peak memory
 //! inprocess_overhead one SHAPE N           (the child) one run, JSON on stdout
 //! ```
@@ -159,7 +159,9 @@ fn main() {
             );
         }
         _ => {
-            eprintln!("usage: inprocess_overhead shapes [--repeat R] | scale N... | one SHAPE N");
+            eprintln!(
+                "usage: inprocess_overhead shapes [--repeat R] | scale SHAPE N... | one SHAPE N"
+            );
             std::process::exit(2);
         }
     }
