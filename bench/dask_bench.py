@@ -32,12 +32,13 @@ def independent(n):
     return {("inc", i): (inc, i) for i in range(n)}, [("inc", i) for i in range(n)]
 
 
-def tree(leaves):
-    dsk = {("t", 0, i): (inc, i) for i in range(leaves)}
+def tree(leaves, leaf=lambda i: (inc, i), node=add):
+    """A binary reduction: leaf i is `leaf(i)`, each node `node` of two."""
+    dsk = {("t", 0, i): leaf(i) for i in range(leaves)}
     level, width = 0, leaves
     while width > 1:
         for i in range(width // 2):
-            dsk[("t", level + 1, i)] = (add, ("t", level, 2 * i), ("t", level, 2 * i + 1))
+            dsk[("t", level + 1, i)] = (node, ("t", level, 2 * i), ("t", level, 2 * i + 1))
         level, width = level + 1, width // 2
     return dsk, [("t", level, 0)]
 

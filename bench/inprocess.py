@@ -21,20 +21,15 @@ import time
 import dask
 import dask.threaded
 
+import dask_bench
+
 
 def noop(*args):
     return None
 
 
 def tree(tasks):
-    leaves = (tasks + 1) // 2
-    dsk = {("t", 0, i): (noop,) for i in range(leaves)}
-    level, width = 0, leaves
-    while width > 1:
-        for i in range(width // 2):
-            dsk[("t", level + 1, i)] = (noop, ("t", level, 2 * i), ("t", level, 2 * i + 1))
-        level, width = level + 1, width // 2
-    return dsk, [("t", level, 0)]
+    return dask_bench.tree((tasks + 1) // 2, leaf=lambda i: (noop,), node=noop)
 
 
 def independent(tasks):

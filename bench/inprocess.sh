@@ -8,12 +8,7 @@
 #   bench/inprocess.sh --no-scale the comparison with Dask only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${DASK_BENCH_VENV:-target/dask-venv}
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c "import dask" 2>/dev/null; then
-  "$venv/bin/pip" install -q "dask[distributed]"
-fi
+. bench/venv.sh
+bench_venv "import dask" "dask[distributed]"
 cargo build --release -q -p dask-bench --bin inprocess_overhead
 exec "$venv/bin/python" bench/inprocess.py target/release/inprocess_overhead "$@"

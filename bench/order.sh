@@ -6,13 +6,8 @@
 #   bench/order.sh --quick   a quarter of the sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${DASK_BENCH_VENV:-target/dask-venv}
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
+. bench/venv.sh
 # dask.order itself; pytest and numpy to run Dask's test_order.py.
-if ! "$venv/bin/python" -c "import dask, pytest, numpy" 2>/dev/null; then
-  "$venv/bin/pip" install -q "dask[distributed]" pytest numpy
-fi
+bench_venv "import dask, pytest, numpy" "dask[distributed]" pytest numpy
 cargo build --release -q -p dask-bench --bin order_pressure
 exec "$venv/bin/python" bench/order_pressure.py target/release/order_pressure "$@"

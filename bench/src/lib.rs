@@ -1,4 +1,5 @@
-//! What the benchmark binaries share: the graph shapes they build.
+//! What the benchmark binaries share: the graph shapes they build, and
+//! reading a process's CPU time.
 
 use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
@@ -32,4 +33,21 @@ pub fn binary_tree(
         width /= 2;
     }
     (tasks, name(level, 0))
+}
+
+/// CPU time (user + system, all threads) of process `pid` ("self": this
+/// one), from /proc/PID/stat, in seconds (ticks of 10 ms).
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

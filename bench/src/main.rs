@@ -106,22 +106,6 @@ fn all_to_all(n: i64, run: u32) -> Shape {
     }
 }
 
-/// CPU time (user + system) of a process, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 struct Processes {
     children: Vec<Child>,
     scheduler_pid: u32,
@@ -131,8 +115,14 @@ struct Processes {
 impl Processes {
     /// CPU seconds of the scheduler and of all workers together.
     fn cpu(&self) -> (f64, f64) {
-        let workers = self.children[1..].iter().map(|c| cpu_seconds(c.id())).sum();
-        (cpu_seconds(self.scheduler_pid), workers)
+        let workers = self.children[1..]
+            .iter()
+            .map(|c| dask_bench::cpu_seconds(&c.id().to_string()))
+            .sum();
+        (
+            dask_bench::cpu_seconds(&self.scheduler_pid.to_string()),
+            workers,
+        )
     }
 }
 

@@ -170,16 +170,6 @@ fn groups(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
 /// A binary tree reduction over `n` leaves (as bench's `tree` shape).
 fn tree(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
     let name = |level: u32, i: usize| format!("tree-{level}-{i}");
-    let spec = |key: String, function: &str, args: Vec<rmpv::Value>| TaskSpec {
-        key: key.into(),
-        function: function.into(),
-        args: RawValue::from_value(&rmpv::Value::Array(args)),
-        kwargs: None,
-        priority: None,
-        resources: None,
-        retries: None,
-        workers: None,
-    };
     let mut tasks: Vec<TaskSpec> = (0..n)
         .map(|i| spec(name(0, i), "inc", vec![rmpv::Value::from(i)]))
         .collect();

@@ -67,27 +67,14 @@ fn build(shape: &str, tasks: usize) -> (Vec<TaskSpec>, Vec<Key>) {
 fn time_one(shape: &str, tasks: usize, scheduler: Scheduler) -> (f64, f64) {
     let (specs, wanted) = build(shape, tasks);
     let registry = registry();
-    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let (started, cpu) = (Instant::now(), dask_bench::cpu_seconds("self"));
     let values = compute(specs, &wanted, &registry, scheduler).expect("the graph runs");
-    let times = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let times = (
+        started.elapsed().as_secs_f64(),
+        dask_bench::cpu_seconds("self") - cpu,
+    );
     assert_eq!(values.len(), wanted.len());
     times
-}
-
-/// CPU time of this process (user + system), from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (in parentheses): utime, stime are the
-    // 12th and 13th, in clock ticks (100 a second).
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A field of /proc/self/status, in KiB.
