@@ -20,7 +20,7 @@
 //! secrets and nonces; `dask_core::auth` computes the proofs).
 //!
 //! **Architecture invariant:** this is the only crate that reads or writes
-//! a dask/1 socket's bytes (`tests/socket_bytes_stay_in_net.rs` checks the
+//! a dask/1 socket's bytes (`testkit/tests/architecture.rs` checks the
 //! other crates' sources). TLS is a variant of the per-connection
 //! transport: nothing above the reactor knows whether a connection is
 //! encrypted (it can ask for the channel binding, which auth proofs cover).

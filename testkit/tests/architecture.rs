@@ -1,7 +1,6 @@
 //! The "Architecture Invariant" lines of ARCHITECTURE.md that a grep or a
 //! manifest can check, checked. (The others name their own test: the
-//! schema's drift in `core/tests/generated.rs`, socket bytes in
-//! `net/tests/socket_bytes_stay_in_net.rs`, core on wasm32 in
+//! schema's drift in `core/tests/generated.rs`, core on wasm32 in
 //! `scripts/ci/wasm.sh`.) Each check reads the workspace's files; a
 //! violation names the file and the line.
 
@@ -82,6 +81,47 @@ fn core_touches_no_socket_clock_thread_file_or_process() {
     assert!(
         found.is_empty(),
         "core/ must stay pure (time comes in as a Timestamp, bytes as arguments):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn only_net_touches_socket_bytes() {
+    // Everything that runs as part of a dask-rs process goes through
+    // dask_net::Reactor (event loops) or dask_net::BlockingConn (tools).
+    // (`conformance/` is a test tool that must write arbitrary bytes;
+    // `bench/` and `fuzz/` are not part of a process.)
+    let dirs: Vec<&str> = [
+        "core/src",
+        "scheduler/src",
+        "worker/src",
+        "inprocess/src",
+        "client/src",
+        "cluster/src",
+        "sdk-c/src",
+        "sdk-js/src",
+        "sdk-py/src",
+    ]
+    .into_iter()
+    .filter(|d| root().join(d).is_dir())
+    .collect();
+    assert!(dirs.len() >= 8, "only {dirs:?} found: is the root right?");
+    let found = lines_naming(
+        &dirs,
+        &[
+            "mio::net",
+            "TcpStream",
+            "TcpListener",
+            "UdpSocket",
+            "UnixStream",
+            "stream_mut",
+            "set_nonblocking",
+        ],
+        &[],
+    );
+    assert!(
+        found.is_empty(),
+        "only net/ may touch sockets (use dask_net::Reactor or BlockingConn):\n{}",
         found.join("\n")
     );
 }
