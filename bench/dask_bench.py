@@ -119,12 +119,33 @@ def transfer(sizes, runs=5):
     return results
 
 
+def mixed(fast, slow, seconds, threads=2):
+    """Issue 19's mixed workload: `slow` x sleep(seconds) right after
+    `fast` incs, on 2 workers x `threads` threads; the sleeps are timed."""
+    with LocalCluster(n_workers=2, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.get({("warm", 0): (inc, 1)}, [("warm", 0)])
+            client.get({("inc", i): (inc, i) for i in range(fast)}, [("inc", i) for i in range(fast)], sync=True)
+            dsk = {("sleep", i): (nap, seconds, i) for i in range(slow)}
+            t0 = time.perf_counter()
+            client.get(dsk, list(dsk), sync=True)
+            wall = time.perf_counter() - t0
+    return {"shape": "mixed", "size": slow, "seconds": wall}
+
+
+def nap(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
 def main():
     sizes = json.loads(sys.argv[1])
     label = sys.argv[2] if len(sys.argv) > 2 else "default"
     for name, size in sizes.items():
         if name == "transfer":
             results = transfer(size)
+        elif name == "mixed":
+            results = [mixed(*size)]
         elif name == "round_trip":
             results = [round_trip(size)]
         else:

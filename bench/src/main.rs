@@ -4,7 +4,9 @@
 //! (the binaries next to this one), runs each shape with the Rust client,
 //! then runs `bench/dask_bench.py` on smaller instances of the same shapes
 //! with Dask's default settings and with worker saturation off, and prints
-//! one table with the ratios. See BENCHMARKS.md; run with `bench/run.sh`.
+//! one table with the ratios. The mixed workload (placement) runs on a
+//! cluster of its own, two workers x 2 threads, at the same size for both.
+//! See BENCHMARKS.md; run with `bench/run.sh`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -137,7 +139,7 @@ impl Drop for Processes {
     }
 }
 
-fn start_cluster(bin_dir: &Path, workers: usize) -> Processes {
+fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
     let mut scheduler = Command::new(bin_dir.join("dask-scheduler"))
         .args(["--port", "0"])
         .stdout(Stdio::piped())
@@ -156,7 +158,7 @@ fn start_cluster(bin_dir: &Path, workers: usize) -> Processes {
                 .args([
                     address.as_str(),
                     "--nthreads",
-                    "1",
+                    &nthreads.to_string(),
                     "--name",
                     &format!("bench-{i}"),
                 ])
@@ -309,7 +311,7 @@ fn main() {
     let (n_ind, n_leaves, n_chain, n_a2a, n_rt) =
         (100_000 / scale, 65_536 / scale, 10_000 / scale, 200, 1000);
 
-    let procs = start_cluster(&bin_dir, 2);
+    let procs = start_cluster(&bin_dir, 2, 1);
     let client = Client::connect(&procs.address).expect("connect");
     wait_for_workers(&client, 2);
     // Warm up connections between workers and the scheduler's tables.
@@ -339,11 +341,17 @@ fn main() {
         .collect();
     drop(client);
     drop(procs);
+    let mixed = only.as_deref().is_none_or(|o| o == "mixed").then(|| {
+        let procs = start_cluster(&bin_dir, 2, MIXED_THREADS);
+        let client = Client::connect(&procs.address).expect("connect");
+        wait_for_workers(&client, 2);
+        mixed_workload(&client)
+    });
 
     let dask_sizes = if quick {
-        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000]}"#
+        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1]}"#
     } else {
-        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000]}"#
+        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1]}"#
     };
     // With --only, Dask runs that shape alone.
     let mut sizes: serde_json::Map<String, serde_json::Value> =
@@ -409,6 +417,26 @@ fn main() {
     println!("| dask-rs ({n_rt} sequential) | {rt_median:.0} | {rt_p90:.0} |");
     println!("| Dask default | {} | |", dask_rt(&dask_default));
     println!("| Dask saturation=inf | {} | |", dask_rt(&dask_inf));
+    if let Some(seconds) = mixed {
+        let dask_mixed = |d: &Option<DaskResults>| {
+            d.as_ref()
+                .and_then(|d| d.get("mixed"))
+                .and_then(|v| v["seconds"].as_f64())
+                .map(|x| format!("{x:.2} s ({:.0}% over)", (x / MIXED_IDEAL - 1.0) * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!();
+        println!(
+            "| mixed: {MIXED_SLOW} x sleep({MIXED_SLOW_SECONDS}) right after {MIXED_FAST} x inc, 2 workers x {MIXED_THREADS} threads | time of the sleeps | over the ideal {MIXED_IDEAL:.2} s |"
+        );
+        println!("|---|---:|---:|");
+        println!(
+            "| dask-rs | {seconds:.2} s | {:.0}% |",
+            (seconds / MIXED_IDEAL - 1.0) * 100.0
+        );
+        println!("| Dask default | {} | |", dask_mixed(&dask_default));
+        println!("| Dask saturation=inf | {} | |", dask_mixed(&dask_inf));
+    }
     if transfers.is_empty() {
         return;
     }
@@ -433,6 +461,44 @@ fn main() {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+}
+
+/// The mixed workload (issue 19): fast tasks, then slow ones.
+const MIXED_FAST: usize = 2_000;
+const MIXED_SLOW: usize = 300;
+const MIXED_SLOW_SECONDS: f64 = 0.1;
+const MIXED_THREADS: u32 = 2;
+/// Total sleep over all threads.
+const MIXED_IDEAL: f64 = MIXED_SLOW as f64 * MIXED_SLOW_SECONDS / (2 * MIXED_THREADS) as f64;
+
+/// Runs [`MIXED_FAST`] `inc`s (and gathers them), then times
+/// [`MIXED_SLOW`] `sleep`s from their submission to their results.
+fn mixed_workload(client: &Client) -> f64 {
+    let incs: Vec<TaskSpec> = (0..MIXED_FAST)
+        .map(|i| task_spec(key(format!("mixed-inc-{i}")), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let wanted = incs.iter().map(|t| t.key.clone()).collect();
+    let futures = client.submit_tasks(incs, wanted);
+    client.gather(&futures).expect("gather the incs");
+    drop(futures);
+    let sleeps: Vec<TaskSpec> = (0..MIXED_SLOW)
+        .map(|i| {
+            let args = [Value::from(MIXED_SLOW_SECONDS), Value::from(i)];
+            task_spec(key(format!("mixed-sleep-{i}")), "sleep", &args, &[])
+        })
+        .collect();
+    let wanted = sleeps.iter().map(|t| t.key.clone()).collect();
+    let start = Instant::now();
+    let futures = client.submit_tasks(sleeps, wanted);
+    let values = client.gather(&futures).expect("gather the sleeps");
+    let seconds = start.elapsed().as_secs_f64();
+    let sum: i64 = values.iter().filter_map(|v| v.as_i64()).sum();
+    assert_eq!(
+        sum as usize,
+        MIXED_SLOW * (MIXED_SLOW - 1) / 2,
+        "sleep results"
+    );
+    seconds
 }
 
 /// Value sizes of the transfer shape, in bytes.

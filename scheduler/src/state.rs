@@ -104,6 +104,7 @@ use dask_core::messages::{
 };
 use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
 use observe::{GroupId, Observer};
+use placement::GroupDurations;
 use slab::Slab;
 use task_set::TaskSet;
 
@@ -337,7 +338,10 @@ pub(crate) struct Task {
     pub(crate) error: Option<Arc<TaskError>>,
     /// A steal-request for it is in flight.
     pub(crate) steal_pending: bool,
-    /// Its task group (key prefix), for the dashboard's aggregates.
+    /// Its worker refused to give it up: it is running there.
+    pub(crate) steal_refused: bool,
+    /// Its task group (key prefix), for the dashboard's aggregates and
+    /// the duration estimates placement works with.
     pub(crate) group: GroupId,
 }
 
@@ -363,6 +367,7 @@ impl Task {
             nbytes: 0,
             error: None,
             steal_pending: false,
+            steal_refused: false,
             group: GroupId::OTHER,
         }
     }
@@ -401,6 +406,13 @@ pub(crate) struct Worker {
     pub(crate) stored_bytes: u64,
     /// Moving average of the task durations it reported.
     pub(crate) average_duration_us: Option<f64>,
+    /// How many of its processing tasks are in each task group: its
+    /// occupancy follows the groups' estimates as they change.
+    pub(crate) processing_groups: Vec<(GroupId, u32)>,
+    /// Tasks freed while processing here, which may still hold a thread
+    /// (the worker does not say when such a run ends), since its last
+    /// result; see placement.
+    pub(crate) abandoned: u32,
     /// What its last heartbeat said of its load and memory.
     pub(crate) metrics: Option<Metrics>,
 }
@@ -486,8 +498,13 @@ pub struct SchedulerState {
     to_check: Vec<TaskId>,
     /// `free-keys` not yet sent, per worker.
     pending_free: BTreeMap<WorkerIdx, Vec<Key>>,
-    /// A worker joined: consider stealing for it once the queue is placed.
-    steal_for: Vec<WorkerIdx>,
+    /// Workers registered during this event: they may steal once the
+    /// queue is placed.
+    joined: Vec<WorkerIdx>,
+    /// Duration estimates per task group (placement).
+    pub(crate) durations: GroupDurations,
+    /// The worker each steal in flight is for.
+    pub(crate) steal_thieves: BTreeMap<TaskId, WorkerIdx>,
     /// The worker that got the last task without dependencies (see
     /// placement: consecutive root tasks go to the same worker).
     pub(crate) last_root_worker: Option<WorkerIdx>,
@@ -535,7 +552,9 @@ impl SchedulerState {
             datasets: BTreeMap::new(),
             to_check: Vec::new(),
             pending_free: BTreeMap::new(),
-            steal_for: Vec::new(),
+            joined: Vec::new(),
+            durations: GroupDurations::default(),
+            steal_thieves: BTreeMap::new(),
             data: data::DataRequests::default(),
             out: VecDeque::new(),
             touched: Vec::new(),
@@ -1035,6 +1054,8 @@ impl SchedulerState {
             has_what: BTreeSet::new(),
             stored_bytes: 0,
             average_duration_us: None,
+            processing_groups: Vec::new(),
+            abandoned: 0,
             metrics: None,
         }));
         self.worker_by_conn.insert(conn, w);
@@ -1077,7 +1098,6 @@ impl SchedulerState {
             self.worker_by_name.remove(&worker.name);
         }
         self.pending_free.remove(&w);
-        self.steal_for.retain(|&x| x != w);
         // Its data is gone.
         let mut lost = Vec::new();
         for &t in &worker.has_what {

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use dask_core::client::task_spec;
-use dask_core::messages::TaskSpec;
+use dask_core::messages::{CancelKeys, TaskSpec};
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue};
-use dask_testkit::sim::{run_seeds, Node, Sim};
+use dask_testkit::sim::{run_seeds, sleep_duration, Node, Sim};
 use rmpv::Value;
 
 /// Seeds each story runs under.
@@ -277,5 +277,129 @@ fn a_worker_is_lost_mid_graph() {
             let again = [0, 2].iter().any(|&i| sim.workers[i].started.contains(key));
             assert!(again, "seed {seed}: {key} was not run again after w1 died");
         }
+    });
+}
+
+// ---- placement (issue 19) ---------------------------------------------
+
+/// `count` tasks `prefix-i` calling `function` with `args`; their keys.
+fn many(
+    prefix: &str,
+    count: usize,
+    function: &str,
+    args: Vec<Value>,
+) -> (Vec<TaskSpec>, Vec<String>) {
+    let keys: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let tasks = keys
+        .iter()
+        .map(|k| task(k, function, args.clone(), &[]))
+        .collect();
+    (tasks, keys)
+}
+
+fn submit_all(sim: &mut Sim, (tasks, keys): (Vec<TaskSpec>, Vec<String>)) {
+    let wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    sim.submit(0, tasks, &wanted);
+}
+
+/// Issue 19: on 2 workers x 2 threads, 300 x sleep(0.1) right after 2,000
+/// fast incs took twice the ideal 7.5 s, 262 tasks queued on one worker and
+/// none on the other (the queue depth came from one duration average per
+/// worker, which the incs had made tiny). Each group has its own estimate
+/// now, and an idle thread steals: no thread idles while another worker
+/// holds a queue, and the sleeps take the ideal time.
+#[test]
+fn slow_tasks_after_fast_ones_keep_every_thread_busy() {
+    run_seeds(4, |seed| {
+        let mut sim = Sim::new(seed);
+        sim.add_worker(2, |_| {});
+        sim.add_worker(2, |_| {});
+        assert!(sim.run_until(|s| s.scheduler.worker_count() == 2, LIMIT));
+        sim.add_client();
+        sim.set_job_duration(|job| match job.function.as_str() {
+            "inc" => Duration::from_micros(2),
+            _ => sleep_duration(job),
+        });
+        submit_all(&mut sim, many("inc", 2_000, "inc", vec![Value::from(1)]));
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == 2_000, LIMIT),
+            "seed {seed}"
+        );
+
+        let (start, idle_before) = (sim.now, sim.idle_while_queued);
+        submit_all(
+            &mut sim,
+            many("sleep", 300, "sleep", vec![Value::from(0.1)]),
+        );
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == 2_300, LIMIT),
+            "seed {seed}"
+        );
+        let took = sim.now - start;
+        let idle = sim.idle_while_queued - idle_before;
+        assert_eq!(
+            idle,
+            Duration::ZERO,
+            "seed {seed}: threads idled while a worker held a queue (the sleeps took {took:?})"
+        );
+        // 300 x 0.1 s on 4 threads: 7.5 s (messages take no virtual time).
+        assert!(
+            took <= Duration::from_millis(7_510),
+            "seed {seed}: the sleeps took {took:?}, ideal 7.5 s"
+        );
+    });
+}
+
+/// Issue 19: a long task cancelled while it runs keeps its thread (a
+/// worker cannot stop a function), and quick tasks given to that worker
+/// then waited behind it for the whole 20 s while the other worker idled.
+/// Now the idle worker steals them.
+#[test]
+fn quick_tasks_do_not_wait_behind_a_cancelled_long_one() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 2);
+        sim.submit(
+            0,
+            vec![task("long", "sleep", vec![Value::from(20)], &[])],
+            &["long"],
+        );
+        let running_long = |s: &Sim| {
+            s.workers
+                .iter()
+                .position(|w| w.running().any(|k| k.as_str() == "long"))
+        };
+        assert!(
+            sim.run_until(|s| running_long(s).is_some(), LIMIT),
+            "seed {seed}"
+        );
+        let cancel = CancelKeys {
+            keys: vec![Key::from("long")],
+            force: None,
+        };
+        sim.client_send(0, Message::CancelKeys(cancel));
+        sim.drive();
+        let busy = running_long(&sim).expect("the cancelled run goes on");
+        assert_eq!(
+            sim.scheduler.task_state("long"),
+            None,
+            "the scheduler forgot it"
+        );
+
+        let start = sim.now;
+        submit_all(&mut sim, many("quick", 4, "sleep", vec![Value::from(0.01)]));
+        sim.drive();
+        assert!(
+            sim.workers[busy].queued() > 0,
+            "seed {seed}: some quick tasks were given to the busy worker (else this story shows nothing)"
+        );
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == 4, LIMIT),
+            "seed {seed}"
+        );
+        let took = sim.now - start;
+        assert!(
+            took < Duration::from_secs(1),
+            "seed {seed}: the quick tasks took {took:?}"
+        );
     });
 }

@@ -142,6 +142,10 @@ pub struct Sim {
     pub clients: Vec<SimClient>,
     /// The virtual clock.
     pub now: Timestamp,
+    /// Thread-time lost to imbalance so far: for each stretch of virtual
+    /// time, the idle threads of every worker while another worker had
+    /// jobs waiting on its executor for a thread, times the stretch.
+    pub idle_while_queued: Duration,
     seed: u64,
     rng: Rng,
     registry: FunctionRegistry,
@@ -172,6 +176,7 @@ impl Sim {
             workers: Vec::new(),
             clients: Vec::new(),
             now,
+            idle_while_queued: Duration::ZERO,
             seed,
             // Any seed, 0 included, gives a generator that is not stuck at 0.
             rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -317,6 +322,15 @@ impl Sim {
             .any(|m| matches!(m, Message::KeyFinished(f) if f.key.as_str() == key))
     }
 
+    /// How many keys client `k` was told finished.
+    pub fn finished_count(&self, k: usize) -> usize {
+        self.clients[k]
+            .received
+            .iter()
+            .filter(|m| matches!(m, Message::KeyFinished(_)))
+            .count()
+    }
+
     /// The messages in flight to `node` (sent, not delivered yet).
     pub fn in_flight_to(&self, node: Node) -> impl Iterator<Item = &Message> + '_ {
         self.in_flight.iter().flat_map(move |d| match d {
@@ -448,15 +462,24 @@ impl Sim {
         let Some(at) = next.filter(|&at| at <= end) else {
             return false;
         };
+        if at > self.now {
+            self.idle_while_queued += (at - self.now) * self.idle_threads_while_queued();
+        }
         self.now = self.now.max(at);
         let now = self.now;
         if self.scheduler.poll_timeout().is_some_and(|t| t <= now) {
             self.scheduler.handle_timeout(now);
         }
-        for (i, w) in self.workers.iter_mut().enumerate() {
+        for i in 0..self.workers.len() {
+            let w = &mut self.workers[i];
             if w.alive && w.state.poll_timeout().is_some_and(|t| t <= now) {
                 w.state.handle_timeout(now);
-                let next = w.state.poll_timeout();
+                // As its loop does: outputs first (held reports go out),
+                // then the next timeout.
+                while let Some(output) = self.workers[i].state.poll_output() {
+                    self.worker_output(i, output);
+                }
+                let next = self.workers[i].state.poll_timeout();
                 assert!(
                     next.is_none_or(|t| t > now),
                     "seed {}: worker {i}'s next timeout {next:?} is not after {now} (its loop would spin)",
@@ -465,6 +488,17 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Idle threads of live workers, when another live worker has jobs
+    /// waiting for a thread (else 0).
+    pub fn idle_threads_while_queued(&self) -> u32 {
+        let live = || self.workers.iter().enumerate().filter(|(_, w)| w.alive);
+        let idle = |w: &SimWorker| w.state.config().nthreads.saturating_sub(w.running.len());
+        live()
+            .filter(|&(i, _)| live().any(|(j, v)| j != i && !v.queued.is_empty()))
+            .map(|(_, w)| idle(w) as u32)
+            .sum()
     }
 
     /// Takes every machine's outputs and runs the executors' jobs.

@@ -16,17 +16,26 @@
 //!   "least occupied" alone would, makes every first-level node fetch one
 //!   input from a peer. Load still balances: the sticky worker fills its
 //!   slots, then the next root goes to the least occupied one.
+//! - Durations are estimated per task group (key prefix, as the dashboard
+//!   groups them: `inc-3` and `inc-9` are one group): a moving average of
+//!   the `duration_us` their tasks reported, [`UNKNOWN_DURATION`] (Dask's
+//!   default, 0.5 s) for a group with no report yet. One estimate per
+//!   worker, as before, mixed everything a worker ran: after 2,000 fast
+//!   `inc`s it called `sleep(0.1)` fast too, queued 256 per thread on the
+//!   first worker with room, and left the other idle.
 //! - A worker gets at most `nthreads + queue depth` tasks at once, queue
 //!   depth = nthreads ([`QUEUE_DEPTH_PER_THREAD`]): a thread never idles
 //!   for a round trip, and the rest stays `queued` on the scheduler where a
 //!   late joiner can still get it. Refinement for very short tasks: one
 //!   queued task per thread cannot cover a round trip when tasks take
-//!   microseconds, so once a worker's reported durations (`duration_us`,
-//!   moving average) are known, its queue depth per thread is the number of
-//!   tasks that fill [`QUEUED_WORK_PER_THREAD`] (1 ms), between 1 and
-//!   [`QUEUE_DEPTH_PER_THREAD_MAX`]. Tasks of 1 ms or more get exactly the
-//!   rule above; 10 µs tasks get 100 queued per thread (1 ms of work, which
-//!   stealing can still move). Measured end to end (2 workers x 1 thread,
+//!   microseconds, so the queue depth per thread is the number of tasks of
+//!   the mean estimated duration of what the worker holds (its occupancy
+//!   over its task count) that fill [`QUEUED_WORK_PER_THREAD`] (1 ms),
+//!   between 1 and [`QUEUE_DEPTH_PER_THREAD_MAX`]: queued work is bounded
+//!   in estimated seconds. Tasks of 1 ms or more get exactly the rule
+//!   above; 10 µs tasks get 100 queued per thread (1 ms of work, which
+//!   stealing can still move); one task of an unknown group among them
+//!   brings the depth back to 1. Measured end to end (2 workers x 1 thread,
 //!   101k tiny tasks, loopback): ~30k tasks/s at depth 1, ~85k at depth 64,
 //!   the difference being one round trip per two tasks; on the 131k-task
 //!   tree, a cap of 256 rather than 64 gives ~8% more (fewer, larger
@@ -35,9 +44,20 @@
 //! - The queue is ordered by user priority (higher first), then graph order
 //!   (`dask_core::order` within a graph: few results held at once), then
 //!   submission order.
-//! - Stealing: when a worker registers and nothing is left in the queue,
-//!   it asks saturated workers to give back tasks beyond their thread count
-//!   (`steal-request`); a stolen task is placed again like any ready task.
+//! - Stealing (`steal-request`, which every dask/1 worker serves): after
+//!   each event, when nothing is left in the queue, a worker that just
+//!   joined or has an idle thread asks the others for tasks
+//!   beyond what their threads can start, the last in queue order first,
+//!   up to its free slots and at most half the difference between the two
+//!   workers' task counts (so tasks do not bounce back). A stolen task goes
+//!   to that worker; a refused one is running and is not asked for again.
+//!   A task whose dependencies the thief lacks is stolen only when moving
+//!   them ([`STEAL_BYTES_PER_US`]) takes less than its estimated duration.
+//!   A task freed while it may be running (cancelled, released) can keep
+//!   its thread busy on the worker, which does not say when it ends: the
+//!   worker counts as one thread short for stealing until it reports its
+//!   next result, so the tasks queued behind such a run move to an idle
+//!   worker instead of waiting for it.
 
 use std::ops::Bound;
 
@@ -56,8 +76,52 @@ pub const QUEUED_WORK_PER_THREAD: std::time::Duration = std::time::Duration::fro
 /// Most tasks queued per thread, however short they are.
 pub const QUEUE_DEPTH_PER_THREAD_MAX: usize = 256;
 
-/// Weight of the newest duration in a worker's moving average.
+/// Weight of the newest duration in a worker's moving average (the
+/// dashboard's average task time).
 const DURATION_AVERAGE_WEIGHT: f64 = 0.1;
+
+/// Weight of the newest duration in a task group's estimate: tasks of one
+/// group are alike, so the estimate follows them quickly.
+const GROUP_DURATION_WEIGHT: f64 = 0.5;
+
+/// The estimated duration of a task whose group has not reported one yet:
+/// long enough that a worker holds no more than one such task queued per
+/// thread (Dask's `default-task-durations` is also 0.5 s).
+pub const UNKNOWN_DURATION: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Bytes a steal may move per microsecond of the stolen task's estimated
+/// duration (1 GB/s): stealing a task whose inputs take longer to move
+/// than to compute loses time.
+pub const STEAL_BYTES_PER_US: f64 = 1_000.0;
+
+/// Duration estimates per task group, in microseconds.
+#[derive(Debug, Default)]
+pub(crate) struct GroupDurations {
+    by_group: Vec<Option<f64>>,
+}
+
+impl GroupDurations {
+    /// The estimated duration of a task of group `g`.
+    pub(crate) fn estimate_us(&self, g: GroupId) -> f64 {
+        match self.by_group.get(g.index()) {
+            Some(Some(us)) => *us,
+            _ => UNKNOWN_DURATION.as_secs_f64() * 1e6,
+        }
+    }
+
+    /// Folds a task of group `g` that took `duration_us` into its estimate.
+    pub(crate) fn record(&mut self, g: GroupId, duration_us: u64) {
+        if self.by_group.len() <= g.index() {
+            self.by_group.resize(g.index() + 1, None);
+        }
+        let d = duration_us as f64;
+        let estimate = &mut self.by_group[g.index()];
+        *estimate = Some(match *estimate {
+            None => d,
+            Some(e) => e + (d - e) * GROUP_DURATION_WEIGHT,
+        });
+    }
+}
 
 /// Most queued tasks skipped (no free slot among their allowed workers) in
 /// one placement pass before it stops: restricted tasks deep in the queue
@@ -75,9 +139,9 @@ enum Pick {
 }
 
 impl Worker {
-    /// Most tasks assigned at once.
-    pub(crate) fn slots(&self) -> usize {
-        self.nthreads as usize * (1 + self.queue_depth_per_thread())
+    /// Most tasks assigned at once, given the estimates in `durations`.
+    pub(crate) fn slots(&self, durations: &GroupDurations) -> usize {
+        self.nthreads as usize * (1 + self.queue_depth_per_thread(durations))
     }
 
     /// Most tasks it may ever be given (what `slots` can grow to).
@@ -85,15 +149,46 @@ impl Worker {
         self.nthreads as usize * (1 + QUEUE_DEPTH_PER_THREAD_MAX)
     }
 
-    fn queue_depth_per_thread(&self) -> usize {
-        match self.average_duration_us {
-            None => QUEUE_DEPTH_PER_THREAD,
-            Some(us) => {
-                let budget = QUEUED_WORK_PER_THREAD.as_secs_f64() * 1e6;
-                let fit = (budget / us.max(1.0)) as usize;
-                fit.clamp(QUEUE_DEPTH_PER_THREAD, QUEUE_DEPTH_PER_THREAD_MAX)
-            }
+    /// Estimated microseconds of work it holds (running and queued).
+    pub(crate) fn occupancy_us(&self, durations: &GroupDurations) -> f64 {
+        self.processing_groups
+            .iter()
+            .map(|&(g, n)| n as f64 * durations.estimate_us(g))
+            .sum()
+    }
+
+    /// Queued tasks per thread: as many of the mean estimated duration of
+    /// what it holds as fill [`QUEUED_WORK_PER_THREAD`].
+    fn queue_depth_per_thread(&self, durations: &GroupDurations) -> usize {
+        if self.processing.is_empty() {
+            return QUEUE_DEPTH_PER_THREAD;
         }
+        let mean = self.occupancy_us(durations) / self.processing.len() as f64;
+        let budget = QUEUED_WORK_PER_THREAD.as_secs_f64() * 1e6;
+        let fit = (budget / mean.max(1.0)) as usize;
+        fit.clamp(QUEUE_DEPTH_PER_THREAD, QUEUE_DEPTH_PER_THREAD_MAX)
+    }
+
+    /// Counts a task of group `g` into (`+1`) or out of (`-1`) what it
+    /// processes.
+    pub(crate) fn count_processing(&mut self, g: GroupId, delta: i32) {
+        match self.processing_groups.iter().position(|&(x, _)| x == g) {
+            Some(i) => {
+                let n = &mut self.processing_groups[i].1;
+                *n = n.saturating_add_signed(delta);
+                if *n == 0 {
+                    self.processing_groups.swap_remove(i);
+                }
+            }
+            None if delta > 0 => self.processing_groups.push((g, delta as u32)),
+            None => {}
+        }
+    }
+
+    /// Threads that may start its queued tasks: its threads less the runs
+    /// freed while they may still be running.
+    fn threads_free_of_abandoned_runs(&self) -> usize {
+        (self.nthreads as usize).saturating_sub(self.abandoned as usize)
     }
 
     /// Folds a reported task duration into the moving average.
@@ -105,8 +200,8 @@ impl Worker {
         });
     }
 
-    fn free_slots(&self) -> usize {
-        self.slots().saturating_sub(self.processing.len())
+    fn free_slots(&self, durations: &GroupDurations) -> usize {
+        self.slots(durations).saturating_sub(self.processing.len())
     }
 
     /// Whether this worker may run `task`.
@@ -151,7 +246,7 @@ impl SchedulerState {
         if let (true, Some(last)) = (task.dependencies.is_empty(), self.last_root_worker) {
             // A stale index (worker gone, slot reused) is only a preference.
             if let Some(w) = self.workers.get(last.0) {
-                if w.free_slots() > 0 && w.can_run(task) {
+                if w.free_slots(&self.durations) > 0 && w.can_run(task) {
                     return Pick::Worker(last);
                 }
             }
@@ -164,7 +259,7 @@ impl SchedulerState {
                 continue;
             }
             any = true;
-            if w.free_slots() == 0 {
+            if w.free_slots(&self.durations) == 0 {
                 continue;
             }
             let held: u64 = task
@@ -202,7 +297,11 @@ impl SchedulerState {
         if self.queue.is_empty() {
             return;
         }
-        let mut free: usize = self.workers.iter().map(|(_, w)| w.free_slots()).sum();
+        let mut free: usize = self
+            .workers
+            .iter()
+            .map(|(_, w)| w.free_slots(&self.durations))
+            .sum();
         let mut cursor: Option<QueueKey> = None;
         let mut skipped = 0;
         while free > 0 && skipped < QUEUE_SCAN_SKIPS_MAX {
@@ -231,7 +330,7 @@ impl SchedulerState {
     }
 
     /// Sends `t` to worker `w`.
-    fn assign(&mut self, t: TaskId, w: WorkerIdx) {
+    pub(crate) fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
         let task = &self.tasks[t.0];
         if task.dependencies.is_empty() {
@@ -266,7 +365,7 @@ impl SchedulerState {
     }
 
     /// A worker registered: tasks only it can run leave no-worker; once the
-    /// queue is placed, it may steal.
+    /// queue is placed, it may steal ([`SchedulerState::balance`]).
     pub(crate) fn worker_joined(&mut self, w: WorkerIdx) {
         let runnable: Vec<TaskId> = self
             .no_worker
@@ -277,7 +376,7 @@ impl SchedulerState {
         for t in runnable {
             self.set_state(t, TaskState::Queued);
         }
-        self.steal_for.push(w);
+        self.joined.push(w);
     }
 
     /// A worker left (its tasks are already handled): queued tasks that no
@@ -295,45 +394,104 @@ impl SchedulerState {
         self.data_worker_left(w);
     }
 
-    /// Asks saturated workers to give back not-yet-started tasks for the
-    /// new worker `thief`, when the queue has nothing left for it.
-    pub(crate) fn steal_for_worker(&mut self, thief: WorkerIdx) {
+    /// Steals for every worker with an idle thread and every worker that
+    /// just joined, when the queue has nothing left (see the module docs).
+    pub(crate) fn balance(&mut self) {
+        let joined = std::mem::take(&mut self.joined);
+        if !self.queue.is_empty() || self.workers.len() < 2 {
+            return;
+        }
+        let thieves: Vec<WorkerIdx> = self
+            .workers
+            .iter()
+            .filter(|&(i, w)| {
+                w.processing.len() < w.nthreads as usize || joined.contains(&WorkerIdx(i))
+            })
+            .map(|(i, _)| WorkerIdx(i))
+            .collect();
+        for thief in thieves {
+            self.steal_for(thief);
+        }
+    }
+
+    /// Asks the other workers for tasks their threads cannot start yet,
+    /// for `thief`.
+    fn steal_for(&mut self, thief: WorkerIdx) {
         let Some(worker) = self.workers.get(thief.0) else {
             return;
         };
-        let mut room = worker.free_slots();
-        if room == 0 || !self.queue.is_empty() {
-            return;
-        }
-        let victims: Vec<WorkerIdx> = self
+        let mut room = worker.free_slots(&self.durations);
+        let mut held = worker.processing.len() + self.steals_to(thief);
+        // The most loaded first.
+        let mut victims: Vec<(usize, WorkerIdx)> = self
             .workers
             .iter()
-            .filter(|&(i, v)| i != thief.0 && v.processing.len() > v.nthreads as usize)
-            .map(|(i, _)| WorkerIdx(i))
+            .filter(|&(i, v)| {
+                i != thief.0 && v.processing.len() > v.threads_free_of_abandoned_runs()
+            })
+            .map(|(i, v)| (v.processing.len(), WorkerIdx(i)))
             .collect();
-        for v in victims {
+        victims.sort_unstable_by_key(|&(n, v)| (Reverse(n), v.0));
+        for (_, v) in victims {
             if room == 0 {
                 break;
             }
             let victim = &self.workers[v.0];
-            let excess = victim.processing.len() - victim.nthreads as usize;
+            let asked = victim
+                .processing
+                .iter()
+                .filter(|&&t| self.tasks[t.0].steal_pending)
+                .count();
+            let excess = victim
+                .processing
+                .len()
+                .saturating_sub(victim.threads_free_of_abandoned_runs() + asked);
+            let left = victim.processing.len() - asked;
+            // Half the difference, rounded up: 1 vs 0 moves, 1 vs 1 not.
+            let fair = left.saturating_sub(held).div_ceil(2);
+            let take = excess.min(room).min(fair);
+            if take == 0 {
+                continue;
+            }
             // The last in queue order are the least likely to have started.
             let mut candidates: Vec<(QueueKey, TaskId)> = victim
                 .processing
                 .iter()
                 .map(|&t| (self.tasks[t.0].queue_key(), t))
-                .filter(|(_, t)| {
-                    let task = &self.tasks[t.0];
-                    !task.steal_pending && self.workers[thief.0].can_run(task)
-                })
+                .filter(|&(_, t)| self.worth_stealing(t, thief))
                 .collect();
             candidates.sort_unstable_by_key(|&(k, _)| Reverse(k));
-            for (_, t) in candidates.into_iter().take(excess.min(room)) {
+            for (_, t) in candidates.into_iter().take(take) {
                 self.tasks[t.0].steal_pending = true;
+                self.steal_thieves.insert(t, thief);
                 let key = self.tasks[t.0].key.clone();
                 self.send_worker(v, Message::StealRequest(StealRequest { key }));
                 room -= 1;
+                held += 1;
             }
         }
+    }
+
+    /// Steals in flight towards `thief`.
+    fn steals_to(&self, thief: WorkerIdx) -> usize {
+        self.steal_thieves.values().filter(|&&x| x == thief).count()
+    }
+
+    /// Whether `thief` should ask for `t`: not asked for already, not known
+    /// to be running, runnable there, and its inputs the thief lacks move
+    /// faster than it computes.
+    fn worth_stealing(&self, t: TaskId, thief: WorkerIdx) -> bool {
+        let task = &self.tasks[t.0];
+        if task.steal_pending || task.steal_refused || !self.workers[thief.0].can_run(task) {
+            return false;
+        }
+        let missing: u64 = task
+            .dependencies
+            .iter()
+            .map(|d| &self.tasks[d.0])
+            .filter(|d| !d.who_has.contains(&thief))
+            .map(|d| d.nbytes)
+            .sum();
+        missing as f64 / STEAL_BYTES_PER_US <= self.durations.estimate_us(task.group)
     }
 }

@@ -27,8 +27,14 @@ impl SchedulerState {
             TaskState::Processing(w) => {
                 if let Some(worker) = self.workers.get_mut(w.0) {
                     worker.processing.remove(&t);
+                    worker.count_processing(self.tasks[t.0].group, -1);
                 }
-                self.tasks[t.0].steal_pending = false;
+                let task = &mut self.tasks[t.0];
+                if task.steal_pending {
+                    self.steal_thieves.remove(&t);
+                }
+                task.steal_pending = false;
+                task.steal_refused = false;
             }
             _ => {}
         }
@@ -58,6 +64,7 @@ impl SchedulerState {
             TaskState::Processing(w) => {
                 if let Some(worker) = self.workers.get_mut(w.0) {
                     worker.processing.insert(t);
+                    worker.count_processing(self.tasks[t.0].group, 1);
                 }
             }
             _ => {}
@@ -70,6 +77,10 @@ impl SchedulerState {
         if let TaskState::Processing(w) = self.tasks[t.0].state {
             let key = self.tasks[t.0].key.clone();
             self.free_on(w, key);
+            // It may be running: the worker cannot stop it.
+            if let Some(worker) = self.workers.get_mut(w.0) {
+                worker.abandoned = worker.abandoned.saturating_add(1);
+            }
         }
         self.set_state(t, new);
     }
@@ -483,7 +494,7 @@ impl SchedulerState {
     }
 
     /// Runs the reference checks, sends batched `free-keys`, places queued
-    /// tasks, steals for new workers; validates when configured.
+    /// tasks, steals for idle workers; validates when configured.
     pub(crate) fn finish_event(&mut self) {
         self.run_checks();
         for (w, keys) in std::mem::take(&mut self.pending_free) {
@@ -496,9 +507,7 @@ impl SchedulerState {
             }
         }
         self.schedule();
-        for w in std::mem::take(&mut self.steal_for) {
-            self.steal_for_worker(w);
-        }
+        self.balance();
         if self.config.validate {
             self.validate_event();
         }
@@ -515,8 +524,12 @@ impl SchedulerState {
             // the worker drops it on the free-keys it has been sent.
             return;
         }
-        if let (Some(us), Some(worker)) = (m.duration_us, self.workers.get_mut(w.0)) {
-            worker.record_duration(us);
+        if let Some(worker) = self.workers.get_mut(w.0) {
+            worker.abandoned = 0;
+            if let Some(us) = m.duration_us {
+                worker.record_duration(us);
+                self.durations.record(self.tasks[t.0].group, us);
+            }
         }
         let (task, worker) = (&self.tasks[t.0], &self.workers[w.0]);
         self.observe.task_finished(
@@ -550,6 +563,9 @@ impl SchedulerState {
         };
         if self.tasks[t.0].state != TaskState::Processing(w) {
             return;
+        }
+        if let Some(worker) = self.workers.get_mut(w.0) {
+            worker.abandoned = 0;
         }
         if self.tasks[t.0].retries_left > 0 {
             self.tasks[t.0].retries_left -= 1;
@@ -619,12 +635,27 @@ impl SchedulerState {
             return;
         }
         task.steal_pending = false;
-        if m.stolen {
-            // Co-assignment must not send a stolen root back to its victim.
-            if self.last_root_worker == Some(w) {
-                self.last_root_worker = None;
+        let thief = self.steal_thieves.remove(&t);
+        if !m.stolen {
+            // Running (or done, its report on the way): not asked again.
+            self.tasks[t.0].steal_refused = true;
+            return;
+        }
+        // Co-assignment must not send a stolen root back to its victim.
+        if self.last_root_worker == Some(w) {
+            self.last_root_worker = None;
+        }
+        self.reevaluate(t);
+        // It goes to the worker it was stolen for, if that one can still
+        // take it; else it is placed like any ready task.
+        if let Some(thief) = thief {
+            if self.tasks[t.0].state == TaskState::Queued
+                && self.workers.get(thief.0).is_some_and(|x| {
+                    x.can_run(&self.tasks[t.0]) && x.processing.len() < x.slots_max()
+                })
+            {
+                self.assign(t, thief);
             }
-            self.reevaluate(t);
         }
     }
 }

@@ -629,10 +629,11 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
     let w = sim.worker("w", &["f"], 1);
     let c = sim.client();
     let tasks: Vec<TaskSpec> = (0..300)
-        .map(|i| spec(&format!("t{i}"), "f", vec![]))
+        .map(|i| spec(&format!("t-{i}"), "f", vec![]))
         .collect();
-    let wanted: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+    let wanted: Vec<String> = (0..300).map(|i| format!("t-{i}")).collect();
     let wanted: Vec<&str> = wanted.iter().map(|s| s.as_str()).collect();
+    // One task group (`t`): durations are estimated per group.
     sim.submit(c, 1, tasks, &wanted);
     assert_eq!(
         compute_keys(&sim.recv(w)).len(),
@@ -651,7 +652,7 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
     };
     // 10 us tasks: 1 ms of queued work is 100 (under the cap of 256), plus
     // the running one.
-    report(&mut sim, "t0", 10);
+    report(&mut sim, "t-0", 10);
     assert_eq!(compute_keys(&sim.recv(w)).len(), 100);
     assert_eq!(
         sim.s
@@ -663,9 +664,14 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
     );
     // Long tasks shrink it back to one queued per thread as the average grows.
     for i in 1..=100 {
-        report(&mut sim, &format!("t{i}"), 1_000_000);
+        report(&mut sim, &format!("t-{i}"), 1_000_000);
     }
-    let w_state = sim.s.workers.iter().next().map(|(_, w)| w.slots());
+    let w_state = sim
+        .s
+        .workers
+        .iter()
+        .next()
+        .map(|(_, w)| w.slots(&sim.s.durations));
     assert_eq!(w_state, Some(2));
 }
 

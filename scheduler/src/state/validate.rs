@@ -182,6 +182,22 @@ impl SchedulerState {
                     task.state.name()
                 );
             }
+            let mut groups: Vec<(GroupId, u32)> = Vec::new();
+            for &t in &w.processing {
+                let g = self.tasks[t.0].group;
+                match groups.iter_mut().find(|(x, _)| *x == g) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((g, 1)),
+                }
+            }
+            let mut counted = w.processing_groups.clone();
+            groups.sort_unstable_by_key(|&(g, _)| g.index());
+            counted.sort_unstable_by_key(|&(g, _)| g.index());
+            ensure!(
+                groups == counted,
+                "worker {} counts its processing tasks by group as {counted:?}, but they are {groups:?}",
+                w.name
+            );
             ensure!(
                 w.processing.len() <= w.slots_max(),
                 "worker {} has {} tasks for {} slots at most",
@@ -335,6 +351,18 @@ impl SchedulerState {
             ensure!(
                 matches!(task.state, TaskState::Processing(_)),
                 "steal pending while not processing"
+            );
+        }
+        if task.steal_refused {
+            ensure!(
+                matches!(task.state, TaskState::Processing(_)),
+                "steal refused while not processing"
+            );
+        }
+        if self.steal_thieves.contains_key(&t) {
+            ensure!(
+                task.steal_pending,
+                "a thief is recorded but no steal is pending"
             );
         }
         ensure!(
