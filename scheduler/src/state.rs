@@ -62,9 +62,11 @@
 //!   clients get `key-lost` and so do clients wanting tasks that depend on
 //!   it; a scattered key that no worker stored (every worker left before
 //!   `data-stored`, or left out the key) is lost too.
-//! - `missing-data` drops the listed holders' replicas (and frees them on
-//!   those workers, keeping their stores in step); the task is placed again
-//!   once its dependencies are back, recomputing them if no copy remains.
+//! - `missing-data` drops the sender's own replica (and frees it there,
+//!   keeping its store in step); another holder it lists is asked first
+//!   (see [`claims`]). The task is placed again once its dependencies are
+//!   back, recomputing them if no copy remains. `add-keys` counts only for
+//!   keys the worker was sent to fetch.
 //! - A `get-data` answered `busy` is asked again after
 //!   [`GATHER_BUSY_RETRY_INTERVAL`], at most
 //!   [`data::GATHER_BUSY_RETRIES_MAX`] times; keys a holder does not have
@@ -108,6 +110,7 @@ use placement::GroupDurations;
 use slab::Slab;
 use task_set::TaskSet;
 
+mod claims;
 pub mod data;
 mod graph;
 pub mod inspect;
@@ -509,6 +512,8 @@ pub struct SchedulerState {
     /// placement: consecutive root tasks go to the same worker).
     pub(crate) last_root_worker: Option<WorkerIdx>,
     data: data::DataRequests,
+    /// Workers' claims about data not yet settled (see [`claims`]).
+    claims: claims::Claims,
     out: VecDeque<SchedulerOutput>,
     /// With `validate`: tasks changed by the current event.
     touched: Vec<TaskId>,
@@ -556,6 +561,7 @@ impl SchedulerState {
             durations: GroupDurations::default(),
             steal_thieves: BTreeMap::new(),
             data: data::DataRequests::default(),
+            claims: claims::Claims::default(),
             out: VecDeque::new(),
             touched: Vec::new(),
             last_full_validation: None,
@@ -1123,6 +1129,8 @@ impl SchedulerState {
             }
             self.reevaluate(t);
         }
+        // Tasks given back for data it was asked about go again too.
+        self.claims_worker_left(w);
         for (t, x) in fetching {
             let task = &self.tasks[t.0];
             if task.state == TaskState::Processing(x) && !task.steal_pending {

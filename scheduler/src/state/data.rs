@@ -87,7 +87,7 @@ pub(crate) struct DataRequests {
 }
 
 impl SchedulerState {
-    fn request_id(&mut self) -> u64 {
+    pub(crate) fn request_id(&mut self) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
         id
@@ -466,6 +466,9 @@ impl SchedulerState {
         let Some(request) = e.request else {
             return;
         };
+        if self.check_answered(w, request, None) {
+            return;
+        }
         if self.data.puts.get(&request).is_some_and(|p| p.worker == w) {
             let Some(put) = self.data.puts.remove(&request) else {
                 return;
@@ -509,6 +512,9 @@ impl SchedulerState {
     }
 
     pub(crate) fn data_reply(&mut self, w: WorkerIdx, mut m: Data) {
+        if self.check_answered(w, m.request, Some(&m)) {
+            return;
+        }
         if self.data.gets.get(&m.request).is_none_or(|g| g.worker != w) {
             return;
         }
@@ -565,6 +571,9 @@ impl SchedulerState {
     }
 
     pub(crate) fn busy_reply(&mut self, w: WorkerIdx, m: Busy) {
+        if self.check_answered(w, m.request, None) {
+            return;
+        }
         let Some(get) = self.data.gets.get_mut(&m.request) else {
             return;
         };

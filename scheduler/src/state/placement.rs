@@ -332,6 +332,7 @@ impl SchedulerState {
     /// Sends `t` to worker `w`.
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
+        self.grant_fetch_permits(t, w);
         let task = &self.tasks[t.0];
         if task.dependencies.is_empty() {
             self.last_root_worker = Some(w);

@@ -1,9 +1,7 @@
 //! The task state machine: transitions, reference counts, client events,
 //! and the worker reports that drive them.
 
-use dask_core::messages::{
-    AddKeys, CancelKeys, MissingData, StealResponse, TaskErred, TaskFinished,
-};
+use dask_core::messages::{CancelKeys, StealResponse, TaskErred, TaskFinished};
 
 use super::*;
 
@@ -37,6 +35,9 @@ impl SchedulerState {
                 task.steal_refused = false;
             }
             _ => {}
+        }
+        if old == TaskState::Memory && new != TaskState::Memory {
+            self.drop_fetch_permits(t);
         }
         let (was, is) = (old.is_active(), new.is_active());
         if was != is {
@@ -581,49 +582,6 @@ impl SchedulerState {
             lost: false,
         });
         self.fail(t, error);
-    }
-
-    pub(crate) fn add_keys(&mut self, w: WorkerIdx, m: AddKeys) {
-        for (key, nbytes) in m.nbytes {
-            match self.task_by_key.get(&key) {
-                Some(&t) if self.tasks[t.0].state == TaskState::Memory => {
-                    if self.tasks[t.0].nbytes == 0 {
-                        self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
-                    }
-                    self.add_replica(t, w);
-                }
-                // A copy of something no longer in memory here: not needed.
-                _ => self.free_on(w, key),
-            }
-        }
-    }
-
-    pub(crate) fn missing_data(&mut self, w: WorkerIdx, m: MissingData) {
-        if let Some(&d) = self.task_by_key.get(&m.key) {
-            for address in &m.addresses {
-                let holders: Vec<WorkerIdx> = self.tasks[d.0]
-                    .who_has
-                    .iter()
-                    .copied()
-                    .filter(|x| self.workers.get(x.0).is_some_and(|k| &k.address == address))
-                    .collect();
-                for x in holders {
-                    if self.remove_replica(d, x) {
-                        // Keep the worker's store in step with our view.
-                        self.free_on(x, m.key.clone());
-                    }
-                }
-            }
-            let dep = &self.tasks[d.0];
-            if dep.state == TaskState::Memory && dep.who_has.is_empty() {
-                self.lose_data(d);
-            }
-        }
-        if let Some(&t) = self.task_by_key.get(&m.task) {
-            if self.tasks[t.0].state == TaskState::Processing(w) {
-                self.reevaluate(t);
-            }
-        }
     }
 
     pub(crate) fn steal_response(&mut self, w: WorkerIdx, m: StealResponse) {

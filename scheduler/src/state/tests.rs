@@ -2161,6 +2161,7 @@ fn unregistered_and_bad_worker_registrations() {
 
 mod auth;
 mod chaos;
+mod claims;
 mod liveness;
 mod observe;
 
