@@ -5,6 +5,11 @@
 //! case is a script of [`Step`]s: messages the runner sends, messages it
 //! expects (with matchers, see [`crate::value`]), and a few actions of the
 //! runner's fake peer. SHOULD cases live apart, in `cases/optional/`.
+//!
+//! Client cases (`cases/client/`, SHOULD ones in `cases/client/optional/`)
+//! are played against a client instead: the runner is its scheduler, and
+//! drives the client through its test harness (`drive`, `expect_output`;
+//! the driver protocol is in `spec/CONFORMANCE.md`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -30,7 +35,7 @@ pub const EXPECT_WITHIN_MS_DEFAULT: u64 = 5000;
 /// One case: a script played against a freshly started worker.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "A dask/1 worker conformance case")]
+#[schemars(title = "A dask/1 conformance case (of a worker, or of a client under cases/client/)")]
 pub struct Case {
     /// `dask-1/<topic>/<n>`; `<topic>` is the case file's name without `.json`. Unique.
     pub id: String,
@@ -42,9 +47,12 @@ pub struct Case {
     pub requirement: String,
     /// MUST: a failure fails the run. SHOULD: reported, fails the run only with `--strict`.
     pub level: Level,
-    /// How the worker is started and greeted.
+    /// How the worker is started and greeted (worker cases).
     #[serde(default)]
     pub worker: WorkerSetup,
+    /// How the client is greeted (client cases, under `cases/client/`).
+    #[serde(default)]
+    pub client: ClientSetup,
     /// The script, played in order; the first step that fails ends the case.
     pub steps: Vec<Step>,
     /// The file the case came from, relative to `cases/` (set by the loader).
@@ -92,6 +100,25 @@ impl Default for WorkerSetup {
             nthreads: 1,
             handshake: Handshake::Auto,
             heartbeat_interval_ms: 1000,
+        }
+    }
+}
+
+/// How the runner, as the scheduler, greets the client under test.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSetup {
+    /// The highest minor version of dask/1 the runner speaks: it replies with the lower of this and the client's. Default 1 (dask/1.1).
+    pub scheduler_minor: u32,
+    /// `auto`: before the steps the runner expects the client's `hello` (capturing `client_minor`) and replies. `manual`: the steps do it.
+    pub handshake: Handshake,
+}
+
+impl Default for ClientSetup {
+    fn default() -> Self {
+        ClientSetup {
+            scheduler_minor: 1,
+            handshake: Handshake::Auto,
         }
     }
 }
@@ -179,6 +206,10 @@ pub enum Step {
     Close(CloseStep),
     /// Let time pass.
     Wait(WaitStep),
+    /// Give the client's harness a command (client cases).
+    Drive(DriveStep),
+    /// Wait for a line of the client's harness (client cases).
+    ExpectOutput(ExpectOutputStep),
 }
 
 /// `{"send": message | [messages], "on": conn}`: the runner sends the messages in one frame.
@@ -354,6 +385,28 @@ pub struct WaitStep {
     pub note: Option<String>,
 }
 
+/// `{"drive": command}`: one line of the driver protocol to the client's harness (`$var` allowed; a field `args`, a value in JSON form, goes as `args_hex`, its msgpack encoding in hex).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriveStep {
+    /// The command, e.g. `{"do": "submit", "function": "conformance.add", "args": [1, 2]}`.
+    pub drive: Map<String, Json>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"expect_output": pattern, "within_ms": n}`: a line the client's harness printed (a JSON object) matches the pattern.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectOutputStep {
+    /// The pattern (fields listed must match; matchers allowed, `$capture` binds).
+    pub expect_output: Map<String, Json>,
+    /// How long to wait, in milliseconds. Default 5000.
+    pub within_ms: Option<u64>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
 /// Every step's action key, in the order the spec lists them.
 pub const ACTIONS: &[&str] = &[
     "send",
@@ -368,6 +421,8 @@ pub const ACTIONS: &[&str] = &[
     "connect",
     "close",
     "wait_ms",
+    "drive",
+    "expect_output",
 ];
 
 impl<'de> Deserialize<'de> for Step {
@@ -407,6 +462,8 @@ impl<'de> Deserialize<'de> for Step {
             "peer_busy" => serde_json::from_value(v).map(Step::PeerBusy),
             "connect" => serde_json::from_value(v).map(Step::Connect),
             "close" => serde_json::from_value(v).map(Step::Close),
+            "drive" => serde_json::from_value(v).map(Step::Drive),
+            "expect_output" => serde_json::from_value(v).map(Step::ExpectOutput),
             _ => serde_json::from_value(v).map(Step::Wait),
         };
         step.map_err(|e| D::Error::custom(format!("`{action}` step: {e}")))
@@ -429,7 +486,16 @@ impl Step {
             Step::Connect(_) => "connect",
             Step::Close(_) => "close",
             Step::Wait(_) => "wait_ms",
+            Step::Drive(_) => "drive",
+            Step::ExpectOutput(_) => "expect_output",
         }
+    }
+}
+
+impl Case {
+    /// Whether it is a client case (its file is under `cases/client/`).
+    pub fn is_client(&self) -> bool {
+        self.file.starts_with("client/")
     }
 }
 
@@ -561,7 +627,7 @@ pub fn schema() -> String {
         );
         obj.insert(
             "title".into(),
-            Json::String("dask/1 worker conformance case file".into()),
+            Json::String("dask/1 conformance case file".into()),
         );
         obj.insert(
             "description".into(),
@@ -584,13 +650,30 @@ pub fn markdown_tables(cases: &[Case]) -> String {
     };
     sorted.sort_by_key(|c| (c.level == Level::Should, number(c)));
     let mut out = String::new();
-    for (level, title) in [
-        (Level::Must, "MUST cases (`cases/*.json`)"),
-        (Level::Should, "SHOULD cases (`cases/optional/*.json`)"),
+    for (client, level, title) in [
+        (false, Level::Must, "MUST cases (`cases/*.json`)"),
+        (
+            false,
+            Level::Should,
+            "SHOULD cases (`cases/optional/*.json`)",
+        ),
+        (
+            true,
+            Level::Must,
+            "Client MUST cases (`cases/client/*.json`)",
+        ),
+        (
+            true,
+            Level::Should,
+            "Client SHOULD cases (`cases/client/optional/*.json`)",
+        ),
     ] {
         out.push_str(&format!("\n### {title}\n\n"));
         out.push_str("| ID | What the case does | Requirement checked |\n|---|---|---|\n");
-        for c in sorted.iter().filter(|c| c.level == level) {
+        for c in sorted
+            .iter()
+            .filter(|c| c.level == level && c.is_client() == client)
+        {
             let anchor = c.spec.split_once('#').map(|(_, a)| a).unwrap_or("");
             out.push_str(&format!(
                 "| `{}` | {} | {} ([{anchor}]({})) |\n",
@@ -615,6 +698,19 @@ pub const RUNNER_VARS: &[&str] = &[
 /// Variables the auto handshake captures from `register-worker`.
 pub const HANDSHAKE_VARS: &[&str] = &["worker_address", "worker_name", "worker_minor"];
 
+/// Variables every client case has.
+pub const CLIENT_RUNNER_VARS: &[&str] = &["scheduler_address"];
+
+/// Variables the auto handshake of a client case captures from its `hello`.
+pub const CLIENT_HANDSHAKE_VARS: &[&str] = &["client_minor"];
+
+/// The commands of the driver protocol (`spec/CONFORMANCE.md`).
+pub const DRIVER_COMMANDS: &[&str] = &["submit", "result", "release", "cancel", "close"];
+
+/// Steps only worker cases use, and steps only client cases use.
+const WORKER_ONLY: &[&str] = &["peer_holds", "peer_busy", "connect", "expect_exit"];
+const CLIENT_ONLY: &[&str] = &["drive", "expect_output"];
+
 /// Checks what the schema cannot: unique IDs in the `dask-1/<topic>/<n>`
 /// form with the topic naming the file, short descriptions, level words,
 /// SHOULD cases in `optional/`, spec anchors that exist in `protocol_md`
@@ -636,11 +732,14 @@ pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
             .next()
             .unwrap_or("")
             .trim_end_matches(".json");
-        match case
-            .id
-            .strip_prefix(CASE_ID_PREFIX)
-            .map(|r| r.split('/').collect::<Vec<_>>())
-        {
+        let id_rest = case.id.strip_prefix(CASE_ID_PREFIX).and_then(|r| {
+            if case.is_client() {
+                r.strip_prefix("client/")
+            } else {
+                Some(r)
+            }
+        });
+        match id_rest.map(|r| r.split('/').collect::<Vec<_>>()) {
             Some(parts) if parts.len() == 2 => {
                 if parts[0] != stem {
                     say(format!(
@@ -658,6 +757,9 @@ pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
                     ));
                 }
             }
+            _ if case.is_client() => say(format!(
+                "id is not of the form {CASE_ID_PREFIX}client/<topic>/<n>"
+            )),
             _ => say(format!("id is not of the form {CASE_ID_PREFIX}<topic>/<n>")),
         }
         let chars = case.description.chars().count();
@@ -672,9 +774,10 @@ pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
                 case.level.as_str()
             ));
         }
-        let optional = case.file.starts_with("optional/");
+        let optional =
+            case.file.starts_with("optional/") || case.file.starts_with("client/optional/");
         if optional != (case.level == Level::Should) {
-            say("SHOULD cases belong in cases/optional/, MUST cases outside it".into());
+            say("SHOULD cases belong in cases/optional/ (client ones in cases/client/optional/), MUST cases outside it".into());
         }
         match case.spec.strip_prefix("PROTOCOL.md#") {
             Some(anchor) if !anchor.is_empty() => {
@@ -691,20 +794,77 @@ pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
         if case.steps.is_empty() {
             say("no steps".into());
         }
-        let mut vars: HashSet<String> = RUNNER_VARS.iter().map(|s| s.to_string()).collect();
-        if case.worker.handshake == Handshake::Auto {
-            vars.extend(HANDSHAKE_VARS.iter().map(|s| s.to_string()));
+        let (runner_vars, handshake, handshake_vars) = if case.is_client() {
+            (
+                CLIENT_RUNNER_VARS,
+                case.client.handshake,
+                CLIENT_HANDSHAKE_VARS,
+            )
+        } else {
+            (RUNNER_VARS, case.worker.handshake, HANDSHAKE_VARS)
+        };
+        let mut vars: HashSet<String> = runner_vars.iter().map(|s| s.to_string()).collect();
+        if handshake == Handshake::Auto {
+            vars.extend(handshake_vars.iter().map(|s| s.to_string()));
         }
+        let not_here = if case.is_client() {
+            WORKER_ONLY
+        } else {
+            CLIENT_ONLY
+        };
         if case.worker.nthreads == 0 {
             say("worker.nthreads must be at least 1".into());
         }
         for (i, step) in case.steps.iter().enumerate() {
+            if not_here.contains(&step.action()) {
+                let kind = if case.is_client() {
+                    "a client"
+                } else {
+                    "a worker"
+                };
+                say(format!(
+                    "step {}: `{}` has no meaning in {kind} case",
+                    i + 1,
+                    step.action()
+                ));
+            }
             for p in lint_step(step, &mut vars) {
                 say(format!("step {}: {p}", i + 1));
             }
         }
     }
     problems
+}
+
+/// Whether message template `t` is valid dask/1 for some values of its
+/// variables, each a string (an address, a key) or an integer (a request
+/// id captured earlier): the combinations are tried (a message uses few).
+fn valid_with_some_values(t: &Json, strings: &HashMap<String, rmpv::Value>) -> bool {
+    fn vars_in(j: &Json, out: &mut Vec<String>) {
+        match j {
+            Json::Object(o) => match (o.len(), o.get("$var")) {
+                (1, Some(Json::String(name))) => out.push(name.clone()),
+                _ => o.values().for_each(|v| vars_in(v, out)),
+            },
+            Json::Array(items) => items.iter().for_each(|v| vars_in(v, out)),
+            _ => {}
+        }
+    }
+    let mut used = Vec::new();
+    vars_in(t, &mut used);
+    used.sort();
+    used.dedup();
+    let n = used.len().min(8);
+    (0u32..1 << n).any(|mask| {
+        let mut values = strings.clone();
+        for (i, v) in used.iter().take(n).enumerate() {
+            if mask & (1 << i) != 0 {
+                values.insert(v.clone(), rmpv::Value::from(1));
+            }
+        }
+        crate::value::encode(t, &values)
+            .is_ok_and(|bytes| dask_core::Message::from_bytes(&bytes).is_ok())
+    })
 }
 
 fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
@@ -714,7 +874,9 @@ fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
         .map(|v| (v.clone(), rmpv::Value::from("tcp://127.0.0.1:1")))
         .collect();
     let mut check_pattern = |p: &Map<String, Json>, problems: &mut Vec<String>| {
+        let output = matches!(step, Step::ExpectOutput(_));
         match p.get("op").and_then(Json::as_str) {
+            _ if output => {}
             Some(op) if dask_core::messages::OPS.iter().any(|(o, _)| *o == op) => {}
             Some(op) => problems.push(format!("pattern op {op:?} is not a dask/1 op")),
             None => problems.push("a pattern must have a literal string `op`".into()),
@@ -742,6 +904,7 @@ fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
             for m in s.send.as_slice() {
                 let t = Json::Object(m.clone());
                 match crate::value::encode(&t, &dummy) {
+                    Ok(_) if valid_with_some_values(&t, &dummy) => {}
                     Ok(bytes) => {
                         if let Err(e) = dask_core::Message::from_bytes(&bytes) {
                             problems.push(format!(
@@ -807,6 +970,34 @@ fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
                 problems.push("close takes scheduler or data".into());
             }
         }
+        Step::Drive(s) => {
+            match s.drive.get("do").and_then(Json::as_str) {
+                Some(c) if DRIVER_COMMANDS.contains(&c) => {}
+                other => problems.push(format!(
+                    "drive needs \"do\": one of {DRIVER_COMMANDS:?}, found {other:?}"
+                )),
+            }
+            let mut used = Vec::new();
+            let mut captured = Vec::new();
+            if let Err(e) = crate::value::check_pattern(
+                &Json::Object(s.drive.clone()),
+                &mut used,
+                &mut captured,
+            ) {
+                problems.push(e);
+            }
+            for u in used {
+                if !vars.contains(&u) {
+                    problems.push(format!("$var {u:?} is not defined before this step"));
+                }
+            }
+            if let Some(args) = s.drive.get("args") {
+                if let Err(e) = crate::value::encode(args, &dummy) {
+                    problems.push(format!("args do not encode: {e}"));
+                }
+            }
+        }
+        Step::ExpectOutput(s) => check_pattern(&s.expect_output, &mut problems),
     }
     problems
 }

@@ -1,5 +1,5 @@
-//! `dask-conformance`: runs the dask/1 conformance cases against a worker.
-//! See `spec/CONFORMANCE.md`.
+//! `dask-conformance`: runs the dask/1 conformance cases against a worker,
+//! or against a client through its test harness. See `spec/CONFORMANCE.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,20 +9,25 @@ use dask_conformance::report::{self, Totals};
 use dask_conformance::session::{run_case, CaseOutcome, RunOptions};
 
 const USAGE: &str = "\
-dask-conformance: proves that a worker speaks dask/1
+dask-conformance: proves that a worker, or a client, speaks dask/1
 
 USAGE:
     dask-conformance worker [OPTIONS] -- CMD [ARGS...]
+    dask-conformance client [OPTIONS] -- CMD [ARGS...]
     dask-conformance lint [--cases DIR] [--protocol PROTOCOL.md]
     dask-conformance schema
 
-The runner plays the scheduler (and a peer worker holding data), starts
-CMD once per case and plays the case against it. In CMD and ARGS,
+worker: the runner plays the scheduler (and a peer worker holding data),
+starts CMD once per case and plays the case against it. In CMD and ARGS,
 {scheduler} becomes the address to join (tcp://127.0.0.1:PORT), {nthreads}
 the thread count the case asks for, {name} a unique worker name; the
 same values are in DASK_SCHEDULER_ADDRESS, DASK_NTHREADS, DASK_WORKER_NAME.
 
-OPTIONS (worker):
+client: the runner plays the scheduler; CMD is the client's test harness,
+which connects to {scheduler} and takes driver commands on stdin, one JSON
+object a line, answering on stdout (the protocol is in CONFORMANCE.md).
+
+OPTIONS (worker and client):
     --case PATTERN       run only matching cases (repeatable): an ID, an ID
                          prefix such as dask-1/compute, or a glob with *
     --skip PATTERN       do not run matching cases (repeatable)
@@ -116,8 +121,11 @@ fn load(a: &Args) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-fn run_worker(a: Args) -> Result<bool, String> {
-    let cases = load(&a)?;
+fn run(a: Args, clients: bool) -> Result<bool, String> {
+    let cases: Vec<Case> = load(&a)?
+        .into_iter()
+        .filter(|c| c.is_client() == clients)
+        .collect();
     let (selected, skipped) = case::select(cases, &a.include, &a.skip);
     if a.dryrun {
         for c in &selected {
@@ -145,7 +153,8 @@ fn run_worker(a: Args) -> Result<bool, String> {
         return Ok(true);
     }
     if a.command.is_empty() {
-        return Err("no worker command: put it after --".into());
+        let what = if clients { "client harness" } else { "worker" };
+        return Err(format!("no {what} command: put it after --"));
     }
     if selected.is_empty() {
         return Err("no case matches the --case patterns".into());
@@ -188,7 +197,8 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let sub = argv.next().unwrap_or_default();
     let result = match sub.as_str() {
-        "worker" => parse(argv).and_then(run_worker),
+        "worker" => parse(argv).and_then(|a| run(a, false)),
+        "client" => parse(argv).and_then(|a| run(a, true)),
         "lint" => parse(argv).and_then(|a| {
             let n = load(&a)?.len();
             println!("{n} cases, no problems");

@@ -1,12 +1,18 @@
-//! The worker under test as a child process: started from the command
-//! line given to the runner with its placeholders filled in, its output
-//! kept (the last [`OUTPUT_TAIL_BYTES`] of each stream) to show on
-//! failure, and killed with its whole process group when the case ends.
+//! The worker (or client harness) under test as a child process: started
+//! from the command line given to the runner with its placeholders filled
+//! in, its output kept (the last [`OUTPUT_TAIL_BYTES`] of each stream) to
+//! show on failure, and killed with its whole process group when the case
+//! ends. A client's harness is *driven*: the runner writes commands to its
+//! stdin, and each line it prints comes to the session as an event.
 
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread;
+
+use crate::case::Conn;
+use crate::transport::{Event, EventKind};
 
 /// Bytes of the worker's stdout and of its stderr kept for reports.
 pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
@@ -32,9 +38,11 @@ impl Launch {
     }
 }
 
-/// A running worker.
+/// A running worker (or client harness).
 pub struct WorkerProcess {
     child: Child,
+    /// The harness's stdin, for driver commands (driven processes only).
+    stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     exit: Option<ExitStatus>,
@@ -59,9 +67,44 @@ fn keep_tail(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
+/// Keeps the tail of `from` and sends each line of it as an
+/// [`EventKind::Output`].
+fn forward_lines(from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, tx: Sender<Event>) {
+    thread::spawn(move || {
+        let mut lines = BufReader::new(from);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if let Ok(mut tail) = into.lock() {
+                        tail.extend_from_slice(line.as_bytes());
+                        if tail.len() > 2 * OUTPUT_TAIL_BYTES {
+                            let cut = tail.len() - OUTPUT_TAIL_BYTES;
+                            tail.drain(..cut);
+                        }
+                    }
+                    let text = line.trim_end().to_owned();
+                    let event = Event::now(Conn::Scheduler, 0, EventKind::Output(text));
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
 impl WorkerProcess {
-    /// Starts `command` (program and arguments) for one case.
-    pub fn spawn(command: &[String], launch: &Launch) -> Result<WorkerProcess, String> {
+    /// Starts `command` (program and arguments) for one case. With
+    /// `driven`, its stdin takes driver commands and each line of its
+    /// stdout goes to that channel.
+    pub fn spawn(
+        command: &[String],
+        launch: &Launch,
+        driven: Option<Sender<Event>>,
+    ) -> Result<WorkerProcess, String> {
         let (program, args) = command
             .split_first()
             .ok_or("no worker command given (after --)")?;
@@ -70,7 +113,11 @@ impl WorkerProcess {
             .env("DASK_SCHEDULER_ADDRESS", &launch.scheduler)
             .env("DASK_NTHREADS", launch.nthreads.to_string())
             .env("DASK_WORKER_NAME", &launch.name)
-            .stdin(Stdio::null())
+            .stdin(if driven.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         #[cfg(unix)]
@@ -82,21 +129,36 @@ impl WorkerProcess {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start worker {program:?}: {e}"))?;
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = child.stdout.take() {
-            keep_tail(out, stdout.clone());
+        match (child.stdout.take(), driven) {
+            (Some(out), Some(tx)) => forward_lines(out, stdout.clone(), tx),
+            (Some(out), None) => keep_tail(out, stdout.clone()),
+            (None, _) => {}
         }
         if let Some(err) = child.stderr.take() {
             keep_tail(err, stderr.clone());
         }
         Ok(WorkerProcess {
+            stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
             exit: None,
         })
+    }
+
+    /// Writes one line (a driver command) to a driven process's stdin.
+    pub fn write_line(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or("the process under test takes no commands")?;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("cannot write to the harness's stdin: {e}"))
     }
 
     /// The process id.

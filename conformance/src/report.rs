@@ -106,7 +106,10 @@ pub fn case_text(o: &CaseOutcome, verbose: bool) -> String {
         for (name, text) in [("stderr", &o.worker_stderr), ("stdout", &o.worker_stdout)] {
             let tail = last_lines(text, FAILURE_OUTPUT_LINES);
             if !tail.is_empty() {
-                let _ = write!(out, "\n{indent}worker {name} (last lines):");
+                let _ = write!(
+                    out,
+                    "\n{indent}{name} of the process under test (last lines):"
+                );
                 for line in tail {
                     let _ = write!(out, "\n{indent}  | {line}");
                 }

@@ -58,6 +58,24 @@ const SCHEDULER_OPS: &[&str] = &[
     "missing-data",
     "data",
 ];
+/// Ops a client may send to its scheduler.
+const CLIENT_OPS: &[&str] = &[
+    "hello",
+    "update-graph",
+    "release-keys",
+    "cancel-keys",
+    "scatter",
+    "gather",
+    "who-has",
+    "cluster-info",
+    "publish-dataset",
+    "unpublish-dataset",
+    "get-dataset",
+    "list-datasets",
+    "heartbeat",
+    "close",
+    "error",
+];
 /// Ops a worker may send on its scheduler connection before `register-worker`.
 const BEFORE_REGISTER_OPS: &[&str] = &["hello", "heartbeat", "close", "error", "register-worker"];
 const DATA_OPS: &[&str] = &["hello", "error", "close", "data", "busy"];
@@ -184,6 +202,13 @@ struct Inbox {
     registered: bool,
 }
 
+/// A line the client's harness printed, as a msgpack map (its JSON read in
+/// the JSON form), and whether a step matched it yet.
+struct OutputLine {
+    value: Value,
+    consumed: bool,
+}
+
 struct Session<'a> {
     case: &'a Case,
     scale: f64,
@@ -202,6 +227,8 @@ struct Session<'a> {
     exited_at: Option<Instant>,
     /// Peer connections (by index) whose first message has come.
     peers_greeted: HashSet<u32>,
+    /// Lines of a client case's harness.
+    output: Vec<OutputLine>,
 }
 
 fn dead_address() -> Result<String, String> {
@@ -239,7 +266,8 @@ impl<'a> Session<'a> {
         vars.insert("dead_address".into(), Value::from(dead_address()?.as_str()));
         vars.insert("nthreads".into(), Value::from(case.worker.nthreads));
         let start = Instant::now();
-        let worker = WorkerProcess::spawn(&opts.command, &launch)?;
+        let driven = case.is_client().then(|| tx.clone());
+        let worker = WorkerProcess::spawn(&opts.command, &launch, driven)?;
         let mut s = Session {
             case,
             scale: if opts.timeout_scale > 0.0 {
@@ -261,10 +289,12 @@ impl<'a> Session<'a> {
             violation: None,
             exited_at: None,
             peers_greeted: HashSet::new(),
+            output: Vec::new(),
         };
         let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
         s.note(format!(
-            "started worker (pid {}): {}",
+            "started {} (pid {}): {}",
+            s.who(),
             s.worker.id(),
             argv.join(" ")
         ));
@@ -312,10 +342,23 @@ impl<'a> Session<'a> {
         self.transcript.push(line);
     }
 
+    /// What is under test, for messages: "worker" or "client".
+    fn who(&self) -> &'static str {
+        if self.case.is_client() {
+            "client"
+        } else {
+            "worker"
+        }
+    }
+
     /// The steps: the auto handshake's, then the case's.
     fn play(&mut self) -> Result<(), String> {
         let mut steps: Vec<(String, Step)> = Vec::new();
-        if self.case.worker.handshake == Handshake::Auto {
+        if self.case.is_client() {
+            if self.case.client.handshake == Handshake::Auto {
+                self.greet_client().map_err(|e| format!("handshake: {e}"))?;
+            }
+        } else if self.case.worker.handshake == Handshake::Auto {
             for (i, s) in auto_handshake(self.case.worker.heartbeat_interval_ms)
                 .into_iter()
                 .enumerate()
@@ -333,16 +376,106 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The client case's auto handshake: the client's `hello` (its minor
+    /// captured as `client_minor`), then the runner's reply speaking the
+    /// lower of the two minors.
+    fn greet_client(&mut self) -> Result<(), String> {
+        let hello = obj(
+            json!({"op": "hello", "protocol": "dask", "version": [1, {"$capture": "client_minor"}], "role": "client"}),
+        );
+        self.expect(Conn::Scheduler, &[hello], STARTUP_MS, false)?;
+        let theirs = self
+            .vars
+            .get("client_minor")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let minor = theirs.min(u64::from(self.case.client.scheduler_minor));
+        let reply = obj(
+            json!({"op": "hello", "protocol": "dask", "version": [1, minor], "role": "scheduler", "id": 1, "features": []}),
+        );
+        self.send(Conn::Scheduler, &[reply])
+    }
+
+    /// A `drive` command as the line the harness reads: variables filled
+    /// in, `args` sent as `args_hex`, the msgpack encoding in hex.
+    fn command_line(&self, command: &Map<String, Json>) -> Result<String, String> {
+        let mut rest = command.clone();
+        let args = rest.remove("args");
+        let bytes = value::encode(&Json::Object(rest), &self.vars)?;
+        let mut line = dask_core::json::msgpack_to_json(&bytes).map_err(|e| e.to_string())?;
+        if let (Some(args), Some(obj)) = (args, line.as_object_mut()) {
+            let bytes = value::encode(&args, &self.vars)?;
+            obj.insert(
+                "args_hex".into(),
+                Json::String(dask_core::json::to_hex(&bytes)),
+            );
+        }
+        Ok(line.to_string())
+    }
+
+    fn expect_output(&mut self, pattern: &Map<String, Json>, within_ms: u64) -> Result<(), String> {
+        let deadline = Instant::now() + self.ms(within_ms);
+        loop {
+            let vars = self.vars.clone();
+            let hit = self.output.iter_mut().find_map(|line| {
+                if line.consumed {
+                    return None;
+                }
+                let caps = match_message(pattern, &line.value, &vars).ok()?;
+                line.consumed = true;
+                Some(caps)
+            });
+            if let Some(caps) = hit {
+                self.vars.extend(caps);
+                return Ok(());
+            }
+            if self.exited_long_ago() {
+                return Err(format!(
+                    "the client's harness exited before printing {}",
+                    Json::Object(pattern.clone())
+                ));
+            }
+            if Instant::now() >= deadline {
+                let printed: Vec<String> = self
+                    .output
+                    .iter()
+                    .filter(|l| !l.consumed)
+                    .map(|l| render(&l.value))
+                    .collect();
+                return Err(format!(
+                    "the client's harness printed no line matching {} within {} ms{}",
+                    Json::Object(pattern.clone()),
+                    self.ms(within_ms).as_millis(),
+                    if printed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it printed {}", printed.join(", "))
+                    }
+                ));
+            }
+            self.pump(deadline)?;
+        }
+    }
+
     fn run_step(&mut self, step: &Step) -> Result<(), String> {
         self.check_violation()?;
         match step {
+            Step::Drive(s) => {
+                let line = self.command_line(&s.drive)?;
+                self.line(Instant::now(), "runner -> harness", &line);
+                self.worker.write_line(&line)
+            }
+            Step::ExpectOutput(s) => self.expect_output(
+                &s.expect_output,
+                s.within_ms.unwrap_or(case::EXPECT_WITHIN_MS_DEFAULT),
+            ),
             Step::Send(s) => self.send(s.on, s.send.as_slice()),
             Step::SendRaw(s) => {
                 let bytes = dask_core::json::unhex(&s.send_raw)?;
                 let shown = dask_core::json::to_hex(&bytes[..bytes.len().min(64)]);
                 self.line(
                     Instant::now(),
-                    &arrow_out(s.on),
+                    &arrow_out(s.on, self.who()),
                     &format!(
                         "raw bytes {shown}{}",
                         if bytes.len() > 64 { "…" } else { "" }
@@ -421,7 +554,7 @@ impl<'a> Session<'a> {
             let shown = value::decode(&bytes)
                 .map(|v| render(&v))
                 .unwrap_or_default();
-            self.line(Instant::now(), &arrow_out(on), &shown);
+            self.line(Instant::now(), &arrow_out(on, self.who()), &shown);
             encoded.push(bytes);
         }
         self.write(on, &transport::frame_bytes(&encoded))
@@ -526,11 +659,32 @@ impl<'a> Session<'a> {
     fn apply(&mut self, ev: Event) {
         let name = conn_name(ev.conn, ev.index);
         match ev.kind {
+            EventKind::Output(text) => {
+                self.line(ev.at, "harness -> runner", &text);
+                let value = serde_json::from_str::<Json>(&text)
+                    .ok()
+                    .filter(Json::is_object)
+                    .and_then(|j| dask_core::json::json_to_msgpack(&j).ok())
+                    .and_then(|bytes| value::decode(&bytes).ok());
+                match value {
+                    Some(value) => self.output.push(OutputLine {
+                        value,
+                        consumed: false,
+                    }),
+                    None if self.violation.is_none() => {
+                        self.violation = Some(format!(
+                        "the client's harness printed a line that is not a JSON object: {text:?}"
+                    ))
+                    }
+                    None => {}
+                }
+            }
             EventKind::Accepted(stream) => {
                 if self.scheduler.is_some() {
-                    self.note(
-                        "worker opened another scheduler connection; runner closed it".into(),
-                    );
+                    self.note(format!(
+                        "{} opened another scheduler connection; runner closed it",
+                        self.who()
+                    ));
                     let _ = stream.shutdown(Shutdown::Both);
                     return;
                 }
@@ -538,7 +692,7 @@ impl<'a> Session<'a> {
                 match stream.try_clone() {
                     Ok(reader) => {
                         transport::spawn_reader(reader, Conn::Scheduler, 0, self.tx.clone());
-                        self.note("worker connected to the scheduler address".into());
+                        self.note(format!("{} connected to the scheduler address", self.who()));
                         self.scheduler = Some(stream);
                     }
                     Err(e) => {
@@ -547,9 +701,11 @@ impl<'a> Session<'a> {
                 }
             }
             EventKind::Frame(values) => {
+                let who = self.who();
+                let client = self.case.is_client();
                 for v in values {
                     let text = render(&v);
-                    self.line(ev.at, &format!("worker -> {name}"), &text);
+                    self.line(ev.at, &format!("{who} -> {name}"), &text);
                     let op = value::op_of(&v).unwrap_or("").to_owned();
                     let inbox = self.inbox.entry(ev.conn).or_default();
                     let first = if ev.conn == Conn::Peer {
@@ -560,22 +716,26 @@ impl<'a> Session<'a> {
                     let registered = inbox.registered;
                     inbox.registered |= op == "register-worker";
                     let allowed = match ev.conn {
+                        Conn::Scheduler if client => CLIENT_OPS,
                         Conn::Scheduler => SCHEDULER_OPS,
                         Conn::Data => DATA_OPS,
                         Conn::Peer => PEER_OPS,
                     };
                     let violation = if !allowed.contains(&op.as_str()) {
                         Some(format!(
-                            "worker sent `{op}` on the {name} connection, where a worker sends only {}",
+                            "{who} sent `{op}` on the {name} connection, where a {who} sends only {}",
                             allowed.join(", ")
                         ))
                     } else if first && op != "hello" && !(ev.conn == Conn::Data && op == "error") {
-                        Some(format!("worker's first message on the {name} connection is `{op}`, not `hello`"))
+                        Some(format!(
+                            "{who}'s first message on the {name} connection is `{op}`, not `hello`"
+                        ))
                     } else if !first && op == "hello" {
                         Some(format!(
-                            "worker sent a second `hello` on the {name} connection"
+                            "{who} sent a second `hello` on the {name} connection"
                         ))
                     } else if ev.conn == Conn::Scheduler
+                        && !client
                         && !registered
                         && !BEFORE_REGISTER_OPS.contains(&op.as_str())
                     {
@@ -598,14 +758,15 @@ impl<'a> Session<'a> {
                 }
             }
             EventKind::BadFrame(e) => {
+                let who = self.who();
                 self.line(
                     ev.at,
-                    &format!("worker -> {name}"),
+                    &format!("{who} -> {name}"),
                     &format!("malformed frame: {e}"),
                 );
                 if self.violation.is_none() {
                     self.violation = Some(format!(
-                        "worker sent a malformed frame on the {name} connection: {e}"
+                        "{who} sent a malformed frame on the {name} connection: {e}"
                     ));
                 }
                 self.inbox.entry(ev.conn).or_default().closed =
@@ -635,6 +796,7 @@ impl<'a> Session<'a> {
         ordered: bool,
     ) -> Result<(), String> {
         let deadline = Instant::now() + self.ms(within_ms);
+        let who = self.who();
         let mut matched: Vec<Option<usize>> = vec![None; patterns.len()];
         loop {
             for (i, p) in patterns.iter().enumerate() {
@@ -656,7 +818,7 @@ impl<'a> Session<'a> {
                         Err(diff) => {
                             if want.is_some() && answers(&r.value) == want {
                                 return Err(format!(
-                                    "the worker answered differently: {diff}\n  expected: {}\n  received: {}",
+                                    "the {who} answered differently: {diff}\n  expected: {}\n  received: {}",
                                     Json::Object(p.clone()),
                                     render(&r.value)
                                 ));
@@ -691,7 +853,8 @@ impl<'a> Session<'a> {
             }
             if self.exited_long_ago() {
                 return Err(format!(
-                    "the worker exited before {} arrived",
+                    "the {} exited before {} arrived",
+                    self.who(),
                     shown_patterns(&missing)
                 ));
             }
@@ -815,7 +978,8 @@ impl<'a> Session<'a> {
             }
             if Instant::now() >= until {
                 return Err(format!(
-                    "the worker did not close the {} connection within {} ms",
+                    "the {} did not close the {} connection within {} ms",
+                    self.who(),
                     on.as_str(),
                     self.ms(within_ms).as_millis()
                 ));
@@ -872,11 +1036,12 @@ fn conn_name(conn: Conn, index: u32) -> String {
     }
 }
 
-fn arrow_out(on: Conn) -> String {
+/// The transcript's arrow for what the runner sends to `who` on `on`.
+fn arrow_out(on: Conn, who: &str) -> String {
     match on {
-        Conn::Scheduler => "scheduler -> worker".into(),
-        Conn::Data => "data -> worker".into(),
-        Conn::Peer => "peer -> worker".into(),
+        Conn::Scheduler => format!("scheduler -> {who}"),
+        Conn::Data => format!("data -> {who}"),
+        Conn::Peer => format!("peer -> {who}"),
     }
 }
 
@@ -898,6 +1063,11 @@ fn describe(step: &Step) -> String {
         }
     };
     match step {
+        Step::Drive(s) => format!("drive {}", short(Json::Object(s.drive.clone()))),
+        Step::ExpectOutput(s) => format!(
+            "expect the harness to print {}",
+            short(Json::Object(s.expect_output.clone()))
+        ),
         Step::Send(s) => format!("send on {}", s.on.as_str()),
         Step::SendRaw(s) => format!("send raw bytes on {}", s.on.as_str()),
         Step::Expect(s) => format!(

@@ -47,6 +47,8 @@ pub enum EventKind {
     PeerSent(Vec<String>),
     /// A connection accepted on the scheduler address.
     Accepted(TcpStream),
+    /// A line the client's test harness printed (client cases).
+    Output(String),
 }
 
 impl Event {

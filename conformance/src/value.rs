@@ -91,6 +91,17 @@ fn encode_into(w: &mut Vec<u8>, t: &Json, vars: &Vars, depth: usize) -> Result<(
                     .ok_or("$bin_pattern takes a byte count up to 256 MiB")?;
                 write::bin(w, &bin_pattern(n as usize));
             }
+            // Entries are templates too (a key may be a variable).
+            Some(("$map", Json::Array(pairs))) => {
+                write::map_len(w, pairs.len());
+                for pair in pairs {
+                    let [k, v] = pair.as_array().map(Vec::as_slice).unwrap_or_default() else {
+                        return Err("$map takes [key, value] pairs".into());
+                    };
+                    encode_into(w, k, vars, depth + 1)?;
+                    encode_into(w, v, vars, depth + 1)?;
+                }
+            }
             Some((form, _)) if CORE_FORMS.contains(&form) => {
                 dask_core::json::write_json(w, t)?;
             }

@@ -85,3 +85,33 @@ fn conformance_md_lists_every_case() {
     let generated = format!("{head}{}", case::markdown_tables(&cases));
     dask_testkit::generated::check(&path, &generated);
 }
+
+#[test]
+fn lint_holds_client_cases_to_their_own_rules() {
+    let text = r#"[
+      {"id": "dask-1/misc/1", "description": "x", "spec": "PROTOCOL.md#a", "requirement": "MUST x", "level": "MUST",
+       "steps": [{"drive": {"do": "fly"}}, {"peer_holds": {"k": 1}}, {"expect_output": {"key": {"$var": "nope"}}}]}
+    ]"#;
+    let cases = case::parse_file("client/misc.json", text).unwrap();
+    assert!(cases[0].is_client());
+    let all = case::lint(&cases, Some("# A\n")).join("\n");
+    for needle in [
+        "id is not of the form dask-1/client/<topic>/<n>",
+        "drive needs \"do\"",
+        "`peer_holds` has no meaning in a client case",
+        "\"nope\" is not defined",
+    ] {
+        assert!(all.contains(needle), "lint missed {needle:?} in:\n{all}");
+    }
+    let worker = case::parse_file(
+        "misc.json",
+        r#"[{"id": "dask-1/misc/1", "description": "x", "spec": "PROTOCOL.md#a", "requirement": "MUST x",
+             "level": "MUST", "steps": [{"drive": {"do": "close"}}]}]"#,
+    )
+    .unwrap();
+    let all = case::lint(&worker, Some("# A\n")).join("\n");
+    assert!(
+        all.contains("`drive` has no meaning in a worker case"),
+        "{all}"
+    );
+}

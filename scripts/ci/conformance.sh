@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Conformance: runs dask-conformance against every worker dask-rs ships.
+# Conformance: runs dask-conformance against every worker dask-rs ships,
+# and against the Rust, C and JS clients through their harnesses.
 # Each run prints one line per case and ends with `N passed, M failed`;
 # JUnit reports go to target/conformance/. Extra runner options can be
 # given in DASK_CONFORMANCE_ARGS (e.g. "--timeout-scale 2" on a slow host).
@@ -30,6 +31,29 @@ if [ -f sdk-c/examples/worker.c ]; then
     -lpthread -ldl -lm -o "$reports/c-worker"
   run_worker c-worker "$reports/c-worker" '{scheduler}' '{nthreads}' '{name}'
 fi
-# The JS worker joins here when sdk-js ships one, e.g.
-#   run_worker js-worker node sdk-js/examples/worker.mjs '{scheduler}' '{nthreads}'
+# (The JS worker is run by js-sdk.sh, which builds the package.)
+
+# Client conformance: the runner plays the scheduler and drives each
+# client through its harness (spec/CONFORMANCE.md, "Client conformance").
+run_client() { # NAME COMMAND...  (placeholder: {scheduler})
+  local name=$1
+  shift
+  echo "-- dask-conformance client: $name"
+  # shellcheck disable=SC2086
+  "$bin/dask-conformance" client --report "$reports/$name.xml" ${DASK_CONFORMANCE_ARGS:-} -- "$@" || status=1
+}
+
+cargo build --locked -q -p dask-client --examples
+run_client rust-client "$bin/examples/conformance_client" '{scheduler}'
+cargo build --locked -q -p dask-sdk-c
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -Isdk-c/include sdk-c/examples/conformance_client.c \
+  "$bin/libdask.a" -lpthread -ldl -lm -o "$reports/c-client"
+run_client c-client "$reports/c-client" '{scheduler}'
+if command -v node >/dev/null; then
+  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+  (cd sdk-js && node scripts/build.mjs)
+  run_client js-client node sdk-js/examples/conformance-client.mjs '{scheduler}'
+else
+  echo "-- dask-conformance client: js-client skipped (no node)"
+fi
 exit $status

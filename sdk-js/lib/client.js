@@ -12,6 +12,11 @@ import { ConnectionError, DaskError, LostError, RequestError, TimeoutError, erro
 import { decode, taskRefKey } from './msgpack.js';
 import { WasmCallError, WasmClient } from './wasm.js';
 
+/** Times a gather asks again for keys being computed again (dask/1.1). */
+const GATHER_RECOMPUTED_ROUNDS_MAX = 3;
+/** Scheduler states of a missing key worth asking again for. */
+const ON_ITS_WAY = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory'];
+
 const TERMINAL = new Set(['finished', 'erred', 'cancelled', 'lost', 'failed', 'released']);
 const TASK_OPTIONS = new Set(['key', 'kwargs', 'priority', 'retries', 'resources', 'workers']);
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -419,13 +424,31 @@ export class Client {
       if (error) throw error;
     }
     const keys = [...new Set(futures.map((f) => f.key))];
-    const reply = await this.#request({ cmd: 'gather', keys });
-    if (reply.missing.length > 0) {
-      throw new LostError(reply.missing[0], 'it is not in memory on any worker');
+    const data = {};
+    let asked = keys;
+    for (let round = 0; ; round++) {
+      const reply = await this.#request({ cmd: 'gather', keys: asked });
+      Object.assign(data, reply.data);
+      // dask/1.1: a key lost with its holder and being computed again
+      // (its status says so) is wanted again, waited for and asked again.
+      const status = reply.status ?? {};
+      const again = reply.missing.filter((k) => ON_ITS_WAY.includes(status[k]));
+      const gone = reply.missing.find((k) => !again.includes(k));
+      if (gone !== undefined || (again.length > 0 && round === GATHER_RECOMPUTED_ROUNDS_MAX)) {
+        throw new LostError(gone ?? again[0], 'it is not in memory on any worker');
+      }
+      if (again.length === 0) break;
+      this.#wasm.command({ cmd: 'want_again', keys: again });
+      this.#schedule();
+      for (const key of again) {
+        const error = errorOfState(key, await this._waitKey(key));
+        if (error) throw error;
+      }
+      asked = again;
     }
     const decoded = new Map();
     for (const key of keys) {
-      const bytes = reply.data[key];
+      const bytes = data[key];
       decoded.set(key, raw ? bytes : decode(bytes, { exactFloats }));
     }
     return futures.map((f) => decoded.get(f.key));

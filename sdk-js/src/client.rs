@@ -113,6 +113,10 @@ impl ClientDriver {
                 }
                 MapWriter::new(&mut out, 0);
             }
+            "want_again" => {
+                s.want_again(c.field("keys")?);
+                MapWriter::new(&mut out, 0);
+            }
             "close" => {
                 s.close();
                 MapWriter::new(&mut out, 0);
@@ -221,9 +225,9 @@ impl ClientDriver {
                 request,
                 data,
                 missing,
-                ..
+                status,
             } => {
-                MapWriter::new(w, 4)
+                MapWriter::new(w, 5)
                     .str("type", "gathered")
                     .uint("request", request.0)
                     .with("data", |w| {
@@ -233,7 +237,8 @@ impl ClientDriver {
                             write::bin(w, v.as_bytes());
                         }
                     })
-                    .wire("missing", &missing);
+                    .wire("missing", &missing)
+                    .wire("status", &status);
             }
             ClientEvent::WhoHas {
                 request, who_has, ..
