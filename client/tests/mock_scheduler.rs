@@ -387,6 +387,32 @@ fn refused_handshake_is_a_connect_error() {
 }
 
 #[test]
+fn a_scheduler_that_never_replies_to_the_hello_fails_the_connect_in_time() {
+    // PROTOCOL.md#handshake: a connector bounds its wait for the reply
+    // (dask-rs: connect_timeout), then closes and tells its user.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut conn = dask_net::BlockingConn::from_stream(stream);
+        let hello = conn.recv().unwrap();
+        assert!(matches!(hello, Message::Hello(_)), "{hello:?}");
+        // No reply: the client gives up and closes its end (saying close
+        // or error first is allowed).
+        while let Ok(m) = conn.recv() {
+            assert!(
+                matches!(m, Message::ErrorReport(_) | Message::Close(_)),
+                "{m:?}"
+            );
+        }
+    });
+    let e = Client::connect_timeout(&address, Duration::from_millis(300)).unwrap_err();
+    assert!(matches!(e, Error::Connection(_)), "{e:?}");
+    assert!(e.to_string().contains("no handshake reply"), "{e}");
+    server.join().unwrap();
+}
+
+#[test]
 fn connecting_to_a_closed_port_fails() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

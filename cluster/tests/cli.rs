@@ -276,6 +276,31 @@ fn info_as_json_and_waiting_tasks_by_reason() {
     assert_eq!(doc["clients"], 2);
     assert_eq!(doc["workers"][0]["name"], "local-0");
     assert_eq!(doc["workers"][0]["nthreads"], 1);
+    // PROTOCOL.md#advice-to-implementers: a worker's object has the fields
+    // of a WorkerInfo, and the document has these four.
+    let sorted_keys = |v: &serde_json::Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let mut expected = [
+        "id",
+        "name",
+        "address",
+        "nthreads",
+        "memory_limit",
+        "resources",
+        "functions",
+        "processing",
+        "stored_keys",
+        "stored_bytes",
+    ];
+    expected.sort();
+    assert_eq!(sorted_keys(&doc["workers"][0]), expected);
+    assert_eq!(
+        sorted_keys(&doc),
+        ["clients", "scheduler", "tasks", "workers"]
+    );
     assert_eq!(doc["tasks"]["no-worker"], 1);
     assert_eq!(doc["tasks"]["waiting"], 1);
 }

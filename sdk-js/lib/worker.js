@@ -27,7 +27,7 @@ function defaultName() {
  *
  * ```js
  * const worker = new Worker({ nthreads: 4 });
- * worker.register('inc', (x) => x + 1);
+ * worker.register('myapp.inc', (x) => x + 1); // not a standard-library name (PROTOCOL.md)
  * await worker.start('tcp://127.0.0.1:8796');
  * ```
  */

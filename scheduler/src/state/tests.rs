@@ -1527,6 +1527,24 @@ fn a_gather_reply_that_would_not_fit_in_a_frame_is_a_5002_listing_its_keys() {
 }
 
 #[test]
+fn an_nbytes_over_frame_bytes_max_is_reported_clamped_to_it() {
+    // PROTOCOL.md#value-too-large: no value is larger than frame_bytes_max,
+    // so a larger nbytes is false; dask-rs clamps it, and key-finished
+    // carries the clamped value (issue 18.2: this was undocumented).
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("k", "f", vec![])], &["k"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["k"]);
+    sim.finish(w, "k", u64::MAX);
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::KeyFinished(f)] if f.nbytes == dask_core::FRAME_BYTES_MAX as u64),
+        "{got:?}"
+    );
+}
+
+#[test]
 fn a_key_gathered_twice_in_one_request_is_asked_and_answered_once() {
     let mut sim = Sim::new();
     let c = sim.client();
