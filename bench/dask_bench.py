@@ -133,6 +133,24 @@ def mixed(fast, slow, seconds, threads=2):
     return {"shape": "mixed", "size": slow, "seconds": wall}
 
 
+def bimodal(slow, slow_seconds, fast, fast_seconds, threads=2):
+    """One slow sleep then fast ones, over and over, on 2 workers x
+    `threads` threads; neither duration known at submission."""
+    per_slow = fast // slow
+    dsk = {}
+    for i in range(slow):
+        dsk[("slow", i)] = (nap, slow_seconds, len(dsk))
+        for j in range(per_slow):
+            dsk[("fast", i * per_slow + j)] = (nap, fast_seconds, len(dsk))
+    with LocalCluster(n_workers=2, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.get({("warm", 0): (inc, 1)}, [("warm", 0)])
+            t0 = time.perf_counter()
+            client.get(dsk, list(dsk), sync=True)
+            wall = time.perf_counter() - t0
+    return {"shape": "bimodal", "size": len(dsk), "seconds": wall}
+
+
 def nap(seconds, value):
     time.sleep(seconds)
     return value
@@ -146,6 +164,8 @@ def main():
             results = transfer(size)
         elif name == "mixed":
             results = [mixed(*size)]
+        elif name == "bimodal":
+            results = [bimodal(*size)]
         elif name == "round_trip":
             results = [round_trip(size)]
         else:

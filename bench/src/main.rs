@@ -341,17 +341,26 @@ fn main() {
         .collect();
     drop(client);
     drop(procs);
-    let mixed = only.as_deref().is_none_or(|o| o == "mixed").then(|| {
-        let procs = start_cluster(&bin_dir, 2, MIXED_THREADS);
-        let client = Client::connect(&procs.address).expect("connect");
-        wait_for_workers(&client, 2);
-        mixed_workload(&client)
-    });
+    // Placement shapes, each on a fresh cluster of 2 workers x 2 threads.
+    let placement: Vec<(&str, f64)> = PLACEMENT_SHAPES
+        .iter()
+        .filter(|&&name| only.as_deref().is_none_or(|o| o == name))
+        .map(|&name| {
+            let procs = start_cluster(&bin_dir, 2, PLACEMENT_THREADS);
+            let client = Client::connect(&procs.address).expect("connect");
+            wait_for_workers(&client, 2);
+            let seconds = match name {
+                "mixed" => mixed_workload(&client),
+                _ => bimodal_workload(&client),
+            };
+            (name, seconds)
+        })
+        .collect();
 
     let dask_sizes = if quick {
-        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1]}"#
+        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
     } else {
-        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1]}"#
+        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
     };
     // With --only, Dask runs that shape alone.
     let mut sizes: serde_json::Map<String, serde_json::Value> =
@@ -417,25 +426,37 @@ fn main() {
     println!("| dask-rs ({n_rt} sequential) | {rt_median:.0} | {rt_p90:.0} |");
     println!("| Dask default | {} | |", dask_rt(&dask_default));
     println!("| Dask saturation=inf | {} | |", dask_rt(&dask_inf));
-    if let Some(seconds) = mixed {
-        let dask_mixed = |d: &Option<DaskResults>| {
+    if !placement.is_empty() {
+        let dask_time = |d: &Option<DaskResults>, name: &str, ideal: f64| {
             d.as_ref()
-                .and_then(|d| d.get("mixed"))
+                .and_then(|d| d.get(name))
                 .and_then(|v| v["seconds"].as_f64())
-                .map(|x| format!("{x:.2} s ({:.0}% over)", (x / MIXED_IDEAL - 1.0) * 100.0))
+                .map(|x| format!("{x:.2} s ({:.0}%)", (x / ideal - 1.0) * 100.0))
                 .unwrap_or_else(|| "-".into())
         };
         println!();
         println!(
-            "| mixed: {MIXED_SLOW} x sleep({MIXED_SLOW_SECONDS}) right after {MIXED_FAST} x inc, 2 workers x {MIXED_THREADS} threads | time of the sleeps | over the ideal {MIXED_IDEAL:.2} s |"
+            "| placement, 2 workers x {PLACEMENT_THREADS} threads (time, over the ideal) | ideal | dask-rs | Dask default | Dask saturation=inf |"
         );
-        println!("|---|---:|---:|");
-        println!(
-            "| dask-rs | {seconds:.2} s | {:.0}% |",
-            (seconds / MIXED_IDEAL - 1.0) * 100.0
-        );
-        println!("| Dask default | {} | |", dask_mixed(&dask_default));
-        println!("| Dask saturation=inf | {} | |", dask_mixed(&dask_inf));
+        println!("|---|---:|---:|---:|---:|");
+        for (name, seconds) in &placement {
+            let (what, ideal) = match *name {
+                "mixed" => (
+                    format!("{MIXED_SLOW} x sleep({MIXED_SLOW_SECONDS}) right after {MIXED_FAST} x inc"),
+                    MIXED_IDEAL,
+                ),
+                _ => (
+                    format!("bimodal, unknown at submit: {BIMODAL_SLOW} x sleep({BIMODAL_SLOW_SECONDS}) and {BIMODAL_FAST} x sleep({BIMODAL_FAST_SECONDS}) interleaved"),
+                    BIMODAL_IDEAL,
+                ),
+            };
+            println!(
+                "| {what} | {ideal:.2} s | {seconds:.2} s ({:.0}%) | {} | {} |",
+                (seconds / ideal - 1.0) * 100.0,
+                dask_time(&dask_default, name, ideal),
+                dask_time(&dask_inf, name, ideal),
+            );
+        }
     }
     if transfers.is_empty() {
         return;
@@ -463,13 +484,62 @@ fn main() {
     }
 }
 
-/// The mixed workload (issue 19): fast tasks, then slow ones.
+/// The placement shapes (issue 19), run on 2 workers x [`PLACEMENT_THREADS`].
+const PLACEMENT_SHAPES: [&str; 2] = ["mixed", "bimodal"];
+const PLACEMENT_THREADS: u32 = 2;
+/// Threads of the placement cluster.
+const PLACEMENT_CLUSTER_THREADS: f64 = (2 * PLACEMENT_THREADS) as f64;
+
+/// The mixed workload: fast tasks, then slow ones.
 const MIXED_FAST: usize = 2_000;
 const MIXED_SLOW: usize = 300;
 const MIXED_SLOW_SECONDS: f64 = 0.1;
-const MIXED_THREADS: u32 = 2;
 /// Total sleep over all threads.
-const MIXED_IDEAL: f64 = MIXED_SLOW as f64 * MIXED_SLOW_SECONDS / (2 * MIXED_THREADS) as f64;
+const MIXED_IDEAL: f64 = MIXED_SLOW as f64 * MIXED_SLOW_SECONDS / PLACEMENT_CLUSTER_THREADS;
+
+/// The bimodal mix: one slow task then three fast ones, over and over,
+/// neither duration known when they are submitted.
+const BIMODAL_SLOW: usize = 100;
+const BIMODAL_SLOW_SECONDS: f64 = 0.2;
+const BIMODAL_FAST: usize = 300;
+const BIMODAL_FAST_SECONDS: f64 = 0.02;
+const BIMODAL_IDEAL: f64 = (BIMODAL_SLOW as f64 * BIMODAL_SLOW_SECONDS
+    + BIMODAL_FAST as f64 * BIMODAL_FAST_SECONDS)
+    / PLACEMENT_CLUSTER_THREADS;
+
+/// Submits `sleeps` (key, seconds) at once and times them to their
+/// results.
+fn timed_sleeps(client: &Client, sleeps: Vec<(Key, f64)>) -> f64 {
+    let n = sleeps.len();
+    let tasks: Vec<TaskSpec> = sleeps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, seconds))| {
+            task_spec(key, "sleep", &[Value::from(seconds), Value::from(i)], &[])
+        })
+        .collect();
+    let wanted = tasks.iter().map(|t| t.key.clone()).collect();
+    let start = Instant::now();
+    let futures = client.submit_tasks(tasks, wanted);
+    let values = client.gather(&futures).expect("gather the sleeps");
+    let seconds = start.elapsed().as_secs_f64();
+    let sum: i64 = values.iter().filter_map(|v| v.as_i64()).sum();
+    assert_eq!(sum as usize, n * (n - 1) / 2, "sleep results");
+    seconds
+}
+
+fn bimodal_workload(client: &Client) -> f64 {
+    let mut sleeps = Vec::new();
+    let per_slow = BIMODAL_FAST / BIMODAL_SLOW;
+    for i in 0..BIMODAL_SLOW {
+        sleeps.push((key(format!("bimodal-slow-{i}")), BIMODAL_SLOW_SECONDS));
+        for j in 0..per_slow {
+            let k = key(format!("bimodal-fast-{}", i * per_slow + j));
+            sleeps.push((k, BIMODAL_FAST_SECONDS));
+        }
+    }
+    timed_sleeps(client, sleeps)
+}
 
 /// Runs [`MIXED_FAST`] `inc`s (and gathers them), then times
 /// [`MIXED_SLOW`] `sleep`s from their submission to their results.
@@ -481,24 +551,10 @@ fn mixed_workload(client: &Client) -> f64 {
     let futures = client.submit_tasks(incs, wanted);
     client.gather(&futures).expect("gather the incs");
     drop(futures);
-    let sleeps: Vec<TaskSpec> = (0..MIXED_SLOW)
-        .map(|i| {
-            let args = [Value::from(MIXED_SLOW_SECONDS), Value::from(i)];
-            task_spec(key(format!("mixed-sleep-{i}")), "sleep", &args, &[])
-        })
+    let sleeps = (0..MIXED_SLOW)
+        .map(|i| (key(format!("mixed-sleep-{i}")), MIXED_SLOW_SECONDS))
         .collect();
-    let wanted = sleeps.iter().map(|t| t.key.clone()).collect();
-    let start = Instant::now();
-    let futures = client.submit_tasks(sleeps, wanted);
-    let values = client.gather(&futures).expect("gather the sleeps");
-    let seconds = start.elapsed().as_secs_f64();
-    let sum: i64 = values.iter().filter_map(|v| v.as_i64()).sum();
-    assert_eq!(
-        sum as usize,
-        MIXED_SLOW * (MIXED_SLOW - 1) / 2,
-        "sleep results"
-    );
-    seconds
+    timed_sleeps(client, sleeps)
 }
 
 /// Value sizes of the transfer shape, in bytes.

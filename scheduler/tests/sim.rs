@@ -75,9 +75,15 @@ fn tree_durations(sim: &mut Sim) {
 
 /// A cluster of `n` one-thread workers, all registered, and a client.
 fn cluster(seed: u64, n: usize) -> Sim {
+    cluster_of(seed, n, 1)
+}
+
+/// A cluster of `n` workers of `nthreads` threads, all registered, and a
+/// client.
+fn cluster_of(seed: u64, n: usize, nthreads: usize) -> Sim {
     let mut sim = Sim::new(seed);
     for _ in 0..n {
-        sim.add_worker(1, |_| {});
+        sim.add_worker(nthreads, |_| {});
     }
     assert!(
         sim.run_until(|s| s.scheduler.worker_count() == n, LIMIT),
@@ -311,11 +317,7 @@ fn submit_all(sim: &mut Sim, (tasks, keys): (Vec<TaskSpec>, Vec<String>)) {
 #[test]
 fn slow_tasks_after_fast_ones_keep_every_thread_busy() {
     run_seeds(4, |seed| {
-        let mut sim = Sim::new(seed);
-        sim.add_worker(2, |_| {});
-        sim.add_worker(2, |_| {});
-        assert!(sim.run_until(|s| s.scheduler.worker_count() == 2, LIMIT));
-        sim.add_client();
+        let mut sim = cluster_of(seed, 2, 2);
         sim.set_job_duration(|job| match job.function.as_str() {
             "inc" => Duration::from_micros(2),
             _ => sleep_duration(job),
@@ -400,6 +402,47 @@ fn quick_tasks_do_not_wait_behind_a_cancelled_long_one() {
         assert!(
             took < Duration::from_secs(1),
             "seed {seed}: the quick tasks took {took:?}"
+        );
+    });
+}
+
+/// A bimodal mix of unknown durations at submission: 100 x sleep(0.2) and
+/// 300 x sleep(0.02), interleaved, on 2 workers x 2 threads. The ideal is
+/// the total over the four threads, 6.5 s; the tail (a 0.2 s task started
+/// last) allows a little over it.
+#[test]
+fn a_bimodal_mix_of_unknown_durations_runs_near_the_ideal() {
+    // Two seeds: the scheduler validates its whole state after every event
+    // (400 tasks), which is most of this story's time.
+    run_seeds(2, |seed| {
+        let mut sim = cluster_of(seed, 2, 2);
+        let mut tasks = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..100 {
+            let slow = format!("slow-{i}");
+            tasks.push(task(&slow, "sleep", vec![Value::from(0.2)], &[]));
+            keys.push(slow);
+            for j in 0..3 {
+                let fast = format!("fast-{}", i * 3 + j);
+                tasks.push(task(&fast, "sleep", vec![Value::from(0.02)], &[]));
+                keys.push(fast);
+            }
+        }
+        submit_all(&mut sim, (tasks, keys));
+        let start = sim.now;
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == 400, LIMIT),
+            "seed {seed}"
+        );
+        let took = sim.now - start;
+        assert_eq!(
+            sim.idle_while_queued,
+            Duration::ZERO,
+            "seed {seed}: took {took:?}"
+        );
+        assert!(
+            took <= Duration::from_millis(6_500 + 200),
+            "seed {seed}: took {took:?}, ideal 6.5 s"
         );
     });
 }

@@ -128,6 +128,8 @@ pub struct SimClient {
     scheduler_conn: ConnId,
     /// Every message from the scheduler so far, in order.
     pub received: Vec<Message>,
+    /// How many of them are `key-finished`.
+    finished: usize,
     /// The last request id used.
     last_request: u64,
 }
@@ -254,6 +256,7 @@ impl Sim {
         self.clients.push(SimClient {
             scheduler_conn: scheduler,
             received: Vec::new(),
+            finished: 0,
             last_request: 0,
         });
         let hello = Message::Hello(handshake::offer(Role::Client, None));
@@ -324,11 +327,7 @@ impl Sim {
 
     /// How many keys client `k` was told finished.
     pub fn finished_count(&self, k: usize) -> usize {
-        self.clients[k]
-            .received
-            .iter()
-            .filter(|m| matches!(m, Message::KeyFinished(_)))
-            .count()
+        self.clients[k].finished
     }
 
     /// The messages in flight to `node` (sent, not delivered yet).
@@ -589,7 +588,14 @@ impl Sim {
                         ..
                     },
                     messages,
-                ) => self.clients[k].received.extend(messages),
+                ) => {
+                    let client = &mut self.clients[k];
+                    let finished = messages
+                        .iter()
+                        .filter(|m| matches!(m, Message::KeyFinished(_)));
+                    client.finished += finished.count();
+                    client.received.extend(messages)
+                }
                 Delivery::Closed(End {
                     node: Node::Client(_),
                     ..
