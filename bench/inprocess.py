@@ -72,7 +72,7 @@ def main():
     ours = {(r["shape"], r["scheduler"]): r for r in rust_lines(binary, "shapes", "--repeat", str(repeat))}
     theirs = {(r["shape"], r["scheduler"]): r for r in dask_rows(repeat)}
     print(f"dask {dask.__version__}; microseconds per task (wall), best of {repeat}, no-op tasks;")
-    print("dask-rs's CPU time (all its threads, the mean of the runs) beside: on a loaded machine the")
+    print("dask-rs's CPU time (all its threads, best of as many) beside: on a loaded machine the")
     print("wall time also counts the time its threads waited for a core\n")
     print("| shape | tasks | scheduler | Dask | dask-rs | Dask / dask-rs | dask-rs CPU |")
     print("|---|---:|---|---:|---:|---:|---:|")
