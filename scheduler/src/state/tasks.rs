@@ -565,23 +565,26 @@ impl SchedulerState {
         if self.tasks[t.0].state != TaskState::Processing(w) {
             return;
         }
+        if self.tasks[t.0].retries_left > 0 {
+            self.tasks[t.0].retries_left -= 1;
+            self.reevaluate(t);
+        } else {
+            self.observe
+                .task_erred(&m.key, &m.error_type, &m.message, self.now);
+            let error = Arc::new(TaskError {
+                origin: m.key,
+                error_type: m.error_type,
+                message: m.message,
+                traceback: m.traceback,
+                lost: false,
+            });
+            self.fail(t, error);
+        }
+        // A result: no run freed earlier holds a thread there any more
+        // (after `fail`, which counts the erred task's own stop as one).
         if let Some(worker) = self.workers.get_mut(w.0) {
             worker.abandoned = 0;
         }
-        if self.tasks[t.0].retries_left > 0 {
-            self.tasks[t.0].retries_left -= 1;
-            return self.reevaluate(t);
-        }
-        self.observe
-            .task_erred(&m.key, &m.error_type, &m.message, self.now);
-        let error = Arc::new(TaskError {
-            origin: m.key,
-            error_type: m.error_type,
-            message: m.message,
-            traceback: m.traceback,
-            lost: false,
-        });
-        self.fail(t, error);
     }
 
     pub(crate) fn steal_response(&mut self, w: WorkerIdx, m: StealResponse) {

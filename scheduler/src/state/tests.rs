@@ -2517,3 +2517,31 @@ fn who_has_and_gather_tell_each_keys_state() {
         .collect();
     assert_eq!(status, [("nope", "forgotten"), ("x", "no-worker")]);
 }
+
+#[test]
+fn a_task_freed_while_processing_counts_as_a_busy_thread_until_the_next_result() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    let tasks = vec![spec("a", "f", vec![]), spec("b", "f", vec![])];
+    sim.submit(c, 1, tasks, &["a", "b"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["a", "b"]);
+    let abandoned = |sim: &Sim| sim.s.workers.iter().next().map(|(_, x)| x.abandoned);
+    // An erred task is a result, not a run left behind.
+    sim.fail(w, "a", "no");
+    assert_eq!(abandoned(&sim), Some(0));
+    // b cancelled while processing: the worker may still be running it.
+    sim.send(
+        c,
+        CancelKeys {
+            keys: vec!["b".into()],
+            force: None,
+        },
+    );
+    assert_eq!(abandoned(&sim), Some(1));
+    // The next result from the worker means its thread came free.
+    sim.submit(c, 2, vec![spec("d", "f", vec![])], &["d"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["d"]);
+    sim.finish(w, "d", 1);
+    assert_eq!(abandoned(&sim), Some(0));
+}
