@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dask_client::{AsCompleted, Client, ClientOptions, Future, RawValue, Status};
-use dask_core::messages::TaskSpec;
+use dask_core::messages::{Role, TaskSpec};
 use dask_core::msgpack::check_key;
 use dask_core::Key;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyList};
 use rmpv::Value;
 
 use crate::errors::to_pyerr;
+use crate::security::{member_credentials, Lookup};
 use crate::value::{to_python, to_value, Refs};
 
 fn timeout_of(seconds: Option<f64>) -> PyResult<Option<Duration>> {
@@ -78,17 +79,20 @@ fn gathered(py: Python<'_>, raws: Vec<RawValue>) -> PyResult<Vec<Py<PyAny>>> {
 
 #[pymethods]
 impl NativeClient {
-    /// Connects to `address` (`tcp://HOST:PORT`) and waits for the handshake.
+    /// Connects to `address` (`tcp://HOST:PORT`) and waits for the handshake,
+    /// proving the client secret found as `security::member_credentials` says.
     #[new]
-    #[pyo3(signature = (address, name=None, connect_timeout=10.0))]
+    #[pyo3(signature = (address, name=None, connect_timeout=10.0, credentials=Lookup::Discover))]
     fn new(
         py: Python<'_>,
         address: String,
         name: Option<String>,
         connect_timeout: f64,
+        credentials: Lookup,
     ) -> PyResult<Self> {
         let mut options = ClientOptions {
             connect_timeout: timeout_of(Some(connect_timeout))?.unwrap_or_default(),
+            credentials: member_credentials(&credentials, &address, Role::Client)?,
             ..ClientOptions::default()
         };
         if name.is_some() {

@@ -9,14 +9,17 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dask_core::auth::Credentials;
+use dask_core::messages::Role;
 use dask_worker::{FunctionRegistry, TaskError, TaskResult, WorkerConfig, WorkerHandle};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use rmpv::Value;
 
 use crate::errors::io_error;
+use crate::security::{self, member_credentials, Lookup};
 use crate::value::{to_python, to_value, Refs};
 
 /// The function name of tasks that carry their own cloudpickled callable
@@ -108,7 +111,7 @@ impl NativeWorker {
     /// Connects to `scheduler`, registers (offering the built-in library,
     /// `codec:cloudpickle` and `functions`) and returns once registered.
     #[new]
-    #[pyo3(signature = (scheduler, functions, nthreads=1, name=None, host=None, memory_limit=None, local_directory=None, resources=None))]
+    #[pyo3(signature = (scheduler, functions, nthreads=1, name=None, host=None, memory_limit=None, local_directory=None, resources=None, credentials=Lookup::Discover))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -120,10 +123,13 @@ impl NativeWorker {
         memory_limit: Option<u64>,
         local_directory: Option<PathBuf>,
         resources: Option<BTreeMap<String, f64>>,
+        credentials: Lookup,
     ) -> PyResult<Self> {
         let functions = registry(py, functions)?;
         let names = functions.names();
+        let credentials = member_credentials(&credentials, &scheduler, Role::Worker)?;
         let mut config = WorkerConfig {
+            credentials,
             scheduler,
             nthreads: nthreads.max(1),
             name,
@@ -222,26 +228,63 @@ impl NativeWorker {
 pub struct NativeScheduler {
     handle: Mutex<Option<dask_scheduler::SchedulerHandle>>,
     address: String,
+    credentials: Option<Credentials>,
 }
 
 #[pymethods]
 impl NativeScheduler {
-    /// Binds `host:port` (0: a free port) and starts serving.
+    /// Binds `host:port` (0: a free port) and starts serving. With
+    /// `authenticate`, it requires fresh credentials made in memory: this
+    /// process's clients and workers of its address prove them with no
+    /// file; other processes need a file from `export_credentials`.
     #[new]
-    #[pyo3(signature = (host="127.0.0.1".to_string(), port=0))]
-    fn new(py: Python<'_>, host: String, port: u16) -> PyResult<Self> {
+    #[pyo3(signature = (host="127.0.0.1".to_string(), port=0, authenticate=true))]
+    fn new(py: Python<'_>, host: String, port: u16, authenticate: bool) -> PyResult<Self> {
+        let credentials = authenticate.then(dask_net::credentials::generate);
         let config = dask_scheduler::SchedulerConfig {
             host,
             port,
+            credentials: credentials.clone(),
             ..dask_scheduler::SchedulerConfig::default()
         };
         let handle = py
             .detach(|| dask_scheduler::SchedulerHandle::start(config))
             .map_err(io_error)?;
+        let address = handle.address();
+        if let Some(c) = &credentials {
+            security::embed(&address, c);
+        }
         Ok(NativeScheduler {
-            address: handle.address(),
+            address,
+            credentials,
             handle: Mutex::new(Some(handle)),
         })
+    }
+
+    /// Writes the secret of `role` (`"client"` or `"worker"`) to a new
+    /// owner-only file at `path` (refusing one that exists), for a
+    /// process started with `--credentials path`.
+    fn export_credentials(&self, path: PathBuf, role: &str) -> PyResult<()> {
+        let role = match role {
+            "client" => Role::Client,
+            "worker" => Role::Worker,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "role must be \"client\" or \"worker\": got {other:?}"
+                )))
+            }
+        };
+        let Some(own) = self
+            .credentials
+            .as_ref()
+            .and_then(|c| dask_net::credentials::for_role(c, role))
+        else {
+            return Err(PyRuntimeError::new_err(
+                "this scheduler requires no credentials (authenticate=False): nothing to export",
+            ));
+        };
+        dask_net::credentials::write_new(&path, &own)
+            .map_err(|e| PyPermissionError::new_err(e.to_string()))
     }
 
     /// Its address, `tcp://HOST:PORT`.
@@ -255,6 +298,7 @@ impl NativeScheduler {
         let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
         match handle {
             Some(h) => {
+                security::unembed(&self.address);
                 py.detach(|| h.stop());
                 Ok(())
             }

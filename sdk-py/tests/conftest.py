@@ -5,13 +5,21 @@ one Rust ``dask-worker`` process.
 The binaries come from ``DASK_BIN_DIR``, else ``target/release`` or
 ``target/debug`` of this repository (``cargo build -p dask-scheduler -p
 dask-worker -p dask-cluster``).
+
+Credentials: the session runs in a ``DASK_RS_HOME`` of its own (set here,
+before anything starts), so every program finds credentials as a user's
+would (the file dask-scheduler creates, found with no flag) without
+reading or writing the user's ``~/.dask-rs``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -23,6 +31,11 @@ from dask_rs.cluster import stop_processes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+
+DASK_RS_HOME = Path(tempfile.mkdtemp(prefix="dask-rs-home-"))
+os.environ["DASK_RS_HOME"] = str(DASK_RS_HOME)
+os.environ.pop("DASK_CREDENTIALS", None)
+atexit.register(shutil.rmtree, DASK_RS_HOME, True)
 
 
 def binary(name: str) -> Path:
@@ -89,6 +102,7 @@ class Cluster:
     def __init__(self, address: str, workers: Dict[str, subprocess.Popen]) -> None:
         self.address = address
         self.workers = workers
+        self.home = DASK_RS_HOME
 
 
 @pytest.fixture(scope="session")

@@ -67,3 +67,34 @@ def test_graph_tasks_run_on_python_workers_and_errors_surface(client):
     assert client.get(dsk, [5, ["(odd", ("b", 0)]]) == [3, [1, 2]]
     assert client.get(dsk, 5) == 3
     assert addresses_of(client, "py-")
+
+
+class Recording:
+    """The client's native half, recording what comes back to the client."""
+
+    def __init__(self, native):
+        self._native = native
+        self.gathered = []
+
+    def gather(self, futures, timeout=None):
+        values = self._native.gather(futures, timeout)
+        self.gathered.append([f.key for f in futures])
+        return values
+
+    def __getattr__(self, name):
+        return getattr(self._native, name)
+
+
+def test_intermediate_values_stay_on_the_workers(client):
+    # 16 chunks of 2 MB and a matmul: chunks move between workers, and
+    # only the one output comes to the client.
+    x = da.random.RandomState(3).random_sample((2000, 2000), chunks=(500, 500))
+    y = (x @ x.T).sum()
+    recording = Recording(client._native)
+    client._native = recording
+    try:
+        ours = y.compute(scheduler=client.get)
+    finally:
+        client._native = recording._native
+    np.testing.assert_allclose(ours, y.compute(scheduler="sync"), rtol=1e-12)
+    assert len(recording.gathered) == 1 and len(recording.gathered[0]) == 1, recording.gathered

@@ -1,6 +1,10 @@
 """Type stubs of dask_rs._native, the PyO3 extension (sdk-py/src)."""
 
-from typing import Any, Callable, Dict, List, Optional
+import os
+from typing import Any, Callable, Dict, List, Optional, Union
+
+# A credentials argument: None (find them), a file, or False (prove nothing).
+Credentials = Union[str, os.PathLike, None, bool]
 
 CLOUDPICKLE_FUNCTION: str
 PICKLE_EXT: int
@@ -21,7 +25,9 @@ class NativeAsCompleted:
     def next(self, timeout: Optional[float] = None) -> Optional[NativeFuture]: ...
 
 class NativeClient:
-    def __init__(self, address: str, name: Optional[str] = None, connect_timeout: float = 10.0) -> None: ...
+    def __init__(
+        self, address: str, name: Optional[str] = None, connect_timeout: float = 10.0, credentials: Credentials = None
+    ) -> None: ...
     @property
     def address(self) -> str: ...
     @property
@@ -53,6 +59,7 @@ class NativeWorker:
         memory_limit: Optional[int] = None,
         local_directory: Optional[str] = None,
         resources: Optional[Dict[str, float]] = None,
+        credentials: Credentials = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -66,7 +73,8 @@ class NativeWorker:
     def stop(self) -> None: ...
 
 class NativeScheduler:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None: ...
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, authenticate: bool = True) -> None: ...
     @property
     def address(self) -> str: ...
+    def export_credentials(self, path: Union[str, os.PathLike], role: str) -> None: ...
     def stop(self) -> None: ...

@@ -223,6 +223,14 @@ class Client:
     processes) and owns it; ``Client(cluster)`` connects to a cluster
     object's ``scheduler_address``. A context manager: leaving it closes
     the client (and the cluster it started).
+
+    ``credentials``: the cluster's client secret is found as the Rust
+    programs find it: ``None`` looks for the cluster this process runs at
+    that address (``LocalCluster``), then ``DASK_CREDENTIALS``, then
+    ``$DASK_RS_HOME/credentials.json`` or ``~/.dask-rs/credentials.json``
+    (the file ``dask-scheduler`` creates); a path names the file;
+    ``False`` proves nothing (a scheduler run with
+    ``--no-auth-anyone-can-connect``).
     """
 
     def __init__(
@@ -232,6 +240,7 @@ class Client:
         name: Optional[str] = None,
         timeout: float = 10.0,
         set_as_default: bool = False,
+        credentials: Union[str, "os.PathLike[str]", None, bool] = None,
         **cluster_kwargs: Any,
     ) -> None:
         self._cluster = None
@@ -245,7 +254,7 @@ class Client:
         elif cluster_kwargs:
             raise TypeError(f"unexpected arguments {sorted(cluster_kwargs)} with a scheduler address")
         try:
-            self._native = _native.NativeClient(address, name, timeout)
+            self._native = _native.NativeClient(address, name, timeout, credentials)
         except BaseException:
             if self._cluster is not None:
                 self._cluster.close()

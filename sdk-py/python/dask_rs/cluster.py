@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 from typing import Any, Dict, List, Optional
@@ -27,6 +29,13 @@ class LocalCluster:
     Workers offer the built-in library, ``codec:cloudpickle`` and
     ``functions`` (a dict of name -> callable; with processes, each
     callable must be importable by name: ``module.function``).
+
+    Secure with no setup, as the Rust ``LocalCluster``: the scheduler
+    requires credentials made in memory for this cluster alone. Clients
+    and workers of this process find them by the scheduler's address;
+    worker processes get the worker secret in an owner-only file of a
+    private temporary directory, removed at ``close``; another process's
+    client needs ``export_credentials``.
     """
 
     def __init__(
@@ -41,16 +50,24 @@ class LocalCluster:
     ) -> None:
         if n_workers is None:
             n_workers = max(1, min(4, os.cpu_count() or 1))
+        self._secrets: Optional[str] = None
         self._scheduler = _native.NativeScheduler(host, scheduler_port)
         self.scheduler_address: str = self._scheduler.address
         self.processes = processes
         self._threads: List[Worker] = []
         self._procs: List[subprocess.Popen] = []
         try:
+            worker_file = None
+            if processes and n_workers:
+                self._secrets = tempfile.mkdtemp(prefix="dask-rs-cluster-")  # mode 0700
+                worker_file = os.path.join(self._secrets, "worker-credentials.json")
+                self._scheduler.export_credentials(worker_file, "worker")
             for i in range(n_workers):
                 name = f"local-{os.getpid()}-{i}"
                 if processes:
-                    self._procs.append(_spawn(self.scheduler_address, name, threads_per_worker, functions, memory_limit))
+                    self._procs.append(
+                        _spawn(self.scheduler_address, name, threads_per_worker, functions, memory_limit, worker_file)
+                    )
                 else:
                     self._threads.append(Worker(self.scheduler_address, functions=functions, nthreads=threads_per_worker,
                                                 name=name, memory_limit=memory_limit))
@@ -60,6 +77,15 @@ class LocalCluster:
             self.close()
             raise
         _live.add(self)
+
+    def export_credentials(self, path: str, role: str = "client") -> None:
+        """Writes this cluster's ``role`` secret (``"client"`` or
+        ``"worker"``) to a new owner-only file at ``path``, for another
+        process: ``Client(address, credentials=path)`` or ``python -m
+        dask_rs.worker ADDRESS --credentials path``."""
+        if self._scheduler is None:
+            raise RuntimeError("this cluster is closed")
+        self._scheduler.export_credentials(path, role)
 
     @property
     def worker_processes(self) -> List[subprocess.Popen]:
@@ -76,6 +102,9 @@ class LocalCluster:
         scheduler, self._scheduler = getattr(self, "_scheduler", None), None
         if scheduler is not None:
             scheduler.stop()
+        secrets, self._secrets = getattr(self, "_secrets", None), None
+        if secrets is not None:
+            shutil.rmtree(secrets, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -101,8 +130,17 @@ def stop_processes(processes: List[subprocess.Popen], timeout: float = 10.0) -> 
             p.wait()
 
 
-def _spawn(address: str, name: str, nthreads: int, functions: Optional[Dict[str, Any]], memory_limit: Optional[int]) -> subprocess.Popen:
+def _spawn(
+    address: str,
+    name: str,
+    nthreads: int,
+    functions: Optional[Dict[str, Any]],
+    memory_limit: Optional[int],
+    credentials: Optional[str],
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "dask_rs.worker", address, "--nthreads", str(nthreads), "--name", name]
+    if credentials:
+        command += ["--credentials", credentials]
     for fname, f in (functions or {}).items():
         command += ["--functions", f"{fname}={f.__module__}:{f.__qualname__}"]
     if memory_limit:

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, List, Optional
+import os
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .. import _native
 
 
 class Worker:
     """A worker in this process, registered with ``scheduler`` once the
-    constructor returns. ``functions``: name -> callable."""
+    constructor returns. ``functions``: name -> callable.
+
+    ``credentials``: the cluster's worker secret, found as ``Client``'s
+    (``None``: this process's ``LocalCluster`` at that address, then
+    ``DASK_CREDENTIALS``, then the default file; a path; ``False``: prove
+    nothing). A scheduler that requires a secret this worker does not
+    prove refuses it (``PermissionError`` here)."""
 
     def __init__(
         self,
@@ -37,9 +44,11 @@ class Worker:
         memory_limit: Optional[int] = None,
         local_directory: Optional[str] = None,
         resources: Optional[Dict[str, float]] = None,
+        credentials: Union[str, "os.PathLike[str]", None, bool] = None,
     ) -> None:
         self._native = _native.NativeWorker(
-            scheduler, dict(functions or {}), nthreads, name, host, memory_limit, local_directory, resources
+            scheduler, dict(functions or {}), nthreads, name, host, memory_limit, local_directory, resources,
+            credentials,
         )
         self.scheduler = scheduler
 

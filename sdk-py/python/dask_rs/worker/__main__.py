@@ -27,6 +27,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="named functions to offer: MODULE, MODULE:FUNCTION or NAME=MODULE:FUNCTION (repeatable)",
     )
     parser.add_argument("--list-functions", action="store_true", help="print the functions offered and exit")
+    parser.add_argument(
+        "--credentials", metavar="FILE",
+        help="the cluster's credentials file [default: $DASK_CREDENTIALS, else $DASK_RS_HOME/credentials.json, "
+             "else ~/.dask-rs/credentials.json]; its worker secret is proved to the scheduler and peers",
+    )
+    parser.add_argument(
+        "--no-auth-anyone-can-connect", action="store_true",
+        help="prove nothing, for a scheduler run with this flag (anyone who reaches the ports can submit work)",
+    )
     args = parser.parse_args(argv)
     if "" not in sys.path:
         sys.path.insert(0, "")
@@ -41,8 +50,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         worker = Worker(
             args.scheduler, functions, nthreads=args.nthreads, name=args.name, host=args.host,
             memory_limit=args.memory_limit, local_directory=args.local_directory,
+            credentials=False if args.no_auth_anyone_can_connect else args.credentials,
         )
-    except OSError as e:
+    except OSError as e:  # unreachable, refused (PermissionError), a bad credentials file
         print(f"cannot start a worker for {args.scheduler}: {e}", file=sys.stderr, flush=True)
         return 1
     print(f"Worker {worker.name} at {worker.address}, connected to {args.scheduler}", flush=True)
