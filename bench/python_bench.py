@@ -8,6 +8,7 @@ Prints a markdown table (paste into BENCHMARKS.md). Run by bench/python.sh.
 
 import argparse
 import time
+from collections.abc import Mapping
 
 import dask
 import dask.array as da
@@ -38,6 +39,8 @@ def run_collection(get, collections):
     tasks = []
 
     def counting_get(dsk, keys, **kwargs):
+        if not isinstance(dsk, Mapping):  # Dask hands an expression
+            dsk = dsk.__dask_graph__()
         tasks.append(len(dsk))
         return get(dsk, keys, **kwargs)
 
