@@ -17,6 +17,7 @@
 
 pub mod case;
 pub mod error;
+pub mod lint;
 pub mod peer;
 pub mod process;
 pub mod report;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dask_conformance::case::{self, Case};
+use dask_conformance::lint;
 use dask_conformance::report::{self, Totals};
 use dask_conformance::session::{run_case, CaseOutcome, RunOptions};
 
@@ -111,7 +112,7 @@ fn load(a: &Args) -> Result<Vec<Case>, String> {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
-    let problems = case::lint(&cases, protocol.as_deref());
+    let problems = lint::lint(&cases, protocol.as_deref());
     if !problems.is_empty() {
         return Err(format!(
             "case files have problems:\n  {}",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use dask_conformance::case;
+use dask_conformance::{case, lint};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +17,7 @@ fn case_files_lint_clean() {
     assert!(cases.len() >= 40, "only {} cases", cases.len());
     // Spec anchors are checked once the spec exists.
     let protocol = std::fs::read_to_string(root().join("../spec/PROTOCOL.md")).ok();
-    let problems = case::lint(&cases, protocol.as_deref());
+    let problems = lint::lint(&cases, protocol.as_deref());
     assert!(
         problems.is_empty(),
         "case problems:\n  {}",
@@ -54,7 +54,7 @@ fn lint_catches_the_usual_mistakes() {
        "steps": [{"expect": {"op": "hello", "x": {"$nope": 1}}}]}
     ]"#;
     let cases = case::parse_file("misc.json", text).unwrap();
-    let problems = case::lint(&cases, Some("# A\n"));
+    let problems = lint::lint(&cases, Some("# A\n"));
     let all = problems.join("\n");
     for needle in [
         "duplicate id",
@@ -94,7 +94,7 @@ fn lint_holds_client_cases_to_their_own_rules() {
     ]"#;
     let cases = case::parse_file("client/misc.json", text).unwrap();
     assert!(cases[0].is_client());
-    let all = case::lint(&cases, Some("# A\n")).join("\n");
+    let all = lint::lint(&cases, Some("# A\n")).join("\n");
     for needle in [
         "id is not of the form dask-1/client/<topic>/<n>",
         "drive needs \"do\"",
@@ -109,7 +109,7 @@ fn lint_holds_client_cases_to_their_own_rules() {
              "level": "MUST", "steps": [{"drive": {"do": "close"}}]}]"#,
     )
     .unwrap();
-    let all = case::lint(&worker, Some("# A\n")).join("\n");
+    let all = lint::lint(&worker, Some("# A\n")).join("\n");
     assert!(
         all.contains("`drive` has no meaning in a worker case"),
         "{all}"
