@@ -304,6 +304,9 @@ impl EventLoop {
                 self.state.handle_timeout(now);
                 self.drain_outputs();
             }
+            if self.state.take_shrunk() {
+                return_freed_memory();
+            }
             self.answer_queries();
             self.write_logs();
             self.measure(woke);
@@ -476,6 +479,24 @@ impl EventLoop {
         }
         // Connections the state did not know (no hello yet) close too.
         self.reactor.close_all(now + SHUTDOWN_LINGER);
+    }
+}
+
+/// Returns the pages malloc holds free to the OS, after the state shrank
+/// its tables (glibc keeps freed memory in its heap otherwise: a scheduler
+/// that once held a large graph would keep its peak). Elsewhere nothing:
+/// other allocators return pages themselves, or cannot be asked.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim takes no pointer and only walks
+        // malloc's own arenas, under their locks; any thread may call it.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

@@ -117,6 +117,7 @@ pub mod inspect;
 pub mod liveness;
 pub mod observe;
 pub mod placement;
+pub mod shrink;
 mod snapshot;
 mod task_set;
 mod tasks;
@@ -519,6 +520,10 @@ pub struct SchedulerState {
     touched: Vec<TaskId>,
     /// With `validate`: when the whole state was last checked.
     last_full_validation: Option<Timestamp>,
+    /// The task table's capacity after the last shrink (see [`shrink`]).
+    shrink_tried_at: usize,
+    /// The tables were shrunk: the loop returns freed memory to the OS.
+    shrunk: bool,
     /// No connection can time out (handshake or heartbeat) before this:
     /// the earliest deadline seen at the last scan, or armed since by a
     /// new connection or worker. Deadlines only move later as messages
@@ -565,6 +570,8 @@ impl SchedulerState {
             out: VecDeque::new(),
             touched: Vec::new(),
             last_full_validation: None,
+            shrink_tried_at: 0,
+            shrunk: false,
             next_liveness_check: None,
             observe: Observer::new(now),
         }

@@ -65,6 +65,12 @@ impl SchedulerState {
         }
     }
 
+    /// Gives back the capacity of a past large graph (see `shrink`).
+    pub(crate) fn claims_shrink_to_fit(&mut self) {
+        self.claims.permits.shrink_to_fit();
+        self.claims.checks.shrink_to_fit();
+    }
+
     /// `t` left memory: nobody may announce an old copy of it.
     pub(crate) fn drop_fetch_permits(&mut self, t: TaskId) {
         self.claims.permits.remove(&t);

@@ -509,6 +509,7 @@ impl SchedulerState {
         }
         self.schedule();
         self.balance();
+        self.maybe_shrink();
         if self.config.validate {
             self.validate_event();
         }

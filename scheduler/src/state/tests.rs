@@ -2182,6 +2182,7 @@ mod chaos;
 mod claims;
 mod liveness;
 mod observe;
+mod shrink;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------
 

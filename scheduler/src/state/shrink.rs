@@ -1,0 +1,45 @@
+//! Memory given back (issue 20 item 5). The tables that grow with tasks
+//! keep the capacity of the largest graph they held: a long-lived
+//! scheduler that once ran a million tasks would hold that memory for
+//! ever. When the tasks fall to a quarter of the task table's capacity
+//! (past [`SHRINK_FLOOR`]), those tables are shrunk, and
+//! [`SchedulerState::take_shrunk`] tells the loop, which returns the freed
+//! pages to the OS.
+
+use super::*;
+
+/// Task tables smaller than this are never shrunk (not worth a rehash).
+pub const SHRINK_FLOOR: usize = 4096;
+
+impl SchedulerState {
+    /// Shrinks the task tables when they are mostly empty (see the module
+    /// docs). Runs at the end of every event: cheap unless it shrinks.
+    pub(crate) fn maybe_shrink(&mut self) {
+        let capacity = self.tasks.capacity();
+        if capacity < SHRINK_FLOOR || self.tasks.len() * 4 > capacity {
+            return;
+        }
+        // The slab keeps the slots up to its highest live key: it may not
+        // shrink; then only an emptier table tries again.
+        if !self.tasks.is_empty() && capacity == self.shrink_tried_at {
+            return;
+        }
+        if self.tasks.is_empty() {
+            self.tasks = Slab::new();
+        } else {
+            self.tasks.shrink_to_fit();
+        }
+        self.task_by_key.shrink_to_fit();
+        self.to_check.shrink_to_fit();
+        self.touched.shrink_to_fit();
+        self.claims_shrink_to_fit();
+        self.shrink_tried_at = self.tasks.capacity();
+        self.shrunk = true;
+    }
+
+    /// Whether the tables were shrunk since the last call: the loop then
+    /// returns freed memory to the OS.
+    pub fn take_shrunk(&mut self) -> bool {
+        std::mem::take(&mut self.shrunk)
+    }
+}
