@@ -446,3 +446,77 @@ fn a_bimodal_mix_of_unknown_durations_runs_near_the_ideal() {
         );
     });
 }
+
+/// Three reductions (4 at a time) of the same `chunks` chunks, keys
+/// `r{k}-{level}-{i}`, submitted as a program writes them: every chunk
+/// first, then each reduction whole. The roots `r0`, `r1`, `r2`.
+fn stacked_reductions(chunks: usize) -> Vec<TaskSpec> {
+    let mut tasks: Vec<TaskSpec> = (0..chunks)
+        .map(|i| task(&format!("chunk-{i}"), "inc", vec![Value::from(i)], &[]))
+        .collect();
+    for k in 0..3 {
+        let mut level: Vec<String> = (0..chunks).map(|i| format!("chunk-{i}")).collect();
+        let mut depth = 0;
+        while level.len() > 1 {
+            depth += 1;
+            let last = level.len() <= 4;
+            level = level
+                .chunks(4)
+                .enumerate()
+                .map(|(j, group)| {
+                    let key = if last {
+                        format!("r{k}")
+                    } else {
+                        format!("r{k}-{depth}-{j}")
+                    };
+                    let refs = group.iter().map(|g| task_ref_value(g)).collect();
+                    tasks.push(task(&key, "sum", vec![Value::Array(refs)], &[]));
+                    key
+                })
+                .collect();
+        }
+    }
+    tasks
+}
+
+/// The placement order keeps few intermediates on the workers: with three
+/// reductions over the same 256 chunks (every job 1 ms), a chunk is dropped
+/// once its three consumers have run, so the order that finishes each group
+/// of chunks before starting the next (dask_core::order) holds 40-44
+/// results at most on the two workers together. Placed by submission order
+/// (every chunk first) they hold 531 (the chunks, and copies fetched by the
+/// other worker).
+#[test]
+fn stacked_reductions_keep_few_intermediates_on_the_workers() {
+    const CHUNKS: usize = 256;
+    run_seeds(4, |seed| {
+        let mut sim = cluster(seed, 2);
+        sim.set_job_duration(|_| Duration::from_millis(1));
+        sim.submit(0, stacked_reductions(CHUNKS), &["r0", "r1", "r2"]);
+        let mut held_max = 0;
+        assert!(
+            sim.run_until(
+                |s| {
+                    let held: u64 = s
+                        .workers
+                        .iter()
+                        .map(|w| w.state.metrics().stored_keys)
+                        .sum();
+                    held_max = held_max.max(held);
+                    ["r0", "r1", "r2"].iter().all(|r| s.finished_key(0, r))
+                },
+                LIMIT
+            ),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["r0", "r1", "r2"], LIMIT);
+        let total = (CHUNKS * (CHUNKS + 1) / 2) as i64;
+        for r in ["r0", "r1", "r2"] {
+            assert_eq!(int(&data, r), total, "seed {seed}: {r}");
+        }
+        assert!(
+            held_max <= 64,
+            "seed {seed}: {held_max} results held at once on the workers (of {CHUNKS} chunks)"
+        );
+    });
+}
