@@ -15,7 +15,8 @@ Graphs: scalable shapes written here (trees, fan-out/fan-in, stacked
 reductions, map-overlap, random DAGs, some also with their keys submitted
 in shuffled order) and every graph Dask's own dask/tests/test_order.py
 passes to dask.order.order (captured while running that test file).
-Prints a markdown table.
+Prints a markdown table; exits 1 when dask-rs's peak is higher than
+dask.order's on any graph (scripts/ci/python-dask.sh runs it --quick).
 """
 
 import json
@@ -352,6 +353,11 @@ def main():
         print(f"- {r['name']} ({r['tasks']} tasks): dask.order {r['dask']}, dask-rs {r['ours']}, depth-first {r['depth_first']}")
     if "--json" in sys.argv:
         json.dump(rows, sys.stderr)
+    worse = [r["name"] for r in rows if r["ours"] > r["dask"]]
+    if worse:
+        # The goal (issue 14): never a higher peak than dask.order's.
+        print(f"order_pressure: dask-rs's order holds more than dask.order's on: {', '.join(worse)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,18 @@ target_dir=${CARGO_TARGET_DIR:-target}
 venv=${DASK_PYTHON_VENV:-$target_dir/python-dask-venv}
 # Pinned: the reverse direction depends on how this version reads replies.
 version=2026.8.0
-if ! "$venv/bin/python" -c "import distributed, sys; sys.exit(distributed.__version__ != '$version')" 2>/dev/null; then
-  echo "-- python-dask: virtualenv $venv with dask[distributed]==$version"
+# pytest and numpy: the order check runs Dask's own test_order.py.
+if ! "$venv/bin/python" -c "import distributed, pytest, numpy, sys; sys.exit(distributed.__version__ != '$version')" 2>/dev/null; then
+  echo "-- python-dask: virtualenv $venv with dask[distributed]==$version, pytest, numpy"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "dask[distributed]==$version"
+  "$venv/bin/pip" install -q "dask[distributed]==$version" pytest numpy
 fi
 cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster --bins
 bin=$(cd "$target_dir/debug" && pwd)
 "$venv/bin/python" scripts/ci/python_dask_check.py "$bin"
+# dask-rs's graph order never holds more results at once than dask.order
+# on the same graphs (bench/order_pressure.py: shapes at a quarter of
+# their size and every graph of Dask's test_order.py; exits 1 otherwise).
+cargo build --locked -q -p dask-bench --bin order_pressure
+"$venv/bin/python" bench/order_pressure.py "$bin/order_pressure" --quick >/dev/null
+echo "python-dask: dask-rs's order holds no more than dask.order's on any graph"
