@@ -18,7 +18,11 @@
 //!
 //! To run a scheduler and workers in this process instead (like Dask's
 //! `LocalCluster(processes=False)`), see the `dask-cluster` crate:
-//! `dask_cluster::LocalCluster::start()?.into_client()?`.
+//! `dask_cluster::LocalCluster::start()?.into_client()?`. To compute
+//! [`Delayed`] calls with no scheduler, worker or socket at all, on threads
+//! of this process (like Dask's threaded and synchronous schedulers), see
+//! the `dask-inprocess` crate: `dask_inprocess::compute_delayed(&calls,
+//! &registry, Scheduler::Threads(n))`.
 //!
 //! Keys: generated keys are `{function}-{seed}-{n}`, where the seed is
 //! random per process, so clients sharing a scheduler do not clash.
