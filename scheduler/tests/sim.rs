@@ -406,6 +406,46 @@ fn quick_tasks_do_not_wait_behind_a_cancelled_long_one() {
     });
 }
 
+/// A long run cancelled on each of two one-thread workers holds both
+/// threads; a quick task then has no idle thread to go to. Each worker
+/// counted itself idle (nothing processing) while it counted the other one
+/// thread short, so the task was stolen back and forth for ever, never
+/// starting (found by sdk-py's tests: a submit after two cancellations
+/// never returned). Now a worker whose threads are all held by abandoned
+/// runs does not steal, and the task runs when a long run ends.
+#[test]
+fn a_task_is_not_stolen_back_and_forth_between_workers_busy_with_cancelled_runs() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 2);
+        submit_all(&mut sim, many("long", 2, "sleep", vec![Value::from(20)]));
+        assert!(
+            sim.run_until(
+                |s| s.workers.iter().all(|w| w.running().count() == 1),
+                LIMIT
+            ),
+            "seed {seed}: the long runs did not start one per worker"
+        );
+        let cancel = CancelKeys {
+            keys: vec![Key::from("long-0"), Key::from("long-1")],
+            force: None,
+        };
+        sim.client_send(0, Message::CancelKeys(cancel));
+        sim.drive();
+
+        let start = sim.now;
+        submit_all(&mut sim, many("quick", 1, "sleep", vec![Value::from(0.01)]));
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == 1, LIMIT),
+            "seed {seed}"
+        );
+        let took = sim.now - start;
+        assert!(
+            took <= Duration::from_millis(20_100),
+            "seed {seed}: the quick task took {took:?}, after the first long run ends"
+        );
+    });
+}
+
 /// A bimodal mix of unknown durations at submission: 100 x sleep(0.2) and
 /// 300 x sleep(0.02), interleaved, on 2 workers x 2 threads. The ideal is
 /// the total over the four threads, 6.5 s; the tail (a 0.2 s task started

@@ -57,7 +57,9 @@
 //!   its thread busy on the worker, which does not say when it ends: the
 //!   worker counts as one thread short for stealing until it reports its
 //!   next result, so the tasks queued behind such a run move to an idle
-//!   worker instead of waiting for it.
+//!   worker instead of waiting for it; as a thief too, so that two workers
+//!   whose threads are all held by such runs do not bounce a task between
+//!   them.
 
 use std::ops::Bound;
 
@@ -405,8 +407,12 @@ impl SchedulerState {
         let thieves: Vec<WorkerIdx> = self
             .workers
             .iter()
+            // A thread held by an abandoned run is not idle: counting it
+            // idle here while the victim's side counts it busy bounced a
+            // task between two such workers for ever.
             .filter(|&(i, w)| {
-                w.processing.len() < w.nthreads as usize || joined.contains(&WorkerIdx(i))
+                w.processing.len() < w.threads_free_of_abandoned_runs()
+                    || joined.contains(&WorkerIdx(i))
             })
             .map(|(i, _)| WorkerIdx(i))
             .collect();
