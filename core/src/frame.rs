@@ -2,9 +2,14 @@
 //! msgpack array of messages (a batch). Sans-IO: bytes in, messages out;
 //! messages in, bytes out.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+
 use crate::error::{ErrorCode, WireError};
 use crate::messages::Message;
-use crate::msgpack::{write, Reader};
+use crate::msgpack::{Reader, Splice, WriteBuf};
 
 /// Largest frame payload a dask/1 peer must accept, and the most any peer
 /// may send: 256 MiB.
@@ -13,9 +18,25 @@ pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
-/// Decodes the messages of one frame payload.
+/// Frames at least this long are read into a buffer of their own,
+/// allocated at their announced length once their prefix is here (as
+/// Dask does): the bytes are never moved again, and the large values in
+/// them share that buffer ([`crate::msgpack::SHARED_VALUE_BYTES_MIN`]).
+/// Shorter frames are gathered in the decoder's reusable buffer.
+pub const OWN_BUFFER_FRAME_BYTES_MIN: usize = 64 * 1024;
+
+/// Decodes the messages of one frame payload (values are copied out).
 pub fn decode_payload(payload: &[u8]) -> Result<Vec<Message>, WireError> {
-    let mut r = Reader::new(payload);
+    decode_messages(Reader::new(payload))
+}
+
+/// Decodes the messages of one frame payload whose large values share
+/// `payload` instead of being copied.
+pub fn decode_shared_payload(payload: &Bytes) -> Result<Vec<Message>, WireError> {
+    decode_messages(Reader::over_shared(payload))
+}
+
+fn decode_messages(mut r: Reader<'_>) -> Result<Vec<Message>, WireError> {
     let count = r.read_array_len().map_err(|e| match e.code {
         ErrorCode::WrongType => {
             WireError::malformed("a frame must hold a msgpack array of messages")
@@ -39,20 +60,134 @@ pub fn decode_payload(payload: &[u8]) -> Result<Vec<Message>, WireError> {
     Ok(out)
 }
 
+/// Buffers of large frames whose values are all gone, kept for the next
+/// large frames of a process: a fresh buffer costs a page fault (and the
+/// zeroing of a page) per 4 KiB when the stream is first read into it,
+/// which at memory speed is most of a large transfer's time. Bounded in
+/// bytes; [`FrameBuffers::trim_unused`] gives them back once idle.
+#[derive(Debug)]
+pub struct FrameBuffers {
+    free: Mutex<FreeBuffers>,
+    bytes_max: usize,
+}
+
+#[derive(Debug, Default)]
+struct FreeBuffers {
+    /// Each fully initialised to its length (its last frame's).
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+    /// A buffer was taken since the last trim.
+    taken: bool,
+}
+
+impl FrameBuffers {
+    /// A pool keeping at most `bytes_max` bytes of free buffers.
+    pub fn new(bytes_max: usize) -> Arc<FrameBuffers> {
+        Arc::new(FrameBuffers {
+            free: Mutex::new(FreeBuffers::default()),
+            bytes_max,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FreeBuffers> {
+        // A panic while locked leaves a list of buffers: still a list.
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A kept buffer of at least `len` bytes (and not much more), cut to
+    /// `len`.
+    fn take(&self, len: usize) -> Option<Vec<u8>> {
+        let mut free = self.lock();
+        let at = free
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len && b.len() / 2 <= len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i)?;
+        let mut buffer = free.buffers.swap_remove(at);
+        free.bytes -= buffer.len();
+        free.taken = true;
+        buffer.truncate(len);
+        Some(buffer)
+    }
+
+    /// Keeps `buffer` if it fits under the bound.
+    fn give(&self, buffer: Vec<u8>) {
+        let mut free = self.lock();
+        if free.bytes + buffer.len() <= self.bytes_max {
+            free.bytes += buffer.len();
+            free.buffers.push(buffer);
+        }
+    }
+
+    /// Drops the kept buffers if none was taken since the last call (an
+    /// event loop calls it every few seconds while some are kept).
+    pub fn trim_unused(&self) {
+        let mut free = self.lock();
+        if !std::mem::take(&mut free.taken) {
+            free.buffers = Vec::new();
+            free.bytes = 0;
+        }
+    }
+
+    /// Bytes of the buffers kept.
+    pub fn kept_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// A frame's payload in a buffer that goes back to its [`FrameBuffers`]
+/// when the last value sharing it is dropped.
+struct PooledPayload {
+    buffer: Vec<u8>,
+    home: Weak<FrameBuffers>,
+}
+
+impl AsRef<[u8]> for PooledPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for PooledPayload {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            home.give(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
 /// Reassembles frames from a byte stream.
 ///
 /// Call [`FrameDecoder::push`] with bytes as they arrive, then
-/// [`FrameDecoder::poll`] until it returns `Ok(None)`. After an error the
+/// [`FrameDecoder::poll`] until it returns `Ok(None)`. While a large frame
+/// is coming ([`OWN_BUFFER_FRAME_BYTES_MIN`]), [`FrameDecoder::frame_room`]
+/// is the rest of its own buffer: read the stream straight into it and
+/// call [`FrameDecoder::filled`] instead of pushing. After an error the
 /// decoder stays failed: the connection must be closed.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
+    /// The frame being read into a buffer of its own.
+    own: Option<OwnFrame>,
     frame_bytes_max: usize,
     failed: Option<WireError>,
     /// Whether a frame was decoded: the first frame's failure is checked
     /// for another protocol ([`crate::foreign`]).
     decoded_one: bool,
+    /// Where large frames' buffers come from and go back to, if anywhere.
+    buffers: Option<Arc<FrameBuffers>>,
+}
+
+/// A large frame being read into its own buffer.
+#[derive(Debug)]
+struct OwnFrame {
+    /// Its payload, at its announced length.
+    payload: Vec<u8>,
+    /// Bytes of `payload` received.
+    filled: usize,
 }
 
 impl Default for FrameDecoder {
@@ -67,22 +202,60 @@ impl FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
             start: 0,
+            own: None,
             frame_bytes_max,
             failed: None,
             decoded_one: false,
+            buffers: None,
         }
     }
 
+    /// Takes large frames' buffers from `buffers` when it has one that
+    /// fits, and gives them back there when their values are gone.
+    pub fn use_buffers(&mut self, buffers: Arc<FrameBuffers>) {
+        self.buffers = Some(buffers);
+    }
+
     /// Appends received bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.failed.is_none() {
-            self.buf.extend_from_slice(bytes);
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(own) = &mut self.own {
+            let n = bytes.len().min(own.payload.len() - own.filled);
+            own.payload[own.filled..own.filled + n].copy_from_slice(&bytes[..n]);
+            own.filled += n;
+            bytes = &bytes[n..];
+        }
+        // Bytes past a frame of its own come after it: `poll` takes that
+        // frame first.
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// While a large frame is being read into its own buffer, the part of
+    /// it still to come: read into it, then call [`FrameDecoder::filled`].
+    pub fn frame_room(&mut self) -> Option<&mut [u8]> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let own = self.own.as_mut()?;
+        Some(&mut own.payload[own.filled..])
+    }
+
+    /// `n` bytes were read into [`FrameDecoder::frame_room`].
+    pub fn filled(&mut self, n: usize) {
+        if let Some(own) = &mut self.own {
+            own.filled = (own.filled + n).min(own.payload.len());
         }
     }
 
     /// Bytes received and not yet returned as messages.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        let own = self
+            .own
+            .as_ref()
+            .map_or(0, |f| LENGTH_PREFIX_BYTES + f.filled);
+        own + self.buf.len() - self.start
     }
 
     /// The payload length announced by the next frame, if its prefix is here.
@@ -97,6 +270,28 @@ impl FrameDecoder {
     pub fn poll(&mut self) -> Result<Option<Vec<Message>>, WireError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        if let Some(own) = &self.own {
+            if own.filled < own.payload.len() {
+                return Ok(None);
+            }
+            let Some(own) = self.own.take() else {
+                return Ok(None);
+            };
+            let payload = match &self.buffers {
+                Some(home) => Bytes::from_owner(PooledPayload {
+                    buffer: own.payload,
+                    home: Arc::downgrade(home),
+                }),
+                None => Bytes::from(own.payload),
+            };
+            return match decode_shared_payload(&payload) {
+                Ok(messages) => {
+                    self.decoded_one = true;
+                    Ok(Some(messages))
+                }
+                Err(e) => Err(self.fail(e)),
+            };
         }
         let Some(len) = self.next_len() else {
             return Ok(None);
@@ -122,7 +317,11 @@ impl FrameDecoder {
             )));
         }
         let begin = self.start + LENGTH_PREFIX_BYTES;
-        if self.buf.len() - begin < len {
+        let have = self.buf.len() - begin;
+        if have < len {
+            if len >= OWN_BUFFER_FRAME_BYTES_MIN {
+                self.read_into_own_buffer(len);
+            }
             return Ok(None);
         }
         let messages = match decode_payload(&self.buf[begin..begin + len]) {
@@ -133,6 +332,28 @@ impl FrameDecoder {
         self.start = begin + len;
         self.compact();
         Ok(Some(messages))
+    }
+
+    /// Moves the frame whose prefix starts the buffer into a buffer of its
+    /// own of its announced `len`, with the part of it already here.
+    fn read_into_own_buffer(&mut self, len: usize) {
+        let begin = self.start + LENGTH_PREFIX_BYTES;
+        // A kept buffer (its pages already mapped), else zeroed memory
+        // from the allocator: for large sizes fresh pages, not written
+        // until the bytes arrive.
+        let mut payload = self
+            .buffers
+            .as_ref()
+            .and_then(|b| b.take(len))
+            .unwrap_or_else(|| vec![0; len]);
+        let have = self.buf.len() - begin;
+        payload[..have].copy_from_slice(&self.buf[begin..]);
+        self.own = Some(OwnFrame {
+            payload,
+            filled: have,
+        });
+        self.start = self.buf.len();
+        self.compact();
     }
 
     /// Whether bytes of an unfinished frame are buffered (at a clean close
@@ -154,6 +375,7 @@ impl FrameDecoder {
         self.failed = Some(e.clone());
         self.buf = Vec::new();
         self.start = 0;
+        self.own = None;
         e
     }
 
@@ -171,18 +393,50 @@ impl FrameDecoder {
     }
 }
 
-/// Batches messages into frames.
+/// Batches messages into frames, and holds them until they are written.
 ///
 /// [`FrameEncoder::push`] appends a message to the open frame;
-/// [`FrameEncoder::finish`] closes it; [`FrameEncoder::take`] hands out all
-/// finished frames as one byte buffer to write. A frame is closed early
-/// when the next message would take it over the limit.
+/// [`FrameEncoder::finish`] closes it. Finished frames are taken either as
+/// one byte buffer ([`FrameEncoder::take`], [`FrameEncoder::drain_into`]),
+/// or, for vectored writes, as [`FrameEncoder::chunks`] that
+/// [`FrameEncoder::consume`] advances through: then a large value
+/// ([`crate::msgpack::SHARED_VALUE_BYTES_MIN`]) is one chunk of its own,
+/// the bytes where it is kept, never copied. A frame is closed early when
+/// the next message would take it over the limit.
 #[derive(Debug)]
 pub struct FrameEncoder {
-    out: Vec<u8>,
+    /// Finished frames, in order; the first from `out_pos` on.
+    out: VecDeque<Chunk>,
+    out_pos: usize,
+    /// Bytes in `out` from `out_pos` on.
+    out_bytes: usize,
+    /// The open frame's messages, without its large values...
     open: Vec<u8>,
+    /// ...which go at these offsets of `open`.
+    open_splices: Vec<Splice>,
+    open_spliced_bytes: usize,
     open_count: usize,
     frame_bytes_max: usize,
+    /// A written chunk's buffer, kept for the next frames.
+    spare: Vec<u8>,
+}
+
+/// A piece of the encoder's output.
+#[derive(Debug)]
+enum Chunk {
+    /// Bytes the encoder wrote (headers, small messages).
+    Owned(Vec<u8>),
+    /// A large value's bytes, shared with where the value is kept.
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(b) => b,
+        }
+    }
 }
 
 impl Default for FrameEncoder {
@@ -194,14 +448,22 @@ impl Default for FrameEncoder {
 /// Room left for the array header inside a frame's payload.
 const ARRAY_HEADER_BYTES_MAX: usize = 5;
 
+/// An owned chunk's buffer larger than this is not kept for reuse.
+const SPARE_BYTES_MAX: usize = 4 << 20;
+
 impl FrameEncoder {
     /// An encoder whose frames stay within `frame_bytes_max`.
     pub fn new(frame_bytes_max: usize) -> Self {
         FrameEncoder {
-            out: Vec::new(),
+            out: VecDeque::new(),
+            out_pos: 0,
+            out_bytes: 0,
             open: Vec::new(),
+            open_splices: Vec::new(),
+            open_spliced_bytes: 0,
             open_count: 0,
             frame_bytes_max,
+            spare: Vec::new(),
         }
     }
 
@@ -209,10 +471,19 @@ impl FrameEncoder {
     /// is refused with `value-too-large` and nothing is added.
     pub fn push(&mut self, message: &Message) -> Result<(), WireError> {
         let mark = self.open.len();
-        message.write(&mut self.open);
-        let size = self.open.len() - mark;
+        let splice_mark = self.open_splices.len();
+        message.write(&mut WriteBuf::with_splices(
+            &mut self.open,
+            &mut self.open_splices,
+        ));
+        let spliced: usize = self.open_splices[splice_mark..]
+            .iter()
+            .map(|s| s.bytes.len())
+            .sum();
+        let size = self.open.len() - mark + spliced;
         if size + ARRAY_HEADER_BYTES_MAX > self.frame_bytes_max {
             self.open.truncate(mark);
+            self.open_splices.truncate(splice_mark);
             return Err(WireError::new(
                 ErrorCode::ValueTooLarge,
                 format!(
@@ -221,11 +492,17 @@ impl FrameEncoder {
                 ),
             ));
         }
-        if mark + size + ARRAY_HEADER_BYTES_MAX > self.frame_bytes_max {
+        if mark + self.open_spliced_bytes + size + ARRAY_HEADER_BYTES_MAX > self.frame_bytes_max {
             let tail = self.open.split_off(mark);
+            let mut tail_splices = self.open_splices.split_off(splice_mark);
+            for s in &mut tail_splices {
+                s.at -= mark;
+            }
             self.finish();
             self.open = tail;
+            self.open_splices = tail_splices;
         }
+        self.open_spliced_bytes += spliced;
         self.open_count += 1;
         Ok(())
     }
@@ -235,33 +512,155 @@ impl FrameEncoder {
         if self.open_count == 0 {
             return;
         }
-        let mut header = Vec::with_capacity(ARRAY_HEADER_BYTES_MAX);
-        write::array_len(&mut header, self.open_count);
-        let len = (header.len() + self.open.len()) as u32;
-        self.out.extend_from_slice(&len.to_be_bytes());
-        self.out.extend_from_slice(&header);
-        self.out.append(&mut self.open);
+        // The length prefix and the array header, on the stack.
+        let mut header = [0u8; LENGTH_PREFIX_BYTES + ARRAY_HEADER_BYTES_MAX];
+        let array_header = array_header_len(self.open_count);
+        let len = (array_header + self.open.len() + self.open_spliced_bytes) as u32;
+        header[..LENGTH_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
+        let header_len = LENGTH_PREFIX_BYTES + array_header;
+        write_array_header(
+            &mut header[LENGTH_PREFIX_BYTES..header_len],
+            self.open_count,
+        );
+        let open = std::mem::take(&mut self.open);
+        let splices = std::mem::take(&mut self.open_splices);
+        self.append_owned(&header[..header_len]);
+        let mut from = 0;
+        for splice in splices {
+            self.append_owned(&open[from..splice.at]);
+            from = splice.at;
+            self.out_bytes += splice.bytes.len();
+            self.out.push_back(Chunk::Shared(splice.bytes));
+        }
+        self.append_owned(&open[from..]);
+        self.open = open;
+        self.open.clear();
+        self.open_spliced_bytes = 0;
         self.open_count = 0;
+    }
+
+    /// Queues bytes that are not a dask/1 frame (a refusal in another
+    /// protocol's framing), after the frames queued so far.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.finish();
+        self.append_owned(bytes);
+    }
+
+    /// Appends encoder-written bytes to the output.
+    fn append_owned(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.out_bytes += bytes.len();
+        if let Some(Chunk::Owned(last)) = self.out.back_mut() {
+            last.extend_from_slice(bytes);
+            return;
+        }
+        let mut chunk = std::mem::take(&mut self.spare);
+        chunk.extend_from_slice(bytes);
+        self.out.push_back(Chunk::Owned(chunk));
     }
 
     /// Whether any finished or open frame is waiting.
     pub fn is_empty(&self) -> bool {
-        self.out.is_empty() && self.open_count == 0
+        self.out_bytes == 0 && self.open_count == 0
+    }
+
+    /// Bytes of finished frames not yet taken.
+    pub fn finished_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
+    /// The finished frames' bytes not yet taken, in order, as slices (a
+    /// large value is a slice of its own): for a vectored write, after
+    /// which [`FrameEncoder::consume`] says how much was written.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.out.iter().enumerate().map(|(i, c)| {
+            let bytes = c.bytes();
+            if i == 0 {
+                &bytes[self.out_pos..]
+            } else {
+                bytes
+            }
+        })
+    }
+
+    /// Drops the first `n` bytes of the finished frames (written).
+    pub fn consume(&mut self, mut n: usize) {
+        n = n.min(self.out_bytes);
+        self.out_bytes -= n;
+        while n > 0 {
+            let Some(front) = self.out.front() else {
+                break;
+            };
+            let left = front.bytes().len() - self.out_pos;
+            if n < left {
+                self.out_pos += n;
+                return;
+            }
+            n -= left;
+            self.out_pos = 0;
+            if let Some(Chunk::Owned(mut v)) = self.out.pop_front() {
+                if v.capacity() <= SPARE_BYTES_MAX && v.capacity() > self.spare.capacity() {
+                    v.clear();
+                    self.spare = v;
+                }
+            }
+        }
+        if self.out.is_empty() {
+            self.out_pos = 0;
+        }
     }
 
     /// Finishes the open frame and returns every byte to send.
     pub fn take(&mut self) -> Vec<u8> {
-        self.finish();
-        std::mem::take(&mut self.out)
+        let mut out = Vec::new();
+        self.drain_into(&mut out);
+        out
     }
 
-    /// Finishes the open frame and appends every byte to send to `dst`.
+    /// Finishes the open frame and appends every byte to send to `dst`
+    /// (large values copied in: [`FrameEncoder::chunks`] does not copy).
     pub fn drain_into(&mut self, dst: &mut Vec<u8>) {
         self.finish();
-        if dst.is_empty() {
-            std::mem::swap(dst, &mut self.out);
-        } else {
-            dst.append(&mut self.out);
+        if dst.is_empty() && self.out_pos == 0 && self.out.len() == 1 {
+            if let Some(Chunk::Owned(v)) = self.out.front_mut() {
+                std::mem::swap(dst, v);
+                self.out.clear();
+                self.out_bytes = 0;
+                return;
+            }
+        }
+        dst.reserve(self.out_bytes);
+        for chunk in self.chunks() {
+            dst.extend_from_slice(chunk);
+        }
+        let n = self.out_bytes;
+        self.consume(n);
+    }
+}
+
+/// Bytes of the msgpack header of an array of `n` items.
+fn array_header_len(n: usize) -> usize {
+    match n {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Writes that header into `out` (of [`array_header_len`] bytes), as
+/// [`write::array_len`] does.
+fn write_array_header(out: &mut [u8], n: usize) {
+    match n {
+        0..=15 => out[0] = 0x90 | n as u8,
+        16..=0xffff => {
+            out[0] = 0xdc;
+            out[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out[0] = 0xdd;
+            out[1..5].copy_from_slice(&(n as u32).to_be_bytes());
         }
     }
 }
@@ -281,7 +680,179 @@ pub fn encode_frame(messages: &[Message]) -> Result<Vec<u8>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{Close, Heartbeat};
+    use crate::messages::{Close, Data, Heartbeat};
+    use crate::msgpack::{write, RawValue, SHARED_VALUE_BYTES_MIN};
+    use crate::wire::Key;
+
+    /// A `data` message holding binary values of these sizes.
+    fn data(sizes: &[usize]) -> Message {
+        Message::Data(Data {
+            request: 7,
+            data: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let bytes = (0..n).map(|b| (b % 251) as u8).collect();
+                    (
+                        Key::from(format!("k{i}").as_str()),
+                        RawValue::from_value(&rmpv::Value::Binary(bytes)),
+                    )
+                })
+                .collect(),
+            missing: vec![],
+        })
+    }
+
+    fn values(m: &Message) -> Vec<&RawValue> {
+        match m {
+            Message::Data(d) => d.data.values().collect(),
+            _ => panic!("not data"),
+        }
+    }
+
+    fn within(inner: &[u8], outer: std::ops::Range<*const u8>) -> bool {
+        outer.contains(&inner.as_ptr())
+    }
+
+    #[test]
+    fn a_large_frame_is_read_into_its_own_buffer_and_its_large_values_share_it() {
+        let m = data(&[300_000, 100]);
+        let bytes = encode_frame(std::slice::from_ref(&m)).unwrap();
+        let mut d = FrameDecoder::default();
+        d.push(&bytes[..1000]);
+        assert_eq!(d.poll().unwrap(), None);
+        assert!(d.is_mid_frame());
+        assert_eq!(d.buffered(), 1000);
+        let room = d.frame_room().expect("a frame of its own");
+        assert_eq!(room.len(), bytes.len() - 1000);
+        // The whole payload: what came before, then the room.
+        let already = 1000 - LENGTH_PREFIX_BYTES;
+        let range = room.as_ptr().wrapping_sub(already)..room.as_ptr_range().end;
+        room.copy_from_slice(&bytes[1000..]);
+        let n = room.len();
+        d.filled(n);
+        assert!(d.frame_room().is_none() || d.frame_room().is_some_and(|r| r.is_empty()));
+        let got = d.poll().unwrap().expect("the frame");
+        assert_eq!(got, vec![m]);
+        assert!(!d.is_mid_frame());
+        let vs = values(&got[0]);
+        assert!(
+            within(vs[0].as_bytes(), range.clone()),
+            "the large value shares the frame"
+        );
+        assert!(
+            !within(vs[1].as_bytes(), range),
+            "the small one is copied out"
+        );
+    }
+
+    #[test]
+    fn large_frames_split_anywhere_reassemble_with_what_follows() {
+        let big = data(&[OWN_BUFFER_FRAME_BYTES_MIN * 2]);
+        let small = Message::Heartbeat(Heartbeat { metrics: None });
+        let mut bytes = encode_frame(std::slice::from_ref(&big)).unwrap();
+        bytes.extend(encode_frame(std::slice::from_ref(&small)).unwrap());
+        for cut in [0, 3, 4, 5, 100, 70_000, bytes.len() - 10, bytes.len()] {
+            let mut d = FrameDecoder::default();
+            d.push(&bytes[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = d.poll().unwrap() {
+                got.extend(f);
+            }
+            d.push(&bytes[cut..]);
+            while let Some(f) = d.poll().unwrap() {
+                got.extend(f);
+            }
+            assert_eq!(got, vec![big.clone(), small.clone()], "cut at {cut}");
+            assert!(!d.is_mid_frame());
+        }
+    }
+
+    #[test]
+    fn a_frame_of_its_own_that_does_not_decode_fails_the_decoder() {
+        let mut payload = vec![0x91, 0xc4];
+        payload.resize(OWN_BUFFER_FRAME_BYTES_MIN, 0);
+        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(&payload);
+        let mut d = FrameDecoder::default();
+        d.push(&bytes[..10]);
+        assert_eq!(d.poll().unwrap(), None);
+        d.push(&bytes[10..]);
+        let e = d.poll().unwrap_err();
+        assert_eq!(d.poll().unwrap_err(), e);
+        assert!(d.frame_room().is_none());
+    }
+
+    #[test]
+    fn shared_decoding_shares_only_values_large_for_the_frame() {
+        let m = data(&[SHARED_VALUE_BYTES_MIN, 10]);
+        let bytes = Bytes::from(encode_frame(std::slice::from_ref(&m)).unwrap());
+        let payload = bytes.slice(LENGTH_PREFIX_BYTES..);
+        let range = payload.as_ptr_range();
+        let got = decode_shared_payload(&payload).unwrap();
+        assert_eq!(got, vec![m.clone()]);
+        let vs = values(&got[0]);
+        assert!(within(vs[0].as_bytes(), range.clone()));
+        assert!(!within(vs[1].as_bytes(), range.clone()));
+        // A value under an eighth of its frame is copied: keeping it must
+        // not keep the whole frame.
+        let m = data(&[SHARED_VALUE_BYTES_MIN, SHARED_VALUE_BYTES_MIN * 8]);
+        let bytes = Bytes::from(encode_frame(std::slice::from_ref(&m)).unwrap());
+        let payload = bytes.slice(LENGTH_PREFIX_BYTES..);
+        let range = payload.as_ptr_range();
+        let got = decode_shared_payload(&payload).unwrap();
+        let vs = values(&got[0]);
+        assert!(!within(vs[0].as_bytes(), range.clone()));
+        assert!(within(vs[1].as_bytes(), range));
+    }
+
+    #[test]
+    fn large_values_are_written_from_where_they_are_kept() {
+        let m = data(&[SHARED_VALUE_BYTES_MIN, 10, SHARED_VALUE_BYTES_MIN * 3]);
+        let expected = encode_frame(std::slice::from_ref(&m)).unwrap();
+        let mut enc = FrameEncoder::default();
+        enc.push(&m).unwrap();
+        enc.push(&close()).unwrap();
+        enc.finish();
+        let mut expected_two = expected.clone();
+        expected_two.extend(encode_frame(&[close()]).unwrap());
+        // The encoder's frame with both messages equals one frame of both.
+        let both = encode_frame(&[m.clone(), close()]).unwrap();
+        let chunks: Vec<&[u8]> = enc.chunks().collect();
+        assert_eq!(chunks.concat(), both);
+        assert_eq!(enc.finished_bytes(), both.len());
+        for v in values(&m) {
+            let shared = chunks.iter().any(|c| c.as_ptr() == v.as_bytes().as_ptr());
+            assert_eq!(
+                shared,
+                v.len() >= SHARED_VALUE_BYTES_MIN,
+                "{} bytes",
+                v.len()
+            );
+        }
+        // Written in uneven steps, it is the same bytes.
+        let mut written = Vec::new();
+        while enc.finished_bytes() > 0 {
+            let step = enc.chunks().next().unwrap().len().min(7777);
+            written.extend_from_slice(&enc.chunks().next().unwrap()[..step]);
+            enc.consume(step);
+        }
+        assert_eq!(written, both);
+        assert!(enc.is_empty());
+        assert_ne!(expected_two, both, "two frames differ from one");
+    }
+
+    #[test]
+    fn array_headers_match_the_msgpack_writer() {
+        for n in [0, 1, 15, 16, 255, 0xffff, 0x10000, 1 << 20] {
+            let mut expected = Vec::new();
+            write::array_len(&mut expected, n);
+            let mut got = [0u8; ARRAY_HEADER_BYTES_MAX];
+            let len = array_header_len(n);
+            write_array_header(&mut got[..len], n);
+            assert_eq!(&got[..len], &expected[..], "{n}");
+        }
+    }
 
     fn close() -> Message {
         Message::Close(Close {

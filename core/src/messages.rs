@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ErrorCode, WireError};
-use crate::msgpack::{write, RawValue, Reader};
+use crate::msgpack::{write, RawValue, Reader, WriteBuf};
 use crate::wire::{check_struct_len, Key, Wire, FIELD_DEPTH_MAX};
 use crate::{wire_enum, wire_struct};
 
@@ -26,7 +26,7 @@ pub struct Version {
 }
 
 impl Wire for Version {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::array_len(w, 2);
         write::uint(w, self.major as u64);
         write::uint(w, self.minor as u64);
@@ -89,7 +89,7 @@ impl std::fmt::Debug for Bin32 {
 }
 
 impl Wire for Bin32 {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::bin(w, &self.0);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -756,7 +756,7 @@ macro_rules! messages {
             }
 
             /// Appends the canonical encoding: a map with `op` first.
-            pub fn write(&self, w: &mut Vec<u8>) {
+            pub fn write(&self, w: &mut WriteBuf<'_>) {
                 match self {
                     $(Message::$variant(m) => {
                         write::map_len(w, m.field_count() + 1);
@@ -869,7 +869,7 @@ impl Message {
     /// The canonical encoding of one message.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Vec::new();
-        self.write(&mut w);
+        self.write(&mut WriteBuf::new(&mut w));
         w
     }
 

@@ -6,6 +6,9 @@
 //! against the bytes that remain before anything is allocated.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use bytes::Bytes;
 
 use crate::error::WireError;
 
@@ -18,6 +21,18 @@ pub const VALUE_DEPTH_MAX: usize = 100;
 
 /// Longest key accepted, in bytes.
 pub const KEY_BYTES_MAX: usize = 4096;
+
+/// Values at least this long are never copied on their way through:
+/// decoded from a frame that has a buffer of its own, they share it (see
+/// [`Reader::over_shared`]); encoded by a `FrameEncoder`, they are sent
+/// from where they are kept ([`WriteBuf`]). Shorter ones are copied,
+/// which is cheaper than sharing for them.
+pub const SHARED_VALUE_BYTES_MIN: usize = 64 * 1024;
+
+/// A decoded value shares its frame's buffer only when it is at least
+/// this fraction of the frame (1/N): a small value kept long must not keep
+/// a large frame alive (at most N times its size is held for it).
+const SHARED_VALUE_FRAME_FRACTION: usize = 8;
 
 /// The kind of a msgpack object, as named in error messages.
 pub fn marker_kind(byte: u8) -> &'static str {
@@ -41,12 +56,28 @@ pub fn marker_kind(byte: u8) -> &'static str {
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// `buf` as a shared buffer: large values read from it share it.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader at the start of `buf`.
+    /// A reader at the start of `buf`. Values read from it are copied.
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            shared: None,
+        }
+    }
+
+    /// A reader at the start of `buf` whose large values
+    /// ([`SHARED_VALUE_BYTES_MIN`]) share `buf` instead of being copied.
+    pub fn over_shared(buf: &'a Bytes) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            shared: Some(buf),
+        }
     }
 
     /// Bytes not read yet.
@@ -518,14 +549,84 @@ pub mod write {
     }
 }
 
+/// A large value to be sent from where it is kept, at an offset of the
+/// bytes written around it.
+#[derive(Debug, Clone)]
+pub(crate) struct Splice {
+    /// Where in the written bytes the value goes.
+    pub(crate) at: usize,
+    pub(crate) bytes: Bytes,
+}
+
+/// Where an encoding is written: a byte buffer (it derefs to the
+/// `Vec<u8>`, so the [`write`] functions take it), and, for a `FrameEncoder`
+/// feeding vectored writes, a list of large values to send from where
+/// they are kept instead of copying them in.
+pub struct WriteBuf<'a> {
+    bytes: &'a mut Vec<u8>,
+    splices: Option<&'a mut Vec<Splice>>,
+}
+
+impl<'a> WriteBuf<'a> {
+    /// Writes everything into `bytes`.
+    pub fn new(bytes: &'a mut Vec<u8>) -> WriteBuf<'a> {
+        WriteBuf {
+            bytes,
+            splices: None,
+        }
+    }
+
+    /// Writes into `bytes`, but values of at least
+    /// [`SHARED_VALUE_BYTES_MIN`] go to `splices`, at their offset.
+    pub(crate) fn with_splices(
+        bytes: &'a mut Vec<u8>,
+        splices: &'a mut Vec<Splice>,
+    ) -> WriteBuf<'a> {
+        WriteBuf {
+            bytes,
+            splices: Some(splices),
+        }
+    }
+
+    /// Writes encoded bytes kept in a shared buffer: by reference when
+    /// they are large and the caller can send them so.
+    fn shared(&mut self, bytes: &Bytes) {
+        match &mut self.splices {
+            Some(splices) if bytes.len() >= SHARED_VALUE_BYTES_MIN => splices.push(Splice {
+                at: self.bytes.len(),
+                bytes: bytes.clone(),
+            }),
+            _ => self.bytes.extend_from_slice(bytes),
+        }
+    }
+}
+
+impl Deref for WriteBuf<'_> {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        self.bytes
+    }
+}
+
+impl DerefMut for WriteBuf<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        self.bytes
+    }
+}
+
 /// One msgpack object kept in its encoded form: task arguments and results
 /// travel through the scheduler as these bytes, never parsed into a tree.
 ///
 /// Holds exactly one object: [`RawValue::from_bytes`] and decoding check
 /// that it is well formed; [`RawValue::from_value`] trusts the tree it is
 /// given (its strings, task references and depth are not checked).
+///
+/// Cloning is cheap (a reference count): a large value read from a frame
+/// shares that frame's buffer, and is written out from it again without a
+/// copy (see [`SHARED_VALUE_BYTES_MIN`]).
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct RawValue(Vec<u8>);
+pub struct RawValue(Bytes);
 
 impl RawValue {
     /// Checks `bytes` holds exactly one well-formed object.
@@ -535,7 +636,7 @@ impl RawValue {
         if r.remaining() != 0 {
             return Err(WireError::malformed("bytes after the end of a value"));
         }
-        Ok(RawValue(bytes))
+        Ok(RawValue(Bytes::from(bytes)))
     }
 
     /// Encodes a tree in the canonical encoding (floats as float 64). The
@@ -544,12 +645,12 @@ impl RawValue {
     pub fn from_value(value: &rmpv::Value) -> RawValue {
         let mut out = Vec::new();
         write::value(&mut out, value);
-        RawValue(out)
+        RawValue(Bytes::from(out))
     }
 
     /// Nil.
     pub fn nil() -> RawValue {
-        RawValue(vec![0xc0])
+        RawValue(Bytes::from_static(&[0xc0]))
     }
 
     /// The encoded bytes.
@@ -557,9 +658,25 @@ impl RawValue {
         &self.0
     }
 
-    /// The encoded bytes, owned.
+    /// The encoded bytes, owned (copied when the buffer is shared).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        Vec::from(self.0)
+    }
+
+    /// Bytes of the encoding.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds no bytes (only [`RawValue::default`] does; it is
+    /// not a valid value).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Writes the encoding; a large one by reference when `w` can.
+    pub(crate) fn write_to(&self, w: &mut WriteBuf<'_>) {
+        w.shared(&self.0);
     }
 
     /// Decodes into a tree. Cannot fail on a `RawValue` built by this crate,
@@ -598,9 +715,20 @@ impl RawValue {
         any
     }
 
-    /// Reads one object from `r`, keeping its bytes.
+    /// Reads one object from `r`, keeping its bytes: a slice of `r`'s
+    /// buffer when it is shared and the value is large enough, else a copy.
     pub fn read(r: &mut Reader<'_>) -> Result<RawValue, WireError> {
-        Ok(RawValue(r.skip_value(&mut |_| {})?.to_vec()))
+        let start = r.position();
+        let bytes = r.skip_value(&mut |_| {})?;
+        Ok(RawValue(match r.shared {
+            Some(frame)
+                if bytes.len() >= SHARED_VALUE_BYTES_MIN
+                    && bytes.len() >= frame.len() / SHARED_VALUE_FRAME_FRACTION =>
+            {
+                frame.slice(start..start + bytes.len())
+            }
+            _ => Bytes::copy_from_slice(bytes),
+        }))
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::WireError;
-use crate::msgpack::{check_key, write, RawValue, Reader, VALUE_DEPTH_MAX};
+use crate::msgpack::{check_key, write, RawValue, Reader, WriteBuf, VALUE_DEPTH_MAX};
 
 /// Most entries accepted in one struct's map.
 pub const STRUCT_FIELDS_MAX: usize = 64;
@@ -25,7 +25,7 @@ pub const FIELD_DEPTH_MAX: usize = VALUE_DEPTH_MAX + 2;
 /// A type with a msgpack form.
 pub trait Wire: Sized {
     /// Appends the canonical encoding.
-    fn write(&self, w: &mut Vec<u8>);
+    fn write(&self, w: &mut WriteBuf<'_>);
     /// Reads one object.
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError>;
     /// The value of an absent field; `None` makes the field required.
@@ -156,13 +156,17 @@ impl<'a> UnknownNames<'a> {
 }
 
 /// Writes a struct's map: the header, then `write_fields`.
-pub fn write_struct(w: &mut Vec<u8>, fields: usize, write_fields: impl FnOnce(&mut Vec<u8>)) {
+pub fn write_struct(
+    w: &mut WriteBuf<'_>,
+    fields: usize,
+    write_fields: impl FnOnce(&mut WriteBuf<'_>),
+) {
     write::map_len(w, fields);
     write_fields(w);
 }
 
 impl Wire for bool {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::bool(w, *self)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -173,7 +177,7 @@ impl Wire for bool {
 macro_rules! wire_uint {
     ($($t:ty => $name:literal),*) => {$(
         impl Wire for $t {
-            fn write(&self, w: &mut Vec<u8>) {
+            fn write(&self, w: &mut WriteBuf<'_>) {
                 write::uint(w, *self as u64)
             }
             fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -185,7 +189,7 @@ macro_rules! wire_uint {
 wire_uint!(u8 => "unsigned 8-bit integer", u16 => "unsigned 16-bit integer", u32 => "unsigned 32-bit integer", u64 => "unsigned 64-bit integer");
 
 impl Wire for i64 {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::int(w, *self)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -194,7 +198,7 @@ impl Wire for i64 {
 }
 
 impl Wire for f64 {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::f64(w, *self)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -203,7 +207,7 @@ impl Wire for f64 {
 }
 
 impl Wire for String {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::str(w, self)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -212,8 +216,8 @@ impl Wire for String {
 }
 
 impl Wire for RawValue {
-    fn write(&self, w: &mut Vec<u8>) {
-        w.extend_from_slice(self.as_bytes())
+    fn write(&self, w: &mut WriteBuf<'_>) {
+        self.write_to(w)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         RawValue::read(r)
@@ -224,7 +228,7 @@ impl Wire for RawValue {
 }
 
 impl<T: Wire> Wire for Option<T> {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         match self {
             Some(v) => v.write(w),
             None => write::nil(w),
@@ -252,7 +256,7 @@ impl<T: Wire> Wire for Option<T> {
 }
 
 impl<T: Wire> Wire for Vec<T> {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::array_len(w, self.len());
         for item in self {
             item.write(w);
@@ -288,7 +292,7 @@ impl WireKey for String {
 }
 
 impl<K: WireKey, V: Wire> Wire for BTreeMap<K, V> {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::map_len(w, self.len());
         for (k, v) in self {
             write::str(w, k.as_key_str());
@@ -345,7 +349,7 @@ impl std::borrow::Borrow<str> for Key {
 }
 
 impl Wire for Key {
-    fn write(&self, w: &mut Vec<u8>) {
+    fn write(&self, w: &mut WriteBuf<'_>) {
         write::str(w, &self.0)
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -421,7 +425,7 @@ macro_rules! wire_struct {
             }
 
             /// Writes the map entries (no header).
-            pub fn write_fields(&self, w: &mut Vec<u8>) {
+            pub fn write_fields(&self, w: &mut $crate::msgpack::WriteBuf<'_>) {
                 $(
                     if !$crate::wire::Wire::is_absent(&self.$field) {
                         $crate::msgpack::write::str(w, stringify!($field));
@@ -437,7 +441,7 @@ macro_rules! wire_struct {
         }
 
         impl $crate::wire::Wire for $name {
-            fn write(&self, w: &mut Vec<u8>) {
+            fn write(&self, w: &mut $crate::msgpack::WriteBuf<'_>) {
                 $crate::wire::write_struct(w, self.field_count(), |w| self.write_fields(w));
             }
             /// One pass over the map: each known field is read where it
@@ -501,7 +505,7 @@ macro_rules! wire_enum {
         }
 
         impl $crate::wire::Wire for $name {
-            fn write(&self, w: &mut Vec<u8>) {
+            fn write(&self, w: &mut $crate::msgpack::WriteBuf<'_>) {
                 $crate::msgpack::write::str(w, self.as_str())
             }
             fn read(r: &mut $crate::msgpack::Reader<'_>) -> Result<Self, $crate::error::WireError> {

@@ -478,6 +478,25 @@ fn split<'a>(bytes: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
     out
 }
 
+/// A `data` message with binary values of these sizes.
+fn data_message(request: usize, sizes: &[usize]) -> Message {
+    Message::Data(Data {
+        request: request as u64,
+        data: sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let bytes = (0..n).map(|b| (b * 7 + i) as u8).collect();
+                (
+                    Key(format!("v{i}")),
+                    RawValue::from_value(&Value::Binary(bytes)),
+                )
+            })
+            .collect(),
+        missing: vec![],
+    })
+}
+
 /// Feeds pieces to a decoder; every error must be a decoder code, and the
 /// decoder stays failed after one.
 fn drive(pieces: &[&[u8]], limit: usize) -> Result<Vec<Vec<Message>>, ErrorCode> {
@@ -582,6 +601,61 @@ proptest! {
         let bytes = enc.take();
         let got = drive(&[&bytes], limit).map_err(|c| TestCaseError::fail(c.to_string()))?;
         prop_assert_eq!(got.concat(), sent);
+    }
+
+    #[test]
+    fn large_values_survive_chunked_encoding_and_direct_reads(
+        sizes in prop::collection::vec(
+            prop::collection::vec(prop_oneof![0usize..100, 60_000usize..300_000], 1..4),
+            1..4,
+        ),
+        steps in prop::collection::vec(1usize..200_000, 1..40),
+        limit in prop_oneof![Just(dask_core::FRAME_BYTES_MAX), 200_000usize..700_000],
+    ) {
+        // Messages with large and small values, encoded as chunks (large
+        // values by reference) under a limit, written in uneven steps and
+        // read back: the same messages, in order.
+        let batch: Vec<Message> = sizes.iter().enumerate().map(|(i, vs)| data_message(i, vs)).collect();
+        let mut enc = FrameEncoder::new(limit);
+        let mut sent = Vec::new();
+        for m in &batch {
+            match enc.push(m) {
+                Ok(()) => sent.push(m.clone()),
+                Err(e) => prop_assert_eq!(e.code, ErrorCode::ValueTooLarge),
+            }
+        }
+        enc.finish();
+        let mut wire = Vec::new();
+        let mut i = 0;
+        while enc.finished_bytes() > 0 {
+            let step = steps[i % steps.len()];
+            i += 1;
+            let mut left = step;
+            for chunk in enc.chunks() {
+                let n = chunk.len().min(left);
+                wire.extend_from_slice(&chunk[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            enc.consume(step - left);
+        }
+        // Read back in the same uneven steps (decode_pieces reads into
+        // the decoder's own buffer for a large frame, pushes otherwise).
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut i = 0;
+        while at < wire.len() {
+            let step = steps[i % steps.len()].min(wire.len() - at);
+            i += 1;
+            pieces.push(&wire[at..at + step]);
+            at += step;
+        }
+        let decoded = decode_pieces(pieces, limit);
+        prop_assert_eq!(decoded.error, None);
+        prop_assert!(!decoded.mid_frame);
+        prop_assert_eq!(decoded.batches.concat(), sent);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Fuzzes `FrameDecoder` (and `Message::from_bytes`) with arbitrary bytes.
 //!
-//! Input layout: byte 0 picks the size of the pieces the stream is pushed
-//! in (1 to 256 bytes), byte 1 picks the decoder's limit (odd: a small
-//! limit of byte << 4, so the frame-too-large path is reached; even: the
-//! default 256 MiB), the rest is the stream. Checks: no panic; every error
-//! is a decoder code (or bad-handshake for another protocol's first bytes); pushing in pieces gives the same outcome as pushing
-//! everything at once; every decoded message re-encodes to bytes that
-//! decode to the same bytes again.
+//! Input layout: byte 0 picks the size of the pieces the stream is fed in
+//! (1 to 256 bytes; `decode_pieces` reads them into the decoder's own
+//! buffer for a large frame, as a connection does, and pushes the rest),
+//! byte 1 picks the decoder's limit (odd: a small limit of byte << 4, so
+//! the frame-too-large path is reached; even: the default 256 MiB), the
+//! rest is the stream. Checks: no panic; every error is a decoder code (or
+//! bad-handshake for another protocol's first bytes); pushing in pieces
+//! gives the same outcome as pushing everything at once; every decoded
+//! message re-encodes to bytes that decode to the same bytes again.
 #![no_main]
 
 use dask_core::error::ErrorCode;

@@ -22,7 +22,11 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a size in MB"))
         .collect();
-    let sizes = if sizes.is_empty() { vec![10, 100] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![10, 100]
+    } else {
+        sizes
+    };
     for mb in sizes {
         let bytes = mb * 1_000_000;
         println!("{mb} MB: {:.0} MB/s", fetch_rate(bytes));

@@ -185,7 +185,7 @@ impl BlockingConn {
 
     /// The next message, reading frames as needed.
     pub fn recv(&mut self) -> io::Result<Message> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = [0u8; 16 * 1024];
         loop {
             if let Some(m) = self.pending.pop_front() {
                 return Ok(m);
@@ -194,7 +194,12 @@ impl BlockingConn {
                 self.pending.extend(frame);
                 continue;
             }
-            let n = match self.stream.read(&mut buf) {
+            // A large frame is read straight into its own buffer.
+            let (read, direct) = match self.decoder.frame_room() {
+                Some(room) => (self.stream.read(room), true),
+                None => (self.stream.read(&mut buf), false),
+            };
+            let n = match read {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -202,7 +207,11 @@ impl BlockingConn {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.decoder.push(&buf[..n]);
+            if direct {
+                self.decoder.filled(n);
+            } else {
+                self.decoder.push(&buf[..n]);
+            }
         }
     }
 

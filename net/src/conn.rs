@@ -4,9 +4,10 @@
 //! worker's loop until it moves onto the reactor.
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use dask_core::foreign;
-use dask_core::frame::{FrameDecoder, FrameEncoder, LENGTH_PREFIX_BYTES};
+use dask_core::frame::{FrameBuffers, FrameDecoder, FrameEncoder, LENGTH_PREFIX_BYTES};
 use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -19,6 +20,10 @@ pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Most bytes queued for a peer that does not read; past it the
 /// connection is failed rather than the process running out of memory.
 pub const SEND_QUEUE_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
+
+/// Chunks handed to one vectored write (a frame's headers, its messages
+/// and its large values are separate chunks).
+const WRITE_SLICES_MAX: usize = 64;
 
 /// Largest frame an acceptor takes from a connector before its `hello`
 /// (spec/PROTOCOL.md "Limits": `hello_frame_bytes_max`). A hello is a few
@@ -47,8 +52,6 @@ pub struct Conn {
     transport: Transport,
     decoder: FrameDecoder,
     encoder: FrameEncoder,
-    out: Vec<u8>,
-    out_pos: usize,
     registered_writable: bool,
     /// Close once the send queue is written.
     closing: bool,
@@ -207,8 +210,6 @@ impl Conn {
             transport,
             decoder: FrameDecoder::default(),
             encoder: FrameEncoder::default(),
-            out: Vec::new(),
-            out_pos: 0,
             registered_writable: false,
             closing: false,
             before_hello: None,
@@ -216,6 +217,12 @@ impl Conn {
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             python_dask_refusal: String::new(),
         }
+    }
+
+    /// Takes large frames' buffers from `buffers` and gives them back
+    /// there (see [`FrameBuffers`]).
+    pub(crate) fn use_frame_buffers(&mut self, buffers: Arc<FrameBuffers>) {
+        self.decoder.use_buffers(buffers);
     }
 
     /// Sets the bound on queued bytes past which [`Conn::flush`] fails.
@@ -339,7 +346,7 @@ impl Conn {
 
     /// Whether queued bytes wait for the socket.
     pub fn wants_write(&self) -> bool {
-        self.out_pos < self.out.len() || !self.encoder.is_empty() || self.transport.wants_write()
+        !self.encoder.is_empty() || self.transport.wants_write()
     }
 
     /// Reads until the socket would block, calling `on_frame` with the
@@ -353,37 +360,63 @@ impl Conn {
         on_frame: &mut dyn FnMut(Vec<Message>),
     ) -> Result<ReadStatus, ConnError> {
         loop {
-            let want = match &self.before_hello {
+            let limit = match &self.before_hello {
                 Some(HelloGate {
                     failed: Some(e), ..
                 }) => return Err(ConnError::Wire(e.clone())),
-                Some(gate) => gate.next_read_len().min(scratch.len()),
-                None => scratch.len(),
+                Some(gate) => Some(gate.next_read_len()),
+                None => None,
             };
-            match self.transport.read(&mut scratch[..want]) {
-                Ok(0) => {
+            // A large frame is read straight into its own buffer; other
+            // bytes go through the loop's scratch buffer.
+            let read = match self.decoder.frame_room() {
+                Some(room) => {
+                    let want = limit.map_or(room.len(), |l| l.min(room.len()));
+                    match self.transport.read(&mut room[..want]) {
+                        Ok(n) => {
+                            let sniffing = advance_gate(
+                                &mut self.before_hello,
+                                &room[..n],
+                                &mut self.encoder,
+                                &self.python_dask_refusal,
+                            )?;
+                            Ok((n, true, sniffing))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => {
+                    let want = limit.map_or(scratch.len(), |l| l.min(scratch.len()));
+                    match self.transport.read(&mut scratch[..want]) {
+                        Ok(n) => {
+                            let sniffing = advance_gate(
+                                &mut self.before_hello,
+                                &scratch[..n],
+                                &mut self.encoder,
+                                &self.python_dask_refusal,
+                            )?;
+                            Ok((n, false, sniffing))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match read {
+                Ok((0, _, _)) => {
                     return Ok(if self.decoder.is_mid_frame() {
                         ReadStatus::ClosedMidFrame
                     } else {
                         ReadStatus::Closed
                     })
                 }
-                Ok(n) => {
-                    if let Some(gate) = &mut self.before_hello {
-                        if let Err(e) = gate.advance(&scratch[..n]) {
-                            if foreign::is_python_dask_peer_error(&e) {
-                                // It cannot read a dask/1 error: this first.
-                                let refusal =
-                                    foreign::python_dask_refusal(&self.python_dask_refusal);
-                                self.out.extend_from_slice(&refusal);
-                            }
-                            return Err(ConnError::Wire(e));
-                        }
-                        if gate.sniffing() {
-                            continue;
-                        }
+                // Kept by the hello gate to tell what the peer speaks.
+                Ok((_, _, true)) => continue,
+                Ok((n, direct, false)) => {
+                    if direct {
+                        self.decoder.filled(n);
+                    } else {
+                        self.decoder.push(&scratch[..n]);
                     }
-                    self.decoder.push(&scratch[..n]);
                     while let Some(frame) = self.decoder.poll().map_err(ConnError::Wire)? {
                         let step = match frame.first() {
                             Some(Message::Hello(h)) => Some(h.auth.is_none()),
@@ -422,40 +455,36 @@ impl Conn {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.encoder.finished_bytes()
     }
 
-    /// Writes queued frames until done or the socket would block. Returns
-    /// whether everything was written.
+    /// Writes queued frames until done or the socket would block, with
+    /// vectored writes: large values go from where they are kept, never
+    /// copied into a send buffer. Returns whether everything was written.
     pub fn flush(&mut self) -> Result<bool, ConnError> {
-        if !self.encoder.is_empty() {
-            if self.out_pos == self.out.len() {
-                self.out.clear();
-                self.out_pos = 0;
-            }
-            self.encoder.drain_into(&mut self.out);
-        }
+        self.encoder.finish();
         if self.queued_bytes() > self.send_queue_bytes_max {
             return Err(ConnError::Io(io::Error::other(
                 "peer does not read: send queue over its limit",
             )));
         }
-        while self.out_pos < self.out.len() {
-            match self
-                .transport
-                .write_vectored(&[IoSlice::new(&self.out[self.out_pos..])])
-            {
+        while self.encoder.finished_bytes() > 0 {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.encoder.chunks()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                self.transport.write_vectored(&slices[..count])
+            };
+            match written {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => self.encoder.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ConnError::Io(e)),
             }
-        }
-        self.out.clear();
-        self.out_pos = 0;
-        if self.out.capacity() > 4 << 20 {
-            self.out.shrink_to(64 * 1024);
         }
         self.transport.flush().map_err(ConnError::Io)
     }
@@ -505,6 +534,28 @@ fn conn_error(e: io::Error) -> ConnError {
         Some(Refusal(wire)) => ConnError::Wire(wire.clone()),
         None => ConnError::Io(e),
     }
+}
+
+/// Follows `bytes` through the hello gate, if one is in force; whether the
+/// gate keeps them (to tell whether the peer speaks Python Dask's
+/// protocol) rather than the decoder. A Python Dask peer is refused in its
+/// own framing first: it cannot read a dask/1 error.
+fn advance_gate(
+    gate: &mut Option<HelloGate>,
+    bytes: &[u8],
+    encoder: &mut FrameEncoder,
+    python_dask_refusal: &str,
+) -> Result<bool, ConnError> {
+    let Some(gate) = gate else {
+        return Ok(false);
+    };
+    if let Err(e) = gate.advance(bytes) {
+        if foreign::is_python_dask_peer_error(&e) {
+            encoder.push_raw(&foreign::python_dask_refusal(python_dask_refusal));
+        }
+        return Err(ConnError::Wire(e));
+    }
+    Ok(gate.sniffing())
 }
 
 /// Why a connection failed.

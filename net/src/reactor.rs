@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dask_core::frame::FrameBuffers;
 use dask_core::{ConnId, ErrorCode, Message, WireError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -38,6 +39,14 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// half-done TLS handshakes is held to the same bound as one of
 /// connections that never send their hello.
 pub const TLS_HANDSHAKE_CHARGE: usize = 64 * 1024;
+
+/// Default of [`ReactorConfig::frame_buffers_bytes_max`]: one frame of
+/// the largest size.
+pub const FRAME_BUFFERS_BYTES_MAX: usize = dask_core::FRAME_BYTES_MAX;
+
+/// How often buffers kept for large frames are dropped if none was used
+/// since the last time.
+const FRAME_BUFFERS_TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Readiness events taken from the OS per wait.
 const EVENTS_CAPACITY: usize = 1024;
@@ -90,6 +99,12 @@ pub struct ReactorConfig {
     /// then it is dropped (the event loop never heard of it). Default
     /// [`TLS_HANDSHAKE_TIMEOUT`].
     pub tls_handshake_timeout: Duration,
+    /// Most bytes of buffers kept after large frames' values are dropped,
+    /// for the next large frames (reading into fresh memory costs a page
+    /// fault per 4 KiB, most of a large transfer's time). Kept buffers no
+    /// frame used for two seconds are given back. 0: keep none. Default
+    /// [`FRAME_BUFFERS_BYTES_MAX`].
+    pub frame_buffers_bytes_max: usize,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -110,6 +125,7 @@ impl Default for ReactorConfig {
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: None,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            frame_buffers_bytes_max: FRAME_BUFFERS_BYTES_MAX,
         }
     }
 }
@@ -324,6 +340,10 @@ pub struct Reactor {
     /// Sum of [`Slot::handshake_bytes`].
     handshake_bytes: usize,
     scratch: Vec<u8>,
+    /// Buffers of large frames, shared by every connection.
+    frame_buffers: Arc<FrameBuffers>,
+    /// When kept frame buffers are next trimmed (while some are kept).
+    frame_buffers_trim_at: Option<Instant>,
 }
 
 impl Reactor {
@@ -339,7 +359,6 @@ impl Reactor {
             ready_full: false,
             repolls: 0,
             waker,
-            config,
             listeners: Vec::new(),
             conns: Slab::new(),
             generations: Vec::new(),
@@ -351,6 +370,9 @@ impl Reactor {
             accept_retry_at: None,
             handshake_bytes: 0,
             scratch: vec![0; READ_CHUNK_BYTES],
+            frame_buffers: FrameBuffers::new(config.frame_buffers_bytes_max),
+            frame_buffers_trim_at: None,
+            config,
         })
     }
 
@@ -595,11 +617,15 @@ impl Reactor {
         let now = Instant::now();
         let busy =
             !self.pending.is_empty() || !self.resume.is_empty() || self.ready_at < self.ready.len();
+        if self.frame_buffers_trim_at.is_none() && self.frame_buffers.kept_bytes() > 0 {
+            self.frame_buffers_trim_at = Some(now + FRAME_BUFFERS_TRIM_INTERVAL);
+        }
         let wake_at = [
             deadline,
             self.lingering.front().map(|&(at, _)| at),
             self.securing.front().map(|&(at, _)| at),
             self.accept_retry_at,
+            self.frame_buffers_trim_at,
         ]
         .into_iter()
         .flatten()
@@ -614,6 +640,10 @@ impl Reactor {
         let now = Instant::now();
         self.expire_lingering(now);
         self.expire_securing(now);
+        if self.frame_buffers_trim_at.is_some_and(|at| now >= at) {
+            self.frame_buffers.trim_unused();
+            self.frame_buffers_trim_at = None;
+        }
         if self.accept_retry_at.is_some_and(|at| now >= at) {
             self.accept_retry_at = None;
             for i in 0..self.listeners.len() {
@@ -1080,6 +1110,7 @@ impl Reactor {
     fn new_conn(&self, transport: Transport) -> Conn {
         let mut conn = Conn::over(transport);
         conn.set_send_queue_bytes_max(self.config.send_queue_bytes_max);
+        conn.use_frame_buffers(Arc::clone(&self.frame_buffers));
         conn
     }
 

@@ -8,7 +8,7 @@
 //! Values embedded in a command (task arguments, scattered data) are kept
 //! as their bytes and checked with [`RawValue::read`].
 
-use dask_core::msgpack::{write, Reader};
+use dask_core::msgpack::{write, Reader, WriteBuf};
 use dask_core::wire::{FieldTable, Wire};
 use dask_core::WireError;
 
@@ -131,7 +131,7 @@ impl<'w> MapWriter<'w> {
     /// An entry holding any [`Wire`] value.
     pub fn wire<T: Wire>(&mut self, name: &str, value: &T) -> &mut Self {
         write::str(self.out, name);
-        value.write(self.out);
+        value.write(&mut WriteBuf::new(self.out));
         self
     }
 

@@ -160,37 +160,53 @@ pub struct Decoded {
     pub mid_frame: bool,
 }
 
-/// Pushes `pieces` one after the other into a frame decoder with `limit`,
-/// polling after each. Fails the test when an error's code is not one of
+/// Feeds `pieces` one after the other into a frame decoder with `limit`,
+/// as a connection reads them: into the decoder's own buffer for a large
+/// frame while it offers one (`frame_room`), pushed otherwise; polling
+/// after each step. Fails the test when an error's code is not one of
 /// [`DECODER_CODES`] (or [`FIRST_BYTES_CODE`] before the first batch) or
 /// when the decoder does not stay failed after it.
 pub fn decode_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, limit: usize) -> Decoded {
     let mut d = FrameDecoder::new(limit);
     let mut batches = Vec::new();
     for piece in pieces {
-        d.push(piece);
-        loop {
-            match d.poll() {
-                Ok(Some(batch)) => batches.push(batch),
-                Ok(None) => break,
-                Err(e) => {
-                    let first_bytes = batches.is_empty() && e.code == FIRST_BYTES_CODE;
-                    assert!(
-                        DECODER_CODES.contains(&e.code) || first_bytes,
-                        "unexpected code {} after {} batches",
-                        e.code,
-                        batches.len()
-                    );
-                    assert_eq!(
-                        d.poll().map_err(|e| e.code),
-                        Err(e.code),
-                        "a failed decoder stays failed"
-                    );
-                    return Decoded {
-                        batches,
-                        error: Some(e.code),
-                        mid_frame: false,
-                    };
+        let mut rest = piece;
+        while !rest.is_empty() {
+            match d.frame_room() {
+                Some(room) => {
+                    let n = rest.len().min(room.len());
+                    room[..n].copy_from_slice(&rest[..n]);
+                    d.filled(n);
+                    rest = &rest[n..];
+                }
+                None => {
+                    d.push(rest);
+                    rest = &[];
+                }
+            }
+            loop {
+                match d.poll() {
+                    Ok(Some(batch)) => batches.push(batch),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let first_bytes = batches.is_empty() && e.code == FIRST_BYTES_CODE;
+                        assert!(
+                            DECODER_CODES.contains(&e.code) || first_bytes,
+                            "unexpected code {} after {} batches",
+                            e.code,
+                            batches.len()
+                        );
+                        assert_eq!(
+                            d.poll().map_err(|e| e.code),
+                            Err(e.code),
+                            "a failed decoder stays failed"
+                        );
+                        return Decoded {
+                            batches,
+                            error: Some(e.code),
+                            mid_frame: false,
+                        };
+                    }
                 }
             }
         }
