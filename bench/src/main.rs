@@ -213,12 +213,22 @@ fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Measured {
     }
 }
 
+/// A measured transfer shape.
+struct Transfer {
+    bytes: u64,
+    /// Best MB/s (10^6 bytes) of the runs.
+    best_mb_per_s: f64,
+    /// CPU time of both workers per run (sending, receiving, `len`),
+    /// which a busy machine does not inflate as it does wall time.
+    workers_cpu_ms: f64,
+}
+
 /// Worker-to-worker transfer of one `bytes`-byte value: `random_bytes`
 /// made on `bench-0` (and waited for), then `len` of it run on `bench-1`
-/// (worker restrictions), timed from its submission to its result. The
-/// best MB/s (10^6 bytes) of `runs` runs.
-fn transfer(client: &Client, bytes: u64, runs: u32) -> f64 {
+/// (worker restrictions), timed from its submission to its result.
+fn transfer(client: &Client, procs: &Processes, bytes: u64, runs: u32) -> Transfer {
     let mut best = 0f64;
+    let mut cpu = 0f64;
     for run in 0..runs {
         let made = key(format!("transfer-{bytes}-{run}-made"));
         let mut make = task_spec(
@@ -233,16 +243,22 @@ fn transfer(client: &Client, bytes: u64, runs: u32) -> f64 {
         let used = key(format!("transfer-{bytes}-{run}-len"));
         let mut consume = task_spec(used.clone(), "len", &[task_ref_value(made.as_str())], &[]);
         consume.workers = Some(vec!["bench-1".into()]);
+        let (_, w0) = procs.cpu();
         let start = Instant::now();
         let f = client.submit_tasks(vec![consume], vec![used]);
         let n = f[0].result().expect("transfer result");
         let seconds = start.elapsed().as_secs_f64();
+        cpu += procs.cpu().1 - w0;
         assert_eq!(n.as_u64(), Some(bytes), "len of the transferred value");
         best = best.max(bytes as f64 / seconds / 1e6);
         drop(f);
         drop(source);
     }
-    best
+    Transfer {
+        bytes,
+        best_mb_per_s: best,
+        workers_cpu_ms: cpu * 1e3 / runs as f64,
+    }
 }
 
 fn round_trip(client: &Client, n: usize) -> (f64, f64) {
@@ -308,8 +324,15 @@ fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
 
     let scale = if quick { 10 } else { 1 };
-    let (n_ind, n_leaves, n_chain, n_a2a, n_rt) =
-        (100_000 / scale, 65_536 / scale, 10_000 / scale, 200, 1000);
+    // The tree's leaves stay a power of two (its expected sum assumes a
+    // full tree): 65,536, or 4,096 with --quick.
+    let (n_ind, n_leaves, n_chain, n_a2a, n_rt) = (
+        100_000 / scale,
+        if quick { 4096 } else { 65_536 },
+        10_000 / scale,
+        200,
+        1000,
+    );
 
     let procs = start_cluster(&bin_dir, 2, 1);
     let client = Client::connect(&procs.address).expect("connect");
@@ -334,10 +357,10 @@ fn main() {
         }
     }
     let (rt_median, rt_p90) = round_trip(&client, n_rt);
-    let transfers: Vec<(u64, f64)> = TRANSFER_BYTES
+    let transfers: Vec<Transfer> = TRANSFER_BYTES
         .iter()
         .filter(|_| only.as_deref().is_none_or(|o| o == "transfer"))
-        .map(|&bytes| (bytes, transfer(&client, bytes, TRANSFER_RUNS)))
+        .map(|&bytes| transfer(&client, &procs, bytes, TRANSFER_RUNS))
         .collect();
     drop(client);
     drop(procs);
@@ -468,14 +491,16 @@ fn main() {
     };
     println!();
     println!(
-        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, made on one worker, `len` on the other) | dask-rs MB/s | Dask MB/s | ratio |"
+        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, made on one worker, `len` on the other) | dask-rs MB/s | dask-rs workers CPU ms | Dask MB/s | ratio |"
     );
-    println!("|---|---:|---:|---:|");
-    for (bytes, rate) in transfers {
+    println!("|---|---:|---:|---:|---:|");
+    for t in transfers {
+        let (bytes, rate) = (t.bytes, t.best_mb_per_s);
         let dask = dask_transfer(&dask_default, bytes);
         println!(
-            "| {} MB | {rate:.0} | {} | {} |",
+            "| {} MB | {rate:.0} | {:.0} | {} | {} |",
             bytes / 1_000_000,
+            t.workers_cpu_ms,
             dask.map(|d| format!("{d:.0}"))
                 .unwrap_or_else(|| "-".into()),
             dask.map(|d| format!("{:.1}x", rate / d))

@@ -470,13 +470,23 @@ impl Conn {
         }
         while self.encoder.finished_bytes() > 0 {
             let written = {
-                let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(self.encoder.chunks()) {
-                    *slot = IoSlice::new(chunk);
-                    count += 1;
+                let mut chunks = self.encoder.chunks();
+                let first = chunks.next().unwrap_or_default();
+                match chunks.next() {
+                    // Frames of small messages: one chunk.
+                    None => self.transport.write_vectored(&[IoSlice::new(first)]),
+                    Some(second) => {
+                        let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
+                        slices[0] = IoSlice::new(first);
+                        slices[1] = IoSlice::new(second);
+                        let mut count = 2;
+                        for (slot, chunk) in slices[2..].iter_mut().zip(chunks) {
+                            *slot = IoSlice::new(chunk);
+                            count += 1;
+                        }
+                        self.transport.write_vectored(&slices[..count])
+                    }
                 }
-                self.transport.write_vectored(&slices[..count])
             };
             match written {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
