@@ -75,6 +75,11 @@ export interface ConnectOptions {
   name?: string;
   /** Milliseconds to connect and handshake (default 10000). */
   timeout?: number;
+  /**
+   * The cluster's credentials file (false: none). Default: DASK_CREDENTIALS,
+   * else the file dask-scheduler created on this machine.
+   */
+  credentials?: string | false;
 }
 
 export interface WorkerInfo {
@@ -159,6 +164,8 @@ export interface WorkerOptions {
   memoryLimit?: number;
   /** Offer the conformance.* functions (default true). */
   conformance?: boolean;
+  /** The cluster's credentials file (false: none), as ConnectOptions.credentials. */
+  credentials?: string | false;
 }
 
 export interface RegisterOptions {

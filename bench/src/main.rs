@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dask_client::Client;
+use dask_client::{Client, ClientOptions};
 use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
 use dask_core::msgpack::task_ref_value;
@@ -112,6 +112,9 @@ struct Processes {
     children: Vec<Child>,
     scheduler_pid: u32,
     address: String,
+    /// The cluster's DASK_RS_HOME: the scheduler creates the credentials
+    /// there, its workers and the client find them (removed at drop).
+    home: PathBuf,
 }
 
 impl Processes {
@@ -136,12 +139,30 @@ impl Drop for Processes {
         for c in &mut self.children {
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
+/// A client proving the cluster's client secret, as deployed.
+fn connect(procs: &Processes) -> Client {
+    let credentials = dask_net::credentials::load(&procs.home.join("credentials.json"))
+        .expect("the scheduler's credentials");
+    let options = ClientOptions {
+        credentials: Some(credentials),
+        ..ClientOptions::default()
+    };
+    Client::connect_with(&procs.address, options).expect("connect")
+}
+
 fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
+    static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = std::env::temp_dir().join(format!("dask-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
     let mut scheduler = Command::new(bin_dir.join("dask-scheduler"))
         .args(["--port", "0"])
+        .env("DASK_RS_HOME", &home)
+        .env_remove("DASK_CREDENTIALS")
         .stdout(Stdio::piped())
         .spawn()
         .expect("start dask-scheduler (build it with cargo build --release)");
@@ -162,6 +183,8 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
                     "--name",
                     &format!("bench-{i}"),
                 ])
+                .env("DASK_RS_HOME", &home)
+                .env_remove("DASK_CREDENTIALS")
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("start dask-worker"),
@@ -171,6 +194,7 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
         children,
         scheduler_pid,
         address,
+        home,
     }
 }
 
@@ -335,7 +359,7 @@ fn main() {
     );
 
     let procs = start_cluster(&bin_dir, 2, 1);
-    let client = Client::connect(&procs.address).expect("connect");
+    let client = connect(&procs);
     wait_for_workers(&client, 2);
     // Warm up connections between workers and the scheduler's tables.
     run_shape(&client, &procs, tree(1024, 0));
@@ -370,7 +394,7 @@ fn main() {
         .filter(|&&name| only.as_deref().is_none_or(|o| o == name))
         .map(|&name| {
             let procs = start_cluster(&bin_dir, 2, PLACEMENT_THREADS);
-            let client = Client::connect(&procs.address).expect("connect");
+            let client = connect(&procs);
             wait_for_workers(&client, 2);
             let seconds = match name {
                 "mixed" => mixed_workload(&client),

@@ -24,6 +24,7 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
 use dask_net::BlockingConn;
 
+use dask_testkit::home::DaskHome;
 use dask_testkit::process::{binary, send_signal, Process, SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 
 /// Longest any one wait may take: generous, so a slow machine only makes
@@ -167,12 +168,13 @@ fn a_client_that_disconnects_has_its_keys_released() {
 
     // A client that vanishes without `close`, some results in memory and
     // some tasks still running.
-    let (mut conn, _) = BlockingConn::connect(
+    let (mut conn, _) = BlockingConn::connect_proving(
         cluster.address(),
         Role::Client,
         Role::Scheduler,
         Some("vanishing".into()),
         PATIENCE,
+        Some(&cluster.home.credentials()),
     )
     .expect("raw client connects");
     let mut tasks = Vec::new();
@@ -554,6 +556,9 @@ fn signal_pid(pid: u32, signal: i32) {
 /// A `dask-scheduler --validate` and named single-thread `dask-worker`s.
 /// Dropping it kills them all.
 struct Cluster {
+    /// Where the first scheduler creates the credentials that the workers,
+    /// the clients and a restarted scheduler find (with no flag).
+    home: DaskHome,
     address: String,
     scheduler: Process,
     /// Earlier schedulers (killed).
@@ -565,8 +570,10 @@ impl Cluster {
     /// Starts the scheduler (with `--validate` and `scheduler_args`) on a
     /// free port and the workers, and waits until they are registered.
     fn start(scheduler_args: &[&str], workers: &[&str]) -> Cluster {
-        let scheduler = start_scheduler(&[&["--port", "0"], scheduler_args].concat());
+        let home = DaskHome::new();
+        let scheduler = start_scheduler(&home, &[&["--port", "0"], scheduler_args].concat());
         let mut cluster = Cluster {
+            home,
             address: scheduler.1,
             scheduler: scheduler.0,
             dead_schedulers: Vec::new(),
@@ -597,7 +604,7 @@ impl Cluster {
             &self.address,
             ClientOptions {
                 request_timeout: Some(PATIENCE),
-                ..Default::default()
+                ..self.home.client_options()
             },
         )
         .unwrap_or_else(|e| panic!("client cannot connect: {e}\n{}", self.logs()))
@@ -606,8 +613,11 @@ impl Cluster {
     /// Starts a worker (one thread); does not wait for its registration.
     fn add_worker(&mut self, name: &str) {
         let mut cmd = Command::new(binary("dask-worker"));
-        cmd.arg(&self.address)
-            .args(["--nthreads", "1", "--name", name]);
+        self.home
+            .apply(&mut cmd)
+            .arg(&self.address)
+            // The poison task runs `exec`.
+            .args(["--allow-exec", "--nthreads", "1", "--name", name]);
         let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
         self.workers.push((name.to_string(), process));
     }
@@ -652,7 +662,7 @@ impl Cluster {
     /// A new scheduler (with `--validate` and `args`) in place of the dead
     /// one.
     fn restart_scheduler(&mut self, args: &[&str]) {
-        let (scheduler, address) = start_scheduler(args);
+        let (scheduler, address) = start_scheduler(&self.home, args);
         let old = std::mem::replace(&mut self.scheduler, scheduler);
         self.dead_schedulers.push(old);
         self.address = address;
@@ -744,10 +754,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Starts `dask-scheduler --validate ARGS` and waits for its address.
-fn start_scheduler(args: &[&str]) -> (Process, String) {
+/// Starts `dask-scheduler --validate ARGS` in `home` and waits for its
+/// address.
+fn start_scheduler(home: &DaskHome, args: &[&str]) -> (Process, String) {
     let mut cmd = Command::new(binary("dask-scheduler"));
-    cmd.args(["--host", "127.0.0.1", "--validate"]).args(args);
+    home.apply(&mut cmd)
+        .args(["--host", "127.0.0.1", "--validate"])
+        .args(args);
     let process = Process::spawn("dask-scheduler", &mut cmd);
     let line = process.expect_line("Scheduler at ", PATIENCE);
     let address = line["Scheduler at ".len()..].trim().to_string();

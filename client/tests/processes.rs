@@ -391,7 +391,7 @@ fn releasing_results_frees_them_on_the_workers() {
         .address
         .clone();
     let key = computed.key().clone();
-    assert!(worker_holds(&holder, &key));
+    assert!(worker_holds(&cluster, &holder, &key));
     drop(computed);
     assert!(
         eventually(|| {
@@ -402,8 +402,9 @@ fn releasing_results_frees_them_on_the_workers() {
         client.cluster_info()
     );
     // Not just the scheduler's bookkeeping: the worker itself no longer
-    // has it.
-    assert!(!worker_holds(&holder, &key));
+    // has it (its free-keys and this probe's get-data come on different
+    // connections: it may read the probe first).
+    assert!(eventually(|| !worker_holds(&cluster, &holder, &key)));
 
     // Scattered data, on both workers.
     let scattered = client
@@ -418,7 +419,10 @@ fn releasing_results_frees_them_on_the_workers() {
         client.cluster_info()
     );
     for address in &addresses {
-        assert!(worker_holds(address, &key), "{address} lacks the broadcast");
+        assert!(
+            worker_holds(&cluster, address, &key),
+            "{address} lacks the broadcast"
+        );
     }
     drop(scattered);
     assert!(
@@ -430,7 +434,10 @@ fn releasing_results_frees_them_on_the_workers() {
         client.cluster_info()
     );
     for address in &addresses {
-        assert!(!worker_holds(address, &key), "{address} kept {key}");
+        assert!(
+            eventually(|| !worker_holds(&cluster, address, &key)),
+            "{address} kept {key}"
+        );
     }
 }
 
@@ -490,6 +497,7 @@ fn a_task_no_worker_can_run_waits_until_a_worker_offering_it_joins() {
         nthreads: 1,
         name: Some("w3".into()),
         functions,
+        credentials: Some(cluster.home().credentials()),
         ..Default::default()
     })
     .expect("w3 registers");
@@ -526,15 +534,16 @@ fn stored_bytes(info: &ClusterInfoReply) -> u64 {
     info.workers.iter().map(|w| w.stored_bytes).sum()
 }
 
-/// Asks the worker at `address` directly, as a peer, whether it holds
-/// `key` (a `get-data` on its data port).
-fn worker_holds(address: &str, key: &Key) -> bool {
-    let (mut conn, _) = BlockingConn::connect(
+/// Asks the worker at `address` directly, as a peer (proving `cluster`'s
+/// worker secret), whether it holds `key` (a `get-data` on its data port).
+fn worker_holds(cluster: &Cluster, address: &str, key: &Key) -> bool {
+    let (mut conn, _) = BlockingConn::connect_proving(
         address,
         Role::Peer,
         Role::Worker,
         Some("e2e-probe".into()),
         PATIENCE,
+        Some(&cluster.home().credentials()),
     )
     .unwrap_or_else(|e| panic!("peer connection to {address}: {e}"));
     for request in 1..=100u64 {

@@ -24,4 +24,4 @@ pub mod graph_file;
 mod local;
 
 pub use dask_worker::{FunctionRegistry, TaskError};
-pub use local::{LocalClient, LocalCluster, LocalClusterBuilder};
+pub use local::{credentials_of_local_cluster, LocalClient, LocalCluster, LocalClusterBuilder};

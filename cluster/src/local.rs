@@ -6,18 +6,40 @@
 //! One multi-threaded worker is the fastest in-process layout: every
 //! dependency is already local, so no data moves between workers. Ask for
 //! more workers with [`LocalClusterBuilder::workers`] to exercise transfers.
+//!
+//! Secure with no setup: the cluster makes fresh credentials in memory
+//! (no file), its scheduler requires them and its workers and clients
+//! ([`LocalCluster::client`], [`LocalCluster::client_options`]) prove
+//! them; a program that did not get them from the cluster cannot connect.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::Deref;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dask_client::{Client, ClientOptions, Result};
-use dask_core::messages::{ClusterInfo, Role};
-use dask_core::Message;
-use dask_net::BlockingConn;
+use dask_core::auth::Credentials;
+use dask_core::messages::Role;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_worker::{FunctionRegistry, WorkerConfig, WorkerHandle};
+
+/// The credentials of the embedded clusters running in this process, by
+/// scheduler address (see [`credentials_of_local_cluster`]).
+static RUNNING: Mutex<Vec<(String, Credentials)>> = Mutex::new(Vec::new());
+
+/// The credentials of the embedded cluster of this process whose
+/// scheduler is at `address`, if one runs: what a client or worker this
+/// process starts by address alone (the C SDK's `dask_client_connect`
+/// and `dask_worker_start`) proves, with no file, since the cluster's
+/// secrets never leave the process.
+pub fn credentials_of_local_cluster(address: &str) -> Option<Credentials> {
+    let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    running
+        .iter()
+        .find(|(a, _)| a == address)
+        .map(|(_, c)| c.clone())
+}
 
 /// How long [`LocalClusterBuilder::build`] waits for every worker to register.
 const WORKERS_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,6 +49,8 @@ pub struct LocalCluster {
     workers: Vec<WorkerHandle>,
     scheduler: Option<SchedulerHandle>,
     address: String,
+    /// Made in memory for this cluster alone.
+    credentials: Credentials,
 }
 
 /// Options of a [`LocalCluster`].
@@ -105,9 +129,11 @@ impl LocalClusterBuilder {
     /// Starts the scheduler and the workers, and waits until every worker
     /// has registered.
     pub fn build(self) -> io::Result<LocalCluster> {
+        let credentials = dask_net::credentials::generate();
         let scheduler = SchedulerHandle::start(SchedulerConfig {
             host: self.host.clone(),
             port: self.port,
+            credentials: Some(credentials.clone()),
             ..Default::default()
         })?;
         let address = scheduler.address();
@@ -115,7 +141,14 @@ impl LocalClusterBuilder {
             workers: Vec::new(),
             scheduler: Some(scheduler),
             address,
+            credentials,
         };
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((cluster.address.clone(), cluster.credentials.clone()));
+        let worker_credentials =
+            dask_net::credentials::for_role(&cluster.credentials, Role::Worker);
         let functions = self.functions.unwrap_or_else(FunctionRegistry::builtins);
         for i in 0..self.workers {
             let worker = WorkerHandle::start(WorkerConfig {
@@ -126,6 +159,7 @@ impl LocalClusterBuilder {
                 resources: self.resources.clone(),
                 memory_limit: self.memory_limit,
                 functions: functions.clone(),
+                credentials: worker_credentials.clone(),
                 ..WorkerConfig::default()
             })?;
             cluster.workers.push(worker);
@@ -158,7 +192,22 @@ impl LocalCluster {
 
     /// A new client of this cluster (it does not own the cluster).
     pub fn client(&self) -> Result<Client> {
-        Client::connect_with(&self.address, ClientOptions::default())
+        Client::connect_with(&self.address, self.client_options())
+    }
+
+    /// The default client options with this cluster's client secret: what
+    /// a client built with options of its own starts from.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            credentials: dask_net::credentials::for_role(&self.credentials, Role::Client),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// The cluster's credentials (both secrets), for programs started
+    /// beside it (write them with `dask_net::credentials::write_new`).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// A client that owns this cluster and stops it when dropped, like
@@ -177,6 +226,10 @@ impl LocalCluster {
     }
 
     fn stop_all(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(address, _)| *address != self.address);
         for w in self.workers.drain(..) {
             w.stop();
         }
@@ -185,25 +238,22 @@ impl LocalCluster {
         }
     }
 
-    /// Polls cluster-info until `n` workers are connected.
+    /// Polls the scheduler until `n` workers are connected.
     fn wait_for_workers(&self, n: usize, timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
-        let (mut conn, _) = BlockingConn::connect(
+        let probe = Client::connect_with(
             &self.address,
-            Role::Client,
-            Role::Scheduler,
-            Some("local-cluster-probe".into()),
-            timeout,
-        )?;
-        for request in 1u64.. {
-            conn.send(&[Message::ClusterInfo(ClusterInfo { request })])?;
-            let reply = conn.recv_until(
-                &mut |m| matches!(m, Message::ClusterInfoReply(r) if r.request == request),
-            )?;
-            if let Message::ClusterInfoReply(r) = reply {
-                if r.workers.len() >= n {
-                    return Ok(());
-                }
+            ClientOptions {
+                name: Some("local-cluster-probe".into()),
+                connect_timeout: timeout,
+                request_timeout: Some(timeout),
+                ..self.client_options()
+            },
+        )
+        .map_err(io::Error::other)?;
+        loop {
+            if probe.workers().map_err(io::Error::other)?.len() >= n {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
@@ -213,7 +263,6 @@ impl LocalCluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use dask_cluster::LocalCluster;
 use dask_core::Key;
+use dask_testkit::home::DaskHome;
 
 fn dask(args: &[&str]) -> Output {
     dask_with(args, &[], None)
@@ -17,6 +18,8 @@ fn dask(args: &[&str]) -> Output {
 fn dask_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dask-rs"));
     cmd.args(args).env_remove("DASK_SCHEDULER_ADDRESS");
+    // No credentials unless the test gives some (DASK_CREDENTIALS).
+    DaskHome::apply_none(&mut cmd);
     cmd.envs(env.iter().copied());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -26,6 +29,25 @@ fn dask_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Outpu
     input.write_all(stdin.unwrap_or_default()).unwrap();
     drop(input);
     child.wait_with_output().expect("dask-rs runs")
+}
+
+/// `dask-rs` with the credentials file in `home` (as on another machine,
+/// or with the file an embedded cluster's owner wrote).
+fn dask_in(home: &DaskHome, args: &[&str]) -> Output {
+    let path = home.credentials_path();
+    dask_with(args, &[("DASK_CREDENTIALS", path.to_str().unwrap())], None)
+}
+
+/// An embedded cluster and a file of its credentials for the `dask-rs`
+/// processes that join it.
+fn cluster_and_file(workers: usize, threads: usize) -> (LocalCluster, DaskHome) {
+    let cluster = LocalCluster::builder()
+        .workers(workers)
+        .threads_per_worker(threads)
+        .build()
+        .unwrap();
+    let home = DaskHome::holding(cluster.credentials());
+    (cluster, home)
 }
 
 fn example(name: &str) -> String {
@@ -86,27 +108,39 @@ fn a_failed_task_exits_non_zero_with_the_remote_error() {
 
 #[test]
 fn submit_and_info_talk_to_a_running_cluster() {
-    let cluster = LocalCluster::builder()
-        .workers(1)
-        .threads_per_worker(1)
-        .build()
-        .unwrap();
+    let (cluster, home) = cluster_and_file(1, 1);
     // The same graph in msgpack.
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(example("sum.json")).unwrap()).unwrap();
     let bytes = dask_core::json::json_to_msgpack(&json).unwrap();
     let path = std::env::temp_dir().join(format!("dask-cli-{}.msgpack", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
+    // Without the cluster's credentials: refused, saying what to give.
     let o = dask(&[
         "submit",
         "--scheduler",
         cluster.address(),
         path.to_str().unwrap(),
     ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("authentication required"),
+        "{}",
+        stderr(&o)
+    );
+    let o = dask_in(
+        &home,
+        &[
+            "submit",
+            "--scheduler",
+            cluster.address(),
+            path.to_str().unwrap(),
+        ],
+    );
     let _ = std::fs::remove_file(&path);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
-    let o = dask(&["info", "--scheduler", cluster.address()]);
+    let o = dask_in(&home, &["info", "--scheduler", cluster.address()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("workers: 1"), "{out}");
@@ -196,29 +230,31 @@ fn a_graph_from_standard_input_and_unknown_fields_warned_or_refused() {
 
 #[test]
 fn the_scheduler_comes_from_a_flag_a_scheduler_file_or_the_environment() {
-    let cluster = LocalCluster::builder().workers(1).build().unwrap();
+    let (cluster, home) = cluster_and_file(1, 1);
     let address = cluster.address().to_owned();
+    let credentials = home.credentials_path();
+    let credentials = ("DASK_CREDENTIALS", credentials.to_str().unwrap());
     let sum = example("sum.json");
     let expected = "mean = 2.5\ntotal = 10\n";
     let o = dask_with(
         &["submit", &sum],
-        &[("DASK_SCHEDULER_ADDRESS", &address)],
+        &[("DASK_SCHEDULER_ADDRESS", &address), credentials],
         None,
     );
     assert_eq!(stdout(&o), expected, "{}", stderr(&o));
     // The flag wins over the environment.
     let o = dask_with(
         &["submit", "--scheduler", &address, &sum],
-        &[("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")],
+        &[("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1"), credentials],
         None,
     );
     assert_eq!(stdout(&o), expected, "{}", stderr(&o));
     let file = std::env::temp_dir().join(format!("dask-cli-{}-scheduler.json", std::process::id()));
     dask_net::scheduler_file::write(&file, &address).unwrap();
     let file_arg = file.to_str().unwrap();
-    let o = dask(&["submit", "--scheduler-file", file_arg, &sum]);
+    let o = dask_in(&home, &["submit", "--scheduler-file", file_arg, &sum]);
     assert_eq!(stdout(&o), expected, "{}", stderr(&o));
-    let o = dask(&["info", "--scheduler-file", file_arg]);
+    let o = dask_in(&home, &["info", "--scheduler-file", file_arg]);
     assert!(stdout(&o).contains("workers: 1"), "{}", stderr(&o));
     let _ = std::fs::remove_file(&file);
     assert_eq!(
@@ -237,12 +273,8 @@ fn the_scheduler_comes_from_a_flag_a_scheduler_file_or_the_environment() {
 
 #[test]
 fn info_as_json_and_waiting_tasks_by_reason() {
-    let cluster = LocalCluster::builder()
-        .workers(1)
-        .threads_per_worker(1)
-        .build()
-        .unwrap();
-    let client = dask_client::Client::connect(cluster.address()).unwrap();
+    let (cluster, home) = cluster_and_file(1, 1);
+    let client = cluster.client().unwrap();
     // One task no worker can run (a function none offers), one waiting on it.
     let lonely = dask_core::client::task_spec(Key::from("lonely"), "nowhere.fn", &[], &[]);
     let after = dask_core::client::task_spec(
@@ -255,7 +287,7 @@ fn info_as_json_and_waiting_tasks_by_reason() {
     let address = cluster.address().to_owned();
     let mut out = String::new();
     for _ in 0..600 {
-        out = stdout(&dask(&["info", "--scheduler", &address]));
+        out = stdout(&dask_in(&home, &["info", "--scheduler", &address]));
         if out.contains("1 no-worker") && out.contains("1 waiting") {
             break;
         }
@@ -269,7 +301,7 @@ fn info_as_json_and_waiting_tasks_by_reason() {
     assert!(out.contains("  1 waiting: for dependencies"), "{out}");
     assert!(out.contains("counts per state only"), "{out}");
 
-    let o = dask(&["info", "--json", "--scheduler", &address]);
+    let o = dask_in(&home, &["info", "--json", "--scheduler", &address]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(doc["scheduler"], address.as_str());
@@ -477,4 +509,86 @@ fn run_options_belong_to_their_scheduler() {
     // --workers alone means a cluster, as before there was a choice.
     let o = dask(&["run", &sum, "--workers", "2"]);
     assert_eq!(stdout(&o), "mean = 2.5\ntotal = 10\n");
+}
+
+#[test]
+fn credentials_export_writes_one_role_and_tls_makes_a_ca_and_certificate() {
+    let (cluster, home) = cluster_and_file(1, 1);
+    let path = home.credentials_path();
+    let from = ("DASK_CREDENTIALS", path.to_str().unwrap());
+    let worker_file = home.dir().join("worker.json");
+    let client_file = home.dir().join("client.json");
+    let o = dask_with(
+        &[
+            "credentials",
+            "export",
+            "--worker",
+            worker_file.to_str().unwrap(),
+            "--client",
+            client_file.to_str().unwrap(),
+        ],
+        &[from],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let worker = dask_net::credentials::load(&worker_file).unwrap();
+    assert!(worker.client.is_none() && worker.worker.is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&worker_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    // The client's file submits; the worker's cannot.
+    let sum = example("sum.json");
+    let with = |file: &std::path::Path| {
+        dask_with(
+            &["submit", "--scheduler", cluster.address(), &sum],
+            &[("DASK_CREDENTIALS", file.to_str().unwrap())],
+            None,
+        )
+    };
+    assert_eq!(stdout(&with(&client_file)), "mean = 2.5\ntotal = 10\n");
+    let o = with(&worker_file);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("holds no client secret"),
+        "{}",
+        stderr(&o)
+    );
+    // Never overwritten.
+    let o = dask_with(
+        &[
+            "credentials",
+            "export",
+            "--worker",
+            worker_file.to_str().unwrap(),
+        ],
+        &[from],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+
+    let tls = home.dir().join("tls");
+    let o = dask(&[
+        "credentials",
+        "tls",
+        "--dir",
+        tls.to_str().unwrap(),
+        "--host",
+        "node-1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("--tls-ca-file"), "{}", stdout(&o));
+    let config = dask_net::TlsConfig::from_files(
+        Some(&tls.join("ca.pem")),
+        Some(&tls.join("cluster.pem")),
+        None,
+    )
+    .unwrap();
+    assert!(config.can_listen() && config.can_connect());
 }

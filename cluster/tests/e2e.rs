@@ -22,7 +22,7 @@ fn client(cluster: &LocalCluster) -> Client {
         cluster.address(),
         ClientOptions {
             request_timeout: Some(PATIENCE),
-            ..Default::default()
+            ..cluster.client_options()
         },
     )
     .expect("client connects")

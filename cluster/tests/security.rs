@@ -344,3 +344,85 @@ fn workers_over_tls_with_credentials() {
     w1.stop();
     scheduler.stop();
 }
+
+/// Reads what a hostile TLS connection gets until the peer ends it: no
+/// `hello`, no value (an error at most).
+fn assert_refused_inside_tls(conn: &mut dask_net::BlockingConn, case: &str) {
+    for _ in 0..16 {
+        match conn.recv() {
+            Ok(Message::ErrorReport(e)) => assert!(e.fatal, "{case}: {e:?}"),
+            Ok(other) => panic!("{case}: got {}", other.op()),
+            Err(_) => return,
+        }
+    }
+    panic!("{case}: the peer did not close");
+}
+
+#[test]
+fn bad_bytes_inside_tls_and_half_done_tls_handshakes_leave_the_cluster_serving() {
+    let cluster = credentials::generate();
+    let ca = ClusterCa::generate().unwrap();
+    let scheduler = tls_scheduler(&cluster, &ca);
+    let address = scheduler.address();
+    let w0 = start_worker(&address, "w0", Some(cluster.clone()), Some(member_tls(&ca))).unwrap();
+    let w1 = start_worker(&address, "w1", Some(cluster.clone()), Some(member_tls(&ca))).unwrap();
+    let client = Client::connect_with(
+        &address,
+        options(Some(cluster.clone()), Some(member_tls(&ca))),
+    )
+    .unwrap();
+    assert_eq!(sum_across_workers(&client, 1, 2), rmpv::Value::from(3));
+
+    let mut rng = dask_testkit::Rng(0x5eed_7e15);
+    let mut half_done = Vec::new();
+    for endpoint in [address.clone(), w0.address(), w1.address()] {
+        // Random bytes inside a TLS session (a member's certificate, so
+        // TLS lets them through): refused by dask/1, then closed.
+        for case in 0..4 {
+            let mut conn =
+                dask_net::BlockingConn::connect_tls_raw(&endpoint, &member_tls(&ca), REFUSAL_WAIT)
+                    .expect("a member's TLS session");
+            conn.set_read_timeout(Some(REFUSAL_WAIT)).unwrap();
+            let _ = conn.send_raw(&rng.bytes(64 + 997 * case));
+            assert_refused_inside_tls(&mut conn, &format!("random bytes {case} at {endpoint}"));
+        }
+        // A hello without auth inside TLS: 3003, as over plain TCP.
+        let mut conn =
+            dask_net::BlockingConn::connect_tls_raw(&endpoint, &member_tls(&ca), REFUSAL_WAIT)
+                .unwrap();
+        conn.set_read_timeout(Some(REFUSAL_WAIT)).unwrap();
+        let role = if endpoint == address {
+            Role::Client
+        } else {
+            Role::Peer
+        };
+        conn.send(&[hello(role)]).unwrap();
+        match conn.recv() {
+            Ok(Message::ErrorReport(e)) => assert_eq!(e.code, 3003, "{e:?}"),
+            other => panic!(
+                "a hello without auth inside TLS got {:?}",
+                other.map(|m| m.op())
+            ),
+        }
+        // TLS handshakes that stop half way: a ClientHello's first bytes,
+        // then silence, held open while the members go on.
+        let plain = endpoint.replacen("tls://", "", 1);
+        for _ in 0..16 {
+            let mut stream = std::net::TcpStream::connect(&plain).unwrap();
+            use std::io::Write;
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+                .unwrap();
+            half_done.push(stream);
+        }
+    }
+    assert_eq!(sum_across_workers(&client, 20, 22), rmpv::Value::from(42));
+    let another =
+        Client::connect_with(&address, options(Some(cluster), Some(member_tls(&ca)))).unwrap();
+    assert!(another.cluster_info().is_ok());
+    drop(half_done);
+    drop((client, another));
+    w0.stop();
+    w1.stop();
+    scheduler.stop();
+}

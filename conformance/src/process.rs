@@ -110,6 +110,10 @@ impl WorkerProcess {
             .ok_or("no worker command given (after --)")?;
         let mut cmd = Command::new(launch.fill(program));
         cmd.args(args.iter().map(|a| launch.fill(a)))
+            // The runner plays a scheduler that proves no credentials: the
+            // program under test must find none (not the user's own file).
+            .env("DASK_RS_HOME", no_credentials_home())
+            .env_remove("DASK_CREDENTIALS")
             .env("DASK_SCHEDULER_ADDRESS", &launch.scheduler)
             .env("DASK_NTHREADS", launch.nthreads.to_string())
             .env("DASK_WORKER_NAME", &launch.name)
@@ -224,4 +228,13 @@ fn signal_group(pid: u32) {
             }
         }
     }
+}
+
+/// A `DASK_RS_HOME` that holds no credentials file (a directory that does
+/// not exist).
+fn no_credentials_home() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "dask-conformance-{}-no-credentials",
+        std::process::id()
+    ))
 }

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use dask_core::auth::{ConnectorAuth, Credentials};
 use dask_core::frame::{encode_frame, FrameDecoder};
 use dask_core::handshake::{self, Negotiated};
 use dask_core::messages::Role;
@@ -145,12 +146,43 @@ impl BlockingConn {
         name: Option<String>,
         timeout: Duration,
     ) -> io::Result<(BlockingConn, Negotiated)> {
+        Self::connect_proving(address, role, peer_role, name, timeout, None)
+    }
+
+    /// As [`BlockingConn::connect`] (plain TCP), proving `credentials`'
+    /// secret of `role` when given (dask/1.1 authentication: the acceptor
+    /// must prove it back).
+    pub fn connect_proving(
+        address: &str,
+        role: Role,
+        peer_role: Role,
+        name: Option<String>,
+        timeout: Duration,
+        credentials: Option<&Credentials>,
+    ) -> io::Result<(BlockingConn, Negotiated)> {
         let mut conn = Self::connect_raw(address, timeout)?;
         conn.set_read_timeout(Some(timeout))?;
-        conn.send(&[Message::Hello(handshake::offer(role, name))])?;
+        let mut hello = handshake::offer(role, name);
+        let auth = credentials
+            .and_then(|c| c.secret_for(role))
+            .map(|secret| ConnectorAuth::new(role, secret.clone(), crate::credentials::nonce()));
+        if let Some(auth) = &auth {
+            hello.auth = Some(auth.offer());
+            hello.tls = Some(false);
+        }
+        conn.send(&[Message::Hello(hello)])?;
         let reply = conn.recv()?;
         let negotiated = match reply {
-            Message::Hello(h) => handshake::check_reply(&h, peer_role).map_err(wire_err)?,
+            Message::Hello(h) => {
+                let negotiated = handshake::check_reply(&h, peer_role).map_err(wire_err)?;
+                if let Some(auth) = &auth {
+                    let proof = auth
+                        .answer(&h, None)
+                        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.message))?;
+                    conn.send(&[Message::AuthProof(proof)])?;
+                }
+                negotiated
+            }
             Message::ErrorReport(e) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,

@@ -15,7 +15,7 @@
 //! `dask-scheduler` creates one with both secrets on its first start
 //! (32 bytes each from the OS's random source) and reuses it after.
 //! A role file holds one secret: `client_secret` for a client's machine,
-//! `worker_secret` for a worker's (`dask credentials export`); a worker's
+//! `worker_secret` for a worker's (`dask-rs credentials export`); a worker's
 //! file cannot submit work. Unknown fields are ignored.
 //!
 //! ## Where programs look ([`discover`])
@@ -173,7 +173,7 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
             return Err(error(
                 path,
                 "does not exist (dask-scheduler creates one on its first start; \
-                 `dask credentials export` writes one for another machine)",
+                 `dask-rs credentials export` writes one for another machine)",
             ))
         }
         Err(e) => return Err(error(path, format!("cannot be read: {e}"))),
@@ -310,7 +310,7 @@ fn write_new_io(path: &Path, credentials: &Credentials) -> io::Result<()> {
 }
 
 #[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
@@ -319,12 +319,12 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
 #[cfg(unix)]
-fn private_file(path: &Path) -> io::Result<File> {
+pub(crate) fn private_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .write(true)
@@ -334,7 +334,7 @@ fn private_file(path: &Path) -> io::Result<File> {
 }
 
 #[cfg(not(unix))]
-fn private_file(path: &Path) -> io::Result<File> {
+pub(crate) fn private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 

@@ -105,6 +105,8 @@
 #![deny(missing_docs)]
 
 mod blocking;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod clock;
 mod conn;
 pub mod credentials;

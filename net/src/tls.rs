@@ -291,7 +291,7 @@ pub(crate) fn explain(e: &rustls::Error) -> String {
                 "is not signed by the CA this side trusts (check --tls-ca-file on both sides)",
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                theirs("has expired (make new certificates: dask credentials tls)")
+                theirs("has expired (make new certificates: dask-rs credentials tls)")
             }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 theirs("is not valid yet (is this machine's clock right?)")
@@ -314,7 +314,7 @@ pub(crate) fn explain(e: &rustls::Error) -> String {
             }
             A::CertificateExpired => {
                 "TLS: the peer refused this side's certificate as expired (make new \
-                 certificates: dask credentials tls)"
+                 certificates: dask-rs credentials tls)"
                     .into()
             }
             A::CertificateRequired => "TLS: the peer requires a certificate from this side \
@@ -423,6 +423,55 @@ impl ClusterCa {
             key: key.serialize_pem(),
         })
     }
+}
+
+/// Where [`write_cluster_files`] put a cluster's TLS files.
+#[derive(Debug, Clone)]
+pub struct ClusterFiles {
+    /// The CA certificate (`--tls-ca-file`).
+    pub ca: std::path::PathBuf,
+    /// The certificate and its key (`--tls-cert`), owner-only.
+    pub cert: std::path::PathBuf,
+}
+
+/// `dask-rs credentials tls`: a new [`ClusterCa`] and one certificate
+/// (naming `hosts` too, valid `days`), written into `dir` (made
+/// owner-only when absent) as `ca.pem` and `cluster.pem` (certificate
+/// then key, mode 0600). Existing files are never replaced.
+pub fn write_cluster_files(
+    dir: &Path,
+    hosts: &[String],
+    days: u32,
+) -> Result<ClusterFiles, TlsError> {
+    use std::io::Write;
+    let ca = ClusterCa::generate()?;
+    let issued = ca.issue(hosts, i64::from(days.max(1)) * 24)?;
+    let files = ClusterFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cluster.pem"),
+    };
+    let failed = |path: &Path, e: std::io::Error| {
+        TlsError(format!("{}: cannot be written: {e}", path.display()))
+    };
+    if !dir.exists() {
+        crate::credentials::create_private_dir(dir).map_err(|e| failed(dir, e))?;
+    }
+    for (path, text) in [
+        (&files.ca, ca.cert_pem()),
+        (&files.cert, format!("{}{}", issued.cert, issued.key)),
+    ] {
+        if path.exists() {
+            return Err(TlsError(format!(
+                "{} already exists (never replaced): remove it, or give another --dir",
+                path.display()
+            )));
+        }
+        let mut file = crate::credentials::private_file(path).map_err(|e| failed(path, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| failed(path, e))?;
+    }
+    Ok(files)
 }
 
 fn set_validity(params: &mut rcgen::CertificateParams, from_hours: i64, to_hours: i64) {

@@ -11,6 +11,7 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue};
 use dask_net::BlockingConn;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use dask_testkit::home::DaskHome;
 use rmpv::Value;
 
 /// Generous: tests must not fail on a slow machine.
@@ -270,10 +271,13 @@ fn a_tiny_graph_is_computed_by_a_test_played_worker_and_gathered() {
 #[test]
 fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
     let file = std::env::temp_dir().join(format!("dask-scheduler-{}.json", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dask-scheduler"))
+    let home = DaskHome::new();
+    let mut child = home
+        .apply(&mut Command::new(env!("CARGO_BIN_EXE_dask-scheduler")))
         .args(["--port", "0", "--validate", "--scheduler-file"])
         .arg(&file)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn dask-scheduler");
     let stdout = child.stdout.take().unwrap();
@@ -289,7 +293,34 @@ fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
     // The scheduler file, as workers and clients read it.
     let from_file = dask_net::scheduler_file::read(&file, Duration::ZERO).unwrap();
     assert_eq!(from_file, address);
-    let mut client = connect(&address, Role::Client, "c");
+    // Secure by default: it created the credentials file (owner-only) and
+    // said where; a client proving it is served, a stranger is not.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    let path = home.credentials_path();
+    assert!(
+        said.contains("credentials created at") && said.contains(&*path.to_string_lossy()),
+        "{said}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let stranger = BlockingConn::connect(&address, Role::Client, Role::Scheduler, None, TIMEOUT);
+    let e = stranger.err().expect("a stranger is refused");
+    assert!(e.to_string().contains("(3003)"), "{e}");
+    let (mut client, _) = BlockingConn::connect_proving(
+        &address,
+        Role::Client,
+        Role::Scheduler,
+        Some("c".into()),
+        TIMEOUT,
+        Some(&home.credentials()),
+    )
+    .expect("the holder of the client secret is served");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -7,6 +7,11 @@
 # (The broken fixture workers are run by `cargo test -p dask-conformance`.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Credentials of this step alone: a scheduler it starts creates them in
+# DASK_RS_HOME, and its clients and workers find them there with no flag,
+# as on a user's machine (not the user's own ~/.dask-rs).
+export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"
+unset DASK_CREDENTIALS
 cargo build --locked -q -p dask-conformance -p dask-worker --bins
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="$target_dir/debug"

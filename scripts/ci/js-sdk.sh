@@ -5,6 +5,11 @@
 # then dask-conformance against the JS worker (examples/worker.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Credentials of this step alone: a scheduler it starts creates them in
+# DASK_RS_HOME, and its clients and workers find them there with no flag,
+# as on a user's machine (not the user's own ~/.dask-rs).
+export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"
+unset DASK_CREDENTIALS
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
 cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster -p dask-conformance --bins
 target_dir="${CARGO_TARGET_DIR:-target}"

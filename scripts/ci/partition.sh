@@ -21,6 +21,11 @@
 # every wait has a deadline; the whole run takes well under 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Credentials of this step alone: a scheduler it starts creates them in
+# DASK_RS_HOME, and its clients and workers find them there with no flag,
+# as on a user's machine (not the user's own ~/.dask-rs).
+export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"
+unset DASK_CREDENTIALS
 
 started=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }

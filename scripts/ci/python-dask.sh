@@ -6,6 +6,11 @@
 #   DASK_PYTHON_VENV=DIR scripts/ci/python-dask.sh   # reuse a virtualenv
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Credentials of this step alone: a scheduler it starts creates them in
+# DASK_RS_HOME, and its clients and workers find them there with no flag,
+# as on a user's machine (not the user's own ~/.dask-rs).
+export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"
+unset DASK_CREDENTIALS
 target_dir=${CARGO_TARGET_DIR:-target}
 venv=${DASK_PYTHON_VENV:-$target_dir/python-dask-venv}
 # Pinned: the reverse direction depends on how this version reads replies.

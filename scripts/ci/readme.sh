@@ -25,7 +25,8 @@ rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
 status=0
 # A session of its own (setsid), so that whatever the commands leave
 # running can be stopped together; its id is its process group's.
-HOME=$work/home PATH=$path CARGO_TARGET_DIR=$target_dir \
+env -u DASK_RS_HOME -u DASK_CREDENTIALS \
+  HOME=$work/home PATH=$path CARGO_TARGET_DIR=$target_dir \
   CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home \
   setsid --wait bash -c 'echo $$ >"$1"; exec bash -euo pipefail "$2"' _ "$work/pgid" "$script" \
   >"$out" 2>&1 </dev/null || status=$?

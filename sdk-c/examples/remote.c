@@ -44,6 +44,7 @@ static int64_t call_int(dask_client *client, const char *function, dask_value *a
 
 int main(int argc, char **argv) {
     dask_client *client = NULL;
+    dask_security security = {0};
     dask_error *err = NULL;
     dask_value *text = NULL, *args;
     dask_future *f = NULL;
@@ -52,13 +53,19 @@ int main(int argc, char **argv) {
     int64_t words, fib, total;
 
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s tcp://HOST:PORT [WORKERS]\n", argv[0]);
+        fprintf(stderr, "usage: %s tcp://HOST:PORT|tls://HOST:PORT [WORKERS]\n", argv[0]);
         return 2;
     }
     if (argc == 3) {
         wanted = (size_t)strtoul(argv[2], NULL, 10);
     }
-    check(dask_client_connect(argv[1], 10000, &client, &err), &err, "connect");
+    /* The cluster's credentials are found as every dask-rs program finds
+     * them (DASK_CREDENTIALS, or the file dask-scheduler created on this
+     * machine); TLS files, for a tls:// address, from this example's own
+     * environment variables. */
+    security.tls_ca_file = getenv("DASK_TLS_CA_FILE");
+    security.tls_cert_file = getenv("DASK_TLS_CERT");
+    check(dask_client_connect_secure(argv[1], 10000, &security, &client, &err), &err, "connect");
     for (waited = 0; waited < 600; waited++) {
         struct timespec tick = {0, 100 * 1000 * 1000};
         check(dask_client_worker_count(client, &workers, &err), &err, "worker count");

@@ -395,6 +395,7 @@ static int register_all(dask_functions *functions) {
 
 int main(int argc, char **argv) {
     dask_functions *functions;
+    dask_security security = {0};
     dask_error *err = NULL;
     sigset_t signals;
     pthread_t waiter;
@@ -402,7 +403,7 @@ int main(int argc, char **argv) {
     int status = 0;
 
     if (argc < 2 || argc > 4) {
-        fprintf(stderr, "usage: %s tcp://HOST:PORT [NTHREADS [NAME]]\n", argv[0]);
+        fprintf(stderr, "usage: %s tcp://HOST:PORT|tls://HOST:PORT [NTHREADS [NAME]]\n", argv[0]);
         return 2;
     }
     if (argc >= 3) {
@@ -422,8 +423,13 @@ int main(int argc, char **argv) {
         dask_functions_free(functions);
         return 1;
     }
-    if (dask_worker_start(argv[1], nthreads, argc == 4 ? argv[3] : NULL, functions, &running,
-                          &err) != DASK_OK) {
+    /* Credentials as every dask-rs program finds them; TLS files (for a
+     * tls:// scheduler; the data address is then tls:// too) from this
+     * example's own environment variables. */
+    security.tls_ca_file = getenv("DASK_TLS_CA_FILE");
+    security.tls_cert_file = getenv("DASK_TLS_CERT");
+    if (dask_worker_start_secure(argv[1], nthreads, argc == 4 ? argv[3] : NULL, functions,
+                                 &security, &running, &err) != DASK_OK) {
         fprintf(stderr, "worker: %s\n", dask_error_message(err));
         dask_error_free(err);
         dask_functions_free(functions);

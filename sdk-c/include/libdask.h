@@ -378,6 +378,40 @@ typedef struct dask_value dask_value;
 typedef struct dask_worker dask_worker;
 
 /**
+ * Where a client or worker finds its credentials and TLS files. Every
+ * field may be NULL (or false): a NULL `credentials_file` finds them as
+ * dask_client_connect does; no TLS file: plain TCP (`tcp://` only).
+ * The strings are read during the call only.
+ */
+typedef struct dask_security {
+  /**
+   * The cluster's credentials file (a role's file from `dask-rs
+   * credentials export`, or the scheduler's), as `--credentials`.
+   */
+  const char *credentials_file;
+  /**
+   * The cluster's CA certificate (PEM), as `--tls-ca-file`: needed to
+   * reach `tls://` addresses.
+   */
+  const char *tls_ca_file;
+  /**
+   * This program's certificate (PEM; may also hold the key), as
+   * `--tls-cert`: presented to acceptors that require one (mutual TLS),
+   * and a worker's data address is then `tls://`.
+   */
+  const char *tls_cert_file;
+  /**
+   * The key of `tls_cert_file` (PEM), as `--tls-key`.
+   */
+  const char *tls_key_file;
+  /**
+   * Prove no credentials (a scheduler started with
+   * `--no-auth-anyone-can-connect`); `credentials_file` is ignored.
+   */
+  bool no_auth;
+} dask_security;
+
+/**
  * A C function a worker runs for tasks naming it.
  *
  * `args` holds the msgpack encoding (`args_len` bytes) of an array: the
@@ -421,6 +455,12 @@ const char *dask_version(void);
  * Connects to the scheduler at `address` (`tcp://HOST:PORT`), waiting at
  * most `timeout_ms` (at least 1 ms; negative: no limit but the operating
  * system's own) for the connection and handshake.
+ * It proves the cluster's client secret: an embedded cluster's of this
+ * process at `address`, else the credentials file every dask-rs program
+ * finds (DASK_CREDENTIALS, else the file dask-scheduler created on this
+ * machine: $DASK_RS_HOME/credentials.json or ~/.dask-rs/credentials.json);
+ * a scheduler requiring credentials refuses a client without them
+ * (DASK_REFUSED, 3003, saying what to give).
  * A malformed address gives DASK_INVALID_ARGUMENT; an unreachable one
  * DASK_CONNECTION. `*out` is owned by the caller. Thread-safe.
  */
@@ -428,6 +468,18 @@ dask_result dask_client_connect(const char *address,
                                 int64_t timeout_ms,
                                 struct dask_client **out,
                                 struct dask_error **err);
+
+/**
+ * As dask_client_connect, with the credentials and TLS files `security`
+ * names (NULL: as dask_client_connect): `tls://` addresses need its
+ * `tls_ca_file`. A file that cannot be read or holds no client secret
+ * gives DASK_INVALID_ARGUMENT, naming it. Thread-safe.
+ */
+dask_result dask_client_connect_secure(const char *address,
+                                       int64_t timeout_ms,
+                                       const struct dask_security *security,
+                                       struct dask_client **out,
+                                       struct dask_error **err);
 
 /**
  * Starts an embedded cluster (a scheduler on 127.0.0.1 and `workers`
@@ -1183,8 +1235,10 @@ dask_result dask_task_output_set_error(struct dask_task_output *output,
  * task threads (0: one per core), the name `name` (NULL: a generated unique
  * name) and the functions of `functions` (copied; NULL: the built-in
  * library), and returns once the scheduler accepted it (within 10 s). The
- * worker runs from then on; dask_worker_run waits for its end. An
- * unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
+ * worker runs from then on; dask_worker_run waits for its end. The
+ * worker proves the cluster's worker secret, found as dask_client_connect
+ * finds the client secret, and serves its data address only to workers
+ * that prove it. An unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
  * scheduler that refuses the worker (an `error` reply: its name is in use
  * (3004), another protocol version (3001)...) gives DASK_REFUSED, the
  * scheduler's code and message in the error's message.
@@ -1196,6 +1250,21 @@ dask_result dask_worker_start(const char *scheduler,
                               const struct dask_functions *functions,
                               struct dask_worker **out,
                               struct dask_error **err);
+
+/**
+ * As dask_worker_start, with the credentials and TLS files `security`
+ * names (NULL: as dask_worker_start): with `tls_cert_file` the worker's
+ * data address is `tls://`, and `tls_ca_file` lets it reach a `tls://`
+ * scheduler and TLS peers. A file that cannot be read or holds no worker
+ * secret gives DASK_INVALID_ARGUMENT, naming it. Thread-safe.
+ */
+dask_result dask_worker_start_secure(const char *scheduler,
+                                     size_t nthreads,
+                                     const char *name,
+                                     const struct dask_functions *functions,
+                                     const struct dask_security *security,
+                                     struct dask_worker **out,
+                                     struct dask_error **err);
 
 /**
  * Blocks until the worker ends: DASK_OK when the scheduler closed it or

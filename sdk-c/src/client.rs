@@ -12,6 +12,7 @@ use crate::delayed::dask_delayed;
 use crate::error::{c_string, dask_error, dask_result, Failure, Fallible};
 use crate::ffi::{self, borrow, boxed, c_str, call, guard, handles, out_array};
 use crate::future::{dask_as_completed, dask_future};
+use crate::security::dask_security;
 use crate::value::dask_value;
 use crate::worker::dask_functions;
 
@@ -62,10 +63,43 @@ impl std::ops::Deref for ClientRef<'_> {
     }
 }
 
-fn check_address(address: &str) -> Fallible {
-    dask_net::parse_address(address)
-        .map(|_| ())
-        .map_err(|e| Failure::invalid(format!("bad address {address:?}: {e}")))
+/// What a client or worker of this process proves to the scheduler at
+/// `address`, as `role`: the secrets of an embedded cluster of this
+/// process at that address, else the credentials file found as every
+/// dask-rs program finds it (`DASK_CREDENTIALS`, then the file
+/// dask-scheduler created on this machine); none when there is none (a
+/// scheduler requiring them then refuses with 3003, saying so).
+pub(crate) fn credentials_for(
+    address: &str,
+    role: dask_core::messages::Role,
+) -> Fallible<Option<dask_core::auth::Credentials>> {
+    use dask_net::credentials;
+    if let Some(local) = dask_cluster::credentials_of_local_cluster(address) {
+        return Ok(credentials::for_role(&local, role));
+    }
+    let found = credentials::discover(None).map_err(|e| Failure::invalid(e.to_string()))?;
+    let Some(file) = found else { return Ok(None) };
+    match credentials::for_role(&file.credentials, role) {
+        Some(own) => Ok(Some(own)),
+        None => Err(Failure::invalid(format!(
+            "the credentials file {} holds no {} secret (it was exported for another role)",
+            file.path.display(),
+            role.as_str()
+        ))),
+    }
+}
+
+/// `tcp://HOST:PORT`, or also `tls://HOST:PORT` when `tls_allowed`.
+pub(crate) fn check_address(address: &str, tls_allowed: bool) -> Fallible {
+    let endpoint = dask_net::parse_endpoint(address)
+        .map_err(|e| Failure::invalid(format!("bad address {address:?}: {e}")))?;
+    if endpoint.tls && !tls_allowed {
+        return Err(Failure::invalid(format!(
+            "{address:?} is a TLS address: connect with the _secure function and the \
+             cluster's CA in its dask_security"
+        )));
+    }
+    Ok(())
 }
 
 fn cluster_builder(
@@ -86,6 +120,12 @@ fn cluster_builder(
 /// Connects to the scheduler at `address` (`tcp://HOST:PORT`), waiting at
 /// most `timeout_ms` (at least 1 ms; negative: no limit but the operating
 /// system's own) for the connection and handshake.
+/// It proves the cluster's client secret: an embedded cluster's of this
+/// process at `address`, else the credentials file every dask-rs program
+/// finds (DASK_CREDENTIALS, else the file dask-scheduler created on this
+/// machine: $DASK_RS_HOME/credentials.json or ~/.dask-rs/credentials.json);
+/// a scheduler requiring credentials refuses a client without them
+/// (DASK_REFUSED, 3003, saying what to give).
 /// A malformed address gives DASK_INVALID_ARGUMENT; an unreachable one
 /// DASK_CONNECTION. `*out` is owned by the caller. Thread-safe.
 #[no_mangle]
@@ -96,21 +136,51 @@ pub extern "C" fn dask_client_connect(
     err: *mut *mut dask_error,
 ) -> dask_result {
     call("dask_client_connect", err, || {
-        let out = ffi::out(out, "out")?;
-        let address = c_str(address, "address")?;
-        check_address(address)?;
-        let options = ClientOptions {
-            connect_timeout: ffi::timeout(timeout_ms)
-                .unwrap_or(ffi::TIMEOUT_MAX)
-                .max(Duration::from_millis(1)),
-            ..ClientOptions::default()
-        };
-        *out = boxed(dask_client::new(
-            Client::connect_with(address, options)?,
-            None,
-        ));
-        Ok(())
+        connect(address, timeout_ms, std::ptr::null(), out)
     })
+}
+
+/// As dask_client_connect, with the credentials and TLS files `security`
+/// names (NULL: as dask_client_connect): `tls://` addresses need its
+/// `tls_ca_file`. A file that cannot be read or holds no client secret
+/// gives DASK_INVALID_ARGUMENT, naming it. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_connect_secure(
+    address: *const c_char,
+    timeout_ms: i64,
+    security: *const dask_security,
+    out: *mut *mut dask_client,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_connect_secure", err, || {
+        connect(address, timeout_ms, security, out)
+    })
+}
+
+fn connect(
+    address: *const c_char,
+    timeout_ms: i64,
+    security: *const dask_security,
+    out: *mut *mut dask_client,
+) -> Fallible {
+    let out = ffi::out(out, "out")?;
+    let address = c_str(address, "address")?;
+    check_address(address, !security.is_null())?;
+    let (credentials, tls) =
+        crate::security::resolve(address, dask_core::messages::Role::Client, security)?;
+    let options = ClientOptions {
+        connect_timeout: ffi::timeout(timeout_ms)
+            .unwrap_or(ffi::TIMEOUT_MAX)
+            .max(Duration::from_millis(1)),
+        credentials,
+        tls,
+        ..ClientOptions::default()
+    };
+    *out = boxed(dask_client::new(
+        Client::connect_with(address, options)?,
+        None,
+    ));
+    Ok(())
 }
 
 /// Starts an embedded cluster (a scheduler on 127.0.0.1 and `workers`

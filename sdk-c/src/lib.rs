@@ -25,6 +25,7 @@ pub mod error;
 pub(crate) mod ffi;
 pub mod future;
 pub mod inprocess;
+pub mod security;
 pub mod value;
 pub mod worker;
 

@@ -13,8 +13,9 @@ use dask_core::client::{encode_args, encode_kwargs};
 use dask_core::RawValue;
 use rmpv::Value;
 
-use crate::error::{c_string, dask_error, dask_result, Failure};
+use crate::error::{c_string, dask_error, dask_result, Failure, Fallible};
 use crate::ffi::{self, borrow, borrow_mut, boxed, c_str, call, guard, opt_c_str};
+use crate::security::dask_security;
 use crate::value::dask_value;
 
 /// A C function a worker runs for tasks naming it.
@@ -416,8 +417,10 @@ impl dask_worker {
 /// task threads (0: one per core), the name `name` (NULL: a generated unique
 /// name) and the functions of `functions` (copied; NULL: the built-in
 /// library), and returns once the scheduler accepted it (within 10 s). The
-/// worker runs from then on; dask_worker_run waits for its end. An
-/// unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
+/// worker runs from then on; dask_worker_run waits for its end. The
+/// worker proves the cluster's worker secret, found as dask_client_connect
+/// finds the client secret, and serves its data address only to workers
+/// that prove it. An unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
 /// scheduler that refuses the worker (an `error` reply: its name is in use
 /// (3004), another protocol version (3001)...) gives DASK_REFUSED, the
 /// scheduler's code and message in the error's message.
@@ -432,34 +435,69 @@ pub extern "C" fn dask_worker_start(
     err: *mut *mut dask_error,
 ) -> dask_result {
     call("dask_worker_start", err, || {
-        let out = ffi::out(out, "out")?;
-        let scheduler = c_str(scheduler, "scheduler")?;
-        dask_net::parse_address(scheduler)
-            .map_err(|e| Failure::invalid(format!("bad address {scheduler:?}: {e}")))?;
-        let name = opt_c_str(name, "name")?;
-        let mut config = WorkerConfig {
-            scheduler: scheduler.to_owned(),
-            name: name.map(str::to_owned),
-            ..WorkerConfig::default()
-        };
-        if nthreads > 0 {
-            config.nthreads = nthreads;
-        }
-        if let Some(f) = unsafe { functions.as_ref() } {
-            config.functions = f.registry.clone();
-        }
-        let handle = WorkerHandle::start(config).map_err(|e| start_failure(e, scheduler))?;
-        *out = boxed(dask_worker {
-            name: c_string(handle.name()),
-            address: c_string(&handle.address()),
-            state: Mutex::new(WorkerState {
-                handle: Some(handle),
-                ended: None,
-            }),
-            changed: Condvar::new(),
-        });
-        Ok(())
+        start(scheduler, nthreads, name, functions, std::ptr::null(), out)
     })
+}
+
+/// As dask_worker_start, with the credentials and TLS files `security`
+/// names (NULL: as dask_worker_start): with `tls_cert_file` the worker's
+/// data address is `tls://`, and `tls_ca_file` lets it reach a `tls://`
+/// scheduler and TLS peers. A file that cannot be read or holds no worker
+/// secret gives DASK_INVALID_ARGUMENT, naming it. Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_worker_start_secure(
+    scheduler: *const c_char,
+    nthreads: usize,
+    name: *const c_char,
+    functions: *const dask_functions,
+    security: *const dask_security,
+    out: *mut *mut dask_worker,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_worker_start_secure", err, || {
+        start(scheduler, nthreads, name, functions, security, out)
+    })
+}
+
+fn start(
+    scheduler: *const c_char,
+    nthreads: usize,
+    name: *const c_char,
+    functions: *const dask_functions,
+    security: *const dask_security,
+    out: *mut *mut dask_worker,
+) -> Fallible {
+    let out = ffi::out(out, "out")?;
+    let scheduler = c_str(scheduler, "scheduler")?;
+    crate::client::check_address(scheduler, !security.is_null())?;
+    let name = opt_c_str(name, "name")?;
+    let (credentials, tls) =
+        crate::security::resolve(scheduler, dask_core::messages::Role::Worker, security)?;
+    let mut config = WorkerConfig {
+        scheduler: scheduler.to_owned(),
+        name: name.map(str::to_owned),
+        credentials,
+        tls,
+        ..WorkerConfig::default()
+    };
+    if nthreads > 0 {
+        config.nthreads = nthreads;
+    }
+    // SAFETY: a non-NULL pointer argument points to a valid value (rule 5).
+    if let Some(f) = unsafe { functions.as_ref() } {
+        config.functions = f.registry.clone();
+    }
+    let handle = WorkerHandle::start(config).map_err(|e| start_failure(e, scheduler))?;
+    *out = boxed(dask_worker {
+        name: c_string(handle.name()),
+        address: c_string(&handle.address()),
+        state: Mutex::new(WorkerState {
+            handle: Some(handle),
+            ended: None,
+        }),
+        changed: Condvar::new(),
+    });
+    Ok(())
 }
 
 /// Why [`WorkerHandle::start`] failed, as a status. The worker reports a

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 
 import { parseAddress } from './address.js';
+import { secretFor } from './credentials.js';
 import { ConnectionError, DaskError, LostError, RequestError, TimeoutError, errorOfState } from './errors.js';
 import { decode, taskRefKey } from './msgpack.js';
 import { WasmCallError, WasmClient } from './wasm.js';
@@ -210,14 +211,24 @@ export class Client {
     this.id = null;
     /** The last non-fatal error the scheduler sent that named no request. */
     this.lastServerError = null;
-    this.#wasm = new WasmClient({ name: this.name ?? undefined, seed: randomBytes(8).readBigUInt64LE() });
+    const secret = secretFor('client', options.credentials);
+    this.#wasm = new WasmClient({
+      name: this.name ?? undefined,
+      seed: randomBytes(8).readBigUInt64LE(),
+      client_secret: secret ?? undefined,
+      nonce: secret ? randomBytes(32) : undefined,
+    });
   }
 
   /**
    * Connects to the scheduler at `address` (`tcp://HOST:PORT`) and
    * completes the dask/1 handshake.
    * @param {string} address
-   * @param {{name?: string, timeout?: number}} [options] timeout in ms (default 10 s)
+   * It proves the cluster's client secret (dask/1.1 authentication) from
+   * the credentials file found as every dask-rs program finds it
+   * (`credentials`: a path, or false for none; else DASK_CREDENTIALS,
+   * else the file dask-scheduler created on this machine).
+   * @param {{name?: string, timeout?: number, credentials?: string | false}} [options] timeout in ms (default 10 s)
    * @returns {Promise<Client>}
    */
   static async connect(address, options = {}) {

@@ -3,11 +3,13 @@
 // (sdk-js/src/worker.rs); this file owns the sockets, the timer and the
 // user's functions, and does what each drain of the wasm side says.
 
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 
 import { formatAddress, parseAddress } from './address.js';
+import { secretFor } from './credentials.js';
 import { conformanceFunctions } from './conformance.js';
 import { ConnectionError, DaskError } from './errors.js';
 import { call, entry, taskError } from './call.js';
@@ -47,11 +49,14 @@ export class Worker {
   /**
    * @param {{name?: string, nthreads?: number, host?: string,
    *          resources?: Record<string, number>, memoryLimit?: number,
-   *          conformance?: boolean}} [options]
+   *          conformance?: boolean, credentials?: string | false}} [options]
    *   nthreads: runs at once (default 1; async functions overlap, sync
    *   ones run one after another on the event loop); host: where the data
    *   port listens (default 127.0.0.1); conformance: offer the
-   *   conformance.* functions (default true).
+   *   conformance.* functions (default true); credentials: the cluster's
+   *   credentials file (false: none), else found as every dask-rs program
+   *   finds it: the worker proves the worker secret to the scheduler and
+   *   its peers, and serves its data port only to workers that prove it.
    */
   constructor(options = {}) {
     this.#options = options;
@@ -126,6 +131,7 @@ export class Worker {
       });
     });
     this.address = formatAddress(host, server.address().port);
+    const secret = secretFor('worker', this.#options.credentials);
     this.#wasm = new WasmWorker({
       scheduler,
       name: this.name,
@@ -135,6 +141,8 @@ export class Worker {
       resources: this.#options.resources,
       memory_limit: this.#options.memoryLimit,
       pid: process.pid,
+      worker_secret: secret ?? undefined,
+      nonce_seed: secret ? randomBytes(32) : undefined,
       now_ms: performance.now(),
     });
     const registered = new Promise((resolve, reject) => {

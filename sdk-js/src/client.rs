@@ -27,8 +27,9 @@
 
 use std::collections::BTreeMap;
 
-use dask_core::client::{ClientEvent, ClientSession, Graph, KeyState, TaskFailure};
-use dask_core::messages::{Resources, TaskSpec};
+use dask_core::auth::Secret;
+use dask_core::client::{ClientAuth, ClientEvent, ClientSession, Graph, KeyState, TaskFailure};
+use dask_core::messages::{Bin32, Resources, TaskSpec};
 use dask_core::msgpack::{write, RawValue, Reader};
 use dask_core::Key;
 
@@ -40,14 +41,31 @@ pub struct ClientDriver {
 }
 
 impl ClientDriver {
-    /// A session from `{name?, seed}` (`seed`: a random u64 that makes this
-    /// client's keys unique). The `hello` is queued.
+    /// A session from `{name?, seed, client_secret?, nonce?}` (`seed`: a
+    /// random u64 that makes this client's keys unique; `client_secret`:
+    /// the cluster's client secret, 32 bytes, and `nonce` 32 fresh random
+    /// bytes: then it proves the secret and requires the scheduler to
+    /// prove it, dask/1.1 authentication). The `hello` is queued.
     pub fn new(config: &[u8]) -> Result<ClientDriver, String> {
         let c = Command::parse(config)?;
         let name: Option<String> = c.field("name")?;
         let seed: u64 = c.field::<Option<u64>>("seed")?.unwrap_or(0);
+        let secret: Option<Bin32> = c.field("client_secret")?;
+        let auth = match secret {
+            Some(secret) => {
+                let nonce: Bin32 = c
+                    .field::<Option<Bin32>>("nonce")?
+                    .ok_or("a client_secret needs a nonce (32 random bytes)")?;
+                Some(ClientAuth {
+                    secret: Secret::from_bytes(secret.0),
+                    nonce: nonce.0,
+                    tls: false,
+                })
+            }
+            None => None,
+        };
         Ok(ClientDriver {
-            session: ClientSession::new(name, seed),
+            session: ClientSession::with_auth(name, seed, auth),
         })
     }
 

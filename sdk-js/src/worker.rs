@@ -22,8 +22,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dask_core::auth::{AuthConfig, Credentials, Secret};
 use dask_core::frame::{FrameDecoder, FrameEncoder};
-use dask_core::messages::Resources;
+use dask_core::messages::{Bin32, Resources};
 use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
 use dask_core::worker::{Job, TaskDone, TaskError, WorkerOutput, WorkerState, WorkerStateConfig};
 use dask_core::{ConnId, Key, Timestamp, WireError};
@@ -81,8 +82,10 @@ fn js_conn(conn: ConnId) -> u32 {
 
 impl WorkerDriver {
     /// A worker from `{scheduler, name, address, nthreads, functions,
-    /// resources?, memory_limit?, pid?, now_ms}`: `address` is the data
-    /// address JS listens on. The scheduler connection is asked for in the
+    /// resources?, memory_limit?, pid?, worker_secret?, nonce_seed?,
+    /// now_ms}`: `address` is the data address JS listens on;
+    /// `worker_secret` (32 bytes, with `nonce_seed`, 32 random bytes) turns
+    /// on dask/1.1 authentication on every connection, both ways. The scheduler connection is asked for in the
     /// first drain, its `hello` and `register-worker` queued.
     pub fn new(config: &[u8]) -> Result<WorkerDriver, String> {
         let c = Command::parse(config)?;
@@ -94,6 +97,20 @@ impl WorkerDriver {
         let resources: Option<Resources> = c.field("resources")?;
         let memory_limit: Option<u64> = c.field("memory_limit")?;
         let pid: Option<u32> = c.field("pid")?;
+        let secret: Option<Bin32> = c.field("worker_secret")?;
+        let auth = match secret {
+            Some(secret) => Some(AuthConfig {
+                credentials: Credentials {
+                    client: None,
+                    worker: Some(Secret::from_bytes(secret.0)),
+                },
+                nonce_seed: c
+                    .field::<Option<Bin32>>("nonce_seed")?
+                    .ok_or("a worker_secret needs a nonce_seed (32 random bytes)")?
+                    .0,
+            }),
+            None => None,
+        };
         let now = Timestamp::from_millis_f64(c.millis("now_ms")?);
 
         let mut config = WorkerStateConfig::new(
@@ -114,6 +131,7 @@ impl WorkerDriver {
         config.memory_pause_fraction = None;
         // Each report goes out at once, as the JS worker always did.
         config.report_delay_max = Duration::ZERO;
+        config.auth = auth;
         Ok(WorkerDriver {
             state: WorkerState::new(config, now),
             scheduler_address,

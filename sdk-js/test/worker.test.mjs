@@ -5,12 +5,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { Client, ConnectionError, Float, RemoteError, Worker, decode, encode } from '../index.js';
+import { findCredentials } from '../lib/credentials.js';
 import { findBinDir } from '../lib/local.js';
 import { WAIT_MS, eventually, startCluster } from './support/cluster.mjs';
 
@@ -151,27 +153,48 @@ describe('Worker', { timeout: 5 * WAIT_MS }, () => {
     const x = client.submit('js.double', [21], { workers: ['js-worker-under-test'] });
     assert.equal(await x.result(opts), 42);
     const { hostname, port } = new URL(worker.address.replace('tcp:', 'http:'));
-    for (let round = 0; round < 5; round += 1) {
-      // Hello and get-data in one frame, then our write side shut: the
-      // worker gets the request and the end of the stream together.
-      const payload = encode([
-        { op: 'hello', protocol: 'dask', version: [1, 0], role: 'peer' },
-        { op: 'get-data', request: round, keys: [x.key, 'nope'] },
-      ]);
+    const secret = findCredentials().worker;
+    const frameOf = (messages) => {
+      const payload = encode(messages);
       const frame = Buffer.alloc(4 + payload.length);
       frame.writeUInt32BE(payload.length, 0);
       frame.set(payload, 4);
+      return frame;
+    };
+    for (let round = 0; round < 5; round += 1) {
+      // A peer proving the worker secret (dask/1.1): hello, then, once the
+      // worker's reply (its nonce) is in, auth-proof and get-data in one
+      // frame, then our write side shut: the worker gets the request and
+      // the end of the stream together.
+      const nonce = randomBytes(32);
+      const hello = { op: 'hello', protocol: 'dask', version: [1, 1], role: 'peer', auth: { method: 'hmac-sha256', nonce } };
       const bytes = await new Promise((resolve, reject) => {
         const socket = net.connect(Number(port), hostname);
         const chunks = [];
         const timer = setTimeout(() => socket.destroy(new Error('no close from the worker')), WAIT_MS);
-        socket.on('data', (c) => chunks.push(c));
+        let proven = false;
+        socket.on('data', (c) => {
+          chunks.push(c);
+          const got = Buffer.concat(chunks);
+          if (proven || got.length < 4 || got.length < 4 + got.readUInt32BE(0)) return;
+          proven = true;
+          const reply = decode(got.subarray(4, 4 + got.readUInt32BE(0)))[0];
+          const proof = createHmac('sha256', secret)
+            .update('dask/1 auth connector\0peer\0')
+            .update(nonce)
+            .update(reply.auth.nonce)
+            .digest();
+          socket.end(frameOf([
+            { op: 'auth-proof', proof },
+            { op: 'get-data', request: round, keys: [x.key, 'nope'] },
+          ]));
+        });
         socket.once('error', reject);
         socket.once('close', () => {
           clearTimeout(timer);
           resolve(Buffer.concat(chunks));
         });
-        socket.end(frame);
+        socket.write(frameOf([hello]));
       });
       const messages = [];
       for (let at = 0; at + 4 <= bytes.length; ) {

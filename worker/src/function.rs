@@ -47,6 +47,11 @@ impl FunctionRegistry {
         self.functions.insert(name.into(), Arc::new(f));
     }
 
+    /// Withdraws the function named `name`; whether there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.functions.remove(name).is_some()
+    }
+
     /// The function named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<TaskFn>> {
         self.functions.get(name)

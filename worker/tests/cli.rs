@@ -11,11 +11,16 @@ use dask_core::handshake;
 use dask_core::messages::{Close, RegisterWorker, Role, WorkerRegistered};
 use dask_core::Message;
 use dask_net::BlockingConn;
+use dask_testkit::home::DaskHome;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The worker, finding no credentials: the scheduler these tests play
+/// requires none.
 fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dask-worker"));
+    DaskHome::apply_none(&mut command);
+    command
 }
 
 /// Waits for the child at most TIMEOUT; kills it (by its id) past that.
@@ -189,6 +194,9 @@ fn options_reach_the_registration_and_close_exits_0() {
     assert_eq!(resources.get("GPU"), Some(&2.0));
     assert_eq!(resources.get("MEM"), Some(&1e9));
     assert_eq!(registration.pid, Some(child.id()));
+    // No `exec` without --allow-exec.
+    assert!(registration.functions.iter().any(|f| f == "add"));
+    assert!(!registration.functions.iter().any(|f| f == "exec"));
     assert_eq!(
         line,
         format!(
@@ -206,6 +214,18 @@ fn options_reach_the_registration_and_close_exits_0() {
 }
 
 #[cfg(unix)]
+#[test]
+fn exec_is_offered_only_with_allow_exec() {
+    let (mut child, mut conn, registration, _) = run_worker(&["--allow-exec"]);
+    assert!(registration.functions.iter().any(|f| f == "exec"));
+    conn.send(&[Message::Close(Close {
+        reason: None,
+        reconnect: None,
+    })])
+    .unwrap();
+    assert!(wait(&mut child).success());
+}
+
 #[test]
 fn sigterm_closes_politely_and_exits_0() {
     extern "C" {

@@ -27,6 +27,7 @@ use dask_core::{Key, Message};
 use dask_net::HELLO_FRAME_BYTES_MAX;
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_testkit::good_client::GoodClient;
+use dask_testkit::home::DaskHome;
 use dask_testkit::hostile::{
     after_hello, assert_bad_first_frames_refused, assert_cut_hellos_closed_silently,
     assert_random_bytes_refused, hello, Noise, UnfinishedHandshakes, HANDSHAKE_TIMEOUT_SECS,
@@ -70,9 +71,12 @@ impl Cluster {
             ..SchedulerConfig::default()
         })
         .expect("scheduler starts");
+        // Open (no credentials on either side): the hostile frames reach
+        // the parsers behind the hello (tests/security.rs in dask-cluster
+        // has the strangers of an authenticating cluster).
         let worker = Process::spawn(
             "dask-worker",
-            command
+            DaskHome::apply_none(&mut command)
                 .arg(scheduler.address())
                 .args(["--nthreads", "2", "--name", "target"])
                 .args(["--handshake-timeout", &HANDSHAKE_TIMEOUT_SECS.to_string()]),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use dask_client::{args, delayed, Arg, Client, Delayed, Future, Value};
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
+use dask_testkit::home::DaskHome;
 use dask_worker::FunctionRegistry;
 
 /// Generous: tests must not fail on a slow machine.
@@ -99,8 +100,9 @@ fn a_graph_five_times_the_memory_limit_completes_by_spilling() {
         ..SchedulerConfig::default()
     })
     .expect("scheduler starts");
+    // An open scheduler, and a worker that finds no credentials.
     let mut worker = Worker(
-        Command::new(env!("CARGO_BIN_EXE_dask-worker"))
+        DaskHome::apply_none(&mut Command::new(env!("CARGO_BIN_EXE_dask-worker")))
             .arg(scheduler.address())
             .args(["--nthreads", "2", "--name", "spiller"])
             .args(["--memory-limit", MEMORY_LIMIT])

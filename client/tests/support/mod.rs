@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dask_client::{Client, ClientOptions};
+use dask_testkit::home::DaskHome;
 use dask_testkit::process::{binary, Process, SIGTERM};
 
 /// Generous limit for any single wait: tests never depend on speed.
@@ -21,6 +22,9 @@ const TERM_GRACE: Duration = Duration::from_secs(10);
 /// real processes on 127.0.0.1. Dropping it stops them all: SIGTERM, then
 /// SIGKILL for any still running after a grace period.
 pub struct Cluster {
+    /// Where the scheduler creates the credentials its workers and
+    /// clients find (as on a user's machine, with no flag).
+    home: DaskHome,
     address: String,
     scheduler: Process,
     workers: Vec<(String, Process)>,
@@ -30,11 +34,14 @@ impl Cluster {
     /// Starts a scheduler on a free port and one worker per name, and waits
     /// until every worker has registered.
     pub fn start(worker_names: &[&str]) -> Cluster {
+        let home = DaskHome::new();
         let mut cmd = Command::new(binary("dask-scheduler"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+        home.apply(&mut cmd)
+            .args(["--host", "127.0.0.1", "--port", "0"]);
         let scheduler = Process::spawn("dask-scheduler", &mut cmd);
         let line = scheduler.expect_line("Scheduler at ", PATIENCE);
         let mut cluster = Cluster {
+            home,
             address: line["Scheduler at ".len()..].trim().to_owned(),
             scheduler,
             workers: Vec::new(),
@@ -49,7 +56,9 @@ impl Cluster {
     /// Starts one more `dask-worker` (does not wait for it to register).
     pub fn add_worker(&mut self, name: &str) {
         let mut cmd = Command::new(binary("dask-worker"));
-        cmd.arg(&self.address)
+        self.home
+            .apply(&mut cmd)
+            .arg(&self.address)
             .args(["--nthreads", "1", "--name", name]);
         let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
         self.workers.push((name.to_owned(), process));
@@ -66,10 +75,15 @@ impl Cluster {
             &self.address,
             ClientOptions {
                 request_timeout: Some(PATIENCE),
-                ..Default::default()
+                ..self.home.client_options()
             },
         )
         .unwrap_or_else(|e| panic!("client cannot connect to {}: {e}", self.address))
+    }
+
+    /// The cluster's `DASK_RS_HOME`.
+    pub fn home(&self) -> &DaskHome {
+        &self.home
     }
 
     /// The scheduler's process id.

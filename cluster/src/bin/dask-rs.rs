@@ -5,7 +5,13 @@
 //!                                                 in this process (threads: the default)
 //! dask-rs submit GRAPH [--scheduler ADDRESS]      on a running cluster
 //! dask-rs info [--scheduler ADDRESS] [--json]     workers and tasks
+//! dask-rs credentials export --worker FILE         a role's file for another machine
+//! dask-rs credentials tls [--host H]...            a cluster CA and certificate
 //! ```
+//!
+//! `submit` and `info` prove the cluster's client secret, found as
+//! `dask_net::cli::SecurityArgs` says (the file dask-scheduler created on
+//! this machine with no flag).
 //!
 //! Named `dask-rs`, not `dask`: Python Dask installs a `dask` command, and
 //! a virtualenv puts it first on PATH (docs/guide.md, "Living beside
@@ -22,12 +28,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dask_client::{Client, Error, Future};
+use dask_client::{Client, ClientOptions, Error, Future};
 use dask_cluster::graph_file::{self, GraphFile};
 use dask_cluster::LocalCluster;
-use dask_core::messages::ClusterInfoReply;
+use dask_core::messages::{ClusterInfoReply, Role};
 use dask_core::Key;
 use dask_inprocess::{OnError, Options, Plan, Progress, Scheduler};
+use dask_net::cli::SecurityArgs;
 use dask_worker::FunctionRegistry;
 
 /// How often the progress bar is redrawn.
@@ -59,6 +66,49 @@ enum Command {
     Submit(SubmitArgs),
     /// Describe a running cluster: workers, clients, tasks by state
     Info(InfoArgs),
+    /// Files of the cluster's credentials and TLS certificates
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Write one role's secret to a new owner-only file, for a machine
+    /// that must not hold more (a worker's file cannot submit work); copy
+    /// it there and give it as --credentials FILE or DASK_CREDENTIALS
+    Export(ExportArgs),
+    /// Make a cluster CA and a certificate every process uses (name
+    /// dask-internal, localhost and each --host), in DIR: ca.pem and
+    /// cluster.pem (certificate and key, owner-only); then give every
+    /// program --tls-ca-file DIR/ca.pem --tls-cert DIR/cluster.pem
+    Tls(TlsArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Write the client secret to FILE
+    #[arg(long, value_name = "FILE", required_unless_present = "worker")]
+    client: Option<PathBuf>,
+    /// Write the worker secret to FILE
+    #[arg(long, value_name = "FILE")]
+    worker: Option<PathBuf>,
+    /// The scheduler's credentials file [default: as dask-scheduler finds it]
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TlsArgs {
+    /// Where to write ca.pem and cluster.pem [default: tls/ beside the
+    /// default credentials file, e.g. ~/.dask-rs/tls]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// A host name or IP address the certificate also names (repeat)
+    #[arg(long, value_name = "HOST")]
+    host: Vec<String>,
+    /// Validity of the certificate and CA, in days
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    days: u32,
 }
 
 #[derive(Args)]
@@ -108,6 +158,8 @@ struct SchedulerArgs {
     /// --scheduler-file` writes (waiting up to 60 s for it)
     #[arg(long, value_name = "FILE")]
     scheduler_file: Option<PathBuf>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 #[derive(Args)]
@@ -153,6 +205,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run(&a),
         Command::Submit(a) => submit(&a),
         Command::Info(a) => info(&a),
+        Command::Credentials(CredentialsCommand::Export(a)) => export(&a),
+        Command::Credentials(CredentialsCommand::Tls(a)) => make_tls(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -348,7 +402,62 @@ fn scheduler_address(a: &SchedulerArgs) -> Result<String, Failure> {
 }
 
 fn connect(a: &SchedulerArgs) -> Result<Client, Failure> {
-    Client::connect(&scheduler_address(a)?).map_err(failed)
+    let address = scheduler_address(a)?;
+    let options = ClientOptions {
+        credentials: a
+            .security
+            .member_credentials(Role::Client)
+            .map_err(failed)?,
+        tls: a.security.tls().map_err(failed)?,
+        ..ClientOptions::default()
+    };
+    Client::connect_with(&address, options).map_err(failed)
+}
+
+/// `dask-rs credentials export`.
+fn export(a: &ExportArgs) -> Result<(), Failure> {
+    use dask_net::credentials;
+    let found = credentials::discover(a.credentials.as_deref()).map_err(failed)?;
+    let Some(file) = found else {
+        return Err(failed(
+            "no credentials file to export from: start dask-scheduler once on this machine \
+             (it creates one), or give --credentials FILE",
+        ));
+    };
+    for (role, path) in [(Role::Client, &a.client), (Role::Worker, &a.worker)] {
+        let Some(path) = path else { continue };
+        let Some(own) = credentials::for_role(&file.credentials, role) else {
+            return Err(failed(format!(
+                "{} holds no {} secret",
+                file.path.display(),
+                role.as_str()
+            )));
+        };
+        credentials::write_new(path, &own).map_err(failed)?;
+        println!(
+            "{} credentials written to {}",
+            role.as_str(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `dask-rs credentials tls`.
+fn make_tls(a: &TlsArgs) -> Result<(), Failure> {
+    let dir = match &a.dir {
+        Some(dir) => dir.clone(),
+        None => dask_net::credentials::default_path()
+            .and_then(|p| p.parent().map(|d| d.join("tls")))
+            .ok_or_else(|| failed("neither HOME nor DASK_RS_HOME is set: give --dir DIR"))?,
+    };
+    let files = dask_net::tls::write_cluster_files(&dir, &a.host, a.days).map_err(failed)?;
+    println!(
+        "TLS files written: give every program --tls-ca-file {} --tls-cert {}",
+        files.ca.display(),
+        files.cert.display()
+    );
+    Ok(())
 }
 
 fn submit(a: &SubmitArgs) -> Result<(), Failure> {

@@ -3,6 +3,11 @@
 //! Prints `Scheduler at tcp://HOST:PORT` (the real port when `--port 0`)
 //! once listening (and writes it to `--scheduler-file`), serves until
 //! SIGINT or SIGTERM, then says `close` to every connection and exits 0.
+//!
+//! Secure by default: it requires every client and worker to prove the
+//! cluster's credentials, from the file it creates on its first start
+//! (path on standard error) or is given; `--no-auth-anyone-can-connect`
+//! turns that off, with a warning.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dask_core::log::Level;
+use dask_net::cli::{listen_warnings, SecurityArgs};
 use dask_net::log::{LogFormat, Logger};
 use dask_net::scheduler_file;
 use dask_scheduler::dashboard::{DashboardConfig, DEFAULT_DASHBOARD_PORT};
@@ -70,6 +76,8 @@ struct Cli {
     /// Log lines as text or as one JSON object each
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = log_format)]
     log_format: LogFormat,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// `HOST:PORT`, `:PORT` or `PORT`.
@@ -164,7 +172,40 @@ fn main() -> ExitCode {
             ..DashboardConfig::default()
         }
     });
+    let tls = match cli.security.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("dask-scheduler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if tls.as_ref().is_some_and(|t| !t.can_listen()) {
+        eprintln!("dask-scheduler: serving TLS needs --tls-cert and --tls-key");
+        return ExitCode::FAILURE;
+    }
+    let credentials = match cli.security.scheduler_credentials() {
+        Ok(Some((credentials, path, created))) => {
+            let how = if created { "created" } else { "found" };
+            eprintln!(
+                "dask-scheduler: credentials {how} at {} (clients and workers of this user on \
+                 this machine find it; `dask-rs credentials export` writes files for other \
+                 machines)",
+                path.display()
+            );
+            Some(credentials)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("dask-scheduler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in listen_warnings(&cli.host, credentials.is_some(), tls.is_some()) {
+        eprintln!("dask-scheduler: {line}");
+    }
     let mut config = SchedulerConfig {
+        credentials,
+        tls,
         host: cli.host,
         port: cli.port,
         validate: cli.validate,

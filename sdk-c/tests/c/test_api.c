@@ -1107,6 +1107,28 @@ static void test_closed_client(dask_client *c) {
     dask_value_free(args);
 }
 
+/* dask_security: a named credentials file must exist and hold the role's
+ * secret; tls:// needs the secure calls and a CA. */
+static void test_security_options(void) {
+    dask_security security = {0};
+    dask_client *c = NULL;
+    dask_worker *w = NULL;
+    security.credentials_file = "/nonexistent/dask-credentials.json";
+    CHECK_FAIL(DASK_INVALID_ARGUMENT, "/nonexistent/dask-credentials.json: does not exist",
+               dask_client_connect_secure("tcp://127.0.0.1:1", 1000, &security, &c, &err_));
+    CHECK(c == NULL);
+    CHECK_FAIL(DASK_INVALID_ARGUMENT, "/nonexistent/dask-credentials.json: does not exist",
+               dask_worker_start_secure("tcp://127.0.0.1:1", 1, NULL, NULL, &security, &w, &err_));
+    CHECK(w == NULL);
+    CHECK_FAIL(DASK_INVALID_ARGUMENT, "is a TLS address", dask_client_connect("tls://127.0.0.1:1", 1000, &c, &err_));
+    security.credentials_file = NULL;
+    security.no_auth = true;
+    security.tls_cert_file = "/nonexistent/cluster.pem";
+    CHECK_FAIL(DASK_INVALID_ARGUMENT, "--tls-cert /nonexistent/cluster.pem",
+               dask_client_connect_secure("tls://127.0.0.1:1", 1000, &security, &c, &err_));
+    CHECK(c == NULL);
+}
+
 int main(void) {
     dask_client *c = NULL;
     dask_functions *fns;
@@ -1116,6 +1138,7 @@ int main(void) {
     test_msgpack();
     test_functions_registry();
     test_connect_failures();
+    test_security_options();
 
     fns = test_functions();
     CHECK_OK(dask_client_start_local(1, 2, fns, &c, &err_));

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use dask_core::messages::Role;
+use dask_net::cli::{listen_warnings, SecurityArgs};
 use dask_worker::builtins::builtin_docs;
 use dask_worker::{WorkerConfig, WorkerHandle};
 
@@ -30,7 +32,13 @@ use dask_worker::{WorkerConfig, WorkerHandle};
         SIGINT/SIGTERM (exit 0). When the connection is lost or broken instead, it registers \
         again as a new, empty worker (same name), trying every second; it exits 1 if that does \
         not succeed within the reconnect timeout, or at once with --no-reconnect. An \
-        unreachable scheduler at startup exits 1."
+        unreachable scheduler at startup exits 1.\n\n\
+        It proves the cluster's worker secret to the scheduler and to other workers, and \
+        serves its data address only to workers that prove it: the credentials file \
+        dask-scheduler created is found with no flag on the same machine (same user); on \
+        another machine give --credentials FILE or DASK_CREDENTIALS (`dask-rs credentials \
+        export --worker FILE` writes one). With --tls-cert/--tls-key its data address is \
+        tls://; --tls-ca-file lets it reach a tls:// scheduler."
 )]
 struct Cli {
     /// The scheduler, tcp://HOST:PORT
@@ -82,6 +90,13 @@ struct Cli {
     /// Print the built-in functions and exit
     #[arg(long)]
     list_functions: bool,
+    /// Offer the `exec` built-in: whoever holds the cluster's client
+    /// secret can then run any program as this user on this machine. Off
+    /// by default
+    #[arg(long)]
+    allow_exec: bool,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// A memory fraction, or none (`false`): a newtype because clap reads an
@@ -127,7 +142,9 @@ const RECONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
 enum Command {
-    Run(Box<WorkerConfig>),
+    /// Run; the flag: no credentials were found, and none were asked for
+    /// or refused (so they may appear: see [`start`]).
+    Run(Box<WorkerConfig>, bool),
     ListFunctions,
 }
 
@@ -142,8 +159,17 @@ fn command(cli: Cli) -> Result<Command, String> {
         (None, Some(path)) => dask_net::scheduler_file::read(&path, SCHEDULER_FILE_WAIT)?,
         (None, None) => return Err("the scheduler address is required".into()),
     };
+    let credentials = cli.security.member_credentials(Role::Worker)?;
+    let tls = cli.security.tls()?;
+    let listens_tls = tls.as_ref().is_some_and(|t| t.can_listen());
+    let opted_out = cli.security.no_auth_anyone_can_connect;
+    for line in listen_warnings(&cli.host, !opted_out, listens_tls) {
+        eprintln!("dask-worker: {line}");
+    }
     let mut config = WorkerConfig {
         scheduler,
+        credentials,
+        tls,
         name: cli.name,
         host: cli.host,
         memory_limit: cli.memory_limit.filter(|&n| n > 0),
@@ -152,6 +178,9 @@ fn command(cli: Cli) -> Result<Command, String> {
     };
     if let Some(n) = cli.nthreads {
         config.nthreads = n as usize;
+    }
+    if !cli.allow_exec {
+        config.functions.remove("exec");
     }
     if let Some(r) = cli.resources {
         config.resources = r;
@@ -170,7 +199,9 @@ fn command(cli: Cli) -> Result<Command, String> {
     } else {
         cli.reconnect_timeout.unwrap_or(RECONNECT_TIMEOUT_DEFAULT)
     };
-    Ok(Command::Run(Box::new(config)))
+    let may_appear =
+        config.credentials.is_none() && !opted_out && cli.security.credentials.is_none();
+    Ok(Command::Run(Box::new(config), may_appear))
 }
 
 /// Seconds, fractions allowed, more than 0.
@@ -261,8 +292,8 @@ fn parse_fraction(text: &str) -> Result<Fraction, String> {
 }
 
 fn main() -> ExitCode {
-    let config = match command(Cli::parse()) {
-        Ok(Command::Run(config)) => *config,
+    let (config, may_appear) = match command(Cli::parse()) {
+        Ok(Command::Run(config, may_appear)) => (*config, may_appear),
         Ok(Command::ListFunctions) => {
             for (name, doc) in builtin_docs() {
                 println!("{name}");
@@ -284,7 +315,7 @@ fn main() -> ExitCode {
     };
     install_signal_handlers();
     let scheduler = config.scheduler.clone();
-    let worker = match WorkerHandle::start(config) {
+    let worker = match start(config, may_appear) {
         Ok(worker) => worker,
         Err(e) => {
             eprintln!("dask-worker: cannot register with {scheduler}: {e}");
@@ -315,6 +346,28 @@ fn main() -> ExitCode {
             eprintln!("dask-worker: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Starts the worker. A worker that found no credentials file and is told
+/// by the scheduler that it requires them looks once more: started at the
+/// same moment as a scheduler on the same machine, it may have looked
+/// before the scheduler created the file (it does so before it listens).
+fn start(config: WorkerConfig, may_appear: bool) -> std::io::Result<WorkerHandle> {
+    let retry = may_appear.then(|| config.clone());
+    match (WorkerHandle::start(config), retry) {
+        (Err(e), Some(mut config)) if e.to_string().contains("authentication required") => {
+            let found = dask_net::credentials::discover(None).ok().flatten();
+            match found.and_then(|f| dask_net::credentials::for_role(&f.credentials, Role::Worker))
+            {
+                Some(credentials) => {
+                    config.credentials = Some(credentials);
+                    WorkerHandle::start(config)
+                }
+                None => Err(e),
+            }
+        }
+        (started, _) => started,
     }
 }
 
@@ -383,7 +436,7 @@ mod tests {
             "--local-directory",
             "/tmp/x",
         ];
-        let Ok(Command::Run(config)) = parse_args(&args) else {
+        let Ok(Command::Run(config, _)) = parse_args(&args) else {
             panic!("parses");
         };
         assert_eq!(config.memory_limit, Some(8_000_000));
@@ -394,7 +447,7 @@ mod tests {
             Some(std::path::Path::new("/tmp/x"))
         );
         let zero = ["tcp://127.0.0.1:1", "--memory-limit", "0"];
-        let Ok(Command::Run(config)) = parse_args(&zero) else {
+        let Ok(Command::Run(config, _)) = parse_args(&zero) else {
             panic!("parses");
         };
         assert_eq!(config.memory_limit, None, "0: no limit");

@@ -1,0 +1,91 @@
+//! [`DaskHome`]: the `DASK_RS_HOME` of one test, so that the programs a
+//! test starts find credentials the way users' programs do (the file the
+//! scheduler creates, found with no flag) without sharing them with other
+//! tests or the user's own `~/.dask-rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dask_client::ClientOptions;
+use dask_core::auth::Credentials;
+use dask_core::messages::Role;
+use dask_net::credentials::{self, CREDENTIALS_ENV, FILE_NAME, HOME_ENV};
+
+/// A fresh directory for `DASK_RS_HOME`, removed when dropped.
+pub struct DaskHome {
+    dir: PathBuf,
+}
+
+impl DaskHome {
+    /// An empty home: a scheduler started in it creates the credentials
+    /// file; a worker or client started in it before that finds none.
+    pub fn new() -> DaskHome {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dask-rs-home-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary DASK_RS_HOME");
+        DaskHome { dir }
+    }
+
+    /// A home holding `cluster`'s credentials file (for programs joining
+    /// a scheduler the test runs in its own process).
+    pub fn holding(cluster: &Credentials) -> DaskHome {
+        let home = DaskHome::new();
+        credentials::write_new(&home.credentials_path(), cluster).expect("credentials written");
+        home
+    }
+
+    /// Makes `command` find no credentials at all (a home that does not
+    /// exist, no `DASK_CREDENTIALS`): for a program joining a scheduler
+    /// the test plays itself, or one that runs without authentication.
+    pub fn apply_none(command: &mut Command) -> &mut Command {
+        let nowhere = std::env::temp_dir().join(format!(
+            "dask-rs-no-home-{}/does-not-exist",
+            std::process::id()
+        ));
+        command.env(HOME_ENV, nowhere).env_remove(CREDENTIALS_ENV)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the credentials file is (or will be).
+    pub fn credentials_path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// Makes `command` use this home (and no `DASK_CREDENTIALS` of the
+    /// test's environment).
+    pub fn apply<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        command.env(HOME_ENV, &self.dir).env_remove(CREDENTIALS_ENV)
+    }
+
+    /// The credentials file's contents (after a scheduler created it).
+    pub fn credentials(&self) -> Credentials {
+        credentials::load(&self.credentials_path()).expect("the scheduler's credentials file")
+    }
+
+    /// Client options proving the client secret of this home's file.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            credentials: credentials::for_role(&self.credentials(), Role::Client),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+impl Default for DaskHome {
+    fn default() -> Self {
+        DaskHome::new()
+    }
+}
+
+impl Drop for DaskHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
