@@ -4,6 +4,7 @@
 #   bench/run.sh            full sizes (several minutes, most of it Dask)
 #   bench/run.sh --quick    a tenth of the sizes
 #   bench/run.sh --no-dask  dask-rs only
+#   bench/run.sh --tls      dask-rs over TLS (with auth, as always): beside a plain run, the cost of TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${DASK_BENCH_VENV:-target/dask-venv}

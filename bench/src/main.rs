@@ -6,7 +6,11 @@
 //! with Dask's default settings and with worker saturation off, and prints
 //! one table with the ratios. The mixed workload (placement) runs on a
 //! cluster of its own, two workers x 2 threads, at the same size for both.
-//! See BENCHMARKS.md; run with `bench/run.sh`.
+//! See BENCHMARKS.md; run with `bench/run.sh`. dask-rs runs as deployed:
+//! every connection proves the credentials its scheduler created (in a
+//! temporary `DASK_RS_HOME`); with `--tls` every connection is TLS too (a
+//! cluster CA as `dask-rs credentials tls` makes one): run it beside a
+//! plain run for the cost of TLS (`bench/run.sh --no-dask --tls`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -147,11 +151,29 @@ impl Drop for Processes {
 fn connect(procs: &Processes) -> Client {
     let credentials = dask_net::credentials::load(&procs.home.join("credentials.json"))
         .expect("the scheduler's credentials");
+    let tls = tls_files(&procs.home).map(|(ca, cert)| {
+        dask_net::TlsConfig::from_files(Some(&ca), Some(&cert), None).expect("TLS files")
+    });
     let options = ClientOptions {
         credentials: Some(credentials),
+        tls,
         ..ClientOptions::default()
     };
     Client::connect_with(&procs.address, options).expect("connect")
+}
+
+/// The cluster's CA and certificate in `home`, when it runs over TLS.
+fn tls_files(home: &Path) -> Option<(PathBuf, PathBuf)> {
+    let dir = home.join("tls");
+    dir.exists()
+        .then(|| (dir.join("ca.pem"), dir.join("cluster.pem")))
+}
+
+/// Whether `--tls` asked for every dask-rs connection over TLS (with
+/// authentication, as always): the TLS column is this run beside a plain
+/// one.
+fn over_tls() -> bool {
+    std::env::args().any(|a| a == "--tls")
 }
 
 fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
@@ -159,8 +181,21 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
     let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let home = std::env::temp_dir().join(format!("dask-bench-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
+    if over_tls() {
+        dask_net::tls::write_cluster_files(&home.join("tls"), &[], 1).expect("TLS files");
+    }
+    let flags: Vec<String> = match tls_files(&home) {
+        Some((ca, cert)) => vec![
+            "--tls-ca-file".into(),
+            ca.to_string_lossy().into_owned(),
+            "--tls-cert".into(),
+            cert.to_string_lossy().into_owned(),
+        ],
+        None => Vec::new(),
+    };
     let mut scheduler = Command::new(bin_dir.join("dask-scheduler"))
         .args(["--port", "0"])
+        .args(&flags)
         .env("DASK_RS_HOME", &home)
         .env_remove("DASK_CREDENTIALS")
         .stdout(Stdio::piped())
@@ -183,6 +218,7 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
                     "--name",
                     &format!("bench-{i}"),
                 ])
+                .args(&flags)
                 .env("DASK_RS_HOME", &home)
                 .env_remove("DASK_CREDENTIALS")
                 .stdout(Stdio::null())
