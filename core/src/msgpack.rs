@@ -615,6 +615,10 @@ impl DerefMut for WriteBuf<'_> {
     }
 }
 
+/// Nesting decoding into a tree allows: a value's own bound, with room
+/// for a dependency's value put in place of a reference deep inside.
+const DECODE_DEPTH_MAX: usize = VALUE_DEPTH_MAX * 2 + 8;
+
 /// One msgpack object kept in its encoded form: task arguments and results
 /// travel through the scheduler as these bytes, never parsed into a tree.
 ///
@@ -682,7 +686,14 @@ impl RawValue {
     /// Decodes into a tree. Cannot fail on a `RawValue` built by this crate,
     /// but returns a `Result` rather than trust that.
     pub fn to_value(&self) -> Result<rmpv::Value, WireError> {
-        rmpv::decode::read_value_with_max_depth(&mut &self.0[..], VALUE_DEPTH_MAX * 2 + 8)
+        rmpv::decode::read_value_with_max_depth(&mut &self.0[..], DECODE_DEPTH_MAX)
+            .map_err(|e| WireError::malformed(format!("value: {e}")))
+    }
+
+    /// Decodes into a tree borrowing its strings and binaries from these
+    /// bytes (a large binary is not copied).
+    pub fn to_value_ref(&self) -> Result<rmpv::ValueRef<'_>, WireError> {
+        rmpv::decode::read_value_ref_with_max_depth(&mut &self.0[..], DECODE_DEPTH_MAX)
             .map_err(|e| WireError::malformed(format!("value: {e}")))
     }
 
@@ -747,34 +758,6 @@ impl From<rmpv::Value> for RawValue {
     }
 }
 
-/// Replaces every task reference inside `value` with the value `lookup`
-/// gives for its key. Fails with the first key `lookup` does not know.
-pub fn substitute_refs(
-    value: &rmpv::Value,
-    lookup: &mut dyn FnMut(&str) -> Option<rmpv::Value>,
-) -> Result<rmpv::Value, String> {
-    use rmpv::Value;
-    Ok(match value {
-        Value::Ext(ty, data) if *ty == TASK_REF_EXT => {
-            let key = parse_ref(data).map_err(|e| e.to_string())?;
-            lookup(key).ok_or_else(|| format!("no value for task reference {key:?}"))?
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| substitute_refs(v, lookup))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Map(entries) => Value::Map(
-            entries
-                .iter()
-                .map(|(k, v)| Ok((substitute_refs(k, lookup)?, substitute_refs(v, lookup)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
 /// A task reference as a tree value.
 pub fn task_ref_value(key: &str) -> rmpv::Value {
     rmpv::Value::Ext(TASK_REF_EXT, key.as_bytes().to_vec())
@@ -818,8 +801,6 @@ mod tests {
         ]);
         let raw = RawValue::from_bytes(encode(&v)).unwrap();
         assert_eq!(raw.refs(), vec!["a", "b"]);
-        let out = substitute_refs(&v, &mut |k| Some(Value::from(k.len() as u64))).unwrap();
-        assert_eq!(out.to_string(), "[1, {\"k\": [1]}]");
     }
 
     #[test]

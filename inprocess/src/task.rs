@@ -9,15 +9,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use dask_core::msgpack::{parse_ref, TASK_REF_EXT, VALUE_DEPTH_MAX};
+use dask_core::worker::arguments::{keyword_arguments, Kwargs};
 use dask_core::RawValue;
-use dask_worker::executor::{keyword_arguments, panic_error, Kwargs};
-use dask_worker::{FunctionRegistry, TaskError, TaskFn};
-use rmpv::Value;
+use dask_worker::executor::panic_error;
+use dask_worker::{Function, FunctionRegistry, TaskError};
+use rmpv::{Value, ValueRef};
 
 use crate::plan::{Plan, TaskId};
 
 /// The functions of a plan, looked up once: by [`crate::PlannedTask::function`].
-pub(crate) struct Functions(Vec<Option<Arc<TaskFn>>>);
+pub(crate) struct Functions(Vec<Option<Function>>);
 
 impl Functions {
     pub(crate) fn resolve(plan: &Plan, registry: &FunctionRegistry) -> Functions {
@@ -48,7 +49,7 @@ pub(crate) fn run(
     let (args, kwargs) = arguments(plan, t, inputs)?;
     let mut attempts_left = task.retries;
     loop {
-        let outcome = catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| call(function, &args, &kwargs)));
         let result = match outcome {
             Ok(result) => result.and_then(normalised),
             Err(panic) => Err(panic_error(panic.as_ref())),
@@ -56,6 +57,22 @@ pub(crate) fn run(
         match result {
             Err(_) if attempts_left > 0 => attempts_left -= 1,
             result => return result,
+        }
+    }
+}
+
+/// Calls `function` with the arguments, borrowed when it takes them so
+/// (a borrowed tree of a binary is the binary itself, not a copy).
+fn call(function: &Function, args: &[Value], kwargs: &Kwargs) -> Result<Value, TaskError> {
+    match function {
+        Function::Owned(f) => f(args, kwargs),
+        Function::Borrowing(f) => {
+            let args: Vec<ValueRef<'_>> = args.iter().map(Value::as_ref).collect();
+            let kwargs: Vec<(&str, ValueRef<'_>)> = kwargs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_ref()))
+                .collect();
+            f(&args, &kwargs)
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use dask_core::msgpack::VALUE_DEPTH_MAX;
 use dask_core::FRAME_BYTES_MAX;
-use rmpv::Value;
+use rmpv::{Value, ValueRef};
 
 use crate::function::{FunctionRegistry, TaskError, TaskResult};
 
@@ -32,12 +32,14 @@ pub const RANDOM_ELEMENTS_MAX: u64 = (FRAME_BYTES_MAX / 9) as u64;
 
 /// Declares the library: each entry becomes a documented `pub fn`, an entry
 /// of [`builtin_docs`] and a registration in [`register_all`], so the
-/// documentation printed by the binary is the doc comment itself.
+/// documentation printed by the binary is the doc comment itself. An entry
+/// marked `[borrowing]` takes its arguments as trees borrowing from the
+/// received bytes (for functions that only read them: see
+/// [`crate::function::BorrowingTaskFn`]).
 macro_rules! builtins {
-    ($( $(#[doc = $doc:literal])+ $wire:literal => fn $name:ident($args:ident, $kwargs:ident) $body:block )*) => {
+    ($( $(#[doc = $doc:literal])+ $wire:literal => $([$kind:ident])? fn $name:ident($args:ident, $kwargs:ident) $body:block )*) => {
         $(
-            $(#[doc = $doc])+
-            pub fn $name($args: &[Value], $kwargs: &[(String, Value)]) -> TaskResult $body
+            builtin_fn!([$($kind)?] $(#[doc = $doc])+ $name($args, $kwargs) $body);
         )*
 
         /// Every built-in function as (name, documentation), in library
@@ -52,8 +54,30 @@ macro_rules! builtins {
 
         /// Registers every built-in function.
         pub(crate) fn register_all(registry: &mut FunctionRegistry) {
-            $(registry.register($wire, $name);)*
+            $(register_builtin!([$($kind)?] registry, $wire, $name);)*
         }
+    };
+}
+
+/// One built-in's signature, by how it takes its arguments.
+macro_rules! builtin_fn {
+    ([] $(#[$doc:meta])+ $name:ident($args:ident, $kwargs:ident) $body:block) => {
+        $(#[$doc])+
+        pub fn $name($args: &[Value], $kwargs: &[(String, Value)]) -> TaskResult $body
+    };
+    ([borrowing] $(#[$doc:meta])+ $name:ident($args:ident, $kwargs:ident) $body:block) => {
+        $(#[$doc])+
+        pub fn $name($args: &[ValueRef<'_>], $kwargs: &[(&str, ValueRef<'_>)]) -> TaskResult $body
+    };
+}
+
+/// One built-in's registration, by how it takes its arguments.
+macro_rules! register_builtin {
+    ([] $registry:ident, $wire:literal, $name:ident) => {
+        $registry.register($wire, $name)
+    };
+    ([borrowing] $registry:ident, $wire:literal, $name:ident) => {
+        $registry.register_borrowing($wire, $name)
     };
 }
 
@@ -198,22 +222,25 @@ builtins! {
 
     /// len(x) -> the number of elements of an array or entries of a map,
     /// characters of a string, or bytes of a binary
-    "len" => fn len(args, kwargs) {
+    "len" => [borrowing] fn len(args, kwargs) {
+        // Borrowing: the length of a large binary is read where it was
+        // received, without a copy.
         let p = bind("len", &["x"], 1, args, kwargs)?;
-        let n = match req(&p, 0) {
-            Value::Array(a) => a.len(),
-            Value::Map(m) => m.len(),
-            Value::String(s) => match s.as_str() {
+        let n = match p[0] {
+            Some(ValueRef::Array(a)) => a.len(),
+            Some(ValueRef::Map(m)) => m.len(),
+            Some(ValueRef::String(s)) => match s.as_str() {
                 Some(s) => s.chars().count(),
                 None => s.as_bytes().len(),
             },
-            Value::Binary(b) => b.len(),
-            other => {
+            Some(ValueRef::Binary(b)) => b.len(),
+            Some(other) => {
                 return Err(TaskError::type_error(format!(
                     "len() of a {} is not defined",
-                    kind(other)
+                    kind(&other.to_owned())
                 )))
             }
+            None => return Err(TaskError::type_error("len() missing required argument \"x\"")),
         };
         Ok(Value::from(n as u64))
     }
@@ -483,13 +510,13 @@ builtins! {
 
 /// Binds positional and keyword arguments to parameter names, as Python
 /// does: the first `required` are mandatory, the rest optional.
-fn bind<'a>(
+fn bind<'a, T, K: AsRef<str>>(
     function: &str,
     names: &[&str],
     required: usize,
-    args: &'a [Value],
-    kwargs: &'a [(String, Value)],
-) -> Result<Vec<Option<&'a Value>>, TaskError> {
+    args: &'a [T],
+    kwargs: &'a [(K, T)],
+) -> Result<Vec<Option<&'a T>>, TaskError> {
     if args.len() > names.len() {
         return Err(TaskError::type_error(format!(
             "{function}() takes at most {} arguments ({} given)",
@@ -497,12 +524,13 @@ fn bind<'a>(
             args.len()
         )));
     }
-    let mut bound: Vec<Option<&Value>> = vec![None; names.len()];
+    let mut bound: Vec<Option<&T>> = vec![None; names.len()];
     for (slot, arg) in bound.iter_mut().zip(args) {
         *slot = Some(arg);
     }
     for (name, value) in kwargs {
-        let Some(at) = names.iter().position(|n| n == name) else {
+        let name = name.as_ref();
+        let Some(at) = names.iter().position(|n| *n == name) else {
             return Err(TaskError::type_error(format!(
                 "{function}() got an unexpected keyword argument {name:?}"
             )));
@@ -1074,11 +1102,15 @@ mod tests {
 
     #[test]
     fn len_counts_elements_characters_and_bytes() {
-        assert_eq!(len(&[arr(vec![v(1), v(2)])], &[]).unwrap(), v(2));
-        assert_eq!(len(&[v("héllo")], &[]).unwrap(), v(5));
-        assert_eq!(len(&[Value::Binary(vec![0; 7])], &[]).unwrap(), v(7));
-        assert_eq!(len(&[Value::Map(vec![(v("a"), v(1))])], &[]).unwrap(), v(1));
-        assert_eq!(err_type(len(&[v(3)], &[])), "TypeError");
+        let len_of = |x: Value| len(&[x.as_ref()], &[]);
+        assert_eq!(len_of(arr(vec![v(1), v(2)])).unwrap(), v(2));
+        assert_eq!(len_of(v("héllo")).unwrap(), v(5));
+        assert_eq!(len_of(Value::Binary(vec![0; 7])).unwrap(), v(7));
+        assert_eq!(len_of(Value::Map(vec![(v("a"), v(1))])).unwrap(), v(1));
+        assert_eq!(err_type(len_of(v(3))), "TypeError");
+        let x = v("abc");
+        assert_eq!(len(&[], &[("x", x.as_ref())]).unwrap(), v(3));
+        assert_eq!(err_type(len(&[], &[])), "TypeError");
     }
 
     #[test]

@@ -3,18 +3,17 @@
 //! boundary, encode the result), and [`ExecutorPool`] runs jobs on a fixed
 //! set of threads, handing completions back to the event loop.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use dask_core::msgpack::substitute_refs;
+use dask_core::worker::arguments::{borrowed_arguments, owned_arguments};
 use dask_core::RawValue;
-use rmpv::Value;
 
-use crate::function::{FunctionRegistry, TaskError};
+use crate::function::{Function, FunctionRegistry, TaskError};
 use dask_core::worker::{Job, TaskDone};
 
 /// Runs one job on the calling thread. Never panics: a panicking function
@@ -33,8 +32,16 @@ fn run(registry: &FunctionRegistry, job: &Job) -> Result<RawValue, TaskError> {
     let Some(function) = registry.get(&job.function) else {
         return Err(TaskError::unknown_function(&job.function));
     };
-    let (args, kwargs) = arguments(job)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)));
+    let outcome = match function {
+        Function::Owned(function) => {
+            let (args, kwargs) = owned_arguments(job)?;
+            catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)))
+        }
+        Function::Borrowing(function) => {
+            let (args, kwargs) = borrowed_arguments(job)?;
+            catch_unwind(AssertUnwindSafe(|| function(&args, &kwargs)))
+        }
+    };
     let value = match outcome {
         Ok(result) => result?,
         Err(panic) => return Err(panic_error(panic.as_ref())),
@@ -55,66 +62,6 @@ pub fn panic_error(panic: &(dyn std::any::Any + Send)) -> TaskError {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "the function panicked".to_string());
     TaskError::new("Panic", message)
-}
-
-/// Keyword arguments as a function receives them.
-pub type Kwargs = Vec<(String, Value)>;
-
-/// Decodes args and kwargs and replaces task references by dependency values.
-fn arguments(job: &Job) -> Result<(Vec<Value>, Kwargs), TaskError> {
-    let mut deps: HashMap<&str, Value> = HashMap::with_capacity(job.deps.len());
-    for (key, value) in &job.deps {
-        let decoded = value.to_value().map_err(|e| {
-            TaskError::value_error(format!("dependency {key} cannot be decoded: {e}"))
-        })?;
-        deps.insert(key.as_str(), decoded);
-    }
-    let mut lookup = |k: &str| deps.get(k).cloned();
-    let decode = |raw: &RawValue, what: &str| {
-        raw.to_value()
-            .map_err(|e| TaskError::type_error(format!("{what} cannot be decoded: {e}")))
-    };
-    let args = decode(&job.args, "args")?;
-    let args = if job.deps.is_empty() {
-        args
-    } else {
-        substitute_refs(&args, &mut lookup).map_err(|e| TaskError::new("MissingDependency", e))?
-    };
-    let Value::Array(args) = args else {
-        return Err(TaskError::type_error("args must be an array"));
-    };
-    let kwargs = match &job.kwargs {
-        None => Vec::new(),
-        Some(raw) => {
-            let value = decode(raw, "kwargs")?;
-            let value = if job.deps.is_empty() {
-                value
-            } else {
-                substitute_refs(&value, &mut lookup)
-                    .map_err(|e| TaskError::new("MissingDependency", e))?
-            };
-            keyword_arguments(value)?
-        }
-    };
-    Ok((args, kwargs))
-}
-
-/// Decoded kwargs (nil or a map with string keys, references replaced) as
-/// the (name, value) pairs a function receives.
-pub fn keyword_arguments(value: Value) -> Result<Kwargs, TaskError> {
-    match value {
-        Value::Nil => Ok(Vec::new()),
-        Value::Map(entries) => entries
-            .into_iter()
-            .map(|(k, v)| match k {
-                Value::String(s) if s.is_str() => Ok((s.into_str().unwrap_or_default(), v)),
-                other => Err(TaskError::type_error(format!(
-                    "kwargs keys must be strings, got {other}"
-                ))),
-            })
-            .collect(),
-        _ => Err(TaskError::type_error("kwargs must be a map")),
-    }
 }
 
 /// A queued job, ordered as the worker's ready tasks are: priority desc,
@@ -311,6 +258,7 @@ mod tests {
     use super::*;
     use dask_core::msgpack::task_ref_value;
     use dask_core::Key;
+    use rmpv::Value;
 
     fn job(function: &str, args: Value, kwargs: Option<Value>, deps: Vec<(&str, Value)>) -> Job {
         Job {

@@ -3,7 +3,10 @@
 //!
 //! A function receives its positional arguments and its keyword arguments
 //! (in the order they came on the wire) as decoded msgpack trees, with every
-//! task reference already replaced by the referenced task's result.
+//! task reference already replaced by the referenced task's result: owned
+//! trees ([`TaskFn`]), or trees borrowing from the received bytes
+//! ([`BorrowingTaskFn`], for a function that only reads its arguments: a
+//! large value is then never copied on its way in).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,10 +23,23 @@ pub type TaskResult = Result<rmpv::Value, TaskError>;
 /// keyword arguments as ordered (name, value) pairs.
 pub type TaskFn = dyn Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync;
 
+/// A function that reads its arguments where they were received.
+pub type BorrowingTaskFn =
+    dyn Fn(&[rmpv::ValueRef<'_>], &[(&str, rmpv::ValueRef<'_>)]) -> TaskResult + Send + Sync;
+
+/// A registered function, by how it takes its arguments.
+#[derive(Clone)]
+pub enum Function {
+    /// As owned trees.
+    Owned(Arc<TaskFn>),
+    /// As trees borrowing from the task's encoded arguments and values.
+    Borrowing(Arc<BorrowingTaskFn>),
+}
+
 /// Functions by name. Cloning is cheap: functions are shared.
 #[derive(Clone, Default)]
 pub struct FunctionRegistry {
-    functions: HashMap<String, Arc<TaskFn>>,
+    functions: HashMap<String, Function>,
 }
 
 impl FunctionRegistry {
@@ -44,7 +60,21 @@ impl FunctionRegistry {
     where
         F: Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync + 'static,
     {
-        self.functions.insert(name.into(), Arc::new(f));
+        self.functions
+            .insert(name.into(), Function::Owned(Arc::new(f)));
+    }
+
+    /// Adds `f`, which takes borrowed trees, under `name`, replacing any
+    /// function of that name.
+    pub fn register_borrowing<F>(&mut self, name: impl Into<String>, f: F)
+    where
+        F: Fn(&[rmpv::ValueRef<'_>], &[(&str, rmpv::ValueRef<'_>)]) -> TaskResult
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.functions
+            .insert(name.into(), Function::Borrowing(Arc::new(f)));
     }
 
     /// Withdraws the function named `name`; whether there was one.
@@ -53,7 +83,7 @@ impl FunctionRegistry {
     }
 
     /// The function named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<TaskFn>> {
+    pub fn get(&self, name: &str) -> Option<&Function> {
         self.functions.get(name)
     }
 
@@ -100,12 +130,19 @@ mod tests {
         r.register("b", |args, _| Ok(Value::from(args.len() as u64)));
         r.register("a", |_, kwargs| Ok(Value::from(kwargs.len() as u64)));
         assert_eq!(r.names(), vec!["a".to_string(), "b".to_string()]);
-        let b = r.get("b").unwrap();
+        let Some(Function::Owned(b)) = r.get("b") else {
+            panic!("b is registered as taking owned trees");
+        };
         assert_eq!(
             b(&[Value::Nil, Value::Nil], &[]).unwrap(),
             Value::from(2u64)
         );
-        assert!(r.get("c").is_none());
+        r.register_borrowing("c", |args, _| Ok(Value::from(args.len() as u64)));
+        let Some(Function::Borrowing(c)) = r.get("c") else {
+            panic!("c is registered as taking borrowed trees");
+        };
+        assert_eq!(c(&[rmpv::ValueRef::Nil], &[]).unwrap(), Value::from(1u64));
+        assert!(r.get("d").is_none());
         assert!(r.contains("a"));
     }
 

@@ -31,4 +31,4 @@ pub mod function;
 pub mod spill;
 
 pub use event_loop::{WorkerConfig, WorkerHandle};
-pub use function::{FunctionRegistry, TaskError, TaskFn, TaskResult};
+pub use function::{BorrowingTaskFn, Function, FunctionRegistry, TaskError, TaskFn, TaskResult};

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use dask_client::{args, delayed, Arg, Client, Delayed, Future, Value};
 use dask_scheduler::{SchedulerConfig, SchedulerHandle};
 use dask_testkit::home::DaskHome;
-use dask_worker::FunctionRegistry;
 
 /// Generous: tests must not fail on a slow machine.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -72,9 +71,7 @@ fn eventually(mut condition: impl FnMut() -> bool) -> bool {
 
 /// What `random_bytes(BLOB_BYTES, seed)` gives, computed here.
 fn expected_blob(seed: u64) -> Vec<u8> {
-    let registry = FunctionRegistry::builtins();
-    let random_bytes = registry.get("random_bytes").expect("a builtin");
-    match random_bytes(&[Value::from(BLOB_BYTES), Value::from(seed)], &[]) {
+    match dask_worker::builtins::random_bytes(&[Value::from(BLOB_BYTES), Value::from(seed)], &[]) {
         Ok(Value::Binary(bytes)) => bytes,
         other => panic!("{other:?}"),
     }

@@ -85,6 +85,7 @@ use crate::messages::{AddKeys, Metrics, Resources};
 use crate::{ConnId, Key, Message, RawValue, Timestamp};
 use slab::Slab;
 
+pub mod arguments;
 mod config;
 mod connection;
 mod execute;
