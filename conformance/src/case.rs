@@ -91,6 +91,8 @@ pub struct WorkerSetup {
     pub handshake: Handshake,
     /// `heartbeat_interval_ms` the runner gives in `worker-registered` (auto handshake). Default 1000.
     pub heartbeat_interval_ms: u64,
+    /// The case checks authentication (dask/1.1): it runs only under `--auth`, which gives the worker a secret and requires its proof on every connection; without `--auth` it is skipped. Default false.
+    pub auth: bool,
 }
 
 impl Default for WorkerSetup {
@@ -99,6 +101,7 @@ impl Default for WorkerSetup {
             nthreads: 1,
             handshake: Handshake::Auto,
             heartbeat_interval_ms: 1000,
+            auth: false,
         }
     }
 }
@@ -495,6 +498,18 @@ impl Case {
     /// Whether it is a client case (its file is under `cases/client/`).
     pub fn is_client(&self) -> bool {
         self.file.starts_with("client/")
+    }
+
+    /// Whether the case plays a handshake itself (a manual one with the
+    /// scheduler, or a data connection opened without one): it checks
+    /// the handshake without authentication, which `--auth` changes, so
+    /// `--auth` runs it only when it is an auth case.
+    pub fn plays_a_handshake(&self) -> bool {
+        self.worker.handshake == Handshake::Manual
+            || self
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Connect(c) if !c.handshake))
     }
 }
 

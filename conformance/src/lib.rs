@@ -15,6 +15,7 @@
 //! prints and writes the outcome.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod case;
 pub mod error;
 pub mod lint;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use dask_conformance::auth::RunnerAuth;
 use dask_conformance::case::{self, Case};
 use dask_conformance::lint;
 use dask_conformance::report::{self, Totals};
@@ -39,6 +40,12 @@ OPTIONS (worker and client):
     --cases DIR          read cases from DIR instead of the built-in ones
     --timeout-scale F    multiply every timeout and window by F (default 1)
     --verbose            print the transcript of passing cases too
+    --auth               (worker) run with dask/1.1 authentication: the runner
+                         makes a worker secret, gives it to the worker as
+                         {credentials} / DASK_CREDENTIALS (a dask-rs credentials
+                         file) and {worker_secret} / DASK_WORKER_SECRET (hex),
+                         and requires its proof on every connection; the
+                         cases marked auth run only then
 
 Exit status: 0 when every MUST case passed (and with --strict every case),
 1 when not, 2 on a usage or case-file error. The last line printed is
@@ -56,6 +63,7 @@ struct Args {
     protocol: Option<PathBuf>,
     timeout_scale: f64,
     verbose: bool,
+    auth: bool,
     command: Vec<String>,
 }
 
@@ -71,6 +79,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         protocol: None,
         timeout_scale: 1.0,
         verbose: false,
+        auth: false,
         command: Vec::new(),
     };
     while let Some(arg) = argv.next() {
@@ -93,6 +102,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                     .ok_or_else(|| format!("--timeout-scale takes a positive number, not {v:?}"))?;
             }
             "--verbose" | "-v" => a.verbose = true,
+            "--auth" => a.auth = true,
             "--" => {
                 a.command = argv.by_ref().collect();
                 break;
@@ -127,7 +137,15 @@ fn run(a: Args, clients: bool) -> Result<bool, String> {
         .into_iter()
         .filter(|c| c.is_client() == clients)
         .collect();
-    let (selected, skipped) = case::select(cases, &a.include, &a.skip);
+    let (selected, mut skipped) = case::select(cases, &a.include, &a.skip);
+    // Cases that check authentication need --auth; under --auth, cases
+    // that play the handshake without it are skipped.
+    let (selected, other_mode): (Vec<Case>, Vec<Case>) =
+        selected.into_iter().partition(|c| match a.auth {
+            true => c.worker.auth || !c.plays_a_handshake(),
+            false => !c.worker.auth,
+        });
+    skipped.extend(other_mode);
     if a.dryrun {
         for c in &selected {
             println!(
@@ -166,9 +184,19 @@ fn run(a: Args, clients: bool) -> Result<bool, String> {
         selected.len(),
         a.command.join(" ")
     );
+    if a.auth && clients {
+        return Err("--auth is for workers (client cases greet the client themselves)".into());
+    }
+    let auth = match a.auth {
+        true => Some(std::sync::Arc::new(RunnerAuth::create().map_err(|e| {
+            format!("cannot write the run's credentials file: {e}")
+        })?)),
+        false => None,
+    };
     let opts = RunOptions {
         command: a.command.clone(),
         timeout_scale: a.timeout_scale,
+        auth,
     };
     let mut outcomes: Vec<CaseOutcome> = Vec::new();
     for (i, c) in selected.iter().enumerate() {

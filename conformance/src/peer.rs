@@ -15,6 +15,10 @@ use std::time::Duration;
 use dask_core::msgpack::write;
 use rmpv::Value;
 
+use dask_core::auth::AUTH_FAILED;
+use dask_core::messages::Role;
+
+use crate::auth::RunnerAuth;
 use crate::case::Conn;
 use crate::transport::{self, Event, EventKind, ReadError};
 use crate::value::{decode, render};
@@ -45,7 +49,9 @@ pub struct PeerServer {
 
 impl PeerServer {
     /// Binds a port and starts accepting; events go to `tx`.
-    pub fn start(tx: Sender<Event>) -> std::io::Result<PeerServer> {
+    /// With `auth`, it requires the worker's proof of the run's secret
+    /// (PROTOCOL.md#authentication) and proves the secret itself.
+    pub fn start(tx: Sender<Event>, auth: Option<Arc<RunnerAuth>>) -> std::io::Result<PeerServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = format!("tcp://{}", listener.local_addr()?);
         listener.set_nonblocking(true)?;
@@ -76,8 +82,8 @@ impl PeerServer {
                     }
                 }
                 let index = count.fetch_add(1, Ordering::Relaxed) + 1;
-                let (data, tx) = (data.clone(), tx.clone());
-                thread::spawn(move || serve(stream, index, data, tx));
+                let (data, tx, auth) = (data.clone(), tx.clone(), auth.clone());
+                thread::spawn(move || serve(stream, index, data, tx, auth));
             }
         });
         Ok(server)
@@ -122,8 +128,16 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// One connection from the worker: answer until it ends.
-fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Sender<Event>) {
+fn serve(
+    mut stream: TcpStream,
+    index: u32,
+    data: Arc<Mutex<PeerData>>,
+    tx: Sender<Event>,
+    auth: Option<Arc<RunnerAuth>>,
+) {
     let mut greeted = false;
+    // With auth: the nonces of the handshake until the worker's proof came.
+    let mut awaiting_proof: Option<Nonces> = None;
     loop {
         let kind = match transport::read_frame(&mut stream) {
             Ok(Some(payload)) => match transport::decode_frame(&payload) {
@@ -144,6 +158,19 @@ fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Send
         let mut close = false;
         for m in &messages {
             let op = field(m, "op").and_then(Value::as_str).unwrap_or("");
+            if let (Some((connector, acceptor)), Some(auth)) = (awaiting_proof.take(), &auth) {
+                let proof = field(m, "proof").and_then(Value::as_slice).unwrap_or(&[]);
+                if op != "auth-proof"
+                    || !auth.connector_proved(Role::Peer, &connector, &acceptor, proof)
+                {
+                    let reply = error_reply(3003, AUTH_FAILED);
+                    shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
+                    replies.push(reply);
+                    close = true;
+                    break;
+                }
+                continue;
+            }
             match op {
                 "hello" if !greeted => {
                     let protocol_ok = field(m, "protocol").and_then(Value::as_str) == Some("dask");
@@ -160,7 +187,21 @@ fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Send
                         break;
                     }
                     greeted = true;
-                    let reply = hello_reply(index);
+                    let reply = match &auth {
+                        None => hello_reply(index),
+                        Some(auth) => match challenge(auth, m, index) {
+                            Ok((reply, nonces)) => {
+                                awaiting_proof = Some(nonces);
+                                reply
+                            }
+                            Err(refusal) => {
+                                shown.push(render(&decode(&refusal).unwrap_or(Value::Nil)));
+                                replies.push(refusal);
+                                close = true;
+                                break;
+                            }
+                        },
+                    };
                     shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
                     replies.push(reply);
                 }
@@ -207,6 +248,39 @@ fn serve(mut stream: TcpStream, index: u32, data: Arc<Mutex<PeerData>>, tx: Send
             return;
         }
     }
+}
+
+/// A handshake's nonces: the connector's, then the acceptor's.
+type Nonces = ([u8; 32], [u8; 32]);
+
+/// The reply to a worker's hello when the run requires authentication:
+/// a dask/1.1 hello proving the secret, and the nonces its `auth-proof`
+/// is checked against; or the 3003 refusing a hello without auth.
+fn challenge(auth: &RunnerAuth, hello: &Value, id: u32) -> Result<(Vec<u8>, Nonces), Vec<u8>> {
+    let nonce = field(hello, "auth")
+        .and_then(|a| field(a, "nonce"))
+        .and_then(Value::as_slice)
+        .and_then(|n| <[u8; 32]>::try_from(n).ok())
+        .ok_or_else(|| {
+            error_reply(
+                3003,
+                "authentication required (the runner's peer runs with --auth)",
+            )
+        })?;
+    let (reply_auth, acceptor) = auth
+        .challenge(Role::Peer, &nonce)
+        .map_err(|e| error_reply(3003, &format!("the runner's peer has no random nonce: {e}")))?;
+    let reply = serde_json::json!({
+        "op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker",
+        "id": id, "features": [], "auth": reply_auth
+    });
+    let bytes = crate::value::encode(&reply, &Default::default()).map_err(|e| {
+        error_reply(
+            3003,
+            &format!("the runner's peer cannot encode its hello: {e}"),
+        )
+    })?;
+    Ok((bytes, (nonce, acceptor)))
 }
 
 fn hello_reply(id: u32) -> Vec<u8> {

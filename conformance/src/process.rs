@@ -27,14 +27,24 @@ pub struct Launch {
     pub nthreads: u32,
     /// `{name}` / `DASK_WORKER_NAME`: a name unique to the case run.
     pub name: String,
+    /// With `--auth`: `{credentials}` / `DASK_CREDENTIALS`, the path of a
+    /// dask-rs credentials file holding the worker secret, and
+    /// `{worker_secret}` / `DASK_WORKER_SECRET`, the secret in hex.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Launch {
     /// Fills the placeholders of one argument.
     pub fn fill(&self, arg: &str) -> String {
+        let (file, secret) = self
+            .credentials
+            .as_ref()
+            .map_or(("", ""), |(f, s)| (f.as_str(), s.as_str()));
         arg.replace("{scheduler}", &self.scheduler)
             .replace("{nthreads}", &self.nthreads.to_string())
             .replace("{name}", &self.name)
+            .replace("{credentials}", file)
+            .replace("{worker_secret}", secret)
     }
 }
 
@@ -116,14 +126,18 @@ impl WorkerProcess {
             .env_remove("DASK_CREDENTIALS")
             .env("DASK_SCHEDULER_ADDRESS", &launch.scheduler)
             .env("DASK_NTHREADS", launch.nthreads.to_string())
-            .env("DASK_WORKER_NAME", &launch.name)
-            .stdin(if driven.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("DASK_WORKER_NAME", &launch.name);
+        if let Some((file, secret)) = &launch.credentials {
+            cmd.env("DASK_CREDENTIALS", file)
+                .env("DASK_WORKER_SECRET", secret);
+        }
+        cmd.stdin(if driven.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;

@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 use serde_json::{json, Map, Value as Json};
 
+use crate::auth::RunnerAuth;
 use crate::case::{self, Case, Conn, ExitExpectation, Handshake, Level, Step};
 use crate::peer::PeerServer;
 use crate::process::{Launch, WorkerProcess};
 use crate::transport::{self, Event, EventKind};
 use crate::value::{self, answers, match_message, pattern_answers, render, Vars};
 
+mod auth;
 mod client;
 mod expect;
 
@@ -49,6 +51,7 @@ const EXIT_GRACE: Duration = Duration::from_millis(300);
 /// Ops a worker may send on each connection.
 const SCHEDULER_OPS: &[&str] = &[
     "hello",
+    "auth-proof",
     "error",
     "close",
     "register-worker",
@@ -80,9 +83,16 @@ const CLIENT_OPS: &[&str] = &[
     "error",
 ];
 /// Ops a worker may send on its scheduler connection before `register-worker`.
-const BEFORE_REGISTER_OPS: &[&str] = &["hello", "heartbeat", "close", "error", "register-worker"];
+const BEFORE_REGISTER_OPS: &[&str] = &[
+    "hello",
+    "auth-proof",
+    "heartbeat",
+    "close",
+    "error",
+    "register-worker",
+];
 const DATA_OPS: &[&str] = &["hello", "error", "close", "data", "busy"];
-const PEER_OPS: &[&str] = &["hello", "error", "close", "get-data"];
+const PEER_OPS: &[&str] = &["hello", "auth-proof", "error", "close", "get-data"];
 
 /// How the runner runs cases.
 #[derive(Debug, Clone)]
@@ -91,6 +101,8 @@ pub struct RunOptions {
     pub command: Vec<String>,
     /// Every timeout and window is multiplied by this (slow machines, valgrind).
     pub timeout_scale: f64,
+    /// With `--auth`: the worker secret the worker is given, and proves.
+    pub auth: Option<Arc<RunnerAuth>>,
 }
 
 /// A case's result.
@@ -232,6 +244,8 @@ struct Session<'a> {
     peers_greeted: HashSet<u32>,
     /// Lines of a client case's harness.
     output: Vec<OutputLine>,
+    /// With `--auth`: the secret every connection proves.
+    auth: Option<Arc<RunnerAuth>>,
 }
 
 fn dead_address() -> Result<String, String> {
@@ -253,12 +267,16 @@ impl<'a> Session<'a> {
         );
         let stop_accept = Arc::new(AtomicBool::new(false));
         transport::spawn_acceptor(listener, Conn::Scheduler, stop_accept.clone(), tx.clone());
-        let peer = PeerServer::start(tx.clone())
+        let peer = PeerServer::start(tx.clone(), opts.auth.clone())
             .map_err(|e| format!("runner cannot bind a peer port: {e}"))?;
         let launch = Launch {
             scheduler: scheduler_address.clone(),
             nthreads: case.worker.nthreads,
             name: format!("conformance-{}-{run}", std::process::id()),
+            credentials: opts
+                .auth
+                .as_ref()
+                .map(|a| (a.file.display().to_string(), a.worker_secret_hex())),
         };
         let mut vars = Vars::new();
         vars.insert(
@@ -293,6 +311,7 @@ impl<'a> Session<'a> {
             exited_at: None,
             peers_greeted: HashSet::new(),
             output: Vec::new(),
+            auth: opts.auth.clone(),
         };
         let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
         s.note(format!(
@@ -361,6 +380,9 @@ impl<'a> Session<'a> {
             if self.case.client.handshake == Handshake::Auto {
                 self.greet_client().map_err(|e| format!("handshake: {e}"))?;
             }
+        } else if self.case.worker.handshake == Handshake::Auto && self.auth.is_some() {
+            self.greet_worker_with_auth()
+                .map_err(|e| format!("handshake (with authentication): {e}"))?;
         } else if self.case.worker.handshake == Handshake::Auto {
             for (i, s) in auto_handshake(self.case.worker.heartbeat_interval_ms)
                 .into_iter()
@@ -531,7 +553,9 @@ impl<'a> Session<'a> {
         self.note(format!(
             "runner connected to the worker's data address {address}"
         ));
-        if handshake {
+        if handshake && self.auth.is_some() {
+            self.greet_data_with_auth()?;
+        } else if handshake {
             let hello = obj(
                 json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "name": "dask-conformance", "features": []}),
             );
@@ -715,7 +739,7 @@ fn obj(j: Json) -> Map<String, Json> {
 }
 
 /// The steps of the automatic scheduler-side handshake.
-fn auto_handshake(heartbeat_interval_ms: u64) -> Vec<Step> {
+pub(super) fn auto_handshake(heartbeat_interval_ms: u64) -> Vec<Step> {
     let steps = json!([
         {"expect": {"op": "hello", "protocol": "dask", "version": [1, {"$capture": "worker_minor"}], "role": "worker"},
          "within_ms": STARTUP_MS},
