@@ -1,7 +1,9 @@
 //! A dask-rs worker that proves the worker secret of the credentials file
 //! in `DASK_CREDENTIALS`: what `dask-conformance worker --auth` runs in
-//! its own tests (tests/auth.rs) while `dask-worker` takes no credentials
-//! option. Usage: auth_worker SCHEDULER NTHREADS.
+//! its own tests (tests/auth.rs), built on the worker library alone so the
+//! test does not depend on dask-worker's command line (scripts/ci/
+//! conformance.sh runs dask-worker --credentials too). Usage: auth_worker
+//! SCHEDULER NTHREADS.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

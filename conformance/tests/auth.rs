@@ -3,8 +3,8 @@
 //! proofs on every connection and the auth cases pass; a worker holding
 //! another cluster's secret fails them; without `--auth` the auth cases are
 //! skipped. The worker is `examples/auth_worker.rs` (the dask-rs worker
-//! library with the credentials of DASK_CREDENTIALS) until `dask-worker`
-//! takes credentials itself.
+//! library with the credentials of DASK_CREDENTIALS); scripts/ci/
+//! conformance.sh runs `dask-worker --credentials {credentials}` as well.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

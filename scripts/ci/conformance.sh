@@ -28,6 +28,12 @@ run_worker() { # NAME COMMAND...  (placeholders: {scheduler} {nthreads} {name})
 }
 
 run_worker dask-worker "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}'
+# The same with dask/1.1 authentication: the runner gives the worker a
+# secret of its own and requires its proof on every connection.
+echo "-- dask-conformance --auth: dask-worker"
+# shellcheck disable=SC2086
+"$bin/dask-conformance" worker --auth --report "$reports/dask-worker-auth.xml" ${DASK_CONFORMANCE_ARGS:-} \
+  -- "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}' --credentials '{credentials}' || status=1
 
 # The C SDK's example worker (a worker written in C on libdask).
 if [ -f sdk-c/examples/worker.c ]; then
