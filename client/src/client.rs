@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dask_core::auth::Credentials;
-use dask_core::client::ClientEvent;
-use dask_core::messages::{ClusterInfoReply, TaskSpec, WorkerInfo};
+use dask_core::client::{ClientEvent, Progress};
+use dask_core::messages::{ClusterInfoReply, TaskSpec, WaitingKey, WorkerInfo};
 use dask_core::{Key, RawValue};
 use dask_net::TlsConfig;
 
@@ -278,6 +278,33 @@ impl Client {
             .request(self.request_timeout, |s| s.cluster_info())?
         {
             ClientEvent::ClusterInfo { info, .. } => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Counts of `futures` by state (finished, erred, failed, pending and,
+    /// of those, waiting for a worker that can run them), as this client
+    /// knows them now: what a progress bar draws.
+    pub fn progress<'a>(&self, futures: impl IntoIterator<Item = &'a Future>) -> Progress {
+        let st = self.shared().lock();
+        st.session.progress(futures.into_iter().map(Future::key))
+    }
+
+    /// One page of the tasks that wait on the scheduler (only those in
+    /// `state`, one of `waiting`, `no-worker`, `queued`, when given), with
+    /// why each waits, from `cursor` (0: the first page); `next` in the
+    /// answer is the following page's cursor. Needs a dask/1.1 scheduler
+    /// (feature `key-waiting`).
+    pub fn waiting_keys(
+        &self,
+        state: Option<&str>,
+        cursor: u64,
+        limit: Option<u32>,
+    ) -> Result<(Vec<WaitingKey>, Option<u64>)> {
+        match self.shared().request(self.request_timeout, |s| {
+            s.waiting_keys(state, cursor, limit)
+        })? {
+            ClientEvent::WaitingKeys { tasks, next, .. } => Ok((tasks, next)),
             other => Err(unexpected(&other)),
         }
     }

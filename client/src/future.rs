@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dask_core::client::{ClientEvent, KeyState};
+use dask_core::client::{ClientEvent, KeyState, Waiting};
 use dask_core::{Key, RawValue};
 
 use crate::error::{Error, Result};
@@ -84,6 +84,15 @@ impl Future {
     /// Whether the key reached a final state.
     pub fn done(&self) -> bool {
         self.status().is_done()
+    }
+
+    /// Why the key cannot progress now, when the scheduler said (a task
+    /// it needs cannot run on any connected worker: dask/1.1
+    /// `key-waiting`). It still runs when a suitable worker joins;
+    /// `None` once it left pending.
+    pub fn waiting(&self) -> Option<Waiting> {
+        let st = self.shared.lock();
+        st.session.waiting(self.key.as_str()).cloned()
     }
 
     /// Waits until the key is finished; the error when it ended otherwise.

@@ -39,8 +39,8 @@ mod future;
 mod shared;
 
 pub use client::{Client, ClientOptions};
-pub use dask_core::client::TaskOptions;
-pub use dask_core::messages::{ClusterInfoReply, WorkerInfo};
+pub use dask_core::client::{Progress, TaskOptions, Waiting};
+pub use dask_core::messages::{ClusterInfoReply, WaitingKey, WorkerInfo};
 pub use dask_core::{Key, RawValue};
 pub use delayed::{build_graph, delayed, new_key, Arg, Delayed};
 pub use error::{Error, Result};

@@ -77,8 +77,11 @@ impl State {
                     self.last_server_error = Some(e.to_string());
                     continue;
                 }
+                // Kept on the key by the session (Future::waiting).
+                ClientEvent::KeyWaiting { .. } => continue,
                 ClientEvent::Connected { .. } | ClientEvent::Closed { .. } => continue,
-                ClientEvent::Gathered { request, .. }
+                ClientEvent::WaitingKeys { request, .. }
+                | ClientEvent::Gathered { request, .. }
                 | ClientEvent::WhoHas { request, .. }
                 | ClientEvent::ClusterInfo { request, .. }
                 | ClientEvent::Dataset { request, .. }

@@ -12,8 +12,12 @@ pub const PROTOCOL: &str = "dask";
 /// "Versioning").
 pub const VERSION: Version = Version { major: 1, minor: 1 };
 
-/// Optional features this crate supports (none are defined up to dask/1.1).
-pub const FEATURES: &[&str] = &[];
+/// The feature of the dask/1.1 ops `key-waiting`, `waiting-keys` and
+/// `waiting-keys-reply`.
+pub const KEY_WAITING: &str = "key-waiting";
+
+/// Optional features this crate supports.
+pub const FEATURES: &[&str] = &[KEY_WAITING];
 
 /// Whether `version` (one both sides speak) has the dask/1.1 additions.
 pub fn has_1_1(version: Version) -> bool {

@@ -558,6 +558,84 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// Scheduler -> client (feature `key-waiting`): a wanted key cannot progress: a task it needs cannot run on any connected worker.
+    pub struct KeyWaiting {
+        /// The wanted key.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub key: Key,
+        /// Why the task cannot run: `no-workers` (no worker is connected), `no-function` (no connected worker offers its function), `no-allowed-worker` (none of its `workers` is connected and offers the function), `no-resources` (no such worker has the resources it asks for).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub reason: String,
+        /// The same, for people, naming the function, workers or resources.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub message: String,
+        /// The task that cannot run, one that `key` depends on. Absent: the task of `key` itself.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub task: Option<Key>,
+        /// The `request` of the message that started the want this event answers (`update-graph`, `scatter` or `get-dataset`). Absent: not told (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub request: Option<u64>,
+    }
+}
+
+wire_struct! {
+    /// Client -> scheduler (feature `key-waiting`): one page of the tasks that wait, with why.
+    pub struct WaitingKeys {
+        /// Client-chosen id, echoed in the reply.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub request: u64,
+        /// Only tasks in this state: `waiting`, `no-worker` or `queued`. Absent: all three.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub state: Option<String>,
+        /// Where the page starts: the `next` of the previous reply. Absent: 0: the first page.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub cursor: Option<u64>,
+        /// Most tasks in the reply (at most 1000 are returned). Absent: 100.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub limit: Option<u32>,
+    }
+}
+
+wire_struct! {
+    /// A task that waits, and why.
+    pub struct WaitingKey {
+        /// The task's key.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub key: Key,
+        /// Its scheduler state: `waiting`, `no-worker` or `queued`.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub state: String,
+        /// Why it waits: a [`key-waiting`](#key-waiting) reason (in `no-worker`), `dependencies` (in `waiting`: inputs not computed yet) or `busy` (in `queued`: every worker that can run it is full).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub reason: String,
+        /// The same, for people.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Scheduler -> client (feature `key-waiting`): the answer to `waiting-keys`.
+    pub struct WaitingKeysReply {
+        /// The `waiting-keys` this answers.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub request: u64,
+        /// The tasks of this page.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub tasks: Vec<WaitingKey>,
+        /// The `cursor` of the next page. Absent: this was the last page.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub next: Option<u64>,
+    }
+}
+
+wire_struct! {
     /// Worker -> scheduler, right after the handshake: what the worker offers.
     pub struct RegisterWorker {
         /// Unique among registered workers.
@@ -848,6 +926,9 @@ messages! {
     KeyErred = "key-erred",
     KeyLost = "key-lost",
     KeyCancelled = "key-cancelled",
+    KeyWaiting = "key-waiting",
+    WaitingKeys = "waiting-keys",
+    WaitingKeysReply = "waiting-keys-reply",
     RegisterWorker = "register-worker",
     WorkerRegistered = "worker-registered",
     ComputeTask = "compute-task",

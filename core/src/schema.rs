@@ -127,7 +127,9 @@ pub fn generate() -> String {
 }
 
 /// Gives a struct's definition, and each of its fields, the `x-since`
-/// and `x-ignorable` they do not state: dask/1.0, not ignorable.
+/// and `x-ignorable` they do not state: dask/1.0, not ignorable. A struct
+/// exists since the earliest version of its fields (a message whose fields
+/// all came in 1.1 is a message of 1.1).
 fn add_defaults(def: &mut Json) {
     let Some(def) = def.as_object_mut() else {
         return;
@@ -135,10 +137,25 @@ fn add_defaults(def: &mut Json) {
     let Some(Json::Object(props)) = def.get_mut("properties") else {
         return;
     };
-    for prop in props.values_mut().filter_map(Json::as_object_mut) {
-        prop.entry("x-since")
-            .or_insert_with(|| json!(SINCE_DEFAULT));
+    let mut earliest: Option<(u32, u32)> = None;
+    for (name, prop) in props.iter_mut() {
+        let Some(prop) = prop.as_object_mut() else {
+            continue;
+        };
+        let since = prop
+            .entry("x-since")
+            .or_insert_with(|| json!(SINCE_DEFAULT))
+            .as_str()
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
         prop.entry("x-ignorable").or_insert_with(|| json!(false));
+        if name != "op" {
+            earliest = match (earliest, since) {
+                (Some(e), Some(s)) => Some(e.min(s)),
+                (e, s) => e.or(s),
+            };
+        }
     }
-    def.entry("x-since").or_insert_with(|| json!(SINCE_DEFAULT));
+    let since = earliest.map_or_else(|| SINCE_DEFAULT.to_owned(), |(a, b)| format!("{a}.{b}"));
+    def.entry("x-since").or_insert_with(|| json!(since));
 }

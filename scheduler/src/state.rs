@@ -122,6 +122,7 @@ mod snapshot;
 mod task_set;
 mod tasks;
 mod validate;
+pub mod waiting;
 
 #[cfg(test)]
 mod tests;
@@ -455,6 +456,8 @@ struct Connection {
     auth: Option<Box<AcceptorAuth>>,
     /// The version negotiated in its hello has dask/1.1's additions.
     v1_1: bool,
+    /// Both sides listed the feature `key-waiting` in their hellos.
+    key_waiting: bool,
     /// The name in its hello, for the dashboard and the log.
     name: Option<String>,
 }
@@ -467,6 +470,9 @@ pub(crate) struct Client {
     /// It speaks dask/1.1: its events carry their want's request, its
     /// `who-has` and `gather` replies the keys' states, and `ack` gets `ok`.
     pub(crate) v1_1: bool,
+    /// It negotiated the feature `key-waiting`: it gets `key-waiting`
+    /// events and may send `waiting-keys`.
+    pub(crate) key_waiting: bool,
 }
 
 /// One key a client wants.
@@ -477,6 +483,8 @@ pub(crate) struct Want {
     /// The `request` of the message that started it (or started it again
     /// after its event was sent), which dask/1.1 events carry.
     pub(crate) request: u64,
+    /// Its `key-waiting` was sent (once per want).
+    pub(crate) waiting_told: bool,
 }
 
 /// The scheduler. See the module docs for the call order.
@@ -533,6 +541,9 @@ pub struct SchedulerState {
     nonces: Option<NonceSource>,
     /// Aggregates for the dashboard, `/metrics` and the log.
     observe: Observer,
+    /// Tasks that became no-worker during this event: their wanting
+    /// clients get `key-waiting` at its end.
+    stuck: Vec<TaskId>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -574,6 +585,7 @@ impl SchedulerState {
             shrunk: false,
             next_liveness_check: None,
             observe: Observer::new(now),
+            stuck: Vec::new(),
         }
     }
 
@@ -609,6 +621,7 @@ impl SchedulerState {
                 channel_binding: None,
                 auth: None,
                 v1_1: false,
+                key_waiting: false,
                 name: None,
             },
         );
@@ -765,6 +778,12 @@ impl SchedulerState {
                 self.next_id += 1;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.name = hello.name.clone();
+                    c.id = id;
+                    c.v1_1 = handshake::has_1_1(negotiated.version);
+                    c.key_waiting = negotiated
+                        .features
+                        .iter()
+                        .any(|f| f == handshake::KEY_WAITING);
                 }
                 if let (Some(auth), Some(nonces)) = (&self.config.auth, &mut self.nonces) {
                     let binding = self.conns.get(&conn).and_then(|c| c.channel_binding);
@@ -781,16 +800,13 @@ impl SchedulerState {
                             reply.tls = Some(binding.is_some());
                             if let Some(c) = self.conns.get_mut(&conn) {
                                 c.peer = Peer::AwaitingProof;
-                                c.id = id;
-                                c.v1_1 = handshake::has_1_1(negotiated.version);
                                 c.auth = Some(Box::new(pending));
                             }
                             return self.send(conn, Message::Hello(reply));
                         }
                     }
                 }
-                let v1_1 = handshake::has_1_1(negotiated.version);
-                self.admit(conn, negotiated.peer_role, id, v1_1);
+                self.admit(conn, negotiated.peer_role);
                 self.send(conn, Message::Hello(reply));
             }
         }
@@ -798,11 +814,16 @@ impl SchedulerState {
 
     /// The connection proved its secret (or none is required): it is a
     /// client or a worker from now on.
-    fn admit(&mut self, conn: ConnId, role: Role, id: u64, v1_1: bool) {
+    fn admit(&mut self, conn: ConnId, role: Role) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (id, v1_1, key_waiting) = (c.id, c.v1_1, c.key_waiting);
         let peer = match role {
             Role::Client => {
                 let client = Client {
                     v1_1,
+                    key_waiting,
                     ..Client::default()
                 };
                 self.clients.insert(conn, client);
@@ -818,7 +839,6 @@ impl SchedulerState {
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = peer;
-            c.id = id;
             c.auth = None;
             c.v1_1 = v1_1;
         }
@@ -833,13 +853,12 @@ impl SchedulerState {
         let Some(pending) = c.auth.take() else {
             return;
         };
-        let (id, v1_1) = (c.id, c.v1_1);
         let verdict = match &message {
             Message::AuthProof(proof) => pending.verify(proof),
             _ => Err(dask_core::auth::failed()),
         };
         match verdict {
-            Ok(()) => self.admit(conn, pending.role(), id, v1_1),
+            Ok(()) => self.admit(conn, pending.role()),
             Err(e) => self.fatal(conn, e.code, e.message),
         }
     }
@@ -874,6 +893,9 @@ impl SchedulerState {
             Message::UnpublishDataset(m) => self.unpublish_dataset(conn, m),
             Message::GetDataset(m) => self.get_dataset(conn, m),
             Message::ListDatasets(m) => self.list_datasets(conn, m),
+            Message::WaitingKeys(m) if self.clients.get(&conn).is_some_and(|c| c.key_waiting) => {
+                self.waiting_keys(conn, m)
+            }
             other => self.unexpected(conn, &other, "a client"),
         }
     }

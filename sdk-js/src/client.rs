@@ -14,6 +14,7 @@
 //! | `scatter` | `values: [value]`, `[workers]`, `[broadcast]` | `{request, keys, states}` |
 //! | `gather` / `who_has` | `keys` | `{request}` |
 //! | `cluster_info` / `list_datasets` | | `{request}` |
+//! | `waiting_keys` | `[state]`, `[cursor]`, `[limit]` | `{request}` |
 //! | `publish_dataset` | `name, keys, [overwrite]` | `{request}` |
 //! | `unpublish_dataset` / `get_dataset` | `name` | `{request}` |
 //! | `cancel` | `keys, [force]` | `{}` |
@@ -99,6 +100,12 @@ impl ClientDriver {
             "who_has" => request_reply(&mut out, s.who_has(c.field("keys")?).0),
             "cluster_info" => request_reply(&mut out, s.cluster_info().0),
             "list_datasets" => request_reply(&mut out, s.list_datasets().0),
+            "waiting_keys" => {
+                let state: Option<String> = c.field("state")?;
+                let cursor = c.field::<Option<u64>>("cursor")?.unwrap_or(0);
+                let limit: Option<u32> = c.field("limit")?;
+                request_reply(&mut out, s.waiting_keys(state.as_deref(), cursor, limit).0)
+            }
             "publish_dataset" => {
                 let name: String = c.field("name")?;
                 let keys: Vec<Key> = c.field("keys")?;
@@ -239,6 +246,25 @@ impl ClientDriver {
                     .wire("client_id", &client_id);
             }
             ClientEvent::KeyUpdated { key, state } => write_key_event(w, &key, &state),
+            ClientEvent::KeyWaiting { key, waiting } => {
+                MapWriter::new(w, 5)
+                    .str("type", "key_waiting")
+                    .str("key", key.as_str())
+                    .str("reason", &waiting.reason)
+                    .str("message", &waiting.message)
+                    .str_or_nil("task", waiting.task.as_ref().map(Key::as_str));
+            }
+            ClientEvent::WaitingKeys {
+                request,
+                tasks,
+                next,
+            } => {
+                MapWriter::new(w, 4)
+                    .str("type", "waiting_keys")
+                    .uint("request", request.0)
+                    .wire("tasks", &tasks)
+                    .wire("next", &next);
+            }
             ClientEvent::Gathered {
                 request,
                 data,

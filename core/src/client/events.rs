@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::ErrorCode;
-use crate::messages::ClusterInfoReply;
+use crate::messages::{ClusterInfoReply, WaitingKey};
 use crate::msgpack::RawValue;
 use crate::wire::Key;
 
@@ -189,6 +189,24 @@ pub enum ClientEvent {
         request: RequestId,
         /// Why.
         error: RequestError,
+    },
+    /// A held, pending key cannot progress: a task it needs cannot run on
+    /// any connected worker (dask/1.1 `key-waiting`; once per want). It
+    /// stays pending and runs when a suitable worker joins.
+    KeyWaiting {
+        /// The key.
+        key: Key,
+        /// Why.
+        waiting: super::Waiting,
+    },
+    /// The answer to [`ClientSession::waiting_keys`](super::ClientSession::waiting_keys).
+    WaitingKeys {
+        /// The request.
+        request: RequestId,
+        /// The tasks of this page, with why each waits.
+        tasks: Vec<WaitingKey>,
+        /// The cursor of the next page; `None` at the end.
+        next: Option<u64>,
     },
     /// A non-fatal `error` from the scheduler that names no request of ours.
     ServerError(RequestError),

@@ -51,6 +51,7 @@ impl ClientSession {
             Message::KeyErred(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyCancelled(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyLost(m) if self.is_stale(&m.key, m.request) => {}
+            Message::KeyWaiting(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyFinished(m) => {
                 self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes })
             }
@@ -65,6 +66,8 @@ impl ClientSession {
             ),
             Message::KeyCancelled(m) => self.set_state(&m.key, KeyState::Cancelled),
             Message::KeyLost(m) => self.set_state(&m.key, KeyState::Lost { message: m.message }),
+            Message::KeyWaiting(m) => self.handle_key_waiting(m),
+            Message::WaitingKeysReply(m) => self.handle_waiting_keys_reply(m),
             Message::GatherReply(m) => self.answer(RequestId(m.request), |kind, request| {
                 matches!(kind, Pending::Gather).then_some(ClientEvent::Gathered {
                     request,
@@ -165,7 +168,7 @@ impl ClientSession {
     /// Delivers the reply to `request` when it is outstanding and of the
     /// kind `make` accepts; anything else is ignored (a reply nobody waits
     /// for harms no one).
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         request: RequestId,
         make: impl FnOnce(&Pending, RequestId) -> Option<ClientEvent>,

@@ -141,6 +141,7 @@ impl ClientSession {
                         refs: 1,
                         origin,
                         want_request: request,
+                        waiting: None,
                     },
                 );
                 true
@@ -184,6 +185,7 @@ impl ClientSession {
             return;
         }
         e.state = state.clone();
+        e.waiting = None;
         self.events.push_back(ClientEvent::KeyUpdated {
             key: key.clone(),
             state,

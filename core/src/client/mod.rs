@@ -48,6 +48,7 @@
 //! - `requests.rs`: what the driver asks (submit, scatter, gather, ...);
 //! - `input.rs`: what the scheduler sends, and the transport's end;
 //! - `graph.rs`: task specs, options and graphs (and graph files);
+//! - `waiting.rs`: why keys wait (dask/1.1 `key-waiting`), progress counts;
 //! - `tests/`: the tests, one file per concern.
 
 use std::collections::{HashMap, VecDeque};
@@ -64,11 +65,13 @@ mod graph;
 mod input;
 mod keys;
 mod requests;
+mod waiting;
 
 pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
 pub use graph::{encode_args, encode_kwargs, task_spec, Graph, GraphError, TaskOptions};
 pub use input::PYTHON_DASK_SCHEDULER;
 pub use keys::{format_key, is_valid_key, KeyGenerator, KEY_FUNCTION_BYTES_MAX};
+pub use waiting::{Progress, Waiting};
 
 /// Where the session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,8 @@ struct KeyEntry {
     /// (dask/1.1 events carry it): an event for another one is stale, left
     /// over from a want this client has since released.
     want_request: RequestId,
+    /// Why it cannot progress, while pending (dask/1.1 `key-waiting`).
+    waiting: Option<Waiting>,
 }
 
 /// A request not yet answered.
@@ -113,6 +118,7 @@ enum Pending {
     Barrier,
     GetDataset,
     ListDatasets,
+    WaitingKeys,
 }
 
 /// The client side of one connection to a scheduler. See the module doc

@@ -35,7 +35,7 @@ impl ClientSession {
 
     /// Queues a request that expects a reply, or fails it at once when the
     /// session is closed.
-    fn ask(&mut self, kind: Pending, message: impl FnOnce(u64) -> Message) -> RequestId {
+    pub(super) fn ask(&mut self, kind: Pending, message: impl FnOnce(u64) -> Message) -> RequestId {
         let id = self.request_id();
         if let Some(reason) = self.closed_reason() {
             let error = RequestError::local(format!("connection closed: {reason}"));

@@ -57,6 +57,16 @@ pub(super) fn handshake() -> Json {
             reply_1_1("scheduler", 8),
         ),
         ok(
+            "a client listing key-waiting (and a feature the acceptor does not know) gets key-waiting",
+            &sched,
+            "scheduler",
+            10,
+            json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client",
+                   "features": ["x-later", "key-waiting"]}),
+            json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler", "id": 10,
+                   "features": ["key-waiting"]}),
+        ),
+        ok(
             "a peer speaking a later minor (1.4): both speak the lower, 1.1",
             &sched,
             "scheduler",
@@ -173,12 +183,17 @@ pub(super) fn handshake() -> Json {
             3002,
         ),
     ];
-    // What dask-rs offers: dask/1.1.
-    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": []});
+    // What dask-rs offers: dask/1.1, with the feature key-waiting.
+    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": ["key-waiting"]});
     let c_ok = |d: &str, expect: &str, reply: Json| {
         let version = reply["version"].clone();
+        // The features both list: the reply's that were offered.
+        let features: Vec<Json> = reply["features"]
+            .as_array()
+            .map(|f| f.iter().filter(|x| *x == "key-waiting").cloned().collect())
+            .unwrap_or_default();
         json!({"description": d, "offer": offer, "expect_role": expect, "reply": reply,
-               "version": version, "features": []})
+               "version": version, "features": features})
     };
     let c_err = |d: &str, expect: &str, reply: Json, error: &str, code: u32| {
         json!({"description": d, "offer": offer, "expect_role": expect, "reply": reply,
@@ -189,6 +204,12 @@ pub(super) fn handshake() -> Json {
             "the scheduler accepts",
             "scheduler",
             reply_1_1("scheduler", 1),
+        ),
+        c_ok(
+            "the scheduler accepts and agrees to key-waiting (a feature name not offered is ignored)",
+            "scheduler",
+            json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler", "id": 4,
+                   "features": ["key-waiting", "x-not-offered"]}),
         ),
         c_ok(
             "a dask/1.0 scheduler accepts: both speak 1.0",

@@ -413,6 +413,48 @@ pub(super) fn messages() -> Json {
         json!({"op": "key-cancelled", "key": "y", "request": 300}),
         vec![],
     ));
+    cases.push(case(
+        "key-waiting (dask/1.1, feature key-waiting): a dependency no worker can run",
+        json!({"op": "key-waiting", "key": "y", "reason": "no-function",
+               "message": "no connected worker offers function `gpu_fft`", "task": "x",
+               "request": 1}),
+        vec![vec![Reversed], vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "key-waiting (dask/1.1): the key's own task, no worker connected",
+        json!({"op": "key-waiting", "key": "x", "reason": "no-workers",
+               "message": "no worker is connected; it runs when one joins"}),
+        vec![
+            vec![Unknown("since", json!("later versions may add fields"))],
+            vec![Nil("task"), Nil("request")],
+        ],
+    ));
+    cases.push(case(
+        "waiting-keys (dask/1.1, feature key-waiting): the first page, all states",
+        json!({"op": "waiting-keys", "request": 12}),
+        vec![vec![Nil("state"), Nil("cursor"), Nil("limit")]],
+    ));
+    cases.push(case(
+        "waiting-keys (dask/1.1): a later page of no-worker tasks",
+        json!({"op": "waiting-keys", "request": 13, "state": "no-worker", "cursor": 4096,
+               "limit": 50}),
+        vec![vec![Reversed], vec![Wide("limit")]],
+    ));
+    cases.push(case(
+        "waiting-keys-reply (dask/1.1, feature key-waiting): a page and the next cursor",
+        json!({"op": "waiting-keys-reply", "request": 12, "tasks": [
+            {"key": "x", "state": "no-worker", "reason": "no-resources",
+             "message": "it needs GPU=1 (the most a worker offers is 0), which no worker offering `inc` has"},
+            {"key": "y", "state": "waiting", "reason": "dependencies",
+             "message": "for 1 of its 1 inputs: x (no-worker)"}],
+            "next": 4096}),
+        vec![vec![Wide("next")]],
+    ));
+    cases.push(case(
+        "waiting-keys-reply (dask/1.1): the last page, empty",
+        json!({"op": "waiting-keys-reply", "request": 13, "tasks": []}),
+        vec![vec![Nil("next")]],
+    ));
 
     // --- scheduler <-> worker -----------------------------------------
     cases.push(case(

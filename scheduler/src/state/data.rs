@@ -822,6 +822,7 @@ impl SchedulerState {
         for t in ids {
             self.add_want(conn, t, m.request);
         }
+        self.recheck_stuck();
     }
 
     pub(crate) fn list_datasets(&mut self, conn: ConnId, m: ListDatasets) {

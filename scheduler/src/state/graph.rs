@@ -96,6 +96,8 @@ impl SchedulerState {
                 self.graph_accepted(conn, &m, plan.new.len());
                 let tasks = std::mem::take(&mut m.tasks);
                 self.accept_graph(conn, tasks, plan, &m.wanted, m.request);
+                // New wants may wait on tasks already stuck.
+                self.recheck_stuck();
             }
         }
     }

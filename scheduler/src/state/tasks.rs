@@ -61,6 +61,7 @@ impl SchedulerState {
             }
             TaskState::NoWorker => {
                 self.no_worker.insert(t);
+                self.note_stuck(t);
             }
             TaskState::Processing(w) => {
                 if let Some(worker) = self.workers.get_mut(w.0) {
@@ -379,6 +380,7 @@ impl SchedulerState {
                     let want = Want {
                         finished_sent: false,
                         request,
+                        waiting_told: false,
                     };
                     client.wants.insert(t, want);
                 }
@@ -396,6 +398,7 @@ impl SchedulerState {
                 *want = Want {
                     finished_sent: in_memory,
                     request,
+                    waiting_told: false,
                 }
             }
             None => {
@@ -403,6 +406,7 @@ impl SchedulerState {
                 let want = Want {
                     finished_sent: in_memory,
                     request,
+                    waiting_told: false,
                 };
                 client.wants.insert(t, want);
             }
@@ -509,6 +513,7 @@ impl SchedulerState {
         }
         self.schedule();
         self.balance();
+        self.tell_waiting();
         self.maybe_shrink();
         if self.config.validate {
             self.validate_event();

@@ -64,3 +64,4 @@ mod keys;
 mod requests;
 mod session;
 mod v1_1;
+mod waiting;

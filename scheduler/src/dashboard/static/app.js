@@ -66,7 +66,7 @@ function drawSummary(s) {
   const memory = s.memory_limit ? `${bytes(s.stored_bytes)} of ${bytes(s.memory_limit)}` : bytes(s.stored_bytes);
   document.getElementById("summary").replaceChildren(
     el("div", { id: "sum-workers" }, el("b", {}, s.workers.length), `workers, ${threads} threads`),
-    el("div", {}, el("b", {}, t.processing), "tasks running"),
+    el("div", {}, el("b", {}, t.processing), "tasks on workers"),
     el("div", {}, el("b", {}, active), "tasks to do"),
     el("div", {}, el("b", {}, t.memory), "results in memory"),
     el("div", {}, el("b", {}, t.erred), "erred"),

@@ -227,6 +227,14 @@ impl Chaos {
                 c.pending.remove(&key);
                 c.wanted.remove(&key);
             }
+            // Why a wanted key waits: it stays pending.
+            Message::KeyWaiting(KeyWaiting { key, .. }) => {
+                assert!(
+                    c.wanted.contains(&key),
+                    "seed {}: key-waiting for {key}, which the client does not want",
+                    self.seed
+                );
+            }
             Message::ErrorReport(e) => {
                 assert!(
                     !e.fatal,

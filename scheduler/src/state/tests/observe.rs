@@ -260,3 +260,140 @@ fn operators_get_one_line_per_event_they_care_about() {
     assert_eq!(snap.counters.connections_refused["bad-handshake"], 1);
     assert_eq!(snap.counters.clients_removed, 1);
 }
+
+fn waiting_events(messages: &[Message]) -> Vec<&KeyWaiting> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::KeyWaiting(k) => Some(k),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A client as dask-rs's: dask/1.1 with the feature `key-waiting`.
+fn client_with_key_waiting(sim: &mut Sim) -> ConnId {
+    let c = sim.connect();
+    sim.send(c, handshake::offer(Role::Client, None));
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::Hello(h)] if h.features.as_deref() == Some(&["key-waiting".to_string()][..])),
+        "{got:?}"
+    );
+    c
+}
+
+#[test]
+fn a_client_is_told_once_why_its_key_waits_and_it_runs_when_a_worker_can() {
+    let mut sim = Sim::new();
+    let c = client_with_key_waiting(&mut sim);
+    let quiet = sim.client();
+    sim.submit(
+        c,
+        7,
+        vec![spec("x", "fft", vec![]), spec("y", "inc", vec![r("x")])],
+        &["y"],
+    );
+    sim.submit(quiet, 1, vec![], &["y"]);
+    let got = sim.recv(c);
+    let told = waiting_events(&got);
+    assert_eq!(told.len(), 1, "{got:?}");
+    assert_eq!(told[0].key.as_str(), "y");
+    assert_eq!(told[0].task.as_ref().map(Key::as_str), Some("x"));
+    assert_eq!(told[0].reason, "no-workers");
+    assert_eq!(told[0].request, Some(7));
+    assert!(waiting_events(&sim.recv(quiet)).is_empty());
+
+    // A worker without the function changes the reason, not the want: no
+    // second event.
+    let _w1 = sim.worker("w1", &["inc"], 1);
+    assert!(waiting_events(&sim.recv(c)).is_empty());
+    let t = sim.s.task_by_key["x"];
+    assert_eq!(sim.s.wait_reason(t).unwrap().code, "no-function");
+
+    // A second client wanting y is told too, for its own want.
+    let c2 = client_with_key_waiting(&mut sim);
+    sim.submit(c2, 3, vec![], &["y"]);
+    let told = sim.recv(c2);
+    assert_eq!(waiting_events(&told).len(), 1, "{told:?}");
+
+    // A worker that offers fft joins: x and then y run.
+    let w2 = sim.worker("w2", &["fft", "inc"], 1);
+    let sent = sim.recv(w2);
+    assert_eq!(compute_keys(&sent), ["x"]);
+    sim.finish(w2, "x", 8);
+    let w_y = if compute_keys(&sim.recv(w2)) == ["y"] {
+        w2
+    } else {
+        _w1
+    };
+    sim.finish(w_y, "y", 8);
+    assert_eq!(finished(&sim.recv(c)), ["y"]);
+}
+
+#[test]
+fn waiting_keys_pages_the_tasks_that_wait_for_clients_that_asked_for_it() {
+    let mut sim = Sim::new();
+    let c = client_with_key_waiting(&mut sim);
+    let tasks: Vec<TaskSpec> = (0..5)
+        .map(|i| spec(&format!("job-{i}"), "gpu", vec![]))
+        .collect();
+    sim.submit(c, 1, tasks, &["job-0", "job-1", "job-2", "job-3", "job-4"]);
+    assert_eq!(waiting_events(&sim.recv(c)).len(), 5);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for request in 10.. {
+        sim.send(
+            c,
+            WaitingKeys {
+                request,
+                state: Some("no-worker".into()),
+                cursor,
+                limit: Some(2),
+            },
+        );
+        let got = sim.recv(c);
+        let [Message::WaitingKeysReply(page)] = &got[..] else {
+            panic!("{got:?}");
+        };
+        assert_eq!(page.request, request);
+        assert!(page.tasks.len() <= 2);
+        seen.extend(
+            page.tasks
+                .iter()
+                .map(|t| (t.key.to_string(), t.reason.clone())),
+        );
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|(_, reason)| reason == "no-workers"));
+    // A state that is not a waiting one is refused, not fatal.
+    sim.send(
+        c,
+        WaitingKeys {
+            request: 99,
+            state: Some("memory".into()),
+            cursor: None,
+            limit: None,
+        },
+    );
+    let e = error_of(&sim.recv(c)).clone();
+    assert_eq!((e.code, e.fatal, e.request), (2003, false, Some(99)));
+    // A client that did not list the feature may not ask.
+    let quiet = sim.client();
+    sim.send(
+        quiet,
+        WaitingKeys {
+            request: 1,
+            state: None,
+            cursor: None,
+            limit: None,
+        },
+    );
+    assert_eq!(error_of(&sim.recv(quiet)).code, 2004);
+    assert!(sim.is_closed(quiet));
+}
