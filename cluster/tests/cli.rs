@@ -293,13 +293,23 @@ fn info_as_json_and_waiting_tasks_by_reason() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(out.contains("not running yet, by reason:"), "{out}");
+    assert!(out.contains("not running yet, and why:"), "{out}");
+    assert!(out.contains("  1 waiting: for their inputs"), "{out}");
+    // The key that cannot run, named with its reason (dask/1.1
+    // waiting-keys).
     assert!(
-        out.contains("  1 no-worker: for a worker that can run them"),
+        out.contains("    lonely: no connected worker offers function `nowhere.fn`"),
         "{out}"
     );
-    assert!(out.contains("  1 waiting: for dependencies"), "{out}");
-    assert!(out.contains("counts per state only"), "{out}");
+    let all = stdout(&dask_in(
+        &home,
+        &["info", "--waiting", "--scheduler", &address],
+    ));
+    assert!(all.contains("  lonely no-worker no-function: "), "{all}");
+    assert!(
+        all.contains("  after waiting dependencies: for 1 of its 1 inputs: lonely (no-worker)"),
+        "{all}"
+    );
 
     let o = dask_in(&home, &["info", "--json", "--scheduler", &address]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -331,10 +341,108 @@ fn info_as_json_and_waiting_tasks_by_reason() {
     assert_eq!(sorted_keys(&doc["workers"][0]), expected);
     assert_eq!(
         sorted_keys(&doc),
-        ["clients", "scheduler", "tasks", "workers"]
+        ["clients", "scheduler", "tasks", "waiting", "workers"]
     );
     assert_eq!(doc["tasks"]["no-worker"], 1);
     assert_eq!(doc["tasks"]["waiting"], 1);
+    assert_eq!(doc["waiting"][0]["key"], "lonely");
+    assert_eq!(doc["waiting"][0]["reason"], "no-function");
+}
+
+#[test]
+fn submit_says_at_once_why_a_key_waits_and_it_runs_when_a_worker_can() {
+    let cluster = LocalCluster::builder()
+        .workers(0)
+        .threads_per_worker(1)
+        .build()
+        .unwrap();
+    let address = cluster.address().to_owned();
+    let graph = GraphFile::new(
+        "waits.json",
+        r#"{"tasks": [{"key": "x", "function": "inc", "args": [1]},
+                      {"key": "y", "function": "inc", "args": [{"$ref": "x"}]}],
+            "wanted": ["y"]}"#,
+    );
+    let home = DaskHome::holding(cluster.credentials());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dask-rs"));
+    DaskHome::apply_none(&mut child);
+    let mut child = child
+        .env("DASK_CREDENTIALS", home.credentials_path())
+        .args(["submit", graph.path(), "--scheduler", &address])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reason comes while no worker is there.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    // x is the task that cannot run (y, waiting on it, is not told apart).
+    assert_eq!(
+        line,
+        "dask-rs: waiting: x: it cannot run: no worker is connected; it runs when one joins\n"
+    );
+    let worker = dask_worker::WorkerHandle::start(dask_worker::WorkerConfig {
+        scheduler: address.clone(),
+        nthreads: 1,
+        credentials: Some(cluster.credentials().clone()),
+        ..dask_worker::WorkerConfig::default()
+    })
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "y = 3\n");
+    worker.stop();
+}
+
+/// The progress lines `dask-rs submit` printed on a pipe.
+fn progress_lines(err: &str) -> Vec<&str> {
+    err.lines()
+        .filter(|l| l.starts_with("dask-rs: ") && l.contains(" tasks"))
+        .collect()
+}
+
+#[test]
+fn progress_on_a_pipe_is_a_line_counting_this_graph_only_and_quiet_prints_none() {
+    let (cluster, home) = cluster_and_file(1, 1);
+    let address = cluster.address().to_owned();
+    // Another client's 40 tasks, which no worker can run: the old bar
+    // counted them (cluster-wide counts).
+    let other = cluster.client().unwrap();
+    let theirs: Vec<_> = (0..40i64)
+        .map(|i| other.submit("nowhere.fn", vec![i.into()]))
+        .collect();
+    let graph = GraphFile::new(
+        "naps.json",
+        r#"{"tasks": [{"key": "nap-0", "function": "sleep", "args": [0.6, 0]},
+                      {"key": "nap-1", "function": "sleep", "args": [0.6, 1]},
+                      {"key": "nap-2", "function": "sleep", "args": [0.6, 2]}],
+            "wanted": ["nap-2"]}"#,
+    );
+    let submit = |extra: &[&str]| {
+        let mut args = vec!["submit", graph.path(), "--scheduler", &address];
+        args.extend(["--progress-every", "0.25"]);
+        args.extend(extra);
+        let o = dask_in(&home, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "nap-2 = 2\n");
+        stderr(&o)
+    };
+    let err = submit(&[]);
+    let lines = progress_lines(&err);
+    // At least one while it ran, and the last one at the end.
+    assert!(lines.len() >= 2, "{err}");
+    for l in &lines {
+        assert!(l.contains("/3 tasks, "), "{l}");
+        assert!(l.contains(" tasks/s, ") && l.ends_with(" s elapsed"), "{l}");
+    }
+    assert!(
+        lines.last().unwrap().starts_with("dask-rs: 3/3 tasks, "),
+        "{err}"
+    );
+
+    assert_eq!(submit(&["--quiet"]), "");
+    drop(theirs);
 }
 
 #[test]

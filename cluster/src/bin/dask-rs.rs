@@ -22,13 +22,15 @@
 //! file was refused or the cluster could not be reached, 2 on a usage
 //! error.
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dask_client::{Client, ClientOptions, Error, Future};
+use dask_client::{Client, ClientOptions, Error, Future, WaitingKey};
 use dask_cluster::graph_file::{self, GraphFile};
 use dask_cluster::LocalCluster;
 use dask_core::messages::{ClusterInfoReply, Role};
@@ -37,8 +39,11 @@ use dask_inprocess::{OnError, Options, Plan, Progress, Scheduler};
 use dask_net::cli::SecurityArgs;
 use dask_worker::FunctionRegistry;
 
-/// How often the progress bar is redrawn.
+/// How often the progress bar is redrawn (and new reasons why keys wait
+/// are looked for).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Keys named per reason why they wait, before "and N more".
+const WAITING_KEYS_SHOWN: usize = 5;
 /// Width of the progress bar in characters.
 const PROGRESS_WIDTH: usize = 40;
 /// How long a client waits for a scheduler file to appear.
@@ -120,6 +125,31 @@ struct GraphArgs {
     /// default they are ignored with a warning)
     #[arg(long)]
     strict: bool,
+    /// Print no progress (a bar on a terminal, else a line every few
+    /// seconds on stderr); why keys wait is still printed
+    #[arg(long, short)]
+    quiet: bool,
+    /// When stderr is not a terminal, print a progress line this often
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0,
+          value_parser = positive_seconds)]
+    progress_every: f64,
+}
+
+impl GraphArgs {
+    /// How often a progress line is printed when stderr is not a terminal;
+    /// `None` with --quiet.
+    fn progress(&self) -> Option<Duration> {
+        (!self.quiet).then(|| Duration::from_secs_f64(self.progress_every))
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "expected a number of seconds above 0 (at most 86400), found {s:?}"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -177,6 +207,9 @@ struct InfoArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
+    /// List every task that waits, with why (pages through them all)
+    #[arg(long)]
+    waiting: bool,
 }
 
 /// A failure with the exit status it maps to.
@@ -260,15 +293,19 @@ fn run(a: &RunArgs) -> Result<(), Failure> {
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |t| t as usize,
             );
-            run_in_process(file, Scheduler::Threads(threads))
+            run_in_process(file, Scheduler::Threads(threads), a.graph.progress())
         }
-        RunOn::Sync => run_in_process(file, Scheduler::Sync),
+        RunOn::Sync => run_in_process(file, Scheduler::Sync, a.graph.progress()),
         RunOn::Cluster => run_on_cluster(a, file),
     }
 }
 
 /// Runs the graph with the in-process scheduler; prints as on a cluster.
-fn run_in_process(file: GraphFile, scheduler: Scheduler) -> Result<(), Failure> {
+fn run_in_process(
+    file: GraphFile,
+    scheduler: Scheduler,
+    progress: Option<Duration>,
+) -> Result<(), Failure> {
     let mut wanted = file.wanted;
     wanted.sort();
     wanted.dedup();
@@ -281,12 +318,8 @@ fn run_in_process(file: GraphFile, scheduler: Scheduler) -> Result<(), Failure> 
         ))
     })?;
     let total = plan.len();
-    let bar = std::io::stderr().is_terminal().then(Bar::default);
-    let draw = |p: Progress| {
-        if let Some(bar) = &bar {
-            bar.draw(p.done, p.total);
-        }
-    };
+    let reporter = Reporter::new(progress);
+    let draw = |p: Progress| reporter.update(p.done, p.total, 0);
     let options = Options {
         scheduler,
         on_error: OnError::Continue,
@@ -294,9 +327,8 @@ fn run_in_process(file: GraphFile, scheduler: Scheduler) -> Result<(), Failure> 
         ..Options::default()
     };
     let results = dask_inprocess::run(plan, &FunctionRegistry::builtins(), &options);
-    if let Some(bar) = &bar {
-        bar.finish(total);
-    }
+    let erred = results.iter().filter(|(_, r)| r.is_err()).count();
+    reporter.finish(total, total, erred);
     let mut out = std::io::stdout().lock();
     let mut errors: Vec<String> = Vec::new();
     for (key, result) in results {
@@ -340,47 +372,7 @@ fn run_on_cluster(a: &RunArgs, file: GraphFile) -> Result<(), Failure> {
         .build()
         .map_err(|e| failed(format!("cannot start the local cluster: {e}")))?;
     let client = cluster.into_client().map_err(failed)?;
-    execute(&client, file)
-}
-
-/// A progress bar on stderr, redrawn at most every [`PROGRESS_INTERVAL`]
-/// (it may be told from several threads at once).
-#[derive(Default)]
-struct Bar {
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl Bar {
-    fn draw(&self, done: usize, total: usize) {
-        let Ok(mut last) = self.last.try_lock() else {
-            return;
-        };
-        if last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
-            return;
-        }
-        *last = Some(std::time::Instant::now());
-        draw_bar(done, total);
-    }
-
-    fn finish(&self, total: usize) {
-        draw_bar(total, total);
-        let _ = writeln!(std::io::stderr());
-    }
-}
-
-/// `[####....] done/total tasks` over the line.
-fn draw_bar(done: usize, total: usize) {
-    let mut err = std::io::stderr();
-    let filled = (done * PROGRESS_WIDTH)
-        .checked_div(total)
-        .unwrap_or(PROGRESS_WIDTH);
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total} tasks",
-        "#".repeat(filled),
-        ".".repeat(PROGRESS_WIDTH - filled.min(PROGRESS_WIDTH))
-    );
-    let _ = err.flush();
+    execute(&client, file, a.graph.progress())
 }
 
 /// The scheduler's address: --scheduler, else --scheduler-file, else
@@ -463,28 +455,26 @@ fn make_tls(a: &TlsArgs) -> Result<(), Failure> {
 fn submit(a: &SubmitArgs) -> Result<(), Failure> {
     let file = read_graph(&a.graph)?;
     let client = connect(&a.scheduler)?;
-    execute(&client, file)
+    execute(&client, file, a.graph.progress())
 }
 
-/// Submits the graph, waits (drawing progress on a terminal), prints the
-/// results sorted by key and the errors on stderr.
-fn execute(client: &Client, file: GraphFile) -> Result<(), Failure> {
-    let total = file.graph.len();
+/// Submits the graph, waits (showing progress and why keys wait), prints
+/// the results sorted by key and the errors on stderr.
+///
+/// Every task of the graph is wanted, so progress counts this graph's own
+/// tasks (not other clients'); a task that is not in `wanted` is released
+/// as soon as it is done, so its result is freed as it would have been.
+fn execute(client: &Client, file: GraphFile, progress: Option<Duration>) -> Result<(), Failure> {
     let mut wanted = file.wanted;
     wanted.sort();
     wanted.dedup();
-    let futures = client.submit_tasks(file.graph.into_tasks(), wanted);
-    if std::io::stdout().is_terminal() {
-        show_progress(client, &futures, total);
-    }
-    let mut errors: Vec<(Key, Error)> = Vec::new();
-    let mut finished: Vec<Future> = Vec::new();
-    for f in futures {
-        match f.wait() {
-            Ok(()) => finished.push(f),
-            Err(e) => errors.push((f.key().clone(), e)),
-        }
-    }
+    let tasks = file.graph.into_tasks();
+    let wanted_set: HashSet<Key> = wanted.iter().cloned().collect();
+    let all: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    let mut every = all.clone();
+    every.extend(wanted.iter().filter(|k| !all.contains(k)).cloned());
+    let futures = client.submit_tasks(tasks, every);
+    let (finished, errors) = follow(futures, &wanted_set, progress);
     let values = client.gather_raw(&finished).map_err(failed)?;
     let mut out = std::io::stdout().lock();
     for (f, raw) in finished.iter().zip(&values) {
@@ -505,61 +495,250 @@ fn execute(client: &Client, file: GraphFile) -> Result<(), Failure> {
     Err(failed(message))
 }
 
-/// Draws a bar on stderr until every wanted key is done. Progress is the
-/// share of submitted tasks that no longer wait or run, per cluster-info.
-fn show_progress(client: &Client, futures: &[Future], total: usize) {
-    let mut err = std::io::stderr();
+/// Follows the graph's futures until all are done: draws progress (see
+/// [`Reporter`]), prints why keys wait as soon as the scheduler says,
+/// drops the futures of keys not wanted once done. Returns the wanted
+/// futures that finished, sorted by key, and the wanted keys' errors.
+fn follow(
+    futures: Vec<Future>,
+    wanted: &HashSet<Key>,
+    progress: Option<Duration>,
+) -> (Vec<Future>, Vec<(Key, Error)>) {
+    let total = futures.len();
+    let all: HashSet<Key> = futures.iter().map(|f| f.key().clone()).collect();
+    let reporter = Reporter::new(progress);
+    let mut pending = futures;
+    let mut finished: Vec<Future> = Vec::new();
+    let mut errors: Vec<(Key, Error)> = Vec::new();
+    let (mut done, mut erred) = (0usize, 0usize);
+    let mut told: HashSet<Key> = HashSet::new();
     loop {
-        let all_done = futures.iter().all(Future::done);
-        let remaining: u64 = match client.cluster_info() {
-            Ok(info) => info
-                .tasks
-                .iter()
-                .filter(|(state, _)| {
-                    matches!(
-                        state.as_str(),
-                        "released" | "waiting" | "no-worker" | "queued" | "processing"
-                    )
-                })
-                .map(|(_, n)| *n)
-                .sum(),
-            Err(_) => break,
-        };
-        let done = if all_done {
-            total
-        } else {
-            total.saturating_sub(remaining as usize)
-        };
-        draw_bar(done, total);
-        if all_done {
+        let mut still = Vec::with_capacity(pending.len());
+        let mut newly_waiting: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+        for f in pending {
+            if !f.done() {
+                if let Some(w) = f.waiting() {
+                    // A key of this graph that waits on another of its
+                    // tasks: that task is told about itself.
+                    let own = w.task.as_ref().is_some_and(|t| all.contains(t));
+                    if told.insert(f.key().clone()) && !own {
+                        newly_waiting
+                            .entry(w.to_string())
+                            .or_default()
+                            .push(f.key().clone());
+                    }
+                }
+                still.push(f);
+                continue;
+            }
+            done += 1;
+            match f.wait() {
+                Ok(()) if wanted.contains(f.key()) => finished.push(f),
+                Ok(()) => {}
+                Err(e) => {
+                    erred += 1;
+                    if wanted.contains(f.key()) {
+                        errors.push((f.key().clone(), e));
+                    }
+                }
+            }
+        }
+        pending = still;
+        if !newly_waiting.is_empty() {
+            reporter.break_line();
+            print_waiting(&newly_waiting);
+        }
+        if pending.is_empty() {
             break;
         }
+        reporter.update(done, total, erred);
         std::thread::sleep(PROGRESS_INTERVAL);
     }
-    let _ = writeln!(err);
+    reporter.finish(done, total, erred);
+    finished.sort_by(|a, b| a.key().cmp(b.key()));
+    errors.sort_by(|a, b| a.0.cmp(&b.0));
+    (finished, errors)
 }
 
-/// Why tasks in each not-yet-running state wait, as far as the states
-/// tell (cluster-info reports counts per state, not keys or finer reasons).
-const WAITING_REASONS: &[(&str, &str)] = &[
-    (
-        "waiting",
-        "for dependencies still running, waiting or erred",
-    ),
-    ("queued", "ready, for a free thread on a worker"),
-    (
-        "no-worker",
-        "for a worker that can run them: none connected offers the function, the resources or \
-         matches the task's worker restriction",
-    ),
-];
+/// Progress on stderr, for a cluster's run and the in-process one alike:
+/// on a terminal a bar redrawn at most every [`PROGRESS_INTERVAL`];
+/// otherwise a line every `every` (none for a run shorter than that:
+/// scripts see only what matters); nothing when `every` is `None`
+/// (--quiet). It may be told from several threads at once.
+struct Reporter {
+    every: Option<Duration>,
+    tty: bool,
+    started: Instant,
+    drawn: Mutex<Drawn>,
+}
+
+#[derive(Default)]
+struct Drawn {
+    /// When the bar was drawn or the line printed last.
+    last: Option<Instant>,
+    /// Lines printed (not a terminal).
+    lines: usize,
+    /// The bar is on the current line of the terminal.
+    bar_shown: bool,
+}
+
+impl Reporter {
+    fn new(every: Option<Duration>) -> Reporter {
+        Reporter {
+            every,
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            drawn: Mutex::new(Drawn::default()),
+        }
+    }
+
+    fn update(&self, done: usize, total: usize, erred: usize) {
+        let Some(every) = self.every else {
+            return;
+        };
+        // Another thread is drawing: this update is not needed.
+        let Ok(mut drawn) = self.drawn.try_lock() else {
+            return;
+        };
+        let period = if self.tty { PROGRESS_INTERVAL } else { every };
+        let since = drawn.last.unwrap_or(self.started);
+        if since.elapsed() < period {
+            return;
+        }
+        self.draw(&mut drawn, done, total, erred);
+    }
+
+    /// The last update: the bar at its end, or the last line when lines
+    /// were printed.
+    fn finish(&self, done: usize, total: usize, erred: usize) {
+        if self.every.is_none() {
+            return;
+        }
+        let Ok(mut drawn) = self.drawn.lock() else {
+            return;
+        };
+        if self.tty || drawn.lines > 0 {
+            self.draw(&mut drawn, done, total, erred);
+        }
+        if drawn.bar_shown {
+            eprintln!();
+            drawn.bar_shown = false;
+        }
+    }
+
+    /// Ends the bar's line, so that a message printed next has its own.
+    fn break_line(&self) {
+        if let Ok(mut drawn) = self.drawn.lock() {
+            if drawn.bar_shown {
+                eprintln!();
+                drawn.bar_shown = false;
+            }
+        }
+    }
+
+    fn draw(&self, drawn: &mut Drawn, done: usize, total: usize, erred: usize) {
+        let line = progress_line(done, total, erred, self.started.elapsed());
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let filled = (done * PROGRESS_WIDTH)
+                .checked_div(total)
+                .unwrap_or(PROGRESS_WIDTH)
+                .min(PROGRESS_WIDTH);
+            let _ = write!(
+                err,
+                "\r[{}{}] {line}",
+                "#".repeat(filled),
+                ".".repeat(PROGRESS_WIDTH - filled)
+            );
+            drawn.bar_shown = true;
+        } else {
+            let _ = writeln!(err, "dask-rs: {line}");
+            drawn.lines += 1;
+        }
+        let _ = err.flush();
+        drawn.last = Some(Instant::now());
+    }
+}
+
+/// `12/50 tasks, 2 erred, 3.4 tasks/s, 12 s elapsed`.
+fn progress_line(done: usize, total: usize, erred: usize, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let errors = if erred > 0 {
+        format!(", {erred} erred")
+    } else {
+        String::new()
+    };
+    let elapsed = if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{}:{:02}", elapsed.as_secs() / 60, elapsed.as_secs() % 60)
+    };
+    format!("{done}/{total} tasks{errors}, {rate:.1} tasks/s, {elapsed} elapsed")
+}
+
+/// `dask-rs: waiting: KEY: REASON`, a few keys per reason.
+fn print_waiting(by_reason: &BTreeMap<String, Vec<Key>>) {
+    let mut err = std::io::stderr().lock();
+    for (why, keys) in by_reason {
+        let shown: Vec<&str> = keys
+            .iter()
+            .take(WAITING_KEYS_SHOWN)
+            .map(Key::as_str)
+            .collect();
+        let more = keys.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(err, "dask-rs: waiting: {}{more}: {why}", shown.join(", "));
+    }
+}
+
+/// Most tasks `dask-rs info` pages through (without --waiting) to name
+/// the keys that cannot run.
+const INFO_WAITING_SCAN: usize = 10_000;
+
+/// The tasks that wait, with why: every page (`all`), or the first pages
+/// up to [`INFO_WAITING_SCAN`] tasks. `None` when the scheduler cannot
+/// tell (dask/1.0).
+fn waiting_tasks(client: &Client, state: Option<&str>, all: bool) -> Option<Vec<WaitingKey>> {
+    let mut tasks = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (page, next) = client.waiting_keys(state, cursor, Some(1000)).ok()?;
+        tasks.extend(page);
+        match next {
+            Some(n) if all || tasks.len() < INFO_WAITING_SCAN => cursor = n,
+            _ => return Some(tasks),
+        }
+    }
+}
 
 fn info(a: &InfoArgs) -> Result<(), Failure> {
     let client = connect(&a.scheduler)?;
     let info = client.cluster_info().map_err(failed)?;
+    let waiting = if a.waiting {
+        waiting_tasks(&client, None, true)
+    } else if info.tasks.get("no-worker").copied().unwrap_or(0) > 0 {
+        waiting_tasks(&client, Some("no-worker"), false)
+    } else {
+        Some(Vec::new())
+    };
     let mut out = std::io::stdout().lock();
     if a.json {
-        let _ = writeln!(out, "{}", info_json(client.address(), &info));
+        let mut json = info_json(client.address(), &info);
+        if let Some(w) = &waiting {
+            json["waiting"] = w
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"key": t.key.as_str(), "state": t.state,
+                                       "reason": t.reason, "message": t.message})
+                })
+                .collect();
+        }
+        let _ = writeln!(out, "{json}");
         return Ok(());
     }
     let _ = writeln!(out, "scheduler: {}", client.address());
@@ -583,20 +762,65 @@ fn info(a: &InfoArgs) -> Result<(), Failure> {
     for (state, n) in &info.tasks {
         let _ = writeln!(out, "  {state}: {n}");
     }
-    let waiting: Vec<(&str, u64, &str)> = WAITING_REASONS
-        .iter()
-        .filter_map(|&(state, why)| Some((state, *info.tasks.get(state)?, why)))
-        .collect();
-    if !waiting.is_empty() {
-        let _ = writeln!(out, "not running yet, by reason:");
-        for (state, n, why) in waiting {
-            let _ = writeln!(out, "  {n} {state}: {why}");
-        }
+    let count = |s: &str| info.tasks.get(s).copied().unwrap_or(0);
+    if count("waiting") + count("queued") + count("no-worker") == 0 {
+        return Ok(());
+    }
+    let _ = writeln!(out, "not running yet, and why:");
+    if count("waiting") > 0 {
         let _ = writeln!(
             out,
-            "  (the scheduler reports counts per state only, not which keys: dask/1.0 has no \
-             request for them)"
+            "  {} waiting: for their inputs to be computed",
+            count("waiting")
         );
+    }
+    if count("queued") > 0 {
+        let _ = writeln!(
+            out,
+            "  {} queued: ready, for a free thread on a worker",
+            count("queued")
+        );
+    }
+    match &waiting {
+        None => {
+            let _ = writeln!(
+                out,
+                "  {} no-worker: no connected worker can run them (this scheduler speaks \
+                 dask/1.0: it cannot say which keys or why)",
+                count("no-worker")
+            );
+        }
+        Some(tasks) if !a.waiting => {
+            let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for t in tasks.iter().filter(|t| t.state == "no-worker") {
+                by_reason
+                    .entry(&t.message)
+                    .or_default()
+                    .push(t.key.as_str());
+            }
+            let _ = writeln!(
+                out,
+                "  {} no-worker: no connected worker can run them:",
+                count("no-worker")
+            );
+            for (why, keys) in by_reason {
+                let shown: Vec<&str> = keys.iter().take(10).copied().collect();
+                let more = keys.len() - shown.len();
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "    {}{more}: {why}", shown.join(", "));
+            }
+            let _ = writeln!(out, "  (dask-rs info --waiting lists every waiting task)");
+        }
+        Some(tasks) => {
+            let _ = writeln!(out, "every waiting task:");
+            for t in tasks {
+                let _ = writeln!(out, "  {} {} {}: {}", t.key, t.state, t.reason, t.message);
+            }
+        }
     }
     Ok(())
 }
