@@ -412,6 +412,38 @@ typedef struct dask_security {
 } dask_security;
 
 /**
+ * Counts of futures by state, as the client knows them now
+ * (dask_client_progress): what a progress bar draws.
+ */
+typedef struct dask_progress {
+  /**
+   * Futures counted.
+   */
+  uint64_t total;
+  /**
+   * Finished: the result is in memory.
+   */
+  uint64_t finished;
+  /**
+   * Erred (the task or one it needs raised).
+   */
+  uint64_t erred;
+  /**
+   * Cancelled, lost, or failed (request refused, connection closed).
+   */
+  uint64_t failed;
+  /**
+   * Not done yet.
+   */
+  uint64_t pending;
+  /**
+   * Of the pending, those the scheduler said cannot run on any
+   * connected worker now (dask_future_waiting tells why).
+   */
+  uint64_t waiting;
+} dask_progress;
+
+/**
  * A C function a worker runs for tasks naming it.
  *
  * `args` holds the msgpack encoding (`args_len` bytes) of an array: the
@@ -572,6 +604,16 @@ dask_result dask_client_gather(const struct dask_client *client,
                                int64_t timeout_ms,
                                struct dask_value **results,
                                struct dask_error **err);
+
+/**
+ * Counts the `n` futures of `futures` by state into `*out` (does not
+ * wait). Thread-safe.
+ */
+dask_result dask_client_progress(const struct dask_client *client,
+                                 const struct dask_future *const *futures,
+                                 size_t n,
+                                 struct dask_progress *out,
+                                 struct dask_error **err);
 
 /**
  * Stores `n` values on the cluster (copied) and waits until they are
@@ -753,6 +795,18 @@ const char *dask_future_key(const struct dask_future *future);
  * Thread-safe.
  */
 dask_status dask_future_status(const struct dask_future *future);
+
+/**
+ * Why the key cannot progress now, when the scheduler said (a task it
+ * needs cannot run on any connected worker; dask/1.1 `key-waiting`), as
+ * "REASON: EXPLANATION" (REASON: no-workers, no-function,
+ * no-allowed-worker, no-resources). It still runs when a suitable worker
+ * joins. Like snprintf: writes at most `size - 1` bytes and a NUL into
+ * `buf` (nothing when `buf` is NULL or `size` is 0) and returns the
+ * length of the whole text; 0 when the key is not waiting (or `future` is
+ * NULL). Thread-safe.
+ */
+size_t dask_future_waiting(const struct dask_future *future, char *buf, size_t size);
 
 /**
  * Waits until the key is finished, at most `timeout_ms` (negative: no

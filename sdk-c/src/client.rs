@@ -378,6 +378,54 @@ pub extern "C" fn dask_client_gather(
     })
 }
 
+/// Counts of futures by state, as the client knows them now
+/// (dask_client_progress): what a progress bar draws.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct dask_progress {
+    /// Futures counted.
+    pub total: u64,
+    /// Finished: the result is in memory.
+    pub finished: u64,
+    /// Erred (the task or one it needs raised).
+    pub erred: u64,
+    /// Cancelled, lost, or failed (request refused, connection closed).
+    pub failed: u64,
+    /// Not done yet.
+    pub pending: u64,
+    /// Of the pending, those the scheduler said cannot run on any
+    /// connected worker now (dask_future_waiting tells why).
+    pub waiting: u64,
+}
+
+/// Counts the `n` futures of `futures` by state into `*out` (does not
+/// wait). Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_client_progress(
+    client: *const dask_client,
+    futures: *const *const dask_future,
+    n: usize,
+    out: *mut dask_progress,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_client_progress", err, || {
+        let out = ffi::out_value(out, "out")?;
+        let client = borrow(client, "client")?.open()?;
+        let futures = handles(futures, n, "futures")?;
+        let p = client.progress(futures.iter().map(|f| &f.inner));
+        *out = dask_progress {
+            total: p.total,
+            finished: p.finished,
+            erred: p.erred,
+            failed: p.failed,
+            pending: p.pending,
+            waiting: p.waiting,
+        };
+        Ok(())
+    })
+}
+
 /// Stores `n` values on the cluster (copied) and waits until they are
 /// stored; `futures` (an array of `n` slots) receives one future per value,
 /// each owned by the caller, usable at once in the arguments of calls.

@@ -77,6 +77,40 @@ pub extern "C" fn dask_future_status(future: *const dask_future) -> dask_status 
     })
 }
 
+/// Why the key cannot progress now, when the scheduler said (a task it
+/// needs cannot run on any connected worker; dask/1.1 `key-waiting`), as
+/// "REASON: EXPLANATION" (REASON: no-workers, no-function,
+/// no-allowed-worker, no-resources). It still runs when a suitable worker
+/// joins. Like snprintf: writes at most `size - 1` bytes and a NUL into
+/// `buf` (nothing when `buf` is NULL or `size` is 0) and returns the
+/// length of the whole text; 0 when the key is not waiting (or `future` is
+/// NULL). Thread-safe.
+#[no_mangle]
+pub extern "C" fn dask_future_waiting(
+    future: *const dask_future,
+    buf: *mut c_char,
+    size: usize,
+) -> usize {
+    guard(0, || {
+        let Some(f) = (unsafe { future.as_ref() }) else {
+            return 0;
+        };
+        let Some(w) = f.inner.waiting() else {
+            return 0;
+        };
+        let text = format!("{}: {w}", w.reason);
+        if !buf.is_null() && size > 0 {
+            let n = text.len().min(size - 1);
+            // SAFETY: the caller gives `size` writable bytes at `buf`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
+        }
+        text.len()
+    })
+}
+
 /// Waits until the key is finished, at most `timeout_ms` (negative: no
 /// limit). DASK_OK when finished; DASK_TIMEOUT; or why it ended otherwise
 /// (DASK_REMOTE_ERROR, DASK_CANCELLED, DASK_LOST, DASK_CONNECTION).

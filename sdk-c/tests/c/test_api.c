@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -639,6 +640,47 @@ static void test_submit_and_futures(dask_client *c) {
     CHECK_FAIL(DASK_NULL_PARAMETER, "`future` is NULL", dask_value_new_future(NULL, &v, &err_));
 }
 
+/* Why a key waits (dask/1.1 key-waiting) and progress counts. */
+static void test_waiting_and_progress(dask_client *c) {
+    dask_future *f = NULL, *g = NULL;
+    dask_value *args = ints(1, 2);
+    const dask_future *both[2];
+    dask_progress p;
+    char small[8], text[256];
+    size_t len = 0;
+    int tries;
+
+    CHECK_OK(dask_client_submit(c, "nowhere.fn", NULL, &f, &err_));
+    CHECK_OK(dask_client_submit(c, "add", args, &g, &err_));
+    dask_value_free(args);
+    CHECK(int_result(g) == 3);
+    for (tries = 0; tries < 12000 && len == 0; tries++) {
+        len = dask_future_waiting(f, text, sizeof text);
+        if (len == 0) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    CHECK(len > 0 && len < sizeof text);
+    CHECK(strncmp(text, "no-function: it cannot run: no connected worker offers function `nowhere.fn`", 76) == 0);
+    /* snprintf-like: cut, NUL-terminated, the whole length returned. */
+    CHECK(dask_future_waiting(f, small, sizeof small) == len);
+    CHECK(strcmp(small, "no-func") == 0);
+    CHECK(dask_future_waiting(f, NULL, 0) == len);
+    CHECK(dask_future_waiting(g, text, sizeof text) == 0);
+    CHECK(dask_future_waiting(NULL, text, sizeof text) == 0);
+
+    both[0] = f;
+    both[1] = g;
+    CHECK_OK(dask_client_progress(c, both, 2, &p, &err_));
+    CHECK(p.total == 2 && p.finished == 1 && p.pending == 1 && p.waiting == 1);
+    CHECK(p.erred == 0 && p.failed == 0);
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`out` is NULL", dask_client_progress(c, both, 2, NULL, &err_));
+    CHECK_FAIL(DASK_NULL_PARAMETER, "`client` is NULL", dask_client_progress(NULL, both, 2, &p, &err_));
+    dask_future_free(f);
+    dask_future_free(g);
+}
+
 static void test_c_functions(dask_client *c) {
     static const char *kinds[] = {"int", "double", "string", "bytes", "msgpack", "nothing"};
     dask_value *args, *v = NULL;
@@ -1146,6 +1188,7 @@ int main(void) {
     CHECK_FAIL(DASK_NULL_PARAMETER, "`out` is NULL", dask_client_start_local(1, 1, NULL, NULL, &err_));
     if (c != NULL) {
         test_submit_and_futures(c);
+        test_waiting_and_progress(c);
         test_c_functions(c);
         test_graphs(c);
         test_in_process(c);
