@@ -102,11 +102,42 @@ export interface ClusterInfo {
   clients: number;
 }
 
+/** Why a pending key cannot progress (dask/1.1 `key-waiting`). */
+export interface Waiting {
+  /** no-workers, no-function, no-allowed-worker, no-resources (or a later code). */
+  reason: string;
+  message: string;
+  /** The task that cannot run, when not the key's own. */
+  task: string | null;
+}
+
+/** Counts of a set of futures by state. */
+export interface Progress {
+  total: number;
+  finished: number;
+  erred: number;
+  /** Cancelled, lost, failed or released. */
+  failed: number;
+  pending: number;
+  /** Pending keys the scheduler said cannot run now. */
+  waiting: number;
+}
+
+/** A task that waits on the scheduler, and why. */
+export interface WaitingKey {
+  key: string;
+  state: 'waiting' | 'no-worker' | 'queued';
+  reason: string;
+  message: string;
+}
+
 /** A handle to one key's result on the cluster; holds one reference until released. */
 export declare class Future {
   readonly key: string;
   readonly client: Client;
   readonly status: Status;
+  /** Why the key cannot progress now, when the scheduler said; null otherwise. */
+  readonly waiting: Waiting | null;
   done(): boolean;
   /** Resolves to the final status (never rejects, except TimeoutError). */
   wait(options?: { timeout?: number }): Promise<Status>;
@@ -150,6 +181,14 @@ export declare class Client {
   listDatasets(): Promise<string[]>;
   whoHas(futures: Future[]): Promise<Record<string, string[]>>;
   clusterInfo(): Promise<ClusterInfo>;
+  /** Calls listener when a held key cannot progress; returns the remover. */
+  onWaiting(listener: (key: string, waiting: Waiting) => void): () => void;
+  progress(futures: Future[]): Progress;
+  waitingKeys(options?: {
+    state?: 'waiting' | 'no-worker' | 'queued';
+    cursor?: number;
+    limit?: number;
+  }): Promise<{ tasks: WaitingKey[]; next: number | null }>;
   close(): Promise<void>;
 }
 

@@ -74,6 +74,16 @@ export class Future {
   }
 
   /**
+   * Why the key cannot progress now, when the scheduler said (a task it
+   * needs cannot run on any connected worker; dask/1.1 `key-waiting`):
+   * `{reason, message, task}`, or null. It still runs when a suitable
+   * worker joins.
+   */
+  get waiting() {
+    return this.#released ? null : this.#client._waiting(this.key);
+  }
+
+  /**
    * Waits until the key reaches a final state; resolves to that status
    * (never rejects, except with TimeoutError past `timeout` ms).
    */
@@ -202,6 +212,7 @@ export class Client {
   #closedReason = null;
   #onConnected = null;
   #socketClosed;
+  #waitingListeners = new Set();
 
   /** @internal use Client.connect */
   constructor(address, options = {}) {
@@ -315,10 +326,18 @@ export class Client {
         this.#onConnected?.resolve();
         this.#onConnected = null;
         return;
+      case 'key_waiting': {
+        const rec = this.#keys.get(e.key);
+        if (!rec || rec.info.state !== 'pending') return;
+        rec.waiting = { reason: e.reason, message: e.message, task: e.task ?? null };
+        for (const listener of this.#waitingListeners) listener(e.key, rec.waiting);
+        return;
+      }
       case 'key': {
         const rec = this.#keys.get(e.key);
         if (!rec) return;
         rec.info = e;
+        if (e.state !== 'pending') rec.waiting = null;
         if (TERMINAL.has(e.state)) {
           const waiters = rec.waiters;
           rec.waiters = [];
@@ -395,6 +414,11 @@ export class Client {
   /** @internal */
   _state(key) {
     return this.#keys.get(key)?.info.state ?? 'released';
+  }
+
+  /** @internal why the key waits, or null */
+  _waiting(key) {
+    return this.#keys.get(key)?.waiting ?? null;
   }
 
   /** @internal resolves to the key's final state info */
@@ -593,6 +617,48 @@ export class Client {
     const { info } = await this.#request({ cmd: 'cluster_info' });
     delete info.request;
     return info;
+  }
+
+  /**
+   * Calls `listener(key, {reason, message, task})` when a held key cannot
+   * progress because a task it needs cannot run on any connected worker
+   * (once per key and submit; dask/1.1 `key-waiting`). Returns a function
+   * that removes it.
+   */
+  onWaiting(listener) {
+    this.#waitingListeners.add(listener);
+    return () => this.#waitingListeners.delete(listener);
+  }
+
+  /**
+   * Counts of `futures` by state, as this client knows them now:
+   * `{total, finished, erred, failed, pending, waiting}` (`waiting`: pending
+   * keys the scheduler said cannot run now). What a progress bar draws.
+   */
+  progress(futures) {
+    const p = { total: 0, finished: 0, erred: 0, failed: 0, pending: 0, waiting: 0 };
+    for (const f of this.#futuresOf(futures, 'progress')) {
+      p.total += 1;
+      const state = f.status;
+      if (state === 'pending') {
+        p.pending += 1;
+        if (f.waiting) p.waiting += 1;
+      } else if (state === 'finished') p.finished += 1;
+      else if (state === 'erred') p.erred += 1;
+      else p.failed += 1;
+    }
+    return p;
+  }
+
+  /**
+   * One page of the tasks that wait on the scheduler, with why each waits:
+   * `{tasks: [{key, state, reason, message}], next}` (`next`: the cursor of
+   * the following page, null at the end). Needs a dask/1.1 scheduler.
+   * @param {{state?: 'waiting'|'no-worker'|'queued', cursor?: number, limit?: number}} [options]
+   */
+  async waitingKeys({ state, cursor, limit } = {}) {
+    const reply = await this.#request({ cmd: 'waiting_keys', state, cursor, limit });
+    return { tasks: reply.tasks, next: reply.next ?? null };
   }
 
   /** Closes the connection (`close` to the scheduler, which releases this client's keys). */

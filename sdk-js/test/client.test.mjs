@@ -275,6 +275,35 @@ describe('Client', { timeout: 5 * WAIT_MS }, () => {
     f.release();
   });
 
+  it('says why a key waits (once), lists waiting tasks, and counts progress', async () => {
+    const heard = [];
+    const stop = client.onWaiting((key, waiting) => heard.push([key, waiting]));
+    const stuck = client.submit('js.nowhere', [], { key: 'js-stuck' });
+    const after = client.submit('inc', [stuck], { key: 'js-after-stuck' });
+    const done = client.submit('inc', [1]);
+    assert.equal(await done.result(opts), 2);
+    await eventually(() => stuck.waiting !== null && after.waiting !== null, 'key-waiting');
+    assert.deepEqual(stuck.waiting, {
+      reason: 'no-function',
+      message: 'no connected worker offers function `js.nowhere`; it runs when a worker that offers it joins',
+      task: null,
+    });
+    assert.equal(after.waiting.task, 'js-stuck');
+    assert.deepEqual(heard.map(([k]) => k).sort(), ['js-after-stuck', 'js-stuck']);
+    assert.deepEqual(client.progress([stuck, after, done]), {
+      total: 3, finished: 1, erred: 0, failed: 0, pending: 2, waiting: 2,
+    });
+    const page = await client.waitingKeys({ state: 'no-worker' });
+    assert.equal(page.next, null);
+    assert.deepEqual(page.tasks.map((t) => [t.key, t.reason]), [['js-stuck', 'no-function']]);
+    await assert.rejects(client.waitingKeys({ state: 'memory' }), RequestError);
+    stop();
+    stuck.cancel();
+    after.release();
+    done.release();
+    stuck.release();
+  });
+
   it('two clients share a key; one closing leaves the other its result', async () => {
     const a = await Client.connect(cluster.address, { name: 'a' });
     const b = await Client.connect(cluster.address, { name: 'b' });
