@@ -1,0 +1,199 @@
+"""The dashboard in a real browser and /metrics through a real parser.
+
+Starts dask-scheduler (dashboard on a free port), two dask-workers and a
+`dask-rs submit` of a graph that runs for a few seconds plus one task no
+worker can run. Headless Chromium loads the page while the graph runs: the
+DOM must show both workers, a progress bar that moves, the task stream
+filling and the reason the stuck task waits; a screenshot is saved. Then
+/metrics is parsed by prometheus_client's parser and its values checked
+against what this script did.
+
+Usage: dashboard_check.py BIN_DIR ARTIFACT_DIR   (run by scripts/ci/browser.sh)
+"""
+
+import html.parser
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BIN, ARTIFACTS = sys.argv[1], sys.argv[2]
+NAPS = 300
+NAP_SECONDS = 0.1
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1280,1200",
+]
+procs = []
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAILED: {what}", file=sys.stderr)
+
+
+def start(args, **kw):
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, text=True, **kw)
+    procs.append(p)
+    return p
+
+
+def line_starting(p, prefix, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise SystemExit(f"no line starting with {prefix!r}")
+
+
+def browser(url, *extra):
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run(
+            ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+             "--virtual-time-budget=3000", *extra, url],
+            capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+class Dom(html.parser.HTMLParser):
+    """The attributes of every element, by tag."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.elements = []
+        self.texts = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+    def having(self, tag, attr):
+        return [a for t, a in self.elements if t == tag and attr in a]
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+def metrics(base):
+    samples = {}
+    for family in text_string_to_metric_families(get(base + "/metrics")):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+try:
+    scheduler = start([f"{BIN}/dask-scheduler", "--port", "0", "--dashboard-address",
+                       "127.0.0.1:0", "--log-format", "json"],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    address = line_starting(scheduler, "Scheduler at ")
+    page = line_starting(scheduler, "Dashboard at ")
+    base = page.rsplit("/", 1)[0]
+    for name in ("ws-1", "ws-2"):
+        start([f"{BIN}/dask-worker", address, "--nthreads", "2", "--name", name],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tasks = [{"key": f"nap-{i}", "function": "sleep", "args": [NAP_SECONDS, i]} for i in range(NAPS)]
+    tasks.append({"key": "gpu-1", "function": "gpu_only", "args": []})
+    graph = os.path.join(ARTIFACTS, "dashboard-graph.json")
+    with open(graph, "w") as f:
+        json.dump({"tasks": tasks}, f)
+    submit = start([f"{BIN}/dask-rs", "submit", graph, "--scheduler", address],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+
+    # While the graph runs: the DOM, twice.
+    first = Dom(browser(page, "--dump-dom"))
+    time.sleep(1.5)
+    second = Dom(browser(page, "--dump-dom"))
+    browser(page, f"--screenshot={os.path.join(ARTIFACTS, 'dashboard.png')}")
+    check(os.path.getsize(os.path.join(ARTIFACTS, "dashboard.png")) > 10_000, "a screenshot")
+
+    workers = sorted(a["data-worker"] for a in second.having("tr", "data-worker"))
+    check(workers == ["ws-1", "ws-2"], f"both workers listed: {workers}")
+
+    def done(dom):
+        groups = {a["data-group"]: int(a["data-done"]) for a in dom.having("div", "data-done")}
+        return groups.get("nap", -1)
+
+    check(0 <= done(first) < done(second), f"the progress bar moves: {done(first)} -> {done(second)}")
+    streams = [int(a.get("data-tasks", "0")) for t, a in second.elements if t == "svg" and a.get("id") == "stream"]
+    check(streams and streams[0] > 0, f"the task stream fills: {streams}")
+    stuck = [a for a in second.having("li", "data-reason") if a.get("data-key") == "gpu-1"]
+    check(stuck and stuck[0]["data-reason"] == "no-function", f"the stuck task and its reason: {stuck}")
+    check(any("gpu_only" in t for t in second.texts), "the reason names the function")
+
+    # The click-through pages.
+    task_page = Dom(browser(page + "#task/nap-1", "--dump-dom"))
+    check(any(t.strip() == "nap" for t in task_page.texts), "a task's page shows its group")
+    waiting_page = Dom(browser(page + "#waiting", "--dump-dom"))
+    check(any(a.get("data-key") == "gpu-1" for a in waiting_page.having("tr", "data-reason")),
+          "the waiting list lists the stuck task")
+
+    # /metrics against what happened, once every nap is done.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        s = metrics(base)
+        if value(s, "dask_scheduler_tasks_finished_total", task_group="nap") == NAPS:
+            break
+        time.sleep(0.5)
+    check(value(s, "dask_scheduler_tasks_finished_total", task_group="nap") == NAPS, "naps finished")
+    compute = value(s, "dask_scheduler_tasks_compute_seconds_total", task_group="nap") or 0
+    check(NAPS * NAP_SECONDS * 0.9 <= compute <= NAPS * NAP_SECONDS * 20, f"compute seconds {compute}")
+    check(value(s, "dask_scheduler_workers") == 2, "two workers")
+    check(value(s, "dask_worker_threads") == 4, "four threads")
+    check(value(s, "dask_scheduler_clients") == 1, "one client (the submit)")
+    check(value(s, "dask_scheduler_tasks", state="no-worker") == 1, "one task cannot run")
+    check(value(s, "dask_scheduler_graphs_total") == 1, "one graph")
+    check(value(s, "dask_scheduler_tasks_submitted_total") == NAPS + 1, "its tasks")
+    check(value(s, "dask_scheduler_workers_added_total") == 2, "workers added")
+    check(value(s, "dask_scheduler_event_loop_busy_seconds_total") > 0, "the loop's busy time")
+    check(not any("nap-" in str(k) for k in s), "no key is a label")
+    check(get(base + "/health") == "ok", "/health")
+
+    # The submit said why gpu-1 waits; it is still waiting.
+    submit.terminate()
+    _, err = submit.communicate(timeout=30)
+    check("dask-rs: waiting: gpu-1: it cannot run: no connected worker offers function `gpu_only`" in err,
+          f"dask-rs submit says why: {err!r}")
+    # Its stderr is a pipe: a progress line every 5 s, counting its own graph.
+    check(re.search(rf"^dask-rs: \d+/{NAPS + 1} tasks, ", err, re.M) is not None,
+          f"dask-rs submit prints progress lines on a pipe: {err!r}")
+finally:
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+logs = [json.loads(l) for l in scheduler.stderr.read().splitlines() if l.startswith("{")]
+events = [l["event"] for l in logs]
+check(events.count("worker-joined") == 2, f"JSON logs: two joins in {events}")
+check(not any(e in ("task-finished",) for e in events), "no line per task")
+
+print(f"dashboard: {passed} passed, {failed} failed")
+sys.exit(0 if failed == 0 else 1)
