@@ -32,6 +32,9 @@ impl SchedulerState {
         self.task_by_key.shrink_to_fit();
         self.to_check.shrink_to_fit();
         self.touched.shrink_to_fit();
+        // An event may have queued a message per task (key-waiting for a
+        // graph no worker can run); the loop drained them since.
+        self.out.shrink_to_fit();
         self.claims_shrink_to_fit();
         self.shrink_tried_at = self.tasks.capacity();
         self.shrunk = true;

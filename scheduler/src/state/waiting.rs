@@ -8,7 +8,7 @@
 //! waiting dependents to the wanted keys, every task at most once per
 //! event. Nothing happens while no task is stuck.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use dask_core::messages::{KeyWaiting, WaitingKey, WaitingKeys, WaitingKeysReply};
 
@@ -17,6 +17,12 @@ use super::*;
 
 /// Most tasks one `waiting-keys-reply` lists.
 pub const WAITING_KEYS_MAX: u32 = 1000;
+
+/// Most `key-waiting` one client is sent per event: a graph of a million
+/// tasks no worker can run is told about its first keys (every want is
+/// marked told); `waiting-keys` lists the rest. Without it one event
+/// queued a message per task.
+pub const KEY_WAITING_PER_EVENT_MAX: usize = 1000;
 
 /// Tasks one `waiting-keys-reply` lists when the request names no limit.
 pub const WAITING_KEYS_DEFAULT: u32 = 100;
@@ -43,6 +49,7 @@ impl SchedulerState {
         }
         let origins = std::mem::take(&mut self.stuck);
         let mut seen: HashSet<TaskId> = HashSet::new();
+        let mut sent: HashMap<ConnId, usize> = HashMap::new();
         for origin in origins {
             if !self.tasks.contains(origin.0)
                 || self.tasks[origin.0].state != TaskState::NoWorker
@@ -56,7 +63,7 @@ impl SchedulerState {
             let mut stack = vec![origin];
             seen.insert(origin);
             while let Some(t) = stack.pop() {
-                self.tell_wanting_clients(t, origin, &reason);
+                self.tell_wanting_clients(t, origin, &reason, &mut sent);
                 for d in self.tasks[t.0].dependents.iter() {
                     if self.tasks[d.0].state == TaskState::Waiting && seen.insert(d) {
                         stack.push(d);
@@ -68,7 +75,13 @@ impl SchedulerState {
 
     /// Tells each client wanting `t` (with the feature, not yet told for
     /// this want) that `origin` cannot run.
-    fn tell_wanting_clients(&mut self, t: TaskId, origin: TaskId, reason: &WaitReason) {
+    fn tell_wanting_clients(
+        &mut self,
+        t: TaskId,
+        origin: TaskId,
+        reason: &WaitReason,
+        sent: &mut HashMap<ConnId, usize>,
+    ) {
         if self.tasks[t.0].wanted_by.is_empty() {
             return;
         }
@@ -87,6 +100,11 @@ impl SchedulerState {
                 continue;
             }
             want.waiting_told = true;
+            let count = sent.entry(c).or_insert(0);
+            if *count >= KEY_WAITING_PER_EVENT_MAX {
+                continue;
+            }
+            *count += 1;
             let task = &self.tasks[t.0];
             let m = Message::KeyWaiting(KeyWaiting {
                 key: task.key.clone(),
