@@ -177,6 +177,26 @@ impl Transcript<'_> {
     }
 }
 
+/// What the dashboard's token is the HMAC of (no transcript starts so:
+/// theirs start with `dask/1 auth`).
+const DASHBOARD_TOKEN_LABEL: &[u8] = b"dask-rs dashboard token";
+
+/// The token the scheduler's dashboard, JSON API and `/metrics` ask for
+/// when the cluster has a client secret: the 64 hex digits of
+/// HMAC-SHA256(client secret, `dask-rs dashboard token`). Whoever holds
+/// the client secret (the credentials file) can compute it; the token
+/// lets one read the dashboard, and is no proof for a handshake.
+pub fn dashboard_token(client_secret: &Secret) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&client_secret.0)
+        .expect("HMAC takes a key of any length");
+    mac.update(DASHBOARD_TOKEN_LABEL);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Fresh nonces for an acceptor's handshakes, from one random seed the
 /// edge draws once: the nth nonce is HMAC-SHA256(seed, n), unpredictable
 /// to anyone without the seed, never repeated. (A state machine takes no
@@ -518,6 +538,16 @@ mod tests {
             ..t
         };
         assert!(!bound.verify(&secret, Side::Acceptor, &p));
+    }
+
+    #[test]
+    fn the_dashboard_token_is_hmac_sha256_of_its_label() {
+        // hmac.new(bytes([7])*32, b"dask-rs dashboard token",
+        // "sha256").hexdigest()
+        assert_eq!(
+            dashboard_token(&Secret::from_bytes([7; 32])),
+            "d7f1ce7f1ea2405fb75600225f6eac69b99f8484abdca57f1ea5b535620e3648"
+        );
     }
 
     /// A known answer, computed independently with Python's

@@ -196,8 +196,12 @@ impl EventLoop {
         let dashboard = match &config.dashboard {
             None => None,
             Some(d) => {
+                let d = DashboardConfig {
+                    access: d.access.clone().for_cluster(config.credentials.as_ref()),
+                    ..d.clone()
+                };
                 let (dashboard, link, fell_back) =
-                    Dashboard::start(d, reactor.waker()).map_err(|e| {
+                    Dashboard::start(&d, reactor.waker()).map_err(|e| {
                         io::Error::new(
                             e.kind(),
                             format!("cannot serve the dashboard on {}:{}: {e}", d.host, d.port),
@@ -252,11 +256,10 @@ impl EventLoop {
         self.dashboard.as_ref().map(|(d, _)| d.address())
     }
 
-    /// The dashboard's page, `http://HOST:PORT/PREFIX/status`, when served.
-    pub fn dashboard_url(&self, prefix: &str) -> Option<String> {
-        self.dashboard
-            .as_ref()
-            .map(|(d, _)| crate::dashboard::page_url(d.address(), prefix))
+    /// The dashboard's page, `http://HOST:PORT/PREFIX/status` (with
+    /// `?token=TOKEN` when it needs one), when served.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard.as_ref().map(|(d, _)| d.url())
     }
 
     /// The address clients and workers connect to, `tcp://HOST:PORT`.
@@ -518,6 +521,7 @@ fn request_of(message: &Message) -> Option<u64> {
 pub struct SchedulerHandle {
     address: String,
     dashboard: Option<SocketAddr>,
+    dashboard_url: Option<String>,
     stopper: Stopper,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -528,6 +532,7 @@ impl SchedulerHandle {
         let event_loop = EventLoop::bind(&config)?;
         let address = event_loop.address();
         let dashboard = event_loop.dashboard_address();
+        let dashboard_url = event_loop.dashboard_url();
         let stopper = event_loop.stopper();
         let thread = std::thread::Builder::new()
             .name("dask-scheduler".into())
@@ -535,6 +540,7 @@ impl SchedulerHandle {
         Ok(SchedulerHandle {
             address,
             dashboard,
+            dashboard_url,
             stopper,
             thread: Some(thread),
         })
@@ -549,6 +555,11 @@ impl SchedulerHandle {
     /// asked for one.
     pub fn dashboard_address(&self) -> Option<SocketAddr> {
         self.dashboard
+    }
+
+    /// The dashboard's page, with `?token=TOKEN` when it needs one.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.dashboard_url.clone()
     }
 
     /// Closes every connection cleanly (each peer gets `close`) and waits

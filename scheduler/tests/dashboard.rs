@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use dask_client::Client;
+use dask_core::auth::{dashboard_token, Credentials, Secret};
 use dask_core::client::task_spec;
 use dask_core::Key;
 use dask_scheduler::dashboard::{Access, DashboardConfig};
@@ -287,4 +288,89 @@ fn the_library_serves_no_dashboard_unless_asked() {
     .unwrap();
     assert_eq!(scheduler.dashboard_address(), None);
     scheduler.stop();
+}
+
+#[test]
+fn with_credentials_the_dashboard_needs_the_token_derived_from_the_client_secret() {
+    let client_secret = Secret::from_bytes([7; 32]);
+    let worker_secret = Secret::from_bytes([9; 32]);
+    let scheduler = SchedulerHandle::start(SchedulerConfig {
+        port: 0,
+        credentials: Some(Credentials {
+            client: Some(client_secret.clone()),
+            worker: Some(worker_secret.clone()),
+        }),
+        // Open, as the binary's default: the credentials decide.
+        dashboard: Some(DashboardConfig {
+            port: 0,
+            ..DashboardConfig::default()
+        }),
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let http = scheduler.dashboard_address().expect("a dashboard");
+    let token = dashboard_token(&client_secret);
+    assert_ne!(token, client_secret.to_hex(), "the token is not the secret");
+    // The URL the scheduler prints carries it, for a browser's first visit.
+    assert_eq!(
+        scheduler.dashboard_url(),
+        Some(format!("http://{http}/status?token={token}"))
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+    let metrics = eventually("the first snapshot", || {
+        let r = request(
+            http,
+            "GET",
+            "/metrics",
+            &[("Authorization", &bearer(&token))],
+        );
+        (r.status == 200).then_some(r.body)
+    });
+    assert_eq!(sample(&metrics, "dask_scheduler_workers"), Some(0.0));
+
+    // Strangers: nothing, the secret itself, the worker secret's token.
+    for (who, headers) in [
+        ("no token", vec![]),
+        (
+            "the secret",
+            vec![("Authorization", bearer(&client_secret.to_hex()))],
+        ),
+        (
+            "the worker secret's token",
+            vec![("Authorization", bearer(&dashboard_token(&worker_secret)))],
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for path in ["/metrics", "/api/v1/status", "/status", "/api/v1/waiting"] {
+            let r = request(http, "GET", path, &headers);
+            assert_eq!(r.status, 401, "{who} on {path}");
+            assert!(!r.body.contains("dask_scheduler"), "{who} on {path}");
+        }
+    }
+    let health = request(http, "GET", "/health", &[]);
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+    scheduler.stop();
+}
+
+#[test]
+fn an_explicit_token_stays_and_no_client_secret_leaves_it_open() {
+    let secret = Secret::from_bytes([1; 32]);
+    let with = Credentials {
+        client: Some(secret.clone()),
+        worker: None,
+    };
+    let workers_only = Credentials {
+        client: None,
+        worker: Some(secret.clone()),
+    };
+    assert_eq!(
+        Access::Open.for_cluster(Some(&with)),
+        Access::Token(dashboard_token(&secret))
+    );
+    assert_eq!(
+        Access::Token(TOKEN.into()).for_cluster(Some(&with)),
+        Access::Token(TOKEN.into())
+    );
+    assert_eq!(Access::Open.for_cluster(Some(&workers_only)), Access::Open);
+    assert_eq!(Access::Open.for_cluster(None), Access::Open);
 }

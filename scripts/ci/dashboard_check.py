@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,14 +89,15 @@ class Dom(html.parser.HTMLParser):
         return [a for t, a in self.elements if t == tag and attr in a]
 
 
-def get(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
+def get(url, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
         return r.read().decode()
 
 
 def metrics(base):
     samples = {}
-    for family in text_string_to_metric_families(get(base + "/metrics")):
+    for family in text_string_to_metric_families(get(base + "/metrics", TOKEN)):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
@@ -109,8 +112,11 @@ try:
                        "127.0.0.1:0", "--log-format", "json"],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     address = line_starting(scheduler, "Scheduler at ")
+    # http://HOST:PORT/status, with ?token=... when the cluster has a
+    # client secret (a browser's first visit sets a cookie from it).
     page = line_starting(scheduler, "Dashboard at ")
-    base = page.rsplit("/", 1)[0]
+    base = page.split("?")[0].rsplit("/", 1)[0]
+    TOKEN = urllib.parse.parse_qs(urllib.parse.urlsplit(page).query).get("token", [None])[0]
     for name in ("ws-1", "ws-2"):
         start([f"{BIN}/dask-worker", address, "--nthreads", "2", "--name", name],
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -171,6 +177,13 @@ try:
     check(value(s, "dask_scheduler_event_loop_busy_seconds_total") > 0, "the loop's busy time")
     check(not any("nap-" in str(k) for k in s), "no key is a label")
     check(get(base + "/health") == "ok", "/health")
+    if TOKEN:
+        # The cluster has credentials: a stranger without the token is refused.
+        try:
+            get(base + "/metrics")
+            check(False, "a stranger is refused /metrics")
+        except urllib.error.HTTPError as e:
+            check(e.code == 401, f"a stranger is refused /metrics: {e.code}")
 
     # The submit said why gpu-1 waits; it is still waiting.
     submit.terminate()

@@ -254,7 +254,7 @@ fn main() -> ExitCode {
     // One write, errors ignored: a reader that takes the first line and
     // closes the pipe must not stop the scheduler.
     let mut banner = format!("Scheduler at {address}\n");
-    if let Some(url) = event_loop.dashboard_url(cli.dashboard_prefix.as_deref().unwrap_or("")) {
+    if let Some(url) = event_loop.dashboard_url() {
         banner.push_str(&format!("Dashboard at {url}\n"));
     }
     let mut stdout = std::io::stdout().lock();

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dask_core::auth::{dashboard_token, Credentials};
 use dask_net::Waker;
 use serde::Serialize;
 
@@ -75,6 +76,19 @@ impl std::fmt::Debug for Access {
     }
 }
 
+impl Access {
+    /// What a dashboard of a cluster with `credentials` requires when its
+    /// config says `self`: an open one asks for the token derived from the
+    /// client secret (the same credentials as everything else); a token
+    /// given explicitly stays.
+    pub fn for_cluster(self, credentials: Option<&Credentials>) -> Access {
+        match (self, credentials.and_then(|c| c.client.as_ref())) {
+            (Access::Open, Some(secret)) => Access::Token(dashboard_token(secret)),
+            (access, _) => access,
+        }
+    }
+}
+
 /// Settings of the HTTP side.
 #[derive(Debug, Clone)]
 pub struct DashboardConfig {
@@ -87,7 +101,9 @@ pub struct DashboardConfig {
     pub fall_back_to_any_port: bool,
     /// Path prefix every route is under (`""` or `/something`).
     pub prefix: String,
-    /// Who may read it.
+    /// Who may read it. The scheduler turns `Open` into the token derived
+    /// from its client secret when it has credentials
+    /// ([`Access::for_cluster`]).
     pub access: Access,
 }
 
@@ -208,6 +224,8 @@ impl Shared {
 /// The running HTTP side; dropping it stops the thread.
 pub struct Dashboard {
     address: SocketAddr,
+    prefix: String,
+    access: Access,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -259,6 +277,7 @@ impl Dashboard {
             prefix: normalize_prefix(&config.prefix),
             access: config.access.clone(),
         };
+        let (prefix, access) = (shared.prefix.clone(), shared.access.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -277,6 +296,8 @@ impl Dashboard {
         Ok((
             Dashboard {
                 address,
+                prefix,
+                access,
                 stop,
                 thread: Some(thread),
             },
@@ -291,6 +312,17 @@ impl Dashboard {
     /// Where it listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The URL people open: `http://HOST:PORT/PREFIX/status`, with
+    /// `?token=TOKEN` when it needs one (a browser needs it once: it sets
+    /// a cookie).
+    pub fn url(&self) -> String {
+        let page = page_url(self.address, &self.prefix);
+        match &self.access {
+            Access::Open => page,
+            Access::Token(token) => format!("{page}?token={token}"),
+        }
     }
 
     /// Stops the thread and waits for it.
