@@ -10,8 +10,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dask_client::{Client, ClientOptions, Key, Value};
+use dask_client::{Client, Key, Value};
 use dask_core::client::task_spec;
+use dask_testkit::home::DaskHome;
 use dask_testkit::process::{binary, Process};
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -44,12 +45,16 @@ fn a_released_graph_gives_its_memory_back() {
         eprintln!("no /proc/PID/status here: skipped");
         return;
     }
+    // Credentials as users get them: the scheduler creates the file in
+    // its home, the client proves the client secret from it.
+    let home = DaskHome::new();
     let mut cmd = Command::new(binary("dask-scheduler"));
-    cmd.args(["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]);
+    home.apply(&mut cmd)
+        .args(["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]);
     let scheduler = Process::spawn("dask-scheduler", &mut cmd);
     let line = scheduler.expect_line("Scheduler at ", PATIENCE);
     let address = line["Scheduler at ".len()..].trim().to_string();
-    let client = Client::connect_with(&address, ClientOptions::default()).expect("client");
+    let client = Client::connect_with(&address, home.client_options()).expect("client");
     let pid = scheduler.pid();
 
     // Idle, after one small graph has warmed every path up.
