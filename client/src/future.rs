@@ -204,7 +204,12 @@ pub(crate) fn gather_raw(
     keys.dedup();
     let mut data = BTreeMap::new();
     for round in 0.. {
-        for f in futures.iter().filter(|f| keys.contains(&f.key)) {
+        // `keys` is sorted: a search, not a scan (a scan made gathering
+        // n futures cost n^2 key comparisons).
+        for f in futures
+            .iter()
+            .filter(|f| keys.binary_search(&f.key).is_ok())
+        {
             f.wait_deadline(deadline)?;
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -229,6 +234,8 @@ pub(crate) fn gather_raw(
                     .is_some_and(|s| ON_ITS_WAY.contains(&s.as_str()))
             })
             .collect();
+        keys.sort();
+        keys.dedup();
         if keys.is_empty() || round == GATHER_RECOMPUTED_ROUNDS_MAX {
             break;
         }
