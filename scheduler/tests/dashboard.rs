@@ -374,3 +374,86 @@ fn an_explicit_token_stays_and_no_client_secret_leaves_it_open() {
     assert_eq!(Access::Open.for_cluster(Some(&workers_only)), Access::Open);
     assert_eq!(Access::Open.for_cluster(None), Access::Open);
 }
+
+/// Reads what the dashboard answers a hostile connection, until it closes
+/// or 10 s pass: its status code, if it sent an HTTP reply.
+fn answer_to(mut stream: TcpStream) -> Option<u16> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+#[test]
+fn hostile_bytes_at_the_dashboard_are_refused_while_members_are_served() {
+    let scheduler = SchedulerHandle::start(SchedulerConfig {
+        port: 0,
+        dashboard: Some(DashboardConfig {
+            port: 0,
+            access: Access::Token(TOKEN.into()),
+            ..DashboardConfig::default()
+        }),
+        ..SchedulerConfig::default()
+    })
+    .unwrap();
+    let http = scheduler.dashboard_address().expect("a dashboard");
+    let _worker = WorkerHandle::start(WorkerConfig {
+        scheduler: scheduler.address(),
+        nthreads: 1,
+        ..WorkerConfig::default()
+    })
+    .unwrap();
+    let client = Client::connect(&scheduler.address()).unwrap();
+
+    // A connection that starts a request and never finishes it stays open
+    // through all of this.
+    let mut dangling = TcpStream::connect(http).unwrap();
+    dangling
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let hostile: [(&str, Vec<u8>); 4] = [
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("a dask/1 frame", vec![0, 0, 0, 2, 0x91, 0x80]),
+        (
+            "a request line of junk",
+            b"\x16\x03\x01 nonsense \x00\xff\r\n\r\n".to_vec(),
+        ),
+        (
+            "a header without a colon",
+            b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, bytes) in hostile {
+        let mut stream = TcpStream::connect(http).unwrap();
+        stream.write_all(&bytes).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let status = answer_to(stream);
+        assert!(
+            status.is_none_or(|s| (400..500).contains(&s)),
+            "{what}: answered {status:?}"
+        );
+    }
+    // A stranger is refused; a member is served; the cluster computes.
+    assert_eq!(request(http, "GET", "/metrics", &[]).status, 401);
+    let metrics = eventually("a snapshot", || {
+        let r = get(http, "/metrics");
+        (r.status == 200).then_some(r.body)
+    });
+    assert!(metrics.contains("dask_scheduler_workers"), "{metrics}");
+    let futures = client.submit_tasks(
+        vec![task_spec(Key::from("inc-1"), "inc", &[1.into()], &[])],
+        vec![Key::from("inc-1")],
+    );
+    let value = futures[0]
+        .result_timeout(Duration::from_secs(30))
+        .expect("inc(1) on the cluster");
+    assert_eq!(value, 2.into());
+    drop(dangling);
+    scheduler.stop();
+}
