@@ -3,10 +3,9 @@
 //! every dependency. Refused as the scheduler refuses an `update-graph`,
 //! with the same error codes.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{Hash, Hasher};
 
 use dask_core::messages::TaskSpec;
 use dask_core::msgpack::Reader;
@@ -53,7 +52,28 @@ impl FxHasher {
     }
 }
 
-type KeyIndex<'a> = HashMap<&'a str, u32, BuildHasherDefault<FxHasher>>;
+fn hash_key(key: &str) -> u64 {
+    let mut h = FxHasher::default();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// Each distinct key's position. The table holds positions alone (4 bytes
+/// a slot, where a `&str` beside each would take 20): the keys stay in the
+/// specs. At millions of tasks the table outgrows the caches, and its size
+/// is what each insert and lookup pays for in misses.
+struct KeyIndex {
+    table: hashbrown::HashTable<u32>,
+}
+
+impl KeyIndex {
+    fn get(&self, key: &str, tasks: &[TaskSpec], distinct: &[usize]) -> Option<u32> {
+        let key_of = |p: &u32| tasks[distinct[*p as usize]].key.as_str();
+        self.table
+            .find(hash_key(key), |p| key_of(p) == key)
+            .copied()
+    }
+}
 
 /// A task's position in a [`Plan`], from 0 in submission order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -348,19 +368,26 @@ fn check_shapes(tasks: &[TaskSpec]) -> Result<(), GraphError> {
 
 /// The first spec of each key (by spec index) and each key's position
 /// among them. The same key again must have the same definition.
-fn distinct_tasks(tasks: &[TaskSpec]) -> Result<(Vec<usize>, KeyIndex<'_>), GraphError> {
-    let mut index: KeyIndex<'_> =
-        KeyIndex::with_capacity_and_hasher(tasks.len(), Default::default());
+fn distinct_tasks(tasks: &[TaskSpec]) -> Result<(Vec<usize>, KeyIndex), GraphError> {
+    let mut index = KeyIndex {
+        table: hashbrown::HashTable::with_capacity(tasks.len()),
+    };
     let mut distinct: Vec<usize> = Vec::with_capacity(tasks.len());
     let mut duplicates: Vec<Key> = Vec::new();
     for (i, spec) in tasks.iter().enumerate() {
-        match index.entry(spec.key.as_str()) {
-            Entry::Vacant(e) => {
-                e.insert(distinct.len() as u32);
+        let key = spec.key.as_str();
+        let hash = hash_key(key);
+        let key_of = |p: &u32| tasks[distinct[*p as usize]].key.as_str();
+        match index.table.find(hash, |p| key_of(p) == key) {
+            None => {
+                let hasher = |p: &u32| hash_key(key_of(p));
+                index
+                    .table
+                    .insert_unique(hash, distinct.len() as u32, hasher);
                 distinct.push(i);
             }
-            Entry::Occupied(e) => {
-                let first = &tasks[distinct[*e.get() as usize]];
+            Some(&p) => {
+                let first = &tasks[distinct[p as usize]];
                 let same = first.function == spec.function
                     && first.args == spec.args
                     && first.kwargs == spec.kwargs;
@@ -397,7 +424,7 @@ const REFS_SCANNED_MAX: usize = 16;
 fn resolve_refs(
     tasks: &[TaskSpec],
     distinct: &[usize],
-    index: &KeyIndex<'_>,
+    index: &KeyIndex,
     wanted: &[Key],
 ) -> Result<(Refs, Vec<u32>), GraphError> {
     let mut refs = Refs {
@@ -406,12 +433,13 @@ fn resolve_refs(
     };
     let mut unknown: Vec<Key> = Vec::new();
     let mut current: Vec<u32> = Vec::new();
+    let mut finder = Finder::new(tasks, distinct, index);
     for &i in distinct {
         let spec = &tasks[i];
         let mut repeats = false;
         let mut seen: Option<HashSet<u32>> = None;
         let mut on_ref = |k: &str| {
-            let Some(&p) = index.get(k) else {
+            let Some(p) = finder.find(k) else {
                 unknown.push(Key::from(k));
                 return;
             };
@@ -435,9 +463,10 @@ fn resolve_refs(
         refs.repeats.push(repeats);
     }
     let mut wanted_positions = Vec::with_capacity(wanted.len());
+    let mut finder = Finder::new(tasks, distinct, index);
     for k in wanted {
-        match index.get(k.as_str()) {
-            Some(&p) => wanted_positions.push(p),
+        match finder.find(k.as_str()) {
+            Some(p) => wanted_positions.push(p),
             None => unknown.push(k.clone()),
         }
     }
@@ -449,6 +478,42 @@ fn resolve_refs(
         ));
     }
     Ok((refs, wanted_positions))
+}
+
+/// Finds the distinct task a key names. Graphs are mostly written in
+/// order: the wanted keys of a map come in the order of its tasks, and
+/// the references of one level of a tree name the previous level's tasks
+/// one after the other. So the task after the last one found is tried
+/// first, and the index (a random access into a table the size of the
+/// graph, a cache miss once graphs outgrow the cache) only when it is not
+/// the one.
+struct Finder<'t> {
+    tasks: &'t [TaskSpec],
+    distinct: &'t [usize],
+    index: &'t KeyIndex,
+    next: usize,
+}
+
+impl<'t> Finder<'t> {
+    fn new(tasks: &'t [TaskSpec], distinct: &'t [usize], index: &'t KeyIndex) -> Self {
+        Finder {
+            tasks,
+            distinct,
+            index,
+            next: 0,
+        }
+    }
+
+    fn find(&mut self, key: &str) -> Option<u32> {
+        let guessed = self.distinct.get(self.next).map(|&i| &self.tasks[i]);
+        let p = if guessed.is_some_and(|spec| spec.key.as_str() == key) {
+            self.next as u32
+        } else {
+            self.index.get(key, self.tasks, self.distinct)?
+        };
+        self.next = p as usize + 1;
+        Some(p)
+    }
 }
 
 /// For each distinct task, its position among the needed ones (in
