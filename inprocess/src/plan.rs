@@ -58,19 +58,34 @@ fn hash_key(key: &str) -> u64 {
     h.finish()
 }
 
-/// Each distinct key's position. The table holds positions alone (4 bytes
-/// a slot, where a `&str` beside each would take 20): the keys stay in the
-/// specs. At millions of tasks the table outgrows the caches, and its size
-/// is what each insert and lookup pays for in misses.
+/// Each distinct key's position, in tables of positions alone (4 bytes a
+/// slot, where a `&str` beside each would take 20: the keys stay in the
+/// specs), one per partition of the hashes. At millions of tasks one table
+/// outgrows the caches and every insert misses them; filled partition by
+/// partition, each table is built while it fits in cache.
 struct KeyIndex {
-    table: hashbrown::HashTable<u32>,
+    tables: Vec<hashbrown::HashTable<u32>>,
+    /// A hash's partition is `(hash >> PARTITION_SHIFT) & mask`: middle
+    /// bits, apart from the low bits a table indexes by and the top seven
+    /// it keeps as tags.
+    mask: u64,
 }
 
+const PARTITION_SHIFT: u32 = 40;
+
+/// About this many keys per partition (a table of some 64 KiB).
+const KEYS_PER_PARTITION: usize = 8192;
+
 impl KeyIndex {
+    fn partition(&self, hash: u64) -> usize {
+        ((hash >> PARTITION_SHIFT) & self.mask) as usize
+    }
+
     fn get(&self, key: &str, tasks: &[TaskSpec], distinct: &[usize]) -> Option<u32> {
+        let hash = hash_key(key);
         let key_of = |p: &u32| tasks[distinct[*p as usize]].key.as_str();
-        self.table
-            .find(hash_key(key), |p| key_of(p) == key)
+        self.tables[self.partition(hash)]
+            .find(hash, |p| key_of(p) == key)
             .copied()
     }
 }
@@ -369,32 +384,67 @@ fn check_shapes(tasks: &[TaskSpec]) -> Result<(), GraphError> {
 /// The first spec of each key (by spec index) and each key's position
 /// among them. The same key again must have the same definition.
 fn distinct_tasks(tasks: &[TaskSpec]) -> Result<(Vec<usize>, KeyIndex), GraphError> {
+    let hashes: Vec<u64> = tasks.iter().map(|t| hash_key(t.key.as_str())).collect();
+    let partitions = (tasks.len() / KEYS_PER_PARTITION)
+        .clamp(1, 1 << 12)
+        .next_power_of_two();
     let mut index = KeyIndex {
-        table: hashbrown::HashTable::with_capacity(tasks.len()),
+        tables: Vec::with_capacity(partitions),
+        mask: partitions as u64 - 1,
     };
-    let mut distinct: Vec<usize> = Vec::with_capacity(tasks.len());
+    // The specs grouped by partition, in spec order within each (a counting
+    // sort), so that the first spec of a key is met first.
+    let mut starts = vec![0usize; partitions + 1];
+    for &h in &hashes {
+        starts[index.partition(h) + 1] += 1;
+    }
+    for p in 0..partitions {
+        starts[p + 1] += starts[p];
+    }
+    let mut grouped = vec![0u32; tasks.len()];
+    let mut fill = starts.clone();
+    for (i, &h) in hashes.iter().enumerate() {
+        let p = index.partition(h);
+        grouped[fill[p]] = i as u32;
+        fill[p] += 1;
+    }
+    // Each table holds spec indices while it is filled, then positions.
+    let mut is_first = vec![false; tasks.len()];
     let mut duplicates: Vec<Key> = Vec::new();
-    for (i, spec) in tasks.iter().enumerate() {
-        let key = spec.key.as_str();
-        let hash = hash_key(key);
-        let key_of = |p: &u32| tasks[distinct[*p as usize]].key.as_str();
-        match index.table.find(hash, |p| key_of(p) == key) {
-            None => {
-                let hasher = |p: &u32| hash_key(key_of(p));
-                index
-                    .table
-                    .insert_unique(hash, distinct.len() as u32, hasher);
-                distinct.push(i);
-            }
-            Some(&p) => {
-                let first = &tasks[distinct[p as usize]];
-                let same = first.function == spec.function
-                    && first.args == spec.args
-                    && first.kwargs == spec.kwargs;
-                if !same {
-                    duplicates.push(spec.key.clone());
+    for p in 0..partitions {
+        let members = &grouped[starts[p]..starts[p + 1]];
+        let mut table = hashbrown::HashTable::with_capacity(members.len());
+        for &i in members {
+            let spec = &tasks[i as usize];
+            let hash = hashes[i as usize];
+            let key_of = |s: &u32| tasks[*s as usize].key.as_str();
+            match table.find(hash, |s| key_of(s) == spec.key.as_str()) {
+                None => {
+                    table.insert_unique(hash, i, |s| hashes[*s as usize]);
+                    is_first[i as usize] = true;
+                }
+                Some(&first) => {
+                    let first = &tasks[first as usize];
+                    let same = first.function == spec.function
+                        && first.args == spec.args
+                        && first.kwargs == spec.kwargs;
+                    if !same {
+                        duplicates.push(spec.key.clone());
+                    }
                 }
             }
+        }
+        index.tables.push(table);
+    }
+    let mut position = vec![u32::MAX; tasks.len()];
+    let mut distinct: Vec<usize> = Vec::with_capacity(tasks.len());
+    for (i, _) in is_first.iter().enumerate().filter(|(_, &first)| first) {
+        position[i] = distinct.len() as u32;
+        distinct.push(i);
+    }
+    for table in &mut index.tables {
+        for slot in table.iter_mut() {
+            *slot = position[*slot as usize];
         }
     }
     if !duplicates.is_empty() {
@@ -632,6 +682,45 @@ mod tests {
             shape.to_string(),
             r#"args must be a msgpack array and kwargs a map with string keys: "a""#
         );
+    }
+
+    #[test]
+    fn graphs_of_several_key_partitions_are_planned_and_refused_alike() {
+        // 40,000 tasks: the key index is split into partitions; each task
+        // refers to one far back, so most references miss the guess.
+        let n = 40_000;
+        let key = |i: usize| format!("k-{i}");
+        let mut specs: Vec<TaskSpec> = (0..n)
+            .map(|i| match i {
+                0 => spec(&key(0), "inc", &[]),
+                _ => spec(&key(i), "inc", &[r(&key((i * 7919) % i))]),
+            })
+            .collect();
+        // The same definition again is the same task.
+        specs.push(specs[12_345].clone());
+        let wanted: Vec<Key> = (0..n).rev().map(|i| Key::from(key(i).as_str())).collect();
+        let plan = Plan::new(specs.clone(), &wanted).unwrap();
+        assert_eq!(plan.len(), n);
+        for (asked, &t) in wanted.iter().zip(plan.wanted()) {
+            assert_eq!(&plan.task(t).key, asked);
+        }
+        let t = plan.wanted()[n - 1 - 30_001];
+        assert_eq!(keys(&plan, plan.deps(t)), [key((30_001 * 7919) % 30_001)]);
+        // A key defined twice differently is refused wherever it falls.
+        specs.push(spec(&key(29_999), "dec", &[]));
+        specs.push(spec(&key(7), "dec", &[]));
+        let refused = Plan::new(specs, &wanted).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::DuplicateKey);
+        assert_eq!(refused.keys, [Key::from("k-29999"), Key::from("k-7")]);
+        // And an unknown reference is named.
+        let unknown = Plan::new(
+            (0..n)
+                .map(|i| spec(&key(i), "inc", &[r(&key(i + 1))]))
+                .collect(),
+            &[Key::from("k-0")],
+        )
+        .unwrap_err();
+        assert_eq!(unknown.keys, [Key::from(key(n).as_str())]);
     }
 
     #[test]
