@@ -8,7 +8,8 @@
 #   bench/inprocess.sh --no-scale the comparison with Dask only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/venv.sh
-bench_venv "import dask" "dask[distributed]"
+. scripts/venv.sh
+venv=${DASK_BENCH_VENV:-target/dask-venv}
+ensure_venv "$venv" "import dask" "dask[distributed]"
 cargo build --release -q -p dask-bench --bin inprocess_overhead
 exec "$venv/bin/python" bench/inprocess.py target/release/inprocess_overhead "$@"

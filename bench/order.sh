@@ -6,8 +6,9 @@
 #   bench/order.sh --quick   a quarter of the sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/venv.sh
+. scripts/venv.sh
+venv=${DASK_BENCH_VENV:-target/dask-venv}
 # dask.order itself; pytest and numpy to run Dask's test_order.py.
-bench_venv "import dask, pytest, numpy" "dask[distributed]" pytest numpy
+ensure_venv "$venv" "import dask, pytest, numpy" "dask[distributed]" pytest numpy
 cargo build --release -q -p dask-bench --bin order_pressure
 exec "$venv/bin/python" bench/order_pressure.py target/release/order_pressure "$@"

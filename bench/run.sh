@@ -7,10 +7,10 @@
 #   bench/run.sh --tls      dask-rs over TLS (with auth, as always): beside a plain run, the cost of TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 venv=${DASK_BENCH_VENV:-target/dask-venv}
-if [[ " $* " != *" --no-dask "* ]] && [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "dask[distributed]"
+if [[ " $* " != *" --no-dask "* ]]; then
+  ensure_venv "$venv" "import distributed" "dask[distributed]"
 fi
 cargo build --release -q -p dask-scheduler -p dask-worker -p dask-bench
 exec target/release/dask-bench --python "$venv/bin/python" "$@"

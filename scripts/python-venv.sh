@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 venv="$(cd "$target_dir" && pwd)/py-venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+. scripts/venv.sh
+ensure_venv "$venv" "import maturin, pytest, numpy, pandas, dask.array, dask.dataframe, dask.bag, distributed, cloudpickle" \
+  maturin pytest numpy pandas "dask[array,dataframe,bag,distributed]" cloudpickle
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install maturin pytest numpy pandas "dask[array,dataframe,bag,distributed]" cloudpickle >&2
 # What a user types; pip builds the wheel with maturin in the workspace's
 # target directory, so a second run rebuilds nothing.
 "${pip[@]}" install --force-reinstall --no-deps ./sdk-py >&2

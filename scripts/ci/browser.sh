@@ -15,11 +15,8 @@ if ! command -v chromium > /dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
 fi
 venv=${DASK_BROWSER_VENV:-$target_dir/browser-venv}
-if ! "$venv/bin/python" -c "import prometheus_client" 2> /dev/null; then
-  echo "-- browser: virtualenv $venv with prometheus_client"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q prometheus_client
-fi
+. scripts/venv.sh
+ensure_venv "$venv" "import prometheus_client" prometheus_client
 cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster --bins
 bin=$(cd "$target_dir/debug" && pwd)
 artifacts="$target_dir/ci-artifacts"

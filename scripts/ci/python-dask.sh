@@ -16,11 +16,9 @@ venv=${DASK_PYTHON_VENV:-$target_dir/python-dask-venv}
 # Pinned: the reverse direction depends on how this version reads replies.
 version=2026.8.0
 # pytest and numpy: the order check runs Dask's own test_order.py.
-if ! "$venv/bin/python" -c "import distributed, pytest, numpy, sys; sys.exit(distributed.__version__ != '$version')" 2>/dev/null; then
-  echo "-- python-dask: virtualenv $venv with dask[distributed]==$version, pytest, numpy"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "dask[distributed]==$version" pytest numpy
-fi
+. scripts/venv.sh
+ensure_venv "$venv" "import distributed, pytest, numpy, sys; sys.exit(distributed.__version__ != '$version')" \
+  "dask[distributed]==$version" pytest numpy
 cargo build --locked -q -p dask-scheduler -p dask-worker -p dask-cluster --bins
 bin=$(cd "$target_dir/debug" && pwd)
 "$venv/bin/python" scripts/ci/python_dask_check.py "$bin"
