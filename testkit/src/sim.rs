@@ -162,17 +162,26 @@ pub struct Sim {
     frame_ended: HashSet<End>,
     last_conn: u64,
     last_port: u16,
+    /// Frames go through the codec ([`Sim::set_wire`]).
+    wire: bool,
 }
 
 impl Sim {
     /// A scheduler (checking its invariants after every event) and no
     /// worker; `seed` picks the delivery order.
     pub fn new(seed: u64) -> Sim {
-        let now = Timestamp::ZERO;
         let config = SchedulerStateConfig {
             validate: true,
             ..SchedulerStateConfig::default()
         };
+        Sim::with_scheduler_config(seed, config)
+    }
+
+    /// As [`Sim::new`], with the scheduler configured by `config` (without
+    /// `validate`, the scheduler does only what it does in production: the
+    /// instruction counts of `dask-instructions` measure that).
+    pub fn with_scheduler_config(seed: u64, config: SchedulerStateConfig) -> Sim {
+        let now = Timestamp::ZERO;
         Sim {
             scheduler: SchedulerState::new(config, now),
             workers: Vec::new(),
@@ -190,7 +199,14 @@ impl Sim {
             frame_ended: HashSet::new(),
             last_conn: 0,
             last_port: 9000,
+            wire: false,
         }
+    }
+
+    /// From now on every frame is encoded and decoded on its way, as on a
+    /// socket (off by default: the stories need only the messages).
+    pub fn set_wire(&mut self, on: bool) {
+        self.wire = on;
     }
 
     /// How long each job takes from now on (its result is computed when
@@ -243,7 +259,8 @@ impl Sim {
     pub fn add_client(&mut self) -> usize {
         let k = self.clients.len();
         let (client, scheduler) = (self.new_conn(), self.new_conn());
-        self.scheduler.handle_connected(self.now, scheduler);
+        let now = self.now;
+        in_scheduler(|| self.scheduler.handle_connected(now, scheduler));
         let client_end = End {
             node: Node::Client(k),
             conn: client,
@@ -467,15 +484,15 @@ impl Sim {
         self.now = self.now.max(at);
         let now = self.now;
         if self.scheduler.poll_timeout().is_some_and(|t| t <= now) {
-            self.scheduler.handle_timeout(now);
+            in_scheduler(|| self.scheduler.handle_timeout(now));
         }
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
             if w.alive && w.state.poll_timeout().is_some_and(|t| t <= now) {
-                w.state.handle_timeout(now);
+                in_worker(|| w.state.handle_timeout(now));
                 // As its loop does: outputs first (held reports go out),
                 // then the next timeout.
-                while let Some(output) = self.workers[i].state.poll_output() {
+                while let Some(output) = in_worker(|| self.workers[i].state.poll_output()) {
                     self.worker_output(i, output);
                 }
                 let next = self.workers[i].state.poll_timeout();
@@ -503,7 +520,7 @@ impl Sim {
     /// Takes every machine's outputs and runs the executors' jobs.
     fn route(&mut self) -> bool {
         let mut moved = false;
-        while let Some(output) = self.scheduler.poll_output() {
+        while let Some(output) = in_scheduler(|| self.scheduler.poll_output()) {
             moved = true;
             match output {
                 SchedulerOutput::Send(conn, message) => self.send_from(
@@ -521,7 +538,7 @@ impl Sim {
         }
         for i in 0..self.workers.len() {
             while self.workers[i].alive {
-                let Some(output) = self.workers[i].state.poll_output() else {
+                let Some(output) = in_worker(|| self.workers[i].state.poll_output()) else {
                     break;
                 };
                 moved = true;
@@ -549,7 +566,10 @@ impl Sim {
             groups.swap(i, j);
         }
         let now = self.now;
-        for delivery in groups.into_iter().flatten() {
+        for mut delivery in groups.into_iter().flatten() {
+            if let (true, Delivery::Frame(_, messages)) = (self.wire, &mut delivery) {
+                *messages = through_codec(std::mem::take(messages));
+            }
             match delivery {
                 Delivery::Frame(
                     End {
@@ -557,11 +577,11 @@ impl Sim {
                         conn,
                     },
                     messages,
-                ) => self.scheduler.handle_frame(now, conn, messages),
+                ) => in_scheduler(|| self.scheduler.handle_frame(now, conn, messages)),
                 Delivery::Closed(End {
                     node: Node::Scheduler,
                     conn,
-                }) => self.scheduler.handle_closed(now, conn),
+                }) => in_scheduler(|| self.scheduler.handle_closed(now, conn)),
                 Delivery::Frame(
                     End {
                         node: Node::Worker(i),
@@ -570,7 +590,8 @@ impl Sim {
                     messages,
                 ) => {
                     if self.workers[i].alive {
-                        self.workers[i].state.handle_frame(now, conn, messages);
+                        let w = &mut self.workers[i].state;
+                        in_worker(|| w.handle_frame(now, conn, messages));
                     }
                 }
                 Delivery::Closed(End {
@@ -579,7 +600,8 @@ impl Sim {
                 }) => {
                     if self.workers[i].alive {
                         let reason = "closed by the other side";
-                        self.workers[i].state.handle_closed(now, conn, reason);
+                        let w = &mut self.workers[i].state;
+                        in_worker(|| w.handle_closed(now, conn, reason));
                     }
                 }
                 Delivery::Frame(
@@ -614,7 +636,8 @@ impl Sim {
         match output {
             WorkerOutput::Connect { address } => {
                 let conn = self.new_conn();
-                self.workers[i].state.handle_connecting(now, Ok(conn));
+                let w = &mut self.workers[i].state;
+                in_worker(|| w.handle_connecting(now, Ok(conn)));
                 self.workers[i].dialed.push(address.clone());
                 let target = if address == SCHEDULER_ADDRESS {
                     Some(Node::Scheduler)
@@ -632,8 +655,11 @@ impl Sim {
                 };
                 let other = self.new_conn();
                 match node {
-                    Node::Scheduler => self.scheduler.handle_connected(now, other),
-                    Node::Worker(j) => self.workers[j].state.handle_connected(now, other),
+                    Node::Scheduler => in_scheduler(|| self.scheduler.handle_connected(now, other)),
+                    Node::Worker(j) => {
+                        let w = &mut self.workers[j].state;
+                        in_worker(|| w.handle_connected(now, other))
+                    }
                     Node::Client(_) => unreachable!("clients do not listen"),
                 }
                 self.link(me(conn), End { node, conn: other });
@@ -645,7 +671,8 @@ impl Sim {
                 let address = self.new_address(i);
                 let old = std::mem::replace(&mut self.workers[i].address, address.clone());
                 self.listening.remove(&old);
-                self.workers[i].state.handle_listening(now, address);
+                let w = &mut self.workers[i].state;
+                in_worker(|| w.handle_listening(now, address));
             }
             WorkerOutput::Execute(job) => self.workers[i].queued.push(job),
             WorkerOutput::Withdraw { run_id } => {
@@ -654,9 +681,8 @@ impl Sim {
                 if let Some(at) = at {
                     jobs.remove(at);
                 }
-                self.workers[i]
-                    .state
-                    .handle_withdrawn(now, run_id, at.is_some());
+                let w = &mut self.workers[i].state;
+                in_worker(|| w.handle_withdrawn(now, run_id, at.is_some()));
             }
             WorkerOutput::Registered { id, .. } => self.workers[i].registrations.push(id),
             WorkerOutput::Log(_) => {}
@@ -686,7 +712,7 @@ impl Sim {
                 let batch: Vec<Job> = w.queued.drain(..free.min(w.queued.len())).collect();
                 for job in batch {
                     let took = (self.job_duration)(&job);
-                    let mut done = run_job(&self.registry, &job);
+                    let mut done = in_worker(|| run_job(&self.registry, &job));
                     done.duration_us = took.as_micros() as u64;
                     let w = &mut self.workers[i];
                     w.started.push(job.key.clone());
@@ -707,7 +733,7 @@ impl Sim {
                 return moved;
             };
             let finished = w.running.remove(at);
-            w.state.handle_task_done(now, finished.done);
+            in_worker(|| w.state.handle_task_done(now, finished.done));
             moved = true;
         }
     }
@@ -773,6 +799,31 @@ impl Sim {
             self.in_flight.push_back(Delivery::Closed(to));
         }
     }
+}
+
+// Every call into the scheduler goes through `in_scheduler`, every call
+// into a worker (its machine and its executor's jobs) through `in_worker`,
+// and frames through the codec (`Sim::set_wire`) through `through_codec`:
+// functions never inlined, so that `valgrind --tool=callgrind
+// --toggle-collect=*in_scheduler*` counts the instructions of one side
+// alone (`dask-instructions`, scripts/ci/instructions.sh).
+
+#[inline(never)]
+fn in_scheduler<R>(call: impl FnOnce() -> R) -> R {
+    call()
+}
+
+#[inline(never)]
+fn in_worker<R>(call: impl FnOnce() -> R) -> R {
+    call()
+}
+
+/// `messages` encoded as one frame and decoded again, as on a socket.
+#[inline(never)]
+fn through_codec(messages: Vec<Message>) -> Vec<Message> {
+    let bytes = dask_core::frame::encode_frame(&messages).expect("a simulated frame encodes");
+    let payload = &bytes[dask_core::frame::LENGTH_PREFIX_BYTES..];
+    dask_core::frame::decode_payload(payload).expect("a simulated frame decodes")
 }
 
 /// The built-in functions, with a `sleep` that returns at once: its time
