@@ -15,6 +15,8 @@ use dask_core::auth::{Secret, Side, Transcript, METHOD, NONCE_BYTES, PROOF_BYTES
 use dask_core::messages::Role;
 use serde_json::{json, Value as Json};
 
+use crate::tls::ChannelBinding;
+
 /// The worker secret of one run, and the files that hand it over.
 #[derive(Debug)]
 pub struct RunnerAuth {
@@ -77,16 +79,19 @@ impl RunnerAuth {
         &self.dir
     }
 
+    /// What a proof covers; `binding` is the connection's TLS channel
+    /// binding (`None` on plain TCP).
     fn transcript<'t>(
         role: Role,
         connector: &'t [u8; NONCE_BYTES],
         acceptor: &'t [u8; NONCE_BYTES],
+        binding: Option<&'t ChannelBinding>,
     ) -> Transcript<'t> {
         Transcript {
             role,
             connector_nonce: connector,
             acceptor_nonce: acceptor,
-            channel_binding: &[],
+            channel_binding: binding.map_or(&[], |b| &b[..]),
         }
     }
 
@@ -97,23 +102,27 @@ impl RunnerAuth {
         &self,
         role: Role,
         connector_nonce: &[u8; NONCE_BYTES],
+        binding: Option<&ChannelBinding>,
     ) -> io::Result<(Json, [u8; NONCE_BYTES])> {
         let nonce = random32()?;
-        let proof =
-            Self::transcript(role, connector_nonce, &nonce).proof(&self.secret, Side::Acceptor);
+        let proof = Self::transcript(role, connector_nonce, &nonce, binding)
+            .proof(&self.secret, Side::Acceptor);
         let auth = json!({"method": METHOD, "nonce": bin(&nonce), "proof": bin(&proof)});
         Ok((auth, nonce))
     }
 
-    /// Whether `proof` is the connector's proof for these nonces.
-    pub fn connector_proved(
+    /// Whether `proof` is `side`'s proof for these nonces: the
+    /// connector's is what an acceptor requires; the acceptor's, sent
+    /// back by a connector, is a reflected answer.
+    pub fn proves(
         &self,
+        side: Side,
         role: Role,
-        connector: &[u8; NONCE_BYTES],
-        acceptor: &[u8; NONCE_BYTES],
+        (connector, acceptor): (&[u8; NONCE_BYTES], &[u8; NONCE_BYTES]),
+        binding: Option<&ChannelBinding>,
         proof: &[u8],
     ) -> bool {
-        Self::transcript(role, connector, acceptor).verify(&self.secret, Side::Connector, proof)
+        Self::transcript(role, connector, acceptor, binding).verify(&self.secret, side, proof)
     }
 
     /// As a connector of `role`: the `auth` of its hello and its nonce.
@@ -129,6 +138,7 @@ impl RunnerAuth {
         role: Role,
         connector: &[u8; NONCE_BYTES],
         acceptor: &[u8],
+        binding: Option<&ChannelBinding>,
         proof: &[u8],
     ) -> Result<Json, String> {
         let (Ok(acceptor), PROOF_BYTES) = (<&[u8; NONCE_BYTES]>::try_from(acceptor), proof.len())
@@ -139,7 +149,7 @@ impl RunnerAuth {
                 proof.len()
             ));
         };
-        let t = Self::transcript(role, connector, acceptor);
+        let t = Self::transcript(role, connector, acceptor, binding);
         if !t.verify(&self.secret, Side::Acceptor, proof) {
             return Err(
                 "the worker's proof does not match the worker secret the runner gave it".into(),
@@ -171,21 +181,32 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "owner-only");
         }
         let cn = random32().unwrap();
-        let (auth, an) = runner.challenge(Role::Worker, &cn).unwrap();
+        let (auth, an) = runner.challenge(Role::Worker, &cn, None).unwrap();
         assert_eq!(auth["method"], METHOD);
-        let pc =
-            RunnerAuth::transcript(Role::Worker, &cn, &an).proof(&runner.secret, Side::Connector);
-        assert!(runner.connector_proved(Role::Worker, &cn, &an, &pc));
+        let pc = RunnerAuth::transcript(Role::Worker, &cn, &an, None)
+            .proof(&runner.secret, Side::Connector);
+        assert!(runner.proves(Side::Connector, Role::Worker, (&cn, &an), None, &pc));
         assert!(
-            !runner.connector_proved(Role::Peer, &cn, &an, &pc),
+            !runner.proves(Side::Connector, Role::Peer, (&cn, &an), None, &pc),
             "the role is covered"
         );
+        assert!(
+            !runner.proves(
+                Side::Connector,
+                Role::Worker,
+                (&cn, &an),
+                Some(&[7; 32]),
+                &pc
+            ),
+            "the channel binding is covered"
+        );
         let other = RunnerAuth::create().unwrap();
-        assert!(!other.connector_proved(Role::Worker, &cn, &an, &pc));
+        assert!(!other.proves(Side::Connector, Role::Worker, (&cn, &an), None, &pc));
         // As a connector: the acceptor's proof is checked, then answered.
-        let pa = RunnerAuth::transcript(Role::Peer, &cn, &an).proof(&runner.secret, Side::Acceptor);
-        assert!(runner.answer(Role::Peer, &cn, &an, &pa).is_ok());
-        assert!(other.answer(Role::Peer, &cn, &an, &pa).is_err());
+        let pa = RunnerAuth::transcript(Role::Peer, &cn, &an, None)
+            .proof(&runner.secret, Side::Acceptor);
+        assert!(runner.answer(Role::Peer, &cn, &an, None, &pa).is_ok());
+        assert!(other.answer(Role::Peer, &cn, &an, None, &pa).is_err());
         let dir = runner.dir().to_owned();
         drop(runner);
         assert!(!dir.exists(), "the secret's directory is removed");

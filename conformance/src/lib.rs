@@ -23,6 +23,7 @@ pub mod peer;
 pub mod process;
 pub mod report;
 pub mod session;
+pub mod tls;
 pub mod transport;
 pub mod value;
 

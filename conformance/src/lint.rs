@@ -21,6 +21,10 @@ pub const RUNNER_VARS: &[&str] = &[
 /// Variables the auto handshake captures from `register-worker`.
 pub const HANDSHAKE_VARS: &[&str] = &["worker_address", "worker_name", "worker_minor"];
 
+/// Variables a `connect` with the auto handshake captures under `--auth`
+/// (the runner's nonce and proof on that connection, 32 bytes each).
+pub const AUTH_CONNECT_VARS: &[&str] = &["runner_nonce", "runner_proof"];
+
 /// Variables every client case has.
 pub const CLIENT_RUNNER_VARS: &[&str] = &["scheduler_address"];
 
@@ -151,7 +155,7 @@ pub fn lint(cases: &[Case], protocol_md: Option<&str>) -> Vec<String> {
                     step.action()
                 ));
             }
-            for p in lint_step(step, &mut vars) {
+            for p in lint_step(step, case.worker.auth, &mut vars) {
                 say(format!("step {}: {p}", i + 1));
             }
         }
@@ -190,11 +194,14 @@ fn valid_with_some_values(t: &Json, strings: &HashMap<String, rmpv::Value>) -> b
     })
 }
 
-fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
+fn lint_step(step: &Step, auth: bool, vars: &mut HashSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     let dummy: HashMap<String, rmpv::Value> = vars
         .iter()
-        .map(|v| (v.clone(), rmpv::Value::from("tcp://127.0.0.1:1")))
+        .map(|v| match AUTH_CONNECT_VARS.contains(&v.as_str()) {
+            true => (v.clone(), rmpv::Value::Binary(vec![0; 32])),
+            false => (v.clone(), rmpv::Value::from("tcp://127.0.0.1:1")),
+        })
         .collect();
     let mut check_pattern = |p: &Map<String, Json>, problems: &mut Vec<String>| {
         let output = matches!(step, Step::ExpectOutput(_));
@@ -286,6 +293,9 @@ fn lint_step(step: &Step, vars: &mut HashSet<String>) -> Vec<String> {
             }
             if !vars.contains("worker_address") {
                 problems.push("connect needs worker_address (auto handshake or a $capture)".into());
+            }
+            if s.handshake && auth {
+                vars.extend(AUTH_CONNECT_VARS.iter().map(|v| v.to_string()));
             }
         }
         Step::Close(s) => {

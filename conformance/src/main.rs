@@ -9,6 +9,7 @@ use dask_conformance::case::{self, Case};
 use dask_conformance::lint;
 use dask_conformance::report::{self, Totals};
 use dask_conformance::session::{run_case, CaseOutcome, RunOptions};
+use dask_conformance::tls::RunnerTls;
 
 const USAGE: &str = "\
 dask-conformance: proves that a worker, or a client, speaks dask/1
@@ -41,11 +42,21 @@ OPTIONS (worker and client):
     --timeout-scale F    multiply every timeout and window by F (default 1)
     --verbose            print the transcript of passing cases too
     --auth               (worker) run with dask/1.1 authentication: the runner
-                         makes a worker secret, gives it to the worker as
-                         {credentials} / DASK_CREDENTIALS (a dask-rs credentials
-                         file) and {worker_secret} / DASK_WORKER_SECRET (hex),
-                         and requires its proof on every connection; the
-                         cases marked auth run only then
+                         makes a worker secret and writes it where dask-rs
+                         programs find it with no flag (DASK_RS_HOME, a
+                         directory of the run's own, holds credentials.json;
+                         the file's path is also {credentials}), and gives
+                         it in hex as {worker_secret} / DASK_WORKER_SECRET
+                         for other workers; it requires the worker's proof
+                         on every connection (a worker that skips or fakes
+                         it is refused with 3003); the cases marked auth
+                         run only then
+    --tls                (worker) every connection over TLS (mutual): the
+                         runner makes a CA and a certificate for the run,
+                         listens on tls://, and gives the worker the files
+                         as {tls_ca_file} / DASK_TLS_CA_FILE and {tls_cert} /
+                         DASK_TLS_CERT (certificate and key; also {tls_key});
+                         its data address must be tls:// too
 
 Exit status: 0 when every MUST case passed (and with --strict every case),
 1 when not, 2 on a usage or case-file error. The last line printed is
@@ -64,6 +75,7 @@ struct Args {
     timeout_scale: f64,
     verbose: bool,
     auth: bool,
+    tls: bool,
     command: Vec<String>,
 }
 
@@ -80,6 +92,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         timeout_scale: 1.0,
         verbose: false,
         auth: false,
+        tls: false,
         command: Vec::new(),
     };
     while let Some(arg) = argv.next() {
@@ -103,6 +116,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--verbose" | "-v" => a.verbose = true,
             "--auth" => a.auth = true,
+            "--tls" => a.tls = true,
             "--" => {
                 a.command = argv.by_ref().collect();
                 break;
@@ -184,8 +198,10 @@ fn run(a: Args, clients: bool) -> Result<bool, String> {
         selected.len(),
         a.command.join(" ")
     );
-    if a.auth && clients {
-        return Err("--auth is for workers (client cases greet the client themselves)".into());
+    if (a.auth || a.tls) && clients {
+        return Err(
+            "--auth and --tls are for workers (client cases greet the client themselves)".into(),
+        );
     }
     let auth = match a.auth {
         true => Some(std::sync::Arc::new(RunnerAuth::create().map_err(|e| {
@@ -193,10 +209,17 @@ fn run(a: Args, clients: bool) -> Result<bool, String> {
         })?)),
         false => None,
     };
+    let tls = match a.tls {
+        true => Some(std::sync::Arc::new(RunnerTls::create().map_err(|e| {
+            format!("cannot make the run's TLS certificates: {e}")
+        })?)),
+        false => None,
+    };
     let opts = RunOptions {
         command: a.command.clone(),
         timeout_scale: a.timeout_scale,
         auth,
+        tls,
     };
     let mut outcomes: Vec<CaseOutcome> = Vec::new();
     for (i, c) in selected.iter().enumerate() {

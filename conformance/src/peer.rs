@@ -15,11 +15,12 @@ use std::time::Duration;
 use dask_core::msgpack::write;
 use rmpv::Value;
 
-use dask_core::auth::AUTH_FAILED;
+use dask_core::auth::{Side, AUTH_FAILED};
 use dask_core::messages::Role;
 
 use crate::auth::RunnerAuth;
 use crate::case::Conn;
+use crate::tls::{ChannelBinding, RunnerTls};
 use crate::transport::{self, Event, EventKind, ReadError};
 use crate::value::{decode, render};
 
@@ -50,10 +51,17 @@ pub struct PeerServer {
 impl PeerServer {
     /// Binds a port and starts accepting; events go to `tx`.
     /// With `auth`, it requires the worker's proof of the run's secret
-    /// (PROTOCOL.md#authentication) and proves the secret itself.
-    pub fn start(tx: Sender<Event>, auth: Option<Arc<RunnerAuth>>) -> std::io::Result<PeerServer> {
+    /// (PROTOCOL.md#authentication) and proves the secret itself; with
+    /// `tls`, its address is `tls://` and it requires the worker's
+    /// certificate.
+    pub fn start(
+        tx: Sender<Event>,
+        auth: Option<Arc<RunnerAuth>>,
+        tls: Option<Arc<RunnerTls>>,
+    ) -> std::io::Result<PeerServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        let address = format!("tcp://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "tls" } else { "tcp" };
+        let address = format!("{scheme}://{}", listener.local_addr()?);
         listener.set_nonblocking(true)?;
         let server = PeerServer {
             address,
@@ -75,15 +83,37 @@ impl PeerServer {
                 };
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_nodelay(true);
-                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-                if let Ok(clone) = stream.try_clone() {
-                    if let Ok(mut all) = streams.lock() {
-                        all.push(clone);
-                    }
-                }
                 let index = count.fetch_add(1, Ordering::Relaxed) + 1;
-                let (data, tx, auth) = (data.clone(), tx.clone(), auth.clone());
-                thread::spawn(move || serve(stream, index, data, tx, auth));
+                let (data, tx, auth, tls, streams) = (
+                    data.clone(),
+                    tx.clone(),
+                    auth.clone(),
+                    tls.clone(),
+                    streams.clone(),
+                );
+                thread::spawn(move || {
+                    let (stream, binding) = match &tls {
+                        None => (stream, None),
+                        Some(tls) => match tls.accept(stream) {
+                            Ok(t) => (t.stream, Some(t.channel_binding)),
+                            Err(e) => {
+                                let why =
+                                    format!("TLS handshake with the runner's peer failed: {e}");
+                                let _ =
+                                    tx.send(Event::now(Conn::Peer, index, EventKind::Closed(why)));
+                                return;
+                            }
+                        },
+                    };
+                    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                    if let Ok(clone) = stream.try_clone() {
+                        if let Ok(mut all) = streams.lock() {
+                            all.push(clone);
+                        }
+                    }
+                    let auth = auth.map(|a| (a, binding));
+                    serve(stream, index, data, tx, auth)
+                });
             }
         });
         Ok(server)
@@ -133,7 +163,7 @@ fn serve(
     index: u32,
     data: Arc<Mutex<PeerData>>,
     tx: Sender<Event>,
-    auth: Option<Arc<RunnerAuth>>,
+    auth: Option<(Arc<RunnerAuth>, Option<ChannelBinding>)>,
 ) {
     let mut greeted = false;
     // With auth: the nonces of the handshake until the worker's proof came.
@@ -158,10 +188,18 @@ fn serve(
         let mut close = false;
         for m in &messages {
             let op = field(m, "op").and_then(Value::as_str).unwrap_or("");
-            if let (Some((connector, acceptor)), Some(auth)) = (awaiting_proof.take(), &auth) {
+            if let (Some((connector, acceptor)), Some((auth, binding))) =
+                (awaiting_proof.take(), &auth)
+            {
                 let proof = field(m, "proof").and_then(Value::as_slice).unwrap_or(&[]);
                 if op != "auth-proof"
-                    || !auth.connector_proved(Role::Peer, &connector, &acceptor, proof)
+                    || !auth.proves(
+                        Side::Connector,
+                        Role::Peer,
+                        (&connector, &acceptor),
+                        binding.as_ref(),
+                        proof,
+                    )
                 {
                     let reply = error_reply(3003, AUTH_FAILED);
                     shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
@@ -189,18 +227,20 @@ fn serve(
                     greeted = true;
                     let reply = match &auth {
                         None => hello_reply(index),
-                        Some(auth) => match challenge(auth, m, index) {
-                            Ok((reply, nonces)) => {
-                                awaiting_proof = Some(nonces);
-                                reply
+                        Some((auth, binding)) => {
+                            match challenge(auth, binding.as_ref(), m, index) {
+                                Ok((reply, nonces)) => {
+                                    awaiting_proof = Some(nonces);
+                                    reply
+                                }
+                                Err(refusal) => {
+                                    shown.push(render(&decode(&refusal).unwrap_or(Value::Nil)));
+                                    replies.push(refusal);
+                                    close = true;
+                                    break;
+                                }
                             }
-                            Err(refusal) => {
-                                shown.push(render(&decode(&refusal).unwrap_or(Value::Nil)));
-                                replies.push(refusal);
-                                close = true;
-                                break;
-                            }
-                        },
+                        }
                     };
                     shown.push(render(&decode(&reply).unwrap_or(Value::Nil)));
                     replies.push(reply);
@@ -256,7 +296,12 @@ type Nonces = ([u8; 32], [u8; 32]);
 /// The reply to a worker's hello when the run requires authentication:
 /// a dask/1.1 hello proving the secret, and the nonces its `auth-proof`
 /// is checked against; or the 3003 refusing a hello without auth.
-fn challenge(auth: &RunnerAuth, hello: &Value, id: u32) -> Result<(Vec<u8>, Nonces), Vec<u8>> {
+fn challenge(
+    auth: &RunnerAuth,
+    binding: Option<&ChannelBinding>,
+    hello: &Value,
+    id: u32,
+) -> Result<(Vec<u8>, Nonces), Vec<u8>> {
     let nonce = field(hello, "auth")
         .and_then(|a| field(a, "nonce"))
         .and_then(Value::as_slice)
@@ -268,11 +313,11 @@ fn challenge(auth: &RunnerAuth, hello: &Value, id: u32) -> Result<(Vec<u8>, Nonc
             )
         })?;
     let (reply_auth, acceptor) = auth
-        .challenge(Role::Peer, &nonce)
+        .challenge(Role::Peer, &nonce, binding)
         .map_err(|e| error_reply(3003, &format!("the runner's peer has no random nonce: {e}")))?;
     let reply = serde_json::json!({
         "op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker",
-        "id": id, "features": [], "auth": reply_auth
+        "id": id, "features": [], "auth": reply_auth, "tls": binding.is_some()
     });
     let bytes = crate::value::encode(&reply, &Default::default()).map_err(|e| {
         error_reply(

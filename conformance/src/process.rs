@@ -6,6 +6,7 @@
 //! stdin, and each line it prints comes to the session as an event.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -27,10 +28,15 @@ pub struct Launch {
     pub nthreads: u32,
     /// `{name}` / `DASK_WORKER_NAME`: a name unique to the case run.
     pub name: String,
-    /// With `--auth`: `{credentials}` / `DASK_CREDENTIALS`, the path of a
-    /// dask-rs credentials file holding the worker secret, and
-    /// `{worker_secret}` / `DASK_WORKER_SECRET`, the secret in hex.
-    pub credentials: Option<(String, String)>,
+    /// With `--auth`: the directory given as `DASK_RS_HOME` (where every
+    /// dask-rs program finds `credentials.json` with no flag), the path of
+    /// that file (`{credentials}`), and the secret in hex
+    /// (`{worker_secret}` / `DASK_WORKER_SECRET`).
+    pub credentials: Option<(PathBuf, String, String)>,
+    /// With `--tls`: the CA file (`{tls_ca_file}` / `DASK_TLS_CA_FILE`)
+    /// and the certificate with its key (`{tls_cert}`, `{tls_key}` /
+    /// `DASK_TLS_CERT`).
+    pub tls: Option<(String, String)>,
 }
 
 impl Launch {
@@ -39,8 +45,15 @@ impl Launch {
         let (file, secret) = self
             .credentials
             .as_ref()
-            .map_or(("", ""), |(f, s)| (f.as_str(), s.as_str()));
+            .map_or(("", ""), |(_, f, s)| (f.as_str(), s.as_str()));
+        let (ca, cert) = self
+            .tls
+            .as_ref()
+            .map_or(("", ""), |(ca, cert)| (ca.as_str(), cert.as_str()));
         arg.replace("{scheduler}", &self.scheduler)
+            .replace("{tls_ca_file}", ca)
+            .replace("{tls_cert}", cert)
+            .replace("{tls_key}", cert)
             .replace("{nthreads}", &self.nthreads.to_string())
             .replace("{name}", &self.name)
             .replace("{credentials}", file)
@@ -120,16 +133,28 @@ impl WorkerProcess {
             .ok_or("no worker command given (after --)")?;
         let mut cmd = Command::new(launch.fill(program));
         cmd.args(args.iter().map(|a| launch.fill(a)))
-            // The runner plays a scheduler that proves no credentials: the
-            // program under test must find none (not the user's own file).
-            .env("DASK_RS_HOME", no_credentials_home())
+            // Without --auth the runner plays a scheduler that proves no
+            // credentials: the program under test must find none (not the
+            // user's own file); with it, the run's file is where it looks.
+            .env(
+                "DASK_RS_HOME",
+                launch
+                    .credentials
+                    .as_ref()
+                    .map_or_else(no_credentials_home, |(home, _, _)| home.clone()),
+            )
             .env_remove("DASK_CREDENTIALS")
+            .env_remove("DASK_WORKER_SECRET")
+            .env_remove("DASK_TLS_CA_FILE")
+            .env_remove("DASK_TLS_CERT")
             .env("DASK_SCHEDULER_ADDRESS", &launch.scheduler)
             .env("DASK_NTHREADS", launch.nthreads.to_string())
             .env("DASK_WORKER_NAME", &launch.name);
-        if let Some((file, secret)) = &launch.credentials {
-            cmd.env("DASK_CREDENTIALS", file)
-                .env("DASK_WORKER_SECRET", secret);
+        if let Some((_, _, secret)) = &launch.credentials {
+            cmd.env("DASK_WORKER_SECRET", secret);
+        }
+        if let Some((ca, cert)) = &launch.tls {
+            cmd.env("DASK_TLS_CA_FILE", ca).env("DASK_TLS_CERT", cert);
         }
         cmd.stdin(if driven.is_some() {
             Stdio::piped()
@@ -246,7 +271,7 @@ fn signal_group(pid: u32) {
 
 /// A `DASK_RS_HOME` that holds no credentials file (a directory that does
 /// not exist).
-fn no_credentials_home() -> std::path::PathBuf {
+fn no_credentials_home() -> PathBuf {
     std::env::temp_dir().join(format!(
         "dask-conformance-{}-no-credentials",
         std::process::id()

@@ -17,6 +17,7 @@ use dask_core::FRAME_BYTES_MAX;
 use rmpv::Value;
 
 use crate::case::Conn;
+use crate::tls::{ChannelBinding, RunnerTls};
 
 /// How often an accept loop looks at its stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(5);
@@ -45,8 +46,9 @@ pub enum EventKind {
     Closed(String),
     /// Messages the runner's peer sent by itself, rendered for the transcript.
     PeerSent(Vec<String>),
-    /// A connection accepted on the scheduler address.
-    Accepted(TcpStream),
+    /// A connection accepted on the scheduler address (after its TLS
+    /// handshake with `--tls`, then with the connection's channel binding).
+    Accepted(TcpStream, Option<ChannelBinding>),
     /// A line the client's test harness printed (client cases).
     Output(String),
 }
@@ -149,8 +151,15 @@ pub fn spawn_reader(mut stream: TcpStream, conn: Conn, index: u32, tx: Sender<Ev
 }
 
 /// Accepts connections on `listener` until `stop` is set, sending each as
-/// an [`EventKind::Accepted`] event.
-pub fn spawn_acceptor(listener: TcpListener, conn: Conn, stop: Arc<AtomicBool>, tx: Sender<Event>) {
+/// an [`EventKind::Accepted`] event; with `tls`, after its TLS handshake
+/// (a failed one is sent as [`EventKind::Closed`], saying why).
+pub fn spawn_acceptor(
+    listener: TcpListener,
+    conn: Conn,
+    tls: Option<Arc<RunnerTls>>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Event>,
+) {
     thread::spawn(move || {
         if listener.set_nonblocking(true).is_err() {
             return;
@@ -160,12 +169,23 @@ pub fn spawn_acceptor(listener: TcpListener, conn: Conn, stop: Arc<AtomicBool>, 
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(false);
                     let _ = stream.set_nodelay(true);
-                    if tx
-                        .send(Event::now(conn, 0, EventKind::Accepted(stream)))
-                        .is_err()
-                    {
-                        return;
-                    }
+                    let Some(tls) = tls.clone() else {
+                        let event = Event::now(conn, 0, EventKind::Accepted(stream, None));
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    thread::spawn(move || {
+                        let kind = match tls.accept(stream) {
+                            Ok(t) => EventKind::Accepted(t.stream, Some(t.channel_binding)),
+                            Err(e) => EventKind::Closed(format!(
+                                "a TLS handshake on the scheduler address failed: {e}"
+                            )),
+                        };
+                        let _ = tx.send(Event::now(conn, 0, kind));
+                    });
                 }
                 Err(_) => thread::sleep(ACCEPT_POLL),
             }

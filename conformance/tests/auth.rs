@@ -1,10 +1,14 @@
 //! `dask-conformance worker --auth` (dask/1.1 authentication): against a
 //! worker holding the secret the runner gives it, every case runs with
-//! proofs on every connection and the auth cases pass; a worker holding
-//! another cluster's secret fails them; without `--auth` the auth cases are
-//! skipped. The worker is `examples/auth_worker.rs` (the dask-rs worker
-//! library with the credentials of DASK_CREDENTIALS); scripts/ci/
-//! conformance.sh runs `dask-worker --credentials {credentials}` as well.
+//! proofs on every connection and the auth cases pass, over plain TCP and
+//! over TLS (`--tls`); a worker holding another cluster's secret fails
+//! them; a worker that skips or fakes its proof (the Python fixture's
+//! auth faults) is refused with 3003 and the runner says which; without
+//! `--auth` the auth cases are skipped. The worker is
+//! `examples/auth_worker.rs` (the dask-rs worker library with the
+//! credentials it finds as dask-rs programs do: the runner's
+//! DASK_RS_HOME); scripts/ci/conformance.sh runs dask-worker and the C
+//! worker the same way.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -50,27 +54,81 @@ fn run(args: &[&str], worker: &[&str]) -> (Output, String) {
     (out, text)
 }
 
-#[test]
-fn a_worker_holding_the_runners_secret_passes_the_auth_cases() {
+const AUTH_CASES: [&str; 8] = [
+    "auth/1", "auth/2", "auth/3", "auth/4", "auth/5", "auth/6", "deps/1", "data/2",
+];
+
+fn passes_the_auth_cases(extra: &[&str]) {
     let worker = auth_worker();
     let worker = worker.to_str().unwrap();
-    let (out, text) = run(
-        &[
-            "--auth",
-            "--case",
-            "dask-1/auth",
-            "--case",
-            "dask-1/deps/1",
-            "--case",
-            "dask-1/data/2",
-        ],
-        &[worker, "{scheduler}", "{nthreads}"],
-    );
+    let mut args = vec!["--auth"];
+    args.extend_from_slice(extra);
+    for id in ["dask-1/auth", "dask-1/deps/1", "dask-1/data/2"] {
+        args.extend_from_slice(&["--case", id]);
+    }
+    let (out, text) = run(&args, &[worker, "{scheduler}", "{nthreads}"]);
     assert!(out.status.success(), "{text}");
-    for id in ["auth/1", "auth/2", "auth/3", "auth/4", "deps/1", "data/2"] {
+    for id in AUTH_CASES {
         assert!(text.contains(&format!("PASS dask-1/{id} ")), "{id}: {text}");
     }
-    assert!(text.ends_with("6 passed, 0 failed\n"), "{text}");
+    assert!(text.ends_with("8 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn a_worker_holding_the_runners_secret_passes_the_auth_cases() {
+    passes_the_auth_cases(&[]);
+}
+
+#[test]
+fn over_tls_too() {
+    passes_the_auth_cases(&["--tls", "--verbose"]);
+}
+
+/// The Python fixture worker (its own HMAC, not dask-rs's) under --auth
+/// with one of its auth faults, against dask-1/compute/1.
+fn pyworker(fault: &str) -> (Output, String) {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/pyworker.py");
+    run(
+        &["--auth", "--case", "dask-1/compute/1"],
+        &[
+            "python3",
+            fixture,
+            "{scheduler}",
+            "--nthreads",
+            "{nthreads}",
+            "--fault",
+            fault,
+        ],
+    )
+}
+
+#[test]
+fn a_worker_proving_the_secret_its_own_way_is_admitted() {
+    let (out, text) = pyworker("none");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS dask-1/compute/1 "), "{text}");
+}
+
+#[test]
+fn a_worker_that_skips_or_fakes_its_proof_is_refused_with_3003() {
+    for (fault, says) in [
+        ("skip-auth-proof", "the worker skipped its auth-proof"),
+        ("wrong-secret", "does not prove the worker secret"),
+        ("reflect-proof", "the runner's own proof sent back"),
+    ] {
+        let (out, text) = pyworker(fault);
+        assert!(!out.status.success(), "{fault}: {text}");
+        assert!(text.contains("FAIL dask-1/compute/1"), "{fault}: {text}");
+        assert!(text.contains(says), "{fault}: {text}");
+        assert!(
+            text.contains("the runner refused it with error 3003"),
+            "{fault}: {text}"
+        );
+        assert!(
+            text.contains("\"code\": 3003") || text.contains("code: 3003"),
+            "{fault}: the transcript shows the 3003 sent: {text}"
+        );
+    }
 }
 
 #[test]

@@ -171,12 +171,12 @@ impl TlsConfig {
     }
 
     /// What a listener serves, if this process can listen with TLS.
-    pub(crate) fn acceptor(&self) -> Option<&Arc<ServerConfig>> {
+    pub fn acceptor(&self) -> Option<&Arc<ServerConfig>> {
         self.acceptor.as_ref()
     }
 
     /// How to connect, if this process can check acceptors.
-    pub(crate) fn connector(&self) -> Option<&Arc<ClientConfig>> {
+    pub fn connector(&self) -> Option<&Arc<ClientConfig>> {
         self.connector.as_ref()
     }
 

@@ -19,21 +19,25 @@ reports="$target_dir/conformance"
 mkdir -p "$reports"
 status=0
 
-run_worker() { # NAME COMMAND...  (placeholders: {scheduler} {nthreads} {name})
-  local name=$1
+run_worker() { # NAME [RUNNER OPTIONS... --] COMMAND...  (placeholders: {scheduler} {nthreads} {name} ...)
+  local name=$1 options=()
   shift
-  echo "-- dask-conformance: $name"
+  case " $* " in
+    *" -- "*) while [ "$1" != -- ]; do options+=("$1"); shift; done; shift ;;
+  esac
+  echo "-- dask-conformance${options[*]:+ ${options[*]}}: $name"
   # shellcheck disable=SC2086
-  "$bin/dask-conformance" worker --report "$reports/$name.xml" ${DASK_CONFORMANCE_ARGS:-} -- "$@" || status=1
+  "$bin/dask-conformance" worker "${options[@]}" --report "$reports/$name.xml" ${DASK_CONFORMANCE_ARGS:-} -- "$@" || status=1
 }
 
 run_worker dask-worker "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}'
-# The same with dask/1.1 authentication: the runner gives the worker a
-# secret of its own and requires its proof on every connection.
-echo "-- dask-conformance --auth: dask-worker"
-# shellcheck disable=SC2086
-"$bin/dask-conformance" worker --auth --report "$reports/dask-worker-auth.xml" ${DASK_CONFORMANCE_ARGS:-} \
-  -- "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}' --credentials '{credentials}' || status=1
+# The same with dask/1.1 authentication (--auth: the runner writes a secret
+# of its own where the worker finds it with no flag, DASK_RS_HOME, and
+# requires its proof on every connection), then also over mutual TLS
+# (--tls: the runner's CA and certificate, given as Dask's flags).
+run_worker dask-worker-auth --auth -- "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}'
+run_worker dask-worker-auth-tls --auth --tls -- "$bin/dask-worker" '{scheduler}' --nthreads '{nthreads}' \
+  --tls-ca-file '{tls_ca_file}' --tls-cert '{tls_cert}'
 
 # The C SDK's example worker (a worker written in C on libdask).
 if [ -f sdk-c/examples/worker.c ]; then
@@ -41,6 +45,9 @@ if [ -f sdk-c/examples/worker.c ]; then
   cc -std=c11 -Wall -Wextra -O1 -Isdk-c/include sdk-c/examples/worker.c "$bin/libdask.a" \
     -lpthread -ldl -lm -o "$reports/c-worker"
   run_worker c-worker "$reports/c-worker" '{scheduler}' '{nthreads}' '{name}'
+  # libdask finds the credentials as every dask-rs program does; the
+  # example reads the TLS files from DASK_TLS_CA_FILE / DASK_TLS_CERT.
+  run_worker c-worker-auth-tls --auth --tls -- "$reports/c-worker" '{scheduler}' '{nthreads}' '{name}'
 fi
 # (The JS worker is run by js-sdk.sh, which builds the package.)
 

@@ -27,6 +27,7 @@ use crate::auth::RunnerAuth;
 use crate::case::{self, Case, Conn, ExitExpectation, Handshake, Level, Step};
 use crate::peer::PeerServer;
 use crate::process::{Launch, WorkerProcess};
+use crate::tls::{ChannelBinding, RunnerTls};
 use crate::transport::{self, Event, EventKind};
 use crate::value::{self, answers, match_message, pattern_answers, render, Vars};
 
@@ -103,6 +104,9 @@ pub struct RunOptions {
     pub timeout_scale: f64,
     /// With `--auth`: the worker secret the worker is given, and proves.
     pub auth: Option<Arc<RunnerAuth>>,
+    /// With `--tls`: the CA and certificate of the run; every connection
+    /// is TLS.
+    pub tls: Option<Arc<RunnerTls>>,
 }
 
 /// A case's result.
@@ -246,6 +250,11 @@ struct Session<'a> {
     output: Vec<OutputLine>,
     /// With `--auth`: the secret every connection proves.
     auth: Option<Arc<RunnerAuth>>,
+    /// With `--tls`: the run's TLS material.
+    tls: Option<Arc<RunnerTls>>,
+    /// The channel bindings of the TLS scheduler and data connections.
+    scheduler_binding: Option<ChannelBinding>,
+    data_binding: Option<ChannelBinding>,
 }
 
 fn dead_address() -> Result<String, String> {
@@ -261,22 +270,38 @@ impl<'a> Session<'a> {
         let (tx, rx) = channel();
         let listener = TcpListener::bind("127.0.0.1:0")
             .map_err(|e| format!("runner cannot bind a scheduler port: {e}"))?;
+        let scheme = if opts.tls.is_some() { "tls" } else { "tcp" };
         let scheduler_address = format!(
-            "tcp://{}",
+            "{scheme}://{}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
         let stop_accept = Arc::new(AtomicBool::new(false));
-        transport::spawn_acceptor(listener, Conn::Scheduler, stop_accept.clone(), tx.clone());
-        let peer = PeerServer::start(tx.clone(), opts.auth.clone())
+        transport::spawn_acceptor(
+            listener,
+            Conn::Scheduler,
+            opts.tls.clone(),
+            stop_accept.clone(),
+            tx.clone(),
+        );
+        let peer = PeerServer::start(tx.clone(), opts.auth.clone(), opts.tls.clone())
             .map_err(|e| format!("runner cannot bind a peer port: {e}"))?;
         let launch = Launch {
             scheduler: scheduler_address.clone(),
             nthreads: case.worker.nthreads,
             name: format!("conformance-{}-{run}", std::process::id()),
-            credentials: opts
-                .auth
-                .as_ref()
-                .map(|a| (a.file.display().to_string(), a.worker_secret_hex())),
+            credentials: opts.auth.as_ref().map(|a| {
+                (
+                    a.dir().to_owned(),
+                    a.file.display().to_string(),
+                    a.worker_secret_hex(),
+                )
+            }),
+            tls: opts.tls.as_ref().map(|t| {
+                (
+                    t.ca_file.display().to_string(),
+                    t.cert_file.display().to_string(),
+                )
+            }),
         };
         let mut vars = Vars::new();
         vars.insert(
@@ -312,6 +337,9 @@ impl<'a> Session<'a> {
             peers_greeted: HashSet::new(),
             output: Vec::new(),
             auth: opts.auth.clone(),
+            tls: opts.tls.clone(),
+            scheduler_binding: None,
+            data_binding: None,
         };
         let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
         s.note(format!(
@@ -533,8 +561,20 @@ impl<'a> Session<'a> {
             .and_then(Value::as_str)
             .ok_or("worker_address is not known (no register-worker yet)")?
             .to_owned();
+        let over_tls = address.starts_with("tls://");
+        if over_tls != self.tls.is_some() {
+            return Err(format!(
+                "the worker's data address is {address}, but the run is {}",
+                if self.tls.is_some() {
+                    "over TLS (--tls): a tls:// address was expected"
+                } else {
+                    "without TLS: a tcp:// address was expected"
+                }
+            ));
+        }
         let hostport = address
             .strip_prefix("tcp://")
+            .or_else(|| address.strip_prefix("tls://"))
             .unwrap_or(&address)
             .trim_end_matches('/');
         let addr = hostport
@@ -545,6 +585,16 @@ impl<'a> Session<'a> {
         let stream = TcpStream::connect_timeout(&addr, self.ms(5000))
             .map_err(|e| format!("cannot connect to the worker's data address {address}: {e}"))?;
         let _ = stream.set_nodelay(true);
+        let (stream, binding) = match &self.tls {
+            None => (stream, None),
+            Some(tls) => {
+                let t = tls.connect(stream).map_err(|e| {
+                    format!("TLS handshake with the worker's data address {address} failed: {e}")
+                })?;
+                (t.stream, Some(t.channel_binding))
+            }
+        };
+        self.data_binding = binding;
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         self.inbox.insert(Conn::Data, Inbox::default());
@@ -625,7 +675,7 @@ impl<'a> Session<'a> {
                     None => {}
                 }
             }
-            EventKind::Accepted(stream) => {
+            EventKind::Accepted(stream, binding) => {
                 if self.scheduler.is_some() {
                     self.note(format!(
                         "{} opened another scheduler connection; runner closed it",
@@ -638,8 +688,13 @@ impl<'a> Session<'a> {
                 match stream.try_clone() {
                     Ok(reader) => {
                         transport::spawn_reader(reader, Conn::Scheduler, 0, self.tx.clone());
-                        self.note(format!("{} connected to the scheduler address", self.who()));
+                        let over = if binding.is_some() { " over TLS" } else { "" };
+                        self.note(format!(
+                            "{} connected to the scheduler address{over}",
+                            self.who()
+                        ));
                         self.scheduler = Some(stream);
+                        self.scheduler_binding = binding;
                     }
                     Err(e) => {
                         self.violation = Some(format!("runner cannot read the connection: {e}"))
