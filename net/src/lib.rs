@@ -5,7 +5,8 @@
 //! bytes (accept with a connection cap and the retry when descriptors run
 //! out, non-blocking connects, framing, the bounds on connections before
 //! their hello, one write per connection per wakeup, the send-queue bound,
-//! closing with linger and half-close). A binary's event loop
+//! backpressure on peers that do not read what they asked for, closing
+//! with linger and half-close). A binary's event loop
 //! (`event_loop.rs`, struct `EventLoop`) drives it: it moves
 //! [`NetEvent`]s into its state machine and the state machine's messages
 //! back with [`Reactor::send`] and [`Reactor::close`]; nothing else.
@@ -123,8 +124,9 @@ pub use conn::{
 };
 pub use reactor::{
     CloseReason, ListenerId, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
-    CLOSE_LINGER, CONNECTIONS_MAX, FRAME_BUFFERS_BYTES_MAX, HANDSHAKE_BYTES_MAX,
-    PYTHON_DASK_REFUSAL, TLS_HANDSHAKE_CHARGE, TLS_HANDSHAKE_TIMEOUT,
+    CLOSE_LINGER, CONNECTIONS_MAX, FRAME_BUFFERS_BYTES_MAX, HANDSHAKE_BYTES_MAX, OUTPUT_BYTES_MAX,
+    OUTPUT_BYTES_SHARE, OUTPUT_BYTES_TOTAL_MAX, PYTHON_DASK_REFUSAL, TLS_HANDSHAKE_CHARGE,
+    TLS_HANDSHAKE_TIMEOUT,
 };
 pub use tls::{TlsConfig, TlsError, TlsPem};
 

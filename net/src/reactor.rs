@@ -24,6 +24,15 @@ pub const CONNECTIONS_MAX: usize = 16 * 1024;
 /// Default of [`ReactorConfig::handshake_bytes_max`].
 pub const HANDSHAKE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Default of [`ReactorConfig::output_bytes_max`].
+pub const OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Default of [`ReactorConfig::output_bytes_total_max`].
+pub const OUTPUT_BYTES_TOTAL_MAX: usize = 256 * 1024 * 1024;
+
+/// Default of [`ReactorConfig::output_bytes_share`].
+pub const OUTPUT_BYTES_SHARE: usize = 1024 * 1024;
+
 /// Default of [`ReactorConfig::close_linger`].
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -80,6 +89,24 @@ pub struct ReactorConfig {
     /// connection fails ([`CloseReason::Io`]). Default
     /// [`SEND_QUEUE_BYTES_MAX`].
     pub send_queue_bytes_max: usize,
+    /// Most bytes queued for an accepted connection before it is
+    /// *backlogged*: its input is no longer read (its requests wait in the
+    /// kernel, and TCP pushes back on the peer) until its output is
+    /// written down to the bound again ([`Reactor::queued_bytes`] tells a
+    /// loop what waits, to make no more large output meanwhile). Only
+    /// accepted connections are held: the connecting side always reads, so
+    /// two peers never both wait for the other to read. Default
+    /// [`OUTPUT_BYTES_MAX`].
+    pub output_bytes_max: usize,
+    /// Most bytes queued for all connections together: past it, every
+    /// accepted connection with more than
+    /// [`ReactorConfig::output_bytes_share`] queued is backlogged too,
+    /// while connections with little queued (peers that read) are served
+    /// as before. Default [`OUTPUT_BYTES_TOTAL_MAX`].
+    pub output_bytes_total_max: usize,
+    /// See [`ReactorConfig::output_bytes_total_max`]. Default
+    /// [`OUTPUT_BYTES_SHARE`].
+    pub output_bytes_share: usize,
     /// Longest a closing connection is kept to deliver its last bytes and
     /// read the peer's until it hangs up. Default [`CLOSE_LINGER`].
     pub close_linger: Duration,
@@ -120,6 +147,9 @@ impl Default for ReactorConfig {
             hello_frame_bytes_max: HELLO_FRAME_BYTES_MAX,
             handshake_bytes_max: HANDSHAKE_BYTES_MAX,
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
+            output_bytes_max: OUTPUT_BYTES_MAX,
+            output_bytes_total_max: OUTPUT_BYTES_TOTAL_MAX,
+            output_bytes_share: OUTPUT_BYTES_SHARE,
             close_linger: CLOSE_LINGER,
             accept_retry_interval: ACCEPT_RETRY_INTERVAL,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
@@ -258,6 +288,13 @@ struct Slot {
     handshake_bytes: usize,
     /// The listener that accepted it.
     listener: Option<ListenerId>,
+    /// Its queued bytes, as counted in the reactor's `queued_total`.
+    queued_counted: usize,
+    /// Its output is over the bounds: its input is not read.
+    backlogged: bool,
+    /// A read was skipped while backlogged: read once it is not (readiness
+    /// is edge-triggered: no new edge comes for what waits).
+    read_deferred: bool,
 }
 
 /// An entry of the connection slab: a connection, or a connect that
@@ -299,8 +336,10 @@ struct Ready {
 /// all their socket bytes: accept (with a connection cap and the retry
 /// when descriptors run out), non-blocking connects, framing, the bounds
 /// on connections before their hello, one flush per touched connection
-/// per wakeup, the send-queue bound, and closing with linger and
-/// half-close. It hands the loop [`NetEvent`]s and takes messages.
+/// per wakeup, the send-queue bound, backpressure (an accepted connection
+/// whose output is over [`ReactorConfig::output_bytes_max`] is not read
+/// until it catches up), and closing with linger and half-close. It hands
+/// the loop [`NetEvent`]s and takes messages.
 ///
 /// Call order per wakeup: [`Reactor::poll`] (flushes what was sent since
 /// the last one, then waits), then [`Reactor::next_event`] until `None`,
@@ -339,6 +378,11 @@ pub struct Reactor {
     accept_retry_at: Option<Instant>,
     /// Sum of [`Slot::handshake_bytes`].
     handshake_bytes: usize,
+    /// Sum of [`Slot::queued_counted`]: bytes queued for every connection
+    /// at the last flush of each.
+    queued_total: usize,
+    /// `queued_total` is over [`ReactorConfig::output_bytes_total_max`].
+    over_total: bool,
     scratch: Vec<u8>,
     /// Buffers of large frames, shared by every connection.
     frame_buffers: Arc<FrameBuffers>,
@@ -369,6 +413,8 @@ impl Reactor {
             securing: VecDeque::new(),
             accept_retry_at: None,
             handshake_bytes: 0,
+            queued_total: 0,
+            over_total: false,
             scratch: vec![0; READ_CHUNK_BYTES],
             frame_buffers: FrameBuffers::new(config.frame_buffers_bytes_max),
             frame_buffers_trim_at: None,
@@ -754,7 +800,65 @@ impl Reactor {
                 .update_interest(self.poll.registry(), Token(index))
             {
                 self.fail(index, ConnError::Io(e));
+                continue;
             }
+            self.recount(index);
+        }
+        let over_total = self.queued_total > self.config.output_bytes_total_max;
+        if over_total != self.over_total {
+            // Every connection's share is judged again (rare: the total
+            // crossing its bound).
+            self.over_total = over_total;
+            let indexes: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+            for index in indexes {
+                self.judge_backlog(index);
+            }
+        }
+    }
+
+    /// Counts what `index` has queued now in [`Reactor::queued_total`] and
+    /// judges whether it is backlogged.
+    fn recount(&mut self, index: usize) {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        let queued = slot.conn.queued_bytes();
+        self.queued_total = self.queued_total - slot.queued_counted + queued;
+        slot.queued_counted = queued;
+        self.judge_backlog(index);
+    }
+
+    /// Whether an accepted, open connection's output is over the bounds
+    /// (its own, or its share of the total); input skipped meanwhile is
+    /// read once it is not.
+    fn judge_backlog(&mut self, index: usize) {
+        let (per_connection, share) =
+            (self.config.output_bytes_max, self.config.output_bytes_share);
+        let over_total = self.over_total;
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.listener.is_none() || slot.phase != Phase::Open || slot.input_over {
+            return;
+        }
+        let queued = slot.queued_counted;
+        let backlogged = queued > per_connection || (over_total && queued > share);
+        if backlogged == slot.backlogged {
+            return;
+        }
+        slot.backlogged = backlogged;
+        self.release_if_readable(index);
+    }
+
+    /// Reads `index` again if a read was skipped and it is not backlogged
+    /// now.
+    fn release_if_readable(&mut self, index: usize) {
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.read_deferred && !slot.backlogged {
+            slot.read_deferred = false;
+            self.resume.push(index);
         }
     }
 
@@ -906,6 +1010,11 @@ impl Reactor {
                 }
             }
             self.touch(index);
+            return;
+        }
+        if slot.backlogged {
+            // Backpressure: what the peer sends waits in the kernel.
+            slot.read_deferred = true;
             return;
         }
         let id = slot.id;
@@ -1192,6 +1301,7 @@ impl Reactor {
     fn remove(&mut self, index: usize) {
         self.release_handshake_bytes(index);
         if let Some(Entry::Live(mut slot)) = self.conns.try_remove(index) {
+            self.queued_total -= slot.queued_counted;
             if !slot.failed {
                 slot.conn.deregister(self.poll.registry());
             }
@@ -1212,6 +1322,9 @@ impl Slot {
             touched: false,
             handshake_bytes: 0,
             listener: None,
+            queued_counted: 0,
+            backlogged: false,
+            read_deferred: false,
         }
     }
 }

@@ -461,6 +461,44 @@ fn a_peer_that_does_not_read_fails_past_the_send_queue_bound() {
 }
 
 #[test]
+fn a_peer_that_does_not_read_is_not_read_either_until_it_catches_up() {
+    let config = ReactorConfig {
+        output_bytes_max: 1 << 20,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    // Far more than the socket buffers take: most of it stays queued.
+    let sent = 64;
+    for _ in 0..sent {
+        reactor.send(conn, &data(256 * 1024)).unwrap();
+    }
+    turn(&mut reactor);
+    assert!(reactor.queued_bytes(conn) > 1 << 20);
+    // What it sends now is not read while it does not read.
+    p.send(&[heartbeat()]).unwrap();
+    for _ in 0..20 {
+        let events = turn(&mut reactor);
+        assert!(events.is_empty(), "{events:?}");
+    }
+    // It reads everything: it is read again, and its heartbeat comes.
+    let reader = std::thread::spawn(move || {
+        for _ in 0..sent {
+            assert!(matches!(p.recv().unwrap(), Message::Data(_)));
+        }
+        p
+    });
+    assert_eq!(frame(&mut reactor), (conn, vec![heartbeat()]));
+    assert!(reactor.queued_bytes(conn) <= 1 << 20);
+    // The rest is written while the reactor turns.
+    turn_while(&mut reactor, |r| !r.is_flushed(conn));
+    drop(reader.join().unwrap());
+}
+
+#[test]
 fn close_all_delivers_last_messages_and_stops_listening() {
     let (mut reactor, addr) = reactor(ReactorConfig::default());
     let mut p = peer(addr);
