@@ -281,6 +281,7 @@ impl EventLoop {
             s.flag.load(Ordering::SeqCst) || also_stop.is_some_and(|f| f.load(Ordering::SeqCst))
         };
         while !stopped(&self.stopper) {
+            self.report_output();
             let mut deadline = self.state.poll_timeout().map(|t| self.clock.instant(t));
             if also_stop.is_some() {
                 let check = Instant::now() + STOP_CHECK_INTERVAL;
@@ -416,6 +417,22 @@ impl EventLoop {
     fn handle_events(&mut self, now: Timestamp) {
         while let Some(event) = self.reactor.next_event() {
             self.on_event(now, event);
+        }
+    }
+
+    /// Writes what was sent, then tells the state how much still waits
+    /// for the clients it sent gather replies to: their next gathers start
+    /// only once they read (see `state::outflow`).
+    fn report_output(&mut self) {
+        self.reactor.flush();
+        let queued: Vec<(ConnId, u64)> = self
+            .state
+            .clients_with_output()
+            .map(|conn| (conn, self.reactor.queued_bytes(conn) as u64))
+            .collect();
+        if !queued.is_empty() {
+            self.state.handle_output_queued(self.clock.now(), &queued);
+            self.drain_outputs();
         }
     }
 

@@ -15,7 +15,11 @@
 //! from the time of the calls (see [`liveness`]). An
 //! [`SchedulerOutput::Close`] means the state has already forgotten that connection:
 //! the loop closes it once its queued bytes are written and does not report
-//! it closed again (doing so is harmless).
+//! it closed again (doing so is harmless). After each flush of its
+//! connections it reports how much still waits unwritten for the clients
+//! of [`SchedulerState::clients_with_output`] with
+//! [`SchedulerState::handle_output_queued`]: gathers wait while their
+//! client does not read (see [`outflow`]).
 //!
 //! # Tasks
 //! States: released, waiting, no-worker, queued, processing, memory, erred
@@ -116,6 +120,7 @@ mod graph;
 pub mod inspect;
 pub mod liveness;
 pub mod observe;
+pub mod outflow;
 pub mod placement;
 pub mod shrink;
 mod snapshot;
@@ -521,6 +526,8 @@ pub struct SchedulerState {
     /// placement: consecutive root tasks go to the same worker).
     pub(crate) last_root_worker: Option<WorkerIdx>,
     data: data::DataRequests,
+    /// Gathers waiting for their client to read (see [`outflow`]).
+    outflow: outflow::Outflow,
     /// Workers' claims about data not yet settled (see [`claims`]).
     claims: claims::Claims,
     out: VecDeque<SchedulerOutput>,
@@ -577,6 +584,7 @@ impl SchedulerState {
             durations: GroupDurations::default(),
             steal_thieves: BTreeMap::new(),
             data: data::DataRequests::default(),
+            outflow: outflow::Outflow::default(),
             claims: claims::Claims::default(),
             out: VecDeque::new(),
             touched: Vec::new(),

@@ -30,6 +30,9 @@ struct PendingGather {
     /// Keys whose value a holder could not send in any message (5002 to
     /// a `get-data` of that key alone): the gather fails with 5002.
     too_large: Vec<Key>,
+    /// Bytes its values take, by their `nbytes` when it started (see
+    /// [`outflow`](super::outflow)).
+    estimate: u64,
 }
 
 /// One `get-data` sent to a worker for a gather.
@@ -242,6 +245,7 @@ impl SchedulerState {
             }
         }
         self.data.gathers.retain(|_, g| g.client != conn);
+        self.outflow_client_left(conn);
     }
 
     /// One put-data of `key` is over: stored on `stored_on` with `nbytes`,
@@ -331,7 +335,9 @@ impl SchedulerState {
 
     // ---- gather -----------------------------------------------------------
 
-    pub(crate) fn gather(&mut self, conn: ConnId, m: Gather) {
+    /// Asks the holders for a gather's values (when
+    /// [`outflow`](super::outflow) lets it start).
+    pub(crate) fn start_gather(&mut self, conn: ConnId, m: Gather, estimate: u64) {
         let id = self.data.next_gather;
         self.data.next_gather += 1;
         let mut g = PendingGather {
@@ -341,6 +347,7 @@ impl SchedulerState {
             data: BTreeMap::new(),
             missing: Vec::new(),
             too_large: Vec::new(),
+            estimate,
         };
         let mut per_worker: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -358,6 +365,22 @@ impl SchedulerState {
         self.data.gathers.insert(id, g);
         self.request_gets(id, per_worker);
         self.maybe_answer_gather(id);
+    }
+
+    /// Whether a gather of `conn` is being answered.
+    pub(crate) fn gather_in_progress(&self, conn: ConnId) -> bool {
+        self.data.gathers.values().any(|g| g.client == conn)
+    }
+
+    /// Bytes of the large gathers being answered (see
+    /// [`outflow`](super::outflow)).
+    pub(crate) fn large_gathers_in_flight(&self) -> u64 {
+        self.data
+            .gathers
+            .values()
+            .map(|g| g.estimate)
+            .filter(|&e| e > super::outflow::GATHER_SMALL_BYTES)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// A worker holding `key` in memory, other than `except`: the one with
@@ -415,6 +438,7 @@ impl SchedulerState {
         let Some(g) = self.data.gathers.remove(&id) else {
             return;
         };
+        self.gather_answered(g.client, 0);
         if !self.clients.contains_key(&g.client) {
             return;
         }
@@ -452,6 +476,8 @@ impl SchedulerState {
                 Some(keys),
             );
         }
+        let bytes = reply.data.values().map(|v| v.len() as u64).sum();
+        self.gather_answered(g.client, bytes);
         self.send(g.client, Message::GatherReply(reply));
     }
 

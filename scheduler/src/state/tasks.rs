@@ -511,6 +511,7 @@ impl SchedulerState {
                 );
             }
         }
+        self.start_waiting_gathers();
         self.schedule();
         self.balance();
         self.tell_waiting();

@@ -2186,6 +2186,7 @@ mod chaos;
 mod claims;
 mod liveness;
 mod observe;
+mod outflow;
 mod shrink;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------

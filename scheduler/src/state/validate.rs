@@ -225,6 +225,7 @@ impl SchedulerState {
             }
         }
         self.validate_scatters()?;
+        self.validate_outflow()?;
         let mut refs: HashMap<TaskId, u32> = HashMap::new();
         for ids in self.datasets.values() {
             for &t in ids {

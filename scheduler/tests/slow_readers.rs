@@ -1,0 +1,209 @@
+//! Clients that ask for large values and never read them (issue 20 item
+//! 3): a real `dask-scheduler` and `dask-worker`, a 50 MB value in the
+//! worker's memory, and two raw client connections that each send ten
+//! `gather`s of it and never read a byte. Before the fix the scheduler
+//! fetched all twenty and queued them for the two peers (over 1 GB
+//! resident); now it holds what the bounds allow (a client's next gather
+//! starts only once the last is answered and at most 16 MiB of it wait
+//! unwritten; the reactor stops reading a connection whose output is over
+//! its bound).
+//!
+//! Meanwhile another client keeps asking `cluster-info` and gathers the
+//! same 50 MB value itself: it gets every answer, and the value whole.
+//! The round trips are printed (`--no-capture`), never asserted: tests
+//! assert behaviour, not speed. The bound is on bytes; every wait has a
+//! deadline, and the flood lasts a fixed few seconds.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dask_client::{Client, ClientOptions, Key, Value};
+use dask_core::client::task_spec;
+use dask_core::messages::{Gather, Role};
+use dask_core::Message;
+use dask_net::BlockingConn;
+use dask_testkit::home::DaskHome;
+use dask_testkit::process::{binary, Process};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The value's size: the issue's.
+const VALUE_BYTES: u64 = 50_000_000;
+
+/// Gathers each slow reader sends.
+const GATHERS_EACH: u64 = 10;
+
+/// How long the slow readers are left connected.
+const FLOOD: Duration = Duration::from_secs(6);
+
+/// Most the scheduler's resident memory may grow over its idle size while
+/// two clients leave twenty gathers of the value unread: the bounds allow
+/// one value per reader, and the reading client's gather of it passes
+/// through too (its buffer may be kept for reuse); before the fix the
+/// twenty values were held.
+const GROWTH_BYTES_MAX: u64 = 300_000_000;
+
+/// The field `name` of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[test]
+fn clients_that_never_read_their_gathers_hold_bounded_memory_and_slow_nobody() {
+    if status_bytes(std::process::id(), "VmRSS:").is_none() {
+        eprintln!("no /proc/PID/status here: skipped");
+        return;
+    }
+    let home = DaskHome::new();
+    let mut cmd = Command::new(binary("dask-scheduler"));
+    home.apply(&mut cmd)
+        .args(["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]);
+    let scheduler = Process::spawn("dask-scheduler", &mut cmd);
+    let line = scheduler.expect_line("Scheduler at ", PATIENCE);
+    let address = line["Scheduler at ".len()..].trim().to_string();
+    let mut cmd = Command::new(binary("dask-worker"));
+    home.apply(&mut cmd)
+        .arg(&address)
+        .args(["--nthreads", "1", "--name", "w1"]);
+    let _worker = Process::spawn("dask-worker", &mut cmd);
+    let options = || ClientOptions {
+        request_timeout: Some(PATIENCE),
+        ..home.client_options()
+    };
+    let client = Client::connect_with(&address, options()).expect("client");
+    wait_for("the worker's registration", || {
+        client.workers().is_ok_and(|w| w.len() == 1)
+    });
+
+    // The value, computed on the worker and never gathered yet: the
+    // scheduler has not held it.
+    let big = Key::from("big");
+    let futures = client.submit_tasks(
+        vec![task_spec(
+            big.clone(),
+            "random_bytes",
+            &[Value::from(VALUE_BYTES), Value::from(7)],
+            &[],
+        )],
+        vec![big.clone()],
+    );
+    futures[0]
+        .wait_timeout(PATIENCE)
+        .unwrap_or_else(|e| panic!("the value: {e}\n{}", scheduler.log()));
+    let pid = scheduler.pid();
+    let idle = status_bytes(pid, "VmRSS:").expect("rss");
+
+    // Another client, asking round trips all along.
+    let prober = Client::connect_with(&address, options()).expect("prober");
+    let stop = Arc::new(AtomicBool::new(false));
+    let probing = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut round_trips = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                prober
+                    .cluster_info()
+                    .expect("cluster-info during the flood");
+                round_trips.push(started.elapsed());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            round_trips
+        })
+    };
+
+    // Two clients that ask for the value ten times each and never read.
+    let credentials = home.credentials();
+    let readers: Vec<BlockingConn> = (0..2)
+        .map(|i| {
+            let (mut conn, _) = BlockingConn::connect_proving(
+                &address,
+                Role::Client,
+                Role::Scheduler,
+                Some(format!("slow-reader-{i}")),
+                PATIENCE,
+                Some(&credentials),
+            )
+            .expect("a slow reader connects");
+            for request in 1..=GATHERS_EACH {
+                conn.send(&[Message::Gather(Gather {
+                    request,
+                    keys: vec![big.clone()],
+                })])
+                .expect("a gather is sent");
+            }
+            conn
+        })
+        .collect();
+
+    // Meanwhile a client that reads gathers the value whole.
+    let flood_started = Instant::now();
+    let value = client
+        .gather_raw(&futures)
+        .expect("a gather during the flood");
+    let gathered_in = flood_started.elapsed();
+    let bytes = value[0].as_bytes().len() as u64;
+    assert!(
+        bytes > VALUE_BYTES && bytes < VALUE_BYTES + 16,
+        "the gathered value has {bytes} bytes"
+    );
+
+    let mut peak_sampled = idle;
+    while flood_started.elapsed() < FLOOD {
+        if let Some(rss) = status_bytes(pid, "VmRSS:") {
+            peak_sampled = peak_sampled.max(rss);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = status_bytes(pid, "VmHWM:")
+        .unwrap_or(peak_sampled)
+        .max(peak_sampled);
+    stop.store(true, Ordering::SeqCst);
+    let mut round_trips = probing.join().expect("the prober");
+    round_trips.sort();
+    drop(readers);
+
+    // The scheduler serves on once they are gone.
+    client.cluster_info().expect("cluster-info after the flood");
+    let growth = peak.saturating_sub(idle);
+    eprintln!(
+        "scheduler RSS idle {} MB, peak {} MB (+{} MB) with {} unread gathers of {} MB; \
+         another client's gather of it took {} ms; its cluster-info round trips: {} taken, \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        idle / 1_000_000,
+        peak / 1_000_000,
+        growth / 1_000_000,
+        2 * GATHERS_EACH,
+        VALUE_BYTES / 1_000_000,
+        gathered_in.as_millis(),
+        round_trips.len(),
+        percentile(&round_trips, 0.5).as_secs_f64() * 1e3,
+        percentile(&round_trips, 0.99).as_secs_f64() * 1e3,
+        round_trips.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    assert!(
+        growth <= GROWTH_BYTES_MAX,
+        "the scheduler grew by {} MB (bound {} MB) for clients that do not read\n{}",
+        growth / 1_000_000,
+        GROWTH_BYTES_MAX / 1_000_000,
+        scheduler.log()
+    );
+}
