@@ -7,24 +7,15 @@
 //!
 //! Memory, not speed: the bound is on bytes, every wait has a deadline.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dask_client::{Client, Key, Value};
 use dask_core::client::task_spec;
 use dask_testkit::home::DaskHome;
-use dask_testkit::process::{binary, Process};
+use dask_testkit::process::memory_of;
 
 const PATIENCE: Duration = Duration::from_secs(120);
 const TASKS: usize = 200_000;
-
-/// Resident set size of `pid`, in bytes (Linux `/proc`).
-fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 fn task_count(client: &Client) -> u64 {
     let info = client.cluster_info().expect("cluster-info");
@@ -41,19 +32,14 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn a_released_graph_gives_its_memory_back() {
-    if rss(std::process::id()).is_none() {
+    if memory_of(std::process::id(), "VmRSS:").is_none() {
         eprintln!("no /proc/PID/status here: skipped");
         return;
     }
     // Credentials as users get them: the scheduler creates the file in
     // its home, the client proves the client secret from it.
     let home = DaskHome::new();
-    let mut cmd = Command::new(binary("dask-scheduler"));
-    home.apply(&mut cmd)
-        .args(["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]);
-    let scheduler = Process::spawn("dask-scheduler", &mut cmd);
-    let line = scheduler.expect_line("Scheduler at ", PATIENCE);
-    let address = line["Scheduler at ".len()..].trim().to_string();
+    let (scheduler, address) = home.start_scheduler(&[], PATIENCE);
     let client = Client::connect_with(&address, home.client_options()).expect("client");
     let pid = scheduler.pid();
 
@@ -72,7 +58,7 @@ fn a_released_graph_gives_its_memory_back() {
     drop(client.submit_tasks(warm, keys));
     wait_for("the warm-up release", || task_count(&client) == 0);
     std::thread::sleep(Duration::from_millis(500));
-    let idle = rss(pid).expect("rss");
+    let idle = memory_of(pid, "VmRSS:").expect("rss");
 
     let tasks: Vec<_> = (0..TASKS)
         .map(|i| {
@@ -87,14 +73,14 @@ fn a_released_graph_gives_its_memory_back() {
     let keys = tasks.iter().map(|t| t.key.clone()).collect();
     let futures = client.submit_tasks(tasks, keys);
     wait_for("the graph", || task_count(&client) == TASKS as u64);
-    let peak = rss(pid).expect("rss");
+    let peak = memory_of(pid, "VmRSS:").expect("rss");
     drop(futures);
     wait_for("the release", || task_count(&client) == 0);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut after = rss(pid).expect("rss");
+    let mut after = memory_of(pid, "VmRSS:").expect("rss");
     while after > 2 * idle && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        after = rss(pid).expect("rss");
+        after = memory_of(pid, "VmRSS:").expect("rss");
     }
     eprintln!(
         "scheduler RSS: idle {} KiB, with {TASKS} tasks {} KiB, after release {} KiB",

@@ -25,7 +25,7 @@ use dask_core::messages::{Gather, Role};
 use dask_core::Message;
 use dask_net::BlockingConn;
 use dask_testkit::home::DaskHome;
-use dask_testkit::process::{binary, Process};
+use dask_testkit::process::{binary, memory_of, Process};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -45,14 +45,6 @@ const FLOOD: Duration = Duration::from_secs(6);
 /// twenty values were held.
 const GROWTH_BYTES_MAX: u64 = 300_000_000;
 
-/// The field `name` of `/proc/PID/status`, in bytes.
-fn status_bytes(pid: u32, name: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(name))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !check() {
@@ -68,17 +60,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn clients_that_never_read_their_gathers_hold_bounded_memory_and_slow_nobody() {
-    if status_bytes(std::process::id(), "VmRSS:").is_none() {
+    if memory_of(std::process::id(), "VmRSS:").is_none() {
         eprintln!("no /proc/PID/status here: skipped");
         return;
     }
     let home = DaskHome::new();
-    let mut cmd = Command::new(binary("dask-scheduler"));
-    home.apply(&mut cmd)
-        .args(["--host", "127.0.0.1", "--port", "0", "--no-dashboard"]);
-    let scheduler = Process::spawn("dask-scheduler", &mut cmd);
-    let line = scheduler.expect_line("Scheduler at ", PATIENCE);
-    let address = line["Scheduler at ".len()..].trim().to_string();
+    let (scheduler, address) = home.start_scheduler(&[], PATIENCE);
     let mut cmd = Command::new(binary("dask-worker"));
     home.apply(&mut cmd)
         .arg(&address)
@@ -108,8 +95,7 @@ fn clients_that_never_read_their_gathers_hold_bounded_memory_and_slow_nobody() {
     futures[0]
         .wait_timeout(PATIENCE)
         .unwrap_or_else(|e| panic!("the value: {e}\n{}", scheduler.log()));
-    let pid = scheduler.pid();
-    let idle = status_bytes(pid, "VmRSS:").expect("rss");
+    let idle = scheduler.rss_bytes().expect("rss");
 
     // Another client, asking round trips all along.
     let prober = Client::connect_with(&address, options()).expect("prober");
@@ -168,12 +154,13 @@ fn clients_that_never_read_their_gathers_hold_bounded_memory_and_slow_nobody() {
 
     let mut peak_sampled = idle;
     while flood_started.elapsed() < FLOOD {
-        if let Some(rss) = status_bytes(pid, "VmRSS:") {
+        if let Some(rss) = scheduler.rss_bytes() {
             peak_sampled = peak_sampled.max(rss);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let peak = status_bytes(pid, "VmHWM:")
+    let peak = scheduler
+        .peak_rss_bytes()
         .unwrap_or(peak_sampled)
         .max(peak_sampled);
     stop.store(true, Ordering::SeqCst);

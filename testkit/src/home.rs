@@ -6,11 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dask_client::ClientOptions;
 use dask_core::auth::Credentials;
 use dask_core::messages::Role;
 use dask_net::credentials::{self, CREDENTIALS_ENV, FILE_NAME, HOME_ENV};
+
+use crate::process::{binary, Process};
 
 /// A fresh directory for `DASK_RS_HOME`, removed when dropped.
 pub struct DaskHome {
@@ -75,6 +78,22 @@ impl DaskHome {
             credentials: credentials::for_role(&self.credentials(), Role::Client),
             ..ClientOptions::default()
         }
+    }
+}
+
+impl DaskHome {
+    /// Starts `dask-scheduler --port 0 --no-dashboard` with `args` in this
+    /// home (it creates the credentials file); the process and the
+    /// address it prints, once it prints it within `patience`.
+    pub fn start_scheduler(&self, args: &[&str], patience: Duration) -> (Process, String) {
+        let mut cmd = Command::new(binary("dask-scheduler"));
+        self.apply(&mut cmd)
+            .args(["--port", "0", "--no-dashboard"])
+            .args(args);
+        let scheduler = Process::spawn("dask-scheduler", &mut cmd);
+        let line = scheduler.expect_line("Scheduler at ", patience);
+        let address = line["Scheduler at ".len()..].trim().to_string();
+        (scheduler, address)
     }
 }
 

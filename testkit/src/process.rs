@@ -127,10 +127,13 @@ impl Process {
 
     /// Resident set size, from /proc (Linux); `None` elsewhere.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        memory_of(self.child.id(), "VmRSS:")
+    }
+
+    /// The largest resident set size it has had, from /proc (Linux);
+    /// `None` elsewhere.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        memory_of(self.child.id(), "VmHWM:")
     }
 
     /// Fails the test if the resident set size is `max` or more (where it
@@ -230,6 +233,14 @@ fn die_with_parent(command: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut Command) {}
+
+/// A size field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in bytes.
+pub fn memory_of(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// Sends `signal` to the process `pid`; whether kill(2) succeeded.
 #[cfg(unix)]
