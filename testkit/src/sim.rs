@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use dask_core::frame::{FrameDecoder, FrameEncoder};
 use dask_core::handshake;
 use dask_core::messages::{Gather, Role, TaskSpec, UpdateGraph};
 use dask_core::worker::{Job, TaskDone, WorkerError, WorkerOutput, WorkerState, WorkerStateConfig};
@@ -162,8 +163,9 @@ pub struct Sim {
     frame_ended: HashSet<End>,
     last_conn: u64,
     last_port: u16,
-    /// Frames go through the codec ([`Sim::set_wire`]).
-    wire: bool,
+    /// Frames go through the codec ([`Sim::set_wire`]): each receiving
+    /// end's codec, kept as a connection keeps its own (buffers reused).
+    wire: Option<HashMap<End, Codec>>,
 }
 
 impl Sim {
@@ -199,14 +201,14 @@ impl Sim {
             frame_ended: HashSet::new(),
             last_conn: 0,
             last_port: 9000,
-            wire: false,
+            wire: None,
         }
     }
 
     /// From now on every frame is encoded and decoded on its way, as on a
     /// socket (off by default: the stories need only the messages).
     pub fn set_wire(&mut self, on: bool) {
-        self.wire = on;
+        self.wire = on.then(HashMap::new);
     }
 
     /// How long each job takes from now on (its result is computed when
@@ -567,8 +569,9 @@ impl Sim {
         }
         let now = self.now;
         for mut delivery in groups.into_iter().flatten() {
-            if let (true, Delivery::Frame(_, messages)) = (self.wire, &mut delivery) {
-                *messages = through_codec(std::mem::take(messages));
+            if let (Some(codecs), Delivery::Frame(to, messages)) = (&mut self.wire, &mut delivery) {
+                let codec = codecs.entry(*to).or_default();
+                *messages = through_codec(codec, std::mem::take(messages));
             }
             match delivery {
                 Delivery::Frame(
@@ -818,12 +821,31 @@ fn in_worker<R>(call: impl FnOnce() -> R) -> R {
     call()
 }
 
+/// The frame codec of one direction of a connection, as `net::Conn`
+/// keeps it: an encoder at the sender, a decoder at the receiver, and the
+/// bytes between them.
+#[derive(Default)]
+struct Codec {
+    encoder: FrameEncoder,
+    decoder: FrameDecoder,
+    bytes: Vec<u8>,
+}
+
 /// `messages` encoded as one frame and decoded again, as on a socket.
 #[inline(never)]
-fn through_codec(messages: Vec<Message>) -> Vec<Message> {
-    let bytes = dask_core::frame::encode_frame(&messages).expect("a simulated frame encodes");
-    let payload = &bytes[dask_core::frame::LENGTH_PREFIX_BYTES..];
-    dask_core::frame::decode_payload(payload).expect("a simulated frame decodes")
+fn through_codec(codec: &mut Codec, messages: Vec<Message>) -> Vec<Message> {
+    for m in &messages {
+        codec.encoder.push(m).expect("a simulated message encodes");
+    }
+    drop(messages);
+    codec.bytes.clear();
+    codec.encoder.drain_into(&mut codec.bytes);
+    codec.decoder.push(&codec.bytes);
+    codec
+        .decoder
+        .poll()
+        .expect("a simulated frame decodes")
+        .unwrap_or_default()
 }
 
 /// The built-in functions, with a `sleep` that returns at once: its time
