@@ -406,9 +406,10 @@ pub(crate) struct Worker {
     pub(crate) nthreads: u32,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) resources: Resources,
-    /// The functions it offers, sorted and without duplicates: looked up
-    /// for every placement, where comparing a few short names beats
-    /// hashing one.
+    /// The functions it offers, sorted by [`placement::function_order`]
+    /// and without duplicates: looked up for every placement, where
+    /// comparing a few short names beats hashing one (see
+    /// [`Worker::offers`]).
     pub(crate) functions: Vec<String>,
     pub(crate) function_list: Vec<String>,
     pub(crate) processing: BTreeSet<TaskId>,
@@ -1088,7 +1089,7 @@ impl SchedulerState {
             resources: m.resources.unwrap_or_default(),
             functions: {
                 let mut f = m.functions.clone();
-                f.sort_unstable();
+                f.sort_unstable_by(|a, b| placement::function_order(a, b));
                 f.dedup();
                 f
             },

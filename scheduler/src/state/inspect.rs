@@ -94,7 +94,7 @@ impl SchedulerState {
             .workers
             .iter()
             .map(|(_, w)| w)
-            .filter(|w| w.functions.binary_search(&def.function).is_ok())
+            .filter(|w| w.offers(&def.function))
             .collect();
         if offering.is_empty() {
             return WaitReason::new(

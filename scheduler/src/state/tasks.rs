@@ -323,14 +323,15 @@ impl SchedulerState {
                 self.stop_and_set(t, TaskState::Released);
             } else if state == TaskState::Memory {
                 let holders = std::mem::take(&mut self.tasks[t.0].who_has);
-                let key = self.tasks[t.0].key.clone();
                 let nbytes = self.tasks[t.0].nbytes;
                 for w in holders {
                     if let Some(worker) = self.workers.get_mut(w.0) {
                         worker.has_what.remove(&t);
                         worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
                     }
-                    self.free_on(w, key.clone());
+                    // A copy of the key per holder (not one more to clone from).
+                    let key = self.tasks[t.0].key.clone();
+                    self.free_on(w, key);
                 }
                 self.set_state(t, TaskState::Released);
             }
