@@ -3,7 +3,7 @@
 # its own that can be run alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-steps=(setup fmt clippy wasm rust-tests c-sdk instructions js-sdk python partition fuzz conformance python-dask browser readme)
+steps=(setup fmt clippy wasm rust-tests c-sdk instructions js-sdk python partition chaos fuzz conformance python-dask browser readme)
 for step in "${steps[@]}"; do
   echo "== $step"
   start=$(date +%s)
