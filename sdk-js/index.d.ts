@@ -80,6 +80,15 @@ export interface ConnectOptions {
    * else the file dask-scheduler created on this machine.
    */
   credentials?: string | false;
+  /** TLS for a tls:// address: the cluster's CA (and a certificate, for a scheduler that requires one). */
+  tls?: TlsFiles;
+}
+
+/** Dask's TLS files (`--tls-ca-file`, `--tls-cert`, `--tls-key`); the key may be appended to certFile. */
+export interface TlsFiles {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
 }
 
 export interface WorkerInfo {
@@ -205,6 +214,8 @@ export interface WorkerOptions {
   conformance?: boolean;
   /** The cluster's credentials file (false: none), as ConnectOptions.credentials. */
   credentials?: string | false;
+  /** TLS: with certFile the data port is tls:// (mutual with caFile); caFile lets it reach a tls:// scheduler and TLS peers. */
+  tls?: TlsFiles;
 }
 
 export interface RegisterOptions {

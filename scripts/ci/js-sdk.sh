@@ -2,7 +2,8 @@
 # The JS SDK (sdk-js/), from a fresh machine with Rust and Node: the wasm
 # target, the binaries its tests start (dask-scheduler, dask-worker, dask,
 # dask-conformance), the wasm module, `npm test` in sdk-js (node --test),
-# then dask-conformance against the JS worker (examples/worker.mjs).
+# then dask-conformance against the JS worker (examples/worker.mjs), also
+# with authentication over TLS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # Credentials of this step alone: a scheduler it starts creates them in
@@ -27,3 +28,11 @@ echo "-- dask-conformance: js-worker"
 # shellcheck disable=SC2086
 "$bin/dask-conformance" worker --report "$reports/js-worker.xml" ${DASK_CONFORMANCE_ARGS:-} \
   -- node sdk-js/examples/worker.mjs '{scheduler}' --nthreads '{nthreads}'
+# The same with dask/1.1 authentication over mutual TLS: the JS worker
+# finds the run's credentials as every dask-rs program does (the runner's
+# DASK_RS_HOME) and takes the run's TLS files as Dask's flags.
+echo "-- dask-conformance --auth --tls: js-worker"
+# shellcheck disable=SC2086
+"$bin/dask-conformance" worker --auth --tls --report "$reports/js-worker-auth-tls.xml" ${DASK_CONFORMANCE_ARGS:-} \
+  -- node sdk-js/examples/worker.mjs '{scheduler}' --nthreads '{nthreads}' \
+  --tls-ca-file '{tls_ca_file}' --tls-cert '{tls_cert}'

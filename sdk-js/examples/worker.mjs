@@ -2,8 +2,11 @@
 // functions and a few JS ones until the scheduler closes it.
 //
 //   node examples/worker.mjs tcp://127.0.0.1:8796 [--nthreads N | N] [--name NAME]
+//        [--tls-ca-file CA --tls-cert CERT [--tls-key KEY]]
 //
-// (The scheduler address may also come from $DASK_SCHEDULER_ADDRESS.)
+// (The scheduler address may also come from $DASK_SCHEDULER_ADDRESS, the
+// TLS files from $DASK_TLS_CA_FILE, $DASK_TLS_CERT and $DASK_TLS_KEY;
+// the credentials are found as every dask-rs program finds them.)
 // This is the worker scripts/ci/conformance.sh runs the conformance cases
 // against.
 
@@ -18,13 +21,17 @@ const option = (flag) => {
 };
 const nthreads = Number(option('--nthreads') ?? args[1] ?? process.env.DASK_NTHREADS ?? 1);
 const name = option('--name') ?? process.env.DASK_WORKER_NAME;
+const caFile = option('--tls-ca-file') ?? process.env.DASK_TLS_CA_FILE;
+const certFile = option('--tls-cert') ?? process.env.DASK_TLS_CERT;
+const keyFile = option('--tls-key') ?? process.env.DASK_TLS_KEY;
+const tls = caFile || certFile ? { caFile, certFile, keyFile } : undefined;
 const scheduler = args[0] ?? process.env.DASK_SCHEDULER_ADDRESS;
 if (!scheduler) {
   console.error('usage: node examples/worker.mjs tcp://HOST:PORT [--nthreads N] [--name NAME]');
   process.exit(2);
 }
 
-const worker = new Worker({ nthreads, name });
+const worker = new Worker({ nthreads, name, tls });
 worker.register('js.double', (x) => 2 * x);
 worker.register('js.greet', async (who) => `hello, ${who}`);
 worker.register('js.concat', (...parts) => parts.join(''));

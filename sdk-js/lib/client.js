@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 
 import { parseAddress } from './address.js';
 import { secretFor } from './credentials.js';
+import { channelBinding, connectTls, explainTlsError, tlsSettings } from './tls.js';
 import { ConnectionError, DaskError, LostError, RequestError, TimeoutError, errorOfState } from './errors.js';
 import { decode, taskRefKey } from './msgpack.js';
 import { WasmCallError, WasmClient } from './wasm.js';
@@ -228,29 +229,39 @@ export class Client {
       seed: randomBytes(8).readBigUInt64LE(),
       client_secret: secret ?? undefined,
       nonce: secret ? randomBytes(32) : undefined,
+      tls: address.startsWith('tls://'),
     });
   }
 
   /**
-   * Connects to the scheduler at `address` (`tcp://HOST:PORT`) and
-   * completes the dask/1 handshake.
+   * Connects to the scheduler at `address` (`tcp://HOST:PORT`, or
+   * `tls://HOST:PORT` with the `tls` option's files) and completes the
+   * dask/1 handshake.
    * @param {string} address
    * It proves the cluster's client secret (dask/1.1 authentication) from
    * the credentials file found as every dask-rs program finds it
    * (`credentials`: a path, or false for none; else DASK_CREDENTIALS,
-   * else the file dask-scheduler created on this machine).
-   * @param {{name?: string, timeout?: number, credentials?: string | false}} [options] timeout in ms (default 10 s)
+   * else the file dask-scheduler created on this machine); over TLS the
+   * proofs are bound to the TLS session.
+   * @param {{name?: string, timeout?: number, credentials?: string | false,
+   *          tls?: {caFile: string, certFile?: string, keyFile?: string}}} [options]
+   *   timeout in ms (default 10 s); tls: Dask's files (the cluster's CA,
+   *   and this client's certificate for a scheduler that requires one)
    * @returns {Promise<Client>}
    */
   static async connect(address, options = {}) {
-    const { host, port } = parseAddress(address);
+    const target = parseAddress(address);
+    const tls = target.tls ? tlsSettings(options.tls) : null;
+    if (target.tls && !tls) {
+      throw new ConnectionError(`${address} is a TLS address: give the cluster's CA file (the tls option's caFile)`);
+    }
     const client = new Client(address, options);
-    await client.#open(host, port, options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    await client.#open(target, tls, options.timeout ?? DEFAULT_CONNECT_TIMEOUT_MS);
     return client;
   }
 
-  async #open(host, port, timeout) {
-    const socket = net.connect({ host, port });
+  async #open({ host, port }, tls, timeout) {
+    const socket = tls ? connectTls(tls, { host, port }) : net.connect({ host, port });
     socket.setNoDelay(true);
     this.#socket = socket;
     let failure = null;
@@ -262,10 +273,17 @@ export class Client {
     });
     let reached = false;
     socket.once('connect', () => {
-      reached = true;
+      reached = !tls;
     });
+    if (tls) {
+      socket.once('secureConnect', () => {
+        reached = true;
+        // Before any bytes arrive: the proofs cover the binding.
+        this.#wasm?.channelBinding(channelBinding(socket));
+      });
+    }
     socket.on('error', (e) => {
-      failure = e;
+      failure = tls ? new Error(explainTlsError(e)) : e;
     });
     socket.on('close', () => {
       if (!this.#wasm) return;

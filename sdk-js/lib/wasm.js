@@ -94,6 +94,11 @@ export class WasmClient {
     withBytes(bytes, (p, n) => check(x.dask_client_receive(this.handle, p, n)));
   }
 
+  /** The TLS socket's channel binding (32 bytes), before any bytes are received. */
+  channelBinding(binding) {
+    withBytes(binding, (p, n) => check(x.dask_client_channel_binding(this.handle, p, n)));
+  }
+
   transportClosed(reason) {
     withBytes(utf8.encode(reason), (p, n) => check(x.dask_client_transport_closed(this.handle, p, n)));
   }
@@ -123,6 +128,11 @@ export class WasmWorker {
 
   receive(conn, nowMs, bytes) {
     withBytes(bytes, (p, n) => check(x.dask_worker_receive(this.handle, conn, nowMs, p, n)));
+  }
+
+  /** A TLS connection's channel binding (32 bytes), before any bytes of it are received. */
+  channelBinding(conn, binding) {
+    withBytes(binding, (p, n) => check(x.dask_worker_channel_binding(this.handle, conn, p, n)));
   }
 
   connClosed(conn, nowMs, reason) {

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 
 import { formatAddress, parseAddress } from './address.js';
 import { secretFor } from './credentials.js';
+import { channelBinding, connectTls, createTlsServer, explainTlsError, isTlsAddress, tlsSettings } from './tls.js';
 import { conformanceFunctions } from './conformance.js';
 import { ConnectionError, DaskError } from './errors.js';
 import { call, entry, taskError } from './call.js';
@@ -45,18 +46,23 @@ export class Worker {
   #finished;
   #resolveFinished;
   #outcome = null;
+  #tls = null;
 
   /**
    * @param {{name?: string, nthreads?: number, host?: string,
    *          resources?: Record<string, number>, memoryLimit?: number,
-   *          conformance?: boolean, credentials?: string | false}} [options]
+   *          conformance?: boolean, credentials?: string | false,
+   *          tls?: {caFile?: string, certFile?: string, keyFile?: string}}} [options]
    *   nthreads: runs at once (default 1; async functions overlap, sync
    *   ones run one after another on the event loop); host: where the data
    *   port listens (default 127.0.0.1); conformance: offer the
    *   conformance.* functions (default true); credentials: the cluster's
    *   credentials file (false: none), else found as every dask-rs program
    *   finds it: the worker proves the worker secret to the scheduler and
-   *   its peers, and serves its data port only to workers that prove it.
+   *   its peers, and serves its data port only to workers that prove it;
+   *   tls: Dask's files: with certFile (and its key) the data port is
+   *   tls:// (requiring peers' certificates when caFile is given); caFile
+   *   lets it connect to a tls:// scheduler and TLS peers.
    */
   constructor(options = {}) {
     this.#options = options;
@@ -117,11 +123,18 @@ export class Worker {
    */
   async start(scheduler) {
     if (this.#wasm) throw new DaskError('this worker was started already');
-    parseAddress(scheduler);
+    const target = parseAddress(scheduler);
     const nthreads = this.#options.nthreads ?? 1;
     if (!Number.isInteger(nthreads) || nthreads < 1) throw new TypeError('nthreads must be a positive integer');
+    this.#tls = tlsSettings(this.#options.tls);
+    if (target.tls && !this.#tls?.ca) {
+      throw new DaskError(`${scheduler} is a TLS address: give the cluster's CA file (the tls option's caFile)`);
+    }
     const host = this.#options.host ?? '127.0.0.1';
-    const server = net.createServer((socket) => this.#accept(socket));
+    const listensTls = Boolean(this.#tls?.cert);
+    const server = listensTls
+      ? createTlsServer(this.#tls, (socket) => this.#accept(socket, true))
+      : net.createServer((socket) => this.#accept(socket, false));
     this.#server = server;
     await new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -130,7 +143,7 @@ export class Worker {
         resolve();
       });
     });
-    this.address = formatAddress(host, server.address().port);
+    this.address = formatAddress(host, server.address().port, listensTls ? 'tls' : 'tcp');
     const secret = secretFor('worker', this.#options.credentials);
     this.#wasm = new WasmWorker({
       scheduler,
@@ -179,7 +192,7 @@ export class Worker {
     queueMicrotask(() => this.#flush());
   }
 
-  #accept(socket) {
+  #accept(socket, tls) {
     if (!this.#wasm || this.#outcome !== null) {
       socket.destroy();
       return;
@@ -189,7 +202,9 @@ export class Worker {
       socket.destroy();
       return;
     }
-    this.#wire(conn, socket);
+    // A TLS socket comes after its handshake: its binding goes in first.
+    if (tls) this.#wasm.channelBinding(conn, channelBinding(socket));
+    this.#wire(conn, socket, tls);
   }
 
   #connect(conn, address) {
@@ -201,11 +216,23 @@ export class Worker {
       this.#schedule();
       return;
     }
-    const socket = net.connect(target);
-    this.#wire(conn, socket);
+    const tls = isTlsAddress(address);
+    let socket;
+    try {
+      socket = tls ? connectTls(this.#tls, target) : net.connect(target);
+    } catch (e) {
+      this.#wasm.connClosed(conn, performance.now(), e.message);
+      this.#schedule();
+      return;
+    }
+    if (tls) {
+      // Before any bytes arrive: the proofs on it cover the binding.
+      socket.once('secureConnect', () => this.#wasm?.channelBinding(conn, channelBinding(socket)));
+    }
+    this.#wire(conn, socket, tls);
   }
 
-  #wire(conn, socket) {
+  #wire(conn, socket, tls) {
     socket.setNoDelay(true);
     this.#sockets.set(conn, socket);
     let failure = null;
@@ -215,7 +242,7 @@ export class Worker {
       this.#schedule();
     });
     socket.on('error', (e) => {
-      failure = e;
+      failure = tls ? new Error(explainTlsError(e)) : e;
     });
     socket.on('close', () => {
       this.#sockets.delete(conn);

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use dask_core::auth::Secret;
+use dask_core::auth::{Secret, CHANNEL_BINDING_BYTES};
 use dask_core::client::{ClientAuth, ClientEvent, ClientSession, Graph, KeyState, TaskFailure};
 use dask_core::messages::{Bin32, Resources, TaskSpec};
 use dask_core::msgpack::{write, RawValue, Reader};
@@ -42,16 +42,19 @@ pub struct ClientDriver {
 }
 
 impl ClientDriver {
-    /// A session from `{name?, seed, client_secret?, nonce?}` (`seed`: a
-    /// random u64 that makes this client's keys unique; `client_secret`:
-    /// the cluster's client secret, 32 bytes, and `nonce` 32 fresh random
-    /// bytes: then it proves the secret and requires the scheduler to
-    /// prove it, dask/1.1 authentication). The `hello` is queued.
+    /// A session from `{name?, seed, client_secret?, nonce?, tls?}`
+    /// (`seed`: a random u64 that makes this client's keys unique;
+    /// `client_secret`: the cluster's client secret, 32 bytes, and `nonce`
+    /// 32 fresh random bytes: then it proves the secret and requires the
+    /// scheduler to prove it, dask/1.1 authentication; `tls`: the socket
+    /// is TLS, the hello says so and JS gives the channel binding with
+    /// [`ClientDriver::channel_binding`]). The `hello` is queued.
     pub fn new(config: &[u8]) -> Result<ClientDriver, String> {
         let c = Command::parse(config)?;
         let name: Option<String> = c.field("name")?;
         let seed: u64 = c.field::<Option<u64>>("seed")?.unwrap_or(0);
         let secret: Option<Bin32> = c.field("client_secret")?;
+        let tls = c.field::<Option<bool>>("tls")?.unwrap_or(false);
         let auth = match secret {
             Some(secret) => {
                 let nonce: Bin32 = c
@@ -60,7 +63,7 @@ impl ClientDriver {
                 Some(ClientAuth {
                     secret: Secret::from_bytes(secret.0),
                     nonce: nonce.0,
-                    tls: false,
+                    tls,
                 })
             }
             None => None,
@@ -205,6 +208,20 @@ impl ClientDriver {
                 .map_or("released", KeyState::name);
             write::str(w, name);
         }
+    }
+
+    /// The TLS socket's channel binding (RFC 9266 `tls-exporter`, 32
+    /// bytes), once its handshake is done and before any bytes arrive:
+    /// the proofs cover it.
+    pub fn channel_binding(&mut self, binding: &[u8]) -> Result<(), String> {
+        let binding = <[u8; CHANNEL_BINDING_BYTES]>::try_from(binding).map_err(|_| {
+            format!(
+                "a channel binding has {CHANNEL_BINDING_BYTES} bytes, not {}",
+                binding.len()
+            )
+        })?;
+        self.session.handle_channel_binding(binding);
+        Ok(())
     }
 
     /// Bytes received on the socket.

@@ -27,12 +27,14 @@
 //! | `dask_client_new` | config | handle (0: failed; message in the result) |
 //! | `dask_client_command` | handle, command | status; reply map |
 //! | `dask_client_receive` | handle, bytes | status |
+//! | `dask_client_channel_binding` | handle, binding (32 bytes) | status |
 //! | `dask_client_transport_closed` | handle, reason (UTF-8) | status |
 //! | `dask_client_drain` | handle | status; `{transmit, events, close}` |
 //! | `dask_client_free` | handle | |
 //! | `dask_worker_new` | config | handle (0: failed) |
 //! | `dask_worker_accept` | handle, now_ms | connection number (0: refused) |
 //! | `dask_worker_receive` | handle, conn, now_ms, bytes | status |
+//! | `dask_worker_channel_binding` | handle, conn, binding (32 bytes) | status |
 //! | `dask_worker_conn_closed` | handle, conn, now_ms, reason | status |
 //! | `dask_worker_conn_drained` | handle, conn | status |
 //! | `dask_worker_task_done` | handle, command, value bytes | status |
@@ -240,6 +242,22 @@ pub unsafe extern "C" fn dask_client_receive(handle: u32, ptr: *const u8, len: u
     status(with_client(handle, |c| c.receive(bytes)))
 }
 
+/// The client's TLS socket's channel binding
+/// ([`ClientDriver::channel_binding`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_client_channel_binding(
+    handle: u32,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let binding = unsafe { input(ptr, len) };
+    status(with_client(handle, |c| c.channel_binding(binding)).and_then(|r| r))
+}
+
 /// The client's socket closed, for the reason given (UTF-8).
 ///
 /// # Safety
@@ -309,6 +327,22 @@ pub unsafe extern "C" fn dask_worker_receive(
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { input(ptr, len) };
     status(with_worker(handle, |w| w.receive(conn, now_ms, bytes)))
+}
+
+/// A TLS connection's channel binding ([`WorkerDriver::channel_binding`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_worker_channel_binding(
+    handle: u32,
+    conn: u32,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let binding = unsafe { input(ptr, len) };
+    status(with_worker(handle, |w| w.channel_binding(conn, binding)).and_then(|r| r))
 }
 
 /// One of the worker's connections closed or could not be opened.

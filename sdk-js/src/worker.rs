@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dask_core::auth::{AuthConfig, Credentials, Secret};
+use dask_core::auth::{AuthConfig, Credentials, Secret, CHANNEL_BINDING_BYTES};
 use dask_core::frame::{FrameDecoder, FrameEncoder};
 use dask_core::messages::{Bin32, Resources};
 use dask_core::msgpack::{parse_ref, write, RawValue, Reader, TASK_REF_EXT};
@@ -183,6 +183,22 @@ impl WorkerDriver {
     fn new_conn(&mut self) -> u32 {
         self.last_conn = self.last_conn.wrapping_add(1).max(1);
         self.last_conn
+    }
+
+    /// Connection `conn` (just accepted, or connected to a `tls://`
+    /// address) is TLS with this channel binding (RFC 9266
+    /// `tls-exporter`, 32 bytes): the proofs on it cover the binding.
+    /// Give it once the TLS handshake is done, before any bytes of `conn`.
+    pub fn channel_binding(&mut self, conn: u32, binding: &[u8]) -> Result<(), String> {
+        let binding = <[u8; CHANNEL_BINDING_BYTES]>::try_from(binding).map_err(|_| {
+            format!(
+                "a channel binding has {CHANNEL_BINDING_BYTES} bytes, not {}",
+                binding.len()
+            )
+        })?;
+        self.state
+            .handle_channel_binding(ConnId(u64::from(conn)), binding);
+        Ok(())
     }
 
     /// Bytes arrived on connection `conn`.
