@@ -136,7 +136,7 @@ use dask_core::auth::{ConnectorAuth, Secret};
 use dask_core::handshake;
 use dask_core::messages::{AuthProof, Bin32, GetData, ListDatasets, Role};
 use dask_core::Message;
-use dask_testkit::hostile::hello;
+use dask_testkit::hostile::{assert_refused_inside_tls, hello};
 use dask_testkit::wire::{exchange, messages_frame, Received};
 use dask_worker::{WorkerConfig, WorkerHandle};
 
@@ -343,19 +343,6 @@ fn workers_over_tls_with_credentials() {
     w0.stop();
     w1.stop();
     scheduler.stop();
-}
-
-/// Reads what a hostile TLS connection gets until the peer ends it: no
-/// `hello`, no value (an error at most).
-fn assert_refused_inside_tls(conn: &mut dask_net::BlockingConn, case: &str) {
-    for _ in 0..16 {
-        match conn.recv() {
-            Ok(Message::ErrorReport(e)) => assert!(e.fatal, "{case}: {e:?}"),
-            Ok(other) => panic!("{case}: got {}", other.op()),
-            Err(_) => return,
-        }
-    }
-    panic!("{case}: the peer did not close");
 }
 
 #[test]

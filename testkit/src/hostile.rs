@@ -41,6 +41,19 @@ pub const SMALL_OPEN_FILES: u32 = 64;
 /// Fatal codes a stream of random bytes may get.
 pub const RANDOM_BYTES_CODES: [u32; 7] = [1001, 1002, 2001, 2002, 2003, 2004, 3002];
 
+/// Reads what a hostile TLS connection gets until the peer ends it: no
+/// `hello`, no value (a fatal error at most).
+pub fn assert_refused_inside_tls(conn: &mut dask_net::BlockingConn, case: &str) {
+    for _ in 0..16 {
+        match conn.recv() {
+            Ok(Message::ErrorReport(e)) => assert!(e.fatal, "{case}: {e:?}"),
+            Ok(other) => panic!("{case}: got {}", other.op()),
+            Err(_) => return,
+        }
+    }
+    panic!("{case}: the peer did not close");
+}
+
 /// A well-formed `hello` of `role`.
 pub fn hello(role: Role) -> Message {
     Message::Hello(handshake::offer(role, Some("hostile-test".into())))
