@@ -158,3 +158,27 @@ fn three_commands_make_a_tls_cluster_that_only_its_members_reach() {
     drop(workers);
     drop(scheduler);
 }
+
+#[test]
+fn the_help_texts_give_the_readmes_three_commands() {
+    let readme = include_str!("../../README.md");
+    let help = dask_net::cli::SECURE_CLUSTER_HELP;
+    let commands: Vec<&str> = help
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("dask-"))
+        .collect();
+    assert_eq!(commands.len(), 3, "{help}");
+    for command in &commands {
+        assert!(readme.contains(command), "README.md lacks {command:?}");
+    }
+    for (program, args) in [
+        ("dask-scheduler", &["--help"][..]),
+        ("dask-worker", &["--help"][..]),
+        ("dask-rs", &["credentials", "--help"][..]),
+    ] {
+        let out = Command::new(binary(program)).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(help), "{program} --help:\n{text}");
+    }
+}

@@ -13,6 +13,22 @@ use dask_core::messages::Role;
 use crate::credentials;
 use crate::TlsConfig;
 
+/// The end of `--help` of `dask-scheduler`, `dask-worker` and `dask-rs
+/// credentials`: a secure cluster on several machines in three commands
+/// (README.md has the same; dask-cluster's tests/secure_cluster.rs runs
+/// them on loopback).
+pub const SECURE_CLUSTER_HELP: &str = "\
+A secure cluster on several machines, in three commands (authentication is always on; these add TLS):
+  1. on the scheduler's machine (here 10.0.0.5), a cluster CA and certificate:
+       dask-rs credentials tls --host 10.0.0.5
+  2. the scheduler, which creates ~/.dask-rs/credentials.json on its first start:
+       dask-scheduler --host 0.0.0.0 --tls-ca-file ~/.dask-rs/tls/ca.pem --tls-cert ~/.dask-rs/tls/cluster.pem
+     then `dask-rs credentials export --worker worker.json`, and copy worker.json,
+     ~/.dask-rs/tls/ca.pem and ~/.dask-rs/tls/cluster.pem to each worker machine;
+  3. on each worker machine:
+       dask-worker tls://10.0.0.5:8796 --host 10.0.0.7 --credentials worker.json --tls-ca-file ca.pem --tls-cert cluster.pem
+Clients take the same flags (a client's file: `dask-rs credentials export --client client.json`).";
+
 /// The flag that turns authentication off.
 pub const NO_AUTH_FLAG: &str = "--no-auth-anyone-can-connect";
 

@@ -72,7 +72,7 @@ enum Command {
     /// Describe a running cluster: workers, clients, tasks by state
     Info(InfoArgs),
     /// Files of the cluster's credentials and TLS certificates
-    #[command(subcommand)]
+    #[command(subcommand, after_help = dask_net::cli::SECURE_CLUSTER_HELP)]
     Credentials(CredentialsCommand),
 }
 

@@ -29,7 +29,8 @@ use dask_scheduler::{EventLoop, SchedulerConfig, Stopper, DEFAULT_PORT};
 #[command(
     name = "dask-scheduler",
     version = concat!(env!("CARGO_PKG_VERSION"), " (dask-rs, protocol dask/1)"),
-    about = "Runs a dask/1 scheduler (dask-rs) until SIGINT or SIGTERM"
+    about = "Runs a dask/1 scheduler (dask-rs) until SIGINT or SIGTERM",
+    after_help = dask_net::cli::SECURE_CLUSTER_HELP
 )]
 struct Cli {
     /// Interface to listen on

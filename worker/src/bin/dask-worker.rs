@@ -38,7 +38,8 @@ use dask_worker::{WorkerConfig, WorkerHandle};
         dask-scheduler created is found with no flag on the same machine (same user); on \
         another machine give --credentials FILE or DASK_CREDENTIALS (`dask-rs credentials \
         export --worker FILE` writes one). With --tls-cert/--tls-key its data address is \
-        tls://; --tls-ca-file lets it reach a tls:// scheduler."
+        tls://; --tls-ca-file lets it reach a tls:// scheduler.",
+    after_help = dask_net::cli::SECURE_CLUSTER_HELP
 )]
 struct Cli {
     /// The scheduler, tcp://HOST:PORT
