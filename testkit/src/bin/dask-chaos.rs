@@ -67,6 +67,8 @@ struct Args {
     clients: usize,
     workers: usize,
     partition: bool,
+    /// `--memory-limit` of every worker (values spill to disk past 60%).
+    memory_limit: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         clients: 3,
         workers: 3,
         partition: true,
+        memory_limit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -93,10 +96,14 @@ fn parse_args() -> Result<Args, String> {
             "--clients" => args.clients = number("--clients")?.max(1) as usize,
             "--workers" => args.workers = number("--workers")?.max(1) as usize,
             "--no-partition" => args.partition = false,
+            "--memory-limit" => {
+                args.memory_limit =
+                    Some(it.next().ok_or("--memory-limit takes a size (e.g. 64MB)")?)
+            }
             "-h" | "--help" => {
                 println!(
                     "dask-chaos [--seed N] [--seconds S] [--clients N] [--workers N] \
-                     [--no-partition]"
+                     [--no-partition] [--memory-limit BYTES]"
                 );
                 std::process::exit(0);
             }
@@ -267,10 +274,12 @@ struct Cluster {
     /// Live workers: name, process, inside the namespace.
     workers: Vec<(String, Process, bool)>,
     next_worker: u32,
+    /// Every worker's `--memory-limit`.
+    memory_limit: Option<String>,
 }
 
 impl Cluster {
-    fn start(workers: usize, namespace: Option<Namespace>) -> Result<Cluster, String> {
+    fn start(args: &Args, namespace: Option<Namespace>) -> Result<Cluster, String> {
         let home = DaskHome::new();
         let host = namespace
             .as_ref()
@@ -297,8 +306,9 @@ impl Cluster {
             namespace,
             workers: Vec::new(),
             next_worker: 1,
+            memory_limit: args.memory_limit.clone(),
         };
-        for _ in 0..workers {
+        for _ in 0..args.workers {
             cluster.add_worker(false);
         }
         if cluster.namespace.is_some() {
@@ -328,6 +338,9 @@ impl Cluster {
             .apply(&mut cmd)
             .arg(&self.address)
             .args(["--nthreads", "2", "--name", &name]);
+        if let Some(limit) = &self.memory_limit {
+            cmd.args(["--memory-limit", limit]);
+        }
         let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
         self.workers.push((name, process, inside));
     }
@@ -389,6 +402,47 @@ fn tree(prefix: &str, leaves: usize, sleep: f64, offset: i64) -> (Vec<TaskSpec>,
     (tasks, level.remove(0), expected)
 }
 
+/// Values moving between workers: `leaves` binaries of random sizes, the
+/// length of each, and one task that takes them all (so they are fetched
+/// to one worker); the root adds the lengths and the count.
+fn transfers(prefix: &str, leaves: usize, rng: &mut Rng) -> (Vec<TaskSpec>, Key, i64) {
+    let mut tasks = Vec::new();
+    let mut lengths = Vec::new();
+    let mut all = Vec::new();
+    let mut expected = leaves as i64;
+    for i in 0..leaves {
+        let size = 64 * 1024 + rng.below(2 * 1024 * 1024);
+        expected += size as i64;
+        let leaf = Key::from(format!("{prefix}-bytes-{i}"));
+        tasks.push(task_spec(
+            leaf.clone(),
+            "random_bytes",
+            &[Value::from(size as u64), Value::from(i as u64 + 1)],
+            &[],
+        ));
+        let len = Key::from(format!("{prefix}-len-{i}"));
+        tasks.push(task_spec(
+            len.clone(),
+            "len",
+            &[task_ref_value(leaf.as_str())],
+            &[],
+        ));
+        lengths.push(task_ref_value(len.as_str()));
+        all.push(task_ref_value(leaf.as_str()));
+    }
+    let count = Key::from(format!("{prefix}-count"));
+    tasks.push(task_spec(count.clone(), "len", &[Value::Array(all)], &[]));
+    lengths.push(task_ref_value(count.as_str()));
+    let root = Key::from(format!("{prefix}-total"));
+    tasks.push(task_spec(
+        root.clone(),
+        "sum",
+        &[Value::Array(lengths)],
+        &[],
+    ));
+    (tasks, root, expected)
+}
+
 /// Runs graphs until `stop`; each result checked. Returns how many ran.
 fn client_loop(
     cluster_client: Client,
@@ -399,11 +453,16 @@ fn client_loop(
     let mut rng = Rng(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(index as u64 + 1)) | 1);
     let mut graphs = 0;
     while !stop.load(Ordering::SeqCst) {
-        let leaves = 16 + rng.below(240);
-        let sleep = [0.0, 0.001, 0.01][rng.below(3)];
-        let offset = rng.below(1_000_000) as i64;
         let prefix = format!("c{index}-g{graphs}");
-        let (tasks, root, expected) = tree(&prefix, leaves, sleep, offset);
+        let (leaves, (tasks, root, expected)) = if rng.chance(30) {
+            let leaves = 4 + rng.below(20);
+            (leaves, transfers(&prefix, leaves, &mut rng))
+        } else {
+            let leaves = 16 + rng.below(240);
+            let sleep = [0.0, 0.001, 0.01][rng.below(3)];
+            let offset = rng.below(1_000_000) as i64;
+            (leaves, tree(&prefix, leaves, sleep, offset))
+        };
         let futures = cluster_client.submit_tasks(tasks, vec![root.clone()]);
         let got = futures[0]
             .result_timeout(GRAPH_PATIENCE)
@@ -459,6 +518,14 @@ fn slow_reader(address: &str, credentials: &Credentials, big: &Key, stop: &Atomi
 
 // ---- the soak -------------------------------------------------------------------------
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    PauseWorker,
+    PauseScheduler,
+    Partition,
+}
+
 #[derive(Default, Debug)]
 struct Faults {
     kills: u32,
@@ -474,7 +541,7 @@ fn run(args: &Args) -> Result<String, String> {
         println!("dask-chaos: partition left out (needs root and ip netns, or --no-partition)");
         None
     };
-    let mut cluster = Cluster::start(args.workers, namespace)?;
+    let mut cluster = Cluster::start(args, namespace)?;
     let setup = cluster.client("chaos-setup")?;
     let expected_workers = cluster.workers.len();
     let deadline = Instant::now() + SETUP_PATIENCE;
@@ -543,8 +610,9 @@ fn run(args: &Args) -> Result<String, String> {
     let soak_start = Instant::now();
     let soak_end = soak_start + Duration::from_secs(args.seconds);
     let mut failure = None;
+    let mut active = Vec::new();
     while Instant::now() < soak_end {
-        std::thread::sleep(Duration::from_millis(500 + rng.below(3000) as u64));
+        std::thread::sleep(Duration::from_millis(300 + rng.below(2000) as u64));
         if clients.iter().any(|c| c.is_finished()) {
             break; // a client failed: its error is collected below
         }
@@ -557,65 +625,73 @@ fn run(args: &Args) -> Result<String, String> {
         }
         let pause = |rng: &mut Rng| {
             Duration::from_millis(
-                500 + rng.below(2 * HEARTBEAT_TIMEOUT_SECONDS as usize * 1000) as u64,
+                500 + rng.below(4 * HEARTBEAT_TIMEOUT_SECONDS as usize * 1000) as u64,
             )
         };
-        match rng.below(if cluster.namespace.is_some() { 4 } else { 3 }) {
-            0 => {
+        // Pauses and partitions run beside the next faults (at most
+        // three at once, one partition): faults overlap.
+        active.retain(|(_, t): &(Fault, std::thread::JoinHandle<()>)| !t.is_finished());
+        let at = soak_start.elapsed().as_secs();
+        let fault = match rng.below(if cluster.namespace.is_some() { 4 } else { 3 }) {
+            0 => Fault::Kill,
+            1 => Fault::PauseWorker,
+            2 => Fault::PauseScheduler,
+            _ => Fault::Partition,
+        };
+        if fault != Fault::Kill && (active.len() >= 3 || active.iter().any(|(f, _)| *f == fault)) {
+            continue;
+        }
+        let d = pause(&mut rng);
+        match fault {
+            Fault::Kill => {
                 let i = rng.below(cluster.workers.len());
                 let (name, mut process, inside) = cluster.workers.remove(i);
                 let _ = send_signal(process.pid(), SIGKILL);
                 process.kill();
-                println!(
-                    "[{:>4} s] kill {name}; a new worker replaces it",
-                    soak_start.elapsed().as_secs()
-                );
+                println!("[{at:>4} s] kill {name}; a new worker replaces it");
                 cluster.add_worker(inside);
                 faults.kills += 1;
             }
-            1 => {
-                let i = rng.below(cluster.workers.len());
-                let d = pause(&mut rng);
-                let (name, process, _) = &cluster.workers[i];
-                println!(
-                    "[{:>4} s] pause {name} for {} ms",
-                    soak_start.elapsed().as_secs(),
-                    d.as_millis()
-                );
-                let pid = process.pid();
+            Fault::PauseWorker | Fault::PauseScheduler => {
+                let (name, pid) = if fault == Fault::PauseScheduler {
+                    faults.scheduler_pauses += 1;
+                    ("the scheduler".to_string(), scheduler_pid)
+                } else {
+                    faults.worker_pauses += 1;
+                    let (name, process, _) = &cluster.workers[rng.below(cluster.workers.len())];
+                    (name.clone(), process.pid())
+                };
+                println!("[{at:>4} s] pause {name} for {} ms", d.as_millis());
                 let _ = send_signal(pid, SIGSTOP);
-                std::thread::sleep(d);
-                let _ = send_signal(pid, SIGCONT);
-                faults.worker_pauses += 1;
+                active.push((
+                    fault,
+                    std::thread::spawn(move || {
+                        std::thread::sleep(d);
+                        let _ = send_signal(pid, SIGCONT);
+                    }),
+                ));
             }
-            2 => {
-                let d = pause(&mut rng);
-                println!(
-                    "[{:>4} s] pause the scheduler for {} ms",
-                    soak_start.elapsed().as_secs(),
-                    d.as_millis()
-                );
-                let _ = send_signal(scheduler_pid, SIGSTOP);
-                std::thread::sleep(d);
-                let _ = send_signal(scheduler_pid, SIGCONT);
-                faults.scheduler_pauses += 1;
-            }
-            _ => {
-                let d = pause(&mut rng);
-                if let Some(ns) = &cluster.namespace {
-                    println!(
-                        "[{:>4} s] partition {} for {} ms",
-                        soak_start.elapsed().as_secs(),
-                        ns.name,
-                        d.as_millis()
-                    );
-                    ns.set_link(false)?;
-                    std::thread::sleep(d);
-                    ns.set_link(true)?;
-                    faults.partitions += 1;
-                }
+            Fault::Partition => {
+                let Some(ns) = &cluster.namespace else {
+                    continue;
+                };
+                println!("[{at:>4} s] partition {} for {} ms", ns.name, d.as_millis());
+                faults.partitions += 1;
+                ns.set_link(false)?;
+                let (name, link) = (ns.name.clone(), ns.inner_link.clone());
+                active.push((
+                    fault,
+                    std::thread::spawn(move || {
+                        std::thread::sleep(d);
+                        let _ = ip(&["-n", &name, "link", "set", &link, "up"]);
+                    }),
+                ));
             }
         }
+    }
+    // Every fault over before the last checks.
+    for (_, t) in active {
+        let _ = t.join();
     }
     stop.store(true, Ordering::SeqCst);
     let mut graphs = 0;
