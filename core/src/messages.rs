@@ -228,6 +228,18 @@ wire_struct! {
         /// Bytes held (sum of nbytes), spilled ones included.
         #[schemars(extend("x-ignorable" = true))]
         pub stored_bytes: u64,
+        /// Of `stored_bytes`, those spilled out of memory ([worker memory](#worker-memory)). Absent: not told (a worker without a memory limit, or a dask/1.0 worker).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub spilled_bytes: Option<u64>,
+        /// The worker is paused: its memory is over its pause threshold, so it starts no task and fetches nothing ([worker memory](#worker-memory)). Absent: false.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub paused: Option<bool>,
+        /// Why the worker cannot spill now: the error of its last spill write, sent while no write has succeeded since and memory is over its target. Absent: spilling works, or is not needed.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub spill_error: Option<String>,
     }
 }
 
@@ -563,7 +575,7 @@ wire_struct! {
         /// The wanted key.
         #[schemars(extend("x-since" = "1.1"))]
         pub key: Key,
-        /// Why the task cannot run: `no-workers` (no worker is connected), `no-function` (no connected worker offers its function), `no-allowed-worker` (none of its `workers` is connected and offers the function), `no-resources` (no such worker has the resources it asks for).
+        /// Why the task cannot run: `no-workers` (no worker is connected), `no-function` (no connected worker offers its function), `no-allowed-worker` (none of its `workers` is connected and offers the function), `no-resources` (no such worker has the resources it asks for), `spill-failed` (every worker that could run it is paused and cannot spill, [worker memory](#worker-memory)).
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub reason: String,
@@ -609,7 +621,7 @@ wire_struct! {
         /// Its scheduler state: `waiting`, `no-worker` or `queued`.
         #[schemars(extend("x-since" = "1.1"))]
         pub state: String,
-        /// Why it waits: a [`key-waiting`](#key-waiting) reason (in `no-worker`), `dependencies` (in `waiting`: inputs not computed yet) or `busy` (in `queued`: every worker that can run it is full).
+        /// Why it waits: a [`key-waiting`](#key-waiting) reason (in `no-worker`), `dependencies` (in `waiting`: inputs not computed yet), `busy` (in `queued`: every worker that can run it is full) or `paused` (in `queued`: every worker that can run it is paused).
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub reason: String,

@@ -152,14 +152,28 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
 }
 
 fn metrics() -> impl Strategy<Value = Metrics> {
-    (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
-        |(executing, ready, stored_keys, stored_bytes)| Metrics {
-            executing,
-            ready,
-            stored_keys,
-            stored_bytes,
-        },
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(text()),
     )
+        .prop_map(
+            |(executing, ready, stored_keys, stored_bytes, spilled_bytes, paused, spill_error)| {
+                Metrics {
+                    executing,
+                    ready,
+                    stored_keys,
+                    stored_bytes,
+                    spilled_bytes,
+                    paused,
+                    spill_error,
+                }
+            },
+        )
 }
 
 fn worker_info() -> impl Strategy<Value = WorkerInfo> {

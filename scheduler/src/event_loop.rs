@@ -78,6 +78,10 @@ pub struct SchedulerConfig {
     /// Lost workers a task may be processing on before it errs with
     /// `KilledWorker` (see [`SchedulerStateConfig::allowed_failures`]). Default 3.
     pub allowed_failures: u32,
+    /// How long a worker may stay paused and unable to spill before the
+    /// tasks only such workers could run err with `SpillFailed` (see
+    /// [`SchedulerStateConfig::spill_failed_timeout`]). Default 10 s.
+    pub spill_failed_timeout: Duration,
     /// Most bytes held in all for the unfinished frames of connections
     /// that have not sent their `hello` (each holds at most
     /// [`dask_net::HELLO_FRAME_BYTES_MAX`]); a connection whose bytes take
@@ -113,6 +117,7 @@ impl Default for SchedulerConfig {
             handshake_timeout: Duration::from_secs(10),
             validate: false,
             allowed_failures: crate::state::ALLOWED_FAILURES_DEFAULT,
+            spill_failed_timeout: crate::state::SPILL_FAILED_TIMEOUT_DEFAULT,
             handshake_bytes_max: HANDSHAKE_BYTES_MAX,
             credentials: None,
             tls: None,
@@ -228,6 +233,7 @@ impl EventLoop {
                 handshake_timeout: config.handshake_timeout,
                 validate: config.validate,
                 allowed_failures: config.allowed_failures,
+                spill_failed_timeout: config.spill_failed_timeout,
                 auth: config.credentials.clone().map(|credentials| AuthConfig {
                     credentials,
                     nonce_seed: dask_net::credentials::nonce(),

@@ -91,6 +91,10 @@
 //!   processing on it; a task lost with more than `allowed_failures`
 //!   workers (default 3) errs with error_type `KilledWorker`, the message
 //!   naming the key and the workers, instead of being placed again.
+//! - A worker whose heartbeat says it is paused (dask/1.1) gets no task
+//!   and is asked back what it holds; one paused that cannot spill runs
+//!   nothing, and tasks only such workers could run err with `SpillFailed`
+//!   after `spill_failed_timeout` (see [`pause`]).
 //! - When a worker is removed, tasks processing on other workers that
 //!   depend on data it held (and their worker does not) are asked back
 //!   with `steal-request` and placed again with the holders that remain:
@@ -121,6 +125,7 @@ pub mod inspect;
 pub mod liveness;
 pub mod observe;
 pub mod outflow;
+pub mod pause;
 pub mod placement;
 pub mod shrink;
 mod snapshot;
@@ -176,7 +181,17 @@ pub struct SchedulerStateConfig {
     /// worker secret. `None`: anyone who reaches the port is served (the
     /// opt-out; tests of the state machine).
     pub auth: Option<AuthConfig>,
+    /// How long a worker may stay paused and unable to spill (a full
+    /// disk) before the tasks that only such workers could run err with
+    /// `SpillFailed` instead of waiting for it (see [`pause`]). Default
+    /// [`SPILL_FAILED_TIMEOUT_DEFAULT`].
+    pub spill_failed_timeout: Duration,
 }
+
+/// How long a worker may be paused and unable to spill before the tasks
+/// only it could run err, by default: long enough for a disk that fills
+/// for a moment (the worker tries again every second).
+pub const SPILL_FAILED_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
 /// Workers a task may lose before it errs with `KilledWorker`, by default.
 pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
@@ -194,6 +209,7 @@ impl Default for SchedulerStateConfig {
             validate: false,
             allowed_failures: ALLOWED_FAILURES_DEFAULT,
             auth: None,
+            spill_failed_timeout: SPILL_FAILED_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -426,6 +442,15 @@ pub(crate) struct Worker {
     pub(crate) abandoned: u32,
     /// What its last heartbeat said of its load and memory.
     pub(crate) metrics: Option<Metrics>,
+    /// Its last heartbeat said it is paused (dask/1.1): no task is placed
+    /// on it (see [`pause`]).
+    pub(crate) paused: bool,
+    /// Since when it has been paused and unable to spill: it can run
+    /// nothing until it recovers (see [`pause`]).
+    pub(crate) stuck_since: Option<Timestamp>,
+    /// Stuck for longer than `spill_failed_timeout`: tasks only it could
+    /// run err with `SpillFailed`.
+    pub(crate) stuck_for_good: bool,
 }
 
 /// How a connection ended: a worker that said `close` left on purpose;
@@ -552,6 +577,8 @@ pub struct SchedulerState {
     /// Tasks that became no-worker during this event: their wanting
     /// clients get `key-waiting` at its end.
     stuck: Vec<TaskId>,
+    /// When the next stuck worker has been so for `spill_failed_timeout`.
+    next_spill_failed_check: Option<Timestamp>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -595,6 +622,7 @@ impl SchedulerState {
             next_liveness_check: None,
             observe: Observer::new(now),
             stuck: Vec::new(),
+            next_spill_failed_check: None,
         }
     }
 
@@ -687,6 +715,9 @@ impl SchedulerState {
             self.data.busy_retry_at = None;
             self.retry_busy_gets();
         }
+        if self.next_spill_failed_check.is_some_and(|at| at <= now) {
+            self.check_stuck_workers(now);
+        }
         self.finish_event();
     }
 
@@ -694,10 +725,14 @@ impl SchedulerState {
     /// (`None`: nothing, until another input).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        [self.next_liveness_check, self.data.busy_retry_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_liveness_check,
+            self.data.busy_retry_at,
+            self.next_spill_failed_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Says goodbye to every connection (the server is stopping): `close`
@@ -1101,6 +1136,9 @@ impl SchedulerState {
             processing_groups: Vec::new(),
             abandoned: 0,
             metrics: None,
+            paused: false,
+            stuck_since: None,
+            stuck_for_good: false,
         }));
         self.worker_by_conn.insert(conn, w);
         self.worker_by_name.insert(m.name, w);

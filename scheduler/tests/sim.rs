@@ -560,3 +560,276 @@ fn stacked_reductions_keep_few_intermediates_on_the_workers() {
         );
     });
 }
+
+// ---- a full spill disk (issue 20, item 2) ------------------------------
+
+/// A spill store on a disk that is full while `full` is set: every write
+/// fails as a full disk's does.
+struct Disk {
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kept: dask_core::worker::MemorySpillStore,
+}
+
+impl dask_core::worker::SpillStore for Disk {
+    fn put(&mut self, key: &Key, value: &RawValue) -> Result<(), String> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("cannot write sim/3.spill: No space left on device (os error 28)".into());
+        }
+        self.kept.put(key, value)
+    }
+    fn get(&mut self, key: &Key) -> Result<RawValue, String> {
+        self.kept.get(key)
+    }
+    fn remove(&mut self, key: &Key) {
+        self.kept.remove(key)
+    }
+}
+
+/// Bytes of each value of the spill stories, and how many there are: 12
+/// values of 1 MB on a worker whose limit is 4 MB (spill past 2.4 MB,
+/// pause past 3.2 MB).
+const BLOB: u64 = 1_000_000;
+const BLOBS: u64 = 12;
+
+fn blobs() -> Vec<TaskSpec> {
+    (0..BLOBS)
+        .map(|i| {
+            task(
+                &format!("blob-{i}"),
+                "random_bytes",
+                vec![Value::from(BLOB), Value::from(i)],
+                &[],
+            )
+        })
+        .collect()
+}
+
+fn blob_keys() -> Vec<String> {
+    (0..BLOBS).map(|i| format!("blob-{i}")).collect()
+}
+
+/// Adds worker `w<i>` with a 4 MB limit spilling to a disk that is full
+/// while the returned flag is set (it starts full).
+fn add_full_disk_worker(sim: &mut Sim) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let disk = Disk {
+        full: full.clone(),
+        kept: dask_core::worker::MemorySpillStore::new(),
+    };
+    sim.add_worker_spilling(
+        1,
+        |c| c.memory_limit = Some(4_000_000),
+        Some(Box::new(disk)),
+    );
+    full
+}
+
+/// One worker on a full disk, a client, and the blobs submitted (each
+/// takes 10 ms); the disk's flag.
+fn lone_full_disk_worker_given_blobs(
+    seed: u64,
+) -> (Sim, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut sim = Sim::new(seed);
+    let full = add_full_disk_worker(&mut sim);
+    assert!(sim.run_until(|s| s.scheduler.worker_count() == 1, LIMIT));
+    sim.add_client();
+    sim.set_job_duration(|_| Duration::from_millis(10));
+    let keys = blob_keys();
+    sim.submit(
+        0,
+        blobs(),
+        &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    (sim, full)
+}
+
+fn scheduler_log(sim: &mut Sim) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some(r) = sim.scheduler.poll_log() {
+        lines.push(format!("{} {}", r.event, r.message));
+    }
+    lines
+}
+
+#[test]
+fn a_worker_paused_on_a_full_disk_gives_its_tasks_to_another() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(seed);
+        add_full_disk_worker(&mut sim);
+        sim.add_worker(1, |_| {});
+        assert!(sim.run_until(|s| s.scheduler.worker_count() == 2, LIMIT));
+        sim.add_client();
+        // Each value takes 10 ms: a worker holds one running, one queued.
+        sim.set_job_duration(|_| Duration::from_millis(10));
+        sim.submit(
+            0,
+            blobs(),
+            &blob_keys().iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == BLOBS as usize, LIMIT),
+            "seed {seed}: {} of {BLOBS} finished",
+            sim.finished_count(0)
+        );
+        let keys = blob_keys();
+        let data = sim.gather(
+            0,
+            &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            LIMIT,
+        );
+        for key in &keys {
+            let value = data[&Key::from(key.as_str())].to_value().unwrap();
+            assert_eq!(
+                value.as_slice().map(<[u8]>::len),
+                Some(BLOB as usize),
+                "{key}"
+            );
+        }
+        // w0 paused on its full disk, told the scheduler, and the rest ran on w1.
+        let memory = sim.workers[0].state.memory();
+        assert!(memory.paused, "seed {seed}: w0 is paused: {memory:?}");
+        let view = sim.scheduler.snapshot();
+        let named = |name: &str| view.workers.iter().find(|w| w.name == name).unwrap();
+        let (w0, w1) = (named("w0"), named("w1"));
+        assert!(w0.paused && w0.stuck, "{w0:?}");
+        let error = w0.spill_error.clone().unwrap_or_default();
+        assert!(error.contains("No space left on device"), "{error}");
+        assert_eq!(w0.spilled_bytes, Some(0));
+        assert!(!w1.paused);
+        // At most 4 values fit under its pause, plus the runs it had
+        // started by then.
+        assert!(
+            sim.workers[0].started.len() <= 6,
+            "seed {seed}: w0 started {:?}",
+            sim.workers[0].started
+        );
+        let logs = &sim.workers[0].logs;
+        assert!(logs.iter().any(|l| l.starts_with("paused: ")), "{logs:?}");
+        assert!(
+            logs.iter().any(|l| l.starts_with("spilling fails: ")),
+            "{logs:?}"
+        );
+        let log = scheduler_log(&mut sim);
+        assert!(
+            log.iter().any(|l| l.starts_with("worker-paused worker w0")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("worker-spill-failed worker w0")),
+            "{log:?}"
+        );
+        // Nothing erred: there was another worker all along.
+        assert!(!sim.clients[0]
+            .received
+            .iter()
+            .any(|m| matches!(m, Message::KeyErred(_))));
+    });
+}
+
+#[test]
+fn a_lone_worker_on_a_full_disk_makes_its_tasks_err_with_the_cause() {
+    run_seeds(SEEDS, |seed| {
+        let (mut sim, _) = lone_full_disk_worker_given_blobs(seed);
+        // Every key is answered: finished, or erred with the cause.
+        let answered = |s: &Sim| {
+            s.clients[0]
+                .received
+                .iter()
+                .filter(|m| matches!(m, Message::KeyFinished(_) | Message::KeyErred(_)))
+                .count()
+                == BLOBS as usize
+        };
+        assert!(sim.run_until(answered, LIMIT), "seed {seed}: silence");
+        let received = &sim.clients[0].received;
+        let waiting: Vec<_> = received
+            .iter()
+            .filter_map(|m| match m {
+                Message::KeyWaiting(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let erred: Vec<_> = received
+            .iter()
+            .filter_map(|m| match m {
+                Message::KeyErred(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert!(!erred.is_empty(), "seed {seed}: some tasks must err");
+        for e in &erred {
+            assert_eq!(e.error_type, "SpillFailed", "{e:?}");
+            assert!(
+                e.message.contains("worker w0") && e.message.contains("No space left on device"),
+                "{}",
+                e.message
+            );
+        }
+        // Told why first, for each key that erred.
+        for e in &erred {
+            let w = waiting.iter().find(|w| w.key == e.key).unwrap_or_else(|| {
+                panic!("seed {seed}: {} erred without a key-waiting first", e.key)
+            });
+            assert_eq!(w.reason, "spill-failed");
+            assert!(w.message.contains("worker w0"), "{}", w.message);
+        }
+        // What finished before the pause is there (at most 6 fit: 4 in
+        // memory before the pause, 2 held by the last jobs).
+        let finished = BLOBS as usize - erred.len();
+        assert!(
+            (1..=6).contains(&finished),
+            "seed {seed}: {finished} finished"
+        );
+        let log = scheduler_log(&mut sim);
+        assert!(
+            log.iter().any(|l| l.starts_with("spill-failed-tasks ")),
+            "{log:?}"
+        );
+        // A new graph on the stuck cluster errs at once.
+        let request = sim.submit(
+            0,
+            vec![task("late", "inc", vec![Value::from(1)], &[])],
+            &["late"],
+        );
+        assert!(sim.run_until(
+            |s| s.clients[0].received.iter().any(
+                |m| matches!(m, Message::KeyErred(e) if e.key.as_str() == "late" && e.error_type == "SpillFailed")
+            ),
+            Duration::from_millis(1),
+        ), "seed {seed}: request {request}");
+    });
+}
+
+#[test]
+fn a_disk_that_frees_up_in_time_costs_nothing() {
+    run_seeds(SEEDS, |seed| {
+        let (mut sim, full) = lone_full_disk_worker_given_blobs(seed);
+        assert!(sim.run_until(|s| s.scheduler.snapshot().workers[0].stuck, LIMIT));
+        // Room again, before the scheduler gives up (10 s): the worker's
+        // next try (every second) spills, it resumes, and everything runs.
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            sim.run_until(|s| s.finished_count(0) == BLOBS as usize, LIMIT),
+            "seed {seed}: {} finished",
+            sim.finished_count(0)
+        );
+        assert!(!sim.clients[0]
+            .received
+            .iter()
+            .any(|m| matches!(m, Message::KeyErred(_))));
+        let memory = sim.workers[0].state.memory();
+        assert!(!memory.paused && memory.spilled_keys > 0, "{memory:?}");
+        let logs = &sim.workers[0].logs;
+        assert!(logs.iter().any(|l| l == "spilling works again"), "{logs:?}");
+        assert!(logs.iter().any(|l| l.starts_with("resumed: ")), "{logs:?}");
+        let log = scheduler_log(&mut sim);
+        assert!(
+            log.iter().any(|l| l.starts_with("worker-spill-recovered ")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l.starts_with("worker-resumed ")),
+            "{log:?}"
+        );
+    });
+}

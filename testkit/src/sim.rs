@@ -31,7 +31,9 @@ use std::time::Duration;
 use dask_core::frame::{FrameDecoder, FrameEncoder};
 use dask_core::handshake;
 use dask_core::messages::{Gather, Role, TaskSpec, UpdateGraph};
-use dask_core::worker::{Job, TaskDone, WorkerError, WorkerOutput, WorkerState, WorkerStateConfig};
+use dask_core::worker::{
+    Job, SpillStore, TaskDone, WorkerError, WorkerOutput, WorkerState, WorkerStateConfig,
+};
 use dask_core::{ConnId, Key, Message, RawValue, Timestamp};
 use dask_scheduler::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
 use dask_worker::executor::run_job;
@@ -97,6 +99,8 @@ pub struct SimWorker {
     pub dialed: Vec<String>,
     /// The keys of the jobs it started, in order.
     pub started: Vec<Key>,
+    /// The lines it logged, in order.
+    pub logs: Vec<String>,
     /// Jobs on its executor, not started yet.
     queued: Vec<Job>,
     /// Jobs started: their result, and when it is ready.
@@ -231,6 +235,17 @@ impl Sim {
         nthreads: usize,
         configure: impl FnOnce(&mut WorkerStateConfig),
     ) -> usize {
+        self.add_worker_spilling(nthreads, configure, None)
+    }
+
+    /// [`Sim::add_worker`], spilling to `store` when given (with a memory
+    /// limit in its configuration; see `WorkerState::with_spill_store`).
+    pub fn add_worker_spilling(
+        &mut self,
+        nthreads: usize,
+        configure: impl FnOnce(&mut WorkerStateConfig),
+        store: Option<Box<dyn SpillStore>>,
+    ) -> usize {
         let i = self.workers.len();
         let address = self.new_address(i);
         let functions = self.registry.names().into_iter().collect();
@@ -242,14 +257,19 @@ impl Sim {
             functions,
         );
         configure(&mut config);
+        let mut state = WorkerState::new(config, self.now);
+        if let Some(store) = store {
+            state = state.with_spill_store(store);
+        }
         self.workers.push(SimWorker {
-            state: WorkerState::new(config, self.now),
+            state,
             alive: true,
             address,
             registrations: Vec::new(),
             finished: None,
             dialed: Vec::new(),
             started: Vec::new(),
+            logs: Vec::new(),
             queued: Vec::new(),
             running: Vec::new(),
         });
@@ -688,7 +708,7 @@ impl Sim {
                 in_worker(|| w.handle_withdrawn(now, run_id, at.is_some()));
             }
             WorkerOutput::Registered { id, .. } => self.workers[i].registrations.push(id),
-            WorkerOutput::Log(_) => {}
+            WorkerOutput::Log(line) => self.workers[i].logs.push(line),
             WorkerOutput::Finished { error } => {
                 let w = &mut self.workers[i];
                 w.finished = Some(error);

@@ -34,10 +34,16 @@ impl Cluster {
     /// Starts a scheduler on a free port and one worker per name, and waits
     /// until every worker has registered.
     pub fn start(worker_names: &[&str]) -> Cluster {
+        Cluster::start_with(&[], worker_names)
+    }
+
+    /// [`Cluster::start`] with more arguments for `dask-scheduler`.
+    pub fn start_with(scheduler_args: &[&str], worker_names: &[&str]) -> Cluster {
         let home = DaskHome::new();
         let mut cmd = Command::new(binary("dask-scheduler"));
         home.apply(&mut cmd)
-            .args(["--host", "127.0.0.1", "--port", "0"]);
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(scheduler_args);
         let scheduler = Process::spawn("dask-scheduler", &mut cmd);
         let line = scheduler.expect_line("Scheduler at ", PATIENCE);
         let mut cluster = Cluster {
@@ -55,11 +61,17 @@ impl Cluster {
 
     /// Starts one more `dask-worker` (does not wait for it to register).
     pub fn add_worker(&mut self, name: &str) {
+        self.add_worker_with(name, &[] as &[&str]);
+    }
+
+    /// [`Cluster::add_worker`] with more arguments for `dask-worker`.
+    pub fn add_worker_with<S: AsRef<std::ffi::OsStr>>(&mut self, name: &str, args: &[S]) {
         let mut cmd = Command::new(binary("dask-worker"));
         self.home
             .apply(&mut cmd)
             .arg(&self.address)
-            .args(["--nthreads", "1", "--name", name]);
+            .args(["--nthreads", "1", "--name", name])
+            .args(args);
         let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
         self.workers.push((name.to_owned(), process));
     }
@@ -89,6 +101,20 @@ impl Cluster {
     /// The scheduler's process id.
     pub fn scheduler_pid(&self) -> u32 {
         self.scheduler.pid()
+    }
+
+    /// What the scheduler printed so far (its log lines go to stderr).
+    pub fn scheduler_log(&self) -> String {
+        self.scheduler.log()
+    }
+
+    /// What the worker named `name` printed so far.
+    pub fn worker_log(&self, name: &str) -> String {
+        self.workers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.log())
+            .unwrap_or_else(|| panic!("no worker named {name}"))
     }
 
     /// The process id of the worker named `name`.

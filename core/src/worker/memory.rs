@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::WorkerState;
-use crate::{Key, RawValue};
+use super::{WorkerOutput, WorkerState};
+use crate::messages::Heartbeat;
+use crate::{Key, Message, RawValue};
 
 /// How long after a failed spill write no other write is tried: a full or
 /// broken disk would otherwise cost a failing write on every wakeup.
@@ -97,6 +98,19 @@ pub struct MemoryUsage {
     pub spill_read_failures: u64,
     /// The last failure's message.
     pub last_spill_error: Option<String>,
+}
+
+/// What the log and the scheduler were last told about the memory: each
+/// change of these is one log line, and a change of the pause or of a
+/// failing spill store is one heartbeat at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct MemoryTold {
+    /// Some value is spilled.
+    spilling: bool,
+    /// Spill writes fail.
+    spill_failing: bool,
+    /// Task starts are paused.
+    paused: bool,
 }
 
 /// Why a value could not be had for a job.
@@ -220,6 +234,10 @@ impl WorkerState {
         let Some(target) = self.target_bytes() else {
             return;
         };
+        if self.memory_bytes <= target {
+            // Nothing needs spilling: an earlier failure holds nothing up.
+            self.spill_error = None;
+        }
         if self.spill_retry_at.is_some_and(|at| self.now < at) {
             return;
         }
@@ -261,8 +279,10 @@ impl WorkerState {
                     self.spilled_keys += 1;
                     self.memory_counters.spill_writes += 1;
                     self.memory_counters.spill_write_bytes += nbytes;
+                    self.spill_error = None;
                 }
                 Err(e) => {
+                    self.spill_error = Some(e.clone());
                     self.memory_counters.spill_write_failures += 1;
                     self.memory_counters.last_spill_error =
                         Some(format!("cannot spill {key}: {e}"));
@@ -272,6 +292,71 @@ impl WorkerState {
                     return;
                 }
             }
+        }
+    }
+
+    /// Logs each change of spilling, of a failing spill store and of the
+    /// pause since the last call (one line each), and tells the scheduler
+    /// at once, with a heartbeat, when the pause or the failure changed:
+    /// it stops placing tasks here and takes back those not started.
+    pub(super) fn report_memory_changes(&mut self) {
+        let now = MemoryTold {
+            spilling: self.spilled_keys > 0,
+            spill_failing: self.spill_error.is_some(),
+            paused: self.paused,
+        };
+        let was = self.memory_told;
+        if now == was {
+            return;
+        }
+        self.memory_told = now;
+        let limit = self.config.memory_limit.unwrap_or(0);
+        let memory = self.memory_bytes;
+        let mut lines = Vec::new();
+        if now.spilling != was.spilling {
+            lines.push(if now.spilling {
+                let target = self.target_bytes().unwrap_or(0);
+                format!(
+                    "spilling began: memory went over the target of {target} bytes (memory \
+                     limit {limit}); least recently used values go to the spill store"
+                )
+            } else {
+                "spilling ended: no value is spilled any more".to_owned()
+            });
+        }
+        if now.spill_failing != was.spill_failing {
+            lines.push(match &self.spill_error {
+                Some(e) => format!("spilling fails: {e}; values stay in memory"),
+                None => "spilling works again".to_owned(),
+            });
+        }
+        if now.paused != was.paused {
+            let pause = self
+                .config
+                .limit_share(self.config.memory_pause_fraction)
+                .unwrap_or(0);
+            lines.push(if now.paused {
+                let why = match &self.spill_error {
+                    Some(e) => format!("; it cannot spill: {e}"),
+                    None => String::new(),
+                };
+                format!(
+                    "paused: {memory} bytes in memory are over the pause threshold of {pause} \
+                     bytes (memory limit {limit}): no task starts and nothing is fetched until \
+                     memory falls under it{why}"
+                )
+            } else {
+                format!(
+                    "resumed: {memory} bytes in memory, under the pause threshold of {pause} bytes"
+                )
+            });
+        }
+        for line in lines {
+            self.outputs.push_back(WorkerOutput::Log(line));
+        }
+        if now.paused != was.paused || now.spill_failing != was.spill_failing {
+            let metrics = Some(self.metrics());
+            self.emit(Message::Heartbeat(Heartbeat { metrics }));
         }
     }
 

@@ -55,7 +55,12 @@
 //! [`SPILL_RETRY_DELAY`]); a failed read loses the key here, and it is
 //! reported the way a key missing here always is: `missing` in a `data`
 //! reply, or `missing-data` naming this worker's address for a task that
-//! needed it, so the scheduler drops this replica and recomputes.
+//! needed it, so the scheduler drops this replica and recomputes. The
+//! heartbeat's metrics say what is spilled, whether the worker is paused
+//! and why spilling fails (dask/1.1); a pause, or spilling starting to
+//! fail, is told at once in an extra heartbeat, so the scheduler stops
+//! placing tasks here and takes back those not started. Each begins and
+//! ends with one log line (spilling, a failing spill store, the pause).
 //!
 //! Time is a [`Timestamp`] since an origin the caller picks (the Rust worker:
 //! its clock's start; the JS worker: `performance.now()`'s), never read from
@@ -197,6 +202,11 @@ pub struct WorkerState {
     /// No spill write before this (after a failed one).
     spill_retry_at: Option<Timestamp>,
     paused: bool,
+    /// Why spilling fails now (see [`Metrics::spill_error`]).
+    spill_error: Option<String>,
+    /// What the log and the scheduler were last told of the memory (see
+    /// `memory.rs`, `report_memory_changes`).
+    memory_told: memory::MemoryTold,
     /// Counters of [`MemoryUsage`]; its live fields are filled on reading.
     memory_counters: MemoryUsage,
     fetches: HashMap<Key, Fetch>,
@@ -268,6 +278,8 @@ impl WorkerState {
             spill: None,
             spill_retry_at: None,
             paused: false,
+            spill_error: None,
+            memory_told: memory::MemoryTold::default(),
             memory_counters: MemoryUsage::default(),
             fetches: HashMap::new(),
             pending_fetches: Vec::new(),
@@ -318,11 +330,17 @@ impl WorkerState {
             .filter(|(_, t)| matches!(t.state, TaskState::Executing(_)))
             .count();
         let executing = out.min(self.config.nthreads);
+        // Spilling and pausing need a limit: without one there is
+        // nothing to tell.
+        let limited = self.config.memory_limit.is_some();
         Metrics {
             executing: executing as u32,
             ready: (self.tasks.len() - executing) as u32,
             stored_keys: self.data.len() as u64,
             stored_bytes: self.stored_bytes,
+            spilled_bytes: limited.then(|| self.stored_bytes - self.memory_bytes),
+            paused: limited.then_some(self.paused),
+            spill_error: self.spill_error.clone(),
         }
     }
 
@@ -479,6 +497,7 @@ impl WorkerState {
             let nbytes = std::mem::take(&mut self.add_keys);
             self.emit(Message::AddKeys(AddKeys { nbytes }));
         }
+        self.report_memory_changes();
     }
 }
 

@@ -145,6 +145,13 @@ pub(super) fn messages() -> Json {
                "stored_bytes": 123456}}),
         vec![vec![Wide("metrics")], vec![ReverseIn("metrics")]],
     ));
+    cases.push(case(
+        "heartbeat (dask/1.1): a worker paused that cannot spill (its disk is full)",
+        json!({"op": "heartbeat", "metrics": {"executing": 1, "ready": 0, "stored_keys": 9,
+               "stored_bytes": 9000000, "spilled_bytes": 2000000, "paused": true,
+               "spill_error": "cannot write /tmp/dask-spill/3.spill: No space left on device (os error 28)"}}),
+        vec![vec![ReverseIn("metrics")]],
+    ));
 
     // --- client <-> scheduler -----------------------------------------
     cases.push(case(

@@ -50,6 +50,11 @@ struct Cli {
     /// [default: 3]
     #[arg(long, value_name = "N")]
     allowed_failures: Option<u32>,
+    /// Tasks that only workers paused and unable to spill (a full disk)
+    /// could run err with SpillFailed once such a worker has been so for
+    /// SECS seconds [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    spill_failed_timeout: Option<Duration>,
     /// Check the scheduler's invariants after every event (slow; a
     /// violation stops the scheduler with a message)
     #[arg(long)]
@@ -222,6 +227,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = cli.allowed_failures {
         config.allowed_failures = n;
+    }
+    if let Some(t) = cli.spill_failed_timeout {
+        config.spill_failed_timeout = t;
     }
     signals::install();
     let event_loop = match EventLoop::bind(&config) {

@@ -282,6 +282,28 @@ pub fn render(p: &Published, _now: Instant) -> String {
         "Bytes of values workers hold (spilled included), as their last heartbeats said.",
     )
     .sample(&[], s.reported_bytes as f64);
+    family(
+        o,
+        "dask_worker_spilled_bytes",
+        "gauge",
+        "Of those, bytes spilled out of memory (to disk), as their last heartbeats said.",
+    )
+    .sample(&[], s.spilled_bytes as f64);
+    let paused = s.workers.iter().filter(|w| w.paused).count();
+    let stuck = s.workers.iter().filter(|w| w.stuck).count();
+    let mut f = family(
+        o,
+        "dask_worker_paused",
+        "gauge",
+        "Workers paused (memory over their pause threshold: no task is placed on them), by \
+         whether they can spill: spill_failed=\"true\" cannot (a full disk), so they run \
+         nothing until that changes.",
+    );
+    f.sample(
+        &[("spill_failed", "false")],
+        paused.saturating_sub(stuck) as f64,
+    );
+    f.sample(&[("spill_failed", "true")], stuck as f64);
     out
 }
 

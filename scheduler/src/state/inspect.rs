@@ -19,10 +19,12 @@ pub const WAITING_SCAN_MAX: usize = 65_536;
 /// Why a task that is not running waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitReason {
-    /// `no-workers`, `no-function`, `no-allowed-worker`, `no-resources`
-    /// (it cannot run on any connected worker), `dependencies` (inputs
-    /// not computed yet), `busy` (ready; every worker that can run it is
-    /// full).
+    /// `no-workers`, `no-function`, `no-allowed-worker`, `no-resources`,
+    /// `spill-failed` (it cannot run on any connected worker: the last
+    /// because every one that could is paused and cannot spill),
+    /// `dependencies` (inputs not computed yet), `busy` (ready; every
+    /// worker that can run it is full), `paused` (ready; every worker that
+    /// can run it is paused).
     pub code: &'static str,
     /// The sentence a person reads.
     pub message: String,
@@ -35,7 +37,7 @@ impl WaitReason {
 
     /// Whether it waits for a worker that is not there (no-worker).
     pub fn needs_a_worker(&self) -> bool {
-        self.code.starts_with("no-")
+        self.code.starts_with("no-") || self.code == "spill-failed"
     }
 }
 
@@ -45,10 +47,19 @@ impl SchedulerState {
         let task = &self.tasks[t.0];
         match task.state {
             TaskState::NoWorker => Some(self.no_worker_reason(task)),
-            TaskState::Queued => Some(WaitReason::new(
-                "busy",
-                "ready; every worker that can run it is busy".into(),
-            )),
+            TaskState::Queued => Some(match self.all_eligible_paused(task) {
+                Some(names) => WaitReason::new(
+                    "paused",
+                    format!(
+                        "ready; every worker that can run it is paused (memory over its pause \
+                         threshold): {}",
+                        list(&names)
+                    ),
+                ),
+                None => {
+                    WaitReason::new("busy", "ready; every worker that can run it is busy".into())
+                }
+            }),
             TaskState::Waiting => {
                 let pending: Vec<String> = task
                     .dependencies
@@ -88,6 +99,17 @@ impl SchedulerState {
             return WaitReason::new(
                 "no-workers",
                 "no worker is connected; it runs when one joins".into(),
+            );
+        }
+        if let Some(cause) = self.stuck_cause(task, false) {
+            return WaitReason::new(
+                "spill-failed",
+                format!(
+                    "{}; it runs if that changes, and errs with SpillFailed if it does not \
+                     within {} s",
+                    cause.describe(),
+                    self.config.spill_failed_timeout.as_secs_f64()
+                ),
             );
         }
         let offering: Vec<&Worker> = self

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use dask_core::log::{Level, LogRecord};
-use dask_core::messages::{Metrics, UpdateGraph};
+use dask_core::messages::UpdateGraph;
 use serde::Serialize;
 
 pub use super::snapshot::{
@@ -624,13 +624,6 @@ impl SchedulerState {
             submitted_at: self.uptime(self.now),
         };
         self.observe.graph_added(conn, graph);
-    }
-
-    /// Keeps a worker's heartbeat metrics for the dashboard.
-    pub(crate) fn worker_metrics(&mut self, w: WorkerIdx, metrics: Option<Metrics>) {
-        if let (Some(m), Some(worker)) = (metrics, self.workers.get_mut(w.0)) {
-            worker.metrics = Some(m);
-        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! - A task may only go to a worker that offers its function, has at least
 //!   the resources it asks for, and is inside its `workers` restriction
 //!   (names or data addresses). With no such worker connected the task is
-//!   `no-worker` until one registers.
+//!   `no-worker` until one registers. A paused worker gets no task, and one
+//!   paused that cannot spill counts as not there ([`pause`](super::pause)).
 //! - Among those with a free slot: the one already holding the most bytes
 //!   of the task's dependencies, then the least occupied (tasks assigned
 //!   per thread), then the earliest registered.
@@ -219,12 +220,23 @@ impl Worker {
         });
     }
 
+    /// Tasks it may be given now: none while it is paused (see [`pause`]).
     fn free_slots(&self, durations: &GroupDurations) -> usize {
+        if self.paused {
+            return 0;
+        }
         self.slots(durations).saturating_sub(self.processing.len())
     }
 
-    /// Whether this worker may run `task`.
+    /// Whether this worker may run `task`: it is eligible and not stuck
+    /// (paused with a failing spill store, see [`pause`]).
     pub(crate) fn can_run(&self, task: &Task) -> bool {
+        !self.is_stuck() && self.is_eligible(task)
+    }
+
+    /// Whether `task` may go to this worker at all: its function, its
+    /// resources and its `workers` restriction.
+    pub(crate) fn is_eligible(&self, task: &Task) -> bool {
         let Some(def) = &task.def else {
             return false;
         };
@@ -397,6 +409,13 @@ impl SchedulerState {
     /// A worker left (its tasks are already handled): queued tasks that no
     /// remaining worker can run become no-worker.
     pub(crate) fn worker_left(&mut self, w: WorkerIdx) {
+        self.strand_queued();
+        self.data_worker_left(w);
+    }
+
+    /// Queued tasks that no worker can run now become no-worker (a worker
+    /// left, or can run nothing any more).
+    pub(crate) fn strand_queued(&mut self) {
         let stranded: Vec<TaskId> = self
             .queue
             .values()
@@ -406,7 +425,6 @@ impl SchedulerState {
         for t in stranded {
             self.set_state(t, TaskState::NoWorker);
         }
-        self.data_worker_left(w);
     }
 
     /// Steals for every worker with an idle thread and every worker that

@@ -51,6 +51,15 @@ pub struct WorkerView {
     pub stored_bytes: u64,
     /// Bytes it holds, spilled included, as its last heartbeat said.
     pub reported_bytes: Option<u64>,
+    /// Of those, bytes spilled out of memory, as its last heartbeat said
+    /// (dask/1.1; `None` from a worker that does not tell).
+    pub spilled_bytes: Option<u64>,
+    /// Its last heartbeat said it is paused: no task is placed on it.
+    pub paused: bool,
+    /// Why it cannot spill, as its last heartbeat said.
+    pub spill_error: Option<String>,
+    /// Paused and unable to spill: it runs nothing until that changes.
+    pub stuck: bool,
     /// Its memory limit, if any.
     pub memory_limit: Option<u64>,
     /// Seconds since anything arrived from it.
@@ -139,6 +148,8 @@ pub struct StateSnapshot {
     pub memory_limit: u64,
     /// Sum of what workers last reported holding (spilled included).
     pub reported_bytes: u64,
+    /// Sum of what workers last reported spilled.
+    pub spilled_bytes: u64,
 }
 
 impl SchedulerState {
@@ -187,6 +198,10 @@ impl SchedulerState {
                     stored_keys: w.has_what.len() as u64,
                     stored_bytes: w.stored_bytes,
                     reported_bytes: w.metrics.as_ref().map(|m| m.stored_bytes),
+                    spilled_bytes: w.metrics.as_ref().and_then(|m| m.spilled_bytes),
+                    paused: w.paused,
+                    spill_error: w.metrics.as_ref().and_then(|m| m.spill_error.clone()),
+                    stuck: w.is_stuck(),
                     memory_limit: w.memory_limit,
                     last_seen_seconds: conn.map_or(0.0, |c| {
                         now.saturating_duration_since(c.last_seen).as_secs_f64()
@@ -241,7 +256,12 @@ impl SchedulerState {
                         r.saturating_add(w.metrics.as_ref().map_or(0, |m| m.stored_bytes)),
                     )
                 });
+        let spilled_bytes = workers
+            .iter()
+            .filter_map(|w| w.spilled_bytes)
+            .fold(0u64, u64::saturating_add);
         StateSnapshot {
+            spilled_bytes,
             uptime_seconds: self.uptime(now),
             tasks,
             groups,

@@ -515,6 +515,7 @@ impl SchedulerState {
         self.start_waiting_gathers();
         self.schedule();
         self.balance();
+        self.fail_spill_stuck();
         self.tell_waiting();
         self.maybe_shrink();
         if self.config.validate {
@@ -620,7 +621,7 @@ impl SchedulerState {
         if let Some(thief) = thief {
             if self.tasks[t.0].state == TaskState::Queued
                 && self.workers.get(thief.0).is_some_and(|x| {
-                    x.can_run(&self.tasks[t.0]) && x.processing.len() < x.slots_max()
+                    !x.paused && x.can_run(&self.tasks[t.0]) && x.processing.len() < x.slots_max()
                 })
             {
                 self.assign(t, thief);

@@ -284,13 +284,9 @@ fn freeing_a_spilled_key_removes_its_spill_entry() {
     let (mut w, store, now) = spilling_worker(Some(0.6), None);
     put_abcd(&mut w, now);
     assert_eq!(store.keys(), vec!["a"]);
-    w.handle_scheduler_message(
-        now,
-        Message::FreeKeys(FreeKeys {
-            keys: vec!["a".into(), "b".into()],
-        }),
-    );
-    assert!(drain(&mut w).is_empty());
+    let out = free(&mut w, now, &["a", "b"]);
+    assert_eq!(logs(&out), ["spilling ended: no value is spilled any more"]);
+    assert_eq!(out.len(), 1, "{out:?}");
     assert!(store.keys().is_empty());
     assert!(!w.holds("a"));
     assert_eq!(w.memory().spilled_bytes, 0);
@@ -315,7 +311,21 @@ fn a_failed_write_keeps_the_value_in_memory_and_is_retried_later() {
     assert!(drain(&mut w).is_empty());
     assert!(store.puts().is_empty(), "not before the retry delay");
     w.handle_timeout(retry);
-    assert!(drain(&mut w).is_empty());
+    let out = drain(&mut w);
+    assert_eq!(
+        logs(&out),
+        [
+            "spilling began: memory went over the target of 600 bytes (memory limit 1000); \
+             least recently used values go to the spill store",
+            "spilling works again"
+        ]
+    );
+    let told = heartbeats(&out);
+    assert_eq!(told.len(), 1, "the failure's end is told at once");
+    assert_eq!(
+        (told[0].spill_error.as_deref(), told[0].spilled_bytes),
+        (None, Some(200))
+    );
     // a failed first and was moved to the back: b goes instead.
     assert_eq!(store.puts(), vec!["b"]);
     assert!(!w.is_spilled("a"));
@@ -471,3 +481,137 @@ fn values_held_by_running_jobs_are_not_spilled_and_can_pause_the_worker() {
 }
 
 mod properties;
+
+/// The lines logged among `out`.
+fn logs(out: &[WorkerOutput]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            WorkerOutput::Log(line) => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The metrics of the heartbeats among `out`.
+fn heartbeats(out: &[WorkerOutput]) -> Vec<Metrics> {
+    to_scheduler(out)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Heartbeat(h) => h.metrics.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Frees `keys` (free-keys) and returns what came out.
+fn free(w: &mut WorkerState, now: Timestamp, keys: &[&str]) -> Vec<WorkerOutput> {
+    let keys = keys.iter().map(|&k| Key::from(k)).collect();
+    w.handle_scheduler_message(now, Message::FreeKeys(FreeKeys { keys }));
+    drain(w)
+}
+
+/// Puts `key` and returns what came out.
+fn put_out(w: &mut WorkerState, now: Timestamp, key: &str, value: RawValue) -> Vec<WorkerOutput> {
+    w.handle_scheduler_message(
+        now,
+        Message::PutData(PutData {
+            request: 0,
+            data: [(Key::from(key), value)].into_iter().collect(),
+        }),
+    );
+    drain(w)
+}
+
+#[test]
+fn a_failing_store_and_the_pause_are_told_at_once_and_logged_once_each() {
+    let (mut w, store, now) = spilling_worker(Some(0.6), Some(0.8));
+    store.with(|s| s.fail_puts = true);
+    for (key, fill) in [("a", 1), ("b", 2), ("c", 3)] {
+        let out = put_out(&mut w, now, key, blob(200, fill));
+        assert!(
+            logs(&out).is_empty() && heartbeats(&out).is_empty(),
+            "{out:?}"
+        );
+    }
+    // 800 bytes: over the target, the write fails; not over the pause.
+    let out = put_out(&mut w, now, "d", blob(200, 4));
+    assert_eq!(
+        logs(&out),
+        ["spilling fails: disk full; values stay in memory"]
+    );
+    let told = heartbeats(&out);
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        (
+            told[0].paused,
+            told[0].spill_error.as_deref(),
+            told[0].spilled_bytes
+        ),
+        (Some(false), Some("disk full"), Some(0))
+    );
+    // 900: paused, and it cannot spill.
+    let out = put_out(&mut w, now, "e", blob(100, 5));
+    assert_eq!(
+        logs(&out),
+        [
+            "paused: 900 bytes in memory are over the pause threshold of 800 bytes (memory limit \
+          1000): no task starts and nothing is fetched until memory falls under it; it cannot \
+          spill: disk full"
+        ]
+    );
+    let told = heartbeats(&out);
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        (told[0].paused, told[0].spill_error.as_deref()),
+        (Some(true), Some("disk full"))
+    );
+    // Nothing new: nothing logged, nothing told before the next beat.
+    let out = put_out(&mut w, now, "f", blob(10, 6));
+    assert!(
+        logs(&out).is_empty() && heartbeats(&out).is_empty(),
+        "{out:?}"
+    );
+    // Room again: the retry spills b and c (a failed first and went to
+    // the back; 910 -> 510), and it resumes.
+    store.with(|s| s.fail_puts = false);
+    let retry = now + SPILL_RETRY_DELAY;
+    w.handle_timeout(retry);
+    let out = drain(&mut w);
+    assert_eq!(
+        logs(&out),
+        [
+            "spilling began: memory went over the target of 600 bytes (memory limit 1000); \
+             least recently used values go to the spill store",
+            "spilling works again",
+            "resumed: 510 bytes in memory, under the pause threshold of 800 bytes",
+        ]
+    );
+    let told = heartbeats(&out);
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        (
+            told[0].paused,
+            told[0].spill_error.as_deref(),
+            told[0].spilled_bytes
+        ),
+        (Some(false), None, Some(400))
+    );
+    // Freed: nothing spilled any more.
+    let out = free(&mut w, retry, &["b", "c"]);
+    assert_eq!(logs(&out), ["spilling ended: no value is spilled any more"]);
+    assert!(
+        heartbeats(&out).is_empty(),
+        "spilling alone waits for the next beat"
+    );
+    assert_accounting(&w, &store);
+}
+
+#[test]
+fn a_worker_without_a_memory_limit_tells_nothing_of_spilling() {
+    let (w, _) = worker(1);
+    let m = w.metrics();
+    assert_eq!(
+        (m.spilled_bytes, m.paused, m.spill_error),
+        (None, None, None)
+    );
+}

@@ -166,10 +166,14 @@ function st_noworker(g) { return g.states["no-worker"]; }
 
 function workerMemory(w) {
   const held = w.reported_bytes ?? w.stored_bytes;
-  if (!w.memory_limit) return bytes(held);
-  const pct = Math.min(100, 100 * held / w.memory_limit).toFixed(1);
-  return el("span", {}, el("span", { class: "mem", title: `${pct}% of ${bytes(w.memory_limit)}` },
-    el("span", { style: `width:${pct}%` })), " ", bytes(held));
+  const spilled = w.spilled_bytes ? `, ${bytes(w.spilled_bytes)} spilled` : "";
+  const state = w.stuck ? el("span", { class: "paused stuck", title: w.spill_error ?? "" }, "paused: cannot spill")
+    : w.paused ? el("span", { class: "paused" }, "paused") : "";
+  if (!w.memory_limit) return el("span", {}, bytes(held) + spilled, " ", state);
+  const inMemory = held - (w.spilled_bytes ?? 0);
+  const pct = Math.min(100, 100 * inMemory / w.memory_limit).toFixed(1);
+  return el("span", {}, el("span", { class: "mem", title: `${pct}% of ${bytes(w.memory_limit)} in memory` },
+    el("span", { style: `width:${pct}%` })), " ", bytes(held) + spilled, " ", state);
 }
 
 function drawWorkers(s) {
@@ -248,6 +252,9 @@ function showWorker(id) {
     ["tasks assigned", w.processing], ["running (heartbeat)", w.executing], ["queued on it (heartbeat)", w.ready],
     ["keys held", w.stored_keys], ["bytes held", bytes(w.stored_bytes)],
     ["bytes reported (spilled included)", bytes(w.reported_bytes)],
+    ["bytes spilled", w.spilled_bytes != null ? bytes(w.spilled_bytes) : null],
+    ["paused", w.paused ? (w.stuck ? "yes, and it cannot spill" : "yes") : "no"],
+    ["spill error", w.spill_error],
     ["memory limit", w.memory_limit ? bytes(w.memory_limit) : "none"],
     ["average task", w.average_task_seconds != null ? (w.average_task_seconds * 1000).toFixed(2) + " ms" : null],
     ["functions offered", w.functions], ["resources", JSON.stringify(w.resources)],

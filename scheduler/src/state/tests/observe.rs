@@ -100,6 +100,9 @@ fn the_snapshot_counts_task_groups_by_state_with_totals_and_the_stream() {
                 ready: 3,
                 stored_keys: 1,
                 stored_bytes: 8,
+                spilled_bytes: None,
+                paused: None,
+                spill_error: None,
             }),
         },
     );
