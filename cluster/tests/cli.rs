@@ -700,3 +700,79 @@ fn credentials_export_writes_one_role_and_tls_makes_a_ca_and_certificate() {
     .unwrap();
     assert!(config.can_listen() && config.can_connect());
 }
+
+/// A GET of `path` at `address` with these headers: (status, body).
+fn http_get(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the dashboard");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: dashboard\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn credentials_dashboard_url_prints_the_url_the_scheduler_printed_and_its_token_scrapes() {
+    use dask_testkit::process::{binary, Process};
+    let home = DaskHome::new();
+    let mut cmd = Command::new(binary("dask-scheduler"));
+    home.apply(&mut cmd).args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    ]);
+    let scheduler = Process::spawn("dask-scheduler", &mut cmd);
+    let line = scheduler.expect_line("Dashboard at ", std::time::Duration::from_secs(60));
+    let url = line["Dashboard at ".len()..].trim().to_owned();
+    assert!(url.contains("/status?token="), "{url}");
+    let address = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // What a user runs on the scheduler's machine (the file it created).
+    let shown = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dask-rs"));
+        home.apply(&mut cmd).args(args);
+        let o = cmd.output().expect("dask-rs runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    for given in [address.clone(), format!("http://{address}/")] {
+        let printed = shown(&["credentials", "dashboard-url", "--dashboard", &given]);
+        assert_eq!(printed, url, "--dashboard {given}");
+    }
+    // The page opens with the URL's token; /metrics with the token as a
+    // bearer token, as Prometheus sends it from a credentials_file.
+    let token = shown(&["credentials", "dashboard-url", "--token-only"]);
+    assert!(url.ends_with(&format!("?token={token}")), "{token}");
+    let (status, _) = http_get(&address, &format!("/status?token={token}"), &[]);
+    assert_eq!(status, 200);
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http_get(&address, "/metrics", &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("dask_scheduler_workers "), "{body}");
+    let (status, _) = http_get(&address, "/metrics", &[]);
+    assert_eq!(status, 401);
+    // With no credentials it says where the token comes from.
+    let o = dask(&["credentials", "dashboard-url"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("client secret"), "{}", stderr(&o));
+}

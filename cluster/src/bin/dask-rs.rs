@@ -7,6 +7,8 @@
 //! dask-rs info [--scheduler ADDRESS] [--json]     workers and tasks
 //! dask-rs credentials export --worker FILE         a role's file for another machine
 //! dask-rs credentials tls [--host H]...            a cluster CA and certificate
+//! dask-rs credentials dashboard-url [--dashboard URL] [--token-only]
+//!                                                 the dashboard's URL with its token
 //! ```
 //!
 //! `submit` and `info` prove the cluster's client secret, found as
@@ -87,6 +89,26 @@ enum CredentialsCommand {
     /// cluster.pem (certificate and key, owner-only); then give every
     /// program --tls-ca-file DIR/ca.pem --tls-cert DIR/cluster.pem
     Tls(TlsArgs),
+    /// Print the dashboard's URL with its token (open it in a browser: the
+    /// token sets a cookie for the page); --token-only prints the token
+    /// alone, for Prometheus (a credentials_file of bearer authorization)
+    /// or `curl -H "Authorization: Bearer TOKEN" .../metrics`
+    DashboardUrl(DashboardUrlArgs),
+}
+
+#[derive(Args)]
+struct DashboardUrlArgs {
+    /// Where the scheduler serves its dashboard: HOST:PORT or
+    /// http://HOST:PORT[/PREFIX] (as in the URL it printed)
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8797")]
+    dashboard: String,
+    /// Print the token alone, on one line
+    #[arg(long)]
+    token_only: bool,
+    /// The cluster's credentials file (its client secret makes the token)
+    /// [default: as dask-scheduler finds it]
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -240,6 +262,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info(&a),
         Command::Credentials(CredentialsCommand::Export(a)) => export(&a),
         Command::Credentials(CredentialsCommand::Tls(a)) => make_tls(&a),
+        Command::Credentials(CredentialsCommand::DashboardUrl(a)) => dashboard_url(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -432,6 +455,39 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// `dask-rs credentials dashboard-url`: the token is HMAC-SHA256 of the
+/// client secret (`dask_core::auth::dashboard_token`), as the scheduler
+/// derives it; it opens the dashboard and `/metrics`, nothing else.
+fn dashboard_url(a: &DashboardUrlArgs) -> Result<(), Failure> {
+    use dask_net::credentials;
+    let found = credentials::discover(a.credentials.as_deref()).map_err(failed)?;
+    let Some(file) = found else {
+        return Err(failed(
+            "no credentials file: the token comes from the cluster's client secret, in the file \
+             dask-scheduler created (~/.dask-rs/credentials.json on its machine); give \
+             --credentials FILE. (A scheduler started with --no-auth-anyone-can-connect serves \
+             its dashboard with no token.)",
+        ));
+    };
+    let Some(secret) = file.credentials.client.as_ref() else {
+        return Err(failed(format!(
+            "{} holds no client secret, which the dashboard token is made from: use the \
+             scheduler's file or a client's (dask-rs credentials export --client FILE)",
+            file.path.display()
+        )));
+    };
+    let token = dask_core::auth::dashboard_token(secret);
+    if a.token_only {
+        println!("{token}");
+        return Ok(());
+    }
+    let base = a.dashboard.trim().trim_end_matches('/');
+    let base = base.strip_suffix("/status").unwrap_or(base);
+    let scheme = if base.contains("://") { "" } else { "http://" };
+    println!("{scheme}{base}/status?token={token}");
     Ok(())
 }
 
