@@ -10,7 +10,12 @@
 //! every connection proves the credentials its scheduler created (in a
 //! temporary `DASK_RS_HOME`); with `--tls` every connection is TLS too (a
 //! cluster CA as `dask-rs credentials tls` makes one): run it beside a
-//! plain run for the cost of TLS (`bench/run.sh --no-dask --tls`).
+//! plain run for the cost of TLS (`bench/run.sh --no-dask --tls`). With
+//! `--observers` a dashboard page and a Prometheus scraper poll the
+//! scheduler once a second while the shapes run (`observers.rs`): run it
+//! beside a run without for what watching the scheduler costs.
+
+mod observers;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -116,6 +121,8 @@ struct Processes {
     children: Vec<Child>,
     scheduler_pid: u32,
     address: String,
+    /// The dashboard's URL with its token, as the scheduler printed it.
+    dashboard: Option<String>,
     /// The cluster's DASK_RS_HOME: the scheduler creates the credentials
     /// there, its workers and the client find them (removed at drop).
     home: PathBuf,
@@ -202,10 +209,13 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
         .spawn()
         .expect("start dask-scheduler (build it with cargo build --release)");
     let mut line = String::new();
-    BufReader::new(scheduler.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
+    let mut banner = BufReader::new(scheduler.stdout.take().expect("stdout"));
+    banner.read_line(&mut line).expect("read address");
     let address = line.trim().trim_start_matches("Scheduler at ").to_owned();
+    // The banner is one write: its dashboard line is there already.
+    let mut line = String::new();
+    let _ = banner.read_line(&mut line);
+    let dashboard = line.trim().strip_prefix("Dashboard at ").map(str::to_owned);
     let scheduler_pid = scheduler.id();
     let mut children = vec![scheduler];
     for i in 0..workers {
@@ -230,6 +240,7 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
         children,
         scheduler_pid,
         address,
+        dashboard,
         home,
     }
 }
@@ -379,6 +390,10 @@ fn main() {
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "python3".into());
     let skip_dask = args.iter().any(|a| a == "--no-dask");
+    let observed = args.iter().any(|a| a == "--observers");
+    // Other work on the machine moves the numbers: say how busy it was.
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_at_start = load();
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir: PathBuf = exe.parent().expect("bin dir").to_path_buf();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -399,6 +414,13 @@ fn main() {
     wait_for_workers(&client, 2);
     // Warm up connections between workers and the scheduler's tables.
     run_shape(&client, &procs, tree(1024, 0));
+    let observers = observed.then(|| {
+        let url = procs
+            .dashboard
+            .as_deref()
+            .expect("--observers: the scheduler serves no dashboard");
+        observers::Observers::start(url)
+    });
 
     let only = args
         .iter()
@@ -422,6 +444,13 @@ fn main() {
         .filter(|_| only.as_deref().is_none_or(|o| o == "transfer"))
         .map(|&bytes| transfer(&client, &procs, bytes, TRANSFER_RUNS))
         .collect();
+    if let Some(observers) = observers {
+        let (pages, scrapes) = observers.stop();
+        println!(
+            "observers: a dashboard page polled {pages} times and /metrics was scraped {scrapes} \
+             times, once a second each, every answer 200"
+        );
+    }
     drop(client);
     drop(procs);
     // Placement shapes, each on a fresh cluster of 2 workers x 2 threads.
@@ -463,6 +492,19 @@ fn main() {
         )
     };
 
+    println!(
+        "load average (1, 5, 15 min) at the start: {}; at the end: {}",
+        load_at_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "2 workers x 1 thread, real processes on loopback; Dask {}",
         if skip_dask { "skipped" } else { "sizes " }.to_owned()
