@@ -167,25 +167,18 @@ remote() { # MODE [tls]: C and C++ clients and workers against real processes
   pids+=("$worker")
   start "$mode" worker "$address" 2 c-worker
   local c_worker=$started
-  if [ -n "$tls" ]; then # dask.hpp has no TLS options: the C programs only
-    printf '   %-12s ' remote-tls
-    run "$mode" remote "$address" 2
-    stop "$mode" worker "$c_worker"
-    kill -TERM "$worker" "$scheduler"
-    wait "$worker" "$scheduler" || true
-    unset DASK_TLS_CA_FILE DASK_TLS_CERT
-    return
-  fi
+  # The C++ programs take dask::Security from the same variables.
   start "$mode" cpp_worker "$address" 2 cpp-worker
   local cpp_worker=$started
-  printf '   %-12s ' remote
+  printf '   %-12s ' "remote${tls:+-$tls}"
   run "$mode" remote "$address" 3
-  printf '   %-12s ' cpp_remote
+  printf '   %-12s ' "cpp_remote${tls:+-$tls}"
   run "$mode" cpp_remote "$address" 3
   stop "$mode" worker "$c_worker"
   stop "$mode" cpp_worker "$cpp_worker"
   kill -TERM "$worker" "$scheduler"
   wait "$worker" "$scheduler" || true
+  [ -z "$tls" ] || unset DASK_TLS_CA_FILE DASK_TLS_CERT
 }
 
 for mode in $modes; do

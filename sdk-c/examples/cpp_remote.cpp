@@ -2,9 +2,12 @@
 // dask-worker, the C worker and the C++ worker as separate processes):
 // built-in, C and C++ functions side by side.
 //
-// Usage: cpp_remote tcp://HOST:PORT [WORKERS]
+// Usage: cpp_remote tcp://HOST:PORT|tls://HOST:PORT [WORKERS]
+// Credentials are found as every dask-rs program finds them; the TLS files
+// come from DASK_TLS_CA_FILE and DASK_TLS_CERT (as the C examples').
 #include <dask.hpp>
 
+#include <cstdlib>
 #include <chrono>
 #include <iostream>
 #include <string>
@@ -13,11 +16,14 @@
 
 int main(int argc, char **argv) try {
     if (argc < 2 || argc > 3) {
-        std::cerr << "usage: " << argv[0] << " tcp://HOST:PORT [WORKERS]\n";
+        std::cerr << "usage: " << argv[0] << " tcp://HOST:PORT|tls://HOST:PORT [WORKERS]\n";
         return 2;
     }
     std::size_t wanted = argc == 3 ? std::stoul(argv[2]) : 3;
-    dask::Client client = dask::Client::connect(argv[1], 10000);
+    dask::Security security;
+    if (const char *ca = std::getenv("DASK_TLS_CA_FILE")) security.tls_ca_file = ca;
+    if (const char *cert = std::getenv("DASK_TLS_CERT")) security.tls_cert_file = cert;
+    dask::Client client = dask::Client::connect(argv[1], security, 10000);
     for (int i = 0; i < 600 && client.worker_count() < wanted; i++) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }

@@ -2,8 +2,12 @@
 // built-in library, until the scheduler closes it or SIGINT / SIGTERM
 // (turned into Worker::stop() by a second thread).
 //
-// Usage: cpp_worker tcp://HOST:PORT [NTHREADS [NAME]]
+// Usage: cpp_worker tcp://HOST:PORT|tls://HOST:PORT [NTHREADS [NAME]]
+// Credentials are found as every dask-rs program finds them; the TLS files
+// come from DASK_TLS_CA_FILE and DASK_TLS_CERT (as the C examples').
 #include <dask.hpp>
+
+#include <cstdlib>
 
 #include <pthread.h>
 #include <signal.h>
@@ -16,7 +20,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2 || argc > 4) {
-        std::cerr << "usage: " << argv[0] << " tcp://HOST:PORT [NTHREADS [NAME]]\n";
+        std::cerr << "usage: " << argv[0] << " tcp://HOST:PORT|tls://HOST:PORT [NTHREADS [NAME]]\n";
         return 2;
     }
     // Stop signals go to the waiting thread only (the mask is inherited by
@@ -50,7 +54,10 @@ int main(int argc, char **argv) {
             return out;
         });
         std::size_t nthreads = argc >= 3 ? std::stoul(argv[2]) : 1;
-        dask::Worker worker(argv[1], functions, nthreads, argc == 4 ? argv[3] : "");
+        dask::Security security;
+        if (const char *ca = std::getenv("DASK_TLS_CA_FILE")) security.tls_ca_file = ca;
+        if (const char *cert = std::getenv("DASK_TLS_CERT")) security.tls_cert_file = cert;
+        dask::Worker worker(argv[1], functions, security, nthreads, argc == 4 ? argv[3] : "");
         std::cout << "worker " << worker.name() << " serving at " << worker.address() << std::endl;
 
         std::thread waiter([&] {

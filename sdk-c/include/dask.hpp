@@ -541,14 +541,54 @@ inline std::vector<Value> compute_in_process(const std::vector<Delayed> &calls,
     return values;
 }
 
+/// Where a client or worker finds its credentials and TLS files
+/// (dask_security). An empty string is "not given": no credentials file
+/// finds them as every dask-rs program does; no TLS file, plain TCP.
+struct Security {
+    /// The cluster's credentials file, as `--credentials`.
+    std::string credentials_file;
+    /// The cluster's CA certificate, as `--tls-ca-file` (for tls:// addresses).
+    std::string tls_ca_file;
+    /// This program's certificate (may also hold its key), as `--tls-cert`.
+    std::string tls_cert_file;
+    /// The certificate's key, as `--tls-key`.
+    std::string tls_key_file;
+    /// Prove no credentials (a scheduler run with --no-auth-anyone-can-connect).
+    bool no_auth = false;
+
+    /// The C view; valid while this Security lives.
+    dask_security c() const noexcept {
+        const auto opt = [](const std::string &s) { return s.empty() ? nullptr : s.c_str(); };
+        dask_security out{};
+        out.credentials_file = opt(credentials_file);
+        out.tls_ca_file = opt(tls_ca_file);
+        out.tls_cert_file = opt(tls_cert_file);
+        out.tls_key_file = opt(tls_key_file);
+        out.no_auth = no_auth;
+        return out;
+    }
+};
+
 /// A connection to a scheduler.
 class Client {
 public:
-    /// Connects to `address` (tcp://HOST:PORT).
+    /// Connects to `address` (tcp://HOST:PORT), proving the credentials
+    /// found as every dask-rs program finds them.
     static Client connect(const std::string &address, std::int64_t timeout_ms = 10000) {
         dask_client *out = nullptr;
         detail::check([&](dask_error **e) {
             return dask_client_connect(address.c_str(), timeout_ms, &out, e);
+        });
+        return Client(out);
+    }
+    /// Connects to `address` (tcp:// or tls://) with these credentials and
+    /// TLS files.
+    static Client connect(const std::string &address, const Security &security,
+                          std::int64_t timeout_ms = 10000) {
+        dask_client *out = nullptr;
+        const dask_security c = security.c();
+        detail::check([&](dask_error **e) {
+            return dask_client_connect_secure(address.c_str(), timeout_ms, &c, &out, e);
         });
         return Client(out);
     }
@@ -700,6 +740,19 @@ public:
             return dask_worker_start(scheduler.c_str(), nthreads,
                                      name.empty() ? nullptr : name.c_str(), functions.get(), &out,
                                      e);
+        });
+        w_.reset(out);
+    }
+    /// A worker with these credentials and TLS files: with a certificate
+    /// its data address is tls://.
+    Worker(const std::string &scheduler, const Functions &functions, const Security &security,
+           std::size_t nthreads = 0, const std::string &name = {}) {
+        dask_worker *out = nullptr;
+        const dask_security c = security.c();
+        detail::check([&](dask_error **e) {
+            return dask_worker_start_secure(scheduler.c_str(), nthreads,
+                                            name.empty() ? nullptr : name.c_str(),
+                                            functions.get(), &c, &out, e);
         });
         w_.reset(out);
     }
