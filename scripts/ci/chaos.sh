@@ -7,7 +7,10 @@
 # result is checked exactly, the scheduler's memory against a bound. The
 # seed is printed first: `CHAOS_SEED=N scripts/ci/chaos.sh` (or
 # `target/debug/dask-chaos --seed N`) draws the same faults again.
-# The full soak is the same command with more `--seconds` (a benchmark).
+# The full soak is the same command with more `--seconds` (a benchmark);
+# `--memory-limit 8MB` makes every worker spill, and `--full-disk` (root)
+# adds a worker spilling to a 5 MB tmpfs: it fails until issue 20 item 2
+# moves the tasks of a worker stuck in its pause.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"

@@ -24,9 +24,10 @@
 //! `ip netns exec`, and the routes are checked before anything starts.
 //! Without root and `ip netns` the partition is left out (and said so).
 //!
-//! Not yet in it: a full spill disk (a worker pausing for ever on a full
-//! disk hangs its tasks until issue 20 item 2 makes the scheduler move
-//! them).
+//! A full spill disk is opt-in (`--full-disk`, root only: one more worker
+//! with a 4 MB memory limit spills to a 5 MB tmpfs): until issue 20 item 2
+//! makes the scheduler move the tasks of a worker that cannot get out of
+//! its pause, the soak fails there (a graph waits for ever).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,6 +70,8 @@ struct Args {
     partition: bool,
     /// `--memory-limit` of every worker (values spill to disk past 60%).
     memory_limit: Option<String>,
+    /// One more worker spills to a 5 MB tmpfs (issue 20 item 2).
+    full_disk: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 3,
         partition: true,
         memory_limit: None,
+        full_disk: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -96,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             "--clients" => args.clients = number("--clients")?.max(1) as usize,
             "--workers" => args.workers = number("--workers")?.max(1) as usize,
             "--no-partition" => args.partition = false,
+            "--full-disk" => args.full_disk = true,
             "--memory-limit" => {
                 args.memory_limit =
                     Some(it.next().ok_or("--memory-limit takes a size (e.g. 64MB)")?)
@@ -103,7 +108,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "dask-chaos [--seed N] [--seconds S] [--clients N] [--workers N] \
-                     [--no-partition] [--memory-limit BYTES]"
+                     [--no-partition] [--memory-limit BYTES] [--full-disk]"
                 );
                 std::process::exit(0);
             }
@@ -255,6 +260,38 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
+/// A 5 MB tmpfs, unmounted and removed when dropped.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount() -> Result<SmallDisk, String> {
+        let dir = std::env::temp_dir().join(format!("dask-chaos-{}-disk", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=5m", "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "--full-disk needs to mount a tmpfs (root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).output();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 fn can_partition() -> bool {
     // SAFETY: geteuid takes no argument, touches no memory of ours and
     // cannot fail.
@@ -276,6 +313,9 @@ struct Cluster {
     next_worker: u32,
     /// Every worker's `--memory-limit`.
     memory_limit: Option<String>,
+    /// The worker spilling to a small disk, and its disk (dropped in
+    /// that order: the worker stops before the disk is unmounted).
+    disk: Option<(Process, SmallDisk)>,
 }
 
 impl Cluster {
@@ -307,12 +347,29 @@ impl Cluster {
             workers: Vec::new(),
             next_worker: 1,
             memory_limit: args.memory_limit.clone(),
+            disk: None,
         };
         for _ in 0..args.workers {
             cluster.add_worker(false);
         }
         if cluster.namespace.is_some() {
             cluster.add_worker(true);
+        }
+        if args.full_disk {
+            let disk = SmallDisk::mount()?;
+            let name = format!("w{}-full-disk", cluster.next_worker);
+            cluster.next_worker += 1;
+            let mut cmd = Command::new(binary("dask-worker"));
+            cluster
+                .home
+                .apply(&mut cmd)
+                .arg(&cluster.address)
+                .args(["--host", &cluster.host, "--nthreads", "2", "--name", &name])
+                .args(["--memory-limit", "4MB", "--local-directory"])
+                .arg(&disk.dir);
+            let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
+            // Never killed: its disk stays full.
+            cluster.disk = Some((process, disk));
         }
         Ok(cluster)
     }
@@ -464,9 +521,24 @@ fn client_loop(
             (leaves, tree(&prefix, leaves, sleep, offset))
         };
         let futures = cluster_client.submit_tasks(tasks, vec![root.clone()]);
-        let got = futures[0]
-            .result_timeout(GRAPH_PATIENCE)
-            .map_err(|e| format!("client {index}, graph {prefix} ({leaves} leaves): {e}"))?;
+        let got = futures[0].result_timeout(GRAPH_PATIENCE).map_err(|e| {
+            // Where the work stands, for the report.
+            let workers = cluster_client.workers().map_or_else(
+                |e| format!("(workers: {e})"),
+                |ws| {
+                    ws.iter()
+                        .map(|w| {
+                            format!(
+                                "{}: {} processing, {} stored",
+                                w.name, w.processing, w.stored_keys
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            );
+            format!("client {index}, graph {prefix} ({leaves} leaves): {e}; workers: {workers}")
+        })?;
         if got != Value::from(expected) {
             return Err(format!(
                 "client {index}, graph {prefix} ({leaves} leaves): got {got}, expected {expected}"
@@ -543,7 +615,7 @@ fn run(args: &Args) -> Result<String, String> {
     };
     let mut cluster = Cluster::start(args, namespace)?;
     let setup = cluster.client("chaos-setup")?;
-    let expected_workers = cluster.workers.len();
+    let expected_workers = cluster.workers.len() + usize::from(cluster.disk.is_some());
     let deadline = Instant::now() + SETUP_PATIENCE;
     while setup.workers().map_or(0, |w| w.len()) < expected_workers {
         if Instant::now() > deadline {
