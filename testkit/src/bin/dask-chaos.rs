@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use dask_client::{Client, ClientOptions, Key, Value};
 use dask_core::auth::Credentials;
 use dask_core::client::task_spec;
-use dask_core::messages::{Gather, Role, TaskSpec};
+use dask_core::messages::{Gather, Role, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
 use dask_net::BlockingConn;
@@ -588,6 +588,52 @@ fn slow_reader(address: &str, credentials: &Credentials, big: &Key, stop: &Atomi
     sent
 }
 
+/// Connects, submits a graph, asks for some of its keys, and vanishes
+/// (the socket dropped, no `close`) at a random point, again and again:
+/// the scheduler releases what it wanted, gathers in flight included.
+fn vanishing_client(address: &str, credentials: &Credentials, seed: u64, stop: &AtomicBool) -> u64 {
+    let mut rng = Rng(seed.rotate_left(17) | 1);
+    let mut vanished = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((mut conn, _)) = BlockingConn::connect_proving(
+            address,
+            Role::Client,
+            Role::Scheduler,
+            Some("chaos-vanishing".into()),
+            Duration::from_secs(10),
+            Some(credentials),
+        ) else {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        let _ = conn
+            .stream()
+            .set_write_timeout(Some(Duration::from_secs(1)));
+        let prefix = format!("vanishing-{vanished}");
+        let leaves = 8 + rng.below(120);
+        let (tasks, root, _) = tree(&prefix, leaves, 0.005, 0);
+        let some: Vec<Key> = tasks.iter().take(4).map(|t| t.key.clone()).collect();
+        let update = Message::UpdateGraph(UpdateGraph {
+            request: 1,
+            tasks,
+            wanted: vec![root],
+            ack: None,
+        });
+        if conn.send(&[update]).is_ok() {
+            std::thread::sleep(Duration::from_millis(rng.below(500) as u64));
+            let gather = Message::Gather(Gather {
+                request: 2,
+                keys: some,
+            });
+            let _ = conn.send(&[gather]);
+            std::thread::sleep(Duration::from_millis(rng.below(300) as u64));
+        }
+        drop(conn);
+        vanished += 1;
+    }
+    vanished
+}
+
 // ---- the soak -------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -663,6 +709,11 @@ fn run(args: &Args) -> Result<String, String> {
         let (address, stop, big) = (cluster.address.clone(), Arc::clone(&stop), big.clone());
         let credentials = cluster.home.credentials();
         std::thread::spawn(move || slow_reader(&address, &credentials, &big, &stop))
+    };
+    let vanishing = {
+        let (address, stop, seed) = (cluster.address.clone(), Arc::clone(&stop), args.seed);
+        let credentials = cluster.home.credentials();
+        std::thread::spawn(move || vanishing_client(&address, &credentials, seed, &stop))
     };
     let scheduler_pid = cluster.scheduler.pid();
     let sampler = {
@@ -775,6 +826,7 @@ fn run(args: &Args) -> Result<String, String> {
         }
     }
     let gathers = reader.join().unwrap_or(0);
+    let vanished = vanishing.join().unwrap_or(0);
     let _ = sampler.join();
     if failure.is_none() && cluster.scheduler.exited().is_some() {
         failure = Some("the scheduler (--validate) exited".into());
@@ -801,8 +853,8 @@ fn run(args: &Args) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "{graphs} graphs exact; faults {faults:?}; {gathers} unread gathers sent; scheduler \
-         peak RSS {} MiB",
+        "{graphs} graphs exact; faults {faults:?}; {gathers} unread gathers sent; {vanished} \
+         clients vanished mid-graph; scheduler peak RSS {} MiB",
         peak >> 20
     ))
 }
