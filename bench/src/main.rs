@@ -295,21 +295,51 @@ struct Transfer {
 }
 
 /// Worker-to-worker transfer of one `bytes`-byte value: `random_bytes`
-/// made on `bench-0` (and waited for), then `len` of it run on `bench-1`
-/// (worker restrictions), timed from its submission to its result.
+/// made on `bench-0` (and waited for; over [`MADE_PIECE_BYTES_MAX`], the
+/// `concat` of pieces), then `len` of it run on `bench-1` (worker
+/// restrictions), timed from its submission to its result.
 fn transfer(client: &Client, procs: &Processes, bytes: u64, runs: u32) -> Transfer {
     let mut best = 0f64;
     let mut cpu = 0f64;
     for run in 0..runs {
         let made = key(format!("transfer-{bytes}-{run}-made"));
-        let mut make = task_spec(
-            made.clone(),
-            "random_bytes",
-            &[Value::from(bytes), Value::from(run)],
-            &[],
-        );
-        make.workers = Some(vec!["bench-0".into()]);
-        let source = client.submit_tasks(vec![make], vec![made.clone()]);
+        let on_bench_0 = |mut t: TaskSpec| {
+            t.workers = Some(vec!["bench-0".into()]);
+            t
+        };
+        let make = if bytes <= MADE_PIECE_BYTES_MAX {
+            vec![on_bench_0(task_spec(
+                made.clone(),
+                "random_bytes",
+                &[Value::from(bytes), Value::from(run)],
+                &[],
+            ))]
+        } else {
+            let pieces = bytes.div_ceil(MADE_PIECE_BYTES_MAX);
+            let mut tasks: Vec<TaskSpec> = (0..pieces)
+                .map(|i| {
+                    let n = MADE_PIECE_BYTES_MAX.min(bytes - i * MADE_PIECE_BYTES_MAX);
+                    on_bench_0(task_spec(
+                        key(format!("transfer-{bytes}-{run}-piece-{i}")),
+                        "random_bytes",
+                        &[Value::from(n), Value::from(run * 100 + i as u32)],
+                        &[],
+                    ))
+                })
+                .collect();
+            let refs: Vec<Value> = tasks
+                .iter()
+                .map(|t| task_ref_value(t.key.as_str()))
+                .collect();
+            tasks.push(on_bench_0(task_spec(
+                made.clone(),
+                "concat",
+                &[Value::Array(refs)],
+                &[],
+            )));
+            tasks
+        };
+        let source = client.submit_tasks(make, vec![made.clone()]);
         source[0].wait().expect("make the value");
         let used = key(format!("transfer-{bytes}-{run}-len"));
         let mut consume = task_spec(used.clone(), "len", &[task_ref_value(made.as_str())], &[]);
@@ -351,6 +381,38 @@ fn round_trip(client: &Client, n: usize) -> (f64, f64) {
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     (samples[n / 2], samples[n * 9 / 10])
+}
+
+/// The submit-on-completion loop (issue 19): `in_flight` tasks out at
+/// once; each time one completes its result is fetched and a new task is
+/// submitted, until `total` have run. Tasks per second.
+fn dynamic(client: &Client, total: usize, in_flight: usize) -> f64 {
+    let submit = |i: usize| {
+        let k = key(format!("dyn-{i}"));
+        let f = client.submit_tasks(
+            vec![task_spec(k.clone(), "inc", &[Value::from(i as u64)], &[])],
+            vec![k],
+        );
+        f.into_iter().next().expect("one future")
+    };
+    let start = Instant::now();
+    let mut next = in_flight.min(total);
+    let mut done = client.as_completed((0..next).map(submit).collect());
+    let mut finished = 0;
+    while let Some(f) = done.next() {
+        let v = f.result().expect("a result of the loop");
+        assert!(v.as_u64().is_some(), "inc gives an int");
+        finished += 1;
+        if next < total {
+            done.add(submit(next));
+            next += 1;
+        }
+        if finished == total {
+            break;
+        }
+    }
+    assert_eq!(finished, total, "every task of the loop finished");
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Dask's numbers for one configuration, by shape.
@@ -439,10 +501,22 @@ fn main() {
         }
     }
     let (rt_median, rt_p90) = round_trip(&client, n_rt);
+    let dynamic_rate = only
+        .as_deref()
+        .is_none_or(|o| o == "dynamic")
+        .then(|| dynamic(&client, DYNAMIC_TASKS, DYNAMIC_IN_FLIGHT));
     let transfers: Vec<Transfer> = TRANSFER_BYTES
         .iter()
         .filter(|_| only.as_deref().is_none_or(|o| o == "transfer"))
-        .map(|&bytes| transfer(&client, &procs, bytes, TRANSFER_RUNS))
+        .map(|&bytes| {
+            // A 1 GB run takes seconds and gigabytes: fewer of them.
+            let runs = if bytes > MADE_PIECE_BYTES_MAX {
+                2
+            } else {
+                TRANSFER_RUNS
+            };
+            transfer(&client, &procs, bytes, runs)
+        })
         .collect();
     if let Some(observers) = observers {
         let (pages, scrapes) = observers.stop();
@@ -470,9 +544,9 @@ fn main() {
         .collect();
 
     let dask_sizes = if quick {
-        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
+        r#"{"independent": 2000, "tree": 1024, "chain": 1000, "all_to_all": 50, "round_trip": 50, "transfer": [10000000, 100000000, 1000000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
     } else {
-        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
+        r#"{"independent": 20000, "tree": 8192, "chain": 5000, "all_to_all": 200, "round_trip": 200, "transfer": [10000000, 100000000, 1000000000], "mixed": [2000, 300, 0.1], "bimodal": [100, 0.2, 300, 0.02]}"#
     };
     // With --only, Dask runs that shape alone.
     let mut sizes: serde_json::Map<String, serde_json::Value> =
@@ -551,6 +625,12 @@ fn main() {
     println!("| dask-rs ({n_rt} sequential) | {rt_median:.0} | {rt_p90:.0} |");
     println!("| Dask default | {} | |", dask_rt(&dask_default));
     println!("| Dask saturation=inf | {} | |", dask_rt(&dask_inf));
+    if let Some(rate) = dynamic_rate {
+        println!();
+        println!("| submit-on-completion loop ({DYNAMIC_IN_FLIGHT} in flight, each result fetched, then a new task) | tasks/s |");
+        println!("|---|---:|");
+        println!("| dask-rs ({DYNAMIC_TASKS} tasks) | {rate:.0} |");
+    }
     if !placement.is_empty() {
         let dask_time = |d: &Option<DaskResults>, name: &str, ideal: f64| {
             d.as_ref()
@@ -593,7 +673,7 @@ fn main() {
     };
     println!();
     println!(
-        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, made on one worker, `len` on the other) | dask-rs MB/s | dask-rs workers CPU ms | Dask MB/s | ratio |"
+        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, 1 GB: of 2; made on one worker, `len` on the other) | dask-rs MB/s | dask-rs workers CPU ms | Dask MB/s | ratio |"
     );
     println!("|---|---:|---:|---:|---:|");
     for t in transfers {
@@ -684,8 +764,17 @@ fn mixed_workload(client: &Client) -> f64 {
     timed_sleeps(client, sleeps)
 }
 
-/// Value sizes of the transfer shape, in bytes.
-const TRANSFER_BYTES: [u64; 2] = [10_000_000, 100_000_000];
+/// Value sizes of the transfer shape, in bytes (1 GB is over one frame:
+/// it goes in parts, dask/1.1 `value-parts`).
+const TRANSFER_BYTES: [u64; 3] = [10_000_000, 100_000_000, 1_000_000_000];
+
+/// Largest piece `random_bytes` makes in one task (it stops at one
+/// frame): a larger value is the `concat` of such pieces.
+const MADE_PIECE_BYTES_MAX: u64 = 250_000_000;
+
+/// Tasks of the submit-on-completion loop, and how many are out at once.
+const DYNAMIC_TASKS: usize = 20_000;
+const DYNAMIC_IN_FLIGHT: usize = 100;
 
 /// Runs of each transfer size (the best is reported).
 const TRANSFER_RUNS: u32 = 5;

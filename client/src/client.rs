@@ -34,6 +34,10 @@ pub struct ClientOptions {
     /// TLS settings for a `tls://` address (the cluster's CA, and this
     /// client's certificate when the scheduler requires one).
     pub tls: Option<TlsConfig>,
+    /// Largest frame the client sends (default and most: the protocol's
+    /// 256 MiB). Lower only for tests: larger values then go in parts
+    /// (dask/1.1 `value-parts`) as values over 256 MiB do.
+    pub frame_bytes_max: usize,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +48,7 @@ impl Default for ClientOptions {
             request_timeout: None,
             credentials: None,
             tls: None,
+            frame_bytes_max: dask_core::FRAME_BYTES_MAX,
         }
     }
 }

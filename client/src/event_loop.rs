@@ -38,6 +38,7 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let mut reactor = Reactor::new(ReactorConfig {
             tls: options.tls.clone(),
+            frame_bytes_max: options.frame_bytes_max,
             ..ReactorConfig::default()
         })?;
         let conn = connect(&mut reactor, endpoint, deadline)

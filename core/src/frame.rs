@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::error::{ErrorCode, WireError};
 use crate::messages::Message;
 use crate::msgpack::{Reader, Splice, WriteBuf};
+use crate::parts::{self, ValueAssembler, PART_OVERHEAD_BYTES};
 
 /// Largest frame payload a dask/1 peer must accept, and the most any peer
 /// may send: 256 MiB.
@@ -179,6 +180,9 @@ pub struct FrameDecoder {
     decoded_one: bool,
     /// Where large frames' buffers come from and go back to, if anywhere.
     buffers: Option<Arc<FrameBuffers>>,
+    /// Values arriving in parts (dask/1.1 `value-part`), put into the
+    /// message that follows them.
+    parts: ValueAssembler,
 }
 
 /// A large frame being read into its own buffer.
@@ -207,7 +211,14 @@ impl FrameDecoder {
             failed: None,
             decoded_one: false,
             buffers: None,
+            parts: ValueAssembler::default(),
         }
+    }
+
+    /// Holds at most `bytes_max` bytes of values in parts for one message
+    /// (default [`crate::parts::PARTS_BYTES_MAX`]).
+    pub fn limit_parts(&mut self, bytes_max: u64) {
+        self.parts = ValueAssembler::new(bytes_max);
     }
 
     /// Takes large frames' buffers from `buffers` when it has one that
@@ -285,7 +296,7 @@ impl FrameDecoder {
                 }),
                 None => Bytes::from(own.payload),
             };
-            return match decode_shared_payload(&payload) {
+            return match decode_shared_payload(&payload).and_then(|m| self.parts.take(m)) {
                 Ok(messages) => {
                     self.decoded_one = true;
                     Ok(Some(messages))
@@ -324,7 +335,8 @@ impl FrameDecoder {
             }
             return Ok(None);
         }
-        let messages = match decode_payload(&self.buf[begin..begin + len]) {
+        let decoded = decode_payload(&self.buf[begin..begin + len]);
+        let messages = match decoded.and_then(|m| self.parts.take(m)) {
             Ok(messages) => messages,
             Err(e) => return Err(self.fail(e)),
         };
@@ -356,10 +368,10 @@ impl FrameDecoder {
         self.compact();
     }
 
-    /// Whether bytes of an unfinished frame are buffered (at a clean close
-    /// there are none).
+    /// Whether bytes of an unfinished frame are buffered, or parts of
+    /// values for a message still to come (at a clean close there are none).
     pub fn is_mid_frame(&self) -> bool {
-        self.buffered() > 0
+        self.buffered() > 0 || self.parts.is_holding()
     }
 
     /// Whether an oversized first prefix may be Python Dask's framing: its
@@ -419,6 +431,8 @@ pub struct FrameEncoder {
     frame_bytes_max: usize,
     /// A written chunk's buffer, kept for the next frames.
     spare: Vec<u8>,
+    /// The peer takes values in parts (dask/1.1 feature `value-parts`).
+    value_parts: bool,
 }
 
 /// A piece of the encoder's output.
@@ -464,12 +478,67 @@ impl FrameEncoder {
             open_count: 0,
             frame_bytes_max,
             spare: Vec::new(),
+            value_parts: false,
         }
     }
 
+    /// Whether a message too large for a frame may send its large values
+    /// in parts (the peer listed the feature `value-parts`, and so did
+    /// this side).
+    pub fn send_value_parts(&mut self, on: bool) {
+        self.value_parts = on;
+    }
+
+    /// Whether values too large for a frame go in parts.
+    pub fn sends_value_parts(&self) -> bool {
+        self.value_parts
+    }
+
+    /// The frame limit this encoder keeps to.
+    pub fn frame_bytes_max(&self) -> usize {
+        self.frame_bytes_max
+    }
+
     /// Adds a message to the open frame. A message too large for any frame
-    /// is refused with `value-too-large` and nothing is added.
+    /// is refused with `value-too-large` and nothing is added, unless the
+    /// peer takes values in parts ([`FrameEncoder::send_value_parts`]):
+    /// then its values of 64 KiB or more go first as `value-part`s (each
+    /// a slice of the value, written from where it is kept), and the
+    /// message follows without them.
     pub fn push(&mut self, message: &Message) -> Result<(), WireError> {
+        match self.push_one(message) {
+            Err(e) if self.value_parts && e.code == ErrorCode::ValueTooLarge => {
+                self.push_in_parts(message, e)
+            }
+            pushed => pushed,
+        }
+    }
+
+    fn push_in_parts(&mut self, message: &Message, too_large: WireError) -> Result<(), WireError> {
+        let part_bytes = self.frame_bytes_max.saturating_sub(PART_OVERHEAD_BYTES);
+        if part_bytes == 0 {
+            return Err(too_large);
+        }
+        let Some(messages) = parts::split(message, part_bytes) else {
+            return Err(too_large);
+        };
+        // What is left of the message must fit, or nothing is queued.
+        if let Some(rest) = messages.last() {
+            let mut bytes = Vec::new();
+            let mut splices = Vec::new();
+            rest.write(&mut WriteBuf::with_splices(&mut bytes, &mut splices));
+            let spliced: usize = splices.iter().map(|s| s.bytes.len()).sum();
+            if bytes.len() + spliced + ARRAY_HEADER_BYTES_MAX > self.frame_bytes_max {
+                return Err(too_large);
+            }
+        }
+        for m in &messages {
+            self.push_one(m)?;
+        }
+        Ok(())
+    }
+
+    fn push_one(&mut self, message: &Message) -> Result<(), WireError> {
         let mark = self.open.len();
         let splice_mark = self.open_splices.len();
         message.write(&mut WriteBuf::with_splices(

@@ -16,8 +16,19 @@ pub const VERSION: Version = Version { major: 1, minor: 1 };
 /// `waiting-keys-reply`.
 pub const KEY_WAITING: &str = "key-waiting";
 
+/// The feature of the dask/1.1 op `value-part`: values larger than a
+/// frame travel in parts ([`crate::parts`]).
+pub const VALUE_PARTS: &str = "value-parts";
+
 /// Optional features this crate supports.
-pub const FEATURES: &[&str] = &[KEY_WAITING];
+pub const FEATURES: &[&str] = &[KEY_WAITING, VALUE_PARTS];
+
+/// Whether `features` (a hello's) lists [`VALUE_PARTS`].
+pub fn lists_value_parts(features: &Option<Vec<String>>) -> bool {
+    features
+        .as_deref()
+        .is_some_and(|f| f.iter().any(|f| f == VALUE_PARTS))
+}
 
 /// Whether `version` (one both sides speak) has the dask/1.1 additions.
 pub fn has_1_1(version: Version) -> bool {

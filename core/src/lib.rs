@@ -24,6 +24,7 @@ pub mod log;
 pub mod messages;
 pub mod msgpack;
 pub mod order;
+pub mod parts;
 pub mod refusal;
 pub mod schema;
 pub mod time;

@@ -119,6 +119,42 @@ impl schemars::JsonSchema for Bin32 {
     }
 }
 
+/// Binary data of any length, a msgpack bin (the bytes of a value in
+/// parts). Large ones share the frame they were read from and are written
+/// from where they are kept, never copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bin(pub bytes::Bytes);
+
+impl Wire for Bin {
+    fn write(&self, w: &mut WriteBuf<'_>) {
+        w.shared_bin(&self.0);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.read_bin_shared().map(Bin)
+    }
+}
+
+impl schemars::JsonSchema for Bin {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Bin".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Binary data: a msgpack bin (bin 8, 16 or 32); its JSON form is {\"$bin\": hex}.",
+            "type": "object",
+            "patternProperties": {"^\\$bin$": {"type": "string", "pattern": "^([0-9a-f]{2})*$"}},
+            "required": ["$bin"],
+            "additionalProperties": false
+        })
+    }
+}
+
+impl crate::schema::WireType for Bin {
+    fn wire_type() -> String {
+        "bin".to_owned()
+    }
+}
+
 impl crate::schema::WireType for Bin32 {
     fn wire_type() -> String {
         "bin32".to_owned()
@@ -820,6 +856,24 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// The next bytes of a value too large for one frame, sent in parts
+    /// right before the `data`, `gather-reply`, `put-data` or `scatter`
+    /// carrying it (feature `value-parts`).
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct ValuePart {
+        /// The key of the value; the message after its parts carries it.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub key: Key,
+        /// The whole value's nbytes (the same in each of its parts).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub nbytes: u64,
+        /// The next bytes of the value's msgpack encoding (at least one).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub part: Bin,
+    }
+}
+
+wire_struct! {
     /// Worker -> requester: too many transfers in flight; ask again later.
     pub struct Busy {
         /// The `get-data` this answers.
@@ -956,6 +1010,7 @@ messages! {
     GetData = "get-data",
     Data = "data",
     Busy = "busy",
+    ValuePart = "value-part",
 }
 
 impl Message {

@@ -220,6 +220,20 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// Reads binary data as [`Bytes`]: a slice of the shared buffer when
+    /// there is one and the data is large ([`SHARED_VALUE_BYTES_MIN`]),
+    /// else a copy.
+    pub fn read_bin_shared(&mut self) -> Result<Bytes, WireError> {
+        let bytes = self.read_bin()?;
+        let end = self.pos;
+        Ok(match self.shared {
+            Some(frame) if bytes.len() >= SHARED_VALUE_BYTES_MIN => {
+                frame.slice(end - bytes.len()..end)
+            }
+            _ => Bytes::copy_from_slice(bytes),
+        })
+    }
+
     /// Reads an array header. The length is checked against the bytes left
     /// (each element takes at least one byte), so callers may reserve it.
     pub fn read_array_len(&mut self) -> Result<usize, WireError> {
@@ -588,6 +602,22 @@ impl<'a> WriteBuf<'a> {
         }
     }
 
+    /// Writes `bytes` as a msgpack bin whose data is sent from where it
+    /// is kept when large (as [`WriteBuf::shared`]).
+    pub(crate) fn shared_bin(&mut self, bytes: &Bytes) {
+        let len = bytes.len();
+        if len <= 0xff {
+            self.bytes.extend_from_slice(&[0xc4, len as u8]);
+        } else if len <= 0xffff {
+            self.bytes.push(0xc5);
+            self.bytes.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            self.bytes.push(0xc6);
+            self.bytes.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        self.shared(bytes);
+    }
+
     /// Writes encoded bytes kept in a shared buffer: by reference when
     /// they are large and the caller can send them so.
     fn shared(&mut self, bytes: &Bytes) {
@@ -650,6 +680,11 @@ impl RawValue {
         let mut out = Vec::new();
         write::value(&mut out, value);
         RawValue(Bytes::from(out))
+    }
+
+    /// The encoded bytes, shared (a reference count, no copy).
+    pub fn into_shared(self) -> Bytes {
+        self.0
     }
 
     /// Nil.

@@ -166,6 +166,7 @@ fn type_of_schema(schema: &Json) -> String {
             "Version" => "version",
             "Role" => "role",
             "Bin32" => "bin32",
+            "Bin" => "bin",
             other => other,
         }
         .to_owned();

@@ -65,6 +65,10 @@ pub struct Conn {
     send_queue_bytes_max: usize,
     /// What a Python Dask connector is told (see [`Conn::limit_until_hello`]).
     python_dask_refusal: String,
+    /// Whether this side's hello, and the peer's, listed the feature
+    /// `value-parts`, once each has gone by: with both, values too large
+    /// for a frame are sent in parts.
+    value_parts: (Option<bool>, Option<bool>),
 }
 
 /// Where the reads of a connection still in its handshake stand: reads
@@ -216,6 +220,32 @@ impl Conn {
             paused: false,
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             python_dask_refusal: String::new(),
+            value_parts: (None, None),
+        }
+    }
+
+    /// Keeps the frames this side sends within `frame_bytes_max` (less
+    /// than the protocol's, for tests: values then go in parts sooner).
+    /// Call it before anything is sent.
+    pub(crate) fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.encoder = FrameEncoder::new(frame_bytes_max);
+    }
+
+    /// Notes whether a hello (this side's, or the peer's) lists the
+    /// feature `value-parts`; with both, the encoder sends values too large
+    /// for a frame in parts.
+    fn saw_hello(&mut self, message: &Message, ours: bool) {
+        let Message::Hello(hello) = message else {
+            return;
+        };
+        let lists = dask_core::handshake::lists_value_parts(&hello.features);
+        if ours {
+            self.value_parts.0 = Some(lists);
+        } else {
+            self.value_parts.1 = Some(lists);
+        }
+        if let (Some(a), Some(b)) = self.value_parts {
+            self.encoder.send_value_parts(a && b);
         }
     }
 
@@ -418,6 +448,9 @@ impl Conn {
                         self.decoder.push(&scratch[..n]);
                     }
                     while let Some(frame) = self.decoder.poll().map_err(ConnError::Wire)? {
+                        if let (Some(first), None) = (frame.first(), self.value_parts.1) {
+                            self.saw_hello(first, false);
+                        }
                         let step = match frame.first() {
                             Some(Message::Hello(h)) => Some(h.auth.is_none()),
                             Some(Message::AuthProof(_)) => Some(true),
@@ -443,6 +476,9 @@ impl Conn {
     /// Queues a message in the open batch. Messages too large for a frame
     /// are refused (the caller reports value-too-large instead).
     pub fn send(&mut self, message: &Message) -> Result<(), WireError> {
+        if self.value_parts.0.is_none() {
+            self.saw_hello(message, true);
+        }
         self.encoder.push(message)
     }
 

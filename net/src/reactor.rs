@@ -132,6 +132,12 @@ pub struct ReactorConfig {
     /// frame used for two seconds are given back. 0: keep none. Default
     /// [`FRAME_BUFFERS_BYTES_MAX`].
     pub frame_buffers_bytes_max: usize,
+    /// Largest frame this side sends (a receiver still takes frames up to
+    /// the protocol's frame_bytes_max). Lower than the default only for
+    /// tests: a value over it goes in parts to a peer that takes them
+    /// (dask/1.1 `value-parts`), so a few MB exercise what a 1 GB value
+    /// does. Default [`dask_core::FRAME_BYTES_MAX`].
+    pub frame_bytes_max: usize,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -156,6 +162,7 @@ impl Default for ReactorConfig {
             tls: None,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             frame_buffers_bytes_max: FRAME_BUFFERS_BYTES_MAX,
+            frame_bytes_max: dask_core::FRAME_BYTES_MAX,
         }
     }
 }
@@ -1219,6 +1226,9 @@ impl Reactor {
     fn new_conn(&self, transport: Transport) -> Conn {
         let mut conn = Conn::over(transport);
         conn.set_send_queue_bytes_max(self.config.send_queue_bytes_max);
+        if self.config.frame_bytes_max != dask_core::FRAME_BYTES_MAX {
+            conn.set_frame_bytes_max(self.config.frame_bytes_max);
+        }
         conn.use_frame_buffers(Arc::clone(&self.frame_buffers));
         conn
     }

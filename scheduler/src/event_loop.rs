@@ -106,6 +106,9 @@ pub struct SchedulerConfig {
     /// Where operator log records go. Default: nowhere (the binary logs
     /// at `info` to stderr).
     pub logger: Logger,
+    /// Largest frame the scheduler sends ([`dask_net::ReactorConfig::frame_bytes_max`]:
+    /// lower only for tests). Default [`dask_core::FRAME_BYTES_MAX`].
+    pub frame_bytes_max: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -123,6 +126,7 @@ impl Default for SchedulerConfig {
             tls: None,
             dashboard: None,
             logger: Logger::off("dask-scheduler"),
+            frame_bytes_max: dask_core::FRAME_BYTES_MAX,
         }
     }
 }
@@ -189,6 +193,7 @@ impl EventLoop {
             })?;
         let mut reactor = Reactor::new(ReactorConfig {
             handshake_bytes_max: config.handshake_bytes_max,
+            frame_bytes_max: config.frame_bytes_max,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: config.tls.clone(),
             ..ReactorConfig::default()

@@ -489,6 +489,9 @@ struct Connection {
     v1_1: bool,
     /// Both sides listed the feature `key-waiting` in their hellos.
     key_waiting: bool,
+    /// Both sides listed the feature `value-parts`: values too large for a
+    /// frame go to it in parts.
+    value_parts: bool,
     /// The name in its hello, for the dashboard and the log.
     name: Option<String>,
 }
@@ -504,6 +507,9 @@ pub(crate) struct Client {
     /// It negotiated the feature `key-waiting`: it gets `key-waiting`
     /// events and may send `waiting-keys`.
     pub(crate) key_waiting: bool,
+    /// It negotiated the feature `value-parts`: a `gather-reply` too large
+    /// for a frame goes to it (its values in parts) rather than 5002.
+    pub(crate) value_parts: bool,
 }
 
 /// One key a client wants.
@@ -659,6 +665,7 @@ impl SchedulerState {
                 auth: None,
                 v1_1: false,
                 key_waiting: false,
+                value_parts: false,
                 name: None,
             },
         );
@@ -828,6 +835,10 @@ impl SchedulerState {
                         .features
                         .iter()
                         .any(|f| f == handshake::KEY_WAITING);
+                    c.value_parts = negotiated
+                        .features
+                        .iter()
+                        .any(|f| f == handshake::VALUE_PARTS);
                 }
                 if let (Some(auth), Some(nonces)) = (&self.config.auth, &mut self.nonces) {
                     let binding = self.conns.get(&conn).and_then(|c| c.channel_binding);
@@ -863,11 +874,13 @@ impl SchedulerState {
             return;
         };
         let (id, v1_1, key_waiting) = (c.id, c.v1_1, c.key_waiting);
+        let value_parts = c.value_parts;
         let peer = match role {
             Role::Client => {
                 let client = Client {
                     v1_1,
                     key_waiting,
+                    value_parts,
                     ..Client::default()
                 };
                 self.clients.insert(conn, client);

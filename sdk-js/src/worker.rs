@@ -32,13 +32,28 @@ use dask_core::{ConnId, Key, Timestamp, WireError};
 use crate::pack::{Command, MapWriter};
 
 /// The framing of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Framing {
     decoder: FrameDecoder,
     encoder: FrameEncoder,
     /// The machine closed it: nothing more is read; JS ends it after
     /// writing.
     closing: bool,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        // The worker machine builds a message too large for a frame (a
+        // `data` reply) only on a connection that negotiated `value-parts`
+        // (elsewhere it answers 5002): its encoder may then send parts.
+        let mut encoder = FrameEncoder::default();
+        encoder.send_value_parts(true);
+        Framing {
+            decoder: FrameDecoder::default(),
+            encoder,
+            closing: false,
+        }
+    }
 }
 
 #[derive(Debug)]

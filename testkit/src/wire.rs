@@ -16,12 +16,14 @@ use rmpv::Value;
 /// any other from a decoder is a bug. The rest are sent by the state
 /// machines (handshake, scheduler, worker). [`FIRST_BYTES_CODE`] is one
 /// more, before the first frame only.
-pub const DECODER_CODES: [ErrorCode; 5] = [
+pub const DECODER_CODES: [ErrorCode; 6] = [
     ErrorCode::MalformedFrame,
     ErrorCode::FrameTooLarge,
     ErrorCode::UnknownOp,
     ErrorCode::MissingField,
     ErrorCode::WrongType,
+    // Values in parts that do not add up (dask/1.1 `value-part`).
+    ErrorCode::UnexpectedMessage,
 ];
 
 /// The code a decoder answers when a connection's first bytes are another

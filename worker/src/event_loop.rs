@@ -105,6 +105,9 @@ pub struct WorkerConfig {
     /// with the CA, require peers' certificates); the CA lets the worker
     /// connect to a `tls://` scheduler and to TLS peers. Default `None`.
     pub tls: Option<TlsConfig>,
+    /// Largest frame the worker sends ([`dask_net::ReactorConfig::frame_bytes_max`]:
+    /// lower only for tests). Default [`dask_core::FRAME_BYTES_MAX`].
+    pub frame_bytes_max: usize,
 }
 
 impl Default for WorkerConfig {
@@ -126,6 +129,7 @@ impl Default for WorkerConfig {
             functions: FunctionRegistry::builtins(),
             credentials: None,
             tls: None,
+            frame_bytes_max: dask_core::FRAME_BYTES_MAX,
         }
     }
 }
@@ -183,6 +187,7 @@ impl WorkerHandle {
         let mut reactor = Reactor::new(ReactorConfig {
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: config.tls.clone(),
+            frame_bytes_max: config.frame_bytes_max,
             ..ReactorConfig::default()
         })?;
         let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;

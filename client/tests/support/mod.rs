@@ -83,11 +83,19 @@ impl Cluster {
 
     /// A new client of this cluster; requests give up after [`PATIENCE`].
     pub fn client(&self) -> Client {
+        self.client_with(ClientOptions::default())
+    }
+
+    /// [`Cluster::client`] with these options (its credentials and
+    /// request timeout set as there).
+    pub fn client_with(&self, options: ClientOptions) -> Client {
+        let home = self.home.client_options();
         Client::connect_with(
             &self.address,
             ClientOptions {
                 request_timeout: Some(PATIENCE),
-                ..self.home.client_options()
+                credentials: home.credentials,
+                ..options
             },
         )
         .unwrap_or_else(|e| panic!("client cannot connect to {}: {e}", self.address))

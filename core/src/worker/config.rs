@@ -11,9 +11,19 @@ use crate::FRAME_BYTES_MAX;
 /// header, op and field names, the request id and a key of up to 4096 bytes.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// Largest value the worker stores: larger results are reported as
-/// `task-erred` `ValueTooLarge`, since no `data` message could carry them.
+/// Largest value that fits in one frame in a message of its own (spec:
+/// value_bytes_max): a larger one can be sent only in parts, to a peer
+/// that negotiated the feature `value-parts`.
 pub const VALUE_BYTES_MAX: usize = FRAME_BYTES_MAX - FRAME_OVERHEAD_BYTES;
+
+/// Largest value the worker stores by default: what a receiver holds in
+/// parts for one message ([`crate::parts::PARTS_BYTES_MAX`]). Larger
+/// results are reported as `task-erred` `ValueTooLarge`.
+pub const STORED_VALUE_BYTES_MAX: usize = if crate::parts::PARTS_BYTES_MAX > usize::MAX as u64 {
+    usize::MAX
+} else {
+    crate::parts::PARTS_BYTES_MAX as usize
+};
 
 /// Most bytes of `data` replies to peers queued and not yet written before
 /// further peer requests are answered `busy`.
@@ -93,8 +103,12 @@ pub struct WorkerStateConfig {
     pub functions: HashSet<String>,
     /// Resources offered; running tasks hold what they ask.
     pub resources: Resources,
-    /// Largest value stored ([`VALUE_BYTES_MAX`]).
+    /// Largest value stored ([`STORED_VALUE_BYTES_MAX`]).
     pub value_bytes_max: usize,
+    /// Largest value sent on a connection that did not negotiate the
+    /// feature `value-parts` ([`VALUE_BYTES_MAX`]): a larger one is
+    /// refused there with 5002.
+    pub frame_value_bytes_max: usize,
     /// Most value bytes in one `data` message; a larger reply is split into
     /// several `data` messages with the same request id.
     pub reply_message_bytes_max: usize,
@@ -159,7 +173,8 @@ impl WorkerStateConfig {
             dispatch_ahead: nthreads.max(DISPATCH_AHEAD_MIN),
             functions,
             resources: Resources::new(),
-            value_bytes_max: VALUE_BYTES_MAX,
+            value_bytes_max: STORED_VALUE_BYTES_MAX,
+            frame_value_bytes_max: VALUE_BYTES_MAX,
             reply_message_bytes_max: VALUE_BYTES_MAX,
             reply_bytes_in_flight_max: REPLY_BYTES_IN_FLIGHT_MAX,
             memory_limit: None,

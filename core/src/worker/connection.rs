@@ -66,6 +66,9 @@ pub(super) struct Connection {
     held: Vec<Message>,
     /// Its TLS channel binding, which proofs cover.
     channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+    /// Both sides listed the feature `value-parts`: a value too large for
+    /// a frame can be sent on it (in parts).
+    pub(super) value_parts: bool,
 }
 
 /// Authentication on one connection.
@@ -257,6 +260,7 @@ impl WorkerState {
             auth: ConnAuth::Settled,
             held: Vec::new(),
             channel_binding: None,
+            value_parts: false,
         };
         self.conns.insert(conn, connection);
     }
@@ -448,6 +452,7 @@ impl WorkerState {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.handshaken = matches!(next, ConnAuth::Settled);
             c.auth = next;
+            c.value_parts = handshake::lists_value_parts(&reply.features);
         }
         self.send_now(conn, Message::Hello(reply));
     }

@@ -305,6 +305,9 @@ impl WorkerState {
                     let proven = checked.and_then(|_| self.connector_proves(conn, &reply));
                     match proven {
                         Ok(()) => {
+                            if let Some(c) = self.conns.get_mut(&conn) {
+                                c.value_parts = handshake::lists_value_parts(&reply.features);
+                            }
                             self.phase = Phase::Registering {
                                 conn,
                                 hello: true,
@@ -370,7 +373,7 @@ impl WorkerState {
             Message::StealRequest(StealRequest { key }) => self.steal(key),
             Message::PutData(put) => self.put_data(put),
             Message::GetData(GetData { request, keys }) => {
-                for reply in self.data_replies(request, &keys).0 {
+                for reply in self.data_replies(conn, request, &keys).0 {
                     self.emit(reply);
                 }
             }

@@ -26,7 +26,7 @@ impl WorkerState {
             });
             return self.send(conn, busy);
         }
-        let (replies, bytes) = self.data_replies(request.request, &request.keys);
+        let (replies, bytes) = self.data_replies(conn, request.request, &request.keys);
         *self.reply_bytes_in_flight.entry(conn).or_default() += bytes;
         for message in replies {
             self.send(conn, message);
@@ -44,7 +44,7 @@ impl WorkerState {
             return self.emit(Message::ErrorReport(ErrorReport {
                 code: ErrorCode::ValueTooLarge.number(),
                 message: format!(
-                    "values over {} bytes cannot be served in one message; nothing stored",
+                    "values over {} bytes are over this worker's limit; nothing stored",
                     self.config.value_bytes_max
                 ),
                 fatal: false,
@@ -69,7 +69,16 @@ impl WorkerState {
     ///
     /// A spilled value is read back for the reply and stays spilled; one
     /// that cannot be read back is lost here and listed missing.
-    pub(super) fn data_replies(&mut self, request: u64, keys: &[Key]) -> (Vec<Message>, usize) {
+    ///
+    /// A value too large for one frame goes (in parts) only on a connection
+    /// that negotiated `value-parts`; on another, the reply is
+    /// `error{5002}` listing those keys (spec "value-too-large").
+    pub(super) fn data_replies(
+        &mut self,
+        conn: ConnId,
+        request: u64,
+        keys: &[Key],
+    ) -> (Vec<Message>, usize) {
         /// A value for the reply: shared with the store, or read back.
         enum Found {
             Memory(Arc<RawValue>),
@@ -107,6 +116,25 @@ impl WorkerState {
                     None => missing.push(key.clone()),
                 },
             }
+        }
+        let in_parts = self.conns.get(&conn).is_some_and(|c| c.value_parts);
+        let too_large: Vec<Key> = found
+            .iter()
+            .filter(|(_, v)| !in_parts && v.as_raw().len() > self.config.frame_value_bytes_max)
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        if !too_large.is_empty() {
+            let refusal = Message::ErrorReport(ErrorReport {
+                code: ErrorCode::ValueTooLarge.number(),
+                message: format!(
+                    "values over {} bytes fit in no frame, and this connection did not negotiate the feature value-parts",
+                    self.config.frame_value_bytes_max
+                ),
+                fatal: false,
+                request: Some(request),
+                keys: Some(too_large),
+            });
+            return (vec![refusal], 0);
         }
         let missing_bytes: usize = missing.iter().map(|k| k.0.len() + 5).sum();
         let mut messages = Vec::new();

@@ -58,6 +58,20 @@ pub(super) fn frames() -> Json {
         "stream": hex(&stream),
         "batches": [[worker_hello], [register], []],
     }));
+    // Values in parts (dask/1.1, feature value-parts): the decoder puts x's
+    // value, whose 9 bytes came in two parts, into the data that follows.
+    let part =
+        |bytes: &str| json!({"op": "value-part", "key": "x", "nbytes": 9, "part": {"$bin": bytes}});
+    let parts = [part("c4070001"), part("0203040506")];
+    let rest = json!({"op": "data", "request": 17, "data": {"y": 1}, "missing": []});
+    let mut stream = frame_of(&parts);
+    stream.extend_from_slice(&frame_of(std::slice::from_ref(&rest)));
+    cases.push(json!({
+        "description": "a value in parts (dask/1.1): two value-parts, then the data without x; the receiver puts x into it",
+        "stream": hex(&stream),
+        "batches": [[], [{"op": "data", "request": 17,
+                          "data": {"x": {"$bin": "00010203040506"}, "y": 1}, "missing": []}]],
+    }));
     json!({
         "description": "Whole frames (4-byte big-endian length, then one msgpack array of messages) and the batches they hold. See README.md.",
         "cases": cases,

@@ -183,14 +183,20 @@ pub(super) fn handshake() -> Json {
             3002,
         ),
     ];
-    // What dask-rs offers: dask/1.1, with the feature key-waiting.
-    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": ["key-waiting"]});
+    // What dask-rs offers: dask/1.1, with the features key-waiting and
+    // value-parts.
+    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": ["key-waiting", "value-parts"]});
     let c_ok = |d: &str, expect: &str, reply: Json| {
         let version = reply["version"].clone();
         // The features both list: the reply's that were offered.
         let features: Vec<Json> = reply["features"]
             .as_array()
-            .map(|f| f.iter().filter(|x| *x == "key-waiting").cloned().collect())
+            .map(|f| {
+                f.iter()
+                    .filter(|x| *x == "key-waiting" || *x == "value-parts")
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         json!({"description": d, "offer": offer, "expect_role": expect, "reply": reply,
                "version": version, "features": features})
@@ -210,6 +216,12 @@ pub(super) fn handshake() -> Json {
             "scheduler",
             json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler", "id": 4,
                    "features": ["key-waiting", "x-not-offered"]}),
+        ),
+        c_ok(
+            "the scheduler agrees to value-parts: values over a frame may go in parts both ways",
+            "scheduler",
+            json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler", "id": 5,
+                   "features": ["value-parts"]}),
         ),
         c_ok(
             "a dask/1.0 scheduler accepts: both speak 1.0",

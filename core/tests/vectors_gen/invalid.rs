@@ -447,6 +447,27 @@ pub(super) fn invalid() -> Json {
         2003,
     );
 
+    // Values in parts (dask/1.1, feature value-parts).
+    let part = |nbytes: u64, bytes: &str| json!({"op": "value-part", "key": "x", "nbytes": nbytes, "part": {"$bin": bytes}});
+    bad(
+        "a value-part, then a heartbeat before the value is whole (dask/1.1)",
+        frame_of(&[part(9, "c4070001"), json!({"op": "heartbeat"})]),
+        "unexpected-message",
+        2004,
+    );
+    bad(
+        "a whole value in parts, then a message that carries no values (dask/1.1)",
+        frame_of(&[part(1, "01"), json!({"op": "heartbeat"})]),
+        "unexpected-message",
+        2004,
+    );
+    bad(
+        "value-parts whose bytes are two values, not one (dask/1.1)",
+        frame_of(&[part(2, "0102")]),
+        "malformed-frame",
+        1001,
+    );
+
     // Incomplete: the decoder wants more bytes, no error yet.
     let mut incomplete = |d: &str, frame: Vec<u8>| {
         cases.push(json!({"description": d, "frame": hex(&frame), "incomplete": true}));

@@ -606,6 +606,19 @@ pub(super) fn messages() -> Json {
         vec![vec![Wide("request")]],
     ));
 
+    // --- values in parts (dask/1.1, feature value-parts) ---------------
+    // The value: a bin of 7 bytes, 9 bytes encoded (c4 07 00 01 .. 06).
+    cases.push(case(
+        "value-part (dask/1.1): the first 4 bytes of the 9 of x's value",
+        json!({"op": "value-part", "key": "x", "nbytes": 9, "part": {"$bin": "c4070001"}}),
+        vec![vec![Reversed], vec![Wide("nbytes")]],
+    ));
+    cases.push(case(
+        "value-part (dask/1.1): the last 5 bytes; the data after it carries x",
+        json!({"op": "value-part", "key": "x", "nbytes": 9, "part": {"$bin": "0203040506"}}),
+        vec![],
+    ));
+
     json!({
         "description": "dask/1.0 messages: for each, its JSON form and its msgpack encodings (canonical first, then other encodings a decoder must accept). See README.md.",
         "version": [1, 0],

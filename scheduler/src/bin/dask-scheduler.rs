@@ -59,6 +59,10 @@ struct Cli {
     /// violation stops the scheduler with a message)
     #[arg(long)]
     validate: bool,
+    /// Largest frame this process sends (tests: a lower limit sends
+    /// values over it in parts, as values over 256 MiB are)
+    #[arg(long, value_name = "BYTES", hide = true)]
+    frame_bytes_max: Option<usize>,
     /// Write the scheduler's address to FILE once listening (JSON, as
     /// Dask's --scheduler-file), for workers and clients on a shared
     /// filesystem; removed at exit
@@ -230,6 +234,9 @@ fn main() -> ExitCode {
     }
     if let Some(t) = cli.spill_failed_timeout {
         config.spill_failed_timeout = t;
+    }
+    if let Some(n) = cli.frame_bytes_max {
+        config.frame_bytes_max = n;
     }
     signals::install();
     let event_loop = match EventLoop::bind(&config) {

@@ -137,6 +137,27 @@ impl SchedulerState {
                 Some(m.data.keys().cloned().collect()),
             );
         }
+        // A value too large for a frame reaches only workers that take
+        // values in parts (dask/1.1 `value-parts`).
+        let unsendable: Vec<Key> = m
+            .data
+            .iter()
+            .filter(|(_, v)| v.len() > dask_core::worker::VALUE_BYTES_MAX)
+            .filter(|_| targets.iter().any(|w| !self.takes_value_parts(*w)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !unsendable.is_empty() {
+            return self.reply_error(
+                conn,
+                ErrorCode::ValueTooLarge,
+                format!(
+                    "values over {} bytes fit in no frame, and a worker to hold them does not take values in parts (dask/1.1 value-parts): scatter them to workers that do",
+                    dask_core::worker::VALUE_BYTES_MAX
+                ),
+                Some(m.request),
+                Some(unsendable),
+            );
+        }
         if m.ack == Some(true) {
             self.acknowledge(conn, m.request);
         }
@@ -183,6 +204,12 @@ impl SchedulerState {
                 .insert(request, PendingPut { worker: w, keys });
             self.send_worker(w, Message::PutData(PutData { request, data }));
         }
+    }
+
+    /// Whether worker `w`'s connection negotiated `value-parts`.
+    fn takes_value_parts(&self, w: WorkerIdx) -> bool {
+        let conn = self.workers[w.0].conn;
+        self.conns.get(&conn).is_some_and(|c| c.value_parts)
     }
 
     /// Whether `key` is being scattered (its `put-data` not all answered).
@@ -461,7 +488,8 @@ impl SchedulerState {
             data: g.data,
             missing: g.missing,
         };
-        if !fits_in_a_frame(&reply) {
+        let in_parts = self.clients.get(&g.client).is_some_and(|c| c.value_parts);
+        if !in_parts && !fits_in_a_frame(&reply) {
             // Each value fits alone (holders sent them), not all together.
             let keys: Vec<Key> = reply.data.into_keys().collect();
             let message = format!(

@@ -630,8 +630,9 @@ impl SchedulerState {
     }
 }
 
-/// A value must fit in one frame, so a worker reporting more bytes for one
-/// is wrong; clamping keeps the per-worker byte sums from overflowing.
+/// A value is at most what a receiver holds in parts (dask/1.1
+/// `value-parts`; 64 GiB), so a worker reporting more bytes for one is
+/// wrong; clamping keeps the per-worker byte sums from overflowing.
 pub(crate) fn plausible_nbytes(nbytes: u64) -> u64 {
-    nbytes.min(dask_core::FRAME_BYTES_MAX as u64)
+    nbytes.min(dask_core::parts::PARTS_BYTES_MAX)
 }

@@ -1531,10 +1531,11 @@ fn a_gather_reply_that_would_not_fit_in_a_frame_is_a_5002_listing_its_keys() {
 }
 
 #[test]
-fn an_nbytes_over_frame_bytes_max_is_reported_clamped_to_it() {
-    // PROTOCOL.md#value-too-large: no value is larger than frame_bytes_max,
-    // so a larger nbytes is false; dask-rs clamps it, and key-finished
-    // carries the clamped value (issue 18.2: this was undocumented).
+fn an_implausible_nbytes_is_reported_clamped() {
+    // PROTOCOL.md#value-too-large: no value is larger than what a receiver
+    // holds in parts (dask-rs: 64 GiB), so a larger nbytes is false;
+    // dask-rs clamps it, and key-finished carries the clamped value (issue
+    // 18.2: this was undocumented).
     let mut sim = Sim::new();
     let w = sim.worker("w", &["f"], 1);
     let c = sim.client();
@@ -1543,7 +1544,7 @@ fn an_nbytes_over_frame_bytes_max_is_reported_clamped_to_it() {
     sim.finish(w, "k", u64::MAX);
     let got = sim.recv(c);
     assert!(
-        matches!(&got[..], [Message::KeyFinished(f)] if f.nbytes == dask_core::FRAME_BYTES_MAX as u64),
+        matches!(&got[..], [Message::KeyFinished(f)] if f.nbytes == dask_core::parts::PARTS_BYTES_MAX),
         "{got:?}"
     );
 }

@@ -91,6 +91,10 @@ struct Cli {
     /// Print the built-in functions and exit
     #[arg(long)]
     list_functions: bool,
+    /// Largest frame this process sends (tests: a lower limit sends
+    /// values over it in parts, as values over 256 MiB are)
+    #[arg(long, value_name = "BYTES", hide = true)]
+    frame_bytes_max: Option<usize>,
     /// Offer the `exec` built-in: whoever holds the cluster's client
     /// secret can then run any program as this user on this machine. Off
     /// by default
@@ -182,6 +186,9 @@ fn command(cli: Cli) -> Result<Command, String> {
     }
     if !cli.allow_exec {
         config.functions.remove("exec");
+    }
+    if let Some(n) = cli.frame_bytes_max {
+        config.frame_bytes_max = n;
     }
     if let Some(r) = cli.resources {
         config.resources = r;
