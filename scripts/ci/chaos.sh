@@ -3,14 +3,15 @@
 # from three clients against a scheduler (--validate) and workers while it
 # kills and replaces workers, pauses workers and the scheduler, keeps a
 # client that never reads its gathers, and partitions a worker in a network
-# namespace (with root and ip netns; otherwise without the partition). Every
+# namespace (with root and ip netns; otherwise without the partition), and
+# a worker spills to a full disk (root: a 5 MB tmpfs). Every
 # result is checked exactly, the scheduler's memory against a bound. The
 # seed is printed first: `CHAOS_SEED=N scripts/ci/chaos.sh` (or
 # `target/debug/dask-chaos --seed N`) draws the same faults again.
 # The full soak is the same command with more `--seconds` (a benchmark);
-# `--memory-limit 8MB` makes every worker spill, and `--full-disk` (root)
-# adds a worker spilling to a 5 MB tmpfs: it fails until issue 20 item 2
-# moves the tasks of a worker stuck in its pause.
+# `--memory-limit 8MB` makes every worker spill. With root, one more
+# worker spills to a full 5 MB tmpfs (issue 20 item 2; `--no-full-disk`
+# leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DASK_RS_HOME="${DASK_RS_HOME:-$(mktemp -d)}"
