@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dask_core::client::task_spec;
+use dask_core::client::{task_spec, ClientSession};
 use dask_core::messages::{CancelKeys, TaskSpec};
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue};
@@ -253,6 +253,42 @@ fn a_graph_is_computed_across_three_workers() {
     run_seeds(SEEDS, |seed| {
         // The same seed plays the same story: same placement, same times.
         assert_eq!(run(seed), run(seed), "seed {seed} replays differently");
+    });
+}
+
+#[test]
+fn a_graph_submitted_in_parts_by_the_client_session_runs_as_one() {
+    const LEAVES: usize = 64;
+    run_seeds(SEEDS, |seed| {
+        let mut sim = cluster(seed, 2);
+        let mut session = ClientSession::new(None, 1);
+        // Its hello: the simulated client has said its own.
+        while session.poll_transmit().is_some() {}
+        session.set_submit_part_bytes(800);
+        let tasks = tree(LEAVES);
+        let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+        session.submit(tasks, vec![Key::from("sum")]);
+        let mut parts = 0;
+        while let Some(m) = session.poll_transmit() {
+            parts += usize::from(matches!(m, Message::UpdateGraph(_)));
+            sim.client_send(0, m);
+        }
+        assert!(parts >= 3, "seed {seed}: {parts} parts");
+        assert!(
+            sim.run_until(|s| s.finished_key(0, "sum"), LIMIT),
+            "seed {seed}"
+        );
+        let data = sim.gather(0, &["sum"], LIMIT);
+        assert_eq!(int(&data, "sum"), (LEAVES * (LEAVES + 1) / 2) as i64);
+        // The keys wanted only so that later parts could refer to them
+        // were released: nothing but the root holds data.
+        for k in keys.iter().filter(|k| k.as_str() != "sum") {
+            let state = sim.scheduler.task_state(k.as_str());
+            assert!(
+                matches!(state, None | Some("released")),
+                "seed {seed}: {k} is {state:?}"
+            );
+        }
     });
 }
 

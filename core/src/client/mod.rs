@@ -48,6 +48,7 @@
 //! - `requests.rs`: what the driver asks (submit, scatter, gather, ...);
 //! - `input.rs`: what the scheduler sends, and the transport's end;
 //! - `graph.rs`: task specs, options and graphs (and graph files);
+//! - `parts.rs`: a large graph submitted as several `update-graph`s;
 //! - `waiting.rs`: why keys wait (dask/1.1 `key-waiting`), progress counts;
 //! - `tests/`: the tests, one file per concern.
 
@@ -64,6 +65,7 @@ mod events;
 mod graph;
 mod input;
 mod keys;
+mod parts;
 mod requests;
 mod waiting;
 
@@ -71,6 +73,7 @@ pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
 pub use graph::{encode_args, encode_kwargs, task_spec, Graph, GraphError, TaskOptions};
 pub use input::PYTHON_DASK_SCHEDULER;
 pub use keys::{format_key, is_valid_key, KeyGenerator, KEY_FUNCTION_BYTES_MAX};
+pub use parts::SUBMIT_PART_BYTES;
 pub use waiting::{Progress, Waiting};
 
 /// Where the session is.
@@ -144,6 +147,8 @@ pub struct ClientSession {
     holding: bool,
     /// This connection's TLS channel binding.
     channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
+    /// Graphs larger than this go in parts (see `parts.rs`).
+    part_bytes: usize,
 }
 
 /// What a client proves: the client secret, with a fresh nonce from the
@@ -185,6 +190,7 @@ impl ClientSession {
             auth: None,
             holding: false,
             channel_binding: None,
+            part_bytes: SUBMIT_PART_BYTES,
         };
         let mut hello = handshake::offer(Role::Client, name);
         if let Some(auth) = auth {

@@ -1,9 +1,10 @@
 //! Requests: what the driver asks of the scheduler (submit, scatter,
 //! gather, datasets, cancel, close) and the bookkeeping of their replies.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::events::{ClientEvent, KeyState, RequestError, RequestId};
+use super::parts;
 use super::{ClientSession, Pending};
 use crate::messages::{
     CancelKeys, Close, ClusterInfo, Gather, GetDataset, ListDatasets, PublishDataset, ReleaseKeys,
@@ -81,7 +82,19 @@ impl ClientSession {
     /// Submits `tasks` and wants each key of `wanted` (one local reference
     /// per entry). A refused graph turns its newly wanted keys to
     /// [`KeyState::Failed`].
+    ///
+    /// A graph of more than [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES) (or what
+    /// [`ClientSession::set_submit_part_bytes`] set) goes in parts, by the
+    /// rule of spec/PROTOCOL.md "A graph larger than a frame"; the id
+    /// returned is the last part's.
     pub fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
+        match parts::split(tasks, self.part_bytes) {
+            Ok(parts) => self.submit_parts(parts, wanted),
+            Err(tasks) => self.submit_whole(tasks, wanted),
+        }
+    }
+
+    fn submit_whole(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
         let mut unique: Vec<Key> = Vec::with_capacity(wanted.len());
         let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
         for k in &wanted {
@@ -98,6 +111,54 @@ impl ClientSession {
                 ack: None,
             })
         })
+    }
+
+    /// A graph in parts: each part wants the user's keys it defines and its
+    /// keys later parts need (the last part also the user's keys defined
+    /// elsewhere); the second kind is released once the last part is queued.
+    fn submit_parts(&mut self, parts: Vec<parts::Part>, wanted: Vec<Key>) -> RequestId {
+        let part_of: HashMap<&str, usize> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.tasks.iter().map(move |t| (t.key.as_str(), i)))
+            .collect();
+        let last = parts.len() - 1;
+        // The user's wanted entries (one reference each), by part.
+        let mut wanted_by_part: Vec<Vec<Key>> = vec![Vec::new(); parts.len()];
+        for k in wanted {
+            let p = part_of.get(k.as_str()).copied().unwrap_or(last);
+            wanted_by_part[p].push(k);
+        }
+        drop(part_of);
+        let mut needed_later = Vec::new();
+        let mut id = RequestId(0);
+        for (part, user_wanted) in parts.into_iter().zip(wanted_by_part) {
+            let mut refs = user_wanted;
+            refs.extend(part.needed_later.iter().cloned());
+            let mut unique: Vec<Key> = refs.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            needed_later.extend(part.needed_later);
+            let tasks = part.tasks;
+            id = self.ask_wants(&refs, move |request| {
+                Message::UpdateGraph(UpdateGraph {
+                    request,
+                    tasks,
+                    wanted: unique,
+                    ack: None,
+                })
+            });
+        }
+        for k in needed_later {
+            self.release(k.as_str());
+        }
+        id
+    }
+
+    /// Graphs of more than `bytes` (estimated encoding) are submitted in
+    /// parts of about that size from now on (default [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES)).
+    pub fn set_submit_part_bytes(&mut self, bytes: usize) {
+        self.part_bytes = bytes.max(1);
     }
 
     /// Stores values on workers under these keys (one local reference per

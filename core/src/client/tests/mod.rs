@@ -61,6 +61,7 @@ fn finished(key: &Key) -> Message {
 mod graph;
 mod input;
 mod keys;
+mod parts;
 mod requests;
 mod session;
 mod v1_1;

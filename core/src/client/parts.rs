@@ -1,0 +1,179 @@
+//! Submitting a large graph in parts (spec/PROTOCOL.md, Advice to
+//! implementers, "A graph larger than a frame"): a graph of more than [`SUBMIT_PART_BYTES`]
+//! goes as several `update-graph`s, so neither side builds or holds one
+//! giant message (a 10M-task graph is ~500 MB of msgpack, over the frame
+//! limit). It needs nothing new from the scheduler:
+//!
+//! - the parts go in dependency order (a depth-first post-order from the
+//!   graph's tasks in their given order, so a tree goes subtree by subtree
+//!   and few keys cross a part boundary), each task referring only to tasks
+//!   of its own or an earlier part, or to keys the scheduler already knows;
+//! - a part also wants its keys that later parts refer to (the scheduler
+//!   forgets at once new tasks nothing wants or needs), and the user's
+//!   wanted keys go with the part that defines them (the last part: the
+//!   others);
+//! - once the last part is queued, those extra wants are released (the
+//!   scheduler keeps such a key while a task that needs it waits).
+//!
+//! A refused part refuses only its own keys: parts before it stay
+//! submitted. A graph with a cycle or a key defined twice is sent whole,
+//! as before, for the scheduler to refuse.
+
+use std::collections::HashMap;
+
+use crate::messages::TaskSpec;
+use crate::msgpack::Reader;
+use crate::wire::Key;
+
+/// Estimated encoded bytes of a graph past which it is submitted in parts,
+/// and the size each part is filled to (16 MiB: about 300,000 small tasks).
+pub const SUBMIT_PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// One part of a graph.
+#[derive(Debug)]
+pub(super) struct Part {
+    pub(super) tasks: Vec<TaskSpec>,
+    /// Keys of this part that later parts refer to.
+    pub(super) needed_later: Vec<Key>,
+}
+
+/// Roughly what a task spec costs in an `update-graph`.
+fn spec_bytes(spec: &TaskSpec) -> usize {
+    // The map header and field names of key, function and args: ~24 bytes.
+    24 + spec.key.as_str().len()
+        + spec.function.len()
+        + spec.args.as_bytes().len()
+        + spec.kwargs.as_ref().map_or(0, |k| k.as_bytes().len() + 8)
+        + spec
+            .workers
+            .as_ref()
+            .map_or(0, |w| w.iter().map(|n| n.len() + 2).sum())
+        + spec.resources.as_ref().map_or(0, |r| r.len() * 24)
+        + 16
+}
+
+/// `tasks` in parts of about `part_bytes` each, in dependency order; the
+/// tasks back when they fit in one part, have a cycle or define a key
+/// twice.
+pub(super) fn split(tasks: Vec<TaskSpec>, part_bytes: usize) -> Result<Vec<Part>, Vec<TaskSpec>> {
+    let sizes: Vec<usize> = tasks.iter().map(spec_bytes).collect();
+    if sizes.iter().sum::<usize>() <= part_bytes || tasks.len() > u32::MAX as usize {
+        return Err(tasks);
+    }
+    let Some(deps) = dependencies(&tasks) else {
+        return Err(tasks);
+    };
+    let Some(order) = post_order(&deps) else {
+        return Err(tasks);
+    };
+    // Part of each task, filling parts in post-order.
+    let mut part_of = vec![0u32; tasks.len()];
+    let (mut part, mut filled) = (0u32, 0usize);
+    for &t in &order {
+        if filled > 0 && filled + sizes[t as usize] > part_bytes {
+            part += 1;
+            filled = 0;
+        }
+        filled += sizes[t as usize];
+        part_of[t as usize] = part;
+    }
+    let mut needed_later = vec![false; tasks.len()];
+    for (t, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            if part_of[d as usize] < part_of[t] {
+                needed_later[d as usize] = true;
+            }
+        }
+    }
+    drop(deps);
+    let mut parts: Vec<Part> = (0..=part)
+        .map(|_| Part {
+            tasks: Vec::new(),
+            needed_later: Vec::new(),
+        })
+        .collect();
+    let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
+    for t in order {
+        let t = t as usize;
+        let Some(spec) = slots[t].take() else {
+            continue;
+        };
+        let p = &mut parts[part_of[t] as usize];
+        if needed_later[t] {
+            p.needed_later.push(spec.key.clone());
+        }
+        p.tasks.push(spec);
+    }
+    Ok(parts)
+}
+
+/// Each task's references to tasks of the graph (by position), or `None`
+/// when a key is defined twice.
+fn dependencies(tasks: &[TaskSpec]) -> Option<Vec<Vec<u32>>> {
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(tasks.len());
+    for (i, spec) in tasks.iter().enumerate() {
+        if index.insert(spec.key.as_str(), i as u32).is_some() {
+            return None;
+        }
+    }
+    let deps = tasks
+        .iter()
+        .map(|spec| {
+            let mut found = Vec::new();
+            let mut on_ref = |k: &str| {
+                if let Some(&d) = index.get(k) {
+                    found.push(d);
+                }
+            };
+            // Malformed arguments: the scheduler refuses them; here they
+            // only have no references.
+            let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+            if let Some(kwargs) = &spec.kwargs {
+                let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+            }
+            found
+        })
+        .collect();
+    Some(deps)
+}
+
+/// The tasks in depth-first post-order (each after its dependencies),
+/// starting from each task in the given order; `None` on a cycle.
+fn post_order(deps: &[Vec<u32>]) -> Option<Vec<u32>> {
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    const DONE: u8 = 2;
+    let mut mark = vec![NEW; deps.len()];
+    let mut order = Vec::with_capacity(deps.len());
+    // (task, next dependency to look at)
+    let mut stack: Vec<(u32, usize)> = Vec::new();
+    for root in 0..deps.len() as u32 {
+        if mark[root as usize] != NEW {
+            continue;
+        }
+        mark[root as usize] = OPEN;
+        stack.push((root, 0));
+        while let Some(top) = stack.last_mut() {
+            let (t, next) = *top;
+            match deps[t as usize].get(next) {
+                Some(&d) => {
+                    top.1 += 1;
+                    match mark[d as usize] {
+                        NEW => {
+                            mark[d as usize] = OPEN;
+                            stack.push((d, 0));
+                        }
+                        OPEN => return None,
+                        _ => {}
+                    }
+                }
+                None => {
+                    mark[t as usize] = DONE;
+                    order.push(t);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    Some(order)
+}

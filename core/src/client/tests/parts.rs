@@ -1,0 +1,160 @@
+//! A large graph submitted in parts (`parts.rs`).
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::msgpack::Reader;
+
+/// A binary reduction over `leaves` leaves, leaves first (level by
+/// level), and its root.
+fn tree(leaves: usize) -> (Vec<TaskSpec>, Key) {
+    let name = |level: u32, i: usize| Key::from(format!("t-{level}-{i}"));
+    let mut tasks: Vec<TaskSpec> = (0..leaves)
+        .map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let (mut level, mut width) = (0, leaves);
+    while width > 1 {
+        for i in 0..width / 2 {
+            let args = [
+                task_ref_value(name(level, 2 * i).as_str()),
+                task_ref_value(name(level, 2 * i + 1).as_str()),
+            ];
+            tasks.push(task_spec(name(level + 1, i), "add", &args, &[]));
+        }
+        level += 1;
+        width /= 2;
+    }
+    (tasks, name(level, 0))
+}
+
+fn references(spec: &TaskSpec) -> Vec<String> {
+    let mut found = Vec::new();
+    let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut |k| found.push(k.to_owned()));
+    found
+}
+
+#[test]
+fn a_large_graph_goes_in_parts_each_referring_only_to_what_came_before() {
+    let mut s = connected();
+    let (tasks, root) = tree(64);
+    s.set_submit_part_bytes(1000);
+    s.submit(tasks, vec![root.clone()]);
+    let out = drain(&mut s);
+    let (graphs, rest): (Vec<_>, Vec<_>) = out
+        .iter()
+        .partition(|m| matches!(m, Message::UpdateGraph(_)));
+    assert!(graphs.len() >= 4, "{} parts", graphs.len());
+    let mut known: HashSet<String> = HashSet::new();
+    let mut wanted_for_later: HashSet<String> = HashSet::new();
+    let mut defined = 0;
+    for (i, m) in graphs.iter().enumerate() {
+        let Message::UpdateGraph(g) = m else {
+            unreachable!()
+        };
+        let here: HashSet<String> = g.tasks.iter().map(|t| t.key.0.clone()).collect();
+        for t in &g.tasks {
+            for r in references(t) {
+                assert!(
+                    known.contains(&r) || here.contains(&r),
+                    "part {i}: {} refers to {r}, not sent yet",
+                    t.key
+                );
+                if !here.contains(&r) {
+                    // Wanted by its own part, so the scheduler kept it.
+                    assert!(wanted_for_later.contains(&r), "{r} was not kept");
+                }
+            }
+        }
+        for k in &g.wanted {
+            assert!(here.contains(&k.0), "part {i} wants {k}, not its own");
+            wanted_for_later.insert(k.0.clone());
+        }
+        defined += g.tasks.len();
+        known.extend(here);
+    }
+    assert_eq!(defined, 127);
+    let Some(Message::UpdateGraph(last)) = graphs.last() else {
+        unreachable!()
+    };
+    assert_eq!(last.wanted, vec![root.clone()]);
+    // The keys wanted for later parts are released once all are sent.
+    match &rest[..] {
+        [Message::ReleaseKeys(r)] => {
+            let released: HashSet<String> = r.keys.iter().map(|k| k.0.clone()).collect();
+            wanted_for_later.remove(&root.0);
+            assert_eq!(released, wanted_for_later);
+        }
+        other => panic!("expected one release-keys after the parts, got {other:?}"),
+    }
+    assert_eq!(s.ref_count(root.as_str()), 1);
+    assert_eq!(s.held_keys(), 1);
+    // Only the root's want is outstanding; an event of a released key is
+    // not the user's.
+    assert_eq!(s.requests.len(), 1);
+    let released = wanted_for_later.iter().next().expect("a kept key");
+    s.handle_message(finished(&Key::from(released.as_str())));
+    assert_eq!(events(&mut s), vec![]);
+    s.handle_message(finished(&root));
+    assert_eq!(
+        events(&mut s),
+        vec![ClientEvent::KeyUpdated {
+            key: root,
+            state: KeyState::Finished { nbytes: 1 }
+        }]
+    );
+    assert!(s.requests.is_empty());
+}
+
+#[test]
+fn a_graph_under_the_part_size_goes_whole() {
+    let mut s = connected();
+    let (tasks, root) = tree(8);
+    s.set_submit_part_bytes(1 << 20);
+    s.submit(tasks, vec![root]);
+    let out = drain(&mut s);
+    assert!(matches!(&out[..], [Message::UpdateGraph(g)] if g.tasks.len() == 15));
+}
+
+#[test]
+fn a_graph_with_a_cycle_goes_whole_for_the_scheduler_to_refuse() {
+    let mut s = connected();
+    let (mut tasks, root) = tree(32);
+    // The first leaf now refers to the root: a cycle.
+    tasks[0] = task_spec(
+        tasks[0].key.clone(),
+        "inc",
+        &[task_ref_value(root.as_str())],
+        &[],
+    );
+    s.set_submit_part_bytes(100);
+    s.submit(tasks, vec![root]);
+    let out = drain(&mut s);
+    assert!(matches!(&out[..], [Message::UpdateGraph(g)] if g.tasks.len() == 63));
+}
+
+#[test]
+fn wanted_keys_go_with_the_part_that_defines_them() {
+    let mut s = connected();
+    let tasks: Vec<TaskSpec> = (0..40)
+        .map(|i| task_spec(Key::from(format!("i-{i}")), "inc", &[Value::from(i)], &[]))
+        .collect();
+    let mut wanted: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    wanted.push(Key::from("known-before"));
+    wanted.push(Key::from("i-3")); // twice: two references
+    s.set_submit_part_bytes(300);
+    s.submit(tasks, wanted);
+    let out = drain(&mut s);
+    assert!(out.len() >= 3, "{} messages", out.len());
+    for m in &out {
+        let Message::UpdateGraph(g) = m else {
+            panic!("nothing to release for independent tasks: {m:?}")
+        };
+        let here: HashSet<&Key> = g.tasks.iter().map(|t| &t.key).collect();
+        let elsewhere: Vec<&Key> = g.wanted.iter().filter(|k| !here.contains(k)).collect();
+        assert!(elsewhere.is_empty() || elsewhere == [&Key::from("known-before")]);
+        assert_eq!(g.wanted.len(), here.len() + elsewhere.len());
+    }
+    assert_eq!(s.ref_count("i-3"), 2);
+    assert_eq!(s.ref_count("known-before"), 1);
+    assert_eq!(s.held_keys(), 41);
+}
