@@ -17,8 +17,11 @@ use dask_core::Key;
 /// The fields of a graph file's top-level object.
 pub const GRAPH_FIELDS: &[&str] = &["tasks", "wanted"];
 
-/// Largest graph file read: the limit of one frame.
-pub const GRAPH_FILE_BYTES_MAX: u64 = dask_core::FRAME_BYTES_MAX as u64;
+/// Largest graph file read (8 GiB): it is read whole, and a large graph
+/// is submitted in parts (the client session splits it), so the bound is
+/// what a machine may hold, not a frame (a 10M-task graph is ~500 MB of
+/// msgpack).
+pub const GRAPH_FILE_BYTES_MAX: u64 = 8 << 30;
 
 /// A graph file read.
 #[derive(Debug)]

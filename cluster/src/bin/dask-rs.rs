@@ -526,9 +526,15 @@ fn execute(client: &Client, file: GraphFile, progress: Option<Duration>) -> Resu
     wanted.dedup();
     let tasks = file.graph.into_tasks();
     let wanted_set: HashSet<Key> = wanted.iter().cloned().collect();
-    let all: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
-    let mut every = all.clone();
-    every.extend(wanted.iter().filter(|k| !all.contains(k)).cloned());
+    let mut every: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    let defined: HashSet<&Key> = tasks.iter().map(|t| &t.key).collect();
+    let elsewhere: Vec<Key> = wanted
+        .iter()
+        .filter(|k| !defined.contains(k))
+        .cloned()
+        .collect();
+    drop(defined);
+    every.extend(elsewhere);
     let futures = client.submit_tasks(tasks, every);
     let (finished, errors) = follow(futures, &wanted_set, progress);
     let values = client.gather_raw(&finished).map_err(failed)?;
