@@ -101,7 +101,7 @@
 //!   their worker may be waiting for a fetch from a peer that hangs.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,7 @@ use dask_core::messages::{
     StealRequest, WorkerRegistered,
 };
 use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
+use key_index::KeyIndex;
 use observe::{GroupId, Observer};
 use placement::GroupDurations;
 use slab::Slab;
@@ -122,6 +123,7 @@ mod claims;
 pub mod data;
 mod graph;
 pub mod inspect;
+mod key_index;
 pub mod liveness;
 pub mod observe;
 pub mod outflow;
@@ -196,6 +198,10 @@ pub const SPILL_FAILED_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Workers a task may lose before it errs with `KilledWorker`, by default.
 pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
 
+/// Most function names shared between tasks (see
+/// `SchedulerState::functions`); tasks of further names get their own copy.
+const FUNCTION_NAMES_SHARED_MAX: usize = 4096;
+
 /// Most names of lost workers a task remembers for its `KilledWorker`
 /// message.
 const KILLED_WORKER_NAMES_MAX: usize = 8;
@@ -269,7 +275,8 @@ impl TaskState {
 /// How to compute a task (absent for scattered data, which has no lineage).
 #[derive(Debug, Clone)]
 pub(crate) struct TaskDef {
-    pub(crate) function: String,
+    /// Shared by every task of the function (see `SchedulerState::functions`).
+    pub(crate) function: Arc<str>,
     pub(crate) args: RawValue,
     /// kwargs, resources and worker restrictions: few tasks have any, and
     /// the scheduler keeps tasks by the hundred thousand, so they are boxed
@@ -287,7 +294,7 @@ pub(crate) struct TaskOptions {
 
 impl TaskDef {
     pub(crate) fn new(
-        function: String,
+        function: Arc<str>,
         args: RawValue,
         kwargs: Option<RawValue>,
         resources: Option<Resources>,
@@ -342,13 +349,10 @@ pub(crate) struct Task {
     /// Graph order: `dask_core::order` within a graph, graphs in
     /// submission order.
     pub(crate) order: u64,
-    pub(crate) retries_left: u32,
-    /// Times a worker was lost while the task was processing on it.
-    pub(crate) suspicious: u32,
-    /// Names of those workers (the last [`KILLED_WORKER_NAMES_MAX`]).
-    pub(crate) lost_on: Vec<String>,
+    /// Retries, lost workers and the error, which few tasks have.
+    pub(crate) rare: Option<Box<TaskRare>>,
     /// Distinct tasks referenced by the arguments, in order of appearance.
-    pub(crate) dependencies: Vec<TaskId>,
+    pub(crate) dependencies: Box<[TaskId]>,
     pub(crate) dependents: TaskSet,
     /// In `Waiting`: dependencies not in memory.
     pub(crate) waiting_on: u32,
@@ -361,7 +365,6 @@ pub(crate) struct Task {
     /// Workers holding its data.
     pub(crate) who_has: Vec<WorkerIdx>,
     pub(crate) nbytes: u64,
-    pub(crate) error: Option<Arc<TaskError>>,
     /// A steal-request for it is in flight.
     pub(crate) steal_pending: bool,
     /// Its worker refused to give it up: it is running there.
@@ -380,10 +383,8 @@ impl Task {
             state,
             priority: 0,
             order,
-            retries_left: 0,
-            suspicious: 0,
-            lost_on: Vec::new(),
-            dependencies: Vec::new(),
+            rare: None,
+            dependencies: Box::default(),
             dependents: TaskSet::default(),
             waiting_on: 0,
             waiters: 0,
@@ -391,7 +392,6 @@ impl Task {
             dataset_refs: 0,
             who_has: Vec::new(),
             nbytes: 0,
-            error: None,
             steal_pending: false,
             steal_refused: false,
             group: GroupId::OTHER,
@@ -406,6 +406,38 @@ impl Task {
     /// The key of its entry in the ready queue.
     pub(crate) fn queue_key(&self) -> QueueKey {
         (Reverse(self.priority), self.order)
+    }
+}
+
+/// What few tasks have, boxed: a pointer in every task rather than 40
+/// bytes.
+#[derive(Debug, Default)]
+pub(crate) struct TaskRare {
+    pub(crate) retries_left: u32,
+    /// Times a worker was lost while the task was processing on it.
+    pub(crate) suspicious: u32,
+    /// Names of those workers (the last [`KILLED_WORKER_NAMES_MAX`]).
+    pub(crate) lost_on: Vec<String>,
+    /// Why it is erred, while it is.
+    pub(crate) error: Option<Arc<TaskError>>,
+}
+
+/// A task's [`TaskRare`] when it has none.
+static NO_RARE: TaskRare = TaskRare {
+    retries_left: 0,
+    suspicious: 0,
+    lost_on: Vec::new(),
+    error: None,
+};
+
+impl Task {
+    /// Its retries, lost workers and error.
+    pub(crate) fn rare(&self) -> &TaskRare {
+        self.rare.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    pub(crate) fn rare_mut(&mut self) -> &mut TaskRare {
+        self.rare.get_or_insert_with(Box::default)
     }
 }
 
@@ -538,7 +570,8 @@ pub struct SchedulerState {
     worker_by_conn: HashMap<ConnId, WorkerIdx>,
     worker_by_name: HashMap<String, WorkerIdx>,
     pub(crate) tasks: Slab<Task>,
-    pub(crate) task_by_key: HashMap<Key, TaskId>,
+    /// The task of each key.
+    pub(crate) key_index: KeyIndex,
     /// Ready tasks waiting for a worker slot.
     pub(crate) queue: BTreeMap<QueueKey, TaskId>,
     pub(crate) no_worker: BTreeSet<TaskId>,
@@ -552,6 +585,12 @@ pub struct SchedulerState {
     joined: Vec<WorkerIdx>,
     /// Duration estimates per task group (placement).
     pub(crate) durations: GroupDurations,
+    /// One copy of each function name for all its tasks (a `String` per
+    /// task was 56 bytes of a 10M-task graph's ~500 per task), at most
+    /// [`FUNCTION_NAMES_SHARED_MAX`] names.
+    functions: HashSet<Arc<str>>,
+    /// The name [`SchedulerState::shared_function`] gave last.
+    last_function: Option<Arc<str>>,
     /// The worker each steal in flight is for.
     pub(crate) steal_thieves: BTreeMap<TaskId, WorkerIdx>,
     /// The worker that got the last task without dependencies (see
@@ -608,7 +647,7 @@ impl SchedulerState {
             worker_by_conn: HashMap::new(),
             worker_by_name: HashMap::new(),
             tasks: Slab::new(),
-            task_by_key: HashMap::new(),
+            key_index: KeyIndex::default(),
             queue: BTreeMap::new(),
             no_worker: BTreeSet::new(),
             datasets: BTreeMap::new(),
@@ -616,6 +655,8 @@ impl SchedulerState {
             pending_free: BTreeMap::new(),
             joined: Vec::new(),
             durations: GroupDurations::default(),
+            functions: HashSet::new(),
+            last_function: None,
             steal_thieves: BTreeMap::new(),
             data: data::DataRequests::default(),
             outflow: outflow::Outflow::default(),
@@ -777,8 +818,13 @@ impl SchedulerState {
 
     /// The scheduler state name of `key` (`None` when forgotten or unknown).
     pub fn task_state(&self, key: &str) -> Option<&'static str> {
-        let t = self.task_by_key.get(key)?;
+        let t = self.task_id(key)?;
         Some(self.tasks[t.0].state.name())
+    }
+
+    /// The task of `key`, if the scheduler knows it.
+    pub(crate) fn task_id<K: std::borrow::Borrow<str> + ?Sized>(&self, key: &K) -> Option<TaskId> {
+        self.key_index.get(&self.tasks, key.borrow())
     }
 
     /// Number of tasks the scheduler knows.
@@ -931,8 +977,8 @@ impl SchedulerState {
             Message::UpdateGraph(m) => self.update_graph(conn, m),
             Message::ReleaseKeys(m) => {
                 for key in &m.keys {
-                    match self.task_by_key.get(key) {
-                        Some(&t) => {
+                    match self.task_id(key) {
+                        Some(t) => {
                             self.remove_want(conn, t);
                         }
                         None => {
@@ -1073,6 +1119,24 @@ impl SchedulerState {
             task.wanted_by.retain(|&c| c != conn);
             self.to_check.push(t);
         }
+    }
+
+    /// The shared copy of the function name `name`.
+    pub(crate) fn shared_function(&mut self, name: String) -> Arc<str> {
+        // Consecutive tasks mostly run one function: no hashing then.
+        if let Some(last) = self.last_function.as_ref().filter(|f| ***f == *name) {
+            return Arc::clone(last);
+        }
+        if let Some(f) = self.functions.get(name.as_str()) {
+            self.last_function = Some(Arc::clone(f));
+            return Arc::clone(f);
+        }
+        let f: Arc<str> = Arc::from(name);
+        if self.functions.len() < FUNCTION_NAMES_SHARED_MAX {
+            self.functions.insert(Arc::clone(&f));
+            self.last_function = Some(Arc::clone(&f));
+        }
+        f
     }
 
     /// Notes that `t` changed, for the validation after this event.
@@ -1257,21 +1321,22 @@ impl SchedulerState {
     fn count_lost_worker(&mut self, t: TaskId, worker: &str) -> bool {
         let allowed = self.config.allowed_failures;
         let task = &mut self.tasks[t.0];
-        task.suspicious = task.suspicious.saturating_add(1);
-        if task.lost_on.len() == KILLED_WORKER_NAMES_MAX {
-            task.lost_on.remove(0);
+        let rare = task.rare.get_or_insert_with(Box::default);
+        rare.suspicious = rare.suspicious.saturating_add(1);
+        if rare.lost_on.len() == KILLED_WORKER_NAMES_MAX {
+            rare.lost_on.remove(0);
         }
-        task.lost_on.push(worker.to_string());
-        if task.suspicious <= allowed {
+        rare.lost_on.push(worker.to_string());
+        if rare.suspicious <= allowed {
             return false;
         }
-        let names = task
+        let names = rare
             .lost_on
             .iter()
             .map(|n| format!("{n:?}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let earlier = task.suspicious as usize - task.lost_on.len();
+        let earlier = rare.suspicious as usize - rare.lost_on.len();
         let names = if earlier > 0 {
             format!("{earlier} more, then {names}")
         } else {
@@ -1284,7 +1349,7 @@ impl SchedulerState {
                 "task {} was processing on {} workers that were lost while it ran ({names}); \
                  at most {allowed} such losses are allowed per task, so it is not tried \
                  again: it may be what kills its workers",
-                task.key, task.suspicious
+                task.key, rare.suspicious
             ),
             traceback: String::new(),
             lost: false,

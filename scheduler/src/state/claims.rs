@@ -101,7 +101,7 @@ impl SchedulerState {
     pub(crate) fn add_keys(&mut self, w: WorkerIdx, m: AddKeys) {
         let mut refused = 0u64;
         for (key, nbytes) in m.nbytes {
-            let Some(&t) = self.task_by_key.get(&key) else {
+            let Some(t) = self.task_id(&key) else {
                 self.free_on(w, key);
                 continue;
             };
@@ -150,12 +150,10 @@ impl SchedulerState {
 
     pub(crate) fn missing_data(&mut self, w: WorkerIdx, m: MissingData) {
         let task = self
-            .task_by_key
-            .get(&m.task)
-            .copied()
+            .task_id(&m.task)
             .filter(|&t| self.tasks[t.0].state == TaskState::Processing(w));
         let mut checking = false;
-        if let Some(&d) = self.task_by_key.get(&m.key) {
+        if let Some(d) = self.task_id(&m.key) {
             let needed = task.is_some_and(|t| self.tasks[t.0].dependencies.contains(&d));
             for address in &m.addresses {
                 let holders: Vec<WorkerIdx> = self.tasks[d.0]
@@ -243,7 +241,7 @@ impl SchedulerState {
         };
         let lacks = reply.is_some_and(|m| !m.data.contains_key(&check.key));
         if lacks {
-            if let Some(&d) = self.task_by_key.get(&check.key) {
+            if let Some(d) = self.task_id(&check.key) {
                 if self.remove_replica(d, w) {
                     self.free_on(w, check.key.clone());
                     let dep = &self.tasks[d.0];
@@ -260,7 +258,7 @@ impl SchedulerState {
     /// The tasks given back for the check's key are placed again.
     fn settle(&mut self, check: Check) {
         for (key, claimant) in check.claims {
-            let Some(&t) = self.task_by_key.get(&key) else {
+            let Some(t) = self.task_id(&key) else {
                 continue;
             };
             if self.tasks[t.0].state == TaskState::Processing(claimant) {

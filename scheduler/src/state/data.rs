@@ -115,7 +115,7 @@ impl SchedulerState {
         let taken: Vec<Key> = m
             .data
             .keys()
-            .filter(|k| self.task_by_key.contains_key(*k) || self.data.scattering.contains_key(*k))
+            .filter(|k| self.task_id(*k).is_some() || self.data.scattering.contains_key(*k))
             .cloned()
             .collect();
         if !taken.is_empty() {
@@ -243,7 +243,7 @@ impl SchedulerState {
             }
         }
         for (key, s) in &self.data.scattering {
-            if self.task_by_key.contains_key(key) {
+            if self.task_id(key).is_some() {
                 return Err(format!("{key} is both a task and being scattered"));
             }
             if puts.get(key).copied().unwrap_or(0) != s.outstanding || s.outstanding == 0 {
@@ -303,7 +303,7 @@ impl SchedulerState {
         let wanted = !s.abandoned && self.clients.contains_key(&s.client);
         // A task of that key cannot appear meanwhile (update-graph refuses
         // keys being scattered); if one did, the copies are not its data.
-        if !wanted || self.task_by_key.contains_key(key) {
+        if !wanted || self.task_id(key).is_some() {
             for &w in &s.stored {
                 self.free_on(w, key.clone());
             }
@@ -321,7 +321,7 @@ impl SchedulerState {
         task.group = self.observe.task_added(key.as_str(), TaskState::Memory);
         task.nbytes = s.nbytes;
         let t = TaskId(self.tasks.insert(task));
-        self.task_by_key.insert(key.clone(), t);
+        self.key_index.insert(&self.tasks, t);
         for w in s.stored {
             self.add_replica(t, w);
         }
@@ -413,7 +413,7 @@ impl SchedulerState {
     /// A worker holding `key` in memory, other than `except`: the one with
     /// the fewest tasks assigned.
     fn holder(&self, key: &Key, except: Option<WorkerIdx>) -> Option<WorkerIdx> {
-        let &t = self.task_by_key.get(key)?;
+        let t = self.task_id(key)?;
         let task = &self.tasks[t.0];
         if task.state != TaskState::Memory {
             return None;
@@ -599,7 +599,7 @@ impl SchedulerState {
         let answering = self.data.gathers.contains_key(&gather);
         for key in keys {
             if drop_replica {
-                if let Some(&t) = self.task_by_key.get(&key) {
+                if let Some(t) = self.task_id(&key) {
                     if self.remove_replica(t, w) {
                         let task = &self.tasks[t.0];
                         if task.state == TaskState::Memory && task.who_has.is_empty() {
@@ -730,8 +730,8 @@ impl SchedulerState {
     pub(crate) fn who_has(&mut self, conn: ConnId, m: WhoHas) {
         let mut who_has = BTreeMap::new();
         for key in m.keys {
-            let addresses = match self.task_by_key.get(&key) {
-                Some(&t) => self.tasks[t.0]
+            let addresses = match self.task_id(&key) {
+                Some(t) => self.tasks[t.0]
                     .who_has
                     .iter()
                     .filter_map(|w| self.workers.get(w.0).map(|k| k.address.clone()))
@@ -789,7 +789,7 @@ impl SchedulerState {
         let unknown: Vec<Key> = m
             .keys
             .iter()
-            .filter(|k| !self.task_by_key.contains_key(*k))
+            .filter(|k| self.task_id(*k).is_none())
             .cloned()
             .collect();
         if !unknown.is_empty() {
@@ -815,7 +815,7 @@ impl SchedulerState {
         }
         let mut ids: Vec<TaskId> = Vec::with_capacity(m.keys.len());
         for key in &m.keys {
-            if let Some(&t) = self.task_by_key.get(key) {
+            if let Some(t) = self.task_id(key) {
                 if !ids.contains(&t) {
                     ids.push(t);
                 }

@@ -67,7 +67,9 @@ const REFS_SCANNED_MAX: usize = 16;
 fn same_def(def: &Option<TaskDef>, spec: &TaskSpec) -> bool {
     match def {
         Some(d) => {
-            d.function == spec.function && d.args == spec.args && d.kwargs() == spec.kwargs.as_ref()
+            *d.function == *spec.function
+                && d.args == spec.args
+                && d.kwargs() == spec.kwargs.as_ref()
         }
         None => false,
     }
@@ -148,8 +150,8 @@ impl SchedulerState {
                 duplicates.push(spec.key.clone());
                 continue;
             }
-            match self.task_by_key.get(&spec.key) {
-                Some(&t) => {
+            match self.task_id(&spec.key) {
+                Some(t) => {
                     if !same_def(&self.tasks[t.0].def, spec) {
                         duplicates.push(spec.key.clone());
                     }
@@ -177,7 +179,7 @@ impl SchedulerState {
             in_graph
                 .get(k)
                 .copied()
-                .or_else(|| self.task_by_key.get(k).map(|&t| Ref::Known(t)))
+                .or_else(|| self.task_id(k).map(Ref::Known))
         };
         let mut unknown: Vec<Key> = Vec::new();
         let mut refs: Vec<Ref> = Vec::with_capacity(new.len() * 2);
@@ -269,7 +271,7 @@ impl SchedulerState {
     ) {
         let n = plan.new.len();
         self.tasks.reserve(n);
-        self.task_by_key.reserve(n);
+        self.key_index.reserve(&self.tasks, n);
         let mut ids: Vec<TaskId> = Vec::with_capacity(n);
         // `plan.new` lists spec indices in increasing order.
         let mut new_specs = plan.new.iter().enumerate().peekable();
@@ -278,21 +280,25 @@ impl SchedulerState {
                 continue;
             };
             let def = TaskDef::new(
-                spec.function,
+                self.shared_function(spec.function),
                 spec.args,
                 spec.kwargs,
                 spec.resources,
                 spec.workers,
             );
             let order = self.next_order + plan.order[p];
-            let mut task = Task::new(spec.key.clone(), Some(def), TaskState::Released, order);
-            task.group = self
+            let group = self
                 .observe
                 .task_added(spec.key.as_str(), TaskState::Released);
+            // The key moves into the task: the index holds no copy.
+            let mut task = Task::new(spec.key, Some(def), TaskState::Released, order);
+            task.group = group;
             task.priority = spec.priority.unwrap_or(0);
-            task.retries_left = spec.retries.unwrap_or(0);
+            if let Some(retries) = spec.retries.filter(|&r| r > 0) {
+                task.rare_mut().retries_left = retries;
+            }
             let t = TaskId(self.tasks.insert(task));
-            self.task_by_key.insert(spec.key, t);
+            self.key_index.insert(&self.tasks, t);
             ids.push(t);
         }
         self.next_order += n as u64;
@@ -308,7 +314,7 @@ impl SchedulerState {
             for &d in &deps {
                 self.tasks[d.0].dependents.insert(t);
             }
-            self.tasks[t.0].dependencies = deps;
+            self.tasks[t.0].dependencies = deps.into_boxed_slice();
         }
 
         let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
@@ -316,7 +322,7 @@ impl SchedulerState {
             if !seen.insert(key) {
                 continue;
             }
-            if let Some(&t) = self.task_by_key.get(key) {
+            if let Some(t) = self.task_id(key) {
                 self.add_want(conn, t, request);
             }
         }

@@ -211,7 +211,7 @@ impl SchedulerState {
     /// One task's details as JSON (`None` when no task of `key` is kept).
     /// Lists are cut at [`DETAIL_LIST_MAX`].
     pub fn task_detail(&self, key: &str) -> Option<Value> {
-        let &t = self.task_by_key.get(key)?;
+        let t = self.task_id(key)?;
         let task = &self.tasks[t.0];
         let related = |ids: &mut dyn Iterator<Item = TaskId>, count: usize| {
             let shown: Vec<Value> = ids
@@ -224,7 +224,7 @@ impl SchedulerState {
             TaskState::Processing(w) => self.worker_ref(w),
             _ => Value::Null,
         };
-        let error = task.error.as_ref().map(|e| {
+        let error = task.rare().error.as_ref().map(|e| {
             json!({
                 "type": e.error_type,
                 "message": e.message,
@@ -241,13 +241,13 @@ impl SchedulerState {
             "key": task.key.as_str(),
             "state": task.state.name(),
             "group": self.observe.group_name(task.group),
-            "function": def.map(|d| d.function.as_str()),
+            "function": def.map(|d| &*d.function),
             "priority": task.priority,
             "resources": def.and_then(|d| d.resources()),
             "allowed_workers": def.and_then(|d| d.workers()),
             "nbytes": task.nbytes,
-            "retries_left": task.retries_left,
-            "lost_with_workers": task.lost_on,
+            "retries_left": task.rare().retries_left,
+            "lost_with_workers": task.rare().lost_on,
             "processing_on": processing_on,
             "who_has": task.who_has.iter().take(DETAIL_LIST_MAX).map(|&w| self.worker_ref(w)).collect::<Vec<_>>(),
             "dependencies": related(&mut task.dependencies.iter().copied(), task.dependencies.len()),

@@ -142,7 +142,7 @@ impl SchedulerState {
     /// Bytes the values of `keys` take (as their holders reported them).
     fn gather_estimate(&self, keys: &[Key]) -> u64 {
         keys.iter()
-            .filter_map(|k| self.task_by_key.get(k))
+            .filter_map(|k| self.task_id(k))
             .map(|t| self.tasks[t.0].nbytes)
             .fold(0u64, u64::saturating_add)
     }

@@ -381,7 +381,7 @@ impl SchedulerState {
         }
         let m = Message::ComputeTask(ComputeTask {
             key: task.key.clone(),
-            function: def.function.clone(),
+            function: def.function.to_string(),
             args: def.args.clone(),
             kwargs: def.kwargs().cloned(),
             who_has,

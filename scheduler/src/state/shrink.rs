@@ -29,7 +29,7 @@ impl SchedulerState {
         } else {
             self.tasks.shrink_to_fit();
         }
-        self.task_by_key.shrink_to_fit();
+        self.key_index.shrink_to_fit(&self.tasks);
         self.to_check.shrink_to_fit();
         self.touched.shrink_to_fit();
         // An event may have queued a message per task (key-waiting for a

@@ -133,7 +133,7 @@ impl SchedulerState {
             let erred = self.tasks[t.0]
                 .dependencies
                 .iter()
-                .find_map(|d| self.tasks[d.0].error.clone());
+                .find_map(|d| self.tasks[d.0].rare().error.clone());
             if let Some(error) = erred {
                 self.fail(t, error);
                 continue;
@@ -178,7 +178,7 @@ impl SchedulerState {
         self.stop_and_set(t, TaskState::Erred);
         let task = &mut self.tasks[t.0];
         task.who_has.clear();
-        task.error = Some(error.clone());
+        task.rare_mut().error = Some(error.clone());
         let clients = if error.lost {
             std::mem::take(&mut task.wanted_by)
         } else {
@@ -348,7 +348,7 @@ impl SchedulerState {
     fn forget(&mut self, t: TaskId) {
         let task = self.tasks.remove(t.0);
         self.observe.task_removed(task.group, task.state);
-        self.task_by_key.remove(&task.key);
+        self.key_index.remove(task.key.as_str(), t);
         for d in task.dependencies {
             self.tasks[d.0].dependents.remove(t);
             self.to_check.push(d);
@@ -368,7 +368,7 @@ impl SchedulerState {
         };
         let task = &mut self.tasks[t.0];
         if task.state == TaskState::Erred {
-            let Some(error) = task.error.clone() else {
+            let Some(error) = task.rare().error.clone() else {
                 return;
             };
             // The event is sent again: it answers this message. (key-lost
@@ -467,7 +467,7 @@ impl SchedulerState {
     pub(crate) fn cancel_keys(&mut self, conn: ConnId, m: CancelKeys) {
         let force = m.force.unwrap_or(false);
         for key in m.keys {
-            let Some(&t) = self.task_by_key.get(&key) else {
+            let Some(t) = self.task_id(&key) else {
                 // A scatter not over yet ends like a want.
                 if let Some(scatter) = self.abandon_scatter(conn, &key) {
                     let request = self.clients.get(&conn).filter(|c| c.v1_1).map(|_| scatter);
@@ -526,7 +526,7 @@ impl SchedulerState {
     // ---- worker reports ---------------------------------------------------
 
     pub(crate) fn task_finished(&mut self, w: WorkerIdx, m: TaskFinished) {
-        let Some(&t) = self.task_by_key.get(&m.key) else {
+        let Some(t) = self.task_id(&m.key) else {
             return;
         };
         if self.tasks[t.0].state != TaskState::Processing(w) {
@@ -568,14 +568,14 @@ impl SchedulerState {
     }
 
     pub(crate) fn task_erred(&mut self, w: WorkerIdx, m: TaskErred) {
-        let Some(&t) = self.task_by_key.get(&m.key) else {
+        let Some(t) = self.task_id(&m.key) else {
             return;
         };
         if self.tasks[t.0].state != TaskState::Processing(w) {
             return;
         }
-        if self.tasks[t.0].retries_left > 0 {
-            self.tasks[t.0].retries_left -= 1;
+        if self.tasks[t.0].rare().retries_left > 0 {
+            self.tasks[t.0].rare_mut().retries_left -= 1;
             self.reevaluate(t);
         } else {
             self.observe
@@ -597,7 +597,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn steal_response(&mut self, w: WorkerIdx, m: StealResponse) {
-        let Some(&t) = self.task_by_key.get(&m.key) else {
+        let Some(t) = self.task_id(&m.key) else {
             return;
         };
         let task = &mut self.tasks[t.0];

@@ -2131,7 +2131,7 @@ fn validate_names_a_broken_invariant() {
         &["b"],
     );
     assert_eq!(sim.s.validate(), Ok(()));
-    let a = sim.s.task_by_key[&Key::from("a")];
+    let a = sim.s.task_id("a").expect("a is known");
     sim.s.tasks[a.0].waiters = 7;
     let e = sim.s.validate().unwrap_err();
     assert!(e.contains("task a") && e.contains("waiters 7"), "{e}");
@@ -2151,7 +2151,7 @@ fn in_a_large_state_the_tasks_an_event_touches_are_checked() {
     sim.submit(c, 1, tasks, &[&format!("t{}", n - 1)]);
     // The whole state was checked once; the next full check is a second
     // away, so only what an event touches is checked until then.
-    let t5 = sim.s.task_by_key[&Key::from("t5")];
+    let t5 = sim.s.task_id("t5").expect("t5 is known");
     sim.s.tasks[t5.0].waiting_on = 9;
     sim.finish(w, "t0", 1);
     // t1 is sent out, t5 untouched: fine so far. Finishing t4 touches t5.

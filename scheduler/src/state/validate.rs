@@ -87,7 +87,7 @@ impl SchedulerState {
         for t in changed {
             if let Some(task) = self.tasks.get(t.0) {
                 ensure!(
-                    self.task_by_key.get(&task.key) == Some(&t),
+                    self.task_id(task.key.as_str()) == Some(t),
                     "task {} is not indexed by its key",
                     task.key
                 );
@@ -103,15 +103,16 @@ impl SchedulerState {
     pub fn validate(&self) -> Result<(), String> {
         self.validate_timers()?;
         ensure!(
-            self.task_by_key.len() == self.tasks.len(),
+            self.key_index.len() == self.tasks.len(),
             "{} keys indexed for {} tasks",
-            self.task_by_key.len(),
+            self.key_index.len(),
             self.tasks.len()
         );
-        for (key, t) in &self.task_by_key {
+        for t in self.key_index.iter() {
+            let task = self.tasks.get(t.0);
             ensure!(
-                self.tasks.get(t.0).is_some_and(|task| &task.key == key),
-                "index entry {key} points to another task"
+                task.is_some_and(|task| self.task_id(task.key.as_str()) == Some(t)),
+                "index entry {t:?} is not its task's"
             );
         }
         let mut group_counts = self.observe.group_counts();
@@ -323,7 +324,7 @@ impl SchedulerState {
                 ensure!(needed, "in memory but nothing needs it");
             }
             TaskState::Erred => {
-                let error = task.error.as_ref().ok_or("erred without an error")?;
+                let error = task.rare().error.as_ref().ok_or("erred without an error")?;
                 ensure!(
                     !error.lost || task.wanted_by.is_empty(),
                     "lost and still wanted by a client"
@@ -381,9 +382,10 @@ impl SchedulerState {
             "no-worker set and state disagree"
         );
         ensure!(
-            task.suspicious <= self.config.allowed_failures || task.state == TaskState::Erred,
+            task.rare().suspicious <= self.config.allowed_failures
+                || task.state == TaskState::Erred,
             "lost {} workers, more than the {} allowed, and not erred",
-            task.suspicious,
+            task.rare().suspicious,
             self.config.allowed_failures
         );
         Ok(())

@@ -133,7 +133,7 @@ fn why_a_task_waits_names_what_is_missing() {
         &["y-1", "odd-1", "gpu-1", "pinned-1"],
     );
     let reason = |sim: &Sim, key: &str| {
-        let t = sim.s.task_by_key[key];
+        let t = sim.s.task_id(key).expect("a known key");
         sim.s.wait_reason(t).map(|r| r.code)
     };
     assert_eq!(reason(&sim, "x-1"), Some("no-workers"));
@@ -312,7 +312,7 @@ fn a_client_is_told_once_why_its_key_waits_and_it_runs_when_a_worker_can() {
     // second event.
     let _w1 = sim.worker("w1", &["inc"], 1);
     assert!(waiting_events(&sim.recv(c)).is_empty());
-    let t = sim.s.task_by_key["x"];
+    let t = sim.s.task_id("x").expect("x is known");
     assert_eq!(sim.s.wait_reason(t).unwrap().code, "no-function");
 
     // A second client wanting y is told too, for its own want.

@@ -34,7 +34,7 @@ fn tables_shrink_once_a_large_graph_is_released() {
     );
     assert!(sim.s.take_shrunk(), "the loop is told to give memory back");
     assert_eq!(sim.s.tasks.capacity(), 0);
-    assert!(sim.s.task_by_key.capacity() < SHRINK_FLOOR);
+    assert!(sim.s.key_index.capacity() < SHRINK_FLOOR);
     // Nothing more to give back: not told again.
     sim.send(c, Heartbeat { metrics: None });
     assert!(!sim.s.take_shrunk());
