@@ -30,6 +30,8 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::Key;
 use rmpv::Value;
 
+mod scale;
+
 /// One shape's graph: its tasks and the keys whose results are gathered.
 struct Shape {
     name: &'static str,
@@ -459,6 +461,15 @@ fn main() {
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir: PathBuf = exe.parent().expect("bin dir").to_path_buf();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if let Some(i) = args.iter().position(|a| a == "--scale") {
+        let shape = args.get(i + 1).map_or("tree", String::as_str);
+        let tasks = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        let via_submit = args.iter().any(|a| a == "--submit");
+        return scale::run(&bin_dir, shape, tasks, via_submit);
+    }
 
     let scale = if quick { 10 } else { 1 };
     // The tree's leaves stay a power of two (its expected sum assumes a

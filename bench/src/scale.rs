@@ -1,0 +1,171 @@
+//! `dask-bench --scale SHAPE TASKS [--submit]` (issue 19 item 4): one
+//! graph of millions of tasks on a fresh cluster (a scheduler and two
+//! one-thread workers), from the Rust client, or with `--submit` through
+//! `dask-rs submit` of a msgpack graph file. Prints the submission time
+//! (until the scheduler accepted every part), the run time (until the
+//! wanted keys finished), the scheduler's peak resident set over the tasks
+//! (VmHWM / tasks, and the same less what it held before the graph) and
+//! its resident set once the graph is released.
+//!
+//! Shapes: `tree` (a binary reduction, `add` over `inc` leaves, the last
+//! node of an odd level carried up: TASKS/2 leaves, TASKS - 1 tasks in
+//! all, the root wanted) and `independent` (TASKS `inc`s, every one
+//! wanted).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dask_core::client::task_spec;
+use dask_core::messages::TaskSpec;
+use dask_core::msgpack::task_ref_value;
+use dask_core::Key;
+use rmpv::Value;
+
+use super::{connect, start_cluster, wait_for_workers};
+
+/// A shape's tasks, its wanted keys and the sum of their results.
+fn graph(shape: &str, tasks: usize) -> (Vec<TaskSpec>, Vec<Key>, i64) {
+    match shape {
+        "independent" => {
+            let specs: Vec<TaskSpec> = (0..tasks)
+                .map(|i| task_spec(Key(format!("i-{i}")), "inc", &[Value::from(i)], &[]))
+                .collect();
+            let wanted = specs.iter().map(|s| s.key.clone()).collect();
+            (specs, wanted, (1..=tasks as i64).sum())
+        }
+        "tree" => {
+            let leaves = (tasks / 2).max(1);
+            let name = |level: u32, i: usize| Key(format!("t-{level}-{i}"));
+            let mut specs: Vec<TaskSpec> = Vec::with_capacity(2 * leaves);
+            specs.extend((0..leaves).map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[])));
+            // Each level: pairs summed, an odd last one carried up.
+            let mut level_keys: Vec<Key> = (0..leaves).map(|i| name(0, i)).collect();
+            let mut level = 0;
+            while level_keys.len() > 1 {
+                level += 1;
+                let mut next = Vec::with_capacity(level_keys.len().div_ceil(2));
+                for (i, pair) in level_keys.chunks(2).enumerate() {
+                    match pair {
+                        [a, b] => {
+                            let key = name(level, i);
+                            let args = [task_ref_value(a.as_str()), task_ref_value(b.as_str())];
+                            specs.push(task_spec(key.clone(), "add", &args, &[]));
+                            next.push(key);
+                        }
+                        [a] => next.push(a.clone()),
+                        _ => unreachable!("chunks of 2"),
+                    }
+                }
+                level_keys = next;
+            }
+            (specs, level_keys, (1..=leaves as i64).sum())
+        }
+        other => panic!("unknown scale shape {other:?}: tree or independent"),
+    }
+}
+
+/// A number from /proc/PID/status (kB), in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs one scale measurement and prints it.
+pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
+    let procs = start_cluster(bin_dir, 2, 1);
+    let client = connect(&procs);
+    wait_for_workers(&client, 2);
+    let pid = procs.scheduler_pid;
+    let rss_before = status_bytes(pid, "VmRSS");
+    let made = Instant::now();
+    let (specs, wanted, expected) = graph(shape, tasks);
+    let n = specs.len();
+    println!(
+        "{shape}: {n} tasks built in {:.1} s",
+        made.elapsed().as_secs_f64()
+    );
+    let (submitted, finished) = if via_submit {
+        let file =
+            std::env::temp_dir().join(format!("dask-bench-scale-{}.msgpack", std::process::id()));
+        write_graph_file(&file, specs, &wanted);
+        drop(wanted);
+        let start = Instant::now();
+        let status = Command::new(bin_dir.join("dask-rs"))
+            .args(["submit", &file.to_string_lossy(), "--quiet", "--scheduler"])
+            .arg(&procs.address)
+            .env("DASK_RS_HOME", &procs.home)
+            .env_remove("DASK_CREDENTIALS")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run dask-rs submit");
+        let _ = std::fs::remove_file(&file);
+        assert!(status.success(), "dask-rs submit failed: {status}");
+        (None, start.elapsed())
+    } else {
+        let start = Instant::now();
+        let futures = client.submit_tasks(specs, wanted);
+        client.wait_accepted().expect("graph accepted");
+        let submitted = start.elapsed();
+        let sum = if futures.len() == 1 {
+            futures[0].result().expect("result").as_i64().expect("int")
+        } else {
+            // Independent: every future finished (results not gathered).
+            for f in &futures {
+                f.wait().expect("task");
+            }
+            expected
+        };
+        let finished = start.elapsed();
+        assert_eq!(sum, expected, "wrong result");
+        drop(futures);
+        (Some(submitted), finished)
+    };
+    let hwm = status_bytes(pid, "VmHWM");
+    // Released: the scheduler shrinks its tables and gives memory back.
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = client.cluster_info();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = status_bytes(pid, "VmRSS");
+    println!(
+        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; load {}",
+        if via_submit { "dask-rs submit" } else { "the Rust client" },
+        submitted.map_or("-".into(), |s| format!("{:.1} s", s.as_secs_f64())),
+        finished.as_secs_f64(),
+        hwm as f64 / 1e6,
+        hwm as f64 / n as f64,
+        hwm.saturating_sub(rss_before) as f64 / n as f64,
+        rss_before as f64 / 1e6,
+        rss_after as f64 / 1e6,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    );
+}
+
+/// The graph as a msgpack graph file (spec/PROTOCOL.md "Graph file").
+fn write_graph_file(path: &Path, specs: Vec<TaskSpec>, wanted: &[Key]) {
+    use dask_core::wire::Wire;
+    let mut bytes = Vec::with_capacity(specs.len() * 48);
+    let array_header = |bytes: &mut Vec<u8>, n: usize| {
+        bytes.push(0xdd); // array 32
+        bytes.extend_from_slice(&(n as u32).to_be_bytes());
+    };
+    bytes.push(0x82); // a map of 2
+    bytes.extend_from_slice(b"\xa5tasks");
+    array_header(&mut bytes, specs.len());
+    let mut w = dask_core::msgpack::WriteBuf::new(&mut bytes);
+    for s in &specs {
+        s.write(&mut w);
+    }
+    drop(specs);
+    bytes.extend_from_slice(b"\xa6wanted");
+    array_header(&mut bytes, wanted.len());
+    let mut w = dask_core::msgpack::WriteBuf::new(&mut bytes);
+    for k in wanted {
+        k.write(&mut w);
+    }
+    std::fs::write(path, &bytes).expect("write the graph file");
+}
