@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use dask_client::{Arg, Client, Error, Future};
+use dask_client::{Arg, Client, ClientOptions, Error, Future};
 use dask_core::json::{to_hex, unhex};
 use dask_core::RawValue;
 use serde_json::{json, Value as Json};
@@ -42,7 +42,20 @@ fn main() {
         .nth(1)
         .or_else(|| std::env::var("DASK_SCHEDULER_ADDRESS").ok())
         .unwrap_or_default();
-    let client = match Client::connect(&address) {
+    // The credentials as every dask-rs program finds them (the runner's
+    // DASK_RS_HOME under `--auth`); none: no authentication.
+    let credentials = match dask_net::credentials::discover(None) {
+        Ok(found) => found.map(|f| f.credentials),
+        Err(e) => {
+            say(json!({"error": "connection", "message": e.to_string()}));
+            std::process::exit(1);
+        }
+    };
+    let options = ClientOptions {
+        credentials,
+        ..ClientOptions::default()
+    };
+    let client = match Client::connect_with(&address, options) {
         Ok(client) => client,
         Err(e) => {
             say(json!({"error": "connection", "message": e.to_string()}));

@@ -17,10 +17,12 @@ use serde_json::{json, Value as Json};
 
 use crate::tls::ChannelBinding;
 
-/// The worker secret of one run, and the files that hand it over.
+/// The secrets of one run (the worker's, and for client cases the
+/// client's), and the files that hand them over.
 #[derive(Debug)]
 pub struct RunnerAuth {
     secret: Secret,
+    client: Secret,
     dir: PathBuf,
     /// The credentials file (dask-rs format, owner-only).
     pub file: PathBuf,
@@ -47,6 +49,7 @@ impl RunnerAuth {
     /// directory of its own (removed when this is dropped).
     pub fn create() -> io::Result<RunnerAuth> {
         let secret = Secret::from_bytes(random32()?);
+        let client = Secret::from_bytes(random32()?);
         let dir = std::env::temp_dir().join(format!(
             "dask-conformance-{}-{}",
             std::process::id(),
@@ -62,11 +65,26 @@ impl RunnerAuth {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let text = format!(
-            "{{\n  \"dask_rs_credentials\": 1,\n  \"worker_secret\": \"{}\"\n}}\n",
+            "{{\n  \"dask_rs_credentials\": 1,\n  \"client_secret\": \"{}\",\n  \"worker_secret\": \"{}\"\n}}\n",
+            client.to_hex(),
             secret.to_hex()
         );
         options.open(&file)?.write_all(text.as_bytes())?;
-        Ok(RunnerAuth { secret, dir, file })
+        Ok(RunnerAuth {
+            secret,
+            client,
+            dir,
+            file,
+        })
+    }
+
+    /// The secret a connection of `role` proves: a client's the client
+    /// secret, every other the worker secret.
+    fn secret_of(&self, role: Role) -> &Secret {
+        match role {
+            Role::Client => &self.client,
+            _ => &self.secret,
+        }
     }
 
     /// The worker secret in hex (`{worker_secret}`).
@@ -106,7 +124,7 @@ impl RunnerAuth {
     ) -> io::Result<(Json, [u8; NONCE_BYTES])> {
         let nonce = random32()?;
         let proof = Self::transcript(role, connector_nonce, &nonce, binding)
-            .proof(&self.secret, Side::Acceptor);
+            .proof(self.secret_of(role), Side::Acceptor);
         let auth = json!({"method": METHOD, "nonce": bin(&nonce), "proof": bin(&proof)});
         Ok((auth, nonce))
     }
@@ -122,7 +140,11 @@ impl RunnerAuth {
         binding: Option<&ChannelBinding>,
         proof: &[u8],
     ) -> bool {
-        Self::transcript(role, connector, acceptor, binding).verify(&self.secret, side, proof)
+        Self::transcript(role, connector, acceptor, binding).verify(
+            self.secret_of(role),
+            side,
+            proof,
+        )
     }
 
     /// As a connector of `role`: the `auth` of its hello and its nonce.

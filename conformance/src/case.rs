@@ -506,6 +506,7 @@ impl Case {
     /// `--auth` runs it only when it is an auth case.
     pub fn plays_a_handshake(&self) -> bool {
         self.worker.handshake == Handshake::Manual
+            || (self.is_client() && self.client.handshake == Handshake::Manual)
             || self
                 .steps
                 .iter()

@@ -50,7 +50,9 @@ OPTIONS (worker and client):
                          for other workers; it requires the worker's proof
                          on every connection (a worker that skips or fakes
                          it is refused with 3003); the cases marked auth
-                         run only then
+                         run only then. (client) the file also holds a
+                         client secret, whose proof the runner requires
+                         of the client
     --tls                (worker) every connection over TLS (mutual): the
                          runner makes a CA and a certificate for the run,
                          listens on tls://, and gives the worker the files
@@ -198,10 +200,8 @@ fn run(a: Args, clients: bool) -> Result<bool, String> {
         selected.len(),
         a.command.join(" ")
     );
-    if (a.auth || a.tls) && clients {
-        return Err(
-            "--auth and --tls are for workers (client cases greet the client themselves)".into(),
-        );
+    if a.tls && clients {
+        return Err("--tls is for workers (client harnesses are given no TLS files)".into());
     }
     let auth = match a.auth {
         true => Some(std::sync::Arc::new(RunnerAuth::create().map_err(|e| {

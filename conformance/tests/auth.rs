@@ -19,6 +19,11 @@ fn runner() -> PathBuf {
 
 /// Builds `examples/auth_worker.rs` into this test's target directory.
 fn auth_worker() -> PathBuf {
+    example("dask-conformance", "auth_worker")
+}
+
+/// Builds example `name` of `package` into this test's target directory.
+fn example(package: &str, name: &str) -> PathBuf {
     let profile_dir = runner()
         .parent()
         .expect("the runner sits in a profile directory")
@@ -26,25 +31,23 @@ fn auth_worker() -> PathBuf {
     let target_dir = profile_dir.parent().expect("a target directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-p",
-        "dask-conformance",
-        "--example",
-        "auth_worker",
-    ])
-    .env("CARGO_TARGET_DIR", target_dir)
-    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    cmd.args(["build", "-p", package, "--example", name])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     assert!(cmd.status().expect("cargo build").success());
-    profile_dir.join("examples").join("auth_worker")
+    profile_dir.join("examples").join(name)
 }
 
 fn run(args: &[&str], worker: &[&str]) -> (Output, String) {
+    run_as("worker", args, worker)
+}
+
+fn run_as(what: &str, args: &[&str], worker: &[&str]) -> (Output, String) {
     let out = Command::new(runner())
-        .arg("worker")
+        .arg(what)
         .args(args)
         .arg("--")
         .args(worker)
@@ -131,26 +134,33 @@ fn a_worker_that_skips_or_fakes_its_proof_is_refused_with_3003() {
     }
 }
 
-#[test]
-fn a_worker_holding_another_secret_fails_them() {
-    let worker = auth_worker();
-    // A credentials file of another cluster, given over the runner's.
-    let dir = std::env::temp_dir().join(format!("dask-conformance-other-{}", std::process::id()));
+/// An owner-only credentials file holding another cluster's `field`
+/// (`worker_secret` or `client_secret`), in a directory of its own.
+fn another_clusters_file(field: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "dask-conformance-other-{field}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("credentials.json");
-    std::fs::write(
-        &file,
-        format!(
-            "{{\"dask_rs_credentials\": 1, \"worker_secret\": \"{}\"}}\n",
-            "ab".repeat(32)
-        ),
-    )
-    .unwrap();
+    let text = format!(
+        "{{\"dask_rs_credentials\": 1, \"{field}\": \"{}\"}}\n",
+        "ab".repeat(32)
+    );
+    std::fs::write(&file, text).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    (dir, file)
+}
+
+#[test]
+fn a_worker_holding_another_secret_fails_them() {
+    let worker = auth_worker();
+    // A credentials file of another cluster, given over the runner's.
+    let (dir, file) = another_clusters_file("worker_secret");
     let script = format!(
         "DASK_CREDENTIALS={} exec {} \"$0\" \"$1\"",
         file.display(),
@@ -197,6 +207,33 @@ fn without_auth_the_auth_cases_are_skipped_and_under_auth_plain_handshakes_are()
         text.contains(
             "dask-1/handshake/1 [MUST] the worker opens with hello, then registers  (skipped)"
         ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_proving_the_client_secret_passes_and_another_secret_is_refused() {
+    let harness = example("dask-client", "conformance_client");
+    let harness = harness.to_str().unwrap();
+    let (out, text) = run_as("client", &["--auth"], &[harness, "{scheduler}"]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.ends_with("13 passed, 0 failed\n"), "{text}");
+    // The client proves another cluster's client secret: refused.
+    let (dir, file) = another_clusters_file("client_secret");
+    let script = format!("DASK_CREDENTIALS={} exec {harness} \"$0\"", file.display());
+    let (out, text) = run_as(
+        "client",
+        &["--auth", "--case", "dask-1/client/submit/1"],
+        &["sh", "-c", &script, "{scheduler}"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("the client refused the runner's proof of the client secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the runner refused it with error 3003"),
         "{text}"
     );
 }

@@ -59,6 +59,11 @@ run_client() { # NAME COMMAND...  (placeholder: {scheduler})
   echo "-- dask-conformance client: $name"
   # shellcheck disable=SC2086
   "$bin/dask-conformance" client --report "$reports/$name.xml" ${DASK_CONFORMANCE_ARGS:-} -- "$@" || status=1
+  # Then with authentication: the client finds the run's client secret
+  # as every dask-rs program does (the runner's DASK_RS_HOME).
+  echo "-- dask-conformance client --auth: $name"
+  # shellcheck disable=SC2086
+  "$bin/dask-conformance" client --auth --report "$reports/$name-auth.xml" ${DASK_CONFORMANCE_ARGS:-} -- "$@" || status=1
 }
 
 cargo build --locked -q -p dask-client --examples

@@ -64,16 +64,43 @@ impl Session<'_> {
     /// must be an `auth-proof` proving it too; then registration as
     /// without auth.
     pub(super) fn greet_worker_with_auth(&mut self) -> Result<(), String> {
-        let auth = self.auth.clone().ok_or("the run has no credentials")?;
         let hello = obj(json!({
             "op": "hello", "protocol": "dask", "version": [1, {"$capture": "worker_minor"}],
             "role": "worker"
         }));
         self.expect(Conn::Scheduler, &[hello], STARTUP_MS, false)?;
+        self.require_proof(Role::Worker, 1)?;
+        for step in auto_handshake(self.case.worker.heartbeat_interval_ms)
+            .into_iter()
+            .skip(2)
+        {
+            self.run_step(&step)?;
+        }
+        Ok(())
+    }
+
+    /// The client case's auto handshake when the client holds the run's
+    /// client secret: as [`Session::greet_client`], its `hello` proving
+    /// the secret as a worker's does.
+    pub(super) fn greet_client_with_auth(&mut self) -> Result<(), String> {
+        let minor = self.expect_client_hello()?;
+        self.require_proof(Role::Client, minor)
+    }
+
+    /// After the `hello` of a connector of `role` (a worker, or a client)
+    /// on the scheduler connection: it must offer auth; the reply
+    /// (speaking dask/1.`minor`) proves the run's secret of `role`, and
+    /// the connector's next message must be an `auth-proof` proving it
+    /// too. Anything else is refused with 3003, saying which.
+    fn require_proof(&mut self, role: Role, minor: u64) -> Result<(), String> {
+        let auth = self.auth.clone().ok_or("the run has no credentials")?;
+        let who = self.who();
         let Some(offered) = self.last_hello_auth() else {
-            let why = "the worker's hello offers no auth, though it was given the run's \
-                       credentials (where dask-rs programs find them: DASK_RS_HOME)";
-            return Err(self.refuse_worker(why.into()));
+            let why = format!(
+                "the {who}'s hello offers no auth, though it was given the run's credentials \
+                 (where dask-rs programs find them: DASK_RS_HOME)"
+            );
+            return Err(self.refuse_worker(why));
         };
         let connector = match offered {
             Value::Binary(b) if b.len() == 32 => {
@@ -83,7 +110,7 @@ impl Session<'_> {
             }
             other => {
                 let why = format!(
-                    "the worker's hello has auth with nonce {}, not 32 bytes",
+                    "the {who}'s hello has auth with nonce {}, not 32 bytes",
                     render(&other)
                 );
                 return Err(self.refuse_worker(why));
@@ -91,25 +118,33 @@ impl Session<'_> {
         };
         let binding = self.scheduler_binding;
         let (reply_auth, acceptor) = auth
-            .challenge(Role::Worker, &connector, binding.as_ref())
+            .challenge(role, &connector, binding.as_ref())
             .map_err(|e| format!("no random nonce: {e}"))?;
         let reply = obj(json!({
-            "op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler",
+            "op": "hello", "protocol": "dask", "version": [1, minor], "role": "scheduler",
             "id": 1, "features": [], "auth": reply_auth, "tls": binding.is_some()
         }));
         self.send(Conn::Scheduler, &[reply])?;
         let next = match self.next_from_worker() {
             Ok(v) => v,
             Err(e) => {
-                let why = format!("the worker sent no auth-proof after the runner's hello: {e}");
+                let why = format!("the {who} sent no auth-proof after the runner's hello: {e}");
                 return Err(self.refuse_worker(why));
             }
         };
         let op = value::op_of(&next).unwrap_or("").to_owned();
-        if op != "auth-proof" {
+        if op == "error" {
             let why = format!(
-                "the worker skipped its auth-proof: it sent `{op}` where the proof was due"
+                "the {who} refused the runner's proof of the {} secret ({}): it holds another \
+                 secret",
+                role.as_str(),
+                render(&next)
             );
+            return Err(self.refuse_worker(why));
+        }
+        if op != "auth-proof" {
+            let why =
+                format!("the {who} skipped its auth-proof: it sent `{op}` where the proof was due");
             return Err(self.refuse_worker(why));
         }
         let proof = next
@@ -119,38 +154,23 @@ impl Session<'_> {
             .unwrap_or(&[])
             .to_vec();
         let nonces = (&connector, &acceptor);
-        if !auth.proves(
-            Side::Connector,
-            Role::Worker,
-            nonces,
-            binding.as_ref(),
-            &proof,
-        ) {
-            let reflected = auth.proves(
-                Side::Acceptor,
-                Role::Worker,
-                nonces,
-                binding.as_ref(),
-                &proof,
-            );
-            let why = if reflected {
-                "the worker's auth-proof is the runner's own proof sent back (a reflected \
-                 answer), not the worker's"
-                    .to_string()
+        let binding = binding.as_ref();
+        if !auth.proves(Side::Connector, role, nonces, binding, &proof) {
+            let why = if auth.proves(Side::Acceptor, role, nonces, binding, &proof) {
+                format!(
+                    "the {who}'s auth-proof is the runner's own proof sent back (a reflected \
+                     answer), not the {who}'s"
+                )
             } else {
-                "the worker's auth-proof does not prove the worker secret the runner gave it \
-                 for this handshake (another secret, or an answer replayed from another one)"
-                    .to_string()
+                format!(
+                    "the {who}'s auth-proof does not prove the {} secret the runner gave it for \
+                     this handshake (another secret, or an answer replayed from another one)",
+                    role.as_str()
+                )
             };
             return Err(self.refuse_worker(why));
         }
-        self.note("the worker proved the worker secret".into());
-        for step in auto_handshake(self.case.worker.heartbeat_interval_ms)
-            .into_iter()
-            .skip(2)
-        {
-            self.run_step(&step)?;
-        }
+        self.note(format!("the {who} proved the {} secret", role.as_str()));
         Ok(())
     }
 

@@ -8,6 +8,17 @@ impl Session<'_> {
     /// captured as `client_minor`), then the runner's reply speaking the
     /// lower of the two minors.
     pub(super) fn greet_client(&mut self) -> Result<(), String> {
+        let minor = self.expect_client_hello()?;
+        let reply = obj(
+            json!({"op": "hello", "protocol": "dask", "version": [1, minor], "role": "scheduler", "id": 1, "features": []}),
+        );
+        self.send(Conn::Scheduler, &[reply])
+    }
+
+    /// Expects the client's `hello` (its minor captured as
+    /// `client_minor`); the minor the runner's reply speaks, the lower of
+    /// the client's and the case's.
+    pub(super) fn expect_client_hello(&mut self) -> Result<u64, String> {
         let hello = obj(
             json!({"op": "hello", "protocol": "dask", "version": [1, {"$capture": "client_minor"}], "role": "client"}),
         );
@@ -17,11 +28,7 @@ impl Session<'_> {
             .get("client_minor")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        let minor = theirs.min(u64::from(self.case.client.scheduler_minor));
-        let reply = obj(
-            json!({"op": "hello", "protocol": "dask", "version": [1, minor], "role": "scheduler", "id": 1, "features": []}),
-        );
-        self.send(Conn::Scheduler, &[reply])
+        Ok(theirs.min(u64::from(self.case.client.scheduler_minor)))
     }
 
     /// A `drive` command as the line the harness reads: variables filled

@@ -68,6 +68,7 @@ const SCHEDULER_OPS: &[&str] = &[
 /// Ops a client may send to its scheduler.
 const CLIENT_OPS: &[&str] = &[
     "hello",
+    "auth-proof",
     "update-graph",
     "release-keys",
     "cancel-keys",
@@ -405,7 +406,10 @@ impl<'a> Session<'a> {
     fn play(&mut self) -> Result<(), String> {
         let mut steps: Vec<(String, Step)> = Vec::new();
         if self.case.is_client() {
-            if self.case.client.handshake == Handshake::Auto {
+            if self.case.client.handshake == Handshake::Auto && self.auth.is_some() {
+                self.greet_client_with_auth()
+                    .map_err(|e| format!("handshake (with authentication): {e}"))?;
+            } else if self.case.client.handshake == Handshake::Auto {
                 self.greet_client().map_err(|e| format!("handshake: {e}"))?;
             }
         } else if self.case.worker.handshake == Handshake::Auto && self.auth.is_some() {
