@@ -101,7 +101,7 @@ impl Drop for SmallDisk {
 }
 
 /// The worker with the small disk: 4 MB limit (spill past 2.4 MB, pause
-/// past 3.2 MB).
+/// past 3.2 MB), logging JSON lines.
 fn add_full_disk_worker(cluster: &mut Cluster, disk: &SmallDisk) {
     cluster.add_worker_with(
         "full-disk",
@@ -110,6 +110,8 @@ fn add_full_disk_worker(cluster: &mut Cluster, disk: &SmallDisk) {
             "4MB".as_ref(),
             "--local-directory".as_ref(),
             disk.path.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
         ],
     );
     cluster.wait_for_workers(&["full-disk"]);
@@ -158,12 +160,25 @@ fn a_full_spill_disk_sends_the_graph_to_the_other_worker() {
             "blob {seed}"
         );
     }
-    // The worker said why it stopped, and the scheduler heard it.
+    // The worker said why it stopped (one JSON line each), and the
+    // scheduler heard it.
     let worker = cluster.worker_log("full-disk");
-    assert!(worker.contains("dask-worker: paused: "), "{worker}");
+    let line = |event: &str| {
+        let tag = format!("\"event\":\"{event}\"");
+        let found: Vec<&str> = worker.lines().filter(|l| l.contains(&tag)).collect();
+        assert_eq!(found.len(), 1, "one {event} line:\n{worker}");
+        found[0].to_owned()
+    };
+    assert!(line("spilling-began").contains("\"level\":\"info\""));
+    let failing = line("spill-failing");
     assert!(
-        worker.contains("dask-worker: spilling fails: ") && worker.contains(disk.error()),
-        "{worker}"
+        failing.contains("\"level\":\"error\"") && failing.contains(disk.error()),
+        "{failing}"
+    );
+    let paused = line("paused");
+    assert!(
+        paused.starts_with('{') && paused.contains("\"component\":\"dask-worker\""),
+        "{paused}"
     );
     let scheduler = cluster.scheduler_log();
     assert!(

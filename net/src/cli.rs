@@ -1,8 +1,8 @@
 //! The security options every dask-rs program takes on its command line
 //! (feature `cli`): where the cluster's credentials are, the loudly named
-//! opt-out, and Dask's three TLS files. One definition, so that
-//! `dask-scheduler`, `dask-worker` and `dask-rs` spell and explain them
-//! the same way.
+//! opt-out, and Dask's three TLS files; and the logging options of
+//! `dask-scheduler` and `dask-worker`. One definition, so that the
+//! programs spell and explain them the same way.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -11,7 +11,9 @@ use dask_core::auth::Credentials;
 use dask_core::messages::Role;
 
 use crate::credentials;
+use crate::log::{LogFormat, Logger};
 use crate::TlsConfig;
+use dask_core::log::Level;
 
 /// The end of `--help` of `dask-scheduler`, `dask-worker` and `dask-rs
 /// credentials`: a secure cluster on several machines in three commands
@@ -28,6 +30,33 @@ A secure cluster on several machines, in three commands (authentication is alway
   3. on each worker machine:
        dask-worker tls://10.0.0.5:8796 --host 10.0.0.7 --credentials worker.json --tls-ca-file ca.pem --tls-cert cluster.pem
 Clients take the same flags (a client's file: `dask-rs credentials export --client client.json`).";
+
+/// How a program logs: `--log-level` and `--log-format`, spelled once for
+/// `dask-scheduler` and `dask-worker`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log events at this level and above: debug, info, warn, error
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = log_level)]
+    pub log_level: Level,
+    /// Log lines as text or as one JSON object each
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = log_format)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// The logger these options ask for, for `component`.
+    pub fn logger(&self, component: &'static str) -> Logger {
+        Logger::new(component, self.log_level, self.log_format)
+    }
+}
+
+fn log_level(v: &str) -> Result<Level, String> {
+    Level::from_name(v).ok_or_else(|| format!("{v:?}: expected debug, info, warn or error"))
+}
+
+fn log_format(v: &str) -> Result<LogFormat, String> {
+    LogFormat::from_name(v).ok_or_else(|| format!("{v:?}: expected text or json"))
+}
 
 /// The flag that turns authentication off.
 pub const NO_AUTH_FLAG: &str = "--no-auth-anyone-can-connect";

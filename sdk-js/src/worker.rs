@@ -432,7 +432,7 @@ impl WorkerDriver {
                 self.registered = true;
                 self.events.push(Event::Registered { id });
             }
-            WorkerOutput::Log(line) => self.events.push(Event::Log(line)),
+            WorkerOutput::Log(record) => self.events.push(Event::Log(record.message)),
             WorkerOutput::Finished { error } => {
                 self.finished = true;
                 let error = error.map(|e| e.message);

@@ -708,7 +708,7 @@ impl Sim {
                 in_worker(|| w.handle_withdrawn(now, run_id, at.is_some()));
             }
             WorkerOutput::Registered { id, .. } => self.workers[i].registrations.push(id),
-            WorkerOutput::Log(line) => self.workers[i].logs.push(line),
+            WorkerOutput::Log(record) => self.workers[i].logs.push(record.message),
             WorkerOutput::Finished { error } => {
                 let w = &mut self.workers[i];
                 w.finished = Some(error);

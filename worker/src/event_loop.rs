@@ -26,11 +26,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dask_core::auth::{AuthConfig, Credentials};
+use dask_core::log::Level;
 use dask_core::worker::{
     Job, TaskDone, WorkerError, WorkerErrorKind, WorkerOutput, WorkerState, WorkerStateConfig,
     HANDSHAKE_TIMEOUT, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
 };
 use dask_core::{ConnId, Timestamp};
+use dask_net::log::{LogFormat, Logger};
 use dask_net::{
     parse_endpoint, Clock, CloseReason, Endpoint, ListenerId, NetEvent, Reactor, ReactorConfig,
     TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
@@ -108,6 +110,10 @@ pub struct WorkerConfig {
     /// Largest frame the worker sends ([`dask_net::ReactorConfig::frame_bytes_max`]:
     /// lower only for tests). Default [`dask_core::FRAME_BYTES_MAX`].
     pub frame_bytes_max: usize,
+    /// Where the operator's log records go (a lost scheduler, spilling,
+    /// a failing disk, the pause). Default: `info` and above, as text, to
+    /// standard error.
+    pub logger: Logger,
 }
 
 impl Default for WorkerConfig {
@@ -130,6 +136,7 @@ impl Default for WorkerConfig {
             credentials: None,
             tls: None,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
+            logger: Logger::new("dask-worker", Level::Info, LogFormat::Text),
         }
     }
 }
@@ -235,6 +242,7 @@ impl WorkerHandle {
             connect_errors: HashMap::new(),
             stopping: false,
             exit: None,
+            logger: config.logger.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("{name}-loop"))
@@ -391,6 +399,8 @@ struct EventLoop {
     stopping: bool,
     /// Set when the loop should end, with what `join` returns.
     exit: Option<Option<WorkerError>>,
+    /// Where the machine's log records go.
+    logger: Logger,
 }
 
 impl EventLoop {
@@ -593,7 +603,7 @@ impl EventLoop {
                     let _ = tx.send(Ok(()));
                 }
             }
-            WorkerOutput::Log(line) => eprintln!("dask-worker: {line}"),
+            WorkerOutput::Log(record) => self.logger.log(&record),
             WorkerOutput::Finished { error } => {
                 if self.exit.is_none() {
                     self.exit = Some(error);

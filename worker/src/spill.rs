@@ -128,9 +128,9 @@ impl SpillStore for FileSpillStore {
         let bytes = value.as_bytes();
         if let Err(e) = self.write(&path, bytes) {
             let _ = fs::remove_file(&path);
-            let message = format!("cannot write {}: {e}", path.display());
-            eprintln!("dask-worker: spilling {key}: {message}");
-            return Err(message);
+            // The machine logs the failure once (spill-failing), not
+            // once per try.
+            return Err(format!("cannot write {}: {e}", path.display()));
         }
         if let Some((old, _)) = self.files.insert(key.clone(), (file, bytes.len() as u64)) {
             // The state machine removes before it puts again; be safe anyway.

@@ -35,7 +35,7 @@
 //! [`WorkerStateConfig::handshake_timeout`]: super::WorkerStateConfig::handshake_timeout
 //! [`WorkerStateConfig::auth`]: super::WorkerStateConfig::auth
 
-use super::{WorkerOutput, WorkerState};
+use super::{Level, LogRecord, WorkerOutput, WorkerState};
 use crate::auth::{self, AcceptorAuth, ConnectorAuth, Credentials, CHANNEL_BINDING_BYTES};
 use crate::handshake;
 use crate::messages::{ErrorReport, GetData, Hello, Role};
@@ -416,7 +416,9 @@ impl WorkerState {
                 }
                 Err(e) if e.code == ErrorCode::AuthFailed => {
                     let line = format!("the worker at {address} is not trusted: {}", e.message);
-                    self.outputs.push_back(WorkerOutput::Log(line));
+                    let record = LogRecord::new(Level::Warn, "peer-not-trusted", line)
+                        .with("address", address.as_str());
+                    self.outputs.push_back(WorkerOutput::Log(record));
                     self.close(conn);
                 }
                 Err(e) => self.reject(conn, e),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{WorkerOutput, WorkerState};
+use super::{Level, LogRecord, WorkerOutput, WorkerState};
 use crate::messages::Heartbeat;
 use crate::{Key, Message, RawValue};
 
@@ -312,22 +312,35 @@ impl WorkerState {
         self.memory_told = now;
         let limit = self.config.memory_limit.unwrap_or(0);
         let memory = self.memory_bytes;
-        let mut lines = Vec::new();
+        let mut records = Vec::new();
         if now.spilling != was.spilling {
-            lines.push(if now.spilling {
+            records.push(if now.spilling {
                 let target = self.target_bytes().unwrap_or(0);
-                format!(
-                    "spilling began: memory went over the target of {target} bytes (memory \
-                     limit {limit}); least recently used values go to the spill store"
+                LogRecord::new(
+                    Level::Info,
+                    "spilling-began",
+                    format!(
+                        "spilling began: memory went over the target of {target} bytes (memory \
+                         limit {limit}); least recently used values go to the spill store"
+                    ),
                 )
             } else {
-                "spilling ended: no value is spilled any more".to_owned()
+                LogRecord::new(
+                    Level::Info,
+                    "spilling-ended",
+                    "spilling ended: no value is spilled any more",
+                )
             });
         }
         if now.spill_failing != was.spill_failing {
-            lines.push(match &self.spill_error {
-                Some(e) => format!("spilling fails: {e}; values stay in memory"),
-                None => "spilling works again".to_owned(),
+            records.push(match &self.spill_error {
+                Some(e) => LogRecord::new(
+                    Level::Error,
+                    "spill-failing",
+                    format!("spilling fails: {e}; values stay in memory"),
+                )
+                .with("error", e.as_str()),
+                None => LogRecord::new(Level::Info, "spill-recovered", "spilling works again"),
             });
         }
         if now.paused != was.paused {
@@ -335,24 +348,36 @@ impl WorkerState {
                 .config
                 .limit_share(self.config.memory_pause_fraction)
                 .unwrap_or(0);
-            lines.push(if now.paused {
-                let why = match &self.spill_error {
-                    Some(e) => format!("; it cannot spill: {e}"),
-                    None => String::new(),
-                };
-                format!(
-                    "paused: {memory} bytes in memory are over the pause threshold of {pause} \
-                     bytes (memory limit {limit}): no task starts and nothing is fetched until \
-                     memory falls under it{why}"
-                )
-            } else {
-                format!(
-                    "resumed: {memory} bytes in memory, under the pause threshold of {pause} bytes"
-                )
-            });
+            records.push(
+                if now.paused {
+                    let why = match &self.spill_error {
+                        Some(e) => format!("; it cannot spill: {e}"),
+                        None => String::new(),
+                    };
+                    LogRecord::new(
+                        Level::Warn,
+                        "paused",
+                        format!(
+                            "paused: {memory} bytes in memory are over the pause threshold of \
+                         {pause} bytes (memory limit {limit}): no task starts and nothing is \
+                         fetched until memory falls under it{why}"
+                        ),
+                    )
+                } else {
+                    LogRecord::new(
+                        Level::Info,
+                        "resumed",
+                        format!(
+                        "resumed: {memory} bytes in memory, under the pause threshold of {pause} \
+                         bytes"
+                    ),
+                    )
+                }
+                .with("memory_bytes", memory),
+            );
         }
-        for line in lines {
-            self.outputs.push_back(WorkerOutput::Log(line));
+        for record in records {
+            self.outputs.push_back(WorkerOutput::Log(record));
         }
         if now.paused != was.paused || now.spill_failing != was.spill_failing {
             let metrics = Some(self.metrics());

@@ -86,6 +86,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::NonceSource;
+use crate::log::{Level, LogRecord};
 use crate::messages::{AddKeys, Metrics, Resources};
 use crate::{ConnId, Key, Message, RawValue, Timestamp};
 use slab::Slab;
@@ -165,8 +166,10 @@ pub enum WorkerOutput {
         /// The data address registered.
         address: String,
     },
-    /// A line for the log, for people (e.g. a lost scheduler).
-    Log(String),
+    /// A record for the operator's log (a lost scheduler, a pause, a
+    /// failing spill store), with its level and event name: the edge
+    /// filters and writes it (`--log-level`, `--log-format`).
+    Log(LogRecord),
     /// The worker is over (every connection has been closed): the edge
     /// writes what is queued and stops. `error` is `None` after a `close`
     /// from the scheduler or [`WorkerState::handle_stop`].

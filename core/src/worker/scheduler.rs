@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use super::connection::ConnKind;
 use super::{
-    Withdrawal, WorkerOutput, WorkerState, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN,
-    REPORT_BATCH_BACKLOG_PER_THREAD,
+    Level, LogRecord, Withdrawal, WorkerOutput, WorkerState, HEARTBEAT_INTERVAL_DEFAULT,
+    HEARTBEAT_INTERVAL_MIN, REPORT_BATCH_BACKLOG_PER_THREAD,
 };
 use crate::handshake;
 use crate::messages::{Close, FreeKeys, GetData, Heartbeat, RegisterWorker, Role, StealRequest};
@@ -469,9 +469,13 @@ impl WorkerState {
         if self.config.reconnect_timeout.is_zero() {
             return self.finish(Some(WorkerError::new(WorkerErrorKind::Lost, reason)));
         }
-        self.outputs.push_back(WorkerOutput::Log(format!(
-            "{reason}; registering again as a new worker (for up to {} s)",
-            self.config.reconnect_timeout.as_secs_f64()
+        self.outputs.push_back(WorkerOutput::Log(LogRecord::new(
+            Level::Warn,
+            "scheduler-lost",
+            format!(
+                "{reason}; registering again as a new worker (for up to {} s)",
+                self.config.reconnect_timeout.as_secs_f64()
+            ),
         )));
         self.start_anew();
         self.reconnect_until = Some(self.now + self.config.reconnect_timeout);

@@ -17,9 +17,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
-use dask_core::log::Level;
-use dask_net::cli::{listen_warnings, SecurityArgs};
-use dask_net::log::{LogFormat, Logger};
+use dask_net::cli::{listen_warnings, LogArgs, SecurityArgs};
 use dask_net::scheduler_file;
 use dask_scheduler::dashboard::{DashboardConfig, DEFAULT_DASHBOARD_PORT};
 use dask_scheduler::{EventLoop, SchedulerConfig, Stopper, DEFAULT_PORT};
@@ -80,12 +78,8 @@ struct Cli {
     /// that forwards /PREFIX/... unchanged)
     #[arg(long, value_name = "PREFIX")]
     dashboard_prefix: Option<String>,
-    /// Log events at this level and above: debug, info, warn, error
-    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = log_level)]
-    log_level: Level,
-    /// Log lines as text or as one JSON object each
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = log_format)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -103,14 +97,6 @@ fn dashboard_address(v: &str) -> Result<(Option<String>, u16), String> {
         .parse()
         .map_err(|_| format!("{v:?}: expected [HOST]:PORT with a port from 0 to 65535"))?;
     Ok((host.filter(|h| !h.is_empty()).map(str::to_owned), port))
-}
-
-fn log_level(v: &str) -> Result<Level, String> {
-    Level::from_name(v).ok_or_else(|| format!("{v:?}: expected debug, info, warn or error"))
-}
-
-fn log_format(v: &str) -> Result<LogFormat, String> {
-    LogFormat::from_name(v).ok_or_else(|| format!("{v:?}: expected text or json"))
 }
 
 /// Set by the signal handler; the loop looks at it before it first sleeps
@@ -168,7 +154,7 @@ fn seconds(v: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logger = Logger::new("dask-scheduler", cli.log_level, cli.log_format);
+    let logger = cli.log.logger("dask-scheduler");
     let dashboard = (!cli.no_dashboard).then(|| {
         let (host, port, fall_back) = match &cli.dashboard_address {
             Some((host, port)) => (host.clone(), *port, false),

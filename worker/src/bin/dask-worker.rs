@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dask_core::messages::Role;
-use dask_net::cli::{listen_warnings, SecurityArgs};
+use dask_net::cli::{listen_warnings, LogArgs, SecurityArgs};
 use dask_worker::builtins::builtin_docs;
 use dask_worker::{WorkerConfig, WorkerHandle};
 
@@ -101,6 +101,8 @@ struct Cli {
     #[arg(long)]
     allow_exec: bool,
     #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
     security: SecurityArgs,
 }
 
@@ -179,6 +181,7 @@ fn command(cli: Cli) -> Result<Command, String> {
         host: cli.host,
         memory_limit: cli.memory_limit.filter(|&n| n > 0),
         local_directory: cli.local_directory.map(Into::into),
+        logger: cli.log.logger("dask-worker"),
         ..WorkerConfig::default()
     };
     if let Some(n) = cli.nthreads {

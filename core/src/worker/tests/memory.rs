@@ -486,7 +486,7 @@ mod properties;
 fn logs(out: &[WorkerOutput]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
-            WorkerOutput::Log(line) => Some(line.clone()),
+            WorkerOutput::Log(record) => Some(record.message.clone()),
             _ => None,
         })
         .collect()

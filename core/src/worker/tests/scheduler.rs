@@ -281,8 +281,8 @@ fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
             WorkerOutput::Close(c2),
             WorkerOutput::Withdraw { run_id },
             WorkerOutput::Listen,
-        ] if log.contains("connection reset by peer")
-            && log.contains("registering again as a new worker (for up to 30 s)")
+        ] if log.message.contains("connection reset by peer")
+            && log.message.contains("registering again as a new worker (for up to 30 s)")
             && *c0 == s && [*c1, *c2] == [peer, holder] && *run_id == run.run_id
     ));
     assert!(!w.holds("p"), "a new, empty worker");
@@ -451,8 +451,8 @@ fn a_close_asking_to_reconnect_makes_a_new_worker_that_registers_again() {
                 WorkerOutput::Withdraw { run_id },
                 WorkerOutput::Listen,
             ] if *c == s && *run_id == run.run_id
-                && log.contains("the scheduler said close (no message for 10000 ms")
-                && log.contains("registering again")
+                && log.message.contains("the scheduler said close (no message for 10000 ms")
+                && log.message.contains("registering again")
         ),
         "{out:?}"
     );
