@@ -434,11 +434,14 @@ fn a_finished_result_lost_with_its_worker_is_recomputed_and_gathered() {
     let mut cluster = Cluster::start(&[], &["w1", "w2"]);
     let client = cluster.client();
     // A second to compute: the gather comes while it is computed again.
+    // Larger than the scheduler's inline bound (dask/1.1 inline results),
+    // so the client's result is a gather.
+    let value = Value::Binary(vec![42; 5000]);
     let x = client.submit_tasks(
         vec![spec(
             "x",
             "conformance.sleep",
-            vec![Value::from(1000), Value::from(42)],
+            vec![Value::from(1000), value.clone()],
         )],
         vec![Key::from("x")],
     );
@@ -455,7 +458,7 @@ fn a_finished_result_lost_with_its_worker_is_recomputed_and_gathered() {
         .map(|w| w.name)
         .expect("a worker holds x");
     cluster.kill(&holder);
-    assert_eq!(cluster.result(&x[0]), Value::from(42));
+    assert_eq!(cluster.result(&x[0]), value);
     let status = client.status(&x).expect("key states");
     assert_eq!(status[&Key::from("x")], "memory");
     cluster.assert_scheduler_alive();

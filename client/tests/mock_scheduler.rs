@@ -20,6 +20,7 @@ fn finished(key: &Key) -> Message {
         key: key.clone(),
         nbytes: 1,
         request: None,
+        value: None,
     })
 }
 

@@ -551,6 +551,10 @@ wire_struct! {
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub request: Option<u64>,
+        /// The result itself, when its worker sent it with `task-finished`: the client needs no `gather` for it. Absent: fetch it with `gather`.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub value: Option<RawValue>,
     }
 }
 
@@ -712,6 +716,10 @@ wire_struct! {
         pub id: u64,
         /// The worker MUST send `heartbeat` at least this often (dask-rs default: 1000, at most a third of its heartbeat timeout).
         pub heartbeat_interval_ms: u64,
+        /// A result whose nbytes is at most this MAY travel in `task-finished`'s `value` (dask-rs: 4096). Absent: none does (a dask/1.0 scheduler).
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub inline_bytes_max: Option<u64>,
     }
 }
 
@@ -745,6 +753,10 @@ wire_struct! {
         /// Wall time the function ran, in microseconds. Absent: unknown.
         #[schemars(extend("x-ignorable" = true))]
         pub duration_us: Option<u64>,
+        /// The result itself, when its nbytes is at most the `inline_bytes_max` of `worker-registered` (the worker holds it all the same). Absent: not sent.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub value: Option<RawValue>,
     }
 }
 

@@ -364,6 +364,7 @@ fn any_message() -> impl Strategy<Value = Message> {
             key,
             nbytes,
             request: None,
+            value: None,
         })),
         (key(), text(), text(), text(), prop::option::of(key())).prop_map(
             |(key, error_type, message, traceback, cause)| {
@@ -411,6 +412,7 @@ fn any_message() -> impl Strategy<Value = Message> {
             Message::from(WorkerRegistered {
                 id,
                 heartbeat_interval_ms,
+                inline_bytes_max: None,
             })
         }),
         (
@@ -441,6 +443,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                     key,
                     nbytes,
                     duration_us,
+                    value: None,
                 })
             }
         ),

@@ -101,6 +101,7 @@ fn main() {
                         key: t.key,
                         nbytes: 8,
                         duration_us: None,
+                        value: None,
                     }));
                 }
                 SchedulerOutput::Send(c, Message::KeyFinished(_)) if c == client => {

@@ -188,7 +188,18 @@ pub struct SchedulerStateConfig {
     /// `SpillFailed` instead of waiting for it (see [`pause`]). Default
     /// [`SPILL_FAILED_TIMEOUT_DEFAULT`].
     pub spill_failed_timeout: Duration,
+    /// Results of at most this many bytes travel inline (dask/1.1): the
+    /// worker sends them with `task-finished`, and wanting clients get
+    /// them with `key-finished`, without a `gather`. 0: none. Default
+    /// [`INLINE_BYTES_MAX_DEFAULT`].
+    pub inline_bytes_max: u64,
 }
+
+/// Results up to this size travel with `task-finished` and `key-finished`
+/// by default: a few numbers or a short string, the results a client
+/// waits on one at a time, whose `gather` would cost a round trip through
+/// the scheduler to a worker and back.
+pub const INLINE_BYTES_MAX_DEFAULT: u64 = 4096;
 
 /// How long a worker may be paused and unable to spill before the tasks
 /// only it could run err, by default: long enough for a disk that fills
@@ -214,6 +225,7 @@ impl Default for SchedulerStateConfig {
             handshake_timeout: Duration::from_secs(10),
             validate: false,
             allowed_failures: ALLOWED_FAILURES_DEFAULT,
+            inline_bytes_max: INLINE_BYTES_MAX_DEFAULT,
             auth: None,
             spill_failed_timeout: SPILL_FAILED_TIMEOUT_DEFAULT,
         }
@@ -1223,11 +1235,14 @@ impl SchedulerState {
             c.peer = Peer::Worker(Some(w));
         }
         let interval = self.heartbeat_interval_told().as_millis();
+        let v1_1 = self.conns.get(&conn).is_some_and(|c| c.v1_1);
+        let inline = self.config.inline_bytes_max;
         self.send(
             conn,
             Message::WorkerRegistered(WorkerRegistered {
                 id,
                 heartbeat_interval_ms: u64::try_from(interval).unwrap_or(u64::MAX),
+                inline_bytes_max: (v1_1 && inline > 0).then_some(inline),
             }),
         );
         self.log_worker_added(w);

@@ -329,6 +329,7 @@ fn bad_frames_after_handshake(address: &str) {
             key: "x".into(),
             nbytes: 1,
             duration_us: None,
+            value: None,
         })]),
         2004,
         "a worker's message from a client",
@@ -338,6 +339,7 @@ fn bad_frames_after_handshake(address: &str) {
             key: "x".into(),
             nbytes: 1,
             request: None,
+            value: None,
         })]),
         2004,
         "a scheduler's message from a client",
@@ -373,6 +375,7 @@ fn bad_frames_after_handshake(address: &str) {
             key: "x".into(),
             nbytes: 1,
             duration_us: None,
+            value: None,
         })]),
         2004,
         "task-finished before register-worker",
@@ -577,11 +580,13 @@ fn lying_worker(address: &str) {
             key: "lie-1".into(),
             nbytes: u64::MAX,
             duration_us: Some(u64::MAX),
+            value: None,
         }),
         Message::TaskFinished(TaskFinished {
             key: "lie-2".into(),
             nbytes: u64::MAX - 1,
             duration_us: Some(0),
+            value: None,
         }),
     ]);
     let mut finished = 0;
@@ -618,6 +623,7 @@ fn lying_worker(address: &str) {
             key: "never".into(),
             nbytes: u64::MAX,
             duration_us: Some(u64::MAX),
+            value: None,
         }),
         Message::TaskErred(TaskErred {
             key: "never".into(),

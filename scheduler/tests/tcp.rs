@@ -163,6 +163,7 @@ fn run_one(worker: &mut BlockingConn, key: &str, value: i64) -> ComputeTask {
             key: task.key.clone(),
             nbytes: raw(Value::from(value)).as_bytes().len() as u64,
             duration_us: Some(1),
+            value: None,
         })])
         .unwrap();
     task
@@ -249,6 +250,7 @@ fn a_tiny_graph_is_computed_by_a_test_played_worker_and_gathered() {
             key: "total".into(),
             nbytes: 1,
             duration_us: None,
+            value: None,
         })])
         .unwrap();
     let got = read_to_close(&mut client);

@@ -522,6 +522,7 @@ mod tests {
             key: "inc-ab-0".into(),
             nbytes: 1,
             request: None,
+            value: None,
         })));
         let (_, events) = drained(&mut d);
         assert_eq!(events[0]["state"].as_str(), Some("finished"));

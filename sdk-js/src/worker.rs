@@ -635,6 +635,7 @@ mod tests {
                 Message::WorkerRegistered(WorkerRegistered {
                     id: 7,
                     heartbeat_interval_ms: 500,
+                    inline_bytes_max: None,
                 }),
             ]),
         );

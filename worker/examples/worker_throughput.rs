@@ -96,6 +96,7 @@ fn main() {
         conn.send(&[Message::WorkerRegistered(WorkerRegistered {
             id: 1,
             heartbeat_interval_ms: 1000,
+            inline_bytes_max: None,
         })])
         .unwrap();
         conn

@@ -79,6 +79,7 @@ fn accept_worker(listener: &TcpListener) -> (BlockingConn, RegisterWorker) {
     conn.send(&[Message::WorkerRegistered(WorkerRegistered {
         id: 7,
         heartbeat_interval_ms: 600_000,
+        inline_bytes_max: None,
     })])
     .unwrap();
     (conn, registration)

@@ -114,6 +114,7 @@ fn start(nthreads: usize, functions: FunctionRegistry, heartbeat_ms: u64) -> Set
         conn.send(&[Message::WorkerRegistered(WorkerRegistered {
             id: 1,
             heartbeat_interval_ms: heartbeat_ms,
+            inline_bytes_max: None,
         })])
         .unwrap();
         (conn, registration)

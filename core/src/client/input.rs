@@ -53,7 +53,10 @@ impl ClientSession {
             Message::KeyLost(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyWaiting(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyFinished(m) => {
-                self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes })
+                self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes });
+                if let Some(e) = self.keys.get_mut(&m.key) {
+                    e.inline = m.value;
+                }
             }
             Message::KeyErred(m) => self.set_state(
                 &m.key,

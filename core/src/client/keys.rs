@@ -3,6 +3,7 @@
 
 use super::events::{ClientEvent, KeyState, RequestId};
 use super::{ClientSession, KeyEntry, Pending};
+use crate::msgpack::RawValue;
 use crate::msgpack::KEY_BYTES_MAX;
 use crate::wire::Key;
 
@@ -53,6 +54,13 @@ impl ClientSession {
     /// The state of a held key; `None` when the client holds no reference.
     pub fn key_state(&self, key: &str) -> Option<&KeyState> {
         self.keys.get(key).map(|e| &e.state)
+    }
+
+    /// The result of a finished key, when its `key-finished` carried it
+    /// (dask/1.1 inline results): a client answers its user from it
+    /// without a `gather`.
+    pub fn inline_result(&self, key: &str) -> Option<&RawValue> {
+        self.keys.get(key).and_then(|e| e.inline.as_ref())
     }
 
     /// Local references to a key (0 when not held).
@@ -142,6 +150,7 @@ impl ClientSession {
                         origin,
                         want_request: request,
                         waiting: None,
+                        inline: None,
                     },
                 );
                 true
@@ -186,6 +195,7 @@ impl ClientSession {
         }
         e.state = state.clone();
         e.waiting = None;
+        e.inline = None;
         self.events.push_back(ClientEvent::KeyUpdated {
             key: key.clone(),
             state,

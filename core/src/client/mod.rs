@@ -58,6 +58,7 @@ use crate::auth::{ConnectorAuth, Secret, CHANNEL_BINDING_BYTES, NONCE_BYTES};
 use crate::frame::{FrameDecoder, FrameEncoder};
 use crate::handshake::{self, Negotiated};
 use crate::messages::Role;
+use crate::msgpack::RawValue;
 use crate::wire::Key;
 use crate::Message;
 
@@ -102,6 +103,9 @@ struct KeyEntry {
     want_request: RequestId,
     /// Why it cannot progress, while pending (dask/1.1 `key-waiting`).
     waiting: Option<Waiting>,
+    /// Its result, while finished, when `key-finished` carried it
+    /// (dask/1.1 inline results): no `gather` is needed for it.
+    inline: Option<RawValue>,
 }
 
 /// A request not yet answered.

@@ -106,11 +106,18 @@ impl WorkerState {
                 })
             }
             Ok(value) => {
+                // Small enough for the scheduler's inline bound: it goes
+                // with the report too (a reference count, not a copy).
+                let inline = self
+                    .inline_bytes_max
+                    .filter(|&max| value.len() as u64 <= max)
+                    .map(|_| value.clone());
                 let nbytes = self.store(task.key.clone(), Arc::new(value));
                 Message::TaskFinished(TaskFinished {
                     key: task.key,
                     nbytes,
                     duration_us: Some(done.duration_us),
+                    value: inline,
                 })
             }
             Err(e) => Message::TaskErred(TaskErred {
@@ -184,6 +191,7 @@ impl WorkerState {
                 key: ct.key,
                 nbytes,
                 duration_us: None,
+                value: None,
             }));
         }
         if self.by_key.contains_key(&ct.key) {

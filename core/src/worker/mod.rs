@@ -224,6 +224,9 @@ pub struct WorkerState {
     add_keys: BTreeMap<Key, u64>,
     heartbeat_interval: Option<Duration>,
     next_heartbeat: Option<Timestamp>,
+    /// Results of at most this many bytes go with `task-finished` (the
+    /// scheduler's `inline_bytes_max`, dask/1.1).
+    inline_bytes_max: Option<u64>,
     /// Every open connection.
     conns: HashMap<ConnId, Connection>,
     /// Connections asked for, their ids not given yet (see
@@ -295,6 +298,7 @@ impl WorkerState {
             add_keys: BTreeMap::new(),
             heartbeat_interval: None,
             next_heartbeat: None,
+            inline_bytes_max: None,
             conns: HashMap::new(),
             pending_connects: VecDeque::new(),
             outgoing: HashMap::new(),

@@ -359,6 +359,7 @@ impl WorkerState {
         self.dirty = true;
         match message {
             Message::WorkerRegistered(r) => {
+                self.inline_bytes_max = r.inline_bytes_max;
                 let interval = Duration::from_millis(r.heartbeat_interval_ms);
                 let interval = if r.heartbeat_interval_ms == 0 {
                     HEARTBEAT_INTERVAL_DEFAULT

@@ -404,6 +404,11 @@ pub(super) fn messages() -> Json {
         vec![vec![Reversed], vec![Wide("request")]],
     ));
     cases.push(case(
+        "key-finished (dask/1.1): a small result inline, no gather needed",
+        json!({"op": "key-finished", "key": "y", "nbytes": 1, "request": 1, "value": 12}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
         "key-erred (dask/1.1): with the want's request",
         json!({"op": "key-erred", "key": "w", "error_type": "ConformanceError", "message": "boom",
                "traceback": "", "cause": "z", "request": 4}),
@@ -495,7 +500,16 @@ pub(super) fn messages() -> Json {
     cases.push(case(
         "worker-registered",
         json!({"op": "worker-registered", "id": 2, "heartbeat_interval_ms": 1000}),
-        vec![vec![Wide("id"), Wide("heartbeat_interval_ms")]],
+        vec![
+            vec![Wide("id"), Wide("heartbeat_interval_ms")],
+            vec![Nil("inline_bytes_max")],
+        ],
+    ));
+    cases.push(case(
+        "worker-registered (dask/1.1): results up to 4096 bytes may go inline",
+        json!({"op": "worker-registered", "id": 2, "heartbeat_interval_ms": 1000,
+               "inline_bytes_max": 4096}),
+        vec![vec![Reversed]],
     ));
     cases.push(case(
         "compute-task: one dependency held by a peer",
@@ -529,7 +543,13 @@ pub(super) fn messages() -> Json {
     cases.push(case(
         "task-finished: duration unknown",
         json!({"op": "task-finished", "key": "x", "nbytes": 1}),
-        vec![vec![Nil("duration_us")]],
+        vec![vec![Nil("duration_us"), Nil("value")]],
+    ));
+    cases.push(case(
+        "task-finished (dask/1.1): a small result inline",
+        json!({"op": "task-finished", "key": "y", "nbytes": 3, "duration_us": 52,
+               "value": [1, 2]}),
+        vec![vec![Reversed]],
     ));
     cases.push(case(
         "task-erred: a function the worker does not offer",

@@ -417,6 +417,7 @@ impl SchedulerState {
                 key: task.key.clone(),
                 nbytes: task.nbytes,
                 request: self.want_request(conn, t),
+                value: None,
             });
             self.send(conn, m);
         } else if task.state == TaskState::Released {
@@ -438,7 +439,7 @@ impl SchedulerState {
     }
 
     /// Sends key-finished to wanting clients that have not had it.
-    fn notify_finished(&mut self, t: TaskId) {
+    fn notify_finished(&mut self, t: TaskId, inline: Option<&RawValue>) {
         let task = &self.tasks[t.0];
         for i in 0..task.wanted_by.len() {
             let c = self.tasks[t.0].wanted_by[i];
@@ -452,11 +453,13 @@ impl SchedulerState {
                 continue;
             }
             want.finished_sent = true;
+            let value = inline.filter(|_| client.v1_1).cloned();
             let task = &self.tasks[t.0];
             let m = Message::KeyFinished(KeyFinished {
                 key: task.key.clone(),
                 nbytes: task.nbytes,
                 request: self.want_request(c, t),
+                value,
             });
             self.send(c, m);
         }
@@ -553,7 +556,12 @@ impl SchedulerState {
         self.set_state(t, TaskState::Memory);
         self.tasks[t.0].nbytes = plausible_nbytes(m.nbytes);
         self.add_replica(t, w);
-        self.notify_finished(t);
+        // A result sent inline goes on to the clients waiting for it now;
+        // the scheduler keeps none (a later want gathers it).
+        let inline = m
+            .value
+            .filter(|v| v.len() as u64 <= self.config.inline_bytes_max);
+        self.notify_finished(t, inline.as_ref());
         let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
             let dep = &mut self.tasks[y.0];

@@ -201,6 +201,7 @@ impl Sim {
                 key: key.into(),
                 nbytes,
                 duration_us: None,
+                value: None,
             },
         );
     }
@@ -395,6 +396,7 @@ fn a_message_not_allowed_for_the_role_closes_only_that_connection() {
             key: "x".into(),
             nbytes: 1,
             duration_us: None,
+            value: None,
         },
     );
     let e = error_of(&sim.recv(bad)).clone();
@@ -412,6 +414,7 @@ fn a_message_not_allowed_for_the_role_closes_only_that_connection() {
             key: "x".into(),
             nbytes: 1,
             duration_us: None,
+            value: None,
         },
     );
     assert_eq!(error_of(&sim.recv(w)).code, 2004);
@@ -651,6 +654,7 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
                 key: key.into(),
                 nbytes: 1,
                 duration_us: Some(us),
+                value: None,
             },
         );
     };
@@ -2554,4 +2558,81 @@ fn a_task_freed_while_processing_counts_as_a_busy_thread_until_the_next_result()
     assert_eq!(compute_keys(&sim.recv(w)), ["d"]);
     sim.finish(w, "d", 1);
     assert_eq!(abandoned(&sim), Some(0));
+}
+
+#[test]
+fn a_small_result_goes_inline_to_clients_that_speak_1_1() {
+    // dask/1.1 inline results: the worker is told the bound, sends a small
+    // result with task-finished, and the wanting 1.1 client gets it with
+    // key-finished; a 1.0 client gets key-finished alone; over the bound,
+    // nothing goes inline.
+    let mut sim = Sim::new();
+    let c = sim.connect();
+    sim.send(c, handshake::offer(Role::Worker, Some("w".into())));
+    sim.send(
+        c,
+        RegisterWorker {
+            name: "w".into(),
+            address: address("w"),
+            nthreads: 1,
+            memory_limit: None,
+            resources: None,
+            functions: vec!["f".into()],
+            pid: None,
+        },
+    );
+    let got = sim.recv(c);
+    assert!(
+        matches!(&got[..], [Message::Hello(_), Message::WorkerRegistered(r)]
+            if r.inline_bytes_max == Some(crate::state::INLINE_BYTES_MAX_DEFAULT)),
+        "{got:?}"
+    );
+    let w = c;
+    let modern = sim.client();
+    let old = sim.connect();
+    let mut hello = handshake::offer(Role::Client, None);
+    hello.version = Version { major: 1, minor: 0 };
+    sim.send(old, hello);
+    let _ = sim.recv(old);
+    sim.submit(modern, 1, vec![spec("k", "f", vec![])], &["k"]);
+    sim.submit(old, 1, vec![spec("k", "f", vec![])], &["k"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["k"]);
+    let value = RawValue::from_value(&rmpv::Value::from(42));
+    sim.send(
+        w,
+        TaskFinished {
+            key: "k".into(),
+            nbytes: value.len() as u64,
+            duration_us: None,
+            value: Some(value.clone()),
+        },
+    );
+    let got = sim.recv(modern);
+    assert!(
+        matches!(&got[..], [Message::KeyFinished(f)] if f.value.as_ref() == Some(&value)),
+        "{got:?}"
+    );
+    let got = sim.recv(old);
+    assert!(
+        matches!(&got[..], [Message::KeyFinished(f)] if f.value.is_none()),
+        "{got:?}"
+    );
+    // Over the bound: not passed on (the client gathers it).
+    sim.submit(modern, 2, vec![spec("big", "f", vec![])], &["big"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["big"]);
+    let big = RawValue::from_value(&rmpv::Value::Binary(vec![0; 5000]));
+    sim.send(
+        w,
+        TaskFinished {
+            key: "big".into(),
+            nbytes: big.len() as u64,
+            duration_us: None,
+            value: Some(big),
+        },
+    );
+    let got = sim.recv(modern);
+    assert!(
+        matches!(&got[..], [Message::KeyFinished(f)] if f.value.is_none()),
+        "{got:?}"
+    );
 }

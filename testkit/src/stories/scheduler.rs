@@ -253,6 +253,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             key: worker_key,
             nbytes: small(n),
             duration_us: Some(small(n)),
+            value: None,
         }),
         22 => Message::TaskErred(TaskErred {
             key: worker_key,
@@ -282,6 +283,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             key: key(a),
             nbytes: 1,
             request: None,
+            value: None,
         }),
         30 => Message::ComputeTask(ComputeTask {
             key: key(a),

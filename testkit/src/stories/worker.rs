@@ -215,6 +215,7 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
         52..=55 => Message::WorkerRegistered(WorkerRegistered {
             id: 1,
             heartbeat_interval_ms: small(n),
+            inline_bytes_max: None,
         }),
         56..=60 => Message::ErrorReport(ErrorReport {
             code: 4001,
@@ -240,6 +241,7 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
             key: key(a),
             nbytes: 1,
             request: None,
+            value: None,
         }),
     }
 }
@@ -389,6 +391,7 @@ impl Story {
         let registered = WorkerRegistered {
             id: 1,
             heartbeat_interval_ms: 1000,
+            inline_bytes_max: None,
         };
         let messages = vec![Message::Hello(hello), Message::WorkerRegistered(registered)];
         self.state.handle_frame(self.now, conn, messages);

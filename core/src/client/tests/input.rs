@@ -181,3 +181,33 @@ fn a_python_dask_scheduler_is_named() {
     // Nothing is sent to it: it would not understand.
     assert!(drain(&mut s).is_empty());
 }
+
+#[test]
+fn a_result_inline_in_key_finished_is_kept_until_the_key_changes_or_goes() {
+    let mut s = connected();
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    s.submit(vec![t], vec![key.clone()]);
+    drain(&mut s);
+    let value = RawValue::from_value(&Value::from(2));
+    s.handle_message(Message::KeyFinished(KeyFinished {
+        key: key.clone(),
+        nbytes: 1,
+        request: None,
+        value: Some(value.clone()),
+    }));
+    assert_eq!(s.inline_result(key.as_str()), Some(&value));
+    // Lost later: the result is no longer the client's to give.
+    s.handle_message(Message::KeyLost(KeyLost {
+        key: key.clone(),
+        message: "gone".into(),
+        request: None,
+    }));
+    assert_eq!(s.inline_result(key.as_str()), None);
+    // A key-finished without a value keeps nothing.
+    let t = inc(&mut s, Value::from(5));
+    let other = t.key.clone();
+    s.submit(vec![t], vec![other.clone()]);
+    s.handle_message(finished(&other));
+    assert_eq!(s.inline_result(other.as_str()), None);
+}

@@ -55,6 +55,7 @@ fn finished(key: &Key) -> Message {
         key: key.clone(),
         nbytes: 1,
         request: None,
+        value: None,
     })
 }
 

@@ -25,6 +25,7 @@ fn finished_for(key: &Key, request: RequestId) -> Message {
         key: key.clone(),
         nbytes: 1,
         request: Some(request.0),
+        value: None,
     })
 }
 

@@ -17,7 +17,8 @@ fn a_task_with_literal_args_runs_and_finishes() {
         vec![&Message::TaskFinished(TaskFinished {
             key: "x".into(),
             nbytes: 1,
-            duration_us: Some(7)
+            duration_us: Some(7),
+            value: None,
         })]
     );
     assert_eq!(w.value("x").unwrap().as_bytes(), &[2]);
@@ -216,7 +217,8 @@ fn a_key_already_in_memory_is_reported_finished_again() {
         vec![&Message::TaskFinished(TaskFinished {
             key: "x".into(),
             nbytes: 3,
-            duration_us: None
+            duration_us: None,
+            value: None,
         })]
     );
     assert!(jobs(out).is_empty());
@@ -308,4 +310,28 @@ fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
     // A completion of a withdrawn run is ignored.
     w.handle_task_done(now, done(2, Value::Nil));
     assert!(drain(&mut w).is_empty());
+}
+
+#[test]
+fn results_under_the_schedulers_inline_bound_go_with_task_finished() {
+    let (mut w, now) = worker(2);
+    // The scheduler's bound (dask/1.1 worker-registered inline_bytes_max).
+    w.inline_bytes_max = Some(8);
+    w.handle_scheduler_message(now, compute("small", vec![], &[]));
+    w.handle_scheduler_message(now, compute("large", vec![], &[]));
+    let out = jobs(drain(&mut w));
+    w.handle_task_done(now, done(out[0].run_id, Value::from(7)));
+    w.handle_task_done(now, done(out[1].run_id, Value::Binary(vec![0; 20])));
+    let out = drain(&mut w);
+    let inline: Vec<(&str, Option<&RawValue>)> = to_scheduler(&out)
+        .iter()
+        .filter_map(|m| match m {
+            Message::TaskFinished(f) => Some((f.key.as_str(), f.value.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let seven = RawValue::from_value(&Value::from(7));
+    assert_eq!(inline, vec![("small", Some(&seven)), ("large", None)]);
+    // Both are held as any result.
+    assert!(w.value("small").is_some() && w.value("large").is_some());
 }

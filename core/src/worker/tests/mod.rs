@@ -47,6 +47,7 @@ fn register(mut w: WorkerState, now: Timestamp) -> WorkerState {
     let registered = WorkerRegistered {
         id: 1,
         heartbeat_interval_ms: 1000,
+        inline_bytes_max: None,
     };
     let messages = vec![Message::Hello(hello), Message::WorkerRegistered(registered)];
     w.handle_frame(now, conn, messages);

@@ -13,6 +13,7 @@ fn worker_registered(id: u64) -> Message {
     Message::WorkerRegistered(WorkerRegistered {
         id,
         heartbeat_interval_ms: 1000,
+        inline_bytes_max: None,
     })
 }
 
@@ -93,6 +94,7 @@ fn heartbeats_follow_the_registered_interval() {
         Message::WorkerRegistered(WorkerRegistered {
             id: 1,
             heartbeat_interval_ms: 50,
+            inline_bytes_max: None,
         }),
     );
     let due = w.poll_timeout().unwrap();

@@ -313,6 +313,7 @@ impl Chaos {
                     key,
                     nbytes: 1,
                     duration_us: [None, Some(5), Some(50_000)][self.rng.below(3)],
+                    value: None,
                 },
             );
         }

@@ -10,6 +10,7 @@ fn finish_in(sim: &mut Sim, w: ConnId, key: &str, duration_us: u64) {
             key: key.into(),
             nbytes: 8,
             duration_us: Some(duration_us),
+            value: None,
         },
     );
 }
