@@ -5,6 +5,7 @@
 #   bench/run.sh --quick    a tenth of the sizes
 #   bench/run.sh --no-dask  dask-rs only
 #   bench/run.sh --tls      dask-rs over TLS (with auth, as always): beside a plain run, the cost of TLS
+#   bench/run.sh --journal  the scheduler keeps a journal (--journal): beside a plain run, its cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh

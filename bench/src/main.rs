@@ -13,7 +13,10 @@
 //! plain run for the cost of TLS (`bench/run.sh --no-dask --tls`). With
 //! `--observers` a dashboard page and a Prometheus scraper poll the
 //! scheduler once a second while the shapes run (`observers.rs`): run it
-//! beside a run without for what watching the scheduler costs.
+//! beside a run without for what watching the scheduler costs. With
+//! `--journal` the scheduler keeps a journal (`dask-scheduler --journal`,
+//! in the temporary home, on this machine's disk): run it beside a plain
+//! run for the cost of the journal (`bench/run.sh --no-dask --journal`).
 
 mod observers;
 
@@ -178,6 +181,11 @@ fn tls_files(home: &Path) -> Option<(PathBuf, PathBuf)> {
         .then(|| (dir.join("ca.pem"), dir.join("cluster.pem")))
 }
 
+/// Whether `--journal` asked for a scheduler that keeps a journal.
+fn with_journal() -> bool {
+    std::env::args().any(|a| a == "--journal")
+}
+
 /// Whether `--tls` asked for every dask-rs connection over TLS (with
 /// authentication, as always): the TLS column is this run beside a plain
 /// one.
@@ -202,9 +210,18 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
         ],
         None => Vec::new(),
     };
+    let journal: Vec<String> = if with_journal() {
+        vec![
+            "--journal".into(),
+            home.join("journal").to_string_lossy().into_owned(),
+        ]
+    } else {
+        Vec::new()
+    };
     let mut scheduler = Command::new(bin_dir.join("dask-scheduler"))
         .args(["--port", "0"])
         .args(&flags)
+        .args(&journal)
         .env("DASK_RS_HOME", &home)
         .env_remove("DASK_CREDENTIALS")
         .stdout(Stdio::piped())
@@ -591,7 +608,12 @@ fn main() {
             .join(" ")
     );
     println!(
-        "2 workers x 1 thread, real processes on loopback; Dask {}",
+        "2 workers x 1 thread, real processes on loopback{}; Dask {}",
+        if with_journal() {
+            ", the scheduler keeping a journal (--journal)"
+        } else {
+            ""
+        },
         if skip_dask { "skipped" } else { "sizes " }.to_owned()
             + if skip_dask { "" } else { sizes }
     );

@@ -22,6 +22,14 @@ use crate::shared::{Shared, State};
 /// or `close`) after the session closed.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a session whose connection was lost is tried on new
+/// connections (a scheduler with a journal restarting: dask-rs's keeps a
+/// session 60 s) before it closes.
+pub const RESUME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time between two attempts to reach a restarting scheduler.
+const RESUME_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
 /// A running connection: the shared state and the I/O thread.
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
@@ -53,6 +61,8 @@ impl Connection {
                 tls: endpoint.tls,
             });
         let mut state = State::new(options.name.clone(), auth);
+        // This loop connects again when the session can be resumed.
+        state.session.set_resumable(true);
         if let Some(binding) = reactor.channel_binding(conn) {
             state.session.handle_channel_binding(binding);
         }
@@ -64,6 +74,9 @@ impl Connection {
             inbox: Vec::new(),
             transport_error: None,
             protocol_error: None,
+            endpoint,
+            secret: options.credentials.as_ref().and_then(|c| c.client.clone()),
+            connect_timeout: timeout,
         };
         let thread = std::thread::Builder::new()
             .name("dask-client-io".into())
@@ -151,6 +164,10 @@ struct EventLoop {
     /// Why the connection ended, for the session.
     transport_error: Option<String>,
     protocol_error: Option<WireError>,
+    /// Where to connect again to resume the session.
+    endpoint: dask_net::Endpoint,
+    secret: Option<dask_core::auth::Secret>,
+    connect_timeout: Duration,
 }
 
 impl EventLoop {
@@ -159,6 +176,10 @@ impl EventLoop {
         loop {
             // Exchange with the session under the lock; socket work outside it.
             let closed = self.exchange();
+            if !closed && self.shared.lock().session.wants_reconnect() {
+                self.resume();
+                continue;
+            }
             if closed {
                 let deadline =
                     *final_deadline.get_or_insert_with(|| Instant::now() + FINAL_FLUSH_TIMEOUT);
@@ -186,6 +207,42 @@ impl EventLoop {
         st.io_done = true;
         st.dispatch();
         self.shared.changed.notify_all();
+    }
+
+    /// Connects again, for [`RESUME_TIMEOUT`], and resumes the session on
+    /// the new connection; gives up (the session closes) after that or
+    /// when the client is closed meanwhile.
+    fn resume(&mut self) {
+        self.reactor.close(self.conn);
+        self.inbox.clear();
+        let give_up_at = Instant::now() + RESUME_TIMEOUT;
+        loop {
+            if self.shared.lock().shutdown || Instant::now() >= give_up_at {
+                let mut st = self.shared.lock();
+                st.session.give_up();
+                st.dispatch();
+                self.shared.changed.notify_all();
+                return;
+            }
+            let deadline = (Instant::now() + self.connect_timeout).min(give_up_at);
+            match connect(&mut self.reactor, self.endpoint, deadline) {
+                Ok(conn) => {
+                    self.conn = conn;
+                    let auth = self.secret.clone().map(|secret| ClientAuth {
+                        secret,
+                        nonce: dask_net::credentials::nonce(),
+                        tls: self.endpoint.tls,
+                    });
+                    let mut st = self.shared.lock();
+                    st.session.resume(auth);
+                    if let Some(binding) = self.reactor.channel_binding(conn) {
+                        st.session.handle_channel_binding(binding);
+                    }
+                    return;
+                }
+                Err(_) => std::thread::sleep(RESUME_RETRY_INTERVAL),
+            }
+        }
     }
 
     /// Hands what arrived to the session and what it queued to the
@@ -219,8 +276,10 @@ impl EventLoop {
                 if let Err(e) = self.reactor.send(self.conn, &m) {
                     st.session.handle_unsendable(&m, &e);
                 }
-                if matches!(m, Message::Hello(_)) {
-                    // Alone in its frame (under hello_frame_bytes_max).
+                if matches!(m, Message::Hello(_) | Message::AuthProof(_)) {
+                    // Alone in its frame (under hello_frame_bytes_max, which
+                    // holds until the proof): a resumed session's requests
+                    // may be large and wait right behind.
                     self.reactor.end_frame(self.conn);
                 }
             }

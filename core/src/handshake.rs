@@ -61,6 +61,7 @@ pub fn offer(role: Role, name: Option<String>) -> Hello {
         features: Some(FEATURES.iter().map(|f| f.to_string()).collect()),
         auth: None,
         tls: None,
+        session: None,
     }
 }
 
@@ -141,6 +142,7 @@ pub fn accept_speaking(
         features: Some(features.clone()),
         auth: None,
         tls: None,
+        session: None,
     };
     let negotiated = Negotiated {
         version,

@@ -215,6 +215,10 @@ wire_struct! {
         /// Since 1.1, with `auth`: whether the sender's end of the connection is TLS (see [Authentication](#authentication)). Never changes the transport. Absent: false.
         #[schemars(extend("x-ignorable" = true))]
         pub tls: Option<bool>,
+        /// Since 1.1, a client's session with a scheduler that keeps a journal (see [Reconnection](#reconnection)): reply: the client's session token; connector: the token of the session to resume, from an earlier reply. Absent: a new session.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub session: Option<String>,
     }
 }
 
@@ -706,6 +710,9 @@ wire_struct! {
         /// Its operating-system process id, for people. Absent: unknown.
         #[schemars(extend("x-ignorable" = true))]
         pub pid: Option<u32>,
+        /// Values it holds already, by key, with their `nbytes`: kept from before it lost its scheduler (see [Reconnection](#reconnection)). The scheduler adopts those of tasks it knows that are not in memory and frees the others with `free-keys`. Absent: none.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub held: Option<BTreeMap<Key, u64>>,
     }
 }
 

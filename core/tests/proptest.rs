@@ -242,9 +242,10 @@ fn any_message() -> impl Strategy<Value = Message> {
             prop::option::of(names()),
             prop::option::of(auth()),
             prop::option::of(any::<bool>()),
+            prop::option::of(text()),
         )
             .prop_map(
-                |(protocol, (major, minor), role, name, id, features, auth, tls)| {
+                |(protocol, (major, minor), role, name, id, features, auth, tls, session)| {
                     Message::from(Hello {
                         protocol,
                         version: Version { major, minor },
@@ -254,6 +255,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                         features,
                         auth,
                         tls,
+                        session,
                     })
                 }
             ),
@@ -393,10 +395,11 @@ fn any_message() -> impl Strategy<Value = Message> {
             prop::option::of(any::<u64>()),
             prop::option::of(resources()),
             names(),
-            prop::option::of(any::<u32>())
+            prop::option::of(any::<u32>()),
+            prop::option::of(prop::collection::btree_map(key(), any::<u64>(), 0..4)),
         )
             .prop_map(
-                |(name, address, nthreads, memory_limit, resources, functions, pid)| {
+                |(name, address, nthreads, memory_limit, resources, functions, pid, held)| {
                     Message::from(RegisterWorker {
                         name,
                         address,
@@ -405,6 +408,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                         resources,
                         functions,
                         pid,
+                        held,
                     })
                 }
             ),

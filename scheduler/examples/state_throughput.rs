@@ -47,6 +47,7 @@ fn main() {
                 resources: None,
                 functions: vec!["inc".into(), "sum".into(), "identity".into()],
                 pid: None,
+                held: None,
             }),
         );
     }

@@ -15,6 +15,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,6 +33,7 @@ use crate::dashboard::{
     Dashboard, DashboardConfig, DashboardLink, LoopStats, Published, QueryKind, PUBLISH_INTERVAL,
     QUERIES_PER_WAKEUP,
 };
+use crate::journal::Journal;
 use crate::state::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
 
 pub use dask_net::{CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX};
@@ -109,6 +111,12 @@ pub struct SchedulerConfig {
     /// Largest frame the scheduler sends ([`dask_net::ReactorConfig::frame_bytes_max`]:
     /// lower only for tests). Default [`dask_core::FRAME_BYTES_MAX`].
     pub frame_bytes_max: usize,
+    /// Keep a journal in this directory (`--journal DIR`): every change a
+    /// client may rely on is durable there before it is acknowledged, and
+    /// a scheduler started on it after a crash restores its graphs,
+    /// results' locations, datasets and client sessions (see
+    /// [`crate::journal`] and [`crate::state::durable`]). Default `None`.
+    pub journal: Option<PathBuf>,
 }
 
 impl Default for SchedulerConfig {
@@ -127,6 +135,7 @@ impl Default for SchedulerConfig {
             dashboard: None,
             logger: Logger::off("dask-scheduler"),
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
+            journal: None,
         }
     }
 }
@@ -159,6 +168,9 @@ pub struct EventLoop {
     /// The HTTP side and its link, when served.
     dashboard: Option<(Dashboard, DashboardLink)>,
     stats: LoopMeasures,
+    /// The journal, with `--journal`: records are appended as the state
+    /// emits them and committed before each poll (which sends).
+    journal: Option<Journal>,
 }
 
 /// What the loop measures of itself between publications.
@@ -232,7 +244,7 @@ impl EventLoop {
             }
         };
         let clock = Clock::new();
-        let state = SchedulerState::new(
+        let mut state = SchedulerState::new(
             SchedulerStateConfig {
                 heartbeat_timeout: config.heartbeat_timeout,
                 handshake_timeout: config.handshake_timeout,
@@ -243,10 +255,19 @@ impl EventLoop {
                     credentials,
                     nonce_seed: dask_net::credentials::nonce(),
                 }),
+                journal: config.journal.is_some(),
+                session_seed: {
+                    let n = dask_net::credentials::nonce();
+                    u64::from_le_bytes([n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]])
+                },
                 ..SchedulerStateConfig::default()
             },
             clock.now(),
         );
+        let journal = match &config.journal {
+            None => None,
+            Some(dir) => Some(open_journal(dir, &mut state, &config.logger)?),
+        };
         Ok(EventLoop {
             stopper: Stopper {
                 flag: Arc::new(AtomicBool::new(false)),
@@ -259,6 +280,7 @@ impl EventLoop {
             logger: config.logger.clone(),
             dashboard,
             stats: LoopMeasures::default(),
+            journal,
         })
     }
 
@@ -301,6 +323,7 @@ impl EventLoop {
             if let Some(at) = self.next_publish() {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
+            self.commit_journal()?;
             self.reactor.poll(deadline)?;
             let woke = Instant::now();
             self.handle_events(self.clock.now());
@@ -314,6 +337,7 @@ impl EventLoop {
                 // not run (a pause of the process, a long event) must not
                 // count against peers whose messages wait in the sockets.
                 let now = self.clock.now();
+                self.commit_journal()?;
                 self.reactor.poll(Some(Instant::now()))?;
                 self.handle_events(now);
                 self.state.handle_timeout(now);
@@ -327,7 +351,30 @@ impl EventLoop {
             self.measure(woke);
             self.maybe_publish();
         }
-        self.shut_down();
+        self.shut_down()
+    }
+
+    /// Makes the records of this wakeup durable (before any of its
+    /// messages is sent), and compacts when the events outweigh the live
+    /// state. A failure stops the scheduler: it cannot keep its promise
+    /// that what it acknowledged survives a crash, so it acknowledges
+    /// nothing more (what this wakeup queued is never sent).
+    fn commit_journal(&mut self) -> io::Result<()> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        let failed = |e: crate::journal::JournalError| {
+            io::Error::other(format!(
+                "{e}; stopping without sending what it could not make durable (restart on the \
+                 same --journal once the disk is fixed)"
+            ))
+        };
+        journal.commit().map_err(failed)?;
+        if journal.should_compact() {
+            journal
+                .compact(&self.state.journal_snapshot())
+                .map_err(failed)?;
+        }
         Ok(())
     }
 
@@ -485,6 +532,11 @@ impl EventLoop {
             match output {
                 SchedulerOutput::Send(conn, message) => self.send(conn, &message),
                 SchedulerOutput::Close(conn) => self.reactor.close(conn),
+                SchedulerOutput::Journal(record) => {
+                    if let Some(journal) = &mut self.journal {
+                        journal.append(&record);
+                    }
+                }
             }
         }
     }
@@ -500,17 +552,96 @@ impl EventLoop {
 
     /// Says `close` to everyone, delivers it, and waits a little for the
     /// peers to hang up.
-    fn shut_down(mut self) {
+    fn shut_down(mut self) -> io::Result<()> {
         let now = Instant::now();
         self.state.handle_shutdown(self.clock.at(now));
         self.drain_outputs();
+        self.commit_journal()?;
         self.write_logs();
         if let Some((dashboard, _)) = self.dashboard.take() {
             dashboard.stop();
         }
         // Connections the state did not know (no hello yet) close too.
         self.reactor.close_all(now + SHUTDOWN_LINGER);
+        Ok(())
     }
+}
+
+/// Why the journal cannot be used (inside the `io::Error` that
+/// [`EventLoop::bind`] returns): one line naming the file and the reason.
+#[derive(Debug)]
+pub struct JournalRefused(pub String);
+
+impl std::fmt::Display for JournalRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JournalRefused {}
+
+/// Opens the journal in `dir`, restores `state` from it and compacts it
+/// to the restored state. Errors are one line naming the file.
+fn open_journal(
+    dir: &std::path::Path,
+    state: &mut SchedulerState,
+    logger: &Logger,
+) -> io::Result<Journal> {
+    let refused = |message: String| io::Error::other(JournalRefused(message));
+    let (mut journal, recovered) = Journal::open(dir).map_err(|e| refused(e.to_string()))?;
+    let file = dir.join(crate::journal::JOURNAL_FILE);
+    let summary = state
+        .restore(recovered.snapshot.as_deref(), &recovered.events)
+        .map_err(|e| {
+            refused(format!(
+                "{}: {e}: not a journal this scheduler can restore; move it away to start \
+                 afresh",
+                file.display()
+            ))
+        })?;
+    if recovered.cut_bytes > 0 {
+        logger.log(
+            &LogRecord::new(
+                Level::Warn,
+                "journal-tail-cut",
+                format!(
+                    "{}: cut {} bytes of a torn or corrupt tail (records never acknowledged)",
+                    file.display(),
+                    recovered.cut_bytes
+                ),
+            )
+            .with("bytes", recovered.cut_bytes as f64),
+        );
+    }
+    if summary.records > 0 {
+        logger.log(&LogRecord::new(
+            Level::Info,
+            "journal-restored",
+            format!(
+                "restored from {}: {} tasks, {} client sessions (waiting for their clients), {} \
+                 datasets, {} results last known on {} workers (placement waits for them){}",
+                file.display(),
+                summary.tasks,
+                summary.sessions,
+                summary.datasets,
+                summary.results,
+                summary.workers_awaited,
+                if summary.graphs_dropped > 0 {
+                    format!(
+                        "; {} graphs not restored (they used scattered data, which is not \
+                         journaled)",
+                        summary.graphs_dropped
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    journal
+        .compact(&state.journal_snapshot())
+        .map_err(|e| refused(e.to_string()))?;
+    Ok(journal)
 }
 
 /// Returns the pages malloc holds free to the OS, after the state shrank

@@ -119,8 +119,11 @@ use placement::GroupDurations;
 use slab::Slab;
 use task_set::TaskSet;
 
+use crate::journal::record::JournalRecord;
+
 mod claims;
 pub mod data;
+pub mod durable;
 mod graph;
 pub mod inspect;
 mod key_index;
@@ -149,12 +152,19 @@ pub const GATHER_BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 const JUST_AFTER: Duration = Duration::from_nanos(1);
 
 /// What the event loop must do.
+// Nearly every output is a `Send`, drained at once: boxing its message
+// would cost an allocation per message to save space in a short queue.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchedulerOutput {
     /// Send this message on this connection (batched per wakeup).
     Send(ConnId, Message),
     /// Close this connection after writing what is queued for it.
     Close(ConnId),
+    /// Append this record to the journal (only with
+    /// [`SchedulerStateConfig::journal`]): it must be durable before any
+    /// message that comes after it is sent.
+    Journal(Vec<u8>),
 }
 
 /// Settings of the state machine.
@@ -193,6 +203,18 @@ pub struct SchedulerStateConfig {
     /// them with `key-finished`, without a `gather`. 0: none. Default
     /// [`INLINE_BYTES_MAX_DEFAULT`].
     pub inline_bytes_max: u64,
+    /// Emit [`SchedulerOutput::Journal`] records of every change a client
+    /// may rely on (see [`durable`]). Default false.
+    pub journal: bool,
+    /// Seeds client session tokens (the edge gives a random one).
+    pub session_seed: u64,
+    /// After a restore, placement waits at most this long for the workers
+    /// the journal named as holders. Default
+    /// [`RESTORE_WORKER_WAIT_DEFAULT`].
+    pub restore_worker_wait: Duration,
+    /// After a restore, a client session waits this long for its client
+    /// to reconnect; then its wants end. Default [`CLIENT_GRACE_DEFAULT`].
+    pub client_grace: Duration,
 }
 
 /// Results up to this size travel with `task-finished` and `key-finished`
@@ -205,6 +227,12 @@ pub const INLINE_BYTES_MAX_DEFAULT: u64 = 4096;
 /// only it could run err, by default: long enough for a disk that fills
 /// for a moment (the worker tries again every second).
 pub const SPILL_FAILED_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// See [`SchedulerStateConfig::restore_worker_wait`].
+pub const RESTORE_WORKER_WAIT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// See [`SchedulerStateConfig::client_grace`].
+pub const CLIENT_GRACE_DEFAULT: Duration = Duration::from_secs(60);
 
 /// Workers a task may lose before it errs with `KilledWorker`, by default.
 pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
@@ -228,6 +256,10 @@ impl Default for SchedulerStateConfig {
             inline_bytes_max: INLINE_BYTES_MAX_DEFAULT,
             auth: None,
             spill_failed_timeout: SPILL_FAILED_TIMEOUT_DEFAULT,
+            journal: false,
+            session_seed: 0,
+            restore_worker_wait: RESTORE_WORKER_WAIT_DEFAULT,
+            client_grace: CLIENT_GRACE_DEFAULT,
         }
     }
 }
@@ -349,6 +381,19 @@ pub(crate) struct TaskError {
     pub(crate) traceback: String,
     /// Scattered data lost with its last worker: clients get `key-lost`.
     pub(crate) lost: bool,
+}
+
+impl TaskError {
+    /// The error a worker reported for its own task (`task-erred`).
+    pub(crate) fn reported(m: dask_core::messages::TaskErred) -> Arc<TaskError> {
+        Arc::new(TaskError {
+            origin: m.key,
+            error_type: m.error_type,
+            message: m.message,
+            traceback: m.traceback,
+            lost: false,
+        })
+    }
 }
 
 /// One task.
@@ -538,6 +583,9 @@ struct Connection {
     value_parts: bool,
     /// The name in its hello, for the dashboard and the log.
     name: Option<String>,
+    /// A client's session token, told in the hello reply: the detached
+    /// session its hello asked to resume (dask/1.1), or a new one.
+    session: Option<String>,
 }
 
 /// A connected client.
@@ -554,6 +602,8 @@ pub(crate) struct Client {
     /// It negotiated the feature `value-parts`: a `gather-reply` too large
     /// for a frame goes to it (its values in parts) rather than 5002.
     pub(crate) value_parts: bool,
+    /// Its session token (see [`durable`]).
+    pub(crate) session: String,
 }
 
 /// One key a client wants.
@@ -636,6 +686,8 @@ pub struct SchedulerState {
     stuck: Vec<TaskId>,
     /// When the next stuck worker has been so for `spill_failed_timeout`.
     next_spill_failed_check: Option<Timestamp>,
+    /// The journal side: sessions, a restore in progress.
+    durable: durable::Durable,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -682,6 +734,7 @@ impl SchedulerState {
             observe: Observer::new(now),
             stuck: Vec::new(),
             next_spill_failed_check: None,
+            durable: durable::Durable::default(),
         }
     }
 
@@ -720,6 +773,7 @@ impl SchedulerState {
                 key_waiting: false,
                 value_parts: false,
                 name: None,
+                session: None,
             },
         );
     }
@@ -778,6 +832,9 @@ impl SchedulerState {
         if self.next_spill_failed_check.is_some_and(|at| at <= now) {
             self.check_stuck_workers(now);
         }
+        if self.durable_deadline().is_some_and(|at| at <= now) {
+            self.durable_timeout(now);
+        }
         self.finish_event();
     }
 
@@ -789,6 +846,7 @@ impl SchedulerState {
             self.next_liveness_check,
             self.data.busy_retry_at,
             self.next_spill_failed_check,
+            self.durable_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -799,6 +857,9 @@ impl SchedulerState {
     /// then [`SchedulerOutput::Close`] for each.
     pub fn handle_shutdown(&mut self, now: Timestamp) {
         self.set_now(now);
+        // Its clients are not gone: the next scheduler on the journal
+        // keeps their sessions.
+        self.journal_quiet();
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
@@ -898,6 +959,21 @@ impl SchedulerState {
                         .iter()
                         .any(|f| f == handshake::VALUE_PARTS);
                 }
+                if negotiated.peer_role == Role::Client {
+                    let resume = hello
+                        .session
+                        .as_deref()
+                        .filter(|_| handshake::has_1_1(negotiated.version));
+                    let session = self.session_for_hello(resume);
+                    // Told only by a scheduler with a journal: only it
+                    // keeps a session across its own restart.
+                    if self.config.journal && handshake::has_1_1(negotiated.version) {
+                        reply.session = Some(session.clone());
+                    }
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.session = Some(session);
+                    }
+                }
                 if let (Some(auth), Some(nonces)) = (&self.config.auth, &mut self.nonces) {
                     let binding = self.conns.get(&conn).and_then(|c| c.channel_binding);
                     let challenge = AcceptorAuth::challenge(
@@ -933,15 +1009,32 @@ impl SchedulerState {
         };
         let (id, v1_1, key_waiting) = (c.id, c.v1_1, c.key_waiting);
         let value_parts = c.value_parts;
+        let session = c.session.clone();
         let peer = match role {
             Role::Client => {
-                let client = Client {
-                    v1_1,
-                    key_waiting,
-                    value_parts,
-                    ..Client::default()
+                let session = match session {
+                    Some(s) if self.reattach(conn, &s, v1_1, key_waiting) => None,
+                    Some(s) if !self.durable.sessions.contains_key(&s) => Some(s),
+                    _ => Some(self.new_session_token()),
                 };
-                self.clients.insert(conn, client);
+                match session {
+                    Some(session) => {
+                        self.durable.sessions.insert(session.clone(), conn);
+                        let client = Client {
+                            v1_1,
+                            key_waiting,
+                            value_parts,
+                            session,
+                            ..Client::default()
+                        };
+                        self.clients.insert(conn, client);
+                    }
+                    None => {
+                        if let Some(client) = self.clients.get_mut(&conn) {
+                            client.value_parts = value_parts;
+                        }
+                    }
+                }
                 let name = self.conns.get(&conn).and_then(|c| c.name.clone());
                 self.observe.client_added(conn, id, name, self.now);
                 Peer::Client
@@ -986,8 +1079,11 @@ impl SchedulerState {
                 self.out.push_back(SchedulerOutput::Close(conn));
             }
             Message::ErrorReport(e) => self.on_peer_error(conn, e),
-            Message::UpdateGraph(m) => self.update_graph(conn, m),
+            Message::UpdateGraph(m) => {
+                self.update_graph(conn, m);
+            }
             Message::ReleaseKeys(m) => {
+                self.journal(|s| durable::release_record(s.session_of(conn), &m.keys));
                 for key in &m.keys {
                     match self.task_id(key) {
                         Some(t) => {
@@ -999,7 +1095,10 @@ impl SchedulerState {
                     }
                 }
             }
-            Message::CancelKeys(m) => self.cancel_keys(conn, m),
+            Message::CancelKeys(m) => {
+                self.journal(|s| durable::cancel_record(s.session_of(conn), &m));
+                self.cancel_keys(conn, m)
+            }
             Message::Scatter(m) => self.scatter(conn, m),
             Message::Gather(m) => self.gather(conn, m),
             Message::WhoHas(m) => self.who_has(conn, m),
@@ -1120,10 +1219,14 @@ impl SchedulerState {
         }
     }
 
-    fn remove_client(&mut self, conn: ConnId) {
+    pub(crate) fn remove_client(&mut self, conn: ConnId) {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
+        if self.durable.sessions.get(&client.session) == Some(&conn) {
+            self.durable.sessions.remove(&client.session);
+        }
+        self.journal(|_| JournalRecord::gone(&client.session));
         self.observe.client_removed(conn, client.wants.len());
         self.data_client_left(conn);
         for &t in client.wants.keys() {
@@ -1159,6 +1262,11 @@ impl SchedulerState {
     }
 
     pub(crate) fn send(&mut self, conn: ConnId, message: Message) {
+        // A detached session has no connection: its client gets its
+        // events again when it comes back.
+        if Self::is_detached(conn) {
+            return;
+        }
         self.out.push_back(SchedulerOutput::Send(conn, message));
     }
 
@@ -1187,7 +1295,7 @@ impl SchedulerState {
 
     // ---- workers --------------------------------------------------------
 
-    fn register_worker(&mut self, conn: ConnId, m: dask_core::messages::RegisterWorker) {
+    fn register_worker(&mut self, conn: ConnId, mut m: dask_core::messages::RegisterWorker) {
         if self.worker_by_name.contains_key(&m.name) {
             return self.fatal(
                 conn,
@@ -1246,6 +1354,8 @@ impl SchedulerState {
             }),
         );
         self.log_worker_added(w);
+        let held = m.held.take().unwrap_or_default();
+        self.adopt_held(w, held);
         self.worker_joined(w);
     }
 
@@ -1368,6 +1478,14 @@ impl SchedulerState {
             ),
             traceback: String::new(),
             lost: false,
+        });
+        self.journal(|_| {
+            JournalRecord::erred(dask_core::messages::TaskErred {
+                key: error.origin.clone(),
+                error_type: error.error_type.clone(),
+                message: error.message.clone(),
+                traceback: error.traceback.clone(),
+            })
         });
         self.observe.counters_mut().killed_worker_total += 1;
         self.observe.log(

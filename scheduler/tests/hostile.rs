@@ -389,6 +389,7 @@ fn bad_frames_after_handshake(address: &str) {
             resources: None,
             functions: vec![],
             pid: None,
+            held: None,
         })]),
         2003,
         "register-worker with nthreads 0",
@@ -551,6 +552,7 @@ fn lying_worker(address: &str) {
         resources: None,
         functions: vec!["liar-fn".into()],
         pid: None,
+        held: None,
     })]);
     match w.recv() {
         Some(Message::WorkerRegistered(_)) => {}
@@ -666,6 +668,7 @@ fn lying_worker(address: &str) {
             resources: None,
             functions: vec![],
             pid: None,
+            held: None,
         })]),
         3004,
         "a second worker with a live name",

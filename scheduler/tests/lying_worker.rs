@@ -84,6 +84,7 @@ fn a_worker_cannot_substitute_a_value_it_was_never_given() {
         resources: None,
         functions: vec!["nothing".into()],
         pid: None,
+        held: None,
     })])
     .expect("the liar registers");
     let announce = Message::AddKeys(AddKeys {

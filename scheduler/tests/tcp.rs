@@ -143,6 +143,7 @@ fn register(conn: &mut BlockingConn, name: &str, functions: &[&str]) {
         resources: None,
         functions: functions.iter().map(|f| f.to_string()).collect(),
         pid: Some(std::process::id()),
+        held: None,
     })])
     .unwrap();
     match conn.recv().unwrap() {

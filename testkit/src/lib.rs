@@ -18,6 +18,7 @@
 
 pub mod generated;
 pub mod good_client;
+pub mod graphs;
 pub mod home;
 pub mod hostile;
 pub mod process;

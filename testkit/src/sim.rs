@@ -153,6 +153,9 @@ pub struct Sim {
     /// time, the idle threads of every worker while another worker had
     /// jobs waiting on its executor for a thread, times the stretch.
     pub idle_while_queued: Duration,
+    /// The scheduler's journal records so far (with
+    /// `SchedulerStateConfig::journal`), as a journal file would hold them.
+    pub journal: Vec<Vec<u8>>,
     seed: u64,
     rng: Rng,
     registry: FunctionRegistry,
@@ -194,6 +197,7 @@ impl Sim {
             clients: Vec::new(),
             now,
             idle_while_queued: Duration::ZERO,
+            journal: Vec::new(),
             seed,
             // Any seed, 0 included, gives a generator that is not stuck at 0.
             rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -428,6 +432,61 @@ impl Sim {
         }
     }
 
+    /// The scheduler process dies and a new one starts on its journal
+    /// (the records the old one emitted: give it a configuration with
+    /// `journal` on): every connection to it closes, what was in flight to
+    /// or from it is lost, and the new scheduler restores the records
+    /// before anyone reconnects (workers do when their configuration has
+    /// a reconnect timeout; clients with [`Sim::reconnect_client`]).
+    pub fn crash_scheduler(&mut self) {
+        let config = self.scheduler.config().clone();
+        let mut ends: Vec<End> = self
+            .peers
+            .keys()
+            .filter(|e| e.node == Node::Scheduler)
+            .copied()
+            .collect();
+        ends.sort();
+        for end in ends {
+            if let Some(other) = self.unlink(end) {
+                self.in_flight.retain(|d| d.to() != end && d.to() != other);
+                self.in_flight.push_back(Delivery::Closed(other));
+            }
+        }
+        self.in_flight.retain(|d| d.to().node != Node::Scheduler);
+        let mut scheduler = SchedulerState::new(config, self.now);
+        if let Err(e) = scheduler.restore(None, &self.journal) {
+            panic!("seed {}: the journal does not restore: {e}", self.seed);
+        }
+        self.scheduler = scheduler;
+    }
+
+    /// Client `k` connects again, naming the session its last hello reply
+    /// gave (dask/1.1 `session`), and the cluster runs until nothing moves.
+    pub fn reconnect_client(&mut self, k: usize) {
+        let session = self.clients[k].received.iter().rev().find_map(|m| match m {
+            Message::Hello(h) => h.session.clone(),
+            _ => None,
+        });
+        let (client, scheduler) = (self.new_conn(), self.new_conn());
+        self.scheduler.handle_connected(self.now, scheduler);
+        self.link(
+            End {
+                node: Node::Client(k),
+                conn: client,
+            },
+            End {
+                node: Node::Scheduler,
+                conn: scheduler,
+            },
+        );
+        self.clients[k].scheduler_conn = scheduler;
+        let mut hello = handshake::offer(Role::Client, None);
+        hello.session = session;
+        self.client_send(k, Message::Hello(hello));
+        self.drive();
+    }
+
     // ---- running ----------------------------------------------------------
 
     /// One round: every machine's outputs, the executors' jobs, then what
@@ -556,6 +615,7 @@ impl Sim {
                     node: Node::Scheduler,
                     conn,
                 }),
+                SchedulerOutput::Journal(record) => self.journal.push(record),
             }
         }
         for i in 0..self.workers.len() {

@@ -96,6 +96,7 @@ impl ClientSession {
                     names: m.names,
                 })
             }),
+            Message::OkReply(m) if self.acknowledges(RequestId(m.request)) => {}
             Message::OkReply(m) => self.answer(RequestId(m.request), |kind, request| {
                 matches!(kind, Pending::Ok | Pending::Barrier)
                     .then_some(ClientEvent::Done { request })
@@ -143,6 +144,10 @@ impl ClientSession {
                     }
                     let client_id = n.id;
                     let v1_1 = handshake::has_1_1(n.version);
+                    if std::mem::take(&mut self.resuming) && h.session != self.session_token {
+                        self.session_not_kept();
+                    }
+                    self.session_token = h.session.clone().filter(|_| v1_1);
                     self.negotiated = Some(n);
                     self.phase = Phase::Ready;
                     self.events.push_back(ClientEvent::Connected { client_id });
@@ -166,6 +171,24 @@ impl ClientSession {
                 format!("expected hello, got `{}`", other.op()),
             )),
         }
+    }
+
+    /// A resumed session the scheduler did not keep (the grace ended, or it
+    /// restarted without its journal): every held key is lost.
+    fn session_not_kept(&mut self) {
+        let mut keys: Vec<Key> = self.keys.keys().cloned().collect();
+        keys.sort();
+        for k in keys {
+            if let Some(e) = self.keys.get_mut(&k) {
+                e.origin = None;
+            }
+            let message = "the scheduler restarted and did not keep this client's session: \
+                           submit the work again"
+                .to_owned();
+            self.set_state(&k, KeyState::Lost { message });
+        }
+        self.requests
+            .retain(|_, kind| !matches!(kind, Pending::Wants { .. }));
     }
 
     /// Delivers the reply to `request` when it is outstanding and of the
@@ -198,6 +221,7 @@ impl ClientSession {
             self.events.push_back(ClientEvent::ServerError(error));
             return;
         };
+        self.unacked.remove(&request);
         match self.requests.remove(&request) {
             Some(Pending::Wants { keys, .. }) => {
                 for k in keys {
@@ -223,6 +247,13 @@ impl ClientSession {
     /// The transport closed (or failed). Every pending key and request
     /// fails with `reason`.
     pub fn handle_close(&mut self, reason: &str) {
+        let resumable = self.resumable
+            && !self.close_sent
+            && self.session_token.is_some()
+            && (self.phase == Phase::Ready || (self.phase == Phase::Handshaking && self.resuming));
+        if resumable && !self.is_closed() {
+            return self.connection_lost(reason);
+        }
         if self.phase == Phase::Handshaking {
             // Nothing answered yet: whatever is there is no dask/1
             // scheduler, or it went away at once.
@@ -294,11 +325,49 @@ impl ClientSession {
         self.enter_closed(format!("authentication: {}", e.message));
     }
 
+    /// A barrier's `ok` shows every graph sent before it accepted (or
+    /// refused): they need not go again. Always false (the `ok` is
+    /// answered as usual).
+    fn acknowledges(&mut self, ok: RequestId) -> bool {
+        if matches!(self.requests.get(&ok), Some(Pending::Barrier)) {
+            self.unacked.retain(|id, _| *id > ok);
+        }
+        false
+    }
+
+    /// The connection of a session that can be resumed was lost: requests
+    /// in flight fail (their answers are lost), the rest waits for
+    /// [`ClientSession::resume`].
+    fn connection_lost(&mut self, reason: &str) {
+        self.phase = Phase::Handshaking;
+        self.lost = Some(reason.to_owned());
+        let error = RequestError::local(format!(
+            "connection lost before the answer came ({reason}); the session is being resumed: \
+             send the request again"
+        ));
+        let mut requests: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, kind)| !matches!(kind, Pending::Wants { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        requests.sort();
+        for request in requests {
+            self.requests.remove(&request);
+            self.events.push_back(ClientEvent::RequestFailed {
+                request,
+                error: error.clone(),
+            });
+        }
+    }
+
     pub(super) fn enter_closed(&mut self, reason: String) {
         if self.is_closed() {
             return;
         }
         self.phase = Phase::Closed(reason.clone());
+        self.lost = None;
+        self.unacked.clear();
         let error = RequestError::local(format!("connection closed: {reason}"));
         let mut requests: Vec<(RequestId, Pending)> = self.requests.drain().collect();
         requests.sort_by_key(|(id, _)| *id);

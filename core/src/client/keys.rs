@@ -98,6 +98,7 @@ impl ClientSession {
         let Some((key, e)) = self.keys.remove_entry(key) else {
             return;
         };
+        self.earlier_requests.remove(&key);
         if let Some(origin) = e.origin {
             self.settle_want(origin);
         }
@@ -164,13 +165,17 @@ impl ClientSession {
     /// request (dask/1.0) are never stale.
     pub(super) fn is_stale(&self, key: &Key, request: Option<u64>) -> bool {
         match (request, self.keys.get(key)) {
-            (Some(r), Some(e)) => r != e.want_request.0,
+            (Some(r), Some(e)) => {
+                r != e.want_request.0 && self.earlier_requests.get(key) != Some(&RequestId(r))
+            }
             _ => false,
         }
     }
 
     /// One key of a submit/scatter got its first event or was released.
     pub(super) fn settle_want(&mut self, request: RequestId) {
+        // An event of one of its keys: the scheduler accepted the graph.
+        self.unacked.remove(&request);
         if let Some(Pending::Wants { outstanding, .. }) = self.requests.get_mut(&request) {
             *outstanding = outstanding.saturating_sub(1);
             if *outstanding == 0 {

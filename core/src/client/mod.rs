@@ -26,6 +26,21 @@
 //! prove it. Over TLS, hand it the connection's channel binding with
 //! [`ClientSession::handle_channel_binding`] before any input.
 //!
+//! # Reconnection
+//!
+//! A scheduler that keeps a journal gives the session a token (dask/1.1
+//! hello `session`; spec: "Reconnection"). When such a session's
+//! connection is lost and its driver said it reconnects
+//! ([`ClientSession::set_resumable`]), [`ClientSession::handle_close`] does
+//! not close it:
+//! requests in flight fail (send them again), held keys keep their state
+//! and [`ClientSession::wants_reconnect`] says the driver should connect
+//! again (to the same scheduler, restarted) and call
+//! [`ClientSession::resume`], which queues a hello naming the session, or
+//! [`ClientSession::give_up`]. A resumed session gets the events of its
+//! keys again; one the scheduler no longer has (its reply names another
+//! session) reports every held key lost.
+//!
 //! # References
 //!
 //! Every wanted key (from [`ClientSession::submit`], [`ClientSession::scatter`]
@@ -52,7 +67,7 @@
 //! - `waiting.rs`: why keys wait (dask/1.1 `key-waiting`), progress counts;
 //! - `tests/`: the tests, one file per concern.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::auth::{ConnectorAuth, Secret, CHANNEL_BINDING_BYTES, NONCE_BYTES};
 use crate::frame::{FrameDecoder, FrameEncoder};
@@ -153,6 +168,27 @@ pub struct ClientSession {
     channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
     /// Graphs larger than this go in parts (see `parts.rs`).
     part_bytes: usize,
+    /// The session token the scheduler gave (dask/1.1, a scheduler with a
+    /// journal): a lost connection can be resumed (see the module docs).
+    session_token: Option<String>,
+    /// The connection was lost and the session can be resumed: why, until
+    /// the driver calls [`ClientSession::resume`] or
+    /// [`ClientSession::give_up`].
+    lost: Option<String>,
+    /// The handshake under way resumes the session.
+    resuming: bool,
+    /// Its driver reconnects (see [`ClientSession::set_resumable`]).
+    resumable: bool,
+    /// Graphs sent to a scheduler that keeps a journal, until something
+    /// shows it accepted them (an event of one of their keys, a later
+    /// barrier's `ok`) or refused them: a resumed session sends them again,
+    /// since one the scheduler had not accepted when it died is lost.
+    unacked: BTreeMap<RequestId, crate::messages::UpdateGraph>,
+    /// Keys wanted again ([`ClientSession::want_again`]) and the request of
+    /// their earlier want: a scheduler restarted from its journal kept that
+    /// want, pending, and answers it (a pending want keeps its request), so
+    /// its events are not stale. Few entries: kept until the key is released.
+    earlier_requests: HashMap<Key, RequestId>,
 }
 
 /// What a client proves: the client secret, with a fresh nonce from the
@@ -195,6 +231,12 @@ impl ClientSession {
             holding: false,
             channel_binding: None,
             part_bytes: SUBMIT_PART_BYTES,
+            session_token: None,
+            lost: None,
+            resuming: false,
+            resumable: false,
+            unacked: BTreeMap::new(),
+            earlier_requests: HashMap::new(),
         };
         let mut hello = handshake::offer(Role::Client, name);
         if let Some(auth) = auth {
@@ -228,6 +270,69 @@ impl ClientSession {
         self.phase == Phase::Ready
     }
 
+    /// Says that the driver reconnects when [`ClientSession::wants_reconnect`]
+    /// (see the module docs); without it a lost connection closes the
+    /// session, as with a scheduler that keeps no journal.
+    pub fn set_resumable(&mut self, resumable: bool) {
+        self.resumable = resumable;
+    }
+
+    /// Whether the connection was lost and the session waits to be
+    /// resumed on a new one (see the module docs).
+    pub fn wants_reconnect(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// The session token the scheduler gave, if it keeps a journal.
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref()
+    }
+
+    /// Resumes a lost session on a new connection (whose channel binding,
+    /// over TLS, comes next with [`ClientSession::handle_channel_binding`]):
+    /// a hello naming the session is queued first, proving `auth` (a fresh
+    /// nonce) when given. Does nothing unless [`ClientSession::wants_reconnect`].
+    pub fn resume(&mut self, auth: Option<ClientAuth>) {
+        if self.lost.take().is_none() {
+            return;
+        }
+        self.decoder = FrameDecoder::default();
+        self.channel_binding = None;
+        self.holding = false;
+        self.resuming = true;
+        self.phase = Phase::Handshaking;
+        let mut hello = handshake::offer(Role::Client, self.name.clone());
+        hello.session = self.session_token.clone();
+        self.auth = None;
+        if let Some(auth) = auth {
+            let connector = ConnectorAuth::new(Role::Client, auth.secret, auth.nonce);
+            hello.auth = Some(connector.offer());
+            hello.tls = Some(auth.tls);
+            self.auth = Some(connector);
+        }
+        // Graphs not known to be accepted go again, wanting only the keys
+        // still waiting for them (a graph accepted twice is shared).
+        let unacked = std::mem::take(&mut self.unacked);
+        for (id, mut graph) in unacked.into_iter().rev() {
+            if !matches!(self.requests.get(&id), Some(Pending::Wants { .. })) {
+                continue;
+            }
+            graph
+                .wanted
+                .retain(|k| self.keys.get(k).is_some_and(|e| e.origin == Some(id)));
+            self.transmit.push_front(Message::UpdateGraph(graph));
+        }
+        self.transmit.push_front(Message::Hello(hello));
+    }
+
+    /// Stops waiting to resume a lost session: it closes, as any session
+    /// whose connection is lost.
+    pub fn give_up(&mut self) {
+        if let Some(reason) = self.lost.take() {
+            self.enter_closed(format!("connection lost and not resumed: {reason}"));
+        }
+    }
+
     /// Whether the session is over.
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed(_))
@@ -251,7 +356,9 @@ impl ClientSession {
     /// The next message to send, in order.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Message> {
-        if self.holding {
+        // Held while the proof is due, and while the connection is lost
+        // (it all goes on the next one, after the resuming hello).
+        if self.holding || self.lost.is_some() {
             return None;
         }
         if self.transmit.is_empty() {
@@ -261,12 +368,21 @@ impl ClientSession {
         if self.auth.is_some() && matches!(m, Some(Message::Hello(_))) {
             self.holding = true;
         }
+        if let Some(Message::UpdateGraph(g)) = &m {
+            let id = RequestId(g.request);
+            let wants = matches!(self.requests.get(&id), Some(Pending::Wants { .. }));
+            if wants && self.resumable && self.session_token.is_some() {
+                self.unacked.insert(id, g.clone());
+            }
+        }
         m
     }
 
     /// Whether a message waits in the transmit queue.
     pub fn wants_transmit(&self) -> bool {
-        !self.holding && (!self.transmit.is_empty() || !self.to_release.is_empty())
+        !self.holding
+            && self.lost.is_none()
+            && (!self.transmit.is_empty() || !self.to_release.is_empty())
     }
 
     /// Moves every queued message into `encoder` (one batch). A message too
@@ -276,9 +392,10 @@ impl ClientSession {
             if let Err(e) = encoder.push(&m) {
                 self.handle_unsendable(&m, &e);
             }
-            if matches!(m, Message::Hello(_)) {
-                // The hello goes alone in its frame, which must stay under
-                // hello_frame_bytes_max; requests pipeline in the next.
+            if matches!(m, Message::Hello(_) | Message::AuthProof(_)) {
+                // The hello and the proof go alone in their frames, which
+                // must stay under hello_frame_bytes_max; requests pipeline
+                // in the next.
                 encoder.finish();
             }
         }

@@ -245,7 +245,8 @@ impl ClientSession {
             };
             if matches!(e.state, KeyState::Finished { .. }) {
                 e.state = KeyState::Pending;
-                e.want_request = request;
+                let earlier = std::mem::replace(&mut e.want_request, request);
+                self.earlier_requests.insert(k.clone(), earlier);
                 // A refusal (the key forgotten meanwhile: 4001) fails it.
                 e.origin = Some(request);
                 self.events.push_back(ClientEvent::KeyUpdated {

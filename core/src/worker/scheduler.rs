@@ -19,8 +19,9 @@
 //! - a registered connection that is lost (closed, broken, a fatal
 //!   `error`, a protocol error of the scheduler's): with a
 //!   [`WorkerStateConfig::reconnect_timeout`], the worker starts anew as a
-//!   new, empty worker of the same name: it drops every task and value and
-//!   data connection, asks for a new data listener ([`WorkerOutput::Listen`],
+//!   new worker of the same name: it drops every task and data connection
+//!   (keeping its values, which it lists in `register-worker` `held` for a
+//!   dask/1.1 scheduler to adopt), asks for a new data listener ([`WorkerOutput::Listen`],
 //!   so no stale `who_has` entry can point at the new worker), and tries to
 //!   register every [`WorkerStateConfig::reconnect_delay`] until it works
 //!   or the timeout has passed (an attempt that fails after it ends the
@@ -215,6 +216,14 @@ impl WorkerState {
             resources: Some(config.resources.clone()).filter(|r| !r.is_empty()),
             functions,
             pid: config.pid,
+            // What it kept from before a lost scheduler (dask/1.1): a
+            // scheduler restarted from its journal adopts it.
+            held: (!self.data.is_empty()).then(|| {
+                self.data
+                    .iter()
+                    .map(|(key, held)| (key.clone(), held.nbytes))
+                    .collect()
+            }),
         };
         let address = self.config.scheduler.clone();
         let register = vec![Message::RegisterWorker(register)];
@@ -307,6 +316,11 @@ impl WorkerState {
                         Ok(()) => {
                             if let Some(c) = self.conns.get_mut(&conn) {
                                 c.value_parts = handshake::lists_value_parts(&reply.features);
+                            }
+                            if !handshake::has_1_1(reply.version) {
+                                // A dask/1.0 scheduler ignores `held`: it
+                                // would never free those values.
+                                self.drop_every_value();
                             }
                             self.phase = Phase::Registering {
                                 conn,
@@ -487,9 +501,12 @@ impl WorkerState {
         self.outputs.push_back(WorkerOutput::Listen);
     }
 
-    /// Drops every task, value, fetch and data connection: what is left is
-    /// a new, empty worker. Runs out on the executor are withdrawn where
-    /// they have not started; the others end unheard.
+    /// Drops every task, fetch and data connection: what is left is a new
+    /// worker holding only the values it had (listed as `held` when it
+    /// registers, dask/1.1, and dropped if the scheduler speaks 1.0). Runs
+    /// out on the executor are withdrawn where they have not started; the
+    /// others end unheard (their task is gone), so no result of a run from
+    /// before is ever reported.
     fn start_anew(&mut self) {
         self.close_data_connections();
         self.tasks.clear();
@@ -503,10 +520,6 @@ impl WorkerState {
                 self.outputs.push_back(WorkerOutput::Withdraw { run_id });
             }
         }
-        let keys: Vec<_> = self.data.keys().cloned().collect();
-        for key in keys {
-            self.remove_held(&key);
-        }
         self.add_keys.clear();
         self.fetches.clear();
         self.pending_fetches.clear();
@@ -519,6 +532,14 @@ impl WorkerState {
         self.next_heartbeat = None;
         self.spill_retry_at = None;
         self.update_paused();
+    }
+
+    /// Drops every value held (a scheduler that will not hear of them).
+    fn drop_every_value(&mut self) {
+        let keys: Vec<_> = self.data.keys().cloned().collect();
+        for key in keys {
+            self.remove_held(&key);
+        }
     }
 
     /// The worker is over: every connection closes, then

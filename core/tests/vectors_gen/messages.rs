@@ -51,6 +51,18 @@ pub(super) fn messages() -> Json {
         vec![vec![Nil("auth")]],
     ));
     cases.push(case(
+        "hello (dask/1.1): a scheduler with a journal tells the client its session",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "scheduler",
+               "id": 3, "features": [], "session": "5f0c1d9e8a7b6c5d4e3f2a1b0c9d8e7f"}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "hello (dask/1.1): a client resuming its session after the scheduler restarted",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client",
+               "session": "5f0c1d9e8a7b6c5d4e3f2a1b0c9d8e7f"}),
+        vec![vec![Wide("session")]],
+    ));
+    cases.push(case(
         "hello: tls sent as false (the only value dask/1.0 defines)",
         json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "tls": false}),
         vec![],
@@ -496,6 +508,12 @@ pub(super) fn messages() -> Json {
                 w
             })],
         ],
+    ));
+    cases.push(case(
+        "register-worker (dask/1.1): a worker back after losing its scheduler lists what it held",
+        json!({"op": "register-worker", "name": "w1", "address": A1, "nthreads": 2,
+               "functions": ["add", "inc"], "held": {"inc-1": 9, "x": 1048576}}),
+        vec![vec![Nil("pid"), ReverseIn("held")]],
     ));
     cases.push(case(
         "worker-registered",

@@ -20,6 +20,7 @@ use clap::Parser;
 use dask_net::cli::{listen_warnings, LogArgs, SecurityArgs};
 use dask_net::scheduler_file;
 use dask_scheduler::dashboard::{DashboardConfig, DEFAULT_DASHBOARD_PORT};
+use dask_scheduler::event_loop::JournalRefused;
 use dask_scheduler::{EventLoop, SchedulerConfig, Stopper, DEFAULT_PORT};
 
 /// Runs a dask/1 scheduler until SIGINT or SIGTERM.
@@ -66,6 +67,13 @@ struct Cli {
     /// filesystem; removed at exit
     #[arg(long, value_name = "FILE")]
     scheduler_file: Option<PathBuf>,
+    /// Keep a journal in DIR (created if needed): every graph, release,
+    /// cancel, dataset change and task outcome is durable there before it
+    /// is acknowledged, and a scheduler started again on DIR after a crash
+    /// restores them; workers and clients that reconnect get their results
+    /// and futures back
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
     /// Serve the dashboard, its JSON API and /metrics on [HOST]:PORT (HOST
     /// defaults to --host; a port alone works too) [default: 8797, or any
     /// free port when 8797 is taken]
@@ -207,6 +215,7 @@ fn main() -> ExitCode {
         validate: cli.validate,
         dashboard,
         logger,
+        journal: cli.journal.clone(),
         ..SchedulerConfig::default()
     };
     if let Some(t) = cli.heartbeat_timeout {
@@ -229,6 +238,10 @@ fn main() -> ExitCode {
         Ok(event_loop) => event_loop,
         Err(e) if e.to_string().starts_with("cannot serve the dashboard") => {
             eprintln!("dask-scheduler: {e} (--no-dashboard serves none)");
+            return ExitCode::FAILURE;
+        }
+        Err(e) if e.get_ref().is_some_and(|e| e.is::<JournalRefused>()) => {
+            eprintln!("dask-scheduler: {e}");
             return ExitCode::FAILURE;
         }
         Err(e) => {

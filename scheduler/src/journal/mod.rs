@@ -19,6 +19,7 @@
 //! old one once durable; one left behind by a crash is discarded).
 
 pub mod format;
+pub mod record;
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dask_core::messages::Busy;
+use dask_core::messages::{Busy, UpdateGraph};
 use dask_core::messages::{
     ClusterInfo, ClusterInfoReply, Data, DataStored, Dataset, Datasets, Gather, GatherReply,
     GetData, GetDataset, ListDatasets, OkReply, PublishDataset, PutData, Scatter, UnpublishDataset,
@@ -12,6 +12,7 @@ use dask_core::messages::{
 use dask_core::FRAME_BYTES_MAX;
 
 use super::*;
+use crate::journal::record::{JournalRecord, RecordKind};
 
 /// Times a `get-data` answered with `busy` is asked again
 /// ([`GATHER_BUSY_RETRY_INTERVAL`] apart)
@@ -813,6 +814,10 @@ impl SchedulerState {
                 None,
             );
         }
+        let m = match self.journal_message(RecordKind::Put, conn, Message::PublishDataset(m)) {
+            Message::PublishDataset(m) => m,
+            _ => return,
+        };
         let mut ids: Vec<TaskId> = Vec::with_capacity(m.keys.len());
         for key in &m.keys {
             if let Some(t) = self.task_id(key) {
@@ -843,6 +848,7 @@ impl SchedulerState {
     pub(crate) fn unpublish_dataset(&mut self, conn: ConnId, m: UnpublishDataset) {
         match self.datasets.remove(&m.name) {
             Some(ids) => {
+                self.journal(|_| super::durable::delete_record(&m));
                 self.release_dataset(ids);
                 self.send(conn, Message::OkReply(OkReply { request: m.request }));
             }
@@ -864,7 +870,20 @@ impl SchedulerState {
         let Some(ids) = self.datasets.get(&m.name).cloned() else {
             return self.unknown_dataset(conn, m.request, &m.name);
         };
-        let keys = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
+        let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
+        self.journal(|s| {
+            let wants = UpdateGraph {
+                request: m.request,
+                tasks: Vec::new(),
+                wanted: keys.clone(),
+                ack: None,
+            };
+            JournalRecord::new(
+                RecordKind::Graph,
+                s.session_of(conn),
+                Message::UpdateGraph(wants),
+            )
+        });
         self.send(
             conn,
             Message::Dataset(Dataset {

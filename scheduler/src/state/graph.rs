@@ -9,6 +9,7 @@ use dask_core::order::Dag;
 use dask_core::refusal::{describe_cycle, show_keys};
 
 use super::*;
+use crate::journal::record::RecordKind;
 
 /// A refused graph: the error code, a message, the offending keys.
 struct Refusal {
@@ -86,20 +87,35 @@ fn sorted_unique(mut keys: Vec<Key>) -> Vec<Key> {
 }
 
 impl SchedulerState {
-    pub(crate) fn update_graph(&mut self, conn: ConnId, mut m: UpdateGraph) {
+    /// Accepts or refuses a graph; whether it was accepted.
+    pub(crate) fn update_graph(&mut self, conn: ConnId, mut m: UpdateGraph) -> bool {
         match self.check_graph(&m) {
-            Err(r) => self.reply_error(conn, r.code, r.message, Some(m.request), Some(r.keys)),
+            Err(r) => {
+                self.reply_error(conn, r.code, r.message, Some(m.request), Some(r.keys));
+                false
+            }
             Ok(plan) => {
                 // dask/1.1 ack: the ok comes before any event the graph
                 // causes (keys already in memory or erred get theirs now).
                 if m.ack == Some(true) {
                     self.acknowledge(conn, m.request);
                 }
+                if self.config.journal {
+                    let message = Message::UpdateGraph(UpdateGraph { ack: None, ..m });
+                    if let Message::UpdateGraph(graph) =
+                        self.journal_message(RecordKind::Graph, conn, message)
+                    {
+                        m = graph;
+                    } else {
+                        return false;
+                    }
+                }
                 self.graph_accepted(conn, &m, plan.new.len());
                 let tasks = std::mem::take(&mut m.tasks);
                 self.accept_graph(conn, tasks, plan, &m.wanted, m.request);
                 // New wants may wait on tasks already stuck.
                 self.recheck_stuck();
+                true
             }
         }
     }

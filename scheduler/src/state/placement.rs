@@ -321,7 +321,7 @@ impl SchedulerState {
 
     /// Places queued tasks, in queue order, on workers with free slots.
     pub(crate) fn schedule(&mut self) {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() || self.placement_held() {
             return;
         }
         let mut free: usize = self

@@ -75,7 +75,7 @@ impl SchedulerState {
 
     /// Leaves `t`'s current state for `new`, freeing a running copy on its
     /// worker first.
-    fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
+    pub(crate) fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
         if let TaskState::Processing(w) = self.tasks[t.0].state {
             let key = self.tasks[t.0].key.clone();
             self.free_on(w, key);
@@ -439,7 +439,7 @@ impl SchedulerState {
     }
 
     /// Sends key-finished to wanting clients that have not had it.
-    fn notify_finished(&mut self, t: TaskId, inline: Option<&RawValue>) {
+    pub(crate) fn notify_finished(&mut self, t: TaskId, inline: Option<&RawValue>) {
         let task = &self.tasks[t.0];
         for i in 0..task.wanted_by.len() {
             let c = self.tasks[t.0].wanted_by[i];
@@ -554,14 +554,33 @@ impl SchedulerState {
             self.now,
         );
         self.set_state(t, TaskState::Memory);
-        self.tasks[t.0].nbytes = plausible_nbytes(m.nbytes);
-        self.add_replica(t, w);
         // A result sent inline goes on to the clients waiting for it now;
         // the scheduler keeps none (a later want gathers it).
         let inline = m
             .value
             .filter(|v| v.len() as u64 <= self.config.inline_bytes_max);
-        self.notify_finished(t, inline.as_ref());
+        self.reached_memory(t, w, m.nbytes, inline.as_ref());
+    }
+
+    /// `t` just came into memory on worker `w` (computed there, or adopted
+    /// from it after a restore): its wanting clients and its waiting
+    /// dependents hear of it (with the result itself when it came inline),
+    /// and so does the journal.
+    pub(crate) fn reached_memory(
+        &mut self,
+        t: TaskId,
+        w: WorkerIdx,
+        nbytes: u64,
+        inline: Option<&RawValue>,
+    ) {
+        self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
+        self.add_replica(t, w);
+        self.journal(|s| {
+            let name = s.workers.get(w.0).map(|x| x.name.clone());
+            let task = &s.tasks[t.0];
+            JournalRecord::finished(task.key.clone(), task.nbytes, name.into_iter().collect())
+        });
+        self.notify_finished(t, inline);
         let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
             let dep = &mut self.tasks[y.0];
@@ -588,14 +607,8 @@ impl SchedulerState {
         } else {
             self.observe
                 .task_erred(&m.key, &m.error_type, &m.message, self.now);
-            let error = Arc::new(TaskError {
-                origin: m.key,
-                error_type: m.error_type,
-                message: m.message,
-                traceback: m.traceback,
-                lost: false,
-            });
-            self.fail(t, error);
+            self.journal(|_| JournalRecord::erred(m.clone()));
+            self.fail(t, TaskError::reported(m));
         }
         // A result: no run freed earlier holds a thread there any more
         // (after `fail`, which counts the erred task's own stop as one).

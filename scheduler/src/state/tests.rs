@@ -18,6 +18,8 @@ struct Sim {
     next_conn: u64,
     mail: HashMap<ConnId, VecDeque<Message>>,
     closed: HashSet<ConnId>,
+    /// Journal records emitted (with `config.journal`).
+    journal: Vec<Vec<u8>>,
 }
 
 fn raw(v: Value) -> RawValue {
@@ -56,6 +58,7 @@ impl Sim {
             next_conn: 0,
             mail: HashMap::new(),
             closed: HashSet::new(),
+            journal: Vec::new(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Sim {
                 SchedulerOutput::Close(c) => {
                     self.closed.insert(c);
                 }
+                SchedulerOutput::Journal(record) => self.journal.push(record),
             }
         }
     }
@@ -153,6 +157,18 @@ impl Sim {
     }
 
     fn worker(&mut self, name: &str, functions: &[&str], nthreads: u32) -> ConnId {
+        self.worker_holding(name, functions, nthreads, None)
+    }
+
+    /// A worker that registers listing `held` (dask/1.1: values it kept
+    /// from before it lost its scheduler).
+    fn worker_holding(
+        &mut self,
+        name: &str,
+        functions: &[&str],
+        nthreads: u32,
+        held: Option<BTreeMap<Key, u64>>,
+    ) -> ConnId {
         let c = self.connect();
         self.send(c, handshake::offer(Role::Worker, Some(name.into())));
         self.send(
@@ -165,6 +181,7 @@ impl Sim {
                 resources: None,
                 functions: functions.iter().map(|f| f.to_string()).collect(),
                 pid: None,
+                held,
             },
         );
         let got = self.recv(c);
@@ -368,6 +385,7 @@ fn a_second_worker_with_a_live_name_gets_3004_and_the_first_keeps_working() {
         resources: None,
         functions: vec![],
         pid: None,
+        held: None,
     };
     sim.send(w2, reg.clone());
     let e = error_of(&sim.recv(w2)).clone();
@@ -592,6 +610,7 @@ fn a_task_waits_in_no_worker_until_a_worker_offers_its_function() {
             resources: Some([("GPU".to_string(), 2.0)].into()),
             functions: vec!["inc".into()],
             pid: None,
+            held: None,
         },
     );
     let mut got = compute_keys(&sim.recv(w3))
@@ -1843,6 +1862,7 @@ fn workers_are_told_to_beat_at_least_three_times_per_heartbeat_timeout() {
             resources: None,
             functions: vec![],
             pid: None,
+            held: None,
         },
     );
     let got = sim.recv(c);
@@ -2180,6 +2200,7 @@ fn unregistered_and_bad_worker_registrations() {
             resources: None,
             functions: vec![],
             pid: None,
+            held: None,
         },
     );
     assert_eq!(error_of(&sim.recv(w)).code, 2003);
@@ -2189,6 +2210,7 @@ fn unregistered_and_bad_worker_registrations() {
 mod auth;
 mod chaos;
 mod claims;
+mod durable;
 mod liveness;
 mod observe;
 mod outflow;
@@ -2579,6 +2601,7 @@ fn a_small_result_goes_inline_to_clients_that_speak_1_1() {
             resources: None,
             functions: vec!["f".into()],
             pid: None,
+            held: None,
         },
     );
     let got = sim.recv(c);

@@ -199,6 +199,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
                 .map(|f| f.to_string())
                 .collect(),
             pid: None,
+            held: None,
         }),
         2 => Message::Heartbeat(Heartbeat { metrics: None }),
         3 => Message::Close(Close {
@@ -436,6 +437,7 @@ impl Story {
                     resources: None,
                     functions: vec!["f".into(), "g".into()],
                     pid: None,
+                    held: None,
                 }),
             );
         }
@@ -499,6 +501,7 @@ impl Story {
                     }
                 }
                 SchedulerOutput::Close(c) => self.forget(c),
+                SchedulerOutput::Journal(_) => {}
             }
         }
         Ok(())

@@ -22,6 +22,7 @@ fn scheduler_hello(id: u64) -> Message {
         features: Some(vec![]),
         auth: None,
         tls: None,
+        session: None,
     })
 }
 
@@ -64,6 +65,7 @@ mod input;
 mod keys;
 mod parts;
 mod requests;
+mod resume;
 mod session;
 mod v1_1;
 mod waiting;

@@ -252,7 +252,7 @@ fn stop_says_close_and_finishes() {
 }
 
 #[test]
-fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
+fn a_lost_scheduler_makes_a_new_worker_that_registers_again_listing_its_values() {
     let (mut w, now) = reconnecting_worker();
     let s = w.scheduler_conn().unwrap();
     let r = task_ref_value;
@@ -287,8 +287,11 @@ fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
             && log.message.contains("registering again as a new worker (for up to 30 s)")
             && *c0 == s && [*c1, *c2] == [peer, holder] && *run_id == run.run_id
     ));
-    assert!(!w.holds("p"), "a new, empty worker");
-    assert_eq!(w.metrics().ready, 0);
+    assert!(
+        w.holds("p"),
+        "its values are kept, for a restarted scheduler to adopt"
+    );
+    assert_eq!(w.metrics().ready, 0, "its tasks are not");
     w.handle_withdrawn(now, run.run_id, false);
     // The new listener is up; the attempt waits for the delay.
     let new_address = "tcp://127.0.0.1:1001";
@@ -308,6 +311,8 @@ fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
         (reg.name.as_str(), reg.address.as_str()),
         ("w", new_address)
     );
+    let held: Vec<&str> = reg.held.iter().flatten().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(held, ["p"], "listed in register-worker (dask/1.1)");
     // The run that had started ends unheard.
     w.handle_task_done(at, done(run.run_id, Value::Nil));
     w.handle_frame(at, conn, vec![scheduler_hello(), worker_registered(9)]);
@@ -318,6 +323,7 @@ fn a_lost_scheduler_makes_a_new_empty_worker_that_registers_again() {
     ));
     assert_eq!(w.scheduler_conn(), Some(conn));
     assert_eq!(w.running(), 0);
+    assert!(w.holds("p"), "a dask/1.1 scheduler adopts or frees it");
     // A close now is final.
     w.handle_message(
         at,
@@ -480,4 +486,37 @@ fn a_close_asking_to_reconnect_ends_a_worker_that_does_not_reconnect() {
         }),
     );
     assert!(matches!(finished(&drain(&mut w)), Some(None)));
+}
+
+#[test]
+fn a_worker_back_at_a_dask_1_0_scheduler_drops_the_values_it_listed() {
+    let (mut w, now) = reconnecting_worker();
+    let s = w.scheduler_conn().unwrap();
+    w.handle_scheduler_message(
+        now,
+        Message::PutData(PutData {
+            request: 1,
+            data: [(Key::from("p"), raw(Value::from(1)))]
+                .into_iter()
+                .collect(),
+        }),
+    );
+    w.handle_closed(now, s, "reset");
+    drain(&mut w);
+    w.handle_listening(now, "tcp://127.0.0.1:1001".into());
+    let at = now + RECONNECT_DELAY;
+    w.handle_timeout(at);
+    let out = drain(&mut w);
+    let Some(conn) = out.iter().find_map(|o| match o {
+        WorkerOutput::Send(c, Message::RegisterWorker(_)) => Some(*c),
+        _ => None,
+    }) else {
+        panic!("{out:?}");
+    };
+    let Message::Hello(mut hello) = scheduler_hello() else {
+        unreachable!()
+    };
+    hello.version.minor = 0;
+    w.handle_frame(at, conn, vec![Message::Hello(hello)]);
+    assert!(!w.holds("p"), "a dask/1.0 scheduler would never free it");
 }

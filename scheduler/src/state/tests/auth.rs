@@ -140,6 +140,7 @@ fn a_worker_credential_cannot_submit_and_a_client_one_cannot_register() {
             resources: None,
             functions: vec!["inc".into()],
             pid: None,
+            held: None,
         },
     );
     let got = sim.recv(w);

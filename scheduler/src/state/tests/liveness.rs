@@ -104,6 +104,7 @@ fn a_dask_1_0_worker_declared_dead_gets_a_plain_close() {
             resources: None,
             functions: vec![],
             pid: None,
+            held: None,
         },
     );
     sim.recv(w);

@@ -1,0 +1,160 @@
+//! A session that survives its scheduler's restart (dask/1.1 `session`,
+//! spec "Reconnection"): a lost connection waits to be resumed, the
+//! resuming hello names the session, and a scheduler that did not keep
+//! the session makes every held key lost.
+
+use super::*;
+
+/// A resumable session whose dask/1.1 scheduler gave it session `token`.
+fn with_session(token: &str) -> ClientSession {
+    let mut s = ClientSession::new(Some("test".into()), 0xabc);
+    s.set_resumable(true);
+    drain(&mut s);
+    s.handle_message(reply(token));
+    events(&mut s);
+    assert_eq!(s.session_token(), Some(token));
+    s
+}
+
+fn reply(token: &str) -> Message {
+    let Message::Hello(mut hello) = scheduler_hello(7) else {
+        unreachable!()
+    };
+    hello.version.minor = 1;
+    hello.session = Some(token.into());
+    Message::Hello(hello)
+}
+
+#[test]
+fn a_lost_connection_is_resumed_with_a_hello_naming_the_session() {
+    let mut s = with_session("s1");
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    s.submit(vec![t], vec![key.clone()]);
+    let gather = s.gather(vec![key.clone()]);
+    drain(&mut s);
+    s.handle_close("reset by peer");
+    assert!(s.wants_reconnect() && !s.is_closed() && !s.is_connected());
+    // The gather's answer is lost: it fails; the key waits.
+    let got = events(&mut s);
+    assert!(
+        matches!(&got[..], [ClientEvent::RequestFailed { request, .. }] if *request == gather),
+        "{got:?}"
+    );
+    assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Pending));
+    // Nothing goes out until a new connection is there.
+    s.release(key.as_str());
+    assert!(drain(&mut s).is_empty());
+    s.resume(None);
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[0], Message::Hello(h) if h.session.as_deref() == Some("s1")),
+        "{out:?}"
+    );
+    assert!(matches!(&out[1..], [Message::ReleaseKeys(_)]), "{out:?}");
+    s.handle_message(reply("s1"));
+    assert!(s.is_connected());
+}
+
+#[test]
+fn a_session_the_scheduler_did_not_keep_loses_every_key() {
+    let mut s = with_session("s1");
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    s.submit(vec![t], vec![key.clone()]);
+    drain(&mut s);
+    s.handle_close("reset");
+    s.resume(None);
+    drain(&mut s);
+    s.handle_message(reply("another"));
+    assert!(matches!(
+        s.key_state(key.as_str()),
+        Some(KeyState::Lost { .. })
+    ));
+    assert_eq!(s.session_token(), Some("another"));
+}
+
+#[test]
+fn a_failed_attempt_waits_again_and_giving_up_closes() {
+    let mut s = with_session("s1");
+    s.handle_close("reset");
+    s.resume(None);
+    drain(&mut s);
+    s.handle_close("connection refused");
+    assert!(s.wants_reconnect(), "the attempt failed: try again");
+    s.give_up();
+    assert!(s.is_closed() && !s.wants_reconnect());
+}
+
+#[test]
+fn without_a_session_or_a_driver_that_reconnects_a_lost_connection_closes() {
+    let mut s = connected();
+    s.set_resumable(true);
+    s.handle_close("reset");
+    assert!(
+        s.is_closed(),
+        "a scheduler without a journal gave no session"
+    );
+    let mut s = ClientSession::new(None, 1);
+    drain(&mut s);
+    s.handle_message(reply("s1"));
+    s.handle_close("reset");
+    assert!(s.is_closed(), "the driver did not say it reconnects");
+}
+
+#[test]
+fn a_graph_nothing_acknowledged_goes_again_on_the_resumed_connection() {
+    let mut s = with_session("s1");
+    let a = inc(&mut s, Value::from(1));
+    let b = inc(&mut s, Value::from(2));
+    let (ka, kb) = (a.key.clone(), b.key.clone());
+    let first = s.submit(vec![a], vec![ka.clone()]);
+    let second = s.submit(vec![b], vec![kb.clone()]);
+    drain(&mut s);
+    // The first graph's key had an event: it was accepted.
+    s.handle_message(Message::KeyFinished(KeyFinished {
+        key: ka.clone(),
+        nbytes: 1,
+        request: Some(first.0),
+        value: None,
+    }));
+    s.handle_close("reset");
+    s.resume(None);
+    let out = drain(&mut s);
+    let graphs: Vec<u64> = out
+        .iter()
+        .filter_map(|m| match m {
+            Message::UpdateGraph(g) => Some(g.request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(graphs, [second.0], "{out:?}");
+    assert!(matches!(&out[0], Message::Hello(_)));
+}
+
+#[test]
+fn a_key_wanted_again_takes_the_event_of_the_want_a_restarted_scheduler_kept() {
+    let mut s = with_session("s1");
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    let first = s.submit(vec![t], vec![key.clone()]);
+    drain(&mut s);
+    let done = |request: RequestId| {
+        Message::KeyFinished(KeyFinished {
+            key: key.clone(),
+            nbytes: 1,
+            request: Some(request.0),
+            value: None,
+        })
+    };
+    s.handle_message(done(first));
+    // The scheduler restarted: its gather said the value is not there yet.
+    s.want_again(vec![key.clone()]);
+    assert_eq!(s.key_state(key.as_str()), Some(&KeyState::Pending));
+    // The restored want kept the first request (it was pending there).
+    s.handle_message(done(first));
+    assert!(matches!(
+        s.key_state(key.as_str()),
+        Some(KeyState::Finished { .. })
+    ));
+}
