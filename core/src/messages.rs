@@ -280,6 +280,14 @@ wire_struct! {
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub spill_error: Option<String>,
+        /// Microseconds the worker spent fetching values from peers since it registered (this registration: a worker registering again starts from 0), summed over its `get-data` requests from sending to their last `data` reply ([transfer totals](#transfer-totals)). Absent: not told.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub transfer_us: Option<u64>,
+        /// Bytes of values (their msgpack encoding) that `data` replies from peers brought since it registered ([transfer totals](#transfer-totals)). Absent: not told.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub transfer_bytes: Option<u64>,
     }
 }
 

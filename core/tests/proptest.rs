@@ -151,29 +151,35 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
         )
 }
 
-fn metrics() -> impl Strategy<Value = Metrics> {
-    (
-        any::<u32>(),
-        any::<u32>(),
-        any::<u64>(),
-        any::<u64>(),
+/// Boxed: inline, its strategy and value tree grew `any_message()`'s past
+/// the test thread's stack.
+fn metrics() -> BoxedStrategy<Metrics> {
+    let load = (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>());
+    let told = (
         proptest::option::of(any::<u64>()),
         proptest::option::of(any::<bool>()),
         proptest::option::of(text()),
-    )
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+    );
+    (load, told)
         .prop_map(
-            |(executing, ready, stored_keys, stored_bytes, spilled_bytes, paused, spill_error)| {
-                Metrics {
-                    executing,
-                    ready,
-                    stored_keys,
-                    stored_bytes,
-                    spilled_bytes,
-                    paused,
-                    spill_error,
-                }
+            |(
+                (executing, ready, stored_keys, stored_bytes),
+                (spilled_bytes, paused, spill_error, transfer_us, transfer_bytes),
+            )| Metrics {
+                executing,
+                ready,
+                stored_keys,
+                stored_bytes,
+                spilled_bytes,
+                paused,
+                spill_error,
+                transfer_us,
+                transfer_bytes,
             },
         )
+        .boxed()
 }
 
 fn worker_info() -> impl Strategy<Value = WorkerInfo> {

@@ -531,6 +531,8 @@ pub(crate) struct Worker {
     pub(crate) abandoned: u32,
     /// What its last heartbeat said of its load and memory.
     pub(crate) metrics: Option<Metrics>,
+    /// The transfer totals its heartbeats told since it registered.
+    pub(crate) transfers: observe::TransferTotals,
     /// Its last heartbeat said it is paused (dask/1.1): no task is placed
     /// on it (see [`pause`]).
     pub(crate) paused: bool,
@@ -1333,6 +1335,7 @@ impl SchedulerState {
             processing_groups: Vec::new(),
             abandoned: 0,
             metrics: None,
+            transfers: observe::TransferTotals::default(),
             paused: false,
             stuck_since: None,
             stuck_for_good: false,
@@ -1377,6 +1380,8 @@ impl SchedulerState {
         let fetching = self.tasks_maybe_fetching_from(w);
         self.log_worker_removed(w, how);
         let worker = self.workers.remove(w.0);
+        let departed = &mut self.observe.counters_mut().departed_transfers;
+        *departed = departed.plus(worker.transfers);
         self.worker_by_conn.remove(&worker.conn);
         if self.worker_by_name.get(&worker.name) == Some(&w) {
             self.worker_by_name.remove(&worker.name);

@@ -1,4 +1,5 @@
-//! Dependencies from peers: one get-data per holder, busy, failures, timeouts, missing-data.
+//! Dependencies from peers: one get-data per holder, busy, failures, timeouts, missing-data;
+//! and the time and bytes fetched, which heartbeats tell (`transfer_us`, `transfer_bytes`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use super::execute::TaskState;
 use super::WorkerState;
 use crate::messages::{Busy, Data, GetData, MissingData};
-use crate::{Key, Message, RawValue};
+use crate::{Key, Message, RawValue, Timestamp};
 
 /// First delay before asking a `busy` holder again; doubles per answer.
 pub const BUSY_RETRY_DELAY_MIN: Duration = Duration::from_millis(10);
@@ -46,6 +47,10 @@ pub(super) struct Fetch {
 pub(super) struct PeerRequest {
     pub(super) address: String,
     pub(super) outstanding: HashSet<Key>,
+    /// When it was sent, or when its last `data` reply came: the transfer
+    /// time a reply adds starts here, so a reply split in several `data`
+    /// counts the request's time once.
+    pub(super) counted_until: Timestamp,
 }
 
 impl WorkerState {
@@ -166,9 +171,17 @@ impl WorkerState {
         if req.address != address {
             return;
         }
+        let waited = self.now.saturating_duration_since(req.counted_until);
+        req.counted_until = self.now;
+        self.transfer_us = self
+            .transfer_us
+            .saturating_add(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
         let mut arrived = Vec::new();
         for (key, value) in data {
             if req.outstanding.remove(&key) {
+                self.transfer_bytes = self
+                    .transfer_bytes
+                    .saturating_add(value.as_bytes().len() as u64);
                 arrived.push((key, value));
             }
         }
@@ -332,6 +345,7 @@ impl WorkerState {
                 PeerRequest {
                     address: address.clone(),
                     outstanding: keys.iter().cloned().collect(),
+                    counted_until: self.now,
                 },
             );
             if !self.send_to_holder(&address, GetData { request, keys }) {

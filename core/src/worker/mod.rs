@@ -219,6 +219,10 @@ pub struct WorkerState {
     /// (deadline, request) in sending order; deadlines only grow.
     request_deadlines: VecDeque<(Timestamp, u64)>,
     next_request: u64,
+    /// Microseconds and bytes of values fetched from peers since this
+    /// registration (see [`Metrics::transfer_us`]).
+    transfer_us: u64,
+    transfer_bytes: u64,
     failed_addresses: HashMap<String, Timestamp>,
     reply_bytes_in_flight: HashMap<ConnId, usize>,
     add_keys: BTreeMap<Key, u64>,
@@ -293,6 +297,8 @@ impl WorkerState {
             requests: HashMap::new(),
             request_deadlines: VecDeque::new(),
             next_request: 0,
+            transfer_us: 0,
+            transfer_bytes: 0,
             failed_addresses: HashMap::new(),
             reply_bytes_in_flight: HashMap::new(),
             add_keys: BTreeMap::new(),
@@ -348,6 +354,8 @@ impl WorkerState {
             spilled_bytes: limited.then(|| self.stored_bytes - self.memory_bytes),
             paused: limited.then_some(self.paused),
             spill_error: self.spill_error.clone(),
+            transfer_us: Some(self.transfer_us),
+            transfer_bytes: Some(self.transfer_bytes),
         }
     }
 

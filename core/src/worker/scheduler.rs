@@ -283,6 +283,11 @@ impl WorkerState {
     fn registered(&mut self, conn: ConnId, id: u64) {
         self.phase = Phase::Registered { conn };
         self.reconnect_until = None;
+        // The heartbeat's transfer totals count from a registration: a
+        // scheduler that added a departed worker's totals to its own must
+        // not count them again when the worker comes back.
+        self.transfer_us = 0;
+        self.transfer_bytes = 0;
         let address = self.config.address.clone();
         self.outputs
             .push_back(WorkerOutput::Registered { id, address });

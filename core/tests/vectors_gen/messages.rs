@@ -164,6 +164,12 @@ pub(super) fn messages() -> Json {
                "spill_error": "cannot write /tmp/dask-spill/3.spill: No space left on device (os error 28)"}}),
         vec![vec![ReverseIn("metrics")]],
     ));
+    cases.push(case(
+        "heartbeat (dask/1.1): a worker that fetched 3 MB from peers in 0.25 s since it registered",
+        json!({"op": "heartbeat", "metrics": {"executing": 2, "ready": 1, "stored_keys": 4,
+               "stored_bytes": 4000000, "transfer_us": 250000, "transfer_bytes": 3000000}}),
+        vec![vec![ReverseIn("metrics")]],
+    ));
 
     // --- client <-> scheduler -----------------------------------------
     cases.push(case(

@@ -304,6 +304,22 @@ pub fn render(p: &Published, _now: Instant) -> String {
         paused.saturating_sub(stuck) as f64,
     );
     f.sample(&[("spill_failed", "true")], stuck as f64);
+    family(
+        o,
+        "dask_worker_transfer_seconds_total",
+        "counter",
+        "Seconds workers spent fetching values from peers (get-data sent to its last data \
+         reply, summed over requests), as their heartbeats said; departed workers included.",
+    )
+    .sample(&[], s.transfers.us as f64 / 1e6);
+    family(
+        o,
+        "dask_worker_transfer_bytes_total",
+        "counter",
+        "Bytes of values workers fetched from peers, as their heartbeats said; departed \
+         workers included.",
+    )
+    .sample(&[], s.transfers.bytes as f64);
     out
 }
 

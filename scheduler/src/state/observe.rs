@@ -202,6 +202,37 @@ pub(crate) struct ClientRecord {
     pub(crate) graphs: VecDeque<GraphView>,
 }
 
+/// Time and bytes workers spent fetching values from peers, as their
+/// heartbeats tell them (dask/1.1 `transfer_us`, `transfer_bytes`; see
+/// PROTOCOL.md "Transfer totals").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TransferTotals {
+    /// Microseconds from `get-data` sent to its last `data` reply, summed.
+    pub us: u64,
+    /// Bytes of values the replies brought.
+    pub bytes: u64,
+}
+
+impl TransferTotals {
+    /// Both totals of `self` and `other` added.
+    pub(crate) fn plus(self, other: TransferTotals) -> TransferTotals {
+        TransferTotals {
+            us: self.us.saturating_add(other.us),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    /// A worker's totals after a heartbeat that told `us` and `bytes`:
+    /// each only grows, so a counter made of them never goes down even if
+    /// a worker reports less than before.
+    pub(crate) fn told(self, us: Option<u64>, bytes: Option<u64>) -> TransferTotals {
+        TransferTotals {
+            us: self.us.max(us.unwrap_or(0)),
+            bytes: self.bytes.max(bytes.unwrap_or(0)),
+        }
+    }
+}
+
 /// Counters since the scheduler started.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counters {
@@ -223,6 +254,10 @@ pub struct Counters {
     pub connections_refused: BTreeMap<&'static str, u64>,
     /// Tasks that went from processing to erred, with `KilledWorker`.
     pub killed_worker_total: u64,
+    /// The transfer totals of workers that left, as they last told them:
+    /// the cluster's totals add the registered workers' to these, so they
+    /// never go down when a worker leaves.
+    pub departed_transfers: TransferTotals,
 }
 
 /// The scheduler's aggregates (see the module docs).

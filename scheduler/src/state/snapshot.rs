@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::observe::{Counters, STATE_NAMES, STREAM_SHOWN};
+use super::observe::{Counters, TransferTotals, STATE_NAMES, STREAM_SHOWN};
 use super::*;
 
 /// One task group in a snapshot.
@@ -72,6 +72,9 @@ pub struct WorkerView {
     pub resources: Resources,
     /// Average task duration it reported, in seconds.
     pub average_task_seconds: Option<f64>,
+    /// Time and bytes it spent fetching from peers since it registered,
+    /// as its heartbeats said (zeros from a worker that does not tell).
+    pub transfers: TransferTotals,
 }
 
 /// One graph a client submitted.
@@ -150,6 +153,9 @@ pub struct StateSnapshot {
     pub reported_bytes: u64,
     /// Sum of what workers last reported spilled.
     pub spilled_bytes: u64,
+    /// Time and bytes workers spent fetching from peers since the
+    /// scheduler started: the registered workers' and the departed ones'.
+    pub transfers: TransferTotals,
 }
 
 impl SchedulerState {
@@ -212,6 +218,7 @@ impl SchedulerState {
                     functions: w.functions.len(),
                     resources: w.resources.clone(),
                     average_task_seconds: w.average_duration_us.map(|us| us / 1e6),
+                    transfers: w.transfers,
                 }
             })
             .collect();
@@ -260,8 +267,14 @@ impl SchedulerState {
             .iter()
             .filter_map(|w| w.spilled_bytes)
             .fold(0u64, u64::saturating_add);
+        let transfers = workers
+            .iter()
+            .fold(o.counters.departed_transfers, |total, w| {
+                total.plus(w.transfers)
+            });
         StateSnapshot {
             spilled_bytes,
+            transfers,
             uptime_seconds: self.uptime(now),
             tasks,
             groups,

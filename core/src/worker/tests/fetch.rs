@@ -286,3 +286,92 @@ fn a_holder_that_never_answers_times_out_and_the_next_is_asked() {
     let started = jobs(drain(&mut w));
     assert_eq!(started[0].deps[0].1.as_bytes(), &[2]);
 }
+
+#[test]
+fn heartbeats_tell_the_time_and_bytes_fetched_from_peers_since_registration() {
+    let (mut w, now) = worker(2);
+    let r = task_ref_value;
+    let told = |w: &WorkerState| {
+        let m = w.metrics();
+        (m.transfer_us, m.transfer_bytes)
+    };
+    assert_eq!(told(&w), (Some(0), Some(0)));
+    w.handle_scheduler_message(
+        now,
+        compute(
+            "t1",
+            vec![r("d1"), r("d2")],
+            &[("d1", &[PEER_A]), ("d2", &[PEER_A])],
+        ),
+    );
+    w.handle_scheduler_message(now, compute("t2", vec![r("d3")], &[("d3", &[PEER_B])]));
+    let sent = fetches(&drain(&mut w));
+    let request = |peer: &str| sent.iter().find(|(a, _)| a == peer).unwrap().1.request;
+    let (a, b) = (request(PEER_A), request(PEER_B));
+    let d1 = Value::from("x".repeat(1000));
+    let d2 = Value::from(vec![Value::from(1); 10]);
+    let size = |v: &Value| raw(v.clone()).as_bytes().len() as u64;
+
+    // PEER_A answers in two parts, 100 ms then 300 ms after the request:
+    // the request counts 300 ms once, and the bytes of both values.
+    let ms = |n| now + Duration::from_millis(n);
+    w.handle_peer_reply(ms(100), PEER_A, data_reply(a, &[("d1", d1.clone())], &[]));
+    w.handle_peer_reply(ms(300), PEER_A, data_reply(a, &[("d2", d2.clone())], &[]));
+    assert_eq!(told(&w), (Some(300_000), Some(size(&d1) + size(&d2))));
+    assert!(size(&d1) > 1000);
+
+    // PEER_B is busy: that adds nothing; asked again later, it answers
+    // 50 ms after the second request.
+    w.handle_peer_reply(ms(400), PEER_B, Message::Busy(Busy { request: b }));
+    let _ = drain(&mut w);
+    w.handle_timeout(ms(1000));
+    let again = fetches(&drain(&mut w));
+    assert_eq!(again.len(), 1, "{again:?}");
+    let d3 = Value::from(3);
+    w.handle_peer_reply(
+        ms(1050),
+        PEER_B,
+        data_reply(again[0].1.request, &[("d3", d3.clone())], &[]),
+    );
+    assert_eq!(
+        told(&w),
+        (Some(350_000), Some(size(&d1) + size(&d2) + size(&d3)))
+    );
+    // A late or unknown reply adds nothing.
+    w.handle_peer_reply(
+        ms(2000),
+        PEER_B,
+        data_reply(again[0].1.request, &[("d3", d3)], &[]),
+    );
+    assert_eq!(told(&w).0, Some(350_000));
+}
+
+#[test]
+fn transfer_totals_start_again_from_zero_when_the_worker_registers_again() {
+    let now = Timestamp::ZERO;
+    let mut config = config(1);
+    config.reconnect_timeout = Duration::from_secs(30);
+    let mut w = register(WorkerState::new(config, now), now);
+    let r = task_ref_value;
+    w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
+    let sent = fetches(&drain(&mut w));
+    let later = now + Duration::from_millis(20);
+    w.handle_peer_reply(
+        later,
+        PEER_A,
+        data_reply(sent[0].1.request, &[("d", Value::from(1))], &[]),
+    );
+    assert_eq!(w.metrics().transfer_us, Some(20_000));
+    let s = w.scheduler_conn().unwrap();
+    w.handle_closed(later, s, "connection reset by peer");
+    let _ = drain(&mut w);
+    w.handle_listening(later, ME.into());
+    let again = later + RECONNECT_DELAY;
+    w.handle_timeout(again);
+    let w = register(w, again);
+    assert_eq!(
+        (w.metrics().transfer_us, w.metrics().transfer_bytes),
+        (Some(0), Some(0)),
+        "a scheduler that kept the totals of the worker that left must not count them twice"
+    );
+}

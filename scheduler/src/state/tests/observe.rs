@@ -104,6 +104,8 @@ fn the_snapshot_counts_task_groups_by_state_with_totals_and_the_stream() {
                 spilled_bytes: None,
                 paused: None,
                 spill_error: None,
+                transfer_us: None,
+                transfer_bytes: None,
             }),
         },
     );
@@ -401,4 +403,68 @@ fn waiting_keys_pages_the_tasks_that_wait_for_clients_that_asked_for_it() {
     );
     assert_eq!(error_of(&sim.recv(quiet)).code, 2004);
     assert!(sim.is_closed(quiet));
+}
+
+/// A worker's heartbeat with these transfer totals (and an idle load).
+fn transfer_heartbeat(us: Option<u64>, bytes: Option<u64>) -> Heartbeat {
+    Heartbeat {
+        metrics: Some(Metrics {
+            executing: 0,
+            ready: 0,
+            stored_keys: 0,
+            stored_bytes: 0,
+            spilled_bytes: None,
+            paused: None,
+            spill_error: None,
+            transfer_us: us,
+            transfer_bytes: bytes,
+        }),
+    }
+}
+
+#[test]
+fn transfer_totals_add_up_over_workers_and_never_go_down_when_one_leaves() {
+    let mut sim = Sim::new();
+    let a = sim.worker("a", &["inc"], 1);
+    let b = sim.worker("b", &["inc"], 1);
+    let totals = |sim: &Sim| {
+        let t = sim.s.snapshot().transfers;
+        (t.us, t.bytes)
+    };
+    assert_eq!(totals(&sim), (0, 0));
+    sim.send(a, transfer_heartbeat(Some(2_000_000), Some(5_000)));
+    sim.send(b, transfer_heartbeat(Some(500_000), Some(700)));
+    assert_eq!(totals(&sim), (2_500_000, 5_700));
+    assert_eq!(sim.s.snapshot().workers[0].transfers.bytes, 5_000);
+
+    // A heartbeat saying less (or nothing) does not lower a total.
+    sim.send(a, transfer_heartbeat(Some(1), None));
+    assert_eq!(totals(&sim), (2_500_000, 5_700));
+    sim.send(a, transfer_heartbeat(Some(3_000_000), Some(6_000)));
+    assert_eq!(totals(&sim), (3_500_000, 6_700));
+
+    // `a` leaves (lost): its last totals stay in the cluster's.
+    sim.close(a);
+    assert_eq!(sim.s.snapshot().workers.len(), 1);
+    assert_eq!(totals(&sim), (3_500_000, 6_700));
+    // It comes back as a new registration, counting from 0 again.
+    let a2 = sim.worker("a", &["inc"], 1);
+    sim.send(a2, transfer_heartbeat(Some(100), Some(10)));
+    assert_eq!(totals(&sim), (3_500_100, 6_710));
+
+    let published = crate::dashboard::Published {
+        address: String::new(),
+        state: sim.s.snapshot(),
+        event_loop: Default::default(),
+        at: None,
+    };
+    let text = crate::dashboard::render_metrics(&published, std::time::Instant::now());
+    assert!(
+        text.contains("# TYPE dask_worker_transfer_seconds_total counter\ndask_worker_transfer_seconds_total 3.5001\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE dask_worker_transfer_bytes_total counter\ndask_worker_transfer_bytes_total 6710\n"),
+        "{text}"
+    );
 }
