@@ -10,8 +10,7 @@
 //!
 //! Behaviour, not speed: every wait has a deadline.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use dask_client::{Client, Key, Value};
 use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
-use dask_testkit::home::DaskHome;
+use dask_testkit::home::{Dashboard, DaskHome};
 use dask_testkit::process::{binary, Process};
 use dask_testkit::Rng;
 
@@ -55,50 +54,26 @@ fn free_port() -> u16 {
 struct Scheduler {
     process: Process,
     address: String,
-    /// `host:port` of the dashboard and its token.
-    dashboard: (String, String),
+    dashboard: Dashboard,
 }
 
 fn start_scheduler(home: &DaskHome, journal: &Path, port: u16) -> Scheduler {
-    let mut cmd = Command::new(binary("dask-scheduler"));
-    home.apply(&mut cmd).args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--dashboard-address",
-        "127.0.0.1:0",
-        "--journal",
-    ]);
-    cmd.arg(journal);
-    let process = Process::spawn("dask-scheduler", &mut cmd);
-    let line = process.expect_line("Scheduler at ", PATIENCE);
-    let address = line["Scheduler at ".len()..].trim().to_string();
-    let url = process.expect_line("Dashboard at ", PATIENCE);
-    let url = url["Dashboard at http://".len()..].trim();
-    let (host_port, rest) = url.split_once('/').expect("a path");
-    let token = rest.split_once("token=").map_or("", |(_, t)| t).to_owned();
+    let port = port.to_string();
+    let journal = journal.to_str().expect("a UTF-8 journal path");
+    let args = ["--host", "127.0.0.1", "--port", &port, "--journal", journal];
+    let (process, address, dashboard) = home.start_scheduler_with_dashboard(&args, PATIENCE);
     Scheduler {
         process,
         address,
-        dashboard: (host_port.to_owned(), token),
+        dashboard,
     }
 }
 
 /// Tasks the scheduler saw finish on a worker (`/metrics`, summed over
 /// the task groups): the runs it counted.
 fn finished_total(s: &Scheduler) -> u64 {
-    let (host_port, token) = &s.dashboard;
-    let mut stream = TcpStream::connect(host_port.as_str()).expect("the dashboard");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("a request");
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).expect("a reply");
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    reply
+    s.dashboard
+        .get("/metrics")
         .lines()
         .filter(|l| l.starts_with("dask_scheduler_tasks_finished_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

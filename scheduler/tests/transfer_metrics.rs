@@ -9,14 +9,12 @@
 //! Behaviour, not speed: every wait has a deadline, no time is asserted.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dask_client::{Client, Key, Value};
 use dask_core::client::task_spec;
-use dask_testkit::home::DaskHome;
+use dask_testkit::home::{Dashboard, DaskHome};
 use dask_testkit::process::{binary, Process};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -60,43 +58,20 @@ fn parse(exposition: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-struct Dashboard {
-    host_port: String,
-    token: String,
-}
-
-impl Dashboard {
-    fn metrics(&self) -> BTreeMap<String, f64> {
-        let mut stream = TcpStream::connect(&self.host_port).expect("the dashboard");
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.host_port, self.token
-        )
-        .expect("a request");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("a reply");
-        let (head, body) = reply.split_once("\r\n\r\n").expect("a header block");
-        assert!(head.starts_with("HTTP/1.1 200"), "{reply}");
-        parse(body)
-    }
-
-    /// The metrics once `ready` holds for them.
-    fn metrics_when(
-        &self,
-        what: &str,
-        ready: impl Fn(&BTreeMap<String, f64>) -> bool,
-    ) -> BTreeMap<String, f64> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let m = self.metrics();
-            if ready(&m) {
-                return m;
-            }
-            assert!(Instant::now() < deadline, "{what} did not happen: {m:?}");
-            std::thread::sleep(Duration::from_millis(200));
+/// The metrics once `ready` holds for them.
+fn metrics_when(
+    dashboard: &Dashboard,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let m = parse(&dashboard.get("/metrics"));
+        if ready(&m) {
+            return m;
         }
+        assert!(Instant::now() < deadline, "{what} did not happen: {m:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -110,31 +85,13 @@ fn start_worker(home: &DaskHome, address: &str, name: &str) -> Process {
 #[test]
 fn a_value_moved_between_workers_counts_in_the_transfer_counters_which_never_go_down() {
     let home = DaskHome::new();
-    let mut cmd = Command::new(binary("dask-scheduler"));
-    home.apply(&mut cmd).args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    ]);
-    let scheduler = Process::spawn("dask-scheduler", &mut cmd);
-    let line = scheduler.expect_line("Scheduler at ", PATIENCE);
-    let address = line["Scheduler at ".len()..].trim().to_string();
-    let url = scheduler.expect_line("Dashboard at ", PATIENCE);
-    let url = url["Dashboard at http://".len()..].trim();
-    let (host_port, rest) = url.split_once('/').expect("a path");
-    let token = rest.split_once("token=").map_or("", |(_, t)| t).to_owned();
-    assert!(!token.is_empty(), "a cluster with credentials: {url}");
-    let dashboard = Dashboard {
-        host_port: host_port.to_owned(),
-        token,
-    };
+    let args = ["--host", "127.0.0.1", "--port", "0"];
+    let (_scheduler, address, dashboard) = home.start_scheduler_with_dashboard(&args, PATIENCE);
+    assert!(!dashboard.token.is_empty(), "a cluster with credentials");
     let _maker = start_worker(&home, &address, "maker");
     let mut taker = start_worker(&home, &address, "taker");
     let workers = |m: &BTreeMap<String, f64>| m.get("dask_scheduler_workers").copied();
-    dashboard.metrics_when("two workers", |m| workers(m) == Some(2.0));
+    metrics_when(&dashboard, "two workers", |m| workers(m) == Some(2.0));
 
     let client = Client::connect_with(&address, home.client_options()).expect("client");
     let mut blob = task_spec(
@@ -158,7 +115,7 @@ fn a_value_moved_between_workers_counts_in_the_transfer_counters_which_never_go_
     // The taker's next heartbeat tells what it fetched.
     let bytes = |m: &BTreeMap<String, f64>| m["dask_worker_transfer_bytes_total"];
     let seconds = |m: &BTreeMap<String, f64>| m["dask_worker_transfer_seconds_total"];
-    let before = dashboard.metrics_when("the transfer in /metrics", |m| {
+    let before = metrics_when(&dashboard, "the transfer in /metrics", |m| {
         bytes(m) >= VALUE_BYTES as f64
     });
     assert!(
@@ -169,7 +126,7 @@ fn a_value_moved_between_workers_counts_in_the_transfer_counters_which_never_go_
 
     // The taker leaves; the counters stay.
     assert!(taker.terminate(PATIENCE), "the taker stops on SIGTERM");
-    let after = dashboard.metrics_when("the taker gone", |m| workers(m) == Some(1.0));
+    let after = metrics_when(&dashboard, "the taker gone", |m| workers(m) == Some(1.0));
     assert!(bytes(&after) >= bytes(&before), "{before:?} -> {after:?}");
     assert!(
         seconds(&after) >= seconds(&before),

@@ -3,6 +3,8 @@
 //! scheduler creates, found with no flag) without sharing them with other
 //! tests or the user's own `~/.dask-rs`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +96,70 @@ impl DaskHome {
         let line = scheduler.expect_line("Scheduler at ", patience);
         let address = line["Scheduler at ".len()..].trim().to_string();
         (scheduler, address)
+    }
+}
+
+/// The dashboard of a scheduler a test started: where it listens and the
+/// token its `Dashboard at` line carries.
+pub struct Dashboard {
+    /// `HOST:PORT`.
+    pub host_port: String,
+    /// The token (empty when the cluster has none).
+    pub token: String,
+}
+
+impl Dashboard {
+    /// The dashboard a `Dashboard at http://HOST:PORT/...[?token=T]` line
+    /// (without its prefix) names.
+    pub fn from_url(url: &str) -> Dashboard {
+        let url = url.trim().trim_start_matches("http://");
+        let (host_port, rest) = url.split_once('/').unwrap_or((url, ""));
+        let token = rest.split_once("token=").map_or("", |(_, t)| t).to_owned();
+        Dashboard {
+            host_port: host_port.to_owned(),
+            token,
+        }
+    }
+
+    /// The body of `GET path` with the token, which must answer 200.
+    pub fn get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(&self.host_port).expect("the dashboard");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("a read timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.host_port, self.token
+        )
+        .expect("a request");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("a reply");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("a header block");
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {reply}");
+        body.to_owned()
+    }
+}
+
+impl DaskHome {
+    /// Starts `dask-scheduler` with `args` and its dashboard on a free
+    /// loopback port in this home; the process, the address it prints and
+    /// its dashboard, once it prints both within `patience`.
+    pub fn start_scheduler_with_dashboard(
+        &self,
+        args: &[&str],
+        patience: Duration,
+    ) -> (Process, String, Dashboard) {
+        let mut cmd = Command::new(binary("dask-scheduler"));
+        self.apply(&mut cmd)
+            .args(["--dashboard-address", "127.0.0.1:0"])
+            .args(args);
+        let scheduler = Process::spawn("dask-scheduler", &mut cmd);
+        let line = scheduler.expect_line("Scheduler at ", patience);
+        let address = line["Scheduler at ".len()..].trim().to_string();
+        let url = scheduler.expect_line("Dashboard at ", patience);
+        let dashboard = Dashboard::from_url(&url["Dashboard at ".len()..]);
+        (scheduler, address, dashboard)
     }
 }
 
