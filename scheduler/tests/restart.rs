@@ -185,3 +185,130 @@ fn a_client_that_does_not_name_its_session_starts_a_new_one() {
         assert!(!sim.finished_key(other, "sum"));
     });
 }
+
+/// Moves what `session` sends to client 0 of `sim` (but its hellos: the
+/// simulated client says its own) and hands it what client 0 received
+/// since `seen`.
+fn pump(sim: &mut Sim, session: &mut dask_core::client::ClientSession, seen: &mut usize) {
+    while let Some(m) = session.poll_transmit() {
+        if !matches!(m, Message::Hello(_)) {
+            sim.client_send(0, m);
+        }
+    }
+    let received = sim.clients[0].received[*seen..].to_vec();
+    *seen += received.len();
+    for m in received {
+        session.handle_message(m);
+    }
+}
+
+#[test]
+fn a_graph_sent_in_parts_and_cut_by_a_crash_is_completed_once_after_the_resume() {
+    use dask_core::client::{ClientSession, KeyState};
+    run_seeds(SEEDS, |seed| {
+        let leaves = 128;
+        let mut sim = cluster(seed, 2);
+        let mut session = ClientSession::new(None, 1);
+        session.set_resumable(true);
+        let mut seen = 0;
+        // Its hello: the simulated client said its own, and got a session.
+        pump(&mut sim, &mut session, &mut seen);
+        assert!(session.session_token().is_some(), "seed {seed}");
+        session.set_submit_part_bytes(1500);
+        let tasks = tree(leaves);
+        let n = tasks.len();
+        let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+        session.submit(tasks, vec![Key::from("sum")]);
+        let sent: Vec<Message> = std::iter::from_fn(|| session.poll_transmit()).collect();
+        let parts: Vec<u64> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Message::UpdateGraph(g) => Some(g.request),
+                _ => None,
+            })
+            .collect();
+        assert!(parts.len() >= 4, "seed {seed}: {} parts", parts.len());
+        // The scheduler reads the first `k` messages (parts, then the
+        // release) and runs a while; the rest dies with it.
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let k = (rng.next_u64() as usize) % (sent.len() + 1);
+        for m in sent.into_iter().take(k) {
+            sim.client_send(0, m);
+        }
+        for _ in 0..rng.next_u64() % 30 {
+            sim.step();
+            pump(&mut sim, &mut session, &mut seen);
+        }
+        let acknowledged: Vec<u64> = sim.clients[0].received[..seen]
+            .iter()
+            .filter_map(|m| match m {
+                Message::OkReply(ok) if parts.contains(&ok.request) => Some(ok.request),
+                _ => None,
+            })
+            .collect();
+        let in_flight = running(&sim);
+        sim.crash_scheduler();
+        session.handle_close("the scheduler was killed");
+        assert!(session.wants_reconnect(), "seed {seed}");
+        session.resume(None);
+        // The new connection (its hello said by the simulated client).
+        sim.reconnect_client(0);
+        let again: Vec<u64> = std::iter::from_fn(|| session.poll_transmit())
+            .filter_map(|m| {
+                let request = match &m {
+                    Message::UpdateGraph(g) => Some(g.request),
+                    _ => None,
+                };
+                if !matches!(m, Message::Hello(_)) {
+                    sim.client_send(0, m);
+                }
+                request
+            })
+            .collect();
+        // No acknowledged part goes again, and every other one does.
+        let last_ok = acknowledged.iter().max().copied().unwrap_or(0);
+        let expected: Vec<u64> = parts.iter().copied().filter(|p| *p > last_ok).collect();
+        assert_eq!(
+            again, expected,
+            "seed {seed}: acknowledged {acknowledged:?}"
+        );
+        let done = |s: &mut Sim, session: &mut ClientSession, seen: &mut usize| {
+            for _ in 0..100_000 {
+                pump(s, session, seen);
+                if matches!(session.key_state("sum"), Some(KeyState::Finished { .. })) {
+                    return true;
+                }
+                if !s.step() && !s.advance(s.now + LIMIT) {
+                    return false;
+                }
+            }
+            false
+        };
+        assert!(
+            done(&mut sim, &mut session, &mut seen),
+            "seed {seed}: the root never finished: {:?}",
+            session.key_state("sum")
+        );
+        sim.drive();
+        let data = sim.gather(0, &["sum"], LIMIT);
+        let sum = data[&Key::from("sum")].to_value().unwrap();
+        assert_eq!(sum.as_u64(), Some((leaves * (leaves + 1) / 2) as u64));
+        // Every task ran, and only what was running at the crash again.
+        let runs = runs(&sim);
+        assert_eq!(runs.len(), n, "seed {seed}: every task ran");
+        let twice = runs.values().filter(|&&r| r > 1).count();
+        assert!(twice <= in_flight, "seed {seed}: {twice} ran again");
+        // The keys wanted only so later parts could refer to them were
+        // released, the release sent again if the crash may have lost it:
+        // nothing but the root is kept.
+        pump(&mut sim, &mut session, &mut seen);
+        sim.drive();
+        for k in keys.iter().filter(|k| k.as_str() != "sum") {
+            let state = sim.scheduler.task_state(k.as_str());
+            assert!(
+                matches!(state, None | Some("released")),
+                "seed {seed}: {k} is {state:?}"
+            );
+        }
+    });
+}

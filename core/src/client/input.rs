@@ -46,6 +46,9 @@ impl ClientSession {
         if self.phase == Phase::Handshaking {
             return self.handle_handshake(message);
         }
+        if !self.unconfirmed_releases.is_empty() {
+            self.confirm_releases(&message);
+        }
         match message {
             Message::KeyFinished(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyErred(m) if self.is_stale(&m.key, m.request) => {}
@@ -325,14 +328,41 @@ impl ClientSession {
         self.enter_closed(format!("authentication: {}", e.message));
     }
 
-    /// A barrier's `ok` shows every graph sent before it accepted (or
-    /// refused): they need not go again. Always false (the `ok` is
-    /// answered as usual).
+    /// A barrier's or an acknowledged part's `ok` shows that graph and
+    /// every graph sent before it accepted (or refused): they need not go
+    /// again. Always false (the `ok` is answered as usual).
     fn acknowledges(&mut self, ok: RequestId) -> bool {
-        if matches!(self.requests.get(&ok), Some(Pending::Barrier)) {
+        if matches!(self.requests.get(&ok), Some(Pending::Barrier))
+            || self.unacked.contains_key(&ok)
+        {
             self.unacked.retain(|id, _| *id > ok);
         }
         false
+    }
+
+    /// A reply to (or an event of a want started by) a request queued
+    /// after the last release shows the scheduler handled the releases
+    /// before it: they need not go again after a restart.
+    fn confirm_releases(&mut self, message: &Message) {
+        let request = match message {
+            Message::KeyFinished(m) => m.request,
+            Message::KeyErred(m) => m.request,
+            Message::KeyCancelled(m) => m.request,
+            Message::KeyLost(m) => m.request,
+            Message::KeyWaiting(m) => m.request,
+            Message::GatherReply(m) => Some(m.request),
+            Message::WhoHasReply(m) => Some(m.request),
+            Message::ClusterInfoReply(m) => Some(m.request),
+            Message::Datasets(m) => Some(m.request),
+            Message::Dataset(m) => Some(m.request),
+            Message::OkReply(m) => Some(m.request),
+            Message::WaitingKeysReply(m) => Some(m.request),
+            Message::ErrorReport(m) => m.request,
+            _ => None,
+        };
+        if request.is_some_and(|r| r >= self.release_watermark) {
+            self.unconfirmed_releases.clear();
+        }
     }
 
     /// The connection of a session that can be resumed was lost: requests
@@ -368,6 +398,8 @@ impl ClientSession {
         self.phase = Phase::Closed(reason.clone());
         self.lost = None;
         self.unacked.clear();
+        self.part_requests.clear();
+        self.unconfirmed_releases.clear();
         let error = RequestError::local(format!("connection closed: {reason}"));
         let mut requests: Vec<(RequestId, Pending)> = self.requests.drain().collect();
         requests.sort_by_key(|(id, _)| *id);

@@ -100,7 +100,7 @@ impl ClientSession {
         };
         self.earlier_requests.remove(&key);
         if let Some(origin) = e.origin {
-            self.settle_want(origin);
+            self.settle_want(origin, false);
         }
         if !self.is_closed() {
             self.to_release.push(key);
@@ -136,7 +136,7 @@ impl ClientSession {
                     e.state = KeyState::Pending;
                     let old = std::mem::replace(&mut e.origin, origin);
                     if let Some(old) = old {
-                        self.settle_want(old);
+                        self.settle_want(old, false);
                     }
                     return true;
                 }
@@ -172,10 +172,14 @@ impl ClientSession {
         }
     }
 
-    /// One key of a submit/scatter got its first event or was released.
-    pub(super) fn settle_want(&mut self, request: RequestId) {
-        // An event of one of its keys: the scheduler accepted the graph.
-        self.unacked.remove(&request);
+    /// One key of a submit/scatter got its first event (`accepted`: the
+    /// scheduler accepted the graph) or was released or wanted anew.
+    pub(super) fn settle_want(&mut self, request: RequestId, accepted: bool) {
+        // A graph no key of which waits need not go again, unless it is a
+        // part: later parts refer to its tasks.
+        if accepted || !self.unacked.get(&request).is_some_and(|u| u.in_parts) {
+            self.unacked.remove(&request);
+        }
         if let Some(Pending::Wants { outstanding, .. }) = self.requests.get_mut(&request) {
             *outstanding = outstanding.saturating_sub(1);
             if *outstanding == 0 {
@@ -190,7 +194,7 @@ impl ClientSession {
             return;
         };
         if let Some(origin) = e.origin.take() {
-            self.settle_want(origin);
+            self.settle_want(origin, true);
         }
         let Some(e) = self.keys.get_mut(key) else {
             return;

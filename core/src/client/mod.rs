@@ -39,7 +39,10 @@
 //! [`ClientSession::resume`], which queues a hello naming the session, or
 //! [`ClientSession::give_up`]. A resumed session gets the events of its
 //! keys again; one the scheduler no longer has (its reply names another
-//! session) reports every held key lost.
+//! session) reports every held key lost. Graphs and releases that may
+//! have died with the scheduler go again: graphs nothing acknowledged
+//! (the parts of a large graph ask for `ok`), releases no later reply
+//! confirmed.
 //!
 //! # References
 //!
@@ -67,7 +70,7 @@
 //! - `waiting.rs`: why keys wait (dask/1.1 `key-waiting`), progress counts;
 //! - `tests/`: the tests, one file per concern.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::auth::{ConnectorAuth, Secret, CHANNEL_BINDING_BYTES, NONCE_BYTES};
 use crate::frame::{FrameDecoder, FrameEncoder};
@@ -180,15 +183,37 @@ pub struct ClientSession {
     /// Its driver reconnects (see [`ClientSession::set_resumable`]).
     resumable: bool,
     /// Graphs sent to a scheduler that keeps a journal, until something
-    /// shows it accepted them (an event of one of their keys, a later
-    /// barrier's `ok`) or refused them: a resumed session sends them again,
+    /// shows it accepted them (an event of one of their keys, their own or
+    /// a later `ok`) or refused them: a resumed session sends them again,
     /// since one the scheduler had not accepted when it died is lost.
-    unacked: BTreeMap<RequestId, crate::messages::UpdateGraph>,
+    unacked: BTreeMap<RequestId, UnackedGraph>,
+    /// Parts of a graph sent in parts (`parts.rs`) not yet transmitted:
+    /// they are tracked in `unacked` even once none of their keys is held.
+    part_requests: HashSet<RequestId>,
+    /// Keys released (`release-keys` queued) on a connection that can be
+    /// resumed, until a reply to a later request shows the scheduler
+    /// handled the release (and wrote it to its journal): a resumed session
+    /// releases them again, since a release that had not arrived when the
+    /// scheduler died is lost, and the scheduler would keep their wants.
+    unconfirmed_releases: Vec<Key>,
+    /// The first request id queued after the last of those releases: a
+    /// reply to it or a later one confirms them.
+    release_watermark: u64,
     /// Keys wanted again ([`ClientSession::want_again`]) and the request of
     /// their earlier want: a scheduler restarted from its journal kept that
     /// want, pending, and answers it (a pending want keeps its request), so
     /// its events are not stale. Few entries: kept until the key is released.
     earlier_requests: HashMap<Key, RequestId>,
+}
+
+/// A graph sent and not known to be accepted (see `ClientSession::unacked`).
+#[derive(Debug)]
+struct UnackedGraph {
+    graph: crate::messages::UpdateGraph,
+    /// One part of a graph sent in parts: later parts refer to its keys, so
+    /// it goes again whole even when none of its keys is held any more, and
+    /// it is acknowledged only by an event of its keys or an `ok`.
+    in_parts: bool,
 }
 
 /// What a client proves: the client secret, with a fresh nonce from the
@@ -236,6 +261,9 @@ impl ClientSession {
             resuming: false,
             resumable: false,
             unacked: BTreeMap::new(),
+            part_requests: HashSet::new(),
+            unconfirmed_releases: Vec::new(),
+            release_watermark: 0,
             earlier_requests: HashMap::new(),
         };
         let mut hello = handshake::offer(Role::Client, name);
@@ -310,17 +338,53 @@ impl ClientSession {
             hello.tls = Some(auth.tls);
             self.auth = Some(connector);
         }
-        // Graphs not known to be accepted go again, wanting only the keys
-        // still waiting for them (a graph accepted twice is shared).
+        // Graphs not known to be accepted go again. A whole graph wants
+        // only the keys still waiting for it (a graph accepted twice is
+        // shared). A part wants what it wanted (later parts refer to its
+        // keys), and the keys no longer held are released after the parts.
         let unacked = std::mem::take(&mut self.unacked);
-        for (id, mut graph) in unacked.into_iter().rev() {
-            if !matches!(self.requests.get(&id), Some(Pending::Wants { .. })) {
-                continue;
+        let mut again = Vec::with_capacity(unacked.len());
+        let mut release_after: Vec<Key> = Vec::new();
+        for (id, mut sent) in unacked {
+            if sent.in_parts {
+                release_after.extend(
+                    sent.graph
+                        .wanted
+                        .iter()
+                        .filter(|k| !self.keys.contains_key(*k))
+                        .cloned(),
+                );
+            } else {
+                if !matches!(self.requests.get(&id), Some(Pending::Wants { .. })) {
+                    continue;
+                }
+                sent.graph
+                    .wanted
+                    .retain(|k| self.keys.get(k).is_some_and(|e| e.origin == Some(id)));
             }
-            graph
-                .wanted
-                .retain(|k| self.keys.get(k).is_some_and(|e| e.origin == Some(id)));
-            self.transmit.push_front(Message::UpdateGraph(graph));
+            again.push(sent);
+        }
+        release_after.extend(
+            std::mem::take(&mut self.unconfirmed_releases)
+                .into_iter()
+                .filter(|k| !self.keys.contains_key(k)),
+        );
+        release_after.sort_unstable();
+        release_after.dedup();
+        // Still unconfirmed: sent again, it is confirmed as the first was.
+        self.unconfirmed_releases.clone_from(&release_after);
+        if !release_after.is_empty() {
+            self.transmit
+                .push_front(Message::ReleaseKeys(crate::messages::ReleaseKeys {
+                    keys: release_after,
+                }));
+        }
+        for sent in again.into_iter().rev() {
+            // poll_transmit tracks it again (a part by its flag).
+            if sent.in_parts {
+                self.part_requests.insert(RequestId(sent.graph.request));
+            }
+            self.transmit.push_front(Message::UpdateGraph(sent.graph));
         }
         self.transmit.push_front(Message::Hello(hello));
     }
@@ -364,15 +428,22 @@ impl ClientSession {
         if self.transmit.is_empty() {
             self.flush_releases();
         }
-        let m = self.transmit.pop_front();
+        let mut m = self.transmit.pop_front();
         if self.auth.is_some() && matches!(m, Some(Message::Hello(_))) {
             self.holding = true;
         }
-        if let Some(Message::UpdateGraph(g)) = &m {
+        if let Some(Message::UpdateGraph(g)) = &mut m {
             let id = RequestId(g.request);
+            let in_parts = self.part_requests.remove(&id);
             let wants = matches!(self.requests.get(&id), Some(Pending::Wants { .. }));
-            if wants && self.resumable && self.session_token.is_some() {
-                self.unacked.insert(id, g.clone());
+            if (wants || in_parts) && self.resumable && self.session_token.is_some() {
+                if in_parts {
+                    // Nothing else may answer a part (its keys can all be
+                    // released before any event): its `ok` does.
+                    g.ack = Some(true);
+                }
+                let graph = g.clone();
+                self.unacked.insert(id, UnackedGraph { graph, in_parts });
             }
         }
         m

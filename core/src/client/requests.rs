@@ -16,6 +16,9 @@ use crate::Message;
 
 impl ClientSession {
     fn request_id(&mut self) -> RequestId {
+        // Releases queued so far go before the request: its reply then
+        // confirms them (see `unconfirmed_releases`).
+        self.flush_releases();
         let id = RequestId(self.next_request);
         self.next_request += 1;
         id
@@ -29,6 +32,10 @@ impl ClientSession {
     pub(super) fn flush_releases(&mut self) {
         if !self.to_release.is_empty() {
             let keys = std::mem::take(&mut self.to_release);
+            if self.resumable && self.session_token.is_some() {
+                self.unconfirmed_releases.extend(keys.iter().cloned());
+                self.release_watermark = self.next_request;
+            }
             self.transmit
                 .push_back(Message::ReleaseKeys(ReleaseKeys { keys }));
         }
@@ -148,6 +155,9 @@ impl ClientSession {
                     ack: None,
                 })
             });
+            if !self.is_closed() {
+                self.part_requests.insert(id);
+            }
         }
         for k in needed_later {
             self.release(k.as_str());

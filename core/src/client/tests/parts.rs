@@ -7,7 +7,7 @@ use crate::msgpack::Reader;
 
 /// A binary reduction over `leaves` leaves, leaves first (level by
 /// level), and its root.
-fn tree(leaves: usize) -> (Vec<TaskSpec>, Key) {
+pub(super) fn tree(leaves: usize) -> (Vec<TaskSpec>, Key) {
     let name = |level: u32, i: usize| Key::from(format!("t-{level}-{i}"));
     let mut tasks: Vec<TaskSpec> = (0..leaves)
         .map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[]))

@@ -4,6 +4,7 @@
 //! the session makes every held key lost.
 
 use super::*;
+use crate::messages::UpdateGraph;
 
 /// A resumable session whose dask/1.1 scheduler gave it session `token`.
 fn with_session(token: &str) -> ClientSession {
@@ -157,4 +158,112 @@ fn a_key_wanted_again_takes_the_event_of_the_want_a_restarted_scheduler_kept() {
         s.key_state(key.as_str()),
         Some(KeyState::Finished { .. })
     ));
+}
+
+/// The parts of a 64-leaf tree sent by a session with a token (split at
+/// 1000 bytes), and the keys wanted only for later parts.
+fn sent_in_parts(s: &mut ClientSession) -> (Vec<UpdateGraph>, Vec<Key>) {
+    let (tasks, root) = super::parts::tree(64);
+    s.set_submit_part_bytes(1000);
+    s.submit(tasks, vec![root.clone()]);
+    let mut parts = Vec::new();
+    let mut released = Vec::new();
+    for m in drain(s) {
+        match m {
+            Message::UpdateGraph(g) => parts.push(g),
+            Message::ReleaseKeys(r) => released.extend(r.keys),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(parts.len() >= 4, "{} parts", parts.len());
+    assert!(!released.is_empty());
+    (parts, released)
+}
+
+fn ok(request: u64) -> Message {
+    Message::OkReply(OkReply { request })
+}
+
+#[test]
+fn parts_not_acknowledged_go_again_as_sent_and_their_extra_wants_are_released_after() {
+    let mut s = with_session("s1");
+    let (parts, released) = sent_in_parts(&mut s);
+    // Parts ask for an ok: their keys may all be released before any event.
+    assert!(parts.iter().all(|p| p.ack == Some(true)));
+    // The second part's ok: it and the first were handled.
+    s.handle_message(ok(parts[1].request));
+    s.handle_close("killed");
+    s.resume(None);
+    let out = drain(&mut s);
+    assert!(matches!(&out[0], Message::Hello(h) if h.session.as_deref() == Some("s1")));
+    let again: Vec<&UpdateGraph> = out
+        .iter()
+        .filter_map(|m| match m {
+            Message::UpdateGraph(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<&UpdateGraph> = parts[2..].iter().collect();
+    assert_eq!(again, expected, "the parts after the ok, as sent");
+    // Then the keys wanted only for later parts, all of them: the first
+    // release was never confirmed, and the parts sent again want theirs.
+    let Some(Message::ReleaseKeys(r)) = out.last() else {
+        panic!("no release after the parts: {out:?}")
+    };
+    let mut expected = released;
+    expected.sort();
+    assert_eq!(r.keys, expected);
+    // A part's ok after the resume is taken; the root's event finishes it.
+    s.handle_message(reply("s1"));
+    for p in &parts[2..] {
+        s.handle_message(ok(p.request));
+    }
+    assert!(s.unacked.is_empty());
+    assert_eq!(s.key_state("t-6-0"), Some(&KeyState::Pending));
+}
+
+#[test]
+fn a_release_a_later_reply_confirmed_is_not_sent_again() {
+    for confirmed in [false, true] {
+        let mut s = with_session("s1");
+        let t = inc(&mut s, Value::from(1));
+        let key = t.key.clone();
+        let first = s.submit(vec![t], vec![key.clone()]);
+        drain(&mut s);
+        s.handle_message(Message::KeyFinished(KeyFinished {
+            key: key.clone(),
+            nbytes: 1,
+            request: Some(first.0),
+            value: None,
+        }));
+        s.release(key.as_str());
+        let info = s.cluster_info();
+        let out = drain(&mut s);
+        assert!(matches!(&out[0], Message::ReleaseKeys(_)), "{out:?}");
+        if confirmed {
+            // The scheduler answered a request sent after the release.
+            s.handle_message(Message::ErrorReport(ErrorReport {
+                code: 1000,
+                message: "x".into(),
+                fatal: false,
+                request: Some(info.0),
+                keys: None,
+            }));
+        }
+        s.handle_close("killed");
+        s.resume(None);
+        let out = drain(&mut s);
+        let releases: Vec<&Message> = out
+            .iter()
+            .filter(|m| matches!(m, Message::ReleaseKeys(_)))
+            .collect();
+        if confirmed {
+            assert!(releases.is_empty(), "{out:?}");
+        } else {
+            assert!(
+                matches!(releases[..], [Message::ReleaseKeys(r)] if r.keys == [key.clone()]),
+                "{out:?}"
+            );
+        }
+    }
 }
