@@ -80,6 +80,13 @@ export interface ConnectOptions {
    * else the file dask-scheduler created on this machine.
    */
   credentials?: string | false;
+  /**
+   * Milliseconds to connect again after losing a scheduler that keeps a
+   * journal, resuming the session (default 60000; 0: never).
+   */
+  reconnectTimeout?: number;
+  /** A graph over this many bytes of encoding goes as several messages (default 16 MiB). */
+  submitPartBytes?: number;
   /** TLS for a tls:// address: the cluster's CA (and a certificate, for a scheduler that requires one). */
   tls?: TlsFiles;
 }

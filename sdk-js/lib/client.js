@@ -23,6 +23,11 @@ const TERMINAL = new Set(['finished', 'erred', 'cancelled', 'lost', 'failed', 'r
 const TASK_OPTIONS = new Set(['key', 'kwargs', 'priority', 'retries', 'resources', 'workers']);
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 5_000;
+/** How long a lost connection is tried again (as the Rust client: 60 s). */
+const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
+const RECONNECT_RETRY_MS = 100;
+/** Times a gather cut by a lost connection is sent again once resumed. */
+const GATHER_RESUMED_ROUNDS_MAX = 3;
 
 // A Future dropped without release() still gives its reference back.
 const finalizer = new FinalizationRegistry(({ client, key }) => client._dropRef(key));
@@ -206,6 +211,13 @@ export class AsCompleted {
 export class Client {
   #wasm;
   #socket = null;
+  #target = null;
+  #tls = null;
+  #connectTimeout = DEFAULT_CONNECT_TIMEOUT_MS;
+  #reconnectTimeout;
+  #reconnecting = null;
+  #giveUpAt = null;
+  #resumeWaiters = [];
   #keys = new Map();
   #requests = new Map();
   #flushScheduled = false;
@@ -224,12 +236,17 @@ export class Client {
     /** The last non-fatal error the scheduler sent that named no request. */
     this.lastServerError = null;
     const secret = secretFor('client', options.credentials);
+    this.#reconnectTimeout = options.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_MS;
     this.#wasm = new WasmClient({
       name: this.name ?? undefined,
       seed: randomBytes(8).readBigUInt64LE(),
       client_secret: secret ?? undefined,
       nonce: secret ? randomBytes(32) : undefined,
       tls: address.startsWith('tls://'),
+      // The session survives a lost connection when its scheduler keeps a
+      // journal: this client connects again and resumes it.
+      resumable: this.#reconnectTimeout > 0,
+      part_bytes: options.submitPartBytes,
     });
   }
 
@@ -243,7 +260,17 @@ export class Client {
    * (`credentials`: a path, or false for none; else DASK_CREDENTIALS,
    * else the file dask-scheduler created on this machine); over TLS the
    * proofs are bound to the TLS session.
+   * A scheduler that keeps a journal (`dask-scheduler --journal DIR`)
+   * gives the client a session: when the connection is lost, the client
+   * connects again to the same address for `reconnectTimeout` ms (default
+   * 60 s; 0: never) and resumes the session, so its futures get their
+   * outcomes; requests cut by the loss (a gather) are sent again. If the
+   * scheduler kept no session, the futures end lost (LostError).
+   * A graph (one `submit` or `map`) of more than `submitPartBytes`
+   * (default 16 MiB of its encoding) goes as several messages, so no
+   * graph is too large for one (spec: "A graph larger than a frame").
    * @param {{name?: string, timeout?: number, credentials?: string | false,
+   *          reconnectTimeout?: number, submitPartBytes?: number,
    *          tls?: {caFile: string, certFile?: string, keyFile?: string}}} [options]
    *   timeout in ms (default 10 s); tls: Dask's files (the cluster's CA,
    *   and this client's certificate for a scheduler that requires one)
@@ -260,18 +287,24 @@ export class Client {
     return client;
   }
 
-  async #open({ host, port }, tls, timeout) {
+  async #open(target, tls, timeout) {
+    this.#target = target;
+    this.#tls = tls;
+    this.#connectTimeout = timeout;
+    const { host, port } = target;
     const socket = tls ? connectTls(tls, { host, port }) : net.connect({ host, port });
-    socket.setNoDelay(true);
-    this.#socket = socket;
     let failure = null;
-    this.#socketClosed = new Promise((resolve) => socket.once('close', resolve));
-    socket.on('data', (chunk) => {
-      if (!this.#wasm) return;
-      this.#wasm.receive(chunk);
-      this.#flush();
-    });
     let reached = false;
+    // Before the session hears of the close: a refused connect is named so.
+    socket.once('close', () => {
+      if (!this.#wasm || reached || !failure) return;
+      // Nothing was reached (refused, unreachable): not a lost connection.
+      this.#onConnected?.reject(new ConnectionError(`cannot connect to ${this.address}: ${failure.message}`));
+      this.#onConnected = null;
+    });
+    this.#attach(socket, (e) => {
+      failure = e;
+    });
     socket.once('connect', () => {
       reached = !tls;
     });
@@ -282,20 +315,6 @@ export class Client {
         this.#wasm?.channelBinding(channelBinding(socket));
       });
     }
-    socket.on('error', (e) => {
-      failure = tls ? new Error(explainTlsError(e)) : e;
-    });
-    socket.on('close', () => {
-      if (!this.#wasm) return;
-      if (!reached && failure) {
-        // Nothing was reached (refused, unreachable): not a lost connection.
-        this.#onConnected?.reject(new ConnectionError(`cannot connect to ${this.address}: ${failure.message}`));
-        this.#onConnected = null;
-      }
-      const by = this.id !== null ? 'the scheduler' : 'the peer';
-      this.#wasm.transportClosed(failure ? failure.message : `${by} closed the connection`);
-      this.#flush();
-    });
     const connected = new Promise((resolve, reject) => {
       this.#onConnected = { resolve, reject };
     });
@@ -308,9 +327,108 @@ export class Client {
     }
   }
 
-  /** Whether the session is open. */
+  /**
+   * Makes `socket` this client's connection: its bytes go to the session,
+   * its end tells the session (which may then want to reconnect).
+   * `onError` sees its error first.
+   */
+  #attach(socket, onError = () => {}) {
+    socket.setNoDelay(true);
+    this.#socket = socket;
+    this.#ended = false;
+    this.#socketClosed = new Promise((resolve) => socket.once('close', resolve));
+    let failure = null;
+    socket.on('data', (chunk) => {
+      if (!this.#wasm || socket !== this.#socket) return;
+      this.#wasm.receive(chunk);
+      this.#flush();
+    });
+    socket.on('error', (e) => {
+      failure = this.#tls ? new Error(explainTlsError(e)) : e;
+      onError(failure);
+    });
+    socket.on('close', () => {
+      if (!this.#wasm || socket !== this.#socket) return;
+      const by = this.id !== null ? 'the scheduler' : 'the peer';
+      this.#wasm.transportClosed(failure ? failure.message : `${by} closed the connection`);
+      this.#flush();
+    });
+  }
+
+  /**
+   * The connection was lost and the session can be resumed (its scheduler
+   * keeps a journal): connects again to the same address until
+   * `reconnectTimeout` ms have passed since the loss, and resumes the
+   * session on the first connection made; gives up (the session closes)
+   * after that. A resumed connection that fails before its handshake
+   * completes comes back here (the session wants to reconnect again).
+   */
+  #reconnect() {
+    if (this.#reconnecting) return;
+    this.#giveUpAt ??= Date.now() + this.#reconnectTimeout;
+    this.#reconnecting = this.#redial().finally(() => {
+      this.#reconnecting = null;
+    });
+  }
+
+  async #redial() {
+    const { host, port } = this.#target;
+    while (this.#wasm && this.#closedReason === null) {
+      const left = this.#giveUpAt - Date.now();
+      if (left <= 0) break;
+      const socket = await this.#dial(host, port, Math.min(left, this.#connectTimeout));
+      if (!this.#wasm || this.#closedReason !== null) {
+        socket?.destroy();
+        return;
+      }
+      if (socket) {
+        this.#wasm.command({ cmd: 'resume', nonce: randomBytes(32) });
+        // Before any bytes arrive: the proofs cover the binding.
+        if (this.#tls) this.#wasm.channelBinding(channelBinding(socket));
+        this.#attach(socket);
+        this.#flush();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_RETRY_MS));
+    }
+    if (this.#wasm && this.#closedReason === null) {
+      this.#wasm.command({ cmd: 'give_up' });
+      this.#flush();
+    }
+  }
+
+  /** A socket connected to host:port, or null when it could not be (within `timeout` ms). */
+  #dial(host, port, timeout) {
+    return new Promise((resolve) => {
+      const socket = this.#tls ? connectTls(this.#tls, { host, port }) : net.connect({ host, port });
+      const done = (ok) => {
+        clearTimeout(timer);
+        socket.removeAllListeners();
+        if (!ok) socket.destroy();
+        resolve(ok ? socket : null);
+      };
+      const timer = setTimeout(() => done(false), timeout);
+      socket.once(this.#tls ? 'secureConnect' : 'connect', () => done(true));
+      socket.once('error', () => done(false));
+      socket.once('close', () => done(false));
+    });
+  }
+
+  /** Resolves once the session is connected again, or closed. */
+  #resumed() {
+    if (!this.#wasm || this.#closedReason !== null || this.#giveUpAt === null) return Promise.resolve();
+    return new Promise((resolve) => this.#resumeWaiters.push(resolve));
+  }
+
+  #wakeResumeWaiters() {
+    const waiters = this.#resumeWaiters;
+    this.#resumeWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Whether the session is open (false while a lost connection is being resumed). */
   get connected() {
-    return this.#wasm !== null && this.#closedReason === null && this.id !== null;
+    return this.#wasm !== null && this.#closedReason === null && this.id !== null && this.#giveUpAt === null;
   }
 
   // ---- I/O ----------------------------------------------------------------
@@ -326,7 +444,7 @@ export class Client {
   #flush() {
     this.#flushScheduled = false;
     if (!this.#wasm) return;
-    const { transmit, events, close } = this.#wasm.drain();
+    const { transmit, events, close, reconnect } = this.#wasm.drain();
     if (transmit.length > 0 && this.#socket && !this.#socket.destroyed && !this.#ended) {
       this.#socket.write(transmit);
     }
@@ -335,14 +453,17 @@ export class Client {
       this.#ended = true;
       this.#socket.end();
     }
+    if (reconnect && this.#wasm) this.#reconnect();
   }
 
   #event(e) {
     switch (e.type) {
       case 'connected':
         this.id = e.client_id;
+        this.#giveUpAt = null;
         this.#onConnected?.resolve();
         this.#onConnected = null;
+        this.#wakeResumeWaiters();
         return;
       case 'key_waiting': {
         const rec = this.#keys.get(e.key);
@@ -354,6 +475,7 @@ export class Client {
       case 'key': {
         const rec = this.#keys.get(e.key);
         if (!rec) return;
+        // A finished key's `value` (dask/1.1 inline result) stays in info.
         rec.info = e;
         if (e.state !== 'pending') rec.waiting = null;
         if (TERMINAL.has(e.state)) {
@@ -386,6 +508,7 @@ export class Client {
         this.#closedReason = e.reason;
         this.#onConnected?.reject(new ConnectionError(`${this.address}: ${e.reason}`));
         this.#onConnected = null;
+        this.#wakeResumeWaiters();
         return;
       default: {
         const req = this.#requests.get(e.request);
@@ -478,9 +601,14 @@ export class Client {
     }
     const keys = [...new Set(futures.map((f) => f.key))];
     const data = {};
-    let asked = keys;
-    for (let round = 0; ; round++) {
-      const reply = await this.#request({ cmd: 'gather', keys: asked });
+    // dask/1.1 inline results: a small result came with key-finished.
+    for (const key of keys) {
+      const value = this.#keys.get(key)?.info.value;
+      if (value !== undefined) data[key] = value;
+    }
+    let asked = keys.filter((k) => data[k] === undefined);
+    for (let round = 0; asked.length > 0; round++) {
+      const reply = await this.#gather(asked);
       Object.assign(data, reply.data);
       // dask/1.1: a key lost with its holder and being computed again
       // (its status says so) is wanted again, waited for and asked again.
@@ -505,6 +633,26 @@ export class Client {
       decoded.set(key, raw ? bytes : decode(bytes, { exactFloats }));
     }
     return futures.map((f) => decoded.get(f.key));
+  }
+
+  /**
+   * A gather; one cut by a lost connection is sent again once the session
+   * is resumed (its keys checked first: they may have ended lost).
+   */
+  async #gather(keys) {
+    for (let round = 0; ; round++) {
+      try {
+        return await this.#request({ cmd: 'gather', keys });
+      } catch (e) {
+        if (!(e instanceof ConnectionError) || round === GATHER_RESUMED_ROUNDS_MAX) throw e;
+        await this.#resumed();
+        if (this.#closedReason !== null || !this.#wasm) throw e;
+        for (const key of keys) {
+          const error = errorOfState(key, await this._waitKey(key));
+          if (error) throw error;
+        }
+      }
+    }
   }
 
   // ---- the API ----------------------------------------------------------------
@@ -713,5 +861,6 @@ export class Client {
     }
     for (const [, req] of this.#requests) req.reject(new ConnectionError('the client is closed'));
     this.#requests.clear();
+    this.#wakeResumeWaiters();
   }
 }

@@ -21,10 +21,20 @@
 //! | `retain` | `key` | `{held}` |
 //! | `release` | `keys` | `{}` |
 //! | `close` | | `{}` |
+//! | `resume` | `[nonce]` (32 fresh random bytes, with a `client_secret`) | `{}` |
+//! | `give_up` | | `{}` |
 //!
 //! `keys` in a `submit` reply are the keys of `wanted` (default: each
 //! task's key, in order), one session reference each; `states` their state
 //! names right after (a key wanted again after it failed is pending anew).
+//!
+//! **Reconnection.** A driver made with `resumable: true` whose scheduler
+//! keeps a journal (it gave a session token) does not close when its
+//! socket does: `drain` says `reconnect: true`; JS connects again (to the
+//! same address) and sends `resume`, which queues a hello naming the
+//! session, or `give_up`, which closes the session (core's
+//! `ClientSession::resume`). A `resume` while no reconnect is wanted does
+//! nothing.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +49,10 @@ use crate::pack::{Command, MapWriter};
 /// One client connection's session, driven by JS.
 pub struct ClientDriver {
     session: ClientSession,
+    /// The client secret, for the proof of each resumed connection.
+    secret: Option<Secret>,
+    /// Whether the socket is TLS (the hello says so).
+    tls: bool,
 }
 
 impl ClientDriver {
@@ -48,13 +62,18 @@ impl ClientDriver {
     /// 32 fresh random bytes: then it proves the secret and requires the
     /// scheduler to prove it, dask/1.1 authentication; `tls`: the socket
     /// is TLS, the hello says so and JS gives the channel binding with
-    /// [`ClientDriver::channel_binding`]). The `hello` is queued.
+    /// [`ClientDriver::channel_binding`]; `resumable`: JS connects again
+    /// when `drain` says `reconnect`, see the module docs; `part_bytes`: a
+    /// graph larger than this goes as several `update-graph`s, default
+    /// 16 MiB, core's `SUBMIT_PART_BYTES`). The `hello` is queued.
     pub fn new(config: &[u8]) -> Result<ClientDriver, String> {
         let c = Command::parse(config)?;
         let name: Option<String> = c.field("name")?;
         let seed: u64 = c.field::<Option<u64>>("seed")?.unwrap_or(0);
         let secret: Option<Bin32> = c.field("client_secret")?;
         let tls = c.field::<Option<bool>>("tls")?.unwrap_or(false);
+        let resumable = c.field::<Option<bool>>("resumable")?.unwrap_or(false);
+        let part_bytes: Option<u64> = c.field("part_bytes")?;
         let auth = match secret {
             Some(secret) => {
                 let nonce: Bin32 = c
@@ -68,8 +87,16 @@ impl ClientDriver {
             }
             None => None,
         };
+        let secret = auth.as_ref().map(|a| a.secret.clone());
+        let mut session = ClientSession::with_auth(name, seed, auth);
+        session.set_resumable(resumable);
+        if let Some(bytes) = part_bytes {
+            session.set_submit_part_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
         Ok(ClientDriver {
-            session: ClientSession::with_auth(name, seed, auth),
+            session,
+            secret,
+            tls,
         })
     }
 
@@ -147,6 +174,27 @@ impl ClientDriver {
             }
             "close" => {
                 s.close();
+                MapWriter::new(&mut out, 0);
+            }
+            "resume" => {
+                let auth = match &self.secret {
+                    Some(secret) => {
+                        let nonce: Bin32 = c.field::<Option<Bin32>>("nonce")?.ok_or(
+                            "resuming with a client_secret needs a nonce (32 random bytes)",
+                        )?;
+                        Some(ClientAuth {
+                            secret: secret.clone(),
+                            nonce: nonce.0,
+                            tls: self.tls,
+                        })
+                    }
+                    None => None,
+                };
+                self.session.resume(auth);
+                MapWriter::new(&mut out, 0);
+            }
+            "give_up" => {
+                s.give_up();
                 MapWriter::new(&mut out, 0);
             }
             other => return Err(format!("unknown client command {other:?}")),
@@ -234,8 +282,10 @@ impl ClientDriver {
         self.session.handle_close(reason);
     }
 
-    /// Everything to do now: `{transmit: bin, events: [...], close: bool}`.
-    /// `close`: write `transmit`, then end the socket (the session is over).
+    /// Everything to do now: `{transmit: bin, events: [...], close: bool,
+    /// reconnect: bool}`. `close`: write `transmit`, then end the socket
+    /// (the session is over). `reconnect`: the connection was lost and the
+    /// session waits to be resumed on a new one (see the module docs).
     pub fn drain(&mut self) -> Vec<u8> {
         let transmit = self.session.transmit_bytes();
         let mut events = Vec::new();
@@ -245,13 +295,14 @@ impl ClientDriver {
             count += 1;
         }
         let mut out = Vec::with_capacity(transmit.len() + events.len() + 32);
-        MapWriter::new(&mut out, 3)
+        MapWriter::new(&mut out, 4)
             .with("transmit", |w| write::bin(w, &transmit))
             .with("events", |w| {
                 write::array_len(w, count);
                 w.extend_from_slice(&events);
             })
-            .bool("close", self.session.is_closed());
+            .bool("close", self.session.is_closed())
+            .bool("reconnect", self.session.wants_reconnect());
         out
     }
 
@@ -262,7 +313,13 @@ impl ClientDriver {
                     .str("type", "connected")
                     .wire("client_id", &client_id);
             }
-            ClientEvent::KeyUpdated { key, state } => write_key_event(w, &key, &state),
+            ClientEvent::KeyUpdated { key, state } => {
+                let inline = match state {
+                    KeyState::Finished { .. } => self.session.inline_result(key.as_str()),
+                    _ => None,
+                };
+                write_key_event(w, &key, &state, inline);
+            }
             ClientEvent::KeyWaiting { key, waiting } => {
                 MapWriter::new(w, 5)
                     .str("type", "key_waiting")
@@ -362,10 +419,13 @@ impl ClientDriver {
     }
 }
 
-/// `{type: "key", key, state, ...details}`.
-fn write_key_event(w: &mut Vec<u8>, key: &Key, state: &KeyState) {
+/// `{type: "key", key, state, ...details}`; a finished key's `value` (its
+/// msgpack bytes) when the scheduler sent it inline (dask/1.1): no gather
+/// is needed for it.
+fn write_key_event(w: &mut Vec<u8>, key: &Key, state: &KeyState, inline: Option<&RawValue>) {
     let details = match state {
         KeyState::Pending | KeyState::Cancelled => 0,
+        KeyState::Finished { .. } if inline.is_some() => 2,
         KeyState::Finished { .. } | KeyState::Lost { .. } => 1,
         KeyState::Failed(_) => 3,
         KeyState::Erred(_) => 4,
@@ -378,6 +438,9 @@ fn write_key_event(w: &mut Vec<u8>, key: &Key, state: &KeyState) {
         KeyState::Pending | KeyState::Cancelled => {}
         KeyState::Finished { nbytes } => {
             m.uint("nbytes", *nbytes);
+            if let Some(value) = inline {
+                m.with("value", |w| write::bin(w, value.as_bytes()));
+            }
         }
         KeyState::Erred(TaskFailure {
             error_type,
@@ -560,6 +623,71 @@ mod tests {
                 });
         });
         assert!(d.command(&bad_key).is_err());
+    }
+
+    #[test]
+    fn a_resumable_session_asks_to_reconnect_and_resumes_with_its_token() {
+        let config = command(|w| {
+            MapWriter::new(w, 2).uint("seed", 1).bool("resumable", true);
+        });
+        let mut d = ClientDriver::new(&config).unwrap();
+        drained(&mut d);
+        let mut reply = dask_core::handshake::offer(Role::Scheduler, None);
+        reply.id = Some(3);
+        reply.session = Some("t1".into());
+        d.receive(&frame(Message::Hello(reply)));
+        drained(&mut d);
+        d.transport_closed("reset");
+        let bytes = d.drain();
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(v["reconnect"].as_bool(), Some(true));
+        assert_eq!(v["close"].as_bool(), Some(false));
+        let resume = command(|w| {
+            MapWriter::new(w, 1).str("cmd", "resume");
+        });
+        d.command(&resume).unwrap();
+        let (out, _) = drained(&mut d);
+        assert!(
+            matches!(&out[..], [Message::Hello(h)] if h.session.as_deref() == Some("t1")),
+            "{out:?}"
+        );
+        // Giving up closes it.
+        d.transport_closed("refused");
+        let give_up = command(|w| {
+            MapWriter::new(w, 1).str("cmd", "give_up");
+        });
+        d.command(&give_up).unwrap();
+        let bytes = d.drain();
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(v["close"].as_bool(), Some(true));
+        assert_eq!(v["reconnect"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn a_finished_key_event_carries_its_inline_result() {
+        let mut d = connected();
+        let cmd = command(|w| {
+            MapWriter::new(w, 2)
+                .str("cmd", "submit")
+                .with("tasks", |w| {
+                    write::array_len(w, 1);
+                    MapWriter::new(w, 3)
+                        .str("function", "inc")
+                        .str("key", "k")
+                        .with("args", |w| write::array_len(w, 0));
+                });
+        });
+        d.command(&cmd).unwrap();
+        drained(&mut d);
+        d.receive(&frame(Message::KeyFinished(KeyFinished {
+            key: "k".into(),
+            nbytes: 1,
+            request: None,
+            value: Some(RawValue::from_bytes(vec![0x2a]).unwrap()),
+        })));
+        let (_, events) = drained(&mut d);
+        assert_eq!(events[0]["state"].as_str(), Some("finished"));
+        assert_eq!(events[0]["value"].as_slice(), Some(&[0x2a][..]));
     }
 
     #[test]

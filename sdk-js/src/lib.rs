@@ -29,7 +29,7 @@
 //! | `dask_client_receive` | handle, bytes | status |
 //! | `dask_client_channel_binding` | handle, binding (32 bytes) | status |
 //! | `dask_client_transport_closed` | handle, reason (UTF-8) | status |
-//! | `dask_client_drain` | handle | status; `{transmit, events, close}` |
+//! | `dask_client_drain` | handle | status; `{transmit, events, close, reconnect}` |
 //! | `dask_client_free` | handle | |
 //! | `dask_worker_new` | config | handle (0: failed) |
 //! | `dask_worker_accept` | handle, now_ms | connection number (0: refused) |

@@ -57,8 +57,10 @@ impl ClientSession {
             Message::KeyWaiting(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyFinished(m) => {
                 self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes });
-                if let Some(e) = self.keys.get_mut(&m.key) {
-                    e.inline = m.value;
+                // A key-finished sent again (after a resume) has no value:
+                // the one already had is kept.
+                if let (Some(e), Some(value)) = (self.keys.get_mut(&m.key), m.value) {
+                    e.inline = Some(value);
                 }
             }
             Message::KeyErred(m) => self.set_state(

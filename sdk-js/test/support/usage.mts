@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   await w.stop();
   const [s] = await client.scatter([new Float(2), 3n, new Map([[1, 'x']])]);
   await client.publishDataset('d', [s]);
-  const other: Client = await Client.connect(cluster.address, { timeout: 5000 });
+  const other: Client = await Client.connect(cluster.address, { timeout: 5000, reconnectTimeout: 0, submitPartBytes: 1 << 20 });
   const [d] = await other.getDataset('d');
   console.log(await other.listDatasets(), await other.whoHas([d]), d.status === 'finished');
   await other.close();

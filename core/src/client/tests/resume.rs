@@ -267,3 +267,31 @@ fn a_release_a_later_reply_confirmed_is_not_sent_again() {
         }
     }
 }
+
+#[test]
+fn an_inline_result_survives_the_events_sent_again_after_a_resume() {
+    let mut s = with_session("s1");
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    let first = s.submit(vec![t], vec![key.clone()]);
+    drain(&mut s);
+    let finished = |value: Option<RawValue>| {
+        Message::KeyFinished(KeyFinished {
+            key: key.clone(),
+            nbytes: 1,
+            request: Some(first.0),
+            value,
+        })
+    };
+    s.handle_message(finished(Some(RawValue::from_bytes(vec![0x02]).unwrap())));
+    s.handle_close("killed");
+    s.resume(None);
+    drain(&mut s);
+    s.handle_message(reply("s1"));
+    // The restarted scheduler keeps no result: its event has no value.
+    s.handle_message(finished(None));
+    assert_eq!(
+        s.inline_result(key.as_str()).map(RawValue::as_bytes),
+        Some(&[0x02][..])
+    );
+}
