@@ -180,7 +180,8 @@ function drawWorkers(s) {
   replaceBody(document.getElementById("workers"), s.workers.map((w) => {
     const running = w.executing ?? Math.min(w.processing, w.nthreads);
     const queued = w.ready ?? Math.max(0, w.processing - w.nthreads);
-    return el("tr", { "data-worker": w.name },
+    const paused = w.stuck ? "cannot-spill" : w.paused ? "paused" : "no";
+    return el("tr", { "data-worker": w.name, "data-paused": paused, "data-spilled": w.spilled_bytes ?? 0 },
       el("td", {}, el("a", { href: "#worker/" + w.id }, w.name)),
       el("td", {}, w.address), el("td", { class: "num" }, w.nthreads),
       el("td", { class: "num" }, running), el("td", { class: "num" }, queued),
@@ -296,6 +297,10 @@ async function poll() {
     latest = await api("api/v1/status");
     document.getElementById("stale").hidden = true;
     if (!document.getElementById("status-view").hidden) drawStatus(latest);
+    // A worker's page comes from the snapshot: drawn (again) with each one,
+    // so it is filled when opened before the first poll (a link, a reload).
+    const hash = decodeURIComponent(location.hash.slice(1));
+    if (hash.startsWith("worker/")) showWorker(hash.slice(7));
   } catch (e) {
     document.getElementById("stale").hidden = false;
   }
