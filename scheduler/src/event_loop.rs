@@ -396,19 +396,8 @@ impl EventLoop {
         s.totals.busy_seconds_total += took.as_secs_f64();
         s.busy_since_publish += took;
         s.longest_since_publish = s.longest_since_publish.max(took);
-        if took >= SLOW_EVENT {
-            self.logger.log(
-                &LogRecord::new(
-                    Level::Warn,
-                    "slow-event",
-                    format!(
-                        "the event loop was busy for {} ms in one wakeup: no peer was answered \
-                         meanwhile",
-                        took.as_millis()
-                    ),
-                )
-                .with("seconds", took.as_secs_f64()),
-            );
+        if let Some(record) = slow_event(took) {
+            self.logger.log(&record);
         }
     }
 
@@ -746,4 +735,33 @@ impl Drop for SchedulerHandle {
 /// The binary uses [`EventLoop`] directly to print the address in between.
 pub fn serve(config: SchedulerConfig, stop: Option<&AtomicBool>) -> io::Result<()> {
     EventLoop::bind(&config)?.run(stop)
+}
+
+/// The operator's line for a wakeup that took `took`, when that is at
+/// least [`SLOW_EVENT`].
+fn slow_event(took: Duration) -> Option<LogRecord> {
+    (took >= SLOW_EVENT).then(|| {
+        LogRecord::new(
+            Level::Warn,
+            "slow-event",
+            format!(
+                "the event loop was busy for {} ms in one wakeup: no peer was answered meanwhile",
+                took.as_millis()
+            ),
+        )
+        .with("seconds", took.as_secs_f64())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wakeup_of_a_second_or_more_is_one_warning_line() {
+        assert!(slow_event(SLOW_EVENT - Duration::from_millis(1)).is_none());
+        let record = slow_event(Duration::from_millis(1500)).expect("a slow wakeup");
+        assert_eq!((record.level, record.event), (Level::Warn, "slow-event"));
+        assert!(record.message.contains("1500 ms"), "{}", record.message);
+    }
 }

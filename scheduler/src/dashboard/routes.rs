@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tiny_http::{Header, Method, Request, Response};
 
-use super::{Access, QueryKind, Shared, STALE_AFTER};
+use super::{Access, Published, QueryKind, Shared, STALE_AFTER};
 
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
@@ -216,7 +216,12 @@ fn route(shared: &Shared, request: &Request) -> Reply {
 }
 
 fn health(shared: &Shared) -> Reply {
-    match shared.latest() {
+    health_of(shared.latest().as_deref())
+}
+
+/// `/health` with `latest` the last snapshot published, if any.
+fn health_of(latest: Option<&Published>) -> Reply {
+    match latest {
         Some(p) if p.at.is_some_and(|at| at.elapsed() < STALE_AFTER) => {
             text(200, "text/plain; charset=utf-8", "ok")
         }
@@ -315,6 +320,7 @@ fn serve(shared: &Shared, path: &str, pairs: &[(String, String)]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn urls_split_and_decode() {
@@ -326,6 +332,22 @@ mod tests {
         assert_eq!(query(&pairs, "bad"), Some("%zz"));
         assert_eq!(query(&pairs, "end"), Some("%4"));
         assert_eq!(percent_decode("%e2%82%ac+x"), "€ x");
+    }
+
+    #[test]
+    fn health_is_503_until_the_first_snapshot_and_once_the_loop_stops_publishing() {
+        let state = crate::SchedulerState::new(Default::default(), dask_core::Timestamp::ZERO);
+        let at = |ago: Duration| Published {
+            address: String::new(),
+            state: state.snapshot(),
+            event_loop: Default::default(),
+            at: Instant::now().checked_sub(ago),
+        };
+        assert_eq!(health_of(None).status_code().0, 503, "starting");
+        let fresh = at(Duration::from_secs(1));
+        assert_eq!(health_of(Some(&fresh)).status_code().0, 200);
+        let stuck = at(STALE_AFTER + Duration::from_secs(1));
+        assert_eq!(health_of(Some(&stuck)).status_code().0, 503, "a stuck loop");
     }
 
     #[test]

@@ -2046,6 +2046,15 @@ fn a_task_whose_workers_keep_dying_errs_with_killed_worker() {
         assert!(e.message.contains(name), "{name} not in {:?}", e.message);
     }
     assert!(!e.message.contains("polite"), "{:?}", e.message);
+    // The operator is told once, as is `/metrics`.
+    let killed: Vec<_> = std::iter::from_fn(|| sim.s.poll_log())
+        .filter(|l| l.event == "killed-worker")
+        .collect();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert!(
+        killed[0].message.starts_with("KilledWorker: ") && killed[0].message.contains("poison")
+    );
+    assert_eq!(sim.s.snapshot().counters.killed_worker_total, 1);
     // The erred tasks stay while the client wants `after`; a new worker
     // gets nothing.
     assert_eq!(

@@ -468,3 +468,27 @@ fn transfer_totals_add_up_over_workers_and_never_go_down_when_one_leaves() {
         "{text}"
     );
 }
+
+#[test]
+fn a_result_lost_with_its_only_worker_counts_in_its_groups_lost_total() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w1", &["inc"], 1);
+    let c = sim.client();
+    sim.submit(
+        c,
+        1,
+        vec![spec("x-1", "inc", vec![Value::from(1)])],
+        &["x-1"],
+    );
+    finish_in(&mut sim, w, "x-1", 10);
+    let lost = |sim: &Sim| {
+        let snap = sim.s.snapshot();
+        snap.groups
+            .iter()
+            .find(|g| g.name == "x")
+            .map(|g| (g.finished_total, g.lost_total))
+    };
+    assert_eq!(lost(&sim), Some((1, 0)));
+    sim.close(w);
+    assert_eq!(lost(&sim), Some((1, 1)), "its only copy went with w1");
+}
