@@ -913,3 +913,20 @@ fn info_json(address: &str, info: &ClusterInfoReply) -> serde_json::Value {
         "tasks": info.tasks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_says_done_of_total_errors_rate_and_elapsed_time() {
+        let line = |done, erred, secs| progress_line(done, 50, erred, Duration::from_secs(secs));
+        assert_eq!(line(12, 0, 4), "12/50 tasks, 3.0 tasks/s, 4 s elapsed");
+        assert_eq!(
+            line(12, 2, 4),
+            "12/50 tasks, 2 erred, 3.0 tasks/s, 4 s elapsed"
+        );
+        assert_eq!(line(50, 0, 125), "50/50 tasks, 0.4 tasks/s, 2:05 elapsed");
+        assert_eq!(line(0, 0, 0), "0/50 tasks, 0.0 tasks/s, 0 s elapsed");
+    }
+}

@@ -188,6 +188,21 @@ fn why_a_task_waits_names_what_is_missing() {
     assert_eq!(reason(&sim, "x-1"), None);
     assert_eq!(reason(&sim, "z-2"), Some("busy"));
     let _ = sim.recv(w);
+
+    // A task's page: where it runs, who waits on it; then its error.
+    let x = sim.s.task_detail("x-1").unwrap();
+    assert_eq!(x["state"], "processing");
+    assert_eq!(x["processing_on"]["name"], "small");
+    assert_eq!(x["dependents"]["count"], 1);
+    assert_eq!(x["dependents"]["shown"][0]["key"], "y-1");
+    sim.fail(w, "x-1", "no good");
+    let x = sim.s.task_detail("x-1").unwrap();
+    assert_eq!(x["state"], "erred");
+    assert_eq!(
+        (&x["error"]["type"], &x["error"]["message"]),
+        (&"ValueError".into(), &"no good".into())
+    );
+    assert_eq!(sim.s.task_detail("y-1").unwrap()["error"]["origin"], "x-1");
 }
 
 #[test]
