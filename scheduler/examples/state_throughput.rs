@@ -169,25 +169,19 @@ fn groups(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
     (tasks, wanted)
 }
 
-/// A binary tree reduction over `n` leaves (as bench's `tree` shape).
+/// A binary tree reduction over `n` leaves (as bench's `tree` shape; keys
+/// `tree-{level}-{i}`). An odd one out at a level is summed alone.
 fn tree(n: usize) -> (Vec<TaskSpec>, Vec<Key>) {
-    let name = |level: u32, i: usize| format!("tree-{level}-{i}");
     let mut tasks: Vec<TaskSpec> = (0..n)
-        .map(|i| spec(name(0, i), "inc", vec![rmpv::Value::from(i)]))
+        .map(|i| spec(format!("tree-0-{i}"), "inc", vec![rmpv::Value::from(i)]))
         .collect();
-    let (mut level, mut width) = (0, n);
-    while width > 1 {
-        for i in 0..width / 2 {
-            let args = vec![
-                task_ref_value(&name(level, 2 * i)),
-                task_ref_value(&name(level, 2 * i + 1)),
-            ];
-            tasks.push(spec(name(level + 1, i), "sum", args));
-        }
-        level += 1;
-        width /= 2;
-    }
-    (tasks, vec![name(level, 0).into()])
+    let leaves = tasks.iter().map(|t| t.key.clone()).collect();
+    let (sums, root) = dask_testkit::graphs::reduction(leaves, 2, |node| {
+        let key = format!("tree-{}-{}", node.depth, node.index);
+        spec(key, "sum", dask_testkit::graphs::refs(node.inputs))
+    });
+    tasks.extend(sums);
+    (tasks, vec![root])
 }
 
 fn spec(key: String, function: &str, args: Vec<rmpv::Value>) -> TaskSpec {

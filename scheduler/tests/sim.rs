@@ -10,6 +10,7 @@ use dask_core::client::{task_spec, ClientSession};
 use dask_core::messages::{CancelKeys, TaskSpec};
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue};
+use dask_testkit::graphs::tree_reduction;
 use dask_testkit::sim::{run_seeds, sleep_duration, Node, Sim};
 use rmpv::Value;
 
@@ -30,39 +31,6 @@ fn int(data: &std::collections::BTreeMap<Key, RawValue>, key: &str) -> i64 {
     value
         .as_i64()
         .unwrap_or_else(|| panic!("{key} = {value:?}"))
-}
-
-/// A tree reduction over `leaves` leaves: `inc(i)` for each, then `add`
-/// pairwise up to the root, key `sum`, whose value is `leaves * (leaves + 1) / 2`.
-fn tree(leaves: usize) -> Vec<TaskSpec> {
-    let mut tasks = Vec::new();
-    let mut level: Vec<String> = (0..leaves)
-        .map(|i| {
-            let key = format!("inc-{i}");
-            tasks.push(task(&key, "inc", vec![Value::from(i)], &[]));
-            key
-        })
-        .collect();
-    let mut depth = 0;
-    while level.len() > 1 {
-        depth += 1;
-        level = level
-            .chunks(2)
-            .enumerate()
-            .map(|(j, pair)| {
-                let key = if level.len() <= 2 {
-                    "sum".to_string()
-                } else {
-                    format!("add-{depth}-{j}")
-                };
-                let args = pair.iter().map(|k| task_ref_value(k)).collect();
-                let function = if pair.len() == 2 { "add" } else { "identity" };
-                tasks.push(task(&key, function, args, &[]));
-                key
-            })
-            .collect();
-    }
-    tasks
 }
 
 /// Leaves take 10 ms, reductions 1 ms.
@@ -235,7 +203,7 @@ fn a_graph_is_computed_across_three_workers() {
         let mut sim = cluster(seed, 3);
         tree_durations(&mut sim);
         let start = sim.now;
-        sim.submit(0, tree(LEAVES), &["sum"]);
+        sim.submit(0, tree_reduction("", LEAVES), &["sum"]);
         assert!(
             sim.run_until(|s| s.finished_key(0, "sum"), LIMIT),
             "seed {seed}"
@@ -279,7 +247,7 @@ fn a_graph_submitted_in_parts_by_the_client_session_runs_as_one() {
         // Its hello: the simulated client has said its own.
         while session.poll_transmit().is_some() {}
         session.set_submit_part_bytes(800);
-        let tasks = tree(LEAVES);
+        let tasks = tree_reduction("", LEAVES);
         let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
         session.submit(tasks, vec![Key::from("sum")]);
         let mut parts = 0;
@@ -312,7 +280,7 @@ fn a_worker_is_lost_mid_graph() {
     run_seeds(SEEDS, |seed| {
         let mut sim = cluster(seed, 3);
         tree_durations(&mut sim);
-        sim.submit(0, tree(LEAVES), &["sum"]);
+        sim.submit(0, tree_reduction("", LEAVES), &["sum"]);
         // Half the leaves have started, and w1 is running one: it dies.
         let midway = |s: &Sim| {
             let started: usize = s.workers.iter().map(|w| w.started.len()).sum();

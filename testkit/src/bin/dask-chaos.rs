@@ -42,6 +42,7 @@ use dask_core::messages::{Gather, Role, TaskSpec, UpdateGraph};
 use dask_core::msgpack::task_ref_value;
 use dask_core::Message;
 use dask_net::BlockingConn;
+use dask_testkit::graphs;
 use dask_testkit::home::DaskHome;
 use dask_testkit::process::{binary, memory_of, send_signal, Process, SIGCONT, SIGKILL, SIGSTOP};
 use dask_testkit::Rng;
@@ -436,36 +437,21 @@ impl Cluster {
 /// A tree reduction of `leaves` sleeping leaves (each returns its number)
 /// with fan-in 4; the root's expected value.
 fn tree(prefix: &str, leaves: usize, sleep: f64, offset: i64) -> (Vec<TaskSpec>, Key, i64) {
-    let mut tasks = Vec::new();
-    let mut level: Vec<Key> = (0..leaves)
+    let mut tasks: Vec<TaskSpec> = (0..leaves)
         .map(|i| {
             let key = Key::from(format!("{prefix}-leaf-{i}"));
-            let n = offset + i as i64;
-            tasks.push(task_spec(
-                key.clone(),
-                "sleep",
-                &[Value::from(sleep), Value::from(n)],
-                &[],
-            ));
-            key
+            let n = Value::from(offset + i as i64);
+            task_spec(key, "sleep", &[Value::from(sleep), n], &[])
         })
         .collect();
-    let mut depth = 0;
-    while level.len() > 1 {
-        depth += 1;
-        level = level
-            .chunks(4)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let key = Key::from(format!("{prefix}-sum-{depth}-{i}"));
-                let refs: Vec<Value> = chunk.iter().map(|k| task_ref_value(k.as_str())).collect();
-                tasks.push(task_spec(key.clone(), "sum", &[Value::Array(refs)], &[]));
-                key
-            })
-            .collect();
-    }
+    let keys = tasks.iter().map(|t| t.key.clone()).collect();
+    let (sums, root) = graphs::reduction(keys, 4, |n| {
+        let key = Key::from(format!("{prefix}-sum-{}-{}", n.depth, n.index));
+        task_spec(key, "sum", &[Value::Array(graphs::refs(n.inputs))], &[])
+    });
+    tasks.extend(sums);
     let expected = (0..leaves as i64).map(|i| offset + i).sum();
-    (tasks, level.remove(0), expected)
+    (tasks, root, expected)
 }
 
 /// Values moving between workers: `leaves` binaries of random sizes, the

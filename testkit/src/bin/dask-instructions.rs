@@ -28,6 +28,7 @@ use dask_core::messages::TaskSpec;
 use dask_core::msgpack::task_ref_value;
 use dask_core::Key;
 use dask_scheduler::SchedulerStateConfig;
+use dask_testkit::graphs;
 use dask_testkit::sim::Sim;
 use rmpv::Value;
 
@@ -88,24 +89,18 @@ fn graph(shape: &str) -> Option<(Vec<TaskSpec>, Vec<Key>)> {
             (tasks, wanted)
         }
         "tree" => {
-            let name = |level: u32, i: usize| key(format!("tree-{level}-{i}"));
-            let mut width = 1024;
-            let mut tasks: Vec<TaskSpec> = (0..width)
-                .map(|i| inc(name(0, i), Value::from(i)))
+            // Keys `tree-{level}-{i}`, as before it used the shared builder,
+            // so instruction counts compare across commits.
+            let mut tasks: Vec<TaskSpec> = (0..1024)
+                .map(|i| inc(key(format!("tree-0-{i}")), Value::from(i)))
                 .collect();
-            let mut level = 0;
-            while width > 1 {
-                for i in 0..width / 2 {
-                    let args = [
-                        task_ref_value(name(level, 2 * i).as_str()),
-                        task_ref_value(name(level, 2 * i + 1).as_str()),
-                    ];
-                    tasks.push(task_spec(name(level + 1, i), "add", &args, &[]));
-                }
-                level += 1;
-                width /= 2;
-            }
-            (tasks, vec![name(level, 0)])
+            let leaves = tasks.iter().map(|t| t.key.clone()).collect();
+            let (sums, root) = graphs::reduction(leaves, 2, |n| {
+                let name = key(format!("tree-{}-{}", n.depth, n.index));
+                task_spec(name, "add", &graphs::refs(n.inputs), &[])
+            });
+            tasks.extend(sums);
+            (tasks, vec![root])
         }
         "chain" => {
             let name = |i: usize| key(format!("chain-{i}"));
