@@ -182,6 +182,11 @@ try:
     check(paused == {"ws-1": "no", "ws-2": "no", "ws-full": "paused"}, f"who is paused: {paused}")
     spilled = rows.get("ws-full", {}).get("data-spilled")
     check(spilled == str(SMALLS * (SMALL_BYTES + 5)), f"ws-full's spilled bytes: {spilled}")
+    summary = [a for a in second.having("div", "data-spilled") if a.get("id") == "sum-memory"]
+    check(summary and summary[0]["data-spilled"] == str(SMALLS * (SMALL_BYTES + 5)),
+          f"the cluster's spilled bytes: {summary}")
+    check(any(t.strip() == "cluster memory, 2.0 MB spilled" for t in second.texts),
+          "the cluster memory says what is spilled")
     check(any(t.strip() == "paused" for t in second.texts), "the paused badge")
     check(any(t.strip().endswith("2.0 MB spilled") for t in second.texts),
           f"the spilled bytes, as people read them: {[t for t in second.texts if 'spilled' in t]}")

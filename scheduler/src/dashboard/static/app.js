@@ -63,14 +63,17 @@ function drawSummary(s) {
   const t = s.tasks;
   const threads = s.workers.reduce((a, w) => a + w.nthreads, 0);
   const active = t.waiting + t["no-worker"] + t.queued + t.processing;
-  const memory = s.memory_limit ? `${bytes(s.stored_bytes)} of ${bytes(s.memory_limit)}` : bytes(s.stored_bytes);
+  // In memory against the limits; what is spilled is held but not in memory.
+  const inMemory = Math.max(0, s.stored_bytes - s.spilled_bytes);
+  const memory = s.memory_limit ? `${bytes(inMemory)} of ${bytes(s.memory_limit)}` : bytes(inMemory);
+  const memoryLabel = s.spilled_bytes ? `cluster memory, ${bytes(s.spilled_bytes)} spilled` : "cluster memory";
   document.getElementById("summary").replaceChildren(
     el("div", { id: "sum-workers" }, el("b", {}, s.workers.length), `workers, ${threads} threads`),
     el("div", {}, el("b", {}, t.processing), "tasks on workers"),
     el("div", {}, el("b", {}, active), "tasks to do"),
     el("div", {}, el("b", {}, t.memory), "results in memory"),
     el("div", {}, el("b", {}, t.erred), "erred"),
-    el("div", {}, el("b", {}, memory), "cluster memory"),
+    el("div", { id: "sum-memory", "data-spilled": s.spilled_bytes }, el("b", {}, memory), memoryLabel),
     el("div", {}, el("b", {}, s.clients.length), "clients"),
   );
 }
