@@ -12,6 +12,15 @@
 //! against peers whose messages wait unread.
 //! The loop sleeps until the state's next deadline or an event: there is
 //! no fixed tick.
+//!
+//! What waits for the journal (`--journal`): the state's records go to the
+//! journal's writing thread ([`JournalWriter`]) as each wakeup ends, and
+//! the loop goes on without waiting for their `fdatasync`. A message to
+//! any peer but a registered worker (clients: acknowledgements, outcomes,
+//! replies) is held until every record appended before it is durable, and
+//! then sent, in order. Messages to workers are not held: what a worker
+//! does on a record a crash loses is either adopted when it lists what it
+//! holds, or dropped (see `state::durable`), and no client was told.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,6 +42,8 @@ use crate::dashboard::{
     Dashboard, DashboardConfig, DashboardLink, LoopStats, Published, QueryKind, PUBLISH_INTERVAL,
     QUERIES_PER_WAKEUP,
 };
+use crate::journal::holdback::Holdback;
+use crate::journal::writer::JournalWriter;
 use crate::journal::Journal;
 use crate::state::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
 
@@ -169,8 +180,10 @@ pub struct EventLoop {
     dashboard: Option<(Dashboard, DashboardLink)>,
     stats: LoopMeasures,
     /// The journal, with `--journal`: records are appended as the state
-    /// emits them and committed before each poll (which sends).
-    journal: Option<Journal>,
+    /// emits them and handed to its writing thread before each poll.
+    journal: Option<JournalWriter>,
+    /// Outputs waiting for the journal (see the module docs).
+    held: Holdback<SchedulerOutput>,
 }
 
 /// What the loop measures of itself between publications.
@@ -266,7 +279,10 @@ impl EventLoop {
         );
         let journal = match &config.journal {
             None => None,
-            Some(dir) => Some(open_journal(dir, &mut state, &config.logger)?),
+            Some(dir) => Some(JournalWriter::start(
+                open_journal(dir, &mut state, &config.logger)?,
+                reactor.waker(),
+            )?),
         };
         Ok(EventLoop {
             stopper: Stopper {
@@ -281,6 +297,7 @@ impl EventLoop {
             dashboard,
             stats: LoopMeasures::default(),
             journal,
+            held: Holdback::default(),
         })
     }
 
@@ -354,28 +371,34 @@ impl EventLoop {
         self.shut_down()
     }
 
-    /// Makes the records of this wakeup durable (before any of its
-    /// messages is sent), and compacts when the events outweigh the live
-    /// state. A failure stops the scheduler: it cannot keep its promise
-    /// that what it acknowledged survives a crash, so it acknowledges
-    /// nothing more (what this wakeup queued is never sent).
+    /// Hands the records of this wakeup to the journal's thread, compacts
+    /// when the events outweigh the live state, and sends what waited for
+    /// records that are durable now. A failure of the journal stops the
+    /// scheduler: it cannot keep its promise that what it acknowledged
+    /// survives a crash, so it acknowledges nothing more (what waits for
+    /// the journal is never sent).
     fn commit_journal(&mut self) -> io::Result<()> {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
-        let failed = |e: crate::journal::JournalError| {
-            io::Error::other(format!(
-                "{e}; stopping without sending what it could not make durable (restart on the \
-                 same --journal once the disk is fixed)"
-            ))
-        };
-        journal.commit().map_err(failed)?;
+        journal.submit();
         if journal.should_compact() {
-            journal
-                .compact(&self.state.journal_snapshot())
-                .map_err(failed)?;
+            journal.compact(self.state.journal_snapshot());
         }
+        journal.check().map_err(journal_failed)?;
+        self.send_durable();
         Ok(())
+    }
+
+    /// Sends the held outputs whose records are durable, in order.
+    fn send_durable(&mut self) {
+        let durable = self
+            .journal
+            .as_ref()
+            .map_or(u64::MAX, JournalWriter::durable);
+        while let Some(output) = self.held.release(durable) {
+            self.perform(output);
+        }
     }
 
     /// When the next snapshot is due (with a dashboard).
@@ -515,18 +538,38 @@ impl EventLoop {
         self.drain_outputs();
     }
 
-    /// Hands the state's outputs to the reactor.
+    /// Hands the state's outputs to the reactor, or to the journal; holds
+    /// what must wait for the journal (see the module docs).
     fn drain_outputs(&mut self) {
         while let Some(output) = self.state.poll_output() {
-            match output {
-                SchedulerOutput::Send(conn, message) => self.send(conn, &message),
-                SchedulerOutput::Close(conn) => self.reactor.close(conn),
-                SchedulerOutput::Journal(record) => {
-                    if let Some(journal) = &mut self.journal {
-                        journal.append(&record);
+            let Some(journal) = &mut self.journal else {
+                self.perform(output);
+                continue;
+            };
+            let conn = match &output {
+                SchedulerOutput::Journal(_) => {
+                    if let SchedulerOutput::Journal(record) = output {
+                        journal.append(record);
                     }
+                    continue;
                 }
+                SchedulerOutput::Send(conn, _) | SchedulerOutput::Close(conn) => *conn,
+            };
+            let to_worker = self.state.is_worker_conn(conn);
+            let (appended, durable) = (journal.appended(), journal.durable());
+            if let Some(output) = self.held.admit(conn, output, appended, durable, to_worker) {
+                self.perform(output);
             }
+        }
+    }
+
+    /// Sends or closes now.
+    fn perform(&mut self, output: SchedulerOutput) {
+        match output {
+            SchedulerOutput::Send(conn, message) => self.send(conn, &message),
+            SchedulerOutput::Close(conn) => self.reactor.close(conn),
+            // Only without a journal (`drain_outputs` keeps them otherwise).
+            SchedulerOutput::Journal(_) => {}
         }
     }
 
@@ -545,7 +588,10 @@ impl EventLoop {
         let now = Instant::now();
         self.state.handle_shutdown(self.clock.at(now));
         self.drain_outputs();
-        self.commit_journal()?;
+        if let Some(journal) = self.journal.take() {
+            journal.finish().map_err(journal_failed)?;
+        }
+        self.send_durable();
         self.write_logs();
         if let Some((dashboard, _)) = self.dashboard.take() {
             dashboard.stop();
@@ -554,6 +600,14 @@ impl EventLoop {
         self.reactor.close_all(now + SHUTDOWN_LINGER);
         Ok(())
     }
+}
+
+/// The error that ends the loop when the journal cannot be written.
+fn journal_failed(e: crate::journal::JournalError) -> io::Error {
+    io::Error::other(format!(
+        "{e}; stopping without sending what it could not make durable (restart on the same \
+         --journal once the disk is fixed)"
+    ))
 }
 
 /// Why the journal cannot be used (inside the `io::Error` that

@@ -883,6 +883,12 @@ impl SchedulerState {
         self.finish_event();
     }
 
+    /// Whether `conn` is a registered worker's connection (the journal
+    /// holds back messages to every other peer until it is durable).
+    pub fn is_worker_conn(&self, conn: ConnId) -> bool {
+        self.worker_by_conn.contains_key(&conn)
+    }
+
     /// The next thing for the event loop to do.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<SchedulerOutput> {

@@ -93,9 +93,14 @@ pub struct RestoreSummary {
 }
 
 impl SchedulerState {
+    /// Whether records are emitted (journaling, and not replaying).
+    pub(crate) fn journaling(&self) -> bool {
+        self.config.journal && !self.durable.quiet
+    }
+
     /// Emits `record` when journaling (and not replaying).
     pub(crate) fn journal(&mut self, record: impl FnOnce(&Self) -> JournalRecord) {
-        if self.config.journal && !self.durable.quiet {
+        if self.journaling() {
             let bytes = record(self).encode();
             self.out.push_back(SchedulerOutput::Journal(bytes));
         }

@@ -575,11 +575,13 @@ impl SchedulerState {
     ) {
         self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
         self.add_replica(t, w);
-        self.journal(|s| {
-            let name = s.workers.get(w.0).map(|x| x.name.clone());
-            let task = &s.tasks[t.0];
-            JournalRecord::finished(task.key.clone(), task.nbytes, name.into_iter().collect())
-        });
+        if self.journaling() {
+            let task = &self.tasks[t.0];
+            let holder = self.workers.get(w.0).map(|x| x.name.as_str());
+            let mut record = Vec::with_capacity(48 + task.key.0.len());
+            JournalRecord::encode_finished(&mut record, &task.key, task.nbytes, holder);
+            self.out.push_back(SchedulerOutput::Journal(record));
+        }
         self.notify_finished(t, inline);
         let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
         for y in dependents {
