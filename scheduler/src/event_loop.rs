@@ -269,10 +269,7 @@ impl EventLoop {
                     nonce_seed: dask_net::credentials::nonce(),
                 }),
                 journal: config.journal.is_some(),
-                session_seed: {
-                    let n = dask_net::credentials::nonce();
-                    u64::from_le_bytes([n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]])
-                },
+                session_seed: dask_net::credentials::nonce(),
                 ..SchedulerStateConfig::default()
             },
             clock.now(),

@@ -206,8 +206,10 @@ pub struct SchedulerStateConfig {
     /// Emit [`SchedulerOutput::Journal`] records of every change a client
     /// may rely on (see [`durable`]). Default false.
     pub journal: bool,
-    /// Seeds client session tokens (the edge gives a random one).
-    pub session_seed: u64,
+    /// Key of client session tokens (the edge gives 32 random bytes):
+    /// tokens are HMAC-SHA256 of a count under it, so a client that knows
+    /// its own token learns nothing of another's.
+    pub session_seed: [u8; 32],
     /// After a restore, placement waits at most this long for the workers
     /// the journal named as holders. Default
     /// [`RESTORE_WORKER_WAIT_DEFAULT`].
@@ -257,7 +259,7 @@ impl Default for SchedulerStateConfig {
             auth: None,
             spill_failed_timeout: SPILL_FAILED_TIMEOUT_DEFAULT,
             journal: false,
-            session_seed: 0,
+            session_seed: [0; 32],
             restore_worker_wait: RESTORE_WORKER_WAIT_DEFAULT,
             client_grace: CLIENT_GRACE_DEFAULT,
         }
@@ -477,6 +479,21 @@ pub(crate) struct TaskRare {
     pub(crate) lost_on: Vec<String>,
     /// Why it is erred, while it is.
     pub(crate) error: Option<Arc<TaskError>>,
+}
+
+impl TaskRare {
+    /// One more worker lost while the task ran on it (`""`: a count
+    /// restored without its name).
+    pub(crate) fn count_lost_worker(&mut self, worker: &str) {
+        self.suspicious = self.suspicious.saturating_add(1);
+        if worker.is_empty() {
+            return;
+        }
+        if self.lost_on.len() == KILLED_WORKER_NAMES_MAX {
+            self.lost_on.remove(0);
+        }
+        self.lost_on.push(worker.to_string());
+    }
 }
 
 /// A task's [`TaskRare`] when it has none.
@@ -1003,8 +1020,10 @@ impl SchedulerState {
                         }
                     }
                 }
-                self.admit(conn, negotiated.peer_role);
+                // The reply first: admitting a client that resumes its
+                // session sends the events of its wants.
                 self.send(conn, Message::Hello(reply));
+                self.admit(conn, negotiated.peer_role);
             }
         }
     }
@@ -1456,13 +1475,10 @@ impl SchedulerState {
     /// `KilledWorker` (and so is everything waiting for it).
     fn count_lost_worker(&mut self, t: TaskId, worker: &str) -> bool {
         let allowed = self.config.allowed_failures;
+        self.journal(|s| JournalRecord::lost(s.tasks[t.0].key.clone(), worker));
         let task = &mut self.tasks[t.0];
         let rare = task.rare.get_or_insert_with(Box::default);
-        rare.suspicious = rare.suspicious.saturating_add(1);
-        if rare.lost_on.len() == KILLED_WORKER_NAMES_MAX {
-            rare.lost_on.remove(0);
-        }
-        rare.lost_on.push(worker.to_string());
+        rare.count_lost_worker(worker);
         if rare.suspicious <= allowed {
             return false;
         }

@@ -19,10 +19,12 @@
 //! | `finished`  | `task-finished`  | a result in memory, on `holders`                 |
 //! | `erred`     | `task-erred`     | a task failed for good                           |
 //! | `gone`      | `close`          | a client session ended (its wants dropped)       |
+//! | `retried`   | `task-erred`     | a task failed and used one of its retries        |
+//! | `lost`      | `key-lost`       | a task was processing on a worker that was lost (`holders`: its name) |
 //!
 //! A snapshot is a sequence of records, each as `u32 LE length | record`.
 
-use dask_core::messages::{Close, TaskErred, TaskFinished};
+use dask_core::messages::{Close, KeyLost, TaskErred, TaskFinished};
 use dask_core::msgpack::{write, Reader, WriteBuf};
 use dask_core::Message;
 
@@ -58,10 +60,14 @@ pub enum RecordKind {
     Erred,
     /// A client session ended.
     Gone,
+    /// A task failed and used one of its retries.
+    Retried,
+    /// A worker was lost while a task was processing on it.
+    Lost,
 }
 
 impl RecordKind {
-    const ALL: [(RecordKind, &'static str); 8] = [
+    const ALL: [(RecordKind, &'static str); 10] = [
         (RecordKind::Graph, "graph"),
         (RecordKind::Release, "release"),
         (RecordKind::Cancel, "cancel"),
@@ -70,6 +76,8 @@ impl RecordKind {
         (RecordKind::Finished, "finished"),
         (RecordKind::Erred, "erred"),
         (RecordKind::Gone, "gone"),
+        (RecordKind::Retried, "retried"),
+        (RecordKind::Lost, "lost"),
     ];
 
     /// Its name in the record.
@@ -141,6 +149,25 @@ impl JournalRecord {
         JournalRecord::new(RecordKind::Erred, "", Message::TaskErred(m))
     }
 
+    /// Task `key` was processing on worker `worker` (`""`: not named)
+    /// when that worker was lost.
+    pub fn lost(key: dask_core::Key, worker: &str) -> JournalRecord {
+        JournalRecord {
+            kind: RecordKind::Lost,
+            session: String::new(),
+            holders: if worker.is_empty() {
+                Vec::new()
+            } else {
+                vec![worker.to_owned()]
+            },
+            message: Message::KeyLost(KeyLost {
+                key,
+                message: "its worker was lost while it ran".into(),
+                request: None,
+            }),
+        }
+    }
+
     /// A client session ended.
     pub fn gone(session: &str) -> JournalRecord {
         JournalRecord::new(
@@ -202,6 +229,8 @@ impl JournalRecord {
             RecordKind::Finished => "task-finished",
             RecordKind::Erred => "task-erred",
             RecordKind::Gone => "close",
+            RecordKind::Retried => "task-erred",
+            RecordKind::Lost => "key-lost",
         };
         if message.op() != expected {
             return Err(format!(
@@ -263,6 +292,7 @@ mod tests {
                 }),
             ),
             JournalRecord::gone("s1"),
+            JournalRecord::lost(Key::from("y"), "w2"),
         ];
         let mut snapshot = Vec::new();
         for r in &records {

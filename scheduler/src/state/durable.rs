@@ -6,7 +6,9 @@
 //!
 //! Records ([`crate::journal::record`]): accepted graphs and wants,
 //! releases, cancels, dataset changes, task outcomes (finished, with the
-//! worker holding the result; failed for good), client sessions ended. A
+//! worker holding the result; failed for good), retries used and workers
+//! lost while a task ran (so a restart gives no fresh tries), client
+//! sessions ended. A
 //! compaction snapshot ([`SchedulerState::journal_snapshot`]) writes the
 //! live state as the same records, so one replay path reads both.
 //!
@@ -36,6 +38,8 @@ use dask_core::messages::{
     CancelKeys, PublishDataset, ReleaseKeys, TaskErred, TaskSpec, UnpublishDataset, UpdateGraph,
 };
 
+use dask_core::auth::NonceSource;
+
 use super::*;
 use crate::journal::record::{push_snapshot_record, snapshot_records, JournalRecord, RecordKind};
 
@@ -53,7 +57,8 @@ pub(crate) struct Durable {
     quiet: bool,
     /// Session token of each client, connected or detached.
     pub(crate) sessions: HashMap<String, ConnId>,
-    next_session: u64,
+    /// Makes session tokens (from `SchedulerStateConfig::session_seed`).
+    session_tokens: Option<NonceSource>,
     next_detached: u64,
     /// When detached sessions end, if any are left.
     detached_until: Option<Timestamp>,
@@ -128,24 +133,21 @@ impl SchedulerState {
         self.clients.get(&conn).map_or("", |c| c.session.as_str())
     }
 
-    /// A new session token: 128 bits from the configured seed and a count
-    /// (SplitMix64), as hex. Not a secret: a client proves who it is with
-    /// the cluster's credentials; the token says which session it was.
+    /// A new session token: 128 bits of HMAC-SHA256 under the configured
+    /// key of a count, as hex. A client proves who it is with the
+    /// cluster's credentials; the token says which session it was, and
+    /// knowing one's own token gives no other (an earlier scheme, an
+    /// invertible mix of a 64-bit seed, gave them all away).
     pub(crate) fn new_session_token(&mut self) -> String {
-        let mix = |x: u64| {
-            let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
         let seed = self.config.session_seed;
+        let source = self
+            .durable
+            .session_tokens
+            .get_or_insert_with(|| NonceSource::new(seed));
         loop {
-            let n = self.durable.next_session;
-            self.durable.next_session += 1;
-            let a = mix(seed ^ mix(2 * n));
-            let b = mix(seed.rotate_left(17) ^ mix(2 * n + 1));
-            let token = format!("{a:016x}{b:016x}");
-            // A restored session may hold one (the same seed, restarted).
+            let bytes = source.next_nonce();
+            let token: String = bytes[..16].iter().map(|b| format!("{b:02x}")).collect();
+            // A restored session may hold one (the same key, restarted).
             if !self.durable.sessions.contains_key(&token) {
                 return token;
             }
@@ -367,6 +369,18 @@ impl SchedulerState {
                     }
                 }
             }
+            (RecordKind::Retried, Message::TaskErred(m)) => {
+                if let Some(t) = self.task_id(&m.key) {
+                    let rare = self.tasks[t.0].rare_mut();
+                    rare.retries_left = rare.retries_left.saturating_sub(1);
+                }
+            }
+            (RecordKind::Lost, Message::KeyLost(m)) => {
+                if let Some(t) = self.task_id(&m.key) {
+                    let worker = holders.first().map_or("", String::as_str);
+                    self.tasks[t.0].rare_mut().count_lost_worker(worker);
+                }
+            }
             (RecordKind::Gone, _) => {
                 if let Some(&conn) = self.durable.sessions.get(&session) {
                     self.remove_client(conn);
@@ -572,6 +586,16 @@ impl SchedulerState {
         for (i, task) in &self.tasks {
             if unjournaled.contains(&TaskId(i)) {
                 continue;
+            }
+            // Lost workers count against the task (KilledWorker); names
+            // beyond the kept ones are counts without a name.
+            let rare = task.rare();
+            let unnamed = (rare.suspicious as usize).saturating_sub(rare.lost_on.len());
+            for _ in 0..unnamed {
+                push(&JournalRecord::lost(task.key.clone(), ""));
+            }
+            for name in &rare.lost_on {
+                push(&JournalRecord::lost(task.key.clone(), name));
             }
             match task.state {
                 TaskState::Memory => {

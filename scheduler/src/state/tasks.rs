@@ -605,6 +605,13 @@ impl SchedulerState {
         }
         if self.tasks[t.0].rare().retries_left > 0 {
             self.tasks[t.0].rare_mut().retries_left -= 1;
+            self.journal(|_| {
+                JournalRecord::new(
+                    crate::journal::record::RecordKind::Retried,
+                    "",
+                    Message::TaskErred(m.clone()),
+                )
+            });
             self.reevaluate(t);
         } else {
             self.observe

@@ -328,3 +328,180 @@ fn a_record_that_cannot_be_read_is_refused_naming_it() {
     let e = sim.s.restore(None, &events).unwrap_err();
     assert!(e.starts_with("event record 2 after the snapshot"), "{e}");
 }
+
+/// A client that names `session` in its hello (to resume it): the
+/// session token of the reply, and the keys it was told finished.
+fn client_resuming(sim: &mut Sim, session: &str) -> (ConnId, Option<String>, Vec<String>) {
+    let c = sim.connect();
+    let mut hello = handshake::offer(Role::Client, None);
+    hello.features = Some(Vec::new());
+    hello.session = Some(session.to_owned());
+    sim.send(c, hello);
+    let got = sim.recv(c);
+    let done = finished(&got).into_iter().map(str::to_owned).collect();
+    match got.first() {
+        Some(Message::Hello(h)) => (c, h.session.clone(), done),
+        _ => panic!("{got:?}"),
+    }
+}
+
+#[test]
+fn a_session_in_use_cannot_be_taken_by_another_client_that_names_it() {
+    let mut sim = journaling();
+    let w = sim.worker("w1", &["inc"], 1);
+    let owner = sim.client();
+    sim.submit(owner, 1, chain(), &["z"]);
+    let token = sim.s.session_of(owner).to_owned();
+    // Another client (it holds the cluster's credentials) names the token
+    // while its owner is connected: it gets a session of its own.
+    let (thief, told, _) = client_resuming(&mut sim, &token);
+    assert!(told.as_ref().is_some_and(|t| *t != token), "{told:?}");
+    assert_eq!(sim.s.session_of(owner), token);
+    for key in ["x", "y", "z"] {
+        sim.finish(w, key, 8);
+    }
+    assert!(sim.recv(thief).is_empty(), "the thief hears nothing of it");
+    assert_eq!(finished(&sim.recv(owner)), ["z"]);
+
+    // After a restart the owner resumes first; a second claim is refused
+    // the same way, and the owner keeps the outcomes.
+    let mut new = restart(&sim);
+    worker_holding(&mut new, "w1", &[("x", 8), ("y", 8), ("z", 8)]);
+    let (back, told, done) = client_resuming(&mut new, &token);
+    assert_eq!(told.as_deref(), Some(token.as_str()), "the owner resumes");
+    assert_eq!(done, ["z"]);
+    let (thief, told, done) = client_resuming(&mut new, &token);
+    assert!(told.as_ref().is_some_and(|t| *t != token), "{told:?}");
+    assert!(done.is_empty(), "the thief is told nothing: {done:?}");
+    assert_eq!(new.s.session_of(back), token);
+    assert!(new.recv(thief).is_empty());
+}
+
+/// SplitMix64's finalizer and its inverse: the token scheme before this
+/// one, `mix(seed ^ mix(2n))`, let a client recover the seed from its own
+/// token and compute everyone else's.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unsplitmix(z: u64) -> u64 {
+    let unshift = |y: u64, s: u32| (0..64 / s + 1).fold(y, |x, _| y ^ (x >> s));
+    // Inverse of an odd multiplier mod 2^64 by Newton's iteration.
+    let inverse = |a: u64| {
+        (0..6).fold(a, |x, _| {
+            x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)))
+        })
+    };
+    let mut x = unshift(z, 31);
+    x = unshift(x.wrapping_mul(inverse(0x94D0_49BB_1331_11EB)), 27);
+    x = unshift(x.wrapping_mul(inverse(0xBF58_476D_1CE4_E5B9)), 30);
+    x.wrapping_sub(0x9E37_79B9_7F4A_7C15)
+}
+
+#[test]
+fn a_client_cannot_compute_another_clients_token_from_its_own() {
+    assert_eq!(unsplitmix(splitmix(12345)), 12345, "the attack's inverse");
+    let mut sim = Sim::with_config(SchedulerStateConfig {
+        journal: true,
+        session_seed: [7; 32],
+        ..SchedulerStateConfig::default()
+    });
+    let mine = sim.client();
+    let other = sim.client();
+    let mine = sim.s.session_of(mine).to_owned();
+    let other = sim.s.session_of(other).to_owned();
+    assert_eq!(mine.len(), 32);
+    // The attack on the old scheme: recover the seed from the first half
+    // of one's own token at each plausible count, predict the next token.
+    let a = u64::from_str_radix(&mine[..16], 16).unwrap();
+    for n in 0..64u64 {
+        let seed = unsplitmix(a) ^ splitmix(2 * n);
+        let predicted = format!("{:016x}", splitmix(seed ^ splitmix(2 * (n + 1))));
+        assert_ne!(
+            predicted,
+            other[..16],
+            "the token of session {} was predicted",
+            n + 1
+        );
+    }
+    // Another key, other tokens.
+    let mut elsewhere = Sim::with_config(SchedulerStateConfig {
+        journal: true,
+        session_seed: [8; 32],
+        ..SchedulerStateConfig::default()
+    });
+    let c = elsewhere.client();
+    assert_ne!(elsewhere.s.session_of(c), mine);
+}
+
+#[test]
+fn retries_used_and_workers_lost_before_a_crash_still_count_after_it() {
+    let mut sim = journaling();
+    let c = sim.client();
+    let mut flaky = spec("flaky", "f", vec![]);
+    flaky.retries = Some(2);
+    sim.submit(
+        c,
+        1,
+        vec![flaky, spec("poison", "f", vec![])],
+        &["flaky", "poison"],
+    );
+    // flaky fails once (a retry used); poison's worker is lost twice.
+    let w = sim.worker("w0", &["f"], 2);
+    assert_eq!(compute_keys(&sim.recv(w)).len(), 2);
+    sim.fail(w, "flaky", "boom");
+    sim.close(w);
+    let w = sim.worker("w1", &["f"], 2);
+    assert_eq!(compute_keys(&sim.recv(w)).len(), 2);
+    sim.close(w);
+    let snapshot = sim.s.journal_snapshot();
+    let token = sim.s.session_of(c).to_owned();
+
+    for (how, mut new) in [
+        ("records", restart(&sim)),
+        ("snapshot", {
+            let mut new = journaling();
+            new.now = sim.now;
+            new.s.restore(Some(&snapshot), &[]).expect("restore");
+            new
+        }),
+    ] {
+        // One retry left for flaky: one more failure is retried, the next
+        // is final. One more lost worker for poison is allowed (3), the
+        // next errs it with KilledWorker.
+        for round in 0..2 {
+            let w = new.worker(&format!("v{round}"), &["f"], 2);
+            let mut computing = compute_keys(&new.recv(w))
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            computing.sort();
+            assert_eq!(computing, ["flaky", "poison"], "{how}, round {round}");
+            new.fail(w, "flaky", "boom again");
+            new.close(w);
+        }
+        // The client comes back and hears the outcomes.
+        let back = new.connect();
+        let mut hello = handshake::offer(Role::Client, None);
+        hello.features = Some(Vec::new());
+        hello.session = Some(token.clone());
+        new.send(back, hello);
+        let got = new.recv(back);
+        let mut erred: Vec<(&str, &str)> = got
+            .iter()
+            .filter_map(|m| match m {
+                Message::KeyErred(e) => Some((e.key.as_str(), e.error_type.as_str())),
+                _ => None,
+            })
+            .collect();
+        erred.sort();
+        assert_eq!(
+            erred,
+            [("flaky", "ValueError"), ("poison", "KilledWorker")],
+            "{how}: {got:?}"
+        );
+    }
+}
