@@ -668,8 +668,8 @@ fn open_journal(
                 summary.workers_awaited,
                 if summary.graphs_dropped > 0 {
                     format!(
-                        "; {} graphs not restored (they used scattered data, which is not \
-                         journaled)",
+                        "; {} graphs not restored (they referred to keys the journal did not \
+                         know)",
                         summary.graphs_dropped
                     )
                 } else {

@@ -21,10 +21,11 @@
 //! | `gone`      | `close`          | a client session ended (its wants dropped)       |
 //! | `retried`   | `task-erred`     | a task failed and used one of its retries        |
 //! | `lost`      | `key-lost`       | a task was processing on a worker that was lost (`holders`: its name) |
+//! | `scattered` | `key-finished`   | scattered data stored on `holders`, wanted by the session (the event its client was told) |
 //!
 //! A snapshot is a sequence of records, each as `u32 LE length | record`.
 
-use dask_core::messages::{Close, KeyLost, TaskErred, TaskFinished};
+use dask_core::messages::{Close, KeyFinished, KeyLost, TaskErred, TaskFinished};
 use dask_core::msgpack::{write, Reader, WriteBuf};
 use dask_core::Message;
 
@@ -64,10 +65,12 @@ pub enum RecordKind {
     Retried,
     /// A worker was lost while a task was processing on it.
     Lost,
+    /// Scattered data stored on workers.
+    Scattered,
 }
 
 impl RecordKind {
-    const ALL: [(RecordKind, &'static str); 10] = [
+    const ALL: [(RecordKind, &'static str); 11] = [
         (RecordKind::Graph, "graph"),
         (RecordKind::Release, "release"),
         (RecordKind::Cancel, "cancel"),
@@ -78,6 +81,7 @@ impl RecordKind {
         (RecordKind::Gone, "gone"),
         (RecordKind::Retried, "retried"),
         (RecordKind::Lost, "lost"),
+        (RecordKind::Scattered, "scattered"),
     ];
 
     /// Its name in the record.
@@ -168,6 +172,29 @@ impl JournalRecord {
         }
     }
 
+    /// Scattered data `key` of `nbytes` stored on `holders`, wanted by
+    /// `session` under `request` (the scatter's).
+    pub fn scattered(
+        session: &str,
+        key: dask_core::Key,
+        nbytes: u64,
+        request: u64,
+        holders: Vec<String>,
+    ) -> JournalRecord {
+        JournalRecord {
+            kind: RecordKind::Scattered,
+            session: session.to_owned(),
+            holders,
+            message: Message::KeyFinished(KeyFinished {
+                key,
+                nbytes,
+                request: Some(request),
+                // The journal keeps where data is, never the data.
+                value: None,
+            }),
+        }
+    }
+
     /// A client session ended.
     pub fn gone(session: &str) -> JournalRecord {
         JournalRecord::new(
@@ -231,6 +258,7 @@ impl JournalRecord {
             RecordKind::Gone => "close",
             RecordKind::Retried => "task-erred",
             RecordKind::Lost => "key-lost",
+            RecordKind::Scattered => "key-finished",
         };
         if message.op() != expected {
             return Err(format!(
@@ -293,6 +321,7 @@ mod tests {
             ),
             JournalRecord::gone("s1"),
             JournalRecord::lost(Key::from("y"), "w2"),
+            JournalRecord::scattered("s1", Key::from("d"), 3, 7, vec!["w1".into()]),
         ];
         let mut snapshot = Vec::new();
         for r in &records {

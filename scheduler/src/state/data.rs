@@ -316,18 +316,42 @@ impl SchedulerState {
         if s.stored.is_empty() {
             return self.scatter_lost(&s, key.clone(), s.failure);
         }
-        let order = self.next_order;
-        self.next_order += 1;
-        let mut task = Task::new(key.clone(), None, TaskState::Memory, order);
-        task.group = self.observe.task_added(key.as_str(), TaskState::Memory);
-        task.nbytes = s.nbytes;
-        let t = TaskId(self.tasks.insert(task));
-        self.key_index.insert(&self.tasks, t);
-        for w in s.stored {
+        let t = self.add_scattered(key.clone(), s.nbytes);
+        for &w in &s.stored {
             self.add_replica(t, w);
         }
+        self.journal(|st| {
+            let holders = s
+                .stored
+                .iter()
+                .filter_map(|w| st.workers.get(w.0))
+                .map(|w| w.name.clone())
+                .collect();
+            JournalRecord::scattered(
+                st.session_of(s.client),
+                key.clone(),
+                s.nbytes,
+                s.request,
+                holders,
+            )
+        });
         self.add_want(s.client, t, s.request);
+    }
+
+    /// A task for scattered data `key` of `nbytes`, in memory (its holders
+    /// are the caller's to add).
+    pub(crate) fn add_scattered(&mut self, key: Key, nbytes: u64) -> TaskId {
+        let order = self.next_order;
+        self.next_order += 1;
+        let mut task = Task::new(key, None, TaskState::Memory, order);
+        task.group = self
+            .observe
+            .task_added(task.key.as_str(), TaskState::Memory);
+        task.nbytes = nbytes;
+        let t = TaskId(self.tasks.insert(task));
+        self.key_index.insert(&self.tasks, t);
         self.to_check.push(t);
+        t
     }
 
     pub(crate) fn data_stored(&mut self, w: WorkerIdx, m: DataStored) {

@@ -28,11 +28,13 @@
 //!   that ran it dropped it when it lost the scheduler, so no late result
 //!   of that run is ever heard; a result it finished meanwhile is listed
 //!   as held and adopted.
-//! - Scattered data is not journaled: it comes back only if listed as
-//!   held by a worker whose task it matches, which it never does, and a
-//!   graph that refers to it is not restored.
+//! - Scattered data comes back as a task in memory on no worker yet,
+//!   awaiting the workers that stored it (its `scattered` record names
+//!   them); one that lists it gives it a holder again. If none does before
+//!   placement starts, it is lost for good (`KeyLost`), as when its last
+//!   holder dies.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use dask_core::messages::{
     CancelKeys, PublishDataset, ReleaseKeys, TaskErred, TaskSpec, UnpublishDataset, UpdateGraph,
@@ -92,8 +94,8 @@ pub struct RestoreSummary {
     pub results: usize,
     /// Workers named as holders, awaited before placement starts.
     pub workers_awaited: usize,
-    /// Graphs that could not be accepted again (they referred to
-    /// scattered data, which is not journaled).
+    /// Graphs that could not be accepted again (they referred to keys
+    /// the journal did not know).
     pub graphs_dropped: usize,
 }
 
@@ -223,7 +225,36 @@ impl SchedulerState {
     /// hold, so a result last known elsewhere is gone (computed again when
     /// needed).
     fn end_hold(&mut self) {
-        self.durable.restoring = None;
+        let Some(restoring) = self.durable.restoring.take() else {
+            return;
+        };
+        // Scattered data no worker brought back cannot be computed.
+        let mut unheld: Vec<TaskId> = restoring
+            .last_known
+            .keys()
+            .filter_map(|key| self.task_id(key))
+            .filter(|&t| self.awaits_holder(t))
+            .collect();
+        unheld.sort();
+        for t in unheld {
+            self.lose_data(t);
+        }
+    }
+
+    /// Whether a restore awaits the workers that held scattered `key`
+    /// (in memory on none of them yet).
+    pub(crate) fn restore_awaits_holder(&self, key: &Key) -> bool {
+        self.durable
+            .restoring
+            .as_ref()
+            .is_some_and(|r| r.last_known.contains_key(key))
+    }
+
+    /// Whether `t` is scattered data restored in memory that no worker
+    /// holds yet (only while a restore awaits its workers).
+    pub(crate) fn awaits_holder(&self, t: TaskId) -> bool {
+        let task = &self.tasks[t.0];
+        task.def.is_none() && task.state == TaskState::Memory && task.who_has.is_empty()
     }
 
     /// Quiet: nothing more is journaled (the scheduler is shutting down:
@@ -293,8 +324,10 @@ impl SchedulerState {
         if !restoring.awaited.is_empty() {
             restoring.hold_until = Some(now + self.config.restore_worker_wait);
         }
-        if restoring.hold_until.is_some() {
-            self.durable.restoring = Some(restoring);
+        let held = restoring.hold_until.is_some();
+        self.durable.restoring = Some(restoring);
+        if !held {
+            self.end_hold();
         }
         if summary.sessions > 0 {
             self.durable.detached_until = Some(now + self.config.client_grace);
@@ -381,6 +414,14 @@ impl SchedulerState {
                     self.tasks[t.0].rare_mut().count_lost_worker(worker);
                 }
             }
+            (RecordKind::Scattered, Message::KeyFinished(m)) if self.task_id(&m.key).is_none() => {
+                let conn = self.detached_client(&session);
+                let t = self.add_scattered(m.key.clone(), m.nbytes);
+                self.add_want(conn, t, m.request.unwrap_or(0));
+                if let Some(r) = self.durable.restoring.as_mut() {
+                    r.last_known.insert(m.key, (m.nbytes, holders));
+                }
+            }
             (RecordKind::Gone, _) => {
                 if let Some(&conn) = self.durable.sessions.get(&session) {
                     self.remove_client(conn);
@@ -438,6 +479,11 @@ impl SchedulerState {
                     if let Some(error) = task.rare().error.clone() {
                         let m = self.error_event(t, &error, self.want_request(conn, t));
                         self.send(conn, m);
+                        // Lost data: told once, the want ends (as for a
+                        // connected client in `mark_erred`).
+                        if error.lost {
+                            self.remove_want(conn, t);
+                        }
                     }
                 }
                 _ => {}
@@ -465,7 +511,12 @@ impl SchedulerState {
             };
             let task = &self.tasks[t.0];
             match task.state {
-                TaskState::Memory => self.add_replica(t, w),
+                TaskState::Memory => {
+                    if let Some(r) = self.durable.restoring.as_mut() {
+                        r.last_known.remove(&key);
+                    }
+                    self.add_replica(t, w);
+                }
                 TaskState::Erred => self.free_on(w, key),
                 _ if task.def.is_none() => self.free_on(w, key),
                 _ => {
@@ -490,31 +541,47 @@ impl SchedulerState {
 
     // ---- snapshot ---------------------------------------------------------
 
+    /// The holders a restore last knew for `key` (none when not restoring).
+    fn last_known_holders(&self, key: &Key) -> Vec<String> {
+        self.durable
+            .restoring
+            .as_ref()
+            .and_then(|r| r.last_known.get(key))
+            .map(|(_, holders)| holders.clone())
+            .unwrap_or_default()
+    }
+
     /// The live state as journal records (see the module docs): what a
     /// compaction writes.
     pub fn journal_snapshot(&self) -> Vec<u8> {
         let mut snapshot = Vec::new();
         let mut push = |r: &JournalRecord| push_snapshot_record(&mut snapshot, r);
-        // Tasks that depend on scattered data cannot be defined again.
-        let mut unjournaled: HashSet<TaskId> = HashSet::new();
-        let mut stack: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.def.is_none())
-            .map(|(i, _)| TaskId(i))
-            .collect();
-        while let Some(t) = stack.pop() {
-            if unjournaled.insert(t) {
-                stack.extend(self.tasks[t.0].dependents.iter());
+        // Scattered data first: the graph may refer to it.
+        for (_, task) in &self.tasks {
+            if task.def.is_some() || task.state != TaskState::Memory {
+                continue;
             }
+            let holders = if task.who_has.is_empty() {
+                self.last_known_holders(&task.key)
+            } else {
+                task.who_has
+                    .iter()
+                    .filter_map(|w| self.workers.get(w.0))
+                    .map(|w| w.name.clone())
+                    .collect()
+            };
+            push(&JournalRecord::scattered(
+                SNAPSHOT_SESSION,
+                task.key.clone(),
+                task.nbytes,
+                0,
+                holders,
+            ));
         }
         let mut specs = Vec::new();
         let mut wanted = Vec::new();
-        for (i, task) in &self.tasks {
+        for (_, task) in &self.tasks {
             let Some(def) = &task.def else { continue };
-            if unjournaled.contains(&TaskId(i)) {
-                continue;
-            }
             specs.push(TaskSpec {
                 key: task.key.clone(),
                 function: def.function.to_string(),
@@ -547,10 +614,8 @@ impl SchedulerState {
         for (_, client) in clients {
             let mut by_request: BTreeMap<u64, Vec<Key>> = BTreeMap::new();
             for (t, want) in &client.wants {
-                if !unjournaled.contains(t) {
-                    let key = self.tasks[t.0].key.clone();
-                    by_request.entry(want.request).or_default().push(key);
-                }
+                let key = self.tasks[t.0].key.clone();
+                by_request.entry(want.request).or_default().push(key);
             }
             for (request, keys) in by_request {
                 push(&JournalRecord::new(
@@ -561,11 +626,7 @@ impl SchedulerState {
             }
         }
         for (name, ids) in &self.datasets {
-            let keys: Vec<Key> = ids
-                .iter()
-                .filter(|t| !unjournaled.contains(t))
-                .map(|t| self.tasks[t.0].key.clone())
-                .collect();
+            let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
             push(&JournalRecord::new(
                 RecordKind::Put,
                 "",
@@ -583,10 +644,7 @@ impl SchedulerState {
             Message::ReleaseKeys(ReleaseKeys { keys: wanted }),
         ));
         push(&JournalRecord::gone(SNAPSHOT_SESSION));
-        for (i, task) in &self.tasks {
-            if unjournaled.contains(&TaskId(i)) {
-                continue;
-            }
+        for (_, task) in &self.tasks {
             // Lost workers count against the task (KilledWorker); names
             // beyond the kept ones are counts without a name.
             let rare = task.rare();
@@ -598,6 +656,8 @@ impl SchedulerState {
                 push(&JournalRecord::lost(task.key.clone(), name));
             }
             match task.state {
+                // Scattered data: its record came first.
+                TaskState::Memory if task.def.is_none() => {}
                 TaskState::Memory => {
                     let holders = task
                         .who_has

@@ -179,14 +179,15 @@ impl SchedulerState {
         let task = &mut self.tasks[t.0];
         task.who_has.clear();
         task.rare_mut().error = Some(error.clone());
-        let clients = if error.lost {
-            std::mem::take(&mut task.wanted_by)
-        } else {
-            task.wanted_by.clone()
-        };
+        let clients = task.wanted_by.clone();
+        // A detached session (after a restore) keeps its want of lost data
+        // until its client comes back and hears of it (`reattach`).
+        if error.lost {
+            task.wanted_by.retain(|&c| Self::is_detached(c));
+        }
         for c in clients {
             let m = self.error_event(t, &error, self.want_request(c, t));
-            if error.lost {
+            if error.lost && !Self::is_detached(c) {
                 if let Some(client) = self.clients.get_mut(&c) {
                     client.wants.remove(&t);
                 }

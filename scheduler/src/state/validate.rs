@@ -320,13 +320,16 @@ impl SchedulerState {
                 );
             }
             TaskState::Memory => {
-                ensure!(!task.who_has.is_empty(), "in memory nowhere");
+                ensure!(
+                    !task.who_has.is_empty() || self.restore_awaits_holder(&task.key),
+                    "in memory nowhere"
+                );
                 ensure!(needed, "in memory but nothing needs it");
             }
             TaskState::Erred => {
                 let error = task.rare().error.as_ref().ok_or("erred without an error")?;
                 ensure!(
-                    !error.lost || task.wanted_by.is_empty(),
+                    !error.lost || task.wanted_by.iter().all(|&c| Self::is_detached(c)),
                     "lost and still wanted by a client"
                 );
                 ensure!(

@@ -505,3 +505,106 @@ fn retries_used_and_workers_lost_before_a_crash_still_count_after_it() {
         );
     }
 }
+
+/// Client `c` scatters `key` to worker `w`, which stores it.
+fn scatter_to(sim: &mut Sim, c: ConnId, w: ConnId, key: &str) {
+    sim.send(
+        c,
+        Scatter {
+            request: 7,
+            data: [(Key::from(key), raw(Value::from(41)))].into(),
+            workers: None,
+            broadcast: None,
+            ack: None,
+        },
+    );
+    let got = sim.recv(w);
+    let [Message::PutData(put)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    sim.send(
+        w,
+        DataStored {
+            request: put.request,
+            nbytes: [(Key::from(key), 3)].into(),
+        },
+    );
+    assert_eq!(finished(&sim.recv(c)), [key]);
+}
+
+#[test]
+fn a_graph_on_scattered_data_is_restored_and_the_data_adopted_from_its_worker() {
+    let mut sim = journaling();
+    let w = sim.worker("w1", &["inc"], 1);
+    let c = sim.client();
+    scatter_to(&mut sim, c, w, "d");
+    sim.submit(c, 1, vec![spec("t", "inc", vec![r("d")])], &["t"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["t"]);
+    let token = sim.s.session_of(c).to_owned();
+    let snapshot = sim.s.journal_snapshot();
+
+    for (how, mut new) in [
+        ("records", restart(&sim)),
+        ("snapshot", {
+            let mut new = journaling();
+            new.now = sim.now;
+            new.s.restore(Some(&snapshot), &[]).expect("restore");
+            new
+        }),
+    ] {
+        assert_eq!(new.state("d"), Some("memory"), "{how}");
+        assert!(new.state("t").is_some(), "{how}: the graph is back");
+        // Another worker does not run t while w1, which holds d, may come.
+        let v = new.worker("w2", &["inc"], 1);
+        assert!(compute_keys(&new.recv(v)).is_empty(), "{how}");
+        let w = worker_holding(&mut new, "w1", &[("d", 3)]);
+        let (on_w, on_v) = (new.recv(w), new.recv(v));
+        let on = match (&compute_keys(&on_w)[..], &compute_keys(&on_v)[..]) {
+            (["t"], []) => w,
+            ([], ["t"]) => v,
+            placed => panic!("{how}: {placed:?}"),
+        };
+        new.finish(on, "t", 8);
+        // The client comes back for both its keys.
+        let back = new.connect();
+        let mut hello = handshake::offer(Role::Client, None);
+        hello.features = Some(Vec::new());
+        hello.session = Some(token.clone());
+        new.send(back, hello);
+        let got = new.recv(back);
+        let mut done = finished(&got);
+        done.sort();
+        assert_eq!(done, ["d", "t"], "{how}: {got:?}");
+    }
+}
+
+#[test]
+fn scattered_data_whose_worker_never_comes_back_is_lost_after_the_restore_wait() {
+    let mut sim = journaling();
+    let w = sim.worker("w1", &["inc"], 1);
+    let c = sim.client();
+    scatter_to(&mut sim, c, w, "d");
+    sim.submit(c, 1, vec![spec("t", "inc", vec![r("d")])], &["t"]);
+    let token = sim.s.session_of(c).to_owned();
+    let mut new = restart(&sim);
+    let v = new.worker("w2", &["inc"], 1);
+    new.advance(RESTORE_WORKER_WAIT_DEFAULT);
+    assert!(compute_keys(&new.recv(v)).is_empty(), "t cannot run");
+    // Its client comes back and hears that both keys are lost.
+    let back = new.connect();
+    let mut hello = handshake::offer(Role::Client, None);
+    hello.features = Some(Vec::new());
+    hello.session = Some(token);
+    new.send(back, hello);
+    let got = new.recv(back);
+    let mut lost: Vec<&str> = got
+        .iter()
+        .filter_map(|m| match m {
+            Message::KeyLost(l) => Some(l.key.as_str()),
+            _ => None,
+        })
+        .collect();
+    lost.sort();
+    assert_eq!(lost, ["d", "t"], "{got:?}");
+    assert_eq!(new.s.task_count(), 0, "told once, then forgotten");
+}
