@@ -206,6 +206,53 @@ fn crashes_at_random_moments_restart_cleanly() {
 }
 
 #[test]
+fn a_graph_on_scattered_data_survives_a_crash_and_the_data_is_not_sent_again() {
+    let home = DaskHome::new();
+    let journal = temp_dir("scatter");
+    let port = free_port();
+    let mut scheduler = start_scheduler(&home, &journal, port);
+    let address = scheduler.address.clone();
+    let _worker = start_worker(&home, &address, 0);
+    let client = Client::connect_with(&address, home.client_options()).expect("client");
+    wait_for("the worker", || {
+        client.workers().map(|w| w.len()).unwrap_or(0) == 1
+    });
+    let data = client.scatter(vec![Value::from(41)]).expect("scattered");
+    let d = data[0].key().as_str().to_owned();
+    // A graph on it that is still running when the scheduler dies.
+    let tasks = vec![
+        task_spec(
+            Key::from("slow"),
+            "sleep",
+            &[Value::from(1.0), dask_core::msgpack::task_ref_value(&d)],
+            &[],
+        ),
+        task_spec(
+            Key::from("plus-one"),
+            "inc",
+            &[dask_core::msgpack::task_ref_value("slow")],
+            &[],
+        ),
+    ];
+    let futures = client.submit_tasks(tasks, vec![Key::from("plus-one")]);
+    client.wait_accepted().expect("the graph accepted");
+    scheduler.process.kill();
+    let scheduler = start_scheduler(&home, &journal, port);
+
+    // The worker kept the data and lists it; the client resubmits nothing.
+    let got = futures[0]
+        .result_timeout(PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}; scheduler log:\n{}", scheduler.process.log()));
+    assert_eq!(got.as_u64(), Some(42));
+    let again = client
+        .gather(&data)
+        .expect("the scattered data, after the restart");
+    assert_eq!(again, [Value::from(41)]);
+    client.close();
+    let _ = std::fs::remove_dir_all(&journal);
+}
+
+#[test]
 fn a_journal_cut_at_random_offsets_restarts_cleanly() {
     let home = DaskHome::new();
     let journal = temp_dir("torn");
