@@ -321,18 +321,12 @@ impl SchedulerState {
             self.add_replica(t, w);
         }
         self.journal(|st| {
-            let holders = s
-                .stored
-                .iter()
-                .filter_map(|w| st.workers.get(w.0))
-                .map(|w| w.name.clone())
-                .collect();
             JournalRecord::scattered(
                 st.session_of(s.client),
                 key.clone(),
                 s.nbytes,
                 s.request,
-                holders,
+                st.worker_names(&s.stored),
             )
         });
         self.add_want(s.client, t, s.request);

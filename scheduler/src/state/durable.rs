@@ -541,6 +541,14 @@ impl SchedulerState {
 
     // ---- snapshot ---------------------------------------------------------
 
+    /// The names of workers `ws` (records name workers, not indexes).
+    pub(crate) fn worker_names(&self, ws: &[WorkerIdx]) -> Vec<String> {
+        ws.iter()
+            .filter_map(|w| self.workers.get(w.0))
+            .map(|w| w.name.clone())
+            .collect()
+    }
+
     /// The holders a restore last knew for `key` (none when not restoring).
     fn last_known_holders(&self, key: &Key) -> Vec<String> {
         self.durable
@@ -564,11 +572,7 @@ impl SchedulerState {
             let holders = if task.who_has.is_empty() {
                 self.last_known_holders(&task.key)
             } else {
-                task.who_has
-                    .iter()
-                    .filter_map(|w| self.workers.get(w.0))
-                    .map(|w| w.name.clone())
-                    .collect()
+                self.worker_names(&task.who_has)
             };
             push(&JournalRecord::scattered(
                 SNAPSHOT_SESSION,
@@ -659,12 +663,7 @@ impl SchedulerState {
                 // Scattered data: its record came first.
                 TaskState::Memory if task.def.is_none() => {}
                 TaskState::Memory => {
-                    let holders = task
-                        .who_has
-                        .iter()
-                        .filter_map(|w| self.workers.get(w.0))
-                        .map(|w| w.name.clone())
-                        .collect();
+                    let holders = self.worker_names(&task.who_has);
                     push(&JournalRecord::finished(
                         task.key.clone(),
                         task.nbytes,

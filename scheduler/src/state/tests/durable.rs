@@ -329,15 +329,22 @@ fn a_record_that_cannot_be_read_is_refused_naming_it() {
     assert!(e.starts_with("event record 2 after the snapshot"), "{e}");
 }
 
-/// A client that names `session` in its hello (to resume it): the
-/// session token of the reply, and the keys it was told finished.
-fn client_resuming(sim: &mut Sim, session: &str) -> (ConnId, Option<String>, Vec<String>) {
+/// A client that names `session` in its hello (to resume it): its
+/// connection and everything it was sent.
+fn resume(sim: &mut Sim, session: &str) -> (ConnId, Vec<Message>) {
     let c = sim.connect();
     let mut hello = handshake::offer(Role::Client, None);
     hello.features = Some(Vec::new());
     hello.session = Some(session.to_owned());
     sim.send(c, hello);
     let got = sim.recv(c);
+    (c, got)
+}
+
+/// [`resume`]: the session token of the reply, and the keys it was told
+/// finished.
+fn client_resuming(sim: &mut Sim, session: &str) -> (ConnId, Option<String>, Vec<String>) {
+    let (c, got) = resume(sim, session);
     let done = finished(&got).into_iter().map(str::to_owned).collect();
     match got.first() {
         Some(Message::Hello(h)) => (c, h.session.clone(), done),
@@ -484,12 +491,7 @@ fn retries_used_and_workers_lost_before_a_crash_still_count_after_it() {
             new.close(w);
         }
         // The client comes back and hears the outcomes.
-        let back = new.connect();
-        let mut hello = handshake::offer(Role::Client, None);
-        hello.features = Some(Vec::new());
-        hello.session = Some(token.clone());
-        new.send(back, hello);
-        let got = new.recv(back);
+        let (_, got) = resume(&mut new, &token);
         let mut erred: Vec<(&str, &str)> = got
             .iter()
             .filter_map(|m| match m {
@@ -566,12 +568,7 @@ fn a_graph_on_scattered_data_is_restored_and_the_data_adopted_from_its_worker() 
         };
         new.finish(on, "t", 8);
         // The client comes back for both its keys.
-        let back = new.connect();
-        let mut hello = handshake::offer(Role::Client, None);
-        hello.features = Some(Vec::new());
-        hello.session = Some(token.clone());
-        new.send(back, hello);
-        let got = new.recv(back);
+        let (_, got) = resume(&mut new, &token);
         let mut done = finished(&got);
         done.sort();
         assert_eq!(done, ["d", "t"], "{how}: {got:?}");
@@ -591,12 +588,7 @@ fn scattered_data_whose_worker_never_comes_back_is_lost_after_the_restore_wait()
     new.advance(RESTORE_WORKER_WAIT_DEFAULT);
     assert!(compute_keys(&new.recv(v)).is_empty(), "t cannot run");
     // Its client comes back and hears that both keys are lost.
-    let back = new.connect();
-    let mut hello = handshake::offer(Role::Client, None);
-    hello.features = Some(Vec::new());
-    hello.session = Some(token);
-    new.send(back, hello);
-    let got = new.recv(back);
+    let (_, got) = resume(&mut new, &token);
     let mut lost: Vec<&str> = got
         .iter()
         .filter_map(|m| match m {
