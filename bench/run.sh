@@ -5,7 +5,8 @@
 #   bench/run.sh --quick    a tenth of the sizes
 #   bench/run.sh --no-dask  dask-rs only
 #   bench/run.sh --tls      dask-rs over TLS (with auth, as always): beside a plain run, the cost of TLS
-#   bench/run.sh --journal  the scheduler keeps a journal (--journal): beside a plain run, its cost
+#   bench/run.sh --journal  the scheduler keeps a journal (--journal) for every shape (without it, the
+#                           table's journal columns still run independent and tree on a journaling cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh

@@ -15,8 +15,10 @@
 //! scheduler once a second while the shapes run (`observers.rs`): run it
 //! beside a run without for what watching the scheduler costs. With
 //! `--journal` the scheduler keeps a journal (`dask-scheduler --journal`,
-//! in the temporary home, on this machine's disk): run it beside a plain
-//! run for the cost of the journal (`bench/run.sh --no-dask --journal`).
+//! in the temporary home, on this machine's disk) for the whole run.
+//! Without it, the independent and tree shapes run a second time on a
+//! cluster whose scheduler keeps a journal: the table's journal columns
+//! (tasks/s and the loss against the plain run, scheduler CPU per task).
 
 mod observers;
 
@@ -194,6 +196,16 @@ fn over_tls() -> bool {
 }
 
 fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
+    start_cluster_journaling(bin_dir, workers, nthreads, with_journal())
+}
+
+/// [`start_cluster`], its scheduler keeping a journal or not.
+fn start_cluster_journaling(
+    bin_dir: &Path,
+    workers: usize,
+    nthreads: u32,
+    journaling: bool,
+) -> Processes {
     static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let home = std::env::temp_dir().join(format!("dask-bench-{}-{n}", std::process::id()));
@@ -210,7 +222,7 @@ fn start_cluster(bin_dir: &Path, workers: usize, nthreads: u32) -> Processes {
         ],
         None => Vec::new(),
     };
-    let journal: Vec<String> = if with_journal() {
+    let journal: Vec<String> = if journaling {
         vec![
             "--journal".into(),
             home.join("journal").to_string_lossy().into_owned(),
@@ -528,6 +540,25 @@ fn main() {
             ours.push((name, run_shape(&client, &procs, make())));
         }
     }
+    // The journal's cost: the shapes it was measured on, again on a
+    // cluster whose scheduler keeps one (unless this whole run does).
+    let journaled: BTreeMap<&str, Measured> = if with_journal() {
+        BTreeMap::new()
+    } else {
+        let procs = start_cluster_journaling(&bin_dir, 2, 1, true);
+        let client = connect(&procs);
+        wait_for_workers(&client, 2);
+        run_shape(&client, &procs, tree(1024, 0));
+        let shapes: [(&str, &dyn Fn() -> Shape); 2] = [
+            ("independent", &|| independent(n_ind, 2)),
+            ("tree", &|| tree(n_leaves, 2)),
+        ];
+        shapes
+            .into_iter()
+            .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+            .map(|(name, make)| (name, run_shape(&client, &procs, make())))
+            .collect()
+    };
     let (rt_median, rt_p90) = round_trip(&client, n_rt);
     let dynamic_rate = only
         .as_deref()
@@ -618,8 +649,8 @@ fn main() {
             + if skip_dask { "" } else { sizes }
     );
     println!();
-    println!("| shape | tasks (dask-rs) | dask-rs tasks/s | dask-rs sched CPU us/task | dask-rs workers CPU us/task | Dask tasks/s (tasks) | Dask sched CPU us/task | ratio | Dask sat=inf tasks/s | ratio |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| shape | tasks (dask-rs) | dask-rs tasks/s | dask-rs sched CPU us/task | dask-rs workers CPU us/task | Dask tasks/s (tasks) | Dask sched CPU us/task | ratio | Dask sat=inf tasks/s | ratio | dask-rs --journal tasks/s (loss) | --journal sched CPU us/task |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, m) in &ours {
         let rate = m.tasks as f64 / m.seconds;
         let cell = |d: &Option<DaskResults>| -> (String, String, String) {
@@ -640,8 +671,18 @@ fn main() {
         };
         let (d_rate, d_cpu, d_ratio) = cell(&dask_default);
         let (i_rate, _, i_ratio) = cell(&dask_inf);
+        let (j_rate, j_cpu) = match journaled.get(name) {
+            Some(j) => {
+                let r = j.tasks as f64 / j.seconds;
+                (
+                    format!("{r:.0} ({:+.0}%)", (r / rate - 1.0) * 100.0),
+                    format!("{:.1}", j.scheduler_cpu_us_per_task),
+                )
+            }
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "| {name} | {} | {rate:.0} | {:.1} | {:.1} | {d_rate} | {d_cpu} | {d_ratio} | {i_rate} | {i_ratio} |",
+            "| {name} | {} | {rate:.0} | {:.1} | {:.1} | {d_rate} | {d_cpu} | {d_ratio} | {i_rate} | {i_ratio} | {j_rate} | {j_cpu} |",
             m.tasks, m.scheduler_cpu_us_per_task, m.worker_cpu_us_per_task
         );
     }
