@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::error::{ErrorCode, WireError};
 use crate::messages::Message;
 use crate::msgpack::{Reader, Splice, WriteBuf};
-use crate::parts::{self, ValueAssembler, PART_OVERHEAD_BYTES};
+use crate::parts::{self, PartHead, ValueAssembler, PART_HEAD_BYTES_MAX, PART_OVERHEAD_BYTES};
 
 /// Largest frame payload a dask/1 peer must accept, and the most any peer
 /// may send: 256 MiB.
@@ -164,15 +164,20 @@ impl Drop for PooledPayload {
 /// Call [`FrameDecoder::push`] with bytes as they arrive, then
 /// [`FrameDecoder::poll`] until it returns `Ok(None)`. While a large frame
 /// is coming ([`OWN_BUFFER_FRAME_BYTES_MIN`]), [`FrameDecoder::frame_room`]
-/// is the rest of its own buffer: read the stream straight into it and
-/// call [`FrameDecoder::filled`] instead of pushing. After an error the
-/// decoder stays failed: the connection must be closed.
+/// is where its next bytes go: the rest of its own buffer, or, for a
+/// `value-part`, the rest of the part in the value's buffer
+/// ([`crate::parts`]); read the stream straight into it and call
+/// [`FrameDecoder::filled`] instead of pushing. After an error the decoder
+/// stays failed: the connection must be closed.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     /// The frame being read into a buffer of its own.
     own: Option<OwnFrame>,
+    /// The `value-part` frame whose part is being read into its value's
+    /// buffer.
+    direct: Option<DirectPart>,
     frame_bytes_max: usize,
     failed: Option<WireError>,
     /// Whether a frame was decoded: the first frame's failure is checked
@@ -194,6 +199,24 @@ struct OwnFrame {
     filled: usize,
 }
 
+/// A `value-part` frame whose part's bytes go straight into the value's
+/// buffer ([`ValueAssembler::direct_room`]), and the rest of the frame
+/// here.
+#[derive(Debug)]
+struct DirectPart {
+    /// The frame's payload with an empty bin in place of the part: the
+    /// bytes before the part, then those after it as they come.
+    rest: Vec<u8>,
+    /// Bytes of `rest` once the frame is whole.
+    rest_len: usize,
+    /// Bytes of the part, and how many of them were received.
+    part_len: usize,
+    part_filled: usize,
+}
+
+/// An empty bin, in place of a part read into its value's buffer.
+const EMPTY_BIN: [u8; 2] = [0xc4, 0];
+
 impl Default for FrameDecoder {
     fn default() -> Self {
         Self::new(FRAME_BYTES_MAX)
@@ -207,6 +230,7 @@ impl FrameDecoder {
             buf: Vec::new(),
             start: 0,
             own: None,
+            direct: None,
             frame_bytes_max,
             failed: None,
             decoded_one: false,
@@ -238,6 +262,16 @@ impl FrameDecoder {
             own.filled += n;
             bytes = &bytes[n..];
         }
+        if let Some(direct) = &mut self.direct {
+            let room = &mut self.parts.direct_room(direct.part_len)[direct.part_filled..];
+            let n = bytes.len().min(room.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            direct.part_filled += n;
+            bytes = &bytes[n..];
+            let n = bytes.len().min(direct.rest_len - direct.rest.len());
+            direct.rest.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
         // Bytes past a frame of its own come after it: `poll` takes that
         // frame first.
         self.buf.extend_from_slice(bytes);
@@ -249,14 +283,22 @@ impl FrameDecoder {
         if self.failed.is_some() {
             return None;
         }
-        let own = self.own.as_mut()?;
-        Some(&mut own.payload[own.filled..])
+        if let Some(own) = self.own.as_mut() {
+            return Some(&mut own.payload[own.filled..]);
+        }
+        let direct = self.direct.as_ref()?;
+        if direct.part_filled == direct.part_len {
+            return None;
+        }
+        Some(&mut self.parts.direct_room(direct.part_len)[direct.part_filled..])
     }
 
     /// `n` bytes were read into [`FrameDecoder::frame_room`].
     pub fn filled(&mut self, n: usize) {
         if let Some(own) = &mut self.own {
             own.filled = (own.filled + n).min(own.payload.len());
+        } else if let Some(direct) = &mut self.direct {
+            direct.part_filled = (direct.part_filled + n).min(direct.part_len);
         }
     }
 
@@ -266,7 +308,10 @@ impl FrameDecoder {
             .own
             .as_ref()
             .map_or(0, |f| LENGTH_PREFIX_BYTES + f.filled);
-        own + self.buf.len() - self.start
+        let direct = self.direct.as_ref().map_or(0, |d| {
+            LENGTH_PREFIX_BYTES + d.rest.len() - EMPTY_BIN.len() + d.part_filled
+        });
+        own + direct + self.buf.len() - self.start
     }
 
     /// The payload length announced by the next frame, if its prefix is here.
@@ -304,6 +349,23 @@ impl FrameDecoder {
                 Err(e) => Err(self.fail(e)),
             };
         }
+        if let Some(direct) = &self.direct {
+            if direct.part_filled < direct.part_len || direct.rest.len() < direct.rest_len {
+                return Ok(None);
+            }
+            let Some(direct) = self.direct.take() else {
+                return Ok(None);
+            };
+            return match decode_payload(&direct.rest)
+                .and_then(|m| self.parts.take_after_direct(m, direct.part_len))
+            {
+                Ok(messages) => {
+                    self.decoded_one = true;
+                    Ok(Some(messages))
+                }
+                Err(e) => Err(self.fail(e)),
+            };
+        }
         let Some(len) = self.next_len() else {
             return Ok(None);
         };
@@ -330,7 +392,7 @@ impl FrameDecoder {
         let begin = self.start + LENGTH_PREFIX_BYTES;
         let have = self.buf.len() - begin;
         if have < len {
-            if len >= OWN_BUFFER_FRAME_BYTES_MIN {
+            if len >= OWN_BUFFER_FRAME_BYTES_MIN && !self.read_part_in_place(len) {
                 self.read_into_own_buffer(len);
             }
             return Ok(None);
@@ -344,6 +406,49 @@ impl FrameDecoder {
         self.start = begin + len;
         self.compact();
         Ok(Some(messages))
+    }
+
+    /// For a large frame whose prefix starts the buffer: if it begins with
+    /// a `value-part` whose part can go straight into its value's buffer,
+    /// sets that up with what is here of the frame. Returns whether the
+    /// frame is taken care of: read in place, or waiting for the first
+    /// bytes that tell (so the caller reads it into its own buffer only
+    /// when it is not a part to read in place). Only where the bytes go
+    /// depends on this, not what the frame decodes to.
+    fn read_part_in_place(&mut self, len: usize) -> bool {
+        let begin = self.start + LENGTH_PREFIX_BYTES;
+        let have = self.buf.len() - begin;
+        let head = match PartHead::read(&self.buf[begin..]) {
+            Ok(Some(head)) => head,
+            Ok(None) => return false,
+            // Bounded: a head is at most a few KiB.
+            Err(()) => return have < PART_HEAD_BYTES_MAX.min(len),
+        };
+        let in_place = head.len >= OWN_BUFFER_FRAME_BYTES_MIN
+            && head.bytes_at + head.len <= len
+            && self.parts.begin_direct(&head.key, head.nbytes, head.len);
+        if !in_place {
+            return false;
+        }
+        let rest_len = head.header_at + EMPTY_BIN.len() + (len - head.bytes_at - head.len);
+        let mut rest = Vec::with_capacity(rest_len);
+        rest.extend_from_slice(&self.buf[begin..begin + head.header_at]);
+        rest.extend_from_slice(&EMPTY_BIN);
+        // Bytes of the part already here, then any after it.
+        let here = &self.buf[(begin + head.bytes_at).min(self.buf.len())..];
+        let room = self.parts.direct_room(head.len);
+        let n = here.len().min(room.len());
+        room[..n].copy_from_slice(&here[..n]);
+        rest.extend_from_slice(&here[n..]);
+        self.direct = Some(DirectPart {
+            rest,
+            rest_len,
+            part_len: head.len,
+            part_filled: n,
+        });
+        self.start = self.buf.len();
+        self.compact();
+        true
     }
 
     /// Moves the frame whose prefix starts the buffer into a buffer of its
@@ -388,6 +493,7 @@ impl FrameDecoder {
         self.buf = Vec::new();
         self.start = 0;
         self.own = None;
+        self.direct = None;
         e
     }
 
@@ -532,6 +638,10 @@ impl FrameEncoder {
                 return Err(too_large);
             }
         }
+        // Each part starts a frame, so that the receiver can read its
+        // bytes straight into the value's buffer (it looks for a part at a
+        // frame's start only).
+        self.finish();
         for m in &messages {
             self.push_one(m)?;
         }

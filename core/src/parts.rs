@@ -5,16 +5,21 @@
 //! key out of its `data` map. Sans-IO: the frame decoder assembles, the
 //! frame encoder splits.
 //!
-//! The receiver never allocates on the sender's word: a value's buffer
-//! grows by each part as it arrives (`reserve_exact`, which the allocator
-//! serves by growing the mapping in place for large buffers), and the
-//! announced `nbytes` is only checked against [`PARTS_BYTES_MAX`].
+//! The receiver commits memory only as parts arrive: at a value's first
+//! part it reserves the announced `nbytes` (checked against
+//! [`PARTS_BYTES_MAX`]) as zeroed memory the allocator maps without
+//! touching it, so pages become real only as bytes are written into them;
+//! where the allocator cannot map that much, the buffer grows by each
+//! part instead. With the whole size reserved, the frame decoder reads a
+//! part's bytes straight into the value's buffer ([`ValueAssembler::begin_direct`]):
+//! no frame buffer, no copy.
 
 use std::collections::BTreeMap;
 
 use crate::error::{ErrorCode, WireError};
 use crate::messages::{Bin, ValuePart};
-use crate::msgpack::{RawValue, SHARED_VALUE_BYTES_MIN};
+use crate::msgpack::{RawValue, Reader, SHARED_VALUE_BYTES_MIN};
+use crate::wire::Wire;
 use crate::{Key, Message};
 
 /// Room a `value-part` needs in its frame beside its bytes: the batch
@@ -92,7 +97,119 @@ pub struct ValueAssembler {
 struct Assembly {
     key: Key,
     nbytes: u64,
+    /// The value's whole size, zeroed (`filled` of it received), or, where
+    /// that could not be reserved, the bytes received.
     bytes: Vec<u8>,
+    filled: usize,
+}
+
+impl Assembly {
+    fn new(key: Key, nbytes: u64) -> Assembly {
+        Assembly {
+            key,
+            nbytes,
+            bytes: reserve_zeroed(nbytes).unwrap_or_default(),
+            filled: 0,
+        }
+    }
+
+    /// Whether the whole size is reserved (parts are written in place).
+    fn reserved(&self) -> bool {
+        self.bytes.len() as u64 == self.nbytes
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.reserved() {
+            self.bytes[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        } else {
+            self.bytes.reserve_exact(bytes.len());
+            self.bytes.extend_from_slice(bytes);
+        }
+        self.filled += bytes.len();
+    }
+}
+
+/// `nbytes` zeroed bytes, if the allocator can give them: for large sizes
+/// it maps fresh pages without writing them (the kernel backs each page
+/// when it is first written). Asked with `try_reserve_exact` first: a
+/// failed `vec!` aborts the process.
+fn reserve_zeroed(nbytes: u64) -> Option<Vec<u8>> {
+    let n = usize::try_from(nbytes).ok()?;
+    Vec::<u8>::new().try_reserve_exact(n).ok()?;
+    Some(vec![0; n])
+}
+
+/// The first bytes of a frame whose first message is a `value-part` with
+/// its `op`, `key` and `nbytes` before its `part` (as encoders write it):
+/// where the part's bytes start, so that they can be read straight into
+/// the value's buffer.
+#[derive(Debug)]
+pub(crate) struct PartHead {
+    pub key: Key,
+    pub nbytes: u64,
+    /// Offset of the part's bin header in the frame's payload...
+    pub header_at: usize,
+    /// ...and of its bytes, of which there are `len`.
+    pub bytes_at: usize,
+    pub len: usize,
+}
+
+/// Most bytes of a frame's start [`PartHead::read`] needs.
+pub(crate) const PART_HEAD_BYTES_MAX: usize = PART_OVERHEAD_BYTES;
+
+impl PartHead {
+    /// Reads the head from the first bytes of a frame's payload:
+    /// `Ok(None)` if the frame does not start so, `Err(())` if more bytes
+    /// are needed to tell.
+    pub(crate) fn read(payload_start: &[u8]) -> Result<Option<PartHead>, ()> {
+        match PartHead::parse(payload_start) {
+            Ok(head) => Ok(head),
+            Err(e) if e == WireError::truncated() => Err(()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn parse(payload_start: &[u8]) -> Result<Option<PartHead>, WireError> {
+        let mut r = Reader::new(payload_start);
+        if r.read_array_len()? == 0 {
+            return Ok(None);
+        }
+        let fields = r.read_map_len()?;
+        let (mut op, mut key, mut nbytes) = (None, None, None);
+        for _ in 0..fields {
+            match r.read_str()? {
+                "op" if op.is_none() => op = Some(r.read_str()?),
+                "key" if key.is_none() => key = Some(Key::read(&mut r)?),
+                "nbytes" if nbytes.is_none() => nbytes = Some(u64::read(&mut r)?),
+                "part" if op == Some("value-part") => {
+                    let (Some(key), Some(nbytes)) = (key, nbytes) else {
+                        return Ok(None);
+                    };
+                    let header_at = r.position();
+                    let b = &payload_start[header_at..];
+                    let byte = |i: usize| b.get(i).copied().ok_or_else(WireError::truncated);
+                    let (header, len) = match byte(0)? {
+                        0xc4 => (2, byte(1)? as usize),
+                        0xc5 => (3, u16::from_be_bytes([byte(1)?, byte(2)?]) as usize),
+                        0xc6 => (
+                            5,
+                            u32::from_be_bytes([byte(1)?, byte(2)?, byte(3)?, byte(4)?]) as usize,
+                        ),
+                        _ => return Ok(None),
+                    };
+                    return Ok(Some(PartHead {
+                        key,
+                        nbytes,
+                        header_at,
+                        bytes_at: header_at + header,
+                        len,
+                    }));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Default for ValueAssembler {
@@ -139,7 +256,7 @@ impl ValueAssembler {
                             "`{}` came while the value of {} was still arriving in parts ({} of {} bytes): a value's parts come whole, right before the message carrying it",
                             other.op(),
                             a.key,
-                            a.bytes.len(),
+                            a.filled,
                             a.nbytes
                         )));
                     }
@@ -169,68 +286,143 @@ impl ValueAssembler {
 
     fn part(&mut self, part: ValuePart) -> Result<(), WireError> {
         let bytes = part.part.0;
-        if bytes.is_empty() {
+        self.check_part(&part.key, part.nbytes, bytes.len())?;
+        let current = self.start(part.key, part.nbytes);
+        current.append(&bytes);
+        self.complete_if_whole()
+    }
+
+    /// Whether a part of `len` bytes of `key` (`nbytes` in all) would be
+    /// taken as the next one; nothing changes.
+    fn check_part(&self, key: &Key, nbytes: u64, len: usize) -> Result<(), WireError> {
+        if len == 0 {
             return Err(unexpected(format!(
-                "an empty value-part of {}: each part holds at least one byte",
-                part.key
+                "an empty value-part of {key}: each part holds at least one byte"
             )));
         }
-        let current = match &mut self.current {
+        let have = match &self.current {
             Some(a) => {
-                if a.key != part.key || a.nbytes != part.nbytes {
+                if a.key != *key || a.nbytes != nbytes {
                     return Err(unexpected(format!(
-                        "a value-part of {} ({} bytes) came while the value of {} ({} bytes) was not whole: a value's parts come one after another",
-                        part.key, part.nbytes, a.key, a.nbytes
+                        "a value-part of {key} ({nbytes} bytes) came while the value of {} ({} bytes) was not whole: a value's parts come one after another",
+                        a.key, a.nbytes
                     )));
                 }
-                a
+                a.filled as u64
             }
             None => {
-                if self.complete.iter().any(|(k, _)| *k == part.key) {
+                if self.complete.iter().any(|(k, _)| k == key) {
                     return Err(unexpected(format!(
-                        "a second value of {} in parts for the same message",
-                        part.key
+                        "a second value of {key} in parts for the same message"
                     )));
                 }
-                let total = self.bytes.saturating_add(part.nbytes);
+                let total = self.bytes.saturating_add(nbytes);
                 if total > self.bytes_max {
                     return Err(WireError::new(
                         ErrorCode::FrameTooLarge,
                         format!(
-                            "a value of {} bytes in parts ({} with the others before it) is over this receiver's limit of {} bytes",
-                            part.nbytes, total, self.bytes_max
+                            "a value of {nbytes} bytes in parts ({total} with the others before it) is over this receiver's limit of {} bytes",
+                            self.bytes_max
                         ),
                     ));
                 }
-                self.bytes = total;
-                self.current.insert(Assembly {
-                    key: part.key,
-                    nbytes: part.nbytes,
-                    bytes: Vec::new(),
-                })
+                0
             }
         };
-        let have = current.bytes.len() as u64;
-        if have + bytes.len() as u64 > current.nbytes {
+        if have + len as u64 > nbytes {
             return Err(unexpected(format!(
-                "the parts of {} run past the {} bytes announced",
-                current.key, current.nbytes
+                "the parts of {key} run past the {nbytes} bytes announced"
             )));
         }
-        current.bytes.reserve_exact(bytes.len());
-        current.bytes.extend_from_slice(&bytes);
-        if current.bytes.len() as u64 == current.nbytes {
-            if let Some(a) = self.current.take() {
-                let value = RawValue::from_bytes(a.bytes).map_err(|e| {
-                    WireError::malformed(format!(
-                        "the parts of {} are not one msgpack value: {}",
-                        a.key, e.message
-                    ))
-                })?;
-                self.complete.push((a.key, value));
-            }
+        Ok(())
+    }
+
+    /// The value being assembled, begun if need be (after
+    /// [`ValueAssembler::check_part`]).
+    fn start(&mut self, key: Key, nbytes: u64) -> &mut Assembly {
+        if self.current.is_none() {
+            self.bytes = self.bytes.saturating_add(nbytes);
+        }
+        self.current
+            .get_or_insert_with(|| Assembly::new(key, nbytes))
+    }
+
+    /// Moves the value being assembled to the complete ones once it is.
+    fn complete_if_whole(&mut self) -> Result<(), WireError> {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|a| a.filled as u64 != a.nbytes)
+        {
+            return Ok(());
+        }
+        if let Some(mut a) = self.current.take() {
+            a.bytes.truncate(a.filled);
+            let value = RawValue::from_bytes(a.bytes).map_err(|e| {
+                WireError::malformed(format!(
+                    "the parts of {} are not one msgpack value: {}",
+                    a.key, e.message
+                ))
+            })?;
+            self.complete.push((a.key, value));
         }
         Ok(())
+    }
+
+    /// Whether the next part, `len` bytes of `key` (`nbytes` in all), can
+    /// be written straight into the value's buffer: it would be taken, and
+    /// the whole value is reserved. If so, its bytes go into
+    /// [`ValueAssembler::direct_room`], and the frame that held it is
+    /// handed to [`ValueAssembler::take_after_direct`]. Nothing is refused
+    /// here: a part that would be is left to [`ValueAssembler::take`], so
+    /// the outcome does not depend on the path.
+    pub(crate) fn begin_direct(&mut self, key: &Key, nbytes: u64, len: usize) -> bool {
+        if self.check_part(key, nbytes, len).is_err() {
+            return false;
+        }
+        self.start(key.clone(), nbytes).reserved()
+    }
+
+    /// Where the `len` bytes of a part begun with
+    /// [`ValueAssembler::begin_direct`] go.
+    pub(crate) fn direct_room(&mut self, len: usize) -> &mut [u8] {
+        match &mut self.current {
+            Some(a) if a.reserved() => {
+                let end = (a.filled + len).min(a.bytes.len());
+                &mut a.bytes[a.filled..end]
+            }
+            _ => &mut [],
+        }
+    }
+
+    /// [`ValueAssembler::take`] for the frame whose first message held the
+    /// part of `len` bytes written into [`ValueAssembler::direct_room`]
+    /// (decoded with an empty part in its place).
+    pub(crate) fn take_after_direct(
+        &mut self,
+        mut batch: Vec<Message>,
+        len: usize,
+    ) -> Result<Vec<Message>, WireError> {
+        let placeholder = match batch.first() {
+            Some(Message::ValuePart(p)) if p.part.0.is_empty() => self
+                .current
+                .as_ref()
+                .is_some_and(|a| a.key == p.key && a.nbytes == p.nbytes && a.reserved()),
+            _ => false,
+        };
+        if !placeholder {
+            // The head read before the part and the frame decoded after it
+            // disagree: only a decoder bug gets here.
+            return Err(WireError::malformed(
+                "a value-part read in place does not match its frame",
+            ));
+        }
+        batch.remove(0);
+        if let Some(a) = &mut self.current {
+            a.filled += len;
+        }
+        self.complete_if_whole()?;
+        self.take(batch)
     }
 }
 

@@ -686,6 +686,32 @@ proptest! {
     }
 
     #[test]
+    fn values_in_parts_read_in_place_decode_as_when_read_whole(
+        sizes in prop::collection::vec(prop_oneof![0usize..100, 70_000usize..400_000], 1..4),
+        limit in 100_000usize..300_000,
+        ops in prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..12),
+    ) {
+        // A value's part at a frame's start is read straight into the
+        // value's buffer when it arrives in pieces, and decoded from one
+        // buffer when it arrives whole: the outcome is the same, damaged
+        // bytes (anywhere: the part's head, its bytes, what follows) too.
+        let m = data_message(1, &sizes);
+        let mut enc = FrameEncoder::new(limit);
+        enc.send_value_parts(true);
+        enc.push(&m).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut wire = enc.take();
+        let intact = ops.is_empty();
+        mutate(&mut wire, &ops);
+        let whole = drive(&[&wire], dask_core::FRAME_BYTES_MAX);
+        let pieces = drive(&split(&wire, &cuts), dask_core::FRAME_BYTES_MAX);
+        prop_assert_eq!(&whole, &pieces);
+        if intact {
+            prop_assert_eq!(whole.map(|b| b.concat()), Ok(vec![m]));
+        }
+    }
+
+    #[test]
     fn frame_decoder_on_arbitrary_bytes_and_splits(
         bytes in prop::collection::vec(any::<u8>(), 0..256),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),

@@ -18,6 +18,7 @@ pub struct BlockingConn {
     stream: Stream,
     decoder: FrameDecoder,
     pending: std::collections::VecDeque<Message>,
+    populator: crate::pages::Populator,
 }
 
 enum Stream {
@@ -111,6 +112,7 @@ impl BlockingConn {
             stream: Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))),
             decoder: FrameDecoder::default(),
             pending: Default::default(),
+            populator: Default::default(),
         })
     }
 
@@ -120,6 +122,7 @@ impl BlockingConn {
             stream: Stream::Plain(stream),
             decoder: FrameDecoder::default(),
             pending: Default::default(),
+            populator: Default::default(),
         }
     }
 
@@ -226,9 +229,13 @@ impl BlockingConn {
                 self.pending.extend(frame);
                 continue;
             }
-            // A large frame is read straight into its own buffer.
+            // A large frame is read straight into its own buffer, a large
+            // value's part into the value's.
             let (read, direct) = match self.decoder.frame_room() {
-                Some(room) => (self.stream.read(room), true),
+                Some(room) => {
+                    self.populator.before_read(room);
+                    (self.stream.read(room), true)
+                }
                 None => (self.stream.read(&mut buf), false),
             };
             let n = match read {

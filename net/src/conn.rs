@@ -12,6 +12,7 @@ use dask_core::{ErrorCode, Message, WireError};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::pages::Populator;
 use crate::transport::{Refusal, Transport};
 
 /// Bytes read from a socket per `read` call.
@@ -69,6 +70,8 @@ pub struct Conn {
     /// `value-parts`, once each has gone by: with both, values too large
     /// for a frame are sent in parts.
     value_parts: (Option<bool>, Option<bool>),
+    /// Maps the pages of large frames and values ahead of the reads.
+    populator: Populator,
 }
 
 /// Where the reads of a connection still in its handshake stand: reads
@@ -221,6 +224,7 @@ impl Conn {
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             python_dask_refusal: String::new(),
             value_parts: (None, None),
+            populator: Populator::default(),
         }
     }
 
@@ -397,11 +401,13 @@ impl Conn {
                 Some(gate) => Some(gate.next_read_len()),
                 None => None,
             };
-            // A large frame is read straight into its own buffer; other
-            // bytes go through the loop's scratch buffer.
+            // A large frame is read straight into its own buffer, a large
+            // value's part into the value's; other bytes go through the
+            // loop's scratch buffer.
             let read = match self.decoder.frame_room() {
                 Some(room) => {
                     let want = limit.map_or(room.len(), |l| l.min(room.len()));
+                    self.populator.before_read(&mut room[..want]);
                     match self.transport.read(&mut room[..want]) {
                         Ok(n) => {
                             let sniffing = advance_gate(

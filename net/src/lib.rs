@@ -112,6 +112,7 @@ mod clock;
 mod conn;
 pub mod credentials;
 pub mod log;
+mod pages;
 mod reactor;
 pub mod scheduler_file;
 pub mod tls;

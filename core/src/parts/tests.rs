@@ -104,6 +104,58 @@ fn parts_are_written_from_where_the_value_is_kept() {
 }
 
 #[test]
+fn parts_are_read_straight_into_the_values_buffer() {
+    let big = blob(3 * 1024 * 1024 + 17, 6);
+    let other = blob(100 * 1024, 7);
+    let m = data(&[("big", big.clone()), ("other", other)]);
+    let after = Message::Heartbeat(Heartbeat { metrics: None });
+    let bytes = encode(&[m.clone(), after.clone()], 256 * 1024);
+    // Read as a connection does: into the decoder's room while it offers
+    // one, else through a small buffer.
+    let mut d = FrameDecoder::default();
+    let mut rooms = Vec::new();
+    let mut got = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match d.frame_room() {
+            Some(room) => {
+                let n = room.len().min(bytes.len() - at).min(100_000);
+                room[..n].copy_from_slice(&bytes[at..at + n]);
+                rooms.push(room.as_ptr_range().start..room[n..].as_ptr());
+                d.filled(n);
+                at += n;
+            }
+            None => {
+                let n = (bytes.len() - at).min(16 * 1024);
+                d.push(&bytes[at..at + n]);
+                at += n;
+            }
+        }
+        while let Some(batch) = d.poll().unwrap() {
+            got.extend(batch);
+        }
+    }
+    assert_eq!(got, vec![m, after]);
+    let Message::Data(received) = &got[0] else {
+        unreachable!()
+    };
+    let value = received.data[&Key::from("big")].as_bytes().as_ptr_range();
+    let in_place: usize = rooms
+        .iter()
+        .filter(|r| value.contains(&r.start) && r.end <= value.end)
+        .map(|r| r.end as usize - r.start as usize)
+        .sum();
+    // All but the bytes that came with each part's first 16 KiB (its
+    // head) were read where the value is kept: nothing copied them.
+    let parts = big.len().div_ceil(256 * 1024 - PART_OVERHEAD_BYTES);
+    assert!(
+        in_place >= big.len() - parts * 16 * 1024,
+        "{in_place} of {} bytes read in place",
+        big.len()
+    );
+}
+
+#[test]
 fn without_the_feature_a_message_too_large_for_a_frame_is_refused() {
     let m = data(&[("big", blob(300 * 1024, 5))]);
     let mut enc = FrameEncoder::new(256 * 1024);
