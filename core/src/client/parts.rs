@@ -5,8 +5,9 @@
 //! limit). It needs nothing new from the scheduler:
 //!
 //! - the parts go in dependency order (a depth-first post-order from the
-//!   graph's tasks in their given order, so a tree goes subtree by subtree
-//!   and few keys cross a part boundary), each task referring only to tasks
+//!   graph's outputs, the tasks no other task refers to, in their given
+//!   order, so a tree goes subtree by subtree whatever order its tasks were
+//!   listed in, and few keys cross a part boundary), each task referring only to tasks
 //!   of its own or an earlier part, or to keys the scheduler already knows;
 //! - a part also wants its keys that later parts refer to (the scheduler
 //!   forgets at once new tasks nothing wants or needs), and the user's
@@ -19,7 +20,7 @@
 //! submitted. A graph with a cycle or a key defined twice is sent whole,
 //! as before, for the scheduler to refuse.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::messages::TaskSpec;
 use crate::msgpack::Reader;
@@ -35,6 +36,9 @@ pub(super) struct Part {
     pub(super) tasks: Vec<TaskSpec>,
     /// Keys of this part that later parts refer to.
     pub(super) needed_later: Vec<Key>,
+    /// The user's wanted keys this part defines (the last part also those
+    /// the graph does not define), one entry per wanted entry.
+    pub(super) wanted: Vec<Key>,
 }
 
 /// Roughly what a task spec costs in an `update-graph`.
@@ -52,17 +56,28 @@ fn spec_bytes(spec: &TaskSpec) -> usize {
         + 16
 }
 
-/// `tasks` in parts of about `part_bytes` each, in dependency order; the
-/// tasks back when they fit in one part, have a cycle or define a key
-/// twice.
-pub(super) fn split(tasks: Vec<TaskSpec>, part_bytes: usize) -> Result<Vec<Part>, Vec<TaskSpec>> {
+/// `tasks` in parts of about `part_bytes` each, in dependency order, the
+/// `wanted` keys with the part that defines them; the tasks back when they
+/// fit in one part, have a cycle or define a key twice.
+pub(super) fn split(
+    tasks: Vec<TaskSpec>,
+    part_bytes: usize,
+    wanted: &mut Vec<Key>,
+) -> Result<Vec<Part>, Vec<TaskSpec>> {
     let sizes: Vec<usize> = tasks.iter().map(spec_bytes).collect();
     if sizes.iter().sum::<usize>() <= part_bytes || tasks.len() > u32::MAX as usize {
         return Err(tasks);
     }
-    let Some(deps) = dependencies(&tasks) else {
+    let Some(index) = key_index(&tasks) else {
         return Err(tasks);
     };
+    let deps = dependencies(&tasks, &index);
+    // Position of each wanted key's task (`None`: defined elsewhere).
+    let wanted_at: Vec<Option<u32>> = wanted
+        .iter()
+        .map(|k| index.get(k.as_str()).copied())
+        .collect();
+    drop(index);
     let Some(order) = post_order(&deps) else {
         return Err(tasks);
     };
@@ -90,8 +105,13 @@ pub(super) fn split(tasks: Vec<TaskSpec>, part_bytes: usize) -> Result<Vec<Part>
         .map(|_| Part {
             tasks: Vec::new(),
             needed_later: Vec::new(),
+            wanted: Vec::new(),
         })
         .collect();
+    for (k, at) in std::mem::take(wanted).into_iter().zip(wanted_at) {
+        let p = at.map_or(part, |t| part_of[t as usize]);
+        parts[p as usize].wanted.push(k);
+    }
     let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
     for t in order {
         let t = t as usize;
@@ -107,16 +127,23 @@ pub(super) fn split(tasks: Vec<TaskSpec>, part_bytes: usize) -> Result<Vec<Part>
     Ok(parts)
 }
 
-/// Each task's references to tasks of the graph (by position), or `None`
-/// when a key is defined twice.
-fn dependencies(tasks: &[TaskSpec]) -> Option<Vec<Vec<u32>>> {
+/// The position of each task by key, or `None` when a key is defined
+/// twice. Hashed with foldhash, not std's SipHash: these are the user's own
+/// keys, and hashing was most of the client's time splitting a 10M-task
+/// graph.
+fn key_index(tasks: &[TaskSpec]) -> Option<HashMap<&str, u32>> {
     let mut index: HashMap<&str, u32> = HashMap::with_capacity(tasks.len());
     for (i, spec) in tasks.iter().enumerate() {
         if index.insert(spec.key.as_str(), i as u32).is_some() {
             return None;
         }
     }
-    let deps = tasks
+    Some(index)
+}
+
+/// Each task's references to tasks of the graph (by position).
+fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Vec<Vec<u32>> {
+    tasks
         .iter()
         .map(|spec| {
             let mut found = Vec::new();
@@ -133,21 +160,32 @@ fn dependencies(tasks: &[TaskSpec]) -> Option<Vec<Vec<u32>>> {
             }
             found
         })
-        .collect();
-    Some(deps)
+        .collect()
 }
 
 /// The tasks in depth-first post-order (each after its dependencies),
-/// starting from each task in the given order; `None` on a cycle.
+/// starting from the outputs (tasks no task refers to) in the given order,
+/// then from any task not reached (only those on a cycle); `None` on a
+/// cycle. Starting from the outputs matters: from the leaves of a tree
+/// listed leaves first, the order would be level by level, and every key
+/// of every part but the last would be needed by a later part (a part
+/// wants those, so the scheduler and the client tracked a want per task).
 fn post_order(deps: &[Vec<u32>]) -> Option<Vec<u32>> {
     const NEW: u8 = 0;
     const OPEN: u8 = 1;
     const DONE: u8 = 2;
+    let mut has_dependents = vec![false; deps.len()];
+    for ds in deps {
+        for &d in ds {
+            has_dependents[d as usize] = true;
+        }
+    }
+    let outputs = (0..deps.len() as u32).filter(|&t| !has_dependents[t as usize]);
     let mut mark = vec![NEW; deps.len()];
     let mut order = Vec::with_capacity(deps.len());
     // (task, next dependency to look at)
     let mut stack: Vec<(u32, usize)> = Vec::new();
-    for root in 0..deps.len() as u32 {
+    for root in outputs.chain(0..deps.len() as u32) {
         if mark[root as usize] != NEW {
             continue;
         }

@@ -1,7 +1,7 @@
 //! Requests: what the driver asks of the scheduler (submit, scatter,
 //! gather, datasets, cancel, close) and the bookkeeping of their replies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use super::events::{ClientEvent, KeyState, RequestError, RequestId};
 use super::parts;
@@ -94,9 +94,9 @@ impl ClientSession {
     /// [`ClientSession::set_submit_part_bytes`] set) goes in parts, by the
     /// rule of spec/PROTOCOL.md "A graph larger than a frame"; the id
     /// returned is the last part's.
-    pub fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
-        match parts::split(tasks, self.part_bytes) {
-            Ok(parts) => self.submit_parts(parts, wanted),
+    pub fn submit(&mut self, tasks: Vec<TaskSpec>, mut wanted: Vec<Key>) -> RequestId {
+        match parts::split(tasks, self.part_bytes, &mut wanted) {
+            Ok(parts) => self.submit_parts(parts),
             Err(tasks) => self.submit_whole(tasks, wanted),
         }
     }
@@ -123,24 +123,11 @@ impl ClientSession {
     /// A graph in parts: each part wants the user's keys it defines and its
     /// keys later parts need (the last part also the user's keys defined
     /// elsewhere); the second kind is released once the last part is queued.
-    fn submit_parts(&mut self, parts: Vec<parts::Part>, wanted: Vec<Key>) -> RequestId {
-        let part_of: HashMap<&str, usize> = parts
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| p.tasks.iter().map(move |t| (t.key.as_str(), i)))
-            .collect();
-        let last = parts.len() - 1;
-        // The user's wanted entries (one reference each), by part.
-        let mut wanted_by_part: Vec<Vec<Key>> = vec![Vec::new(); parts.len()];
-        for k in wanted {
-            let p = part_of.get(k.as_str()).copied().unwrap_or(last);
-            wanted_by_part[p].push(k);
-        }
-        drop(part_of);
+    fn submit_parts(&mut self, parts: Vec<parts::Part>) -> RequestId {
         let mut needed_later = Vec::new();
         let mut id = RequestId(0);
-        for (part, user_wanted) in parts.into_iter().zip(wanted_by_part) {
-            let mut refs = user_wanted;
+        for part in parts {
+            let mut refs = part.wanted;
             refs.extend(part.needed_later.iter().cloned());
             let mut unique: Vec<Key> = refs.clone();
             unique.sort_unstable();

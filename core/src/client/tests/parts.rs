@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::messages::UpdateGraph;
 use crate::msgpack::Reader;
 
 /// A binary reduction over `leaves` leaves, leaves first (level by
@@ -157,4 +158,33 @@ fn wanted_keys_go_with_the_part_that_defines_them() {
     assert_eq!(s.ref_count("i-3"), 2);
     assert_eq!(s.ref_count("known-before"), 1);
     assert_eq!(s.held_keys(), 41);
+}
+
+#[test]
+fn a_tree_listed_leaves_first_goes_subtree_by_subtree() {
+    // Level by level, every key of a part but the last's is referred to
+    // by a later part; subtree by subtree, only a subtree's top is.
+    let mut s = connected();
+    let (tasks, root) = tree(1024);
+    s.set_submit_part_bytes(4000);
+    s.submit(tasks, vec![root]);
+    let graphs: Vec<UpdateGraph> = drain(&mut s)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::UpdateGraph(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert!(graphs.len() >= 10, "{} parts", graphs.len());
+    let kept: usize = graphs[..graphs.len() - 1]
+        .iter()
+        .map(|g| g.wanted.len())
+        .sum();
+    // A part boundary cuts at most one path from a leaf to the root: at
+    // most one key per level (11) is kept across it.
+    assert!(
+        kept <= 11 * graphs.len(),
+        "{kept} keys kept for later parts over {} parts",
+        graphs.len()
+    );
 }
