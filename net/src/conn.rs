@@ -62,6 +62,9 @@ pub struct Conn {
     before_hello: Option<HelloGate>,
     /// [`Conn::read`] stopped at a handshake frame with input maybe left.
     paused: bool,
+    /// See [`Conn::take_yielded`].
+    yielded: bool,
+    read_bytes_per_call: usize,
     /// Past this many bytes queued, [`Conn::flush`] fails.
     send_queue_bytes_max: usize,
     /// What a Python Dask connector is told (see [`Conn::limit_until_hello`]).
@@ -221,6 +224,8 @@ impl Conn {
             closing: false,
             before_hello: None,
             paused: false,
+            yielded: false,
+            read_bytes_per_call: usize::MAX,
             send_queue_bytes_max: SEND_QUEUE_BYTES_MAX,
             python_dask_refusal: String::new(),
             value_parts: (None, None),
@@ -293,6 +298,19 @@ impl Conn {
     /// (input may wait: read again once it is acted on); clears it.
     pub fn take_paused(&mut self) -> bool {
         std::mem::take(&mut self.paused)
+    }
+
+    /// Once a [`Conn::read`] has read `bytes`, it returns at the end of
+    /// the frames it has, even if more bytes wait ([`Conn::take_yielded`]):
+    /// the caller reads again later (a wakeup is not spent on one peer).
+    pub fn set_read_bytes_per_call(&mut self, bytes: usize) {
+        self.read_bytes_per_call = bytes.max(1);
+    }
+
+    /// Whether the last [`Conn::read`] stopped at its budget (input may
+    /// wait: read again); clears it.
+    pub fn take_yielded(&mut self) -> bool {
+        std::mem::take(&mut self.yielded)
     }
 
     /// Bytes received and not yet handed out as frames (an unfinished frame).
@@ -393,7 +411,13 @@ impl Conn {
         scratch: &mut [u8],
         on_frame: &mut dyn FnMut(Vec<Message>),
     ) -> Result<ReadStatus, ConnError> {
+        let mut read_total = 0usize;
         loop {
+            if read_total >= self.read_bytes_per_call {
+                // Every whole frame read was handed out above.
+                self.yielded = true;
+                return Ok(ReadStatus::Open);
+            }
             let limit = match &self.before_hello {
                 Some(HelloGate {
                     failed: Some(e), ..
@@ -448,6 +472,7 @@ impl Conn {
                 // Kept by the hello gate to tell what the peer speaks.
                 Ok((_, _, true)) => continue,
                 Ok((n, direct, false)) => {
+                    read_total += n;
                     if direct {
                         self.decoder.filled(n);
                     } else {

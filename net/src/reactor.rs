@@ -33,6 +33,11 @@ pub const OUTPUT_BYTES_TOTAL_MAX: usize = 256 * 1024 * 1024;
 /// Default of [`ReactorConfig::output_bytes_share`].
 pub const OUTPUT_BYTES_SHARE: usize = 1024 * 1024;
 
+/// Default of [`ReactorConfig::read_bytes_per_wakeup`]: a few large
+/// frames' worth, so a peer that streams (a client sending a 10M-task
+/// graph as 16 MiB parts) is handled a part at a time between the others.
+pub const READ_BYTES_PER_WAKEUP: usize = 4 * 1024 * 1024;
+
 /// Default of [`ReactorConfig::close_linger`].
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -138,6 +143,13 @@ pub struct ReactorConfig {
     /// (dask/1.1 `value-parts`), so a few MB exercise what a 1 GB value
     /// does. Default [`dask_core::FRAME_BYTES_MAX`].
     pub frame_bytes_max: usize,
+    /// Bytes read from one connection per wakeup, at least: once a read
+    /// took this many, it stops at the end of a frame, and the rest is
+    /// read on the next wakeup, after the other connections. Without it a
+    /// peer that keeps sending was read (and every frame decoded) in one
+    /// wakeup, however long: 90 s of a 10M-task graph's parts while no
+    /// worker was answered. Default [`READ_BYTES_PER_WAKEUP`].
+    pub read_bytes_per_wakeup: usize,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -163,6 +175,7 @@ impl Default for ReactorConfig {
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             frame_buffers_bytes_max: FRAME_BUFFERS_BYTES_MAX,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
+            read_bytes_per_wakeup: READ_BYTES_PER_WAKEUP,
         }
     }
 }
@@ -302,6 +315,9 @@ struct Slot {
     /// A read was skipped while backlogged: read once it is not (readiness
     /// is edge-triggered: no new edge comes for what waits).
     read_deferred: bool,
+    /// Its read stopped at the per-wakeup budget this wakeup: it is read
+    /// again on the next one, not again in this one.
+    yielded: bool,
 }
 
 /// An entry of the connection slab: a connection, or a connect that
@@ -375,6 +391,9 @@ pub struct Reactor {
     /// once the events before are handed out (the state machine may have
     /// refused the hello and closed it).
     resume: Vec<usize>,
+    /// Connections that stopped reading at their per-wakeup budget, read
+    /// again on the next wakeup ([`ReactorConfig::read_bytes_per_wakeup`]).
+    yielded: Vec<usize>,
     touched: Vec<usize>,
     /// Linger deadlines of closing connections, in the order they began
     /// closing (so deadlines only grow).
@@ -415,6 +434,7 @@ impl Reactor {
             generations: Vec::new(),
             pending: VecDeque::new(),
             resume: Vec::new(),
+            yielded: Vec::new(),
             touched: Vec::new(),
             lingering: VecDeque::new(),
             securing: VecDeque::new(),
@@ -667,6 +687,14 @@ impl Reactor {
     /// handed out before the loop judges any timeout.
     pub fn poll(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         self.flush();
+        // Readiness is edge-triggered: what a connection left unread at its
+        // budget is read now, without a new edge.
+        for index in std::mem::take(&mut self.yielded) {
+            if let Some(Entry::Live(slot)) = self.conns.get_mut(index) {
+                slot.yielded = false;
+                self.resume.push(index);
+            }
+        }
         let now = Instant::now();
         let busy =
             !self.pending.is_empty() || !self.resume.is_empty() || self.ready_at < self.ready.len();
@@ -1019,6 +1047,9 @@ impl Reactor {
             self.touch(index);
             return;
         }
+        if slot.yielded {
+            return;
+        }
         if slot.backlogged {
             // Backpressure: what the peer sends waits in the kernel.
             slot.read_deferred = true;
@@ -1051,6 +1082,9 @@ impl Reactor {
                 // machine has seen it (no new edge comes for the rest).
                 if slot.conn.take_paused() {
                     self.resume.push(index);
+                } else if slot.conn.take_yielded() {
+                    slot.yielded = true;
+                    self.yielded.push(index);
                 }
                 return;
             }
@@ -1226,6 +1260,7 @@ impl Reactor {
     fn new_conn(&self, transport: Transport) -> Conn {
         let mut conn = Conn::over(transport);
         conn.set_send_queue_bytes_max(self.config.send_queue_bytes_max);
+        conn.set_read_bytes_per_call(self.config.read_bytes_per_wakeup);
         if self.config.frame_bytes_max != dask_core::FRAME_BYTES_MAX {
             conn.set_frame_bytes_max(self.config.frame_bytes_max);
         }
@@ -1335,6 +1370,7 @@ impl Slot {
             queued_counted: 0,
             backlogged: false,
             read_deferred: false,
+            yielded: false,
         }
     }
 }

@@ -517,3 +517,39 @@ fn close_all_delivers_last_messages_and_stops_listening() {
     });
     assert!(!matches!(answer, Ok(n) if n > 0), "{answer:?}");
 }
+
+#[test]
+fn a_peer_that_keeps_sending_is_read_a_budget_per_wakeup_and_nothing_is_lost() {
+    let config = ReactorConfig {
+        read_bytes_per_wakeup: 1,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    // Eight frames each larger than one read of the socket: with a budget
+    // of one byte a wakeup reads once, so it completes at most one frame.
+    let sent = 8;
+    let value = || data(300 * 1024);
+    let writer = std::thread::spawn(move || {
+        for _ in 0..sent {
+            p.send(&[value()]).unwrap();
+        }
+        p
+    });
+    let mut got = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while got < sent {
+        assert!(Instant::now() < deadline, "{got} of {sent} frames came");
+        let frames = turn(&mut reactor)
+            .into_iter()
+            .filter(|e| matches!(e, NetEvent::Frame { conn: c, messages } if *c == conn && messages == &[value()]))
+            .count();
+        // A wakeup stops reading at the first frame's end past the budget.
+        assert!(frames <= 1, "{frames} frames in one wakeup");
+        got += frames;
+    }
+    drop(writer.join().unwrap());
+}
