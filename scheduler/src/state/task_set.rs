@@ -3,7 +3,9 @@
 //! Most tasks have one or two dependents, and a `BTreeSet` costs a node
 //! allocation (and pointer chasing) even for one element; a few tasks
 //! (scattered data, the inputs of an all-to-all) have thousands, where a
-//! `Vec` would make each removal a scan. So: a `Vec` up to [`FEW_MAX`]
+//! `Vec` would make each removal a scan. So: one id in place (most tasks
+//! of a tree or a chain have one dependent: no allocation, which was 48
+//! bytes a task with the allocator's header), a `Vec` up to [`FEW_MAX`]
 //! elements, a `BTreeSet` beyond. Iteration order is deterministic either
 //! way (insertion order while few, id order once many), so scheduler
 //! decisions and tests stay reproducible.
@@ -18,7 +20,9 @@ const FEW_MAX: usize = 32;
 /// A set of task ids; see the module docs.
 #[derive(Debug, Clone)]
 pub(crate) enum TaskSet {
-    /// Distinct ids in insertion order.
+    /// Exactly one id.
+    One(TaskId),
+    /// Distinct ids in insertion order (none, or two or more).
     Few(Vec<TaskId>),
     /// More than [`FEW_MAX`] ids.
     Many(BTreeSet<TaskId>),
@@ -34,6 +38,15 @@ impl TaskSet {
     /// Adds `t`; returns whether it was new.
     pub(crate) fn insert(&mut self, t: TaskId) -> bool {
         match self {
+            TaskSet::One(x) if *x == t => false,
+            TaskSet::One(x) => {
+                *self = TaskSet::Few(vec![*x, t]);
+                true
+            }
+            TaskSet::Few(v) if v.is_empty() => {
+                *self = TaskSet::One(t);
+                true
+            }
             TaskSet::Few(v) => {
                 if v.contains(&t) {
                     return false;
@@ -51,6 +64,11 @@ impl TaskSet {
     /// Removes `t`; returns whether it was there.
     pub(crate) fn remove(&mut self, t: TaskId) -> bool {
         match self {
+            TaskSet::One(x) if *x == t => {
+                *self = TaskSet::default();
+                true
+            }
+            TaskSet::One(_) => false,
             TaskSet::Few(v) => match v.iter().position(|&x| x == t) {
                 Some(i) => {
                     v.remove(i);
@@ -64,6 +82,7 @@ impl TaskSet {
 
     pub(crate) fn contains(&self, t: TaskId) -> bool {
         match self {
+            TaskSet::One(x) => *x == t,
             TaskSet::Few(v) => v.contains(&t),
             TaskSet::Many(s) => s.contains(&t),
         }
@@ -71,6 +90,7 @@ impl TaskSet {
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
+            TaskSet::One(_) => false,
             TaskSet::Few(v) => v.is_empty(),
             TaskSet::Many(s) => s.is_empty(),
         }
@@ -78,6 +98,7 @@ impl TaskSet {
 
     pub(crate) fn iter(&self) -> Iter<'_> {
         match self {
+            TaskSet::One(x) => Iter::One(Some(*x)),
             TaskSet::Few(v) => Iter::Few(v.iter()),
             TaskSet::Many(s) => Iter::Many(s.iter()),
         }
@@ -91,6 +112,7 @@ impl TaskSet {
 
 /// Iterator over a [`TaskSet`].
 pub(crate) enum Iter<'a> {
+    One(Option<TaskId>),
     Few(std::slice::Iter<'a, TaskId>),
     Many(std::collections::btree_set::Iter<'a, TaskId>),
 }
@@ -100,6 +122,7 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<TaskId> {
         match self {
+            Iter::One(x) => x.take(),
             Iter::Few(i) => i.next().copied(),
             Iter::Many(i) => i.next().copied(),
         }
@@ -143,5 +166,20 @@ mod tests {
         }
         s.remove(TaskId(1));
         assert_eq!(s.to_vec(), vec![TaskId(5), TaskId(3)]);
+    }
+
+    #[test]
+    fn one_id_is_held_in_place() {
+        let mut s = TaskSet::default();
+        s.insert(TaskId(4));
+        assert!(matches!(s, TaskSet::One(TaskId(4))));
+        assert!(!s.insert(TaskId(4)));
+        s.insert(TaskId(2));
+        assert_eq!(s.to_vec(), vec![TaskId(4), TaskId(2)]);
+        assert!(s.remove(TaskId(4)) && s.remove(TaskId(2)));
+        assert!(s.is_empty());
+        s.insert(TaskId(9));
+        assert!(matches!(s, TaskSet::One(TaskId(9))));
+        assert!(!s.remove(TaskId(1)) && s.remove(TaskId(9)) && s.is_empty());
     }
 }
