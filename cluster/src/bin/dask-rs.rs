@@ -35,7 +35,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dask_client::{Client, ClientOptions, Error, Future, WaitingKey};
 use dask_cluster::graph_file::{self, GraphFile};
 use dask_cluster::LocalCluster;
-use dask_core::messages::{ClusterInfoReply, Role};
+use dask_core::messages::{ClusterInfoReply, Role, TaskSpec};
 use dask_core::Key;
 use dask_inprocess::{OnError, Options, Plan, Progress, Scheduler};
 use dask_net::cli::SecurityArgs;
@@ -514,18 +514,51 @@ fn submit(a: &SubmitArgs) -> Result<(), Failure> {
     execute(&client, file, a.graph.progress())
 }
 
+/// Graphs of at most this many tasks want every task, so progress counts
+/// each; larger ones want only their wanted keys (a want per task cost the
+/// scheduler and this client memory and time per task: 10M futures were
+/// ~8 GB here).
+const PROGRESS_PER_TASK_MAX: usize = 100_000;
+
 /// Submits the graph, waits (showing progress and why keys wait), prints
 /// the results sorted by key and the errors on stderr.
 ///
-/// Every task of the graph is wanted, so progress counts this graph's own
-/// tasks (not other clients'); a task that is not in `wanted` is released
-/// as soon as it is done, so its result is freed as it would have been.
+/// A graph of at most [`PROGRESS_PER_TASK_MAX`] tasks has every task
+/// wanted, so progress counts this graph's own tasks (not other clients');
+/// a task that is not in `wanted` is released as soon as it is done, so
+/// its result is freed as it would have been. A larger graph wants only
+/// its wanted keys, and progress counts those.
 fn execute(client: &Client, file: GraphFile, progress: Option<Duration>) -> Result<(), Failure> {
     let mut wanted = file.wanted;
     wanted.sort();
     wanted.dedup();
     let tasks = file.graph.into_tasks();
-    let wanted_set: HashSet<Key> = wanted.iter().cloned().collect();
+    let Some(every) = every_key(&tasks, &wanted) else {
+        if progress.is_some() {
+            eprintln!(
+                "dask-rs: {} tasks (over {PROGRESS_PER_TASK_MAX}): progress counts the {} wanted \
+                 keys",
+                tasks.len(),
+                wanted.len()
+            );
+        }
+        let futures = client.submit_tasks(tasks, wanted);
+        let (finished, errors) = follow(futures, None, progress);
+        return print_results(client, finished, errors);
+    };
+    let wanted_set: HashSet<Key> = wanted.into_iter().collect();
+    let futures = client.submit_tasks(tasks, every);
+    let (finished, errors) = follow(futures, Some(&wanted_set), progress);
+    print_results(client, finished, errors)
+}
+
+/// Every key of the graph and the wanted keys it does not define, or
+/// `None` for a graph of more than [`PROGRESS_PER_TASK_MAX`] tasks (only
+/// its wanted keys are asked for).
+fn every_key(tasks: &[TaskSpec], wanted: &[Key]) -> Option<Vec<Key>> {
+    if tasks.len() > PROGRESS_PER_TASK_MAX {
+        return None;
+    }
     let mut every: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
     let defined: HashSet<&Key> = tasks.iter().map(|t| &t.key).collect();
     let elsewhere: Vec<Key> = wanted
@@ -533,10 +566,17 @@ fn execute(client: &Client, file: GraphFile, progress: Option<Duration>) -> Resu
         .filter(|k| !defined.contains(k))
         .cloned()
         .collect();
-    drop(defined);
     every.extend(elsewhere);
-    let futures = client.submit_tasks(tasks, every);
-    let (finished, errors) = follow(futures, &wanted_set, progress);
+    Some(every)
+}
+
+/// Prints the finished keys' results sorted by key, and fails with the
+/// errors when there are any.
+fn print_results(
+    client: &Client,
+    finished: Vec<Future>,
+    errors: Vec<(Key, Error)>,
+) -> Result<(), Failure> {
     let values = client.gather_raw(&finished).map_err(failed)?;
     let mut out = std::io::stdout().lock();
     for (f, raw) in finished.iter().zip(&values) {
@@ -559,15 +599,23 @@ fn execute(client: &Client, file: GraphFile, progress: Option<Duration>) -> Resu
 
 /// Follows the graph's futures until all are done: draws progress (see
 /// [`Reporter`]), prints why keys wait as soon as the scheduler says,
-/// drops the futures of keys not wanted once done. Returns the wanted
-/// futures that finished, sorted by key, and the wanted keys' errors.
+/// drops the futures of keys not wanted once done (`None`: every key is).
+/// Returns the wanted futures that finished, sorted by key, and the wanted
+/// keys' errors.
 fn follow(
     futures: Vec<Future>,
-    wanted: &HashSet<Key>,
+    wanted: Option<&HashSet<Key>>,
     progress: Option<Duration>,
 ) -> (Vec<Future>, Vec<(Key, Error)>) {
     let total = futures.len();
-    let all: HashSet<Key> = futures.iter().map(|f| f.key().clone()).collect();
+    let is_wanted = |k: &Key| wanted.is_none_or(|w| w.contains(k));
+    // The graph's own keys, to tell a key waiting on another of them
+    // apart; when only the wanted keys are followed (a large graph) every
+    // waiting key is told.
+    let all: HashSet<Key> = match wanted {
+        Some(_) => futures.iter().map(|f| f.key().clone()).collect(),
+        None => HashSet::new(),
+    };
     let reporter = Reporter::new(progress);
     let mut pending = futures;
     let mut finished: Vec<Future> = Vec::new();
@@ -595,11 +643,11 @@ fn follow(
             }
             done += 1;
             match f.wait() {
-                Ok(()) if wanted.contains(f.key()) => finished.push(f),
+                Ok(()) if is_wanted(f.key()) => finished.push(f),
                 Ok(()) => {}
                 Err(e) => {
                     erred += 1;
-                    if wanted.contains(f.key()) {
+                    if is_wanted(f.key()) {
                         errors.push((f.key().clone(), e));
                     }
                 }
@@ -917,6 +965,22 @@ fn info_json(address: &str, info: &ClusterInfoReply) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dask_core::client::task_spec;
+
+    fn specs(n: usize) -> Vec<TaskSpec> {
+        (0..n)
+            .map(|i| task_spec(Key(format!("t-{i}")), "inc", &[i.into()], &[]))
+            .collect()
+    }
+
+    #[test]
+    fn a_small_graph_wants_every_task_and_a_large_one_only_its_wanted_keys() {
+        let wanted = vec![Key::from("t-1"), Key::from("elsewhere")];
+        let every = every_key(&specs(3), &wanted).expect("small: every key");
+        let names: Vec<&str> = every.iter().map(Key::as_str).collect();
+        assert_eq!(names, ["t-0", "t-1", "t-2", "elsewhere"]);
+        assert_eq!(every_key(&specs(PROGRESS_PER_TASK_MAX + 1), &wanted), None);
+    }
 
     #[test]
     fn a_progress_line_says_done_of_total_errors_rate_and_elapsed_time() {
