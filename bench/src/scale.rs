@@ -75,6 +75,22 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU seconds of this process's waited-for children (here: the one
+/// `dask-rs submit`; the cluster's processes are still running).
+fn reaped_children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // cutime and cstime: fields 16 and 17, 14 and 15 after the ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(13) + ticks(14)) / 100.0
+}
+
 /// Runs one scale measurement and prints it.
 pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     let procs = start_cluster(bin_dir, 2, 1);
@@ -126,13 +142,26 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         (Some(submitted), finished)
     };
     let hwm = status_bytes(pid, "VmHWM");
+    // CPU seconds: on a shared machine the wall times above depend on the
+    // load; these much less.
+    let (scheduler_cpu, workers_cpu) = procs.cpu();
+    let client_cpu = if via_submit {
+        reaped_children_cpu_seconds()
+    } else {
+        dask_bench::cpu_seconds("self")
+    };
     // Released: the scheduler shrinks its tables and gives memory back.
     std::thread::sleep(Duration::from_secs(3));
     let _ = client.cluster_info();
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = status_bytes(pid, "VmRSS");
+    let client_label = if via_submit {
+        "dask-rs submit"
+    } else {
+        "client"
+    };
     println!(
-        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; load {}",
+        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; CPU s: scheduler {scheduler_cpu:.1}, workers {workers_cpu:.1}, {client_label} {client_cpu:.1}; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; load {}",
         if via_submit { "dask-rs submit" } else { "the Rust client" },
         submitted.map_or("-".into(), |s| format!("{:.1} s", s.as_secs_f64())),
         finished.as_secs_f64(),
