@@ -35,7 +35,7 @@ pub const OUTPUT_BYTES_SHARE: usize = 1024 * 1024;
 
 /// Default of [`ReactorConfig::read_bytes_per_wakeup`]: a few large
 /// frames' worth, so a peer that streams (a client sending a 10M-task
-/// graph as 16 MiB parts) is handled a part at a time between the others.
+/// graph in parts) is handled a part at a time between the others.
 pub const READ_BYTES_PER_WAKEUP: usize = 4 * 1024 * 1024;
 
 /// Default of [`ReactorConfig::close_linger`].
