@@ -276,10 +276,16 @@ impl EventLoop {
                 if let Err(e) = self.reactor.send(self.conn, &m) {
                     st.session.handle_unsendable(&m, &e);
                 }
-                if matches!(m, Message::Hello(_) | Message::AuthProof(_)) {
-                    // Alone in its frame (under hello_frame_bytes_max, which
-                    // holds until the proof): a resumed session's requests
-                    // may be large and wait right behind.
+                if matches!(
+                    m,
+                    Message::Hello(_) | Message::AuthProof(_) | Message::UpdateGraph(_)
+                ) {
+                    // A hello or proof alone in its frame (under
+                    // hello_frame_bytes_max, which holds until the proof): a
+                    // resumed session's requests may be large and wait right
+                    // behind. A graph ends its frame: the scheduler takes a
+                    // frame in one event, and the parts of a large graph in
+                    // one frame kept its loop busy for the whole graph.
                     self.reactor.end_frame(self.conn);
                 }
             }

@@ -487,3 +487,40 @@ fn wait_accepted_is_an_acknowledged_empty_graph() {
         waiting.join().expect("thread").expect("accepted");
     });
 }
+
+#[test]
+fn each_part_of_a_large_graph_goes_in_its_own_frame() {
+    // The scheduler takes a frame in one event: parts batched in one frame
+    // kept its loop busy for the whole graph.
+    let (client, mut mock) = connect();
+    let n = 200_000;
+    let specs: Vec<_> = (0..n)
+        .map(|i| {
+            dask_core::client::task_spec(
+                Key::from(format!("inc-{i}")),
+                "inc",
+                &[Value::from(i)],
+                &[],
+            )
+        })
+        .collect();
+    let wanted = vec![Key::from(format!("inc-{}", n - 1))];
+    let _futures = client.submit_tasks(specs, wanted);
+    let mut defined = 0;
+    let mut parts = 0;
+    while defined < n {
+        let frame = mock.conn.recv_frame().expect("a frame");
+        match &frame[..] {
+            [Message::UpdateGraph(g)] => {
+                defined += g.tasks.len();
+                parts += 1;
+            }
+            other => panic!(
+                "expected one update-graph in the frame, got {} messages",
+                other.len()
+            ),
+        }
+    }
+    assert!(parts >= 2, "{parts} parts");
+    assert_eq!(defined, n);
+}

@@ -220,14 +220,25 @@ impl BlockingConn {
 
     /// The next message, reading frames as needed.
     pub fn recv(&mut self) -> io::Result<Message> {
-        let mut buf = [0u8; 16 * 1024];
         loop {
             if let Some(m) = self.pending.pop_front() {
                 return Ok(m);
             }
+            let frame = self.recv_frame()?;
+            self.pending.extend(frame);
+        }
+    }
+
+    /// The messages of the next frame (those of a frame [`BlockingConn::recv`]
+    /// began to hand out first): for tests of how a peer batches messages.
+    pub fn recv_frame(&mut self) -> io::Result<Vec<Message>> {
+        if !self.pending.is_empty() {
+            return Ok(self.pending.drain(..).collect());
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
             if let Some(frame) = self.decoder.poll().map_err(wire_err)? {
-                self.pending.extend(frame);
-                continue;
+                return Ok(frame);
             }
             // A large frame is read straight into its own buffer, a large
             // value's part into the value's.
