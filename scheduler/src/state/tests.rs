@@ -2223,6 +2223,7 @@ mod durable;
 mod liveness;
 mod observe;
 mod outflow;
+mod record;
 mod shrink;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------
