@@ -267,7 +267,7 @@ export class Client {
    * outcomes; requests cut by the loss (a gather) are sent again. If the
    * scheduler kept no session, the futures end lost (LostError).
    * A graph (one `submit` or `map`) of more than `submitPartBytes`
-   * (default 16 MiB of its encoding) goes as several messages, so no
+   * (default 4 MiB of its encoding) goes as several messages, so no
    * graph is too large for one (spec: "A graph larger than a frame").
    * @param {{name?: string, timeout?: number, credentials?: string | false,
    *          reconnectTimeout?: number, submitPartBytes?: number,

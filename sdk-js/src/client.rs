@@ -65,7 +65,7 @@ impl ClientDriver {
     /// [`ClientDriver::channel_binding`]; `resumable`: JS connects again
     /// when `drain` says `reconnect`, see the module docs; `part_bytes`: a
     /// graph larger than this goes as several `update-graph`s, default
-    /// 16 MiB, core's `SUBMIT_PART_BYTES`). The `hello` is queued.
+    /// 4 MiB, core's `SUBMIT_PART_BYTES`). The `hello` is queued.
     pub fn new(config: &[u8]) -> Result<ClientDriver, String> {
         let c = Command::parse(config)?;
         let name: Option<String> = c.field("name")?;
