@@ -38,18 +38,25 @@ pub fn binary_tree(
 /// CPU time (user + system, all threads) of process `pid` ("self": this
 /// one), from /proc/PID/stat, in seconds (ticks of 10 ms).
 pub fn cpu_seconds(pid: &str) -> f64 {
+    // utime and stime: fields 14 and 15 of the line.
+    stat_seconds(pid, [14, 15])
+}
+
+/// The sum of two tick fields of /proc/PID/stat (numbered from 1, as in
+/// proc(5)), in seconds.
+pub fn stat_seconds(pid: &str, fields: [usize; 2]) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses: utime and
-    // stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    // Fields after the command name, which is in parentheses (field 2):
+    // field N is the (N - 3)th after ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
+    let values: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |n: usize| {
+        values
+            .get(n.saturating_sub(3))
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(fields[0]) + ticks(fields[1])) / 100.0
 }
 
 /// This process's CPU time (user + system, every thread, ended ones

@@ -75,22 +75,6 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// CPU seconds of this process's waited-for children (here: the one
-/// `dask-rs submit`; the cluster's processes are still running).
-fn reaped_children_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // cutime and cstime: fields 16 and 17, 14 and 15 after the ')'.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(13) + ticks(14)) / 100.0
-}
-
 /// Runs one scale measurement and prints it.
 pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     let procs = start_cluster(bin_dir, 2, 1);
@@ -146,7 +130,9 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     // load; these much less.
     let (scheduler_cpu, workers_cpu) = procs.cpu();
     let client_cpu = if via_submit {
-        reaped_children_cpu_seconds()
+        // cutime and cstime: the waited-for children (here the one
+        // dask-rs submit; the cluster's processes still run).
+        dask_bench::stat_seconds("self", [16, 17])
     } else {
         dask_bench::cpu_seconds("self")
     };

@@ -57,6 +57,16 @@ fn peer(addr: SocketAddr) -> BlockingConn {
     conn
 }
 
+/// A reactor with `config` and a peer whose hello it has read.
+fn greeted(config: ReactorConfig) -> (Reactor, BlockingConn, ConnId) {
+    let (mut reactor, addr) = reactor(config);
+    let mut p = peer(addr);
+    p.send(&[hello()]).unwrap();
+    let conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    (reactor, p, conn)
+}
+
 /// Runs the reactor, handing each event to `on_event` (which may send and
 /// close), until it returns true. What the handler sends is flushed by the
 /// next poll, as in an event loop (the same wakeup).
@@ -466,11 +476,7 @@ fn a_peer_that_does_not_read_is_not_read_either_until_it_catches_up() {
         output_bytes_max: 1 << 20,
         ..ReactorConfig::default()
     };
-    let (mut reactor, addr) = reactor(config);
-    let mut p = peer(addr);
-    p.send(&[hello()]).unwrap();
-    let conn = accepted(&mut reactor);
-    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    let (mut reactor, mut p, conn) = greeted(config);
     // Far more than the socket buffers take: most of it stays queued.
     let sent = 64;
     for _ in 0..sent {
@@ -524,11 +530,7 @@ fn a_peer_that_keeps_sending_is_read_a_budget_per_wakeup_and_nothing_is_lost() {
         read_bytes_per_wakeup: 1,
         ..ReactorConfig::default()
     };
-    let (mut reactor, addr) = reactor(config);
-    let mut p = peer(addr);
-    p.send(&[hello()]).unwrap();
-    let conn = accepted(&mut reactor);
-    assert_eq!(frame(&mut reactor), (conn, vec![hello()]));
+    let (mut reactor, mut p, conn) = greeted(config);
     // Eight frames each larger than one read of the socket: with a budget
     // of one byte a wakeup reads once, so it completes at most one frame.
     let sent = 8;
