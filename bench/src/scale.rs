@@ -65,6 +65,10 @@ fn graph(shape: &str, tasks: usize) -> (Vec<TaskSpec>, Vec<Key>, i64) {
     }
 }
 
+/// Longest wait for the scheduler to forget a released graph before its
+/// resident set is read.
+const RELEASE_WAIT_MAX: Duration = Duration::from_secs(600);
+
 /// A number from /proc/PID/status (kB), in bytes.
 fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -136,9 +140,19 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     } else {
         dask_bench::cpu_seconds("self")
     };
-    // Released: the scheduler shrinks its tables and gives memory back.
-    std::thread::sleep(Duration::from_secs(3));
-    let _ = client.cluster_info();
+    // Released: the scheduler forgets the tasks (10M of them take it many
+    // seconds on a busy machine: a fixed wait measured it mid-release),
+    // then shrinks its tables and gives memory back.
+    let released_by = Instant::now() + RELEASE_WAIT_MAX;
+    while Instant::now() < released_by {
+        let left: u64 = client
+            .cluster_info()
+            .map_or(1, |info| info.tasks.values().sum());
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = status_bytes(pid, "VmRSS");
     let client_label = if via_submit {
