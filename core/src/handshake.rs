@@ -20,14 +20,26 @@ pub const KEY_WAITING: &str = "key-waiting";
 /// frame travel in parts ([`crate::parts`]).
 pub const VALUE_PARTS: &str = "value-parts";
 
+/// The feature of the dask/1.1 ops `get-value-range` and `value-range`: a
+/// worker sends a range of a value's bytes, so a scheduler can relay a
+/// large value to a client without holding it whole.
+pub const VALUE_RANGES: &str = "value-ranges";
+
 /// Optional features this crate supports.
-pub const FEATURES: &[&str] = &[KEY_WAITING, VALUE_PARTS];
+pub const FEATURES: &[&str] = &[KEY_WAITING, VALUE_PARTS, VALUE_RANGES];
 
 /// Whether `features` (a hello's) lists [`VALUE_PARTS`].
 pub fn lists_value_parts(features: &Option<Vec<String>>) -> bool {
     features
         .as_deref()
         .is_some_and(|f| f.iter().any(|f| f == VALUE_PARTS))
+}
+
+/// Whether `features` (a hello's) lists [`VALUE_RANGES`].
+pub fn lists_value_ranges(features: &Option<Vec<String>>) -> bool {
+    features
+        .as_deref()
+        .is_some_and(|f| f.iter().any(|f| f == VALUE_RANGES))
 }
 
 /// Whether `version` (one both sides speak) has the dask/1.1 additions.

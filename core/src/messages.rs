@@ -883,6 +883,55 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// Scheduler -> worker: the bytes of one value's encoding from
+    /// `offset`, at most `bytes_max` of them (feature `value-ranges`): a
+    /// gather relays a large value to its client a range at a time.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct GetValueRange {
+        /// Requester-chosen id, echoed in the reply.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub request: u64,
+        /// The key of the value.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub key: Key,
+        /// Where the range starts in the value's encoding.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub offset: u64,
+        /// The most bytes wanted (a worker sends at least one, and MAY send
+        /// fewer than asked: dask-rs sends at most what one of its `data`
+        /// replies holds).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub bytes_max: u64,
+    }
+}
+
+wire_struct! {
+    /// Worker -> requester: the answer to `get-value-range` (feature
+    /// `value-ranges`); a key it does not hold is answered with `data`
+    /// listing it missing.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct ValueRange {
+        /// The `get-value-range` this answers.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub request: u64,
+        /// The key of the value.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub key: Key,
+        /// The whole value's nbytes (the length of its encoding).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub nbytes: u64,
+        /// The request's `offset`: where `part` starts.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub offset: u64,
+        /// The bytes from `offset`: at least one and at most `bytes_max`,
+        /// fewer only at the end of the value; none when `offset` is at or
+        /// past `nbytes`.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub part: Bin,
+    }
+}
+
+wire_struct! {
     /// The next bytes of a value too large for one frame, sent in parts
     /// right before the `data`, `gather-reply`, `put-data` or `scatter`
     /// carrying it (feature `value-parts`).
@@ -1038,6 +1087,8 @@ messages! {
     Data = "data",
     Busy = "busy",
     ValuePart = "value-part",
+    GetValueRange = "get-value-range",
+    ValueRange = "value-range",
 }
 
 impl Message {

@@ -132,6 +132,7 @@ pub mod observe;
 pub mod outflow;
 pub mod pause;
 pub mod placement;
+pub mod relay;
 pub mod shrink;
 mod snapshot;
 mod task_set;
@@ -600,6 +601,10 @@ struct Connection {
     /// Both sides listed the feature `value-parts`: values too large for a
     /// frame go to it in parts.
     value_parts: bool,
+    /// Both sides listed the feature `value-ranges`: a worker that answers
+    /// `get-value-range`, so gathers relay its large values a range at a
+    /// time ([`relay`]).
+    value_ranges: bool,
     /// The name in its hello, for the dashboard and the log.
     name: Option<String>,
     /// A client's session token, told in the hello reply: the detached
@@ -791,6 +796,7 @@ impl SchedulerState {
                 v1_1: false,
                 key_waiting: false,
                 value_parts: false,
+                value_ranges: false,
                 name: None,
                 session: None,
             },
@@ -983,6 +989,10 @@ impl SchedulerState {
                         .features
                         .iter()
                         .any(|f| f == handshake::VALUE_PARTS);
+                    c.value_ranges = negotiated
+                        .features
+                        .iter()
+                        .any(|f| f == handshake::VALUE_RANGES);
                 }
                 if negotiated.peer_role == Role::Client {
                     let resume = hello
@@ -1170,6 +1180,7 @@ impl SchedulerState {
             Message::StealResponse(m) => self.steal_response(w, m),
             Message::DataStored(m) => self.data_stored(w, m),
             Message::Data(m) => self.data_reply(w, m),
+            Message::ValueRange(m) => self.value_range_reply(w, m),
             Message::Busy(m) => self.busy_reply(w, m),
             other => self.unexpected(conn, &other, "a worker"),
         }
@@ -1293,6 +1304,11 @@ impl SchedulerState {
         // events again when it comes back.
         if Self::is_detached(conn) {
             return;
+        }
+        // Nothing may come between the parts of a value and the reply
+        // carrying it: the client's other messages wait for that reply.
+        if let Some(held) = self.data.held_during_relay(conn) {
+            return held.push(message);
         }
         self.out.push_back(SchedulerOutput::Send(conn, message));
     }

@@ -603,18 +603,31 @@ fn lying_worker(address: &str) {
         request: 2,
         keys: vec!["lie-1".into()],
     })]);
-    let get = loop {
+    // Its value is asked whole, or (dask/1.1 value-ranges: the lie makes
+    // it large) a range at a time; the liar sends its one byte either way.
+    let one = RawValue::from_value(&Value::from(1));
+    loop {
         match w.recv() {
-            Some(Message::GetData(g)) => break g,
+            Some(Message::GetData(get)) => {
+                break w.send(&[Message::Data(Data {
+                    request: get.request,
+                    data: [(Key::from("lie-1"), one)].into(),
+                    missing: vec![],
+                })])
+            }
+            Some(Message::GetValueRange(get)) => {
+                break w.send(&[Message::ValueRange(ValueRange {
+                    request: get.request,
+                    key: get.key,
+                    nbytes: one.len() as u64,
+                    offset: 0,
+                    part: Bin(one.into_shared()),
+                })])
+            }
             Some(_) => continue,
             None => panic!("no get-data for the gather"),
         }
-    };
-    w.send(&[Message::Data(Data {
-        request: get.request,
-        data: [(Key::from("lie-1"), RawValue::from_value(&Value::from(1)))].into(),
-        missing: vec![],
-    })]);
+    }
     match c.recv() {
         Some(Message::GatherReply(g)) => assert_eq!(g.data.len(), 1, "{g:?}"),
         other => panic!("expected gather-reply, got {other:?}"),

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -145,6 +145,32 @@ impl SpillStore for FileSpillStore {
         };
         let path = self.path(file);
         self.read(&path, len).map_err(|e| {
+            let message = format!("cannot read {}: {e}", path.display());
+            eprintln!("dask-worker: reading back {key}: {message}");
+            message
+        })
+    }
+
+    /// One range of the file alone: a large value is relayed to a client
+    /// a range at a time, and reading it whole for each would be quadratic.
+    fn get_range(&mut self, key: &Key, start: u64, end: u64) -> Result<bytes::Bytes, String> {
+        let Some(&(file, len)) = self.files.get(key) else {
+            return Err("not spilled here".into());
+        };
+        if start > end || end > len {
+            return Err(format!(
+                "bytes {start}..{end} asked of a value of {len} bytes"
+            ));
+        }
+        let path = self.path(file);
+        let read = || -> io::Result<Vec<u8>> {
+            let mut file = File::open(&path)?;
+            file.seek(SeekFrom::Start(start))?;
+            let mut bytes = vec![0; (end - start) as usize];
+            file.read_exact(&mut bytes)?;
+            Ok(bytes)
+        };
+        read().map(bytes::Bytes::from).map_err(|e| {
             let message = format!("cannot read {}: {e}", path.display());
             eprintln!("dask-worker: reading back {key}: {message}");
             message

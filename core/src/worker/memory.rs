@@ -26,6 +26,22 @@ pub trait SpillStore: Send {
     fn get(&mut self, key: &Key) -> Result<RawValue, String>;
     /// Drops the entry of `key`, if there is one.
     fn remove(&mut self, key: &Key);
+    /// Reads back bytes `start..end` of the value put under `key` (within
+    /// its length). By default the whole value is read and sliced; a store
+    /// that can read a range alone should (a large value is relayed a range
+    /// at a time).
+    fn get_range(&mut self, key: &Key, start: u64, end: u64) -> Result<bytes::Bytes, String> {
+        let value = self.get(key)?.into_shared();
+        let range = usize::try_from(start).unwrap_or(usize::MAX)
+            ..usize::try_from(end).unwrap_or(usize::MAX);
+        if range.start > range.end || range.end > value.len() {
+            return Err(format!(
+                "bytes {start}..{end} asked of a value of {} bytes",
+                value.len()
+            ));
+        }
+        Ok(value.slice(range))
+    }
 }
 
 /// A [`SpillStore`] in a map: it moves nothing out of the process, so it is
@@ -404,11 +420,47 @@ impl WorkerState {
             ),
             Err(e) => e,
         };
+        self.spill_read_failed(key, error);
+        None
+    }
+
+    /// Bytes `start..end` of the spilled value of `key`, read back for a
+    /// `get-value-range` (it stays spilled). A failed read loses the value
+    /// here, as [`WorkerState::read_spilled`] does.
+    pub(super) fn read_spilled_range(
+        &mut self,
+        key: &Key,
+        start: u64,
+        end: u64,
+    ) -> Option<bytes::Bytes> {
+        let read = match self.spill.as_mut() {
+            Some(store) => store.get_range(key, start, end),
+            None => Err("no spill store".to_string()),
+        };
+        match read {
+            Ok(bytes) if bytes.len() as u64 == end - start => {
+                self.memory_counters.spill_reads += 1;
+                Some(bytes)
+            }
+            Ok(bytes) => {
+                self.spill_read_failed(
+                    key,
+                    format!("read {} bytes of {}..{}", bytes.len(), start, end),
+                );
+                None
+            }
+            Err(e) => {
+                self.spill_read_failed(key, e);
+                None
+            }
+        }
+    }
+
+    fn spill_read_failed(&mut self, key: &Key, error: String) {
         self.memory_counters.spill_read_failures += 1;
         self.memory_counters.last_spill_error = Some(format!("cannot read back {key}: {error}"));
         self.remove_held(key);
         self.add_keys.remove(key);
-        None
     }
 
     /// The value of `key` for a job: from memory (now the most recently

@@ -397,6 +397,10 @@ impl WorkerState {
                     self.emit(reply);
                 }
             }
+            Message::GetValueRange(request) => {
+                let reply = self.value_range(request);
+                self.emit(reply);
+            }
             Message::Heartbeat(_) => {}
             // Told by a scheduler that misjudged it dead (dask/1.1): as
             // after a lost connection, when the worker reconnects at all.

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::{ConnId, WorkerState};
-use crate::messages::{Busy, Data, DataStored, ErrorReport, GetData, PutData};
+use crate::messages::{
+    Bin, Busy, Data, DataStored, ErrorReport, GetData, GetValueRange, PutData, ValueRange,
+};
 use crate::{ErrorCode, Key, Message, RawValue};
 
 impl WorkerState {
@@ -31,6 +33,54 @@ impl WorkerState {
         for message in replies {
             self.send(conn, message);
         }
+    }
+
+    /// A `get-value-range` (dask/1.1 `value-ranges`): the bytes of one
+    /// value from `offset`, a slice of the stored value (no copy) or read
+    /// back from the spill store (that range alone); `data` listing the key
+    /// missing when it is not held (or cannot be read back). A range is at
+    /// most one reply message (`reply_message_bytes_max`), whatever was
+    /// asked.
+    pub(super) fn value_range(&mut self, request: GetValueRange) -> Message {
+        let GetValueRange {
+            request,
+            key,
+            offset,
+            bytes_max,
+        } = request;
+        let missing = |key| {
+            Message::Data(Data {
+                request,
+                data: BTreeMap::new(),
+                missing: vec![key],
+            })
+        };
+        let Some(held) = self.data.get(&key) else {
+            return missing(key);
+        };
+        let nbytes = held.nbytes;
+        let len = bytes_max.clamp(1, self.config.reply_message_bytes_max.max(1) as u64);
+        let start = offset.min(nbytes);
+        let end = offset.saturating_add(len).min(nbytes);
+        let part = match held.value.clone() {
+            Some(value) => {
+                self.touch(&key);
+                RawValue::clone(&value)
+                    .into_shared()
+                    .slice(start as usize..end as usize)
+            }
+            None => match self.read_spilled_range(&key, start, end) {
+                Some(bytes) => bytes,
+                None => return missing(key),
+            },
+        };
+        Message::ValueRange(ValueRange {
+            request,
+            key,
+            nbytes,
+            offset,
+            part: Bin(part),
+        })
     }
 
     pub(super) fn put_data(&mut self, put: PutData) {

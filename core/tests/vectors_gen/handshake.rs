@@ -183,9 +183,9 @@ pub(super) fn handshake() -> Json {
             3002,
         ),
     ];
-    // What dask-rs offers: dask/1.1, with the features key-waiting and
-    // value-parts.
-    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": ["key-waiting", "value-parts"]});
+    // What dask-rs offers: dask/1.1, with the features key-waiting,
+    // value-parts and value-ranges.
+    let offer = json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "client", "features": ["key-waiting", "value-parts", "value-ranges"]});
     let c_ok = |d: &str, expect: &str, reply: Json| {
         let version = reply["version"].clone();
         // The features both list: the reply's that were offered.
@@ -193,7 +193,7 @@ pub(super) fn handshake() -> Json {
             .as_array()
             .map(|f| {
                 f.iter()
-                    .filter(|x| *x == "key-waiting" || *x == "value-parts")
+                    .filter(|x| *x == "key-waiting" || *x == "value-parts" || *x == "value-ranges")
                     .cloned()
                     .collect()
             })

@@ -663,6 +663,25 @@ pub(super) fn messages() -> Json {
         vec![],
     ));
 
+    // --- value ranges (dask/1.1, feature value-ranges) ------------------
+    cases.push(case(
+        "get-value-range (dask/1.1): bytes 4 to 8 of x's value (at most 5)",
+        json!({"op": "get-value-range", "request": 21, "key": "x", "offset": 4, "bytes_max": 5}),
+        vec![vec![Reversed], vec![Wide("offset")]],
+    ));
+    cases.push(case(
+        "value-range (dask/1.1): the answer, the last 5 of the 9 bytes of x's value",
+        json!({"op": "value-range", "request": 21, "key": "x", "nbytes": 9, "offset": 4,
+               "part": {"$bin": "0203040506"}}),
+        vec![vec![Reversed], vec![Wide("nbytes")]],
+    ));
+    cases.push(case(
+        "value-range (dask/1.1): an offset at the end of the value gets an empty part",
+        json!({"op": "value-range", "request": 22, "key": "x", "nbytes": 9, "offset": 9,
+               "part": {"$bin": ""}}),
+        vec![],
+    ));
+
     json!({
         "description": "dask/1.0 messages: for each, its JSON form and its msgpack encodings (canonical first, then other encodings a decoder must accept). See README.md.",
         "version": [1, 0],

@@ -21,13 +21,16 @@ pub const GATHER_BUSY_RETRIES_MAX: u32 = 50;
 
 /// A client's `gather` being answered.
 #[derive(Debug)]
-struct PendingGather {
-    client: ConnId,
+pub(crate) struct PendingGather {
+    pub(crate) client: ConnId,
     request: u64,
     /// `get-data` requests not answered yet.
     outstanding: usize,
     data: BTreeMap<Key, RawValue>,
-    missing: Vec<Key>,
+    pub(crate) missing: Vec<Key>,
+    /// Its values relayed a range at a time, once the others are in
+    /// ([`relay`](super::relay)).
+    pub(crate) relays: super::relay::GatherRelays,
     /// Keys whose value a holder could not send in any message (5002 to
     /// a `get-data` of that key alone): the gather fails with 5002.
     too_large: Vec<Key>,
@@ -78,7 +81,12 @@ struct ScatteringKey {
 /// Requests the scheduler has sent to workers and awaits answers for.
 #[derive(Debug, Default)]
 pub(crate) struct DataRequests {
-    gathers: HashMap<u64, PendingGather>,
+    pub(crate) gathers: HashMap<u64, PendingGather>,
+    /// `get-value-range` requests not answered yet, and their gather.
+    pub(crate) ranges: HashMap<u64, u64>,
+    /// Clients a value is being relayed to in parts, with the messages
+    /// held for them until the reply carrying it is sent.
+    pub(crate) relaying: HashMap<ConnId, Vec<Message>>,
     gets: HashMap<u64, PendingGet>,
     puts: HashMap<u64, PendingPut>,
     /// Keys with a put-data in flight.
@@ -88,6 +96,13 @@ pub(crate) struct DataRequests {
     /// When the gets in `busy` are asked again.
     pub(crate) busy_retry_at: Option<Timestamp>,
     next_gather: u64,
+}
+
+impl DataRequests {
+    /// Where messages to `conn` wait while a value goes to it in parts.
+    pub(crate) fn held_during_relay(&mut self, conn: ConnId) -> Option<&mut Vec<Message>> {
+        self.relaying.get_mut(&conn)
+    }
 }
 
 impl SchedulerState {
@@ -273,6 +288,9 @@ impl SchedulerState {
             }
         }
         self.data.gathers.retain(|_, g| g.client != conn);
+        let gathers = &self.data.gathers;
+        self.data.ranges.retain(|_, id| gathers.contains_key(id));
+        self.data.relaying.remove(&conn);
         self.outflow_client_left(conn);
     }
 
@@ -394,6 +412,7 @@ impl SchedulerState {
             missing: Vec::new(),
             too_large: Vec::new(),
             estimate,
+            relays: Default::default(),
         };
         let mut per_worker: BTreeMap<WorkerIdx, Vec<Key>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
@@ -401,6 +420,10 @@ impl SchedulerState {
             // A key listed twice is answered once (a holder's reply has
             // it once, so a second ask would look like a lost replica).
             if !seen.insert(key.clone()) {
+                continue;
+            }
+            if self.relays(conn, &key) {
+                g.relays.waiting.push_back(key);
                 continue;
             }
             match self.holder(&key, None) {
@@ -432,6 +455,16 @@ impl SchedulerState {
     /// A worker holding `key` in memory, other than `except`: the one with
     /// the fewest tasks assigned.
     fn holder(&self, key: &Key, except: Option<WorkerIdx>) -> Option<WorkerIdx> {
+        self.holder_where(key, except, |_| true)
+    }
+
+    /// As [`SchedulerState::holder`], among the holders `fit` accepts.
+    pub(crate) fn holder_where(
+        &self,
+        key: &Key,
+        except: Option<WorkerIdx>,
+        fit: impl Fn(WorkerIdx) -> bool,
+    ) -> Option<WorkerIdx> {
         let t = self.task_id(key)?;
         let task = &self.tasks[t.0];
         if task.state != TaskState::Memory {
@@ -440,7 +473,7 @@ impl SchedulerState {
         task.who_has
             .iter()
             .copied()
-            .filter(|&w| Some(w) != except)
+            .filter(|&w| Some(w) != except && fit(w))
             .min_by_key(|w| {
                 self.workers
                     .get(w.0)
@@ -477,13 +510,36 @@ impl SchedulerState {
         }
     }
 
+    /// Once a gather's values are in, its relays go (unless a value is
+    /// too large to send at all), then its reply.
     fn maybe_answer_gather(&mut self, id: u64) {
-        if self.data.gathers.get(&id).is_none_or(|g| g.outstanding > 0) {
+        let Some(g) = self.data.gathers.get(&id) else {
+            return;
+        };
+        if g.outstanding > 0 {
             return;
         }
+        if g.too_large.is_empty() && g.relays.is_pending() {
+            return self.relay_next(id);
+        }
+        self.answer_gather(id);
+    }
+
+    /// Answers gather `id` with what it has (its relayed values went
+    /// before, in parts): then the client's messages held meanwhile.
+    pub(crate) fn answer_gather(&mut self, id: u64) {
         let Some(g) = self.data.gathers.remove(&id) else {
             return;
         };
+        let client = g.client;
+        let held = self.data.relaying.remove(&client);
+        self.answer(g);
+        for message in held.into_iter().flatten() {
+            self.send(client, message);
+        }
+    }
+
+    fn answer(&mut self, g: PendingGather) {
         self.gather_answered(g.client, 0);
         if !self.clients.contains_key(&g.client) {
             return;
@@ -551,6 +607,9 @@ impl SchedulerState {
             }
             return;
         }
+        if self.range_refused(w, request) {
+            return;
+        }
         if self.data.gets.get(&request).is_none_or(|g| g.worker != w) {
             return;
         }
@@ -585,7 +644,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn data_reply(&mut self, w: WorkerIdx, mut m: Data) {
-        if self.check_answered(w, m.request, Some(&m)) {
+        if self.check_answered(w, m.request, Some(&m)) || self.range_missing(w, &m) {
             return;
         }
         if self.data.gets.get(&m.request).is_none_or(|g| g.worker != w) {
@@ -644,7 +703,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn busy_reply(&mut self, w: WorkerIdx, m: Busy) {
-        if self.check_answered(w, m.request, None) {
+        if self.check_answered(w, m.request, None) || self.range_refused(w, m.request) {
             return;
         }
         let Some(get) = self.data.gets.get_mut(&m.request) else {
@@ -681,6 +740,7 @@ impl SchedulerState {
     /// Requests to a worker that left: gets go to other holders; puts
     /// end without a copy there (the key is lost if no worker stored it).
     pub(crate) fn data_worker_left(&mut self, w: WorkerIdx) {
+        self.relays_worker_left(w);
         let mut gets: Vec<u64> = self
             .data
             .gets

@@ -3,8 +3,10 @@
 //! the scheduler hold gigabytes, nor slow anyone else down.
 //!
 //! A gather's values pass through the scheduler, each one whole (a slice
-//! of the frame its holder sent, written to the client from there). The
-//! bounds:
+//! of the frame its holder sent, written to the client from there), but
+//! for large values relayed a range at a time to clients that take parts
+//! ([`relay`](super::relay)), which hold a window and count for nothing
+//! here. The bounds:
 //! - a client's gathers are answered one at a time, in order: the next
 //!   one starts (its `get-data` goes out) once the one before is answered;
 //! - and only while at most [`CLIENT_OUTPUT_BYTES_MAX`] wait unwritten for
@@ -101,11 +103,24 @@ impl SchedulerState {
         self.outflow.may_start = true;
     }
 
-    /// Starts the waiting gathers that may start (at the end of an event).
+    /// Bytes waiting unwritten for client `conn` (as last reported, plus
+    /// what was sent since).
+    pub(crate) fn outflow_queued(&self, conn: ConnId) -> u64 {
+        self.outflow.queued.get(&conn).copied().unwrap_or(0)
+    }
+
+    /// `bytes` more were sent to client `conn` (a relayed part).
+    pub(crate) fn outflow_sent(&mut self, conn: ConnId, bytes: u64) {
+        *self.outflow.queued.entry(conn).or_default() += bytes;
+    }
+
+    /// Starts the waiting gathers that may start, and asks the next range
+    /// of relays whose client caught up (at the end of an event).
     pub(crate) fn start_waiting_gathers(&mut self) {
         if !std::mem::take(&mut self.outflow.may_start) {
             return;
         }
+        self.resume_relays();
         let clients: Vec<ConnId> = self.outflow.waiting.keys().copied().collect();
         for conn in clients {
             let queued = self.outflow.queued.get(&conn).copied().unwrap_or(0);
@@ -115,7 +130,7 @@ impl SchedulerState {
             let Some(next) = self.outflow.waiting.get(&conn).and_then(|q| q.front()) else {
                 continue;
             };
-            let estimate = self.gather_estimate(&next.keys);
+            let estimate = self.gather_estimate(conn, &next.keys);
             if estimate > GATHER_SMALL_BYTES {
                 let held = self
                     .outflow
@@ -139,9 +154,11 @@ impl SchedulerState {
         }
     }
 
-    /// Bytes the values of `keys` take (as their holders reported them).
-    fn gather_estimate(&self, keys: &[Key]) -> u64 {
+    /// Bytes the values of `keys` take (as their holders reported them),
+    /// but for those relayed: those hold a window at most.
+    fn gather_estimate(&self, conn: ConnId, keys: &[Key]) -> u64 {
         keys.iter()
+            .filter(|k| !self.relays(conn, k))
             .filter_map(|k| self.task_id(k))
             .map(|t| self.tasks[t.0].nbytes)
             .fold(0u64, u64::saturating_add)

@@ -2224,6 +2224,7 @@ mod liveness;
 mod observe;
 mod outflow;
 mod record;
+mod relay;
 mod shrink;
 
 // ---- what the spec says about frames, lineage and 4001 (issue 18.6) -------

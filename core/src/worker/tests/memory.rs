@@ -615,3 +615,71 @@ fn a_worker_without_a_memory_limit_tells_nothing_of_spilling() {
         (None, None, None)
     );
 }
+
+/// The `get-value-range` answer to the scheduler's ask.
+fn value_range(
+    w: &mut WorkerState,
+    now: Timestamp,
+    key: &str,
+    offset: u64,
+    bytes_max: u64,
+) -> Message {
+    w.handle_scheduler_message(
+        now,
+        Message::GetValueRange(GetValueRange {
+            request: 9,
+            key: Key::from(key),
+            offset,
+            bytes_max,
+        }),
+    );
+    let out = drain(w);
+    let replies = to_scheduler(&out);
+    let [reply] = &replies[..] else {
+        panic!("{out:?}")
+    };
+    (*reply).clone()
+}
+
+#[test]
+fn a_value_range_is_a_slice_of_the_value_in_memory_or_read_back_alone_when_spilled() {
+    let (mut w, store, now) = spilling_worker(Some(0.6), None);
+    put_abcd(&mut w, now);
+    assert!(w.is_spilled("a") && !w.is_spilled("d"));
+    w.config.reply_message_bytes_max = 150;
+    for key in ["a", "d"] {
+        let whole = w.data.get(&Key::from(key)).map(|h| h.nbytes).expect("held");
+        let expected = if key == "a" {
+            blob(200, 1)
+        } else {
+            blob(200, 4)
+        };
+        let mut got = Vec::new();
+        while (got.len() as u64) < whole {
+            // More than a reply may hold is asked: a reply's worth comes.
+            let Message::ValueRange(r) = value_range(&mut w, now, key, got.len() as u64, 1000)
+            else {
+                panic!("no range of {key}")
+            };
+            assert_eq!(
+                (r.request, r.nbytes, r.offset),
+                (9, whole, got.len() as u64)
+            );
+            assert!(!r.part.0.is_empty() && r.part.0.len() <= 150);
+            got.extend_from_slice(&r.part.0);
+        }
+        assert_eq!(got, expected.as_bytes(), "{key}");
+        // At or past the end: an empty part.
+        let Message::ValueRange(r) = value_range(&mut w, now, key, whole + 5, 10) else {
+            panic!("no range")
+        };
+        assert!(r.part.0.is_empty());
+    }
+    assert!(w.is_spilled("a"), "read back, left spilled");
+    // A key not held is answered with data listing it missing.
+    let Message::Data(d) = value_range(&mut w, now, "nope", 0, 10) else {
+        panic!("no data")
+    };
+    assert_eq!((d.request, d.missing.clone()), (9, vec![Key::from("nope")]));
+    assert_accounting(&w, &store);
+}
