@@ -306,6 +306,10 @@ impl EventLoop {
                 }
                 CloseReason::Protocol(e) => self.protocol_error = Some(e),
                 CloseReason::Io(e) => self.transport_error = Some(e.to_string()),
+                // Only accepted connections time out; this one connects.
+                CloseReason::WriteTimeout { .. } => {
+                    self.transport_error = Some("the write timeout closed the connection".into())
+                }
             },
             // Connected before the loop started; it accepts nothing.
             NetEvent::Connected { .. }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dask_core::auth::{ConnectorAuth, Credentials};
 use dask_core::frame::{encode_frame, FrameDecoder};
 use dask_core::handshake::{self, Negotiated};
-use dask_core::messages::Role;
+use dask_core::messages::{Hello, Role};
 use dask_core::{Message, WireError};
 
 use crate::TlsConfig;
@@ -163,9 +163,22 @@ impl BlockingConn {
         timeout: Duration,
         credentials: Option<&Credentials>,
     ) -> io::Result<(BlockingConn, Negotiated)> {
+        let hello = handshake::offer(role, name);
+        Self::connect_offering(address, hello, peer_role, timeout, credentials)
+    }
+
+    /// As [`BlockingConn::connect_proving`], offering `hello` (tests: an
+    /// older peer's version or features).
+    pub fn connect_offering(
+        address: &str,
+        mut hello: Hello,
+        peer_role: Role,
+        timeout: Duration,
+        credentials: Option<&Credentials>,
+    ) -> io::Result<(BlockingConn, Negotiated)> {
+        let role = hello.role;
         let mut conn = Self::connect_raw(address, timeout)?;
         conn.set_read_timeout(Some(timeout))?;
-        let mut hello = handshake::offer(role, name);
         let auth = credentials
             .and_then(|c| c.secret_for(role))
             .map(|secret| ConnectorAuth::new(role, secret.clone(), crate::credentials::nonce()));

@@ -75,6 +75,8 @@ pub struct Conn {
     value_parts: (Option<bool>, Option<bool>),
     /// Maps the pages of large frames and values ahead of the reads.
     populator: Populator,
+    /// Bytes written to the socket so far.
+    written: u64,
 }
 
 /// Where the reads of a connection still in its handshake stand: reads
@@ -230,6 +232,7 @@ impl Conn {
             python_dask_refusal: String::new(),
             value_parts: (None, None),
             populator: Populator::default(),
+            written: 0,
         }
     }
 
@@ -525,6 +528,12 @@ impl Conn {
         self.encoder.finished_bytes()
     }
 
+    /// Bytes written to the socket so far (progress, for the write
+    /// timeout).
+    pub(crate) fn written_bytes(&self) -> u64 {
+        self.written
+    }
+
     /// Writes queued frames until done or the socket would block, with
     /// vectored writes: large values go from where they are kept, never
     /// copied into a send buffer. Returns whether everything was written.
@@ -557,7 +566,10 @@ impl Conn {
             };
             match written {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.encoder.consume(n),
+                Ok(n) => {
+                    self.encoder.consume(n);
+                    self.written += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ConnError::Io(e)),

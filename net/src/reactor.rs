@@ -150,6 +150,15 @@ pub struct ReactorConfig {
     /// wakeup, however long: 90 s of a 10M-task graph's parts while no
     /// worker was answered. Default [`READ_BYTES_PER_WAKEUP`].
     pub read_bytes_per_wakeup: usize,
+    /// The write timeout: an accepted connection with more than
+    /// [`ReactorConfig::output_bytes_share`] unwritten of which not a byte
+    /// could be written for this long is closed
+    /// ([`CloseReason::WriteTimeout`]), so peers that do not read cannot
+    /// hold the output bounds (and what their owner holds for them) for
+    /// ever. Judged after a write is tried, so time this process did not
+    /// run does not count against a peer that reads. Default `None`
+    /// (never; `dask-scheduler` sets it).
+    pub write_timeout: Option<Duration>,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -176,6 +185,7 @@ impl Default for ReactorConfig {
             frame_buffers_bytes_max: FRAME_BUFFERS_BYTES_MAX,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             read_bytes_per_wakeup: READ_BYTES_PER_WAKEUP,
+            write_timeout: None,
         }
     }
 }
@@ -220,7 +230,7 @@ pub enum NetEvent {
         messages: Vec<Message>,
     },
     /// The connection is over for the state machine: nothing more comes
-    /// from it. Unless `reason` is [`CloseReason::Io`], what is sent to it
+    /// from it. Unless `reason` is [`CloseReason::Io`] or [`CloseReason::WriteTimeout`], what is sent to it
     /// in the same wakeup (an `error` answering a protocol error, replies
     /// to a peer that half-closed after its requests) is still written
     /// before it is shut; [`Reactor::close`] is not needed.
@@ -255,6 +265,14 @@ pub enum CloseReason {
     /// The socket failed (reset, write error, or the send queue went over
     /// [`ReactorConfig::send_queue_bytes_max`]); the connection is gone.
     Io(io::Error),
+    /// The peer read nothing for [`ReactorConfig::write_timeout`] while
+    /// `unwritten` bytes waited for it; the connection is gone.
+    WriteTimeout {
+        /// Bytes that waited unwritten.
+        unwritten: usize,
+        /// How long no byte could be written.
+        idle: Duration,
+    },
 }
 
 /// Wakes a [`Reactor`]'s [`poll`](Reactor::poll) from another thread (or
@@ -318,6 +336,11 @@ struct Slot {
     /// Its read stopped at the per-wakeup budget this wakeup: it is read
     /// again on the next one, not again in this one.
     yielded: bool,
+    /// Since when no byte of its output (over the write timeout's bound)
+    /// could be written ([`ReactorConfig::write_timeout`]).
+    stalled_since: Option<Instant>,
+    /// Its bytes written when `stalled_since` was set.
+    written_seen: u64,
 }
 
 /// An entry of the connection slab: a connection, or a connect that
@@ -414,6 +437,9 @@ pub struct Reactor {
     frame_buffers: Arc<FrameBuffers>,
     /// When kept frame buffers are next trimmed (while some are kept).
     frame_buffers_trim_at: Option<Instant>,
+    /// When stalled connections are looked at next
+    /// ([`ReactorConfig::write_timeout`]).
+    write_check_at: Option<Instant>,
 }
 
 impl Reactor {
@@ -445,6 +471,7 @@ impl Reactor {
             scratch: vec![0; READ_CHUNK_BYTES],
             frame_buffers: FrameBuffers::new(config.frame_buffers_bytes_max),
             frame_buffers_trim_at: None,
+            write_check_at: None,
             config,
         })
     }
@@ -707,6 +734,7 @@ impl Reactor {
             self.securing.front().map(|&(at, _)| at),
             self.accept_retry_at,
             self.frame_buffers_trim_at,
+            self.write_check_at,
         ]
         .into_iter()
         .flatten()
@@ -721,6 +749,9 @@ impl Reactor {
         let now = Instant::now();
         self.expire_lingering(now);
         self.expire_securing(now);
+        if self.write_check_at.is_some_and(|at| now >= at) {
+            self.expire_stalled(now);
+        }
         if self.frame_buffers_trim_at.is_some_and(|at| now >= at) {
             self.frame_buffers.trim_unused();
             self.frame_buffers_trim_at = None;
@@ -861,6 +892,84 @@ impl Reactor {
         self.queued_total = self.queued_total - slot.queued_counted + queued;
         slot.queued_counted = queued;
         self.judge_backlog(index);
+        self.judge_stall(index);
+    }
+
+    /// Starts or restarts `index`'s write-timeout clock: from the last
+    /// write that made progress, while more than the bound waits.
+    fn judge_stall(&mut self, index: usize) {
+        let Some(timeout) = self.config.write_timeout else {
+            return;
+        };
+        let share = self.config.output_bytes_share;
+        let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if slot.listener.is_none() || slot.phase != Phase::Open || slot.queued_counted <= share {
+            slot.stalled_since = None;
+            return;
+        }
+        let written = slot.conn.written_bytes();
+        if slot.stalled_since.is_none() || written != slot.written_seen {
+            let now = Instant::now();
+            slot.written_seen = written;
+            slot.stalled_since = Some(now);
+            if self.write_check_at.is_none() {
+                self.write_check_at = Some(now + write_check_interval(timeout));
+            }
+        }
+    }
+
+    /// Closes the connections whose output could not be written for the
+    /// write timeout: each is tried once more first (after a pause of this
+    /// process, a peer that reads takes bytes at once).
+    fn expire_stalled(&mut self, now: Instant) {
+        self.write_check_at = None;
+        let Some(timeout) = self.config.write_timeout else {
+            return;
+        };
+        let due: Vec<usize> = self
+            .conns
+            .iter()
+            .filter_map(|(index, entry)| match entry {
+                Entry::Live(slot)
+                    if !slot.failed
+                        && slot.stalled_since.is_some_and(|since| {
+                            now.saturating_duration_since(since) >= timeout
+                        }) =>
+                {
+                    Some(index)
+                }
+                _ => None,
+            })
+            .collect();
+        for index in due {
+            let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if let Err(e) = slot.conn.flush() {
+                self.fail(index, e);
+                continue;
+            }
+            self.recount(index);
+            let Some(Entry::Live(slot)) = self.conns.get(index) else {
+                continue;
+            };
+            let Some(since) = slot.stalled_since else {
+                continue;
+            };
+            let idle = now.saturating_duration_since(since);
+            if idle >= timeout {
+                let unwritten = slot.queued_counted;
+                self.fail_with(index, CloseReason::WriteTimeout { unwritten, idle });
+            }
+        }
+        let stalled = self.conns.iter().any(|(_, entry)| {
+            matches!(entry, Entry::Live(slot) if !slot.failed && slot.stalled_since.is_some())
+        });
+        if stalled {
+            self.write_check_at = Some(now + write_check_interval(timeout));
+        }
     }
 
     /// Whether an accepted, open connection's output is over the bounds
@@ -974,7 +1083,12 @@ impl Reactor {
                 let index = conn_index(conn);
                 let slot = self.live(conn)?;
                 let open = slot.phase == Phase::Open;
-                if matches!(reason, CloseReason::Io(_)) {
+                // A peer that does not read gets no linger either: what
+                // waited for it is dropped with the socket.
+                if matches!(
+                    reason,
+                    CloseReason::Io(_) | CloseReason::WriteTimeout { .. }
+                ) {
                     self.remove(index);
                 } else if open {
                     self.begin_close(index);
@@ -1298,6 +1412,15 @@ impl Reactor {
     /// The socket of `index` failed: an open connection is reported closed
     /// (and removed when that event is handed out), a closing one removed.
     fn fail(&mut self, index: usize, error: ConnError) {
+        let error = match error {
+            ConnError::Io(e) => e,
+            ConnError::Wire(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        };
+        self.fail_with(index, CloseReason::Io(error));
+    }
+
+    /// The connection is gone, for `reason`: its loop hears it once.
+    fn fail_with(&mut self, index: usize, reason: CloseReason) {
         let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
             return;
         };
@@ -1306,17 +1429,12 @@ impl Reactor {
         }
         slot.failed = true;
         slot.input_over = true;
+        slot.stalled_since = None;
         slot.conn.deregister(self.poll.registry());
-        let error = match error {
-            ConnError::Io(e) => e,
-            ConnError::Wire(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-        };
         let id = slot.id;
         self.release_handshake_bytes(index);
-        self.pending.push_back(NetEvent::Closed {
-            conn: id,
-            reason: CloseReason::Io(error),
-        });
+        self.pending
+            .push_back(NetEvent::Closed { conn: id, reason });
     }
 
     fn expire_lingering(&mut self, now: Instant) {
@@ -1371,8 +1489,16 @@ impl Slot {
             backlogged: false,
             read_deferred: false,
             yielded: false,
+            stalled_since: None,
+            written_seen: 0,
         }
     }
+}
+
+/// How often stalled connections are looked at: a quarter of the write
+/// timeout, within 10 ms to 1 s.
+fn write_check_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// The slot index a [`ConnId`] of this reactor names.

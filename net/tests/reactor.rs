@@ -505,6 +505,74 @@ fn a_peer_that_does_not_read_is_not_read_either_until_it_catches_up() {
 }
 
 #[test]
+fn a_peer_that_reads_nothing_for_the_write_timeout_is_closed_and_a_slow_reader_is_not() {
+    let timeout = Duration::from_millis(500);
+    let config = ReactorConfig {
+        write_timeout: Some(timeout),
+        output_bytes_share: 64 * 1024,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, addr) = reactor(config);
+    let mut stuck = peer(addr);
+    stuck.send(&[hello()]).unwrap();
+    let stuck_conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (stuck_conn, vec![hello()]));
+    let mut slow = peer(addr);
+    slow.send(&[hello()]).unwrap();
+    let slow_conn = accepted(&mut reactor);
+    assert_eq!(frame(&mut reactor), (slow_conn, vec![hello()]));
+    // Far more than the socket buffers take, for each.
+    let sent = 64;
+    for _ in 0..sent {
+        reactor.send(stuck_conn, &data(256 * 1024)).unwrap();
+        reactor.send(slow_conn, &data(256 * 1024)).unwrap();
+    }
+    turn(&mut reactor);
+    assert!(reactor.queued_bytes(stuck_conn) > 1 << 20);
+    assert!(reactor.queued_bytes(slow_conn) > 1 << 20);
+    // One reads a message now and then, each well within the timeout;
+    // the other reads nothing.
+    let reader = std::thread::spawn(move || {
+        for _ in 0..sent {
+            assert!(matches!(slow.recv().unwrap(), Message::Data(_)));
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        slow
+    });
+    let started = Instant::now();
+    let (conn, reason) = closed(&mut reactor);
+    assert_eq!(conn, stuck_conn, "{reason:?}");
+    let CloseReason::WriteTimeout { unwritten, idle } = reason else {
+        panic!("{reason:?}")
+    };
+    assert!(unwritten > 1 << 20, "{unwritten}");
+    assert!(idle >= timeout, "{idle:?}");
+    assert!(started.elapsed() < PATIENCE);
+    // The slow reader gets everything, and is never closed.
+    turn_while(&mut reactor, |r| !r.is_flushed(slow_conn));
+    let slow = reader.join().unwrap();
+    assert!(reactor.is_open(slow_conn));
+    drop(slow);
+    assert!(!reactor.is_open(stuck_conn));
+    drop(stuck);
+}
+
+#[test]
+fn without_a_write_timeout_a_peer_that_reads_nothing_stays() {
+    let (mut reactor, stuck, conn) = greeted(ReactorConfig::default());
+    for _ in 0..32 {
+        reactor.send(conn, &data(256 * 1024)).unwrap();
+    }
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        let events = turn(&mut reactor);
+        assert!(events.is_empty(), "{events:?}");
+    }
+    assert!(reactor.is_open(conn));
+    drop(stuck);
+}
+
+#[test]
 fn close_all_delivers_last_messages_and_stops_listening() {
     let (mut reactor, addr) = reactor(ReactorConfig::default());
     let mut p = peer(addr);

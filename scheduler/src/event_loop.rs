@@ -128,7 +128,17 @@ pub struct SchedulerConfig {
     /// results' locations, datasets and client sessions (see
     /// [`crate::journal`] and [`crate::state::durable`]). Default `None`.
     pub journal: Option<PathBuf>,
+    /// The write timeout (`--write-timeout`, [`dask_net::ReactorConfig::write_timeout`]):
+    /// a connection with over 1 MiB unwritten of which no byte could be
+    /// written for this long is closed, and logged. `None`: never. Default
+    /// [`WRITE_TIMEOUT_DEFAULT`].
+    pub write_timeout: Option<Duration>,
 }
+
+/// The default write timeout: long enough for a client that stops to
+/// think, or a paused process, short enough that peers that do not read
+/// free what is held for them within a minute.
+pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -147,6 +157,7 @@ impl Default for SchedulerConfig {
             logger: Logger::off("dask-scheduler"),
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             journal: None,
+            write_timeout: Some(WRITE_TIMEOUT_DEFAULT),
         }
     }
 }
@@ -219,6 +230,7 @@ impl EventLoop {
         let mut reactor = Reactor::new(ReactorConfig {
             handshake_bytes_max: config.handshake_bytes_max,
             frame_bytes_max: config.frame_bytes_max,
+            write_timeout: config.write_timeout,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: config.tls.clone(),
             ..ReactorConfig::default()
@@ -513,9 +525,16 @@ impl EventLoop {
             }
             NetEvent::Frame { conn, messages } => self.state.handle_frame(now, conn, messages),
             NetEvent::Closed { conn, reason } => {
-                if let CloseReason::Protocol(e) = &reason {
-                    let _ = self.reactor.send(conn, &Message::error(e, None));
-                    self.state.handle_refused(now, conn, e.code, &e.message);
+                match &reason {
+                    CloseReason::Protocol(e) => {
+                        let _ = self.reactor.send(conn, &Message::error(e, None));
+                        self.state.handle_refused(now, conn, e.code, &e.message);
+                    }
+                    &CloseReason::WriteTimeout { unwritten, idle } => {
+                        self.state
+                            .handle_write_timeout(now, conn, unwritten as u64, idle);
+                    }
+                    _ => {}
                 }
                 self.state.handle_closed(now, conn);
             }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use dask_client::{Client, ClientOptions, Key, Value};
 use dask_core::client::task_spec;
+use dask_core::handshake;
 use dask_core::messages::{Gather, Role};
 use dask_core::Message;
 use dask_net::BlockingConn;
@@ -96,6 +97,24 @@ impl Cluster {
             futures,
         }
     }
+}
+
+/// A raw client connection that offers dask/1.1 without `value-parts`, so
+/// its gathers of `big` take the whole-value path (as a dask/1.0 client's).
+fn whole_value_client(home: &DaskHome, address: &str, name: &str) -> BlockingConn {
+    let mut hello = handshake::offer(Role::Client, Some(name.into()));
+    hello.features = Some(Vec::new());
+    let credentials = home.credentials();
+    let (conn, negotiated) = BlockingConn::connect_offering(
+        address,
+        hello,
+        Role::Scheduler,
+        PATIENCE,
+        Some(&credentials),
+    )
+    .expect("a client connects");
+    assert!(negotiated.features.is_empty());
+    conn
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -247,3 +266,64 @@ fn clients_that_never_read_their_gathers_hold_bounded_memory_and_slow_nobody() {
     );
 }
 
+/// The write timeout (issue 20): five clients that gather the 50 MB value
+/// whole (they did not list `value-parts`) and never read hold 250 MB of
+/// replies, which with another large gather is over the 256 MiB the
+/// scheduler lets all clients' large gathers hold: without a timeout,
+/// another client's gather of the value waits as long as they stay. With
+/// `--write-timeout 2` each is closed once nothing could be written to it
+/// for 2 s (and the log names it), and the other client's gather goes
+/// through, exact.
+#[test]
+fn clients_that_never_read_are_closed_by_the_write_timeout_and_others_large_gathers_proceed() {
+    let home = DaskHome::new();
+    let cluster = Cluster::start(&home, &["--write-timeout", "2"]);
+    let big = Key::from("big");
+    let gather = |request| {
+        Message::Gather(Gather {
+            request,
+            keys: vec![big.clone()],
+        })
+    };
+    let readers: Vec<BlockingConn> = (0..5)
+        .map(|i| {
+            let mut conn = whole_value_client(&home, &cluster.address, &format!("slow-reader-{i}"));
+            conn.send(&[gather(1)]).expect("a gather is sent");
+            conn
+        })
+        .collect();
+    let mut reader = whole_value_client(&home, &cluster.address, "reader");
+    let started = Instant::now();
+    reader.send(&[gather(7)]).expect("the gather is sent");
+    let reply = reader
+        .recv_until(&mut |m| matches!(m, Message::GatherReply(_)))
+        .unwrap_or_else(|e| panic!("no gather-reply: {e}\n{}", cluster.scheduler.log()));
+    let waited = started.elapsed();
+    let Message::GatherReply(reply) = reply else {
+        unreachable!()
+    };
+    let expected = Value::Binary(random_bytes(VALUE_BYTES as usize, 7));
+    assert!(
+        reply.data.get(&big).and_then(|v| v.to_value().ok()) == Some(expected),
+        "the value gathered is not random_bytes({VALUE_BYTES}, 7)"
+    );
+    // Each slow reader is closed, and logged by name (the first close may
+    // already have let the reader's gather start).
+    let closed = |log: &str, name: &str| {
+        log.lines()
+            .any(|l| l.contains("none could be written") && l.contains(&format!("({name})")))
+    };
+    wait_for("every slow reader's close in the log", || {
+        let log = cluster.scheduler.log();
+        (0..5).all(|i| closed(&log, &format!("slow-reader-{i}")))
+    });
+    let log = cluster.scheduler.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("none could be written") && l.contains("(reader)")),
+        "the reading client was closed:\n{log}"
+    );
+    eprintln!("the reading client's gather waited {} ms for five clients that do not read (write timeout 2 s)", waited.as_millis());
+    drop(readers);
+    cluster.client.cluster_info().expect("cluster-info after");
+}

@@ -511,6 +511,10 @@ impl EventLoop {
                     "closed by the other side in the middle of a frame",
                 ),
                 CloseReason::Io(e) => self.state.handle_closed(now, conn, &e.to_string()),
+                CloseReason::WriteTimeout { .. } => {
+                    self.state
+                        .handle_closed(now, conn, "it read nothing for the write timeout")
+                }
             },
             NetEvent::ConnectFailed { conn, error } => {
                 let reason = error.to_string();

@@ -54,6 +54,11 @@ struct Cli {
     /// SECS seconds [default: 10]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     spill_failed_timeout: Option<Duration>,
+    /// Close a connection (and log it) when over 1 MiB of its output waits
+    /// and no byte of it could be written for SECS seconds: a peer that does
+    /// not read; 0: never [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = seconds_or_never)]
+    write_timeout: Option<Duration>,
     /// Check the scheduler's invariants after every event (slow; a
     /// violation stops the scheduler with a message)
     #[arg(long)]
@@ -160,6 +165,14 @@ fn seconds(v: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// As [`seconds`], or `0`: never (a zero duration).
+fn seconds_or_never(v: &str) -> Result<Duration, String> {
+    if v.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    seconds(v)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logger = cli.log.logger("dask-scheduler");
@@ -232,6 +245,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = cli.frame_bytes_max {
         config.frame_bytes_max = n;
+    }
+    if let Some(t) = cli.write_timeout {
+        config.write_timeout = (!t.is_zero()).then_some(t);
     }
     signals::install();
     let event_loop = match EventLoop::bind(&config) {

@@ -573,6 +573,45 @@ impl SchedulerState {
         self.observe.refused(code, message, &peer);
     }
 
+    /// A connection the reactor closed because its peer read nothing for
+    /// the write timeout while `unwritten` bytes waited for it: logged
+    /// with who it was (the removal follows as a close).
+    pub fn handle_write_timeout(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        unwritten: u64,
+        idle: Duration,
+    ) {
+        self.set_now(now);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let peer = match c.peer {
+            Peer::Client => match &c.name {
+                Some(name) => format!("client {} ({name})", c.id),
+                None => format!("client {}", c.id),
+            },
+            Peer::Worker(Some(w)) => match self.workers.get(w.0) {
+                Some(worker) => format!("worker {} ({})", worker.name, worker.address),
+                None => format!("worker connection {}", c.id),
+            },
+            _ => format!("connection {}", c.id),
+        };
+        self.observe.log(
+            LogRecord::new(
+                Level::Warn,
+                "write-timeout",
+                format!(
+                    "closed {peer}'s connection: {unwritten} bytes waited for it and none could be written for {:.1} s (--write-timeout): it does not read what it asked for",
+                    idle.as_secs_f64()
+                ),
+            )
+            .with("conn", c.id)
+            .with("unwritten", unwritten),
+        );
+    }
+
     /// A connection the reactor refused before its hello (bytes that are
     /// not dask/1, a frame over the bound before the hello).
     pub fn handle_refused(&mut self, now: Timestamp, conn: ConnId, code: ErrorCode, message: &str) {
