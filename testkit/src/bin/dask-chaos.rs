@@ -338,6 +338,13 @@ impl Cluster {
                 // Kills are the point: a task lost with many workers is no bug.
                 "--allowed-failures",
                 "1000",
+                // So are outages: every other worker killed, paused or cut
+                // off for over the default 10 s (a scheduler pause of up to
+                // 12 s, replacements slow to start under load) leaves the
+                // full-disk worker alone, and its tasks would err with
+                // SpillFailed as documented; seed 8 did at 75 s.
+                "--spill-failed-timeout",
+                "60",
             ],
             SETUP_PATIENCE,
         );
