@@ -179,6 +179,10 @@ pub(crate) fn decode(raw: &RawValue) -> Result<rmpv::Value> {
 /// holder died and the scheduler computes them again (dask/1.1 tells).
 const GATHER_RECOMPUTED_ROUNDS_MAX: usize = 3;
 
+/// Times a gather cut by a lost connection is sent again once the session
+/// is resumed (a scheduler with a journal restarted).
+const GATHER_RESUMED_ROUNDS_MAX: usize = 3;
+
 /// Scheduler states of a key missing from a gather that is worth asking
 /// again for: on its way back to memory, or back already.
 const ON_ITS_WAY: &[&str] = &[
@@ -217,7 +221,9 @@ pub(crate) fn gather_raw(
             None => true,
         })
     });
-    for round in 0.. {
+    let mut resumed = 0;
+    let mut round = 0;
+    loop {
         if keys.is_empty() {
             break;
         }
@@ -231,7 +237,19 @@ pub(crate) fn gather_raw(
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let asked = std::mem::take(&mut keys);
-        let reply = shared.request(left, |s| s.gather(asked))?;
+        let reply = match shared.request(left, |s| s.gather(asked.clone())) {
+            // Cut by a lost connection the session is resuming (its
+            // scheduler keeps a journal): asked again once resumed, the
+            // keys waited for again first (they may have ended lost).
+            Err(Error::Connection(_))
+                if resumed < GATHER_RESUMED_ROUNDS_MAX && resuming(shared, deadline)? =>
+            {
+                resumed += 1;
+                keys = asked;
+                continue;
+            }
+            reply => reply?,
+        };
         let ClientEvent::Gathered {
             data: got,
             missing,
@@ -256,6 +274,7 @@ pub(crate) fn gather_raw(
         if keys.is_empty() || round == GATHER_RECOMPUTED_ROUNDS_MAX {
             break;
         }
+        round += 1;
         let again = keys.clone();
         shared.with(|st| st.session.want_again(again));
     }
@@ -287,6 +306,17 @@ pub(crate) fn gather_raw(
         }
     }
     Ok(out)
+}
+
+/// Whether the connection was lost and the session is being resumed:
+/// then waits until it is (true) or closes (false).
+fn resuming(shared: &Arc<Shared>, deadline: Option<Instant>) -> Result<bool> {
+    if shared.with(|st| st.session.is_closed()) {
+        return Ok(false);
+    }
+    shared.wait_until(deadline, |st| {
+        (st.session.is_connected() || st.session.is_closed()).then(|| st.session.is_connected())
+    })
 }
 
 /// Yields futures as they complete (finished or not), in completion order.

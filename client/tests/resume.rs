@@ -1,0 +1,79 @@
+//! The Rust client across a scheduler restart (issue 16), with real
+//! processes: `dask-scheduler --journal DIR` killed with SIGKILL and
+//! started again on the same port and journal. A gather the crash cut
+//! (it waited on a stopped worker) is sent again once the session is
+//! resumed, and answers.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dask_client::{args, Client, Status};
+use dask_testkit::home::DaskHome;
+use dask_testkit::process::{binary, Process, SIGCONT, SIGSTOP};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn journal_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dask-client-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+fn scheduler(home: &DaskHome, journal: &PathBuf, port: u16) -> Process {
+    let mut cmd = Command::new(binary("dask-scheduler"));
+    home.apply(&mut cmd)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--no-dashboard", "--journal"])
+        .arg(journal);
+    let process = Process::spawn("dask-scheduler", &mut cmd);
+    process.expect_line("Scheduler at ", PATIENCE);
+    process
+}
+
+#[test]
+fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
+    let home = DaskHome::new();
+    let journal = journal_dir();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut s = scheduler(&home, &journal, port);
+    let address = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new(binary("dask-worker"));
+    home.apply(&mut cmd)
+        .args([address.as_str(), "--nthreads", "1", "--name", "w1"])
+        .args(["--reconnect-timeout", "60"]);
+    let mut worker = Process::spawn("dask-worker", &mut cmd);
+    worker.expect_line("Worker w1 at ", PATIENCE);
+    let client = Client::connect_with(&address, home.client_options()).expect("a client");
+    // Over the inline bound (4 KiB): its result is fetched from the worker.
+    let big = client.submit("sleep", args![0, "x".repeat(100_000)]);
+    big.wait().expect("finished");
+    assert_eq!(big.status(), Status::Finished);
+    // The gather waits on the stopped worker; the scheduler dies meanwhile.
+    worker.signal(SIGSTOP);
+    let fetch = std::thread::spawn(move || big.result());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !fetch.is_finished(),
+        "the gather waits on the stopped worker"
+    );
+    s.kill();
+    s = scheduler(&home, &journal, port);
+    worker.signal(SIGCONT);
+    let deadline = Instant::now() + PATIENCE;
+    while !fetch.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let value = fetch
+        .join()
+        .expect("the fetching thread")
+        .unwrap_or_else(|e| panic!("{e}; scheduler log:\n{}", s.log()));
+    assert_eq!(value.as_str().map(str::len), Some(100_000));
+    client.close();
+    let _ = std::fs::remove_dir_all(&journal);
+}
