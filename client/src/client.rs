@@ -38,6 +38,10 @@ pub struct ClientOptions {
     /// 256 MiB). Lower only for tests: larger values then go in parts
     /// (dask/1.1 `value-parts`) as values over 256 MiB do.
     pub frame_bytes_max: usize,
+    /// A graph of more than this many bytes (estimated encoding) is
+    /// submitted as several `update-graph`s (default 16 MiB, core's
+    /// `SUBMIT_PART_BYTES`; spec: "A graph larger than a frame").
+    pub submit_part_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -49,6 +53,7 @@ impl Default for ClientOptions {
             credentials: None,
             tls: None,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
+            submit_part_bytes: dask_core::client::SUBMIT_PART_BYTES,
         }
     }
 }

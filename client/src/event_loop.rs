@@ -63,6 +63,9 @@ impl Connection {
         let mut state = State::new(options.name.clone(), auth);
         // This loop connects again when the session can be resumed.
         state.session.set_resumable(true);
+        state
+            .session
+            .set_submit_part_bytes(options.submit_part_bytes);
         if let Some(binding) = reactor.channel_binding(conn) {
             state.session.handle_channel_binding(binding);
         }

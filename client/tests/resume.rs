@@ -2,24 +2,43 @@
 //! processes: `dask-scheduler --journal DIR` killed with SIGKILL and
 //! started again on the same port and journal. A gather the crash cut
 //! (it waited on a stopped worker) is sent again once the session is
-//! resumed, and answers.
+//! resumed, and answers; a graph sent in parts and cut by the kill is
+//! completed, its root exact.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dask_client::{args, Client, Status};
+use dask_client::{args, Client, ClientOptions, Key, Status};
 use dask_testkit::home::DaskHome;
 use dask_testkit::process::{binary, Process, SIGCONT, SIGSTOP};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
-fn journal_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dask-client-resume-{}", std::process::id()));
+fn journal_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("dask-client-resume-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn worker(home: &DaskHome, address: &str) -> Process {
+    let mut cmd = Command::new(binary("dask-worker"));
+    home.apply(&mut cmd)
+        .args([address, "--nthreads", "2", "--name", "w1"])
+        .args(["--reconnect-timeout", "60"]);
+    let worker = Process::spawn("dask-worker", &mut cmd);
+    worker.expect_line("Worker w1 at ", PATIENCE);
+    worker
 }
 
 fn scheduler(home: &DaskHome, journal: &PathBuf, port: u16) -> Process {
@@ -36,19 +55,11 @@ fn scheduler(home: &DaskHome, journal: &PathBuf, port: u16) -> Process {
 #[test]
 fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
     let home = DaskHome::new();
-    let journal = journal_dir();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let journal = journal_dir("gather");
+    let port = free_port();
     let mut s = scheduler(&home, &journal, port);
     let address = format!("tcp://127.0.0.1:{port}");
-    let mut cmd = Command::new(binary("dask-worker"));
-    home.apply(&mut cmd)
-        .args([address.as_str(), "--nthreads", "1", "--name", "w1"])
-        .args(["--reconnect-timeout", "60"]);
-    let mut worker = Process::spawn("dask-worker", &mut cmd);
-    worker.expect_line("Worker w1 at ", PATIENCE);
+    let mut worker = worker(&home, &address);
     let client = Client::connect_with(&address, home.client_options()).expect("a client");
     // Over the inline bound (4 KiB): its result is fetched from the worker.
     let big = client.submit("sleep", args![0, "x".repeat(100_000)]);
@@ -74,6 +85,36 @@ fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
         .expect("the fetching thread")
         .unwrap_or_else(|e| panic!("{e}; scheduler log:\n{}", s.log()));
     assert_eq!(value.as_str().map(str::len), Some(100_000));
+    client.close();
+    let _ = std::fs::remove_dir_all(&journal);
+}
+
+#[test]
+fn a_graph_sent_in_parts_and_cut_by_a_scheduler_kill_is_completed_after_the_restart() {
+    const LEAVES: usize = 2_000;
+    let home = DaskHome::new();
+    let journal = journal_dir("parts");
+    let port = free_port();
+    let mut s = scheduler(&home, &journal, port);
+    let address = format!("tcp://127.0.0.1:{port}");
+    let _worker = worker(&home, &address);
+    let options = ClientOptions {
+        // About 60 parts for the 4,000 tasks.
+        submit_part_bytes: 4_000,
+        ..home.client_options()
+    };
+    let client = Client::connect_with(&address, options).expect("a client");
+    let tasks = dask_testkit::graphs::tree_reduction("", LEAVES);
+    let futures = client.submit_tasks(tasks, vec![Key::from("sum")]);
+    // Killed while the parts arrive (wherever the cut falls, nothing of
+    // the graph may be lost).
+    std::thread::sleep(Duration::from_millis(20));
+    s.kill();
+    s = scheduler(&home, &journal, port);
+    let sum = futures[0]
+        .result_timeout(PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}; scheduler log:\n{}", s.log()));
+    assert_eq!(sum.as_u64(), Some((LEAVES * (LEAVES + 1) / 2) as u64));
     client.close();
     let _ = std::fs::remove_dir_all(&journal);
 }

@@ -84,8 +84,10 @@ describe('Client reconnection', { timeout: 4 * WAIT_MS }, () => {
     const w = await worker(port);
     const client = await Client.connect(`tcp://127.0.0.1:${port}`, { name: 'js-lost' });
     try {
-      const slow = client.submit('sleep', [30, 1]);
-      await new Promise((r) => setTimeout(r, 300));
+      // One graph: the quick task's event shows the scheduler accepted it
+      // (a graph nothing acknowledged would be sent again, and run anew).
+      const [quick, slow] = client.map('sleep', [0, 30]);
+      assert.equal(await quick.wait({ timeout: WAIT_MS }), 'finished');
       await kill(s);
       // Another journal: it knows nothing of this session.
       s = await scheduler(port, journalDir());
@@ -95,6 +97,28 @@ describe('Client reconnection', { timeout: 4 * WAIT_MS }, () => {
         return true;
       });
       assert.equal(slow.status, 'lost');
+    } finally {
+      await client.close();
+      await kill(w);
+      await kill(s);
+    }
+  });
+
+  it('sends again a graph the scheduler died before writing, even to a scheduler that kept no session', async () => {
+    const port = await freePort();
+    const journal = journalDir();
+    let s = await scheduler(port, journal);
+    const w = await worker(port);
+    const client = await Client.connect(`tcp://127.0.0.1:${port}`, { name: 'js-unacked' });
+    try {
+      // Killed (SIGSTOP, then SIGKILL) before it reads the graph: nothing
+      // of this session reaches its journal.
+      s.kill('SIGSTOP');
+      const f = client.submit('inc', [1]);
+      await new Promise((r) => setTimeout(r, 200));
+      await kill(s);
+      s = await scheduler(port, journal);
+      assert.equal(await f.result({ timeout: WAIT_MS }), 2);
     } finally {
       await client.close();
       await kill(w);

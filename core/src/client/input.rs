@@ -1,6 +1,8 @@
 //! Input: what the scheduler sends (the handshake reply, key events,
 //! replies, errors, close) and the loss of the transport.
 
+use std::collections::HashSet;
+
 use super::events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
 use super::{ClientSession, Pending, Phase};
 use crate::error::{ErrorCode, WireError};
@@ -149,8 +151,9 @@ impl ClientSession {
                     }
                     let client_id = n.id;
                     let v1_1 = handshake::has_1_1(n.version);
+                    let resent = std::mem::take(&mut self.resent);
                     if std::mem::take(&mut self.resuming) && h.session != self.session_token {
-                        self.session_not_kept();
+                        self.session_not_kept(&resent);
                     }
                     self.session_token = h.session.clone().filter(|_| v1_1);
                     self.negotiated = Some(n);
@@ -178,10 +181,18 @@ impl ClientSession {
         }
     }
 
-    /// A resumed session the scheduler did not keep (the grace ended, or it
-    /// restarted without its journal): every held key is lost.
-    fn session_not_kept(&mut self) {
-        let mut keys: Vec<Key> = self.keys.keys().cloned().collect();
+    /// A resumed session the scheduler did not keep (the grace ended, it
+    /// restarted without its journal, or it died before it wrote anything
+    /// of this session): every held key is lost, but those still waiting
+    /// for a graph sent again after the hello (`resent`): the new session
+    /// takes that graph as any other.
+    fn session_not_kept(&mut self, resent: &HashSet<RequestId>) {
+        let mut keys: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| !e.origin.is_some_and(|o| resent.contains(&o)))
+            .map(|(k, _)| k.clone())
+            .collect();
         keys.sort();
         for k in keys {
             if let Some(e) = self.keys.get_mut(&k) {
@@ -193,7 +204,7 @@ impl ClientSession {
             self.set_state(&k, KeyState::Lost { message });
         }
         self.requests
-            .retain(|_, kind| !matches!(kind, Pending::Wants { .. }));
+            .retain(|id, kind| !matches!(kind, Pending::Wants { .. }) || resent.contains(id));
     }
 
     /// Delivers the reply to `request` when it is outstanding and of the

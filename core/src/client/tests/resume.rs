@@ -58,21 +58,46 @@ fn a_lost_connection_is_resumed_with_a_hello_naming_the_session() {
 }
 
 #[test]
-fn a_session_the_scheduler_did_not_keep_loses_every_key() {
+fn a_session_the_scheduler_did_not_keep_loses_every_key_but_those_of_graphs_sent_again() {
     let mut s = with_session("s1");
-    let t = inc(&mut s, Value::from(1));
-    let key = t.key.clone();
-    s.submit(vec![t], vec![key.clone()]);
+    let a = inc(&mut s, Value::from(1));
+    let b = inc(&mut s, Value::from(2));
+    let (ka, kb) = (a.key.clone(), b.key.clone());
+    let first = s.submit(vec![a], vec![ka.clone()]);
+    let second = s.submit(vec![b], vec![kb.clone()]);
     drain(&mut s);
+    // The first graph was acknowledged (an event of its key), not the second.
+    s.handle_message(Message::KeyFinished(KeyFinished {
+        key: ka.clone(),
+        nbytes: 1,
+        request: Some(first.0),
+        value: None,
+    }));
     s.handle_close("reset");
     s.resume(None);
-    drain(&mut s);
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[1..], [Message::UpdateGraph(g)] if g.request == second.0),
+        "{out:?}"
+    );
     s.handle_message(reply("another"));
     assert!(matches!(
-        s.key_state(key.as_str()),
-        Some(KeyState::Lost { .. })
+        s.key_state(ka.as_str()),
+        Some(KeyState::Lost { message }) if message.contains("did not keep this client's session")
     ));
+    // The second graph went again after the hello: the new session has it.
+    assert_eq!(s.key_state(kb.as_str()), Some(&KeyState::Pending));
     assert_eq!(s.session_token(), Some("another"));
+    s.handle_message(Message::KeyFinished(KeyFinished {
+        key: kb.clone(),
+        nbytes: 1,
+        request: Some(second.0),
+        value: None,
+    }));
+    assert!(matches!(
+        s.key_state(kb.as_str()),
+        Some(KeyState::Finished { .. })
+    ));
 }
 
 #[test]
