@@ -5,31 +5,15 @@
 //! resumed, and answers; a graph sent in parts and cut by the kill is
 //! completed, its root exact.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dask_client::{args, Client, ClientOptions, Key, Status};
 use dask_testkit::home::DaskHome;
-use dask_testkit::process::{binary, Process, SIGCONT, SIGSTOP};
+use dask_testkit::process::{binary, free_port, temp_dir, Process, SIGCONT, SIGSTOP};
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn journal_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("dask-client-resume-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn worker(home: &DaskHome, address: &str) -> Process {
     let mut cmd = Command::new(binary("dask-worker"));
@@ -41,21 +25,17 @@ fn worker(home: &DaskHome, address: &str) -> Process {
     worker
 }
 
-fn scheduler(home: &DaskHome, journal: &PathBuf, port: u16) -> Process {
-    let mut cmd = Command::new(binary("dask-scheduler"));
-    home.apply(&mut cmd)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--no-dashboard", "--journal"])
-        .arg(journal);
-    let process = Process::spawn("dask-scheduler", &mut cmd);
-    process.expect_line("Scheduler at ", PATIENCE);
-    process
+fn scheduler(home: &DaskHome, journal: &Path, port: u16) -> Process {
+    let port = port.to_string();
+    let journal = journal.to_str().expect("a UTF-8 journal path");
+    let args = ["--host", "127.0.0.1", "--port", &port, "--journal", journal];
+    home.start_scheduler_with_dashboard(&args, PATIENCE).0
 }
 
 #[test]
 fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
     let home = DaskHome::new();
-    let journal = journal_dir("gather");
+    let journal = temp_dir("client-resume-gather");
     let port = free_port();
     let mut s = scheduler(&home, &journal, port);
     let address = format!("tcp://127.0.0.1:{port}");
@@ -93,7 +73,7 @@ fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
 fn a_graph_sent_in_parts_and_cut_by_a_scheduler_kill_is_completed_after_the_restart() {
     const LEAVES: usize = 2_000;
     let home = DaskHome::new();
-    let journal = journal_dir("parts");
+    let journal = temp_dir("client-resume-parts");
     let port = free_port();
     let mut s = scheduler(&home, &journal, port);
     let address = format!("tcp://127.0.0.1:{port}");

@@ -10,8 +10,7 @@
 //!
 //! Behaviour, not speed: every wait has a deadline.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use dask_client::{Client, Key, Value};
 use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
 use dask_testkit::home::{Dashboard, DaskHome};
-use dask_testkit::process::{binary, Process};
+use dask_testkit::process::{binary, free_port, temp_dir, Process};
 use dask_testkit::Rng;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -27,29 +26,6 @@ const PATIENCE: Duration = Duration::from_secs(120);
 const LEAVES: usize = 50_000;
 const THREADS_PER_WORKER: usize = 2;
 const WORKERS: usize = 2;
-
-/// A directory of its own under the system's temporary directory.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dask-journal-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-/// A port free now (the restarted scheduler must listen where the first
-/// one did).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 struct Scheduler {
     process: Process,
