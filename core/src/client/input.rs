@@ -151,9 +151,8 @@ impl ClientSession {
                     }
                     let client_id = n.id;
                     let v1_1 = handshake::has_1_1(n.version);
-                    let resent = std::mem::take(&mut self.resent);
                     if std::mem::take(&mut self.resuming) && h.session != self.session_token {
-                        self.session_not_kept(&resent);
+                        self.session_not_kept();
                     }
                     self.session_token = h.session.clone().filter(|_| v1_1);
                     self.negotiated = Some(n);
@@ -184,9 +183,14 @@ impl ClientSession {
     /// A resumed session the scheduler did not keep (the grace ended, it
     /// restarted without its journal, or it died before it wrote anything
     /// of this session): every held key is lost, but those still waiting
-    /// for a graph sent again after the hello (`resent`): the new session
-    /// takes that graph as any other.
-    fn session_not_kept(&mut self, resent: &HashSet<RequestId>) {
+    /// for a graph that goes on this connection, after the hello (sent
+    /// again, or not sent before): the new session takes it as any other.
+    fn session_not_kept(&mut self) {
+        let mut resent: HashSet<RequestId> = self.unacked.keys().copied().collect();
+        resent.extend(self.transmit.iter().filter_map(|m| match m {
+            Message::UpdateGraph(g) => Some(RequestId(g.request)),
+            _ => None,
+        }));
         let mut keys: Vec<Key> = self
             .keys
             .iter()

@@ -39,8 +39,9 @@
 //! [`ClientSession::resume`], which queues a hello naming the session, or
 //! [`ClientSession::give_up`]. A resumed session gets the events of its
 //! keys again; one the scheduler no longer has (its reply names another
-//! session) reports every held key lost, but those of the graphs it sent
-//! again (nothing had acknowledged them: the new session takes them). Graphs and releases that may
+//! session) reports every held key lost, but those of the graphs sent on
+//! the new connection (sent again, nothing had acknowledged them, or not
+//! sent before): the new session takes them. Graphs and releases that may
 //! have died with the scheduler go again: graphs nothing acknowledged
 //! (the parts of a large graph ask for `ok`), releases no later reply
 //! confirmed.
@@ -181,10 +182,6 @@ pub struct ClientSession {
     lost: Option<String>,
     /// The handshake under way resumes the session.
     resuming: bool,
-    /// The graphs the resumed session sent again (none acknowledged), until
-    /// its handshake completes: if the scheduler did not keep the session,
-    /// they are the new session's, and their keys are not lost.
-    resent: HashSet<RequestId>,
     /// Its driver reconnects (see [`ClientSession::set_resumable`]).
     resumable: bool,
     /// Graphs sent to a scheduler that keeps a journal, until something
@@ -264,7 +261,6 @@ impl ClientSession {
             session_token: None,
             lost: None,
             resuming: false,
-            resent: HashSet::new(),
             resumable: false,
             unacked: BTreeMap::new(),
             part_requests: HashSet::new(),
@@ -385,7 +381,6 @@ impl ClientSession {
                     keys: release_after,
                 }));
         }
-        self.resent = again.iter().map(|u| RequestId(u.graph.request)).collect();
         for sent in again.into_iter().rev() {
             // poll_transmit tracks it again (a part by its flag).
             if sent.in_parts {
