@@ -39,7 +39,7 @@ pub struct ClientOptions {
     /// (dask/1.1 `value-parts`) as values over 256 MiB do.
     pub frame_bytes_max: usize,
     /// A graph of more than this many bytes (estimated encoding) is
-    /// submitted as several `update-graph`s (default 16 MiB, core's
+    /// submitted as several `update-graph`s (default 4 MiB, core's
     /// `SUBMIT_PART_BYTES`; spec: "A graph larger than a frame").
     pub submit_part_bytes: usize,
 }
