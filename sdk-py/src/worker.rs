@@ -110,8 +110,11 @@ pub struct NativeWorker {
 impl NativeWorker {
     /// Connects to `scheduler`, registers (offering the built-in library,
     /// `codec:cloudpickle` and `functions`) and returns once registered.
+    /// `reconnect_timeout` (seconds): how long it keeps registering again
+    /// after losing the scheduler (a restart from its journal), keeping
+    /// its values; `None` or 0: it finishes at once, as before.
     #[new]
-    #[pyo3(signature = (scheduler, functions, nthreads=1, name=None, host=None, memory_limit=None, local_directory=None, resources=None, credentials=Lookup::Discover))]
+    #[pyo3(signature = (scheduler, functions, nthreads=1, name=None, host=None, memory_limit=None, local_directory=None, resources=None, credentials=Lookup::Discover, reconnect_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -124,7 +127,16 @@ impl NativeWorker {
         local_directory: Option<PathBuf>,
         resources: Option<BTreeMap<String, f64>>,
         credentials: Lookup,
+        reconnect_timeout: Option<f64>,
     ) -> PyResult<Self> {
+        let reconnect_timeout = match reconnect_timeout {
+            None => Duration::ZERO,
+            Some(s) => Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "reconnect_timeout is {s}: expected seconds, 0 or more (0 or None: no reconnecting)"
+                ))
+            })?,
+        };
         let functions = registry(py, functions)?;
         let names = functions.names();
         let credentials = member_credentials(&credentials, &scheduler, Role::Worker)?;
@@ -137,6 +149,7 @@ impl NativeWorker {
             local_directory,
             resources: resources.unwrap_or_default(),
             functions,
+            reconnect_timeout,
             ..WorkerConfig::default()
         };
         if let Some(host) = host {

@@ -77,11 +77,11 @@ class Processes:
         assert line.startswith("Scheduler at "), f"dask-scheduler printed {line!r}"
         return line.split()[-1]
 
-    def python_worker(self, address: str, name: str, nthreads: int = 1) -> subprocess.Popen:
+    def python_worker(self, address: str, name: str, nthreads: int = 1, *flags: str) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         p = self.start(
             [sys.executable, "-m", "dask_rs.worker", address, "--name", name, "--nthreads", str(nthreads),
-             "--functions", "pyfuncs"],
+             "--functions", "pyfuncs", *flags],
             env=env,
         )
         line = p.stdout.readline()

@@ -60,6 +60,9 @@ def test_the_worker_command_lists_functions_and_exits_1_when_the_scheduler_is_lo
                                  capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 1 and "tcp://127.0.0.1:1" in unreachable.stderr
     address = processes.scheduler()
-    worker = processes.python_worker(address, "orphan")
+    orphan = processes.python_worker(address, "orphan", 1, "--no-reconnect")
+    waiting = processes.python_worker(address, "waiting", 1, "--reconnect-timeout", "2")
     processes.all[0].send_signal(signal.SIGKILL)  # the scheduler
-    assert worker.wait(timeout=30) == 1
+    assert orphan.wait(timeout=30) == 1
+    # It tries to register again for 2 s, then gives up.
+    assert waiting.wait(timeout=30) == 1

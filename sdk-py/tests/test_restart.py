@@ -4,10 +4,9 @@ the same port and journal. The native (Rust) client under ``dask_rs.Client``
 connects again and resumes its session, so the Python futures get their
 outcomes; a scheduler that kept no session makes them lost.
 
-The tasks here are the Rust ``dask-worker``'s built-ins: a Python worker
-(``python -m dask_rs.worker``) exits when it loses its scheduler
-(test_faults.py), so tasks of Python callables wait after a restart until
-such workers are started again.
+Workers come back too: ``dask-worker`` and ``python -m dask_rs.worker``
+register again (for 60 s by default) keeping their values, which the
+restarted scheduler adopts instead of computing them again.
 """
 
 import signal
@@ -81,3 +80,30 @@ def test_futures_are_lost_when_the_restarted_scheduler_kept_no_session(processes
         with pytest.raises(dask_rs.LostError, match="did not keep this client's session"):
             slow.result(timeout=60)
         assert slow.status == "lost"
+
+
+def test_a_python_worker_registers_again_and_its_results_are_adopted(processes, tmp_path):
+    port = free_port()
+    journal = tmp_path / "journal"
+    scheduler = start_scheduler(processes, port, journal)
+    address = f"tcp://127.0.0.1:{port}"
+    worker = processes.python_worker(address, "py-r")  # --reconnect-timeout: 60 s by default
+    runs = tmp_path / "runs"
+
+    def make(n, path=str(runs)):
+        with open(path, "a") as f:
+            f.write("run\n")
+        return "x" * n
+
+    with dask_rs.Client(address) as client:
+        # Over the inline bound (4 KiB): the value stays on the worker.
+        held = client.submit(make, 100_000)
+        assert len(held.result(timeout=60)) == 100_000
+        kill(scheduler)
+        scheduler = start_scheduler(processes, port, journal)
+        # Only a Python worker runs cloudpickled callables: this one came back.
+        assert client.submit(lambda s: len(s), held).result(timeout=60) == 100_000
+        assert client.submit("py.word_count", "one two three").result(timeout=60) == 3
+        assert worker.poll() is None, "the same worker process, registered again"
+    # Adopted from the worker, not computed again.
+    assert runs.read_text() == "run\n"

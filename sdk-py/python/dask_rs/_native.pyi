@@ -60,6 +60,7 @@ class NativeWorker:
         local_directory: Optional[str] = None,
         resources: Optional[Dict[str, float]] = None,
         credentials: Credentials = None,
+        reconnect_timeout: Optional[float] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...

@@ -138,7 +138,10 @@ def _spawn(
     memory_limit: Optional[int],
     credentials: Optional[str],
 ) -> subprocess.Popen:
-    command = [sys.executable, "-m", "dask_rs.worker", address, "--nthreads", str(nthreads), "--name", name]
+    # --no-reconnect: the scheduler lives in this process and has no journal,
+    # so it never comes back; a worker outliving it should not wait for it.
+    command = [sys.executable, "-m", "dask_rs.worker", address, "--nthreads", str(nthreads), "--name", name,
+               "--no-reconnect"]
     if credentials:
         command += ["--credentials", credentials]
     for fname, f in (functions or {}).items():

@@ -32,7 +32,14 @@ class Worker:
     (``None``: this process's ``LocalCluster`` at that address, then
     ``DASK_CREDENTIALS``, then the default file; a path; ``False``: prove
     nothing). A scheduler that requires a secret this worker does not
-    prove refuses it (``PermissionError`` here)."""
+    prove refuses it (``PermissionError`` here).
+
+    ``reconnect_timeout``: seconds it keeps registering again (every
+    second, keeping the values it holds) after losing the scheduler, as
+    ``dask-worker`` does, so a scheduler restarted from its journal
+    (``--journal``) gets it back and adopts its results; ``None`` (the
+    default in a program) or 0: it stops at once (``join`` raises
+    ``OSError``). ``python -m dask_rs.worker`` waits 60 s by default."""
 
     def __init__(
         self,
@@ -45,10 +52,11 @@ class Worker:
         local_directory: Optional[str] = None,
         resources: Optional[Dict[str, float]] = None,
         credentials: Union[str, "os.PathLike[str]", None, bool] = None,
+        reconnect_timeout: Optional[float] = None,
     ) -> None:
         self._native = _native.NativeWorker(
             scheduler, dict(functions or {}), nthreads, name, host, memory_limit, local_directory, resources,
-            credentials,
+            credentials, reconnect_timeout,
         )
         self.scheduler = scheduler
 
@@ -70,8 +78,9 @@ class Worker:
         return self._native.is_finished()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Waits for the worker to stop by itself (the scheduler closed it
-        or was lost); returns whether it has."""
+        """Waits for the worker to stop by itself (the scheduler closed it,
+        or was lost for longer than ``reconnect_timeout``); returns whether
+        it has."""
         return self._native.wait(timeout)
 
     def join(self) -> None:

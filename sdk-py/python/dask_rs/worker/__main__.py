@@ -36,7 +36,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--no-auth-anyone-can-connect", action="store_true",
         help="prove nothing, for a scheduler run with this flag (anyone who reaches the ports can submit work)",
     )
+    parser.add_argument(
+        "--reconnect-timeout", type=float, default=60.0, metavar="SECS",
+        help="after losing the scheduler, keep registering again (every second, keeping the values held) "
+             "for this long, then exit 1 (default 60, as dask-worker)",
+    )
+    parser.add_argument("--no-reconnect", action="store_true", help="exit 1 at once when the scheduler is lost")
     args = parser.parse_args(argv)
+    if args.reconnect_timeout < 0:
+        parser.error(f"--reconnect-timeout is {args.reconnect_timeout}: expected seconds, 0 or more")
     if "" not in sys.path:
         sys.path.insert(0, "")
     functions: Dict[str, Callable[..., Any]] = {}
@@ -51,6 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.scheduler, functions, nthreads=args.nthreads, name=args.name, host=args.host,
             memory_limit=args.memory_limit, local_directory=args.local_directory,
             credentials=False if args.no_auth_anyone_can_connect else args.credentials,
+            reconnect_timeout=0 if args.no_reconnect else args.reconnect_timeout,
         )
     except OSError as e:  # unreachable, refused (PermissionError), a bad credentials file
         print(f"cannot start a worker for {args.scheduler}: {e}", file=sys.stderr, flush=True)
@@ -65,7 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.is_set():
         if worker.wait(0.2):
-            # As dask-worker: 0 when the scheduler closed it, 1 when lost.
+            # As dask-worker: 0 when the scheduler closed it, 1 when lost
+            # (and not back within --reconnect-timeout).
             try:
                 worker.join()
             except OSError as e:
