@@ -51,7 +51,8 @@ struct Cli {
     allowed_failures: Option<u32>,
     /// Tasks that only workers paused and unable to spill (a full disk)
     /// could run err with SpillFailed once such a worker has been so for
-    /// SECS seconds [default: 10]
+    /// SECS seconds of the scheduler's running time (a pause of the
+    /// scheduler starts the wait again) [default: 10]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     spill_failed_timeout: Option<Duration>,
     /// Close a connection (and log it) when over 1 MiB of its output waits

@@ -14,7 +14,9 @@
 //! stopped with the scheduler has that time to be heard again (crediting
 //! only the stall's length would leave it no time at all: at the deadline
 //! it is due). A worker that is misjudged anyway is told `close` with
-//! `reconnect: true` (dask/1.1), and registers again.
+//! `reconnect: true` (dask/1.1), and registers again. A stuck worker's
+//! wait for `SpillFailed` (see [`super::pause`]) starts again the same way:
+//! other workers get that time to be heard or to join.
 
 use dask_core::log::{Level, LogRecord};
 use dask_core::messages::Close;
@@ -33,6 +35,16 @@ impl SchedulerState {
                 for c in self.conns.values_mut() {
                     c.last_seen = now;
                     c.connected_at = now;
+                }
+                // Nor against a worker that cannot spill: its wait for
+                // `SpillFailed` starts again too (a chaos seed found it: 60 s
+                // of scheduler pauses in a minute made a stuck worker's
+                // tasks err as the scheduler woke, while replacements for
+                // killed workers were joining).
+                for (_, w) in self.workers.iter_mut() {
+                    if let Some(since) = w.stuck_since.as_mut() {
+                        *since = now;
+                    }
                 }
                 self.observe.log(
                     LogRecord::new(

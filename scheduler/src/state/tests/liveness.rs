@@ -121,3 +121,59 @@ fn a_scheduler_shutting_down_says_a_final_close() {
     sim.pump();
     assert_eq!(close_of(&sim.recv(w)).reconnect, None);
 }
+
+/// A heartbeat of a worker paused on a full spill disk.
+fn stuck_heartbeat() -> Heartbeat {
+    Heartbeat {
+        metrics: Some(Metrics {
+            executing: 0,
+            ready: 0,
+            stored_keys: 1,
+            stored_bytes: 1 << 20,
+            spilled_bytes: Some(4 << 20),
+            paused: Some(true),
+            spill_error: Some("No space left on device (os error 28)".into()),
+            transfer_us: None,
+            transfer_bytes: None,
+        }),
+    }
+}
+
+fn spill_failed(messages: &[Message]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::KeyErred(e) if e.error_type == "SpillFailed" => Some(e.key.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stall_does_not_count_against_a_stuck_workers_wait_for_spill_failed() {
+    // The scheduler ran 4 s of the lone worker's 10 s wait, then did not
+    // run for 60 s: the wait starts again, as heartbeats' do, so other
+    // workers have time to be heard or join. Before the fix the tasks
+    // erred as the scheduler woke.
+    let mut sim = Sim::new();
+    let w = sim.worker("w1", &["f"], 1);
+    let c = sim.client();
+    sim.send(w, stuck_heartbeat());
+    sim.submit(c, 1, vec![spec("a", "f", vec![])], &["a"]);
+    sim.advance(Duration::from_secs(4));
+    sim.stall(Duration::from_secs(60));
+    sim.send(w, stuck_heartbeat());
+    let got = sim.recv(c);
+    assert!(spill_failed(&got).is_empty(), "erred as it woke: {got:?}");
+    for _ in 0..9 {
+        sim.advance(Duration::from_secs(1));
+        sim.send(w, stuck_heartbeat());
+    }
+    let got = sim.recv(c);
+    assert!(spill_failed(&got).is_empty(), "erred early: {got:?}");
+    for _ in 0..2 {
+        sim.advance(Duration::from_secs(1));
+        sim.send(w, stuck_heartbeat());
+    }
+    assert_eq!(spill_failed(&sim.recv(c)), ["a"], "the wait ends");
+}
