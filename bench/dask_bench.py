@@ -95,7 +95,10 @@ def round_trip(n):
 
 
 def make_bytes(n, seed):
-    return random.Random(seed).randbytes(n)
+    # In 64 MiB pieces: randbytes(n) overflows a C int of bits past 256 MiB.
+    r = random.Random(seed)
+    piece = 1 << 26
+    return b"".join(r.randbytes(min(piece, n - i)) for i in range(0, n, piece))
 
 
 def transfer(sizes, runs=5):
