@@ -267,17 +267,25 @@ function showWorker(id) {
   ]));
 }
 
+function waitingTable(tasks) {
+  return el("table", { class: "waiting" }, el("thead", {}, el("tr", {}, el("th", {}, "task"), el("th", {}, "state"), el("th", {}, "reason"), el("th", {}, "why"))),
+    el("tbody", {}, tasks.map((t) => el("tr", { "data-key": t.key, "data-reason": t.reason },
+      el("td", {}, taskLink(t.key)), el("td", {}, t.state), el("td", {}, t.reason), el("td", {}, t.message)))));
+}
+
+// The tasks no connected worker can run come first (what people open this
+// page for), then every waiting task, a page at a time in task order.
 async function showWaiting(cursor) {
   const view = document.getElementById("detail-view");
   try {
+    const stuck = cursor === 0 ? await api("api/v1/waiting?state=no-worker&limit=100") : null;
     const page = await api(`api/v1/waiting?limit=100&cursor=${cursor}`);
-    const table = el("table", { id: "waiting" }, el("thead", {}, el("tr", {}, el("th", {}, "task"), el("th", {}, "state"), el("th", {}, "reason"), el("th", {}, "why"))),
-      el("tbody", {}, page.tasks.map((t) => el("tr", { "data-key": t.key, "data-reason": t.reason },
-        el("td", {}, taskLink(t.key)), el("td", {}, t.state), el("td", {}, t.reason), el("td", {}, t.message)))));
     const next = page.next != null ? el("button", { type: "button" }, "next page") : null;
     if (next) next.addEventListener("click", () => showWaiting(page.next));
-    view.replaceChildren(el("h2", {}, "Tasks that wait, and why"),
-      page.tasks.length ? table : el("p", {}, "none on this page"), next);
+    view.replaceChildren(
+      ...(stuck && stuck.tasks.length ? [el("h2", {}, "Tasks no connected worker can run"), waitingTable(stuck.tasks)] : []),
+      el("h2", {}, "Tasks that wait, and why"),
+      page.tasks.length ? waitingTable(page.tasks) : el("p", {}, "none on this page"), next);
   } catch (e) {
     view.replaceChildren(el("h2", {}, "Tasks that wait"), el("p", {}, String(e.message)));
   }
