@@ -57,8 +57,10 @@ fn a_lost_connection_is_resumed_with_a_hello_naming_the_session() {
     assert!(s.is_connected());
 }
 
-#[test]
-fn a_session_the_scheduler_did_not_keep_loses_every_key_but_those_of_graphs_sent_again() {
+/// A session that sent two graphs of one key each; the first was
+/// acknowledged (an event of its key), not the second; then the
+/// connection was lost. Returns both keys and the second graph's request.
+fn two_graphs_the_first_acknowledged_then_cut() -> (ClientSession, Key, Key, RequestId) {
     let mut s = with_session("s1");
     let a = inc(&mut s, Value::from(1));
     let b = inc(&mut s, Value::from(2));
@@ -66,7 +68,6 @@ fn a_session_the_scheduler_did_not_keep_loses_every_key_but_those_of_graphs_sent
     let first = s.submit(vec![a], vec![ka.clone()]);
     let second = s.submit(vec![b], vec![kb.clone()]);
     drain(&mut s);
-    // The first graph was acknowledged (an event of its key), not the second.
     s.handle_message(Message::KeyFinished(KeyFinished {
         key: ka.clone(),
         nbytes: 1,
@@ -74,6 +75,12 @@ fn a_session_the_scheduler_did_not_keep_loses_every_key_but_those_of_graphs_sent
         value: None,
     }));
     s.handle_close("reset");
+    (s, ka, kb, second)
+}
+
+#[test]
+fn a_session_the_scheduler_did_not_keep_loses_every_key_but_those_of_graphs_sent_again() {
+    let (mut s, ka, kb, second) = two_graphs_the_first_acknowledged_then_cut();
     s.resume(None);
     let out = drain(&mut s);
     assert!(
@@ -130,21 +137,7 @@ fn without_a_session_or_a_driver_that_reconnects_a_lost_connection_closes() {
 
 #[test]
 fn a_graph_nothing_acknowledged_goes_again_on_the_resumed_connection() {
-    let mut s = with_session("s1");
-    let a = inc(&mut s, Value::from(1));
-    let b = inc(&mut s, Value::from(2));
-    let (ka, kb) = (a.key.clone(), b.key.clone());
-    let first = s.submit(vec![a], vec![ka.clone()]);
-    let second = s.submit(vec![b], vec![kb.clone()]);
-    drain(&mut s);
-    // The first graph's key had an event: it was accepted.
-    s.handle_message(Message::KeyFinished(KeyFinished {
-        key: ka.clone(),
-        nbytes: 1,
-        request: Some(first.0),
-        value: None,
-    }));
-    s.handle_close("reset");
+    let (mut s, _, _, second) = two_graphs_the_first_acknowledged_then_cut();
     s.resume(None);
     let out = drain(&mut s);
     let graphs: Vec<u64> = out
