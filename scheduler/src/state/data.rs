@@ -128,6 +128,10 @@ impl SchedulerState {
     // ---- scatter ----------------------------------------------------------
 
     pub(crate) fn scatter(&mut self, conn: ConnId, m: Scatter) {
+        // A key the client released may be left to a release not done yet.
+        if m.data.keys().any(|k| self.task_id(k).is_some()) {
+            self.run_all_checks();
+        }
         let taken: Vec<Key> = m
             .data
             .keys()

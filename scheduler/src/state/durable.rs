@@ -296,7 +296,7 @@ impl SchedulerState {
             if !self.replay(record) {
                 summary.graphs_dropped += 1;
             }
-            self.run_checks();
+            self.run_all_checks();
         }
         self.durable.quiet = false;
         // What replay said to nobody.

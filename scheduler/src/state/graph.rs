@@ -89,7 +89,16 @@ fn sorted_unique(mut keys: Vec<Key>) -> Vec<Key> {
 impl SchedulerState {
     /// Accepts or refuses a graph; whether it was accepted.
     pub(crate) fn update_graph(&mut self, conn: ConnId, mut m: UpdateGraph) -> bool {
-        match self.check_graph(&m) {
+        let mut checked = self.check_graph(&m);
+        if matches!(&checked, Err(r) if r.code == ErrorCode::DuplicateKey)
+            && !self.to_check.is_empty()
+        {
+            // A redefined key may be a released task that a release not
+            // done yet still holds: it ends now, as if it had in one step.
+            self.run_all_checks();
+            checked = self.check_graph(&m);
+        }
+        match checked {
             Err(r) => {
                 self.reply_error(conn, r.code, r.message, Some(m.request), Some(r.keys));
                 false

@@ -19,6 +19,11 @@ impl SchedulerState {
         if capacity < SHRINK_FLOOR || self.tasks.len() * 4 > capacity {
             return;
         }
+        // Not in the middle of a release: each step would shrink (and
+        // rehash the index) again; once at its end.
+        if !self.to_check.is_empty() {
+            return;
+        }
         // The slab keeps the slots up to its highest live key: it may not
         // shrink; then only an emptier table tries again.
         if !self.tasks.is_empty() && capacity == self.shrink_tried_at {

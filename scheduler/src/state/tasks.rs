@@ -307,19 +307,22 @@ impl SchedulerState {
     // ---- reference counts -------------------------------------------------
 
     /// Releases what nothing needs any more, then forgets what nothing
-    /// refers to; cascades to dependencies.
-    fn check(&mut self, t: TaskId) {
+    /// refers to; cascades to dependencies. Whether it released or forgot
+    /// `t` (what a release step counts).
+    fn check(&mut self, t: TaskId) -> bool {
         let Some(task) = self.tasks.get(t.0) else {
-            return;
+            return false;
         };
         if self.config.validate {
             self.touched.push(t);
         }
         if task.is_wanted() {
-            return;
+            return false;
         }
         let state = task.state;
+        let mut released = false;
         if task.waiters == 0 {
+            released = state.is_active() || state == TaskState::Memory;
             if state.is_active() {
                 self.stop_and_set(t, TaskState::Released);
             } else if state == TaskState::Memory {
@@ -343,7 +346,9 @@ impl SchedulerState {
             && task.waiters == 0
         {
             self.forget(t);
+            return true;
         }
+        released
     }
 
     fn forget(&mut self, t: TaskId) {
@@ -496,8 +501,27 @@ impl SchedulerState {
 
     /// Runs the pending reference checks: tasks no longer needed release
     /// their data and are forgotten. Done after every message, so the next
-    /// message of a frame sees their effect (messages are handled in order).
+    /// message of a frame sees their effect (messages are handled in order),
+    /// up to [`SchedulerStateConfig::release_step`] releases per input: a
+    /// larger release goes on in the next steps ([`Self::poll_timeout`] asks
+    /// for them at once), so no wakeup forgets 10M tasks while peers wait.
+    /// Meanwhile a task nothing needs may still be known: it is revived if
+    /// a graph wants it again, and a graph that redefines its key runs the
+    /// release to its end first (see `update_graph`).
     pub(crate) fn run_checks(&mut self) {
+        while self.release_budget > 0 {
+            let Some(t) = self.to_check.pop() else {
+                return;
+            };
+            if self.check(t) {
+                self.release_budget -= 1;
+            }
+        }
+    }
+
+    /// Runs every pending reference check, however many (a restore, or a
+    /// graph that must not see a released key still known).
+    pub(crate) fn run_all_checks(&mut self) {
         while let Some(t) = self.to_check.pop() {
             self.check(t);
         }

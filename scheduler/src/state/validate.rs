@@ -74,6 +74,7 @@ impl SchedulerState {
     /// Checks `changed` tasks (those still known), their dependencies and
     /// their dependents.
     fn validate_tasks(&self, mut changed: Vec<TaskId>) -> Result<(), String> {
+        let releasing = self.releasing();
         let mut around = Vec::new();
         for &t in &changed {
             if let Some(task) = self.tasks.get(t.0) {
@@ -91,7 +92,7 @@ impl SchedulerState {
                     "task {} is not indexed by its key",
                     task.key
                 );
-                self.validate_task(t, task)
+                self.validate_task(t, task, &releasing)
                     .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
             }
         }
@@ -116,8 +117,9 @@ impl SchedulerState {
             );
         }
         let mut group_counts = self.observe.group_counts();
+        let releasing = self.releasing();
         for (i, task) in &self.tasks {
-            self.validate_task(TaskId(i), task)
+            self.validate_task(TaskId(i), task, &releasing)
                 .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
             let counts = &mut group_counts[task.group.index()].1;
             counts[task.state.index()] = counts[task.state.index()].wrapping_sub(1);
@@ -245,7 +247,18 @@ impl SchedulerState {
         Ok(())
     }
 
-    fn validate_task(&self, t: TaskId, task: &Task) -> Result<(), String> {
+    /// Tasks a release not done yet will check (see `run_checks`): they
+    /// may be known while nothing needs them.
+    fn releasing(&self) -> HashSet<TaskId> {
+        self.to_check.iter().copied().collect()
+    }
+
+    fn validate_task(
+        &self,
+        t: TaskId,
+        task: &Task,
+        releasing: &HashSet<TaskId>,
+    ) -> Result<(), String> {
         for d in &task.dependencies {
             let dep = self.tasks.get(d.0).ok_or("a dependency was forgotten")?;
             ensure!(
@@ -280,12 +293,13 @@ impl SchedulerState {
             );
         }
         let needed = task.is_wanted() || task.waiters > 0;
+        let releasing = releasing.contains(&t);
         let not_memory = |d: &TaskId| self.tasks[d.0].state != TaskState::Memory;
         match task.state {
             TaskState::Released => {
                 ensure!(!needed, "released but needed");
                 ensure!(
-                    !task.dependents.is_empty(),
+                    !task.dependents.is_empty() || releasing,
                     "released with no dependent: not forgotten"
                 );
             }
@@ -324,7 +338,7 @@ impl SchedulerState {
                     !task.who_has.is_empty() || self.restore_awaits_holder(&task.key),
                     "in memory nowhere"
                 );
-                ensure!(needed, "in memory but nothing needs it");
+                ensure!(needed || releasing, "in memory but nothing needs it");
             }
             TaskState::Erred => {
                 let error = task.rare().error.as_ref().ok_or("erred without an error")?;
@@ -333,13 +347,13 @@ impl SchedulerState {
                     "lost and still wanted by a client"
                 );
                 ensure!(
-                    task.is_wanted() || !task.dependents.is_empty(),
+                    task.is_wanted() || !task.dependents.is_empty() || releasing,
                     "erred with nothing referring to it: not forgotten"
                 );
             }
         }
         if task.state.is_active() {
-            ensure!(needed, "active but nothing needs it");
+            ensure!(needed || releasing, "active but nothing needs it");
         }
         if task.state != TaskState::Memory {
             ensure!(task.who_has.is_empty(), "not in memory but has holders");
