@@ -25,7 +25,7 @@ use dask_core::Message;
 use dask_net::BlockingConn;
 
 use dask_testkit::home::DaskHome;
-use dask_testkit::process::{binary, send_signal, Process, SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
+use dask_testkit::process::{binary, send_signal, stop_pid, Process, SIGCONT, SIGKILL, SIGTERM};
 
 /// Longest any one wait may take: generous, so a slow machine only makes
 /// the tests slower.
@@ -62,7 +62,7 @@ fn a_hung_worker_is_declared_dead_its_work_moves_on_and_after_sigcont_it_registe
     let graph = TreeReduction::new("hung", 600, 10);
     let root = graph.submit(&client);
     cluster.wait_for_progress(&client, &root, 300);
-    cluster.signal("w1", SIGSTOP);
+    cluster.stop("w1");
     // Declared dead after the timeout, though its process and connections
     // are still there.
     cluster.wait_for_workers(&client, &["w2", "w3"]);
@@ -104,9 +104,9 @@ fn a_pause_of_the_whole_machine_does_not_declare_the_workers_dead() {
     // A VM pause: every process stops, and when the machine runs again the
     // scheduler may run first, with no heartbeat waiting in its sockets.
     // Before the fix it declared both workers dead at once.
-    cluster.signal("w1", SIGSTOP);
-    cluster.signal("w2", SIGSTOP);
-    signal_pid(cluster.scheduler.pid(), SIGSTOP);
+    cluster.stop("w1");
+    cluster.stop("w2");
+    stop_pid(cluster.scheduler.pid());
     std::thread::sleep(Duration::from_secs(6));
     signal_pid(cluster.scheduler.pid(), SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
@@ -129,7 +129,7 @@ fn a_scheduler_paused_past_the_heartbeat_timeout_keeps_its_workers() {
     cluster.wait_for_progress(&client, &root, 20);
     // A VM pause or a swap storm: the workers' heartbeats wait unread in
     // the scheduler's sockets for three heartbeat timeouts.
-    signal_pid(cluster.scheduler.pid(), SIGSTOP);
+    stop_pid(cluster.scheduler.pid());
     std::thread::sleep(Duration::from_secs(3));
     signal_pid(cluster.scheduler.pid(), SIGCONT);
     assert_eq!(cluster.result(&root), Value::from(graph.expected));
@@ -284,7 +284,7 @@ fn peer_fails_during_a_fetch(with_replica: bool, fault: PeerFault) {
         let holders = client.who_has(&d).expect("who-has");
         assert_eq!(holders[&Key::from("d")].len(), 2, "{holders:?}");
     }
-    cluster.signal("a", SIGSTOP);
+    cluster.stop("a");
     let on_b = client.submit_tasks(
         vec![pinned(spec("len-on-b", "len", vec![r("d")]), "b")],
         vec![Key::from("len-on-b")],
@@ -632,6 +632,11 @@ impl Cluster {
             .find(|(n, _)| n == name)
             .map(|(_, p)| p)
             .unwrap_or_else(|| panic!("no worker {name}"))
+    }
+
+    /// SIGSTOP, returning once every thread of the worker is stopped.
+    fn stop(&mut self, name: &str) {
+        self.worker(name).stop();
     }
 
     fn signal(&mut self, name: &str, signal: i32) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dask_client::{args, Client, ClientOptions, Key, Status};
 use dask_testkit::home::DaskHome;
-use dask_testkit::process::{binary, free_port, temp_dir, Process, SIGCONT, SIGSTOP};
+use dask_testkit::process::{binary, free_port, temp_dir, Process, SIGCONT};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -46,7 +46,7 @@ fn a_gather_cut_by_a_scheduler_restart_is_sent_again_and_answers() {
     big.wait().expect("finished");
     assert_eq!(big.status(), Status::Finished);
     // The gather waits on the stopped worker; the scheduler dies meanwhile.
-    worker.signal(SIGSTOP);
+    worker.stop();
     let fetch = std::thread::spawn(move || big.result());
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -89,7 +89,7 @@ fn a_graph_sent_in_parts_that_a_killed_scheduler_never_read_is_completed_after_t
     // (nor of the session) reaches its journal; every part goes again, to
     // a new session. (Cuts in the middle of the parts: the sim story in
     // scheduler/tests/restart.rs.)
-    s.signal(SIGSTOP);
+    s.stop();
     let futures = client.submit_tasks(tasks, vec![Key::from("sum")]);
     std::thread::sleep(Duration::from_millis(200));
     s.kill();

@@ -108,7 +108,7 @@ fn a_scheduler_killed_mid_tree_restarts_on_its_journal_and_the_client_gets_the_e
 
     // Workers paused, so the count is exact when the scheduler dies.
     for w in &mut workers {
-        w.signal(19); // SIGSTOP
+        w.stop();
     }
     std::thread::sleep(Duration::from_millis(1200));
     let before = finished_total(&scheduler);
