@@ -20,7 +20,9 @@
 //! replies) is held until every record appended before it is durable, and
 //! then sent, in order. Messages to workers are not held: what a worker
 //! does on a record a crash loses is either adopted when it lists what it
-//! holds, or dropped (see `state::durable`), and no client was told.
+//! holds, or dropped (see `state::durable`), and no client was told. The
+//! loop asks the thread to sync only records a held message waits for;
+//! the others are written at once and synced within a second.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -391,6 +393,8 @@ impl EventLoop {
             return Ok(());
         };
         journal.submit();
+        // Records only outputs wait for need a sync (see `journal::writer`).
+        journal.want_durable(self.held.waits_for());
         if journal.should_compact() {
             journal.compact(self.state.journal_snapshot());
         }

@@ -138,7 +138,44 @@ pub fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
 
 /// CRC-32C (Castagnoli), as iSCSI and ext4 use: reflected, polynomial
 /// 0x82F63B78. `crc` starts at `!0` and is inverted at the end.
-fn crc32c_update(mut crc: u32, bytes: &[u8]) -> u32 {
+///
+/// With SSE 4.2 (every x86-64 server of the last fifteen years) the
+/// processor's `crc32` instruction does 8 bytes per step; the table below
+/// does one byte per dependent table load, which cost about 0.4 µs of the
+/// writing thread's CPU per task (a task's `graph` and `finished` records
+/// are ~185 bytes).
+fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the processor has SSE 4.2, checked just above.
+            return unsafe { crc32c_sse42(crc, bytes) };
+        }
+    }
+    crc32c_table(crc, bytes)
+}
+
+/// [`crc32c_update`] with the `crc32` instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(crc: u32, bytes: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let mut words = bytes.chunks_exact(8);
+    let mut c = u64::from(crc);
+    for w in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        c = _mm_crc32_u64(c, u64::from_le_bytes(word));
+    }
+    let mut c = c as u32;
+    for &b in words.remainder() {
+        c = _mm_crc32_u8(c, b);
+    }
+    c
+}
+
+/// [`crc32c_update`] a byte at a time, by table.
+fn crc32c_table(mut crc: u32, bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;
@@ -171,6 +208,24 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(!crc32c_update(!0, b"123456789"), 0xE306_9283);
+        assert_eq!(!crc32c_table(!0, b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn both_crc32c_ways_agree_at_every_length_and_split() {
+        let bytes: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
+        for len in 0..bytes.len() {
+            let whole = crc32c_table(!0, &bytes[..len]);
+            assert_eq!(crc32c_update(!0, &bytes[..len]), whole, "length {len}");
+            for split in 0..=len {
+                let (a, b) = bytes[..len].split_at(split);
+                assert_eq!(
+                    crc32c_update(crc32c_update(!0, a), b),
+                    whole,
+                    "length {len} split at {split}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -70,6 +70,12 @@ impl<T> Holdback<T> {
         Some(output)
     }
 
+    /// The count of records the waiting outputs wait for (the last one's:
+    /// counts only grow), 0 when none waits.
+    pub fn waits_for(&self) -> u64 {
+        self.queue.back().map_or(0, |(appended, _, _)| *appended)
+    }
+
     /// Outputs waiting.
     pub fn len(&self) -> usize {
         self.queue.len()
@@ -100,8 +106,10 @@ mod tests {
         // Record 1 appended, not durable: the ack waits.
         assert_eq!(h.admit(CLIENT, "ack", 1, 0, false), None);
         assert_eq!(released(&mut h, 0), Vec::<&str>::new());
+        assert_eq!(h.waits_for(), 1);
         assert_eq!(released(&mut h, 1), ["ack"]);
         assert!(h.is_empty());
+        assert_eq!(h.waits_for(), 0);
     }
 
     #[test]
@@ -137,6 +145,7 @@ mod tests {
         for (after, m) in [(1, "a"), (2, "b"), (2, "c"), (4, "d")] {
             assert_eq!(h.admit(CLIENT, m, after, 0, false), None);
         }
+        assert_eq!(h.waits_for(), 4);
         assert_eq!(released(&mut h, 1), ["a"]);
         assert_eq!(released(&mut h, 3), ["b", "c"]);
         assert_eq!(released(&mut h, 4), ["d"]);

@@ -6,8 +6,9 @@
 //! module promises only: a record given to [`Journal::append`] is durable
 //! once the [`Journal::commit`] after it returned `Ok` (one write and one
 //! `fdatasync` for everything appended since the last commit: group
-//! commit, one per event-loop iteration), and [`Journal::open`] gives back
-//! exactly the committed records since the last snapshot, in order. A
+//! commit; [`Journal::write`] and [`Journal::sync`] are its two halves),
+//! and [`Journal::open`] gives back exactly the written records since the
+//! last snapshot, in order. A
 //! record half-written when the process died is cut, never a reason not to
 //! start; a file that is not a journal, or one of another format version,
 //! is refused with a one-line error naming the file.
@@ -103,7 +104,8 @@ pub struct Journal {
     file: File,
     _lock: File,
     pending: Vec<u8>,
-    /// Length of the file: everything committed.
+    /// Length of the file: everything written (durable after the next
+    /// sync).
     committed_bytes: u64,
     snapshot_bytes: u64,
     event_bytes: u64,
@@ -207,7 +209,7 @@ impl Journal {
         &self.dir
     }
 
-    /// Bytes of the file (everything committed).
+    /// Bytes of the file (everything written).
     pub fn committed_bytes(&self) -> u64 {
         self.committed_bytes
     }
@@ -217,23 +219,38 @@ impl Journal {
         format::encode_record(&mut self.pending, RecordKind::Event, event);
     }
 
+    /// Queues events framed already (by [`format::encode_record`], as
+    /// [`Journal::append`] frames them) for the next write.
+    pub fn append_framed(&mut self, framed: Vec<u8>) {
+        if self.pending.is_empty() {
+            self.pending = framed;
+        } else {
+            self.pending.extend_from_slice(&framed);
+        }
+    }
+
     /// Whether events wait for a commit.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    /// Makes every appended event durable: one write, one `fdatasync`.
-    /// On an error nothing appended since the last commit counts (the
-    /// file is cut back to what was committed, if it can be).
+    /// Makes every appended event durable: [`Journal::write`] then
+    /// [`Journal::sync`].
     pub fn commit(&mut self) -> Result<(), JournalError> {
+        self.write()?;
+        self.sync()
+    }
+
+    /// Writes every appended event to the file (one `write`), without
+    /// waiting for the disk: written events survive the scheduler's own
+    /// crash (they are in the kernel's page cache), not the machine's
+    /// until [`Journal::sync`]. On an error nothing appended since the
+    /// last write counts (the file is cut back, if it can be).
+    pub fn write(&mut self) -> Result<(), JournalError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = self
-            .file
-            .write_all(&self.pending)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = self.file.write_all(&self.pending) {
             let _ = self.file.set_len(self.committed_bytes);
             let _ = self.file.seek(SeekFrom::Start(self.committed_bytes));
             self.pending.clear();
@@ -243,6 +260,13 @@ impl Journal {
         self.event_bytes += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
+    }
+
+    /// Makes everything written durable: one `fdatasync`.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.file
+            .sync_data()
+            .map_err(|e| JournalError::Io(self.dir.join(JOURNAL_FILE), e))
     }
 
     /// Whether the events since the last snapshot outweigh it enough that

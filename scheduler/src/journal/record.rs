@@ -139,13 +139,16 @@ impl JournalRecord {
         if let Some(h) = holder {
             write::str(out, h);
         }
-        Message::TaskFinished(TaskFinished {
-            key: key.clone(),
-            nbytes,
-            duration_us: None,
-            value: None,
-        })
-        .write(&mut WriteBuf::new(out));
+        // `Message::TaskFinished` with `key` and `nbytes` alone, as
+        // `Message::write` lays it out (op first, then fields in their
+        // order), without copying the key into a message first.
+        write::map_len(out, 3);
+        write::str(out, "op");
+        write::str(out, "task-finished");
+        write::str(out, "key");
+        write::str(out, &key.0);
+        write::str(out, "nbytes");
+        write::uint(out, nbytes);
     }
 
     /// A task failed for good with this error.
@@ -338,12 +341,12 @@ mod tests {
 
     #[test]
     fn a_finished_record_written_directly_is_the_same_record() {
-        for holder in [None, Some("w1")] {
+        for (holder, nbytes) in [(None, 12), (Some("w1"), 0), (Some("w2"), u64::MAX)] {
             let mut direct = Vec::new();
-            JournalRecord::encode_finished(&mut direct, &Key::from("x"), 12, holder);
+            JournalRecord::encode_finished(&mut direct, &Key::from("x"), nbytes, holder);
             let record = JournalRecord::finished(
                 Key::from("x"),
-                12,
+                nbytes,
                 holder.map(str::to_owned).into_iter().collect(),
             );
             assert_eq!(direct, record.encode());

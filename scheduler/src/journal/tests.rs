@@ -157,3 +157,61 @@ fn a_compaction_cut_short_leaves_the_old_journal() {
     assert_eq!(events(&r), [&b"kept"[..]]);
     assert!(!dir.0.join(COMPACTING_FILE).exists());
 }
+
+/// Records in the file at `dir` (read while the writer holds it).
+fn records_in_file(dir: &Path) -> usize {
+    let bytes = std::fs::read(dir.join(JOURNAL_FILE)).unwrap_or_default();
+    bytes
+        .get(HEADER_BYTES..)
+        .map_or(0, |body| format::decode_records(body).0.len())
+}
+
+/// Waits (at most 10 s) until `done`; whether it came.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    done()
+}
+
+fn start_writer(dir: &Path, sync_within: std::time::Duration) -> writer::JournalWriter {
+    let (journal, _) = Journal::open(dir).unwrap();
+    let reactor = dask_net::Reactor::new(dask_net::ReactorConfig::default()).unwrap();
+    writer::JournalWriter::start_syncing_within(journal, reactor.waker(), sync_within).unwrap()
+}
+
+#[test]
+fn the_writer_writes_at_once_and_syncs_what_is_waited_for() {
+    let dir = TempDir::new();
+    // Records nobody waits for are synced an hour later: never, here.
+    let mut w = start_writer(&dir.0, std::time::Duration::from_secs(3600));
+    w.append(b"one".to_vec());
+    w.append(b"two".to_vec());
+    w.submit();
+    w.want_durable(2);
+    assert!(eventually(|| w.durable() == 2), "durable {}", w.durable());
+    // Written (a crash of the scheduler keeps it), not synced: nothing
+    // waits for it.
+    w.append(b"three".to_vec());
+    w.submit();
+    assert!(eventually(|| records_in_file(&dir.0) == 3));
+    assert_eq!(w.durable(), 2);
+    // Ending syncs everything.
+    w.finish().unwrap();
+    let (_, recovered) = Journal::open(&dir.0).unwrap();
+    assert_eq!(events(&recovered), [&b"one"[..], b"two", b"three"]);
+}
+
+#[test]
+fn records_nobody_waits_for_are_synced_within_the_interval() {
+    let dir = TempDir::new();
+    let mut w = start_writer(&dir.0, std::time::Duration::from_millis(20));
+    w.append(b"one".to_vec());
+    w.submit();
+    assert!(eventually(|| w.durable() == 1), "durable {}", w.durable());
+    w.finish().unwrap();
+}

@@ -5,17 +5,28 @@
 //! wakeup, it stopped every connection for that long, workers included,
 //! and cost a third of the task throughput. So a thread of its own writes
 //! and syncs the records while the loop goes on; the loop hands it each
-//! wakeup's records as one batch, and whatever batches queued while a sync
-//! was in flight go out together in the next write and sync.
+//! wakeup's records as one batch, and whatever batches queued while the
+//! thread was busy go out together in its next write.
+//!
+//! A record needs to be durable only once something that depends on it is
+//! to leave: a message to a client (see `event_loop.rs`, "What waits for
+//! the journal"). So the thread writes every batch at once (a written
+//! record survives the scheduler's own crash: it is in the kernel's page
+//! cache) and syncs only when the loop asks for records to be durable
+//! ([`JournalWriter::want_durable`]), or a second after a write nobody
+//! waited for (so a crash of the machine loses at most that second, which
+//! only means results computed again). Each sync cost this process about
+//! 100 µs of CPU (the virtual disk's doorbell, the flush's completion):
+//! syncing every batch of a stream of results nobody waited for (a tree
+//! whose client wants its root) was two thirds of the journal's cost.
 //!
 //! The loop learns how far the file is durable from [`JournalWriter::durable`]
 //! (records are counted from 1 in the order they were appended) and is
 //! woken through the reactor's waker each time that count moves or the
-//! thread fails. What it may send before that is the event loop's rule
-//! (see `event_loop.rs`, "What waits for the journal").
+//! thread fails. What it may send before that is the event loop's rule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,18 +35,23 @@ use dask_net::Waker;
 
 use super::{compaction_due, format, Journal, JournalError};
 
-/// Syncs start at least this far apart. Each `fdatasync` costs the
-/// process CPU as well as time (about 50 µs here: the virtual disk's
-/// doorbell, the inode's new size): under a stream of results, syncing as
-/// fast as the disk allows spent an eighth of the scheduler's CPU on it.
-/// The price is latency: a reply that waits for a record waits up to this
-/// long more.
+/// The thread's turns (a write, and a sync if one is wanted) start at
+/// least this far apart, so a stream of results shares them: each costs
+/// the process CPU (a wakeup, a `write`; a sync about 100 µs). The price
+/// is latency: a reply that waits for a record waits up to this long more.
 const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(2);
+
+/// Records written and not waited for are synced at most this long after
+/// they were written.
+const SYNC_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
 /// What the loop hands the writing thread.
 enum Job {
-    /// Records to append; `through` is the count of the last one.
-    Append { records: Vec<Vec<u8>>, through: u64 },
+    /// Records to append, framed (`format::encode_record`); `through` is
+    /// the count of the last one.
+    Append { framed: Vec<u8>, through: u64 },
+    /// Make the records through this count durable.
+    Sync(u64),
     /// Replace the file by this snapshot (after what came before it).
     Compact(Vec<u8>),
     /// Commit what came before, then end.
@@ -57,10 +73,14 @@ pub struct JournalWriter {
     jobs: Sender<JobBox>,
     progress: Arc<Progress>,
     thread: Option<JoinHandle<()>>,
-    /// Records of this wakeup, not handed over yet.
-    batch: Vec<Vec<u8>>,
+    /// Records of this wakeup, framed, not handed over yet. Framed here
+    /// so that each record's buffer is freed on the thread that made it
+    /// (a free on the writing thread took the allocator's lock per record).
+    batch: Vec<u8>,
     /// Records appended so far (the count of the last one).
     appended: u64,
+    /// The highest count asked to be durable ([`JournalWriter::want_durable`]).
+    sync_asked: u64,
     /// Bytes handed over since the last snapshot, and the snapshot's, for
     /// [`JournalWriter::should_compact`].
     event_bytes: u64,
@@ -80,6 +100,16 @@ impl JournalWriter {
     /// Starts the thread that owns `journal` from now on; it wakes `waker`
     /// whenever more is durable or it failed.
     pub fn start(journal: Journal, waker: Waker) -> std::io::Result<JournalWriter> {
+        JournalWriter::start_syncing_within(journal, waker, SYNC_INTERVAL_MAX)
+    }
+
+    /// [`JournalWriter::start`], syncing records nobody waits for at most
+    /// `sync_within` after they were written.
+    pub fn start_syncing_within(
+        journal: Journal,
+        waker: Waker,
+        sync_within: Duration,
+    ) -> std::io::Result<JournalWriter> {
         let (jobs, rx) = channel();
         let progress = Arc::new(Progress::default());
         let snapshot_bytes = journal.snapshot_bytes;
@@ -87,13 +117,14 @@ impl JournalWriter {
         let shared = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(journal, &rx, &shared, &waker))?;
+            .spawn(move || write_loop(journal, &rx, &shared, &waker, sync_within))?;
         Ok(JournalWriter {
             jobs,
             progress,
             thread: Some(thread),
             batch: Vec::new(),
             appended: 0,
+            sync_asked: 0,
             event_bytes,
             snapshot_bytes,
         })
@@ -102,7 +133,7 @@ impl JournalWriter {
     /// Queues one record; returns its count.
     pub fn append(&mut self, record: Vec<u8>) -> u64 {
         self.event_bytes += (record.len() + format::RECORD_HEADER_BYTES) as u64;
-        self.batch.push(record);
+        format::encode_record(&mut self.batch, format::RecordKind::Event, &record);
         self.appended += 1;
         self.appended
     }
@@ -122,11 +153,22 @@ impl JournalWriter {
         if self.batch.is_empty() {
             return;
         }
-        let records = std::mem::take(&mut self.batch);
+        // The next batch is likely as large as this one.
+        let capacity = self.batch.len();
+        let framed = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
         let through = self.appended;
         // A send fails only when the thread ended, on an error that
         // `check` reports.
-        let _ = self.jobs.send(JobBox(Job::Append { records, through }));
+        let _ = self.jobs.send(JobBox(Job::Append { framed, through }));
+    }
+
+    /// Asks for the records through count `through` (submitted already)
+    /// to be made durable: something waits for them.
+    pub fn want_durable(&mut self, through: u64) {
+        if through > self.sync_asked {
+            self.sync_asked = through;
+            let _ = self.jobs.send(JobBox(Job::Sync(through)));
+        }
     }
 
     /// Whether the events since the last snapshot outweigh it enough that
@@ -176,45 +218,68 @@ fn thread_died() -> JournalError {
     )
 }
 
-/// The thread: takes every job queued, commits them in one write and one
-/// `fdatasync` (a compaction in between commits what came before it),
-/// publishes the count, and waits for more.
-fn write_loop(mut journal: Journal, rx: &Receiver<JobBox>, progress: &Progress, waker: &Waker) {
+/// The thread: takes every job queued, writes their records in one
+/// `write` (a compaction in between commits what came before it), syncs
+/// when asked to or a write has waited `sync_within`, publishes the
+/// durable count, and waits for more.
+fn write_loop(
+    mut journal: Journal,
+    rx: &Receiver<JobBox>,
+    progress: &Progress,
+    waker: &Waker,
+    sync_within: Duration,
+) {
     let fail = |e: JournalError| {
         if let Ok(mut failed) = progress.failed.lock() {
             *failed = Some(e);
         }
         let _ = waker.wake();
     };
-    let mut last_commit: Option<Instant> = None;
-    while let Ok(JobBox(first)) = rx.recv() {
-        // Records that come while the last sync is young wait a little and
+    let mut last_turn: Option<Instant> = None;
+    // Counts of the last record written, made durable, asked durable.
+    let (mut written, mut durable, mut wanted) = (0u64, 0u64, 0u64);
+    // When the oldest write not synced yet was made.
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let first = match unsynced_since {
+            None => match rx.recv() {
+                Ok(JobBox(j)) => Some(j),
+                Err(_) => return,
+            },
+            Some(at) => match rx.recv_timeout(sync_within.saturating_sub(at.elapsed())) {
+                Ok(JobBox(j)) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        // Jobs that come while the last turn is young wait a little and
         // share the next one.
-        if let Some(at) = last_commit {
-            let young = COMMIT_INTERVAL_MIN.saturating_sub(at.elapsed());
-            if !young.is_zero() {
-                std::thread::sleep(young);
+        if first.is_some() {
+            if let Some(at) = last_turn {
+                let young = COMMIT_INTERVAL_MIN.saturating_sub(at.elapsed());
+                if !young.is_zero() {
+                    std::thread::sleep(young);
+                }
             }
+            last_turn = Some(Instant::now());
         }
-        last_commit = Some(Instant::now());
-        let mut through = None;
         let mut finish = false;
-        let mut job = Some(first);
+        // Count of the last record durable after this turn.
+        let mut now_durable = durable;
+        let mut job = first;
         while let Some(j) = job.take() {
             match j {
-                Job::Append {
-                    records,
-                    through: t,
-                } => {
-                    for r in &records {
-                        journal.append(r);
-                    }
-                    through = Some(t);
+                Job::Append { framed, through } => {
+                    journal.append_framed(framed);
+                    written = through;
                 }
+                Job::Sync(through) => wanted = wanted.max(through),
                 Job::Compact(snapshot) => {
+                    // Commits what came before: all of it durable after.
                     if let Err(e) = journal.compact(&snapshot) {
                         return fail(e);
                     }
+                    now_durable = written;
                 }
                 Job::Finish => finish = true,
             }
@@ -222,12 +287,25 @@ fn write_loop(mut journal: Journal, rx: &Receiver<JobBox>, progress: &Progress, 
                 job = rx.try_recv().ok().map(|JobBox(j)| j);
             }
         }
-        if let Err(e) = journal.commit() {
+        if let Err(e) = journal.write() {
             return fail(e);
         }
-        if let Some(t) = through {
-            progress.durable.store(t, Ordering::Release);
+        let overdue = unsynced_since.is_some_and(|at| at.elapsed() >= sync_within);
+        if written > now_durable && (wanted > now_durable || finish || overdue) {
+            if let Err(e) = journal.sync() {
+                return fail(e);
+            }
+            now_durable = written;
+        }
+        if now_durable > durable {
+            durable = now_durable;
+            progress.durable.store(durable, Ordering::Release);
             let _ = waker.wake();
+        }
+        if written == durable {
+            unsynced_since = None;
+        } else if unsynced_since.is_none() {
+            unsynced_since = Some(Instant::now());
         }
         if finish {
             return;
