@@ -291,6 +291,13 @@ impl EventLoop {
                     // one frame kept its loop busy for the whole graph.
                     self.reactor.end_frame(self.conn);
                 }
+                if matches!(m, Message::UpdateGraph(_)) {
+                    // Written now, not once every part of a large graph is
+                    // encoded: the scheduler takes this part while the
+                    // next ones are encoded (a 10M-task graph is seconds
+                    // of encoding).
+                    self.reactor.flush();
+                }
             }
         }
         st.session.is_closed()

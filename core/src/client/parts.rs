@@ -96,8 +96,8 @@ pub(super) fn split(
         part_of[t as usize] = part;
     }
     let mut needed_later = vec![false; tasks.len()];
-    for (t, ds) in deps.iter().enumerate() {
-        for &d in ds {
+    for t in 0..tasks.len() {
+        for &d in deps.of(t) {
             if part_of[d as usize] < part_of[t] {
                 needed_later[d as usize] = true;
             }
@@ -144,26 +144,44 @@ fn key_index(tasks: &[TaskSpec]) -> Option<HashMap<&str, u32>> {
     Some(index)
 }
 
-/// Each task's references to tasks of the graph (by position).
-fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Vec<Vec<u32>> {
-    tasks
-        .iter()
-        .map(|spec| {
-            let mut found = Vec::new();
-            let mut on_ref = |k: &str| {
-                if let Some(&d) = index.get(k) {
-                    found.push(d);
-                }
-            };
-            // Malformed arguments: the scheduler refuses them; here they
-            // only have no references.
-            let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
-            if let Some(kwargs) = &spec.kwargs {
-                let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+/// Each task's references to tasks of the graph (by position), flattened:
+/// task `t`'s are `refs[start[t]..start[t + 1]]`. One allocation for the
+/// graph, not one per task (10M of them, with their frees, were a good part
+/// of the client's time splitting a 10M-task tree).
+struct Dependencies {
+    refs: Vec<u32>,
+    start: Vec<usize>,
+}
+
+impl Dependencies {
+    fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    fn of(&self, t: usize) -> &[u32] {
+        &self.refs[self.start[t]..self.start[t + 1]]
+    }
+}
+
+fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Dependencies {
+    let mut refs = Vec::with_capacity(tasks.len());
+    let mut start = Vec::with_capacity(tasks.len() + 1);
+    for spec in tasks {
+        start.push(refs.len());
+        let mut on_ref = |k: &str| {
+            if let Some(&d) = index.get(k) {
+                refs.push(d);
             }
-            found
-        })
-        .collect()
+        };
+        // Malformed arguments: the scheduler refuses them; here they only
+        // have no references.
+        let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+        if let Some(kwargs) = &spec.kwargs {
+            let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+        }
+    }
+    start.push(refs.len());
+    Dependencies { refs, start }
 }
 
 /// The tasks in depth-first post-order (each after its dependencies),
@@ -173,15 +191,13 @@ fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Vec<Vec<u32>>
 /// listed leaves first, the order would be level by level, and every key
 /// of every part but the last would be needed by a later part (a part
 /// wants those, so the scheduler and the client tracked a want per task).
-fn post_order(deps: &[Vec<u32>]) -> Option<Vec<u32>> {
+fn post_order(deps: &Dependencies) -> Option<Vec<u32>> {
     const NEW: u8 = 0;
     const OPEN: u8 = 1;
     const DONE: u8 = 2;
     let mut has_dependents = vec![false; deps.len()];
-    for ds in deps {
-        for &d in ds {
-            has_dependents[d as usize] = true;
-        }
+    for &d in &deps.refs {
+        has_dependents[d as usize] = true;
     }
     let outputs = (0..deps.len() as u32).filter(|&t| !has_dependents[t as usize]);
     let mut mark = vec![NEW; deps.len()];
@@ -196,7 +212,7 @@ fn post_order(deps: &[Vec<u32>]) -> Option<Vec<u32>> {
         stack.push((root, 0));
         while let Some(top) = stack.last_mut() {
             let (t, next) = *top;
-            match deps[t as usize].get(next) {
+            match deps.of(t as usize).get(next) {
                 Some(&d) => {
                     top.1 += 1;
                     match mark[d as usize] {
