@@ -689,7 +689,9 @@ pub struct SchedulerState {
     /// One copy of each function name for all its tasks (a `String` per
     /// task was 56 bytes of a 10M-task graph's ~500 per task), at most
     /// [`FUNCTION_NAMES_SHARED_MAX`] names.
-    functions: HashSet<Arc<str>>,
+    /// (foldhash: a tree alternates two functions, so every other task of
+    /// a graph looks its name up.)
+    functions: foldhash::HashSet<Arc<str>>,
     /// The name [`SchedulerState::shared_function`] gave last.
     last_function: Option<Arc<str>>,
     /// The worker each steal in flight is for.
@@ -759,7 +761,7 @@ impl SchedulerState {
             pending_free: BTreeMap::new(),
             joined: Vec::new(),
             durations: GroupDurations::default(),
-            functions: HashSet::new(),
+            functions: foldhash::HashSet::default(),
             last_function: None,
             steal_thieves: BTreeMap::new(),
             data: data::DataRequests::default(),

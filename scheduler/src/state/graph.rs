@@ -1,7 +1,7 @@
 //! `update-graph`: atomic validation, insertion, and graph order.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use dask_core::messages::{TaskSpec, UpdateGraph};
 use dask_core::msgpack::Reader;
@@ -153,7 +153,8 @@ impl SchedulerState {
         // Keys defined by this graph (first occurrence) and what each
         // resolves to: a new task, or a known one with the same definition.
         let n = m.tasks.len();
-        let mut in_graph: HashMap<&str, Ref> = HashMap::with_capacity(n);
+        let mut in_graph: foldhash::HashMap<&str, Ref> =
+            foldhash::HashMap::with_capacity_and_hasher(n, Default::default());
         let mut new: Vec<usize> = Vec::new();
         let mut duplicates: Vec<Key> = Vec::new();
         for (i, spec) in m.tasks.iter().enumerate() {
