@@ -42,6 +42,12 @@ pub struct ClientOptions {
     /// submitted as several `update-graph`s (default 4 MiB, core's
     /// `SUBMIT_PART_BYTES`; spec: "A graph larger than a frame").
     pub submit_part_bytes: usize,
+    /// How long the connection's thread, and a thread waiting for a
+    /// result, look for news without sleeping after their last
+    /// ([`dask_net::ReactorConfig::busy_poll`]): a small task's result
+    /// comes back within tens of µs, about what waking a sleeping thread
+    /// costs. Zero: never. Default [`dask_net::BUSY_POLL`].
+    pub busy_poll: Duration,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +60,7 @@ impl Default for ClientOptions {
             tls: None,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             submit_part_bytes: dask_core::client::SUBMIT_PART_BYTES,
+            busy_poll: dask_net::BUSY_POLL,
         }
     }
 }

@@ -47,6 +47,7 @@ impl Connection {
         let mut reactor = Reactor::new(ReactorConfig {
             tls: options.tls.clone(),
             frame_bytes_max: options.frame_bytes_max,
+            busy_poll: options.busy_poll,
             ..ReactorConfig::default()
         })?;
         let conn = connect(&mut reactor, endpoint, deadline)
@@ -69,7 +70,7 @@ impl Connection {
         if let Some(binding) = reactor.channel_binding(conn) {
             state.session.handle_channel_binding(binding);
         }
-        let shared = Arc::new(Shared::new(state, reactor.waker()));
+        let shared = Arc::new(Shared::new(state, reactor.waker(), options.busy_poll));
         let event_loop = EventLoop {
             reactor,
             conn,
@@ -209,7 +210,7 @@ impl EventLoop {
         st.session.handle_close("the connection's thread stopped");
         st.io_done = true;
         st.dispatch();
-        self.shared.changed.notify_all();
+        self.shared.notify_changed();
     }
 
     /// Connects again, for [`RESUME_TIMEOUT`], and resumes the session on
@@ -224,7 +225,7 @@ impl EventLoop {
                 let mut st = self.shared.lock();
                 st.session.give_up();
                 st.dispatch();
-                self.shared.changed.notify_all();
+                self.shared.notify_changed();
                 return;
             }
             let deadline = (Instant::now() + self.connect_timeout).min(give_up_at);
@@ -270,7 +271,7 @@ impl EventLoop {
         // and an unsendable message makes events: loop.
         loop {
             if st.dispatch() {
-                shared.changed.notify_all();
+                shared.notify_changed();
             }
             if !st.session.wants_transmit() {
                 break;

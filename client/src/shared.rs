@@ -5,7 +5,8 @@
 //! something to send.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use dask_core::client::{ClientAuth, ClientEvent, ClientSession, RequestId};
@@ -109,17 +110,50 @@ impl State {
 /// I/O thread.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    pub(crate) changed: Condvar,
+    changed: Condvar,
+    /// Counts the notifications of `changed`, so a waiter can look for one
+    /// without the lock while it busy-polls.
+    changes: AtomicU64,
+    /// How long a waiter looks for a change before it sleeps on `changed`
+    /// (the client's `busy_poll`).
+    busy_poll: Duration,
     pub(crate) waker: Waker,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State, waker: Waker) -> Shared {
+    pub(crate) fn new(state: State, waker: Waker, busy_poll: Duration) -> Shared {
         Shared {
             state: Mutex::new(state),
             changed: Condvar::new(),
+            changes: AtomicU64::new(0),
+            busy_poll,
             waker,
         }
+    }
+
+    /// Wakes the waiters: something they may wait for changed.
+    pub(crate) fn notify_changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Looks for a change without the lock until one comes or `busy_poll`
+    /// passes (or `deadline`), yielding the CPU between looks; then the
+    /// lock, tried without sleeping while the notifier still holds it.
+    fn look_for_change(&self, seen: u64, deadline: Option<Instant>) -> MutexGuard<'_, State> {
+        let until = Instant::now() + self.busy_poll;
+        let until = deadline.map_or(until, |d| d.min(until));
+        while Instant::now() < until {
+            if self.changes.load(Ordering::Acquire) != seen {
+                match self.state.try_lock() {
+                    Ok(st) => return st,
+                    Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+            std::thread::yield_now();
+        }
+        self.lock()
     }
 
     /// Locks the state. A panic while locked cannot leave the session in a
@@ -139,7 +173,7 @@ impl Shared {
 
     fn after_change(&self, st: &mut State) {
         if st.dispatch() {
-            self.changed.notify_all();
+            self.notify_changed();
         }
         if st.session.wants_transmit() && !st.wake_pending && !st.io_done {
             st.wake_pending = true;
@@ -156,6 +190,8 @@ impl Shared {
         mut ready: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T> {
         let mut st = self.lock();
+        // Look for the answer without sleeping once, before the first sleep.
+        let mut look = !self.busy_poll.is_zero();
         loop {
             if let Some(v) = ready(&mut st) {
                 self.after_change(&mut st);
@@ -168,6 +204,12 @@ impl Shared {
                     .unwrap_or("the connection's thread stopped")
                     .to_owned();
                 return Err(Error::Connection(reason));
+            }
+            if std::mem::take(&mut look) {
+                let seen = self.changes.load(Ordering::Acquire);
+                drop(st);
+                st = self.look_for_change(seen, deadline);
+                continue;
             }
             st = match deadline {
                 None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
@@ -222,4 +264,46 @@ pub(crate) fn random_seed() -> u64 {
         h.write_u128(d.as_nanos());
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dask_testkit::process::thread_sleeps;
+    use std::sync::Arc;
+
+    /// A thread waits for a change another makes 20 ms later; how many
+    /// times the waiter slept.
+    fn sleeps_awaiting_a_change(busy_poll: Duration) -> u64 {
+        let reactor = dask_net::Reactor::new(dask_net::ReactorConfig::default()).unwrap();
+        let shared = Arc::new(Shared::new(
+            State::new(None, None),
+            reactor.waker(),
+            busy_poll,
+        ));
+        let waiter = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let before = thread_sleeps(None);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                shared
+                    .wait_until(Some(deadline), |st| st.shutdown.then_some(()))
+                    .unwrap();
+                thread_sleeps(None) - before
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let mut st = shared.lock();
+        st.shutdown = true;
+        shared.notify_changed();
+        drop(st);
+        waiter.join().unwrap()
+    }
+
+    #[test]
+    fn a_waiter_looks_for_the_change_before_it_sleeps() {
+        assert_eq!(sleeps_awaiting_a_change(Duration::from_secs(30)), 0);
+        // Without busy-polling it sleeps on the condvar.
+        assert!(sleeps_awaiting_a_change(Duration::ZERO) > 0);
+    }
 }

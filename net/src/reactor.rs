@@ -38,6 +38,10 @@ pub const OUTPUT_BYTES_SHARE: usize = 1024 * 1024;
 /// graph in parts) is handled a part at a time between the others.
 pub const READ_BYTES_PER_WAKEUP: usize = 4 * 1024 * 1024;
 
+/// Default of [`ReactorConfig::busy_poll`] (chosen by measurement: see
+/// BENCHMARKS.md, "Session 7: busy-polling").
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
+
 /// Default of [`ReactorConfig::close_linger`].
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -159,6 +163,14 @@ pub struct ReactorConfig {
     /// run does not count against a peer that reads. Default `None`
     /// (never; `dask-scheduler` sets it).
     pub write_timeout: Option<Duration>,
+    /// How long after its last activity (readiness, or bytes sent)
+    /// [`Reactor::poll`] keeps looking for readiness without sleeping,
+    /// yielding the CPU between looks, before it blocks. An idle vCPU
+    /// halts, and waking it takes tens of µs, while the answer to what
+    /// was just sent (a task's result, the next task) often comes within
+    /// that. Spent only after activity: a reactor idle for longer blocks
+    /// at once. Zero: never. Default [`BUSY_POLL`].
+    pub busy_poll: Duration,
 }
 
 /// What a Python Dask client or worker that reached a dask-rs endpoint is
@@ -186,6 +198,7 @@ impl Default for ReactorConfig {
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             read_bytes_per_wakeup: READ_BYTES_PER_WAKEUP,
             write_timeout: None,
+            busy_poll: BUSY_POLL,
         }
     }
 }
@@ -402,6 +415,9 @@ pub struct Reactor {
     /// The last wait returned a full batch: more readiness may wait.
     ready_full: bool,
     repolls: u32,
+    /// When readiness arrived or bytes were sent last
+    /// ([`ReactorConfig::busy_poll`]).
+    active_at: Option<Instant>,
     waker: Waker,
     config: ReactorConfig,
     listeners: Vec<Option<Listener>>,
@@ -454,6 +470,7 @@ impl Reactor {
             ready_at: 0,
             ready_full: false,
             repolls: 0,
+            active_at: None,
             waker,
             listeners: Vec::new(),
             conns: Slab::new(),
@@ -739,12 +756,12 @@ impl Reactor {
         .into_iter()
         .flatten()
         .min();
-        let timeout = if busy {
-            Some(Duration::ZERO)
-        } else {
-            wake_at.map(|at| at.saturating_duration_since(now))
-        };
-        self.wait(timeout)?;
+        if busy {
+            self.wait(Some(Duration::ZERO))?;
+        } else if !self.busy_poll(wake_at)? {
+            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            self.wait(timeout)?;
+        }
         self.repolls = 0;
         let now = Instant::now();
         self.expire_lingering(now);
@@ -765,6 +782,26 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// Looks for readiness without sleeping until [`ReactorConfig::busy_poll`]
+    /// after the last activity (or `wake_at`), yielding the CPU between
+    /// looks (on two cores shared by several processes, a spinning thread
+    /// must not hold a core another one needs). Whether readiness came.
+    fn busy_poll(&mut self, wake_at: Option<Instant>) -> io::Result<bool> {
+        let Some(active_at) = self.active_at else {
+            return Ok(false);
+        };
+        let until = active_at + self.config.busy_poll;
+        let until = wake_at.map_or(until, |at| at.min(until));
+        while Instant::now() < until {
+            self.wait(Some(Duration::ZERO))?;
+            if self.ready_at < self.ready.len() {
+                return Ok(true);
+            }
+            std::thread::yield_now();
+        }
+        Ok(false)
     }
 
     /// One wait of the OS poll, its readiness appended to `ready`.
@@ -797,6 +834,9 @@ impl Reactor {
             });
         }
         self.ready_full = count >= EVENTS_CAPACITY;
+        if count > 0 && !self.config.busy_poll.is_zero() {
+            self.active_at = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -836,6 +876,9 @@ impl Reactor {
     /// queued: one write each. [`Reactor::poll`] calls it first; call it
     /// directly before a blocking step.
     pub fn flush(&mut self) {
+        if !self.touched.is_empty() && !self.config.busy_poll.is_zero() {
+            self.active_at = Some(Instant::now());
+        }
         while let Some(index) = self.touched.pop() {
             let Some(Entry::Live(slot)) = self.conns.get_mut(index) else {
                 continue;

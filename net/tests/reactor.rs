@@ -623,3 +623,67 @@ fn a_peer_that_keeps_sending_is_read_a_budget_per_wakeup_and_nothing_is_lost() {
     }
     drop(writer.join().unwrap());
 }
+
+/// How many times the calling thread slept so far (blocked in a wait or
+/// on a lock; yielding the CPU is not counted), from /proc.
+fn sleeps() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("thread status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+}
+
+/// Sends a heartbeat to a peer that answers one 20 ms later, and polls
+/// until the answer comes; how many times the polling thread slept.
+fn sleeps_awaiting_an_answer(busy_poll: Duration) -> u64 {
+    let config = ReactorConfig {
+        busy_poll,
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, mut p, conn) = greeted(config);
+    let answerer = std::thread::spawn(move || {
+        assert_eq!(p.recv().unwrap(), heartbeat());
+        std::thread::sleep(Duration::from_millis(20));
+        p.send(&[heartbeat()]).unwrap();
+        p
+    });
+    let before = sleeps();
+    reactor.send(conn, &heartbeat()).unwrap();
+    assert_eq!(frame(&mut reactor), (conn, vec![heartbeat()]));
+    let slept = sleeps() - before;
+    drop(answerer.join().unwrap());
+    slept
+}
+
+#[test]
+fn after_activity_the_reactor_looks_for_the_answer_without_sleeping() {
+    // Polling for longer than the answer takes: the answer is found
+    // without a sleep (a sleeping thread's vCPU may halt, and waking it
+    // costs tens of µs).
+    assert_eq!(sleeps_awaiting_an_answer(PATIENCE), 0);
+    // Without busy-polling the same wait sleeps.
+    assert!(sleeps_awaiting_an_answer(Duration::ZERO) > 0);
+}
+
+#[test]
+fn an_idle_reactor_sleeps_at_once() {
+    let config = ReactorConfig {
+        busy_poll: Duration::from_millis(50),
+        ..ReactorConfig::default()
+    };
+    let (mut reactor, _p, _) = greeted(config);
+    while reactor.next_event().is_some() {}
+    // Idle for longer than the busy-poll since the hello came.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = sleeps();
+    reactor
+        .poll(Some(Instant::now() + Duration::from_millis(20)))
+        .expect("poll");
+    assert!(reactor.next_event().is_none());
+    assert!(
+        sleeps() > before,
+        "an idle reactor spun instead of sleeping"
+    );
+}

@@ -135,6 +135,10 @@ pub struct SchedulerConfig {
     /// written for this long is closed, and logged. `None`: never. Default
     /// [`WRITE_TIMEOUT_DEFAULT`].
     pub write_timeout: Option<Duration>,
+    /// How long the loop looks for more input without sleeping after its
+    /// last activity (`--busy-poll-us`, [`dask_net::ReactorConfig::busy_poll`]).
+    /// Default [`dask_net::BUSY_POLL`].
+    pub busy_poll: Duration,
 }
 
 /// The default write timeout: long enough for a client that stops to
@@ -160,6 +164,7 @@ impl Default for SchedulerConfig {
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             journal: None,
             write_timeout: Some(WRITE_TIMEOUT_DEFAULT),
+            busy_poll: dask_net::BUSY_POLL,
         }
     }
 }
@@ -233,6 +238,7 @@ impl EventLoop {
             handshake_bytes_max: config.handshake_bytes_max,
             frame_bytes_max: config.frame_bytes_max,
             write_timeout: config.write_timeout,
+            busy_poll: config.busy_poll,
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: config.tls.clone(),
             ..ReactorConfig::default()

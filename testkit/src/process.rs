@@ -289,6 +289,28 @@ pub fn memory_of(pid: u32, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// How many times a thread of this process slept so far (blocked in a
+/// wait or on a lock; yielding the CPU is not counted): the calling thread
+/// (`None`) or the one named `name` (its `comm`, at most 15 bytes).
+/// Linux's `/proc`; panics elsewhere or when no thread has that name.
+pub fn thread_sleeps(name: Option<&str>) -> u64 {
+    let task = match name {
+        None => PathBuf::from("/proc/thread-self"),
+        Some(name) => std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(Result::ok)
+            .map(|t| t.path())
+            .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == name))
+            .unwrap_or_else(|| panic!("no thread named {name}")),
+    };
+    std::fs::read_to_string(task.join("status"))
+        .expect("a thread's status")
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in a thread's status")
+}
+
 /// Sends `signal` to the process `pid`; whether kill(2) succeeded.
 #[cfg(unix)]
 pub fn send_signal(pid: u32, signal: i32) -> bool {

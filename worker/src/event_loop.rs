@@ -35,7 +35,7 @@ use dask_core::{ConnId, Timestamp};
 use dask_net::log::{LogFormat, Logger};
 use dask_net::{
     parse_endpoint, Clock, CloseReason, Endpoint, ListenerId, NetEvent, Reactor, ReactorConfig,
-    TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
+    TlsConfig, Waker, ACCEPT_RETRY_INTERVAL, BUSY_POLL,
 };
 
 use crate::executor::ExecutorPool;
@@ -114,6 +114,10 @@ pub struct WorkerConfig {
     /// a failing disk, the pause). Default: `info` and above, as text, to
     /// standard error.
     pub logger: Logger,
+    /// How long the event loop and each executor thread look for more
+    /// work without sleeping after their last
+    /// ([`dask_net::ReactorConfig::busy_poll`]). Default [`BUSY_POLL`].
+    pub busy_poll: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -137,6 +141,7 @@ impl Default for WorkerConfig {
             tls: None,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             logger: Logger::new("dask-worker", Level::Info, LogFormat::Text),
+            busy_poll: BUSY_POLL,
         }
     }
 }
@@ -195,6 +200,7 @@ impl WorkerHandle {
             python_dask_refusal: PYTHON_DASK_REFUSAL.to_owned(),
             tls: config.tls.clone(),
             frame_bytes_max: config.frame_bytes_max,
+            busy_poll: config.busy_poll,
             ..ReactorConfig::default()
         })?;
         let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;
@@ -206,7 +212,13 @@ impl WorkerHandle {
             registration: Mutex::new((address.clone(), 0)),
         });
         let wake = Box::new(move || drop(waker.wake()));
-        let pool = ExecutorPool::start(nthreads, config.functions.clone(), wake, &name)?;
+        let pool = ExecutorPool::start(
+            nthreads,
+            config.functions.clone(),
+            wake,
+            &name,
+            config.busy_poll,
+        )?;
         let functions = config.functions.names().into_iter().collect::<HashSet<_>>();
         let mut state_config =
             WorkerStateConfig::new(&config.scheduler, &name, address, nthreads, functions);

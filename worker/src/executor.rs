@@ -5,10 +5,10 @@
 
 use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dask_core::worker::arguments::{borrowed_arguments, owned_arguments};
 use dask_core::RawValue;
@@ -103,6 +103,8 @@ struct JobQueue {
 /// State shared by the pool's threads and the event loop.
 struct Shared {
     queue: Mutex<JobQueue>,
+    /// The queue's length, for threads that look without the lock.
+    queued: AtomicUsize,
     job_available: Condvar,
     /// Completions waiting for the event loop.
     done: Mutex<Vec<TaskDone>>,
@@ -110,6 +112,35 @@ struct Shared {
     /// completions costs one wakeup.
     wake_pending: AtomicBool,
     wake: Wake,
+    /// How long a thread that finished a job looks for the next one
+    /// before it sleeps (see [`ExecutorPool::start`]).
+    busy_poll: Duration,
+}
+
+impl Shared {
+    fn set_queued(&self, queue: &JobQueue) {
+        self.queued.store(queue.jobs.len(), Ordering::Release);
+    }
+
+    /// Looks for a queued job until one is or `busy_poll` passes,
+    /// yielding the CPU between looks (on two cores shared by several
+    /// processes, a spinning thread must not hold a core another needs);
+    /// then the queue's lock, tried without sleeping while the submitter
+    /// still holds it. `None`: the lock is poisoned.
+    fn look_for_job(&self) -> Option<MutexGuard<'_, JobQueue>> {
+        let until = Instant::now() + self.busy_poll;
+        while Instant::now() < until {
+            if self.queued.load(Ordering::Acquire) > 0 {
+                match self.queue.try_lock() {
+                    Ok(queue) => return Some(queue),
+                    Err(TryLockError::Poisoned(_)) => return None,
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+            std::thread::yield_now();
+        }
+        self.queue.lock().ok()
+    }
 }
 
 /// Wakes the event loop (the reactor's waker, in the worker).
@@ -125,12 +156,16 @@ pub struct ExecutorPool {
 
 impl ExecutorPool {
     /// Starts `nthreads` threads running functions from `registry`; each
-    /// burst of completions wakes the event loop through `wake`.
+    /// burst of completions wakes the event loop through `wake`. A thread
+    /// that finished a job looks for the next one for `busy_poll` before
+    /// it sleeps: a task's successor often arrives within tens of µs, and
+    /// waking a sleeping thread (on a halted vCPU) costs about that much.
     pub fn start(
         nthreads: usize,
         registry: FunctionRegistry,
         wake: Wake,
         thread_name: &str,
+        busy_poll: Duration,
     ) -> std::io::Result<ExecutorPool> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(JobQueue {
@@ -138,10 +173,12 @@ impl ExecutorPool {
                 waiting: 0,
                 closed: false,
             }),
+            queued: AtomicUsize::new(0),
             job_available: Condvar::new(),
             done: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             wake,
+            busy_poll,
         });
         let mut threads = Vec::with_capacity(nthreads);
         for index in 0..nthreads {
@@ -163,6 +200,7 @@ impl ExecutorPool {
             };
             let before = queue.jobs.len();
             queue.jobs.extend(jobs.into_iter().map(Queued));
+            self.shared.set_queued(&queue);
             (queue.jobs.len() - before).min(queue.waiting)
         };
         for _ in 0..wake {
@@ -178,6 +216,7 @@ impl ExecutorPool {
         };
         let before = queue.jobs.len();
         queue.jobs.retain(|j| j.0.run_id != run_id);
+        self.shared.set_queued(&queue);
         queue.jobs.len() != before
     }
 
@@ -206,6 +245,7 @@ impl ExecutorPool {
         if let Ok(mut queue) = self.shared.queue.lock() {
             queue.closed = true;
             queue.jobs.clear();
+            self.shared.set_queued(&queue);
         }
         self.shared.job_available.notify_all();
         let deadline = Instant::now() + std::time::Duration::from_millis(100);
@@ -222,6 +262,8 @@ impl ExecutorPool {
 }
 
 fn executor_thread(shared: &Shared, registry: &FunctionRegistry) {
+    // Whether to look for a job before sleeping: once after each job.
+    let mut look = false;
     loop {
         let job = {
             let Ok(mut queue) = shared.queue.lock() else {
@@ -232,7 +274,16 @@ fn executor_thread(shared: &Shared, registry: &FunctionRegistry) {
                     return;
                 }
                 if let Some(Queued(job)) = queue.jobs.pop() {
+                    shared.set_queued(&queue);
                     break job;
+                }
+                if std::mem::take(&mut look) && !shared.busy_poll.is_zero() {
+                    drop(queue);
+                    queue = match shared.look_for_job() {
+                        Some(q) => q,
+                        None => return,
+                    };
+                    continue;
                 }
                 queue.waiting += 1;
                 queue = match shared.job_available.wait(queue) {
@@ -250,6 +301,7 @@ fn executor_thread(shared: &Shared, registry: &FunctionRegistry) {
         if !shared.wake_pending.swap(true, Ordering::AcqRel) {
             (shared.wake)();
         }
+        look = true;
     }
 }
 
@@ -258,6 +310,8 @@ mod tests {
     use super::*;
     use dask_core::msgpack::task_ref_value;
     use dask_core::Key;
+    use dask_net::BUSY_POLL;
+    use dask_testkit::process::thread_sleeps;
     use rmpv::Value;
 
     fn job(function: &str, args: Value, kwargs: Option<Value>, deps: Vec<(&str, Value)>) -> Job {
@@ -368,7 +422,8 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let waker: Wake = Box::new(move || drop(waker.wake()));
-        let mut pool = ExecutorPool::start(2, FunctionRegistry::builtins(), waker, "t").unwrap();
+        let mut pool =
+            ExecutorPool::start(2, FunctionRegistry::builtins(), waker, "t", BUSY_POLL).unwrap();
         let jobs = (0..5).map(|i| {
             let mut j = job("inc", Value::Array(vec![Value::from(i)]), None, vec![]);
             j.run_id = i;
@@ -391,6 +446,48 @@ mod tests {
         pool.shutdown();
     }
 
+    /// Runs one job, then another 20 ms after it finished; how many times
+    /// the executor thread slept from the first's start.
+    fn sleeps_between_two_jobs(busy_poll: Duration, name: &str) -> u64 {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let waker: Wake = Box::new(move || drop(waker.wake()));
+        let mut pool =
+            ExecutorPool::start(1, FunctionRegistry::builtins(), waker, name, busy_poll).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut run = |pool: &mut ExecutorPool, i: u64| {
+            let mut j = job("inc", Value::Array(vec![Value::from(i)]), None, vec![]);
+            j.run_id = i;
+            pool.submit([j]);
+            let mut done = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while done.is_empty() && Instant::now() < deadline {
+                poll.poll(&mut events, Some(Duration::from_secs(30)))
+                    .unwrap();
+                pool.take_completions(&mut done);
+            }
+            assert_eq!(result(done.remove(0)).unwrap(), Value::from(i + 1));
+        };
+        run(&mut pool, 0);
+        // Counted from before job 1 starts: the sleep after it (if any)
+        // comes after this count.
+        let thread = format!("{name}-exec-0");
+        let before = thread_sleeps(Some(&thread));
+        run(&mut pool, 1);
+        std::thread::sleep(Duration::from_millis(20));
+        run(&mut pool, 2);
+        let slept = thread_sleeps(Some(&thread)) - before;
+        pool.shutdown();
+        slept
+    }
+
+    #[test]
+    fn a_thread_that_finished_a_job_looks_for_the_next_before_sleeping() {
+        assert_eq!(sleeps_between_two_jobs(Duration::from_secs(30), "spin"), 0);
+        // Without busy-polling the thread sleeps until it is notified.
+        assert!(sleeps_between_two_jobs(Duration::ZERO, "nospin") > 0);
+    }
+
     #[test]
     fn a_queued_job_can_be_withdrawn_before_a_thread_takes_it() {
         let poll = mio::Poll::new().unwrap();
@@ -408,7 +505,7 @@ mod tests {
             });
         }
         let closed = gate.lock().unwrap();
-        let mut pool = ExecutorPool::start(1, registry, waker, "t").unwrap();
+        let mut pool = ExecutorPool::start(1, registry, waker, "t", BUSY_POLL).unwrap();
         let mut first = job("gated", Value::Array(vec![]), None, vec![]);
         first.run_id = 1;
         let mut second = job("gated", Value::Array(vec![]), None, vec![]);
@@ -444,7 +541,7 @@ mod tests {
             });
         }
         let closed = gate.lock().unwrap();
-        let mut pool = ExecutorPool::start(1, registry, waker, "t").unwrap();
+        let mut pool = ExecutorPool::start(1, registry, waker, "t", BUSY_POLL).unwrap();
         let mk = |i: i64, priority: i64| {
             let mut j = job("log", Value::Array(vec![Value::from(i)]), None, vec![]);
             (j.run_id, j.priority, j.seq) = (i as u64, priority, i as u64);

@@ -60,6 +60,11 @@ struct Cli {
     /// not read; 0: never [default: 30]
     #[arg(long, value_name = "SECS", value_parser = seconds_or_never)]
     write_timeout: Option<Duration>,
+    /// After handling messages, look for more for US microseconds without
+    /// sleeping (an idle CPU wakes slowly: this shortens round trips; a
+    /// scheduler idle for longer sleeps at once); 0: never [default: 200]
+    #[arg(long, value_name = "US")]
+    busy_poll_us: Option<u64>,
     /// Check the scheduler's invariants after every event (slow; a
     /// violation stops the scheduler with a message)
     #[arg(long)]
@@ -249,6 +254,9 @@ fn main() -> ExitCode {
     }
     if let Some(t) = cli.write_timeout {
         config.write_timeout = (!t.is_zero()).then_some(t);
+    }
+    if let Some(us) = cli.busy_poll_us {
+        config.busy_poll = Duration::from_micros(us);
     }
     signals::install();
     let event_loop = match EventLoop::bind(&config) {

@@ -95,6 +95,12 @@ struct Cli {
     /// values over it in parts, as values over 256 MiB are)
     #[arg(long, value_name = "BYTES", hide = true)]
     frame_bytes_max: Option<usize>,
+    /// After a task or a message, the event loop and each executor thread
+    /// look for more work for US microseconds without sleeping (an idle
+    /// CPU wakes slowly: this shortens round trips; a worker idle for
+    /// longer sleeps at once); 0: never [default: 200]
+    #[arg(long, value_name = "US")]
+    busy_poll_us: Option<u64>,
     /// Offer the `exec` built-in: whoever holds the cluster's client
     /// secret can then run any program as this user on this machine. Off
     /// by default
@@ -192,6 +198,9 @@ fn command(cli: Cli) -> Result<Command, String> {
     }
     if let Some(n) = cli.frame_bytes_max {
         config.frame_bytes_max = n;
+    }
+    if let Some(us) = cli.busy_poll_us {
+        config.busy_poll = Duration::from_micros(us);
     }
     if let Some(r) = cli.resources {
         config.resources = r;
