@@ -682,6 +682,13 @@ impl RawValue {
         RawValue(Bytes::from(out))
     }
 
+    /// A copy of `bytes`, taken from a `RawValue` (so they hold exactly
+    /// one well-formed object: not checked again). The scheduler keeps
+    /// task arguments as plain bytes in its task records.
+    pub fn copy_of_trusted(bytes: &[u8]) -> RawValue {
+        RawValue(Bytes::copy_from_slice(bytes))
+    }
+
     /// The encoded bytes, shared (a reference count, no copy).
     pub fn into_shared(self) -> Bytes {
         self.0

@@ -117,6 +117,7 @@ use key_index::KeyIndex;
 use observe::{GroupId, Observer};
 use placement::GroupDurations;
 use slab::Slab;
+use small_list::SmallList;
 use task_set::TaskSet;
 
 use crate::journal::record::JournalRecord;
@@ -134,6 +135,7 @@ pub mod pause;
 pub mod placement;
 pub mod relay;
 pub mod shrink;
+mod small_list;
 mod snapshot;
 mod task_set;
 mod tasks;
@@ -278,13 +280,86 @@ impl Default for SchedulerStateConfig {
     }
 }
 
-/// Index of a task in the task slab.
+/// Index of a task in the task slab. Four bytes: task records hold many
+/// (dependencies, dependents), and a scheduler holding four billion tasks
+/// would need some 600 GB for their records first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct TaskId(usize);
+pub(crate) struct TaskId(u32);
 
-/// Index of a registered worker in the worker slab.
+/// Index of a registered worker in the worker slab (four bytes: a task
+/// record holds its holders and the worker processing it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct WorkerIdx(usize);
+pub(crate) struct WorkerIdx(u32);
+
+impl TaskId {
+    /// The id of the task at slab index `i`.
+    pub(crate) fn new(i: usize) -> TaskId {
+        // Out of memory long before (see the type's docs).
+        TaskId(u32::try_from(i).expect("fewer than 2^32 tasks"))
+    }
+
+    /// Its slab index.
+    pub(crate) fn ix(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl WorkerIdx {
+    /// The index of the worker at slab index `i`.
+    pub(crate) fn new(i: usize) -> WorkerIdx {
+        // Each worker is a connection: far fewer than 2^32.
+        WorkerIdx(u32::try_from(i).expect("fewer than 2^32 workers"))
+    }
+
+    /// Its slab index.
+    pub(crate) fn ix(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::ops::Index<TaskId> for Slab<Task> {
+    type Output = Task;
+
+    fn index(&self, t: TaskId) -> &Task {
+        &self[t.ix()]
+    }
+}
+
+impl std::ops::IndexMut<TaskId> for Slab<Task> {
+    fn index_mut(&mut self, t: TaskId) -> &mut Task {
+        &mut self[t.ix()]
+    }
+}
+
+impl std::ops::Index<&TaskId> for Slab<Task> {
+    type Output = Task;
+
+    fn index(&self, t: &TaskId) -> &Task {
+        &self[t.ix()]
+    }
+}
+
+impl std::ops::Index<&WorkerIdx> for Slab<Worker> {
+    type Output = Worker;
+
+    fn index(&self, w: &WorkerIdx) -> &Worker {
+        &self[w.ix()]
+    }
+}
+
+impl std::ops::Index<WorkerIdx> for Slab<Worker> {
+    type Output = Worker;
+
+    fn index(&self, w: WorkerIdx) -> &Worker {
+        &self[w.ix()]
+    }
+}
+
+impl std::ops::IndexMut<WorkerIdx> for Slab<Worker> {
+    fn index_mut(&mut self, w: WorkerIdx) -> &mut Worker {
+        &mut self[w.ix()]
+    }
+}
 
 /// A task's state in the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,15 +405,17 @@ impl TaskState {
     }
 }
 
-/// How to compute a task (absent for scattered data, which has no lineage).
+/// How to compute a task (absent for scattered data, which has no
+/// lineage), as a graph gives it; the task record keeps its parts apart
+/// (see [`Task`]) and gives them back as a [`Def`].
 #[derive(Debug, Clone)]
 pub(crate) struct TaskDef {
     /// Shared by every task of the function (see `SchedulerState::functions`).
     pub(crate) function: Arc<str>,
     pub(crate) args: RawValue,
     /// kwargs, resources and worker restrictions: few tasks have any, and
-    /// the scheduler keeps tasks by the hundred thousand, so they are boxed
-    /// (`None` when all are absent).
+    /// the scheduler keeps tasks by the million, so they go with the rare
+    /// fields (`None` when all are absent).
     pub(crate) options: Option<Box<TaskOptions>>,
 }
 
@@ -371,17 +448,37 @@ impl TaskDef {
             options,
         }
     }
+}
 
-    pub(crate) fn kwargs(&self) -> Option<&RawValue> {
-        self.options.as_ref()?.kwargs.as_ref()
+/// A task's definition, read from its record ([`Task::def`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Def<'a> {
+    pub(crate) function: &'a Arc<str>,
+    args: &'a [u8],
+    options: Option<&'a TaskOptions>,
+}
+
+impl<'a> Def<'a> {
+    /// The arguments' encoding.
+    pub(crate) fn args_bytes(&self) -> &'a [u8] {
+        self.args
     }
 
-    pub(crate) fn resources(&self) -> Option<&Resources> {
-        self.options.as_ref()?.resources.as_ref()
+    /// The arguments, copied out for a message.
+    pub(crate) fn args(&self) -> RawValue {
+        RawValue::copy_of_trusted(self.args)
     }
 
-    pub(crate) fn workers(&self) -> Option<&Vec<String>> {
-        self.options.as_ref()?.workers.as_ref()
+    pub(crate) fn kwargs(&self) -> Option<&'a RawValue> {
+        self.options?.kwargs.as_ref()
+    }
+
+    pub(crate) fn resources(&self) -> Option<&'a Resources> {
+        self.options?.resources.as_ref()
+    }
+
+    pub(crate) fn workers(&self) -> Option<&'a Vec<String>> {
+        self.options?.workers.as_ref()
     }
 }
 
@@ -410,31 +507,46 @@ impl TaskError {
     }
 }
 
-/// One task.
+/// One task: ten million of them for a 10M-task graph, so every field
+/// counts (a test holds the record to its size). Ids are four bytes, lists
+/// of a few ids are held in place ([`SmallList`]), the key and the
+/// arguments are boxed slices of exactly their size, and what few tasks
+/// have is boxed ([`TaskRare`]).
 #[derive(Debug)]
 pub(crate) struct Task {
-    pub(crate) key: Key,
-    pub(crate) def: Option<TaskDef>,
+    /// Its key, exactly its size (16 bytes here where a `String` is 24).
+    key: Box<str>,
+    /// The arguments' encoding (empty for scattered data), exactly its
+    /// size. Key and arguments come decoded in blocks of their own, which
+    /// the record takes over: copying both into one block saved an
+    /// allocator header a task but freed two blocks a task while a graph
+    /// arrived, and the allocator's work on those cost a third more CPU.
+    args: Box<[u8]>,
+    /// Shared by every task of the function (see
+    /// `SchedulerState::functions`); `None` for scattered data, which has
+    /// no definition (and no lineage).
+    function: Option<Arc<str>>,
     pub(crate) state: TaskState,
     pub(crate) priority: i64,
     /// Graph order: `dask_core::order` within a graph, graphs in
     /// submission order.
     pub(crate) order: u64,
-    /// Retries, lost workers and the error, which few tasks have.
+    /// Retries, lost workers, the error and the definition's options,
+    /// which few tasks have.
     pub(crate) rare: Option<Box<TaskRare>>,
     /// Distinct tasks referenced by the arguments, in order of appearance.
-    pub(crate) dependencies: Box<[TaskId]>,
+    pub(crate) dependencies: SmallList<TaskId, 3>,
     pub(crate) dependents: TaskSet,
     /// In `Waiting`: dependencies not in memory.
     pub(crate) waiting_on: u32,
     /// Dependents in an active state.
     pub(crate) waiters: u32,
-    /// Clients that want it (few: a Vec).
-    pub(crate) wanted_by: Vec<ConnId>,
+    /// Clients that want it (few: one in place).
+    pub(crate) wanted_by: SmallList<ConnId, 1>,
     /// Datasets holding it.
     pub(crate) dataset_refs: u32,
     /// Workers holding its data.
-    pub(crate) who_has: Vec<WorkerIdx>,
+    pub(crate) who_has: SmallList<WorkerIdx, 3>,
     pub(crate) nbytes: u64,
     /// A steal-request for it is in flight.
     pub(crate) steal_pending: bool,
@@ -448,25 +560,59 @@ pub(crate) struct Task {
 impl Task {
     /// A task with no dependencies, dependents, wants or holders yet.
     pub(crate) fn new(key: Key, def: Option<TaskDef>, state: TaskState, order: u64) -> Task {
-        Task {
-            key,
-            def,
+        let (function, args, options) = match def {
+            // A decoded value owns its block: taken over, not copied.
+            Some(d) => (Some(d.function), d.args.into_bytes(), d.options),
+            None => (None, Vec::new(), None),
+        };
+        let mut task = Task {
+            key: key.0.into_boxed_str(),
+            args: args.into_boxed_slice(),
+            function,
             state,
             priority: 0,
             order,
             rare: None,
-            dependencies: Box::default(),
+            dependencies: SmallList::default(),
             dependents: TaskSet::default(),
             waiting_on: 0,
             waiters: 0,
-            wanted_by: Vec::new(),
+            wanted_by: SmallList::default(),
             dataset_refs: 0,
-            who_has: Vec::new(),
+            who_has: SmallList::default(),
             nbytes: 0,
             steal_pending: false,
             steal_refused: false,
             group: GroupId::OTHER,
+        };
+        if let Some(options) = options {
+            task.rare_mut().options = Some(options);
         }
+        task
+    }
+
+    /// Its key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Its key's bytes.
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    /// Its key, owned (for a message).
+    pub(crate) fn key_owned(&self) -> Key {
+        Key(self.key.to_string())
+    }
+
+    /// How to compute it (`None` for scattered data).
+    pub(crate) fn def(&self) -> Option<Def<'_>> {
+        Some(Def {
+            function: self.function.as_ref()?,
+            args: &self.args,
+            options: self.rare.as_deref().and_then(|r| r.options.as_deref()),
+        })
     }
 
     /// Wanted by a client or a dataset.
@@ -491,6 +637,8 @@ pub(crate) struct TaskRare {
     pub(crate) lost_on: Vec<String>,
     /// Why it is erred, while it is.
     pub(crate) error: Option<Arc<TaskError>>,
+    /// Its definition's kwargs, resources and worker restrictions.
+    pub(crate) options: Option<Box<TaskOptions>>,
 }
 
 impl TaskRare {
@@ -514,6 +662,7 @@ static NO_RARE: TaskRare = TaskRare {
     suspicious: 0,
     lost_on: Vec::new(),
     error: None,
+    options: None,
 };
 
 impl Task {
@@ -950,7 +1099,7 @@ impl SchedulerState {
     /// The scheduler state name of `key` (`None` when forgotten or unknown).
     pub fn task_state(&self, key: &str) -> Option<&'static str> {
         let t = self.task_id(key)?;
-        Some(self.tasks[t.0].state.name())
+        Some(self.tasks[t].state.name())
     }
 
     /// The task of `key`, if the scheduler knows it.
@@ -1295,7 +1444,7 @@ impl SchedulerState {
         self.observe.client_removed(conn, client.wants.len());
         self.data_client_left(conn);
         for &t in client.wants.keys() {
-            let task = &mut self.tasks[t.0];
+            let task = &mut self.tasks[t];
             task.wanted_by.retain(|&c| c != conn);
             self.to_check.push(t);
         }
@@ -1343,7 +1492,7 @@ impl SchedulerState {
     /// Sends to a worker, after any `free-keys` still pending for it (so a
     /// worker never frees what a later message gave it).
     pub(crate) fn send_worker(&mut self, w: WorkerIdx, message: Message) {
-        let Some(worker) = self.workers.get(w.0) else {
+        let Some(worker) = self.workers.get(w.ix()) else {
             return;
         };
         let conn = worker.conn;
@@ -1358,7 +1507,7 @@ impl SchedulerState {
 
     /// Queues `free-keys` for `key` on worker `w` (sent batched).
     pub(crate) fn free_on(&mut self, w: WorkerIdx, key: Key) {
-        if self.workers.contains(w.0) {
+        if self.workers.contains(w.ix()) {
             self.pending_free.entry(w).or_default().push(key);
         }
     }
@@ -1381,7 +1530,7 @@ impl SchedulerState {
             );
         }
         let id = self.conns.get(&conn).map_or(0, |c| c.id);
-        let w = WorkerIdx(self.workers.insert(Worker {
+        let w = WorkerIdx::new(self.workers.insert(Worker {
             conn,
             id,
             name: m.name.clone(),
@@ -1442,12 +1591,12 @@ impl SchedulerState {
     /// (or after its dependency is recomputed); one already running keeps
     /// going (it has its data).
     fn remove_worker(&mut self, w: WorkerIdx, how: Departure) {
-        if !self.workers.contains(w.0) {
+        if !self.workers.contains(w.ix()) {
             return;
         }
         let fetching = self.tasks_maybe_fetching_from(w);
         self.log_worker_removed(w, how);
-        let worker = self.workers.remove(w.0);
+        let worker = self.workers.remove(w.ix());
         let departed = &mut self.observe.counters_mut().departed_transfers;
         *departed = departed.plus(worker.transfers);
         self.worker_by_conn.remove(&worker.conn);
@@ -1458,7 +1607,7 @@ impl SchedulerState {
         // Its data is gone.
         let mut lost = Vec::new();
         for &t in &worker.has_what {
-            let task = &mut self.tasks[t.0];
+            let task = &mut self.tasks[t];
             task.who_has.retain(|&x| x != w);
             if task.state == TaskState::Memory && task.who_has.is_empty() {
                 lost.push(t);
@@ -1466,13 +1615,13 @@ impl SchedulerState {
             self.touch(t);
         }
         for t in lost {
-            if self.tasks.contains(t.0) && self.tasks[t.0].state == TaskState::Memory {
+            if self.tasks.contains(t.ix()) && self.tasks[t].state == TaskState::Memory {
                 self.lose_data(t);
             }
         }
         // Its work goes back to be placed again.
         for &t in &worker.processing {
-            if !self.tasks.contains(t.0) || self.tasks[t.0].state != TaskState::Processing(w) {
+            if !self.tasks.contains(t.ix()) || self.tasks[t].state != TaskState::Processing(w) {
                 continue;
             }
             if how != Departure::Closed && self.count_lost_worker(t, &worker.name) {
@@ -1483,10 +1632,10 @@ impl SchedulerState {
         // Tasks given back for data it was asked about go again too.
         self.claims_worker_left(w);
         for (t, x) in fetching {
-            let task = &self.tasks[t.0];
+            let task = &self.tasks[t];
             if task.state == TaskState::Processing(x) && !task.steal_pending {
-                self.tasks[t.0].steal_pending = true;
-                let key = self.tasks[t.0].key.clone();
+                self.tasks[t].steal_pending = true;
+                let key = self.tasks[t].key_owned();
                 self.send_worker(x, Message::StealRequest(StealRequest { key }));
             }
         }
@@ -1498,10 +1647,10 @@ impl SchedulerState {
     /// `w`. Sorted, without duplicates.
     fn tasks_maybe_fetching_from(&self, w: WorkerIdx) -> Vec<(TaskId, WorkerIdx)> {
         let mut found = Vec::new();
-        for &d in &self.workers[w.0].has_what {
-            let dep = &self.tasks[d.0];
+        for &d in &self.workers[w].has_what {
+            let dep = &self.tasks[d];
             for y in dep.dependents.iter() {
-                if let TaskState::Processing(x) = self.tasks[y.0].state {
+                if let TaskState::Processing(x) = self.tasks[y].state {
                     if x != w && !dep.who_has.contains(&x) {
                         found.push((y, x));
                     }
@@ -1518,8 +1667,9 @@ impl SchedulerState {
     /// `KilledWorker` (and so is everything waiting for it).
     fn count_lost_worker(&mut self, t: TaskId, worker: &str) -> bool {
         let allowed = self.config.allowed_failures;
-        self.journal(|s| JournalRecord::lost(s.tasks[t.0].key.clone(), worker));
-        let task = &mut self.tasks[t.0];
+        self.journal(|s| JournalRecord::lost(s.tasks[t].key_owned(), worker));
+        let task = &mut self.tasks[t];
+        let key = task.key_owned();
         let rare = task.rare.get_or_insert_with(Box::default);
         rare.count_lost_worker(worker);
         if rare.suspicious <= allowed {
@@ -1538,13 +1688,13 @@ impl SchedulerState {
             names
         };
         let error = Arc::new(TaskError {
-            origin: task.key.clone(),
+            origin: key.clone(),
             error_type: "KilledWorker".into(),
             message: format!(
                 "task {} was processing on {} workers that were lost while it ran ({names}); \
                  at most {allowed} such losses are allowed per task, so it is not tried \
                  again: it may be what kills its workers",
-                task.key, rare.suspicious
+                key, rare.suspicious
             ),
             traceback: String::new(),
             lost: false,

@@ -126,12 +126,7 @@ impl JournalRecord {
 
     /// The bytes of [`JournalRecord::finished`] with at most one holder,
     /// written straight into `out` (one per task run: the hot path).
-    pub fn encode_finished(
-        out: &mut Vec<u8>,
-        key: &dask_core::Key,
-        nbytes: u64,
-        holder: Option<&str>,
-    ) {
+    pub fn encode_finished(out: &mut Vec<u8>, key: &str, nbytes: u64, holder: Option<&str>) {
         write::array_len(out, 4);
         write::str(out, RecordKind::Finished.name());
         write::str(out, "");
@@ -146,7 +141,7 @@ impl JournalRecord {
         write::str(out, "op");
         write::str(out, "task-finished");
         write::str(out, "key");
-        write::str(out, &key.0);
+        write::str(out, key);
         write::str(out, "nbytes");
         write::uint(out, nbytes);
     }
@@ -343,7 +338,7 @@ mod tests {
     fn a_finished_record_written_directly_is_the_same_record() {
         for (holder, nbytes) in [(None, 12), (Some("w1"), 0), (Some("w2"), u64::MAX)] {
             let mut direct = Vec::new();
-            JournalRecord::encode_finished(&mut direct, &Key::from("x"), nbytes, holder);
+            JournalRecord::encode_finished(&mut direct, "x", nbytes, holder);
             let record = JournalRecord::finished(
                 Key::from("x"),
                 nbytes,

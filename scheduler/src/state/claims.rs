@@ -53,9 +53,9 @@ impl SchedulerState {
     /// Worker `w` is sent `t`: it may fetch and then announce each
     /// dependency it does not hold.
     pub(crate) fn grant_fetch_permits(&mut self, t: TaskId, w: WorkerIdx) {
-        for i in 0..self.tasks[t.0].dependencies.len() {
-            let d = self.tasks[t.0].dependencies[i];
-            if self.tasks[d.0].who_has.contains(&w) {
+        for i in 0..self.tasks[t].dependencies.len() {
+            let d = self.tasks[t].dependencies[i];
+            if self.tasks[d].who_has.contains(&w) {
                 continue;
             }
             let permits = self.claims.permits.entry(d).or_default();
@@ -105,12 +105,12 @@ impl SchedulerState {
                 self.free_on(w, key);
                 continue;
             };
-            if self.tasks[t.0].state != TaskState::Memory {
+            if self.tasks[t].state != TaskState::Memory {
                 // A copy of something no longer in memory here: not needed.
                 self.free_on(w, key);
                 continue;
             }
-            if self.tasks[t.0].who_has.contains(&w) {
+            if self.tasks[t].who_has.contains(&w) {
                 continue;
             }
             let permitted = self.claims.permits.get_mut(&t).is_some_and(|permits| {
@@ -126,13 +126,13 @@ impl SchedulerState {
             if self.claims.permits.get(&t).is_some_and(Vec::is_empty) {
                 self.claims.permits.remove(&t);
             }
-            if self.tasks[t.0].nbytes == 0 {
-                self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
+            if self.tasks[t].nbytes == 0 {
+                self.tasks[t].nbytes = plausible_nbytes(nbytes);
             }
             self.add_replica(t, w);
         }
         if refused > 0 {
-            let name = self.workers[w.0].name.clone();
+            let name = self.workers[w].name.clone();
             self.observe.log(
                 LogRecord::new(
                     Level::Warn,
@@ -151,16 +151,20 @@ impl SchedulerState {
     pub(crate) fn missing_data(&mut self, w: WorkerIdx, m: MissingData) {
         let task = self
             .task_id(&m.task)
-            .filter(|&t| self.tasks[t.0].state == TaskState::Processing(w));
+            .filter(|&t| self.tasks[t].state == TaskState::Processing(w));
         let mut checking = false;
         if let Some(d) = self.task_id(&m.key) {
-            let needed = task.is_some_and(|t| self.tasks[t.0].dependencies.contains(&d));
+            let needed = task.is_some_and(|t| self.tasks[t].dependencies.contains(&d));
             for address in &m.addresses {
-                let holders: Vec<WorkerIdx> = self.tasks[d.0]
+                let holders: Vec<WorkerIdx> = self.tasks[d]
                     .who_has
                     .iter()
                     .copied()
-                    .filter(|x| self.workers.get(x.0).is_some_and(|k| &k.address == address))
+                    .filter(|x| {
+                        self.workers
+                            .get(x.ix())
+                            .is_some_and(|k| &k.address == address)
+                    })
                     .collect();
                 for x in holders {
                     if x == w {
@@ -174,7 +178,7 @@ impl SchedulerState {
                     }
                 }
             }
-            let dep = &self.tasks[d.0];
+            let dep = &self.tasks[d];
             if dep.state == TaskState::Memory && dep.who_has.is_empty() {
                 self.lose_data(d);
             }
@@ -244,7 +248,7 @@ impl SchedulerState {
             if let Some(d) = self.task_id(&check.key) {
                 if self.remove_replica(d, w) {
                     self.free_on(w, check.key.clone());
-                    let dep = &self.tasks[d.0];
+                    let dep = &self.tasks[d];
                     if dep.state == TaskState::Memory && dep.who_has.is_empty() {
                         self.lose_data(d);
                     }
@@ -261,7 +265,7 @@ impl SchedulerState {
             let Some(t) = self.task_id(&key) else {
                 continue;
             };
-            if self.tasks[t.0].state == TaskState::Processing(claimant) {
+            if self.tasks[t].state == TaskState::Processing(claimant) {
                 self.reevaluate(t);
             }
         }

@@ -121,7 +121,7 @@ impl SchedulerState {
                     .as_ref()
                     .is_none_or(|f| f.iter().any(|a| *a == w.name || *a == w.address))
             })
-            .map(|(i, _)| WorkerIdx(i))
+            .map(|(i, _)| WorkerIdx::new(i))
             .collect()
     }
 
@@ -190,7 +190,7 @@ impl SchedulerState {
             // Each value to the worker holding the fewest bytes so far.
             let mut load: Vec<(u64, WorkerIdx)> = targets
                 .iter()
-                .map(|&w| (self.workers[w.0].stored_bytes, w))
+                .map(|&w| (self.workers[w].stored_bytes, w))
                 .collect();
             for (key, value) in m.data {
                 let Some(slot) = load.iter_mut().min() else {
@@ -228,7 +228,7 @@ impl SchedulerState {
 
     /// Whether worker `w`'s connection negotiated `value-parts`.
     fn takes_value_parts(&self, w: WorkerIdx) -> bool {
-        let conn = self.workers[w.0].conn;
+        let conn = self.workers[w].conn;
         self.conns.get(&conn).is_some_and(|c| c.value_parts)
     }
 
@@ -255,7 +255,7 @@ impl SchedulerState {
     pub(crate) fn validate_scatters(&self) -> Result<(), String> {
         let mut puts: HashMap<&Key, u32> = HashMap::new();
         for put in self.data.puts.values() {
-            if !self.workers.contains(put.worker.0) {
+            if !self.workers.contains(put.worker.ix()) {
                 return Err("a put-data is awaited from a removed worker".into());
             }
             for k in &put.keys {
@@ -273,7 +273,7 @@ impl SchedulerState {
                     puts.get(key).copied().unwrap_or(0)
                 ));
             }
-            if let Some(w) = s.stored.iter().find(|w| !self.workers.contains(w.0)) {
+            if let Some(w) = s.stored.iter().find(|w| !self.workers.contains(w.ix())) {
                 return Err(format!("{key} is stored on removed worker {w:?}"));
             }
         }
@@ -360,11 +360,9 @@ impl SchedulerState {
         let order = self.next_order;
         self.next_order += 1;
         let mut task = Task::new(key, None, TaskState::Memory, order);
-        task.group = self
-            .observe
-            .task_added(task.key.as_str(), TaskState::Memory);
+        task.group = self.observe.task_added(task.key(), TaskState::Memory);
         task.nbytes = nbytes;
-        let t = TaskId(self.tasks.insert(task));
+        let t = TaskId::new(self.tasks.insert(task));
         self.key_index.insert(&self.tasks, t);
         self.to_check.push(t);
         t
@@ -470,7 +468,7 @@ impl SchedulerState {
         fit: impl Fn(WorkerIdx) -> bool,
     ) -> Option<WorkerIdx> {
         let t = self.task_id(key)?;
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         if task.state != TaskState::Memory {
             return None;
         }
@@ -480,7 +478,7 @@ impl SchedulerState {
             .filter(|&w| Some(w) != except && fit(w))
             .min_by_key(|w| {
                 self.workers
-                    .get(w.0)
+                    .get(w.ix())
                     .map_or(usize::MAX, |k| k.processing.len())
             })
     }
@@ -683,7 +681,7 @@ impl SchedulerState {
             if drop_replica {
                 if let Some(t) = self.task_id(&key) {
                     if self.remove_replica(t, w) {
-                        let task = &self.tasks[t.0];
+                        let task = &self.tasks[t];
                         if task.state == TaskState::Memory && task.who_has.is_empty() {
                             self.lose_data(t);
                         }
@@ -814,10 +812,10 @@ impl SchedulerState {
         let mut who_has = BTreeMap::new();
         for key in m.keys {
             let addresses = match self.task_id(&key) {
-                Some(t) => self.tasks[t.0]
+                Some(t) => self.tasks[t]
                     .who_has
                     .iter()
-                    .filter_map(|w| self.workers.get(w.0).map(|k| k.address.clone()))
+                    .filter_map(|w| self.workers.get(w.ix()).map(|k| k.address.clone()))
                     .collect(),
                 None => Vec::new(),
             };
@@ -909,8 +907,8 @@ impl SchedulerState {
             }
         }
         for &t in &ids {
-            self.tasks[t.0].dataset_refs += 1;
-            if self.tasks[t.0].state == TaskState::Released {
+            self.tasks[t].dataset_refs += 1;
+            if self.tasks[t].state == TaskState::Released {
                 self.activate(t);
             }
         }
@@ -922,7 +920,7 @@ impl SchedulerState {
 
     fn release_dataset(&mut self, ids: Vec<TaskId>) {
         for t in ids {
-            self.tasks[t.0].dataset_refs -= 1;
+            self.tasks[t].dataset_refs -= 1;
             self.to_check.push(t);
         }
     }
@@ -952,7 +950,7 @@ impl SchedulerState {
         let Some(ids) = self.datasets.get(&m.name).cloned() else {
             return self.unknown_dataset(conn, m.request, &m.name);
         };
-        let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
+        let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t].key_owned()).collect();
         self.journal(|s| {
             let wants = UpdateGraph {
                 request: m.request,

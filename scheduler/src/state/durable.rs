@@ -243,7 +243,7 @@ impl SchedulerState {
 
     /// Whether a restore awaits the workers that held scattered `key`
     /// (in memory on none of them yet).
-    pub(crate) fn restore_awaits_holder(&self, key: &Key) -> bool {
+    pub(crate) fn restore_awaits_holder(&self, key: &str) -> bool {
         self.durable
             .restoring
             .as_ref()
@@ -253,8 +253,8 @@ impl SchedulerState {
     /// Whether `t` is scattered data restored in memory that no worker
     /// holds yet (only while a restore awaits its workers).
     pub(crate) fn awaits_holder(&self, t: TaskId) -> bool {
-        let task = &self.tasks[t.0];
-        task.def.is_none() && task.state == TaskState::Memory && task.who_has.is_empty()
+        let task = &self.tasks[t];
+        task.def().is_none() && task.state == TaskState::Memory && task.who_has.is_empty()
     }
 
     /// Quiet: nothing more is journaled (the scheduler is shutting down:
@@ -309,7 +309,7 @@ impl SchedulerState {
         };
         restoring.last_known.retain(|key, _| {
             self.task_id(key)
-                .is_some_and(|t| self.tasks[t.0].state != TaskState::Erred)
+                .is_some_and(|t| self.tasks[t].state != TaskState::Erred)
         });
         restoring.awaited = restoring
             .last_known
@@ -397,21 +397,21 @@ impl SchedulerState {
                     r.last_known.remove(&m.key);
                 }
                 if let Some(t) = self.task_id(&m.key) {
-                    if self.tasks[t.0].state != TaskState::Erred {
+                    if self.tasks[t].state != TaskState::Erred {
                         self.fail(t, TaskError::reported(m));
                     }
                 }
             }
             (RecordKind::Retried, Message::TaskErred(m)) => {
                 if let Some(t) = self.task_id(&m.key) {
-                    let rare = self.tasks[t.0].rare_mut();
+                    let rare = self.tasks[t].rare_mut();
                     rare.retries_left = rare.retries_left.saturating_sub(1);
                 }
             }
             (RecordKind::Lost, Message::KeyLost(m)) => {
                 if let Some(t) = self.task_id(&m.key) {
                     let worker = holders.first().map_or("", String::as_str);
-                    self.tasks[t.0].rare_mut().count_lost_worker(worker);
+                    self.tasks[t].rare_mut().count_lost_worker(worker);
                 }
             }
             (RecordKind::Scattered, Message::KeyFinished(m)) if self.task_id(&m.key).is_none() => {
@@ -465,14 +465,14 @@ impl SchedulerState {
         self.clients.insert(conn, client);
         self.durable.sessions.insert(session.to_owned(), conn);
         for &t in &wanted {
-            for c in self.tasks[t.0].wanted_by.iter_mut() {
+            for c in self.tasks[t].wanted_by.iter_mut() {
                 if *c == old {
                     *c = conn;
                 }
             }
         }
         for t in wanted {
-            let task = &self.tasks[t.0];
+            let task = &self.tasks[t];
             match task.state {
                 TaskState::Memory => self.notify_finished(t, None),
                 TaskState::Erred => {
@@ -509,7 +509,7 @@ impl SchedulerState {
                 self.free_on(w, key);
                 continue;
             };
-            let task = &self.tasks[t.0];
+            let task = &self.tasks[t];
             match task.state {
                 TaskState::Memory => {
                     if let Some(r) = self.durable.restoring.as_mut() {
@@ -518,7 +518,7 @@ impl SchedulerState {
                     self.add_replica(t, w);
                 }
                 TaskState::Erred => self.free_on(w, key),
-                _ if task.def.is_none() => self.free_on(w, key),
+                _ if task.def().is_none() => self.free_on(w, key),
                 _ => {
                     if let Some(r) = self.durable.restoring.as_mut() {
                         r.last_known.remove(&key);
@@ -528,7 +528,7 @@ impl SchedulerState {
                 }
             }
         }
-        let name = self.workers[w.0].name.clone();
+        let name = self.workers[w].name.clone();
         let mut all_back = false;
         if let Some(r) = self.durable.restoring.as_mut() {
             r.awaited.remove(&name);
@@ -544,13 +544,13 @@ impl SchedulerState {
     /// The names of workers `ws` (records name workers, not indexes).
     pub(crate) fn worker_names(&self, ws: &[WorkerIdx]) -> Vec<String> {
         ws.iter()
-            .filter_map(|w| self.workers.get(w.0))
+            .filter_map(|w| self.workers.get(w.ix()))
             .map(|w| w.name.clone())
             .collect()
     }
 
     /// The holders a restore last knew for `key` (none when not restoring).
-    fn last_known_holders(&self, key: &Key) -> Vec<String> {
+    fn last_known_holders(&self, key: &str) -> Vec<String> {
         self.durable
             .restoring
             .as_ref()
@@ -566,17 +566,17 @@ impl SchedulerState {
         let mut push = |r: &JournalRecord| push_snapshot_record(&mut snapshot, r);
         // Scattered data first: the graph may refer to it.
         for (_, task) in &self.tasks {
-            if task.def.is_some() || task.state != TaskState::Memory {
+            if task.def().is_some() || task.state != TaskState::Memory {
                 continue;
             }
             let holders = if task.who_has.is_empty() {
-                self.last_known_holders(&task.key)
+                self.last_known_holders(task.key())
             } else {
                 self.worker_names(&task.who_has)
             };
             push(&JournalRecord::scattered(
                 SNAPSHOT_SESSION,
-                task.key.clone(),
+                task.key_owned(),
                 task.nbytes,
                 0,
                 holders,
@@ -585,11 +585,11 @@ impl SchedulerState {
         let mut specs = Vec::new();
         let mut wanted = Vec::new();
         for (_, task) in &self.tasks {
-            let Some(def) = &task.def else { continue };
+            let Some(def) = task.def() else { continue };
             specs.push(TaskSpec {
-                key: task.key.clone(),
+                key: task.key_owned(),
                 function: def.function.to_string(),
-                args: def.args.clone(),
+                args: def.args(),
                 kwargs: def.kwargs().cloned(),
                 priority: (task.priority != 0).then_some(task.priority),
                 resources: def.resources().cloned(),
@@ -597,7 +597,7 @@ impl SchedulerState {
                 workers: def.workers().cloned(),
             });
             if task.is_wanted() {
-                wanted.push(task.key.clone());
+                wanted.push(task.key_owned());
             }
         }
         let graph = |request: u64, tasks: Vec<TaskSpec>, wanted: Vec<Key>| {
@@ -618,7 +618,7 @@ impl SchedulerState {
         for (_, client) in clients {
             let mut by_request: BTreeMap<u64, Vec<Key>> = BTreeMap::new();
             for (t, want) in &client.wants {
-                let key = self.tasks[t.0].key.clone();
+                let key = self.tasks[t].key_owned();
                 by_request.entry(want.request).or_default().push(key);
             }
             for (request, keys) in by_request {
@@ -630,7 +630,7 @@ impl SchedulerState {
             }
         }
         for (name, ids) in &self.datasets {
-            let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t.0].key.clone()).collect();
+            let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t].key_owned()).collect();
             push(&JournalRecord::new(
                 RecordKind::Put,
                 "",
@@ -654,26 +654,31 @@ impl SchedulerState {
             let rare = task.rare();
             let unnamed = (rare.suspicious as usize).saturating_sub(rare.lost_on.len());
             for _ in 0..unnamed {
-                push(&JournalRecord::lost(task.key.clone(), ""));
+                push(&JournalRecord::lost(task.key_owned(), ""));
             }
             for name in &rare.lost_on {
-                push(&JournalRecord::lost(task.key.clone(), name));
+                push(&JournalRecord::lost(task.key_owned(), name));
             }
             match task.state {
                 // Scattered data: its record came first.
-                TaskState::Memory if task.def.is_none() => {}
+                TaskState::Memory if task.def().is_none() => {}
                 TaskState::Memory => {
                     let holders = self.worker_names(&task.who_has);
                     push(&JournalRecord::finished(
-                        task.key.clone(),
+                        task.key_owned(),
                         task.nbytes,
                         holders,
                     ));
                 }
                 TaskState::Erred => {
-                    if let Some(e) = task.rare().error.as_ref().filter(|e| e.origin == task.key) {
+                    if let Some(e) = task
+                        .rare()
+                        .error
+                        .as_ref()
+                        .filter(|e| e.origin.as_str() == task.key())
+                    {
                         push(&JournalRecord::erred(TaskErred {
-                            key: task.key.clone(),
+                            key: task.key_owned(),
                             error_type: e.error_type.clone(),
                             message: e.message.clone(),
                             traceback: e.traceback.clone(),
@@ -685,10 +690,10 @@ impl SchedulerState {
                         .durable
                         .restoring
                         .as_ref()
-                        .and_then(|r| r.last_known.get(&task.key));
+                        .and_then(|r| r.last_known.get(task.key()));
                     if let Some((nbytes, holders)) = known {
                         push(&JournalRecord::finished(
-                            task.key.clone(),
+                            task.key_owned(),
                             *nbytes,
                             holders.clone(),
                         ));

@@ -65,11 +65,11 @@ const REFS_SCANNED_MAX: usize = 16;
 
 /// Whether a known task has the same definition as `spec` (scattered data
 /// has none, so never does).
-fn same_def(def: &Option<TaskDef>, spec: &TaskSpec) -> bool {
+fn same_def(def: Option<Def<'_>>, spec: &TaskSpec) -> bool {
     match def {
         Some(d) => {
-            *d.function == *spec.function
-                && d.args == spec.args
+            **d.function == *spec.function
+                && d.args_bytes() == spec.args.as_bytes()
                 && d.kwargs() == spec.kwargs.as_ref()
         }
         None => false,
@@ -163,7 +163,7 @@ impl SchedulerState {
                 Entry::Occupied(first) => {
                     let same = match *first.get() {
                         Ref::New(p) => same_spec(&m.tasks[new[p as usize]], spec),
-                        Ref::Known(t) => same_def(&self.tasks[t.0].def, spec),
+                        Ref::Known(t) => same_def(self.tasks[t].def(), spec),
                     };
                     if !same {
                         duplicates.push(spec.key.clone());
@@ -178,7 +178,7 @@ impl SchedulerState {
             }
             match self.task_id(&spec.key) {
                 Some(t) => {
-                    if !same_def(&self.tasks[t.0].def, spec) {
+                    if !same_def(self.tasks[t].def(), spec) {
                         duplicates.push(spec.key.clone());
                     }
                     entry.insert(Ref::Known(t));
@@ -323,13 +323,15 @@ impl SchedulerState {
             if let Some(retries) = spec.retries.filter(|&r| r > 0) {
                 task.rare_mut().retries_left = retries;
             }
-            let t = TaskId(self.tasks.insert(task));
+            let t = TaskId::new(self.tasks.insert(task));
             self.key_index.insert(&self.tasks, t);
             ids.push(t);
         }
         self.next_order += n as u64;
         for (p, &t) in ids.iter().enumerate() {
-            let deps: Vec<TaskId> = plan
+            // Collected in place: a vector per task, freed at once, had
+            // the allocator sort millions of small free blocks.
+            let deps: SmallList<TaskId, 3> = plan
                 .refs_of(p)
                 .iter()
                 .map(|r| match *r {
@@ -337,10 +339,10 @@ impl SchedulerState {
                     Ref::Known(d) => d,
                 })
                 .collect();
-            for &d in &deps {
-                self.tasks[d.0].dependents.insert(t);
+            for &d in deps.iter() {
+                self.tasks[d].dependents.insert(t);
             }
-            self.tasks[t.0].dependencies = deps.into_boxed_slice();
+            self.tasks[t].dependencies = deps;
         }
 
         let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());

@@ -44,7 +44,7 @@ impl WaitReason {
 impl SchedulerState {
     /// Why `t` waits, or `None` when it does not (running, done, released).
     pub(crate) fn wait_reason(&self, t: TaskId) -> Option<WaitReason> {
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         match task.state {
             TaskState::NoWorker => Some(self.no_worker_reason(task)),
             TaskState::Queued => Some(match self.all_eligible_paused(task) {
@@ -64,10 +64,10 @@ impl SchedulerState {
                 let pending: Vec<String> = task
                     .dependencies
                     .iter()
-                    .map(|d| &self.tasks[d.0])
+                    .map(|d| &self.tasks[d])
                     .filter(|d| d.state != TaskState::Memory)
                     .take(3)
-                    .map(|d| format!("{} ({})", d.key, d.state.name()))
+                    .map(|d| format!("{} ({})", d.key(), d.state.name()))
                     .collect();
                 let more = (task.waiting_on as usize).saturating_sub(pending.len());
                 let more = if more > 0 {
@@ -92,7 +92,7 @@ impl SchedulerState {
     /// Why no connected worker can run `task`: the first missing piece of
     /// workers, function, restriction, resources.
     fn no_worker_reason(&self, task: &Task) -> WaitReason {
-        let Some(def) = &task.def else {
+        let Some(def) = task.def() else {
             return WaitReason::new("no-workers", "scattered data: no worker holds it".into());
         };
         if self.workers.is_empty() {
@@ -116,7 +116,7 @@ impl SchedulerState {
             .workers
             .iter()
             .map(|(_, w)| w)
-            .filter(|w| w.offers(&def.function))
+            .filter(|w| w.offers(def.function))
             .collect();
         if offering.is_empty() {
             return WaitReason::new(
@@ -195,12 +195,12 @@ impl SchedulerState {
     }
 
     fn task_ref(&self, t: TaskId) -> Value {
-        let task = &self.tasks[t.0];
-        json!({"key": task.key.as_str(), "state": task.state.name()})
+        let task = &self.tasks[t];
+        json!({"key": task.key(), "state": task.state.name()})
     }
 
     fn worker_ref(&self, w: WorkerIdx) -> Value {
-        match self.workers.get(w.0) {
+        match self.workers.get(w.ix()) {
             Some(worker) => {
                 json!({"id": worker.id, "name": worker.name, "address": worker.address})
             }
@@ -212,7 +212,7 @@ impl SchedulerState {
     /// Lists are cut at [`DETAIL_LIST_MAX`].
     pub fn task_detail(&self, key: &str) -> Option<Value> {
         let t = self.task_id(key)?;
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         let related = |ids: &mut dyn Iterator<Item = TaskId>, count: usize| {
             let shown: Vec<Value> = ids
                 .take(DETAIL_LIST_MAX)
@@ -236,12 +236,12 @@ impl SchedulerState {
         let waiting = self
             .wait_reason(t)
             .map(|r| json!({"reason": r.code, "message": r.message}));
-        let def = task.def.as_ref();
+        let def = task.def();
         Some(json!({
-            "key": task.key.as_str(),
+            "key": task.key(),
             "state": task.state.name(),
             "group": self.observe.group_name(task.group),
-            "function": def.map(|d| &*d.function),
+            "function": def.map(|d| &**d.function),
             "priority": task.priority,
             "resources": def.and_then(|d| d.resources()),
             "allowed_workers": def.and_then(|d| d.workers()),
@@ -281,9 +281,9 @@ impl SchedulerState {
         while i < end && tasks.len() < limit && i - start < WAITING_SCAN_MAX {
             if let Some(task) = self.tasks.get(i) {
                 if wanted(task.state) {
-                    if let Some(reason) = self.wait_reason(TaskId(i)) {
+                    if let Some(reason) = self.wait_reason(TaskId::new(i)) {
                         tasks.push(WaitingTask {
-                            key: task.key.clone(),
+                            key: task.key_owned(),
                             state: task.state.name(),
                             reason,
                         });

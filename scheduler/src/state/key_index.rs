@@ -30,16 +30,16 @@ impl KeyIndex {
     /// The task whose key is `key`.
     pub(crate) fn get(&self, tasks: &Slab<Task>, key: &str) -> Option<TaskId> {
         self.table
-            .find(self.hash(key), |t| tasks[t.0].key.as_str() == key)
+            .find(self.hash(key), |t| tasks[t].key() == key)
             .copied()
     }
 
     /// Indexes `t` (in `tasks`, its key not indexed yet) under its key.
     pub(crate) fn insert(&mut self, tasks: &Slab<Task>, t: TaskId) {
-        let hash = self.hash(tasks[t.0].key.as_str());
+        let hash = self.hash(tasks[t].key());
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hash, t, |x| hasher.hash_one(tasks[x.0].key.as_str()));
+            .insert_unique(hash, t, |x| hasher.hash_one(tasks[x].key()));
     }
 
     /// Unindexes `t`, whose key is `key` (the task may already be out of
@@ -58,14 +58,14 @@ impl KeyIndex {
     pub(crate) fn reserve(&mut self, tasks: &Slab<Task>, more: usize) {
         let hasher = &self.hasher;
         self.table
-            .reserve(more, |x| hasher.hash_one(tasks[x.0].key.as_str()));
+            .reserve(more, |x| hasher.hash_one(tasks[x].key()));
     }
 
     /// Gives back the room beyond its keys.
     pub(crate) fn shrink_to_fit(&mut self, tasks: &Slab<Task>) {
         let hasher = &self.hasher;
         self.table
-            .shrink_to_fit(|x| hasher.hash_one(tasks[x.0].key.as_str()));
+            .shrink_to_fit(|x| hasher.hash_one(tasks[x].key()));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -592,7 +592,7 @@ impl SchedulerState {
                 Some(name) => format!("client {} ({name})", c.id),
                 None => format!("client {}", c.id),
             },
-            Peer::Worker(Some(w)) => match self.workers.get(w.0) {
+            Peer::Worker(Some(w)) => match self.workers.get(w.ix()) {
                 Some(worker) => format!("worker {} ({})", worker.name, worker.address),
                 None => format!("worker connection {}", c.id),
             },
@@ -621,7 +621,7 @@ impl SchedulerState {
 
     pub(crate) fn log_worker_added(&mut self, w: WorkerIdx) {
         self.observe.counters_mut().workers_added += 1;
-        let worker = &self.workers[w.0];
+        let worker = &self.workers[w];
         let limit = worker
             .memory_limit
             .map(|l| format!(", memory limit {l} bytes"))
@@ -644,7 +644,7 @@ impl SchedulerState {
     }
 
     pub(crate) fn log_worker_removed(&mut self, w: WorkerIdx, how: Departure) {
-        let worker = &self.workers[w.0];
+        let worker = &self.workers[w];
         let (reason, level, why) = match how {
             Departure::Closed => ("closed", Level::Info, "left (it said close)".to_owned()),
             Departure::Lost => (

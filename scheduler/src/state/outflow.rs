@@ -160,7 +160,7 @@ impl SchedulerState {
         keys.iter()
             .filter(|k| !self.relays(conn, k))
             .filter_map(|k| self.task_id(k))
-            .map(|t| self.tasks[t.0].nbytes)
+            .map(|t| self.tasks[t].nbytes)
             .fold(0u64, u64::saturating_add)
     }
 

@@ -89,7 +89,7 @@ impl SchedulerState {
         let Some(mut m) = metrics else {
             return;
         };
-        let Some(worker) = self.workers.get_mut(w.0) else {
+        let Some(worker) = self.workers.get_mut(w.ix()) else {
             return;
         };
         m.spill_error = m.spill_error.map(bounded);
@@ -112,7 +112,7 @@ impl SchedulerState {
             self.worker_unstuck(w);
         }
         if !paused && was_paused {
-            let worker = &self.workers[w.0];
+            let worker = &self.workers[w];
             let record = LogRecord::new(
                 Level::Info,
                 "worker-resumed",
@@ -130,12 +130,12 @@ impl SchedulerState {
     /// `w` paused: no task is placed on it (its slots say so) and every
     /// task it holds is asked back; those it has not started come back.
     fn worker_paused(&mut self, w: WorkerIdx) {
-        let worker = &self.workers[w.0];
+        let worker = &self.workers[w];
         let asked: Vec<TaskId> = worker
             .processing
             .iter()
             .copied()
-            .filter(|&t| !self.tasks[t.0].steal_pending && !self.tasks[t.0].steal_refused)
+            .filter(|&t| !self.tasks[t].steal_pending && !self.tasks[t].steal_refused)
             .collect();
         let record = LogRecord::new(
             Level::Warn,
@@ -158,8 +158,8 @@ impl SchedulerState {
         self.observe.log(record);
         for t in asked {
             // No thief: a task given back is placed like any ready task.
-            self.tasks[t.0].steal_pending = true;
-            let key = self.tasks[t.0].key.clone();
+            self.tasks[t].steal_pending = true;
+            let key = self.tasks[t].key_owned();
             self.send_worker(w, Message::StealRequest(StealRequest { key }));
         }
     }
@@ -170,7 +170,7 @@ impl SchedulerState {
     fn worker_stuck(&mut self, w: WorkerIdx) {
         let now = self.now;
         let timeout = self.config.spill_failed_timeout;
-        let worker = &mut self.workers[w.0];
+        let worker = &mut self.workers[w];
         worker.stuck_since = Some(now);
         let record = LogRecord::new(
             Level::Error,
@@ -195,7 +195,7 @@ impl SchedulerState {
     /// `w` can spill again, or resumed: what only it could run is queued
     /// again.
     fn worker_unstuck(&mut self, w: WorkerIdx) {
-        let worker = &mut self.workers[w.0];
+        let worker = &mut self.workers[w];
         worker.stuck_since = None;
         worker.stuck_for_good = false;
         let record = LogRecord::new(
@@ -296,10 +296,10 @@ impl SchedulerState {
         let mut failed = 0u64;
         let mut example: Option<String> = None;
         for t in candidates {
-            if !self.tasks.contains(t.0) || self.tasks[t.0].state != TaskState::NoWorker {
+            if !self.tasks.contains(t.ix()) || self.tasks[t].state != TaskState::NoWorker {
                 continue;
             }
-            let Some(cause) = self.stuck_cause(&self.tasks[t.0], true) else {
+            let Some(cause) = self.stuck_cause(&self.tasks[t], true) else {
                 continue;
             };
             let message = format!(
@@ -309,7 +309,7 @@ impl SchedulerState {
             );
             example.get_or_insert_with(|| message.clone());
             let error = Arc::new(TaskError {
-                origin: self.tasks[t.0].key.clone(),
+                origin: self.tasks[t].key_owned(),
                 error_type: "SpillFailed".into(),
                 message,
                 traceback: String::new(),

@@ -237,10 +237,10 @@ impl Worker {
     /// Whether `task` may go to this worker at all: its function, its
     /// resources and its `workers` restriction.
     pub(crate) fn is_eligible(&self, task: &Task) -> bool {
-        let Some(def) = &task.def else {
+        let Some(def) = task.def() else {
             return false;
         };
-        if !self.offers(&def.function) {
+        if !self.offers(def.function) {
             return false;
         }
         if let Some(wanted) = def.resources() {
@@ -264,15 +264,15 @@ impl Worker {
 
 impl SchedulerState {
     pub(crate) fn any_worker_can_run(&self, t: TaskId) -> bool {
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         self.workers.iter().any(|(_, w)| w.can_run(task))
     }
 
     fn pick_worker(&self, t: TaskId) -> Pick {
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         if let (true, Some(last)) = (task.dependencies.is_empty(), self.last_root_worker) {
             // A stale index (worker gone, slot reused) is only a preference.
-            if let Some(w) = self.workers.get(last.0) {
+            if let Some(w) = self.workers.get(last.ix()) {
                 if w.free_slots(&self.durations) > 0 && w.can_run(task) {
                     return Pick::Worker(last);
                 }
@@ -292,8 +292,8 @@ impl SchedulerState {
             let held: u64 = task
                 .dependencies
                 .iter()
-                .map(|d| &self.tasks[d.0])
-                .filter(|d| d.who_has.contains(&WorkerIdx(i)))
+                .map(|d| &self.tasks[d])
+                .filter(|d| d.who_has.contains(&WorkerIdx::new(i)))
                 .map(|d| d.nbytes)
                 .sum();
             let candidate = (held, w.processing.len(), w.nthreads, i);
@@ -313,7 +313,7 @@ impl SchedulerState {
             }
         }
         match best {
-            Some((_, _, _, i)) => Pick::Worker(WorkerIdx(i)),
+            Some((_, _, _, i)) => Pick::Worker(WorkerIdx::new(i)),
             None if any => Pick::Full,
             None => Pick::Nobody,
         }
@@ -360,29 +360,29 @@ impl SchedulerState {
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
         self.grant_fetch_permits(t, w);
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         if task.dependencies.is_empty() {
             self.last_root_worker = Some(w);
         }
-        let Some(def) = &task.def else {
+        let Some(def) = task.def() else {
             return;
         };
         // Inserted one by one: collecting sorts through a vector first,
         // and most tasks have one or two dependencies.
         let mut who_has = BTreeMap::new();
         for d in task.dependencies.iter() {
-            let dep = &self.tasks[d.0];
+            let dep = &self.tasks[d];
             let addresses = dep
                 .who_has
                 .iter()
-                .filter_map(|x| self.workers.get(x.0).map(|k| k.address.clone()))
+                .filter_map(|x| self.workers.get(x.ix()).map(|k| k.address.clone()))
                 .collect();
-            who_has.insert(dep.key.clone(), addresses);
+            who_has.insert(dep.key_owned(), addresses);
         }
         let m = Message::ComputeTask(ComputeTask {
-            key: task.key.clone(),
+            key: task.key_owned(),
             function: def.function.to_string(),
-            args: def.args.clone(),
+            args: def.args(),
             kwargs: def.kwargs().cloned(),
             who_has,
             priority: (task.priority != 0).then_some(task.priority),
@@ -398,7 +398,7 @@ impl SchedulerState {
             .no_worker
             .iter()
             .copied()
-            .filter(|t| self.workers[w.0].can_run(&self.tasks[t.0]))
+            .filter(|t| self.workers[w].can_run(&self.tasks[t]))
             .collect();
         for t in runnable {
             self.set_state(t, TaskState::Queued);
@@ -452,9 +452,9 @@ impl SchedulerState {
             // task between two such workers for ever.
             .filter(|&(i, w)| {
                 w.processing.len() < w.threads_free_of_abandoned_runs()
-                    || joined.contains(&WorkerIdx(i))
+                    || joined.contains(&WorkerIdx::new(i))
             })
-            .map(|(i, _)| WorkerIdx(i))
+            .map(|(i, _)| WorkerIdx::new(i))
             .collect();
         for thief in thieves {
             self.steal_for(thief);
@@ -464,7 +464,7 @@ impl SchedulerState {
     /// Asks the other workers for tasks their threads cannot start yet,
     /// for `thief`.
     fn steal_for(&mut self, thief: WorkerIdx) {
-        let Some(worker) = self.workers.get(thief.0) else {
+        let Some(worker) = self.workers.get(thief.ix()) else {
             return;
         };
         let mut room = worker.free_slots(&self.durations);
@@ -474,20 +474,20 @@ impl SchedulerState {
             .workers
             .iter()
             .filter(|&(i, v)| {
-                i != thief.0 && v.processing.len() > v.threads_free_of_abandoned_runs()
+                i != thief.ix() && v.processing.len() > v.threads_free_of_abandoned_runs()
             })
-            .map(|(i, v)| (v.processing.len(), WorkerIdx(i)))
+            .map(|(i, v)| (v.processing.len(), WorkerIdx::new(i)))
             .collect();
         victims.sort_unstable_by_key(|&(n, v)| (Reverse(n), v.0));
         for (_, v) in victims {
             if room == 0 {
                 break;
             }
-            let victim = &self.workers[v.0];
+            let victim = &self.workers[v];
             let asked = victim
                 .processing
                 .iter()
-                .filter(|&&t| self.tasks[t.0].steal_pending)
+                .filter(|&&t| self.tasks[t].steal_pending)
                 .count();
             let excess = victim
                 .processing
@@ -504,14 +504,14 @@ impl SchedulerState {
             let mut candidates: Vec<(QueueKey, TaskId)> = victim
                 .processing
                 .iter()
-                .map(|&t| (self.tasks[t.0].queue_key(), t))
+                .map(|&t| (self.tasks[t].queue_key(), t))
                 .filter(|&(_, t)| self.worth_stealing(t, thief))
                 .collect();
             candidates.sort_unstable_by_key(|&(k, _)| Reverse(k));
             for (_, t) in candidates.into_iter().take(take) {
-                self.tasks[t.0].steal_pending = true;
+                self.tasks[t].steal_pending = true;
                 self.steal_thieves.insert(t, thief);
-                let key = self.tasks[t.0].key.clone();
+                let key = self.tasks[t].key_owned();
                 self.send_worker(v, Message::StealRequest(StealRequest { key }));
                 room -= 1;
                 held += 1;
@@ -528,14 +528,14 @@ impl SchedulerState {
     /// to be running, runnable there, and its inputs the thief lacks move
     /// faster than it computes.
     fn worth_stealing(&self, t: TaskId, thief: WorkerIdx) -> bool {
-        let task = &self.tasks[t.0];
-        if task.steal_pending || task.steal_refused || !self.workers[thief.0].can_run(task) {
+        let task = &self.tasks[t];
+        if task.steal_pending || task.steal_refused || !self.workers[thief].can_run(task) {
             return false;
         }
         let missing: u64 = task
             .dependencies
             .iter()
-            .map(|d| &self.tasks[d.0])
+            .map(|d| &self.tasks[d])
             .filter(|d| !d.who_has.contains(&thief))
             .map(|d| d.nbytes)
             .sum();

@@ -88,7 +88,7 @@ impl SchedulerState {
         let Some(t) = self.task_id(key) else {
             return false;
         };
-        self.tasks[t.0].nbytes >= RELAY_VALUE_BYTES_MIN && self.ranged_holder(key, None).is_some()
+        self.tasks[t].nbytes >= RELAY_VALUE_BYTES_MIN && self.ranged_holder(key, None).is_some()
     }
 
     /// A holder of `key` that sends ranges, other than `except`.
@@ -97,7 +97,7 @@ impl SchedulerState {
     }
 
     fn sends_value_ranges(&self, w: WorkerIdx) -> bool {
-        let Some(worker) = self.workers.get(w.0) else {
+        let Some(worker) = self.workers.get(w.ix()) else {
             return false;
         };
         self.conns.get(&worker.conn).is_some_and(|c| c.value_ranges)
@@ -153,8 +153,7 @@ impl SchedulerState {
             let (worker, key, offset) = (relay.worker, relay.key.clone(), relay.sent);
             // The holder may have left (or freed it) while the client read.
             let holds = self.task_id(&key).is_some_and(|t| {
-                self.tasks[t.0].state == TaskState::Memory
-                    && self.tasks[t.0].who_has.contains(&worker)
+                self.tasks[t].state == TaskState::Memory && self.tasks[t].who_has.contains(&worker)
             });
             if !holds || !self.sends_value_ranges(worker) {
                 return self.relay_failed(id, worker, false);
@@ -307,7 +306,7 @@ impl SchedulerState {
         if lost_there {
             if let Some(t) = self.task_id(&key) {
                 if self.remove_replica(t, w) {
-                    let task = &self.tasks[t.0];
+                    let task = &self.tasks[t];
                     if task.state == TaskState::Memory && task.who_has.is_empty() {
                         self.lose_data(t);
                     }

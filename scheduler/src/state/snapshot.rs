@@ -244,9 +244,9 @@ impl SchedulerState {
             .map(|r| StreamView {
                 key: self
                     .tasks
-                    .get(r.task.0)
+                    .get(r.task.ix())
                     .filter(|t| t.order == r.order)
-                    .map(|t| t.key.to_string()),
+                    .map(|t| t.key().to_owned()),
                 group: o.group_name(r.group).to_owned(),
                 worker: r.worker,
                 start: self.uptime(r.start),

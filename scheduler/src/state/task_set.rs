@@ -3,34 +3,36 @@
 //! Most tasks have one or two dependents, and a `BTreeSet` costs a node
 //! allocation (and pointer chasing) even for one element; a few tasks
 //! (scattered data, the inputs of an all-to-all) have thousands, where a
-//! `Vec` would make each removal a scan. So: one id in place (most tasks
-//! of a tree or a chain have one dependent: no allocation, which was 48
-//! bytes a task with the allocator's header), a `Vec` up to [`FEW_MAX`]
-//! elements, a `BTreeSet` beyond. Iteration order is deterministic either
-//! way (insertion order while few, id order once many), so scheduler
-//! decisions and tests stay reproducible.
+//! list would make each removal a scan. So: up to three ids in place in
+//! the task record (most tasks of a tree or a chain have one dependent: no
+//! allocation, which was 48 bytes a task with the allocator's header), a
+//! list on the heap up to [`FEW_MAX`] elements, a `BTreeSet` beyond; 16
+//! bytes in the record either way. Iteration order is deterministic
+//! (insertion order while few, id order once many), so scheduler decisions
+//! and tests stay reproducible.
 
 use std::collections::BTreeSet;
 
+use super::small_list::SmallList;
 use super::TaskId;
 
-/// Most elements kept in a plain vector.
+/// Most elements kept in a plain list.
 const FEW_MAX: usize = 32;
 
 /// A set of task ids; see the module docs.
 #[derive(Debug, Clone)]
 pub(crate) enum TaskSet {
-    /// Exactly one id.
-    One(TaskId),
-    /// Distinct ids in insertion order (none, or two or more).
-    Few(Vec<TaskId>),
-    /// More than [`FEW_MAX`] ids.
-    Many(BTreeSet<TaskId>),
+    /// Distinct ids in insertion order, at most [`FEW_MAX`].
+    Few(SmallList<TaskId, 3>),
+    /// More than [`FEW_MAX`] ids. Boxed: a `BTreeSet` here would make
+    /// every set 32 bytes.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<TaskId>>),
 }
 
 impl Default for TaskSet {
     fn default() -> Self {
-        TaskSet::Few(Vec::new())
+        TaskSet::Few(SmallList::default())
     }
 }
 
@@ -38,22 +40,13 @@ impl TaskSet {
     /// Adds `t`; returns whether it was new.
     pub(crate) fn insert(&mut self, t: TaskId) -> bool {
         match self {
-            TaskSet::One(x) if *x == t => false,
-            TaskSet::One(x) => {
-                *self = TaskSet::Few(vec![*x, t]);
-                true
-            }
-            TaskSet::Few(v) if v.is_empty() => {
-                *self = TaskSet::One(t);
-                true
-            }
             TaskSet::Few(v) => {
                 if v.contains(&t) {
                     return false;
                 }
                 v.push(t);
                 if v.len() > FEW_MAX {
-                    *self = TaskSet::Many(v.iter().copied().collect());
+                    *self = TaskSet::Many(Box::new(v.iter().copied().collect()));
                 }
                 true
             }
@@ -64,11 +57,6 @@ impl TaskSet {
     /// Removes `t`; returns whether it was there.
     pub(crate) fn remove(&mut self, t: TaskId) -> bool {
         match self {
-            TaskSet::One(x) if *x == t => {
-                *self = TaskSet::default();
-                true
-            }
-            TaskSet::One(_) => false,
             TaskSet::Few(v) => match v.iter().position(|&x| x == t) {
                 Some(i) => {
                     v.remove(i);
@@ -82,7 +70,6 @@ impl TaskSet {
 
     pub(crate) fn contains(&self, t: TaskId) -> bool {
         match self {
-            TaskSet::One(x) => *x == t,
             TaskSet::Few(v) => v.contains(&t),
             TaskSet::Many(s) => s.contains(&t),
         }
@@ -90,7 +77,6 @@ impl TaskSet {
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
-            TaskSet::One(_) => false,
             TaskSet::Few(v) => v.is_empty(),
             TaskSet::Many(s) => s.is_empty(),
         }
@@ -98,7 +84,6 @@ impl TaskSet {
 
     pub(crate) fn iter(&self) -> Iter<'_> {
         match self {
-            TaskSet::One(x) => Iter::One(Some(*x)),
             TaskSet::Few(v) => Iter::Few(v.iter()),
             TaskSet::Many(s) => Iter::Many(s.iter()),
         }
@@ -112,7 +97,6 @@ impl TaskSet {
 
 /// Iterator over a [`TaskSet`].
 pub(crate) enum Iter<'a> {
-    One(Option<TaskId>),
     Few(std::slice::Iter<'a, TaskId>),
     Many(std::collections::btree_set::Iter<'a, TaskId>),
 }
@@ -122,7 +106,6 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<TaskId> {
         match self {
-            Iter::One(x) => x.take(),
             Iter::Few(i) => i.next().copied(),
             Iter::Many(i) => i.next().copied(),
         }
@@ -143,7 +126,7 @@ mod tests {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let t = TaskId((x >> 33) as usize % 100);
+            let t = TaskId((x >> 33) as u32 % 100);
             if (x >> 20) & 3 == 0 {
                 assert_eq!(s.remove(t), model.remove(&t));
             } else {
@@ -169,17 +152,17 @@ mod tests {
     }
 
     #[test]
-    fn one_id_is_held_in_place() {
+    fn a_few_ids_are_held_in_place() {
         let mut s = TaskSet::default();
         s.insert(TaskId(4));
-        assert!(matches!(s, TaskSet::One(TaskId(4))));
+        assert!(matches!(&s, TaskSet::Few(SmallList::Inline { len: 1, .. })));
         assert!(!s.insert(TaskId(4)));
         s.insert(TaskId(2));
         assert_eq!(s.to_vec(), vec![TaskId(4), TaskId(2)]);
         assert!(s.remove(TaskId(4)) && s.remove(TaskId(2)));
         assert!(s.is_empty());
         s.insert(TaskId(9));
-        assert!(matches!(s, TaskSet::One(TaskId(9))));
+        assert_eq!(s.to_vec(), vec![TaskId(9)]);
         assert!(!s.remove(TaskId(1)) && s.remove(TaskId(9)) && s.is_empty());
     }
 }

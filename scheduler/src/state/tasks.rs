@@ -13,21 +13,21 @@ impl SchedulerState {
     /// nothing: callers free running copies themselves.
     pub(crate) fn set_state(&mut self, t: TaskId, new: TaskState) {
         self.touch(t);
-        let old = self.tasks[t.0].state;
+        let old = self.tasks[t].state;
         match old {
             TaskState::Queued => {
-                let k = self.tasks[t.0].queue_key();
+                let k = self.tasks[t].queue_key();
                 self.queue.remove(&k);
             }
             TaskState::NoWorker => {
                 self.no_worker.remove(&t);
             }
             TaskState::Processing(w) => {
-                if let Some(worker) = self.workers.get_mut(w.0) {
+                if let Some(worker) = self.workers.get_mut(w.ix()) {
                     worker.processing.remove(&t);
-                    worker.count_processing(self.tasks[t.0].group, -1);
+                    worker.count_processing(self.tasks[t].group, -1);
                 }
-                let task = &mut self.tasks[t.0];
+                let task = &mut self.tasks[t];
                 if task.steal_pending {
                     self.steal_thieves.remove(&t);
                 }
@@ -41,9 +41,9 @@ impl SchedulerState {
         }
         let (was, is) = (old.is_active(), new.is_active());
         if was != is {
-            for i in 0..self.tasks[t.0].dependencies.len() {
-                let d = self.tasks[t.0].dependencies[i];
-                let dep = &mut self.tasks[d.0];
+            for i in 0..self.tasks[t].dependencies.len() {
+                let d = self.tasks[t].dependencies[i];
+                let dep = &mut self.tasks[d];
                 if is {
                     dep.waiters += 1;
                 } else {
@@ -52,11 +52,11 @@ impl SchedulerState {
                 }
             }
         }
-        self.tasks[t.0].state = new;
-        self.observe.task_moved(self.tasks[t.0].group, old, new);
+        self.tasks[t].state = new;
+        self.observe.task_moved(self.tasks[t].group, old, new);
         match new {
             TaskState::Queued => {
-                let k = self.tasks[t.0].queue_key();
+                let k = self.tasks[t].queue_key();
                 self.queue.insert(k, t);
             }
             TaskState::NoWorker => {
@@ -64,9 +64,9 @@ impl SchedulerState {
                 self.note_stuck(t);
             }
             TaskState::Processing(w) => {
-                if let Some(worker) = self.workers.get_mut(w.0) {
+                if let Some(worker) = self.workers.get_mut(w.ix()) {
                     worker.processing.insert(t);
-                    worker.count_processing(self.tasks[t.0].group, 1);
+                    worker.count_processing(self.tasks[t].group, 1);
                 }
             }
             _ => {}
@@ -76,11 +76,11 @@ impl SchedulerState {
     /// Leaves `t`'s current state for `new`, freeing a running copy on its
     /// worker first.
     pub(crate) fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
-        if let TaskState::Processing(w) = self.tasks[t.0].state {
-            let key = self.tasks[t.0].key.clone();
+        if let TaskState::Processing(w) = self.tasks[t].state {
+            let key = self.tasks[t].key_owned();
             self.free_on(w, key);
             // It may be running: the worker cannot stop it.
-            if let Some(worker) = self.workers.get_mut(w.0) {
+            if let Some(worker) = self.workers.get_mut(w.ix()) {
                 worker.abandoned = worker.abandoned.saturating_add(1);
             }
         }
@@ -101,7 +101,7 @@ impl SchedulerState {
     /// released dependency become waiting, and those whose dependencies are
     /// all in memory become ready. Iterative: chains may be long.
     pub(crate) fn activate(&mut self, root: TaskId) {
-        if self.tasks[root.0].state == TaskState::Released {
+        if self.tasks[root].state == TaskState::Released {
             self.expand(root);
         }
     }
@@ -110,7 +110,7 @@ impl SchedulerState {
     /// from a worker: the worker died, missed a dependency, or gave the
     /// task up to a steal) and recomputes released ones.
     pub(crate) fn reevaluate(&mut self, t: TaskId) {
-        if self.tasks[t.0].state.is_active() {
+        if self.tasks[t].state.is_active() {
             self.expand(t);
         }
     }
@@ -119,30 +119,30 @@ impl SchedulerState {
         let mut stack: Vec<(TaskId, bool)> = vec![(root, false)];
         while let Some((t, expanded)) = stack.pop() {
             if expanded {
-                let task = &self.tasks[t.0];
+                let task = &self.tasks[t];
                 if task.state == TaskState::Waiting && task.waiting_on == 0 {
                     self.make_ready(t);
                 }
                 continue;
             }
-            let state = self.tasks[t.0].state;
+            let state = self.tasks[t].state;
             if state != TaskState::Released && !(t == root && state.is_active()) {
                 continue;
             }
             self.set_state(t, TaskState::Waiting);
-            let erred = self.tasks[t.0]
+            let erred = self.tasks[t]
                 .dependencies
                 .iter()
-                .find_map(|d| self.tasks[d.0].rare().error.clone());
+                .find_map(|d| self.tasks[d].rare().error.clone());
             if let Some(error) = erred {
                 self.fail(t, error);
                 continue;
             }
             stack.push((t, true));
             let mut waiting = 0;
-            for i in 0..self.tasks[t.0].dependencies.len() {
-                let d = self.tasks[t.0].dependencies[i];
-                match self.tasks[d.0].state {
+            for i in 0..self.tasks[t].dependencies.len() {
+                let d = self.tasks[t].dependencies[i];
+                match self.tasks[d].state {
                     TaskState::Memory => {}
                     TaskState::Released => {
                         waiting += 1;
@@ -151,7 +151,7 @@ impl SchedulerState {
                     _ => waiting += 1,
                 }
             }
-            self.tasks[t.0].waiting_on = waiting;
+            self.tasks[t].waiting_on = waiting;
         }
     }
 
@@ -163,9 +163,9 @@ impl SchedulerState {
         let mut stack = vec![t];
         self.mark_erred(t, error.clone());
         while let Some(x) = stack.pop() {
-            let dependents: Vec<TaskId> = self.tasks[x.0].dependents.to_vec();
+            let dependents: Vec<TaskId> = self.tasks[x].dependents.to_vec();
             for y in dependents {
-                let s = self.tasks[y.0].state;
+                let s = self.tasks[y].state;
                 if s == TaskState::Released || s.is_active() {
                     self.mark_erred(y, error.clone());
                     stack.push(y);
@@ -176,7 +176,7 @@ impl SchedulerState {
 
     fn mark_erred(&mut self, t: TaskId, error: Arc<TaskError>) {
         self.stop_and_set(t, TaskState::Erred);
-        let task = &mut self.tasks[t.0];
+        let task = &mut self.tasks[t];
         task.who_has.clear();
         task.rare_mut().error = Some(error.clone());
         let clients = task.wanted_by.clone();
@@ -212,7 +212,7 @@ impl SchedulerState {
         error: &TaskError,
         request: Option<u64>,
     ) -> Message {
-        let key = self.tasks[t.0].key.clone();
+        let key = self.tasks[t].key_owned();
         if error.lost {
             let message = if error.origin == key {
                 error.message.clone()
@@ -239,10 +239,10 @@ impl SchedulerState {
     /// The last copy of `t`'s data is gone. Its lineage recomputes it if
     /// anything still needs it; scattered data is lost for good.
     pub(crate) fn lose_data(&mut self, t: TaskId) {
-        let task = &self.tasks[t.0];
-        if task.def.is_none() {
+        let task = &self.tasks[t];
+        if task.def().is_none() {
             let error = Arc::new(TaskError {
-                origin: task.key.clone(),
+                origin: task.key_owned(),
                 error_type: "KeyLost".into(),
                 message: "scattered data was lost with the last worker holding it".into(),
                 traceback: String::new(),
@@ -252,20 +252,20 @@ impl SchedulerState {
         }
         self.observe.task_lost(task.group);
         self.set_state(t, TaskState::Released);
-        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
+        let dependents: Vec<TaskId> = self.tasks[t].dependents.to_vec();
         for y in dependents {
-            match self.tasks[y.0].state {
-                TaskState::Waiting => self.tasks[y.0].waiting_on += 1,
+            match self.tasks[y].state {
+                TaskState::Waiting => self.tasks[y].waiting_on += 1,
                 TaskState::Queued | TaskState::NoWorker => {
                     self.set_state(y, TaskState::Waiting);
-                    self.tasks[y.0].waiting_on = 1;
+                    self.tasks[y].waiting_on = 1;
                 }
                 // A running dependent may already have the data; if not it
                 // reports missing-data and is reevaluated then.
                 _ => {}
             }
         }
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         if task.is_wanted() || task.waiters > 0 {
             self.activate(t);
         } else {
@@ -275,14 +275,14 @@ impl SchedulerState {
 
     /// Drops worker `w`'s copy of `t` (no message is sent).
     pub(crate) fn remove_replica(&mut self, t: TaskId, w: WorkerIdx) -> bool {
-        let task = &mut self.tasks[t.0];
+        let task = &mut self.tasks[t];
         let Some(pos) = task.who_has.iter().position(|&x| x == w) else {
             return false;
         };
         task.who_has.remove(pos);
         let nbytes = task.nbytes;
         self.touch(t);
-        if let Some(worker) = self.workers.get_mut(w.0) {
+        if let Some(worker) = self.workers.get_mut(w.ix()) {
             worker.has_what.remove(&t);
             worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
         }
@@ -291,14 +291,14 @@ impl SchedulerState {
 
     /// Records that worker `w` holds `t`'s data.
     pub(crate) fn add_replica(&mut self, t: TaskId, w: WorkerIdx) {
-        let task = &mut self.tasks[t.0];
+        let task = &mut self.tasks[t];
         if task.who_has.contains(&w) {
             return;
         }
         task.who_has.push(w);
         let nbytes = task.nbytes;
         self.touch(t);
-        if let Some(worker) = self.workers.get_mut(w.0) {
+        if let Some(worker) = self.workers.get_mut(w.ix()) {
             worker.has_what.insert(t);
             worker.stored_bytes += nbytes;
         }
@@ -310,7 +310,7 @@ impl SchedulerState {
     /// refers to; cascades to dependencies. Whether it released or forgot
     /// `t` (what a release step counts).
     fn check(&mut self, t: TaskId) -> bool {
-        let Some(task) = self.tasks.get(t.0) else {
+        let Some(task) = self.tasks.get(t.ix()) else {
             return false;
         };
         if self.config.validate {
@@ -326,21 +326,21 @@ impl SchedulerState {
             if state.is_active() {
                 self.stop_and_set(t, TaskState::Released);
             } else if state == TaskState::Memory {
-                let holders = std::mem::take(&mut self.tasks[t.0].who_has);
-                let nbytes = self.tasks[t.0].nbytes;
+                let holders = std::mem::take(&mut self.tasks[t].who_has);
+                let nbytes = self.tasks[t].nbytes;
                 for w in holders {
-                    if let Some(worker) = self.workers.get_mut(w.0) {
+                    if let Some(worker) = self.workers.get_mut(w.ix()) {
                         worker.has_what.remove(&t);
                         worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
                     }
                     // A copy of the key per holder (not one more to clone from).
-                    let key = self.tasks[t.0].key.clone();
+                    let key = self.tasks[t].key_owned();
                     self.free_on(w, key);
                 }
                 self.set_state(t, TaskState::Released);
             }
         }
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         if matches!(task.state, TaskState::Released | TaskState::Erred)
             && task.dependents.is_empty()
             && task.waiters == 0
@@ -352,11 +352,11 @@ impl SchedulerState {
     }
 
     fn forget(&mut self, t: TaskId) {
-        let task = self.tasks.remove(t.0);
+        let task = self.tasks.remove(t.ix());
         self.observe.task_removed(task.group, task.state);
-        self.key_index.remove(task.key.as_str(), t);
+        self.key_index.remove(task.key(), t);
         for d in task.dependencies {
-            self.tasks[d.0].dependents.remove(t);
+            self.tasks[d].dependents.remove(t);
             self.to_check.push(d);
         }
     }
@@ -372,7 +372,7 @@ impl SchedulerState {
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
-        let task = &mut self.tasks[t.0];
+        let task = &mut self.tasks[t];
         if task.state == TaskState::Erred {
             let Some(error) = task.rare().error.clone() else {
                 return;
@@ -420,7 +420,7 @@ impl SchedulerState {
         }
         if in_memory {
             let m = Message::KeyFinished(KeyFinished {
-                key: task.key.clone(),
+                key: task.key_owned(),
                 nbytes: task.nbytes,
                 request: self.want_request(conn, t),
                 value: None,
@@ -439,16 +439,16 @@ impl SchedulerState {
         if client.wants.remove(&t).is_none() {
             return false;
         }
-        self.tasks[t.0].wanted_by.retain(|&c| c != conn);
+        self.tasks[t].wanted_by.retain(|&c| c != conn);
         self.to_check.push(t);
         true
     }
 
     /// Sends key-finished to wanting clients that have not had it.
     pub(crate) fn notify_finished(&mut self, t: TaskId, inline: Option<&RawValue>) {
-        let task = &self.tasks[t.0];
+        let task = &self.tasks[t];
         for i in 0..task.wanted_by.len() {
-            let c = self.tasks[t.0].wanted_by[i];
+            let c = self.tasks[t].wanted_by[i];
             let Some(client) = self.clients.get_mut(&c) else {
                 continue;
             };
@@ -460,9 +460,9 @@ impl SchedulerState {
             }
             want.finished_sent = true;
             let value = inline.filter(|_| client.v1_1).cloned();
-            let task = &self.tasks[t.0];
+            let task = &self.tasks[t];
             let m = Message::KeyFinished(KeyFinished {
-                key: task.key.clone(),
+                key: task.key_owned(),
                 nbytes: task.nbytes,
                 request: self.want_request(c, t),
                 value,
@@ -485,14 +485,14 @@ impl SchedulerState {
                 continue;
             };
             let clients: Vec<ConnId> = if force {
-                self.tasks[t.0].wanted_by.clone()
+                self.tasks[t].wanted_by.to_vec()
             } else {
                 vec![conn]
             };
             for c in clients {
                 let request = self.want_request(c, t);
                 if self.remove_want(c, t) {
-                    let key = self.tasks[t.0].key.clone();
+                    let key = self.tasks[t].key_owned();
                     self.send(c, Message::KeyCancelled(KeyCancelled { key, request }));
                 }
             }
@@ -532,7 +532,7 @@ impl SchedulerState {
     pub(crate) fn finish_event(&mut self) {
         self.run_checks();
         for (w, keys) in std::mem::take(&mut self.pending_free) {
-            if let Some(worker) = self.workers.get(w.0) {
+            if let Some(worker) = self.workers.get(w.ix()) {
                 let conn = worker.conn;
                 self.send(
                     conn,
@@ -557,19 +557,19 @@ impl SchedulerState {
         let Some(t) = self.task_id(&m.key) else {
             return;
         };
-        if self.tasks[t.0].state != TaskState::Processing(w) {
+        if self.tasks[t].state != TaskState::Processing(w) {
             // A copy we already gave up on (freed, stolen, or reassigned):
             // the worker drops it on the free-keys it has been sent.
             return;
         }
-        if let Some(worker) = self.workers.get_mut(w.0) {
+        if let Some(worker) = self.workers.get_mut(w.ix()) {
             worker.abandoned = 0;
             if let Some(us) = m.duration_us {
                 worker.record_duration(us);
-                self.durations.record(self.tasks[t.0].group, us);
+                self.durations.record(self.tasks[t].group, us);
             }
         }
-        let (task, worker) = (&self.tasks[t.0], &self.workers[w.0]);
+        let (task, worker) = (&self.tasks[t], &self.workers[w]);
         self.observe.task_finished(
             t,
             task.order,
@@ -598,19 +598,19 @@ impl SchedulerState {
         nbytes: u64,
         inline: Option<&RawValue>,
     ) {
-        self.tasks[t.0].nbytes = plausible_nbytes(nbytes);
+        self.tasks[t].nbytes = plausible_nbytes(nbytes);
         self.add_replica(t, w);
         if self.journaling() {
-            let task = &self.tasks[t.0];
-            let holder = self.workers.get(w.0).map(|x| x.name.as_str());
-            let mut record = Vec::with_capacity(48 + task.key.0.len());
-            JournalRecord::encode_finished(&mut record, &task.key, task.nbytes, holder);
+            let task = &self.tasks[t];
+            let holder = self.workers.get(w.ix()).map(|x| x.name.as_str());
+            let mut record = Vec::with_capacity(48 + task.key_bytes().len());
+            JournalRecord::encode_finished(&mut record, task.key(), task.nbytes, holder);
             self.out.push_back(SchedulerOutput::Journal(record));
         }
         self.notify_finished(t, inline);
-        let dependents: Vec<TaskId> = self.tasks[t.0].dependents.to_vec();
+        let dependents: Vec<TaskId> = self.tasks[t].dependents.to_vec();
         for y in dependents {
-            let dep = &mut self.tasks[y.0];
+            let dep = &mut self.tasks[y];
             if dep.state == TaskState::Waiting {
                 dep.waiting_on -= 1;
                 if dep.waiting_on == 0 {
@@ -625,11 +625,11 @@ impl SchedulerState {
         let Some(t) = self.task_id(&m.key) else {
             return;
         };
-        if self.tasks[t.0].state != TaskState::Processing(w) {
+        if self.tasks[t].state != TaskState::Processing(w) {
             return;
         }
-        if self.tasks[t.0].rare().retries_left > 0 {
-            self.tasks[t.0].rare_mut().retries_left -= 1;
+        if self.tasks[t].rare().retries_left > 0 {
+            self.tasks[t].rare_mut().retries_left -= 1;
             self.journal(|_| {
                 JournalRecord::new(
                     crate::journal::record::RecordKind::Retried,
@@ -646,7 +646,7 @@ impl SchedulerState {
         }
         // A result: no run freed earlier holds a thread there any more
         // (after `fail`, which counts the erred task's own stop as one).
-        if let Some(worker) = self.workers.get_mut(w.0) {
+        if let Some(worker) = self.workers.get_mut(w.ix()) {
             worker.abandoned = 0;
         }
     }
@@ -655,7 +655,7 @@ impl SchedulerState {
         let Some(t) = self.task_id(&m.key) else {
             return;
         };
-        let task = &mut self.tasks[t.0];
+        let task = &mut self.tasks[t];
         if task.state != TaskState::Processing(w) || !task.steal_pending {
             return;
         }
@@ -663,7 +663,7 @@ impl SchedulerState {
         let thief = self.steal_thieves.remove(&t);
         if !m.stolen {
             // Running (or done, its report on the way): not asked again.
-            self.tasks[t.0].steal_refused = true;
+            self.tasks[t].steal_refused = true;
             return;
         }
         // Co-assignment must not send a stolen root back to its victim.
@@ -674,9 +674,9 @@ impl SchedulerState {
         // It goes to the worker it was stolen for, if that one can still
         // take it; else it is placed like any ready task.
         if let Some(thief) = thief {
-            if self.tasks[t.0].state == TaskState::Queued
-                && self.workers.get(thief.0).is_some_and(|x| {
-                    !x.paused && x.can_run(&self.tasks[t.0]) && x.processing.len() < x.slots_max()
+            if self.tasks[t].state == TaskState::Queued
+                && self.workers.get(thief.ix()).is_some_and(|x| {
+                    !x.paused && x.can_run(&self.tasks[t]) && x.processing.len() < x.slots_max()
                 })
             {
                 self.assign(t, thief);

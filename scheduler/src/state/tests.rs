@@ -2167,7 +2167,7 @@ fn validate_names_a_broken_invariant() {
     );
     assert_eq!(sim.s.validate(), Ok(()));
     let a = sim.s.task_id("a").expect("a is known");
-    sim.s.tasks[a.0].waiters = 7;
+    sim.s.tasks[a].waiters = 7;
     let e = sim.s.validate().unwrap_err();
     assert!(e.contains("task a") && e.contains("waiters 7"), "{e}");
 }
@@ -2187,7 +2187,7 @@ fn in_a_large_state_the_tasks_an_event_touches_are_checked() {
     // The whole state was checked once; the next full check is a second
     // away, so only what an event touches is checked until then.
     let t5 = sim.s.task_id("t5").expect("t5 is known");
-    sim.s.tasks[t5.0].waiting_on = 9;
+    sim.s.tasks[t5].waiting_on = 9;
     sim.finish(w, "t0", 1);
     // t1 is sent out, t5 untouched: fine so far. Finishing t4 touches t5.
     for i in 1..5 {

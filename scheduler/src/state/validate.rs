@@ -77,7 +77,7 @@ impl SchedulerState {
         let releasing = self.releasing();
         let mut around = Vec::new();
         for &t in &changed {
-            if let Some(task) = self.tasks.get(t.0) {
+            if let Some(task) = self.tasks.get(t.ix()) {
                 around.extend(task.dependencies.iter().copied());
                 around.extend(task.dependents.iter());
             }
@@ -86,14 +86,14 @@ impl SchedulerState {
         changed.sort_unstable();
         changed.dedup();
         for t in changed {
-            if let Some(task) = self.tasks.get(t.0) {
+            if let Some(task) = self.tasks.get(t.ix()) {
                 ensure!(
-                    self.task_id(task.key.as_str()) == Some(t),
+                    self.task_id(task.key()) == Some(t),
                     "task {} is not indexed by its key",
-                    task.key
+                    task.key()
                 );
                 self.validate_task(t, task, &releasing)
-                    .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
+                    .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state.name()))?;
             }
         }
         Ok(())
@@ -110,17 +110,17 @@ impl SchedulerState {
             self.tasks.len()
         );
         for t in self.key_index.iter() {
-            let task = self.tasks.get(t.0);
+            let task = self.tasks.get(t.ix());
             ensure!(
-                task.is_some_and(|task| self.task_id(task.key.as_str()) == Some(t)),
+                task.is_some_and(|task| self.task_id(task.key()) == Some(t)),
                 "index entry {t:?} is not its task's"
             );
         }
         let mut group_counts = self.observe.group_counts();
         let releasing = self.releasing();
         for (i, task) in &self.tasks {
-            self.validate_task(TaskId(i), task, &releasing)
-                .map_err(|e| format!("task {} ({}): {e}", task.key, task.state.name()))?;
+            self.validate_task(TaskId::new(i), task, &releasing)
+                .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state.name()))?;
             let counts = &mut group_counts[task.group.index()].1;
             counts[task.state.index()] = counts[task.state.index()].wrapping_sub(1);
         }
@@ -131,23 +131,26 @@ impl SchedulerState {
             );
         }
         for (&k, &t) in &self.queue {
-            let task = self.tasks.get(t.0).ok_or("queue holds a forgotten task")?;
+            let task = self
+                .tasks
+                .get(t.ix())
+                .ok_or("queue holds a forgotten task")?;
             ensure!(
                 task.state == TaskState::Queued && task.queue_key() == k,
                 "queue entry {} is {} or misfiled",
-                task.key,
+                task.key(),
                 task.state.name()
             );
         }
         for &t in &self.no_worker {
             let task = self
                 .tasks
-                .get(t.0)
+                .get(t.ix())
                 .ok_or("no-worker holds a forgotten task")?;
             ensure!(
                 task.state == TaskState::NoWorker,
                 "no-worker entry {} is {}",
-                task.key,
+                task.key(),
                 task.state.name()
             );
         }
@@ -156,13 +159,13 @@ impl SchedulerState {
             for &t in &w.has_what {
                 let task = self
                     .tasks
-                    .get(t.0)
+                    .get(t.ix())
                     .ok_or("a worker holds a forgotten task")?;
                 ensure!(
-                    task.who_has.contains(&WorkerIdx(i)),
+                    task.who_has.contains(&WorkerIdx::new(i)),
                     "worker {} holds {} but who_has disagrees",
                     w.name,
-                    task.key
+                    task.key()
                 );
                 bytes += task.nbytes;
             }
@@ -175,19 +178,19 @@ impl SchedulerState {
             for &t in &w.processing {
                 let task = self
                     .tasks
-                    .get(t.0)
+                    .get(t.ix())
                     .ok_or("a worker processes a forgotten task")?;
                 ensure!(
-                    task.state == TaskState::Processing(WorkerIdx(i)),
+                    task.state == TaskState::Processing(WorkerIdx::new(i)),
                     "worker {} processes {} which is {}",
                     w.name,
-                    task.key,
+                    task.key(),
                     task.state.name()
                 );
             }
             let mut groups: Vec<(GroupId, u32)> = Vec::new();
             for &t in &w.processing {
-                let g = self.tasks[t.0].group;
+                let g = self.tasks[t].group;
                 match groups.iter_mut().find(|(x, _)| *x == g) {
                     Some((_, n)) => *n += 1,
                     None => groups.push((g, 1)),
@@ -209,7 +212,7 @@ impl SchedulerState {
                 w.slots_max()
             );
             ensure!(
-                self.worker_by_conn.get(&w.conn) == Some(&WorkerIdx(i)),
+                self.worker_by_conn.get(&w.conn) == Some(&WorkerIdx::new(i)),
                 "worker {} is not indexed by its connection",
                 w.name
             );
@@ -218,12 +221,12 @@ impl SchedulerState {
             for &t in client.wants.keys() {
                 let task = self
                     .tasks
-                    .get(t.0)
+                    .get(t.ix())
                     .ok_or("a client wants a forgotten task")?;
                 ensure!(
                     task.wanted_by.contains(&conn),
                     "client {conn:?} wants {} but wanted_by disagrees",
-                    task.key
+                    task.key()
                 );
             }
         }
@@ -236,11 +239,11 @@ impl SchedulerState {
             }
         }
         for (i, task) in &self.tasks {
-            let n = refs.get(&TaskId(i)).copied().unwrap_or(0);
+            let n = refs.get(&TaskId::new(i)).copied().unwrap_or(0);
             ensure!(
                 task.dataset_refs == n,
                 "task {} has dataset_refs {} but {n} datasets hold it",
-                task.key,
+                task.key(),
                 task.dataset_refs
             );
         }
@@ -260,20 +263,20 @@ impl SchedulerState {
         releasing: &HashSet<TaskId>,
     ) -> Result<(), String> {
         for d in &task.dependencies {
-            let dep = self.tasks.get(d.0).ok_or("a dependency was forgotten")?;
+            let dep = self.tasks.get(d.ix()).ok_or("a dependency was forgotten")?;
             ensure!(
                 dep.dependents.contains(t),
                 "{} does not list it as a dependent",
-                dep.key
+                dep.key()
             );
         }
         let mut waiters = 0;
         for y in task.dependents.iter() {
-            let dep = self.tasks.get(y.0).ok_or("a dependent was forgotten")?;
+            let dep = self.tasks.get(y.ix()).ok_or("a dependent was forgotten")?;
             ensure!(
                 dep.dependencies.contains(&t),
                 "{} does not depend on it",
-                dep.key
+                dep.key()
             );
             if dep.state.is_active() {
                 waiters += 1;
@@ -294,7 +297,7 @@ impl SchedulerState {
         }
         let needed = task.is_wanted() || task.waiters > 0;
         let releasing = releasing.contains(&t);
-        let not_memory = |d: &TaskId| self.tasks[d.0].state != TaskState::Memory;
+        let not_memory = |d: &TaskId| self.tasks[d].state != TaskState::Memory;
         match task.state {
             TaskState::Released => {
                 ensure!(!needed, "released but needed");
@@ -326,7 +329,7 @@ impl SchedulerState {
             TaskState::Processing(w) => {
                 let worker = self
                     .workers
-                    .get(w.0)
+                    .get(w.ix())
                     .ok_or("processing on a removed worker")?;
                 ensure!(
                     worker.processing.contains(&t),
@@ -335,7 +338,7 @@ impl SchedulerState {
             }
             TaskState::Memory => {
                 ensure!(
-                    !task.who_has.is_empty() || self.restore_awaits_holder(&task.key),
+                    !task.who_has.is_empty() || self.restore_awaits_holder(task.key()),
                     "in memory nowhere"
                 );
                 ensure!(needed || releasing, "in memory but nothing needs it");
@@ -359,7 +362,7 @@ impl SchedulerState {
             ensure!(task.who_has.is_empty(), "not in memory but has holders");
         }
         for w in &task.who_has {
-            let worker = self.workers.get(w.0).ok_or("held by a removed worker")?;
+            let worker = self.workers.get(w.ix()).ok_or("held by a removed worker")?;
             ensure!(
                 worker.has_what.contains(&t),
                 "holder {} does not list it",

@@ -51,8 +51,8 @@ impl SchedulerState {
         let mut seen: HashSet<TaskId> = HashSet::new();
         let mut sent: HashMap<ConnId, usize> = HashMap::new();
         for origin in origins {
-            if !self.tasks.contains(origin.0)
-                || self.tasks[origin.0].state != TaskState::NoWorker
+            if !self.tasks.contains(origin.ix())
+                || self.tasks[origin].state != TaskState::NoWorker
                 || seen.contains(&origin)
             {
                 continue;
@@ -64,8 +64,8 @@ impl SchedulerState {
             seen.insert(origin);
             while let Some(t) = stack.pop() {
                 self.tell_wanting_clients(t, origin, &reason, &mut sent);
-                for d in self.tasks[t.0].dependents.iter() {
-                    if self.tasks[d.0].state == TaskState::Waiting && seen.insert(d) {
+                for d in self.tasks[t].dependents.iter() {
+                    if self.tasks[d].state == TaskState::Waiting && seen.insert(d) {
                         stack.push(d);
                     }
                 }
@@ -82,11 +82,11 @@ impl SchedulerState {
         reason: &WaitReason,
         sent: &mut HashMap<ConnId, usize>,
     ) {
-        if self.tasks[t.0].wanted_by.is_empty() {
+        if self.tasks[t].wanted_by.is_empty() {
             return;
         }
-        for i in 0..self.tasks[t.0].wanted_by.len() {
-            let c = self.tasks[t.0].wanted_by[i];
+        for i in 0..self.tasks[t].wanted_by.len() {
+            let c = self.tasks[t].wanted_by[i];
             let Some(client) = self.clients.get_mut(&c) else {
                 continue;
             };
@@ -105,12 +105,12 @@ impl SchedulerState {
                 continue;
             }
             *count += 1;
-            let task = &self.tasks[t.0];
+            let task = &self.tasks[t];
             let m = Message::KeyWaiting(KeyWaiting {
-                key: task.key.clone(),
+                key: task.key_owned(),
                 reason: reason.code.to_owned(),
                 message: reason.message.clone(),
-                task: (origin != t).then(|| self.tasks[origin.0].key.clone()),
+                task: (origin != t).then(|| self.tasks[origin].key_owned()),
                 request: self.want_request(c, t),
             });
             self.send(c, m);

@@ -264,7 +264,7 @@ fn a_snapshot_restores_the_same_state_as_the_records_it_replaces() {
                     let mut keys: Vec<String> = c
                         .wants
                         .keys()
-                        .map(|t| s.s.tasks[t.0].key.as_str().to_owned())
+                        .map(|t| s.s.tasks[t].key().to_owned())
                         .collect();
                     keys.sort();
                     (c.session.clone(), keys)
