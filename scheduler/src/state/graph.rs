@@ -297,7 +297,7 @@ impl SchedulerState {
     ) {
         let n = plan.new.len();
         self.tasks.reserve(n);
-        self.key_index.reserve(&self.tasks, n);
+        self.key_index.reserve(n);
         let mut ids: Vec<TaskId> = Vec::with_capacity(n);
         // `plan.new` lists spec indices in increasing order.
         let mut new_specs = plan.new.iter().enumerate().peekable();

@@ -34,7 +34,7 @@ impl SchedulerState {
         } else {
             self.tasks.shrink_to_fit();
         }
-        self.key_index.shrink_to_fit(&self.tasks);
+        self.key_index.shrink_to_fit();
         self.to_check.shrink_to_fit();
         self.touched.shrink_to_fit();
         // An event may have queued a message per task (key-waiting for a
