@@ -848,10 +848,14 @@ impl SchedulerState {
                 stored_bytes: w.stored_bytes,
             })
             .collect();
-        let mut tasks: BTreeMap<String, u64> = BTreeMap::new();
-        for (_, t) in &self.tasks {
-            *tasks.entry(t.state.name().to_string()).or_default() += 1;
-        }
+        // From the groups' counts: a pass over 10M tasks (a string each)
+        // kept the loop busy for over a second per cluster-info.
+        let tasks: BTreeMap<String, u64> = super::observe::STATE_NAMES
+            .iter()
+            .zip(self.observe.state_counts())
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
         let clients = u32::try_from(self.clients.len()).unwrap_or(u32::MAX);
         self.send(
             conn,

@@ -530,6 +530,18 @@ impl Observer {
             .collect()
     }
 
+    /// Tasks kept now in each state (indexed as [`STATE_NAMES`]), summed
+    /// over the groups: no pass over the tasks.
+    pub(crate) fn state_counts(&self) -> [u64; STATE_COUNT] {
+        let mut totals = [0u64; STATE_COUNT];
+        for g in &self.groups {
+            for (total, n) in totals.iter_mut().zip(g.counts) {
+                *total += n;
+            }
+        }
+        totals
+    }
+
     pub(crate) fn group_name(&self, g: GroupId) -> &str {
         &self.groups[g.index()].name
     }
