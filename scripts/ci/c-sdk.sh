@@ -191,6 +191,10 @@ for mode in $modes; do
     printf '   %-12s ' "$name"
     run "$mode" "$name"
   done
+  # A C worker coming back after dask-scheduler --journal is killed and
+  # started again (the test program starts and kills it).
+  printf '   %-12s ' test_reconnect
+  run "$mode" test_reconnect "$release/dask-scheduler"
   step "remote cluster: dask-scheduler + dask-worker + C and C++ workers, C and C++ clients ($mode)"
   remote "$mode"
   # Under valgrind's emulation a TLS handshake's cryptography takes longer

@@ -15,7 +15,9 @@
  * Usage: worker tcp://HOST:PORT [NTHREADS [NAME]]
  *
  * Runs until the scheduler closes it (exit 0), the connection is lost
- * (exit 1), or SIGINT / SIGTERM, which a second thread turns into
+ * and registering again fails for 60 s (exit 1; a scheduler restarted on
+ * its journal within that time takes the worker back, with the results it
+ * holds), or SIGINT / SIGTERM, which a second thread turns into
  * dask_worker_stop() (exit 0).
  */
 #define _POSIX_C_SOURCE 200809L

@@ -1289,7 +1289,12 @@ dask_result dask_task_output_set_error(struct dask_task_output *output,
  * task threads (0: one per core), the name `name` (NULL: a generated unique
  * name) and the functions of `functions` (copied; NULL: the built-in
  * library), and returns once the scheduler accepted it (within 10 s). The
- * worker runs from then on; dask_worker_run waits for its end. The
+ * worker runs from then on; dask_worker_run waits for its end. If it
+ * loses the scheduler (a crash, a restart, a network cut) it registers
+ * again as a new worker of the same name every second for up to 60 s,
+ * keeping the results it holds (a scheduler restarted on its journal
+ * adopts them), as `dask-worker` does; dask_worker_start_reconnecting
+ * sets that time. The
  * worker proves the cluster's worker secret, found as dask_client_connect
  * finds the client secret, and serves its data address only to workers
  * that prove it. An unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
@@ -1321,9 +1326,26 @@ dask_result dask_worker_start_secure(const char *scheduler,
                                      struct dask_error **err);
 
 /**
+ * As dask_worker_start_secure, registering again for at most
+ * `reconnect_timeout_ms` after losing the scheduler (every second; the
+ * default of the other start functions is 60000). 0: it never does, and
+ * dask_worker_run gives DASK_CONNECTION as soon as the connection is
+ * lost. A negative time gives DASK_INVALID_ARGUMENT. Thread-safe.
+ */
+dask_result dask_worker_start_reconnecting(const char *scheduler,
+                                           size_t nthreads,
+                                           const char *name,
+                                           const struct dask_functions *functions,
+                                           const struct dask_security *security,
+                                           int64_t reconnect_timeout_ms,
+                                           struct dask_worker **out,
+                                           struct dask_error **err);
+
+/**
  * Blocks until the worker ends: DASK_OK when the scheduler closed it or
  * dask_worker_stop stopped it; DASK_CONNECTION when the connection to the
- * scheduler was lost or broken. Returns at once, with the same result,
+ * scheduler was lost or broken (and registering again did not work within
+ * the worker's reconnect time). Returns at once, with the same result,
  * once the worker has ended. One thread at a time.
  */
 dask_result dask_worker_run(const struct dask_worker *worker, struct dask_error **err);

@@ -412,12 +412,22 @@ impl dask_worker {
     }
 }
 
+/// How long a worker started by dask_worker_start or
+/// dask_worker_start_secure registers again after losing its scheduler,
+/// as `dask-worker` does by default.
+const RECONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
 /// Starts a worker: binds its data port on 127.0.0.1, connects to the
 /// scheduler at `scheduler` (`tcp://HOST:PORT`), registers with `nthreads`
 /// task threads (0: one per core), the name `name` (NULL: a generated unique
 /// name) and the functions of `functions` (copied; NULL: the built-in
 /// library), and returns once the scheduler accepted it (within 10 s). The
-/// worker runs from then on; dask_worker_run waits for its end. The
+/// worker runs from then on; dask_worker_run waits for its end. If it
+/// loses the scheduler (a crash, a restart, a network cut) it registers
+/// again as a new worker of the same name every second for up to 60 s,
+/// keeping the results it holds (a scheduler restarted on its journal
+/// adopts them), as `dask-worker` does; dask_worker_start_reconnecting
+/// sets that time. The
 /// worker proves the cluster's worker secret, found as dask_client_connect
 /// finds the client secret, and serves its data address only to workers
 /// that prove it. An unreachable scheduler gives DASK_CONNECTION (or DASK_TIMEOUT); a
@@ -435,7 +445,16 @@ pub extern "C" fn dask_worker_start(
     err: *mut *mut dask_error,
 ) -> dask_result {
     call("dask_worker_start", err, || {
-        start(scheduler, nthreads, name, functions, std::ptr::null(), out)
+        let reconnect = RECONNECT_TIMEOUT_DEFAULT;
+        start(
+            scheduler,
+            nthreads,
+            name,
+            functions,
+            std::ptr::null(),
+            reconnect,
+            out,
+        )
     })
 }
 
@@ -455,7 +474,44 @@ pub extern "C" fn dask_worker_start_secure(
     err: *mut *mut dask_error,
 ) -> dask_result {
     call("dask_worker_start_secure", err, || {
-        start(scheduler, nthreads, name, functions, security, out)
+        let reconnect = RECONNECT_TIMEOUT_DEFAULT;
+        start(
+            scheduler, nthreads, name, functions, security, reconnect, out,
+        )
+    })
+}
+
+/// As dask_worker_start_secure, registering again for at most
+/// `reconnect_timeout_ms` after losing the scheduler (every second; the
+/// default of the other start functions is 60000). 0: it never does, and
+/// dask_worker_run gives DASK_CONNECTION as soon as the connection is
+/// lost. A negative time gives DASK_INVALID_ARGUMENT. Thread-safe.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn dask_worker_start_reconnecting(
+    scheduler: *const c_char,
+    nthreads: usize,
+    name: *const c_char,
+    functions: *const dask_functions,
+    security: *const dask_security,
+    reconnect_timeout_ms: i64,
+    out: *mut *mut dask_worker,
+    err: *mut *mut dask_error,
+) -> dask_result {
+    call("dask_worker_start_reconnecting", err, || {
+        if reconnect_timeout_ms < 0 {
+            return Err(Failure::new(
+                dask_result::DASK_INVALID_ARGUMENT,
+                format!(
+                    "reconnect_timeout_ms is {reconnect_timeout_ms}; give 0 (never register \
+                     again) or a number of milliseconds"
+                ),
+            ));
+        }
+        let reconnect = ffi::timeout(reconnect_timeout_ms).unwrap_or(Duration::ZERO);
+        start(
+            scheduler, nthreads, name, functions, security, reconnect, out,
+        )
     })
 }
 
@@ -465,6 +521,7 @@ fn start(
     name: *const c_char,
     functions: *const dask_functions,
     security: *const dask_security,
+    reconnect_timeout: Duration,
     out: *mut *mut dask_worker,
 ) -> Fallible {
     let out = ffi::out(out, "out")?;
@@ -478,6 +535,7 @@ fn start(
         name: name.map(str::to_owned),
         credentials,
         tls,
+        reconnect_timeout,
         ..WorkerConfig::default()
     };
     if nthreads > 0 {
@@ -517,7 +575,8 @@ fn start_failure(e: io::Error, scheduler: &str) -> Failure {
 
 /// Blocks until the worker ends: DASK_OK when the scheduler closed it or
 /// dask_worker_stop stopped it; DASK_CONNECTION when the connection to the
-/// scheduler was lost or broken. Returns at once, with the same result,
+/// scheduler was lost or broken (and registering again did not work within
+/// the worker's reconnect time). Returns at once, with the same result,
 /// once the worker has ended. One thread at a time.
 #[no_mangle]
 pub extern "C" fn dask_worker_run(
