@@ -223,6 +223,12 @@ export interface WorkerOptions {
   credentials?: string | false;
   /** TLS: with certFile the data port is tls:// (mutual with caFile); caFile lets it reach a tls:// scheduler and TLS peers. */
   tls?: TlsFiles;
+  /**
+   * After losing its scheduler, register again (every second, on a new data port, keeping its
+   * results for a scheduler restarted on its journal to adopt) for this many ms
+   * (default 60000, as dask-worker; 0: end with the connection).
+   */
+  reconnectTimeout?: number;
 }
 
 export interface RegisterOptions {
@@ -246,7 +252,7 @@ export declare class Worker {
   readonly functions: string[];
   register(name: string, fn: TaskFunction, options?: RegisterOptions): this;
   start(scheduler: string): Promise<this>;
-  /** Resolves when stopped or closed by the scheduler; rejects when the connection is lost. */
+  /** Resolves when stopped or closed by the scheduler; rejects when the connection is lost and not made again within reconnectTimeout. */
   join(): Promise<void>;
   stop(): Promise<void>;
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { decode, encode } from './msgpack.js';
 
 /** The ABI version this JS expects (sdk-js/src/lib.rs ABI_VERSION). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 const STATUS_OK = 0;
 const STATUS_ERROR = 1;
@@ -156,6 +156,16 @@ export class WasmWorker {
 
   stop(nowMs) {
     check(x.dask_worker_stop(this.handle, nowMs));
+  }
+
+  /** The new data listener (asked for by a drain's `listen`) is at `address`. */
+  listening(nowMs, address) {
+    withBytes(utf8.encode(address), (p, n) => check(x.dask_worker_listening(this.handle, nowMs, p, n)));
+  }
+
+  /** The new data listener could not be opened. */
+  listenFailed(nowMs, error) {
+    withBytes(utf8.encode(error), (p, n) => check(x.dask_worker_listen_failed(this.handle, nowMs, p, n)));
   }
 
   drain(nowMs) {

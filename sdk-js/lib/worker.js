@@ -19,6 +19,9 @@ import { WasmWorker } from './wasm.js';
 
 let workerCount = 0;
 
+/** How long a worker registers again after losing its scheduler (ms), as dask-worker. */
+const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
+
 function defaultName() {
   workerCount += 1;
   return `js-worker-${os.hostname()}-${process.pid}-${workerCount}`;
@@ -47,12 +50,14 @@ export class Worker {
   #resolveFinished;
   #outcome = null;
   #tls = null;
+  #reconnectTimeout;
 
   /**
    * @param {{name?: string, nthreads?: number, host?: string,
    *          resources?: Record<string, number>, memoryLimit?: number,
    *          conformance?: boolean, credentials?: string | false,
-   *          tls?: {caFile?: string, certFile?: string, keyFile?: string}}} [options]
+   *          tls?: {caFile?: string, certFile?: string, keyFile?: string},
+   *          reconnectTimeout?: number}} [options]
    *   nthreads: runs at once (default 1; async functions overlap, sync
    *   ones run one after another on the event loop); host: where the data
    *   port listens (default 127.0.0.1); conformance: offer the
@@ -62,10 +67,20 @@ export class Worker {
    *   its peers, and serves its data port only to workers that prove it;
    *   tls: Dask's files: with certFile (and its key) the data port is
    *   tls:// (requiring peers' certificates when caFile is given); caFile
-   *   lets it connect to a tls:// scheduler and TLS peers.
+   *   lets it connect to a tls:// scheduler and TLS peers;
+   *   reconnectTimeout: after losing its scheduler (a crash, a restart,
+   *   a network cut) the worker registers again as a new worker of the
+   *   same name, listening anew, every second for this many ms (default
+   *   60000, as dask-worker; 0: it ends with the connection), keeping the
+   *   results it holds (a scheduler restarted on its journal adopts them).
    */
   constructor(options = {}) {
     this.#options = options;
+    const reconnect = options.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_MS;
+    if (!Number.isFinite(reconnect) || reconnect < 0) {
+      throw new TypeError('reconnectTimeout must be a number of milliseconds, 0 or more');
+    }
+    this.#reconnectTimeout = Math.round(reconnect);
     /** The name registered with the scheduler. */
     this.name = options.name ?? defaultName();
     /** The data address peers fetch results from (once started). */
@@ -130,20 +145,7 @@ export class Worker {
     if (target.tls && !this.#tls?.ca) {
       throw new DaskError(`${scheduler} is a TLS address: give the cluster's CA file (the tls option's caFile)`);
     }
-    const host = this.#options.host ?? '127.0.0.1';
-    const listensTls = Boolean(this.#tls?.cert);
-    const server = listensTls
-      ? createTlsServer(this.#tls, (socket) => this.#accept(socket, true))
-      : net.createServer((socket) => this.#accept(socket, false));
-    this.#server = server;
-    await new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.address = formatAddress(host, server.address().port, listensTls ? 'tls' : 'tcp');
+    this.address = await this.#listen();
     const secret = secretFor('worker', this.#options.credentials);
     this.#wasm = new WasmWorker({
       scheduler,
@@ -157,6 +159,7 @@ export class Worker {
       worker_secret: secret ?? undefined,
       nonce_seed: secret ? randomBytes(32) : undefined,
       now_ms: performance.now(),
+      reconnect_timeout_ms: this.#reconnectTimeout,
     });
     const registered = new Promise((resolve, reject) => {
       this.#registered = { resolve, reject };
@@ -168,8 +171,8 @@ export class Worker {
 
   /**
    * Resolves when the worker has stopped: closed by the scheduler or by
-   * stop() (resolves), or its scheduler connection lost or broken (rejects
-   * with ConnectionError).
+   * stop() (resolves), or its scheduler connection lost or broken and not
+   * made again within reconnectTimeout (rejects with ConnectionError).
    */
   async join() {
     const error = await this.#finished;
@@ -185,6 +188,45 @@ export class Worker {
   }
 
   // ---- I/O -------------------------------------------------------------------
+
+  /** Listens for peers on a new port; its data address. */
+  async #listen() {
+    const host = this.#options.host ?? '127.0.0.1';
+    const listensTls = Boolean(this.#tls?.cert);
+    const server = listensTls
+      ? createTlsServer(this.#tls, (socket) => this.#accept(socket, true))
+      : net.createServer((socket) => this.#accept(socket, false));
+    this.#server = server;
+    await new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return formatAddress(host, server.address().port, listensTls ? 'tls' : 'tcp');
+  }
+
+  /**
+   * The worker lost its scheduler and registers again as a new worker: a
+   * new data port, so no peer's stale record points at it.
+   */
+  #listenAgain() {
+    this.#server?.close();
+    this.#listen().then(
+      (address) => {
+        if (!this.#wasm) return;
+        this.address = address;
+        this.#wasm.listening(performance.now(), address);
+        this.#flush();
+      },
+      (e) => {
+        if (!this.#wasm) return;
+        this.#wasm.listenFailed(performance.now(), e.message);
+        this.#flush();
+      },
+    );
+  }
 
   #schedule() {
     if (this.#flushScheduled) return;
@@ -267,6 +309,7 @@ export class Worker {
     }
     for (const conn of out.closes) this.#sockets.get(conn)?.end();
     for (const [runId, fn, args, kwargs] of out.runs) this.#run(runId, fn, args, kwargs);
+    if (out.listen) this.#listenAgain();
     this.#setTimer(out.timeout_ms);
     for (const event of out.events) this.#event(event);
   }

@@ -39,6 +39,7 @@
 //! | `dask_worker_conn_drained` | handle, conn | status |
 //! | `dask_worker_task_done` | handle, command, value bytes | status |
 //! | `dask_worker_tick` / `dask_worker_stop` | handle, now_ms | status |
+//! | `dask_worker_listening` / `dask_worker_listen_failed` | handle, now_ms, address / error (UTF-8) | status |
 //! | `dask_worker_drain` | handle, now_ms | status; the actions map |
 //! | `dask_worker_free` | handle | |
 //! | `dask_inprocess_new` | graph, stop_on_error | handle (0: refused; `{code, code_name, message}` in the result) |
@@ -77,7 +78,7 @@ use worker::WorkerDriver;
 
 /// Bumped whenever an export or a command changes incompatibly; the JS
 /// package refuses a module of another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The call succeeded.
 pub const STATUS_OK: u32 = 0;
@@ -401,6 +402,40 @@ pub extern "C" fn dask_worker_tick(handle: u32, now_ms: f64) -> u32 {
 #[no_mangle]
 pub extern "C" fn dask_worker_stop(handle: u32, now_ms: f64) -> u32 {
     status(with_worker(handle, |w| w.stop(now_ms)))
+}
+
+/// The new data listener is bound at this address
+/// ([`worker::WorkerDriver::listening`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_worker_listening(
+    handle: u32,
+    now_ms: f64,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let address = String::from_utf8_lossy(unsafe { input(ptr, len) }).into_owned();
+    status(with_worker(handle, |w| w.listening(now_ms, &address)))
+}
+
+/// The new data listener could not be bound
+/// ([`worker::WorkerDriver::listen_failed`]).
+///
+/// # Safety
+/// (`ptr`, `len`) must be readable.
+#[no_mangle]
+pub unsafe extern "C" fn dask_worker_listen_failed(
+    handle: u32,
+    now_ms: f64,
+    ptr: *const u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: forwarded from the caller.
+    let error = String::from_utf8_lossy(unsafe { input(ptr, len) }).into_owned();
+    status(with_worker(handle, |w| w.listen_failed(now_ms, &error)))
 }
 
 /// What the worker has to do ([`WorkerDriver::drain`]).

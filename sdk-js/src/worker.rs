@@ -86,6 +86,9 @@ pub struct WorkerDriver {
     events: Vec<Event>,
     registered: bool,
     finished: bool,
+    /// The machine asked for a new data listener (it lost the scheduler
+    /// and registers again): JS listens anew and says where.
+    listen: bool,
     now: Timestamp,
 }
 
@@ -127,6 +130,8 @@ impl WorkerDriver {
             None => None,
         };
         let now = Timestamp::from_millis_f64(c.millis("now_ms")?);
+        // Absent: 0, the worker ends with its scheduler connection.
+        let reconnect_ms: Option<u64> = c.field("reconnect_timeout_ms")?;
 
         let mut config = WorkerStateConfig::new(
             scheduler_address.clone(),
@@ -147,6 +152,7 @@ impl WorkerDriver {
         // Each report goes out at once, as the JS worker always did.
         config.report_delay_max = Duration::ZERO;
         config.auth = auth;
+        config.reconnect_timeout = Duration::from_millis(reconnect_ms.unwrap_or(0));
         Ok(WorkerDriver {
             state: WorkerState::new(config, now),
             scheduler_address,
@@ -158,6 +164,7 @@ impl WorkerDriver {
             events: Vec::new(),
             registered: false,
             finished: false,
+            listen: false,
             now,
         })
     }
@@ -285,6 +292,20 @@ impl WorkerDriver {
         self.state.handle_timeout(now);
     }
 
+    /// The new data listener asked for (`listen` in [`WorkerDriver::drain`])
+    /// is bound at `address`: the worker registers again with it.
+    pub fn listening(&mut self, now_ms: f64, address: &str) {
+        let now = self.tick_clock(now_ms);
+        self.state.handle_listening(now, address.to_owned());
+    }
+
+    /// The new data listener could not be bound: this attempt to register
+    /// again fails (the next one listens again).
+    pub fn listen_failed(&mut self, now_ms: f64, error: &str) {
+        let now = self.tick_clock(now_ms);
+        self.state.handle_listen_failed(now, error);
+    }
+
     /// Leaves the cluster: `close` to the scheduler, every connection ends.
     pub fn stop(&mut self, now_ms: f64) {
         let now = self.tick_clock(now_ms);
@@ -293,9 +314,11 @@ impl WorkerDriver {
 
     /// Everything to do now, as the msgpack map
     /// `{writes: [[conn, bin]], connects: [[conn, address]], closes: [conn],
-    /// runs: [[run_id, function, args, kwargs]], timeout_ms, events}`.
+    /// runs: [[run_id, function, args, kwargs]], timeout_ms, events, listen}`.
     /// Do `connects` first, then the writes, then end the `closes`
-    /// connections once written; `args` (a msgpack array) and `kwargs` (a
+    /// connections once written; `listen` true: close the data listener,
+    /// listen anew and call [`WorkerDriver::listening`] (or
+    /// [`WorkerDriver::listen_failed`]); `args` (a msgpack array) and `kwargs` (a
     /// msgpack map or nil) are encoded values; `timeout_ms` is when to call
     /// [`WorkerDriver::tick`] next (nil: no timer).
     pub fn drain(&mut self, now_ms: f64) -> Vec<u8> {
@@ -313,6 +336,7 @@ impl WorkerDriver {
         let closes = std::mem::take(&mut self.closes);
         let runs = std::mem::take(&mut self.runs);
         let events = std::mem::take(&mut self.events);
+        let listen = std::mem::take(&mut self.listen);
         let timeout_ms = if self.finished {
             None
         } else {
@@ -325,7 +349,7 @@ impl WorkerDriver {
                 .map(|r| r.args.len() + r.kwargs.as_ref().map_or(0, Vec::len) + 64)
                 .sum::<usize>();
         let mut out = Vec::with_capacity(size + 64);
-        MapWriter::new(&mut out, 6)
+        MapWriter::new(&mut out, 7)
             .with("writes", |w| {
                 write::array_len(w, writes.len());
                 for (id, bytes) in &writes {
@@ -367,7 +391,8 @@ impl WorkerDriver {
                 for e in &events {
                     write_event(w, e);
                 }
-            });
+            })
+            .with("listen", |w| write::bool(w, listen));
         out
     }
 
@@ -409,12 +434,7 @@ impl WorkerDriver {
                     self.closes.push(js_conn(conn));
                 }
             }
-            // The JS worker never registers again by itself (its
-            // reconnect timeout is zero: whoever runs it restarts it), so
-            // the machine never asks for a new listener.
-            WorkerOutput::Listen => self
-                .state
-                .handle_listen_failed(now, "the JS worker does not listen again"),
+            WorkerOutput::Listen => self.listen = true,
             WorkerOutput::Execute(job) => self.execute(now, job),
             WorkerOutput::Withdraw { run_id } => {
                 // A run of this same drain has not reached JS yet; one that

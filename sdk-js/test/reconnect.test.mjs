@@ -4,12 +4,13 @@
 // session (dask/1.1 hello `session`), keeps its futures and gets the
 // outcomes it missed. A scheduler that kept no session makes the futures
 // lost; a scheduler that never comes back makes them fail once the
-// reconnect timeout ends.
+// reconnect timeout ends. A JS worker registers again, on a new data port,
+// and the result it held is adopted, not computed again.
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { Client, ConnectionError, LostError } from '../index.js';
+import { Client, ConnectionError, LostError, Worker } from '../index.js';
 import { WAIT_MS, eventually } from './support/cluster.mjs';
 import { freePort, journalDir, kill, killAll, scheduler, worker } from './support/processes.mjs';
 
@@ -143,5 +144,52 @@ describe('Client reconnection', { timeout: 4 * WAIT_MS }, () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('Worker reconnection', { timeout: 4 * WAIT_MS }, () => {
+  after(killAll);
+
+  it('registers again after the scheduler is killed and restarted, and the result it held is adopted', async () => {
+    const port = await freePort();
+    const journal = journalDir();
+    const address = `tcp://127.0.0.1:${port}`;
+    let s = await scheduler(port, journal);
+    let runs = 0;
+    // Default reconnectTimeout (60 s).
+    const w = await Worker.start(address, {
+      name: 'js-reconnect-a',
+      functions: {
+        'jstest.count': (x) => {
+          runs += 1;
+          return 2 * x;
+        },
+      },
+    });
+    const once = await Worker.start(address, { name: 'js-reconnect-b', reconnectTimeout: 0 });
+    const client = await Client.connect(address, { name: 'js-worker-resume' });
+    try {
+      const held = client.submit('jstest.count', [21]);
+      assert.equal(await held.result({ timeout: WAIT_MS }), 42);
+      assert.equal(runs, 1);
+      const firstAddress = w.address;
+      await kill(s);
+      // Without a reconnect time the worker ends with its connection.
+      await assert.rejects(once.join(), ConnectionError);
+      s = await scheduler(port, journal);
+      // Runs on the worker that came back, with the result it held.
+      const next = client.submit('jstest.count', [held]);
+      assert.equal(await next.result({ timeout: WAIT_MS }), 84);
+      assert.equal(runs, 2, 'the held result was adopted, not computed again');
+      assert.notEqual(w.address, firstAddress, 'it registered again on a new data port');
+    } finally {
+      await client.close();
+      await w.stop();
+      await kill(s);
+    }
+  });
+
+  it('refuses a negative reconnectTimeout', () => {
+    assert.throws(() => new Worker({ reconnectTimeout: -1 }), /reconnectTimeout/);
   });
 });
