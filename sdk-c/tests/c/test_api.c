@@ -22,20 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Generous: valgrind runs everything many times slower. */
-#define WAIT_MS 120000
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (cond) {                                                                       \
-            passed++;                                                                     \
-        } else {                                                                          \
-            failed++;                                                                     \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-        }                                                                                 \
-    } while (0)
+#include "check.h"
 
 /* A call that must succeed and leave *err NULL. */
 #define CHECK_OK(call)                                                                    \

@@ -39,20 +39,7 @@
 
 extern char **environ;
 
-/* Generous: valgrind runs everything many times slower. */
-#define WAIT_MS 120000
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (cond) {                                                                       \
-            passed++;                                                                     \
-        } else {                                                                          \
-            failed++;                                                                     \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
-        }                                                                                 \
-    } while (0)
+#include "check.h"
 
 static void report(const char *what, dask_error **err) {
     fprintf(stderr, "%s: %s\n", what, *err ? dask_error_message(*err) : "(no error)");
