@@ -377,9 +377,17 @@ fn transfer(client: &Client, procs: &Processes, bytes: u64, runs: u32) -> Transf
         consume.workers = Some(vec!["bench-1".into()]);
         let (_, w0) = procs.cpu();
         let start = Instant::now();
+        let window_start = monotonic_seconds();
         let f = client.submit_tasks(vec![consume], vec![used]);
         let n = f[0].result().expect("transfer result");
         let seconds = start.elapsed().as_secs_f64();
+        if std::env::var_os("DASK_BENCH_TRANSFER_WINDOWS").is_some() {
+            // For `perf report --time` (perf record -k CLOCK_MONOTONIC).
+            eprintln!(
+                "transfer window {bytes} bytes: {window_start:.6},{:.6}",
+                monotonic_seconds()
+            );
+        }
         cpu += procs.cpu().1 - w0;
         assert_eq!(n.as_u64(), Some(bytes), "len of the transferred value");
         best = best.max(bytes as f64 / seconds / 1e6);
@@ -391,6 +399,18 @@ fn transfer(client: &Client, procs: &Processes, bytes: u64, runs: u32) -> Transf
         best_mb_per_s: best,
         workers_cpu_ms: cpu * 1e3 / runs as f64,
     }
+}
+
+/// CLOCK_MONOTONIC in seconds, the clock `perf record -k CLOCK_MONOTONIC`
+/// stamps samples with.
+fn monotonic_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn round_trip(client: &Client, n: usize) -> (f64, f64) {
@@ -564,7 +584,18 @@ fn main() {
         .as_deref()
         .is_none_or(|o| o == "dynamic")
         .then(|| dynamic(&client, DYNAMIC_TASKS, DYNAMIC_IN_FLIGHT));
-    let transfers: Vec<Transfer> = TRANSFER_BYTES
+    // `--transfer-mb 1000,100`: these sizes only (profiling one of them).
+    let transfer_bytes: Vec<u64> = args
+        .iter()
+        .position(|a| a == "--transfer-mb")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| {
+            list.split(',')
+                .map(|mb| mb.parse::<u64>().expect("--transfer-mb: sizes in MB") * 1_000_000)
+                .collect()
+        })
+        .unwrap_or_else(|| TRANSFER_BYTES.to_vec());
+    let transfers: Vec<Transfer> = transfer_bytes
         .iter()
         .filter(|_| only.as_deref().is_none_or(|o| o == "transfer"))
         .map(|&bytes| {
