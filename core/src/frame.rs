@@ -97,7 +97,7 @@ impl FrameBuffers {
 
     /// A kept buffer of at least `len` bytes (and not much more), cut to
     /// `len`.
-    fn take(&self, len: usize) -> Option<Vec<u8>> {
+    pub(crate) fn take(&self, len: usize) -> Option<Vec<u8>> {
         let mut free = self.lock();
         let at = free
             .buffers
@@ -136,10 +136,20 @@ impl FrameBuffers {
     pub fn kept_bytes(&self) -> usize {
         self.lock().bytes
     }
+
+    /// `buffer` as shared bytes that go back to `home` when the last
+    /// reference to them is dropped.
+    pub(crate) fn share(home: &Arc<FrameBuffers>, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(PooledPayload {
+            buffer,
+            home: Arc::downgrade(home),
+        })
+    }
 }
 
-/// A frame's payload in a buffer that goes back to its [`FrameBuffers`]
-/// when the last value sharing it is dropped.
+/// A frame's payload (or a value that arrived in parts) in a buffer that
+/// goes back to its [`FrameBuffers`] when the last value sharing it is
+/// dropped.
 struct PooledPayload {
     buffer: Vec<u8>,
     home: Weak<FrameBuffers>,
@@ -197,6 +207,8 @@ struct OwnFrame {
     payload: Vec<u8>,
     /// Bytes of `payload` received.
     filled: usize,
+    /// `payload` is a kept buffer: its pages are mapped already.
+    kept: bool,
 }
 
 /// A `value-part` frame whose part's bytes go straight into the value's
@@ -243,11 +255,16 @@ impl FrameDecoder {
     /// (default [`crate::parts::PARTS_BYTES_MAX`]).
     pub fn limit_parts(&mut self, bytes_max: u64) {
         self.parts = ValueAssembler::new(bytes_max);
+        if let Some(buffers) = &self.buffers {
+            self.parts.use_buffers(Arc::clone(buffers));
+        }
     }
 
-    /// Takes large frames' buffers from `buffers` when it has one that
-    /// fits, and gives them back there when their values are gone.
+    /// Takes the buffers of large frames and of values arriving in parts
+    /// from `buffers` when it has one that fits, and gives them back there
+    /// when their values are gone.
     pub fn use_buffers(&mut self, buffers: Arc<FrameBuffers>) {
+        self.parts.use_buffers(Arc::clone(&buffers));
         self.buffers = Some(buffers);
     }
 
@@ -293,6 +310,16 @@ impl FrameDecoder {
         Some(&mut self.parts.direct_room(direct.part_len)[direct.part_filled..])
     }
 
+    /// Whether [`FrameDecoder::frame_room`] is in a buffer kept from
+    /// earlier frames or values ([`FrameDecoder::use_buffers`]), whose
+    /// pages are mapped already: there is no need to map them ahead.
+    pub fn frame_room_is_mapped(&self) -> bool {
+        match &self.own {
+            Some(own) => own.kept,
+            None => self.direct.is_some() && self.parts.in_kept_buffer(),
+        }
+    }
+
     /// `n` bytes were read into [`FrameDecoder::frame_room`].
     pub fn filled(&mut self, n: usize) {
         if let Some(own) = &mut self.own {
@@ -335,10 +362,7 @@ impl FrameDecoder {
                 return Ok(None);
             };
             let payload = match &self.buffers {
-                Some(home) => Bytes::from_owner(PooledPayload {
-                    buffer: own.payload,
-                    home: Arc::downgrade(home),
-                }),
+                Some(home) => FrameBuffers::share(home, own.payload),
                 None => Bytes::from(own.payload),
             };
             return match decode_shared_payload(&payload).and_then(|m| self.parts.take(m)) {
@@ -458,16 +482,15 @@ impl FrameDecoder {
         // A kept buffer (its pages already mapped), else zeroed memory
         // from the allocator: for large sizes fresh pages, not written
         // until the bytes arrive.
-        let mut payload = self
-            .buffers
-            .as_ref()
-            .and_then(|b| b.take(len))
-            .unwrap_or_else(|| vec![0; len]);
+        let kept = self.buffers.as_ref().and_then(|b| b.take(len));
+        let is_kept = kept.is_some();
+        let mut payload = kept.unwrap_or_else(|| vec![0; len]);
         let have = self.buf.len() - begin;
         payload[..have].copy_from_slice(&self.buf[begin..]);
         self.own = Some(OwnFrame {
             payload,
             filled: have,
+            kept: is_kept,
         });
         self.start = self.buf.len();
         self.compact();

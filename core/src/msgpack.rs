@@ -665,12 +665,17 @@ pub struct RawValue(Bytes);
 impl RawValue {
     /// Checks `bytes` holds exactly one well-formed object.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<RawValue, WireError> {
+        RawValue::from_shared_bytes(Bytes::from(bytes))
+    }
+
+    /// [`RawValue::from_bytes`] for bytes already shared.
+    pub(crate) fn from_shared_bytes(bytes: Bytes) -> Result<RawValue, WireError> {
         let mut r = Reader::new(&bytes);
         r.skip_value(&mut |_| {})?;
         if r.remaining() != 0 {
             return Err(WireError::malformed("bytes after the end of a value"));
         }
-        Ok(RawValue(Bytes::from(bytes)))
+        Ok(RawValue(bytes))
     }
 
     /// Encodes a tree in the canonical encoding (floats as float 64). The

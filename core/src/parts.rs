@@ -15,8 +15,12 @@
 //! no frame buffer, no copy.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::error::{ErrorCode, WireError};
+use crate::frame::FrameBuffers;
 use crate::messages::{Bin, ValuePart};
 use crate::msgpack::{RawValue, Reader, SHARED_VALUE_BYTES_MIN};
 use crate::wire::Wire;
@@ -91,6 +95,9 @@ pub struct ValueAssembler {
     /// Bytes announced for `current` and held in `complete`.
     bytes: u64,
     bytes_max: u64,
+    /// Where values' buffers come from, and go back to once the values are
+    /// dropped, if anywhere: a kept buffer's pages are mapped already.
+    buffers: Option<Arc<FrameBuffers>>,
 }
 
 #[derive(Debug)]
@@ -101,14 +108,23 @@ struct Assembly {
     /// that could not be reserved, the bytes received.
     bytes: Vec<u8>,
     filled: usize,
+    /// `bytes` is a kept buffer: its pages are mapped already.
+    kept: bool,
 }
 
 impl Assembly {
-    fn new(key: Key, nbytes: u64) -> Assembly {
+    /// A kept buffer of `nbytes` from `buffers` if it has one (its old
+    /// bytes are all overwritten before the value is whole), else zeroed
+    /// memory.
+    fn new(key: Key, nbytes: u64, buffers: Option<&FrameBuffers>) -> Assembly {
+        let kept = buffers
+            .zip(usize::try_from(nbytes).ok())
+            .and_then(|(buffers, n)| buffers.take(n));
         Assembly {
             key,
             nbytes,
-            bytes: reserve_zeroed(nbytes).unwrap_or_default(),
+            kept: kept.is_some(),
+            bytes: kept.or_else(|| reserve_zeroed(nbytes)).unwrap_or_default(),
             filled: 0,
         }
     }
@@ -231,7 +247,14 @@ impl ValueAssembler {
             complete: Vec::new(),
             bytes: 0,
             bytes_max,
+            buffers: None,
         }
+    }
+
+    /// Takes values' buffers from `buffers` when it has one that fits, and
+    /// gives them back there when the values are dropped.
+    pub(crate) fn use_buffers(&mut self, buffers: Arc<FrameBuffers>) {
+        self.buffers = Some(buffers);
     }
 
     /// Whether parts are held for a message still to come.
@@ -343,8 +366,9 @@ impl ValueAssembler {
         if self.current.is_none() {
             self.bytes = self.bytes.saturating_add(nbytes);
         }
+        let buffers = self.buffers.as_deref();
         self.current
-            .get_or_insert_with(|| Assembly::new(key, nbytes))
+            .get_or_insert_with(|| Assembly::new(key, nbytes, buffers))
     }
 
     /// Moves the value being assembled to the complete ones once it is.
@@ -358,7 +382,11 @@ impl ValueAssembler {
         }
         if let Some(mut a) = self.current.take() {
             a.bytes.truncate(a.filled);
-            let value = RawValue::from_bytes(a.bytes).map_err(|e| {
+            let bytes = match &self.buffers {
+                Some(home) => FrameBuffers::share(home, a.bytes),
+                None => Bytes::from(a.bytes),
+            };
+            let value = RawValue::from_shared_bytes(bytes).map_err(|e| {
                 WireError::malformed(format!(
                     "the parts of {} are not one msgpack value: {}",
                     a.key, e.message
@@ -393,6 +421,12 @@ impl ValueAssembler {
             }
             _ => &mut [],
         }
+    }
+
+    /// Whether the value being assembled is in a kept buffer (pages
+    /// mapped already).
+    pub(crate) fn in_kept_buffer(&self) -> bool {
+        self.current.as_ref().is_some_and(|a| a.kept)
     }
 
     /// [`ValueAssembler::take`] for the frame whose first message held the

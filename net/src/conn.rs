@@ -431,10 +431,13 @@ impl Conn {
             // A large frame is read straight into its own buffer, a large
             // value's part into the value's; other bytes go through the
             // loop's scratch buffer.
+            let mapped = self.decoder.frame_room_is_mapped();
             let read = match self.decoder.frame_room() {
                 Some(room) => {
                     let want = limit.map_or(room.len(), |l| l.min(room.len()));
-                    self.populator.before_read(&mut room[..want]);
+                    if !mapped {
+                        self.populator.before_read(&mut room[..want]);
+                    }
                     match self.transport.read(&mut room[..want]) {
                         Ok(n) => {
                             let sniffing = advance_gate(

@@ -62,9 +62,8 @@ pub const TLS_HANDSHAKE_CHARGE: usize = 64 * 1024;
 /// the largest size.
 pub const FRAME_BUFFERS_BYTES_MAX: usize = dask_core::FRAME_BYTES_MAX;
 
-/// How often buffers kept for large frames are dropped if none was used
-/// since the last time.
-const FRAME_BUFFERS_TRIM_INTERVAL: Duration = Duration::from_secs(2);
+/// Default of [`ReactorConfig::frame_buffers_idle`].
+pub const FRAME_BUFFERS_IDLE: Duration = Duration::from_secs(2);
 
 /// Readiness events taken from the OS per wait.
 const EVENTS_CAPACITY: usize = 1024;
@@ -137,10 +136,15 @@ pub struct ReactorConfig {
     pub tls_handshake_timeout: Duration,
     /// Most bytes of buffers kept after large frames' values are dropped,
     /// for the next large frames (reading into fresh memory costs a page
-    /// fault per 4 KiB, most of a large transfer's time). Kept buffers no
-    /// frame used for two seconds are given back. 0: keep none. Default
-    /// [`FRAME_BUFFERS_BYTES_MAX`].
+    /// fault per 4 KiB, most of a large transfer's time), and for values
+    /// arriving in parts (dask/1.1 `value-parts`). Kept buffers are given
+    /// back once none was used for [`ReactorConfig::frame_buffers_idle`].
+    /// 0: keep none. Default [`FRAME_BUFFERS_BYTES_MAX`].
     pub frame_buffers_bytes_max: usize,
+    /// How long kept buffers stay while none is used (see
+    /// [`ReactorConfig::frame_buffers_bytes_max`]). Default
+    /// [`FRAME_BUFFERS_IDLE`].
+    pub frame_buffers_idle: Duration,
     /// Largest frame this side sends (a receiver still takes frames up to
     /// the protocol's frame_bytes_max). Lower than the default only for
     /// tests: a value over it goes in parts to a peer that takes them
@@ -195,6 +199,7 @@ impl Default for ReactorConfig {
             tls: None,
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             frame_buffers_bytes_max: FRAME_BUFFERS_BYTES_MAX,
+            frame_buffers_idle: FRAME_BUFFERS_IDLE,
             frame_bytes_max: dask_core::FRAME_BYTES_MAX,
             read_bytes_per_wakeup: READ_BYTES_PER_WAKEUP,
             write_timeout: None,
@@ -743,7 +748,7 @@ impl Reactor {
         let busy =
             !self.pending.is_empty() || !self.resume.is_empty() || self.ready_at < self.ready.len();
         if self.frame_buffers_trim_at.is_none() && self.frame_buffers.kept_bytes() > 0 {
-            self.frame_buffers_trim_at = Some(now + FRAME_BUFFERS_TRIM_INTERVAL);
+            self.frame_buffers_trim_at = Some(now + self.config.frame_buffers_idle);
         }
         let wake_at = [
             deadline,

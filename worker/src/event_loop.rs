@@ -201,6 +201,8 @@ impl WorkerHandle {
             tls: config.tls.clone(),
             frame_bytes_max: config.frame_bytes_max,
             busy_poll: config.busy_poll,
+            frame_buffers_bytes_max: value_buffers_bytes_max(memory_limit),
+            frame_buffers_idle: VALUE_BUFFERS_IDLE,
             ..ReactorConfig::default()
         })?;
         let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;
@@ -650,3 +652,21 @@ impl EventLoop {
         }
     }
 }
+
+/// Most bytes of received values' buffers a worker keeps once the values
+/// are dropped, for the next values (dask_net::ReactorConfig::frame_buffers_bytes_max):
+/// a fresh buffer costs the kernel a page mapped per 4 KiB, about as much
+/// CPU as the socket's copy of the bytes. One value of up to 1 GiB, or a
+/// quarter of the memory limit if that is less (kept buffers are not
+/// counted as the worker's data).
+fn value_buffers_bytes_max(memory_limit: Option<u64>) -> usize {
+    let most = VALUE_BUFFERS_BYTES_MAX as u64;
+    memory_limit.map_or(most, |limit| (limit / 4).min(most)) as usize
+}
+
+/// See [`value_buffers_bytes_max`].
+const VALUE_BUFFERS_BYTES_MAX: usize = 1 << 30;
+
+/// How long a worker keeps received values' buffers while none is used:
+/// long enough to span the work between two large transfers.
+const VALUE_BUFFERS_IDLE: Duration = Duration::from_secs(30);

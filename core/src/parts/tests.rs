@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::frame::{FrameDecoder, FrameEncoder};
+use crate::frame::{FrameBuffers, FrameDecoder, FrameEncoder};
 use crate::messages::{Data, GatherReply, Heartbeat, PutData, Scatter};
 
 /// A binary value whose encoding is `n` bytes or a few more.
@@ -110,37 +110,15 @@ fn parts_are_read_straight_into_the_values_buffer() {
     let m = data(&[("big", big.clone()), ("other", other)]);
     let after = Message::Heartbeat(Heartbeat { metrics: None });
     let bytes = encode(&[m.clone(), after.clone()], 256 * 1024);
-    // Read as a connection does: into the decoder's room while it offers
-    // one, else through a small buffer.
     let mut d = FrameDecoder::default();
-    let mut rooms = Vec::new();
-    let mut got = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        match d.frame_room() {
-            Some(room) => {
-                let n = room.len().min(bytes.len() - at).min(100_000);
-                room[..n].copy_from_slice(&bytes[at..at + n]);
-                rooms.push(room.as_ptr_range().start..room[n..].as_ptr());
-                d.filled(n);
-                at += n;
-            }
-            None => {
-                let n = (bytes.len() - at).min(16 * 1024);
-                d.push(&bytes[at..at + n]);
-                at += n;
-            }
-        }
-        while let Some(batch) = d.poll().unwrap() {
-            got.extend(batch);
-        }
-    }
+    let (got, read) = read_as_a_connection(&mut d, &bytes);
     assert_eq!(got, vec![m, after]);
     let Message::Data(received) = &got[0] else {
         unreachable!()
     };
     let value = received.data[&Key::from("big")].as_bytes().as_ptr_range();
-    let in_place: usize = rooms
+    let in_place: usize = read
+        .rooms
         .iter()
         .filter(|r| value.contains(&r.start) && r.end <= value.end)
         .map(|r| r.end as usize - r.start as usize)
@@ -321,4 +299,80 @@ fn a_value_over_the_receivers_bound_is_refused_before_it_is_held() {
     a.take(vec![part("x", u64::MAX / 2, &[0xc6])]).unwrap();
     let held = a.current.as_ref().map(|c| c.bytes.capacity()).unwrap();
     assert!(held < 1024, "{held} bytes held for 1 received");
+}
+
+/// Where a connection's reads went: the rooms the decoder offered, and
+/// whether any was offered as mapped already.
+struct Reads {
+    rooms: Vec<std::ops::Range<*const u8>>,
+    mapped: bool,
+}
+
+/// Reads `bytes` as a connection does: into the decoder's room while it
+/// offers one, else through a small buffer.
+fn read_as_a_connection(d: &mut FrameDecoder, bytes: &[u8]) -> (Vec<Message>, Reads) {
+    let mut got = Vec::new();
+    let mut reads = Reads {
+        rooms: Vec::new(),
+        mapped: false,
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let mapped = d.frame_room_is_mapped();
+        match d.frame_room() {
+            Some(room) => {
+                reads.mapped |= mapped;
+                let n = room.len().min(bytes.len() - at).min(100_000);
+                room[..n].copy_from_slice(&bytes[at..at + n]);
+                reads
+                    .rooms
+                    .push(room.as_ptr_range().start..room[n..].as_ptr());
+                d.filled(n);
+                at += n;
+            }
+            None => {
+                let n = (bytes.len() - at).min(16 * 1024);
+                d.push(&bytes[at..at + n]);
+                at += n;
+            }
+        }
+        while let Some(batch) = d.poll().unwrap() {
+            got.extend(batch);
+        }
+    }
+    (got, reads)
+}
+
+#[test]
+fn a_dropped_values_buffer_is_kept_for_the_next_value_in_parts() {
+    let buffers = FrameBuffers::new(8 << 20);
+    let mut d = FrameDecoder::default();
+    d.use_buffers(Arc::clone(&buffers));
+    let first = data(&[("a", blob(3 * 1024 * 1024, 1))]);
+    let (got, read) =
+        read_as_a_connection(&mut d, &encode(std::slice::from_ref(&first), 256 * 1024));
+    assert_eq!(got, vec![first]);
+    assert!(!read.mapped, "the first value's buffer is fresh memory");
+    let Message::Data(received) = &got[0] else {
+        unreachable!()
+    };
+    let was_at = received.data[&Key::from("a")].as_bytes().as_ptr();
+    assert_eq!(buffers.kept_bytes(), 0, "kept while the value lives");
+    drop(got);
+    assert!(
+        buffers.kept_bytes() >= 3 * 1024 * 1024,
+        "given back once dropped"
+    );
+
+    // A value a little smaller goes into the same pages, read in place.
+    let second = data(&[("b", blob(3 * 1024 * 1024 - 5000, 2))]);
+    let (got, read) =
+        read_as_a_connection(&mut d, &encode(std::slice::from_ref(&second), 256 * 1024));
+    assert_eq!(got, vec![second], "none of the old bytes shows through");
+    assert!(read.mapped, "the kept buffer is offered as mapped");
+    let Message::Data(received) = &got[0] else {
+        unreachable!()
+    };
+    assert_eq!(received.data[&Key::from("b")].as_bytes().as_ptr(), was_at);
+    assert_eq!(buffers.kept_bytes(), 0);
 }
