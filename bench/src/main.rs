@@ -19,6 +19,8 @@
 //! Without it, the independent and tree shapes run a second time on a
 //! cluster whose scheduler keeps a journal: the table's journal columns
 //! (tasks/s and the loss against the plain run, scheduler CPU per task).
+//! `--busy-poll-us N` gives the scheduler, the workers and the client that
+//! busy-poll (`--busy-poll-us 0`: none, for what busy-polling gives).
 
 mod observers;
 
@@ -168,11 +170,14 @@ fn connect(procs: &Processes) -> Client {
     let tls = tls_files(&procs.home).map(|(ca, cert)| {
         dask_net::TlsConfig::from_files(Some(&ca), Some(&cert), None).expect("TLS files")
     });
-    let options = ClientOptions {
+    let mut options = ClientOptions {
         credentials: Some(credentials),
         tls,
         ..ClientOptions::default()
     };
+    if let Some(us) = busy_poll_us() {
+        options.busy_poll = Duration::from_micros(us);
+    }
     Client::connect_with(&procs.address, options).expect("connect")
 }
 
@@ -186,6 +191,19 @@ fn tls_files(home: &Path) -> Option<(PathBuf, PathBuf)> {
 /// Whether `--journal` asked for a scheduler that keeps a journal.
 fn with_journal() -> bool {
     std::env::args().any(|a| a == "--journal")
+}
+
+/// `--busy-poll-us N`: the busy-poll of the scheduler, the workers and the
+/// client (their default when absent; 0 turns it off, to measure what it
+/// gives).
+fn busy_poll_us() -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--busy-poll-us")?;
+    Some(
+        args.get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--busy-poll-us takes a number of microseconds"),
+    )
 }
 
 /// Whether `--tls` asked for every dask-rs connection over TLS (with
@@ -213,7 +231,7 @@ fn start_cluster_journaling(
     if over_tls() {
         dask_net::tls::write_cluster_files(&home.join("tls"), &[], 1).expect("TLS files");
     }
-    let flags: Vec<String> = match tls_files(&home) {
+    let mut flags: Vec<String> = match tls_files(&home) {
         Some((ca, cert)) => vec![
             "--tls-ca-file".into(),
             ca.to_string_lossy().into_owned(),
@@ -222,6 +240,9 @@ fn start_cluster_journaling(
         ],
         None => Vec::new(),
     };
+    if let Some(us) = busy_poll_us() {
+        flags.extend(["--busy-poll-us".into(), us.to_string()]);
+    }
     let journal: Vec<String> = if journaling {
         vec![
             "--journal".into(),
