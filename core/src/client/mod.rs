@@ -157,7 +157,10 @@ pub struct ClientSession {
     negotiated: Option<Negotiated>,
     keygen: KeyGenerator,
     next_request: u64,
-    keys: HashMap<Key, KeyEntry>,
+    /// (foldhash: the client's own keys, hashed several times each per
+    /// task; std's SipHash was a good part of a 1M-task graph's client
+    /// time.)
+    keys: foldhash::HashMap<Key, KeyEntry>,
     requests: HashMap<RequestId, Pending>,
     transmit: VecDeque<Message>,
     to_release: Vec<Key>,
@@ -205,7 +208,7 @@ pub struct ClientSession {
     /// their earlier want: a scheduler restarted from its journal kept that
     /// want, pending, and answers it (a pending want keeps its request), so
     /// its events are not stale. Few entries: kept until the key is released.
-    earlier_requests: HashMap<Key, RequestId>,
+    earlier_requests: foldhash::HashMap<Key, RequestId>,
 }
 
 /// A graph sent and not known to be accepted (see `ClientSession::unacked`).
@@ -247,7 +250,7 @@ impl ClientSession {
             negotiated: None,
             keygen: KeyGenerator::new(key_seed),
             next_request: 1,
-            keys: HashMap::new(),
+            keys: foldhash::HashMap::default(),
             requests: HashMap::new(),
             transmit: VecDeque::new(),
             to_release: Vec::new(),
@@ -266,7 +269,7 @@ impl ClientSession {
             part_requests: HashSet::new(),
             unconfirmed_releases: Vec::new(),
             release_watermark: 0,
-            earlier_requests: HashMap::new(),
+            earlier_requests: foldhash::HashMap::default(),
         };
         let mut hello = handshake::offer(Role::Client, name);
         if let Some(auth) = auth {
