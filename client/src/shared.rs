@@ -272,8 +272,8 @@ mod tests {
     use dask_testkit::process::thread_sleeps;
     use std::sync::Arc;
 
-    /// A thread waits for a change another makes 20 ms later; how many
-    /// times the waiter slept.
+    /// A thread waits for a change another makes 20 ms later (without
+    /// busy-polling: once the waiter sleeps); how many times the waiter slept.
     fn sleeps_awaiting_a_change(busy_poll: Duration) -> u64 {
         let reactor = dask_net::Reactor::new(dask_net::ReactorConfig::default()).unwrap();
         let shared = Arc::new(Shared::new(
@@ -281,18 +281,32 @@ mod tests {
             reactor.waker(),
             busy_poll,
         ));
+        let (started, start) = std::sync::mpsc::channel();
         let waiter = {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || {
-                let before = thread_sleeps(None);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                shared
-                    .wait_until(Some(deadline), |st| st.shutdown.then_some(()))
-                    .unwrap();
-                thread_sleeps(None) - before
-            })
+            std::thread::Builder::new()
+                .name("change-waiter".into())
+                .spawn(move || {
+                    let before = thread_sleeps(None);
+                    started.send(before).unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    shared
+                        .wait_until(Some(deadline), |st| st.shutdown.then_some(()))
+                        .unwrap();
+                    thread_sleeps(None) - before
+                })
+                .unwrap()
         };
+        let before = start.recv().unwrap();
         std::thread::sleep(Duration::from_millis(20));
+        if busy_poll.is_zero() {
+            // However late the waiter started, it sleeps before the change.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while thread_sleeps(Some("change-waiter")) == before {
+                assert!(Instant::now() < deadline, "the waiter never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let mut st = shared.lock();
         st.shutdown = true;
         shared.notify_changed();

@@ -475,6 +475,15 @@ mod tests {
         let before = thread_sleeps(Some(&thread));
         run(&mut pool, 1);
         std::thread::sleep(Duration::from_millis(20));
+        if busy_poll.is_zero() {
+            // However late the thread got back to the queue, it sleeps
+            // before job 2.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while thread_sleeps(Some(&thread)) == before {
+                assert!(Instant::now() < deadline, "the thread never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         run(&mut pool, 2);
         let slept = thread_sleeps(Some(&thread)) - before;
         pool.shutdown();
