@@ -624,37 +624,50 @@ fn a_peer_that_keeps_sending_is_read_a_budget_per_wakeup_and_nothing_is_lost() {
     drop(writer.join().unwrap());
 }
 
-/// How many times the calling thread slept so far (blocked in a wait or
-/// on a lock; yielding the CPU is not counted), from /proc.
-fn sleeps() -> u64 {
-    let status = std::fs::read_to_string("/proc/thread-self/status").expect("thread status");
+/// How many times a thread of this process slept so far (blocked in a
+/// wait or on a lock; yielding the CPU is not counted), from /proc:
+/// `thread` is its directory, `/proc/thread-self` or `/proc/self/task/TID`.
+fn sleeps(thread: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("{thread}/status")).expect("thread status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
         .and_then(|n| n.trim().parse().ok())
-        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+        .expect("voluntary_ctxt_switches in a thread's status")
 }
 
-/// Sends a heartbeat to a peer that answers one 20 ms later, and polls
-/// until the answer comes; how many times the polling thread slept.
+/// Sends a heartbeat to a peer that answers one 20 ms later (without
+/// busy-polling: once the polling thread sleeps), and polls until the
+/// answer comes; how many times the polling thread slept.
 fn sleeps_awaiting_an_answer(busy_poll: Duration) -> u64 {
     let config = ReactorConfig {
         busy_poll,
         ..ReactorConfig::default()
     };
     let (mut reactor, mut p, conn) = greeted(config);
-    let answerer = std::thread::spawn(move || {
-        assert_eq!(p.recv().unwrap(), heartbeat());
-        std::thread::sleep(Duration::from_millis(20));
-        p.send(&[heartbeat()]).unwrap();
-        p
+    let (started, start) = std::sync::mpsc::channel();
+    let poller = std::thread::spawn(move || {
+        let before = sleeps("/proc/thread-self");
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        started.send((tid, before)).unwrap();
+        reactor.send(conn, &heartbeat()).unwrap();
+        assert_eq!(frame(&mut reactor), (conn, vec![heartbeat()]));
+        sleeps("/proc/thread-self") - before
     });
-    let before = sleeps();
-    reactor.send(conn, &heartbeat()).unwrap();
-    assert_eq!(frame(&mut reactor), (conn, vec![heartbeat()]));
-    let slept = sleeps() - before;
-    drop(answerer.join().unwrap());
-    slept
+    let (tid, before) = start.recv().unwrap();
+    assert_eq!(p.recv().unwrap(), heartbeat());
+    std::thread::sleep(Duration::from_millis(20));
+    if busy_poll.is_zero() {
+        // However late the poller got to its wait, it sleeps before the answer.
+        let deadline = Instant::now() + PATIENCE;
+        while sleeps(&format!("/proc/self/task/{tid}")) == before {
+            assert!(Instant::now() < deadline, "the poller never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    p.send(&[heartbeat()]).unwrap();
+    poller.join().unwrap()
 }
 
 #[test]
@@ -677,13 +690,13 @@ fn an_idle_reactor_sleeps_at_once() {
     while reactor.next_event().is_some() {}
     // Idle for longer than the busy-poll since the hello came.
     std::thread::sleep(Duration::from_millis(100));
-    let before = sleeps();
+    let before = sleeps("/proc/thread-self");
     reactor
         .poll(Some(Instant::now() + Duration::from_millis(20)))
         .expect("poll");
     assert!(reactor.next_event().is_none());
     assert!(
-        sleeps() > before,
+        sleeps("/proc/thread-self") > before,
         "an idle reactor spun instead of sleeping"
     );
 }
