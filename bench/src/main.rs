@@ -402,14 +402,19 @@ fn transfer(client: &Client, procs: &Processes, bytes: u64, runs: u32) -> Transf
         let f = client.submit_tasks(vec![consume], vec![used]);
         let n = f[0].result().expect("transfer result");
         let seconds = start.elapsed().as_secs_f64();
+        let run_cpu = procs.cpu().1 - w0;
         if std::env::var_os("DASK_BENCH_TRANSFER_WINDOWS").is_some() {
-            // For `perf report --time` (perf record -k CLOCK_MONOTONIC).
+            // For `perf report --time` (perf record -k CLOCK_MONOTONIC),
+            // with this run's own numbers (the table has the best rate and
+            // the mean CPU).
             eprintln!(
-                "transfer window {bytes} bytes: {window_start:.6},{:.6}",
-                monotonic_seconds()
+                "transfer window {bytes} bytes: {window_start:.6},{:.6} ({:.0} MB/s, workers' CPU {:.0} ms)",
+                monotonic_seconds(),
+                bytes as f64 / seconds / 1e6,
+                run_cpu * 1e3
             );
         }
-        cpu += procs.cpu().1 - w0;
+        cpu += run_cpu;
         assert_eq!(n.as_u64(), Some(bytes), "len of the transferred value");
         best = best.max(bytes as f64 / seconds / 1e6);
         drop(f);
