@@ -527,7 +527,6 @@ pub(crate) struct Task {
     /// no definition (and no lineage).
     function: Option<Arc<str>>,
     pub(crate) state: TaskState,
-    pub(crate) priority: i64,
     /// Graph order: `dask_core::order` within a graph, graphs in
     /// submission order.
     pub(crate) order: u64,
@@ -570,7 +569,6 @@ impl Task {
             args: args.into_boxed_slice(),
             function,
             state,
-            priority: 0,
             order,
             rare: None,
             dependencies: SmallList::default(),
@@ -615,6 +613,11 @@ impl Task {
         })
     }
 
+    /// Its priority (0 unless its graph gave one).
+    pub(crate) fn priority(&self) -> i64 {
+        self.rare.as_ref().map_or(0, |r| r.priority)
+    }
+
     /// Wanted by a client or a dataset.
     pub(crate) fn is_wanted(&self) -> bool {
         !self.wanted_by.is_empty() || self.dataset_refs > 0
@@ -622,7 +625,7 @@ impl Task {
 
     /// The key of its entry in the ready queue.
     pub(crate) fn queue_key(&self) -> QueueKey {
-        (Reverse(self.priority), self.order)
+        (Reverse(self.priority()), self.order)
     }
 }
 
@@ -639,6 +642,8 @@ pub(crate) struct TaskRare {
     pub(crate) error: Option<Arc<TaskError>>,
     /// Its definition's kwargs, resources and worker restrictions.
     pub(crate) options: Option<Box<TaskOptions>>,
+    /// Its priority, when its graph gave one other than 0 (few do).
+    pub(crate) priority: i64,
 }
 
 impl TaskRare {
@@ -663,6 +668,7 @@ static NO_RARE: TaskRare = TaskRare {
     lost_on: Vec::new(),
     error: None,
     options: None,
+    priority: 0,
 };
 
 impl Task {

@@ -591,7 +591,7 @@ impl SchedulerState {
                 function: def.function.to_string(),
                 args: def.args(),
                 kwargs: def.kwargs().cloned(),
-                priority: (task.priority != 0).then_some(task.priority),
+                priority: (task.priority() != 0).then_some(task.priority()),
                 resources: def.resources().cloned(),
                 retries: (task.rare().retries_left != 0).then_some(task.rare().retries_left),
                 workers: def.workers().cloned(),

@@ -319,7 +319,9 @@ impl SchedulerState {
             // The key moves into the task: the index holds no copy.
             let mut task = Task::new(spec.key, Some(def), TaskState::Released, order);
             task.group = group;
-            task.priority = spec.priority.unwrap_or(0);
+            if let Some(priority) = spec.priority.filter(|&p| p != 0) {
+                task.rare_mut().priority = priority;
+            }
             if let Some(retries) = spec.retries.filter(|&r| r > 0) {
                 task.rare_mut().retries_left = retries;
             }

@@ -242,7 +242,7 @@ impl SchedulerState {
             "state": task.state.name(),
             "group": self.observe.group_name(task.group),
             "function": def.map(|d| &**d.function),
-            "priority": task.priority,
+            "priority": task.priority(),
             "resources": def.and_then(|d| d.resources()),
             "allowed_workers": def.and_then(|d| d.workers()),
             "nbytes": task.nbytes,

@@ -385,7 +385,7 @@ impl SchedulerState {
             args: def.args(),
             kwargs: def.kwargs().cloned(),
             who_has,
-            priority: (task.priority != 0).then_some(task.priority),
+            priority: (task.priority() != 0).then_some(task.priority()),
             resources: def.resources().cloned(),
         });
         self.send_worker(w, m);
