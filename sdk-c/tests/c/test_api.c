@@ -369,19 +369,14 @@ static int freed_count(void) {
 /* c.scale(x): x * (the int64 user_data points to). */
 static void scale(void *user_data, const uint8_t *args, size_t args_len, const uint8_t *kwargs,
                   size_t kwargs_len, dask_task_output *output) {
-    dask_value *v = NULL;
-    const dask_value *x = NULL;
     int64_t n = 0;
     (void)kwargs;
     (void)kwargs_len;
-    if (dask_value_from_msgpack(args, args_len, &v, NULL) != DASK_OK ||
-        dask_value_array_get(v, 0, &x, NULL) != DASK_OK ||
-        dask_value_as_int(x, &n, NULL) != DASK_OK) {
-        dask_task_output_set_error(output, "TypeError", "c.scale(x) needs an integer", NULL);
-    } else {
+    if (int_arg(args, args_len, &n)) {
         dask_task_output_set_int(output, n * *(const int64_t *)user_data, NULL);
+    } else {
+        dask_task_output_set_error(output, "TypeError", "c.scale(x) needs an integer", NULL);
     }
-    dask_value_free(v);
 }
 
 /* c.fail(): reports an error. */

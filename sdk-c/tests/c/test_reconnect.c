@@ -52,21 +52,16 @@ static atomic_int runs;
 /* c.count(x) = 2x, counting its runs. */
 static void count(void *user_data, const uint8_t *args, size_t args_len, const uint8_t *kwargs,
                   size_t kwargs_len, dask_task_output *output) {
-    dask_value *array = NULL;
-    const dask_value *x = NULL;
     int64_t n = 0;
     (void)user_data;
     (void)kwargs;
     (void)kwargs_len;
     atomic_fetch_add(&runs, 1);
-    if (dask_value_from_msgpack(args, args_len, &array, NULL) != DASK_OK ||
-        dask_value_array_get(array, 0, &x, NULL) != DASK_OK ||
-        dask_value_as_int(x, &n, NULL) != DASK_OK) {
-        dask_task_output_set_error(output, "TypeError", "c.count takes one integer", NULL);
-    } else {
+    if (int_arg(args, args_len, &n)) {
         dask_task_output_set_int(output, 2 * n, NULL);
+    } else {
+        dask_task_output_set_error(output, "TypeError", "c.count takes one integer", NULL);
     }
-    dask_value_free(array);
 }
 
 /* A port free now on 127.0.0.1. */
