@@ -207,26 +207,9 @@ pub(crate) fn gather_raw(
     keys.sort();
     keys.dedup();
     let mut data = BTreeMap::new();
-    // Results that came with their key-finished (dask/1.1) need no gather
-    // (while the client is connected: a closed one answers nothing).
-    shared.with(|st| {
-        if st.session.is_closed() {
-            return;
-        }
-        keys.retain(|k| match st.session.inline_result(k.as_str()) {
-            Some(v) => {
-                data.insert(k.clone(), v.clone());
-                false
-            }
-            None => true,
-        })
-    });
     let mut resumed = 0;
     let mut round = 0;
     loop {
-        if keys.is_empty() {
-            break;
-        }
         // `keys` is sorted: a search, not a scan (a scan made gathering
         // n futures cost n^2 key comparisons).
         for f in futures
@@ -234,6 +217,15 @@ pub(crate) fn gather_raw(
             .filter(|f| keys.binary_search(&f.key).is_ok())
         {
             f.wait_deadline(deadline)?;
+        }
+        // Results that came with their key-finished (dask/1.1) need no
+        // gather (while the client is connected: a closed one answers
+        // nothing). Taken after the wait: a gather called right after
+        // submitting finds them once the keys finish, where looking first
+        // sent every key of a fresh graph through the scheduler's gather.
+        take_inline(shared, &mut keys, &mut data);
+        if keys.is_empty() {
+            break;
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let asked = std::mem::take(&mut keys);
@@ -306,6 +298,23 @@ pub(crate) fn gather_raw(
         }
     }
     Ok(out)
+}
+
+/// Moves the results that came inline with `keys`' key-finished from the
+/// session into `data`, leaving in `keys` those to gather.
+fn take_inline(shared: &Arc<Shared>, keys: &mut Vec<Key>, data: &mut BTreeMap<Key, RawValue>) {
+    shared.with(|st| {
+        if st.session.is_closed() {
+            return;
+        }
+        keys.retain(|k| match st.session.inline_result(k.as_str()) {
+            Some(v) => {
+                data.insert(k.clone(), v.clone());
+                false
+            }
+            None => true,
+        })
+    });
 }
 
 /// Whether the connection was lost and the session is being resumed:

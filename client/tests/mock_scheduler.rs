@@ -524,3 +524,36 @@ fn each_part_of_a_large_graph_goes_in_its_own_frame() {
     assert!(parts >= 2, "{parts} parts");
     assert_eq!(defined, n);
 }
+
+#[test]
+fn a_gather_started_before_the_results_takes_them_from_key_finished() {
+    let (client, mut mock) = connect();
+    let futures = vec![
+        client.submit("inc", args![1]),
+        client.submit("inc", args![2]),
+    ];
+    mock.recv();
+    mock.recv();
+    let keys: Vec<Key> = futures.iter().map(|f| f.key().clone()).collect();
+    // The gather waits for the keys: their results then come inline.
+    let gather = std::thread::spawn(move || {
+        let values = client.gather(&futures);
+        (client, values)
+    });
+    for (key, v) in keys.iter().zip([2, 3]) {
+        mock.send(&[Message::KeyFinished(KeyFinished {
+            key: key.clone(),
+            nbytes: 1,
+            request: None,
+            value: Some(RawValue::from_value(&Value::from(v))),
+        })]);
+    }
+    let (client, values) = gather.join().unwrap();
+    assert_eq!(values.unwrap(), vec![Value::from(2), Value::from(3)]);
+    // No gather went out: the next message is the futures' release.
+    match mock.recv() {
+        Message::ReleaseKeys(r) => assert_eq!(r.keys.len(), 2),
+        other => panic!("expected release-keys, got {other:?}"),
+    }
+    drop(client);
+}
