@@ -96,8 +96,9 @@ impl FrameBuffers {
     }
 
     /// A kept buffer of at least `len` bytes (and not much more), cut to
-    /// `len`.
-    pub(crate) fn take(&self, len: usize) -> Option<Vec<u8>> {
+    /// `len`: its pages are mapped, its bytes are an old value's, to be
+    /// overwritten whole (a spill read uses one as a received value does).
+    pub fn take(&self, len: usize) -> Option<Vec<u8>> {
         let mut free = self.lock();
         let at = free
             .buffers
@@ -139,7 +140,7 @@ impl FrameBuffers {
 
     /// `buffer` as shared bytes that go back to `home` when the last
     /// reference to them is dropped.
-    pub(crate) fn share(home: &Arc<FrameBuffers>, buffer: Vec<u8>) -> Bytes {
+    pub fn share(home: &Arc<FrameBuffers>, buffer: Vec<u8>) -> Bytes {
         Bytes::from_owner(PooledPayload {
             buffer,
             home: Arc::downgrade(home),

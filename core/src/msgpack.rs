@@ -669,7 +669,7 @@ impl RawValue {
     }
 
     /// [`RawValue::from_bytes`] for bytes already shared.
-    pub(crate) fn from_shared_bytes(bytes: Bytes) -> Result<RawValue, WireError> {
+    pub fn from_shared_bytes(bytes: Bytes) -> Result<RawValue, WireError> {
         let mut r = Reader::new(&bytes);
         r.skip_value(&mut |_| {})?;
         if r.remaining() != 0 {

@@ -17,6 +17,12 @@ const POPULATE_AHEAD_BYTES: usize = 16 << 20;
 
 /// Maps the pages of large rooms before they are read into, a few MiB
 /// ahead of the reads.
+///
+/// Not transparent huge pages (`MADV_HUGEPAGE`), tried for 1 GB values
+/// (issue 19): on this project's VMs a huge page's first touch in a process
+/// costs ~10x a 4 KiB page's (a 1 GB buffer populated in 2.8-4.7 s against
+/// 0.3-0.8 s, under load; the host seems to back freed 2 MiB blocks anew),
+/// faster only when reused, which kept buffers already give.
 #[derive(Debug, Default)]
 pub(crate) struct Populator {
     /// The addresses mapped ahead last (only a hint: memory freed and

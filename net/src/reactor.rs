@@ -508,6 +508,13 @@ impl Reactor {
         self.waker.clone()
     }
 
+    /// The buffers of dropped large values this reactor keeps, for other
+    /// readers of whole values in this process (the worker's spill store):
+    /// theirs go back here too when dropped.
+    pub fn frame_buffers(&self) -> Arc<FrameBuffers> {
+        Arc::clone(&self.frame_buffers)
+    }
+
     // ---- listeners ------------------------------------------------------
 
     /// Listens on `addr` (port 0: a free one); connections come as

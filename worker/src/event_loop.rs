@@ -186,7 +186,7 @@ impl WorkerHandle {
         // First, so a failure leaves nothing running; removed on any error
         // below when the store is dropped.
         let memory_limit = config.memory_limit.filter(|&limit| limit > 0);
-        let spill_store = if memory_limit.is_some() && config.memory_target_fraction.is_some() {
+        let mut spill_store = if memory_limit.is_some() && config.memory_target_fraction.is_some() {
             let parent = config
                 .local_directory
                 .clone()
@@ -205,6 +205,10 @@ impl WorkerHandle {
             frame_buffers_idle: VALUE_BUFFERS_IDLE,
             ..ReactorConfig::default()
         })?;
+        if let Some(store) = spill_store.as_mut() {
+            // Values read back take dropped values' buffers, as received ones do.
+            store.use_buffers(reactor.frame_buffers());
+        }
         let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;
         let address = data_address(&reactor, listener, listens_tls)?;
         let waker = reactor.waker();

@@ -9,6 +9,12 @@
 //!
 //! Writes and reads are synchronous, from the event loop (as Dask's zict
 //! buffer does it); the state machine spills only past its memory target.
+//! Neither copies a value in memory: a write goes from the stored bytes
+//! (one contiguous slice) to the file, a read from the file straight into
+//! the value's final buffer: a dropped value's buffer kept by the reactor
+//! where one fits (pages mapped already, 2-3x faster than fresh memory for
+//! 1 GB; it goes back there when the value is dropped, as a received
+//! value's does), else fresh memory.
 //! Failures are printed here, at the edge, and counted by the state
 //! machine ([`dask_core::worker::MemoryUsage`]).
 
@@ -17,7 +23,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use dask_core::frame::FrameBuffers;
 use dask_core::worker::SpillStore;
 use dask_core::{Key, RawValue};
 
@@ -42,6 +50,9 @@ pub struct FileSpillStore {
     /// File number and length of each spilled key.
     files: HashMap<Key, (u64, u64)>,
     next_file: u64,
+    /// Where values read back take their buffers from (and give them back
+    /// to when dropped), if anywhere: the reactor's.
+    buffers: Option<Arc<FrameBuffers>>,
 }
 
 impl FileSpillStore {
@@ -62,6 +73,7 @@ impl FileSpillStore {
                         directory,
                         files: HashMap::new(),
                         next_file: 0,
+                        buffers: None,
                     })
                 }
                 // Left by an earlier process of the same pid: take another.
@@ -78,6 +90,12 @@ impl FileSpillStore {
             io::ErrorKind::AlreadyExists,
             format!("no free worker directory name in {}", parent.display()),
         ))
+    }
+
+    /// Values read back go into buffers of dropped values kept in
+    /// `buffers` where one fits, and their buffers go back there.
+    pub fn use_buffers(&mut self, buffers: Arc<FrameBuffers>) {
+        self.buffers = Some(buffers);
     }
 
     /// The directory holding the files.
@@ -114,9 +132,20 @@ impl FileSpillStore {
             return Err(format!("{on_disk} bytes on disk, {len} were written"));
         }
         let len = usize::try_from(len).map_err(|e| e.to_string())?;
-        let mut bytes = vec![0; len];
+        // The length is the one this store wrote, not the network's.
+        let mut bytes = match self.buffers.as_ref().and_then(|b| b.take(len)) {
+            Some(kept) => kept,
+            // Mapping fresh pages ahead of the reads (as sockets' reads do)
+            // was no faster here: the file's copy faults them in as cheaply.
+            None => vec![0; len],
+        };
         file.read_exact(&mut bytes).map_err(|e| e.to_string())?;
-        RawValue::from_bytes(bytes).map_err(|e| format!("not a value any more: {}", e.message))
+        let bytes = match &self.buffers {
+            Some(home) => FrameBuffers::share(home, bytes),
+            None => bytes::Bytes::from(bytes),
+        };
+        RawValue::from_shared_bytes(bytes)
+            .map_err(|e| format!("not a value any more: {}", e.message))
     }
 }
 
@@ -259,6 +288,60 @@ mod tests {
         for key in ["short", "long", "garbage", "gone", "never"] {
             assert!(store.get(&Key::from(key)).is_err(), "{key}");
         }
+        drop(store);
+        fs::remove_dir_all(&parent).unwrap();
+    }
+
+    /// A binary of `bytes` bytes, each depending on its offset, so a byte
+    /// read into the wrong place shows.
+    fn patterned(bytes: usize) -> RawValue {
+        RawValue::from_value(&Value::Binary(
+            (0..bytes).map(|i| (i % 251) as u8).collect(),
+        ))
+    }
+
+    #[test]
+    fn a_large_value_reads_back_exact_into_fresh_or_kept_buffers() {
+        // A 1 GB value's path, at 40 MiB.
+        let big = patterned((40 << 20) + 12_345);
+        let key = Key::from("big");
+        let parent = scratch();
+        let mut store = FileSpillStore::create_in(&parent).unwrap();
+        store.put(&key, &big).unwrap();
+        let file = store.path(store.files[&key].0);
+        assert!(
+            fs::read(&file).unwrap() == big.as_bytes(),
+            "the stored bytes"
+        );
+
+        assert!(store.get(&key).unwrap() == big, "into fresh memory");
+
+        // A kept buffer of stale bytes, larger than the value: every byte is
+        // overwritten, and the buffer goes back when the value is dropped.
+        let pool = FrameBuffers::new(1 << 30);
+        drop(FrameBuffers::share(&pool, vec![0xab; big.len() + 4096]));
+        store.use_buffers(Arc::clone(&pool));
+        let back = store.get(&key).unwrap();
+        assert_eq!(pool.kept_bytes(), 0, "the kept buffer was taken");
+        assert!(back == big, "into a kept buffer");
+        drop(back);
+        assert_eq!(pool.kept_bytes(), big.len(), "and given back");
+
+        // With none that fits (too large to take), fresh memory, given to
+        // the pool when dropped.
+        pool.trim_unused();
+        pool.trim_unused();
+        assert_eq!(pool.kept_bytes(), 0);
+        drop(FrameBuffers::share(&pool, vec![0xab; 4 * big.len()]));
+        let back = store.get(&key).unwrap();
+        assert_eq!(pool.kept_bytes(), 4 * big.len(), "not taken");
+        assert!(back == big);
+        drop(back);
+        assert_eq!(pool.kept_bytes(), 5 * big.len());
+
+        // A file cut short behind the store is a failed read.
+        fs::write(&file, &big.as_bytes()[..big.len() - 1]).unwrap();
+        assert!(store.get(&key).is_err());
         drop(store);
         fs::remove_dir_all(&parent).unwrap();
     }
