@@ -401,8 +401,9 @@ impl EventLoop {
         journal.submit();
         // Records only outputs wait for need a sync (see `journal::writer`).
         journal.want_durable(self.held.waits_for());
-        if journal.should_compact() {
-            journal.compact(self.state.journal_snapshot());
+        let live_tasks = self.state.task_count();
+        if journal.should_compact(live_tasks) {
+            journal.compact(self.state.journal_snapshot(), live_tasks);
         }
         journal.check().map_err(journal_failed)?;
         self.send_durable();

@@ -121,7 +121,7 @@ fn compaction_replaces_history_by_the_snapshot() {
     let (mut j, _) = Journal::open(&dir.0).unwrap();
     let event = vec![7u8; 64 * 1024];
     let mut n = 0;
-    while !j.should_compact() {
+    while !j.should_compact(0) {
         j.append(&event);
         n += 1;
         if n % 64 == 0 {
@@ -214,4 +214,25 @@ fn records_nobody_waits_for_are_synced_within_the_interval() {
     w.submit();
     assert!(eventually(|| w.durable() == 1), "durable {}", w.durable());
     w.finish().unwrap();
+}
+
+#[test]
+fn a_snapshot_of_a_large_live_state_waits_until_it_is_cheap_or_history_is_long() {
+    const MIB: u64 = 1 << 20;
+    // Under the floor, or under twice the last snapshot: never.
+    assert!(!compaction_due(31 * MIB, 0, 0));
+    assert!(!compaction_due(40 * MIB, 21 * MIB, 0));
+    // Due, and the live state small beside the events: now.
+    assert!(compaction_due(32 * MIB, 0, 4 * MIB));
+    // Due, but a graph in flight would make a snapshot of 7 MiB: it waits
+    // (the graph is usually released soon)...
+    assert!(!compaction_due(40 * MIB, 0, 7 * MIB));
+    // ...and is made once it is released,
+    assert!(compaction_due(41 * MIB, 0, 0));
+    // or once the events reach the forced bound, whatever it costs.
+    assert!(!compaction_due(127 * MIB, 0, 60 * MIB));
+    assert!(compaction_due(128 * MIB, 0, 60 * MIB));
+    // A live state larger than the forced floor: at twice its size.
+    assert!(!compaction_due(399 * MIB, 0, 200 * MIB));
+    assert!(compaction_due(400 * MIB, 0, 200 * MIB));
 }

@@ -41,6 +41,14 @@ use super::{compaction_due, format, Journal, JournalError};
 /// is latency: a reply that waits for a record waits up to this long more.
 const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(2);
 
+/// Bytes a live task is taken to add to a snapshot until one with many
+/// tasks was made (then its own mean is used): a small `inc` task with its
+/// key wanted writes about 70.
+const SNAPSHOT_BYTES_PER_TASK: u64 = 64;
+
+/// A snapshot of at least this many tasks sets the bytes per task.
+const SNAPSHOT_TASKS_TO_MEASURE: usize = 1000;
+
 /// Records written and not waited for are synced at most this long after
 /// they were written.
 const SYNC_INTERVAL_MAX: Duration = Duration::from_secs(1);
@@ -85,6 +93,9 @@ pub struct JournalWriter {
     /// [`JournalWriter::should_compact`].
     event_bytes: u64,
     snapshot_bytes: u64,
+    /// Bytes per live task of the last snapshot of many tasks, to judge
+    /// what one would cost now.
+    snapshot_bytes_per_task: u64,
 }
 
 /// `Job` behind a newtype so `JournalWriter` can derive `Debug`.
@@ -127,6 +138,7 @@ impl JournalWriter {
             sync_asked: 0,
             event_bytes,
             snapshot_bytes,
+            snapshot_bytes_per_task: SNAPSHOT_BYTES_PER_TASK,
         })
     }
 
@@ -172,14 +184,21 @@ impl JournalWriter {
     }
 
     /// Whether the events since the last snapshot outweigh it enough that
-    /// a new snapshot should replace them.
-    pub fn should_compact(&self) -> bool {
-        compaction_due(self.event_bytes, self.snapshot_bytes)
+    /// a new snapshot should replace them, with `live_tasks` tasks in the
+    /// state now (a snapshot of many waits until it is cheap beside the
+    /// events, or they grew large: see `compaction_due`).
+    pub fn should_compact(&self, live_tasks: usize) -> bool {
+        let live_bytes = (live_tasks as u64).saturating_mul(self.snapshot_bytes_per_task);
+        compaction_due(self.event_bytes, self.snapshot_bytes, live_bytes)
     }
 
     /// Replaces the file by `snapshot` (the whole live state, covering
-    /// every record appended so far), after what was submitted before.
-    pub fn compact(&mut self, snapshot: Vec<u8>) {
+    /// every record appended so far, `live_tasks` tasks), after what was
+    /// submitted before.
+    pub fn compact(&mut self, snapshot: Vec<u8>, live_tasks: usize) {
+        if live_tasks >= SNAPSHOT_TASKS_TO_MEASURE {
+            self.snapshot_bytes_per_task = (snapshot.len() / live_tasks) as u64;
+        }
         self.submit();
         self.snapshot_bytes = (snapshot.len() + format::RECORD_HEADER_BYTES) as u64;
         self.event_bytes = 0;
