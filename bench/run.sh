@@ -7,6 +7,8 @@
 #   bench/run.sh --tls      dask-rs over TLS (with auth, as always): beside a plain run, the cost of TLS
 #   bench/run.sh --journal  the scheduler keeps a journal (--journal) for every shape (without it, the
 #                           table's journal columns still run independent and tree on a journaling cluster)
+#   bench/run.sh --no-dask --journal-rounds 6   only the journal's cost: independent and tree, 6 rounds on a
+#                           plain and a journaling cluster in turns, with means and ranges
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh

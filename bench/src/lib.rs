@@ -75,3 +75,45 @@ pub fn own_cpu_seconds() -> f64 {
     }
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
+
+/// CPU time of each live thread of process `pid`, by thread name, in
+/// seconds to the nanosecond (/proc/PID/task/TID/schedstat: time on a
+/// CPU), where [`cpu_seconds`] counts 10 ms ticks of the whole process.
+pub fn thread_cpu_seconds(pid: &str) -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let dir = t.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+            Some((name.trim().to_owned(), ns / 1e9))
+        })
+        .collect()
+}
+
+/// CPU time the whole machine spent busy (every CPU; user, system,
+/// interrupts, steal: all but idle and I/O wait), from /proc/stat, in
+/// seconds. Other work on the machine counts too: read it on an idle one.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return 0.0;
+    };
+    // cpu user nice system idle iowait irq softirq steal ...
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .map(|(_, t)| t)
+        .sum();
+    busy / 100.0
+}

@@ -19,9 +19,12 @@
 //! Without it, the independent and tree shapes run a second time on a
 //! cluster whose scheduler keeps a journal: the table's journal columns
 //! (tasks/s and the loss against the plain run, scheduler CPU per task).
+//! `--journal-rounds N` runs only those two shapes, N rounds of each on a
+//! plain and a journaling cluster in turns (`journal_rounds.rs`).
 //! `--busy-poll-us N` gives the scheduler, the workers and the client that
 //! busy-poll (`--busy-poll-us 0`: none, for what busy-polling gives).
 
+mod journal_rounds;
 mod observers;
 
 use std::collections::BTreeMap;
@@ -544,6 +547,17 @@ fn main() {
             .unwrap_or(1_000_000);
         let via_submit = args.iter().any(|a| a == "--submit");
         return scale::run(&bin_dir, shape, tasks, via_submit);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--journal-rounds") {
+        let rounds = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--journal-rounds takes a number of rounds");
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1));
+        return journal_rounds::run(&bin_dir, rounds, only.map(String::as_str));
     }
 
     let scale = if quick { 10 } else { 1 };
