@@ -15,16 +15,14 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
+mod bound;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--send") {
         return send(&args[1..]);
     }
-    let arg = |i: usize, default: usize| {
-        args.get(i)
-            .map(|a| a.parse().expect("a number"))
-            .unwrap_or(default)
-    };
+    let arg = |i: usize, default: usize| bound::arg(&args, i, default);
     let bytes = arg(0, 1000) * 1_000_000;
     let rounds = arg(1, 5);
     let sockbuf = arg(2, 0);
@@ -60,7 +58,7 @@ fn main() {
     // Mapped now, so that the rounds measure the socket, not page faults.
     let mut buf = vec![1u8; bytes];
     for round in 0..rounds {
-        let cpu0 = cpu_ns();
+        let cpu0 = bound::cpu_ns();
         let start = Instant::now();
         sock.write_all(&[1]).expect("request");
         let mut got = 0;
@@ -71,7 +69,7 @@ fn main() {
             got += n;
         }
         let seconds = start.elapsed().as_secs_f64();
-        let receiver_ms = (cpu_ns() - cpu0) as f64 / 1e6;
+        let receiver_ms = (bound::cpu_ns() - cpu0) as f64 / 1e6;
         let mut sender_ns = [0u8; 8];
         sock.read_exact(&mut sender_ns).expect("sender's CPU");
         let sender_ms = u64::from_le_bytes(sender_ns) as f64 / 1e6;
@@ -97,13 +95,13 @@ fn send(args: &[String]) {
     let data: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     let mut request = [0u8; 1];
     while sock.read(&mut request).expect("request") == 1 {
-        let cpu0 = cpu_ns();
+        let cpu0 = bound::cpu_ns();
         let mut at = 0;
         while at < bytes {
             let end = (at + io_bytes).min(bytes);
             at += sock.write(&data[at..end]).expect("write");
         }
-        sock.write_all(&(cpu_ns() - cpu0).to_le_bytes())
+        sock.write_all(&(bound::cpu_ns() - cpu0).to_le_bytes())
             .expect("send CPU time");
     }
 }
@@ -142,15 +140,4 @@ fn sockopt(sock: &TcpStream, opt: libc::c_int) -> libc::c_int {
         )
     };
     v
-}
-
-/// This process's CPU time (all threads), in nanoseconds.
-fn cpu_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
