@@ -687,6 +687,29 @@ impl RawValue {
         RawValue(Bytes::from(out))
     }
 
+    /// [`RawValue::from_value`] of a tree given away: a large binary's
+    /// bytes become its encoding in place (the buffer grown by the 5-byte
+    /// header, which the allocator does without a copy for memory it
+    /// mapped, the bytes moved up within it), so a task's large binary
+    /// result is never held twice nor copied into fresh pages.
+    pub fn from_owned_value(value: rmpv::Value) -> RawValue {
+        match value {
+            // Canonical: at this size, bin 32 is the smallest form.
+            rmpv::Value::Binary(mut b)
+                if b.len() >= SHARED_VALUE_BYTES_MIN && u32::try_from(b.len()).is_ok() =>
+            {
+                let n = b.len();
+                b.reserve_exact(5);
+                b.extend_from_slice(&[0; 5]);
+                b.copy_within(0..n, 5);
+                b[0] = 0xc6;
+                b[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+                RawValue(Bytes::from(b))
+            }
+            other => RawValue::from_value(&other),
+        }
+    }
+
     /// A copy of `bytes`, taken from a `RawValue` (so they hold exactly
     /// one well-formed object: not checked again). The scheduler keeps
     /// task arguments as plain bytes in its task records.
@@ -816,6 +839,23 @@ mod tests {
 
     fn encode(v: &rmpv::Value) -> Vec<u8> {
         RawValue::from_value(v).into_bytes()
+    }
+
+    #[test]
+    fn a_tree_given_away_encodes_as_one_borrowed() {
+        let patterned = |n: usize| (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+        for value in [
+            rmpv::Value::Binary(patterned(SHARED_VALUE_BYTES_MIN)),
+            rmpv::Value::Binary(patterned(3 << 20)),
+            rmpv::Value::Binary(patterned(SHARED_VALUE_BYTES_MIN - 1)),
+            rmpv::Value::Binary(Vec::new()),
+            rmpv::Value::from("text"),
+            rmpv::Value::Array(vec![rmpv::Value::Binary(patterned(1 << 17))]),
+        ] {
+            let given = RawValue::from_owned_value(value.clone());
+            assert!(given.as_bytes() == encode(&value).as_slice());
+            assert_eq!(given.to_value().unwrap(), value);
+        }
     }
 
     #[test]

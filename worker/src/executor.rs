@@ -48,7 +48,8 @@ fn run(registry: &FunctionRegistry, job: &Job) -> Result<RawValue, TaskError> {
     };
     // Re-checking the encoding keeps a function from storing a value that
     // peers would refuse (nested deeper than the protocol allows).
-    RawValue::from_bytes(RawValue::from_value(&value).into_bytes()).map_err(|e| {
+    // A large binary result becomes its encoding in place, not a copy.
+    RawValue::from_bytes(RawValue::from_owned_value(value).into_bytes()).map_err(|e| {
         TaskError::value_error(format!("result is not a valid dask/1 value: {}", e.message))
     })
 }
