@@ -398,6 +398,7 @@ impl EventLoop {
         let Some(journal) = &mut self.journal else {
             return Ok(());
         };
+        journal.add_framed(self.state.take_journal());
         journal.submit();
         // Records only outputs wait for need a sync (see `journal::writer`).
         journal.want_durable(self.held.waits_for());
@@ -574,10 +575,10 @@ impl EventLoop {
                 continue;
             };
             let conn = match &output {
-                SchedulerOutput::Journal(_) => {
-                    if let SchedulerOutput::Journal(record) = output {
-                        journal.append(record);
-                    }
+                // Its bytes are in the state's buffer, handed over before
+                // the next submit (`commit_journal`).
+                SchedulerOutput::Journal => {
+                    journal.count_framed();
                     continue;
                 }
                 SchedulerOutput::Send(conn, _) | SchedulerOutput::Close(conn) => *conn,
@@ -595,8 +596,8 @@ impl EventLoop {
         match output {
             SchedulerOutput::Send(conn, message) => self.send(conn, &message),
             SchedulerOutput::Close(conn) => self.reactor.close(conn),
-            // Only without a journal (`drain_outputs` keeps them otherwise).
-            SchedulerOutput::Journal(_) => {}
+            // Only without a journal (`drain_outputs` counts them otherwise).
+            SchedulerOutput::Journal => {}
         }
     }
 
@@ -615,7 +616,8 @@ impl EventLoop {
         let now = Instant::now();
         self.state.handle_shutdown(self.clock.at(now));
         self.drain_outputs();
-        if let Some(journal) = self.journal.take() {
+        if let Some(mut journal) = self.journal.take() {
+            journal.add_framed(self.state.take_journal());
             journal.finish().map_err(journal_failed)?;
         }
         self.send_durable();

@@ -164,10 +164,11 @@ pub enum SchedulerOutput {
     Send(ConnId, Message),
     /// Close this connection after writing what is queued for it.
     Close(ConnId),
-    /// Append this record to the journal (only with
-    /// [`SchedulerStateConfig::journal`]): it must be durable before any
-    /// message that comes after it is sent.
-    Journal(Vec<u8>),
+    /// One more record for the journal (only with
+    /// [`SchedulerStateConfig::journal`]), framed in the state's buffer
+    /// that [`SchedulerState::take_journal`] hands over: it must be
+    /// durable before any message that comes after it is sent.
+    Journal,
 }
 
 /// Settings of the state machine.

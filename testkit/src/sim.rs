@@ -615,7 +615,9 @@ impl Sim {
                     node: Node::Scheduler,
                     conn,
                 }),
-                SchedulerOutput::Journal(record) => self.journal.push(record),
+                SchedulerOutput::Journal => self
+                    .journal
+                    .extend(in_scheduler(|| self.scheduler.take_journal_records())),
             }
         }
         for i in 0..self.workers.len() {

@@ -91,12 +91,23 @@ pub fn check_header(bytes: &[u8]) -> Result<bool, HeaderError> {
 
 /// Appends one record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, kind: RecordKind, payload: &[u8]) {
-    debug_assert!(payload.len() <= RECORD_BYTES_MAX);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c_update(crc32c_update(!0, &[kind.byte()]), payload);
-    out.extend_from_slice(&(!crc).to_le_bytes());
-    out.push(kind.byte());
-    out.extend_from_slice(payload);
+    encode_record_with(out, kind, |out| out.extend_from_slice(payload));
+}
+
+/// Appends one record to `out`, its payload written there by `payload`
+/// (in place: the scheduler frames each record where the journal's thread
+/// takes it, with no buffer of its own to allocate, copy and free).
+pub fn encode_record_with(out: &mut Vec<u8>, kind: RecordKind, payload: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    payload(out);
+    let start = at + RECORD_HEADER_BYTES;
+    let len = out.len() - start;
+    debug_assert!(len <= RECORD_BYTES_MAX);
+    let crc = !crc32c_update(crc32c_update(!0, &[kind.byte()]), &out[start..]);
+    out[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    out[at + 8] = kind.byte();
 }
 
 /// One record read back: its kind and where its payload lies in the input.

@@ -81,9 +81,8 @@ pub struct JournalWriter {
     jobs: Sender<JobBox>,
     progress: Arc<Progress>,
     thread: Option<JoinHandle<()>>,
-    /// Records of this wakeup, framed, not handed over yet. Framed here
-    /// so that each record's buffer is freed on the thread that made it
-    /// (a free on the writing thread took the allocator's lock per record).
+    /// Records of this wakeup, framed, not handed over yet (the state
+    /// frames its records itself, in a buffer that becomes this one).
     batch: Vec<u8>,
     /// Records appended so far (the count of the last one).
     appended: u64,
@@ -150,6 +149,25 @@ impl JournalWriter {
         self.appended
     }
 
+    /// Counts one record framed elsewhere (by the state, in the buffer
+    /// [`JournalWriter::add_framed`] takes before the next submit);
+    /// returns its count.
+    pub fn count_framed(&mut self) -> u64 {
+        self.appended += 1;
+        self.appended
+    }
+
+    /// Adds records framed elsewhere, each counted by
+    /// [`JournalWriter::count_framed`], to this wakeup's batch.
+    pub fn add_framed(&mut self, framed: Vec<u8>) {
+        self.event_bytes += framed.len() as u64;
+        if self.batch.is_empty() {
+            self.batch = framed;
+        } else {
+            self.batch.extend_from_slice(&framed);
+        }
+    }
+
     /// Count of the last record appended.
     pub fn appended(&self) -> u64 {
         self.appended
@@ -165,9 +183,7 @@ impl JournalWriter {
         if self.batch.is_empty() {
             return;
         }
-        // The next batch is likely as large as this one.
-        let capacity = self.batch.len();
-        let framed = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
+        let framed = std::mem::take(&mut self.batch);
         let through = self.appended;
         // A send fails only when the thread ended, on an error that
         // `check` reports.

@@ -1,7 +1,8 @@
 //! What the state keeps in the journal (`--journal DIR`), and how it comes
 //! back after a crash. Pure, like the rest of the state: changes go out as
-//! [`SchedulerOutput::Journal`] records (the event loop makes them durable
-//! before anything of the same event is sent), and
+//! records framed in the state's buffer ([`SchedulerState::take_journal`]),
+//! each marked in the outputs by a [`SchedulerOutput::Journal`] (the event
+//! loop makes them durable before anything after the marker is sent), and
 //! [`SchedulerState::restore`] replays records before the loop starts.
 //!
 //! Records ([`crate::journal::record`]): accepted graphs and wants,
@@ -43,6 +44,7 @@ use dask_core::messages::{
 use dask_core::auth::NonceSource;
 
 use super::*;
+use crate::journal::format;
 use crate::journal::record::{push_snapshot_record, snapshot_records, JournalRecord, RecordKind};
 
 /// Connection ids of detached sessions have this bit set (a reactor's ids
@@ -66,7 +68,16 @@ pub(crate) struct Durable {
     detached_until: Option<Timestamp>,
     /// Set by a restore until placement may start.
     restoring: Option<Restoring>,
+    /// Records emitted and not taken yet, framed as the journal file holds
+    /// them (`journal::format`): encoded in place, one buffer per wakeup,
+    /// where a buffer per record cost an allocation, a copy and a free.
+    pub(crate) framed: Vec<u8>,
 }
+
+/// Room a new buffer of framed records starts with, at most: the next
+/// wakeup's records likely take as much room as the last one's, unless
+/// that one held a large graph.
+const FRAMED_ROOM_MAX: usize = 256 << 10;
 
 #[derive(Debug, Default)]
 struct Restoring {
@@ -108,9 +119,34 @@ impl SchedulerState {
     /// Emits `record` when journaling (and not replaying).
     pub(crate) fn journal(&mut self, record: impl FnOnce(&Self) -> JournalRecord) {
         if self.journaling() {
-            let bytes = record(self).encode();
-            self.out.push_back(SchedulerOutput::Journal(bytes));
+            let record = record(self);
+            self.emit_record(|out| record.encode_into(out));
         }
+    }
+
+    /// Emits the record that `payload` writes (framed in place).
+    pub(crate) fn emit_record(&mut self, payload: impl FnOnce(&mut Vec<u8>)) {
+        format::encode_record_with(&mut self.durable.framed, format::RecordKind::Event, payload);
+        self.out.push_back(SchedulerOutput::Journal);
+    }
+
+    /// The records emitted since the last call (one per
+    /// [`SchedulerOutput::Journal`]), framed as the journal file holds
+    /// them, for the journal's writer.
+    pub fn take_journal(&mut self) -> Vec<u8> {
+        let room = self.durable.framed.len().min(FRAMED_ROOM_MAX);
+        std::mem::replace(&mut self.durable.framed, Vec::with_capacity(room))
+    }
+
+    /// [`SchedulerState::take_journal`] as one buffer per record (the
+    /// records of a journal file), for simulations and tests.
+    pub fn take_journal_records(&mut self) -> Vec<Vec<u8>> {
+        let framed = self.take_journal();
+        let (records, _) = format::decode_records(&framed);
+        records
+            .into_iter()
+            .map(|r| framed[r.payload].to_vec())
+            .collect()
     }
 
     /// Emits a record of `kind` for client `conn` carrying `message`, and
@@ -125,8 +161,7 @@ impl SchedulerState {
             return message;
         }
         let record = JournalRecord::new(kind, self.session_of(conn), message);
-        self.out
-            .push_back(SchedulerOutput::Journal(record.encode()));
+        self.emit_record(|out| record.encode_into(out));
         record.message
     }
 

@@ -4,6 +4,7 @@
 use dask_core::messages::{CancelKeys, StealResponse, TaskErred, TaskFinished};
 
 use super::*;
+use crate::journal::format;
 
 impl SchedulerState {
     // ---- state bookkeeping ----------------------------------------------
@@ -603,9 +604,12 @@ impl SchedulerState {
         if self.journaling() {
             let task = &self.tasks[t];
             let holder = self.workers.get(w.ix()).map(|x| x.name.as_str());
-            let mut record = Vec::with_capacity(48 + task.key_bytes().len());
-            JournalRecord::encode_finished(&mut record, task.key(), task.nbytes, holder);
-            self.out.push_back(SchedulerOutput::Journal(record));
+            format::encode_record_with(
+                &mut self.durable.framed,
+                format::RecordKind::Event,
+                |out| JournalRecord::encode_finished(out, task.key(), task.nbytes, holder),
+            );
+            self.out.push_back(SchedulerOutput::Journal);
         }
         self.notify_finished(t, inline);
         let dependents: Vec<TaskId> = self.tasks[t].dependents.to_vec();

@@ -72,7 +72,7 @@ impl Sim {
                 SchedulerOutput::Close(c) => {
                     self.closed.insert(c);
                 }
-                SchedulerOutput::Journal(record) => self.journal.push(record),
+                SchedulerOutput::Journal => self.journal.extend(self.s.take_journal_records()),
             }
         }
     }

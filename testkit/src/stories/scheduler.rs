@@ -501,7 +501,9 @@ impl Story {
                     }
                 }
                 SchedulerOutput::Close(c) => self.forget(c),
-                SchedulerOutput::Journal(_) => {}
+                SchedulerOutput::Journal => {
+                    let _ = self.state.take_journal();
+                }
             }
         }
         Ok(())
