@@ -38,6 +38,10 @@ struct Plan {
     /// Graph order of each new task, counted from 0 within this graph
     /// ([`dask_core::order`]: few results held at once).
     order: Vec<u64>,
+    /// What each wanted key resolved to, in the message's order: accepting
+    /// looks no wanted key up again (a probe of the key index reads a
+    /// task's record and key, two cache misses a key).
+    wanted: Vec<Ref>,
 }
 
 impl Plan {
@@ -121,7 +125,7 @@ impl SchedulerState {
                 }
                 self.graph_accepted(conn, &m, plan.new.len());
                 let tasks = std::mem::take(&mut m.tasks);
-                self.accept_graph(conn, tasks, plan, &m.wanted, m.request);
+                self.accept_graph(conn, tasks, plan, m.request);
                 // New wants may wait on tasks already stuck.
                 self.recheck_stuck();
                 true
@@ -239,12 +243,13 @@ impl SchedulerState {
             }
         }
         ref_start.push(refs.len());
-        unknown.extend(
-            m.wanted
-                .iter()
-                .filter(|k| resolve(k.as_str()).is_none())
-                .cloned(),
-        );
+        let mut wanted: Vec<Ref> = Vec::with_capacity(m.wanted.len());
+        for k in &m.wanted {
+            match resolve(k.as_str()) {
+                Some(r) => wanted.push(r),
+                None => unknown.push(k.clone()),
+            }
+        }
         if !unknown.is_empty() {
             let keys = sorted_unique(unknown);
             return Err(Refusal {
@@ -262,6 +267,7 @@ impl SchedulerState {
             refs,
             ref_start,
             order: Vec::new(),
+            wanted,
         };
         let dag = plan.dag();
         match dag.order() {
@@ -287,14 +293,7 @@ impl SchedulerState {
         Ok(plan)
     }
 
-    fn accept_graph(
-        &mut self,
-        conn: ConnId,
-        specs: Vec<TaskSpec>,
-        plan: Plan,
-        wanted: &[Key],
-        request: u64,
-    ) {
+    fn accept_graph(&mut self, conn: ConnId, specs: Vec<TaskSpec>, plan: Plan, request: u64) {
         let n = plan.new.len();
         self.tasks.reserve(n);
         self.key_index.reserve(n);
@@ -347,12 +346,16 @@ impl SchedulerState {
             self.tasks[t].dependencies = deps;
         }
 
-        let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
-        for key in wanted {
-            if !seen.insert(key) {
-                continue;
-            }
-            if let Some(t) = self.task_id(key) {
+        // A key listed twice is wanted once (`add_want` would send a
+        // finished key's event again).
+        let mut seen: foldhash::HashSet<TaskId> =
+            foldhash::HashSet::with_capacity_and_hasher(plan.wanted.len(), Default::default());
+        for r in &plan.wanted {
+            let t = match *r {
+                Ref::New(q) => ids[q as usize],
+                Ref::Known(t) => t,
+            };
+            if seen.insert(t) {
                 self.add_want(conn, t, request);
             }
         }

@@ -1104,6 +1104,30 @@ fn two_clients_share_a_key_and_its_data_lives_until_both_release_it() {
 }
 
 #[test]
+fn a_key_wanted_twice_in_one_graph_gets_one_event() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 1);
+    let c = sim.client();
+    // New in this graph, listed twice: computed once, finished once.
+    sim.submit(
+        c,
+        1,
+        vec![spec("s", "f", vec![Value::from(1)])],
+        &["s", "s"],
+    );
+    assert_eq!(compute_keys(&sim.recv(w)), ["s"]);
+    sim.finish(w, "s", 5);
+    assert_eq!(finished(&sim.recv(c)), ["s"]);
+    // Known and in memory, listed twice with a new task that refers to it:
+    // one key-finished for it now, one for the new task later.
+    sim.submit(c, 2, vec![spec("t", "f", vec![r("s")])], &["s", "t", "s"]);
+    assert_eq!(finished(&sim.recv(c)), ["s"]);
+    assert_eq!(compute_keys(&sim.recv(w)), ["t"]);
+    sim.finish(w, "t", 5);
+    assert_eq!(finished(&sim.recv(c)), ["t"]);
+}
+
+#[test]
 fn cancelling_frees_running_work_and_tells_the_client() {
     let mut sim = Sim::new();
     let w = sim.worker("w", &["f"], 1);
