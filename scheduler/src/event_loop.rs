@@ -584,8 +584,13 @@ impl EventLoop {
                 SchedulerOutput::Send(conn, _) | SchedulerOutput::Close(conn) => *conn,
             };
             let to_worker = self.state.is_worker_conn(conn);
-            let (appended, durable) = (journal.appended(), journal.durable());
-            if let Some(output) = self.held.admit(conn, output, appended, durable, to_worker) {
+            let appended = journal.appended();
+            if self
+                .held
+                .must_wait(conn, appended, journal.durable(), to_worker)
+            {
+                self.held.hold(conn, output, appended);
+            } else {
                 self.perform(output);
             }
         }

@@ -42,17 +42,36 @@ impl<T> Holdback<T> {
         durable: u64,
         need_not_wait: bool,
     ) -> Option<T> {
-        let leaves = if need_not_wait {
-            !self.waiting.contains_key(&conn)
-        } else {
-            self.queue.is_empty() && appended <= durable
-        };
-        if leaves {
+        if !self.must_wait(conn, appended, durable, need_not_wait) {
             return Some(output);
         }
+        self.hold(conn, output, appended);
+        None
+    }
+
+    /// Whether an output for `conn` must wait ([`Holdback::hold`]) or may
+    /// leave now, as [`Holdback::admit`] decides; asked before the output
+    /// is moved, so one that leaves (most: messages to workers) is not
+    /// copied in and out (a scheduler output is over 200 bytes).
+    pub fn must_wait(
+        &self,
+        conn: ConnId,
+        appended: u64,
+        durable: u64,
+        need_not_wait: bool,
+    ) -> bool {
+        if need_not_wait {
+            self.waiting.contains_key(&conn)
+        } else {
+            !self.queue.is_empty() || appended > durable
+        }
+    }
+
+    /// Keeps an output that [`Holdback::must_wait`], `appended` records
+    /// appended before it.
+    pub fn hold(&mut self, conn: ConnId, output: T, appended: u64) {
         *self.waiting.entry(conn).or_default() += 1;
         self.queue.push_back((appended, conn, output));
-        None
     }
 
     /// The next output that may leave now that `durable` records are.
