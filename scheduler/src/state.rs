@@ -1303,7 +1303,7 @@ impl SchedulerState {
                 self.update_graph(conn, m);
             }
             Message::ReleaseKeys(m) => {
-                self.journal(|s| durable::release_record(s.session_of(conn), &m.keys));
+                self.journal_release(conn, &m.keys);
                 for key in &m.keys {
                     match self.task_id(key) {
                         Some(t) => {

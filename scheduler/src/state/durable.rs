@@ -124,6 +124,19 @@ impl SchedulerState {
         }
     }
 
+    /// Emits the `release` record of client `conn`'s `keys`.
+    pub(crate) fn journal_release(&mut self, conn: ConnId, keys: &[Key]) {
+        if self.journaling() {
+            let session = self.clients.get(&conn).map_or("", |c| c.session.as_str());
+            format::encode_record_with(
+                &mut self.durable.framed,
+                format::RecordKind::Event,
+                |out| JournalRecord::encode_release(out, session, keys),
+            );
+            self.out.push_back(SchedulerOutput::Journal);
+        }
+    }
+
     /// Emits the record that `payload` writes (framed in place).
     pub(crate) fn emit_record(&mut self, payload: impl FnOnce(&mut Vec<u8>)) {
         format::encode_record_with(&mut self.durable.framed, format::RecordKind::Event, payload);
@@ -740,23 +753,13 @@ impl SchedulerState {
     }
 }
 
-/// The records of client messages the journal keeps.
-pub(crate) fn release_record(session: &str, keys: &[Key]) -> JournalRecord {
-    JournalRecord::new(
-        RecordKind::Release,
-        session,
-        Message::ReleaseKeys(ReleaseKeys {
-            keys: keys.to_vec(),
-        }),
-    )
-}
-
-/// See [`release_record`].
+/// The records of client messages the journal keeps (a release's is
+/// [`JournalRecord::encode_release`]).
 pub(crate) fn cancel_record(session: &str, m: &CancelKeys) -> JournalRecord {
     JournalRecord::new(RecordKind::Cancel, session, Message::CancelKeys(m.clone()))
 }
 
-/// See [`release_record`].
+/// See [`cancel_record`].
 pub(crate) fn delete_record(m: &UnpublishDataset) -> JournalRecord {
     JournalRecord::new(RecordKind::Delete, "", Message::UnpublishDataset(m.clone()))
 }
