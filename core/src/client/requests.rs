@@ -59,7 +59,11 @@ impl ClientSession {
     /// Registers the wants of a submit or scatter and queues its message.
     fn ask_wants(&mut self, keys: &[Key], message: impl FnOnce(u64) -> Message) -> RequestId {
         let id = self.request_id();
-        let mut fresh = Vec::new();
+        // Room for every key at once: a graph's keys are mostly new, and
+        // growing the table step by step rehashed it a dozen times for
+        // 100k keys (~13% of the client's samples submitting them).
+        self.keys.reserve(keys.len());
+        let mut fresh = Vec::with_capacity(keys.len());
         for k in keys {
             if self.want(k, Some(id), id) {
                 fresh.push(k.clone());
