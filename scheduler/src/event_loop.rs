@@ -583,11 +583,14 @@ impl EventLoop {
                 }
                 SchedulerOutput::Send(conn, _) | SchedulerOutput::Close(conn) => *conn,
             };
-            let to_worker = self.state.is_worker_conn(conn);
-            let appended = journal.appended();
-            if self
-                .held
-                .must_wait(conn, appended, journal.durable(), to_worker)
+            let (appended, durable) = (journal.appended(), journal.durable());
+            // Nothing waits and every record is durable: it leaves,
+            // whoever it is for.
+            let all_clear = self.held.is_empty() && appended <= durable;
+            if !all_clear
+                && self
+                    .held
+                    .must_wait(conn, appended, durable, self.state.is_worker_conn(conn))
             {
                 self.held.hold(conn, output, appended);
             } else {

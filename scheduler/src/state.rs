@@ -820,7 +820,10 @@ pub struct SchedulerState {
     conns: HashMap<ConnId, Connection>,
     pub(crate) clients: HashMap<ConnId, Client>,
     pub(crate) workers: Slab<Worker>,
-    worker_by_conn: HashMap<ConnId, WorkerIdx>,
+    /// Registered workers by connection (foldhash: asked for most outputs
+    /// of a journaling scheduler; connection ids are the reactor's, not a
+    /// peer's choice).
+    worker_by_conn: foldhash::HashMap<ConnId, WorkerIdx>,
     worker_by_name: HashMap<String, WorkerIdx>,
     pub(crate) tasks: Slab<Task>,
     /// The task of each key.
@@ -905,7 +908,7 @@ impl SchedulerState {
             last_root_worker: None,
             clients: HashMap::new(),
             workers: Slab::new(),
-            worker_by_conn: HashMap::new(),
+            worker_by_conn: foldhash::HashMap::default(),
             worker_by_name: HashMap::new(),
             tasks: Slab::new(),
             key_index: KeyIndex::default(),

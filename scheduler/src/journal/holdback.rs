@@ -8,7 +8,7 @@
 //! leave at once, unless an earlier output to the same connection waits
 //! (a connection's messages never overtake each other).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use dask_core::ConnId;
 
@@ -16,15 +16,17 @@ use dask_core::ConnId;
 #[derive(Debug)]
 pub struct Holdback<T> {
     queue: VecDeque<(u64, ConnId, T)>,
-    /// How many outputs of each connection wait.
-    waiting: HashMap<ConnId, usize>,
+    /// How many outputs of each connection wait (foldhash: asked for
+    /// every message to a worker while anything waits; connection ids are
+    /// the reactor's, not a peer's choice).
+    waiting: foldhash::HashMap<ConnId, usize>,
 }
 
 impl<T> Default for Holdback<T> {
     fn default() -> Self {
         Holdback {
             queue: VecDeque::new(),
-            waiting: HashMap::new(),
+            waiting: foldhash::HashMap::default(),
         }
     }
 }
@@ -61,7 +63,7 @@ impl<T> Holdback<T> {
         need_not_wait: bool,
     ) -> bool {
         if need_not_wait {
-            self.waiting.contains_key(&conn)
+            !self.waiting.is_empty() && self.waiting.contains_key(&conn)
         } else {
             !self.queue.is_empty() || appended > durable
         }
