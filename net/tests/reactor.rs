@@ -636,9 +636,13 @@ fn sleeps(thread: &str) -> u64 {
         .expect("voluntary_ctxt_switches in a thread's status")
 }
 
-/// Sends a heartbeat to a peer that answers one 20 ms later (without
+/// Sends a heartbeat to a peer that answers 20 ms after it has it (without
 /// busy-polling: once the polling thread sleeps), and polls until the
-/// answer comes; how many times the polling thread slept.
+/// answer comes; how many times the polling thread slept in that wait,
+/// counted by the peer's thread from when it has the heartbeat. With
+/// busy-polling the start is not counted: there a thread may wait on the
+/// process's memory-map lock while another allocates (1 failure in CI at
+/// idle), which is not the reactor choosing to sleep.
 fn sleeps_awaiting_an_answer(busy_poll: Duration) -> u64 {
     let config = ReactorConfig {
         busy_poll,
@@ -647,27 +651,35 @@ fn sleeps_awaiting_an_answer(busy_poll: Duration) -> u64 {
     let (mut reactor, mut p, conn) = greeted(config);
     let (started, start) = std::sync::mpsc::channel();
     let poller = std::thread::spawn(move || {
-        let before = sleeps("/proc/thread-self");
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        started.send((tid, before)).unwrap();
+        started.send((tid, sleeps("/proc/thread-self"))).unwrap();
         reactor.send(conn, &heartbeat()).unwrap();
         assert_eq!(frame(&mut reactor), (conn, vec![heartbeat()]));
-        sleeps("/proc/thread-self") - before
     });
-    let (tid, before) = start.recv().unwrap();
+    let (tid, at_start) = start.recv().unwrap();
+    let poller_task = format!("/proc/self/task/{tid}");
     assert_eq!(p.recv().unwrap(), heartbeat());
+    // Without busy-polling the poller may be asleep already: count from
+    // its start.
+    let before = if busy_poll.is_zero() {
+        at_start
+    } else {
+        sleeps(&poller_task)
+    };
     std::thread::sleep(Duration::from_millis(20));
     if busy_poll.is_zero() {
         // However late the poller got to its wait, it sleeps before the answer.
         let deadline = Instant::now() + PATIENCE;
-        while sleeps(&format!("/proc/self/task/{tid}")) == before {
+        while sleeps(&poller_task) == before {
             assert!(Instant::now() < deadline, "the poller never slept");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    let slept = sleeps(&poller_task) - before;
     p.send(&[heartbeat()]).unwrap();
-    poller.join().unwrap()
+    poller.join().unwrap();
+    slept
 }
 
 #[test]
