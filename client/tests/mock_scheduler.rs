@@ -562,3 +562,48 @@ fn a_gather_started_before_the_results_takes_them_from_key_finished() {
     assert_eq!(released, 2);
     drop(client);
 }
+
+#[test]
+fn a_gather_asks_the_scheduler_only_for_the_results_that_did_not_come_inline() {
+    let (client, mut mock) = connect();
+    let a = client.submit("inc", args![1]);
+    let b = client.submit("inc", args![2]);
+    let c = client.submit("inc", args![3]);
+    for _ in 0..3 {
+        mock.recv();
+    }
+    let inline = |key: &Key, v: i64| {
+        Message::KeyFinished(KeyFinished {
+            key: key.clone(),
+            nbytes: 1,
+            request: None,
+            value: Some(RawValue::from_value(&Value::from(v))),
+        })
+    };
+    // b's result is too large to come inline (say): it is gathered.
+    mock.send(&[inline(a.key(), 2), finished(b.key()), inline(c.key(), 4)]);
+    let kb = b.key().clone();
+    // b twice, a and c around it: each handle gets its key's value, in order.
+    let again = b.clone();
+    let gather = std::thread::spawn(move || {
+        let values = client.gather(&[a, b, c, again]);
+        (client, values)
+    });
+    let Message::Gather(g) = mock.recv() else {
+        panic!("expected gather")
+    };
+    assert_eq!(g.keys, vec![kb.clone()], "only b is asked for");
+    mock.send(&[Message::GatherReply(GatherReply {
+        request: g.request,
+        data: BTreeMap::from([(kb, RawValue::from_value(&Value::from(3)))]),
+        missing: vec![],
+        status: None,
+    })]);
+    let (client, values) = gather.join().unwrap();
+    assert_eq!(
+        values.unwrap(),
+        [2, 3, 4, 3].map(Value::from).to_vec(),
+        "a, b, c, b"
+    );
+    drop(client);
+}
