@@ -30,6 +30,11 @@ pub const RANGE_LEN_MAX: u64 = 16 * 1024 * 1024;
 /// 9 bytes encoded, so this many still fit in one frame.
 pub const RANDOM_ELEMENTS_MAX: u64 = (FRAME_BYTES_MAX / 9) as u64;
 
+/// The built-ins marked quick ([`FunctionRegistry::mark_quick`]): arithmetic
+/// on numbers, a few hundred instructions on the small inputs they are run
+/// inline with.
+pub const QUICK_BUILTINS: &[&str] = &["add", "sub", "mul", "inc", "neg"];
+
 /// Declares the library: each entry becomes a documented `pub fn`, an entry
 /// of [`builtin_docs`] and a registration in [`register_all`], so the
 /// documentation printed by the binary is the doc comment itself. An entry

@@ -57,7 +57,9 @@ const PYTHON_DASK_REFUSAL: &str =
 pub struct WorkerConfig {
     /// The scheduler's address, `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub scheduler: String,
-    /// Tasks run at once. Default: the machine's available parallelism.
+    /// Tasks run at once, on executor threads; a quick function's job
+    /// ([`FunctionRegistry::mark_quick`]) may run on the event loop's
+    /// thread beside them. Default: the machine's available parallelism.
     pub nthreads: usize,
     /// Unique name. Default: `worker-<host>-<pid>-<n>`, unique in the process.
     pub name: Option<String>,
@@ -573,16 +575,44 @@ impl EventLoop {
         }
     }
 
-    /// Does every output of the machine.
+    /// Does every output of the machine: quick jobs run here, and what
+    /// their completions start next too.
     fn drain_outputs(&mut self, now: Timestamp) {
-        while let Some(output) = self.state.poll_output() {
-            self.handle_output(now, output);
+        loop {
+            while let Some(output) = self.state.poll_output() {
+                self.handle_output(now, output);
+            }
+            if !self.run_quick_jobs(now) {
+                break;
+            }
         }
         if !self.new_jobs.is_empty() {
             if let Some(pool) = self.pool.as_mut() {
                 pool.submit(self.new_jobs.drain(..));
             }
         }
+    }
+
+    /// Runs the jobs of this drain that the pool runs on this thread
+    /// ([`ExecutorPool::run_here`]) and hands their completions to the
+    /// machine; whether there were any.
+    fn run_quick_jobs(&mut self, now: Timestamp) -> bool {
+        let Some(pool) = self.pool.as_ref() else {
+            return false;
+        };
+        let completions = &mut self.completions;
+        self.new_jobs.retain(|job| match pool.run_here(job) {
+            Some(done) => {
+                completions.push(done);
+                false
+            }
+            None => true,
+        });
+        let ran = !self.completions.is_empty();
+        for done in self.completions.drain(..) {
+            self.state.handle_task_done(now, done);
+        }
+        ran
     }
 
     fn handle_output(&mut self, now: Timestamp, output: WorkerOutput) {

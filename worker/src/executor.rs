@@ -1,7 +1,8 @@
 //! Running tasks: [`run_job`] turns a [`Job`] into a [`TaskDone`] (decode
 //! arguments, substitute dependencies, call the function inside a panic
 //! boundary, encode the result), and [`ExecutorPool`] runs jobs on a fixed
-//! set of threads, handing completions back to the event loop.
+//! set of threads, handing completions back to the event loop, or runs a
+//! quick one on the caller's thread ([`ExecutorPool::run_here`]).
 
 use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -64,6 +65,13 @@ pub fn panic_error(panic: &(dyn std::any::Any + Send)) -> TaskError {
         .unwrap_or_else(|| "the function panicked".to_string());
     TaskError::new("Panic", message)
 }
+
+/// Most bytes of arguments and dependency values a job of a quick function
+/// ([`FunctionRegistry::mark_quick`]) may have to run on the event loop's
+/// thread: decoding them is then as cheap as the function. Arithmetic on
+/// numbers needs a few dozen; a large value given by mistake goes to the
+/// executor, where it cannot stall the loop.
+pub const QUICK_INPUT_BYTES_MAX: usize = 1024;
 
 /// A queued job, ordered as the worker's ready tasks are: priority desc,
 /// then arrival.
@@ -153,6 +161,8 @@ pub type Wake = Box<dyn Fn() + Send + Sync>;
 pub struct ExecutorPool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// For the quick jobs run on the caller's thread.
+    registry: FunctionRegistry,
 }
 
 impl ExecutorPool {
@@ -190,7 +200,29 @@ impl ExecutorPool {
                 .spawn(move || executor_thread(&shared, &registry))?;
             threads.push(thread);
         }
-        Ok(ExecutorPool { shared, threads })
+        Ok(ExecutorPool {
+            shared,
+            threads,
+            registry,
+        })
+    }
+
+    /// Runs `job` on the calling thread when its function is quick and its
+    /// inputs small ([`QUICK_INPUT_BYTES_MAX`]); `None`: it is for the
+    /// threads. A task of microseconds costs less run where it is than
+    /// the two thread wakeups and the locks of a trip through the pool.
+    pub fn run_here(&self, job: &Job) -> Option<TaskDone> {
+        if !self.registry.is_quick(&job.function) {
+            return None;
+        }
+        let mut input = job.args.len() + job.kwargs.as_ref().map_or(0, |k| k.len());
+        for (_, value) in &job.deps {
+            input += value.len();
+            if input > QUICK_INPUT_BYTES_MAX {
+                return None;
+            }
+        }
+        (input <= QUICK_INPUT_BYTES_MAX).then(|| run_job(&self.registry, job))
     }
 
     /// Queues jobs for the threads.

@@ -8,7 +8,7 @@
 //! ([`BorrowingTaskFn`], for a function that only reads its arguments: a
 //! large value is then never copied on its way in).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -40,6 +40,8 @@ pub enum Function {
 #[derive(Clone, Default)]
 pub struct FunctionRegistry {
     functions: HashMap<String, Function>,
+    /// Names of functions marked quick ([`FunctionRegistry::mark_quick`]).
+    quick: HashSet<String>,
 }
 
 impl FunctionRegistry {
@@ -52,6 +54,9 @@ impl FunctionRegistry {
     pub fn builtins() -> FunctionRegistry {
         let mut registry = FunctionRegistry::new();
         crate::builtins::register_all(&mut registry);
+        for name in crate::builtins::QUICK_BUILTINS {
+            registry.mark_quick(name);
+        }
         registry
     }
 
@@ -60,8 +65,9 @@ impl FunctionRegistry {
     where
         F: Fn(&[rmpv::Value], &[(String, rmpv::Value)]) -> TaskResult + Send + Sync + 'static,
     {
-        self.functions
-            .insert(name.into(), Function::Owned(Arc::new(f)));
+        let name = name.into();
+        self.quick.remove(&name);
+        self.functions.insert(name, Function::Owned(Arc::new(f)));
     }
 
     /// Adds `f`, which takes borrowed trees, under `name`, replacing any
@@ -73,12 +79,36 @@ impl FunctionRegistry {
             + Sync
             + 'static,
     {
+        let name = name.into();
+        self.quick.remove(&name);
         self.functions
-            .insert(name.into(), Function::Borrowing(Arc::new(f)));
+            .insert(name, Function::Borrowing(Arc::new(f)));
+    }
+
+    /// Marks the function named `name` as quick: it takes a few
+    /// microseconds at most on small inputs, never blocks, and touches
+    /// nothing shared, so the worker runs it on its event loop's thread
+    /// when its inputs are small ([`crate::executor::QUICK_INPUT_BYTES_MAX`])
+    /// rather than hand it to an executor thread and back (two thread
+    /// wakeups, most of such a task's cost). It may then run beside the
+    /// `nthreads` tasks on the executor. Registering the name again
+    /// clears the mark. False when no function has that name.
+    pub fn mark_quick(&mut self, name: &str) -> bool {
+        if !self.functions.contains_key(name) {
+            return false;
+        }
+        self.quick.insert(name.to_owned());
+        true
+    }
+
+    /// Whether the function named `name` is marked quick.
+    pub fn is_quick(&self, name: &str) -> bool {
+        self.quick.contains(name)
     }
 
     /// Withdraws the function named `name`; whether there was one.
     pub fn remove(&mut self, name: &str) -> bool {
+        self.quick.remove(name);
         self.functions.remove(name).is_some()
     }
 
@@ -160,6 +190,23 @@ mod tests {
         ] {
             assert!(r.contains(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_function_is_quick_while_marked_and_not_registered_again() {
+        let mut r = FunctionRegistry::builtins();
+        assert!(r.is_quick("inc"));
+        assert!(!r.is_quick("sleep"));
+        assert!(!r.mark_quick("nope"), "no such function");
+        // A user's own `inc` may be slow: registering clears the mark.
+        r.register("inc", |_, _| Ok(Value::Nil));
+        assert!(!r.is_quick("inc"));
+        assert!(r.mark_quick("inc"));
+        r.register_borrowing("inc", |_, _| Ok(Value::Nil));
+        assert!(!r.is_quick("inc"));
+        assert!(r.mark_quick("inc"));
+        assert!(r.remove("inc"));
+        assert!(!r.is_quick("inc"));
     }
 
     #[test]

@@ -665,31 +665,43 @@ fn a_64_mib_value_is_stored_and_fetched() {
     s.stop();
 }
 
-#[test]
-fn steal_takes_a_queued_task_but_not_a_running_one() {
+/// A worker of one thread offering `gated`, which runs until the returned
+/// mutex can be locked (lock it before sending the task), and says on the
+/// flag that it started.
+fn start_gated() -> (Setup, Arc<AtomicBool>, Arc<Mutex<()>>) {
     let started = Arc::new(AtomicBool::new(false));
     let release = Arc::new(Mutex::new(()));
-    let gate = release.lock().unwrap();
     let mut functions = FunctionRegistry::builtins();
     {
         let (started, release) = (Arc::clone(&started), Arc::clone(&release));
         functions.register("gated", move |_, _| {
             started.store(true, Ordering::SeqCst);
-            // Runs until the test releases the gate.
             let _open = release.lock();
             Ok(Value::from("ran"))
         });
     }
-    let mut s = start(1, functions, QUIET_HEARTBEAT_MS);
-    s.send(vec![
-        compute("running", "gated", vec![]),
-        compute("queued", "identity", vec![Value::from(1)]),
-    ]);
+    (start(1, functions, QUIET_HEARTBEAT_MS), started, release)
+}
+
+/// Waits until `gated` started.
+fn wait_started(started: &AtomicBool) {
     let deadline = Instant::now() + TIMEOUT;
     while !started.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(started.load(Ordering::SeqCst));
+    assert!(started.load(Ordering::SeqCst), "gated never started");
+}
+
+#[test]
+fn steal_takes_a_queued_task_but_not_a_running_one() {
+    let (mut s, started, release) = start_gated();
+    // `gated` runs until the test releases the gate.
+    let gate = release.lock().unwrap();
+    s.send(vec![
+        compute("running", "gated", vec![]),
+        compute("queued", "identity", vec![Value::from(1)]),
+    ]);
+    wait_started(&started);
     s.send(vec![
         Message::StealRequest(StealRequest {
             key: "queued".into(),
@@ -727,6 +739,54 @@ fn steal_takes_a_queued_task_but_not_a_running_one() {
         others.is_empty(),
         "the stolen task never reported: {others:?}"
     );
+    s.stop();
+}
+
+#[test]
+fn a_quick_task_runs_while_the_only_thread_is_busy() {
+    let (mut s, started, release) = start_gated();
+    let gate = release.lock().unwrap();
+    s.send(vec![compute("running", "gated", vec![])]);
+    wait_started(&started);
+    // `inc` is quick: it runs on the loop's thread, not behind `gated`;
+    // so does a task that needs its result.
+    s.send(vec![compute("one", "inc", vec![Value::from(1)])]);
+    let mut others = Vec::new();
+    assert!(matches!(
+        s.outcome("one", &mut others),
+        Message::TaskFinished(_)
+    ));
+    s.send(vec![compute_with(
+        "two",
+        "inc",
+        vec![task_ref_value("one")],
+        &[("one", &s.worker().address())],
+    )]);
+    assert!(matches!(
+        s.outcome("two", &mut others),
+        Message::TaskFinished(_)
+    ));
+    assert_eq!(value_of(&s.get(&["two"]), "two"), Value::from(3));
+    assert!(others.is_empty(), "{others:?}");
+    // A quick function given a large input goes to the thread: it waits,
+    // and a quick task sent after it reports first.
+    let big = Value::Array(vec![Value::from(1); 2000]);
+    s.send(vec![compute("big", "inc", vec![big])]);
+    s.send(vec![compute("three", "inc", vec![Value::from(2)])]);
+    assert!(matches!(
+        s.outcome("three", &mut others),
+        Message::TaskFinished(_)
+    ));
+    assert!(others.is_empty(), "big reported first: {others:?}");
+    drop(gate);
+    assert!(matches!(
+        s.outcome("running", &mut others),
+        Message::TaskFinished(_)
+    ));
+    match s.outcome("big", &mut others) {
+        Message::TaskErred(e) => assert_eq!(e.error_type, "TypeError"),
+        m => panic!("{m:?}"),
+    }
     s.stop();
 }
 
