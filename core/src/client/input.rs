@@ -52,19 +52,11 @@ impl ClientSession {
             self.confirm_releases(&message);
         }
         match message {
-            Message::KeyFinished(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyErred(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyCancelled(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyLost(m) if self.is_stale(&m.key, m.request) => {}
             Message::KeyWaiting(m) if self.is_stale(&m.key, m.request) => {}
-            Message::KeyFinished(m) => {
-                self.set_state(&m.key, KeyState::Finished { nbytes: m.nbytes });
-                // A key-finished sent again (after a resume) has no value:
-                // the one already had is kept.
-                if let (Some(e), Some(value)) = (self.keys.get_mut(&m.key), m.value) {
-                    e.inline = Some(value);
-                }
-            }
+            Message::KeyFinished(m) => self.key_finished(m),
             Message::KeyErred(m) => self.set_state(
                 &m.key,
                 KeyState::Erred(TaskFailure {

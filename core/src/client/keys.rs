@@ -164,12 +164,16 @@ impl ClientSession {
     /// client released the key and wanted it again. Events without a
     /// request (dask/1.0) are never stale.
     pub(super) fn is_stale(&self, key: &Key, request: Option<u64>) -> bool {
-        match (request, self.keys.get(key)) {
-            (Some(r), Some(e)) => {
-                r != e.want_request.0 && self.earlier_requests.get(key) != Some(&RequestId(r))
-            }
-            _ => false,
-        }
+        self.keys
+            .get(key)
+            .is_some_and(|e| self.answers_another_want(e, key, request))
+    }
+
+    /// [`ClientSession::is_stale`] for a held key's entry `e`.
+    fn answers_another_want(&self, e: &KeyEntry, key: &Key, request: Option<u64>) -> bool {
+        request.is_some_and(|r| {
+            r != e.want_request.0 && self.earlier_requests.get(key) != Some(&RequestId(r))
+        })
     }
 
     /// One key of a submit/scatter got its first event (`accepted`: the
@@ -193,21 +197,57 @@ impl ClientSession {
             // Not held (released, or never ours): nothing to report.
             return;
         };
+        let changed = update(e, &state);
         if let Some(origin) = e.origin.take() {
             self.settle_want(origin, true);
         }
-        let Some(e) = self.keys.get_mut(key) else {
+        if changed {
+            self.events.push_back(ClientEvent::KeyUpdated {
+                key: key.clone(),
+                state,
+            });
+        }
+    }
+
+    /// A `key-finished`: two look-ups of the key (the second finds it in
+    /// the cache), where the stale check, [`ClientSession::set_state`] and
+    /// the inline result took four, and the key moved into the event, not
+    /// copied (the client's I/O thread handles one per task).
+    pub(super) fn key_finished(&mut self, m: crate::messages::KeyFinished) {
+        let Some(e) = self.keys.get(&m.key) else {
             return;
         };
-        if e.state == state {
+        if self.answers_another_want(e, &m.key, m.request) {
             return;
         }
-        e.state = state.clone();
-        e.waiting = None;
-        e.inline = None;
-        self.events.push_back(ClientEvent::KeyUpdated {
-            key: key.clone(),
-            state,
-        });
+        let Some(e) = self.keys.get_mut(&m.key) else {
+            return;
+        };
+        let state = KeyState::Finished { nbytes: m.nbytes };
+        let changed = update(e, &state);
+        // A key-finished sent again (after a resume) has no value: the
+        // one already had is kept.
+        if let Some(value) = m.value {
+            e.inline = Some(value);
+        }
+        if let Some(origin) = e.origin.take() {
+            self.settle_want(origin, true);
+        }
+        if changed {
+            self.events
+                .push_back(ClientEvent::KeyUpdated { key: m.key, state });
+        }
     }
+}
+
+/// Sets a key's state; whether it changed (what it waited on and its
+/// inline result then go).
+fn update(e: &mut KeyEntry, state: &KeyState) -> bool {
+    if e.state == *state {
+        return false;
+    }
+    e.state = state.clone();
+    e.waiting = None;
+    e.inline = None;
+    true
 }
