@@ -669,9 +669,13 @@ impl WorkerState {
             }
         }
         self.held_since = None;
-        for message in std::mem::take(&mut self.held_reports) {
+        // The list keeps its room for the next batch: grown from nothing
+        // each time, its reallocations copied every report again.
+        let mut reports = std::mem::take(&mut self.held_reports);
+        for message in reports.drain(..) {
             self.send(conn, message);
         }
+        self.held_reports = reports;
         true
     }
 }
