@@ -119,6 +119,7 @@ use placement::GroupDurations;
 use slab::Slab;
 use small_list::SmallList;
 use task_set::TaskSet;
+use task_text::TaskText;
 
 use crate::journal::record::JournalRecord;
 
@@ -138,6 +139,7 @@ pub mod shrink;
 mod small_list;
 mod snapshot;
 mod task_set;
+mod task_text;
 mod tasks;
 mod validate;
 pub mod waiting;
@@ -456,18 +458,45 @@ impl TaskDef {
 pub(crate) struct Def<'a> {
     pub(crate) function: &'a Arc<str>,
     args: &'a [u8],
+    /// The arguments are these tasks' references, in order (`args` is
+    /// empty then: see [`Task::args_are_dependencies`]).
+    args_are: Option<&'a SmallList<TaskId, 3>>,
     options: Option<&'a TaskOptions>,
 }
 
 impl<'a> Def<'a> {
-    /// The arguments' encoding.
-    pub(crate) fn args_bytes(&self) -> &'a [u8] {
-        self.args
+    /// Writes the arguments' encoding to `out`, the dependencies' keys
+    /// read from `tasks` when the record holds only their references.
+    pub(crate) fn write_args(&self, tasks: &Slab<Task>, out: &mut Vec<u8>) {
+        match self.args_are {
+            None => out.extend_from_slice(self.args),
+            Some(deps) => write_refs(tasks, deps, out),
+        }
     }
 
-    /// The arguments, copied out for a message.
-    pub(crate) fn args(&self) -> RawValue {
-        RawValue::copy_of_trusted(self.args)
+    /// Whether the arguments are encoded as `bytes`.
+    pub(crate) fn args_equal(&self, tasks: &Slab<Task>, bytes: &[u8]) -> bool {
+        match self.args_are {
+            None => self.args == bytes,
+            Some(_) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                self.write_args(tasks, &mut out);
+                out == bytes
+            }
+        }
+    }
+
+    /// The arguments, copied out for a message (`scratch` holds them
+    /// while they are written from the dependencies' keys).
+    pub(crate) fn args(&self, tasks: &Slab<Task>, scratch: &mut Vec<u8>) -> RawValue {
+        match self.args_are {
+            None => RawValue::copy_of_trusted(self.args),
+            Some(_) => {
+                scratch.clear();
+                self.write_args(tasks, scratch);
+                RawValue::copy_of_trusted(scratch)
+            }
+        }
     }
 
     pub(crate) fn kwargs(&self) -> Option<&'a RawValue> {
@@ -480,6 +509,16 @@ impl<'a> Def<'a> {
 
     pub(crate) fn workers(&self) -> Option<&'a Vec<String>> {
         self.options?.workers.as_ref()
+    }
+}
+
+/// Writes an array of references to `deps`' keys: the arguments of a
+/// task whose arguments are its dependencies (`add(a, b)`), canonically.
+pub(crate) fn write_refs(tasks: &Slab<Task>, deps: &SmallList<TaskId, 3>, out: &mut Vec<u8>) {
+    use dask_core::msgpack::{write, TASK_REF_EXT};
+    write::array_len(out, deps.len());
+    for d in deps.iter() {
+        write::ext(out, TASK_REF_EXT, tasks[d].key_bytes());
     }
 }
 
@@ -510,19 +549,14 @@ impl TaskError {
 
 /// One task: ten million of them for a 10M-task graph, so every field
 /// counts (a test holds the record to its size). Ids are four bytes, lists
-/// of a few ids are held in place ([`SmallList`]), the key and the
-/// arguments are boxed slices of exactly their size, and what few tasks
-/// have is boxed ([`TaskRare`]).
+/// of a few ids are held in place ([`SmallList`]), short keys and
+/// arguments too ([`TaskText`]), and what few tasks have is boxed
+/// ([`TaskRare`]).
 #[derive(Debug)]
 pub(crate) struct Task {
-    /// Its key, exactly its size (16 bytes here where a `String` is 24).
-    key: Box<str>,
-    /// The arguments' encoding (empty for scattered data), exactly its
-    /// size. Key and arguments come decoded in blocks of their own, which
-    /// the record takes over: copying both into one block saved an
-    /// allocator header a task but freed two blocks a task while a graph
-    /// arrived, and the allocator's work on those cost a third more CPU.
-    args: Box<[u8]>,
+    /// Its key and its arguments' encoding (empty for scattered data):
+    /// in place when short, else one block (see [`task_text`]).
+    text: TaskText,
     /// Shared by every task of the function (see
     /// `SchedulerState::functions`); `None` for scattered data, which has
     /// no definition (and no lineage).
@@ -543,8 +577,6 @@ pub(crate) struct Task {
     pub(crate) waiters: u32,
     /// Clients that want it (few: one in place).
     pub(crate) wanted_by: SmallList<ConnId, 1>,
-    /// Datasets holding it.
-    pub(crate) dataset_refs: u32,
     /// Workers holding its data.
     pub(crate) who_has: SmallList<WorkerIdx, 3>,
     pub(crate) nbytes: u64,
@@ -555,19 +587,25 @@ pub(crate) struct Task {
     /// Its task group (key prefix), for the dashboard's aggregates and
     /// the duration estimates placement works with.
     pub(crate) group: GroupId,
+    /// Its arguments are the canonical array of references to its
+    /// dependencies, in order (`add(a, b)`, most reductions): they are not
+    /// held, but written from the dependencies' keys when sent.
+    pub(crate) args_are_dependencies: bool,
 }
 
 impl Task {
     /// A task with no dependencies, dependents, wants or holders yet.
     pub(crate) fn new(key: Key, def: Option<TaskDef>, state: TaskState, order: u64) -> Task {
-        let (function, args, options) = match def {
-            // A decoded value owns its block: taken over, not copied.
-            Some(d) => (Some(d.function), d.args.into_bytes(), d.options),
-            None => (None, Vec::new(), None),
+        let (function, text, options) = match def {
+            Some(d) => (
+                Some(d.function),
+                TaskText::new(&key.0, d.args.as_bytes()),
+                d.options,
+            ),
+            None => (None, TaskText::new(&key.0, &[]), None),
         };
         let mut task = Task {
-            key: key.0.into_boxed_str(),
-            args: args.into_boxed_slice(),
+            text,
             function,
             state,
             order,
@@ -577,12 +615,12 @@ impl Task {
             waiting_on: 0,
             waiters: 0,
             wanted_by: SmallList::default(),
-            dataset_refs: 0,
             who_has: SmallList::default(),
             nbytes: 0,
             steal_pending: false,
             steal_refused: false,
             group: GroupId::OTHER,
+            args_are_dependencies: false,
         };
         if let Some(options) = options {
             task.rare_mut().options = Some(options);
@@ -592,24 +630,25 @@ impl Task {
 
     /// Its key.
     pub(crate) fn key(&self) -> &str {
-        &self.key
+        self.text.key()
     }
 
-    /// Its key's bytes.
+    /// Its key's bytes (comparing them needs no UTF-8 check).
     pub(crate) fn key_bytes(&self) -> &[u8] {
-        self.key.as_bytes()
+        self.text.key_bytes()
     }
 
     /// Its key, owned (for a message).
     pub(crate) fn key_owned(&self) -> Key {
-        Key(self.key.to_string())
+        Key(self.key().to_string())
     }
 
     /// How to compute it (`None` for scattered data).
     pub(crate) fn def(&self) -> Option<Def<'_>> {
         Some(Def {
             function: self.function.as_ref()?,
-            args: &self.args,
+            args: self.text.args(),
+            args_are: self.args_are_dependencies.then_some(&self.dependencies),
             options: self.rare.as_deref().and_then(|r| r.options.as_deref()),
         })
     }
@@ -621,7 +660,7 @@ impl Task {
 
     /// Wanted by a client or a dataset.
     pub(crate) fn is_wanted(&self) -> bool {
-        !self.wanted_by.is_empty() || self.dataset_refs > 0
+        !self.wanted_by.is_empty() || self.rare().dataset_refs > 0
     }
 
     /// The key of its entry in the ready queue.
@@ -645,6 +684,8 @@ pub(crate) struct TaskRare {
     pub(crate) options: Option<Box<TaskOptions>>,
     /// Its priority, when its graph gave one other than 0 (few do).
     pub(crate) priority: i64,
+    /// Datasets holding it.
+    pub(crate) dataset_refs: u32,
 }
 
 impl TaskRare {
@@ -670,6 +711,7 @@ static NO_RARE: TaskRare = TaskRare {
     error: None,
     options: None,
     priority: 0,
+    dataset_refs: 0,
 };
 
 impl Task {
@@ -888,6 +930,9 @@ pub struct SchedulerState {
     next_spill_failed_check: Option<Timestamp>,
     /// The journal side: sessions, a restore in progress.
     durable: durable::Durable,
+    /// Where arguments written from dependencies' keys are put together
+    /// (see [`Task::args_are_dependencies`]): one buffer, not one a task.
+    pub(crate) args_scratch: Vec<u8>,
 }
 
 /// The name the scheduler gives itself in its hello.
@@ -936,6 +981,7 @@ impl SchedulerState {
             stuck: Vec::new(),
             next_spill_failed_check: None,
             durable: durable::Durable::default(),
+            args_scratch: Vec::new(),
         }
     }
 

@@ -911,7 +911,7 @@ impl SchedulerState {
             }
         }
         for &t in &ids {
-            self.tasks[t].dataset_refs += 1;
+            self.tasks[t].rare_mut().dataset_refs += 1;
             if self.tasks[t].state == TaskState::Released {
                 self.activate(t);
             }
@@ -924,7 +924,7 @@ impl SchedulerState {
 
     fn release_dataset(&mut self, ids: Vec<TaskId>) {
         for t in ids {
-            self.tasks[t].dataset_refs -= 1;
+            self.tasks[t].rare_mut().dataset_refs -= 1;
             self.to_check.push(t);
         }
     }

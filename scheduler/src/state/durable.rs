@@ -637,7 +637,7 @@ impl SchedulerState {
             specs.push(TaskSpec {
                 key: task.key_owned(),
                 function: def.function.to_string(),
-                args: def.args(),
+                args: def.args(&self.tasks, &mut Vec::new()),
                 kwargs: def.kwargs().cloned(),
                 priority: (task.priority() != 0).then_some(task.priority()),
                 resources: def.resources().cloned(),

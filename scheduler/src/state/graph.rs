@@ -69,11 +69,11 @@ const REFS_SCANNED_MAX: usize = 16;
 
 /// Whether a known task has the same definition as `spec` (scattered data
 /// has none, so never does).
-fn same_def(def: Option<Def<'_>>, spec: &TaskSpec) -> bool {
+fn same_def(tasks: &Slab<Task>, def: Option<Def<'_>>, spec: &TaskSpec) -> bool {
     match def {
         Some(d) => {
             **d.function == *spec.function
-                && d.args_bytes() == spec.args.as_bytes()
+                && d.args_equal(tasks, spec.args.as_bytes())
                 && d.kwargs() == spec.kwargs.as_ref()
         }
         None => false,
@@ -167,7 +167,7 @@ impl SchedulerState {
                 Entry::Occupied(first) => {
                     let same = match *first.get() {
                         Ref::New(p) => same_spec(&m.tasks[new[p as usize]], spec),
-                        Ref::Known(t) => same_def(self.tasks[t].def(), spec),
+                        Ref::Known(t) => same_def(&self.tasks, self.tasks[t].def(), spec),
                     };
                     if !same {
                         duplicates.push(spec.key.clone());
@@ -182,7 +182,7 @@ impl SchedulerState {
             }
             match self.task_id(&spec.key) {
                 Some(t) => {
-                    if !same_def(self.tasks[t].def(), spec) {
+                    if !same_def(&self.tasks, self.tasks[t].def(), spec) {
                         duplicates.push(spec.key.clone());
                     }
                     entry.insert(Ref::Known(t));
@@ -293,20 +293,65 @@ impl SchedulerState {
         Ok(plan)
     }
 
+    /// Whether new task `p`'s arguments are exactly the canonical array
+    /// of references to its dependencies, in order (its plan's refs), each
+    /// one already a task (`ids` holds the new tasks made so far): then
+    /// the record need not hold them ([`Task::args_are_dependencies`]).
+    fn args_are_refs(
+        &self,
+        plan: &Plan,
+        ids: &[TaskId],
+        p: usize,
+        args: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        let refs = plan.refs_of(p);
+        if refs.is_empty() {
+            return false;
+        }
+        scratch.clear();
+        dask_core::msgpack::write::array_len(scratch, refs.len());
+        for r in refs {
+            let t = match *r {
+                Ref::Known(t) => t,
+                Ref::New(q) => match ids.get(q as usize) {
+                    Some(&t) => t,
+                    // Defined later in the graph: no key to read yet.
+                    None => return false,
+                },
+            };
+            let key = self.tasks[t].key_bytes();
+            dask_core::msgpack::write::ext(scratch, dask_core::msgpack::TASK_REF_EXT, key);
+            if !args.starts_with(scratch) {
+                return false;
+            }
+        }
+        args == scratch.as_slice()
+    }
+
     fn accept_graph(&mut self, conn: ConnId, specs: Vec<TaskSpec>, plan: Plan, request: u64) {
         let n = plan.new.len();
         self.tasks.reserve(n);
         self.key_index.reserve(n);
         let mut ids: Vec<TaskId> = Vec::with_capacity(n);
+        let mut refs_encoded: Vec<u8> = Vec::new();
         // `plan.new` lists spec indices in increasing order.
         let mut new_specs = plan.new.iter().enumerate().peekable();
         for (i, spec) in specs.into_iter().enumerate() {
             let Some((p, _)) = new_specs.next_if(|&(_, &j)| j == i) else {
                 continue;
             };
+            let args_are_dependencies =
+                self.args_are_refs(&plan, &ids, p, spec.args.as_bytes(), &mut refs_encoded);
+            let args = if args_are_dependencies {
+                // Written again from the dependencies' keys when sent.
+                RawValue::default()
+            } else {
+                spec.args
+            };
             let def = TaskDef::new(
                 self.shared_function(spec.function),
-                spec.args,
+                args,
                 spec.kwargs,
                 spec.resources,
                 spec.workers,
@@ -318,6 +363,7 @@ impl SchedulerState {
             // The key moves into the task: the index holds no copy.
             let mut task = Task::new(spec.key, Some(def), TaskState::Released, order);
             task.group = group;
+            task.args_are_dependencies = args_are_dependencies;
             if let Some(priority) = spec.priority.filter(|&p| p != 0) {
                 task.rare_mut().priority = priority;
             }

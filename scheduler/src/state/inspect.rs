@@ -254,7 +254,7 @@ impl SchedulerState {
             "dependents": related(&mut task.dependents.iter(), task.dependents.iter().count()),
             "waiters": task.waiters,
             "wanted_by_clients": task.wanted_by.iter().map(|&c| self.client_id(c)).collect::<Vec<_>>(),
-            "datasets": task.dataset_refs,
+            "datasets": task.rare().dataset_refs,
             "error": error,
             "waiting": waiting,
         }))

@@ -360,6 +360,7 @@ impl SchedulerState {
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
         self.grant_fetch_permits(t, w);
+        let mut scratch = std::mem::take(&mut self.args_scratch);
         let task = &self.tasks[t];
         if task.dependencies.is_empty() {
             self.last_root_worker = Some(w);
@@ -382,12 +383,13 @@ impl SchedulerState {
         let m = Message::ComputeTask(ComputeTask {
             key: task.key_owned(),
             function: def.function.to_string(),
-            args: def.args(),
+            args: def.args(&self.tasks, &mut scratch),
             kwargs: def.kwargs().cloned(),
             who_has,
             priority: (task.priority() != 0).then_some(task.priority()),
             resources: def.resources().cloned(),
         });
+        self.args_scratch = scratch;
         self.send_worker(w, m);
     }
 

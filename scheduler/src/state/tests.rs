@@ -1046,6 +1046,72 @@ fn refused_graphs_change_nothing() {
 }
 
 #[test]
+fn arguments_reach_the_worker_as_given_whether_or_not_the_record_holds_them() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["f"], 64);
+    let c = sim.client();
+    let long = "a-key-longer-than-the-twenty-one-bytes-held-in-place";
+    let graph = |sim: &mut Sim, request: u64, last: Value| {
+        sim.submit(
+            c,
+            request,
+            vec![
+                spec("a", "f", vec![]),
+                spec(long, "f", vec![]),
+                // Only references to its dependencies, in order: not held.
+                spec("ab", "f", vec![r("a"), r(long)]),
+                // The same dependency twice, a reference and a value, a
+                // dependency defined after it: held as given.
+                spec("aa", "f", vec![r("a"), r("a")]),
+                spec("a1", "f", vec![r("a"), Value::from(1)]),
+                spec("later", "f", vec![r("z")]),
+                spec("z", "f", vec![last]),
+            ],
+            &["ab", "aa", "a1", "later"],
+        )
+    };
+    graph(&mut sim, 1, Value::from(2));
+    let derived = |sim: &Sim, key: &str| {
+        let t = sim.s.task_id(key).expect("a task");
+        sim.s.tasks[t].args_are_dependencies
+    };
+    assert!(derived(&sim, "ab"));
+    for key in ["aa", "a1", "later", "a", "z"] {
+        assert!(!derived(&sim, key), "{key}");
+    }
+    // The same graph again is the same definition; another is refused.
+    graph(&mut sim, 2, Value::from(2));
+    assert!(sim.recv(c).is_empty());
+    graph(&mut sim, 3, Value::from(3));
+    assert_eq!(error_of(&sim.recv(c)).code, ErrorCode::DuplicateKey as u32);
+    sim.submit(c, 4, vec![spec("ab", "f", vec![r(long), r("a")])], &[]);
+    assert_eq!(error_of(&sim.recv(c)).code, ErrorCode::DuplicateKey as u32);
+
+    for k in ["a", long, "z"] {
+        sim.finish(w, k, 1);
+    }
+    let mut sent: Vec<(String, RawValue)> = Vec::new();
+    for m in sim.recv(w) {
+        if let Message::ComputeTask(ct) = m {
+            sent.push((ct.key.0, ct.args));
+        }
+    }
+    sent.sort_by(|x, y| x.0.cmp(&y.0));
+    let expected = [
+        ("a", raw(Value::Array(vec![]))),
+        (long, raw(Value::Array(vec![]))),
+        ("a1", raw(Value::Array(vec![r("a"), Value::from(1)]))),
+        ("aa", raw(Value::Array(vec![r("a"), r("a")]))),
+        ("ab", raw(Value::Array(vec![r("a"), r(long)]))),
+        ("later", raw(Value::Array(vec![r("z")]))),
+        ("z", raw(Value::Array(vec![Value::from(2)]))),
+    ];
+    let sent: Vec<(&str, &RawValue)> = sent.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    let expected: Vec<(&str, &RawValue)> = expected.iter().map(|(k, a)| (*k, a)).collect();
+    assert_eq!(sent, expected);
+}
+
+#[test]
 fn a_key_referenced_many_times_is_one_dependency() {
     let mut sim = Sim::new();
     let w = sim.worker("w", &["f"], 64);

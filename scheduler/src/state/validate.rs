@@ -241,10 +241,10 @@ impl SchedulerState {
         for (i, task) in &self.tasks {
             let n = refs.get(&TaskId::new(i)).copied().unwrap_or(0);
             ensure!(
-                task.dataset_refs == n,
+                task.rare().dataset_refs == n,
                 "task {} has dataset_refs {} but {n} datasets hold it",
                 task.key(),
-                task.dataset_refs
+                task.rare().dataset_refs
             );
         }
         Ok(())
