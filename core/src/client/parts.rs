@@ -115,6 +115,31 @@ pub(super) fn split(
         let p = at.map_or(part, |t| part_of[t as usize]);
         parts[p as usize].wanted.push(k);
     }
+    if order.iter().enumerate().all(|(at, &t)| at == t as usize) {
+        // Already in dependency order (independent tasks, a chain listed
+        // from its start): each part is a run of the list, cut off its end
+        // without moving the first part's tasks. Moving every spec twice
+        // (into slots, then into its part), each new list's pages faulted
+        // in, was most of the split.
+        let mut tasks = tasks;
+        for p in (0..parts.len()).rev() {
+            let start = part_of.partition_point(|&q| (q as usize) < p);
+            let part = &mut parts[p];
+            part.tasks = if p == 0 {
+                std::mem::take(&mut tasks)
+            } else {
+                tasks.split_off(start)
+            };
+            part.needed_later = part
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| needed_later[start + i])
+                .map(|(_, spec)| spec.key.clone())
+                .collect();
+        }
+        return Ok(parts);
+    }
     let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
     for t in order {
         let t = t as usize;

@@ -28,6 +28,16 @@ pub(super) fn tree(leaves: usize) -> (Vec<TaskSpec>, Key) {
     (tasks, name(level, 0))
 }
 
+/// The `update-graph`s among `out`.
+fn update_graphs(out: &[Message]) -> Vec<&UpdateGraph> {
+    out.iter()
+        .filter_map(|m| match m {
+            Message::UpdateGraph(g) => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
 fn references(spec: &TaskSpec) -> Vec<String> {
     let mut found = Vec::new();
     let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut |k| found.push(k.to_owned()));
@@ -168,13 +178,8 @@ fn a_tree_listed_leaves_first_goes_subtree_by_subtree() {
     let (tasks, root) = tree(1024);
     s.set_submit_part_bytes(4000);
     s.submit(tasks, vec![root]);
-    let graphs: Vec<UpdateGraph> = drain(&mut s)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::UpdateGraph(g) => Some(g),
-            _ => None,
-        })
-        .collect();
+    let out = drain(&mut s);
+    let graphs = update_graphs(&out);
     assert!(graphs.len() >= 10, "{} parts", graphs.len());
     let kept: usize = graphs[..graphs.len() - 1]
         .iter()
@@ -187,4 +192,39 @@ fn a_tree_listed_leaves_first_goes_subtree_by_subtree() {
         "{kept} keys kept for later parts over {} parts",
         graphs.len()
     );
+}
+
+#[test]
+fn a_chain_listed_from_its_start_goes_in_runs_of_the_list() {
+    // Already in dependency order: each part is a run of the list, and
+    // keeps the one key the next part refers to.
+    let mut s = connected();
+    let name = |i: usize| Key::from(format!("c-{i}"));
+    let mut tasks = vec![task_spec(name(0), "inc", &[Value::from(0)], &[])];
+    for i in 1..60 {
+        let args = [task_ref_value(name(i - 1).as_str())];
+        tasks.push(task_spec(name(i), "inc", &args, &[]));
+    }
+    s.set_submit_part_bytes(300);
+    s.submit(tasks, vec![name(59)]);
+    let out = drain(&mut s);
+    let graphs = update_graphs(&out);
+    assert!(graphs.len() >= 3, "{} parts", graphs.len());
+    let sent: Vec<Key> = graphs
+        .iter()
+        .flat_map(|g| g.tasks.iter().map(|t| t.key.clone()))
+        .collect();
+    assert_eq!(sent, (0..60).map(name).collect::<Vec<_>>());
+    let mut kept = Vec::new();
+    for g in &graphs[..graphs.len() - 1] {
+        let last = g.tasks.last().expect("no empty part").key.clone();
+        assert_eq!(g.wanted, vec![last.clone()], "the key the next part needs");
+        kept.push(last);
+    }
+    assert_eq!(graphs.last().unwrap().wanted, vec![name(59)]);
+    match out.last() {
+        Some(Message::ReleaseKeys(r)) => assert_eq!(r.keys, kept),
+        other => panic!("expected release-keys last, got {other:?}"),
+    }
+    assert_eq!(s.held_keys(), 1);
 }
