@@ -414,7 +414,7 @@ impl TaskState {
 #[derive(Debug, Clone)]
 pub(crate) struct TaskDef {
     /// Shared by every task of the function (see `SchedulerState::functions`).
-    pub(crate) function: Arc<str>,
+    pub(crate) function: Arc<String>,
     pub(crate) args: RawValue,
     /// kwargs, resources and worker restrictions: few tasks have any, and
     /// the scheduler keeps tasks by the million, so they go with the rare
@@ -432,7 +432,7 @@ pub(crate) struct TaskOptions {
 
 impl TaskDef {
     pub(crate) fn new(
-        function: Arc<str>,
+        function: Arc<String>,
         args: RawValue,
         kwargs: Option<RawValue>,
         resources: Option<Resources>,
@@ -456,7 +456,7 @@ impl TaskDef {
 /// A task's definition, read from its record ([`Task::def`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Def<'a> {
-    pub(crate) function: &'a Arc<str>,
+    pub(crate) function: &'a Arc<String>,
     args: &'a [u8],
     /// The arguments are these tasks' references, in order (`args` is
     /// empty then: see [`Task::args_are_dependencies`]).
@@ -559,8 +559,10 @@ pub(crate) struct Task {
     text: TaskText,
     /// Shared by every task of the function (see
     /// `SchedulerState::functions`); `None` for scattered data, which has
-    /// no definition (and no lineage).
-    function: Option<Arc<str>>,
+    /// no definition (and no lineage). An `Arc<String>`, a thin pointer:
+    /// 8 bytes where an `Arc<str>` took 16; the name is read through one
+    /// more pointer, into a block every task of the function shares.
+    function: Option<Arc<String>>,
     pub(crate) state: TaskState,
     /// Graph order: `dask_core::order` within a graph, graphs in
     /// submission order.
@@ -892,9 +894,9 @@ pub struct SchedulerState {
     /// [`FUNCTION_NAMES_SHARED_MAX`] names.
     /// (foldhash: a tree alternates two functions, so every other task of
     /// a graph looks its name up.)
-    functions: foldhash::HashSet<Arc<str>>,
+    functions: foldhash::HashSet<Arc<String>>,
     /// The name [`SchedulerState::shared_function`] gave last.
-    last_function: Option<Arc<str>>,
+    last_function: Option<Arc<String>>,
     /// The worker each steal in flight is for.
     pub(crate) steal_thieves: BTreeMap<TaskId, WorkerIdx>,
     /// The worker that got the last task without dependencies (see
@@ -1507,16 +1509,16 @@ impl SchedulerState {
     }
 
     /// The shared copy of the function name `name`.
-    pub(crate) fn shared_function(&mut self, name: String) -> Arc<str> {
+    pub(crate) fn shared_function(&mut self, name: String) -> Arc<String> {
         // Consecutive tasks mostly run one function: no hashing then.
-        if let Some(last) = self.last_function.as_ref().filter(|f| ***f == *name) {
+        if let Some(last) = self.last_function.as_ref().filter(|f| ***f == name) {
             return Arc::clone(last);
         }
-        if let Some(f) = self.functions.get(name.as_str()) {
+        if let Some(f) = self.functions.get(&name) {
             self.last_function = Some(Arc::clone(f));
             return Arc::clone(f);
         }
-        let f: Arc<str> = Arc::from(name);
+        let f: Arc<String> = Arc::new(name);
         if self.functions.len() < FUNCTION_NAMES_SHARED_MAX {
             self.functions.insert(Arc::clone(&f));
             self.last_function = Some(Arc::clone(&f));
