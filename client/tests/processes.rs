@@ -310,7 +310,8 @@ fn two_clients_share_a_key_and_one_release_does_not_take_it_from_the_other() {
 #[test]
 fn a_dependency_moves_worker_to_worker_and_never_through_the_scheduler() {
     const SIZE: i64 = 8_000_000;
-    let cluster = Cluster::start(&["w1", "w2"]);
+    // Its bytes are counted on w1's data port: not through memory.
+    let cluster = Cluster::start_tcp_values(&["w1", "w2"]);
     let client = cluster.client();
     let (w1, w2) = (worker_address(&client, "w1"), worker_address(&client, "w2"));
     // Bytes the scheduler received (on the connections accepted on its

@@ -197,6 +197,17 @@ pub fn dashboard_token(client_secret: &Secret) -> String {
         .collect()
 }
 
+/// A host's tag for the hello's `local` (spec "Values on one host"):
+/// HMAC-SHA256(the 32 bytes of the host's id file, `dask-rs value-local`).
+/// Two processes tell the same tag only if both read that file: one user on
+/// one host; the tag gives the file's bytes away to no one.
+pub fn local_host_tag(host_id: &[u8; 32]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(host_id).expect("HMAC takes a key of any length");
+    mac.update(b"dask-rs value-local");
+    mac.finalize().into_bytes().into()
+}
+
 /// Fresh nonces for an acceptor's handshakes, from one random seed the
 /// edge draws once: the nth nonce is HMAC-SHA256(seed, n), unpredictable
 /// to anyone without the seed, never repeated. (A state machine takes no

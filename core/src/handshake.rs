@@ -25,6 +25,13 @@ pub const VALUE_PARTS: &str = "value-parts";
 /// large value to a client without holding it whole.
 pub const VALUE_RANGES: &str = "value-ranges";
 
+/// The feature of the dask/1.1 ops `data-local` and `value-local-done`
+/// and the hello's `local`: peers on one host read large values from each
+/// other's memory (spec "Values on one host"). Listed only in peer hellos
+/// (worker data connections), and only by a worker whose edge can read a
+/// peer's memory, so it is not in [`FEATURES`].
+pub const VALUE_LOCAL: &str = "value-local";
+
 /// Optional features this crate supports.
 pub const FEATURES: &[&str] = &[KEY_WAITING, VALUE_PARTS, VALUE_RANGES];
 
@@ -33,6 +40,13 @@ pub fn lists_value_parts(features: &Option<Vec<String>>) -> bool {
     features
         .as_deref()
         .is_some_and(|f| f.iter().any(|f| f == VALUE_PARTS))
+}
+
+/// Whether `features` (a hello's) lists `feature`.
+pub fn lists(features: &Option<Vec<String>>, feature: &str) -> bool {
+    features
+        .as_deref()
+        .is_some_and(|f| f.iter().any(|f| f == feature))
 }
 
 /// Whether `features` (a hello's) lists [`VALUE_RANGES`].
@@ -74,6 +88,7 @@ pub fn offer(role: Role, name: Option<String>) -> Hello {
         auth: None,
         tls: None,
         session: None,
+        local: None,
     }
 }
 
@@ -155,6 +170,7 @@ pub fn accept_speaking(
         auth: None,
         tls: None,
         session: None,
+        local: None,
     };
     let negotiated = Negotiated {
         version,

@@ -219,6 +219,31 @@ wire_struct! {
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub session: Option<String>,
+        /// Since 1.1, a peer hello (either way) whose sender lists `value-local` (see [Values on one host](#values-on-one-host)): who the sender is on its host. Absent: not known.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub local: Option<LocalHost>,
+    }
+}
+
+wire_struct! {
+    /// The `local` of a peer `hello` (since 1.1, feature `value-local`):
+    /// what a peer on the same host checks before it reads values from
+    /// the sender's memory.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct LocalHost {
+        /// HMAC-SHA256, keyed by the 32 bytes of the host's id file (readable by the sender's user alone), of `dask-rs value-local`: equal for two processes of one user on one host.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub host: Bin32,
+        /// The sender's process id.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub pid: u64,
+        /// The address, in the sender's memory, of `probe`.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub probe_at: u64,
+        /// 32 random bytes the sender keeps at `probe_at` while it runs: a reader checks them there first, so a reused pid or a namesake host is not read.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub probe: Bin32,
     }
 }
 
@@ -288,6 +313,10 @@ wire_struct! {
         #[schemars(extend("x-since" = "1.1"))]
         #[schemars(extend("x-ignorable" = true))]
         pub transfer_bytes: Option<u64>,
+        /// Of `transfer_bytes`, those read from peers' memory on the same host ([Values on one host](#values-on-one-host)). Absent: not told.
+        #[schemars(extend("x-since" = "1.1"))]
+        #[schemars(extend("x-ignorable" = true))]
+        pub transfer_local_bytes: Option<u64>,
     }
 }
 
@@ -883,6 +912,51 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// Holder -> fetcher (since 1.1, feature `value-local`): values
+    /// answering a `get-data` that the fetcher reads from the holder's
+    /// memory; the holder keeps each where it is until its lease is done.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct DataLocal {
+        /// The `get-data` this answers (its other keys come in `data`).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub request: u64,
+        /// Where each value's encoding is, by key.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub values: BTreeMap<Key, LocalValue>,
+    }
+}
+
+wire_struct! {
+    /// One value of a `data-local`.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct LocalValue {
+        /// The address of the value's encoding in the holder's memory.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub at: u64,
+        /// The length of the encoding (its nbytes).
+        #[schemars(extend("x-since" = "1.1"))]
+        pub nbytes: u64,
+        /// The holder's id of this loan, unique on the connection, given back in `value-local-done`.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub lease: u64,
+    }
+}
+
+wire_struct! {
+    /// Fetcher -> holder (since 1.1, feature `value-local`): these leases
+    /// are over (read, or failed); the holder may let the values go.
+    #[schemars(extend("x-since" = "1.1"))]
+    pub struct ValueLocalDone {
+        /// Leases of `data-local` values; unknown ones are ignored.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub leases: Vec<u64>,
+        /// A read failed: the holder sends no more `data-local` on this connection (the fetcher asks those keys again). Absent: false.
+        #[schemars(extend("x-since" = "1.1"))]
+        pub failed: Option<bool>,
+    }
+}
+
+wire_struct! {
     /// Scheduler -> worker: the bytes of one value's encoding from
     /// `offset`, at most `bytes_max` of them (feature `value-ranges`): a
     /// gather relays a large value to its client a range at a time.
@@ -1089,6 +1163,8 @@ messages! {
     ValuePart = "value-part",
     GetValueRange = "get-value-range",
     ValueRange = "value-range",
+    DataLocal = "data-local",
+    ValueLocalDone = "value-local-done",
 }
 
 impl Message {

@@ -177,6 +177,7 @@ fn metrics() -> BoxedStrategy<Metrics> {
                 spill_error,
                 transfer_us,
                 transfer_bytes,
+                transfer_local_bytes: None,
             },
         )
         .boxed()
@@ -262,6 +263,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                         auth,
                         tls,
                         session,
+                        local: None,
                     })
                 }
             ),

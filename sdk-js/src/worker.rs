@@ -453,6 +453,11 @@ impl WorkerDriver {
                 self.events.push(Event::Registered { id });
             }
             WorkerOutput::Log(record) => self.events.push(Event::Log(record.message)),
+            // A JS worker lists no `value-local`: none comes.
+            WorkerOutput::ReadLocal(read) => {
+                let refused = Err("a JS worker reads no peer's memory".to_owned());
+                self.state.handle_local_read(now, read, refused);
+            }
             WorkerOutput::Finished { error } => {
                 self.finished = true;
                 let error = error.map(|e| e.message);

@@ -770,6 +770,13 @@ impl Sim {
                 in_worker(|| w.handle_withdrawn(now, run_id, at.is_some()));
             }
             WorkerOutput::Registered { id, .. } => self.workers[i].registrations.push(id),
+            // Simulated workers list no `value-local`: none comes.
+            WorkerOutput::ReadLocal(read) => {
+                let refused = Err("no memory is read in the simulation".to_owned());
+                self.workers[i]
+                    .state
+                    .handle_local_read(self.now, read, refused);
+            }
             WorkerOutput::Log(record) => self.workers[i].logs.push(record.message),
             WorkerOutput::Finished { error } => {
                 let w = &mut self.workers[i];

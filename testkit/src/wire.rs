@@ -1,6 +1,7 @@
 //! Raw connections for tests that feed a dask/1 endpoint bad bytes (the
 //! scheduler's and the worker's hostile-input tests), frames built by hand,
-//! and the codes a frame decoder may answer with.
+//! and the codes a frame decoder may answer with; and the `compute-task` a
+//! test playing the scheduler sends a worker.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -218,4 +219,31 @@ pub fn decode_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, limit: usiz
         error: None,
         mid_frame: d.is_mid_frame(),
     }
+}
+
+/// The `compute-task` of `key`: `function` on `args`, its dependencies'
+/// holders as (key, address) pairs (a key may come twice), no priority.
+pub fn compute_task(
+    key: &str,
+    function: &str,
+    args: Vec<Value>,
+    who_has: &[(&str, &str)],
+) -> Message {
+    let mut holders: std::collections::BTreeMap<dask_core::Key, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (k, address) in who_has {
+        holders
+            .entry(dask_core::Key::from(*k))
+            .or_default()
+            .push(address.to_string());
+    }
+    Message::ComputeTask(dask_core::messages::ComputeTask {
+        key: key.into(),
+        function: function.into(),
+        args: dask_core::RawValue::from_value(&Value::Array(args)),
+        kwargs: None,
+        who_has: holders,
+        priority: None,
+        resources: None,
+    })
 }

@@ -40,6 +40,7 @@ use dask_net::{
 
 use crate::executor::ExecutorPool;
 use crate::function::FunctionRegistry;
+use crate::local::{self, LocalReader};
 use crate::spill::{default_local_directory, FileSpillStore};
 
 /// How long a stopping worker keeps trying to deliver its last messages
@@ -214,6 +215,7 @@ impl WorkerHandle {
         let listener = listen(&mut reactor, resolve(&config.host)?, listens_tls)?;
         let address = data_address(&reactor, listener, listens_tls)?;
         let waker = reactor.waker();
+        let local_reads = LocalReader::new(reactor.frame_buffers(), waker.clone());
         let control = Arc::new(Control {
             stop: AtomicBool::new(false),
             waker: waker.clone(),
@@ -231,6 +233,7 @@ impl WorkerHandle {
         let mut state_config =
             WorkerStateConfig::new(&config.scheduler, &name, address, nthreads, functions);
         state_config.pid = Some(std::process::id());
+        state_config.local = local::identity();
         state_config.resources = config.resources.clone();
         state_config.memory_limit = memory_limit;
         state_config.memory_target_fraction = config.memory_target_fraction;
@@ -255,6 +258,7 @@ impl WorkerHandle {
             listens_tls,
             listener,
             pool: Some(pool),
+            local_reads,
             new_jobs: Vec::new(),
             completions: Vec::new(),
             control: Arc::clone(&control),
@@ -405,6 +409,8 @@ struct EventLoop {
     /// The data listener.
     listener: ListenerId,
     pool: Option<ExecutorPool>,
+    /// Copies of values from holders on this host.
+    local_reads: LocalReader,
     /// Jobs of the current drain, handed to the pool together.
     new_jobs: Vec<Job>,
     /// Completions taken from the pool (kept for its capacity).
@@ -478,6 +484,9 @@ impl EventLoop {
             let now = self.clock.now();
             self.handle_events(now);
             self.take_completions(now);
+            for (read, result) in self.local_reads.take() {
+                self.state.handle_local_read(now, read, result);
+            }
             if self.control.stop.load(Ordering::Acquire) && !self.stopping {
                 self.stopping = true;
                 self.state.handle_stop(now);
@@ -634,6 +643,7 @@ impl EventLoop {
             WorkerOutput::Close(conn) => self.reactor.close(conn),
             WorkerOutput::Listen => self.listen(now),
             WorkerOutput::Execute(job) => self.new_jobs.push(job),
+            WorkerOutput::ReadLocal(read) => self.local_reads.start(read),
             WorkerOutput::Withdraw { run_id } => {
                 // A job of this same drain is not in the pool yet.
                 let withdrawn = match self.new_jobs.iter().position(|j| j.run_id == run_id) {

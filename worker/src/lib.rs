@@ -10,6 +10,7 @@
 //! - [`event_loop`]: the mio event loop driving `dask_core::worker::WorkerState`
 //!   (the worker's protocol, sans-IO), and the public [`WorkerHandle`].
 //! - [`spill`]: the spill store on disk (one file per spilled value).
+//! - [`local`]: values on one host: the host's id, reads of a peer's memory.
 //!
 //! ```no_run
 //! use dask_worker::{WorkerConfig, WorkerHandle};
@@ -28,6 +29,7 @@ pub mod builtins;
 pub mod event_loop;
 pub mod executor;
 pub mod function;
+pub mod local;
 pub mod spill;
 
 pub use event_loop::{WorkerConfig, WorkerHandle};

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use dask_core::handshake;
 use dask_core::messages::{
-    Close, ComputeTask, Data, ErrorReport, FreeKeys, GetData, Hello, RegisterWorker, Role,
-    StealRequest, StealResponse, WorkerRegistered,
+    Close, Data, ErrorReport, FreeKeys, GetData, Hello, RegisterWorker, Role, StealRequest,
+    StealResponse, WorkerRegistered,
 };
 use dask_core::msgpack::task_ref_value;
 use dask_core::{Key, Message, RawValue};
@@ -159,22 +159,7 @@ fn compute(key: &str, function: &str, args: Vec<Value>) -> Message {
 }
 
 fn compute_with(key: &str, function: &str, args: Vec<Value>, who_has: &[(&str, &str)]) -> Message {
-    let mut holders: BTreeMap<Key, Vec<String>> = BTreeMap::new();
-    for (k, address) in who_has {
-        holders
-            .entry(Key::from(*k))
-            .or_default()
-            .push(address.to_string());
-    }
-    Message::ComputeTask(ComputeTask {
-        key: key.into(),
-        function: function.into(),
-        args: raw(Value::Array(args)),
-        kwargs: None,
-        who_has: holders,
-        priority: None,
-        resources: None,
-    })
+    dask_testkit::wire::compute_task(key, function, args, who_has)
 }
 
 fn value_of(data: &Data, key: &str) -> Value {

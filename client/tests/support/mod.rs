@@ -28,6 +28,9 @@ pub struct Cluster {
     address: String,
     scheduler: Process,
     workers: Vec<(String, Process)>,
+    /// Workers move values by their connections even on one host (no
+    /// `value-local`): for tests that count the bytes on them.
+    tcp_values: bool,
 }
 
 impl Cluster {
@@ -39,6 +42,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with more arguments for `dask-scheduler`.
     pub fn start_with(scheduler_args: &[&str], worker_names: &[&str]) -> Cluster {
+        Cluster::start_as(scheduler_args, worker_names, false)
+    }
+
+    /// [`Cluster::start`] with workers that move values by their
+    /// connections, as between hosts (`DASK_RS_VALUE_LOCAL=off`).
+    pub fn start_tcp_values(worker_names: &[&str]) -> Cluster {
+        Cluster::start_as(&[], worker_names, true)
+    }
+
+    fn start_as(scheduler_args: &[&str], worker_names: &[&str], tcp_values: bool) -> Cluster {
         let home = DaskHome::new();
         let mut cmd = Command::new(binary("dask-scheduler"));
         home.apply(&mut cmd)
@@ -51,6 +64,7 @@ impl Cluster {
             address: line["Scheduler at ".len()..].trim().to_owned(),
             scheduler,
             workers: Vec::new(),
+            tcp_values,
         };
         for name in worker_names {
             cluster.add_worker(name);
@@ -72,6 +86,9 @@ impl Cluster {
             .arg(&self.address)
             .args(["--nthreads", "1", "--name", name])
             .args(args);
+        if self.tcp_values {
+            cmd.env(dask_worker::local::VALUE_LOCAL_ENV, "off");
+        }
         let process = Process::spawn(&format!("dask-worker {name}"), &mut cmd);
         self.workers.push((name.to_owned(), process));
     }

@@ -4,8 +4,19 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
-use crate::messages::Resources;
+use crate::messages::{LocalHost, Resources};
 use crate::FRAME_BYTES_MAX;
+
+/// Values of at least this many bytes in memory go to a peer on the same
+/// host by `data-local` (feature `value-local`): under it, the extra round
+/// trip and the reader's thread cost more than the socket's copy.
+pub const LOCAL_VALUE_BYTES_MIN: usize = 1 << 20;
+
+/// Most leases a worker keeps for one connection (values lent by
+/// `data-local` and not yet given back): past it, values go by the
+/// connection, so a peer that never says `value-local-done` pins at most
+/// this many values (which the store holds anyway while they are wanted).
+pub const LOCAL_LEASES_MAX: usize = 1024;
 
 /// Room kept in a frame for everything around the values: the batch
 /// header, op and field names, the request id and a key of up to 4096 bytes.
@@ -152,6 +163,12 @@ pub struct WorkerStateConfig {
     /// data address is served. Credentials without the worker secret
     /// count as `None`.
     pub auth: Option<AuthConfig>,
+    /// Who this worker is on its host, when its edge can read a peer's
+    /// memory (dask/1.1 feature `value-local`, spec "Values on one
+    /// host"): listed in its peer hellos, so a fetcher on the same host
+    /// reads large values from this worker's memory and this worker from
+    /// theirs. `None` (the default): values go by the connection.
+    pub local: Option<LocalHost>,
 }
 
 impl WorkerStateConfig {
@@ -187,6 +204,7 @@ impl WorkerStateConfig {
             connections_max: CONNECTIONS_MAX,
             report_delay_max: REPORT_DELAY_MAX,
             auth: None,
+            local: None,
         }
     }
 

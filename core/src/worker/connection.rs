@@ -69,6 +69,8 @@ pub(super) struct Connection {
     /// Both sides listed the feature `value-parts`: a value too large for
     /// a frame can be sent on it (in parts).
     pub(super) value_parts: bool,
+    /// Values on one host (feature `value-local`, `local.rs`).
+    pub(super) local: super::local::ConnLocal,
 }
 
 /// Authentication on one connection.
@@ -151,6 +153,9 @@ impl WorkerState {
         // most hello_frame_bytes_max before it), then the rest (held
         // until this side's proof when it offers auth).
         let mut hello = handshake::offer(role, Some(self.config.name.clone()));
+        if role == Role::Peer {
+            self.offer_local(&mut hello);
+        }
         if let Some(connector) = self.connector_auth(role) {
             hello.auth = Some(connector.offer());
             hello.tls = Some(tls);
@@ -261,6 +266,7 @@ impl WorkerState {
             held: Vec::new(),
             channel_binding: None,
             value_parts: false,
+            local: Default::default(),
         };
         self.conns.insert(conn, connection);
     }
@@ -352,6 +358,7 @@ impl WorkerState {
             (_, false) => self.data_hello(conn, message),
             (ConnKind::Incoming, true) => match message {
                 Message::GetData(request) => self.peer_request(conn, request),
+                Message::ValueLocalDone(done) => self.leases_done(conn, done),
                 Message::Heartbeat(_) => {}
                 Message::Close(_) | Message::ErrorReport(_) => self.close(conn),
                 other => self.reject(conn, not_on_a_data_connection(&other)),
@@ -360,6 +367,12 @@ impl WorkerState {
                 m @ (Message::Data(_) | Message::Busy(_)) => {
                     let address = address.clone();
                     self.peer_reply(&address, m);
+                }
+                Message::DataLocal(m) => {
+                    let address = address.clone();
+                    if let Err(e) = self.data_local_arrived(conn, &address, m) {
+                        self.reject(conn, e);
+                    }
                 }
                 Message::Close(_) | Message::ErrorReport(_) => self.close(conn),
                 other => self.reject(conn, not_on_a_data_connection(&other)),
@@ -410,6 +423,7 @@ impl WorkerState {
                 .and_then(|_| self.connector_proves(conn, &hello));
             return match checked {
                 Ok(()) => {
+                    self.holder_hello(conn, &hello);
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.handshaken = true;
                     }
@@ -436,6 +450,12 @@ impl WorkerState {
             Ok((reply, _)) => reply,
             Err(e) => return self.reject(conn, e),
         };
+        // The peer's `local` is trusted only after its proof: it is used
+        // for `get-data`, which comes after.
+        let local = self.same_host(&hello);
+        if handshake::lists(&hello.features, handshake::VALUE_LOCAL) {
+            self.offer_local(&mut reply);
+        }
         let mut next = ConnAuth::Settled;
         let nonce = match self.credentials() {
             Some(_) => self.nonces.as_mut().map(|n| n.next_nonce()),
@@ -455,6 +475,7 @@ impl WorkerState {
             c.handshaken = matches!(next, ConnAuth::Settled);
             c.auth = next;
             c.value_parts = handshake::lists_value_parts(&reply.features);
+            c.local.usable = local;
         }
         self.send_now(conn, Message::Hello(reply));
     }

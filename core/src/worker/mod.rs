@@ -97,22 +97,24 @@ mod connection;
 mod execute;
 mod fetch;
 mod job;
+mod local;
 mod memory;
 mod scheduler;
 mod serve;
 
 pub use config::{
     WorkerStateConfig, CONNECTIONS_MAX, DISPATCH_AHEAD_MIN, FRAME_OVERHEAD_BYTES,
-    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN,
-    MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT, RECONNECT_DELAY,
-    REGISTER_TIMEOUT, REPLY_BYTES_IN_FLIGHT_MAX, REPORT_BATCH_BACKLOG_PER_THREAD, REPORT_DELAY_MAX,
-    STORED_VALUE_BYTES_MAX, VALUE_BYTES_MAX,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL_DEFAULT, HEARTBEAT_INTERVAL_MIN, LOCAL_LEASES_MAX,
+    LOCAL_VALUE_BYTES_MIN, MEMORY_PAUSE_FRACTION_DEFAULT, MEMORY_TARGET_FRACTION_DEFAULT,
+    RECONNECT_DELAY, REGISTER_TIMEOUT, REPLY_BYTES_IN_FLIGHT_MAX, REPORT_BATCH_BACKLOG_PER_THREAD,
+    REPORT_DELAY_MAX, STORED_VALUE_BYTES_MAX, VALUE_BYTES_MAX,
 };
 pub use fetch::{
     BUSY_ANSWERS_MAX, BUSY_RETRY_DELAY_MAX, BUSY_RETRY_DELAY_MIN, FAILED_ADDRESS_MEMORY,
     FETCH_TIMEOUT,
 };
 pub use job::{Job, TaskDone, TaskError};
+pub use local::LocalRead;
 pub use memory::{MemorySpillStore, MemoryUsage, SpillStore, SPILL_RETRY_DELAY};
 pub use scheduler::{WorkerError, WorkerErrorKind};
 
@@ -152,6 +154,11 @@ pub enum WorkerOutput {
     /// Queue a task on the executor (at most nthreads + dispatch_ahead
     /// runs are out at once).
     Execute(Job),
+    /// Copy a value from a holder's memory on this host (feature
+    /// `value-local`), off the loop thread: check the probe first, then
+    /// read `nbytes` at `at`, check it is one well-formed value, and hand
+    /// the value or why not to [`WorkerState::handle_local_read`].
+    ReadLocal(LocalRead),
     /// Take back a run if no thread has started it; report whether it was
     /// taken back with [`WorkerState::handle_withdrawn`] (before polling on).
     Withdraw {
@@ -227,6 +234,8 @@ pub struct WorkerState {
     /// registration (see [`Metrics::transfer_us`]).
     transfer_us: u64,
     transfer_bytes: u64,
+    /// Of those, bytes read from holders' memory (`value-local`).
+    transfer_local_bytes: u64,
     failed_addresses: HashMap<String, Timestamp>,
     reply_bytes_in_flight: HashMap<ConnId, usize>,
     add_keys: BTreeMap<Key, u64>,
@@ -303,6 +312,7 @@ impl WorkerState {
             next_request: 0,
             transfer_us: 0,
             transfer_bytes: 0,
+            transfer_local_bytes: 0,
             failed_addresses: HashMap::new(),
             reply_bytes_in_flight: HashMap::new(),
             add_keys: BTreeMap::new(),
@@ -360,6 +370,7 @@ impl WorkerState {
             spill_error: self.spill_error.clone(),
             transfer_us: Some(self.transfer_us),
             transfer_bytes: Some(self.transfer_bytes),
+            transfer_local_bytes: Some(self.transfer_local_bytes),
         }
     }
 

@@ -288,6 +288,7 @@ impl WorkerState {
         // not count them again when the worker comes back.
         self.transfer_us = 0;
         self.transfer_bytes = 0;
+        self.transfer_local_bytes = 0;
         let address = self.config.address.clone();
         self.outputs
             .push_back(WorkerOutput::Registered { id, address });

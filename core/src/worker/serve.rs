@@ -167,6 +167,24 @@ impl WorkerState {
                 },
             }
         }
+        // To a peer on this host, large values in memory are lent by
+        // address (`local.rs`) rather than written.
+        let mut lent = None;
+        if self.conns.get(&conn).is_some_and(|c| c.local.usable) {
+            let mut memory = Vec::new();
+            found.retain(|(key, value)| match value {
+                Found::Memory(value) => {
+                    memory.push((*key, Arc::clone(value)));
+                    false
+                }
+                Found::ReadBack(_) => true,
+            });
+            lent = self.lend(conn, request, &mut memory);
+            found.extend(memory.into_iter().map(|(k, v)| (k, Found::Memory(v))));
+            if lent.is_some() && found.is_empty() && missing.is_empty() {
+                return (lent.into_iter().collect(), 0);
+            }
+        }
         let in_parts = self.conns.get(&conn).is_some_and(|c| c.value_parts);
         let too_large: Vec<Key> = found
             .iter()
@@ -184,7 +202,7 @@ impl WorkerState {
                 request: Some(request),
                 keys: Some(too_large),
             });
-            return (vec![refusal], 0);
+            return (lent.into_iter().chain([refusal]).collect(), 0);
         }
         let missing_bytes: usize = missing.iter().map(|k| k.0.len() + 5).sum();
         let mut messages = Vec::new();
@@ -209,10 +227,9 @@ impl WorkerState {
         if !part.is_empty() || messages.is_empty() {
             messages.push(part);
         }
-        let replies = messages
+        let replies = lent
             .into_iter()
-            .enumerate()
-            .map(|(i, data)| {
+            .chain(messages.into_iter().enumerate().map(|(i, data)| {
                 Message::Data(Data {
                     request,
                     data,
@@ -222,7 +239,7 @@ impl WorkerState {
                         Vec::new()
                     },
                 })
-            })
+            }))
             .collect();
         (replies, total)
     }

@@ -682,6 +682,32 @@ pub(super) fn messages() -> Json {
         vec![],
     ));
 
+    // --- values on one host (dask/1.1, feature value-local) -------------
+    cases.push(case(
+        "hello (dask/1.1): a worker's reply to a peer on its host, with its local identity",
+        json!({"op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker", "id": 3,
+               "features": ["value-local"],
+               "local": {"host": {"$bin": "1111111111111111111111111111111111111111111111111111111111111111"}, "pid": 4242, "probe_at": 140000000000000u64,
+                         "probe": {"$bin": "2222222222222222222222222222222222222222222222222222222222222222"}}}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "data-local (dask/1.1): x's 2 MiB encoding lent at an address of the holder",
+        json!({"op": "data-local", "request": 17,
+               "values": {"x": {"at": 140000000004096u64, "nbytes": 2097157, "lease": 0}}}),
+        vec![vec![Reversed], vec![Wide("request")]],
+    ));
+    cases.push(case(
+        "value-local-done (dask/1.1): lease 0 read",
+        json!({"op": "value-local-done", "leases": [0]}),
+        vec![vec![Reversed]],
+    ));
+    cases.push(case(
+        "value-local-done (dask/1.1): the read of lease 1 failed: no more data-local",
+        json!({"op": "value-local-done", "leases": [1], "failed": true}),
+        vec![],
+    ));
+
     json!({
         "description": "dask/1.0 messages: for each, its JSON form and its msgpack encodings (canonical first, then other encodings a decoder must accept). See README.md.",
         "version": [1, 0],

@@ -647,6 +647,11 @@ impl Story {
                     }
                 }
                 WorkerOutput::Listen | WorkerOutput::Registered { .. } | WorkerOutput::Log(_) => {}
+                // Stories' workers list no `value-local`: none comes.
+                WorkerOutput::ReadLocal(read) => {
+                    let refused = Err("no memory is read here".to_owned());
+                    self.state.handle_local_read(self.now, read, refused);
+                }
             }
         }
         Ok(())

@@ -23,6 +23,7 @@ fn scheduler_hello(id: u64) -> Message {
         auth: None,
         tls: None,
         session: None,
+        local: None,
     })
 }
 

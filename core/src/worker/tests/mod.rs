@@ -243,6 +243,7 @@ fn data_reply(request: u64, data: &[(&str, Value)], missing: &[&str]) -> Message
 mod connection;
 mod execute;
 mod fetch;
+mod local;
 mod memory;
 mod scheduler;
 mod serve;

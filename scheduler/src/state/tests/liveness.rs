@@ -135,6 +135,7 @@ fn stuck_heartbeat() -> Heartbeat {
             spill_error: Some("No space left on device (os error 28)".into()),
             transfer_us: None,
             transfer_bytes: None,
+            transfer_local_bytes: None,
         }),
     }
 }

@@ -106,6 +106,7 @@ fn the_snapshot_counts_task_groups_by_state_with_totals_and_the_stream() {
                 spill_error: None,
                 transfer_us: None,
                 transfer_bytes: None,
+                transfer_local_bytes: None,
             }),
         },
     );
@@ -433,6 +434,7 @@ fn transfer_heartbeat(us: Option<u64>, bytes: Option<u64>) -> Heartbeat {
             spill_error: None,
             transfer_us: us,
             transfer_bytes: bytes,
+            transfer_local_bytes: None,
         }),
     }
 }
