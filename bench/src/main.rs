@@ -23,6 +23,9 @@
 //! plain and a journaling cluster in turns (`journal_rounds.rs`).
 //! `--busy-poll-us N` gives the scheduler, the workers and the client that
 //! busy-poll (`--busy-poll-us 0`: none, for what busy-polling gives).
+//! `--tcp-values` has the workers move values by their connections (as
+//! between hosts) rather than through memory (`value-local`, what workers
+//! of one host do by default; also `DASK_RS_VALUE_LOCAL=off`).
 
 mod journal_rounds;
 mod observers;
@@ -533,6 +536,16 @@ fn main() {
         .unwrap_or_else(|| "python3".into());
     let skip_dask = args.iter().any(|a| a == "--no-dask");
     let observed = args.iter().any(|a| a == "--observers");
+    // Workers on one host move values through memory (`value-local`) as a
+    // user's do; `--tcp-values` (or DASK_RS_VALUE_LOCAL=off) makes them
+    // use their connections, as between hosts.
+    if args.iter().any(|a| a == "--tcp-values") {
+        std::env::set_var("DASK_RS_VALUE_LOCAL", "off");
+    }
+    let values_path = match std::env::var("DASK_RS_VALUE_LOCAL").as_deref() {
+        Ok("off" | "0" | "false") => "TCP",
+        _ => "same-host path",
+    };
     // Other work on the machine moves the numbers: say how busy it was.
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load_at_start = load();
@@ -818,7 +831,7 @@ fn main() {
     };
     println!();
     println!(
-        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, 1 GB: of 2; made on one worker, `len` on the other) | dask-rs MB/s | dask-rs workers CPU ms | Dask MB/s | ratio |"
+        "| worker-to-worker transfer (best of {TRANSFER_RUNS}, 1 GB: of 2; made on one worker, `len` on the other; dask-rs: {values_path}) | dask-rs MB/s | dask-rs workers CPU ms | Dask MB/s | ratio |"
     );
     println!("|---|---:|---:|---:|---:|");
     for t in transfers {
