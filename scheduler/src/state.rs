@@ -116,6 +116,7 @@ use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
 use key_index::KeyIndex;
 use observe::{GroupId, Observer};
 use placement::GroupDurations;
+use ready_queue::ReadyQueue;
 use slab::Slab;
 use small_list::SmallList;
 use task_set::TaskSet;
@@ -134,6 +135,7 @@ pub mod observe;
 pub mod outflow;
 pub mod pause;
 pub mod placement;
+mod ready_queue;
 pub mod relay;
 pub mod shrink;
 mod small_list;
@@ -873,7 +875,7 @@ pub struct SchedulerState {
     /// The task of each key.
     pub(crate) key_index: KeyIndex,
     /// Ready tasks waiting for a worker slot.
-    pub(crate) queue: BTreeMap<QueueKey, TaskId>,
+    pub(crate) queue: ReadyQueue,
     pub(crate) no_worker: BTreeSet<TaskId>,
     pub(crate) datasets: BTreeMap<String, Vec<TaskId>>,
     /// Tasks whose reference counts changed; examined in `finish_event`,
@@ -959,7 +961,7 @@ impl SchedulerState {
             worker_by_name: HashMap::new(),
             tasks: Slab::new(),
             key_index: KeyIndex::default(),
-            queue: BTreeMap::new(),
+            queue: ReadyQueue::default(),
             no_worker: BTreeSet::new(),
             datasets: BTreeMap::new(),
             to_check: Vec::new(),

@@ -62,8 +62,6 @@
 //!   whose threads are all held by such runs do not bounce a task between
 //!   them.
 
-use std::ops::Bound;
-
 use dask_core::messages::{ComputeTask, StealRequest};
 
 use super::*;
@@ -332,14 +330,7 @@ impl SchedulerState {
         let mut cursor: Option<QueueKey> = None;
         let mut skipped = 0;
         while free > 0 && skipped < QUEUE_SCAN_SKIPS_MAX {
-            let next = match cursor {
-                None => self.queue.iter().next(),
-                Some(c) => self
-                    .queue
-                    .range((Bound::Excluded(c), Bound::Unbounded))
-                    .next(),
-            };
-            let Some((&k, &t)) = next else {
+            let Some((k, t)) = self.queue.next_after(cursor) else {
                 break;
             };
             match self.pick_worker(t) {
@@ -420,8 +411,8 @@ impl SchedulerState {
     pub(crate) fn strand_queued(&mut self) {
         let stranded: Vec<TaskId> = self
             .queue
-            .values()
-            .copied()
+            .iter()
+            .map(|(_, t)| t)
             .filter(|&t| !self.any_worker_can_run(t))
             .collect();
         for t in stranded {

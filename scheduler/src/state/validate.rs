@@ -130,7 +130,7 @@ impl SchedulerState {
                 "task group {name}'s counts by state are off by {counts:?} from its tasks"
             );
         }
-        for (&k, &t) in &self.queue {
+        for (k, t) in self.queue.iter() {
             let task = self
                 .tasks
                 .get(t.ix())
@@ -388,10 +388,10 @@ impl SchedulerState {
             );
         }
         ensure!(
-            (self.queue.get(&task.queue_key()) == Some(&t)) == (task.state == TaskState::Queued),
+            (self.queue.get(&task.queue_key()) == Some(t)) == (task.state == TaskState::Queued),
             "queued is {} but the queue {} it",
             task.state == TaskState::Queued,
-            if self.queue.get(&task.queue_key()) == Some(&t) {
+            if self.queue.get(&task.queue_key()) == Some(t) {
                 "holds"
             } else {
                 "lacks"
