@@ -193,6 +193,25 @@ fn stranger_asks_for(address: &str, key: &dask_core::Key) -> Received {
     exchange(address, &bytes, false, REFUSAL_WAIT)
 }
 
+/// A stranger on this host: its hello lists `value-local` with this host's
+/// tag, as a worker's of this host would, and still proves nothing.
+fn local_stranger_asks_for(address: &str, key: &dask_core::Key) -> Received {
+    let mut offer = handshake::offer(Role::Peer, Some("local stranger".into()));
+    offer.local = dask_worker::local::identity();
+    if offer.local.is_some() {
+        offer
+            .features
+            .get_or_insert_with(Vec::new)
+            .push(handshake::VALUE_LOCAL.into());
+    }
+    let get = Message::GetData(GetData {
+        request: 1,
+        keys: vec![key.clone()],
+    });
+    let bytes = messages_frame(&[Message::Hello(offer), get]);
+    exchange(address, &bytes, false, REFUSAL_WAIT)
+}
+
 /// A peer that offers auth, then sends a made-up proof and a `get-data`.
 fn forger_asks_for(address: &str, key: &dask_core::Key) -> Received {
     let mut offer = handshake::offer(Role::Peer, Some("forger".into()));
@@ -214,7 +233,7 @@ fn assert_no_data(received: &Received, case: &str) {
         !received
             .messages
             .iter()
-            .any(|m| matches!(m, Message::Data(_))),
+            .any(|m| matches!(m, Message::Data(_) | Message::DataLocal(_))),
         "{case}: a value was served: {:?}",
         received.messages
     );
@@ -235,6 +254,14 @@ fn workers_prove_the_worker_secret_and_strangers_get_nothing_anywhere() {
         .scatter_with(vec![42.into()], Some(vec!["w0".into()]), false)
         .unwrap();
     let key = held[0].key().clone();
+    // 2 MiB: a peer of this host that proved the secret would be lent it.
+    let big = client
+        .scatter_with(
+            vec![rmpv::Value::Binary(vec![7; 2 << 20])],
+            Some(vec!["w0".into()]),
+            false,
+        )
+        .unwrap();
 
     // The scheduler's port: a stranger cannot register, submit or list.
     let as_worker = exchange(
@@ -267,6 +294,9 @@ fn workers_prove_the_worker_secret_and_strangers_get_nothing_anywhere() {
         let got = stranger_asks_for(&data, &key);
         got.assert_fatal(3003, "a stranger at a data port");
         assert_no_data(&got, "a stranger at a data port");
+        let got = local_stranger_asks_for(&data, big[0].key());
+        got.assert_fatal(3003, "a stranger of this host at a data port");
+        assert_no_data(&got, "a stranger of this host at a data port");
         let got = forger_asks_for(&data, &key);
         got.assert_fatal(3003, "a made-up proof at a data port");
         assert_no_data(&got, "a made-up proof at a data port");
