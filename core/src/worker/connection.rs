@@ -532,6 +532,7 @@ impl WorkerState {
         match c.kind {
             ConnKind::Incoming => {
                 self.reply_bytes_in_flight.remove(&conn);
+                self.retire_leases(c.local);
             }
             ConnKind::Outgoing(address) => {
                 if self.outgoing.get(&address) == Some(&conn) {

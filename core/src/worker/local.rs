@@ -18,11 +18,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{ConnId, Level, LogRecord, WorkerOutput, WorkerState};
 use crate::handshake;
 use crate::messages::{DataLocal, GetData, Hello, LocalHost, LocalValue, ValueLocalDone};
 use crate::{ErrorCode, Key, Message, RawValue, Timestamp, WireError};
+
+/// How long a holder keeps the values lent on a connection after it
+/// closed: a fetcher may still be copying one (a 1 GB copy takes well under
+/// a second) and learns of the close only then; freed at once, the value's
+/// buffer could take another value of the same size, which the copy would
+/// read as well-formed and wrong.
+pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 
 /// The same-host state of one data connection.
 #[derive(Debug, Default)]
@@ -130,6 +138,28 @@ impl WorkerState {
             return None;
         }
         Some(Message::DataLocal(DataLocal { request, values }))
+    }
+
+    /// Holder: a connection with values lent on it closed: they are kept
+    /// for [`LEASE_GRACE`] more.
+    pub(super) fn retire_leases(&mut self, local: ConnLocal) {
+        if local.leases.is_empty() {
+            return;
+        }
+        let values = local.leases.into_values().collect();
+        self.retired_leases
+            .push_back((self.now + LEASE_GRACE, values));
+    }
+
+    /// Holder: drops the retired leases whose grace is over.
+    pub(super) fn expire_leases(&mut self) {
+        while self
+            .retired_leases
+            .front()
+            .is_some_and(|(until, _)| *until <= self.now)
+        {
+            self.retired_leases.pop_front();
+        }
     }
 
     /// Holder: the fetcher on `conn` is done with these leases; after a

@@ -114,7 +114,7 @@ pub use fetch::{
     FETCH_TIMEOUT,
 };
 pub use job::{Job, TaskDone, TaskError};
-pub use local::LocalRead;
+pub use local::{LocalRead, LEASE_GRACE};
 pub use memory::{MemorySpillStore, MemoryUsage, SpillStore, SPILL_RETRY_DELAY};
 pub use scheduler::{WorkerError, WorkerErrorKind};
 
@@ -269,6 +269,9 @@ pub struct WorkerState {
     /// The nonces of this worker's handshakes (both sides), when it
     /// authenticates.
     nonces: Option<NonceSource>,
+    /// Values lent on connections since closed, kept until then (see
+    /// `local.rs`, `LEASE_GRACE`); the times only grow.
+    retired_leases: VecDeque<(Timestamp, Vec<Arc<RawValue>>)>,
 }
 
 impl WorkerState {
@@ -330,6 +333,7 @@ impl WorkerState {
             held_since: None,
             outputs: VecDeque::new(),
             dirty: false,
+            retired_leases: VecDeque::new(),
         };
         state.start_registration();
         state
@@ -420,6 +424,7 @@ impl WorkerState {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = now;
         self.expire_hellos();
+        self.expire_leases();
         self.scheduler_timeouts();
         if !self.is_registered() {
             return;
@@ -448,7 +453,12 @@ impl WorkerState {
 
     /// When [`WorkerState::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let connections = [self.next_hello_deadline(), self.next_scheduler_timeout()];
+        let leases = self.retired_leases.front().map(|(until, _)| *until);
+        let connections = [
+            self.next_hello_deadline(),
+            self.next_scheduler_timeout(),
+            leases,
+        ];
         let connections = connections.into_iter().flatten();
         if !self.is_registered() {
             return connections.min();

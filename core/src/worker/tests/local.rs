@@ -344,3 +344,34 @@ fn a_worker_whose_edge_reads_no_memory_lists_no_value_local() {
     assert!(!handshake::lists(&reply.features, handshake::VALUE_LOCAL));
     assert_eq!(reply.local, None);
 }
+
+#[test]
+fn values_lent_on_a_closed_connection_are_kept_for_the_grace_then_let_go() {
+    let (mut w, now) = local_worker();
+    let big = holder_with(&mut w, "big", 2 << 20);
+    let (conn, _) = incoming_peer(&mut w, now, Some(1));
+    let get = GetData {
+        request: 1,
+        keys: vec!["big".into()],
+    };
+    w.handle_message(now, conn, Message::GetData(get));
+    let _ = drain(&mut w);
+    let free = FreeKeys {
+        keys: vec!["big".into()],
+    };
+    w.handle_scheduler_message(now, Message::FreeKeys(free));
+    w.handle_closed(now, conn, "closed by the other side");
+    let _ = drain(&mut w);
+    // A fetcher may still be copying it: its buffer takes no other value.
+    assert_eq!(
+        Arc::strong_count(&big),
+        2,
+        "the retired lease and this test"
+    );
+    let due = w.poll_timeout().expect("the grace's end is a timeout");
+    assert!(due <= now + LEASE_GRACE);
+    w.handle_timeout(now + (LEASE_GRACE - Duration::from_millis(1)));
+    assert_eq!(Arc::strong_count(&big), 2, "not before the grace is over");
+    w.handle_timeout(now + LEASE_GRACE);
+    assert_eq!(Arc::strong_count(&big), 1, "let go");
+}
