@@ -8,7 +8,6 @@
 //! ([`BorrowingTaskFn`], for a function that only reads its arguments: a
 //! large value is then never copied on its way in).
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,9 +38,10 @@ pub enum Function {
 /// Functions by name. Cloning is cheap: functions are shared.
 #[derive(Clone, Default)]
 pub struct FunctionRegistry {
-    functions: HashMap<String, Function>,
+    /// Looked up for every task run: foldhash, not SipHash.
+    functions: foldhash::HashMap<String, Function>,
     /// Names of functions marked quick ([`FunctionRegistry::mark_quick`]).
-    quick: HashSet<String>,
+    quick: foldhash::HashSet<String>,
 }
 
 impl FunctionRegistry {

@@ -168,7 +168,7 @@ impl WorkerState {
     }
 
     pub(super) fn compute_task(&mut self, ct: ComputeTask) {
-        if !self.config.functions.contains(&ct.function) {
+        if !self.offered.contains(&ct.function) {
             let e = TaskError::unknown_function(&ct.function);
             return self.task_erred(ct.key, &e.error_type, e.message);
         }

@@ -244,8 +244,12 @@ pub struct WorkerState {
     /// Results of at most this many bytes go with `task-finished` (the
     /// scheduler's `inline_bytes_max`, dask/1.1).
     inline_bytes_max: Option<u64>,
-    /// Every open connection.
-    conns: HashMap<ConnId, Connection>,
+    /// Every open connection (looked up for every message: foldhash, not
+    /// SipHash; the ids are this worker's own).
+    conns: foldhash::HashMap<ConnId, Connection>,
+    /// The names of `config.functions`, hashed with foldhash: every
+    /// compute-task looks its function up.
+    offered: foldhash::HashSet<String>,
     /// Connections asked for, their ids not given yet (see
     /// [`WorkerState::handle_connecting`]).
     pending_connects: VecDeque<PendingConnect>,
@@ -283,8 +287,10 @@ impl WorkerState {
             .as_ref()
             .filter(|auth| auth.credentials.worker.is_some())
             .map(|auth| NonceSource::new(auth.nonce_seed));
+        let offered = config.functions.iter().cloned().collect();
         let mut state = WorkerState {
             nonces,
+            offered,
             config,
             now,
             tasks: Slab::new(),
@@ -322,7 +328,7 @@ impl WorkerState {
             heartbeat_interval: None,
             next_heartbeat: None,
             inline_bytes_max: None,
-            conns: HashMap::new(),
+            conns: foldhash::HashMap::default(),
             pending_connects: VecDeque::new(),
             outgoing: HashMap::new(),
             hello_deadlines: VecDeque::new(),
