@@ -6,8 +6,10 @@
 //! path, beside `loopback_bound`'s for TCP (issue 19 item 1: 4x Dask's
 //! 1 GB rate is above what TCP over loopback does here).
 //!
-//! `cargo run --release -p dask-net --example local_read_bound -- [MB] [ROUNDS]`
-//! (default 1000 MB, 3 rounds). Prints per round and buffer the MB/s
+//! `cargo run --release -p dask-net --example local_read_bound -- [MB] [ROUNDS] [THREADS]`
+//! (default 1000 MB, 3 rounds, 1 thread; with THREADS the range is split
+//! in that many parts, each copied by a thread of its own, as a worker
+//! splits a large read: each faults its own part's fresh pages). Prints per round and buffer the MB/s
 //! (10^6 bytes) and this process's CPU milliseconds (the holder spends
 //! none). Fails where the kernel refuses the read (Yama's ptrace_scope 2
 //! or 3, seccomp, another user).
@@ -26,6 +28,7 @@ fn main() {
     let arg = |i: usize, default: usize| bound::arg(&args, i, default);
     let bytes = arg(0, 1000) * 1_000_000;
     let rounds = arg(1, 3);
+    let threads = arg(2, 1).max(1);
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .args(["--hold".to_owned(), bytes.to_string()])
         .stdin(Stdio::piped())
@@ -38,7 +41,10 @@ fn main() {
         .expect("the holder's address");
     let remote: usize = line.trim().parse().expect("an address");
     let pid = child.id() as libc::pid_t;
-    println!("{} MB held by process {pid}", bytes / 1_000_000);
+    println!(
+        "{} MB held by process {pid}, copied by {threads} thread(s)",
+        bytes / 1_000_000
+    );
     let mut kept = vec![1u8; bytes];
     for round in 0..rounds {
         for fresh in [true, false] {
@@ -51,27 +57,12 @@ fn main() {
             };
             let cpu0 = bound::cpu_ns();
             let start = Instant::now();
-            let mut at = 0;
-            while at < bytes {
-                let local = libc::iovec {
-                    iov_base: buf[at..].as_mut_ptr().cast(),
-                    iov_len: bytes - at,
-                };
-                let from = libc::iovec {
-                    iov_base: (remote + at) as *mut libc::c_void,
-                    iov_len: bytes - at,
-                };
-                // SAFETY: `local` is inside `buf`, which this thread holds
-                // mutably; the remote range is the holder's, read by the
-                // kernel (an address that is not is an error, EFAULT).
-                let n = unsafe { libc::process_vm_readv(pid, &local, 1, &from, 1, 0) };
-                assert!(
-                    n > 0,
-                    "process_vm_readv: {}",
-                    std::io::Error::last_os_error()
-                );
-                at += n as usize;
-            }
+            let part = bytes.div_ceil(threads);
+            std::thread::scope(|s| {
+                for (i, chunk) in buf.chunks_mut(part).enumerate() {
+                    s.spawn(move || copy(pid, remote + i * part, chunk));
+                }
+            });
             let seconds = start.elapsed().as_secs_f64();
             let cpu_ms = (bound::cpu_ns() - cpu0) as f64 / 1e6;
             for i in (0..bytes).step_by(4093).chain([bytes - 1]) {
@@ -87,6 +78,32 @@ fn main() {
     }
     drop(child.stdin.take());
     child.wait().expect("holder exits");
+}
+
+/// Copies `into.len()` bytes at `remote` in process `pid` into `into`.
+fn copy(pid: libc::pid_t, remote: usize, into: &mut [u8]) {
+    let len = into.len();
+    let mut at = 0;
+    while at < len {
+        let local = libc::iovec {
+            iov_base: into[at..].as_mut_ptr().cast(),
+            iov_len: len - at,
+        };
+        let from = libc::iovec {
+            iov_base: (remote + at) as *mut libc::c_void,
+            iov_len: len - at,
+        };
+        // SAFETY: `local` is inside `into`, which this thread holds
+        // mutably; the remote range is the holder's, read by the kernel
+        // (an address that is not is an error, EFAULT).
+        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &from, 1, 0) };
+        assert!(
+            n > 0,
+            "process_vm_readv: {}",
+            std::io::Error::last_os_error()
+        );
+        at += n as usize;
+    }
 }
 
 /// The child: holds `bytes` bytes, says where on stdout, and exits when

@@ -22,10 +22,15 @@ use dask_net::Waker;
 /// The environment variable that turns the same-host path off (`off` or `0`).
 pub const VALUE_LOCAL_ENV: &str = "DASK_RS_VALUE_LOCAL";
 
-/// A read of at least this many bytes is split between two threads: into
-/// fresh memory each faults its own half's pages (a process's page faults
-/// run in parallel), which is most of such a copy's time.
+/// A read of at least this many bytes is split between threads (two, or
+/// [`READ_THREADS_ENV`]): into fresh memory each faults its own part's
+/// pages (a process's page faults run in parallel), which is most of such a
+/// copy's time.
 const SPLIT_READ_BYTES_MIN: usize = 64 << 20;
+
+/// The environment variable that sets how many threads copy a value of
+/// 64 MiB or more (1 to 4; default 2), for measuring the split.
+pub const READ_THREADS_ENV: &str = "DASK_RS_LOCAL_READ_THREADS";
 
 /// This worker's `local` for its peer hellos: `None` where it cannot read
 /// peers' memory (not Linux, turned off, no host id file, or the kernel
@@ -230,6 +235,19 @@ mod imp {
         Ok(id)
     }
 
+    /// How many threads copy a large value: `DASK_RS_LOCAL_READ_THREADS`
+    /// (1 to 4, read once), else 2: into fresh memory each faults its own
+    /// part's pages, and a 2-core machine has two.
+    fn read_threads() -> usize {
+        static THREADS: OnceLock<usize> = OnceLock::new();
+        *THREADS.get_or_init(|| {
+            std::env::var(super::READ_THREADS_ENV)
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .map_or(2, |n| n.clamp(1, 4))
+        })
+    }
+
     /// `len` bytes at `remote` in process `pid` to `local`, whole.
     fn copy(pid: libc::pid_t, remote: u64, local: *mut u8, len: usize) -> Result<(), String> {
         let mut done = 0;
@@ -281,28 +299,34 @@ mod imp {
             .try_reserve_exact(len)
             .map_err(|e| format!("no memory for {len} bytes: {e}"))?;
         let local = buffer.as_mut_ptr() as usize;
-        if len >= SPLIT_READ_BYTES_MIN {
-            let half = (len / 2) & !4095;
-            let (first, second) = std::thread::scope(|s| {
-                let second = s.spawn(|| {
-                    copy(
-                        pid,
-                        read.at.wrapping_add(half as u64),
-                        (local + half) as *mut u8,
-                        len - half,
-                    )
-                });
-                let first = copy(pid, read.at, local as *mut u8, half);
-                let second = second
-                    .join()
-                    .unwrap_or_else(|_| Err("the reading thread failed".to_owned()));
-                (first, second)
-            });
-            first?;
-            second?;
+        let threads = if len >= SPLIT_READ_BYTES_MIN {
+            read_threads()
         } else {
-            copy(pid, read.at, local as *mut u8, len)?;
-        }
+            1
+        };
+        // Parts of whole pages, the last one taking the rest; this thread
+        // copies the first.
+        let part = (len / threads) & !4095;
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let others: Vec<_> = (1..threads)
+                .map(|i| {
+                    let start = i * part;
+                    let end = if i + 1 == threads { len } else { start + part };
+                    s.spawn(move || {
+                        let remote = read.at.wrapping_add(start as u64);
+                        copy(pid, remote, (local + start) as *mut u8, end - start)
+                    })
+                })
+                .collect();
+            let first_len = if threads == 1 { len } else { part };
+            let mut results = vec![copy(pid, read.at, local as *mut u8, first_len)];
+            for other in others {
+                let joined = other.join();
+                results.push(joined.unwrap_or_else(|_| Err("a reading thread failed".to_owned())));
+            }
+            results
+        });
+        results.into_iter().collect::<Result<(), String>>()?;
         // SAFETY: the copies above wrote all `len` bytes of the capacity
         // reserved (each returned Ok only once whole).
         unsafe { buffer.set_len(len) };

@@ -157,23 +157,29 @@ fn expected_bytes(n: u64) -> Vec<u8> {
 /// checks the copy byte for byte and returns the taker's transfer
 /// counters once they count it.
 fn move_value(maker: &mut Worker, taker: &mut Worker) -> Metrics {
-    let make = compute("blob", "conformance.bytes", vec![VALUE_BYTES.into()], &[]);
+    move_bytes(maker, taker, VALUE_BYTES, "")
+}
+
+/// [`move_value`] of `bytes` bytes, its keys ending in `tag`.
+fn move_bytes(maker: &mut Worker, taker: &mut Worker, bytes: u64, tag: &str) -> Metrics {
+    let (blob, copy) = (format!("blob{tag}"), format!("copy{tag}"));
+    let make = compute(&blob, "conformance.bytes", vec![bytes.into()], &[]);
     maker.conn.send(&[make]).unwrap();
-    maker.finished("blob");
-    let copy = compute(
-        "copy",
+    maker.finished(&blob);
+    let task = compute(
+        &copy,
         "identity",
-        vec![task_ref_value("blob")],
-        &[("blob", &maker.address)],
+        vec![task_ref_value(&blob)],
+        &[(&blob, &maker.address)],
     );
-    taker.conn.send(&[copy]).unwrap();
-    taker.finished("copy");
-    let value = taker.get("copy").to_value().unwrap();
+    taker.conn.send(&[task]).unwrap();
+    taker.finished(&copy);
+    let value = taker.get(&copy).to_value().unwrap();
     assert!(
-        value == Value::Binary(expected_bytes(VALUE_BYTES)),
+        value == Value::Binary(expected_bytes(bytes)),
         "the copy is not the value made"
     );
-    taker.metrics_when(|m| m.transfer_bytes.unwrap_or(0) >= VALUE_BYTES)
+    taker.metrics_when(|m| m.transfer_bytes.unwrap_or(0) >= bytes)
 }
 
 #[test]
@@ -185,6 +191,20 @@ fn an_8_mib_value_moves_between_worker_processes_of_one_host_through_memory() {
     let metrics = move_value(&mut maker, &mut taker);
     assert!(
         metrics.transfer_local_bytes >= Some(VALUE_BYTES),
+        "read from the maker's memory: {metrics:?}"
+    );
+    // Over 64 MiB the copy is split between threads (3 here: parts of
+    // whole pages, the last one longer): still the same bytes.
+    let mut split = start_worker(
+        &listener,
+        "split",
+        &dir,
+        &[("DASK_RS_LOCAL_READ_THREADS", "3")],
+    );
+    let odd = (80 << 20) + 12_345;
+    let metrics = move_bytes(&mut maker, &mut split, odd, "-80m");
+    assert!(
+        metrics.transfer_local_bytes >= Some(odd),
         "read from the maker's memory: {metrics:?}"
     );
     // Both share one host id, made by the first, private to the user.
