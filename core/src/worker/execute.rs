@@ -380,7 +380,9 @@ impl WorkerState {
                 priority: task.priority,
                 seq: task.seq,
                 key: task.key.clone(),
-                function: task.function.clone(),
+                // Like the arguments, the name goes with the run: a task
+                // started is not started again from its record.
+                function: std::mem::take(&mut task.function),
                 args: std::mem::take(&mut task.args),
                 kwargs: task.kwargs.take(),
                 deps,
