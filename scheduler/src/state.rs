@@ -312,8 +312,14 @@ impl TaskId {
 impl WorkerIdx {
     /// The index of the worker at slab index `i`.
     pub(crate) fn new(i: usize) -> WorkerIdx {
-        // Each worker is a connection: far fewer than 2^32.
-        WorkerIdx(u32::try_from(i).expect("fewer than 2^32 workers"))
+        // Each worker is a connection: far fewer than 2^32. The values
+        // past `PackedState::PROCESSING_MAX` name the other task states.
+        let w = u32::try_from(i).expect("fewer than 2^32 workers");
+        assert!(
+            w <= PackedState::PROCESSING_MAX,
+            "fewer than 2^32 - 8 workers"
+        );
+        WorkerIdx(w)
     }
 
     /// Its slab index.
@@ -407,6 +413,42 @@ impl TaskState {
             self,
             TaskState::Waiting | TaskState::NoWorker | TaskState::Queued | TaskState::Processing(_)
         )
+    }
+}
+
+/// A [`TaskState`] in four bytes, where the enum takes eight (its tag
+/// beside the worker's index): the worker's index for `Processing`, else
+/// one of the few values no worker index reaches (see [`WorkerIdx::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedState(u32);
+
+impl PackedState {
+    /// The largest worker index; the seven values above name the states.
+    pub(crate) const PROCESSING_MAX: u32 = u32::MAX - 8;
+
+    pub(crate) fn new(state: TaskState) -> PackedState {
+        PackedState(match state {
+            TaskState::Processing(w) => w.0,
+            TaskState::Released => u32::MAX,
+            TaskState::Waiting => u32::MAX - 1,
+            TaskState::NoWorker => u32::MAX - 2,
+            TaskState::Queued => u32::MAX - 3,
+            TaskState::Memory => u32::MAX - 4,
+            TaskState::Erred => u32::MAX - 5,
+        })
+    }
+
+    pub(crate) fn get(self) -> TaskState {
+        match u32::MAX - self.0 {
+            0 => TaskState::Released,
+            1 => TaskState::Waiting,
+            2 => TaskState::NoWorker,
+            3 => TaskState::Queued,
+            4 => TaskState::Memory,
+            5 => TaskState::Erred,
+            // Only `new` makes one: anything else is a worker's index.
+            _ => TaskState::Processing(WorkerIdx(self.0)),
+        }
     }
 }
 
@@ -565,7 +607,9 @@ pub(crate) struct Task {
     /// 8 bytes where an `Arc<str>` took 16; the name is read through one
     /// more pointer, into a block every task of the function shares.
     function: Option<Arc<String>>,
-    pub(crate) state: TaskState,
+    /// Its [`TaskState`] (read with [`Task::state`]; set through
+    /// `SchedulerState::set_state`, which keeps the queues in step).
+    state: PackedState,
     /// Graph order: `dask_core::order` within a graph, graphs in
     /// submission order.
     pub(crate) order: u64,
@@ -584,17 +628,13 @@ pub(crate) struct Task {
     /// Workers holding its data.
     pub(crate) who_has: SmallList<WorkerIdx, 3>,
     pub(crate) nbytes: u64,
-    /// A steal-request for it is in flight.
-    pub(crate) steal_pending: bool,
-    /// Its worker refused to give it up: it is running there.
-    pub(crate) steal_refused: bool,
+    /// [`Task::STEAL_PENDING`], [`Task::STEAL_REFUSED`] and
+    /// [`Task::ARGS_ARE_DEPENDENCIES`]: one byte where three bools took
+    /// three (the record is held to its size).
+    flags: u8,
     /// Its task group (key prefix), for the dashboard's aggregates and
     /// the duration estimates placement works with.
     pub(crate) group: GroupId,
-    /// Its arguments are the canonical array of references to its
-    /// dependencies, in order (`add(a, b)`, most reductions): they are not
-    /// held, but written from the dependencies' keys when sent.
-    pub(crate) args_are_dependencies: bool,
 }
 
 impl Task {
@@ -611,7 +651,7 @@ impl Task {
         let mut task = Task {
             text,
             function,
-            state,
+            state: PackedState::new(state),
             order,
             rare: None,
             dependencies: SmallList::default(),
@@ -621,15 +661,71 @@ impl Task {
             wanted_by: SmallList::default(),
             who_has: SmallList::default(),
             nbytes: 0,
-            steal_pending: false,
-            steal_refused: false,
+            flags: 0,
             group: GroupId::OTHER,
-            args_are_dependencies: false,
         };
         if let Some(options) = options {
             task.rare_mut().options = Some(options);
         }
         task
+    }
+
+    /// A steal-request for it is in flight.
+    const STEAL_PENDING: u8 = 1;
+    /// Its worker refused to give it up: it is running there.
+    const STEAL_REFUSED: u8 = 2;
+    /// Its arguments are the canonical array of references to its
+    /// dependencies, in order (`add(a, b)`, most reductions): they are not
+    /// held, but written from the dependencies' keys when sent.
+    const ARGS_ARE_DEPENDENCIES: u8 = 4;
+
+    /// Its state.
+    pub(crate) fn state(&self) -> TaskState {
+        self.state.get()
+    }
+
+    /// Only `SchedulerState::set_state` calls this.
+    pub(crate) fn put_state(&mut self, state: TaskState) {
+        self.state = PackedState::new(state);
+    }
+
+    fn flag(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// See [`Task::STEAL_PENDING`].
+    pub(crate) fn steal_pending(&self) -> bool {
+        self.flag(Task::STEAL_PENDING)
+    }
+
+    pub(crate) fn set_steal_pending(&mut self, on: bool) {
+        self.set_flag(Task::STEAL_PENDING, on);
+    }
+
+    /// See [`Task::STEAL_REFUSED`].
+    pub(crate) fn steal_refused(&self) -> bool {
+        self.flag(Task::STEAL_REFUSED)
+    }
+
+    pub(crate) fn set_steal_refused(&mut self, on: bool) {
+        self.set_flag(Task::STEAL_REFUSED, on);
+    }
+
+    /// See [`Task::ARGS_ARE_DEPENDENCIES`].
+    pub(crate) fn args_are_dependencies(&self) -> bool {
+        self.flag(Task::ARGS_ARE_DEPENDENCIES)
+    }
+
+    pub(crate) fn set_args_are_dependencies(&mut self, on: bool) {
+        self.set_flag(Task::ARGS_ARE_DEPENDENCIES, on);
     }
 
     /// Its key.
@@ -652,7 +748,7 @@ impl Task {
         Some(Def {
             function: self.function.as_ref()?,
             args: self.text.args(),
-            args_are: self.args_are_dependencies.then_some(&self.dependencies),
+            args_are: self.args_are_dependencies().then_some(&self.dependencies),
             options: self.rare.as_deref().and_then(|r| r.options.as_deref()),
         })
     }
@@ -1159,7 +1255,7 @@ impl SchedulerState {
     /// The scheduler state name of `key` (`None` when forgotten or unknown).
     pub fn task_state(&self, key: &str) -> Option<&'static str> {
         let t = self.task_id(key)?;
-        Some(self.tasks[t].state.name())
+        Some(self.tasks[t].state().name())
     }
 
     /// The task of `key`, if the scheduler knows it.
@@ -1669,19 +1765,19 @@ impl SchedulerState {
         for &t in &worker.has_what {
             let task = &mut self.tasks[t];
             task.who_has.retain(|&x| x != w);
-            if task.state == TaskState::Memory && task.who_has.is_empty() {
+            if task.state() == TaskState::Memory && task.who_has.is_empty() {
                 lost.push(t);
             }
             self.touch(t);
         }
         for t in lost {
-            if self.tasks.contains(t.ix()) && self.tasks[t].state == TaskState::Memory {
+            if self.tasks.contains(t.ix()) && self.tasks[t].state() == TaskState::Memory {
                 self.lose_data(t);
             }
         }
         // Its work goes back to be placed again.
         for &t in &worker.processing {
-            if !self.tasks.contains(t.ix()) || self.tasks[t].state != TaskState::Processing(w) {
+            if !self.tasks.contains(t.ix()) || self.tasks[t].state() != TaskState::Processing(w) {
                 continue;
             }
             if how != Departure::Closed && self.count_lost_worker(t, &worker.name) {
@@ -1693,8 +1789,8 @@ impl SchedulerState {
         self.claims_worker_left(w);
         for (t, x) in fetching {
             let task = &self.tasks[t];
-            if task.state == TaskState::Processing(x) && !task.steal_pending {
-                self.tasks[t].steal_pending = true;
+            if task.state() == TaskState::Processing(x) && !task.steal_pending() {
+                self.tasks[t].set_steal_pending(true);
                 let key = self.tasks[t].key_owned();
                 self.send_worker(x, Message::StealRequest(StealRequest { key }));
             }
@@ -1710,7 +1806,7 @@ impl SchedulerState {
         for &d in &self.workers[w].has_what {
             let dep = &self.tasks[d];
             for y in dep.dependents.iter() {
-                if let TaskState::Processing(x) = self.tasks[y].state {
+                if let TaskState::Processing(x) = self.tasks[y].state() {
                     if x != w && !dep.who_has.contains(&x) {
                         found.push((y, x));
                     }

@@ -105,7 +105,7 @@ impl SchedulerState {
                 self.free_on(w, key);
                 continue;
             };
-            if self.tasks[t].state != TaskState::Memory {
+            if self.tasks[t].state() != TaskState::Memory {
                 // A copy of something no longer in memory here: not needed.
                 self.free_on(w, key);
                 continue;
@@ -151,7 +151,7 @@ impl SchedulerState {
     pub(crate) fn missing_data(&mut self, w: WorkerIdx, m: MissingData) {
         let task = self
             .task_id(&m.task)
-            .filter(|&t| self.tasks[t].state == TaskState::Processing(w));
+            .filter(|&t| self.tasks[t].state() == TaskState::Processing(w));
         let mut checking = false;
         if let Some(d) = self.task_id(&m.key) {
             let needed = task.is_some_and(|t| self.tasks[t].dependencies.contains(&d));
@@ -179,7 +179,7 @@ impl SchedulerState {
                 }
             }
             let dep = &self.tasks[d];
-            if dep.state == TaskState::Memory && dep.who_has.is_empty() {
+            if dep.state() == TaskState::Memory && dep.who_has.is_empty() {
                 self.lose_data(d);
             }
         }
@@ -249,7 +249,7 @@ impl SchedulerState {
                 if self.remove_replica(d, w) {
                     self.free_on(w, check.key.clone());
                     let dep = &self.tasks[d];
-                    if dep.state == TaskState::Memory && dep.who_has.is_empty() {
+                    if dep.state() == TaskState::Memory && dep.who_has.is_empty() {
                         self.lose_data(d);
                     }
                 }
@@ -265,7 +265,7 @@ impl SchedulerState {
             let Some(t) = self.task_id(&key) else {
                 continue;
             };
-            if self.tasks[t].state == TaskState::Processing(claimant) {
+            if self.tasks[t].state() == TaskState::Processing(claimant) {
                 self.reevaluate(t);
             }
         }

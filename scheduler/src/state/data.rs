@@ -469,7 +469,7 @@ impl SchedulerState {
     ) -> Option<WorkerIdx> {
         let t = self.task_id(key)?;
         let task = &self.tasks[t];
-        if task.state != TaskState::Memory {
+        if task.state() != TaskState::Memory {
             return None;
         }
         task.who_has
@@ -682,7 +682,7 @@ impl SchedulerState {
                 if let Some(t) = self.task_id(&key) {
                     if self.remove_replica(t, w) {
                         let task = &self.tasks[t];
-                        if task.state == TaskState::Memory && task.who_has.is_empty() {
+                        if task.state() == TaskState::Memory && task.who_has.is_empty() {
                             self.lose_data(t);
                         }
                     }
@@ -912,7 +912,7 @@ impl SchedulerState {
         }
         for &t in &ids {
             self.tasks[t].rare_mut().dataset_refs += 1;
-            if self.tasks[t].state == TaskState::Released {
+            if self.tasks[t].state() == TaskState::Released {
                 self.activate(t);
             }
         }

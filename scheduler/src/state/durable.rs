@@ -302,7 +302,7 @@ impl SchedulerState {
     /// holds yet (only while a restore awaits its workers).
     pub(crate) fn awaits_holder(&self, t: TaskId) -> bool {
         let task = &self.tasks[t];
-        task.def().is_none() && task.state == TaskState::Memory && task.who_has.is_empty()
+        task.def().is_none() && task.state() == TaskState::Memory && task.who_has.is_empty()
     }
 
     /// Quiet: nothing more is journaled (the scheduler is shutting down:
@@ -357,7 +357,7 @@ impl SchedulerState {
         };
         restoring.last_known.retain(|key, _| {
             self.task_id(key)
-                .is_some_and(|t| self.tasks[t].state != TaskState::Erred)
+                .is_some_and(|t| self.tasks[t].state() != TaskState::Erred)
         });
         restoring.awaited = restoring
             .last_known
@@ -445,7 +445,7 @@ impl SchedulerState {
                     r.last_known.remove(&m.key);
                 }
                 if let Some(t) = self.task_id(&m.key) {
-                    if self.tasks[t].state != TaskState::Erred {
+                    if self.tasks[t].state() != TaskState::Erred {
                         self.fail(t, TaskError::reported(m));
                     }
                 }
@@ -521,7 +521,7 @@ impl SchedulerState {
         }
         for t in wanted {
             let task = &self.tasks[t];
-            match task.state {
+            match task.state() {
                 TaskState::Memory => self.notify_finished(t, None),
                 TaskState::Erred => {
                     if let Some(error) = task.rare().error.clone() {
@@ -558,7 +558,7 @@ impl SchedulerState {
                 continue;
             };
             let task = &self.tasks[t];
-            match task.state {
+            match task.state() {
                 TaskState::Memory => {
                     if let Some(r) = self.durable.restoring.as_mut() {
                         r.last_known.remove(&key);
@@ -614,7 +614,7 @@ impl SchedulerState {
         let mut push = |r: &JournalRecord| push_snapshot_record(&mut snapshot, r);
         // Scattered data first: the graph may refer to it.
         for (_, task) in &self.tasks {
-            if task.def().is_some() || task.state != TaskState::Memory {
+            if task.def().is_some() || task.state() != TaskState::Memory {
                 continue;
             }
             let holders = if task.who_has.is_empty() {
@@ -707,7 +707,7 @@ impl SchedulerState {
             for name in &rare.lost_on {
                 push(&JournalRecord::lost(task.key_owned(), name));
             }
-            match task.state {
+            match task.state() {
                 // Scattered data: its record came first.
                 TaskState::Memory if task.def().is_none() => {}
                 TaskState::Memory => {

@@ -363,7 +363,7 @@ impl SchedulerState {
             // The key moves into the task: the index holds no copy.
             let mut task = Task::new(spec.key, Some(def), TaskState::Released, order);
             task.group = group;
-            task.args_are_dependencies = args_are_dependencies;
+            task.set_args_are_dependencies(args_are_dependencies);
             if let Some(priority) = spec.priority.filter(|&p| p != 0) {
                 task.rare_mut().priority = priority;
             }

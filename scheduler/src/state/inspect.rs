@@ -45,7 +45,7 @@ impl SchedulerState {
     /// Why `t` waits, or `None` when it does not (running, done, released).
     pub(crate) fn wait_reason(&self, t: TaskId) -> Option<WaitReason> {
         let task = &self.tasks[t];
-        match task.state {
+        match task.state() {
             TaskState::NoWorker => Some(self.no_worker_reason(task)),
             TaskState::Queued => Some(match self.all_eligible_paused(task) {
                 Some(names) => WaitReason::new(
@@ -65,9 +65,9 @@ impl SchedulerState {
                     .dependencies
                     .iter()
                     .map(|d| &self.tasks[d])
-                    .filter(|d| d.state != TaskState::Memory)
+                    .filter(|d| d.state() != TaskState::Memory)
                     .take(3)
-                    .map(|d| format!("{} ({})", d.key(), d.state.name()))
+                    .map(|d| format!("{} ({})", d.key(), d.state().name()))
                     .collect();
                 let more = (task.waiting_on as usize).saturating_sub(pending.len());
                 let more = if more > 0 {
@@ -196,7 +196,7 @@ impl SchedulerState {
 
     fn task_ref(&self, t: TaskId) -> Value {
         let task = &self.tasks[t];
-        json!({"key": task.key(), "state": task.state.name()})
+        json!({"key": task.key(), "state": task.state().name()})
     }
 
     fn worker_ref(&self, w: WorkerIdx) -> Value {
@@ -220,7 +220,7 @@ impl SchedulerState {
                 .collect();
             json!({"count": count, "shown": shown})
         };
-        let processing_on = match task.state {
+        let processing_on = match task.state() {
             TaskState::Processing(w) => self.worker_ref(w),
             _ => Value::Null,
         };
@@ -239,7 +239,7 @@ impl SchedulerState {
         let def = task.def();
         Some(json!({
             "key": task.key(),
-            "state": task.state.name(),
+            "state": task.state().name(),
             "group": self.observe.group_name(task.group),
             "function": def.map(|d| &**d.function),
             "priority": task.priority(),
@@ -280,11 +280,11 @@ impl SchedulerState {
         let mut i = start;
         while i < end && tasks.len() < limit && i - start < WAITING_SCAN_MAX {
             if let Some(task) = self.tasks.get(i) {
-                if wanted(task.state) {
+                if wanted(task.state()) {
                     if let Some(reason) = self.wait_reason(TaskId::new(i)) {
                         tasks.push(WaitingTask {
                             key: task.key_owned(),
-                            state: task.state.name(),
+                            state: task.state().name(),
                             reason,
                         });
                     }

@@ -135,7 +135,7 @@ impl SchedulerState {
             .processing
             .iter()
             .copied()
-            .filter(|&t| !self.tasks[t].steal_pending && !self.tasks[t].steal_refused)
+            .filter(|&t| !self.tasks[t].steal_pending() && !self.tasks[t].steal_refused())
             .collect();
         let record = LogRecord::new(
             Level::Warn,
@@ -158,7 +158,7 @@ impl SchedulerState {
         self.observe.log(record);
         for t in asked {
             // No thief: a task given back is placed like any ready task.
-            self.tasks[t].steal_pending = true;
+            self.tasks[t].set_steal_pending(true);
             let key = self.tasks[t].key_owned();
             self.send_worker(w, Message::StealRequest(StealRequest { key }));
         }
@@ -296,7 +296,7 @@ impl SchedulerState {
         let mut failed = 0u64;
         let mut example: Option<String> = None;
         for t in candidates {
-            if !self.tasks.contains(t.ix()) || self.tasks[t].state != TaskState::NoWorker {
+            if !self.tasks.contains(t.ix()) || self.tasks[t].state() != TaskState::NoWorker {
                 continue;
             }
             let Some(cause) = self.stuck_cause(&self.tasks[t], true) else {

@@ -480,7 +480,7 @@ impl SchedulerState {
             let asked = victim
                 .processing
                 .iter()
-                .filter(|&&t| self.tasks[t].steal_pending)
+                .filter(|&&t| self.tasks[t].steal_pending())
                 .count();
             let excess = victim
                 .processing
@@ -502,7 +502,7 @@ impl SchedulerState {
                 .collect();
             candidates.sort_unstable_by_key(|&(k, _)| Reverse(k));
             for (_, t) in candidates.into_iter().take(take) {
-                self.tasks[t].steal_pending = true;
+                self.tasks[t].set_steal_pending(true);
                 self.steal_thieves.insert(t, thief);
                 let key = self.tasks[t].key_owned();
                 self.send_worker(v, Message::StealRequest(StealRequest { key }));
@@ -522,7 +522,7 @@ impl SchedulerState {
     /// faster than it computes.
     fn worth_stealing(&self, t: TaskId, thief: WorkerIdx) -> bool {
         let task = &self.tasks[t];
-        if task.steal_pending || task.steal_refused || !self.workers[thief].can_run(task) {
+        if task.steal_pending() || task.steal_refused() || !self.workers[thief].can_run(task) {
             return false;
         }
         let missing: u64 = task

@@ -153,7 +153,8 @@ impl SchedulerState {
             let (worker, key, offset) = (relay.worker, relay.key.clone(), relay.sent);
             // The holder may have left (or freed it) while the client read.
             let holds = self.task_id(&key).is_some_and(|t| {
-                self.tasks[t].state == TaskState::Memory && self.tasks[t].who_has.contains(&worker)
+                self.tasks[t].state() == TaskState::Memory
+                    && self.tasks[t].who_has.contains(&worker)
             });
             if !holds || !self.sends_value_ranges(worker) {
                 return self.relay_failed(id, worker, false);
@@ -307,7 +308,7 @@ impl SchedulerState {
             if let Some(t) = self.task_id(&key) {
                 if self.remove_replica(t, w) {
                     let task = &self.tasks[t];
-                    if task.state == TaskState::Memory && task.who_has.is_empty() {
+                    if task.state() == TaskState::Memory && task.who_has.is_empty() {
                         self.lose_data(t);
                     }
                 }

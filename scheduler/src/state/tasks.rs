@@ -14,7 +14,7 @@ impl SchedulerState {
     /// nothing: callers free running copies themselves.
     pub(crate) fn set_state(&mut self, t: TaskId, new: TaskState) {
         self.touch(t);
-        let old = self.tasks[t].state;
+        let old = self.tasks[t].state();
         match old {
             TaskState::Queued => {
                 let k = self.tasks[t].queue_key();
@@ -29,11 +29,11 @@ impl SchedulerState {
                     worker.count_processing(self.tasks[t].group, -1);
                 }
                 let task = &mut self.tasks[t];
-                if task.steal_pending {
+                if task.steal_pending() {
                     self.steal_thieves.remove(&t);
                 }
-                task.steal_pending = false;
-                task.steal_refused = false;
+                task.set_steal_pending(false);
+                task.set_steal_refused(false);
             }
             _ => {}
         }
@@ -53,7 +53,7 @@ impl SchedulerState {
                 }
             }
         }
-        self.tasks[t].state = new;
+        self.tasks[t].put_state(new);
         self.observe.task_moved(self.tasks[t].group, old, new);
         match new {
             TaskState::Queued => {
@@ -77,7 +77,7 @@ impl SchedulerState {
     /// Leaves `t`'s current state for `new`, freeing a running copy on its
     /// worker first.
     pub(crate) fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
-        if let TaskState::Processing(w) = self.tasks[t].state {
+        if let TaskState::Processing(w) = self.tasks[t].state() {
             let key = self.tasks[t].key_owned();
             self.free_on(w, key);
             // It may be running: the worker cannot stop it.
@@ -102,7 +102,7 @@ impl SchedulerState {
     /// released dependency become waiting, and those whose dependencies are
     /// all in memory become ready. Iterative: chains may be long.
     pub(crate) fn activate(&mut self, root: TaskId) {
-        if self.tasks[root].state == TaskState::Released {
+        if self.tasks[root].state() == TaskState::Released {
             self.expand(root);
         }
     }
@@ -111,7 +111,7 @@ impl SchedulerState {
     /// from a worker: the worker died, missed a dependency, or gave the
     /// task up to a steal) and recomputes released ones.
     pub(crate) fn reevaluate(&mut self, t: TaskId) {
-        if self.tasks[t].state.is_active() {
+        if self.tasks[t].state().is_active() {
             self.expand(t);
         }
     }
@@ -121,12 +121,12 @@ impl SchedulerState {
         while let Some((t, expanded)) = stack.pop() {
             if expanded {
                 let task = &self.tasks[t];
-                if task.state == TaskState::Waiting && task.waiting_on == 0 {
+                if task.state() == TaskState::Waiting && task.waiting_on == 0 {
                     self.make_ready(t);
                 }
                 continue;
             }
-            let state = self.tasks[t].state;
+            let state = self.tasks[t].state();
             if state != TaskState::Released && !(t == root && state.is_active()) {
                 continue;
             }
@@ -143,7 +143,7 @@ impl SchedulerState {
             let mut waiting = 0;
             for i in 0..self.tasks[t].dependencies.len() {
                 let d = self.tasks[t].dependencies[i];
-                match self.tasks[d].state {
+                match self.tasks[d].state() {
                     TaskState::Memory => {}
                     TaskState::Released => {
                         waiting += 1;
@@ -166,7 +166,7 @@ impl SchedulerState {
         while let Some(x) = stack.pop() {
             let dependents: Vec<TaskId> = self.tasks[x].dependents.to_vec();
             for y in dependents {
-                let s = self.tasks[y].state;
+                let s = self.tasks[y].state();
                 if s == TaskState::Released || s.is_active() {
                     self.mark_erred(y, error.clone());
                     stack.push(y);
@@ -255,7 +255,7 @@ impl SchedulerState {
         self.set_state(t, TaskState::Released);
         let dependents: Vec<TaskId> = self.tasks[t].dependents.to_vec();
         for y in dependents {
-            match self.tasks[y].state {
+            match self.tasks[y].state() {
                 TaskState::Waiting => self.tasks[y].waiting_on += 1,
                 TaskState::Queued | TaskState::NoWorker => {
                     self.set_state(y, TaskState::Waiting);
@@ -320,7 +320,7 @@ impl SchedulerState {
         if task.is_wanted() {
             return false;
         }
-        let state = task.state;
+        let state = task.state();
         let mut released = false;
         if task.waiters == 0 {
             released = state.is_active() || state == TaskState::Memory;
@@ -342,7 +342,7 @@ impl SchedulerState {
             }
         }
         let task = &self.tasks[t];
-        if matches!(task.state, TaskState::Released | TaskState::Erred)
+        if matches!(task.state(), TaskState::Released | TaskState::Erred)
             && task.dependents.is_empty()
             && task.waiters == 0
         {
@@ -354,7 +354,7 @@ impl SchedulerState {
 
     fn forget(&mut self, t: TaskId) {
         let task = self.tasks.remove(t.ix());
-        self.observe.task_removed(task.group, task.state);
+        self.observe.task_removed(task.group, task.state());
         self.key_index.remove(task.key(), t);
         for d in task.dependencies {
             self.tasks[d].dependents.remove(t);
@@ -374,7 +374,7 @@ impl SchedulerState {
             return;
         };
         let task = &mut self.tasks[t];
-        if task.state == TaskState::Erred {
+        if task.state() == TaskState::Erred {
             let Some(error) = task.rare().error.clone() else {
                 return;
             };
@@ -399,7 +399,7 @@ impl SchedulerState {
             self.to_check.push(t);
             return;
         }
-        let in_memory = task.state == TaskState::Memory;
+        let in_memory = task.state() == TaskState::Memory;
         match client.wants.get_mut(&t) {
             Some(want) if !want.finished_sent => return,
             Some(want) => {
@@ -427,7 +427,7 @@ impl SchedulerState {
                 value: None,
             });
             self.send(conn, m);
-        } else if task.state == TaskState::Released {
+        } else if task.state() == TaskState::Released {
             self.activate(t);
         }
     }
@@ -558,7 +558,7 @@ impl SchedulerState {
         let Some(t) = self.task_id(&m.key) else {
             return;
         };
-        if self.tasks[t].state != TaskState::Processing(w) {
+        if self.tasks[t].state() != TaskState::Processing(w) {
             // A copy we already gave up on (freed, stolen, or reassigned):
             // the worker drops it on the free-keys it has been sent.
             return;
@@ -615,7 +615,7 @@ impl SchedulerState {
         let dependents: Vec<TaskId> = self.tasks[t].dependents.to_vec();
         for y in dependents {
             let dep = &mut self.tasks[y];
-            if dep.state == TaskState::Waiting {
+            if dep.state() == TaskState::Waiting {
                 dep.waiting_on -= 1;
                 if dep.waiting_on == 0 {
                     self.make_ready(y);
@@ -629,7 +629,7 @@ impl SchedulerState {
         let Some(t) = self.task_id(&m.key) else {
             return;
         };
-        if self.tasks[t].state != TaskState::Processing(w) {
+        if self.tasks[t].state() != TaskState::Processing(w) {
             return;
         }
         if self.tasks[t].rare().retries_left > 0 {
@@ -660,14 +660,14 @@ impl SchedulerState {
             return;
         };
         let task = &mut self.tasks[t];
-        if task.state != TaskState::Processing(w) || !task.steal_pending {
+        if task.state() != TaskState::Processing(w) || !task.steal_pending() {
             return;
         }
-        task.steal_pending = false;
+        task.set_steal_pending(false);
         let thief = self.steal_thieves.remove(&t);
         if !m.stolen {
             // Running (or done, its report on the way): not asked again.
-            self.tasks[t].steal_refused = true;
+            self.tasks[t].set_steal_refused(true);
             return;
         }
         // Co-assignment must not send a stolen root back to its victim.
@@ -678,7 +678,7 @@ impl SchedulerState {
         // It goes to the worker it was stolen for, if that one can still
         // take it; else it is placed like any ready task.
         if let Some(thief) = thief {
-            if self.tasks[t].state == TaskState::Queued
+            if self.tasks[t].state() == TaskState::Queued
                 && self.workers.get(thief.ix()).is_some_and(|x| {
                     !x.paused && x.can_run(&self.tasks[t]) && x.processing.len() < x.slots_max()
                 })

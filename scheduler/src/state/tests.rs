@@ -687,7 +687,7 @@ fn a_worker_running_tiny_tasks_is_given_more_at_once() {
         sim.s
             .tasks
             .iter()
-            .filter(|(_, t)| t.state.name() == "processing")
+            .filter(|(_, t)| t.state().name() == "processing")
             .count(),
         101
     );
@@ -1073,7 +1073,7 @@ fn arguments_reach_the_worker_as_given_whether_or_not_the_record_holds_them() {
     graph(&mut sim, 1, Value::from(2));
     let derived = |sim: &Sim, key: &str| {
         let t = sim.s.task_id(key).expect("a task");
-        sim.s.tasks[t].args_are_dependencies
+        sim.s.tasks[t].args_are_dependencies()
     };
     assert!(derived(&sim, "ab"));
     for key in ["aa", "a1", "later", "a", "z"] {

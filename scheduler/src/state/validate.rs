@@ -93,7 +93,7 @@ impl SchedulerState {
                     task.key()
                 );
                 self.validate_task(t, task, &releasing)
-                    .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state.name()))?;
+                    .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state().name()))?;
             }
         }
         Ok(())
@@ -120,9 +120,9 @@ impl SchedulerState {
         let releasing = self.releasing();
         for (i, task) in &self.tasks {
             self.validate_task(TaskId::new(i), task, &releasing)
-                .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state.name()))?;
+                .map_err(|e| format!("task {} ({}): {e}", task.key(), task.state().name()))?;
             let counts = &mut group_counts[task.group.index()].1;
-            counts[task.state.index()] = counts[task.state.index()].wrapping_sub(1);
+            counts[task.state().index()] = counts[task.state().index()].wrapping_sub(1);
         }
         for (name, counts) in group_counts {
             ensure!(
@@ -136,10 +136,10 @@ impl SchedulerState {
                 .get(t.ix())
                 .ok_or("queue holds a forgotten task")?;
             ensure!(
-                task.state == TaskState::Queued && task.queue_key() == k,
+                task.state() == TaskState::Queued && task.queue_key() == k,
                 "queue entry {} is {} or misfiled",
                 task.key(),
-                task.state.name()
+                task.state().name()
             );
         }
         for &t in &self.no_worker {
@@ -148,10 +148,10 @@ impl SchedulerState {
                 .get(t.ix())
                 .ok_or("no-worker holds a forgotten task")?;
             ensure!(
-                task.state == TaskState::NoWorker,
+                task.state() == TaskState::NoWorker,
                 "no-worker entry {} is {}",
                 task.key(),
-                task.state.name()
+                task.state().name()
             );
         }
         for (i, w) in &self.workers {
@@ -181,11 +181,11 @@ impl SchedulerState {
                     .get(t.ix())
                     .ok_or("a worker processes a forgotten task")?;
                 ensure!(
-                    task.state == TaskState::Processing(WorkerIdx::new(i)),
+                    task.state() == TaskState::Processing(WorkerIdx::new(i)),
                     "worker {} processes {} which is {}",
                     w.name,
                     task.key(),
-                    task.state.name()
+                    task.state().name()
                 );
             }
             let mut groups: Vec<(GroupId, u32)> = Vec::new();
@@ -278,7 +278,7 @@ impl SchedulerState {
                 "{} does not depend on it",
                 dep.key()
             );
-            if dep.state.is_active() {
+            if dep.state().is_active() {
                 waiters += 1;
             }
         }
@@ -297,8 +297,8 @@ impl SchedulerState {
         }
         let needed = task.is_wanted() || task.waiters > 0;
         let releasing = releasing.contains(&t);
-        let not_memory = |d: &TaskId| self.tasks[d].state != TaskState::Memory;
-        match task.state {
+        let not_memory = |d: &TaskId| self.tasks[d].state() != TaskState::Memory;
+        match task.state() {
             TaskState::Released => {
                 ensure!(!needed, "released but needed");
                 ensure!(
@@ -321,7 +321,7 @@ impl SchedulerState {
                 );
                 let can = self.workers.iter().any(|(_, w)| w.can_run(task));
                 ensure!(
-                    can == (task.state == TaskState::Queued),
+                    can == (task.state() == TaskState::Queued),
                     "a worker that can run it is {}connected",
                     if can { "" } else { "not " }
                 );
@@ -355,10 +355,10 @@ impl SchedulerState {
                 );
             }
         }
-        if task.state.is_active() {
+        if task.state().is_active() {
             ensure!(needed || releasing, "active but nothing needs it");
         }
-        if task.state != TaskState::Memory {
+        if task.state() != TaskState::Memory {
             ensure!(task.who_has.is_empty(), "not in memory but has holders");
         }
         for w in &task.who_has {
@@ -369,28 +369,28 @@ impl SchedulerState {
                 worker.name
             );
         }
-        if task.steal_pending {
+        if task.steal_pending() {
             ensure!(
-                matches!(task.state, TaskState::Processing(_)),
+                matches!(task.state(), TaskState::Processing(_)),
                 "steal pending while not processing"
             );
         }
-        if task.steal_refused {
+        if task.steal_refused() {
             ensure!(
-                matches!(task.state, TaskState::Processing(_)),
+                matches!(task.state(), TaskState::Processing(_)),
                 "steal refused while not processing"
             );
         }
         if self.steal_thieves.contains_key(&t) {
             ensure!(
-                task.steal_pending,
+                task.steal_pending(),
                 "a thief is recorded but no steal is pending"
             );
         }
         ensure!(
-            (self.queue.get(&task.queue_key()) == Some(t)) == (task.state == TaskState::Queued),
+            (self.queue.get(&task.queue_key()) == Some(t)) == (task.state() == TaskState::Queued),
             "queued is {} but the queue {} it",
-            task.state == TaskState::Queued,
+            task.state() == TaskState::Queued,
             if self.queue.get(&task.queue_key()) == Some(t) {
                 "holds"
             } else {
@@ -398,12 +398,12 @@ impl SchedulerState {
             }
         );
         ensure!(
-            self.no_worker.contains(&t) == (task.state == TaskState::NoWorker),
+            self.no_worker.contains(&t) == (task.state() == TaskState::NoWorker),
             "no-worker set and state disagree"
         );
         ensure!(
             task.rare().suspicious <= self.config.allowed_failures
-                || task.state == TaskState::Erred,
+                || task.state() == TaskState::Erred,
             "lost {} workers, more than the {} allowed, and not erred",
             task.rare().suspicious,
             self.config.allowed_failures

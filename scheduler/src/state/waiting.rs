@@ -52,7 +52,7 @@ impl SchedulerState {
         let mut sent: HashMap<ConnId, usize> = HashMap::new();
         for origin in origins {
             if !self.tasks.contains(origin.ix())
-                || self.tasks[origin].state != TaskState::NoWorker
+                || self.tasks[origin].state() != TaskState::NoWorker
                 || seen.contains(&origin)
             {
                 continue;
@@ -65,7 +65,7 @@ impl SchedulerState {
             while let Some(t) = stack.pop() {
                 self.tell_wanting_clients(t, origin, &reason, &mut sent);
                 for d in self.tasks[t].dependents.iter() {
-                    if self.tasks[d].state == TaskState::Waiting && seen.insert(d) {
+                    if self.tasks[d].state() == TaskState::Waiting && seen.insert(d) {
                         stack.push(d);
                     }
                 }
