@@ -73,6 +73,7 @@ impl BlockingConn {
         let addr = crate::parse_address(address)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        crate::transport::refuse_self_connect(stream.local_addr()?, stream.peer_addr()?)?;
         stream.set_nodelay(true)?;
         Ok(BlockingConn::from_stream(stream))
     }
@@ -88,6 +89,7 @@ impl BlockingConn {
         let endpoint = crate::parse_endpoint(address)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut stream = TcpStream::connect_timeout(&endpoint.addr, timeout)?;
+        crate::transport::refuse_self_connect(stream.local_addr()?, stream.peer_addr()?)?;
         stream.set_nodelay(true)?;
         if !endpoint.tls {
             return Ok(BlockingConn::from_stream(stream));

@@ -252,10 +252,26 @@ fn tcp_connected(s: &TcpStream) -> io::Result<bool> {
         return Err(e);
     }
     match s.peer_addr() {
-        Ok(_) => Ok(true),
+        Ok(peer) => refuse_self_connect(s.local_addr()?, peer).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// A connect to a local port nobody listens on can meet itself: when
+/// the kernel picks that same port as the ephemeral source, TCP's
+/// simultaneous open connects the socket to itself. A peer reconnecting
+/// to a scheduler that is restarting on an ephemeral port would then hold
+/// the port the scheduler wants and read its own hello; it is a failed
+/// connect instead, tried again like any other.
+pub(crate) fn refuse_self_connect(local: SocketAddr, peer: SocketAddr) -> io::Result<()> {
+    if local == peer {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("nothing listens at {peer} (the connection reached itself); try again once it listens"),
+        ));
+    }
+    Ok(())
 }
 
 impl TlsStream {
@@ -408,5 +424,52 @@ impl TlsStream {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A socket bound to 127.0.0.1:P that connects to 127.0.0.1:P: the
+    /// simultaneous open with itself that a reconnect can meet by chance.
+    fn self_connected() -> std::net::TcpStream {
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor this function owns,
+        // with addresses of the size given; the descriptor is handed to
+        // the TcpStream, which closes it.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let at = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(
+                libc::bind(fd, at, len),
+                0,
+                "bind: {}",
+                io::Error::last_os_error()
+            );
+            let mut got = len;
+            assert_eq!(libc::getsockname(fd, at, &mut got), 0);
+            let connected = libc::connect(fd, at, len);
+            assert_eq!(connected, 0, "connect: {}", io::Error::last_os_error());
+            std::net::TcpStream::from_raw_fd(fd)
+        }
+    }
+
+    #[test]
+    fn a_connection_that_reached_itself_is_a_failed_connect() {
+        let stream = TcpStream::from_std(self_connected());
+        let error = tcp_connected(&stream).expect_err("a self-connect is refused");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(error.to_string().contains("reached itself"), "{error}");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let to = listener.local_addr().expect("its address");
+        let stream = TcpStream::from_std(std::net::TcpStream::connect(to).expect("a connect"));
+        assert!(tcp_connected(&stream).expect("an ordinary connection"));
     }
 }
