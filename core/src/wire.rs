@@ -265,8 +265,12 @@ impl<T: Wire> Wire for Vec<T> {
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let len = r.read_array_len()?;
         // The length is bounded by the bytes left, but T may be larger than
-        // a byte: reserve modestly and let the Vec grow with real data.
-        let mut out = Vec::with_capacity(len.min(1024));
+        // a byte: reserve at most as many bytes as are left in the frame
+        // (or 1024 elements), so a lying header costs no more memory than
+        // the frame itself, and an honest one of a big graph is one
+        // allocation instead of a doubling series with its copies.
+        let fit = r.remaining() / std::mem::size_of::<T>().max(1);
+        let mut out = Vec::with_capacity(len.min(fit.max(1024)));
         for i in 0..len {
             out.push(T::read(r).map_err(|e| e.in_field(&format!("[{i}]")))?);
         }
@@ -520,4 +524,34 @@ macro_rules! wire_enum {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An array whose elements take at least their size in the frame is
+    /// read into one allocation of its exact length (no doubling series).
+    #[test]
+    fn an_array_is_read_into_a_vec_of_its_length() {
+        let n: u16 = 2000;
+        let mut bytes = vec![0xdc];
+        bytes.extend_from_slice(&n.to_be_bytes());
+        for i in 0..n {
+            bytes.push(0xa0 | 30);
+            bytes.extend_from_slice(format!("{i:>30}").as_bytes());
+        }
+        let v = Vec::<String>::read(&mut Reader::new(&bytes)).expect("valid array");
+        assert_eq!(v.len(), 2000);
+        assert_eq!(v.capacity(), 2000);
+        assert_eq!(v[1999].trim_start(), "1999");
+    }
+
+    /// A header claiming more elements than the frame holds is refused
+    /// before anything is reserved for them.
+    #[test]
+    fn an_array_longer_than_its_frame_is_refused() {
+        let bytes = [0xdd, 0xff, 0xff, 0xff, 0xff, 0xa0];
+        assert!(Vec::<String>::read(&mut Reader::new(&bytes)).is_err());
+    }
 }
