@@ -82,16 +82,27 @@ pub(crate) fn run(state: RunState, registry: &FunctionRegistry, options: &Option
     };
     let work = || runner(&shared, &plan, &functions, options.progress, runners);
     std::thread::scope(|scope| {
+        let mut helpers = Vec::with_capacity(runners - 1);
         for i in 1..runners {
             let spawned = std::thread::Builder::new()
                 .name(format!("dask-inprocess-{i}"))
                 .spawn_scoped(scope, work);
-            // Fewer threads than asked for still finish the run.
-            if spawned.is_err() {
-                break;
+            match spawned {
+                Ok(helper) => helpers.push(helper),
+                // Fewer threads than asked for still finish the run.
+                Err(_) => break,
             }
         }
         work();
+        // Joined, not left to the scope: the scope waits only until a
+        // thread's closure returns, so a thread dropped unjoined may still
+        // be exiting (its TLS not yet freed) when the caller goes on, or
+        // when a C program ends right after (valgrind: "possibly lost").
+        for helper in helpers {
+            if let Err(panic) = helper.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
     // A cancel token may hold the run for the moment of a cancel.
     let mut shared = shared;
