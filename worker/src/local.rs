@@ -11,7 +11,7 @@
 //! hosts (the benchmarks show both).
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dask_core::frame::FrameBuffers;
 use dask_core::messages::LocalHost;
@@ -104,18 +104,13 @@ impl LocalReader {
 
     /// The reads done since the last call.
     pub fn take(&mut self) -> Vec<ReadDone> {
-        match self.results.lock() {
-            Ok(mut done) => std::mem::take(&mut *done),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *self.results.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 fn push(results: &Mutex<Vec<ReadDone>>, read: LocalRead, result: Result<RawValue, String>) {
-    match results.lock() {
-        Ok(mut done) => done.push((read, result)),
-        Err(poisoned) => poisoned.into_inner().push((read, result)),
-    }
+    let mut done = results.lock().unwrap_or_else(PoisonError::into_inner);
+    done.push((read, result));
 }
 
 #[cfg(target_os = "linux")]
