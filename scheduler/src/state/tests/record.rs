@@ -4,6 +4,7 @@
 //! with the rare fields, or say why in the commit and raise the bound.
 
 use super::*;
+use crate::state::task_record::PackedState;
 use crate::state::task_set::TaskSet;
 
 #[test]
