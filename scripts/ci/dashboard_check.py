@@ -4,7 +4,8 @@ Starts dask-scheduler (dashboard on a free port), three dask-workers and
 two `dask-rs submit`s. The first graph pauses the third worker, `ws-full`
 (a 4 MB memory limit: it spills four 0.5 MB values, then a running task
 holds a 3.5 MB one, which it cannot spill, past its pause threshold), and
-moves a 1 MB value from one worker to the other (worker restrictions). The
+moves a 1 MB value from one worker to the other (worker restrictions), and
+a 2.1 MB one, which goes from memory to memory (same host: value-local). The
 second runs for a few seconds, plus one task no worker can run. Headless
 Chromium loads the page while it runs: the DOM must show the workers, the
 paused badge and spilled bytes of `ws-full`, a progress bar that moves,
@@ -35,6 +36,8 @@ BIN, ARTIFACTS = sys.argv[1], sys.argv[2]
 NAPS = 300
 NAP_SECONDS = 0.2
 SMALL_BYTES, SMALLS, BIG_BYTES, BLOB_BYTES = 500_000, 4, 3_500_000, 1_000_000
+# Over the workers' 1 MiB threshold for lending values by address.
+LOCAL_BLOB_BYTES = 2_100_000
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -125,9 +128,11 @@ try:
     base = page.split("?")[0].rsplit("/", 1)[0]
     TOKEN = urllib.parse.parse_qs(urllib.parse.urlsplit(page).query).get("token", [None])[0]
     workers = {}
+    # The same-host path is on, whatever the caller's environment says.
+    local_on = {k: v for k, v in os.environ.items() if k != "DASK_RS_VALUE_LOCAL"}
     for name in ("ws-1", "ws-2"):
         workers[name] = start([f"{BIN}/dask-worker", address, "--nthreads", "2", "--name", name],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=local_on)
     workers["ws-full"] = start([f"{BIN}/dask-worker", address, "--nthreads", "1", "--name", "ws-full",
                                 "--memory-limit", "4MB"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -142,6 +147,8 @@ try:
     full.append(on("ws-full", {"key": "hold", "function": "sleep", "args": [120, {"$ref": "big"}]}))
     full.append(on("ws-1", {"key": "blob", "function": "conformance.bytes", "args": [BLOB_BYTES]}))
     full.append(on("ws-2", {"key": "blob-len", "function": "len", "args": [{"$ref": "blob"}]}))
+    full.append(on("ws-1", {"key": "local-blob", "function": "conformance.bytes", "args": [LOCAL_BLOB_BYTES]}))
+    full.append(on("ws-2", {"key": "local-blob-len", "function": "len", "args": [{"$ref": "local-blob"}]}))
     holding = os.path.join(ARTIFACTS, "dashboard-holding.json")
     with open(holding, "w") as f:
         json.dump({"tasks": full}, f)
@@ -151,7 +158,9 @@ try:
     while time.time() < deadline:
         status = json.loads(get(base + "/api/v1/status", TOKEN))
         ws_full = [w for w in status["workers"] if w["name"] == "ws-full"]
-        if ws_full and ws_full[0]["paused"] and ws_full[0]["spilled_bytes"]:
+        ws_2 = [w for w in status["workers"] if w["name"] == "ws-2"]
+        if (ws_full and ws_full[0]["paused"] and ws_full[0]["spilled_bytes"]
+                and ws_2 and ws_2[0]["transfers"]["local_bytes"]):
             break
         time.sleep(0.2)
     check(ws_full and ws_full[0]["paused"], f"ws-full paused: {ws_full}")
@@ -210,6 +219,12 @@ try:
     check(any(t.strip() == "yes" for t in worker_page.texts) and
           any(t.strip() == "2.0 MB" for t in worker_page.texts),
           "a worker's page says it is paused and what it spilled")
+    ws_2_id = next(w["id"] for w in status["workers"] if w["name"] == "ws-2")
+    worker_page = Dom(browser(page + f"#worker/{ws_2_id}", "--dump-dom"))
+    texts = [t.strip() for t in worker_page.texts if t.strip()]
+    label = "of which from memory on this host"
+    shown = texts[texts.index(label) + 1] if label in texts[:-1] else None
+    check(shown == "2.1 MB", f"a worker's page says what it read from memory on this host: {shown}")
     waiting_page = Dom(browser(page + "#waiting", "--dump-dom"))
     check(any(a.get("data-key") == "gpu-1" for a in waiting_page.having("tr", "data-reason")),
           "the waiting list lists the stuck task")
@@ -245,7 +260,11 @@ try:
     check(value(s, "dask_worker_paused", spill_failed="false") == 1, "one worker paused")
     check(value(s, "dask_worker_spilled_bytes") == SMALLS * (SMALL_BYTES + 5), "bytes spilled")
     moved = value(s, "dask_worker_transfer_bytes_total") or 0
-    check(BLOB_BYTES <= moved < 2 * BLOB_BYTES, f"the value moved between workers: {moved} bytes")
+    both = BLOB_BYTES + LOCAL_BLOB_BYTES
+    check(both <= moved < 2 * both, f"the values moved between workers: {moved} bytes")
+    local = value(s, "dask_worker_transfer_local_bytes_total") or 0
+    check(LOCAL_BLOB_BYTES <= local <= moved - BLOB_BYTES,
+          f"the large one from memory, the 1 MB one by the connection: {local} of {moved} bytes")
     fetching = value(s, "dask_worker_transfer_seconds_total") or 0
     check(fetching > 0, f"seconds fetching: {fetching}")
     check(value(s, "dask_scheduler_event_loop_busy_seconds_total") > 0, "the loop's busy time")
@@ -265,6 +284,7 @@ try:
         time.sleep(0.3)
     check(value(after, "dask_scheduler_workers") == 2, "ws-2 left")
     check((value(after, "dask_worker_transfer_bytes_total") or 0) >= moved
+          and (value(after, "dask_worker_transfer_local_bytes_total") or 0) >= local
           and (value(after, "dask_worker_transfer_seconds_total") or 0) >= fetching,
           "the transfer counters do not go down when a worker leaves")
     check(get(base + "/health") == "ok", "/health")

@@ -123,21 +123,44 @@ impl Dashboard {
 
     /// The body of `GET path` with the token, which must answer 200.
     pub fn get(&self, path: &str) -> String {
+        let (head, body) = self.request(path, Some(&self.token));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "GET {path}: {head}\r\n\r\n{body}"
+        );
+        body
+    }
+
+    /// The status and body of `GET path` from a stranger: no token.
+    pub fn get_as_stranger(&self, path: &str) -> (u16, String) {
+        let (head, body) = self.request(path, None);
+        let status = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("GET {path}: not an HTTP/1.1 status line: {head}"));
+        (status, body)
+    }
+
+    /// The header block and body of `GET path`, with `token` as a bearer
+    /// token if given.
+    fn request(&self, path: &str, token: Option<&str>) -> (String, String) {
         let mut stream = TcpStream::connect(&self.host_port).expect("the dashboard");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("a read timeout");
+        let authorization =
+            token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.host_port, self.token
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Connection: close\r\n\r\n",
+            self.host_port
         )
         .expect("a request");
         let mut reply = String::new();
         stream.read_to_string(&mut reply).expect("a reply");
         let (head, body) = reply.split_once("\r\n\r\n").expect("a header block");
-        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {reply}");
-        body.to_owned()
+        (head.to_owned(), body.to_owned())
     }
 }
 

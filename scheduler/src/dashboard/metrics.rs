@@ -320,6 +320,14 @@ pub fn render(p: &Published, _now: Instant) -> String {
          workers included.",
     )
     .sample(&[], s.transfers.bytes as f64);
+    family(
+        o,
+        "dask_worker_transfer_local_bytes_total",
+        "counter",
+        "Of those, bytes read from peers' memory on the same host (value-local) rather than \
+         by their connections, as their heartbeats said; departed workers included.",
+    )
+    .sample(&[], s.transfers.local_bytes as f64);
     out
 }
 

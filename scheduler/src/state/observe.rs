@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use dask_core::log::{Level, LogRecord};
-use dask_core::messages::UpdateGraph;
+use dask_core::messages::{Metrics, UpdateGraph};
 use serde::Serialize;
 
 pub use super::snapshot::{
@@ -203,14 +203,17 @@ pub(crate) struct ClientRecord {
 }
 
 /// Time and bytes workers spent fetching values from peers, as their
-/// heartbeats tell them (dask/1.1 `transfer_us`, `transfer_bytes`; see
-/// PROTOCOL.md "Transfer totals").
+/// heartbeats tell them (dask/1.1 `transfer_us`, `transfer_bytes`,
+/// `transfer_local_bytes`; see PROTOCOL.md "Transfer totals").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TransferTotals {
     /// Microseconds from `get-data` sent to its last `data` reply, summed.
     pub us: u64,
     /// Bytes of values the replies brought.
     pub bytes: u64,
+    /// Of `bytes`, those read from peers' memory on the same host
+    /// (`value-local`) rather than by their connections.
+    pub local_bytes: u64,
 }
 
 impl TransferTotals {
@@ -219,16 +222,18 @@ impl TransferTotals {
         TransferTotals {
             us: self.us.saturating_add(other.us),
             bytes: self.bytes.saturating_add(other.bytes),
+            local_bytes: self.local_bytes.saturating_add(other.local_bytes),
         }
     }
 
-    /// A worker's totals after a heartbeat that told `us` and `bytes`:
-    /// each only grows, so a counter made of them never goes down even if
-    /// a worker reports less than before.
-    pub(crate) fn told(self, us: Option<u64>, bytes: Option<u64>) -> TransferTotals {
+    /// A worker's totals after a heartbeat that told `m`: each only
+    /// grows, so a counter made of them never goes down even if a worker
+    /// reports less than before.
+    pub(crate) fn told(self, m: &Metrics) -> TransferTotals {
         TransferTotals {
-            us: self.us.max(us.unwrap_or(0)),
-            bytes: self.bytes.max(bytes.unwrap_or(0)),
+            us: self.us.max(m.transfer_us.unwrap_or(0)),
+            bytes: self.bytes.max(m.transfer_bytes.unwrap_or(0)),
+            local_bytes: self.local_bytes.max(m.transfer_local_bytes.unwrap_or(0)),
         }
     }
 }

@@ -93,7 +93,7 @@ impl SchedulerState {
             return;
         };
         m.spill_error = m.spill_error.map(bounded);
-        worker.transfers = worker.transfers.told(m.transfer_us, m.transfer_bytes);
+        worker.transfers = worker.transfers.told(&m);
         let paused = m.paused.unwrap_or(false);
         let stuck = paused && m.spill_error.is_some();
         let (was_paused, was_stuck) = (worker.paused, worker.is_stuck());

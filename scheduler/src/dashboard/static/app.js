@@ -262,6 +262,7 @@ function showWorker(id) {
     ["memory limit", w.memory_limit ? bytes(w.memory_limit) : "none"],
     ["average task", w.average_task_seconds != null ? (w.average_task_seconds * 1000).toFixed(2) + " ms" : null],
     ["fetched from peers (since it registered)", `${bytes(w.transfers.bytes)} in ${(w.transfers.us / 1e6).toFixed(3)} s`],
+    ["of which from memory on this host", bytes(w.transfers.local_bytes)],
     ["functions offered", w.functions], ["resources", JSON.stringify(w.resources)],
     ["registered", ago(w.connected_seconds)], ["last heard", ago(w.last_seen_seconds)],
   ]));
