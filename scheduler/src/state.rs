@@ -304,6 +304,9 @@ pub(crate) struct Worker {
     /// comparing a few short names beats hashing one (see
     /// [`Worker::offers`]).
     pub(crate) functions: Vec<String>,
+    /// The last function [`Worker::offers`] was asked about (held, so the
+    /// pointer it is compared by stays its name's) and the answer.
+    pub(crate) last_offer: std::cell::RefCell<Option<(Arc<String>, bool)>>,
     pub(crate) function_list: Vec<String>,
     pub(crate) processing: BTreeSet<TaskId>,
     pub(crate) has_what: BTreeSet<TaskId>,

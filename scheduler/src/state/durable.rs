@@ -636,7 +636,7 @@ impl SchedulerState {
             let Some(def) = task.def() else { continue };
             specs.push(TaskSpec {
                 key: task.key_owned(),
-                function: def.function.to_string(),
+                function: String::clone(def.function),
                 args: def.args(&self.tasks, &mut Vec::new()),
                 kwargs: def.kwargs().cloned(),
                 priority: (task.priority() != 0).then_some(task.priority()),

@@ -150,11 +150,23 @@ pub(crate) fn function_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 impl Worker {
-    /// Whether it offers `function`.
-    pub(crate) fn offers(&self, function: &str) -> bool {
-        self.functions
+    /// Whether it offers `function`. Asked for a task several times as it
+    /// is placed, and consecutive tasks mostly run one function (one
+    /// shared name, see `SchedulerState::shared_function`): the last answer
+    /// is kept with the name it was for, so asking again is a pointer
+    /// comparison rather than a search of the names.
+    pub(crate) fn offers(&self, function: &Arc<String>) -> bool {
+        if let Some((last, yes)) = &*self.last_offer.borrow() {
+            if Arc::ptr_eq(last, function) {
+                return *yes;
+            }
+        }
+        let yes = self
+            .functions
             .binary_search_by(|f| function_order(f, function))
-            .is_ok()
+            .is_ok();
+        *self.last_offer.borrow_mut() = Some((Arc::clone(function), yes));
+        yes
     }
 
     /// Most tasks assigned at once, given the estimates in `durations`.
@@ -373,7 +385,7 @@ impl SchedulerState {
         }
         let m = Message::ComputeTask(ComputeTask {
             key: task.key_owned(),
-            function: def.function.to_string(),
+            function: String::clone(def.function),
             args: def.args(&self.tasks, &mut scratch),
             kwargs: def.kwargs().cloned(),
             who_has,

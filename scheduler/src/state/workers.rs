@@ -40,6 +40,7 @@ impl SchedulerState {
                 f.dedup();
                 f
             },
+            last_offer: Default::default(),
             function_list: m.functions,
             processing: BTreeSet::new(),
             has_what: BTreeSet::new(),

@@ -185,6 +185,52 @@ fn a_task_waits_in_no_worker_until_a_worker_offers_its_function() {
     assert_eq!(sim.state("g"), Some("no-worker"));
 }
 
+/// Placement asks each worker about a task's function several times, and
+/// keeps the last answer per worker: tasks of two functions interleaved
+/// must still each get the answer for their own.
+#[test]
+fn tasks_of_interleaved_functions_go_only_to_workers_offering_theirs() {
+    let mut sim = Sim::new();
+    let w1 = sim.worker("w1", &["inc"], 1);
+    let w2 = sim.worker("w2", &["inc", "mul"], 1);
+    let c = sim.client();
+    let specs: Vec<TaskSpec> = (0..40)
+        .map(|i| {
+            let function = if i % 2 == 0 { "inc" } else { "mul" };
+            spec(&format!("{function}-{i}"), function, vec![])
+        })
+        .collect();
+    let wanted: Vec<String> = specs.iter().map(|t| t.key.to_string()).collect();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    sim.submit(c, 1, specs, &wanted);
+    let mut ran = [0, 0];
+    for _ in 0..100 {
+        let on_w1: Vec<String> = compute_keys(&sim.recv(w1))
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let on_w2: Vec<String> = compute_keys(&sim.recv(w2))
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        if on_w1.is_empty() && on_w2.is_empty() {
+            break;
+        }
+        for k in &on_w1 {
+            assert!(k.starts_with("inc-"), "w1 offers no mul, got {k}");
+            sim.finish(w1, k, 1);
+        }
+        for k in &on_w2 {
+            sim.finish(w2, k, 1);
+        }
+        ran[0] += on_w1.len();
+        ran[1] += on_w2.len();
+    }
+    assert_eq!(ran[0] + ran[1], 40);
+    assert!(ran[0] > 0, "w1 ran none of the inc tasks: {ran:?}");
+    assert_eq!(finished(&sim.recv(c)).len(), 40);
+}
+
 #[test]
 fn a_worker_gets_at_most_twice_its_threads_and_the_rest_queue_in_priority_order() {
     let mut sim = Sim::new();
