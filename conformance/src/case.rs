@@ -208,6 +208,12 @@ pub enum Step {
     Close(CloseStep),
     /// Let time pass.
     Wait(WaitStep),
+    /// Stop the case as not applicable unless the worker lists a feature.
+    Requires(RequiresStep),
+    /// Read a value the worker lent on the data connection from its memory.
+    ReadLocal(ReadLocalStep),
+    /// Make the runner's peer lend its values by address.
+    PeerLends(PeerLendsStep),
     /// Give the client's harness a command (client cases).
     Drive(DriveStep),
     /// Wait for a line of the client's harness (client cases).
@@ -350,7 +356,7 @@ pub struct PeerBusyStep {
     pub note: Option<String>,
 }
 
-/// `{"connect": "data"}`: open a connection to `worker_address`; with `handshake` (default) send a peer `hello` and expect the worker's `hello`.
+/// `{"connect": "data"}`: open a connection to `worker_address`; with `handshake` (default) send a peer `hello` and expect the worker's `hello`, whose `features` must be among those the runner listed.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectStep {
@@ -359,8 +365,71 @@ pub struct ConnectStep {
     /// Greet as a peer and check the reply. Default true.
     #[serde(default = "yes")]
     pub handshake: bool,
+    /// The features the runner's hello lists. Default none.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// With `value-local` in `features`: the runner's hello carries `local` as a worker of another host (a fresh host tag), or of the worker's own host (the tag the worker gave in an earlier hello reply, with the runner's pid and probe). Default: no `local`.
+    pub local: Option<LocalAs>,
     /// A remark for readers.
     pub note: Option<String>,
+}
+
+/// Who the runner says it is in the `local` of its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalAs {
+    /// A worker of another host: values must not be lent to it.
+    OtherHost,
+    /// A worker of the same host and user as the worker under test.
+    SameHost,
+}
+
+/// `{"requires": feature, "on": conn}`: unless the worker listed the feature in its hello on that connection (`data`: its reply to the runner's hello; `peer`: its hello to the runner's peer, waited for), the case stops here and is reported as skipped: it checks an optional feature the worker does not offer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequiresStep {
+    /// The feature, e.g. `value-local`.
+    pub requires: String,
+    /// `data` or `peer`.
+    pub on: Conn,
+    /// How long to wait for the worker's hello on `peer`, in milliseconds. Default 5000.
+    pub within_ms: Option<u64>,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"read_local": key, "value": pattern}`: the latest `data-local` the worker sent on the data connection lends `key`; the runner checks the probe of the worker's hello, copies `nbytes` at `at` from the worker's memory, and the bytes must be one well-formed value matching the pattern. Binds `lease` to the value's lease.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadLocalStep {
+    /// The key lent.
+    pub read_local: String,
+    /// The pattern the value read must match (`$bin_pattern` allowed).
+    pub value: Json,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// `{"peer_lends": mode}`: from now on the runner's peer lends the values it holds by address (`data-local`) on its connections from the worker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerLendsStep {
+    /// How.
+    pub peer_lends: LendMode,
+    /// A remark for readers.
+    pub note: Option<String>,
+}
+
+/// How the runner's peer lends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LendMode {
+    /// As a worker of the worker's host: its hello reply lists `value-local` when the worker's hello does, with `local` naming the worker's host tag, the runner's pid and probe; values go in `data-local` until a `value-local-done` says `failed`.
+    Memory,
+    /// As `memory`, but the probe its hello gives is not what is at the probe's address: every read must fail.
+    BadProbe,
+    /// Without negotiating: its hello reply lists no feature, yet it answers `get-data` with `data-local`.
+    Unnegotiated,
 }
 
 fn yes() -> bool {
@@ -423,6 +492,9 @@ pub const ACTIONS: &[&str] = &[
     "connect",
     "close",
     "wait_ms",
+    "requires",
+    "read_local",
+    "peer_lends",
     "drive",
     "expect_output",
 ];
@@ -464,6 +536,9 @@ impl<'de> Deserialize<'de> for Step {
             "peer_busy" => serde_json::from_value(v).map(Step::PeerBusy),
             "connect" => serde_json::from_value(v).map(Step::Connect),
             "close" => serde_json::from_value(v).map(Step::Close),
+            "requires" => serde_json::from_value(v).map(Step::Requires),
+            "read_local" => serde_json::from_value(v).map(Step::ReadLocal),
+            "peer_lends" => serde_json::from_value(v).map(Step::PeerLends),
             "drive" => serde_json::from_value(v).map(Step::Drive),
             "expect_output" => serde_json::from_value(v).map(Step::ExpectOutput),
             _ => serde_json::from_value(v).map(Step::Wait),
@@ -488,6 +563,9 @@ impl Step {
             Step::Connect(_) => "connect",
             Step::Close(_) => "close",
             Step::Wait(_) => "wait_ms",
+            Step::Requires(_) => "requires",
+            Step::ReadLocal(_) => "read_local",
+            Step::PeerLends(_) => "peer_lends",
             Step::Drive(_) => "drive",
             Step::ExpectOutput(_) => "expect_output",
         }

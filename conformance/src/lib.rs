@@ -19,6 +19,7 @@ pub mod auth;
 pub mod case;
 pub mod error;
 pub mod lint;
+pub mod local;
 pub mod peer;
 pub mod process;
 pub mod report;

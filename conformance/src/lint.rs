@@ -35,7 +35,15 @@ pub const CLIENT_HANDSHAKE_VARS: &[&str] = &["client_minor"];
 pub const DRIVER_COMMANDS: &[&str] = &["submit", "result", "release", "cancel", "close"];
 
 /// Steps only worker cases use, and steps only client cases use.
-const WORKER_ONLY: &[&str] = &["peer_holds", "peer_busy", "connect", "expect_exit"];
+const WORKER_ONLY: &[&str] = &[
+    "peer_holds",
+    "peer_busy",
+    "connect",
+    "expect_exit",
+    "requires",
+    "read_local",
+    "peer_lends",
+];
 const CLIENT_ONLY: &[&str] = &["drive", "expect_output"];
 
 /// Checks what the schema cannot: unique IDs in the `dask-1/<topic>/<n>`
@@ -286,7 +294,26 @@ fn lint_step(step: &Step, auth: bool, vars: &mut HashSet<String>) -> Vec<String>
                 }
             }
         }
-        Step::PeerBusy(_) | Step::Wait(_) => {}
+        Step::PeerBusy(_) | Step::Wait(_) | Step::PeerLends(_) => {}
+        Step::Requires(s) => {
+            if !matches!(s.on, Conn::Data | Conn::Peer) {
+                problems.push("requires looks at the worker's hello on data or peer".into());
+            }
+            if s.requires != crate::local::VALUE_LOCAL {
+                problems.push(format!(
+                    "requires knows the feature {:?} only",
+                    crate::local::VALUE_LOCAL
+                ));
+            }
+        }
+        Step::ReadLocal(s) => {
+            let mut used = Vec::new();
+            let mut captured = Vec::new();
+            if let Err(e) = crate::value::check_pattern(&s.value, &mut used, &mut captured) {
+                problems.push(e);
+            }
+            vars.insert("lease".into());
+        }
         Step::Connect(s) => {
             if s.connect != Conn::Data {
                 problems.push("only `data` can be connected to".into());
@@ -296,6 +323,9 @@ fn lint_step(step: &Step, auth: bool, vars: &mut HashSet<String>) -> Vec<String>
             }
             if s.handshake && auth {
                 vars.extend(AUTH_CONNECT_VARS.iter().map(|v| v.to_string()));
+            }
+            if s.local.is_some() && !s.features.iter().any(|f| f == crate::local::VALUE_LOCAL) {
+                problems.push("local goes with the feature value-local".into());
             }
         }
         Step::Close(s) => {

@@ -2,6 +2,13 @@
 //! `get-data` from the values a case gave it (`peer_holds`), or `busy`
 //! when told to (`peer_busy`). Everything it receives and sends is also
 //! reported to the session, which checks and records it.
+//!
+//! Told to (`peer_lends`), it lends its values by address instead
+//! (dask/1.1 `value-local`): as a worker of the worker's host, with the
+//! runner's pid and probe in its hello, it answers `get-data` with
+//! `data-local` pointing into the runner's own memory, keeps each lent
+//! value until its lease comes back, and lends nothing more on a
+//! connection after a `value-local-done` that says `failed`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -19,7 +26,8 @@ use dask_core::auth::{Side, AUTH_FAILED};
 use dask_core::messages::Role;
 
 use crate::auth::RunnerAuth;
-use crate::case::Conn;
+use crate::case::{Conn, LendMode};
+use crate::local::{self, LocalHost, VALUE_LOCAL};
 use crate::tls::{ChannelBinding, RunnerTls};
 use crate::transport::{self, Event, EventKind, ReadError};
 use crate::value::{decode, render};
@@ -37,6 +45,18 @@ struct PeerData {
     values: HashMap<String, Arc<Vec<u8>>>,
     /// `get-data` requests still to answer with `busy`.
     busy_left: u32,
+    /// Lend values by address, and how.
+    lend: Option<LendMode>,
+}
+
+/// The same-host state of one connection from the worker.
+#[derive(Default)]
+struct Lending {
+    /// Values go in `data-local` on it.
+    on: bool,
+    /// Lent values by lease, kept where they are until given back.
+    leases: HashMap<u64, Arc<Vec<u8>>>,
+    next_lease: u64,
 }
 
 /// A running fake peer on 127.0.0.1.
@@ -126,6 +146,13 @@ impl PeerServer {
         }
     }
 
+    /// Lends values by address from now on (`peer_lends`).
+    pub fn lend(&self, mode: LendMode) {
+        if let Ok(mut d) = self.data.lock() {
+            d.lend = Some(mode);
+        }
+    }
+
     /// Answers the next `n` get-data requests with `busy`.
     pub fn set_busy(&self, n: u32) {
         if let Ok(mut d) = self.data.lock() {
@@ -166,6 +193,7 @@ fn serve(
     auth: Option<(Arc<RunnerAuth>, Option<ChannelBinding>)>,
 ) {
     let mut greeted = false;
+    let mut lending = Lending::default();
     // With auth: the nonces of the handshake until the worker's proof came.
     let mut awaiting_proof: Option<Nonces> = None;
     loop {
@@ -225,10 +253,23 @@ fn serve(
                         break;
                     }
                     greeted = true;
-                    let reply = match &auth {
-                        None => hello_reply(index),
-                        Some((auth, binding)) => {
-                            match challenge(auth, binding.as_ref(), m, index) {
+                    let mode = data.lock().ok().and_then(|d| d.lend);
+                    // What the reply says of the runner's host, when it lends.
+                    let local = match (mode, LocalHost::of_hello(m)) {
+                        (Some(LendMode::Memory), Some(w)) if local::lists(m, VALUE_LOCAL) => {
+                            Some(local::runner_local(&w.host, true))
+                        }
+                        (Some(LendMode::BadProbe), Some(w)) if local::lists(m, VALUE_LOCAL) => {
+                            Some(local::runner_local(&w.host, false))
+                        }
+                        _ => None,
+                    };
+                    lending.on = local.is_some() || mode == Some(LendMode::Unnegotiated);
+                    let reply = match (&auth, &local) {
+                        (None, None) => hello_reply(index),
+                        (None, Some(local)) => lending_hello(index, local),
+                        (Some((auth, binding)), _) => {
+                            match challenge(auth, binding.as_ref(), m, index, local.as_ref()) {
                                 Ok((reply, nonces)) => {
                                     awaiting_proof = Some(nonces);
                                     reply
@@ -247,17 +288,25 @@ fn serve(
                 }
                 "get-data" if greeted => {
                     let request = field(m, "request").and_then(Value::as_u64).unwrap_or(0);
-                    let keys: Vec<String> = field(m, "keys")
-                        .and_then(Value::as_array)
-                        .map(|ks| {
-                            ks.iter()
-                                .filter_map(|k| k.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let (reply, text) = answer_get_data(&data, request, &keys);
-                    shown.push(text);
-                    replies.push(reply);
+                    let keys = crate::value::strings(m, "keys");
+                    let answers = if lending.on {
+                        lend(&data, &mut lending, request, &keys)
+                    } else {
+                        vec![answer_get_data(&data, request, &keys)]
+                    };
+                    for (reply, text) in answers {
+                        shown.push(text);
+                        replies.push(reply);
+                    }
+                }
+                "value-local-done" if greeted => {
+                    let leases = field(m, "leases").and_then(Value::as_array);
+                    for lease in leases.into_iter().flatten().filter_map(Value::as_u64) {
+                        lending.leases.remove(&lease);
+                    }
+                    if field(m, "failed").and_then(Value::as_bool) == Some(true) {
+                        lending.on = false;
+                    }
                 }
                 _ if !greeted => {
                     let reply = error_reply(3002, "the first message must be hello");
@@ -301,6 +350,7 @@ fn challenge(
     binding: Option<&ChannelBinding>,
     hello: &Value,
     id: u32,
+    local: Option<&serde_json::Value>,
 ) -> Result<(Vec<u8>, Nonces), Vec<u8>> {
     let nonce = field(hello, "auth")
         .and_then(|a| field(a, "nonce"))
@@ -315,10 +365,14 @@ fn challenge(
     let (reply_auth, acceptor) = auth
         .challenge(Role::Peer, &nonce, binding)
         .map_err(|e| error_reply(3003, &format!("the runner's peer has no random nonce: {e}")))?;
-    let reply = serde_json::json!({
+    let mut reply = serde_json::json!({
         "op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker",
         "id": id, "features": [], "auth": reply_auth, "tls": binding.is_some()
     });
+    if let Some(local) = local {
+        reply["features"] = serde_json::json!([VALUE_LOCAL]);
+        reply["local"] = local.clone();
+    }
     let bytes = crate::value::encode(&reply, &Default::default()).map_err(|e| {
         error_reply(
             3003,
@@ -346,6 +400,81 @@ fn hello_reply(id: u32) -> Vec<u8> {
     write::str(&mut w, "features");
     write::array_len(&mut w, 0);
     w
+}
+
+/// The dask/1.1 reply of a peer that lends: `value-local` and who the
+/// runner is on the worker's host.
+fn lending_hello(id: u32, local: &serde_json::Value) -> Vec<u8> {
+    let reply = serde_json::json!({
+        "op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker",
+        "id": id, "features": [VALUE_LOCAL], "local": local
+    });
+    crate::value::encode(&reply, &Default::default()).unwrap_or_default()
+}
+
+/// The replies to a get-data on a lending connection: `data-local` for the
+/// values held (each kept under a new lease), then `data` for the keys
+/// missing, if any (or `busy` while told to).
+fn lend(
+    data: &Mutex<PeerData>,
+    lending: &mut Lending,
+    request: u64,
+    keys: &[String],
+) -> Vec<(Vec<u8>, String)> {
+    let mut lent = Vec::new();
+    let mut missing = Vec::new();
+    {
+        let Ok(d) = data.lock() else {
+            return Vec::new();
+        };
+        if d.busy_left > 0 {
+            drop(d);
+            return vec![answer_get_data(data, request, keys)];
+        }
+        for k in keys {
+            match d.values.get(k) {
+                Some(v) => lent.push((k.as_str(), v.clone())),
+                None => missing.push(k.clone()),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !lent.is_empty() {
+        let mut w = Vec::new();
+        write::map_len(&mut w, 3);
+        write::str(&mut w, "op");
+        write::str(&mut w, "data-local");
+        write::str(&mut w, "request");
+        write::uint(&mut w, request);
+        write::str(&mut w, "values");
+        write::map_len(&mut w, lent.len());
+        let mut shown = Vec::new();
+        for (k, v) in lent {
+            let lease = lending.next_lease;
+            lending.next_lease += 1;
+            let (at, nbytes) = (v.as_ptr() as u64, v.len() as u64);
+            write::str(&mut w, k);
+            write::map_len(&mut w, 3);
+            for (name, n) in [("at", at), ("nbytes", nbytes), ("lease", lease)] {
+                write::str(&mut w, name);
+                write::uint(&mut w, n);
+            }
+            lending.leases.insert(lease, v);
+            shown.push(format!(
+                "{}: {{\"at\": {at}, \"nbytes\": {nbytes}, \"lease\": {lease}}}",
+                serde_json::to_string(k).unwrap_or_default()
+            ));
+        }
+        let text = format!(
+            "{{\"op\": \"data-local\", \"request\": {request}, \"values\": {{{}}}}}",
+            shown.join(", ")
+        );
+        out.push((w, text));
+    }
+    if !missing.is_empty() {
+        out.push(answer_get_data(data, request, &missing));
+    }
+    out
 }
 
 fn error_reply(code: u32, message: &str) -> Vec<u8> {

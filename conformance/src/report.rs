@@ -79,6 +79,10 @@ pub fn case_text(o: &CaseOutcome, verbose: bool) -> String {
         o.duration.as_secs_f64()
     );
     if o.status == Status::Skip {
+        // Not applicable (the reason says why); `--skip` gives none.
+        if let Some(reason) = &o.reason {
+            let _ = write!(out, "\n    {reason}");
+        }
         return out;
     }
     if o.status == Status::Fail || verbose {
@@ -245,7 +249,14 @@ pub fn junit_report(outcomes: &[CaseOutcome], strict: bool) -> String {
         let body = case_text(o, false);
         match o.status {
             Status::Pass => out.push_str("/>\n"),
-            Status::Skip => out.push_str("><skipped message=\"not run (--skip)\"/></testcase>\n"),
+            Status::Skip => {
+                let why = o.reason.as_deref().unwrap_or("not run (--skip)");
+                let _ = writeln!(
+                    out,
+                    "><skipped message=\"{}\"/></testcase>",
+                    xml_escape(why)
+                );
+            }
             Status::Fail => {
                 let reason = o
                     .reason
@@ -315,6 +326,27 @@ mod tests {
         assert!(text.contains("reason: why\n    more"));
         assert!(text.contains("worker -> scheduler"));
         assert!(text.contains("| boom"));
+    }
+
+    #[test]
+    fn a_case_not_applicable_says_why_and_a_skipped_one_does_not() {
+        let mut o = outcome("dask-1/a/1", Level::Must, Status::Skip);
+        assert_eq!(case_text(&o, false).lines().count(), 1);
+        assert!(
+            junit_report(&[o.clone()], false).contains("<skipped message=\"not run (--skip)\"/>")
+        );
+        o.reason = Some("not applicable: no `x` <here>".into());
+        let text = case_text(&o, false);
+        assert!(text.starts_with("SKIP dask-1/a/1 [MUST]"), "{text}");
+        assert!(
+            text.ends_with("\n    not applicable: no `x` <here>"),
+            "{text}"
+        );
+        let x = junit_report(&[o], false);
+        assert!(
+            x.contains("<skipped message=\"not applicable: no `x` &lt;here&gt;\"/>"),
+            "{x}"
+        );
     }
 
     #[test]

@@ -204,7 +204,22 @@ pub fn match_message(pattern: &Map<String, Json>, v: &Value, vars: &Vars) -> Res
     Ok(captures)
 }
 
-fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+/// The strings of array field `key` of a map (a message's `keys`, a
+/// hello's `features`); none when absent, other items skipped.
+pub fn strings(v: &Value, key: &str) -> Vec<String> {
+    map_get(v, key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of field `key` of a map (a message), if it has one.
+pub fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_map()?
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))

@@ -198,15 +198,17 @@ impl Session<'_> {
     /// run's secret: offer auth, check the worker's proof, prove ours.
     /// The runner's nonce and proof are kept as `runner_nonce` and
     /// `runner_proof` (a case replays them on another connection).
-    pub(super) fn greet_data_with_auth(&mut self) -> Result<(), String> {
+    pub(super) fn greet_data_with_auth(&mut self, offer: Map<String, Json>) -> Result<(), String> {
         let auth = self.auth.clone().ok_or("the run has no credentials")?;
         let binding = self.data_binding;
+        let extra = offer;
         let (offer, connector) =
             crate::auth::RunnerAuth::offer().map_err(|e| format!("no random nonce: {e}"))?;
-        let hello = obj(json!({
+        let mut hello = obj(json!({
             "op": "hello", "protocol": "dask", "version": [1, 1], "role": "peer",
             "name": "dask-conformance", "features": [], "auth": offer, "tls": binding.is_some()
         }));
+        hello.extend(extra);
         self.send(Conn::Data, &[hello])?;
         let reply = obj(json!({
             "op": "hello", "protocol": "dask", "version": [1, 1], "role": "worker",

@@ -34,6 +34,7 @@ use crate::value::{self, answers, match_message, pattern_answers, render, Vars};
 mod auth;
 mod client;
 mod expect;
+mod local;
 mod receive;
 mod send;
 
@@ -119,7 +120,8 @@ pub enum Status {
     Pass,
     /// A step failed.
     Fail,
-    /// Not run (`--skip`).
+    /// Not run (`--skip`), or not applicable (the worker does not offer
+    /// the optional feature the case checks: its reason says so).
     Skip,
 }
 
@@ -185,9 +187,11 @@ impl CaseOutcome {
 pub fn run_case(case: &Case, opts: &RunOptions, run: u32) -> CaseOutcome {
     let started = Instant::now();
     let mut outcome = CaseOutcome::skipped(case);
+    let mut skip = None;
     let result = Session::start(case, opts, run).map(|mut s| {
         let r = s.play();
         s.finish();
+        skip = s.skip.take();
         let (out, err) = s.worker.output();
         outcome.worker_stdout = out;
         outcome.worker_stderr = err;
@@ -195,12 +199,12 @@ pub fn run_case(case: &Case, opts: &RunOptions, run: u32) -> CaseOutcome {
         r
     });
     let result = result.and_then(|r| r);
-    outcome.status = if result.is_ok() {
-        Status::Pass
-    } else {
-        Status::Fail
+    outcome.status = match (&result, &skip) {
+        (Ok(()), Some(_)) => Status::Skip,
+        (Ok(()), None) => Status::Pass,
+        (Err(_), _) => Status::Fail,
     };
-    outcome.reason = result.err();
+    outcome.reason = result.err().or(skip);
     outcome.duration = started.elapsed();
     outcome
 }
@@ -258,6 +262,25 @@ struct Session<'a> {
     /// The channel bindings of the TLS scheduler and data connections.
     scheduler_binding: Option<ChannelBinding>,
     data_binding: Option<ChannelBinding>,
+    /// Which data connection is the current one (1, 2, ...): events of an
+    /// earlier one, closed by a step, are dropped.
+    data_index: u32,
+    /// The worker's reply `hello` on the current data connection.
+    data_hello: Option<Value>,
+    /// The current data connection negotiated `value-local` as the same
+    /// host: the worker may lend on it (`data-local`).
+    data_local: bool,
+    /// The worker's host tag, from the `local` of a hello of its.
+    worker_host: Option<Vec<u8>>,
+    /// The worker's hello on each peer connection.
+    peer_hellos: HashMap<u32, Value>,
+    /// Peer connections that negotiated `value-local` (the peer lending):
+    /// the worker may give leases back on them (`value-local-done`).
+    peer_local: HashSet<u32>,
+    /// How the runner's peer lends (`peer_lends`), if it does.
+    lend: Option<case::LendMode>,
+    /// Why the case stopped as not applicable (a `requires` step).
+    skip: Option<String>,
 }
 
 fn dead_address() -> Result<String, String> {
@@ -343,6 +366,14 @@ impl<'a> Session<'a> {
             tls: opts.tls.clone(),
             scheduler_binding: None,
             data_binding: None,
+            data_index: 0,
+            data_hello: None,
+            data_local: false,
+            worker_host: None,
+            peer_hellos: HashMap::new(),
+            peer_local: HashSet::new(),
+            lend: None,
+            skip: None,
         };
         let argv: Vec<String> = opts.command.iter().map(|a| launch.fill(a)).collect();
         s.note(format!(
@@ -431,6 +462,9 @@ impl<'a> Session<'a> {
         for (name, step) in &steps {
             self.run_step(step)
                 .map_err(|e| format!("{name} ({}): {e}", describe(step)))?;
+            if self.skip.is_some() {
+                break;
+            }
         }
         Ok(())
     }
@@ -501,7 +535,17 @@ impl<'a> Session<'a> {
                 self.peer.set_busy(s.peer_busy);
                 Ok(())
             }
-            Step::Connect(s) => self.connect(s.handshake),
+            Step::Connect(s) => self.connect(s),
+            Step::Requires(s) => self.requires(
+                &s.requires,
+                s.on,
+                s.within_ms.unwrap_or(case::EXPECT_WITHIN_MS_DEFAULT),
+            ),
+            Step::ReadLocal(s) => self.read_local(&s.read_local, &s.value),
+            Step::PeerLends(s) => {
+                self.peer_lends(s.peer_lends);
+                Ok(())
+            }
             Step::Close(s) => {
                 let stream = match s.close {
                     Conn::Scheduler => self.scheduler.take(),
@@ -606,6 +650,9 @@ fn describe(step: &Step) -> String {
         Step::PeerHolds(_) => "peer holds".into(),
         Step::PeerBusy(_) => "peer busy".into(),
         Step::Connect(_) => "connect to the data address".into(),
+        Step::Requires(s) => format!("requires {} on {}", s.requires, s.on.as_str()),
+        Step::ReadLocal(s) => format!("read {:?} from the worker's memory", s.read_local),
+        Step::PeerLends(s) => format!("peer lends ({:?})", s.peer_lends),
         Step::Close(s) => format!("close {}", s.close.as_str()),
         Step::Wait(s) => format!("wait {} ms", s.wait_ms),
     }

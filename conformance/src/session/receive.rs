@@ -37,6 +37,11 @@ impl Session<'_> {
     }
 
     pub(super) fn apply(&mut self, ev: Event) {
+        if ev.conn == Conn::Data && ev.index != self.data_index {
+            // A data connection a step closed: what comes of it now (its
+            // close, mostly) is not the current connection's.
+            return;
+        }
         let name = conn_name(ev.conn, ev.index);
         match ev.kind {
             EventKind::Output(text) => {
@@ -100,13 +105,25 @@ impl Session<'_> {
                     };
                     let registered = inbox.registered;
                     inbox.registered |= op == "register-worker";
+                    if first && ev.conn == Conn::Peer && op == "hello" {
+                        self.peer_hello_came(ev.index, &v);
+                    }
                     let allowed = match ev.conn {
                         Conn::Scheduler if client => CLIENT_OPS,
                         Conn::Scheduler => SCHEDULER_OPS,
                         Conn::Data => DATA_OPS,
                         Conn::Peer => PEER_OPS,
                     };
-                    let violation = if !allowed.contains(&op.as_str()) {
+                    // dask/1.1 value-local, where negotiated: the holder
+                    // lends, the fetcher gives leases back.
+                    let local_op = match ev.conn {
+                        Conn::Data => self.data_local && op == "data-local",
+                        Conn::Peer => {
+                            self.peer_local.contains(&ev.index) && op == "value-local-done"
+                        }
+                        Conn::Scheduler => false,
+                    };
+                    let violation = if !allowed.contains(&op.as_str()) && !local_op {
                         Some(format!(
                             "{who} sent `{op}` on the {name} connection, where a {who} sends only {}",
                             allowed.join(", ")

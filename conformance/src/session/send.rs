@@ -39,7 +39,15 @@ impl Session<'_> {
             .map_err(|e| format!("could not send on the {} connection: {e}", on.as_str()))
     }
 
-    pub(super) fn connect(&mut self, handshake: bool) -> Result<(), String> {
+    pub(super) fn connect(&mut self, step: &case::ConnectStep) -> Result<(), String> {
+        let handshake = step.handshake;
+        // What the hello says beyond the fixed fields: features, and who
+        // the runner is on its host (dask/1.1 value-local).
+        let mut offer = Map::new();
+        offer.insert("features".into(), json!(step.features));
+        if let Some(local) = self.runner_local(step.local)? {
+            offer.insert("local".into(), local);
+        }
         let address = self
             .vars
             .get("worker_address")
@@ -83,22 +91,32 @@ impl Session<'_> {
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         self.inbox.insert(Conn::Data, Inbox::default());
-        transport::spawn_reader(reader, Conn::Data, 0, self.tx.clone());
+        self.data_index += 1;
+        self.data_hello = None;
+        self.data_local = false;
+        transport::spawn_reader(reader, Conn::Data, self.data_index, self.tx.clone());
         self.data = Some(stream);
         self.note(format!(
             "runner connected to the worker's data address {address}"
         ));
         if handshake && self.auth.is_some() {
-            self.greet_data_with_auth()?;
+            self.greet_data_with_auth(offer)?;
+            self.data_hello_came(&step.features, step.local)?;
         } else if handshake {
-            let hello = obj(
+            let mut hello = obj(
                 json!({"op": "hello", "protocol": "dask", "version": [1, 0], "role": "peer", "name": "dask-conformance", "features": []}),
             );
+            if step.local.is_some() {
+                // `local` is a dask/1.1 field.
+                hello.insert("version".into(), json!([1, 1]));
+            }
+            hello.extend(offer);
             self.send(Conn::Data, &[hello])?;
             let reply = obj(
                 json!({"op": "hello", "protocol": "dask", "version": [1, {"$any": "uint"}], "role": "worker"}),
             );
             self.expect(Conn::Data, &[reply], case::EXPECT_WITHIN_MS_DEFAULT, false)?;
+            self.data_hello_came(&step.features, step.local)?;
         }
         Ok(())
     }
