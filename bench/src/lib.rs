@@ -7,6 +7,48 @@ use dask_core::msgpack::task_ref_value;
 use dask_core::Key;
 use rmpv::Value;
 
+/// A shape of `dask-bench --scale` (`tree` or `independent`, see
+/// `scale.rs`): its tasks, its wanted keys and the sum of their results.
+pub fn scale_graph(shape: &str, tasks: usize) -> (Vec<TaskSpec>, Vec<Key>, i64) {
+    match shape {
+        "independent" => {
+            let specs: Vec<TaskSpec> = (0..tasks)
+                .map(|i| task_spec(Key(format!("i-{i}")), "inc", &[Value::from(i)], &[]))
+                .collect();
+            let wanted = specs.iter().map(|s| s.key.clone()).collect();
+            (specs, wanted, (1..=tasks as i64).sum())
+        }
+        "tree" => {
+            let leaves = (tasks / 2).max(1);
+            let name = |level: u32, i: usize| Key(format!("t-{level}-{i}"));
+            let mut specs: Vec<TaskSpec> = Vec::with_capacity(2 * leaves);
+            specs.extend((0..leaves).map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[])));
+            // Each level: pairs summed, an odd last one carried up.
+            let mut level_keys: Vec<Key> = (0..leaves).map(|i| name(0, i)).collect();
+            let mut level = 0;
+            while level_keys.len() > 1 {
+                level += 1;
+                let mut next = Vec::with_capacity(level_keys.len().div_ceil(2));
+                for (i, pair) in level_keys.chunks(2).enumerate() {
+                    match pair {
+                        [a, b] => {
+                            let key = name(level, i);
+                            let args = [task_ref_value(a.as_str()), task_ref_value(b.as_str())];
+                            specs.push(task_spec(key.clone(), "add", &args, &[]));
+                            next.push(key);
+                        }
+                        [a] => next.push(a.clone()),
+                        _ => unreachable!("chunks of 2"),
+                    }
+                }
+                level_keys = next;
+            }
+            (specs, level_keys, (1..=leaves as i64).sum())
+        }
+        other => panic!("unknown scale shape {other:?}: tree or independent"),
+    }
+}
+
 /// A binary reduction over `leaves` leaves (a power of two): leaf `i` is
 /// `leaf_function(leaf_args(i))`, each node `node_function` of its two
 /// children; keys from `name(level, index)`. The tasks, leaves first, and

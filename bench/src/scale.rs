@@ -16,54 +16,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dask_core::client::task_spec;
 use dask_core::messages::TaskSpec;
-use dask_core::msgpack::task_ref_value;
 use dask_core::Key;
-use rmpv::Value;
 
 use super::{connect, start_cluster, wait_for_workers};
-
-/// A shape's tasks, its wanted keys and the sum of their results.
-fn graph(shape: &str, tasks: usize) -> (Vec<TaskSpec>, Vec<Key>, i64) {
-    match shape {
-        "independent" => {
-            let specs: Vec<TaskSpec> = (0..tasks)
-                .map(|i| task_spec(Key(format!("i-{i}")), "inc", &[Value::from(i)], &[]))
-                .collect();
-            let wanted = specs.iter().map(|s| s.key.clone()).collect();
-            (specs, wanted, (1..=tasks as i64).sum())
-        }
-        "tree" => {
-            let leaves = (tasks / 2).max(1);
-            let name = |level: u32, i: usize| Key(format!("t-{level}-{i}"));
-            let mut specs: Vec<TaskSpec> = Vec::with_capacity(2 * leaves);
-            specs.extend((0..leaves).map(|i| task_spec(name(0, i), "inc", &[Value::from(i)], &[])));
-            // Each level: pairs summed, an odd last one carried up.
-            let mut level_keys: Vec<Key> = (0..leaves).map(|i| name(0, i)).collect();
-            let mut level = 0;
-            while level_keys.len() > 1 {
-                level += 1;
-                let mut next = Vec::with_capacity(level_keys.len().div_ceil(2));
-                for (i, pair) in level_keys.chunks(2).enumerate() {
-                    match pair {
-                        [a, b] => {
-                            let key = name(level, i);
-                            let args = [task_ref_value(a.as_str()), task_ref_value(b.as_str())];
-                            specs.push(task_spec(key.clone(), "add", &args, &[]));
-                            next.push(key);
-                        }
-                        [a] => next.push(a.clone()),
-                        _ => unreachable!("chunks of 2"),
-                    }
-                }
-                level_keys = next;
-            }
-            (specs, level_keys, (1..=leaves as i64).sum())
-        }
-        other => panic!("unknown scale shape {other:?}: tree or independent"),
-    }
-}
 
 /// Longest wait for the scheduler to forget a released graph before its
 /// resident set is read.
@@ -87,7 +43,7 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     let pid = procs.scheduler_pid;
     let rss_before = status_bytes(pid, "VmRSS");
     let made = Instant::now();
-    let (specs, wanted, expected) = graph(shape, tasks);
+    let (specs, wanted, expected) = dask_bench::scale_graph(shape, tasks);
     let n = specs.len();
     println!(
         "{shape}: {n} tasks built in {:.1} s",
