@@ -20,7 +20,7 @@
 //! submitted. A graph with a cycle or a key defined twice is sent whole,
 //! as before, for the scheduler to refuse.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::messages::TaskSpec;
 use crate::msgpack::Reader;
@@ -42,6 +42,9 @@ pub(super) struct Part {
     /// The user's wanted keys this part defines (the last part also those
     /// the graph does not define), one entry per wanted entry.
     pub(super) wanted: Vec<Key>,
+    /// The keys its `update-graph` wants: those of `wanted` and
+    /// `needed_later`, each once.
+    pub(super) listed: Vec<Key>,
 }
 
 /// Roughly what a task spec costs in an `update-graph`.
@@ -76,9 +79,10 @@ pub(super) fn split(
     };
     let deps = dependencies(&tasks, &index);
     // Position of each wanted key's task (`None`: defined elsewhere).
+    let mut near = Nearby::default();
     let wanted_at: Vec<Option<u32>> = wanted
         .iter()
-        .map(|k| index.get(k.as_str()).copied())
+        .map(|k| near.find(&tasks, &index, k.as_str()))
         .collect();
     drop(index);
     let Some(order) = post_order(&deps) else {
@@ -109,10 +113,30 @@ pub(super) fn split(
             tasks: Vec::new(),
             needed_later: Vec::new(),
             wanted: Vec::new(),
+            listed: Vec::new(),
         })
         .collect();
+    // Each key listed once, told by its task's position (no sort or hash of
+    // the keys: sorting each part's keys to drop repeats was 86% of
+    // submitting 100k independent tasks).
+    let mut listed_at = vec![false; tasks.len()];
+    let mut outside: HashSet<Key> = HashSet::new();
     for (k, at) in std::mem::take(wanted).into_iter().zip(wanted_at) {
-        let p = at.map_or(part, |t| part_of[t as usize]);
+        let p = match at {
+            Some(t) => {
+                let p = part_of[t as usize];
+                if !std::mem::replace(&mut listed_at[t as usize], true) {
+                    parts[p as usize].listed.push(k.clone());
+                }
+                p
+            }
+            None => {
+                if outside.insert(k.clone()) {
+                    parts[part as usize].listed.push(k.clone());
+                }
+                part
+            }
+        };
         parts[p as usize].wanted.push(k);
     }
     if order.iter().enumerate().all(|(at, &t)| at == t as usize) {
@@ -137,6 +161,11 @@ pub(super) fn split(
                 .filter(|&(i, _)| needed_later[start + i])
                 .map(|(_, spec)| spec.key.clone())
                 .collect();
+            for (i, spec) in part.tasks.iter().enumerate() {
+                if needed_later[start + i] && !listed_at[start + i] {
+                    part.listed.push(spec.key.clone());
+                }
+            }
         }
         return Ok(parts);
     }
@@ -149,6 +178,9 @@ pub(super) fn split(
         let p = &mut parts[part_of[t] as usize];
         if needed_later[t] {
             p.needed_later.push(spec.key.clone());
+            if !listed_at[t] {
+                p.listed.push(spec.key.clone());
+            }
         }
         p.tasks.push(spec);
     }
@@ -191,10 +223,11 @@ impl Dependencies {
 fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Dependencies {
     let mut refs = Vec::with_capacity(tasks.len());
     let mut start = Vec::with_capacity(tasks.len() + 1);
+    let mut near = Nearby::default();
     for spec in tasks {
         start.push(refs.len());
         let mut on_ref = |k: &str| {
-            if let Some(&d) = index.get(k) {
+            if let Some(d) = near.find(tasks, index, k) {
                 refs.push(d);
             }
         };
@@ -207,6 +240,29 @@ fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Dependencies 
     }
     start.push(refs.len());
     Dependencies { refs, start }
+}
+
+/// Finds keys by position, trying the task after the last one found
+/// before the index: graphs are mostly listed so that a task's references
+/// (and the wanted keys) follow one another (a tree level by level, a map
+/// over partitions, a chain), and that one comparison with a key read in
+/// order saves a probe of a table of every key, a cache miss or two at
+/// random in it (at 10M tasks, 2.2 of the 2.8 s of a tree's split before
+/// this).
+#[derive(Default)]
+struct Nearby {
+    next: usize,
+}
+
+impl Nearby {
+    fn find(&mut self, tasks: &[TaskSpec], index: &HashMap<&str, u32>, key: &str) -> Option<u32> {
+        let at = match tasks.get(self.next) {
+            Some(spec) if spec.key.as_str() == key => self.next as u32,
+            _ => *index.get(key)?,
+        };
+        self.next = at as usize + 1;
+        Some(at)
+    }
 }
 
 /// The tasks in depth-first post-order (each after its dependencies),
