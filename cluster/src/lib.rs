@@ -2,7 +2,7 @@
 //!
 //! [`LocalCluster`]: a dask-rs scheduler and workers running inside this
 //! process, on loopback (like Dask's `LocalCluster(processes=False)`), and
-//! the `dask-rs` command (`src/bin/dask-rs.rs`, reading graph files with
+//! the `dask-rs` command (`src/bin/dask-rs/`, reading graph files with
 //! [`graph_file`]). The client itself is the
 //! `dask-client` crate, which knows no scheduler or worker code.
 //!
