@@ -298,8 +298,10 @@ impl<'a> Reader<'a> {
     ) -> Result<&'a [u8], WireError> {
         let start = self.pos;
         // An explicit stack of "objects still to read" keeps deep input from
-        // overflowing the native stack.
-        let mut pending: Vec<usize> = Vec::new();
+        // overflowing the native stack. Its first levels are in place: every
+        // message skips its values, and a heap stack was a malloc and a free
+        // for each one holding a container (most task arguments).
+        let mut pending = SkipStack::default();
         let mut todo = 1usize;
         loop {
             while todo == 0 {
@@ -359,6 +361,39 @@ impl<'a> Reader<'a> {
                 pending.push(todo);
                 todo = children;
             }
+        }
+    }
+}
+
+/// The stack of [`Reader::skip_nested`]: its first levels in place, the
+/// rest on the heap.
+#[derive(Default)]
+struct SkipStack {
+    inline: [usize; SkipStack::INLINE],
+    len: usize,
+    deeper: Vec<usize>,
+}
+
+impl SkipStack {
+    const INLINE: usize = 8;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, todo: usize) {
+        match self.inline.get_mut(self.len) {
+            Some(at) => *at = todo,
+            None => self.deeper.push(todo),
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        self.len = self.len.checked_sub(1)?;
+        match self.inline.get(self.len) {
+            Some(&todo) => Some(todo),
+            None => self.deeper.pop(),
         }
     }
 }
@@ -888,6 +923,30 @@ mod tests {
         ]);
         let raw = RawValue::from_bytes(encode(&v)).unwrap();
         assert_eq!(raw.refs(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn refs_and_siblings_are_read_past_the_stack_kept_in_place() {
+        // 20 levels, more than the skip stack holds in place: a reference
+        // before and after each inner array, so each level is resumed after
+        // its inner one ends, on both sides of the boundary.
+        use rmpv::Value;
+        let depth = 20;
+        let mut v = Value::Array(vec![]);
+        for d in (0..depth).rev() {
+            v = Value::Array(vec![
+                task_ref_value(&format!("in-{d}")),
+                v,
+                task_ref_value(&format!("out-{d}")),
+            ]);
+        }
+        let bytes = encode(&v);
+        let raw = RawValue::from_bytes(bytes.clone()).unwrap();
+        let mut want: Vec<String> = (0..depth).map(|d| format!("in-{d}")).collect();
+        want.extend((0..depth).rev().map(|d| format!("out-{d}")));
+        assert_eq!(raw.refs(), want);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.skip_value(&mut |_| {}).unwrap().len(), bytes.len());
     }
 
     #[test]
