@@ -59,7 +59,11 @@ impl PartialOrd for ReadyEntry {
 /// A run given to the executor and not finished yet.
 #[derive(Debug)]
 pub(super) struct Run {
-    pub(super) key: Key,
+    /// Its task's slot, not its key: no key copy and no look-up by key
+    /// per task. The slot is checked for `Executing(run_id)` on the way
+    /// back (run ids are never reused, so a task freed meanwhile, or
+    /// another task in the same slot, is never taken for this run's).
+    pub(super) slot: usize,
     pub(super) resources: Option<Resources>,
 }
 
@@ -80,15 +84,16 @@ impl WorkerState {
             return;
         };
         self.dirty = true;
-        self.withdrawals.remove(&done.run_id);
-        self.release_resources(&run);
-        let Some(&slot) = self.by_key.get(&run.key) else {
-            return; // freed while running: the result is discarded
-        };
-        if self.tasks[slot].state != TaskState::Executing(done.run_id) {
-            return; // freed, then assigned again: this run is stale
+        if !self.withdrawals.is_empty() {
+            self.withdrawals.remove(&done.run_id);
         }
-        let task = self.remove_task(slot);
+        self.release_resources(&run);
+        if !self.is_executing(run.slot, done.run_id) {
+            // Freed while running (then maybe assigned again): the result
+            // is discarded.
+            return;
+        }
+        let task = self.remove_task(run.slot);
         if !self.is_registered() {
             return;
         }
@@ -141,10 +146,8 @@ impl WorkerState {
             if let Some(run) = self.running.remove(&run_id) {
                 self.dirty = true;
                 self.release_resources(&run);
-                if let Some(&slot) = self.by_key.get(&run.key) {
-                    if self.tasks[slot].state == TaskState::Executing(run_id) {
-                        self.remove_task(slot);
-                    }
+                if self.is_executing(run.slot, run_id) {
+                    self.remove_task(run.slot);
                 }
             }
         }
@@ -239,6 +242,13 @@ impl WorkerState {
         self.tasks
             .get(slot)
             .is_some_and(|t| t.seq == seq && t.state == TaskState::Waiting)
+    }
+
+    /// Whether the task in `slot` is the one out on `run_id`.
+    fn is_executing(&self, slot: usize, run_id: u64) -> bool {
+        self.tasks
+            .get(slot)
+            .is_some_and(|t| t.state == TaskState::Executing(run_id))
     }
 
     pub(super) fn remove_task(&mut self, slot: usize) -> Task {
@@ -371,7 +381,7 @@ impl WorkerState {
             self.running.insert(
                 run_id,
                 Run {
-                    key: task.key.clone(),
+                    slot: entry.slot,
                     resources: task.resources.clone(),
                 },
             );
