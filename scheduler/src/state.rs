@@ -309,6 +309,12 @@ pub(crate) struct Worker {
     pub(crate) last_offer: std::cell::RefCell<Option<(Arc<String>, bool)>>,
     pub(crate) function_list: Vec<String>,
     pub(crate) processing: BTreeSet<TaskId>,
+    /// The tasks last sent to it to compute, oldest first, with their
+    /// keys' hash bits (at most [`SENT_HINTS_MAX`]): where its
+    /// `task-finished` looks first (see `SchedulerState::finished_task`).
+    /// A hint, not a record: an entry may be stale (the task stolen,
+    /// freed, even forgotten), so a key found here is compared first.
+    pub(crate) sent: VecDeque<(u32, TaskId)>,
     pub(crate) has_what: BTreeSet<TaskId>,
     pub(crate) stored_bytes: u64,
     /// Moving average of the task durations it reported.
@@ -498,6 +504,10 @@ pub struct SchedulerState {
     /// (see [`Task::args_are_dependencies`]): one buffer, not one a task.
     pub(crate) args_scratch: Vec<u8>,
 }
+
+/// Most tasks a worker's [`Worker::sent`] hints at: more than the tasks
+/// placement gives a worker of a few threads at once.
+const SENT_HINTS_MAX: usize = 1024;
 
 /// The name the scheduler gives itself in its hello.
 const SCHEDULER_NAME: &str = "dask-scheduler";

@@ -66,7 +66,7 @@ pub(crate) struct KeyIndex {
 
 impl KeyIndex {
     /// The 32 bits of `key`'s hash an entry keeps.
-    fn hash(&self, key: &[u8]) -> u32 {
+    pub(crate) fn hash(&self, key: &[u8]) -> u32 {
         (self.hasher.hash_one(key) >> 32) as u32
     }
 
@@ -88,11 +88,15 @@ impl KeyIndex {
 
     /// The task whose key is `key`.
     pub(crate) fn get(&self, tasks: &Slab<Task>, key: &str) -> Option<TaskId> {
+        self.get_hashed(tasks, key, self.hash(key.as_bytes()))
+    }
+
+    /// [`KeyIndex::get`] of a key whose [`KeyIndex::hash`] is `hash`.
+    pub(crate) fn get_hashed(&self, tasks: &Slab<Task>, key: &str, hash: u32) -> Option<TaskId> {
         if self.len == 0 {
             return None;
         }
         let key = key.as_bytes();
-        let hash = self.hash(key);
         let mask = self.mask();
         let mut i = self.home(hash);
         loop {

@@ -363,6 +363,12 @@ impl SchedulerState {
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerIdx) {
         self.set_state(t, TaskState::Processing(w));
         self.grant_fetch_permits(t, w);
+        let hash = self.key_index.hash(self.tasks[t].key_bytes());
+        let sent = &mut self.workers[w].sent;
+        if sent.len() == SENT_HINTS_MAX {
+            sent.pop_front();
+        }
+        sent.push_back((hash, t));
         let mut scratch = std::mem::take(&mut self.args_scratch);
         let task = &self.tasks[t];
         if task.dependencies.is_empty() {

@@ -43,6 +43,7 @@ impl SchedulerState {
             last_offer: Default::default(),
             function_list: m.functions,
             processing: BTreeSet::new(),
+            sent: VecDeque::new(),
             has_what: BTreeSet::new(),
             stored_bytes: 0,
             average_duration_us: None,

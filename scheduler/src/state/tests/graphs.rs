@@ -231,6 +231,39 @@ fn tasks_of_interleaved_functions_go_only_to_workers_offering_theirs() {
     assert_eq!(finished(&sim.recv(c)).len(), 40);
 }
 
+/// A worker's `task-finished` looks first among the tasks last sent to
+/// it, a list of at most 1024: reports of tasks sent before those, in any
+/// order, and reports for tasks it no longer runs, are found (or ignored)
+/// as before.
+#[test]
+fn reports_beyond_the_recent_sends_and_stale_ones_are_handled_by_key() {
+    let mut sim = Sim::new();
+    let w = sim.worker("w", &["inc"], 1500);
+    let c = sim.client();
+    let specs: Vec<TaskSpec> = (0..1500)
+        .map(|i| spec(&format!("inc-{i}"), "inc", vec![]))
+        .collect();
+    let wanted: Vec<String> = specs.iter().map(|t| t.key.to_string()).collect();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    sim.submit(c, 1, specs, &wanted);
+    let sent: Vec<String> = compute_keys(&sim.recv(w))
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(sent.len(), 1500);
+    // The oldest first (out of the hints), then the rest newest first.
+    for k in sent[..400].iter().chain(sent[400..].iter().rev()) {
+        sim.finish(w, k, 1);
+    }
+    assert_eq!(finished(&sim.recv(c)).len(), 1500);
+    // A report for a task it was never sent, and one reported twice,
+    // change nothing.
+    sim.finish(w, "inc-7", 1);
+    sim.finish(w, "no-such-key", 1);
+    assert!(sim.recv(c).is_empty());
+    assert_eq!(sim.state("inc-7"), Some("memory"));
+}
+
 #[test]
 fn a_worker_gets_at_most_twice_its_threads_and_the_rest_queue_in_priority_order() {
     let mut sim = Sim::new();
