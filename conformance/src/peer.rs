@@ -35,6 +35,9 @@ use crate::value::{decode, render};
 /// How long a write to the worker may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The `nbytes` a `huge` lender says: far over any value bound.
+const HUGE_NBYTES: u64 = 1 << 50;
+
 /// Values larger than this are shown by size only in transcripts.
 const RENDER_VALUE_BYTES_MAX: usize = 4096;
 
@@ -54,6 +57,8 @@ struct PeerData {
 struct Lending {
     /// Values go in `data-local` on it.
     on: bool,
+    /// The `nbytes` it says, when not each value's own (`huge`).
+    nbytes: Option<u64>,
     /// Lent values by lease, kept where they are until given back.
     leases: HashMap<u64, Arc<Vec<u8>>>,
     next_lease: u64,
@@ -256,7 +261,9 @@ fn serve(
                     let mode = data.lock().ok().and_then(|d| d.lend);
                     // What the reply says of the runner's host, when it lends.
                     let local = match (mode, LocalHost::of_hello(m)) {
-                        (Some(LendMode::Memory), Some(w)) if local::lists(m, VALUE_LOCAL) => {
+                        (Some(LendMode::Memory | LendMode::Huge), Some(w))
+                            if local::lists(m, VALUE_LOCAL) =>
+                        {
                             Some(local::runner_local(&w.host, true))
                         }
                         (Some(LendMode::BadProbe), Some(w)) if local::lists(m, VALUE_LOCAL) => {
@@ -265,6 +272,7 @@ fn serve(
                         _ => None,
                     };
                     lending.on = local.is_some() || mode == Some(LendMode::Unnegotiated);
+                    lending.nbytes = (mode == Some(LendMode::Huge)).then_some(HUGE_NBYTES);
                     let reply = match (&auth, &local) {
                         (None, None) => hello_reply(index),
                         (None, Some(local)) => lending_hello(index, local),
@@ -452,7 +460,8 @@ fn lend(
         for (k, v) in lent {
             let lease = lending.next_lease;
             lending.next_lease += 1;
-            let (at, nbytes) = (v.as_ptr() as u64, v.len() as u64);
+            let at = v.as_ptr() as u64;
+            let nbytes = lending.nbytes.unwrap_or(v.len() as u64);
             write::str(&mut w, k);
             write::map_len(&mut w, 3);
             for (name, n) in [("at", at), ("nbytes", nbytes), ("lease", lease)] {

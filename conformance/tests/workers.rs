@@ -175,7 +175,7 @@ fn ids(list: &[&str]) -> BTreeSet<String> {
 
 /// The same-host cases, for a worker that does not offer `value-local`.
 fn local_cases() -> BTreeSet<String> {
-    (1..=8).map(|n| format!("dask-1/local/{n}")).collect()
+    (1..=10).map(|n| format!("dask-1/local/{n}")).collect()
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn shipped_workers_pass_and_broken_fixtures_fail_exactly_their_cases() {
                 "deps/10", "deps/12",
                 // These need a fetch from the runner's peer to see whether
                 // the worker offers value-local there: none comes.
-                "local/4", "local/5", "local/6", "local/8",
+                "local/4", "local/5", "local/6", "local/8", "local/10",
             ],
         ),
         (

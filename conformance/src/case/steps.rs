@@ -279,6 +279,8 @@ pub enum LendMode {
     BadProbe,
     /// Without negotiating: its hello reply lists no feature, yet it answers `get-data` with `data-local`.
     Unnegotiated,
+    /// As `memory`, but each value's `nbytes` is 2^50: a fetcher must refuse it before reserving memory (and fall back).
+    Huge,
 }
 
 fn yes() -> bool {

@@ -166,7 +166,10 @@ impl Session<'_> {
         if let Some(host) = LocalHost::of_hello(hello) {
             self.worker_host = Some(host.host);
         }
-        let lending = matches!(self.lend, Some(LendMode::Memory | LendMode::BadProbe));
+        let lending = matches!(
+            self.lend,
+            Some(LendMode::Memory | LendMode::BadProbe | LendMode::Huge)
+        );
         if lending && local::lists(hello, VALUE_LOCAL) && LocalHost::of_hello(hello).is_some() {
             self.peer_local.insert(index);
         }
