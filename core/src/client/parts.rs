@@ -169,6 +169,15 @@ pub(super) fn split(
         }
         return Ok(parts);
     }
+    // Each part's list at its final size: grown by doubling, every spec
+    // was copied again and the pages faulted in twice.
+    let mut counts = vec![0usize; parts.len()];
+    for &p in &part_of {
+        counts[p as usize] += 1;
+    }
+    for (part, n) in parts.iter_mut().zip(counts) {
+        part.tasks.reserve_exact(n);
+    }
     let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
     for t in order {
         let t = t as usize;
