@@ -49,6 +49,9 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         "{shape}: {n} tasks built in {:.1} s",
         made.elapsed().as_secs_f64()
     );
+    // A second client's round trips while the first releases its keys:
+    // the longest is how long the scheduler's loop answered no one.
+    let mut probe = None;
     let (submitted, finished) = if via_submit {
         let file =
             std::env::temp_dir().join(format!("dask-bench-scale-{}.msgpack", std::process::id()));
@@ -82,6 +85,7 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         };
         let finished = start.elapsed();
         assert_eq!(sum, expected, "wrong result");
+        probe = Some(Probe::start(connect(&procs)));
         drop(futures);
         (Some(submitted), finished)
     };
@@ -111,13 +115,20 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     }
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = status_bytes(pid, "VmRSS");
+    let probed = probe.map_or("-".to_string(), |p| {
+        let (longest, trips) = p.stop();
+        format!(
+            "{:.0} ms ({trips} round trips)",
+            longest.as_secs_f64() * 1e3
+        )
+    });
     let client_label = if via_submit {
         "dask-rs submit"
     } else {
         "client"
     };
     println!(
-        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; CPU s: scheduler {scheduler_cpu:.1}, workers {workers_cpu:.1}, {client_label} {client_cpu:.1}; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; load {}",
+        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; CPU s: scheduler {scheduler_cpu:.1}, workers {workers_cpu:.1}, {client_label} {client_cpu:.1}; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; a second client's longest round trip during the release {probed}; load {}",
         if via_submit { "dask-rs submit" } else { "the Rust client" },
         submitted.map_or("-".into(), |s| format!("{:.1} s", s.as_secs_f64())),
         finished.as_secs_f64(),
@@ -128,6 +139,39 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         rss_after as f64 / 1e6,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     );
+}
+
+/// Round trips (`cluster-info`) of a client of its own, one after the
+/// other on a thread, until stopped.
+struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, u64)>,
+}
+
+impl Probe {
+    fn start(client: dask_client::Client) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let (mut longest, mut trips) = (Duration::ZERO, 0);
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                if client.cluster_info().is_err() {
+                    break;
+                }
+                longest = longest.max(at.elapsed());
+                trips += 1;
+            }
+            (longest, trips)
+        });
+        Probe { stop, thread }
+    }
+
+    /// The longest round trip and how many were made.
+    fn stop(self) -> (Duration, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the probe's thread")
+    }
 }
 
 /// The graph as a msgpack graph file (spec/PROTOCOL.md "Graph file").

@@ -282,14 +282,18 @@ impl EventLoop {
                 }
                 if matches!(
                     m,
-                    Message::Hello(_) | Message::AuthProof(_) | Message::UpdateGraph(_)
+                    Message::Hello(_)
+                        | Message::AuthProof(_)
+                        | Message::UpdateGraph(_)
+                        | Message::ReleaseKeys(_)
                 ) {
                     // A hello or proof alone in its frame (under
                     // hello_frame_bytes_max, which holds until the proof): a
                     // resumed session's requests may be large and wait right
                     // behind. A graph ends its frame: the scheduler takes a
                     // frame in one event, and the parts of a large graph in
-                    // one frame kept its loop busy for the whole graph.
+                    // one frame kept its loop busy for the whole graph (so
+                    // the parts of a large release, too).
                     self.reactor.end_frame(self.conn);
                 }
                 if matches!(m, Message::UpdateGraph(_)) {

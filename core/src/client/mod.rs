@@ -474,6 +474,11 @@ impl ClientSession {
                 // in the next.
                 encoder.finish();
             }
+            if matches!(m, Message::ReleaseKeys(_)) {
+                // The scheduler takes a frame in one event: the parts of a
+                // large release go in frames of their own.
+                encoder.finish();
+            }
         }
     }
 

@@ -29,16 +29,35 @@ impl ClientSession {
         self.transmit.push_back(message);
     }
 
+    /// Queues the releases so far, in `release-keys` of at most about the
+    /// size of a graph's part (see [`ClientSession::set_submit_part_bytes`]):
+    /// the scheduler takes a message in one event, and 10M futures dropped
+    /// at once made one it spent seconds on, answering no one meanwhile.
     pub(super) fn flush_releases(&mut self) {
-        if !self.to_release.is_empty() {
-            let keys = std::mem::take(&mut self.to_release);
-            if self.resumable && self.session_token.is_some() {
-                self.unconfirmed_releases.extend(keys.iter().cloned());
-                self.release_watermark = self.next_request;
-            }
-            self.transmit
-                .push_back(Message::ReleaseKeys(ReleaseKeys { keys }));
+        if self.to_release.is_empty() {
+            return;
         }
+        let keys = std::mem::take(&mut self.to_release);
+        if self.resumable && self.session_token.is_some() {
+            self.unconfirmed_releases.extend(keys.iter().cloned());
+            self.release_watermark = self.next_request;
+        }
+        let mut part: Vec<Key> = Vec::new();
+        let mut bytes = 0;
+        for key in keys {
+            // The key and its string header.
+            let size = key.as_str().len() + 5;
+            if !part.is_empty() && bytes + size > self.part_bytes {
+                let keys = std::mem::take(&mut part);
+                self.transmit
+                    .push_back(Message::ReleaseKeys(ReleaseKeys { keys }));
+                bytes = 0;
+            }
+            bytes += size;
+            part.push(key);
+        }
+        self.transmit
+            .push_back(Message::ReleaseKeys(ReleaseKeys { keys: part }));
     }
 
     /// Queues a request that expects a reply, or fails it at once when the
@@ -163,7 +182,8 @@ impl ClientSession {
     }
 
     /// Graphs of more than `bytes` (estimated encoding) are submitted in
-    /// parts of about that size from now on (default [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES)).
+    /// parts of about that size from now on, and releases are sent in
+    /// `release-keys` of about that size (default [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES)).
     pub fn set_submit_part_bytes(&mut self, bytes: usize) {
         self.part_bytes = bytes.max(1);
     }

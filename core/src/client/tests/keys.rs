@@ -94,6 +94,48 @@ fn last_release_sends_release_keys_in_one_batch() {
 }
 
 #[test]
+fn a_large_release_goes_in_parts_each_in_its_own_frame() {
+    let mut s = connected();
+    let specs: Vec<TaskSpec> = (0..100).map(|i| inc(&mut s, Value::from(i))).collect();
+    let keys: Vec<Key> = specs.iter().map(|t| t.key.clone()).collect();
+    s.submit(specs, keys.clone());
+    drain(&mut s);
+    // About ten keys a part.
+    let key_bytes = keys[0].as_str().len() + 5;
+    s.set_submit_part_bytes(10 * key_bytes);
+    for k in &keys {
+        s.release(k.as_str());
+    }
+    let out = drain(&mut s);
+    let mut released = Vec::new();
+    for m in &out {
+        let Message::ReleaseKeys(r) = m else {
+            panic!("only releases: {m:?}")
+        };
+        let bytes: usize = r.keys.iter().map(|k| k.as_str().len() + 5).sum();
+        assert!(bytes <= 10 * key_bytes + 5, "{bytes} bytes in a part");
+        released.extend(r.keys.iter().cloned());
+    }
+    assert!(out.len() >= 9, "{} parts", out.len());
+    // Every key once, in the order released.
+    assert_eq!(released, keys);
+    // Each part ends its frame: the scheduler takes a frame in one event.
+    for k in &keys {
+        assert!(s.want(k, None, RequestId(99)));
+        s.release(k.as_str());
+    }
+    let bytes = s.transmit_bytes();
+    let mut decoder = crate::frame::FrameDecoder::default();
+    decoder.push(&bytes);
+    let mut frames = 0;
+    while let Some(batch) = decoder.poll().expect("well formed") {
+        assert!(matches!(&batch[..], [Message::ReleaseKeys(_)]), "{batch:?}");
+        frames += 1;
+    }
+    assert_eq!(frames, out.len());
+}
+
+#[test]
 fn a_key_is_released_whatever_its_state() {
     let mut s = connected();
     let specs: Vec<TaskSpec> = (0..4).map(|i| inc(&mut s, Value::from(i))).collect();
