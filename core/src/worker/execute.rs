@@ -1,7 +1,7 @@
 //! Tasks on this worker: compute-task, the ready queue, runs on the executor, steal and free-keys.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::memory::Unavailable;
@@ -65,6 +65,36 @@ pub(super) struct Run {
     /// another task in the same slot, is never taken for this run's).
     pub(super) slot: usize,
     pub(super) resources: Option<Resources>,
+}
+
+/// Past this many distinct references a task's are told apart by a set;
+/// below it by a scan of those so far (nearly every task: no hashing).
+const REFS_SCANNED_MAX: usize = 16;
+
+/// The keys of `refs` without repeats, in order of first appearance.
+fn distinct_refs<'a>(mut refs: impl Iterator<Item = &'a str>) -> Vec<Key> {
+    let Some(first) = refs.next() else {
+        return Vec::new();
+    };
+    let mut distinct: Vec<&str> = Vec::with_capacity(4);
+    distinct.push(first);
+    let mut seen: Option<foldhash::HashSet<&str>> = None;
+    for key in refs {
+        let new = match &mut seen {
+            Some(seen) => seen.insert(key),
+            None if distinct.len() < REFS_SCANNED_MAX => !distinct.contains(&key),
+            None => {
+                let mut set: foldhash::HashSet<&str> = distinct.iter().copied().collect();
+                let new = set.insert(key);
+                seen = Some(set);
+                new
+            }
+        };
+        if new {
+            distinct.push(key);
+        }
+    }
+    distinct.into_iter().map(Key::from).collect()
 }
 
 /// Why a run is being withdrawn.
@@ -200,15 +230,9 @@ impl WorkerState {
         if self.by_key.contains_key(&ct.key) {
             return; // already assigned here: one record per key
         }
-        let mut deps: Vec<Key> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
         let refs = ct.args.refs();
         let kwarg_refs = ct.kwargs.as_ref().map(|k| k.refs()).unwrap_or_default();
-        for key in refs.into_iter().chain(kwarg_refs) {
-            if seen.insert(key) {
-                deps.push(Key::from(key));
-            }
-        }
+        let deps = distinct_refs(refs.into_iter().chain(kwarg_refs));
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = self.tasks.insert(Task {
@@ -399,5 +423,30 @@ impl WorkerState {
             }));
         }
         self.ready.extend(blocked);
+    }
+}
+
+#[cfg(test)]
+mod distinct_refs_tests {
+    use super::{distinct_refs, REFS_SCANNED_MAX};
+
+    #[test]
+    fn repeats_are_dropped_in_order_below_and_past_the_scan() {
+        assert!(distinct_refs(std::iter::empty()).is_empty());
+        let few = ["b", "a", "b", "c", "a"];
+        let got: Vec<String> = distinct_refs(few.into_iter())
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        assert_eq!(got, ["b", "a", "c"]);
+        // Past the scan: every key twice, the second round in reverse, so
+        // repeats come both before and after the set takes over.
+        let names: Vec<String> = (0..REFS_SCANNED_MAX * 3).map(|i| format!("k{i}")).collect();
+        let refs = names.iter().chain(names.iter().rev()).map(String::as_str);
+        let got: Vec<String> = distinct_refs(refs)
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        assert_eq!(got, names);
     }
 }
