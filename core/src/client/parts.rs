@@ -242,13 +242,27 @@ fn dependencies(tasks: &[TaskSpec], index: &HashMap<&str, u32>) -> Dependencies 
         };
         // Malformed arguments: the scheduler refuses them; here they only
         // have no references.
-        let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+        if may_refer(spec.args.as_bytes()) {
+            let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+        }
         if let Some(kwargs) = &spec.kwargs {
-            let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+            if may_refer(kwargs.as_bytes()) {
+                let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
+            }
         }
     }
     start.push(refs.len());
     Dependencies { refs, start }
+}
+
+/// Whether msgpack `bytes` may hold a task reference: a reference is an
+/// ext value, so its marker byte (ext 8/16/32, fixext) is among them. Most
+/// tasks' arguments (a leaf's numbers) have none, and this look at a few
+/// bytes spares parsing them (a third of splitting 100k independent
+/// tasks); a byte that only looks like a marker (inside a number or a
+/// string) costs the parse, as before.
+fn may_refer(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| matches!(b, 0xc7..=0xc9 | 0xd4..=0xd8))
 }
 
 /// Finds keys by position, trying the task after the last one found
