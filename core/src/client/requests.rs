@@ -1,7 +1,7 @@
 //! Requests: what the driver asks of the scheduler (submit, scatter,
 //! gather, datasets, cancel, close) and the bookkeeping of their replies.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use super::events::{ClientEvent, KeyState, RequestError, RequestId};
 use super::parts;
@@ -126,7 +126,9 @@ impl ClientSession {
 
     fn submit_whole(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
         let mut unique: Vec<Key> = Vec::with_capacity(wanted.len());
-        let mut seen: HashSet<&Key> = HashSet::with_capacity(wanted.len());
+        // foldhash, not std's SipHash: the user's own keys, hashed once each.
+        let mut seen: foldhash::HashSet<&Key> =
+            foldhash::HashSet::with_capacity_and_hasher(wanted.len(), Default::default());
         for k in &wanted {
             if seen.insert(k) {
                 unique.push(k.clone());
