@@ -208,7 +208,7 @@ fn local_stranger_asks_for(address: &str, key: &dask_core::Key) -> Received {
         request: 1,
         keys: vec![key.clone()],
     });
-    let bytes = messages_frame(&[Message::Hello(offer), get]);
+    let bytes = messages_frame(&[Message::from(offer), get]);
     exchange(address, &bytes, false, REFUSAL_WAIT)
 }
 
@@ -217,7 +217,7 @@ fn forger_asks_for(address: &str, key: &dask_core::Key) -> Received {
     let mut offer = handshake::offer(Role::Peer, Some("forger".into()));
     let guess = ConnectorAuth::new(Role::Peer, Secret::from_bytes([7; 32]), [9; 32]);
     offer.auth = Some(guess.offer());
-    let mut bytes = messages_frame(&[Message::Hello(offer)]);
+    let mut bytes = messages_frame(&[Message::from(offer)]);
     bytes.extend(messages_frame(&[Message::AuthProof(AuthProof {
         proof: Bin32([0; 32]),
     })]));

@@ -165,7 +165,7 @@ mod tests {
         assert!(!is_python_dask(&python[..RECOGNISE_BYTES - 1]));
         let refusal = python_dask_refusal("no");
         assert!(is_python_dask(&refusal));
-        let hello = encode_frame(&[Message::Hello(offer(Role::Client, None))]).unwrap();
+        let hello = encode_frame(&[Message::from(offer(Role::Client, None))]).unwrap();
         for n in 0..=hello.len() {
             assert!(!is_python_dask(&hello[..n]));
         }

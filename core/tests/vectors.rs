@@ -239,7 +239,7 @@ fn handshake_accept_vectors() {
         // The first message must be a hello (PROTOCOL.md#handshake).
         let outcome = match &first {
             Message::Hello(h) => accept_speaking(speaks, h, our_role, &serves, id, None)
-                .map(|(reply, _)| Message::Hello(reply))
+                .map(|(reply, _)| Message::from(reply))
                 .map_err(|e| e.code),
             _ => Err(ErrorCode::BadHandshake),
         };
@@ -275,7 +275,7 @@ fn handshake_connect_vectors() {
             panic!("{d}: offer is not a hello")
         };
         assert_eq!(
-            offer,
+            *offer,
             dask_core::handshake::offer(offer.role, None),
             "{d}: what dask-rs offers"
         );

@@ -70,7 +70,7 @@ fn fetch_rate(bytes: usize) -> f64 {
     let mut client = Reactor::new(ReactorConfig::default()).expect("reactor");
     let conn = client.connect(addr);
     client
-        .send(conn, &Message::Hello(handshake::offer(Role::Peer, None)))
+        .send(conn, &Message::from(handshake::offer(Role::Peer, None)))
         .unwrap();
     client.end_frame(conn);
     let mut best = 0f64;

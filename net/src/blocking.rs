@@ -188,7 +188,7 @@ impl BlockingConn {
             hello.auth = Some(auth.offer());
             hello.tls = Some(false);
         }
-        conn.send(&[Message::Hello(hello)])?;
+        conn.send(&[Message::from(hello)])?;
         let reply = conn.recv()?;
         let negotiated = match reply {
             Message::Hello(h) => {

@@ -18,7 +18,7 @@ use dask_net::{BlockingConn, CloseReason, NetEvent, Reactor, ReactorConfig};
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn hello() -> Message {
-    Message::Hello(handshake::offer(Role::Client, None))
+    Message::from(handshake::offer(Role::Client, None))
 }
 
 fn heartbeat() -> Message {
@@ -262,7 +262,7 @@ fn a_connection_that_offers_auth_stays_held_until_its_proof() {
     let auth = ConnectorAuth::new(Role::Client, Secret::from_bytes([1; 32]), [2; 32]);
     let mut offer = handshake::offer(Role::Client, None);
     offer.auth = Some(auth.offer());
-    let offer = Message::Hello(offer);
+    let offer = Message::from(offer);
     // A large frame pipelined before the proof: refused at its prefix.
     let mut p = peer(addr);
     p.send(std::slice::from_ref(&offer)).unwrap();

@@ -45,7 +45,7 @@ impl Cluster {
 }
 
 fn hello() -> Message {
-    Message::Hello(handshake::offer(Role::Client, None))
+    Message::from(handshake::offer(Role::Client, None))
 }
 
 fn data(bytes: usize) -> Message {

@@ -31,11 +31,11 @@ fn main() {
     s.handle_message(
         now,
         client,
-        Message::Hello(handshake::offer(Role::Client, None)),
+        Message::from(handshake::offer(Role::Client, None)),
     );
     for (i, &w) in workers.iter().enumerate() {
         s.handle_connected(now, w);
-        s.handle_message(now, w, Message::Hello(handshake::offer(Role::Worker, None)));
+        s.handle_message(now, w, Message::from(handshake::offer(Role::Worker, None)));
         s.handle_message(
             now,
             w,

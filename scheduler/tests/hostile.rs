@@ -900,7 +900,7 @@ mod properties {
             let c = story.first().expect("connected");
             let mut stream = match role {
                 0 => Vec::new(),
-                r => encode_frame(&[Message::Hello(handshake::offer(
+                r => encode_frame(&[Message::from(handshake::offer(
                     if r == 1 { Role::Client } else { Role::Worker },
                     None,
                 ))])

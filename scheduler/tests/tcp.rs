@@ -79,7 +79,7 @@ fn another_major_version_gets_3001_and_the_connection_closes() {
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut hello = handshake::offer(Role::Client, None);
     hello.version.major = 2;
-    c.send(&[Message::Hello(hello)]).unwrap();
+    c.send(&[Message::from(hello)]).unwrap();
     let got = read_to_close(&mut c);
     assert_eq!(got.len(), 1, "{got:?}");
     let Message::ErrorReport(e) = &got[0] else {

@@ -534,7 +534,7 @@ mod tests {
         assert!(matches!(&out[..], [Message::Hello(h)] if h.role == Role::Client));
         let mut reply = dask_core::handshake::offer(Role::Scheduler, None);
         reply.id = Some(3);
-        d.receive(&frame(Message::Hello(Hello { ..reply })));
+        d.receive(&frame(Message::from(Hello { ..reply })));
         d
     }
 
@@ -635,7 +635,7 @@ mod tests {
         let mut reply = dask_core::handshake::offer(Role::Scheduler, None);
         reply.id = Some(3);
         reply.session = Some("t1".into());
-        d.receive(&frame(Message::Hello(reply)));
+        d.receive(&frame(Message::from(reply)));
         drained(&mut d);
         d.transport_closed("reset");
         let bytes = d.drain();

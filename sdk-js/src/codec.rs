@@ -209,7 +209,7 @@ fn handshake_accept(v: &Json) -> Result<Json, WireError> {
             ))
         }
     };
-    Ok(json!({"reply": msgpack_to_json(&Message::Hello(reply).to_bytes())?}))
+    Ok(json!({"reply": msgpack_to_json(&Message::from(reply).to_bytes())?}))
 }
 
 fn handshake_connect(v: &Json) -> Result<Json, WireError> {
@@ -236,7 +236,7 @@ fn handshake_connect(v: &Json) -> Result<Json, WireError> {
 
 fn handshake_offer(v: &Json) -> Result<Json, WireError> {
     let hello = handshake::offer(role(&v["role"])?, None);
-    msgpack_to_json(&Message::Hello(hello).to_bytes())
+    msgpack_to_json(&Message::from(hello).to_bytes())
 }
 
 #[cfg(test)]

@@ -656,7 +656,7 @@ mod tests {
             SCHEDULER,
             NOW,
             &frame(&[
-                Message::Hello(Hello { ..hello }),
+                Message::from(Hello { ..hello }),
                 Message::WorkerRegistered(WorkerRegistered {
                     id: 7,
                     heartbeat_interval_ms: 500,
@@ -750,7 +750,7 @@ mod tests {
             conn,
             NOW,
             &frame(&[
-                Message::Hello(Hello { ..reply }),
+                Message::from(Hello { ..reply }),
                 Message::Data(dask_core::messages::Data {
                     request: *request,
                     data,
@@ -786,7 +786,7 @@ mod tests {
         let _ = d.drain(NOW);
         let peer = d.accept(NOW);
         assert!(peer > SCHEDULER);
-        let hello = Message::Hello(handshake::offer(Role::Peer, None));
+        let hello = Message::from(handshake::offer(Role::Peer, None));
         let ask = Message::GetData(GetData {
             request: 4,
             keys: vec!["nothing".into()],

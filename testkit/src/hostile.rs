@@ -56,7 +56,7 @@ pub fn assert_refused_inside_tls(conn: &mut dask_net::BlockingConn, case: &str) 
 
 /// A well-formed `hello` of `role`.
 pub fn hello(role: Role) -> Message {
-    Message::Hello(handshake::offer(role, Some("hostile-test".into())))
+    Message::from(handshake::offer(role, Some("hostile-test".into())))
 }
 
 /// A hello as a tree, to be broken field by field.
@@ -183,7 +183,7 @@ pub fn bad_first_frames(
         ),
         (
             "a hello frame over the limit before the hello",
-            messages_frame(&[Message::Hello(handshake::offer(
+            messages_frame(&[Message::from(handshake::offer(
                 accepted,
                 Some("n".repeat(HELLO_FRAME_BYTES_MAX)),
             ))]),

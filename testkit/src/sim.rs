@@ -302,7 +302,7 @@ impl Sim {
             finished: 0,
             last_request: 0,
         });
-        let hello = Message::Hello(handshake::offer(Role::Client, None));
+        let hello = Message::from(handshake::offer(Role::Client, None));
         self.client_send(k, hello);
         self.drive();
         k
@@ -483,7 +483,7 @@ impl Sim {
         self.clients[k].scheduler_conn = scheduler;
         let mut hello = handshake::offer(Role::Client, None);
         hello.session = session;
-        self.client_send(k, Message::Hello(hello));
+        self.client_send(k, Message::from(hello));
         self.drive();
     }
 

@@ -91,7 +91,7 @@ fn main() {
         };
         let (reply, _) =
             handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 1, None).unwrap();
-        conn.send(&[Message::Hello(reply)]).unwrap();
+        conn.send(&[Message::from(reply)]).unwrap();
         let _ = conn.recv().unwrap();
         conn.send(&[Message::WorkerRegistered(WorkerRegistered {
             id: 1,

@@ -72,7 +72,7 @@ fn accept_worker(listener: &TcpListener) -> (BlockingConn, RegisterWorker) {
         panic!("hello expected");
     };
     let (reply, _) = handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 7, None).unwrap();
-    conn.send(&[Message::Hello(reply)]).unwrap();
+    conn.send(&[Message::from(reply)]).unwrap();
     let Message::RegisterWorker(registration) = conn.recv().unwrap() else {
         panic!("register-worker expected");
     };

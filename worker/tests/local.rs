@@ -120,7 +120,7 @@ fn start_worker(
         panic!("hello expected");
     };
     let (reply, _) = handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 1, None).unwrap();
-    conn.send(&[Message::Hello(reply)]).unwrap();
+    conn.send(&[Message::from(reply)]).unwrap();
     let Message::RegisterWorker(RegisterWorker { address, .. }) = conn.recv().unwrap() else {
         panic!("register-worker expected");
     };
@@ -283,7 +283,7 @@ fn hostile_holder(
                 _ => *probe,
             }),
         });
-        conn.send(&[Message::Hello(reply)]).unwrap();
+        conn.send(&[Message::from(reply)]).unwrap();
         let Ok(Message::GetData(GetData { request, keys })) = conn.recv() else {
             panic!("get-data expected");
         };

@@ -107,7 +107,7 @@ fn start(nthreads: usize, functions: FunctionRegistry, heartbeat_ms: u64) -> Set
         assert_eq!(hello.role, Role::Worker);
         let (reply, _) =
             handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 1, None).unwrap();
-        conn.send(&[Message::Hello(reply)]).unwrap();
+        conn.send(&[Message::from(reply)]).unwrap();
         let Message::RegisterWorker(registration) = conn.recv().unwrap() else {
             panic!("register-worker expected after hello");
         };
@@ -197,7 +197,7 @@ fn fake_peer(values: Vec<(&str, Value)>) -> FakePeer {
         };
         let role = hello.role;
         let (reply, _) = handshake::accept(&hello, Role::Worker, &[Role::Peer], 9, None).unwrap();
-        conn.send(&[Message::Hello(reply)]).unwrap();
+        conn.send(&[Message::from(reply)]).unwrap();
         while let Ok(Message::GetData(GetData { request, keys })) = conn.recv() {
             let _ = tx.send((role, keys.clone()));
             let mut data = BTreeMap::new();
@@ -517,7 +517,7 @@ fn a_peer_that_half_closes_after_its_request_still_gets_the_reply() {
         // worker usually reads the request and the end of the stream in
         // the same wakeup.
         let frame = dask_testkit::wire::messages_frame(&[
-            Message::Hello(handshake::offer(Role::Peer, None)),
+            Message::from(handshake::offer(Role::Peer, None)),
             Message::GetData(GetData {
                 request: round,
                 keys: vec!["x".into(), "nope".into()],
@@ -883,7 +883,7 @@ fn a_refused_registration_is_an_error_from_start() {
         let (reply, _) =
             handshake::accept(&hello, Role::Scheduler, &[Role::Worker], 1, None).unwrap();
         let _ = conn.send(&[
-            Message::Hello(reply),
+            Message::from(reply),
             Message::ErrorReport(ErrorReport {
                 code: 3004,
                 message: "name in use".into(),
@@ -936,7 +936,7 @@ fn a_wrong_role_in_the_scheduler_hello_fails_the_start() {
         let Ok(Message::Hello(_)) = conn.recv() else {
             return;
         };
-        let _ = conn.send(&[Message::Hello(Hello {
+        let _ = conn.send(&[Message::from(Hello {
             role: Role::Client,
             ..handshake::offer(Role::Client, None)
         })]);

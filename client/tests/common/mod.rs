@@ -66,7 +66,7 @@ pub fn connect_speaking(
         let (reply, _) =
             handshake::accept_speaking(version, &hello, Role::Scheduler, &[Role::Client], 42, None)
                 .expect("accept");
-        conn.send(&[Message::Hello(reply)]).expect("reply");
+        conn.send(&[Message::from(reply)]).expect("reply");
         Mock { conn }
     });
     let client = Client::connect_with(&address, options).expect("connect");

@@ -278,7 +278,7 @@ impl ClientSession {
             hello.tls = Some(auth.tls);
             s.auth = Some(connector);
         }
-        s.transmit.push_back(Message::Hello(hello));
+        s.transmit.push_back(Message::from(hello));
         s
     }
 
@@ -391,7 +391,7 @@ impl ClientSession {
             }
             self.transmit.push_front(Message::UpdateGraph(sent.graph));
         }
-        self.transmit.push_front(Message::Hello(hello));
+        self.transmit.push_front(Message::from(hello));
     }
 
     /// Stops waiting to resume a lost session: it closes, as any session

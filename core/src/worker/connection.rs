@@ -163,7 +163,7 @@ impl WorkerState {
                 c.auth = ConnAuth::Offered(connector);
             }
         }
-        self.send_now(conn, Message::Hello(hello));
+        self.send_now(conn, Message::from(hello));
         self.outputs.push_back(WorkerOutput::EndFrame(conn));
         for message in pending.after_hello {
             self.send(conn, message);
@@ -477,7 +477,7 @@ impl WorkerState {
             c.value_parts = handshake::lists_value_parts(&reply.features);
             c.local.usable = local;
         }
-        self.send_now(conn, Message::Hello(reply));
+        self.send_now(conn, Message::from(reply));
     }
 
     /// Sends `request` to the holder at `address`, asking for a connection

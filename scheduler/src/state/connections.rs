@@ -89,13 +89,13 @@ impl SchedulerState {
                                 c.peer = Peer::AwaitingProof;
                                 c.auth = Some(Box::new(pending));
                             }
-                            return self.send(conn, Message::Hello(reply));
+                            return self.send(conn, Message::from(reply));
                         }
                     }
                 }
                 // The reply first: admitting a client that resumes its
                 // session sends the events of its wants.
-                self.send(conn, Message::Hello(reply));
+                self.send(conn, Message::from(reply));
                 self.admit(conn, negotiated.peer_role);
             }
         }

@@ -184,7 +184,7 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
         .map(|k| (k, RawValue::from_value(&Value::from(a))))
         .collect();
     match op % OPS {
-        0 => Message::Hello(handshake::offer(
+        0 => Message::from(handshake::offer(
             [Role::Client, Role::Worker, Role::Peer, Role::Scheduler][b as usize % 4],
             None,
         )),
@@ -423,7 +423,7 @@ impl Story {
             return Ok(());
         };
         self.state
-            .handle_message(self.now, c, Message::Hello(handshake::offer(role, None)));
+            .handle_message(self.now, c, Message::from(handshake::offer(role, None)));
         if role == Role::Worker {
             self.next_worker += 1;
             self.state.handle_message(

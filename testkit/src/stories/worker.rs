@@ -393,7 +393,7 @@ impl Story {
             heartbeat_interval_ms: 1000,
             inline_bytes_max: None,
         };
-        let messages = vec![Message::Hello(hello), Message::WorkerRegistered(registered)];
+        let messages = vec![Message::from(hello), Message::WorkerRegistered(registered)];
         self.state.handle_frame(self.now, conn, messages);
         if let Err(e) = self.drain() {
             panic!("registering: {e}");
@@ -417,7 +417,7 @@ impl Story {
             return Ok(None); // refused
         }
         self.peers.insert(peer, conn);
-        let hello = Message::Hello(handshake::offer(Role::Peer, None));
+        let hello = Message::from(handshake::offer(Role::Peer, None));
         self.state.handle_message(self.now, conn, hello);
         self.drain()?;
         Ok(Some(conn))
@@ -514,7 +514,7 @@ impl Story {
                 };
                 let conn = *conn;
                 if !std::mem::replace(said_hello, true) {
-                    let hello = Message::Hello(handshake::offer(Role::Worker, None));
+                    let hello = Message::from(handshake::offer(Role::Worker, None));
                     self.state.handle_message(now, conn, hello);
                 }
                 self.state.handle_message(now, conn, reply);

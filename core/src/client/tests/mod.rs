@@ -13,7 +13,7 @@ use crate::msgpack::{task_ref_value, RawValue};
 use rmpv::Value;
 
 fn scheduler_hello(id: u64) -> Message {
-    Message::Hello(Hello {
+    Message::from(Hello {
         protocol: "dask".into(),
         version: Version { major: 1, minor: 0 },
         role: Role::Scheduler,

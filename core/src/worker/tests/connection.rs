@@ -25,7 +25,7 @@ fn rejection(out: &[WorkerOutput], conn: ConnId) -> Option<ErrorCode> {
 #[test]
 fn data_connections_shake_hands_then_route_requests_and_replies() {
     let (mut w, now) = worker(1);
-    let peer_hello = Message::Hello(handshake::offer(Role::Peer, None));
+    let peer_hello = Message::from(handshake::offer(Role::Peer, None));
     // Before the hello: only a hello (or an error, which just closes).
     let conn = new_conn();
     w.handle_connected(now, conn);
@@ -41,7 +41,7 @@ fn data_connections_shake_hands_then_route_requests_and_replies() {
     assert!(matches!(&drain(&mut w)[..], [WorkerOutput::Close(c)] if *c == conn));
     let conn = new_conn();
     w.handle_connected(now, conn);
-    let client_hello = Message::Hello(handshake::offer(Role::Client, None));
+    let client_hello = Message::from(handshake::offer(Role::Client, None));
     w.handle_message(now, conn, client_hello);
     assert_eq!(
         rejection(&drain(&mut w), conn),
@@ -85,7 +85,7 @@ fn data_connections_shake_hands_then_route_requests_and_replies() {
         ] if [*c2, *c3, *c4] == [outgoing; 3] && address == PEER_A
             && h.role == Role::Peer && h.name.as_deref() == Some("w")
     ));
-    let worker_hello = Message::Hello(handshake::offer(Role::Worker, None));
+    let worker_hello = Message::from(handshake::offer(Role::Worker, None));
     w.handle_message(now, outgoing, worker_hello.clone());
     w.handle_message(now, outgoing, get(3));
     let out = drain(&mut w);
@@ -133,7 +133,7 @@ fn an_incoming_connection_without_a_hello_in_time_is_refused() {
     let polite = new_conn();
     w.handle_connected(later, polite);
     assert_eq!(w.poll_timeout(), Some(now + Duration::from_secs(10)));
-    let hello = Message::Hello(handshake::offer(Role::Peer, None));
+    let hello = Message::from(handshake::offer(Role::Peer, None));
     w.handle_message(later, polite, hello);
     let _ = drain(&mut w);
     w.handle_timeout(now + Duration::from_secs(10));

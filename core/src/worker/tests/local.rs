@@ -29,7 +29,7 @@ fn peer_hello(role: Role, host: Option<u8>) -> Message {
             .push(handshake::VALUE_LOCAL.into());
         hello.local = Some(identity(host));
     }
-    Message::Hello(hello)
+    Message::from(hello)
 }
 
 /// The fetcher asked PEER_A for `d` (a task needs it), and the holder
@@ -229,7 +229,7 @@ fn incoming_peer(w: &mut WorkerState, now: Timestamp, host: Option<u8>) -> (Conn
     let reply = out
         .into_iter()
         .find_map(|o| match o {
-            WorkerOutput::Send(c, Message::Hello(h)) if c == conn => Some(h),
+            WorkerOutput::Send(c, Message::Hello(h)) if c == conn => Some(*h),
             _ => None,
         })
         .expect("a hello reply");

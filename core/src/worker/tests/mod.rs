@@ -49,7 +49,7 @@ fn register(mut w: WorkerState, now: Timestamp) -> WorkerState {
         heartbeat_interval_ms: 1000,
         inline_bytes_max: None,
     };
-    let messages = vec![Message::Hello(hello), Message::WorkerRegistered(registered)];
+    let messages = vec![Message::from(hello), Message::WorkerRegistered(registered)];
     w.handle_frame(now, conn, messages);
     assert!(matches!(
         &drain(&mut w)[..],
@@ -65,7 +65,7 @@ fn register(mut w: WorkerState, now: Timestamp) -> WorkerState {
 fn incoming(w: &mut WorkerState, now: Timestamp) -> ConnId {
     let conn = new_conn();
     w.handle_connected(now, conn);
-    let hello = Message::Hello(handshake::offer(Role::Peer, None));
+    let hello = Message::from(handshake::offer(Role::Peer, None));
     w.handle_message(now, conn, hello);
     let out = drain(w);
     assert!(
@@ -99,7 +99,7 @@ impl Play for WorkerState {
             return;
         };
         if !self.conns[&conn].handshaken {
-            let hello = Message::Hello(handshake::offer(Role::Worker, None));
+            let hello = Message::from(handshake::offer(Role::Worker, None));
             self.handle_message(now, conn, hello);
         }
         self.handle_message(now, conn, message);

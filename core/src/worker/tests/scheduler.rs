@@ -6,7 +6,7 @@ use super::*;
 fn scheduler_hello() -> Message {
     let mut hello = handshake::offer(Role::Scheduler, None);
     hello.id = Some(1);
-    Message::Hello(hello)
+    Message::from(hello)
 }
 
 fn worker_registered(id: u64) -> Message {

@@ -95,7 +95,7 @@ fn a_value_too_large_for_a_frame_is_served_only_where_parts_were_negotiated() {
     let mut hello = handshake::offer(Role::Peer, None);
     hello.features = None;
     hello.version = crate::messages::Version { major: 1, minor: 0 };
-    w.handle_message(now, old, Message::Hello(hello));
+    w.handle_message(now, old, Message::from(hello));
     let out = drain(&mut w);
     assert!(
         matches!(&out[..], [WorkerOutput::Send(_, Message::Hello(h))] if h.features.as_deref() == Some(&[][..])),
