@@ -117,7 +117,7 @@ pub fn generate() -> String {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://dask-rs.dev/spec/dask-1/dask-1.schema.json",
         "title": "dask/1 message",
-        "description": "One dask/1 message in its JSON form (see spec/PROTOCOL.md, 'JSON form'). Generated from core/src/messages.rs: do not edit. Each message and field has `x-since`, the dask/1 version it exists since; each field has `x-dask-type`, its type in the notation of PROTOCOL.md's field tables, and `x-ignorable`, whether a receiver may ignore it.",
+        "description": "One dask/1 message in its JSON form (see spec/PROTOCOL.md, 'JSON form'). Generated from core/src/messages/: do not edit. Each message and field has `x-since`, the dask/1 version it exists since; each field has `x-dask-type`, its type in the notation of PROTOCOL.md's field tables, and `x-ignorable`, whether a receiver may ignore it.",
         "oneOf": one_of,
         "$defs": defs,
     });

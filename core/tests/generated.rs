@@ -1,5 +1,5 @@
 //! The files this crate generates are what is committed: the JSON Schema
-//! (`spec/schema/dask-1.schema.json`, from `core/src/messages.rs`) and the
+//! (`spec/schema/dask-1.schema.json`, from `core/src/messages/`) and the
 //! golden vectors (`spec/vectors/*.json`, from `tests/vectors_gen`).
 //! The convention: `dask_testkit::generated`.
 

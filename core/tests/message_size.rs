@@ -10,7 +10,7 @@ use std::mem::size_of;
 fn a_message_is_no_larger_than_compute_task_and_a_tag() {
     assert!(
         size_of::<Hello>() > size_of::<ComputeTask>(),
-        "hello is no longer the largest payload: unbox it (core/src/messages.rs)"
+        "hello is no longer the largest payload: unbox it (core/src/messages/)"
     );
     assert!(
         size_of::<Message>() <= size_of::<ComputeTask>() + 8,

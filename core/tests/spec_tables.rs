@@ -4,7 +4,7 @@
 //! itself checked against the plain JSON Schema), required-ness, version
 //! (`x-since`), ignorability (`x-ignorable`) and description (the field's
 //! doc comment: the Meaning, then "Absent: ..." for an optional field).
-//! So the prose cannot drift from `core/src/messages.rs`.
+//! So the prose cannot drift from `core/src/messages/`.
 
 use std::path::PathBuf;
 
@@ -350,7 +350,7 @@ fn field_tables_match_the_schema() {
     }
     assert!(
         problems.is_empty(),
-        "spec/PROTOCOL.md's field tables disagree with the schema generated from core/src/messages.rs:\n  {}",
+        "spec/PROTOCOL.md's field tables disagree with the schema generated from core/src/messages/:\n  {}",
         problems.join("\n  ")
     );
 }
