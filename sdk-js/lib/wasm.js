@@ -114,7 +114,7 @@ export class WasmClient {
   }
 }
 
-/** A worker's protocol side (sdk-js/src/worker.rs). */
+/** A worker's protocol side (sdk-js/src/worker/). */
 export class WasmWorker {
   constructor(config) {
     const handle = withBytes(encode(config), (p, n) => x.dask_worker_new(p, n)) >>> 0;

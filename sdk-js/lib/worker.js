@@ -1,6 +1,6 @@
 // The Worker: serves JS functions to a dask/1 cluster. core's worker
 // state machine and this worker's protocol side run in wasm
-// (sdk-js/src/worker.rs); this file owns the sockets, the timer and the
+// (sdk-js/src/worker/); this file owns the sockets, the timer and the
 // user's functions, and does what each drain of the wasm side says.
 
 import { randomBytes } from 'node:crypto';
