@@ -58,6 +58,11 @@ fn lines_naming(dirs: &[&str], forbidden: &[&str], skip_files: &[&str]) -> Vec<S
             if skip_files.iter().any(|s| rel_text == *s) {
                 continue;
             }
+            // A test module in a file of its own (`#[cfg(test)] mod tests;`)
+            // is test code, as an inline one is to `without_tests`.
+            if rel_text.ends_with("/tests.rs") || rel_text.contains("/tests/") {
+                continue;
+            }
             let source = std::fs::read_to_string(&file).unwrap_or_default();
             for (n, line) in without_tests(&source).lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
