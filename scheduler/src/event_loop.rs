@@ -26,18 +26,16 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dask_core::auth::{AuthConfig, Credentials};
+use dask_core::auth::AuthConfig;
 use dask_core::log::{Level, LogRecord};
 use dask_core::{ConnId, Message, Timestamp};
 use dask_net::log::Logger;
 use dask_net::{
-    Clock, CloseReason, NetEvent, Reactor, ReactorConfig, TlsConfig, Waker, ACCEPT_RETRY_INTERVAL,
+    Clock, CloseReason, NetEvent, Reactor, ReactorConfig, Waker, ACCEPT_RETRY_INTERVAL,
 };
 
 use crate::dashboard::{
@@ -46,10 +44,17 @@ use crate::dashboard::{
 };
 use crate::journal::holdback::Holdback;
 use crate::journal::writer::JournalWriter;
-use crate::journal::Journal;
 use crate::state::{SchedulerOutput, SchedulerState, SchedulerStateConfig};
+use journal_open::{journal_failed, open_journal};
 
+mod config;
+mod handle;
+mod journal_open;
+
+pub use config::{SchedulerConfig, DEFAULT_PORT, WRITE_TIMEOUT_DEFAULT};
 pub use dask_net::{CLOSE_LINGER, CONNECTIONS_MAX, HANDSHAKE_BYTES_MAX};
+pub use handle::{serve, SchedulerHandle};
+pub use journal_open::JournalRefused;
 
 /// Longest [`EventLoop::run`] waits, once stopped, for peers to take their
 /// `close` and hang up.
@@ -63,111 +68,11 @@ pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// scheduler answered nobody meanwhile).
 pub const SLOW_EVENT: Duration = Duration::from_secs(1);
 
-/// The scheduler's default port: 8796, not Python Dask's 8786, so both
-/// schedulers can run on one machine with their defaults and a client given
-/// one's usual address never reaches the other by accident (see the guide,
-/// "Living beside Python Dask").
-pub const DEFAULT_PORT: u16 = 8796;
-
 /// What a Python Dask client or worker that reached this scheduler is told
 /// (it raises it as an exception, or logs it).
 const PYTHON_DASK_REFUSAL: &str =
     "this is a dask-rs (dask/1) scheduler, not a Python Dask one: Python Dask's clients and \
      workers cannot use it (use dask-rs's: Rust, C, C++, Node, or the dask-rs command)";
-
-/// Settings of a scheduler process.
-#[derive(Debug, Clone)]
-pub struct SchedulerConfig {
-    /// Interface to listen on. Default "127.0.0.1".
-    pub host: String,
-    /// Port to listen on; 0 picks a free one. Default [`DEFAULT_PORT`].
-    pub port: u16,
-    /// A worker silent for this long is declared dead. Default 10 s.
-    pub heartbeat_timeout: Duration,
-    /// A connection that sends no `hello` for this long gets 3002 and is
-    /// closed. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// Check the state's invariants after every event (slow; for tests and
-    /// debugging). A violation panics the loop. Default false.
-    pub validate: bool,
-    /// Lost workers a task may be processing on before it errs with
-    /// `KilledWorker` (see [`SchedulerStateConfig::allowed_failures`]). Default 3.
-    pub allowed_failures: u32,
-    /// How long a worker may stay paused and unable to spill before the
-    /// tasks only such workers could run err with `SpillFailed` (see
-    /// [`SchedulerStateConfig::spill_failed_timeout`]). Default 10 s.
-    pub spill_failed_timeout: Duration,
-    /// Most bytes held in all for the unfinished frames of connections
-    /// that have not sent their `hello` (each holds at most
-    /// [`dask_net::HELLO_FRAME_BYTES_MAX`]); a connection whose bytes take
-    /// the sum over it gets 1002 and is closed. Without it, a flood of slow
-    /// connections could each hold a frame's worth. Default
-    /// [`HANDSHAKE_BYTES_MAX`].
-    pub handshake_bytes_max: usize,
-    /// The cluster's secrets: every connection must prove one (clients
-    /// the client secret, workers the worker secret) before it can do
-    /// anything. `None` serves anyone who reaches the port (the opt-out:
-    /// `--no-auth-anyone-can-connect`). Default `None`; `dask-scheduler`
-    /// always sets it unless told not to.
-    pub credentials: Option<Credentials>,
-    /// Serve TLS (`tls://`): a certificate and key, and with a CA,
-    /// require clients' and workers' certificates. Default `None`.
-    pub tls: Option<TlsConfig>,
-    /// The dashboard, JSON API and `/metrics` on HTTP; `None` (the
-    /// library's default) serves none. The binary serves one on
-    /// [`DEFAULT_DASHBOARD_PORT`](crate::dashboard::DEFAULT_DASHBOARD_PORT)
-    /// unless `--no-dashboard`.
-    pub dashboard: Option<DashboardConfig>,
-    /// Where operator log records go. Default: nowhere (the binary logs
-    /// at `info` to stderr).
-    pub logger: Logger,
-    /// Largest frame the scheduler sends ([`dask_net::ReactorConfig::frame_bytes_max`]:
-    /// lower only for tests). Default [`dask_core::FRAME_BYTES_MAX`].
-    pub frame_bytes_max: usize,
-    /// Keep a journal in this directory (`--journal DIR`): every change a
-    /// client may rely on is durable there before it is acknowledged, and
-    /// a scheduler started on it after a crash restores its graphs,
-    /// results' locations, datasets and client sessions (see
-    /// [`crate::journal`] and [`crate::state::durable`]). Default `None`.
-    pub journal: Option<PathBuf>,
-    /// The write timeout (`--write-timeout`, [`dask_net::ReactorConfig::write_timeout`]):
-    /// a connection with over 1 MiB unwritten of which no byte could be
-    /// written for this long is closed, and logged. `None`: never. Default
-    /// [`WRITE_TIMEOUT_DEFAULT`].
-    pub write_timeout: Option<Duration>,
-    /// How long the loop looks for more input without sleeping after its
-    /// last activity (`--busy-poll-us`, [`dask_net::ReactorConfig::busy_poll`]).
-    /// Default [`dask_net::BUSY_POLL`].
-    pub busy_poll: Duration,
-}
-
-/// The default write timeout: long enough for a client that stops to
-/// think, or a paused process, short enough that peers that do not read
-/// free what is held for them within a minute.
-pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            host: "127.0.0.1".into(),
-            port: DEFAULT_PORT,
-            heartbeat_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            validate: false,
-            allowed_failures: crate::state::ALLOWED_FAILURES_DEFAULT,
-            spill_failed_timeout: crate::state::SPILL_FAILED_TIMEOUT_DEFAULT,
-            handshake_bytes_max: HANDSHAKE_BYTES_MAX,
-            credentials: None,
-            tls: None,
-            dashboard: None,
-            logger: Logger::off("dask-scheduler"),
-            frame_bytes_max: dask_core::FRAME_BYTES_MAX,
-            journal: None,
-            write_timeout: Some(WRITE_TIMEOUT_DEFAULT),
-            busy_poll: dask_net::BUSY_POLL,
-        }
-    }
-}
 
 /// Stops a running [`EventLoop`] from any thread (or a signal handler:
 /// it stores to an atomic and writes to an eventfd).
@@ -639,91 +544,6 @@ impl EventLoop {
     }
 }
 
-/// The error that ends the loop when the journal cannot be written.
-fn journal_failed(e: crate::journal::JournalError) -> io::Error {
-    io::Error::other(format!(
-        "{e}; stopping without sending what it could not make durable (restart on the same \
-         --journal once the disk is fixed)"
-    ))
-}
-
-/// Why the journal cannot be used (inside the `io::Error` that
-/// [`EventLoop::bind`] returns): one line naming the file and the reason.
-#[derive(Debug)]
-pub struct JournalRefused(pub String);
-
-impl std::fmt::Display for JournalRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for JournalRefused {}
-
-/// Opens the journal in `dir`, restores `state` from it and compacts it
-/// to the restored state. Errors are one line naming the file.
-fn open_journal(
-    dir: &std::path::Path,
-    state: &mut SchedulerState,
-    logger: &Logger,
-) -> io::Result<Journal> {
-    let refused = |message: String| io::Error::other(JournalRefused(message));
-    let (mut journal, recovered) = Journal::open(dir).map_err(|e| refused(e.to_string()))?;
-    let file = dir.join(crate::journal::JOURNAL_FILE);
-    let summary = state
-        .restore(recovered.snapshot.as_deref(), &recovered.events)
-        .map_err(|e| {
-            refused(format!(
-                "{}: {e}: not a journal this scheduler can restore; move it away to start \
-                 afresh",
-                file.display()
-            ))
-        })?;
-    if recovered.cut_bytes > 0 {
-        logger.log(
-            &LogRecord::new(
-                Level::Warn,
-                "journal-tail-cut",
-                format!(
-                    "{}: cut {} bytes of a torn or corrupt tail (records never acknowledged)",
-                    file.display(),
-                    recovered.cut_bytes
-                ),
-            )
-            .with("bytes", recovered.cut_bytes as f64),
-        );
-    }
-    if summary.records > 0 {
-        logger.log(&LogRecord::new(
-            Level::Info,
-            "journal-restored",
-            format!(
-                "restored from {}: {} tasks, {} client sessions (waiting for their clients), {} \
-                 datasets, {} results last known on {} workers (placement waits for them){}",
-                file.display(),
-                summary.tasks,
-                summary.sessions,
-                summary.datasets,
-                summary.results,
-                summary.workers_awaited,
-                if summary.graphs_dropped > 0 {
-                    format!(
-                        "; {} graphs not restored (they referred to keys the journal did not \
-                         know)",
-                        summary.graphs_dropped
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        ));
-    }
-    journal
-        .compact(&state.journal_snapshot())
-        .map_err(|e| refused(e.to_string()))?;
-    Ok(journal)
-}
-
 /// Returns the pages malloc holds free to the OS, after the state shrank
 /// its tables (glibc keeps freed memory in its heap otherwise: a scheduler
 /// that once held a large graph would keep its peak). Elsewhere nothing:
@@ -754,78 +574,6 @@ fn request_of(message: &Message) -> Option<u64> {
         Message::GetData(m) => Some(m.request),
         _ => None,
     }
-}
-
-/// A scheduler running on its own thread.
-pub struct SchedulerHandle {
-    address: String,
-    dashboard: Option<SocketAddr>,
-    dashboard_url: Option<String>,
-    stopper: Stopper,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl SchedulerHandle {
-    /// Binds and starts the loop on a new thread.
-    pub fn start(config: SchedulerConfig) -> io::Result<SchedulerHandle> {
-        let event_loop = EventLoop::bind(&config)?;
-        let address = event_loop.address();
-        let dashboard = event_loop.dashboard_address();
-        let dashboard_url = event_loop.dashboard_url();
-        let stopper = event_loop.stopper();
-        let thread = std::thread::Builder::new()
-            .name("dask-scheduler".into())
-            .spawn(move || event_loop.run(None))?;
-        Ok(SchedulerHandle {
-            address,
-            dashboard,
-            dashboard_url,
-            stopper,
-            thread: Some(thread),
-        })
-    }
-
-    /// Where to connect: `tcp://127.0.0.1:PORT`.
-    pub fn address(&self) -> String {
-        self.address.clone()
-    }
-
-    /// Where the dashboard listens, when [`SchedulerConfig::dashboard`]
-    /// asked for one.
-    pub fn dashboard_address(&self) -> Option<SocketAddr> {
-        self.dashboard
-    }
-
-    /// The dashboard's page, with `?token=TOKEN` when it needs one.
-    pub fn dashboard_url(&self) -> Option<String> {
-        self.dashboard_url.clone()
-    }
-
-    /// Closes every connection cleanly (each peer gets `close`) and waits
-    /// for the loop's thread to end.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.stopper.stop();
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for SchedulerHandle {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
-
-/// Binds and serves in the foreground until `stop` becomes true (e.g. set
-/// by a signal handler; checked at least every [`STOP_CHECK_INTERVAL`]).
-/// The binary uses [`EventLoop`] directly to print the address in between.
-pub fn serve(config: SchedulerConfig, stop: Option<&AtomicBool>) -> io::Result<()> {
-    EventLoop::bind(&config)?.run(stop)
 }
 
 /// The operator's line for a wakeup that took `took`, when that is at

@@ -105,7 +105,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dask_core::auth::{AcceptorAuth, AuthConfig, NonceSource, CHANNEL_BINDING_BYTES};
+use dask_core::auth::{AcceptorAuth, NonceSource, CHANNEL_BINDING_BYTES};
 use dask_core::handshake;
 use dask_core::log::{Level, LogRecord};
 use dask_core::messages::{
@@ -123,6 +123,7 @@ use small_list::SmallList;
 use crate::journal::record::JournalRecord;
 
 mod claims;
+mod config;
 mod connections;
 pub mod data;
 pub mod durable;
@@ -133,6 +134,7 @@ pub mod liveness;
 pub mod observe;
 pub mod outflow;
 pub mod pause;
+mod peers;
 pub mod placement;
 mod ready_queue;
 pub mod relay;
@@ -150,7 +152,12 @@ mod workers;
 #[cfg(test)]
 mod tests;
 
+pub use config::{
+    SchedulerStateConfig, ALLOWED_FAILURES_DEFAULT, CLIENT_GRACE_DEFAULT, INLINE_BYTES_MAX_DEFAULT,
+    RELEASE_STEP_DEFAULT, RESTORE_WORKER_WAIT_DEFAULT, SPILL_FAILED_TIMEOUT_DEFAULT,
+};
 pub use dask_core::ConnId;
+pub(crate) use peers::{Client, Connection, Departure, Peer, Want, Worker};
 pub(crate) use task_record::{
     Def, QueueKey, Task, TaskDef, TaskError, TaskId, TaskState, WorkerIdx,
 };
@@ -179,88 +186,6 @@ pub enum SchedulerOutput {
     Journal,
 }
 
-/// Settings of the state machine.
-#[derive(Debug, Clone)]
-pub struct SchedulerStateConfig {
-    /// A worker that sends nothing for this long is declared dead.
-    pub heartbeat_timeout: Duration,
-    /// The interval workers are told to send heartbeats at, at most: they
-    /// are told a third of `heartbeat_timeout` when that is shorter, so a
-    /// worker is never declared dead before three intervals of silence
-    /// (see [`SchedulerState::heartbeat_interval_told`]).
-    pub heartbeat_interval: Duration,
-    /// A connection that sends no hello for this long is closed.
-    pub handshake_timeout: Duration,
-    /// Check the invariants after every event and panic on a violation
-    /// (tests and `--validate`); see [`SchedulerState::validate`].
-    pub validate: bool,
-    /// Times a task may be on a worker that is lost (connection dropped or
-    /// heartbeat timeout, not a `close`) and be rescheduled; one more and
-    /// it errs with `KilledWorker` instead: a task that kills its workers
-    /// must not kill them all, one after the other, forever. Default
-    /// [`ALLOWED_FAILURES_DEFAULT`] (Dask's `allowed-failures`).
-    pub allowed_failures: u32,
-    /// Require every connection to prove the cluster's credentials
-    /// (spec: "Authentication"): clients the client secret, workers the
-    /// worker secret. `None`: anyone who reaches the port is served (the
-    /// opt-out; tests of the state machine).
-    pub auth: Option<AuthConfig>,
-    /// How long a worker may stay paused and unable to spill (a full
-    /// disk) before the tasks that only such workers could run err with
-    /// `SpillFailed` instead of waiting for it (see [`pause`]). Default
-    /// [`SPILL_FAILED_TIMEOUT_DEFAULT`].
-    pub spill_failed_timeout: Duration,
-    /// Results of at most this many bytes travel inline (dask/1.1): the
-    /// worker sends them with `task-finished`, and wanting clients get
-    /// them with `key-finished`, without a `gather`. 0: none. Default
-    /// [`INLINE_BYTES_MAX_DEFAULT`].
-    pub inline_bytes_max: u64,
-    /// Emit [`SchedulerOutput::Journal`] records of every change a client
-    /// may rely on (see [`durable`]). Default false.
-    pub journal: bool,
-    /// Key of client session tokens (the edge gives 32 random bytes):
-    /// tokens are HMAC-SHA256 of a count under it, so a client that knows
-    /// its own token learns nothing of another's.
-    pub session_seed: [u8; 32],
-    /// After a restore, placement waits at most this long for the workers
-    /// the journal named as holders. Default
-    /// [`RESTORE_WORKER_WAIT_DEFAULT`].
-    pub restore_worker_wait: Duration,
-    /// After a restore, a client session waits this long for its client
-    /// to reconnect; then its wants end. Default [`CLIENT_GRACE_DEFAULT`].
-    pub client_grace: Duration,
-    /// Most tasks released or forgotten in one step: the rest of a larger
-    /// release (a 10M-task lineage once its result is released) waits for
-    /// the next steps, each its own wakeup of the loop, so peers are
-    /// answered between them. Default [`RELEASE_STEP_DEFAULT`].
-    pub release_step: usize,
-}
-
-/// See [`SchedulerStateConfig::release_step`]: 50,000 tasks forgotten
-/// take ~30 ms on an idle machine (a 10M-task lineage forgotten at once
-/// kept the loop busy for 6 s idle, 124 s at load 20).
-pub const RELEASE_STEP_DEFAULT: usize = 50_000;
-
-/// Results up to this size travel with `task-finished` and `key-finished`
-/// by default: a few numbers or a short string, the results a client
-/// waits on one at a time, whose `gather` would cost a round trip through
-/// the scheduler to a worker and back.
-pub const INLINE_BYTES_MAX_DEFAULT: u64 = 4096;
-
-/// How long a worker may be paused and unable to spill before the tasks
-/// only it could run err, by default: long enough for a disk that fills
-/// for a moment (the worker tries again every second).
-pub const SPILL_FAILED_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
-
-/// See [`SchedulerStateConfig::restore_worker_wait`].
-pub const RESTORE_WORKER_WAIT_DEFAULT: Duration = Duration::from_secs(10);
-
-/// See [`SchedulerStateConfig::client_grace`].
-pub const CLIENT_GRACE_DEFAULT: Duration = Duration::from_secs(60);
-
-/// Workers a task may lose before it errs with `KilledWorker`, by default.
-pub const ALLOWED_FAILURES_DEFAULT: u32 = 3;
-
 /// Most function names shared between tasks (see
 /// `SchedulerState::functions`); tasks of further names get their own copy.
 const FUNCTION_NAMES_SHARED_MAX: usize = 4096;
@@ -268,158 +193,6 @@ const FUNCTION_NAMES_SHARED_MAX: usize = 4096;
 /// Most names of lost workers a task remembers for its `KilledWorker`
 /// message.
 const KILLED_WORKER_NAMES_MAX: usize = 8;
-
-impl Default for SchedulerStateConfig {
-    fn default() -> Self {
-        SchedulerStateConfig {
-            heartbeat_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_millis(1000),
-            handshake_timeout: Duration::from_secs(10),
-            validate: false,
-            allowed_failures: ALLOWED_FAILURES_DEFAULT,
-            inline_bytes_max: INLINE_BYTES_MAX_DEFAULT,
-            auth: None,
-            spill_failed_timeout: SPILL_FAILED_TIMEOUT_DEFAULT,
-            journal: false,
-            session_seed: [0; 32],
-            restore_worker_wait: RESTORE_WORKER_WAIT_DEFAULT,
-            client_grace: CLIENT_GRACE_DEFAULT,
-            release_step: RELEASE_STEP_DEFAULT,
-        }
-    }
-}
-
-/// A registered worker.
-#[derive(Debug)]
-pub(crate) struct Worker {
-    pub(crate) conn: ConnId,
-    pub(crate) id: u64,
-    pub(crate) name: String,
-    pub(crate) address: String,
-    pub(crate) nthreads: u32,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) resources: Resources,
-    /// The functions it offers, sorted by [`placement::function_order`]
-    /// and without duplicates: looked up for every placement, where
-    /// comparing a few short names beats hashing one (see
-    /// [`Worker::offers`]).
-    pub(crate) functions: Vec<String>,
-    /// The last function [`Worker::offers`] was asked about (held, so the
-    /// pointer it is compared by stays its name's) and the answer.
-    pub(crate) last_offer: std::cell::RefCell<Option<(Arc<String>, bool)>>,
-    pub(crate) function_list: Vec<String>,
-    pub(crate) processing: BTreeSet<TaskId>,
-    /// The tasks last sent to it to compute, oldest first, with their
-    /// keys' hash bits (at most [`SENT_HINTS_MAX`]): where its
-    /// `task-finished` looks first (see `SchedulerState::finished_task`).
-    /// A hint, not a record: an entry may be stale (the task stolen,
-    /// freed, even forgotten), so a key found here is compared first.
-    pub(crate) sent: VecDeque<(u32, TaskId)>,
-    pub(crate) has_what: BTreeSet<TaskId>,
-    pub(crate) stored_bytes: u64,
-    /// Moving average of the task durations it reported.
-    pub(crate) average_duration_us: Option<f64>,
-    /// How many of its processing tasks are in each task group: its
-    /// occupancy follows the groups' estimates as they change.
-    pub(crate) processing_groups: Vec<(GroupId, u32)>,
-    /// Tasks freed while processing here, which may still hold a thread
-    /// (the worker does not say when such a run ends), since its last
-    /// result; see placement.
-    pub(crate) abandoned: u32,
-    /// What its last heartbeat said of its load and memory.
-    pub(crate) metrics: Option<Metrics>,
-    /// The transfer totals its heartbeats told since it registered.
-    pub(crate) transfers: observe::TransferTotals,
-    /// Its last heartbeat said it is paused (dask/1.1): no task is placed
-    /// on it (see [`pause`]).
-    pub(crate) paused: bool,
-    /// Since when it has been paused and unable to spill: it can run
-    /// nothing until it recovers (see [`pause`]).
-    pub(crate) stuck_since: Option<Timestamp>,
-    /// Stuck for longer than `spill_failed_timeout`: tasks only it could
-    /// run err with `SpillFailed`.
-    pub(crate) stuck_for_good: bool,
-}
-
-/// How a connection ended: a worker that said `close` left on purpose;
-/// one whose connection dropped, timed out or broke the protocol was lost,
-/// and its processing tasks count it against their allowed failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Departure {
-    Closed,
-    Lost,
-    /// Lost: silent for the heartbeat timeout.
-    TimedOut,
-}
-
-/// What a connection is, as far as the handshake got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    AwaitingHello,
-    /// Replied to the hello; its `auth-proof` is due (and nothing else).
-    AwaitingProof,
-    Client,
-    /// A worker; `None` until it registered.
-    Worker(Option<WorkerIdx>),
-}
-
-#[derive(Debug)]
-struct Connection {
-    peer: Peer,
-    id: u64,
-    connected_at: Timestamp,
-    last_seen: Timestamp,
-    /// Its TLS channel binding, which proofs cover.
-    channel_binding: Option<[u8; CHANNEL_BINDING_BYTES]>,
-    /// The proof it owes, while [`Peer::AwaitingProof`].
-    auth: Option<Box<AcceptorAuth>>,
-    /// The version negotiated in its hello has dask/1.1's additions.
-    v1_1: bool,
-    /// Both sides listed the feature `key-waiting` in their hellos.
-    key_waiting: bool,
-    /// Both sides listed the feature `value-parts`: values too large for a
-    /// frame go to it in parts.
-    value_parts: bool,
-    /// Both sides listed the feature `value-ranges`: a worker that answers
-    /// `get-value-range`, so gathers relay its large values a range at a
-    /// time ([`relay`]).
-    value_ranges: bool,
-    /// The name in its hello, for the dashboard and the log.
-    name: Option<String>,
-    /// A client's session token, told in the hello reply: the detached
-    /// session its hello asked to resume (dask/1.1), or a new one.
-    session: Option<String>,
-}
-
-/// A connected client.
-#[derive(Debug, Default)]
-pub(crate) struct Client {
-    /// Wanted tasks.
-    pub(crate) wants: BTreeMap<TaskId, Want>,
-    /// It speaks dask/1.1: its events carry their want's request, its
-    /// `who-has` and `gather` replies the keys' states, and `ack` gets `ok`.
-    pub(crate) v1_1: bool,
-    /// It negotiated the feature `key-waiting`: it gets `key-waiting`
-    /// events and may send `waiting-keys`.
-    pub(crate) key_waiting: bool,
-    /// It negotiated the feature `value-parts`: a `gather-reply` too large
-    /// for a frame goes to it (its values in parts) rather than 5002.
-    pub(crate) value_parts: bool,
-    /// Its session token (see [`durable`]).
-    pub(crate) session: String,
-}
-
-/// One key a client wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Want {
-    /// Its `key-finished` was sent.
-    pub(crate) finished_sent: bool,
-    /// The `request` of the message that started it (or started it again
-    /// after its event was sent), which dask/1.1 events carry.
-    pub(crate) request: u64,
-    /// Its `key-waiting` was sent (once per want).
-    pub(crate) waiting_told: bool,
-}
 
 /// The scheduler. See the module docs for the call order.
 #[derive(Debug)]
