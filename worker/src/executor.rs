@@ -47,12 +47,29 @@ fn run(registry: &FunctionRegistry, job: &Job) -> Result<RawValue, TaskError> {
         Ok(result) => result?,
         Err(panic) => return Err(panic_error(panic.as_ref())),
     };
-    // Re-checking the encoding keeps a function from storing a value that
-    // peers would refuse (nested deeper than the protocol allows).
     // A large binary result becomes its encoding in place, not a copy.
-    RawValue::from_bytes(RawValue::from_owned_value(value).into_bytes()).map_err(|e| {
+    let checked = needs_check(&value);
+    let raw = RawValue::from_owned_value(value);
+    if !checked {
+        return Ok(raw);
+    }
+    // Re-checking the encoding keeps a function from storing a value that
+    // peers would refuse (nested deeper than the protocol allows, a string
+    // that is not UTF-8, a malformed task reference).
+    RawValue::from_shared_bytes(raw.into_shared()).map_err(|e| {
         TaskError::value_error(format!("result is not a valid dask/1 value: {}", e.message))
     })
+}
+
+/// Whether a result's encoding must be checked before it is stored: a
+/// number, a boolean, nil or a binary always encodes as one valid value,
+/// and most results of short tasks are numbers.
+fn needs_check(value: &rmpv::Value) -> bool {
+    use rmpv::Value::*;
+    !matches!(
+        value,
+        Nil | Boolean(_) | Integer(_) | F32(_) | F64(_) | Binary(_)
+    )
 }
 
 /// The error a function that panicked gives: `Panic`, with the panic's
@@ -446,6 +463,45 @@ mod tests {
         let e = result(run_job(
             &registry,
             &job("deep", Value::Array(vec![]), None, vec![]),
+        ));
+        assert_eq!(e.unwrap_err().error_type, "ValueError");
+    }
+
+    #[test]
+    fn scalar_results_keep_their_encoding_and_strings_are_still_checked() {
+        let mut registry = FunctionRegistry::new();
+        let scalars = vec![
+            Value::Nil,
+            Value::from(true),
+            Value::from(-7),
+            Value::from(u64::MAX),
+            Value::F64(1.5),
+            Value::Binary(vec![0xc1; 3]),
+        ];
+        let returned = scalars.clone();
+        registry.register("scalar", move |args: &[Value], _: &[(String, Value)]| {
+            let at = args[0].as_u64().unwrap_or(0) as usize;
+            Ok(returned[at].clone())
+        });
+        for (at, expected) in scalars.iter().enumerate() {
+            let j = job("scalar", Value::Array(vec![Value::from(at)]), None, vec![]);
+            let raw = run_job(&registry, &j).result.unwrap();
+            // The canonical encoding, one whole value.
+            assert_eq!(raw.as_bytes(), RawValue::from_value(expected).as_bytes());
+            assert_eq!(&raw.to_value().unwrap(), expected);
+        }
+        // A string is checked: rmpv keeps bytes that are not UTF-8 as given.
+        let bad: rmpv::Utf8String = match rmpv::decode::read_value(&mut &[0xa1, 0xff][..]) {
+            Ok(Value::String(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert!(!bad.is_str());
+        registry.register("bad_str", move |_: &[Value], _: &[(String, Value)]| {
+            Ok(Value::String(bad.clone()))
+        });
+        let e = result(run_job(
+            &registry,
+            &job("bad_str", Value::Array(vec![]), None, vec![]),
         ));
         assert_eq!(e.unwrap_err().error_type, "ValueError");
     }

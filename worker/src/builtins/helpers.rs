@@ -10,14 +10,15 @@ use rmpv::Value;
 use crate::function::{TaskError, TaskResult};
 
 /// Binds positional and keyword arguments to parameter names, as Python
-/// does: the first `required` are mandatory, the rest optional.
-pub(super) fn bind<'a, T, K: AsRef<str>>(
+/// does: the first `required` are mandatory, the rest optional. The slots
+/// are an array the size of `names` (no allocation per call).
+pub(super) fn bind<'a, T, K: AsRef<str>, const N: usize>(
     function: &str,
-    names: &[&str],
+    names: &[&str; N],
     required: usize,
     args: &'a [T],
     kwargs: &'a [(K, T)],
-) -> Result<Vec<Option<&'a T>>, TaskError> {
+) -> Result<[Option<&'a T>; N], TaskError> {
     if args.len() > names.len() {
         return Err(TaskError::type_error(format!(
             "{function}() takes at most {} arguments ({} given)",
@@ -25,7 +26,7 @@ pub(super) fn bind<'a, T, K: AsRef<str>>(
             args.len()
         )));
     }
-    let mut bound: Vec<Option<&T>> = vec![None; names.len()];
+    let mut bound: [Option<&T>; N] = [None; N];
     for (slot, arg) in bound.iter_mut().zip(args) {
         *slot = Some(arg);
     }
