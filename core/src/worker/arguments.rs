@@ -6,13 +6,13 @@
 //! ([`borrowed_arguments`]; a large binary or string stays where it was
 //! received, a slice of its frame, and is not copied at all).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use rmpv::{Value, ValueRef};
 
 use crate::error::WireError;
 use crate::msgpack::{parse_ref, TASK_REF_EXT};
-use crate::RawValue;
+use crate::{Key, RawValue};
 
 use super::{Job, TaskError};
 
@@ -81,7 +81,7 @@ fn arguments<'a, T: Tree>(
     job: &'a Job,
     decode: fn(&'a RawValue) -> Result<T, WireError>,
 ) -> Result<(T, Option<T>), TaskError> {
-    let deps: HashMap<&str, &RawValue> = job.deps.iter().map(|(k, v)| (k.as_str(), &**v)).collect();
+    let deps = Deps::new(&job.deps);
     let mut lookup = |key: &str| match deps.get(key) {
         Some(raw) => decode(raw).map_err(|e| {
             TaskError::value_error(format!("dependency {key} cannot be decoded: {e}"))
@@ -105,6 +105,35 @@ fn arguments<'a, T: Tree>(
         None => None,
     };
     Ok((args, kwargs))
+}
+
+/// Past this many dependencies a job's are found through a map; up to it
+/// by a scan (nearly every job: no map built, nothing hashed).
+const DEPS_SCANNED_MAX: usize = 16;
+
+/// A job's dependency values by key.
+struct Deps<'a> {
+    deps: &'a [(Key, Arc<RawValue>)],
+    map: Option<foldhash::HashMap<&'a str, &'a RawValue>>,
+}
+
+impl<'a> Deps<'a> {
+    fn new(deps: &'a [(Key, Arc<RawValue>)]) -> Deps<'a> {
+        let map = (deps.len() > DEPS_SCANNED_MAX)
+            .then(|| deps.iter().map(|(k, v)| (k.as_str(), &**v)).collect());
+        Deps { deps, map }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        match &self.map {
+            Some(map) => map.get(key).copied(),
+            None => self
+                .deps
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map(|(_, v)| &**v),
+        }
+    }
 }
 
 /// Replaces every task reference inside `tree`, in place, with the tree
@@ -170,11 +199,8 @@ impl_tree!(ValueRef<'_>);
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::msgpack::task_ref_value;
-    use crate::Key;
 
     fn job(args: Value, kwargs: Option<Value>, deps: Vec<(&str, Value)>) -> Job {
         Job {
@@ -218,6 +244,40 @@ mod tests {
         assert_eq!(kwargs.len(), 1);
         assert_eq!(kwargs[0].0, "x");
         assert_eq!(kwargs[0].1.to_owned(), Value::from("bee"));
+    }
+
+    #[test]
+    fn dependencies_are_found_below_and_past_the_scan() {
+        for n in [
+            1,
+            DEPS_SCANNED_MAX,
+            DEPS_SCANNED_MAX + 1,
+            3 * DEPS_SCANNED_MAX,
+        ] {
+            let names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            // Referenced in reverse, each value its index times ten.
+            let args = Value::Array(names.iter().rev().map(|k| task_ref_value(k)).collect());
+            let deps = || {
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (k.as_str(), Value::from(i * 10)))
+                    .collect()
+            };
+            let j = job(args, None, deps());
+            let expected: Vec<Value> = (0..n).rev().map(|i| Value::from(i * 10)).collect();
+            let (args, _) = owned_arguments(&j).unwrap();
+            assert_eq!(args, expected, "{n} dependencies");
+            let (args, _) = borrowed_arguments(&j).unwrap();
+            let args: Vec<Value> = args.iter().map(|v| v.to_owned()).collect();
+            assert_eq!(args, expected, "{n} dependencies, borrowed");
+            // A key not among them is still missing.
+            let j = job(Value::Array(vec![task_ref_value("absent")]), None, deps());
+            assert_eq!(
+                owned_arguments(&j).unwrap_err().error_type,
+                "MissingDependency"
+            );
+        }
     }
 
     #[test]
