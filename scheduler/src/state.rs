@@ -202,8 +202,11 @@ pub struct SchedulerState {
     next_id: u64,
     next_order: u64,
     next_request: u64,
-    conns: HashMap<ConnId, Connection>,
-    pub(crate) clients: HashMap<ConnId, Client>,
+    /// Connections and clients by id (foldhash, as `worker_by_conn`: one
+    /// look-up or more per message, and SipHash was ~10% of the
+    /// instructions per task; the ids are the reactor's, not a peer's).
+    conns: foldhash::HashMap<ConnId, Connection>,
+    pub(crate) clients: foldhash::HashMap<ConnId, Client>,
     pub(crate) workers: Slab<Worker>,
     /// Registered workers by connection (foldhash: asked for most outputs
     /// of a journaling scheduler; connection ids are the reactor's, not a
@@ -296,9 +299,9 @@ impl SchedulerState {
             next_id: 1,
             next_order: 1,
             next_request: 1,
-            conns: HashMap::new(),
+            conns: foldhash::HashMap::default(),
             last_root_worker: None,
-            clients: HashMap::new(),
+            clients: foldhash::HashMap::default(),
             workers: Slab::new(),
             worker_by_conn: foldhash::HashMap::default(),
             worker_by_name: HashMap::new(),
