@@ -159,7 +159,7 @@ pub use config::{
 pub use dask_core::ConnId;
 pub(crate) use peers::{Client, Connection, Departure, Peer, Want, Worker};
 pub(crate) use task_record::{
-    Def, QueueKey, Task, TaskDef, TaskError, TaskId, TaskState, WorkerIdx,
+    Def, FunctionName, QueueKey, Task, TaskDef, TaskError, TaskId, TaskState, WorkerIdx,
 };
 
 /// How long after a `get-data` is answered `busy` it is asked again.
@@ -238,9 +238,10 @@ pub struct SchedulerState {
     /// [`FUNCTION_NAMES_SHARED_MAX`] names.
     /// (foldhash: a tree alternates two functions, so every other task of
     /// a graph looks its name up.)
-    functions: foldhash::HashSet<Arc<String>>,
+    /// Each has its index in the order shared ([`FunctionName::index`]).
+    functions: foldhash::HashSet<Arc<FunctionName>>,
     /// The name [`SchedulerState::shared_function`] gave last.
-    last_function: Option<Arc<String>>,
+    last_function: Option<Arc<FunctionName>>,
     /// The worker each steal in flight is for.
     pub(crate) steal_thieves: BTreeMap<TaskId, WorkerIdx>,
     /// The worker that got the last task without dependencies (see
@@ -524,21 +525,27 @@ impl SchedulerState {
     }
 
     /// The shared copy of the function name `name`.
-    pub(crate) fn shared_function(&mut self, name: String) -> Arc<String> {
+    pub(crate) fn shared_function(&mut self, name: String) -> Arc<FunctionName> {
         // Consecutive tasks mostly run one function: no hashing then.
-        if let Some(last) = self.last_function.as_ref().filter(|f| ***f == name) {
+        if let Some(last) = self.last_function.as_ref().filter(|f| f.name == name) {
             return Arc::clone(last);
         }
-        if let Some(f) = self.functions.get(&name) {
+        let mut probe = FunctionName {
+            name,
+            index: FunctionName::NOT_SHARED,
+        };
+        if let Some(f) = self.functions.get(&probe) {
             self.last_function = Some(Arc::clone(f));
             return Arc::clone(f);
         }
-        let f: Arc<String> = Arc::new(name);
         if self.functions.len() < FUNCTION_NAMES_SHARED_MAX {
+            probe.index = self.functions.len() as u32;
+            let f = Arc::new(probe);
             self.functions.insert(Arc::clone(&f));
             self.last_function = Some(Arc::clone(&f));
+            return f;
         }
-        f
+        Arc::new(probe)
     }
 
     /// Notes that `t` changed, for the validation after this event.

@@ -72,7 +72,7 @@ const REFS_SCANNED_MAX: usize = 16;
 fn same_def(tasks: &Slab<Task>, def: Option<Def<'_>>, spec: &TaskSpec) -> bool {
     match def {
         Some(d) => {
-            **d.function == *spec.function
+            d.function.name == spec.function
                 && d.args_equal(tasks, spec.args.as_bytes())
                 && d.kwargs() == spec.kwargs.as_ref()
         }

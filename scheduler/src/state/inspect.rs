@@ -241,7 +241,7 @@ impl SchedulerState {
             "key": task.key(),
             "state": task.state().name(),
             "group": self.observe.group_name(task.group),
-            "function": def.map(|d| &**d.function),
+            "function": def.map(|d| d.function.name.as_str()),
             "priority": task.priority(),
             "resources": def.and_then(|d| d.resources()),
             "allowed_workers": def.and_then(|d| d.workers()),

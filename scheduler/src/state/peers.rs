@@ -2,7 +2,6 @@
 //! registered workers and connected clients.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use dask_core::auth::{AcceptorAuth, CHANNEL_BINDING_BYTES};
 use dask_core::messages::{Metrics, Resources};
@@ -22,13 +21,13 @@ pub(crate) struct Worker {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) resources: Resources,
     /// The functions it offers, sorted by [`placement::function_order`](super::placement::function_order)
-    /// and without duplicates: looked up for every placement, where
-    /// comparing a few short names beats hashing one (see
+    /// and without duplicates: a name not shared is looked up here (see
     /// [`Worker::offers`]).
     pub(crate) functions: Vec<String>,
-    /// The last function [`Worker::offers`] was asked about (held, so the
-    /// pointer it is compared by stays its name's) and the answer.
-    pub(crate) last_offer: std::cell::RefCell<Option<(Arc<String>, bool)>>,
+    /// The functions it offers among the shared names
+    /// (`SchedulerState::shared_function`): bit `i % 64` of word `i / 64`
+    /// for the name of index `i`.
+    pub(crate) offered: Vec<u64>,
     pub(crate) function_list: Vec<String>,
     pub(crate) processing: BTreeSet<TaskId>,
     /// The tasks last sent to it to compute, oldest first, with their

@@ -150,23 +150,21 @@ pub(crate) fn function_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 impl Worker {
-    /// Whether it offers `function`. Asked for a task several times as it
-    /// is placed, and consecutive tasks mostly run one function (one
-    /// shared name, see `SchedulerState::shared_function`): the last answer
-    /// is kept with the name it was for, so asking again is a pointer
-    /// comparison rather than a search of the names.
-    pub(crate) fn offers(&self, function: &Arc<String>) -> bool {
-        if let Some((last, yes)) = &*self.last_offer.borrow() {
-            if Arc::ptr_eq(last, function) {
-                return *yes;
-            }
+    /// Whether it offers `function`: a shared name by its bit in
+    /// [`Worker::offered`] (the worker's names were shared as it
+    /// registered, so a shared name it offers has its bit), a name held
+    /// apart (past the bound on shared names) by its text.
+    pub(crate) fn offers(&self, function: &FunctionName) -> bool {
+        if function.index != FunctionName::NOT_SHARED {
+            let i = function.index as usize;
+            return self
+                .offered
+                .get(i / 64)
+                .is_some_and(|bits| bits >> (i % 64) & 1 == 1);
         }
-        let yes = self
-            .functions
+        self.functions
             .binary_search_by(|f| function_order(f, function))
-            .is_ok();
-        *self.last_offer.borrow_mut() = Some((Arc::clone(function), yes));
-        yes
+            .is_ok()
     }
 
     /// Most tasks assigned at once, given the estimates in `durations`.
@@ -280,19 +278,28 @@ impl SchedulerState {
 
     fn pick_worker(&self, t: TaskId) -> Pick {
         let task = &self.tasks[t];
+        // Each worker is asked once whether it can run the task: the last
+        // root worker's answer, when asked first, is kept for the loop.
+        let mut asked: Option<(usize, bool)> = None;
         if let (true, Some(last)) = (task.dependencies.is_empty(), self.last_root_worker) {
             // A stale index (worker gone, slot reused) is only a preference.
             if let Some(w) = self.workers.get(last.ix()) {
-                if w.free_slots(&self.durations) > 0 && w.can_run(task) {
+                let can = w.can_run(task);
+                if can && w.free_slots(&self.durations) > 0 {
                     return Pick::Worker(last);
                 }
+                asked = Some((last.ix(), can));
             }
         }
         let mut any = false;
         // (dependency bytes held, processing, nthreads, index)
         let mut best: Option<(u64, usize, u32, usize)> = None;
         for (i, w) in &self.workers {
-            if !w.can_run(task) {
+            let can = match asked {
+                Some((j, can)) if j == i => can,
+                _ => w.can_run(task),
+            };
+            if !can {
                 continue;
             }
             any = true;

@@ -181,13 +181,57 @@ impl PackedState {
     }
 }
 
+/// A function name, shared by its tasks and by the workers that offer it
+/// (`SchedulerState::shared_function`), with its index among the shared
+/// names: a worker's offers are a bit per index ([`Worker::offers`]).
+#[derive(Debug)]
+pub(crate) struct FunctionName {
+    pub(crate) name: String,
+    /// Its index among the shared names, or [`FunctionName::NOT_SHARED`]
+    /// for a name held apart (past the bound on shared names).
+    pub(crate) index: u32,
+}
+
+impl FunctionName {
+    pub(crate) const NOT_SHARED: u32 = u32::MAX;
+}
+
+// Equal, and hashed, by the name alone: the shared set is looked up with
+// a name not yet given an index.
+impl PartialEq for FunctionName {
+    fn eq(&self, other: &FunctionName) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for FunctionName {}
+
+impl std::hash::Hash for FunctionName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl std::ops::Deref for FunctionName {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.name
+    }
+}
+
 /// How to compute a task (absent for scattered data, which has no
 /// lineage), as a graph gives it; the task record keeps its parts apart
 /// (see [`Task`]) and gives them back as a [`Def`].
 #[derive(Debug, Clone)]
 pub(crate) struct TaskDef {
     /// Shared by every task of the function (see `SchedulerState::functions`).
-    pub(crate) function: Arc<String>,
+    pub(crate) function: Arc<FunctionName>,
     pub(crate) args: RawValue,
     /// kwargs, resources and worker restrictions: few tasks have any, and
     /// the scheduler keeps tasks by the million, so they go with the rare
@@ -205,7 +249,7 @@ pub(crate) struct TaskOptions {
 
 impl TaskDef {
     pub(crate) fn new(
-        function: Arc<String>,
+        function: Arc<FunctionName>,
         args: RawValue,
         kwargs: Option<RawValue>,
         resources: Option<Resources>,
@@ -229,7 +273,7 @@ impl TaskDef {
 /// A task's definition, read from its record ([`Task::def`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Def<'a> {
-    pub(crate) function: &'a Arc<String>,
+    pub(crate) function: &'a Arc<FunctionName>,
     args: &'a [u8],
     /// The arguments are these tasks' references, in order (`args` is
     /// empty then: see [`Task::args_are_dependencies`]).
@@ -332,10 +376,10 @@ pub(crate) struct Task {
     text: TaskText,
     /// Shared by every task of the function (see
     /// `SchedulerState::functions`); `None` for scattered data, which has
-    /// no definition (and no lineage). An `Arc<String>`, a thin pointer:
+    /// no definition (and no lineage). An `Arc<FunctionName>`, a thin pointer:
     /// 8 bytes where an `Arc<str>` took 16; the name is read through one
     /// more pointer, into a block every task of the function shares.
-    function: Option<Arc<String>>,
+    function: Option<Arc<FunctionName>>,
     /// Its [`TaskState`] (read with [`Task::state`]; set through
     /// `SchedulerState::set_state`, which keeps the queues in step).
     state: PackedState,

@@ -26,6 +26,17 @@ impl SchedulerState {
             );
         }
         let id = self.conns.get(&conn).map_or(0, |c| c.id);
+        let mut offered: Vec<u64> = Vec::new();
+        for f in &m.functions {
+            let i = self.shared_function(f.clone()).index;
+            if i != FunctionName::NOT_SHARED {
+                let (word, bit) = (i as usize / 64, i % 64);
+                if offered.len() <= word {
+                    offered.resize(word + 1, 0);
+                }
+                offered[word] |= 1 << bit;
+            }
+        }
         let w = WorkerIdx::new(self.workers.insert(Worker {
             conn,
             id,
@@ -40,7 +51,7 @@ impl SchedulerState {
                 f.dedup();
                 f
             },
-            last_offer: Default::default(),
+            offered,
             function_list: m.functions,
             processing: BTreeSet::new(),
             sent: VecDeque::new(),

@@ -185,9 +185,9 @@ fn a_task_waits_in_no_worker_until_a_worker_offers_its_function() {
     assert_eq!(sim.state("g"), Some("no-worker"));
 }
 
-/// Placement asks each worker about a task's function several times, and
-/// keeps the last answer per worker: tasks of two functions interleaved
-/// must still each get the answer for their own.
+/// Placement finds a task's function among a worker's by the shared
+/// name's address: tasks of two functions interleaved each get the answer
+/// for their own.
 #[test]
 fn tasks_of_interleaved_functions_go_only_to_workers_offering_theirs() {
     let mut sim = Sim::new();
@@ -229,6 +229,29 @@ fn tasks_of_interleaved_functions_go_only_to_workers_offering_theirs() {
     assert_eq!(ran[0] + ran[1], 40);
     assert!(ran[0] > 0, "w1 ran none of the inc tasks: {ran:?}");
     assert_eq!(finished(&sim.recv(c)).len(), 40);
+}
+
+/// Names past the bound on shared function names are held apart, by the
+/// worker and by each task: a worker still offers them (found by text),
+/// and one that does not is still refused them.
+#[test]
+fn functions_past_the_shared_names_bound_are_found_by_their_text() {
+    let mut sim = Sim::new();
+    let many: Vec<String> = (0..FUNCTION_NAMES_SHARED_MAX + 10)
+        .map(|i| format!("f{i}"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let w1 = sim.worker("w1", &many, 1);
+    let late = format!("f{}", FUNCTION_NAMES_SHARED_MAX + 5);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("late", &late, vec![])], &["late"]);
+    assert_eq!(compute_keys(&sim.recv(w1)), ["late"]);
+    sim.finish(w1, "late", 1);
+    // Another late name, offered by no worker: it waits for one.
+    sim.submit(c, 2, vec![spec("none", "f-none", vec![])], &["none"]);
+    assert!(sim.recv(w1).is_empty());
+    assert_eq!(sim.state("none"), Some("no-worker"));
+    assert_eq!(finished(&sim.recv(c)).len(), 1);
 }
 
 /// A worker's `task-finished` looks first among the tasks last sent to
