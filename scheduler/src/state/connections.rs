@@ -330,7 +330,7 @@ impl SchedulerState {
         self.journal(|_| JournalRecord::gone(&client.session));
         self.observe.client_removed(conn, client.wants.len());
         self.data_client_left(conn);
-        for &t in client.wants.keys() {
+        for t in client.wanted_in_order() {
             let task = &mut self.tasks[t];
             task.wanted_by.retain(|&c| c != conn);
             self.to_check.push(t);

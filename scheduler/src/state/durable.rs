@@ -505,7 +505,7 @@ impl SchedulerState {
         };
         client.v1_1 = v1_1;
         client.key_waiting = key_waiting;
-        let wanted: Vec<TaskId> = client.wants.keys().copied().collect();
+        let wanted: Vec<TaskId> = client.wanted_in_order();
         for want in client.wants.values_mut() {
             want.finished_sent = false;
             want.waiting_told = false;
@@ -665,7 +665,8 @@ impl SchedulerState {
         clients.sort_by_key(|(c, _)| **c);
         for (_, client) in clients {
             let mut by_request: BTreeMap<u64, Vec<Key>> = BTreeMap::new();
-            for (t, want) in &client.wants {
+            for t in client.wanted_in_order() {
+                let want = &client.wants[&t];
                 let key = self.tasks[t].key_owned();
                 by_request.entry(want.request).or_default().push(key);
             }

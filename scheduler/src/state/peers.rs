@@ -1,7 +1,7 @@
 //! The scheduler's peers: connections as far as their handshake got,
 //! registered workers and connected clients.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use dask_core::auth::{AcceptorAuth, CHANNEL_BINDING_BYTES};
 use dask_core::messages::{Metrics, Resources};
@@ -115,8 +115,11 @@ pub(crate) struct Connection {
 /// A connected client.
 #[derive(Debug, Default)]
 pub(crate) struct Client {
-    /// Wanted tasks.
-    pub(crate) wants: BTreeMap<TaskId, Want>,
+    /// Wanted tasks. A foldhash map: looked up several times a task
+    /// (B-tree searches were ~4% of the instructions per task); where the
+    /// order reaches messages or the journal, it is the tasks' order
+    /// ([`Client::wanted_in_order`]).
+    pub(crate) wants: foldhash::HashMap<TaskId, Want>,
     /// It speaks dask/1.1: its events carry their want's request, its
     /// `who-has` and `gather` replies the keys' states, and `ack` gets `ok`.
     pub(crate) v1_1: bool,
@@ -128,6 +131,15 @@ pub(crate) struct Client {
     pub(crate) value_parts: bool,
     /// Its session token (see [`durable`](super::durable)).
     pub(crate) session: String,
+}
+
+impl Client {
+    /// Its wanted tasks, in the order of their ids.
+    pub(crate) fn wanted_in_order(&self) -> Vec<TaskId> {
+        let mut wanted: Vec<TaskId> = self.wants.keys().copied().collect();
+        wanted.sort_unstable();
+        wanted
+    }
 }
 
 /// One key a client wants.
