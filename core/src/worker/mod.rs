@@ -81,7 +81,7 @@
 //!   scheduler and registering again;
 //! - `tests/`: the tests, one file per concern.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ pub use memory::{MemorySpillStore, MemoryUsage, SpillStore, SPILL_RETRY_DELAY};
 pub use scheduler::{WorkerError, WorkerErrorKind};
 
 use connection::{Connection, PendingConnect};
-use execute::{ReadyEntry, Run, Task, TaskState, Withdrawal};
+use execute::{ReadyQueue, Run, Task, TaskState, Withdrawal};
 use fetch::{Fetch, PeerRequest};
 use memory::Held;
 use scheduler::{Listener, Phase};
@@ -196,7 +196,7 @@ pub struct WorkerState {
     now: Timestamp,
     tasks: Slab<Task>,
     by_key: foldhash::HashMap<Key, usize>,
-    ready: BinaryHeap<ReadyEntry>,
+    ready: ReadyQueue,
     next_seq: u64,
     running: foldhash::HashMap<u64, Run>,
     next_run_id: u64,
@@ -295,7 +295,7 @@ impl WorkerState {
             now,
             tasks: Slab::new(),
             by_key: foldhash::HashMap::default(),
-            ready: BinaryHeap::new(),
+            ready: ReadyQueue::default(),
             next_seq: 0,
             running: foldhash::HashMap::default(),
             next_run_id: 0,
