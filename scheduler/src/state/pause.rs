@@ -131,10 +131,8 @@ impl SchedulerState {
     /// task it holds is asked back; those it has not started come back.
     fn worker_paused(&mut self, w: WorkerIdx) {
         let worker = &self.workers[w];
-        let asked: Vec<TaskId> = worker
-            .processing
-            .iter()
-            .copied()
+        let asked: Vec<TaskId> = super::workers::sorted(&worker.processing)
+            .into_iter()
             .filter(|&t| !self.tasks[t].steal_pending() && !self.tasks[t].steal_refused())
             .collect();
         let record = LogRecord::new(

@@ -1,7 +1,7 @@
 //! The scheduler's peers: connections as far as their handshake got,
 //! registered workers and connected clients.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use dask_core::auth::{AcceptorAuth, CHANNEL_BINDING_BYTES};
 use dask_core::messages::{Metrics, Resources};
@@ -29,14 +29,18 @@ pub(crate) struct Worker {
     /// for the name of index `i`.
     pub(crate) offered: Vec<u64>,
     pub(crate) function_list: Vec<String>,
-    pub(crate) processing: BTreeSet<TaskId>,
+    /// The tasks processing on it. Sets of foldhash, as `has_what`: one
+    /// insertion and one removal a task, where B-tree searches were ~8%
+    /// of the instructions per task; where their order reaches messages
+    /// they are sorted first.
+    pub(crate) processing: foldhash::HashSet<TaskId>,
     /// The tasks last sent to it to compute, oldest first, with their
     /// keys' hash bits (at most [`SENT_HINTS_MAX`](super::SENT_HINTS_MAX)): where its
     /// `task-finished` looks first (see `SchedulerState::finished_task`).
     /// A hint, not a record: an entry may be stale (the task stolen,
     /// freed, even forgotten), so a key found here is compared first.
     pub(crate) sent: VecDeque<(u32, TaskId)>,
-    pub(crate) has_what: BTreeSet<TaskId>,
+    pub(crate) has_what: foldhash::HashSet<TaskId>,
     pub(crate) stored_bytes: u64,
     /// Moving average of the task durations it reported.
     pub(crate) average_duration_us: Option<f64>,

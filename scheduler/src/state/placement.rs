@@ -525,7 +525,7 @@ impl SchedulerState {
                 .map(|&t| (self.tasks[t].queue_key(), t))
                 .filter(|&(_, t)| self.worth_stealing(t, thief))
                 .collect();
-            candidates.sort_unstable_by_key(|&(k, _)| Reverse(k));
+            candidates.sort_unstable_by_key(|&(k, t)| (Reverse(k), t));
             for (_, t) in candidates.into_iter().take(take) {
                 self.tasks[t].set_steal_pending(true);
                 self.steal_thieves.insert(t, thief);

@@ -53,9 +53,9 @@ impl SchedulerState {
             },
             offered,
             function_list: m.functions,
-            processing: BTreeSet::new(),
+            processing: foldhash::HashSet::default(),
             sent: VecDeque::new(),
-            has_what: BTreeSet::new(),
+            has_what: foldhash::HashSet::default(),
             stored_bytes: 0,
             average_duration_us: None,
             processing_groups: Vec::new(),
@@ -115,7 +115,7 @@ impl SchedulerState {
         self.pending_free.remove(&w);
         // Its data is gone.
         let mut lost = Vec::new();
-        for &t in &worker.has_what {
+        for t in sorted(&worker.has_what) {
             let task = &mut self.tasks[t];
             task.who_has.retain(|&x| x != w);
             if task.state() == TaskState::Memory && task.who_has.is_empty() {
@@ -129,7 +129,7 @@ impl SchedulerState {
             }
         }
         // Its work goes back to be placed again.
-        for &t in &worker.processing {
+        for t in sorted(&worker.processing) {
             if !self.tasks.contains(t.ix()) || self.tasks[t].state() != TaskState::Processing(w) {
                 continue;
             }
@@ -228,4 +228,12 @@ impl SchedulerState {
         self.fail(t, error);
         true
     }
+}
+
+/// A set of tasks in the order of their ids: what a worker held or ran,
+/// where the order reaches messages.
+pub(super) fn sorted(set: &foldhash::HashSet<TaskId>) -> Vec<TaskId> {
+    let mut tasks: Vec<TaskId> = set.iter().copied().collect();
+    tasks.sort_unstable();
+    tasks
 }
