@@ -265,6 +265,8 @@ impl EventLoop {
             self.commit_journal()?;
             self.reactor.poll(deadline)?;
             let woke = Instant::now();
+            // A wakeup is one step of a release, whatever it reads.
+            self.state.begin_wakeup();
             self.handle_events(self.clock.now());
             if self
                 .state

@@ -138,6 +138,7 @@ mod peers;
 pub mod placement;
 mod ready_queue;
 pub mod relay;
+pub mod release;
 pub mod shrink;
 mod small_list;
 mod snapshot;
@@ -224,8 +225,13 @@ pub struct SchedulerState {
     /// at most [`SchedulerStateConfig::release_step`] releases per step
     /// (see [`SchedulerState::run_checks`]).
     to_check: Vec<TaskId>,
-    /// Releases this step may still do (reset by every input).
+    /// Units of release work this step may still do (see [`release`]).
     release_budget: usize,
+    /// The loop tells each wakeup ([`SchedulerState::begin_wakeup`]):
+    /// steps are wakeups, not inputs.
+    steps_by_wakeup: bool,
+    /// `release-keys` not taken in yet (see [`release`]).
+    releases: release::ReleaseQueue,
     /// `free-keys` not yet sent, per worker.
     pending_free: BTreeMap<WorkerIdx, Vec<Key>>,
     /// Workers registered during this event: they may steal once the
@@ -313,6 +319,8 @@ impl SchedulerState {
             datasets: BTreeMap::new(),
             to_check: Vec::new(),
             release_budget: 0,
+            steps_by_wakeup: false,
+            releases: release::ReleaseQueue::default(),
             pending_free: BTreeMap::new(),
             joined: Vec::new(),
             durations: GroupDurations::default(),
@@ -453,12 +461,6 @@ impl SchedulerState {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// Whether a release larger than a step is still under way: then
-    /// [`SchedulerState::poll_timeout`] is due at once until it ends.
-    pub fn is_releasing(&self) -> bool {
-        !self.to_check.is_empty()
     }
 
     /// Says goodbye to every connection (the server is stopping): `close`

@@ -54,10 +54,12 @@ pub struct SchedulerStateConfig {
     /// After a restore, a client session waits this long for its client
     /// to reconnect; then its wants end. Default [`CLIENT_GRACE_DEFAULT`].
     pub client_grace: Duration,
-    /// Most tasks released or forgotten in one step: the rest of a larger
-    /// release (a 10M-task lineage once its result is released) waits for
-    /// the next steps, each its own wakeup of the loop, so peers are
-    /// answered between them. Default [`RELEASE_STEP_DEFAULT`].
+    /// Most units of release work in one step (a released key taken off
+    /// the queue, a task released or forgotten; see [`super::release`]):
+    /// the rest of a larger release (a 10M-task lineage once its result
+    /// is released, 1M keys a client dropped) waits for the next steps,
+    /// each its own wakeup of the loop, so peers are answered between
+    /// them. Default [`RELEASE_STEP_DEFAULT`].
     pub release_step: usize,
 }
 

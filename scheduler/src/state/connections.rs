@@ -15,7 +15,13 @@ impl SchedulerState {
         match c.peer {
             Peer::AwaitingHello => self.on_hello(conn, message),
             Peer::AwaitingProof => self.on_auth_proof(conn, message),
-            Peer::Client => self.on_client_message(conn, message),
+            Peer::Client => {
+                // Its own messages see its releases done (see `release`).
+                if !matches!(message, Message::ReleaseKeys(_) | Message::Heartbeat(_)) {
+                    self.apply_releases_of(conn);
+                }
+                self.on_client_message(conn, message)
+            }
             Peer::Worker(None) => self.on_unregistered_worker_message(conn, message),
             Peer::Worker(Some(w)) => self.on_worker_message(conn, w, message),
         }
@@ -184,16 +190,7 @@ impl SchedulerState {
             }
             Message::ReleaseKeys(m) => {
                 self.journal_release(conn, &m.keys);
-                for key in &m.keys {
-                    match self.task_id(key) {
-                        Some(t) => {
-                            self.remove_want(conn, t);
-                        }
-                        None => {
-                            self.abandon_scatter(conn, key);
-                        }
-                    }
-                }
+                self.queue_release(conn, m.keys);
             }
             Message::CancelKeys(m) => {
                 self.journal(|s| durable::cancel_record(s.session_of(conn), &m));
@@ -328,6 +325,7 @@ impl SchedulerState {
             self.durable.sessions.remove(&client.session);
         }
         self.journal(|_| JournalRecord::gone(&client.session));
+        self.drop_releases_of(conn);
         self.observe.client_removed(conn, client.wants.len());
         self.data_client_left(conn);
         for t in client.wanted_in_order() {

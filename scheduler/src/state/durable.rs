@@ -678,6 +678,18 @@ impl SchedulerState {
                 ));
             }
         }
+        // Releases not taken in yet remove the wants just written (see
+        // `release`): their records were written before this snapshot.
+        for (conn, keys) in self.releases.pending() {
+            let session = self.clients.get(&conn).map_or("", |c| c.session.as_str());
+            push(&JournalRecord::new(
+                RecordKind::Release,
+                session,
+                Message::ReleaseKeys(ReleaseKeys {
+                    keys: keys.to_vec(),
+                }),
+            ));
+        }
         for (name, ids) in &self.datasets {
             let keys: Vec<Key> = ids.iter().map(|t| self.tasks[t].key_owned()).collect();
             push(&JournalRecord::new(

@@ -94,9 +94,7 @@ impl SchedulerState {
     /// Accepts or refuses a graph; whether it was accepted.
     pub(crate) fn update_graph(&mut self, conn: ConnId, mut m: UpdateGraph) -> bool {
         let mut checked = self.check_graph(&m);
-        if matches!(&checked, Err(r) if r.code == ErrorCode::DuplicateKey)
-            && !self.to_check.is_empty()
-        {
+        if matches!(&checked, Err(r) if r.code == ErrorCode::DuplicateKey) && self.is_releasing() {
             // A redefined key may be a released task that a release not
             // done yet still holds: it ends now, as if it had in one step.
             self.run_all_checks();

@@ -62,8 +62,7 @@ impl SchedulerState {
             }
         }
         self.now = now;
-        // Each input is a step of a release that may not be done yet.
-        self.release_budget = self.config.release_step.max(1);
+        self.begin_input();
     }
 
     /// Closes connections that sent no hello within the handshake timeout

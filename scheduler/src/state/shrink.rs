@@ -21,7 +21,7 @@ impl SchedulerState {
         }
         // Not in the middle of a release: each step would shrink (and
         // rehash the index) again; once at its end.
-        if !self.to_check.is_empty() {
+        if self.is_releasing() {
             return;
         }
         // The slab keeps the slots up to its highest live key: it may not

@@ -310,7 +310,7 @@ impl SchedulerState {
     /// Releases what nothing needs any more, then forgets what nothing
     /// refers to; cascades to dependencies. Whether it released or forgot
     /// `t` (what a release step counts).
-    fn check(&mut self, t: TaskId) -> bool {
+    pub(super) fn check(&mut self, t: TaskId) -> bool {
         let Some(task) = self.tasks.get(t.ix()) else {
             return false;
         };
@@ -476,6 +476,10 @@ impl SchedulerState {
     /// every client wanting the keys.
     pub(crate) fn cancel_keys(&mut self, conn: ConnId, m: CancelKeys) {
         let force = m.force.unwrap_or(false);
+        if force {
+            // It acts for every client: theirs go first (see `release`).
+            self.apply_all_releases();
+        }
         for key in m.keys {
             let Some(t) = self.task_id(&key) else {
                 // A scatter not over yet ends like a want.
@@ -497,34 +501,6 @@ impl SchedulerState {
                     self.send(c, Message::KeyCancelled(KeyCancelled { key, request }));
                 }
             }
-        }
-    }
-
-    /// Runs the pending reference checks: tasks no longer needed release
-    /// their data and are forgotten. Done after every message, so the next
-    /// message of a frame sees their effect (messages are handled in order),
-    /// up to [`SchedulerStateConfig::release_step`] releases per input: a
-    /// larger release goes on in the next steps ([`Self::poll_timeout`] asks
-    /// for them at once), so no wakeup forgets 10M tasks while peers wait.
-    /// Meanwhile a task nothing needs may still be known: it is revived if
-    /// a graph wants it again, and a graph that redefines its key runs the
-    /// release to its end first (see `update_graph`).
-    pub(crate) fn run_checks(&mut self) {
-        while self.release_budget > 0 {
-            let Some(t) = self.to_check.pop() else {
-                return;
-            };
-            if self.check(t) {
-                self.release_budget -= 1;
-            }
-        }
-    }
-
-    /// Runs every pending reference check, however many (a restore, or a
-    /// graph that must not see a released key still known).
-    pub(crate) fn run_all_checks(&mut self) {
-        while let Some(t) = self.to_check.pop() {
-            self.check(t);
         }
     }
 

@@ -103,6 +103,7 @@ impl SchedulerState {
     /// Costs a pass over all tasks and workers.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_timers()?;
+        self.validate_releases()?;
         ensure!(
             self.key_index.len() == self.tasks.len(),
             "{} keys indexed for {} tasks",

@@ -4,6 +4,7 @@
 //! once, peers are answered between steps, and the release ends with
 //! every task forgotten and the tables given back.
 
+use super::v1_1::event_requests;
 use super::*;
 use crate::state::shrink::SHRINK_FLOOR;
 
@@ -198,5 +199,188 @@ fn a_key_wanted_again_during_a_release_is_kept_and_a_redefined_one_is_accepted()
         sim.s.task_count(),
         3,
         "the rest of the lineage is forgotten"
+    );
+}
+
+/// `n` independent `inc` tasks `{prefix}-{i}` submitted by `c` and run
+/// to memory on `w`: their keys.
+fn independent(sim: &mut Sim, c: ConnId, w: ConnId, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let tasks = names
+        .iter()
+        .map(|k| spec(k, "inc", vec![Value::from(1)]))
+        .collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    sim.submit(c, 1, tasks, &wanted);
+    run_all(sim, w);
+    sim.recv(c);
+    names
+}
+
+fn release(sim: &mut Sim, c: ConnId, names: &[String]) {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    sim.send(c, ReleaseKeys { keys: keys(&names) });
+}
+
+#[test]
+fn releases_arriving_in_one_wakeup_share_a_step_and_peers_are_answered() {
+    // A client dropping 1M futures sends many `release-keys`, which the
+    // loop reads in one wakeup: a step per input made ~20-40 steps
+    // (0.5-1 s) of one wakeup while other peers waited.
+    let mut sim = sim_with_small_steps();
+    let w = sim.worker("w", &["inc"], 4);
+    let a = sim.client();
+    let probe = sim.client();
+    let parts = 10;
+    let names = independent(&mut sim, a, w, "x", parts * STEP);
+    let n = sim.s.task_count();
+    assert_eq!(n, parts * STEP);
+
+    sim.s.begin_wakeup();
+    for part in names.chunks(STEP) {
+        release(&mut sim, a, part);
+    }
+    // The other client's question, read in the same wakeup, is answered.
+    sim.send(probe, ClusterInfo { request: 9 });
+    assert!(
+        matches!(&sim.recv(probe)[..], [Message::ClusterInfoReply(r)] if r.request == 9),
+        "the probe is answered in the wakeup"
+    );
+    let forgotten = n - sim.s.task_count();
+    assert!(
+        forgotten > 0 && forgotten <= STEP,
+        "{parts} inputs of one wakeup forgot {forgotten} tasks, more than a step's {STEP}"
+    );
+    assert!(sim.s.is_releasing());
+    assert_eq!(sim.s.poll_timeout(), Some(sim.now), "the next step at once");
+    let mut steps = 1;
+    while sim.s.is_releasing() {
+        let before = sim.s.task_count();
+        sim.s.begin_wakeup();
+        sim.timeout();
+        steps += 1;
+        assert!(before - sim.s.task_count() <= STEP);
+        assert!(steps <= 2 * parts + 2, "the release does not end");
+    }
+    assert!(steps > parts, "{n} keys released in {steps} steps");
+    assert_eq!(sim.s.task_count(), 0, "every released task is forgotten");
+    assert_eq!(
+        freed(&sim.recv(w)).len(),
+        n,
+        "every result is freed on the worker"
+    );
+    assert!(sim.s.validate().is_ok());
+}
+
+/// A sim whose wakeup's budget went to client `a`'s release of
+/// `2 * STEP` keys: what comes next in this wakeup waits in the queue.
+fn budget_spent(sim: &mut Sim, w: ConnId) {
+    let a = sim.client();
+    let names = independent(sim, a, w, "a", 2 * STEP);
+    sim.s.begin_wakeup();
+    release(sim, a, &names);
+    assert!(sim.s.is_releasing());
+}
+
+#[test]
+fn a_client_that_releases_then_resubmits_a_key_sees_its_release_first_when_queued() {
+    // As `events_carry_the_request_that_started_their_want` (tests/v1_1.rs)
+    // and `spec_frames`, with the release queued behind another's.
+    let mut sim = sim_with_small_steps();
+    let w = sim.worker("w", &["inc", "f", "g"], 4);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("x", "f", vec![])], &["x"]);
+    compute(&mut sim, w, "x");
+    sim.submit(c, 2, vec![spec("y", "f", vec![])], &["y"]);
+    compute(&mut sim, w, "y");
+    assert_eq!(
+        event_requests(&sim.recv(c)),
+        [("x", Some(1)), ("y", Some(2))]
+    );
+    budget_spent(&mut sim, w);
+
+    // The same definition wanted again: a new want, its event again.
+    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.submit(c, 3, vec![spec("x", "f", vec![])], &["x"]);
+    assert_eq!(event_requests(&sim.recv(c)), [("x", Some(3))]);
+    // Another definition: the release ends first, the graph is accepted
+    // and its event answers the new request.
+    sim.send(c, ReleaseKeys { keys: keys(&["y"]) });
+    sim.submit(c, 4, vec![spec("y", "g", vec![])], &["y"]);
+    let got = sim.recv(c);
+    assert!(
+        !got.iter().any(|m| matches!(m, Message::ErrorReport(_))),
+        "refused: {got:?}"
+    );
+    compute(&mut sim, w, "y");
+    assert_eq!(event_requests(&sim.recv(c)), [("y", Some(4))]);
+    assert!(sim.s.validate().is_ok());
+}
+
+#[test]
+fn a_queued_release_comes_before_the_clients_cancel_and_goes_with_the_client() {
+    let mut sim = sim_with_small_steps();
+    let w = sim.worker("w", &["inc", "f"], 4);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("x", "f", vec![])], &["x"]);
+    compute(&mut sim, w, "x");
+    sim.recv(c);
+    budget_spent(&mut sim, w);
+
+    // Released, then cancelled: it was no longer wanted, no key-cancelled.
+    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.send(
+        c,
+        CancelKeys {
+            keys: keys(&["x"]),
+            force: None,
+        },
+    );
+    assert!(sim.recv(c).is_empty(), "cancelled what it had released");
+
+    // A client that leaves with a release queued: its wants go with it.
+    let d = sim.client();
+    sim.submit(d, 1, vec![spec("z", "f", vec![])], &["z"]);
+    compute(&mut sim, w, "z");
+    sim.send(d, ReleaseKeys { keys: keys(&["z"]) });
+    sim.close(d);
+    assert!(sim.s.validate().is_ok());
+    while sim.s.is_releasing() {
+        sim.s.begin_wakeup();
+        sim.timeout();
+    }
+    assert_eq!(sim.s.task_count(), 0);
+    assert!(freed(&sim.recv(w)).contains(&"z"));
+}
+
+#[test]
+fn a_snapshot_taken_while_releases_wait_restores_them_released() {
+    let mut sim = Sim::with_config(SchedulerStateConfig {
+        validate: true,
+        journal: true,
+        release_step: STEP,
+        ..SchedulerStateConfig::default()
+    });
+    let w = sim.worker("w", &["inc", "f"], 4);
+    let c = sim.client();
+    sim.submit(c, 1, vec![spec("x", "f", vec![])], &["x"]);
+    compute(&mut sim, w, "x");
+    budget_spent(&mut sim, w);
+    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    assert!(sim.s.task_count() > 0);
+
+    let snapshot = sim.s.journal_snapshot();
+    let mut new = Sim::with_config(SchedulerStateConfig {
+        validate: true,
+        journal: true,
+        ..SchedulerStateConfig::default()
+    });
+    new.now = sim.now;
+    new.s.restore(Some(&snapshot), &[]).expect("restore");
+    assert_eq!(
+        new.s.task_count(),
+        0,
+        "released keys come back wanted: {:?}",
+        new.state("x")
     );
 }
