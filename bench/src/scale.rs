@@ -52,6 +52,8 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
     // A second client's round trips while the first releases its keys:
     // the longest is how long the scheduler's loop answered no one.
     let mut probe = None;
+    // When the client dropped its futures, and the scheduler's CPU then.
+    let mut release_started = None;
     let (submitted, finished) = if via_submit {
         let file =
             std::env::temp_dir().join(format!("dask-bench-scale-{}.msgpack", std::process::id()));
@@ -86,6 +88,7 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         let finished = start.elapsed();
         assert_eq!(sum, expected, "wrong result");
         probe = Some(Probe::start(connect(&procs)));
+        release_started = Some((Instant::now(), procs.cpu().0));
         drop(futures);
         (Some(submitted), finished)
     };
@@ -111,8 +114,17 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         if left == 0 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    // The release as the scheduler did it: until no task was left (to
+    // 100 ms), and its CPU meanwhile (with the probe's round trips).
+    let release = release_started.map_or("-".to_string(), |(at, cpu)| {
+        format!(
+            "{:.1} s, scheduler CPU {:.2} s",
+            at.elapsed().as_secs_f64(),
+            procs.cpu().0 - cpu
+        )
+    });
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = status_bytes(pid, "VmRSS");
     let probed = probe.map_or("-".to_string(), |p| {
@@ -128,7 +140,7 @@ pub fn run(bin_dir: &Path, shape: &str, tasks: usize, via_submit: bool) {
         "client"
     };
     println!(
-        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; CPU s: scheduler {scheduler_cpu:.1}, workers {workers_cpu:.1}, {client_label} {client_cpu:.1}; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; a second client's longest round trip during the release {probed}; load {}",
+        "{shape} via {}: {n} tasks; submitted in {}; finished in {:.1} s; CPU s: scheduler {scheduler_cpu:.1}, workers {workers_cpu:.1}, {client_label} {client_cpu:.1}; scheduler VmHWM {:.0} MB = {:.0} B/task ({:.0} B/task over its {:.0} MB before); VmRSS after release {:.0} MB; released in {release}; a second client's longest round trip during the release {probed}; load {}",
         if via_submit { "dask-rs submit" } else { "the Rust client" },
         submitted.map_or("-".into(), |s| format!("{:.1} s", s.as_secs_f64())),
         finished.as_secs_f64(),
