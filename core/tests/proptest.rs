@@ -298,7 +298,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                 ack: None,
             })
         ),
-        keys().prop_map(|keys| Message::from(ReleaseKeys { keys })),
+        keys().prop_map(|keys| Message::from(ReleaseKeys { keys: keys.into() })),
         (keys(), prop::option::of(any::<bool>()))
             .prop_map(|(keys, force)| Message::from(CancelKeys { keys, force })),
         (

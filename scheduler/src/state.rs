@@ -109,8 +109,8 @@ use dask_core::auth::{AcceptorAuth, NonceSource, CHANNEL_BINDING_BYTES};
 use dask_core::handshake;
 use dask_core::log::{Level, LogRecord};
 use dask_core::messages::{
-    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyLost, Metrics, Resources, Role,
-    StealRequest, WorkerRegistered,
+    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyList, KeyLost, Metrics, Resources,
+    Role, StealRequest, WorkerRegistered,
 };
 use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
 use key_index::KeyIndex;

@@ -381,7 +381,7 @@ impl ClientSession {
         if !release_after.is_empty() {
             self.transmit
                 .push_front(Message::ReleaseKeys(crate::messages::ReleaseKeys {
-                    keys: release_after,
+                    keys: release_after.as_slice().into(),
                 }));
         }
         for sent in again.into_iter().rev() {

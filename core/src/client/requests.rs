@@ -50,14 +50,14 @@ impl ClientSession {
             if !part.is_empty() && bytes + size > self.part_bytes {
                 let keys = std::mem::take(&mut part);
                 self.transmit
-                    .push_back(Message::ReleaseKeys(ReleaseKeys { keys }));
+                    .push_back(Message::ReleaseKeys(ReleaseKeys { keys: keys.into() }));
                 bytes = 0;
             }
             bytes += size;
             part.push(key);
         }
         self.transmit
-            .push_back(Message::ReleaseKeys(ReleaseKeys { keys: part }));
+            .push_back(Message::ReleaseKeys(ReleaseKeys { keys: part.into() }));
     }
 
     /// Queues a request that expects a reply, or fails it at once when the

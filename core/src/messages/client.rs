@@ -47,7 +47,7 @@ wire_struct! {
     /// Client -> scheduler: the client no longer wants these keys.
     pub struct ReleaseKeys {
         /// Keys to release.
-        pub keys: Vec<Key>,
+        pub keys: KeyList,
     }
 }
 

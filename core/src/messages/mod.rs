@@ -17,12 +17,14 @@ use crate::wire::{check_struct_len, Key, Wire, FIELD_DEPTH_MAX};
 use crate::{wire_enum, wire_struct};
 
 mod client;
+mod key_list;
 mod peer;
 mod session;
 mod types;
 mod worker;
 
 pub use client::*;
+pub use key_list::{KeyIter, KeyList};
 pub use peer::*;
 pub use session::*;
 pub use types::*;

@@ -186,6 +186,21 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The bytes from `start` to here: a slice of the shared buffer when
+    /// there is one and they are large (as [`RawValue::read`]), else a copy.
+    pub fn shared_since(&self, start: usize) -> Bytes {
+        let bytes = self.buf.get(start..self.pos).unwrap_or_default();
+        match self.shared {
+            Some(frame)
+                if bytes.len() >= SHARED_VALUE_BYTES_MIN
+                    && bytes.len() >= frame.len() / SHARED_VALUE_FRAME_FRACTION =>
+            {
+                frame.slice(start..self.pos)
+            }
+            _ => Bytes::copy_from_slice(bytes),
+        }
+    }
+
     /// Reads an array header. The length is checked against the bytes left
     /// (each element takes at least one byte), so callers may reserve it.
     pub fn read_array_len(&mut self) -> Result<usize, WireError> {

@@ -241,7 +241,7 @@ impl<'a> WriteBuf<'a> {
 
     /// Writes encoded bytes kept in a shared buffer: by reference when
     /// they are large and the caller can send them so.
-    pub(super) fn shared(&mut self, bytes: &Bytes) {
+    pub(crate) fn shared(&mut self, bytes: &Bytes) {
         match &mut self.splices {
             Some(splices) if bytes.len() >= SHARED_VALUE_BYTES_MIN => splices.push(Splice {
                 at: self.bytes.len(),

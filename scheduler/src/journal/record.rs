@@ -164,7 +164,7 @@ impl JournalRecord {
     /// straight into `out`: a client that drops the futures of a large
     /// graph releases every key in one message, and a record built first
     /// copied each key (an allocation and a free per key).
-    pub fn encode_release(out: &mut Vec<u8>, session: &str, keys: &[dask_core::Key]) {
+    pub fn encode_release(out: &mut Vec<u8>, session: &str, keys: &dask_core::messages::KeyList) {
         write::array_len(out, 4);
         write::str(out, RecordKind::Release.name());
         write::str(out, session);
@@ -175,8 +175,8 @@ impl JournalRecord {
         write::str(out, "release-keys");
         write::str(out, "keys");
         write::array_len(out, keys.len());
-        for k in keys {
-            write::str(out, &k.0);
+        for k in keys.iter() {
+            write::str(out, k);
         }
     }
 
@@ -348,7 +348,7 @@ mod tests {
                 RecordKind::Release,
                 "s1",
                 Message::ReleaseKeys(ReleaseKeys {
-                    keys: vec![Key::from("a")],
+                    keys: vec![Key::from("a")].into(),
                 }),
             ),
             JournalRecord::gone("s1"),
@@ -401,11 +401,12 @@ mod tests {
         ] {
             for session in ["", "s1"] {
                 let mut direct = Vec::new();
+                let keys = dask_core::messages::KeyList::from(keys.clone());
                 JournalRecord::encode_release(&mut direct, session, &keys);
                 let record = JournalRecord::new(
                     RecordKind::Release,
                     session,
-                    Message::ReleaseKeys(ReleaseKeys { keys: keys.clone() }),
+                    Message::ReleaseKeys(ReleaseKeys { keys }),
                 );
                 assert_eq!(direct, record.encode());
             }

@@ -245,7 +245,7 @@ impl SchedulerState {
     /// over: the copies are freed when it is. Returns the scatter's request
     /// when the key was being scattered for that client (and not yet
     /// abandoned).
-    pub(crate) fn abandon_scatter(&mut self, conn: ConnId, key: &Key) -> Option<u64> {
+    pub(crate) fn abandon_scatter(&mut self, conn: ConnId, key: &str) -> Option<u64> {
         match self.data.scattering.get_mut(key) {
             Some(s) if s.client == conn && !s.abandoned => {
                 s.abandoned = true;

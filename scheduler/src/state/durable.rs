@@ -125,7 +125,7 @@ impl SchedulerState {
     }
 
     /// Emits the `release` record of client `conn`'s `keys`.
-    pub(crate) fn journal_release(&mut self, conn: ConnId, keys: &[Key]) {
+    pub(crate) fn journal_release(&mut self, conn: ConnId, keys: &KeyList) {
         if self.journaling() {
             let session = self.clients.get(&conn).map_or("", |c| c.session.as_str());
             format::encode_record_with(
@@ -420,7 +420,7 @@ impl SchedulerState {
             }
             (RecordKind::Release, Message::ReleaseKeys(m)) => {
                 if let Some(&conn) = self.durable.sessions.get(&session) {
-                    for key in &m.keys {
+                    for key in m.keys.iter() {
                         if let Some(t) = self.task_id(key) {
                             self.remove_want(conn, t);
                         }
@@ -685,9 +685,7 @@ impl SchedulerState {
             push(&JournalRecord::new(
                 RecordKind::Release,
                 session,
-                Message::ReleaseKeys(ReleaseKeys {
-                    keys: keys.to_vec(),
-                }),
+                Message::ReleaseKeys(ReleaseKeys { keys: keys.clone() }),
             ));
         }
         for (name, ids) in &self.datasets {
@@ -706,7 +704,9 @@ impl SchedulerState {
         push(&JournalRecord::new(
             RecordKind::Release,
             SNAPSHOT_SESSION,
-            Message::ReleaseKeys(ReleaseKeys { keys: wanted }),
+            Message::ReleaseKeys(ReleaseKeys {
+                keys: wanted.into(),
+            }),
         ));
         push(&JournalRecord::gone(SNAPSHOT_SESSION));
         for (_, task) in &self.tasks {

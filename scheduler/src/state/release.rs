@@ -38,9 +38,8 @@ pub(crate) struct ReleaseQueue {
 #[derive(Debug)]
 struct QueuedRelease {
     conn: ConnId,
-    keys: Vec<Key>,
-    /// Keys before this one were released.
-    next: usize,
+    /// The keys not released yet: a slice of the frame they came in.
+    keys: KeyList,
 }
 
 impl ReleaseQueue {
@@ -53,10 +52,8 @@ impl ReleaseQueue {
     }
 
     /// The keys not released yet, by client, oldest first.
-    pub(crate) fn pending(&self) -> impl Iterator<Item = (ConnId, &[Key])> {
-        self.entries
-            .iter()
-            .map(|e| (e.conn, e.keys.get(e.next..).unwrap_or_default()))
+    pub(crate) fn pending(&self) -> impl Iterator<Item = (ConnId, &KeyList)> {
+        self.entries.iter().map(|e| (e.conn, &e.keys))
     }
 }
 
@@ -77,13 +74,11 @@ impl SchedulerState {
 
     /// `release-keys`: `conn` no longer wants `keys` (queued, see the
     /// module docs).
-    pub(super) fn queue_release(&mut self, conn: ConnId, keys: Vec<Key>) {
+    pub(super) fn queue_release(&mut self, conn: ConnId, keys: KeyList) {
         if !keys.is_empty() {
-            self.releases.entries.push_back(QueuedRelease {
-                conn,
-                keys,
-                next: 0,
-            });
+            self.releases
+                .entries
+                .push_back(QueuedRelease { conn, keys });
         }
     }
 
@@ -122,7 +117,7 @@ impl SchedulerState {
         };
         let done = self.release_keys(&mut e, max);
         self.release_budget = self.release_budget.saturating_sub(done);
-        if e.next < e.keys.len() {
+        if !e.keys.is_empty() {
             self.releases.entries.push_front(e);
         }
         true
@@ -130,9 +125,9 @@ impl SchedulerState {
 
     /// Releases up to `max` of `e`'s keys; how many.
     fn release_keys(&mut self, e: &mut QueuedRelease, max: usize) -> usize {
-        let end = e.keys.len().min(e.next.saturating_add(max));
-        let start = e.next;
-        for key in e.keys.get(start..end).unwrap_or_default() {
+        let mut keys = e.keys.iter();
+        let mut done = 0;
+        for key in keys.by_ref().take(max) {
             match self.task_id(key) {
                 Some(t) => {
                     self.remove_want(e.conn, t);
@@ -141,9 +136,11 @@ impl SchedulerState {
                     self.abandon_scatter(e.conn, key);
                 }
             }
+            done += 1;
         }
-        e.next = end;
-        end - start
+        let rest = keys.rest();
+        e.keys = rest;
+        done
     }
 
     /// Runs the pending reference checks and the queued releases:
@@ -194,7 +191,7 @@ impl SchedulerState {
                     e.conn
                 ));
             }
-            if e.next >= e.keys.len() {
+            if e.keys.is_empty() {
                 return Err("an empty release is queued".into());
             }
         }

@@ -483,7 +483,7 @@ impl SchedulerState {
         for key in m.keys {
             let Some(t) = self.task_id(&key) else {
                 // A scatter not over yet ends like a want.
-                if let Some(scatter) = self.abandon_scatter(conn, &key) {
+                if let Some(scatter) = self.abandon_scatter(conn, key.as_str()) {
                     let request = self.clients.get(&conn).filter(|c| c.v1_1).map(|_| scatter);
                     self.send(conn, Message::KeyCancelled(KeyCancelled { key, request }));
                 }

@@ -38,6 +38,10 @@ fn keys(ks: &[&str]) -> Vec<Key> {
     ks.iter().map(|k| Key::from(*k)).collect()
 }
 
+fn key_list(ks: &[&str]) -> KeyList {
+    ks.iter().copied().collect()
+}
+
 fn address(name: &str) -> String {
     format!("tcp://{name}:1")
 }

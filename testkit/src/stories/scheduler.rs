@@ -214,7 +214,9 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             keys: None,
         }),
         5..=8 => Message::UpdateGraph(graph(request, a, b, n)),
-        9 => Message::ReleaseKeys(ReleaseKeys { keys: keys(a) }),
+        9 => Message::ReleaseKeys(ReleaseKeys {
+            keys: keys(a).into(),
+        }),
         10 => Message::CancelKeys(CancelKeys {
             keys: keys(a),
             force: Some(b & 1 == 0),

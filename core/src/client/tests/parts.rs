@@ -91,7 +91,7 @@ fn a_large_graph_goes_in_parts_each_referring_only_to_what_came_before() {
     // The keys wanted for later parts are released once all are sent.
     match &rest[..] {
         [Message::ReleaseKeys(r)] => {
-            let released: HashSet<String> = r.keys.iter().map(|k| k.0.clone()).collect();
+            let released: HashSet<String> = r.keys.iter().map(str::to_owned).collect();
             wanted_for_later.remove(&root.0);
             assert_eq!(released, wanted_for_later);
         }

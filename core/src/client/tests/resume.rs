@@ -189,7 +189,7 @@ fn sent_in_parts(s: &mut ClientSession) -> (Vec<UpdateGraph>, Vec<Key>) {
     for m in drain(s) {
         match m {
             Message::UpdateGraph(g) => parts.push(g),
-            Message::ReleaseKeys(r) => released.extend(r.keys),
+            Message::ReleaseKeys(r) => released.extend(r.keys.to_keys()),
             other => panic!("{other:?}"),
         }
     }

@@ -404,7 +404,12 @@ impl Chaos {
                 if let Some(k) = self.rng.pick(&keys).cloned() {
                     self.clients[ci].wanted.remove(&k);
                     self.clients[ci].pending.remove(&k);
-                    self.sim.send(conn, ReleaseKeys { keys: vec![k] });
+                    self.sim.send(
+                        conn,
+                        ReleaseKeys {
+                            keys: vec![k].into(),
+                        },
+                    );
                 }
             }
             6 => {

@@ -95,7 +95,12 @@ fn add_keys_for_a_dependency_the_worker_was_sent_to_fetch_makes_it_a_holder() {
     assert_eq!(who_has(&mut sim, c, "a"), [address("w1"), address("w2")]);
     // The permit is used up: once w2's copy is gone, announcing it again
     // is refused.
-    sim.send(c, ReleaseKeys { keys: keys(&["b"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["b"]),
+        },
+    );
     sim.send(
         w2,
         MissingData {

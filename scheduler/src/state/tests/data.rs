@@ -146,7 +146,12 @@ fn a_scatter_released_before_every_copy_is_stored_leaves_nothing() {
     broadcast(&mut sim, c, 1, "b");
     let (p1, p2) = (put_request(&mut sim, w1), put_request(&mut sim, w2));
     stored(&mut sim, w1, p1, "b");
-    sim.send(c, ReleaseKeys { keys: keys(&["b"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["b"]),
+        },
+    );
     stored(&mut sim, w2, p2, "b");
     // No event, no task; both copies are freed.
     assert!(sim.recv(c).is_empty());
@@ -607,7 +612,12 @@ fn datasets_hold_keys_for_other_clients() {
     );
     assert_eq!(error_of(&sim.recv(c2)).code, 4004);
     assert_eq!(sim.state("r"), Some("memory"), "c2 still wants it");
-    sim.send(c2, ReleaseKeys { keys: keys(&["r"]) });
+    sim.send(
+        c2,
+        ReleaseKeys {
+            keys: key_list(&["r"]),
+        },
+    );
     assert_eq!(freed(&sim.recv(w)), ["r"]);
 }
 

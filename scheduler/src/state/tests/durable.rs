@@ -83,7 +83,12 @@ fn every_change_a_client_relies_on_is_a_record_before_its_reply() {
             overwrite: None,
         },
     );
-    sim.send(c, ReleaseKeys { keys: keys(&["z"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["z"]),
+        },
+    );
     sim.send(
         c,
         UnpublishDataset {
@@ -292,7 +297,12 @@ fn a_snapshot_of_released_work_holds_only_what_is_live() {
         let k = format!("k-{i}");
         sim.submit(c, i, vec![spec(&k, "inc", vec![Value::from(i)])], &[&k]);
         sim.finish(w, &k, 8);
-        sim.send(c, ReleaseKeys { keys: keys(&[&k]) });
+        sim.send(
+            c,
+            ReleaseKeys {
+                keys: key_list(&[&k]),
+            },
+        );
     }
     sim.submit(c, 1000, chain(), &["z"]);
     let history: usize = sim.journal.iter().map(Vec::len).sum();

@@ -61,7 +61,7 @@ fn an_error_reaches_every_dependent_with_its_cause() {
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&["a", "c", "d"]),
+            keys: key_list(&["a", "c", "d"]),
         },
     );
     assert_eq!(sim.s.task_count(), 0);
@@ -81,7 +81,12 @@ fn an_erred_key_is_kept_for_each_client_until_it_releases_it() {
     for c in [c1, c2] {
         assert!(matches!(&sim.recv(c)[..], [Message::KeyErred(e)] if e.key.as_str() == "a"));
     }
-    sim.send(c1, ReleaseKeys { keys: keys(&["a"]) });
+    sim.send(
+        c1,
+        ReleaseKeys {
+            keys: key_list(&["a"]),
+        },
+    );
     assert_eq!(sim.state("a"), Some("erred"), "c2 still holds it");
     // A dataset holds it like a client.
     sim.send(
@@ -151,7 +156,7 @@ fn a_task_with_retries_runs_again_before_its_error_is_reported() {
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&["flaky"]),
+            keys: key_list(&["flaky"]),
         },
     );
     sim.submit(c, 2, vec![flaky], &["flaky"]);
@@ -406,7 +411,12 @@ fn two_clients_share_a_key_and_its_data_lives_until_both_release_it() {
     sim.finish(w, "s", 5);
     assert_eq!(finished(&sim.recv(c1)), ["s"]);
     assert_eq!(finished(&sim.recv(c2)), ["s"]);
-    sim.send(c1, ReleaseKeys { keys: keys(&["s"]) });
+    sim.send(
+        c1,
+        ReleaseKeys {
+            keys: key_list(&["s"]),
+        },
+    );
     assert!(freed(&sim.recv(w)).is_empty());
     // A client joining later gets the event at once.
     let c3 = sim.client();

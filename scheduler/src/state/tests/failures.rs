@@ -262,7 +262,7 @@ fn a_task_whose_workers_keep_dying_errs_with_killed_worker() {
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&["after"]),
+            keys: key_list(&["after"]),
         },
     );
     assert_eq!(sim.s.task_count(), 0);

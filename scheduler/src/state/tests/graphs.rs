@@ -42,7 +42,12 @@ fn a_chain_runs_link_by_link_and_intermediates_are_freed() {
     );
 
     // Releasing c forgets the whole graph.
-    sim.send(c, ReleaseKeys { keys: keys(&["c"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["c"]),
+        },
+    );
     assert_eq!(freed(&sim.recv(w)), ["c"]);
     assert_eq!(sim.s.task_count(), 0);
 }

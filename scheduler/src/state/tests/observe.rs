@@ -82,7 +82,7 @@ fn the_snapshot_counts_task_groups_by_state_with_totals_and_the_stream() {
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&["sum", "bad-1"]),
+            keys: key_list(&["sum", "bad-1"]),
         },
     );
     let later = sim.s.snapshot();

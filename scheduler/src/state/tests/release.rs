@@ -75,7 +75,7 @@ fn a_large_lineage_is_forgotten_in_bounded_steps_and_peers_are_answered_between(
     sim.send(
         a,
         ReleaseKeys {
-            keys: keys(&[&root]),
+            keys: key_list(&[&root]),
         },
     );
     let left = sim.s.task_count();
@@ -150,7 +150,7 @@ fn a_key_wanted_again_during_a_release_is_kept_and_a_redefined_one_is_accepted()
     sim.send(
         a,
         ReleaseKeys {
-            keys: keys(&[&root]),
+            keys: key_list(&[&root]),
         },
     );
     assert!(sim.s.is_releasing());
@@ -219,7 +219,12 @@ fn independent(sim: &mut Sim, c: ConnId, w: ConnId, prefix: &str, n: usize) -> V
 
 fn release(sim: &mut Sim, c: ConnId, names: &[String]) {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    sim.send(c, ReleaseKeys { keys: keys(&names) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&names),
+        },
+    );
 }
 
 #[test]
@@ -300,12 +305,22 @@ fn a_client_that_releases_then_resubmits_a_key_sees_its_release_first_when_queue
     budget_spent(&mut sim, w);
 
     // The same definition wanted again: a new want, its event again.
-    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["x"]),
+        },
+    );
     sim.submit(c, 3, vec![spec("x", "f", vec![])], &["x"]);
     assert_eq!(event_requests(&sim.recv(c)), [("x", Some(3))]);
     // Another definition: the release ends first, the graph is accepted
     // and its event answers the new request.
-    sim.send(c, ReleaseKeys { keys: keys(&["y"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["y"]),
+        },
+    );
     sim.submit(c, 4, vec![spec("y", "g", vec![])], &["y"]);
     let got = sim.recv(c);
     assert!(
@@ -328,7 +343,12 @@ fn a_queued_release_comes_before_the_clients_cancel_and_goes_with_the_client() {
     budget_spent(&mut sim, w);
 
     // Released, then cancelled: it was no longer wanted, no key-cancelled.
-    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["x"]),
+        },
+    );
     sim.send(
         c,
         CancelKeys {
@@ -342,7 +362,12 @@ fn a_queued_release_comes_before_the_clients_cancel_and_goes_with_the_client() {
     let d = sim.client();
     sim.submit(d, 1, vec![spec("z", "f", vec![])], &["z"]);
     compute(&mut sim, w, "z");
-    sim.send(d, ReleaseKeys { keys: keys(&["z"]) });
+    sim.send(
+        d,
+        ReleaseKeys {
+            keys: key_list(&["z"]),
+        },
+    );
     sim.close(d);
     assert!(sim.s.validate().is_ok());
     while sim.s.is_releasing() {
@@ -366,7 +391,12 @@ fn a_snapshot_taken_while_releases_wait_restores_them_released() {
     sim.submit(c, 1, vec![spec("x", "f", vec![])], &["x"]);
     compute(&mut sim, w, "x");
     budget_spent(&mut sim, w);
-    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["x"]),
+        },
+    );
     assert!(sim.s.task_count() > 0);
 
     let snapshot = sim.s.journal_snapshot();

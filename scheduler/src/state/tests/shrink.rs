@@ -22,14 +22,14 @@ fn tables_shrink_once_a_large_graph_is_released() {
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&wanted[..n / 2]),
+            keys: key_list(&wanted[..n / 2]),
         },
     );
     assert!(!sim.s.take_shrunk());
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&wanted[n / 2..]),
+            keys: key_list(&wanted[n / 2..]),
         },
     );
     assert!(sim.s.take_shrunk(), "the loop is told to give memory back");

@@ -15,7 +15,10 @@ fn a_frame_releasing_a_key_then_redefining_it_is_handled_in_order() {
     sim.send_frame(
         c,
         vec![
-            ReleaseKeys { keys: keys(&["k"]) }.into(),
+            ReleaseKeys {
+                keys: key_list(&["k"]),
+            }
+            .into(),
             UpdateGraph {
                 request: 2,
                 tasks: vec![spec("k", "g", vec![])],
@@ -80,7 +83,7 @@ fn a_dependency_no_longer_needed_keeps_its_definition_while_a_dependent_is_kept(
     sim.send(
         c,
         ReleaseKeys {
-            keys: keys(&["y", "z"]),
+            keys: key_list(&["y", "z"]),
         },
     );
     assert_eq!(sim.state("x"), None);

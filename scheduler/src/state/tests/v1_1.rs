@@ -140,7 +140,12 @@ fn events_carry_the_request_that_started_their_want() {
     assert_eq!(event_requests(&sim.recv(c)), [("x", Some(3))]);
     // Released, then wanted anew with another definition: an event for
     // the old want still in flight is told apart by its request.
-    sim.send(c, ReleaseKeys { keys: keys(&["x"]) });
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&["x"]),
+        },
+    );
     sim.submit(c, 4, vec![spec("x", "g", vec![])], &["x"]);
     compute(&mut sim, w, "x");
     assert_eq!(event_requests(&sim.recv(c)), [("x", Some(4))]);
