@@ -467,7 +467,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                 traceback,
             })
         }),
-        keys().prop_map(|keys| Message::from(FreeKeys { keys })),
+        keys().prop_map(|keys| Message::from(FreeKeys { keys: keys.into() })),
         key().prop_map(|key| Message::from(StealRequest { key })),
         (key(), any::<bool>())
             .prop_map(|(key, stolen)| Message::from(StealResponse { key, stolen })),

@@ -109,8 +109,8 @@ use dask_core::auth::{AcceptorAuth, NonceSource, CHANNEL_BINDING_BYTES};
 use dask_core::handshake;
 use dask_core::log::{Level, LogRecord};
 use dask_core::messages::{
-    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyList, KeyLost, Metrics, Resources,
-    Role, StealRequest, WorkerRegistered,
+    Close, ErrorReport, KeyCancelled, KeyErred, KeyFinished, KeyList, KeyListBuilder, KeyLost,
+    Metrics, Resources, Role, StealRequest, WorkerRegistered,
 };
 use dask_core::{ErrorCode, Key, Message, RawValue, Timestamp};
 use key_index::KeyIndex;
@@ -233,7 +233,7 @@ pub struct SchedulerState {
     /// `release-keys` not taken in yet (see [`release`]).
     releases: release::ReleaseQueue,
     /// `free-keys` not yet sent, per worker.
-    pending_free: BTreeMap<WorkerIdx, Vec<Key>>,
+    pending_free: BTreeMap<WorkerIdx, KeyListBuilder>,
     /// Workers registered during this event: they may steal once the
     /// queue is placed.
     joined: Vec<WorkerIdx>,
@@ -581,16 +581,26 @@ impl SchedulerState {
         if let Some(keys) = self.pending_free.remove(&w) {
             self.send(
                 conn,
-                Message::FreeKeys(dask_core::messages::FreeKeys { keys }),
+                Message::FreeKeys(dask_core::messages::FreeKeys {
+                    keys: keys.finish(),
+                }),
             );
         }
         self.send(conn, message);
     }
 
     /// Queues `free-keys` for `key` on worker `w` (sent batched).
-    pub(crate) fn free_on(&mut self, w: WorkerIdx, key: Key) {
+    pub(crate) fn free_on<K: std::borrow::Borrow<str> + ?Sized>(&mut self, w: WorkerIdx, key: &K) {
         if self.workers.contains(w.ix()) {
-            self.pending_free.entry(w).or_default().push(key);
+            self.pending_free.entry(w).or_default().push(key.borrow());
+        }
+    }
+
+    /// Queues `free-keys` for task `t`'s key on worker `w`, without a copy
+    /// of the key (a released graph frees every key).
+    pub(crate) fn free_task_on(&mut self, w: WorkerIdx, t: TaskId) {
+        if let (true, Some(task)) = (self.workers.contains(w.ix()), self.tasks.get(t.ix())) {
+            self.pending_free.entry(w).or_default().push(task.key());
         }
     }
 }

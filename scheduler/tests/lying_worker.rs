@@ -29,7 +29,7 @@ fn spec(key: &str, function: &str, args: Vec<Value>) -> TaskSpec {
 fn expect_freed(liar: &mut BlockingConn, key: &str) {
     loop {
         match liar.recv() {
-            Ok(Message::FreeKeys(f)) if f.keys.iter().any(|k| k.as_str() == key) => return,
+            Ok(Message::FreeKeys(f)) if f.keys.iter().any(|k| k == key) => return,
             Ok(Message::GetData(g)) => {
                 let lie = RawValue::from_value(&Value::from(666));
                 liar.send(&[Message::Data(Data {

@@ -214,7 +214,7 @@ fn bad_frames_after_handshake(address: &str) {
         ),
         (
             "a scheduler's message",
-            messages_frame(&[Message::FreeKeys(FreeKeys { keys: vec![] })]),
+            messages_frame(&[Message::FreeKeys(FreeKeys { keys: [].into() })]),
             &[2004],
         ),
         (

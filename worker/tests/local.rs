@@ -368,7 +368,7 @@ fn hostile_lending_falls_back_to_the_connection_and_the_value_arrives_whole() {
         }
         // The value is dropped so the next case fetches it again.
         let free = dask_core::messages::FreeKeys {
-            keys: vec!["d".into(), key.as_str().into()],
+            keys: ["d", key.as_str()].into(),
         };
         worker.conn.send(&[Message::FreeKeys(free)]).unwrap();
     }

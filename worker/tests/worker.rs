@@ -435,9 +435,7 @@ fn free_keys_then_get_data_reports_missing() {
         Message::TaskFinished(_)
     ));
     assert_eq!(value_of(&s.get(&["x"]), "x"), Value::from("v"));
-    s.send(vec![Message::FreeKeys(FreeKeys {
-        keys: vec!["x".into()],
-    })]);
+    s.send(vec![Message::FreeKeys(FreeKeys { keys: ["x"].into() })]);
     let data = s.get(&["x"]);
     assert!(data.data.is_empty());
     assert_eq!(data.missing, vec![Key::from("x")]);
@@ -465,7 +463,7 @@ fn peers_get_data_and_bad_peer_input_closes_only_that_connection() {
     assert_eq!(data.missing, vec![Key::from("y")]);
 
     // A message a peer may not send: error, then that connection closes.
-    peer.send(&[Message::FreeKeys(FreeKeys { keys: vec![] })])
+    peer.send(&[Message::FreeKeys(FreeKeys { keys: [].into() })])
         .unwrap();
     let Message::ErrorReport(ErrorReport { code, fatal, .. }) = peer.recv().unwrap() else {
         panic!("error expected");

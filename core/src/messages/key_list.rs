@@ -48,15 +48,47 @@ impl KeyList {
 
 impl<'a> FromIterator<&'a str> for KeyList {
     fn from_iter<I: IntoIterator<Item = &'a str>>(keys: I) -> KeyList {
-        let mut items = Vec::new();
-        let mut len = 0;
+        let mut list = KeyListBuilder::default();
         for k in keys {
-            write::str(&mut items, k);
-            len += 1;
+            list.push(k);
         }
+        list.finish()
+    }
+}
+
+/// A [`KeyList`] being made a key at a time: one buffer, not a [`Key`]
+/// per key (the scheduler's `free-keys` for a released graph).
+#[derive(Debug, Default)]
+pub struct KeyListBuilder {
+    items: Vec<u8>,
+    len: usize,
+}
+
+impl KeyListBuilder {
+    /// Adds `key` (a valid key: the caller's to check).
+    pub fn push(&mut self, key: &str) {
+        // The key and its longest header: one allocation for a list of
+        // one key (most free-keys), not one for the header and another.
+        self.items.reserve(key.len() + 5);
+        write::str(&mut self.items, key);
+        self.len += 1;
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The list.
+    pub fn finish(self) -> KeyList {
         KeyList {
-            items: Bytes::from(items),
-            len,
+            items: Bytes::from(self.items),
+            len: self.len,
             canonical: true,
         }
     }
@@ -65,6 +97,12 @@ impl<'a> FromIterator<&'a str> for KeyList {
 impl From<Vec<Key>> for KeyList {
     fn from(keys: Vec<Key>) -> KeyList {
         keys.iter().map(Key::as_str).collect()
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for KeyList {
+    fn from(keys: [&str; N]) -> KeyList {
+        keys.into_iter().collect()
     }
 }
 

@@ -24,7 +24,7 @@ mod types;
 mod worker;
 
 pub use client::*;
-pub use key_list::{KeyIter, KeyList};
+pub use key_list::{KeyIter, KeyList, KeyListBuilder};
 pub use peer::*;
 pub use session::*;
 pub use types::*;

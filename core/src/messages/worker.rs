@@ -100,7 +100,7 @@ wire_struct! {
     /// queued or running task for them. No reply.
     pub struct FreeKeys {
         /// Keys to forget.
-        pub keys: Vec<Key>,
+        pub keys: KeyList,
     }
 }
 

@@ -340,11 +340,11 @@ impl WorkerState {
         }
     }
 
-    pub(super) fn free_keys(&mut self, keys: Vec<Key>) {
-        for key in keys {
-            self.remove_held(&key);
-            self.add_keys.remove(&key);
-            if let Some(&slot) = self.by_key.get(&key) {
+    pub(super) fn free_keys(&mut self, keys: crate::messages::KeyList) {
+        for key in keys.iter() {
+            self.remove_held(key);
+            self.add_keys.remove(key);
+            if let Some(&slot) = self.by_key.get(key) {
                 // A run out on the executor stays in `running` until it ends
                 // (its result then finds no task and is discarded) or is
                 // withdrawn before it starts.

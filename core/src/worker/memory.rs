@@ -184,8 +184,8 @@ impl WorkerState {
     }
 
     /// Drops the value under `key` wherever it is; its spill entry too.
-    pub(super) fn remove_held(&mut self, key: &Key) {
-        let Some(held) = self.data.remove(key) else {
+    pub(super) fn remove_held<K: std::borrow::Borrow<str> + ?Sized>(&mut self, key: &K) {
+        let Some(held) = self.data.remove(key.borrow()) else {
             return;
         };
         self.stored_bytes -= held.nbytes;
@@ -195,7 +195,7 @@ impl WorkerState {
         } else {
             self.spilled_keys -= 1;
             if let Some(store) = self.spill.as_mut() {
-                store.remove(key);
+                store.remove(&Key::from(key.borrow()));
             }
         }
     }

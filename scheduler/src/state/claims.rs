@@ -102,12 +102,12 @@ impl SchedulerState {
         let mut refused = 0u64;
         for (key, nbytes) in m.nbytes {
             let Some(t) = self.task_id(&key) else {
-                self.free_on(w, key);
+                self.free_on(w, &key);
                 continue;
             };
             if self.tasks[t].state() != TaskState::Memory {
                 // A copy of something no longer in memory here: not needed.
-                self.free_on(w, key);
+                self.free_on(w, &key);
                 continue;
             }
             if self.tasks[t].who_has.contains(&w) {
@@ -120,7 +120,7 @@ impl SchedulerState {
             });
             if !permitted {
                 refused += 1;
-                self.free_on(w, key);
+                self.free_on(w, &key);
                 continue;
             }
             if self.claims.permits.get(&t).is_some_and(Vec::is_empty) {
@@ -170,7 +170,7 @@ impl SchedulerState {
                     if x == w {
                         if self.remove_replica(d, x) {
                             // Keep the worker's store in step with our view.
-                            self.free_on(x, m.key.clone());
+                            self.free_on(x, &m.key);
                         }
                     } else if needed {
                         self.check_holder(x, &m.key, &m.task, w);
@@ -247,7 +247,7 @@ impl SchedulerState {
         if lacks {
             if let Some(d) = self.task_id(&check.key) {
                 if self.remove_replica(d, w) {
-                    self.free_on(w, check.key.clone());
+                    self.free_on(w, &check.key);
                     let dep = &self.tasks[d];
                     if dep.state() == TaskState::Memory && dep.who_has.is_empty() {
                         self.lose_data(d);

@@ -332,7 +332,7 @@ impl SchedulerState {
         // keys being scattered); if one did, the copies are not its data.
         if !wanted || self.task_id(key).is_some() {
             for &w in &s.stored {
-                self.free_on(w, key.clone());
+                self.free_on(w, key);
             }
             if wanted {
                 self.scatter_lost(&s, key.clone(), "the key was defined meanwhile");

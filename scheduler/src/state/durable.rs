@@ -554,7 +554,7 @@ impl SchedulerState {
     pub(crate) fn adopt_held(&mut self, w: WorkerIdx, held: BTreeMap<Key, u64>) {
         for (key, nbytes) in held {
             let Some(t) = self.task_id(&key) else {
-                self.free_on(w, key);
+                self.free_on(w, &key);
                 continue;
             };
             let task = &self.tasks[t];
@@ -565,8 +565,8 @@ impl SchedulerState {
                     }
                     self.add_replica(t, w);
                 }
-                TaskState::Erred => self.free_on(w, key),
-                _ if task.def().is_none() => self.free_on(w, key),
+                TaskState::Erred => self.free_on(w, &key),
+                _ if task.def().is_none() => self.free_on(w, &key),
                 _ => {
                     if let Some(r) = self.durable.restoring.as_mut() {
                         r.last_known.remove(&key);

@@ -78,8 +78,7 @@ impl SchedulerState {
     /// worker first.
     pub(crate) fn stop_and_set(&mut self, t: TaskId, new: TaskState) {
         if let TaskState::Processing(w) = self.tasks[t].state() {
-            let key = self.tasks[t].key_owned();
-            self.free_on(w, key);
+            self.free_task_on(w, t);
             // It may be running: the worker cannot stop it.
             if let Some(worker) = self.workers.get_mut(w.ix()) {
                 worker.abandoned = worker.abandoned.saturating_add(1);
@@ -334,9 +333,7 @@ impl SchedulerState {
                         worker.has_what.remove(&t);
                         worker.stored_bytes = worker.stored_bytes.saturating_sub(nbytes);
                     }
-                    // A copy of the key per holder (not one more to clone from).
-                    let key = self.tasks[t].key_owned();
-                    self.free_on(w, key);
+                    self.free_task_on(w, t);
                 }
                 self.set_state(t, TaskState::Released);
             }
@@ -513,7 +510,9 @@ impl SchedulerState {
                 let conn = worker.conn;
                 self.send(
                     conn,
-                    Message::FreeKeys(dask_core::messages::FreeKeys { keys }),
+                    Message::FreeKeys(dask_core::messages::FreeKeys {
+                        keys: keys.finish(),
+                    }),
                 );
             }
         }

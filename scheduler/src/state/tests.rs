@@ -265,7 +265,7 @@ fn freed(messages: &[Message]) -> Vec<&str> {
     messages
         .iter()
         .filter_map(|m| match m {
-            Message::FreeKeys(f) => Some(f.keys.iter().map(|k| k.as_str())),
+            Message::FreeKeys(f) => Some(f.keys.iter()),
             _ => None,
         })
         .flatten()

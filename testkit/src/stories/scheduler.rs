@@ -297,7 +297,9 @@ fn message(op: u8, a: u8, b: u8, n: u64, seen: &Seen, conn: ConnId) -> Message {
             priority: None,
             resources: None,
         }),
-        31 => Message::FreeKeys(FreeKeys { keys: keys(a) }),
+        31 => Message::FreeKeys(FreeKeys {
+            keys: keys(a).into(),
+        }),
         32 => Message::GetData(GetData {
             request,
             keys: keys(a),

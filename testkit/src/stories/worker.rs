@@ -201,7 +201,9 @@ fn scheduler_message(op: u8, a: u8, b: u8, n: u64) -> Message {
                 },
             })
         }
-        28..=35 => Message::FreeKeys(FreeKeys { keys: keys(a) }),
+        28..=35 => Message::FreeKeys(FreeKeys {
+            keys: keys(a).into(),
+        }),
         36..=39 => Message::StealRequest(StealRequest { key: key(a) }),
         40..=43 => Message::PutData(PutData {
             request: small(n),

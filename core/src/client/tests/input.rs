@@ -48,7 +48,7 @@ fn a_scheduler_answering_with_the_wrong_role_is_a_protocol_error() {
 fn unexpected_ops_close_with_an_error_first() {
     let mut s = connected();
     s.handle_message(Message::FreeKeys(crate::messages::FreeKeys {
-        keys: vec![],
+        keys: [].into(),
     }));
     assert!(s.is_closed());
     let out = drain(&mut s);

@@ -121,7 +121,7 @@ fn free_keys_drops_data_and_discards_a_running_result() {
     w.handle_scheduler_message(
         now,
         Message::FreeKeys(FreeKeys {
-            keys: vec!["p".into(), "x".into(), "y".into()],
+            keys: ["p", "x", "y"].into(),
         }),
     );
     let out = drain(&mut w);
@@ -296,12 +296,7 @@ fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
     );
 
     // Freeing a queued run withdraws it too; no reply to the scheduler.
-    w.handle_scheduler_message(
-        now,
-        Message::FreeKeys(FreeKeys {
-            keys: vec!["c".into()],
-        }),
-    );
+    w.handle_scheduler_message(now, Message::FreeKeys(FreeKeys { keys: ["c"].into() }));
     let out = drain(&mut w);
     assert_eq!(withdrawals(&out), vec![2]);
     w.handle_withdrawn(now, 2, true);

@@ -239,12 +239,7 @@ fn a_dependency_freed_before_start_is_fetched_again() {
     w.handle_scheduler_message(now, compute("t", vec![r("d")], &[("d", &[PEER_A])]));
     let first = jobs(drain(&mut w));
     assert_eq!(first.len(), 1);
-    w.handle_scheduler_message(
-        now,
-        Message::FreeKeys(FreeKeys {
-            keys: vec!["d".into()],
-        }),
-    );
+    w.handle_scheduler_message(now, Message::FreeKeys(FreeKeys { keys: ["d"].into() }));
     w.handle_task_done(now, done(first[0].run_id, Value::Nil));
     let out = drain(&mut w);
     let sent = fetches(&out);

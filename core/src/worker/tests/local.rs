@@ -284,7 +284,7 @@ fn a_holder_lends_large_values_in_memory_to_a_peer_of_its_host_until_done() {
     w.handle_scheduler_message(
         now,
         Message::FreeKeys(FreeKeys {
-            keys: vec!["big".into()],
+            keys: ["big"].into(),
         }),
     );
     let _ = drain(&mut w);
@@ -357,7 +357,7 @@ fn values_lent_on_a_closed_connection_are_kept_for_the_grace_then_let_go() {
     w.handle_message(now, conn, Message::GetData(get));
     let _ = drain(&mut w);
     let free = FreeKeys {
-        keys: vec!["big".into()],
+        keys: ["big"].into(),
     };
     w.handle_scheduler_message(now, Message::FreeKeys(free));
     w.handle_closed(now, conn, "closed by the other side");

@@ -427,7 +427,7 @@ fn past_the_pause_no_task_starts_until_memory_is_freed() {
     w.handle_scheduler_message(
         now,
         Message::FreeKeys(FreeKeys {
-            keys: vec!["big".into()],
+            keys: ["big"].into(),
         }),
     );
     let out = drain(&mut w);
@@ -505,7 +505,7 @@ fn heartbeats(out: &[WorkerOutput]) -> Vec<Metrics> {
 
 /// Frees `keys` (free-keys) and returns what came out.
 fn free(w: &mut WorkerState, now: Timestamp, keys: &[&str]) -> Vec<WorkerOutput> {
-    let keys = keys.iter().map(|&k| Key::from(k)).collect();
+    let keys = keys.iter().copied().collect();
     w.handle_scheduler_message(now, Message::FreeKeys(FreeKeys { keys }));
     drain(w)
 }

@@ -158,9 +158,9 @@ impl Chaos {
             }
             Message::FreeKeys(f) => {
                 let w = &mut self.workers[i];
-                for k in f.keys {
-                    w.assigned.remove(&k);
-                    w.data.remove(&k);
+                for k in f.keys.iter() {
+                    w.assigned.remove(k);
+                    w.data.remove(k);
                 }
             }
             Message::PutData(p) => {

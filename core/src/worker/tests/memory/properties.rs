@@ -96,7 +96,7 @@ impl Sim {
             Step::Free { key: k } => self.w.handle_scheduler_message(
                 now,
                 Message::FreeKeys(FreeKeys {
-                    keys: vec![Key::from(key(*k))],
+                    keys: vec![Key::from(key(*k))].into(),
                 }),
             ),
             Step::Compute { task, deps, here } => {
