@@ -23,9 +23,33 @@ pub(crate) fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Mea
     let n = shape.tasks.len();
     let (s0, w0) = procs.cpu();
     let start = Instant::now();
+    let wall_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let futures = client.submit_tasks(shape.tasks, shape.wanted);
+    let submitted = start.elapsed();
+    // `DASK_BENCH_TIMELINE`: when the first wanted key's result came
+    // (a task ran, its result back: the start's serial part ends before)
+    // and when the call queueing the graph returned, against the submit.
+    let first_done = std::env::var_os("DASK_BENCH_TIMELINE").map(|_| {
+        let first = futures[0].clone();
+        std::thread::spawn(move || {
+            first.wait().expect("the first key");
+            start.elapsed()
+        })
+    });
     let values = client.gather(&futures).expect("gather");
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(first_done) = first_done {
+        let first_done = first_done.join().expect("the timeline's thread");
+        eprintln!(
+            "timeline {} (submitted at {wall_start:.6} s since the epoch): submit_tasks returned at {:.1} ms, first key done at {:.1} ms, all gathered at {:.1} ms",
+            shape.name,
+            submitted.as_secs_f64() * 1e3,
+            first_done.as_secs_f64() * 1e3,
+            seconds * 1e3
+        );
+    }
     let (s1, w1) = procs.cpu();
     let (cpu, worker_cpu) = (s1 - s0, w1 - w0);
     let sum: i64 = values
