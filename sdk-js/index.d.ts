@@ -85,7 +85,7 @@ export interface ConnectOptions {
    * journal, resuming the session (default 60000; 0: never).
    */
   reconnectTimeout?: number;
-  /** A graph over this many bytes of encoding goes as several messages (default 4 MiB). */
+  /** The largest message of a graph sent as several (over 128 KiB of encoding; default 4 MiB). */
   submitPartBytes?: number;
   /** TLS for a tls:// address: the cluster's CA (and a certificate, for a scheduler that requires one). */
   tls?: TlsFiles;

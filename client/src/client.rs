@@ -38,9 +38,11 @@ pub struct ClientOptions {
     /// 256 MiB). Lower only for tests: larger values then go in parts
     /// (dask/1.1 `value-parts`) as values over 256 MiB do.
     pub frame_bytes_max: usize,
-    /// A graph of more than this many bytes (estimated encoding) is
+    /// The largest part, in bytes (estimated encoding), of a graph
     /// submitted as several `update-graph`s (default 4 MiB, core's
-    /// `SUBMIT_PART_BYTES`; spec: "A graph larger than a frame").
+    /// `SUBMIT_PART_BYTES`; spec: "A graph larger than a frame"). A graph
+    /// over 128 KiB goes in parts, the first of 64 KiB, each next twice the
+    /// last up to this (which also bounds the first).
     pub submit_part_bytes: usize,
     /// How long the connection's thread, and a thread waiting for a
     /// result, look for news without sleeping after their last

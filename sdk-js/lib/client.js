@@ -95,9 +95,10 @@ export class Client {
    * 60 s; 0: never) and resumes the session, so its futures get their
    * outcomes; requests cut by the loss (a gather) are sent again. If the
    * scheduler kept no session, the futures end lost (LostError).
-   * A graph (one `submit` or `map`) of more than `submitPartBytes`
-   * (default 4 MiB of its encoding) goes as several messages, so no
-   * graph is too large for one (spec: "A graph larger than a frame").
+   * A graph (one `submit` or `map`) of more than 128 KiB of encoding
+   * goes as several messages of at most `submitPartBytes` (default
+   * 4 MiB), the first of 64 KiB, so no graph is too large for one (spec:
+   * "A graph larger than a frame").
    * @param {{name?: string, timeout?: number, credentials?: string | false,
    *          reconnectTimeout?: number, submitPartBytes?: number,
    *          tls?: {caFile: string, certFile?: string, keyFile?: string}}} [options]

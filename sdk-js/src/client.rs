@@ -63,9 +63,9 @@ impl ClientDriver {
     /// scheduler to prove it, dask/1.1 authentication; `tls`: the socket
     /// is TLS, the hello says so and JS gives the channel binding with
     /// [`ClientDriver::channel_binding`]; `resumable`: JS connects again
-    /// when `drain` says `reconnect`, see the module docs; `part_bytes`: a
-    /// graph larger than this goes as several `update-graph`s, default
-    /// 4 MiB, core's `SUBMIT_PART_BYTES`). The `hello` is queued.
+    /// when `drain` says `reconnect`, see the module docs; `part_bytes`: the
+    /// largest part of a graph sent as several `update-graph`s, default
+    /// 4 MiB, core's `SUBMIT_PART_BYTES`; the first is 64 KiB or this). The `hello` is queued.
     pub fn new(config: &[u8]) -> Result<ClientDriver, String> {
         let c = Command::parse(config)?;
         let name: Option<String> = c.field("name")?;

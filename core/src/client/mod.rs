@@ -94,7 +94,7 @@ pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
 pub use graph::{encode_args, encode_kwargs, task_spec, Graph, GraphError, TaskOptions};
 pub use input::PYTHON_DASK_SCHEDULER;
 pub use keys::{format_key, is_valid_key, KeyGenerator, KEY_FUNCTION_BYTES_MAX};
-pub use parts::SUBMIT_PART_BYTES;
+pub use parts::{SUBMIT_FIRST_PART_BYTES, SUBMIT_PART_BYTES};
 pub use waiting::{Progress, Waiting};
 
 /// Where the session is.
@@ -474,9 +474,10 @@ impl ClientSession {
                 // in the next.
                 encoder.finish();
             }
-            if matches!(m, Message::ReleaseKeys(_)) {
+            if matches!(m, Message::ReleaseKeys(_) | Message::UpdateGraph(_)) {
                 // The scheduler takes a frame in one event: the parts of a
-                // large release go in frames of their own.
+                // large graph or release go in frames of their own (in one
+                // frame, the workers waited for the whole graph's intake).
                 encoder.finish();
             }
         }

@@ -26,12 +26,21 @@ use crate::messages::TaskSpec;
 use crate::msgpack::Reader;
 use crate::wire::Key;
 
-/// Estimated encoded bytes of a graph past which it is submitted in parts,
-/// and the size each part is filled to (4 MiB: about 90,000 small tasks).
-/// The scheduler takes a part in one event, answering no one meanwhile:
-/// a 16 MiB part of a tree took it 2-6 s at load 10, a 4 MiB one a
-/// quarter, and it holds a quarter of the decoded specs at once.
+/// The largest part of a graph submitted in parts, in estimated encoded
+/// bytes (4 MiB: about 90,000 small tasks). The scheduler takes a part in
+/// one event, answering no one meanwhile: a 16 MiB part of a tree took it
+/// 2-6 s at load 10, a 4 MiB one a quarter, and it holds a quarter of the
+/// decoded specs at once.
 pub const SUBMIT_PART_BYTES: usize = 4 * 1024 * 1024;
+
+/// The first part of a graph submitted in parts (64 KiB: about 1,400
+/// small tasks); each next part is twice the last, up to the largest
+/// ([`SUBMIT_PART_BYTES`] or what the session set). A "slow start": the
+/// scheduler takes in a small first part at once and the workers start on
+/// it while the rest comes, where a first part of 4 MiB kept them idle
+/// for its whole intake (100k independent tasks: 40% of the run went by
+/// before the first result). A graph of up to twice this goes whole.
+pub const SUBMIT_FIRST_PART_BYTES: usize = 64 * 1024;
 
 /// One part of a graph.
 #[derive(Debug)]
@@ -62,16 +71,19 @@ fn spec_bytes(spec: &TaskSpec) -> usize {
         + 16
 }
 
-/// `tasks` in parts of about `part_bytes` each, in dependency order, the
-/// `wanted` keys with the part that defines them; the tasks back when they
-/// fit in one part, have a cycle or define a key twice.
+/// `tasks` in parts in dependency order, the first of about
+/// [`SUBMIT_FIRST_PART_BYTES`] (at most `part_bytes`), each next twice the
+/// last up to `part_bytes`, the `wanted` keys with the part that defines
+/// them; the tasks back when they fit in two first parts, have a cycle or
+/// define a key twice.
 pub(super) fn split(
     tasks: Vec<TaskSpec>,
     part_bytes: usize,
     wanted: &mut Vec<Key>,
 ) -> Result<Vec<Part>, Vec<TaskSpec>> {
     let sizes: Vec<usize> = tasks.iter().map(spec_bytes).collect();
-    if sizes.iter().sum::<usize>() <= part_bytes || tasks.len() > u32::MAX as usize {
+    let first_bytes = SUBMIT_FIRST_PART_BYTES.min(part_bytes);
+    if sizes.iter().sum::<usize>() <= 2 * first_bytes || tasks.len() > u32::MAX as usize {
         return Err(tasks);
     }
     let Some(index) = key_index(&tasks) else {
@@ -88,13 +100,14 @@ pub(super) fn split(
     let Some(order) = post_order(&deps) else {
         return Err(tasks);
     };
-    // Part of each task, filling parts in post-order.
+    // Part of each task, filling parts in post-order, each twice the last.
     let mut part_of = vec![0u32; tasks.len()];
-    let (mut part, mut filled) = (0u32, 0usize);
+    let (mut part, mut filled, mut limit) = (0u32, 0usize, first_bytes);
     for &t in &order {
-        if filled > 0 && filled + sizes[t as usize] > part_bytes {
+        if filled > 0 && filled + sizes[t as usize] > limit {
             part += 1;
             filled = 0;
+            limit = limit.saturating_mul(2).min(part_bytes);
         }
         filled += sizes[t as usize];
         part_of[t as usize] = part;

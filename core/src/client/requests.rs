@@ -113,10 +113,12 @@ impl ClientSession {
     /// per entry). A refused graph turns its newly wanted keys to
     /// [`KeyState::Failed`].
     ///
-    /// A graph of more than [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES) (or what
-    /// [`ClientSession::set_submit_part_bytes`] set) goes in parts, by the
-    /// rule of spec/PROTOCOL.md "A graph larger than a frame"; the id
-    /// returned is the last part's.
+    /// A graph of more than twice [`SUBMIT_FIRST_PART_BYTES`](super::SUBMIT_FIRST_PART_BYTES)
+    /// (estimated encoding) goes in parts, by the rule of spec/PROTOCOL.md
+    /// "A graph larger than a frame": the first of about that size, each
+    /// next twice the last, up to [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES) (or what
+    /// [`ClientSession::set_submit_part_bytes`] set, which also bounds the
+    /// first); the id returned is the last part's.
     pub fn submit(&mut self, tasks: Vec<TaskSpec>, mut wanted: Vec<Key>) -> RequestId {
         match parts::split(tasks, self.part_bytes, &mut wanted) {
             Ok(parts) => self.submit_parts(parts),
@@ -183,8 +185,10 @@ impl ClientSession {
         id
     }
 
-    /// Graphs of more than `bytes` (estimated encoding) are submitted in
-    /// parts of about that size from now on, and releases are sent in
+    /// The parts of a graph submitted in parts are at most about `bytes`
+    /// (estimated encoding) from now on, the first too (so a graph of more
+    /// than twice `bytes` goes in parts when that is under twice
+    /// [`SUBMIT_FIRST_PART_BYTES`](super::SUBMIT_FIRST_PART_BYTES)), and releases are sent in
     /// `release-keys` of about that size (default [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES)).
     pub fn set_submit_part_bytes(&mut self, bytes: usize) {
         self.part_bytes = bytes.max(1);

@@ -228,3 +228,75 @@ fn a_chain_listed_from_its_start_goes_in_runs_of_the_list() {
     }
     assert_eq!(s.held_keys(), 1);
 }
+
+#[test]
+fn parts_start_small_and_double_up_to_the_largest() {
+    // A slow start: the scheduler takes in a small first part at once and
+    // the workers start on it while the larger ones come.
+    let mut s = connected();
+    let n = 20_000;
+    // Tasks of one size: parts of one size hold as many tasks.
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| {
+            task_spec(
+                Key::from(format!("i-{i:05}")),
+                "inc",
+                &[Value::from(0)],
+                &[],
+            )
+        })
+        .collect();
+    let wanted: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    s.set_submit_part_bytes(256 * 1024);
+    s.submit(tasks, wanted);
+    let out = drain(&mut s);
+    let graphs = update_graphs(&out);
+    let sizes: Vec<usize> = graphs.iter().map(|g| g.tasks.len()).collect();
+    // ~50 estimated bytes a task: 64 KiB is ~1,300 tasks.
+    assert!(
+        (1000..2000).contains(&sizes[0]),
+        "first part of {} tasks",
+        sizes[0]
+    );
+    assert!(sizes[1].abs_diff(2 * sizes[0]) <= 1, "{sizes:?}");
+    assert!(sizes[2].abs_diff(4 * sizes[0]) <= 3, "{sizes:?}");
+    // Capped at 256 KiB: every later part but the last as large as the third.
+    assert!(sizes.len() > 5, "{sizes:?}");
+    for &later in &sizes[3..sizes.len() - 1] {
+        assert_eq!(later, sizes[2], "{sizes:?}");
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), n);
+    let sent: Vec<&Key> = graphs
+        .iter()
+        .flat_map(|g| g.tasks.iter().map(|t| &t.key))
+        .collect();
+    assert!(sent
+        .iter()
+        .enumerate()
+        .all(|(i, k)| k.as_str() == format!("i-{i:05}")));
+}
+
+#[test]
+fn a_graph_of_up_to_two_first_parts_goes_whole() {
+    let tasks = |n: usize| -> Vec<TaskSpec> {
+        (0..n)
+            .map(|i| task_spec(Key::from(format!("i-{i}")), "inc", &[Value::from(i)], &[]))
+            .collect()
+    };
+    // ~50 estimated bytes a task: 2,000 tasks are under 128 KiB, 4,000 over.
+    for (n, whole) in [(2_000, true), (4_000, false)] {
+        let mut s = connected();
+        let t = tasks(n);
+        let wanted: Vec<Key> = t.iter().map(|t| t.key.clone()).collect();
+        s.submit(t, wanted);
+        let graphs = drain(&mut s)
+            .iter()
+            .filter(|m| matches!(m, Message::UpdateGraph(_)))
+            .count();
+        assert_eq!(
+            graphs == 1,
+            whole,
+            "{n} tasks went in {graphs} update-graphs"
+        );
+    }
+}
