@@ -1,5 +1,6 @@
 //! The data store: values in memory or spilled, least recently used first, and the pause.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +153,12 @@ impl WorkerState {
     /// Stores a value, wakes tasks waiting for it, and returns its nbytes.
     pub(super) fn store(&mut self, key: Key, value: Arc<RawValue>) -> u64 {
         let nbytes = value.as_bytes().len() as u64;
-        if let Some(fetch) = self.fetches.remove(&key) {
+        // Nothing is fetched while a short run computes: no hashing then.
+        let fetched = match self.fetches.is_empty() {
+            true => None,
+            false => self.fetches.remove(&key),
+        };
+        if let Some(fetch) = fetched {
             for dependent in fetch.dependents {
                 if !self.is_live_dependent(dependent) {
                     continue;
@@ -164,20 +170,32 @@ impl WorkerState {
                 }
             }
         }
-        self.remove_held(&key);
         let tick = self.next_tick;
         self.next_tick += 1;
-        if self.spilling() {
-            self.lru.insert(tick, key.clone());
+        let held = Held {
+            value: Some(value),
+            nbytes,
+            tick,
+        };
+        // One look-up for the key (a new one, nearly always) rather than a
+        // removal and an insertion.
+        let spilling = self.spilling();
+        let key = match self.data.entry(key) {
+            Entry::Vacant(entry) => {
+                let key = spilling.then(|| entry.key().clone());
+                entry.insert(held);
+                key
+            }
+            Entry::Occupied(mut entry) => {
+                let key = entry.key().clone();
+                let old = entry.insert(held);
+                self.forget_held(key.as_str(), old);
+                spilling.then_some(key)
+            }
+        };
+        if let Some(key) = key {
+            self.lru.insert(tick, key);
         }
-        self.data.insert(
-            key,
-            Held {
-                value: Some(value),
-                nbytes,
-                tick,
-            },
-        );
         self.stored_bytes += nbytes;
         self.memory_bytes += nbytes;
         nbytes
@@ -185,9 +203,13 @@ impl WorkerState {
 
     /// Drops the value under `key` wherever it is; its spill entry too.
     pub(super) fn remove_held<K: std::borrow::Borrow<str> + ?Sized>(&mut self, key: &K) {
-        let Some(held) = self.data.remove(key.borrow()) else {
-            return;
-        };
+        if let Some(held) = self.data.remove(key.borrow()) {
+            self.forget_held(key.borrow(), held);
+        }
+    }
+
+    /// The accounting of a value `key` no longer holds, and its spill entry.
+    fn forget_held(&mut self, key: &str, held: Held) {
         self.stored_bytes -= held.nbytes;
         if held.value.is_some() {
             self.memory_bytes -= held.nbytes;
@@ -195,7 +217,7 @@ impl WorkerState {
         } else {
             self.spilled_keys -= 1;
             if let Some(store) = self.spill.as_mut() {
-                store.remove(&Key::from(key.borrow()));
+                store.remove(&Key::from(key));
             }
         }
     }
