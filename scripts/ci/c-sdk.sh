@@ -153,6 +153,9 @@ remote() { # MODE [tls]: C and C++ clients and workers against real processes
     [ -e "$DASK_TLS_CERT" ] || "$release/dask-rs" credentials tls >/dev/null
     tls_flags=(--tls-ca-file "$DASK_TLS_CA_FILE" --tls-cert "$DASK_TLS_CERT")
   fi
+  # Emptied here, not by the background redirect: that one runs in the
+  # child, after the loop below may have read an earlier run's address.
+  : >"$logs/$mode$tls-scheduler.log"
   "$release/dask-scheduler" --port 0 "${tls_flags[@]}" >"$logs/$mode$tls-scheduler.log" 2>&1 &
   scheduler=$!
   pids+=("$scheduler")
