@@ -68,6 +68,12 @@ pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// scheduler answered nobody meanwhile).
 pub const SLOW_EVENT: Duration = Duration::from_secs(1);
 
+/// How long a wakeup handles events before it writes what they sent so
+/// far. The reactor reads a client's whole burst of graph parts in one
+/// wakeup; without this the workers would wait for the last part to be
+/// taken in before they saw the first part's tasks.
+pub const FLUSH_WITHIN_WAKEUP: Duration = Duration::from_millis(1);
+
 /// What a Python Dask client or worker that reached this scheduler is told
 /// (it raises it as an exception, or logs it).
 const PYTHON_DASK_REFUSAL: &str =
@@ -413,8 +419,13 @@ impl EventLoop {
 
     /// Hands every event that is ready to the state, stamped `now`.
     fn handle_events(&mut self, now: Timestamp) {
+        let mut flushed = Instant::now();
         while let Some(event) = self.reactor.next_event() {
             self.on_event(now, event);
+            if flushed.elapsed() >= FLUSH_WITHIN_WAKEUP {
+                self.reactor.flush();
+                flushed = Instant::now();
+            }
         }
     }
 
