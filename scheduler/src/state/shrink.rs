@@ -41,6 +41,15 @@ impl SchedulerState {
         // graph no worker can run); the loop drained them since.
         self.out.shrink_to_fit();
         self.claims_shrink_to_fit();
+        // Hash sets and maps keep their capacity when emptied (the B-trees
+        // they replaced did not).
+        for (_, worker) in self.workers.iter_mut() {
+            worker.processing.shrink_to_fit();
+            worker.has_what.shrink_to_fit();
+        }
+        for client in self.clients.values_mut() {
+            client.wants.shrink_to_fit();
+        }
         self.shrink_tried_at = self.tasks.capacity();
         self.shrunk = true;
     }

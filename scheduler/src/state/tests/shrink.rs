@@ -39,3 +39,51 @@ fn tables_shrink_once_a_large_graph_is_released() {
     sim.send(c, Heartbeat { metrics: None });
     assert!(!sim.s.take_shrunk());
 }
+
+#[test]
+fn a_workers_and_a_clients_sets_shrink_once_their_tasks_are_released() {
+    let mut sim = Sim::new();
+    sim.s.config.validate = false;
+    let c = sim.client();
+    let w = sim.worker("w", &["inc"], 1);
+    let n = SHRINK_FLOOR * 2;
+    let names: Vec<String> = (0..n).map(|i| format!("t-{i}")).collect();
+    let tasks: Vec<TaskSpec> = names
+        .iter()
+        .map(|k| spec(k, "inc", vec![Value::from(1)]))
+        .collect();
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    sim.submit(c, 1, tasks, &wanted);
+    // Run every task on w, as it is sent.
+    let mut done = 0;
+    while done < n {
+        let got = sim.recv(w);
+        let keys: Vec<String> = compute_keys(&got).iter().map(|k| k.to_string()).collect();
+        assert!(
+            !keys.is_empty(),
+            "w was sent nothing more after {done} tasks"
+        );
+        for k in keys {
+            sim.finish(w, &k, 8);
+            done += 1;
+        }
+    }
+    let ix = sim.s.worker_by_conn[&w];
+    assert!(sim.s.workers[ix.ix()].has_what.capacity() >= n);
+    assert!(sim.s.clients[&c].wants.capacity() >= n);
+    sim.send(
+        c,
+        ReleaseKeys {
+            keys: key_list(&wanted),
+        },
+    );
+    assert!(sim.s.take_shrunk());
+    let worker = &sim.s.workers[ix.ix()];
+    assert!(
+        worker.has_what.capacity() < SHRINK_FLOOR,
+        "{}",
+        worker.has_what.capacity()
+    );
+    assert!(worker.processing.capacity() < SHRINK_FLOOR);
+    assert!(sim.s.clients[&c].wants.capacity() < SHRINK_FLOOR);
+}
