@@ -36,7 +36,9 @@ struct Plan {
     refs: Vec<Ref>,
     ref_start: Vec<usize>,
     /// Graph order of each new task, counted from 0 within this graph
-    /// ([`dask_core::order`]: few results held at once).
+    /// ([`dask_core::order`]: few results held at once); empty when no new
+    /// task refers to another, as then the order is the submission order
+    /// ([`Plan::order_of`]).
     order: Vec<u64>,
     /// What each wanted key resolved to, in the message's order: accepting
     /// looks no wanted key up again (a probe of the key index reads a
@@ -45,6 +47,16 @@ struct Plan {
 }
 
 impl Plan {
+    /// New task `p`'s graph order.
+    fn order_of(&self, p: usize) -> u64 {
+        self.order.get(p).copied().unwrap_or(p as u64)
+    }
+
+    /// Whether some new task refers to another new task.
+    fn has_edges(&self) -> bool {
+        self.refs.iter().any(|r| matches!(r, Ref::New(_)))
+    }
+
     fn refs_of(&self, p: usize) -> &[Ref] {
         &self.refs[self.ref_start[p]..self.ref_start[p + 1]]
     }
@@ -267,6 +279,12 @@ impl SchedulerState {
             order: Vec::new(),
             wanted,
         };
+        if !plan.has_edges() {
+            // Tasks that refer to no other new task run in the order they
+            // came (what `Dag::order` gives them, checked in the tests):
+            // ordering 100k independent tasks was ~500 instructions each.
+            return Ok(plan);
+        }
         let dag = plan.dag();
         match dag.order() {
             Ok(order) => plan.order = order.into_iter().map(u64::from).collect(),
@@ -354,7 +372,7 @@ impl SchedulerState {
                 spec.resources,
                 spec.workers,
             );
-            let order = self.next_order + plan.order[p];
+            let order = self.next_order + plan.order_of(p);
             let group = self
                 .observe
                 .task_added(spec.key.as_str(), TaskState::Released);
@@ -405,5 +423,24 @@ impl SchedulerState {
         }
         // New tasks nothing wants or needs are forgotten right away.
         self.to_check.extend(ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dask_core::order::Dag;
+
+    /// `check_graph` skips `Dag::order` for a graph whose tasks refer to
+    /// no other new task and takes the submission order: that must be
+    /// the order `Dag::order` would give.
+    #[test]
+    fn tasks_without_edges_are_ordered_as_submitted() {
+        for n in [0u32, 1, 2, 3, 7, 64, 1_000] {
+            let mut dag = Dag::with_capacity(n as usize, 0);
+            for _ in 0..n {
+                dag.push(std::iter::empty());
+            }
+            assert_eq!(dag.order().unwrap(), (0..n).collect::<Vec<_>>(), "{n}");
+        }
     }
 }
