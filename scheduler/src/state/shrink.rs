@@ -40,6 +40,7 @@ impl SchedulerState {
         // An event may have queued a message per task (key-waiting for a
         // graph no worker can run); the loop drained them since.
         self.out.shrink_to_fit();
+        self.queue.shrink_to_fit();
         self.claims_shrink_to_fit();
         // Hash sets and maps keep their capacity when emptied (the B-trees
         // they replaced did not).
