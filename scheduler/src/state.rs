@@ -286,6 +286,10 @@ pub struct SchedulerState {
     /// Where arguments written from dependencies' keys are put together
     /// (see [`Task::args_are_dependencies`]): one buffer, not one a task.
     pub(crate) args_scratch: Vec<u8>,
+    /// `expand`'s stack, kept between calls: a wanted task is expanded
+    /// alone, and a stack allocated and freed for each was ~140
+    /// instructions of an independent task's.
+    pub(crate) expand_stack: Vec<(TaskId, bool)>,
 }
 
 /// Most tasks a worker's [`Worker::sent`] hints at: more than the tasks
@@ -341,6 +345,7 @@ impl SchedulerState {
             next_spill_failed_check: None,
             durable: durable::Durable::default(),
             args_scratch: Vec::new(),
+            expand_stack: Vec::new(),
         }
     }
 

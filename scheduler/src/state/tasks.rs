@@ -6,6 +6,9 @@ use dask_core::messages::{CancelKeys, StealResponse, TaskErred, TaskFinished};
 use super::*;
 use crate::journal::format;
 
+/// Most entries of `expand`'s stack kept between calls.
+const EXPAND_STACK_KEPT_MAX: usize = 4096;
+
 impl SchedulerState {
     // ---- state bookkeeping ----------------------------------------------
 
@@ -116,7 +119,8 @@ impl SchedulerState {
     }
 
     fn expand(&mut self, root: TaskId) {
-        let mut stack: Vec<(TaskId, bool)> = vec![(root, false)];
+        let mut stack = std::mem::take(&mut self.expand_stack);
+        stack.push((root, false));
         while let Some((t, expanded)) = stack.pop() {
             if expanded {
                 let task = &self.tasks[t];
@@ -152,6 +156,10 @@ impl SchedulerState {
                 }
             }
             self.tasks[t].waiting_on = waiting;
+        }
+        // A large graph's stack is not kept (it held a task per level).
+        if stack.capacity() <= EXPAND_STACK_KEPT_MAX {
+            self.expand_stack = stack;
         }
     }
 
@@ -458,11 +466,13 @@ impl SchedulerState {
             }
             want.finished_sent = true;
             let value = inline.filter(|_| client.v1_1).cloned();
+            // What `want_request` says, without looking both up again.
+            let request = client.v1_1.then_some(want.request);
             let task = &self.tasks[t];
             let m = Message::KeyFinished(KeyFinished {
                 key: task.key_owned(),
                 nbytes: task.nbytes,
-                request: self.want_request(c, t),
+                request,
                 value,
             });
             self.send(c, m);
