@@ -448,35 +448,53 @@ macro_rules! wire_struct {
             fn write(&self, w: &mut $crate::msgpack::WriteBuf<'_>) {
                 $crate::wire::write_struct(w, self.field_count(), |w| self.write_fields(w));
             }
-            /// One pass over the map: each known field is read where it
-            /// stands, unknown ones (a later minor version's, or a
-            /// message's `op`) are checked and skipped. Same results as
-            /// [`Self::from_table`] over a [`$crate::wire::FieldTable`],
-            /// without walking every value twice.
+            /// One pass over the map ([`Self::read_entries`]).
             fn read(r: &mut $crate::msgpack::Reader<'_>) -> Result<Self, $crate::error::WireError> {
-                use $crate::error::WireError;
-                use $crate::wire::Wire;
                 let len = r.read_map_len()?;
                 $crate::wire::check_struct_len(len)?;
+                Self::read_entries(r, len, $crate::wire::UnknownNames::default())
+            }
+        }
+
+        impl $name {
+            /// Reads `len` map entries, once over them: each known field
+            /// is read where it stands, unknown ones (a later minor
+            /// version's, or a message's `op`) are checked and skipped;
+            /// `unknown` holds the names read before (a message's `op`).
+            /// Same results as [`Self::from_table`] over a
+            /// [`$crate::wire::FieldTable`], without walking every value
+            /// twice. A name is compared as bytes: one that matches a
+            /// field's (ASCII) name needs no UTF-8 check, the others are
+            /// checked.
+            #[doc(hidden)]
+            pub fn read_entries<'a>(
+                r: &mut $crate::msgpack::Reader<'a>,
+                len: usize,
+                mut unknown: $crate::wire::UnknownNames<'a>,
+            ) -> Result<Self, $crate::error::WireError> {
+                use $crate::error::WireError;
+                use $crate::wire::Wire;
                 $(let mut $field: Option<$ty> = None;)*
-                let mut unknown = $crate::wire::UnknownNames::default();
                 for _ in 0..len {
-                    let entry = r.read_str().map_err(|e| e.in_field("<field name>"))?;
-                    match entry {
-                        $(stringify!($field) => {
+                    let entry = r.read_str_bytes().map_err(|e| e.in_field("<field name>"))?;
+                    $(
+                        if entry == stringify!($field).as_bytes() {
                             if $field.is_some() {
-                                return Err($crate::wire::duplicate_field(entry));
+                                return Err($crate::wire::duplicate_field(stringify!($field)));
                             }
-                            $field = Some(<$ty as Wire>::read(r).map_err(|e| e.in_field(entry))?);
-                        })*
-                        _ => {
-                            if !unknown.insert(entry) {
-                                return Err($crate::wire::duplicate_field(entry));
-                            }
-                            r.skip_nested($crate::wire::FIELD_DEPTH_MAX, &mut |_| {})
-                                .map_err(|e| e.in_field(entry))?;
+                            $field = Some(
+                                <$ty as Wire>::read(r).map_err(|e| e.in_field(stringify!($field)))?,
+                            );
+                            continue;
                         }
+                    )*
+                    let entry = $crate::msgpack::check_utf8(entry)
+                        .map_err(|e| e.in_field("<field name>"))?;
+                    if !unknown.insert(entry) {
+                        return Err($crate::wire::duplicate_field(entry));
                     }
+                    r.skip_nested($crate::wire::FIELD_DEPTH_MAX, &mut |_| {})
+                        .map_err(|e| e.in_field(entry))?;
                 }
                 Ok($name {
                     $($field: match $field {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{ErrorCode, WireError};
 use crate::msgpack::{write, RawValue, Reader, WriteBuf};
-use crate::wire::{check_struct_len, Key, Wire, FIELD_DEPTH_MAX};
+use crate::wire::{check_struct_len, Key, UnknownNames, Wire, FIELD_DEPTH_MAX};
 use crate::{wire_enum, wire_struct};
 
 mod client;
@@ -67,8 +67,26 @@ macro_rules! messages {
                 }
             }
 
-            /// Reads one message.
+            /// Reads one message. A canonical one has `op` first: it is
+            /// read once, and the message's other entries after it; else
+            /// `op` is looked for ([`find_op`]) and the map read whole.
             pub fn read(r: &mut Reader<'_>) -> Result<Message, WireError> {
+                let mut ahead = r.clone();
+                let len = ahead.read_map_len()?;
+                check_struct_len(len)?;
+                if len > 0 && ahead.read_str_bytes().ok() == Some(b"op") {
+                    let op = ahead.read_str().map_err(|e| e.in_field("op"))?;
+                    *r = ahead;
+                    let mut seen = UnknownNames::default();
+                    seen.insert("op");
+                    let len = len - 1;
+                    return match op {
+                        $($boxed_op => $boxed::read_entries(r, len, seen).map(Message::from),)*
+                        $($op => $variant::read_entries(r, len, seen).map(Message::$variant),)*
+                        _ => Err(WireError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))),
+                    }
+                    .map_err(|e| e.in_op(op));
+                }
                 let op = find_op(r.clone())?;
                 match op {
                     $($boxed_op => <$boxed as Wire>::read(r).map(Message::from),)*

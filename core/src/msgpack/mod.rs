@@ -69,6 +69,12 @@ pub fn parse_ref(data: &[u8]) -> Result<&str, WireError> {
     Ok(key)
 }
 
+/// Checks that a string's bytes ([`Reader::read_str_bytes`]) are UTF-8,
+/// with [`Reader::read_str`]'s error.
+pub fn check_utf8(bytes: &[u8]) -> Result<&str, WireError> {
+    std::str::from_utf8(bytes).map_err(|_| WireError::malformed("string is not valid UTF-8"))
+}
+
 /// Checks the rules every key follows: 1 to [`KEY_BYTES_MAX`] bytes.
 pub fn check_key(key: &str) -> Result<(), WireError> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {

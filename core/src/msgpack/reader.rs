@@ -148,6 +148,29 @@ impl<'a> Reader<'a> {
 
     /// Reads the length of a string and its bytes.
     pub fn read_str(&mut self) -> Result<&'a str, WireError> {
+        check_utf8(self.read_str_bytes()?)
+    }
+
+    /// Reads a string's bytes without checking that they are UTF-8: for
+    /// names compared with known (ASCII) ones, which need no check when
+    /// they match. Anything kept or shown as text goes through
+    /// [`Reader::read_str`] or [`check_utf8`].
+    #[inline]
+    pub fn read_str_bytes(&mut self) -> Result<&'a [u8], WireError> {
+        // Field names, ops and most keys are fixstrs: read in line.
+        if let Some(&m @ 0xa0..=0xbf) = self.buf.get(self.pos) {
+            let start = self.pos + 1;
+            if let Some(bytes) = self.buf.get(start..start + (m & 0x1f) as usize) {
+                self.pos = start + bytes.len();
+                return Ok(bytes);
+            }
+        }
+        self.read_str_bytes_any()
+    }
+
+    /// [`Reader::read_str_bytes`] of any string header, and its errors.
+    #[inline(never)]
+    fn read_str_bytes_any(&mut self) -> Result<&'a [u8], WireError> {
         let m = self.byte()?;
         let len = match m {
             0xa0..=0xbf => (m & 0x1f) as usize,
@@ -156,8 +179,7 @@ impl<'a> Reader<'a> {
             0xdb => u32::from_be_bytes(self.be()?) as usize,
             _ => return Err(self.wrong("string", m)),
         };
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| WireError::malformed("string is not valid UTF-8"))
+        self.take(len)
     }
 
     /// Reads binary data.
