@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dask_core::auth::Credentials;
-use dask_core::client::{ClientEvent, Progress};
+use dask_core::client::{ClientEvent, Progress, SubmitPlan};
 use dask_core::messages::{ClusterInfoReply, TaskSpec, WaitingKey, WorkerInfo};
 use dask_core::{Key, RawValue};
 use dask_net::TlsConfig;
@@ -165,7 +165,15 @@ impl Client {
     /// Submits raw task specs and wants `wanted` (one future per entry).
     pub fn submit_tasks(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<Future> {
         let keys = wanted.clone();
-        self.shared().with(|st| st.session.submit(tasks, wanted));
+        // Planned without the lock, and handed over part by part, the lock
+        // released and the I/O thread woken after each: the first part of
+        // a large graph is on the wire while the next ones are built (under
+        // the lock, 100k independent tasks sent nothing for ~80 ms).
+        let part_bytes = self.shared().lock().session.submit_part_bytes();
+        let mut plan = SubmitPlan::new(tasks, wanted, part_bytes);
+        while let Some(part) = plan.next_part() {
+            self.shared().with(|st| st.session.submit_part(part));
+        }
         keys.into_iter()
             .map(|k| Future::adopt(Arc::clone(self.shared()), k))
             .collect()

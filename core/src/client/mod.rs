@@ -94,7 +94,7 @@ pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
 pub use graph::{encode_args, encode_kwargs, task_spec, Graph, GraphError, TaskOptions};
 pub use input::PYTHON_DASK_SCHEDULER;
 pub use keys::{format_key, is_valid_key, KeyGenerator, KEY_FUNCTION_BYTES_MAX};
-pub use parts::{SUBMIT_FIRST_PART_BYTES, SUBMIT_PART_BYTES};
+pub use parts::{GraphPart, SubmitPlan, SUBMIT_FIRST_PART_BYTES, SUBMIT_PART_BYTES};
 pub use waiting::{Progress, Waiting};
 
 /// Where the session is.

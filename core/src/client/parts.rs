@@ -42,6 +42,98 @@ pub const SUBMIT_PART_BYTES: usize = 4 * 1024 * 1024;
 /// before the first result). A graph of up to twice this goes whole.
 pub const SUBMIT_FIRST_PART_BYTES: usize = 64 * 1024;
 
+/// A submit planned apart from the session ([`SubmitPlan::new`] needs
+/// only the tasks): the Rust client plans a graph without its session's
+/// lock, then hands the session one part at a time
+/// ([`SubmitPlan::next_part`], [`ClientSession::submit_part`](super::ClientSession::submit_part)),
+/// releasing the lock between parts so that its I/O thread sends the first
+/// while the next ones are built. [`ClientSession::submit`](super::ClientSession::submit)
+/// is the same, all at once.
+#[derive(Debug)]
+pub struct SubmitPlan {
+    kind: PlanKind,
+    /// Keys wanted only because a later part refers to them: released
+    /// once the last part is queued.
+    needed_later: Vec<Key>,
+    /// The next part is the first.
+    first: bool,
+}
+
+#[derive(Debug)]
+enum PlanKind {
+    /// One `update-graph` (small, a cycle, a key defined twice), until taken.
+    Whole(Option<(Vec<TaskSpec>, Vec<Key>)>),
+    Parts(Plan),
+}
+
+/// One part of a [`SubmitPlan`], for [`ClientSession::submit_part`](super::ClientSession::submit_part).
+#[derive(Debug)]
+pub struct GraphPart {
+    pub(super) kind: PartKind,
+    /// Room to reserve in the key table (the first part: every part's
+    /// wants, so the table grows once).
+    pub(super) reserve: usize,
+    /// The keys to release after this part, the last: wanted only for the
+    /// later parts that refer to them.
+    pub(super) release_after: Vec<Key>,
+}
+
+#[derive(Debug)]
+pub(super) enum PartKind {
+    Whole {
+        tasks: Vec<TaskSpec>,
+        wanted: Vec<Key>,
+    },
+    Part(Part),
+}
+
+impl SubmitPlan {
+    /// Plans submitting `tasks` and wanting each key of `wanted` (one
+    /// local reference per entry): in parts when the graph is over twice
+    /// the first part (see [`ClientSession::submit`](super::ClientSession::submit)),
+    /// none larger than `part_bytes` ([`ClientSession::submit_part_bytes`](super::ClientSession::submit_part_bytes)).
+    pub fn new(tasks: Vec<TaskSpec>, wanted: Vec<Key>, part_bytes: usize) -> SubmitPlan {
+        let kind = match split(tasks, part_bytes.max(1), wanted) {
+            Ok(plan) => PlanKind::Parts(plan),
+            Err(whole) => PlanKind::Whole(Some(whole)),
+        };
+        SubmitPlan {
+            kind,
+            needed_later: Vec::new(),
+            first: true,
+        }
+    }
+
+    /// The next part to hand to the session; `None` once every part went.
+    pub fn next_part(&mut self) -> Option<GraphPart> {
+        let first = std::mem::replace(&mut self.first, false);
+        match &mut self.kind {
+            PlanKind::Whole(whole) => {
+                let (tasks, wanted) = whole.take()?;
+                Some(GraphPart {
+                    reserve: wanted.len(),
+                    kind: PartKind::Whole { tasks, wanted },
+                    release_after: Vec::new(),
+                })
+            }
+            PlanKind::Parts(plan) => {
+                let part = plan.next_part()?;
+                self.needed_later.extend(part.needed_later.iter().cloned());
+                let last = plan.is_done();
+                Some(GraphPart {
+                    reserve: if first { plan.refs } else { 0 },
+                    kind: PartKind::Part(part),
+                    release_after: if last {
+                        std::mem::take(&mut self.needed_later)
+                    } else {
+                        Vec::new()
+                    },
+                })
+            }
+        }
+    }
+}
+
 /// One part of a graph.
 #[derive(Debug)]
 pub(super) struct Part {
@@ -54,6 +146,96 @@ pub(super) struct Part {
     /// The keys its `update-graph` wants: those of `wanted` and
     /// `needed_later`, each once.
     pub(super) listed: Vec<Key>,
+}
+
+/// A graph cut into parts, each built when it is to go ([`Plan::next_part`]):
+/// the first part leaves while the later ones are built and registered
+/// (100k independent tasks: the whole submit was ~80 ms before anything
+/// went).
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// Per part still to go: its wanted entries, each with whether its
+    /// `update-graph` lists it (the first entry of its key).
+    wanted: std::vec::IntoIter<Vec<(Key, bool)>>,
+    tasks: Tasks,
+    /// Wants (local references) of every part: reserved at once.
+    pub(super) refs: usize,
+}
+
+/// Where each part's tasks come from.
+#[derive(Debug)]
+enum Tasks {
+    /// Already in dependency order (independent tasks, a chain listed from
+    /// its start): each part is the next run of the list, moved once, when
+    /// it goes.
+    Run {
+        tasks: std::vec::IntoIter<TaskSpec>,
+        /// Per part, its number of tasks.
+        counts: std::vec::IntoIter<usize>,
+        /// Per task: a later part refers to it; a user's wanted key lists it.
+        needed_later: Vec<bool>,
+        listed: Vec<bool>,
+        /// Position of the next task.
+        at: usize,
+    },
+    /// Reordered: every part built at once (tasks, keys later parts need,
+    /// the needed keys not listed by a wanted entry).
+    Built(std::vec::IntoIter<(Vec<TaskSpec>, Vec<Key>, Vec<Key>)>),
+}
+
+impl Plan {
+    /// Whether every part was built.
+    fn is_done(&self) -> bool {
+        self.wanted.len() == 0
+    }
+
+    /// The next part, or `None` after the last.
+    pub(super) fn next_part(&mut self) -> Option<Part> {
+        let wanted_entries = self.wanted.next()?;
+        let mut listed = Vec::new();
+        let mut wanted = Vec::with_capacity(wanted_entries.len());
+        for (k, list) in wanted_entries {
+            if list {
+                listed.push(k.clone());
+            }
+            wanted.push(k);
+        }
+        let (tasks, needed_later) = match &mut self.tasks {
+            Tasks::Run {
+                tasks,
+                counts,
+                needed_later: needed,
+                listed: listed_at,
+                at,
+            } => {
+                let n = counts.next().unwrap_or(0);
+                let part: Vec<TaskSpec> = tasks.by_ref().take(n).collect();
+                let start = *at;
+                *at += part.len();
+                let mut needed_later = Vec::new();
+                for (i, spec) in part.iter().enumerate() {
+                    if needed[start + i] {
+                        needed_later.push(spec.key.clone());
+                        if !listed_at[start + i] {
+                            listed.push(spec.key.clone());
+                        }
+                    }
+                }
+                (part, needed_later)
+            }
+            Tasks::Built(parts) => {
+                let (tasks, needed_later, unlisted) = parts.next().unwrap_or_default();
+                listed.extend(unlisted);
+                (tasks, needed_later)
+            }
+        };
+        Some(Part {
+            tasks,
+            needed_later,
+            wanted,
+            listed,
+        })
+    }
 }
 
 /// Roughly what a task spec costs in an `update-graph`.
@@ -74,20 +256,20 @@ fn spec_bytes(spec: &TaskSpec) -> usize {
 /// `tasks` in parts in dependency order, the first of about
 /// [`SUBMIT_FIRST_PART_BYTES`] (at most `part_bytes`), each next twice the
 /// last up to `part_bytes`, the `wanted` keys with the part that defines
-/// them; the tasks back when they fit in two first parts, have a cycle or
-/// define a key twice.
+/// them; the tasks and `wanted` back when they fit in two first parts, have
+/// a cycle or define a key twice.
 pub(super) fn split(
     tasks: Vec<TaskSpec>,
     part_bytes: usize,
-    wanted: &mut Vec<Key>,
-) -> Result<Vec<Part>, Vec<TaskSpec>> {
+    wanted: Vec<Key>,
+) -> Result<Plan, (Vec<TaskSpec>, Vec<Key>)> {
     let sizes: Vec<usize> = tasks.iter().map(spec_bytes).collect();
     let first_bytes = SUBMIT_FIRST_PART_BYTES.min(part_bytes);
     if sizes.iter().sum::<usize>() <= 2 * first_bytes || tasks.len() > u32::MAX as usize {
-        return Err(tasks);
+        return Err((tasks, wanted));
     }
     let Some(index) = key_index(&tasks) else {
-        return Err(tasks);
+        return Err((tasks, wanted));
     };
     let deps = dependencies(&tasks, &index);
     // Position of each wanted key's task (`None`: defined elsewhere).
@@ -98,7 +280,7 @@ pub(super) fn split(
         .collect();
     drop(index);
     let Some(order) = post_order(&deps) else {
-        return Err(tasks);
+        return Err((tasks, wanted));
     };
     // Part of each task, filling parts in post-order, each twice the last.
     let mut part_of = vec![0u32; tasks.len()];
@@ -121,75 +303,56 @@ pub(super) fn split(
         }
     }
     drop(deps);
-    let mut parts: Vec<Part> = (0..=part)
-        .map(|_| Part {
-            tasks: Vec::new(),
-            needed_later: Vec::new(),
-            wanted: Vec::new(),
-            listed: Vec::new(),
-        })
-        .collect();
+    let parts = part as usize + 1;
     // Each key listed once, told by its task's position (no sort or hash of
     // the keys: sorting each part's keys to drop repeats was 86% of
-    // submitting 100k independent tasks).
+    // submitting 100k independent tasks). The keys are copied for the
+    // lists when their part is built.
+    let mut wanted_of: Vec<Vec<(Key, bool)>> = (0..parts).map(|_| Vec::new()).collect();
     let mut listed_at = vec![false; tasks.len()];
     let mut outside: HashSet<Key> = HashSet::new();
-    for (k, at) in std::mem::take(wanted).into_iter().zip(wanted_at) {
-        let p = match at {
-            Some(t) => {
-                let p = part_of[t as usize];
-                if !std::mem::replace(&mut listed_at[t as usize], true) {
-                    parts[p as usize].listed.push(k.clone());
-                }
-                p
-            }
-            None => {
-                if outside.insert(k.clone()) {
-                    parts[part as usize].listed.push(k.clone());
-                }
-                part
-            }
+    let refs = wanted.len() + needed_later.iter().filter(|&&n| n).count();
+    for (k, at) in wanted.into_iter().zip(wanted_at) {
+        let (p, list) = match at {
+            Some(t) => (
+                part_of[t as usize],
+                !std::mem::replace(&mut listed_at[t as usize], true),
+            ),
+            None => (part, outside.insert(k.clone())),
         };
-        parts[p as usize].wanted.push(k);
+        wanted_of[p as usize].push((k, list));
     }
+    let wanted = wanted_of.into_iter();
     if order.iter().enumerate().all(|(at, &t)| at == t as usize) {
-        // Already in dependency order (independent tasks, a chain listed
-        // from its start): each part is a run of the list, cut off its end
-        // without moving the first part's tasks. Moving every spec twice
-        // (into slots, then into its part), each new list's pages faulted
-        // in, was most of the split.
-        let mut tasks = tasks;
-        for p in (0..parts.len()).rev() {
-            let start = part_of.partition_point(|&q| (q as usize) < p);
-            let part = &mut parts[p];
-            part.tasks = if p == 0 {
-                std::mem::take(&mut tasks)
-            } else {
-                tasks.split_off(start)
-            };
-            part.needed_later = part
-                .tasks
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| needed_later[start + i])
-                .map(|(_, spec)| spec.key.clone())
-                .collect();
-            for (i, spec) in part.tasks.iter().enumerate() {
-                if needed_later[start + i] && !listed_at[start + i] {
-                    part.listed.push(spec.key.clone());
-                }
-            }
+        // Already in dependency order: each part is a run of the list.
+        // Moving every spec twice (into slots, then into its part), each
+        // new list's pages faulted in, was most of the split.
+        let mut counts = vec![0usize; parts];
+        for &p in &part_of {
+            counts[p as usize] += 1;
         }
-        return Ok(parts);
+        return Ok(Plan {
+            wanted,
+            tasks: Tasks::Run {
+                tasks: tasks.into_iter(),
+                counts: counts.into_iter(),
+                needed_later,
+                listed: listed_at,
+                at: 0,
+            },
+            refs,
+        });
     }
     // Each part's list at its final size: grown by doubling, every spec
     // was copied again and the pages faulted in twice.
-    let mut counts = vec![0usize; parts.len()];
+    let mut built: Vec<(Vec<TaskSpec>, Vec<Key>, Vec<Key>)> =
+        (0..parts).map(|_| Default::default()).collect();
+    let mut counts = vec![0usize; parts];
     for &p in &part_of {
         counts[p as usize] += 1;
     }
-    for (part, n) in parts.iter_mut().zip(counts) {
-        part.tasks.reserve_exact(n);
+    for (part, n) in built.iter_mut().zip(counts) {
+        part.0.reserve_exact(n);
     }
     let mut slots: Vec<Option<TaskSpec>> = tasks.into_iter().map(Some).collect();
     for t in order {
@@ -197,16 +360,20 @@ pub(super) fn split(
         let Some(spec) = slots[t].take() else {
             continue;
         };
-        let p = &mut parts[part_of[t] as usize];
+        let p = &mut built[part_of[t] as usize];
         if needed_later[t] {
-            p.needed_later.push(spec.key.clone());
+            p.1.push(spec.key.clone());
             if !listed_at[t] {
-                p.listed.push(spec.key.clone());
+                p.2.push(spec.key.clone());
             }
         }
-        p.tasks.push(spec);
+        p.0.push(spec);
     }
-    Ok(parts)
+    Ok(Plan {
+        wanted,
+        tasks: Tasks::Built(built.into_iter()),
+        refs,
+    })
 }
 
 /// The position of each task by key, or `None` when a key is defined

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::events::{ClientEvent, KeyState, RequestError, RequestId};
-use super::parts;
+use super::parts::{GraphPart, PartKind, SubmitPlan};
 use super::{ClientSession, Pending};
 use crate::messages::{
     CancelKeys, Close, ClusterInfo, Gather, GetDataset, ListDatasets, PublishDataset, ReleaseKeys,
@@ -76,7 +76,9 @@ impl ClientSession {
     }
 
     /// Registers the wants of a submit or scatter and queues its message.
-    fn ask_wants(&mut self, keys: &[Key], message: impl FnOnce(u64) -> Message) -> RequestId {
+    /// The keys by value: the newly wanted ones move into the request's
+    /// list (a copy of each was a third of the key table's cost).
+    fn ask_wants(&mut self, keys: Vec<Key>, message: impl FnOnce(u64) -> Message) -> RequestId {
         let id = self.request_id();
         // Room for every key at once: a graph's keys are mostly new, and
         // growing the table step by step rehashed it a dozen times for
@@ -84,8 +86,8 @@ impl ClientSession {
         self.keys.reserve(keys.len());
         let mut fresh = Vec::with_capacity(keys.len());
         for k in keys {
-            if self.want(k, Some(id), id) {
-                fresh.push(k.clone());
+            if self.want(&k, Some(id), id) {
+                fresh.push(k);
             }
         }
         if let Some(reason) = self.closed_reason().map(str::to_owned) {
@@ -118,12 +120,57 @@ impl ClientSession {
     /// "A graph larger than a frame": the first of about that size, each
     /// next twice the last, up to [`SUBMIT_PART_BYTES`](super::SUBMIT_PART_BYTES) (or what
     /// [`ClientSession::set_submit_part_bytes`] set, which also bounds the
-    /// first); the id returned is the last part's.
-    pub fn submit(&mut self, tasks: Vec<TaskSpec>, mut wanted: Vec<Key>) -> RequestId {
-        match parts::split(tasks, self.part_bytes, &mut wanted) {
-            Ok(parts) => self.submit_parts(parts),
-            Err(tasks) => self.submit_whole(tasks, wanted),
+    /// first); the id returned is the last part's. The same as a
+    /// [`SubmitPlan`] handed over part by part with
+    /// [`ClientSession::submit_part`].
+    pub fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
+        let mut plan = SubmitPlan::new(tasks, wanted, self.part_bytes);
+        let mut id = RequestId(0);
+        while let Some(part) = plan.next_part() {
+            id = self.submit_part(part);
         }
+        id
+    }
+
+    /// The largest part of a graph in parts (see
+    /// [`ClientSession::set_submit_part_bytes`]), for [`SubmitPlan::new`].
+    pub fn submit_part_bytes(&self) -> usize {
+        self.part_bytes
+    }
+
+    /// Queues one part of a [`SubmitPlan`] (parts in the plan's order, none
+    /// left out): its keys are wanted from now on; after the last part, the
+    /// keys wanted only for later parts are released. Its request id.
+    pub fn submit_part(&mut self, part: GraphPart) -> RequestId {
+        // Room for every part's keys at once: reserved part by part, the
+        // table grew by doubling, each time hashing every key again
+        // (a quarter of the client's time submitting 1M independent tasks).
+        self.keys.reserve(part.reserve);
+        let id = match part.kind {
+            PartKind::Whole { tasks, wanted } => self.submit_whole(tasks, wanted),
+            PartKind::Part(part) => {
+                let mut refs = part.wanted;
+                refs.extend(part.needed_later);
+                let unique = part.listed;
+                let tasks = part.tasks;
+                let id = self.ask_wants(refs, move |request| {
+                    Message::UpdateGraph(UpdateGraph {
+                        request,
+                        tasks,
+                        wanted: unique,
+                        ack: None,
+                    })
+                });
+                if !self.is_closed() {
+                    self.part_requests.insert(id);
+                }
+                id
+            }
+        };
+        for k in part.release_after {
+            self.release(k.as_str());
+        }
+        id
     }
 
     fn submit_whole(&mut self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> RequestId {
@@ -137,7 +184,7 @@ impl ClientSession {
             }
         }
         drop(seen);
-        self.ask_wants(&wanted, move |request| {
+        self.ask_wants(wanted, move |request| {
             Message::UpdateGraph(UpdateGraph {
                 request,
                 tasks,
@@ -145,44 +192,6 @@ impl ClientSession {
                 ack: None,
             })
         })
-    }
-
-    /// A graph in parts: each part wants the user's keys it defines and its
-    /// keys later parts need (the last part also the user's keys defined
-    /// elsewhere); the second kind is released once the last part is queued.
-    fn submit_parts(&mut self, parts: Vec<parts::Part>) -> RequestId {
-        // Room for every part's keys at once: reserved part by part, the
-        // table grew by doubling, each time hashing every key again
-        // (a quarter of the client's time submitting 1M independent tasks).
-        let refs: usize = parts
-            .iter()
-            .map(|p| p.wanted.len() + p.needed_later.len())
-            .sum();
-        self.keys.reserve(refs);
-        let mut needed_later = Vec::new();
-        let mut id = RequestId(0);
-        for part in parts {
-            let mut refs = part.wanted;
-            refs.extend(part.needed_later.iter().cloned());
-            let unique = part.listed;
-            needed_later.extend(part.needed_later);
-            let tasks = part.tasks;
-            id = self.ask_wants(&refs, move |request| {
-                Message::UpdateGraph(UpdateGraph {
-                    request,
-                    tasks,
-                    wanted: unique,
-                    ack: None,
-                })
-            });
-            if !self.is_closed() {
-                self.part_requests.insert(id);
-            }
-        }
-        for k in needed_later {
-            self.release(k.as_str());
-        }
-        id
     }
 
     /// The parts of a graph submitted in parts are at most about `bytes`
@@ -203,7 +212,7 @@ impl ClientSession {
         broadcast: bool,
     ) -> RequestId {
         let keys: Vec<Key> = data.keys().cloned().collect();
-        self.ask_wants(&keys, move |request| {
+        self.ask_wants(keys, move |request| {
             Message::Scatter(Scatter {
                 request,
                 data,

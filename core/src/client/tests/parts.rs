@@ -300,3 +300,64 @@ fn a_graph_of_up_to_two_first_parts_goes_whole() {
         );
     }
 }
+
+#[test]
+fn a_plan_handed_over_part_by_part_sends_each_part_before_the_next_is_built() {
+    // The Rust client plans without the session and hands it one part at
+    // a time: the first part can go, and its keys finish, before the
+    // later parts are registered.
+    let (tasks, root) = tree(256);
+    let mut whole = connected();
+    whole.set_submit_part_bytes(1000);
+    whole.submit(tasks.clone(), vec![root.clone()]);
+    let all_at_once = drain(&mut whole);
+
+    let mut s = connected();
+    s.set_submit_part_bytes(1000);
+    let mut plan = SubmitPlan::new(tasks, vec![root.clone()], s.submit_part_bytes());
+    let mut out = Vec::new();
+    let mut first_keys = Vec::new();
+    while let Some(part) = plan.next_part() {
+        s.submit_part(part);
+        let sent = drain(&mut s);
+        let graphs = update_graphs(&sent);
+        assert_eq!(graphs.len(), 1, "one part queued per call");
+        if first_keys.is_empty() {
+            first_keys = graphs[0].wanted.clone();
+            // Its keys finish while the rest is still being built.
+            for k in &first_keys {
+                s.handle_message(finished(k));
+            }
+            assert!(first_keys
+                .iter()
+                .all(|k| s.key_state(k.as_str()) == Some(&KeyState::Finished { nbytes: 1 })));
+        }
+        out.extend(sent);
+    }
+    assert!(
+        !first_keys.is_empty(),
+        "the first part keeps a key for later"
+    );
+    // The same messages as submitted at once, in the same order.
+    assert_eq!(out, all_at_once);
+    // Only the root is held at the end: the keys kept for later parts
+    // were released after the last part.
+    assert_eq!(s.held_keys(), 1);
+    assert_eq!(s.ref_count(root.as_str()), 1);
+}
+
+#[test]
+fn a_small_graph_plans_as_one_part() {
+    let mut s = connected();
+    let t = inc(&mut s, Value::from(1));
+    let key = t.key.clone();
+    let mut plan = SubmitPlan::new(vec![t], vec![key.clone()], s.submit_part_bytes());
+    let part = plan.next_part().expect("one part");
+    assert!(plan.next_part().is_none());
+    s.submit_part(part);
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[..], [Message::UpdateGraph(g)] if g.tasks.len() == 1 && g.wanted == [key.clone()])
+    );
+    assert_eq!(s.ref_count(key.as_str()), 1);
+}
