@@ -92,6 +92,20 @@ fn same_def(tasks: &Slab<Task>, def: Option<Def<'_>>, spec: &TaskSpec) -> bool {
     }
 }
 
+/// Values at most this long are scanned for an ext's first byte before
+/// they are walked for task references.
+const REF_SCAN_BYTES_MAX: usize = 64;
+
+/// Whether msgpack `value` may hold a task reference. Only an ext can, and
+/// every ext starts with one of these bytes, so a short value with none of
+/// them holds none: walking `[17]` to learn that was ~260 instructions.
+fn may_refer(value: &[u8]) -> bool {
+    value.len() > REF_SCAN_BYTES_MAX
+        || value
+            .iter()
+            .any(|&b| matches!(b, 0xc7..=0xc9 | 0xd4..=0xd8))
+}
+
 fn same_spec(a: &TaskSpec, b: &TaskSpec) -> bool {
     a.function == b.function && a.args == b.args && a.kwargs == b.kwargs
 }
@@ -247,7 +261,9 @@ impl SchedulerState {
                 }
             };
             // The shapes were checked above, so these walks cannot fail.
-            let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+            if may_refer(spec.args.as_bytes()) {
+                let _ = Reader::new(spec.args.as_bytes()).skip_value(&mut on_ref);
+            }
             if let Some(kwargs) = &spec.kwargs {
                 let _ = Reader::new(kwargs.as_bytes()).skip_value(&mut on_ref);
             }
@@ -408,16 +424,27 @@ impl SchedulerState {
             self.tasks[t].dependencies = deps;
         }
 
-        // A key listed twice is wanted once (`add_want` would send a
-        // finished key's event again).
-        let mut seen: foldhash::HashSet<TaskId> =
-            foldhash::HashSet::with_capacity_and_hasher(plan.wanted.len(), Default::default());
+        // A key listed twice is wanted once (`add_want` would send an
+        // erred key's event again): new tasks are told apart by a bit of
+        // their position, where a hash set of every wanted task was ~100
+        // instructions a task.
+        let mut seen_new = vec![0u64; n.div_ceil(64)];
+        let mut seen_known: foldhash::HashSet<TaskId> = Default::default();
         for r in &plan.wanted {
-            let t = match *r {
-                Ref::New(q) => ids[q as usize],
-                Ref::Known(t) => t,
+            let fresh = match *r {
+                Ref::New(q) => {
+                    let (word, bit) = (q as usize / 64, 1u64 << (q % 64));
+                    let fresh = seen_new[word] & bit == 0;
+                    seen_new[word] |= bit;
+                    fresh
+                }
+                Ref::Known(t) => seen_known.insert(t),
             };
-            if seen.insert(t) {
+            if fresh {
+                let t = match *r {
+                    Ref::New(q) => ids[q as usize],
+                    Ref::Known(t) => t,
+                };
                 self.add_want(conn, t, request);
             }
         }
@@ -442,5 +469,23 @@ mod tests {
             }
             assert_eq!(dag.order().unwrap(), (0..n).collect::<Vec<_>>(), "{n}");
         }
+    }
+
+    /// A short value that holds a task reference is always walked.
+    #[test]
+    fn only_values_without_an_ext_byte_skip_the_walk() {
+        use dask_core::msgpack::{write, TASK_REF_EXT};
+
+        for key in ["a", "x-1", "('inc-3f2a', 17)", &"k".repeat(40)] {
+            let mut args = Vec::new();
+            write::array_len(&mut args, 1);
+            write::ext(&mut args, TASK_REF_EXT, key.as_bytes());
+            assert!(super::may_refer(&args), "{key}");
+        }
+        for plain in [&[0x91, 0x11][..], &[0x90], &[0xa3, b'a', b'b', b'c']] {
+            assert!(!super::may_refer(plain));
+        }
+        // Long values are walked whatever bytes they hold.
+        assert!(super::may_refer(&[0x00; super::REF_SCAN_BYTES_MAX + 1]));
     }
 }
