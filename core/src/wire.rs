@@ -432,7 +432,9 @@ macro_rules! wire_struct {
             pub fn write_fields(&self, w: &mut $crate::msgpack::WriteBuf<'_>) {
                 $(
                     if !$crate::wire::Wire::is_absent(&self.$field) {
-                        $crate::msgpack::write::str(w, stringify!($field));
+                        const NAME: [u8; stringify!($field).len() + 1] =
+                            $crate::msgpack::write::fixstr(stringify!($field));
+                        w.extend_from_slice(&NAME);
                         $crate::wire::Wire::write(&self.$field, w);
                     }
                 )*

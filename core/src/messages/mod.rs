@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ErrorCode, WireError};
-use crate::msgpack::{write, RawValue, Reader, WriteBuf};
+use crate::msgpack::{check_utf8, write, RawValue, Reader, WriteBuf};
 use crate::wire::{check_struct_len, Key, UnknownNames, Wire, FIELD_DEPTH_MAX};
 use crate::{wire_enum, wire_struct};
 
@@ -53,15 +53,15 @@ macro_rules! messages {
             pub fn write(&self, w: &mut WriteBuf<'_>) {
                 match self {
                     $(Message::$boxed(m) => {
+                        const OP: [u8; $boxed_op.len() + 4] = op_entry($boxed_op);
                         write::map_len(w, m.field_count() + 1);
-                        write::str(w, "op");
-                        write::str(w, $boxed_op);
+                        w.extend_from_slice(&OP);
                         m.write_fields(w);
                     })*
                     $(Message::$variant(m) => {
+                        const OP: [u8; $op.len() + 4] = op_entry($op);
                         write::map_len(w, m.field_count() + 1);
-                        write::str(w, "op");
-                        write::str(w, $op);
+                        w.extend_from_slice(&OP);
                         m.write_fields(w);
                     })*
                 }
@@ -75,17 +75,27 @@ macro_rules! messages {
                 let len = ahead.read_map_len()?;
                 check_struct_len(len)?;
                 if len > 0 && ahead.read_str_bytes().ok() == Some(b"op") {
-                    let op = ahead.read_str().map_err(|e| e.in_field("op"))?;
+                    // Compared as bytes, as `match` on a `str` would (one
+                    // op after the other), so a known op needs no UTF-8
+                    // check.
+                    let op = ahead.read_str_bytes().map_err(|e| e.in_field("op"))?;
                     *r = ahead;
                     let mut seen = UnknownNames::default();
                     seen.insert("op");
                     let len = len - 1;
-                    return match op {
-                        $($boxed_op => $boxed::read_entries(r, len, seen).map(Message::from),)*
-                        $($op => $variant::read_entries(r, len, seen).map(Message::$variant),)*
-                        _ => Err(WireError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))),
-                    }
-                    .map_err(|e| e.in_op(op));
+                    $(if op == $boxed_op.as_bytes() {
+                        return $boxed::read_entries(r, len, seen)
+                            .map(Message::from)
+                            .map_err(|e| e.in_op($boxed_op));
+                    })*
+                    $(if op == $op.as_bytes() {
+                        return $variant::read_entries(r, len, seen)
+                            .map(Message::$variant)
+                            .map_err(|e| e.in_op($op));
+                    })*
+                    let op = check_utf8(op).map_err(|e| e.in_field("op"))?;
+                    return Err(WireError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}"))
+                        .in_op(op));
                 }
                 let op = find_op(r.clone())?;
                 match op {
@@ -126,6 +136,24 @@ macro_rules! messages {
             fn from(m: $variant) -> Message { Message::$variant(m) }
         })*
     };
+}
+
+/// The map entry `op: <op>` as written (two fixstrs), built when
+/// compiling; `N` is the op's length plus four.
+const fn op_entry<const N: usize>(op: &str) -> [u8; N] {
+    let b = op.as_bytes();
+    assert!(b.len() + 4 == N && b.len() <= 31, "an op is a fixstr");
+    let mut out = [0u8; N];
+    out[0] = 0xa2;
+    out[1] = b'o';
+    out[2] = b'p';
+    out[3] = 0xa0 | b.len() as u8;
+    let mut i = 0;
+    while i < b.len() {
+        out[i + 4] = b[i];
+        i += 1;
+    }
+    out
 }
 
 /// The `op` of the message map `r` is at, found without reading the other

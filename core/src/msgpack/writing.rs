@@ -93,6 +93,25 @@ pub mod write {
         str_bytes(w, s.as_bytes());
     }
 
+    /// The encoding of a string known when compiling (a field's name):
+    /// its fixstr header and bytes, written with one copy. `N` is its
+    /// length plus one; a longer string does not compile.
+    pub const fn fixstr<const N: usize>(s: &str) -> [u8; N] {
+        let b = s.as_bytes();
+        assert!(
+            b.len() + 1 == N && b.len() <= 31,
+            "a fixstr holds 0 to 31 bytes"
+        );
+        let mut out = [0u8; N];
+        out[0] = 0xa0 | b.len() as u8;
+        let mut i = 0;
+        while i < b.len() {
+            out[i + 1] = b[i];
+            i += 1;
+        }
+        out
+    }
+
     fn str_bytes(w: &mut Vec<u8>, s: &[u8]) {
         header(w, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb);
         w.extend_from_slice(s);
