@@ -306,8 +306,14 @@ impl FrameEncoder {
         if dst.is_empty() && self.out_pos == 0 && self.out.len() == 1 {
             if let Some(Chunk::Owned(v)) = self.out.front_mut() {
                 std::mem::swap(dst, v);
+                // `dst`'s empty buffer is the next frame's, as `consume`
+                // keeps a written one (else every frame grows a new one).
+                let kept = std::mem::take(v);
                 self.out.clear();
                 self.out_bytes = 0;
+                if kept.capacity() <= SPARE_BYTES_MAX && kept.capacity() > self.spare.capacity() {
+                    self.spare = kept;
+                }
                 return;
             }
         }

@@ -286,6 +286,10 @@ impl<'a> Reader<'a> {
         on_ref: &mut dyn FnMut(&'a str),
     ) -> Result<&'a [u8], WireError> {
         let start = self.pos;
+        if let Some(end) = self.flat_end(depth_max) {
+            self.pos = end;
+            return Ok(&self.buf[start..end]);
+        }
         // An explicit stack of "objects still to read" keeps deep input from
         // overflowing the native stack. Its first levels are in place: every
         // message skips its values, and a heap stack was a malloc and a free
@@ -352,6 +356,41 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+impl Reader<'_> {
+    /// Where the next object ends when it is a fixed-size scalar, or a
+    /// fixarray of them (`depth_max` allowing): most task arguments and
+    /// small results, whose bounds are all there is to check, skipped
+    /// without [`Reader::skip_nested`]'s general walk. `None` for anything
+    /// else, or when bytes are missing (the walk then says which error).
+    fn flat_end(&self, depth_max: usize) -> Option<usize> {
+        let m = *self.buf.get(self.pos)?;
+        let end = match m {
+            0x90..=0x9f if depth_max > 0 => {
+                let mut at = self.pos + 1;
+                for _ in 0..m & 0x0f {
+                    at += scalar_len(*self.buf.get(at)?)?;
+                }
+                at
+            }
+            _ => self.pos + scalar_len(m)?,
+        };
+        (end <= self.buf.len()).then_some(end)
+    }
+}
+
+/// Bytes of a fixed-size scalar whose marker is `m` (nil, booleans,
+/// integers, floats); `None` for any other object.
+fn scalar_len(m: u8) -> Option<usize> {
+    Some(match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 1,
+        0xcc | 0xd0 => 2,
+        0xcd | 0xd1 => 3,
+        0xce | 0xd2 | 0xca => 5,
+        0xcf | 0xd3 | 0xcb => 9,
+        _ => return None,
+    })
 }
 
 /// The stack of [`Reader::skip_nested`]: its first levels in place, the

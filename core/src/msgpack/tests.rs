@@ -123,3 +123,52 @@ fn huge_declared_lengths_do_not_allocate() {
     assert!(RawValue::from_bytes(vec![0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
     assert!(RawValue::from_bytes(vec![0xc1]).is_err());
 }
+
+/// Scalars and fixarrays of them (skipped without the general walk) end
+/// where they end, every cut of them is refused, and whatever else is in
+/// a fixarray is still checked.
+#[test]
+fn flat_values_are_skipped_exactly_and_their_cuts_refused() {
+    use rmpv::Value;
+    let scalars: Vec<Value> = vec![
+        Value::Nil,
+        Value::from(true),
+        Value::from(0),
+        Value::from(127),
+        Value::from(128),
+        Value::from(65_536),
+        Value::from(1u64 << 40),
+        Value::from(-1),
+        Value::from(-33),
+        Value::from(-40_000),
+        Value::from(-(1i64 << 40)),
+        Value::F64(1.5),
+    ];
+    let mut values = scalars.clone();
+    values.push(Value::Array(vec![]));
+    values.push(Value::Array(scalars.clone()));
+    values.extend(scalars.iter().map(|s| Value::Array(vec![s.clone()])));
+    for v in &values {
+        let mut bytes = encode(v);
+        let len = bytes.len();
+        bytes.push(0x01);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.skip_value(&mut |_| {}).unwrap().len(), len, "{v}");
+        assert_eq!(r.remaining(), 1, "{v}");
+        for cut in 0..len {
+            let e = Reader::new(&bytes[..cut]).skip_value(&mut |_| {});
+            assert!(e.is_err(), "{v} cut at {cut}");
+        }
+    }
+    let skip = |b: &[u8]| Reader::new(b).skip_value(&mut |_| {}).map(<[u8]>::len);
+    assert!(skip(&[0x91, 0xc1]).unwrap_err().message.contains("0xc1"));
+    assert_eq!(skip(&[0x92, 0xa1, b'a', 0x01]).unwrap(), 4);
+    assert!(skip(&[0x91, 0xa1, 0xff]).is_err());
+    assert!(Reader::new(&[0x91, 0x01])
+        .skip_nested(0, &mut |_| {})
+        .is_err());
+    assert_eq!(
+        Reader::new(&[0x01]).skip_nested(0, &mut |_| {}).unwrap(),
+        [0x01]
+    );
+}
