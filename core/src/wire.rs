@@ -140,6 +140,15 @@ pub struct UnknownNames<'a> {
 }
 
 impl<'a> UnknownNames<'a> {
+    /// Holding `op` alone: a message's names once its `op` is read.
+    pub fn after_op() -> UnknownNames<'a> {
+        UnknownNames {
+            inline: ["op", "", "", ""],
+            len: 1,
+            more: Vec::new(),
+        }
+    }
+
     /// Records `name`; false when it was recorded before.
     pub fn insert(&mut self, name: &'a str) -> bool {
         if self.inline[..self.len].contains(&name) || self.more.contains(&name) {

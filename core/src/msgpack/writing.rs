@@ -113,7 +113,13 @@ pub mod write {
     }
 
     fn str_bytes(w: &mut Vec<u8>, s: &[u8]) {
-        header(w, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb);
+        // Most strings (keys, names) are fixstrs: their header here.
+        if s.len() <= 31 {
+            w.reserve(s.len() + 1);
+            w.push(0xa0 | s.len() as u8);
+        } else {
+            header(w, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb);
+        }
         w.extend_from_slice(s);
     }
 
@@ -133,11 +139,17 @@ pub mod write {
 
     /// Writes an array header.
     pub fn array_len(w: &mut Vec<u8>, len: usize) {
+        if len <= 15 {
+            return w.push(0x90 | len as u8);
+        }
         header(w, len, 0x90, 15, None, 0xdc, 0xdd);
     }
 
     /// Writes a map header.
     pub fn map_len(w: &mut Vec<u8>, len: usize) {
+        if len <= 15 {
+            return w.push(0x80 | len as u8);
+        }
         header(w, len, 0x80, 15, None, 0xde, 0xdf);
     }
 
