@@ -369,7 +369,6 @@ mod tests {
             run_id: 3,
             priority: 0,
             seq: 0,
-            key: "k".into(),
             function: function.into(),
             args: RawValue::from_value(&args),
             kwargs: kwargs.map(|k| RawValue::from_value(&k)),

@@ -43,7 +43,6 @@ fn the_standard_library_behaves_as_the_vectors_say() {
             run_id: 1,
             priority: 0,
             seq: 0,
-            key: "k".into(),
             function: name.to_string(),
             args: raw(&case["args"]),
             kwargs: case.get("kwargs").map(raw),

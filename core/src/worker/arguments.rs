@@ -207,7 +207,6 @@ mod tests {
             run_id: 1,
             priority: 0,
             seq: 0,
-            key: "k".into(),
             function: "f".into(),
             args: RawValue::from_value(&args),
             kwargs: kwargs.map(|k| RawValue::from_value(&k)),

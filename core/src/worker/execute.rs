@@ -464,7 +464,6 @@ impl WorkerState {
                 run_id,
                 priority: task.priority,
                 seq: task.seq,
-                key: task.key.clone(),
                 // Like the arguments, the name goes with the run: a task
                 // started is not started again from its record.
                 function: std::mem::take(&mut task.function),

@@ -424,6 +424,16 @@ impl WorkerState {
         self.running.len()
     }
 
+    /// The key of the task out on run `run_id` ([`Job::run_id`]), while the
+    /// run is out and its task not freed.
+    pub fn run_key(&self, run_id: u64) -> Option<&Key> {
+        let run = self.running.get(&run_id)?;
+        self.tasks
+            .get(run.slot)
+            .filter(|t| t.state == TaskState::Executing(run_id))
+            .map(|t| &t.key)
+    }
+
     /// Time passed ([`WorkerState::poll_timeout`] is due): hello and
     /// registration deadlines, reconnection attempts, heartbeats, delayed
     /// fetches, fetch timeouts, spill retries and held reports.

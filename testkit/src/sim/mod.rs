@@ -105,8 +105,8 @@ pub struct SimWorker {
     pub started: Vec<Key>,
     /// The lines it logged, in order.
     pub logs: Vec<String>,
-    /// Jobs on its executor, not started yet.
-    queued: Vec<Job>,
+    /// Jobs on its executor, not started yet, with their task's key.
+    queued: Vec<(Key, Job)>,
     /// Jobs started: their result, and when it is ready.
     running: Vec<Running>,
 }

@@ -273,10 +273,15 @@ impl Sim {
                 let w = &mut self.workers[i].state;
                 in_worker(|| w.handle_listening(now, address));
             }
-            WorkerOutput::Execute(job) => self.workers[i].queued.push(job),
+            WorkerOutput::Execute(job) => {
+                // Jobs carry no key: the worker tells it while the run is out.
+                let w = &mut self.workers[i];
+                let key = w.state.run_key(job.run_id).cloned();
+                w.queued.push((key.unwrap_or_else(|| Key::from("?")), job));
+            }
             WorkerOutput::Withdraw { run_id } => {
                 let jobs = &mut self.workers[i].queued;
-                let at = jobs.iter().position(|j| j.run_id == run_id);
+                let at = jobs.iter().position(|(_, j)| j.run_id == run_id);
                 if let Some(at) = at {
                     jobs.remove(at);
                 }
@@ -314,16 +319,16 @@ impl Sim {
             let free = w.state.config().nthreads.saturating_sub(w.running.len());
             if free > 0 && !w.queued.is_empty() {
                 w.queued
-                    .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
-                let batch: Vec<Job> = w.queued.drain(..free.min(w.queued.len())).collect();
-                for job in batch {
+                    .sort_by(|(_, a), (_, b)| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+                let batch: Vec<(Key, Job)> = w.queued.drain(..free.min(w.queued.len())).collect();
+                for (key, job) in batch {
                     let took = (self.job_duration)(&job);
                     let mut done = in_worker(|| run_job(&self.registry, &job));
                     done.duration_us = took.as_micros() as u64;
                     let w = &mut self.workers[i];
-                    w.started.push(job.key.clone());
+                    w.started.push(key.clone());
                     w.running.push(Running {
-                        key: job.key,
+                        key,
                         finish: self.now + took,
                         done,
                     });

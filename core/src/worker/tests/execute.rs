@@ -8,7 +8,7 @@ fn a_task_with_literal_args_runs_and_finishes() {
     w.handle_scheduler_message(now, compute("x", vec![Value::from(1)], &[]));
     let out = jobs(drain(&mut w));
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].key.as_str(), "x");
+    assert_eq!(job_key(&w, &out[0]), "x");
     assert_eq!(out[0].args, raw(Value::Array(vec![Value::from(1)])));
     w.handle_task_done(now, done(out[0].run_id, Value::from(2)));
     let out = drain(&mut w);
@@ -77,7 +77,7 @@ fn never_more_than_nthreads_and_ready_order_is_priority_then_arrival() {
         w.handle_scheduler_message(now, with_priority(compute(key, vec![], &[]), priority));
     }
     let first = jobs(drain(&mut w));
-    let keys: Vec<&str> = first.iter().map(|j| j.key.as_str()).collect();
+    let keys: Vec<String> = first.iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(keys, vec!["b", "d"]);
     assert_eq!(w.running(), 2);
     assert_eq!(w.metrics().executing, 2);
@@ -88,7 +88,7 @@ fn never_more_than_nthreads_and_ready_order_is_priority_then_arrival() {
         w.handle_task_done(now, done(job.run_id, Value::Nil));
         let next = jobs(drain(&mut w));
         assert!(w.running() <= 2);
-        order.extend(next.iter().map(|j| j.key.to_string()));
+        order.extend(next.iter().map(|j| job_key(&w, j)));
         pending.extend(next);
     }
     assert_eq!(order, vec!["c", "a", "e"]);
@@ -117,7 +117,7 @@ fn free_keys_drops_data_and_discards_a_running_result() {
         })]
     );
     let running = jobs(out);
-    assert_eq!(running[0].key.as_str(), "x");
+    assert_eq!(job_key(&w, &running[0]), "x");
     w.handle_scheduler_message(
         now,
         Message::FreeKeys(FreeKeys {
@@ -248,12 +248,12 @@ fn resources_limit_concurrency_and_impossible_asks_err() {
         to_scheduler(&out)[..],
         [Message::TaskErred(TaskErred { error_type, .. })] if error_type == "ResourceError"
     ));
-    let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+    let started: Vec<String> = jobs(out).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(started, vec!["a", "c"]);
     w.handle_task_done(now, done(0, Value::Nil));
     let started: Vec<String> = jobs(drain(&mut w))
         .iter()
-        .map(|j| j.key.to_string())
+        .map(|j| job_key(&w, j))
         .collect();
     assert_eq!(started, vec!["b"]);
 }
@@ -270,7 +270,7 @@ fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
         w.handle_scheduler_message(now, compute(key, vec![], &[]));
     }
     let out = jobs(drain(&mut w));
-    let keys: Vec<&str> = out.iter().map(|j| j.key.as_str()).collect();
+    let keys: Vec<String> = out.iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(keys, vec!["a", "b"], "nthreads 1 + 1 queued ahead");
     assert_eq!(w.metrics().executing, 1);
     assert_eq!(w.metrics().ready, 2);
@@ -288,7 +288,7 @@ fn runs_are_dispatched_ahead_and_unstarted_ones_can_be_withdrawn() {
             stolen: true
         })]
     );
-    let next: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+    let next: Vec<String> = jobs(out).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(
         next,
         vec!["c"],

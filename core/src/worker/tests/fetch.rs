@@ -46,7 +46,7 @@ fn dependencies_are_fetched_in_one_request_per_holder() {
     })));
     let started = jobs(out);
     assert_eq!(started.len(), 1);
-    assert_eq!(started[0].key.as_str(), "t1");
+    assert_eq!(job_key(&w, &started[0]), "t1");
     let dep_keys: Vec<&str> = started[0].deps.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(dep_keys, vec!["d1", "d2"]);
 }

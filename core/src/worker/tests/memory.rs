@@ -433,7 +433,7 @@ fn past_the_pause_no_task_starts_until_memory_is_freed() {
     let out = drain(&mut w);
     assert!(!w.memory().paused, "resumed under the pause");
     assert_eq!(fetches(&out).len(), 1, "the fetch goes out on resume");
-    let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+    let started: Vec<String> = jobs(out).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(started, vec!["t"]);
     assert!(store.puts().is_empty());
 }
@@ -471,7 +471,7 @@ fn values_held_by_running_jobs_are_not_spilled_and_can_pause_the_worker() {
     drop(job);
     w.handle_task_done(now, done(0, Value::from(0)));
     let out = drain(&mut w);
-    let started: Vec<String> = jobs(out).iter().map(|j| j.key.to_string()).collect();
+    let started: Vec<String> = jobs(out).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(started, vec!["next"]);
     let usage = w.memory();
     assert!(!usage.paused);

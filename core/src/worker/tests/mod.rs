@@ -208,6 +208,11 @@ fn jobs(outputs: Vec<WorkerOutput>) -> Vec<Job> {
         .collect()
 }
 
+/// The key of a job's task, asked of the worker (jobs carry none).
+fn job_key(w: &WorkerState, job: &Job) -> String {
+    w.run_key(job.run_id).expect("the run is out").to_string()
+}
+
 /// The get-data requests sent to holders, with the holders' addresses.
 fn fetches(outputs: &[WorkerOutput]) -> Vec<(String, GetData)> {
     outputs
