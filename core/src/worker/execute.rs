@@ -278,7 +278,7 @@ impl WorkerState {
                 value: None,
             }));
         }
-        if self.by_key.contains_key(&ct.key) {
+        if self.by_key.get(&self.tasks, ct.key.as_str()).is_some() {
             return; // already assigned here: one record per key
         }
         let refs = ct.args.refs();
@@ -287,7 +287,7 @@ impl WorkerState {
         let seq = self.next_seq;
         self.next_seq += 1;
         let slot = self.tasks.insert(Task {
-            key: ct.key.clone(),
+            key: ct.key,
             function: ct.function,
             args: ct.args,
             kwargs: ct.kwargs,
@@ -299,7 +299,7 @@ impl WorkerState {
             missing: 0,
             state: TaskState::Waiting,
         });
-        self.by_key.insert(ct.key, slot);
+        self.by_key.insert(&self.tasks, slot);
         self.request_missing_deps(slot);
     }
 
@@ -328,7 +328,7 @@ impl WorkerState {
 
     pub(super) fn remove_task(&mut self, slot: usize) -> Task {
         let task = self.tasks.remove(slot);
-        self.by_key.remove(&task.key);
+        self.by_key.remove(task.key.as_str(), slot);
         task
     }
 
@@ -344,7 +344,7 @@ impl WorkerState {
         for key in keys.iter() {
             self.remove_held(key);
             self.add_keys.remove(key);
-            if let Some(&slot) = self.by_key.get(key) {
+            if let Some(slot) = self.by_key.get(&self.tasks, key) {
                 // A run out on the executor stays in `running` until it ends
                 // (its result then finds no task and is discarded) or is
                 // withdrawn before it starts.
@@ -367,8 +367,8 @@ impl WorkerState {
     pub(super) fn steal(&mut self, key: Key) {
         let state = self
             .by_key
-            .get(&key)
-            .map(|&slot| (slot, self.tasks[slot].state));
+            .get(&self.tasks, key.as_str())
+            .map(|slot| (slot, self.tasks[slot].state));
         let stolen = match state {
             Some((slot, TaskState::Waiting | TaskState::Ready)) => {
                 self.remove_task(slot);

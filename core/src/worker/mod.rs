@@ -101,6 +101,7 @@ mod local;
 mod memory;
 mod scheduler;
 mod serve;
+mod task_index;
 
 pub use config::{
     WorkerStateConfig, CONNECTIONS_MAX, DISPATCH_AHEAD_MIN, FRAME_OVERHEAD_BYTES,
@@ -123,6 +124,7 @@ use execute::{ReadyQueue, Run, Task, TaskState, Withdrawal};
 use fetch::{Fetch, PeerRequest};
 use memory::Held;
 use scheduler::{Listener, Phase};
+use task_index::TaskIndex;
 
 /// Something for the edge to do.
 #[derive(Debug)]
@@ -195,7 +197,8 @@ pub struct WorkerState {
     config: WorkerStateConfig,
     now: Timestamp,
     tasks: Slab<Task>,
-    by_key: foldhash::HashMap<Key, usize>,
+    /// The tasks' slots by key (the keys are the tasks').
+    by_key: TaskIndex,
     ready: ReadyQueue,
     next_seq: u64,
     running: foldhash::HashMap<u64, Run>,
@@ -294,7 +297,7 @@ impl WorkerState {
             config,
             now,
             tasks: Slab::new(),
-            by_key: foldhash::HashMap::default(),
+            by_key: TaskIndex::default(),
             ready: ReadyQueue::default(),
             next_seq: 0,
             running: foldhash::HashMap::default(),

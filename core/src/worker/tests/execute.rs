@@ -251,10 +251,7 @@ fn resources_limit_concurrency_and_impossible_asks_err() {
     let started: Vec<String> = jobs(out).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(started, vec!["a", "c"]);
     w.handle_task_done(now, done(0, Value::Nil));
-    let started: Vec<String> = jobs(drain(&mut w))
-        .iter()
-        .map(|j| job_key(&w, j))
-        .collect();
+    let started: Vec<String> = jobs(drain(&mut w)).iter().map(|j| job_key(&w, j)).collect();
     assert_eq!(started, vec!["b"]);
 }
 
