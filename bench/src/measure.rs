@@ -22,6 +22,7 @@ pub(crate) struct Measured {
 pub(crate) fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Measured {
     let n = shape.tasks.len();
     let (s0, w0) = procs.cpu();
+    let client0 = dask_bench::own_cpu_seconds();
     let start = Instant::now();
     let wall_start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -40,14 +41,19 @@ pub(crate) fn run_shape(client: &Client, procs: &Processes, shape: Shape) -> Mea
     });
     let values = client.gather(&futures).expect("gather");
     let seconds = start.elapsed().as_secs_f64();
+    // This process is the client: its CPU (every thread; the timeline's
+    // waiting thread too) over the run.
+    let client_cpu = dask_bench::own_cpu_seconds() - client0;
     if let Some(first_done) = first_done {
         let first_done = first_done.join().expect("the timeline's thread");
         eprintln!(
-            "timeline {} (submitted at {wall_start:.6} s since the epoch): submit_tasks returned at {:.1} ms, first key done at {:.1} ms, all gathered at {:.1} ms",
+            "timeline {} (submitted at {wall_start:.6} s since the epoch): submit_tasks returned at {:.1} ms, first key done at {:.1} ms, all gathered at {:.1} ms; client CPU {:.1} ms ({:.2} us/task)",
             shape.name,
             submitted.as_secs_f64() * 1e3,
             first_done.as_secs_f64() * 1e3,
-            seconds * 1e3
+            seconds * 1e3,
+            client_cpu * 1e3,
+            client_cpu * 1e6 / n as f64
         );
     }
     let (s1, w1) = procs.cpu();

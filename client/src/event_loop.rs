@@ -76,6 +76,7 @@ impl Connection {
             conn,
             shared: Arc::clone(&shared),
             inbox: Vec::new(),
+            outbox: Vec::new(),
             transport_error: None,
             protocol_error: None,
             endpoint,
@@ -165,6 +166,9 @@ struct EventLoop {
     /// Messages read and not yet handed to the session (it is locked once
     /// per wakeup, not per frame).
     inbox: Vec<Message>,
+    /// Messages taken from the session, to send without its lock (kept
+    /// empty, for its allocation).
+    outbox: Vec<Message>,
     /// Why the connection ended, for the session.
     transport_error: Option<String>,
     protocol_error: Option<WireError>,
@@ -276,9 +280,17 @@ impl EventLoop {
             if !st.session.wants_transmit() {
                 break;
             }
-            while let Some(m) = st.session.poll_transmit() {
+            // Taken under the lock, encoded and written without it: a user
+            // thread handing the session the next part of a graph waits
+            // for no encoding (a part of 2 MiB is milliseconds of it).
+            let mut out = std::mem::take(&mut self.outbox);
+            out.extend(std::iter::from_fn(|| st.session.poll_transmit()));
+            drop(st);
+            let mut unsendable = Vec::new();
+            for m in out.drain(..) {
                 if let Err(e) = self.reactor.send(self.conn, &m) {
-                    st.session.handle_unsendable(&m, &e);
+                    unsendable.push((m, e));
+                    continue;
                 }
                 if matches!(
                     m,
@@ -303,6 +315,11 @@ impl EventLoop {
                     // of encoding).
                     self.reactor.flush();
                 }
+            }
+            self.outbox = out;
+            st = shared.lock();
+            for (m, e) in unsendable {
+                st.session.handle_unsendable(&m, &e);
             }
         }
         st.session.is_closed()
