@@ -65,6 +65,7 @@
 //! - `mod.rs`: the session, its lifecycle and its output queue;
 //! - `events.rs`: request ids and errors, key states, the events;
 //! - `keys.rs`: key names, held keys and their reference counts;
+//! - `table.rs`: the table of held keys;
 //! - `requests.rs`: what the driver asks (submit, scatter, gather, ...);
 //! - `input.rs`: what the scheduler sends, and the transport's end;
 //! - `graph.rs`: task specs, options and graphs (and graph files);
@@ -88,6 +89,7 @@ mod input;
 mod keys;
 mod parts;
 mod requests;
+mod table;
 mod waiting;
 
 pub use events::{ClientEvent, KeyState, RequestError, RequestId, TaskFailure};
@@ -121,8 +123,9 @@ struct KeyEntry {
     /// (dask/1.1 events carry it): an event for another one is stale, left
     /// over from a want this client has since released.
     want_request: RequestId,
-    /// Why it cannot progress, while pending (dask/1.1 `key-waiting`).
-    waiting: Option<Waiting>,
+    /// Why it cannot progress, while pending (dask/1.1 `key-waiting`);
+    /// boxed: rare, and the entry of every key is 64 bytes smaller.
+    waiting: Option<Box<Waiting>>,
     /// Its result, while finished, when `key-finished` carried it
     /// (dask/1.1 inline results): no `gather` is needed for it.
     inline: Option<RawValue>,
@@ -157,10 +160,10 @@ pub struct ClientSession {
     negotiated: Option<Negotiated>,
     keygen: KeyGenerator,
     next_request: u64,
-    /// (foldhash: the client's own keys, hashed several times each per
-    /// task; std's SipHash was a good part of a 1M-task graph's client
-    /// time.)
-    keys: foldhash::HashMap<Key, KeyEntry>,
+    /// The held keys (foldhash: the client's own keys, hashed several
+    /// times each per task; std's SipHash was a good part of a 1M-task
+    /// graph's client time).
+    keys: table::KeyTable,
     requests: HashMap<RequestId, Pending>,
     transmit: VecDeque<Message>,
     to_release: Vec<Key>,
@@ -250,7 +253,7 @@ impl ClientSession {
             negotiated: None,
             keygen: KeyGenerator::new(key_seed),
             next_request: 1,
-            keys: foldhash::HashMap::default(),
+            keys: table::KeyTable::default(),
             requests: HashMap::new(),
             transmit: VecDeque::new(),
             to_release: Vec::new(),

@@ -61,7 +61,7 @@ impl ClientSession {
     /// Why `key` waits, when the scheduler said (dask/1.1 `key-waiting`);
     /// cleared when the key leaves pending.
     pub fn waiting(&self, key: &str) -> Option<&Waiting> {
-        self.keys.get(key)?.waiting.as_ref()
+        self.keys.get(key)?.waiting.as_deref()
     }
 
     /// Counts of `keys` by state, from what this session knows (keys it
@@ -139,7 +139,7 @@ impl ClientSession {
             message: m.message,
             task: m.task,
         };
-        e.waiting = Some(waiting.clone());
+        e.waiting = Some(Box::new(waiting.clone()));
         self.events.push_back(ClientEvent::KeyWaiting {
             key: m.key,
             waiting,
