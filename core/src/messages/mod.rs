@@ -157,19 +157,8 @@ macro_rules! messages {
 /// The map entry `op: <op>` as written (two fixstrs), built when
 /// compiling; `N` is the op's length plus four.
 const fn op_entry<const N: usize>(op: &str) -> [u8; N] {
-    let b = op.as_bytes();
-    assert!(b.len() + 4 == N && b.len() <= 31, "an op is a fixstr");
-    let mut out = [0u8; N];
-    out[0] = 0xa2;
-    out[1] = b'o';
-    out[2] = b'p';
-    out[3] = 0xa0 | b.len() as u8;
-    let mut i = 0;
-    while i < b.len() {
-        out[i + 4] = b[i];
-        i += 1;
-    }
-    out
+    assert!(op.len() + 4 == N, "N is the op's length plus four");
+    write::put_fixstr(write::put_fixstr([0u8; N], 0, "op"), 3, op)
 }
 
 /// The `op` of the message map `r` is at, found without reading the other

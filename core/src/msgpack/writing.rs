@@ -97,16 +97,19 @@ pub mod write {
     /// its fixstr header and bytes, written with one copy. `N` is its
     /// length plus one; a longer string does not compile.
     pub const fn fixstr<const N: usize>(s: &str) -> [u8; N] {
+        assert!(s.len() + 1 == N, "N is the string's length plus one");
+        put_fixstr([0u8; N], 0, s)
+    }
+
+    /// `out` with the fixstr encoding of `s` written at `at` (for
+    /// encodings built when compiling, several strings in one array).
+    pub const fn put_fixstr<const N: usize>(mut out: [u8; N], at: usize, s: &str) -> [u8; N] {
         let b = s.as_bytes();
-        assert!(
-            b.len() + 1 == N && b.len() <= 31,
-            "a fixstr holds 0 to 31 bytes"
-        );
-        let mut out = [0u8; N];
-        out[0] = 0xa0 | b.len() as u8;
+        assert!(b.len() <= 31, "a fixstr holds 0 to 31 bytes");
+        out[at] = 0xa0 | b.len() as u8;
         let mut i = 0;
         while i < b.len() {
-            out[i + 1] = b[i];
+            out[at + 1 + i] = b[i];
             i += 1;
         }
         out

@@ -142,32 +142,13 @@ impl ReadyQueue {
     /// The first task of priority 0 after graph order `order` (from the
     /// first when `None`), from the run and the map.
     fn plain_after(&self, order: Option<u64>) -> Option<(u64, TaskId)> {
-        let run = self.run_after(order);
-        let map = match order {
-            None => self.plain.iter().next(),
-            Some(o) => self
-                .plain
-                .range((Bound::Excluded(o), Bound::Unbounded))
-                .next(),
-        }
-        .map(|(&o, &t)| (o, t));
-        match (run, map) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }
+        earliest(self.run_after(order), first_after(&self.plain, order))
     }
 
     /// The first entry in queue order after `cursor` (from the front when
     /// `None`).
     pub(crate) fn next_after(&self, cursor: Option<QueueKey>) -> Option<(QueueKey, TaskId)> {
-        let prioritized = match cursor {
-            None => self.prioritized.iter().next(),
-            Some(c) => self
-                .prioritized
-                .range((Bound::Excluded(c), Bound::Unbounded))
-                .next(),
-        }
-        .map(|(&k, &t)| (k, t));
+        let prioritized = first_after(&self.prioritized, cursor);
         let plain = match cursor {
             // Before the plain ones (a higher priority), or none.
             None => self.plain_after(None),
@@ -177,10 +158,7 @@ impl ReadyQueue {
             Some(_) => None,
         }
         .map(|(order, t)| (plain_key(order), t));
-        match (prioritized, plain) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }
+        earliest(prioritized, plain)
     }
 
     /// Every entry, in queue order.
@@ -206,6 +184,23 @@ impl ReadyQueue {
             .range((Bound::Excluded(zero), Bound::Unbounded))
             .map(|(&k, &t)| (k, t));
         before.chain(plain).chain(after)
+    }
+}
+
+/// The first entry of `map` after `after` (from the first when `None`).
+fn first_after<K: Ord + Copy>(map: &BTreeMap<K, TaskId>, after: Option<K>) -> Option<(K, TaskId)> {
+    match after {
+        None => map.iter().next(),
+        Some(k) => map.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+    }
+    .map(|(&k, &t)| (k, t))
+}
+
+/// The one of two candidates that comes first by its key.
+fn earliest<K: Ord>(a: Option<(K, TaskId)>, b: Option<(K, TaskId)>) -> Option<(K, TaskId)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
     }
 }
 
